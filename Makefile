@@ -1,0 +1,98 @@
+# rete — the front door. `make demo` and `make test` work on a fresh Debian
+# machine as root (or with sudo): both install what is missing first.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+CLANG_BUILD ?= build-clang
+FUZZ_BUILD ?= build-fuzz
+# Debian's interpreter: the python3 first on PATH may lack Debian's python3-* modules.
+PYTHON     := /usr/bin/python3
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FUZZ_SECONDS ?= 60
+
+# Every Debian package the project needs: build, unit and system tests, demo, bench.
+DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
+	libuv1-dev libssl-dev libnghttp2-dev libyaml-dev libjansson-dev libsqlite3-dev \
+	libpcre2-dev libcmocka-dev libclang-rt-14-dev \
+	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
+	python3-websockets redis-server redis-tools prometheus haproxy nginx wrk \
+	iproute2 procps
+
+# Sources listed by directory globbing in meson.build; re-run setup when the set changes.
+SRC_LIST := $(sort $(wildcard src/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
+
+.PHONY: all deps build test unit system asan clang demo bench bench-smoke fuzz install clean format
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "make deps: installing $$missing"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+define setup_build
+	@mkdir -p $(1)
+	@if [ ! -f $(1)/build.ninja ]; then \
+	    $(3) meson setup $(1) $(2) >/dev/null; \
+	elif [ "$$(cat $(1)/.rete-sources 2>/dev/null)" != "$(SRC_LIST)" ]; then \
+	    meson setup --reconfigure $(1) $(2) >/dev/null; \
+	fi
+	@echo "$(SRC_LIST)" > $(1)/.rete-sources
+	ninja -C $(1)
+endef
+
+build:
+	$(call setup_build,$(BUILD),,)
+
+asan:
+	$(call setup_build,$(ASAN_BUILD),-Db_sanitize=address$(,)undefined -Db_lundef=false,)
+
+clang:
+	$(call setup_build,$(CLANG_BUILD),,CC=clang)
+
+, := ,
+
+unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+# Unit tests on the gcc build, the clang build compiled with -Werror, then unit
+# and system tests under ASan+UBSan (CI runs exactly this).
+test: deps build clang asan
+	meson test -C $(BUILD) --print-errorlogs
+	meson test -C $(ASAN_BUILD) --print-errorlogs
+	RETE_BUILD=$(CURDIR)/$(ASAN_BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(PYTHON) -m pytest -q tests/system
+
+system: build
+	RETE_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q tests/system
+
+demo: deps build
+	$(PYTHON) examples/demo.py
+
+bench: deps build
+	$(PYTHON) bench/run.py
+
+bench-smoke: deps build
+	$(PYTHON) bench/run.py --smoke
+
+fuzz: deps
+	$(call setup_build,$(FUZZ_BUILD),-Dfuzz=true -Db_lundef=false,CC=clang)
+	@for f in $(FUZZ_BUILD)/tests/fuzz/fuzz_*; do \
+	    [ -x "$$f" ] || continue; n=$$(basename $$f); \
+	    mkdir -p tests/fuzz/corpus-run/$$n; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-run/$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+install: build
+	meson install -C $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,19 @@
+/* A bump allocator that owns everything of one lifetime (a config snapshot,
+ * a request): allocate many times, free once (nginx's ngx_pool_t). */
+#ifndef RETE_ARENA_H
+#define RETE_ARENA_H
+
+#include <stddef.h>
+
+typedef struct rete_arena rete_arena;
+
+rete_arena *rete_arena_new(size_t block_size);
+void rete_arena_free(rete_arena *a);
+/* Zeroed, aligned for any type; aborts on out-of-memory (alloc.h policy). */
+void *rete_arena_alloc(rete_arena *a, size_t n);
+char *rete_arena_strdup(rete_arena *a, const char *s);
+char *rete_arena_strndup(rete_arena *a, const char *s, size_t n);
+/* Bytes handed out so far (for metrics and memory accounting). */
+size_t rete_arena_used(const rete_arena *a);
+
+#endif

@@ -1,0 +1,341 @@
+/* The proxy's configuration model: types only (functions in config.h).
+ *
+ * One `rete_config` is an immutable snapshot built from resources (Service,
+ * Workload, HTTPRoute, GRPCRoute, TCPRoute, DestinationRule, PeerAuthentication,
+ * AuthorizationPolicy, MeshConfig) and the proxy's own `Proxy` document. It is
+ * built once (from a static file today, from reted's push later), then only
+ * read: workers share it through an atomic reference count and never lock.
+ * Everything a request needs is resolved at build time: routes point at their
+ * services, services at their endpoints, regexes are compiled, route rules
+ * are sorted by Gateway API precedence. All memory of a snapshot belongs to
+ * its arena and is freed with it. */
+#ifndef RETE_CONFIG_T_H
+#define RETE_CONFIG_T_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rete_arena;
+typedef struct pcre2_real_code_8 rete_regex; /* pcre2_code */
+
+typedef enum rete_app_protocol {
+    RETE_PROTO_HTTP,  /* HTTP/1.1 from the app (HTTP/2 detected too) */
+    RETE_PROTO_HTTP2,
+    RETE_PROTO_GRPC,
+    RETE_PROTO_TCP,
+} rete_app_protocol;
+
+typedef struct rete_label {
+    const char *key;
+    const char *value;
+} rete_label;
+
+typedef struct rete_socket_addr {
+    char host[64];  /* IP literal */
+    uint16_t port;
+} rete_socket_addr;
+
+/* ---- registry ------------------------------------------------------------ */
+
+typedef struct rete_workload {
+    const char *name;
+    const char *ns;
+    const char *address;         /* IP literal: where the workload (and its sidecar) lives */
+    const char *service_account;
+    const rete_label *labels;
+    size_t n_labels;
+    uint16_t mesh_port;          /* its sidecar's mesh listener, default 15008 */
+    uint32_t weight;             /* default 1 */
+    bool in_mesh;                /* false: plaintext straight to address:targetPort */
+    const char *spiffe_id;       /* derived: spiffe://<td>/ns/<ns>/sa/<sa> */
+} rete_workload;
+
+typedef struct rete_service_port {
+    const char *name;
+    uint16_t port;
+    uint16_t target_port;        /* default: port */
+    rete_app_protocol protocol;  /* from `protocol` or appProtocol */
+} rete_service_port;
+
+typedef enum rete_lb_kind {
+    RETE_LB_PEAK_EWMA,     /* default: least request, P2C weighted by peak-EWMA latency (Linkerd) */
+    RETE_LB_ROUND_ROBIN,
+    RETE_LB_LEAST_REQUEST, /* P2C on outstanding requests only */
+    RETE_LB_RANDOM,
+    RETE_LB_RING_HASH,
+    RETE_LB_MAGLEV,
+} rete_lb_kind;
+
+typedef enum rete_hash_on {
+    RETE_HASH_NONE,
+    RETE_HASH_HEADER,
+    RETE_HASH_COOKIE,
+    RETE_HASH_SOURCE_IP,
+} rete_hash_on;
+
+typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy */
+    rete_lb_kind lb;
+    rete_hash_on hash_on;
+    const char *hash_key;                  /* header or cookie name */
+    uint32_t ring_size;                    /* ring hash minimum ring size, default 1024 */
+    uint32_t maglev_table_size;            /* prime, default 65537 */
+    /* connectionPool */
+    uint32_t max_connections;              /* tcp.maxConnections, default 1024 */
+    uint32_t connect_timeout_ms;           /* tcp.connectTimeout, default 10000 */
+    uint32_t max_pending_requests;         /* http.http1MaxPendingRequests, default 1024 */
+    uint32_t max_requests;                 /* http.http2MaxRequests, default 1024 */
+    uint32_t max_requests_per_connection;  /* 0 = unlimited */
+    uint32_t max_retries;                  /* concurrent retries, default 3 */
+    /* outlierDetection */
+    uint32_t consecutive_5xx;              /* 0 = off */
+    uint32_t outlier_interval_ms;
+    uint32_t base_ejection_ms;
+    uint32_t max_ejection_percent;
+} rete_traffic_policy;
+
+typedef struct rete_service {
+    const char *name;
+    const char *ns;
+    const char *fqdn;                      /* derived: name.ns.svc.cluster.local */
+    const rete_service_port *ports;
+    size_t n_ports;
+    const rete_label *selector;
+    size_t n_selector;
+    const rete_workload *const *endpoints; /* resolved: workloads matching the selector */
+    size_t n_endpoints;
+    rete_traffic_policy policy;            /* defaults, or the DestinationRule's */
+} rete_service;
+
+/* ---- routes (Gateway API v1, GAMMA: parentRefs name a Service) ----------- */
+
+typedef enum rete_match_kind {
+    RETE_MATCH_EXACT,
+    RETE_MATCH_PREFIX,          /* paths only: PathPrefix, element-wise (Gateway API) */
+    RETE_MATCH_REGEX,           /* RegularExpression, PCRE2, anchored on the whole value */
+} rete_match_kind;
+
+typedef struct rete_string_match {
+    rete_match_kind kind;
+    const char *name;           /* header or query parameter name; NULL for paths */
+    const char *value;
+    size_t value_len;
+    rete_regex *re;             /* compiled when kind == RETE_MATCH_REGEX */
+} rete_string_match;
+
+typedef struct rete_http_match {
+    bool has_path;
+    rete_string_match path;     /* default: PathPrefix "/" */
+    const rete_string_match *headers;
+    size_t n_headers;
+    const rete_string_match *query;
+    size_t n_query;
+    const char *method;         /* NULL = any */
+} rete_http_match;
+
+typedef struct rete_header_kv {
+    const char *name;
+    const char *value;
+} rete_header_kv;
+
+typedef struct rete_header_modifier {  /* RequestHeaderModifier / ResponseHeaderModifier */
+    const rete_header_kv *set;
+    size_t n_set;
+    const rete_header_kv *add;
+    size_t n_add;
+    const char *const *remove;
+    size_t n_remove;
+} rete_header_modifier;
+
+typedef enum rete_filter_kind {
+    RETE_FILTER_REQUEST_HEADER,
+    RETE_FILTER_RESPONSE_HEADER,
+    RETE_FILTER_REDIRECT,
+    RETE_FILTER_URL_REWRITE,
+} rete_filter_kind;
+
+typedef struct rete_http_filter {
+    rete_filter_kind kind;
+    rete_header_modifier headers;   /* REQUEST_HEADER / RESPONSE_HEADER */
+    /* REDIRECT (RequestRedirect) */
+    const char *scheme;             /* NULL = keep */
+    const char *hostname;           /* NULL = keep; also URL_REWRITE */
+    uint16_t port;                  /* 0 = keep */
+    int status_code;                /* 301 or 302 (default 302) */
+    /* REDIRECT and URL_REWRITE path modifier */
+    enum { RETE_PATH_KEEP, RETE_PATH_FULL, RETE_PATH_PREFIX } path_kind;
+    const char *path;               /* ReplaceFullPath / ReplacePrefixMatch value */
+} rete_http_filter;
+
+typedef struct rete_backend_ref {
+    const rete_service *service;    /* resolved */
+    uint16_t port;                  /* service port; 0 = the port the request came for */
+    uint32_t weight;                /* default 1; 0 = never chosen */
+} rete_backend_ref;
+
+typedef struct rete_retry_policy {
+    uint32_t attempts;              /* retries after the first try; 0 = none */
+    uint32_t backoff_ms;            /* base, jittered exponential */
+    const uint16_t *codes;          /* retry on these statuses (default 502, 503, 504) */
+    size_t n_codes;
+    bool on_connect_failure;        /* default true */
+} rete_retry_policy;
+
+typedef struct rete_http_rule {
+    const rete_http_match *matches; /* none = match everything */
+    size_t n_matches;
+    const rete_http_filter *filters;
+    size_t n_filters;
+    const rete_backend_ref *backends;
+    size_t n_backends;
+    uint32_t total_weight;          /* derived */
+    uint32_t timeout_ms;            /* timeouts.request, 0 = none */
+    uint32_t backend_timeout_ms;    /* timeouts.backendRequest, 0 = none */
+    rete_retry_policy retry;
+} rete_http_rule;
+
+typedef struct rete_http_route {
+    const char *name;
+    const char *ns;
+    bool grpc;                      /* a GRPCRoute, compiled into the same shape */
+    const char *const *hostnames;
+    size_t n_hostnames;
+    const rete_http_rule *rules;
+    size_t n_rules;
+    uint64_t order;                 /* creation order for precedence ties */
+} rete_http_route;
+
+/* One (route, rule, match) triple, as the router tries them in order. */
+typedef struct rete_route_entry {
+    const rete_http_route *route;
+    const rete_http_rule *rule;
+    const rete_http_match *match;   /* NULL when the rule has no matches */
+} rete_route_entry;
+
+/* All HTTP routing for one service port, sorted by Gateway API precedence
+ * at build time; a service port with no route gets a default rule that sends
+ * everything to the service itself. */
+typedef struct rete_route_table {
+    const rete_service *service;
+    uint16_t port;
+    const rete_route_entry *entries;
+    size_t n_entries;
+    /* TCPRoute for this port, or the default (the service itself) */
+    const rete_backend_ref *tcp_backends;
+    size_t n_tcp_backends;
+    uint32_t tcp_total_weight;
+} rete_route_table;
+
+/* ---- security ------------------------------------------------------------ */
+
+typedef enum rete_mtls_mode {
+    RETE_MTLS_STRICT,
+    RETE_MTLS_PERMISSIVE,
+    RETE_MTLS_DISABLE,
+} rete_mtls_mode;
+
+typedef enum rete_authz_action { RETE_AUTHZ_ALLOW, RETE_AUTHZ_DENY, RETE_AUTHZ_AUDIT } rete_authz_action;
+
+typedef struct rete_authz_rule {    /* one `rules[]` entry: from AND to AND when */
+    const char *const *principals;  /* from.source.principals; "*" prefix/suffix wildcards */
+    size_t n_principals;
+    const char *const *not_principals;
+    size_t n_not_principals;
+    const char *const *namespaces;
+    size_t n_namespaces;
+    const char *const *not_namespaces;
+    size_t n_not_namespaces;
+    const char *const *methods;
+    size_t n_methods;
+    const char *const *not_methods;
+    size_t n_not_methods;
+    const char *const *paths;       /* exact, "prefix*", "*suffix" */
+    size_t n_paths;
+    const char *const *not_paths;
+    size_t n_not_paths;
+    const uint16_t *ports;
+    size_t n_ports;
+    const uint16_t *not_ports;
+    size_t n_not_ports;
+} rete_authz_rule;
+
+typedef struct rete_authz_policy {
+    const char *name;
+    const char *ns;
+    rete_authz_action action;
+    const rete_authz_rule *rules;   /* none: ALLOW matches nothing, DENY matches nothing */
+    size_t n_rules;
+} rete_authz_policy;
+
+/* ---- the proxy itself (kind: Proxy) -------------------------------------- */
+
+typedef struct rete_upstream_listener {   /* explicit upstream: 127.0.0.1:9191 -> db */
+    rete_socket_addr listen;
+    const rete_service *service;
+    uint16_t port;                         /* service port */
+} rete_upstream_listener;
+
+typedef struct rete_inbound_port {         /* an app port this sidecar fronts */
+    uint16_t port;
+    rete_app_protocol protocol;
+} rete_inbound_port;
+
+typedef struct rete_limits {
+    uint32_t max_request_line;      /* default 8192 */
+    uint32_t max_header_bytes;      /* default 65536 */
+    uint32_t max_headers;           /* default 100 */
+    uint32_t max_body_buffer;       /* per direction per stream in flight, default 65536 */
+    uint32_t max_connections;       /* downstream, per worker, default 10000 */
+    uint32_t max_streams;           /* HTTP/2 concurrent streams per connection, default 256 */
+    uint32_t detect_timeout_ms;     /* protocol detection, default 5000 for server-first safety */
+    uint32_t idle_timeout_ms;       /* downstream idle, default 300000 */
+    uint32_t drain_timeout_ms;      /* SIGTERM grace, default 5000 */
+} rete_limits;
+
+typedef struct rete_proxy_spec {
+    const char *name;               /* metadata.name: this proxy's workload name */
+    const char *ns;
+    const char *service_account;
+    const char *trust_domain;       /* default cluster.local */
+    const char *spiffe_id;          /* derived */
+    const char *app_address;        /* where the local app listens, default: workload address */
+    rete_socket_addr outbound;      /* default <address>:15001 */
+    rete_socket_addr inbound;       /* default <address>:15006 */
+    rete_socket_addr mesh;          /* default <address>:15008 */
+    rete_socket_addr admin;         /* default 127.0.0.1:15000 */
+    const rete_upstream_listener *upstreams;
+    size_t n_upstreams;
+    const rete_inbound_port *inbound_ports;
+    size_t n_inbound_ports;
+    const char *cert_file;          /* PEM: workload cert chain */
+    const char *key_file;
+    const char *ca_file;            /* trust bundle: one or more roots */
+    const char *server_cert_file;   /* optional cert for HTTP/2-over-TLS from the app (ALPN) */
+    const char *server_key_file;
+    unsigned concurrency;           /* default 1 */
+    rete_limits limits;
+} rete_proxy_spec;
+
+typedef struct rete_config {
+    atomic_uint refs;
+    struct rete_arena *arena;
+    uint64_t version;               /* increases with every snapshot */
+    char source[256];               /* file path or control-plane version string */
+
+    rete_proxy_spec proxy;
+    rete_mtls_mode mtls_mode;       /* effective PeerAuthentication for this workload */
+
+    const rete_service *services;
+    size_t n_services;
+    const rete_workload *workloads;
+    size_t n_workloads;
+    const rete_http_route *http_routes;
+    size_t n_http_routes;
+    const rete_route_table *tables; /* one per (service, port) */
+    size_t n_tables;
+    const rete_authz_policy *authz; /* only policies that select this workload */
+    size_t n_authz;
+} rete_config;
+
+#endif

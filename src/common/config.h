@@ -1,0 +1,56 @@
+/* Building, sharing and querying configuration snapshots (types in config-t.h).
+ *
+ * Input: a multi-document YAML (or JSON) stream of resources in the
+ * Kubernetes shape plus one `kind: Proxy` document; docs/proxy.md lists every
+ * field. Validation is all-or-nothing: the first problem is reported with the
+ * file, the document index (0-based), the field path (`spec.rules[0].matches[1].path.type`)
+ * and the reason, and no snapshot is produced. Unknown fields are errors. */
+#ifndef RETE_CONFIG_H
+#define RETE_CONFIG_H
+
+#include "config-t.h"
+#include "result.h"
+#include "view.h"
+
+typedef struct rete_config_error {
+    char file[256];
+    int document;       /* 0-based index in the stream, -1 when not about one document */
+    char path[256];     /* field path, empty when about the whole document */
+    char reason[512];
+} rete_config_error;
+
+/* Format as "file: document N: path: reason" into buf. */
+void rete_config_error_format(const rete_config_error *err, char *buf, size_t size);
+
+/* Load from a file / from memory. Returns a snapshot with one reference, or
+ * NULL with *err filled. `version` is stored in the snapshot. */
+rete_config *rete_config_load_file(const char *path, uint64_t version, rete_config_error *err);
+rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
+                                     uint64_t version, rete_config_error *err);
+
+static inline rete_config *rete_config_ref(rete_config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+/* Drop a reference; the last one frees the snapshot and everything in it. */
+void rete_config_unref(rete_config *cfg);
+
+/* Find a service by the host a client used: "name", "name.ns", "name.ns.svc",
+ * "name.ns.svc.cluster.local" (case-insensitive; short names are relative to
+ * the proxy's namespace), with or without ":port". Returns the route table of
+ * the matching service port, or NULL. When the authority has no port, the
+ * service's port 80 is chosen, else its only port, else its first HTTP port. */
+const rete_route_table *rete_config_find_table(const rete_config *cfg, rete_view authority,
+                                               uint16_t default_port);
+
+/* The route table for a known service port, or NULL. */
+const rete_route_table *rete_config_table_for(const rete_config *cfg, const rete_service *svc,
+                                              uint16_t port);
+
+/* The effective configuration as JSON text (for the admin /config endpoint);
+ * caller frees. */
+char *rete_config_to_json(const rete_config *cfg);
+
+#endif

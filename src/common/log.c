@@ -1,0 +1,63 @@
+#include "log.h"
+#include "result.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int rete_log_level = RETE_LOG_INFO;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
+
+const char *rete_log_level_name(int level)
+{
+    if (level < 0 || level > RETE_LOG_TRACE)
+        return "?";
+    return level_names[level];
+}
+
+int rete_log_level_parse(const char *name)
+{
+    for (int i = 0; i <= RETE_LOG_TRACE; i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void rete_log_write(int level, const char *fmt, ...)
+{
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, rete_log_level_name(level));
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    /* One write per line so lines from several threads never interleave. */
+    fwrite(line, 1, len, stderr);
+}
+
+const char *rete_rc_str(rete_rc rc)
+{
+    switch (rc) {
+    case RETE_OK: return "ok";
+    case RETE_EAGAIN: return "need more data";
+    case RETE_EINVAL: return "invalid input";
+    case RETE_ELIMIT: return "limit exceeded";
+    case RETE_ENOMEM: return "out of memory";
+    case RETE_EIO: return "I/O error";
+    case RETE_ENOTFOUND: return "not found";
+    case RETE_ESTATE: return "invalid state";
+    default: return "unknown error";
+    }
+}
