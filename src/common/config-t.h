@@ -204,7 +204,23 @@ typedef struct rete_http_route {
     const rete_http_rule *rules;
     size_t n_rules;
     uint64_t order;                 /* creation order for precedence ties */
+    /* parentRefs (GAMMA: Services); parent_ports[i] == 0 attaches to every
+     * port of parents[i]. */
+    const rete_service *const *parents;
+    const uint16_t *parent_ports;
+    size_t n_parents;
 } rete_http_route;
+
+/* A TCPRoute (Gateway API, experimental channel) attached to one Service. */
+typedef struct rete_tcp_route {
+    const char *name;
+    const char *ns;
+    const rete_service *parent;
+    uint16_t parent_port;           /* 0 = every port of parent */
+    const rete_backend_ref *backends;
+    size_t n_backends;
+    uint64_t order;                 /* creation order: the oldest one wins a port */
+} rete_tcp_route;
 
 /* One (route, rule, match) triple, as the router tries them in order. */
 typedef struct rete_route_entry {
@@ -332,6 +348,8 @@ typedef struct rete_config {
     size_t n_workloads;
     const rete_http_route *http_routes;
     size_t n_http_routes;
+    const rete_tcp_route *tcp_routes;
+    size_t n_tcp_routes;
     const rete_route_table *tables; /* one per (service, port) */
     size_t n_tables;
     const rete_authz_policy *authz; /* only policies that select this workload */
