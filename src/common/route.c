@@ -58,8 +58,7 @@ static bool regex_match(const rete_regex *re, rete_view v)
     }
     /* PCRE2 accepts a NULL subject only with length 0 in recent versions. */
     PCRE2_SPTR subject = (PCRE2_SPTR)(v.p ? v.p : "");
-    int rc = pcre2_match(re, subject, v.len, 0, PCRE2_ANCHORED | PCRE2_ENDANCHORED, route_md,
-                         NULL);
+    int rc = pcre2_match(re, subject, v.len, 0, PCRE2_ANCHORED | PCRE2_ENDANCHORED, route_md, NULL);
     return rc >= 0;
 }
 
@@ -293,8 +292,8 @@ static bool rewrite_into(const rete_route_entry *e, const rete_http_filter *f, r
     return true;
 }
 
-size_t rete_route_rewrite_path(const rete_route_entry *e, const rete_http_filter *f,
-                               rete_view path, char *out, size_t outlen)
+size_t rete_route_rewrite_path(const rete_route_entry *e, const rete_http_filter *f, rete_view path,
+                               char *out, size_t outlen)
 {
     route_out o = {out, outlen, 0};
     if (!rewrite_into(e, f, path, &o))
@@ -416,7 +415,7 @@ static int entry_cmp(const void *pa, const void *pb)
     const rete_http_match *ma = a->e.match, *mb = b->e.match;
     size_t alen, blen;
     int ac = path_class(ma, &alen), bc = path_class(mb, &blen);
-    CMP_ASC(ac, bc);   /* Exact, then PathPrefix, then RegularExpression */
+    CMP_ASC(ac, bc);     /* Exact, then PathPrefix, then RegularExpression */
     CMP_ASC(blen, alen); /* longer first */
     bool am = ma && ma->method, bm = mb && mb->method;
     CMP_ASC(bm, am);
@@ -437,8 +436,8 @@ static int entry_cmp(const void *pa, const void *pb)
 static bool route_attaches(const rete_http_route *r, const rete_service *svc, uint16_t port)
 {
     for (size_t i = 0; i < r->n_parents; i++)
-        if (r->parents[i] == svc && (r->parent_ports == NULL || r->parent_ports[i] == 0 ||
-                                     r->parent_ports[i] == port))
+        if (r->parents[i] == svc &&
+            (r->parent_ports == NULL || r->parent_ports[i] == 0 || r->parent_ports[i] == port))
             return true;
     return false;
 }
@@ -492,8 +491,8 @@ static const rete_http_route *default_route(rete_arena *arena, const rete_servic
 }
 
 /* Entries for one service port, sorted; `scratch` holds room for them all. */
-static void build_one(rete_config *cfg, rete_arena *arena, const rete_service *svc,
-                      uint16_t port, route_sort_item *scratch, rete_route_table *t)
+static void build_one(rete_config *cfg, rete_arena *arena, const rete_service *svc, uint16_t port,
+                      route_sort_item *scratch, rete_route_table *t)
 {
     t->service = svc;
     t->port = port;

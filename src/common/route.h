@@ -9,8 +9,12 @@
  *   3. method match, 4. most header matches, 5. most query parameter matches,
  *   then the oldest route (`order`), then "{namespace}/{name}" alphabetically,
  *   then rule and match order within the route.
+ * Route hostnames are ignored (GAMMA). When a GRPCRoute attaches to a service
+ * port, that port's HTTPRoutes are left out (GEP-1426: they conflict).
  * Request time: rete_route_match walks that order and returns the first
- * entry that matches; it allocates nothing and takes no lock. */
+ * entry that matches; it allocates nothing and takes no lock. Headers and
+ * query parameters match on their first occurrence; query strings are not
+ * percent-decoded. route.c's opening comment lists every such choice. */
 #ifndef RETE_ROUTE_H
 #define RETE_ROUTE_H
 
@@ -23,7 +27,7 @@ struct rete_arena;
 /* What the router looks at in a request: all views, none owned. */
 typedef struct rete_route_request {
     rete_view method;
-    rete_view path;          /* :path as received, query string included */
+    rete_view path; /* :path as received, query string included */
     const rete_header *headers;
     size_t n_headers;
 } rete_route_request;
@@ -51,15 +55,15 @@ const rete_backend_ref *rete_route_pick_backend(const rete_backend_ref *b, size_
  * returns the full length of the result; the caller checks `n < outlen`.
  * Returns 0 (a path is never empty) when the modifier cannot apply:
  * ReplacePrefixMatch on an entry whose path match is not a PathPrefix. */
-size_t rete_route_rewrite_path(const rete_route_entry *e, const rete_http_filter *f,
-                               rete_view path, char *out, size_t outlen);
+size_t rete_route_rewrite_path(const rete_route_entry *e, const rete_http_filter *f, rete_view path,
+                               char *out, size_t outlen);
 
 /* What the request looked like, for building a redirect. */
 typedef struct rete_route_redirect_req {
-    rete_view scheme;        /* "http" or "https" */
-    rete_view host;          /* authority; a ":port" suffix is dropped */
-    uint16_t port;           /* the port the request came for (the "listener" port) */
-    rete_view path;          /* :path, query included */
+    rete_view scheme; /* "http" or "https" */
+    rete_view host;   /* authority; a ":port" suffix is dropped */
+    uint16_t port;    /* the port the request came for (the "listener" port) */
+    rete_view path;   /* :path, query included */
 } rete_route_redirect_req;
 
 /* Build the Location of a RequestRedirect filter into out (NUL-terminated)
