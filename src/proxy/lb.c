@@ -46,7 +46,7 @@
 #define RING_SIZE_DEFAULT 1024u
 #define RING_SIZE_MAX (8u * 1024 * 1024) /* Envoy's maximum_ring_size */
 #define MAGLEV_SIZE_DEFAULT 65537u
-#define MAGLEV_SIZE_MAX 5000011u         /* Envoy's upper bound */
+#define MAGLEV_SIZE_MAX 5000011u /* Envoy's upper bound */
 #define MAGLEV_EMPTY UINT16_MAX
 
 /* Istio OutlierDetection defaults for fields left at 0; Envoy's
@@ -68,13 +68,13 @@ struct rete_lb_shared {
     const rete_service *svc;
     rete_lb_kind kind;
     size_t n;
-    size_t n_live;          /* endpoints of weight > 0 */
-    uint32_t *weight;       /* n */
-    uint64_t *cum;          /* n, inclusive prefix sums of weight */
+    size_t n_live;    /* endpoints of weight > 0 */
+    uint32_t *weight; /* n */
+    uint64_t *cum;    /* n, inclusive prefix sums of weight */
     uint64_t total_weight;
-    ring_point *ring;       /* RING_HASH: sorted by hash */
+    ring_point *ring; /* RING_HASH: sorted by hash */
     size_t n_ring;
-    uint16_t *maglev;       /* MAGLEV: endpoint index per slot */
+    uint16_t *maglev; /* MAGLEV: endpoint index per slot */
     uint32_t maglev_size;
     /* outlier detection, defaults applied */
     uint32_t consecutive_5xx; /* 0 = off */
@@ -83,20 +83,20 @@ struct rete_lb_shared {
     uint64_t interval_ns;
 };
 
-/* Mutable per-worker state of one endpoint: one cache line. */
+/* Mutable per-worker state of one endpoint: 64 bytes, one cache line. */
 typedef struct ep_state {
-    double ewma_ns;            /* PEAK_EWMA estimate as of stamp_ns */
+    double ewma_ns; /* PEAK_EWMA estimate as of stamp_ns */
     uint64_t stamp_ns;
-    int64_t rr_current;        /* smooth RR current weight */
+    int64_t rr_current; /* smooth RR current weight */
     uint64_t picks;
     uint64_t failures;
+    /* while ejected: its end; after: when times_ejected last went down */
     uint64_t ejected_until_ns;
-    uint64_t mult_stamp_ns;    /* last time times_ejected was decremented */
     uint32_t outstanding;
     uint32_t consecutive_failures;
     uint32_t times_ejected;
     bool ejected;
-    bool sampled;              /* ewma_ns/stamp_ns hold a measurement */
+    bool sampled; /* ewma_ns/stamp_ns hold a measurement */
 } ep_state;
 
 struct rete_lb {
@@ -104,10 +104,10 @@ struct rete_lb {
     ep_state *ep;
     uint64_t rng[4];
     size_t n_ejected;
-    uint64_t next_readmit_ns;  /* earliest ejected_until among ejected */
+    uint64_t next_readmit_ns; /* earliest ejected_until among ejected */
     /* filter for the pick in progress */
     int f_exclude;
-    int f_skip;                /* P2C: the first candidate, while drawing the second */
+    int f_skip; /* P2C: the first candidate, while drawing the second */
     bool f_panic;
     uint64_t picks_total;
     uint64_t no_endpoint_total;
@@ -245,9 +245,8 @@ static void build_ring(rete_lb_shared *sh)
         if (!by_share) {
             count[i] = (size_t)(sh->weight[i] / g * per_unit);
         } else { /* cumulative rounding keeps the sum near RING_SIZE_MAX */
-            double upto = floor((double)RING_SIZE_MAX * (double)sh->cum[i] /
-                                    (double)sh->total_weight +
-                                0.5);
+            double upto =
+                floor((double)RING_SIZE_MAX * (double)sh->cum[i] / (double)sh->total_weight + 0.5);
             count[i] = upto > prev ? (size_t)(upto - prev) : 1;
             prev = upto;
         }
@@ -489,7 +488,6 @@ static void readmit(rete_lb *lb, uint64_t now)
         if (now >= e->ejected_until_ns) {
             e->ejected = false;
             e->consecutive_failures = 0;
-            e->mult_stamp_ns = e->ejected_until_ns;
             lb->n_ejected--;
         } else if (e->ejected_until_ns < next) {
             next = e->ejected_until_ns;
@@ -503,13 +501,13 @@ static void readmit(rete_lb *lb, uint64_t now)
  * with a long ejection for its next failure. */
 static void decay_multiplier(const rete_lb_shared *sh, ep_state *e, uint64_t now)
 {
-    if (!e->times_ejected || e->ejected || now < e->mult_stamp_ns)
+    if (!e->times_ejected || e->ejected || now < e->ejected_until_ns)
         return;
-    uint64_t k = (now - e->mult_stamp_ns) / sh->interval_ns;
+    uint64_t k = (now - e->ejected_until_ns) / sh->interval_ns;
     if (!k)
         return;
     e->times_ejected = k >= e->times_ejected ? 0 : e->times_ejected - (uint32_t)k;
-    e->mult_stamp_ns += k * sh->interval_ns;
+    e->ejected_until_ns += k * sh->interval_ns;
 }
 
 /* May one more endpoint be ejected? max_ejection_percent of the live

@@ -18,16 +18,21 @@
  * drained: never picked. Times are caller-supplied monotonic nanoseconds
  * (uv_hrtime()), so tests are deterministic.
  *
- * Memory (bytes; n endpoints, 64-bit):
- *   per worker, every kind:  sizeof(rete_lb) ~ 128 + 64 per endpoint
- *   shared, every kind:      ~ 96 + 12 per endpoint (weight, cumulative weight)
- *   shared, RING_HASH:       + 16 per ring point; points = max(ring_size,
- *                            total_weight / min_weight), at most 8 Mi:
- *                            16 KiB for the default 1024 points
- *   shared, MAGLEV:          + 2 per table entry: 128 KiB for the default
- *                            65537 entries, once per snapshot, not per worker
- *                            (a per-worker uint32 table would cost 256 KiB
- *                            per service per worker).
+ * Memory (bytes; n endpoints, 64-bit, gcc/clang x86-64):
+ *   per worker, every kind:  120 + 64 per endpoint (one cache line each:
+ *                            outstanding, EWMA, RR weight, ejection, counters)
+ *   shared, every kind:      120 + 12 per endpoint (weight, prefix sum)
+ *   shared, RING_HASH:       + 16 per ring point. Points = weight/gcd * P, P the
+ *                            power of two putting the total in [ring_size,
+ *                            2 * ring_size) (more if total_weight/gcd is larger,
+ *                            8 Mi at most): 16-32 KiB for the default 1024,
+ *                            i.e. ~3-6 KiB per endpoint for 5 endpoints.
+ *   shared, MAGLEV:          + 2 per table slot (uint16 endpoint index): 128 KiB
+ *                            for the default 65537 slots whatever n is, once per
+ *                            snapshot, not per worker (a per-worker uint32
+ *                            table would cost 256 KiB per service per worker).
+ *                            Building it takes 32 bytes per endpoint of scratch
+ *                            and O(M * n) steps at worst, off the pick path.
  */
 #ifndef RETE_LB_H
 #define RETE_LB_H
@@ -56,21 +61,21 @@ typedef struct rete_lb_context {
 
 typedef struct rete_lb_stats {
     uint64_t picks_total;
-    uint64_t no_endpoint_total;  /* picks that returned -1 */
-    uint64_t panic_total;        /* picks made ignoring ejection: all were ejected */
+    uint64_t no_endpoint_total; /* picks that returned -1 */
+    uint64_t panic_total;       /* picks made ignoring ejection: all were ejected */
     uint64_t ejections_total;
     uint64_t ejections_overflow_total; /* ejections refused by max_ejection_percent */
     size_t n_endpoints;
-    size_t n_ejected;            /* at the time asked */
+    size_t n_ejected; /* at the time asked */
 } rete_lb_stats;
 
 typedef struct rete_lb_endpoint_stats {
     uint64_t picks;
     uint64_t failures;
     uint32_t outstanding;
-    uint32_t times_ejected;      /* the current ejection multiplier */
+    uint32_t times_ejected; /* the current ejection multiplier */
     bool ejected;
-    double ewma_ms;              /* PEAK_EWMA's latency estimate at `now`; 0 = unsampled */
+    double ewma_ms; /* PEAK_EWMA's latency estimate at `now`; 0 = unsampled */
 } rete_lb_endpoint_stats;
 
 /* Build the immutable half for `svc`, which must outlive it (both belong to
