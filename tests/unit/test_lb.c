@@ -29,8 +29,11 @@ static void fixture_init(fixture *f, rete_lb_kind kind, const uint32_t *weights,
     memset(f, 0, sizeof *f);
     for (size_t i = 0; i < n; i++) {
         snprintf(f->addr[i], sizeof f->addr[i], "10.0.0.%zu", i + 1);
-        f->wl[i] = (rete_workload){.name = f->addr[i], .ns = "default", .address = f->addr[i],
-                                   .mesh_port = 15008, .weight = weights ? weights[i] : 1,
+        f->wl[i] = (rete_workload){.name = f->addr[i],
+                                   .ns = "default",
+                                   .address = f->addr[i],
+                                   .mesh_port = 15008,
+                                   .weight = weights ? weights[i] : 1,
                                    .in_mesh = true};
         f->eps[i] = &f->wl[i];
     }
@@ -452,7 +455,7 @@ static void hash_ejection_walk(rete_lb_kind kind)
     assert_true(away >= 0 && away != home);
     for (int i = 0; i < 20; i++)
         assert_int_equal(rete_lb_pick(lb, &ctx, 2 + (uint64_t)i), away); /* stable while away */
-    assert_int_equal(rete_lb_pick(lb, &ctx, 1000 * MS), home);             /* back home */
+    assert_int_equal(rete_lb_pick(lb, &ctx, 1000 * MS), home);           /* back home */
     rete_lb_free(&lb);
 }
 
@@ -466,6 +469,25 @@ static void test_ring_hash(void **state)
     assert_true(moved >= 1500 && moved <= 2500);
     assert_int_equal(from_kept, 0); /* only the removed endpoint's keys move */
     hash_ejection_walk(RETE_LB_RING_HASH);
+}
+
+/* Scaling all weights changes nothing: ring points come from weight / gcd. */
+static void test_ring_hash_weight_scale_invariant(void **state)
+{
+    (void)state;
+    fixture f, g;
+    uint32_t w1[3] = {1, 1, 2}, w100[3] = {100, 100, 200};
+    fixture_init(&f, RETE_LB_RING_HASH, w1, 3);
+    fixture_init(&g, RETE_LB_RING_HASH, w100, 3);
+    rete_lb *a = rete_lb_new(&f.svc, 1);
+    rete_lb *b = rete_lb_new(&g.svc, 2);
+    char buf[32];
+    for (unsigned k = 0; k < 2000; k++) {
+        rete_lb_context ctx = key_ctx(buf, sizeof buf, k);
+        assert_int_equal(rete_lb_pick(a, &ctx, 0), rete_lb_pick(b, &ctx, 0));
+    }
+    rete_lb_free(&a);
+    rete_lb_free(&b);
 }
 
 static void test_maglev(void **state)
@@ -669,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_peak_ewma_counts_outstanding),
         cmocka_unit_test(test_peak_ewma_probes_new_endpoint),
         cmocka_unit_test(test_ring_hash),
+        cmocka_unit_test(test_ring_hash_weight_scale_invariant),
         cmocka_unit_test(test_maglev),
         cmocka_unit_test(test_hash_empty_key_is_random),
         cmocka_unit_test(test_maglev_table_size_rounded_to_prime),
