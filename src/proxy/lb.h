@@ -81,8 +81,9 @@ typedef struct rete_lb_endpoint_stats {
 /* Build the immutable half for `svc`, which must outlive it (both belong to
  * the same snapshot). Zero ring_size / maglev_table_size take the defaults
  * (1024, 65537); a table size that is not a prime above the endpoint count is
- * raised to the next one. Returns RETE_ELIMIT for MAGLEV over more than 65535
- * endpoints. The caller owns one reference. */
+ * raised to the next one. Returns RETE_ELIMIT for MAGLEV with more than 65534
+ * endpoints (slots are uint16) or a table size above 5000011, RETE_EINVAL for
+ * an unknown kind. The caller owns one reference. */
 RETE_MUST_CHECK rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out);
 /* Drop one reference; frees on the last and NULLs *sh. */
 void rete_lb_shared_unref(rete_lb_shared **sh);
