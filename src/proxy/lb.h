@@ -1,0 +1,127 @@
+/* Per-worker load balancers over one service's endpoints, with passive health
+ * (outlier detection).
+ *
+ * Two halves, so that the big immutable part is built once per snapshot and
+ * the pick path never locks:
+ *
+ *   rete_lb_shared  immutable, built once per (snapshot, service) by whoever
+ *                   builds the snapshot: weights, cumulative weights, the hash
+ *                   ring, the Maglev table. Reference counted (atomically, but
+ *                   only on new/free, never on pick), so workers may drop their
+ *                   balancers in any order after a snapshot swap.
+ *   rete_lb         one per worker per service: all mutable state (PRNG,
+ *                   round-robin weights, outstanding requests, latency
+ *                   estimates, ejections, counters). Owned by one thread; no
+ *                   locks, no atomics.
+ *
+ * Endpoint indexes are indexes into svc->endpoints. An endpoint of weight 0 is
+ * drained: never picked. Times are caller-supplied monotonic nanoseconds
+ * (uv_hrtime()), so tests are deterministic.
+ *
+ * Memory (bytes; n endpoints, 64-bit, gcc/clang x86-64):
+ *   per worker, every kind:  120 + 64 per endpoint (one cache line each:
+ *                            outstanding, EWMA, RR weight, ejection, counters)
+ *   shared, every kind:      120 + 12 per endpoint (weight, prefix sum)
+ *   shared, RING_HASH:       + 16 per ring point. Points = weight/gcd * P, P the
+ *                            power of two putting the total in [ring_size,
+ *                            2 * ring_size) (more if total_weight/gcd is larger,
+ *                            8 Mi at most): 16-32 KiB for the default 1024,
+ *                            i.e. ~3-6 KiB per endpoint for 5 endpoints.
+ *   shared, MAGLEV:          + 2 per table slot (uint16 endpoint index): 128 KiB
+ *                            for the default 65537 slots whatever n is, once per
+ *                            snapshot, not per worker (a per-worker uint32
+ *                            table would cost 256 KiB per service per worker).
+ *                            Building it takes 32 bytes per endpoint of scratch
+ *                            and O(M * n) steps at worst, off the pick path.
+ */
+#ifndef RETE_LB_H
+#define RETE_LB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config-t.h"
+#include "result.h"
+#include "view.h"
+
+typedef struct rete_lb_shared rete_lb_shared;
+typedef struct rete_lb rete_lb;
+
+/* What the caller knows about the request. */
+typedef struct rete_lb_context {
+    /* RING_HASH / MAGLEV: the header value, cookie value or source IP, as
+     * svc->policy.hash_on says; empty = no affinity (a weighted random pick).
+     * Ignored by the other kinds. */
+    rete_view hash_key;
+    /* An endpoint to avoid (the one a retry is retrying), or -1. Still returned
+     * when it is the only endpoint available. */
+    int exclude;
+} rete_lb_context;
+
+typedef struct rete_lb_stats {
+    uint64_t picks_total;
+    uint64_t no_endpoint_total; /* picks that returned -1 */
+    uint64_t panic_total;       /* picks made ignoring ejection: all were ejected */
+    uint64_t ejections_total;
+    uint64_t ejections_overflow_total; /* ejections refused by max_ejection_percent */
+    size_t n_endpoints;
+    size_t n_ejected; /* at the time asked */
+} rete_lb_stats;
+
+typedef struct rete_lb_endpoint_stats {
+    uint64_t picks;
+    uint64_t failures;
+    uint32_t outstanding;
+    uint32_t times_ejected; /* the current ejection multiplier */
+    bool ejected;
+    double ewma_ms; /* PEAK_EWMA's latency estimate at `now`; 0 = unsampled */
+} rete_lb_endpoint_stats;
+
+/* Build the immutable half for `svc`, which must outlive it (both belong to
+ * the same snapshot). Zero ring_size / maglev_table_size take the defaults
+ * (1024, 65537); a table size that is not a prime above the endpoint count is
+ * raised to the next one. Returns RETE_ELIMIT for MAGLEV with more than 65534
+ * endpoints (slots are uint16) or a table size above 5000011, RETE_EINVAL for
+ * an unknown kind. The caller owns one reference. */
+RETE_MUST_CHECK rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out);
+/* Drop one reference; frees on the last and NULLs *sh. */
+void rete_lb_shared_unref(rete_lb_shared **sh);
+
+/* A worker's balancer over `sh`; takes its own reference. `seed` seeds the
+ * worker's PRNG (give each worker a different one). Never NULL (OOM aborts). */
+rete_lb *rete_lb_new_shared(rete_lb_shared *sh, uint64_t seed);
+/* Convenience: build a private shared half and a balancer over it. NULL only
+ * where rete_lb_shared_build fails. */
+rete_lb *rete_lb_new(const rete_service *svc, uint64_t seed);
+void rete_lb_free(rete_lb **lb);
+
+/* Choose an endpoint: its index in svc->endpoints, or -1 when the service has
+ * no endpoint of non-zero weight. Ejected endpoints are skipped unless all are
+ * ejected (panic: then ejection is ignored). Counts a pick; does not count
+ * the request as outstanding (call rete_lb_start when it is sent). */
+int rete_lb_pick(rete_lb *lb, const rete_lb_context *ctx, uint64_t now_ns);
+
+/* A request was sent to `idx`: outstanding++. */
+void rete_lb_start(rete_lb *lb, int idx);
+/* The request to `idx` ended: outstanding--, latency sample (PEAK_EWMA),
+ * outlier detection. `failure`: a 5xx, connect failure or reset. A request
+ * that never reached the endpoint should not be reported as finished with a
+ * latency; report failure with latency 0. */
+void rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns);
+
+bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns);
+void rete_lb_get_stats(const rete_lb *lb, uint64_t now_ns, rete_lb_stats *out);
+/* false when idx is out of range. */
+bool rete_lb_get_endpoint_stats(const rete_lb *lb, int idx, uint64_t now_ns,
+                                rete_lb_endpoint_stats *out);
+size_t rete_lb_n_endpoints(const rete_lb *lb);
+
+/* "peak_ewma", "round_robin", "least_request", "random", "ring_hash", "maglev". */
+const char *rete_lb_kind_name(rete_lb_kind kind);
+
+/* The 64-bit hash used for hash keys and ring points (exposed for tests and for
+ * callers that want to pre-hash). */
+uint64_t rete_lb_hash(rete_view key);
+
+#endif
