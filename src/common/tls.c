@@ -4,9 +4,11 @@
  * Instead of OpenSSL's mem BIO we give each session a tiny BIO of our own over
  * two linear buffers (struct tls_buf): a mem BIO cannot drop bytes without
  * copying them out (so no zero-copy peek/consume) and never gives back its
- * largest allocation, whereas ours frees a drained buffer that grew past
- * TLS_BUF_KEEP, so an idle session holds no I/O buffers at all (with
- * SSL_MODE_RELEASE_BUFFERS, OpenSSL's own record buffers go too). */
+ * largest allocation, whereas ours frees a buffer as soon as it is drained
+ * (HAProxy's rule: an empty buffer is a free buffer), so an idle session
+ * holds no I/O buffer at all; with SSL_MODE_RELEASE_BUFFERS, OpenSSL's own
+ * record buffers go too. The price is one malloc/free pair per burst, small
+ * beside the AEAD work and the syscalls of that burst. */
 #include "tls.h"
 
 #include "alloc.h"
@@ -37,8 +39,9 @@ struct tls_buf {
     size_t head, len, cap;
 };
 
-/* A drained buffer larger than this is freed rather than kept for reuse. */
-#define TLS_BUF_KEEP 4096
+/* First allocation: one full TLS record plus header, so a burst of records
+ * rarely needs more than one or two reallocations. */
+#define TLS_BUF_MIN (16384 + 5 + 256)
 
 struct rete_tls_session {
     SSL *ssl;
@@ -68,7 +71,7 @@ static void buf_append(struct tls_buf *b, const void *data, size_t n)
         b->head = 0;
     }
     if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 1024;
+        size_t cap = b->cap ? b->cap : TLS_BUF_MIN;
         while (cap - b->len < n)
             cap *= 2;
         b->p = rete_realloc(b->p, cap);
@@ -84,11 +87,8 @@ static void buf_consume(struct tls_buf *b, size_t n)
         n = buf_live(b);
     b->head += n;
     if (b->head == b->len) {
-        b->head = b->len = 0;
-        if (b->cap > TLS_BUF_KEEP) {
-            rete_free(&b->p);
-            b->cap = 0;
-        }
+        rete_free(&b->p);
+        b->head = b->len = b->cap = 0;
     }
 }
 
@@ -461,7 +461,12 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file,
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(c, key_file, SSL_FILETYPE_PEM) != 1) {
-        fmt_err(err, errlen, "key file %s: %s", key_file, ossl_reason("cannot load PEM key"));
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            fmt_err(err, errlen, "key file %s does not match certificate file %s", key_file,
+                    cert_file);
+        else
+            fmt_err(err, errlen, "key file %s: %s", key_file,
+                    ossl_reason("cannot load PEM key"));
         goto fail;
     }
     if (SSL_CTX_check_private_key(c) != 1) {
