@@ -325,8 +325,7 @@ static rete_rc cert_spiffe_id(X509 *cert, char **out, const char **why)
         const unsigned char *d = ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
         int n = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
         rete_view uri = rete_view_make((const char *)d, n > 0 ? (size_t)n : 0);
-        if (!rete_view_ieq(rete_view_sub(uri, 0, SPIFFE_SCHEME_LEN),
-                           RETE_VIEW_LIT(SPIFFE_SCHEME)))
+        if (!rete_view_ieq(rete_view_sub(uri, 0, SPIFFE_SCHEME_LEN), RETE_VIEW_LIT(SPIFFE_SCHEME)))
             continue;
         if (found) {
             *why = "certificate has more than one spiffe:// URI SAN";
@@ -439,8 +438,8 @@ static int mesh_client_hello_cb(SSL *ssl, int *alert, void *arg)
 
 /* ---- contexts ---------------------------------------------------------- */
 
-static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file,
-                         const char *key_file, char *err, size_t errlen)
+static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, const char *key_file,
+                         char *err, size_t errlen)
 {
     SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     if (!c) {
@@ -465,13 +464,11 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file,
             fmt_err(err, errlen, "key file %s does not match certificate file %s", key_file,
                     cert_file);
         else
-            fmt_err(err, errlen, "key file %s: %s", key_file,
-                    ossl_reason("cannot load PEM key"));
+            fmt_err(err, errlen, "key file %s: %s", key_file, ossl_reason("cannot load PEM key"));
         goto fail;
     }
     if (SSL_CTX_check_private_key(c) != 1) {
-        fmt_err(err, errlen, "key file %s does not match certificate file %s", key_file,
-                cert_file);
+        fmt_err(err, errlen, "key file %s does not match certificate file %s", key_file, cert_file);
         goto fail;
     }
     ERR_clear_error();

@@ -86,7 +86,10 @@ RETE_MUST_CHECK rete_rc rete_tls_feed(rete_tls_session *s, const void *cipher, s
  * on every later call), RETE_EAGAIN when it needs more input, RETE_EIO when it
  * failed: rete_tls_session_error() says why, and pending output may hold the
  * alert to send before closing. On RETE_OK for a mesh session the peer's
- * SPIFFE ID is verified and available: check policy before any app byte. */
+ * SPIFFE ID is verified and available: check policy before any app byte.
+ * In TLS 1.3 the client finishes before the server has judged the client's
+ * certificate: a client whose certificate is refused sees RETE_OK here and
+ * the server's alert as RETE_EIO from its first rete_tls_read(). */
 RETE_MUST_CHECK rete_rc rete_tls_handshake(rete_tls_session *s);
 bool rete_tls_handshake_done(const rete_tls_session *s);
 

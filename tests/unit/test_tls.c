@@ -273,6 +273,38 @@ static void test_mutual_handshake_alpn_and_ids(void **state)
     rete_tls_session_free(s);
 }
 
+/* Records split at every byte boundary: each handshake step must cope with
+ * partial input by asking for more. */
+static void test_handshake_byte_by_byte(void **state)
+{
+    (void)state;
+    rete_tls_ctx *cctx = client_ctx(&fx.client, fx.ca1.crt),
+                 *sctx = server_ctx(&fx.server, fx.ca1.crt);
+    rete_tls_session *c = rete_tls_session_new_client(cctx, ID_SERVER, NULL);
+    rete_tls_session *s = rete_tls_session_new_server(sctx);
+    rete_rc crc = RETE_EAGAIN, src = RETE_EAGAIN;
+    int rounds = 0;
+    for (; rounds < 100000 && (crc == RETE_EAGAIN || src == RETE_EAGAIN); rounds++) {
+        uint8_t b;
+        if (crc == RETE_EAGAIN)
+            crc = rete_tls_handshake(c);
+        if (rete_tls_take_out(c, &b, 1) == 1)
+            feed(s, &b, 1);
+        if (src == RETE_EAGAIN)
+            src = rete_tls_handshake(s);
+        if (rete_tls_take_out(s, &b, 1) == 1)
+            feed(c, &b, 1);
+    }
+    assert_int_equal(crc, RETE_OK);
+    assert_int_equal(src, RETE_OK);
+    assert_true(rounds > 500);
+    assert_string_equal(rete_tls_peer_id(s), ID_CLIENT);
+    rete_tls_session_free(c);
+    rete_tls_session_free(s);
+    rete_tls_ctx_unref(cctx);
+    rete_tls_ctx_unref(sctx);
+}
+
 static void test_state_errors(void **state)
 {
     (void)state;
@@ -311,8 +343,8 @@ static void test_ctx_errors(void **state)
     assert_true(snprintf(missing, sizeof(missing), "%s/missing.crt", fx.dir) < PATHLEN);
     assert_null(rete_tls_mesh_server_ctx(missing, fx.server.key, fx.ca1.crt, err, sizeof(err)));
     assert_non_null(strstr(err, missing));
-    assert_null(rete_tls_mesh_client_ctx(fx.client.crt, fx.server.key, fx.ca1.crt, err,
-                                         sizeof(err)));
+    assert_null(
+        rete_tls_mesh_client_ctx(fx.client.crt, fx.server.key, fx.ca1.crt, err, sizeof(err)));
     assert_non_null(strstr(err, "does not match"));
     assert_non_null(strstr(err, fx.server.key));
     assert_null(rete_tls_mesh_server_ctx(fx.server.crt, fx.server.key, missing, err, sizeof(err)));
@@ -541,8 +573,8 @@ static void test_unexpected_server_id_refused(void **state)
     (void)state;
     rete_tls_session *c, *s;
     rete_rc crc, src;
-    mesh_pair(&fx.client, fx.ca1.crt, &fx.server, fx.ca1.crt, TD "/ns/default/sa/db", &c, &s,
-              &crc, &src);
+    mesh_pair(&fx.client, fx.ca1.crt, &fx.server, fx.ca1.crt, TD "/ns/default/sa/db", &c, &s, &crc,
+              &src);
     assert_int_equal(crc, RETE_EIO);
     const char *e = rete_tls_session_error(c);
     assert_non_null(strstr(e, "not the expected " TD "/ns/default/sa/db"));
@@ -560,8 +592,7 @@ static void test_rotation_bundle_two_roots(void **state)
     for (size_t i = 0; i < 2; i++) {
         rete_tls_session *c, *s;
         rete_rc crc, src;
-        mesh_pair(clients[i], fx.bundle13, &fx.server, fx.bundle13, ID_SERVER, &c, &s, &crc,
-                  &src);
+        mesh_pair(clients[i], fx.bundle13, &fx.server, fx.bundle13, ID_SERVER, &c, &s, &crc, &src);
         assert_int_equal(crc, RETE_OK);
         assert_int_equal(src, RETE_OK);
         rete_tls_session_free(c);
@@ -734,6 +765,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mutual_handshake_alpn_and_ids),
+        cmocka_unit_test(test_handshake_byte_by_byte),
         cmocka_unit_test(test_state_errors),
         cmocka_unit_test(test_ctx_errors),
         cmocka_unit_test(test_app_data_both_ways),

@@ -50,8 +50,8 @@ static X509 *testca_cert(EVP_PKEY *key, const char *cn, const testca *issuer, lo
     TESTCA_CHECK(X509_gmtime_adj(X509_getm_notAfter(x), not_after));
     TESTCA_CHECK(X509_set_pubkey(x, key));
     X509_NAME *name = X509_get_subject_name(x);
-    TESTCA_CHECK(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn,
-                                            -1, -1, 0));
+    TESTCA_CHECK(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0));
     TESTCA_CHECK(X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer->cert) : name));
     return x;
 }
