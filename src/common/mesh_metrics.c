@@ -50,12 +50,17 @@ static const struct {
     size_t nlabels;
     const char *help;
 } families[] = {
-#define F(field, name, type, labels, help) {offsetof(rete_mesh_metrics, field), name, type, labels, help}
-    F(requests_total, "istio_requests_total", C, HTTP, "Requests handled, by source, destination and response."),
+#define F(field, name, type, labels, help)                                                         \
+    {                                                                                              \
+        offsetof(rete_mesh_metrics, field), name, type, labels, help                               \
+    }
+    F(requests_total, "istio_requests_total", C, HTTP,
+      "Requests handled, by source, destination and response."),
     F(request_duration_milliseconds, "istio_request_duration_milliseconds", H, HTTP,
       "Request duration in milliseconds, from the first request byte to the last response byte."),
     F(request_bytes, "istio_request_bytes", H, HTTP, "Request sizes in bytes (headers and body)."),
-    F(response_bytes, "istio_response_bytes", H, HTTP, "Response sizes in bytes (headers and body)."),
+    F(response_bytes, "istio_response_bytes", H, HTTP,
+      "Response sizes in bytes (headers and body)."),
     F(tcp_sent_bytes_total, "istio_tcp_sent_bytes_total", C, TCP,
       "Bytes sent in responses on TCP connections."),
     F(tcp_received_bytes_total, "istio_tcp_received_bytes_total", C, TCP,
@@ -93,7 +98,8 @@ static const struct {
       "Retries not attempted because the retry budget was exhausted, by cluster."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, L(l_policy),
       "Requests denied by authorization policy, by policy."),
-    F(build_info, "rete_proxy_build_info", G, L(l_version), "Always 1, labelled with the build version."),
+    F(build_info, "rete_proxy_build_info", G, L(l_version),
+      "Always 1, labelled with the build version."),
 #undef F
 };
 

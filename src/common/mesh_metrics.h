@@ -35,8 +35,8 @@ enum rete_mesh_label {
     RETE_MESH_L_DESTINATION_SERVICE, /* host, e.g. echo.demo.svc.cluster.local */
     RETE_MESH_L_DESTINATION_SERVICE_NAME,
     RETE_MESH_L_DESTINATION_SERVICE_NAMESPACE,
-    RETE_MESH_L_REQUEST_PROTOCOL, /* "http", "grpc", "tcp" */
-    RETE_MESH_L_RESPONSE_FLAGS,   /* Envoy response flags, "-" when none */
+    RETE_MESH_L_REQUEST_PROTOCOL,           /* "http", "grpc", "tcp" */
+    RETE_MESH_L_RESPONSE_FLAGS,             /* Envoy response flags, "-" when none */
     RETE_MESH_L_CONNECTION_SECURITY_POLICY, /* "mutual_tls", "none", "unknown" */
     RETE_MESH_TCP_NLABELS,
     RETE_MESH_L_RESPONSE_CODE = RETE_MESH_TCP_NLABELS, /* HTTP status, "0" if none */
@@ -58,22 +58,22 @@ typedef struct rete_mesh_metrics {
     rete_metric_family tcp_connections_opened_total;
     rete_metric_family tcp_connections_closed_total;
     /* rete_proxy_ health */
-    rete_metric_family downstream_connections_total;  /* {listener} */
-    rete_metric_family downstream_connections_active; /* gauge {listener}: gauge_add +1/-1 */
-    rete_metric_family http_parse_errors_total;       /* {listener, code} */
-    rete_metric_family config_version;                /* gauge: gauge_set or gauge_fn */
-    rete_metric_family config_reloads_total;          /* {result}: "ok", "nack", "error" */
-    rete_metric_family cert_expiry_timestamp_seconds; /* gauge: notAfter, Unix seconds */
-    rete_metric_family cert_renewals_total;           /* {result} */
-    rete_metric_family control_plane_connected;       /* gauge 0/1 */
-    rete_metric_family upstream_pool_connections;     /* gauge {cluster} */
-    rete_metric_family upstream_timeouts_total;       /* {cluster} */
+    rete_metric_family downstream_connections_total;     /* {listener} */
+    rete_metric_family downstream_connections_active;    /* gauge {listener}: gauge_add +1/-1 */
+    rete_metric_family http_parse_errors_total;          /* {listener, code} */
+    rete_metric_family config_version;                   /* gauge: gauge_set or gauge_fn */
+    rete_metric_family config_reloads_total;             /* {result}: "ok", "nack", "error" */
+    rete_metric_family cert_expiry_timestamp_seconds;    /* gauge: notAfter, Unix seconds */
+    rete_metric_family cert_renewals_total;              /* {result} */
+    rete_metric_family control_plane_connected;          /* gauge 0/1 */
+    rete_metric_family upstream_pool_connections;        /* gauge {cluster} */
+    rete_metric_family upstream_timeouts_total;          /* {cluster} */
     rete_metric_family circuit_breaker_rejections_total; /* {cluster} */
-    rete_metric_family lb_ejections_total;            /* {cluster} */
-    rete_metric_family retries_total;                 /* {cluster} */
-    rete_metric_family retry_budget_exhausted_total;  /* {cluster} */
-    rete_metric_family authz_denied_total;            /* {policy} */
-    rete_metric_family build_info;                    /* gauge 1 {version} */
+    rete_metric_family lb_ejections_total;               /* {cluster} */
+    rete_metric_family retries_total;                    /* {cluster} */
+    rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
+    rete_metric_family authz_denied_total;               /* {policy} */
+    rete_metric_family build_info;                       /* gauge 1 {version} */
 } rete_mesh_metrics;
 
 /* Declare every family above in reg. Returns a malloc'ed struct (free with

@@ -44,10 +44,10 @@ typedef struct family {
     double *bounds;
     size_t nb;
     uint32_t max_series;
-    uint32_t ncells;  /* per series */
-    uint32_t *ids;    /* regular series, creation order */
+    uint32_t ncells; /* per series */
+    uint32_t *ids;   /* regular series, creation order */
     size_t nids, capids;
-    uint32_t *table;  /* open addressing: series id + 1, 0 empty; holds overflow too */
+    uint32_t *table; /* open addressing: series id + 1, 0 empty; holds overflow too */
     size_t tcap;
     uint32_t overflow; /* series id */
     bool has_dropped;
@@ -105,15 +105,22 @@ static uint64_t load(_Atomic uint64_t *p)
     return atomic_load_explicit(p, memory_order_relaxed);
 }
 
+/* Label values are cut to RETE_METRICS_MAX_VALUE_LEN bytes everywhere they
+ * are hashed, compared or stored, so a long header value costs bounded memory. */
+static size_t vlen(rete_view v)
+{
+    return v.len < RETE_METRICS_MAX_VALUE_LEN ? v.len : RETE_METRICS_MAX_VALUE_LEN;
+}
+
 static uint64_t hash_values(const rete_view *v, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++) {
-        uint32_t len = (uint32_t)v[i].len;
+        uint32_t len = (uint32_t)vlen(v[i]);
         const unsigned char *lp = (const unsigned char *)&len;
         for (size_t k = 0; k < sizeof(len); k++)
             h = (h ^ lp[k]) * 0x100000001b3ull;
-        for (size_t k = 0; k < v[i].len; k++)
+        for (size_t k = 0; k < len; k++)
             h = (h ^ (unsigned char)v[i].p[k]) * 0x100000001b3ull;
     }
     return h;
@@ -128,7 +135,7 @@ static bool key_eq(const char *key, size_t keylen, const rete_view *v, size_t n)
             return false;
         memcpy(&len, key + off, sizeof(len));
         off += sizeof(len);
-        if (len != v[i].len || keylen - off < len)
+        if (len != vlen(v[i]) || keylen - off < len)
             return false;
         if (len && memcmp(key + off, v[i].p, len) != 0)
             return false;
@@ -141,11 +148,11 @@ static char *key_encode(const rete_view *v, size_t n, size_t *keylen)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
-        total += sizeof(uint32_t) + v[i].len;
+        total += sizeof(uint32_t) + vlen(v[i]);
     char *key = rete_malloc(total);
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t len = (uint32_t)v[i].len;
+        uint32_t len = (uint32_t)vlen(v[i]);
         memcpy(key + off, &len, sizeof(len));
         off += sizeof(len);
         if (len)
@@ -586,8 +593,8 @@ void rete_metrics_shard_free(rete_metrics_shard **sp)
                               load(rete_metrics__cell(s, se->cell + k)));
         if (f->type == RETE_METRIC_HISTOGRAM) {
             _Atomic uint64_t *dst = rete_metrics__cell(&reg->base, se->cell + ncount);
-            double sum = double_of(load(dst)) +
-                         double_of(load(rete_metrics__cell(s, se->cell + ncount)));
+            double sum =
+                double_of(load(dst)) + double_of(load(rete_metrics__cell(s, se->cell + ncount)));
             atomic_store_explicit(dst, bits_of(sum), memory_order_relaxed);
         }
     }
@@ -624,8 +631,7 @@ void rete_metrics_gauge_set(rete_metrics *reg, rete_metric m, double value)
                           memory_order_relaxed);
 }
 
-rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m, rete_metrics_gauge_cb fn,
-                              void *arg)
+rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m, rete_metrics_gauge_cb fn, void *arg)
 {
     rete_rc rc = RETE_EINVAL;
     pthread_mutex_lock(&reg->mu);
@@ -675,8 +681,10 @@ static void sb_u64(sbuf *b, uint64_t v)
     sb_put(b, tmp, (size_t)n);
 }
 
-/* Shortest of %.15g / %.17g that reads back exactly; Prometheus spellings of
- * the non-finite values. */
+/* Shortest round-trip representation in the spelling of Go's
+ * strconv.FormatFloat(v, 'g', -1, 64), which the Prometheus client libraries
+ * and Envoy use: exponent form when the exponent is < -4 or >= 6, so bucket
+ * bounds read le="1.8e+06" exactly as on an Istio proxy. */
 static void sb_double(sbuf *b, double v)
 {
     if (isnan(v)) {
@@ -687,10 +695,16 @@ static void sb_double(sbuf *b, double v)
         sb_str(b, v > 0 ? "+Inf" : "-Inf");
         return;
     }
-    char tmp[40];
-    int n = snprintf(tmp, sizeof(tmp), "%.15g", v);
-    if (strtod(tmp, NULL) != v)
-        n = snprintf(tmp, sizeof(tmp), "%.17g", v);
+    char tmp[48];
+    int prec = 0, n = 0;
+    for (; prec <= 17; prec++) {
+        n = snprintf(tmp, sizeof(tmp), "%.*e", prec, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    int exp = atoi(strchr(tmp, 'e') + 1);
+    if (exp >= -4 && exp < 6)
+        n = snprintf(tmp, sizeof(tmp), "%.*f", prec > exp ? prec - exp : 0, v);
     sb_put(b, tmp, (size_t)n);
 }
 

@@ -44,10 +44,13 @@
  *   (RETE_METRICS_MAX_SEGS * RETE_METRICS_SEG_CELLS cells) is exhausted, a new
  *   combination resolves to the family's overflow series, whose label values
  *   are all "overflow", and `rete_metrics_series_dropped_total{family=...}` is
- *   incremented. Overflow cells are reserved when the family is declared, so
- *   resolution never fails for a declared family. Overflow results are not
- *   cached in shards (the cache stays bounded by the series count); resolving
- *   a dropped combination takes the registry mutex each time.
+ *   incremented (once per resolution that fell into overflow, not once per
+ *   distinct combination; the family stays out of the output until then). Overflow cells are
+ * reserved when the family is declared, so resolution never fails for a declared family. Overflow
+ * results are not cached in shards (the cache stays bounded by the series count); resolving a
+ * dropped combination takes the registry mutex each time. Label values longer than
+ * RETE_METRICS_MAX_VALUE_LEN bytes are cut to that length. Resolution waits for a scrape in
+ * progress (one mutex): resolve at config time, not per request, wherever the label values allow.
  *
  * Exposition
  * - `rete_metrics_render` writes families sorted by name, # HELP and # TYPE
@@ -75,6 +78,7 @@
 #define RETE_METRICS_MAX_FAMILIES 256
 #define RETE_METRICS_MAX_LABELS 24
 #define RETE_METRICS_MAX_BUCKETS 64
+#define RETE_METRICS_MAX_VALUE_LEN 1024 /* label values are cut to this many bytes */
 #define RETE_METRICS_DEFAULT_MAX_SERIES 10000
 #define RETE_METRICS_SEG_SHIFT 12
 #define RETE_METRICS_SEG_CELLS (1u << RETE_METRICS_SEG_SHIFT) /* 32 KiB per segment */

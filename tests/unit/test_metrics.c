@@ -5,7 +5,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,8 @@
 static rete_metric_family declare(rete_metrics *reg, const char *name, rete_metric_type type,
                                   const char *const *labels, size_t nlabels)
 {
-    rete_metric_desc d = {.name = name, .help = "h", .type = type, .labels = labels, .nlabels = nlabels};
+    rete_metric_desc d = {
+        .name = name, .help = "h", .type = type, .labels = labels, .nlabels = nlabels};
     rete_metric_family f;
     assert_int_equal(rete_metrics_declare(reg, &d, &f), RETE_OK);
     return f;
@@ -90,8 +93,11 @@ static void test_histogram_bucket_edges(void **state)
     (void)state;
     rete_metrics *reg = rete_metrics_new();
     static const double b[] = {1, 2.5, 5};
-    rete_metric_desc d = {.name = "t_latency_seconds", .help = "Latency.", .type = RETE_METRIC_HISTOGRAM,
-                          .buckets = b, .nbuckets = 3};
+    rete_metric_desc d = {.name = "t_latency_seconds",
+                          .help = "Latency.",
+                          .type = RETE_METRIC_HISTOGRAM,
+                          .buckets = b,
+                          .nbuckets = 3};
     rete_metric_family f;
     assert_int_equal(rete_metrics_declare(reg, &d, &f), RETE_OK);
     rete_metric m;
@@ -107,7 +113,7 @@ static void test_histogram_bucket_edges(void **state)
                              "t_latency_seconds_bucket{le=\"2.5\"} 4\n"
                              "t_latency_seconds_bucket{le=\"5\"} 6\n"
                              "t_latency_seconds_bucket{le=\"+Inf\"} 8\n"
-                             "t_latency_seconds_sum 1000000017.5000002\n"
+                             "t_latency_seconds_sum 1.0000000175000002e+09\n"
                              "t_latency_seconds_count 8\n");
     free(out);
     rete_metrics_shard_free(&s);
@@ -129,8 +135,8 @@ static void test_default_buckets(void **state)
     assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"0.5\"}") == 1);
     assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"1000000\"}") == -1);
     assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"600000\"}") == 1);
-    assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"1800000\"}") == 2);
-    assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"3600000\"}") == 2);
+    assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"1.8e+06\"}") == 2);
+    assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"3.6e+06\"}") == 2);
     assert_true(value_of(out, "t_duration_milliseconds_bucket{le=\"+Inf\"}") == 3);
     assert_int_equal(rete_metrics_default_nbuckets, 19);
     free(out);
@@ -142,8 +148,11 @@ static void test_label_escaping(void **state)
 {
     (void)state;
     rete_metrics *reg = rete_metrics_new();
-    rete_metric_desc d = {.name = "t_x_total", .help = "back\\slash and\nnewline \"quoted\"",
-                          .type = RETE_METRIC_COUNTER, .labels = l_code, .nlabels = 1};
+    rete_metric_desc d = {.name = "t_x_total",
+                          .help = "back\\slash and\nnewline \"quoted\"",
+                          .type = RETE_METRIC_COUNTER,
+                          .labels = l_code,
+                          .nlabels = 1};
     rete_metric_family f;
     assert_int_equal(rete_metrics_declare(reg, &d, &f), RETE_OK);
     series1(reg, f, "a\"b\\c\nd");
@@ -151,10 +160,29 @@ static void test_label_escaping(void **state)
     rete_metric m;
     assert_int_equal(rete_metrics_series(reg, f, &bad, 1, &m), RETE_OK);
     char *out = rete_metrics_render(reg, NULL);
-    assert_string_equal(out, "# HELP t_x_total back\\\\slash and\\nnewline \"quoted\"\n"
-                             "# TYPE t_x_total counter\n"
-                             "t_x_total{code=\"a\\\"b\\\\c\\nd\"} 0\n"
-                             "t_x_total{code=\"x\xef\xbf\xbd\xc3\xa9y\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"} 0\n");
+    assert_string_equal(
+        out, "# HELP t_x_total back\\\\slash and\\nnewline \"quoted\"\n"
+             "# TYPE t_x_total counter\n"
+             "t_x_total{code=\"a\\\"b\\\\c\\nd\"} 0\n"
+             "t_x_total{code=\"x\xef\xbf\xbd\xc3\xa9y\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"} 0\n");
+    free(out);
+    rete_metrics_free(reg);
+}
+
+static void test_long_values_are_cut(void **state)
+{
+    (void)state;
+    rete_metrics *reg = rete_metrics_new();
+    rete_metric_family f = declare(reg, "t_long_total", RETE_METRIC_COUNTER, l_code, 1);
+    static char a[RETE_METRICS_MAX_VALUE_LEN + 10], b[RETE_METRICS_MAX_VALUE_LEN + 20];
+    memset(a, 'x', sizeof(a) - 1);
+    memset(b, 'x', sizeof(b) - 1);
+    rete_metric ma = series1(reg, f, a), mb = series1(reg, f, b);
+    assert_int_equal(ma.cell, mb.cell);
+    char *out = rete_metrics_render(reg, NULL);
+    const char *q = strstr(out, "{code=\"");
+    assert_non_null(q);
+    assert_int_equal(strspn(q + 7, "x"), RETE_METRICS_MAX_VALUE_LEN);
     free(out);
     rete_metrics_free(reg);
 }
@@ -164,8 +192,12 @@ static void test_series_bound_and_overflow(void **state)
     (void)state;
     rete_metrics *reg = rete_metrics_new();
     static const char *const l2[] = {"a", "b"};
-    rete_metric_desc d = {.name = "t_y_total", .help = "h", .type = RETE_METRIC_COUNTER,
-                          .labels = l2, .nlabels = 2, .max_series = 3};
+    rete_metric_desc d = {.name = "t_y_total",
+                          .help = "h",
+                          .type = RETE_METRIC_COUNTER,
+                          .labels = l2,
+                          .nlabels = 2,
+                          .max_series = 3};
     rete_metric_family f;
     assert_int_equal(rete_metrics_declare(reg, &d, &f), RETE_OK);
     rete_metrics_shard *s = rete_metrics_shard_new(reg);
@@ -253,17 +285,63 @@ static void test_gauges(void **state)
     rete_metrics_free(reg);
 }
 
+/* Floats are spelled as Go's strconv.FormatFloat(v, 'g', -1, 64). */
+static void test_float_format(void **state)
+{
+    (void)state;
+    static const struct {
+        double v;
+        const char *want;
+    } cases[] = {
+        {0, "0"},
+        {0.1, "0.1"},
+        {-2.5, "-2.5"},
+        {1e-5, "1e-05"},
+        {0.0001, "0.0001"},
+        {123456, "123456"},
+        {999999, "999999"},
+        {1234567, "1.234567e+06"},
+        {1790000000, "1.79e+09"},
+        {1.0 / 3, "0.3333333333333333"},
+        {1e300, "1e+300"},
+        {NAN, "NaN"},
+        {INFINITY, "+Inf"},
+        {-INFINITY, "-Inf"},
+    };
+    rete_metrics *reg = rete_metrics_new();
+    rete_metric_family f = declare(reg, "t_g", RETE_METRIC_GAUGE, NULL, 0);
+    rete_metric m;
+    assert_int_equal(rete_metrics_series(reg, f, NULL, 0, &m), RETE_OK);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rete_metrics_gauge_set(reg, m, cases[i].v);
+        char *out = rete_metrics_render(reg, NULL);
+        char want[64];
+        snprintf(want, sizeof(want), "\nt_g %s\n", cases[i].want);
+        if (!strstr(out, want))
+            fail_msg("%s: want %s in\n%s", cases[i].want, want, out);
+        free(out);
+    }
+    rete_metrics_free(reg);
+}
+
 static void test_render_exact(void **state)
 {
     (void)state;
     rete_metrics *reg = rete_metrics_new();
     static const double b[] = {0.5, 10};
     static const char *const l2[] = {"method", "code"};
-    rete_metric_desc dh = {.name = "b_duration_milliseconds", .help = "Duration.",
-                           .type = RETE_METRIC_HISTOGRAM, .labels = l_code, .nlabels = 1,
-                           .buckets = b, .nbuckets = 2};
-    rete_metric_desc dc = {.name = "a_requests_total", .help = "Requests.",
-                           .type = RETE_METRIC_COUNTER, .labels = l2, .nlabels = 2};
+    rete_metric_desc dh = {.name = "b_duration_milliseconds",
+                           .help = "Duration.",
+                           .type = RETE_METRIC_HISTOGRAM,
+                           .labels = l_code,
+                           .nlabels = 1,
+                           .buckets = b,
+                           .nbuckets = 2};
+    rete_metric_desc dc = {.name = "a_requests_total",
+                           .help = "Requests.",
+                           .type = RETE_METRIC_COUNTER,
+                           .labels = l2,
+                           .nlabels = 2};
     rete_metric_desc dg = {.name = "c_up", .help = "Up.", .type = RETE_METRIC_GAUGE};
     rete_metric_family fh, fc, fg;
     assert_int_equal(rete_metrics_declare(reg, &dh, &fh), RETE_OK);
@@ -320,7 +398,11 @@ static void test_declare_validation(void **state)
         {.name = "x", .help = "h", .type = RETE_METRIC_GAUGE, .labels = bad_dunder, .nlabels = 1},
         {.name = "x", .help = "h", .type = RETE_METRIC_GAUGE, .labels = dup, .nlabels = 2},
         {.name = "x", .help = "h", .type = RETE_METRIC_GAUGE, .labels = bad_char, .nlabels = 1},
-        {.name = "x", .help = "h", .type = RETE_METRIC_HISTOGRAM, .buckets = unsorted, .nbuckets = 2},
+        {.name = "x",
+         .help = "h",
+         .type = RETE_METRIC_HISTOGRAM,
+         .buckets = unsorted,
+         .nbuckets = 2},
         {.name = "x", .help = "h", .type = (rete_metric_type)9},
         {.name = "rete_metrics_series_dropped_total", .help = "h", .type = RETE_METRIC_COUNTER},
     };
@@ -369,6 +451,9 @@ static void test_growth_across_segments(void **state)
 
 enum { WRITERS = 4, ITERS = 1000000 };
 
+/* cmocka asserts longjmp on the main thread only: threads record failures. */
+static atomic_int scraping, thread_failures;
+
 struct writer {
     rete_metrics *reg;
     rete_metric_family fc, fh;
@@ -387,7 +472,8 @@ static void *writer_main(void *arg)
         if (i % 4096 == 0) { /* new series while the scraper runs: segments grow */
             snprintf(buf, sizeof(buf), "w%d-%d", w->id, i / 4096);
             rete_view v = rete_view_cstr(buf);
-            assert_int_equal(rete_metrics_shard_series(s, w->fh, &v, 1, &dyn), RETE_OK);
+            if (rete_metrics_shard_series(s, w->fh, &v, 1, &dyn) != RETE_OK)
+                atomic_fetch_add(&thread_failures, 1);
         }
         rete_metrics_observe(s, dyn, (double)(i % 100));
     }
@@ -396,8 +482,6 @@ static void *writer_main(void *arg)
         rete_metrics_shard_free(&s);
     return s;
 }
-
-static volatile int scraping;
 
 static void *scraper_main(void *arg)
 {
@@ -408,7 +492,8 @@ static void *scraper_main(void *arg)
         size_t len;
         char *out = rete_metrics_render(reg, &len);
         double v = value_of(out, "t_ops_total{code=\"all\"}");
-        assert_true(v >= last); /* counters never go backwards */
+        if (v < last) /* counters never go backwards */
+            atomic_fetch_add(&thread_failures, 1);
         last = v;
         free(out);
         renders++;
@@ -439,6 +524,7 @@ static void test_concurrent_writers_and_scraper(void **state)
     }
     scraping = 0;
     assert_int_equal(pthread_join(ts, NULL), 0);
+    assert_int_equal(thread_failures, 0);
     char *out = rete_metrics_render(reg, NULL);
     assert_true(value_of(out, "t_ops_total{code=\"all\"}") == (double)WRITERS * ITERS);
     /* Each writer created ITERS/4096 + 1 histogram series, 4096 observations each but the last. */
@@ -488,26 +574,35 @@ static void fill_mesh(rete_metrics *reg, rete_mesh_metrics *mm, rete_metrics_sha
     v[RETE_MESH_L_GRPC_RESPONSE_STATUS] = RETE_VIEW_LIT("");
     v[RETE_MESH_L_CONNECTION_SECURITY_POLICY] = RETE_VIEW_LIT("mutual_tls");
     rete_metric m;
-    assert_int_equal(rete_metrics_shard_series(s, mm->requests_total, v, RETE_MESH_HTTP_NLABELS, &m), RETE_OK);
+    assert_int_equal(
+        rete_metrics_shard_series(s, mm->requests_total, v, RETE_MESH_HTTP_NLABELS, &m), RETE_OK);
     rete_metrics_inc(s, m, 3);
-    assert_int_equal(rete_metrics_shard_series(s, mm->request_duration_milliseconds, v, RETE_MESH_HTTP_NLABELS, &m), RETE_OK);
+    assert_int_equal(rete_metrics_shard_series(s, mm->request_duration_milliseconds, v,
+                                               RETE_MESH_HTTP_NLABELS, &m),
+                     RETE_OK);
     rete_metrics_observe(s, m, 12.5);
-    assert_int_equal(rete_metrics_shard_series(s, mm->request_bytes, v, RETE_MESH_HTTP_NLABELS, &m), RETE_OK);
+    assert_int_equal(rete_metrics_shard_series(s, mm->request_bytes, v, RETE_MESH_HTTP_NLABELS, &m),
+                     RETE_OK);
     rete_metrics_observe(s, m, 300);
-    assert_int_equal(rete_metrics_shard_series(s, mm->response_bytes, v, RETE_MESH_HTTP_NLABELS, &m), RETE_OK);
+    assert_int_equal(
+        rete_metrics_shard_series(s, mm->response_bytes, v, RETE_MESH_HTTP_NLABELS, &m), RETE_OK);
     rete_metrics_observe(s, m, 4000);
     v[RETE_MESH_L_REQUEST_PROTOCOL] = RETE_VIEW_LIT("tcp");
-    assert_int_equal(rete_metrics_shard_series(s, mm->tcp_sent_bytes_total, v, RETE_MESH_TCP_NLABELS, &m), RETE_OK);
+    assert_int_equal(
+        rete_metrics_shard_series(s, mm->tcp_sent_bytes_total, v, RETE_MESH_TCP_NLABELS, &m),
+        RETE_OK);
     rete_metrics_inc(s, m, 1000);
     rete_view cl = RETE_VIEW_LIT("outbound|80||echo.demo");
-    assert_int_equal(rete_metrics_shard_series(s, mm->upstream_pool_connections, &cl, 1, &m), RETE_OK);
+    assert_int_equal(rete_metrics_shard_series(s, mm->upstream_pool_connections, &cl, 1, &m),
+                     RETE_OK);
     rete_metrics_gauge_add(s, m, 2);
     assert_int_equal(rete_metrics_shard_series(s, mm->retries_total, &cl, 1, &m), RETE_OK);
     rete_metrics_inc(s, m, 1);
     rete_view ver = RETE_VIEW_LIT(RETE_VERSION);
     assert_int_equal(rete_metrics_series(reg, mm->build_info, &ver, 1, &m), RETE_OK);
     rete_metrics_gauge_set(reg, m, 1);
-    assert_int_equal(rete_metrics_series(reg, mm->cert_expiry_timestamp_seconds, NULL, 0, &m), RETE_OK);
+    assert_int_equal(rete_metrics_series(reg, mm->cert_expiry_timestamp_seconds, NULL, 0, &m),
+                     RETE_OK);
     rete_metrics_gauge_set(reg, m, 1790000000);
 }
 
@@ -522,12 +617,14 @@ static void test_mesh_metrics_declare(void **state)
     fill_mesh(reg, mm, s);
     char *out = rete_metrics_render(reg, NULL);
     assert_non_null(strstr(out, "# TYPE istio_requests_total counter\n"));
-    assert_non_null(strstr(out, "istio_requests_total{reporter=\"source\",source_workload=\"unknown\","));
+    assert_non_null(
+        strstr(out, "istio_requests_total{reporter=\"source\",source_workload=\"unknown\","));
     assert_non_null(strstr(out, ",response_code=\"200\",grpc_response_status=\"\"} 3\n"));
     assert_non_null(strstr(out, "istio_request_duration_milliseconds_bucket{"));
     assert_non_null(strstr(out, "le=\"25\"} 1\n"));
     assert_non_null(strstr(out, "connection_security_policy=\"mutual_tls\"} 1000\n"));
-    assert_non_null(strstr(out, "rete_proxy_upstream_pool_connections{cluster=\"outbound|80||echo.demo\"} 2\n"));
+    assert_non_null(strstr(
+        out, "rete_proxy_upstream_pool_connections{cluster=\"outbound|80||echo.demo\"} 2\n"));
     assert_non_null(strstr(out, "\nrete_proxy_config_version 0\n"));
     free(out);
     rete_metrics_shard_free(&s);
@@ -551,8 +648,12 @@ static void test_promtool_check_metrics(void **state)
     fill_mesh(reg, mm, s);
     /* Overflow and escaping in the output too. */
     static const char *const l_path[] = {"path"};
-    rete_metric_desc d = {.name = "rete_test_paths_total", .help = "Paths \\ with\nescapes.",
-                          .type = RETE_METRIC_COUNTER, .labels = l_path, .nlabels = 1, .max_series = 1};
+    rete_metric_desc d = {.name = "rete_test_paths_total",
+                          .help = "Paths \\ with\nescapes.",
+                          .type = RETE_METRIC_COUNTER,
+                          .labels = l_path,
+                          .nlabels = 1,
+                          .max_series = 1};
     rete_metric_family f;
     assert_int_equal(rete_metrics_declare(reg, &d, &f), RETE_OK);
     series1(reg, f, "/a\"b\\c\nd");
@@ -567,8 +668,11 @@ static void test_promtool_check_metrics(void **state)
 
     /* Without the Istio histogram (rete's own families only): fully clean. */
     rete_metrics *own = rete_metrics_new();
-    rete_metric_desc dh = {.name = "rete_test_duration_seconds", .help = "Durations.",
-                           .type = RETE_METRIC_HISTOGRAM, .labels = l_path, .nlabels = 1};
+    rete_metric_desc dh = {.name = "rete_test_duration_seconds",
+                           .help = "Durations.",
+                           .type = RETE_METRIC_HISTOGRAM,
+                           .labels = l_path,
+                           .nlabels = 1};
     rete_metric_family fh;
     assert_int_equal(rete_metrics_declare(own, &dh, &fh), RETE_OK);
     assert_int_equal(rete_metrics_declare(own, &d, &f), RETE_OK);
@@ -594,8 +698,10 @@ int main(void)
         cmocka_unit_test(test_histogram_bucket_edges),
         cmocka_unit_test(test_default_buckets),
         cmocka_unit_test(test_label_escaping),
+        cmocka_unit_test(test_long_values_are_cut),
         cmocka_unit_test(test_series_bound_and_overflow),
         cmocka_unit_test(test_gauges),
+        cmocka_unit_test(test_float_format),
         cmocka_unit_test(test_render_exact),
         cmocka_unit_test(test_declare_validation),
         cmocka_unit_test(test_growth_across_segments),
