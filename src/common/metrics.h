@@ -45,12 +45,14 @@
  *   combination resolves to the family's overflow series, whose label values
  *   are all "overflow", and `rete_metrics_series_dropped_total{family=...}` is
  *   incremented (once per resolution that fell into overflow, not once per
- *   distinct combination; the family stays out of the output until then). Overflow cells are
- * reserved when the family is declared, so resolution never fails for a declared family. Overflow
- * results are not cached in shards (the cache stays bounded by the series count); resolving a
- * dropped combination takes the registry mutex each time. Label values longer than
- * RETE_METRICS_MAX_VALUE_LEN bytes are cut to that length. Resolution waits for a scrape in
- * progress (one mutex): resolve at config time, not per request, wherever the label values allow.
+ *   distinct combination; that family stays out of the output until then).
+ *   Overflow cells are reserved when the family is declared, so resolution
+ *   never fails for a declared family. Overflow results are not cached in
+ *   shards (the cache stays bounded by the series count): resolving a dropped
+ *   combination takes the registry mutex each time.
+ * - Label values longer than RETE_METRICS_MAX_VALUE_LEN bytes are cut to that
+ *   length. Resolution waits for a scrape in progress (one mutex): resolve at
+ *   config time, not per request, wherever the label values allow.
  *
  * Exposition
  * - `rete_metrics_render` writes families sorted by name, # HELP and # TYPE
@@ -126,8 +128,9 @@ typedef struct rete_metric_desc {
 
 typedef double (*rete_metrics_gauge_cb)(void *arg);
 
-/* Registry lifetime. Shards must be freed before the registry. Aborts on
- * out-of-memory (alloc.h policy). The registry copies every string it keeps. */
+/* Registry lifetime. Aborts on out-of-memory (alloc.h policy). The registry
+ * copies every string it keeps. rete_metrics_free also frees shards still
+ * attached: only once their threads have stopped. */
 rete_metrics *rete_metrics_new(void);
 void rete_metrics_free(rete_metrics *reg);
 
@@ -194,7 +197,7 @@ static inline void rete_metrics__add(_Atomic uint64_t *p, uint64_t delta)
 }
 
 /* Counter increment. Owner thread only. Cost: segment-pointer load, cell
- * load, add, cell store (about 4 instructions on x86-64). */
+ * load, add, cell store: 8 instructions, no lock prefix, on x86-64 gcc -O2. */
 static inline void rete_metrics_inc(rete_metrics_shard *s, rete_metric m, uint64_t delta)
 {
     rete_metrics__add(rete_metrics__cell(s, m.cell), delta);
