@@ -45,7 +45,7 @@
  *   combination resolves to the family's overflow series, whose label values
  *   are all "overflow", and `rete_metrics_series_dropped_total{family=...}` is
  *   incremented (once per resolution that fell into overflow, not once per
- *   distinct combination; that family stays out of the output until then).
+ *   distinct combination; the dropped counter is rendered once non-zero).
  *   Overflow cells are reserved when the family is declared, so resolution
  *   never fails for a declared family. Overflow results are not cached in
  *   shards (the cache stays bounded by the series count): resolving a dropped
