@@ -1,0 +1,126 @@
+/* Family declarations for rete-proxy: one table, see mesh_metrics.h. */
+#include "mesh_metrics.h"
+#include "alloc.h"
+#include "log.h"
+
+#include <stdlib.h>
+
+const char *const rete_mesh_labels[RETE_MESH_HTTP_NLABELS] = {
+    [RETE_MESH_L_REPORTER] = "reporter",
+    [RETE_MESH_L_SOURCE_WORKLOAD] = "source_workload",
+    [RETE_MESH_L_SOURCE_WORKLOAD_NAMESPACE] = "source_workload_namespace",
+    [RETE_MESH_L_SOURCE_PRINCIPAL] = "source_principal",
+    [RETE_MESH_L_SOURCE_APP] = "source_app",
+    [RETE_MESH_L_SOURCE_VERSION] = "source_version",
+    [RETE_MESH_L_DESTINATION_WORKLOAD] = "destination_workload",
+    [RETE_MESH_L_DESTINATION_WORKLOAD_NAMESPACE] = "destination_workload_namespace",
+    [RETE_MESH_L_DESTINATION_PRINCIPAL] = "destination_principal",
+    [RETE_MESH_L_DESTINATION_APP] = "destination_app",
+    [RETE_MESH_L_DESTINATION_VERSION] = "destination_version",
+    [RETE_MESH_L_DESTINATION_SERVICE] = "destination_service",
+    [RETE_MESH_L_DESTINATION_SERVICE_NAME] = "destination_service_name",
+    [RETE_MESH_L_DESTINATION_SERVICE_NAMESPACE] = "destination_service_namespace",
+    [RETE_MESH_L_REQUEST_PROTOCOL] = "request_protocol",
+    [RETE_MESH_L_RESPONSE_FLAGS] = "response_flags",
+    [RETE_MESH_L_CONNECTION_SECURITY_POLICY] = "connection_security_policy",
+    [RETE_MESH_L_RESPONSE_CODE] = "response_code",
+    [RETE_MESH_L_GRPC_RESPONSE_STATUS] = "grpc_response_status",
+};
+
+static const char *const l_listener[] = {"listener"};
+static const char *const l_listener_code[] = {"listener", "code"};
+static const char *const l_result[] = {"result"};
+static const char *const l_cluster[] = {"cluster"};
+static const char *const l_policy[] = {"policy"};
+static const char *const l_version[] = {"version"};
+
+#define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
+#define TCP rete_mesh_labels, RETE_MESH_TCP_NLABELS
+#define L(a) a, sizeof(a) / sizeof(a[0])
+#define NOLABELS NULL, 0
+#define C RETE_METRIC_COUNTER
+#define G RETE_METRIC_GAUGE
+#define H RETE_METRIC_HISTOGRAM
+
+static const struct {
+    size_t offset;
+    const char *name;
+    rete_metric_type type;
+    const char *const *labels;
+    size_t nlabels;
+    const char *help;
+} families[] = {
+#define F(field, name, type, labels, help)                                                         \
+    {                                                                                              \
+        offsetof(rete_mesh_metrics, field), name, type, labels, help                               \
+    }
+    F(requests_total, "istio_requests_total", C, HTTP,
+      "Requests handled, by source, destination and response."),
+    F(request_duration_milliseconds, "istio_request_duration_milliseconds", H, HTTP,
+      "Request duration in milliseconds, from the first request byte to the last response byte."),
+    F(request_bytes, "istio_request_bytes", H, HTTP, "Request sizes in bytes (headers and body)."),
+    F(response_bytes, "istio_response_bytes", H, HTTP,
+      "Response sizes in bytes (headers and body)."),
+    F(tcp_sent_bytes_total, "istio_tcp_sent_bytes_total", C, TCP,
+      "Bytes sent in responses on TCP connections."),
+    F(tcp_received_bytes_total, "istio_tcp_received_bytes_total", C, TCP,
+      "Bytes received in requests on TCP connections."),
+    F(tcp_connections_opened_total, "istio_tcp_connections_opened_total", C, TCP,
+      "TCP connections opened."),
+    F(tcp_connections_closed_total, "istio_tcp_connections_closed_total", C, TCP,
+      "TCP connections closed."),
+    F(downstream_connections_total, "rete_proxy_downstream_connections_total", C, L(l_listener),
+      "Downstream connections accepted, by listener."),
+    F(downstream_connections_active, "rete_proxy_downstream_connections_active", G, L(l_listener),
+      "Downstream connections currently open, by listener."),
+    F(http_parse_errors_total, "rete_proxy_http_parse_errors_total", C, L(l_listener_code),
+      "HTTP requests rejected by the parser, by listener and response status code."),
+    F(config_version, "rete_proxy_config_version", G, NOLABELS,
+      "Version of the configuration snapshot in use."),
+    F(config_reloads_total, "rete_proxy_config_reloads_total", C, L(l_result),
+      "Configuration snapshots received, by result (ok, nack, error)."),
+    F(cert_expiry_timestamp_seconds, "rete_proxy_cert_expiry_timestamp_seconds", G, NOLABELS,
+      "Expiry time of the workload certificate, in seconds since the Unix epoch."),
+    F(cert_renewals_total, "rete_proxy_cert_renewals_total", C, L(l_result),
+      "Workload certificate renewals, by result."),
+    F(control_plane_connected, "rete_proxy_control_plane_connected", G, NOLABELS,
+      "1 while the configuration stream to the control plane is up, else 0."),
+    F(upstream_pool_connections, "rete_proxy_upstream_pool_connections", G, L(l_cluster),
+      "Upstream connections in the connection pools, by cluster."),
+    F(upstream_timeouts_total, "rete_proxy_upstream_timeouts_total", C, L(l_cluster),
+      "Upstream requests that timed out, by cluster."),
+    F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C,
+      L(l_cluster), "Requests rejected by connection pool limits (circuit breaking), by cluster."),
+    F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
+      "Endpoints ejected by outlier detection, by cluster."),
+    F(retries_total, "rete_proxy_retries_total", C, L(l_cluster), "Request retries, by cluster."),
+    F(retry_budget_exhausted_total, "rete_proxy_retry_budget_exhausted_total", C, L(l_cluster),
+      "Retries not attempted because the retry budget was exhausted, by cluster."),
+    F(authz_denied_total, "rete_proxy_authz_denied_total", C, L(l_policy),
+      "Requests denied by authorization policy, by policy."),
+    F(build_info, "rete_proxy_build_info", G, L(l_version),
+      "Always 1, labelled with the build version."),
+#undef F
+};
+
+rete_mesh_metrics *rete_mesh_metrics_declare(rete_metrics *reg)
+{
+    rete_mesh_metrics *mm = rete_calloc(1, sizeof(*mm));
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        rete_metric_desc d = {
+            .name = families[i].name,
+            .help = families[i].help,
+            .type = families[i].type,
+            .labels = families[i].labels,
+            .nlabels = families[i].nlabels,
+        };
+        rete_metric_family *out = (rete_metric_family *)((char *)mm + families[i].offset);
+        rete_rc rc = rete_metrics_declare(reg, &d, out);
+        if (rc < 0) {
+            rete_err("metrics: declaring %s: %s", d.name, rete_rc_str(rc));
+            rete_free(&mm);
+            return NULL;
+        }
+    }
+    return mm;
+}
