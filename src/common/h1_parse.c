@@ -362,6 +362,9 @@ static void h1_set_keep_alive(const h1_scan *s, rete_h1_message *msg)
         msg->flags |= RETE_H1_F_UPGRADE;
     else
         msg->upgrade = RETE_VIEW_NULL;
+    /* RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored. */
+    if (msg->minor_version == 0)
+        msg->flags &= ~(unsigned)RETE_H1_F_EXPECT_CONTINUE;
 }
 
 /* Framing checks common to both directions (RFC 9112 §6.1, §6.3). */
@@ -650,6 +653,8 @@ int rete_h1_chunked_decode(rete_h1_chunked *c, const char *buf, size_t len, size
     *data_len = 0;
     if (c->state == CK_DONE)
         return 1;
+    if (c->state == CK_ERROR)
+        return RETE_EINVAL; /* a failed decoder stays failed */
     int rc = RETE_EINVAL;
     size_t i = 0;
     while (i < len) {

@@ -214,6 +214,10 @@ static void test_request_details(void **state)
     assert_int_equal(parse_req(LIT(raw10), &m, h, &err), (int)sizeof(raw10) - 1);
     assert_int_equal(m.flags & RETE_H1_F_UPGRADE, 0);
     assert_int_equal(m.upgrade.len, 0);
+    /* HTTP/1.0 ignores Expect: 100-continue (RFC 9110 §10.1.1). */
+    const char exp10[] = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+    assert_int_equal(parse_req(LIT(exp10), &m, h, &err), (int)sizeof(exp10) - 1);
+    assert_int_equal(m.flags & RETE_H1_F_EXPECT_CONTINUE, 0);
     /* Expect with another value is not 100-continue. */
     const char exp[] = "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-ish\r\n\r\n";
     assert_int_equal(parse_req(LIT(exp), &m, h, &err), (int)sizeof(exp) - 1);
@@ -679,6 +683,8 @@ static void test_chunked_malformed(void **state)
             const char *data;
             size_t dlen;
             assert_int_equal(rete_h1_chunked_decode(&c, LIT("0\r\n\r\n"), &consumed, &data, &dlen),
+                             RETE_EINVAL);
+            assert_int_equal(rete_h1_chunked_decode(&c, "", 0, &consumed, &data, &dlen),
                              RETE_EINVAL);
             rete_h1_chunked_free(&c);
             if (len == 1)
