@@ -231,6 +231,41 @@ static void test_request_details(void **state)
     assert_int_equal(m.content_length, 9999999999999999999ull);
 }
 
+/* Each bad byte at each offset of a long value (the 8-byte fast path and
+ * its tail), and the allowed non-VCHAR bytes likewise. */
+static void test_value_bytes_every_offset(void **state)
+{
+    (void)state;
+    static const unsigned char bad[] = {0x00, 0x01, 0x0a, 0x0b, 0x0d, 0x1f, 0x7f};
+    static const unsigned char good[] = {'\t', ' ', 0x21, 0x7e, 0x80, 0xff};
+    const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX: v";
+    for (size_t off = 0; off < 21; off++) {
+        char raw[128];
+        size_t n = sizeof pre - 1;
+        memcpy(raw, pre, n);
+        memset(raw + n, 'a', 21);
+        memcpy(raw + n + 21, "z\r\n\r\n", 5);
+        size_t len = n + 26;
+        for (size_t b = 0; b < sizeof bad; b++) {
+            rete_h1_message m;
+            rete_h1_header h[MAX_H];
+            rete_h1_error err = {0};
+            raw[n + off] = (char)bad[b];
+            int rc = parse_req(raw, len, &m, h, &err);
+            if (rc != RETE_EINVAL || err.status != 400)
+                fail_msg("byte 0x%02x at %zu: rc=%d", bad[b], off, rc);
+        }
+        for (size_t g = 0; g < sizeof good; g++) {
+            rete_h1_message m;
+            rete_h1_header h[MAX_H];
+            rete_h1_error err = {0};
+            raw[n + off] = (char)good[g];
+            if (parse_req(raw, len, &m, h, &err) != (int)len)
+                fail_msg("byte 0x%02x at %zu refused", good[g], off);
+        }
+    }
+}
+
 /* ---- the smuggling list ---- */
 
 typedef struct smuggle_case {
@@ -741,6 +776,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_requests),   cmocka_unit_test(test_request_details),
+        cmocka_unit_test(test_value_bytes_every_offset),
         cmocka_unit_test(test_smuggling_list),   cmocka_unit_test(test_limits),
         cmocka_unit_test(test_valid_responses),  cmocka_unit_test(test_bad_responses),
         cmocka_unit_test(test_hop_by_hop),       cmocka_unit_test(test_split_target),
