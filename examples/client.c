@@ -30,8 +30,8 @@
 #define CLI_RBUF_CAP 65536u
 #define CLI_MAX_HEADERS 32u
 #define CLI_MAX_CONC 10000u
-#define CLI_BACKOFF_MS 100u   /* after a failed connection, so a refused port is not a busy loop */
-#define CLI_HIST_SUB 16u      /* histogram: 16 linear buckets per power of two (~6% error) */
+#define CLI_BACKOFF_MS 100u /* after a failed connection, so a refused port is not a busy loop */
+#define CLI_HIST_SUB 16u    /* histogram: 16 linear buckets per power of two (~6% error) */
 #define CLI_HIST_N (CLI_HIST_SUB * 48u)
 
 /* ---------------------------------------------------------------- stats */
@@ -91,19 +91,19 @@ static struct {
 /* ---------------------------------------------------------------- config */
 
 static struct {
-    char host[256];     /* from the URL, for DNS and the Host field */
+    char host[256]; /* from the URL, for DNS and the Host field */
     char authority[300];
     unsigned port;
-    char *target;       /* request-target to send */
+    char *target; /* request-target to send */
     const char *proxy;
     const char *method;
     bool absolute_form, json;
-    double rate;        /* requests per second; 0 = as fast as the connections go */
-    uint64_t count;     /* 0 = unbounded */
-    double duration_s;  /* 0 = unbounded */
+    double rate;       /* requests per second; 0 = as fast as the connections go */
+    uint64_t count;    /* 0 = unbounded */
+    double duration_s; /* 0 = unbounded */
     unsigned concurrency;
     uint64_t timeout_ms;
-    int expect_status;  /* 0 = any */
+    int expect_status; /* 0 = any */
     const char *headers[CLI_MAX_HEADERS];
     size_t n_headers;
 } cfg = {
@@ -118,12 +118,12 @@ static struct {
 enum cc_state { CC_DOWN, CC_CONNECTING, CC_IDLE, CC_BUSY, CC_CLOSING, CC_BACKOFF };
 
 typedef struct cconn {
-    uv_tcp_t tcp;           /* re-initialised for every new connection, after its close callback */
+    uv_tcp_t tcp; /* re-initialised for every new connection, after its close callback */
     uv_connect_t connect;
     uv_write_t write;
-    uv_timer_t timer;       /* request timeout, or reconnect backoff */
+    uv_timer_t timer; /* request timeout, or reconnect backoff */
     enum cc_state state;
-    bool tcp_open;          /* between uv_tcp_init and the close callback */
+    bool tcp_open; /* between uv_tcp_init and the close callback */
     bool head_done, in_request;
     uint64_t started_us;
     rete_h1_message msg;
@@ -509,8 +509,8 @@ static void print_line(bool final)
                 if (w > 0)
                     n += (size_t)w;
             }
-        printf("%sok=%" PRIu64 " err=%" PRIu64 " codes={%s} p50=%.2fms p99=%.2fms", final ? "done " : "",
-               st.ok, st.err, codes, p50, p99);
+        printf("%sok=%" PRIu64 " err=%" PRIu64 " codes={%s} p50=%.2fms p99=%.2fms",
+               final ? "done " : "", st.ok, st.err, codes, p50, p99);
         if (cfg.expect_status)
             printf(" unexpected=%" PRIu64, st.unexpected);
         printf("\n");
@@ -526,9 +526,7 @@ static void on_tick(uv_timer_t *t)
     dispatch(); /* the --duration deadline is checked here too */
 }
 
-static void on_closed_noop(uv_handle_t *h)
-{
-}
+static void on_closed_noop(uv_handle_t *h) {}
 
 static void finish(void)
 {
@@ -641,8 +639,9 @@ static void build_request(const char *path)
             has_host = true;
     }
     request = rete_malloc(cap);
-    int n = snprintf(request, cap, "%s %s%s%s HTTP/1.1\r\n", cfg.method,
-                     cfg.absolute_form ? "http://" : "", cfg.absolute_form ? cfg.authority : "", path);
+    int n =
+        snprintf(request, cap, "%s %s%s%s HTTP/1.1\r\n", cfg.method,
+                 cfg.absolute_form ? "http://" : "", cfg.absolute_form ? cfg.authority : "", path);
     if (!has_host)
         n += snprintf(request + n, cap - (size_t)n, "Host: %s\r\n", cfg.authority);
     n += snprintf(request + n, cap - (size_t)n, "User-Agent: rete-client/%s\r\n", RETE_VERSION);
@@ -654,21 +653,20 @@ static void build_request(const char *path)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: rete-client --url http://HOST[:PORT]/path [options]\n"
-            "  --url URL               target (http only)\n"
-            "  --proxy IP:PORT         connect here instead of HOST:PORT; Host stays the URL's\n"
-            "  --absolute-form         send the absolute URL as request-target (proxy style)\n"
-            "  --rate N[/s]            requests per second, 0 = unpaced (default 10)\n"
-            "  --count N               stop after N requests\n"
-            "  --duration S            stop issuing after S seconds\n"
-            "  --concurrency C         keep-alive connections (default 1)\n"
-            "  --header 'Name: Value'  extra request header (repeatable)\n"
-            "  --method M              request method (default GET; no body is sent)\n"
-            "  --timeout MS            per-request timeout (default 10000)\n"
-            "  --expect-status CODE    exit non-zero unless every response has this status\n"
-            "  --json                  print JSON lines instead of text\n"
-            "exit 0 when every request got a response (and the expected status)\n");
+    fprintf(f, "usage: rete-client --url http://HOST[:PORT]/path [options]\n"
+               "  --url URL               target (http only)\n"
+               "  --proxy IP:PORT         connect here instead of HOST:PORT; Host stays the URL's\n"
+               "  --absolute-form         send the absolute URL as request-target (proxy style)\n"
+               "  --rate N[/s]            requests per second, 0 = unpaced (default 10)\n"
+               "  --count N               stop after N requests\n"
+               "  --duration S            stop issuing after S seconds\n"
+               "  --concurrency C         keep-alive connections (default 1)\n"
+               "  --header 'Name: Value'  extra request header (repeatable)\n"
+               "  --method M              request method (default GET; no body is sent)\n"
+               "  --timeout MS            per-request timeout (default 10000)\n"
+               "  --expect-status CODE    exit non-zero unless every response has this status\n"
+               "  --json                  print JSON lines instead of text\n"
+               "exit 0 when every request got a response (and the expected status)\n");
 }
 
 static bool valid_header_arg(const char *h)
@@ -750,8 +748,8 @@ int main(int argc, char **argv)
             break;
         case 'H':
             if (cfg.n_headers >= CLI_MAX_HEADERS || !valid_header_arg(optarg)) {
-                fprintf(stderr, "rete-client: bad --header '%s' (Name: Value, at most %u)\n", optarg,
-                        CLI_MAX_HEADERS);
+                fprintf(stderr, "rete-client: bad --header '%s' (Name: Value, at most %u)\n",
+                        optarg, CLI_MAX_HEADERS);
                 return 2;
             }
             cfg.headers[cfg.n_headers++] = optarg;

@@ -31,13 +31,13 @@
 #include <string.h>
 #include <uv.h>
 
-#define ECHO_RBUF_CAP 65536u           /* per-connection read buffer = max request head */
-#define ECHO_WQ_HIGH (256u * 1024u)    /* stop producing above this many queued bytes */
-#define ECHO_WBUF_CAP 65536u           /* pooled write buffer size */
-#define ECHO_WBUF_POOL 64u             /* pooled write buffers kept for reuse */
-#define ECHO_MAX_SIZE (1ull << 30)     /* ?size= cap: 1 GiB */
-#define ECHO_MAX_DELAY_MS 600000ull    /* ?delay= cap: 10 minutes */
-#define ECHO_MAX_EXTRA 32u             /* ?header= and ?trailer= entries per request */
+#define ECHO_RBUF_CAP 65536u        /* per-connection read buffer = max request head */
+#define ECHO_WQ_HIGH (256u * 1024u) /* stop producing above this many queued bytes */
+#define ECHO_WBUF_CAP 65536u        /* pooled write buffer size */
+#define ECHO_WBUF_POOL 64u          /* pooled write buffers kept for reuse */
+#define ECHO_MAX_SIZE (1ull << 30)  /* ?size= cap: 1 GiB */
+#define ECHO_MAX_DELAY_MS 600000ull /* ?delay= cap: 10 minutes */
+#define ECHO_MAX_EXTRA 32u          /* ?header= and ?trailer= entries per request */
 #define ECHO_MAX_LISTEN 16u
 #define ECHO_H1_MAX_HEADERS 100u
 #define ECHO_H2_MAX_HEADER_BYTES 65536u /* same bound as the HTTP/1.1 head */
@@ -100,10 +100,10 @@ typedef struct req req;
  * differ between HTTP/1.1 and HTTP/2: starting the response, and the end of
  * an echoed request body once its response has started. */
 typedef struct proto_ops {
-    const char *name;             /* "HTTP/1.1" | "HTTP/2", reported as "protocol" */
-    void (*on_read)(conn *c);     /* bytes in c->rbuf[rstart, rend) */
-    void (*on_drain)(conn *c);    /* a write completed; queue may have room */
-    void (*on_close)(conn *c);    /* release codec state; requests are freed by conn_close */
+    const char *name;          /* "HTTP/1.1" | "HTTP/2", reported as "protocol" */
+    void (*on_read)(conn *c);  /* bytes in c->rbuf[rstart, rend) */
+    void (*on_drain)(conn *c); /* a write completed; queue may have room */
+    void (*on_close)(conn *c); /* release codec state; requests are freed by conn_close */
     void (*start_response)(req *r);
     void (*echo_end)(req *r);
 } proto_ops;
@@ -155,7 +155,7 @@ struct req {
 };
 
 struct conn {
-    uv_tcp_t tcp; /* first: the handle's data points back here */
+    uv_tcp_t tcp;      /* first: the handle's data points back here */
     conn *prev, *next; /* all connections, for shutdown */
     const listener *lst;
     const proto_ops *ops;
@@ -658,9 +658,11 @@ static void req_build_json(req *r)
     json_object_set_new(o, "version", json_string(cfg.version));
     json_object_set_new(o, "instance", json_string(r->c->lst->addr));
     json_object_set_new(o, "protocol", json_string(r->c->ops->name));
-    json_object_set_new(o, "method", jstr(r->method ? r->method : "", r->method ? strlen(r->method) : 0));
+    json_object_set_new(o, "method",
+                        jstr(r->method ? r->method : "", r->method ? strlen(r->method) : 0));
     json_object_set_new(o, "path", jstr(r->path ? r->path : "", r->path ? strlen(r->path) : 0));
-    json_object_set_new(o, "query", jstr(r->query ? r->query : "", r->query ? strlen(r->query) : 0));
+    json_object_set_new(o, "query",
+                        jstr(r->query ? r->query : "", r->query ? strlen(r->query) : 0));
     if (!r->headers)
         r->headers = json_object();
     if (r->authority && !json_object_get(r->headers, "host"))
@@ -699,30 +701,54 @@ static void req_log(req *r)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Status";
     }
 }
 
@@ -890,13 +916,9 @@ static void detect_on_read(conn *c)
     c->ops->on_read(c);
 }
 
-static void detect_noop(conn *c)
-{
-}
+static void detect_noop(conn *c) {}
 
-static void detect_req_noop(req *r)
-{
-}
+static void detect_req_noop(req *r) {}
 
 static const proto_ops detect_ops = {
     .name = "?",
@@ -928,10 +950,11 @@ static void h1_fail(conn *c, int status, const char *reason)
 {
     wbuf *b = wbuf_get(c, 512);
     size_t rlen = strlen(reason);
-    if (!wbuf_printf(b,
-                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
-                     "x-echo-service: %.64s\r\nx-echo-version: %.64s\r\nconnection: close\r\n\r\n%s\n",
-                     status, reason_phrase(status), rlen + 1, cfg.name, cfg.version, reason))
+    if (!wbuf_printf(
+            b,
+            "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
+            "x-echo-service: %.64s\r\nx-echo-version: %.64s\r\nconnection: close\r\n\r\n%s\n",
+            status, reason_phrase(status), rlen + 1, cfg.name, cfg.version, reason))
         b->len = 0;
     if (!cfg.quiet)
         rete_info("%s bad request: %d %s", c->peer, status, reason);
@@ -1014,11 +1037,11 @@ static void h1_start_response(req *r)
     if (r->kind == RESP_JSON)
         req_build_json(r);
     bool want_trailers = r->n_trailer > 0 && r->te_trailers && r->minor == 1;
-    uint64_t len = r->kind == RESP_JSON ? r->json_len
-                   : r->kind == RESP_SIZE ? r->size
+    uint64_t len = r->kind == RESP_JSON                  ? r->json_len
+                   : r->kind == RESP_SIZE                ? r->size
                    : r->body_kind == RETE_H1_BODY_LENGTH ? r->body_left
-                   : r->body_kind == RETE_H1_BODY_NONE ? 0
-                                                       : UINT64_MAX;
+                   : r->body_kind == RETE_H1_BODY_NONE   ? 0
+                                                         : UINT64_MAX;
     r->resp_chunked = false;
     const char *framing = "";
     char cl[48] = "";
@@ -1032,8 +1055,9 @@ static void h1_start_response(req *r)
     } else {
         r->keep_alive = false; /* HTTP/1.0 peer, unknown length: delimit by close */
     }
-    wbuf *b = wbuf_get(c, 512 + strlen(cfg.name) + strlen(cfg.version) +
-                              extra_len(r->extra, r->n_extra) + extra_len(r->trailer, r->n_trailer));
+    wbuf *b =
+        wbuf_get(c, 512 + strlen(cfg.name) + strlen(cfg.version) + extra_len(r->extra, r->n_extra) +
+                        extra_len(r->trailer, r->n_trailer));
     wbuf_printf(b, "HTTP/1.%d %d %s\r\n%s%s%sx-echo-service: %s\r\nx-echo-version: %s\r\n%s",
                 r->minor, r->status, reason_phrase(r->status),
                 r->kind == RESP_JSON ? "content-type: application/json\r\n"
@@ -1283,9 +1307,7 @@ static void h1_start_response_op(req *r)
     }
 }
 
-static void h1_on_close(conn *c)
-{
-}
+static void h1_on_close(conn *c) {}
 
 static const proto_ops h1_ops = {
     .name = "HTTP/1.1",
@@ -1321,7 +1343,7 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
 {
     req *r = h2_req(s, f->hd.stream_id);
     if (!r || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* request trailers are not reported */
+        return 0;                               /* request trailers are not reported */
     r->header_bytes += namelen + valuelen + 32; /* RFC 9113 §6.5.2 field size */
     if (r->header_bytes > ECHO_H2_MAX_HEADER_BYTES)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets just this stream */
@@ -1464,7 +1486,8 @@ static void h2_start_response(req *r)
     snprintf(status, sizeof(status), "%d", r->status);
     nghttp2_nv nv[6 + ECHO_MAX_EXTRA];
     size_t n = 0;
-#define NV(k, v, vl) (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), sizeof(k) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
+#define NV(k, v, vl)                                                                               \
+    (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), sizeof(k) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
     nv[n++] = NV(":status", status, strlen(status));
     if (r->kind == RESP_JSON)
         nv[n++] = NV("content-type", "application/json", 16);
@@ -1479,9 +1502,9 @@ static void h2_start_response(req *r)
     nv[n++] = NV("x-echo-version", cfg.version, strlen(cfg.version));
 #undef NV
     for (size_t i = 0; i < r->n_extra; i++)
-        nv[n++] = (nghttp2_nv){(uint8_t *)r->extra[i].name, (uint8_t *)r->extra[i].value,
-                               strlen(r->extra[i].name), strlen(r->extra[i].value),
-                               NGHTTP2_NV_FLAG_NONE};
+        nv[n++] =
+            (nghttp2_nv){(uint8_t *)r->extra[i].name, (uint8_t *)r->extra[i].value,
+                         strlen(r->extra[i].name), strlen(r->extra[i].value), NGHTTP2_NV_FLAG_NONE};
     nghttp2_data_provider prd = {.source.ptr = r, .read_callback = h2_read_body};
     bool body = !r->no_body && (len != 0 || r->kind == RESP_ECHO || r->n_trailer);
     if (nghttp2_submit_response(c->h2, r->stream_id, nv, n, body ? &prd : NULL) != 0)
@@ -1594,9 +1617,7 @@ static const proto_ops h2_ops = {
 
 /* ---------------------------------------------------------------- main */
 
-static void on_handle_closed(uv_handle_t *h)
-{
-}
+static void on_handle_closed(uv_handle_t *h) {}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -1710,7 +1731,8 @@ int main(int argc, char **argv)
         case 'f':
             errno = 0;
             cfg.failure_rate = strtod(optarg, &end);
-            if (errno || *end || end == optarg || !(cfg.failure_rate >= 0 && cfg.failure_rate <= 1)) {
+            if (errno || *end || end == optarg ||
+                !(cfg.failure_rate >= 0 && cfg.failure_rate <= 1)) {
                 fprintf(stderr, "rete-echo: --failure-rate must be in 0..1\n");
                 return 2;
             }
