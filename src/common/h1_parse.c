@@ -242,6 +242,32 @@ static int h1_scan_field(h1_scan *s, rete_h1_message *msg, const rete_h1_header 
     return RETE_OK;
 }
 
+/* True when every byte of [p, p + n) may appear in a field value: VCHAR,
+ * obs-text, SP or HTAB (RFC 9110 §5.5). Eight bytes at a time while none is
+ * below 0x20 or equal to 0x7F (SWAR; HTAB sends the word to the byte loop),
+ * never reading past p + n. */
+static bool h1_value_ok(const char *p, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        uint64_t below_sp = (x - ones * 0x20) & ~x & highs;
+        uint64_t y = x ^ (ones * 0x7f);
+        uint64_t is_del = (y - ones) & ~y & highs;
+        if (below_sp | is_del) {
+            for (size_t k = i; k < i + 8; k++)
+                if (!is_class(p[k], C_VALUE))
+                    return false;
+        }
+    }
+    for (; i < n; i++)
+        if (!is_class(p[i], C_VALUE))
+            return false;
+    return true;
+}
+
 /* Parse the field lines from `pos` through the empty line that ends the head
  * (RFC 9112 §5). Returns the head length, RETE_EAGAIN, or an error. */
 static int h1_parse_fields(const char *buf, size_t len, size_t pos, const rete_h1_limits *lim,
@@ -291,9 +317,8 @@ static int h1_parse_fields(const char *buf, size_t len, size_t pos, const rete_h
 
         /* field-value: VCHAR / obs-text / SP / HTAB; NUL, bare CR and other
          * CTLs are refused (RFC 9110 §5.5). */
-        for (size_t q = p + 1; q < eol; q++)
-            if (!is_class(buf[q], C_VALUE))
-                return h1_bad(err, "control character in field value");
+        if (!h1_value_ok(buf + p + 1, eol - p - 1))
+            return h1_bad(err, "control character in field value");
 
         rete_h1_header *h = &msg->headers[msg->n_headers++];
         h->name = rete_view_make(buf + pos, p - pos);
@@ -362,6 +387,9 @@ static void h1_set_keep_alive(const h1_scan *s, rete_h1_message *msg)
         msg->flags |= RETE_H1_F_UPGRADE;
     else
         msg->upgrade = RETE_VIEW_NULL;
+    /* RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored. */
+    if (msg->minor_version == 0)
+        msg->flags &= ~(unsigned)RETE_H1_F_EXPECT_CONTINUE;
 }
 
 /* Framing checks common to both directions (RFC 9112 §6.1, §6.3). */
@@ -650,6 +678,8 @@ int rete_h1_chunked_decode(rete_h1_chunked *c, const char *buf, size_t len, size
     *data_len = 0;
     if (c->state == CK_DONE)
         return 1;
+    if (c->state == CK_ERROR)
+        return RETE_EINVAL; /* a failed decoder stays failed */
     int rc = RETE_EINVAL;
     size_t i = 0;
     while (i < len) {

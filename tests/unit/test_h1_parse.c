@@ -214,6 +214,10 @@ static void test_request_details(void **state)
     assert_int_equal(parse_req(LIT(raw10), &m, h, &err), (int)sizeof(raw10) - 1);
     assert_int_equal(m.flags & RETE_H1_F_UPGRADE, 0);
     assert_int_equal(m.upgrade.len, 0);
+    /* HTTP/1.0 ignores Expect: 100-continue (RFC 9110 §10.1.1). */
+    const char exp10[] = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+    assert_int_equal(parse_req(LIT(exp10), &m, h, &err), (int)sizeof(exp10) - 1);
+    assert_int_equal(m.flags & RETE_H1_F_EXPECT_CONTINUE, 0);
     /* Expect with another value is not 100-continue. */
     const char exp[] = "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-ish\r\n\r\n";
     assert_int_equal(parse_req(LIT(exp), &m, h, &err), (int)sizeof(exp) - 1);
@@ -225,6 +229,41 @@ static void test_request_details(void **state)
     const char big[] = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9999999999999999999\r\n\r\n";
     assert_int_equal(parse_req(LIT(big), &m, h, &err), (int)sizeof(big) - 1);
     assert_int_equal(m.content_length, 9999999999999999999ull);
+}
+
+/* Each bad byte at each offset of a long value (the 8-byte fast path and
+ * its tail), and the allowed non-VCHAR bytes likewise. */
+static void test_value_bytes_every_offset(void **state)
+{
+    (void)state;
+    static const unsigned char bad[] = {0x00, 0x01, 0x0a, 0x0b, 0x0d, 0x1f, 0x7f};
+    static const unsigned char good[] = {'\t', ' ', 0x21, 0x7e, 0x80, 0xff};
+    const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX: v";
+    for (size_t off = 0; off < 21; off++) {
+        char raw[128];
+        size_t n = sizeof pre - 1;
+        memcpy(raw, pre, n);
+        memset(raw + n, 'a', 21);
+        memcpy(raw + n + 21, "z\r\n\r\n", 5);
+        size_t len = n + 26;
+        for (size_t b = 0; b < sizeof bad; b++) {
+            rete_h1_message m;
+            rete_h1_header h[MAX_H];
+            rete_h1_error err = {0};
+            raw[n + off] = (char)bad[b];
+            int rc = parse_req(raw, len, &m, h, &err);
+            if (rc != RETE_EINVAL || err.status != 400)
+                fail_msg("byte 0x%02x at %zu: rc=%d", bad[b], off, rc);
+        }
+        for (size_t g = 0; g < sizeof good; g++) {
+            rete_h1_message m;
+            rete_h1_header h[MAX_H];
+            rete_h1_error err = {0};
+            raw[n + off] = (char)good[g];
+            if (parse_req(raw, len, &m, h, &err) != (int)len)
+                fail_msg("byte 0x%02x at %zu refused", good[g], off);
+        }
+    }
 }
 
 /* ---- the smuggling list ---- */
@@ -680,6 +719,8 @@ static void test_chunked_malformed(void **state)
             size_t dlen;
             assert_int_equal(rete_h1_chunked_decode(&c, LIT("0\r\n\r\n"), &consumed, &data, &dlen),
                              RETE_EINVAL);
+            assert_int_equal(rete_h1_chunked_decode(&c, "", 0, &consumed, &data, &dlen),
+                             RETE_EINVAL);
             rete_h1_chunked_free(&c);
             if (len == 1)
                 break;
@@ -735,6 +776,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_requests),   cmocka_unit_test(test_request_details),
+        cmocka_unit_test(test_value_bytes_every_offset),
         cmocka_unit_test(test_smuggling_list),   cmocka_unit_test(test_limits),
         cmocka_unit_test(test_valid_responses),  cmocka_unit_test(test_bad_responses),
         cmocka_unit_test(test_hop_by_hop),       cmocka_unit_test(test_split_target),
