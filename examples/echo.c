@@ -44,6 +44,8 @@
 #define ECHO_H2_ECHO_BUF 65536u         /* >= the stream's initial window (65535) */
 #define ECHO_H2_CONN_WINDOW (1 << 20)
 #define ECHO_PATTERN_PERIOD 16u
+#define ECHO_LINGER_MS 2000u /* lingering close after an error response */
+#define ECHO_LINGER_BYTES (1u << 20)
 #define ECHO_NO_SIZE UINT64_MAX
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -164,6 +166,11 @@ struct conn {
     size_t wq_bytes;
     bool reading, closing, eof, close_when_flushed;
     bool in_process; /* h1_process or nghttp2_session_mem_recv is on the stack */
+    bool linger;     /* after the last write: shut down, drain input, then close */
+    bool lingering, linger_timer_open;
+    size_t linger_bytes;
+    uv_timer_t linger_timer;
+    uv_shutdown_t shutdown;
     req *reqs;
     req *h1; /* HTTP/1.1: the one request in progress */
     nghttp2_session *h2;
@@ -256,6 +263,7 @@ static void wbuf_append(wbuf *b, const void *p, size_t n)
 }
 
 static void conn_close(conn *c);
+static void conn_end(conn *c);
 static void conn_update_reading(conn *c);
 
 static void on_write(uv_write_t *w, int status)
@@ -271,7 +279,7 @@ static void on_write(uv_write_t *w, int status)
         return;
     }
     if (c->close_when_flushed && c->wq_bytes == 0) {
-        conn_close(c);
+        conn_end(c);
         return;
     }
     c->ops->on_drain(c);
@@ -793,7 +801,62 @@ static void conn_close(conn *c)
     c->ops->on_close(c);
     while (c->reqs)
         req_free(c->reqs);
+    if (c->linger_timer_open)
+        uv_close((uv_handle_t *)&c->linger_timer, conn_on_close);
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *s, int status)
+{
+    /* Nothing to do: input is drained until EOF or the linger timer. */
+}
+
+static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = s->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    c->linger_bytes += (size_t)nread;
+    c->rstart = c->rend = 0;
+    if (c->linger_bytes > ECHO_LINGER_BYTES)
+        conn_close(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Every write is out and the connection is finished. After an error response
+ * the peer may still be sending: closing a socket with unread input makes the
+ * kernel send RST, which can destroy the response before the peer reads it.
+ * So send FIN and discard input for a bounded time first (the "lingering
+ * close" of RFC 9112 §9.6). */
+static void conn_end(conn *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    if (!c->linger || c->eof) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    uv_timer_init(loop, &c->linger_timer);
+    c->linger_timer.data = c;
+    c->linger_timer_open = true;
+    c->refs++;
+    uv_timer_start(&c->linger_timer, on_linger_timeout, ECHO_LINGER_MS, 0);
+    if (c->reading)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    c->rstart = c->rend = 0;
+    c->reading = true;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_linger_read) < 0)
+        conn_close(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -826,7 +889,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
  * one place backpressure is decided. */
 static void conn_update_reading(conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     if (c->rstart == c->rend) {
         c->rstart = c->rend = 0;
@@ -941,7 +1004,7 @@ static void conn_close_soon(conn *c)
 {
     c->close_when_flushed = true;
     if (c->wq_bytes == 0)
-        conn_close(c);
+        conn_end(c);
 }
 
 /* Answer a request the parser refused, then close (RFC 9112 §9.6 leaves the
@@ -958,6 +1021,7 @@ static void h1_fail(conn *c, int status, const char *reason)
         b->len = 0;
     if (!cfg.quiet)
         rete_info("%s bad request: %d %s", c->peer, status, reason);
+    c->linger = true;
     conn_write(c, b);
     conn_close_soon(c);
 }
@@ -1268,7 +1332,7 @@ static void h1_process_loop(conn *c)
         case REQ_DONE:
             if (c->close_when_flushed) {
                 if (c->wq_bytes == 0)
-                    conn_close(c);
+                    conn_end(c);
                 return;
             }
             req_reset(r);

@@ -17,7 +17,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-_procs = []  # every process start_process made, reaped by cleanup_processes()
+_procs = []  # processes of the current test, reaped by cleanup_processes()
+_persistent = []  # processes shared by several tests (module fixtures), reaped at session end
 
 
 def build_dir():
@@ -56,10 +57,12 @@ def read_log(proc):
         return f.read().decode(errors="replace")
 
 
-def start_process(args, ready_regex, timeout=10, env=None, cwd=None):
+def start_process(args, ready_regex, timeout=10, env=None, cwd=None, persistent=False):
     """Start `args` and wait until `ready_regex` matches its output (stderr or
     stdout). Returns the Popen, with `.log_path` and `.ready_match` added.
-    Raises RuntimeError (with the log) if it exits or times out first."""
+    Raises RuntimeError (with the log) if it exits or times out first.
+    A `persistent` process outlives the test (for module- or session-scoped
+    fixtures) and is reaped only by cleanup_processes(everything=True)."""
     fd, log_path = tempfile.mkstemp(prefix=Path(args[0]).name + "-", suffix=".log")
     full_env = dict(os.environ)
     if env:
@@ -68,7 +71,7 @@ def start_process(args, ready_regex, timeout=10, env=None, cwd=None):
     os.close(fd)
     proc.log_path = log_path
     proc.ready_match = None
-    _procs.append(proc)
+    (_persistent if persistent else _procs).append(proc)
     pattern = re.compile(ready_regex)
     deadline = time.monotonic() + timeout
     while True:
@@ -96,20 +99,26 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=10):
         raise RuntimeError(f"{proc.args[0]} ignored signal {sig} for {timeout}s:\n{read_log(proc)}")
 
 
-def cleanup_processes():
-    """Kill whatever a test left running and delete the logs."""
-    while _procs:
-        proc = _procs.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        try:
-            os.unlink(proc.log_path)
-        except OSError:
-            pass
+def cleanup_processes(everything=False):
+    """Kill whatever a test left running and delete the logs; with
+    `everything`, the persistent processes too."""
+    lists = [_procs, _persistent] if everything else [_procs]
+    for procs in lists:
+        while procs:
+            _reap(procs.pop())
 
 
-def start_echo(*extra, name="echo", host=None, timeout=10):
+def _reap(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    try:
+        os.unlink(proc.log_path)
+    except OSError:
+        pass
+
+
+def start_echo(*extra, name="echo", host=None, timeout=10, persistent=False):
     """Start rete-echo on a fresh loopback address; returns (proc, "host:port")."""
     host = host or loopback_host()
     port = free_port(host)
@@ -118,5 +127,6 @@ def start_echo(*extra, name="echo", host=None, timeout=10):
         [build_path("rete-echo"), "--listen", addr, "--name", name, *extra],
         rf"rete-echo {re.escape(name)} listening on {re.escape(addr)}",
         timeout=timeout,
+        persistent=persistent,
     )
     return proc, addr

@@ -328,3 +328,21 @@ def test_max_connections_bound():
     assert held.getresponse().status == 200
     held.close()
     assert stop_process(proc) == 0
+
+
+@pytest.fixture(scope="module")
+def shared_echo():
+    proc, addr = start_echo("--quiet", name="smuggle", persistent=True)
+    yield addr
+    assert stop_process(proc) == 0
+
+
+from smuggling_cases import SMUGGLING_CASES  # noqa: E402
+
+
+@pytest.mark.parametrize("name,raw,status", SMUGGLING_CASES, ids=[c[0] for c in SMUGGLING_CASES])
+def test_smuggling_case_refused_with_parser_status(shared_echo, name, raw, status):
+    """rete-echo answers each refused request with the parser's status and closes."""
+    out = raw_exchange(shared_echo, raw)
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+    assert out.count(b"HTTP/1.1 ") == 1  # nothing after the refusal was served
