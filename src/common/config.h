@@ -1,12 +1,14 @@
 /* Building, sharing and querying configuration snapshots (types in config-t.h).
  *
  * Input: a multi-document YAML (or JSON) stream of resources in the
- * Kubernetes shape plus one `kind: Proxy` document; docs/proxy.md lists every
- * field. Validation is all-or-nothing: the first problem is reported with the
+ * Kubernetes shape plus one `kind: Proxy` document; docs/config-reference.md
+ * lists every field. Validation is all-or-nothing: the first problem is reported with the
  * file, the document index (0-based), the field path (`spec.rules[0].matches[1].path.type`)
  * and the reason, and no snapshot is produced. Unknown fields are errors. */
 #ifndef RETE_CONFIG_H
 #define RETE_CONFIG_H
+
+#include <stdio.h>
 
 #include "config-t.h"
 #include "result.h"
@@ -40,8 +42,9 @@ void rete_config_unref(rete_config *cfg);
 /* Find a service by the host a client used: "name", "name.ns", "name.ns.svc",
  * "name.ns.svc.cluster.local" (case-insensitive; short names are relative to
  * the proxy's namespace), with or without ":port". Returns the route table of
- * the matching service port, or NULL. When the authority has no port, the
- * service's port 80 is chosen, else its only port, else its first HTTP port. */
+ * the matching service port, or NULL. When the authority has no port,
+ * `default_port` is chosen when the service has it (pass 0 for none), else
+ * the service's port 80, else its only port, else its first non-TCP port. */
 const rete_route_table *rete_config_find_table(const rete_config *cfg, rete_view authority,
                                                uint16_t default_port);
 
@@ -52,5 +55,9 @@ const rete_route_table *rete_config_table_for(const rete_config *cfg, const rete
 /* The effective configuration as JSON text (for the admin /config endpoint);
  * caller frees. */
 char *rete_config_to_json(const rete_config *cfg);
+
+/* The per-kind field tables of docs/config-reference.md, as Markdown,
+ * generated from the same tables the loader validates with. */
+void rete_config_write_reference(FILE *out);
 
 #endif
