@@ -1,0 +1,359 @@
+/* Accepting downstream connections and detecting what they speak.
+ *
+ * Detection looks at the first bytes only (RFC 9113 §3.4 preface, a TLS
+ * ClientHello, an HTTP/1.x method token) and gives up after the listener's
+ * detection timeout: a silent client is then treated as opaque TCP, which is
+ * what server-first protocols (MySQL, SMTP) need. */
+#include "conn.h"
+#include "alloc.h"
+#include "config.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+typedef enum detect_result { DETECT_MORE, DETECT_H1, DETECT_H2, DETECT_TLS, DETECT_TCP } detect_result;
+
+static detect_result detect(const char *p, size_t n)
+{
+    if (n == 0)
+        return DETECT_MORE;
+    bool more = false;
+    if ((unsigned char)p[0] == 0x16 && rete_tls_looks_like_client_hello((const uint8_t *)p, n, &more))
+        return DETECT_TLS;
+    if ((unsigned char)p[0] == 0x16 && more)
+        return DETECT_MORE;
+    size_t k = n < sizeof(h2_preface) - 1 ? n : sizeof(h2_preface) - 1;
+    if (memcmp(p, h2_preface, k) == 0)
+        return k == sizeof(h2_preface) - 1 ? DETECT_H2 : DETECT_MORE;
+    /* HTTP/1.x: a method token (RFC 9110 §9.1; we accept upper-case letters
+     * and '-', which covers every registered method) then one space. */
+    for (size_t i = 0; i < n && i < 24; i++) {
+        char c = p[i];
+        if (c == ' ')
+            return i > 0 ? DETECT_H1 : DETECT_TCP;
+        if (!((c >= 'A' && c <= 'Z') || c == '-'))
+            return DETECT_TCP;
+    }
+    return n < 24 ? DETECT_MORE : DETECT_TCP;
+}
+
+static void conn_timer_closed(uv_handle_t *h)
+{
+    rete_conn *c = h->data;
+    rete_worker *w = c->worker;
+    rete_count(&w->counters.conns_active[c->listener->kind], (uint64_t)-1);
+    w->active_conns--;
+    rete_gen_release(w, c->gen);
+    free(c);
+}
+
+void rete_conn_closed(rete_conn *c)
+{
+    /* The io is closed; close the timer, then free (libuv handles are freed
+     * only in their close callbacks). */
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
+}
+
+/* ---- lingering close ---- */
+
+static void linger_on_data(rete_io *io, const char *d, size_t n)
+{
+    (void)io;
+    (void)d;
+    (void)n;
+}
+static void linger_on_eof(rete_io *io)
+{
+    rete_io_close(io);
+}
+static void linger_on_error(rete_io *io, const char *why)
+{
+    (void)why;
+    rete_io_close(io);
+}
+static void linger_on_ready(rete_io *io, int s, const char *w)
+{
+    (void)io;
+    (void)s;
+    (void)w;
+}
+static void linger_on_close(rete_io *io)
+{
+    rete_conn_closed(io->owner);
+}
+static const rete_io_cbs linger_cbs = {
+    .on_data = linger_on_data,
+    .on_eof = linger_on_eof,
+    .on_error = linger_on_error,
+    .on_ready = linger_on_ready,
+    .on_drain = NULL,
+    .on_close = linger_on_close,
+};
+
+static void linger_timeout(uv_timer_t *t)
+{
+    rete_conn *c = t->data;
+    rete_io_close(&c->io);
+}
+
+void rete_conn_linger(rete_conn *c)
+{
+    /* The codec that called us frees its own state in on_close; from now on
+     * the connection belongs to this small state machine. Its old owner
+     * must not touch it again. */
+    c->io.cbs = &linger_cbs;
+    c->io.owner = c;
+    rete_io_shutdown(&c->io);
+    rete_io_read_start(&c->io);
+    uv_timer_start(&c->timer, linger_timeout, 2000, 0);
+}
+
+/* ---- detection ---- */
+
+static void detect_close(rete_conn *c)
+{
+    rete_io_close(&c->io);
+}
+
+static void dispatch_protocol(rete_conn *c, detect_result r, const char *data, size_t len)
+{
+    uv_timer_stop(&c->timer);
+    switch (r) {
+    case DETECT_H1:
+        rete_h1_server_start(c, data, len);
+        return;
+    case DETECT_H2:
+        rete_h2_server_start(c, data, len);
+        return;
+    case DETECT_TCP:
+        if (c->listener->kind == RETE_L_OUTBOUND && !c->orig_port) {
+            /* Opaque bytes with no destination we could route them to. */
+            rete_debug("outbound: unroutable non-HTTP connection from %s", c->peer_addr);
+            detect_close(c);
+            return;
+        }
+        rete_tcp_server_start(c, data, len);
+        return;
+    case DETECT_TLS:
+    case DETECT_MORE:
+    default:
+        detect_close(c);
+        return;
+    }
+}
+
+static void detect_on_data(rete_io *io, const char *data, size_t len);
+
+static void detect_on_eof(rete_io *io)
+{
+    rete_io_close(io);
+}
+static void detect_on_error(rete_io *io, const char *why)
+{
+    (void)why;
+    rete_io_close(io);
+}
+static void detect_on_close(rete_io *io)
+{
+    rete_conn_closed(io->owner);
+}
+
+static void detect_on_ready(rete_io *io, int status, const char *why)
+{
+    rete_conn *c = io->owner;
+    if (status < 0) {
+        rete_count(&c->worker->counters.mesh_refused, 1);
+        rete_info("%s: TLS handshake with %s refused: %s", c->listener->name, c->peer_addr,
+                  why && *why ? why : "handshake failed");
+        rete_io_close(io);
+        return;
+    }
+    if (c->listener->kind == RETE_L_MESH) {
+        if (rete_tls_peer_spiffe_id(io->tls, c->peer_id, sizeof(c->peer_id)) < 0) {
+            rete_count(&c->worker->counters.mesh_refused, 1);
+            rete_io_close(io);
+            return;
+        }
+        const char *td = c->gen->cfg->proxy.trust_domain;
+        size_t tdl = strlen(td);
+        if (strncmp(c->peer_id, "spiffe://", 9) != 0 || strncmp(c->peer_id + 9, td, tdl) != 0 ||
+            c->peer_id[9 + tdl] != '/') {
+            rete_count(&c->worker->counters.mesh_refused, 1);
+            rete_info("mesh: refused %s: identity %s is outside trust domain %s", c->peer_addr,
+                      c->peer_id, td);
+            rete_io_close(io);
+            return;
+        }
+        uv_timer_stop(&c->timer);
+        rete_h2_server_start(c, NULL, 0);
+        return;
+    }
+    /* App TLS terminated: detect again on the plaintext. */
+    c->tls_terminated = true;
+    c->peek_len = 0;
+    const char *alpn = rete_tls_alpn(io->tls);
+    if (alpn && strcmp(alpn, "h2") == 0)
+        dispatch_protocol(c, DETECT_H2, NULL, 0);
+}
+
+static const rete_io_cbs detect_cbs = {
+    .on_data = detect_on_data,
+    .on_eof = detect_on_eof,
+    .on_error = detect_on_error,
+    .on_ready = detect_on_ready,
+    .on_drain = NULL,
+    .on_close = detect_on_close,
+};
+
+static void detect_on_data(rete_io *io, const char *data, size_t len)
+{
+    rete_conn *c = io->owner;
+    char *joined = NULL;
+    const char *p = data;
+    size_t n = len;
+    if (c->peek_len) {
+        joined = rete_malloc(c->peek_len + len);
+        memcpy(joined, c->peek, c->peek_len);
+        memcpy(joined + c->peek_len, data, len);
+        p = joined;
+        n = c->peek_len + len;
+    }
+    detect_result r = detect(p, n);
+    if (r == DETECT_MORE) {
+        if (n <= sizeof(c->peek)) {
+            memmove(c->peek, p, n);
+            c->peek_len = n;
+            free(joined);
+            return;
+        }
+        r = DETECT_TCP;
+    }
+    c->peek_len = 0;
+    if (r == DETECT_TLS) {
+        rete_tls_ctx *ctx = c->gen->tls ? c->gen->tls->app_server : NULL;
+        if (ctx && !c->tls_terminated) {
+            rete_tls_session *s = rete_tls_session_new_server(ctx);
+            if (!s)
+                detect_close(c);
+            else
+                rete_io_start_tls(io, s, p, n);
+            free(joined);
+            return;
+        }
+        r = DETECT_TCP; /* TLS we do not terminate passes through as opaque bytes */
+    }
+    dispatch_protocol(c, r, p, n);
+    free(joined);
+}
+
+static void detect_timeout(uv_timer_t *t)
+{
+    rete_conn *c = t->data;
+    if (c->listener->kind == RETE_L_MESH || c->io.tls) {
+        /* A handshake that never finished, or silence inside TLS. */
+        rete_io_close(&c->io);
+        return;
+    }
+    dispatch_protocol(c, DETECT_TCP, c->peek, c->peek_len);
+}
+
+static void original_dst(rete_conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->io.tcp, &fd) != 0)
+        return;
+    struct sockaddr_in dst;
+    socklen_t len = sizeof(dst);
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len) != 0)
+        return;
+    struct sockaddr_in local;
+    socklen_t llen = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0 &&
+        local.sin_addr.s_addr == dst.sin_addr.s_addr && local.sin_port == dst.sin_port)
+        return; /* not redirected */
+    uv_ip4_name(&dst, c->orig_ip, sizeof(c->orig_ip));
+    c->orig_port = ntohs(dst.sin_port);
+}
+
+void rete_conn_accept(rete_listener *l)
+{
+    rete_worker *w = l->worker;
+    rete_conn *c = rete_calloc(1, sizeof(*c));
+    c->listener = l;
+    c->worker = w;
+    c->gen = w->gen;
+    rete_gen_hold(c->gen);
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    if (rete_io_accept(&c->io, w, (uv_stream_t *)&l->tcp, &detect_cbs, c) < 0) {
+        rete_io_close(&c->io);
+        w->active_conns++;
+        rete_count(&w->counters.conns_active[l->kind], 1);
+        return;
+    }
+    w->active_conns++;
+    rete_count(&w->counters.conns_total[l->kind], 1);
+    rete_count(&w->counters.conns_active[l->kind], 1);
+    rete_io_peer(&c->io, c->peer_addr, sizeof(c->peer_addr));
+    const rete_config *cfg = c->gen->cfg;
+    const rete_limits *lim = &cfg->proxy.limits;
+
+    if (w->active_conns > lim->max_connections || w->draining) {
+        rete_io_close(&c->io);
+        return;
+    }
+    switch (l->kind) {
+    case RETE_L_ADMIN:
+        rete_admin_start(c);
+        return;
+    case RETE_L_MESH: {
+        rete_tls_session *s = rete_tls_session_new_server(c->gen->tls->mesh_server);
+        if (!s) {
+            rete_io_close(&c->io);
+            return;
+        }
+        rete_io_start_tls(&c->io, s, NULL, 0);
+        rete_io_read_start(&c->io);
+        uv_timer_start(&c->timer, detect_timeout, lim->detect_timeout_ms, 0);
+        /* a handshake that never finishes is closed by the timer path */
+        return;
+    }
+    case RETE_L_INBOUND:
+        if (cfg->mtls_mode == RETE_MTLS_STRICT) {
+            rete_count(&w->counters.mesh_refused, 1);
+            rete_debug("inbound: STRICT mTLS refuses plaintext from %s", c->peer_addr);
+            rete_io_close(&c->io);
+            return;
+        }
+        original_dst(c);
+        break;
+    case RETE_L_UPSTREAM: {
+        const rete_upstream_listener *u = &cfg->proxy.upstreams[l->upstream_index];
+        c->fixed = rete_config_table_for(cfg, u->service, u->port);
+        for (size_t i = 0; i < u->service->n_ports; i++)
+            if (u->service->ports[i].port == u->port && u->service->ports[i].protocol == RETE_PROTO_TCP) {
+                rete_tcp_server_start(c, NULL, 0);
+                return;
+            }
+        break;
+    }
+    case RETE_L_OUTBOUND:
+        original_dst(c);
+        break;
+    default:
+        break;
+    }
+    rete_io_read_start(&c->io);
+    uv_timer_start(&c->timer, detect_timeout, lim->detect_timeout_ms, 0);
+}

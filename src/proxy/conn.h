@@ -1,0 +1,43 @@
+/* A downstream connection: the socket a listener accepted, its protocol
+ * detection, and then the codec that owns it (HTTP/1.1 server, HTTP/2
+ * server, raw TCP). The rete_io stays where it is for the connection's whole
+ * life; codecs take it over by pointing io.cbs/io.owner at themselves, and
+ * call rete_conn_closed from their on_close. */
+#ifndef RETE_PROXY_CONN_H
+#define RETE_PROXY_CONN_H
+
+#include "io.h"
+#include "worker.h"
+
+typedef struct rete_conn {
+    rete_io io;
+    rete_listener *listener;
+    rete_worker *worker;
+    rete_gen *gen;                   /* held for the connection's life */
+    uv_timer_t timer;                /* detection, then idle */
+    bool timer_open;
+    char peek[64];                   /* first bytes, while detecting */
+    size_t peek_len;
+    bool tls_terminated;             /* app TLS was unwrapped (then detect again) */
+    uint16_t orig_port;              /* SO_ORIGINAL_DST port, 0 when not redirected */
+    char orig_ip[48];
+    char peer_id[160];               /* mesh: the verified SPIFFE ID */
+    char peer_addr[64];
+    const rete_route_table *fixed;   /* explicit upstream listener: its service port */
+} rete_conn;
+
+void rete_conn_accept(rete_listener *l);
+/* Half-close, discard input until the peer closes or a short linger
+ * timer fires, then close: an error answer is not lost to a reset. */
+void rete_conn_linger(rete_conn *c);
+/* The codec is done with the connection's memory. */
+void rete_conn_closed(rete_conn *c);
+
+/* Codec entry points: take over an accepted (and detected) connection;
+ * `data` holds bytes already read. */
+void rete_h1_server_start(rete_conn *c, const char *data, size_t len);
+void rete_h2_server_start(rete_conn *c, const char *data, size_t len);
+void rete_tcp_server_start(rete_conn *c, const char *data, size_t len);
+void rete_admin_start(rete_conn *c);
+
+#endif

@@ -1,0 +1,398 @@
+#include "dispatch.h"
+#include "alloc.h"
+#include "config.h"
+#include "lb.h"
+#include "log.h"
+#include "route.h"
+#include "worker.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+FILE *rete_access_log;
+
+static void local_text(rete_exchange *ex, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void local_text(rete_exchange *ex, int status, const char *fmt, ...)
+{
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof(body) - 2)
+        n = sizeof(body) - 2;
+    body[n++] = '\n';
+    if (ex->tunnel) {
+        /* Nothing to answer on a raw connection: close it. */
+        rete_ex_fail(ex, RETE_UPSTREAM, ex->error ? ex->error : RETE_EXE_NO_ROUTE, body);
+        return;
+    }
+    rete_ex_local_response(ex, status, "text/plain; charset=utf-8", body, (size_t)n);
+}
+
+static void on_route_timeout(uv_timer_t *t)
+{
+    rete_exchange *ex = t->data;
+    ex->timer_active = false;
+    if (ex->head_sent || !ex->attached[RETE_DOWNSTREAM]) {
+        /* Too late for a 504: abort both sides. */
+        ex->error = RETE_EXE_TIMEOUT;
+        if (ex->attached[RETE_UPSTREAM])
+            ex->ops[RETE_UPSTREAM]->on_abort(ex);
+        if (ex->attached[RETE_DOWNSTREAM])
+            ex->ops[RETE_DOWNSTREAM]->on_abort(ex);
+        return;
+    }
+    ex->error = RETE_EXE_TIMEOUT;
+    snprintf(ex->error_detail, sizeof(ex->error_detail), "route timeout");
+    if (ex->attached[RETE_UPSTREAM])
+        ex->ops[RETE_UPSTREAM]->on_abort(ex);
+    if (ex->attached[RETE_DOWNSTREAM])
+        local_text(ex, 504, "upstream request timeout");
+}
+
+static void apply_header_modifier(rete_exchange *ex, rete_msg *m, const rete_header_modifier *h)
+{
+    for (size_t i = 0; i < h->n_remove; i++)
+        rete_msg_remove(m, rete_view_cstr(h->remove[i]));
+    for (size_t i = 0; i < h->n_set; i++)
+        rete_msg_set(ex, m, rete_view_cstr(h->set[i].name), rete_view_cstr(h->set[i].value));
+    for (size_t i = 0; i < h->n_add; i++)
+        rete_msg_add(ex, m, rete_view_cstr(h->add[i].name), rete_view_cstr(h->add[i].value));
+}
+
+static const rete_service_port *service_port(const rete_service *svc, uint16_t port)
+{
+    for (size_t i = 0; i < svc->n_ports; i++)
+        if (svc->ports[i].port == port)
+            return &svc->ports[i];
+    return svc->n_ports == 1 && port == 0 ? &svc->ports[0] : NULL;
+}
+
+/* The value a consistent-hash policy hashes on (empty: none). */
+static rete_view hash_key(rete_exchange *ex, const rete_traffic_policy *p)
+{
+    switch (p->hash_on) {
+    case RETE_HASH_HEADER:
+        return rete_msg_get(&ex->req, rete_view_cstr(p->hash_key));
+    case RETE_HASH_COOKIE: {
+        rete_view cookies = rete_msg_get(&ex->req, RETE_VIEW_LIT("cookie"));
+        size_t klen = strlen(p->hash_key);
+        size_t i = 0;
+        while (i < cookies.len) {
+            while (i < cookies.len && (cookies.p[i] == ' ' || cookies.p[i] == ';'))
+                i++;
+            size_t start = i;
+            while (i < cookies.len && cookies.p[i] != ';')
+                i++;
+            rete_view pair = rete_view_make(cookies.p + start, i - start);
+            if (pair.len > klen && pair.p[klen] == '=' && memcmp(pair.p, p->hash_key, klen) == 0)
+                return rete_view_sub(pair, klen + 1, pair.len);
+        }
+        return RETE_VIEW_NULL;
+    }
+    case RETE_HASH_SOURCE_IP: {
+        rete_view a = rete_view_cstr(ex->downstream_addr);
+        ptrdiff_t colon = -1;
+        for (size_t i = 0; i < a.len; i++)
+            if (a.p[i] == ':')
+                colon = (ptrdiff_t)i;
+        return colon > 0 ? rete_view_make(a.p, (size_t)colon) : a;
+    }
+    case RETE_HASH_NONE:
+    default:
+        return RETE_VIEW_NULL;
+    }
+}
+
+/* Send the exchange to one endpoint of `svc` on service port `port`. */
+static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port)
+{
+    const rete_service_port *sp = service_port(svc, port);
+    if (!sp) {
+        local_text(ex, 500, "service %s/%s has no port %u", svc->ns, svc->name, port);
+        return;
+    }
+    struct rete_lb *lb = rete_gen_lb(ex->gen, svc);
+    rete_lb_context ctx = {hash_key(ex, &svc->policy), -1};
+    int idx = lb ? rete_lb_pick(lb, &ctx, uv_hrtime()) : -1;
+    if (idx < 0) {
+        ex->error = RETE_EXE_NO_HEALTHY;
+        local_text(ex, 503, "no healthy endpoint for service %s/%s", svc->ns, svc->name);
+        return;
+    }
+    rete_lb_start(lb, idx);
+    ex->service = svc;
+    ex->endpoint = idx;
+    const rete_workload *wl = svc->endpoints[idx];
+    uint16_t target = sp->target_port ? sp->target_port : sp->port;
+    ex->target_port = target;
+    char addr[80];
+    snprintf(addr, sizeof(addr), "%s:%u", wl->address, target);
+    if (wl->in_mesh) {
+        if (ex->tunnel) {
+            /* HBONE: CONNECT to the workload's address:port, carried on
+             * the pooled mesh connection. */
+            ex->req.method = RETE_VIEW_LIT("CONNECT");
+            ex->req.authority = rete_ex_dup(ex, rete_view_cstr(addr));
+        } else {
+            char p[8];
+            snprintf(p, sizeof(p), "%u", target);
+            rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER),
+                         rete_ex_dup(ex, rete_view_cstr(p)));
+        }
+        rete_h2_upstream_start(ex, wl->address, wl->mesh_port, true, wl->spiffe_id);
+        return;
+    }
+    if (ex->tunnel)
+        rete_tcp_upstream_start(ex, wl->address, target);
+    else if (sp->protocol == RETE_PROTO_HTTP2 || sp->protocol == RETE_PROTO_GRPC)
+        rete_h2_upstream_start(ex, wl->address, target, false, NULL);
+    else
+        rete_h1_upstream_start(ex, wl->address, target);
+}
+
+static bool tunnel_is_raw(const rete_exchange *ex)
+{
+    /* TCP and CONNECT tunnels route with TCPRoute semantics; HTTP/1.1
+     * upgrades (WebSocket) route like the HTTP request they start as. */
+    return ex->tunnel && rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT"));
+}
+
+static void dispatch_outbound(rete_exchange *ex)
+{
+    const rete_config *cfg = ex->gen->cfg;
+    const rete_route_table *t = ex->table;
+    if (!t) {
+        if (!ex->req.authority.len) {
+            ex->error = RETE_EXE_BAD_REQUEST;
+            local_text(ex, 400, "request has no Host or :authority");
+            return;
+        }
+        t = rete_config_find_table(cfg, ex->req.authority, 80);
+        if (!t) {
+            ex->error = RETE_EXE_NO_ROUTE;
+            local_text(ex, 404, "no service in the mesh is named \"%.*s\"", (int)ex->req.authority.len,
+                       ex->req.authority.p);
+            return;
+        }
+        ex->table = t;
+    }
+    uint32_t rnd = (uint32_t)rete_worker_rand(ex->worker);
+    if (tunnel_is_raw(ex)) {
+        const rete_backend_ref *b =
+            rete_route_pick_backend(t->tcp_backends, t->n_tcp_backends, t->tcp_total_weight, rnd);
+        if (!b) {
+            ex->error = RETE_EXE_NO_ROUTE;
+            local_text(ex, 500, "no backend");
+            return;
+        }
+        to_service(ex, b->service, b->port ? b->port : t->port);
+        return;
+    }
+    rete_route_request rr = {ex->req.method, ex->req.path, ex->req.headers, ex->req.n_headers};
+    const rete_route_entry *e = rete_route_match(t, &rr);
+    if (!e) {
+        ex->error = RETE_EXE_NO_ROUTE;
+        local_text(ex, 404, "no route of service %s/%s matches %.*s %.*s", t->service->ns,
+                   t->service->name, (int)ex->req.method.len, ex->req.method.p,
+                   (int)ex->req.path.len, ex->req.path.p);
+        return;
+    }
+    ex->route = e;
+    const rete_http_rule *rule = e->rule;
+    for (size_t i = 0; i < rule->n_filters; i++) {
+        const rete_http_filter *f = &rule->filters[i];
+        switch (f->kind) {
+        case RETE_FILTER_REQUEST_HEADER:
+            apply_header_modifier(ex, &ex->req, &f->headers);
+            break;
+        case RETE_FILTER_REDIRECT: {
+            rete_route_redirect_req rq = {ex->req.scheme, ex->req.authority, t->port, ex->req.path};
+            char loc[2048];
+            int status = 302;
+            int n = rete_route_redirect_location(e, f, &rq, loc, sizeof(loc), &status);
+            if (n < 0) {
+                local_text(ex, 500, "redirect could not be built");
+                return;
+            }
+            rete_ex_local_response(ex, status, NULL, NULL, 0);
+            return;
+        }
+        case RETE_FILTER_URL_REWRITE: {
+            if (f->hostname)
+                ex->req.authority = rete_ex_dup(ex, rete_view_cstr(f->hostname));
+            if (f->path_kind != RETE_PATH_KEEP) {
+                char path[4096];
+                size_t n = rete_route_rewrite_path(e, f, ex->req.path, path, sizeof(path));
+                if (n > 0 && n < sizeof(path))
+                    ex->req.path = rete_ex_dup(ex, rete_view_make(path, n));
+            }
+            break;
+        }
+        case RETE_FILTER_RESPONSE_HEADER:
+        default:
+            break;
+        }
+    }
+    const rete_backend_ref *b =
+        rete_route_pick_backend(rule->backends, rule->n_backends, rule->total_weight, rnd);
+    if (!b) {
+        local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
+        return;
+    }
+    uint32_t timeout = rule->timeout_ms;
+    if (timeout && !ex->tunnel) {
+        ex->timer_active = true;
+        uv_timer_start(&ex->timer, on_route_timeout, timeout, 0);
+    }
+    to_service(ex, b->service, b->port ? b->port : t->port);
+}
+
+static bool parse_port(rete_view v, uint16_t *port)
+{
+    uint64_t n;
+    if (!rete_view_to_u64(v, &n) || n == 0 || n > 65535)
+        return false;
+    *port = (uint16_t)n;
+    return true;
+}
+
+static void dispatch_inbound(rete_exchange *ex)
+{
+    const rete_config *cfg = ex->gen->cfg;
+    const rete_proxy_spec *p = &cfg->proxy;
+    uint16_t port = 0;
+    if (ex->tunnel && ex->req.authority.len) {
+        ptrdiff_t colon = -1;
+        for (size_t i = 0; i < ex->req.authority.len; i++)
+            if (ex->req.authority.p[i] == ':')
+                colon = (ptrdiff_t)i;
+        if (colon < 0 || !parse_port(rete_view_sub(ex->req.authority, (size_t)colon + 1,
+                                                   ex->req.authority.len), &port)) {
+            local_text(ex, 400, "CONNECT authority must be ip:port");
+            return;
+        }
+    } else {
+        rete_view h = rete_msg_get(&ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER));
+        if (h.p && !parse_port(h, &port)) {
+            local_text(ex, 400, "bad " RETE_TARGET_PORT_HEADER);
+            return;
+        }
+        rete_msg_remove(&ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER));
+    }
+    if (!port)
+        port = ex->target_port;
+    if (!port && p->n_inbound_ports == 1)
+        port = p->inbound_ports[0].port;
+    const rete_inbound_port *ip = NULL;
+    for (size_t i = 0; i < p->n_inbound_ports; i++)
+        if (p->inbound_ports[i].port == port)
+            ip = &p->inbound_ports[i];
+    if (!ip) {
+        /* Never a relay: only ports this workload declared. */
+        ex->error = RETE_EXE_NO_ROUTE;
+        local_text(ex, 404, "workload %s/%s serves no port %u", p->ns, p->name, port);
+        return;
+    }
+    ex->target_port = port;
+    if (ex->peer_id[0] && !ex->tunnel) {
+        /* Tell the app who called, as Envoy's XFCC does. */
+        char xfcc[400];
+        snprintf(xfcc, sizeof(xfcc), "By=%s;URI=%s", p->spiffe_id, ex->peer_id);
+        rete_msg_set(ex, &ex->req, RETE_VIEW_LIT("x-forwarded-client-cert"),
+                     rete_ex_dup(ex, rete_view_cstr(xfcc)));
+    }
+    if (ex->tunnel)
+        rete_tcp_upstream_start(ex, p->app_address, port);
+    else if (ip->protocol == RETE_PROTO_HTTP2 || ip->protocol == RETE_PROTO_GRPC)
+        rete_h2_upstream_start(ex, p->app_address, port, false, NULL);
+    else if (ip->protocol == RETE_PROTO_TCP)
+        local_text(ex, 400, "port %u is a TCP port", port);
+    else
+        rete_h1_upstream_start(ex, p->app_address, port);
+}
+
+void rete_dispatch(rete_exchange *ex)
+{
+    if (ex->admin)
+        rete_admin_handle(ex);
+    else if (ex->inbound)
+        dispatch_inbound(ex);
+    else
+        dispatch_outbound(ex);
+}
+
+void rete_dispatch_response_filters(rete_exchange *ex)
+{
+    if (!ex->route)
+        return;
+    const rete_http_rule *rule = ex->route->rule;
+    for (size_t i = 0; i < rule->n_filters; i++)
+        if (rule->filters[i].kind == RETE_FILTER_RESPONSE_HEADER)
+            apply_header_modifier(ex, &ex->resp, &rule->filters[i].headers);
+}
+
+const double rete_latency_bounds_ms[20] = {0.5, 1,    5,    10,    25,    50,     100,
+                                          250, 500,  1000, 2500,  5000,  10000,  30000,
+                                          60000, 300000, 600000, 1800000, 3600000, 1e300};
+
+static void access_log(const rete_exchange *ex, int status, double ms)
+{
+    if (!rete_access_log)
+        return;
+    const rete_config *cfg = ex->gen->cfg;
+    rete_view rid = rete_msg_get(&ex->req, RETE_VIEW_LIT("x-request-id"));
+    fprintf(rete_access_log,
+            "{\"proxy\":\"%s/%s\",\"listener\":\"%s\",\"method\":\"%.*s\",\"authority\":\"%.*s\","
+            "\"path\":\"%.*s\",\"status\":%d,\"flags\":\"%s\",\"duration_ms\":%.3f,"
+            "\"bytes_in\":%llu,\"bytes_out\":%llu,\"upstream\":\"%s\",\"peer\":\"%s\","
+            "\"request_id\":\"%.*s\"}\n",
+            cfg->proxy.ns, cfg->proxy.name, ex->listener ? ex->listener : "-",
+            (int)ex->req.method.len, ex->req.method.p, (int)ex->req.authority.len,
+            ex->req.authority.p, (int)(ex->req.path.len > 256 ? 256 : ex->req.path.len),
+            ex->req.path.p, status, rete_ex_error_flag(ex->error), ms,
+            (unsigned long long)ex->req_bytes, (unsigned long long)ex->resp_bytes,
+            ex->service ? ex->service->name : "-", ex->peer_id[0] ? ex->peer_id : ex->downstream_addr,
+            (int)rid.len, rid.p ? rid.p : "");
+    fflush(rete_access_log);
+}
+
+void rete_dispatch_finish(rete_exchange *ex)
+{
+    if (ex->done)
+        return;
+    ex->done = true;
+    if (ex->timer_active) {
+        uv_timer_stop(&ex->timer);
+        ex->timer_active = false;
+    }
+    uint64_t now = uv_hrtime();
+    uint64_t dur = now - ex->start_ns;
+    int status = ex->head_sent ? ex->resp.status : 0;
+    rete_counters *k = &ex->worker->counters;
+    int cls = status / 100;
+    if (cls < 0 || cls > 5)
+        cls = 0;
+    rete_count(&k->responses_by_class[cls], 1);
+    double ms = (double)dur / 1e6;
+    for (int i = 0; i < 20; i++)
+        if (ms <= rete_latency_bounds_ms[i]) {
+            rete_count(&k->latency_buckets[i], 1);
+            break;
+        }
+    rete_count(&k->latency_sum_us, dur / 1000);
+    if (ex->service && ex->endpoint >= 0) {
+        struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
+        if (lb)
+            rete_lb_finish(lb, ex->endpoint, dur,
+                           status >= 500 || status == 0 || ex->error == RETE_EXE_CONNECT, now);
+    }
+    access_log(ex, status, ms);
+}

@@ -1,0 +1,33 @@
+/* Where a request goes: the routing decision between a downstream codec and
+ * an upstream one. Outbound (from the local app): service lookup by
+ * authority, Gateway API route match, filters, weighted backend, load
+ * balancer, then the mesh transport to the chosen endpoint's proxy (or
+ * plaintext to an endpoint outside the mesh). Inbound (from a peer proxy or
+ * from outside the mesh): the target app port, then the local app. */
+#ifndef RETE_PROXY_DISPATCH_H
+#define RETE_PROXY_DISPATCH_H
+
+#include "exchange.h"
+
+/* Request header a sending proxy adds to tell the receiving proxy which app
+ * port the request is for; the receiver removes it. CONNECT tunnels carry
+ * the same in :authority (ip:port), as HBONE does. */
+#define RETE_TARGET_PORT_HEADER "x-rete-target-port"
+
+void rete_dispatch(rete_exchange *ex);
+/* Apply the matched rule's response header modifiers to ex->resp. */
+void rete_dispatch_response_filters(rete_exchange *ex);
+/* Count the exchange in metrics and write its access-log line, once. */
+void rete_dispatch_finish(rete_exchange *ex);
+
+/* The admin listener's endpoints (admin.c). */
+void rete_admin_handle(rete_exchange *ex);
+
+/* Upstream starters, one per upstream codec. Each attaches itself as the
+ * exchange's upstream side or fails it with rete_ex_fail. */
+void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
+                            const char *expected_id);
+void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port);
+void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port);
+
+#endif

@@ -1,0 +1,360 @@
+#include "exchange.h"
+#include "alloc.h"
+#include "dispatch.h"
+#include "log.h"
+#include "worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t now_ns(void)
+{
+    return uv_hrtime();
+}
+
+rete_exchange *rete_ex_new(rete_worker *w, const rete_side_ops *ds_ops, void *ds)
+{
+    rete_exchange *ex = rete_calloc(1, sizeof(*ex));
+    ex->worker = w;
+    ex->gen = w->gen;
+    rete_gen_hold(ex->gen);
+    ex->arena = rete_arena_new(4096);
+    w->active_exchanges++;
+    ex->ops[RETE_DOWNSTREAM] = ds_ops;
+    ex->side[RETE_DOWNSTREAM] = ds;
+    ex->attached[RETE_DOWNSTREAM] = true;
+    ex->req.content_length = -1;
+    ex->resp.content_length = -1;
+    ex->endpoint = -1;
+    ex->start_ns = now_ns();
+    ex->body_limit = w->gen->cfg->proxy.limits.max_body_buffer;
+    uv_timer_init(&w->loop, &ex->timer);
+    ex->timer.data = ex;
+    return ex;
+}
+
+static void pipe_clear(rete_pipe *p)
+{
+    for (rete_chunk *c = p->head, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    p->head = p->tail = NULL;
+    p->bytes = 0;
+}
+
+static void ex_free_cb(uv_handle_t *h)
+{
+    rete_exchange *ex = h->data;
+    pipe_clear(&ex->req_body);
+    pipe_clear(&ex->resp_body);
+    rete_gen_release(ex->worker, ex->gen);
+    ex->worker->active_exchanges--;
+    rete_arena_free(ex->arena);
+    free(ex);
+}
+
+void rete_ex_detach(rete_exchange *ex, rete_side side)
+{
+    if (!ex->attached[side])
+        return;
+    ex->attached[side] = false;
+    ex->side[side] = NULL;
+    if (side == RETE_DOWNSTREAM && ex->attached[RETE_UPSTREAM] &&
+        !(ex->resp_body.end && ex->req_body.end)) {
+        /* The client left before the exchange ended: the upstream has
+         * nobody to answer. (A complete exchange just waits for the
+         * upstream to let go.) */
+        if (!ex->done)
+            rete_dispatch_finish(ex);
+        ex->ops[RETE_UPSTREAM]->on_abort(ex);
+        return;
+    }
+    if (ex->attached[RETE_DOWNSTREAM] || ex->attached[RETE_UPSTREAM])
+        return;
+    if (!ex->done)
+        rete_dispatch_finish(ex);
+    uv_timer_stop(&ex->timer);
+    uv_close((uv_handle_t *)&ex->timer, ex_free_cb);
+}
+
+/* ---- heads ---- */
+
+rete_view rete_ex_dup(rete_exchange *ex, rete_view v)
+{
+    if (v.len == 0)
+        return (rete_view){"", 0};
+    return rete_view_make(rete_arena_strndup(ex->arena, v.p, v.len), v.len);
+}
+
+void rete_msg_add(rete_exchange *ex, rete_msg *m, rete_view name, rete_view value)
+{
+    if (m->n_headers == m->cap_headers) {
+        uint32_t cap = m->cap_headers ? m->cap_headers * 2 : 16;
+        rete_header *h = rete_arena_alloc(ex->arena, cap * sizeof(*h));
+        if (m->n_headers)
+            memcpy(h, m->headers, m->n_headers * sizeof(*h));
+        m->headers = h;
+        m->cap_headers = cap;
+    }
+    char *n = rete_arena_strndup(ex->arena, name.p, name.len);
+    for (size_t i = 0; i < name.len; i++)
+        n[i] = rete_ascii_lower(n[i]);
+    m->headers[m->n_headers].name = rete_view_make(n, name.len);
+    m->headers[m->n_headers].value = rete_ex_dup(ex, value);
+    m->n_headers++;
+}
+
+rete_view rete_msg_get(const rete_msg *m, rete_view lname)
+{
+    for (uint32_t i = 0; i < m->n_headers; i++)
+        if (rete_view_eq(m->headers[i].name, lname))
+            return m->headers[i].value;
+    return RETE_VIEW_NULL;
+}
+
+void rete_msg_remove(rete_msg *m, rete_view lname)
+{
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < m->n_headers; i++)
+        if (!rete_view_ieq(m->headers[i].name, lname))
+            m->headers[j++] = m->headers[i];
+    m->n_headers = j;
+}
+
+void rete_msg_set(rete_exchange *ex, rete_msg *m, rete_view lname, rete_view value)
+{
+    rete_msg_remove(m, lname);
+    rete_msg_add(ex, m, lname, value);
+}
+
+/* ---- pipes ---- */
+
+bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_t len)
+{
+    rete_pipe *p = producer == RETE_DOWNSTREAM ? &ex->req_body : &ex->resp_body;
+    rete_side consumer = producer == RETE_DOWNSTREAM ? RETE_UPSTREAM : RETE_DOWNSTREAM;
+    if (len) {
+        rete_chunk *c = rete_malloc(sizeof(*c) + len);
+        c->next = NULL;
+        c->len = (uint32_t)len;
+        c->off = 0;
+        memcpy(c->data, data, len);
+        if (p->tail)
+            p->tail->next = c;
+        else
+            p->head = c;
+        p->tail = c;
+        p->bytes += len;
+        if (producer == RETE_DOWNSTREAM)
+            ex->req_bytes += len;
+        else
+            ex->resp_bytes += len;
+    }
+    if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))
+        ex->ops[consumer]->on_data(ex);
+    p->paused = p->bytes > ex->body_limit;
+    return p->paused;
+}
+
+void rete_ex_end(rete_exchange *ex, rete_side producer)
+{
+    rete_pipe *p = producer == RETE_DOWNSTREAM ? &ex->req_body : &ex->resp_body;
+    rete_side consumer = producer == RETE_DOWNSTREAM ? RETE_UPSTREAM : RETE_DOWNSTREAM;
+    if (p->end)
+        return;
+    p->end = true;
+    if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))
+        ex->ops[consumer]->on_data(ex);
+}
+
+size_t rete_ex_peek(rete_exchange *ex, rete_side consumer, const char **data)
+{
+    rete_pipe *p = rete_ex_in(ex, consumer);
+    if (!p->head) {
+        *data = NULL;
+        return 0;
+    }
+    *data = p->head->data + p->head->off;
+    return p->head->len - p->head->off;
+}
+
+void rete_ex_consume(rete_exchange *ex, rete_side consumer, size_t n)
+{
+    rete_pipe *p = rete_ex_in(ex, consumer);
+    size_t left = n;
+    while (left && p->head) {
+        rete_chunk *c = p->head;
+        size_t avail = c->len - c->off;
+        size_t take = left < avail ? left : avail;
+        c->off += (uint32_t)take;
+        left -= take;
+        if (c->off == c->len) {
+            p->head = c->next;
+            if (!p->head)
+                p->tail = NULL;
+            free(c);
+        }
+    }
+    p->bytes -= n - left;
+    rete_side producer = consumer == RETE_UPSTREAM ? RETE_DOWNSTREAM : RETE_UPSTREAM;
+    bool was_paused = p->paused;
+    p->paused = p->bytes > ex->body_limit;
+    /* Every consumption is reported (HTTP/2 producers return flow-control
+     * credit per byte); HTTP/1 producers only act on the paused->free edge. */
+    if (ex->attached[producer] && ex->ops[producer]->on_drained && (n - left) > 0)
+        ex->ops[producer]->on_drained(ex, n - left);
+    (void)was_paused;
+}
+
+/* ---- the flow ---- */
+
+void rete_ex_request_ready(rete_exchange *ex)
+{
+    rete_count(&ex->worker->counters.requests, 1);
+    rete_dispatch(ex);
+}
+
+void rete_ex_response_ready(rete_exchange *ex)
+{
+    if (!ex->attached[RETE_DOWNSTREAM] || ex->head_sent)
+        return;
+    rete_dispatch_response_filters(ex);
+    ex->head_sent = true;
+    ex->ops[RETE_DOWNSTREAM]->on_head(ex);
+    if (ex->attached[RETE_DOWNSTREAM] && (ex->resp_body.head || ex->resp_body.end))
+        ex->ops[RETE_DOWNSTREAM]->on_data(ex);
+}
+
+void rete_ex_interim(rete_exchange *ex)
+{
+    if (ex->attached[RETE_DOWNSTREAM] && !ex->head_sent &&
+        ex->ops[RETE_DOWNSTREAM]->on_interim)
+        ex->ops[RETE_DOWNSTREAM]->on_interim(ex);
+}
+
+int rete_ex_error_status(rete_ex_error e)
+{
+    switch (e) {
+    case RETE_EXE_NO_ROUTE: return 404;
+    case RETE_EXE_NO_HEALTHY:
+    case RETE_EXE_CONNECT:
+    case RETE_EXE_OVERFLOW: return 503;
+    case RETE_EXE_UPSTREAM_RESET: return 502;
+    case RETE_EXE_TIMEOUT: return 504;
+    case RETE_EXE_DENIED: return 403;
+    case RETE_EXE_BAD_REQUEST: return 400;
+    case RETE_EXE_DOWNSTREAM_RESET:
+    case RETE_EXE_NONE:
+    default: return 502;
+    }
+}
+
+const char *rete_ex_error_flag(rete_ex_error e)
+{
+    switch (e) {
+    case RETE_EXE_NO_ROUTE: return "NR";
+    case RETE_EXE_NO_HEALTHY: return "UH";
+    case RETE_EXE_CONNECT: return "UF";
+    case RETE_EXE_OVERFLOW: return "UO";
+    case RETE_EXE_UPSTREAM_RESET: return "UR";
+    case RETE_EXE_TIMEOUT: return "UT";
+    case RETE_EXE_DOWNSTREAM_RESET: return "DR";
+    case RETE_EXE_DENIED: return "RBAC";
+    case RETE_EXE_BAD_REQUEST: return "DPE";
+    case RETE_EXE_NONE:
+    default: return "-";
+    }
+}
+
+/* The upstream of a locally answered exchange: it has already produced
+ * everything, so it only needs to let go. */
+static void local_on_head(rete_exchange *ex) { (void)ex; }
+static void local_on_data(rete_exchange *ex)
+{
+    /* Drop whatever request body still arrives. */
+    const char *d;
+    size_t n;
+    while ((n = rete_ex_peek(ex, RETE_UPSTREAM, &d)) > 0)
+        rete_ex_consume(ex, RETE_UPSTREAM, n);
+}
+static void local_on_abort(rete_exchange *ex)
+{
+    rete_ex_detach(ex, RETE_UPSTREAM);
+}
+static const rete_side_ops local_ops = {
+    .name = "local",
+    .on_head = local_on_head,
+    .on_data = local_on_data,
+    .on_drained = NULL,
+    .on_abort = local_on_abort,
+};
+
+void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
+                            const char *body, size_t len)
+{
+    if (ex->attached[RETE_UPSTREAM]) {
+        /* Replace a failed upstream: it has already been told to go. */
+        ex->attached[RETE_UPSTREAM] = false;
+    }
+    ex->ops[RETE_UPSTREAM] = &local_ops;
+    ex->side[RETE_UPSTREAM] = NULL;
+    ex->attached[RETE_UPSTREAM] = true;
+    pipe_clear(&ex->resp_body);
+    ex->resp_body.end = false;
+    memset(&ex->resp, 0, sizeof(ex->resp));
+    ex->resp.status = status;
+    ex->resp.content_length = (int64_t)len;
+    if (content_type)
+        rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("content-type"), rete_view_cstr(content_type));
+    char cl[24];
+    snprintf(cl, sizeof(cl), "%zu", len);
+    rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("content-length"), rete_view_cstr(cl));
+    if (len)
+        rete_ex_push(ex, RETE_UPSTREAM, body, len);
+    ex->resp_body.end = true;
+    /* Drain the request body so the downstream can finish reading it. */
+    local_on_data(ex);
+    rete_ex_response_ready(ex);
+    rete_ex_detach(ex, RETE_UPSTREAM);
+}
+
+void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const char *detail)
+{
+    if (ex->error == RETE_EXE_NONE) {
+        ex->error = err;
+        snprintf(ex->error_detail, sizeof(ex->error_detail), "%s", detail ? detail : "");
+    }
+    if (side == RETE_UPSTREAM) {
+        ex->attached[RETE_UPSTREAM] = false;
+        ex->side[RETE_UPSTREAM] = NULL;
+        if (!ex->attached[RETE_DOWNSTREAM]) {
+            ex->attached[RETE_UPSTREAM] = true; /* let detach do the freeing */
+            rete_ex_detach(ex, RETE_UPSTREAM);
+            return;
+        }
+        if (!ex->head_sent) {
+            char body[256];
+            int n = snprintf(body, sizeof(body), "upstream %s: %s\n", rete_ex_error_flag(err),
+                             detail ? detail : "");
+            if (ex->tunnel) {
+                ex->attached[RETE_UPSTREAM] = true;
+                rete_ex_detach(ex, RETE_UPSTREAM);
+                if (ex->attached[RETE_DOWNSTREAM])
+                    ex->ops[RETE_DOWNSTREAM]->on_abort(ex);
+                return;
+            }
+            rete_ex_local_response(ex, rete_ex_error_status(err), "text/plain", body,
+                                   (size_t)(n < 0 ? 0 : n));
+            return;
+        }
+        ex->attached[RETE_UPSTREAM] = true;
+        rete_ex_detach(ex, RETE_UPSTREAM);
+        if (ex->attached[RETE_DOWNSTREAM])
+            ex->ops[RETE_DOWNSTREAM]->on_abort(ex);
+        return;
+    }
+    /* Downstream failed: nobody to answer. */
+    rete_ex_detach(ex, RETE_DOWNSTREAM);
+}

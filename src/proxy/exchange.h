@@ -1,0 +1,175 @@
+/* An exchange: one request and its response, travelling between a
+ * downstream side (the codec that received the request: an HTTP/1.1
+ * connection, an HTTP/2 stream, a raw TCP connection) and an upstream side
+ * (the codec that carries it on: an HTTP/2 stream to a peer proxy, an
+ * HTTP/1.1 connection to the local app, a TCP connection, or a local
+ * response). Each side sees the other only through rete_side_ops, so any
+ * downstream codec pairs with any upstream codec (HAProxy's mux_ops idea).
+ *
+ * Bodies travel through two bounded pipes: the request pipe (downstream
+ * produces, upstream consumes) and the response pipe. A producer pauses when
+ * its pipe holds more than the body buffer limit and resumes on on_drained:
+ * that is the whole of flow control, whatever the protocols on each side.
+ *
+ * Tunnels (TCP, CONNECT, HTTP/1.1 upgrades) are exchanges whose method is
+ * CONNECT: the pipes carry raw bytes both ways.
+ *
+ * An exchange is freed when both sides have called rete_ex_detach. */
+#ifndef RETE_PROXY_EXCHANGE_H
+#define RETE_PROXY_EXCHANGE_H
+
+#include "arena.h"
+#include "config-t.h"
+#include "view.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rete_exchange rete_exchange;
+struct rete_worker;
+struct rete_gen;
+
+/* One message head. Views point into the exchange's arena. Header names are
+ * lower-case (HTTP/2 rules), hop-by-hop fields are never stored. */
+typedef struct rete_msg {
+    rete_view method;
+    rete_view scheme;
+    rete_view authority;
+    rete_view path;
+    rete_view protocol;   /* :protocol (RFC 8441), empty otherwise */
+    int status;
+    rete_header *headers;
+    uint32_t n_headers;
+    uint32_t cap_headers;
+    int64_t content_length; /* -1 when unknown */
+} rete_msg;
+
+typedef struct rete_chunk {
+    struct rete_chunk *next;
+    uint32_t len;
+    uint32_t off;
+    char data[];
+} rete_chunk;
+
+typedef struct rete_pipe {
+    rete_chunk *head;
+    rete_chunk *tail;
+    size_t bytes;
+    bool end;             /* producer is done; trailers (if any) are set */
+    bool paused;          /* producer paused because the pipe is full */
+    rete_msg trailers;    /* n_headers == 0: none */
+} rete_pipe;
+
+typedef enum rete_side { RETE_DOWNSTREAM = 0, RETE_UPSTREAM = 1 } rete_side;
+
+typedef struct rete_side_ops {
+    const char *name;
+    /* upstream: the request head is ready, start sending it.
+     * downstream: the response head is ready (ex->resp), send it. */
+    void (*on_head)(rete_exchange *ex);
+    /* The pipe this side consumes got data, end or trailers. */
+    void (*on_data)(rete_exchange *ex);
+    /* The pipe this side produces into has room again. */
+    void (*on_drained)(rete_exchange *ex, size_t consumed);
+    /* The other side failed after the response head was sent (or the
+     * exchange was cancelled): reset the stream / close the connection. */
+    void (*on_abort)(rete_exchange *ex);
+    /* Optional: an interim (1xx) response is in ex->resp for the downstream. */
+    void (*on_interim)(rete_exchange *ex);
+} rete_side_ops;
+
+/* Why an exchange ended badly: drives the local error status and the
+ * Envoy-style response_flags in metrics and logs. */
+typedef enum rete_ex_error {
+    RETE_EXE_NONE,
+    RETE_EXE_NO_ROUTE,        /* NR: 404 */
+    RETE_EXE_NO_HEALTHY,      /* UH: 503 */
+    RETE_EXE_CONNECT,         /* UF: 503 */
+    RETE_EXE_OVERFLOW,        /* UO: 503, a pool or pending bound */
+    RETE_EXE_UPSTREAM_RESET,  /* UR: 502 */
+    RETE_EXE_TIMEOUT,         /* UT: 504 */
+    RETE_EXE_DOWNSTREAM_RESET,/* DR */
+    RETE_EXE_DENIED,          /* 403 */
+    RETE_EXE_BAD_REQUEST,     /* 400 */
+} rete_ex_error;
+
+struct rete_exchange {
+    struct rete_worker *worker;
+    struct rete_gen *gen;          /* config generation this exchange started with */
+    rete_arena *arena;
+    rete_msg req;
+    rete_msg resp;
+    rete_pipe req_body;
+    rete_pipe resp_body;
+    const rete_side_ops *ops[2];
+    void *side[2];                 /* each side's own state */
+    bool attached[2];
+    bool tunnel;                   /* CONNECT: pipes carry raw bytes */
+    bool head_sent;                /* the downstream has been handed the response head */
+    bool inbound;                  /* arrived on the mesh or inbound listener */
+    bool admin;                    /* arrived on the admin listener */
+    bool done;                     /* finished, metrics recorded */
+    rete_ex_error error;
+    char error_detail[96];
+    uint64_t start_ns;
+    uint64_t req_bytes;
+    uint64_t resp_bytes;
+    uv_timer_t timer;              /* route timeout; closed before free */
+    bool timer_active;
+    /* what routing decided */
+    const rete_route_table *table;
+    const rete_route_entry *route;
+    const rete_service *service;
+    int endpoint;                  /* index in service->endpoints, -1 */
+    uint16_t target_port;          /* app port at the destination */
+    const char *listener;          /* "outbound", "inbound", "mesh", "upstream" */
+    char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */
+    char downstream_addr[64];
+    uint32_t body_limit;
+};
+
+/* ---- construction and lifetime ---- */
+rete_exchange *rete_ex_new(struct rete_worker *w, const rete_side_ops *ds_ops, void *ds);
+void rete_ex_detach(rete_exchange *ex, rete_side side);
+
+/* ---- heads ---- */
+void rete_msg_add(rete_exchange *ex, rete_msg *m, rete_view name, rete_view value);
+rete_view rete_msg_get(const rete_msg *m, rete_view lname);
+void rete_msg_remove(rete_msg *m, rete_view lname);
+void rete_msg_set(rete_exchange *ex, rete_msg *m, rete_view lname, rete_view value);
+rete_view rete_ex_dup(rete_exchange *ex, rete_view v);
+
+/* ---- downstream -> exchange ---- */
+/* The request head is complete: route it and start an upstream. */
+void rete_ex_request_ready(rete_exchange *ex);
+/* Append request body bytes (copied) / end it. Returns true when the pipe is
+ * over its limit and the producer should pause until on_drained. */
+bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_t len);
+void rete_ex_end(rete_exchange *ex, rete_side producer);
+
+/* ---- upstream -> exchange ---- */
+void rete_ex_response_ready(rete_exchange *ex);
+void rete_ex_interim(rete_exchange *ex);
+
+/* ---- consumers ---- */
+/* Bytes available at the front of the pipe this side consumes. */
+size_t rete_ex_peek(rete_exchange *ex, rete_side consumer, const char **data);
+void rete_ex_consume(rete_exchange *ex, rete_side consumer, size_t n);
+static inline rete_pipe *rete_ex_in(rete_exchange *ex, rete_side consumer)
+{
+    return consumer == RETE_UPSTREAM ? &ex->req_body : &ex->resp_body;
+}
+
+/* ---- failures ---- */
+/* `side` failed. Before the response head went downstream, the downstream
+ * gets a local error response (status from `err`); after, it is aborted. */
+void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const char *detail);
+/* Answer locally (404, 403, redirects, admin): becomes the upstream. */
+void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
+                            const char *body, size_t len);
+
+int rete_ex_error_status(rete_ex_error e);
+const char *rete_ex_error_flag(rete_ex_error e);
+
+#endif

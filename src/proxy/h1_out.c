@@ -1,0 +1,102 @@
+#include "h1_out.h"
+#include "alloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rete_outbuf_init(rete_outbuf *b)
+{
+    b->p = b->stack;
+    b->len = 0;
+    b->cap = sizeof(b->stack);
+}
+
+void rete_outbuf_put(rete_outbuf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap * 2;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (b->p == b->stack) {
+            b->p = rete_malloc(cap);
+            memcpy(b->p, b->stack, b->len);
+        } else {
+            b->p = rete_realloc(b->p, cap);
+        }
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+void rete_outbuf_puts(rete_outbuf *b, const char *s)
+{
+    rete_outbuf_put(b, s, strlen(s));
+}
+
+void rete_outbuf_view(rete_outbuf *b, rete_view v)
+{
+    rete_outbuf_put(b, v.p, v.len);
+}
+
+void rete_outbuf_free(rete_outbuf *b)
+{
+    if (b->p != b->stack)
+        free(b->p);
+    rete_outbuf_init(b);
+}
+
+void rete_h1_put_fields(rete_outbuf *b, const rete_msg *m)
+{
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        rete_outbuf_view(b, m->headers[i].name);
+        rete_outbuf_put(b, ": ", 2);
+        rete_outbuf_view(b, m->headers[i].value);
+        rete_outbuf_put(b, "\r\n", 2);
+    }
+}
+
+void rete_h1_put_chunk_size(rete_outbuf *b, size_t n)
+{
+    char line[24];
+    int k = snprintf(line, sizeof(line), "%zx\r\n", n);
+    rete_outbuf_put(b, line, (size_t)k);
+}
+
+const char *rete_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Status";
+    }
+}

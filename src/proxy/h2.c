@@ -1,0 +1,783 @@
+/* HTTP/2 codec on nghttp2, both roles:
+ *  - server: HTTP/2 from the local app (prior knowledge or TLS+ALPN) and
+ *    from peer proxies on the mesh listener;
+ *  - client: the pooled mesh connection to a peer proxy (TLS, ALPN h2) and
+ *    h2c to a local app whose port is declared HTTP2/GRPC.
+ * Each stream is one exchange. Flow control is manual
+ * (NO_AUTO_WINDOW_UPDATE): a stream's window opens only as the other side
+ * of the exchange consumes what we received, so a slow reader never makes us
+ * buffer more than one window per stream. */
+#include "alloc.h"
+#include "conn.h"
+#include "dispatch.h"
+#include "exchange.h"
+#include "h1_out.h"
+#include "io.h"
+#include "log.h"
+#include "worker.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define H2_STREAM_WINDOW 65535
+#define H2_CONN_WINDOW (4 * 1024 * 1024)
+
+typedef struct h2s h2s;
+
+typedef struct rete_h2_conn {
+    rete_io own_io;          /* client connections own their io */
+    rete_io *io;             /* server: the downstream conn's io */
+    rete_conn *conn;         /* server only */
+    rete_worker *worker;
+    rete_pool_entry *pool;   /* client only */
+    nghttp2_session *session;
+    h2s *streams;            /* every open stream, to fail them on close */
+    bool server;
+    bool ready;              /* client: connected and handshaken */
+    bool dead;               /* no new streams; closing */
+    bool in_recv;            /* inside nghttp2_session_mem_recv: defer sends */
+    bool want_flush;
+    bool tls;
+    char key[224];
+} rete_h2_conn;
+
+struct h2s {
+    h2s *next;
+    h2s *prev;
+    rete_h2_conn *h2;
+    rete_exchange *ex;
+    int32_t id;
+    bool deferred;          /* data provider returned DEFERRED */
+    bool head_done;         /* client: final response head seen */
+    bool trailers_submitted;
+    bool closed;
+};
+
+static const rete_side_ops h2_ds_ops;
+static const rete_side_ops h2_us_ops;
+static void h2_flush(rete_h2_conn *h2);
+static void h2_kill(rete_h2_conn *h2, const char *why);
+
+/* ---- stream bookkeeping ---- */
+
+static h2s *h2s_new(rete_h2_conn *h2, rete_exchange *ex)
+{
+    h2s *s = rete_calloc(1, sizeof(*s));
+    s->h2 = h2;
+    s->ex = ex;
+    s->next = h2->streams;
+    if (h2->streams)
+        h2->streams->prev = s;
+    h2->streams = s;
+    return s;
+}
+
+static void h2s_free(h2s *s)
+{
+    rete_h2_conn *h2 = s->h2;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h2->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    free(s);
+}
+
+/* ---- sending ---- */
+
+static void h2_flush(rete_h2_conn *h2)
+{
+    if (h2->in_recv) {
+        h2->want_flush = true;
+        return;
+    }
+    if (h2->dead && h2->io->closing)
+        return;
+    if (!h2->server && !h2->ready)
+        return;
+    rete_outbuf b;
+    rete_outbuf_init(&b);
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(h2->session, &data);
+        if (n < 0) {
+            rete_outbuf_free(&b);
+            h2_kill(h2, nghttp2_strerror((int)n));
+            return;
+        }
+        if (n == 0)
+            break;
+        rete_outbuf_put(&b, (const char *)data, (size_t)n);
+        if (b.len >= 65536) {
+            uv_buf_t ub = uv_buf_init(b.p, (unsigned)b.len);
+            if (rete_io_write(h2->io, &ub, 1) < 0) {
+                rete_outbuf_free(&b);
+                h2_kill(h2, "write failed");
+                return;
+            }
+            b.len = 0;
+        }
+    }
+    if (b.len) {
+        uv_buf_t ub = uv_buf_init(b.p, (unsigned)b.len);
+        if (rete_io_write(h2->io, &ub, 1) < 0) {
+            rete_outbuf_free(&b);
+            h2_kill(h2, "write failed");
+            return;
+        }
+    }
+    rete_outbuf_free(&b);
+    if (!nghttp2_session_want_read(h2->session) && !nghttp2_session_want_write(h2->session))
+        h2_kill(h2, "session finished");
+}
+
+/* Body source for both roles: the pipe this side consumes. */
+static ssize_t h2_read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    (void)session;
+    (void)user_data;
+    (void)stream_id;
+    h2s *s = source->ptr;
+    rete_exchange *ex = s->ex;
+    if (!ex)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    rete_side me = s->h2->server ? RETE_DOWNSTREAM : RETE_UPSTREAM;
+    rete_pipe *p = rete_ex_in(ex, me);
+    size_t total = 0;
+    while (total < length) {
+        const char *d;
+        size_t n = rete_ex_peek(ex, me, &d);
+        if (n == 0)
+            break;
+        if (n > length - total)
+            n = length - total;
+        memcpy(buf + total, d, n);
+        total += n;
+        rete_ex_consume(ex, me, n);
+        if (!s->ex)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (!p->head && p->end) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (p->trailers.n_headers && !s->trailers_submitted) {
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_nv *nva = rete_arena_alloc(ex->arena, p->trailers.n_headers * sizeof(*nva));
+            for (uint32_t i = 0; i < p->trailers.n_headers; i++) {
+                nva[i] = (nghttp2_nv){(uint8_t *)p->trailers.headers[i].name.p,
+                                      (uint8_t *)p->trailers.headers[i].value.p,
+                                      p->trailers.headers[i].name.len,
+                                      p->trailers.headers[i].value.len, NGHTTP2_NV_FLAG_NONE};
+            }
+            s->trailers_submitted = true;
+            nghttp2_submit_trailer(s->h2->session, s->id, nva, p->trailers.n_headers);
+        }
+        return (ssize_t)total;
+    }
+    if (total == 0) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)total;
+}
+
+static bool is_connection_specific(rete_view name)
+{
+    /* RFC 9113 §8.2.2 */
+    return rete_view_eq(name, RETE_VIEW_LIT("connection")) ||
+           rete_view_eq(name, RETE_VIEW_LIT("keep-alive")) ||
+           rete_view_eq(name, RETE_VIEW_LIT("proxy-connection")) ||
+           rete_view_eq(name, RETE_VIEW_LIT("transfer-encoding")) ||
+           rete_view_eq(name, RETE_VIEW_LIT("upgrade"));
+}
+
+#define NV(n, v)                                                                                   \
+    ((nghttp2_nv){(uint8_t *)(n).p, (uint8_t *)(v).p, (n).len, (v).len, NGHTTP2_NV_FLAG_NONE})
+
+/* Headers of m into an arena array after `pre` pseudo-headers. */
+static nghttp2_nv *h2_fields(rete_exchange *ex, const rete_msg *m, size_t pre, size_t extra,
+                             size_t *count)
+{
+    nghttp2_nv *nva = rete_arena_alloc(ex->arena, (pre + extra + m->n_headers) * sizeof(*nva));
+    size_t n = pre;
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        rete_view name = m->headers[i].name;
+        if (is_connection_specific(name))
+            continue;
+        if (rete_view_eq(name, RETE_VIEW_LIT("te")) &&
+            !rete_view_ieq(m->headers[i].value, RETE_VIEW_LIT("trailers")))
+            continue;
+        nva[n++] = NV(name, m->headers[i].value);
+    }
+    *count = n;
+    return nva;
+}
+
+static bool pipe_is_empty_end(const rete_pipe *p)
+{
+    return p->end && !p->head && p->trailers.n_headers == 0;
+}
+
+/* ---- server role: exchange downstream ops ---- */
+
+static void h2_ds_on_head(rete_exchange *ex)
+{
+    h2s *s = ex->side[RETE_DOWNSTREAM];
+    rete_h2_conn *h2 = s->h2;
+    char status[8];
+    snprintf(status, sizeof(status), "%d", ex->resp.status);
+    rete_view sv = rete_ex_dup(ex, rete_view_cstr(status));
+    size_t n;
+    nghttp2_nv *nva = h2_fields(ex, &ex->resp, 1, 1, &n);
+    nva[0] = NV(RETE_VIEW_LIT(":status"), sv);
+    if (ex->resp.content_length >= 0 && !ex->tunnel &&
+        rete_msg_get(&ex->resp, RETE_VIEW_LIT("content-length")).p == NULL) {
+        char cl[24];
+        snprintf(cl, sizeof(cl), "%lld", (long long)ex->resp.content_length);
+        rete_view clv = rete_ex_dup(ex, rete_view_cstr(cl));
+        nva[n++] = NV(RETE_VIEW_LIT("content-length"), clv);
+    }
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2_read_body};
+    int rv = nghttp2_submit_response(h2->session, s->id, nva, n,
+                                     pipe_is_empty_end(&ex->resp_body) ? NULL : &prd);
+    if (rv != 0)
+        rete_warn("h2: submit_response: %s", nghttp2_strerror(rv));
+    if (pipe_is_empty_end(&ex->resp_body)) {
+        s->ex = NULL;
+        rete_ex_detach(ex, RETE_DOWNSTREAM);
+    }
+    h2_flush(h2);
+}
+
+static void h2_on_data_ready(rete_exchange *ex, rete_side me)
+{
+    h2s *s = ex->side[me];
+    if (s->deferred) {
+        s->deferred = false;
+        nghttp2_session_resume_data(s->h2->session, s->id);
+    }
+    h2_flush(s->h2);
+}
+
+static void h2_ds_on_data(rete_exchange *ex)
+{
+    h2_on_data_ready(ex, RETE_DOWNSTREAM);
+}
+
+static void h2_on_drained(rete_exchange *ex, rete_side me, size_t consumed)
+{
+    h2s *s = ex->side[me];
+    if (!s->closed) {
+        nghttp2_session_consume(s->h2->session, s->id, consumed);
+        h2_flush(s->h2);
+    }
+}
+
+static void h2_ds_on_drained(rete_exchange *ex, size_t consumed)
+{
+    h2_on_drained(ex, RETE_DOWNSTREAM, consumed);
+}
+
+static void h2_on_abort(rete_exchange *ex, rete_side me)
+{
+    h2s *s = ex->side[me];
+    s->ex = NULL;
+    rete_ex_detach(ex, me);
+    if (!s->closed) {
+        nghttp2_submit_rst_stream(s->h2->session, NGHTTP2_FLAG_NONE, s->id,
+                                  me == RETE_DOWNSTREAM ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_CANCEL);
+        h2_flush(s->h2);
+    }
+}
+
+static void h2_ds_on_abort(rete_exchange *ex)
+{
+    h2_on_abort(ex, RETE_DOWNSTREAM);
+}
+
+static void h2_ds_on_interim(rete_exchange *ex)
+{
+    h2s *s = ex->side[RETE_DOWNSTREAM];
+    if (ex->resp.status == 100)
+        return;
+    char status[8];
+    snprintf(status, sizeof(status), "%d", ex->resp.status);
+    rete_view sv = rete_ex_dup(ex, rete_view_cstr(status));
+    size_t n;
+    nghttp2_nv *nva = h2_fields(ex, &ex->resp, 1, 0, &n);
+    nva[0] = NV(RETE_VIEW_LIT(":status"), sv);
+    nghttp2_submit_headers(s->h2->session, NGHTTP2_FLAG_NONE, s->id, NULL, nva, n, NULL);
+    h2_flush(s->h2);
+}
+
+static const rete_side_ops h2_ds_ops = {
+    .name = "h2-server",
+    .on_head = h2_ds_on_head,
+    .on_data = h2_ds_on_data,
+    .on_drained = h2_ds_on_drained,
+    .on_abort = h2_ds_on_abort,
+    .on_interim = h2_ds_on_interim,
+};
+
+/* ---- client role: exchange upstream ops ---- */
+
+static void h2_us_on_head(rete_exchange *ex) { (void)ex; }
+static void h2_us_on_data(rete_exchange *ex)
+{
+    h2_on_data_ready(ex, RETE_UPSTREAM);
+}
+static void h2_us_on_drained(rete_exchange *ex, size_t consumed)
+{
+    h2_on_drained(ex, RETE_UPSTREAM, consumed);
+}
+static void h2_us_on_abort(rete_exchange *ex)
+{
+    h2_on_abort(ex, RETE_UPSTREAM);
+}
+
+static const rete_side_ops h2_us_ops = {
+    .name = "h2-client",
+    .on_head = h2_us_on_head,
+    .on_data = h2_us_on_data,
+    .on_drained = h2_us_on_drained,
+    .on_abort = h2_us_on_abort,
+};
+
+/* ---- nghttp2 callbacks ---- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    rete_h2_conn *h2 = user_data;
+    if (!h2->server || frame->hd.type != NGHTTP2_HEADERS ||
+        frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    rete_conn *c = h2->conn;
+    rete_exchange *ex = rete_ex_new(h2->worker, &h2_ds_ops, NULL);
+    h2s *s = h2s_new(h2, ex);
+    s->id = frame->hd.stream_id;
+    ex->side[RETE_DOWNSTREAM] = s;
+    ex->listener = c->listener->name;
+    ex->inbound = c->listener->kind == RETE_L_MESH || c->listener->kind == RETE_L_INBOUND;
+    ex->table = c->fixed;
+    ex->target_port = c->orig_port;
+    snprintf(ex->peer_id, sizeof(ex->peer_id), "%s", c->peer_id);
+    snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
+    nghttp2_session_set_stream_user_data(session, s->id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    (void)flags;
+    rete_h2_conn *h2 = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    h2s *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!s || !s->ex)
+        return 0;
+    rete_exchange *ex = s->ex;
+    rete_view n = rete_view_make((const char *)name, namelen);
+    rete_view v = rete_view_make((const char *)value, valuelen);
+    if (h2->server) {
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (namelen && name[0] == ':') {
+                if (rete_view_eq(n, RETE_VIEW_LIT(":method")))
+                    ex->req.method = rete_ex_dup(ex, v);
+                else if (rete_view_eq(n, RETE_VIEW_LIT(":scheme")))
+                    ex->req.scheme = rete_ex_dup(ex, v);
+                else if (rete_view_eq(n, RETE_VIEW_LIT(":authority")))
+                    ex->req.authority = rete_ex_dup(ex, v);
+                else if (rete_view_eq(n, RETE_VIEW_LIT(":path")))
+                    ex->req.path = rete_ex_dup(ex, v);
+                else if (rete_view_eq(n, RETE_VIEW_LIT(":protocol")))
+                    ex->req.protocol = rete_ex_dup(ex, v);
+                return 0;
+            }
+            if (rete_view_eq(n, RETE_VIEW_LIT("host"))) {
+                if (!ex->req.authority.len)
+                    ex->req.authority = rete_ex_dup(ex, v);
+                return 0;
+            }
+            if (rete_view_eq(n, RETE_VIEW_LIT("content-length"))) {
+                uint64_t cl;
+                if (rete_view_to_u64(v, &cl))
+                    ex->req.content_length = (int64_t)cl;
+                return 0;
+            }
+            rete_msg_add(ex, &ex->req, n, v);
+        } else {
+            rete_msg_add(ex, &ex->req_body.trailers, n, v);
+        }
+        return 0;
+    }
+    /* client: response head, interim head or trailers */
+    if (!s->head_done) {
+        if (rete_view_eq(n, RETE_VIEW_LIT(":status"))) {
+            uint64_t st = 0;
+            rete_view_to_u64(v, &st);
+            ex->resp.status = (int)st;
+            return 0;
+        }
+        if (namelen && name[0] == ':')
+            return 0;
+        if (rete_view_eq(n, RETE_VIEW_LIT("content-length"))) {
+            uint64_t cl;
+            if (rete_view_to_u64(v, &cl))
+                ex->resp.content_length = (int64_t)cl;
+            return 0;
+        }
+        rete_msg_add(ex, &ex->resp, n, v);
+    } else {
+        rete_msg_add(ex, &ex->resp_body.trailers, n, v);
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    rete_h2_conn *h2 = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY && !h2->server) {
+        h2->dead = true; /* no new streams here; the pool opens another connection */
+        return 0;
+    }
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    h2s *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!s || !s->ex)
+        return 0;
+    rete_exchange *ex = s->ex;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (h2->server) {
+        if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (end) {
+                ex->req_body.end = true;
+                if (ex->req.content_length < 0)
+                    ex->req.content_length = 0;
+            }
+            if (rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT")))
+                ex->tunnel = true;
+            if (!ex->req.method.len || (!ex->tunnel && !ex->req.path.len)) {
+                nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
+                return 0;
+            }
+            if (!ex->req.scheme.len)
+                ex->req.scheme = RETE_VIEW_LIT("http");
+            rete_ex_request_ready(ex);
+            return 0;
+        }
+        if (end && s->ex)
+            rete_ex_end(ex, RETE_DOWNSTREAM);
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_HEADERS && !s->head_done) {
+        if (ex->resp.status / 100 == 1) {
+            rete_ex_interim(ex);
+            memset(&ex->resp, 0, sizeof(ex->resp));
+            ex->resp.content_length = -1;
+            return 0;
+        }
+        s->head_done = true;
+        if (end)
+            ex->resp_body.end = true;
+        rete_ex_response_ready(ex);
+        return 0;
+    }
+    if (end && s->ex)
+        rete_ex_end(ex, RETE_UPSTREAM);
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *user_data)
+{
+    (void)flags;
+    rete_h2_conn *h2 = user_data;
+    h2s *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!s || !s->ex) {
+        /* Nobody will consume it: return the window at once. */
+        nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    rete_ex_push(s->ex, h2->server ? RETE_DOWNSTREAM : RETE_UPSTREAM, (const char *)data, len);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    rete_h2_conn *h2 = user_data;
+    h2s *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!s)
+        return 0;
+    s->closed = true;
+    rete_exchange *ex = s->ex;
+    s->ex = NULL;
+    if (ex) {
+        if (h2->server) {
+            if (error_code != NGHTTP2_NO_ERROR || !ex->req_body.end)
+                rete_ex_fail(ex, RETE_DOWNSTREAM, RETE_EXE_DOWNSTREAM_RESET, "stream reset by client");
+            else
+                rete_ex_detach(ex, RETE_DOWNSTREAM);
+        } else {
+            if (error_code != NGHTTP2_NO_ERROR || !ex->resp_body.end) {
+                char why[64];
+                snprintf(why, sizeof(why), "stream reset: %s", nghttp2_http2_strerror(error_code));
+                rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_UPSTREAM_RESET, why);
+            } else {
+                rete_ex_detach(ex, RETE_UPSTREAM);
+            }
+        }
+    }
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    h2s_free(s);
+    return 0;
+}
+
+static nghttp2_session_callbacks *h2_callbacks(void)
+{
+    static _Thread_local nghttp2_session_callbacks *cbs;
+    if (!cbs) {
+        nghttp2_session_callbacks_new(&cbs);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    }
+    return cbs;
+}
+
+static nghttp2_option *h2_options(void)
+{
+    static _Thread_local nghttp2_option *opt;
+    if (!opt) {
+        nghttp2_option_new(&opt);
+        nghttp2_option_set_no_auto_window_update(opt, 1);
+        /* RFC 8441 CONNECT with :protocol is not used; plain CONNECT is. */
+        nghttp2_option_set_max_send_header_block_length(opt, 256 * 1024);
+    }
+    return opt;
+}
+
+static void h2_send_settings(rete_h2_conn *h2, uint32_t max_streams)
+{
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+    };
+    nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+}
+
+/* ---- connection teardown ---- */
+
+static void h2_fail_streams(rete_h2_conn *h2, const char *why)
+{
+    while (h2->streams) {
+        h2s *s = h2->streams;
+        rete_exchange *ex = s->ex;
+        s->ex = NULL;
+        s->closed = true;
+        h2s_free(s);
+        if (!ex)
+            continue;
+        if (h2->server)
+            rete_ex_fail(ex, RETE_DOWNSTREAM, RETE_EXE_DOWNSTREAM_RESET, why);
+        else
+            rete_ex_fail(ex, RETE_UPSTREAM, h2->ready ? RETE_EXE_UPSTREAM_RESET : RETE_EXE_CONNECT,
+                         why);
+    }
+}
+
+static void h2_kill(rete_h2_conn *h2, const char *why)
+{
+    if (h2->dead && h2->io->closing)
+        return;
+    h2->dead = true;
+    if (h2->pool && h2->pool->h2 == h2)
+        h2->pool->h2 = NULL;
+    rete_debug("h2: closing connection: %s", why);
+    h2_fail_streams(h2, why);
+    rete_io_close(h2->io);
+}
+
+/* ---- io callbacks ---- */
+
+static void h2_on_io_data(rete_io *io, const char *data, size_t len)
+{
+    rete_h2_conn *h2 = io->owner;
+    if (h2->dead)
+        return;
+    h2->in_recv = true;
+    ssize_t n = nghttp2_session_mem_recv(h2->session, (const uint8_t *)data, len);
+    h2->in_recv = false;
+    if (n < 0) {
+        h2_kill(h2, nghttp2_strerror((int)n));
+        return;
+    }
+    h2->want_flush = false;
+    h2_flush(h2);
+}
+
+static void h2_on_io_eof(rete_io *io)
+{
+    h2_kill(io->owner, "peer closed the connection");
+}
+
+static void h2_on_io_error(rete_io *io, const char *why)
+{
+    h2_kill(io->owner, why);
+}
+
+static void h2_on_io_ready(rete_io *io, int status, const char *why)
+{
+    rete_h2_conn *h2 = io->owner;
+    if (status < 0) {
+        rete_warn("h2: connection to %s failed: %s", h2->key, why ? why : "?");
+        h2_kill(h2, why ? why : "connect failed");
+        return;
+    }
+    if (h2->tls) {
+        const char *alpn = rete_tls_alpn(io->tls);
+        if (!alpn || strcmp(alpn, "h2") != 0) {
+            h2_kill(h2, "peer did not negotiate h2");
+            return;
+        }
+    }
+    h2->ready = true;
+    h2_flush(h2);
+}
+
+static void h2_on_io_drain(rete_io *io)
+{
+    rete_h2_conn *h2 = io->owner;
+    h2_flush(h2);
+}
+
+static void h2_on_io_close(rete_io *io)
+{
+    rete_h2_conn *h2 = io->owner;
+    h2_fail_streams(h2, "connection closed");
+    nghttp2_session_del(h2->session);
+    rete_conn *c = h2->conn;
+    free(h2);
+    if (c)
+        rete_conn_closed(c);
+}
+
+static const rete_io_cbs h2_io_cbs = {
+    .on_data = h2_on_io_data,
+    .on_eof = h2_on_io_eof,
+    .on_error = h2_on_io_error,
+    .on_ready = h2_on_io_ready,
+    .on_drain = h2_on_io_drain,
+    .on_close = h2_on_io_close,
+};
+
+/* ---- entry points ---- */
+
+void rete_h2_server_start(rete_conn *c, const char *data, size_t len)
+{
+    rete_h2_conn *h2 = rete_calloc(1, sizeof(*h2));
+    h2->server = true;
+    h2->conn = c;
+    h2->io = &c->io;
+    h2->worker = c->worker;
+    nghttp2_session_server_new2(&h2->session, h2_callbacks(), h2, h2_options());
+    h2_send_settings(h2, c->gen->cfg->proxy.limits.max_streams);
+    c->io.cbs = &h2_io_cbs;
+    c->io.owner = h2;
+    rete_io_read_start(&c->io);
+    if (len)
+        h2_on_io_data(&c->io, data, len);
+    else
+        h2_flush(h2);
+}
+
+static rete_h2_conn *h2_client_get(rete_worker *w, const char *ip, uint16_t port, bool tls,
+                                   const char *expected_id)
+{
+    char key[224];
+    snprintf(key, sizeof(key), "%s|%s|%u|%s", tls ? "mesh" : "h2c", ip, port,
+             expected_id ? expected_id : "");
+    rete_pool_entry *pool = rete_pool_get(w, key);
+    if (pool->h2 && !pool->h2->dead)
+        return pool->h2;
+    rete_h2_conn *h2 = rete_calloc(1, sizeof(*h2));
+    h2->worker = w;
+    h2->pool = pool;
+    h2->io = &h2->own_io;
+    h2->tls = tls;
+    snprintf(h2->key, sizeof(h2->key), "%s", key);
+    rete_tls_session *sess = NULL;
+    if (tls) {
+        sess = rete_tls_session_new_client(w->gen->tls->mesh_client, expected_id, NULL);
+        if (!sess) {
+            free(h2);
+            return NULL;
+        }
+    }
+    nghttp2_session_client_new2(&h2->session, h2_callbacks(), h2, h2_options());
+    h2_send_settings(h2, 1024);
+    if (rete_io_connect(h2->io, w, ip, port, sess, &h2_io_cbs, h2) < 0) {
+        if (sess)
+            rete_tls_session_free(sess);
+        nghttp2_session_del(h2->session);
+        free(h2);
+        return NULL;
+    }
+    pool->h2 = h2;
+    return h2;
+}
+
+void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
+                            const char *expected_id)
+{
+    rete_h2_conn *h2 = h2_client_get(ex->worker, ip, port, tls, expected_id);
+    if (!h2) {
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot open upstream connection");
+        return;
+    }
+    h2s *s = h2s_new(h2, ex);
+    ex->ops[RETE_UPSTREAM] = &h2_us_ops;
+    ex->side[RETE_UPSTREAM] = s;
+    ex->attached[RETE_UPSTREAM] = true;
+
+    size_t n;
+    nghttp2_nv *nva = h2_fields(ex, &ex->req, 4, 1, &n);
+    size_t k = 0;
+    nva[k++] = NV(RETE_VIEW_LIT(":method"), ex->req.method);
+    nva[k++] = NV(RETE_VIEW_LIT(":authority"), ex->req.authority);
+    if (!rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT"))) {
+        nva[k++] = NV(RETE_VIEW_LIT(":scheme"), ex->req.scheme.len ? ex->req.scheme : RETE_VIEW_LIT("http"));
+        nva[k++] = NV(RETE_VIEW_LIT(":path"), ex->req.path);
+    }
+    if (k < 4) {
+        /* close the gap left for pseudo-headers CONNECT does not carry */
+        memmove(nva + k, nva + 4, (n - 4) * sizeof(*nva));
+        n -= 4 - k;
+    }
+    if (ex->req.content_length >= 0 && !ex->tunnel) {
+        char cl[24];
+        snprintf(cl, sizeof(cl), "%lld", (long long)ex->req.content_length);
+        rete_view clv = rete_ex_dup(ex, rete_view_cstr(cl));
+        nva[n++] = NV(RETE_VIEW_LIT("content-length"), clv);
+    }
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2_read_body};
+    int32_t id = nghttp2_submit_request(h2->session, NULL, nva, n,
+                                        pipe_is_empty_end(&ex->req_body) ? NULL : &prd, s);
+    if (id < 0) {
+        s->ex = NULL;
+        h2s_free(s);
+        ex->attached[RETE_UPSTREAM] = false;
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_OVERFLOW, nghttp2_strerror(id));
+        return;
+    }
+    s->id = id;
+    h2_flush(h2);
+}

@@ -1,0 +1,81 @@
+/* One byte stream over a libuv TCP handle, plaintext or TLS (Redis's
+ * ConnectionType idea: the codecs above never know which).
+ *
+ * The owner embeds a rete_io in its own struct and gets plaintext through
+ * callbacks. Reads land in the worker's shared read buffer: a callee that
+ * needs bytes past the callback copies them (that is what keeps an idle
+ * connection small). Writes are attempted at once with uv_try_write; only
+ * what the kernel does not take is copied into a queued write request.
+ *
+ * Lifetime: rete_io_close() starts closing; on_close is the last callback,
+ * after which the owner may free the memory holding the rete_io. */
+#ifndef RETE_PROXY_IO_H
+#define RETE_PROXY_IO_H
+
+#include "result.h"
+#include "tls.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct rete_io rete_io;
+struct rete_worker;
+
+typedef struct rete_io_cbs {
+    /* Plaintext received. */
+    void (*on_data)(rete_io *io, const char *data, size_t len);
+    /* The peer finished sending (TCP FIN or TLS close_notify). */
+    void (*on_eof)(rete_io *io);
+    /* A read/write/TLS error; the owner should close. */
+    void (*on_error)(rete_io *io, const char *why);
+    /* Client: TCP connected and, with TLS, the handshake and peer checks
+     * done (status 0), or failed (status < 0, why set). Server with TLS:
+     * called once the handshake is done. */
+    void (*on_ready)(rete_io *io, int status, const char *why);
+    /* Queued write bytes dropped below the low-water mark. */
+    void (*on_drain)(rete_io *io);
+    /* The handle is closed: last callback. */
+    void (*on_close)(rete_io *io);
+} rete_io_cbs;
+
+struct rete_io {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
+    struct rete_worker *worker;
+    const rete_io_cbs *cbs;
+    void *owner;
+    rete_tls_session *tls;
+    size_t queued;          /* bytes in flight in uv_write requests */
+    size_t low_water;       /* on_drain fires when queued falls to this */
+    bool reading;
+    bool closing;
+    bool tls_ready;         /* handshake complete */
+    bool eof;
+    bool shut_wr;
+    bool want_drain;
+};
+
+/* Server side: accept from `server` onto io. */
+RETE_MUST_CHECK rete_rc rete_io_accept(rete_io *io, struct rete_worker *w, uv_stream_t *server,
+                                       const rete_io_cbs *cbs, void *owner);
+/* Client side: connect to ip:port; with `tls`, handshake after connect. */
+RETE_MUST_CHECK rete_rc rete_io_connect(rete_io *io, struct rete_worker *w, const char *ip,
+                                        uint16_t port, rete_tls_session *tls,
+                                        const rete_io_cbs *cbs, void *owner);
+/* Turn an accepted plaintext io into a TLS server; `initial` holds bytes
+ * already read (the ClientHello the detector peeked). Takes ownership of tls. */
+void rete_io_start_tls(rete_io *io, rete_tls_session *tls, const char *initial,
+                       size_t len);
+void rete_io_read_start(rete_io *io);
+void rete_io_read_stop(rete_io *io);
+/* Write all of bufs (copied when the kernel does not take them at once). */
+RETE_MUST_CHECK rete_rc rete_io_write(rete_io *io, const uv_buf_t *bufs, unsigned n);
+/* Half-close our side once queued writes are out (TLS: close_notify first). */
+void rete_io_shutdown(rete_io *io);
+void rete_io_close(rete_io *io);
+/* Peer address as "ip:port". */
+void rete_io_peer(const rete_io *io, char *out, size_t len);
+
+#endif

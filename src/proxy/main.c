@@ -1,0 +1,330 @@
+/* rete-proxy: the sidecar. Loads a static configuration (the control plane
+ * feeds the same model later), starts worker threads, reloads on SIGHUP,
+ * drains on SIGTERM, and with `run -- CMD` starts the app only once the proxy
+ * is ready and exits with the app's exit code. */
+#include "alloc.h"
+#include "config.h"
+#include "log.h"
+#include "proxy.h"
+#include "worker.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+rete_proxy *rete_the_proxy;
+extern FILE *rete_access_log;
+
+static uv_process_t child;
+static bool child_running;
+static int child_exit_code = -1;
+static uv_timer_t stop_poll;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: rete-proxy --config FILE [options]\n"
+            "       rete-proxy run --config FILE [options] -- CMD [ARGS...]\n"
+            "       rete-proxy --check-config FILE\n"
+            "\n"
+            "options:\n"
+            "  -c, --config FILE        static configuration (YAML; see docs/proxy.md)\n"
+            "  -n, --concurrency N      worker threads (default: spec.concurrency, else 1)\n"
+            "  -l, --log-level LEVEL    error|warn|info|debug|trace (default info)\n"
+            "  -a, --access-log PATH    one JSON line per request; '-' for stdout\n"
+            "      --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
+            "  -V, --version            print the version\n"
+            "  -h, --help               this text\n"
+            "\n"
+            "signals: SIGHUP reloads the configuration file (a bad file is rejected and the\n"
+            "running configuration stays); SIGTERM/SIGINT drain: stop accepting, finish\n"
+            "in-flight requests within spec.limits.drainTimeout, exit.\n");
+}
+
+rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen)
+{
+    const rete_proxy_spec *p = &cfg->proxy;
+    rete_tls_set *s = rete_calloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    if (!p->cert_file || !p->key_file || !p->ca_file) {
+        snprintf(err, errlen, "spec.tls: certFile, keyFile and caFile are required for the mesh listener");
+        free(s);
+        return NULL;
+    }
+    s->mesh_server = rete_tls_mesh_server_ctx(p->cert_file, p->key_file, p->ca_file, err, errlen);
+    if (!s->mesh_server)
+        goto fail;
+    s->mesh_client = rete_tls_mesh_client_ctx(p->cert_file, p->key_file, p->ca_file, err, errlen);
+    if (!s->mesh_client)
+        goto fail;
+    if (p->server_cert_file) {
+        s->app_server = rete_tls_app_server_ctx(p->server_cert_file, p->server_key_file, err, errlen);
+        if (!s->app_server)
+            goto fail;
+    }
+    return s;
+fail:
+    if (s->mesh_server)
+        rete_tls_ctx_unref(s->mesh_server);
+    if (s->mesh_client)
+        rete_tls_ctx_unref(s->mesh_client);
+    free(s);
+    return NULL;
+}
+
+static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
+{
+    rete_config_error err;
+    rete_config *cfg = rete_config_load_file(path, version, &err);
+    if (!cfg) {
+        char msg[1024];
+        rete_config_error_format(&err, msg, sizeof(msg));
+        rete_err("configuration rejected: %s", msg);
+        snprintf(rete_the_proxy->last_reload_error, sizeof(rete_the_proxy->last_reload_error), "%s", msg);
+        return NULL;
+    }
+    char terr[512] = "";
+    *tls = rete_tls_set_build(cfg, terr, sizeof(terr));
+    if (!*tls) {
+        rete_err("configuration rejected: %s", terr);
+        snprintf(rete_the_proxy->last_reload_error, sizeof(rete_the_proxy->last_reload_error), "%s", terr);
+        rete_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void on_sighup(uv_signal_t *s, int sig)
+{
+    (void)sig;
+    rete_proxy *p = s->data;
+    rete_tls_set *tls = NULL;
+    rete_config *cfg = load(p->config_path, p->cfg->version + 1, &tls);
+    if (!cfg) {
+        atomic_fetch_add(&p->reloads_failed, 1);
+        rete_warn("reload: keeping configuration version %llu", (unsigned long long)p->cfg->version);
+        return;
+    }
+    for (unsigned i = 0; i < p->concurrency; i++)
+        rete_worker_post_gen(&p->workers[i], rete_gen_new(cfg, tls));
+    rete_config_unref(p->cfg);
+    rete_tls_set_unref(p->tls);
+    p->cfg = cfg;
+    p->tls = tls;
+    atomic_fetch_add(&p->reloads_ok, 1);
+    rete_info("reload: configuration version %llu in use", (unsigned long long)cfg->version);
+}
+
+static void poll_stopped(uv_timer_t *t)
+{
+    rete_proxy *p = t->data;
+    if (child_running)
+        return;
+    for (unsigned i = 0; i < p->concurrency; i++)
+        if (!atomic_load(&p->workers[i].stopped))
+            return;
+    uv_stop(p->loop);
+}
+
+static void start_drain(rete_proxy *p)
+{
+    if (atomic_exchange(&p->draining, true))
+        return;
+    rete_info("draining: no new connections, finishing in-flight requests");
+    for (unsigned i = 0; i < p->concurrency; i++)
+        rete_worker_drain(&p->workers[i]);
+    uv_timer_start(&stop_poll, poll_stopped, 20, 20);
+}
+
+static void on_sigterm(uv_signal_t *s, int sig)
+{
+    rete_proxy *p = s->data;
+    if (child_running) {
+        /* The app decides when to go; we drain once it has exited. */
+        uv_process_kill(&child, sig);
+        return;
+    }
+    start_drain(p);
+}
+
+static void on_child_exit(uv_process_t *proc, int64_t status, int term_signal)
+{
+    child_running = false;
+    child_exit_code = term_signal ? 128 + term_signal : (int)status;
+    rete_info("app exited with %d; draining", child_exit_code);
+    uv_close((uv_handle_t *)proc, NULL);
+    start_drain(rete_the_proxy);
+}
+
+static int spawn_child(rete_proxy *p, char **argv)
+{
+    uv_process_options_t o;
+    memset(&o, 0, sizeof(o));
+    o.file = argv[0];
+    o.args = argv;
+    o.exit_cb = on_child_exit;
+    uv_stdio_container_t stdio[3] = {{.flags = UV_INHERIT_FD, .data.fd = 0},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 1},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    o.stdio = stdio;
+    o.stdio_count = 3;
+    int r = uv_spawn(p->loop, &child, &o);
+    if (r != 0) {
+        rete_err("run: cannot start %s: %s", argv[0], uv_strerror(r));
+        return -1;
+    }
+    child_running = true;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},   {"concurrency", required_argument, NULL, 'n'},
+        {"log-level", required_argument, NULL, 'l'}, {"access-log", required_argument, NULL, 'a'},
+        {"check-config", required_argument, NULL, 'k'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    rete_proxy proxy;
+    memset(&proxy, 0, sizeof(proxy));
+    rete_the_proxy = &proxy;
+    bool run_mode = argc > 1 && strcmp(argv[1], "run") == 0;
+    if (run_mode) {
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
+    long concurrency = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+c:n:l:a:Vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            proxy.config_path = optarg;
+            break;
+        case 'n':
+            concurrency = strtol(optarg, NULL, 10);
+            if (concurrency < 1 || concurrency > 256) {
+                fprintf(stderr, "rete-proxy: --concurrency must be 1..256\n");
+                return 2;
+            }
+            break;
+        case 'l':
+            if ((rete_log_level = rete_log_level_parse(optarg)) < 0) {
+                fprintf(stderr, "rete-proxy: unknown log level %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'a':
+            rete_access_log = strcmp(optarg, "-") == 0 ? stdout : fopen(optarg, "a");
+            if (!rete_access_log) {
+                fprintf(stderr, "rete-proxy: cannot open access log %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'k': {
+            rete_config_error err;
+            rete_config *cfg = rete_config_load_file(optarg, 1, &err);
+            if (!cfg) {
+                char msg[1024];
+                rete_config_error_format(&err, msg, sizeof(msg));
+                fprintf(stderr, "%s\n", msg);
+                return 1;
+            }
+            rete_config_unref(cfg);
+            printf("%s: valid\n", optarg);
+            return 0;
+        }
+        case 'V':
+            printf("rete-proxy %s\n", RETE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    char **child_argv = NULL;
+    if (run_mode) {
+        if (optind >= argc) {
+            fprintf(stderr, "rete-proxy run: give the command after --\n");
+            return 2;
+        }
+        child_argv = argv + optind;
+    } else if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!proxy.config_path) {
+        usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    proxy.loop = uv_default_loop();
+    proxy.cfg = load(proxy.config_path, 1, &proxy.tls);
+    if (!proxy.cfg)
+        return 1;
+    proxy.concurrency = concurrency ? (unsigned)concurrency
+                                    : (proxy.cfg->proxy.concurrency ? proxy.cfg->proxy.concurrency : 1);
+    proxy.started_unix = (uint64_t)time(NULL);
+    proxy.workers = rete_calloc(proxy.concurrency, sizeof(*proxy.workers));
+    for (unsigned i = 0; i < proxy.concurrency; i++) {
+        rete_worker *w = &proxy.workers[i];
+        w->id = (int)i;
+        w->proxy = &proxy;
+        atomic_store(&w->incoming, rete_gen_new(proxy.cfg, proxy.tls)); /* taken at start */
+    }
+    for (unsigned i = 0; i < proxy.concurrency; i++)
+        if (rete_worker_start(&proxy.workers[i]) != 0) {
+            rete_err("worker %u failed to start", i);
+            return 1;
+        }
+    uv_timer_init(proxy.loop, &stop_poll);
+    stop_poll.data = &proxy;
+    uv_signal_init(proxy.loop, &proxy.sigterm);
+    uv_signal_init(proxy.loop, &proxy.sigint);
+    uv_signal_init(proxy.loop, &proxy.sighup);
+    proxy.sigterm.data = proxy.sigint.data = proxy.sighup.data = &proxy;
+    uv_signal_start(&proxy.sigterm, on_sigterm, SIGTERM);
+    uv_signal_start(&proxy.sigint, on_sigterm, SIGINT);
+    uv_signal_start(&proxy.sighup, on_sighup, SIGHUP);
+    atomic_store(&proxy.ready, true);
+    rete_info("rete-proxy %s ready: %s/%s, %u worker(s), config version %llu", RETE_VERSION,
+              proxy.cfg->proxy.ns, proxy.cfg->proxy.name, proxy.concurrency,
+              (unsigned long long)proxy.cfg->version);
+    if (child_argv && spawn_child(&proxy, child_argv) != 0)
+        start_drain(&proxy);
+    uv_run(proxy.loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < proxy.concurrency; i++) {
+        uv_thread_join(&proxy.workers[i].thread);
+        rete_worker *w = &proxy.workers[i];
+        if (w->gen)
+            rete_gen_release(w, w->gen);
+        rete_gen *in = atomic_exchange(&w->incoming, NULL);
+        if (in)
+            rete_gen_release(w, in);
+        for (rete_pool_entry *pe = w->pools, *n; pe; pe = n) {
+            n = pe->next;
+            free(pe);
+        }
+        free(w->listeners);
+        uv_loop_close(&w->loop);
+    }
+    free(proxy.workers);
+    rete_config_unref(proxy.cfg);
+    rete_tls_set_unref(proxy.tls);
+    uv_close((uv_handle_t *)&proxy.sigterm, NULL);
+    uv_close((uv_handle_t *)&proxy.sigint, NULL);
+    uv_close((uv_handle_t *)&proxy.sighup, NULL);
+    uv_close((uv_handle_t *)&stop_poll, NULL);
+    uv_run(proxy.loop, UV_RUN_NOWAIT);
+    rete_info("stopped");
+    if (rete_access_log && rete_access_log != stdout)
+        fclose(rete_access_log);
+    return child_argv ? (child_exit_code < 0 ? 1 : child_exit_code) : 0;
+}

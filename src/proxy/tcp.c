@@ -1,0 +1,278 @@
+/* Raw TCP sides of tunnel exchanges: a downstream connection carrying opaque
+ * bytes (TCP service ports, explicit TCP upstreams, unrecognised protocols)
+ * and an upstream TCP connection to an app port or an endpoint outside the
+ * mesh. Half-closes travel end to end: EOF on one side ends its pipe, and
+ * the other side shuts its write half once the pipe is drained. */
+#include "alloc.h"
+#include "conn.h"
+#include "dispatch.h"
+#include "exchange.h"
+#include "io.h"
+#include "log.h"
+#include "worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tcp_side {
+    rete_io own_io;         /* upstream role owns its io */
+    rete_io *io;
+    rete_conn *conn;        /* downstream role */
+    rete_exchange *ex;
+    rete_side role;
+    bool connected;
+    bool paused;
+    bool wrote_eof;
+} tcp_side;
+
+static void tcp_pump(tcp_side *t);
+
+static void tcp_close(tcp_side *t)
+{
+    rete_io_close(t->io);
+}
+
+static void tcp_release(tcp_side *t)
+{
+    rete_exchange *ex = t->ex;
+    if (!ex)
+        return;
+    t->ex = NULL;
+    rete_ex_detach(ex, t->role);
+}
+
+/* Write what the other side produced; shut our write half at its end. */
+static void tcp_pump(tcp_side *t)
+{
+    rete_exchange *ex = t->ex;
+    if (!ex || !t->connected)
+        return;
+    while (t->io->queued < 256 * 1024) {
+        const char *d;
+        size_t n = rete_ex_peek(ex, t->role, &d);
+        if (n == 0)
+            break;
+        uv_buf_t b = uv_buf_init((char *)d, (unsigned)n);
+        if (rete_io_write(t->io, &b, 1) < 0) {
+            tcp_close(t);
+            return;
+        }
+        rete_count(&t->io->worker->counters.tcp_bytes_out, n);
+        rete_ex_consume(ex, t->role, n);
+        if (!t->ex)
+            return;
+    }
+    rete_pipe *in = rete_ex_in(ex, t->role);
+    if (in->end && !in->head && !t->wrote_eof) {
+        t->wrote_eof = true;
+        rete_io_shutdown(t->io);
+        rete_pipe *out = t->role == RETE_UPSTREAM ? &ex->resp_body : &ex->req_body;
+        if (out->end) {
+            tcp_release(t);
+            tcp_close(t);
+        }
+    }
+}
+
+static void tcp_on_data(rete_io *io, const char *data, size_t len)
+{
+    tcp_side *t = io->owner;
+    if (!t->ex)
+        return;
+    rete_count(&io->worker->counters.tcp_bytes_in, len);
+    if (rete_ex_push(t->ex, t->role, data, len)) {
+        t->paused = true;
+        rete_io_read_stop(io);
+    }
+}
+
+static void tcp_on_eof(rete_io *io)
+{
+    tcp_side *t = io->owner;
+    if (!t->ex) {
+        tcp_close(t);
+        return;
+    }
+    rete_exchange *ex = t->ex;
+    rete_ex_end(ex, t->role);
+    if (t->ex && t->wrote_eof) {
+        tcp_release(t);
+        tcp_close(t);
+    }
+}
+
+static void tcp_on_error(rete_io *io, const char *why)
+{
+    tcp_side *t = io->owner;
+    rete_exchange *ex = t->ex;
+    t->ex = NULL;
+    if (ex)
+        rete_ex_fail(ex, t->role, t->connected ? RETE_EXE_UPSTREAM_RESET : RETE_EXE_CONNECT, why);
+    tcp_close(t);
+}
+
+static void tcp_on_ready(rete_io *io, int status, const char *why)
+{
+    tcp_side *t = io->owner;
+    if (status < 0) {
+        tcp_on_error(io, why);
+        return;
+    }
+    t->connected = true;
+    if (t->role == RETE_UPSTREAM && t->ex) {
+        /* The tunnel is open: tell the downstream (CONNECT 200). */
+        t->ex->resp.status = 200;
+        t->ex->resp.content_length = -1;
+        rete_ex_response_ready(t->ex);
+        tcp_pump(t);
+    }
+}
+
+static void tcp_on_drain(rete_io *io)
+{
+    tcp_pump(io->owner);
+}
+
+static void tcp_on_close(rete_io *io)
+{
+    tcp_side *t = io->owner;
+    rete_exchange *ex = t->ex;
+    t->ex = NULL;
+    if (ex)
+        rete_ex_fail(ex, t->role, RETE_EXE_UPSTREAM_RESET, "connection closed");
+    rete_conn *c = t->conn;
+    free(t);
+    if (c)
+        rete_conn_closed(c);
+}
+
+static const rete_io_cbs tcp_io_cbs = {
+    .on_data = tcp_on_data,
+    .on_eof = tcp_on_eof,
+    .on_error = tcp_on_error,
+    .on_ready = tcp_on_ready,
+    .on_drain = tcp_on_drain,
+    .on_close = tcp_on_close,
+};
+
+/* ---- exchange ops, shared by both roles ---- */
+
+static void tcp_ex_on_head(rete_exchange *ex)
+{
+    /* downstream: the tunnel's answer; a failure closes the connection */
+    tcp_side *t = ex->side[RETE_DOWNSTREAM];
+    if (ex->resp.status / 100 != 2) {
+        tcp_release(t);
+        tcp_close(t);
+        return;
+    }
+    tcp_pump(t);
+}
+
+static void tcp_ex_on_data_ds(rete_exchange *ex)
+{
+    tcp_pump(ex->side[RETE_DOWNSTREAM]);
+}
+
+static void tcp_ex_on_data_us(rete_exchange *ex)
+{
+    tcp_pump(ex->side[RETE_UPSTREAM]);
+}
+
+static void tcp_resume(tcp_side *t, rete_pipe *out)
+{
+    if (t->paused && !out->paused) {
+        t->paused = false;
+        rete_io_read_start(t->io);
+    }
+}
+
+static void tcp_ex_on_drained_ds(rete_exchange *ex, size_t n)
+{
+    (void)n;
+    tcp_resume(ex->side[RETE_DOWNSTREAM], &ex->req_body);
+}
+
+static void tcp_ex_on_drained_us(rete_exchange *ex, size_t n)
+{
+    (void)n;
+    tcp_resume(ex->side[RETE_UPSTREAM], &ex->resp_body);
+}
+
+static void tcp_ex_on_abort_ds(rete_exchange *ex)
+{
+    tcp_side *t = ex->side[RETE_DOWNSTREAM];
+    tcp_release(t);
+    tcp_close(t);
+}
+
+static void tcp_ex_on_abort_us(rete_exchange *ex)
+{
+    tcp_side *t = ex->side[RETE_UPSTREAM];
+    tcp_release(t);
+    tcp_close(t);
+}
+
+static const rete_side_ops tcp_ds_ops = {
+    .name = "tcp-server",
+    .on_head = tcp_ex_on_head,
+    .on_data = tcp_ex_on_data_ds,
+    .on_drained = tcp_ex_on_drained_ds,
+    .on_abort = tcp_ex_on_abort_ds,
+};
+
+static void tcp_ex_on_head_us(rete_exchange *ex) { (void)ex; }
+
+static const rete_side_ops tcp_us_ops = {
+    .name = "tcp-client",
+    .on_head = tcp_ex_on_head_us,
+    .on_data = tcp_ex_on_data_us,
+    .on_drained = tcp_ex_on_drained_us,
+    .on_abort = tcp_ex_on_abort_us,
+};
+
+void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
+{
+    tcp_side *t = rete_calloc(1, sizeof(*t));
+    t->conn = c;
+    t->io = &c->io;
+    t->role = RETE_DOWNSTREAM;
+    t->connected = true;
+    c->io.cbs = &tcp_io_cbs;
+    c->io.owner = t;
+    rete_exchange *ex = rete_ex_new(c->worker, &tcp_ds_ops, t);
+    t->ex = ex;
+    ex->tunnel = true;
+    ex->listener = c->listener->name;
+    ex->inbound = c->listener->kind == RETE_L_INBOUND;
+    ex->table = c->fixed;
+    ex->target_port = c->orig_port;
+    snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
+    ex->req.method = RETE_VIEW_LIT("CONNECT");
+    if (c->orig_port) {
+        char a[64];
+        snprintf(a, sizeof(a), "%s:%u", c->orig_ip, c->orig_port);
+        ex->req.authority = rete_ex_dup(ex, rete_view_cstr(a));
+    }
+    if (len)
+        rete_ex_push(ex, RETE_DOWNSTREAM, data, len);
+    rete_io_read_start(&c->io);
+    rete_ex_request_ready(ex);
+}
+
+void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
+{
+    tcp_side *t = rete_calloc(1, sizeof(*t));
+    t->io = &t->own_io;
+    t->role = RETE_UPSTREAM;
+    t->ex = ex;
+    ex->ops[RETE_UPSTREAM] = &tcp_us_ops;
+    ex->side[RETE_UPSTREAM] = t;
+    ex->attached[RETE_UPSTREAM] = true;
+    if (rete_io_connect(t->io, ex->worker, ip, port, NULL, &tcp_io_cbs, t) < 0) {
+        t->ex = NULL;
+        ex->attached[RETE_UPSTREAM] = false;
+        free(t);
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
+    }
+}

@@ -1,0 +1,262 @@
+#include "worker.h"
+#include "alloc.h"
+#include "config.h"
+#include "conn.h"
+#include "lb.h"
+#include "log.h"
+#include "proxy.h"
+#include "route.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- generations ---- */
+
+rete_gen *rete_gen_new(rete_config *cfg, rete_tls_set *tls)
+{
+    rete_gen *g = rete_calloc(1, sizeof(*g));
+    g->cfg = rete_config_ref(cfg);
+    g->tls = tls;
+    atomic_fetch_add(&tls->refs, 1);
+    g->lbs = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->lbs));
+    g->users = 1; /* the worker's own reference */
+    return g;
+}
+
+void rete_tls_set_unref(rete_tls_set *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    rete_tls_ctx_unref(s->mesh_server);
+    rete_tls_ctx_unref(s->mesh_client);
+    if (s->app_server)
+        rete_tls_ctx_unref(s->app_server);
+    free(s);
+}
+
+void rete_gen_hold(rete_gen *g)
+{
+    g->users++;
+}
+
+void rete_gen_release(rete_worker *w, rete_gen *g)
+{
+    (void)w;
+    if (--g->users > 0)
+        return;
+    for (size_t i = 0; i < g->cfg->n_services; i++)
+        if (g->lbs[i])
+            rete_lb_free(&g->lbs[i]);
+    free(g->lbs);
+    rete_config_unref(g->cfg);
+    rete_tls_set_unref(g->tls);
+    free(g);
+}
+
+struct rete_lb *rete_gen_lb(rete_gen *g, const rete_service *svc)
+{
+    size_t i = (size_t)(svc - g->cfg->services);
+    if (i >= g->cfg->n_services)
+        return NULL;
+    if (!g->lbs[i])
+        g->lbs[i] = rete_lb_new(svc, (uint64_t)(uintptr_t)g ^ (i * 0x9E3779B97F4A7C15ULL));
+    return g->lbs[i];
+}
+
+/* ---- pools ---- */
+
+rete_pool_entry *rete_pool_get(rete_worker *w, const char *key)
+{
+    for (rete_pool_entry *p = w->pools; p; p = p->next)
+        if (strcmp(p->key, key) == 0)
+            return p;
+    rete_pool_entry *p = rete_calloc(1, sizeof(*p));
+    snprintf(p->key, sizeof(p->key), "%s", key);
+    p->next = w->pools;
+    w->pools = p;
+    return p;
+}
+
+/* ---- listeners ---- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    rete_listener *l = server->data;
+    if (status < 0)
+        return;
+    rete_conn_accept(l);
+}
+
+/* Bind with SO_REUSEPORT so every worker has its own accept queue (libuv
+ * 1.44 has no flag for it, so the socket is made by hand). */
+static int bind_socket(const rete_socket_addr *a, bool reuseport)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    int family = AF_INET;
+    if (uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss) != 0) {
+        if (uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss) != 0)
+            return -EINVAL;
+        family = AF_INET6;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    socklen_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static int open_listener(rete_worker *w, rete_listener *l, const rete_socket_addr *a,
+                         rete_listener_kind kind, const char *name, size_t index)
+{
+    l->worker = w;
+    l->kind = kind;
+    l->name = name;
+    l->upstream_index = index;
+    int fd = bind_socket(a, kind != RETE_L_ADMIN);
+    if (fd < 0) {
+        rete_err("%s listener: cannot bind %s:%u: %s", name, a->host, a->port, strerror(-fd));
+        return -1;
+    }
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    if (uv_tcp_open(&l->tcp, fd) != 0 || uv_listen((uv_stream_t *)&l->tcp, 511, on_connection) != 0) {
+        rete_err("%s listener: cannot listen on %s:%u", name, a->host, a->port);
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+        return -1;
+    }
+    l->open = true;
+    if (w->id == 0)
+        rete_info("%s listener on %s:%u", name, a->host, a->port);
+    return 0;
+}
+
+static int open_listeners(rete_worker *w)
+{
+    const rete_proxy_spec *p = &w->gen->cfg->proxy;
+    w->n_listeners = 4 + p->n_upstreams + 1;
+    w->listeners = rete_calloc(w->n_listeners, sizeof(*w->listeners));
+    size_t k = 0;
+    if (open_listener(w, &w->listeners[k++], &p->outbound, RETE_L_OUTBOUND, "outbound", 0) < 0 ||
+        open_listener(w, &w->listeners[k++], &p->inbound, RETE_L_INBOUND, "inbound", 0) < 0 ||
+        open_listener(w, &w->listeners[k++], &p->mesh, RETE_L_MESH, "mesh", 0) < 0)
+        return -1;
+    for (size_t i = 0; i < p->n_upstreams; i++)
+        if (open_listener(w, &w->listeners[k++], &p->upstreams[i].listen, RETE_L_UPSTREAM,
+                          "upstream", i) < 0)
+            return -1;
+    if (w->id == 0 &&
+        open_listener(w, &w->listeners[k++], &p->admin, RETE_L_ADMIN, "admin", 0) < 0)
+        return -1;
+    w->n_listeners = k;
+    return 0;
+}
+
+/* ---- the worker thread ---- */
+
+static void take_incoming(rete_worker *w)
+{
+    rete_gen *g = atomic_exchange(&w->incoming, NULL);
+    if (!g)
+        return;
+    rete_gen *old = w->gen;
+    w->gen = g;
+    if (old) {
+        old->retired = true;
+        rete_gen_release(w, old);
+    }
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish_drain(rete_worker *w)
+{
+    uv_timer_stop(&w->drain_timer);
+    uv_stop(&w->loop);
+}
+
+static void drain_tick(uv_timer_t *t)
+{
+    rete_worker *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    if (w->active_exchanges == 0 || now >= w->drain_deadline)
+        finish_drain(w);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    rete_worker *w = a->data;
+    take_incoming(w);
+    if (atomic_load(&w->drain_requested) && !w->draining) {
+        w->draining = true;
+        for (size_t i = 0; i < w->n_listeners; i++)
+            if (w->listeners[i].open && w->listeners[i].kind != RETE_L_ADMIN) {
+                w->listeners[i].open = false;
+                uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+            }
+        w->drain_deadline = uv_now(&w->loop) + w->gen->cfg->proxy.limits.drain_timeout_ms;
+        uv_timer_start(&w->drain_timer, drain_tick, 0, 50);
+    }
+}
+
+static void worker_main(void *arg)
+{
+    rete_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Drained or stopped: close every handle (connections included) and let
+     * their close callbacks run. */
+    uv_walk(&w->loop, close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    rete_route_thread_cleanup();
+    atomic_store(&w->stopped, true);
+}
+
+int rete_worker_start(rete_worker *w)
+{
+    uv_loop_init(&w->loop);
+    w->rng = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)w->id << 32) ^ uv_hrtime();
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    take_incoming(w);
+    if (open_listeners(w) < 0)
+        return -1;
+    return uv_thread_create(&w->thread, worker_main, w) == 0 ? 0 : -1;
+}
+
+void rete_worker_post_gen(rete_worker *w, rete_gen *g)
+{
+    rete_gen *prev = atomic_exchange(&w->incoming, g);
+    if (prev) {
+        /* never installed: drop it here (its users count is only ours) */
+        prev->users = 1;
+        rete_gen_release(w, prev);
+    }
+    uv_async_send(&w->wakeup);
+}
+
+void rete_worker_drain(rete_worker *w)
+{
+    atomic_store(&w->drain_requested, true);
+    uv_async_send(&w->wakeup);
+}

@@ -1,0 +1,105 @@
+"""Building small meshes for system tests: certificates from a test CA,
+static proxy configurations, and the processes (rete-echo apps and their
+rete-proxy sidecars) on their own 127.0.0.x addresses.
+
+Configurations are written as JSON documents in a YAML stream (JSON is YAML),
+so no YAML library is needed here."""
+import json
+import os
+import random
+
+import certs
+from helpers import build_path, start_echo, start_process
+
+TRUST_DOMAIN = "cluster.local"
+_used_hosts = set()
+
+
+def fresh_host():
+    """A 127.0.0.x address no other proxy of this test run uses."""
+    while True:
+        h = f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
+        if h not in _used_hosts:
+            _used_hosts.add(h)
+            return h
+
+
+def service(name, ns, ports, selector=None):
+    """ports: [(port, protocol)] or [(port, protocol, targetPort)]."""
+    spec_ports = []
+    for p in ports:
+        d = {"name": f"p{p[0]}", "port": p[0], "protocol": p[1]}
+        if len(p) > 2:
+            d["targetPort"] = p[2]
+        spec_ports.append(d)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": spec_ports, "selector": selector or {"app": name}}}
+
+
+def workload(name, ns, address, sa, labels, **spec):
+    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "Workload",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"address": address, "serviceAccount": sa, "labels": labels, **spec}}
+
+
+class Mesh:
+    """A CA, a set of shared resources, and the proxies started from them."""
+
+    def __init__(self, tmp_path, ns="test"):
+        self.dir = str(tmp_path)
+        self.ns = ns
+        self.ca = certs.make_ca(self.dir, "mesh-root")
+        self.resources = []
+        self.proxies = {}
+
+    def cert(self, sa, ns=None, **kw):
+        return certs.make_workload_cert(self.dir, self.ca, TRUST_DOMAIN, ns or self.ns, sa, **kw)
+
+    def add(self, *docs):
+        self.resources.extend(docs)
+
+    def write_config(self, name, sa, address, inbound=(), upstreams=(), cert=None, ca_file=None,
+                     extra_spec=None, extra_docs=(), ns=None):
+        ns = ns or self.ns
+        crt, key = cert or self.cert(sa, ns)
+        spec = {"serviceAccount": sa, "address": address,
+                "tls": {"certFile": crt, "keyFile": key, "caFile": ca_file or self.ca[0]},
+                "inbound": [{"port": p, "protocol": proto} for p, proto in inbound],
+                "upstreams": [{"listen": l, "service": s, "port": p} for l, s, p in upstreams],
+                "limits": {"drainTimeout": "2s"}}
+        spec.update(extra_spec or {})
+        proxy = {"apiVersion": "rete.dev/v1alpha1", "kind": "Proxy",
+                 "metadata": {"name": name, "namespace": ns}, "spec": spec}
+        path = os.path.join(self.dir, f"{name}.yaml")
+        with open(path, "w") as f:
+            f.write("\n---\n".join(json.dumps(d, indent=1) for d in [proxy, *self.resources, *extra_docs]))
+            f.write("\n")
+        return path
+
+    def start_proxy(self, name, sa, address, *args, **kw):
+        path = self.write_config(name, sa, address, **kw)
+        proc = start_process([build_path("rete-proxy"), "--config", path, *args], r"ready:",
+                             timeout=15)
+        proc.config_path = path
+        proc.address = address
+        self.proxies[name] = proc
+        return proc
+
+
+def echo_mesh(tmp_path, echo_protocol="HTTP", echo_args=(), client_args=()):
+    """The smallest useful mesh: an echo app with its sidecar, and a client
+    sidecar that reaches it by service name. Returns a dict with the client
+    proxy's outbound address ("ip:15001"), the echo address and the Mesh."""
+    m = Mesh(tmp_path)
+    client_host, echo_host = fresh_host(), fresh_host()
+    echo_proc, echo_addr = start_echo(*echo_args, name="echo", host=echo_host)
+    echo_port = int(echo_addr.rsplit(":", 1)[1])
+    m.add(service("echo", m.ns, [(80, echo_protocol, echo_port)]),
+          workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
+          workload("client-0", m.ns, client_host, "client", {"app": "client"}))
+    server = m.start_proxy("echo-0", "echo", echo_host, *client_args, inbound=[(echo_port, echo_protocol)])
+    client = m.start_proxy("client-0", "client", client_host, *client_args)
+    return {"mesh": m, "outbound": f"{client_host}:15001", "client_host": client_host,
+            "echo_host": echo_host, "echo_addr": echo_addr, "echo_port": echo_port,
+            "client": client, "server": server, "echo": echo_proc,
+            "admin": f"{client_host}:15000", "server_admin": f"{echo_host}:15000"}

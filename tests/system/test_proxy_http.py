@@ -1,0 +1,167 @@
+"""HTTP through two rete-proxy sidecars with mTLS between them, driven by
+peers nobody here wrote: curl (HTTP/1.1, HTTP/2 prior knowledge, as an HTTP
+proxy) and nghttp. The backend is rete-echo, which reports the request it saw."""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from mesh import echo_mesh
+
+
+def curl(*args, timeout=20):
+    r = subprocess.run(["curl", "-sS", "-m", str(timeout), *args], capture_output=True, timeout=timeout + 5)
+    return r
+
+
+def curl_json(*args):
+    r = curl(*args)
+    assert r.returncode == 0, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return echo_mesh(tmp_path)
+
+
+def test_origin_form_by_host_reaches_echo_over_mtls(env):
+    body = curl_json("-H", "Host: echo", f"http://{env['outbound']}/hello?x=1")
+    assert body["service"] == "echo"
+    assert body["path"] == "/hello" and body["query"] == "x=1"
+    assert body["protocol"] == "HTTP/1.1"
+    h = body["headers"]
+    # the server-side proxy saw the client's SPIFFE identity and says so
+    assert h["x-forwarded-client-cert"] == (
+        "By=spiffe://cluster.local/ns/test/sa/echo;URI=spiffe://cluster.local/ns/test/sa/client")
+    assert len(h["x-request-id"]) == 36
+    assert "x-rete-target-port" not in h
+
+
+@pytest.mark.parametrize("host", ["echo", "echo:80", "echo.test", "echo.test:80", "echo.test.svc",
+                                  "echo.test.svc.cluster.local", "ECHO.Test.svc.cluster.local:80"])
+def test_every_service_name_form(env, host):
+    assert curl_json("-H", f"Host: {host}", f"http://{env['outbound']}/")["service"] == "echo"
+
+
+def test_unknown_host_is_404_with_reason_not_a_hang(env):
+    r = curl("-i", "-H", "Host: nosuch", f"http://{env['outbound']}/", timeout=5)
+    assert r.returncode == 0
+    out = r.stdout.decode()
+    assert out.startswith("HTTP/1.1 404")
+    assert "nosuch" in out
+
+
+def test_http_proxy_absolute_form(env):
+    body = curl_json("-x", f"http://{env['outbound']}", "http://echo.test/via-proxy?q=2")
+    assert body["path"] == "/via-proxy" and body["query"] == "q=2"
+    r = subprocess.run(["curl", "-sS", "-m", "10", "http://echo/env-proxy"], capture_output=True,
+                       env={**os.environ, "http_proxy": f"http://{env['outbound']}"})
+    assert json.loads(r.stdout)["path"] == "/env-proxy"
+
+
+def test_http2_prior_knowledge_from_the_app(env):
+    body = curl_json("--http2-prior-knowledge", "-H", "Host: echo", f"http://{env['outbound']}/h2")
+    assert body["path"] == "/h2"
+
+
+def test_nghttp_client(env):
+    r = subprocess.run(["nghttp", "-v", "-H", ":authority: echo", f"http://{env['outbound']}/nghttp"],
+                       capture_output=True, timeout=20)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert ":status: 200" in out
+    assert '"path":"/nghttp"' in out
+
+
+def test_status_passes_through(env):
+    r = curl("-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: echo", f"http://{env['outbound']}/?status=503")
+    assert r.stdout == b"503"
+
+
+@pytest.mark.parametrize("proto", [[], ["--http2-prior-knowledge"]])
+def test_large_streamed_response(env, proto):
+    size = 10 * 1024 * 1024
+    r = curl(*proto, "-o", "-", "-H", "Host: echo", f"http://{env['outbound']}/?size={size}", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) == size
+
+
+@pytest.mark.parametrize("proto", [[], ["--http2-prior-knowledge"]])
+def test_chunked_upload_echoed(env, tmp_path, proto):
+    data = os.urandom(1024 * 1024)
+    f = tmp_path / "up.bin"
+    f.write_bytes(data)
+    r = curl(*proto, "-H", "Host: echo", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{f}",
+             f"http://{env['outbound']}/?echo=1", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_expect_100_continue(env, tmp_path):
+    f = tmp_path / "up.bin"
+    f.write_bytes(b"x" * 200000)
+    r = curl("-v", "-H", "Host: echo", "-H", "Expect: 100-continue", "--data-binary", f"@{f}",
+             f"http://{env['outbound']}/upload")
+    assert r.returncode == 0
+    assert b"HTTP/1.1 100 Continue" in r.stderr
+    assert json.loads(r.stdout)["body_bytes"] == 200000
+
+
+def test_head_has_no_body(env):
+    r = curl("-I", "-H", "Host: echo", f"http://{env['outbound']}/?size=1000")
+    assert r.returncode == 0
+    assert r.stdout.startswith(b"HTTP/1.1 200")
+    assert b"content-length: 1000" in r.stdout.lower()
+
+
+def test_keep_alive_reuses_the_connection(env):
+    r = curl("-v", "-H", "Host: echo", f"http://{env['outbound']}/a", f"http://{env['outbound']}/b")
+    assert r.returncode == 0
+    assert b"Re-using existing connection" in r.stderr or b"Reusing existing connection" in r.stderr
+
+
+def test_slow_response_with_delay(env):
+    t = time.monotonic()
+    body = curl_json("-H", "Host: echo", f"http://{env['outbound']}/?delay=300")
+    assert time.monotonic() - t >= 0.3
+    assert body["service"] == "echo"
+
+
+def test_many_concurrent_requests_share_the_mesh_connection(env):
+    procs = [subprocess.Popen(["curl", "-sS", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}",
+                               "-H", "Host: echo", f"http://{env['outbound']}/?delay=100&i={i}"],
+                              stdout=subprocess.PIPE) for i in range(40)]
+    codes = [p.communicate()[0] for p in procs]
+    assert codes == [b"200"] * 40
+    m = curl(f"http://{env['server_admin']}/metrics").stdout.decode()
+    # all those requests arrived on very few mesh connections (one pooled per worker)
+    mesh_conns = [l for l in m.splitlines() if l.startswith('rete_proxy_downstream_connections_total{listener="mesh"}')]
+    assert mesh_conns and int(float(mesh_conns[0].split()[-1])) <= 2
+
+
+def test_trailers_over_http2(env):
+    r = subprocess.run(["nghttp", "-v", "-H", ":authority: echo", "-H", "te: trailers",
+                        f"http://{env['outbound']}/?trailer=x-check:ok"], capture_output=True, timeout=20)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert "x-check: ok" in out
+
+
+def test_pipelined_requests_answered_in_order(env):
+    host, port = env["outbound"].split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"GET /one HTTP/1.1\r\nHost: echo\r\n\r\nGET /two HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.count(b"HTTP/1.1 200") == 2
+    assert data.index(b'"/one"') < data.index(b'"/two"')
