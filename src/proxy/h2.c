@@ -40,6 +40,8 @@ typedef struct rete_h2_conn {
     bool in_recv;            /* inside nghttp2_session_mem_recv: defer sends */
     bool want_flush;
     bool tls;
+    bool queued;             /* on the worker's flush list */
+    struct rete_h2_conn *next_dirty;
     char key[224];
 } rete_h2_conn;
 
@@ -88,12 +90,25 @@ static void h2s_free(h2s *s)
 
 /* ---- sending ---- */
 
+/* Frames are not written as soon as they are made: h2_flush queues the
+ * connection and the worker writes every queued connection once per loop
+ * iteration (after all I/O callbacks ran), so the frames of many streams
+ * leave in one TLS record and one write(2). */
 static void h2_flush(rete_h2_conn *h2)
 {
     if (h2->in_recv) {
         h2->want_flush = true;
         return;
     }
+    if (h2->queued || (h2->dead && h2->io->closing))
+        return;
+    h2->queued = true;
+    h2->next_dirty = h2->worker->h2_dirty;
+    h2->worker->h2_dirty = h2;
+}
+
+static void h2_write_out(rete_h2_conn *h2)
+{
     if (h2->dead && h2->io->closing)
         return;
     if (!h2->server && !h2->ready)
@@ -659,9 +674,27 @@ static void h2_on_io_drain(rete_io *io)
     h2_flush(h2);
 }
 
+void rete_h2_flush_all(rete_worker *w)
+{
+    while (w->h2_dirty) {
+        rete_h2_conn *h2 = w->h2_dirty;
+        w->h2_dirty = h2->next_dirty;
+        h2->queued = false;
+        h2_write_out(h2);
+    }
+}
+
 static void h2_on_io_close(rete_io *io)
 {
     rete_h2_conn *h2 = io->owner;
+    if (h2->queued) {
+        for (rete_h2_conn **pp = &h2->worker->h2_dirty; *pp; pp = &(*pp)->next_dirty)
+            if (*pp == h2) {
+                *pp = h2->next_dirty;
+                break;
+            }
+        h2->queued = false;
+    }
     h2_fail_streams(h2, "connection closed");
     nghttp2_session_del(h2->session);
     rete_conn *c = h2->conn;

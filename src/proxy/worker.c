@@ -230,6 +230,11 @@ static void worker_main(void *arg)
     atomic_store(&w->stopped, true);
 }
 
+static void on_flush_check(uv_check_t *c)
+{
+    rete_h2_flush_all(c->data);
+}
+
 int rete_worker_start(rete_worker *w)
 {
     uv_loop_init(&w->loop);
@@ -238,6 +243,9 @@ int rete_worker_start(rete_worker *w)
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    uv_check_init(&w->loop, &w->flush_check);
+    w->flush_check.data = w;
+    uv_check_start(&w->flush_check, on_flush_check);
     take_incoming(w);
     if (open_listeners(w) < 0)
         return -1;

@@ -94,6 +94,8 @@ typedef struct rete_worker {
     rete_listener *listeners;
     size_t n_listeners;
     rete_pool_entry *pools;
+    struct rete_h2_conn *h2_dirty;  /* HTTP/2 connections with frames to write */
+    uv_check_t flush_check;
     uint64_t rng;
     bool draining;
     atomic_bool drain_requested;
@@ -137,6 +139,9 @@ void rete_tls_set_unref(rete_tls_set *s);
 int rete_worker_start(rete_worker *w);
 void rete_worker_post_gen(rete_worker *w, rete_gen *g);
 void rete_worker_drain(rete_worker *w);
+
+/* Write the frames of every HTTP/2 connection that made some (h2.c). */
+void rete_h2_flush_all(rete_worker *w);
 
 /* Pools. */
 rete_pool_entry *rete_pool_get(rete_worker *w, const char *key);
