@@ -55,6 +55,9 @@ struct h2s {
     bool head_done;         /* client: final response head seen */
     bool trailers_submitted;
     bool closed;
+    bool too_large;         /* header block over limits.maxHeaderBytes / maxHeaders */
+    uint32_t header_bytes;
+    uint32_t header_count;
 };
 
 static const rete_side_ops h2_ds_ops;
@@ -398,6 +401,15 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     rete_exchange *ex = s->ex;
     rete_view n = rete_view_make((const char *)name, namelen);
     rete_view v = rete_view_make((const char *)value, valuelen);
+    /* The same bounds as HTTP/1.1 heads, counted as RFC 9113 §6.5.2 does
+     * (32 bytes of overhead per field). Past them, stop storing fields;
+     * the stream is answered 431 (requests) or failed (responses). */
+    const rete_limits *lim = &ex->gen->cfg->proxy.limits;
+    s->header_bytes += (uint32_t)(namelen + valuelen + 32);
+    if (++s->header_count > lim->max_headers + 8 || s->header_bytes > lim->max_header_bytes) {
+        s->too_large = true;
+        return 0;
+    }
     if (h2->server) {
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (namelen && name[0] == ':') {
@@ -474,6 +486,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
                 if (ex->req.content_length < 0)
                     ex->req.content_length = 0;
             }
+            if (s->too_large) {
+                ex->req_body.end = true;
+                rete_count(&h2->worker->counters.parse_errors, 1);
+                rete_ex_local_response(ex, 431, "text/plain", "request header fields too large\n", 32);
+                return 0;
+            }
             if (rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT")))
                 ex->tunnel = true;
             if (!ex->req.method.len || (!ex->tunnel && !ex->req.path.len)) {
@@ -490,6 +508,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
     }
     if (frame->hd.type == NGHTTP2_HEADERS && !s->head_done) {
+        if (s->too_large) {
+            s->ex = NULL;
+            rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_UPSTREAM_RESET, "response headers too large");
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_CANCEL);
+            return 0;
+        }
         if (ex->resp.status / 100 == 1) {
             rete_ex_interim(ex);
             memset(&ex->resp, 0, sizeof(ex->resp));
@@ -584,8 +608,9 @@ static void h2_send_settings(rete_h2_conn *h2, uint32_t max_streams)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, h2->worker->gen->cfg->proxy.limits.max_header_bytes},
     };
-    nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, 3);
     nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
 }
 

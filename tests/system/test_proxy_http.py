@@ -165,3 +165,37 @@ def test_pipelined_requests_answered_in_order(env):
     s.close()
     assert data.count(b"HTTP/1.1 200") == 2
     assert data.index(b'"/one"') < data.index(b'"/two"')
+
+
+def h2_request(addr, headers, timeout=10):
+    """One HTTP/2 request with python3-h2 over a plain socket (a client that
+    sends whatever it is told, unlike curl and nghttp which honour our
+    SETTINGS_MAX_HEADER_LIST_SIZE and refuse locally). Returns the status."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    host, port = addr.split(":")
+    s = socket.create_connection((host, int(port)), timeout=timeout)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    c.send_headers(1, headers, end_stream=True)
+    s.sendall(c.data_to_send())
+    status = None
+    while status is None:
+        data = s.recv(65536)
+        if not data:
+            break
+        for ev in c.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = int(dict(ev.headers)[":status"])
+        s.sendall(c.data_to_send())
+    s.close()
+    return status
+
+
+def test_http2_oversize_header_block_gets_431(env):
+    base = [(":method", "GET"), (":scheme", "http"), (":authority", "echo"), (":path", "/")]
+    big = [(f"x-big-{i}", "x" * 4000) for i in range(20)]
+    assert h2_request(env["outbound"], base + big) == 431
+    # the proxy keeps serving
+    assert h2_request(env["outbound"], base) == 200
