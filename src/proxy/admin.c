@@ -86,6 +86,10 @@ static void render_metrics(rete_outbuf *b, const rete_config *cfg)
          "# TYPE rete_proxy_mesh_refused_total counter\n"
          "rete_proxy_mesh_refused_total %llu\n",
          (unsigned long long)SUM(mesh_refused));
+    EMIT("# HELP rete_proxy_circuit_breaker_rejections_total Requests refused by a connection-pool limit.\n"
+         "# TYPE rete_proxy_circuit_breaker_rejections_total counter\n"
+         "rete_proxy_circuit_breaker_rejections_total %llu\n",
+         (unsigned long long)SUM(overflow));
     EMIT("# HELP rete_proxy_http_received_bytes_total HTTP bytes received from downstream.\n"
          "# TYPE rete_proxy_http_received_bytes_total counter\n"
          "rete_proxy_http_received_bytes_total %llu\n",

@@ -119,6 +119,16 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
         local_text(ex, 500, "service %s/%s has no port %u", svc->ns, svc->name, port);
         return;
     }
+    /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests):
+     * requests in flight to the service, counted per worker. */
+    size_t si = (size_t)(svc - ex->gen->cfg->services);
+    if (ex->gen->in_flight[si] >= svc->policy.max_requests) {
+        ex->error = RETE_EXE_OVERFLOW;
+        rete_count(&ex->worker->counters.overflow, 1);
+        local_text(ex, 503, "circuit breaker open: %u requests in flight to %s/%s", ex->gen->in_flight[si],
+                   svc->ns, svc->name);
+        return;
+    }
     struct rete_lb *lb = rete_gen_lb(ex->gen, svc);
     rete_lb_context ctx = {hash_key(ex, &svc->policy), -1};
     int idx = lb ? rete_lb_pick(lb, &ctx, uv_hrtime()) : -1;
@@ -130,6 +140,8 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
     rete_lb_start(lb, idx);
     ex->service = svc;
     ex->endpoint = idx;
+    ex->gen->in_flight[si]++;
+    ex->in_flight = true;
     const rete_workload *wl = svc->endpoints[idx];
     uint16_t target = sp->target_port ? sp->target_port : sp->port;
     ex->target_port = target;
@@ -388,6 +400,10 @@ void rete_dispatch_finish(rete_exchange *ex)
             break;
         }
     rete_count(&k->latency_sum_us, dur / 1000);
+    if (ex->in_flight) {
+        ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
+        ex->in_flight = false;
+    }
     if (ex->service && ex->endpoint >= 0) {
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
         if (lb)

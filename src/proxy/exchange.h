@@ -122,6 +122,7 @@ struct rete_exchange {
     const rete_route_entry *route;
     const rete_service *service;
     int endpoint;                  /* index in service->endpoints, -1 */
+    bool in_flight;                /* counted in gen->in_flight[service] */
     uint16_t target_port;          /* app port at the destination */
     const char *listener;          /* "outbound", "inbound", "mesh", "upstream" */
     char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */

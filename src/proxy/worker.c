@@ -24,6 +24,7 @@ rete_gen *rete_gen_new(rete_config *cfg, rete_tls_set *tls)
     g->tls = tls;
     atomic_fetch_add(&tls->refs, 1);
     g->lbs = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->lbs));
+    g->in_flight = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->in_flight));
     g->users = 1; /* the worker's own reference */
     return g;
 }
@@ -53,6 +54,7 @@ void rete_gen_release(rete_worker *w, rete_gen *g)
         if (g->lbs[i])
             rete_lb_free(&g->lbs[i]);
     free(g->lbs);
+    free(g->in_flight);
     rete_config_unref(g->cfg);
     rete_tls_set_unref(g->tls);
     free(g);

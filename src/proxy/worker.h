@@ -37,6 +37,7 @@ typedef struct rete_gen {
     rete_config *cfg;
     rete_tls_set *tls;
     struct rete_lb **lbs;       /* one per cfg->services[i], built lazily */
+    uint32_t *in_flight;        /* requests in flight per service (circuit breaking) */
     unsigned users;             /* exchanges and connections using this generation */
     bool retired;
 } rete_gen;
@@ -76,6 +77,7 @@ typedef struct rete_counters {
     atomic_uint_fast64_t conns_active[5];
     atomic_uint_fast64_t parse_errors;
     atomic_uint_fast64_t mesh_refused;          /* handshake or identity refusals */
+    atomic_uint_fast64_t overflow;              /* refused by a connection-pool limit */
     atomic_uint_fast64_t tcp_bytes_in;
     atomic_uint_fast64_t tcp_bytes_out;
     atomic_uint_fast64_t latency_buckets[20];   /* request duration histogram, ms bounds below */

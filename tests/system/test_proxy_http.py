@@ -199,3 +199,29 @@ def test_http2_oversize_header_block_gets_431(env):
     assert h2_request(env["outbound"], base + big) == 431
     # the proxy keeps serving
     assert h2_request(env["outbound"], base) == 200
+
+
+def test_circuit_breaker_limits_requests_in_flight(tmp_path):
+    dr = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+          "metadata": {"name": "echo", "namespace": "test"},
+          "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {"http": {"http2MaxRequests": 2}}}}}
+    import mesh as meshmod
+    orig = meshmod.Mesh.add
+    env = None
+    try:
+        # the DestinationRule travels with the shared resources of both proxies
+        meshmod.Mesh.add = lambda self, *docs: orig(self, *docs, dr)
+        env = echo_mesh(tmp_path)
+    finally:
+        meshmod.Mesh.add = orig
+    procs = [subprocess.Popen(["curl", "-sS", "-m", "20", "-w", "\n%{http_code}", "-H", "Host: echo",
+                               f"http://{env['outbound']}/?delay=1000&i={i}"], stdout=subprocess.PIPE)
+             for i in range(8)]
+    outs = [p.communicate()[0].decode() for p in procs]
+    codes = [o.rsplit("\n", 1)[1] for o in outs]
+    assert codes.count("200") >= 2
+    refused = [o for o in outs if o.endswith("503")]
+    assert refused, codes
+    assert all("circuit breaker open" in o for o in refused)
+    m = curl(f"http://{env['admin']}/metrics").stdout.decode()
+    assert f"rete_proxy_circuit_breaker_rejections_total {len(refused)}" in m
