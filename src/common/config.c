@@ -44,8 +44,8 @@ typedef struct raw_meta {
 typedef struct raw_res {
     const kind_def *kind;
     raw_meta meta;
-    int doc;                 /* document index in the stream */
-    struct raw_res *next;    /* next of the same kind, document order */
+    int doc;              /* document index in the stream */
+    struct raw_res *next; /* next of the same kind, document order */
 } raw_res;
 
 typedef struct raw_selector {
@@ -93,7 +93,7 @@ typedef struct raw_workload {
 } raw_workload;
 
 /* Routes (HTTPRoute, GRPCRoute, TCPRoute share one raw shape) */
-typedef struct raw_ref {      /* parentRefs[] and backendRefs[] */
+typedef struct raw_ref { /* parentRefs[] and backendRefs[] */
     const char *group;
     const char *kind;
     const char *name;
@@ -282,7 +282,8 @@ static rete_rc check_method(cfg_ctx *ctx, const rete_ynode *n, void *value)
     for (size_t i = 0; i < CFG_ARRAY_LEN(methods); i++)
         if (strcmp(methods[i], *(const char **)value) == 0)
             return RETE_OK;
-    return cfg_fail(ctx, "must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH");
+    return cfg_fail(ctx,
+                    "must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH");
 }
 
 static rete_rc check_scheme(cfg_ctx *ctx, const rete_ynode *n, void *value)
@@ -300,7 +301,8 @@ static rete_rc check_hostname(cfg_ctx *ctx, const rete_ynode *n, void *value)
     for (; ok && *s; s++)
         ok = (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' ||
              (*s == '*' && s == *(const char **)value && s[1] == '.');
-    return ok ? RETE_OK : cfg_fail(ctx, "must be a lowercase hostname (RFC 1123, optional leading \"*.\")");
+    return ok ? RETE_OK
+              : cfg_fail(ctx, "must be a lowercase hostname (RFC 1123, optional leading \"*.\")");
 }
 
 static rete_rc check_group(cfg_ctx *ctx, const rete_ynode *n, void *value)
@@ -341,9 +343,11 @@ static const cfg_schema meta_schema = CFG_SCHEMA("metadata", raw_meta, meta_fiel
 
 /* ---- Proxy ---------------------------------------------------------------------- */
 
-static const cfg_enum app_protocol_enum[] = {
-    {"HTTP", RETE_PROTO_HTTP}, {"HTTP2", RETE_PROTO_HTTP2}, {"GRPC", RETE_PROTO_GRPC},
-    {"TCP", RETE_PROTO_TCP},   {NULL, 0}};
+static const cfg_enum app_protocol_enum[] = {{"HTTP", RETE_PROTO_HTTP},
+                                             {"HTTP2", RETE_PROTO_HTTP2},
+                                             {"GRPC", RETE_PROTO_GRPC},
+                                             {"TCP", RETE_PROTO_TCP},
+                                             {NULL, 0}};
 
 static const cfg_field upstream_fields[] = {
     {"listen", CFG_ADDR, CFG_REQUIRED, CFG_AT(raw_upstream, listen),
@@ -353,7 +357,8 @@ static const cfg_field upstream_fields[] = {
     {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_upstream, port), .min = 1, .max = 65535,
      .doc = "a port of that service"},
 };
-static const cfg_schema upstream_schema = CFG_SCHEMA("upstream", raw_upstream, upstream_fields, NULL);
+static const cfg_schema upstream_schema =
+    CFG_SCHEMA("upstream", raw_upstream, upstream_fields, NULL);
 
 static const cfg_field inbound_port_fields[] = {
     {"port", CFG_INT, CFG_REQUIRED, CFG_AT(rete_inbound_port, port), .min = 1, .max = 65535},
@@ -373,12 +378,15 @@ static const cfg_field listeners_fields[] = {
     {"admin", CFG_ADDR, 0, CFG_AT(raw_proxy, p.admin), CFG_HAS(raw_proxy, has_admin),
      .docdef = "*address*:15000", .doc = "/metrics, /ready, /config ..."},
 };
-static const cfg_schema listeners_schema = CFG_SCHEMA("listeners", raw_proxy, listeners_fields, NULL);
+static const cfg_schema listeners_schema =
+    CFG_SCHEMA("listeners", raw_proxy, listeners_fields, NULL);
 
 static const cfg_field tls_fields[] = {
-    {"certFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.cert_file), .doc = "PEM workload certificate chain"},
+    {"certFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.cert_file),
+     .doc = "PEM workload certificate chain"},
     {"keyFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.key_file), .doc = "PEM private key"},
-    {"caFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.ca_file), .doc = "PEM trust bundle (one or more roots)"},
+    {"caFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.ca_file),
+     .doc = "PEM trust bundle (one or more roots)"},
     {"serverCertFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.server_cert_file),
      .doc = "optional certificate for TLS from the app"},
     {"serverKeyFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.server_key_file)},
@@ -386,8 +394,13 @@ static const cfg_field tls_fields[] = {
 static const cfg_schema tls_schema = CFG_SCHEMA("tls", raw_proxy, tls_fields, NULL);
 
 #define LIMIT_INT(n, m, lo, hi, d, txt)                                                            \
-    {n, CFG_INT, 0, CFG_AT(rete_limits, m), .min = lo, .max = hi, .def = d, .doc = txt}
-#define LIMIT_DUR(n, m, d, txt) {n, CFG_DURATION, 0, CFG_AT(rete_limits, m), .def = d, .doc = txt}
+    {                                                                                              \
+        n, CFG_INT, 0, CFG_AT(rete_limits, m), .min = lo, .max = hi, .def = d, .doc = txt          \
+    }
+#define LIMIT_DUR(n, m, d, txt)                                                                    \
+    {                                                                                              \
+        n, CFG_DURATION, 0, CFG_AT(rete_limits, m), .def = d, .doc = txt                           \
+    }
 static const cfg_field limits_fields[] = {
     LIMIT_INT("maxRequestLine", max_request_line, 64, 1u << 20, "8192", "bytes"),
     LIMIT_INT("maxHeaderBytes", max_header_bytes, 256, 16u << 20, "65536", "bytes, all headers"),
@@ -395,7 +408,8 @@ static const cfg_field limits_fields[] = {
     LIMIT_INT("maxBodyBuffer", max_body_buffer, 1024, 1u << 30, "65536",
               "bytes buffered per direction per stream"),
     LIMIT_INT("maxConnections", max_connections, 1, 10000000, "10000", "downstream, per worker"),
-    LIMIT_INT("maxStreams", max_streams, 1, 1u << 20, "256", "HTTP/2 concurrent streams per connection"),
+    LIMIT_INT("maxStreams", max_streams, 1, 1u << 20, "256",
+              "HTTP/2 concurrent streams per connection"),
     LIMIT_DUR("detectTimeout", detect_timeout_ms, "5s", "protocol detection"),
     LIMIT_DUR("idleTimeout", idle_timeout_ms, "5m", "downstream idle"),
     LIMIT_DUR("drainTimeout", drain_timeout_ms, "5s", "grace period on SIGTERM"),
@@ -443,19 +457,21 @@ static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
 
 static const cfg_field proxy_fields[] = {
     {"serviceAccount", CFG_STR, CFG_REQUIRED, CFG_AT(raw_proxy, p.service_account),
-     .check = check_dns_name, .doc = "identity: `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`"},
+     .check = check_dns_name,
+     .doc = "identity: `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`"},
     {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_proxy, p.trust_domain),
      CFG_HAS(raw_proxy, has_trust_domain), .docdef = "MeshConfig's, else cluster.local"},
     {"address", CFG_STR, 0, CFG_AT(raw_proxy, address), .def = "127.0.0.1", .check = check_ip,
      .doc = "default bind IP of every listener"},
-    {"appAddress", CFG_STR, 0, CFG_AT(raw_proxy, p.app_address), CFG_HAS(raw_proxy, has_app_address),
-     .check = check_ip, .docdef = "*address*", .doc = "where the local app listens"},
+    {"appAddress", CFG_STR, 0, CFG_AT(raw_proxy, p.app_address),
+     CFG_HAS(raw_proxy, has_app_address), .check = check_ip, .docdef = "*address*",
+     .doc = "where the local app listens"},
     {"listeners", CFG_OBJ, 0, .off = 0, .sub = &listeners_schema},
     {"upstreams", CFG_LIST, 0, CFG_AT(raw_proxy, upstreams), CFG_CNT(raw_proxy, n_upstreams),
      .max = 64, .sub = &upstream_schema, .doc = "explicit upstream listeners (Consul style)"},
-    {"inbound", CFG_LIST, 0, CFG_AT(raw_proxy, p.inbound_ports), CFG_CNT(raw_proxy, p.n_inbound_ports),
-     CFG_HAS(raw_proxy, has_inbound_ports), .max = 64, .sub = &inbound_port_schema,
-     .docdef = "target ports of the Services selecting this workload",
+    {"inbound", CFG_LIST, 0, CFG_AT(raw_proxy, p.inbound_ports),
+     CFG_CNT(raw_proxy, p.n_inbound_ports), CFG_HAS(raw_proxy, has_inbound_ports), .max = 64,
+     .sub = &inbound_port_schema, .docdef = "target ports of the Services selecting this workload",
      .doc = "app ports this sidecar fronts"},
     {"tls", CFG_OBJ, 0, .off = 0, .sub = &tls_schema,
      .doc = "relative paths are relative to the config file's directory"},
@@ -468,8 +484,8 @@ static const cfg_schema proxy_schema = CFG_SCHEMA("Proxy", raw_proxy, proxy_fiel
 /* ---- Service -------------------------------------------------------------------- */
 
 static const cfg_enum app_protocol_k8s_enum[] = {
-    {"http", RETE_PROTO_HTTP},  {"http2", RETE_PROTO_HTTP2}, {"kubernetes.io/h2c", RETE_PROTO_HTTP2},
-    {"grpc", RETE_PROTO_GRPC},  {"tcp", RETE_PROTO_TCP},     {NULL, 0}};
+    {"http", RETE_PROTO_HTTP}, {"http2", RETE_PROTO_HTTP2}, {"kubernetes.io/h2c", RETE_PROTO_HTTP2},
+    {"grpc", RETE_PROTO_GRPC}, {"tcp", RETE_PROTO_TCP},     {NULL, 0}};
 
 static rete_rc svc_port_check(cfg_ctx *ctx, void *obj)
 {
@@ -486,8 +502,9 @@ static const cfg_field svc_port_fields[] = {
     {"name", CFG_STR, 0, CFG_AT(raw_svc_port, p.name), .check = check_dns_name,
      .doc = "required when there is more than one port"},
     {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_svc_port, p.port), .min = 1, .max = 65535},
-    {"targetPort", CFG_INT, 0, CFG_AT(raw_svc_port, p.target_port), CFG_HAS(raw_svc_port, has_target),
-     .min = 1, .max = 65535, .docdef = "*port*", .doc = "numeric only"},
+    {"targetPort", CFG_INT, 0, CFG_AT(raw_svc_port, p.target_port),
+     CFG_HAS(raw_svc_port, has_target), .min = 1, .max = 65535, .docdef = "*port*",
+     .doc = "numeric only"},
     {"protocol", CFG_ENUM, 0, CFG_AT(raw_svc_port, protocol), CFG_HAS(raw_svc_port, has_protocol),
      .en = app_protocol_enum, .docdef = "HTTP (detected at runtime)"},
     {"appProtocol", CFG_ENUM, 0, CFG_AT(raw_svc_port, app_protocol),
@@ -525,7 +542,8 @@ static const cfg_field service_fields[] = {
      .doc = "workloads (same namespace) whose labels include all of these are endpoints; "
             "empty selects none"},
 };
-static const cfg_schema service_schema = CFG_SCHEMA("Service", raw_service, service_fields, service_check);
+static const cfg_schema service_schema =
+    CFG_SCHEMA("Service", raw_service, service_fields, service_check);
 
 /* ---- Workload ------------------------------------------------------------------- */
 
@@ -542,7 +560,8 @@ static const cfg_field workload_fields[] = {
     {"inMesh", CFG_BOOL, 0, CFG_AT(raw_workload, w.in_mesh), .def = "true",
      .doc = "false: plaintext straight to address:targetPort"},
 };
-static const cfg_schema workload_schema = CFG_SCHEMA("Workload", raw_workload, workload_fields, NULL);
+static const cfg_schema workload_schema =
+    CFG_SCHEMA("Workload", raw_workload, workload_fields, NULL);
 
 /* ---- HTTPRoute, GRPCRoute, TCPRoute (Gateway API v1, GAMMA) ----------------------- */
 
@@ -556,7 +575,8 @@ static const cfg_field parent_ref_fields[] = {
     {"port", CFG_INT, 0, CFG_AT(raw_ref, port), .min = 1, .max = 65535,
      .docdef = "every port of the Service"},
 };
-static const cfg_schema parent_ref_schema = CFG_SCHEMA("ParentReference", raw_ref, parent_ref_fields, NULL);
+static const cfg_schema parent_ref_schema =
+    CFG_SCHEMA("ParentReference", raw_ref, parent_ref_fields, NULL);
 
 static const cfg_field backend_ref_fields[] = {
     {"group", CFG_STR, 0, CFG_AT(raw_ref, group), .check = check_group, .doc = "\"\" or core"},
@@ -568,7 +588,8 @@ static const cfg_field backend_ref_fields[] = {
      .doc = "a port of the Service"},
     {"weight", CFG_INT, 0, CFG_AT(raw_ref, weight), .min = 0, .max = 1000000, .def = "1"},
 };
-static const cfg_schema backend_ref_schema = CFG_SCHEMA("BackendRef", raw_ref, backend_ref_fields, NULL);
+static const cfg_schema backend_ref_schema =
+    CFG_SCHEMA("BackendRef", raw_ref, backend_ref_fields, NULL);
 
 static const cfg_enum path_match_enum[] = {{"Exact", RETE_MATCH_EXACT},
                                            {"PathPrefix", RETE_MATCH_PREFIX},
@@ -607,7 +628,8 @@ static rete_rc value_match_check(cfg_ctx *ctx, void *obj)
 }
 
 static const cfg_field path_match_fields[] = {
-    {"type", CFG_ENUM, 0, CFG_AT(rete_string_match, kind), .en = path_match_enum, .def = "PathPrefix",
+    {"type", CFG_ENUM, 0, CFG_AT(rete_string_match, kind), .en = path_match_enum,
+     .def = "PathPrefix",
      .doc = "PathPrefix matches whole path elements; RegularExpression is PCRE2, anchored"},
     {"value", CFG_STR, 0, CFG_AT(rete_string_match, value), .def = "/"},
 };
@@ -646,8 +668,7 @@ static const cfg_field http_match_fields[] = {
      .max = 16, .sub = &header_match_schema},
     {"queryParams", CFG_LIST, 0, CFG_AT(rete_http_match, query), CFG_CNT(rete_http_match, n_query),
      .max = 16, .sub = &query_match_schema},
-    {"method", CFG_STR, 0, CFG_AT(rete_http_match, method), .check = check_method,
-     .docdef = "any"},
+    {"method", CFG_STR, 0, CFG_AT(rete_http_match, method), .check = check_method, .docdef = "any"},
 };
 static const cfg_schema http_match_schema =
     CFG_SCHEMA("HTTPRouteMatch", rete_http_match, http_match_fields, http_match_check);
@@ -665,7 +686,8 @@ static rete_rc path_mod_check(cfg_ctx *ctx, void *obj)
     if (m->type == PATH_MOD_PREFIX && !m->has_prefix)
         return cfg_fail_at(ctx, "replacePrefixMatch", "required when type is ReplacePrefixMatch");
     if (m->type == PATH_MOD_FULL && m->has_prefix)
-        return cfg_fail_at(ctx, "replacePrefixMatch", "only allowed when type is ReplacePrefixMatch");
+        return cfg_fail_at(ctx, "replacePrefixMatch",
+                           "only allowed when type is ReplacePrefixMatch");
     if (m->type == PATH_MOD_PREFIX && m->has_full)
         return cfg_fail_at(ctx, "replaceFullPath", "only allowed when type is ReplaceFullPath");
     return RETE_OK;
@@ -675,16 +697,18 @@ static const cfg_field path_mod_fields[] = {
     {"type", CFG_ENUM, CFG_REQUIRED, CFG_AT(raw_path_mod, type), .en = path_mod_enum},
     {"replaceFullPath", CFG_STR, 0, CFG_AT(raw_path_mod, full), CFG_HAS(raw_path_mod, has_full),
      .check = check_path},
-    {"replacePrefixMatch", CFG_STR, 0, CFG_AT(raw_path_mod, prefix), CFG_HAS(raw_path_mod, has_prefix),
-     .check = check_path, .doc = "only with PathPrefix matches"},
+    {"replacePrefixMatch", CFG_STR, 0, CFG_AT(raw_path_mod, prefix),
+     CFG_HAS(raw_path_mod, has_prefix), .check = check_path, .doc = "only with PathPrefix matches"},
 };
-static const cfg_schema path_mod_schema = CFG_SCHEMA("HTTPPathModifier", raw_path_mod, path_mod_fields, path_mod_check);
+static const cfg_schema path_mod_schema =
+    CFG_SCHEMA("HTTPPathModifier", raw_path_mod, path_mod_fields, path_mod_check);
 
 static const cfg_field header_kv_fields[] = {
     {"name", CFG_STR, CFG_REQUIRED, CFG_AT(rete_header_kv, name), .check = check_header_name},
     {"value", CFG_STR, CFG_REQUIRED, CFG_AT(rete_header_kv, value), .check = check_header_value},
 };
-static const cfg_schema header_kv_schema = CFG_SCHEMA("HTTPHeader", rete_header_kv, header_kv_fields, NULL);
+static const cfg_schema header_kv_schema =
+    CFG_SCHEMA("HTTPHeader", rete_header_kv, header_kv_fields, NULL);
 
 static const cfg_field header_mod_fields[] = {
     {"set", CFG_LIST, 0, CFG_AT(rete_header_modifier, set), CFG_CNT(rete_header_modifier, n_set),
@@ -699,20 +723,25 @@ static const cfg_schema header_mod_schema =
 
 static const cfg_field redirect_fields[] = {
     {"scheme", CFG_STR, 0, CFG_AT(raw_filter, f.scheme), .check = check_scheme, .docdef = "keep"},
-    {"hostname", CFG_STR, 0, CFG_AT(raw_filter, f.hostname), .check = check_hostname, .docdef = "keep"},
+    {"hostname", CFG_STR, 0, CFG_AT(raw_filter, f.hostname), .check = check_hostname,
+     .docdef = "keep"},
     {"port", CFG_INT, 0, CFG_AT(raw_filter, f.port), .min = 1, .max = 65535, .docdef = "keep"},
-    {"statusCode", CFG_INT, 0, CFG_AT(raw_filter, f.status_code), .min = 301, .max = 302, .def = "302"},
+    {"statusCode", CFG_INT, 0, CFG_AT(raw_filter, f.status_code), .min = 301, .max = 302,
+     .def = "302"},
     {"path", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, redirect_path),
      CFG_HAS(raw_filter, has_redirect_path), .sub = &path_mod_schema, .docdef = "keep"},
 };
-static const cfg_schema redirect_schema = CFG_SCHEMA("HTTPRequestRedirectFilter", raw_filter, redirect_fields, NULL);
+static const cfg_schema redirect_schema =
+    CFG_SCHEMA("HTTPRequestRedirectFilter", raw_filter, redirect_fields, NULL);
 
 static const cfg_field rewrite_fields[] = {
-    {"hostname", CFG_STR, 0, CFG_AT(raw_filter, f.hostname), .check = check_hostname, .docdef = "keep"},
+    {"hostname", CFG_STR, 0, CFG_AT(raw_filter, f.hostname), .check = check_hostname,
+     .docdef = "keep"},
     {"path", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, rewrite_path),
      CFG_HAS(raw_filter, has_rewrite_path), .sub = &path_mod_schema, .docdef = "keep"},
 };
-static const cfg_schema rewrite_schema = CFG_SCHEMA("HTTPURLRewriteFilter", raw_filter, rewrite_fields, NULL);
+static const cfg_schema rewrite_schema =
+    CFG_SCHEMA("HTTPURLRewriteFilter", raw_filter, rewrite_fields, NULL);
 
 static const cfg_enum filter_enum[] = {{"RequestHeaderModifier", RETE_FILTER_REQUEST_HEADER},
                                        {"ResponseHeaderModifier", RETE_FILTER_RESPONSE_HEADER},
@@ -735,7 +764,8 @@ static rete_rc filter_check(cfg_ctx *ctx, void *obj)
                                         offsetof(raw_filter, has_req)},
         [RETE_FILTER_RESPONSE_HEADER] = {"responseHeaderModifier", "ResponseHeaderModifier",
                                          offsetof(raw_filter, has_resp)},
-        [RETE_FILTER_REDIRECT] = {"requestRedirect", "RequestRedirect", offsetof(raw_filter, has_redirect)},
+        [RETE_FILTER_REDIRECT] = {"requestRedirect", "RequestRedirect",
+                                  offsetof(raw_filter, has_redirect)},
         [RETE_FILTER_URL_REWRITE] = {"urlRewrite", "URLRewrite", offsetof(raw_filter, has_rewrite)},
     };
     for (size_t k = 0; k < CFG_ARRAY_LEN(by_kind); k++) {
@@ -743,13 +773,16 @@ static rete_rc filter_check(cfg_ctx *ctx, void *obj)
         if ((int)k == r->type && !has)
             return cfg_fail_at(ctx, by_kind[k].field, "required when type is %s", by_kind[k].type);
         if ((int)k != r->type && has)
-            return cfg_fail_at(ctx, by_kind[k].field, "only allowed when type is %s", by_kind[k].type);
+            return cfg_fail_at(ctx, by_kind[k].field, "only allowed when type is %s",
+                               by_kind[k].type);
     }
     r->f.kind = (rete_filter_kind)r->type;
     const raw_path_mod *pm = r->has_redirect_path  ? &r->redirect_path
                              : r->has_rewrite_path ? &r->rewrite_path
                                                    : NULL;
-    r->f.path_kind = !pm ? RETE_PATH_KEEP : pm->type == PATH_MOD_FULL ? RETE_PATH_FULL : RETE_PATH_PREFIX;
+    r->f.path_kind = !pm                         ? RETE_PATH_KEEP
+                     : pm->type == PATH_MOD_FULL ? RETE_PATH_FULL
+                                                 : RETE_PATH_PREFIX;
     r->f.path = !pm ? NULL : pm->type == PATH_MOD_FULL ? pm->full : pm->prefix;
     return RETE_OK;
 }
@@ -762,9 +795,11 @@ static const cfg_field filter_fields[] = {
      CFG_HAS(raw_filter, has_resp), .sub = &header_mod_schema},
     {"requestRedirect", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_redirect),
      .sub = &redirect_schema},
-    {"urlRewrite", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_rewrite), .sub = &rewrite_schema},
+    {"urlRewrite", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_rewrite),
+     .sub = &rewrite_schema},
 };
-static const cfg_schema filter_schema = CFG_SCHEMA("HTTPRouteFilter", raw_filter, filter_fields, filter_check);
+static const cfg_schema filter_schema =
+    CFG_SCHEMA("HTTPRouteFilter", raw_filter, filter_fields, filter_check);
 
 static const cfg_field grpc_filter_fields[] = {
     {"type", CFG_ENUM, CFG_REQUIRED, CFG_AT(raw_filter, type), .en = grpc_filter_enum},
@@ -782,7 +817,8 @@ static const cfg_field timeouts_fields[] = {
     {"backendRequest", CFG_DURATION, 0, CFG_AT(raw_rule, r.backend_timeout_ms), .docdef = "none",
      .doc = "one try; must not exceed request"},
 };
-static const cfg_schema timeouts_schema = CFG_SCHEMA("HTTPRouteTimeouts", raw_rule, timeouts_fields, NULL);
+static const cfg_schema timeouts_schema =
+    CFG_SCHEMA("HTTPRouteTimeouts", raw_rule, timeouts_fields, NULL);
 
 static const cfg_field retry_fields[] = {
     {"attempts", CFG_INT, 0, CFG_AT(raw_rule, r.retry.attempts), .min = 0, .max = 10, .def = "1",
@@ -811,18 +847,21 @@ static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
             for (size_t m = 0; m < r->r.n_matches; m++)
                 if (r->r.matches[m].path.kind != RETE_MATCH_PREFIX) {
                     snprintf(sub, sizeof(sub), "filters[%zu]", i);
-                    return cfg_fail_at(ctx, sub, "ReplacePrefixMatch requires every match to "
-                                                 "use a PathPrefix path");
+                    return cfg_fail_at(ctx, sub,
+                                       "ReplacePrefixMatch requires every match to "
+                                       "use a PathPrefix path");
                 }
     }
     if (seen[RETE_FILTER_REDIRECT] && seen[RETE_FILTER_URL_REWRITE])
         return cfg_fail_at(ctx, "filters", "RequestRedirect and URLRewrite cannot both be set");
     if (seen[RETE_FILTER_REDIRECT] && r->n_backends)
-        return cfg_fail_at(ctx, "backendRefs", "must be empty when a RequestRedirect filter is set");
+        return cfg_fail_at(ctx, "backendRefs",
+                           "must be empty when a RequestRedirect filter is set");
     r->r.filters = filters;
     r->r.n_filters = r->n_filters;
     if (r->r.timeout_ms && r->r.backend_timeout_ms > r->r.timeout_ms)
-        return cfg_fail_at(ctx, "timeouts.backendRequest", "must not be greater than timeouts.request");
+        return cfg_fail_at(ctx, "timeouts.backendRequest",
+                           "must not be greater than timeouts.request");
     if (r->has_retry && !r->has_codes) {
         static const uint16_t default_codes[] = {502, 503, 504};
         r->r.retry.codes = default_codes;
@@ -842,13 +881,14 @@ static const cfg_field http_rule_fields[] = {
      .sub = &http_match_schema, .docdef = "match everything"},
     {"filters", CFG_LIST, 0, CFG_AT(raw_rule, filters), CFG_CNT(raw_rule, n_filters), .max = 16,
      .sub = &filter_schema},
-    {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends), .max = 16,
-     .sub = &backend_ref_schema, .doc = "none (and no redirect): 500"},
+    {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends),
+     .max = 16, .sub = &backend_ref_schema, .doc = "none (and no redirect): 500"},
     {"timeouts", CFG_OBJ, 0, .off = 0, .sub = &timeouts_schema},
     {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
      .docdef = "no retries", .doc = "experimental Gateway API HTTPRouteRetry"},
 };
-static const cfg_schema http_rule_schema = CFG_SCHEMA("HTTPRouteRule", raw_rule, http_rule_fields, http_rule_check);
+static const cfg_schema http_rule_schema =
+    CFG_SCHEMA("HTTPRouteRule", raw_rule, http_rule_fields, http_rule_check);
 
 /* gRPC method matches become path matches (GRPCRoute spec: /service/method). */
 static rete_rc grpc_method_check(cfg_ctx *ctx, void *obj)
@@ -875,11 +915,13 @@ static const cfg_schema grpc_method_schema =
 static const cfg_field grpc_match_fields[] = {
     {"method", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_grpc_match, method),
      CFG_HAS(raw_grpc_match, has_method), .sub = &grpc_method_schema,
-     .doc = "exact service+method -> exact path; service only -> prefix /service/; regex -> path regex"},
+     .doc = "exact service+method -> exact path; service only -> prefix /service/; regex -> path "
+            "regex"},
     {"headers", CFG_LIST, 0, CFG_AT(raw_grpc_match, headers), CFG_CNT(raw_grpc_match, n_headers),
      .max = 16, .sub = &header_match_schema},
 };
-static const cfg_schema grpc_match_schema = CFG_SCHEMA("GRPCRouteMatch", raw_grpc_match, grpc_match_fields, NULL);
+static const cfg_schema grpc_match_schema =
+    CFG_SCHEMA("GRPCRouteMatch", raw_grpc_match, grpc_match_fields, NULL);
 
 static rete_rc grpc_rule_check(cfg_ctx *ctx, void *obj)
 {
@@ -894,7 +936,8 @@ static rete_rc grpc_rule_check(cfg_ctx *ctx, void *obj)
         m->path.value = "/";
         if (g->has_method) {
             const raw_grpc_method *gm = &g->method;
-            size_t len = (gm->service ? strlen(gm->service) : 8) + (gm->method ? strlen(gm->method) : 8) + 4;
+            size_t len =
+                (gm->service ? strlen(gm->service) : 8) + (gm->method ? strlen(gm->method) : 8) + 4;
             char *p = rete_arena_alloc(ctx->arena, len);
             m->has_path = true;
             if (gm->type == RETE_MATCH_REGEX) {
@@ -914,7 +957,8 @@ static rete_rc grpc_rule_check(cfg_ctx *ctx, void *obj)
             char sub[64];
             snprintf(sub, sizeof(sub), "matches[%zu].method", i);
             size_t mark = cfg_path_key(ctx, sub);
-            rete_rc rc = m->path.kind == RETE_MATCH_REGEX ? cfg_compile_regex(ctx, p, &m->path.re) : RETE_OK;
+            rete_rc rc =
+                m->path.kind == RETE_MATCH_REGEX ? cfg_compile_regex(ctx, p, &m->path.re) : RETE_OK;
             cfg_path_pop(ctx, mark);
             RETE_GUARD(rc);
         }
@@ -930,21 +974,26 @@ static const cfg_field grpc_rule_fields[] = {
      .max = 64, .sub = &grpc_match_schema, .docdef = "match everything"},
     {"filters", CFG_LIST, 0, CFG_AT(raw_rule, filters), CFG_CNT(raw_rule, n_filters), .max = 16,
      .sub = &grpc_filter_schema},
-    {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends), .max = 16,
-     .sub = &backend_ref_schema},
+    {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends),
+     .max = 16, .sub = &backend_ref_schema},
 };
-static const cfg_schema grpc_rule_schema = CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
+static const cfg_schema grpc_rule_schema =
+    CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
 
 static const cfg_field tcp_rule_fields[] = {
     {"backendRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_rule, backends),
      CFG_CNT(raw_rule, n_backends), .max = 16, .sub = &backend_ref_schema},
 };
-static const cfg_schema tcp_rule_schema = CFG_SCHEMA("TCPRouteRule", raw_rule, tcp_rule_fields, NULL);
+static const cfg_schema tcp_rule_schema =
+    CFG_SCHEMA("TCPRouteRule", raw_rule, tcp_rule_fields, NULL);
 
-#define ROUTE_COMMON_FIELDS                                                                         \
-    {"parentRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, parents),               \
-     CFG_CNT(raw_route, n_parents), .max = 32, .sub = &parent_ref_schema,                            \
-     .doc = "the Services (and ports) whose traffic this route takes over"}
+#define ROUTE_COMMON_FIELDS                                                                        \
+    {                                                                                              \
+        "parentRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, parents),           \
+            CFG_CNT(raw_route, n_parents),                                                         \
+            .max = 32, .sub = &parent_ref_schema,                                                  \
+            .doc = "the Services (and ports) whose traffic this route takes over"                  \
+    }
 
 static const cfg_field http_route_fields[] = {
     ROUTE_COMMON_FIELDS,
@@ -953,7 +1002,8 @@ static const cfg_field http_route_fields[] = {
     {"rules", CFG_LIST, 0, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules), .max = 16,
      .sub = &http_rule_schema},
 };
-static const cfg_schema http_route_schema = CFG_SCHEMA("HTTPRoute", raw_route, http_route_fields, NULL);
+static const cfg_schema http_route_schema =
+    CFG_SCHEMA("HTTPRoute", raw_route, http_route_fields, NULL);
 
 static const cfg_field grpc_route_fields[] = {
     ROUTE_COMMON_FIELDS,
@@ -962,14 +1012,16 @@ static const cfg_field grpc_route_fields[] = {
     {"rules", CFG_LIST, 0, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules), .max = 16,
      .sub = &grpc_rule_schema},
 };
-static const cfg_schema grpc_route_schema = CFG_SCHEMA("GRPCRoute", raw_route, grpc_route_fields, NULL);
+static const cfg_schema grpc_route_schema =
+    CFG_SCHEMA("GRPCRoute", raw_route, grpc_route_fields, NULL);
 
 static const cfg_field tcp_route_fields[] = {
     ROUTE_COMMON_FIELDS,
-    {"rules", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules),
-     .max = 1, .sub = &tcp_rule_schema, .doc = "exactly one rule"},
+    {"rules", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, rules),
+     CFG_CNT(raw_route, n_rules), .max = 1, .sub = &tcp_rule_schema, .doc = "exactly one rule"},
 };
-static const cfg_schema tcp_route_schema = CFG_SCHEMA("TCPRoute", raw_route, tcp_route_fields, NULL);
+static const cfg_schema tcp_route_schema =
+    CFG_SCHEMA("TCPRoute", raw_route, tcp_route_fields, NULL);
 
 /* ---- DestinationRule (Istio networking/v1) --------------------------------------- */
 
@@ -989,7 +1041,8 @@ static const cfg_field cookie_fields[] = {
 static const cfg_schema cookie_schema = CFG_SCHEMA("HTTPCookie", raw_dr, cookie_fields, NULL);
 
 static const cfg_field ring_fields[] = {
-    {"minimumRingSize", CFG_INT, 0, CFG_AT(raw_dr, p.ring_size), .min = 1, .max = 8388608, .def = "1024"},
+    {"minimumRingSize", CFG_INT, 0, CFG_AT(raw_dr, p.ring_size), .min = 1, .max = 8388608,
+     .def = "1024"},
 };
 static const cfg_schema ring_schema = CFG_SCHEMA("RingHash", raw_dr, ring_fields, NULL);
 
@@ -1009,7 +1062,9 @@ static rete_rc hash_check(cfg_ctx *ctx, void *obj)
         return cfg_fail_at(ctx, "useSourceIp", "must be true when set");
     if (r->has_ring && r->has_maglev)
         return cfg_fail(ctx, "ringHash and maglev cannot both be set");
-    r->p.hash_on = r->has_header ? RETE_HASH_HEADER : r->has_cookie ? RETE_HASH_COOKIE : RETE_HASH_SOURCE_IP;
+    r->p.hash_on = r->has_header   ? RETE_HASH_HEADER
+                   : r->has_cookie ? RETE_HASH_COOKIE
+                                   : RETE_HASH_SOURCE_IP;
     r->p.hash_key = r->has_header ? r->hash_header : r->has_cookie ? r->cookie_name : NULL;
     return RETE_OK;
 }
@@ -1017,13 +1072,15 @@ static rete_rc hash_check(cfg_ctx *ctx, void *obj)
 static const cfg_field hash_fields[] = {
     {"httpHeaderName", CFG_STR, 0, CFG_AT(raw_dr, hash_header), CFG_HAS(raw_dr, has_header),
      .check = check_header_name},
-    {"httpCookie", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_cookie), .sub = &cookie_schema},
+    {"httpCookie", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_cookie),
+     .sub = &cookie_schema},
     {"useSourceIp", CFG_BOOL, 0, CFG_AT(raw_dr, source_ip), CFG_HAS(raw_dr, has_source_ip)},
     {"ringHash", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_ring), .sub = &ring_schema,
      .doc = "the default hash algorithm"},
     {"maglev", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_maglev), .sub = &maglev_schema},
 };
-static const cfg_schema hash_schema = CFG_SCHEMA("ConsistentHashLB", raw_dr, hash_fields, hash_check);
+static const cfg_schema hash_schema =
+    CFG_SCHEMA("ConsistentHashLB", raw_dr, hash_fields, hash_check);
 
 static rete_rc lb_check(cfg_ctx *ctx, void *obj)
 {
@@ -1040,8 +1097,9 @@ static rete_rc lb_check(cfg_ctx *ctx, void *obj)
 }
 
 static const cfg_field lb_fields[] = {
-    {"simple", CFG_ENUM, 0, CFG_AT(raw_dr, simple), CFG_HAS(raw_dr, has_simple), .en = lb_simple_enum,
-     .docdef = "peak-EWMA least request (Linkerd)", .doc = "PASSTHROUGH is refused"},
+    {"simple", CFG_ENUM, 0, CFG_AT(raw_dr, simple), CFG_HAS(raw_dr, has_simple),
+     .en = lb_simple_enum, .docdef = "peak-EWMA least request (Linkerd)",
+     .doc = "PASSTHROUGH is refused"},
     {"consistentHash", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_hash), .sub = &hash_schema},
 };
 static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, lb_fields, lb_check);
@@ -1049,7 +1107,8 @@ static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, l
 static const cfg_field pool_tcp_fields[] = {
     {"maxConnections", CFG_INT, 0, CFG_AT(raw_dr, p.max_connections), .min = 1, .max = UINT32_MAX,
      .def = "1024"},
-    {"connectTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.connect_timeout_ms), .min = 1, .def = "10s"},
+    {"connectTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.connect_timeout_ms), .min = 1,
+     .def = "10s"},
 };
 static const cfg_schema pool_tcp_schema = CFG_SCHEMA("TCPSettings", raw_dr, pool_tcp_fields, NULL);
 
@@ -1058,28 +1117,32 @@ static const cfg_field pool_http_fields[] = {
      .max = UINT32_MAX, .def = "1024"},
     {"http2MaxRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests), .min = 1, .max = UINT32_MAX,
      .def = "1024"},
-    {"maxRequestsPerConnection", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests_per_connection), .min = 0,
-     .max = UINT32_MAX, .def = "0", .doc = "0 = unlimited"},
-    {"maxRetries", CFG_INT, 0, CFG_AT(raw_dr, p.max_retries), .min = 0, .max = UINT32_MAX, .def = "3",
-     .doc = "concurrent retries to the service"},
+    {"maxRequestsPerConnection", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests_per_connection),
+     .min = 0, .max = UINT32_MAX, .def = "0", .doc = "0 = unlimited"},
+    {"maxRetries", CFG_INT, 0, CFG_AT(raw_dr, p.max_retries), .min = 0, .max = UINT32_MAX,
+     .def = "3", .doc = "concurrent retries to the service"},
 };
-static const cfg_schema pool_http_schema = CFG_SCHEMA("HTTPSettings", raw_dr, pool_http_fields, NULL);
+static const cfg_schema pool_http_schema =
+    CFG_SCHEMA("HTTPSettings", raw_dr, pool_http_fields, NULL);
 
 static const cfg_field pool_fields[] = {
     {"tcp", CFG_OBJ, 0, .off = 0, .sub = &pool_tcp_schema},
     {"http", CFG_OBJ, 0, .off = 0, .sub = &pool_http_schema},
 };
-static const cfg_schema pool_schema = CFG_SCHEMA("ConnectionPoolSettings", raw_dr, pool_fields, NULL);
+static const cfg_schema pool_schema =
+    CFG_SCHEMA("ConnectionPoolSettings", raw_dr, pool_fields, NULL);
 
 static const cfg_field outlier_fields[] = {
-    {"consecutive5xxErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_5xx), .min = 0, .max = UINT32_MAX,
-     .def = "5", .doc = "0 = off"},
+    {"consecutive5xxErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_5xx), .min = 0,
+     .max = UINT32_MAX, .def = "5", .doc = "0 = off"},
     {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.outlier_interval_ms), .min = 1, .def = "10s"},
-    {"baseEjectionTime", CFG_DURATION, 0, CFG_AT(raw_dr, p.base_ejection_ms), .min = 1, .def = "30s"},
+    {"baseEjectionTime", CFG_DURATION, 0, CFG_AT(raw_dr, p.base_ejection_ms), .min = 1,
+     .def = "30s"},
     {"maxEjectionPercent", CFG_INT, 0, CFG_AT(raw_dr, p.max_ejection_percent), .min = 0, .max = 100,
      .def = "10"},
 };
-static const cfg_schema outlier_schema = CFG_SCHEMA("OutlierDetection", raw_dr, outlier_fields, NULL);
+static const cfg_schema outlier_schema =
+    CFG_SCHEMA("OutlierDetection", raw_dr, outlier_fields, NULL);
 
 static const cfg_field policy_fields[] = {
     {"loadBalancer", CFG_OBJ, 0, .off = 0, .sub = &lb_schema},
@@ -1100,7 +1163,8 @@ static const cfg_schema dr_schema = CFG_SCHEMA("DestinationRule", raw_dr, dr_fie
 static const cfg_field selector_fields[] = {
     {"matchLabels", CFG_LABELS, 0, CFG_AT(raw_selector, labels), CFG_CNT(raw_selector, n_labels)},
 };
-static const cfg_schema selector_schema = CFG_SCHEMA("WorkloadSelector", raw_selector, selector_fields, NULL);
+static const cfg_schema selector_schema =
+    CFG_SCHEMA("WorkloadSelector", raw_selector, selector_fields, NULL);
 
 static const cfg_enum mtls_enum[] = {{"UNSET", MTLS_UNSET},
                                      {"STRICT", RETE_MTLS_STRICT},
@@ -1123,41 +1187,52 @@ static const cfg_field peer_authn_fields[] = {
      CFG_HAS(raw_peer_authn, has_selector), .sub = &selector_schema, .docdef = "whole namespace"},
     {"mtls", CFG_OBJ, 0, .off = 0, .sub = &mtls_schema},
 };
-static const cfg_schema peer_authn_schema = CFG_SCHEMA("PeerAuthentication", raw_peer_authn, peer_authn_fields, NULL);
+static const cfg_schema peer_authn_schema =
+    CFG_SCHEMA("PeerAuthentication", raw_peer_authn, peer_authn_fields, NULL);
 
 static const cfg_field authz_source_fields[] = {
-    {"principals", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, principals), CFG_CNT(rete_authz_rule, n_principals),
+    {"principals", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, principals),
+     CFG_CNT(rete_authz_rule, n_principals),
      .doc = "SPIFFE IDs without spiffe://, e.g. cluster.local/ns/demo/sa/web; * prefix/suffix"},
     {"notPrincipals", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_principals),
      CFG_CNT(rete_authz_rule, n_not_principals)},
-    {"namespaces", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, namespaces), CFG_CNT(rete_authz_rule, n_namespaces)},
+    {"namespaces", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, namespaces),
+     CFG_CNT(rete_authz_rule, n_namespaces)},
     {"notNamespaces", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_namespaces),
      CFG_CNT(rete_authz_rule, n_not_namespaces)},
 };
-static const cfg_schema authz_source_schema = CFG_SCHEMA("Source", rete_authz_rule, authz_source_fields, NULL);
+static const cfg_schema authz_source_schema =
+    CFG_SCHEMA("Source", rete_authz_rule, authz_source_fields, NULL);
 
 static const cfg_field authz_op_fields[] = {
-    {"methods", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, methods), CFG_CNT(rete_authz_rule, n_methods)},
-    {"notMethods", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_methods), CFG_CNT(rete_authz_rule, n_not_methods)},
+    {"methods", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, methods),
+     CFG_CNT(rete_authz_rule, n_methods)},
+    {"notMethods", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_methods),
+     CFG_CNT(rete_authz_rule, n_not_methods)},
     {"paths", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, paths), CFG_CNT(rete_authz_rule, n_paths),
      .doc = "exact, \"prefix*\" or \"*suffix\""},
-    {"notPaths", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_paths), CFG_CNT(rete_authz_rule, n_not_paths)},
-    {"ports", CFG_INTLIST, CFG_STRINT, CFG_AT(rete_authz_rule, ports), CFG_CNT(rete_authz_rule, n_ports),
-     .elem = sizeof(uint16_t), .min = 1, .max = 65535, .doc = "\"8080\" or 8080"},
+    {"notPaths", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_paths),
+     CFG_CNT(rete_authz_rule, n_not_paths)},
+    {"ports", CFG_INTLIST, CFG_STRINT, CFG_AT(rete_authz_rule, ports),
+     CFG_CNT(rete_authz_rule, n_ports), .elem = sizeof(uint16_t), .min = 1, .max = 65535,
+     .doc = "\"8080\" or 8080"},
     {"notPorts", CFG_INTLIST, CFG_STRINT, CFG_AT(rete_authz_rule, not_ports),
      CFG_CNT(rete_authz_rule, n_not_ports), .elem = sizeof(uint16_t), .min = 1, .max = 65535},
 };
-static const cfg_schema authz_op_schema = CFG_SCHEMA("Operation", rete_authz_rule, authz_op_fields, NULL);
+static const cfg_schema authz_op_schema =
+    CFG_SCHEMA("Operation", rete_authz_rule, authz_op_fields, NULL);
 
 static const cfg_field authz_from_fields[] = {
     {"source", CFG_OBJ, CFG_REQUIRED, .off = 0, .sub = &authz_source_schema},
 };
-static const cfg_schema authz_from_schema = CFG_SCHEMA("Rule.From", rete_authz_rule, authz_from_fields, NULL);
+static const cfg_schema authz_from_schema =
+    CFG_SCHEMA("Rule.From", rete_authz_rule, authz_from_fields, NULL);
 
 static const cfg_field authz_to_fields[] = {
     {"operation", CFG_OBJ, CFG_REQUIRED, .off = 0, .sub = &authz_op_schema},
 };
-static const cfg_schema authz_to_schema = CFG_SCHEMA("Rule.To", rete_authz_rule, authz_to_fields, NULL);
+static const cfg_schema authz_to_schema =
+    CFG_SCHEMA("Rule.To", rete_authz_rule, authz_to_fields, NULL);
 
 static const cfg_field authz_rule_fields[] = {
     {"from", CFG_LIST, 0, CFG_AT(raw_authz_rule, from), CFG_CNT(raw_authz_rule, n_from), .max = 64,
@@ -1165,23 +1240,26 @@ static const cfg_field authz_rule_fields[] = {
     {"to", CFG_LIST, 0, CFG_AT(raw_authz_rule, to), CFG_CNT(raw_authz_rule, n_to), .max = 64,
      .sub = &authz_to_schema, .docdef = "any operation", .doc = "OR of operations"},
 };
-static const cfg_schema authz_rule_schema = CFG_SCHEMA("Rule", raw_authz_rule, authz_rule_fields, NULL);
+static const cfg_schema authz_rule_schema =
+    CFG_SCHEMA("Rule", raw_authz_rule, authz_rule_fields, NULL);
 
 static const cfg_enum authz_action_enum[] = {
     {"ALLOW", RETE_AUTHZ_ALLOW}, {"DENY", RETE_AUTHZ_DENY}, {"AUDIT", RETE_AUTHZ_AUDIT}, {NULL, 0}};
 
 static const cfg_field authz_fields[] = {
-    {"selector", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_authz, selector), CFG_HAS(raw_authz, has_selector),
-     .sub = &selector_schema, .docdef = "whole namespace"},
+    {"selector", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_authz, selector),
+     CFG_HAS(raw_authz, has_selector), .sub = &selector_schema, .docdef = "whole namespace"},
     {"action", CFG_ENUM, 0, CFG_AT(raw_authz, action), .en = authz_action_enum, .def = "ALLOW"},
     {"rules", CFG_LIST, 0, CFG_AT(raw_authz, rules), CFG_CNT(raw_authz, n_rules), .max = 256,
      .sub = &authz_rule_schema, .docdef = "none: matches nothing",
      .doc = "OR of rules; a rule is (any from) AND (any to)"},
 };
-static const cfg_schema authz_schema = CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
+static const cfg_schema authz_schema =
+    CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
 
 static const cfg_field mesh_fields[] = {
-    {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain), .docdef = "cluster.local"},
+    {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
+     .docdef = "cluster.local"},
     {"defaultMtlsMode", CFG_ENUM, 0, CFG_AT(raw_mesh, default_mtls), .en = mesh_mtls_enum,
      .def = "PERMISSIVE", .doc = "when no PeerAuthentication applies"},
 };
@@ -1213,36 +1291,70 @@ struct kind_def {
 };
 
 static const kind_def kinds[K_COUNT] = {
-    [K_PROXY] = {K_PROXY, "Proxy", {"rete.dev/v1alpha1"}, &proxy_schema, sizeof(raw_proxy),
-                 "This proxy's identity and listeners. Exactly one per configuration; metadata.name "
-                 "and metadata.namespace name the proxy's own workload."},
-    [K_SERVICE] = {K_SERVICE, "Service", {"v1"}, &service_schema, sizeof(raw_service),
+    [K_PROXY] =
+        {K_PROXY,
+         "Proxy",
+         {"rete.dev/v1alpha1"},
+         &proxy_schema,
+         sizeof(raw_proxy),
+         "This proxy's identity and listeners. Exactly one per configuration; metadata.name "
+         "and metadata.namespace name the proxy's own workload."},
+    [K_SERVICE] = {K_SERVICE,
+                   "Service",
+                   {"v1"},
+                   &service_schema,
+                   sizeof(raw_service),
                    "A Kubernetes Service subset: ports with an application protocol and a label "
                    "selector over Workloads in the same namespace."},
-    [K_WORKLOAD] = {K_WORKLOAD, "Workload", {"networking.rete.dev/v1alpha1"}, &workload_schema,
-                    sizeof(raw_workload), "One instance of a service (Istio WorkloadEntry shape)."},
-    [K_HTTP_ROUTE] = {K_HTTP_ROUTE, "HTTPRoute",
+    [K_WORKLOAD] = {K_WORKLOAD,
+                    "Workload",
+                    {"networking.rete.dev/v1alpha1"},
+                    &workload_schema,
+                    sizeof(raw_workload),
+                    "One instance of a service (Istio WorkloadEntry shape)."},
+    [K_HTTP_ROUTE] = {K_HTTP_ROUTE,
+                      "HTTPRoute",
                       {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"},
-                      &http_route_schema, sizeof(raw_route),
+                      &http_route_schema,
+                      sizeof(raw_route),
                       "Gateway API HTTPRoute attached to Services (GAMMA)."},
-    [K_GRPC_ROUTE] = {K_GRPC_ROUTE, "GRPCRoute",
+    [K_GRPC_ROUTE] = {K_GRPC_ROUTE,
+                      "GRPCRoute",
                       {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"},
-                      &grpc_route_schema, sizeof(raw_route),
+                      &grpc_route_schema,
+                      sizeof(raw_route),
                       "Gateway API GRPCRoute, compiled into the HTTP route shape."},
-    [K_TCP_ROUTE] = {K_TCP_ROUTE, "TCPRoute", {"gateway.networking.k8s.io/v1alpha2"}, &tcp_route_schema,
-                     sizeof(raw_route), "Gateway API TCPRoute: weighted opaque TCP backends."},
-    [K_DESTINATION_RULE] = {K_DESTINATION_RULE, "DestinationRule",
+    [K_TCP_ROUTE] = {K_TCP_ROUTE,
+                     "TCPRoute",
+                     {"gateway.networking.k8s.io/v1alpha2"},
+                     &tcp_route_schema,
+                     sizeof(raw_route),
+                     "Gateway API TCPRoute: weighted opaque TCP backends."},
+    [K_DESTINATION_RULE] = {K_DESTINATION_RULE,
+                            "DestinationRule",
                             {"networking.istio.io/v1", "networking.istio.io/v1beta1",
                              "networking.istio.io/v1alpha3"},
-                            &dr_schema, sizeof(raw_dr),
+                            &dr_schema,
+                            sizeof(raw_dr),
                             "Istio DestinationRule: the traffic policy of one Service (at most one "
                             "per Service)."},
-    [K_PEER_AUTHN] = {K_PEER_AUTHN, "PeerAuthentication",
-                      {"security.istio.io/v1", "security.istio.io/v1beta1"}, &peer_authn_schema,
-                      sizeof(raw_peer_authn), "Istio PeerAuthentication: inbound mTLS mode."},
-    [K_AUTHZ] = {K_AUTHZ, "AuthorizationPolicy", {"security.istio.io/v1", "security.istio.io/v1beta1"},
-                 &authz_schema, sizeof(raw_authz), "Istio AuthorizationPolicy (ALLOW, DENY, AUDIT)."},
-    [K_MESH] = {K_MESH, "MeshConfig", {"rete.dev/v1alpha1"}, &mesh_schema, sizeof(raw_mesh),
+    [K_PEER_AUTHN] = {K_PEER_AUTHN,
+                      "PeerAuthentication",
+                      {"security.istio.io/v1", "security.istio.io/v1beta1"},
+                      &peer_authn_schema,
+                      sizeof(raw_peer_authn),
+                      "Istio PeerAuthentication: inbound mTLS mode."},
+    [K_AUTHZ] = {K_AUTHZ,
+                 "AuthorizationPolicy",
+                 {"security.istio.io/v1", "security.istio.io/v1beta1"},
+                 &authz_schema,
+                 sizeof(raw_authz),
+                 "Istio AuthorizationPolicy (ALLOW, DENY, AUDIT)."},
+    [K_MESH] = {K_MESH,
+                "MeshConfig",
+                {"rete.dev/v1alpha1"},
+                &mesh_schema,
+                sizeof(raw_mesh),
                 "Mesh-wide defaults. At most one."},
 };
 
@@ -1271,7 +1383,8 @@ static void kind_names(char *buf, size_t size)
 static const rete_ynode *doc_get(const rete_ynode *doc, const char *key)
 {
     for (size_t i = 0; i < doc->n; i++)
-        if (doc->pairs[i].key->kind == RETE_YNODE_SCALAR && strcmp(doc->pairs[i].key->str, key) == 0)
+        if (doc->pairs[i].key->kind == RETE_YNODE_SCALAR &&
+            strcmp(doc->pairs[i].key->str, key) == 0)
             return doc->pairs[i].value;
     return NULL;
 }
@@ -1286,7 +1399,8 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     for (size_t i = 0; i < doc->n; i++) {
         const rete_ynode *k = doc->pairs[i].key;
         size_t t = 0;
-        while (t < CFG_ARRAY_LEN(top) && !(k->kind == RETE_YNODE_SCALAR && strcmp(k->str, top[t]) == 0))
+        while (t < CFG_ARRAY_LEN(top) &&
+               !(k->kind == RETE_YNODE_SCALAR && strcmp(k->str, top[t]) == 0))
             t++;
         if (t == CFG_ARRAY_LEN(top))
             return cfg_fail_at(ctx, k->kind == RETE_YNODE_SCALAR ? k->str : "?", "unknown field");
@@ -1312,8 +1426,8 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     for (size_t i = 0; i < CFG_ARRAY_LEN(kd->api_versions) && kd->api_versions[i]; i++)
         api_ok |= api_n->kind == RETE_YNODE_SCALAR && strcmp(api_n->str, kd->api_versions[i]) == 0;
     if (!api_ok)
-        return cfg_fail_at(ctx, "apiVersion", "must be %s for kind %s%s", kd->api_versions[0], kd->kind,
-                           kd->api_versions[1] ? " (or an older version of it)" : "");
+        return cfg_fail_at(ctx, "apiVersion", "must be %s for kind %s%s", kd->api_versions[0],
+                           kd->kind, kd->api_versions[1] ? " (or an older version of it)" : "");
     const rete_ynode *meta_n = doc_get(doc, "metadata");
     if (!meta_n)
         return cfg_fail_at(ctx, "metadata", "required");
@@ -1366,7 +1480,8 @@ static bool labels_select(const rete_label *sel, size_t n_sel, const rete_label 
     for (size_t i = 0; i < n_sel; i++) {
         bool found = false;
         for (size_t j = 0; j < n && !found; j++)
-            found = strcmp(sel[i].key, labels[j].key) == 0 && strcmp(sel[i].value, labels[j].value) == 0;
+            found = strcmp(sel[i].key, labels[j].key) == 0 &&
+                    strcmp(sel[i].value, labels[j].value) == 0;
         if (!found)
             return false;
     }
@@ -1395,7 +1510,8 @@ static const rete_service *service_by_host(const rete_service *svcs, size_t n, r
         }
     ptrdiff_t dot = rete_view_find(host, '.');
     rete_view name = dot < 0 ? host : rete_view_sub(host, 0, (size_t)dot);
-    rete_view ns = dot < 0 ? rete_view_cstr(default_ns) : rete_view_sub(host, (size_t)dot + 1, host.len);
+    rete_view ns =
+        dot < 0 ? rete_view_cstr(default_ns) : rete_view_sub(host, (size_t)dot + 1, host.len);
     if (name.len == 0 || rete_view_find(ns, '.') >= 0)
         return NULL;
     for (size_t i = 0; i < n; i++)
@@ -1420,7 +1536,8 @@ static bool service_has_port(const rete_service *s, uint16_t port)
     return false;
 }
 
-static char *arena_printf(rete_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *arena_printf(rete_arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static char *arena_printf(rete_arena *a, const char *fmt, ...)
 {
     va_list ap;
@@ -1442,8 +1559,8 @@ static void resolve_workloads(loader *l, const char *trust_domain)
         w[i] = ((raw_workload *)r)->w;
         w[i].name = r->meta.name;
         w[i].ns = r->meta.ns;
-        w[i].spiffe_id = arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", trust_domain, w[i].ns,
-                                      w[i].service_account);
+        w[i].spiffe_id = arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", trust_domain,
+                                      w[i].ns, w[i].service_account);
     }
     l->cfg->workloads = w;
     l->cfg->n_workloads = i;
@@ -1489,8 +1606,8 @@ static rete_rc resolve_services(loader *l)
         const raw_dr *dr = (const raw_dr *)r;
         const rete_service *svc = service_by_host(s, i, rete_view_cstr(dr->host), r->meta.ns);
         if (!svc)
-            return res_fail(l, r->doc, "spec.host", "unknown service %s (from namespace %s)", dr->host,
-                            r->meta.ns);
+            return res_fail(l, r->doc, "spec.host", "unknown service %s (from namespace %s)",
+                            dr->host, r->meta.ns);
         size_t idx = (size_t)(svc - s);
         if (dr_doc[idx])
             return res_fail(l, r->doc, "spec.host",
@@ -1522,7 +1639,7 @@ static rete_rc resolve_ref(loader *l, const raw_res *route, const raw_ref *ref, 
 }
 
 static rete_rc resolve_parents(loader *l, const raw_route *rr, const rete_service *const **out,
-                              const uint16_t **ports_out, size_t *n)
+                               const uint16_t **ports_out, size_t *n)
 {
     const rete_service **parents = rete_arena_alloc(l->ctx.arena, rr->n_parents * sizeof(*parents));
     uint16_t *ports = rete_arena_alloc(l->ctx.arena, rr->n_parents * sizeof(*ports));
@@ -1538,8 +1655,8 @@ static rete_rc resolve_parents(loader *l, const raw_route *rr, const rete_servic
     return RETE_OK;
 }
 
-static rete_rc resolve_backends(loader *l, const raw_route *rr, size_t rule, const rete_backend_ref **out,
-                                size_t *n, uint32_t *total)
+static rete_rc resolve_backends(loader *l, const raw_route *rr, size_t rule,
+                                const rete_backend_ref **out, size_t *n, uint32_t *total)
 {
     const raw_rule *raw = &rr->rules[rule];
     rete_backend_ref *b = rete_arena_alloc(l->ctx.arena, (raw->n_backends + 1) * sizeof(*b));
@@ -1609,9 +1726,13 @@ static rete_rc resolve_routes(loader *l)
         RETE_GUARD(resolve_parents(l, rr, &parents, &ports, &n_parents));
         RETE_GUARD(resolve_backends(l, rr, 0, &backends, &n_backends, &total));
         for (size_t i = 0; i < n_parents; i++, n++)
-            tcp[n] = (rete_tcp_route){.name = r->meta.name, .ns = r->meta.ns, .parent = parents[i],
-                                      .parent_port = ports[i], .backends = backends,
-                                      .n_backends = n_backends, .order = (uint64_t)r->doc};
+            tcp[n] = (rete_tcp_route){.name = r->meta.name,
+                                      .ns = r->meta.ns,
+                                      .parent = parents[i],
+                                      .parent_port = ports[i],
+                                      .backends = backends,
+                                      .n_backends = n_backends,
+                                      .order = (uint64_t)r->doc};
     }
     l->cfg->tcp_routes = tcp;
     l->cfg->n_tcp_routes = n;
@@ -1633,21 +1754,24 @@ static rete_rc resolve_proxy(loader *l, const raw_proxy *rp)
     rete_proxy_spec *p = &cfg->proxy;
     const rete_workload *self = self_workload(cfg);
 
-    rete_upstream_listener *ups = rete_arena_alloc(l->ctx.arena, (rp->n_upstreams + 1) * sizeof(*ups));
+    rete_upstream_listener *ups =
+        rete_arena_alloc(l->ctx.arena, (rp->n_upstreams + 1) * sizeof(*ups));
     for (size_t i = 0; i < rp->n_upstreams; i++) {
         const raw_upstream *u = &rp->upstreams[i];
         char path[64];
         ups[i].listen = u->listen;
         ups[i].port = u->port;
-        ups[i].service = service_by_host(cfg->services, cfg->n_services, rete_view_cstr(u->service), p->ns);
+        ups[i].service =
+            service_by_host(cfg->services, cfg->n_services, rete_view_cstr(u->service), p->ns);
         if (!ups[i].service) {
             snprintf(path, sizeof(path), "spec.upstreams[%zu].service", i);
-            return res_fail(l, rp->hdr.doc, path, "unknown service %s (from namespace %s)", u->service, p->ns);
+            return res_fail(l, rp->hdr.doc, path, "unknown service %s (from namespace %s)",
+                            u->service, p->ns);
         }
         if (!service_has_port(ups[i].service, u->port)) {
             snprintf(path, sizeof(path), "spec.upstreams[%zu].port", i);
-            return res_fail(l, rp->hdr.doc, path, "service %s/%s has no port %u", ups[i].service->ns,
-                            ups[i].service->name, u->port);
+            return res_fail(l, rp->hdr.doc, path, "service %s/%s has no port %u",
+                            ups[i].service->ns, ups[i].service->name, u->port);
         }
     }
     p->upstreams = ups;
@@ -1669,7 +1793,8 @@ static rete_rc resolve_proxy(loader *l, const raw_proxy *rp)
                         continue;
                     if (n == cap) {
                         cap = cap ? cap * 2 : 8;
-                        rete_inbound_port *grown = rete_arena_alloc(l->ctx.arena, cap * sizeof(*grown));
+                        rete_inbound_port *grown =
+                            rete_arena_alloc(l->ctx.arena, cap * sizeof(*grown));
                         if (n)
                             memcpy(grown, in, n * sizeof(*in));
                         in = grown;
@@ -1724,10 +1849,11 @@ static void resolve_authz(loader *l, const rete_workload *self)
         const raw_authz *ap = (const raw_authz *)r;
         bool here = strcmp(r->meta.ns, cfg->proxy.ns) == 0;
         bool root = strcmp(r->meta.ns, ROOT_NAMESPACE) == 0;
-        bool selects = !ap->has_selector ? (here || root)
-                                         : (here || root) && self &&
-                                               labels_select(ap->selector.labels, ap->selector.n_labels,
-                                                             self->labels, self->n_labels);
+        bool selects = !ap->has_selector
+                           ? (here || root)
+                           : (here || root) && self &&
+                                 labels_select(ap->selector.labels, ap->selector.n_labels,
+                                               self->labels, self->n_labels);
         if (!selects)
             continue;
         size_t total = 0;
@@ -1758,7 +1884,8 @@ static void resolve_authz(loader *l, const rete_workload *self)
                     out->n_not_ports = op->n_not_ports;
                 }
         }
-        pol[n++] = (rete_authz_policy){r->meta.name, r->meta.ns, (rete_authz_action)ap->action, rules, k};
+        pol[n++] =
+            (rete_authz_policy){r->meta.name, r->meta.ns, (rete_authz_action)ap->action, rules, k};
     }
     cfg->authz = pol;
     cfg->n_authz = n;
@@ -1776,8 +1903,9 @@ static rete_rc resolve(loader *l)
     cfg->proxy.ns = rp->hdr.meta.ns;
     if (!rp->has_trust_domain)
         cfg->proxy.trust_domain = mesh && mesh->trust_domain ? mesh->trust_domain : CLUSTER_DOMAIN;
-    cfg->proxy.spiffe_id = arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", cfg->proxy.trust_domain,
-                                        cfg->proxy.ns, cfg->proxy.service_account);
+    cfg->proxy.spiffe_id =
+        arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", cfg->proxy.trust_domain,
+                     cfg->proxy.ns, cfg->proxy.service_account);
     resolve_workloads(l, cfg->proxy.trust_domain);
     RETE_GUARD(resolve_services(l));
     RETE_GUARD(resolve_routes(l));
@@ -1848,8 +1976,9 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
     loader l = {.ctx = {.arena = arena, .err = err, .doc = -1, .base_dir = ""}, .cfg = cfg};
     const char *slash = source_name ? strrchr(source_name, '/') : NULL;
     if (slash)
-        l.ctx.base_dir = slash == source_name ? "/" : rete_arena_strndup(arena, source_name,
-                                                                         (size_t)(slash - source_name));
+        l.ctx.base_dir = slash == source_name ? "/"
+                                              : rete_arena_strndup(arena, source_name,
+                                                                   (size_t)(slash - source_name));
 
     rete_ystream stream;
     char yerr[256];
@@ -1915,7 +2044,7 @@ rete_config *rete_config_load_file(const char *path, uint64_t version, rete_conf
     rete_free(&data);
     return cfg;
 
-io_error: {
+io_error : {
     int e = errno;
     rete_free(&data);
     memset(err, 0, sizeof(*err));
@@ -1972,7 +2101,8 @@ const rete_route_table *rete_config_find_table(const rete_config *cfg, rete_view
 /* ---- JSON view (admin /config) ------------------------------------------------------ */
 
 static const char *const proto_names[] = {"HTTP", "HTTP2", "GRPC", "TCP"};
-static const char *const lb_names[] = {"PEAK_EWMA", "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"};
+static const char *const lb_names[] = {"PEAK_EWMA", "ROUND_ROBIN", "LEAST_REQUEST",
+                                       "RANDOM",    "RING_HASH",   "MAGLEV"};
 static const char *const hash_names[] = {"NONE", "HEADER", "COOKIE", "SOURCE_IP"};
 static const char *const mtls_names[] = {"STRICT", "PERMISSIVE", "DISABLE"};
 static const char *const action_names[] = {"ALLOW", "DENY", "AUDIT"};
@@ -2035,9 +2165,9 @@ static json_t *json_backends(const rete_backend_ref *b, size_t n)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:o, s:i, s:i}", "service", json_svc_name(b[i].service),
-                                             "port", (json_int_t)b[i].port, "weight",
-                                             (json_int_t)b[i].weight));
+        json_array_append_new(
+            arr, json_pack("{s:o, s:i, s:i}", "service", json_svc_name(b[i].service), "port",
+                           (json_int_t)b[i].port, "weight", (json_int_t)b[i].weight));
     return arr;
 }
 
@@ -2057,7 +2187,8 @@ static json_t *json_header_mod(const rete_header_modifier *h)
         json_object_set_new(set, h->set[i].name, json_string(h->set[i].value));
     for (size_t i = 0; i < h->n_add; i++)
         json_object_set_new(add, h->add[i].name, json_string(h->add[i].value));
-    return json_pack("{s:o, s:o, s:o}", "set", set, "add", add, "remove", json_strs(h->remove, h->n_remove));
+    return json_pack("{s:o, s:o, s:o}", "set", set, "add", add, "remove",
+                     json_strs(h->remove, h->n_remove));
 }
 
 static json_t *json_rule(const rete_http_rule *r)
@@ -2070,9 +2201,10 @@ static json_t *json_rule(const rete_http_rule *r)
             json_array_append_new(headers, json_string_match(&m->headers[h]));
         for (size_t q = 0; q < m->n_query; q++)
             json_array_append_new(query, json_string_match(&m->query[q]));
-        json_array_append_new(matches, json_pack("{s:o, s:o, s:o, s:o}", "path", json_string_match(&m->path),
-                                                 "headers", headers, "queryParams", query, "method",
-                                                 json_str_or_null(m->method)));
+        json_array_append_new(matches,
+                              json_pack("{s:o, s:o, s:o, s:o}", "path", json_string_match(&m->path),
+                                        "headers", headers, "queryParams", query, "method",
+                                        json_str_or_null(m->method)));
     }
     for (size_t i = 0; i < r->n_filters; i++) {
         const rete_http_filter *f = &r->filters[i];
@@ -2087,64 +2219,72 @@ static json_t *json_rule(const rete_http_rule *r)
         if (f->kind == RETE_FILTER_REDIRECT || f->kind == RETE_FILTER_URL_REWRITE) {
             json_object_set_new(o, "hostname", json_str_or_null(f->hostname));
             json_object_set_new(o, "path", json_str_or_null(f->path));
-            json_object_set_new(o, "pathType", json_string(f->path_kind == RETE_PATH_FULL     ? "ReplaceFullPath"
-                                                           : f->path_kind == RETE_PATH_PREFIX ? "ReplacePrefixMatch"
-                                                                                              : "Keep"));
+            json_object_set_new(o, "pathType",
+                                json_string(f->path_kind == RETE_PATH_FULL ? "ReplaceFullPath"
+                                            : f->path_kind == RETE_PATH_PREFIX
+                                                ? "ReplacePrefixMatch"
+                                                : "Keep"));
         }
         json_array_append_new(filters, o);
     }
-    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:{s:i, s:i, s:o}}", "matches", matches, "filters", filters,
-                     "backendRefs", json_backends(r->backends, r->n_backends), "timeoutMs",
-                     (json_int_t)r->timeout_ms, "backendTimeoutMs", (json_int_t)r->backend_timeout_ms, "retry",
-                     "attempts", (json_int_t)r->retry.attempts, "backoffMs", (json_int_t)r->retry.backoff_ms,
+    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:{s:i, s:i, s:o}}", "matches", matches, "filters",
+                     filters, "backendRefs", json_backends(r->backends, r->n_backends), "timeoutMs",
+                     (json_int_t)r->timeout_ms, "backendTimeoutMs",
+                     (json_int_t)r->backend_timeout_ms, "retry", "attempts",
+                     (json_int_t)r->retry.attempts, "backoffMs", (json_int_t)r->retry.backoff_ms,
                      "codes", json_u16s(r->retry.codes, r->retry.n_codes));
 }
 
 static json_t *json_policy(const rete_traffic_policy *p)
 {
-    return json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "lb",
-                     NAME_OF(lb_names, p->lb), "hashOn", NAME_OF(hash_names, p->hash_on), "hashKey",
-                     json_str_or_null(p->hash_key), "ringSize", (json_int_t)p->ring_size, "maglevTableSize",
-                     (json_int_t)p->maglev_table_size, "maxConnections", (json_int_t)p->max_connections,
-                     "connectTimeoutMs", (json_int_t)p->connect_timeout_ms, "maxPendingRequests",
-                     (json_int_t)p->max_pending_requests, "maxRequests", (json_int_t)p->max_requests,
-                     "maxRequestsPerConnection", (json_int_t)p->max_requests_per_connection, "maxRetries",
-                     (json_int_t)p->max_retries, "consecutive5xx", (json_int_t)p->consecutive_5xx,
-                     "intervalMs", (json_int_t)p->outlier_interval_ms, "baseEjectionMs",
-                     (json_int_t)p->base_ejection_ms, "maxEjectionPercent", (json_int_t)p->max_ejection_percent);
+    return json_pack(
+        "{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "lb",
+        NAME_OF(lb_names, p->lb), "hashOn", NAME_OF(hash_names, p->hash_on), "hashKey",
+        json_str_or_null(p->hash_key), "ringSize", (json_int_t)p->ring_size, "maglevTableSize",
+        (json_int_t)p->maglev_table_size, "maxConnections", (json_int_t)p->max_connections,
+        "connectTimeoutMs", (json_int_t)p->connect_timeout_ms, "maxPendingRequests",
+        (json_int_t)p->max_pending_requests, "maxRequests", (json_int_t)p->max_requests,
+        "maxRequestsPerConnection", (json_int_t)p->max_requests_per_connection, "maxRetries",
+        (json_int_t)p->max_retries, "consecutive5xx", (json_int_t)p->consecutive_5xx, "intervalMs",
+        (json_int_t)p->outlier_interval_ms, "baseEjectionMs", (json_int_t)p->base_ejection_ms,
+        "maxEjectionPercent", (json_int_t)p->max_ejection_percent);
 }
 
 static json_t *json_proxy(const rete_proxy_spec *p)
 {
     json_t *ups = json_array(), *in = json_array();
     for (size_t i = 0; i < p->n_upstreams; i++)
-        json_array_append_new(ups, json_pack("{s:o, s:o, s:i}", "listen", json_addr(&p->upstreams[i].listen),
-                                             "service", json_svc_name(p->upstreams[i].service), "port",
+        json_array_append_new(ups, json_pack("{s:o, s:o, s:i}", "listen",
+                                             json_addr(&p->upstreams[i].listen), "service",
+                                             json_svc_name(p->upstreams[i].service), "port",
                                              (json_int_t)p->upstreams[i].port));
     for (size_t i = 0; i < p->n_inbound_ports; i++)
-        json_array_append_new(in, json_pack("{s:i, s:s}", "port", (json_int_t)p->inbound_ports[i].port,
-                                            "protocol", NAME_OF(proto_names, p->inbound_ports[i].protocol)));
+        json_array_append_new(in, json_pack("{s:i, s:s}", "port",
+                                            (json_int_t)p->inbound_ports[i].port, "protocol",
+                                            NAME_OF(proto_names, p->inbound_ports[i].protocol)));
     const rete_limits *l = &p->limits;
-    json_t *limits = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "maxRequestLine",
-                               (json_int_t)l->max_request_line, "maxHeaderBytes", (json_int_t)l->max_header_bytes,
-                               "maxHeaders", (json_int_t)l->max_headers, "maxBodyBuffer",
-                               (json_int_t)l->max_body_buffer, "maxConnections", (json_int_t)l->max_connections,
-                               "maxStreams", (json_int_t)l->max_streams, "detectTimeoutMs",
-                               (json_int_t)l->detect_timeout_ms, "idleTimeoutMs", (json_int_t)l->idle_timeout_ms,
-                               "drainTimeoutMs", (json_int_t)l->drain_timeout_ms);
+    json_t *limits = json_pack(
+        "{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "maxRequestLine",
+        (json_int_t)l->max_request_line, "maxHeaderBytes", (json_int_t)l->max_header_bytes,
+        "maxHeaders", (json_int_t)l->max_headers, "maxBodyBuffer", (json_int_t)l->max_body_buffer,
+        "maxConnections", (json_int_t)l->max_connections, "maxStreams", (json_int_t)l->max_streams,
+        "detectTimeoutMs", (json_int_t)l->detect_timeout_ms, "idleTimeoutMs",
+        (json_int_t)l->idle_timeout_ms, "drainTimeoutMs", (json_int_t)l->drain_timeout_ms);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "name", p->name, "namespace", p->ns,
-                          "serviceAccount", p->service_account, "trustDomain", p->trust_domain, "spiffeId",
-                          p->spiffe_id, "appAddress", p->app_address);
-    json_object_set_new(o, "listeners", json_pack("{s:o, s:o, s:o, s:o}", "outbound", json_addr(&p->outbound),
-                                                  "inbound", json_addr(&p->inbound), "mesh", json_addr(&p->mesh),
-                                                  "admin", json_addr(&p->admin)));
+                          "serviceAccount", p->service_account, "trustDomain", p->trust_domain,
+                          "spiffeId", p->spiffe_id, "appAddress", p->app_address);
+    json_object_set_new(o, "listeners",
+                        json_pack("{s:o, s:o, s:o, s:o}", "outbound", json_addr(&p->outbound),
+                                  "inbound", json_addr(&p->inbound), "mesh", json_addr(&p->mesh),
+                                  "admin", json_addr(&p->admin)));
     json_object_set_new(o, "upstreams", ups);
     json_object_set_new(o, "inbound", in);
-    json_object_set_new(o, "tls", json_pack("{s:o, s:o, s:o, s:o, s:o}", "certFile", json_str_or_null(p->cert_file),
-                                            "keyFile", json_str_or_null(p->key_file), "caFile",
-                                            json_str_or_null(p->ca_file), "serverCertFile",
-                                            json_str_or_null(p->server_cert_file), "serverKeyFile",
-                                            json_str_or_null(p->server_key_file)));
+    json_object_set_new(
+        o, "tls",
+        json_pack("{s:o, s:o, s:o, s:o, s:o}", "certFile", json_str_or_null(p->cert_file),
+                  "keyFile", json_str_or_null(p->key_file), "caFile", json_str_or_null(p->ca_file),
+                  "serverCertFile", json_str_or_null(p->server_cert_file), "serverKeyFile",
+                  json_str_or_null(p->server_key_file)));
     json_object_set_new(o, "concurrency", json_integer(p->concurrency));
     json_object_set_new(o, "limits", limits);
     return o;
@@ -2161,11 +2301,11 @@ char *rete_config_to_json(const rete_config *cfg)
     json_t *ws = json_array();
     for (size_t i = 0; i < cfg->n_workloads; i++) {
         const rete_workload *w = &cfg->workloads[i];
-        json_array_append_new(ws, json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b}", "name", w->name,
-                                            "namespace", w->ns, "address", w->address, "spiffeId", w->spiffe_id,
-                                            "labels", json_labels(w->labels, w->n_labels), "meshPort",
-                                            (json_int_t)w->mesh_port, "weight", (json_int_t)w->weight, "inMesh",
-                                            w->in_mesh));
+        json_array_append_new(
+            ws, json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b}", "name", w->name, "namespace",
+                          w->ns, "address", w->address, "spiffeId", w->spiffe_id, "labels",
+                          json_labels(w->labels, w->n_labels), "meshPort", (json_int_t)w->mesh_port,
+                          "weight", (json_int_t)w->weight, "inMesh", w->in_mesh));
     }
     json_object_set_new(root, "workloads", ws);
 
@@ -2174,16 +2314,18 @@ char *rete_config_to_json(const rete_config *cfg)
         const rete_service *s = &cfg->services[i];
         json_t *ports = json_array(), *eps = json_array();
         for (size_t p = 0; p < s->n_ports; p++)
-            json_array_append_new(ports, json_pack("{s:o, s:i, s:i, s:s}", "name", json_str_or_null(s->ports[p].name),
-                                                   "port", (json_int_t)s->ports[p].port, "targetPort",
+            json_array_append_new(ports, json_pack("{s:o, s:i, s:i, s:s}", "name",
+                                                   json_str_or_null(s->ports[p].name), "port",
+                                                   (json_int_t)s->ports[p].port, "targetPort",
                                                    (json_int_t)s->ports[p].target_port, "protocol",
                                                    NAME_OF(proto_names, s->ports[p].protocol)));
         for (size_t e = 0; e < s->n_endpoints; e++)
-            json_array_append_new(eps, json_pack("s++", s->endpoints[e]->ns, "/", s->endpoints[e]->name));
-        json_array_append_new(ss, json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "name", s->name, "namespace",
-                                            s->ns, "fqdn", s->fqdn, "ports", ports, "selector",
-                                            json_labels(s->selector, s->n_selector), "endpoints", eps, "policy",
-                                            json_policy(&s->policy)));
+            json_array_append_new(
+                eps, json_pack("s++", s->endpoints[e]->ns, "/", s->endpoints[e]->name));
+        json_array_append_new(ss, json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "name", s->name,
+                                            "namespace", s->ns, "fqdn", s->fqdn, "ports", ports,
+                                            "selector", json_labels(s->selector, s->n_selector),
+                                            "endpoints", eps, "policy", json_policy(&s->policy)));
     }
     json_object_set_new(root, "services", ss);
 
@@ -2194,19 +2336,21 @@ char *rete_config_to_json(const rete_config *cfg)
         for (size_t k = 0; k < r->n_rules; k++)
             json_array_append_new(rules, json_rule(&r->rules[k]));
         json_array_append_new(hr, json_pack("{s:s, s:s, s:s, s:o, s:o, s:i, s:o}", "kind",
-                                            r->grpc ? "GRPCRoute" : "HTTPRoute", "name", r->name, "namespace",
-                                            r->ns, "parentRefs", json_parents(r->parents, r->parent_ports, r->n_parents),
-                                            "hostnames", json_strs(r->hostnames, r->n_hostnames), "order",
-                                            (json_int_t)r->order, "rules", rules));
+                                            r->grpc ? "GRPCRoute" : "HTTPRoute", "name", r->name,
+                                            "namespace", r->ns, "parentRefs",
+                                            json_parents(r->parents, r->parent_ports, r->n_parents),
+                                            "hostnames", json_strs(r->hostnames, r->n_hostnames),
+                                            "order", (json_int_t)r->order, "rules", rules));
     }
     json_object_set_new(root, "httpRoutes", hr);
 
     json_t *tr = json_array();
     for (size_t i = 0; i < cfg->n_tcp_routes; i++) {
         const rete_tcp_route *r = &cfg->tcp_routes[i];
-        json_array_append_new(tr, json_pack("{s:s, s:s, s:o, s:o}", "name", r->name, "namespace", r->ns,
-                                            "parentRefs", json_parents(&r->parent, &r->parent_port, 1), "backendRefs",
-                                            json_backends(r->backends, r->n_backends)));
+        json_array_append_new(tr,
+                              json_pack("{s:s, s:s, s:o, s:o}", "name", r->name, "namespace", r->ns,
+                                        "parentRefs", json_parents(&r->parent, &r->parent_port, 1),
+                                        "backendRefs", json_backends(r->backends, r->n_backends)));
     }
     json_object_set_new(root, "tcpRoutes", tr);
 
@@ -2223,12 +2367,15 @@ char *rete_config_to_json(const rete_config *cfg)
                                  json_strs(r->namespaces, r->n_namespaces), "notNamespaces",
                                  json_strs(r->not_namespaces, r->n_not_namespaces), "methods",
                                  json_strs(r->methods, r->n_methods), "notMethods",
-                                 json_strs(r->not_methods, r->n_not_methods), "paths", json_strs(r->paths, r->n_paths),
-                                 "notPaths", json_strs(r->not_paths, r->n_not_paths), "ports",
-                                 json_u16s(r->ports, r->n_ports), "notPorts", json_u16s(r->not_ports, r->n_not_ports)));
+                                 json_strs(r->not_methods, r->n_not_methods), "paths",
+                                 json_strs(r->paths, r->n_paths), "notPaths",
+                                 json_strs(r->not_paths, r->n_not_paths), "ports",
+                                 json_u16s(r->ports, r->n_ports), "notPorts",
+                                 json_u16s(r->not_ports, r->n_not_ports)));
         }
-        json_array_append_new(az, json_pack("{s:s, s:s, s:s, s:o}", "name", p->name, "namespace", p->ns, "action",
-                                            NAME_OF(action_names, p->action), "rules", rules));
+        json_array_append_new(az, json_pack("{s:s, s:s, s:s, s:o}", "name", p->name, "namespace",
+                                            p->ns, "action", NAME_OF(action_names, p->action),
+                                            "rules", rules));
     }
     json_object_set_new(root, "authorizationPolicies", az);
 
@@ -2259,7 +2406,9 @@ void rete_config_write_reference(FILE *out)
         fprintf(out, "### %s\n\n%s\n\n`apiVersion: %s`", kd->kind, kd->doc, kd->api_versions[0]);
         for (size_t i = 1; i < CFG_ARRAY_LEN(kd->api_versions) && kd->api_versions[i]; i++)
             fprintf(out, " (also accepted: `%s`)", kd->api_versions[i]);
-        fprintf(out, "\n\n| field | type | required | default | notes |\n| --- | --- | --- | --- | --- |\n");
+        fprintf(
+            out,
+            "\n\n| field | type | required | default | notes |\n| --- | --- | --- | --- | --- |\n");
         cfg_schema_markdown(out, kd->spec, "spec");
         fprintf(out, "\n");
     }

@@ -111,8 +111,8 @@ bool cfg_parse_duration(const char *s, uint32_t *ms)
     static const struct {
         const char *unit;
         double ms;
-    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ms", 1}, {"s", 1e3},
-                 {"m", 60e3}, {"h", 3600e3}};
+    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ms", 1},
+                 {"s", 1e3},   {"m", 60e3},  {"h", 3600e3}};
     double total = 0;
     if (!*s)
         return false;
@@ -166,20 +166,37 @@ static bool parse_uint(const rete_ynode *n, bool allow_quoted, uint64_t *out)
 static void store_uint(void *dst, size_t size, uint64_t v)
 {
     switch (size) {
-    case 1: { uint8_t x = (uint8_t)v; memcpy(dst, &x, 1); break; }
-    case 2: { uint16_t x = (uint16_t)v; memcpy(dst, &x, 2); break; }
-    case 4: { uint32_t x = (uint32_t)v; memcpy(dst, &x, 4); break; }
-    default: memcpy(dst, &v, 8); break;
+    case 1: {
+        uint8_t x = (uint8_t)v;
+        memcpy(dst, &x, 1);
+        break;
+    }
+    case 2: {
+        uint16_t x = (uint16_t)v;
+        memcpy(dst, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = (uint32_t)v;
+        memcpy(dst, &x, 4);
+        break;
+    }
+    default:
+        memcpy(dst, &v, 8);
+        break;
     }
 }
 
 static const char *type_name(const rete_ynode *n)
 {
     switch (n->kind) {
-    case RETE_YNODE_MAP: return "a mapping";
-    case RETE_YNODE_SEQ: return "a list";
+    case RETE_YNODE_MAP:
+        return "a mapping";
+    case RETE_YNODE_SEQ:
+        return "a list";
     case RETE_YNODE_SCALAR:
-    default: return "a scalar";
+    default:
+        return "a scalar";
     }
 }
 
@@ -244,8 +261,8 @@ static rete_rc decode_scalar_str(cfg_ctx *ctx, const cfg_field *f, const rete_yn
 static rete_rc decode_int(cfg_ctx *ctx, const cfg_field *f, const rete_ynode *n, uint64_t *v)
 {
     if (!parse_uint(n, f->flags & CFG_STRINT, v) || *v < f->min || *v > f->max)
-        return cfg_fail(ctx, "must be an integer between %llu and %llu",
-                        (unsigned long long)f->min, (unsigned long long)f->max);
+        return cfg_fail(ctx, "must be an integer between %llu and %llu", (unsigned long long)f->min,
+                        (unsigned long long)f->max);
     return RETE_OK;
 }
 
@@ -342,7 +359,8 @@ static rete_rc decode_field(cfg_ctx *ctx, const cfg_field *f, const rete_ynode *
             size_t len = strlen(ctx->base_dir) + 1 + strlen(s) + 1;
             char *full = rete_arena_alloc(ctx->arena, len);
             size_t blen = strlen(ctx->base_dir);
-            snprintf(full, len, "%s%s%s", ctx->base_dir, ctx->base_dir[blen - 1] == '/' ? "" : "/", s);
+            snprintf(full, len, "%s%s%s", ctx->base_dir, ctx->base_dir[blen - 1] == '/' ? "" : "/",
+                     s);
             s = full;
         }
         if (f->check)
@@ -471,22 +489,28 @@ rete_rc cfg_decode(cfg_ctx *ctx, const cfg_schema *s, const rete_ynode *n, void 
 static const char *doc_type(const cfg_field *f, char *buf, size_t size)
 {
     switch (f->type) {
-    case CFG_STR: return "string";
-    case CFG_FILE: return "file path";
+    case CFG_STR:
+        return "string";
+    case CFG_FILE:
+        return "file path";
     case CFG_INT:
         snprintf(buf, size, "integer %llu..%llu", (unsigned long long)f->min,
                  (unsigned long long)f->max);
         return buf;
-    case CFG_BOOL: return "boolean";
-    case CFG_DURATION: return "duration";
+    case CFG_BOOL:
+        return "boolean";
+    case CFG_DURATION:
+        return "duration";
     case CFG_ENUM: {
         char names[200];
         enum_list(f->en, names, sizeof(names));
         snprintf(buf, size, "one of %s", names);
         return buf;
     }
-    case CFG_ADDR: return "\"ip:port\"";
-    case CFG_OBJ: return "object";
+    case CFG_ADDR:
+        return "\"ip:port\"";
+    case CFG_OBJ:
+        return "object";
     case CFG_LIST:
         if (f->max)
             snprintf(buf, size, "list of object (max %llu)", (unsigned long long)f->max);
@@ -500,9 +524,12 @@ static const char *doc_type(const cfg_field *f, char *buf, size_t size)
         if (f->max && f->type == CFG_STRLIST)
             snprintf(buf, size, "list of string (max %llu)", (unsigned long long)f->max);
         return buf;
-    case CFG_LABELS: return "map string to string";
-    case CFG_PORTMAP: return "map string to port";
-    default: return "?";
+    case CFG_LABELS:
+        return "map string to string";
+    case CFG_PORTMAP:
+        return "map string to port";
+    default:
+        return "?";
     }
 }
 

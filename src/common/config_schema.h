@@ -34,32 +34,32 @@ typedef struct cfg_ctx {
     char path[256];
     size_t path_len;
     int doc;
-    const char *base_dir;       /* relative file paths resolve against this ("" = as is) */
-    cfg_regex_node *regexes;    /* every regex compiled so far, freed on failure */
+    const char *base_dir;    /* relative file paths resolve against this ("" = as is) */
+    cfg_regex_node *regexes; /* every regex compiled so far, freed on failure */
 } cfg_ctx;
 
 typedef enum cfg_type {
     CFG_STR,
-    CFG_INT,       /* unsigned, stored in `size` bytes, checked against min..max */
+    CFG_INT, /* unsigned, stored in `size` bytes, checked against min..max */
     CFG_BOOL,
-    CFG_DURATION,  /* Go-style "1h2m3s4ms", stored as uint32 milliseconds */
-    CFG_ENUM,      /* one of `en`, stored as an int */
-    CFG_ADDR,      /* "ip:port" into rete_socket_addr */
-    CFG_FILE,      /* a path; relative ones resolve against the config file's directory */
-    CFG_OBJ,       /* a mapping decoded with `sub` at base + off */
-    CFG_LIST,      /* a sequence of `sub` objects: pointer at off, size_t count at count_off */
-    CFG_STRLIST,   /* a sequence of strings */
-    CFG_INTLIST,   /* a sequence of integers of `size` bytes each */
-    CFG_LABELS,    /* a string -> string mapping into rete_label[] */
-    CFG_PORTMAP,   /* a string -> port mapping, validated only */
+    CFG_DURATION, /* Go-style "1h2m3s4ms", stored as uint32 milliseconds */
+    CFG_ENUM,     /* one of `en`, stored as an int */
+    CFG_ADDR,     /* "ip:port" into rete_socket_addr */
+    CFG_FILE,     /* a path; relative ones resolve against the config file's directory */
+    CFG_OBJ,      /* a mapping decoded with `sub` at base + off */
+    CFG_LIST,     /* a sequence of `sub` objects: pointer at off, size_t count at count_off */
+    CFG_STRLIST,  /* a sequence of strings */
+    CFG_INTLIST,  /* a sequence of integers of `size` bytes each */
+    CFG_LABELS,   /* a string -> string mapping into rete_label[] */
+    CFG_PORTMAP,  /* a string -> port mapping, validated only */
 } cfg_type;
 
 enum {
     CFG_REQUIRED = 1u << 0,
-    CFG_NODEF = 1u << 1,     /* CFG_OBJ: when absent, leave zeroed (no sub-defaults) */
-    CFG_STRINT = 1u << 2,    /* CFG_INT/INTLIST: a quoted "8080" is accepted too */
-    CFG_NONEMPTY = 1u << 3,  /* strings and lists: must not be empty */
-    CFG_IGNORED = 1u << 4,   /* accepted and validated, not stored */
+    CFG_NODEF = 1u << 1,    /* CFG_OBJ: when absent, leave zeroed (no sub-defaults) */
+    CFG_STRINT = 1u << 2,   /* CFG_INT/INTLIST: a quoted "8080" is accepted too */
+    CFG_NONEMPTY = 1u << 3, /* strings and lists: must not be empty */
+    CFG_IGNORED = 1u << 4,  /* accepted and validated, not stored */
 };
 
 typedef struct cfg_enum {
@@ -75,15 +75,15 @@ typedef struct cfg_field {
     cfg_type type;
     unsigned flags;
     size_t off;
-    size_t size;            /* CFG_INT/ENUM: value width */
-    size_t elem;            /* CFG_INTLIST: element width */
-    size_t count_off;       /* lists and maps */
-    size_t has;             /* offset + 1 of a bool set when the field is present; 0 = none */
-    uint64_t min, max;      /* CFG_INT bounds; lists: max is maxItems (0 = unbounded) */
+    size_t size;       /* CFG_INT/ENUM: value width */
+    size_t elem;       /* CFG_INTLIST: element width */
+    size_t count_off;  /* lists and maps */
+    size_t has;        /* offset + 1 of a bool set when the field is present; 0 = none */
+    uint64_t min, max; /* CFG_INT bounds; lists: max is maxItems (0 = unbounded) */
     const cfg_enum *en;
     const cfg_schema *sub;
-    const char *def;        /* default, as YAML text */
-    const char *docdef;     /* default as the reference shows it, when computed */
+    const char *def;    /* default, as YAML text */
+    const char *docdef; /* default as the reference shows it, when computed */
     const char *doc;
     /* extra validation of a decoded scalar value (the node is the field's) */
     rete_rc (*check)(cfg_ctx *ctx, const rete_ynode *n, void *value);
@@ -91,7 +91,7 @@ typedef struct cfg_field {
 
 struct cfg_schema {
     const char *name;
-    size_t size;            /* element size when used in a CFG_LIST */
+    size_t size; /* element size when used in a CFG_LIST */
     const cfg_field *fields;
     size_t n_fields;
     /* whole-object validation after fields and defaults; `obj` is the base */
@@ -99,7 +99,10 @@ struct cfg_schema {
 };
 
 #define CFG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define CFG_SCHEMA(nm, T, fields_, check_) {nm, sizeof(T), fields_, CFG_ARRAY_LEN(fields_), check_}
+#define CFG_SCHEMA(nm, T, fields_, check_)                                                         \
+    {                                                                                              \
+        nm, sizeof(T), fields_, CFG_ARRAY_LEN(fields_), check_                                     \
+    }
 /* offset and width of member m of T */
 #define CFG_AT(T, m) .off = offsetof(T, m), .size = sizeof(((T *)0)->m)
 #define CFG_CNT(T, m) .count_off = offsetof(T, m)

@@ -90,7 +90,8 @@ rete_rc rete_yaml_parse(const char *data, size_t len, rete_arena *arena, rete_ys
         yaml_document_t doc;
         if (!yaml_parser_load(&parser, &doc)) {
             snprintf(errbuf, errlen, "line %zu column %zu: %s %s", parser.problem_mark.line + 1,
-                     parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error",
+                     parser.problem_mark.column + 1,
+                     parser.problem ? parser.problem : "syntax error",
                      parser.context ? parser.context : "");
             *err_doc = (int)n;
             rc = RETE_EINVAL;
@@ -113,7 +114,8 @@ rete_rc rete_yaml_parse(const char *data, size_t len, rete_arena *arena, rete_ys
         const rete_ynode *tree = convert(&c, 1, 0, &crc);
         yaml_document_delete(&doc);
         if (!tree) {
-            snprintf(errbuf, errlen, "document nested deeper than %d levels or larger than %d nodes",
+            snprintf(errbuf, errlen,
+                     "document nested deeper than %d levels or larger than %d nodes",
                      YDOC_MAX_DEPTH, YDOC_MAX_NODES);
             *err_doc = (int)n;
             rc = crc;

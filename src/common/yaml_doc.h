@@ -30,7 +30,7 @@ typedef struct rete_ypair {
 
 struct rete_ynode {
     rete_ynode_kind kind;
-    unsigned line;              /* 0-based */
+    unsigned line; /* 0-based */
     /* SCALAR: NUL-terminated text of `len` bytes; `quoted` for any non-plain style */
     const char *str;
     size_t len;

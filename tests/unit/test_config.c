@@ -330,8 +330,9 @@ static void test_json(void **state)
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr);
     assert_non_null(root);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(root, "proxy"), "spiffeId")),
-                        "spiffe://example.org/ns/demo/sa/web");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(root, "proxy"), "spiffeId")),
+        "spiffe://example.org/ns/demo/sa/web");
     assert_int_equal(json_array_size(json_object_get(root, "services")), 5);
     assert_int_equal(json_array_size(json_object_get(root, "httpRoutes")), 2);
     assert_string_equal(json_string_value(json_object_get(root, "mtlsMode")), "DISABLE");
@@ -372,8 +373,8 @@ static void test_find_table(void **state)
         {"api-canary", 0, "demo", "api-canary", 8080}, /* its only port */
         {"echo.other", 0, "other", "echo", 80},
         {"echo.other.svc.cluster.local:80", 0, "other", "echo", 80},
-        {"echo", 0, NULL, NULL, 0},         /* short names: the proxy's namespace */
-        {"api:1234", 0, NULL, NULL, 0},     /* no such port */
+        {"echo", 0, NULL, NULL, 0},     /* short names: the proxy's namespace */
+        {"api:1234", 0, NULL, NULL, 0}, /* no such port */
         {"unknown", 0, NULL, NULL, 0},
         {"unknown.demo.svc.cluster.local", 0, NULL, NULL, 0},
         {"api.demo.svc.other.local", 0, NULL, NULL, 0},
@@ -386,8 +387,8 @@ static void test_find_table(void **state)
         {"", 0, NULL, NULL, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const rete_route_table *t = rete_config_find_table(cfg, rete_view_cstr(cases[i].authority),
-                                                           cases[i].default_port);
+        const rete_route_table *t =
+            rete_config_find_table(cfg, rete_view_cstr(cases[i].authority), cases[i].default_port);
         if (!cases[i].name) {
             if (t)
                 fail_msg("%s: expected no table", cases[i].authority);
@@ -409,10 +410,10 @@ static void test_find_table(void **state)
 /* ---- defaults and precedence -------------------------------------------------- */
 
 #define PROXY_DOC                                                                                  \
-    "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: demo}\n"          \
+    "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: demo}\n"           \
     "spec: {serviceAccount: p}\n"
 #define WORKLOAD_P                                                                                 \
-    "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                             \
+    "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                              \
     "metadata: {name: p, namespace: demo}\nspec: {address: 10.0.0.1, labels: {app: p}}\n"
 #define PA(name, ns, sel, mode)                                                                    \
     "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: " name      \
@@ -445,14 +446,18 @@ static void test_minimal_defaults(void **state)
     assert_null(rete_config_find_table(cfg, RETE_VIEW_LIT("anything"), 80));
     rete_config_unref(cfg);
 
-    /* JSON is YAML; explicit listeners, appAddress, inbound ports; trustDomain wins over MeshConfig */
-    cfg = load_str("{\"apiVersion\": \"rete.dev/v1alpha1\", \"kind\": \"Proxy\", \"metadata\": "
-                   "{\"name\": \"p\", \"namespace\": \"x\"}, \"spec\": {\"serviceAccount\": \"sa\", "
-                   "\"trustDomain\": \"td.local\", \"address\": \"127.0.0.12\", \"appAddress\": "
-                   "\"127.0.0.2\", \"listeners\": {\"outbound\": \"127.0.0.3:1001\"}, "
-                   "\"inbound\": [{\"port\": 8080, \"protocol\": \"GRPC\"}, {\"port\": 22, \"protocol\": \"TCP\"}]}}\n"
-                   "---\n{\"apiVersion\": \"rete.dev/v1alpha1\", \"kind\": \"MeshConfig\", \"metadata\": "
-                   "{\"name\": \"m\"}, \"spec\": {\"trustDomain\": \"other\", \"defaultMtlsMode\": \"STRICT\"}}");
+    /* JSON is YAML; explicit listeners, appAddress, inbound ports; trustDomain wins over MeshConfig
+     */
+    cfg = load_str(
+        "{\"apiVersion\": \"rete.dev/v1alpha1\", \"kind\": \"Proxy\", \"metadata\": "
+        "{\"name\": \"p\", \"namespace\": \"x\"}, \"spec\": {\"serviceAccount\": \"sa\", "
+        "\"trustDomain\": \"td.local\", \"address\": \"127.0.0.12\", \"appAddress\": "
+        "\"127.0.0.2\", \"listeners\": {\"outbound\": \"127.0.0.3:1001\"}, "
+        "\"inbound\": [{\"port\": 8080, \"protocol\": \"GRPC\"}, {\"port\": 22, \"protocol\": "
+        "\"TCP\"}]}}\n"
+        "---\n{\"apiVersion\": \"rete.dev/v1alpha1\", \"kind\": \"MeshConfig\", \"metadata\": "
+        "{\"name\": \"m\"}, \"spec\": {\"trustDomain\": \"other\", \"defaultMtlsMode\": "
+        "\"STRICT\"}}");
     assert_string_equal(cfg->proxy.trust_domain, "td.local");
     assert_string_equal(cfg->proxy.app_address, "127.0.0.2");
     assert_addr(&cfg->proxy.outbound, "127.0.0.3", 1001);
@@ -474,10 +479,15 @@ static void test_mtls_precedence(void **state)
     } cases[] = {
         {PROXY_DOC WORKLOAD_P, RETE_MTLS_PERMISSIVE},
         {PROXY_DOC WORKLOAD_P PA("pa2", "rete-system", "", "STRICT"), RETE_MTLS_STRICT},
-        {PROXY_DOC WORKLOAD_P PA("pa3", "rete-system", "", "STRICT") PA("pa4", "demo", "", "DISABLE"), RETE_MTLS_DISABLE},
-        {PROXY_DOC WORKLOAD_P PA("pa5", "demo", "", "DISABLE") PA("pa6", "rete-system", "", "STRICT"), RETE_MTLS_DISABLE},
+        {PROXY_DOC WORKLOAD_P PA("pa3", "rete-system", "", "STRICT")
+             PA("pa4", "demo", "", "DISABLE"),
+         RETE_MTLS_DISABLE},
+        {PROXY_DOC WORKLOAD_P PA("pa5", "demo", "", "DISABLE")
+             PA("pa6", "rete-system", "", "STRICT"),
+         RETE_MTLS_DISABLE},
         /* UNSET inherits from the broader level */
-        {PROXY_DOC WORKLOAD_P PA("pa7", "rete-system", "", "STRICT") PA("pa8", "demo", "", "UNSET"), RETE_MTLS_STRICT},
+        {PROXY_DOC WORKLOAD_P PA("pa7", "rete-system", "", "STRICT") PA("pa8", "demo", "", "UNSET"),
+         RETE_MTLS_STRICT},
         {PROXY_DOC WORKLOAD_P PA("pa9", "demo", "selector: {matchLabels: {app: p}}, ", "STRICT")
              PA("pa10", "demo", "", "DISABLE"),
          RETE_MTLS_STRICT},
@@ -487,7 +497,8 @@ static void test_mtls_precedence(void **state)
          RETE_MTLS_DISABLE},
         /* other namespaces never apply; root-namespace selectors do not apply elsewhere */
         {PROXY_DOC WORKLOAD_P PA("pa13", "other", "", "STRICT"), RETE_MTLS_PERMISSIVE},
-        {PROXY_DOC WORKLOAD_P PA("pa14", "rete-system", "selector: {matchLabels: {app: p}}, ", "STRICT"),
+        {PROXY_DOC WORKLOAD_P PA("pa14", "rete-system", "selector: {matchLabels: {app: p}}, ",
+                                 "STRICT"),
          RETE_MTLS_PERMISSIVE},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -536,17 +547,19 @@ static void test_refcount(void **state)
 /* ---- malformed documents -------------------------------------------------------- */
 
 #define SVC_WEB                                                                                    \
-    "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\n"                \
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\n"                 \
     "spec: {selector: {app: web}, ports: [{name: http, port: 80}]}\n"
 #define ROUTE_HEAD                                                                                 \
-    "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"                            \
+    "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"                             \
     "metadata: {name: r, namespace: demo}\n"
 #define ROUTE(rules)                                                                               \
-    PROXY_DOC SVC_WEB ROUTE_HEAD "spec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: " rules "\n"
+    PROXY_DOC SVC_WEB ROUTE_HEAD                                                                   \
+        "spec:\n  parentRefs: [{kind: Service, name: web}]\n  rules: " rules "\n"
 #define GRPC_ROUTE(rules)                                                                          \
-    PROXY_DOC SVC_WEB "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n"          \
-                      "metadata: {name: g, namespace: demo}\nspec:\n  parentRefs: [{kind: Service, " \
-                      "name: web}]\n  rules: " rules "\n"
+    PROXY_DOC SVC_WEB                                                                              \
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n"                         \
+        "metadata: {name: g, namespace: demo}\nspec:\n  parentRefs: [{kind: Service, "             \
+        "name: web}]\n  rules: " rules "\n"
 #define DR(spec)                                                                                   \
     PROXY_DOC SVC_WEB "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"           \
                       "metadata: {name: d, namespace: demo}\nspec: " spec "\n"
@@ -554,11 +567,14 @@ static void test_refcount(void **state)
     PROXY_DOC "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"                 \
               "metadata: {name: a, namespace: demo}\nspec: " spec "\n"
 #define PROXY_SPEC(spec)                                                                           \
-    "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: demo}\nspec: " spec "\n"
+    "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: "                  \
+    "demo}\nspec: " spec "\n"
 #define SERVICE(spec)                                                                              \
-    PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: demo}\nspec: " spec "\n"
+    PROXY_DOC                                                                                      \
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: demo}\nspec: " spec    \
+        "\n"
 #define WORKLOAD(spec)                                                                             \
-    PROXY_DOC "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                   \
+    PROXY_DOC "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                    \
               "metadata: {name: w, namespace: demo}\nspec: " spec "\n"
 
 #define PROXY_DOC_2                                                                                \
@@ -574,18 +590,22 @@ typedef struct bad_case {
 
 static const bad_case bad_cases[] = {
     /* documents and metadata */
-    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 1}]}\nstatus: {}\n",
+    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: "
+               "1}]}\nstatus: {}\n",
      1, "status", "unknown field"},
     {PROXY_DOC "---\napiVersion: v1\nkind: Gateway\nmetadata: {name: s}\n", 1, "kind",
      "must be one of Proxy, Service, Workload, HTTPRoute"},
-    {PROXY_DOC "---\napiVersion: v2\nkind: Service\nmetadata: {name: s}\n", 1, "apiVersion", "must be v1"},
+    {PROXY_DOC "---\napiVersion: v2\nkind: Service\nmetadata: {name: s}\n", 1, "apiVersion",
+     "must be v1"},
     {PROXY_DOC "---\nkind: Service\nmetadata: {name: s}\n", 1, "apiVersion", "required"},
-    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {namespace: demo}\nspec: {ports: [{port: 1}]}\n",
+    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {namespace: demo}\nspec: {ports: "
+               "[{port: 1}]}\n",
      1, "metadata.name", "required"},
-    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec: {ports: [{port: 1}]}\n", 1,
-     "metadata.name", "RFC 1123"},
-    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, uid: x}\n", 1, "metadata.uid",
-     "unknown field"},
+    {PROXY_DOC
+     "---\napiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec: {ports: [{port: 1}]}\n",
+     1, "metadata.name", "RFC 1123"},
+    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, uid: x}\n", 1,
+     "metadata.uid", "unknown field"},
     {PROXY_DOC "---\n- a\n- b\n", 1, "", "must be a mapping"},
     {PROXY_DOC SVC_WEB SVC_WEB, 2, "metadata.name", "duplicate Service demo/web"},
     {PROXY_DOC PROXY_DOC_2, 1, "kind", "only one Proxy"},
@@ -593,62 +613,77 @@ static const bad_case bad_cases[] = {
     {PROXY_DOC "---\nkey: [unclosed\n", 1, "", "invalid YAML"},
     /* Proxy */
     {PROXY_SPEC("{address: 127.0.0.1}"), 0, "spec.serviceAccount", "required"},
-    {PROXY_SPEC("{serviceAccount: p, serviceAccount: q}"), 0, "spec.serviceAccount", "duplicate field"},
+    {PROXY_SPEC("{serviceAccount: p, serviceAccount: q}"), 0, "spec.serviceAccount",
+     "duplicate field"},
     {PROXY_SPEC("{serviceAccount: p, address: localhost}"), 0, "spec.address", "IP literal"},
-    {PROXY_SPEC("{serviceAccount: p, listeners: {mesh: \"127.0.0.1\"}}"), 0, "spec.listeners.mesh", "ip:port"},
-    {PROXY_SPEC("{serviceAccount: p, listeners: {mesh: \"127.0.0.1:70000\"}}"), 0, "spec.listeners.mesh",
+    {PROXY_SPEC("{serviceAccount: p, listeners: {mesh: \"127.0.0.1\"}}"), 0, "spec.listeners.mesh",
      "ip:port"},
-    {PROXY_SPEC("{serviceAccount: p, limits: {idleTimeout: 5 seconds}}"), 0, "spec.limits.idleTimeout",
-     "invalid duration"},
+    {PROXY_SPEC("{serviceAccount: p, listeners: {mesh: \"127.0.0.1:70000\"}}"), 0,
+     "spec.listeners.mesh", "ip:port"},
+    {PROXY_SPEC("{serviceAccount: p, limits: {idleTimeout: 5 seconds}}"), 0,
+     "spec.limits.idleTimeout", "invalid duration"},
     {PROXY_SPEC("{serviceAccount: p, limits: {idleTimeout: 5}}"), 0, "spec.limits.idleTimeout",
      "invalid duration"},
     {PROXY_SPEC("{serviceAccount: p, concurrency: 0}"), 0, "spec.concurrency", "between 1 and 256"},
-    {PROXY_SPEC("{serviceAccount: p, concurrency: two}"), 0, "spec.concurrency", "must be an integer"},
-    {PROXY_SPEC("{serviceAccount: p, tls: {certFile: c.pem}}"), 0, "spec.tls.keyFile", "required together"},
-    {PROXY_SPEC("{serviceAccount: p, inbound: [{port: 80}, {port: 80}]}"), 0, "spec.inbound[1].port",
-     "duplicate port"},
-    {PROXY_SPEC("{serviceAccount: p, upstreams: [{listen: \"127.0.0.1:9\", service: nope, port: 1}]}"), 0,
-     "spec.upstreams[0].service", "unknown service nope"},
+    {PROXY_SPEC("{serviceAccount: p, concurrency: two}"), 0, "spec.concurrency",
+     "must be an integer"},
+    {PROXY_SPEC("{serviceAccount: p, tls: {certFile: c.pem}}"), 0, "spec.tls.keyFile",
+     "required together"},
+    {PROXY_SPEC("{serviceAccount: p, inbound: [{port: 80}, {port: 80}]}"), 0,
+     "spec.inbound[1].port", "duplicate port"},
+    {PROXY_SPEC(
+         "{serviceAccount: p, upstreams: [{listen: \"127.0.0.1:9\", service: nope, port: 1}]}"),
+     0, "spec.upstreams[0].service", "unknown service nope"},
     {PROXY_SPEC("[serviceAccount]"), 0, "spec", "must be a mapping"},
     /* Service */
     {SERVICE("{ports: [{port: \"80\"}]}"), 1, "spec.ports[0].port", "must be an integer"},
     {SERVICE("{ports: [{port: 80, protocol: UDP}]}"), 1, "spec.ports[0].protocol",
      "must be one of HTTP, HTTP2, GRPC, TCP"},
-    {SERVICE("{ports: [{port: 80, appProtocol: h3}]}"), 1, "spec.ports[0].appProtocol", "must be one of http"},
+    {SERVICE("{ports: [{port: 80, appProtocol: h3}]}"), 1, "spec.ports[0].appProtocol",
+     "must be one of http"},
     {SERVICE("{selector: {app: s}}"), 1, "spec.ports", "required"},
     {SERVICE("{ports: []}"), 1, "spec.ports", "must not be empty"},
-    {SERVICE("{ports: [{name: a, port: 80}, {name: b, port: 80}]}"), 1, "spec.ports[1].port", "duplicate port"},
-    {SERVICE("{ports: [{name: a, port: 80}, {port: 81}]}"), 1, "spec.ports[1].name", "more than one port"},
+    {SERVICE("{ports: [{name: a, port: 80}, {name: b, port: 80}]}"), 1, "spec.ports[1].port",
+     "duplicate port"},
+    {SERVICE("{ports: [{name: a, port: 80}, {port: 81}]}"), 1, "spec.ports[1].name",
+     "more than one port"},
     {SERVICE("{ports: [{port: 80}], selector: [app]}"), 1, "spec.selector", "must be a mapping"},
     /* Workload */
     {WORKLOAD("{address: 10.0.0.1, weight: -1}"), 1, "spec.weight", "between 0 and 1000000"},
     {WORKLOAD("{address: 10.0.0.1, inMesh: yes}"), 1, "spec.inMesh", "true or false"},
-    {WORKLOAD("{address: 10.0.0.1, ports: {http: 0}}"), 1, "spec.ports.http", "between 1 and 65535"},
+    {WORKLOAD("{address: 10.0.0.1, ports: {http: 0}}"), 1, "spec.ports.http",
+     "between 1 and 65535"},
     {WORKLOAD("{labels: {app: w}}"), 1, "spec.address", "required"},
     /* HTTPRoute */
     {ROUTE("[{matches: [{path: {value: /a}}, {path: {type: Prefix, value: /b}}]}]"), 2,
      "spec.rules[0].matches[1].path.type", "must be one of Exact, PathPrefix, RegularExpression"},
-    {ROUTE("[{matches: [{path: {type: Exact, value: api}}]}]"), 2, "spec.rules[0].matches[0].path.value",
-     "must start with /"},
-    {ROUTE("[{matches: [{path: {value: /a//b}}]}]"), 2, "spec.rules[0].matches[0].path.value", "'//'"},
+    {ROUTE("[{matches: [{path: {type: Exact, value: api}}]}]"), 2,
+     "spec.rules[0].matches[0].path.value", "must start with /"},
+    {ROUTE("[{matches: [{path: {value: /a//b}}]}]"), 2, "spec.rules[0].matches[0].path.value",
+     "'//'"},
     {ROUTE("[{matches: [{path: {type: RegularExpression, value: \"/(a\"}}]}]"), 2,
      "spec.rules[0].matches[0].path.value", "missing closing parenthesis"},
-    {ROUTE("[{matches: [{paths: {value: /a}}]}]"), 2, "spec.rules[0].matches[0].paths", "unknown field"},
+    {ROUTE("[{matches: [{paths: {value: /a}}]}]"), 2, "spec.rules[0].matches[0].paths",
+     "unknown field"},
     {ROUTE("[{matches: [{headers: [{name: \"x bad\", value: v}]}]}]"), 2,
      "spec.rules[0].matches[0].headers[0].name", "header name"},
-    {ROUTE("[{matches: [{method: get}]}]"), 2, "spec.rules[0].matches[0].method", "must be one of GET"},
+    {ROUTE("[{matches: [{method: get}]}]"), 2, "spec.rules[0].matches[0].method",
+     "must be one of GET"},
     {ROUTE("[{filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}], "
            "backendRefs: [{name: web, port: 80}]}]"),
      2, "spec.rules[0].backendRefs", "RequestRedirect"},
     {ROUTE("[{filters: [{type: RequestHeaderModifier}]}]"), 2,
-     "spec.rules[0].filters[0].requestHeaderModifier", "required when type is RequestHeaderModifier"},
+     "spec.rules[0].filters[0].requestHeaderModifier",
+     "required when type is RequestHeaderModifier"},
     {ROUTE("[{filters: [{type: RequestMirror}]}]"), 2, "spec.rules[0].filters[0].type",
      "must be one of RequestHeaderModifier"},
-    {ROUTE("[{matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite: "
-           "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}]"),
+    {ROUTE(
+         "[{matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite: "
+         "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}]"),
      2, "spec.rules[0].filters[0]", "ReplacePrefixMatch requires"},
     {ROUTE("[{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]}]"), 2,
-     "spec.rules[0].filters[0].urlRewrite.path.replaceFullPath", "required when type is ReplaceFullPath"},
+     "spec.rules[0].filters[0].urlRewrite.path.replaceFullPath",
+     "required when type is ReplaceFullPath"},
     {ROUTE("[{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 307}}]}]"), 2,
      "spec.rules[0].filters[0].requestRedirect.statusCode", "between 301 and 302"},
     {ROUTE("[{backendRefs: [{name: web, port: 80, weight: 1000001}]}]"), 2,
@@ -656,12 +691,13 @@ static const bad_case bad_cases[] = {
     {ROUTE("[{backendRefs: [{name: web}]}]"), 2, "spec.rules[0].backendRefs[0].port", "required"},
     {ROUTE("[{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}]"), 2, "spec.rules",
      "at most 16 items"},
-    {ROUTE("[{matches: [{path: {type: RegularExpression, value: /x.*}}], backendRefs: [{name: nope, port: 80}]}]"),
+    {ROUTE("[{matches: [{path: {type: RegularExpression, value: /x.*}}], backendRefs: [{name: "
+           "nope, port: 80}]}]"),
      2, "spec.rules[0].backendRefs[0].name", "unknown service demo/nope"},
     {ROUTE("[{backendRefs: [{name: web, port: 81}]}]"), 2, "spec.rules[0].backendRefs[0].port",
      "service demo/web has no port 81"},
-    {ROUTE("[{timeouts: {request: 1s, backendRequest: 2s}}]"), 2, "spec.rules[0].timeouts.backendRequest",
-     "must not be greater"},
+    {ROUTE("[{timeouts: {request: 1s, backendRequest: 2s}}]"), 2,
+     "spec.rules[0].timeouts.backendRequest", "must not be greater"},
     {ROUTE("[{retry: {codes: [200]}}]"), 2, "spec.rules[0].retry.codes[0]", "between 400 and 599"},
     {ROUTE("[{retry: {backoff: 10x}}]"), 2, "spec.rules[0].retry.backoff", "invalid duration"},
     {PROXY_DOC SVC_WEB ROUTE_HEAD "spec: {parentRefs: [{kind: Gateway, name: web}]}\n", 2,
@@ -669,7 +705,8 @@ static const bad_case bad_cases[] = {
     {PROXY_DOC SVC_WEB ROUTE_HEAD "spec: {rules: []}\n", 2, "spec.parentRefs", "required"},
     {PROXY_DOC SVC_WEB ROUTE_HEAD "spec: {parentRefs: [{kind: Service, name: web, port: 8}]}\n", 2,
      "spec.parentRefs[0].port", "has no port 8"},
-    {PROXY_DOC SVC_WEB ROUTE_HEAD "spec: {parentRefs: [{kind: Service, name: web}], hostnames: [Foo]}\n",
+    {PROXY_DOC SVC_WEB ROUTE_HEAD
+     "spec: {parentRefs: [{kind: Service, name: web}], hostnames: [Foo]}\n",
      2, "spec.hostnames[0]", "hostname"},
     /* GRPCRoute, TCPRoute */
     {GRPC_ROUTE("[{matches: [{method: {type: Exact}}]}]"), 2, "spec.rules[0].matches[0].method",
@@ -678,15 +715,17 @@ static const bad_case bad_cases[] = {
      "spec.rules[0].matches[0].method", "regular expression"},
     {GRPC_ROUTE("[{filters: [{type: URLRewrite}]}]"), 2, "spec.rules[0].filters[0].type",
      "must be one of RequestHeaderModifier, ResponseHeaderModifier"},
-    {PROXY_DOC SVC_WEB "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n"
-                       "metadata: {name: t, namespace: demo}\nspec: {parentRefs: [{kind: Service, name: web}], "
-                       "rules: [{backendRefs: [{name: web, port: 80}]}, {backendRefs: [{name: web, port: 80}]}]}\n",
+    {PROXY_DOC SVC_WEB
+     "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n"
+     "metadata: {name: t, namespace: demo}\nspec: {parentRefs: [{kind: Service, name: web}], "
+     "rules: [{backendRefs: [{name: web, port: 80}]}, {backendRefs: [{name: web, port: 80}]}]}\n",
      2, "spec.rules", "at most 1 items"},
     /* DestinationRule */
     {DR("{host: web, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}"), 2,
      "spec.trafficPolicy.loadBalancer.simple", "PASSTHROUGH is not supported"},
     {DR("{host: nope.demo.svc.cluster.local}"), 2, "spec.host", "unknown service"},
-    {DR("{host: web, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65536}}}}}"),
+    {DR("{host: web, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: "
+        "{tableSize: 65536}}}}}"),
      2, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "prime"},
     {DR("{host: web, trafficPolicy: {loadBalancer: {consistentHash: {}}}}"), 2,
      "spec.trafficPolicy.loadBalancer.consistentHash", "exactly one of"},
@@ -696,15 +735,18 @@ static const bad_case bad_cases[] = {
      "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "between 0 and 100"},
     {DR("{host: web, subsets: []}"), 2, "spec.subsets", "unknown field"},
     /* PeerAuthentication, AuthorizationPolicy, MeshConfig */
-    {PROXY_DOC "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x}\n"
-               "spec: {mtls: {mode: strict}}\n",
+    {PROXY_DOC
+     "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x}\n"
+     "spec: {mtls: {mode: strict}}\n",
      1, "spec.mtls.mode", "must be one of UNSET, STRICT, PERMISSIVE, DISABLE"},
     {AUTHZ("{action: CUSTOM}"), 1, "spec.action", "must be one of ALLOW, DENY, AUDIT"},
     {AUTHZ("{rules: [{from: [{}]}]}"), 1, "spec.rules[0].from[0].source", "required"},
-    {AUTHZ("{rules: [{to: [{operation: {ports: [http]}}]}]}"), 1, "spec.rules[0].to[0].operation.ports[0]",
-     "must be an integer"},
-    {AUTHZ("{rules: [{when: [{key: request.auth.claims}]}]}"), 1, "spec.rules[0].when", "unknown field"},
-    {AUTHZ("{selector: {matchLabels: {app: [x]}}}"), 1, "spec.selector.matchLabels.app", "must be a string"},
+    {AUTHZ("{rules: [{to: [{operation: {ports: [http]}}]}]}"), 1,
+     "spec.rules[0].to[0].operation.ports[0]", "must be an integer"},
+    {AUTHZ("{rules: [{when: [{key: request.auth.claims}]}]}"), 1, "spec.rules[0].when",
+     "unknown field"},
+    {AUTHZ("{selector: {matchLabels: {app: [x]}}}"), 1, "spec.selector.matchLabels.app",
+     "must be a string"},
     {PROXY_DOC "---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: m}\n"
                "spec: {defaultMtlsMode: ON}\n",
      1, "spec.defaultMtlsMode", "must be one of STRICT"},
@@ -725,8 +767,10 @@ static void test_malformed(void **state)
             rete_config_unref(cfg);
             fail_msg("case %zu (%s %s): loaded", i, c->path, c->reason);
         }
-        if (err.document != c->doc || strcmp(err.path, c->path) != 0 || !strstr(err.reason, c->reason))
-            fail_msg("case %zu: want document %d: %s: ...%s...\n got %s", i, c->doc, c->path, c->reason, buf);
+        if (err.document != c->doc || strcmp(err.path, c->path) != 0 ||
+            !strstr(err.reason, c->reason))
+            fail_msg("case %zu: want document %d: %s: ...%s...\n got %s", i, c->doc, c->path,
+                     c->reason, buf);
         assert_string_equal(err.file, "t.yaml");
     }
 }
@@ -739,7 +783,8 @@ static void test_error_format(void **state)
     assert_null(rete_config_load_buffer(yaml, strlen(yaml), "cfg/proxy.yaml", 1, &err));
     char buf[1200];
     rete_config_error_format(&err, buf, sizeof(buf));
-    assert_string_equal(buf, "cfg/proxy.yaml: document 0: spec.concurrency: must be an integer between 1 and 256");
+    assert_string_equal(
+        buf, "cfg/proxy.yaml: document 0: spec.concurrency: must be an integer between 1 and 256");
 
     assert_null(rete_config_load_file("/nonexistent/rete.yaml", 1, &err));
     rete_config_error_format(&err, buf, sizeof(buf));
