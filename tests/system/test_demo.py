@@ -1,0 +1,131 @@
+"""`make demo`'s script, examples/demo.py, end to end: it starts, prints its
+guide, the commands in the guide work, the 90/10 split reaches both backend
+versions, and it stops by itself (--duration) with exit 0 and no process left."""
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import REPO, build_dir
+
+DEMO = REPO / "examples" / "demo.py"
+
+
+def guide_command(guide, start):
+    """The first printed command line starting with `start` (shell syntax)."""
+    for line in guide.splitlines():
+        line = line.strip()
+        if line.startswith(start):
+            return line
+    raise AssertionError(f"no command starting with {start!r} in the guide:\n{guide}")
+
+
+def children_alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        alive.append(pid)
+    return alive
+
+
+def demo_children(pid):
+    """The processes demo.py started: they run in their own sessions, so find
+    them by parent pid."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def run_demo(tmp_path, duration, base):
+    log = open(tmp_path / "demo.out", "w+")
+    p = subprocess.Popen([sys.executable, str(DEMO), "--duration", str(duration), "--ip-base", str(base),
+                          "--dir", str(tmp_path / "demo"), "--build", str(build_dir()), "--every", "2"],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    return p, log
+
+
+def read(log):
+    log.seek(0)
+    return log.read()
+
+
+def wait_for(p, log, pattern, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = read(log)
+        if re.search(pattern, text):
+            return text
+        if p.poll() is not None:
+            raise AssertionError(f"demo exited with {p.returncode} before {pattern!r}:\n{text}")
+        time.sleep(0.1)
+    p.kill()
+    raise AssertionError(f"no {pattern!r} within {timeout}s:\n{read(log)}")
+
+
+def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
+    base = random.randint(100, 240)
+    p, log = run_demo(tmp_path, duration=8, base=base)
+    try:
+        guide = wait_for(p, log, r"press Ctrl-C to stop", 60)
+        assert "rete demo is ready" in guide
+        pids = demo_children(p.pid)
+        assert len(pids) == 7, pids  # 3 apps, 3 sidecars, rete-client
+        fe = f"127.0.0.{base}"
+
+        # two of the printed commands, run as printed (by a shell)
+        hello = guide_command(guide, "curl -s -H 'Host: backend'")
+        assert fe in hello
+        r = subprocess.run(hello, shell=True, capture_output=True, text=True, timeout=20)
+        body = json.loads(r.stdout)
+        assert body["service"] == "backend" and body["version"] in ("v1", "v2")
+        assert body["headers"]["x-forwarded-client-cert"] == (
+            "By=spiffe://cluster.local/ns/demo/sa/backend;URI=spiffe://cluster.local/ns/demo/sa/frontend")
+
+        metrics = guide_command(guide, f"curl -s http://{fe}:15000/metrics")
+        r = subprocess.run(metrics, shell=True, capture_output=True, text=True, timeout=20)
+        m = re.search(r"^rete_proxy_requests_total (\d+)$", r.stdout, re.M)
+        assert m and int(m.group(1)) > 0, r.stdout
+
+        # the split: both versions answered, mostly v1
+        counts = {"v1": 0, "v2": 0}
+        for _ in range(60):
+            out = subprocess.run(["curl", "-s", "-m", "5", "-H", "Host: backend", f"http://{fe}:15001/"],
+                                 capture_output=True, text=True).stdout
+            counts[json.loads(out)["version"]] += 1
+            if counts["v2"] and counts["v1"] > counts["v2"]:
+                break
+        assert counts["v1"] > counts["v2"] > 0, counts
+
+        assert p.wait(timeout=40) == 0, read(log)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    out = read(log)
+    assert re.search(r"\[traffic\] rete-client: ok=\d+ .* v1 \d+ \(\d+%\)  v2 \d+", out), out
+    assert "[traffic] rete-client done ok=" in out
+    assert "all 7 processes stopped" in out
+    time.sleep(0.2)
+    assert children_alive(pids) == [], out
+
+
+def test_demo_refuses_busy_port(tmp_path):
+    import socket
+
+    base = random.randint(100, 240)
+    s = socket.socket()
+    s.bind((f"127.0.0.{base + 1}", 15008))
+    s.listen(1)
+    try:
+        p, log = run_demo(tmp_path, duration=1, base=base)
+        assert p.wait(timeout=30) == 1
+        out = read(log)
+        assert f"127.0.0.{base + 1}:15008" in out and "port in use" in out, out
+    finally:
+        s.close()
