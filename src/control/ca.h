@@ -1,0 +1,49 @@
+/* The mesh's certificate authority: an ECDSA P-256 root made at init (or an
+ * operator-supplied root or intermediate with its key), workload
+ * certificates for SPIFFE IDs signed from CSRs, and the trust bundle (one or
+ * more roots: two while a rotation is in progress).
+ *
+ * Workload certificates: URI SAN spiffe://<td>/ns/<ns>/sa/<sa> (the only
+ * SAN), digitalSignature, serverAuth+clientAuth, not a CA, validity
+ * [now - 5 min, now + ttl], random 128-bit serial, chain = leaf + the
+ * intermediate when the CA is one. The CSR's key is used, the CSR's subject
+ * and extensions are ignored: the CA decides the identity. */
+#ifndef RETE_CONTROL_CA_H
+#define RETE_CONTROL_CA_H
+
+#include "result.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rete_ca rete_ca;
+
+/* Create a new root (ECDSA P-256, 10 years, CN "<td> root") and write
+ * dir/root.pem, dir/root-key.pem (0600) and dir/bundle.pem. */
+RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_t errlen);
+
+/* Load the CA from dir (root.pem + root-key.pem, or an operator's
+ * cert.pem + key.pem [+ chain.pem] when present), and the bundle. */
+rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen);
+void rete_ca_free(rete_ca *ca);
+
+/* Sign: csr_pem's public key, for spiffe_id, valid ttl_seconds. Returns the
+ * PEM chain (leaf first; malloc'ed) or NULL with err. The CSR signature is
+ * verified; only EC P-256 and RSA >= 2048 keys are accepted. */
+char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
+                       uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen);
+
+/* The trust bundle (PEM, every root in force) and the CA cert's expiry. */
+const char *rete_ca_bundle_pem(const rete_ca *ca);
+int64_t rete_ca_not_after(const rete_ca *ca);
+
+/* Rotation: add a new root to the bundle (kept beside the old), switch
+ * signing to it, and later drop the old one. */
+RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen);
+RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen);
+
+/* Helpers for the proxy side and tests: a fresh P-256 key (PEM, 0600 when
+ * written) and a CSR for a SPIFFE ID. */
+char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,88 @@
+/* The control plane's store: resources, tokens and the revision counter,
+ * behind one small interface (a vtable) so that the embedded SQLite backend
+ * and, later, an etcd backend are interchangeable. Synchronous: reted calls
+ * it on its loop thread; SQLite on local disk answers in microseconds.
+ *
+ * Resources are JSON text keyed by (kind, namespace, name). Every change
+ * takes the next value of one global revision counter; a resource's
+ * resource_version is the revision of its last change. */
+#ifndef RETE_CONTROL_STORE_H
+#define RETE_CONTROL_STORE_H
+
+#include "result.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rete_store rete_store;
+
+typedef struct rete_store_resource {
+    const char *kind;        /* canonical kind: "Service", "HTTPRoute", ... */
+    const char *ns;
+    const char *name;
+    const char *json;        /* the whole resource as JSON text */
+    uint64_t resource_version;
+    uint64_t create_revision;
+    int64_t created_unix;    /* creation time, seconds */
+} rete_store_resource;
+
+/* One write of a transaction. json == NULL deletes. expected_version: 0 =
+ * unconditional, else the write fails with RETE_ECONFLICT unless the
+ * resource's current resource_version equals it (for a create: the resource
+ * must not exist when expected_version is given as UINT64_MAX). */
+typedef struct rete_store_write {
+    const char *kind;
+    const char *ns;
+    const char *name;
+    const char *json;
+    uint64_t expected_version;
+    /* out */
+    uint64_t new_version;    /* the revision the write got (0 if unchanged) */
+    bool created;
+    bool unchanged;          /* same JSON as stored: no new revision */
+} rete_store_write;
+
+enum { RETE_ECONFLICT = -20 };
+
+typedef bool (*rete_store_each_fn)(const rete_store_resource *r, void *arg); /* false stops */
+
+typedef struct rete_store_token {
+    char id[33];             /* public half, hex */
+    char ns[254];
+    char sa[254];
+    int64_t expires_unix;
+    int32_t uses_left;       /* -1 = unlimited */
+} rete_store_token;
+
+typedef struct rete_store_ops {
+    const char *name;
+    /* Apply every write or none. Returns RETE_OK, RETE_ECONFLICT (writes[i]
+     * that conflicted in *failed_index), or RETE_EIO. */
+    rete_rc (*apply)(rete_store *s, rete_store_write *writes, size_t n, size_t *failed_index);
+    /* Get one; RETE_ENOTFOUND when absent. The resource's strings stay
+     * valid until the next call on the store. */
+    rete_rc (*get)(rete_store *s, const char *kind, const char *ns, const char *name,
+                   rete_store_resource *out);
+    /* Every resource of a kind (kind NULL: all kinds), in one namespace
+     * (ns NULL: all), ordered by kind, namespace, name. */
+    rete_rc (*list)(rete_store *s, const char *kind, const char *ns, rete_store_each_fn fn, void *arg);
+    uint64_t (*revision)(rete_store *s);
+    /* Join tokens: the secret is stored hashed (SHA-256), never in clear. */
+    rete_rc (*token_put)(rete_store *s, const rete_store_token *t, const uint8_t secret_hash[32]);
+    /* Find the token by id, check the hash in constant time, expiry and uses;
+     * on success consume one use (atomically) and fill *out. RETE_ENOTFOUND
+     * (unknown or wrong secret), RETE_ELIMIT (expired or used up). */
+    rete_rc (*token_use)(rete_store *s, const char *id, const uint8_t secret_hash[32], int64_t now_unix,
+                         rete_store_token *out);
+    void (*close)(rete_store *s);
+} rete_store_ops;
+
+struct rete_store {
+    const rete_store_ops *ops;
+};
+
+/* The embedded backend: SQLite database at `path` (created 0600 if absent). */
+rete_store *rete_store_sqlite_open(const char *path, char *err, size_t errlen);
+
+#endif
