@@ -65,6 +65,30 @@ void rete_conn_closed(rete_conn *c)
     uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
 }
 
+/* ---- idle timeout ---- */
+
+static void idle_fired(uv_timer_t *t)
+{
+    rete_conn *c = t->data;
+    if (c->on_idle)
+        c->on_idle(c);
+}
+
+void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c))
+{
+    uint32_t ms = c->gen->cfg->proxy.limits.idle_timeout_ms;
+    if (!ms)
+        return;
+    c->on_idle = on_idle;
+    uv_timer_start(&c->timer, idle_fired, ms, 0);
+}
+
+void rete_conn_idle_stop(rete_conn *c)
+{
+    c->on_idle = NULL;
+    uv_timer_stop(&c->timer);
+}
+
 /* ---- lingering close ---- */
 
 static void linger_on_data(rete_io *io, const char *d, size_t n)

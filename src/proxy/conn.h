@@ -24,12 +24,20 @@ typedef struct rete_conn {
     char peer_id[160];               /* mesh: the verified SPIFFE ID */
     char peer_addr[64];
     const rete_route_table *fixed;   /* explicit upstream listener: its service port */
+    void (*on_idle)(struct rete_conn *c);
+    void *codec;                     /* the codec's state, for on_idle */
 } rete_conn;
 
 void rete_conn_accept(rete_listener *l);
 /* Half-close, discard input until the peer closes or a short linger
  * timer fires, then close: an error answer is not lost to a reset. */
 void rete_conn_linger(rete_conn *c);
+/* Idle timeout (limits.idleTimeout): the codec starts it when the
+ * connection has nothing in flight and stops it when work arrives; when it
+ * fires, on_idle runs (it closes the connection, gracefully if it can). */
+void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c));
+void rete_conn_idle_stop(rete_conn *c);
+
 /* The codec is done with the connection's memory. */
 void rete_conn_closed(rete_conn *c);
 

@@ -421,9 +421,17 @@ static void h1s_process(h1s *s, const char *data, size_t len)
 
 /* ---- io callbacks ---- */
 
+static void h1s_idle(rete_conn *c)
+{
+    h1s *s = c->codec;
+    if (s->state == H1S_HEAD && !s->ex && s->len == 0)
+        h1s_close(s);
+}
+
 static void h1s_on_data(rete_io *io, const char *data, size_t len)
 {
     h1s *s = io->owner;
+    rete_conn_idle_stop(s->conn);
     rete_count(&s->conn->worker->counters.bytes_in, len);
     h1s_process(s, data, len);
 }
@@ -518,6 +526,8 @@ static void h1s_response_done(h1s *s)
     }
     if (s->state != H1S_CLOSING && !s->paused_pipeline && !s->paused_body)
         rete_io_read_start(&s->conn->io);
+    if (s->state == H1S_HEAD && !s->ex && s->len == 0)
+        rete_conn_idle_start(s->conn, h1s_idle);
 }
 
 static void h1s_write_body(h1s *s)
@@ -699,7 +709,10 @@ void rete_h1_server_start(rete_conn *c, const char *data, size_t len)
     s->state = H1S_HEAD;
     c->io.cbs = &h1s_io_cbs;
     c->io.owner = s;
+    c->codec = s;
     rete_io_read_start(&c->io);
     if (len)
         h1s_process(s, data, len);
+    else
+        rete_conn_idle_start(c, h1s_idle);
 }

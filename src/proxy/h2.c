@@ -79,6 +79,14 @@ static h2s *h2s_new(rete_h2_conn *h2, rete_exchange *ex)
     return s;
 }
 
+static void h2_idle(rete_conn *c)
+{
+    /* No stream for a whole idle timeout: say goodbye (RFC 9113 §6.8). */
+    rete_h2_conn *h2 = c->codec;
+    nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
+    h2_flush(h2);
+}
+
 static void h2s_free(h2s *s)
 {
     rete_h2_conn *h2 = s->h2;
@@ -89,14 +97,17 @@ static void h2s_free(h2s *s)
     if (s->next)
         s->next->prev = s->prev;
     free(s);
+    if (h2->server && !h2->streams && !h2->dead)
+        rete_conn_idle_start(h2->conn, h2_idle);
 }
 
 /* ---- sending ---- */
 
 /* Frames are not written as soon as they are made: h2_flush queues the
  * connection and the worker writes every queued connection once per loop
- * iteration (after all I/O callbacks ran), so the frames of many streams
- * leave in one TLS record and one write(2). */
+ * iteration (a check handle after the I/O callbacks, a prepare handle
+ * before the loop blocks, for frames made by timers), so the frames of many
+ * streams leave in one TLS record and one write(2). */
 static void h2_flush(rete_h2_conn *h2)
 {
     if (h2->in_recv) {
@@ -373,6 +384,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     rete_conn *c = h2->conn;
+    rete_conn_idle_stop(c);
     rete_exchange *ex = rete_ex_new(h2->worker, &h2_ds_ops, NULL);
     h2s *s = h2s_new(h2, ex);
     s->id = frame->hd.stream_id;
@@ -750,6 +762,8 @@ void rete_h2_server_start(rete_conn *c, const char *data, size_t len)
     h2_send_settings(h2, c->gen->cfg->proxy.limits.max_streams);
     c->io.cbs = &h2_io_cbs;
     c->io.owner = h2;
+    c->codec = h2;
+    rete_conn_idle_start(c, h2_idle);
     rete_io_read_start(&c->io);
     if (len)
         h2_on_io_data(&c->io, data, len);

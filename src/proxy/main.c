@@ -234,7 +234,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s\n", msg);
                 return 1;
             }
+            char terr[512] = "";
+            rete_tls_set *tls = rete_tls_set_build(cfg, terr, sizeof(terr));
             rete_config_unref(cfg);
+            if (!tls) {
+                fprintf(stderr, "%s: %s\n", optarg, terr);
+                return 1;
+            }
+            rete_tls_set_unref(tls);
             printf("%s: valid\n", optarg);
             return 0;
         }

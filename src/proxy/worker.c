@@ -237,6 +237,11 @@ static void on_flush_check(uv_check_t *c)
     rete_h2_flush_all(c->data);
 }
 
+static void on_flush_prepare(uv_prepare_t *p)
+{
+    rete_h2_flush_all(p->data);
+}
+
 int rete_worker_start(rete_worker *w)
 {
     uv_loop_init(&w->loop);
@@ -248,6 +253,9 @@ int rete_worker_start(rete_worker *w)
     uv_check_init(&w->loop, &w->flush_check);
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, on_flush_check);
+    uv_prepare_init(&w->loop, &w->flush_prepare);
+    w->flush_prepare.data = w;
+    uv_prepare_start(&w->flush_prepare, on_flush_prepare);
     take_incoming(w);
     if (open_listeners(w) < 0)
         return -1;

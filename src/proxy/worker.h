@@ -97,7 +97,8 @@ typedef struct rete_worker {
     size_t n_listeners;
     rete_pool_entry *pools;
     struct rete_h2_conn *h2_dirty;  /* HTTP/2 connections with frames to write */
-    uv_check_t flush_check;
+    uv_check_t flush_check;         /* after I/O callbacks */
+    uv_prepare_t flush_prepare;     /* before blocking: work queued by timers and closes */
     uint64_t rng;
     bool draining;
     atomic_bool drain_requested;

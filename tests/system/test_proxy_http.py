@@ -225,3 +225,23 @@ def test_circuit_breaker_limits_requests_in_flight(tmp_path):
     assert all("circuit breaker open" in o for o in refused)
     m = curl(f"http://{env['admin']}/metrics").stdout.decode()
     assert f"rete_proxy_circuit_breaker_rejections_total {len(refused)}" in m
+
+
+def test_idle_keep_alive_connections_are_closed_after_idle_timeout(tmp_path):
+    from mesh import Mesh, fresh_host
+    m = Mesh(tmp_path)
+    host = fresh_host()
+    p = m.start_proxy("idle-0", "idle", host, extra_spec={"limits": {"idleTimeout": "1s"}})
+    for preface in (b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"):
+        s = socket.create_connection((host, 15001), timeout=10)
+        s.sendall(preface)
+        t = time.monotonic()
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        assert time.monotonic() - t >= 0.9  # closed by the idle timer, not at once
+    assert p.poll() is None
