@@ -320,7 +320,7 @@ void rete_conn_accept(rete_listener *l)
     rete_gen_hold(c->gen);
     uv_timer_init(&w->loop, &c->timer);
     c->timer.data = c;
-    if (rete_io_accept(&c->io, w, (uv_stream_t *)&l->tcp, &detect_cbs, c) < 0) {
+    if (rete_io_accept(&c->io, &w->iol, (uv_stream_t *)&l->tcp, &detect_cbs, c) < 0) {
         rete_io_close(&c->io);
         w->active_conns++;
         rete_count(&w->counters.conns_active[l->kind], 1);

@@ -448,7 +448,7 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
         c = rete_calloc(1, sizeof(*c));
         c->worker = w;
         c->pool = pool;
-        if (rete_io_connect(&c->io, w, ip, port, NULL, &h1c_io_cbs, c) < 0) {
+        if (rete_io_connect(&c->io, &w->iol, ip, port, NULL, &h1c_io_cbs, c) < 0) {
             free(c);
             rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
             return;

@@ -796,7 +796,7 @@ static rete_h2_conn *h2_client_get(rete_worker *w, const char *ip, uint16_t port
     }
     nghttp2_session_client_new2(&h2->session, h2_callbacks(), h2, h2_options());
     h2_send_settings(h2, 1024);
-    if (rete_io_connect(h2->io, w, ip, port, sess, &h2_io_cbs, h2) < 0) {
+    if (rete_io_connect(h2->io, &w->iol, ip, port, sess, &h2_io_cbs, h2) < 0) {
         if (sess)
             rete_tls_session_free(sess);
         nghttp2_session_del(h2->session);

@@ -57,7 +57,7 @@ static void tcp_pump(tcp_side *t)
             tcp_close(t);
             return;
         }
-        rete_count(&t->io->worker->counters.tcp_bytes_out, n);
+        rete_count(&ex->worker->counters.tcp_bytes_out, n);
         rete_ex_consume(ex, t->role, n);
         if (!t->ex)
             return;
@@ -79,7 +79,7 @@ static void tcp_on_data(rete_io *io, const char *data, size_t len)
     tcp_side *t = io->owner;
     if (!t->ex)
         return;
-    rete_count(&io->worker->counters.tcp_bytes_in, len);
+    rete_count(&t->ex->worker->counters.tcp_bytes_in, len);
     if (rete_ex_push(t->ex, t->role, data, len)) {
         t->paused = true;
         rete_io_read_stop(io);
@@ -269,7 +269,7 @@ void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
     ex->ops[RETE_UPSTREAM] = &tcp_us_ops;
     ex->side[RETE_UPSTREAM] = t;
     ex->attached[RETE_UPSTREAM] = true;
-    if (rete_io_connect(t->io, ex->worker, ip, port, NULL, &tcp_io_cbs, t) < 0) {
+    if (rete_io_connect(t->io, &ex->worker->iol, ip, port, NULL, &tcp_io_cbs, t) < 0) {
         t->ex = NULL;
         ex->attached[RETE_UPSTREAM] = false;
         free(t);

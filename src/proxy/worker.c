@@ -245,6 +245,7 @@ static void on_flush_prepare(uv_prepare_t *p)
 int rete_worker_start(rete_worker *w)
 {
     uv_loop_init(&w->loop);
+    w->iol.loop = &w->loop;
     w->rng = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)w->id << 32) ^ uv_hrtime();
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;

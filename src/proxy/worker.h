@@ -10,6 +10,7 @@
 #define RETE_PROXY_WORKER_H
 
 #include "config-t.h"
+#include "io.h"
 #include "tls.h"
 #include "view.h"
 
@@ -23,7 +24,6 @@ struct rete_proxy;
 struct rete_h2_conn;
 struct rete_h1_client;
 
-#define RETE_READ_BUF 65536
 
 /* The TLS contexts of one snapshot, shared read-only by all workers. */
 typedef struct rete_tls_set {
@@ -108,9 +108,7 @@ typedef struct rete_worker {
     unsigned active_exchanges;
     rete_counters counters;
     rete_header h1_fields[128];     /* parser scratch: heads are copied into exchanges */
-    char readbuf[RETE_READ_BUF];
-    char tlsbuf[RETE_READ_BUF];     /* decrypted input being handed up */
-    char tlsout[RETE_READ_BUF];     /* ciphertext on its way to a socket */
+    rete_io_loop iol;               /* this loop's read and TLS buffers */
 } rete_worker;
 
 static inline uint64_t rete_worker_rand(rete_worker *w)

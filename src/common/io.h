@@ -9,8 +9,8 @@
  *
  * Lifetime: rete_io_close() starts closing; on_close is the last callback,
  * after which the owner may free the memory holding the rete_io. */
-#ifndef RETE_PROXY_IO_H
-#define RETE_PROXY_IO_H
+#ifndef RETE_IO_H
+#define RETE_IO_H
 
 #include "result.h"
 #include "tls.h"
@@ -20,7 +20,17 @@
 #include <uv.h>
 
 typedef struct rete_io rete_io;
-struct rete_worker;
+
+#define RETE_IO_BUF 65536
+
+/* What every io on one loop shares: the loop and its scratch buffers
+ * (one per thread: the proxy's workers each have one, reted has one). */
+typedef struct rete_io_loop {
+    uv_loop_t *loop;
+    char readbuf[RETE_IO_BUF];  /* socket reads land here */
+    char tlsbuf[RETE_IO_BUF];   /* decrypted input being handed up */
+    char tlsout[RETE_IO_BUF];   /* ciphertext on its way to a socket */
+} rete_io_loop;
 
 typedef struct rete_io_cbs {
     /* Plaintext received. */
@@ -43,7 +53,7 @@ struct rete_io {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     uv_shutdown_t shutdown_req;
-    struct rete_worker *worker;
+    rete_io_loop *iol;
     const rete_io_cbs *cbs;
     void *owner;
     rete_tls_session *tls;
@@ -58,10 +68,10 @@ struct rete_io {
 };
 
 /* Server side: accept from `server` onto io. */
-RETE_MUST_CHECK rete_rc rete_io_accept(rete_io *io, struct rete_worker *w, uv_stream_t *server,
+RETE_MUST_CHECK rete_rc rete_io_accept(rete_io *io, rete_io_loop *iol, uv_stream_t *server,
                                        const rete_io_cbs *cbs, void *owner);
 /* Client side: connect to ip:port; with `tls`, handshake after connect. */
-RETE_MUST_CHECK rete_rc rete_io_connect(rete_io *io, struct rete_worker *w, const char *ip,
+RETE_MUST_CHECK rete_rc rete_io_connect(rete_io *io, rete_io_loop *iol, const char *ip,
                                         uint16_t port, rete_tls_session *tls,
                                         const rete_io_cbs *cbs, void *owner);
 /* Turn an accepted plaintext io into a TLS server; `initial` holds bytes

@@ -1,7 +1,6 @@
 #include "io.h"
 #include "alloc.h"
 #include "log.h"
-#include "worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +25,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     rete_io *io = h->data;
-    /* One read buffer per worker: data is handed up synchronously and copied
+    /* One read buffer per loop: data is handed up synchronously and copied
      * by whoever keeps it, so idle connections hold no read buffer at all. */
-    buf->base = io->worker->readbuf;
-    buf->len = sizeof(io->worker->readbuf);
+    buf->base = io->iol->readbuf;
+    buf->len = sizeof(io->iol->readbuf);
 }
 
 static void on_write_done(uv_write_t *req, int status)
@@ -101,10 +100,10 @@ static rete_rc io_flush_tls(rete_io *io)
 {
     while (rete_tls_pending_out(io->tls) > 0) {
         /* Not tlsbuf: that one may hold the plaintext being handed up. */
-        size_t n = rete_tls_take_out(io->tls, io->worker->tlsout, sizeof(io->worker->tlsout));
+        size_t n = rete_tls_take_out(io->tls, io->iol->tlsout, sizeof(io->iol->tlsout));
         if (n == 0)
             break;
-        uv_buf_t b = uv_buf_init(io->worker->tlsout, (unsigned)n);
+        uv_buf_t b = uv_buf_init(io->iol->tlsout, (unsigned)n);
         RETE_GUARD(io_write_raw(io, &b, 1));
     }
     return RETE_OK;
@@ -138,7 +137,7 @@ static void io_tls_input(rete_io *io, const char *data, size_t len)
      * ciphertext we are consuming. */
     for (;;) {
         size_t n = 0;
-        rete_rc rc = rete_tls_read(io->tls, io->worker->tlsbuf, sizeof(io->worker->tlsbuf), &n);
+        rete_rc rc = rete_tls_read(io->tls, io->iol->tlsbuf, sizeof(io->iol->tlsbuf), &n);
         if (rc == RETE_EAGAIN || (rc == RETE_OK && n == 0))
             break;
         if (rc < 0) {
@@ -146,7 +145,7 @@ static void io_tls_input(rete_io *io, const char *data, size_t len)
                                                          : "tls read failed");
             return;
         }
-        io->cbs->on_data(io, io->worker->tlsbuf, n);
+        io->cbs->on_data(io, io->iol->tlsbuf, n);
         if (io->closing || !io->reading)
             break;
     }
@@ -182,21 +181,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         io->cbs->on_data(io, buf->base, (size_t)nread);
 }
 
-static void io_init(rete_io *io, rete_worker *w, const rete_io_cbs *cbs, void *owner)
+static void io_init(rete_io *io, rete_io_loop *iol, const rete_io_cbs *cbs, void *owner)
 {
     memset(io, 0, sizeof(*io));
-    io->worker = w;
+    io->iol = iol;
     io->cbs = cbs;
     io->owner = owner;
     io->low_water = 16384;
-    uv_tcp_init(&w->loop, &io->tcp);
+    uv_tcp_init(iol->loop, &io->tcp);
     io->tcp.data = io;
 }
 
-rete_rc rete_io_accept(rete_io *io, rete_worker *w, uv_stream_t *server, const rete_io_cbs *cbs,
+rete_rc rete_io_accept(rete_io *io, rete_io_loop *iol, uv_stream_t *server, const rete_io_cbs *cbs,
                        void *owner)
 {
-    io_init(io, w, cbs, owner);
+    io_init(io, iol, cbs, owner);
     if (uv_accept(server, (uv_stream_t *)&io->tcp) < 0)
         return RETE_EIO;
     uv_tcp_nodelay(&io->tcp, 1);
@@ -240,14 +239,14 @@ static void on_connect_failed_closed(uv_handle_t *h)
     io->cbs->on_close(io);
 }
 
-rete_rc rete_io_connect(rete_io *io, rete_worker *w, const char *ip, uint16_t port,
+rete_rc rete_io_connect(rete_io *io, rete_io_loop *iol, const char *ip, uint16_t port,
                         rete_tls_session *tls, const rete_io_cbs *cbs, void *owner)
 {
     struct sockaddr_storage ss;
     if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss) != 0)
         return RETE_EINVAL; /* nothing initialised: the caller frees */
-    io_init(io, w, cbs, owner);
+    io_init(io, iol, cbs, owner);
     io->tls = tls;
     if (uv_tcp_connect(&io->connect_req, &io->tcp, (struct sockaddr *)&ss, on_connect) < 0) {
         io->closing = true;
