@@ -454,6 +454,8 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, co
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     if (server)
         SSL_CTX_set_num_tickets(c, 0);
+    if (!cert_file) /* a client that presents no certificate (bootstrap) */
+        return c;
     if (SSL_CTX_use_certificate_chain_file(c, cert_file) != 1) {
         fmt_err(err, errlen, "certificate file %s: %s", cert_file,
                 ossl_reason("cannot load PEM certificate chain"));
@@ -539,6 +541,42 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
     SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_alpn_select_cb(c, app_alpn_cb, NULL);
     return ctx_wrap(c, TLS_APP_SERVER);
+}
+
+/* The control plane's listener and its clients (docs/control-plane.md):
+ * TLS 1.3, HTTP/1.1 inside; the server verifies a client certificate when
+ * one is presented (renewals, config streams) and accepts none (first
+ * issuance with a join token): what a request may do is decided per
+ * request from rete_tls_peer_spiffe_id. */
+static rete_tls_ctx *cp_ctx(bool server, const char *cert_file, const char *key_file,
+                            const char *ca_file, char *err, size_t errlen)
+{
+    fmt_err(err, errlen, "%s", "");
+    SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err, errlen);
+    if (!c)
+        return NULL;
+    if (SSL_CTX_load_verify_file(c, ca_file) != 1) {
+        fmt_err(err, errlen, "CA bundle %s: %s", ca_file,
+                ossl_reason("cannot load PEM certificates"));
+        ERR_clear_error();
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, mesh_verify_cb);
+    SSL_CTX_set_verify_depth(c, 4);
+    return ctx_wrap(c, server ? TLS_MESH_SERVER : TLS_MESH_CLIENT);
+}
+
+rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file,
+                                     const char *ca_file, char *err, size_t errlen)
+{
+    return cp_ctx(true, cert_file, key_file, ca_file, err, errlen);
+}
+
+rete_tls_ctx *rete_tls_cp_client_ctx(const char *cert_file, const char *key_file,
+                                     const char *ca_file, char *err, size_t errlen)
+{
+    return cp_ctx(false, cert_file, key_file, ca_file, err, errlen);
 }
 
 rete_tls_ctx *rete_tls_ctx_ref(rete_tls_ctx *ctx)
