@@ -214,6 +214,12 @@ def test_sigterm_drains_in_flight_then_exits_zero(tmp_path):
     client = env["mesh"].start_proxy("client-0", "client", env["client_host"], extra_spec=DRAIN)
     env["client"] = client
 
+    # an idle keep-alive connection stays open through the drain: it must
+    # not hold the drain up, and is closed (and freed) at exit
+    idle = http.client.HTTPConnection(*_addr(env["outbound"]), timeout=30)
+    idle.request("GET", "/idle", headers={"Host": "echo"})
+    assert idle.getresponse().read()
+
     slow = start_in_flight(env)
     client.send_signal(signal.SIGTERM)
 
@@ -242,8 +248,12 @@ def test_sigterm_drains_in_flight_then_exits_zero(tmp_path):
     result = slow.join()
     assert not isinstance(result, Exception), repr(result)
     assert result[0] == 200
-    assert client.wait(timeout=30) == 0
+    assert client.wait(timeout=30) == 0, read_log(client)
     assert "draining" in read_log(client)
+    idle.close()
+    # the server sidecar, with its mesh connection and its pooled HTTP/1.1
+    # connection to the app, shuts down cleanly too
+    assert stop_process(env["server"], timeout=30) == 0, read_log(env["server"])
 
 
 # ---- run -- CMD ----
