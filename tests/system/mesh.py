@@ -76,29 +76,31 @@ class Mesh:
             f.write("\n")
         return path
 
-    def start_proxy(self, name, sa, address, *args, **kw):
+    def start_proxy(self, name, sa, address, *args, persistent=False, **kw):
         path = self.write_config(name, sa, address, **kw)
         proc = start_process([build_path("rete-proxy"), "--config", path, *args], r"ready:",
-                             timeout=15)
+                             timeout=15, persistent=persistent)
         proc.config_path = path
         proc.address = address
         self.proxies[name] = proc
         return proc
 
 
-def echo_mesh(tmp_path, echo_protocol="HTTP", echo_args=(), client_args=()):
+def echo_mesh(tmp_path, echo_protocol="HTTP", echo_args=(), client_args=(), persistent=False):
     """The smallest useful mesh: an echo app with its sidecar, and a client
     sidecar that reaches it by service name. Returns a dict with the client
-    proxy's outbound address ("ip:15001"), the echo address and the Mesh."""
+    proxy's outbound address ("ip:15001"), the echo address and the Mesh.
+    `persistent` processes outlive the test (for module-scoped fixtures)."""
     m = Mesh(tmp_path)
     client_host, echo_host = fresh_host(), fresh_host()
-    echo_proc, echo_addr = start_echo(*echo_args, name="echo", host=echo_host)
+    echo_proc, echo_addr = start_echo(*echo_args, name="echo", host=echo_host, persistent=persistent)
     echo_port = int(echo_addr.rsplit(":", 1)[1])
     m.add(service("echo", m.ns, [(80, echo_protocol, echo_port)]),
           workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
           workload("client-0", m.ns, client_host, "client", {"app": "client"}))
-    server = m.start_proxy("echo-0", "echo", echo_host, *client_args, inbound=[(echo_port, echo_protocol)])
-    client = m.start_proxy("client-0", "client", client_host, *client_args)
+    server = m.start_proxy("echo-0", "echo", echo_host, *client_args, inbound=[(echo_port, echo_protocol)],
+                           persistent=persistent)
+    client = m.start_proxy("client-0", "client", client_host, *client_args, persistent=persistent)
     return {"mesh": m, "outbound": f"{client_host}:15001", "client_host": client_host,
             "echo_host": echo_host, "echo_addr": echo_addr, "echo_port": echo_port,
             "client": client, "server": server, "echo": echo_proc,
