@@ -15,7 +15,7 @@ import pytest
 grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed (make deps)")
 
 from helpers import free_port  # noqa: E402
-from mesh import Mesh, fresh_host, service, workload  # noqa: E402
+from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload  # noqa: E402
 
 SERVICE = "greeter.Greeter"
 SVC_PORT = 50051
@@ -100,6 +100,7 @@ def grpc_mesh(tmp_path):
         m.start_proxy("greeter-0", "greeter", server_host, inbound=[(app_port, "GRPC")])
         m.start_proxy("client-0", "client", client_host, upstreams=[(upstream, "greeter", SVC_PORT)])
         yield {"mesh": m, "client_host": client_host, "upstream": upstream, "server": server}
+        stop_and_check_proxies(m)
     finally:
         server.stop(0)
 

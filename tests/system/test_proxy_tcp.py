@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers import free_port, start_process
-from mesh import Mesh, fresh_host, service, workload
+from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -37,8 +37,9 @@ def tcp_mesh(tmp_path):
     server = m.start_proxy("redis-0", "redis", server_host, inbound=[(app_port, "TCP")])
     client = m.start_proxy("client-0", "client", client_host,
                            upstreams=[(f"{client_host}:{up_port}", "redis", SVC_PORT)])
-    return {"host": client_host, "port": up_port, "server_host": server_host, "app_port": app_port,
+    yield {"host": client_host, "port": up_port, "server_host": server_host, "app_port": app_port,
             "client": client, "server": server, "redis": redis}
+    stop_and_check_proxies(m)
 
 
 def cli(env, *args, stdin=None):

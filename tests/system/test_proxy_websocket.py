@@ -15,7 +15,7 @@ import pytest
 websockets = pytest.importorskip("websockets", reason="python3-websockets is not installed (make deps)")
 
 from helpers import free_port  # noqa: E402
-from mesh import Mesh, fresh_host, service, workload  # noqa: E402
+from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload  # noqa: E402
 
 BIG = 1024 * 1024
 T = 30  # generous on a loaded 2-core machine
@@ -69,6 +69,7 @@ def ws_mesh(tmp_path):
         client = m.start_proxy("client-0", "client", client_host,
                                upstreams=[(f"{client_host}:{up_port}", "ws", 80)])
         yield {"client_host": client_host, "up_port": up_port, "client": client, "server": server}
+        stop_and_check_proxies(m)
     finally:
         srv.close()
 
