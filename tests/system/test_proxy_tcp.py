@@ -150,3 +150,17 @@ def test_outbound_silent_client_without_original_destination_is_closed(tcp_mesh)
     finally:
         s.close()
     assert data == b""
+
+
+def test_http_connect_from_the_app_to_a_tcp_service(tcp_mesh):
+    """An app that speaks HTTP CONNECT to the outbound listener gets the
+    proxy's 200 and then a raw tunnel to the service."""
+    s = socket.create_connection((tcp_mesh["host"], 15001), timeout=T)
+    s.sendall(b"CONNECT redis.test:6379 HTTP/1.1\r\nHost: redis.test:6379\r\n\r\n")
+    head = recv_until(s, lambda d: b"\r\n\r\n" in d)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    rest = head.split(b"\r\n\r\n", 1)[1]
+    s.sendall(b"PING\r\n")
+    got = rest + recv_until(s, lambda d: (rest + d).endswith(b"\r\n"))
+    s.close()
+    assert got == b"+PONG\r\n"
