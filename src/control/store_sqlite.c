@@ -316,7 +316,7 @@ static rete_rc sq_apply(rete_store *s, rete_store_write *writes, size_t n, size_
         return RETE_EINVAL;
     RETE_GUARD(sq_exec(sq, ST_BEGIN, "begin"));
 
-    uint64_t rev;
+    uint64_t rev = 0;
     rete_rc rc = rev_read(sq, &rev);
     uint64_t start = rev;
     int64_t now = (int64_t)time(NULL);

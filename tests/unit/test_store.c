@@ -555,7 +555,7 @@ static void test_bad_files(void **state)
 
     /* Not a database at all. */
     snprintf(p, sizeof p, "%s/garbage.db", f->dir);
-    char junk[8192];
+    static char junk[4096 * 4];
     for (size_t i = 0; i < sizeof junk; i++)
         junk[i] = (char)(i * 31 + 7);
     write_file(p, junk, sizeof junk);
@@ -584,7 +584,7 @@ static void test_bad_files(void **state)
     FILE *fp = fopen(f->path, "r+b");
     assert_non_null(fp);
     assert_int_equal(fseek(fp, 4096 * 3, SEEK_SET), 0);
-    assert_int_equal(fwrite(junk, 1, 4096 * 4, fp), 4096 * 4);
+    assert_int_equal(fwrite(junk, 1, sizeof junk, fp), sizeof junk);
     assert_int_equal(fclose(fp), 0);
     err[0] = '\0';
     assert_null(rete_store_sqlite_open(f->path, err, sizeof err));
