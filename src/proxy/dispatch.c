@@ -222,7 +222,7 @@ static void dispatch_outbound(rete_exchange *ex)
                 local_text(ex, 500, "redirect could not be built");
                 return;
             }
-            rete_ex_local_response(ex, status, NULL, NULL, 0);
+            rete_ex_local_redirect(ex, status, rete_view_make(loc, (size_t)n));
             return;
         }
         case RETE_FILTER_URL_REWRITE: {
