@@ -247,7 +247,11 @@ static void dispatch_outbound(rete_exchange *ex)
         local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
         return;
     }
+    /* Without retries the one try is the whole request: the shorter of
+     * timeouts.request and timeouts.backendRequest bounds it. */
     uint32_t timeout = rule->timeout_ms;
+    if (rule->backend_timeout_ms && (!timeout || rule->backend_timeout_ms < timeout))
+        timeout = rule->backend_timeout_ms;
     if (timeout && !ex->tunnel) {
         ex->timer_active = true;
         uv_timer_start(&ex->timer, on_route_timeout, timeout, 0);
