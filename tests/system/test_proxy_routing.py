@@ -520,6 +520,18 @@ def test_consistent_hash_on_cookie(mesh, algo):
     _hash_sticky(mesh, c, lambda k: {"headers": {"cookie": f"a=1; session=s{k}; b=2"}})
 
 
+@pytest.mark.xfail(strict=True, reason="httpCookie.ttl is parsed but no cookie is generated yet")
+def test_consistent_hash_cookie_with_ttl_is_generated_when_absent(mesh):
+    """Istio/Envoy: with httpCookie.ttl set, a request without the cookie
+    gets one in Set-Cookie, and sending it back keeps the instance."""
+    dr = destination_rule("web", NS, "web", loadBalancer={"consistentHash": {
+        "httpCookie": {"name": "session", "ttl": "60s"}}})
+    host = mesh.client(dr)
+    status, h = curl_head(host, "/")
+    assert status == 200
+    assert any(v.startswith("session=") for v in h["set-cookie"]), dict(h)
+
+
 @pytest.mark.parametrize("algo", [{}, {"maglev": {}}], ids=["ring", "maglev"])
 def test_consistent_hash_on_source_ip(mesh, algo):
     dr = destination_rule("web", NS, "web", loadBalancer={"consistentHash": {"useSourceIp": True, **algo}})
@@ -547,22 +559,17 @@ def _weighted_service(mesh):
             workload("wt-light", NS, mesh.host["web-v2-0"], "web", {"app": "wt"}, weight=1)]
 
 
-@pytest.mark.parametrize("lb", [{"simple": "ROUND_ROBIN"}, {"simple": "RANDOM"}, None],
-                         ids=["round-robin", "random", "default"])
+# Not the default peak EWMA: there latency decides, and one slow answer
+# (a scheduling hiccup on a loaded machine) outweighs a 3:1 weight for
+# seconds; with equal latencies it sends ~95% to the heavier endpoint, since
+# candidates are drawn by weight *and* costs are divided by weight.
+@pytest.mark.parametrize("lb", ["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"])
 def test_endpoint_weights(mesh, lb):
-    docs = _weighted_service(mesh)
-    if lb:
-        docs.append(destination_rule("wt", NS, "wt", loadBalancer=lb))
+    docs = _weighted_service(mesh) + [destination_rule("wt", NS, "wt", loadBalancer={"simple": lb})]
     c = Client(mesh.client(*docs))
     counts = count_by(c, 400, "version", host="wt")
     heavy = counts["v1"] / 400
-    if lb:
-        assert 0.6 <= heavy <= 0.9, counts
-    else:
-        # Peak EWMA draws its two candidates by weight *and* divides their
-        # cost by weight, so with equal latencies the heavier endpoint wins
-        # nearly every comparison (about 95% here, not 75%): only "more" holds.
-        assert heavy >= 0.6, counts
+    assert 0.6 <= heavy <= 0.9, counts
 
 
 def test_peak_ewma_avoids_a_slow_instance(mesh):
