@@ -234,7 +234,7 @@ static void dispatch_outbound(rete_exchange *ex)
                 local_text(ex, 500, "redirect could not be built");
                 return;
             }
-            rete_ex_local_response(ex, status, NULL, NULL, 0);
+            rete_ex_local_redirect(ex, status, rete_view_make(loc, (size_t)n));
             return;
         }
         case RETE_FILTER_URL_REWRITE: {
@@ -259,7 +259,11 @@ static void dispatch_outbound(rete_exchange *ex)
         local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
         return;
     }
+    /* Without retries the one try is the whole request: the shorter of
+     * timeouts.request and timeouts.backendRequest bounds it. */
     uint32_t timeout = rule->timeout_ms;
+    if (rule->backend_timeout_ms && (!timeout || rule->backend_timeout_ms < timeout))
+        timeout = rule->backend_timeout_ms;
     if (timeout && !ex->tunnel) {
         ex->timer_active = true;
         uv_timer_start(&ex->timer, on_route_timeout, timeout, 0);

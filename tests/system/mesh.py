@@ -87,6 +87,38 @@ class Mesh:
         return proc
 
 
+def _ref(name, ns=None, port=None, weight=None, kind="Service"):
+    d = {"kind": kind, "name": name}
+    if ns:
+        d["namespace"] = ns
+    if port is not None:
+        d["port"] = port
+    if weight is not None:
+        d["weight"] = weight
+    return d
+
+
+def backend(name, port=80, weight=None, ns=None):
+    """A backendRef to Service `name` (port 80 unless told)."""
+    return _ref(name, ns, port, weight)
+
+
+def http_route(name, ns, parent, rules, kind="HTTPRoute", parent_port=None):
+    """A Gateway API route (HTTPRoute, GRPCRoute or TCPRoute) attached to
+    Service `parent` (GAMMA); `rules` are Gateway API rule objects."""
+    api = "gateway.networking.k8s.io/v1alpha2" if kind == "TCPRoute" else "gateway.networking.k8s.io/v1"
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": ns},
+            "spec": {"parentRefs": [_ref(parent, port=parent_port)], "rules": rules}}
+
+
+def destination_rule(name, ns, host, **traffic_policy):
+    """An Istio DestinationRule for Service `host`: keyword arguments are
+    trafficPolicy fields (loadBalancer=..., outlierDetection=...)."""
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"host": host, "trafficPolicy": traffic_policy}}
+
+
 def echo_mesh(tmp_path, echo_protocol="HTTP", echo_args=(), client_args=(), persistent=False):
     """The smallest useful mesh: an echo app with its sidecar, and a client
     sidecar that reaches it by service name. Returns a dict with the client
