@@ -25,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum tls_kind { TLS_MESH_SERVER, TLS_MESH_CLIENT, TLS_APP_SERVER };
+/* CP_*: the control plane's contexts: no ALPN, and the server does not
+ * require a client certificate. */
+enum tls_kind { TLS_MESH_SERVER, TLS_MESH_CLIENT, TLS_APP_SERVER, TLS_CP_SERVER, TLS_CP_CLIENT };
 
 struct rete_tls_ctx {
     SSL_CTX *ssl;
@@ -564,7 +566,7 @@ static rete_tls_ctx *cp_ctx(bool server, const char *cert_file, const char *key_
     }
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, mesh_verify_cb);
     SSL_CTX_set_verify_depth(c, 4);
-    return ctx_wrap(c, server ? TLS_MESH_SERVER : TLS_MESH_CLIENT);
+    return ctx_wrap(c, server ? TLS_CP_SERVER : TLS_CP_CLIENT);
 }
 
 rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file,
@@ -619,7 +621,7 @@ fail:
 
 rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx)
 {
-    if (!ctx || ctx->kind == TLS_MESH_CLIENT)
+    if (!ctx || ctx->kind == TLS_MESH_CLIENT || ctx->kind == TLS_CP_CLIENT)
         return NULL;
     rete_tls_session *s = session_new(ctx);
     if (s)
@@ -630,7 +632,7 @@ rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx)
 rete_tls_session *rete_tls_session_new_client(rete_tls_ctx *ctx, const char *expected_spiffe_id,
                                               const char *sni)
 {
-    if (!ctx || ctx->kind != TLS_MESH_CLIENT)
+    if (!ctx || (ctx->kind != TLS_MESH_CLIENT && ctx->kind != TLS_CP_CLIENT))
         return NULL;
     if (expected_spiffe_id && !rete_spiffe_id_valid(expected_spiffe_id, strlen(expected_spiffe_id)))
         return NULL;
@@ -681,7 +683,13 @@ rete_rc rete_tls_handshake(rete_tls_session *s)
     if (ret != 1)
         return session_fail(s, ret, "TLS handshake");
     /* Belt and braces: the verify callback already ran for mesh sessions. */
-    if (s->ctx->kind != TLS_APP_SERVER) {
+    if (s->ctx->kind == TLS_CP_CLIENT &&
+        (SSL_get_verify_result(s->ssl) != X509_V_OK || !s->peer_id)) {
+        session_set_err(s, "TLS handshake: control plane not verified");
+        s->failed = true;
+        return RETE_EIO;
+    }
+    if (s->ctx->kind == TLS_MESH_SERVER || s->ctx->kind == TLS_MESH_CLIENT) {
         if (SSL_get_verify_result(s->ssl) != X509_V_OK || !s->peer_id) {
             session_set_err(s, "TLS handshake: peer not verified");
             s->failed = true;

@@ -63,8 +63,7 @@ bool rete_ca_rotating(const rete_ca *ca);
 RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen);
 RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen);
 
-/* Helpers for the proxy side and tests: a fresh P-256 key (PEM, 0600 when
- * written) and a CSR for a SPIFFE ID. */
-char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t errlen);
+/* rete_csr_new (a key and a CSR for a SPIFFE ID) lives in src/common/csr.h. */
+#include "csr.h"
 
 #endif

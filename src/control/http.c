@@ -226,6 +226,8 @@ rete_http_stream *rete_http_stream_start(rete_http_req *req, const char *content
     c->consumed = 0;
     c->state = HC_STREAM;
     rete_io_read_start(&c->io);
+    /* A client may send its first lines right behind the request head. */
+    stream_lines(c);
     return &c->stream;
 }
 
