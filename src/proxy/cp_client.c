@@ -63,6 +63,7 @@ static struct {
 
 static void stream_connect(void);
 static void schedule_retry(void);
+static void on_renew(uv_timer_t *t);
 
 bool rete_cp_connected(void)
 {
@@ -402,7 +403,7 @@ static void schedule_renewal(void)
         life = 2;
     int64_t at = now + life / 2 + (int64_t)((double)life * 0.1 * ((double)rand() / RAND_MAX - 0.5));
     uint64_t ms = at > now ? (uint64_t)(at - now) * 1000 : 1000;
-    uv_timer_start(&cp.renew_timer, (uv_timer_cb)NULL ? NULL : cp.renew_timer.timer_cb, ms, 0);
+    uv_timer_start(&cp.renew_timer, on_renew, ms, 0);
 }
 
 static void request_certificate(bool renewal)
@@ -614,7 +615,6 @@ int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
     }
     uv_timer_init(p->loop, &cp.retry_timer);
     uv_timer_init(p->loop, &cp.renew_timer);
-    cp.renew_timer.timer_cb = on_renew;
     uv_timer_init(p->loop, &cp.ping_timer);
     uv_timer_start(&cp.ping_timer, on_ping, 15000, 15000);
     bool have_cert = load_cert_times() && cp.cert_not_after > (int64_t)time(NULL) + 5;
