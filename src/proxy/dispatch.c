@@ -345,6 +345,9 @@ static void dispatch_inbound(rete_exchange *ex)
         return;
     }
     ex->target_port = port;
+    /* Only this proxy vouches for a caller: whatever the client claimed is
+     * dropped (Envoy's SANITIZE_SET), on plaintext and on tunnels alike. */
+    rete_msg_remove(&ex->req, RETE_VIEW_LIT("x-forwarded-client-cert"));
     if (ex->peer_id[0] && !ex->tunnel) {
         /* Tell the app who called, as Envoy's XFCC does. */
         char xfcc[400];
