@@ -208,7 +208,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
         rete_count(&c->worker->counters.mesh_refused, 1);
         rete_info("%s: TLS handshake with %s refused: %s", c->listener->name, c->peer_addr,
                   why && *why ? why : "handshake failed");
-        rete_io_close(io);
+        rete_conn_linger(c); /* let the alert out before the close (no RST over it) */
         return;
     }
     if (c->listener->kind == RETE_L_MESH) {
@@ -218,7 +218,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
             rete_count(&c->worker->counters.mesh_refused, 1);
             rete_info("mesh: refused %s: no usable SPIFFE ID", c->peer_addr);
             c->peer_id[0] = '\0';
-            rete_io_close(io);
+            rete_conn_linger(c);
             return;
         }
         if (!rete_authz_admit_peer(cfg, c->peer_id, &policy)) {
@@ -230,7 +230,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
             else
                 rete_info("mesh: refused %s: identity %s is outside trust domain %s", c->peer_addr,
                           c->peer_id, cfg->proxy.trust_domain);
-            rete_io_close(io);
+            rete_conn_linger(c); /* close_notify, discard what the peer sent, then close */
             return;
         }
         uv_timer_stop(&c->timer);
