@@ -262,3 +262,15 @@ def test_permissive_plaintext_still_subject_to_identity_policy(tmp_path):
     assert not any("/plain" in l for l in echo_requests(e))
     r = curl("-i", "-H", "Host: echo", f"http://{e['outbound']}/via-mesh")
     assert r.stdout.decode().startswith("HTTP/1.1 200"), r.stdout.decode()
+
+
+def test_disable_serves_plaintext_inbound_but_mesh_stays_mtls(tmp_path):
+    """rete's DISABLE differs from Istio's on purpose (docs/architecture.md):
+    plaintext is served on 15006, but 15008 still demands a client
+    certificate and sidecars still talk mTLS."""
+    e = secure_mesh(tmp_path, mode="DISABLE")
+    r = curl("-i", f"http://{e['echo_host']}:15006/plain")
+    assert r.stdout.decode().startswith("HTTP/1.1 200"), r.stdout.decode()
+    _refusal(e, None, r"peer did not return a certificate", r"alert certificate required")
+    body = json.loads(curl("-H", "Host: echo", f"http://{e['outbound']}/via-mesh").stdout)
+    assert body["headers"]["x-forwarded-client-cert"].endswith("URI=spiffe://cluster.local/ns/test/sa/client")
