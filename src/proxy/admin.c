@@ -90,6 +90,10 @@ static void render_metrics(rete_outbuf *b, const rete_config *cfg)
          "# TYPE rete_proxy_circuit_breaker_rejections_total counter\n"
          "rete_proxy_circuit_breaker_rejections_total %llu\n",
          (unsigned long long)SUM(overflow));
+    EMIT("# HELP rete_proxy_authz_denied_total Requests and tunnels denied by AuthorizationPolicy.\n"
+         "# TYPE rete_proxy_authz_denied_total counter\n"
+         "rete_proxy_authz_denied_total %llu\n",
+         (unsigned long long)SUM(authz_denied));
     EMIT("# HELP rete_proxy_http_received_bytes_total HTTP bytes received from downstream.\n"
          "# TYPE rete_proxy_http_received_bytes_total counter\n"
          "rete_proxy_http_received_bytes_total %llu\n",

@@ -6,6 +6,7 @@
  * what server-first protocols (MySQL, SMTP) need. */
 #include "conn.h"
 #include "alloc.h"
+#include "authz.h"
 #include "config.h"
 #include "log.h"
 #include "tls.h"
@@ -207,23 +208,29 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
         rete_count(&c->worker->counters.mesh_refused, 1);
         rete_info("%s: TLS handshake with %s refused: %s", c->listener->name, c->peer_addr,
                   why && *why ? why : "handshake failed");
-        rete_io_close(io);
+        rete_conn_linger(c); /* let the alert out before the close (no RST over it) */
         return;
     }
     if (c->listener->kind == RETE_L_MESH) {
+        const rete_config *cfg = c->gen->cfg;
+        const char *policy = NULL;
         if (rete_tls_peer_spiffe_id(io->tls, c->peer_id, sizeof(c->peer_id)) < 0) {
             rete_count(&c->worker->counters.mesh_refused, 1);
-            rete_io_close(io);
+            rete_info("mesh: refused %s: no usable SPIFFE ID", c->peer_addr);
+            c->peer_id[0] = '\0';
+            rete_conn_linger(c);
             return;
         }
-        const char *td = c->gen->cfg->proxy.trust_domain;
-        size_t tdl = strlen(td);
-        if (strncmp(c->peer_id, "spiffe://", 9) != 0 || strncmp(c->peer_id + 9, td, tdl) != 0 ||
-            c->peer_id[9 + tdl] != '/') {
+        if (!rete_authz_admit_peer(cfg, c->peer_id, &policy)) {
+            /* Closed before any byte is read: nothing reaches the app. */
             rete_count(&c->worker->counters.mesh_refused, 1);
-            rete_info("mesh: refused %s: identity %s is outside trust domain %s", c->peer_addr,
-                      c->peer_id, td);
-            rete_io_close(io);
+            if (policy)
+                rete_info("mesh: refused %s: identity %s is not admitted by authorization policy %s",
+                          c->peer_addr, c->peer_id, policy);
+            else
+                rete_info("mesh: refused %s: identity %s is outside trust domain %s", c->peer_addr,
+                          c->peer_id, cfg->proxy.trust_domain);
+            rete_conn_linger(c); /* close_notify, discard what the peer sent, then close */
             return;
         }
         uv_timer_stop(&c->timer);

@@ -78,6 +78,7 @@ typedef struct rete_counters {
     atomic_uint_fast64_t parse_errors;
     atomic_uint_fast64_t mesh_refused;          /* handshake or identity refusals */
     atomic_uint_fast64_t overflow;              /* refused by a connection-pool limit */
+    atomic_uint_fast64_t authz_denied;          /* requests and tunnels denied by AuthorizationPolicy */
     atomic_uint_fast64_t tcp_bytes_in;
     atomic_uint_fast64_t tcp_bytes_out;
     atomic_uint_fast64_t latency_buckets[20];   /* request duration histogram, ms bounds below */

@@ -1,0 +1,325 @@
+/* Istio AuthorizationPolicy evaluation (see authz.h for the contract).
+ *
+ * Istio references: security/v1beta1 AuthorizationPolicy ("Rule", "Source",
+ * "Operation"), and the "Authorization on TCP traffic" rule that HTTP-only
+ * fields make an ALLOW rule match nothing and are dropped from a DENY rule. */
+#include "authz.h"
+#include "tls.h"
+
+#include <string.h>
+
+#define SPIFFE_SCHEME "spiffe://"
+#define SPIFFE_SCHEME_LEN (sizeof(SPIFFE_SCHEME) - 1)
+
+/* Longest normalized path we evaluate; longer ones are refused when any policy
+ * applies (HTTP/1.1 request lines are bounded at 8 KiB by default anyway). */
+#define AUTHZ_PATH_MAX 8192
+
+bool rete_authz_str_match(const char *pattern, rete_view value)
+{
+    if (!pattern)
+        return false;
+    rete_view p = rete_view_cstr(pattern);
+    if (p.len == 1 && p.p[0] == '*')
+        return value.len > 0;
+    if (p.len > 1 && p.p[p.len - 1] == '*')
+        return rete_view_has_prefix(value, rete_view_make(p.p, p.len - 1));
+    if (p.len > 1 && p.p[0] == '*') {
+        rete_view suf = rete_view_make(p.p + 1, p.len - 1);
+        return value.len >= suf.len && memcmp(value.p + value.len - suf.len, suf.p, suf.len) == 0;
+    }
+    return rete_view_eq(p, value);
+}
+
+bool rete_authz_in_trust_domain(const char *trust_domain, const char *spiffe_id)
+{
+    if (!trust_domain || !spiffe_id || strncmp(spiffe_id, SPIFFE_SCHEME, SPIFFE_SCHEME_LEN) != 0)
+        return false;
+    size_t tdl = strlen(trust_domain);
+    const char *rest = spiffe_id + SPIFFE_SCHEME_LEN;
+    return tdl > 0 && strncmp(rest, trust_domain, tdl) == 0 && rest[tdl] == '/';
+}
+
+/* The NS of ".../ns/NS/..." right after the trust domain, or an empty view. */
+static rete_view spiffe_namespace(const char *id)
+{
+    if (!id)
+        return RETE_VIEW_NULL;
+    rete_view v = rete_view_cstr(rete_spiffe_principal(id));
+    ptrdiff_t slash = rete_view_find(v, '/');
+    if (slash < 0)
+        return RETE_VIEW_NULL;
+    v = rete_view_sub(v, (size_t)slash + 1, v.len);
+    if (!rete_view_has_prefix(v, RETE_VIEW_LIT("ns/")))
+        return RETE_VIEW_NULL;
+    v = rete_view_sub(v, 3, v.len);
+    ptrdiff_t end = rete_view_find(v, '/');
+    return end < 0 ? v : rete_view_sub(v, 0, (size_t)end);
+}
+
+static bool any_principal(const char *const *pats, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n && id; i++)
+        if (rete_spiffe_match(pats[i], id))
+            return true;
+    return false;
+}
+
+static bool any_str(const char *const *pats, size_t n, rete_view v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rete_authz_str_match(pats[i], v))
+            return true;
+    return false;
+}
+
+static bool any_port(const uint16_t *ports, size_t n, uint16_t port)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ports[i] == port)
+            return true;
+    return false;
+}
+
+static bool has_http_fields(const rete_authz_rule *r)
+{
+    return r->n_methods || r->n_not_methods || r->n_paths || r->n_not_paths;
+}
+
+static bool has_operation(const rete_authz_rule *r)
+{
+    return has_http_fields(r) || r->n_ports || r->n_not_ports;
+}
+
+/* Every source field present matches (AND); a field matches when any of its
+ * values does (OR); a not* field when none does. A NULL id (plaintext) has
+ * no principal and no namespace. */
+static bool source_match(const rete_authz_rule *r, const char *id)
+{
+    if (r->n_principals && !any_principal(r->principals, r->n_principals, id))
+        return false;
+    if (r->n_not_principals && any_principal(r->not_principals, r->n_not_principals, id))
+        return false;
+    rete_view ns = spiffe_namespace(id);
+    if (r->n_namespaces && !(ns.len && any_str(r->namespaces, r->n_namespaces, ns)))
+        return false;
+    if (r->n_not_namespaces && ns.len && any_str(r->not_namespaces, r->n_not_namespaces, ns))
+        return false;
+    return true;
+}
+
+typedef struct request {
+    const char *id;
+    bool http;
+    rete_view method;
+    rete_view path;     /* normalized, no query */
+    uint16_t port;
+} request;
+
+static bool rule_match(const rete_authz_rule *r, rete_authz_action action, const request *q)
+{
+    if (!source_match(r, q->id))
+        return false;
+    bool http_fields = q->http;
+    if (!q->http && has_http_fields(r)) {
+        if (action != RETE_AUTHZ_DENY)
+            return false; /* Istio: an ALLOW rule that needs HTTP never matches TCP */
+        http_fields = false; /* and a DENY rule ignores what TCP cannot have */
+    }
+    if (http_fields) {
+        if (r->n_methods && !any_str(r->methods, r->n_methods, q->method))
+            return false;
+        if (r->n_not_methods && any_str(r->not_methods, r->n_not_methods, q->method))
+            return false;
+        if (r->n_paths && !any_str(r->paths, r->n_paths, q->path))
+            return false;
+        if (r->n_not_paths && any_str(r->not_paths, r->n_not_paths, q->path))
+            return false;
+    }
+    if (r->n_ports && !any_port(r->ports, r->n_ports, q->port))
+        return false;
+    if (r->n_not_ports && any_port(r->not_ports, r->n_not_ports, q->port))
+        return false;
+    return true;
+}
+
+static bool policy_match(const rete_authz_policy *p, const request *q)
+{
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (rule_match(&p->rules[i], p->action, q))
+            return true;
+    return false; /* no rules: matches nothing */
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = rete_ascii_lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static bool unreserved(int c)
+{
+    /* RFC 3986 §2.3 */
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+/* The path as the app will resolve it: query and fragment dropped,
+ * percent-encoded unreserved characters decoded (RFC 3986 §6.2.2.2), dot
+ * segments removed (§5.2.4). Returns the length written to out, or -1 when
+ * it does not fit. A path not starting with '/' (asterisk form) is copied. */
+static ptrdiff_t normalize_path(rete_view in, char *out, size_t cap)
+{
+    ptrdiff_t q = rete_view_find(in, '?');
+    if (q >= 0)
+        in.len = (size_t)q;
+    ptrdiff_t h = rete_view_find(in, '#');
+    if (h >= 0)
+        in.len = (size_t)h;
+    char dec[AUTHZ_PATH_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < in.len; i++) {
+        if (n >= sizeof(dec))
+            return -1;
+        char c = in.p[i];
+        if (c == '%' && i + 2 < in.len) {
+            int hi = hexval(in.p[i + 1]), lo = hexval(in.p[i + 2]);
+            if (hi >= 0 && lo >= 0 && unreserved(hi * 16 + lo)) {
+                dec[n++] = (char)(hi * 16 + lo);
+                i += 2;
+                continue;
+            }
+        }
+        dec[n++] = c;
+    }
+    if (n == 0 || dec[0] != '/') {
+        if (n > cap)
+            return -1;
+        memcpy(out, dec, n);
+        return (ptrdiff_t)n;
+    }
+    size_t o = 0;
+    size_t i = 1; /* past the leading '/' */
+    bool trailing = false;
+    for (;;) {
+        size_t start = i;
+        while (i < n && dec[i] != '/')
+            i++;
+        rete_view seg = rete_view_make(dec + start, i - start);
+        bool last = i >= n;
+        trailing = false;
+        if (rete_view_eq(seg, RETE_VIEW_LIT("."))) {
+            trailing = last;
+        } else if (rete_view_eq(seg, RETE_VIEW_LIT(".."))) {
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o > 0)
+                o--; /* drop the '/' before the popped segment */
+            trailing = last;
+        } else {
+            if (o + 1 + seg.len > cap)
+                return -1;
+            out[o++] = '/';
+            memcpy(out + o, seg.p, seg.len);
+            o += seg.len;
+        }
+        if (last)
+            break;
+        i++; /* the '/' */
+    }
+    if (trailing || o == 0) {
+        if (o + 1 > cap)
+            return -1;
+        out[o++] = '/';
+    }
+    return (ptrdiff_t)o;
+}
+
+bool rete_authz_admit_peer(const rete_config *cfg, const char *spiffe_id, const char **policy_out)
+{
+    if (policy_out)
+        *policy_out = NULL;
+    if (!spiffe_id || !rete_authz_in_trust_domain(cfg->proxy.trust_domain, spiffe_id))
+        return false;
+    const rete_authz_policy *first_allow = NULL;
+    bool admitted = false;
+    for (size_t i = 0; i < cfg->n_authz; i++) {
+        const rete_authz_policy *p = &cfg->authz[i];
+        for (size_t k = 0; k < p->n_rules; k++) {
+            const rete_authz_rule *r = &p->rules[k];
+            if (p->action == RETE_AUTHZ_DENY && !has_operation(r) && source_match(r, spiffe_id)) {
+                if (policy_out)
+                    *policy_out = p->name;
+                return false;
+            }
+            if (p->action == RETE_AUTHZ_ALLOW && source_match(r, spiffe_id))
+                admitted = true;
+        }
+        if (p->action == RETE_AUTHZ_ALLOW && !first_allow)
+            first_allow = p;
+    }
+    if (first_allow && !admitted) {
+        if (policy_out)
+            *policy_out = first_allow->name;
+        return false;
+    }
+    return true;
+}
+
+rete_authz_decision rete_authz_check_request(const rete_config *cfg, const char *spiffe_id,
+                                             rete_view method, rete_view path, uint16_t port,
+                                             const rete_header *headers, size_t n)
+{
+    (void)headers;
+    (void)n;
+    rete_authz_decision d = {.action = RETE_AUTHZ_ALLOW};
+    if (cfg->n_authz == 0)
+        return d;
+    char norm[AUTHZ_PATH_MAX];
+    request q = {.id = spiffe_id, .http = method.p != NULL, .method = method, .port = port};
+    if (q.http) {
+        ptrdiff_t len = normalize_path(path, norm, sizeof(norm));
+        if (len < 0) {
+            /* Fail closed: a path we cannot evaluate is not let through. */
+            d.action = RETE_AUTHZ_DENY;
+            d.policy = &cfg->authz[0];
+            return d;
+        }
+        q.path = rete_view_make(norm, (size_t)len);
+    }
+    const rete_authz_policy *first_allow = NULL;
+    for (size_t i = 0; i < cfg->n_authz; i++) {
+        const rete_authz_policy *p = &cfg->authz[i];
+        if (p->action == RETE_AUTHZ_AUDIT && !d.audit && policy_match(p, &q)) {
+            d.audit = true;
+            d.audit_policy = p;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_authz; i++) {
+        const rete_authz_policy *p = &cfg->authz[i];
+        if (p->action == RETE_AUTHZ_DENY && policy_match(p, &q)) {
+            d.action = RETE_AUTHZ_DENY;
+            d.policy = p;
+            return d;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_authz; i++) {
+        const rete_authz_policy *p = &cfg->authz[i];
+        if (p->action != RETE_AUTHZ_ALLOW)
+            continue;
+        if (!first_allow)
+            first_allow = p;
+        if (policy_match(p, &q)) {
+            d.policy = p;
+            return d;
+        }
+    }
+    if (first_allow) {
+        d.action = RETE_AUTHZ_DENY;
+        d.policy = first_allow;
+        d.no_allow_match = true;
+    }
+    return d;
+}
