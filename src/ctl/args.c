@@ -135,13 +135,20 @@ rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_ar
                 snprintf(err, errlen, "unknown shorthand flag: '%c' in %s", a[1], a);
                 return RETE_EINVAL;
             }
-            if (a[2] != '\0') {
-                if (!f->has_value) {
-                    snprintf(err, errlen, "flag -%c takes no value", a[1]);
-                    return RETE_EINVAL;
+            if (a[2] != '\0' && !f->has_value) {
+                /* "-vv", "-Av": a run of flags that take no value */
+                for (const char *q = a + 1; *q; q++) {
+                    const rete_ctl_flag_def *g = flag_short(*q);
+                    if (!g || g->has_value || !(allowed & g->bit)) {
+                        snprintf(err, errlen, "flag -%c cannot be combined in %s", *q, a);
+                        return RETE_EINVAL;
+                    }
+                    RETE_GUARD(set_flag(g, NULL, out, err, errlen));
                 }
-                value = a[2] == '=' ? a + 3 : a + 2;
+                continue;
             }
+            if (a[2] != '\0')
+                value = a[2] == '=' ? a + 3 : a + 2;
         }
         if (!(allowed & f->bit)) {
             snprintf(err, errlen, "flag --%s is not accepted here", f->name);
