@@ -14,8 +14,8 @@ int rete_ctl_call(rete_ctl *c, const char *method, const char *path, const char 
     char err[512];
     memset(resp, 0, sizeof(*resp));
     if (rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, err, sizeof(err)) < 0) {
-        fprintf(stderr, "error: cannot reach reted at %s (address from %s): %s\n",
-                c->ctx.server, c->ctx.server_from, err);
+        fprintf(stderr, "error: cannot reach reted at %s (address from %s): %s\n", c->ctx.server,
+                c->ctx.server_from, err);
         if (strcmp(c->ctx.server_from, "default") == 0)
             fprintf(stderr, "hint: start reted (make demo), or point retectl at it with --server "
                             "HOST:PORT or RETE_SERVER\n");
@@ -48,8 +48,8 @@ int rete_ctl_call_json(rete_ctl *c, const char *method, const char *path, json_t
                        json_t **out, rete_ctl_response *resp)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    int rc = rete_ctl_call(c, method, path, "application/json", text, text ? strlen(text) : 0,
-                           resp);
+    int rc =
+        rete_ctl_call(c, method, path, "application/json", text, text ? strlen(text) : 0, resp);
     free(text);
     *out = NULL;
     if (rc < 0)

@@ -14,8 +14,8 @@ const rete_ctl_flag_def rete_ctl_flags[] = {
      OFF(timeout)},
     {CTL_F_VERBOSE, "verbose", 'v', false, NULL, "print every HTTP request and response status", 0},
     {CTL_F_HELP, "help", 'h', false, NULL, "show help", 0},
-    {CTL_F_FILENAME, "filename", 'f', true, "FILE", "a file, a directory of *.yaml/*.yml/*.json, or -",
-     0},
+    {CTL_F_FILENAME, "filename", 'f', true, "FILE",
+     "a file, a directory of *.yaml/*.yml/*.json, or -", 0},
     {CTL_F_NAMESPACE, "namespace", 'n', true, "NS", "namespace (default \"default\")", OFF(ns)},
     {CTL_F_ALL_NS, "all-namespaces", 'A', false, NULL, "every namespace", 0},
     {CTL_F_OUTPUT, "output", 'o', true, "FORMAT", "table, wide, json or yaml", OFF(output)},
@@ -93,8 +93,8 @@ static rete_rc set_flag(const rete_ctl_flag_def *f, const char *value, rete_ctl_
     return RETE_OK;
 }
 
-rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_args *out,
-                            char *err, size_t errlen)
+rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_args *out, char *err,
+                            size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     bool flags_done = false;

@@ -102,8 +102,8 @@ void rete_ctl_proxy_state(const json_t *p, char *buf, size_t len)
     char sent[32], acked[32];
     version_str(pfield(p, K_SENT), sent, sizeof(sent));
     version_str(pfield(p, K_ACKED), acked, sizeof(acked));
-    if (strcasecmp(status, "NACK") == 0 || (*err && strcasecmp(status, "ACK") != 0 &&
-                                             strcasecmp(status, "SYNCED") != 0))
+    if (strcasecmp(status, "NACK") == 0 ||
+        (*err && strcasecmp(status, "ACK") != 0 && strcasecmp(status, "SYNCED") != 0))
         snprintf(buf, len, "NACK: %s", *err ? err : "rejected");
     else if (json_is_false(connected))
         snprintf(buf, len, "DISCONNECTED");
@@ -162,8 +162,8 @@ int rete_ctl_cmd_proxy_status(rete_ctl *c)
         return CTL_EXIT_OK;
     }
     rete_ctl_table t;
-    const char *hdr[] = {"NAME", "NAMESPACE", "ADDRESS", "VERSION", "STATUS", "CERT EXPIRES",
-                         "LAST SEEN"};
+    const char *hdr[] = {"NAME",   "NAMESPACE",    "ADDRESS",  "VERSION",
+                         "STATUS", "CERT EXPIRES", "LAST SEEN"};
     rete_ctl_table_init(&t, 7);
     rete_ctl_table_add_row(&t, hdr);
     time_t now = time(NULL), when;
@@ -194,8 +194,8 @@ int rete_ctl_cmd_proxy_status(rete_ctl *c)
         } else {
             snprintf(seen, sizeof(seen), "-");
         }
-        const char *row[] = {pstr(p, K_NAME), pstr(p, K_NS), pstr(p, K_ADDR), ver, state, cert,
-                             seen};
+        const char *row[] = {
+            pstr(p, K_NAME), pstr(p, K_NS), pstr(p, K_ADDR), ver, state, cert, seen};
         rete_ctl_table_add_row(&t, row);
     }
     rete_ctl_table_print(&t, stdout);
@@ -225,8 +225,9 @@ int rete_ctl_cmd_proxy_config(rete_ctl *c)
         return CTL_EXIT_FAIL;
     int rc = CTL_EXIT_FAIL;
     if (st == 404) {
-        fprintf(stderr, "Error from server (NotFound): no proxy \"%s\" in namespace \"%s\" (see "
-                        "retectl proxy-status)\n",
+        fprintf(stderr,
+                "Error from server (NotFound): no proxy \"%s\" in namespace \"%s\" (see "
+                "retectl proxy-status)\n",
                 c->args.pos[0], rete_ctl_ns(c));
     } else if (st != 200) {
         rete_ctl_print_server_error(&resp);
@@ -248,7 +249,8 @@ int rete_ctl_cmd_proxy_config(rete_ctl *c)
 #define CA_WARN_DAYS 7
 #define MAX_SKEW 30
 
-static void report(bool ok, int *failed, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(bool ok, int *failed, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void report(bool ok, int *failed, const char *fmt, ...)
 {
     va_list ap;
@@ -315,7 +317,8 @@ int rete_ctl_cmd_check(rete_ctl *c)
         report(json_is_true(ok), &failed, "%s%s%s", name ? name : "check", msg ? ": " : "",
                msg ? msg : "");
     }
-    if (json_is_object(json_object_get(j, "store")) || json_is_boolean(json_object_get(j, "store"))) {
+    if (json_is_object(json_object_get(j, "store")) ||
+        json_is_boolean(json_object_get(j, "store"))) {
         const json_t *s = json_object_get(j, "store");
         bool ok = json_is_true(s) || json_is_true(json_object_get(s, "ok"));
         report(ok, &failed, "the store is usable");
@@ -473,8 +476,7 @@ int rete_ctl_cmd_version(rete_ctl *c)
     rete_ctl_response resp;
     char err[512];
     memset(&resp, 0, sizeof(resp));
-    if (rete_ctl_http_do(&c->http, "GET", "/version", NULL, NULL, 0, &resp, err, sizeof(err)) <
-        0) {
+    if (rete_ctl_http_do(&c->http, "GET", "/version", NULL, NULL, 0, &resp, err, sizeof(err)) < 0) {
         printf("reted   unreachable at %s (%s)\n", c->ctx.server, err);
         return CTL_EXIT_OK;
     }

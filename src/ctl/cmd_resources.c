@@ -73,8 +73,11 @@ static int apply_one(rete_ctl *c, const char *file)
             const char *name = json_string_value(json_object_get(r, "name"));
             const char *action = json_string_value(json_object_get(r, "action"));
             const rete_ctl_kind *k = rete_ctl_kind_lookup(kind);
-            printf("%s/%s %s\n", rete_ctl_kind_lower(k ? k->kind : kind ? kind : "?", kl,
-                                                     sizeof(kl)),
+            printf("%s/%s %s\n",
+                   rete_ctl_kind_lower(k      ? k->kind
+                                       : kind ? kind
+                                              : "?",
+                                       kl, sizeof(kl)),
                    name ? name : "?", action ? action : "applied");
         }
         if (!j)
@@ -330,8 +333,9 @@ int rete_ctl_cmd_get(rete_ctl *c)
     const char *o = c->args.output ? c->args.output : "table";
     if (strcmp(o, "table") && strcmp(o, "wide") && strcmp(o, "json") && strcmp(o, "yaml") &&
         strcmp(o, "name"))
-        return rete_ctl_usage_error(c, "unknown output format \"%s\" (table, wide, json, yaml, "
-                                       "name)",
+        return rete_ctl_usage_error(c,
+                                    "unknown output format \"%s\" (table, wide, json, yaml, "
+                                    "name)",
                                     o);
     bool all = (c->args.seen & CTL_F_ALL_NS) != 0;
     if (all && t.name)
@@ -359,17 +363,16 @@ int rete_ctl_cmd_get(rete_ctl *c)
     }
     int rc = CTL_EXIT_OK;
     if (!strcmp(o, "json") || !strcmp(o, "yaml")) {
-        json_t *list = json_pack("{s:s, s:s, s:O}", "apiVersion", "v1", "kind", "List", "items",
-                                 items);
+        json_t *list =
+            json_pack("{s:s, s:s, s:O}", "apiVersion", "v1", "kind", "List", "items", items);
         rc = !strcmp(o, "json") ? rete_ctl_print_json(list) : rete_ctl_print_yaml(list);
         json_decref(list);
     } else if (!strcmp(o, "name")) {
         size_t i;
         json_t *res;
         char kl[64];
-        json_array_foreach(items, i, res)
-            printf("%s/%s\n", rete_ctl_kind_lower(t.kind->kind, kl, sizeof(kl)),
-                   meta_str(res, "name"));
+        json_array_foreach(items, i, res) printf(
+            "%s/%s\n", rete_ctl_kind_lower(t.kind->kind, kl, sizeof(kl)), meta_str(res, "name"));
     } else if (json_array_size(items) == 0) {
         if (all)
             fprintf(stderr, "No resources found\n");
@@ -411,8 +414,9 @@ static int delete_one(rete_ctl *c, const rete_ctl_kind *k, const char *kind_word
         fprintf(stderr, "Error from server (NotFound): %s \"%s\" not found in namespace \"%s\"\n",
                 k ? k->plural : kind_word, name, ns);
     } else if (resp.status == 409) {
-        fprintf(stderr, "error: conflict deleting %s \"%s\": it was changed meanwhile; get it "
-                        "again and retry\n",
+        fprintf(stderr,
+                "error: conflict deleting %s \"%s\": it was changed meanwhile; get it "
+                "again and retry\n",
                 rete_ctl_kind_lower(kind, kl, sizeof(kl)), name);
     } else {
         rete_ctl_print_server_error(&resp);
@@ -426,7 +430,8 @@ static const rete_ynode *ymap_get(const rete_ynode *map, const char *key)
     if (!map || map->kind != RETE_YNODE_MAP)
         return NULL;
     for (size_t i = 0; i < map->n; i++)
-        if (map->pairs[i].key->kind == RETE_YNODE_SCALAR && strcmp(map->pairs[i].key->str, key) == 0)
+        if (map->pairs[i].key->kind == RETE_YNODE_SCALAR &&
+            strcmp(map->pairs[i].key->str, key) == 0)
             return map->pairs[i].value;
     return NULL;
 }
@@ -462,8 +467,8 @@ static int delete_file(rete_ctl *c, const char *file)
         const char *name = ystr(ymap_get(meta, "name"));
         const char *ns = ystr(ymap_get(meta, "namespace"));
         if (!kind || !name) {
-            fprintf(stderr, "%s: document %zu: kind and metadata.name are needed to delete\n",
-                    file, i);
+            fprintf(stderr, "%s: document %zu: kind and metadata.name are needed to delete\n", file,
+                    i);
             rc = CTL_EXIT_FAIL;
             continue;
         }

@@ -28,7 +28,8 @@ typedef struct rete_ctl_context_in {
 typedef struct rete_ctl_context {
     char server[256];
     char token_file[RETE_CTL_PATH_MAX]; /* "" when none */
-    char server_from[RETE_CTL_PATH_MAX + 16]; /* "--server", "RETE_SERVER", a context.json path, "default" */
+    char server_from[RETE_CTL_PATH_MAX +
+                     16]; /* "--server", "RETE_SERVER", a context.json path, "default" */
     char token_from[RETE_CTL_PATH_MAX + 16];
 } rete_ctl_context;
 

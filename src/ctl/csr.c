@@ -45,8 +45,8 @@ char *rete_ctl_csr_new(const char *spiffe_id, char **key_pem_out, char *err, siz
     req = X509_REQ_new();
     name = X509_NAME_new();
     if (!req || !name || !X509_REQ_set_version(req, 0) ||
-        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"retectl",
-                                    -1, -1, 0) ||
+        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"retectl", -1,
+                                    -1, 0) ||
         !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_pubkey(req, key)) {
         ssl_err(err, errlen, "building the CSR");
         goto fail;

@@ -56,9 +56,9 @@ rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files 
         size_t first = out->n;
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.' || !(has_suffix(e->d_name, ".yaml") ||
-                                         has_suffix(e->d_name, ".yml") ||
-                                         has_suffix(e->d_name, ".json")))
+            if (e->d_name[0] == '.' ||
+                !(has_suffix(e->d_name, ".yaml") || has_suffix(e->d_name, ".yml") ||
+                  has_suffix(e->d_name, ".json")))
                 continue;
             size_t len = strlen(args[i]) + strlen(e->d_name) + 2;
             char *p = rete_malloc(len);

@@ -210,8 +210,7 @@ static int connect_to(const char *host, const char *port, long long deadline, ch
     }
     int fd = -1, last_errno = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
             continue;
@@ -274,8 +273,8 @@ rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method, const char 
                         "\r\nAccept: application/json\r\nConnection: close\r\n",
                         method, path, c->server);
     if (c->token)
-        hlen += snprintf(head + hlen, hcap - (size_t)hlen, "Authorization: Bearer %s\r\n",
-                         c->token);
+        hlen +=
+            snprintf(head + hlen, hcap - (size_t)hlen, "Authorization: Bearer %s\r\n", c->token);
     if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0)
         hlen += snprintf(head + hlen, hcap - (size_t)hlen,
                          "Content-Type: %s\r\nContent-Length: %zu\r\n",

@@ -30,16 +30,16 @@ typedef struct rete_ctl_response {
  * out, malformed response). */
 RETE_MUST_CHECK rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method,
                                          const char *path, const char *content_type,
-                                         const char *body, size_t body_len,
-                                         rete_ctl_response *resp, char *err, size_t errlen);
+                                         const char *body, size_t body_len, rete_ctl_response *resp,
+                                         char *err, size_t errlen);
 
 /* Parse a response from the bytes received so far; `eof` when the peer has
  * closed. RETE_OK when complete (resp filled), RETE_EAGAIN when more bytes
  * are needed, RETE_EINVAL on a malformed response (message in err). Pure:
  * unit-testable. */
 RETE_MUST_CHECK rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof,
-                                            const char *method, rete_ctl_response *resp,
-                                            char *err, size_t errlen);
+                                            const char *method, rete_ctl_response *resp, char *err,
+                                            size_t errlen);
 
 void rete_ctl_response_free(rete_ctl_response *resp);
 

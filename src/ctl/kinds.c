@@ -198,8 +198,8 @@ static void dr_lb(const json_t *res, char *buf, size_t len)
 
 static void dr_outlier(const json_t *res, char *buf, size_t len)
 {
-    const json_t *o = json_object_get(json_object_get(spec(res), "trafficPolicy"),
-                                      "outlierDetection");
+    const json_t *o =
+        json_object_get(json_object_get(spec(res), "trafficPolicy"), "outlierDetection");
     snprintf(buf, len, "%s", o ? "on" : "off");
 }
 
@@ -238,8 +238,8 @@ static void mc_mtls(const json_t *res, char *buf, size_t len)
 
 #define ROUTE_COLS                                                                                 \
     {                                                                                              \
-        {"PARENTS", false, route_parents}, {"RULES", false, route_rules},                         \
-            {"HOSTNAMES", true, route_hostnames}, {"BACKENDS", true, route_backends},             \
+        {"PARENTS", false, route_parents}, {"RULES", false, route_rules},                          \
+            {"HOSTNAMES", true, route_hostnames}, {"BACKENDS", true, route_backends},              \
     }
 
 const rete_ctl_kind rete_ctl_kinds[] = {

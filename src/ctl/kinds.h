@@ -19,9 +19,9 @@ typedef struct rete_ctl_column {
 #define RETE_CTL_MAX_COLS 6
 
 typedef struct rete_ctl_kind {
-    const char *kind;       /* "HTTPRoute": what the API takes and returns */
-    const char *plural;     /* "httproutes" */
-    const char *aliases[4]; /* other names, NULL-terminated: "svc", "dr" */
+    const char *kind;                        /* "HTTPRoute": what the API takes and returns */
+    const char *plural;                      /* "httproutes" */
+    const char *aliases[4];                  /* other names, NULL-terminated: "svc", "dr" */
     rete_ctl_column cols[RETE_CTL_MAX_COLS]; /* header NULL ends */
 } rete_ctl_kind;
 

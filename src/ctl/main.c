@@ -82,8 +82,7 @@ int main(int argc, char **argv)
     };
     if (c.args.verbose)
         fprintf(stderr, "reted at %s (from %s); token %s%s%s\n", c.ctx.server, c.ctx.server_from,
-                c.token ? "from " : "none", c.token ? c.ctx.token_file : "",
-                c.token ? "" : "");
+                c.token ? "from " : "none", c.token ? c.ctx.token_file : "", c.token ? "" : "");
     int rc = v->run(&c);
     free(c.token);
     return rc;

@@ -40,10 +40,10 @@ const rete_ctl_verb rete_ctl_verbs[] = {
      "every proxy: config version sent/acked, sync state, certificate expiry",
      "STATUS is SYNCED (acked what was sent), STALE (not yet acked), NACK: reason\n"
      "(the proxy rejected its config and runs on its last good one) or DISCONNECTED.\n"},
-    {"proxy-config", rete_ctl_cmd_proxy_config, F_OUT_NS, "proxy-config WORKLOAD [-n NS] [-o json|yaml]",
+    {"proxy-config", rete_ctl_cmd_proxy_config, F_OUT_NS,
+     "proxy-config WORKLOAD [-n NS] [-o json|yaml]",
      "the configuration snapshot reted last sent to a proxy", ""},
-    {"check", rete_ctl_cmd_check, 0, "check",
-     "check reted, its CA, the proxies and the clocks",
+    {"check", rete_ctl_cmd_check, 0, "check", "check reted, its CA, the proxies and the clocks",
      "Exits 1 when anything is wrong: reted unreachable or refusing the token, the CA\n"
      "certificate expiring within 7 days, a proxy not in sync, or retectl's clock more\n"
      "than 30 s away from reted's.\n"},
@@ -55,8 +55,7 @@ const rete_ctl_verb rete_ctl_verbs[] = {
      "Example:\n  retectl identity issue --token $(cat echo.token) --out ./id\n"
      "  openssl verify -CAfile id/bundle.pem id/cert.pem\n"},
     {"version", rete_ctl_cmd_version, 0, "version", "retectl's version and reted's", ""},
-    {"completion", rete_ctl_cmd_completion, 0, "completion bash",
-     "print a bash completion script",
+    {"completion", rete_ctl_cmd_completion, 0, "completion bash", "print a bash completion script",
      "Example:\n  source <(retectl completion bash)\n"},
     {"help", rete_ctl_cmd_help, 0, "help [VERB]", "help about retectl or one verb", ""},
 };
@@ -166,8 +165,11 @@ void rete_ctl_completion_bash(FILE *out)
                  "        -f|--filename|--token-file|--out)\n"
                  "            COMPREPLY=( $(compgen -f -- \"$cur\") ); return ;;\n"
                  "        -o|--output)\n"
-                 "            COMPREPLY=( $(compgen -W \"table wide json yaml name\" -- \"$cur\") ); return ;;\n"
-                 "        --server|-n|--namespace|--service-account|--ttl|--uses|--token|--spiffe-id|--request-timeout)\n"
+                 "            COMPREPLY=( $(compgen -W \"table wide json yaml name\" -- \"$cur\") "
+                 "); return ;;\n"
+                 "        "
+                 "--server|-n|--namespace|--service-account|--ttl|--uses|--token|--spiffe-id|--"
+                 "request-timeout)\n"
                  "            return ;;\n"
                  "    esac\n"
                  "    verb=\"\"\n"
@@ -194,9 +196,12 @@ void rete_ctl_completion_bash(FILE *out)
                  "    fi\n"
                  "    case \"$verb\" in\n"
                  "        get|describe|delete)\n"
-                 "            [[ \"$prev\" == \"$verb\" ]] && COMPREPLY=( $(compgen -W \"$kinds\" -- \"$cur\") ) ;;\n"
-                 "        token) [[ \"$prev\" == token ]] && COMPREPLY=( $(compgen -W \"create\" -- \"$cur\") ) ;;\n"
-                 "        identity) [[ \"$prev\" == identity ]] && COMPREPLY=( $(compgen -W \"issue\" -- \"$cur\") ) ;;\n"
+                 "            [[ \"$prev\" == \"$verb\" ]] && COMPREPLY=( $(compgen -W \"$kinds\" "
+                 "-- \"$cur\") ) ;;\n"
+                 "        token) [[ \"$prev\" == token ]] && COMPREPLY=( $(compgen -W \"create\" "
+                 "-- \"$cur\") ) ;;\n"
+                 "        identity) [[ \"$prev\" == identity ]] && COMPREPLY=( $(compgen -W "
+                 "\"issue\" -- \"$cur\") ) ;;\n"
                  "        completion) COMPREPLY=( $(compgen -W \"bash\" -- \"$cur\") ) ;;\n"
                  "        help) COMPREPLY=( $(compgen -W \"$verbs\" -- \"$cur\") ) ;;\n"
                  "    esac\n"

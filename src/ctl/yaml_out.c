@@ -96,9 +96,9 @@ static bool numeric(const char *s)
 bool rete_ctl_yaml_ambiguous(const char *s)
 {
     static const char *const words[] = {
-        "", "~", "null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE",
-        "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF", "y", "Y",
-        "n", "N", "=", "<<", NULL};
+        "",      "~",   "null", "Null", "NULL", "true", "True", "TRUE", "false", "False",
+        "FALSE", "yes", "Yes",  "YES",  "no",   "No",   "NO",   "on",   "On",    "ON",
+        "off",   "Off", "OFF",  "y",    "Y",    "n",    "N",    "=",    "<<",    NULL};
     return in_list(s, words) || numeric(s) || sexagesimal_or_date(s);
 }
 

@@ -69,9 +69,9 @@ static void test_args(void **state)
     assert_int_equal(a.verbose, 2);
 
     char *argv2[] = {"-f", "a.yaml", "-fb.yaml", "--filename", "-", "--", "-x"};
-    assert_int_equal(rete_ctl_args_parse(7, argv2, CTL_F_GLOBAL | CTL_F_FILENAME, &a, err,
-                                         sizeof(err)),
-                     RETE_OK);
+    assert_int_equal(
+        rete_ctl_args_parse(7, argv2, CTL_F_GLOBAL | CTL_F_FILENAME, &a, err, sizeof(err)),
+        RETE_OK);
     assert_int_equal(a.n_files, 3);
     assert_string_equal(a.files[1], "b.yaml");
     assert_string_equal(a.files[2], "-");
@@ -127,9 +127,17 @@ static void test_age(void **state)
     static const struct {
         int64_t s;
         const char *out;
-    } cases[] = {{-5, "0s"},      {0, "0s"},       {5, "5s"},         {59, "59s"},
-                 {60, "1m"},      {3 * 60 + 59, "3m"}, {3599, "59m"}, {2 * 3600, "2h"},
-                 {86399, "23h"},  {4 * 86400, "4d"}, {364 * 86400LL, "364d"},
+    } cases[] = {{-5, "0s"},
+                 {0, "0s"},
+                 {5, "5s"},
+                 {59, "59s"},
+                 {60, "1m"},
+                 {3 * 60 + 59, "3m"},
+                 {3599, "59m"},
+                 {2 * 3600, "2h"},
+                 {86399, "23h"},
+                 {4 * 86400, "4d"},
+                 {364 * 86400LL, "364d"},
                  {3 * 365 * 86400LL, "3y"}};
     char buf[32];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
