@@ -338,6 +338,11 @@ static const cfg_field meta_fields[] = {
     {"namespace", CFG_STR, 0, CFG_AT(raw_meta, ns), .def = "default", .check = check_dns_name},
     {"labels", CFG_LABELS, 0, CFG_AT(raw_meta, labels), CFG_CNT(raw_meta, n_labels)},
     {"annotations", CFG_LABELS, CFG_IGNORED, .doc = "accepted and ignored"},
+    /* Written by reted on what it stores; a document read back with
+     * `retectl get -o yaml` can be applied again as it is. */
+    {"resourceVersion", CFG_STR, CFG_IGNORED, .doc = "set by reted; on apply, the version the update expects (optimistic concurrency)"},
+    {"creationTimestamp", CFG_STR, CFG_IGNORED, .doc = "set by reted"},
+    {"uid", CFG_STR, CFG_IGNORED, .doc = "accepted and ignored"},
 };
 static const cfg_schema meta_schema = CFG_SCHEMA("metadata", raw_meta, meta_fields, NULL);
 

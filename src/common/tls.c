@@ -25,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum tls_kind { TLS_MESH_SERVER, TLS_MESH_CLIENT, TLS_APP_SERVER };
+/* CP_*: the control plane's contexts: no ALPN, and the server does not
+ * require a client certificate. */
+enum tls_kind { TLS_MESH_SERVER, TLS_MESH_CLIENT, TLS_APP_SERVER, TLS_CP_SERVER, TLS_CP_CLIENT };
 
 struct rete_tls_ctx {
     SSL_CTX *ssl;
@@ -454,6 +456,8 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, co
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     if (server)
         SSL_CTX_set_num_tickets(c, 0);
+    if (!cert_file) /* a client that presents no certificate (bootstrap) */
+        return c;
     if (SSL_CTX_use_certificate_chain_file(c, cert_file) != 1) {
         fmt_err(err, errlen, "certificate file %s: %s", cert_file,
                 ossl_reason("cannot load PEM certificate chain"));
@@ -541,6 +545,42 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
     return ctx_wrap(c, TLS_APP_SERVER);
 }
 
+/* The control plane's listener and its clients (docs/control-plane.md):
+ * TLS 1.3, HTTP/1.1 inside; the server verifies a client certificate when
+ * one is presented (renewals, config streams) and accepts none (first
+ * issuance with a join token): what a request may do is decided per
+ * request from rete_tls_peer_spiffe_id. */
+static rete_tls_ctx *cp_ctx(bool server, const char *cert_file, const char *key_file,
+                            const char *ca_file, char *err, size_t errlen)
+{
+    fmt_err(err, errlen, "%s", "");
+    SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err, errlen);
+    if (!c)
+        return NULL;
+    if (SSL_CTX_load_verify_file(c, ca_file) != 1) {
+        fmt_err(err, errlen, "CA bundle %s: %s", ca_file,
+                ossl_reason("cannot load PEM certificates"));
+        ERR_clear_error();
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, mesh_verify_cb);
+    SSL_CTX_set_verify_depth(c, 4);
+    return ctx_wrap(c, server ? TLS_CP_SERVER : TLS_CP_CLIENT);
+}
+
+rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file,
+                                     const char *ca_file, char *err, size_t errlen)
+{
+    return cp_ctx(true, cert_file, key_file, ca_file, err, errlen);
+}
+
+rete_tls_ctx *rete_tls_cp_client_ctx(const char *cert_file, const char *key_file,
+                                     const char *ca_file, char *err, size_t errlen)
+{
+    return cp_ctx(false, cert_file, key_file, ca_file, err, errlen);
+}
+
 rete_tls_ctx *rete_tls_ctx_ref(rete_tls_ctx *ctx)
 {
     atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
@@ -581,7 +621,7 @@ fail:
 
 rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx)
 {
-    if (!ctx || ctx->kind == TLS_MESH_CLIENT)
+    if (!ctx || ctx->kind == TLS_MESH_CLIENT || ctx->kind == TLS_CP_CLIENT)
         return NULL;
     rete_tls_session *s = session_new(ctx);
     if (s)
@@ -592,7 +632,7 @@ rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx)
 rete_tls_session *rete_tls_session_new_client(rete_tls_ctx *ctx, const char *expected_spiffe_id,
                                               const char *sni)
 {
-    if (!ctx || ctx->kind != TLS_MESH_CLIENT)
+    if (!ctx || (ctx->kind != TLS_MESH_CLIENT && ctx->kind != TLS_CP_CLIENT))
         return NULL;
     if (expected_spiffe_id && !rete_spiffe_id_valid(expected_spiffe_id, strlen(expected_spiffe_id)))
         return NULL;
@@ -643,7 +683,13 @@ rete_rc rete_tls_handshake(rete_tls_session *s)
     if (ret != 1)
         return session_fail(s, ret, "TLS handshake");
     /* Belt and braces: the verify callback already ran for mesh sessions. */
-    if (s->ctx->kind != TLS_APP_SERVER) {
+    if (s->ctx->kind == TLS_CP_CLIENT &&
+        (SSL_get_verify_result(s->ssl) != X509_V_OK || !s->peer_id)) {
+        session_set_err(s, "TLS handshake: control plane not verified");
+        s->failed = true;
+        return RETE_EIO;
+    }
+    if (s->ctx->kind == TLS_MESH_SERVER || s->ctx->kind == TLS_MESH_CLIENT) {
         if (SSL_get_verify_result(s->ssl) != X509_V_OK || !s->peer_id) {
             session_set_err(s, "TLS handshake: peer not verified");
             s->failed = true;

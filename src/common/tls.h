@@ -57,6 +57,15 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
 
 /* Thread-safe reference counting; unref(NULL) is a no-op. The caller NULLs
  * its own pointer after unref. */
+/* The control plane's contexts (reted on 15012 and the proxies talking to
+ * it): TLS 1.3, no ALPN. The server verifies a client certificate when one
+ * is presented and accepts a client without one; the client may have no
+ * certificate (cert_file NULL: first issuance with a join token) and checks
+ * the server's SPIFFE ID when the session is made with an expected one. */
+rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file,
+                                     const char *ca_file, char *err, size_t errlen);
+rete_tls_ctx *rete_tls_cp_client_ctx(const char *cert_file, const char *key_file,
+                                     const char *ca_file, char *err, size_t errlen);
 rete_tls_ctx *rete_tls_ctx_ref(rete_tls_ctx *ctx);
 void rete_tls_ctx_unref(rete_tls_ctx *ctx);
 

@@ -13,17 +13,27 @@
 
 #include "result.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct rete_ca rete_ca;
 
 /* Create a new root (ECDSA P-256, 10 years, CN "<td> root") and write
- * dir/root.pem, dir/root-key.pem (0600) and dir/bundle.pem. */
+ * dir/root.pem, dir/root-key.pem (0600) and dir/bundle.pem. dir is created
+ * (0700) if missing. When dir already holds a root or an operator's
+ * cert.pem/key.pem, nothing is generated: the CA is validated as by
+ * rete_ca_load and bundle.pem written. trust_domain: "example.org" or
+ * "spiffe://example.org". */
 RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_t errlen);
 
 /* Load the CA from dir (root.pem + root-key.pem, or an operator's
- * cert.pem + key.pem [+ chain.pem] when present), and the bundle. */
+ * cert.pem + key.pem [+ chain.pem] when present), and the bundle. An
+ * operator CA must be a CA (basicConstraints CA:TRUE, keyCertSign), match
+ * its key, be within its validity and chain to a self-signed root in
+ * chain.pem (unless it is one); the bundle is then that root. bundle.pem is
+ * rewritten when it differs from what the CA files say. The returned CA is
+ * not thread-safe. */
 rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen);
 void rete_ca_free(rete_ca *ca);
 
@@ -33,17 +43,27 @@ void rete_ca_free(rete_ca *ca);
 char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
                        uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen);
 
-/* The trust bundle (PEM, every root in force) and the CA cert's expiry. */
+/* The trust bundle (PEM, every root in force) and the CA cert's expiry (the
+ * earliest notAfter along the signing CA's chain: no leaf outlives it). */
 const char *rete_ca_bundle_pem(const rete_ca *ca);
 int64_t rete_ca_not_after(const rete_ca *ca);
 
+/* Whether a rotation is in progress (root-next.pem signs; the bundle holds
+ * both roots). */
+bool rete_ca_rotating(const rete_ca *ca);
+
 /* Rotation: add a new root to the bundle (kept beside the old), switch
- * signing to it, and later drop the old one. */
+ * signing to it, and later drop the old one. begin writes
+ * root-next-key.pem, root-next.pem (its commit point) and bundle.pem;
+ * finish renames them over root.pem / root-key.pem and rewrites bundle.pem;
+ * rete_ca_load completes or discards a step a crash interrupted. Not
+ * available for an operator-supplied CA (RETE_ESTATE): the operator
+ * replaces cert.pem/key.pem. RETE_ESTATE also when begin is called during a
+ * rotation or finish outside one. */
 RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen);
 RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen);
 
-/* Helpers for the proxy side and tests: a fresh P-256 key (PEM, 0600 when
- * written) and a CSR for a SPIFFE ID. */
-char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t errlen);
+/* rete_csr_new (a key and a CSR for a SPIFFE ID) lives in src/common/csr.h. */
+#include "csr.h"
 
 #endif

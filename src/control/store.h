@@ -57,18 +57,26 @@ typedef struct rete_store_token {
 
 typedef struct rete_store_ops {
     const char *name;
-    /* Apply every write or none. Returns RETE_OK, RETE_ECONFLICT (writes[i]
-     * that conflicted in *failed_index), or RETE_EIO. */
+    /* Apply every write or none, in order (a later write sees an earlier
+     * one). Returns RETE_OK, or with nothing changed: RETE_ECONFLICT (the
+     * write that conflicted in *failed_index), RETE_ENOTFOUND (a delete of a
+     * missing resource, in *failed_index), RETE_EINVAL (a write without
+     * kind or name, or ns NULL; in *failed_index), RETE_EIO. On failure
+     * every write's out fields are zero. */
     rete_rc (*apply)(rete_store *s, rete_store_write *writes, size_t n, size_t *failed_index);
     /* Get one; RETE_ENOTFOUND when absent. The resource's strings stay
      * valid until the next call on the store. */
     rete_rc (*get)(rete_store *s, const char *kind, const char *ns, const char *name,
                    rete_store_resource *out);
     /* Every resource of a kind (kind NULL: all kinds), in one namespace
-     * (ns NULL: all), ordered by kind, namespace, name. */
+     * (ns NULL: all), ordered by kind, namespace, name (bytewise). The
+     * resource passed to fn is valid only during that call. fn may call get;
+     * any other call on the store from fn returns RETE_ESTATE (collect
+     * first, then write). */
     rete_rc (*list)(rete_store *s, const char *kind, const char *ns, rete_store_each_fn fn, void *arg);
     uint64_t (*revision)(rete_store *s);
-    /* Join tokens: the secret is stored hashed (SHA-256), never in clear. */
+    /* Join tokens: the secret is stored hashed (SHA-256), never in clear.
+     * RETE_ECONFLICT when a token with that id exists. */
     rete_rc (*token_put)(rete_store *s, const rete_store_token *t, const uint8_t secret_hash[32]);
     /* Find the token by id, check the hash in constant time, expiry and uses;
      * on success consume one use (atomically) and fill *out. RETE_ENOTFOUND
@@ -82,7 +90,11 @@ struct rete_store {
     const rete_store_ops *ops;
 };
 
-/* The embedded backend: SQLite database at `path` (created 0600 if absent). */
+/* The embedded backend: SQLite database at `path` (created 0600 if absent;
+ * an existing file readable by others is tightened to 0600). Returns NULL
+ * with a message in err when the file cannot be opened, is not a rete store,
+ * is damaged, or has a schema newer than this build knows. One thread at a
+ * time. */
 rete_store *rete_store_sqlite_open(const char *path, char *err, size_t errlen);
 
 #endif

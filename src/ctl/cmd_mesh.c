@@ -410,7 +410,12 @@ int rete_ctl_cmd_identity(rete_ctl *c)
         return rete_ctl_usage_error(c, "identity issue needs --token TOKEN and --out DIR");
     char err[512];
     char *key = NULL;
-    char *csr = rete_ctl_csr_new(c->args.spiffe_id, &key, err, sizeof(err));
+    /* reted names the certificate after the token's namespace and service
+     * account whatever the CSR asks; without --spiffe-id the CSR carries a
+     * placeholder that says so. */
+    const char *want = c->args.spiffe_id ? c->args.spiffe_id
+                                         : "spiffe://rete.invalid/ns/from-token/sa/from-token";
+    char *csr = rete_csr_new(want, &key, err, sizeof(err));
     if (!csr) {
         fprintf(stderr, "error: %s\n", err);
         return CTL_EXIT_FAIL;

@@ -162,7 +162,14 @@ static void dispatch_protocol(rete_conn *c, detect_result r, const char *data, s
         return;
     case DETECT_TCP:
         if (c->listener->kind == RETE_L_OUTBOUND && !c->orig_port) {
-            /* Opaque bytes with no destination we could route them to. */
+            /* Not redirected, so the app meant to speak HTTP to us: let the
+             * strict HTTP/1.1 parser refuse the bytes with its status (a
+             * request line starting with CRLF or a bad method token is a
+             * 400, not a silent close). Silence or TLS: nothing to say. */
+            if (len > 0 && (unsigned char)data[0] != 0x16) {
+                rete_h1_server_start(c, data, len);
+                return;
+            }
             rete_debug("outbound: unroutable non-HTTP connection from %s", c->peer_addr);
             detect_close(c);
             return;

@@ -45,6 +45,8 @@ void rete_conn_closed(rete_conn *c);
  * `data` holds bytes already read. */
 void rete_h1_server_start(rete_conn *c, const char *data, size_t len);
 void rete_h2_server_start(rete_conn *c, const char *data, size_t len);
+/* Frees the calling worker thread's nghttp2 callbacks and options. */
+void rete_h2_thread_cleanup(void);
 void rete_tcp_server_start(rete_conn *c, const char *data, size_t len);
 void rete_admin_start(rete_conn *c);
 

@@ -170,6 +170,17 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
         rete_h1_upstream_start(ex, wl->address, target);
 }
 
+/* authority without its ":port" when the port is `port`; else unchanged. */
+static rete_view strip_port_if(rete_view authority, uint16_t port)
+{
+    char suffix[8];
+    int n = snprintf(suffix, sizeof(suffix), ":%u", port);
+    rete_view sv = rete_view_make(suffix, (size_t)n);
+    if (authority.len > sv.len && rete_view_eq(rete_view_sub(authority, authority.len - sv.len, sv.len), sv))
+        return rete_view_make(authority.p, authority.len - sv.len);
+    return authority;
+}
+
 static bool tunnel_is_raw(const rete_exchange *ex)
 {
     /* TCP and CONNECT tunnels route with TCPRoute semantics; HTTP/1.1
@@ -188,6 +199,13 @@ static void dispatch_outbound(rete_exchange *ex)
             return;
         }
         t = rete_config_find_table(cfg, ex->req.authority, 80);
+        if (!t) {
+            /* An app that addresses the proxy itself (https://echo:15001/)
+             * names the proxy's port, not the service's: use the host. */
+            rete_view host = strip_port_if(ex->req.authority, cfg->proxy.outbound.port);
+            if (host.len != ex->req.authority.len)
+                t = rete_config_find_table(cfg, host, 80);
+        }
         if (!t) {
             ex->error = RETE_EXE_NO_ROUTE;
             local_text(ex, 404, "no service in the mesh is named \"%.*s\"", (int)ex->req.authority.len,
@@ -234,7 +252,7 @@ static void dispatch_outbound(rete_exchange *ex)
                 local_text(ex, 500, "redirect could not be built");
                 return;
             }
-            rete_ex_local_response(ex, status, NULL, NULL, 0);
+            rete_ex_local_redirect(ex, status, rete_view_make(loc, (size_t)n));
             return;
         }
         case RETE_FILTER_URL_REWRITE: {
@@ -259,7 +277,11 @@ static void dispatch_outbound(rete_exchange *ex)
         local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
         return;
     }
+    /* Without retries the one try is the whole request: the shorter of
+     * timeouts.request and timeouts.backendRequest bounds it. */
     uint32_t timeout = rule->timeout_ms;
+    if (rule->backend_timeout_ms && (!timeout || rule->backend_timeout_ms < timeout))
+        timeout = rule->backend_timeout_ms;
     if (timeout && !ex->tunnel) {
         ex->timer_active = true;
         uv_timer_start(&ex->timer, on_route_timeout, timeout, 0);

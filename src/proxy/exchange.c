@@ -291,8 +291,8 @@ static const rete_side_ops local_ops = {
     .on_abort = local_on_abort,
 };
 
-void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
-                            const char *body, size_t len)
+static void local_response(rete_exchange *ex, int status, const char *content_type,
+                           const char *body, size_t len, rete_view location)
 {
     if (ex->attached[RETE_UPSTREAM]) {
         /* Replace a failed upstream: it has already been told to go. */
@@ -311,6 +311,8 @@ void rete_ex_local_response(rete_exchange *ex, int status, const char *content_t
     char cl[24];
     snprintf(cl, sizeof(cl), "%zu", len);
     rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("content-length"), rete_view_cstr(cl));
+    if (location.len)
+        rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("location"), location);
     if (len)
         rete_ex_push(ex, RETE_UPSTREAM, body, len);
     ex->resp_body.end = true;
@@ -318,6 +320,17 @@ void rete_ex_local_response(rete_exchange *ex, int status, const char *content_t
     local_on_data(ex);
     rete_ex_response_ready(ex);
     rete_ex_detach(ex, RETE_UPSTREAM);
+}
+
+void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
+                            const char *body, size_t len)
+{
+    local_response(ex, status, content_type, body, len, RETE_VIEW_NULL);
+}
+
+void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location)
+{
+    local_response(ex, status, NULL, NULL, 0, location);
 }
 
 void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const char *detail)

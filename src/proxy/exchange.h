@@ -169,6 +169,8 @@ void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const ch
 /* Answer locally (404, 403, redirects, admin): becomes the upstream. */
 void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
                             const char *body, size_t len);
+/* The same with an empty body and a Location header (copied). */
+void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location);
 
 int rete_ex_error_status(rete_ex_error e);
 const char *rete_ex_error_flag(rete_ex_error e);

@@ -46,6 +46,8 @@ typedef struct h1s {
     bool paused_body;       /* reading stopped: the request pipe is full */
     bool paused_pipeline;   /* reading stopped: a pipelined request waits */
     bool tunnel_established;
+    bool client_connect;    /* the client sent CONNECT (the dispatcher may
+                             * turn an upgrade into one for the mesh hop) */
     bool peer_eof;
 } h1s;
 
@@ -213,6 +215,7 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
     s->resp_close = m->minor_version == 0;
     s->resp_started = false;
     s->tunnel_established = false;
+    s->client_connect = rete_view_eq(m->method, RETE_VIEW_LIT("CONNECT"));
 
     if (m->flags & RETE_H1_F_UPGRADE) {
         /* HTTP/1.1 upgrade (WebSocket, h2c is refused by the parser's
@@ -608,7 +611,7 @@ static void h1s_on_head(rete_exchange *ex)
             return;
         }
         s->tunnel_established = true;
-        if (rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT")))
+        if (s->client_connect)
             h1s_write(s, "HTTP/1.1 200 Connection Established\r\n\r\n", 39);
         return;
     }

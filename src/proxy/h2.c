@@ -589,9 +589,21 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     return 0;
 }
 
+/* Built once per worker thread; rete_h2_thread_cleanup frees them when the
+ * worker ends. */
+static _Thread_local nghttp2_session_callbacks *cbs;
+static _Thread_local nghttp2_option *opt;
+
+void rete_h2_thread_cleanup(void)
+{
+    nghttp2_session_callbacks_del(cbs);
+    cbs = NULL;
+    nghttp2_option_del(opt);
+    opt = NULL;
+}
+
 static nghttp2_session_callbacks *h2_callbacks(void)
 {
-    static _Thread_local nghttp2_session_callbacks *cbs;
     if (!cbs) {
         nghttp2_session_callbacks_new(&cbs);
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -605,7 +617,6 @@ static nghttp2_session_callbacks *h2_callbacks(void)
 
 static nghttp2_option *h2_options(void)
 {
-    static _Thread_local nghttp2_option *opt;
     if (!opt) {
         nghttp2_option_new(&opt);
         nghttp2_option_set_no_auto_window_update(opt, 1);

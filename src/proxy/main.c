@@ -4,6 +4,7 @@
  * is ready and exits with the app's exit code. */
 #include "alloc.h"
 #include "config.h"
+#include "cp_client.h"
 #include "log.h"
 #include "proxy.h"
 #include "worker.h"
@@ -37,6 +38,17 @@ static void usage(FILE *out)
             "  -l, --log-level LEVEL    error|warn|info|debug|trace (default info)\n"
             "  -a, --access-log PATH    one JSON line per request; '-' for stdout\n"
             "      --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
+            "\n"
+            "control plane (instead of --config, or with it for the Proxy document):\n"
+            "      --control-plane HOST:PORT  reted's proxy API (15012)\n"
+            "      --token-file F       join token for the first certificate\n"
+            "      --ca-file F          the mesh trust bundle (reted's ca/bundle.pem)\n"
+            "      --data-dir DIR       certificate, key and last good configuration\n"
+            "      --namespace NS --service-account SA --name WORKLOAD --address IP\n"
+            "      --inbound PORT[/HTTP|HTTP2|GRPC|TCP]  an app port (repeatable)\n"
+            "      --app-address IP     where the app listens (default --address)\n"
+            "      --label KEY=VALUE    workload label (repeatable)\n"
+            "      --trust-domain TD    (default cluster.local)\n"
             "  -V, --version            print the version\n"
             "  -h, --help               this text\n"
             "\n"
@@ -98,10 +110,55 @@ static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
     return cfg;
 }
 
+static int spawn_child(rete_proxy *p, char **argv);
+static void start_drain(rete_proxy *p);
+static bool control_plane_mode;
+
+int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
+{
+    if (p->started) {
+        for (unsigned i = 0; i < p->concurrency; i++)
+            rete_worker_post_gen(&p->workers[i], rete_gen_new(cfg, tls));
+        rete_config_unref(p->cfg);
+        rete_tls_set_unref(p->tls);
+        p->cfg = cfg;
+        p->tls = tls;
+        atomic_fetch_add(&p->reloads_ok, 1);
+        return 0;
+    }
+    p->cfg = cfg;
+    p->tls = tls;
+    if (!p->concurrency)
+        p->concurrency = cfg->proxy.concurrency ? cfg->proxy.concurrency : 1;
+    p->workers = rete_calloc(p->concurrency, sizeof(*p->workers));
+    for (unsigned i = 0; i < p->concurrency; i++) {
+        rete_worker *w = &p->workers[i];
+        w->id = (int)i;
+        w->proxy = p;
+        atomic_store(&w->incoming, rete_gen_new(cfg, tls)); /* taken at start */
+    }
+    for (unsigned i = 0; i < p->concurrency; i++)
+        if (rete_worker_start(&p->workers[i]) != 0) {
+            rete_err("worker %u failed to start", i);
+            return -1;
+        }
+    p->started = true;
+    atomic_store(&p->ready, true);
+    rete_info("rete-proxy %s ready: %s/%s, %u worker(s), config version %llu", RETE_VERSION,
+              cfg->proxy.ns, cfg->proxy.name, p->concurrency, (unsigned long long)cfg->version);
+    if (p->child_argv && spawn_child(p, p->child_argv) != 0)
+        start_drain(p);
+    return 0;
+}
+
 static void on_sighup(uv_signal_t *s, int sig)
 {
     (void)sig;
     rete_proxy *p = s->data;
+    if (control_plane_mode) {
+        rete_info("reload: SIGHUP ignored, the control plane pushes the configuration");
+        return;
+    }
     rete_tls_set *tls = NULL;
     rete_config *cfg = load(p->config_path, p->cfg->version + 1, &tls);
     if (!cfg) {
@@ -109,13 +166,7 @@ static void on_sighup(uv_signal_t *s, int sig)
         rete_warn("reload: keeping configuration version %llu", (unsigned long long)p->cfg->version);
         return;
     }
-    for (unsigned i = 0; i < p->concurrency; i++)
-        rete_worker_post_gen(&p->workers[i], rete_gen_new(cfg, tls));
-    rete_config_unref(p->cfg);
-    rete_tls_set_unref(p->tls);
-    p->cfg = cfg;
-    p->tls = tls;
-    atomic_fetch_add(&p->reloads_ok, 1);
+    rete_proxy_install(p, cfg, tls);
     rete_info("reload: configuration version %llu in use", (unsigned long long)cfg->version);
 }
 
@@ -124,6 +175,10 @@ static void poll_stopped(uv_timer_t *t)
     rete_proxy *p = t->data;
     if (child_running)
         return;
+    if (!p->started) {
+        uv_stop(p->loop);
+        return;
+    }
     for (unsigned i = 0; i < p->concurrency; i++)
         if (!atomic_load(&p->workers[i].stopped))
             return;
@@ -135,7 +190,9 @@ static void start_drain(rete_proxy *p)
     if (atomic_exchange(&p->draining, true))
         return;
     rete_info("draining: no new connections, finishing in-flight requests");
-    for (unsigned i = 0; i < p->concurrency; i++)
+    if (control_plane_mode)
+        rete_cp_drain(p);
+    for (unsigned i = 0; p->started && i < p->concurrency; i++)
         rete_worker_drain(&p->workers[i]);
     uv_timer_start(&stop_poll, poll_stopped, 20, 20);
 }
@@ -187,9 +244,19 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},   {"concurrency", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'l'}, {"access-log", required_argument, NULL, 'a'},
         {"check-config", required_argument, NULL, 'k'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},
+        {"control-plane", required_argument, NULL, 'C'}, {"token-file", required_argument, NULL, 'K'},
+        {"ca-file", required_argument, NULL, 'A'},   {"data-dir", required_argument, NULL, 'D'},
+        {"namespace", required_argument, NULL, 'N'}, {"service-account", required_argument, NULL, 'S'},
+        {"name", required_argument, NULL, 'W'},      {"address", required_argument, NULL, 'I'},
+        {"app-address", required_argument, NULL, 'P'}, {"inbound", required_argument, NULL, 'B'},
+        {"label", required_argument, NULL, 'L'},     {"trust-domain", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
     };
-    rete_proxy proxy;
+    static rete_cp_opts cpo;
+    const char *app_address = NULL;
+    json_t *inbound = json_array(), *labels = json_object();
+    static rete_proxy proxy;
     memset(&proxy, 0, sizeof(proxy));
     rete_the_proxy = &proxy;
     bool run_mode = argc > 1 && strcmp(argv[1], "run") == 0;
@@ -245,6 +312,37 @@ int main(int argc, char **argv)
             printf("%s: valid\n", optarg);
             return 0;
         }
+        case 'C': cpo.server = optarg; break;
+        case 'K': cpo.token_file = optarg; break;
+        case 'A': cpo.ca_file = optarg; break;
+        case 'D': cpo.data_dir = optarg; break;
+        case 'N': cpo.ns = optarg; break;
+        case 'S': cpo.sa = optarg; break;
+        case 'W': cpo.name = optarg; break;
+        case 'I': cpo.address = optarg; break;
+        case 'P': app_address = optarg; break;
+        case 'T': cpo.trust_domain = optarg; break;
+        case 'B': {
+            /* PORT[/PROTOCOL] */
+            char *slash = strchr(optarg, '/');
+            long port = strtol(optarg, NULL, 10);
+            if (port < 1 || port > 65535) {
+                fprintf(stderr, "rete-proxy: --inbound PORT[/HTTP|HTTP2|GRPC|TCP]\n");
+                return 2;
+            }
+            json_array_append_new(inbound, json_pack("{s:I,s:s}", "port", (json_int_t)port, "protocol",
+                                                     slash ? slash + 1 : "HTTP"));
+            break;
+        }
+        case 'L': {
+            char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg) {
+                fprintf(stderr, "rete-proxy: --label KEY=VALUE\n");
+                return 2;
+            }
+            json_object_setn_new(labels, optarg, (size_t)(eq - optarg), json_string(eq + 1));
+            break;
+        }
         case 'V':
             printf("rete-proxy %s\n", RETE_VERSION);
             return 0;
@@ -267,30 +365,70 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!proxy.config_path) {
+    control_plane_mode = cpo.server != NULL;
+    if (!proxy.config_path && !control_plane_mode) {
         usage(stderr);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     proxy.loop = uv_default_loop();
-    proxy.cfg = load(proxy.config_path, 1, &proxy.tls);
-    if (!proxy.cfg)
-        return 1;
-    proxy.concurrency = concurrency ? (unsigned)concurrency
-                                    : (proxy.cfg->proxy.concurrency ? proxy.cfg->proxy.concurrency : 1);
+    proxy.iol.loop = proxy.loop;
+    proxy.child_argv = child_argv;
+    proxy.concurrency = (unsigned)concurrency;
     proxy.started_unix = (uint64_t)time(NULL);
-    proxy.workers = rete_calloc(proxy.concurrency, sizeof(*proxy.workers));
-    for (unsigned i = 0; i < proxy.concurrency; i++) {
-        rete_worker *w = &proxy.workers[i];
-        w->id = (int)i;
-        w->proxy = &proxy;
-        atomic_store(&w->incoming, rete_gen_new(proxy.cfg, proxy.tls)); /* taken at start */
-    }
-    for (unsigned i = 0; i < proxy.concurrency; i++)
-        if (rete_worker_start(&proxy.workers[i]) != 0) {
-            rete_err("worker %u failed to start", i);
-            return 1;
+    if (control_plane_mode) {
+        if (!cpo.ns || !cpo.sa || !cpo.name || !cpo.address || !cpo.ca_file) {
+            fprintf(stderr, "rete-proxy: --control-plane needs --namespace, --service-account, --name, "
+                            "--address and --ca-file (and --token-file for the first start)\n");
+            return 2;
         }
+        static char default_dir[512];
+        if (!cpo.data_dir) {
+            snprintf(default_dir, sizeof(default_dir), "rete-proxy-%s.%s", cpo.name, cpo.ns);
+            cpo.data_dir = default_dir;
+        }
+        if (proxy.config_path) {
+            /* The operator's own Proxy document (limits, listeners...). */
+            FILE *f = fopen(proxy.config_path, "r");
+            if (!f) {
+                fprintf(stderr, "rete-proxy: cannot read %s\n", proxy.config_path);
+                return 1;
+            }
+            char buf[65536];
+            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+            fclose(f);
+            buf[n] = '\0';
+            cpo.proxy_doc = rete_strdup(buf);
+        } else {
+            char cert[4200], key[4200], bundle[4200];
+            snprintf(cert, sizeof(cert), "%s/cert.pem", cpo.data_dir);
+            snprintf(key, sizeof(key), "%s/key.pem", cpo.data_dir);
+            snprintf(bundle, sizeof(bundle), "%s/bundle.pem", cpo.data_dir);
+            json_t *spec = json_pack("{s:s,s:s,s:O,s:{s:s,s:s,s:s}}", "serviceAccount", cpo.sa,
+                                     "address", cpo.address, "inbound", inbound, "tls", "certFile",
+                                     cert, "keyFile", key, "caFile", bundle);
+            if (app_address)
+                json_object_set_new(spec, "appAddress", json_string(app_address));
+            if (cpo.trust_domain)
+                json_object_set_new(spec, "trustDomain", json_string(cpo.trust_domain));
+            json_t *doc = json_pack("{s:s,s:s,s:{s:s,s:s},s:o}", "apiVersion", "rete.dev/v1alpha1",
+                                    "kind", "Proxy", "metadata", "name", cpo.name, "namespace", cpo.ns,
+                                    "spec", spec);
+            cpo.proxy_doc = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            json_decref(doc);
+        }
+        cpo.workload = json_pack("{s:s,s:s,s:s,s:s,s:i,s:O}", "name", cpo.name, "namespace", cpo.ns,
+                                 "serviceAccount", cpo.sa, "address", cpo.address, "meshPort", 15008,
+                                 "labels", labels);
+        if (rete_cp_start(&proxy, &cpo) < 0)
+            return 1;
+    } else {
+        rete_config *cfg = load(proxy.config_path, 1, &proxy.tls);
+        if (!cfg || rete_proxy_install(&proxy, cfg, proxy.tls) < 0)
+            return 1;
+    }
+    json_decref(inbound);
+    json_decref(labels);
     uv_timer_init(proxy.loop, &stop_poll);
     stop_poll.data = &proxy;
     uv_signal_init(proxy.loop, &proxy.sigterm);
@@ -300,14 +438,8 @@ int main(int argc, char **argv)
     uv_signal_start(&proxy.sigterm, on_sigterm, SIGTERM);
     uv_signal_start(&proxy.sigint, on_sigterm, SIGINT);
     uv_signal_start(&proxy.sighup, on_sighup, SIGHUP);
-    atomic_store(&proxy.ready, true);
-    rete_info("rete-proxy %s ready: %s/%s, %u worker(s), config version %llu", RETE_VERSION,
-              proxy.cfg->proxy.ns, proxy.cfg->proxy.name, proxy.concurrency,
-              (unsigned long long)proxy.cfg->version);
-    if (child_argv && spawn_child(&proxy, child_argv) != 0)
-        start_drain(&proxy);
     uv_run(proxy.loop, UV_RUN_DEFAULT);
-    for (unsigned i = 0; i < proxy.concurrency; i++) {
+    for (unsigned i = 0; proxy.started && i < proxy.concurrency; i++) {
         uv_thread_join(&proxy.workers[i].thread);
         rete_worker *w = &proxy.workers[i];
         if (w->gen)
@@ -323,8 +455,11 @@ int main(int argc, char **argv)
         uv_loop_close(&w->loop);
     }
     free(proxy.workers);
-    rete_config_unref(proxy.cfg);
+    if (proxy.cfg)
+        rete_config_unref(proxy.cfg);
     rete_tls_set_unref(proxy.tls);
+    json_decref(cpo.workload);
+    free(cpo.proxy_doc);
     uv_close((uv_handle_t *)&proxy.sigterm, NULL);
     uv_close((uv_handle_t *)&proxy.sigint, NULL);
     uv_close((uv_handle_t *)&proxy.sighup, NULL);

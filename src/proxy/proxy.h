@@ -22,9 +22,17 @@ typedef struct rete_proxy {
     atomic_uint_fast64_t reloads_failed;
     char last_reload_error[1024];
     uint64_t started_unix;
+    rete_io_loop iol;            /* the main loop's buffers (control-plane client) */
+    char **child_argv;           /* run mode: started once the proxy is ready */
+    bool started;                /* workers running */
 } rete_proxy;
 
 extern rete_proxy *rete_the_proxy;
+
+/* Put a snapshot in service: the first one starts the workers (and the app
+ * in run mode); later ones are handed to every worker as a new generation.
+ * Takes the references. Returns -1 when the workers cannot start. */
+int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls);
 
 /* Build the TLS contexts a snapshot names; NULL with err on failure. */
 rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen);

@@ -2,6 +2,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "conn.h"
+#include "io.h"
 #include "lb.h"
 #include "log.h"
 #include "proxy.h"
@@ -190,6 +191,26 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+/* A TCP handle that is not one of our listeners is a connection's rete_io:
+ * close it through the io, so its owner (downstream codec, pooled upstream
+ * connection) runs its close callback and frees its state. */
+static void close_io_walk(uv_handle_t *h, void *arg)
+{
+    rete_worker *w = arg;
+    if (h->type != UV_TCP || uv_is_closing(h))
+        return;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (h == (uv_handle_t *)&w->listeners[i].tcp)
+            return;
+    rete_io_close(h->data);
+}
+
+static void count_closing(uv_handle_t *h, void *arg)
+{
+    if (uv_is_closing(h))
+        ++*(unsigned *)arg;
+}
+
 static void finish_drain(rete_worker *w)
 {
     uv_timer_stop(&w->drain_timer);
@@ -224,11 +245,22 @@ static void worker_main(void *arg)
 {
     rete_worker *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    /* Drained or stopped: close every handle (connections included) and let
-     * their close callbacks run. */
+    /* Drained or stopped: close the connections first, through their owners,
+     * and let the close callbacks (and the closes they start) run; then every
+     * other handle. A bare uv_close on a connection's handle would leak what
+     * its owner holds (nghttp2 sessions, TLS sessions, generations). */
+    uv_walk(&w->loop, close_io_walk, w);
+    for (int round = 0; round < 100; round++) {
+        unsigned closing = 0;
+        uv_walk(&w->loop, count_closing, &closing);
+        if (!closing)
+            break;
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+    }
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     rete_route_thread_cleanup();
+    rete_h2_thread_cleanup();
     atomic_store(&w->stopped, true);
 }
 

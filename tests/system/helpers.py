@@ -118,10 +118,11 @@ def _reap(proc):
         pass
 
 
-def start_echo(*extra, name="echo", host=None, timeout=10, persistent=False):
-    """Start rete-echo on a fresh loopback address; returns (proc, "host:port")."""
+def start_echo(*extra, name="echo", host=None, port=None, timeout=10, persistent=False):
+    """Start rete-echo on a fresh loopback address (and `port`, default a free
+    one); returns (proc, "host:port")."""
     host = host or loopback_host()
-    port = free_port(host)
+    port = port or free_port(host)
     addr = f"{host}:{port}"
     proc = start_process(
         [build_path("rete-echo"), "--listen", addr, "--name", name, *extra],

@@ -245,3 +245,54 @@ def test_idle_keep_alive_connections_are_closed_after_idle_timeout(tmp_path):
         s.close()
         assert time.monotonic() - t >= 0.9  # closed by the idle timer, not at once
     assert p.poll() is None
+
+
+@pytest.fixture
+def tls_env(tmp_path):
+    """The client proxy also terminates TLS from its app (HTTP/2 and HTTP/1.1
+    by ALPN) with a server certificate of its own."""
+    import certs
+    import mesh as meshmod
+    server_cert, server_key = certs.make_workload_cert(str(tmp_path), certs.make_ca(str(tmp_path), "app-ca"),
+                                                       "cluster.local", "test", "client-app", name="app-server")
+    orig = meshmod.Mesh.write_config
+
+    def write_config(self, name, sa, address, **kw):
+        if name == "client-0":
+            kw["extra_spec"] = {**kw.get("extra_spec", {}),
+                                "tls": {"certFile": self.cert(sa)[0], "keyFile": self.cert(sa)[1],
+                                        "caFile": self.ca[0], "serverCertFile": server_cert,
+                                        "serverKeyFile": server_key}}
+        return orig(self, name, sa, address, **kw)
+    meshmod.Mesh.write_config = write_config
+    try:
+        return echo_mesh(tmp_path)
+    finally:
+        meshmod.Mesh.write_config = orig
+
+
+@pytest.mark.parametrize("proto,expect", [("--http2", "HTTP/2"), ("--http1.1", "HTTP/1.1")])
+def test_tls_from_the_app_with_alpn(tls_env, proto, expect):
+    host, port = tls_env["outbound"].split(":")
+    r = curl("-k", proto, "-sS", "-w", "\n%{http_version}", "--resolve", f"echo:{port}:{host}",
+             f"https://echo:{port}/tls")
+    assert r.returncode == 0, r.stderr
+    body, version = r.stdout.decode().rsplit("\n", 1)
+    assert json.loads(body)["path"] == "/tls"
+    assert version == ("2" if expect == "HTTP/2" else "1.1")
+
+
+def test_http1_trailers_pass_through_both_proxies(env):
+    host, port = env["outbound"].split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"GET /?trailer=x-check:ok HTTP/1.1\r\nHost: echo\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.rstrip(b"\r\n").endswith(b"x-check: ok")

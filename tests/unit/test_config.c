@@ -604,8 +604,8 @@ static const bad_case bad_cases[] = {
     {PROXY_DOC
      "---\napiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec: {ports: [{port: 1}]}\n",
      1, "metadata.name", "RFC 1123"},
-    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, uid: x}\n", 1,
-     "metadata.uid", "unknown field"},
+    {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, finalizers: x}\n", 1,
+     "metadata.finalizers", "unknown field"},
     {PROXY_DOC "---\n- a\n- b\n", 1, "", "must be a mapping"},
     {PROXY_DOC SVC_WEB SVC_WEB, 2, "metadata.name", "duplicate Service demo/web"},
     {PROXY_DOC PROXY_DOC_2, 1, "kind", "only one Proxy"},

@@ -1,0 +1,421 @@
+/* The operator API on 15014 (docs/control-plane.md): apply, get, delete,
+ * tokens, proxy status and config, check, identity, metrics. Every request
+ * but /healthz needs the admin token. */
+#include "alloc.h"
+#include "log.h"
+#include "reted.h"
+#include "token.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void respond_obj(rete_http_req *req, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    rete_http_respond_json(req, status, s ? s : "{}");
+    free(s);
+    json_decref(obj);
+}
+
+static void respond_error(rete_http_req *req, int status, const char *msg)
+{
+    respond_obj(req, status, json_pack("{s:s}", "error", msg));
+}
+
+static bool authorized(reted *r, rete_http_req *req)
+{
+    rete_view h = rete_http_header_get(req, "authorization");
+    static const char bearer[] = "Bearer ";
+    if (h.len <= sizeof(bearer) - 1 || memcmp(h.p, bearer, sizeof(bearer) - 1) != 0)
+        return false;
+    rete_view tok = rete_view_make(h.p + 7, h.len - 7);
+    size_t n = strlen(r->admin_token);
+    return tok.len == n && CRYPTO_memcmp(tok.p, r->admin_token, n) == 0;
+}
+
+/* Split "/api/v1/resources/kind/ns/name" into up to 3 segments after the prefix. */
+static size_t segments(rete_view path, size_t skip, char out[][256], size_t max)
+{
+    size_t n = 0, i = skip;
+    while (i < path.len && n < max) {
+        while (i < path.len && path.p[i] == '/')
+            i++;
+        size_t start = i;
+        while (i < path.len && path.p[i] != '/')
+            i++;
+        if (i > start) {
+            size_t len = i - start < 255 ? i - start : 255;
+            memcpy(out[n], path.p + start, len);
+            out[n][len] = '\0';
+            n++;
+        }
+    }
+    return n;
+}
+
+static void view_str(rete_view v, char *out, size_t size)
+{
+    size_t n = v.len < size - 1 ? v.len : size - 1;
+    memcpy(out, v.p, n);
+    out[n] = '\0';
+}
+
+/* ---- apply ---- */
+
+static void api_apply(reted *r, rete_http_req *req)
+{
+    char source[256] = "-";
+    rete_view src = rete_http_query_get(req, "source");
+    if (src.len)
+        view_str(src, source, sizeof(source));
+    reted_doc *docs;
+    size_t n;
+    json_t *err = NULL;
+    if (reted_parse_docs(req->body, req->body_len, source, &docs, &n, &err) < 0) {
+        r->applies_rejected++;
+        respond_obj(req, 422, err);
+        return;
+    }
+    /* Two documents for the same resource in one request are ambiguous. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(docs[i].kind, docs[j].kind) == 0 && strcmp(docs[i].ns, docs[j].ns) == 0 &&
+                strcmp(docs[i].name, docs[j].name) == 0) {
+                r->applies_rejected++;
+                respond_obj(req, 422,
+                            json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", "invalid resource",
+                                      "details", "source", source, "document", (int)i, "path",
+                                      "metadata.name", "reason", "the same resource appears twice"));
+                reted_docs_free(docs, n);
+                return;
+            }
+    json_t *verr = reted_validate(r, docs, n, source);
+    if (verr) {
+        r->applies_rejected++;
+        respond_obj(req, 422, verr);
+        reted_docs_free(docs, n);
+        return;
+    }
+    rete_store_write *w = rete_calloc(n ? n : 1, sizeof(*w));
+    char **texts = rete_calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        texts[i] = json_dumps(docs[i].json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        w[i] = (rete_store_write){docs[i].kind, docs[i].ns, docs[i].name, texts[i],
+                                  docs[i].expected_version};
+    }
+    size_t failed = 0;
+    rete_rc rc = r->store->ops->apply(r->store, w, n, &failed);
+    if (rc == RETE_ECONFLICT) {
+        r->applies_rejected++;
+        char msg[1024];
+        snprintf(msg, sizeof(msg),
+                 "%s %s/%s: resourceVersion %llu is not the current one; get it again and retry",
+                 docs[failed].kind, docs[failed].ns, docs[failed].name,
+                 (unsigned long long)docs[failed].expected_version);
+        respond_error(req, 409, msg);
+    } else if (rc < 0) {
+        respond_error(req, 500, "store write failed");
+    } else {
+        r->applies_ok++;
+        json_t *results = json_array();
+        bool changed = false;
+        for (size_t i = 0; i < n; i++) {
+            char rv[24];
+            snprintf(rv, sizeof(rv), "%llu", (unsigned long long)w[i].new_version);
+            json_array_append_new(
+                results, json_pack("{s:s,s:s,s:s,s:s,s:s}", "kind", docs[i].kind, "namespace",
+                                   docs[i].ns, "name", docs[i].name, "resourceVersion", rv, "action",
+                                   w[i].unchanged ? "unchanged" : w[i].created ? "created" : "configured"));
+            changed |= !w[i].unchanged;
+        }
+        respond_obj(req, 200, json_pack("{s:o}", "results", results));
+        if (changed)
+            reted_changed(r);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(w);
+    reted_docs_free(docs, n);
+}
+
+/* ---- get / list / delete ---- */
+
+static bool collect(const rete_store_resource *res, void *arg)
+{
+    json_array_append_new(arg, reted_resource_json(res));
+    return true;
+}
+
+static void api_resources(reted *r, rete_http_req *req)
+{
+    char seg[4][256];
+    size_t n = segments(req->path, strlen("/api/v1/resources"), seg, 4);
+    if (n == 0 || n == 2 || n > 3) {
+        respond_error(req, 404, "use /api/v1/resources/{kind}[/{namespace}/{name}]");
+        return;
+    }
+    const char *kind = reted_kind_canonical(seg[0]);
+    if (!kind) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "unknown kind %s", seg[0]);
+        respond_error(req, 404, msg);
+        return;
+    }
+    bool get = rete_view_eq(req->method, RETE_VIEW_LIT("GET"));
+    bool del = rete_view_eq(req->method, RETE_VIEW_LIT("DELETE"));
+    if (n == 1) {
+        if (!get) {
+            respond_error(req, 405, "GET only");
+            return;
+        }
+        char ns[256] = "";
+        rete_view q = rete_http_query_get(req, "namespace");
+        if (q.len)
+            view_str(q, ns, sizeof(ns));
+        json_t *items = json_array();
+        if (r->store->ops->list(r->store, kind, ns[0] ? ns : NULL, collect, items) < 0) {
+            json_decref(items);
+            respond_error(req, 500, "store read failed");
+            return;
+        }
+        respond_obj(req, 200, json_pack("{s:o}", "items", items));
+        return;
+    }
+    rete_store_resource res;
+    rete_rc rc = r->store->ops->get(r->store, kind, seg[1], seg[2], &res);
+    if (rc == RETE_ENOTFOUND) {
+        char msg[900];
+        snprintf(msg, sizeof(msg), "%s %s/%s not found", kind, seg[1], seg[2]);
+        respond_error(req, 404, msg);
+        return;
+    }
+    if (rc < 0) {
+        respond_error(req, 500, "store read failed");
+        return;
+    }
+    if (get) {
+        respond_obj(req, 200, reted_resource_json(&res));
+        return;
+    }
+    if (!del) {
+        respond_error(req, 405, "GET or DELETE");
+        return;
+    }
+    uint64_t expected = 0;
+    rete_view q = rete_http_query_get(req, "resourceVersion");
+    if (q.len) {
+        char v[32];
+        view_str(q, v, sizeof(v));
+        expected = strtoull(v, NULL, 10);
+    }
+    /* Deleting must leave a set every proxy accepts (no dangling reference). */
+    reted_doc d = {NULL, kind, seg[1], seg[2], expected};
+    json_t *verr = reted_validate(r, &d, 1, "delete");
+    if (verr) {
+        respond_obj(req, 409, verr);
+        return;
+    }
+    rete_store_write w = {kind, seg[1], seg[2], NULL, expected};
+    size_t failed;
+    rc = r->store->ops->apply(r->store, &w, 1, &failed);
+    if (rc == RETE_ECONFLICT) {
+        respond_error(req, 409, "resourceVersion is not the current one");
+        return;
+    }
+    if (rc < 0) {
+        respond_error(req, rc == RETE_ENOTFOUND ? 404 : 500, "delete failed");
+        return;
+    }
+    respond_obj(req, 200, json_pack("{s:s,s:s,s:s,s:s}", "kind", kind, "namespace", seg[1], "name",
+                                    seg[2], "action", "deleted"));
+    reted_changed(r);
+}
+
+/* ---- tokens ---- */
+
+static void api_tokens(reted *r, rete_http_req *req)
+{
+    json_error_t je;
+    json_t *in = json_loadb(req->body, req->body_len, 0, &je);
+    const char *ns = NULL, *sa = NULL;
+    json_int_t ttl = 3600, uses = 1;
+    if (!in || json_unpack(in, "{s:s,s:s,s?I,s?I}", "namespace", &ns, "serviceAccount", &sa,
+                           "ttlSeconds", &ttl, "uses", &uses) != 0 ||
+        ttl <= 0 || ttl > 365 * 86400 || uses == 0 || uses < -1) {
+        json_decref(in);
+        respond_error(req, 400,
+                      "body: {\"namespace\", \"serviceAccount\", \"ttlSeconds\" (1..31536000), "
+                      "\"uses\" (-1 = unlimited)}");
+        return;
+    }
+    char token[128], id[33];
+    uint8_t hash[32];
+    if (rete_token_new(token, sizeof(token), id, hash) < 0) {
+        json_decref(in);
+        respond_error(req, 500, "no randomness for a token");
+        return;
+    }
+    rete_store_token t = {0};
+    snprintf(t.id, sizeof(t.id), "%s", id);
+    snprintf(t.ns, sizeof(t.ns), "%s", ns);
+    snprintf(t.sa, sizeof(t.sa), "%s", sa);
+    t.expires_unix = reted_now() + ttl;
+    t.uses_left = (int32_t)uses;
+    json_decref(in);
+    if (r->store->ops->token_put(r->store, &t, hash) < 0) {
+        respond_error(req, 500, "store write failed");
+        return;
+    }
+    respond_obj(req, 200, json_pack("{s:s,s:I,s:s,s:s}", "token", token, "expiresAt",
+                                    (json_int_t)t.expires_unix, "namespace", t.ns,
+                                    "serviceAccount", t.sa));
+}
+
+/* ---- proxies ---- */
+
+static json_t *proxy_json(const reted_proxy *p)
+{
+    const char *status = !p->stream ? "DISCONNECTED"
+                         : p->nacked ? "NACK"
+                         : p->acked_version == p->sent_version ? "SYNCED"
+                                                               : "STALE";
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:b,s:I,s:I,s:b}", "name", p->name,
+                     "namespace", p->ns, "spiffeId", p->spiffe_id, "address", p->address,
+                     "sentVersion", (json_int_t)p->sent_version, "ackedVersion",
+                     (json_int_t)p->acked_version, "status", status, "error", p->nack_error,
+                     "connected", p->stream != NULL, "certExpiresAt", (json_int_t)p->cert_not_after,
+                     "lastSeen", (json_int_t)p->last_seen_unix, "ready", p->ready);
+}
+
+static void api_proxies(reted *r, rete_http_req *req)
+{
+    char seg[4][256];
+    size_t n = segments(req->path, strlen("/api/v1/proxies"), seg, 4);
+    if (n == 0) {
+        json_t *items = json_array();
+        for (reted_proxy *p = r->proxies; p; p = p->next)
+            json_array_append_new(items, proxy_json(p));
+        respond_obj(req, 200, json_pack("{s:o}", "items", items));
+        return;
+    }
+    if (n == 3 && strcmp(seg[2], "config") == 0) {
+        reted_proxy *p = reted_proxy_find(r, seg[0], seg[1]);
+        if (!p || !p->last_config) {
+            respond_error(req, 404, "no such proxy, or no configuration sent to it yet");
+            return;
+        }
+        respond_obj(req, 200, json_pack("{s:o,s:I,s:s}", "proxy", proxy_json(p), "version",
+                                        (json_int_t)p->sent_version, "resources", p->last_config));
+        return;
+    }
+    respond_error(req, 404, "use /api/v1/proxies or /api/v1/proxies/{namespace}/{name}/config");
+}
+
+static void api_check(reted *r, rete_http_req *req)
+{
+    json_t *checks = json_array();
+    bool ok = true;
+    uint64_t rev = r->store->ops->revision(r->store);
+    json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "store", "ok", true, "detail",
+                                            r->store->ops->name));
+    int64_t ca_exp = rete_ca_not_after(r->ca);
+    bool ca_ok = ca_exp - reted_now() > 30 * 86400;
+    ok &= ca_ok;
+    char d[128];
+    snprintf(d, sizeof(d), "root valid until %lld", (long long)ca_exp);
+    json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "certificate authority", "ok",
+                                            ca_ok, "detail", d));
+    int total = 0, synced = 0;
+    for (reted_proxy *p = r->proxies; p; p = p->next) {
+        if (!p->stream)
+            continue;
+        total++;
+        synced += !p->nacked && p->acked_version == p->sent_version;
+    }
+    snprintf(d, sizeof(d), "%d of %d connected proxies in sync", synced, total);
+    ok &= synced == total;
+    json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "proxies", "ok", synced == total,
+                                            "detail", d));
+    respond_obj(req, 200, json_pack("{s:b,s:I,s:I,s:o}", "ok", ok, "revision", (json_int_t)rev,
+                                    "time", (json_int_t)reted_now(), "checks", checks));
+}
+
+static void api_identity(reted *r, rete_http_req *req)
+{
+    json_error_t je;
+    json_t *in = json_loadb(req->body, req->body_len, 0, &je);
+    const char *token = NULL, *csr = NULL;
+    if (!in || json_unpack(in, "{s:s,s:s}", "token", &token, "csr", &csr) != 0) {
+        json_decref(in);
+        respond_error(req, 400, "body: {\"token\", \"csr\"}");
+        return;
+    }
+    char id[33];
+    uint8_t hash[32];
+    rete_store_token t;
+    if (rete_token_parse(token, id, hash) < 0 ||
+        r->store->ops->token_use(r->store, id, hash, reted_now(), &t) < 0) {
+        json_decref(in);
+        r->certs_refused++;
+        respond_error(req, 403, "token unknown, expired or used up");
+        return;
+    }
+    char spiffe[1024], err[256];
+    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s", r->trust_domain, t.ns, t.sa);
+    int64_t not_after = 0;
+    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, r->cert_ttl, &not_after, err,
+                                   sizeof(err));
+    json_decref(in);
+    if (!chain) {
+        r->certs_refused++;
+        respond_error(req, 400, err);
+        return;
+    }
+    r->certs_issued++;
+    respond_obj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
+                                    rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
+                                    "spiffeId", spiffe));
+    free(chain);
+}
+
+void reted_api_handle(rete_http_req *req, void *arg)
+{
+    reted *r = arg;
+    rete_view p = req->path;
+    if (rete_view_eq(p, RETE_VIEW_LIT("/healthz"))) {
+        rete_http_respond(req, 200, "text/plain", "ok\n", 3, NULL);
+        return;
+    }
+    if (!authorized(r, req)) {
+        rete_http_respond(req, 401, "application/json",
+                          "{\"error\":\"missing or wrong admin token (Authorization: Bearer)\"}", 63,
+                          "www-authenticate: Bearer\r\n");
+        return;
+    }
+    bool post = rete_view_eq(req->method, RETE_VIEW_LIT("POST"));
+    if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/apply")) && post)
+        api_apply(r, req);
+    else if (rete_view_has_prefix(p, RETE_VIEW_LIT("/api/v1/resources/")))
+        api_resources(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/tokens")) && post)
+        api_tokens(r, req);
+    else if (rete_view_has_prefix(p, RETE_VIEW_LIT("/api/v1/proxies")))
+        api_proxies(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/check")))
+        api_check(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/identity")) && post)
+        api_identity(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/metrics"))) {
+        size_t len;
+        char *m = reted_metrics(r, &len);
+        rete_http_respond(req, 200, "text/plain; version=0.0.4", m, len, NULL);
+        free(m);
+    } else if (rete_view_eq(p, RETE_VIEW_LIT("/version"))) {
+        rete_http_respond_json(req, 200, "{\"reted\":\"" RETE_VERSION "\"}");
+    } else {
+        respond_error(req, 404, "unknown endpoint");
+    }
+}

@@ -1,0 +1,1021 @@
+/* The mesh's certificate authority (contract in ca.h).
+ *
+ * Files in the CA directory (docs/control-plane.md):
+ *   root.pem, root-key.pem            the root made by rete_ca_init
+ *   root-next.pem, root-next-key.pem  the new root while a rotation is in progress
+ *   cert.pem, key.pem [, chain.pem]   an operator-supplied CA (takes precedence)
+ *   bundle.pem                        every root in force; always derived from the above
+ *
+ * Every file is written crash-safely (temporary file, fsync, rename, fsync of
+ * the directory); keys are 0600. A crash in the middle of a rotation step is
+ * repaired by rete_ca_load (see recover_rotation).
+ *
+ * Issuance is on the hot path (target: 8000 certificates/s on one core), so
+ * everything that does not depend on the request is prepared once at load:
+ * the issuer name, the encoded extensions every leaf shares, a digest-sign
+ * context that each call copies instead of re-fetching algorithms, and the
+ * PEM of the intermediate chain. A rete_ca is not thread-safe: reted uses it
+ * from its loop thread. */
+#include "ca.h"
+
+#include "alloc.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ROOT_DAYS 3650
+#define BACKDATE_SECONDS 300
+#define TD_MAX 255
+#define MAX_CHAIN 8
+
+struct rete_ca {
+    char td[TD_MAX + 1];
+    bool operator_ca; /* cert.pem + key.pem supplied by the operator */
+    bool rotating;    /* root-next.pem is the signing root */
+
+    /* The signing CA. */
+    EVP_PKEY *key;
+    X509 *cert;
+    int64_t not_after; /* earliest notAfter along the signing CA's chain */
+
+    /* Roots in force, oldest first (two while rotating), and their PEM. */
+    STACK_OF(X509) *roots;
+    char *bundle_pem;
+
+    /* Precomputed for every leaf. */
+    char *chain_pem; /* PEM of the certificates after the leaf ("" under a root) */
+    size_t chain_len;
+    X509_EXTENSION *ext_bc, *ext_ku, *ext_eku, *ext_aki;
+    EVP_MD_CTX *sign_tmpl; /* EVP_DigestSignInit done once; copied per leaf */
+    EVP_MD_CTX *sign_work;
+    BIGNUM *serial_bn;
+};
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* Format the message into err, followed by OpenSSL's first queued error (if
+ * any); clear OpenSSL's error queue. */
+__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen,
+                                                         const char *fmt, ...)
+{
+    unsigned long e = ERR_peek_error();
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+        if (e && n >= 0 && (size_t)n < errlen) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof buf);
+            snprintf(err + n, errlen - (size_t)n, " (%s)", buf);
+        }
+    }
+    ERR_clear_error();
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static bool path_join(char *out, size_t outlen, const char *dir, const char *name)
+{
+    int n = snprintf(out, outlen, "%s/%s", dir, name);
+    return n > 0 && (size_t)n < outlen;
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char p[PATH_MAX];
+    struct stat st;
+    return path_join(p, sizeof p, dir, name) && stat(p, &st) == 0;
+}
+
+static rete_rc fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return RETE_EIO;
+    int r = fsync(fd);
+    close(fd);
+    return r == 0 ? RETE_OK : RETE_EIO;
+}
+
+/* Replace dir/name with data atomically: a reader (or a restart after a
+ * crash) sees the old content or the new one, never a mix. */
+static RETE_MUST_CHECK rete_rc write_file(const char *dir, const char *name, const char *data,
+                                          size_t len, mode_t mode, char *err, size_t errlen)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    if (!path_join(path, sizeof path, dir, name) ||
+        snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
+        seterr(err, errlen, "%s/%s: path too long", dir, name);
+        return RETE_EINVAL;
+    }
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        return RETE_EIO;
+    }
+    bool ok = fchmod(fd, mode) == 0;
+    for (size_t off = 0; ok && off < len;) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        if (ok)
+            off += (size_t)w;
+    }
+    ok = ok && fsync(fd) == 0;
+    int saved = errno;
+    ok = (close(fd) == 0) && ok;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok) {
+        saved = errno ? errno : saved;
+        unlink(tmp);
+        seterr(err, errlen, "%s: %s", path, strerror(saved));
+        return RETE_EIO;
+    }
+    if (fsync_dir(dir) != RETE_OK) {
+        seterr(err, errlen, "%s: fsync: %s", dir, strerror(errno));
+        return RETE_EIO;
+    }
+    return RETE_OK;
+}
+
+static RETE_MUST_CHECK rete_rc rename_file(const char *dir, const char *from, const char *to,
+                                           char *err, size_t errlen)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    if (!path_join(a, sizeof a, dir, from) || !path_join(b, sizeof b, dir, to) ||
+        rename(a, b) != 0 || fsync_dir(dir) != RETE_OK) {
+        seterr(err, errlen, "rename %s/%s to %s: %s", dir, from, to, strerror(errno));
+        return RETE_EIO;
+    }
+    return RETE_OK;
+}
+
+static BIO *open_file(const char *dir, const char *name, char *err, size_t errlen)
+{
+    char p[PATH_MAX];
+    BIO *b = path_join(p, sizeof p, dir, name) ? BIO_new_file(p, "r") : NULL;
+    if (!b)
+        seterr(err, errlen, "%s/%s: cannot read", dir, name);
+    return b;
+}
+
+static X509 *read_cert(const char *dir, const char *name, char *err, size_t errlen)
+{
+    BIO *b = open_file(dir, name, err, errlen);
+    if (!b)
+        return NULL;
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    if (!x)
+        seterr(err, errlen, "%s/%s: not a PEM certificate", dir, name);
+    return x;
+}
+
+static EVP_PKEY *read_key(const char *dir, const char *name, char *err, size_t errlen)
+{
+    BIO *b = open_file(dir, name, err, errlen);
+    if (!b)
+        return NULL;
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    BIO_free(b);
+    if (!k)
+        seterr(err, errlen, "%s/%s: not a PEM private key", dir, name);
+    return k;
+}
+
+/* Every certificate in a PEM file (at least one). */
+static STACK_OF(X509) *read_certs(const char *dir, const char *name, char *err, size_t errlen)
+{
+    BIO *b = open_file(dir, name, err, errlen);
+    if (!b)
+        return NULL;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *x;
+    while (sk && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(sk, x)) {
+            X509_free(x);
+            break;
+        }
+    }
+    ERR_clear_error(); /* the read that ended the loop */
+    BIO_free(b);
+    if (!sk || sk_X509_num(sk) == 0) {
+        sk_X509_pop_free(sk, X509_free);
+        seterr(err, errlen, "%s/%s: no PEM certificate", dir, name);
+        return NULL;
+    }
+    return sk;
+}
+
+/* Take a memory BIO's contents as a NUL-terminated malloc'ed string. */
+static char *bio_take(BIO *b, size_t *len_out)
+{
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    if (n < 0)
+        return NULL;
+    char *s = rete_strndup(data, (size_t)n);
+    if (len_out)
+        *len_out = (size_t)n;
+    return s;
+}
+
+static char *certs_pem(STACK_OF(X509) *sk, int from, size_t *len_out)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (!b)
+        return NULL;
+    for (int i = from; i < sk_X509_num(sk); i++)
+        if (!PEM_write_bio_X509(b, sk_X509_value(sk, i)))
+            goto out;
+    s = bio_take(b, len_out);
+out:
+    BIO_free(b);
+    return s;
+}
+
+/* ---- certificate helpers ----------------------------------------------- */
+
+static int64_t asn1_time_unix(const ASN1_TIME *t)
+{
+    struct tm tm;
+    if (!t || !ASN1_TIME_to_tm(t, &tm))
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+static bool is_self_signed(X509 *x)
+{
+    return (X509_get_extension_flags(x) & EXFLAG_SS) != 0;
+}
+
+/* A CA certificate able to sign certificates: basicConstraints CA:TRUE and,
+ * when keyUsage is present (RFC 5280 §4.2.1.3), keyCertSign. */
+static bool is_signing_ca(X509 *x)
+{
+    uint32_t flags = X509_get_extension_flags(x);
+    if (!(flags & EXFLAG_BCONS) || !(flags & EXFLAG_CA))
+        return false;
+    return !(flags & EXFLAG_KUSAGE) || (X509_get_key_usage(x) & KU_KEY_CERT_SIGN);
+}
+
+static bool random_serial(X509 *x, BIGNUM *bn)
+{
+    /* 128 random bits; a positive INTEGER of at most 17 octets (RFC 5280 §4.1.2.2). */
+    if (!BN_rand(bn, 128, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY))
+        return false;
+    if (BN_is_zero(bn) && !BN_one(bn))
+        return false;
+    return BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+}
+
+static bool add_conf_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    bool ok = ext && X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+static const char *td_of(const char *trust_domain)
+{
+    return strncmp(trust_domain, "spiffe://", 9) == 0 ? trust_domain + 9 : trust_domain;
+}
+
+static bool td_valid(const char *td)
+{
+    char id[TD_MAX + 16];
+    size_t n = strlen(td);
+    if (n == 0 || n > TD_MAX || strchr(td, '/'))
+        return false;
+    snprintf(id, sizeof id, "spiffe://%s", td);
+    return rete_spiffe_id_valid(id, strlen(id));
+}
+
+/* A new self-signed root: ECDSA P-256, 10 years, CN "<td> root", O "rete". */
+static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char *err,
+                      size_t errlen)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    BIGNUM *bn = BN_new();
+    char cn[TD_MAX + 8];
+    snprintf(cn, sizeof cn, "%s root", td);
+    RETE_ENSURE_GOTO(key && x && bn, fail);
+    X509_NAME *name = X509_get_subject_name(x);
+    RETE_ENSURE_GOTO(X509_set_version(x, X509_VERSION_3) && random_serial(x, bn), fail);
+    RETE_ENSURE_GOTO(X509_gmtime_adj(X509_getm_notBefore(x), -BACKDATE_SECONDS) &&
+                         X509_time_adj_ex(X509_getm_notAfter(x), ROOT_DAYS, 0, NULL),
+                     fail);
+    RETE_ENSURE_GOTO(
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"rete", -1,
+                                   -1, 0) &&
+            X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
+                                       -1, 0) &&
+            X509_set_issuer_name(x, name) && X509_set_pubkey(x, key),
+        fail);
+    RETE_ENSURE_GOTO(add_conf_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") &&
+                         add_conf_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") &&
+                         add_conf_ext(x, x, NID_subject_key_identifier, "hash") &&
+                         add_conf_ext(x, x, NID_authority_key_identifier, "keyid:always"),
+                     fail);
+    RETE_ENSURE_GOTO(X509_sign(x, key, EVP_sha256()) > 0, fail);
+    BN_free(bn);
+    *cert_out = x;
+    *key_out = key;
+    return true;
+fail:
+    seterr(err, errlen, "cannot create the root CA for %s", td);
+    BN_free(bn);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return false;
+}
+
+static char *cert_pem(X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s = b && PEM_write_bio_X509(b, x) ? bio_take(b, NULL) : NULL;
+    BIO_free(b);
+    return s;
+}
+
+static char *key_pem(EVP_PKEY *k)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s = b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) ? bio_take(b, NULL)
+                                                                              : NULL;
+    BIO_free(b);
+    return s;
+}
+
+static RETE_MUST_CHECK rete_rc write_cert(const char *dir, const char *name, X509 *x, char *err,
+                                          size_t errlen)
+{
+    char *pem = cert_pem(x);
+    if (!pem) {
+        seterr(err, errlen, "cannot encode %s", name);
+        return RETE_EIO;
+    }
+    rete_rc rc = write_file(dir, name, pem, strlen(pem), 0644, err, errlen);
+    rete_free(&pem);
+    return rc;
+}
+
+static RETE_MUST_CHECK rete_rc write_key(const char *dir, const char *name, EVP_PKEY *k, char *err,
+                                         size_t errlen)
+{
+    char *pem = key_pem(k);
+    if (!pem) {
+        seterr(err, errlen, "cannot encode %s", name);
+        return RETE_EIO;
+    }
+    rete_rc rc = write_file(dir, name, pem, strlen(pem), 0600, err, errlen);
+    OPENSSL_cleanse(pem, strlen(pem));
+    rete_free(&pem);
+    return rc;
+}
+
+/* ---- the prepared signer ------------------------------------------------- */
+
+static void signer_clear(rete_ca *ca)
+{
+    X509_EXTENSION_free(ca->ext_bc);
+    X509_EXTENSION_free(ca->ext_ku);
+    X509_EXTENSION_free(ca->ext_eku);
+    X509_EXTENSION_free(ca->ext_aki);
+    ca->ext_bc = ca->ext_ku = ca->ext_eku = ca->ext_aki = NULL;
+    EVP_MD_CTX_free(ca->sign_tmpl);
+    ca->sign_tmpl = NULL;
+}
+
+static X509_EXTENSION *conf_ext(int nid, const char *value)
+{
+    return X509V3_EXT_conf_nid(NULL, NULL, nid, value);
+}
+
+/* The authorityKeyIdentifier every leaf carries: the CA's subjectKeyIdentifier,
+ * or, when it has none, the SHA-1 of its public key (RFC 5280 §4.2.1.2 method 1). */
+static X509_EXTENSION *aki_ext(X509 *ca_cert)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(ca_cert);
+    AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+    X509_EXTENSION *ext = NULL;
+    if (!akid)
+        return NULL;
+    if (ski)
+        akid->keyid = ASN1_OCTET_STRING_dup(ski);
+    else if (X509_pubkey_digest(ca_cert, EVP_sha1(), md, &mdlen) &&
+             (akid->keyid = ASN1_OCTET_STRING_new()) != NULL &&
+             !ASN1_OCTET_STRING_set(akid->keyid, md, (int)mdlen)) {
+        ASN1_OCTET_STRING_free(akid->keyid);
+        akid->keyid = NULL;
+    }
+    if (akid->keyid)
+        ext = X509V3_EXT_i2d(NID_authority_key_identifier, 0, akid);
+    AUTHORITY_KEYID_free(akid);
+    return ext;
+}
+
+/* Prepare everything a leaf shares, for the current signing key and cert. */
+static bool signer_setup(rete_ca *ca, char *err, size_t errlen)
+{
+    signer_clear(ca);
+    ca->ext_bc = conf_ext(NID_basic_constraints, "critical,CA:FALSE");
+    ca->ext_ku = conf_ext(NID_key_usage, "critical,digitalSignature");
+    ca->ext_eku = conf_ext(NID_ext_key_usage, "serverAuth,clientAuth");
+    ca->ext_aki = aki_ext(ca->cert);
+    ca->sign_tmpl = EVP_MD_CTX_new();
+    if (!ca->sign_work)
+        ca->sign_work = EVP_MD_CTX_new();
+    if (!ca->serial_bn)
+        ca->serial_bn = BN_new();
+    if (!ca->ext_bc || !ca->ext_ku || !ca->ext_eku || !ca->ext_aki || !ca->sign_tmpl ||
+        !ca->sign_work || !ca->serial_bn ||
+        EVP_DigestSignInit_ex(ca->sign_tmpl, NULL, "SHA256", NULL, NULL, ca->key, NULL) != 1) {
+        seterr(err, errlen, "cannot prepare the CA signer");
+        signer_clear(ca);
+        return false;
+    }
+    return true;
+}
+
+static bool set_bundle(rete_ca *ca)
+{
+    char *pem = certs_pem(ca->roots, 0, NULL);
+    if (!pem)
+        return false;
+    rete_free(&ca->bundle_pem);
+    ca->bundle_pem = pem;
+    return true;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static bool now_within(X509 *x)
+{
+    return X509_cmp_current_time(X509_get0_notBefore(x)) < 0 &&
+           X509_cmp_current_time(X509_get0_notAfter(x)) > 0;
+}
+
+/* An operator's CA: cert.pem + key.pem, and chain.pem up to the operator's
+ * root unless cert.pem is itself a root. */
+static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen)
+{
+    STACK_OF(X509) *chain = NULL, *inter = sk_X509_new_null();
+    STACK_OF(X509) *signing_chain = sk_X509_new_null();
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *xs = X509_STORE_CTX_new();
+    bool ok = false;
+    ca->roots = sk_X509_new_null();
+    if (!inter || !signing_chain || !store || !xs || !ca->roots) {
+        seterr(err, errlen, "out of memory");
+        goto out;
+    }
+    if (!(ca->cert = read_cert(dir, "cert.pem", err, errlen)) ||
+        !(ca->key = read_key(dir, "key.pem", err, errlen)))
+        goto out;
+    if (!is_signing_ca(ca->cert)) {
+        seterr(err, errlen, "%s/cert.pem: not a CA certificate (needs basicConstraints CA:TRUE "
+                            "and keyUsage keyCertSign)", dir);
+        goto out;
+    }
+    if (X509_check_private_key(ca->cert, ca->key) != 1) {
+        seterr(err, errlen, "%s/key.pem: does not match cert.pem", dir);
+        goto out;
+    }
+    if (!now_within(ca->cert)) {
+        seterr(err, errlen, "%s/cert.pem: expired or not yet valid", dir);
+        goto out;
+    }
+    if (file_exists(dir, "chain.pem") && !(chain = read_certs(dir, "chain.pem", err, errlen)))
+        goto out;
+    /* The leaf chain: cert.pem, then chain.pem's intermediates; the bundle:
+     * the root(s) — self-signed certificates — of cert.pem/chain.pem. */
+    if (!sk_X509_push(signing_chain, ca->cert) || !X509_up_ref(ca->cert))
+        goto oom;
+    if (is_self_signed(ca->cert)) {
+        if (!sk_X509_push(ca->roots, ca->cert) || !X509_up_ref(ca->cert))
+            goto oom;
+    }
+    for (int i = 0; chain && i < sk_X509_num(chain); i++) {
+        X509 *c = sk_X509_value(chain, i);
+        STACK_OF(X509) *to = is_self_signed(c) ? ca->roots : signing_chain;
+        if (!sk_X509_push(to, c) || !X509_up_ref(c))
+            goto oom;
+        if (to == signing_chain && !sk_X509_push(inter, c))
+            goto oom;
+    }
+    if (sk_X509_num(ca->roots) == 0) {
+        seterr(err, errlen, "%s/cert.pem is an intermediate CA: put its chain up to the "
+                            "operator's root in %s/chain.pem", dir, dir);
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_num(ca->roots); i++)
+        if (!X509_STORE_add_cert(store, sk_X509_value(ca->roots, i)))
+            goto oom;
+    if (!X509_STORE_CTX_init(xs, store, ca->cert, inter))
+        goto oom;
+    if (X509_verify_cert(xs) != 1) {
+        seterr(err, errlen, "%s/cert.pem does not chain to the root in chain.pem: %s", dir,
+               X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+        goto out;
+    }
+    ca->not_after = INT64_MAX;
+    for (int i = 0; i < sk_X509_num(signing_chain); i++) {
+        int64_t t = asn1_time_unix(X509_get0_notAfter(sk_X509_value(signing_chain, i)));
+        if (t < ca->not_after)
+            ca->not_after = t;
+    }
+    for (int i = 0; i < sk_X509_num(ca->roots); i++) {
+        int64_t t = asn1_time_unix(X509_get0_notAfter(sk_X509_value(ca->roots, i)));
+        if (t < ca->not_after)
+            ca->not_after = t;
+    }
+    /* Under a self-signed cert.pem the leaf's chain is the leaf alone. */
+    if (!(ca->chain_pem = certs_pem(signing_chain, is_self_signed(ca->cert) ? 1 : 0,
+                                    &ca->chain_len)))
+        goto oom;
+    ca->operator_ca = true;
+    ok = true;
+    goto out;
+oom:
+    seterr(err, errlen, "out of memory loading the operator CA");
+out:
+    sk_X509_pop_free(chain, X509_free);
+    sk_X509_free(inter);
+    sk_X509_pop_free(signing_chain, X509_free);
+    X509_STORE_CTX_free(xs);
+    X509_STORE_free(store);
+    return ok;
+}
+
+static bool key_matches(X509 *cert, EVP_PKEY *key)
+{
+    bool ok = X509_check_private_key(cert, key) == 1;
+    ERR_clear_error();
+    return ok;
+}
+
+/* A crash inside rotate_begin or rotate_finish leaves root-next-key.pem
+ * without root-next.pem. If that key matches root.pem, finish had already
+ * moved the new root in place: complete it. Otherwise begin never committed
+ * (root-next.pem is its commit point): drop the orphan key. */
+static bool recover_rotation(const char *dir, char *err, size_t errlen)
+{
+    if (!file_exists(dir, "root-next-key.pem") || file_exists(dir, "root-next.pem"))
+        return true;
+    char tmperr[256];
+    X509 *root = read_cert(dir, "root.pem", err, errlen);
+    EVP_PKEY *next = read_key(dir, "root-next-key.pem", tmperr, sizeof tmperr);
+    bool ok = root != NULL;
+    if (ok && next && key_matches(root, next)) {
+        ok = rename_file(dir, "root-next-key.pem", "root-key.pem", err, errlen) == RETE_OK;
+    } else if (ok) {
+        char p[PATH_MAX];
+        ok = path_join(p, sizeof p, dir, "root-next-key.pem") && unlink(p) == 0;
+        if (!ok)
+            seterr(err, errlen, "%s: cannot remove: %s", p, strerror(errno));
+    }
+    X509_free(root);
+    EVP_PKEY_free(next);
+    return ok;
+}
+
+static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
+{
+    if (!recover_rotation(dir, err, errlen))
+        return false;
+    X509 *root = read_cert(dir, "root.pem", err, errlen);
+    if (!root)
+        return false;
+    ca->roots = sk_X509_new_null();
+    if (!ca->roots || !sk_X509_push(ca->roots, root)) {
+        X509_free(root);
+        seterr(err, errlen, "out of memory");
+        return false;
+    }
+    ca->rotating = file_exists(dir, "root-next.pem");
+    const char *cert_name = ca->rotating ? "root-next.pem" : "root.pem";
+    const char *key_name = ca->rotating ? "root-next-key.pem" : "root-key.pem";
+    if (ca->rotating) {
+        X509 *next = read_cert(dir, "root-next.pem", err, errlen);
+        if (!next)
+            return false;
+        if (!sk_X509_push(ca->roots, next)) {
+            X509_free(next);
+            seterr(err, errlen, "out of memory");
+            return false;
+        }
+    }
+    ca->cert = sk_X509_value(ca->roots, sk_X509_num(ca->roots) - 1);
+    if (!X509_up_ref(ca->cert)) {
+        ca->cert = NULL;
+        return false;
+    }
+    if (!(ca->key = read_key(dir, key_name, err, errlen)))
+        return false;
+    if (!key_matches(ca->cert, ca->key)) {
+        seterr(err, errlen, "%s/%s does not match %s", dir, key_name, cert_name);
+        return false;
+    }
+    if (!is_signing_ca(ca->cert)) {
+        seterr(err, errlen, "%s/%s: not a CA certificate", dir, cert_name);
+        return false;
+    }
+    if (!now_within(ca->cert)) {
+        seterr(err, errlen, "%s/%s: expired or not yet valid", dir, cert_name);
+        return false;
+    }
+    ca->not_after = asn1_time_unix(X509_get0_notAfter(ca->cert));
+    ca->chain_pem = rete_strdup("");
+    ca->chain_len = 0;
+    return true;
+}
+
+/* bundle.pem is derived: rewrite it when it is not what the CA files say
+ * (first load of an operator CA, or a crash between two writes). */
+static bool sync_bundle_file(rete_ca *ca, const char *dir, char *err, size_t errlen)
+{
+    char p[PATH_MAX];
+    bool same = false;
+    if (path_join(p, sizeof p, dir, "bundle.pem")) {
+        FILE *f = fopen(p, "re");
+        if (f) {
+            size_t n = strlen(ca->bundle_pem);
+            char *buf = rete_malloc(n + 1);
+            size_t got = fread(buf, 1, n + 1, f);
+            same = got == n && memcmp(buf, ca->bundle_pem, n) == 0;
+            rete_free(&buf);
+            fclose(f);
+        }
+    }
+    return same || write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644,
+                              err, errlen) == RETE_OK;
+}
+
+rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen)
+{
+    const char *td = td_of(trust_domain);
+    if (!td_valid(td)) {
+        seterr(err, errlen, "invalid trust domain \"%s\"", trust_domain);
+        return NULL;
+    }
+    rete_ca *ca = rete_calloc(1, sizeof *ca);
+    snprintf(ca->td, sizeof ca->td, "%s", td);
+    bool operator_ca = file_exists(dir, "cert.pem") || file_exists(dir, "key.pem");
+    if (operator_ca ? !load_operator(ca, dir, err, errlen) : !load_root(ca, dir, err, errlen))
+        goto fail;
+    if (!set_bundle(ca)) {
+        seterr(err, errlen, "cannot encode the trust bundle");
+        goto fail;
+    }
+    if (!sync_bundle_file(ca, dir, err, errlen) || !signer_setup(ca, err, errlen))
+        goto fail;
+    return ca;
+fail:
+    rete_ca_free(ca);
+    return NULL;
+}
+
+void rete_ca_free(rete_ca *ca)
+{
+    if (!ca)
+        return;
+    signer_clear(ca);
+    EVP_MD_CTX_free(ca->sign_work);
+    BN_free(ca->serial_bn);
+    EVP_PKEY_free(ca->key);
+    X509_free(ca->cert);
+    sk_X509_pop_free(ca->roots, X509_free);
+    rete_free(&ca->bundle_pem);
+    rete_free(&ca->chain_pem);
+    free(ca);
+}
+
+rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_t errlen)
+{
+    const char *td = td_of(trust_domain);
+    if (!td_valid(td)) {
+        seterr(err, errlen, "invalid trust domain \"%s\"", trust_domain);
+        return RETE_EINVAL;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        return RETE_EIO;
+    }
+    /* An operator-supplied CA or an existing root is kept: load validates it
+     * and writes bundle.pem. */
+    if (file_exists(dir, "cert.pem") || file_exists(dir, "key.pem") ||
+        file_exists(dir, "root.pem")) {
+        rete_ca *ca = rete_ca_load(dir, trust_domain, err, errlen);
+        rete_ca_free(ca);
+        return ca ? RETE_OK : RETE_EINVAL;
+    }
+    X509 *root = NULL;
+    EVP_PKEY *key = NULL;
+    if (!make_root(td, &root, &key, err, errlen))
+        return RETE_EIO;
+    /* Key first: root.pem without its key would be a CA that cannot sign. */
+    rete_rc rc = write_key(dir, "root-key.pem", key, err, errlen);
+    if (rc == RETE_OK)
+        rc = write_cert(dir, "root.pem", root, err, errlen);
+    if (rc == RETE_OK)
+        rc = write_cert(dir, "bundle.pem", root, err, errlen);
+    X509_free(root);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+/* ---- issuance ----------------------------------------------------------- */
+
+static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
+{
+    switch (EVP_PKEY_get_base_id(k)) {
+    case EVP_PKEY_EC: {
+        char group[64];
+        size_t glen = 0;
+        if (!EVP_PKEY_get_group_name(k, group, sizeof group, &glen) ||
+            (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
+            seterr(err, errlen, "CSR key: EC curve %s not accepted (only P-256)",
+                   glen ? group : "?");
+            return false;
+        }
+        return true;
+    }
+    case EVP_PKEY_RSA:
+        if (EVP_PKEY_get_bits(k) < 2048) {
+            seterr(err, errlen, "CSR key: RSA %d bits is too small (at least 2048)",
+                   EVP_PKEY_get_bits(k));
+            return false;
+        }
+        return true;
+    default:
+        seterr(err, errlen, "CSR key: type %s not accepted (EC P-256 or RSA >= 2048)",
+               OBJ_nid2sn(EVP_PKEY_get_base_id(k)));
+        return false;
+    }
+}
+
+/* Copy the CSR's SubjectPublicKeyInfo into the certificate as encoded,
+ * without decoding and re-encoding the key (OpenSSL 3's encoders are the
+ * costliest step of X509_set_pubkey). */
+static bool copy_spki(X509 *x, X509_REQ *req)
+{
+    X509_PUBKEY *src = X509_REQ_get_X509_PUBKEY(req);
+    const ASN1_OBJECT *obj;
+    const unsigned char *bits;
+    int bitslen, ptype;
+    const void *pval;
+    X509_ALGOR *alg;
+    if (!src || !X509_PUBKEY_get0_param(NULL, &bits, &bitslen, &alg, src))
+        return false;
+    X509_ALGOR_get0(&obj, &ptype, &pval, alg);
+    ASN1_OBJECT *o = OBJ_dup(obj);
+    void *v = NULL;
+    switch (ptype) {
+    case V_ASN1_OBJECT:
+        v = OBJ_dup(pval);
+        break;
+    case V_ASN1_SEQUENCE:
+    case V_ASN1_OCTET_STRING:
+        v = ASN1_STRING_dup(pval);
+        break;
+    case V_ASN1_NULL:
+    case V_ASN1_UNDEF:
+        break;
+    default:
+        ASN1_OBJECT_free(o);
+        return false;
+    }
+    unsigned char *enc = OPENSSL_memdup(bits, (size_t)bitslen);
+    bool ok = o && (v || !pval || ptype == V_ASN1_NULL || ptype == V_ASN1_UNDEF) && enc &&
+              X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), o, ptype, v, enc, bitslen);
+    if (!ok) {
+        ASN1_OBJECT_free(o);
+        if (ptype == V_ASN1_OBJECT)
+            ASN1_OBJECT_free(v);
+        else
+            ASN1_STRING_free(v);
+        OPENSSL_free(enc);
+    }
+    return ok;
+}
+
+static bool add_san_uri(X509 *x, const char *uri)
+{
+    GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
+    GENERAL_NAME *gn = GENERAL_NAME_new();
+    ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+    bool ok = false;
+    if (!names || !gn || !ia5 || !ASN1_STRING_set(ia5, uri, (int)strlen(uri)))
+        goto out;
+    GENERAL_NAME_set0_value(gn, GEN_URI, ia5);
+    ia5 = NULL;
+    if (!sk_GENERAL_NAME_push(names, gn))
+        goto out;
+    gn = NULL;
+    /* Critical: the subject is empty (RFC 5280 §4.2.1.6; SPIFFE X.509-SVID §4). */
+    ok = X509_add1_ext_i2d(x, NID_subject_alt_name, names, 1, X509V3_ADD_DEFAULT) == 1;
+out:
+    ASN1_IA5STRING_free(ia5);
+    GENERAL_NAME_free(gn);
+    GENERAL_NAMES_free(names);
+    return ok;
+}
+
+static X509_REQ *parse_csr(const char *pem, size_t len)
+{
+    if (len > INT_MAX)
+        return NULL;
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    X509_REQ *req = b ? PEM_read_bio_X509_REQ(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    return req;
+}
+
+char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
+                       uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen)
+{
+    X509_REQ *req = NULL;
+    X509 *x = NULL;
+    BIO *out = NULL;
+    char *pem = NULL;
+    size_t tdlen = strlen(ca->td);
+    size_t idlen = strlen(spiffe_id);
+
+    if (!rete_spiffe_id_valid(spiffe_id, idlen) || idlen <= 9 + tdlen ||
+        memcmp(spiffe_id + 9, ca->td, tdlen) != 0 || spiffe_id[9 + tdlen] != '/') {
+        seterr(err, errlen, "\"%s\" is not a SPIFFE ID in trust domain %s", spiffe_id, ca->td);
+        return NULL;
+    }
+    if (ttl_seconds == 0) {
+        seterr(err, errlen, "certificate lifetime must be positive");
+        return NULL;
+    }
+    if (!(req = parse_csr(csr_pem, csr_len))) {
+        seterr(err, errlen, "not a PEM certificate request");
+        return NULL;
+    }
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
+    if (!pub) {
+        seterr(err, errlen, "CSR: unreadable public key");
+        goto fail;
+    }
+    if (!csr_key_ok(pub, err, errlen))
+        goto fail;
+    if (X509_REQ_verify(req, pub) != 1) {
+        seterr(err, errlen, "CSR: signature does not verify");
+        goto fail;
+    }
+
+    int64_t now = (int64_t)time(NULL);
+    int64_t na = now + (int64_t)ttl_seconds;
+    if (na > ca->not_after)
+        na = ca->not_after;
+    if (na <= now) {
+        seterr(err, errlen, "the CA certificate has expired");
+        goto fail;
+    }
+    x = X509_new();
+    RETE_ENSURE_GOTO(x, oom);
+    RETE_ENSURE_GOTO(X509_set_version(x, X509_VERSION_3) && random_serial(x, ca->serial_bn) &&
+                         X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) &&
+                         ASN1_TIME_set(X509_getm_notBefore(x), (time_t)(now - BACKDATE_SECONDS)) &&
+                         ASN1_TIME_set(X509_getm_notAfter(x), (time_t)na) && copy_spki(x, req),
+                     oom);
+    RETE_ENSURE_GOTO(X509_add_ext(x, ca->ext_bc, -1) && X509_add_ext(x, ca->ext_ku, -1) &&
+                         X509_add_ext(x, ca->ext_eku, -1) && add_san_uri(x, spiffe_id) &&
+                         X509_add_ext(x, ca->ext_aki, -1),
+                     oom);
+    RETE_ENSURE_GOTO(EVP_MD_CTX_copy_ex(ca->sign_work, ca->sign_tmpl) &&
+                         X509_sign_ctx(x, ca->sign_work) > 0,
+                     sign_fail);
+    out = BIO_new(BIO_s_mem());
+    RETE_ENSURE_GOTO(out && PEM_write_bio_X509(out, x), oom);
+    RETE_ENSURE_GOTO(BIO_write(out, ca->chain_pem, (int)ca->chain_len) == (int)ca->chain_len ||
+                         ca->chain_len == 0,
+                     oom);
+    pem = bio_take(out, NULL);
+    RETE_ENSURE_GOTO(pem, oom);
+    if (not_after)
+        *not_after = na;
+    BIO_free(out);
+    X509_free(x);
+    X509_REQ_free(req);
+    return pem;
+sign_fail:
+    seterr(err, errlen, "signing the certificate failed");
+    goto fail;
+oom:
+    seterr(err, errlen, "cannot build the certificate");
+fail:
+    BIO_free(out);
+    X509_free(x);
+    X509_REQ_free(req);
+    return NULL;
+}
+
+const char *rete_ca_bundle_pem(const rete_ca *ca)
+{
+    return ca->bundle_pem;
+}
+
+int64_t rete_ca_not_after(const rete_ca *ca)
+{
+    return ca->not_after;
+}
+
+bool rete_ca_rotating(const rete_ca *ca)
+{
+    return ca->rotating;
+}
+
+/* ---- rotation ----------------------------------------------------------- */
+
+rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen)
+{
+    if (ca->operator_ca) {
+        seterr(err, errlen, "the CA is operator-supplied: rotate it by replacing %s/cert.pem "
+                            "and key.pem", dir);
+        return RETE_ESTATE;
+    }
+    if (ca->rotating) {
+        seterr(err, errlen, "a CA rotation is already in progress");
+        return RETE_ESTATE;
+    }
+    X509 *root = NULL;
+    EVP_PKEY *key = NULL;
+    if (!make_root(ca->td, &root, &key, err, errlen))
+        return RETE_EIO;
+    /* root-next.pem is the commit point: its key must be on disk first. */
+    rete_rc rc = write_key(dir, "root-next-key.pem", key, err, errlen);
+    if (rc == RETE_OK)
+        rc = write_cert(dir, "root-next.pem", root, err, errlen);
+    if (rc != RETE_OK || !sk_X509_push(ca->roots, root)) {
+        if (rc == RETE_OK)
+            seterr(err, errlen, "out of memory");
+        X509_free(root);
+        EVP_PKEY_free(key);
+        return rc == RETE_OK ? RETE_ENOMEM : rc;
+    }
+    X509_free(ca->cert);
+    EVP_PKEY_free(ca->key);
+    ca->cert = root;
+    X509_up_ref(root);
+    ca->key = key;
+    ca->not_after = asn1_time_unix(X509_get0_notAfter(root));
+    ca->rotating = true;
+    if (!set_bundle(ca) || !signer_setup(ca, err, errlen))
+        return RETE_ENOMEM;
+    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                      errlen);
+}
+
+rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen)
+{
+    if (!ca->rotating) {
+        seterr(err, errlen, "no CA rotation in progress");
+        return RETE_ESTATE;
+    }
+    /* Certificate before key; recover_rotation completes the second rename
+     * when a crash falls between them. */
+    RETE_GUARD(rename_file(dir, "root-next.pem", "root.pem", err, errlen));
+    RETE_GUARD(rename_file(dir, "root-next-key.pem", "root-key.pem", err, errlen));
+    X509_free(sk_X509_shift(ca->roots));
+    ca->rotating = false;
+    if (!set_bundle(ca)) {
+        seterr(err, errlen, "cannot encode the trust bundle");
+        return RETE_ENOMEM;
+    }
+    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                      errlen);
+}
+
+/* ---- the requesting side -------------------------------------------------- */
+

@@ -1,0 +1,465 @@
+#include "http.h"
+#include "alloc.h"
+#include "h1_parse.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HTTP_MAX_HEAD 65536
+#define HTTP_MAX_FIELDS 64
+
+typedef enum hc_state { HC_HEAD, HC_HANDLING, HC_STREAM, HC_CLOSING } hc_state;
+
+struct rete_http_stream {
+    rete_http_conn *conn;
+    const rete_http_stream_cbs *cbs;
+    void *owner;
+    size_t max_line;
+};
+
+struct rete_http_conn {
+    rete_io io;
+    rete_http_server *srv;
+    rete_http_conn *next;
+    rete_http_conn *prev;
+    hc_state state;
+    char *buf;
+    size_t len;
+    size_t cap;
+    size_t consumed;        /* bytes of buf the current request used */
+    bool keep_alive;
+    bool tls_ready;
+    rete_http_req req;
+    rete_header fields[HTTP_MAX_FIELDS];
+    char *body;
+    char peer_id[256];
+    char peer_addr[64];
+    rete_http_stream stream;
+};
+
+struct rete_http_server {
+    uv_tcp_t tcp;
+    rete_io_loop *iol;
+    rete_tls_ctx *tls;
+    size_t max_body;
+    rete_http_handler handler;
+    void *arg;
+    rete_http_conn *conns;
+    bool closing;
+};
+
+static void hc_process(rete_http_conn *c);
+
+static void hc_close(rete_http_conn *c)
+{
+    if (c->state == HC_CLOSING)
+        return;
+    bool was_stream = c->state == HC_STREAM;
+    c->state = HC_CLOSING;
+    if (was_stream && c->stream.cbs && c->stream.cbs->on_close) {
+        const rete_http_stream_cbs *cbs = c->stream.cbs;
+        c->stream.cbs = NULL;
+        cbs->on_close(&c->stream);
+    }
+    rete_io_close(&c->io);
+}
+
+static void hc_write(rete_http_conn *c, const char *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    if (rete_io_write(&c->io, &b, 1) < 0)
+        hc_close(c);
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+void rete_http_respond(rete_http_req *req, int status, const char *content_type, const char *body,
+                       size_t len, const char *extra_headers)
+{
+    rete_http_conn *c = req->conn;
+    if (c->state != HC_HANDLING)
+        return;
+    char head[1024];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n%s%s\r\n", status,
+                     reason(status), content_type ? content_type : "text/plain", len,
+                     extra_headers ? extra_headers : "", c->keep_alive ? "" : "connection: close\r\n");
+    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)body, (unsigned)len)};
+    if (rete_io_write(&c->io, bufs, len ? 2 : 1) < 0) {
+        hc_close(c);
+        return;
+    }
+    rete_free(&c->body);
+    if (!c->keep_alive) {
+        c->state = HC_CLOSING;
+        rete_io_shutdown(&c->io);
+        rete_io_close(&c->io);
+        return;
+    }
+    /* Drop the request's bytes and go on with whatever follows. */
+    memmove(c->buf, c->buf + c->consumed, c->len - c->consumed);
+    c->len -= c->consumed;
+    c->consumed = 0;
+    c->state = HC_HEAD;
+    rete_io_read_start(&c->io);
+    hc_process(c);
+}
+
+void rete_http_respond_json(rete_http_req *req, int status, const char *json)
+{
+    rete_http_respond(req, status, "application/json", json, strlen(json), NULL);
+}
+
+static rete_view find_param(rete_view q, const char *name)
+{
+    size_t nl = strlen(name);
+    size_t i = 0;
+    while (i < q.len) {
+        size_t start = i;
+        while (i < q.len && q.p[i] != '&')
+            i++;
+        rete_view pair = rete_view_make(q.p + start, i - start);
+        if (pair.len >= nl && memcmp(pair.p, name, nl) == 0 && (pair.len == nl || pair.p[nl] == '='))
+            return pair.len == nl ? rete_view_make(pair.p + nl, 0)
+                                  : rete_view_make(pair.p + nl + 1, pair.len - nl - 1);
+        i++;
+    }
+    return RETE_VIEW_NULL;
+}
+
+rete_view rete_http_query_get(const rete_http_req *req, const char *name)
+{
+    return find_param(req->query, name);
+}
+
+rete_view rete_http_header_get(const rete_http_req *req, const char *name)
+{
+    rete_view n = rete_view_cstr(name);
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (rete_view_ieq(req->headers[i].name, n))
+            return req->headers[i].value;
+    return RETE_VIEW_NULL;
+}
+
+static void simple_error(rete_http_conn *c, int status, const char *msg)
+{
+    char body[256];
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
+    char head[256];
+    int h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                     "connection: close\r\n\r\n",
+                     status, reason(status), n);
+    hc_write(c, head, (size_t)h);
+    if (c->state != HC_CLOSING)
+        hc_write(c, body, (size_t)n);
+    c->state = HC_CLOSING;
+    rete_io_shutdown(&c->io);
+    rete_io_close(&c->io);
+}
+
+/* ---- streams ---- */
+
+static void stream_lines(rete_http_conn *c)
+{
+    size_t start = 0;
+    while (c->state == HC_STREAM) {
+        char *nl = memchr(c->buf + start, '\n', c->len - start);
+        if (!nl)
+            break;
+        size_t n = (size_t)(nl - (c->buf + start));
+        if (c->stream.cbs && c->stream.cbs->on_line)
+            c->stream.cbs->on_line(&c->stream, c->buf + start, n);
+        start += n + 1;
+    }
+    if (c->state != HC_STREAM)
+        return;
+    memmove(c->buf, c->buf + start, c->len - start);
+    c->len -= start;
+    if (c->len > c->stream.max_line) {
+        rete_warn("http: stream line from %s longer than %zu bytes; closing", c->peer_addr,
+                  c->stream.max_line);
+        hc_close(c);
+    }
+}
+
+rete_http_stream *rete_http_stream_start(rete_http_req *req, const char *content_type,
+                                         const rete_http_stream_cbs *cbs, void *owner,
+                                         size_t max_line)
+{
+    rete_http_conn *c = req->conn;
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncache-control: no-store\r\n\r\n",
+                     content_type);
+    hc_write(c, head, (size_t)n);
+    rete_free(&c->body);
+    c->stream.conn = c;
+    c->stream.cbs = cbs;
+    c->stream.owner = owner;
+    c->stream.max_line = max_line;
+    memmove(c->buf, c->buf + c->consumed, c->len - c->consumed);
+    c->len -= c->consumed;
+    c->consumed = 0;
+    c->state = HC_STREAM;
+    rete_io_read_start(&c->io);
+    /* A client may send its first lines right behind the request head. */
+    stream_lines(c);
+    return &c->stream;
+}
+
+void rete_http_stream_send(rete_http_stream *st, const char *data, size_t len)
+{
+    if (st->conn->state == HC_STREAM)
+        hc_write(st->conn, data, len);
+}
+
+void rete_http_stream_close(rete_http_stream *st)
+{
+    rete_http_conn *c = st->conn;
+    st->cbs = NULL; /* the owner asked: no on_close back */
+    if (c->state == HC_STREAM) {
+        c->state = HC_CLOSING;
+        rete_io_shutdown(&c->io);
+        rete_io_close(&c->io);
+    }
+}
+
+void *rete_http_stream_owner(const rete_http_stream *st)
+{
+    return st->owner;
+}
+
+const char *rete_http_stream_peer_id(const rete_http_stream *st)
+{
+    return st->conn->peer_id;
+}
+
+const char *rete_http_stream_peer_addr(const rete_http_stream *st)
+{
+    return st->conn->peer_addr;
+}
+
+/* ---- requests ---- */
+
+static void hc_process(rete_http_conn *c)
+{
+    if (c->state != HC_HEAD || c->len == 0)
+        return;
+    rete_h1_limits lim = {8192, HTTP_MAX_HEAD, HTTP_MAX_FIELDS};
+    rete_h1_message m = {0};
+    m.headers = c->fields;
+    rete_h1_error err = {0};
+    int r = rete_h1_parse_request(c->buf, c->len, &lim, &m, &err);
+    if (r == RETE_EAGAIN)
+        return;
+    if (r < 0) {
+        simple_error(c, err.status ? err.status : 400, err.reason ? err.reason : "bad request");
+        return;
+    }
+    if (m.body == RETE_H1_BODY_CHUNKED) {
+        simple_error(c, 411, "send a content-length");
+        return;
+    }
+    uint64_t body_len = m.body == RETE_H1_BODY_LENGTH ? m.content_length : 0;
+    if (body_len > c->srv->max_body) {
+        simple_error(c, 413, "request body too large");
+        return;
+    }
+    if ((uint64_t)(c->len - (size_t)r) < body_len)
+        return; /* wait for the whole body */
+    c->consumed = (size_t)r + (size_t)body_len;
+    c->keep_alive = (m.flags & RETE_H1_F_KEEP_ALIVE) != 0;
+    c->body = rete_malloc((size_t)body_len + 1);
+    memcpy(c->body, c->buf + r, (size_t)body_len);
+    c->body[body_len] = '\0';
+    rete_http_req *q = &c->req;
+    memset(q, 0, sizeof(*q));
+    q->method = m.method;
+    ptrdiff_t qm = rete_view_find(m.target, '?');
+    q->path = qm >= 0 ? rete_view_make(m.target.p, (size_t)qm) : m.target;
+    q->query = qm >= 0 ? rete_view_sub(m.target, (size_t)qm + 1, m.target.len) : RETE_VIEW_NULL;
+    q->headers = c->fields;
+    q->n_headers = m.n_headers;
+    q->body = c->body;
+    q->body_len = (size_t)body_len;
+    q->peer_id = c->peer_id;
+    q->peer_addr = c->peer_addr;
+    q->conn = c;
+    c->state = HC_HANDLING;
+    rete_io_read_stop(&c->io); /* the views point into buf: keep it still */
+    c->srv->handler(q, c->srv->arg);
+}
+
+static void hc_on_data(rete_io *io, const char *data, size_t len)
+{
+    rete_http_conn *c = io->owner;
+    size_t bound = HTTP_MAX_HEAD + c->srv->max_body;
+    if (c->state == HC_STREAM)
+        bound = c->stream.max_line + RETE_IO_BUF;
+    if (c->len + len > bound) {
+        if (c->state == HC_STREAM)
+            hc_close(c);
+        else
+            simple_error(c, 413, "request too large");
+        return;
+    }
+    if (c->len + len > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + len)
+            cap *= 2;
+        c->buf = rete_realloc(c->buf, cap);
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, data, len);
+    c->len += len;
+    if (c->state == HC_STREAM)
+        stream_lines(c);
+    else
+        hc_process(c);
+}
+
+static void hc_on_eof(rete_io *io)
+{
+    rete_http_conn *c = io->owner;
+    if (c->state == HC_HANDLING) {
+        c->keep_alive = false; /* answer, then close */
+        return;
+    }
+    hc_close(c);
+}
+
+static void hc_on_error(rete_io *io, const char *why)
+{
+    (void)why;
+    hc_close(io->owner);
+}
+
+static void hc_on_ready(rete_io *io, int status, const char *why)
+{
+    rete_http_conn *c = io->owner;
+    if (status < 0) {
+        rete_debug("http: TLS handshake with %s failed: %s", c->peer_addr, why ? why : "");
+        hc_close(c);
+        return;
+    }
+    c->tls_ready = true;
+    if (rete_tls_peer_spiffe_id(io->tls, c->peer_id, sizeof(c->peer_id)) < 0)
+        c->peer_id[0] = '\0';
+}
+
+static void hc_on_close(rete_io *io)
+{
+    rete_http_conn *c = io->owner;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c->buf);
+    free(c->body);
+    free(c);
+}
+
+static const rete_io_cbs hc_cbs = {
+    .on_data = hc_on_data,
+    .on_eof = hc_on_eof,
+    .on_error = hc_on_error,
+    .on_ready = hc_on_ready,
+    .on_drain = NULL,
+    .on_close = hc_on_close,
+};
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    rete_http_server *s = server->data;
+    if (status < 0 || s->closing)
+        return;
+    rete_http_conn *c = rete_calloc(1, sizeof(*c));
+    c->srv = s;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    if (rete_io_accept(&c->io, s->iol, server, &hc_cbs, c) < 0) {
+        rete_io_close(&c->io);
+        return;
+    }
+    rete_io_peer(&c->io, c->peer_addr, sizeof(c->peer_addr));
+    if (s->tls) {
+        rete_tls_session *t = rete_tls_session_new_server(s->tls);
+        if (!t) {
+            rete_io_close(&c->io);
+            return;
+        }
+        rete_io_start_tls(&c->io, t, NULL, 0);
+    }
+    rete_io_read_start(&c->io);
+}
+
+static void server_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
+                                   rete_tls_ctx *tls, size_t max_body, rete_http_handler handler,
+                                   void *arg, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        snprintf(err, errlen, "bad listen address %s", host);
+        return NULL;
+    }
+    rete_http_server *s = rete_calloc(1, sizeof(*s));
+    s->iol = iol;
+    s->tls = tls;
+    s->max_body = max_body;
+    s->handler = handler;
+    s->arg = arg;
+    uv_tcp_init(iol->loop, &s->tcp);
+    s->tcp.data = s;
+    int r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", host, port, uv_strerror(r));
+        uv_close((uv_handle_t *)&s->tcp, server_closed);
+        return NULL;
+    }
+    return s;
+}
+
+
+void rete_http_server_close(rete_http_server *s)
+{
+    s->closing = true;
+    for (rete_http_conn *c = s->conns; c; c = c->next)
+        hc_close(c);
+    uv_close((uv_handle_t *)&s->tcp, server_closed);
+}

@@ -1,0 +1,443 @@
+/* reted: the control plane. `reted init` makes a data directory (CA, admin
+ * token, reted's own certificate); `reted --data-dir DIR` serves the
+ * operator API (15014) and the proxy API (15012) from it, initialising it on
+ * first start. docs/control-plane.md is the design. */
+#include "alloc.h"
+#include "ca.h"
+#include "log.h"
+#include "reted.h"
+#include "token.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: reted [init] --data-dir DIR [options]\n"
+            "\n"
+            "  init                   create the data directory (CA, admin token) and exit;\n"
+            "                         a first start does it too\n"
+            "  -d, --data-dir DIR     where the store, the CA and the admin token live\n"
+            "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:15014)\n"
+            "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:15012)\n"
+            "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
+            "      --cert-ttl DUR     workload certificate lifetime (default 24h; e.g. 30s, 10m)\n"
+            "      --grace DUR        how long a disconnected proxy stays registered (default 60s)\n"
+            "  -l, --log-level LEVEL  error|warn|info|debug (default info)\n"
+            "  -V, --version\n");
+}
+
+static int parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= hostlen)
+        return -1;
+    long p = strtol(colon + 1, NULL, 10);
+    if (p <= 0 || p > 65535)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static int parse_duration(const char *s, uint32_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    double mult = 1;
+    if (strcmp(end, "ms") == 0)
+        mult = 0.001;
+    else if (strcmp(end, "s") == 0 || *end == '\0')
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600;
+    else
+        return -1;
+    if (v <= 0 || v * mult > 10 * 365 * 86400.0)
+        return -1;
+    *out = (uint32_t)(v * mult < 1 ? 1 : v * mult);
+    return 0;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = rete_malloc(n);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+static int write_file(const char *path, const char *data, mode_t mode)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(data);
+    bool ok = write(fd, data, n) == (ssize_t)n && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    chmod(path, mode);
+    return 0;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return rete_strdup(buf);
+}
+
+/* Create what a data directory needs and is missing. */
+static int init_data_dir(const char *dir, const char *td)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "reted: cannot create %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    char *cadir = path_join(dir, "ca");
+    char *root = path_join(cadir, "root.pem");
+    char *opcert = path_join(cadir, "cert.pem");
+    char err[512];
+    int rc = 0;
+    if (access(root, F_OK) != 0 && access(opcert, F_OK) != 0) {
+        if (mkdir(cadir, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "reted: cannot create %s: %s\n", cadir, strerror(errno));
+            rc = -1;
+        } else if (rete_ca_init(cadir, td, err, sizeof(err)) < 0) {
+            fprintf(stderr, "reted: CA: %s\n", err);
+            rc = -1;
+        } else {
+            printf("reted: created the %s root CA in %s\n", td, cadir);
+        }
+    }
+    char *tok = path_join(dir, "admin.token");
+    if (rc == 0 && access(tok, F_OK) != 0) {
+        char token[128], id[33];
+        uint8_t hash[32];
+        if (rete_token_new(token, sizeof(token), id, hash) < 0) {
+            fprintf(stderr, "reted: no randomness for the admin token\n");
+            return -1;
+        }
+        char line[160];
+        snprintf(line, sizeof(line), "%s\n", token);
+        if (write_file(tok, line, 0600) != 0) {
+            fprintf(stderr, "reted: cannot write %s\n", tok);
+            rc = -1;
+        } else {
+            printf("reted: wrote the admin token to %s (mode 0600)\n", tok);
+        }
+    }
+    char *tdfile = path_join(dir, "trust-domain");
+    if (rc == 0 && access(tdfile, F_OK) != 0) {
+        char line[300];
+        snprintf(line, sizeof(line), "%s\n", td);
+        write_file(tdfile, line, 0644);
+    }
+    free(tdfile);
+    free(tok);
+    free(opcert);
+    free(root);
+    free(cadir);
+    return rc;
+}
+
+/* reted's own certificate for the proxy API, renewed at every start. */
+static rete_tls_ctx *server_tls(reted *r, char *err, size_t errlen)
+{
+    char spiffe[400];
+    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/" RETED_ROOT_NS "/sa/reted", r->trust_domain);
+    char *key = NULL;
+    char *csr = rete_csr_new(spiffe, &key, err, errlen);
+    if (!csr)
+        return NULL;
+    int64_t not_after;
+    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, 365 * 86400, &not_after, err, errlen);
+    free(csr);
+    if (!chain) {
+        free(key);
+        return NULL;
+    }
+    char *cert_path = path_join(r->data_dir, "server.pem");
+    char *key_path = path_join(r->data_dir, "server-key.pem");
+    char *bundle_path = path_join(r->data_dir, "ca/bundle.pem");
+    rete_tls_ctx *ctx = NULL;
+    if (write_file(key_path, key, 0600) == 0 && write_file(cert_path, chain, 0644) == 0 &&
+        write_file(bundle_path, rete_ca_bundle_pem(r->ca), 0644) == 0)
+        ctx = rete_tls_cp_server_ctx(cert_path, key_path, bundle_path, err, errlen);
+    else
+        snprintf(err, errlen, "cannot write reted's certificate to %s", r->data_dir);
+    free(cert_path);
+    free(key_path);
+    free(bundle_path);
+    free(chain);
+    free(key);
+    return ctx;
+}
+
+static void write_context(reted *r, const char *api, const char *xds)
+{
+    char *abs = realpath(r->data_dir, NULL);
+    const char *dir = abs ? abs : r->data_dir;
+    json_t *ctx = json_pack("{s:s,s:s,s:s,s:s}", "api", api, "xds", xds, "tokenFile",
+                            "", "caFile", "");
+    char *tok = path_join(dir, "admin.token");
+    char *ca = path_join(dir, "ca/bundle.pem");
+    json_object_set_new(ctx, "tokenFile", json_string(tok));
+    json_object_set_new(ctx, "caFile", json_string(ca));
+    char *text = json_dumps(ctx, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *local = path_join(dir, "context.json");
+    write_file(local, text, 0600);
+    /* So that retectl finds this reted with no flags from anywhere. */
+    const char *home = getenv("HOME");
+    if (home && !getenv("RETED_NO_USER_CONTEXT")) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/.config", home);
+        mkdir(path, 0700);
+        snprintf(path, sizeof(path), "%s/.config/rete", home);
+        mkdir(path, 0700);
+        snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
+        write_file(path, text, 0600);
+    }
+    free(local);
+    free(text);
+    free(ca);
+    free(tok);
+    json_decref(ctx);
+    free(abs);
+}
+
+char *reted_metrics(reted *r, size_t *len)
+{
+    int connected = 0, synced = 0, nacked = 0, known = 0;
+    for (reted_proxy *p = r->proxies; p; p = p->next) {
+        known++;
+        if (!p->stream)
+            continue;
+        connected++;
+        synced += !p->nacked && p->acked_version == p->sent_version;
+        nacked += p->nacked;
+    }
+    char *out = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&out, &size);
+    fprintf(f,
+            "# HELP rete_reted_proxies Proxies reted knows, by state.\n"
+            "# TYPE rete_reted_proxies gauge\n"
+            "rete_reted_proxies{state=\"connected\"} %d\n"
+            "rete_reted_proxies{state=\"synced\"} %d\n"
+            "rete_reted_proxies{state=\"nacked\"} %d\n"
+            "rete_reted_proxies{state=\"registered\"} %d\n"
+            "# HELP rete_reted_config_pushes_total Configuration snapshots sent to proxies.\n"
+            "# TYPE rete_reted_config_pushes_total counter\n"
+            "rete_reted_config_pushes_total %llu\n"
+            "# HELP rete_reted_config_responses_total Proxy answers to pushes, by result.\n"
+            "# TYPE rete_reted_config_responses_total counter\n"
+            "rete_reted_config_responses_total{result=\"ack\"} %llu\n"
+            "rete_reted_config_responses_total{result=\"nack\"} %llu\n"
+            "# HELP rete_reted_certificates_total Certificate requests, by result.\n"
+            "# TYPE rete_reted_certificates_total counter\n"
+            "rete_reted_certificates_total{result=\"issued\"} %llu\n"
+            "rete_reted_certificates_total{result=\"refused\"} %llu\n"
+            "# HELP rete_reted_applies_total Apply requests, by result.\n"
+            "# TYPE rete_reted_applies_total counter\n"
+            "rete_reted_applies_total{result=\"ok\"} %llu\n"
+            "rete_reted_applies_total{result=\"rejected\"} %llu\n"
+            "# HELP rete_reted_store_revision The store's revision counter.\n"
+            "# TYPE rete_reted_store_revision gauge\n"
+            "rete_reted_store_revision %llu\n"
+            "# HELP rete_reted_ca_expiry_timestamp_seconds When the signing CA certificate expires.\n"
+            "# TYPE rete_reted_ca_expiry_timestamp_seconds gauge\n"
+            "rete_reted_ca_expiry_timestamp_seconds %lld\n",
+            connected, synced, nacked, known, (unsigned long long)r->pushes,
+            (unsigned long long)r->acks, (unsigned long long)r->nacks,
+            (unsigned long long)r->certs_issued, (unsigned long long)r->certs_refused,
+            (unsigned long long)r->applies_ok, (unsigned long long)r->applies_rejected,
+            (unsigned long long)r->store->ops->revision(r->store), (long long)rete_ca_not_after(r->ca));
+    fclose(f);
+    *len = size;
+    return out;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    reted_tick(t->data);
+}
+
+static void on_signal(uv_signal_t *s, int sig)
+{
+    reted *r = s->data;
+    rete_info("reted: signal %d, stopping", sig);
+    rete_http_server_close(r->api);
+    rete_http_server_close(r->xds);
+    uv_timer_stop(&r->tick);
+    uv_timer_stop(&r->push_timer);
+    uv_close((uv_handle_t *)&r->tick, NULL);
+    uv_close((uv_handle_t *)&r->push_timer, NULL);
+    uv_close((uv_handle_t *)&r->sigterm, NULL);
+    uv_close((uv_handle_t *)&r->sigint, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"data-dir", required_argument, NULL, 'd'}, {"api", required_argument, NULL, 'a'},
+        {"xds", required_argument, NULL, 'x'},      {"trust-domain", required_argument, NULL, 't'},
+        {"cert-ttl", required_argument, NULL, 'T'}, {"grace", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    bool init_only = argc > 1 && strcmp(argv[1], "init") == 0;
+    if (init_only) {
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
+    static reted r;
+    const char *api = "127.0.0.1:15014", *xds = "127.0.0.1:15012", *td = NULL;
+    r.cert_ttl = 24 * 3600;
+    r.grace_seconds = 60;
+    int c;
+    while ((c = getopt_long(argc, argv, "d:l:Vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': r.data_dir = optarg; break;
+        case 'a': api = optarg; break;
+        case 'x': xds = optarg; break;
+        case 't': td = optarg; break;
+        case 'T':
+            if (parse_duration(optarg, &r.cert_ttl) < 0) {
+                fprintf(stderr, "reted: bad --cert-ttl %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'g':
+            if (parse_duration(optarg, &r.grace_seconds) < 0) {
+                fprintf(stderr, "reted: bad --grace %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'l':
+            if ((rete_log_level = rete_log_level_parse(optarg)) < 0) {
+                fprintf(stderr, "reted: unknown log level %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'V': printf("reted %s\n", RETE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!r.data_dir || optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    /* The trust domain is fixed when the data directory is made. */
+    char *tdfile = path_join(r.data_dir, "trust-domain");
+    char *stored_td = read_file(tdfile);
+    free(tdfile);
+    if (stored_td && td && strcmp(stored_td, td) != 0) {
+        fprintf(stderr, "reted: %s belongs to trust domain %s, not %s\n", r.data_dir, stored_td, td);
+        return 1;
+    }
+    snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : "cluster.local");
+    free(stored_td);
+    if (init_data_dir(r.data_dir, r.trust_domain) < 0)
+        return 1;
+    if (init_only)
+        return 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    char err[512];
+    char *dbpath = path_join(r.data_dir, "store.db");
+    r.store = rete_store_sqlite_open(dbpath, err, sizeof(err));
+    free(dbpath);
+    if (!r.store) {
+        fprintf(stderr, "reted: store: %s\n", err);
+        return 1;
+    }
+    char *cadir = path_join(r.data_dir, "ca");
+    r.ca = rete_ca_load(cadir, r.trust_domain, err, sizeof(err));
+    free(cadir);
+    if (!r.ca) {
+        fprintf(stderr, "reted: CA: %s\n", err);
+        return 1;
+    }
+    char *tokpath = path_join(r.data_dir, "admin.token");
+    char *tok = read_file(tokpath);
+    free(tokpath);
+    if (!tok) {
+        fprintf(stderr, "reted: cannot read the admin token\n");
+        return 1;
+    }
+    snprintf(r.admin_token, sizeof(r.admin_token), "%s", tok);
+    free(tok);
+    r.loop = uv_default_loop();
+    r.iol.loop = r.loop;
+    r.started_unix = reted_now();
+    r.xds_tls = server_tls(&r, err, sizeof(err));
+    if (!r.xds_tls) {
+        fprintf(stderr, "reted: TLS: %s\n", err);
+        return 1;
+    }
+    char host[256];
+    uint16_t port;
+    if (parse_hostport(api, host, sizeof(host), &port) < 0 ||
+        !(r.api = rete_http_listen(&r.iol, host, port, NULL, 16u << 20, reted_api_handle, &r, err,
+                                   sizeof(err)))) {
+        fprintf(stderr, "reted: --api %s: %s\n", api, err[0] ? err : "expected HOST:PORT");
+        return 1;
+    }
+    if (parse_hostport(xds, host, sizeof(host), &port) < 0 ||
+        !(r.xds = rete_http_listen(&r.iol, host, port, r.xds_tls, 1u << 20, reted_xds_handle, &r, err,
+                                   sizeof(err)))) {
+        fprintf(stderr, "reted: --xds %s: %s\n", xds, err[0] ? err : "expected HOST:PORT");
+        return 1;
+    }
+    uv_timer_init(r.loop, &r.push_timer);
+    r.push_timer.data = &r;
+    uv_timer_init(r.loop, &r.tick);
+    r.tick.data = &r;
+    uv_timer_start(&r.tick, on_tick, 15000, 15000);
+    uv_signal_init(r.loop, &r.sigterm);
+    uv_signal_init(r.loop, &r.sigint);
+    r.sigterm.data = r.sigint.data = &r;
+    uv_signal_start(&r.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&r.sigint, on_signal, SIGINT);
+    write_context(&r, api, xds);
+    rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s", RETE_VERSION,
+              api, xds, r.trust_domain, r.data_dir);
+    uv_run(r.loop, UV_RUN_DEFAULT);
+    rete_ca_free(r.ca);
+    r.store->ops->close(r.store);
+    rete_tls_ctx_unref(r.xds_tls);
+    for (reted_proxy *p = r.proxies, *n; p; p = n) {
+        n = p->next;
+        free(p->last_config);
+        free(p);
+    }
+    uv_loop_close(r.loop);
+    rete_info("reted stopped");
+    return 0;
+}

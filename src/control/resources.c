@@ -1,0 +1,315 @@
+/* Resources in reted: YAML/JSON documents in, JSON out, and validation of
+ * every change against the whole stored set with the very loader the proxies
+ * run — so what reted accepts, every proxy accepts, and a document is
+ * rejected with the same file / document / field path / reason a proxy would
+ * give. */
+#include "alloc.h"
+#include "arena.h"
+#include "config.h"
+#include "log.h"
+#include "reted.h"
+#include "yaml_doc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static const struct {
+    const char *kind;
+    const char *aliases[5];
+} kinds[] = {
+    {"Service", {"service", "services", "svc", NULL}},
+    {"Workload", {"workload", "workloads", "wl", "workloadentry", NULL}},
+    {"HTTPRoute", {"httproute", "httproutes", NULL}},
+    {"GRPCRoute", {"grpcroute", "grpcroutes", NULL}},
+    {"TCPRoute", {"tcproute", "tcproutes", NULL}},
+    {"DestinationRule", {"destinationrule", "destinationrules", "dr", NULL}},
+    {"AuthorizationPolicy", {"authorizationpolicy", "authorizationpolicies", "authz", NULL}},
+    {"PeerAuthentication", {"peerauthentication", "peerauthentications", "pa", NULL}},
+    {"MeshConfig", {"meshconfig", "meshconfigs", NULL}},
+};
+
+const char *reted_kind_canonical(const char *name)
+{
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        if (strcasecmp(name, kinds[i].kind) == 0)
+            return kinds[i].kind;
+        for (size_t j = 0; kinds[i].aliases[j]; j++)
+            if (strcasecmp(name, kinds[i].aliases[j]) == 0)
+                return kinds[i].kind;
+    }
+    return NULL;
+}
+
+/* A plain YAML scalar's JSON type, as YAML 1.2's core schema reads it. */
+static json_t *scalar_json(const rete_ynode *n)
+{
+    if (n->quoted)
+        return json_stringn(n->str, n->len);
+    const char *s = n->str;
+    if (n->len == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+        strcmp(s, "NULL") == 0)
+        return json_null();
+    if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0)
+        return json_true();
+    if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0)
+        return json_false();
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (end && *end == '\0' && end != s && (s[0] != '0' || n->len == 1) &&
+        !(s[0] == '-' && s[1] == '0'))
+        return json_integer(v);
+    double d = strtod(s, &end);
+    if (end && *end == '\0' && end != s && strspn(s, "0123456789.-+eE") == n->len)
+        return json_real(d);
+    return json_stringn(s, n->len);
+}
+
+static json_t *ynode_json(const rete_ynode *n)
+{
+    if (!n)
+        return json_null();
+    switch (n->kind) {
+    case RETE_YNODE_SCALAR:
+        return scalar_json(n);
+    case RETE_YNODE_MAP: {
+        json_t *o = json_object();
+        for (size_t i = 0; i < n->n; i++) {
+            const rete_ynode *k = n->pairs[i].key;
+            if (!k || k->kind != RETE_YNODE_SCALAR)
+                continue;
+            json_object_setn_new_nocheck(o, k->str, k->len, ynode_json(n->pairs[i].value));
+        }
+        return o;
+    }
+    case RETE_YNODE_SEQ: {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n->n; i++)
+            json_array_append_new(a, ynode_json(n->items[i]));
+        return a;
+    }
+    default:
+        return json_null();
+    }
+}
+
+static json_t *error_obj(const char *msg, const char *source, int doc, const char *path,
+                         const char *reason)
+{
+    json_t *e = json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", msg, "details", "source",
+                          source ? source : "-", "document", doc, "path", path ? path : "",
+                          "reason", reason);
+    return e;
+}
+
+void reted_docs_free(reted_doc *docs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        json_decref(docs[i].json);
+    free(docs);
+}
+
+int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **out,
+                     size_t *n_out, json_t **err_json)
+{
+    rete_arena *a = rete_arena_new(65536);
+    rete_ystream ys;
+    char err[256];
+    int err_doc = -1;
+    *out = NULL;
+    *n_out = 0;
+    if (rete_yaml_parse(text, len, a, &ys, err, sizeof(err), &err_doc) < 0) {
+        *err_json = error_obj("invalid YAML", source, err_doc, "", err);
+        rete_arena_free(a);
+        return -1;
+    }
+    reted_doc *docs = rete_calloc(ys.n_docs ? ys.n_docs : 1, sizeof(*docs));
+    size_t n = 0;
+    for (size_t i = 0; i < ys.n_docs; i++) {
+        const rete_ynode *d = ys.docs[i];
+        if (!d || rete_ynode_is_null(d))
+            continue; /* empty document between separators */
+        char reason[256] = "";
+        const char *path = "";
+        json_t *j = d->kind == RETE_YNODE_MAP ? ynode_json(d) : NULL;
+        json_t *kind = j ? json_object_get(j, "kind") : NULL;
+        json_t *meta = j ? json_object_get(j, "metadata") : NULL;
+        json_t *name = meta ? json_object_get(meta, "name") : NULL;
+        if (!j)
+            snprintf(reason, sizeof(reason), "a resource must be a mapping");
+        else if (!json_is_string(kind))
+            path = "kind", snprintf(reason, sizeof(reason), "required");
+        else if (!reted_kind_canonical(json_string_value(kind)))
+            path = "kind", snprintf(reason, sizeof(reason), "unknown kind %s", json_string_value(kind));
+        else if (!json_is_object(meta))
+            path = "metadata", snprintf(reason, sizeof(reason), "required");
+        else if (!json_is_string(name))
+            path = "metadata.name", snprintf(reason, sizeof(reason), "required");
+        if (reason[0]) {
+            *err_json = error_obj("invalid resource", source, (int)i, path, reason);
+            json_decref(j);
+            reted_docs_free(docs, n);
+            rete_arena_free(a);
+            return -1;
+        }
+        const char *canon = reted_kind_canonical(json_string_value(kind));
+        json_object_set_new(j, "kind", json_string(canon));
+        if (!json_is_string(json_object_get(meta, "namespace")))
+            json_object_set_new(meta, "namespace", json_string("default"));
+        json_t *rv = json_object_get(meta, "resourceVersion");
+        uint64_t expected = 0;
+        if (json_is_string(rv))
+            expected = strtoull(json_string_value(rv), NULL, 10);
+        else if (json_is_integer(rv))
+            expected = (uint64_t)json_integer_value(rv);
+        json_object_del(meta, "resourceVersion");
+        json_object_del(meta, "creationTimestamp");
+        json_object_del(meta, "uid");
+        docs[n].json = j;
+        docs[n].kind = canon;
+        docs[n].ns = json_string_value(json_object_get(meta, "namespace"));
+        docs[n].name = json_string_value(json_object_get(meta, "name"));
+        docs[n].expected_version = expected;
+        n++;
+    }
+    rete_arena_free(a);
+    *out = docs;
+    *n_out = n;
+    return 0;
+}
+
+/* ---- validation ---- */
+
+typedef struct vctx {
+    const reted_doc *docs;
+    size_t n;
+    char *buf;
+    size_t len;
+    size_t cap;
+    /* stream index -> where the document came from */
+    int *origin;            /* >= 0: docs[i]; -1 - k: the k-th stored resource */
+    size_t n_origin;
+    size_t cap_origin;
+    char **stored_keys;
+    size_t n_stored;
+} vctx;
+
+static void vput(vctx *v, const char *s, size_t n)
+{
+    if (v->len + n + 1 > v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 65536;
+        while (cap < v->len + n + 1)
+            cap *= 2;
+        v->buf = rete_realloc(v->buf, cap);
+        v->cap = cap;
+    }
+    memcpy(v->buf + v->len, s, n);
+    v->len += n;
+    v->buf[v->len] = '\0';
+}
+
+static void vdoc(vctx *v, const char *json, int origin)
+{
+    vput(v, "---\n", 4);
+    vput(v, json, strlen(json));
+    vput(v, "\n", 1);
+    if (v->n_origin == v->cap_origin) {
+        v->cap_origin = v->cap_origin ? v->cap_origin * 2 : 64;
+        v->origin = rete_realloc(v->origin, v->cap_origin * sizeof(int));
+    }
+    v->origin[v->n_origin++] = origin;
+}
+
+static bool replaced(const vctx *v, const rete_store_resource *r)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (strcmp(v->docs[i].kind, r->kind) == 0 && strcmp(v->docs[i].ns, r->ns) == 0 &&
+            strcmp(v->docs[i].name, r->name) == 0)
+            return true;
+    return false;
+}
+
+static bool add_stored(const rete_store_resource *r, void *arg)
+{
+    vctx *v = arg;
+    if (replaced(v, r))
+        return true;
+    char key[800];
+    snprintf(key, sizeof(key), "%s %s/%s", r->kind, r->ns, r->name);
+    v->stored_keys = rete_realloc(v->stored_keys, (v->n_stored + 1) * sizeof(char *));
+    v->stored_keys[v->n_stored] = rete_strdup(key);
+    vdoc(v, r->json, -1 - (int)v->n_stored);
+    v->n_stored++;
+    return true;
+}
+
+/* The Proxy document validation runs with: an imaginary proxy in the root
+ * namespace, so every resource is parsed and cross-checked. */
+static const char validation_proxy[] =
+    "{\"apiVersion\":\"rete.dev/v1alpha1\",\"kind\":\"Proxy\",\"metadata\":{\"name\":\"reted-validation\","
+    "\"namespace\":\"" RETED_ROOT_NS "\"},\"spec\":{\"serviceAccount\":\"reted\",\"address\":\"127.0.0.1\"}}";
+
+json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *source)
+{
+    vctx v = {.docs = docs, .n = n};
+    vdoc(&v, validation_proxy, -1000000);
+    for (size_t i = 0; i < n; i++) {
+        if (!docs[i].json)
+            continue;
+        char *s = json_dumps(docs[i].json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        vdoc(&v, s, (int)i);
+        free(s);
+    }
+    if (r->store->ops->list(r->store, NULL, NULL, add_stored, &v) < 0) {
+        free(v.buf);
+        free(v.origin);
+        return json_pack("{s:s}", "error", "store unavailable");
+    }
+    rete_config_error err;
+    rete_config *cfg = rete_config_load_buffer(v.buf, v.len, source ? source : "-", 1, &err);
+    json_t *result = NULL;
+    if (cfg) {
+        rete_config_unref(cfg);
+    } else {
+        int origin = err.document >= 0 && (size_t)err.document < v.n_origin ? v.origin[err.document]
+                                                                             : -1000000;
+        if (origin >= 0) {
+            result = error_obj("invalid resource", source, origin, err.path, err.reason);
+        } else if (origin > -1000000) {
+            char reason[1024];
+            snprintf(reason, sizeof(reason), "%s (in stored %s, which this change breaks)", err.reason,
+                     v.stored_keys[-1 - origin]);
+            result = error_obj("change conflicts with stored resources", source, -1, err.path, reason);
+        } else {
+            result = error_obj("invalid resource", source, -1, err.path, err.reason);
+        }
+    }
+    for (size_t i = 0; i < v.n_stored; i++)
+        free(v.stored_keys[i]);
+    free(v.stored_keys);
+    free(v.buf);
+    free(v.origin);
+    return result;
+}
+
+json_t *reted_resource_json(const rete_store_resource *res)
+{
+    json_t *j = json_loads(res->json, 0, NULL);
+    if (!j)
+        return json_null();
+    json_t *meta = json_object_get(j, "metadata");
+    if (json_is_object(meta)) {
+        char rv[24];
+        snprintf(rv, sizeof(rv), "%llu", (unsigned long long)res->resource_version);
+        json_object_set_new(meta, "resourceVersion", json_string(rv));
+        char ts[32];
+        time_t t = (time_t)res->created_unix;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(meta, "creationTimestamp", json_string(ts));
+    }
+    return j;
+}

@@ -1,0 +1,109 @@
+/* reted's process state, shared by its modules (api.c, xds.c, resources.c,
+ * compiler.c). One loop thread: nothing here is locked. */
+#ifndef RETE_CONTROL_RETED_H
+#define RETE_CONTROL_RETED_H
+
+#include "ca.h"
+#include "http.h"
+#include "io.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define RETED_ROOT_NS "rete-system"
+
+/* One proxy reted knows about: connected now, or seen within the grace period. */
+typedef struct reted_proxy {
+    struct reted_proxy *next;
+    char name[254];
+    char ns[254];
+    char sa[254];
+    char spiffe_id[512];
+    char address[64];
+    rete_http_stream *stream;       /* NULL while disconnected */
+    uint64_t sent_version;
+    uint64_t acked_version;
+    char nonce[24];
+    char nack_error[512];
+    bool nacked;
+    bool ready;
+    char *last_config;              /* the resources text last sent (malloc) */
+    uint64_t last_hash;
+    int64_t connected_unix;
+    int64_t last_seen_unix;
+    int64_t disconnected_unix;      /* 0 while connected */
+    int64_t cert_not_after;         /* of the certificate reted last issued it */
+} reted_proxy;
+
+typedef struct reted {
+    uv_loop_t *loop;
+    rete_io_loop iol;
+    const char *data_dir;
+    char trust_domain[254];
+    rete_store *store;
+    rete_ca *ca;
+    char admin_token[128];
+    uint32_t cert_ttl;              /* seconds, workload certificates */
+    uint32_t grace_seconds;         /* registry: how long a gone proxy stays */
+    rete_http_server *api;
+    rete_http_server *xds;
+    rete_tls_ctx *xds_tls;
+    reted_proxy *proxies;
+    uv_timer_t push_timer;          /* coalesces recompiles after changes */
+    uv_timer_t tick;                /* pings, registry expiry */
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    bool push_pending;
+    /* counters for /metrics */
+    uint64_t pushes;
+    uint64_t acks;
+    uint64_t nacks;
+    uint64_t certs_issued;
+    uint64_t certs_refused;
+    uint64_t applies_ok;
+    uint64_t applies_rejected;
+    int64_t started_unix;
+} reted;
+
+/* resources.c: documents <-> JSON, validation against the whole set, apply. */
+typedef struct reted_doc {
+    json_t *json;                   /* the resource without server-set metadata */
+    const char *kind;               /* canonical kind */
+    const char *ns;
+    const char *name;
+    uint64_t expected_version;      /* from metadata.resourceVersion, 0 when absent */
+} reted_doc;
+
+/* Parse a YAML/JSON stream into documents; on error fills *err_json
+ * ({"error","details":[...]}) and returns -1. */
+int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **docs,
+                     size_t *n_docs, json_t **err_json);
+void reted_docs_free(reted_doc *docs, size_t n);
+/* Validate `docs` (to be written; deleted ones have json NULL) together with
+ * everything stored, with the proxy's own loader. NULL when valid, else an
+ * error object naming the document and field path. */
+json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *source);
+/* The canonical kind for a name the user typed ("svc", "httproutes"...), or NULL. */
+const char *reted_kind_canonical(const char *name);
+/* The stored resource as served by the API: JSON with metadata.resourceVersion
+ * and creationTimestamp filled in. */
+json_t *reted_resource_json(const rete_store_resource *res);
+
+/* api.c */
+void reted_api_handle(rete_http_req *req, void *arg);
+/* xds.c: the proxy-facing listener (certificates, config streams, registry) */
+void reted_xds_handle(rete_http_req *req, void *arg);
+void reted_changed(reted *r);       /* the store changed: recompile and push soon */
+void reted_tick(reted *r);
+reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
+/* compiler.c: the resources text for one proxy (malloc'ed). */
+char *reted_compile(reted *r, const reted_proxy *p, uint64_t *hash);
+/* metrics text (malloc'ed) */
+char *reted_metrics(reted *r, size_t *len);
+
+int64_t reted_now(void);
+
+#endif

@@ -1,0 +1,439 @@
+/* The proxy-facing side of reted (15012, TLS): certificate issuance, the
+ * config streams, and the registry of workloads that proxies announce.
+ * Protocol: docs/control-plane.md. */
+#include "alloc.h"
+#include "log.h"
+#include "reted.h"
+#include "token.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define XDS_MAX_LINE (1u << 20)
+
+int64_t reted_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void respond_obj(rete_http_req *req, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    rete_http_respond_json(req, status, s ? s : "{}");
+    free(s);
+    json_decref(obj);
+}
+
+/* spiffe://<td>/ns/<ns>/sa/<sa> -> ns, sa; false when not of that shape or
+ * not in our trust domain. */
+static bool split_spiffe(const reted *r, const char *id, char *ns, size_t nslen, char *sa, size_t salen)
+{
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "spiffe://%s/ns/", r->trust_domain);
+    size_t pl = strlen(prefix);
+    if (strncmp(id, prefix, pl) != 0)
+        return false;
+    const char *p = id + pl;
+    const char *sep = strstr(p, "/sa/");
+    if (!sep || sep == p || (size_t)(sep - p) >= nslen || strlen(sep + 4) >= salen || !sep[4] ||
+        strchr(sep + 4, '/'))
+        return false;
+    memcpy(ns, p, (size_t)(sep - p));
+    ns[sep - p] = '\0';
+    strcpy(sa, sep + 4);
+    return true;
+}
+
+/* ---- certificates ---- */
+
+static void ca_certificates(reted *r, rete_http_req *req)
+{
+    json_error_t je;
+    json_t *in = json_loadb(req->body, req->body_len, 0, &je);
+    const char *csr = NULL, *token = NULL;
+    if (!in || json_unpack(in, "{s:s,s?s}", "csr", &csr, "token", &token) != 0) {
+        json_decref(in);
+        respond_obj(req, 400, json_pack("{s:s}", "error", "body: {\"csr\": PEM, \"token\": \"...\"}"));
+        return;
+    }
+    char spiffe[1024];
+    if (token) {
+        char id[33];
+        uint8_t hash[32];
+        rete_store_token t;
+        rete_rc rc = rete_token_parse(token, id, hash);
+        if (rc == RETE_OK)
+            rc = r->store->ops->token_use(r->store, id, hash, reted_now(), &t);
+        if (rc < 0) {
+            r->certs_refused++;
+            json_decref(in);
+            rete_info("ca: refused a certificate request from %s: token %s", req->peer_addr,
+                      rc == RETE_ELIMIT ? "expired or used up" : "unknown");
+            respond_obj(req, 403, json_pack("{s:s}", "error",
+                                            rc == RETE_ELIMIT ? "join token expired or used up"
+                                                              : "join token unknown"));
+            return;
+        }
+        snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s", r->trust_domain, t.ns, t.sa);
+    } else if (req->peer_id[0]) {
+        /* Renewal: the current certificate authorises a new one for itself. */
+        snprintf(spiffe, sizeof(spiffe), "%s", req->peer_id);
+    } else {
+        r->certs_refused++;
+        json_decref(in);
+        respond_obj(req, 401, json_pack("{s:s}", "error",
+                                        "a join token or a client certificate is required"));
+        return;
+    }
+    char err[256];
+    int64_t not_after = 0;
+    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, r->cert_ttl, &not_after, err,
+                                   sizeof(err));
+    json_decref(in);
+    if (!chain) {
+        r->certs_refused++;
+        respond_obj(req, 400, json_pack("{s:s}", "error", err));
+        return;
+    }
+    r->certs_issued++;
+    respond_obj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
+                                    rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
+                                    "spiffeId", spiffe));
+    free(chain);
+}
+
+/* ---- registry ---- */
+
+reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
+{
+    for (reted_proxy *p = r->proxies; p; p = p->next)
+        if (strcmp(p->ns, ns) == 0 && strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+static void proxy_free(reted_proxy *p)
+{
+    free(p->last_config);
+    free(p);
+}
+
+/* Write (or refresh) the Workload a proxy announced. */
+static bool register_workload(reted *r, json_t *wl, const char *ns, const char *sa, char *err, size_t errlen)
+{
+    const char *name = json_string_value(json_object_get(wl, "name"));
+    const char *address = json_string_value(json_object_get(wl, "address"));
+    json_t *labels = json_object_get(wl, "labels");
+    json_t *mesh_port = json_object_get(wl, "meshPort");
+    json_t *doc = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s}},s:{s:s,s:s}}", "apiVersion",
+                            "networking.rete.dev/v1alpha1", "kind", "Workload", "metadata", "name",
+                            name, "namespace", ns, "annotations", "rete.dev/registered-by", "proxy",
+                            "spec", "address", address, "serviceAccount", sa);
+    if (!doc) {
+        snprintf(err, errlen, "hello: workload.name and workload.address are required");
+        return false;
+    }
+    json_t *spec = json_object_get(doc, "spec");
+    if (json_is_object(labels))
+        json_object_set(spec, "labels", labels);
+    if (json_is_integer(mesh_port))
+        json_object_set(spec, "meshPort", mesh_port);
+    reted_doc d = {doc, "Workload", ns, name, 0};
+    json_t *verr = reted_validate(r, &d, 1, "hello");
+    if (verr) {
+        json_t *det = json_array_get(json_object_get(verr, "details"), 0);
+        snprintf(err, errlen, "hello: workload rejected: %s: %s",
+                 json_string_value(json_object_get(det, "path")),
+                 json_string_value(json_object_get(det, "reason")));
+        json_decref(verr);
+        json_decref(doc);
+        return false;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    rete_store_write w = {"Workload", ns, name, text, 0};
+    size_t failed;
+    rete_rc rc = r->store->ops->apply(r->store, &w, 1, &failed);
+    free(text);
+    json_decref(doc);
+    if (rc < 0) {
+        snprintf(err, errlen, "store write failed");
+        return false;
+    }
+    if (!w.unchanged)
+        reted_changed(r);
+    return true;
+}
+
+static void deregister(reted *r, reted_proxy *p)
+{
+    rete_store_resource res;
+    if (r->store->ops->get(r->store, "Workload", p->ns, p->name, &res) == RETE_OK &&
+        strstr(res.json, "\"rete.dev/registered-by\":\"proxy\"")) {
+        reted_doc d = {NULL, "Workload", p->ns, p->name, 0};
+        json_t *verr = reted_validate(r, &d, 1, "deregister");
+        if (verr) {
+            /* Something still names it: keep it (endpoint stays, unready). */
+            json_decref(verr);
+            return;
+        }
+        rete_store_write w = {"Workload", p->ns, p->name, NULL, 0};
+        size_t failed;
+        if (r->store->ops->apply(r->store, &w, 1, &failed) == RETE_OK)
+            reted_changed(r);
+    }
+}
+
+/* ---- streams ---- */
+
+static void send_obj(rete_http_stream *st, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s)
+        return;
+    size_t n = strlen(s);
+    s = rete_realloc(s, n + 2);
+    s[n] = '\n';
+    rete_http_stream_send(st, s, n + 1);
+    free(s);
+}
+
+static void push(reted *r, reted_proxy *p, bool force)
+{
+    if (!p->stream)
+        return;
+    uint64_t hash = 0;
+    char *text = reted_compile(r, p, &hash);
+    if (!force && hash == p->last_hash && p->last_config) {
+        free(text);
+        return;
+    }
+    uint64_t version = r->store->ops->revision(r->store);
+    if (version <= p->sent_version)
+        version = p->sent_version + 1;
+    free(p->last_config);
+    p->last_config = text;
+    p->last_hash = hash;
+    p->sent_version = version;
+    snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(hash ^ version));
+    send_obj(p->stream, json_pack("{s:s,s:I,s:s,s:s}", "type", "config", "version", (json_int_t)version,
+                                  "nonce", p->nonce, "resources", text));
+    r->pushes++;
+}
+
+static void on_push_timer(uv_timer_t *t)
+{
+    reted *r = t->data;
+    r->push_pending = false;
+    for (reted_proxy *p = r->proxies; p; p = p->next)
+        push(r, p, false);
+}
+
+void reted_changed(reted *r)
+{
+    /* Coalesce a burst of changes (an apply of many documents, many proxies
+     * registering at once) into one recompile. */
+    if (r->push_pending)
+        return;
+    r->push_pending = true;
+    uv_timer_start(&r->push_timer, on_push_timer, 10, 0);
+}
+
+static void stream_refuse(rete_http_stream *st, const char *why)
+{
+    rete_warn("xds: refusing stream from %s (%s): %s", rete_http_stream_peer_addr(st),
+              rete_http_stream_peer_id(st), why);
+    send_obj(st, json_pack("{s:s,s:s}", "type", "error", "error", why));
+    rete_http_stream_close(st);
+}
+
+static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
+{
+    const char *peer = rete_http_stream_peer_id(st);
+    char ns[254], sa[254];
+    if (!split_spiffe(r, peer, ns, sizeof(ns), sa, sizeof(sa))) {
+        stream_refuse(st, "client certificate is not a workload identity of this trust domain");
+        return;
+    }
+    json_t *wl = json_object_get(msg, "workload");
+    const char *wns = json_string_value(json_object_get(wl, "namespace"));
+    const char *wsa = json_string_value(json_object_get(wl, "serviceAccount"));
+    const char *name = json_string_value(json_object_get(wl, "name"));
+    const char *address = json_string_value(json_object_get(wl, "address"));
+    if (!json_is_object(wl) || !name || !address) {
+        stream_refuse(st, "hello: workload.name and workload.address are required");
+        return;
+    }
+    /* One workload cannot speak for another namespace or service account. */
+    if ((wns && strcmp(wns, ns) != 0) || (wsa && strcmp(wsa, sa) != 0)) {
+        char why[700];
+        snprintf(why, sizeof(why), "hello names %s/%s but the certificate is %s",
+                 wns ? wns : ns, wsa ? wsa : sa, peer);
+        stream_refuse(st, why);
+        return;
+    }
+    char err[512];
+    if (!register_workload(r, wl, ns, sa, err, sizeof(err))) {
+        stream_refuse(st, err);
+        return;
+    }
+    reted_proxy *p = reted_proxy_find(r, ns, name);
+    if (p && p->stream && p->stream != st) {
+        /* A restarted proxy: the new stream wins. */
+        rete_http_stream *old = p->stream;
+        p->stream = NULL;
+        rete_http_stream_close(old);
+    }
+    if (!p) {
+        p = rete_calloc(1, sizeof(*p));
+        snprintf(p->ns, sizeof(p->ns), "%s", ns);
+        snprintf(p->name, sizeof(p->name), "%s", name);
+        p->next = r->proxies;
+        r->proxies = p;
+    }
+    snprintf(p->sa, sizeof(p->sa), "%s", sa);
+    snprintf(p->spiffe_id, sizeof(p->spiffe_id), "%s", peer);
+    snprintf(p->address, sizeof(p->address), "%s", address);
+    p->stream = st;
+    p->connected_unix = p->last_seen_unix = reted_now();
+    p->disconnected_unix = 0;
+    p->nacked = false;
+    p->nack_error[0] = '\0';
+    json_t *ver = json_object_get(msg, "version");
+    p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
+    json_t *exp = json_object_get(msg, "certExpiresAt");
+    p->cert_not_after = json_is_integer(exp) ? json_integer_value(exp) : 0;
+    p->sent_version = p->acked_version;
+    p->last_hash = 0; /* always send a fresh snapshot to a new stream */
+    rete_info("xds: %s/%s connected from %s as %s", ns, name, rete_http_stream_peer_addr(st), peer);
+    push(r, p, true);
+}
+
+static reted_proxy *proxy_of(reted *r, rete_http_stream *st)
+{
+    for (reted_proxy *p = r->proxies; p; p = p->next)
+        if (p->stream == st)
+            return p;
+    return NULL;
+}
+
+static void on_line(rete_http_stream *st, const char *line, size_t len)
+{
+    reted *r = rete_http_stream_owner(st);
+    if (len == 0)
+        return;
+    json_error_t je;
+    json_t *msg = json_loadb(line, len, 0, &je);
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!msg || !type) {
+        json_decref(msg);
+        stream_refuse(st, "malformed message");
+        return;
+    }
+    reted_proxy *p = proxy_of(r, st);
+    if (strcmp(type, "hello") == 0) {
+        on_hello(r, st, msg);
+    } else if (!p) {
+        stream_refuse(st, "say hello first");
+    } else if (strcmp(type, "ack") == 0 || strcmp(type, "nack") == 0) {
+        const char *nonce = json_string_value(json_object_get(msg, "nonce"));
+        json_t *ver = json_object_get(msg, "version");
+        p->last_seen_unix = reted_now();
+        if (nonce && strcmp(nonce, p->nonce) == 0) {
+            if (type[0] == 'a') {
+                p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : p->sent_version;
+                p->nacked = false;
+                p->nack_error[0] = '\0';
+                r->acks++;
+            } else {
+                const char *e = json_string_value(json_object_get(msg, "error"));
+                p->nacked = true;
+                snprintf(p->nack_error, sizeof(p->nack_error), "%s", e ? e : "rejected");
+                r->nacks++;
+                rete_warn("xds: %s/%s rejected version %llu: %s", p->ns, p->name,
+                          (unsigned long long)p->sent_version, p->nack_error);
+            }
+        }
+    } else if (strcmp(type, "health") == 0) {
+        p->ready = json_is_true(json_object_get(msg, "ready"));
+        json_t *exp = json_object_get(msg, "certExpiresAt");
+        if (json_is_integer(exp))
+            p->cert_not_after = json_integer_value(exp);
+        p->last_seen_unix = reted_now();
+    } else if (strcmp(type, "ping") == 0) {
+        p->last_seen_unix = reted_now();
+    } else if (strcmp(type, "drain") == 0) {
+        rete_info("xds: %s/%s is draining: deregistering", p->ns, p->name);
+        p->stream = NULL;
+        deregister(r, p);
+        p->disconnected_unix = reted_now() - (int64_t)r->grace_seconds; /* expire now */
+        rete_http_stream_close(st);
+    }
+    json_decref(msg);
+}
+
+static void on_stream_close(rete_http_stream *st)
+{
+    reted *r = rete_http_stream_owner(st);
+    reted_proxy *p = proxy_of(r, st);
+    if (!p)
+        return;
+    rete_info("xds: %s/%s disconnected", p->ns, p->name);
+    p->stream = NULL;
+    p->disconnected_unix = reted_now();
+}
+
+static const rete_http_stream_cbs stream_cbs = {on_line, on_stream_close};
+
+void reted_tick(reted *r)
+{
+    int64_t now = reted_now();
+    reted_proxy **pp = &r->proxies;
+    while (*pp) {
+        reted_proxy *p = *pp;
+        if (p->stream) {
+            send_obj(p->stream, json_pack("{s:s}", "type", "ping"));
+            if (now - p->last_seen_unix > 45) {
+                rete_warn("xds: %s/%s silent for 45 s: closing its stream", p->ns, p->name);
+                rete_http_stream *st = p->stream;
+                p->stream = NULL;
+                p->disconnected_unix = now;
+                rete_http_stream_close(st);
+            }
+        } else if (p->disconnected_unix && now - p->disconnected_unix >= (int64_t)r->grace_seconds) {
+            rete_info("xds: %s/%s gone for %u s: removing it from the registry", p->ns, p->name,
+                      r->grace_seconds);
+            deregister(r, p);
+            *pp = p->next;
+            proxy_free(p);
+            continue;
+        }
+        pp = &p->next;
+    }
+}
+
+void reted_xds_handle(rete_http_req *req, void *arg)
+{
+    reted *r = arg;
+    if (rete_view_eq(req->path, RETE_VIEW_LIT("/ca/v1/certificates")) &&
+        rete_view_eq(req->method, RETE_VIEW_LIT("POST"))) {
+        ca_certificates(r, req);
+        return;
+    }
+    if (rete_view_eq(req->path, RETE_VIEW_LIT("/xds/v1/stream")) &&
+        rete_view_eq(req->method, RETE_VIEW_LIT("GET"))) {
+        if (!req->peer_id[0]) {
+            rete_http_respond_json(req, 401, "{\"error\":\"the config stream needs a client certificate\"}");
+            return;
+        }
+        rete_http_stream_start(req, "application/x-ndjson", &stream_cbs, r, XDS_MAX_LINE);
+        return;
+    }
+    if (rete_view_eq(req->path, RETE_VIEW_LIT("/healthz"))) {
+        rete_http_respond(req, 200, "text/plain", "ok\n", 3, NULL);
+        return;
+    }
+    rete_http_respond_json(req, 404, "{\"error\":\"unknown endpoint\"}");
+}

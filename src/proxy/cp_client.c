@@ -1,0 +1,654 @@
+#include "cp_client.h"
+#include "alloc.h"
+#include "config.h"
+#include "csr.h"
+#include "h1_parse.h"
+#include "io.h"
+#include "log.h"
+#include "proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CP_MAX_RESPONSE (8u << 20)
+#define CP_BACKOFF_MIN_MS 500
+#define CP_BACKOFF_MAX_MS 30000
+
+typedef enum cp_kind { CP_CERT, CP_STREAM } cp_kind;
+
+/* One HTTP/1.1-over-TLS exchange with reted: a certificate request, or the
+ * config stream (whose body is newline-delimited JSON without end). */
+typedef struct cp_http {
+    rete_io io;
+    cp_kind kind;
+    char *request;
+    size_t request_len;
+    char *buf;
+    size_t len;
+    size_t cap;
+    bool head_done;
+    int status;
+    uint64_t body_need;
+    bool renewal;
+    bool closed;
+} cp_http;
+
+static struct {
+    rete_proxy *p;
+    rete_cp_opts *o;
+    rete_tls_ctx *ctx_anon;      /* bootstrap: no client certificate */
+    rete_tls_ctx *ctx_cert;      /* stream and renewal: the workload certificate */
+    cp_http *stream;
+    bool connected;
+    bool draining;
+    uint32_t backoff_ms;
+    uv_timer_t retry_timer;
+    uv_timer_t renew_timer;
+    uv_timer_t ping_timer;
+    uint64_t version;            /* last applied */
+    int64_t cert_not_after;
+    int64_t cert_not_before;
+    char cert_path[4096];
+    char key_path[4096];
+    char bundle_path[4096];
+    char config_path[4096];
+    char *pending_key;           /* key of a certificate request in flight */
+} cp;
+
+static void stream_connect(void);
+static void schedule_retry(void);
+static void on_renew(uv_timer_t *t);
+
+bool rete_cp_connected(void)
+{
+    return cp.connected;
+}
+
+int64_t rete_cp_cert_not_after(void)
+{
+    return cp.cert_not_after;
+}
+
+/* ---- files ---- */
+
+static int write_file(const char *path, const char *data, size_t len, mode_t mode)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    bool ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    chmod(path, mode);
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || n > (long)CP_MAX_RESPONSE * 4) {
+        fclose(f);
+        return NULL;
+    }
+    char *p = rete_malloc((size_t)n + 1);
+    size_t got = fread(p, 1, (size_t)n, f);
+    fclose(f);
+    p[got] = '\0';
+    if (len)
+        *len = got;
+    return p;
+}
+
+/* ---- snapshots ---- */
+
+static bool load_cert_times(void)
+{
+    size_t n;
+    char *pem = read_file(cp.cert_path, &n);
+    if (!pem)
+        return false;
+    cp.cert_not_after = rete_cert_not_after_pem(pem, n);
+    free(pem);
+    return cp.cert_not_after > 0;
+}
+
+/* Build and install a snapshot from pushed resources; false with err. */
+static bool apply_resources(const char *resources, uint64_t version, char *err, size_t errlen)
+{
+    size_t plen = strlen(cp.o->proxy_doc), rlen = strlen(resources);
+    char *text = rete_malloc(plen + rlen + 8);
+    memcpy(text, cp.o->proxy_doc, plen);
+    memcpy(text + plen, "\n", 1);
+    memcpy(text + plen + 1, resources, rlen + 1);
+    rete_config_error e;
+    rete_config *cfg = rete_config_load_buffer(text, plen + 1 + rlen, "control-plane", version, &e);
+    free(text);
+    if (!cfg) {
+        rete_config_error_format(&e, err, errlen);
+        return false;
+    }
+    rete_tls_set *tls = rete_tls_set_build(cfg, err, errlen);
+    if (!tls) {
+        rete_config_unref(cfg);
+        return false;
+    }
+    if (rete_proxy_install(cp.p, cfg, tls) < 0) {
+        snprintf(err, errlen, "the proxy could not start with this configuration");
+        return false;
+    }
+    cp.version = version;
+    return true;
+}
+
+/* A new certificate: rebuild the TLS contexts (same configuration). */
+static void reinstall_tls(void)
+{
+    rete_proxy *p = cp.p;
+    if (!p->cfg)
+        return;
+    char err[512];
+    rete_tls_set *tls = rete_tls_set_build(p->cfg, err, sizeof(err));
+    if (!tls) {
+        rete_err("control plane: new certificate unusable: %s", err);
+        return;
+    }
+    rete_proxy_install(p, rete_config_ref(p->cfg), tls);
+}
+
+static void save_config(const char *resources, uint64_t version)
+{
+    json_t *j = json_pack("{s:I,s:s}", "version", (json_int_t)version, "resources", resources);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s || write_file(cp.config_path, s, strlen(s), 0600) != 0)
+        rete_warn("control plane: cannot save the configuration to %s", cp.config_path);
+    free(s);
+}
+
+static bool load_saved_config(void)
+{
+    char *s = read_file(cp.config_path, NULL);
+    if (!s)
+        return false;
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    free(s);
+    const char *res = json_string_value(json_object_get(j, "resources"));
+    json_t *ver = json_object_get(j, "version");
+    bool ok = false;
+    if (res && json_is_integer(ver)) {
+        char err[1024];
+        ok = apply_resources(res, (uint64_t)json_integer_value(ver), err, sizeof(err));
+        if (!ok)
+            rete_warn("control plane: saved configuration unusable: %s", err);
+        else
+            rete_info("control plane: serving the saved configuration version %llu until reted answers",
+                      (unsigned long long)cp.version);
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* ---- TLS contexts ---- */
+
+static void rebuild_contexts(void)
+{
+    char err[512];
+    if (cp.ctx_cert)
+        rete_tls_ctx_unref(cp.ctx_cert);
+    cp.ctx_cert = rete_tls_cp_client_ctx(cp.cert_path, cp.key_path, cp.bundle_path, err, sizeof(err));
+    if (!cp.ctx_cert)
+        rete_err("control plane: %s", err);
+}
+
+static void expected_reted_id(char *out, size_t len)
+{
+    snprintf(out, len, "spiffe://%s/ns/rete-system/sa/reted",
+             cp.o->trust_domain ? cp.o->trust_domain : "cluster.local");
+}
+
+/* ---- HTTP over io ---- */
+
+static void http_close(cp_http *h)
+{
+    if (h->closed)
+        return;
+    h->closed = true;
+    rete_io_close(&h->io);
+}
+
+static void cert_response(cp_http *h, const char *body, size_t len);
+static void stream_line(const char *line, size_t len);
+
+static void http_on_data(rete_io *io, const char *data, size_t len)
+{
+    cp_http *h = io->owner;
+    if (h->len + len > CP_MAX_RESPONSE + (h->kind == CP_STREAM ? 0 : 65536)) {
+        rete_warn("control plane: answer too large");
+        http_close(h);
+        return;
+    }
+    if (h->len + len > h->cap) {
+        size_t cap = h->cap ? h->cap : 16384;
+        while (cap < h->len + len)
+            cap *= 2;
+        h->buf = rete_realloc(h->buf, cap);
+        h->cap = cap;
+    }
+    memcpy(h->buf + h->len, data, len);
+    h->len += len;
+    if (!h->head_done) {
+        rete_header fields[64];
+        rete_h1_message m = {0};
+        m.headers = fields;
+        rete_h1_limits lim = {8192, 65536, 64};
+        rete_h1_error e;
+        int r = rete_h1_parse_response(h->buf, h->len, &lim, RETE_VIEW_LIT("POST"), &m, &e);
+        if (r == RETE_EAGAIN)
+            return;
+        if (r < 0) {
+            rete_warn("control plane: bad answer from reted: %s", e.reason);
+            http_close(h);
+            return;
+        }
+        h->head_done = true;
+        h->status = m.status;
+        h->body_need = m.body == RETE_H1_BODY_LENGTH ? m.content_length : 0;
+        memmove(h->buf, h->buf + r, h->len - (size_t)r);
+        h->len -= (size_t)r;
+        if (h->kind == CP_STREAM && h->status != 200) {
+            h->body_need = m.body == RETE_H1_BODY_LENGTH ? m.content_length : 0;
+            h->kind = CP_CERT; /* read the error body like a one-shot answer */
+        } else if (h->kind == CP_STREAM) {
+            cp.connected = true;
+            cp.backoff_ms = 0;
+            rete_info("control plane: config stream open to %s", cp.o->server);
+        }
+    }
+    if (h->kind == CP_CERT) {
+        if (h->len < h->body_need)
+            return;
+        cert_response(h, h->buf, (size_t)h->body_need);
+        http_close(h);
+        return;
+    }
+    size_t start = 0;
+    while (!h->closed) {
+        char *nl = memchr(h->buf + start, '\n', h->len - start);
+        if (!nl)
+            break;
+        size_t n = (size_t)(nl - (h->buf + start));
+        stream_line(h->buf + start, n);
+        start += n + 1;
+    }
+    if (h->closed)
+        return;
+    memmove(h->buf, h->buf + start, h->len - start);
+    h->len -= start;
+}
+
+static void http_on_eof(rete_io *io)
+{
+    http_close(io->owner);
+}
+
+static void http_on_error(rete_io *io, const char *why)
+{
+    cp_http *h = io->owner;
+    rete_warn("control plane: connection to %s: %s", cp.o->server, why ? why : "error");
+    http_close(h);
+}
+
+static void http_on_ready(rete_io *io, int status, const char *why)
+{
+    cp_http *h = io->owner;
+    if (status < 0) {
+        rete_warn("control plane: cannot reach %s: %s", cp.o->server, why && *why ? why : "connect failed");
+        http_close(h);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(h->request, (unsigned)h->request_len);
+    if (rete_io_write(io, &b, 1) < 0)
+        http_close(h);
+}
+
+static void http_on_close(rete_io *io)
+{
+    cp_http *h = io->owner;
+    bool was_stream = h == cp.stream;
+    if (was_stream) {
+        cp.stream = NULL;
+        if (cp.connected)
+            rete_warn("control plane: config stream to %s closed; serving version %llu meanwhile",
+                      cp.o->server, (unsigned long long)cp.version);
+        cp.connected = false;
+    }
+    bool failed_cert = h->kind == CP_CERT && h->status != 200;
+    free(h->request);
+    free(h->buf);
+    free(h);
+    if (cp.draining)
+        return;
+    if (was_stream || failed_cert)
+        schedule_retry();
+}
+
+static const rete_io_cbs http_cbs = {
+    .on_data = http_on_data,
+    .on_eof = http_on_eof,
+    .on_error = http_on_error,
+    .on_ready = http_on_ready,
+    .on_drain = NULL,
+    .on_close = http_on_close,
+};
+
+static cp_http *http_start(cp_kind kind, rete_tls_ctx *ctx, const char *method, const char *path,
+                           const char *body)
+{
+    char host[256];
+    const char *colon = strrchr(cp.o->server, ':');
+    if (!colon || (size_t)(colon - cp.o->server) >= sizeof(host))
+        return NULL;
+    memcpy(host, cp.o->server, (size_t)(colon - cp.o->server));
+    host[colon - cp.o->server] = '\0';
+    uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    char expected[512];
+    expected_reted_id(expected, sizeof(expected));
+    rete_tls_session *s = rete_tls_session_new_client(ctx, expected, NULL);
+    if (!s)
+        return NULL;
+    cp_http *h = rete_calloc(1, sizeof(*h));
+    h->kind = kind;
+    size_t blen = body ? strlen(body) : 0;
+    h->request = rete_malloc(512 + blen);
+    h->request_len = (size_t)snprintf(h->request, 512,
+                                      "%s %s HTTP/1.1\r\nhost: reted\r\ncontent-type: application/json\r\n"
+                                      "content-length: %zu\r\n\r\n",
+                                      method, path, blen);
+    memcpy(h->request + h->request_len, body ? body : "", blen);
+    h->request_len += blen;
+    if (rete_io_connect(&h->io, &cp.p->iol, host, port, s, &http_cbs, h) < 0) {
+        rete_tls_session_free(s);
+        free(h->request);
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* ---- certificates ---- */
+
+static void schedule_renewal(void)
+{
+    /* About half-life, with jitter (±10% of the lifetime), never sooner than 1 s. */
+    int64_t now = (int64_t)time(NULL);
+    int64_t life = cp.cert_not_after - (cp.cert_not_before ? cp.cert_not_before : now);
+    if (life < 2)
+        life = 2;
+    int64_t at = now + life / 2 + (int64_t)((double)life * 0.1 * ((double)rand() / RAND_MAX - 0.5));
+    uint64_t ms = at > now ? (uint64_t)(at - now) * 1000 : 1000;
+    uv_timer_start(&cp.renew_timer, on_renew, ms, 0);
+}
+
+static void request_certificate(bool renewal)
+{
+    char spiffe[800], err[256];
+    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s",
+             cp.o->trust_domain ? cp.o->trust_domain : "cluster.local", cp.o->ns, cp.o->sa);
+    char *key = NULL;
+    char *csr = rete_csr_new(spiffe, &key, err, sizeof(err));
+    if (!csr) {
+        rete_err("control plane: CSR: %s", err);
+        return;
+    }
+    json_t *body = json_pack("{s:s}", "csr", csr);
+    free(csr);
+    if (!renewal) {
+        char *tok = read_file(cp.o->token_file, NULL);
+        if (!tok) {
+            rete_err("control plane: cannot read the join token %s", cp.o->token_file);
+            free(key);
+            json_decref(body);
+            return;
+        }
+        tok[strcspn(tok, "\r\n ")] = '\0';
+        json_object_set_new(body, "token", json_string(tok));
+        free(tok);
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    cp_http *h = http_start(CP_CERT, renewal ? cp.ctx_cert : cp.ctx_anon, "POST", "/ca/v1/certificates", text);
+    free(text);
+    if (!h) {
+        free(key);
+        schedule_retry();
+        return;
+    }
+    h->renewal = renewal;
+    free(cp.pending_key);
+    cp.pending_key = key;
+}
+
+static void cert_response(cp_http *h, const char *body, size_t len)
+{
+    json_error_t je;
+    json_t *j = json_loadb(body, len, 0, &je);
+    const char *chain = json_string_value(json_object_get(j, "certChain"));
+    const char *bundle = json_string_value(json_object_get(j, "trustBundle"));
+    if (h->status != 200 || !chain || !bundle || !cp.pending_key) {
+        const char *e = json_string_value(json_object_get(j, "error"));
+        rete_err("control plane: certificate %s refused (%d): %s", h->renewal ? "renewal" : "request",
+                 h->status, e ? e : "no certificate in the answer");
+        h->status = h->status == 200 ? 500 : h->status;
+        json_decref(j);
+        return;
+    }
+    /* Key first, then the certificate: a crash in between leaves a key
+     * without a matching certificate, which the next start notices. */
+    if (write_file(cp.key_path, cp.pending_key, strlen(cp.pending_key), 0600) != 0 ||
+        write_file(cp.cert_path, chain, strlen(chain), 0644) != 0 ||
+        write_file(cp.bundle_path, bundle, strlen(bundle), 0644) != 0) {
+        rete_err("control plane: cannot write the certificate to %s", cp.o->data_dir);
+        h->status = 500;
+        json_decref(j);
+        return;
+    }
+    rete_free(&cp.pending_key);
+    cp.cert_not_before = (int64_t)time(NULL);
+    load_cert_times();
+    rete_info("control plane: %s certificate for %s/%s valid until %lld",
+              h->renewal ? "renewed" : "got a", cp.o->ns, cp.o->sa, (long long)cp.cert_not_after);
+    json_decref(j);
+    rebuild_contexts();
+    reinstall_tls();
+    schedule_renewal();
+    if (!h->renewal)
+        stream_connect();
+}
+
+static void on_renew(uv_timer_t *t)
+{
+    (void)t;
+    request_certificate(true);
+}
+
+/* ---- the stream ---- */
+
+static void stream_send(json_t *msg)
+{
+    if (!cp.stream)
+        return;
+    char *s = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    size_t n = strlen(s);
+    s = rete_realloc(s, n + 2);
+    s[n] = '\n';
+    uv_buf_t b = uv_buf_init(s, (unsigned)(n + 1));
+    if (rete_io_write(&cp.stream->io, &b, 1) < 0)
+        http_close(cp.stream);
+    free(s);
+}
+
+static void stream_line(const char *line, size_t len)
+{
+    json_error_t je;
+    json_t *m = json_loadb(line, len, 0, &je);
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (!type) {
+        json_decref(m);
+        return;
+    }
+    if (strcmp(type, "config") == 0) {
+        const char *res = json_string_value(json_object_get(m, "resources"));
+        const char *nonce = json_string_value(json_object_get(m, "nonce"));
+        uint64_t version = (uint64_t)json_integer_value(json_object_get(m, "version"));
+        char err[1024] = "";
+        bool ok = res && apply_resources(res, version, err, sizeof(err));
+        if (ok) {
+            save_config(res, version);
+            rete_info("control plane: configuration version %llu in use", (unsigned long long)version);
+            stream_send(json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "",
+                                  "version", (json_int_t)version));
+            stream_send(json_pack("{s:s,s:b,s:I}", "type", "health", "ready", 1, "certExpiresAt",
+                                  (json_int_t)cp.cert_not_after));
+        } else {
+            rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
+                      (unsigned long long)version, err, (unsigned long long)cp.version);
+            atomic_fetch_add(&cp.p->reloads_failed, 1);
+            snprintf(cp.p->last_reload_error, sizeof(cp.p->last_reload_error), "%s", err);
+            stream_send(json_pack("{s:s,s:s,s:I,s:s}", "type", "nack", "nonce", nonce ? nonce : "",
+                                  "version", (json_int_t)version, "error", err));
+        }
+    } else if (strcmp(type, "error") == 0) {
+        const char *e = json_string_value(json_object_get(m, "error"));
+        rete_err("control plane: reted refused the stream: %s", e ? e : "?");
+    }
+    json_decref(m);
+}
+
+static void stream_connect(void)
+{
+    if (cp.stream || cp.draining || !cp.ctx_cert)
+        return;
+    cp.stream = http_start(CP_STREAM, cp.ctx_cert, "GET", "/xds/v1/stream", NULL);
+    if (!cp.stream) {
+        schedule_retry();
+        return;
+    }
+    json_t *hello = json_pack("{s:s,s:O,s:I,s:I}", "type", "hello", "workload", cp.o->workload,
+                              "version", (json_int_t)cp.version, "certExpiresAt",
+                              (json_int_t)cp.cert_not_after);
+    /* The hello goes right after the request head: reted reads it as the
+     * stream's first line once it has answered 200. */
+    char *s = json_dumps(hello, JSON_COMPACT);
+    json_decref(hello);
+    size_t n = strlen(s);
+    cp.stream->request = rete_realloc(cp.stream->request, cp.stream->request_len + n + 2);
+    memcpy(cp.stream->request + cp.stream->request_len, s, n);
+    cp.stream->request[cp.stream->request_len + n] = '\n';
+    cp.stream->request_len += n + 1;
+    free(s);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    (void)t;
+    if (cp.cert_not_after && cp.cert_not_after > (int64_t)time(NULL))
+        stream_connect();
+    else
+        request_certificate(false);
+}
+
+static void schedule_retry(void)
+{
+    if (cp.draining || uv_is_active((uv_handle_t *)&cp.retry_timer))
+        return;
+    /* Jittered exponential backoff: full jitter over [backoff/2, backoff]. */
+    cp.backoff_ms = cp.backoff_ms ? cp.backoff_ms * 2 : CP_BACKOFF_MIN_MS;
+    if (cp.backoff_ms > CP_BACKOFF_MAX_MS)
+        cp.backoff_ms = CP_BACKOFF_MAX_MS;
+    uint64_t ms = cp.backoff_ms / 2 + (uint64_t)rand() % (cp.backoff_ms / 2 + 1);
+    uv_timer_start(&cp.retry_timer, on_retry, ms, 0);
+}
+
+static void on_ping(uv_timer_t *t)
+{
+    (void)t;
+    if (cp.connected)
+        stream_send(json_pack("{s:s}", "type", "ping"));
+}
+
+int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
+{
+    cp.p = p;
+    cp.o = o;
+    srand((unsigned)(time(NULL) ^ getpid()));
+    if (mkdir(o->data_dir, 0700) != 0 && errno != EEXIST) {
+        rete_err("control plane: cannot create %s: %s", o->data_dir, strerror(errno));
+        return -1;
+    }
+    snprintf(cp.cert_path, sizeof(cp.cert_path), "%s/cert.pem", o->data_dir);
+    snprintf(cp.key_path, sizeof(cp.key_path), "%s/key.pem", o->data_dir);
+    snprintf(cp.bundle_path, sizeof(cp.bundle_path), "%s/bundle.pem", o->data_dir);
+    snprintf(cp.config_path, sizeof(cp.config_path), "%s/config.json", o->data_dir);
+    char err[512];
+    cp.ctx_anon = rete_tls_cp_client_ctx(NULL, NULL, o->ca_file, err, sizeof(err));
+    if (!cp.ctx_anon) {
+        rete_err("control plane: %s", err);
+        return -1;
+    }
+    uv_timer_init(p->loop, &cp.retry_timer);
+    uv_timer_init(p->loop, &cp.renew_timer);
+    uv_timer_init(p->loop, &cp.ping_timer);
+    uv_timer_start(&cp.ping_timer, on_ping, 15000, 15000);
+    bool have_cert = load_cert_times() && cp.cert_not_after > (int64_t)time(NULL) + 5;
+    if (have_cert) {
+        rebuild_contexts();
+        load_saved_config();
+        schedule_renewal();
+        stream_connect();
+        return 0;
+    }
+    if (!o->token_file) {
+        rete_err("control plane: no valid certificate in %s and no --token-file to get one",
+                 o->data_dir);
+        return -1;
+    }
+    request_certificate(false);
+    return 0;
+}
+
+void rete_cp_drain(rete_proxy *p)
+{
+    (void)p;
+    if (cp.draining)
+        return;
+    stream_send(json_pack("{s:s}", "type", "drain"));
+    cp.draining = true;
+    uv_timer_stop(&cp.retry_timer);
+    uv_timer_stop(&cp.renew_timer);
+    uv_timer_stop(&cp.ping_timer);
+    uv_close((uv_handle_t *)&cp.retry_timer, NULL);
+    uv_close((uv_handle_t *)&cp.renew_timer, NULL);
+    uv_close((uv_handle_t *)&cp.ping_timer, NULL);
+    if (cp.stream) {
+        rete_io_shutdown(&cp.stream->io);
+        http_close(cp.stream);
+    }
+}
