@@ -246,6 +246,7 @@ int rete_ctl_cmd_proxy_config(rete_ctl *c)
 
 #define CHECK_OK "\xe2\x9c\x94"   /* ✔ */
 #define CHECK_FAIL "\xe2\x9c\x98" /* ✘ */
+#define CHECK_WARN "\xe2\x80\xbc" /* ‼ */
 #define CA_WARN_DAYS 7
 #define MAX_SKEW 30
 
@@ -269,7 +270,28 @@ static bool find_ca_expiry(const json_t *j, time_t *t)
     static const char *const inner[] = {"validUntil", "notAfter", "expiresAt", NULL};
     if (rete_ctl_json_time(rete_ctl_get_any(j, top), t))
         return true;
-    return rete_ctl_json_time(rete_ctl_get_any(json_object_get(j, "ca"), inner), t);
+    if (rete_ctl_json_time(rete_ctl_get_any(json_object_get(j, "ca"), inner), t))
+        return true;
+    /* reted's check list: {"name": "certificate authority", "detail": "root
+     * valid until <unix time>"} */
+    size_t i;
+    json_t *chk;
+    json_array_foreach(json_object_get(j, "checks"), i, chk)
+    {
+        const char *d = json_string_value(json_object_get(chk, "detail"));
+        const char *at = d ? strstr(d, "valid until ") : NULL;
+        if (!at)
+            continue;
+        char *end;
+        long long v = strtoll(at + 12, &end, 10);
+        if (end != at + 12 && v > 0) {
+            *t = (time_t)v;
+            return true;
+        }
+        if (rete_ctl_parse_time(at + 12, t))
+            return true;
+    }
+    return false;
 }
 
 int rete_ctl_cmd_check(rete_ctl *c)
@@ -290,13 +312,15 @@ int rete_ctl_cmd_check(rete_ctl *c)
     report(st == 200, &failed, "the operator API answers (%d %s)", st, resp.reason);
 
     time_t server_now, now = time(NULL);
-    if (rete_ctl_parse_http_date(resp.date, &server_now)) {
+    /* reted's clock: its Date header (RFC 9110 §6.6.1), else its "time" */
+    if (rete_ctl_parse_http_date(resp.date, &server_now) ||
+        rete_ctl_json_time(json_object_get(j, "time"), &server_now)) {
         long long skew = (long long)(now - server_now);
         report(llabs(skew) <= MAX_SKEW, &failed,
                "clocks agree (retectl and reted differ by %llds; at most %ds allowed)", skew,
                MAX_SKEW);
     } else {
-        report(false, &failed, "clocks agree (reted sent no usable Date header)");
+        printf("%s cannot compare clocks: reted sent no Date header and no \"time\"\n", CHECK_WARN);
     }
 
     /* reted's own checks, as it reports them */
@@ -413,8 +437,8 @@ int rete_ctl_cmd_identity(rete_ctl *c)
     /* reted names the certificate after the token's namespace and service
      * account whatever the CSR asks; without --spiffe-id the CSR carries a
      * placeholder that says so. */
-    const char *want = c->args.spiffe_id ? c->args.spiffe_id
-                                         : "spiffe://rete.invalid/ns/from-token/sa/from-token";
+    const char *want =
+        c->args.spiffe_id ? c->args.spiffe_id : "spiffe://rete.invalid/ns/from-token/sa/from-token";
     char *csr = rete_csr_new(want, &key, err, sizeof(err));
     if (!csr) {
         fprintf(stderr, "error: %s\n", err);

@@ -33,8 +33,9 @@ static void print_apply_errors(const char *file, const rete_ctl_response *resp)
         const char *reason = json_string_value(json_object_get(d, "reason"));
         if (json_is_string(d))
             reason = json_string_value(d);
-        fprintf(stderr, "%s: ", src && *src ? src : file);
-        if (json_is_integer(doc))
+        (void)src; /* our own name for the file is the one the operator typed */
+        fprintf(stderr, "%s: ", file);
+        if (json_is_integer(doc) && json_integer_value(doc) >= 0) /* -1: a stored resource */
             fprintf(stderr, "document %" JSON_INTEGER_FORMAT ": ", json_integer_value(doc));
         if (path && *path)
             fprintf(stderr, "%s: ", path);
@@ -52,7 +53,7 @@ static int apply_one(rete_ctl *c, const char *file)
         fprintf(stderr, "error: %s\n", err);
         return CTL_EXIT_FAIL;
     }
-    const char *source = strcmp(file, "-") == 0 ? "<stdin>" : file;
+    const char *source = strcmp(file, "-") == 0 ? "STDIN" : file;
     char *enc = rete_ctl_urlencode(source);
     size_t plen = strlen(enc) + 32;
     char *path = rete_malloc(plen);
@@ -414,10 +415,9 @@ static int delete_one(rete_ctl *c, const rete_ctl_kind *k, const char *kind_word
         fprintf(stderr, "Error from server (NotFound): %s \"%s\" not found in namespace \"%s\"\n",
                 k ? k->plural : kind_word, name, ns);
     } else if (resp.status == 409) {
-        fprintf(stderr,
-                "error: conflict deleting %s \"%s\": it was changed meanwhile; get it "
-                "again and retry\n",
+        fprintf(stderr, "error: cannot delete %s \"%s\" (409 Conflict): ",
                 rete_ctl_kind_lower(kind, kl, sizeof(kl)), name);
+        rete_ctl_print_server_error(&resp);
     } else {
         rete_ctl_print_server_error(&resp);
     }
