@@ -47,6 +47,8 @@ endef
 
 build:
 	$(call setup_build,$(BUILD),,)
+	@for b in src/proxy/rete-proxy src/control/reted src/ctl/retectl; do \
+	    if [ -x $(BUILD)/$$b ]; then ln -sf $$b $(BUILD)/$$(basename $$b); fi; done
 
 asan:
 	$(call setup_build,$(ASAN_BUILD),-Db_sanitize=address$(,)undefined -Db_lundef=false,)

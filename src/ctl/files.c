@@ -1,0 +1,119 @@
+#include "files.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "alloc.h"
+
+static void push(rete_ctl_files *f, char *p)
+{
+    if (f->n == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 8;
+        f->paths = rete_realloc(f->paths, f->cap * sizeof(char *));
+    }
+    f->paths[f->n++] = p;
+}
+
+static bool has_suffix(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n > m && strcmp(s + n - m, suf) == 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files *out, char *err,
+                              size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (strcmp(args[i], "-") == 0) {
+            push(out, rete_strdup("-"));
+            continue;
+        }
+        if (stat(args[i], &st) != 0) {
+            snprintf(err, errlen, "%s: %s", args[i], strerror(errno));
+            return RETE_ENOTFOUND;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            push(out, rete_strdup(args[i]));
+            continue;
+        }
+        DIR *d = opendir(args[i]);
+        if (!d) {
+            snprintf(err, errlen, "%s: %s", args[i], strerror(errno));
+            return RETE_EIO;
+        }
+        size_t first = out->n;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.' ||
+                !(has_suffix(e->d_name, ".yaml") || has_suffix(e->d_name, ".yml") ||
+                  has_suffix(e->d_name, ".json")))
+                continue;
+            size_t len = strlen(args[i]) + strlen(e->d_name) + 2;
+            char *p = rete_malloc(len);
+            bool slash = has_suffix(args[i], "/");
+            snprintf(p, len, "%s%s%s", args[i], slash ? "" : "/", e->d_name);
+            push(out, p);
+        }
+        closedir(d);
+        qsort(out->paths + first, out->n - first, sizeof(char *), cmp_str);
+        if (out->n == first) {
+            snprintf(err, errlen, "%s: no *.yaml, *.yml or *.json files in this directory",
+                     args[i]);
+            return RETE_ENOTFOUND;
+        }
+    }
+    return RETE_OK;
+}
+
+void rete_ctl_files_free(rete_ctl_files *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        free(f->paths[i]);
+    rete_free(&f->paths);
+    f->n = f->cap = 0;
+}
+
+char *rete_ctl_read_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+    bool is_stdin = strcmp(path, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = rete_malloc(cap);
+    for (;;) {
+        if (cap - n < 2) {
+            cap *= 2;
+            buf = rete_realloc(buf, cap);
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    bool failed = ferror(f);
+    if (!is_stdin)
+        fclose(f);
+    if (failed) {
+        snprintf(err, errlen, "%s: read error", path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
