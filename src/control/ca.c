@@ -24,7 +24,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <openssl/asn1t.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -56,7 +58,7 @@ struct rete_ca {
     int64_t not_after; /* earliest notAfter along the signing CA's chain */
 
     /* Roots in force, oldest first (two while rotating), and their PEM. */
-    STACK_OF(X509) *roots;
+    STACK_OF(X509) * roots;
     char *bundle_pem;
 
     /* Precomputed for every leaf. */
@@ -65,15 +67,62 @@ struct rete_ca {
     X509_EXTENSION *ext_bc, *ext_ku, *ext_eku, *ext_aki;
     EVP_MD_CTX *sign_tmpl; /* EVP_DigestSignInit done once; copied per leaf */
     EVP_MD_CTX *sign_work;
+    EVP_MD_CTX *verify_ctx;
+    EVP_PKEY *p256; /* P-256 domain parameters: CSR keys are copies of it */
     BIGNUM *serial_bn;
 };
+
+/* A PKCS#10 request (RFC 2986 §4) read without decoding its public key:
+ * OpenSSL 3.0's generic key decoders cost ~120 us a key, more than the
+ * ECDSA verification itself, so P-256 keys are imported directly. ANY keeps
+ * a SEQUENCE in its encoded form: info is the signed CertificationRequestInfo
+ * exactly as received. */
+typedef struct csr_spki {
+    X509_ALGOR *alg;
+    ASN1_BIT_STRING *key;
+} CSR_SPKI;
+
+typedef struct csr_info {
+    ASN1_INTEGER *version;
+    ASN1_TYPE *subject;
+    CSR_SPKI *spki;
+    STACK_OF(ASN1_TYPE) * attributes;
+} CSR_INFO;
+
+typedef struct csr_raw {
+    ASN1_TYPE *info;
+    X509_ALGOR *sig_alg;
+    ASN1_BIT_STRING *signature;
+} CSR_RAW;
+
+/* clang-format off */
+ASN1_SEQUENCE(CSR_SPKI) = {
+    ASN1_SIMPLE(CSR_SPKI, alg, X509_ALGOR),
+    ASN1_SIMPLE(CSR_SPKI, key, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(CSR_SPKI)
+
+ASN1_SEQUENCE(CSR_INFO) = {
+    ASN1_SIMPLE(CSR_INFO, version, ASN1_INTEGER),
+    ASN1_SIMPLE(CSR_INFO, subject, ASN1_ANY),
+    ASN1_SIMPLE(CSR_INFO, spki, CSR_SPKI),
+    ASN1_IMP_SET_OF_OPT(CSR_INFO, attributes, ASN1_ANY, 0),
+} static_ASN1_SEQUENCE_END(CSR_INFO)
+
+ASN1_SEQUENCE(CSR_RAW) = {
+    ASN1_SIMPLE(CSR_RAW, info, ASN1_ANY),
+    ASN1_SIMPLE(CSR_RAW, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(CSR_RAW, signature, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(CSR_RAW)
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* clang-format on */
 
 /* ---- errors ------------------------------------------------------------- */
 
 /* Format the message into err, followed by OpenSSL's first queued error (if
  * any); clear OpenSSL's error queue. */
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen,
-                                                         const char *fmt, ...)
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     unsigned long e = ERR_peek_error();
     if (err && errlen) {
@@ -203,7 +252,7 @@ static EVP_PKEY *read_key(const char *dir, const char *name, char *err, size_t e
 }
 
 /* Every certificate in a PEM file (at least one). */
-static STACK_OF(X509) *read_certs(const char *dir, const char *name, char *err, size_t errlen)
+static STACK_OF(X509) * read_certs(const char *dir, const char *name, char *err, size_t errlen)
 {
     BIO *b = open_file(dir, name, err, errlen);
     if (!b)
@@ -229,17 +278,17 @@ static STACK_OF(X509) *read_certs(const char *dir, const char *name, char *err, 
 /* Take a memory BIO's contents as a NUL-terminated malloc'ed string. */
 static char *bio_take(BIO *b, size_t *len_out)
 {
-    char *data;
+    char *data = NULL;
     long n = BIO_get_mem_data(b, &data);
     if (n < 0)
         return NULL;
-    char *s = rete_strndup(data, (size_t)n);
+    char *s = n > 0 ? rete_strndup(data, (size_t)n) : rete_strdup("");
     if (len_out)
         *len_out = (size_t)n;
     return s;
 }
 
-static char *certs_pem(STACK_OF(X509) *sk, int from, size_t *len_out)
+static char *certs_pem(STACK_OF(X509) * sk, int from, size_t *len_out)
 {
     BIO *b = BIO_new(BIO_s_mem());
     char *s = NULL;
@@ -316,8 +365,7 @@ static bool td_valid(const char *td)
 }
 
 /* A new self-signed root: ECDSA P-256, 10 years, CN "<td> root", O "rete". */
-static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char *err,
-                      size_t errlen)
+static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char *err, size_t errlen)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *x = X509_new();
@@ -330,13 +378,12 @@ static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char 
     RETE_ENSURE_GOTO(X509_gmtime_adj(X509_getm_notBefore(x), -BACKDATE_SECONDS) &&
                          X509_time_adj_ex(X509_getm_notAfter(x), ROOT_DAYS, 0, NULL),
                      fail);
-    RETE_ENSURE_GOTO(
-        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"rete", -1,
-                                   -1, 0) &&
-            X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
-                                       -1, 0) &&
-            X509_set_issuer_name(x, name) && X509_set_pubkey(x, key),
-        fail);
+    RETE_ENSURE_GOTO(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                                (const unsigned char *)"rete", -1, -1, 0) &&
+                         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                                    (const unsigned char *)cn, -1, -1, 0) &&
+                         X509_set_issuer_name(x, name) && X509_set_pubkey(x, key),
+                     fail);
     RETE_ENSURE_GOTO(add_conf_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") &&
                          add_conf_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") &&
                          add_conf_ext(x, x, NID_subject_key_identifier, "hash") &&
@@ -366,8 +413,8 @@ static char *cert_pem(X509 *x)
 static char *key_pem(EVP_PKEY *k)
 {
     BIO *b = BIO_new(BIO_s_mem());
-    char *s = b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) ? bio_take(b, NULL)
-                                                                              : NULL;
+    char *s =
+        b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) ? bio_take(b, NULL) : NULL;
     BIO_free(b);
     return s;
 }
@@ -442,6 +489,22 @@ static X509_EXTENSION *aki_ext(X509 *ca_cert)
     return ext;
 }
 
+static EVP_PKEY *p256_params(void)
+{
+    char group[] = SN_X9_62_prime256v1;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+        OSSL_PARAM_END,
+    };
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *k = NULL;
+    if (!pc || EVP_PKEY_fromdata_init(pc) != 1 ||
+        EVP_PKEY_fromdata(pc, &k, EVP_PKEY_KEY_PARAMETERS, params) != 1)
+        k = NULL;
+    EVP_PKEY_CTX_free(pc);
+    return k;
+}
+
 /* Prepare everything a leaf shares, for the current signing key and cert. */
 static bool signer_setup(rete_ca *ca, char *err, size_t errlen)
 {
@@ -455,8 +518,12 @@ static bool signer_setup(rete_ca *ca, char *err, size_t errlen)
         ca->sign_work = EVP_MD_CTX_new();
     if (!ca->serial_bn)
         ca->serial_bn = BN_new();
+    if (!ca->verify_ctx)
+        ca->verify_ctx = EVP_MD_CTX_new();
+    if (!ca->p256)
+        ca->p256 = p256_params();
     if (!ca->ext_bc || !ca->ext_ku || !ca->ext_eku || !ca->ext_aki || !ca->sign_tmpl ||
-        !ca->sign_work || !ca->serial_bn ||
+        !ca->sign_work || !ca->serial_bn || !ca->verify_ctx || !ca->p256 ||
         EVP_DigestSignInit_ex(ca->sign_tmpl, NULL, "SHA256", NULL, NULL, ca->key, NULL) != 1) {
         seterr(err, errlen, "cannot prepare the CA signer");
         signer_clear(ca);
@@ -501,8 +568,10 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
         !(ca->key = read_key(dir, "key.pem", err, errlen)))
         goto out;
     if (!is_signing_ca(ca->cert)) {
-        seterr(err, errlen, "%s/cert.pem: not a CA certificate (needs basicConstraints CA:TRUE "
-                            "and keyUsage keyCertSign)", dir);
+        seterr(err, errlen,
+               "%s/cert.pem: not a CA certificate (needs basicConstraints CA:TRUE "
+               "and keyUsage keyCertSign)",
+               dir);
         goto out;
     }
     if (X509_check_private_key(ca->cert, ca->key) != 1) {
@@ -532,8 +601,10 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
             goto oom;
     }
     if (sk_X509_num(ca->roots) == 0) {
-        seterr(err, errlen, "%s/cert.pem is an intermediate CA: put its chain up to the "
-                            "operator's root in %s/chain.pem", dir, dir);
+        seterr(err, errlen,
+               "%s/cert.pem is an intermediate CA: put its chain up to the "
+               "operator's root in %s/chain.pem",
+               dir, dir);
         goto out;
     }
     for (int i = 0; i < sk_X509_num(ca->roots); i++)
@@ -558,8 +629,8 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
             ca->not_after = t;
     }
     /* Under a self-signed cert.pem the leaf's chain is the leaf alone. */
-    if (!(ca->chain_pem = certs_pem(signing_chain, is_self_signed(ca->cert) ? 1 : 0,
-                                    &ca->chain_len)))
+    if (!(ca->chain_pem =
+              certs_pem(signing_chain, is_self_signed(ca->cert) ? 1 : 0, &ca->chain_len)))
         goto oom;
     ca->operator_ca = true;
     ok = true;
@@ -675,8 +746,8 @@ static bool sync_bundle_file(rete_ca *ca, const char *dir, char *err, size_t err
             fclose(f);
         }
     }
-    return same || write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644,
-                              err, errlen) == RETE_OK;
+    return same || write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                              errlen) == RETE_OK;
 }
 
 rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen)
@@ -709,6 +780,8 @@ void rete_ca_free(rete_ca *ca)
         return;
     signer_clear(ca);
     EVP_MD_CTX_free(ca->sign_work);
+    EVP_MD_CTX_free(ca->verify_ctx);
+    EVP_PKEY_free(ca->p256);
     BN_free(ca->serial_bn);
     EVP_PKEY_free(ca->key);
     X509_free(ca->cert);
@@ -782,19 +855,13 @@ static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
     }
 }
 
-/* Copy the CSR's SubjectPublicKeyInfo into the certificate as encoded,
- * without decoding and re-encoding the key (OpenSSL 3's encoders are the
- * costliest step of X509_set_pubkey). */
-static bool copy_spki(X509 *x, X509_REQ *req)
+/* Copy a SubjectPublicKeyInfo (algorithm + key bits) into the certificate
+ * as encoded, without decoding and re-encoding the key. */
+static bool copy_spki(X509 *x, const X509_ALGOR *alg, const unsigned char *key, int len)
 {
-    X509_PUBKEY *src = X509_REQ_get_X509_PUBKEY(req);
     const ASN1_OBJECT *obj;
-    const unsigned char *bits;
-    int bitslen, ptype;
+    int ptype;
     const void *pval;
-    X509_ALGOR *alg;
-    if (!src || !X509_PUBKEY_get0_param(NULL, &bits, &bitslen, &alg, src))
-        return false;
     X509_ALGOR_get0(&obj, &ptype, &pval, alg);
     ASN1_OBJECT *o = OBJ_dup(obj);
     void *v = NULL;
@@ -813,9 +880,9 @@ static bool copy_spki(X509 *x, X509_REQ *req)
         ASN1_OBJECT_free(o);
         return false;
     }
-    unsigned char *enc = OPENSSL_memdup(bits, (size_t)bitslen);
+    unsigned char *enc = OPENSSL_memdup(key, len > 0 ? (size_t)len : 1);
     bool ok = o && (v || !pval || ptype == V_ASN1_NULL || ptype == V_ASN1_UNDEF) && enc &&
-              X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), o, ptype, v, enc, bitslen);
+              X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), o, ptype, v, enc, len);
     if (!ok) {
         ASN1_OBJECT_free(o);
         if (ptype == V_ASN1_OBJECT)
@@ -824,6 +891,140 @@ static bool copy_spki(X509 *x, X509_REQ *req)
             ASN1_STRING_free(v);
         OPENSSL_free(enc);
     }
+    return ok;
+}
+
+/* A CSR, decoded either way: the fast path keeps raw/info (P-256), the
+ * general one an X509_REQ (RSA, and anything to refuse with a clear error). */
+typedef struct csr_req {
+    CSR_RAW *raw;
+    CSR_INFO *info;
+    X509_REQ *req;
+    const X509_ALGOR *alg; /* the SubjectPublicKeyInfo to copy */
+    const unsigned char *key;
+    int key_len;
+} csr_req;
+
+static void csr_clear(csr_req *c)
+{
+    ASN1_item_free((ASN1_VALUE *)c->raw, ASN1_ITEM_rptr(CSR_RAW));
+    ASN1_item_free((ASN1_VALUE *)c->info, ASN1_ITEM_rptr(CSR_INFO));
+    X509_REQ_free(c->req);
+    memset(c, 0, sizeof *c);
+}
+
+/* PEM -> DER (malloc'ed by OpenSSL), for the CERTIFICATE REQUEST label only. */
+static unsigned char *csr_der(const char *pem, size_t len, long *der_len)
+{
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+    if (len > INT_MAX)
+        return NULL;
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    if (b && PEM_read_bio(b, &name, &header, &der, der_len) == 1 &&
+        strcmp(name, PEM_STRING_X509_REQ) != 0 && strcmp(name, PEM_STRING_X509_REQ_OLD) != 0) {
+        OPENSSL_free(der);
+        der = NULL;
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    BIO_free(b);
+    return der;
+}
+
+static bool is_p256_spki(const CSR_SPKI *spki)
+{
+    const ASN1_OBJECT *obj;
+    int ptype;
+    const void *pval;
+    X509_ALGOR_get0(&obj, &ptype, &pval, spki->alg);
+    return OBJ_obj2nid(obj) == NID_X9_62_id_ecPublicKey && ptype == V_ASN1_OBJECT &&
+           OBJ_obj2nid(pval) == NID_X9_62_prime256v1;
+}
+
+/* Verify sig over tbs with key under the signature algorithm alg (RFC 5280
+ * §4.1.1.2 identifiers: the digest comes from the OID). */
+static bool verify_sig(rete_ca *ca, EVP_PKEY *key, const X509_ALGOR *alg,
+                       const ASN1_BIT_STRING *sig, const unsigned char *tbs, size_t tbslen)
+{
+    const ASN1_OBJECT *obj;
+    int md_nid, pk_nid;
+    X509_ALGOR_get0(&obj, NULL, NULL, alg);
+    if (!OBJ_find_sigid_algs(OBJ_obj2nid(obj), &md_nid, &pk_nid) ||
+        pk_nid != NID_X9_62_id_ecPublicKey || md_nid == NID_undef)
+        return false;
+    return EVP_MD_CTX_reset(ca->verify_ctx) &&
+           EVP_DigestVerifyInit_ex(ca->verify_ctx, NULL, OBJ_nid2sn(md_nid), NULL, NULL, key,
+                                   NULL) == 1 &&
+           EVP_DigestVerify(ca->verify_ctx, ASN1_STRING_get0_data(sig),
+                            (size_t)ASN1_STRING_length(sig), tbs, tbslen) == 1;
+}
+
+/* Decode and verify a CSR; false with err set. */
+static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char *err, size_t errlen)
+{
+    long der_len = 0;
+    unsigned char *der = csr_der(pem, len, &der_len);
+    const unsigned char *p = der;
+    bool ok = false;
+    memset(c, 0, sizeof *c);
+    if (!der) {
+        seterr(err, errlen, "not a PEM certificate request");
+        return false;
+    }
+    c->raw = (CSR_RAW *)ASN1_item_d2i(NULL, &p, der_len, ASN1_ITEM_rptr(CSR_RAW));
+    if (c->raw && p == der + der_len && c->raw->info->type == V_ASN1_SEQUENCE) {
+        const ASN1_STRING *tbs = c->raw->info->value.sequence;
+        const unsigned char *q = ASN1_STRING_get0_data(tbs);
+        c->info =
+            (CSR_INFO *)ASN1_item_d2i(NULL, &q, ASN1_STRING_length(tbs), ASN1_ITEM_rptr(CSR_INFO));
+        if (c->info && is_p256_spki(c->info->spki)) {
+            /* The fast path: import the point into a copy of the P-256 parameters. */
+            const ASN1_BIT_STRING *bits = c->info->spki->key;
+            EVP_PKEY *k = EVP_PKEY_dup(ca->p256);
+            if (!k || EVP_PKEY_set1_encoded_public_key(k, ASN1_STRING_get0_data(bits),
+                                                       (size_t)ASN1_STRING_length(bits)) != 1) {
+                seterr(err, errlen, "CSR key: not a valid P-256 public key");
+            } else if (!verify_sig(ca, k, c->raw->sig_alg, c->raw->signature,
+                                   ASN1_STRING_get0_data(tbs), (size_t)ASN1_STRING_length(tbs))) {
+                seterr(err, errlen, "CSR: signature does not verify");
+            } else {
+                c->alg = c->info->spki->alg;
+                c->key = ASN1_STRING_get0_data(bits);
+                c->key_len = ASN1_STRING_length(bits);
+                ok = true;
+            }
+            EVP_PKEY_free(k);
+            goto out;
+        }
+    }
+    /* Every other key: OpenSSL's own request decoding. */
+    p = der;
+    c->req = d2i_X509_REQ(NULL, &p, der_len);
+    EVP_PKEY *pub = c->req ? X509_REQ_get0_pubkey(c->req) : NULL;
+    if (!pub) {
+        seterr(err, errlen, "CSR: malformed or unreadable public key");
+        goto out;
+    }
+    if (!csr_key_ok(pub, err, errlen))
+        goto out;
+    if (X509_REQ_verify(c->req, pub) != 1) {
+        seterr(err, errlen, "CSR: signature does not verify");
+        goto out;
+    }
+    X509_PUBKEY *xpk = X509_REQ_get_X509_PUBKEY(c->req);
+    X509_ALGOR *alg;
+    if (!xpk || !X509_PUBKEY_get0_param(NULL, &c->key, &c->key_len, &alg, xpk)) {
+        seterr(err, errlen, "CSR: unreadable public key");
+        goto out;
+    }
+    c->alg = alg;
+    ok = true;
+out:
+    OPENSSL_free(der);
+    ERR_clear_error();
+    if (!ok)
+        csr_clear(c);
     return ok;
 }
 
@@ -849,20 +1050,10 @@ out:
     return ok;
 }
 
-static X509_REQ *parse_csr(const char *pem, size_t len)
-{
-    if (len > INT_MAX)
-        return NULL;
-    BIO *b = BIO_new_mem_buf(pem, (int)len);
-    X509_REQ *req = b ? PEM_read_bio_X509_REQ(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
-    return req;
-}
-
 char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
                        uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen)
 {
-    X509_REQ *req = NULL;
+    csr_req req;
     X509 *x = NULL;
     BIO *out = NULL;
     char *pem = NULL;
@@ -878,21 +1069,8 @@ char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const c
         seterr(err, errlen, "certificate lifetime must be positive");
         return NULL;
     }
-    if (!(req = parse_csr(csr_pem, csr_len))) {
-        seterr(err, errlen, "not a PEM certificate request");
+    if (!csr_read(ca, csr_pem, csr_len, &req, err, errlen))
         return NULL;
-    }
-    EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
-    if (!pub) {
-        seterr(err, errlen, "CSR: unreadable public key");
-        goto fail;
-    }
-    if (!csr_key_ok(pub, err, errlen))
-        goto fail;
-    if (X509_REQ_verify(req, pub) != 1) {
-        seterr(err, errlen, "CSR: signature does not verify");
-        goto fail;
-    }
 
     int64_t now = (int64_t)time(NULL);
     int64_t na = now + (int64_t)ttl_seconds;
@@ -907,7 +1085,8 @@ char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const c
     RETE_ENSURE_GOTO(X509_set_version(x, X509_VERSION_3) && random_serial(x, ca->serial_bn) &&
                          X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) &&
                          ASN1_TIME_set(X509_getm_notBefore(x), (time_t)(now - BACKDATE_SECONDS)) &&
-                         ASN1_TIME_set(X509_getm_notAfter(x), (time_t)na) && copy_spki(x, req),
+                         ASN1_TIME_set(X509_getm_notAfter(x), (time_t)na) &&
+                         copy_spki(x, req.alg, req.key, req.key_len),
                      oom);
     RETE_ENSURE_GOTO(X509_add_ext(x, ca->ext_bc, -1) && X509_add_ext(x, ca->ext_ku, -1) &&
                          X509_add_ext(x, ca->ext_eku, -1) && add_san_uri(x, spiffe_id) &&
@@ -927,7 +1106,7 @@ char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const c
         *not_after = na;
     BIO_free(out);
     X509_free(x);
-    X509_REQ_free(req);
+    csr_clear(&req);
     return pem;
 sign_fail:
     seterr(err, errlen, "signing the certificate failed");
@@ -937,7 +1116,7 @@ oom:
 fail:
     BIO_free(out);
     X509_free(x);
-    X509_REQ_free(req);
+    csr_clear(&req);
     return NULL;
 }
 
@@ -961,8 +1140,10 @@ bool rete_ca_rotating(const rete_ca *ca)
 rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen)
 {
     if (ca->operator_ca) {
-        seterr(err, errlen, "the CA is operator-supplied: rotate it by replacing %s/cert.pem "
-                            "and key.pem", dir);
+        seterr(err, errlen,
+               "the CA is operator-supplied: rotate it by replacing %s/cert.pem "
+               "and key.pem",
+               dir);
         return RETE_ESTATE;
     }
     if (ca->rotating) {
@@ -993,8 +1174,7 @@ rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t err
     ca->rotating = true;
     if (!set_bundle(ca) || !signer_setup(ca, err, errlen))
         return RETE_ENOMEM;
-    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
-                      errlen);
+    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err, errlen);
 }
 
 rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen)
@@ -1013,8 +1193,7 @@ rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t er
         seterr(err, errlen, "cannot encode the trust bundle");
         return RETE_ENOMEM;
     }
-    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
-                      errlen);
+    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err, errlen);
 }
 
 /* ---- the requesting side -------------------------------------------------- */

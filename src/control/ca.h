@@ -25,7 +25,8 @@ typedef struct rete_ca rete_ca;
  * cert.pem/key.pem, nothing is generated: the CA is validated as by
  * rete_ca_load and bundle.pem written. trust_domain: "example.org" or
  * "spiffe://example.org". */
-RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_t errlen);
+RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err,
+                                     size_t errlen);
 
 /* Load the CA from dir (root.pem + root-key.pem, or an operator's
  * cert.pem + key.pem [+ chain.pem] when present), and the bundle. An
@@ -60,8 +61,10 @@ bool rete_ca_rotating(const rete_ca *ca);
  * available for an operator-supplied CA (RETE_ESTATE): the operator
  * replaces cert.pem/key.pem. RETE_ESTATE also when begin is called during a
  * rotation or finish outside one. */
-RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen);
-RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen);
+RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err,
+                                             size_t errlen);
+RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err,
+                                              size_t errlen);
 
 /* rete_csr_new (a key and a CSR for a SPIFFE ID) lives in src/common/csr.h. */
 #include "csr.h"
