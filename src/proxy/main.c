@@ -254,8 +254,9 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     static rete_cp_opts cpo;
+    const char *check_path = NULL;
     const char *app_address = NULL;
-    json_t *inbound = json_array(), *labels = json_object();
+    json_t *inbound = NULL, *labels = NULL; /* made when a flag needs them */
     static rete_proxy proxy;
     memset(&proxy, 0, sizeof(proxy));
     rete_the_proxy = &proxy;
@@ -292,26 +293,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'k': {
-            rete_config_error err;
-            rete_config *cfg = rete_config_load_file(optarg, 1, &err);
-            if (!cfg) {
-                char msg[1024];
-                rete_config_error_format(&err, msg, sizeof(msg));
-                fprintf(stderr, "%s\n", msg);
-                return 1;
-            }
-            char terr[512] = "";
-            rete_tls_set *tls = rete_tls_set_build(cfg, terr, sizeof(terr));
-            rete_config_unref(cfg);
-            if (!tls) {
-                fprintf(stderr, "%s: %s\n", optarg, terr);
-                return 1;
-            }
-            rete_tls_set_unref(tls);
-            printf("%s: valid\n", optarg);
-            return 0;
-        }
+        case 'k':
+            check_path = optarg;
+            break;
         case 'C': cpo.server = optarg; break;
         case 'K': cpo.token_file = optarg; break;
         case 'A': cpo.ca_file = optarg; break;
@@ -330,6 +314,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "rete-proxy: --inbound PORT[/HTTP|HTTP2|GRPC|TCP]\n");
                 return 2;
             }
+            if (!inbound)
+                inbound = json_array();
             json_array_append_new(inbound, json_pack("{s:I,s:s}", "port", (json_int_t)port, "protocol",
                                                      slash ? slash + 1 : "HTTP"));
             break;
@@ -340,6 +326,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "rete-proxy: --label KEY=VALUE\n");
                 return 2;
             }
+            if (!labels)
+                labels = json_object();
             json_object_setn_new(labels, optarg, (size_t)(eq - optarg), json_string(eq + 1));
             break;
         }
@@ -353,6 +341,28 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (check_path) {
+        json_decref(inbound);
+        json_decref(labels);
+        rete_config_error err;
+        rete_config *cfg = rete_config_load_file(check_path, 1, &err);
+        if (!cfg) {
+            char msg[1024];
+            rete_config_error_format(&err, msg, sizeof(msg));
+            fprintf(stderr, "%s\n", msg);
+            return 1;
+        }
+        char terr[512] = "";
+        rete_tls_set *tls = rete_tls_set_build(cfg, terr, sizeof(terr));
+        rete_config_unref(cfg);
+        if (!tls) {
+            fprintf(stderr, "%s: %s\n", check_path, terr);
+            return 1;
+        }
+        rete_tls_set_unref(tls);
+        printf("%s: valid\n", check_path);
+        return 0;
     }
     char **child_argv = NULL;
     if (run_mode) {
@@ -376,10 +386,16 @@ int main(int argc, char **argv)
     proxy.child_argv = child_argv;
     proxy.concurrency = (unsigned)concurrency;
     proxy.started_unix = (uint64_t)time(NULL);
+    if (!inbound)
+        inbound = json_array();
+    if (!labels)
+        labels = json_object();
     if (control_plane_mode) {
         if (!cpo.ns || !cpo.sa || !cpo.name || !cpo.address || !cpo.ca_file) {
             fprintf(stderr, "rete-proxy: --control-plane needs --namespace, --service-account, --name, "
                             "--address and --ca-file (and --token-file for the first start)\n");
+            json_decref(inbound);
+            json_decref(labels);
             return 2;
         }
         static char default_dir[512];
@@ -392,6 +408,8 @@ int main(int argc, char **argv)
             FILE *f = fopen(proxy.config_path, "r");
             if (!f) {
                 fprintf(stderr, "rete-proxy: cannot read %s\n", proxy.config_path);
+                json_decref(inbound);
+                json_decref(labels);
                 return 1;
             }
             char buf[65536];
@@ -420,12 +438,18 @@ int main(int argc, char **argv)
         cpo.workload = json_pack("{s:s,s:s,s:s,s:s,s:i,s:O}", "name", cpo.name, "namespace", cpo.ns,
                                  "serviceAccount", cpo.sa, "address", cpo.address, "meshPort", 15008,
                                  "labels", labels);
-        if (rete_cp_start(&proxy, &cpo) < 0)
+        if (rete_cp_start(&proxy, &cpo) < 0) {
+            json_decref(inbound);
+            json_decref(labels);
             return 1;
+        }
     } else {
         rete_config *cfg = load(proxy.config_path, 1, &proxy.tls);
-        if (!cfg || rete_proxy_install(&proxy, cfg, proxy.tls) < 0)
+        if (!cfg || rete_proxy_install(&proxy, cfg, proxy.tls) < 0) {
+            json_decref(inbound);
+            json_decref(labels);
             return 1;
+        }
     }
     json_decref(inbound);
     json_decref(labels);
