@@ -9,6 +9,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,18 +104,28 @@ out:
     return csr;
 }
 
-long long rete_cert_not_after_pem(const char *pem, size_t len)
+static long long cert_time(const char *pem, size_t len, bool after)
 {
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     long long t = 0;
     if (x) {
         struct tm tm;
-        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+        if (ASN1_TIME_to_tm(after ? X509_get0_notAfter(x) : X509_get0_notBefore(x), &tm) == 1)
             t = (long long)timegm(&tm);
         X509_free(x);
     }
     BIO_free(b);
     ERR_clear_error();
     return t;
+}
+
+long long rete_cert_not_after_pem(const char *pem, size_t len)
+{
+    return cert_time(pem, len, true);
+}
+
+long long rete_cert_not_before_pem(const char *pem, size_t len)
+{
+    return cert_time(pem, len, false);
 }

@@ -14,5 +14,7 @@ char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t 
 /* The notAfter of the first certificate in a PEM file or text, as a Unix
  * time; 0 when it cannot be read. */
 long long rete_cert_not_after_pem(const char *pem, size_t len);
+/* Likewise for notBefore. */
+long long rete_cert_not_before_pem(const char *pem, size_t len);
 
 #endif

@@ -381,6 +381,65 @@ static void api_identity(reted *r, rete_http_req *req)
     free(chain);
 }
 
+/* CA rotation, in two steps with no outage (docs/operations.md):
+ * begin: a new root joins the bundle, every proxy receives the bundle with
+ *        both roots and renews from the new root; reted's own certificate
+ *        is reissued from it;
+ * finish: once every proxy holds a new-root certificate, the old root
+ *        leaves the bundle. */
+static void api_ca_rotate(reted *r, rete_http_req *req)
+{
+    json_error_t je;
+    json_t *in = json_loadb(req->body, req->body_len, 0, &je);
+    char phase_buf[16] = "";
+    const char *p_in = json_string_value(json_object_get(in, "phase"));
+    if (p_in)
+        snprintf(phase_buf, sizeof(phase_buf), "%s", p_in);
+    const char *phase = p_in ? phase_buf : NULL;
+    char err[512] = "";
+    char cadir[4096];
+    snprintf(cadir, sizeof(cadir), "%s/ca", r->data_dir);
+    rete_rc rc;
+    if (phase && strcmp(phase, "begin") == 0) {
+        rc = rete_ca_rotate_begin(r->ca, cadir, err, sizeof(err));
+        if (rc == RETE_OK)
+            r->renew_issued_before = reted_now() + 1;
+    } else if (phase && strcmp(phase, "finish") == 0) {
+        for (reted_proxy *p = r->proxies; p; p = p->next)
+            if (p->stream && p->cert_issued_at && p->cert_issued_at < r->renew_issued_before) {
+                json_decref(in);
+                char msg[700];
+                snprintf(msg, sizeof(msg),
+                         "%s/%s still holds a certificate from the old root; wait for it to renew",
+                         p->ns, p->name);
+                respond_error(req, 409, msg);
+                return;
+            }
+        rc = rete_ca_rotate_finish(r->ca, cadir, err, sizeof(err));
+    } else {
+        json_decref(in);
+        respond_error(req, 400, "body: {\"phase\": \"begin\" | \"finish\"}");
+        return;
+    }
+    json_decref(in);
+    if (rc < 0) {
+        respond_error(req, rc == RETE_ESTATE ? 409 : 500, err[0] ? err : "rotation failed");
+        return;
+    }
+    rete_tls_ctx *ctx = reted_server_tls(r, err, sizeof(err));
+    if (ctx) {
+        rete_http_server_set_tls(r->xds, ctx);
+        rete_tls_ctx_unref(r->xds_tls);
+        r->xds_tls = ctx;
+    } else {
+        rete_err("ca rotation: reted's own certificate: %s", err);
+    }
+    rete_info("ca rotation: %s done; pushing the bundle to every proxy", phase);
+    reted_changed(r);
+    respond_obj(req, 200, json_pack("{s:s,s:b,s:s}", "phase", phase, "rotating", rete_ca_rotating(r->ca),
+                                    "trustBundle", rete_ca_bundle_pem(r->ca)));
+}
+
 void reted_api_handle(rete_http_req *req, void *arg)
 {
     reted *r = arg;
@@ -408,6 +467,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         api_check(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/identity")) && post)
         api_identity(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/ca/rotate")) && post)
+        api_ca_rotate(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/metrics"))) {
         size_t len;
         char *m = reted_metrics(r, &len);

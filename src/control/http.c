@@ -456,6 +456,11 @@ rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t
 }
 
 
+void rete_http_server_set_tls(rete_http_server *s, rete_tls_ctx *tls)
+{
+    s->tls = tls;
+}
+
 void rete_http_server_close(rete_http_server *s)
 {
     s->closing = true;

@@ -36,6 +36,10 @@ typedef void (*rete_http_handler)(rete_http_req *req, void *arg);
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
                                    rete_tls_ctx *tls, size_t max_body, rete_http_handler handler,
                                    void *arg, char *err, size_t errlen);
+/* New connections use `tls` from now on (a reissued server certificate);
+ * open ones keep theirs. The caller keeps ownership of the context. */
+void rete_http_server_set_tls(rete_http_server *s, rete_tls_ctx *tls);
+
 /* Stop listening and close every connection. */
 void rete_http_server_close(rete_http_server *s);
 

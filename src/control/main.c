@@ -164,8 +164,9 @@ static int init_data_dir(const char *dir, const char *td)
     return rc;
 }
 
-/* reted's own certificate for the proxy API, renewed at every start. */
-static rete_tls_ctx *server_tls(reted *r, char *err, size_t errlen)
+/* reted's own certificate for the proxy API, renewed at every start and at
+ * a CA rotation. */
+rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen)
 {
     char spiffe[400];
     snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/" RETED_ROOT_NS "/sa/reted", r->trust_domain);
@@ -396,7 +397,7 @@ int main(int argc, char **argv)
     r.loop = uv_default_loop();
     r.iol.loop = r.loop;
     r.started_unix = reted_now();
-    r.xds_tls = server_tls(&r, err, sizeof(err));
+    r.xds_tls = reted_server_tls(&r, err, sizeof(err));
     if (!r.xds_tls) {
         fprintf(stderr, "reted: TLS: %s\n", err);
         return 1;

@@ -35,7 +35,8 @@ typedef struct reted_proxy {
     int64_t connected_unix;
     int64_t last_seen_unix;
     int64_t disconnected_unix;      /* 0 while connected */
-    int64_t cert_not_after;         /* of the certificate reted last issued it */
+    int64_t cert_not_after;         /* of the certificate it holds (it says so) */
+    int64_t cert_issued_at;         /* notBefore of that certificate */
 } reted_proxy;
 
 typedef struct reted {
@@ -57,6 +58,7 @@ typedef struct reted {
     uv_signal_t sigterm;
     uv_signal_t sigint;
     bool push_pending;
+    int64_t renew_issued_before;    /* proxies with older certificates renew now (CA rotation) */
     /* counters for /metrics */
     uint64_t pushes;
     uint64_t acks;
@@ -101,6 +103,10 @@ void reted_tick(reted *r);
 reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
 /* compiler.c: the resources text for one proxy (malloc'ed). */
 char *reted_compile(reted *r, const reted_proxy *p, uint64_t *hash);
+/* reted's own certificate for the proxy API, issued by the current CA
+ * (main.c); NULL with err. */
+rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen);
+
 /* metrics text (malloc'ed) */
 char *reted_metrics(reted *r, size_t *len);
 

@@ -206,6 +206,14 @@ static void push(reted *r, reted_proxy *p, bool force)
         return;
     uint64_t hash = 0;
     char *text = reted_compile(r, p, &hash);
+    /* The trust bundle and a renewal request travel with the snapshot: a
+     * CA rotation changes them without changing any resource. */
+    const char *bundle = rete_ca_bundle_pem(r->ca);
+    for (const char *c = bundle; *c; c++) {
+        hash ^= (unsigned char)*c;
+        hash *= 0x100000001b3ULL;
+    }
+    hash ^= (uint64_t)r->renew_issued_before;
     if (!force && hash == p->last_hash && p->last_config) {
         free(text);
         return;
@@ -218,8 +226,10 @@ static void push(reted *r, reted_proxy *p, bool force)
     p->last_hash = hash;
     p->sent_version = version;
     snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(hash ^ version));
-    send_obj(p->stream, json_pack("{s:s,s:I,s:s,s:s}", "type", "config", "version", (json_int_t)version,
-                                  "nonce", p->nonce, "resources", text));
+    send_obj(p->stream, json_pack("{s:s,s:I,s:s,s:s,s:s,s:I}", "type", "config", "version",
+                                  (json_int_t)version, "nonce", p->nonce, "resources", text,
+                                  "trustBundle", bundle, "renewIssuedBefore",
+                                  (json_int_t)r->renew_issued_before));
     r->pushes++;
 }
 
@@ -305,6 +315,8 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
     json_t *exp = json_object_get(msg, "certExpiresAt");
     p->cert_not_after = json_is_integer(exp) ? json_integer_value(exp) : 0;
+    json_t *iss = json_object_get(msg, "certIssuedAt");
+    p->cert_issued_at = json_is_integer(iss) ? json_integer_value(iss) : 0;
     p->sent_version = p->acked_version;
     p->last_hash = 0; /* always send a fresh snapshot to a new stream */
     rete_info("xds: %s/%s connected from %s as %s", ns, name, rete_http_stream_peer_addr(st), peer);
@@ -361,6 +373,9 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         json_t *exp = json_object_get(msg, "certExpiresAt");
         if (json_is_integer(exp))
             p->cert_not_after = json_integer_value(exp);
+        json_t *iss = json_object_get(msg, "certIssuedAt");
+        if (json_is_integer(iss))
+            p->cert_issued_at = json_integer_value(iss);
         p->last_seen_unix = reted_now();
     } else if (strcmp(type, "ping") == 0) {
         p->last_seen_unix = reted_now();

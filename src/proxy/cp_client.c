@@ -54,6 +54,7 @@ static struct {
     uint64_t version;            /* last applied */
     int64_t cert_not_after;
     int64_t cert_not_before;
+    int64_t renewed_for;         /* the last renewIssuedBefore honoured */
     char cert_path[4096];
     char key_path[4096];
     char bundle_path[4096];
@@ -64,6 +65,7 @@ static struct {
 static void stream_connect(void);
 static void schedule_retry(void);
 static void on_renew(uv_timer_t *t);
+static void stream_send(json_t *msg);
 
 bool rete_cp_connected(void)
 {
@@ -115,6 +117,13 @@ static char *read_file(const char *path, size_t *len)
     return p;
 }
 
+/* When our certificate was issued: reted's CA backdates notBefore by five
+ * minutes against clock skew (src/control/ca.h). */
+static int64_t cert_issued_at(void)
+{
+    return cp.cert_not_before ? cp.cert_not_before + 300 : 0;
+}
+
 /* ---- snapshots ---- */
 
 static bool load_cert_times(void)
@@ -124,6 +133,7 @@ static bool load_cert_times(void)
     if (!pem)
         return false;
     cp.cert_not_after = rete_cert_not_after_pem(pem, n);
+    cp.cert_not_before = rete_cert_not_before_pem(pem, n);
     free(pem);
     return cp.cert_not_after > 0;
 }
@@ -470,7 +480,6 @@ static void cert_response(cp_http *h, const char *body, size_t len)
         return;
     }
     rete_free(&cp.pending_key);
-    cp.cert_not_before = (int64_t)time(NULL);
     load_cert_times();
     rete_info("control plane: %s certificate for %s/%s valid until %lld",
               h->renewal ? "renewed" : "got a", cp.o->ns, cp.o->sa, (long long)cp.cert_not_after);
@@ -480,6 +489,9 @@ static void cert_response(cp_http *h, const char *body, size_t len)
     schedule_renewal();
     if (!h->renewal)
         stream_connect();
+    else
+        stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", 1, "certExpiresAt",
+                              (json_int_t)cp.cert_not_after, "certIssuedAt", (json_int_t)cert_issued_at()));
 }
 
 static void on_renew(uv_timer_t *t)
@@ -515,6 +527,29 @@ static void stream_line(const char *line, size_t len)
         return;
     }
     if (strcmp(type, "config") == 0) {
+        /* A new trust bundle (CA rotation) goes to disk before the snapshot
+         * is built: the snapshot's TLS contexts read it from there. */
+        const char *bundle = json_string_value(json_object_get(m, "trustBundle"));
+        if (bundle && *bundle) {
+            size_t n = 0;
+            char *cur = read_file(cp.bundle_path, &n);
+            if (!cur || n != strlen(bundle) || memcmp(cur, bundle, n) != 0) {
+                if (write_file(cp.bundle_path, bundle, strlen(bundle), 0644) == 0) {
+                    rete_info("control plane: new trust bundle");
+                    rebuild_contexts();
+                }
+            }
+            free(cur);
+        }
+        json_t *renew = json_object_get(m, "renewIssuedBefore");
+        int64_t rb = json_is_integer(renew) ? json_integer_value(renew) : 0;
+        if (rb > cp.renewed_for && cert_issued_at() <= rb) {
+            /* The CA switched roots: renew now (with jitter, so a mesh does
+             * not ask all at once), from the new root. */
+            cp.renewed_for = rb;
+            rete_info("control plane: the CA asks for new certificates; renewing");
+            uv_timer_start(&cp.renew_timer, on_renew, (uint64_t)(rand() % 2000), 0);
+        }
         const char *res = json_string_value(json_object_get(m, "resources"));
         const char *nonce = json_string_value(json_object_get(m, "nonce"));
         uint64_t version = (uint64_t)json_integer_value(json_object_get(m, "version"));
@@ -525,8 +560,9 @@ static void stream_line(const char *line, size_t len)
             rete_info("control plane: configuration version %llu in use", (unsigned long long)version);
             stream_send(json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version));
-            stream_send(json_pack("{s:s,s:b,s:I}", "type", "health", "ready", 1, "certExpiresAt",
-                                  (json_int_t)cp.cert_not_after));
+            stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", 1, "certExpiresAt",
+                                  (json_int_t)cp.cert_not_after, "certIssuedAt",
+                                  (json_int_t)cert_issued_at()));
         } else {
             rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
                       (unsigned long long)version, err, (unsigned long long)cp.version);
@@ -551,9 +587,10 @@ static void stream_connect(void)
         schedule_retry();
         return;
     }
-    json_t *hello = json_pack("{s:s,s:O,s:I,s:I}", "type", "hello", "workload", cp.o->workload,
+    json_t *hello = json_pack("{s:s,s:O,s:I,s:I,s:I}", "type", "hello", "workload", cp.o->workload,
                               "version", (json_int_t)cp.version, "certExpiresAt",
-                              (json_int_t)cp.cert_not_after);
+                              (json_int_t)cp.cert_not_after, "certIssuedAt",
+                              (json_int_t)cert_issued_at());
     /* The hello goes right after the request head: reted reads it as the
      * stream's first line once it has answered 200. */
     char *s = json_dumps(hello, JSON_COMPACT);
