@@ -129,12 +129,20 @@ static void print_result(lg *l)
            ", \"sent\": %" PRIu64 ", \"ok\": %" PRIu64 ", \"errors\": %" PRIu64
            ", \"non2xx\": %" PRIu64 ", \"unanswered\": %" PRIu64 ", \"connect_errors\": %" PRIu64
            ", \"p50\": %" PRIu64 ", \"p90\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"p999\": %" PRIu64
-           ", \"max\": %" PRIu64 ", \"min\": %" PRIu64 ", \"mean\": %.1f, \"achieved_rate\": %.1f}\n",
+           ", \"max\": %" PRIu64 ", \"min\": %" PRIu64 ", \"mean\": %.1f, \"achieved_rate\": %.1f",
            l->o.rate, l->o.duration, l->o.connections, l->total, l->sent, l->ok,
            l->errors + unanswered, l->non2xx, unanswered, l->connect_errors,
            rete_hdr_percentile(h, 50), rete_hdr_percentile(h, 90), rete_hdr_percentile(h, 99),
            rete_hdr_percentile(h, 99.9), h->total ? h->max : 0, h->total ? h->min : 0,
            rete_hdr_mean(h), (double)done / elapsed);
+    /* The percentile curve, for plots: [percentile, microseconds] pairs. */
+    static const double spectrum[] = {0,  10, 25,   50,    75,    90,     95,
+                                      99, 99.5, 99.9, 99.95, 99.99, 99.999, 100};
+    printf(", \"spectrum\": [");
+    for (size_t i = 0; i < sizeof(spectrum) / sizeof(spectrum[0]); i++)
+        printf("%s[%g, %" PRIu64 "]", i ? ", " : "", spectrum[i],
+               rete_hdr_percentile(h, spectrum[i]));
+    printf("]}\n");
     fflush(stdout);
 }
 
