@@ -422,8 +422,18 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="worker threads per proxy (default 1)")
     ap.add_argument("--out", default=None, help="report directory (default bench/, smoke: temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--rates", help="comma-separated request rates (override)")
+    ap.add_argument("--duration", type=float, help="seconds per fixed-rate run (override)")
+    ap.add_argument("--short", action="store_true",
+                    help="full pipeline and report with every run cut to 2 s (development)")
     args = ap.parse_args()
-    cfg = SMOKE if args.smoke else FULL
+    cfg = dict(SMOKE if args.smoke else FULL)
+    if args.short:
+        cfg.update(duration=2, warmup=1, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
+    if args.rates:
+        cfg["rates"] = [int(r) for r in args.rates.split(",")]
+    if args.duration:
+        cfg["duration"] = args.duration
     if not os.path.exists(LOADGEN):
         sys.exit(f"bench: {LOADGEN} missing; run `make build` first")
 
@@ -433,10 +443,11 @@ def main():
 
     work = tempfile.mkdtemp(prefix="rete-bench-")
     outdir = args.out or (work if args.smoke else HERE)
+    os.makedirs(outdir, exist_ok=True)
     procs = Procs(work)
     t_start = time.time()
     results = {"config": dict(cfg, threads=args.threads, host=HOST_HEADER), "notes": {},
-               "latency": {}, "cpu": {}, "wrk": {}, "h2load": {}, "memory": {}, "handshakes": {}}
+               "latency": {}, "cpu": {}, "wrk": {}, "h2load": {}, "memory": {}, "handshakes": {}, "loadavg": []}
     failures = []
 
     def interrupted(signum, frame):
@@ -452,15 +463,40 @@ def main():
         targets = [t for t in TARGETS if t in info]
         log(f"targets up: {', '.join(targets)}; work dir {work}")
 
+        # Memory first, on proxies that have carried no load yet, so pools
+        # filled by the load runs do not hide the per-connection cost.
         for t in targets:
             if t != "direct":
                 results["memory"][t] = {"idle_kb": {s: rss_kb(p) for s, p in info[t]["pids"].items()}}
+        # One request first, so the delta below holds no one-time cost (the
+        # upstream mTLS connection, lazily built tables).
+        for t in targets:
             check_path(info[t]["url"])
+        for t in targets:
+            if t == "direct":
+                continue
+            front = info[t]["pids"]["A"]
+            before = rss_kb(front)
+            socks = idle_connections(info[t]["url"], cfg["idle_conns"])
+            try:
+                time.sleep(1)
+                with_conns = rss_kb(front)
+            finally:
+                for s in socks:
+                    s.close()
+            m = results["memory"][t]
+            m.update(front_before_kb=before, front_with_conns_kb=with_conns,
+                     per_conn_kb=(with_conns - before) / cfg["idle_conns"])
+            log(f"{t:8s} RSS idle {m['idle_kb']} kB; front {before} -> {with_conns} kB with "
+                f"{cfg['idle_conns']} conns ({m['per_conn_kb']:.1f} kB/conn)")
+
+        for t in targets:
             loadgen(info[t]["url"], 1000, cfg["warmup"], cfg["connections"])  # warm-up, discarded
 
         for rate in cfg["rates"]:
             for t in targets:
                 before = {s: cpu_seconds(p) for s, p in info[t]["pids"].items()}
+                results["loadavg"].append(os.getloadavg()[0])
                 r = loadgen(info[t]["url"], rate, cfg["duration"], cfg["connections"])
                 after = {s: cpu_seconds(p) for s, p in info[t]["pids"].items()}
                 results["latency"].setdefault(str(rate), {})[t] = r
@@ -484,25 +520,6 @@ def main():
             log(f"{t:8s} h2load: {h['rps']:.0f} req/s" if h else f"{t:8s} h2load: n/a (no h2c)")
 
         for t in targets:
-            if t == "direct":
-                continue
-            front = info[t]["pids"]["A"]
-            before = rss_kb(front)
-            socks = idle_connections(info[t]["url"], cfg["idle_conns"])
-            try:
-                time.sleep(1)
-                with_conns = rss_kb(front)
-            finally:
-                for s in socks:
-                    s.close()
-            m = results["memory"][t]
-            m.update(front_before_kb=before, front_with_conns_kb=with_conns,
-                     per_conn_kb=(with_conns - before) / cfg["idle_conns"],
-                     loaded_kb={s: rss_kb(p) for s, p in info[t]["pids"].items()})
-            log(f"{t:8s} RSS idle {m['idle_kb']} kB; front {before} -> {with_conns} kB with "
-                f"{cfg['idle_conns']} conns ({m['per_conn_kb']:.1f} kB/conn)")
-
-        for t in targets:
             if "mesh" in info[t]:
                 h = handshakes(info[t]["mesh"], certs, info[t]["alpn"], cfg["hs_seconds"])
                 results["handshakes"][t] = h
@@ -511,6 +528,9 @@ def main():
             results["speed"] = openssl_speed(cfg["speed_seconds"])
             log(f"openssl speed: {results['speed']}")
 
+        for t in targets:
+            if t != "direct":
+                results["memory"][t]["loaded_kb"] = {s: rss_kb(p) for s, p in info[t]["pids"].items()}
         crashed = procs.crashed()
         if crashed:
             failures.append(f"processes exited during the run: {crashed}")
