@@ -127,4 +127,26 @@ size_t rete_h1_chunked_trailers(const rete_h1_chunked *c, rete_h1_header *out, s
 /* Release the decoder's trailer buffer, if any. */
 void rete_h1_chunked_free(rete_h1_chunked *c);
 
+/* Split a request-target (RFC 9112 §3.2) for routing and for requests that
+ * arrive through `curl -x`-style forward proxying:
+ *  - absolute-form "scheme://authority[/path][?query]" (§3.2.2): fills all
+ *    three; *path may be empty (meaning "/") or start with '?'. The scheme is
+ *    validated (RFC 3986 §3.1); an empty authority or one carrying userinfo
+ *    ("user@host", RFC 9110 §4.2.4) is refused.
+ *  - origin-form "/path[?query]" (§3.2.1): *scheme and *authority empty,
+ *    *path is the whole target.
+ * Returns RETE_OK, or RETE_EINVAL for anything else (authority-form and
+ * asterisk-form are used as-is by the caller). Views point into target. */
+RETE_MUST_CHECK rete_rc rete_h1_split_target(rete_view target, rete_view *scheme,
+                                             rete_view *authority, rete_view *path);
+
+/* Longest chunk-size line rete_h1_chunk_size_line writes: 16 hex digits + CRLF. */
+#define RETE_H1_CHUNK_LINE_MAX 18
+
+/* Write the chunk-size line for a chunk of n bytes ("<hex>\r\n", RFC 9112
+ * §7.1) into out, which holds RETE_H1_CHUNK_LINE_MAX bytes; returns its
+ * length. n == 0 writes the last-chunk line "0\r\n" (the caller adds the
+ * trailer section or the final CRLF). */
+size_t rete_h1_chunk_size_line(uint64_t n, char out[RETE_H1_CHUNK_LINE_MAX]);
+
 #endif
