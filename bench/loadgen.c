@@ -14,7 +14,7 @@
  * Output: one JSON object on stdout. Latencies are microseconds. Exit status
  * 0 after a run (errors are reported in the JSON, not in the exit status), 2
  * on bad usage or when the target cannot be connected to at all. */
-#include "h1_min.h"
+#include "h1_parse.h"
 #include "hdr.h"
 
 #include <errno.h>
@@ -248,8 +248,8 @@ static void process(lg_conn *c)
             rete_h1_message msg = {.headers = headers};
             rete_h1_error err = {0};
             rete_h1_limits limits = {8192, LG_HEAD_MAX, LG_MAX_HEADERS};
-            int n = bench_h1_parse_response(c->buf, c->len, &limits, RETE_VIEW_LIT("GET"), &msg,
-                                            &err);
+            int n = rete_h1_parse_response(c->buf, c->len, &limits, RETE_VIEW_LIT("GET"), &msg,
+                                           &err);
             if (n == RETE_EAGAIN) {
                 if (c->len == sizeof(c->buf))
                     conn_fail(c);
@@ -277,7 +277,7 @@ static void process(lg_conn *c)
                 break;
             case RETE_H1_BODY_CHUNKED:
                 c->phase = PH_BODY_CHUNKED;
-                memset(&c->chunked, 0, sizeof(c->chunked));
+                rete_h1_chunked_init(&c->chunked);
                 break;
             case RETE_H1_BODY_UNTIL_CLOSE:
             default:
@@ -299,17 +299,28 @@ static void process(lg_conn *c)
             return;
         }
         case PH_BODY_CHUNKED: {
-            size_t used = 0;
-            int rc = bench_h1_chunked_skip(&c->chunked, c->buf, c->len, &used);
+            /* The decoder stops after each payload span: feed it until it
+             * wants more input or reports the end. */
+            int rc = RETE_OK;
+            while (c->len > 0) {
+                size_t used = 0, data_len = 0;
+                const char *data = NULL;
+                rc = rete_h1_chunked_decode(&c->chunked, c->buf, c->len, &used, &data, &data_len);
+                if (rc < 0 || (used == 0 && rc == RETE_OK))
+                    break;
+                consume(c, used);
+                if (rc == 1)
+                    break;
+            }
             if (rc < 0) {
                 fprintf(stderr, "rete-loadgen: bad chunked body\n");
+                rete_h1_chunked_free(&c->chunked);
                 conn_fail(c);
                 return;
             }
-            consume(c, used);
             if (rc == 1) {
+                rete_h1_chunked_free(&c->chunked);
                 complete(c);
-                return;
             }
             return;
         }
