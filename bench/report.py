@@ -151,6 +151,16 @@ def memory_section(res):
     return out
 
 
+def scale_line(res):
+    sc = res["memory"].get("rete", {}).get("scale")
+    if sc:
+        return [f"rete-proxy with {sc['services']:,} services and {sc['workloads']:,} workloads in its "
+                f"static configuration: idle RSS {sc['rss_kb']:,} KB, listening {sc['ready_s']:.2f} s "
+                "after start.", ""]
+    why = res["notes"].get("scale") or res["notes"].get("rete") or "not measured"
+    return [f"RSS with 1,000 services and 10,000 workloads in the configuration (rete only): n/a ({why}).", ""]
+
+
 def handshake_section(res):
     out = ["| target (mesh-side listener) | mTLS handshakes/s | errors |", "| --- | --- | --- |"]
     for t in TARGETS:
@@ -309,7 +319,7 @@ def write(res, outdir):
     L += ["## Maximum throughput", ""] + throughput_section(res) + [""]
     if "throughput.png" in pngs:
         L += ["![throughput](throughput.png)", ""]
-    L += ["## Memory", ""] + memory_section(res) + [""]
+    L += ["## Memory", ""] + memory_section(res) + [""] + scale_line(res)
     if "memory.png" in pngs:
         L += ["![memory](memory.png)", ""]
     L += ["## mTLS handshakes", ""] + handshake_section(res) + [""]

@@ -33,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 BUILD = os.environ.get("RETE_BUILD", os.path.join(ROOT, "build"))
 LOADGEN = os.path.join(BUILD, "bench", "rete-loadgen")
 ECHO = os.path.join(BUILD, "examples", "rete-echo")
-RETE_PROXY = os.path.join(BUILD, "rete-proxy")
+RETE_PROXY = os.environ.get("RETE_PROXY", os.path.join(BUILD, "rete-proxy"))
 if not os.path.exists(RETE_PROXY):
     RETE_PROXY = os.path.join(BUILD, "src", "proxy", "rete-proxy")
 
@@ -48,6 +48,7 @@ ADDR = {
     "nginx": ("127.0.0.31", "127.0.0.32"),
     "rete": ("127.0.0.11", "127.0.0.10"),
 }
+SCALE_ADDR = "127.0.0.12"
 FRONT_PORT, FRONT_H2C_PORT, MESH_PORT = 10000, 10001, 15008
 TARGETS = ["direct", "haproxy", "nginx", "rete"]
 
@@ -108,6 +109,15 @@ class Procs:
 
     def pid(self, name):
         return self.procs[name].pid
+
+    def stop(self, name):
+        p = self.procs.pop(name)
+        p.terminate()
+        try:
+            p.wait(3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(2)
 
     def crashed(self):
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
@@ -252,6 +262,44 @@ def start_targets(procs, work, certs, threads, notes):
         except RuntimeError as e:
             notes["rete"] = f"rete-proxy did not start: {e}"
     return info
+
+
+def write_scale_config(base, out, services, per_service):
+    """The Proxy document of `base` plus `services` Services with
+    `per_service` Workloads each (addresses in 127.128.0.0/9, never contacted):
+    the proxy's memory with a large mesh in its configuration."""
+    with open(base) as f:
+        docs = [f.read().split("\n---\n")[0]]
+    for s in range(services):
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s}\n  namespace: scale\n"
+                    f"spec:\n  ports:\n    - name: http\n      port: 8080\n      protocol: HTTP\n"
+                    f"  selector:\n    app: svc-{s}")
+        for w in range(per_service):
+            n = s * per_service + w
+            docs.append(f"apiVersion: networking.rete.dev/v1alpha1\nkind: Workload\nmetadata:\n"
+                        f"  name: svc-{s}-{w}\n  namespace: scale\n  labels:\n    app: svc-{s}\n"
+                        f"spec:\n  address: 127.{128 + n // 65536}.{(n // 256) % 256}.{n % 256}\n"
+                        f"  serviceAccount: svc-{s}")
+    with open(out, "w") as f:
+        f.write("\n---\n".join(docs) + "\n")
+    return out
+
+
+def scale_rss(procs, work, certs):
+    """Idle RSS of a third rete-proxy whose configuration holds 1000 services
+    and 10000 workloads."""
+    base = render(os.path.join(HERE, "rete", "proxy-a.yaml.in"), os.path.join(work, "rete-scale-base.yaml"),
+                  addr=SCALE_ADDR, sa="client", cert=os.path.join(certs, "client.pem"),
+                  key=os.path.join(certs, "client.key"), ca=os.path.join(certs, "ca.pem"),
+                  echo_addr=ECHO_ADDR[0], echo_port=ECHO_ADDR[1])
+    conf = write_scale_config(base, os.path.join(work, "rete-scale.yaml"), 1000, 10)
+    t0 = time.time()
+    procs.start("rete-scale", [RETE_PROXY, "--config", conf], [(SCALE_ADDR, 15001)])
+    ready_s = time.time() - t0
+    time.sleep(1)
+    kb = rss_kb(procs.pid("rete-scale"))
+    procs.stop("rete-scale")
+    return {"services": 1000, "workloads": 10000, "rss_kb": kb, "ready_s": ready_s}
 
 
 # ---------------------------------------------------------------- measurements
@@ -518,6 +566,13 @@ def main():
             h = h2load(info[t]["h2c"], cfg["h2_duration"])
             results["h2load"][t] = h
             log(f"{t:8s} h2load: {h['rps']:.0f} req/s" if h else f"{t:8s} h2load: n/a (no h2c)")
+
+        if "rete" in info and not args.smoke:
+            try:
+                results["memory"]["rete"]["scale"] = scale_rss(procs, work, certs)
+                log(f"rete     with 1000 services / 10000 workloads: {results['memory']['rete']['scale']}")
+            except RuntimeError as e:
+                results["notes"]["scale"] = f"rete-proxy with 1000 services did not start: {e}"
 
         for t in targets:
             if "mesh" in info[t]:
