@@ -1,11 +1,14 @@
-/* rete-loadgen: open-loop, constant-rate HTTP/1.1 load generator.
+/* rete-loadgen: open-loop, constant-rate HTTP/1.1 and HTTP/2 load generator.
  *
  * Request i is due at t0 + i / rate whatever happened to earlier requests
  * (no coordinated omission, as in wrk2 and Gil Tene's talk of that name): when
- * every connection is busy the request waits for one, and its latency still
- * counts from the time it was due, so a stall shows up in the percentiles
- * instead of silently slowing the sender down. Requests go over C keep-alive
- * connections, one request in flight per connection (no pipelining).
+ * no connection can take it the request waits, and its latency still counts
+ * from the time it was due, so a stall shows up in the percentiles instead of
+ * silently slowing the sender down. Requests go over C keep-alive
+ * connections: HTTP/1.1 with one request in flight per connection (no
+ * pipelining), or HTTP/2 with prior knowledge (h2c) and up to --streams
+ * concurrent streams per connection. The protocols are codecs behind one
+ * vtable (loadgen.h); this file holds the schedule and the connections.
  *
  * Send times come from a timerfd armed at the absolute due time of the next
  * request, with the thread's timer slack set to 1 us, so the schedule keeps
@@ -14,16 +17,12 @@
  * Output: one JSON object on stdout. Latencies are microseconds. Exit status
  * 0 after a run (errors are reported in the JSON, not in the exit status), 2
  * on bad usage or when the target cannot be connected to at all. */
-#include "h1_parse.h"
-#include "hdr.h"
+#include "loadgen.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,70 +30,8 @@
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
-#include <uv.h>
 
 #include "alloc.h"
-
-#define LG_MAX_CONNS 10000
-#define LG_HEAD_MAX 65536
-#define LG_MAX_HEADERS 64
-
-enum lg_phase { PH_IDLE, PH_HEAD, PH_BODY_LENGTH, PH_BODY_CHUNKED };
-enum lg_cstate { CS_CONNECTING, CS_READY, CS_CLOSING };
-
-struct lg;
-
-/* One keep-alive connection. The libuv handle is embedded; the connection is
- * reused for the next TCP connection only after the close callback ran. */
-typedef struct lg_conn {
-    uv_tcp_t tcp;
-    uv_connect_t connect_req;
-    uv_write_t write_req;
-    struct lg *lg;
-    struct lg_conn *next_idle;
-    enum lg_cstate cstate;
-    enum lg_phase phase;
-    bool busy;
-    uint64_t req_index;          /* request in flight when busy */
-    uint64_t body_left;
-    int status;
-    bool keep_alive;
-    rete_h1_chunked chunked;
-    size_t len;                  /* bytes held in buf */
-    char buf[LG_HEAD_MAX];
-} lg_conn;
-
-typedef struct lg_opts {
-    struct sockaddr_in addr;
-    char *host;                  /* Host header value */
-    char *path;
-    unsigned connections;
-    double rate;
-    double duration;
-    double timeout;              /* drain time after the last request is due, seconds */
-} lg_opts;
-
-typedef struct lg {
-    uv_loop_t *loop;
-    lg_opts o;
-    char *request;
-    size_t request_len;
-    lg_conn *conns;
-    lg_conn *idle;               /* stack of connected, idle connections */
-    unsigned connected;
-    uv_poll_t tick_poll;         /* watches tick_fd */
-    int tick_fd;                 /* timerfd for the send schedule */
-    uv_timer_t connect_timer;    /* gives up when the target does not accept */
-    uv_timer_t drain_timer;      /* ends the run after the last due time + timeout */
-    uv_signal_t sigint;
-    bool started, stopping;
-    uint64_t t0;                 /* ns, uv_hrtime clock (CLOCK_MONOTONIC) */
-    uint64_t total;              /* requests in the run: rate * duration */
-    uint64_t next_send;          /* index of the next request to write */
-    uint64_t sent, ok, non2xx, errors, connect_errors;
-    uint64_t last_done;          /* ns of the last completed response */
-    rete_hdr hist;
-} lg;
 
 static void conn_connect(lg_conn *c);
 static void dispatch(lg *l);
@@ -123,14 +60,14 @@ static void print_result(lg *l)
     /* Requests never answered (still waiting for a connection, or in flight
      * when the drain time ran out) are errors: a run that cannot keep up
      * must not look clean. */
-    uint64_t unanswered = l->total - done - l->errors;
+    uint64_t unanswered = done + l->errors < l->total ? l->total - done - l->errors : 0;
     const rete_hdr *h = &l->hist;
-    printf("{\"rate\": %.1f, \"duration\": %.3f, \"connections\": %u, \"scheduled\": %" PRIu64
+    printf("{\"protocol\": \"%s\", \"rate\": %.1f, \"duration\": %.3f, \"connections\": %u, \"scheduled\": %" PRIu64
            ", \"sent\": %" PRIu64 ", \"ok\": %" PRIu64 ", \"errors\": %" PRIu64
            ", \"non2xx\": %" PRIu64 ", \"unanswered\": %" PRIu64 ", \"connect_errors\": %" PRIu64
            ", \"p50\": %" PRIu64 ", \"p90\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"p999\": %" PRIu64
            ", \"max\": %" PRIu64 ", \"min\": %" PRIu64 ", \"mean\": %.1f, \"achieved_rate\": %.1f",
-           l->o.rate, l->o.duration, l->o.connections, l->total, l->sent, l->ok,
+           l->o.codec->name, l->o.rate, l->o.duration, l->o.connections, l->total, l->sent, l->ok,
            l->errors + unanswered, l->non2xx, unanswered, l->connect_errors,
            rete_hdr_percentile(h, 50), rete_hdr_percentile(h, 90), rete_hdr_percentile(h, 99),
            rete_hdr_percentile(h, 99.9), h->total ? h->max : 0, h->total ? h->min : 0,
@@ -142,6 +79,18 @@ static void print_result(lg *l)
     for (size_t i = 0; i < sizeof(spectrum) / sizeof(spectrum[0]); i++)
         printf("%s[%g, %" PRIu64 "]", i ? ", " : "", spectrum[i],
                rete_hdr_percentile(h, spectrum[i]));
+    /* The histogram itself, so runs can be merged: [value, count] for every
+     * non-empty bucket, value being the bucket's highest equivalent. */
+    printf("], \"histogram\": [");
+    bool first = true;
+    for (unsigned i = 0; i < RETE_HDR_BUCKETS; i++) {
+        if (!h->counts[i])
+            continue;
+        uint64_t v = rete_hdr_highest_equiv(i);
+        printf("%s[%" PRIu64 ", %" PRIu64 "]", first ? "" : ", ", v < h->max ? v : h->max,
+               h->counts[i]);
+        first = false;
+    }
     printf("]}\n");
     fflush(stdout);
 }
@@ -172,164 +121,122 @@ static void maybe_finish(lg *l)
         stop(l);
 }
 
+/* The ready list: connections that can take another request, newest first. */
+static void ready_push(lg_conn *c)
+{
+    lg *l = c->lg;
+    if (c->on_ready || c->cstate != CS_READY || c->inflight >= l->o.codec->capacity(l))
+        return;
+    c->ready_prev = NULL;
+    c->ready_next = l->ready;
+    if (l->ready)
+        l->ready->ready_prev = c;
+    l->ready = c;
+    c->on_ready = true;
+}
+
+static void ready_remove(lg_conn *c)
+{
+    if (!c->on_ready)
+        return;
+    if (c->ready_prev)
+        c->ready_prev->ready_next = c->ready_next;
+    else
+        c->lg->ready = c->ready_next;
+    if (c->ready_next)
+        c->ready_next->ready_prev = c->ready_prev;
+    c->ready_prev = c->ready_next = NULL;
+    c->on_ready = false;
+}
+
 static void conn_closed(uv_handle_t *h)
 {
     lg_conn *c = h->data;
-    lg *l = c->lg;
-    if (l->stopping)
-        return;
-    conn_connect(c);
+    if (!c->lg->stopping)
+        conn_connect(c);
 }
 
-/* Drop the TCP connection; a request in flight is an error. The close
- * callback opens a fresh connection in the same slot. */
-static void conn_fail(lg_conn *c)
+void lg_conn_fail(lg_conn *c)
 {
     lg *l = c->lg;
-    if (c->busy) {
-        c->busy = false;
-        l->errors++;
-    }
+    if (c->cstate == CS_CLOSING)
+        return;
+    ready_remove(c);
     if (c->cstate == CS_READY)
         l->connected--;
     c->cstate = CS_CLOSING;
+    l->o.codec->reset(c);
+    c->inflight = 0;
     if (!uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, conn_closed);
     maybe_finish(l);
 }
 
-static void conn_idle(lg_conn *c)
+static void count_done(lg_conn *c)
 {
     lg *l = c->lg;
-    c->next_idle = l->idle;
-    l->idle = c;
+    if (c->inflight)
+        c->inflight--;
+    if (c->cstate == CS_READY)
+        ready_push(c);
+    maybe_finish(l);
 }
 
-static void complete(lg_conn *c)
+void lg_response(lg_conn *c, uint64_t index, int status)
 {
     lg *l = c->lg;
     uint64_t now = uv_hrtime();
-    uint64_t due = due_time(l, c->req_index);
+    uint64_t due = due_time(l, index);
     rete_hdr_record(&l->hist, now > due ? (now - due) / 1000 : 0);
-    if (c->status >= 200 && c->status < 300)
+    if (status >= 200 && status < 300)
         l->ok++;
     else
         l->non2xx++;
     l->last_done = now;
-    c->busy = false;
-    c->phase = PH_IDLE;
-    if (c->len != 0 || !c->keep_alive) {
-        /* Bytes beyond the response, or the server closes: start afresh. */
-        if (c->len != 0)
-            l->errors++;
-        conn_fail(c);
+    count_done(c);
+}
+
+void lg_request_failed(lg_conn *c, uint64_t index)
+{
+    c->lg->errors++;
+    count_done(c);
+}
+
+typedef struct lg_write {
+    uv_write_t req;
+    char data[];
+} lg_write;
+
+static void on_write(uv_write_t *req, int status)
+{
+    lg_conn *c = req->data;
+    free(req);
+    if (status < 0 && status != UV_ECANCELED)
+        lg_conn_fail(c);
+}
+
+void lg_conn_write(lg_conn *c, const char *data, size_t len)
+{
+    if (c->cstate != CS_READY || len == 0)
+        return;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    /* Small writes almost always complete at once and skip the write queue. */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        lg_conn_fail(c);
         return;
     }
-    conn_idle(c);
-    maybe_finish(l);
-    if (!l->stopping)
-        dispatch(l);
-}
-
-static void consume(lg_conn *c, size_t n)
-{
-    memmove(c->buf, c->buf + n, c->len - n);
-    c->len -= n;
-}
-
-/* Advance the response state machine over the bytes held in c->buf. */
-static void process(lg_conn *c)
-{
-    lg *l = c->lg;
-    while (c->busy) {
-        switch (c->phase) {
-        case PH_HEAD: {
-            rete_h1_header headers[LG_MAX_HEADERS];
-            rete_h1_message msg = {.headers = headers};
-            rete_h1_error err = {0};
-            rete_h1_limits limits = {8192, LG_HEAD_MAX, LG_MAX_HEADERS};
-            int n = rete_h1_parse_response(c->buf, c->len, &limits, RETE_VIEW_LIT("GET"), &msg,
-                                           &err);
-            if (n == RETE_EAGAIN) {
-                if (c->len == sizeof(c->buf))
-                    conn_fail(c);
-                return;
-            }
-            if (n < 0) {
-                fprintf(stderr, "rete-loadgen: bad response: %s\n", err.reason);
-                conn_fail(c);
-                return;
-            }
-            if (msg.status < 200) { /* 1xx: the final response follows */
-                consume(c, (size_t)n);
-                continue;
-            }
-            consume(c, (size_t)n);
-            c->status = msg.status;
-            c->keep_alive = (msg.flags & RETE_H1_F_KEEP_ALIVE) != 0;
-            switch (msg.body) {
-            case RETE_H1_BODY_NONE:
-                complete(c);
-                return;
-            case RETE_H1_BODY_LENGTH:
-                c->phase = PH_BODY_LENGTH;
-                c->body_left = msg.content_length;
-                break;
-            case RETE_H1_BODY_CHUNKED:
-                c->phase = PH_BODY_CHUNKED;
-                rete_h1_chunked_init(&c->chunked);
-                break;
-            case RETE_H1_BODY_UNTIL_CLOSE:
-            default:
-                /* A load generator cannot reuse such a connection. */
-                fprintf(stderr, "rete-loadgen: response without framing\n");
-                conn_fail(c);
-                return;
-            }
-            break;
-        }
-        case PH_BODY_LENGTH: {
-            size_t take = c->len < c->body_left ? c->len : (size_t)c->body_left;
-            consume(c, take);
-            c->body_left -= take;
-            if (c->body_left == 0) {
-                complete(c);
-                return;
-            }
-            return;
-        }
-        case PH_BODY_CHUNKED: {
-            /* The decoder stops after each payload span: feed it until it
-             * wants more input or reports the end. */
-            int rc = RETE_OK;
-            while (c->len > 0) {
-                size_t used = 0, data_len = 0;
-                const char *data = NULL;
-                rc = rete_h1_chunked_decode(&c->chunked, c->buf, c->len, &used, &data, &data_len);
-                if (rc < 0 || (used == 0 && rc == RETE_OK))
-                    break;
-                consume(c, used);
-                if (rc == 1)
-                    break;
-            }
-            if (rc < 0) {
-                fprintf(stderr, "rete-loadgen: bad chunked body\n");
-                rete_h1_chunked_free(&c->chunked);
-                conn_fail(c);
-                return;
-            }
-            if (rc == 1) {
-                rete_h1_chunked_free(&c->chunked);
-                complete(c);
-            }
-            return;
-        }
-        case PH_IDLE:
-        default:
-            return;
-        }
+    size_t done = n > 0 ? (size_t)n : 0;
+    lg_write *w = rete_malloc(sizeof(*w) + len - done);
+    memcpy(w->data, data + done, len - done);
+    w->req.data = c;
+    b = uv_buf_init(w->data, (unsigned)(len - done));
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        free(w);
+        lg_conn_fail(c);
     }
-    (void)l;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -342,69 +249,44 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     lg_conn *c = s->data;
     if (nread < 0) {
-        conn_fail(c);
+        lg_conn_fail(c);
         return;
     }
-    if (nread == 0)
+    if (nread == 0 || c->cstate != CS_READY)
         return;
-    if (!c->busy) {
-        /* Unsolicited bytes (or the peer's 408 before closing). */
-        c->lg->errors += c->lg->started ? 1 : 0;
-        conn_fail(c);
-        return;
-    }
     c->len += (size_t)nread;
-    process(c);
+    c->lg->o.codec->on_data(c);
+    if (!c->lg->stopping)
+        dispatch(c->lg);
 }
 
-static void on_write(uv_write_t *req, int status)
-{
-    if (status < 0 && status != UV_ECANCELED)
-        conn_fail(req->data);
-}
-
-static void send_request(lg_conn *c, uint64_t index)
-{
-    lg *l = c->lg;
-    c->busy = true;
-    c->req_index = index;
-    c->phase = PH_HEAD;
-    c->len = 0;
-    l->sent++;
-    uv_buf_t b = uv_buf_init(l->request, (unsigned)l->request_len);
-    /* Small writes almost always complete at once and skip the write queue. */
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (n == (int)l->request_len)
-        return;
-    if (n > 0) {
-        b.base += n;
-        b.len -= (size_t)n;
-    } else if (n != UV_EAGAIN) {
-        conn_fail(c);
-        return;
-    }
-    c->write_req.data = c;
-    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0)
-        conn_fail(c);
-}
-
-/* Hand every due request to an idle connection, oldest first. */
+/* Hand every due request to a connection that can take it, oldest first. */
 static void dispatch(lg *l)
 {
     if (!l->started || l->stopping)
         return;
+    const lg_codec *codec = l->o.codec;
+    unsigned cap = codec->capacity(l);
     uint64_t due = due_count(l, uv_hrtime());
-    while (l->next_send < due && l->idle) {
-        lg_conn *c = l->idle;
-        l->idle = c->next_idle;
-        send_request(c, l->next_send++);
+    while (l->next_send < due && l->ready) {
+        lg_conn *c = l->ready;
+        while (l->next_send < due && c->inflight < cap && c->cstate == CS_READY) {
+            c->inflight++;
+            l->sent++;
+            codec->send(c, l->next_send++);
+        }
+        if (c->cstate == CS_READY && codec->flush)
+            codec->flush(c);
+        if (c->cstate == CS_READY && c->inflight < cap)
+            break; /* nothing more is due */
+        ready_remove(c);
     }
 }
 
 static void arm_tick(lg *l)
 {
-    uint64_t at = due_time(l, l->next_send > due_count(l, uv_hrtime()) ? l->next_send
-                                                                      : due_count(l, uv_hrtime()));
+    uint64_t due = due_count(l, uv_hrtime());
+    uint64_t at = due_time(l, l->next_send > due ? l->next_send : due);
     struct itimerspec its = {0};
     its.it_value.tv_sec = (time_t)(at / 1000000000u);
     its.it_value.tv_nsec = (long)(at % 1000000000u);
@@ -463,17 +345,21 @@ static void on_connect(uv_connect_t *req, int status)
             stop(l);
             return;
         }
-        conn_fail(c);
+        c->cstate = CS_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, conn_closed);
         return;
     }
     c->cstate = CS_READY;
     l->connected++;
     uv_tcp_nodelay(&c->tcp, 1);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        conn_fail(c);
+        lg_conn_fail(c);
         return;
     }
-    conn_idle(c);
+    l->o.codec->start(c);
+    if (c->cstate != CS_READY)
+        return;
+    ready_push(c);
     if (!l->started && l->connected == l->o.connections)
         start_schedule(l);
     else
@@ -484,8 +370,7 @@ static void conn_connect(lg_conn *c)
 {
     lg *l = c->lg;
     c->cstate = CS_CONNECTING;
-    c->busy = false;
-    c->phase = PH_IDLE;
+    c->inflight = 0;
     c->len = 0;
     uv_tcp_init(l->loop, &c->tcp);
     c->tcp.data = c;
@@ -522,8 +407,9 @@ static void usage(void)
     fprintf(stderr,
             "usage: rete-loadgen --url http://IP:PORT/PATH --rate R --duration S\n"
             "                    [--connections C] [--host HOST] [--timeout S]\n"
-            "Open-loop constant-rate HTTP/1.1 load; latency from the intended send time.\n"
-            "JSON result on stdout, latencies in microseconds.\n");
+            "                    [--http2 [--streams N]]\n"
+            "Open-loop constant-rate HTTP/1.1 (or h2c) load; latency from the intended send\n"
+            "time. JSON result on stdout, latencies in microseconds.\n");
 }
 
 /* Split http://IP:PORT/PATH. Only numeric IPv4 addresses: no DNS in a bench. */
@@ -557,16 +443,19 @@ int main(int argc, char **argv)
 {
     static lg l;
     l.o.connections = 16;
+    l.o.streams = 100;
     l.o.timeout = 5.0;
+    l.o.codec = &lg_h1_codec;
     const char *url = NULL;
     static const struct option longopts[] = {
         {"url", required_argument, NULL, 'u'},      {"rate", required_argument, NULL, 'r'},
         {"duration", required_argument, NULL, 'd'}, {"connections", required_argument, NULL, 'c'},
         {"host", required_argument, NULL, 'H'},     {"timeout", required_argument, NULL, 't'},
+        {"http2", no_argument, NULL, '2'},          {"streams", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int opt;
-    while ((opt = getopt_long(argc, argv, "u:r:d:c:H:t:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "u:r:d:c:H:t:2s:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'u':
             url = optarg;
@@ -586,6 +475,12 @@ int main(int argc, char **argv)
         case 't':
             l.o.timeout = atof(optarg);
             break;
+        case '2':
+            l.o.codec = &lg_h2_codec;
+            break;
+        case 's':
+            l.o.streams = (unsigned)atoi(optarg);
+            break;
         case 'h':
         default:
             usage();
@@ -593,7 +488,7 @@ int main(int argc, char **argv)
         }
     }
     if (!url || l.o.rate <= 0 || l.o.duration <= 0 || l.o.connections == 0 ||
-        l.o.connections > LG_MAX_CONNS || !parse_url(url, &l.o)) {
+        l.o.connections > LG_MAX_CONNS || l.o.streams == 0 || !parse_url(url, &l.o)) {
         usage();
         return 2;
     }

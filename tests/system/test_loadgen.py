@@ -75,3 +75,29 @@ def test_loadgen_refused_connection_exits_2():
 def test_loadgen_bad_usage_exits_2():
     rc, _, err = loadgen("ftp://127.0.0.1/", "--rate", "10", "--duration", "1")
     assert rc == 2 and "usage" in err
+
+
+def test_loadgen_http2_prior_knowledge():
+    _, addr = start_echo()
+    rc, r, err = loadgen(f"http://{addr}/", "--http2", "--rate", "500", "--duration", "1",
+                         "--connections", "2", "--host", "echo.bench:8080")
+    assert rc == 0, err
+    assert r["protocol"] == "h2c"
+    assert r["ok"] == 500 and r["errors"] == 0 and r["non2xx"] == 0
+    rc, r, err = loadgen(f"http://{addr}/?status=404", "--http2", "--rate", "100", "--duration", "0.5")
+    assert rc == 0, err
+    assert r["non2xx"] == 50 and r["errors"] == 0
+
+
+def test_loadgen_http2_streams_bound_concurrency():
+    """One connection, one stream: the same queueing as HTTP/1.1 must show;
+    with 100 streams the backend's 50 ms is all that is left."""
+    _, addr = start_echo()
+    rc, r, err = loadgen(f"http://{addr}/?delay=50", "--http2", "--streams", "1", "--rate", "40",
+                         "--duration", "1", "--connections", "1")
+    assert rc == 0, err
+    assert r["ok"] == 40 and r["max"] >= 800_000, r
+    rc, r, err = loadgen(f"http://{addr}/?delay=50", "--http2", "--streams", "100", "--rate", "40",
+                         "--duration", "1", "--connections", "1")
+    assert rc == 0, err
+    assert r["ok"] == 40 and 50_000 <= r["p99"] < 200_000, r
