@@ -100,6 +100,28 @@ def latency_section(res):
     return out
 
 
+def h2_latency_section(res):
+    h2 = res.get("h2latency", {})
+    c = res["config"]
+    out = [f"rete-loadgen `--http2`: h2c with prior knowledge to the front's h2c listener, "
+           f"{c.get('h2_connections', 4)} connections with up to 100 streams each, open loop at "
+           f"{c.get('h2_rate', 2000):,} req/s for {c['duration']} s. Microseconds; in brackets the "
+           "latency added over the direct path (the echo speaking h2c itself).", "",
+           "| target | " + " | ".join(n for _, n in PCTS) + " | ok | errors | non-2xx |",
+           "| --- " * (len(PCTS) + 4) + "|"]
+    d = h2.get("direct") if h2.get("direct") and "failed" not in h2.get("direct") else None
+    for t in TARGETS:
+        r = h2.get(t)
+        if not r:
+            continue
+        if "failed" in r:
+            out.append(f"| {LABEL[t]} | " + " | ".join("n/a" for _ in PCTS) + " | n/a | n/a | n/a |")
+            continue
+        cells = [fmt_us(r[k]) + ("" if t == "direct" or not d else f" ({r[k] - d[k]:+,.0f})") for k, _ in PCTS]
+        out.append(f"| {LABEL[t]} | " + " | ".join(cells) + f" | {r['ok']:,} | {r['errors']:,} | {r['non2xx']:,} |")
+    return out
+
+
 def cpu_section(res):
     out = ["CPU seconds (user + system, from /proc/PID/stat) consumed per 1000 requests "
            "during each fixed-rate run, per process and summed over the pair. The direct row "
@@ -299,7 +321,9 @@ def write(res, outdir):
         L += [f"**rete:** {notes['rete']}.", ""]
     L += ["Settings:", "",
           f"- Latency: rete-loadgen, open loop, constant rate {', '.join(str(r) for r in c['rates'])} req/s, "
-          f"{c['duration']} s each, {c['connections']} keep-alive connections, latency from the "
+          f"{c['duration']} s per target and rate, as {c.get('slices', 1)} interleaved slices "
+          f"(direct, HAProxy, nginx, rete, direct, ...) whose histograms are merged, so outside "
+          f"load hits every target alike; {c['connections']} keep-alive connections, latency from the "
           f"intended send time; each target warmed up {c['warmup']} s at 1000 req/s first (discarded).",
           f"- Throughput: `wrk -t2 -c32 -d{c['wrk_duration']}s`; `h2load -D {c['h2_duration']} -c32 -t2 -m10` "
           "with HTTP/2 prior knowledge (h2c) to the front proxy's h2c port (HAProxy `proto h2`, nginx "
@@ -315,6 +339,8 @@ def write(res, outdir):
           "## Targets from issue 2", ""] + targets_table(res) + [""]
     L += ["## Added latency at fixed rates", ""] + latency_section(res)
     L += [f"![latency]({p})" for p in pngs if p.startswith("latency_")] + [""]
+    if res.get("h2latency"):
+        L += ["## HTTP/2 latency at a fixed rate", ""] + h2_latency_section(res) + [""]
     L += ["## CPU per 1000 requests", ""] + cpu_section(res) + [""]
     L += ["## Maximum throughput", ""] + throughput_section(res) + [""]
     if "throughput.png" in pngs:

@@ -14,6 +14,7 @@ Every process this script starts is stopped in a finally block.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -52,9 +53,9 @@ SCALE_ADDR = "127.0.0.12"
 FRONT_PORT, FRONT_H2C_PORT, MESH_PORT = 10000, 10001, 15008
 TARGETS = ["direct", "haproxy", "nginx", "rete"]
 
-FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16,
+FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16, h2_rate=2000, h2_connections=4, slices=3,
             wrk_duration=10, h2_duration=10, idle_conns=1000, hs_seconds=3, speed_seconds=3)
-SMOKE = dict(rates=[500], duration=3, warmup=1, connections=16,
+SMOKE = dict(rates=[500], duration=3, warmup=1, connections=16, h2_rate=500, h2_connections=4, slices=1,
              wrk_duration=3, h2_duration=2, idle_conns=100, hs_seconds=1, speed_seconds=0)
 
 
@@ -304,11 +305,54 @@ def scale_rss(procs, work, certs):
 
 # ---------------------------------------------------------------- measurements
 
-def loadgen(url, rate, duration, connections):
+def loadgen(url, rate, duration, connections, http2=False):
     out = run([LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate),
-               "--duration", str(duration), "--connections", str(connections), "--timeout", "5"],
+               "--duration", str(duration), "--connections", str(connections), "--timeout", "5"]
+              + (["--http2", "--streams", "100"] if http2 else []),
               timeout=duration + 30)
     return json.loads(out)
+
+
+SPECTRUM = [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100]
+
+
+def merge_runs(runs):
+    """One result from several rete-loadgen runs of the same target and rate:
+    counters summed, histograms merged, percentiles read from the merged
+    histogram the way hdr.c reads them (highest equivalent value, never above
+    the maximum)."""
+    counts = {}
+    for r in runs:
+        for v, c in r["histogram"]:
+            counts[v] = counts.get(v, 0) + c
+    total = sum(counts.values())
+    mx = max(r["max"] for r in runs)
+    values = sorted(counts)
+
+    def pct(p):
+        if total == 0:
+            return 0
+        if p >= 100:
+            return mx
+        rank = max(1, math.ceil(p / 100 * total))
+        seen = 0
+        for v in values:
+            seen += counts[v]
+            if seen >= rank:
+                return min(v, mx)
+        return mx
+
+    out = {k: sum(r[k] for r in runs) for k in ("scheduled", "sent", "ok", "errors", "non2xx",
+                                                  "unanswered", "connect_errors")}
+    dur = sum(r["duration"] for r in runs)
+    done = out["ok"] + out["non2xx"]
+    out.update(rate=runs[0]["rate"], duration=dur, connections=runs[0]["connections"],
+               slices=len(runs), p50=pct(50), p90=pct(90), p99=pct(99), p999=pct(99.9), max=mx,
+               min=min(r["min"] for r in runs),
+               mean=sum(r["mean"] * (r["ok"] + r["non2xx"]) for r in runs) / max(1, done),
+               achieved_rate=sum(r["achieved_rate"] * r["duration"] for r in runs) / dur,
+               spectrum=[[p, pct(p)] for p in SPECTRUM])
+    return out
 
 
 def check_path(url):
@@ -477,7 +521,7 @@ def main():
     args = ap.parse_args()
     cfg = dict(SMOKE if args.smoke else FULL)
     if args.short:
-        cfg.update(duration=2, warmup=1, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
+        cfg.update(duration=2, warmup=1, slices=2, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
     if args.rates:
         cfg["rates"] = [int(r) for r in args.rates.split(",")]
     if args.duration:
@@ -495,7 +539,7 @@ def main():
     procs = Procs(work)
     t_start = time.time()
     results = {"config": dict(cfg, threads=args.threads, host=HOST_HEADER), "notes": {},
-               "latency": {}, "cpu": {}, "wrk": {}, "h2load": {}, "memory": {}, "handshakes": {}, "loadavg": []}
+               "latency": {}, "cpu": {}, "wrk": {}, "h2load": {}, "memory": {}, "handshakes": {}, "loadavg": [], "h2latency": {}}
     failures = []
 
     def interrupted(signum, frame):
@@ -541,20 +585,46 @@ def main():
         for t in targets:
             loadgen(info[t]["url"], 1000, cfg["warmup"], cfg["connections"])  # warm-up, discarded
 
+        # Each rate is measured in `slices` interleaved slices per target, so
+        # a burst of outside load on the shared machine lands on every
+        # target alike instead of on whichever ran at that moment; the
+        # slices' histograms are merged.
         for rate in cfg["rates"]:
+            runs = {t: [] for t in targets}
+            cpu = {t: {s: 0.0 for s in info[t]["pids"]} for t in targets}
+            for _ in range(cfg["slices"]):
+                for t in targets:
+                    before = {s: cpu_seconds(p) for s, p in info[t]["pids"].items()}
+                    results["loadavg"].append(os.getloadavg()[0])
+                    runs[t].append(loadgen(info[t]["url"], rate, cfg["duration"] / cfg["slices"],
+                                           cfg["connections"]))
+                    for s, p in info[t]["pids"].items():
+                        cpu[t][s] += cpu_seconds(p) - before[s]
             for t in targets:
-                before = {s: cpu_seconds(p) for s, p in info[t]["pids"].items()}
-                results["loadavg"].append(os.getloadavg()[0])
-                r = loadgen(info[t]["url"], rate, cfg["duration"], cfg["connections"])
-                after = {s: cpu_seconds(p) for s, p in info[t]["pids"].items()}
+                r = merge_runs(runs[t])
                 results["latency"].setdefault(str(rate), {})[t] = r
                 answered = max(1, r["ok"] + r["non2xx"])
-                results["cpu"].setdefault(str(rate), {})[t] = {
-                    s: (after[s] - before[s]) * 1000 / answered for s in before}
+                results["cpu"].setdefault(str(rate), {})[t] = {s: v * 1000 / answered for s, v in cpu[t].items()}
                 log(f"{t:8s} {rate:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
                     f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}")
                 if r["errors"] or r["non2xx"]:
                     failures.append(f"{t} at {rate} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
+
+        # Open-loop HTTP/2 (h2c prior knowledge) through the fronts' h2c ports.
+        for t in targets:
+            try:
+                r = loadgen(info[t]["h2c"], cfg["h2_rate"], cfg["duration"], cfg["h2_connections"], http2=True)
+            except (RuntimeError, ValueError) as e:
+                r = {"failed": str(e)[:300]}
+            r.pop("histogram", None)
+            results["h2latency"][t] = r
+            if "failed" in r:
+                log(f"{t:8s} h2c {cfg['h2_rate']} req/s: n/a ({r['failed']})")
+                continue
+            log(f"{t:8s} h2c {cfg['h2_rate']:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
+                f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}")
+            if r["errors"] or r["non2xx"]:
+                failures.append(f"{t} h2c at {cfg['h2_rate']} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
 
         for t in targets:
             w = wrk(info[t]["url"], cfg["wrk_duration"])
