@@ -287,6 +287,13 @@ def write(res, outdir):
          f"the run took {res.get('elapsed_s', 0):.0f} s. Every figure below comes from that one run, "
          "side by side: same machine, certificates, backend and load. How to read each figure: "
          "bench/README.md.", ""]
+    la = res.get("loadavg", [])
+    if la and max(la) > (m.get("cores") or 1):
+        L += [f"**Warning: the machine was busy with other work during this run** (1-minute load "
+              f"average up to {max(la):.1f} on {m.get('cores')} cores when a measurement started). "
+              "Every target was measured under the same conditions, interleaved, but absolute "
+              "figures, tails and throughput are depressed and noisy; rerun `make bench` on a quiet "
+              "machine for figures to publish.", ""]
     if res.get("failures"):
         L += ["**Problems during this run:**", ""] + [f"- {f}" for f in res["failures"]] + [""]
     L += ["## Setup", "",

@@ -627,6 +627,7 @@ def main():
                 failures.append(f"{t} h2c at {cfg['h2_rate']} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
 
         for t in targets:
+            results["loadavg"].append(os.getloadavg()[0])
             w = wrk(info[t]["url"], cfg["wrk_duration"])
             results["wrk"][t] = w
             log(f"{t:8s} wrk: {w['rps']:.0f} req/s, non2xx {w['non2xx']}, socket errors {w['socket_errors']}")
