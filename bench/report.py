@@ -277,6 +277,27 @@ def plots(res, outdir):
     return files
 
 
+def profile_section(res):
+    profs = res.get("profiles") or {}
+    out = []
+    for t in ("rete", "haproxy"):
+        p = profs.get(t)
+        if t == "rete" and not p:
+            out += ["rete: not profiled in this run (" + (res["notes"].get("rete") or "perf unavailable") +
+                    "). When the rete pair runs, this section lists its top functions under load, "
+                    "the profile behind every target missed.", ""]
+            continue
+        if not p:
+            continue
+        out += [f"{LABEL[t]}: `perf record -F 999 -g` on both processes for "
+                f"{res['config'].get('profile_seconds', 8)} s at 2,000 req/s; top symbols by self time "
+                "(percent of all samples of the pair).", "",
+                "| self % | process | object | symbol |", "| --- | --- | --- | --- |"]
+        out += [f"| {e['pct']:.1f} | {e['comm']} | {e['dso']} | `{e['symbol']}` |" for e in p]
+        out.append("")
+    return out
+
+
 def write(res, outdir):
     m = res.get("machine", {})
     c = res["config"]
@@ -356,9 +377,7 @@ def write(res, outdir):
     if "memory.png" in pngs:
         L += ["![memory](memory.png)", ""]
     L += ["## mTLS handshakes", ""] + handshake_section(res) + [""]
-    L += ["## Where rete's time and memory go", "",
-          "Not profiled yet: " + (notes.get("rete", "") or "run `perf record -g -p $(pidof rete-proxy)` "
-                                  "during the 8000 req/s run and list the top functions here") + ".", ""]
+    L += ["## Where the time goes", ""] + profile_section(res)
     if not pngs:
         L += ["(No plots: python3-matplotlib is not installed.)", ""]
     with open(os.path.join(outdir, "REPORT.md"), "w") as f:

@@ -53,7 +53,7 @@ SCALE_ADDR = "127.0.0.12"
 FRONT_PORT, FRONT_H2C_PORT, MESH_PORT = 10000, 10001, 15008
 TARGETS = ["direct", "haproxy", "nginx", "rete"]
 
-FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16, h2_rate=2000, h2_connections=4, slices=3,
+FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16, h2_rate=2000, h2_connections=4, slices=3, profile_seconds=8,
             wrk_duration=10, h2_duration=10, idle_conns=1000, hs_seconds=3, speed_seconds=3)
 SMOKE = dict(rates=[500], duration=3, warmup=1, connections=16, h2_rate=500, h2_connections=4, slices=1,
              wrk_duration=3, h2_duration=2, idle_conns=100, hs_seconds=1, speed_seconds=0)
@@ -464,6 +464,37 @@ def handshakes(addr, certs, alpn, seconds, threads=2):
     return {"per_second": sum(counts) / (time.time() - t0), "errors": sum(errors)}
 
 
+def profile(pids, url, rate, seconds, work, name):
+    """Where a pair spends its CPU: `perf record` on both proxies while
+    rete-loadgen drives `rate` req/s through them; the top symbols by self
+    time. None when perf is missing or not permitted."""
+    if not shutil.which("perf"):
+        return None
+    data = os.path.join(work, f"perf-{name}.data")
+    lg = subprocess.Popen([LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate),
+                           "--duration", str(seconds + 1), "--connections", "16"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        subprocess.run(["perf", "record", "-F", "999", "-g", "-o", data, "-p", ",".join(map(str, pids)),
+                        "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=seconds + 30)
+    finally:
+        lg.wait(seconds + 30)
+    try:
+        out = run(["perf", "report", "--stdio", "--no-children", "-g", "none", "--sort", "comm,dso,symbol",
+                   "--percent-limit", "0.8", "-i", data], timeout=120)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return None
+    top = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+(\S+)\s+\[[.k]\]\s+(.+?)\s*$", line)
+        if m:
+            top.append({"pct": float(m.group(1)), "comm": m.group(2), "dso": m.group(3),
+                        "symbol": re.split(r"\s{2,}", m.group(4))[0]})
+    return top[:20] or None
+
+
 def openssl_speed(seconds):
     out = run(["openssl", "speed", "-seconds", str(seconds), "ecdsap256", "ecdhp256"],
               timeout=seconds * 4 + 30)
@@ -521,7 +552,7 @@ def main():
     args = ap.parse_args()
     cfg = dict(SMOKE if args.smoke else FULL)
     if args.short:
-        cfg.update(duration=2, warmup=1, slices=2, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
+        cfg.update(duration=2, warmup=1, slices=2, profile_seconds=2, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
     if args.rates:
         cfg["rates"] = [int(r) for r in args.rates.split(",")]
     if args.duration:
@@ -637,6 +668,14 @@ def main():
             h = h2load(info[t]["h2c"], cfg["h2_duration"])
             results["h2load"][t] = h
             log(f"{t:8s} h2load: {h['rps']:.0f} req/s" if h else f"{t:8s} h2load: n/a (no h2c)")
+
+        if not args.smoke:
+            for t in ("haproxy", "rete"):
+                if t in info:
+                    p = profile(list(info[t]["pids"].values()), info[t]["url"], 2000, cfg["profile_seconds"],
+                                work, t)
+                    results.setdefault("profiles", {})[t] = p
+                    log(f"{t:8s} profile: {len(p) if p else 'no'} symbols")
 
         if "rete" in info and not args.smoke:
             try:
