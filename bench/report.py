@@ -47,14 +47,19 @@ def targets_table(res):
         rows.append(f"| {goal} | {limit_text} | {measure if isinstance(measure, str) else fmt(measure, ',.1f')} "
                     f"| {verdict(ok)} |")
 
+    # Outside load can make the pair's added latency come out zero or
+    # negative; a ratio of that is meaningless, so no verdict then.
+    def goal(v):
+        return None if v is None or v <= 0 else 0.75 * v
+
     rete_p50 = added(res, TARGET_RATE, "rete", "p50") if have_rete else None
     rete_p99 = added(res, TARGET_RATE, "rete", "p99") if have_rete else None
     line("added latency p50 at 1000 req/s (us)", f"<= 0.75 x HAProxy's {fmt(hap_p50)} = "
-         f"{fmt(None if hap_p50 is None else 0.75 * hap_p50, ',.1f')}", rete_p50,
-         None if hap_p50 is None else 0.75 * hap_p50, lambda m, l: m <= l)
+         f"{fmt(goal(hap_p50), ',.1f', 'no goal (not positive: noise)')}", rete_p50,
+         goal(hap_p50), lambda m, l: m <= l)
     line("added latency p99 at 1000 req/s (us)", f"<= 0.75 x HAProxy's {fmt(hap_p99)} = "
-         f"{fmt(None if hap_p99 is None else 0.75 * hap_p99, ',.1f')}", rete_p99,
-         None if hap_p99 is None else 0.75 * hap_p99, lambda m, l: m <= l)
+         f"{fmt(goal(hap_p99), ',.1f', 'no goal (not positive: noise)')}", rete_p99,
+         goal(hap_p99), lambda m, l: m <= l)
     rete_rps = res["wrk"].get("rete", {}).get("rps")
     line("max throughput, wrk 32 conns (req/s)", f">= 1.2 x HAProxy's {fmt(hap_rps)} = "
          f"{fmt(None if hap_rps is None else 1.2 * hap_rps)}", rete_rps,
@@ -298,6 +303,13 @@ def profile_section(res):
     return out
 
 
+def loadavg_summary(res):
+    la = sorted(res.get("loadavg", []))
+    if not la:
+        return "n/a"
+    return f"min {la[0]:.1f}, median {la[len(la) // 2]:.1f}, max {la[-1]:.1f}"
+
+
 def write(res, outdir):
     m = res.get("machine", {})
     c = res["config"]
@@ -322,9 +334,8 @@ def write(res, outdir):
           f"Linux {m.get('kernel', '?')}.",
           f"- Versions: {m.get('haproxy', '?')}; {m.get('nginx', '?')}; {m.get('openssl', '?')}; "
           f"{m.get('wrk', '?')}; {m.get('h2load', '?')}.",
-          f"- 1-minute load average when each fixed-rate run started: "
-          f"{', '.join(format(x, '.1f') for x in res.get('loadavg', [])) or 'n/a'} (other work on the "
-          "machine shows up as noise, mostly in the tail percentiles).",
+          f"- 1-minute load average when each measurement started: {loadavg_summary(res)} (other work "
+          "on the machine shows up as noise, mostly in the tail percentiles).",
           "- **No CPU pinning.** The backend, both proxies of the pair under test, the idle "
           "processes of the other pairs and the load generator all share the machine's "
           f"{m.get('cores', '?')} cores, as they would on a small node; proxies with more work to do "
