@@ -149,10 +149,23 @@ static void ready_remove(lg_conn *c)
     c->on_ready = false;
 }
 
+static void on_retry(uv_timer_t *t)
+{
+    lg_conn *c = t->data;
+    if (!c->lg->stopping)
+        conn_connect(c);
+}
+
+/* A closed connection is replaced at once, unless connecting failed: then
+ * after 50 ms, so a dead target does not turn the run into a busy loop. */
 static void conn_closed(uv_handle_t *h)
 {
     lg_conn *c = h->data;
-    if (!c->lg->stopping)
+    if (c->lg->stopping)
+        return;
+    if (c->connect_failed)
+        uv_timer_start(&c->retry, on_retry, 50, 0);
+    else
         conn_connect(c);
 }
 
@@ -346,9 +359,11 @@ static void on_connect(uv_connect_t *req, int status)
             return;
         }
         c->cstate = CS_CLOSING;
+        c->connect_failed = true;
         uv_close((uv_handle_t *)&c->tcp, conn_closed);
         return;
     }
+    c->connect_failed = false;
     c->cstate = CS_READY;
     l->connected++;
     uv_tcp_nodelay(&c->tcp, 1);
@@ -381,6 +396,7 @@ static void conn_connect(lg_conn *c)
         fprintf(stderr, "rete-loadgen: connect: %s\n", uv_strerror(rc));
         l->connect_errors++;
         c->cstate = CS_CLOSING;
+        c->connect_failed = true;
         uv_close((uv_handle_t *)&c->tcp, l->started ? conn_closed : close_noop);
     }
 }
@@ -524,6 +540,8 @@ int main(int argc, char **argv)
     l.conns = rete_calloc(l.o.connections, sizeof(*l.conns));
     for (unsigned i = 0; i < l.o.connections; i++) {
         l.conns[i].lg = &l;
+        uv_timer_init(l.loop, &l.conns[i].retry);
+        l.conns[i].retry.data = &l.conns[i];
         conn_connect(&l.conns[i]);
     }
     uv_timer_start(&l.connect_timer, on_connect_timeout, 5000, 0);

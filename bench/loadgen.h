@@ -46,6 +46,8 @@ typedef struct lg_h1_state {
 struct lg_conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
+    uv_timer_t retry;            /* backs off after a refused connect */
+    bool connect_failed;
     lg *lg;
     lg_conn *ready_prev, *ready_next; /* on lg->ready while it can take a request */
     bool on_ready;
