@@ -16,7 +16,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	libpcre2-dev libcmocka-dev libclang-rt-14-dev \
 	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
 	python3-websockets redis-server redis-tools prometheus haproxy nginx wrk \
-	iproute2 procps
+	iproute2 procps python3-matplotlib
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))

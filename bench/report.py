@@ -1,0 +1,401 @@
+"""Turn bench/run.py's results into bench/REPORT.md and PNG plots.
+
+Also usable alone: `python3 bench/report.py bench/results.json` rewrites the
+report from a saved run.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+TARGETS = ["direct", "haproxy", "nginx", "rete"]
+LABEL = {"direct": "direct", "haproxy": "HAProxy pair", "nginx": "nginx pair", "rete": "rete pair"}
+PCTS = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max")]
+TARGET_RATE = "1000"
+
+
+def fmt_us(v):
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def fmt(v, spec=",.0f", none="n/a"):
+    return none if v is None else format(v, spec)
+
+
+def added(res, rate, target, key):
+    lat = res["latency"].get(rate, {})
+    if target not in lat or "direct" not in lat:
+        return None
+    return lat[target][key] - lat["direct"][key]
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def targets_table(res):
+    """Issue 2's targets beside the measured figures."""
+    rows = []
+    have_rete = "rete" in res["latency"].get(TARGET_RATE, {})
+    hap_p50 = added(res, TARGET_RATE, "haproxy", "p50")
+    hap_p99 = added(res, TARGET_RATE, "haproxy", "p99")
+    hap_rps = res["wrk"].get("haproxy", {}).get("rps")
+
+    def line(goal, limit_text, measure, limit, cmp):
+        ok = None if measure is None or limit is None else cmp(measure, limit)
+        rows.append(f"| {goal} | {limit_text} | {measure if isinstance(measure, str) else fmt(measure, ',.1f')} "
+                    f"| {verdict(ok)} |")
+
+    # Outside load can make the pair's added latency come out zero or
+    # negative; a ratio of that is meaningless, so no verdict then.
+    def goal(v):
+        return None if v is None or v <= 0 else 0.75 * v
+
+    rete_p50 = added(res, TARGET_RATE, "rete", "p50") if have_rete else None
+    rete_p99 = added(res, TARGET_RATE, "rete", "p99") if have_rete else None
+    line("added latency p50 at 1000 req/s (us)", f"<= 0.75 x HAProxy's {fmt(hap_p50)} = "
+         f"{fmt(goal(hap_p50), ',.1f', 'no goal (not positive: noise)')}", rete_p50,
+         goal(hap_p50), lambda m, l: m <= l)
+    line("added latency p99 at 1000 req/s (us)", f"<= 0.75 x HAProxy's {fmt(hap_p99)} = "
+         f"{fmt(goal(hap_p99), ',.1f', 'no goal (not positive: noise)')}", rete_p99,
+         goal(hap_p99), lambda m, l: m <= l)
+    rete_rps = res["wrk"].get("rete", {}).get("rps")
+    line("max throughput, wrk 32 conns (req/s)", f">= 1.2 x HAProxy's {fmt(hap_rps)} = "
+         f"{fmt(None if hap_rps is None else 1.2 * hap_rps)}", rete_rps,
+         None if hap_rps is None else 1.2 * hap_rps, lambda m, l: m >= l)
+    mem = res["memory"].get("rete")
+    idle = max(mem["idle_kb"].values()) / 1024 if mem else None
+    line("idle RSS per proxy (MB, larger of A and B)", "<= 4 MB", idle, 4.0, lambda m, l: m <= l)
+    per = mem.get("per_conn_kb") if mem else None
+    line("RSS per idle downstream connection (KB)", "<= 16 KB", per, 16.0, lambda m, l: m <= l)
+    out = ["| target (issue 2) | goal | rete measured | verdict |", "| --- | --- | --- | --- |"] + rows
+    if not have_rete:
+        out.append("")
+        out.append("rete was not measured in this run (" +
+                   res["notes"].get("rete", "no figures") + "), so every verdict is n/a. For "
+                   "reference, the same figures for the other pairs are in the tables below.")
+    return out
+
+
+def latency_section(res):
+    out = []
+    for rate in sorted(res["latency"], key=int):
+        lat = res["latency"][rate]
+        out.append(f"### {int(rate):,} requests/s")
+        out.append("")
+        out.append("Latency in microseconds from the intended send time; in brackets the latency "
+                   "added over the direct path at the same percentile.")
+        out.append("")
+        out.append("| target | " + " | ".join(n for _, n in PCTS) +
+                   " | achieved req/s | ok | errors | non-2xx |")
+        out.append("| --- " * (len(PCTS) + 5) + "|")
+        for t in TARGETS:
+            if t not in lat:
+                continue
+            r = lat[t]
+            cells = []
+            for k, _ in PCTS:
+                a = added(res, rate, t, k)
+                cells.append(fmt_us(r[k]) + ("" if t == "direct" or a is None else f" (+{a:,.0f})"
+                                             if a >= 0 else f" ({a:,.0f})"))
+            out.append(f"| {LABEL[t]} | " + " | ".join(cells) +
+                       f" | {r['achieved_rate']:,.0f} | {r['ok']:,} | {r['errors']:,} | {r['non2xx']:,} |")
+        out.append("")
+    return out
+
+
+def h2_latency_section(res):
+    h2 = res.get("h2latency", {})
+    c = res["config"]
+    out = [f"rete-loadgen `--http2`: h2c with prior knowledge to the front's h2c listener, "
+           f"{c.get('h2_connections', 4)} connections with up to 100 streams each, open loop at "
+           f"{c.get('h2_rate', 2000):,} req/s for {c['duration']} s. Microseconds; in brackets the "
+           "latency added over the direct path (the echo speaking h2c itself).", "",
+           "| target | " + " | ".join(n for _, n in PCTS) + " | ok | errors | non-2xx |",
+           "| --- " * (len(PCTS) + 4) + "|"]
+    d = h2.get("direct") if h2.get("direct") and "failed" not in h2.get("direct") else None
+    for t in TARGETS:
+        r = h2.get(t)
+        if not r:
+            continue
+        if "failed" in r:
+            out.append(f"| {LABEL[t]} | " + " | ".join("n/a" for _ in PCTS) + " | n/a | n/a | n/a |")
+            continue
+        cells = [fmt_us(r[k]) + ("" if t == "direct" or not d else f" ({r[k] - d[k]:+,.0f})") for k, _ in PCTS]
+        out.append(f"| {LABEL[t]} | " + " | ".join(cells) + f" | {r['ok']:,} | {r['errors']:,} | {r['non2xx']:,} |")
+    return out
+
+
+def cpu_section(res):
+    out = ["CPU seconds (user + system, from /proc/PID/stat) consumed per 1000 requests "
+           "during each fixed-rate run, per process and summed over the pair. The direct row "
+           "is the echo backend alone.", "",
+           "| rate (req/s) | " + " | ".join(LABEL[t] + " A / B / sum" if t != "direct" else "direct (echo)"
+                                         for t in TARGETS if any(t in v for v in res["cpu"].values())) + " |"]
+    present = [t for t in TARGETS if any(t in v for v in res["cpu"].values())]
+    out.append("| --- " * (len(present) + 1) + "|")
+    for rate in sorted(res["cpu"], key=int):
+        cells = []
+        for t in present:
+            c = res["cpu"][rate].get(t)
+            if not c:
+                cells.append("n/a")
+            elif t == "direct":
+                cells.append(f"{c['echo']:.3f}")
+            else:
+                cells.append(f"{c['A']:.3f} / {c['B']:.3f} / {c['A'] + c['B']:.3f}")
+        out.append(f"| {int(rate):,} | " + " | ".join(cells) + " |")
+    return out
+
+
+def throughput_section(res):
+    out = ["| target | wrk req/s (HTTP/1.1, 32 conns) | wrk p50 / p99 (us, closed loop) | "
+           "h2load req/s (h2c, 32 conns x 10 streams) |", "| --- | --- | --- | --- |"]
+    for t in TARGETS:
+        w = res["wrk"].get(t)
+        if not w:
+            continue
+        h = res["h2load"].get(t)
+        out.append(f"| {LABEL[t]} | {w['rps']:,.0f} | {fmt(w.get('p50'))} / {fmt(w.get('p99'))} | "
+                   f"{'n/a' if not h else format(h['rps'], ',.0f')} |")
+    return out
+
+
+def memory_section(res):
+    n = res["config"]["idle_conns"]
+    out = [f"| target | idle RSS A (KB) | idle RSS B (KB) | front RSS before / with {n} idle "
+           f"connections (KB) | per connection (KB) | RSS after the run A / B (KB) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for t in TARGETS:
+        m = res["memory"].get(t)
+        if not m:
+            continue
+        loaded = m.get("loaded_kb", {})
+        out.append(f"| {LABEL[t]} | {m['idle_kb']['A']:,} | {m['idle_kb']['B']:,} | "
+                   f"{fmt(m.get('front_before_kb'))} / {fmt(m.get('front_with_conns_kb'))} | "
+                   f"{fmt(m.get('per_conn_kb'), '.1f')} | {fmt(loaded.get('A'))} / {fmt(loaded.get('B'))} |")
+    return out
+
+
+def scale_line(res):
+    sc = res["memory"].get("rete", {}).get("scale")
+    if sc:
+        return [f"rete-proxy with {sc['services']:,} services and {sc['workloads']:,} workloads in its "
+                f"static configuration: idle RSS {sc['rss_kb']:,} KB, listening {sc['ready_s']:.2f} s "
+                "after start.", ""]
+    why = res["notes"].get("scale") or res["notes"].get("rete") or "not measured"
+    return [f"RSS with 1,000 services and 10,000 workloads in the configuration (rete only): n/a ({why}).", ""]
+
+
+def handshake_section(res):
+    out = ["| target (mesh-side listener) | mTLS handshakes/s | errors |", "| --- | --- | --- |"]
+    for t in TARGETS:
+        h = res["handshakes"].get(t)
+        if h:
+            out.append(f"| {LABEL[t]} B | {h['per_second']:,.0f} | {h['errors']} |")
+    sp = res.get("speed")
+    if sp:
+        out += ["", "`openssl speed -seconds 3 ecdsap256 ecdhp256` on this machine (one core):", "",
+                "| ECDSA P-256 sign/s | ECDSA P-256 verify/s | ECDH P-256 op/s | "
+                "server-side handshake limit per core |", "| --- | --- | --- | --- |",
+                f"| {fmt(sp.get('ecdsa_sign'))} | {fmt(sp.get('ecdsa_verify'))} | {fmt(sp.get('ecdh'))} | "
+                f"{fmt(sp.get('handshake_limit_per_core'))} |"]
+    return out
+
+
+def plots(res, outdir):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    files = []
+    colors = {"direct": "#555555", "haproxy": "#1f77b4", "nginx": "#2ca02c", "rete": "#d62728"}
+    for rate in sorted(res["latency"], key=int):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for t in TARGETS:
+            r = res["latency"][rate].get(t)
+            if not r or "spectrum" not in r:
+                continue
+            pts = [(p, v) for p, v in r["spectrum"] if p < 100 and v > 0]
+            xs = [-math.log10(1 - p / 100) for p, _ in pts]
+            ax.plot(xs, [v / 1000 for _, v in pts], marker="o", ms=3, label=LABEL[t], color=colors[t])
+        ticks = [0, 50, 90, 99, 99.9, 99.99, 99.999]
+        ax.set_xticks([-math.log10(1 - p / 100) for p in ticks])
+        ax.set_xticklabels([f"{p:g}" for p in ticks])
+        ax.set_yscale("log")
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency (ms, log)")
+        ax.set_title(f"Latency by percentile at {int(rate):,} req/s (open loop)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        name = f"latency_{rate}.png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, name), dpi=100)
+        plt.close(fig)
+        files.append(name)
+
+    present = [t for t in TARGETS if t in res["wrk"]]
+    if present:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        w = 0.38
+        xs = range(len(present))
+        ax.bar([x - w / 2 for x in xs], [res["wrk"][t]["rps"] for t in present], w, label="wrk HTTP/1.1")
+        ax.bar([x + w / 2 for x in xs], [(res["h2load"].get(t) or {}).get("rps", 0) for t in present], w,
+               label="h2load h2c")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([LABEL[t] for t in present])
+        ax.set_ylabel("requests/s")
+        ax.set_title("Maximum throughput (closed loop, 32 connections)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "throughput.png"), dpi=100)
+        plt.close(fig)
+        files.append("throughput.png")
+
+    present = [t for t in TARGETS if t in res["memory"]]
+    if present:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
+        w = 0.38
+        xs = range(len(present))
+        a1.bar([x - w / 2 for x in xs], [res["memory"][t]["idle_kb"]["A"] / 1024 for t in present], w, label="A")
+        a1.bar([x + w / 2 for x in xs], [res["memory"][t]["idle_kb"]["B"] / 1024 for t in present], w, label="B")
+        a1.axhline(4, color="red", ls="--", label="target 4 MB")
+        a1.set_xticks(list(xs))
+        a1.set_xticklabels([LABEL[t] for t in present], fontsize=8)
+        a1.set_ylabel("MB")
+        a1.set_title("Idle RSS per proxy")
+        a1.legend(fontsize=8)
+        a2.bar(list(xs), [res["memory"][t].get("per_conn_kb") or 0 for t in present])
+        a2.axhline(16, color="red", ls="--", label="target 16 KB")
+        a2.set_xticks(list(xs))
+        a2.set_xticklabels([LABEL[t] for t in present], fontsize=8)
+        a2.set_ylabel("KB")
+        a2.set_title(f"RSS per idle downstream connection")
+        a2.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "memory.png"), dpi=100)
+        plt.close(fig)
+        files.append("memory.png")
+    return files
+
+
+def profile_section(res):
+    profs = res.get("profiles") or {}
+    out = []
+    for t in ("rete", "haproxy"):
+        p = profs.get(t)
+        if t == "rete" and not p:
+            out += ["rete: not profiled in this run (" + (res["notes"].get("rete") or "perf unavailable") +
+                    "). When the rete pair runs, this section lists its top functions under load, "
+                    "the profile behind every target missed.", ""]
+            continue
+        if not p:
+            continue
+        out += [f"{LABEL[t]}: `perf record -F 999 -g` on both processes for "
+                f"{res['config'].get('profile_seconds', 8)} s at 2,000 req/s; top symbols by self time "
+                "(percent of all samples of the pair).", "",
+                "| self % | process | object | symbol |", "| --- | --- | --- | --- |"]
+        out += [f"| {e['pct']:.1f} | {e['comm']} | {e['dso']} | `{e['symbol']}` |" for e in p]
+        out.append("")
+    return out
+
+
+def loadavg_summary(res):
+    la = sorted(res.get("loadavg", []))
+    if not la:
+        return "n/a"
+    return f"min {la[0]:.1f}, median {la[len(la) // 2]:.1f}, max {la[-1]:.1f}"
+
+
+def write(res, outdir):
+    m = res.get("machine", {})
+    c = res["config"]
+    notes = res.get("notes", {})
+    pngs = plots(res, outdir)
+    L = ["# rete benchmark report", "",
+         f"Written by `make bench` (bench/run.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+         f"the run took {res.get('elapsed_s', 0):.0f} s. Every figure below comes from that one run, "
+         "side by side: same machine, certificates, backend and load. How to read each figure: "
+         "bench/README.md.", ""]
+    la = res.get("loadavg", [])
+    if la and max(la) > (m.get("cores") or 1):
+        L += [f"**Warning: the machine was busy with other work during this run** (1-minute load "
+              f"average up to {max(la):.1f} on {m.get('cores')} cores when a measurement started). "
+              "Every target was measured under the same conditions, interleaved, but absolute "
+              "figures, tails and throughput are depressed and noisy; rerun `make bench` on a quiet "
+              "machine for figures to publish.", ""]
+    if res.get("failures"):
+        L += ["**Problems during this run:**", ""] + [f"- {f}" for f in res["failures"]] + [""]
+    L += ["## Setup", "",
+          f"- Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('mem_gb', '?')} GB, "
+          f"Linux {m.get('kernel', '?')}.",
+          f"- Versions: {m.get('haproxy', '?')}; {m.get('nginx', '?')}; {m.get('openssl', '?')}; "
+          f"{m.get('wrk', '?')}; {m.get('h2load', '?')}.",
+          f"- 1-minute load average when each measurement started: {loadavg_summary(res)} (other work "
+          "on the machine shows up as noise, mostly in the tail percentiles).",
+          "- **No CPU pinning.** The backend, both proxies of the pair under test, the idle "
+          "processes of the other pairs and the load generator all share the machine's "
+          f"{m.get('cores', '?')} cores, as they would on a small node; proxies with more work to do "
+          "compete with the load generator for CPU, which shows up in their latency.",
+          f"- Backend: {notes.get('backend', '?')}, on 127.0.0.10:8080.",
+          f"- Worker threads: {c['threads']} per proxy (HAProxy `nbthread`, nginx one process "
+          "with `master_process off`, rete `--concurrency` default 1).",
+          f"- All requests: `GET /` with `Host: {c['host']}`, HTTP/1.1 keep-alive from the client.",
+          "- Certificates: one ECDSA P-256 CA made with the openssl CLI; client leaf "
+          "`spiffe://cluster.local/ns/bench/sa/client`, server leaf `spiffe://cluster.local/ns/bench/sa/echo` "
+          "(also DNS `echo.bench`, which HAProxy and nginx verify; they do not check SPIFFE URIs).", "",
+          "| target | path | mesh hop |", "| --- | --- | --- |",
+          "| direct | loadgen -> echo 127.0.0.10:8080 | none |",
+          "| HAProxy pair | loadgen -> HAProxy A 127.0.0.21:10000 -> HAProxy B 127.0.0.22:15008 -> echo | "
+          "TLS 1.3, client certificate required, **HTTP/2 (ALPN h2)**, `http-reuse always` |",
+          "| nginx pair | loadgen -> nginx A 127.0.0.31:10000 -> nginx B 127.0.0.32:15008 -> echo | "
+          "TLS 1.3, `ssl_verify_client on`, **HTTP/1.1** over TLS with a keep-alive upstream pool "
+          "(nginx cannot speak HTTP/2 to an upstream) |",
+          "| rete pair | loadgen -> rete-proxy A 127.0.0.11:15001 (outbound) -> rete-proxy B "
+          "127.0.0.10:15008 -> echo | mesh mTLS 1.3, ALPN h2, SPIFFE IDs checked |", ""]
+    if "rete" in notes:
+        L += [f"**rete:** {notes['rete']}.", ""]
+    L += ["Settings:", "",
+          f"- Latency: rete-loadgen, open loop, constant rate {', '.join(str(r) for r in c['rates'])} req/s, "
+          f"{c['duration']} s per target and rate, as {c.get('slices', 1)} interleaved slices "
+          f"(direct, HAProxy, nginx, rete, direct, ...) whose histograms are merged, so outside "
+          f"load hits every target alike; {c['connections']} keep-alive connections, latency from the "
+          f"intended send time; each target warmed up {c['warmup']} s at 1000 req/s first (discarded).",
+          f"- Throughput: `wrk -t2 -c32 -d{c['wrk_duration']}s`; `h2load -D {c['h2_duration']} -c32 -t2 -m10` "
+          "with HTTP/2 prior knowledge (h2c) to the front proxy's h2c port (HAProxy `proto h2`, nginx "
+          "`listen ... http2`, rete's outbound listener detects the preface).",
+          f"- Memory: VmRSS from /proc/PID/status right after start-up (idle, before any request), then "
+          f"of the front proxy A after one request (before) and 1 s after opening {c['idle_conns']} "
+          "keep-alive connections to it, each having carried one request (with); per connection = "
+          f"(with - before) / {c['idle_conns']}. Measured before any load run, so no pool is pre-filled.",
+          f"- mTLS handshakes: a Python ssl client (2 threads, {c['hs_seconds']} s) opening new TCP+TLS 1.3 "
+          "connections with a client certificate and no session resumption against the B proxy's mesh "
+          "listener. Python-limited: the client does about as much crypto as the server and shares the "
+          "same cores, so these are lower bounds on what the listeners can do.", "",
+          "## Targets from issue 2", ""] + targets_table(res) + [""]
+    L += ["## Added latency at fixed rates", ""] + latency_section(res)
+    L += [f"![latency]({p})" for p in pngs if p.startswith("latency_")] + [""]
+    if res.get("h2latency"):
+        L += ["## HTTP/2 latency at a fixed rate", ""] + h2_latency_section(res) + [""]
+    L += ["## CPU per 1000 requests", ""] + cpu_section(res) + [""]
+    L += ["## Maximum throughput", ""] + throughput_section(res) + [""]
+    if "throughput.png" in pngs:
+        L += ["![throughput](throughput.png)", ""]
+    L += ["## Memory", ""] + memory_section(res) + [""] + scale_line(res)
+    if "memory.png" in pngs:
+        L += ["![memory](memory.png)", ""]
+    L += ["## mTLS handshakes", ""] + handshake_section(res) + [""]
+    L += ["## Where the time goes", ""] + profile_section(res)
+    if not pngs:
+        L += ["(No plots: python3-matplotlib is not installed.)", ""]
+    with open(os.path.join(outdir, "REPORT.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+if __name__ == "__main__":
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results.json")
+    with open(path) as f:
+        write(json.load(f), os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,732 @@
+#!/usr/bin/python3
+"""rete side-by-side benchmark: direct path, HAProxy pair, nginx pair, rete pair.
+
+Starts every process on 127.0.0.x loopback addresses, measures latency at fixed
+rates (rete-loadgen, open loop), maximum throughput (wrk, h2load), memory
+(VmRSS idle and with 1000 idle downstream connections), CPU per 1000 requests
+and mTLS handshakes per second, then writes bench/REPORT.md and PNG plots.
+
+    bench/run.py            full run (about 8 minutes), writes bench/REPORT.md
+    bench/run.py --smoke    30-second subset; exit 1 on a crash or any error
+
+Debian's python3 standard library only; matplotlib is used when installed.
+Every process this script starts is stopped in a finally block.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("RETE_BUILD", os.path.join(ROOT, "build"))
+LOADGEN = os.path.join(BUILD, "bench", "rete-loadgen")
+ECHO = os.path.join(BUILD, "examples", "rete-echo")
+RETE_PROXY = os.environ.get("RETE_PROXY", os.path.join(BUILD, "rete-proxy"))
+if not os.path.exists(RETE_PROXY):
+    RETE_PROXY = os.path.join(BUILD, "src", "proxy", "rete-proxy")
+
+HOST_HEADER = "echo.bench:8080"
+TRUST_DOMAIN = "cluster.local"
+
+# Addresses: the echo workload and its rete sidecar share 127.0.0.10 (a
+# sidecar lives at its workload's address); every other proxy has its own.
+ECHO_ADDR = ("127.0.0.10", 8080)
+ADDR = {
+    "haproxy": ("127.0.0.21", "127.0.0.22"),
+    "nginx": ("127.0.0.31", "127.0.0.32"),
+    "rete": ("127.0.0.11", "127.0.0.10"),
+}
+SCALE_ADDR = "127.0.0.12"
+FRONT_PORT, FRONT_H2C_PORT, MESH_PORT = 10000, 10001, 15008
+TARGETS = ["direct", "haproxy", "nginx", "rete"]
+
+FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16, h2_rate=2000, h2_connections=4, slices=3, profile_seconds=8,
+            wrk_duration=10, h2_duration=10, idle_conns=1000, hs_seconds=3, speed_seconds=3)
+SMOKE = dict(rates=[500], duration=3, warmup=1, connections=16, h2_rate=500, h2_connections=4, slices=1,
+             wrk_duration=3, h2_duration=2, idle_conns=100, hs_seconds=1, speed_seconds=0)
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv, timeout, check=True):
+    """Run a bounded command; return stdout."""
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {p.returncode}: {p.stderr.strip()[-500:]}")
+    return p.stdout + p.stderr if not check else p.stdout
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    """Every long-running process of the run, stopped by stop_all()."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = {}
+
+    def start(self, name, argv, ports):
+        logf = open(os.path.join(self.workdir, f"{name}.log"), "w")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True, cwd=self.workdir)
+        logf.close()
+        self.procs[name] = p
+        deadline = time.time() + 10
+        for host, port in ports:
+            while True:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited {p.returncode}: {self.tail(name)}")
+                try:
+                    socket.create_connection((host, port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{name} not listening on {host}:{port}: {self.tail(name)}")
+                    time.sleep(0.05)
+        return p
+
+    def tail(self, name):
+        try:
+            with open(os.path.join(self.workdir, f"{name}.log")) as f:
+                return f.read()[-800:].strip()
+        except OSError:
+            return ""
+
+    def pid(self, name):
+        return self.procs[name].pid
+
+    def stop(self, name):
+        p = self.procs.pop(name)
+        p.terminate()
+        try:
+            p.wait(3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(2)
+
+    def crashed(self):
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def stop_all(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.time() + 3
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(2)
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); index 11 and 12 after the comm.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- certificates
+
+def make_certs(d):
+    """ECDSA P-256 CA and leaf certificates with SPIFFE URI SANs (and the DNS
+    name echo.bench on the server side, which HAProxy and nginx check)."""
+    def sh(*argv):
+        run(list(argv), 30)
+
+    ca_key, ca = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
+    sh("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ca_key)
+    sh("openssl", "req", "-x509", "-new", "-key", ca_key, "-out", ca, "-days", "2",
+       "-subj", "/O=rete-bench/CN=rete bench CA",
+       "-addext", "basicConstraints=critical,CA:TRUE",
+       "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, sa, extra in (("client", "client", ""), ("server", "echo", ",DNS:echo.bench,IP:127.0.0.10")):
+        key, csr, crt = (os.path.join(d, f"{name}.{e}") for e in ("key", "csr", "pem"))
+        ext = os.path.join(d, f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write(f"subjectAltName=URI:spiffe://{TRUST_DOMAIN}/ns/bench/sa/{sa}{extra}\n"
+                    "keyUsage=critical,digitalSignature\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n")
+        sh("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        sh("openssl", "req", "-new", "-key", key, "-out", csr, "-subj", f"/O=rete-bench/CN={sa}")
+        sh("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+           "-days", "2", "-extfile", ext, "-out", crt)
+        # HAProxy wants certificate and key in one file.
+        with open(os.path.join(d, f"{name}.bundle.pem"), "w") as out:
+            for part in (crt, key):
+                with open(part) as f:
+                    out.write(f.read())
+    return d
+
+
+# ---------------------------------------------------------------- configs
+
+def render(template, out, **values):
+    with open(template) as f:
+        text = f.read()
+    for k, v in values.items():
+        text = text.replace("@" + k.upper() + "@", str(v))
+    with open(out, "w") as f:
+        f.write(text)
+    return out
+
+
+def start_targets(procs, work, certs, threads, notes):
+    """Start backend and proxy pairs; return {target: info}."""
+    info = {}
+    if os.path.exists(ECHO):
+        procs.start("echo", [ECHO, "--listen", f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}", "--name", "echo"],
+                    [ECHO_ADDR])
+        notes["backend"] = "rete-echo (examples/echo.c)"
+    else:
+        # Until examples/echo.c is on the branch: nginx answering a fixed body.
+        conf = render(os.path.join(HERE, "nginx", "echo.conf.in"), os.path.join(work, "echo.conf"),
+                      work=work, addr=f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}")
+        procs.start("echo", ["nginx", "-p", work, "-c", conf, "-e", os.path.join(work, "echo.err")],
+                    [ECHO_ADDR])
+        notes["backend"] = ("nginx returning a fixed 13-byte body (build/examples/rete-echo "
+                            "was not built)")
+    # rete-echo speaks HTTP/2 with prior knowledge on its one port; the
+    # stand-in has a second port for it.
+    h2c_port = ECHO_ADDR[1] if os.path.exists(ECHO) else ECHO_ADDR[1] + 1
+    info["direct"] = dict(url=f"http://{ECHO_ADDR[0]}:{ECHO_ADDR[1]}/",
+                          h2c=f"http://{ECHO_ADDR[0]}:{h2c_port}/", pids={"echo": procs.pid("echo")})
+
+    vals = dict(work=work, certs=certs, echo=f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}", threads=threads,
+                front_port=FRONT_PORT, h2c_port=FRONT_H2C_PORT, mesh_port=MESH_PORT)
+
+    a, b = ADDR["haproxy"]
+    for side, addr in (("b", b), ("a", a)):
+        conf = render(os.path.join(HERE, "haproxy", f"{side}.cfg.in"),
+                      os.path.join(work, f"haproxy-{side}.cfg"), addr=addr, peer=b, **vals)
+        ports = [(addr, MESH_PORT)] if side == "b" else [(addr, FRONT_PORT), (addr, FRONT_H2C_PORT)]
+        procs.start(f"haproxy-{side}", ["haproxy", "-db", "-f", conf], ports)
+    info["haproxy"] = dict(url=f"http://{a}:{FRONT_PORT}/", h2c=f"http://{a}:{FRONT_H2C_PORT}/",
+                           mesh=(b, MESH_PORT), alpn=["h2"],
+                           pids={"A": procs.pid("haproxy-a"), "B": procs.pid("haproxy-b")})
+
+    a, b = ADDR["nginx"]
+    for side, addr in (("b", b), ("a", a)):
+        d = os.path.join(work, f"nginx-{side}")
+        os.makedirs(d, exist_ok=True)
+        conf = render(os.path.join(HERE, "nginx", f"{side}.conf.in"),
+                      os.path.join(d, "nginx.conf"), addr=addr, peer=b, **dict(vals, work=d))
+        ports = [(addr, MESH_PORT)] if side == "b" else [(addr, FRONT_PORT), (addr, FRONT_H2C_PORT)]
+        procs.start(f"nginx-{side}", ["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")],
+                    ports)
+    info["nginx"] = dict(url=f"http://{a}:{FRONT_PORT}/", h2c=f"http://{a}:{FRONT_H2C_PORT}/",
+                         mesh=(b, MESH_PORT), alpn=["http/1.1"],
+                         pids={"A": procs.pid("nginx-a"), "B": procs.pid("nginx-b")})
+
+    a, b = ADDR["rete"]
+    if not os.path.exists(RETE_PROXY):
+        notes["rete"] = f"rete-proxy not built ({RETE_PROXY} does not exist): rete pair skipped"
+    else:
+        try:
+            for side, addr, sa, cert in (("b", b, "echo", "server"), ("a", a, "client", "client")):
+                conf = render(os.path.join(HERE, "rete", f"proxy-{side}.yaml.in"),
+                              os.path.join(work, f"rete-{side}.yaml"), addr=addr, sa=sa,
+                              cert=os.path.join(certs, f"{cert}.pem"),
+                              key=os.path.join(certs, f"{cert}.key"),
+                              ca=os.path.join(certs, "ca.pem"), echo_addr=ECHO_ADDR[0],
+                              echo_port=ECHO_ADDR[1])
+                ports = [(addr, MESH_PORT)] if side == "b" else [(addr, 15001)]
+                procs.start(f"rete-{side}", [RETE_PROXY, "--config", conf], ports)
+            info["rete"] = dict(url=f"http://{a}:15001/", h2c=f"http://{a}:15001/",
+                                mesh=(b, MESH_PORT), alpn=["h2"],
+                                pids={"A": procs.pid("rete-a"), "B": procs.pid("rete-b")})
+        except RuntimeError as e:
+            notes["rete"] = f"rete-proxy did not start: {e}"
+    return info
+
+
+def write_scale_config(base, out, services, per_service):
+    """The Proxy document of `base` plus `services` Services with
+    `per_service` Workloads each (addresses in 127.128.0.0/9, never contacted):
+    the proxy's memory with a large mesh in its configuration."""
+    with open(base) as f:
+        docs = [f.read().split("\n---\n")[0]]
+    for s in range(services):
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s}\n  namespace: scale\n"
+                    f"spec:\n  ports:\n    - name: http\n      port: 8080\n      protocol: HTTP\n"
+                    f"  selector:\n    app: svc-{s}")
+        for w in range(per_service):
+            n = s * per_service + w
+            docs.append(f"apiVersion: networking.rete.dev/v1alpha1\nkind: Workload\nmetadata:\n"
+                        f"  name: svc-{s}-{w}\n  namespace: scale\n  labels:\n    app: svc-{s}\n"
+                        f"spec:\n  address: 127.{128 + n // 65536}.{(n // 256) % 256}.{n % 256}\n"
+                        f"  serviceAccount: svc-{s}")
+    with open(out, "w") as f:
+        f.write("\n---\n".join(docs) + "\n")
+    return out
+
+
+def scale_rss(procs, work, certs):
+    """Idle RSS of a third rete-proxy whose configuration holds 1000 services
+    and 10000 workloads."""
+    base = render(os.path.join(HERE, "rete", "proxy-a.yaml.in"), os.path.join(work, "rete-scale-base.yaml"),
+                  addr=SCALE_ADDR, sa="client", cert=os.path.join(certs, "client.pem"),
+                  key=os.path.join(certs, "client.key"), ca=os.path.join(certs, "ca.pem"),
+                  echo_addr=ECHO_ADDR[0], echo_port=ECHO_ADDR[1])
+    conf = write_scale_config(base, os.path.join(work, "rete-scale.yaml"), 1000, 10)
+    t0 = time.time()
+    procs.start("rete-scale", [RETE_PROXY, "--config", conf], [(SCALE_ADDR, 15001)])
+    ready_s = time.time() - t0
+    time.sleep(1)
+    kb = rss_kb(procs.pid("rete-scale"))
+    procs.stop("rete-scale")
+    return {"services": 1000, "workloads": 10000, "rss_kb": kb, "ready_s": ready_s}
+
+
+# ---------------------------------------------------------------- measurements
+
+def loadgen(url, rate, duration, connections, http2=False):
+    out = run([LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate),
+               "--duration", str(duration), "--connections", str(connections), "--timeout", "5"]
+              + (["--http2", "--streams", "100"] if http2 else []),
+              timeout=duration + 30)
+    return json.loads(out)
+
+
+SPECTRUM = [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100]
+
+
+def merge_runs(runs):
+    """One result from several rete-loadgen runs of the same target and rate:
+    counters summed, histograms merged, percentiles read from the merged
+    histogram the way hdr.c reads them (highest equivalent value, never above
+    the maximum)."""
+    counts = {}
+    for r in runs:
+        for v, c in r["histogram"]:
+            counts[v] = counts.get(v, 0) + c
+    total = sum(counts.values())
+    mx = max(r["max"] for r in runs)
+    values = sorted(counts)
+
+    def pct(p):
+        if total == 0:
+            return 0
+        if p >= 100:
+            return mx
+        rank = max(1, math.ceil(p / 100 * total))
+        seen = 0
+        for v in values:
+            seen += counts[v]
+            if seen >= rank:
+                return min(v, mx)
+        return mx
+
+    out = {k: sum(r[k] for r in runs) for k in ("scheduled", "sent", "ok", "errors", "non2xx",
+                                                  "unanswered", "connect_errors")}
+    dur = sum(r["duration"] for r in runs)
+    done = out["ok"] + out["non2xx"]
+    out.update(rate=runs[0]["rate"], duration=dur, connections=runs[0]["connections"],
+               slices=len(runs), p50=pct(50), p90=pct(90), p99=pct(99), p999=pct(99.9), max=mx,
+               min=min(r["min"] for r in runs),
+               mean=sum(r["mean"] * (r["ok"] + r["non2xx"]) for r in runs) / max(1, done),
+               achieved_rate=sum(r["achieved_rate"] * r["duration"] for r in runs) / dur,
+               spectrum=[[p, pct(p)] for p in SPECTRUM])
+    return out
+
+
+def check_path(url):
+    """One request through the path, so a broken configuration fails fast with
+    a readable message instead of a run full of errors."""
+    host, port = url.split("/")[2].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {HOST_HEADER}\r\n\r\n".encode())
+        s.settimeout(5)
+        head = s.recv(65536).split(b"\r\n", 1)[0].decode(errors="replace")
+    if " 200 " not in head + " ":
+        raise RuntimeError(f"{url} answered {head!r}")
+
+
+def wrk(url, duration):
+    out = run(["wrk", "-t2", "-c32", f"-d{duration}s", "--latency", "-H", f"Host: {HOST_HEADER}", url],
+              timeout=duration + 30)
+    res = {"rps": 0.0, "non2xx": 0, "socket_errors": 0, "requests": 0}
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["socket_errors"] = sum(int(x) for x in m.groups())
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            scale = {"us": 1, "ms": 1000, "s": 1000000}[m.group(2)]
+            res[f"p{pct}"] = float(m.group(1)) * scale
+    return res
+
+
+def h2load(url, duration):
+    """h2c prior knowledge, 32 connections, 10 streams each."""
+    try:
+        out = run(["h2load", "-D", str(duration), "-c32", "-t2", "-m10",
+                   "-H", f":authority: {HOST_HEADER}", url], timeout=duration + 30, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored", out)
+    s = re.search(r"status codes: (\d+) 2xx", out)
+    if not m or not r or int(r.group(4)) == 0:
+        return None
+    return {"rps": float(m.group(1)), "succeeded": int(r.group(4)), "failed": int(r.group(5)),
+            "errored": int(r.group(6)), "ok2xx": int(s.group(1)) if s else 0}
+
+
+def idle_connections(url, n):
+    """Open n keep-alive connections to the front, one request on each, and
+    hold them idle. Returns the open sockets (the caller closes them)."""
+    host, port = url.split("/")[2].split(":")
+    socks = []
+    req = f"GET / HTTP/1.1\r\nHost: {HOST_HEADER}\r\n\r\n".encode()
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(req)
+        socks.append(s)
+    for s in socks:
+        s.settimeout(5)
+        data = b""
+        # Read the head and the Content-Length body (fixed-size echo replies).
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return socks
+
+
+def handshakes(addr, certs, alpn, seconds, threads=2):
+    """New-connection mTLS handshakes per second against a mesh listener:
+    TLS 1.3, client certificate, no session resumption, a fresh TCP
+    connection each time. Python's ssl module (OpenSSL underneath; the
+    handshake itself releases the GIL) on `threads` threads."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(os.path.join(certs, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(certs, "client.pem"), os.path.join(certs, "client.key"))
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(alpn)
+    counts = [0] * threads
+    errors = [0] * threads
+    stop_at = time.time() + seconds
+
+    def worker(i):
+        while time.time() < stop_at:
+            try:
+                with socket.create_connection(addr, timeout=5) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="echo.bench") as s:
+                        s.do_handshake()
+                counts[i] += 1
+            except (OSError, ssl.SSLError):
+                errors[i] += 1
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    t0 = time.time()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return {"per_second": sum(counts) / (time.time() - t0), "errors": sum(errors)}
+
+
+def profile(pids, url, rate, seconds, work, name):
+    """Where a pair spends its CPU: `perf record` on both proxies while
+    rete-loadgen drives `rate` req/s through them; the top symbols by self
+    time. None when perf is missing or not permitted."""
+    if not shutil.which("perf"):
+        return None
+    data = os.path.join(work, f"perf-{name}.data")
+    lg = subprocess.Popen([LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate),
+                           "--duration", str(seconds + 1), "--connections", "16"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        subprocess.run(["perf", "record", "-F", "999", "-g", "-o", data, "-p", ",".join(map(str, pids)),
+                        "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=seconds + 30)
+    finally:
+        lg.wait(seconds + 30)
+    try:
+        out = run(["perf", "report", "--stdio", "--no-children", "-g", "none", "--sort", "comm,dso,symbol",
+                   "--percent-limit", "0.8", "-i", data], timeout=120)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return None
+    top = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+(\S+)\s+\[[.k]\]\s+(.+?)\s*$", line)
+        if m:
+            top.append({"pct": float(m.group(1)), "comm": m.group(2), "dso": m.group(3),
+                        "symbol": re.split(r"\s{2,}", m.group(4))[0]})
+    return top[:20] or None
+
+
+def openssl_speed(seconds):
+    out = run(["openssl", "speed", "-seconds", str(seconds), "ecdsap256", "ecdhp256"],
+              timeout=seconds * 4 + 30)
+    res = {}
+    m = re.search(r"256 bits ecdsa \(nistp256\)\s+[\d.]+s\s+[\d.]+s\s+([\d.]+)\s+([\d.]+)", out)
+    if m:
+        res["ecdsa_sign"], res["ecdsa_verify"] = float(m.group(1)), float(m.group(2))
+    m = re.search(r"256 bits ecdh \(nistp256\)\s+[\d.]+s\s+([\d.]+)", out)
+    if m:
+        res["ecdh"] = float(m.group(1))
+    if len(res) == 3:
+        # Server side of one full mTLS 1.3 handshake with P-256: one ECDSA
+        # signature (CertificateVerify), two ECDSA verifications (client leaf;
+        # the CA's signature on it), one ECDHE key generation and one derivation
+        # (counted as two ECDH operations). Per core, ignoring everything else.
+        per = 1 / res["ecdsa_sign"] + 2 / res["ecdsa_verify"] + 2 / res["ecdh"]
+        res["handshake_limit_per_core"] = 1 / per
+    return res
+
+
+# ---------------------------------------------------------------- the run
+
+def machine():
+    m = {"cpu": "?", "cores": os.cpu_count(), "kernel": platform.release()}
+    try:
+        out = run(["lscpu"], 10)
+        mm = re.search(r"Model name:\s*(.+)", out)
+        if mm:
+            m["cpu"] = mm.group(1).strip()
+    except (RuntimeError, OSError):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            m["mem_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    m["haproxy"] = run(["haproxy", "-v"], 10).splitlines()[0]
+    m["nginx"] = run(["nginx", "-v"], 10, check=False).strip().splitlines()[-1]
+    m["openssl"] = run(["openssl", "version"], 10).strip()
+    m["wrk"] = "wrk " + (run(["wrk", "-v"], 10, check=False).split()[1:2] or ["?"])[0]
+    m["h2load"] = run(["h2load", "--version"], 10, check=False).strip().splitlines()[0]
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="30-second subset, fails only on errors")
+    ap.add_argument("--threads", type=int, default=1, help="worker threads per proxy (default 1)")
+    ap.add_argument("--out", default=None, help="report directory (default bench/, smoke: temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--rates", help="comma-separated request rates (override)")
+    ap.add_argument("--duration", type=float, help="seconds per fixed-rate run (override)")
+    ap.add_argument("--short", action="store_true",
+                    help="full pipeline and report with every run cut to 2 s (development)")
+    args = ap.parse_args()
+    cfg = dict(SMOKE if args.smoke else FULL)
+    if args.short:
+        cfg.update(duration=2, warmup=1, slices=2, profile_seconds=2, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
+    if args.rates:
+        cfg["rates"] = [int(r) for r in args.rates.split(",")]
+    if args.duration:
+        cfg["duration"] = args.duration
+    if not os.path.exists(LOADGEN):
+        sys.exit(f"bench: {LOADGEN} missing; run `make build` first")
+
+    # 1000 idle connections plus the proxies' own sockets need descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    work = tempfile.mkdtemp(prefix="rete-bench-")
+    outdir = args.out or (work if args.smoke else HERE)
+    os.makedirs(outdir, exist_ok=True)
+    procs = Procs(work)
+    t_start = time.time()
+    results = {"config": dict(cfg, threads=args.threads, host=HOST_HEADER), "notes": {},
+               "latency": {}, "cpu": {}, "wrk": {}, "h2load": {}, "memory": {}, "handshakes": {}, "loadavg": [], "h2latency": {}}
+    failures = []
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupted)
+
+    try:
+        results["machine"] = machine()
+        certs = os.path.join(work, "certs")
+        os.makedirs(certs)
+        make_certs(certs)
+        info = start_targets(procs, work, certs, args.threads, results["notes"])
+        targets = [t for t in TARGETS if t in info]
+        log(f"targets up: {', '.join(targets)}; work dir {work}")
+
+        # Memory first, on proxies that have carried no load yet, so pools
+        # filled by the load runs do not hide the per-connection cost.
+        for t in targets:
+            if t != "direct":
+                results["memory"][t] = {"idle_kb": {s: rss_kb(p) for s, p in info[t]["pids"].items()}}
+        # One request first, so the delta below holds no one-time cost (the
+        # upstream mTLS connection, lazily built tables).
+        for t in targets:
+            check_path(info[t]["url"])
+        for t in targets:
+            if t == "direct":
+                continue
+            front = info[t]["pids"]["A"]
+            before = rss_kb(front)
+            socks = idle_connections(info[t]["url"], cfg["idle_conns"])
+            try:
+                time.sleep(1)
+                with_conns = rss_kb(front)
+            finally:
+                for s in socks:
+                    s.close()
+            m = results["memory"][t]
+            m.update(front_before_kb=before, front_with_conns_kb=with_conns,
+                     per_conn_kb=(with_conns - before) / cfg["idle_conns"])
+            log(f"{t:8s} RSS idle {m['idle_kb']} kB; front {before} -> {with_conns} kB with "
+                f"{cfg['idle_conns']} conns ({m['per_conn_kb']:.1f} kB/conn)")
+
+        for t in targets:
+            loadgen(info[t]["url"], 1000, cfg["warmup"], cfg["connections"])  # warm-up, discarded
+
+        # Each rate is measured in `slices` interleaved slices per target, so
+        # a burst of outside load on the shared machine lands on every
+        # target alike instead of on whichever ran at that moment; the
+        # slices' histograms are merged.
+        for rate in cfg["rates"]:
+            runs = {t: [] for t in targets}
+            cpu = {t: {s: 0.0 for s in info[t]["pids"]} for t in targets}
+            for _ in range(cfg["slices"]):
+                for t in targets:
+                    before = {s: cpu_seconds(p) for s, p in info[t]["pids"].items()}
+                    results["loadavg"].append(os.getloadavg()[0])
+                    runs[t].append(loadgen(info[t]["url"], rate, cfg["duration"] / cfg["slices"],
+                                           cfg["connections"]))
+                    for s, p in info[t]["pids"].items():
+                        cpu[t][s] += cpu_seconds(p) - before[s]
+            for t in targets:
+                r = merge_runs(runs[t])
+                results["latency"].setdefault(str(rate), {})[t] = r
+                answered = max(1, r["ok"] + r["non2xx"])
+                results["cpu"].setdefault(str(rate), {})[t] = {s: v * 1000 / answered for s, v in cpu[t].items()}
+                log(f"{t:8s} {rate:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
+                    f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}")
+                if r["errors"] or r["non2xx"]:
+                    failures.append(f"{t} at {rate} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
+
+        # Open-loop HTTP/2 (h2c prior knowledge) through the fronts' h2c ports.
+        for t in targets:
+            try:
+                r = loadgen(info[t]["h2c"], cfg["h2_rate"], cfg["duration"], cfg["h2_connections"], http2=True)
+            except (RuntimeError, ValueError) as e:
+                r = {"failed": str(e)[:300]}
+            r.pop("histogram", None)
+            results["h2latency"][t] = r
+            if "failed" in r:
+                log(f"{t:8s} h2c {cfg['h2_rate']} req/s: n/a ({r['failed']})")
+                continue
+            log(f"{t:8s} h2c {cfg['h2_rate']:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
+                f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}")
+            if r["errors"] or r["non2xx"]:
+                failures.append(f"{t} h2c at {cfg['h2_rate']} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
+
+        for t in targets:
+            results["loadavg"].append(os.getloadavg()[0])
+            w = wrk(info[t]["url"], cfg["wrk_duration"])
+            results["wrk"][t] = w
+            log(f"{t:8s} wrk: {w['rps']:.0f} req/s, non2xx {w['non2xx']}, socket errors {w['socket_errors']}")
+            if w["non2xx"] or w["socket_errors"] or w["requests"] == 0:
+                failures.append(f"{t} wrk: {w['non2xx']} non-2xx, {w['socket_errors']} socket errors")
+        for t in targets:
+            h = h2load(info[t]["h2c"], cfg["h2_duration"])
+            results["h2load"][t] = h
+            log(f"{t:8s} h2load: {h['rps']:.0f} req/s" if h else f"{t:8s} h2load: n/a (no h2c)")
+
+        if not args.smoke:
+            for t in ("haproxy", "rete"):
+                if t in info:
+                    p = profile(list(info[t]["pids"].values()), info[t]["url"], 2000, cfg["profile_seconds"],
+                                work, t)
+                    results.setdefault("profiles", {})[t] = p
+                    log(f"{t:8s} profile: {len(p) if p else 'no'} symbols")
+
+        if "rete" in info and not args.smoke:
+            try:
+                results["memory"]["rete"]["scale"] = scale_rss(procs, work, certs)
+                log(f"rete     with 1000 services / 10000 workloads: {results['memory']['rete']['scale']}")
+            except RuntimeError as e:
+                results["notes"]["scale"] = f"rete-proxy with 1000 services did not start: {e}"
+
+        for t in targets:
+            if "mesh" in info[t]:
+                h = handshakes(info[t]["mesh"], certs, info[t]["alpn"], cfg["hs_seconds"])
+                results["handshakes"][t] = h
+                log(f"{t:8s} mTLS handshakes: {h['per_second']:.0f}/s ({h['errors']} errors)")
+        if cfg["speed_seconds"]:
+            results["speed"] = openssl_speed(cfg["speed_seconds"])
+            log(f"openssl speed: {results['speed']}")
+
+        for t in targets:
+            if t != "direct":
+                results["memory"][t]["loaded_kb"] = {s: rss_kb(p) for s, p in info[t]["pids"].items()}
+        crashed = procs.crashed()
+        if crashed:
+            failures.append(f"processes exited during the run: {crashed}")
+        results["info"] = {t: {k: v for k, v in i.items() if k != "pids"} for t, i in info.items()}
+    except KeyboardInterrupt:
+        log("interrupted; stopping every process")
+        failures.append("interrupted")
+    except Exception as e:  # report, stop everything, fail
+        failures.append(f"{type(e).__name__}: {e}")
+        log(f"error: {e}")
+    finally:
+        crashed = procs.crashed()
+        procs.stop_all()
+    results["elapsed_s"] = time.time() - t_start
+    results["failures"] = failures
+
+    with open(os.path.join(outdir, "results.json" if not args.smoke else "smoke.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    if not args.smoke and "interrupted" not in failures:
+        import report
+        report.write(results, outdir)
+        log(f"wrote {os.path.join(outdir, 'REPORT.md')} in {results['elapsed_s']:.0f} s")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    for f in failures:
+        log(f"FAIL: {f}")
+    if args.smoke:
+        log(f"smoke {'failed' if failures else 'passed'} in {results['elapsed_s']:.0f} s")
+        return 1 if failures else 0
+    return 1 if crashed or "interrupted" in failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
