@@ -56,6 +56,7 @@ struct h2s {
     bool trailers_submitted;
     bool closed;
     bool too_large;         /* header block over limits.maxHeaderBytes / maxHeaders */
+    size_t unconsumed;      /* DATA received, not yet handed back as window */
     uint32_t header_bytes;
     uint32_t header_count;
 };
@@ -300,7 +301,9 @@ static void h2_on_drained(rete_exchange *ex, rete_side me, size_t consumed)
 {
     h2s *s = ex->side[me];
     if (!s->closed) {
-        nghttp2_session_consume(s->h2->session, s->id, consumed);
+        size_t n = consumed < s->unconsumed ? consumed : s->unconsumed;
+        s->unconsumed -= n;
+        nghttp2_session_consume(s->h2->session, s->id, n);
         h2_flush(s->h2);
     }
 }
@@ -554,6 +557,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
+    s->unconsumed += len;
     rete_ex_push(s->ex, h2->server ? RETE_DOWNSTREAM : RETE_UPSTREAM, (const char *)data, len);
     return 0;
 }
@@ -565,6 +569,13 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     h2s *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (!s)
         return 0;
+    /* Bytes still waiting in the exchange's pipe will be consumed after the
+     * stream is gone, when nobody can hand their window back: return the
+     * connection-level credit now, or the connection slowly starves. */
+    if (s->unconsumed) {
+        nghttp2_session_consume_connection(session, s->unconsumed);
+        s->unconsumed = 0;
+    }
     s->closed = true;
     rete_exchange *ex = s->ex;
     s->ex = NULL;
