@@ -92,7 +92,7 @@ def build_binary(build, name):
 
 def shown(path):
     """A path as the user would type it from the current directory."""
-    path = Path(path).resolve()
+    path = Path(os.path.abspath(path))  # not resolve(): keep build/retectl, not its target
     try:
         rel = path.relative_to(Path.cwd())
         return str(rel) if str(rel) != "." else "."
