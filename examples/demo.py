@@ -1,23 +1,30 @@
 #!/usr/bin/python3
-"""rete demo: two services in a small mesh on this machine, no root needed.
+"""rete demo: a mesh run by its control plane on this machine, no root needed.
 
+    reted      the control plane: store, CA, configuration pushed to every sidecar
+               (operator API 127.0.0.1:15014 for retectl, proxy API 127.0.0.1:15012)
     frontend   rete-echo (its app) + rete-client (its outgoing traffic) + sidecar
     backend    v1 and v2, each rete-echo --version-label vN + its own sidecar,
                behind an HTTPRoute that sends 90% to v1 and 10% to v2
+    ratings    rete-echo + sidecar; its AuthorizationPolicy lets backend call it, and
+               frontend only GET /public/* (anything else: 403)
 
-Every workload has its own loopback address (127.0.0.41, .42, .43 by default;
-bench/run.py uses .10-.32)
-and its sidecar listens on the standard ports there: 15001 outbound, 15008 mesh
-(mTLS between sidecars), 15006 inbound, 15000 admin. Certificates come from a
-demo CA (ECDSA P-256) made with the openssl CLI; each sidecar has a SPIFFE ID
-spiffe://cluster.local/ns/demo/sa/<service>.
+Each workload has its own loopback address (127.0.0.41 .. .44 by default) with
+its app on :8080 and its sidecar on the standard ports (15001 outbound, 15006
+inbound, 15008 mesh, 15000 admin). The sidecars run `rete-proxy
+--control-plane`: each trades a single-use join token (`retectl token create`)
+for its certificate (SPIFFE ID spiffe://cluster.local/ns/demo/sa/<account>),
+registers its Workload and gets its configuration from reted. The Services,
+the route and the policy are applied with `retectl apply -f examples/demo/`.
 
     make demo                      # or: /usr/bin/python3 examples/demo.py
     examples/demo.py --duration 8  # stop by itself after 8 s (tests)
 
 Runs in the foreground until Ctrl-C (or SIGTERM), then stops every process it
-started (SIGTERM, wait) and exits 0. Files (certificates, configurations, logs)
-go to .demo/ in the checkout. Standard library only.
+started (rete-client, the sidecars, which drain, the apps, reted last) and exits 0.
+Every run starts afresh: reted's data dir (.demo/reted/), the proxies' data
+dirs, the tokens and the logs under .demo/ are wiped at start. Standard
+library only.
 """
 import argparse
 import ctypes
@@ -30,20 +37,28 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "system"))
-import certs  # noqa: E402  (the openssl-CLI CA helpers shared with the system tests)
+RESOURCES = REPO / "examples" / "demo"
 
 NS = "demo"
 TRUST_DOMAIN = "cluster.local"
 APP_PORT = 8080  # every app listens on <its address>:8080
-SERVICE_PORT = 80  # the port callers use (http://backend/ = port 80)
 PROXY_PORTS = {"outbound": 15001, "inbound": 15006, "mesh": 15008, "admin": 15000}
+API_PORT, XDS_PORT = 15014, 15012
 WEIGHTS = {"v1": 90, "v2": 10}
 READY_LINE = "rete demo is ready"
+
+# name, service account, app (rete-echo --name), version, labels
+WORKLOADS = [
+    ("frontend-0", "frontend", "frontend", "v1", {"app": "frontend", "version": "v1"}),
+    ("backend-v1-0", "backend", "backend", "v1", {"app": "backend", "version": "v1"}),
+    ("backend-v2-0", "backend", "backend", "v2", {"app": "backend", "version": "v2"}),
+    ("ratings-0", "ratings", "ratings", "v1", {"app": "ratings", "version": "v1"}),
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -68,59 +83,21 @@ def fail(msg):
 
 
 def build_binary(build, name):
-    for sub in ("examples", "src/proxy", ""):
+    for sub in ("", "examples", "src/proxy", "src/control", "src/ctl"):  # build/retectl first
         p = build / sub / name
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)
     fail(f"{name} not found under {build}: run `make build` first")
 
 
-# ---- resources ------------------------------------------------------------
-
-def resources(hosts):
-    """The documents every sidecar shares: Services, Workloads, the split."""
-    def svc(name, selector):
-        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-                "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "HTTP",
-                                    "targetPort": APP_PORT}], "selector": selector}}
-
-    def wl(name, sa, address, labels):
-        return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "Workload",
-                "metadata": {"name": name, "namespace": NS},
-                "spec": {"address": address, "serviceAccount": sa, "labels": labels}}
-
-    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-             "metadata": {"name": "backend-split", "namespace": NS},
-             "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "backend",
-                                      "port": SERVICE_PORT}],
-                      "rules": [{"backendRefs": [
-                          {"name": f"backend-{v}", "port": SERVICE_PORT, "weight": w}
-                          for v, w in WEIGHTS.items()]}]}}
-    return [
-        svc("frontend", {"app": "frontend"}),
-        svc("backend", {"app": "backend"}),
-        svc("backend-v1", {"app": "backend", "version": "v1"}),
-        svc("backend-v2", {"app": "backend", "version": "v2"}),
-        wl("frontend-0", "frontend", hosts["frontend"], {"app": "frontend", "version": "v1"}),
-        wl("backend-v1-0", "backend", hosts["backend-v1"], {"app": "backend", "version": "v1"}),
-        wl("backend-v2-0", "backend", hosts["backend-v2"], {"app": "backend", "version": "v2"}),
-        route,
-    ]
-
-
-def proxy_doc(name, sa, address, cert, key, ca):
-    return {"apiVersion": "rete.dev/v1alpha1", "kind": "Proxy",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"serviceAccount": sa, "address": address,
-                     "tls": {"certFile": cert, "keyFile": key, "caFile": ca},
-                     "inbound": [{"port": APP_PORT, "protocol": "HTTP"}],
-                     "limits": {"drainTimeout": "2s"}}}
-
-
-def write_yaml(path, docs):
-    # JSON documents in a YAML stream: JSON is YAML, no YAML library needed.
-    with open(path, "w") as f:
-        f.write("\n---\n".join(json.dumps(d, indent=1) for d in docs) + "\n")
+def shown(path):
+    """A path as the user would type it from the current directory."""
+    path = Path(os.path.abspath(path))  # not resolve(): keep build/retectl, not its target
+    try:
+        rel = path.relative_to(Path.cwd())
+        return str(rel) if str(rel) != "." else "."
+    except ValueError:
+        return str(path)
 
 
 # ---- ports ----------------------------------------------------------------
@@ -138,22 +115,21 @@ def port_owner(host, port):
     return ""
 
 
-def check_ports(hosts, demo_dir):
+def check_ports(endpoints, demo_dir):
     """Every address:port the demo will listen on must be free. A plain bind
     (no SO_REUSEPORT) fails even when the holder used SO_REUSEPORT, which a
     second rete-proxy would not notice on its own."""
     busy = []
-    for host in hosts.values():
-        for port in [APP_PORT, *PROXY_PORTS.values()]:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
-            try:
-                s.bind((host, port))
-                s.listen(1)
-            except OSError as e:
-                busy.append(f"{host}:{port} ({e.strerror}){port_owner(host, port)}")
-            finally:
-                s.close()
+    for host, port in endpoints:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError as e:
+            busy.append(f"{host}:{port} ({e.strerror}){port_owner(host, port)}")
+        finally:
+            s.close()
     if busy:
         hint = "Another process listens on what the demo needs:\n  " + "\n  ".join(busy) + "\n"
         pid = read_pid(demo_dir / "demo.pid")
@@ -224,75 +200,107 @@ def tail(text, n=15):
 
 
 def http_get(url, host=None, timeout=2):
+    """(status, body); an HTTP error status is an answer too, not an exception."""
     req = urllib.request.Request(url, headers={"Host": host} if host else {})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # ignore http_proxy
-    with opener.open(req, timeout=timeout) as r:
-        return r.status, r.read()
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
-def wait_http(url, host=None, timeout=15):
+def wait_http(url, host=None, timeout=15, want=200):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
             status, body = http_get(url, host)
-            if status == 200:
+            if status == want:
                 return body
             last = f"status {status}"
         except Exception as e:  # noqa: BLE001 (any failure: retry until the deadline)
             last = str(e)
         time.sleep(0.1)
-    fail(f"{url} (Host: {host or '-'}) did not answer 200 within {timeout}s: {last}")
+    fail(f"{url} (Host: {host or '-'}) did not answer {want} within {timeout}s: {last}")
 
 
 # ---- the guide --------------------------------------------------------------
 
-def guide(hosts, demo_dir):
-    fe, v1, v2 = hosts["frontend"], hosts["backend-v1"], hosts["backend-v2"]
-    rows = [("frontend", "rete-echo + rete-client", fe), ("backend v1", "rete-echo v1", v1),
-            ("backend v2", "rete-echo v2", v2)]
-    out = ["", "=" * 78, f"{READY_LINE}: 3 workloads, 3 sidecars, mTLS between them", "=" * 78, ""]
-    out.append(f"  {'service':<12}{'app':<26}{'app address':<18}sidecar (outbound / mesh / admin)")
-    for name, app, h in rows:
-        out.append(f"  {name:<12}{app:<26}{h + ':' + str(APP_PORT):<18}"
-                   f"{h}:{PROXY_PORTS['outbound']} / :{PROXY_PORTS['mesh']} / :{PROXY_PORTS['admin']}")
-    ca = demo_dir / "certs" / "demo-ca.crt"
+def guide(hosts, reted_host, demo_dir, retectl, user_context):
+    fe, be, ra = hosts["frontend-0"], hosts["backend-v1-0"], hosts["ratings-0"]
+    ctl = shown(retectl)
+    ex = shown(RESOURCES)
+    rows = [("reted", "control plane", f"{reted_host}:{API_PORT} (API)", f"{reted_host}:{XDS_PORT} (proxies)", "")]
+    for name, sa, app, version, _ in WORKLOADS:
+        what = "rete-echo + rete-client" if app == "frontend" else f"rete-echo {version}" if app == "backend" \
+            else "rete-echo"
+        rows.append((name, what, f"{hosts[name]}:{APP_PORT}",
+                     f"{hosts[name]}:{PROXY_PORTS['outbound']}/{PROXY_PORTS['inbound']}/"
+                     f"{PROXY_PORTS['mesh']}/{PROXY_PORTS['admin']}", sa))
+    out = ["", "=" * 78,
+           f"{READY_LINE}: reted, 4 workloads with their sidecars, mTLS between them", "=" * 78, ""]
+    out.append(f"  {'workload':<14}{'app':<25}{'app address':<23}{'sidecar out/in/mesh/admin':<37}account")
+    for r in rows:
+        out.append(f"  {r[0]:<14}{r[1]:<25}{r[2]:<23}{r[3]:<37}{r[4]}".rstrip())
+    base = shown(demo_dir.parent)
+    base = "this directory" if base == "." else base
+    where = f"from {base} or below (it finds {demo_dir.name}/reted/context.json)"
+    if user_context:
+        where += ", or from anywhere (~/.config/rete/context.json)"
     out += [
         "",
-        f"  rete-client (the frontend's outgoing traffic) sends 20 req/s to http://backend/hello",
-        f"  through the frontend sidecar {fe}:15001; the HTTPRoute backend-split sends",
-        f"  {WEIGHTS['v1']}% to backend-v1 and {WEIGHTS['v2']}% to backend-v2. Identities: "
-        f"spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/<frontend|backend>",
+        f"  rete-client sends steady traffic to http://backend/hello through the frontend sidecar;",
+        f"  the HTTPRoute backend-split sends {WEIGHTS['v1']}% to backend v1 and {WEIGHTS['v2']}% to v2.",
+        f"  ratings' AuthorizationPolicy ratings-allow-backend lets backend call anything and frontend",
+        f"  only GET /public/* (identities: spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/<account>).",
+        f"  Resources: {ex}/*.yaml. Sidecars got their certificates with single-use join tokens",
+        f"  ({shown(demo_dir / 'tokens')}/) and registered their Workloads themselves.",
         "",
-        "Try, from another terminal (as the frontend app would):",
+        f"retectl, {where}:",
         "",
-        "  # call backend through the frontend's sidecar (HTTP/1.1, Host header names the service);",
-        "  # the answer shows the version and the caller's SPIFFE ID (x-forwarded-client-cert)",
+        f"  {ctl} get svc -n {NS}",
+        f"  {ctl} get wl -n {NS} -o wide",
+        f"  {ctl} get httproute backend-split -n {NS} -o yaml",
+        f"  {ctl} get authorizationpolicy -n {NS} -o yaml",
+        f"  {ctl} proxy-status",
+        f"  {ctl} proxy-config frontend-0 -n {NS}",
+        f"  {ctl} check",
+        "",
+        "  # change the split to 50/50 (watch the traffic line below), then back to 90/10",
+        f"  {ctl} apply -f {ex}/split/50-50.yaml",
+        f"  {ctl} apply -f {ex}/20-backend-split.yaml",
+        "  # or edit the weights in one line",
+        f"  sed 's/weight: 90/weight: 0/; s/weight: 10/weight: 100/' {ex}/20-backend-split.yaml"
+        f" | {ctl} apply -f -",
+        "",
+        "  # a join token for one more proxy (single use, 1 hour)",
+        f"  {ctl} token create --namespace {NS} --service-account backend",
+        "",
+        "curl, as the apps would (the sidecar's outbound port; Host names the service):",
+        "",
+        "  # frontend -> backend: the answer shows the version and the caller's SPIFFE ID",
         f"  curl -s -H 'Host: backend' http://{fe}:15001/hello",
         "",
-        "  # the sidecar as an HTTP proxy (absolute-form), and HTTP/2 from the app",
-        f"  curl -s -x http://{fe}:15001 http://backend.demo/",
-        f"  curl -s --http2-prior-knowledge -H 'Host: backend' http://{fe}:15001/h2",
+        "  # frontend -> ratings: 403 (RBAC: access denied), except GET /public/*",
+        f"  curl -si -H 'Host: ratings' http://{fe}:15001/",
+        f"  curl -s -H 'Host: ratings' http://{fe}:15001/public/stars",
         "",
-        "  # the 90/10 split, counted over 100 requests",
+        "  # backend -> ratings (through backend v1's sidecar): allowed, any path",
+        f"  curl -s -H 'Host: ratings' http://{be}:15001/",
+        "",
+        "  # the split, counted over 100 requests",
         f"  for i in $(seq 100); do curl -s -H 'Host: backend' http://{fe}:15001/; echo; done"
         " | grep -o '\"version\":\"v[12]\"' | sort | uniq -c",
         "",
-        "  # a host the mesh does not know: 404 with the reason",
-        f"  curl -si -H 'Host: nosuch' http://{fe}:15001/",
-        "",
         "  # metrics and the effective configuration (admin port)",
         f"  curl -s http://{fe}:15000/metrics | grep rete_proxy_requests_total",
-        f"  curl -s http://{v1}:15000/metrics | grep -E 'rete_proxy_(requests_total|mesh_refused)'",
-        f"  curl -s http://{fe}:15000/config | python3 -m json.tool | less",
+        f"  curl -s http://{ra}:15000/metrics | grep rete_proxy_authz_denied_total",
+        f"  curl -s -H \"Authorization: Bearer $(cat {shown(demo_dir / 'reted' / 'admin.token')})\" "
+        f"http://{reted_host}:{API_PORT}/metrics | grep -E '^rete_reted_(proxies|config_pushes)'",
         "",
-        "  # the mesh port (mTLS, ALPN h2) wants a client certificate from the mesh CA; without",
-        "  # one the handshake is refused ('alert certificate required'), counted in",
-        "  # rete_proxy_mesh_refused_total and logged in logs/backend-v1-sidecar.log",
-        f"  openssl s_client -connect {v1}:15008 -alpn h2 -CAfile {ca} -brief </dev/null 2>&1"
-        " | grep -E 'Verification|alert'",
-        "",
-        f"Files: {demo_dir}/ (certs/, *.yaml configs, logs/). Stop with Ctrl-C.",
+        f"Files: {shown(demo_dir)}/ (reted/ data dir, proxies/ data dirs, tokens/, logs/); wiped at the",
+        "next start, so every run begins with a new CA, store and tokens. Stop with Ctrl-C.",
         "",
     ]
     return "\n".join(out)
@@ -332,14 +340,59 @@ def summary_line(client, split, every):
     return f"[traffic] rete-client: {c} | backend, last {every}s: {parts}"
 
 
+# ---- reted and retectl --------------------------------------------------------
+
+def child_env():
+    """The environment of every process the demo starts: no RETE_SERVER or
+    RETE_TOKEN_FILE from the user's shell (they would send retectl elsewhere)."""
+    env = dict(os.environ)
+    env.pop("RETE_SERVER", None)
+    env.pop("RETE_TOKEN_FILE", None)
+    return env
+
+
+class Ctl:
+    """retectl with reted's address and admin token given explicitly."""
+
+    def __init__(self, binary, api, token_file):
+        self.argv = [binary, "--server", api, "--token-file", str(token_file)]
+
+    def __call__(self, *args, what=None):
+        r = subprocess.run([*self.argv, *args], capture_output=True, text=True, env=child_env(), timeout=30)
+        if r.returncode != 0:
+            fail(f"`retectl {' '.join(args)}` failed ({r.returncode}) while {what or 'starting'}:\n"
+                 f"{tail(r.stdout + r.stderr)}")
+        return r.stdout
+
+
+def wait_synced(ctl, names, timeout=20):
+    """Until reted says every proxy in `names` acknowledged its latest config."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        out = ctl("proxy-status", "-o", "json", what="waiting for the proxies to sync")
+        items = json.loads(out)
+        items = items.get("items", items) if isinstance(items, dict) else items
+        status = {p.get("name"): str(p.get("status", "")) for p in items}
+        if all(status.get(n) == "SYNCED" for n in names):
+            return
+        last = status
+        time.sleep(0.2)
+    fail(f"proxies not SYNCED after {timeout}s: {last}")
+
+
 # ---- main -------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (default: Ctrl-C)")
     ap.add_argument("--ip-base", type=int, default=41,
-                    help="workloads use 127.0.0.N, N+1, N+2 (default 41)")
-    ap.add_argument("--dir", default=str(REPO / ".demo"), help="demo directory (default .demo/)")
+                    help="workloads use 127.0.0.N .. N+3 (default 41)")
+    ap.add_argument("--reted-ip", default="127.0.0.1",
+                    help=f"reted listens on IP:{API_PORT} and IP:{XDS_PORT} (default 127.0.0.1)")
+    ap.add_argument("--dir", default=str(REPO / ".demo"),
+                    help="demo directory (default .demo/ in the checkout; retectl finds "
+                         ".demo/reted/context.json from the directory holding it)")
     ap.add_argument("--rate", type=int, default=20, help="rete-client requests per second (default 20)")
     ap.add_argument("--every", type=int, default=5, help="seconds between traffic summaries (default 5)")
     ap.add_argument("--build", default=os.environ.get("RETE_BUILD", str(REPO / "build")),
@@ -349,17 +402,16 @@ def main():
         fail("--ip-base must be 2..250")
 
     build = Path(args.build)
-    proxy_bin = build_binary(build, "rete-proxy")
-    echo_bin = build_binary(build, "rete-echo")
-    client_bin = build_binary(build, "rete-client")
-    if not shutil.which(certs.OPENSSL):
-        fail("the openssl command is needed (Debian: apt-get install openssl; `make deps`)")
+    bins = {n: build_binary(build, n) for n in ("reted", "retectl", "rete-proxy", "rete-echo", "rete-client")}
 
     demo_dir = Path(args.dir).resolve()
-    hosts = {"frontend": f"127.0.0.{args.ip_base}", "backend-v1": f"127.0.0.{args.ip_base + 1}",
-             "backend-v2": f"127.0.0.{args.ip_base + 2}"}
+    hosts = {w[0]: f"127.0.0.{args.ip_base + i}" for i, w in enumerate(WORKLOADS)}
+    if args.reted_ip in hosts.values():
+        fail(f"--reted-ip {args.reted_ip} is one of the workloads' addresses")
     demo_dir.mkdir(parents=True, exist_ok=True)
-    check_ports(hosts, demo_dir)
+    endpoints = [(args.reted_ip, API_PORT), (args.reted_ip, XDS_PORT)]
+    endpoints += [(h, p) for h in hosts.values() for p in (APP_PORT, *PROXY_PORTS.values())]
+    check_ports(endpoints, demo_dir)
 
     stop_requested = []
 
@@ -370,25 +422,16 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     (demo_dir / "demo.pid").write_text(f"{os.getpid()}\n")
 
-    # Fresh certificates and configurations every run.
-    cert_dir, log_dir = demo_dir / "certs", demo_dir / "logs"
-    for d in (cert_dir, log_dir):
+    # Every run starts afresh: join tokens are single-use and the proxies'
+    # certificates come from this run's CA. Only what the demo makes is wiped.
+    reted_dir, proxy_dir = demo_dir / "reted", demo_dir / "proxies"
+    token_dir, log_dir = demo_dir / "tokens", demo_dir / "logs"
+    for d in (reted_dir, proxy_dir, token_dir, log_dir):
         shutil.rmtree(d, ignore_errors=True)
-        d.mkdir()
-    say(f"demo: making a CA and workload certificates in {cert_dir} (openssl, ECDSA P-256)")
-    ca = certs.make_ca(str(cert_dir), "demo ca")
-    shared = resources(hosts)
-    workloads = [("frontend", "frontend", "v1"), ("backend-v1", "backend", "v1"),
-                 ("backend-v2", "backend", "v2")]
-    configs = {}
-    for name, sa, _ in workloads:
-        crt, key = certs.make_workload_cert(str(cert_dir), ca, TRUST_DOMAIN, NS, sa, name=name)
-        path = demo_dir / f"{name}.yaml"
-        write_yaml(path, [proxy_doc(name, sa, hosts[name], crt, key, ca[0]), *shared])
-        r = subprocess.run([proxy_bin, "--check-config", str(path)], capture_output=True, text=True)
-        if r.returncode != 0:
-            fail(f"configuration {path} rejected: {r.stderr.strip()}")
-        configs[name] = path
+    for d in (proxy_dir, token_dir, log_dir):
+        d.mkdir(mode=0o700)
+    api, xds = f"{args.reted_ip}:{API_PORT}", f"{args.reted_ip}:{XDS_PORT}"
+    user_context = not os.environ.get("RETED_NO_USER_CONTEXT")
 
     procs = []  # in start order; stopped in reverse
 
@@ -399,41 +442,77 @@ def main():
 
     rc = 0
     try:
-        say("demo: starting the apps and their sidecars")
+        say(f"demo: starting reted (data dir {shown(reted_dir)}, API {api}, proxy API {xds})")
+        reted = start("reted", [bins["reted"], "--data-dir", str(reted_dir), "--api", api, "--xds", xds],
+                      r"ready: api ")
+        reted.wait_ready()
+        ctl = Ctl(bins["retectl"], api, reted_dir / "admin.token")
+
+        say(f"demo: retectl apply -f {shown(RESOURCES)}/")
+        for line in ctl("apply", "-f", str(RESOURCES), what="applying the demo's resources").splitlines():
+            say("  " + line)
+
+        say(f"demo: join tokens (retectl token create) in {shown(token_dir)}/")
+        tokens = {}
+        for name, sa, *_ in WORKLOADS:
+            tok = ctl("token", "create", "--namespace", NS, "--service-account", sa,
+                      what=f"creating a token for {name}").strip()
+            path = token_dir / f"{name}.token"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(tok + "\n")
+            tokens[name] = path
+
+        say("demo: starting the apps and their sidecars (rete-proxy --control-plane)")
         apps = {}
-        for name, sa, version in workloads:
+        for name, _, app, version, _ in WORKLOADS:
             addr = f"{hosts[name]}:{APP_PORT}"
-            apps[name] = start(f"{name}-app", [echo_bin, "--listen", addr, "--name", sa,
+            apps[name] = start(f"{name}-app", [bins["rete-echo"], "--listen", addr, "--name", app,
                                                "--version-label", version],
-                               rf"rete-echo {sa} listening on {re.escape(addr)}")
-        sidecars = {}
-        for name, _, _ in workloads:
-            sidecars[name] = start(f"{name}-sidecar", [proxy_bin, "--config", str(configs[name])],
-                                   r"ready:")
+                               rf"rete-echo {app} listening on {re.escape(addr)}")
+        for name, sa, _, _, labels in WORKLOADS:
+            argv = [bins["rete-proxy"], "--control-plane", xds, "--token-file", str(tokens[name]),
+                    "--ca-file", str(reted_dir / "ca" / "bundle.pem"),
+                    "--data-dir", str(proxy_dir / name), "--namespace", NS, "--service-account", sa,
+                    "--name", name, "--address", hosts[name], "--inbound", f"{APP_PORT}/HTTP"]
+            for k, v in labels.items():
+                argv += ["--label", f"{k}={v}"]
+            start(f"{name}-sidecar", argv, r"ready:")
         for p in procs:
-            p.wait_ready()
-        for name in sidecars:
-            wait_http(f"http://{hosts[name]}:{PROXY_PORTS['admin']}/ready")
-        # end to end, through mTLS, until both versions have answered once
+            if not stop_requested:
+                p.wait_ready(timeout=20)
+        for name in hosts:
+            if not stop_requested:
+                wait_http(f"http://{hosts[name]}:{PROXY_PORTS['admin']}/ready")
+        if not stop_requested:
+            wait_synced(ctl, list(hosts))
+
+        # end to end, through mTLS: both versions of backend, ratings' policy both ways
+        fe_out = f"http://{hosts['frontend-0']}:{PROXY_PORTS['outbound']}/"
+        be_out = f"http://{hosts['backend-v1-0']}:{PROXY_PORTS['outbound']}/"
         seen = set()
         deadline = time.monotonic() + 20
         while seen != set(WEIGHTS) and time.monotonic() < deadline and not stop_requested:
-            body = wait_http(f"http://{hosts['frontend']}:{PROXY_PORTS['outbound']}/", host="backend")
+            body = wait_http(fe_out, host="backend")
             seen.add(json.loads(body)["version"])
         if seen != set(WEIGHTS) and not stop_requested:
             fail(f"only {sorted(seen)} of backend answered through the mesh")
+        if not stop_requested:
+            wait_http(be_out, host="ratings")
+            wait_http(fe_out, host="ratings", want=403)
+            wait_http(fe_out + "public/stars", host="ratings")
 
         client = start("frontend-client",
-                       [client_bin, "--url", "http://backend/hello", "--proxy",
-                        f"{hosts['frontend']}:{PROXY_PORTS['outbound']}", "--rate", str(args.rate)],
+                       [bins["rete-client"], "--url", "http://backend/hello", "--proxy",
+                        f"{hosts['frontend-0']}:{PROXY_PORTS['outbound']}", "--rate", str(args.rate)],
                        r"ok=\d+")
         if not stop_requested:
             client.wait_ready()
-        split = Split({"v1": apps["backend-v1"], "v2": apps["backend-v2"]})
+        split = Split({"v1": apps["backend-v1-0"], "v2": apps["backend-v2-0"]})
         split.delta()  # start counting from here
 
         if not stop_requested:
-            say(guide(hosts, demo_dir))
+            say(guide(hosts, args.reted_ip, demo_dir, bins["retectl"], user_context))
             say(f"demo: traffic summary every {args.every}s; press Ctrl-C to stop")
         started = time.monotonic()
         next_summary = started + args.every
@@ -456,7 +535,8 @@ def main():
         if stop_requested:
             say(f"\ndemo: {signal.Signals(stop_requested[0]).name} received")
     finally:
-        # Stop the traffic first, then the sidecars (they drain), then the apps.
+        # The traffic first, then the sidecars (they drain and deregister),
+        # then the apps, reted last.
         say("demo: stopping (SIGTERM, then wait for each process)")
         for p in reversed(procs):
             code = p.stop()
@@ -474,7 +554,7 @@ def main():
         except OSError:
             pass
     say(f"demo: all {len(procs)} processes stopped" + ("" if rc == 0 else " (with errors)") +
-        f"; logs are in {log_dir}")
+        f"; logs are in {shown(log_dir)}")
     return rc
 
 

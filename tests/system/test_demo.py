@@ -1,6 +1,10 @@
-"""`make demo`'s script, examples/demo.py, end to end: it starts, prints its
-guide, the commands in the guide work, the 90/10 split reaches both backend
-versions, and it stops by itself (--duration) with exit 0 and no process left."""
+"""`make demo`'s script, examples/demo.py, end to end: reted, four workloads
+with control-plane sidecars; it prints its guide, the curl and retectl commands
+in the guide work (retectl run as printed, finding reted through
+.demo/reted/context.json), the 90/10 split reaches both backend versions,
+ratings' policy answers 403 to frontend, and the demo stops by itself
+(--duration) with exit 0 and no process left. Nothing is written to ~/.config
+(RETED_NO_USER_CONTEXT, and HOME is the test's directory)."""
 import json
 import os
 import random
@@ -44,10 +48,19 @@ def demo_children(pid):
 
 def run_demo(tmp_path, duration, base):
     log = open(tmp_path / "demo.out", "w+")
+    env = dict(os.environ, RETED_NO_USER_CONTEXT="1", HOME=str(tmp_path))
+    env.pop("RETE_SERVER", None)
+    env.pop("RETE_TOKEN_FILE", None)
     p = subprocess.Popen([sys.executable, str(DEMO), "--duration", str(duration), "--ip-base", str(base),
-                          "--dir", str(tmp_path / "demo"), "--build", str(build_dir()), "--every", "2"],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    return p, log
+                          "--reted-ip", f"127.0.0.{base + 4}", "--dir", str(tmp_path / ".demo"),
+                          "--build", str(build_dir()), "--every", "2"],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+    return p, log, env
+
+
+def sh(cmd, tmp_path, env):
+    """A guide command, run as printed by a shell from the directory holding .demo/."""
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20, cwd=tmp_path, env=env)
 
 
 def read(log):
@@ -70,27 +83,41 @@ def wait_for(p, log, pattern, timeout):
 
 def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
     base = random.randint(100, 240)
-    p, log = run_demo(tmp_path, duration=8, base=base)
+    p, log, env = run_demo(tmp_path, duration=10, base=base)
     try:
-        guide = wait_for(p, log, r"press Ctrl-C to stop", 60)
+        guide = wait_for(p, log, r"press Ctrl-C to stop", 90)
         assert "rete demo is ready" in guide
         pids = demo_children(p.pid)
-        assert len(pids) == 7, pids  # 3 apps, 3 sidecars, rete-client
-        fe = f"127.0.0.{base}"
+        assert len(pids) == 10, pids  # reted, 4 apps, 4 sidecars, rete-client
+        fe, be = f"127.0.0.{base}", f"127.0.0.{base + 1}"
 
-        # two of the printed commands, run as printed (by a shell)
-        hello = guide_command(guide, "curl -s -H 'Host: backend'")
-        assert fe in hello
-        r = subprocess.run(hello, shell=True, capture_output=True, text=True, timeout=20)
+        # curl commands, run as printed
+        r = sh(guide_command(guide, f"curl -s -H 'Host: backend' http://{fe}:15001/hello"), tmp_path, env)
         body = json.loads(r.stdout)
         assert body["service"] == "backend" and body["version"] in ("v1", "v2")
         assert body["headers"]["x-forwarded-client-cert"] == (
             "By=spiffe://cluster.local/ns/demo/sa/backend;URI=spiffe://cluster.local/ns/demo/sa/frontend")
 
-        metrics = guide_command(guide, f"curl -s http://{fe}:15000/metrics")
-        r = subprocess.run(metrics, shell=True, capture_output=True, text=True, timeout=20)
-        m = re.search(r"^rete_proxy_requests_total (\d+)$", r.stdout, re.M)
-        assert m and int(m.group(1)) > 0, r.stdout
+        r = sh(guide_command(guide, f"curl -si -H 'Host: ratings' http://{fe}:15001/"), tmp_path, env)
+        assert r.stdout.startswith("HTTP/1.1 403"), r.stdout
+        assert "ratings-allow-backend" in r.stdout
+
+        r = sh(guide_command(guide, f"curl -s -H 'Host: ratings' http://{be}:15001/"), tmp_path, env)
+        body = json.loads(r.stdout)
+        assert body["service"] == "ratings" and body["status"] == 200, body
+        assert body["headers"]["x-forwarded-client-cert"].endswith("URI=spiffe://cluster.local/ns/demo/sa/backend")
+
+        # retectl commands, run as printed: reted found with no flags
+        r = sh(guide_command(guide, f"{build_dir()}/retectl proxy-status"), tmp_path, env)
+        assert r.returncode == 0, r.stderr
+        rows = [l.split() for l in r.stdout.splitlines()[1:] if l.strip()]
+        assert sorted(row[0] for row in rows) == ["backend-v1-0", "backend-v2-0", "frontend-0", "ratings-0"], r.stdout
+        assert all(row[4] == "SYNCED" for row in rows), r.stdout
+
+        r = sh(guide_command(guide, f"{build_dir()}/retectl get svc -n demo"), tmp_path, env)
+        assert r.returncode == 0, r.stderr
+        assert {"frontend", "backend", "backend-v1", "backend-v2", "ratings"} <= {
+            l.split()[0] for l in r.stdout.splitlines()[1:] if l.strip()}, r.stdout
 
         # the split: both versions answered, mostly v1
         counts = {"v1": 0, "v2": 0}
@@ -102,7 +129,7 @@ def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
                 break
         assert counts["v1"] > counts["v2"] > 0, counts
 
-        assert p.wait(timeout=40) == 0, read(log)
+        assert p.wait(timeout=60) == 0, read(log)
     finally:
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -110,9 +137,10 @@ def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
     out = read(log)
     assert re.search(r"\[traffic\] rete-client: ok=\d+ .* v1 \d+ \(\d+%\)  v2 \d+", out), out
     assert "[traffic] rete-client done ok=" in out
-    assert "all 7 processes stopped" in out
+    assert "all 10 processes stopped" in out
     time.sleep(0.2)
     assert children_alive(pids) == [], out
+    assert not (tmp_path / ".config").exists()
 
 
 def test_demo_refuses_busy_port(tmp_path):
@@ -123,7 +151,7 @@ def test_demo_refuses_busy_port(tmp_path):
     s.bind((f"127.0.0.{base + 1}", 15008))
     s.listen(1)
     try:
-        p, log = run_demo(tmp_path, duration=1, base=base)
+        p, log, _ = run_demo(tmp_path, duration=1, base=base)
         assert p.wait(timeout=30) == 1
         out = read(log)
         assert f"127.0.0.{base + 1}:15008" in out and "port in use" in out, out
