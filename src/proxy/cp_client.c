@@ -64,6 +64,7 @@ static struct {
 static void stream_connect(void);
 static void schedule_retry(void);
 static void on_renew(uv_timer_t *t);
+static void stream_send(json_t *msg);
 
 bool rete_cp_connected(void)
 {
@@ -480,6 +481,9 @@ static void cert_response(cp_http *h, const char *body, size_t len)
     schedule_renewal();
     if (!h->renewal)
         stream_connect();
+    else if (cp.connected) /* proxy-status shows the new expiry, not the old one */
+        stream_send(json_pack("{s:s,s:b,s:I}", "type", "health", "ready", atomic_load(&cp.p->ready),
+                              "certExpiresAt", (json_int_t)cp.cert_not_after));
 }
 
 static void on_renew(uv_timer_t *t)
