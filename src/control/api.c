@@ -390,9 +390,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         return;
     }
     if (!authorized(r, req)) {
-        rete_http_respond(req, 401, "application/json",
-                          "{\"error\":\"missing or wrong admin token (Authorization: Bearer)\"}", 63,
-                          "www-authenticate: Bearer\r\n");
+        static const char body[] = "{\"error\":\"missing or wrong admin token (Authorization: Bearer)\"}";
+        rete_http_respond(req, 401, "application/json", body, sizeof(body) - 1, "www-authenticate: Bearer\r\n");
         return;
     }
     bool post = rete_view_eq(req->method, RETE_VIEW_LIT("POST"));
