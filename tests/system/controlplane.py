@@ -37,8 +37,9 @@ class Reted:
     """One reted process (restartable on the same data dir and ports) and a
     client for its operator API."""
 
-    def __init__(self, data_dir, *args, api_port=None, xds_port=None):
+    def __init__(self, data_dir, *args, api_port=None, xds_port=None, persistent=False):
         self.data = str(data_dir)
+        self.persistent = persistent  # outlives the test (module fixtures)
         self.args = list(args)
         self.api_port = api_port or free_port()
         self.xds_port = xds_port or free_port()
@@ -54,7 +55,8 @@ class Reted:
             self.logs.append(read_log(self.proc))
         self.proc = start_process(
             [build_path("reted"), "--data-dir", self.data, "--api", self.api, "--xds", self.xds, *self.args],
-            READY_RETED, timeout=timeout, env={"RETED_NO_USER_CONTEXT": "1"})
+            READY_RETED, timeout=timeout, env={"RETED_NO_USER_CONTEXT": "1"},
+            persistent=self.persistent)
         with open(os.path.join(self.data, "admin.token")) as f:
             self.admin_token = f.read().strip()
         return self
@@ -169,8 +171,8 @@ class Reted:
         return self.request("GET", f"/api/v1/proxies/{ns}/{name}/config")
 
 
-def start_reted(tmp_path, *args, subdir="reted"):
-    return Reted(os.path.join(str(tmp_path), subdir), *args).start()
+def start_reted(tmp_path, *args, subdir="reted", persistent=False):
+    return Reted(os.path.join(str(tmp_path), subdir), *args, persistent=persistent).start()
 
 
 class CPProxy:

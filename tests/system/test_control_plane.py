@@ -227,3 +227,264 @@ def test_first_config_nacked_leaves_the_proxy_unready_and_visible(reted, tmp_pat
     assert up.proc.poll() is None
     st, _ = reted.get("workload", "demo", "up-0")
     assert st == 200  # registered: it is connected, just not configured
+
+
+# ---------------------------------------------------------------- PeerAuthentication
+
+
+def _peer_auth(ns, mode):
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": ns}, "spec": {"mtls": {"mode": mode}}}
+
+
+def _wait_acked(reted, name, version, timeout=30):
+    """Until proxy `name` has ACKed a snapshot at least as new as `version`."""
+    return wait_for(lambda: (lambda p: p if p and p["status"] == "SYNCED" and p["ackedVersion"] >= version
+                             else None)(reted.proxy(name)), timeout, 0.2, f"{name} acked {version}")
+
+
+def _plaintext_inbound(host):
+    """curl straight to the inbound listener (15006), outside the mesh."""
+    r = curl(f"{host}:15006", "echo", "/plain", "-o", "/dev/null", "-w", "%{http_code}", timeout=5)
+    return r.returncode, r.stdout.decode()
+
+
+def test_peer_authentication_strict_refuses_plaintext_permissive_accepts(reted, tmp_path):
+    m = echo_service_mesh(reted, tmp_path)
+    host = m["echo_host"]
+    res = reted.apply_ok([_peer_auth("demo", "PERMISSIVE")])
+    _wait_acked(reted, "echo-0", int(res["results"][0]["resourceVersion"]))
+    assert _plaintext_inbound(host) == (0, "200")
+    res = reted.apply_ok([_peer_auth("demo", "STRICT")])
+    _wait_acked(reted, "echo-0", int(res["results"][0]["resourceVersion"]))
+    rc, code = _plaintext_inbound(host)
+    assert rc != 0 and code in ("", "000"), (rc, code)
+    # mTLS from the mesh still works under STRICT
+    assert curl_status(m["client"].outbound, "echo") == 200
+    res = reted.apply_ok([_peer_auth("demo", "PERMISSIVE")])
+    _wait_acked(reted, "echo-0", int(res["results"][0]["resourceVersion"]))
+    assert _plaintext_inbound(host) == (0, "200")
+    assert curl_status(m["client"].outbound, "echo") == 200
+
+
+# ---------------------------------------------------------------- operator API: credential
+
+
+API_ENDPOINTS = [
+    ("POST", "/api/v1/apply", "kind: Service\n"),
+    ("GET", "/api/v1/resources/service", None),
+    ("GET", "/api/v1/resources/service?namespace=demo", None),
+    ("GET", "/api/v1/resources/service/demo/echo", None),
+    ("DELETE", "/api/v1/resources/service/demo/echo", None),
+    ("POST", "/api/v1/tokens", {"namespace": "demo", "serviceAccount": "x"}),
+    ("GET", "/api/v1/proxies", None),
+    ("GET", "/api/v1/proxies/demo/echo-0/config", None),
+    ("GET", "/api/v1/check", None),
+    ("POST", "/api/v1/identity", {"token": "x", "csr": "x"}),
+    ("GET", "/api/v1/nosuch", None),
+    ("GET", "/metrics", None),
+    ("GET", "/version", None),
+]
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic YWRtaW46YWRtaW4=", "Bearer ", "bearer-of-the-token",
+                                  "token+1"], ids=["none", "wrong", "basic", "empty", "raw", "longer"])
+def test_operator_api_needs_the_admin_credential(reted, auth):
+    reted.apply_ok([service("echo", "demo", [(80, "HTTP", 8080)])])
+    rev = reted.revision()
+    if auth == "bearer-of-the-token":
+        auth = reted.admin_token  # the token without "Bearer "
+    elif auth == "token+1":
+        auth = f"Bearer {reted.admin_token}x"
+    for method, path, body in API_ENDPOINTS:
+        st, j = reted.request(method, path, body, auth=auth or False)
+        assert st == 401, (method, path, st, j)
+        assert "admin token" in j["error"]
+    assert reted.revision() == rev
+    assert reted.get("service", "demo", "echo")[0] == 200
+    st, body = reted.request("GET", "/healthz", auth=False)
+    assert st == 200
+
+
+# ---------------------------------------------------------------- apply validation
+
+
+def _svc(spec, name="a", **meta):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns1", **meta},
+            "spec": spec}
+
+
+def _wl(spec):
+    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "Workload",
+            "metadata": {"name": "w", "namespace": "ns1"}, "spec": spec}
+
+
+def _route(spec, kind="HTTPRoute", api="gateway.networking.k8s.io/v1"):
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": "r", "namespace": "ns1"}, "spec": spec}
+
+
+def _dr(spec):
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "d", "namespace": "ns1"}, "spec": spec}
+
+
+def _authz(spec):
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "ns1"}, "spec": spec}
+
+
+_PARENT = [{"kind": "Service", "name": "s"}]
+_BACKEND = {"name": "s", "port": 80}
+
+# (id, document, field path) — each document follows a valid Service s, so it is document 1
+MALFORMED = [
+    ("port-zero", _svc({"ports": [{"port": 0, "protocol": "HTTP"}]}), "spec.ports[0].port"),
+    ("port-too-big", _svc({"ports": [{"port": 70000, "protocol": "HTTP"}]}), "spec.ports[0].port"),
+    ("port-string", _svc({"ports": [{"port": "eighty", "protocol": "HTTP"}]}), "spec.ports[0].port"),
+    ("protocol", _svc({"ports": [{"port": 80, "protocol": "SCTP"}]}), "spec.ports[0].protocol"),
+    ("unknown-port-field", _svc({"ports": [{"port": 80, "protocol": "HTTP", "bogus": 1}]}), "spec.ports[0].bogus"),
+    ("target-port", _svc({"ports": [{"port": 80}, {"port": 81, "targetPort": -1}]}), "spec.ports[1].targetPort"),
+    ("selector-scalar", _svc({"selector": "app"}), "spec.selector"),
+    ("unknown-metadata-field", _svc({}, colour="red"), "metadata.colour"),
+    ("unknown-top-field", {**_svc({}), "status": {}}, "status"),
+    ("no-name", {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ns1"}, "spec": {}},
+     "metadata.name"),
+    ("bad-name", _svc({}, name="Bad_Name"), "metadata.name"),
+    ("no-kind", {"apiVersion": "v1", "metadata": {"name": "a"}, "spec": {}}, "kind"),
+    ("unknown-kind", {"apiVersion": "v1", "kind": "Gizmo", "metadata": {"name": "a"}, "spec": {}}, "kind"),
+    ("api-version", {**_svc({}), "apiVersion": "v9"}, "apiVersion"),
+    ("workload-address", _wl({"address": "not-an-ip", "serviceAccount": "x"}), "spec.address"),
+    ("workload-no-address", _wl({"serviceAccount": "x"}), "spec.address"),
+    ("backend-port", _route({"parentRefs": _PARENT, "rules": [{"backendRefs": [{"name": "s", "port": 99999}]}]}),
+     "spec.rules[0].backendRefs[0].port"),
+    ("unknown-parent", _route({"parentRefs": [{"kind": "Service", "name": "nosuch"}],
+                               "rules": [{"backendRefs": [_BACKEND]}]}), "spec.parentRefs[0].name"),
+    ("unknown-backend", _route({"parentRefs": _PARENT, "rules": [{"backendRefs": [{"name": "nosuch", "port": 80}]}]}),
+     "spec.rules[0].backendRefs[0].name"),
+    ("no-parent", _route({"rules": []}), "spec.parentRefs"),
+    ("path-type", _route({"parentRefs": _PARENT, "rules": [{"matches": [{"path": {"type": "Bogus", "value": "/"}}],
+                                                             "backendRefs": [_BACKEND]}]}),
+     "spec.rules[0].matches[0].path.type"),
+    ("duration", _route({"parentRefs": _PARENT, "rules": [{"timeouts": {"request": "soon"},
+                                                            "backendRefs": [_BACKEND]}]}),
+     "spec.rules[0].timeouts.request"),
+    ("weight", _route({"parentRefs": _PARENT, "rules": [{"backendRefs": [{**_BACKEND, "weight": -3}]}]}),
+     "spec.rules[0].backendRefs[0].weight"),
+    ("tcp-two-rules", _route({"parentRefs": _PARENT, "rules": [{"backendRefs": [_BACKEND]}] * 2},
+                             "TCPRoute", "gateway.networking.k8s.io/v1alpha2"), "spec.rules"),
+    ("lb", _dr({"host": "s", "trafficPolicy": {"loadBalancer": {"simple": "FASTEST"}}}),
+     "spec.trafficPolicy.loadBalancer.simple"),
+    ("dr-no-host", _dr({"trafficPolicy": {}}), "spec.host"),
+    ("ejection", _dr({"host": "s", "trafficPolicy": {"outlierDetection": {"maxEjectionPercent": 101}}}),
+     "spec.trafficPolicy.outlierDetection.maxEjectionPercent"),
+    ("action", _authz({"action": "MAYBE"}), "spec.action"),
+    ("principals-scalar", _authz({"rules": [{"from": [{"source": {"principals": "x"}}]}]}),
+     "spec.rules[0].from[0].source.principals"),
+    ("authz-port", _authz({"rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}),
+     "spec.rules[0].to[0].operation.ports[0]"),
+    ("mtls-mode", {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                   "metadata": {"name": "p", "namespace": "ns1"}, "spec": {"mtls": {"mode": "SOMETIMES"}}},
+     "spec.mtls.mode"),
+    ("mesh-mtls", {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig",
+                   "metadata": {"name": "m", "namespace": "rete-system"}, "spec": {"defaultMtlsMode": "LOOSE"}},
+     "spec.defaultMtlsMode"),
+]
+
+
+def test_at_least_twenty_malformed_documents():
+    assert len(MALFORMED) >= 20 and len({c[0] for c in MALFORMED}) == len(MALFORMED)
+
+
+@pytest.fixture(scope="module")
+def shared_reted(tmp_path_factory):
+    r = start_reted(tmp_path_factory.mktemp("reted-shared"), persistent=True)
+    yield r
+    r.stop()
+
+
+@pytest.mark.parametrize("doc,path", [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_apply_rejects_malformed_document_with_its_field_path(shared_reted, doc, path):
+    r = shared_reted
+    valid = _svc({"ports": [{"port": 80, "protocol": "HTTP"}]}, name="s")
+    rev = r.revision()
+    st, body = r.apply([valid, doc], source="bad.yaml")
+    assert st == 422, body
+    assert body["details"], body
+    d = body["details"][0]
+    assert (d["source"], d["document"], d["path"]) == ("bad.yaml", 1, path), body
+    assert d["reason"], body
+    # nothing stored: neither the valid document nor the bad one
+    assert r.revision() == rev
+    assert r.get("service", "ns1", "s")[0] == 404
+    kind = doc.get("kind") if doc.get("kind") != "Gizmo" else None
+    if kind:
+        name = doc.get("metadata", {}).get("name")
+        if name:
+            assert r.get(kind, doc["metadata"].get("namespace", "default"), name)[0] == 404
+
+
+def test_apply_yaml_errors_name_the_document(shared_reted):
+    r = shared_reted
+    rev = r.revision()
+    st, body = r.apply("kind: Service\nmetadata: {name: a}\n---\n- just\n- a list\n", source="list.yaml")
+    assert st == 422 and body["details"][0]["document"] == 1 and body["details"][0]["source"] == "list.yaml", body
+    st, body = r.apply("apiVersion: v1\nkind: Service\nmetadata: {name: a\n", source="broken.yaml")
+    assert st == 422 and body["error"] == "invalid YAML" and "line" in body["details"][0]["reason"], body
+    assert r.revision() == rev
+
+
+def test_apply_is_all_or_nothing(shared_reted):
+    r = shared_reted
+    rev = r.revision()
+    good1 = _svc({"ports": [{"port": 80, "protocol": "HTTP"}]}, name="g1")
+    good2 = _svc({"ports": [{"port": 81, "protocol": "HTTP"}]}, name="g2")
+    bad = _svc({"ports": [{"port": 80, "protocol": "HTTP", "colour": "red"}]}, name="g3")
+    st, body = r.apply([good1, bad, good2], source="mixed.yaml")
+    assert st == 422 and body["details"][0]["document"] == 1, body
+    assert body["details"][0]["path"] == "spec.ports[0].colour"
+    assert r.revision() == rev
+    for n in ("g1", "g2", "g3"):
+        assert r.get("service", "ns1", n)[0] == 404
+    st, body = r.request("GET", "/api/v1/resources/service?namespace=ns1")
+    assert st == 200 and body["items"] == []
+    # the same two valid documents alone are stored
+    st, body = r.apply([good1, good2], source="good.yaml")
+    assert st == 200 and [x["action"] for x in body["results"]] == ["created", "created"], body
+    for n in ("g1", "g2"):
+        assert r.delete("service", "ns1", n)[0] == 200
+
+
+# ---------------------------------------------------------------- optimistic concurrency
+
+
+def test_optimistic_concurrency(reted):
+    doc = _svc({"ports": [{"port": 80, "protocol": "HTTP"}]}, name="oc")
+    res = reted.apply_ok([doc])["results"][0]
+    assert res["action"] == "created"
+    v1 = res["resourceVersion"]
+    st, got = reted.get("service", "ns1", "oc")
+    assert st == 200 and got["metadata"]["resourceVersion"] == v1
+    # an update naming the current version succeeds
+    doc2 = _svc({"ports": [{"port": 81, "protocol": "HTTP"}]}, name="oc", resourceVersion=v1)
+    res2 = reted.apply_ok([doc2])["results"][0]
+    assert res2["action"] == "configured" and int(res2["resourceVersion"]) > int(v1)
+    v2 = res2["resourceVersion"]
+    # the same version again is now stale: 409, nothing changes
+    rev = reted.revision()
+    st, body = reted.apply([_svc({"ports": [{"port": 82, "protocol": "HTTP"}]}, name="oc", resourceVersion=v1)])
+    assert st == 409 and "resourceVersion" in body["error"], body
+    assert reted.revision() == rev
+    assert reted.get("service", "ns1", "oc")[1]["spec"]["ports"][0]["port"] == 81
+    # a stale version in a multi-document apply refuses all of it
+    ports = {"ports": [{"port": 83, "protocol": "HTTP"}]}
+    st, body = reted.apply([_svc(ports, name="fresh"), _svc(ports, name="oc", resourceVersion=v1)])
+    assert st == 409, body
+    assert reted.get("service", "ns1", "fresh")[0] == 404 and reted.revision() == rev
+    # delete with a stale version: 409; with the current one: 200
+    st, body = reted.delete("service", "ns1", "oc", resource_version=v1)
+    assert st == 409, body
+    assert reted.get("service", "ns1", "oc")[0] == 200
+    st, body = reted.delete("service", "ns1", "oc", resource_version=v2)
+    assert st == 200, body
+    assert reted.get("service", "ns1", "oc")[0] == 404
+    assert reted.delete("service", "ns1", "oc")[0] == 404
