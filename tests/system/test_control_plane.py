@@ -488,3 +488,116 @@ def test_optimistic_concurrency(reted):
     assert st == 200, body
     assert reted.get("service", "ns1", "oc")[0] == 404
     assert reted.delete("service", "ns1", "oc")[0] == 404
+
+
+# ---------------------------------------------------------------- registry and proxy status
+
+
+def _workload(reted, ns, name):
+    st, body = reted.get("workload", ns, name)
+    return body if st == 200 else None
+
+
+def test_registry_proxy_workload_registered_and_removed_on_drain(reted, tmp_path):
+    p = start_cp_proxy(reted, tmp_path, "web-0", "demo", "web", inbound=[(8080, "HTTP")],
+                       labels={"app": "web", "version": "v1"})
+    wl = wait_for(lambda: _workload(reted, "demo", "web-0"), 20, 0.2, "Workload demo/web-0")
+    assert wl["spec"]["address"] == p.host and wl["spec"]["serviceAccount"] == "web"
+    assert wl["spec"]["labels"] == {"app": "web", "version": "v1"}
+    assert wl["metadata"]["annotations"]["rete.dev/registered-by"] == "proxy"
+    assert p.stop() == 0  # SIGTERM: the proxy drains and says so
+    wait_for(lambda: _workload(reted, "demo", "web-0") is None, 20, 0.2, "Workload removed after drain")
+    log_has(reted.log, r"xds: demo/web-0 is draining: deregistering")
+
+
+def test_registry_proxy_gone_past_the_grace_period_is_removed(tmp_path):
+    reted = start_reted(tmp_path, "--grace", "2s")
+    p = start_cp_proxy(reted, tmp_path, "web-0", "demo", "web", labels={"app": "web"})
+    wait_for(lambda: _workload(reted, "demo", "web-0"), 20, 0.2, "Workload demo/web-0")
+    p.stop(signal.SIGKILL)  # no drain message
+    reted.wait_status("web-0", "DISCONNECTED", timeout=20)
+    assert _workload(reted, "demo", "web-0")  # still there within the grace period
+    wait_for(lambda: _workload(reted, "demo", "web-0") is None, 40, 0.3, "Workload removed after the grace period")
+    wait_for(lambda: reted.proxy("web-0") is None, 20, 0.3, "proxy gone from /api/v1/proxies")
+    log_has(reted.log, r"xds: demo/web-0 gone for 2 s: removing it from the registry")
+
+
+def test_registry_restarted_proxy_within_grace_keeps_its_workload(tmp_path):
+    reted = start_reted(tmp_path, "--grace", "60s")
+    p = start_cp_proxy(reted, tmp_path, "web-0", "demo", "web", labels={"app": "web"})
+    p.stop(signal.SIGKILL)
+    reted.wait_status("web-0", "DISCONNECTED", timeout=20)
+    p.start()
+    reted.wait_synced("web-0")
+    assert _workload(reted, "demo", "web-0")
+    assert len([x for x in reted.proxies() if x["name"] == "web-0"]) == 1
+
+
+def test_proxy_status_shows_versions_sync_and_cert_expiry(reted, tmp_path):
+    m = echo_service_mesh(reted, tmp_path)
+    items = {p["name"]: p for p in reted.proxies()}
+    assert set(items) == {"echo-0", "client-0"}
+    for name, proxy in (("echo-0", m["server"]), ("client-0", m["client"])):
+        p = reted.wait_synced(name)
+        assert p["namespace"] == "demo" and p["spiffeId"] == proxy.spiffe and p["address"] == proxy.host
+        assert p["sentVersion"] > 0 and p["ackedVersion"] == p["sentVersion"]
+        assert p["connected"] is True and p["ready"] is True and p["error"] == ""
+        # default lifetime 24 h
+        assert 23 * 3600 < p["certExpiresAt"] - time.time() <= 24 * 3600 + 60, p
+        assert abs(p["lastSeen"] - time.time()) < 120
+    # a change moves both the sent and the acked version
+    before = reted.proxy("client-0")["ackedVersion"]
+    res = reted.apply_ok([service("other", "demo", [(80, "HTTP", 9999)])])
+    v = int(res["results"][0]["resourceVersion"])
+    p = _wait_acked(reted, "client-0", v)
+    assert p["ackedVersion"] > before and p["sentVersion"] == p["ackedVersion"]
+    _wait_acked(reted, "echo-0", v)
+    st, chk = reted.request("GET", "/api/v1/check")
+    assert st == 200 and chk["ok"] is True, chk
+
+
+# ---------------------------------------------------------------- namespace isolation
+
+
+def _docs(stream):
+    import json
+    out = []
+    for chunk in stream.split("---\n"):
+        if chunk.strip():
+            out.append(json.loads(chunk))
+    return out
+
+
+def test_a_proxy_gets_only_its_own_namespace_policies(reted, tmp_path):
+    def policy(ns, name, action="ALLOW"):
+        return _authz({"action": action, "rules": [{}]}) | {
+            "metadata": {"name": name, "namespace": ns}}
+
+    def pa(ns, mode):
+        return {**_peer_auth(ns, mode), "metadata": {"name": f"pa-{ns}", "namespace": ns}}
+    reted.apply_ok([policy("team-a", "allow-a"), policy("team-b", "deny-b", "DENY"),
+                    policy("rete-system", "mesh-audit", "AUDIT"), pa("team-a", "PERMISSIVE"),
+                    pa("team-b", "STRICT")])
+    a = start_cp_proxy(reted, tmp_path, "a-0", "team-a", "sa-a")
+    b = start_cp_proxy(reted, tmp_path, "b-0", "team-b", "sa-b")
+    for proxy, own, other in ((a, "team-a", "team-b"), (b, "team-b", "team-a")):
+        # b's registration may still be on its way to a: wait for a settled snapshot
+        reted.wait_synced(proxy.name)
+        st, cfg = reted.proxy_config(proxy.ns, proxy.name)
+        assert st == 200, cfg
+        assert cfg["version"] == cfg["proxy"]["sentVersion"]
+        docs = _docs(cfg["resources"])
+        pols = {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs
+                if d["kind"] in ("AuthorizationPolicy", "PeerAuthentication")}
+        assert {ns for _, ns, _ in pols} == {own, "rete-system"}, pols
+        assert not any(ns == other for _, ns, _ in pols)
+        # the snapshot the proxy saved is the one reted sent, with the same policies
+        import json
+        def saved():
+            with open(os.path.join(proxy.data, "config.json")) as f:
+                return json.load(f)
+        wait_for(lambda: saved()["version"] == reted.proxy_config(proxy.ns, proxy.name)[1]["version"],
+                 20, 0.2, f"{proxy.name} saved the snapshot reted sent")
+        assert saved()["resources"] == reted.proxy_config(proxy.ns, proxy.name)[1]["resources"]
+    # no config for a proxy that does not exist
+    assert reted.proxy_config("team-b", "a-0")[0] == 404
