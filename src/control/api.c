@@ -86,7 +86,7 @@ static void api_apply(reted *r, rete_http_req *req)
                 r->applies_rejected++;
                 respond_obj(req, 422,
                             json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", "invalid resource",
-                                      "details", "source", source, "document", (int)i, "path",
+                                      "details", "source", source, "document", docs[i].index, "path",
                                       "metadata.name", "reason", "the same resource appears twice"));
                 reted_docs_free(docs, n);
                 return;
