@@ -601,3 +601,16 @@ def test_a_proxy_gets_only_its_own_namespace_policies(reted, tmp_path):
         assert saved()["resources"] == reted.proxy_config(proxy.ns, proxy.name)[1]["resources"]
     # no config for a proxy that does not exist
     assert reted.proxy_config("team-b", "a-0")[0] == 404
+
+
+def test_apply_error_document_index_counts_empty_documents(shared_reted):
+    """Regression: validation errors numbered documents without the empty
+    ones, while YAML/shape errors (and the proxy's loader) count every
+    document of the stream, so the same position got two different numbers."""
+    valid = "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: ns1}\nspec: {ports: [{port: 80}]}\n"
+    for bad, path in (("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns1}\n"
+                       "spec: {ports: [{port: 0}]}\n", "spec.ports[0].port"),
+                      ("apiVersion: v1\nkind: Gizmo\nmetadata: {name: a}\nspec: {}\n", "kind")):
+        st, body = shared_reted.apply(f"---\n{valid}---\n---\n{bad}", source="gaps.yaml")
+        assert st == 422, body
+        assert (body["details"][0]["document"], body["details"][0]["path"]) == (2, path), body
