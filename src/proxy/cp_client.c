@@ -64,6 +64,7 @@ static struct {
 static void stream_connect(void);
 static void schedule_retry(void);
 static void on_renew(uv_timer_t *t);
+static void retry_renewal(void);
 static void stream_send(json_t *msg);
 
 bool rete_cp_connected(void)
@@ -341,12 +342,15 @@ static void http_on_close(rete_io *io)
         cp.connected = false;
     }
     bool failed_cert = h->kind == CP_CERT && h->status != 200;
+    bool failed_renewal = failed_cert && h->renewal;
     free(h->request);
     free(h->buf);
     free(h);
     if (cp.draining)
         return;
-    if (was_stream || failed_cert)
+    if (failed_renewal)
+        retry_renewal();
+    else if (was_stream || failed_cert)
         schedule_retry();
 }
 
@@ -407,6 +411,17 @@ static void schedule_renewal(void)
     uv_timer_start(&cp.renew_timer, on_renew, ms, 0);
 }
 
+/* A renewal failed (reted unreachable or refusing): try again while the
+ * certificate lasts, after a tenth of what is left, between 1 and 30 s. The
+ * stream's reconnect backoff never renews, so without this a proxy that
+ * missed its half-life renewal would run into expiry. */
+static void retry_renewal(void)
+{
+    int64_t left = cp.cert_not_after - (int64_t)time(NULL);
+    uint64_t ms = left > 10 ? (uint64_t)(left / 10) * 1000 : 1000;
+    uv_timer_start(&cp.renew_timer, on_renew, ms > 30000 ? 30000 : ms, 0);
+}
+
 static void request_certificate(bool renewal)
 {
     char spiffe[800], err[256];
@@ -438,7 +453,10 @@ static void request_certificate(bool renewal)
     free(text);
     if (!h) {
         free(key);
-        schedule_retry();
+        if (renewal)
+            retry_renewal();
+        else
+            schedule_retry();
         return;
     }
     h->renewal = renewal;
