@@ -614,3 +614,25 @@ def test_apply_error_document_index_counts_empty_documents(shared_reted):
         st, body = shared_reted.apply(f"---\n{valid}---\n---\n{bad}", source="gaps.yaml")
         assert st == 422, body
         assert (body["details"][0]["document"], body["details"][0]["path"]) == (2, path), body
+
+
+def test_renewal_due_while_reted_is_down_happens_once_it_is_back(tmp_path):
+    """Regression: a renewal attempt that failed (reted down at half-life)
+    was never retried, so the certificate expired even after reted had come
+    back. 30-second certificates: reted is down across the renewal time and
+    back before expiry; the proxies must renew before their certificate ends."""
+    reted = start_reted(tmp_path, "--cert-ttl", "30s")
+    m = echo_service_mesh(reted, tmp_path)
+    proxies = (m["server"], m["client"])
+    issued = time.time()
+    first = {p.name: _read(p.cert_path) for p in proxies}
+    reted.kill(signal.SIGKILL)
+    time.sleep(max(0.0, issued + 19 - time.time()))  # renewal (at 15 s +- 3 s) failed meanwhile
+    reted.start()
+    for p in proxies:
+        wait_for(lambda: _read(p.cert_path) != first[p.name], 40, 0.3, f"{p.name} renewed after reted came back")
+        reted.wait_synced(p.name, timeout=40)
+    time.sleep(max(0.0, issued + 32 - time.time()))  # past the first certificates' end
+    assert curl_status(m["client"].outbound, "echo") == 200
+    for p in proxies:
+        assert reted.proxy(p.name)["certExpiresAt"] > time.time()
