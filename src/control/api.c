@@ -86,7 +86,7 @@ static void api_apply(reted *r, rete_http_req *req)
                 r->applies_rejected++;
                 respond_obj(req, 422,
                             json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", "invalid resource",
-                                      "details", "source", source, "document", (int)i, "path",
+                                      "details", "source", source, "document", docs[i].index, "path",
                                       "metadata.name", "reason", "the same resource appears twice"));
                 reted_docs_free(docs, n);
                 return;
@@ -449,9 +449,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         return;
     }
     if (!authorized(r, req)) {
-        rete_http_respond(req, 401, "application/json",
-                          "{\"error\":\"missing or wrong admin token (Authorization: Bearer)\"}", 63,
-                          "www-authenticate: Bearer\r\n");
+        static const char body[] = "{\"error\":\"missing or wrong admin token (Authorization: Bearer)\"}";
+        rete_http_respond(req, 401, "application/json", body, sizeof(body) - 1, "www-authenticate: Bearer\r\n");
         return;
     }
     bool post = rete_view_eq(req->method, RETE_VIEW_LIT("POST"));

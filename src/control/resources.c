@@ -172,6 +172,7 @@ int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc
         docs[n].ns = json_string_value(json_object_get(meta, "namespace"));
         docs[n].name = json_string_value(json_object_get(meta, "name"));
         docs[n].expected_version = expected;
+        docs[n].index = (int)i;
         n++;
     }
     rete_arena_free(a);
@@ -276,7 +277,7 @@ json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *so
         int origin = err.document >= 0 && (size_t)err.document < v.n_origin ? v.origin[err.document]
                                                                              : -1000000;
         if (origin >= 0) {
-            result = error_obj("invalid resource", source, origin, err.path, err.reason);
+            result = error_obj("invalid resource", source, docs[origin].index, err.path, err.reason);
         } else if (origin > -1000000) {
             char reason[1024];
             snprintf(reason, sizeof(reason), "%s (in stored %s, which this change breaks)", err.reason,

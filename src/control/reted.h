@@ -77,6 +77,8 @@ typedef struct reted_doc {
     const char *ns;
     const char *name;
     uint64_t expected_version;      /* from metadata.resourceVersion, 0 when absent */
+    int index;                      /* position in the stream, empty documents included,
+                                       as the proxy's loader counts (errors name it) */
 } reted_doc;
 
 /* Parse a YAML/JSON stream into documents; on error fills *err_json

@@ -65,6 +65,7 @@ static struct {
 static void stream_connect(void);
 static void schedule_retry(void);
 static void on_renew(uv_timer_t *t);
+static void retry_renewal(void);
 static void stream_send(json_t *msg);
 
 bool rete_cp_connected(void)
@@ -350,12 +351,15 @@ static void http_on_close(rete_io *io)
         cp.connected = false;
     }
     bool failed_cert = h->kind == CP_CERT && h->status != 200;
+    bool failed_renewal = failed_cert && h->renewal;
     free(h->request);
     free(h->buf);
     free(h);
     if (cp.draining)
         return;
-    if (was_stream || failed_cert)
+    if (failed_renewal)
+        retry_renewal();
+    else if (was_stream || failed_cert)
         schedule_retry();
 }
 
@@ -416,6 +420,17 @@ static void schedule_renewal(void)
     uv_timer_start(&cp.renew_timer, on_renew, ms, 0);
 }
 
+/* A renewal failed (reted unreachable or refusing): try again while the
+ * certificate lasts, after a tenth of what is left, between 1 and 30 s. The
+ * stream's reconnect backoff never renews, so without this a proxy that
+ * missed its half-life renewal would run into expiry. */
+static void retry_renewal(void)
+{
+    int64_t left = cp.cert_not_after - (int64_t)time(NULL);
+    uint64_t ms = left > 10 ? (uint64_t)(left / 10) * 1000 : 1000;
+    uv_timer_start(&cp.renew_timer, on_renew, ms > 30000 ? 30000 : ms, 0);
+}
+
 static void request_certificate(bool renewal)
 {
     char spiffe[800], err[256];
@@ -447,7 +462,10 @@ static void request_certificate(bool renewal)
     free(text);
     if (!h) {
         free(key);
-        schedule_retry();
+        if (renewal)
+            retry_renewal();
+        else
+            schedule_retry();
         return;
     }
     h->renewal = renewal;
@@ -489,9 +507,10 @@ static void cert_response(cp_http *h, const char *body, size_t len)
     schedule_renewal();
     if (!h->renewal)
         stream_connect();
-    else
-        stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", 1, "certExpiresAt",
-                              (json_int_t)cp.cert_not_after, "certIssuedAt", (json_int_t)cert_issued_at()));
+    else if (cp.connected) /* proxy-status shows the new expiry, not the old one */
+        stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", atomic_load(&cp.p->ready),
+                              "certExpiresAt", (json_int_t)cp.cert_not_after, "certIssuedAt",
+                              (json_int_t)cert_issued_at()));
 }
 
 static void on_renew(uv_timer_t *t)
