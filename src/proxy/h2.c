@@ -41,6 +41,7 @@ typedef struct rete_h2_conn {
     bool want_flush;
     bool tls;
     bool queued;             /* on the worker's flush list */
+    bool got_frame;          /* the peer sent at least one frame (its SETTINGS) */
     struct rete_h2_conn *next_dirty;
     char key[224];
 } rete_h2_conn;
@@ -483,6 +484,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     rete_h2_conn *h2 = user_data;
+    h2->got_frame = true;
     if (frame->hd.type == NGHTTP2_GOAWAY && !h2->server) {
         h2->dead = true; /* no new streams here; the pool opens another connection */
         return 0;
@@ -660,11 +662,18 @@ static void h2_fail_streams(rete_h2_conn *h2, const char *why)
         h2s_free(s);
         if (!ex)
             continue;
-        if (h2->server)
+        if (h2->server) {
             rete_ex_fail(ex, RETE_DOWNSTREAM, RETE_EXE_DOWNSTREAM_RESET, why);
-        else
+        } else if (h2->tls && h2->ready && !h2->got_frame) {
+            /* The peer proxy completed the handshake, then closed before its
+             * SETTINGS: that is how a mesh listener refuses an identity no
+             * authorization policy admits (conn.c). Say so as a 403. */
+            rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_DENIED,
+                         "the destination refused this workload's identity (authorization policy)");
+        } else {
             rete_ex_fail(ex, RETE_UPSTREAM, h2->ready ? RETE_EXE_UPSTREAM_RESET : RETE_EXE_CONNECT,
                          why);
+        }
     }
 }
 

@@ -274,3 +274,17 @@ def test_disable_serves_plaintext_inbound_but_mesh_stays_mtls(tmp_path):
     _refusal(e, None, r"peer did not return a certificate", r"alert certificate required")
     body = json.loads(curl("-H", "Host: echo", f"http://{e['outbound']}/via-mesh").stdout)
     assert body["headers"]["x-forwarded-client-cert"].endswith("URI=spiffe://cluster.local/ns/test/sa/client")
+
+
+def test_caller_no_policy_admits_gets_403_from_its_own_proxy(env):
+    """The destination refuses the identity at the handshake (nothing reaches
+    the app); the caller's proxy turns that into a 403 for its app, as Istio
+    answers an RBAC denial, instead of a bare 502."""
+    m = env["mesh"]
+    host = fresh_host()
+    m.start_proxy("intruder-0", "intruder", host)
+    r = curl("-i", "-H", "Host: echo", f"http://{host}:15001/anything")
+    out = r.stdout.decode()
+    assert out.startswith("HTTP/1.1 403"), out + r.stderr.decode()
+    assert "refused this workload's identity" in out
+    assert not any("/anything" in l for l in echo_requests(env))
