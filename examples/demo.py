@@ -296,8 +296,7 @@ def guide(hosts, reted_host, demo_dir, retectl, user_context):
         "  # metrics and the effective configuration (admin port)",
         f"  curl -s http://{fe}:15000/metrics | grep rete_proxy_requests_total",
         f"  curl -s http://{ra}:15000/metrics | grep rete_proxy_authz_denied_total",
-        f"  curl -s -H \"Authorization: Bearer $(cat {shown(demo_dir / 'reted' / 'admin.token')})\" "
-        f"http://{reted_host}:{API_PORT}/metrics | grep -E '^rete_reted_(proxies|config_pushes)'",
+        f"  curl -s http://{reted_host}:{API_PORT}/metrics | grep -E '^rete_reted_(proxies|config_pushes)'",
         "",
         f"Files: {shown(demo_dir)}/ (reted/ data dir, proxies/ data dirs, tokens/, logs/); wiped at the",
         "next start, so every run begins with a new CA, store and tokens. Stop with Ctrl-C.",

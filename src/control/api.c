@@ -448,6 +448,20 @@ void reted_api_handle(rete_http_req *req, void *arg)
         rete_http_respond(req, 200, "text/plain", "ok\n", 3, NULL);
         return;
     }
+    /* Metrics and version are open, as istiod's are on its monitoring port:
+     * Prometheus scrapes without the admin credential, and the API listens
+     * on loopback unless the operator says otherwise. */
+    if (rete_view_eq(p, RETE_VIEW_LIT("/metrics"))) {
+        size_t len;
+        char *m = reted_metrics(r, &len);
+        rete_http_respond(req, 200, "text/plain; version=0.0.4", m, len, NULL);
+        free(m);
+        return;
+    }
+    if (rete_view_eq(p, RETE_VIEW_LIT("/version"))) {
+        rete_http_respond_json(req, 200, "{\"reted\":\"" RETE_VERSION "\"}");
+        return;
+    }
     if (!authorized(r, req)) {
         static const char body[] = "{\"error\":\"missing or wrong admin token (Authorization: Bearer)\"}";
         rete_http_respond(req, 401, "application/json", body, sizeof(body) - 1, "www-authenticate: Bearer\r\n");
@@ -468,14 +482,7 @@ void reted_api_handle(rete_http_req *req, void *arg)
         api_identity(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/ca/rotate")) && post)
         api_ca_rotate(r, req);
-    else if (rete_view_eq(p, RETE_VIEW_LIT("/metrics"))) {
-        size_t len;
-        char *m = reted_metrics(r, &len);
-        rete_http_respond(req, 200, "text/plain; version=0.0.4", m, len, NULL);
-        free(m);
-    } else if (rete_view_eq(p, RETE_VIEW_LIT("/version"))) {
-        rete_http_respond_json(req, 200, "{\"reted\":\"" RETE_VERSION "\"}");
-    } else {
+    else {
         respond_error(req, 404, "unknown endpoint");
     }
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HTTP_MAX_HEAD 65536
 #define HTTP_MAX_FIELDS 64
@@ -96,16 +97,26 @@ static const char *reason(int status)
     }
 }
 
+/* RFC 9110 §5.6.7 IMF-fixdate: clients (retectl check) compare clocks with it. */
+static void http_date(char *out, size_t len)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
 void rete_http_respond(rete_http_req *req, int status, const char *content_type, const char *body,
                        size_t len, const char *extra_headers)
 {
     rete_http_conn *c = req->conn;
     if (c->state != HC_HANDLING)
         return;
-    char head[1024];
+    char head[1024], date[64];
+    http_date(date, sizeof(date));
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n%s%s\r\n", status,
-                     reason(status), content_type ? content_type : "text/plain", len,
+                     "HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n%s%s\r\n",
+                     status, reason(status), date, content_type ? content_type : "text/plain", len,
                      extra_headers ? extra_headers : "", c->keep_alive ? "" : "connection: close\r\n");
     uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)body, (unsigned)len)};
     if (rete_io_write(&c->io, bufs, len ? 2 : 1) < 0) {
