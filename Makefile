@@ -43,12 +43,12 @@ define setup_build
 	fi
 	@echo "$(SRC_LIST)" > $(1)/.rete-sources
 	ninja -C $(1)
+	@for b in src/proxy/rete-proxy src/control/reted src/ctl/retectl; do \
+	    if [ -x $(1)/$$b ]; then ln -sf $$b $(1)/$$(basename $$b); fi; done
 endef
 
 build:
 	$(call setup_build,$(BUILD),,)
-	@for b in src/proxy/rete-proxy src/control/reted src/ctl/retectl; do \
-	    if [ -x $(BUILD)/$$b ]; then ln -sf $$b $(BUILD)/$$(basename $$b); fi; done
 
 asan:
 	$(call setup_build,$(ASAN_BUILD),-Db_sanitize=address$(,)undefined -Db_lundef=false,)

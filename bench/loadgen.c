@@ -549,6 +549,10 @@ int main(int argc, char **argv)
     uv_run(l.loop, UV_RUN_DEFAULT);
     if (!l.stopping)
         stop(&l);
+    /* Connections still open at the end keep codec state (an HTTP/2
+     * session): release it, the results are printed already. */
+    for (unsigned i = 0; i < l.o.connections; i++)
+        l.o.codec->reset(&l.conns[i]);
     int rc = l.started ? 0 : 2;
     uv_loop_close(l.loop);
     close(l.tick_fd);

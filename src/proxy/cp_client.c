@@ -122,7 +122,10 @@ static char *read_file(const char *path, size_t *len)
  * minutes against clock skew (src/control/ca.h). */
 static int64_t cert_issued_at(void)
 {
-    return cp.cert_not_before ? cp.cert_not_before + 300 : 0;
+    if (!cp.cert_not_before)
+        return 0;
+    int64_t t = cp.cert_not_before + 300, now = (int64_t)time(NULL);
+    return t < now ? t : now; /* a CA that does not backdate */
 }
 
 /* ---- snapshots ---- */
@@ -410,12 +413,15 @@ static cp_http *http_start(cp_kind kind, rete_tls_ctx *ctx, const char *method, 
 
 static void schedule_renewal(void)
 {
-    /* About half-life, with jitter (±10% of the lifetime), never sooner than 1 s. */
+    /* About half-life from issuance, with jitter (±10% of the lifetime),
+     * never sooner than 1 s (a certificate found half-spent at start-up is
+     * renewed at once). */
     int64_t now = (int64_t)time(NULL);
-    int64_t life = cp.cert_not_after - (cp.cert_not_before ? cp.cert_not_before : now);
+    int64_t issued = cert_issued_at() ? cert_issued_at() : now;
+    int64_t life = cp.cert_not_after - issued;
     if (life < 2)
         life = 2;
-    int64_t at = now + life / 2 + (int64_t)((double)life * 0.1 * ((double)rand() / RAND_MAX - 0.5));
+    int64_t at = issued + life / 2 + (int64_t)((double)life * 0.1 * ((double)rand() / RAND_MAX - 0.5));
     uint64_t ms = at > now ? (uint64_t)(at - now) * 1000 : 1000;
     uv_timer_start(&cp.renew_timer, on_renew, ms, 0);
 }
@@ -523,8 +529,10 @@ static void on_renew(uv_timer_t *t)
 
 static void stream_send(json_t *msg)
 {
-    if (!cp.stream)
+    if (!cp.stream) {
+        json_decref(msg); /* the message is ours either way */
         return;
+    }
     char *s = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     size_t n = strlen(s);
