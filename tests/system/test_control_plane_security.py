@@ -302,3 +302,95 @@ def test_grpc_authorization_matrix_through_reted(reted, tmp_path):
         if ch is not None:
             ch.close()
         app.stop(0)
+
+
+# ---------------------------------------------------------------- TCP
+
+
+REDIS_SERVER, REDIS_CLI = shutil.which("redis-server"), shutil.which("redis-cli")
+
+
+@pytest.mark.skipif(not (REDIS_SERVER and REDIS_CLI), reason="redis-server/redis-cli not installed (make deps)")
+def test_tcp_authorization_through_reted(reted, tmp_path):
+    server_host, client_host, other_host = fresh_host(), fresh_host(), fresh_host()
+    app_port = free_port(server_host)
+    redis = start_process([REDIS_SERVER, "--port", str(app_port), "--bind", server_host, "--save", "",
+                           "--appendonly", "no", "--dir", str(tmp_path)], r"Ready to accept connections", timeout=15)
+    try:
+        reted.apply_ok([service("redis", "demo", [(6379, "TCP", app_port)])])
+        server = start_cp_proxy(reted, tmp_path, "redis-0", "demo", "redis", host=server_host,
+                                inbound=[(app_port, "TCP")], labels={"app": "redis"})
+        ups = {}
+        callers = {}
+        for name, sa, host in (("client-0", "client", client_host), ("other-0", "other", other_host)):
+            ups[sa] = (host, free_port(host))
+            callers[sa] = start_cp_proxy(reted, tmp_path, name, "demo", sa, host=host, labels={"app": sa},
+                                         upstreams=[(f"{host}:{ups[sa][1]}", "redis", 6379)])
+        apply_and_push(reted, [
+            _authz("redis-allow", "ALLOW", [{"from": [{"source": {"principals": [_principal("client"),
+                                                                                 _principal("other")]}}]}], "redis"),
+            _authz("redis-deny-other", "DENY", [{"from": [{"source": {"principals": [_principal("other")]}}],
+                                                 "to": [{"operation": {"ports": [str(app_port)]}}]}], "redis"),
+        ], (server, *callers.values()))
+
+        def cli(sa, *args):
+            h, p = ups[sa]
+            return subprocess.run([REDIS_CLI, "-h", h, "-p", str(p), *args], capture_output=True, timeout=30)
+
+        def direct_stats():
+            r = subprocess.run([REDIS_CLI, "-h", server_host, "-p", str(app_port), "INFO", "stats"],
+                               capture_output=True, text=True, timeout=30)
+            return {k: int(v) for k, v in re.findall(r"^(total_connections_received|total_commands_processed):(\d+)",
+                                                     r.stdout, re.M)}
+        wait_for(lambda: cli("client", "PING").stdout == b"PONG\n", 30, 0.3, "client reaches redis")
+        assert cli("client", "SET", "k", "v").stdout == b"OK\n"
+        before_denied = _denied(server_host)
+        s0 = direct_stats()
+        # the denied principal: its connection is closed, redis sees nothing
+        s = socket.create_connection(ups["other"], timeout=30)
+        s.sendall(b"PING\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        assert data == b"", data
+        r = cli("other", "GET", "k")
+        assert b"v" not in r.stdout, r
+        wait_for(lambda: _denied(server_host) >= before_denied + 2, 10, 0.2, "TCP denials counted")
+        s1 = direct_stats()
+        # only our own INFO connection and command reached redis
+        assert s1["total_connections_received"] == s0["total_connections_received"] + 1, (s0, s1)
+        assert s1["total_commands_processed"] == s0["total_commands_processed"] + 1, (s0, s1)
+        assert cli("client", "GET", "k").stdout == b"v\n"
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- PeerAuthentication DISABLE
+
+
+def test_peer_authentication_disable_through_reted(reted, tmp_path):
+    """DISABLE, pushed by reted, serves plaintext on the inbound listener
+    (15006) like PERMISSIVE; it does not turn mTLS off between sidecars
+    (docs/architecture.md): the mesh listener still demands a client
+    certificate and the client proxy still presents its identity."""
+    m = echo_service_mesh(reted, tmp_path)
+    host = m["echo_host"]
+    pa = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+          "metadata": {"name": "default", "namespace": "demo"}, "spec": {"mtls": {"mode": "DISABLE"}}}
+    apply_and_push(reted, [pa], (m["server"],))
+    r = curl(f"{host}:15006", "echo", "/plain", "-o", "/dev/null", "-w", "%{http_code}", timeout=10)
+    assert (r.returncode, r.stdout.decode()) == (0, "200"), r
+    # 15008 without a client certificate: refused in the handshake
+    p = subprocess.run(["openssl", "s_client", "-connect", f"{host}:15008", "-CAfile", reted.bundle,
+                        "-alpn", "h2", "-tls1_3"], input=b"", capture_output=True, timeout=30)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    assert "alert certificate required" in out or "alert number 116" in out, out
+    body = curl(m["client"].outbound, "echo", "/via-mesh")
+    import json
+    xfcc = json.loads(body.stdout)["headers"]["x-forwarded-client-cert"]
+    assert xfcc == f"By={m['server'].spiffe};URI={m['client'].spiffe}", xfcc
