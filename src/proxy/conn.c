@@ -395,3 +395,18 @@ void rete_conn_accept(rete_listener *l)
     rete_io_read_start(&c->io);
     uv_timer_start(&c->timer, detect_timeout, lim->detect_timeout_ms, 0);
 }
+
+const rete_route_table *rete_conn_fixed_table(const rete_conn *c, const rete_gen *g)
+{
+    if (!c->fixed || g == c->gen)
+        return c->fixed;
+    /* The connection's table points into its own generation's config; an
+     * exchange indexes its generation's (per-service counters, load
+     * balancers) with it, so look the service port up again there. */
+    const rete_config *cfg = g->cfg;
+    size_t i = c->listener->upstream_index;
+    if (i >= cfg->proxy.n_upstreams)
+        return NULL;
+    const rete_upstream_listener *u = &cfg->proxy.upstreams[i];
+    return rete_config_table_for(cfg, u->service, u->port);
+}

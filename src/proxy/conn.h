@@ -38,6 +38,11 @@ void rete_conn_linger(rete_conn *c);
 void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c));
 void rete_conn_idle_stop(rete_conn *c);
 
+/* The fixed route table of an explicit upstream listener's connection, in
+ * generation `g` (an exchange's: newer than the connection's after a
+ * reload); NULL for other listeners. */
+const rete_route_table *rete_conn_fixed_table(const rete_conn *c, const rete_gen *g);
+
 /* The codec is done with the connection's memory. */
 void rete_conn_closed(rete_conn *c);
 

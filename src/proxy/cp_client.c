@@ -511,6 +511,13 @@ static void cert_response(cp_http *h, const char *body, size_t len)
     rebuild_contexts();
     reinstall_tls();
     schedule_renewal();
+    if (cert_issued_at() < cp.renewed_for) {
+        /* Issued within the second the CA rotation began: reted counts a
+         * certificate by its issue time (seconds), so this one still looks
+         * like the old root's and would hold the rotation's finish back for
+         * good. Renew again once reted's clock has moved past it. */
+        uv_timer_start(&cp.renew_timer, on_renew, 1000 + (uint64_t)(rand() % 1000), 0);
+    }
     if (!h->renewal)
         stream_connect();
     else if (cp.connected) /* proxy-status shows the new expiry, not the old one */

@@ -292,7 +292,8 @@ static const rete_side_ops local_ops = {
 };
 
 static void local_response(rete_exchange *ex, int status, const char *content_type,
-                           const char *body, size_t len, rete_view location)
+                           const char *body, size_t len, rete_view location, const rete_view *hdrs,
+                           size_t n_hdrs)
 {
     if (ex->attached[RETE_UPSTREAM]) {
         /* Replace a failed upstream: it has already been told to go. */
@@ -313,6 +314,8 @@ static void local_response(rete_exchange *ex, int status, const char *content_ty
     rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("content-length"), rete_view_cstr(cl));
     if (location.len)
         rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("location"), location);
+    for (size_t i = 0; i + 1 < n_hdrs; i += 2)
+        rete_msg_add(ex, &ex->resp, hdrs[i], hdrs[i + 1]);
     if (len)
         rete_ex_push(ex, RETE_UPSTREAM, body, len);
     ex->resp_body.end = true;
@@ -322,15 +325,51 @@ static void local_response(rete_exchange *ex, int status, const char *content_ty
     rete_ex_detach(ex, RETE_UPSTREAM);
 }
 
+/* gRPC's code for an HTTP status (grpc/doc/http-grpc-status-mapping.md). */
+static int grpc_status_for(int status)
+{
+    switch (status) {
+    case 400: return 13; /* INTERNAL */
+    case 401: return 16; /* UNAUTHENTICATED */
+    case 403: return 7;  /* PERMISSION_DENIED */
+    case 404: return 12; /* UNIMPLEMENTED */
+    case 429: case 502: case 503: case 504: return 14; /* UNAVAILABLE */
+    default: return 2;   /* UNKNOWN */
+    }
+}
+
 void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
                             const char *body, size_t len)
 {
-    local_response(ex, status, content_type, body, len, RETE_VIEW_NULL);
+    rete_view ct = rete_msg_get(&ex->req, RETE_VIEW_LIT("content-type"));
+    if (!rete_view_has_prefix(ct, RETE_VIEW_LIT("application/grpc"))) {
+        local_response(ex, status, content_type, body, len, RETE_VIEW_NULL, NULL, 0);
+        return;
+    }
+    /* A gRPC client learns why from grpc-status and grpc-message, as Envoy
+     * answers: HTTP 200, no body (trailers-only). grpc-message is the text
+     * body, percent-encoded. */
+    char msg[1024];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 4 < sizeof(msg); i++) {
+        unsigned char b = (unsigned char)body[i];
+        if (b == '\n' && i + 1 == len)
+            break;
+        if (b >= 0x20 && b <= 0x7e && b != '%')
+            msg[n++] = (char)b;
+        else
+            n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%%%02X", b);
+    }
+    char code[8];
+    snprintf(code, sizeof(code), "%d", grpc_status_for(status));
+    rete_view hdrs[4] = {RETE_VIEW_LIT("grpc-status"), rete_ex_dup(ex, rete_view_cstr(code)),
+                         RETE_VIEW_LIT("grpc-message"), rete_ex_dup(ex, rete_view_make(msg, n))};
+    local_response(ex, 200, "application/grpc", NULL, 0, RETE_VIEW_NULL, hdrs, 4);
 }
 
 void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location)
 {
-    local_response(ex, status, NULL, NULL, 0, location);
+    local_response(ex, status, NULL, NULL, 0, location, NULL, 0);
 }
 
 void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const char *detail)

@@ -162,7 +162,7 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
     ex->listener = c->listener->name;
     ex->inbound = c->listener->kind == RETE_L_INBOUND;
     ex->admin = c->listener->kind == RETE_L_ADMIN;
-    ex->table = c->fixed;
+    ex->table = rete_conn_fixed_table(c, ex->gen);
     ex->target_port = c->orig_port;
     snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
     ex->req.method = rete_ex_dup(ex, m->method);

@@ -395,7 +395,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     ex->side[RETE_DOWNSTREAM] = s;
     ex->listener = c->listener->name;
     ex->inbound = c->listener->kind == RETE_L_MESH || c->listener->kind == RETE_L_INBOUND;
-    ex->table = c->fixed;
+    ex->table = rete_conn_fixed_table(c, ex->gen);
     ex->target_port = c->orig_port;
     snprintf(ex->peer_id, sizeof(ex->peer_id), "%s", c->peer_id);
     snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);

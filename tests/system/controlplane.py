@@ -179,10 +179,12 @@ class CPProxy:
     """A rete-proxy in control-plane mode; restartable with the same arguments."""
 
     def __init__(self, reted, tmp_path, name, ns, sa, host=None, token=None, token_file=None,
-                 inbound=(), labels=None, extra=(), data_dir=None):
+                 inbound=(), labels=None, extra=(), data_dir=None, upstreams=()):
         self.reted, self.name, self.ns, self.sa = reted, name, ns, sa
         self.host = host or fresh_host()
         self.data = data_dir or os.path.join(str(tmp_path), f"proxy-{name}.{ns}")
+        if upstreams:  # explicit upstream listeners need the proxy's own Proxy document
+            extra = ["--config", proxy_doc(tmp_path, name, ns, sa, self.host, self.data, upstreams), *extra]
         if token_file is None:
             token_file = os.path.join(str(tmp_path), f"{name}.{ns}.token")
             with open(token_file, "w") as f:
@@ -226,6 +228,48 @@ class CPProxy:
 
     def stop(self, sig=signal.SIGTERM):
         return stop_process(self.proc, sig)
+
+
+def proxy_doc(tmp_path, name, ns, sa, host, data, upstreams):
+    """A Proxy document (the --config of a control-plane proxy) with explicit
+    upstream listeners [(listen, service, port)]; returns its path."""
+    doc = {"apiVersion": "rete.dev/v1alpha1", "kind": "Proxy", "metadata": {"name": name, "namespace": ns},
+           "spec": {"serviceAccount": sa, "address": host,
+                    "tls": {"certFile": f"{data}/cert.pem", "keyFile": f"{data}/key.pem",
+                            "caFile": f"{data}/bundle.pem"},
+                    "upstreams": [{"listen": l, "service": s, "port": p} for l, s, p in upstreams]}}
+    path = os.path.join(str(tmp_path), f"{name}.{ns}.proxy.yaml")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+def wait_acked(reted, name, version, ns=None, timeout=30):
+    """Until proxy `name` is SYNCED on a snapshot at least as new as store
+    revision `version` (an apply's resourceVersion)."""
+    def cond():
+        p = reted.proxy(name, ns)
+        return p if p and p["status"] == "SYNCED" and p["ackedVersion"] >= int(version) else None
+    return wait_for(cond, timeout, 0.2, f"{name} acked {version}")
+
+
+def apply_and_push(reted, docs, proxies, source=None):
+    """Apply `docs` and wait until every proxy in `proxies` has ACKed a
+    snapshot that includes them."""
+    res = reted.apply_ok(docs, source)
+    v = max(int(r["resourceVersion"]) for r in res["results"])
+    for p in proxies:
+        wait_acked(reted, p.name, v, p.ns)
+    return res
+
+
+def proxy_metric(host, name, admin_port=15000):
+    """The sum of every sample of metric family `name` on the proxy's admin
+    listener (0 when absent)."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{host}:{admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
 def start_cp_proxy(reted, tmp_path, name, ns, sa, ready=READY_PROXY, synced=True, **kw):
