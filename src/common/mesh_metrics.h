@@ -68,8 +68,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family proxy_request_duration_seconds;   /* histogram, no labels */
     rete_metric_family http_received_bytes_total;
     rete_metric_family http_sent_bytes_total;
-    rete_metric_family tcp_received_bytes_total;         /* opaque TCP sides */
-    rete_metric_family tcp_sent_bytes_total;
+    rete_metric_family proxy_tcp_received_bytes_total;   /* opaque TCP sides */
+    rete_metric_family proxy_tcp_sent_bytes_total;
     rete_metric_family mesh_refused_total;
     rete_metric_family workers;                          /* gauge */
     rete_metric_family downstream_connections_total;     /* {listener} */

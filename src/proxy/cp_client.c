@@ -585,7 +585,7 @@ static void stream_line(const char *line, size_t len)
         } else {
             rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
                       (unsigned long long)version, err, (unsigned long long)cp.version);
-            atomic_fetch_add(&cp.p->reloads_failed, 1);
+            rete_proxy_count_reload(cp.p, false);
             snprintf(cp.p->last_reload_error, sizeof(cp.p->last_reload_error), "%s", err);
             stream_send(json_pack("{s:s,s:s,s:I,s:s}", "type", "nack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version, "error", err));
