@@ -124,6 +124,7 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
         p->cfg = cfg;
         p->tls = tls;
         rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
+        rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
         rete_proxy_count_reload(p, true);
         return 0;
     }
@@ -133,6 +134,7 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
         p->concurrency = cfg->proxy.concurrency ? cfg->proxy.concurrency : 1;
     rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
     rete_metrics_gauge_set(p->metrics, p->ms.workers, p->concurrency);
+    rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
     p->workers = rete_calloc(p->concurrency, sizeof(*p->workers));
     for (unsigned i = 0; i < p->concurrency; i++) {
         rete_worker *w = &p->workers[i];

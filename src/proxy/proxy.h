@@ -40,6 +40,9 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls);
  * Aborts on failure (start-up only). */
 void rete_proxy_metrics_init(rete_proxy *p);
 void rete_proxy_metrics_free(rete_proxy *p);
+/* rete_proxy_cert_expiry_timestamp_seconds from the PEM certificate at path
+ * (main thread; a file that cannot be read leaves the gauge as it was). */
+void rete_proxy_metrics_cert(rete_proxy *p, const char *path);
 /* Count a configuration reload (main thread). */
 void rete_proxy_count_reload(rete_proxy *p, bool ok);
 

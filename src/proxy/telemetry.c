@@ -2,6 +2,7 @@
 #include "telemetry.h"
 #include "alloc.h"
 #include "config.h"
+#include "csr.h"
 #include "log.h"
 #include "proxy.h"
 
@@ -60,6 +61,8 @@ void rete_proxy_metrics_init(rete_proxy *p)
     s->workers = fixed(p, mm->workers, NULL);
     s->build_info = fixed(p, mm->build_info, RETE_VERSION);
     rete_metrics_gauge_set(p->metrics, s->build_info, 1);
+    s->cert_expiry = fixed(p, mm->cert_expiry_timestamp_seconds, NULL);
+    s->cp_connected = fixed(p, mm->control_plane_connected, NULL);
     p->main_shard = rete_metrics_shard_new(p->metrics);
 }
 
@@ -74,6 +77,19 @@ void rete_proxy_metrics_free(rete_proxy *p)
 void rete_proxy_count_reload(rete_proxy *p, bool ok)
 {
     rete_metrics_inc(p->main_shard, ok ? p->ms.reloads_ok : p->ms.reloads_rejected, 1);
+}
+
+void rete_proxy_metrics_cert(rete_proxy *p, const char *path)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f)
+        return;
+    static char pem[65536]; /* main thread only */
+    size_t n = fread(pem, 1, sizeof(pem), f);
+    fclose(f);
+    long long t = rete_cert_not_after_pem(pem, n);
+    if (t > 0)
+        rete_metrics_gauge_set(p->metrics, p->ms.cert_expiry, (double)t);
 }
 
 /* ---- label values -------------------------------------------------------- */

@@ -92,6 +92,8 @@ typedef struct rete_proxy_series {
     rete_metric reloads_ok, reloads_rejected;
     rete_metric workers;
     rete_metric build_info;
+    rete_metric cert_expiry;        /* set by the main thread */
+    rete_metric cp_connected;
 } rete_proxy_series;
 
 typedef struct rete_worker {
