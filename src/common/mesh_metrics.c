@@ -28,10 +28,9 @@ const char *const rete_mesh_labels[RETE_MESH_HTTP_NLABELS] = {
 };
 
 static const char *const l_listener[] = {"listener"};
-static const char *const l_listener_code[] = {"listener", "code"};
+static const char *const l_code_class[] = {"code_class"};
 static const char *const l_result[] = {"result"};
 static const char *const l_cluster[] = {"cluster"};
-static const char *const l_policy[] = {"policy"};
 static const char *const l_version[] = {"version"};
 
 #define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
@@ -42,6 +41,11 @@ static const char *const l_version[] = {"version"};
 #define G RETE_METRIC_GAUGE
 #define H RETE_METRIC_HISTOGRAM
 
+/* Envoy's default buckets (RETE_METRICS_DEFAULT_BUCKETS, milliseconds) in seconds. */
+static const double seconds_buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                         0.25,   0.5,   1,     2.5,  5,     10,   30,
+                                         60,     300,   600,   1800, 3600};
+
 static const struct {
     size_t offset;
     const char *name;
@@ -49,15 +53,23 @@ static const struct {
     const char *const *labels;
     size_t nlabels;
     const char *help;
+    const double *buckets; /* histograms; NULL: Envoy's default (ms and bytes) */
+    size_t nbuckets;
 } families[] = {
 #define F(field, name, type, labels, help)                                                         \
     {                                                                                              \
-        offsetof(rete_mesh_metrics, field), name, type, labels, help                               \
+        offsetof(rete_mesh_metrics, field), name, type, labels, help, NULL, 0                      \
+    }
+#define FS(field, name, labels, help)                                                              \
+    {                                                                                              \
+        offsetof(rete_mesh_metrics, field), name, H, labels, help, seconds_buckets,                \
+            sizeof(seconds_buckets) / sizeof(seconds_buckets[0])                                   \
     }
     F(requests_total, "istio_requests_total", C, HTTP,
       "Requests handled, by source, destination and response."),
-    F(request_duration_milliseconds, "istio_request_duration_milliseconds", H, HTTP,
-      "Request duration in milliseconds, from the first request byte to the last response byte."),
+    /* Istio's istio_request_duration_milliseconds, in seconds: see mesh_metrics.h. */
+    FS(request_duration_seconds, "rete_request_duration_seconds", HTTP,
+       "Request duration in seconds, from the request head to the end of the exchange."),
     F(request_bytes, "istio_request_bytes", H, HTTP, "Request sizes in bytes (headers and body)."),
     F(response_bytes, "istio_response_bytes", H, HTTP,
       "Response sizes in bytes (headers and body)."),
@@ -69,16 +81,33 @@ static const struct {
       "TCP connections opened."),
     F(tcp_connections_closed_total, "istio_tcp_connections_closed_total", C, TCP,
       "TCP connections closed."),
+    F(proxy_requests_total, "rete_proxy_requests_total", C, NOLABELS,
+      "HTTP requests received by the proxy."),
+    F(responses_total, "rete_proxy_responses_total", C, L(l_code_class),
+      "HTTP responses sent, by status class (0xx: none)."),
+    FS(proxy_request_duration_seconds, "rete_proxy_request_duration_seconds", NOLABELS,
+       "Time from request head to exchange end."),
+    F(http_received_bytes_total, "rete_proxy_http_received_bytes_total", C, NOLABELS,
+      "HTTP bytes received from downstream."),
+    F(http_sent_bytes_total, "rete_proxy_http_sent_bytes_total", C, NOLABELS,
+      "HTTP bytes sent to downstream."),
+    F(proxy_tcp_received_bytes_total, "rete_proxy_tcp_received_bytes_total", C, NOLABELS,
+      "Opaque TCP bytes received."),
+    F(proxy_tcp_sent_bytes_total, "rete_proxy_tcp_sent_bytes_total", C, NOLABELS,
+      "Opaque TCP bytes sent."),
+    F(mesh_refused_total, "rete_proxy_mesh_refused_total", C, NOLABELS,
+      "Connections refused for identity or mTLS mode."),
+    F(workers, "rete_proxy_workers", G, NOLABELS, "Worker threads."),
     F(downstream_connections_total, "rete_proxy_downstream_connections_total", C, L(l_listener),
       "Downstream connections accepted, by listener."),
     F(downstream_connections_active, "rete_proxy_downstream_connections_active", G, L(l_listener),
       "Downstream connections currently open, by listener."),
-    F(http_parse_errors_total, "rete_proxy_http_parse_errors_total", C, L(l_listener_code),
-      "HTTP requests rejected by the parser, by listener and response status code."),
+    F(http_parse_errors_total, "rete_proxy_http_parse_errors_total", C, NOLABELS,
+      "Requests refused as malformed (4xx, connection closed)."),
     F(config_version, "rete_proxy_config_version", G, NOLABELS,
       "Version of the configuration snapshot in use."),
     F(config_reloads_total, "rete_proxy_config_reloads_total", C, L(l_result),
-      "Configuration snapshots received, by result (ok, nack, error)."),
+      "Configuration reloads, by result (ok, rejected)."),
     F(cert_expiry_timestamp_seconds, "rete_proxy_cert_expiry_timestamp_seconds", G, NOLABELS,
       "Expiry time of the workload certificate, in seconds since the Unix epoch."),
     F(cert_renewals_total, "rete_proxy_cert_renewals_total", C, L(l_result),
@@ -89,18 +118,19 @@ static const struct {
       "Upstream connections in the connection pools, by cluster."),
     F(upstream_timeouts_total, "rete_proxy_upstream_timeouts_total", C, L(l_cluster),
       "Upstream requests that timed out, by cluster."),
-    F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C,
-      L(l_cluster), "Requests rejected by connection pool limits (circuit breaking), by cluster."),
+    F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C, NOLABELS,
+      "Requests refused by a connection-pool limit (circuit breaking)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
       "Endpoints ejected by outlier detection, by cluster."),
     F(retries_total, "rete_proxy_retries_total", C, L(l_cluster), "Request retries, by cluster."),
     F(retry_budget_exhausted_total, "rete_proxy_retry_budget_exhausted_total", C, L(l_cluster),
       "Retries not attempted because the retry budget was exhausted, by cluster."),
-    F(authz_denied_total, "rete_proxy_authz_denied_total", C, L(l_policy),
-      "Requests denied by authorization policy, by policy."),
+    F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,
+      "Requests and tunnels denied by AuthorizationPolicy."),
     F(build_info, "rete_proxy_build_info", G, L(l_version),
       "Always 1, labelled with the build version."),
 #undef F
+#undef FS
 };
 
 rete_mesh_metrics *rete_mesh_metrics_declare(rete_metrics *reg)
@@ -113,6 +143,8 @@ rete_mesh_metrics *rete_mesh_metrics_declare(rete_metrics *reg)
             .type = families[i].type,
             .labels = families[i].labels,
             .nlabels = families[i].nlabels,
+            .buckets = families[i].buckets,
+            .nbuckets = families[i].nbuckets,
         };
         rete_metric_family *out = (rete_metric_family *)((char *)mm + families[i].offset);
         rete_rc rc = rete_metrics_declare(reg, &d, out);

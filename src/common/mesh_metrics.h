@@ -4,10 +4,15 @@
  * exactly, so Istio's Grafana dashboards and Kiali queries work unchanged;
  * HTTP families carry all the RETE_MESH_L_* labels, TCP families the first
  * RETE_MESH_TCP_NLABELS of them (Istio's TCP metrics have no response_code or
- * grpc_response_status). Durations are in milliseconds and sizes in bytes, on
- * Envoy's default buckets, as Istio does. `promtool check metrics` flags
- * istio_request_duration_milliseconds for its non-base unit: that name is
- * kept on purpose for dashboard compatibility.
+ * grpc_response_status). Sizes are in bytes on Envoy's default buckets, as
+ * Istio does.
+ *
+ * The one deliberate difference from Istio's names: the request duration is
+ * `rete_request_duration_seconds` (Istio's label set, Envoy's default buckets
+ * divided by 1000), not `istio_request_duration_milliseconds`, because
+ * `promtool check metrics` rejects a non-base unit and the proxy's /metrics
+ * must pass it clean. A dashboard query `istio_request_duration_milliseconds_bucket`
+ * becomes `rete_request_duration_seconds_bucket` with `le` in seconds.
  *
  * The proxy's own health families are prefixed rete_proxy_ and follow the
  * Prometheus naming rules (base units, _total on counters).
@@ -24,7 +29,7 @@ enum rete_mesh_label {
     RETE_MESH_L_REPORTER, /* "source" (outbound) or "destination" (inbound) */
     RETE_MESH_L_SOURCE_WORKLOAD,
     RETE_MESH_L_SOURCE_WORKLOAD_NAMESPACE,
-    RETE_MESH_L_SOURCE_PRINCIPAL, /* spiffe://..., or "unknown" */
+    RETE_MESH_L_SOURCE_PRINCIPAL, /* spiffe://... as Istio reports it, or "unknown" */
     RETE_MESH_L_SOURCE_APP,
     RETE_MESH_L_SOURCE_VERSION,
     RETE_MESH_L_DESTINATION_WORKLOAD,
@@ -50,7 +55,7 @@ extern const char *const rete_mesh_labels[RETE_MESH_HTTP_NLABELS];
 typedef struct rete_mesh_metrics {
     /* Istio standard metrics */
     rete_metric_family requests_total;                /* istio_requests_total */
-    rete_metric_family request_duration_milliseconds; /* histogram, ms */
+    rete_metric_family request_duration_seconds;      /* rete_request_duration_seconds */
     rete_metric_family request_bytes;                 /* histogram, bytes */
     rete_metric_family response_bytes;                /* histogram, bytes */
     rete_metric_family tcp_sent_bytes_total;
@@ -58,21 +63,30 @@ typedef struct rete_mesh_metrics {
     rete_metric_family tcp_connections_opened_total;
     rete_metric_family tcp_connections_closed_total;
     /* rete_proxy_ health */
+    rete_metric_family proxy_requests_total;             /* every request, admin included */
+    rete_metric_family responses_total;                  /* {code_class}: "0xx" (none) .. "5xx" */
+    rete_metric_family proxy_request_duration_seconds;   /* histogram, no labels */
+    rete_metric_family http_received_bytes_total;
+    rete_metric_family http_sent_bytes_total;
+    rete_metric_family proxy_tcp_received_bytes_total;   /* opaque TCP sides */
+    rete_metric_family proxy_tcp_sent_bytes_total;
+    rete_metric_family mesh_refused_total;
+    rete_metric_family workers;                          /* gauge */
     rete_metric_family downstream_connections_total;     /* {listener} */
     rete_metric_family downstream_connections_active;    /* gauge {listener}: gauge_add +1/-1 */
-    rete_metric_family http_parse_errors_total;          /* {listener, code} */
+    rete_metric_family http_parse_errors_total;
     rete_metric_family config_version;                   /* gauge: gauge_set or gauge_fn */
-    rete_metric_family config_reloads_total;             /* {result}: "ok", "nack", "error" */
+    rete_metric_family config_reloads_total;             /* {result}: "ok", "rejected" */
     rete_metric_family cert_expiry_timestamp_seconds;    /* gauge: notAfter, Unix seconds */
     rete_metric_family cert_renewals_total;              /* {result} */
     rete_metric_family control_plane_connected;          /* gauge 0/1 */
     rete_metric_family upstream_pool_connections;        /* gauge {cluster} */
     rete_metric_family upstream_timeouts_total;          /* {cluster} */
-    rete_metric_family circuit_breaker_rejections_total; /* {cluster} */
+    rete_metric_family circuit_breaker_rejections_total;
     rete_metric_family lb_ejections_total;               /* {cluster} */
     rete_metric_family retries_total;                    /* {cluster} */
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
-    rete_metric_family authz_denied_total;               /* {policy} */
+    rete_metric_family authz_denied_total;
     rete_metric_family build_info;                       /* gauge 1 {version} */
 } rete_mesh_metrics;
 

@@ -810,6 +810,16 @@ static double sum_cell_double(rete_metrics *reg, uint32_t cell)
     return v;
 }
 
+uint64_t rete_metrics_counter_value(rete_metrics *reg, rete_metric m)
+{
+    uint64_t v = 0;
+    pthread_mutex_lock(&reg->mu);
+    if (m.family < reg->nfam && reg->fam[m.family]->type == RETE_METRIC_COUNTER)
+        v = sum_cell(reg, m.cell);
+    pthread_mutex_unlock(&reg->mu);
+    return v;
+}
+
 static void render_series(sbuf *b, rete_metrics *reg, const family *f, const series *s)
 {
     switch (f->type) {

@@ -170,6 +170,10 @@ void rete_metrics_observe(rete_metrics_shard *s, rete_metric m, double value);
 /* Set a gauge's registry-global value. Any thread. */
 void rete_metrics_gauge_set(rete_metrics *reg, rete_metric m, double value);
 
+/* A counter's current total over all shards (for JSON status pages, tests).
+ * Takes the registry mutex. 0 for a series that is not a counter. */
+uint64_t rete_metrics_counter_value(rete_metrics *reg, rete_metric m);
+
 /* Render the whole registry. Returns a NUL-terminated malloc'ed buffer (free
  * with free()), its length without the NUL in *len. Takes the registry mutex. */
 char *rete_metrics_render(rete_metrics *reg, size_t *len);

@@ -52,7 +52,7 @@ static void conn_timer_closed(uv_handle_t *h)
 {
     rete_conn *c = h->data;
     rete_worker *w = c->worker;
-    rete_count(&w->counters.conns_active[c->listener->kind], (uint64_t)-1);
+    rete_metrics_gauge_add(w->shard, w->ms.conns_active[c->listener->kind], -1);
     w->active_conns--;
     rete_gen_release(w, c->gen);
     free(c);
@@ -205,7 +205,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
 {
     rete_conn *c = io->owner;
     if (status < 0) {
-        rete_count(&c->worker->counters.mesh_refused, 1);
+        rete_stat(c->worker, c->worker->ms.mesh_refused, 1);
         rete_info("%s: TLS handshake with %s refused: %s", c->listener->name, c->peer_addr,
                   why && *why ? why : "handshake failed");
         rete_conn_linger(c); /* let the alert out before the close (no RST over it) */
@@ -215,7 +215,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
         const rete_config *cfg = c->gen->cfg;
         const char *policy = NULL;
         if (rete_tls_peer_spiffe_id(io->tls, c->peer_id, sizeof(c->peer_id)) < 0) {
-            rete_count(&c->worker->counters.mesh_refused, 1);
+            rete_stat(c->worker, c->worker->ms.mesh_refused, 1);
             rete_info("mesh: refused %s: no usable SPIFFE ID", c->peer_addr);
             c->peer_id[0] = '\0';
             rete_conn_linger(c);
@@ -223,7 +223,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
         }
         if (!rete_authz_admit_peer(cfg, c->peer_id, &policy)) {
             /* Closed before any byte is read: nothing reaches the app. */
-            rete_count(&c->worker->counters.mesh_refused, 1);
+            rete_stat(c->worker, c->worker->ms.mesh_refused, 1);
             if (policy)
                 rete_info("mesh: refused %s: identity %s is not admitted by authorization policy %s",
                           c->peer_addr, c->peer_id, policy);
@@ -337,12 +337,12 @@ void rete_conn_accept(rete_listener *l)
     if (rete_io_accept(&c->io, &w->iol, (uv_stream_t *)&l->tcp, &detect_cbs, c) < 0) {
         rete_io_close(&c->io);
         w->active_conns++;
-        rete_count(&w->counters.conns_active[l->kind], 1);
+        rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
         return;
     }
     w->active_conns++;
-    rete_count(&w->counters.conns_total[l->kind], 1);
-    rete_count(&w->counters.conns_active[l->kind], 1);
+    rete_stat(w, w->ms.conns_total[l->kind], 1);
+    rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
     rete_io_peer(&c->io, c->peer_addr, sizeof(c->peer_addr));
     const rete_config *cfg = c->gen->cfg;
     const rete_limits *lim = &cfg->proxy.limits;
@@ -369,7 +369,7 @@ void rete_conn_accept(rete_listener *l)
     }
     case RETE_L_INBOUND:
         if (cfg->mtls_mode == RETE_MTLS_STRICT) {
-            rete_count(&w->counters.mesh_refused, 1);
+            rete_stat(w, w->ms.mesh_refused, 1);
             rete_debug("inbound: STRICT mTLS refuses plaintext from %s", c->peer_addr);
             rete_io_close(&c->io);
             return;

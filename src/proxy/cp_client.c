@@ -138,6 +138,8 @@ static bool load_cert_times(void)
         return false;
     cp.cert_not_after = rete_cert_not_after_pem(pem, n);
     cp.cert_not_before = rete_cert_not_before_pem(pem, n);
+    if (cp.cert_not_after > 0)
+        rete_metrics_gauge_set(cp.p->metrics, cp.p->ms.cert_expiry, (double)cp.cert_not_after);
     free(pem);
     return cp.cert_not_after > 0;
 }
@@ -291,6 +293,7 @@ static void http_on_data(rete_io *io, const char *data, size_t len)
             h->kind = CP_CERT; /* read the error body like a one-shot answer */
         } else if (h->kind == CP_STREAM) {
             cp.connected = true;
+            rete_metrics_gauge_set(cp.p->metrics, cp.p->ms.cp_connected, 1);
             cp.backoff_ms = 0;
             rete_info("control plane: config stream open to %s", cp.o->server);
         }
@@ -352,6 +355,7 @@ static void http_on_close(rete_io *io)
             rete_warn("control plane: config stream to %s closed; serving version %llu meanwhile",
                       cp.o->server, (unsigned long long)cp.version);
         cp.connected = false;
+        rete_metrics_gauge_set(cp.p->metrics, cp.p->ms.cp_connected, 0);
     }
     bool failed_cert = h->kind == CP_CERT && h->status != 200;
     bool failed_renewal = failed_cert && h->renewal;
@@ -600,7 +604,7 @@ static void stream_line(const char *line, size_t len)
         } else {
             rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
                       (unsigned long long)version, err, (unsigned long long)cp.version);
-            atomic_fetch_add(&cp.p->reloads_failed, 1);
+            rete_proxy_count_reload(cp.p, false);
             snprintf(cp.p->last_reload_error, sizeof(cp.p->last_reload_error), "%s", err);
             stream_send(json_pack("{s:s,s:s,s:I,s:s}", "type", "nack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version, "error", err));

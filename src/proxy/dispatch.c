@@ -5,6 +5,7 @@
 #include "lb.h"
 #include "log.h"
 #include "route.h"
+#include "telemetry.h"
 #include "worker.h"
 
 #include <stdarg.h>
@@ -125,7 +126,7 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
     size_t si = (size_t)(svc - ex->gen->cfg->services);
     if (ex->gen->in_flight[si] >= svc->policy.max_requests) {
         ex->error = RETE_EXE_OVERFLOW;
-        rete_count(&ex->worker->counters.overflow, 1);
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
         local_text(ex, 503, "circuit breaker open: %u requests in flight to %s/%s", ex->gen->in_flight[si],
                    svc->ns, svc->name);
         return;
@@ -148,6 +149,8 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
     ex->target_port = target;
     char addr[80];
     snprintf(addr, sizeof(addr), "%s:%u", wl->address, target);
+    if (ex->tunnel)
+        rete_telemetry_tunnel_open(ex);
     if (wl->in_mesh) {
         if (ex->tunnel) {
             /* HBONE: CONNECT to the workload's address:port, carried on
@@ -317,7 +320,7 @@ static bool authorize_inbound(rete_exchange *ex, uint16_t port)
                   (int)ex->req.path.len, ex->req.path.p, id ? id : ex->downstream_addr);
     if (d.action == RETE_AUTHZ_ALLOW)
         return true;
-    rete_count(&ex->worker->counters.authz_denied, 1);
+    rete_stat(ex->worker, ex->worker->ms.authz_denied, 1);
     rete_info("authz: denied %.*s %.*s port %u from %s by policy %s/%s%s", (int)ex->req.method.len,
               ex->req.method.p, (int)ex->req.path.len, ex->req.path.p, port,
               id ? id : ex->downstream_addr, d.policy->ns, d.policy->name,
@@ -377,9 +380,10 @@ static void dispatch_inbound(rete_exchange *ex)
         rete_msg_set(ex, &ex->req, RETE_VIEW_LIT("x-forwarded-client-cert"),
                      rete_ex_dup(ex, rete_view_cstr(xfcc)));
     }
-    if (ex->tunnel)
+    if (ex->tunnel) {
+        rete_telemetry_tunnel_open(ex);
         rete_tcp_upstream_start(ex, p->app_address, port);
-    else if (ip->protocol == RETE_PROTO_HTTP2 || ip->protocol == RETE_PROTO_GRPC)
+    } else if (ip->protocol == RETE_PROTO_HTTP2 || ip->protocol == RETE_PROTO_GRPC)
         rete_h2_upstream_start(ex, p->app_address, port, false, NULL);
     else if (ip->protocol == RETE_PROTO_TCP)
         local_text(ex, 400, "port %u is a TCP port", port);
@@ -406,10 +410,6 @@ void rete_dispatch_response_filters(rete_exchange *ex)
         if (rule->filters[i].kind == RETE_FILTER_RESPONSE_HEADER)
             apply_header_modifier(ex, &ex->resp, &rule->filters[i].headers);
 }
-
-const double rete_latency_bounds_ms[20] = {0.5, 1,    5,    10,    25,    50,     100,
-                                          250, 500,  1000, 2500,  5000,  10000,  30000,
-                                          60000, 300000, 600000, 1800000, 3600000, 1e300};
 
 static void access_log(const rete_exchange *ex, int status, double ms)
 {
@@ -444,18 +444,17 @@ void rete_dispatch_finish(rete_exchange *ex)
     uint64_t now = uv_hrtime();
     uint64_t dur = now - ex->start_ns;
     int status = ex->head_sent ? ex->resp.status : 0;
-    rete_counters *k = &ex->worker->counters;
+    rete_worker *w = ex->worker;
     int cls = status / 100;
     if (cls < 0 || cls > 5)
         cls = 0;
-    rete_count(&k->responses_by_class[cls], 1);
+    rete_stat(w, w->ms.responses[cls], 1);
+    rete_metrics_observe(w->shard, w->ms.duration, (double)dur / 1e9);
+    if (ex->tunnel)
+        rete_telemetry_tunnel_close(ex);
+    else if (!ex->admin)
+        rete_telemetry_request(ex, status, dur);
     double ms = (double)dur / 1e6;
-    for (int i = 0; i < 20; i++)
-        if (ms <= rete_latency_bounds_ms[i]) {
-            rete_count(&k->latency_buckets[i], 1);
-            break;
-        }
-    rete_count(&k->latency_sum_us, dur / 1000);
     if (ex->in_flight) {
         ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
         ex->in_flight = false;

@@ -2,6 +2,7 @@
 #include "alloc.h"
 #include "dispatch.h"
 #include "log.h"
+#include "telemetry.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -151,6 +152,7 @@ bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_
             ex->req_bytes += len;
         else
             ex->resp_bytes += len;
+        rete_telemetry_tunnel_bytes(ex, producer, len);
     }
     if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))
         ex->ops[consumer]->on_data(ex);
@@ -212,7 +214,7 @@ void rete_ex_consume(rete_exchange *ex, rete_side consumer, size_t n)
 
 void rete_ex_request_ready(rete_exchange *ex)
 {
-    rete_count(&ex->worker->counters.requests, 1);
+    rete_stat(ex->worker, ex->worker->ms.requests, 1);
     rete_dispatch(ex);
 }
 

@@ -20,6 +20,7 @@
 
 #include "arena.h"
 #include "config-t.h"
+#include "metrics.h"
 #include "view.h"
 
 #include <stdbool.h>
@@ -128,6 +129,9 @@ struct rete_exchange {
     char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */
     char downstream_addr[64];
     uint32_t body_limit;
+    /* tunnels: Istio TCP series, resolved once at open (telemetry.c) */
+    bool tcp_open;
+    rete_metric tcp_sent, tcp_received, tcp_closed;
 };
 
 /* ---- construction and lifetime ---- */

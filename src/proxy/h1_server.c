@@ -289,7 +289,7 @@ static size_t h1s_body(h1s *s, const char *data, size_t len)
         int rc = rete_h1_chunked_decode(&s->chunked, data + used, len - used, &consumed, &d, &dlen);
         used += consumed;
         if (rc < 0) {
-            rete_count(&s->conn->worker->counters.parse_errors, 1);
+            rete_stat(s->conn->worker, s->conn->worker->ms.parse_errors, 1);
             rete_h1_chunked_free(&s->chunked);
             if (ex) {
                 s->ex = NULL;
@@ -332,7 +332,7 @@ static void h1s_process(h1s *s, const char *data, size_t len)
             bool stashed = false;
             if (s->len) {
                 if (!h1s_stash(s, data, len, lim.max_head + 4)) {
-                    rete_count(&c->worker->counters.parse_errors, 1);
+                    rete_stat(c->worker, c->worker->ms.parse_errors, 1);
                     h1s_error_and_close(s, 431, "request head too large");
                     return;
                 }
@@ -352,7 +352,7 @@ static void h1s_process(h1s *s, const char *data, size_t len)
                 return;
             }
             if (r < 0) {
-                rete_count(&c->worker->counters.parse_errors, 1);
+                rete_stat(c->worker, c->worker->ms.parse_errors, 1);
                 rete_debug("h1: refused request from %s: %d %s", c->peer_addr, err.status,
                            err.reason);
                 h1s_error_and_close(s, err.status ? err.status : 400,
@@ -435,7 +435,7 @@ static void h1s_on_data(rete_io *io, const char *data, size_t len)
 {
     h1s *s = io->owner;
     rete_conn_idle_stop(s->conn);
-    rete_count(&s->conn->worker->counters.bytes_in, len);
+    rete_stat(s->conn->worker, s->conn->worker->ms.http_in, len);
     h1s_process(s, data, len);
 }
 
@@ -561,7 +561,7 @@ static void h1s_write_body(h1s *s)
         } else {
             h1s_write(s, d, n);
         }
-        rete_count(&s->conn->worker->counters.bytes_out, n);
+        rete_stat(s->conn->worker, s->conn->worker->ms.http_out, n);
         if (s->state == H1S_CLOSING)
             return;
         rete_ex_consume(ex, RETE_DOWNSTREAM, n);
@@ -642,7 +642,7 @@ static void h1s_on_head(rete_exchange *ex)
         s->keep_alive = false; /* answered before the body was read: close after */
     rete_outbuf_puts(&b, "\r\n");
     h1s_write(s, b.p, b.len);
-    rete_count(&s->conn->worker->counters.bytes_out, b.len);
+    rete_stat(s->conn->worker, s->conn->worker->ms.http_out, b.len);
     rete_outbuf_free(&b);
     if (no_body)
         s->head_method = true; /* drop any body bytes the upstream still sends */

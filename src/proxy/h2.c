@@ -505,7 +505,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             }
             if (s->too_large) {
                 ex->req_body.end = true;
-                rete_count(&h2->worker->counters.parse_errors, 1);
+                rete_stat(h2->worker, h2->worker->ms.parse_errors, 1);
                 rete_ex_local_response(ex, 431, "text/plain", "request header fields too large\n", 32);
                 return 0;
             }

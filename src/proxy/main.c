@@ -123,13 +123,18 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
         rete_tls_set_unref(p->tls);
         p->cfg = cfg;
         p->tls = tls;
-        atomic_fetch_add(&p->reloads_ok, 1);
+        rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
+        rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
+        rete_proxy_count_reload(p, true);
         return 0;
     }
     p->cfg = cfg;
     p->tls = tls;
     if (!p->concurrency)
         p->concurrency = cfg->proxy.concurrency ? cfg->proxy.concurrency : 1;
+    rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
+    rete_metrics_gauge_set(p->metrics, p->ms.workers, p->concurrency);
+    rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
     p->workers = rete_calloc(p->concurrency, sizeof(*p->workers));
     for (unsigned i = 0; i < p->concurrency; i++) {
         rete_worker *w = &p->workers[i];
@@ -162,7 +167,7 @@ static void on_sighup(uv_signal_t *s, int sig)
     rete_tls_set *tls = NULL;
     rete_config *cfg = load(p->config_path, p->cfg->version + 1, &tls);
     if (!cfg) {
-        atomic_fetch_add(&p->reloads_failed, 1);
+        rete_proxy_count_reload(p, false);
         rete_warn("reload: keeping configuration version %llu", (unsigned long long)p->cfg->version);
         return;
     }
@@ -386,6 +391,7 @@ int main(int argc, char **argv)
     proxy.child_argv = child_argv;
     proxy.concurrency = (unsigned)concurrency;
     proxy.started_unix = (uint64_t)time(NULL);
+    rete_proxy_metrics_init(&proxy);
     if (!inbound)
         inbound = json_array();
     if (!labels)
@@ -479,6 +485,7 @@ int main(int argc, char **argv)
         uv_loop_close(&w->loop);
     }
     free(proxy.workers);
+    rete_proxy_metrics_free(&proxy);
     if (proxy.cfg)
         rete_config_unref(proxy.cfg);
     rete_tls_set_unref(proxy.tls);

@@ -18,8 +18,10 @@ typedef struct rete_proxy {
     uv_signal_t sigterm, sigint, sighup;
     atomic_bool ready;           /* listeners bound and configuration loaded */
     atomic_bool draining;
-    atomic_uint_fast64_t reloads_ok;
-    atomic_uint_fast64_t reloads_failed;
+    rete_metrics *metrics;       /* the process registry: families declared once in main */
+    rete_mesh_metrics *mm;
+    rete_proxy_series ms;        /* fixed series, resolved before the workers start */
+    rete_metrics_shard *main_shard; /* the main thread's counts (reloads) */
     char last_reload_error[1024];
     uint64_t started_unix;
     rete_io_loop iol;            /* the main loop's buffers (control-plane client) */
@@ -33,6 +35,16 @@ extern rete_proxy *rete_the_proxy;
  * in run mode); later ones are handed to every worker as a new generation.
  * Takes the references. Returns -1 when the workers cannot start. */
 int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls);
+
+/* Create the registry, declare the families and resolve the fixed series.
+ * Aborts on failure (start-up only). */
+void rete_proxy_metrics_init(rete_proxy *p);
+void rete_proxy_metrics_free(rete_proxy *p);
+/* rete_proxy_cert_expiry_timestamp_seconds from the PEM certificate at path
+ * (main thread; a file that cannot be read leaves the gauge as it was). */
+void rete_proxy_metrics_cert(rete_proxy *p, const char *path);
+/* Count a configuration reload (main thread). */
+void rete_proxy_count_reload(rete_proxy *p, bool ok);
 
 /* Build the TLS contexts a snapshot names; NULL with err on failure. */
 rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen);

@@ -57,7 +57,7 @@ static void tcp_pump(tcp_side *t)
             tcp_close(t);
             return;
         }
-        rete_count(&ex->worker->counters.tcp_bytes_out, n);
+        rete_stat(ex->worker, ex->worker->ms.tcp_out, n);
         rete_ex_consume(ex, t->role, n);
         if (!t->ex)
             return;
@@ -79,7 +79,7 @@ static void tcp_on_data(rete_io *io, const char *data, size_t len)
     tcp_side *t = io->owner;
     if (!t->ex)
         return;
-    rete_count(&t->ex->worker->counters.tcp_bytes_in, len);
+    rete_stat(t->ex->worker, t->ex->worker->ms.tcp_in, len);
     if (rete_ex_push(t->ex, t->role, data, len)) {
         t->paused = true;
         rete_io_read_stop(io);

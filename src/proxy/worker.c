@@ -27,6 +27,15 @@ rete_gen *rete_gen_new(rete_config *cfg, rete_tls_set *tls)
     g->lbs = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->lbs));
     g->in_flight = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->in_flight));
     g->users = 1; /* the worker's own reference */
+    const rete_proxy_spec *ps = &cfg->proxy;
+    for (size_t i = 0; i < cfg->n_workloads && !g->self; i++)
+        if (ps->name && ps->ns && strcmp(cfg->workloads[i].name, ps->name) == 0 &&
+            strcmp(cfg->workloads[i].ns, ps->ns) == 0)
+            g->self = &cfg->workloads[i];
+    for (size_t i = 0; i < cfg->n_services && g->self && !g->self_service; i++)
+        for (size_t k = 0; k < cfg->services[i].n_endpoints; k++)
+            if (cfg->services[i].endpoints[k] == g->self)
+                g->self_service = &cfg->services[i];
     return g;
 }
 
@@ -261,6 +270,7 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     rete_route_thread_cleanup();
     rete_h2_thread_cleanup();
+    rete_metrics_shard_free(&w->shard); /* its counts fold into the registry */
     atomic_store(&w->stopped, true);
 }
 
@@ -276,6 +286,9 @@ static void on_flush_prepare(uv_prepare_t *p)
 
 int rete_worker_start(rete_worker *w)
 {
+    w->shard = rete_metrics_shard_new(w->proxy->metrics);
+    w->mm = w->proxy->mm;
+    w->ms = w->proxy->ms;
     uv_loop_init(&w->loop);
     w->iol.loop = &w->loop;
     w->rng = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)w->id << 32) ^ uv_hrtime();

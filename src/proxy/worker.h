@@ -1,5 +1,5 @@
 /* Worker threads: each runs its own libuv loop with its own listeners
- * (SO_REUSEPORT), connection pools, balancers and counters. Nothing here is
+ * (SO_REUSEPORT), connection pools, balancers and metrics shard. Nothing here is
  * shared between workers except the immutable config snapshot.
  *
  * A configuration swap reaches a worker as a new generation: the worker keeps
@@ -11,6 +11,8 @@
 
 #include "config-t.h"
 #include "io.h"
+#include "mesh_metrics.h"
+#include "metrics.h"
 #include "tls.h"
 #include "view.h"
 
@@ -40,6 +42,9 @@ typedef struct rete_gen {
     uint32_t *in_flight;        /* requests in flight per service (circuit breaking) */
     unsigned users;             /* exchanges and connections using this generation */
     bool retired;
+    /* for metric labels, found once per snapshot */
+    const rete_workload *self;          /* this proxy's Workload, NULL if the config has none */
+    const rete_service *self_service;   /* a service that selects it, NULL if none */
 } rete_gen;
 
 typedef enum rete_listener_kind {
@@ -68,22 +73,28 @@ typedef struct rete_pool_entry {
     unsigned n_h1;
 } rete_pool_entry;
 
-typedef struct rete_counters {
-    atomic_uint_fast64_t requests;
-    atomic_uint_fast64_t responses_by_class[6]; /* index: status/100, 0 = reset/no response */
-    atomic_uint_fast64_t bytes_in;
-    atomic_uint_fast64_t bytes_out;
-    atomic_uint_fast64_t conns_total[5];        /* by listener kind */
-    atomic_uint_fast64_t conns_active[5];
-    atomic_uint_fast64_t parse_errors;
-    atomic_uint_fast64_t mesh_refused;          /* handshake or identity refusals */
-    atomic_uint_fast64_t overflow;              /* refused by a connection-pool limit */
-    atomic_uint_fast64_t authz_denied;          /* requests and tunnels denied by AuthorizationPolicy */
-    atomic_uint_fast64_t tcp_bytes_in;
-    atomic_uint_fast64_t tcp_bytes_out;
-    atomic_uint_fast64_t latency_buckets[20];   /* request duration histogram, ms bounds below */
-    atomic_uint_fast64_t latency_sum_us;
-} rete_counters;
+/* The proxy's fixed series (no per-request label values), resolved once at
+ * start-up in the process registry; every worker increments them in its own
+ * shard (rete_stat). The listener-indexed arrays follow rete_listener_kind. */
+typedef struct rete_proxy_series {
+    rete_metric requests;
+    rete_metric responses[6];       /* index: status/100, 0 = reset/no response */
+    rete_metric duration;           /* rete_proxy_request_duration_seconds */
+    rete_metric http_in, http_out;
+    rete_metric tcp_in, tcp_out;
+    rete_metric conns_total[5];
+    rete_metric conns_active[5];
+    rete_metric parse_errors;
+    rete_metric mesh_refused;       /* handshake or identity refusals */
+    rete_metric cb_rejections;      /* refused by a connection-pool limit */
+    rete_metric authz_denied;       /* requests and tunnels denied by AuthorizationPolicy */
+    rete_metric config_version;
+    rete_metric reloads_ok, reloads_rejected;
+    rete_metric workers;
+    rete_metric build_info;
+    rete_metric cert_expiry;        /* set by the main thread */
+    rete_metric cp_connected;
+} rete_proxy_series;
 
 typedef struct rete_worker {
     int id;
@@ -107,7 +118,9 @@ typedef struct rete_worker {
     uint64_t drain_deadline;
     unsigned active_conns;
     unsigned active_exchanges;
-    rete_counters counters;
+    rete_metrics_shard *shard;      /* this thread's metrics: created at start, freed at exit */
+    const rete_mesh_metrics *mm;    /* families (the proxy's) */
+    rete_proxy_series ms;           /* fixed series (a copy of the proxy's) */
     rete_header h1_fields[128];     /* parser scratch: heads are copied into exchanges */
     rete_io_loop iol;               /* this loop's read and TLS buffers */
 } rete_worker;
@@ -123,14 +136,12 @@ static inline uint64_t rete_worker_rand(rete_worker *w)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static inline void rete_count(atomic_uint_fast64_t *c, uint64_t n)
+/* Count n on one of the worker's series: a relaxed load and store in its own
+ * shard, no lock, no read-modify-write. Worker thread only. */
+static inline void rete_stat(rete_worker *w, rete_metric m, uint64_t n)
 {
-    /* Single writer (the worker): a relaxed load+store, no locked instruction. */
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
+    rete_metrics_inc(w->shard, m, n);
 }
-
-extern const double rete_latency_bounds_ms[20];
 
 void rete_gen_hold(rete_gen *g);
 void rete_gen_release(rete_worker *w, rete_gen *g);

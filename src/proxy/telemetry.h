@@ -1,0 +1,44 @@
+/* The proxy's metrics: the process registry and its fixed series
+ * (proxy.h: rete_proxy_metrics_init), and Istio's standard request and TCP
+ * metrics per exchange.
+ *
+ * Label values follow Istio's (see docs/proxy.md, "Metrics"): the reporter
+ * is "source" on the outbound side and "destination" on the inbound side;
+ * the proxy's own workload, namespace, principal and app/version labels fill
+ * one half, the chosen endpoint (outbound) or the peer's SPIFFE ID (inbound,
+ * workload "unknown": no peer metadata exchange yet) the other.
+ *
+ * Series are resolved through the worker's shard cache: lock-free once the
+ * worker has seen the label combination; the registry bounds each family's
+ * series count (overflow series beyond it). */
+#ifndef RETE_PROXY_TELEMETRY_H
+#define RETE_PROXY_TELEMETRY_H
+
+#include "exchange.h"
+#include "worker.h"
+
+#include <stdint.h>
+
+/* An HTTP exchange ended (not admin, not a tunnel): istio_requests_total,
+ * rete_request_duration_seconds, istio_request_bytes, istio_response_bytes.
+ * status 0: no response was sent. */
+void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns);
+
+/* A tunnel is about to be carried upstream (routing chose its destination):
+ * istio_tcp_connections_opened_total, and the series its bytes and its close
+ * will count in. Worker thread. */
+void rete_telemetry_tunnel_open(rete_exchange *ex);
+
+/* The tunnel ended: istio_tcp_connections_closed_total. */
+void rete_telemetry_tunnel_close(rete_exchange *ex);
+
+/* Bytes of an open tunnel: producer DOWNSTREAM = received, UPSTREAM = sent. */
+static inline void rete_telemetry_tunnel_bytes(rete_exchange *ex, rete_side producer, size_t n)
+{
+    if (!ex->tcp_open)
+        return;
+    rete_metrics_inc(ex->worker->shard, producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent,
+                     n);
+}
+
+#endif
