@@ -1183,7 +1183,7 @@ static const cfg_enum mesh_mtls_enum[] = {{"STRICT", RETE_MTLS_STRICT},
 
 static const cfg_field mtls_fields[] = {
     {"mode", CFG_ENUM, 0, CFG_AT(raw_peer_authn, mode), .en = mtls_enum, .def = "UNSET",
-     .doc = "UNSET inherits from the next broader policy"},
+     .doc = "UNSET inherits from the next broader policy. DISABLE serves plaintext on the inbound listener (15006) like PERMISSIVE but keeps mTLS between sidecars (unlike Istio; see architecture.md, Security)"},
 };
 static const cfg_schema mtls_schema = CFG_SCHEMA("MutualTLS", raw_peer_authn, mtls_fields, NULL);
 
