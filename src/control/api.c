@@ -303,12 +303,12 @@ static void api_proxies(reted *r, rete_http_req *req)
     }
     if (n == 3 && strcmp(seg[2], "config") == 0) {
         reted_proxy *p = reted_proxy_find(r, seg[0], seg[1]);
-        if (!p || !p->last_config) {
+        if (!p || !p->sent) {
             respond_error(req, 404, "no such proxy, or no configuration sent to it yet");
             return;
         }
         respond_obj(req, 200, json_pack("{s:o,s:I,s:s}", "proxy", proxy_json(p), "version",
-                                        (json_int_t)p->sent_version, "resources", p->last_config));
+                                        (json_int_t)p->sent_version, "resources", p->sent->text));
         return;
     }
     respond_error(req, 404, "use /api/v1/proxies or /api/v1/proxies/{namespace}/{name}/config");
@@ -404,6 +404,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
         rc = rete_ca_rotate_begin(r->ca, cadir, err, sizeof(err));
         if (rc == RETE_OK)
             r->renew_issued_before = reted_now() + 1;
+        r->ca_generation++;
     } else if (phase && strcmp(phase, "finish") == 0) {
         for (reted_proxy *p = r->proxies; p; p = p->next)
             if (p->stream && p->cert_issued_at && p->cert_issued_at < r->renew_issued_before) {
@@ -416,6 +417,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
                 return;
             }
         rc = rete_ca_rotate_finish(r->ca, cadir, err, sizeof(err));
+        r->ca_generation++;
     } else {
         json_decref(in);
         respond_error(req, 400, "body: {\"phase\": \"begin\" | \"finish\"}");

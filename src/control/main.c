@@ -435,8 +435,13 @@ int main(int argc, char **argv)
     rete_tls_ctx_unref(r.xds_tls);
     for (reted_proxy *p = r.proxies, *n; p; p = n) {
         n = p->next;
-        free(p->last_config);
+        reted_snapshot_release(&r, p->sent);
         free(p);
+    }
+    while (r.snapshots) {
+        reted_snapshot *s = r.snapshots;
+        r.snapshots = s->next;
+        reted_snapshot_release(&r, s);
     }
     uv_loop_close(r.loop);
     rete_info("reted stopped");

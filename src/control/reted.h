@@ -15,6 +15,21 @@
 
 #define RETED_ROOT_NS "rete-system"
 
+/* The resources compiled for one namespace at one store revision: shared by
+ * every proxy of the namespace (compiler.c). */
+typedef struct reted_snapshot {
+    struct reted_snapshot *next;    /* the cache of current snapshots */
+    char ns[254];
+    uint64_t revision;
+    uint64_t ca_generation;
+    uint64_t hash;                  /* resources + trust bundle + renewal request */
+    char *text;                     /* the resources document stream */
+    size_t text_len;
+    char *body;                     /* the push message's tail, JSON-encoded once */
+    size_t body_len;
+    unsigned refs;
+} reted_snapshot;
+
 /* One proxy reted knows about: connected now, or seen within the grace period. */
 typedef struct reted_proxy {
     struct reted_proxy *next;
@@ -30,8 +45,7 @@ typedef struct reted_proxy {
     char nack_error[512];
     bool nacked;
     bool ready;
-    char *last_config;              /* the resources text last sent (malloc) */
-    uint64_t last_hash;
+    reted_snapshot *sent;           /* the snapshot last sent (a reference) */
     int64_t connected_unix;
     int64_t last_seen_unix;
     int64_t disconnected_unix;      /* 0 while connected */
@@ -53,6 +67,8 @@ typedef struct reted {
     rete_http_server *xds;
     rete_tls_ctx *xds_tls;
     reted_proxy *proxies;
+    reted_snapshot *snapshots;      /* compiled, current: one per namespace in use */
+    uint64_t ca_generation;         /* bumped at every CA rotation step */
     uv_timer_t push_timer;          /* coalesces recompiles after changes */
     uv_timer_t tick;                /* pings, registry expiry */
     uv_signal_t sigterm;
@@ -103,8 +119,11 @@ void reted_xds_handle(rete_http_req *req, void *arg);
 void reted_changed(reted *r);       /* the store changed: recompile and push soon */
 void reted_tick(reted *r);
 reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
-/* compiler.c: the resources text for one proxy (malloc'ed). */
-char *reted_compile(reted *r, const reted_proxy *p, uint64_t *hash);
+/* compiler.c: the current snapshot for a namespace (a new reference), and
+ * releasing one; expire drops cached snapshots a change made stale. */
+reted_snapshot *reted_snapshot_for(reted *r, const char *ns);
+void reted_snapshot_release(reted *r, reted_snapshot *s);
+void reted_snapshots_expire(reted *r);
 /* reted's own certificate for the proxy API, issued by the current CA
  * (main.c); NULL with err. */
 rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen);

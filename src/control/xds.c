@@ -114,9 +114,9 @@ reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
     return NULL;
 }
 
-static void proxy_free(reted_proxy *p)
+static void proxy_free(reted *r, reted_proxy *p)
 {
-    free(p->last_config);
+    reted_snapshot_release(r, p->sent);
     free(p);
 }
 
@@ -204,32 +204,24 @@ static void push(reted *r, reted_proxy *p, bool force)
 {
     if (!p->stream)
         return;
-    uint64_t hash = 0;
-    char *text = reted_compile(r, p, &hash);
-    /* The trust bundle and a renewal request travel with the snapshot: a
-     * CA rotation changes them without changing any resource. */
-    const char *bundle = rete_ca_bundle_pem(r->ca);
-    for (const char *c = bundle; *c; c++) {
-        hash ^= (unsigned char)*c;
-        hash *= 0x100000001b3ULL;
-    }
-    hash ^= (uint64_t)r->renew_issued_before;
-    if (!force && hash == p->last_hash && p->last_config) {
-        free(text);
+    reted_snapshot *snap = reted_snapshot_for(r, p->ns);
+    if (!force && p->sent && snap->hash == p->sent->hash) {
+        reted_snapshot_release(r, snap);
         return;
     }
     uint64_t version = r->store->ops->revision(r->store);
     if (version <= p->sent_version)
         version = p->sent_version + 1;
-    free(p->last_config);
-    p->last_config = text;
-    p->last_hash = hash;
+    reted_snapshot_release(r, p->sent);
+    p->sent = snap;
     p->sent_version = version;
-    snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(hash ^ version));
-    send_obj(p->stream, json_pack("{s:s,s:I,s:s,s:s,s:s,s:I}", "type", "config", "version",
-                                  (json_int_t)version, "nonce", p->nonce, "resources", text,
-                                  "trustBundle", bundle, "renewIssuedBefore",
-                                  (json_int_t)r->renew_issued_before));
+    snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(snap->hash ^ version));
+    /* The head differs per proxy; the (large) tail is shared and encoded once. */
+    char head[160];
+    int n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
+                     (unsigned long long)version, p->nonce);
+    rete_http_stream_send(p->stream, head, (size_t)n);
+    rete_http_stream_send(p->stream, snap->body, snap->body_len);
     r->pushes++;
 }
 
@@ -237,6 +229,7 @@ static void on_push_timer(uv_timer_t *t)
 {
     reted *r = t->data;
     r->push_pending = false;
+    reted_snapshots_expire(r);
     for (reted_proxy *p = r->proxies; p; p = p->next)
         push(r, p, false);
 }
@@ -318,7 +311,7 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     json_t *iss = json_object_get(msg, "certIssuedAt");
     p->cert_issued_at = json_is_integer(iss) ? json_integer_value(iss) : 0;
     p->sent_version = p->acked_version;
-    p->last_hash = 0; /* always send a fresh snapshot to a new stream */
+    /* always send a fresh snapshot to a new stream (push is forced) */
     rete_info("xds: %s/%s connected from %s as %s", ns, name, rete_http_stream_peer_addr(st), peer);
     push(r, p, true);
 }
@@ -422,7 +415,7 @@ void reted_tick(reted *r)
                       r->grace_seconds);
             deregister(r, p);
             *pp = p->next;
-            proxy_free(p);
+            proxy_free(r, p);
             continue;
         }
         pp = &p->next;
