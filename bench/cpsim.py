@@ -312,13 +312,15 @@ def perf_stop(p, out):
     for line in r.stdout.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.+?)\s*$", line)
         if m:
-            top.append({"pct": float(m.group(1)), "dso": m.group(2), "symbol": m.group(3)})
+            top.append({"pct": float(m.group(1)), "dso": m.group(2),
+                        "symbol": re.split(r"\s{2,}", m.group(3))[0]})
     return top[:20] or None
 
 
-async def scenario(a, work):
-    res = {"config": {"proxies": a.proxies, "services": a.services, "workloads": a.workloads,
-                      "namespaces": a.namespaces, "ca_connections": a.ca_connections}}
+async def scenario(a, work, res):
+    res["config"] = {"proxies": a.proxies, "services": a.services, "workloads": a.workloads,
+                     "namespaces": a.namespaces, "ca_connections": a.ca_connections,
+                     "connect_concurrency": a.connect_concurrency}
     sim = Sim(a)
     data = os.path.join(work, "reted")
     api_port, xds_port = free_port(), free_port()
@@ -435,16 +437,52 @@ async def scenario(a, work):
                 await asyncio.wait_for(p.connected, a.timeout)
 
         t = time.monotonic()
-        await asyncio.gather(*(connect(n) for n in range(a.proxies)))
+        res["connect_progress"] = []
+
+        def configured():
+            return sum(1 for p in sim.proxies if p.connected.done() and not p.connected.exception())
+
+        async def progress():
+            while True:
+                await asyncio.sleep(10)
+                res["connect_progress"].append([round(time.monotonic() - t, 1), configured(), rss_kb(pid)])
+                log(f"  {time.monotonic() - t:5.0f} s: {configured()} proxies configured, reted RSS {rss_kb(pid)} kB")
+
+        prog = asyncio.ensure_future(progress())
+        incomplete = None
+        try:
+            await asyncio.wait_for(asyncio.gather(*(connect(n) for n in range(a.proxies))), a.connect_timeout)
+        except asyncio.TimeoutError:
+            # Out of time: carry on with the proxies that have their
+            # config, so the change is still measured (on fewer proxies),
+            # and say so. The others are dropped (their streams closed).
+            incomplete = f"only {configured()} of {a.proxies} proxies configured after {a.connect_timeout:.0f} s"
+            res["connect_incomplete"] = {"configured": configured(), "seconds": time.monotonic() - t,
+                                         "rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid) - res["reted_before"]["cpu_s"],
+                                         "pushes": sim.configs_received, "bytes": sim.bytes_received}
+            log(incomplete + "; measuring the change on those")
+            sim.stopping = True
+            keep = []
+            for p in sim.proxies:
+                if p.connected.done() and not p.connected.exception():
+                    keep.append(p)
+                elif p.transport:
+                    p.transport.abort()
+            sim.proxies = keep
+            await asyncio.sleep(0.5)
+            sim.stopping = False
+        finally:
+            prog.cancel()
         res["connect_s"] = time.monotonic() - t
-        log(f"{a.proxies} proxies connected and configured in {res['connect_s']:.1f} s; waiting for quiet")
+        res["connected"] = len(sim.proxies)
+        log(f"{len(sim.proxies)} proxies connected and configured in {res['connect_s']:.1f} s; waiting for quiet")
         await quiet(sim, 1.0, a.timeout)
         res["connect_settle_s"] = time.monotonic() - t
         res["connect_pushes"] = sim.configs_received
         res["connect_bytes"] = sim.bytes_received
         await asyncio.sleep(0.5)
         res["reted_connected"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
-        res["rss_per_proxy_kb"] = (res["reted_connected"]["rss_kb"] - res["reted_before"]["rss_kb"]) / a.proxies
+        res["rss_per_proxy_kb"] = (res["reted_connected"]["rss_kb"] - res["reted_before"]["rss_kb"]) / len(sim.proxies)
         res["connect_cpu_s"] = res["reted_connected"]["cpu_s"] - res["reted_before"]["cpu_s"]
         log(f"settled after {res['connect_settle_s']:.1f} s: {sim.configs_received} pushes, "
             f"{sim.bytes_received / 1e6:.0f} MB; reted RSS {res['reted_before']['rss_kb']} -> "
@@ -498,6 +536,8 @@ async def scenario(a, work):
             raise RuntimeError(f"{len(sim.errors)} proxy errors: {sim.errors[:3]}")
         if reted.poll() is not None:
             raise RuntimeError(f"reted exited {reted.returncode}")
+        if incomplete:
+            raise RuntimeError(incomplete)
     except Exception:
         try:
             with open(os.path.join(work, "reted.log")) as f:
@@ -523,16 +563,20 @@ async def scenario(a, work):
     return res
 
 
-def run(proxies=1000, services=1000, workloads=10000, namespaces=10, perf=False, timeout=240, work=None):
-    """Run the scenario; returns the results dict (raises on any error)."""
+def run(proxies=1000, services=1000, workloads=10000, namespaces=10, perf=False, timeout=240, work=None,
+        connect_timeout=None, res=None):
+    """Run the scenario; returns the results dict (raises on any error; what
+    was measured before the error is in `res` when the caller passes one)."""
     a = argparse.Namespace(proxies=proxies, services=services, workloads=workloads, namespaces=namespaces,
-                           perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64)
+                           perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64,
+                           connect_timeout=connect_timeout or timeout)
+    res = {} if res is None else res
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     own = work is None
     work = work or tempfile.mkdtemp(prefix="rete-cpsim-")
     try:
-        return asyncio.run(scenario(a, work))
+        return asyncio.run(scenario(a, work, res))
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -546,15 +590,20 @@ def main():
     ap.add_argument("--namespaces", type=int, default=10)
     ap.add_argument("--perf", action="store_true", help="perf record reted during the change's push")
     ap.add_argument("--timeout", type=float, default=240, help="seconds for each phase")
+    ap.add_argument("--connect-timeout", type=float, help="seconds for connecting every proxy (default --timeout)")
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rete-cpsim-")
+    res = {}
+    rc = 0
     try:
-        res = run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work)
+        run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work,
+            args.connect_timeout, res)
     except Exception as e:
         log(f"FAIL: {type(e).__name__}: {e}")
-        return 1
+        res["failed"] = f"{type(e).__name__}: {e}"
+        rc = 1
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -565,7 +614,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             f.write(out)
-    return 0
+    return rc
 
 
 if __name__ == "__main__":
