@@ -440,7 +440,10 @@ async def scenario(a, work, res):
         res["connect_progress"] = []
 
         def configured():
-            return sum(1 for p in sim.proxies if p.connected.done() and not p.connected.exception())
+            return sum(1 for p in sim.proxies if ok(p))
+
+        def ok(p):
+            return p.connected.done() and not p.connected.cancelled() and p.connected.exception() is None
 
         async def progress():
             while True:
@@ -464,7 +467,7 @@ async def scenario(a, work, res):
             sim.stopping = True
             keep = []
             for p in sim.proxies:
-                if p.connected.done() and not p.connected.exception():
+                if ok(p):
                     keep.append(p)
                 elif p.transport:
                     p.transport.abort()
