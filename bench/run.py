@@ -515,6 +515,43 @@ def openssl_speed(seconds):
     return res
 
 
+# ---------------------------------------------------------------- control plane
+
+CP_FULL = dict(proxies=1000, services=1000, workloads=10000, perf=True, timeout=120, connect_timeout=240)
+CP_SMOKE = dict(proxies=20, services=50, workloads=200, perf=False, timeout=30, connect_timeout=30)
+
+
+def ca_core():
+    """reted's CA on one core, from its unit micro-benchmark (tests/unit/test_ca.c)."""
+    exe = os.path.join(BUILD, "tests", "unit", "test_ca")
+    if not os.path.exists(exe):
+        return None
+    out = run([exe], 120, check=False)
+    res = {}
+    m = re.search(r"CA issuance: (\d+) certificates/s of CPU time", out)
+    if m:
+        res["certs_per_cpu_s"] = int(m.group(1))
+    m = re.search(r"sign (\d+)/s, verify (\d+)/s, sign\+verify (\d+)/s", out)
+    if m:
+        res.update(sign=int(m.group(1)), verify=int(m.group(2)), sign_verify=int(m.group(3)))
+    return res or None
+
+
+def control_plane(smoke):
+    """The control-plane scale scenario (bench/cpsim.py): reted with N
+    simulated proxies, S services and W workloads; one route change."""
+    import cpsim
+    cp = dict(CP_SMOKE if smoke else CP_FULL)
+    res = {}
+    try:
+        cpsim.run(res=res, **cp)
+    except Exception as e:  # reported in the section, and a failure of the run
+        res["failed"] = f"{type(e).__name__}: {e}"
+    if not smoke:
+        res["ca_core"] = ca_core()
+    return res
+
+
 # ---------------------------------------------------------------- the run
 
 def machine():
@@ -696,6 +733,12 @@ def main():
         for t in targets:
             if t != "direct":
                 results["memory"][t]["loaded_kb"] = {s: rss_kb(p) for s, p in info[t]["pids"].items()}
+
+        # The data-plane targets sit idle from here on.
+        log("control plane: reted with simulated proxies (bench/cpsim.py)")
+        results["control_plane"] = control_plane(args.smoke)
+        if "failed" in results["control_plane"]:
+            failures.append(f"control plane: {results['control_plane']['failed']}")
         crashed = procs.crashed()
         if crashed:
             failures.append(f"processes exited during the run: {crashed}")

@@ -1371,7 +1371,66 @@ typedef struct loader {
     raw_res *head[K_COUNT];
     raw_res *tail[K_COUNT];
     size_t count[K_COUNT];
+    /* Every decoded resource by (kind, namespace, name), open addressing:
+     * the duplicate check in O(1) instead of a scan of the kind's list
+     * (O(n^2) over a snapshot of 10000 workloads). malloc'ed, freed with
+     * the loader. */
+    raw_res **idx;
+    size_t idx_cap;
+    size_t idx_n;
 } loader;
+
+static size_t res_hash(int kind, const char *ns, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
+    for (const char *s = ns; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    h = (h ^ 0xff) * 0x100000001b3ULL;
+    for (const char *s = name; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* The resource already decoded with r's kind, namespace and name, or NULL. */
+static raw_res *res_index_find(const loader *l, const raw_res *r)
+{
+    if (!l->idx_cap)
+        return NULL;
+    size_t mask = l->idx_cap - 1;
+    for (size_t i = res_hash(r->kind->id, r->meta.ns, r->meta.name) & mask;; i = (i + 1) & mask) {
+        raw_res *o = l->idx[i];
+        if (!o)
+            return NULL;
+        if (o->kind == r->kind && strcmp(o->meta.name, r->meta.name) == 0 &&
+            strcmp(o->meta.ns, r->meta.ns) == 0)
+            return o;
+    }
+}
+
+static void res_index_add(loader *l, raw_res *r)
+{
+    if ((l->idx_n + 1) * 2 > l->idx_cap) {
+        size_t cap = l->idx_cap ? l->idx_cap * 2 : 256;
+        raw_res **slots = rete_calloc(cap, sizeof(*slots));
+        for (size_t j = 0; j < l->idx_cap; j++) {
+            raw_res *o = l->idx[j];
+            if (!o)
+                continue;
+            size_t i = res_hash(o->kind->id, o->meta.ns, o->meta.name) & (cap - 1);
+            while (slots[i])
+                i = (i + 1) & (cap - 1);
+            slots[i] = o;
+        }
+        free(l->idx);
+        l->idx = slots;
+        l->idx_cap = cap;
+    }
+    size_t i = res_hash(r->kind->id, r->meta.ns, r->meta.name) & (l->idx_cap - 1);
+    while (l->idx[i])
+        i = (i + 1) & (l->idx_cap - 1);
+    l->idx[i] = r;
+    l->idx_n++;
+}
 
 static void kind_names(char *buf, size_t size)
 {
@@ -1445,10 +1504,10 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     cfg_path_pop(ctx, mark);
     if (kd->id == K_SERVICE && strchr(r->meta.name, '.'))
         return cfg_fail_at(ctx, "metadata.name", "a Service name must not contain '.'");
-    for (raw_res *o = l->head[kd->id]; o; o = o->next)
-        if (strcmp(o->meta.name, r->meta.name) == 0 && strcmp(o->meta.ns, r->meta.ns) == 0)
-            return cfg_fail_at(ctx, "metadata.name", "duplicate %s %s/%s (first in document %d)",
-                               kd->kind, r->meta.ns, r->meta.name, o->doc);
+    const raw_res *o = res_index_find(l, r);
+    if (o)
+        return cfg_fail_at(ctx, "metadata.name", "duplicate %s %s/%s (first in document %d)",
+                           kd->kind, r->meta.ns, r->meta.name, o->doc);
     if ((kd->id == K_PROXY || kd->id == K_MESH) && l->head[kd->id])
         return cfg_fail_at(ctx, "kind", "only one %s document is allowed (first in document %d)",
                            kd->kind, l->head[kd->id]->doc);
@@ -1462,6 +1521,7 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
         l->head[kd->id] = r;
     l->tail[kd->id] = r;
     l->count[kd->id]++;
+    res_index_add(l, r);
     return RETE_OK;
 }
 
@@ -2005,11 +2065,14 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
     }
     l.ctx.doc = -1;
     rc = resolve(&l);
+    free(l.idx);
+    l.idx = NULL;
     if (rc)
         goto fail;
     return cfg;
 
 fail:
+    free(l.idx);
     free_regexes(l.ctx.regexes);
     rete_arena_free(arena);
     return NULL;

@@ -1,0 +1,624 @@
+#!/usr/bin/python3
+"""Control-plane scale scenario: N simulated proxies speaking reted's real
+protocol (docs/control-plane.md) from one asyncio process.
+
+    bench/cpsim.py [--proxies 1000 --services 1000 --workloads 10000] [--json OUT]
+
+Starts reted on a temporary data directory (--cert-ttl 24h), applies S
+Services and W Workloads through the operator API, creates one join token per
+namespace/service account (uses -1), then for every simulated proxy: an
+ECDSA P-256 key and CSR, a certificate from POST /ca/v1/certificates (the
+end-to-end issuance measurement), an mTLS config stream, a hello registering
+its own Workload (sim-N, namespace simK, 127.0.X.Y; nothing listens there),
+and an ACK for every config push. Then one HTTPRoute weight change: for each
+proxy, the time from the apply request's response to the arrival (last byte)
+of the first config push whose version is at least the route's new
+resourceVersion. reted's CPU (/proc/PID/stat) and RSS (VmRSS) are sampled
+before the proxies connect, once all are connected, and after the change.
+With --perf, `perf record -g` runs on reted during the change's push.
+
+Prints one JSON object (and writes it to --json). Debian's python3 with
+python3-cryptography. Exit 1 on any error (a refused certificate, a refused
+or closed stream, a NACK, a proxy that never gets the change).
+"""
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("RETE_BUILD", os.path.join(ROOT, "build"))
+
+
+def reted_binary():
+    for p in (os.path.join(BUILD, "reted"), os.path.join(BUILD, "src", "control", "reted")):
+        if os.path.exists(p):
+            return p
+    raise RuntimeError(f"reted not built under {BUILD}")
+
+
+def log(msg):
+    print(f"[cpsim {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(-(-p / 100 * len(v) // 1)) - 1))
+    return v[k]
+
+
+# ---------------------------------------------------------------- HTTP/1.1
+
+async def http_request(reader, writer, method, path, body=b"", headers=None):
+    """One request on a keep-alive connection; returns (status, body bytes)."""
+    h = {"host": "reted", "content-length": str(len(body))}
+    h.update(headers or {})
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    writer.write(head.encode() + body)
+    status_line = await reader.readline()
+    if not status_line:
+        raise RuntimeError(f"{method} {path}: connection closed")
+    status = int(status_line.split()[1])
+    length = None
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        if k.strip().lower() == "content-length":
+            length = int(v.strip())
+    data = await reader.readexactly(length) if length else b""
+    return status, data
+
+
+class Api:
+    """The operator API (plain HTTP on loopback), one keep-alive connection."""
+
+    def __init__(self, port, token):
+        self.port, self.token = port, token
+        self.conn = None
+
+    async def request(self, method, path, body=b"", ctype="application/json"):
+        if self.conn is None:
+            self.conn = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 26)
+        st, data = await http_request(*self.conn, method, path, body,
+                                      {"authorization": f"Bearer {self.token}", "content-type": ctype})
+        try:
+            return st, json.loads(data) if data else None
+        except ValueError:
+            return st, data.decode(errors="replace")
+
+    async def apply(self, docs):
+        body = "".join("---\n" + json.dumps(d, separators=(",", ":")) + "\n" for d in docs).encode()
+        st, j = await self.request("POST", "/api/v1/apply", body, "application/yaml")
+        if st != 200:
+            raise RuntimeError(f"apply refused ({st}): {str(j)[:600]}")
+        return j
+
+    def close(self):
+        if self.conn:
+            self.conn[1].close()
+
+
+# ---------------------------------------------------------------- resources
+
+def namespace(i, namespaces):
+    return f"sim{i % namespaces}"
+
+
+def service_doc(i, namespaces):
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": f"svc-{i}", "namespace": namespace(i, namespaces)},
+            "spec": {"selector": {"app": f"svc-{i}"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "HTTP"}]}}
+
+
+def workload_doc(j, services, namespaces):
+    i = j % services
+    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "Workload",
+            "metadata": {"name": f"wl-{j}", "namespace": namespace(i, namespaces)},
+            "spec": {"address": f"10.{1 + j // 62500}.{j // 250 % 250}.{1 + j % 250}",
+                     "serviceAccount": f"sa{i % namespaces}", "labels": {"app": f"svc-{i}"}}}
+
+
+def route_doc(namespaces, w1):
+    # parent svc-0, backends svc-N and svc-2N: all in namespace sim0.
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "split", "namespace": "sim0"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "svc-0", "port": 80}],
+                     "rules": [{"backendRefs": [
+                         {"name": f"svc-{namespaces}", "port": 80, "weight": w1},
+                         {"name": f"svc-{2 * namespaces}", "port": 80, "weight": 100 - w1}]}]}}
+
+
+# ---------------------------------------------------------------- proxies
+
+class SimProxy(asyncio.Protocol):
+    """One simulated proxy's config stream: counts pushes, ACKs each, records
+    the arrival time of every version."""
+
+    def __init__(self, sim, n):
+        self.sim, self.n = sim, n
+        self.transport = None
+        self.chunks = []
+        self.header_done = False
+        self.versions = []      # (version, arrival monotonic, bytes)
+        self.closed = None
+        self.connected = asyncio.get_running_loop().create_future()
+        self.error = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        now = time.monotonic()
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                if start < len(data):
+                    self.chunks.append(data[start:] if start else data)
+                return
+            piece = data[start:nl]
+            line = b"".join(self.chunks) + piece if self.chunks else piece
+            self.chunks = []
+            start = nl + 1
+            self.line(line, now)
+
+    def line(self, line, now):
+        if not self.header_done:
+            if line.startswith(b"HTTP/1.1 "):
+                if not line.startswith(b"HTTP/1.1 200"):
+                    self.fail(f"stream refused: {line[:100]!r}")
+                return
+            if line.strip() == b"":
+                self.header_done = True
+                hello = {"type": "hello", "version": 0, "workload": self.sim.workload(self.n)}
+                self.transport.write(json.dumps(hello).encode() + b"\n")
+            return
+        if not line.strip():
+            return
+        # A config line is megabytes of escaped text: find the top-level
+        # fields without parsing it (inside a JSON string every quote is
+        # escaped, so '"nonce":"' can only be the top-level key).
+        head = line[:64]
+        if b'"type":"config"' in line[:200] or (b'"config"' in head):
+            mv = re.search(rb'"version":(\d+)', line[:200]) or re.search(rb'"version":(\d+)', line)
+            i = line.find(b'"nonce":"')
+            if not mv or i < 0:
+                self.fail(f"config without version/nonce: {line[:200]!r}")
+                return
+            nonce = line[i + 9:line.index(b'"', i + 9)]
+            v = int(mv.group(1))
+            self.versions.append((v, now, len(line) + 1))
+            self.transport.write(b'{"type":"ack","nonce":"' + nonce + b'","version":' + str(v).encode() + b"}\n")
+            self.sim.on_config(self, v, now, len(line) + 1)
+            if not self.connected.done():
+                self.connected.set_result(True)
+        elif b'"ping"' in head:
+            return
+        else:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = {"raw": line[:200].decode(errors="replace")}
+            self.fail(f"unexpected message: {str(msg)[:300]}")
+
+    def fail(self, why):
+        if self.error is None:
+            self.error = why
+            self.sim.errors.append(f"sim-{self.n}: {why}")
+        if not self.connected.done():
+            self.connected.set_exception(RuntimeError(why))
+
+    def connection_lost(self, exc):
+        self.closed = time.monotonic()
+        if not self.sim.stopping:
+            self.fail(f"stream closed by reted ({exc})")
+
+
+class Sim:
+    def __init__(self, args):
+        self.a = args
+        self.errors = []
+        self.stopping = False
+        self.proxies = []
+        self.waiters = []       # (min_version, future) for the change
+        self.last_config = time.monotonic()
+        self.bytes_received = 0
+        self.configs_received = 0
+
+    def workload(self, n):
+        ns = namespace(n, self.a.namespaces)
+        return {"name": f"sim-{n}", "namespace": ns, "serviceAccount": f"sa{n % self.a.namespaces}",
+                "address": f"127.0.{1 + n // 250}.{1 + n % 250}", "meshPort": 15008,
+                "labels": {"app": f"svc-{n % self.a.services}"},
+                "ports": [{"port": 8080, "protocol": "HTTP"}]}
+
+    def on_config(self, p, v, now, nbytes):
+        self.last_config = now
+        self.bytes_received += nbytes
+        self.configs_received += 1
+
+
+async def quiet(sim, seconds, timeout):
+    """Wait until no config push has arrived for `seconds`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() - sim.last_config < seconds:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pushes still arriving after {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+def perf_start(pid, out):
+    if not shutil.which("perf"):
+        return None
+    return subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", out, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def perf_stop(p, out):
+    if p is None:
+        return None
+    p.send_signal(2)
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return None
+    try:
+        r = subprocess.run(["perf", "report", "--stdio", "--no-children", "-g", "none", "--sort", "dso,symbol",
+                            "--percent-limit", "0.8", "-i", out], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return None
+    top = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.+?)\s*$", line)
+        if m:
+            top.append({"pct": float(m.group(1)), "dso": m.group(2),
+                        "symbol": re.split(r"\s{2,}", m.group(3))[0]})
+    return top[:20] or None
+
+
+async def scenario(a, work, res):
+    res["config"] = {"proxies": a.proxies, "services": a.services, "workloads": a.workloads,
+                     "namespaces": a.namespaces, "ca_connections": a.ca_connections,
+                     "connect_concurrency": a.connect_concurrency}
+    sim = Sim(a)
+    data = os.path.join(work, "reted")
+    api_port, xds_port = free_port(), free_port()
+    logf = open(os.path.join(work, "reted.log"), "w")
+    reted = subprocess.Popen([reted_binary(), "--data-dir", data, "--api", f"127.0.0.1:{api_port}",
+                              "--xds", f"127.0.0.1:{xds_port}", "--cert-ttl", "24h", "--log-level", "warn"],
+                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, RETED_NO_USER_CONTEXT="1"), start_new_session=True)
+    logf.close()
+    pid = reted.pid
+    api = None
+    try:
+        deadline = time.time() + 20
+        while True:
+            if reted.poll() is not None:
+                raise RuntimeError(f"reted exited {reted.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", api_port), 0.5).close()
+                socket.create_connection(("127.0.0.1", xds_port), 0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("reted not listening")
+                await asyncio.sleep(0.05)
+        with open(os.path.join(data, "admin.token")) as f:
+            api = Api(api_port, f.read().strip())
+        res["reted_idle"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+
+        # ---- the mesh: services, hand-applied workloads, one route
+        t = time.monotonic()
+        await api.apply([service_doc(i, a.namespaces) for i in range(a.services)])
+        res["apply_services_s"] = time.monotonic() - t
+        t = time.monotonic()
+        for lo in range(0, a.workloads, 2500):
+            await api.apply([workload_doc(j, a.services, a.namespaces)
+                             for j in range(lo, min(a.workloads, lo + 2500))])
+        res["apply_workloads_s"] = time.monotonic() - t
+        await api.apply([route_doc(a.namespaces, 90)])
+        log(f"applied {a.services} services ({res['apply_services_s']:.1f} s), {a.workloads} workloads "
+            f"({res['apply_workloads_s']:.1f} s), 1 route")
+
+        # ---- identities: keys and CSRs (client side, not measured), tokens
+        tokens = {}
+        for k in range(min(a.namespaces, a.proxies)):
+            st, j = await api.request("POST", "/api/v1/tokens", json.dumps(
+                {"namespace": f"sim{k}", "serviceAccount": f"sa{k}", "ttlSeconds": 3600, "uses": -1}).encode())
+            if st != 200:
+                raise RuntimeError(f"token refused: {j}")
+            tokens[k] = j["token"]
+        t = time.monotonic()
+        keys, csrs = [], []
+        for n in range(a.proxies):
+            key = ec.generate_private_key(ec.SECP256R1())
+            csr = x509.CertificateSigningRequestBuilder().subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sim-{n}")])).sign(key, hashes.SHA256())
+            keys.append(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+            csrs.append(csr.public_bytes(serialization.Encoding.PEM).decode())
+        res["keygen_s"] = time.monotonic() - t
+
+        # ---- certificates through the real CA endpoint
+        bundle = os.path.join(data, "ca", "bundle.pem")
+        ca_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ca_ctx.load_verify_locations(bundle)
+        ca_ctx.check_hostname = False
+        certdir = os.path.join(work, "ids")
+        os.makedirs(certdir)
+        queue = list(range(a.proxies))
+        cpu0 = cpu_seconds(pid)
+
+        async def ca_worker():
+            r, w = await asyncio.open_connection("127.0.0.1", xds_port, ssl=ca_ctx, limit=1 << 20)
+            try:
+                while queue:
+                    n = queue.pop()
+                    body = json.dumps({"csr": csrs[n], "token": tokens[n % a.namespaces]}).encode()
+                    st, out = await http_request(r, w, "POST", "/ca/v1/certificates", body,
+                                                 {"content-type": "application/json"})
+                    if st != 200:
+                        raise RuntimeError(f"certificate for sim-{n} refused ({st}): {out[:300]!r}")
+                    j = json.loads(out)
+                    with open(os.path.join(certdir, f"{n}.pem"), "w") as f:
+                        f.write(j["certChain"])
+                    with open(os.path.join(certdir, f"{n}.key"), "wb") as f:
+                        f.write(keys[n])
+            finally:
+                w.close()
+
+        t = time.monotonic()
+        await asyncio.gather(*(ca_worker() for _ in range(a.ca_connections)))
+        dt = time.monotonic() - t
+        res["certs"] = {"issued": a.proxies, "seconds": dt, "per_second": a.proxies / dt,
+                        "reted_cpu_s": cpu_seconds(pid) - cpu0,
+                        "per_cpu_second": a.proxies / max(1e-9, cpu_seconds(pid) - cpu0)}
+        log(f"{a.proxies} certificates in {dt:.2f} s: {a.proxies / dt:.0f}/s end to end "
+            f"({res['certs']['per_cpu_second']:.0f}/s per reted CPU second)")
+
+        # ---- connect every proxy
+        await asyncio.sleep(0.5)
+        res["reted_before"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(a.connect_concurrency)
+
+        async def connect(n):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(bundle)
+            ctx.check_hostname = False
+            ctx.load_cert_chain(os.path.join(certdir, f"{n}.pem"), os.path.join(certdir, f"{n}.key"))
+            async with sem:
+                tr, p = await loop.create_connection(lambda: SimProxy(sim, n), "127.0.0.1", xds_port,
+                                                     ssl=ctx, server_hostname="reted")
+                tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
+                sim.proxies.append(p)
+                await asyncio.wait_for(p.connected, a.timeout)
+
+        t = time.monotonic()
+        res["connect_progress"] = []
+
+        def configured():
+            return sum(1 for p in sim.proxies if ok(p))
+
+        def ok(p):
+            return p.connected.done() and not p.connected.cancelled() and p.connected.exception() is None
+
+        async def progress():
+            while True:
+                await asyncio.sleep(10)
+                res["connect_progress"].append([round(time.monotonic() - t, 1), configured(), rss_kb(pid)])
+                log(f"  {time.monotonic() - t:5.0f} s: {configured()} proxies configured, reted RSS {rss_kb(pid)} kB")
+
+        prog = asyncio.ensure_future(progress())
+        incomplete = None
+        try:
+            await asyncio.wait_for(asyncio.gather(*(connect(n) for n in range(a.proxies))), a.connect_timeout)
+        except asyncio.TimeoutError:
+            # Out of time: carry on with the proxies that have their
+            # config, so the change is still measured (on fewer proxies),
+            # and say so. The others are dropped (their streams closed).
+            incomplete = f"only {configured()} of {a.proxies} proxies configured after {a.connect_timeout:.0f} s"
+            res["connect_incomplete"] = {"configured": configured(), "seconds": time.monotonic() - t,
+                                         "rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid) - res["reted_before"]["cpu_s"],
+                                         "pushes": sim.configs_received, "bytes": sim.bytes_received}
+            log(incomplete + "; measuring the change on those")
+            sim.stopping = True
+            keep = []
+            for p in sim.proxies:
+                if ok(p):
+                    keep.append(p)
+                elif p.transport:
+                    p.transport.abort()
+            sim.proxies = keep
+            await asyncio.sleep(0.5)
+            sim.stopping = False
+        finally:
+            prog.cancel()
+        res["connect_s"] = time.monotonic() - t
+        res["connected"] = len(sim.proxies)
+        log(f"{len(sim.proxies)} proxies connected and configured in {res['connect_s']:.1f} s; waiting for quiet")
+        await quiet(sim, 1.0, a.timeout)
+        res["connect_settle_s"] = time.monotonic() - t
+        res["connect_pushes"] = sim.configs_received
+        res["connect_bytes"] = sim.bytes_received
+        await asyncio.sleep(0.5)
+        res["reted_connected"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        res["rss_per_proxy_kb"] = (res["reted_connected"]["rss_kb"] - res["reted_before"]["rss_kb"]) / len(sim.proxies)
+        res["connect_cpu_s"] = res["reted_connected"]["cpu_s"] - res["reted_before"]["cpu_s"]
+        log(f"settled after {res['connect_settle_s']:.1f} s: {sim.configs_received} pushes, "
+            f"{sim.bytes_received / 1e6:.0f} MB; reted RSS {res['reted_before']['rss_kb']} -> "
+            f"{res['reted_connected']['rss_kb']} kB ({res['rss_per_proxy_kb']:.1f} kB/proxy)")
+        if sim.errors:
+            raise RuntimeError(f"{len(sim.errors)} proxy errors: {sim.errors[:3]}")
+
+        # ---- one route change
+        before_counts = {p.n: len(p.versions) for p in sim.proxies}
+        sim.bytes_received = sim.configs_received = 0
+        perf_data = os.path.join(work, "perf-reted.data")
+        perf = perf_start(pid, perf_data) if a.perf else None
+        if perf:
+            await asyncio.sleep(0.5)
+        cpu0 = cpu_seconds(pid)
+        sim_cpu0 = time.process_time()
+        j = await api.apply([route_doc(a.namespaces, 50)])
+        t0 = time.monotonic()
+        new_rev = int(j["results"][0]["resourceVersion"])
+        deadline = t0 + a.timeout
+        while True:
+            pending = [p for p in sim.proxies if not any(v >= new_rev for v, _, _ in p.versions[before_counts[p.n]:])]
+            if not pending or sim.errors:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(pending)} proxies never got version {new_rev}")
+            await asyncio.sleep(0.01)
+        t_all = time.monotonic() - t0
+        await quiet(sim, 0.5, a.timeout)
+        change_cpu = cpu_seconds(pid) - cpu0
+        sim_cpu = time.process_time() - sim_cpu0
+        res["profile"] = perf_stop(perf, perf_data) if perf else None
+        lat = []
+        sizes = []
+        for p in sim.proxies:
+            for v, when, nb in p.versions[before_counts[p.n]:]:
+                if v >= new_rev:
+                    lat.append((when - t0) * 1000)
+                    sizes.append(nb)
+                    break
+        res["change"] = {"version": new_rev, "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90),
+                         "p99_ms": pct(lat, 99), "max_ms": max(lat), "min_ms": min(lat),
+                         "all_s": t_all, "pushes": sim.configs_received, "bytes": sim.bytes_received,
+                         "snapshot_bytes": max(sizes), "reted_cpu_s": change_cpu, "sim_cpu_s": sim_cpu}
+        res["reted_after"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        log(f"route change: p50 {res['change']['p50_ms']:.0f} ms, p99 {res['change']['p99_ms']:.0f} ms, "
+            f"max {res['change']['max_ms']:.0f} ms; {sim.configs_received} pushes of "
+            f"{max(sizes) / 1e6:.2f} MB, {sim.bytes_received / 1e6:.0f} MB; reted CPU {change_cpu:.2f} s, "
+            f"simulator CPU {sim_cpu:.2f} s")
+        if sim.errors:
+            raise RuntimeError(f"{len(sim.errors)} proxy errors: {sim.errors[:3]}")
+        if reted.poll() is not None:
+            raise RuntimeError(f"reted exited {reted.returncode}")
+        if incomplete:
+            raise RuntimeError(incomplete)
+    except Exception:
+        try:
+            with open(os.path.join(work, "reted.log")) as f:
+                tail = f.read()[-1500:]
+            if tail.strip():
+                log("reted log tail:\n" + tail)
+        except OSError:
+            pass
+        raise
+    finally:
+        sim.stopping = True
+        for p in sim.proxies:
+            if p.transport:
+                p.transport.abort()
+        if api:
+            api.close()
+        reted.terminate()
+        try:
+            reted.wait(5)
+        except subprocess.TimeoutExpired:
+            reted.kill()
+            reted.wait(2)
+    return res
+
+
+def run(proxies=1000, services=1000, workloads=10000, namespaces=10, perf=False, timeout=240, work=None,
+        connect_timeout=None, res=None):
+    """Run the scenario; returns the results dict (raises on any error; what
+    was measured before the error is in `res` when the caller passes one)."""
+    a = argparse.Namespace(proxies=proxies, services=services, workloads=workloads, namespaces=namespaces,
+                           perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64,
+                           connect_timeout=connect_timeout or timeout)
+    res = {} if res is None else res
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    own = work is None
+    work = work or tempfile.mkdtemp(prefix="rete-cpsim-")
+    try:
+        return asyncio.run(scenario(a, work, res))
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--proxies", type=int, default=1000)
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--workloads", type=int, default=10000)
+    ap.add_argument("--namespaces", type=int, default=10)
+    ap.add_argument("--perf", action="store_true", help="perf record reted during the change's push")
+    ap.add_argument("--timeout", type=float, default=240, help="seconds for each phase")
+    ap.add_argument("--connect-timeout", type=float, help="seconds for connecting every proxy (default --timeout)")
+    ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="rete-cpsim-")
+    res = {}
+    rc = 0
+    try:
+        run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work,
+            args.connect_timeout, res)
+    except Exception as e:
+        log(f"FAIL: {type(e).__name__}: {e}")
+        res["failed"] = f"{type(e).__name__}: {e}"
+        rc = 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"work dir {work}")
+    out = json.dumps(res, indent=1)
+    print(out)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(out)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
