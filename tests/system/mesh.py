@@ -7,6 +7,7 @@ so no YAML library is needed here."""
 import json
 import os
 import random
+import subprocess
 import warnings
 
 import certs
@@ -165,3 +166,24 @@ def stop_and_check_proxies(m):
         if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
             problems.append(f"{name} exited with {rc} on SIGTERM:\n{log[-4000:]}")
     assert not problems, "\n".join(problems)
+
+
+def s_client(host, ca_file, cert=None, payload=b"", wait=3.0):
+    """Run `openssl s_client` (TLS 1.3, ALPN h2) against host:15008, send
+    `payload` and keep reading (-ign_eof) until the server closes or `wait`
+    seconds pass. Returns (closed_by_server, stdout+stderr text)."""
+    args = ["openssl", "s_client", "-connect", f"{host}:15008", "-CAfile", ca_file, "-alpn", "h2",
+            "-tls1_3", "-ign_eof"]
+    if cert:
+        args += ["-cert", cert[0], "-key", cert[1]]
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p.stdin.write(payload)
+    p.stdin.flush()
+    try:
+        out, _ = p.communicate(timeout=wait)
+        closed = True
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        closed = False
+    return closed, out.decode(errors="replace")

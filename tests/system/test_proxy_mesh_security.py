@@ -16,7 +16,7 @@ import pytest
 
 import certs
 from helpers import read_log, start_echo
-from mesh import Mesh, fresh_host, service, workload
+from mesh import Mesh, fresh_host, s_client, service, workload
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 H2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -43,27 +43,6 @@ def h2_get(path, authority="echo"):
     block = b"\x82\x86" + lit(b":path", path.encode()) + lit(b":authority", authority.encode())
     headers = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
     return H2_PREFACE + H2_EMPTY_SETTINGS + headers
-
-
-def s_client(host, ca_file, cert=None, payload=b"", wait=3.0):
-    """Run `openssl s_client` (TLS 1.3, ALPN h2) against host:15008, send
-    `payload` and keep reading (-ign_eof) until the server closes or `wait`
-    seconds pass. Returns (closed_by_server, stdout+stderr text)."""
-    args = ["openssl", "s_client", "-connect", f"{host}:15008", "-CAfile", ca_file, "-alpn", "h2",
-            "-tls1_3", "-ign_eof"]
-    if cert:
-        args += ["-cert", cert[0], "-key", cert[1]]
-    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    p.stdin.write(payload)
-    p.stdin.flush()
-    try:
-        out, _ = p.communicate(timeout=wait)
-        closed = True
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-        closed = False
-    return closed, out.decode(errors="replace")
 
 
 def echo_requests(env):
