@@ -252,7 +252,19 @@ static const char validation_proxy[] =
     "{\"apiVersion\":\"rete.dev/v1alpha1\",\"kind\":\"Proxy\",\"metadata\":{\"name\":\"reted-validation\","
     "\"namespace\":\"" RETED_ROOT_NS "\"},\"spec\":{\"serviceAccount\":\"reted\",\"address\":\"127.0.0.1\"}}";
 
+static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *source, bool with_store);
+
 json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *source)
+{
+    return validate(r, docs, n, source, true);
+}
+
+json_t *reted_validate_alone(reted *r, const reted_doc *doc, const char *source)
+{
+    return validate(r, doc, 1, source, false);
+}
+
+static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *source, bool with_store)
 {
     vctx v = {.docs = docs, .n = n};
     vdoc(&v, validation_proxy, -1000000);
@@ -263,7 +275,7 @@ json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *so
         vdoc(&v, s, (int)i);
         free(s);
     }
-    if (r->store->ops->list(r->store, NULL, NULL, add_stored, &v) < 0) {
+    if (with_store && r->store->ops->list(r->store, NULL, NULL, add_stored, &v) < 0) {
         free(v.buf);
         free(v.origin);
         return json_pack("{s:s}", "error", "store unavailable");

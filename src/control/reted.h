@@ -106,6 +106,10 @@ void reted_docs_free(reted_doc *docs, size_t n);
  * everything stored, with the proxy's own loader. NULL when valid, else an
  * error object naming the document and field path. */
 json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *source);
+/* Validate one document that nothing else can reference or break (a
+ * Workload a proxy registers): its own schema only, without loading the
+ * store. */
+json_t *reted_validate_alone(reted *r, const reted_doc *doc, const char *source);
 /* The canonical kind for a name the user typed ("svc", "httproutes"...), or NULL. */
 const char *reted_kind_canonical(const char *name);
 /* The stored resource as served by the API: JSON with metadata.resourceVersion
