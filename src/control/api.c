@@ -11,17 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void respond_obj(rete_http_req *req, int status, json_t *obj)
-{
-    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    rete_http_respond_json(req, status, s ? s : "{}");
-    free(s);
-    json_decref(obj);
-}
-
 static void respond_error(rete_http_req *req, int status, const char *msg)
 {
-    respond_obj(req, status, json_pack("{s:s}", "error", msg));
+    rete_http_respond_jobj(req, status, json_pack("{s:s}", "error", msg));
 }
 
 static bool authorized(reted *r, rete_http_req *req)
@@ -75,7 +67,7 @@ static void api_apply(reted *r, rete_http_req *req)
     json_t *err = NULL;
     if (reted_parse_docs(req->body, req->body_len, source, &docs, &n, &err) < 0) {
         r->applies_rejected++;
-        respond_obj(req, 422, err);
+        rete_http_respond_jobj(req, 422, err);
         return;
     }
     /* Two documents for the same resource in one request are ambiguous. */
@@ -84,7 +76,7 @@ static void api_apply(reted *r, rete_http_req *req)
             if (strcmp(docs[i].kind, docs[j].kind) == 0 && strcmp(docs[i].ns, docs[j].ns) == 0 &&
                 strcmp(docs[i].name, docs[j].name) == 0) {
                 r->applies_rejected++;
-                respond_obj(req, 422,
+                rete_http_respond_jobj(req, 422,
                             json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", "invalid resource",
                                       "details", "source", source, "document", docs[i].index, "path",
                                       "metadata.name", "reason", "the same resource appears twice"));
@@ -94,7 +86,7 @@ static void api_apply(reted *r, rete_http_req *req)
     json_t *verr = reted_validate(r, docs, n, source);
     if (verr) {
         r->applies_rejected++;
-        respond_obj(req, 422, verr);
+        rete_http_respond_jobj(req, 422, verr);
         reted_docs_free(docs, n);
         return;
     }
@@ -130,7 +122,7 @@ static void api_apply(reted *r, rete_http_req *req)
                                    w[i].unchanged ? "unchanged" : w[i].created ? "created" : "configured"));
             changed |= !w[i].unchanged;
         }
-        respond_obj(req, 200, json_pack("{s:o}", "results", results));
+        rete_http_respond_jobj(req, 200, json_pack("{s:o}", "results", results));
         if (changed)
             reted_changed(r);
     }
@@ -181,7 +173,7 @@ static void api_resources(reted *r, rete_http_req *req)
             respond_error(req, 500, "store read failed");
             return;
         }
-        respond_obj(req, 200, json_pack("{s:o}", "items", items));
+        rete_http_respond_jobj(req, 200, json_pack("{s:o}", "items", items));
         return;
     }
     rete_store_resource res;
@@ -197,7 +189,7 @@ static void api_resources(reted *r, rete_http_req *req)
         return;
     }
     if (get) {
-        respond_obj(req, 200, reted_resource_json(&res));
+        rete_http_respond_jobj(req, 200, reted_resource_json(&res));
         return;
     }
     if (!del) {
@@ -215,7 +207,7 @@ static void api_resources(reted *r, rete_http_req *req)
     reted_doc d = {NULL, kind, seg[1], seg[2], expected};
     json_t *verr = reted_validate(r, &d, 1, "delete");
     if (verr) {
-        respond_obj(req, 409, verr);
+        rete_http_respond_jobj(req, 409, verr);
         return;
     }
     rete_store_write w = {kind, seg[1], seg[2], NULL, expected};
@@ -229,7 +221,7 @@ static void api_resources(reted *r, rete_http_req *req)
         respond_error(req, rc == RETE_ENOTFOUND ? 404 : 500, "delete failed");
         return;
     }
-    respond_obj(req, 200, json_pack("{s:s,s:s,s:s,s:s}", "kind", kind, "namespace", seg[1], "name",
+    rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:s,s:s}", "kind", kind, "namespace", seg[1], "name",
                                     seg[2], "action", "deleted"));
     reted_changed(r);
 }
@@ -269,7 +261,7 @@ static void api_tokens(reted *r, rete_http_req *req)
         respond_error(req, 500, "store write failed");
         return;
     }
-    respond_obj(req, 200, json_pack("{s:s,s:I,s:s,s:s}", "token", token, "expiresAt",
+    rete_http_respond_jobj(req, 200, json_pack("{s:s,s:I,s:s,s:s}", "token", token, "expiresAt",
                                     (json_int_t)t.expires_unix, "namespace", t.ns,
                                     "serviceAccount", t.sa));
 }
@@ -298,7 +290,7 @@ static void api_proxies(reted *r, rete_http_req *req)
         json_t *items = json_array();
         for (reted_proxy *p = r->proxies; p; p = p->next)
             json_array_append_new(items, proxy_json(p));
-        respond_obj(req, 200, json_pack("{s:o}", "items", items));
+        rete_http_respond_jobj(req, 200, json_pack("{s:o}", "items", items));
         return;
     }
     if (n == 3 && strcmp(seg[2], "config") == 0) {
@@ -307,7 +299,7 @@ static void api_proxies(reted *r, rete_http_req *req)
             respond_error(req, 404, "no such proxy, or no configuration sent to it yet");
             return;
         }
-        respond_obj(req, 200, json_pack("{s:o,s:I,s:s}", "proxy", proxy_json(p), "version",
+        rete_http_respond_jobj(req, 200, json_pack("{s:o,s:I,s:s}", "proxy", proxy_json(p), "version",
                                         (json_int_t)p->sent_version, "resources", p->sent->text));
         return;
     }
@@ -339,7 +331,7 @@ static void api_check(reted *r, rete_http_req *req)
     ok &= synced == total;
     json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "proxies", "ok", synced == total,
                                             "detail", d));
-    respond_obj(req, 200, json_pack("{s:b,s:I,s:I,s:o}", "ok", ok, "revision", (json_int_t)rev,
+    rete_http_respond_jobj(req, 200, json_pack("{s:b,s:I,s:I,s:o}", "ok", ok, "revision", (json_int_t)rev,
                                     "time", (json_int_t)reted_now(), "checks", checks));
 }
 
@@ -375,7 +367,7 @@ static void api_identity(reted *r, rete_http_req *req)
         return;
     }
     r->certs_issued++;
-    respond_obj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
+    rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
                                     rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
                                     "spiffeId", spiffe));
     free(chain);
@@ -438,7 +430,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
     }
     rete_info("ca rotation: %s done; pushing the bundle to every proxy", phase);
     reted_changed(r);
-    respond_obj(req, 200, json_pack("{s:s,s:b,s:s}", "phase", phase, "rotating", rete_ca_rotating(r->ca),
+    rete_http_respond_jobj(req, 200, json_pack("{s:s,s:b,s:s}", "phase", phase, "rotating", rete_ca_rotating(r->ca),
                                     "trustBundle", rete_ca_bundle_pem(r->ca)));
 }
 

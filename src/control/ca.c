@@ -19,6 +19,7 @@
 #include "ca.h"
 
 #include "alloc.h"
+#include "file.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -164,46 +165,16 @@ static rete_rc fsync_dir(const char *dir)
     return r == 0 ? RETE_OK : RETE_EIO;
 }
 
-/* Replace dir/name with data atomically: a reader (or a restart after a
- * crash) sees the old content or the new one, never a mix. */
+/* dir/name replaced atomically (file.h). */
 static RETE_MUST_CHECK rete_rc write_file(const char *dir, const char *name, const char *data,
                                           size_t len, mode_t mode, char *err, size_t errlen)
 {
-    char path[PATH_MAX], tmp[PATH_MAX];
-    if (!path_join(path, sizeof path, dir, name) ||
-        snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
+    char path[PATH_MAX];
+    if (!path_join(path, sizeof path, dir, name)) {
         seterr(err, errlen, "%s/%s: path too long", dir, name);
         return RETE_EINVAL;
     }
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
-        return RETE_EIO;
-    }
-    bool ok = fchmod(fd, mode) == 0;
-    for (size_t off = 0; ok && off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        ok = w > 0;
-        if (ok)
-            off += (size_t)w;
-    }
-    ok = ok && fsync(fd) == 0;
-    int saved = errno;
-    ok = (close(fd) == 0) && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        saved = errno ? errno : saved;
-        unlink(tmp);
-        seterr(err, errlen, "%s: %s", path, strerror(saved));
-        return RETE_EIO;
-    }
-    if (fsync_dir(dir) != RETE_OK) {
-        seterr(err, errlen, "%s: fsync: %s", dir, strerror(errno));
-        return RETE_EIO;
-    }
-    return RETE_OK;
+    return rete_file_write_atomic(path, data, len, mode, err, errlen);
 }
 
 static RETE_MUST_CHECK rete_rc rename_file(const char *dir, const char *from, const char *to,

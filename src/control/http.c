@@ -3,6 +3,8 @@
 #include "h1_parse.h"
 #include "log.h"
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +161,14 @@ static rete_view find_param(rete_view q, const char *name)
         i++;
     }
     return RETE_VIEW_NULL;
+}
+
+void rete_http_respond_jobj(rete_http_req *req, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    rete_http_respond_json(req, status, s ? s : "{}");
+    free(s);
+    json_decref(obj);
 }
 
 rete_view rete_http_query_get(const rete_http_req *req, const char *name)

@@ -47,6 +47,10 @@ void rete_http_server_close(rete_http_server *s);
 void rete_http_respond(rete_http_req *req, int status, const char *content_type, const char *body,
                        size_t len, const char *extra_headers);
 void rete_http_respond_json(rete_http_req *req, int status, const char *json);
+/* Answer with a jansson value (serialised compactly, key order kept); takes
+ * the reference. */
+struct json_t;
+void rete_http_respond_jobj(rete_http_req *req, int status, struct json_t *obj);
 
 /* A value from the query string (first occurrence, not percent-decoded), or
  * an empty view. */

@@ -4,6 +4,7 @@
  * first start. docs/control-plane.md is the design. */
 #include "alloc.h"
 #include "ca.h"
+#include "file.h"
 #include "log.h"
 #include "reted.h"
 #include "token.h"
@@ -80,34 +81,21 @@ static char *path_join(const char *a, const char *b)
 
 static int write_file(const char *path, const char *data, mode_t mode)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    size_t n = strlen(data);
-    bool ok = write(fd, data, n) == (ssize_t)n && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
+    char err[512];
+    if (rete_file_write_atomic(path, data, strlen(data), mode, err, sizeof(err)) < 0) {
+        rete_err("%s", err);
         return -1;
     }
-    chmod(path, mode);
     return 0;
 }
 
+/* A small text file (token, trust domain) without its trailing newline. */
 static char *read_file(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    return rete_strdup(buf);
+    char *s = rete_file_read(path, 4096, NULL);
+    if (s)
+        s[strcspn(s, "\r\n")] = '\0';
+    return s;
 }
 
 /* Create what a data directory needs and is missing. */

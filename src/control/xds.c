@@ -18,14 +18,6 @@ int64_t reted_now(void)
     return (int64_t)time(NULL);
 }
 
-static void respond_obj(rete_http_req *req, int status, json_t *obj)
-{
-    char *s = json_dumps(obj, JSON_COMPACT);
-    rete_http_respond_json(req, status, s ? s : "{}");
-    free(s);
-    json_decref(obj);
-}
-
 /* spiffe://<td>/ns/<ns>/sa/<sa> -> ns, sa; false when not of that shape or
  * not in our trust domain. */
 static bool split_spiffe(const reted *r, const char *id, char *ns, size_t nslen, char *sa, size_t salen)
@@ -55,7 +47,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
     const char *csr = NULL, *token = NULL;
     if (!in || json_unpack(in, "{s:s,s?s}", "csr", &csr, "token", &token) != 0) {
         json_decref(in);
-        respond_obj(req, 400, json_pack("{s:s}", "error", "body: {\"csr\": PEM, \"token\": \"...\"}"));
+        rete_http_respond_jobj(req, 400, json_pack("{s:s}", "error", "body: {\"csr\": PEM, \"token\": \"...\"}"));
         return;
     }
     char spiffe[1024];
@@ -71,7 +63,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
             json_decref(in);
             rete_info("ca: refused a certificate request from %s: token %s", req->peer_addr,
                       rc == RETE_ELIMIT ? "expired or used up" : "unknown");
-            respond_obj(req, 403, json_pack("{s:s}", "error",
+            rete_http_respond_jobj(req, 403, json_pack("{s:s}", "error",
                                             rc == RETE_ELIMIT ? "join token expired or used up"
                                                               : "join token unknown"));
             return;
@@ -83,7 +75,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
     } else {
         r->certs_refused++;
         json_decref(in);
-        respond_obj(req, 401, json_pack("{s:s}", "error",
+        rete_http_respond_jobj(req, 401, json_pack("{s:s}", "error",
                                         "a join token or a client certificate is required"));
         return;
     }
@@ -94,11 +86,11 @@ static void ca_certificates(reted *r, rete_http_req *req)
     json_decref(in);
     if (!chain) {
         r->certs_refused++;
-        respond_obj(req, 400, json_pack("{s:s}", "error", err));
+        rete_http_respond_jobj(req, 400, json_pack("{s:s}", "error", err));
         return;
     }
     r->certs_issued++;
-    respond_obj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
+    rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
                                     rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
                                     "spiffeId", spiffe));
     free(chain);

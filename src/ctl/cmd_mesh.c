@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "alloc.h"
 #include "csr.h"
 #include "ctl.h"
@@ -398,29 +399,10 @@ int rete_ctl_cmd_check(rete_ctl *c)
 
 static int write_file(const char *dir, const char *name, const char *data, mode_t mode)
 {
-    char path[4200];
+    char path[4200], err[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0 || fchmod(fd, mode) != 0) {
-        fprintf(stderr, "error: %s: %s\n", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    size_t len = strlen(data), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            fprintf(stderr, "error: writing %s: %s\n", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    if (close(fd) != 0) {
-        fprintf(stderr, "error: closing %s: %s\n", path, strerror(errno));
+    if (rete_file_write_atomic(path, data, strlen(data), mode, err, sizeof(err)) < 0) {
+        fprintf(stderr, "error: %s\n", err);
         return -1;
     }
     return 0;

@@ -2,6 +2,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "csr.h"
+#include "file.h"
 #include "h1_parse.h"
 #include "io.h"
 #include "log.h"
@@ -82,40 +83,17 @@ int64_t rete_cp_cert_not_after(void)
 
 static int write_file(const char *path, const char *data, size_t len, mode_t mode)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    bool ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
+    char err[512];
+    if (rete_file_write_atomic(path, data, len, mode, err, sizeof(err)) < 0) {
+        rete_warn("control plane: %s", err);
         return -1;
     }
-    chmod(path, mode);
     return 0;
 }
 
 static char *read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (long)CP_MAX_RESPONSE * 4) {
-        fclose(f);
-        return NULL;
-    }
-    char *p = rete_malloc((size_t)n + 1);
-    size_t got = fread(p, 1, (size_t)n, f);
-    fclose(f);
-    p[got] = '\0';
-    if (len)
-        *len = got;
-    return p;
+    return rete_file_read(path, (size_t)CP_MAX_RESPONSE * 4, len);
 }
 
 /* When our certificate was issued: reted's CA backdates notBefore by five

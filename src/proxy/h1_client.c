@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define H1C_MAX_IDLE 64
+/* Idle keep-alive connections kept per app address. A bound on idle ones
+ * only: closing busy-pool connections as they finish (the old bound counted
+ * all of them) made every request past the 64th in flight pay a connect. */
+#define H1C_MAX_IDLE 256
 
 typedef struct rete_h1_client {
     rete_io io;
@@ -54,6 +57,7 @@ static void h1c_close(h1c *c)
                 break;
             }
         c->idle = false;
+        c->pool->n_idle--;
     }
     rete_io_close(&c->io);
 }
@@ -153,7 +157,7 @@ static void h1c_done(h1c *c)
     rete_ex_end(ex, RETE_UPSTREAM);
     rete_ex_detach(ex, RETE_UPSTREAM);
     rete_h1_chunked_free(&c->chunked);
-    if (!c->keep_alive || !c->req_sent || c->len || c->pool->n_h1 > H1C_MAX_IDLE) {
+    if (!c->keep_alive || !c->req_sent || c->len || c->pool->n_idle >= H1C_MAX_IDLE) {
         h1c_close(c);
         return;
     }
@@ -161,6 +165,7 @@ static void h1c_done(h1c *c)
     c->idle = true;
     c->next_idle = c->pool->idle;
     c->pool->idle = c;
+    c->pool->n_idle++;
     if (c->paused) {
         c->paused = false;
         rete_io_read_start(&c->io);
@@ -442,6 +447,7 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
     h1c *c = pool->idle;
     if (c) {
         pool->idle = c->next_idle;
+        pool->n_idle--;
         c->idle = false;
         c->next_idle = NULL;
     } else {

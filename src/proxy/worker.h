@@ -70,7 +70,8 @@ typedef struct rete_pool_entry {
     char key[224];
     struct rete_h2_conn *h2;    /* mesh or h2c: one multiplexed connection */
     struct rete_h1_client *idle; /* HTTP/1.1 to the app: idle keep-alive connections */
-    unsigned n_h1;
+    unsigned n_h1;              /* HTTP/1.1 connections, busy and idle */
+    unsigned n_idle;            /* of which idle */
 } rete_pool_entry;
 
 /* The proxy's fixed series (no per-request label values), resolved once at
