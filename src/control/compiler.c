@@ -22,6 +22,9 @@ typedef struct cbuf {
     size_t len;
     size_t cap;
     const char *ns;
+    reted_entry *entries;
+    size_t n_entries;
+    size_t cap_entries;
 } cbuf;
 
 static void put(cbuf *b, const char *s, size_t n)
@@ -50,10 +53,33 @@ static bool add(const rete_store_resource *res, void *arg)
     cbuf *b = arg;
     if (!wanted(res, b->ns))
         return true;
+    if (b->n_entries == b->cap_entries) {
+        b->cap_entries = b->cap_entries ? b->cap_entries * 2 : 256;
+        b->entries = rete_realloc(b->entries, b->cap_entries * sizeof(*b->entries));
+    }
+    reted_entry *e = &b->entries[b->n_entries++];
+    snprintf(e->kind, sizeof(e->kind), "%s", res->kind);
+    snprintf(e->ns, sizeof(e->ns), "%s", res->ns);
+    snprintf(e->name, sizeof(e->name), "%s", res->name);
+    e->version = res->resource_version;
     put(b, "---\n", 4);
+    e->off = b->len;
     put(b, res->json, strlen(res->json));
+    e->len = b->len - e->off;
     put(b, "\n", 1);
     return true;
+}
+
+/* The store lists by (kind, namespace, name), bytewise: the order of a
+ * snapshot's entries, and the order a proxy rebuilds its set in. */
+static int entry_cmp(const reted_entry *a, const reted_entry *b)
+{
+    int c = strcmp(a->kind, b->kind);
+    if (c == 0)
+        c = strcmp(a->ns, b->ns);
+    if (c == 0)
+        c = strcmp(a->name, b->name);
+    return c;
 }
 
 static uint64_t fnv(uint64_t h, const char *s, size_t n)
@@ -80,6 +106,12 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
         return;
     free(s->text);
     free(s->body);
+    free(s->entries);
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
+        free(s->deltas[i].body);
+        if (s->deltas[i].base)
+            reted_snapshot_release(r, s->deltas[i].base);
+    }
     free(s);
 }
 
@@ -92,6 +124,14 @@ void reted_snapshots_expire(reted *r)
         reted_snapshot *s = *pp;
         if (s->revision != rev || s->ca_generation != r->ca_generation) {
             *pp = s->next;
+            /* No delta will be asked of it any more: let its bases go, so
+             * old snapshots do not stay chained to the current one. */
+            for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
+                rete_free(&s->deltas[i].body);
+                if (s->deltas[i].base)
+                    reted_snapshot_release(r, s->deltas[i].base);
+                s->deltas[i].base = NULL;
+            }
             reted_snapshot_release(r, s);
             continue;
         }
@@ -116,6 +156,8 @@ reted_snapshot *reted_snapshot_for(reted *r, const char *ns)
     s->ca_generation = r->ca_generation;
     s->text = b.p;
     s->text_len = b.len;
+    s->entries = b.entries;
+    s->n_entries = b.n_entries;
     /* The trust bundle and a renewal request travel with the resources:
      * a CA rotation changes them without changing any resource. */
     const char *bundle = rete_ca_bundle_pem(r->ca);
@@ -134,4 +176,64 @@ reted_snapshot *reted_snapshot_for(reted *r, const char *ns)
     s->next = r->snapshots;
     r->snapshots = s;
     return s;
+}
+
+static void jput(cbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* The delta that takes a proxy from `base` (the snapshot it acknowledged)
+ * to `to`: the documents added or changed, the keys removed. Computed once
+ * per (base, to) pair and kept with `to`, since the proxies of a namespace
+ * mostly share their base. Returns the message tail (shared; do not free). */
+const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len)
+{
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++)
+        if (to->deltas[i].base == base) {
+            *len = to->deltas[i].len;
+            return to->deltas[i].body;
+        }
+    cbuf up = {0}, del = {0};
+    put(&up, "", 0);
+    jput(&del, "[");
+    size_t i = 0, j = 0, n_del = 0;
+    while (i < base->n_entries || j < to->n_entries) {
+        int c = i == base->n_entries ? 1
+                : j == to->n_entries ? -1
+                                     : entry_cmp(&base->entries[i], &to->entries[j]);
+        if (c < 0) { /* gone */
+            const reted_entry *e = &base->entries[i++];
+            char key[800];
+            snprintf(key, sizeof(key), "%s\"%s/%s/%s\"", n_del++ ? "," : "", e->kind, e->ns, e->name);
+            jput(&del, key);
+            continue;
+        }
+        const reted_entry *e = &to->entries[j++];
+        if (c == 0 && base->entries[i++].version == e->version)
+            continue; /* unchanged */
+        put(&up, "---\n", 4);
+        put(&up, to->text + e->off, e->len);
+        put(&up, "\n", 1);
+    }
+    jput(&del, "]");
+    char *ups = json_encoded(up.p), *bun = json_encoded(rete_ca_bundle_pem(r->ca));
+    size_t n = strlen(ups) + strlen(bun) + del.len + 200;
+    char *body = rete_malloc(n);
+    size_t blen = (size_t)snprintf(body, n,
+                                   "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"upserts\":%s,\"deletes\":%s}\n",
+                                   (long long)r->renew_issued_before, bun, ups, del.p);
+    free(ups);
+    free(bun);
+    free(up.p);
+    free(del.p);
+    /* Keep it (round robin over a few slots), holding the base alive. */
+    size_t slot = to->next_delta++ % RETED_DELTA_CACHE;
+    free(to->deltas[slot].body);
+    if (to->deltas[slot].base)
+        reted_snapshot_release(r, to->deltas[slot].base);
+    base->refs++;
+    to->deltas[slot] = (struct reted_delta){base, body, blen};
+    *len = blen;
+    return body;
 }

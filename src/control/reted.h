@@ -15,6 +15,18 @@
 
 #define RETED_ROOT_NS "rete-system"
 
+/* One resource of a snapshot: its key, version and place in the text. */
+typedef struct reted_entry {
+    char kind[32];
+    char ns[254];
+    char name[254];
+    uint64_t version;
+    size_t off;
+    size_t len;
+} reted_entry;
+
+#define RETED_DELTA_CACHE 4
+
 /* The resources compiled for one namespace at one store revision: shared by
  * every proxy of the namespace (compiler.c). */
 typedef struct reted_snapshot {
@@ -27,6 +39,14 @@ typedef struct reted_snapshot {
     size_t text_len;
     char *body;                     /* the push message's tail, JSON-encoded once */
     size_t body_len;
+    reted_entry *entries;           /* sorted as the store lists them */
+    size_t n_entries;
+    struct reted_delta {            /* deltas to here from a few bases, cached */
+        struct reted_snapshot *base;
+        char *body;
+        size_t len;
+    } deltas[RETED_DELTA_CACHE];
+    unsigned next_delta;
     unsigned refs;
 } reted_snapshot;
 
@@ -128,6 +148,8 @@ reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
 reted_snapshot *reted_snapshot_for(reted *r, const char *ns);
 void reted_snapshot_release(reted *r, reted_snapshot *s);
 void reted_snapshots_expire(reted *r);
+/* The tail of a delta message from `base` to `to` (shared; *len set). */
+const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len);
 /* reted's own certificate for the proxy API, issued by the current CA
  * (main.c); NULL with err. */
 rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen);

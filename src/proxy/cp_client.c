@@ -61,6 +61,10 @@ static struct {
     char bundle_path[4096];
     char config_path[4096];
     char *pending_key;           /* key of a certificate request in flight */
+    struct cp_set {              /* the resources in use, for applying deltas */
+        struct cp_entry *v;
+        size_t n;
+    } set;
 } cp;
 
 static void stream_connect(void);
@@ -94,6 +98,141 @@ static int write_file(const char *path, const char *data, size_t len, mode_t mod
 static char *read_file(const char *path, size_t *len)
 {
     return rete_file_read(path, (size_t)CP_MAX_RESPONSE * 4, len);
+}
+
+
+/* ---- the resource set (full snapshots and deltas) ---- */
+
+/* reted sends resources as a stream of JSON documents, one per line after
+ * a "---" separator (docs/control-plane.md); the proxy keeps them keyed by
+ * (kind, namespace, name) in the order reted's store lists them, so a set
+ * rebuilt from deltas is the very text a full snapshot would be. */
+typedef struct cp_entry {
+    char *kind;
+    char *ns;
+    char *name;
+    char *doc;
+} cp_entry;
+
+static int entry_cmp(const void *pa, const void *pb)
+{
+    const cp_entry *a = pa, *b = pb;
+    int c = strcmp(a->kind, b->kind);
+    if (c == 0)
+        c = strcmp(a->ns, b->ns);
+    if (c == 0)
+        c = strcmp(a->name, b->name);
+    return c;
+}
+
+static void set_free(struct cp_set *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->v[i].kind);
+        free(s->v[i].ns);
+        free(s->v[i].name);
+        free(s->v[i].doc);
+    }
+    rete_free(&s->v);
+    s->n = 0;
+}
+
+static void set_add(struct cp_set *s, size_t *cap, const char *kind, const char *ns, const char *name,
+                    const char *doc, size_t doc_len)
+{
+    if (s->n == *cap) {
+        *cap = *cap ? *cap * 2 : 256;
+        s->v = rete_realloc(s->v, *cap * sizeof(*s->v));
+    }
+    s->v[s->n++] = (cp_entry){rete_strdup(kind), rete_strdup(ns), rete_strdup(name),
+                              rete_strndup(doc, doc_len)};
+}
+
+/* Parse a document stream into `out` (appending); false with err. */
+static bool set_parse(const char *text, struct cp_set *out, size_t *cap, char *err, size_t errlen)
+{
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len && strncmp(p, "---", 3) != 0) {
+            json_error_t je;
+            json_t *d = json_loadb(p, len, 0, &je);
+            json_t *meta = json_object_get(d, "metadata");
+            const char *kind = json_string_value(json_object_get(d, "kind"));
+            const char *name = json_string_value(json_object_get(meta, "name"));
+            const char *ns = json_string_value(json_object_get(meta, "namespace"));
+            if (!kind || !name) {
+                snprintf(err, errlen, "resync: a pushed document has no kind or name");
+                json_decref(d);
+                return false;
+            }
+            set_add(out, cap, kind, ns ? ns : "default", name, p, len);
+            json_decref(d);
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    return true;
+}
+
+static char *set_text(const struct cp_set *s)
+{
+    size_t total = 1;
+    for (size_t i = 0; i < s->n; i++)
+        total += strlen(s->v[i].doc) + 5;
+    char *t = rete_malloc(total), *q = t;
+    for (size_t i = 0; i < s->n; i++) {
+        size_t n = strlen(s->v[i].doc);
+        memcpy(q, "---\n", 4);
+        memcpy(q + 4, s->v[i].doc, n);
+        q[4 + n] = '\n';
+        q += n + 5;
+    }
+    *q = '\0';
+    return t;
+}
+
+/* The set after a delta: a copy of the current one with `deletes` removed
+ * and `upserts` replacing or joining. */
+static bool set_apply_delta(const struct cp_set *cur, const char *upserts, json_t *deletes,
+                            struct cp_set *out, char *err, size_t errlen)
+{
+    size_t cap = 0;
+    struct cp_set up = {0};
+    size_t upcap = 0;
+    if (!set_parse(upserts, &up, &upcap, err, errlen)) {
+        set_free(&up);
+        return false;
+    }
+    qsort(up.v, up.n, sizeof(*up.v), entry_cmp);
+    size_t j = 0;
+    for (size_t i = 0; i < cur->n; i++) {
+        const cp_entry *e = &cur->v[i];
+        char key[800];
+        snprintf(key, sizeof(key), "%s/%s/%s", e->kind, e->ns, e->name);
+        bool gone = false;
+        size_t k;
+        json_t *v;
+        json_array_foreach(deletes, k, v)
+            if (json_is_string(v) && strcmp(json_string_value(v), key) == 0)
+                gone = true;
+        /* upserts that sort before this entry are new */
+        while (j < up.n && entry_cmp(&up.v[j], e) < 0) {
+            set_add(out, &cap, up.v[j].kind, up.v[j].ns, up.v[j].name, up.v[j].doc, strlen(up.v[j].doc));
+            j++;
+        }
+        if (j < up.n && entry_cmp(&up.v[j], e) == 0) {
+            set_add(out, &cap, up.v[j].kind, up.v[j].ns, up.v[j].name, up.v[j].doc, strlen(up.v[j].doc));
+            j++;
+            continue;
+        }
+        if (!gone)
+            set_add(out, &cap, e->kind, e->ns, e->name, e->doc, strlen(e->doc));
+    }
+    for (; j < up.n; j++)
+        set_add(out, &cap, up.v[j].kind, up.v[j].ns, up.v[j].name, up.v[j].doc, strlen(up.v[j].doc));
+    set_free(&up);
+    return true;
 }
 
 /* When our certificate was issued: reted's CA backdates notBefore by five
@@ -542,7 +681,7 @@ static void stream_line(const char *line, size_t len)
         json_decref(m);
         return;
     }
-    if (strcmp(type, "config") == 0) {
+    if (strcmp(type, "config") == 0 || strcmp(type, "delta") == 0) {
         /* A new trust bundle (CA rotation) goes to disk before the snapshot
          * is built: the snapshot's TLS contexts read it from there. */
         const char *bundle = json_string_value(json_object_get(m, "trustBundle"));
@@ -566,27 +705,52 @@ static void stream_line(const char *line, size_t len)
             rete_info("control plane: the CA asks for new certificates; renewing");
             uv_timer_start(&cp.renew_timer, on_renew, (uint64_t)(rand() % 2000), 0);
         }
-        const char *res = json_string_value(json_object_get(m, "resources"));
         const char *nonce = json_string_value(json_object_get(m, "nonce"));
         uint64_t version = (uint64_t)json_integer_value(json_object_get(m, "version"));
         char err[1024] = "";
-        bool ok = res && apply_resources(res, version, err, sizeof(err));
+        struct cp_set next = {0};
+        size_t cap = 0;
+        bool ok;
+        if (strcmp(type, "config") == 0) {
+            const char *res = json_string_value(json_object_get(m, "resources"));
+            ok = res && set_parse(res, &next, &cap, err, sizeof(err));
+        } else {
+            uint64_t base = (uint64_t)json_integer_value(json_object_get(m, "base"));
+            const char *ups = json_string_value(json_object_get(m, "upserts"));
+            if (base != cp.version) {
+                snprintf(err, sizeof(err), "resync: delta from version %llu, this proxy is at %llu",
+                         (unsigned long long)base, (unsigned long long)cp.version);
+                ok = false;
+            } else {
+                ok = ups && set_apply_delta(&cp.set, ups, json_object_get(m, "deletes"), &next, err,
+                                            sizeof(err));
+            }
+        }
+        char *text = ok ? set_text(&next) : NULL;
+        ok = ok && apply_resources(text, version, err, sizeof(err));
         if (ok) {
-            save_config(res, version);
-            rete_info("control plane: configuration version %llu in use", (unsigned long long)version);
+            set_free(&cp.set);
+            cp.set = next;
+            save_config(text, version);
+            rete_info("control plane: configuration version %llu in use (%s)", (unsigned long long)version,
+                      strcmp(type, "config") == 0 ? "full" : "delta");
             stream_send(json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version));
             stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", 1, "certExpiresAt",
                                   (json_int_t)cp.cert_not_after, "certIssuedAt",
                                   (json_int_t)cert_issued_at()));
         } else {
+            set_free(&next);
             rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
                       (unsigned long long)version, err, (unsigned long long)cp.version);
-            rete_proxy_count_reload(cp.p, false);
-            snprintf(cp.p->last_reload_error, sizeof(cp.p->last_reload_error), "%s", err);
+            if (strncmp(err, "resync", 6) != 0) {
+                rete_proxy_count_reload(cp.p, false);
+                snprintf(cp.p->last_reload_error, sizeof(cp.p->last_reload_error), "%s", err);
+            }
             stream_send(json_pack("{s:s,s:s,s:I,s:s}", "type", "nack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version, "error", err));
         }
+        free(text);
     } else if (strcmp(type, "error") == 0) {
         const char *e = json_string_value(json_object_get(m, "error"));
         rete_err("control plane: reted refused the stream: %s", e ? e : "?");

@@ -1,6 +1,7 @@
 """The control plane end to end (issue 3, "Done means"): reted with its
 embedded store and CA, rete-proxy in control-plane mode, the operator API.
 Every test starts its own reted on a temporary data dir and loopback ports."""
+import json
 import os
 import signal
 import stat
@@ -636,3 +637,28 @@ def test_renewal_due_while_reted_is_down_happens_once_it_is_back(tmp_path):
     assert curl_status(m["client"].outbound, "echo") == 200
     for p in proxies:
         assert reted.proxy(p.name)["certExpiresAt"] > time.time()
+
+
+# ---------------------------------------------------------------- deltas
+
+
+def test_changes_reach_proxies_as_deltas_that_rebuild_the_full_snapshot(reted, tmp_path):
+    """After the first (whole) snapshot, a change travels as a delta (the
+    documents that changed, the keys removed); the set a proxy rebuilds from
+    deltas is exactly the snapshot reted would send whole."""
+    m = echo_service_mesh(reted, tmp_path)
+    client = m["client"]
+    extra = service("extra", "demo", [(81, "HTTP", m["echo_port"])], selector={"app": "echo"})
+    reted.apply_ok([extra], "extra.yaml")
+    reted.wait_synced("client-0", "demo")
+    wait_for(lambda: curl_status(client.outbound, "extra:81") == 200, 30, 0.3, "extra reachable")
+    st, j = reted.delete("service", "demo", "extra")
+    assert st == 200, j
+    reted.wait_synced("client-0", "demo")
+    wait_for(lambda: curl_status(client.outbound, "extra:81") == 404, 30, 0.3, "extra gone")
+    assert "(delta)" in client.log(), client.log()[-2000:]
+    st, cfg = reted.proxy_config("demo", "client-0")
+    with open(os.path.join(client.data, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["resources"] == cfg["resources"]
+    assert saved["version"] == cfg["version"]
