@@ -219,7 +219,10 @@ class SimProxy(asyncio.Protocol):
         # fields without parsing it (inside a JSON string every quote is
         # escaped, so '"nonce":"' can only be the top-level key).
         head = line[:64]
-        if b'"type":"config"' in line[:200] or (b'"config"' in head):
+        # config (whole snapshot) or delta (what changed): both carry a
+        # version and a nonce to acknowledge
+        if (b'"type":"config"' in line[:200] or b'"type":"delta"' in line[:200]
+                or b'"config"' in head or b'"delta"' in head):
             mv = re.search(rb'"version":(\d+)', line[:200]) or re.search(rb'"version":(\d+)', line)
             i = line.find(b'"nonce":"')
             if not mv or i < 0:
