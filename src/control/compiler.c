@@ -165,13 +165,8 @@ reted_snapshot *reted_snapshot_for(reted *r, const char *ns)
     h = fnv(h, bundle, strlen(bundle));
     h ^= (uint64_t)r->renew_issued_before;
     s->hash = h;
-    char *res = json_encoded(b.p), *bun = json_encoded(bundle);
-    size_t n = strlen(res) + strlen(bun) + 128;
-    s->body = rete_malloc(n);
-    s->body_len = (size_t)snprintf(s->body, n, "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"resources\":%s}\n",
-                                   (long long)r->renew_issued_before, bun, res);
-    free(res);
-    free(bun);
+    /* The whole-snapshot message body (megabytes of escaped text in a large
+     * mesh) is encoded when a proxy first needs it: deltas do not. */
     s->refs = 2; /* the cache's and the caller's */
     s->next = r->snapshots;
     r->snapshots = s;
@@ -236,4 +231,20 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
     to->deltas[slot] = (struct reted_delta){base, body, blen};
     *len = blen;
     return body;
+}
+
+const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len)
+{
+    if (!s->body) {
+        char *res = json_encoded(s->text), *bun = json_encoded(rete_ca_bundle_pem(r->ca));
+        size_t n = strlen(res) + strlen(bun) + 128;
+        s->body = rete_malloc(n);
+        s->body_len = (size_t)snprintf(s->body, n,
+                                       "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"resources\":%s}\n",
+                                       (long long)r->renew_issued_before, bun, res);
+        free(res);
+        free(bun);
+    }
+    *len = s->body_len;
+    return s->body;
 }

@@ -37,7 +37,7 @@ typedef struct reted_snapshot {
     uint64_t hash;                  /* resources + trust bundle + renewal request */
     char *text;                     /* the resources document stream */
     size_t text_len;
-    char *body;                     /* the push message's tail, JSON-encoded once */
+    char *body;                     /* the whole-snapshot message's tail, encoded on first use */
     size_t body_len;
     reted_entry *entries;           /* sorted as the store lists them */
     size_t n_entries;
@@ -148,6 +148,8 @@ reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
 reted_snapshot *reted_snapshot_for(reted *r, const char *ns);
 void reted_snapshot_release(reted *r, reted_snapshot *s);
 void reted_snapshots_expire(reted *r);
+/* The tail of a whole-snapshot message (made on first use, shared). */
+const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len);
 /* The tail of a delta message from `base` to `to` (shared; *len set). */
 const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len);
 /* reted's own certificate for the proxy API, issued by the current CA

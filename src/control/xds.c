@@ -217,8 +217,7 @@ static void push(reted *r, reted_proxy *p, bool force)
                      "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",",
                      (unsigned long long)version, (unsigned long long)p->sent_version, p->nonce);
     } else {
-        tail = snap->body;
-        tail_len = snap->body_len;
+        tail = reted_snapshot_body(r, snap, &tail_len);
         n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
                      (unsigned long long)version, p->nonce);
     }
