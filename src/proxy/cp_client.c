@@ -858,6 +858,7 @@ void rete_cp_drain(rete_proxy *p)
         return;
     stream_send(json_pack("{s:s}", "type", "drain"));
     cp.draining = true;
+    set_free(&cp.set); /* no snapshot will be built any more */
     uv_timer_stop(&cp.retry_timer);
     uv_timer_stop(&cp.renew_timer);
     uv_timer_stop(&cp.ping_timer);
