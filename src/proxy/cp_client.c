@@ -204,7 +204,8 @@ static bool set_apply_delta(const struct cp_set *cur, const char *upserts, json_
         set_free(&up);
         return false;
     }
-    qsort(up.v, up.n, sizeof(*up.v), entry_cmp);
+    if (up.n > 1) /* qsort wants a non-NULL base even for zero elements */
+        qsort(up.v, up.n, sizeof(*up.v), entry_cmp);
     size_t j = 0;
     for (size_t i = 0; i < cur->n; i++) {
         const cp_entry *e = &cur->v[i];
