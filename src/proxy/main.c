@@ -392,6 +392,17 @@ int main(int argc, char **argv)
     proxy.concurrency = (unsigned)concurrency;
     proxy.started_unix = (uint64_t)time(NULL);
     rete_proxy_metrics_init(&proxy);
+    /* Signals first: the ready line must never precede the handlers (a
+     * SIGTERM right after it would kill instead of drain). */
+    uv_timer_init(proxy.loop, &stop_poll);
+    stop_poll.data = &proxy;
+    uv_signal_init(proxy.loop, &proxy.sigterm);
+    uv_signal_init(proxy.loop, &proxy.sigint);
+    uv_signal_init(proxy.loop, &proxy.sighup);
+    proxy.sigterm.data = proxy.sigint.data = proxy.sighup.data = &proxy;
+    uv_signal_start(&proxy.sigterm, on_sigterm, SIGTERM);
+    uv_signal_start(&proxy.sigint, on_sigterm, SIGINT);
+    uv_signal_start(&proxy.sighup, on_sighup, SIGHUP);
     if (!inbound)
         inbound = json_array();
     if (!labels)
@@ -459,15 +470,6 @@ int main(int argc, char **argv)
     }
     json_decref(inbound);
     json_decref(labels);
-    uv_timer_init(proxy.loop, &stop_poll);
-    stop_poll.data = &proxy;
-    uv_signal_init(proxy.loop, &proxy.sigterm);
-    uv_signal_init(proxy.loop, &proxy.sigint);
-    uv_signal_init(proxy.loop, &proxy.sighup);
-    proxy.sigterm.data = proxy.sigint.data = proxy.sighup.data = &proxy;
-    uv_signal_start(&proxy.sigterm, on_sigterm, SIGTERM);
-    uv_signal_start(&proxy.sigint, on_sigterm, SIGINT);
-    uv_signal_start(&proxy.sighup, on_sighup, SIGHUP);
     uv_run(proxy.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; proxy.started && i < proxy.concurrency; i++) {
         uv_thread_join(&proxy.workers[i].thread);
