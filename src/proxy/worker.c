@@ -226,11 +226,21 @@ static void finish_drain(rete_worker *w)
     uv_stop(&w->loop);
 }
 
+/* Draining ends when nothing has been in flight for a quiet period (a
+ * request already on its way on a connection accepted before the signal
+ * is still served), or at the deadline. */
+#define DRAIN_QUIET_MS 250
+
 static void drain_tick(uv_timer_t *t)
 {
     rete_worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
-    if (w->active_exchanges == 0 || now >= w->drain_deadline)
+    if (w->active_exchanges > 0)
+        w->drain_quiet_since = 0;
+    else if (!w->drain_quiet_since)
+        w->drain_quiet_since = now;
+    if ((w->drain_quiet_since && now - w->drain_quiet_since >= DRAIN_QUIET_MS) ||
+        now >= w->drain_deadline)
         finish_drain(w);
 }
 

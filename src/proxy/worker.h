@@ -117,6 +117,7 @@ typedef struct rete_worker {
     atomic_bool drain_requested;
     atomic_bool stopped;
     uint64_t drain_deadline;
+    uint64_t drain_quiet_since;     /* nothing in flight since (loop ms), 0 = busy */
     unsigned active_conns;
     unsigned active_exchanges;
     rete_metrics_shard *shard;      /* this thread's metrics: created at start, freed at exit */
