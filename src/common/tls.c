@@ -492,14 +492,16 @@ static rete_tls_ctx *ctx_wrap(SSL_CTX *c, enum tls_kind kind)
     return ctx;
 }
 
-static rete_tls_ctx *mesh_ctx(bool server, const char *cert_file, const char *key_file,
-                              const char *ca_file, char *err, size_t errlen)
+/* The TLS 1.3 base shared by mesh and control-plane contexts: our
+ * certificate (if any), every root of the bundle trusted (two during a CA
+ * rotation), the peer's chain verified with its SPIFFE ID checked. */
+static SSL_CTX *verifying_ctx(bool server, const char *cert_file, const char *key_file,
+                              const char *ca_file, int verify_mode, char *err, size_t errlen)
 {
     fmt_err(err, errlen, "%s", "");
     SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err, errlen);
     if (!c)
         return NULL;
-    /* Every root in the bundle is trusted (two during a CA rotation). */
     if (SSL_CTX_load_verify_file(c, ca_file) != 1) {
         fmt_err(err, errlen, "CA bundle %s: %s", ca_file,
                 ossl_reason("cannot load PEM certificates"));
@@ -507,9 +509,18 @@ static rete_tls_ctx *mesh_ctx(bool server, const char *cert_file, const char *ke
         SSL_CTX_free(c);
         return NULL;
     }
-    int mode = SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
-    SSL_CTX_set_verify(c, mode, mesh_verify_cb);
+    SSL_CTX_set_verify(c, verify_mode, mesh_verify_cb);
     SSL_CTX_set_verify_depth(c, 4);
+    return c;
+}
+
+static rete_tls_ctx *mesh_ctx(bool server, const char *cert_file, const char *key_file,
+                              const char *ca_file, char *err, size_t errlen)
+{
+    int mode = SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+    SSL_CTX *c = verifying_ctx(server, cert_file, key_file, ca_file, mode, err, errlen);
+    if (!c)
+        return NULL;
     if (server) {
         SSL_CTX_set_alpn_select_cb(c, mesh_alpn_cb, NULL);
         SSL_CTX_set_client_hello_cb(c, mesh_client_hello_cb, NULL);
@@ -553,19 +564,9 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
 static rete_tls_ctx *cp_ctx(bool server, const char *cert_file, const char *key_file,
                             const char *ca_file, char *err, size_t errlen)
 {
-    fmt_err(err, errlen, "%s", "");
-    SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err, errlen);
+    SSL_CTX *c = verifying_ctx(server, cert_file, key_file, ca_file, SSL_VERIFY_PEER, err, errlen);
     if (!c)
         return NULL;
-    if (SSL_CTX_load_verify_file(c, ca_file) != 1) {
-        fmt_err(err, errlen, "CA bundle %s: %s", ca_file,
-                ossl_reason("cannot load PEM certificates"));
-        ERR_clear_error();
-        SSL_CTX_free(c);
-        return NULL;
-    }
-    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, mesh_verify_cb);
-    SSL_CTX_set_verify_depth(c, 4);
     return ctx_wrap(c, server ? TLS_CP_SERVER : TLS_CP_CLIENT);
 }
 
