@@ -90,6 +90,8 @@ typedef struct raw_service {
 typedef struct raw_workload {
     raw_res hdr;
     rete_workload w;
+    const char **egress;      /* read by reted's compiler, not by the proxy */
+    size_t n_egress;
 } raw_workload;
 
 /* Routes (HTTPRoute, GRPCRoute, TCPRoute share one raw shape) */
@@ -200,6 +202,8 @@ typedef struct raw_mesh {
     raw_res hdr;
     const char *trust_domain;
     int default_mtls;
+    const char **default_egress; /* read by reted's compiler, not by the proxy */
+    size_t n_default_egress;
 } raw_mesh;
 
 /* ---- field validators --------------------------------------------------------- */
@@ -303,6 +307,27 @@ static rete_rc check_hostname(cfg_ctx *ctx, const rete_ynode *n, void *value)
              (*s == '*' && s == *(const char **)value && s[1] == '.');
     return ok ? RETE_OK
               : cfg_fail(ctx, "must be a lowercase hostname (RFC 1123, optional leading \"*.\")");
+}
+
+/* An egress host of a Workload or MeshConfig (Istio Sidecar's
+ * "namespace/name" form): NS/NAME where NS is a namespace, "." (the
+ * workload's own) or "*", and NAME a Service name or "*". */
+static rete_rc check_egress_host(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *s = *(const char **)value;
+    const char *slash = strchr(s, '/');
+    bool ok = slash && slash > s && slash[1] && !strchr(slash + 1, '/');
+    for (const char *c = s; ok && *c; c++)
+        ok = c == slash || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+             *c == '.' || *c == '*';
+    if (ok) {
+        size_t nl = (size_t)(slash - s);
+        ok = (nl == 1 && (s[0] == '*' || s[0] == '.')) || !memchr(s, '*', nl);
+        ok = ok && (strcmp(slash + 1, "*") == 0 || !strchr(slash + 1, '*'));
+    }
+    return ok ? RETE_OK
+              : cfg_fail(ctx, "must be \"NAMESPACE/NAME\": NAMESPACE a namespace, \".\" (the "
+                              "workload's own) or \"*\"; NAME a Service name or \"*\"");
 }
 
 static rete_rc check_group(cfg_ctx *ctx, const rete_ynode *n, void *value)
@@ -564,6 +589,12 @@ static const cfg_field workload_fields[] = {
      .def = "15008", .doc = "its sidecar's mesh listener"},
     {"inMesh", CFG_BOOL, 0, CFG_AT(raw_workload, w.in_mesh), .def = "true",
      .doc = "false: plaintext straight to address:targetPort"},
+    {"egress", CFG_STRLIST, 0, CFG_AT(raw_workload, egress), CFG_CNT(raw_workload, n_egress),
+     .max = 64, .check = check_egress_host, .docdef = "MeshConfig's defaultEgress",
+     .doc = "the Services its sidecar may reach, as `NAMESPACE/NAME` (`.` = own namespace, `*` = "
+            "any): reted sends the sidecar only these, the Services it serves and what their "
+            "routes name, and recompiles it only when one of those changes (Istio's Sidecar "
+            "egress hosts)"},
 };
 static const cfg_schema workload_schema =
     CFG_SCHEMA("Workload", raw_workload, workload_fields, NULL);
@@ -1267,6 +1298,10 @@ static const cfg_field mesh_fields[] = {
      .docdef = "cluster.local"},
     {"defaultMtlsMode", CFG_ENUM, 0, CFG_AT(raw_mesh, default_mtls), .en = mesh_mtls_enum,
      .def = "PERMISSIVE", .doc = "when no PeerAuthentication applies"},
+    {"defaultEgress", CFG_STRLIST, 0, CFG_AT(raw_mesh, default_egress),
+     CFG_CNT(raw_mesh, n_default_egress), .max = 64, .check = check_egress_host,
+     .docdef = "[\"*/*\"] (the whole mesh)",
+     .doc = "egress of every Workload that sets none (see Workload `egress`)"},
 };
 static const cfg_schema mesh_schema = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

@@ -112,7 +112,6 @@ static void api_apply(reted *r, rete_http_req *req)
     } else {
         r->applies_ok++;
         json_t *results = json_array();
-        bool changed = false;
         for (size_t i = 0; i < n; i++) {
             char rv[24];
             snprintf(rv, sizeof(rv), "%llu", (unsigned long long)w[i].new_version);
@@ -120,11 +119,10 @@ static void api_apply(reted *r, rete_http_req *req)
                 results, json_pack("{s:s,s:s,s:s,s:s,s:s}", "kind", docs[i].kind, "namespace",
                                    docs[i].ns, "name", docs[i].name, "resourceVersion", rv, "action",
                                    w[i].unchanged ? "unchanged" : w[i].created ? "created" : "configured"));
-            changed |= !w[i].unchanged;
+            if (!w[i].unchanged)
+                reted_changed(r, docs[i].kind, docs[i].ns, docs[i].name);
         }
         rete_http_respond_jobj(req, 200, json_pack("{s:o}", "results", results));
-        if (changed)
-            reted_changed(r);
     }
     for (size_t i = 0; i < n; i++)
         free(texts[i]);
@@ -223,7 +221,7 @@ static void api_resources(reted *r, rete_http_req *req)
     }
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:s,s:s}", "kind", kind, "namespace", seg[1], "name",
                                     seg[2], "action", "deleted"));
-    reted_changed(r);
+    reted_changed(r, kind, seg[1], seg[2]);
 }
 
 /* ---- tokens ---- */
@@ -429,7 +427,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
         rete_err("ca rotation: reted's own certificate: %s", err);
     }
     rete_info("ca rotation: %s done; pushing the bundle to every proxy", phase);
-    reted_changed(r);
+    reted_changed(r, NULL, NULL, NULL);
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:b,s:s}", "phase", phase, "rotating", rete_ca_rotating(r->ca),
                                     "trustBundle", rete_ca_bundle_pem(r->ca)));
 }

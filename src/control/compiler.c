@@ -1,16 +1,24 @@
 /* The config compiler: for one proxy, the resources it needs, as the
- * document stream its loader reads. Today every Service, Workload, route and
- * DestinationRule of the mesh (Istio's default visibility) and the security
- * policies of the proxy's own namespace and of the root namespace — never
- * another namespace's policies.
+ * document stream its loader reads.
  *
- * What a proxy gets therefore depends only on its namespace: a snapshot is
- * compiled once per namespace and store revision, shared (reference
- * counted) by every proxy of that namespace, and its push message body is
- * JSON-encoded once. reted's memory per proxy stays a few hundred bytes
- * whatever the size of the mesh; a push round costs one compile per
- * namespace, not one per proxy. */
+ * A proxy's scope (Istio's Sidecar egress, Consul's upstreams): the Services
+ * its Workload's `egress` names (else MeshConfig `defaultEgress`, else the
+ * whole mesh), the Services that select it (it serves them), and, closed
+ * over, every Service a route of those names as parent or backend; with the
+ * routes attached to them, their DestinationRules, the Workloads they
+ * select, and the security policies of the proxy's own namespace and of the
+ * root namespace (never another namespace's). Proxies with the same scope
+ * (namespace, egress and, unless that is the whole mesh, labels) share one
+ * snapshot, reference counted; its push message body is encoded once.
+ *
+ * Recompiling: the API and the registry name the keys they change
+ * (reted_changed). Before the next push every cached snapshot is checked
+ * against them: one that held a changed resource, or whose scope takes in a
+ * changed resource's new version, is dropped and compiled again when a
+ * proxy asks; every other one stays as it is, so a change to one Service
+ * recompiles (and pushes to) only the proxies that route to it or serve it. */
 #include "alloc.h"
+#include "log.h"
 #include "reted.h"
 
 #include <stdio.h>
@@ -21,7 +29,6 @@ typedef struct cbuf {
     char *p;
     size_t len;
     size_t cap;
-    const char *ns;
     reted_entry *entries;
     size_t n_entries;
     size_t cap_entries;
@@ -41,18 +48,8 @@ static void put(cbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static bool wanted(const rete_store_resource *res, const char *ns)
+static void add(cbuf *b, const reted_ires *res)
 {
-    if (strcmp(res->kind, "AuthorizationPolicy") == 0 || strcmp(res->kind, "PeerAuthentication") == 0)
-        return strcmp(res->ns, ns) == 0 || strcmp(res->ns, RETED_ROOT_NS) == 0;
-    return true;
-}
-
-static bool add(const rete_store_resource *res, void *arg)
-{
-    cbuf *b = arg;
-    if (!wanted(res, b->ns))
-        return true;
     if (b->n_entries == b->cap_entries) {
         b->cap_entries = b->cap_entries ? b->cap_entries * 2 : 256;
         b->entries = rete_realloc(b->entries, b->cap_entries * sizeof(*b->entries));
@@ -61,13 +58,12 @@ static bool add(const rete_store_resource *res, void *arg)
     snprintf(e->kind, sizeof(e->kind), "%s", res->kind);
     snprintf(e->ns, sizeof(e->ns), "%s", res->ns);
     snprintf(e->name, sizeof(e->name), "%s", res->name);
-    e->version = res->resource_version;
+    e->version = res->version;
     put(b, "---\n", 4);
     e->off = b->len;
-    put(b, res->json, strlen(res->json));
+    put(b, res->json, res->json_len);
     e->len = b->len - e->off;
     put(b, "\n", 1);
-    return true;
 }
 
 /* The store lists by (kind, namespace, name), bytewise: the order of a
@@ -99,6 +95,222 @@ static char *json_encoded(const char *s)
     return out;
 }
 
+/* ---- a set of "ns/name" service keys (open addressing) ---- */
+
+static size_t set_slot(const reted_svcset *set, const char *key)
+{
+    size_t mask = set->cap - 1, i = (size_t)fnv(0xcbf29ce484222325ULL, key, strlen(key)) & mask;
+    while (set->keys[i] && strcmp(set->keys[i], key) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static bool set_has(const reted_svcset *set, const char *key)
+{
+    return set->cap && set->keys[set_slot(set, key)] != NULL;
+}
+
+static bool set_add(reted_svcset *set, const char *key)
+{
+    if ((set->n + 1) * 2 > set->cap) {
+        reted_svcset bigger = {rete_calloc(set->cap ? set->cap * 2 : 64, sizeof(char *)), 0,
+                               set->cap ? set->cap * 2 : 64};
+        for (size_t i = 0; i < set->cap; i++)
+            if (set->keys[i]) {
+                bigger.keys[set_slot(&bigger, set->keys[i])] = set->keys[i];
+                bigger.n++;
+            }
+        free(set->keys);
+        *set = bigger;
+    }
+    size_t i = set_slot(set, key);
+    if (set->keys[i])
+        return false;
+    set->keys[i] = rete_strdup(key);
+    set->n++;
+    return true;
+}
+
+static void set_free(reted_svcset *set)
+{
+    for (size_t i = 0; i < set->cap; i++)
+        free(set->keys[i]);
+    free(set->keys);
+    *set = (reted_svcset){0};
+}
+
+static bool set_has_res(const reted_svcset *set, const reted_ires *svc)
+{
+    char key[520];
+    snprintf(key, sizeof(key), "%s/%s", svc->ns, svc->name);
+    return set_has(set, key);
+}
+
+/* ---- scopes ---- */
+
+static void strs_copy(reted_strs *dst, const reted_strs *src)
+{
+    dst->p = src->len ? rete_malloc(src->len) : NULL;
+    if (src->len)
+        memcpy(dst->p, src->p, src->len);
+    dst->len = src->len;
+    dst->n = src->n;
+}
+
+static bool egress_matches(const char *pattern, const char *own_ns, const char *ns, const char *name)
+{
+    const char *slash = strchr(pattern, '/');
+    if (!slash)
+        return false;
+    size_t pl = (size_t)(slash - pattern);
+    bool ns_ok = (pl == 1 && pattern[0] == '*') || (pl == 1 && pattern[0] == '.' && strcmp(ns, own_ns) == 0) ||
+                 (strlen(ns) == pl && memcmp(ns, pattern, pl) == 0);
+    return ns_ok && (strcmp(slash + 1, "*") == 0 || strcmp(slash + 1, name) == 0);
+}
+
+static bool in_egress(const reted_snapshot *s, const char *ns, const char *name)
+{
+    for (const char *e = reted_strs_first(&s->egress); e; e = reted_strs_next(&s->egress, e))
+        if (egress_matches(e, s->ns, ns, name))
+            return true;
+    return false;
+}
+
+/* A Service is in scope: named by egress, serving this workload, or named
+ * by a route in scope. */
+static bool svc_in_scope(const reted_snapshot *s, const reted_ires *svc)
+{
+    return s->all || set_has_res(&s->services, svc);
+}
+
+static bool wl_in_scope(const reted_index *ix, const reted_snapshot *s, const reted_ires *wl)
+{
+    size_t i, end;
+    reted_index_range(ix, "Service", wl->ns, &i, &end);
+    for (; i < end; i++)
+        if (svc_in_scope(s, ix->v[i]) && reted_selects(&ix->v[i]->kv, &wl->kv))
+            return true;
+    return false;
+}
+
+static bool route_in_scope(const reted_snapshot *s, const reted_ires *route)
+{
+    if (s->all)
+        return true;
+    const char *ref = reted_strs_first(&route->refs);
+    for (size_t i = 0; ref && i < route->n_parents; i++, ref = reted_strs_next(&route->refs, ref))
+        if (set_has(&s->services, ref))
+            return true;
+    return false;
+}
+
+static bool policy_in_scope(const reted_snapshot *s, const reted_ires *res)
+{
+    return strcmp(res->ns, s->ns) == 0 || strcmp(res->ns, RETED_ROOT_NS) == 0;
+}
+
+static bool in_scope(const reted_index *ix, const reted_snapshot *s, const reted_ires *res)
+{
+    switch (res->k) {
+    case RETED_IK_SERVICE:
+        return svc_in_scope(s, res);
+    case RETED_IK_WORKLOAD:
+        return wl_in_scope(ix, s, res);
+    case RETED_IK_ROUTE:
+        return route_in_scope(s, res);
+    case RETED_IK_DR:
+        return s->all || (res->refs.n && set_has(&s->services, res->refs.p));
+    case RETED_IK_POLICY:
+        return policy_in_scope(s, res);
+    default:
+        return true;
+    }
+}
+
+/* The scope of a proxy: its namespace, the egress in force and its labels.
+ * Fills s (ns, egress, labels, all, scope_key). */
+static void scope_of(reted *r, const reted_proxy *p, reted_snapshot *s)
+{
+    static const reted_strs everything = {(char *)"*/*", 4, 1};
+    const reted_ires *wl = reted_index_get(&r->index, "Workload", p->ns, p->name);
+    const reted_strs *egress = wl && wl->refs.n ? &wl->refs : NULL;
+    if (!egress) {
+        size_t i, end;
+        reted_index_range(&r->index, "MeshConfig", NULL, &i, &end);
+        for (; i < end && !egress; i++)
+            if (r->index.v[i]->refs.n)
+                egress = &r->index.v[i]->refs;
+    }
+    snprintf(s->ns, sizeof(s->ns), "%s", p->ns);
+    strs_copy(&s->egress, egress ? egress : &everything);
+    for (const char *e = reted_strs_first(&s->egress); e && !s->all; e = reted_strs_next(&s->egress, e))
+        s->all = strcmp(e, "*/*") == 0;
+    if (wl && !s->all)
+        strs_copy(&s->labels, &wl->kv);
+    /* The key: what the snapshot's content depends on (labels only matter
+     * when the egress does not already cover every Service). */
+    cbuf k = {0};
+    put(&k, s->ns, strlen(s->ns));
+    put(&k, "\x1f", 1);
+    const reted_strs *parts[2] = {s->all ? &everything : &s->egress, &s->labels};
+    for (size_t i = 0; i < 2; i++) {
+        for (const char *e = reted_strs_first(parts[i]); e; e = reted_strs_next(parts[i], e)) {
+            put(&k, e, strlen(e));
+            put(&k, "\x1e", 1);
+        }
+        put(&k, "\x1f", 1);
+    }
+    s->scope_key = k.p;
+}
+
+/* The Services in scope, closed over routes: a route attached to one pulls
+ * in its other parents and its backends (the proxy's loader needs every
+ * Service a route names). */
+static void scope_services(reted *r, reted_snapshot *s)
+{
+    if (s->all)
+        return;
+    const reted_index *ix = &r->index;
+    size_t first, end;
+    reted_index_range(ix, "Service", NULL, &first, &end);
+    for (size_t i = first; i < end; i++) {
+        const reted_ires *svc = ix->v[i];
+        if (in_egress(s, svc->ns, svc->name) ||
+            (strcmp(svc->ns, s->ns) == 0 && reted_selects(&svc->kv, &s->labels))) {
+            char key[520];
+            snprintf(key, sizeof(key), "%s/%s", svc->ns, svc->name);
+            set_add(&s->services, key);
+        }
+    }
+    /* Egress may name Services not created yet: keep them in the set so
+     * that their creation is seen as in scope. */
+    for (const char *e = reted_strs_first(&s->egress); e; e = reted_strs_next(&s->egress, e)) {
+        const char *slash = strchr(e, '/');
+        if (strchr(e, '*') || !slash)
+            continue;
+        char key[520];
+        snprintf(key, sizeof(key), "%.*s/%s", e[0] == '.' ? (int)strlen(s->ns) : (int)(slash - e),
+                 e[0] == '.' ? s->ns : e, slash + 1);
+        set_add(&s->services, key);
+    }
+    static const char *const route_kinds[] = {"GRPCRoute", "HTTPRoute", "TCPRoute"};
+    bool grew = true;
+    while (grew) {
+        grew = false;
+        for (size_t k = 0; k < sizeof(route_kinds) / sizeof(route_kinds[0]); k++) {
+            reted_index_range(ix, route_kinds[k], NULL, &first, &end);
+            for (size_t i = first; i < end; i++) {
+                const reted_ires *route = ix->v[i];
+                if (!route_in_scope(s, route))
+                    continue;
+                for (const char *ref = reted_strs_first(&route->refs); ref;
+                     ref = reted_strs_next(&route->refs, ref))
+                    grew |= set_add(&s->services, ref);
+            }
+        }
+    }
+}
+
 void reted_snapshot_release(reted *r, reted_snapshot *s)
 {
     (void)r;
@@ -107,6 +319,10 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
     free(s->text);
     free(s->body);
     free(s->entries);
+    free(s->scope_key);
+    free(s->egress.p);
+    free(s->labels.p);
+    set_free(&s->services);
     for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
         free(s->deltas[i].body);
         if (s->deltas[i].base)
@@ -115,45 +331,133 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
     free(s);
 }
 
-/* Drop the cache's hold on snapshots that can no longer be current. */
-void reted_snapshots_expire(reted *r)
+static void uncache(reted *r, reted_snapshot **pp)
 {
-    uint64_t rev = r->store->ops->revision(r->store);
-    reted_snapshot **pp = &r->snapshots;
-    while (*pp) {
-        reted_snapshot *s = *pp;
-        if (s->revision != rev || s->ca_generation != r->ca_generation) {
-            *pp = s->next;
-            /* No delta will be asked of it any more: let its bases go, so
-             * old snapshots do not stay chained to the current one. */
-            for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
-                rete_free(&s->deltas[i].body);
-                if (s->deltas[i].base)
-                    reted_snapshot_release(r, s->deltas[i].base);
-                s->deltas[i].base = NULL;
-            }
-            reted_snapshot_release(r, s);
-            continue;
-        }
-        pp = &s->next;
+    reted_snapshot *s = *pp;
+    *pp = s->next;
+    /* No delta will be asked of it any more: let its bases go, so old
+     * snapshots do not stay chained to the current one. */
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
+        rete_free(&s->deltas[i].body);
+        if (s->deltas[i].base)
+            reted_snapshot_release(r, s->deltas[i].base);
+        s->deltas[i].base = NULL;
+    }
+    reted_snapshot_release(r, s);
+}
+
+static bool holds(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+{
+    reted_entry key;
+    snprintf(key.kind, sizeof(key.kind), "%s", kind);
+    snprintf(key.ns, sizeof(key.ns), "%s", ns);
+    snprintf(key.name, sizeof(key.name), "%s", name);
+    size_t lo = 0, hi = s->n_entries;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = entry_cmp(&key, &s->entries[mid]);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return false;
+}
+
+/* Does the change of this key make the snapshot stale? It held the old
+ * version, or its scope takes in the new one (a Service newly named or
+ * selecting the workload, a route attached to a Service in scope, a
+ * Workload a Service in scope selects, a policy of its namespace). */
+static bool touched_by(reted *r, const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+{
+    if (holds(s, kind, ns, name))
+        return true;
+    const reted_ires *now = reted_index_get(&r->index, kind, ns, name);
+    if (!now)
+        return false;
+    if (now->k == RETED_IK_SERVICE && !s->all)
+        return in_egress(s, ns, name) || set_has_res(&s->services, now) ||
+               (strcmp(ns, s->ns) == 0 && reted_selects(&now->kv, &s->labels));
+    return in_scope(&r->index, s, now);
+}
+
+void reted_changed_key(reted *r, const char *kind, const char *ns, const char *name)
+{
+    if (!kind || r->dirty.n >= RETED_MAX_DIRTY * 3) {
+        r->dirty_all = true;
+        return;
+    }
+    const char *parts[3] = {kind, ns, name};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(parts[i]) + 1;
+        r->dirty.p = rete_realloc(r->dirty.p, r->dirty.len + n);
+        memcpy(r->dirty.p + r->dirty.len, parts[i], n);
+        r->dirty.len += n;
+        r->dirty.n++;
     }
 }
 
-reted_snapshot *reted_snapshot_for(reted *r, const char *ns)
+/* Bring the index up to the store and drop the cached snapshots the
+ * changes since the last call made stale. */
+void reted_scopes_sync(reted *r)
 {
-    uint64_t rev = r->store->ops->revision(r->store);
-    for (reted_snapshot *s = r->snapshots; s; s = s->next)
-        if (s->revision == rev && s->ca_generation == r->ca_generation && strcmp(s->ns, ns) == 0) {
-            s->refs++;
-            return s;
+    reted_snapshot **pp = &r->snapshots;
+    if (!r->index.built || r->dirty_all) {
+        if (reted_index_build(&r->index, r->store) != RETE_OK)
+            rete_err("compiler: cannot read the store");
+        while (*pp)
+            uncache(r, pp);
+    } else if (r->dirty.n) {
+        for (const char *k = reted_strs_first(&r->dirty); k;) {
+            const char *ns = reted_strs_next(&r->dirty, k), *name = reted_strs_next(&r->dirty, ns);
+            if (reted_index_refresh(&r->index, r->store, k, ns, name) != RETE_OK)
+                rete_err("compiler: cannot read %s %s/%s from the store", k, ns, name);
+            k = reted_strs_next(&r->dirty, name);
         }
-    cbuf b = {.ns = ns};
+        while (*pp) {
+            bool stale = (*pp)->ca_generation != r->ca_generation;
+            for (const char *k = reted_strs_first(&r->dirty); k && !stale;) {
+                const char *ns = reted_strs_next(&r->dirty, k), *name = reted_strs_next(&r->dirty, ns);
+                stale = touched_by(r, *pp, k, ns, name);
+                k = reted_strs_next(&r->dirty, name);
+            }
+            if (stale)
+                uncache(r, pp);
+            else
+                pp = &(*pp)->next;
+        }
+    }
+    for (pp = &r->snapshots; *pp;) {
+        if ((*pp)->ca_generation != r->ca_generation)
+            uncache(r, pp);
+        else
+            pp = &(*pp)->next;
+    }
+    r->dirty_all = false;
+    r->dirty.len = r->dirty.n = 0;
+}
+
+/* Drop cached snapshots no proxy holds any more (their scopes are gone). */
+void reted_snapshots_sweep(reted *r)
+{
+    for (reted_snapshot **pp = &r->snapshots; *pp;) {
+        if ((*pp)->refs == 1)
+            uncache(r, pp);
+        else
+            pp = &(*pp)->next;
+    }
+}
+
+static void compile(reted *r, reted_snapshot *s)
+{
+    scope_services(r, s);
+    cbuf b = {0};
     put(&b, "", 0);
-    r->store->ops->list(r->store, NULL, NULL, add, &b);
-    reted_snapshot *s = rete_calloc(1, sizeof(*s));
-    snprintf(s->ns, sizeof(s->ns), "%s", ns);
-    s->revision = rev;
-    s->ca_generation = r->ca_generation;
+    for (size_t i = 0; i < r->index.n; i++)
+        if (in_scope(&r->index, s, r->index.v[i]))
+            add(&b, r->index.v[i]);
     s->text = b.p;
     s->text_len = b.len;
     s->entries = b.entries;
@@ -165,6 +469,23 @@ reted_snapshot *reted_snapshot_for(reted *r, const char *ns)
     h = fnv(h, bundle, strlen(bundle));
     h ^= (uint64_t)r->renew_issued_before;
     s->hash = h;
+    r->compiles++;
+}
+
+reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
+{
+    reted_scopes_sync(r);
+    reted_snapshot *s = rete_calloc(1, sizeof(*s));
+    scope_of(r, p, s);
+    for (reted_snapshot *c = r->snapshots; c; c = c->next)
+        if (strcmp(c->scope_key, s->scope_key) == 0) {
+            s->refs = 1;
+            reted_snapshot_release(r, s);
+            c->refs++;
+            return c;
+        }
+    s->ca_generation = r->ca_generation;
+    compile(r, s);
     /* The whole-snapshot message body (megabytes of escaped text in a large
      * mesh) is encoded when a proxy first needs it: deltas do not. */
     s->refs = 2; /* the cache's and the caller's */
@@ -172,7 +493,6 @@ reted_snapshot *reted_snapshot_for(reted *r, const char *ns)
     r->snapshots = s;
     return s;
 }
-
 static void jput(cbuf *b, const char *s)
 {
     put(b, s, strlen(s));

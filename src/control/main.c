@@ -242,6 +242,9 @@ char *reted_metrics(reted *r, size_t *len)
             "# HELP rete_reted_config_pushes_total Configuration snapshots sent to proxies.\n"
             "# TYPE rete_reted_config_pushes_total counter\n"
             "rete_reted_config_pushes_total %llu\n"
+            "# HELP rete_reted_config_compiles_total Snapshots compiled (one per proxy scope a change touched).\n"
+            "# TYPE rete_reted_config_compiles_total counter\n"
+            "rete_reted_config_compiles_total %llu\n"
             "# HELP rete_reted_config_responses_total Proxy answers to pushes, by result.\n"
             "# TYPE rete_reted_config_responses_total counter\n"
             "rete_reted_config_responses_total{result=\"ack\"} %llu\n"
@@ -260,7 +263,7 @@ char *reted_metrics(reted *r, size_t *len)
             "# HELP rete_reted_ca_expiry_timestamp_seconds When the signing CA certificate expires.\n"
             "# TYPE rete_reted_ca_expiry_timestamp_seconds gauge\n"
             "rete_reted_ca_expiry_timestamp_seconds %lld\n",
-            connected, synced, nacked, known, (unsigned long long)r->pushes,
+            connected, synced, nacked, known, (unsigned long long)r->pushes, (unsigned long long)r->compiles,
             (unsigned long long)r->acks, (unsigned long long)r->nacks,
             (unsigned long long)r->certs_issued, (unsigned long long)r->certs_refused,
             (unsigned long long)r->applies_ok, (unsigned long long)r->applies_rejected,
@@ -431,6 +434,8 @@ int main(int argc, char **argv)
         r.snapshots = s->next;
         reted_snapshot_release(&r, s);
     }
+    reted_index_free(&r.index);
+    free(r.dirty.p);
     uv_loop_close(r.loop);
     rete_info("reted stopped");
     return 0;

@@ -6,6 +6,7 @@
 #include "ca.h"
 #include "http.h"
 #include "io.h"
+#include "mesh_index.h"
 #include "store.h"
 
 #include <jansson.h>
@@ -26,13 +27,26 @@ typedef struct reted_entry {
 } reted_entry;
 
 #define RETED_DELTA_CACHE 4
+#define RETED_MAX_DIRTY 8192       /* changed keys between two pushes; past it, recompile all */
 
-/* The resources compiled for one namespace at one store revision: shared by
- * every proxy of the namespace (compiler.c). */
+/* A set of Service keys "ns/name" (compiler.c). */
+typedef struct reted_svcset {
+    char **keys;
+    size_t n;
+    size_t cap;
+} reted_svcset;
+
+/* The resources compiled for one scope: shared by every proxy whose
+ * namespace, egress and (unless the egress is the whole mesh) labels are
+ * the same (compiler.c). */
 typedef struct reted_snapshot {
     struct reted_snapshot *next;    /* the cache of current snapshots */
+    char *scope_key;                /* namespace, egress, labels */
     char ns[254];
-    uint64_t revision;
+    reted_strs egress;              /* in force: the Workload's, else MeshConfig's, else all */
+    reted_strs labels;              /* the workload's, when they matter */
+    bool all;                       /* the egress covers every Service */
+    reted_svcset services;          /* the Services in scope (unless all) */
     uint64_t ca_generation;
     uint64_t hash;                  /* resources + trust bundle + renewal request */
     char *text;                     /* the resources document stream */
@@ -87,7 +101,10 @@ typedef struct reted {
     rete_http_server *xds;
     rete_tls_ctx *xds_tls;
     reted_proxy *proxies;
-    reted_snapshot *snapshots;      /* compiled, current: one per namespace in use */
+    reted_snapshot *snapshots;      /* compiled, current: one per scope in use */
+    reted_index index;              /* the store, parsed for scoping */
+    reted_strs dirty;               /* kind, ns, name of every key changed since the last sync */
+    bool dirty_all;                 /* too many, or not by key: rebuild everything */
     uint64_t ca_generation;         /* bumped at every CA rotation step */
     uv_timer_t push_timer;          /* coalesces recompiles after changes */
     uv_timer_t tick;                /* pings, registry expiry */
@@ -97,6 +114,7 @@ typedef struct reted {
     int64_t renew_issued_before;    /* proxies with older certificates renew now (CA rotation) */
     /* counters for /metrics */
     uint64_t pushes;
+    uint64_t compiles;
     uint64_t acks;
     uint64_t nacks;
     uint64_t certs_issued;
@@ -140,14 +158,20 @@ json_t *reted_resource_json(const rete_store_resource *res);
 void reted_api_handle(rete_http_req *req, void *arg);
 /* xds.c: the proxy-facing listener (certificates, config streams, registry) */
 void reted_xds_handle(rete_http_req *req, void *arg);
-void reted_changed(reted *r);       /* the store changed: recompile and push soon */
+/* The store changed (kind NULL: in a way not given by key, everything is
+ * recompiled): remember the key, recompile what it touches and push soon. */
+void reted_changed(reted *r, const char *kind, const char *ns, const char *name);
 void reted_tick(reted *r);
 reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
-/* compiler.c: the current snapshot for a namespace (a new reference), and
- * releasing one; expire drops cached snapshots a change made stale. */
-reted_snapshot *reted_snapshot_for(reted *r, const char *ns);
+/* compiler.c: the current snapshot for a proxy (a new reference), and
+ * releasing one. changed_key records a changed key (reted_changed calls
+ * it); sync applies the recorded changes to the index and drops the cached
+ * snapshots they touch; sweep drops those no proxy holds. */
+reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p);
 void reted_snapshot_release(reted *r, reted_snapshot *s);
-void reted_snapshots_expire(reted *r);
+void reted_changed_key(reted *r, const char *kind, const char *ns, const char *name);
+void reted_scopes_sync(reted *r);
+void reted_snapshots_sweep(reted *r);
 /* The tail of a whole-snapshot message (made on first use, shared). */
 const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len);
 /* The tail of a delta message from `base` to `to` (shared; *len set). */

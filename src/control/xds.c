@@ -132,6 +132,9 @@ static bool register_workload(reted *r, json_t *wl, const char *ns, const char *
         json_object_set(spec, "labels", labels);
     if (json_is_integer(mesh_port))
         json_object_set(spec, "meshPort", mesh_port);
+    json_t *egress = json_object_get(wl, "egress");
+    if (egress)
+        json_object_set(spec, "egress", egress);
     reted_doc d = {doc, "Workload", ns, name, 0};
     /* A Workload is selected by labels, never named by another resource:
      * checking it alone is enough (checking it against the whole store on
@@ -157,7 +160,7 @@ static bool register_workload(reted *r, json_t *wl, const char *ns, const char *
         return false;
     }
     if (!w.unchanged)
-        reted_changed(r);
+        reted_changed(r, "Workload", ns, name);
     return true;
 }
 
@@ -171,7 +174,7 @@ static void deregister(reted *r, reted_proxy *p)
         rete_store_write w = {"Workload", p->ns, p->name, NULL, 0};
         size_t failed;
         if (r->store->ops->apply(r->store, &w, 1, &failed) == RETE_OK)
-            reted_changed(r);
+            reted_changed(r, "Workload", p->ns, p->name);
     }
 }
 
@@ -198,7 +201,7 @@ static void push(reted *r, reted_proxy *p, bool force)
 {
     if (!p->stream)
         return;
-    reted_snapshot *snap = reted_snapshot_for(r, p->ns);
+    reted_snapshot *snap = reted_snapshot_for(r, p);
     if (!force && p->sent && snap->hash == p->sent->hash) {
         reted_snapshot_release(r, snap);
         return;
@@ -233,13 +236,15 @@ static void on_push_timer(uv_timer_t *t)
 {
     reted *r = t->data;
     r->push_pending = false;
-    reted_snapshots_expire(r);
+    reted_scopes_sync(r);
     for (reted_proxy *p = r->proxies; p; p = p->next)
         push(r, p, false);
+    reted_snapshots_sweep(r);
 }
 
-void reted_changed(reted *r)
+void reted_changed(reted *r, const char *kind, const char *ns, const char *name)
 {
+    reted_changed_key(r, kind, ns, name);
     /* Coalesce a burst of changes (an apply of many documents, many proxies
      * registering at once) into one recompile. */
     if (r->push_pending)

@@ -48,6 +48,9 @@ static void usage(FILE *out)
             "      --inbound PORT[/HTTP|HTTP2|GRPC|TCP]  an app port (repeatable)\n"
             "      --app-address IP     where the app listens (default --address)\n"
             "      --label KEY=VALUE    workload label (repeatable)\n"
+            "      --egress NS/NAME     a Service this workload calls (repeatable; '.' = own\n"
+            "                           namespace, '*' = any): reted sends only those\n"
+            "                           (default: MeshConfig defaultEgress, the whole mesh)\n"
             "      --trust-domain TD    (default cluster.local)\n"
             "  -V, --version            print the version\n"
             "  -h, --help               this text\n"
@@ -256,12 +259,15 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, 'W'},      {"address", required_argument, NULL, 'I'},
         {"app-address", required_argument, NULL, 'P'}, {"inbound", required_argument, NULL, 'B'},
         {"label", required_argument, NULL, 'L'},     {"trust-domain", required_argument, NULL, 'T'},
+        {"egress", required_argument, NULL, 'E'},
         {NULL, 0, NULL, 0},
     };
     static rete_cp_opts cpo;
     const char *check_path = NULL;
     const char *app_address = NULL;
     json_t *inbound = NULL, *labels = NULL; /* made when a flag needs them */
+    static const char *egress[64];
+    size_t n_egress = 0;
     static rete_proxy proxy;
     memset(&proxy, 0, sizeof(proxy));
     rete_the_proxy = &proxy;
@@ -336,6 +342,13 @@ int main(int argc, char **argv)
             json_object_setn_new(labels, optarg, (size_t)(eq - optarg), json_string(eq + 1));
             break;
         }
+        case 'E':
+            if (n_egress == sizeof(egress) / sizeof(egress[0])) {
+                fprintf(stderr, "rete-proxy: at most 64 --egress hosts\n");
+                return 2;
+            }
+            egress[n_egress++] = optarg; /* reted validates the form */
+            break;
         case 'V':
             printf("rete-proxy %s\n", RETE_VERSION);
             return 0;
@@ -455,6 +468,12 @@ int main(int argc, char **argv)
         cpo.workload = json_pack("{s:s,s:s,s:s,s:s,s:i,s:O}", "name", cpo.name, "namespace", cpo.ns,
                                  "serviceAccount", cpo.sa, "address", cpo.address, "meshPort", 15008,
                                  "labels", labels);
+        if (n_egress) {
+            json_t *e = json_array();
+            for (size_t i = 0; i < n_egress; i++)
+                json_array_append_new(e, json_string(egress[i]));
+            json_object_set_new(cpo.workload, "egress", e);
+        }
         if (rete_cp_start(&proxy, &cpo) < 0) {
             json_decref(inbound);
             json_decref(labels);

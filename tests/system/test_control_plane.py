@@ -389,6 +389,10 @@ MALFORMED = [
     ("mesh-mtls", {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig",
                    "metadata": {"name": "m", "namespace": "rete-system"}, "spec": {"defaultMtlsMode": "LOOSE"}},
      "spec.defaultMtlsMode"),
+    ("workload-egress", _wl({"address": "10.0.0.1", "egress": ["./a", "no-namespace"]}), "spec.egress[1]"),
+    ("mesh-egress", {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig",
+                     "metadata": {"name": "m", "namespace": "rete-system"}, "spec": {"defaultEgress": ["ns*/a"]}},
+     "spec.defaultEgress[0]"),
 ]
 
 

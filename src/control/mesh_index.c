@@ -1,0 +1,325 @@
+/* The store, indexed for the compiler (mesh_index.h). */
+#include "mesh_index.h"
+
+#include "alloc.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *reted_strs_first(const reted_strs *x)
+{
+    return x->n ? x->p : NULL;
+}
+
+const char *reted_strs_next(const reted_strs *x, const char *s)
+{
+    s += strlen(s) + 1;
+    return s < x->p + x->len ? s : NULL;
+}
+
+static void strs_add(reted_strs *x, const char *s, size_t n)
+{
+    x->p = rete_realloc(x->p, x->len + n + 1);
+    memcpy(x->p + x->len, s, n);
+    x->p[x->len + n] = '\0';
+    x->len += n + 1;
+    x->n++;
+}
+
+static bool strs_has(const reted_strs *x, const char *s)
+{
+    for (const char *e = reted_strs_first(x); e; e = reted_strs_next(x, e))
+        if (strcmp(e, s) == 0)
+            return true;
+    return false;
+}
+
+bool reted_selects(const reted_strs *sel, const reted_strs *labels)
+{
+    if (!sel->n)
+        return false;
+    for (const char *k = reted_strs_first(sel); k; k = reted_strs_next(sel, reted_strs_next(sel, k))) {
+        const char *v = reted_strs_next(sel, k);
+        bool found = false;
+        for (const char *lk = reted_strs_first(labels); lk && !found;
+             lk = reted_strs_next(labels, reted_strs_next(labels, lk)))
+            found = strcmp(lk, k) == 0 && strcmp(reted_strs_next(labels, lk), v) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static reted_ikind ikind_of(const char *kind)
+{
+    static const struct {
+        const char *kind;
+        reted_ikind k;
+    } kinds[] = {
+        {"Service", RETED_IK_SERVICE},         {"Workload", RETED_IK_WORKLOAD},
+        {"HTTPRoute", RETED_IK_ROUTE},         {"GRPCRoute", RETED_IK_ROUTE},
+        {"TCPRoute", RETED_IK_ROUTE},          {"DestinationRule", RETED_IK_DR},
+        {"AuthorizationPolicy", RETED_IK_POLICY}, {"PeerAuthentication", RETED_IK_POLICY},
+        {"MeshConfig", RETED_IK_MESH},
+    };
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (strcmp(kinds[i].kind, kind) == 0)
+            return kinds[i].k;
+    return RETED_IK_OTHER;
+}
+
+static void add_kv(reted_strs *x, json_t *obj)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (!json_is_string(v))
+            continue;
+        strs_add(x, k, strlen(k));
+        strs_add(x, json_string_value(v), json_string_length(v));
+    }
+}
+
+static void add_strings(reted_strs *x, json_t *arr)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_string(v))
+            strs_add(x, json_string_value(v), json_string_length(v));
+    }
+}
+
+/* A parentRef or backendRef as "ns/name" (namespace defaults to the route's). */
+static void add_ref(reted_strs *x, json_t *ref, const char *route_ns)
+{
+    const char *name = json_string_value(json_object_get(ref, "name"));
+    const char *ns = json_string_value(json_object_get(ref, "namespace"));
+    if (!name)
+        return;
+    char buf[520];
+    int n = snprintf(buf, sizeof(buf), "%s/%s", ns ? ns : route_ns, name);
+    if (n > 0 && (size_t)n < sizeof(buf) && !strs_has(x, buf))
+        strs_add(x, buf, (size_t)n);
+}
+
+/* Every backendRef of a route, wherever rules nest them. */
+static void add_backends(reted_strs *x, json_t *node, const char *route_ns)
+{
+    if (json_is_array(node)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(node, i, v) add_backends(x, v, route_ns);
+        return;
+    }
+    if (!json_is_object(node))
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(node, k, v)
+    {
+        if (strcmp(k, "backendRefs") == 0 && json_is_array(v)) {
+            size_t i;
+            json_t *ref;
+            json_array_foreach(v, i, ref) add_ref(x, ref, route_ns);
+        } else {
+            add_backends(x, v, route_ns);
+        }
+    }
+}
+
+/* A DestinationRule host (name, name.ns, name.ns.svc, the FQDN) as "ns/name",
+ * as the proxy's loader resolves it. */
+static void add_host(reted_strs *x, const char *host, const char *dr_ns)
+{
+    char h[300];
+    snprintf(h, sizeof(h), "%s", host);
+    for (char *c = h; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    size_t len = strlen(h);
+    if (len && h[len - 1] == '.')
+        h[--len] = '\0';
+    char *svc = strstr(h, ".svc");
+    if (svc)
+        *svc = '\0';
+    char *dot = strchr(h, '.');
+    if (dot)
+        *dot = '\0';
+    char buf[600];
+    int n = snprintf(buf, sizeof(buf), "%s/%s", dot ? dot + 1 : dr_ns, h);
+    if (n > 0 && (size_t)n < sizeof(buf))
+        strs_add(x, buf, (size_t)n);
+}
+
+static reted_ires *ires_new(const rete_store_resource *res)
+{
+    size_t lk = strlen(res->kind) + 1, ln = strlen(res->ns) + 1, lm = strlen(res->name) + 1;
+    reted_ires *e = rete_calloc(1, sizeof(*e) + lk + ln + lm);
+    memcpy(e->key, res->kind, lk);
+    memcpy(e->key + lk, res->ns, ln);
+    memcpy(e->key + lk + ln, res->name, lm);
+    e->kind = e->key;
+    e->ns = e->key + lk;
+    e->name = e->key + lk + ln;
+    e->k = ikind_of(res->kind);
+    e->version = res->resource_version;
+    e->json_len = strlen(res->json);
+    e->json = rete_strdup(res->json);
+    if (e->k == RETED_IK_OTHER || e->k == RETED_IK_POLICY)
+        return e;
+    json_t *doc = json_loadb(e->json, e->json_len, 0, NULL);
+    json_t *spec = json_object_get(doc, "spec");
+    switch (e->k) {
+    case RETED_IK_SERVICE:
+        add_kv(&e->kv, json_object_get(spec, "selector"));
+        break;
+    case RETED_IK_WORKLOAD:
+        add_kv(&e->kv, json_object_get(spec, "labels"));
+        add_strings(&e->refs, json_object_get(spec, "egress"));
+        break;
+    case RETED_IK_ROUTE: {
+        size_t i;
+        json_t *ref;
+        json_array_foreach(json_object_get(spec, "parentRefs"), i, ref) add_ref(&e->refs, ref, e->ns);
+        e->n_parents = e->refs.n;
+        add_backends(&e->refs, json_object_get(spec, "rules"), e->ns);
+        break;
+    }
+    case RETED_IK_DR: {
+        const char *host = json_string_value(json_object_get(spec, "host"));
+        if (host)
+            add_host(&e->refs, host, e->ns);
+        break;
+    }
+    case RETED_IK_MESH:
+        add_strings(&e->refs, json_object_get(spec, "defaultEgress"));
+        break;
+    default:
+        break;
+    }
+    json_decref(doc);
+    return e;
+}
+
+static void ires_free(reted_ires *e)
+{
+    if (!e)
+        return;
+    free(e->json);
+    free(e->kv.p);
+    free(e->refs.p);
+    free(e);
+}
+
+static int key_cmp(const char *kind, const char *ns, const char *name, const reted_ires *e)
+{
+    int c = strcmp(kind, e->kind);
+    if (c == 0)
+        c = strcmp(ns, e->ns);
+    if (c == 0)
+        c = strcmp(name, e->name);
+    return c;
+}
+
+/* The position of the key, or where it would go (*found false). */
+static size_t find(const reted_index *ix, const char *kind, const char *ns, const char *name, bool *found)
+{
+    size_t lo = 0, hi = ix->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = key_cmp(kind, ns, name, ix->v[mid]);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *found = false;
+    return lo;
+}
+
+static void insert_at(reted_index *ix, size_t at, reted_ires *e)
+{
+    if (ix->n == ix->cap) {
+        ix->cap = ix->cap ? ix->cap * 2 : 1024;
+        ix->v = rete_realloc(ix->v, ix->cap * sizeof(*ix->v));
+    }
+    memmove(ix->v + at + 1, ix->v + at, (ix->n - at) * sizeof(*ix->v));
+    ix->v[at] = e;
+    ix->n++;
+}
+
+static bool build_one(const rete_store_resource *res, void *arg)
+{
+    reted_index *ix = arg;
+    insert_at(ix, ix->n, ires_new(res));
+    return true;
+}
+
+void reted_index_free(reted_index *ix)
+{
+    for (size_t i = 0; i < ix->n; i++)
+        ires_free(ix->v[i]);
+    free(ix->v);
+    *ix = (reted_index){0};
+}
+
+rete_rc reted_index_build(reted_index *ix, rete_store *st)
+{
+    reted_index_free(ix);
+    rete_rc rc = st->ops->list(st, NULL, NULL, build_one, ix);
+    ix->built = rc == RETE_OK;
+    return rc;
+}
+
+rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, const char *ns,
+                            const char *name)
+{
+    bool found;
+    size_t at = find(ix, kind, ns, name, &found);
+    rete_store_resource res;
+    rete_rc rc = st->ops->get(st, kind, ns, name, &res);
+    if (rc == RETE_ENOTFOUND) {
+        if (found) {
+            ires_free(ix->v[at]);
+            memmove(ix->v + at, ix->v + at + 1, (ix->n - at - 1) * sizeof(*ix->v));
+            ix->n--;
+        }
+        return RETE_OK;
+    }
+    if (rc < 0)
+        return rc;
+    if (found) {
+        if (ix->v[at]->version == res.resource_version)
+            return RETE_OK;
+        ires_free(ix->v[at]);
+        ix->v[at] = ires_new(&res);
+    } else {
+        insert_at(ix, at, ires_new(&res));
+    }
+    return RETE_OK;
+}
+
+const reted_ires *reted_index_get(const reted_index *ix, const char *kind, const char *ns, const char *name)
+{
+    bool found;
+    size_t at = find(ix, kind, ns, name, &found);
+    return found ? ix->v[at] : NULL;
+}
+
+void reted_index_range(const reted_index *ix, const char *kind, const char *ns, size_t *first, size_t *end)
+{
+    /* "" sorts before every namespace and name; "\xff" after them (names
+     * are RFC 1123: ASCII). */
+    bool found;
+    *first = find(ix, kind, ns ? ns : "", "", &found);
+    *end = find(ix, kind, ns ? ns : "\xff", "\xff", &found);
+}

@@ -1,0 +1,70 @@
+/* reted's in-memory index of the store: every resource's key, version and
+ * JSON text, with the few fields the compiler scopes by (selectors, labels,
+ * route parents and backends, DestinationRule hosts, egress lists) parsed
+ * once. Kept current from the keys the API and the registry change, so one
+ * change costs one store read and one parse, not a pass over the mesh. */
+#ifndef RETE_CONTROL_MESH_INDEX_H
+#define RETE_CONTROL_MESH_INDEX_H
+#include "store.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    RETED_IK_OTHER,
+    RETED_IK_SERVICE,
+    RETED_IK_WORKLOAD,
+    RETED_IK_ROUTE,     /* HTTPRoute, GRPCRoute, TCPRoute */
+    RETED_IK_DR,        /* DestinationRule */
+    RETED_IK_POLICY,    /* AuthorizationPolicy, PeerAuthentication */
+    RETED_IK_MESH,      /* MeshConfig */
+} reted_ikind;
+
+/* Packed strings: `n` NUL-terminated strings one after the other. */
+typedef struct reted_strs {
+    char *p;
+    size_t len;                   /* bytes, NULs included */
+    size_t n;
+} reted_strs;
+
+typedef struct reted_ires {
+    const char *kind, *ns, *name; /* into key */
+    reted_ikind k;
+    uint64_t version;
+    char *json;
+    size_t json_len;
+    /* Service: selector; Workload: labels; as key, value, key, value... */
+    reted_strs kv;
+    /* Route: parents then backends, as "ns/name" (n_parents first);
+     * DestinationRule: its host as "ns/name"; Workload: egress;
+     * MeshConfig: defaultEgress. */
+    reted_strs refs;
+    size_t n_parents;
+    char key[];                   /* kind\0ns\0name\0 */
+} reted_ires;
+
+typedef struct reted_index {
+    reted_ires **v;               /* sorted by kind, namespace, name (bytewise), as the store lists */
+    size_t n, cap;
+    bool built;
+} reted_index;
+
+/* (Re)build from the whole store. */
+rete_rc reted_index_build(reted_index *ix, rete_store *st);
+/* Re-read one key from the store (changed, created or deleted). */
+rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, const char *ns,
+                            const char *name);
+const reted_ires *reted_index_get(const reted_index *ix, const char *kind, const char *ns,
+                                  const char *name);
+/* [*first, *end) of the resources of `kind` (in `ns` unless NULL). */
+void reted_index_range(const reted_index *ix, const char *kind, const char *ns, size_t *first, size_t *end);
+void reted_index_free(reted_index *ix);
+
+/* Iterate packed strings: for (const char *s = strs_first(x); s; s = strs_next(x, s)) */
+const char *reted_strs_first(const reted_strs *x);
+const char *reted_strs_next(const reted_strs *x, const char *s);
+/* Every key=value of `sel` (packed pairs) is among `labels`; an empty
+ * selector selects nothing (Service semantics). */
+bool reted_selects(const reted_strs *sel, const reted_strs *labels);
+
+#endif
