@@ -2,7 +2,7 @@
 """Control-plane scale scenario: N simulated proxies speaking reted's real
 protocol (docs/control-plane.md) from one asyncio process.
 
-    bench/cpsim.py [--proxies 1000 --services 1000 --workloads 10000] [--json OUT]
+    bench/cpsim.py [--proxies 1000 --services 1000 --workloads 10000] [--egress K] [--json OUT]
 
 Starts reted on a temporary data directory (--cert-ttl 24h), applies S
 Services and W Workloads through the operator API, creates one join token per
@@ -13,7 +13,10 @@ its own Workload (sim-N, namespace simK, 127.0.X.Y; nothing listens there),
 and an ACK for every config push. Then one HTTPRoute weight change: for each
 proxy, the time from the apply request's response to the arrival (last byte)
 of the first config push whose version is at least the route's new
-resourceVersion. reted's CPU (/proc/PID/stat) and RSS (VmRSS) are sampled
+resourceVersion. With --egress K every proxy's Workload names K Services as
+its egress (svc-0, the changed route's parent, and K-1 others), as sidecars
+scoped with Istio's Sidecar resource are; without it every proxy gets the
+whole mesh. reted's CPU (/proc/PID/stat) and RSS (VmRSS) are sampled
 before the proxies connect, once all are connected, and after the change.
 With --perf, `perf record -g` runs on reted during the change's push.
 
@@ -270,10 +273,16 @@ class Sim:
 
     def workload(self, n):
         ns = namespace(n, self.a.namespaces)
-        return {"name": f"sim-{n}", "namespace": ns, "serviceAccount": f"sa{n % self.a.namespaces}",
-                "address": f"127.0.{1 + n // 250}.{1 + n % 250}", "meshPort": 15008,
-                "labels": {"app": f"svc-{n % self.a.services}"},
-                "ports": [{"port": 8080, "protocol": "HTTP"}]}
+        wl = {"name": f"sim-{n}", "namespace": ns, "serviceAccount": f"sa{n % self.a.namespaces}",
+              "address": f"127.0.{1 + n // 250}.{1 + n % 250}", "meshPort": 15008,
+              "labels": {"app": f"svc-{n % self.a.services}"},
+              "ports": [{"port": 8080, "protocol": "HTTP"}]}
+        if self.a.egress:
+            # Every proxy calls svc-0 (the changed route's parent, so the
+            # change still reaches all of them) and egress-1 other Services.
+            callees = [0] + [(n * 7919 + 13 * j) % self.a.services for j in range(1, self.a.egress)]
+            wl["egress"] = [f"{namespace(i, self.a.namespaces)}/svc-{i}" for i in callees]
+        return wl
 
     def on_config(self, p, v, now, nbytes):
         self.last_config = now
@@ -321,7 +330,7 @@ def perf_stop(p, out):
 
 
 async def scenario(a, work, res):
-    res["config"] = {"proxies": a.proxies, "services": a.services, "workloads": a.workloads,
+    res["config"] = {"proxies": a.proxies, "services": a.services, "workloads": a.workloads, "egress": a.egress,
                      "namespaces": a.namespaces, "ca_connections": a.ca_connections,
                      "connect_concurrency": a.connect_concurrency}
     sim = Sim(a)
@@ -570,11 +579,11 @@ async def scenario(a, work, res):
 
 
 def run(proxies=1000, services=1000, workloads=10000, namespaces=10, perf=False, timeout=240, work=None,
-        connect_timeout=None, res=None):
+        connect_timeout=None, res=None, egress=0):
     """Run the scenario; returns the results dict (raises on any error; what
     was measured before the error is in `res` when the caller passes one)."""
     a = argparse.Namespace(proxies=proxies, services=services, workloads=workloads, namespaces=namespaces,
-                           perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64,
+                           perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64, egress=egress,
                            connect_timeout=connect_timeout or timeout)
     res = {} if res is None else res
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -597,6 +606,8 @@ def main():
     ap.add_argument("--perf", action="store_true", help="perf record reted during the change's push")
     ap.add_argument("--timeout", type=float, default=240, help="seconds for each phase")
     ap.add_argument("--connect-timeout", type=float, help="seconds for connecting every proxy (default --timeout)")
+    ap.add_argument("--egress", type=int, default=0,
+                    help="each proxy names this many Services as its egress (0: none, the whole mesh)")
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -605,7 +616,7 @@ def main():
     rc = 0
     try:
         run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work,
-            args.connect_timeout, res)
+            args.connect_timeout, res, args.egress)
     except Exception as e:
         log(f"FAIL: {type(e).__name__}: {e}")
         res["failed"] = f"{type(e).__name__}: {e}"

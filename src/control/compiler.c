@@ -261,6 +261,7 @@ static void scope_of(reted *r, const reted_proxy *p, reted_snapshot *s)
         put(&k, "\x1f", 1);
     }
     s->scope_key = k.p;
+    s->scope_hash = fnv(0xcbf29ce484222325ULL, k.p, k.len);
 }
 
 /* The Services in scope, closed over routes: a route attached to one pulls
@@ -366,21 +367,43 @@ static bool holds(const reted_snapshot *s, const char *kind, const char *ns, con
     return false;
 }
 
-/* Does the change of this key make the snapshot stale? It held the old
- * version, or its scope takes in the new one (a Service newly named or
- * selecting the workload, a route attached to a Service in scope, a
- * Workload a Service in scope selects, a policy of its namespace). */
-static bool touched_by(reted *r, const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+/* The Services (as "ns/name") of a Workload's namespace that select it. */
+static void selecting(const reted_index *ix, const reted_ires *wl, reted_strs *out)
 {
-    if (holds(s, kind, ns, name))
-        return true;
-    const reted_ires *now = reted_index_get(&r->index, kind, ns, name);
-    if (!now)
+    size_t i, end;
+    reted_index_range(ix, "Service", wl->ns, &i, &end);
+    for (; i < end; i++)
+        if (reted_selects(&ix->v[i]->kv, &wl->kv)) {
+            char key[520];
+            int n = snprintf(key, sizeof(key), "%s/%s", ix->v[i]->ns, ix->v[i]->name);
+            reted_strs_add(out, key, (size_t)n);
+        }
+}
+
+/* Does the new version of a changed resource fall in the snapshot's scope?
+ * (A Service newly named or selecting the workload, a route attached to a
+ * Service in scope, a Workload a Service in scope selects, a policy of its
+ * namespace.) `sel`: for a Workload, the Services selecting it. */
+static bool takes_in(const reted_snapshot *s, const reted_ires *now, const reted_strs *sel)
+{
+    switch (now->k) {
+    case RETED_IK_SERVICE:
+        return s->all || in_egress(s, now->ns, now->name) || set_has_res(&s->services, now) ||
+               (strcmp(now->ns, s->ns) == 0 && reted_selects(&now->kv, &s->labels));
+    case RETED_IK_WORKLOAD:
+        for (const char *k = reted_strs_first(sel); k; k = reted_strs_next(sel, k))
+            if (s->all || set_has(&s->services, k))
+                return true;
         return false;
-    if (now->k == RETED_IK_SERVICE && !s->all)
-        return in_egress(s, ns, name) || set_has_res(&s->services, now) ||
-               (strcmp(ns, s->ns) == 0 && reted_selects(&now->kv, &s->labels));
-    return in_scope(&r->index, s, now);
+    case RETED_IK_ROUTE:
+        return route_in_scope(s, now);
+    case RETED_IK_DR:
+        return s->all || (now->refs.n && set_has(&s->services, now->refs.p));
+    case RETED_IK_POLICY:
+        return policy_in_scope(s, now);
+    default:
+        return true;
+    }
 }
 
 void reted_changed_key(reted *r, const char *kind, const char *ns, const char *name)
@@ -416,14 +439,22 @@ void reted_scopes_sync(reted *r)
                 rete_err("compiler: cannot read %s %s/%s from the store", k, ns, name);
             k = reted_strs_next(&r->dirty, name);
         }
+        /* Each changed key once against every cached snapshot: a snapshot
+         * that held it, or whose scope takes in its new version, is stale. */
+        reted_strs sel = {0};
+        for (const char *k = reted_strs_first(&r->dirty); k;) {
+            const char *ns = reted_strs_next(&r->dirty, k), *name = reted_strs_next(&r->dirty, ns);
+            const reted_ires *now = reted_index_get(&r->index, k, ns, name);
+            sel.len = sel.n = 0;
+            if (now && now->k == RETED_IK_WORKLOAD)
+                selecting(&r->index, now, &sel);
+            for (reted_snapshot *c = r->snapshots; c; c = c->next)
+                c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
+            k = reted_strs_next(&r->dirty, name);
+        }
+        free(sel.p);
         while (*pp) {
-            bool stale = (*pp)->ca_generation != r->ca_generation;
-            for (const char *k = reted_strs_first(&r->dirty); k && !stale;) {
-                const char *ns = reted_strs_next(&r->dirty, k), *name = reted_strs_next(&r->dirty, ns);
-                stale = touched_by(r, *pp, k, ns, name);
-                k = reted_strs_next(&r->dirty, name);
-            }
-            if (stale)
+            if ((*pp)->stale)
                 uncache(r, pp);
             else
                 pp = &(*pp)->next;
@@ -450,14 +481,95 @@ void reted_snapshots_sweep(reted *r)
     }
 }
 
+static int pos_cmp(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct positions {
+    size_t *v;
+    size_t n, cap;
+} positions;
+
+static void pos_add(positions *p, size_t i)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 256;
+        p->v = rete_realloc(p->v, p->cap * sizeof(*p->v));
+    }
+    p->v[p->n++] = i;
+}
+
+/* Every resource of `kind` (in `ns` unless NULL) that is in scope. */
+static void collect(const reted_index *ix, const reted_snapshot *s, const char *kind, const char *ns,
+                    positions *out)
+{
+    size_t i, end;
+    reted_index_range(ix, kind, ns, &i, &end);
+    for (; i < end; i++)
+        if (in_scope(ix, s, ix->v[i]))
+            pos_add(out, i);
+}
+
+/* The index positions of what the snapshot holds, in index order. Whole
+ * mesh: a pass over the index. Otherwise work in proportion to the scope:
+ * each Service in scope, its endpoints from its namespace's Workloads. */
+static void scope_positions(const reted_index *ix, const reted_snapshot *s, positions *out)
+{
+    if (s->all) {
+        for (size_t i = 0; i < ix->n; i++)
+            if (in_scope(ix, s, ix->v[i]))
+                pos_add(out, i);
+        return;
+    }
+    static const char *const every_ns[] = {"GRPCRoute", "HTTPRoute", "TCPRoute", "DestinationRule",
+                                           "MeshConfig"};
+    for (size_t k = 0; k < sizeof(every_ns) / sizeof(every_ns[0]); k++)
+        collect(ix, s, every_ns[k], NULL, out);
+    static const char *const policies[] = {"AuthorizationPolicy", "PeerAuthentication"};
+    for (size_t k = 0; k < sizeof(policies) / sizeof(policies[0]); k++) {
+        collect(ix, s, policies[k], s->ns, out);
+        if (strcmp(s->ns, RETED_ROOT_NS) != 0)
+            collect(ix, s, policies[k], RETED_ROOT_NS, out);
+    }
+    size_t first_wl, end_wl;
+    reted_index_range(ix, "Workload", NULL, &first_wl, &end_wl);
+    for (size_t i = 0; i < s->services.cap; i++) {
+        const char *key = s->services.keys[i], *slash = key ? strchr(key, '/') : NULL;
+        if (!slash)
+            continue;
+        char ns[254];
+        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
+        size_t at = reted_index_position(ix, "Service", ns, slash + 1);
+        if (at == SIZE_MAX)
+            continue; /* named by egress, not created yet */
+        pos_add(out, at);
+        const reted_ires *svc = ix->v[at];
+        size_t w, end;
+        reted_index_range(ix, "Workload", ns, &w, &end);
+        for (; w < end && svc->kv.n; w++)
+            if (reted_selects(&svc->kv, &ix->v[w]->kv))
+                pos_add(out, w);
+    }
+    qsort(out->v, out->n, sizeof(*out->v), pos_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < out->n; i++)
+        if (u == 0 || out->v[u - 1] != out->v[i])
+            out->v[u++] = out->v[i];
+    out->n = u;
+}
+
 static void compile(reted *r, reted_snapshot *s)
 {
     scope_services(r, s);
+    positions pos = {0};
+    scope_positions(&r->index, s, &pos);
     cbuf b = {0};
     put(&b, "", 0);
-    for (size_t i = 0; i < r->index.n; i++)
-        if (in_scope(&r->index, s, r->index.v[i]))
-            add(&b, r->index.v[i]);
+    for (size_t i = 0; i < pos.n; i++)
+        add(&b, r->index.v[pos.v[i]]);
+    free(pos.v);
     s->text = b.p;
     s->text_len = b.len;
     s->entries = b.entries;
@@ -478,7 +590,7 @@ reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
     reted_snapshot *s = rete_calloc(1, sizeof(*s));
     scope_of(r, p, s);
     for (reted_snapshot *c = r->snapshots; c; c = c->next)
-        if (strcmp(c->scope_key, s->scope_key) == 0) {
+        if (c->scope_hash == s->scope_hash && strcmp(c->scope_key, s->scope_key) == 0) {
             s->refs = 1;
             reted_snapshot_release(r, s);
             c->refs++;

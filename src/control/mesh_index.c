@@ -20,7 +20,7 @@ const char *reted_strs_next(const reted_strs *x, const char *s)
     return s < x->p + x->len ? s : NULL;
 }
 
-static void strs_add(reted_strs *x, const char *s, size_t n)
+void reted_strs_add(reted_strs *x, const char *s, size_t n)
 {
     x->p = rete_realloc(x->p, x->len + n + 1);
     memcpy(x->p + x->len, s, n);
@@ -79,8 +79,8 @@ static void add_kv(reted_strs *x, json_t *obj)
     {
         if (!json_is_string(v))
             continue;
-        strs_add(x, k, strlen(k));
-        strs_add(x, json_string_value(v), json_string_length(v));
+        reted_strs_add(x, k, strlen(k));
+        reted_strs_add(x, json_string_value(v), json_string_length(v));
     }
 }
 
@@ -91,7 +91,7 @@ static void add_strings(reted_strs *x, json_t *arr)
     json_array_foreach(arr, i, v)
     {
         if (json_is_string(v))
-            strs_add(x, json_string_value(v), json_string_length(v));
+            reted_strs_add(x, json_string_value(v), json_string_length(v));
     }
 }
 
@@ -105,7 +105,7 @@ static void add_ref(reted_strs *x, json_t *ref, const char *route_ns)
     char buf[520];
     int n = snprintf(buf, sizeof(buf), "%s/%s", ns ? ns : route_ns, name);
     if (n > 0 && (size_t)n < sizeof(buf) && !strs_has(x, buf))
-        strs_add(x, buf, (size_t)n);
+        reted_strs_add(x, buf, (size_t)n);
 }
 
 /* Every backendRef of a route, wherever rules nest them. */
@@ -153,7 +153,7 @@ static void add_host(reted_strs *x, const char *host, const char *dr_ns)
     char buf[600];
     int n = snprintf(buf, sizeof(buf), "%s/%s", dot ? dot + 1 : dr_ns, h);
     if (n > 0 && (size_t)n < sizeof(buf))
-        strs_add(x, buf, (size_t)n);
+        reted_strs_add(x, buf, (size_t)n);
 }
 
 static reted_ires *ires_new(const rete_store_resource *res)
@@ -308,11 +308,17 @@ rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, c
     return RETE_OK;
 }
 
-const reted_ires *reted_index_get(const reted_index *ix, const char *kind, const char *ns, const char *name)
+size_t reted_index_position(const reted_index *ix, const char *kind, const char *ns, const char *name)
 {
     bool found;
     size_t at = find(ix, kind, ns, name, &found);
-    return found ? ix->v[at] : NULL;
+    return found ? at : SIZE_MAX;
+}
+
+const reted_ires *reted_index_get(const reted_index *ix, const char *kind, const char *ns, const char *name)
+{
+    size_t at = reted_index_position(ix, kind, ns, name);
+    return at == SIZE_MAX ? NULL : ix->v[at];
 }
 
 void reted_index_range(const reted_index *ix, const char *kind, const char *ns, size_t *first, size_t *end)

@@ -54,6 +54,8 @@ rete_rc reted_index_build(reted_index *ix, rete_store *st);
 /* Re-read one key from the store (changed, created or deleted). */
 rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, const char *ns,
                             const char *name);
+/* The position of a key, SIZE_MAX when absent. */
+size_t reted_index_position(const reted_index *ix, const char *kind, const char *ns, const char *name);
 const reted_ires *reted_index_get(const reted_index *ix, const char *kind, const char *ns,
                                   const char *name);
 /* [*first, *end) of the resources of `kind` (in `ns` unless NULL). */
@@ -65,6 +67,7 @@ const char *reted_strs_first(const reted_strs *x);
 const char *reted_strs_next(const reted_strs *x, const char *s);
 /* Every key=value of `sel` (packed pairs) is among `labels`; an empty
  * selector selects nothing (Service semantics). */
+void reted_strs_add(reted_strs *x, const char *s, size_t n);
 bool reted_selects(const reted_strs *sel, const reted_strs *labels);
 
 #endif

@@ -42,6 +42,8 @@ typedef struct reted_svcset {
 typedef struct reted_snapshot {
     struct reted_snapshot *next;    /* the cache of current snapshots */
     char *scope_key;                /* namespace, egress, labels */
+    uint64_t scope_hash;
+    bool stale;                     /* a change touched it (sync) */
     char ns[254];
     reted_strs egress;              /* in force: the Workload's, else MeshConfig's, else all */
     reted_strs labels;              /* the workload's, when they matter */
