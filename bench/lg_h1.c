@@ -5,9 +5,20 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alloc.h"
+
 #define H1_MAX_HEADERS 64
 
 enum { PH_IDLE, PH_HEAD, PH_BODY_LENGTH, PH_BODY_CHUNKED };
+
+/* The run's one request, sent as is on every connection. */
+static void h1_prepare(lg *l)
+{
+    size_t cap = strlen(l->o.path) + strlen(l->o.host) + 64;
+    l->request = rete_malloc(cap);
+    l->request_len = (size_t)snprintf(l->request, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
+                                      l->o.path, l->o.host);
+}
 
 static unsigned h1_capacity(const lg *l)
 {
@@ -145,6 +156,7 @@ static void h1_reset(lg_conn *c)
 
 const lg_codec lg_h1_codec = {
     .name = "http/1.1",
+    .prepare = h1_prepare,
     .capacity = h1_capacity,
     .start = h1_start,
     .send = h1_send,

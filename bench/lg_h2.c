@@ -1,5 +1,11 @@
-/* rete-loadgen's HTTP/2 codec: h2c with prior knowledge (RFC 9113 §3.3),
- * up to --streams concurrent streams per connection, framing by nghttp2. */
+/* rete-loadgen's HTTP/2 codecs: h2c with prior knowledge (RFC 9113 §3.3),
+ * up to --streams concurrent streams per connection, framing by nghttp2.
+ *
+ * Two request shapes share the session code: plain HTTP/2 (`GET`, done at
+ * the response's end) and gRPC unary calls (grpc/doc/PROTOCOL-HTTP2.md):
+ * `POST` of one length-prefixed message with `content-type:
+ * application/grpc` and `te: trailers`, judged by the HTTP status and the
+ * `grpc-status` of the trailers (or of a trailers-only response). */
 #include "loadgen.h"
 
 #include <nghttp2/nghttp2.h>
@@ -9,16 +15,21 @@
 
 #include "alloc.h"
 
+#define GRPC_FRAME_HEADER 5 /* compressed flag, 32-bit big-endian length */
+
 /* One request in flight: the stream's user data. */
 typedef struct h2_slot {
     uint64_t index;
     int status;
+    int grpc_status; /* -1 until a grpc-status field arrives, -2 if unreadable */
+    size_t body_off; /* gRPC: bytes of l->request handed to nghttp2 so far */
     struct h2_slot *next_free;
 } h2_slot;
 
 typedef struct h2_conn {
     nghttp2_session *session;
     lg_conn *conn;
+    bool grpc;
     h2_slot *free_slots;
     unsigned n_slots;
     h2_slot slots[];
@@ -33,13 +44,21 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user)
 {
-    if (frame->hd.type != NGHTTP2_HEADERS || namelen != 7 || memcmp(name, ":status", 7) != 0)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     h2_slot *slot = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-    uint64_t status = 0;
-    if (slot && rete_view_to_u64(rete_view_make((const char *)value, valuelen), &status) &&
-        status >= 200)
-        slot->status = (int)status;
+    if (!slot)
+        return 0;
+    rete_view n = rete_view_make((const char *)name, namelen);
+    rete_view v = rete_view_make((const char *)value, valuelen);
+    uint64_t num = 0;
+    bool numeric = rete_view_to_u64(v, &num);
+    if (rete_view_eq(n, RETE_VIEW_LIT(":status"))) {
+        if (numeric && num >= 200 && num <= 999) /* 1xx: the final response follows */
+            slot->status = (int)num;
+    } else if (rete_view_eq(n, RETE_VIEW_LIT("grpc-status"))) {
+        slot->grpc_status = numeric && num <= 0xffff ? (int)num : -2;
+    }
     return 0;
 }
 
@@ -49,7 +68,9 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     h2_slot *slot = nghttp2_session_get_stream_user_data(s, stream_id);
     if (!slot)
         return 0;
-    if (error_code == NGHTTP2_NO_ERROR && slot->status)
+    if (error_code == NGHTTP2_NO_ERROR && slot->status && h->grpc)
+        lg_grpc_response(h->conn, slot->index, slot->status, slot->grpc_status);
+    else if (error_code == NGHTTP2_NO_ERROR && slot->status)
         lg_response(h->conn, slot->index, slot->status);
     else
         lg_request_failed(h->conn, slot->index);
@@ -82,6 +103,7 @@ static void h2_start(lg_conn *c)
     unsigned n = c->lg->o.streams;
     h2_conn *h = rete_calloc(1, sizeof(*h) + n * sizeof(h2_slot));
     h->conn = c;
+    h->grpc = c->lg->o.codec == &lg_grpc_codec;
     h->n_slots = n;
     for (unsigned i = n; i-- > 0;) {
         h->slots[i].next_free = h->free_slots;
@@ -114,7 +136,25 @@ static nghttp2_nv nv(const char *name, const char *value)
                         NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
 }
 
-static void h2_send(lg_conn *c, uint64_t index)
+/* The gRPC request body: the run's one message, from the slot's offset. */
+static ssize_t grpc_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    h2_slot *slot = src->ptr;
+    const lg *l = ((h2_conn *)user)->conn->lg;
+    size_t n = l->request_len - slot->body_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, l->request + slot->body_off, n);
+    slot->body_off += n;
+    if (slot->body_off == l->request_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Start request `index` on a free stream slot, with the gRPC message as its
+ * body when `body` is set. */
+static void submit(lg_conn *c, uint64_t index, const nghttp2_nv *hdrs, size_t n_hdrs, bool body)
 {
     h2_conn *h = c->h2;
     h2_slot *slot = h->free_slots;
@@ -125,14 +165,59 @@ static void h2_send(lg_conn *c, uint64_t index)
     h->free_slots = slot->next_free;
     slot->index = index;
     slot->status = 0;
-    const lg *l = c->lg;
-    const nghttp2_nv hdrs[] = {nv(":method", "GET"), nv(":scheme", "http"),
-                               nv(":authority", l->o.host), nv(":path", l->o.path)};
-    if (nghttp2_submit_request(h->session, NULL, hdrs, 4, NULL, slot) < 0) {
+    slot->grpc_status = -1;
+    slot->body_off = 0;
+    nghttp2_data_provider prd = {.source.ptr = slot, .read_callback = grpc_read};
+    if (nghttp2_submit_request(h->session, NULL, hdrs, n_hdrs, body ? &prd : NULL, slot) < 0) {
         slot->next_free = h->free_slots;
         h->free_slots = slot;
         lg_request_failed(c, index);
     }
+}
+
+static void h2_send(lg_conn *c, uint64_t index)
+{
+    const lg *l = c->lg;
+    const nghttp2_nv hdrs[] = {nv(":method", "GET"), nv(":scheme", "http"),
+                               nv(":authority", l->o.host), nv(":path", l->o.path)};
+    submit(c, index, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), false);
+}
+
+static void grpc_send(lg_conn *c, uint64_t index)
+{
+    const lg *l = c->lg;
+    const nghttp2_nv hdrs[] = {nv(":method", "POST"),
+                               nv(":scheme", "http"),
+                               nv(":authority", l->o.host),
+                               nv(":path", l->o.path),
+                               nv("content-type", "application/grpc"),
+                               nv("te", "trailers")};
+    submit(c, index, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), true);
+}
+
+/* The one request message of the run, framed (gRPC Length-Prefixed-Message,
+ * not compressed): a protobuf message whose field 1 (wire type 2, bytes)
+ * holds --grpc-payload bytes, so protobuf-aware servers can parse it. */
+static void grpc_prepare(lg *l)
+{
+    size_t payload = l->o.grpc_payload;
+    uint8_t varint[10];
+    size_t vlen = 0;
+    for (size_t v = payload; vlen == 0 || v; v >>= 7)
+        varint[vlen++] = (uint8_t)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+    size_t msg = 1 + vlen + payload;
+    l->request_len = GRPC_FRAME_HEADER + msg;
+    uint8_t *p = rete_malloc(l->request_len);
+    p[0] = 0;
+    p[1] = (uint8_t)(msg >> 24);
+    p[2] = (uint8_t)(msg >> 16);
+    p[3] = (uint8_t)(msg >> 8);
+    p[4] = (uint8_t)msg;
+    p[5] = 0x0a; /* field 1, length-delimited */
+    memcpy(p + 6, varint, vlen);
+    for (size_t i = 0; i < payload; i++)
+        p[6 + vlen + i] = (uint8_t)"hello"[i % 5];
+    l->request = (char *)p;
 }
 
 static void h2_on_data(lg_conn *c)
@@ -172,9 +257,21 @@ static void h2_reset(lg_conn *c)
 
 const lg_codec lg_h2_codec = {
     .name = "h2c",
+    .prepare = NULL,
     .capacity = h2_capacity,
     .start = h2_start,
     .send = h2_send,
+    .flush = h2_flush,
+    .on_data = h2_on_data,
+    .reset = h2_reset,
+};
+
+const lg_codec lg_grpc_codec = {
+    .name = "grpc",
+    .prepare = grpc_prepare,
+    .capacity = h2_capacity,
+    .start = h2_start,
+    .send = grpc_send,
     .flush = h2_flush,
     .on_data = h2_on_data,
     .reset = h2_reset,

@@ -1,4 +1,5 @@
-/* rete-loadgen: open-loop, constant-rate HTTP/1.1 and HTTP/2 load generator.
+/* rete-loadgen: open-loop, constant-rate HTTP/1.1, HTTP/2 and gRPC load
+ * generator.
  *
  * Request i is due at t0 + i / rate whatever happened to earlier requests
  * (no coordinated omission, as in wrk2 and Gil Tene's talk of that name): when
@@ -7,8 +8,9 @@
  * silently slowing the sender down. Requests go over C keep-alive
  * connections: HTTP/1.1 with one request in flight per connection (no
  * pipelining), or HTTP/2 with prior knowledge (h2c) and up to --streams
- * concurrent streams per connection. The protocols are codecs behind one
- * vtable (loadgen.h); this file holds the schedule and the connections.
+ * concurrent streams per connection, or gRPC unary calls over the same h2c
+ * connections (--grpc). The protocols are codecs behind one vtable
+ * (loadgen.h); this file holds the schedule and the connections.
  *
  * Send times come from a timerfd armed at the absolute due time of the next
  * request, with the thread's timer slack set to 1 us, so the schedule keeps
@@ -32,6 +34,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "view.h"
 
 static void conn_connect(lg_conn *c);
 static void dispatch(lg *l);
@@ -48,6 +51,28 @@ static uint64_t due_count(const lg *l, uint64_t now)
         return 0;
     uint64_t n = (uint64_t)((double)(now - l->t0) * l->o.rate / 1e9) + 1;
     return n < l->total ? n : l->total;
+}
+
+/* gRPC only: the message size, the calls that failed with a grpc-status, and
+ * how often each grpc-status was seen ("missing": answers without one). */
+static void print_grpc(const lg *l)
+{
+    printf(", \"grpc_payload\": %zu, \"grpc_errors\": %" PRIu64 ", \"grpc_status\": {",
+           l->o.grpc_payload, l->grpc_errors);
+    const char *sep = "";
+    for (unsigned i = 0; i < LG_GRPC_CODES; i++) {
+        if (!l->grpc_status[i])
+            continue;
+        printf("%s\"%u\": %" PRIu64, sep, i, l->grpc_status[i]);
+        sep = ", ";
+    }
+    if (l->grpc_status_other) {
+        printf("%s\"other\": %" PRIu64, sep, l->grpc_status_other);
+        sep = ", ";
+    }
+    if (l->grpc_status_missing)
+        printf("%s\"missing\": %" PRIu64, sep, l->grpc_status_missing);
+    printf("}");
 }
 
 static void print_result(lg *l)
@@ -72,6 +97,8 @@ static void print_result(lg *l)
            rete_hdr_percentile(h, 50), rete_hdr_percentile(h, 90), rete_hdr_percentile(h, 99),
            rete_hdr_percentile(h, 99.9), h->total ? h->max : 0, h->total ? h->min : 0,
            rete_hdr_mean(h), (double)done / elapsed);
+    if (l->o.codec == &lg_grpc_codec)
+        print_grpc(l);
     /* The percentile curve, for plots: [percentile, microseconds] pairs. */
     static const double spectrum[] = {0,  10, 25,   50,    75,    90,     95,
                                       99, 99.5, 99.9, 99.95, 99.99, 99.999, 100};
@@ -195,13 +222,14 @@ static void count_done(lg_conn *c)
     maybe_finish(l);
 }
 
-void lg_response(lg_conn *c, uint64_t index, int status)
+/* An answer: its latency counts, from the time request `index` was due. */
+static void answered(lg_conn *c, uint64_t index, bool ok)
 {
     lg *l = c->lg;
     uint64_t now = uv_hrtime();
     uint64_t due = due_time(l, index);
     rete_hdr_record(&l->hist, now > due ? (now - due) / 1000 : 0);
-    if (status >= 200 && status < 300)
+    if (ok)
         l->ok++;
     else
         l->non2xx++;
@@ -209,10 +237,36 @@ void lg_response(lg_conn *c, uint64_t index, int status)
     count_done(c);
 }
 
+void lg_response(lg_conn *c, uint64_t index, int status)
+{
+    answered(c, index, status >= 200 && status < 300);
+}
+
 void lg_request_failed(lg_conn *c, uint64_t index)
 {
     c->lg->errors++;
     count_done(c);
+}
+
+void lg_grpc_response(lg_conn *c, uint64_t index, int status, int grpc_status)
+{
+    lg *l = c->lg;
+    if (grpc_status == -1)
+        l->grpc_status_missing++;
+    else if (grpc_status >= 0 && grpc_status < LG_GRPC_CODES)
+        l->grpc_status[grpc_status]++;
+    else
+        l->grpc_status_other++;
+    if (status != 200) {
+        answered(c, index, false);
+    } else if (grpc_status == 0) {
+        answered(c, index, true);
+    } else {
+        /* A failed call, like a reset stream: no latency, since a fast
+         * failure must not make the percentiles look better. */
+        l->grpc_errors++;
+        lg_request_failed(c, index);
+    }
 }
 
 typedef struct lg_write {
@@ -424,8 +478,9 @@ static void usage(void)
             "usage: rete-loadgen --url http://IP:PORT/PATH --rate R --duration S\n"
             "                    [--connections C] [--host HOST] [--timeout S]\n"
             "                    [--http2 [--streams N]]\n"
-            "Open-loop constant-rate HTTP/1.1 (or h2c) load; latency from the intended send\n"
-            "time. JSON result on stdout, latencies in microseconds.\n");
+            "                    [--grpc /SERVICE/METHOD [--grpc-payload BYTES] [--streams N]]\n"
+            "Open-loop constant-rate HTTP/1.1 (or h2c, or gRPC unary over h2c) load; latency\n"
+            "from the intended send time. JSON result on stdout, latencies in microseconds.\n");
 }
 
 /* Split http://IP:PORT/PATH. Only numeric IPv4 addresses: no DNS in a bench. */
@@ -461,17 +516,21 @@ int main(int argc, char **argv)
     l.o.connections = 16;
     l.o.streams = 100;
     l.o.timeout = 5.0;
+    l.o.grpc_payload = 5;
     l.o.codec = &lg_h1_codec;
-    const char *url = NULL;
+    const char *url = NULL, *grpc_method = NULL;
+    bool bad_payload = false;
     static const struct option longopts[] = {
         {"url", required_argument, NULL, 'u'},      {"rate", required_argument, NULL, 'r'},
         {"duration", required_argument, NULL, 'd'}, {"connections", required_argument, NULL, 'c'},
         {"host", required_argument, NULL, 'H'},     {"timeout", required_argument, NULL, 't'},
         {"http2", no_argument, NULL, '2'},          {"streams", required_argument, NULL, 's'},
+        {"grpc", required_argument, NULL, 'g'},     {"grpc-payload", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
+    uint64_t n = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "u:r:d:c:H:t:2s:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "u:r:d:c:H:t:2s:g:P:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'u':
             url = optarg;
@@ -497,6 +556,13 @@ int main(int argc, char **argv)
         case 's':
             l.o.streams = (unsigned)atoi(optarg);
             break;
+        case 'g':
+            grpc_method = optarg;
+            break;
+        case 'P':
+            bad_payload = !rete_view_to_u64(rete_view_cstr(optarg), &n) || n > LG_GRPC_MAX_PAYLOAD;
+            l.o.grpc_payload = (size_t)n;
+            break;
         case 'h':
         default:
             usage();
@@ -504,19 +570,23 @@ int main(int argc, char **argv)
         }
     }
     if (!url || l.o.rate <= 0 || l.o.duration <= 0 || l.o.connections == 0 ||
-        l.o.connections > LG_MAX_CONNS || l.o.streams == 0 || !parse_url(url, &l.o)) {
+        l.o.connections > LG_MAX_CONNS || l.o.streams == 0 || bad_payload ||
+        (grpc_method && grpc_method[0] != '/') || !parse_url(url, &l.o)) {
         usage();
         return 2;
+    }
+    if (grpc_method) {
+        /* The method is the :path; the URL gives only the address. */
+        l.o.codec = &lg_grpc_codec;
+        free(l.o.path);
+        l.o.path = rete_strdup(grpc_method);
     }
     l.total = (uint64_t)llround(l.o.rate * l.o.duration);
     if (l.total == 0)
         l.total = 1;
     rete_hdr_init(&l.hist, RETE_HDR_DEFAULT_HIGHEST);
-
-    size_t cap = strlen(l.o.path) + strlen(l.o.host) + 64;
-    l.request = rete_malloc(cap);
-    l.request_len = (size_t)snprintf(l.request, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
-                                     l.o.path, l.o.host);
+    if (l.o.codec->prepare)
+        l.o.codec->prepare(&l);
 
     /* Timer slack defaults to 50 us; the schedule wants better. */
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);

@@ -1,5 +1,6 @@
 /* rete-loadgen internals shared by the scheduler (loadgen.c) and the
- * protocol codecs (lg_h1.c, lg_h2.c). See loadgen.c for what the tool does. */
+ * protocol codecs (lg_h1.c; lg_h2.c for HTTP/2 and gRPC). See loadgen.c for
+ * what the tool does. */
 #ifndef RETE_BENCH_LOADGEN_H
 #define RETE_BENCH_LOADGEN_H
 
@@ -13,14 +14,20 @@
 
 #define LG_MAX_CONNS 10000
 #define LG_READ_BUF 65536
+/* gRPC status codes 0..16 are counted one by one (grpc/doc/statuscodes.md);
+ * anything else is "other". */
+#define LG_GRPC_CODES 17
+#define LG_GRPC_MAX_PAYLOAD (4u << 20) /* grpc's default receive limit */
 
 typedef struct lg lg;
 typedef struct lg_conn lg_conn;
 
-/* HTTP/1.1 or HTTP/2: what differs between the two, as a small vtable.
- * Every op may end in lg_conn_fail(c); callers check c->cstate afterwards. */
+/* HTTP/1.1, HTTP/2 or gRPC: what differs between them, as a small vtable.
+ * Every connection op may end in lg_conn_fail(c); callers check c->cstate
+ * afterwards. */
 typedef struct lg_codec {
     const char *name;
+    void (*prepare)(lg *l);                 /* once before connecting; may be NULL */
     unsigned (*capacity)(const lg *l);      /* requests in flight per connection */
     void (*start)(lg_conn *c);              /* TCP connected: preface, settings */
     void (*send)(lg_conn *c, uint64_t index); /* start request `index` */
@@ -68,13 +75,14 @@ typedef struct lg_opts {
     double rate;
     double duration;
     double timeout;              /* drain time after the last request is due, seconds */
+    size_t grpc_payload;         /* gRPC: bytes in the request message's field 1 */
     const lg_codec *codec;
 } lg_opts;
 
 struct lg {
     uv_loop_t *loop;
     lg_opts o;
-    char *request;               /* HTTP/1.1: the one request, sent as is */
+    char *request;               /* HTTP/1.1: the one request; gRPC: the one message */
     size_t request_len;
     lg_conn *conns;
     lg_conn *ready;              /* connections that can take another request */
@@ -89,15 +97,23 @@ struct lg {
     uint64_t total;              /* requests in the run: rate * duration */
     uint64_t next_send;          /* index of the next request to start */
     uint64_t sent, ok, non2xx, errors, connect_errors;
+    uint64_t grpc_errors;        /* answered 200 with grpc-status != 0 (in `errors` too) */
+    uint64_t grpc_status[LG_GRPC_CODES], grpc_status_other, grpc_status_missing;
     uint64_t last_done;          /* ns of the last completed response */
     rete_hdr hist;
 };
 
 extern const lg_codec lg_h1_codec;
 extern const lg_codec lg_h2_codec;
+extern const lg_codec lg_grpc_codec;
 
 /* For codecs: request `index` was answered with `status`. */
 void lg_response(lg_conn *c, uint64_t index, int status);
+/* For the gRPC codec: call `index` was answered with HTTP `status` and
+ * `grpc_status` (-1 when the response carried none, -2 when unreadable). OK
+ * only for 200 and grpc-status 0; another HTTP status counts as non-2xx, a
+ * 200 with any other grpc-status (or none) as an error. */
+void lg_grpc_response(lg_conn *c, uint64_t index, int status, int grpc_status);
 /* For codecs: request `index` failed (reset stream, lost connection). */
 void lg_request_failed(lg_conn *c, uint64_t index);
 /* Drop the connection; codec->reset fails what is in flight, and a fresh

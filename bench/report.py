@@ -105,26 +105,60 @@ def latency_section(res):
     return out
 
 
-def h2_latency_section(res):
-    h2 = res.get("h2latency", {})
-    c = res["config"]
-    out = [f"rete-loadgen `--http2`: h2c with prior knowledge to the front's h2c listener, "
-           f"{c.get('h2_connections', 4)} connections with up to 100 streams each, open loop at "
-           f"{c.get('h2_rate', 2000):,} req/s for {c['duration']} s. Microseconds; in brackets the "
-           "latency added over the direct path (the echo speaking h2c itself).", "",
-           "| target | " + " | ".join(n for _, n in PCTS) + " | ok | errors | non-2xx |",
-           "| --- " * (len(PCTS) + 4) + "|"]
-    d = h2.get("direct") if h2.get("direct") and "failed" not in h2.get("direct") else None
+def multiplexed_table(rows, grpc=False):
+    """Open-loop results over HTTP/2 streams, one row per target, with the
+    latency added over the direct path in brackets. gRPC rows also say
+    which grpc-status values came back other than 0."""
+    extra = " | grpc-status != 0 |" if grpc else " |"
+    out = ["| target | " + " | ".join(n for _, n in PCTS) + " | ok | errors | non-2xx" + extra,
+           "| --- " * (len(PCTS) + 4 + grpc) + "|"]
+    d = rows.get("direct") if rows.get("direct") and "failed" not in rows.get("direct") else None
     for t in TARGETS:
-        r = h2.get(t)
+        r = rows.get(t)
         if not r:
             continue
         if "failed" in r:
-            out.append(f"| {LABEL[t]} | " + " | ".join("n/a" for _ in PCTS) + " | n/a | n/a | n/a |")
+            out.append(f"| {LABEL[t]} | " + " | ".join("n/a" for _ in PCTS) + " | n/a | n/a | n/a" +
+                       (" | n/a |" if grpc else " |"))
             continue
         cells = [fmt_us(r[k]) + ("" if t == "direct" or not d else f" ({r[k] - d[k]:+,.0f})") for k, _ in PCTS]
-        out.append(f"| {LABEL[t]} | " + " | ".join(cells) + f" | {r['ok']:,} | {r['errors']:,} | {r['non2xx']:,} |")
+        tail = " |"
+        if grpc:
+            bad = {k: v for k, v in r.get("grpc_status", {}).items() if k != "0"}
+            tail = " | " + (", ".join(f"{k}: {v:,}" for k, v in bad.items()) or "none") + " |"
+        out.append(f"| {LABEL[t]} | " + " | ".join(cells) + f" | {r['ok']:,} | {r['errors']:,} | {r['non2xx']:,}"
+                   + tail)
     return out
+
+
+def h2_latency_section(res):
+    c = res["config"]
+    return [f"rete-loadgen `--http2`: h2c with prior knowledge to the front's h2c listener, "
+            f"{c.get('h2_connections', 4)} connections with up to 100 streams each, open loop at "
+            f"{c.get('h2_rate', 2000):,} req/s for {c['duration']} s. Microseconds; in brackets the "
+            "latency added over the direct path (the echo speaking h2c itself).", ""] + \
+        multiplexed_table(res.get("h2latency", {}))
+
+
+def grpc_latency_section(res):
+    c = res["config"]
+    notes = res.get("notes", {})
+    out = [f"rete-loadgen `--grpc /rete.echo.Echo/Echo`: unary calls (HTTP/2 POST, `content-type: "
+           "application/grpc`, `te: trailers`, one 12-byte length-prefixed message) to the front's h2c "
+           f"listener, {c.get('h2_connections', 4)} connections with up to 100 streams each, open loop at "
+           f"{c.get('grpc_rate', 2000):,} calls/s for {c['duration']} s, after {c['warmup']} s of the same "
+           "load (discarded). A call is OK only with HTTP 200 "
+           "and the trailer `grpc-status: 0`; a failed call counts as an error and its grpc-status is "
+           "listed. The backend is rete-echo's gRPC echo on its second port, 127.0.0.10:8081 (h2c). "
+           "gRPC needs HTTP/2 on every hop, so each pair carries it as HTTP/2 from end to end: HAProxy B "
+           "sends `content-type: application/grpc` to an h2c server line (`proto h2`); nginx uses "
+           "`grpc_pass` (HTTP/2 over mTLS with ALPN h2 between A and B, h2c to the echo) for the "
+           "service's path prefix; rete declares the service port `GRPC` (h2c to the app) and routes "
+           "`:authority echo.bench:8081` to it. Microseconds; in brackets the latency added over the "
+           "direct path.", ""]
+    if notes.get("grpc"):
+        out += [f"**gRPC:** {notes['grpc']}.", ""]
+    return out + multiplexed_table(res.get("grpclatency", {}), grpc=True)
 
 
 def cpu_section(res):
@@ -494,6 +528,8 @@ def write(res, outdir):
     L += [f"![latency]({p})" for p in pngs if p.startswith("latency_")] + [""]
     if res.get("h2latency"):
         L += ["## HTTP/2 latency at a fixed rate", ""] + h2_latency_section(res) + [""]
+    if res.get("grpclatency") or res.get("notes", {}).get("grpc"):
+        L += ["## gRPC latency at a fixed rate", ""] + grpc_latency_section(res) + [""]
     L += ["## CPU per 1000 requests", ""] + cpu_section(res) + [""]
     L += ["## Maximum throughput", ""] + throughput_section(res) + [""]
     if "throughput.png" in pngs:

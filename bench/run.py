@@ -2,9 +2,10 @@
 """rete side-by-side benchmark: direct path, HAProxy pair, nginx pair, rete pair.
 
 Starts every process on 127.0.0.x loopback addresses, measures latency at fixed
-rates (rete-loadgen, open loop), maximum throughput (wrk, h2load), memory
-(VmRSS idle and with 1000 idle downstream connections), CPU per 1000 requests
-and mTLS handshakes per second, then writes bench/REPORT.md and PNG plots.
+rates (rete-loadgen, open loop; HTTP/1.1, h2c and gRPC), maximum throughput
+(wrk, h2load), memory (VmRSS idle and with 1000 idle downstream connections),
+CPU per 1000 requests and mTLS handshakes per second, then writes
+bench/REPORT.md and PNG plots.
 
     bench/run.py            full run (about 8 minutes), writes bench/REPORT.md
     bench/run.py --smoke    30-second subset; exit 1 on a crash or any error
@@ -39,11 +40,17 @@ if not os.path.exists(RETE_PROXY):
     RETE_PROXY = os.path.join(BUILD, "src", "proxy", "rete-proxy")
 
 HOST_HEADER = "echo.bench:8080"
+# gRPC: rete-echo answers any method as a unary echo on its second port, which
+# rete declares GRPC (h2c to the app) and the other pairs route by this prefix.
+GRPC_SERVICE_PREFIX = "/rete.echo.Echo/"
+GRPC_METHOD = GRPC_SERVICE_PREFIX + "Echo"
+GRPC_HOST = "echo.bench:8081"
 TRUST_DOMAIN = "cluster.local"
 
 # Addresses: the echo workload and its rete sidecar share 127.0.0.10 (a
 # sidecar lives at its workload's address); every other proxy has its own.
 ECHO_ADDR = ("127.0.0.10", 8080)
+ECHO_GRPC_ADDR = ("127.0.0.10", 8081)
 ADDR = {
     "haproxy": ("127.0.0.21", "127.0.0.22"),
     "nginx": ("127.0.0.31", "127.0.0.32"),
@@ -53,7 +60,7 @@ SCALE_ADDR = "127.0.0.12"
 FRONT_PORT, FRONT_H2C_PORT, MESH_PORT = 10000, 10001, 15008
 TARGETS = ["direct", "haproxy", "nginx", "rete"]
 
-FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16, h2_rate=2000, h2_connections=4, slices=3, profile_seconds=8,
+FULL = dict(rates=[500, 1000, 2000, 8000], duration=15, warmup=3, connections=16, h2_rate=2000, h2_connections=4, grpc_rate=2000, slices=3, profile_seconds=8,
             wrk_duration=10, h2_duration=10, idle_conns=1000, hs_seconds=3, speed_seconds=3)
 SMOKE = dict(rates=[500], duration=3, warmup=1, connections=16, h2_rate=500, h2_connections=4, slices=1,
              wrk_duration=3, h2_duration=2, idle_conns=100, hs_seconds=1, speed_seconds=0)
@@ -200,8 +207,9 @@ def start_targets(procs, work, certs, threads, notes):
     """Start backend and proxy pairs; return {target: info}."""
     info = {}
     if os.path.exists(ECHO):
-        procs.start("echo", [ECHO, "--listen", f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}", "--name", "echo"],
-                    [ECHO_ADDR])
+        procs.start("echo", [ECHO, "--listen", f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}", "--listen",
+                             f"{ECHO_GRPC_ADDR[0]}:{ECHO_GRPC_ADDR[1]}", "--name", "echo"],
+                    [ECHO_ADDR, ECHO_GRPC_ADDR])
         notes["backend"] = "rete-echo (examples/echo.c)"
     else:
         # Until examples/echo.c is on the branch: nginx answering a fixed body.
@@ -211,14 +219,21 @@ def start_targets(procs, work, certs, threads, notes):
                     [ECHO_ADDR])
         notes["backend"] = ("nginx returning a fixed 13-byte body (build/examples/rete-echo "
                             "was not built)")
+        notes["grpc"] = "no gRPC backend: rete-echo was not built, so the gRPC scenario did not run"
     # rete-echo speaks HTTP/2 with prior knowledge on its one port; the
     # stand-in has a second port for it.
     h2c_port = ECHO_ADDR[1] if os.path.exists(ECHO) else ECHO_ADDR[1] + 1
     info["direct"] = dict(url=f"http://{ECHO_ADDR[0]}:{ECHO_ADDR[1]}/",
                           h2c=f"http://{ECHO_ADDR[0]}:{h2c_port}/", pids={"echo": procs.pid("echo")})
+    # gRPC goes in where h2c does (the fronts' h2c listeners), directly to
+    # the echo's gRPC port.
+    grpc = os.path.exists(ECHO)
+    if grpc:
+        info["direct"]["grpc"] = f"http://{ECHO_GRPC_ADDR[0]}:{ECHO_GRPC_ADDR[1]}/"
 
     vals = dict(work=work, certs=certs, echo=f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}", threads=threads,
-                front_port=FRONT_PORT, h2c_port=FRONT_H2C_PORT, mesh_port=MESH_PORT)
+                front_port=FRONT_PORT, h2c_port=FRONT_H2C_PORT, mesh_port=MESH_PORT,
+                echo_grpc=f"{ECHO_GRPC_ADDR[0]}:{ECHO_GRPC_ADDR[1]}", grpc_prefix=GRPC_SERVICE_PREFIX)
 
     a, b = ADDR["haproxy"]
     for side, addr in (("b", b), ("a", a)):
@@ -229,6 +244,8 @@ def start_targets(procs, work, certs, threads, notes):
     info["haproxy"] = dict(url=f"http://{a}:{FRONT_PORT}/", h2c=f"http://{a}:{FRONT_H2C_PORT}/",
                            mesh=(b, MESH_PORT), alpn=["h2"],
                            pids={"A": procs.pid("haproxy-a"), "B": procs.pid("haproxy-b")})
+    if grpc:
+        info["haproxy"]["grpc"] = info["haproxy"]["h2c"]
 
     a, b = ADDR["nginx"]
     for side, addr in (("b", b), ("a", a)):
@@ -242,6 +259,8 @@ def start_targets(procs, work, certs, threads, notes):
     info["nginx"] = dict(url=f"http://{a}:{FRONT_PORT}/", h2c=f"http://{a}:{FRONT_H2C_PORT}/",
                          mesh=(b, MESH_PORT), alpn=["http/1.1"],
                          pids={"A": procs.pid("nginx-a"), "B": procs.pid("nginx-b")})
+    if grpc:
+        info["nginx"]["grpc"] = info["nginx"]["h2c"]
 
     a, b = ADDR["rete"]
     if not os.path.exists(RETE_PROXY):
@@ -254,12 +273,14 @@ def start_targets(procs, work, certs, threads, notes):
                               cert=os.path.join(certs, f"{cert}.pem"),
                               key=os.path.join(certs, f"{cert}.key"),
                               ca=os.path.join(certs, "ca.pem"), echo_addr=ECHO_ADDR[0],
-                              echo_port=ECHO_ADDR[1])
+                              echo_port=ECHO_ADDR[1], echo_grpc_port=ECHO_GRPC_ADDR[1])
                 ports = [(addr, MESH_PORT)] if side == "b" else [(addr, 15001)]
                 procs.start(f"rete-{side}", [RETE_PROXY, "--config", conf], ports)
             info["rete"] = dict(url=f"http://{a}:15001/", h2c=f"http://{a}:15001/",
                                 mesh=(b, MESH_PORT), alpn=["h2"],
                                 pids={"A": procs.pid("rete-a"), "B": procs.pid("rete-b")})
+            if grpc:
+                info["rete"]["grpc"] = info["rete"]["h2c"]
         except RuntimeError as e:
             notes["rete"] = f"rete-proxy did not start: {e}"
     return info
@@ -292,7 +313,7 @@ def scale_rss(procs, work, certs):
     base = render(os.path.join(HERE, "rete", "proxy-a.yaml.in"), os.path.join(work, "rete-scale-base.yaml"),
                   addr=SCALE_ADDR, sa="client", cert=os.path.join(certs, "client.pem"),
                   key=os.path.join(certs, "client.key"), ca=os.path.join(certs, "ca.pem"),
-                  echo_addr=ECHO_ADDR[0], echo_port=ECHO_ADDR[1])
+                  echo_addr=ECHO_ADDR[0], echo_port=ECHO_ADDR[1], echo_grpc_port=ECHO_GRPC_ADDR[1])
     conf = write_scale_config(base, os.path.join(work, "rete-scale.yaml"), 1000, 10)
     t0 = time.time()
     procs.start("rete-scale", [RETE_PROXY, "--config", conf], [(SCALE_ADDR, 15001)])
@@ -305,12 +326,45 @@ def scale_rss(procs, work, certs):
 
 # ---------------------------------------------------------------- measurements
 
-def loadgen(url, rate, duration, connections, http2=False):
-    out = run([LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate),
-               "--duration", str(duration), "--connections", str(connections), "--timeout", "5"]
-              + (["--http2", "--streams", "100"] if http2 else []),
+# rete-loadgen's arguments and Host/:authority per protocol.
+PROTOCOL_ARGS = {"http/1.1": ([], HOST_HEADER), "h2c": (["--http2", "--streams", "100"], HOST_HEADER),
+                 "grpc": (["--grpc", GRPC_METHOD, "--streams", "100"], GRPC_HOST)}
+
+
+def loadgen(url, rate, duration, connections, protocol="http/1.1"):
+    args, host = PROTOCOL_ARGS[protocol]
+    out = run([LOADGEN, "--url", url, "--host", host, "--rate", str(rate),
+               "--duration", str(duration), "--connections", str(connections), "--timeout", "5"] + args,
               timeout=duration + 30)
     return json.loads(out)
+
+
+def multiplexed_latency(info, targets, protocol, rate, duration, connections, failures, warmup=0):
+    """One open-loop run per target over HTTP/2 streams (`protocol` "h2c" or
+    "grpc", the info key of the URL to load), after `warmup` seconds of the
+    same load whose result is discarded: {target: result without its
+    histogram}, {"failed": why} for a target that could not be measured."""
+    res = {}
+    for t in targets:
+        if protocol not in info[t]:
+            continue
+        try:
+            if warmup:
+                loadgen(info[t][protocol], rate, warmup, connections, protocol)
+            r = loadgen(info[t][protocol], rate, duration, connections, protocol)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            r = {"failed": str(e)[:300]}
+        r.pop("histogram", None)
+        res[t] = r
+        if "failed" in r:
+            log(f"{t:8s} {protocol} {rate} req/s: n/a ({r['failed']})")
+            continue
+        tally = f", grpc-status {r['grpc_status']}" if "grpc_status" in r else ""
+        log(f"{t:8s} {protocol} {rate:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
+            f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}{tally}")
+        if r["errors"] or r["non2xx"]:
+            failures.append(f"{t} {protocol} at {rate} req/s: {r['errors']} errors, {r['non2xx']} non-2xx{tally}")
+    return res
 
 
 SPECTRUM = [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100]
@@ -678,21 +732,17 @@ def main():
                 if r["errors"] or r["non2xx"]:
                     failures.append(f"{t} at {rate} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
 
-        # Open-loop HTTP/2 (h2c prior knowledge) through the fronts' h2c ports.
-        for t in targets:
-            try:
-                r = loadgen(info[t]["h2c"], cfg["h2_rate"], cfg["duration"], cfg["h2_connections"], http2=True)
-            except (RuntimeError, ValueError) as e:
-                r = {"failed": str(e)[:300]}
-            r.pop("histogram", None)
-            results["h2latency"][t] = r
-            if "failed" in r:
-                log(f"{t:8s} h2c {cfg['h2_rate']} req/s: n/a ({r['failed']})")
-                continue
-            log(f"{t:8s} h2c {cfg['h2_rate']:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
-                f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}")
-            if r["errors"] or r["non2xx"]:
-                failures.append(f"{t} h2c at {cfg['h2_rate']} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
+        # Open-loop HTTP/2 (h2c prior knowledge) through the fronts' h2c
+        # ports, then gRPC unary calls the same way (not in the smoke run,
+        # which has no time left for it). gRPC has connections of its own
+        # behind the fronts (nginx's grpc_pass pool, HAProxy B's and rete
+        # B's h2c to the echo), so it is warmed up first like HTTP/1.1.
+        results["h2latency"] = multiplexed_latency(info, targets, "h2c", cfg["h2_rate"], cfg["duration"],
+                                                   cfg["h2_connections"], failures)
+        if "grpc_rate" in cfg:
+            results["grpclatency"] = multiplexed_latency(info, targets, "grpc", cfg["grpc_rate"],
+                                                         cfg["duration"], cfg["h2_connections"], failures,
+                                                         warmup=cfg["warmup"])
 
         for t in targets:
             results["loadavg"].append(os.getloadavg()[0])

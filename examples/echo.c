@@ -5,7 +5,9 @@
  * HTTP/2 connection preface (RFC 9113 §3.4) selects the HTTP/2 codec
  * (nghttp2), anything else the HTTP/1.1 codec (the project's h1 parser). The
  * two codecs are small vtables (`proto_ops`) over a shared request model
- * (`req`): head -> body -> (optional delay) -> response.
+ * (`req`): head -> body -> (optional delay) -> response. Over HTTP/2, a
+ * request with content-type application/grpc is a gRPC unary echo (see
+ * grpc_head_done).
  *
  * Bounds: a connection reads into one fixed 64 KiB buffer; request bodies are
  * consumed as they arrive (counted and hashed, never stored) except when
@@ -130,6 +132,7 @@ struct req {
     enum req_state state;
     enum resp_kind kind;
     bool is_head, echo, body_done, resp_started, skip_headers, no_body;
+    bool grpc; /* HTTP/2 with content-type application/grpc[+...|;...] */
     int status;
     const char *error; /* static; reported in the JSON when set */
     uint64_t delay_ms, size;
@@ -616,18 +619,67 @@ static void req_on_timer(uv_timer_t *t)
         r->c->ops->start_response(r);
 }
 
+/* A request header field that makes the request gRPC: content-type
+ * application/grpc, alone or with a +format or parameters (gRPC over HTTP/2,
+ * grpc/doc/PROTOCOL-HTTP2.md). */
+static bool is_grpc_content_type(rete_view name, rete_view value)
+{
+    static const rete_view grpc = RETE_VIEW_LIT("application/grpc");
+    if (!rete_view_ieq(name, RETE_VIEW_LIT("content-type")) || value.len < grpc.len ||
+        !rete_view_ieq(rete_view_sub(value, 0, grpc.len), grpc))
+        return false;
+    return value.len == grpc.len || value.p[grpc.len] == '+' || value.p[grpc.len] == ';';
+}
+
+static void extra_add(extra_field *f, size_t *n, const char *name, const char *value)
+{
+    if (*n >= ECHO_MAX_EXTRA)
+        return; /* the query used them all; the reply says less */
+    f[*n].name = rete_strdup(name);
+    f[*n].value = rete_strdup(value);
+    (*n)++;
+}
+
+/* gRPC: every method is a unary echo. The request's messages go back as they
+ * came (length prefixes included, so the framing stays valid) with
+ * content-type application/grpc and the trailer grpc-status 0. An injected
+ * failure (`fail`, from --failure-rate) is a trailers-only response (HTTP
+ * 200, END_STREAM on the headers) with grpc-status 14, UNAVAILABLE, what a
+ * gRPC client retries. Query switches still apply; a bad one makes the
+ * request an ordinary 400. */
+static void grpc_head_done(req *r, bool fail)
+{
+    if (r->error) {
+        r->grpc = false;
+        return;
+    }
+    if (fail) {
+        r->echo = false;
+        r->no_body = true;
+        r->size = 0;
+        extra_add(r->extra, &r->n_extra, "grpc-status", "14");
+        extra_add(r->extra, &r->n_extra, "grpc-message", "injected failure (--failure-rate)");
+        return;
+    }
+    r->echo = true;
+    extra_add(r->trailer, &r->n_trailer, "grpc-status", "0");
+}
+
 /* The head is complete: settle the status and, for echo, start the response
  * (its body follows the request body). */
 static void req_head_done(req *r)
 {
     r->is_head = r->method && strcmp(r->method, "HEAD") == 0;
-    if (cfg.failure_rate > 0 && prng_next() < cfg.failure_rate) {
+    bool fail = cfg.failure_rate > 0 && prng_next() < cfg.failure_rate;
+    if (fail && !r->grpc) {
         r->status = 503;
         r->error = "injected failure (--failure-rate)";
         r->echo = false;
         r->size = ECHO_NO_SIZE;
     }
     r->no_body = r->is_head || !status_has_body(r->status);
+    if (r->grpc)
+        grpc_head_done(r, fail);
     r->kind = r->echo ? RESP_ECHO : r->size != ECHO_NO_SIZE ? RESP_SIZE : RESP_JSON;
     r->state = REQ_BODY;
     if (r->echo)
@@ -1422,6 +1474,8 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
             r->authority = rete_strndup(v.p, v.len);
         return 0;
     }
+    if (is_grpc_content_type(n, v))
+        r->grpc = true;
     req_add_header(r, n, v);
     return 0;
 }
@@ -1553,12 +1607,15 @@ static void h2_start_response(req *r)
 #define NV(k, v, vl)                                                                               \
     (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), sizeof(k) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
     nv[n++] = NV(":status", status, strlen(status));
-    if (r->kind == RESP_JSON)
+    if (r->grpc)
+        nv[n++] = NV("content-type", "application/grpc", 16);
+    else if (r->kind == RESP_JSON)
         nv[n++] = NV("content-type", "application/json", 16);
     else
         nv[n++] = NV("content-type", "application/octet-stream", 24);
     uint64_t len = r->kind == RESP_JSON ? r->json_len : r->kind == RESP_SIZE ? r->size : UINT64_MAX;
-    if (len != UINT64_MAX && status_has_body(r->status)) {
+    /* A gRPC reply is framed by its messages and trailers alone. */
+    if (len != UINT64_MAX && status_has_body(r->status) && !r->grpc) {
         snprintf(cl, sizeof(cl), "%" PRIu64, len);
         nv[n++] = NV("content-length", cl, strlen(cl));
     }
@@ -1736,7 +1793,9 @@ static void usage(FILE *f)
             "  --seed N                seed of the failure PRNG (default 1)\n"
             "  --max-connections N     concurrent connection bound (default 10000)\n"
             "  --quiet                 no per-request log lines\n"
-            "per request: ?delay=MS ?status=CODE ?size=BYTES ?echo=1 ?header=N:V ?trailer=N:V\n");
+            "per request: ?delay=MS ?status=CODE ?size=BYTES ?echo=1 ?header=N:V ?trailer=N:V\n"
+            "gRPC (h2c, content-type application/grpc): any method echoes its request\n"
+            "  messages with grpc-status 0; --failure-rate answers grpc-status 14 instead\n");
 }
 
 static bool parse_u64_arg(const char *s, uint64_t max, uint64_t *out)

@@ -5,6 +5,9 @@ every request accounted for, and latency counted from the intended send time
 (no coordinated omission)."""
 import json
 import subprocess
+from concurrent import futures
+
+import pytest
 
 from helpers import build_path, free_port, loopback_host, start_echo
 
@@ -47,7 +50,10 @@ def test_loadgen_counts_latency_from_intended_send_time():
                          "--connections", "8", "--timeout", "5")
     assert rc == 0, err
     assert r["ok"] == 40
-    assert 50_000 <= r["p50"] < 200_000, r
+    # rete-echo's delay is a libuv timer started from the loop's cached
+    # clock, which can lag the request's arrival by a millisecond or so: the
+    # answer may come a little under 50 ms after the request.
+    assert 48_000 <= r["p50"] < 200_000, r
 
 
 def test_loadgen_counts_non2xx():
@@ -100,4 +106,117 @@ def test_loadgen_http2_streams_bound_concurrency():
     rc, r, err = loadgen(f"http://{addr}/?delay=50", "--http2", "--streams", "100", "--rate", "40",
                          "--duration", "1", "--connections", "1")
     assert rc == 0, err
-    assert r["ok"] == 40 and 50_000 <= r["p99"] < 200_000, r
+    assert r["ok"] == 40 and 48_000 <= r["p99"] < 200_000, r
+
+
+# ---------------------------------------------------------------- gRPC
+
+GRPC_METHOD = "/rete.echo.Echo/Echo"
+
+
+def test_loadgen_grpc_against_echo():
+    _, addr = start_echo("--quiet")
+    rc, r, err = loadgen(f"http://{addr}/", "--grpc", GRPC_METHOD, "--rate", "200", "--duration", "1",
+                         "--connections", "2")
+    assert rc == 0, err
+    assert r["protocol"] == "grpc" and r["grpc_payload"] == 5
+    assert r["scheduled"] == 200 and r["sent"] == 200 and r["ok"] == 200
+    assert r["errors"] == 0 and r["non2xx"] == 0 and r["grpc_errors"] == 0
+    assert r["grpc_status"] == {"0": 200}
+    assert 0 < r["min"] <= r["p50"] <= r["p999"] <= r["max"]
+
+
+def test_loadgen_grpc_status_other_than_0_is_an_error():
+    """rete-echo --failure-rate 1 answers every call HTTP 200 with
+    grpc-status 14: errors, none OK, none non-2xx."""
+    _, addr = start_echo("--quiet", "--failure-rate", "1")
+    rc, r, err = loadgen(f"http://{addr}/", "--grpc", GRPC_METHOD, "--rate", "100", "--duration", "0.5")
+    assert rc == 0, err
+    assert r["ok"] == 0 and r["non2xx"] == 0
+    assert r["errors"] == 50 and r["grpc_errors"] == 50 and r["unanswered"] == 0
+    assert r["grpc_status"] == {"14": 50}
+
+
+def test_loadgen_grpc_http_status_other_than_200_is_non2xx():
+    _, addr = start_echo("--quiet")
+    rc, r, err = loadgen(f"http://{addr}/", "--grpc", GRPC_METHOD + "?status=503", "--rate", "100",
+                         "--duration", "0.5")
+    assert rc == 0, err
+    assert r["ok"] == 0 and r["non2xx"] == 50 and r["errors"] == 0
+
+
+def test_loadgen_grpc_against_grpcio_server():
+    """A gRPC server nobody here wrote: the request must be a well-framed
+    message whose protobuf field 1 holds --grpc-payload bytes; its statuses
+    (an abort, an unknown method) are tallied by code."""
+    grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed (make deps)")
+    seen = []
+
+    def echo(req, context):
+        # field 1, wire type 2, then a varint length and the bytes
+        n, shift, i = 0, 0, 1
+        while req[i] & 0x80:
+            n |= (req[i] & 0x7F) << shift
+            shift, i = shift + 7, i + 1
+        n |= req[i] << shift
+        if req[0] != 0x0A or len(req) != i + 1 + n:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not field 1 bytes")
+        seen.append(n)
+        return req
+
+    def fail(req, context):
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+    kw = dict(request_deserializer=None, response_serializer=None)
+    handler = grpc.method_handlers_generic_handler("t.T", {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo, **kw),
+        "Fail": grpc.unary_unary_rpc_method_handler(fail, **kw)})
+    host = loopback_host()
+    port = free_port(host)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    assert server.add_insecure_port(f"{host}:{port}") == port
+    server.start()
+    try:
+        url = f"http://{host}:{port}/"
+        rc, r, err = loadgen(url, "--grpc", "/t.T/Echo", "--rate", "100", "--duration", "0.5",
+                             "--connections", "2")
+        assert rc == 0, err
+        assert r["ok"] == 50 and r["errors"] == 0 and r["grpc_status"] == {"0": 50}
+        assert seen == [5] * 50
+        rc, r, err = loadgen(url, "--grpc", "/t.T/Echo", "--grpc-payload", "300000", "--rate", "20",
+                             "--duration", "0.5")
+        assert rc == 0, err
+        assert r["ok"] == 10 and r["errors"] == 0 and seen[-1] == 300000
+        rc, r, err = loadgen(url, "--grpc", "/t.T/Fail", "--rate", "100", "--duration", "0.3")
+        assert rc == 0, err
+        assert r["ok"] == 0 and r["errors"] == 30 and r["grpc_status"] == {"5": 30}
+        rc, r, err = loadgen(url, "--grpc", "/t.T/Nope", "--rate", "100", "--duration", "0.3")
+        assert rc == 0, err
+        assert r["errors"] == 30 and r["grpc_status"] == {"12": 30}  # UNIMPLEMENTED
+    finally:
+        server.stop(0)
+
+
+def test_loadgen_grpc_streams_bound_concurrency():
+    """Open loop over gRPC as over HTTP/2: one stream on one connection to a
+    backend taking 50 ms per call (rete-echo --latency) queues the calls, and
+    the queueing counts; 100 streams leave only the backend's 50 ms."""
+    _, addr = start_echo("--quiet", "--latency", "50")
+    rc, r, err = loadgen(f"http://{addr}/", "--grpc", GRPC_METHOD, "--streams", "1", "--rate", "40",
+                         "--duration", "1", "--connections", "1")
+    assert rc == 0, err
+    assert r["ok"] == 40 and r["max"] >= 800_000, r
+    rc, r, err = loadgen(f"http://{addr}/", "--grpc", GRPC_METHOD, "--streams", "100", "--rate", "40",
+                         "--duration", "1", "--connections", "1")
+    assert rc == 0, err
+    # Below 1 s of queueing by far; up to 2 ms under the 50 ms because the
+    # echo's timer counts from its loop's cached clock (see above).
+    assert r["ok"] == 40 and 48_000 <= r["p99"] < 500_000, r
+
+
+def test_loadgen_grpc_bad_usage_exits_2():
+    for args in (["--grpc", "no-slash"], ["--grpc", "/a/b", "--grpc-payload", "x"],
+                 ["--grpc", "/a/b", "--grpc-payload", str(8 << 20)]):
+        rc, _, err = loadgen("http://127.0.0.1:1/", "--rate", "10", "--duration", "1", *args)
+        assert rc == 2 and "usage" in err, args
