@@ -60,6 +60,12 @@ WORKLOADS = [
     ("ratings-0", "ratings", "ratings", "v1", {"app": "ratings", "version": "v1"}),
 ]
 
+# What each workload calls (rete-proxy --egress): reted sends each sidecar
+# only those Services and the ones it serves. ratings names none: it gets
+# the whole mesh, the default.
+EGRESS = {"frontend-0": ["./backend", "./ratings"], "backend-v1-0": ["./ratings"],
+          "backend-v2-0": ["./ratings"]}
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -256,6 +262,8 @@ def guide(hosts, reted_host, demo_dir, retectl, user_context):
         f"  only GET /public/* (identities: spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/<account>).",
         f"  Resources: {ex}/*.yaml. Sidecars got their certificates with single-use join tokens",
         f"  ({shown(demo_dir / 'tokens')}/) and registered their Workloads themselves.",
+        "  Each sidecar's config is scoped to what it calls (--egress: frontend -> backend, ratings;",
+        "  backend -> ratings) and what it serves; ratings declares nothing and sees the whole mesh.",
         "",
         f"retectl, {where}:",
         "",
@@ -476,6 +484,8 @@ def main():
                     "--name", name, "--address", hosts[name], "--inbound", f"{APP_PORT}/HTTP"]
             for k, v in labels.items():
                 argv += ["--label", f"{k}={v}"]
+            for host in EGRESS.get(name, ()):
+                argv += ["--egress", host]
             start(f"{name}-sidecar", argv, r"ready:")
         for p in procs:
             if not stop_requested:

@@ -29,6 +29,7 @@ typedef struct cbuf {
     char *p;
     size_t len;
     size_t cap;
+    struct cbuf *keys;
     reted_entry *entries;
     size_t n_entries;
     size_t cap_entries;
@@ -55,9 +56,8 @@ static void add(cbuf *b, const reted_ires *res)
         b->entries = rete_realloc(b->entries, b->cap_entries * sizeof(*b->entries));
     }
     reted_entry *e = &b->entries[b->n_entries++];
-    snprintf(e->kind, sizeof(e->kind), "%s", res->kind);
-    snprintf(e->ns, sizeof(e->ns), "%s", res->ns);
-    snprintf(e->name, sizeof(e->name), "%s", res->name);
+    e->key_off = b->keys->len;
+    put(b->keys, res->key, strlen(res->kind) + strlen(res->ns) + strlen(res->name) + 3); /* kind\0ns\0name\0 */
     e->version = res->version;
     put(b, "---\n", 4);
     e->off = b->len;
@@ -137,6 +137,13 @@ static void set_free(reted_svcset *set)
         free(set->keys[i]);
     free(set->keys);
     *set = (reted_svcset){0};
+}
+
+static void set_add_res(reted_svcset *set, const reted_ires *svc)
+{
+    char key[520];
+    snprintf(key, sizeof(key), "%s/%s", svc->ns, svc->name);
+    set_add(set, key);
 }
 
 static bool set_has_res(const reted_svcset *set, const reted_ires *svc)
@@ -273,27 +280,33 @@ static void scope_services(reted *r, reted_snapshot *s)
         return;
     const reted_index *ix = &r->index;
     size_t first, end;
-    reted_index_range(ix, "Service", NULL, &first, &end);
-    for (size_t i = first; i < end; i++) {
-        const reted_ires *svc = ix->v[i];
-        if (in_egress(s, svc->ns, svc->name) ||
-            (strcmp(svc->ns, s->ns) == 0 && reted_selects(&svc->kv, &s->labels))) {
-            char key[520];
-            snprintf(key, sizeof(key), "%s/%s", svc->ns, svc->name);
-            set_add(&s->services, key);
-        }
-    }
-    /* Egress may name Services not created yet: keep them in the set so
-     * that their creation is seen as in scope. */
+    /* Named by egress: a name is taken as is (it may not exist yet: its
+     * creation is then seen as in scope); a wildcard scans the Services of
+     * its namespace, or all of them for "*". */
     for (const char *e = reted_strs_first(&s->egress); e; e = reted_strs_next(&s->egress, e)) {
         const char *slash = strchr(e, '/');
-        if (strchr(e, '*') || !slash)
+        if (!slash)
             continue;
-        char key[520];
-        snprintf(key, sizeof(key), "%.*s/%s", e[0] == '.' ? (int)strlen(s->ns) : (int)(slash - e),
-                 e[0] == '.' ? s->ns : e, slash + 1);
-        set_add(&s->services, key);
+        char ns[254];
+        snprintf(ns, sizeof(ns), "%.*s", e[0] == '.' ? (int)strlen(s->ns) : (int)(slash - e),
+                 e[0] == '.' ? s->ns : e);
+        bool any_ns = strcmp(ns, "*") == 0;
+        if (!any_ns && strcmp(slash + 1, "*") != 0) {
+            char key[520];
+            snprintf(key, sizeof(key), "%s/%s", ns, slash + 1);
+            set_add(&s->services, key);
+            continue;
+        }
+        reted_index_range(ix, "Service", any_ns ? NULL : ns, &first, &end);
+        for (size_t i = first; i < end; i++)
+            if (egress_matches(e, s->ns, ix->v[i]->ns, ix->v[i]->name))
+                set_add_res(&s->services, ix->v[i]);
     }
+    /* Serving: Services select Workloads of their own namespace. */
+    reted_index_range(ix, "Service", s->ns, &first, &end);
+    for (size_t i = first; i < end; i++)
+        if (reted_selects(&ix->v[i]->kv, &s->labels))
+            set_add_res(&s->services, ix->v[i]);
     static const char *const route_kinds[] = {"GRPCRoute", "HTTPRoute", "TCPRoute"};
     bool grew = true;
     while (grew) {
@@ -320,6 +333,7 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
     free(s->text);
     free(s->body);
     free(s->entries);
+    free(s->keys);
     free(s->scope_key);
     free(s->egress.p);
     free(s->labels.p);
@@ -332,10 +346,20 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
     free(s);
 }
 
+static reted_snapshot **bucket_of(reted *r, uint64_t scope_hash)
+{
+    return &r->buckets[scope_hash % RETED_SCOPE_BUCKETS];
+}
+
 static void uncache(reted *r, reted_snapshot **pp)
 {
     reted_snapshot *s = *pp;
     *pp = s->next;
+    for (reted_snapshot **b = bucket_of(r, s->scope_hash); *b; b = &(*b)->bucket_next)
+        if (*b == s) {
+            *b = s->bucket_next;
+            break;
+        }
     /* No delta will be asked of it any more: let its bases go, so old
      * snapshots do not stay chained to the current one. */
     for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
@@ -349,10 +373,7 @@ static void uncache(reted *r, reted_snapshot **pp)
 
 static bool holds(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
 {
-    reted_entry key;
-    snprintf(key.kind, sizeof(key.kind), "%s", kind);
-    snprintf(key.ns, sizeof(key.ns), "%s", ns);
-    snprintf(key.name, sizeof(key.name), "%s", name);
+    reted_entry key = {.kind = kind, .ns = ns, .name = name};
     size_t lo = 0, hi = s->n_entries;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -481,48 +502,52 @@ void reted_snapshots_sweep(reted *r)
     }
 }
 
-static int pos_cmp(const void *a, const void *b)
+static int res_cmp(const void *a, const void *b)
 {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    return x < y ? -1 : x > y;
+    return reted_ires_cmp(*(const reted_ires *const *)a, *(const reted_ires *const *)b);
 }
 
-typedef struct positions {
-    size_t *v;
+typedef struct held_set {
+    const reted_ires **v;
     size_t n, cap;
-} positions;
+} held_set;
 
-static void pos_add(positions *p, size_t i)
+static void held_add(held_set *h, const reted_ires *res)
 {
-    if (p->n == p->cap) {
-        p->cap = p->cap ? p->cap * 2 : 256;
-        p->v = rete_realloc(p->v, p->cap * sizeof(*p->v));
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 256;
+        h->v = rete_realloc(h->v, h->cap * sizeof(*h->v));
     }
-    p->v[p->n++] = i;
+    h->v[h->n++] = res;
 }
 
 /* Every resource of `kind` (in `ns` unless NULL) that is in scope. */
 static void collect(const reted_index *ix, const reted_snapshot *s, const char *kind, const char *ns,
-                    positions *out)
+                    held_set *out)
 {
     size_t i, end;
     reted_index_range(ix, kind, ns, &i, &end);
     for (; i < end; i++)
         if (in_scope(ix, s, ix->v[i]))
-            pos_add(out, i);
+            held_add(out, ix->v[i]);
 }
 
-/* The index positions of what the snapshot holds, in index order. Whole
- * mesh: a pass over the index. Otherwise work in proportion to the scope:
- * each Service in scope, its endpoints from its namespace's Workloads. */
-static void scope_positions(const reted_index *ix, const reted_snapshot *s, positions *out)
+/* A Service and its endpoints. */
+static void add_service(reted_index *ix, reted_ires *svc, held_set *out)
 {
-    if (s->all) {
-        for (size_t i = 0; i < ix->n; i++)
-            if (in_scope(ix, s, ix->v[i]))
-                pos_add(out, i);
-        return;
-    }
+    held_add(out, svc);
+    size_t n_ep;
+    reted_ires *const *ep = reted_index_endpoints(ix, svc, &n_ep);
+    for (size_t e = 0; e < n_ep; e++)
+        held_add(out, ep[e]);
+}
+
+/* What the snapshot holds, in the store's order: each Service in scope
+ * with its endpoints (cached in the index), the routes and
+ * DestinationRules that attach to them, the policies of the namespace and
+ * of the root namespace, the MeshConfig. */
+static void scope_resources(reted_index *ix, const reted_snapshot *s, held_set *out)
+{
     static const char *const every_ns[] = {"GRPCRoute", "HTTPRoute", "TCPRoute", "DestinationRule",
                                            "MeshConfig"};
     for (size_t k = 0; k < sizeof(every_ns) / sizeof(every_ns[0]); k++)
@@ -533,26 +558,22 @@ static void scope_positions(const reted_index *ix, const reted_snapshot *s, posi
         if (strcmp(s->ns, RETED_ROOT_NS) != 0)
             collect(ix, s, policies[k], RETED_ROOT_NS, out);
     }
-    size_t first_wl, end_wl;
-    reted_index_range(ix, "Workload", NULL, &first_wl, &end_wl);
-    for (size_t i = 0; i < s->services.cap; i++) {
+    size_t first, end;
+    reted_index_range(ix, "Service", NULL, &first, &end);
+    for (size_t i = first; s->all && i < end; i++)
+        add_service(ix, ix->v[i], out);
+    for (size_t i = 0; !s->all && i < s->services.cap; i++) {
         const char *key = s->services.keys[i], *slash = key ? strchr(key, '/') : NULL;
         if (!slash)
             continue;
         char ns[254];
         snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
         size_t at = reted_index_position(ix, "Service", ns, slash + 1);
-        if (at == SIZE_MAX)
-            continue; /* named by egress, not created yet */
-        pos_add(out, at);
-        const reted_ires *svc = ix->v[at];
-        size_t w, end;
-        reted_index_range(ix, "Workload", ns, &w, &end);
-        for (; w < end && svc->kv.n; w++)
-            if (reted_selects(&svc->kv, &ix->v[w]->kv))
-                pos_add(out, w);
+        if (at != SIZE_MAX) /* else named by egress, not created yet */
+            add_service(ix, ix->v[at], out);
     }
-    qsort(out->v, out->n, sizeof(*out->v), pos_cmp);
+    if (out->n) /* qsort's base must not be NULL, even for nothing */
+        qsort(out->v, out->n, sizeof(*out->v), res_cmp);
     size_t u = 0;
     for (size_t i = 0; i < out->n; i++)
         if (u == 0 || out->v[u - 1] != out->v[i])
@@ -563,13 +584,22 @@ static void scope_positions(const reted_index *ix, const reted_snapshot *s, posi
 static void compile(reted *r, reted_snapshot *s)
 {
     scope_services(r, s);
-    positions pos = {0};
-    scope_positions(&r->index, s, &pos);
-    cbuf b = {0};
+    held_set held = {0};
+    scope_resources(&r->index, s, &held);
+    cbuf keys = {0};
+    cbuf b = {.keys = &keys};
     put(&b, "", 0);
-    for (size_t i = 0; i < pos.n; i++)
-        add(&b, r->index.v[pos.v[i]]);
-    free(pos.v);
+    put(&keys, "", 0);
+    for (size_t i = 0; i < held.n; i++)
+        add(&b, held.v[i]);
+    free(held.v);
+    for (size_t i = 0; i < b.n_entries; i++) {
+        reted_entry *e = &b.entries[i];
+        e->kind = keys.p + e->key_off;
+        e->ns = e->kind + strlen(e->kind) + 1;
+        e->name = e->ns + strlen(e->ns) + 1;
+    }
+    s->keys = keys.p;
     s->text = b.p;
     s->text_len = b.len;
     s->entries = b.entries;
@@ -589,7 +619,8 @@ reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
     reted_scopes_sync(r);
     reted_snapshot *s = rete_calloc(1, sizeof(*s));
     scope_of(r, p, s);
-    for (reted_snapshot *c = r->snapshots; c; c = c->next)
+    reted_snapshot **bucket = bucket_of(r, s->scope_hash);
+    for (reted_snapshot *c = *bucket; c; c = c->bucket_next)
         if (c->scope_hash == s->scope_hash && strcmp(c->scope_key, s->scope_key) == 0) {
             s->refs = 1;
             reted_snapshot_release(r, s);
@@ -603,6 +634,8 @@ reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
     s->refs = 2; /* the cache's and the caller's */
     s->next = r->snapshots;
     r->snapshots = s;
+    s->bucket_next = *bucket;
+    *bucket = s;
     return s;
 }
 static void jput(cbuf *b, const char *s)

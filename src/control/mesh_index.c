@@ -156,6 +156,97 @@ static void add_host(reted_strs *x, const char *host, const char *dr_ns)
         reted_strs_add(x, buf, (size_t)n);
 }
 
+/* ---- Workloads by label ---- */
+
+#define LABEL_BUCKETS 16384
+
+static size_t label_hash(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+    return (size_t)(h % LABEL_BUCKETS);
+}
+
+static size_t label_key(char *buf, size_t size, const char *ns, const char *k, const char *v)
+{
+    int n = snprintf(buf, size, "%s\x1f%s\x1f%s", ns, k, v);
+    return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
+}
+
+static reted_label_list *label_list(const reted_index *ix, const char *key, size_t n)
+{
+    if (!ix->labels)
+        return NULL;
+    for (reted_label_list *l = ix->labels[label_hash(key, n)]; l; l = l->next)
+        if (strcmp(l->key, key) == 0)
+            return l;
+    return NULL;
+}
+
+/* Add (or remove) a Workload under each of its labels. */
+static void labels_update(reted_index *ix, reted_ires *wl, bool add)
+{
+    if (!ix->labels) {
+        ix->n_label_buckets = LABEL_BUCKETS;
+        ix->labels = rete_calloc(LABEL_BUCKETS, sizeof(*ix->labels));
+    }
+    const reted_strs *kv = &wl->kv;
+    for (const char *k = reted_strs_first(kv); k; k = reted_strs_next(kv, reted_strs_next(kv, k))) {
+        char key[1024];
+        size_t n = label_key(key, sizeof(key), wl->ns, k, reted_strs_next(kv, k));
+        if (!n)
+            continue;
+        reted_label_list *l = label_list(ix, key, n);
+        if (!add) {
+            for (size_t i = 0; l && i < l->n; i++)
+                if (l->wl[i] == wl) {
+                    l->wl[i] = l->wl[--l->n];
+                    break;
+                }
+            continue;
+        }
+        if (!l) {
+            l = rete_calloc(1, sizeof(*l) + n + 1);
+            memcpy(l->key, key, n + 1);
+            size_t b = label_hash(key, n);
+            l->next = ix->labels[b];
+            ix->labels[b] = l;
+        }
+        if (l->n == l->cap) {
+            l->cap = l->cap ? l->cap * 2 : 4;
+            l->wl = rete_realloc(l->wl, l->cap * sizeof(*l->wl));
+        }
+        l->wl[l->n++] = wl;
+    }
+}
+
+reted_ires *const *reted_index_endpoints(reted_index *ix, reted_ires *svc, size_t *n)
+{
+    if (svc->endpoints_gen != ix->gen || !svc->endpoints) {
+        size_t cap = 0;
+        svc->n_endpoints = 0;
+        const char *k = reted_strs_first(&svc->kv);
+        char key[1024];
+        size_t kn = k ? label_key(key, sizeof(key), svc->ns, k, reted_strs_next(&svc->kv, k)) : 0;
+        reted_label_list *l = kn ? label_list(ix, key, kn) : NULL;
+        for (size_t i = 0; l && i < l->n; i++) {
+            if (!reted_selects(&svc->kv, &l->wl[i]->kv))
+                continue;
+            if (svc->n_endpoints == cap) {
+                cap = cap ? cap * 2 : 8;
+                svc->endpoints = rete_realloc(svc->endpoints, cap * sizeof(*svc->endpoints));
+            }
+            svc->endpoints[svc->n_endpoints++] = l->wl[i];
+        }
+        if (!svc->endpoints)
+            svc->endpoints = rete_malloc(sizeof(*svc->endpoints)); /* computed: none */
+        svc->endpoints_gen = ix->gen;
+    }
+    *n = svc->n_endpoints;
+    return svc->endpoints;
+}
+
 static reted_ires *ires_new(const rete_store_resource *res)
 {
     size_t lk = strlen(res->kind) + 1, ln = strlen(res->ns) + 1, lm = strlen(res->name) + 1;
@@ -210,6 +301,7 @@ static void ires_free(reted_ires *e)
 {
     if (!e)
         return;
+    free(e->endpoints);
     free(e->json);
     free(e->kv.p);
     free(e->refs.p);
@@ -257,26 +349,62 @@ static void insert_at(reted_index *ix, size_t at, reted_ires *e)
     ix->n++;
 }
 
+int reted_ires_cmp(const reted_ires *a, const reted_ires *b)
+{
+    return key_cmp(a->kind, a->ns, a->name, b);
+}
+
+/* Put a new resource at `at` (its place), keeping the label table. */
+static void put_at(reted_index *ix, size_t at, reted_ires *e)
+{
+    insert_at(ix, at, e);
+    if (e->k == RETED_IK_WORKLOAD)
+        labels_update(ix, e, true);
+}
+
+static void drop(reted_index *ix, reted_ires *e)
+{
+    if (e->k == RETED_IK_WORKLOAD)
+        labels_update(ix, e, false);
+    ires_free(e);
+}
+
 static bool build_one(const rete_store_resource *res, void *arg)
 {
     reted_index *ix = arg;
-    insert_at(ix, ix->n, ires_new(res));
+    put_at(ix, ix->n, ires_new(res));
     return true;
+}
+
+static void labels_free(reted_index *ix)
+{
+    for (size_t b = 0; b < ix->n_label_buckets; b++)
+        for (reted_label_list *l = ix->labels[b], *next; l; l = next) {
+            next = l->next;
+            free(l->wl);
+            free(l);
+        }
+    free(ix->labels);
+    ix->labels = NULL;
+    ix->n_label_buckets = 0;
 }
 
 void reted_index_free(reted_index *ix)
 {
     for (size_t i = 0; i < ix->n; i++)
-        ires_free(ix->v[i]);
+        ires_free(ix->v[i]); /* the label table goes whole */
     free(ix->v);
+    labels_free(ix);
     *ix = (reted_index){0};
 }
 
 rete_rc reted_index_build(reted_index *ix, rete_store *st)
 {
     reted_index_free(ix);
+    uint64_t gen = ix->gen;
     rete_rc rc = st->ops->list(st, NULL, NULL, build_one, ix);
     ix->built = rc == RETE_OK;
+    ix->gen = gen + 1;
     return rc;
 }
 
@@ -289,9 +417,10 @@ rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, c
     rete_rc rc = st->ops->get(st, kind, ns, name, &res);
     if (rc == RETE_ENOTFOUND) {
         if (found) {
-            ires_free(ix->v[at]);
+            drop(ix, ix->v[at]);
             memmove(ix->v + at, ix->v + at + 1, (ix->n - at - 1) * sizeof(*ix->v));
             ix->n--;
+            ix->gen++;
         }
         return RETE_OK;
     }
@@ -300,11 +429,13 @@ rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, c
     if (found) {
         if (ix->v[at]->version == res.resource_version)
             return RETE_OK;
-        ires_free(ix->v[at]);
-        ix->v[at] = ires_new(&res);
-    } else {
-        insert_at(ix, at, ires_new(&res));
+        drop(ix, ix->v[at]);
+        memmove(ix->v + at, ix->v + at + 1, (ix->n - at - 1) * sizeof(*ix->v));
+        ix->n--;
     }
+    put_at(ix, at, ires_new(&res));
+    if (ix->v[at]->k == RETED_IK_SERVICE || ix->v[at]->k == RETED_IK_WORKLOAD)
+        ix->gen++;
     return RETE_OK;
 }
 
@@ -329,3 +460,4 @@ void reted_index_range(const reted_index *ix, const char *kind, const char *ns, 
     *first = find(ix, kind, ns ? ns : "", "", &found);
     *end = find(ix, kind, ns ? ns : "\xff", "\xff", &found);
 }
+

@@ -40,13 +40,28 @@ typedef struct reted_ires {
      * MeshConfig: defaultEgress. */
     reted_strs refs;
     size_t n_parents;
+    /* Service: the Workloads it selects, as of the index's gen */
+    struct reted_ires **endpoints;
+    size_t n_endpoints;
+    uint64_t endpoints_gen;
     char key[];                   /* kind\0ns\0name\0 */
 } reted_ires;
+
+/* Workloads by label: "ns\x1fkey\x1fvalue" -> the Workloads (unordered). */
+typedef struct reted_label_list {
+    struct reted_label_list *next;
+    reted_ires **wl;
+    size_t n, cap;
+    char key[];
+} reted_label_list;
 
 typedef struct reted_index {
     reted_ires **v;               /* sorted by kind, namespace, name (bytewise), as the store lists */
     size_t n, cap;
     bool built;
+    uint64_t gen;                 /* bumped when a Service or Workload changes */
+    reted_label_list **labels;    /* hash table, kept with the Workloads */
+    size_t n_label_buckets;
 } reted_index;
 
 /* (Re)build from the whole store. */
@@ -61,6 +76,11 @@ const reted_ires *reted_index_get(const reted_index *ix, const char *kind, const
 /* [*first, *end) of the resources of `kind` (in `ns` unless NULL). */
 void reted_index_range(const reted_index *ix, const char *kind, const char *ns, size_t *first, size_t *end);
 void reted_index_free(reted_index *ix);
+/* The Workloads the Service selects (unordered); computed once per
+ * generation and kept. */
+reted_ires *const *reted_index_endpoints(reted_index *ix, reted_ires *svc, size_t *n);
+/* Resource order: kind, namespace, name (bytewise), as the store lists. */
+int reted_ires_cmp(const reted_ires *a, const reted_ires *b);
 
 /* Iterate packed strings: for (const char *s = strs_first(x); s; s = strs_next(x, s)) */
 const char *reted_strs_first(const reted_strs *x);

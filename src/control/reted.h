@@ -16,17 +16,20 @@
 
 #define RETED_ROOT_NS "rete-system"
 
-/* One resource of a snapshot: its key, version and place in the text. */
+/* One resource of a snapshot: its key (into the snapshot's keys), version
+ * and place in the text. */
 typedef struct reted_entry {
-    char kind[32];
-    char ns[254];
-    char name[254];
+    const char *kind;
+    const char *ns;
+    const char *name;
     uint64_t version;
     size_t off;
     size_t len;
+    size_t key_off;                 /* while compiling: kind\0ns\0name\0 in keys */
 } reted_entry;
 
 #define RETED_DELTA_CACHE 4
+#define RETED_SCOPE_BUCKETS 4096
 #define RETED_MAX_DIRTY 8192       /* changed keys between two pushes; past it, recompile all */
 
 /* A set of Service keys "ns/name" (compiler.c). */
@@ -41,6 +44,7 @@ typedef struct reted_svcset {
  * the same (compiler.c). */
 typedef struct reted_snapshot {
     struct reted_snapshot *next;    /* the cache of current snapshots */
+    struct reted_snapshot *bucket_next; /* the cache's hash chain (scope_hash) */
     char *scope_key;                /* namespace, egress, labels */
     uint64_t scope_hash;
     bool stale;                     /* a change touched it (sync) */
@@ -56,6 +60,7 @@ typedef struct reted_snapshot {
     char *body;                     /* the whole-snapshot message's tail, encoded on first use */
     size_t body_len;
     reted_entry *entries;           /* sorted as the store lists them */
+    char *keys;                     /* the entries' kinds, namespaces and names */
     size_t n_entries;
     struct reted_delta {            /* deltas to here from a few bases, cached */
         struct reted_snapshot *base;
@@ -104,6 +109,7 @@ typedef struct reted {
     rete_tls_ctx *xds_tls;
     reted_proxy *proxies;
     reted_snapshot *snapshots;      /* compiled, current: one per scope in use */
+    reted_snapshot *buckets[RETED_SCOPE_BUCKETS]; /* the same, by scope_hash */
     reted_index index;              /* the store, parsed for scoping */
     reted_strs dirty;               /* kind, ns, name of every key changed since the last sync */
     bool dirty_all;                 /* too many, or not by key: rebuild everything */
