@@ -204,6 +204,7 @@ typedef struct raw_mesh {
     int default_mtls;
     const char **default_egress; /* read by reted's compiler, not by the proxy */
     size_t n_default_egress;
+    uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
 } raw_mesh;
 
 /* ---- field validators --------------------------------------------------------- */
@@ -1302,6 +1303,10 @@ static const cfg_field mesh_fields[] = {
      CFG_CNT(raw_mesh, n_default_egress), .max = 64, .check = check_egress_host,
      .docdef = "[\"*/*\"] (the whole mesh)",
      .doc = "egress of every Workload that sets none (see Workload `egress`)"},
+    {"workloadCertificateTTL", CFG_DURATION, 0, CFG_AT(raw_mesh, cert_ttl_ms), .min = 10000,
+     .max = 30u * 24 * 3600 * 1000, .docdef = "reted --cert-ttl (24h)",
+     .doc = "lifetime of the workload certificates reted issues (10s to 30 days); proxies renew "
+            "at about half of it"},
 };
 static const cfg_schema mesh_schema = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

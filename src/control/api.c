@@ -356,7 +356,7 @@ static void api_identity(reted *r, rete_http_req *req)
     char spiffe[1024], err[256];
     snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s", r->trust_domain, t.ns, t.sa);
     int64_t not_after = 0;
-    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, r->cert_ttl, &not_after, err,
+    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &not_after, err,
                                    sizeof(err));
     json_decref(in);
     if (!chain) {

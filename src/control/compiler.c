@@ -713,3 +713,14 @@ const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len)
     *len = s->body_len;
     return s->body;
 }
+
+uint32_t reted_cert_ttl(reted *r)
+{
+    reted_scopes_sync(r);
+    size_t i, end;
+    reted_index_range(&r->index, "MeshConfig", NULL, &i, &end);
+    for (; i < end; i++)
+        if (r->index.v[i]->cert_ttl_ms)
+            return r->index.v[i]->cert_ttl_ms / 1000;
+    return r->cert_ttl;
+}

@@ -2,6 +2,7 @@
 #include "mesh_index.h"
 
 #include "alloc.h"
+#include "config_schema.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -287,9 +288,13 @@ static reted_ires *ires_new(const rete_store_resource *res)
             add_host(&e->refs, host, e->ns);
         break;
     }
-    case RETED_IK_MESH:
+    case RETED_IK_MESH: {
         add_strings(&e->refs, json_object_get(spec, "defaultEgress"));
+        const char *ttl = json_string_value(json_object_get(spec, "workloadCertificateTTL"));
+        if (!ttl || !cfg_parse_duration(ttl, &e->cert_ttl_ms))
+            e->cert_ttl_ms = 0;
         break;
+    }
     default:
         break;
     }

@@ -40,6 +40,7 @@ typedef struct reted_ires {
      * MeshConfig: defaultEgress. */
     reted_strs refs;
     size_t n_parents;
+    uint32_t cert_ttl_ms;         /* MeshConfig: workloadCertificateTTL, 0 when unset */
     /* Service: the Workloads it selects, as of the index's gen */
     struct reted_ires **endpoints;
     size_t n_endpoints;

@@ -180,6 +180,9 @@ void reted_snapshot_release(reted *r, reted_snapshot *s);
 void reted_changed_key(reted *r, const char *kind, const char *ns, const char *name);
 void reted_scopes_sync(reted *r);
 void reted_snapshots_sweep(reted *r);
+/* Workload certificate lifetime, seconds: MeshConfig workloadCertificateTTL,
+ * else reted --cert-ttl. */
+uint32_t reted_cert_ttl(reted *r);
 /* The tail of a whole-snapshot message (made on first use, shared). */
 const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len);
 /* The tail of a delta message from `base` to `to` (shared; *len set). */

@@ -81,7 +81,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
     }
     char err[256];
     int64_t not_after = 0;
-    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, r->cert_ttl, &not_after, err,
+    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &not_after, err,
                                    sizeof(err));
     json_decref(in);
     if (!chain) {

@@ -666,3 +666,23 @@ def test_changes_reach_proxies_as_deltas_that_rebuild_the_full_snapshot(reted, t
         saved = json.load(f)
     assert saved["resources"] == cfg["resources"]
     assert saved["version"] == cfg["version"]
+
+
+# ---------------------------------------------------------------- certificate lifetime
+
+
+def test_mesh_config_sets_the_workload_certificate_lifetime(reted, tmp_path):
+    """MeshConfig workloadCertificateTTL wins over reted --cert-ttl (24 h
+    here) for every certificate issued after it is applied."""
+    mc = {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig",
+          "metadata": {"name": "mesh", "namespace": "rete-system"}, "spec": {"workloadCertificateTTL": "2h"}}
+    reted.apply_ok([mc])
+    p = start_cp_proxy(reted, tmp_path, "ttl-0", "demo", "web")
+    left = reted.proxy("ttl-0")["certExpiresAt"] - time.time()
+    assert 2 * 3600 - 120 < left <= 2 * 3600 + 60, left
+    end = openssl("x509", "-noout", "-enddate", "-in", p.cert_path).stdout
+    assert "notAfter=" in end
+    p.stop()
+    # out of range: refused with the field path
+    st, body = reted.apply(json.dumps({**mc, "spec": {"workloadCertificateTTL": "1s"}}))
+    assert st == 422 and body["details"][0]["path"] == "spec.workloadCertificateTTL", body
