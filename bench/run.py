@@ -518,16 +518,15 @@ def handshakes(addr, certs, alpn, seconds, threads=2):
     return {"per_second": sum(counts) / (time.time() - t0), "errors": sum(errors)}
 
 
-def profile(pids, url, rate, seconds, work, name):
+def profile(pids, load_argv, seconds, work, name):
     """Where a pair spends its CPU: `perf record` on both proxies while
-    rete-loadgen drives `rate` req/s through them; the top symbols by self
-    time. None when perf is missing or not permitted."""
+    `load_argv` (a load generator run of about `seconds` + 1 s) drives them;
+    the top symbols by self time. None when perf is missing or not
+    permitted."""
     if not shutil.which("perf"):
         return None
     data = os.path.join(work, f"perf-{name}.data")
-    lg = subprocess.Popen([LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate),
-                           "--duration", str(seconds + 1), "--connections", "16"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lg = subprocess.Popen(load_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
         subprocess.run(["perf", "record", "-F", "999", "-g", "-o", data, "-p", ",".join(map(str, pids)),
@@ -547,6 +546,56 @@ def profile(pids, url, rate, seconds, work, name):
             top.append({"pct": float(m.group(1)), "comm": m.group(2), "dso": m.group(3),
                         "symbol": re.split(r"\s{2,}", m.group(4))[0]})
     return top[:20] or None
+
+
+def loadgen_argv(url, rate, seconds):
+    return [LOADGEN, "--url", url, "--host", HOST_HEADER, "--rate", str(rate), "--duration", str(seconds),
+            "--connections", "16"]
+
+
+def wrk_argv(url, seconds):
+    return ["wrk", "-t2", "-c32", f"-d{seconds}s", "-H", f"Host: {HOST_HEADER}", url]
+
+
+def syscalls_per_request(pids, url, rate, seconds):
+    """System calls (every kind: reads, writes, epoll, timers...) the pair
+    makes per request at a fixed rate: `perf stat -e raw_syscalls:sys_enter`
+    on its processes while rete-loadgen sends rate x seconds requests. None
+    without perf."""
+    if not shutil.which("perf"):
+        return None
+    lg = subprocess.Popen(loadgen_argv(url, rate, seconds + 1), stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)
+        st = subprocess.run(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p",
+                             ",".join(map(str, pids)), "--", "sleep", str(seconds)],
+                            capture_output=True, text=True, timeout=seconds + 30)
+    finally:
+        lg.communicate(timeout=seconds + 30)
+    m = re.search(r"^(\d+),", st.stderr, re.M)
+    return int(m.group(1)) / (rate * seconds) if m else None
+
+
+def rss_breakdown(pid, top=8):
+    """Resident memory of a process by mapping (/proc/PID/smaps): anonymous
+    mappings (heap, arenas, stacks) apart, files by name; kB, largest first."""
+    groups = {}
+    name = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                parts = line.split()
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                    path = parts[5] if len(parts) > 5 else ""
+                    name = ("[heap]" if path == "[heap]" else "[stack]" if path.startswith("[stack")
+                            else "anonymous (arenas, thread stacks, mmap)" if not path or path.startswith("[")
+                            else os.path.basename(path))
+                elif parts and parts[0] == "Rss:" and name:
+                    groups[name] = groups.get(name, 0) + int(parts[1])
+    except OSError:
+        return []
+    return sorted(([k, v] for k, v in groups.items() if v), key=lambda kv: -kv[1])[:top]
 
 
 def openssl_speed(seconds):
@@ -681,7 +730,8 @@ def main():
         # filled by the load runs do not hide the per-connection cost.
         for t in targets:
             if t != "direct":
-                results["memory"][t] = {"idle_kb": {s: rss_kb(p) for s, p in info[t]["pids"].items()}}
+                results["memory"][t] = {"idle_kb": {s: rss_kb(p) for s, p in info[t]["pids"].items()},
+                                        "idle_breakdown": rss_breakdown(info[t]["pids"]["A"])}
         # One request first, so the delta below holds no one-time cost (the
         # upstream mTLS connection, lazily built tables).
         for t in targets:
@@ -757,12 +807,20 @@ def main():
             log(f"{t:8s} h2load: {h['rps']:.0f} req/s" if h else f"{t:8s} h2load: n/a (no h2c)")
 
         if not args.smoke:
+            # The profiles behind the targets: at a fixed rate (latency) and
+            # under wrk (throughput), with the system calls each request costs.
             for t in ("haproxy", "rete"):
                 if t in info:
-                    p = profile(list(info[t]["pids"].values()), info[t]["url"], 2000, cfg["profile_seconds"],
-                                work, t)
+                    pids = list(info[t]["pids"].values())
+                    seconds = cfg["profile_seconds"]
+                    p = profile(pids, loadgen_argv(info[t]["url"], 2000, seconds + 1), seconds, work, t)
                     results.setdefault("profiles", {})[t] = p
-                    log(f"{t:8s} profile: {len(p) if p else 'no'} symbols")
+                    p = profile(pids, wrk_argv(info[t]["url"], seconds + 1), seconds, work, t + "-wrk")
+                    results.setdefault("profiles_wrk", {})[t] = p
+                    sc = syscalls_per_request(pids, info[t]["url"], 2000, 3)
+                    results.setdefault("syscalls", {})[t] = sc
+                    log(f"{t:8s} profiles: {len(p) if p else 'no'} symbols under wrk; "
+                        f"{sc if sc is None else round(sc, 1)} syscalls/request")
 
         if "rete" in info and not args.smoke:
             try:

@@ -272,12 +272,25 @@ static json_t *proxy_json(const reted_proxy *p)
                          : p->nacked ? "NACK"
                          : p->acked_version == p->sent_version ? "SYNCED"
                                                                : "STALE";
-    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:b,s:I,s:I,s:b}", "name", p->name,
-                     "namespace", p->ns, "spiffeId", p->spiffe_id, "address", p->address,
-                     "sentVersion", (json_int_t)p->sent_version, "ackedVersion",
-                     (json_int_t)p->acked_version, "status", status, "error", p->nack_error,
-                     "connected", p->stream != NULL, "certExpiresAt", (json_int_t)p->cert_not_after,
-                     "lastSeen", (json_int_t)p->last_seen_unix, "ready", p->ready);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:b,s:I,s:I,s:b}", "name", p->name,
+                          "namespace", p->ns, "spiffeId", p->spiffe_id, "address", p->address,
+                          "sentVersion", (json_int_t)p->sent_version, "ackedVersion",
+                          (json_int_t)p->acked_version, "status", status, "error", p->nack_error,
+                          "connected", p->stream != NULL, "certExpiresAt", (json_int_t)p->cert_not_after,
+                          "lastSeen", (json_int_t)p->last_seen_unix, "ready", p->ready);
+    if (p->sent) {
+        /* What the proxy was sent: its egress in force and how much that is. */
+        json_t *egress = json_array();
+        for (const char *e = reted_strs_first(&p->sent->egress); e; e = reted_strs_next(&p->sent->egress, e))
+            json_array_append_new(egress, json_string(e));
+        json_int_t services = 0;
+        for (size_t i = 0; i < p->sent->n_entries; i++)
+            services += strcmp(p->sent->entries[i].kind, "Service") == 0;
+        json_object_set_new(o, "scope", json_pack("{s:o,s:b,s:I,s:I}", "egress", egress, "wholeMesh",
+                                                   p->sent->all, "services", services, "resources",
+                                                   (json_int_t)p->sent->n_entries));
+    }
+    return o;
 }
 
 static void api_proxies(reted *r, rete_http_req *req)

@@ -139,6 +139,18 @@ static json_t *fetch_proxies(rete_ctl *c)
     return list;
 }
 
+/* "mesh: 40 svc, 1042 res" (whole mesh) or "3 svc, 12 res"; "-" before any push. */
+static void scope_str(const json_t *scope, char *buf, size_t size)
+{
+    if (!json_is_object(scope)) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    long long res = (long long)json_integer_value(json_object_get(scope, "resources"));
+    snprintf(buf, size, "%s%lld svc, %lld res", json_is_true(json_object_get(scope, "wholeMesh")) ? "mesh: " : "",
+             (long long)json_integer_value(json_object_get(scope, "services")), res);
+}
+
 int rete_ctl_cmd_proxy_status(rete_ctl *c)
 {
     if (c->args.n_pos)
@@ -163,16 +175,17 @@ int rete_ctl_cmd_proxy_status(rete_ctl *c)
         return CTL_EXIT_OK;
     }
     rete_ctl_table t;
-    const char *hdr[] = {"NAME",   "NAMESPACE",    "ADDRESS",  "VERSION",
-                         "STATUS", "CERT EXPIRES", "LAST SEEN"};
-    rete_ctl_table_init(&t, 7);
+    const char *hdr[] = {"NAME",   "NAMESPACE", "ADDRESS",      "VERSION",
+                         "STATUS", "SCOPE",     "CERT EXPIRES", "LAST SEEN"};
+    rete_ctl_table_init(&t, 8);
     rete_ctl_table_add_row(&t, hdr);
     time_t now = time(NULL), when;
     size_t i;
     json_t *p;
     json_array_foreach(list, i, p)
     {
-        char sent[32], acked[32], ver[80], state[512], cert[48], seen[48];
+        char sent[32], acked[32], ver[80], state[512], cert[48], seen[48], scope[64];
+        scope_str(json_object_get(p, "scope"), scope, sizeof(scope));
         version_str(pfield(p, K_SENT), sent, sizeof(sent));
         version_str(pfield(p, K_ACKED), acked, sizeof(acked));
         snprintf(ver, sizeof(ver), "%s/%s", sent, acked);
@@ -196,7 +209,7 @@ int rete_ctl_cmd_proxy_status(rete_ctl *c)
             snprintf(seen, sizeof(seen), "-");
         }
         const char *row[] = {
-            pstr(p, K_NAME), pstr(p, K_NS), pstr(p, K_ADDR), ver, state, cert, seen};
+            pstr(p, K_NAME), pstr(p, K_NS), pstr(p, K_ADDR), ver, state, scope, cert, seen};
         rete_ctl_table_add_row(&t, row);
     }
     rete_ctl_table_print(&t, stdout);

@@ -111,6 +111,12 @@ def test_a_proxy_gets_only_the_services_its_egress_names_serves_or_routes_reach(
     assert services(reted, "b-0") == {(NS, "b"), (NS, "b2")}
     # no egress: the whole mesh
     assert services(reted, "to-all") == {(NS, "a"), (NS, "b"), (NS, "b2"), (NS, "c"), ("other", "d")}
+    # proxy-status says what each one got
+    to_b = reted.proxy("to-b", NS)["scope"]
+    assert to_b["egress"] == ["shop/b"] and not to_b["wholeMesh"] and to_b["services"] == 2, to_b
+    every = reted.proxy("to-all", NS)["scope"]
+    assert every["wholeMesh"] and every["egress"] == ["*/*"] and every["services"] == 5, every
+    assert every["resources"] > to_b["resources"]
     # traffic: in scope works, out of scope is unknown to the sidecar
     assert curl_status(shop["to_b"].outbound, "b") == 200
     assert curl_status(shop["to_b"].outbound, "c") == 404
