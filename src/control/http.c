@@ -51,6 +51,7 @@ struct rete_http_server {
     void *arg;
     rete_http_conn *conns;
     bool closing;
+    bool listener_closed;    /* freed once this is set and conns is empty */
 };
 
 static void hc_process(rete_http_conn *c);
@@ -401,9 +402,12 @@ static void hc_on_close(rete_io *io)
         c->srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    rete_http_server *srv = c->srv;
     free(c->buf);
     free(c->body);
     free(c);
+    if (srv->listener_closed && !srv->conns)
+        free(srv);
 }
 
 static const rete_io_cbs hc_cbs = {
@@ -442,9 +446,15 @@ static void on_connection(uv_stream_t *server, int status)
     rete_io_read_start(&c->io);
 }
 
+/* libuv runs close callbacks newest first: the listener's may come before
+ * those of the connections closed with it, which still unlink themselves
+ * from the server. Whichever comes last frees it. */
 static void server_closed(uv_handle_t *h)
 {
-    free(h->data);
+    rete_http_server *s = h->data;
+    s->listener_closed = true;
+    if (!s->conns)
+        free(s);
 }
 
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
