@@ -190,6 +190,27 @@ static void send_obj(rete_http_stream *st, json_t *obj)
     free(s);
 }
 
+static void snapshot_unref(void *owner, void *arg)
+{
+    reted_snapshot_release(owner, arg);
+}
+
+/* Queue one push message. The whole-snapshot body lives as long as its
+ * snapshot: the stream holds a reference instead of a copy, so a thousand
+ * proxies connecting share one body, and a newer whole snapshot replaces
+ * anything still queued. A delta body is recycled by the compiler's cache
+ * (and is small): it is copied. */
+static void send_push(rete_http_stream *st, reted_snapshot *snap, const char *head, size_t head_len,
+                      const char *tail, size_t tail_len)
+{
+    if (tail != snap->body) {
+        rete_http_stream_send_ref(st, head, head_len, tail, tail_len, false, NULL, NULL);
+        return;
+    }
+    snap->refs++;
+    rete_http_stream_send_ref(st, head, head_len, tail, tail_len, true, snapshot_unref, snap);
+}
+
 /* Push the proxy's current snapshot: whole on a new stream (or when the
  * proxy asks to resync), else as a delta from what it was last sent, which
  * is what every proxy of a namespace mostly shares: one route change costs
@@ -221,8 +242,7 @@ static void push(reted *r, reted_proxy *p, bool force)
         n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
                      (unsigned long long)version, p->nonce);
     }
-    rete_http_stream_send(p->stream, head, (size_t)n);
-    rete_http_stream_send(p->stream, tail, tail_len);
+    send_push(p->stream, snap, head, (size_t)n, tail, tail_len);
     reted_snapshot_release(r, p->sent);
     p->sent = snap;
     p->sent_version = version;
@@ -413,7 +433,8 @@ void reted_tick(reted *r)
         reted_proxy *p = *pp;
         if (p->stream) {
             send_obj(p->stream, json_pack("{s:s}", "type", "ping"));
-            if (now - p->last_seen_unix > 45) {
+            /* (a ping to a reader too far behind closes its stream) */
+            if (p->stream && now - p->last_seen_unix > 45) {
                 rete_warn("xds: %s/%s silent for 45 s: closing its stream", p->ns, p->name);
                 rete_http_stream *st = p->stream;
                 p->stream = NULL;
