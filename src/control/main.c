@@ -304,8 +304,10 @@ static void on_signal(uv_signal_t *s, int sig)
     rete_http_server_close(r->xds);
     uv_timer_stop(&r->tick);
     uv_timer_stop(&r->push_timer);
+    uv_timer_stop(&r->trim_timer);
     uv_close((uv_handle_t *)&r->tick, NULL);
     uv_close((uv_handle_t *)&r->push_timer, NULL);
+    uv_close((uv_handle_t *)&r->trim_timer, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
 }
@@ -427,6 +429,8 @@ int main(int argc, char **argv)
     }
     uv_timer_init(r.loop, &r.push_timer);
     r.push_timer.data = &r;
+    uv_timer_init(r.loop, &r.trim_timer);
+    r.trim_timer.data = &r;
     uv_timer_init(r.loop, &r.tick);
     r.tick.data = &r;
     uv_timer_start(&r.tick, on_tick, 15000, 15000);

@@ -293,6 +293,27 @@ static void push(reted *r, reted_proxy *p, bool force)
     r->pushes++;
 }
 
+/* Give the memory of replaced snapshots back to the system. glibc keeps
+ * freed heap memory resident: after a thousand proxies connect, reted held
+ * a gigabyte it no longer used (four times what was live). Returning it
+ * walks the free lists (tens of ms for a gigabyte), so it is done once
+ * pushes have calmed down for a second, and from the tick at most every
+ * 30 s while they never calm down. */
+static void trim_now(reted *r)
+{
+    uint64_t t0 = uv_hrtime();
+    rete_alloc_trim();
+    r->trimmed_ms = uv_now(r->loop);
+    r->pushed_since_trim = false;
+    rete_debug("xds: returned free memory to the system in %.1f ms",
+               (double)(uv_hrtime() - t0) / 1e6);
+}
+
+static void on_trim_timer(uv_timer_t *t)
+{
+    trim_now(t->data);
+}
+
 static void on_push_timer(uv_timer_t *t)
 {
     reted *r = t->data;
@@ -300,6 +321,8 @@ static void on_push_timer(uv_timer_t *t)
     reted_snapshots_expire(r);
     for (reted_proxy *p = r->proxies; p; p = p->next)
         push(r, p, false);
+    r->pushed_since_trim = true;
+    uv_timer_start(&r->trim_timer, on_trim_timer, 1000, 0);
 }
 
 void reted_changed(reted *r)
@@ -472,6 +495,8 @@ static const rete_http_stream_cbs stream_cbs = {on_line, on_stream_close};
 void reted_tick(reted *r)
 {
     int64_t now = reted_now();
+    if (r->pushed_since_trim && uv_now(r->loop) - r->trimmed_ms >= 30000)
+        trim_now(r);
     reted_proxy **pp = &r->proxies;
     while (*pp) {
         reted_proxy *p = *pp;
