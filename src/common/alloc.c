@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 static _Noreturn void oom(size_t n)
 {
@@ -46,3 +49,14 @@ char *rete_strdup(const char *s)
 {
     return rete_strndup(s, strlen(s));
 }
+
+#if defined(__GLIBC__)
+void rete_alloc_trim(void)
+{
+    malloc_trim(0);
+}
+#else
+void rete_alloc_trim(void)
+{
+}
+#endif

@@ -15,6 +15,15 @@ void *rete_realloc(void *p, size_t n);
 char *rete_strdup(const char *s);
 char *rete_strndup(const char *s, size_t n);
 
+/* Give the allocator's free memory back to the operating system. glibc
+ * keeps freed heap memory for reuse (and raises its mmap threshold after
+ * large frees, so later large blocks land in the heap too): a process that
+ * builds and drops megabyte buffers in bursts keeps its peak footprint
+ * resident for good. Costs a walk of the free lists; call it when a burst
+ * is over, not per allocation. A no-op where the allocator returns memory
+ * by itself. */
+void rete_alloc_trim(void);
+
 /* Free and NULL the pointer, so no reachable pointer ever points to freed memory. */
 #define rete_free(pp)                                                                              \
     do {                                                                                           \

@@ -15,11 +15,29 @@
 
 typedef enum hc_state { HC_HEAD, HC_HANDLING, HC_STREAM, HC_CLOSING } hc_state;
 
+/* One queued stream message: copy_len bytes of its own, then ref_len bytes
+ * it only points at (shared with other streams, released once written). */
+typedef struct hs_msg {
+    struct hs_msg *next;
+    const char *ref;
+    size_t ref_len;
+    rete_http_release release;
+    void *arg;
+    size_t sent;            /* bytes of copy, then ref, handed to the io */
+    size_t copy_len;
+    char copy[];
+} hs_msg;
+
 struct rete_http_stream {
     rete_http_conn *conn;
     const rete_http_stream_cbs *cbs;
     void *owner;
     size_t max_line;
+    hs_msg *head;           /* the outgoing queue, oldest first */
+    hs_msg *tail;
+    size_t n_msgs;
+    size_t copied;          /* copy_len of every queued message */
+    size_t shared;          /* ref bytes still to send */
 };
 
 struct rete_http_conn {
@@ -50,10 +68,13 @@ struct rete_http_server {
     rete_http_handler handler;
     void *arg;
     rete_http_conn *conns;
+    uint64_t streams_behind; /* closed for falling too far behind */
     bool closing;
+    bool listener_closed;    /* freed once this is set and conns is empty */
 };
 
 static void hc_process(rete_http_conn *c);
+static void hs_drop_all(rete_http_stream *st);
 
 static void hc_close(rete_http_conn *c)
 {
@@ -61,6 +82,7 @@ static void hc_close(rete_http_conn *c)
         return;
     bool was_stream = c->state == HC_STREAM;
     c->state = HC_CLOSING;
+    hs_drop_all(&c->stream);
     if (was_stream && c->stream.cbs && c->stream.cbs->on_close) {
         const rete_http_stream_cbs *cbs = c->stream.cbs;
         c->stream.cbs = NULL;
@@ -206,6 +228,8 @@ static void simple_error(rete_http_conn *c, int status, const char *msg)
 
 static void stream_lines(rete_http_conn *c)
 {
+    if (!c->buf)
+        return; /* nothing received since the buffer was last emptied */
     size_t start = 0;
     while (c->state == HC_STREAM) {
         char *nl = memchr(c->buf + start, '\n', c->len - start);
@@ -220,6 +244,11 @@ static void stream_lines(rete_http_conn *c)
         return;
     memmove(c->buf, c->buf + start, c->len - start);
     c->len -= start;
+    if (c->len == 0) {
+        /* An idle stream holds no input buffer (most reads are whole lines). */
+        rete_free(&c->buf);
+        c->cap = 0;
+    }
     if (c->len > c->stream.max_line) {
         rete_warn("http: stream line from %s longer than %zu bytes; closing", c->peer_addr,
                   c->stream.max_line);
@@ -252,10 +281,144 @@ rete_http_stream *rete_http_stream_start(rete_http_req *req, const char *content
     return &c->stream;
 }
 
+static size_t hs_ref_left(const hs_msg *m)
+{
+    return m->ref_len - (m->sent > m->copy_len ? m->sent - m->copy_len : 0);
+}
+
+/* Pop the oldest message and let go of what it points at. */
+static void hs_pop(rete_http_stream *st)
+{
+    hs_msg *m = st->head;
+    st->head = m->next;
+    if (!st->head)
+        st->tail = NULL;
+    st->n_msgs--;
+    st->copied -= m->copy_len;
+    st->shared -= hs_ref_left(m);
+    if (m->release)
+        m->release(st->owner, m->arg);
+    free(m);
+}
+
+static void hs_drop_all(rete_http_stream *st)
+{
+    while (st->head)
+        hs_pop(st);
+}
+
+/* Hand queued bytes to the io, one chunk at a time, while the socket keeps
+ * up: the next chunk is encrypted only once what the kernel did not take of
+ * the previous one has gone (on_drain). So a stream holds at most one
+ * chunk's ciphertext plus the io's low-water mark, whatever the size of its
+ * messages. */
+static void hs_pump(rete_http_conn *c)
+{
+    rete_http_stream *st = &c->stream;
+    while (c->state == HC_STREAM && st->head && c->io.queued <= c->io.low_water) {
+        hs_msg *m = st->head;
+        uv_buf_t b[2];
+        unsigned n = 0;
+        size_t room = RETE_HTTP_STREAM_CHUNK, total = 0;
+        if (m->sent < m->copy_len) {
+            size_t k = m->copy_len - m->sent < room ? m->copy_len - m->sent : room;
+            b[n++] = uv_buf_init(m->copy + m->sent, (unsigned)k);
+            total += k;
+        }
+        size_t roff = m->sent + total - m->copy_len;
+        if (total < room && roff < m->ref_len) {
+            size_t k = m->ref_len - roff < room - total ? m->ref_len - roff : room - total;
+            b[n++] = uv_buf_init((char *)m->ref + roff, (unsigned)k);
+            st->shared -= k;
+            total += k;
+        }
+        m->sent += total;
+        /* TLS encrypts (and the io copies what the kernel refuses) before
+         * this returns: the message may be released right after. */
+        if (rete_io_write(&c->io, b, n) < 0) {
+            hc_close(c);
+            return;
+        }
+        if (m->sent == m->copy_len + m->ref_len)
+            hs_pop(st);
+    }
+}
+
+static void hc_on_drain(rete_io *io)
+{
+    rete_http_conn *c = io->owner;
+    if (c->state == HC_STREAM)
+        hs_pump(c);
+}
+
+void rete_http_stream_send_ref(rete_http_stream *st, const char *head, size_t head_len,
+                               const char *body, size_t body_len, bool supersedes,
+                               rete_http_release release, void *arg)
+{
+    rete_http_conn *c = st->conn;
+    size_t copy_len = head_len + (release ? 0 : body_len);
+    if (c->state != HC_STREAM) {
+        if (release)
+            release(st->owner, arg);
+        return;
+    }
+    if (supersedes) {
+        /* Keep only the message already on its way (a line cut short would
+         * corrupt the stream); everything queued behind it is moot. */
+        hs_msg *keep = st->head && st->head->sent ? st->head : NULL;
+        if (keep) {
+            st->head = keep->next;
+            keep->next = NULL;
+            st->n_msgs--;
+            st->copied -= keep->copy_len;
+            st->shared -= hs_ref_left(keep);
+        }
+        hs_drop_all(st);
+        if (keep) {
+            st->head = st->tail = keep;
+            st->n_msgs = 1;
+            st->copied = keep->copy_len;
+            st->shared = hs_ref_left(keep);
+        }
+    }
+    if (st->n_msgs >= RETE_HTTP_STREAM_MAX_MSGS ||
+        st->copied + copy_len > RETE_HTTP_STREAM_MAX_COPIED) {
+        /* The reader is too far behind: a proxy that reconnects gets one
+         * whole snapshot, which costs less than queueing without end. */
+        rete_warn("http: stream to %s (%s) is %zu messages, %zu bytes behind; closing it",
+                  c->peer_addr, c->peer_id, st->n_msgs, st->copied + st->shared);
+        c->srv->streams_behind++;
+        if (release)
+            release(st->owner, arg);
+        hc_close(c);
+        return;
+    }
+    hs_msg *m = rete_malloc(sizeof(*m) + copy_len);
+    m->next = NULL;
+    m->ref = release ? body : NULL;
+    m->ref_len = release ? body_len : 0;
+    m->release = release;
+    m->arg = arg;
+    m->sent = 0;
+    m->copy_len = copy_len;
+    if (head_len)
+        memcpy(m->copy, head, head_len);
+    if (!release && body_len)
+        memcpy(m->copy + head_len, body, body_len);
+    if (st->tail)
+        st->tail->next = m;
+    else
+        st->head = m;
+    st->tail = m;
+    st->n_msgs++;
+    st->copied += copy_len;
+    st->shared += m->ref_len;
+    hs_pump(c);
+}
+
 void rete_http_stream_send(rete_http_stream *st, const char *data, size_t len)
 {
-    if (st->conn->state == HC_STREAM)
-        hc_write(st->conn, data, len);
+    rete_http_stream_send_ref(st, data, len, NULL, 0, false, NULL, NULL);
 }
 
 void rete_http_stream_close(rete_http_stream *st)
@@ -264,6 +427,7 @@ void rete_http_stream_close(rete_http_stream *st)
     st->cbs = NULL; /* the owner asked: no on_close back */
     if (c->state == HC_STREAM) {
         c->state = HC_CLOSING;
+        hs_drop_all(st);
         rete_io_shutdown(&c->io);
         rete_io_close(&c->io);
     }
@@ -401,9 +565,13 @@ static void hc_on_close(rete_io *io)
         c->srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    hs_drop_all(&c->stream);
+    rete_http_server *srv = c->srv;
     free(c->buf);
     free(c->body);
     free(c);
+    if (srv->listener_closed && !srv->conns)
+        free(srv);
 }
 
 static const rete_io_cbs hc_cbs = {
@@ -411,7 +579,7 @@ static const rete_io_cbs hc_cbs = {
     .on_eof = hc_on_eof,
     .on_error = hc_on_error,
     .on_ready = hc_on_ready,
-    .on_drain = NULL,
+    .on_drain = hc_on_drain,
     .on_close = hc_on_close,
 };
 
@@ -442,9 +610,15 @@ static void on_connection(uv_stream_t *server, int status)
     rete_io_read_start(&c->io);
 }
 
+/* libuv runs close callbacks newest first: the listener's may come before
+ * those of the connections closed with it, which still unlink themselves
+ * from the server. Whichever comes last frees it. */
 static void server_closed(uv_handle_t *h)
 {
-    free(h->data);
+    rete_http_server *s = h->data;
+    s->listener_closed = true;
+    if (!s->conns)
+        free(s);
 }
 
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
@@ -480,6 +654,23 @@ rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t
 void rete_http_server_set_tls(rete_http_server *s, rete_tls_ctx *tls)
 {
     s->tls = tls;
+}
+
+void rete_http_server_stream_stats(const rete_http_server *s, rete_http_stream_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->closed_behind = s->streams_behind;
+    for (const rete_http_conn *c = s->conns; c; c = c->next) {
+        if (c->state != HC_STREAM)
+            continue;
+        size_t held = c->stream.copied + c->io.queued;
+        out->streams++;
+        out->queued_msgs += c->stream.n_msgs;
+        out->buffered_bytes += held;
+        out->shared_bytes += c->stream.shared;
+        if (held > out->max_buffered_bytes)
+            out->max_buffered_bytes = held;
+    }
 }
 
 void rete_http_server_close(rete_http_server *s)

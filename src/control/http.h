@@ -10,7 +10,9 @@
 #include "tls.h"
 #include "view.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct rete_http_server rete_http_server;
 typedef struct rete_http_conn rete_http_conn;
@@ -39,6 +41,17 @@ rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t
 /* New connections use `tls` from now on (a reissued server certificate);
  * open ones keep theirs. The caller keeps ownership of the context. */
 void rete_http_server_set_tls(rete_http_server *s, rete_tls_ctx *tls);
+
+/* What a server's streams hold, for /metrics. */
+typedef struct rete_http_stream_stats {
+    size_t streams;
+    size_t queued_msgs;
+    size_t buffered_bytes;      /* copied messages + ciphertext not yet in the kernel, all streams */
+    size_t max_buffered_bytes;  /* the same for the stream holding the most */
+    size_t shared_bytes;        /* bytes of shared messages (not held per stream) still to send */
+    uint64_t closed_behind;     /* streams closed for falling too far behind */
+} rete_http_stream_stats;
+void rete_http_server_stream_stats(const rete_http_server *s, rete_http_stream_stats *out);
 
 /* Stop listening and close every connection. */
 void rete_http_server_close(rete_http_server *s);
@@ -70,7 +83,42 @@ typedef struct rete_http_stream_cbs {
 rete_http_stream *rete_http_stream_start(rete_http_req *req, const char *content_type,
                                          const rete_http_stream_cbs *cbs, void *owner,
                                          size_t max_line);
+
+/* Outgoing messages go out in order through a per-stream queue, handed to
+ * TLS RETE_HTTP_STREAM_CHUNK plaintext bytes at a time, the next chunk only
+ * once the socket has taken the previous one: a stream holds at most one
+ * chunk of ciphertext (plus the io's low-water mark) however large its
+ * messages, and a large message shared by many streams is never copied per
+ * stream (rete_http_stream_send_ref).
+ *
+ * A reader that falls behind makes the queue grow; past
+ * RETE_HTTP_STREAM_MAX_MSGS messages or RETE_HTTP_STREAM_MAX_COPIED bytes of
+ * copied messages the stream is closed (its on_close runs) rather than
+ * queueing without end: a proxy that reconnects gets one whole snapshot. */
+#define RETE_HTTP_STREAM_CHUNK (3 * 16384)      /* three full TLS records */
+#define RETE_HTTP_STREAM_MAX_MSGS 256
+#define RETE_HTTP_STREAM_MAX_COPIED (1u << 20)
+/* The most one stream holds of its own: its copied messages, one chunk of
+ * ciphertext and the io's low-water mark (io.c) of ciphertext before it. */
+#define RETE_HTTP_STREAM_LIMIT (RETE_HTTP_STREAM_MAX_COPIED + 2 * RETE_HTTP_STREAM_CHUNK + 16384)
+
+/* Queue a copy of data. */
 void rete_http_stream_send(rete_http_stream *st, const char *data, size_t len);
+
+/* Releases what a queued message pointed at; owner is the stream's owner. */
+typedef void (*rete_http_release)(void *owner, void *arg);
+
+/* Queue one message: head (copied) followed by body. With a release
+ * callback the body is not copied: it must stay valid and unchanged until
+ * release(owner, arg) is called, exactly once, when its last byte has been
+ * handed to TLS, or when the message is dropped (superseded, stream closed,
+ * or already closed: then before this returns). Without one, the body is
+ * copied too. With `supersedes`, queued messages that have not started to
+ * go out are dropped first (a whole snapshot makes older ones moot). This
+ * may close the stream (see the bounds above). */
+void rete_http_stream_send_ref(rete_http_stream *st, const char *head, size_t head_len,
+                               const char *body, size_t body_len, bool supersedes,
+                               rete_http_release release, void *arg);
 void rete_http_stream_close(rete_http_stream *st);
 void *rete_http_stream_owner(const rete_http_stream *st);
 const char *rete_http_stream_peer_id(const rete_http_stream *st);

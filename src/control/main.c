@@ -268,6 +268,27 @@ char *reted_metrics(reted *r, size_t *len)
             (unsigned long long)r->certs_issued, (unsigned long long)r->certs_refused,
             (unsigned long long)r->applies_ok, (unsigned long long)r->applies_rejected,
             (unsigned long long)r->store->ops->revision(r->store), (long long)rete_ca_not_after(r->ca));
+    rete_http_stream_stats ss;
+    rete_http_server_stream_stats(r->xds, &ss);
+    fprintf(f,
+            "# HELP rete_reted_stream_messages_queued Config stream messages not yet written, all streams.\n"
+            "# TYPE rete_reted_stream_messages_queued gauge\n"
+            "rete_reted_stream_messages_queued %zu\n"
+            "# HELP rete_reted_stream_buffered_bytes Bytes config streams hold of their own (queued copies, ciphertext the kernel has not taken), by stream: all, or the one holding most.\n"
+            "# TYPE rete_reted_stream_buffered_bytes gauge\n"
+            "rete_reted_stream_buffered_bytes{stream=\"all\"} %zu\n"
+            "rete_reted_stream_buffered_bytes{stream=\"max\"} %zu\n"
+            "# HELP rete_reted_stream_buffered_bytes_limit The most one stream may hold before it is closed as too far behind.\n"
+            "# TYPE rete_reted_stream_buffered_bytes_limit gauge\n"
+            "rete_reted_stream_buffered_bytes_limit %zu\n"
+            "# HELP rete_reted_stream_shared_bytes_pending Bytes of shared snapshot bodies still to send (held once per snapshot, not per stream).\n"
+            "# TYPE rete_reted_stream_shared_bytes_pending gauge\n"
+            "rete_reted_stream_shared_bytes_pending %zu\n"
+            "# HELP rete_reted_streams_closed_behind_total Config streams closed because their reader fell too far behind.\n"
+            "# TYPE rete_reted_streams_closed_behind_total counter\n"
+            "rete_reted_streams_closed_behind_total %llu\n",
+            ss.queued_msgs, ss.buffered_bytes, ss.max_buffered_bytes, (size_t)RETE_HTTP_STREAM_LIMIT,
+            ss.shared_bytes, (unsigned long long)ss.closed_behind);
     fclose(f);
     *len = size;
     return out;
@@ -286,8 +307,10 @@ static void on_signal(uv_signal_t *s, int sig)
     rete_http_server_close(r->xds);
     uv_timer_stop(&r->tick);
     uv_timer_stop(&r->push_timer);
+    uv_timer_stop(&r->trim_timer);
     uv_close((uv_handle_t *)&r->tick, NULL);
     uv_close((uv_handle_t *)&r->push_timer, NULL);
+    uv_close((uv_handle_t *)&r->trim_timer, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
 }
@@ -409,6 +432,8 @@ int main(int argc, char **argv)
     }
     uv_timer_init(r.loop, &r.push_timer);
     r.push_timer.data = &r;
+    uv_timer_init(r.loop, &r.trim_timer);
+    r.trim_timer.data = &r;
     uv_timer_init(r.loop, &r.tick);
     r.tick.data = &r;
     uv_timer_start(&r.tick, on_tick, 15000, 15000);

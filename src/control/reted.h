@@ -115,6 +115,9 @@ typedef struct reted {
     bool dirty_all;                 /* too many, or not by key: rebuild everything */
     uint64_t ca_generation;         /* bumped at every CA rotation step */
     uv_timer_t push_timer;          /* coalesces recompiles after changes */
+    uv_timer_t trim_timer;          /* returns freed memory once pushes calm down */
+    uint64_t trimmed_ms;            /* loop time of the last return */
+    bool pushed_since_trim;
     uv_timer_t tick;                /* pings, registry expiry */
     uv_signal_t sigterm;
     uv_signal_t sigint;

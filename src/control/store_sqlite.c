@@ -58,7 +58,7 @@ enum store_stmt {
     ST_LIST_KIND_NS,
     ST_TOK_INSERT,
     ST_TOK_GET,
-    ST_TOK_SET_USES,
+    ST_TOK_CONSUME,
     ST__COUNT
 };
 
@@ -88,7 +88,10 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_TOK_INSERT] = "INSERT INTO tokens (id, secret_hash, ns, sa, expires_unix, uses_left)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_TOK_GET] = "SELECT secret_hash, ns, sa, expires_unix, uses_left FROM tokens WHERE id = ?1",
-    [ST_TOK_SET_USES] = "UPDATE tokens SET uses_left = ?2 WHERE id = ?1",
+    /* The consumption itself: one statement, so no other writer can take
+     * the same use between the check and the decrement. */
+    [ST_TOK_CONSUME] = "UPDATE tokens SET uses_left = uses_left - 1"
+                       " WHERE id = ?1 AND uses_left > 0 AND expires_unix > ?2 RETURNING uses_left",
 };
 
 /* Version 1 of the schema, created in one transaction with user_version. */
@@ -485,10 +488,21 @@ static rete_rc sq_token_put(rete_store *s, const rete_store_token *t, const uint
     return sq_fail(sq, "storing a token");
 }
 
-/* Inside token_use's transaction: find, check, consume. */
-static rete_rc token_check(store_sqlite *sq, const char *id, const uint8_t secret_hash[32],
-                           int64_t now, rete_store_token *out)
+/* Find, check, consume. No explicit transaction: the read is one
+ * statement, and the use is taken by one conditional UPDATE that only
+ * succeeds while a use is left (atomic on its own, whoever else writes),
+ * so an unlimited token costs one read and a limited one a read and a
+ * write, without BEGIN IMMEDIATE/COMMIT around them. */
+static rete_rc sq_token_use(rete_store *s, const char *id, const uint8_t secret_hash[32],
+                            int64_t now, rete_store_token *out)
 {
+    store_sqlite *sq = to_sq(s);
+    if (sq->in_list)
+        return RETE_ESTATE;
+    if (!id || !secret_hash)
+        return RETE_EINVAL;
+    if (strlen(id) >= sizeof(((rete_store_token *)0)->id))
+        return RETE_ENOTFOUND; /* no stored id is that long */
     sqlite3_stmt *st = sq_stmt(sq, ST_TOK_GET);
     if (!bind_text(st, 1, id))
         return sq_fail(sq, "binding a token id");
@@ -521,14 +535,22 @@ static rete_rc token_check(store_sqlite *sq, const char *id, const uint8_t secre
     if (now >= t.expires_unix || uses == 0)
         return RETE_ELIMIT;
     if (uses > 0) {
-        uses--;
-        st = sq_stmt(sq, ST_TOK_SET_USES);
-        if (!bind_text(st, 1, id) || sqlite3_bind_int64(st, 2, uses) != SQLITE_OK) {
+        st = sq_stmt(sq, ST_TOK_CONSUME);
+        if (!bind_text(st, 1, id) || sqlite3_bind_int64(st, 2, now) != SQLITE_OK) {
             sq_done(st);
             return sq_fail(sq, "binding a token use");
         }
         rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && !col_i64(st, 0, &uses)) {
+            sq_done(st);
+            rete_err("store %s: damaged token row (id %s)", sq->path, id);
+            return RETE_EIO;
+        }
+        if (rc == SQLITE_ROW)
+            rc = sqlite3_step(st); /* to the statement's end: the write is done */
         sq_done(st);
+        if (rc == SQLITE_DONE && sqlite3_changes(sq->db) == 0)
+            return RETE_ELIMIT; /* the last use went elsewhere */
         if (rc != SQLITE_DONE)
             return sq_fail(sq, "consuming a token use");
     }
@@ -537,25 +559,6 @@ static rete_rc token_check(store_sqlite *sq, const char *id, const uint8_t secre
     if (out)
         *out = t;
     return RETE_OK;
-}
-
-static rete_rc sq_token_use(rete_store *s, const char *id, const uint8_t secret_hash[32],
-                            int64_t now_unix, rete_store_token *out)
-{
-    store_sqlite *sq = to_sq(s);
-    if (sq->in_list)
-        return RETE_ESTATE;
-    if (!id || !secret_hash)
-        return RETE_EINVAL;
-    if (strlen(id) >= sizeof(((rete_store_token *)0)->id))
-        return RETE_ENOTFOUND; /* no stored id is that long */
-    RETE_GUARD(sq_exec(sq, ST_BEGIN, "begin"));
-    rete_rc rc = token_check(sq, id, secret_hash, now_unix, out);
-    if (rc == RETE_OK)
-        rc = sq_exec(sq, ST_COMMIT, "commit");
-    if (rc != RETE_OK)
-        sq_rollback(sq);
-    return rc;
 }
 
 static void sq_close(rete_store *s)

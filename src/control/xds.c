@@ -40,6 +40,52 @@ static bool split_spiffe(const reted *r, const char *id, char *ns, size_t nslen,
 
 /* ---- certificates ---- */
 
+/* s as a JSON string (RFC 8259 §7) at out, which has room for 6 * strlen(s) + 2. */
+static size_t json_str(char *out, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    out[o++] = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[c >> 4];
+            out[o + 5] = hex[c & 15];
+            o += 6;
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    return o;
+}
+
+/* The issuance answer, written directly: it is mostly PEM, which a JSON
+ * library would copy into a tree and then escape again (a tenth of an
+ * issuance's CPU time). */
+static void respond_certificate(rete_http_req *req, const char *chain, const char *bundle,
+                                int64_t not_after, const char *spiffe)
+{
+    size_t cap = 6 * (strlen(chain) + strlen(bundle) + strlen(spiffe)) + 128;
+    char *body = rete_malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"certChain\":");
+    n += json_str(body + n, chain);
+    n += (size_t)snprintf(body + n, cap - n, ",\"trustBundle\":");
+    n += json_str(body + n, bundle);
+    n += (size_t)snprintf(body + n, cap - n, ",\"expiresAt\":%lld,\"spiffeId\":", (long long)not_after);
+    n += json_str(body + n, spiffe);
+    body[n++] = '}';
+    rete_http_respond(req, 200, "application/json", body, n, NULL);
+    free(body);
+}
+
 static void ca_certificates(reted *r, rete_http_req *req)
 {
     json_error_t je;
@@ -90,9 +136,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
         return;
     }
     r->certs_issued++;
-    rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
-                                    rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
-                                    "spiffeId", spiffe));
+    respond_certificate(req, chain, rete_ca_bundle_pem(r->ca), not_after, spiffe);
     free(chain);
 }
 
@@ -193,6 +237,27 @@ static void send_obj(rete_http_stream *st, json_t *obj)
     free(s);
 }
 
+static void snapshot_unref(void *owner, void *arg)
+{
+    reted_snapshot_release(owner, arg);
+}
+
+/* Queue one push message. The whole-snapshot body lives as long as its
+ * snapshot: the stream holds a reference instead of a copy, so a thousand
+ * proxies connecting share one body, and a newer whole snapshot replaces
+ * anything still queued. A delta body is recycled by the compiler's cache
+ * (and is small): it is copied. */
+static void send_push(rete_http_stream *st, reted_snapshot *snap, const char *head, size_t head_len,
+                      const char *tail, size_t tail_len)
+{
+    if (tail != snap->body) {
+        rete_http_stream_send_ref(st, head, head_len, tail, tail_len, false, NULL, NULL);
+        return;
+    }
+    snap->refs++;
+    rete_http_stream_send_ref(st, head, head_len, tail, tail_len, true, snapshot_unref, snap);
+}
+
 /* Push the proxy's current snapshot: whole on a new stream (or when the
  * proxy asks to resync), else as a delta from what it was last sent, which
  * is what every proxy of a namespace mostly shares: one route change costs
@@ -224,12 +289,32 @@ static void push(reted *r, reted_proxy *p, bool force)
         n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
                      (unsigned long long)version, p->nonce);
     }
-    rete_http_stream_send(p->stream, head, (size_t)n);
-    rete_http_stream_send(p->stream, tail, tail_len);
+    send_push(p->stream, snap, head, (size_t)n, tail, tail_len);
     reted_snapshot_release(r, p->sent);
     p->sent = snap;
     p->sent_version = version;
     r->pushes++;
+}
+
+/* Give the memory of replaced snapshots back to the system. glibc keeps
+ * freed heap memory resident: after a thousand proxies connect, reted held
+ * a gigabyte it no longer used (four times what was live). Returning it
+ * walks the free lists (tens of ms for a gigabyte), so it is done once
+ * pushes have calmed down for a second, and from the tick at most every
+ * 30 s while they never calm down. */
+static void trim_now(reted *r)
+{
+    uint64_t t0 = uv_hrtime();
+    rete_alloc_trim();
+    r->trimmed_ms = uv_now(r->loop);
+    r->pushed_since_trim = false;
+    rete_debug("xds: returned free memory to the system in %.1f ms",
+               (double)(uv_hrtime() - t0) / 1e6);
+}
+
+static void on_trim_timer(uv_timer_t *t)
+{
+    trim_now(t->data);
 }
 
 static void on_push_timer(uv_timer_t *t)
@@ -240,6 +325,8 @@ static void on_push_timer(uv_timer_t *t)
     for (reted_proxy *p = r->proxies; p; p = p->next)
         push(r, p, false);
     reted_snapshots_sweep(r);
+    r->pushed_since_trim = true;
+    uv_timer_start(&r->trim_timer, on_trim_timer, 1000, 0);
 }
 
 void reted_changed(reted *r, const char *kind, const char *ns, const char *name)
@@ -413,12 +500,15 @@ static const rete_http_stream_cbs stream_cbs = {on_line, on_stream_close};
 void reted_tick(reted *r)
 {
     int64_t now = reted_now();
+    if (r->pushed_since_trim && uv_now(r->loop) - r->trimmed_ms >= 30000)
+        trim_now(r);
     reted_proxy **pp = &r->proxies;
     while (*pp) {
         reted_proxy *p = *pp;
         if (p->stream) {
             send_obj(p->stream, json_pack("{s:s}", "type", "ping"));
-            if (now - p->last_seen_unix > 45) {
+            /* (a ping to a reader too far behind closes its stream) */
+            if (p->stream && now - p->last_seen_unix > 45) {
                 rete_warn("xds: %s/%s silent for 45 s: closing its stream", p->ns, p->name);
                 rete_http_stream *st = p->stream;
                 p->stream = NULL;

@@ -358,3 +358,123 @@ def log_has(getlog, regex, timeout=20):
     """Poll until `regex` appears in getlog(); returns the match."""
     pat = re.compile(regex)
     return wait_for(lambda: pat.search(getlog()), timeout, 0.1, f"log line /{regex}/")
+
+
+def reted_metric(reted, name, labels=None):
+    """One sample of reted's /metrics (labels: the exact label text, e.g.
+    'stream="max"'), or None when absent."""
+    st, text = reted.request("GET", "/metrics", auth=False)
+    assert st == 200, (st, text)
+    want = name + (f"{{{labels}}}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[1])
+    return None
+
+
+def make_csr(tmp_path, name):
+    """An ECDSA P-256 key and a CSR for it (openssl tool); returns (key path, CSR PEM)."""
+    d = os.path.join(str(tmp_path), f"id-{name}")
+    os.makedirs(d, exist_ok=True)
+    key, csr = os.path.join(d, "key.pem"), os.path.join(d, "csr.pem")
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    openssl("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+    with open(csr) as f:
+        return key, f.read()
+
+
+def ca_connection(reted):
+    """A TLS connection to reted's proxy API (15012), not yet connected."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=reted.bundle)
+    ctx.check_hostname = False
+    return http.client.HTTPSConnection("127.0.0.1", reted.xds_port, context=ctx, timeout=30)
+
+
+def request_certificate(conn, csr, token):
+    """POST /ca/v1/certificates on `conn`; returns (status, parsed answer)."""
+    conn.request("POST", "/ca/v1/certificates", json.dumps({"csr": csr, "token": token}),
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, json.loads(r.read() or b"{}")
+
+
+def issue_identity(reted, tmp_path, name, token):
+    """A key and certificate from POST /ca/v1/certificates with a join token,
+    as a proxy bootstraps. Returns (status, answer, cert path, key path)."""
+    key, csr = make_csr(tmp_path, name)
+    c = ca_connection(reted)
+    try:
+        st, body = request_certificate(c, csr, token)
+    finally:
+        c.close()
+    cert = os.path.join(os.path.dirname(key), "cert.pem")
+    if st == 200:
+        with open(cert, "w") as f:
+            f.write(body["certChain"])
+    return st, body, cert, key
+
+
+class StreamClient:
+    """A config stream spoken by hand (no rete-proxy), to control how fast
+    it reads: a certificate from a join token, GET /xds/v1/stream over mTLS,
+    a hello for Workload `name`, then NDJSON lines. rcvbuf shrinks the
+    socket's receive buffer (set before connecting, so the window is small
+    from the start); recv_size is how much one read asks for."""
+
+    def __init__(self, reted, tmp_path, name, ns, sa, token=None, rcvbuf=None):
+        import socket
+        import ssl
+        self.name, self.ns = name, ns
+        st, body, cert, key = issue_identity(reted, tmp_path, name, token or reted.token(ns, sa))
+        assert st == 200, (st, body)
+        ctx = ssl.create_default_context(cafile=reted.bundle)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(cert, key)
+        raw = socket.socket()
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(60)
+        raw.connect(("127.0.0.1", reted.xds_port))
+        self.sock = ctx.wrap_socket(raw)
+        self.sock.sendall(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
+        hello = {"type": "hello", "version": 0,
+                 "workload": {"name": name, "namespace": ns, "serviceAccount": sa,
+                              "address": fresh_host()}}
+        self.send(hello)
+        self.buf = b""
+        self.head = None
+        self.recv_size = 1 << 20
+
+    def send(self, obj):
+        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+
+    def _line(self):
+        while b"\n" not in self.buf:
+            data = self.sock.recv(self.recv_size)
+            if not data:
+                raise EOFError("stream closed by reted")
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def message(self):
+        """The next message (pings skipped), parsed."""
+        if self.head is None:
+            self.head = b""
+            while True:  # the response head
+                line = self._line()
+                self.head += line + b"\n"
+                if line in (b"", b"\r"):
+                    break
+            assert self.head.startswith(b"HTTP/1.1 200"), self.head
+        while True:
+            msg = json.loads(self._line())
+            if msg.get("type") != "ping":
+                return msg
+
+    def ack(self, msg):
+        self.send({"type": "ack", "nonce": msg["nonce"], "version": msg["version"]})
+
+    def close(self):
+        self.sock.close()

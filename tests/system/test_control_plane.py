@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from controlplane import (READY_PROXY, CPProxy, cert_sans, curl, curl_json, curl_status, echo_service_mesh,
-                          finish_traffic, log_has, openssl, start_cp_proxy, start_reted, start_traffic,
-                          wait_for)
+from controlplane import (READY_PROXY, CPProxy, StreamClient, cert_sans, curl, curl_json, curl_status,
+                          echo_service_mesh, finish_traffic, log_has, openssl, reted_metric, start_cp_proxy,
+                          start_reted, start_traffic, wait_for)
 from helpers import read_log
 from mesh import service
 
@@ -686,3 +686,103 @@ def test_mesh_config_sets_the_workload_certificate_lifetime(reted, tmp_path):
     # out of range: refused with the field path
     st, body = reted.apply(json.dumps({**mc, "spec": {"workloadCertificateTTL": "1s"}}))
     assert st == 422 and body["details"][0]["path"] == "spec.workloadCertificateTTL", body
+
+
+# ---------------------------------------------------------------- push streams
+
+
+def _padded_services(ns, n, gen, labels=1):
+    """n Services whose documents change with `gen`, each padded with
+    `labels` labels of 60 characters (to make snapshots and deltas large)."""
+    out = []
+    for i in range(n):
+        d = service(f"s{i}", ns, [(80, "HTTP", 8080)], selector={"app": f"s{i}"})
+        d["metadata"]["labels"] = {"gen": str(gen), **{f"pad{k}": "x" * 60 for k in range(labels)}}
+        out.append(d)
+    return out
+
+
+def test_a_large_snapshot_reaches_fast_and_slow_readers_intact(reted, tmp_path):
+    """A whole snapshot many times the stream's write chunk goes out in
+    chunks from one shared copy: a reader that takes it a few kilobytes at a
+    time gets it as intact as one that reads at once."""
+    applied = _padded_services("big", 500, 0, labels=30)
+    reted.apply_ok(applied, "big.yaml")
+    fast = StreamClient(reted, tmp_path, "fast-0", "big", "sa")
+    slow = StreamClient(reted, tmp_path, "slow-0", "big", "sa", rcvbuf=4096)
+    slow.recv_size = 4096
+    for c in (fast, slow):
+        msg = c.message()
+        assert msg["type"] == "config", msg
+        assert len(msg["resources"]) > 1 << 20  # over twenty write chunks
+        c.ack(msg)
+        docs = [json.loads(d) for d in msg["resources"].split("---\n") if d.strip()]
+        services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+        assert len(services) == len(applied)
+        for want in applied:
+            got = services[want["metadata"]["name"]]
+            assert got["metadata"]["labels"] == want["metadata"]["labels"]
+            assert got["spec"]["ports"] == want["spec"]["ports"]
+        c.close()
+    assert reted.stop() == 0, reted.log()[-3000:]  # every queued reference released (LeakSanitizer)
+
+
+def test_a_stalled_reader_is_bounded_then_cut_off_and_resyncs_whole(reted, tmp_path):
+    """A proxy that stops reading while changes keep coming: what reted holds
+    for its stream never exceeds the published bound; once it is too far
+    behind its stream is closed (not queued without end), a proxy that keeps
+    reading stays in sync throughout, and the laggard reconnecting gets the
+    whole current snapshot."""
+    import threading
+    reted.apply_ok(_padded_services("big", 300, 0), "big.yaml")
+    limit = reted_metric(reted, "rete_reted_stream_buffered_bytes_limit")
+    assert limit and limit < 4 << 20
+    stalled = StreamClient(reted, tmp_path, "stalled-0", "big", "sa", rcvbuf=4096)
+    healthy = StreamClient(reted, tmp_path, "healthy-0", "big", "sa")
+    stop = threading.Event()
+    seen = []
+
+    def keep_reading():
+        try:
+            while not stop.is_set():
+                msg = healthy.message()
+                seen.append(msg["version"])
+                healthy.ack(msg)
+        except (OSError, EOFError, ValueError):
+            pass
+    reader = threading.Thread(target=keep_reading, daemon=True)
+    reader.start()
+    try:
+        reted.wait_synced("healthy-0", "big")
+        gen = 0
+        while not reted_metric(reted, "rete_reted_streams_closed_behind_total"):
+            gen += 1
+            assert gen < 400, "the stalled stream was never closed"
+            pushes = reted_metric(reted, "rete_reted_config_pushes_total")
+            reted.apply_ok(_padded_services("big", 300, gen), "big.yaml")
+            wait_for(lambda: reted_metric(reted, "rete_reted_config_pushes_total") > pushes, 20, 0.02,
+                     "the change pushed")
+            assert reted_metric(reted, "rete_reted_stream_buffered_bytes", 'stream="max"') <= limit
+        log_has(reted.log, r"http: stream to .* bytes behind; closing it")
+        assert reted.proxy("stalled-0", "big")["status"] == "DISCONNECTED"
+        rev = reted.revision()
+        wait_for(lambda: (reted.proxy("healthy-0", "big") or {}).get("ackedVersion", 0) >= rev, 30, 0.2,
+                 "the healthy reader acked the last change")
+        assert reted.proxy("healthy-0", "big")["status"] == "SYNCED"
+    finally:
+        stop.set()
+        healthy.close()
+    # the laggard's socket ends after what the kernel already held
+    with pytest.raises(EOFError):
+        while True:
+            stalled.message()
+    stalled.close()
+    again = StreamClient(reted, tmp_path, "stalled-0", "big", "sa")
+    msg = again.message()
+    assert msg["type"] == "config", msg  # whole, not a delta
+    docs = [json.loads(d) for d in msg["resources"].split("---\n") if d.strip()]
+    assert {d["metadata"]["labels"]["gen"] for d in docs if d["kind"] == "Service"} == {str(gen)}
+    again.ack(msg)
+    reted.wait_synced("stalled-0", "big")
+    again.close()
+    assert reted.stop() == 0, reted.log()[-3000:]  # every queued reference released (LeakSanitizer)

@@ -12,8 +12,9 @@ import tempfile
 
 import pytest
 
-from controlplane import (TRUST_DOMAIN, apply_and_push, curl, curl_status, echo_service_mesh, finish_traffic,
-                          log_has, openssl, proxy_metric, start_cp_proxy, start_reted, start_traffic, wait_for)
+from controlplane import (TRUST_DOMAIN, apply_and_push, ca_connection, curl, curl_status, echo_service_mesh,
+                          finish_traffic, log_has, make_csr, openssl, proxy_metric, request_certificate,
+                          reted_metric, start_cp_proxy, start_reted, start_traffic, wait_for)
 from helpers import free_port, read_log, start_process
 from mesh import s_client, fresh_host, service
 
@@ -394,3 +395,47 @@ def test_peer_authentication_disable_through_reted(reted, tmp_path):
     import json
     xfcc = json.loads(body.stdout)["headers"]["x-forwarded-client-cert"]
     assert xfcc == f"By={m['server'].spiffe};URI={m['client'].spiffe}", xfcc
+
+
+# ---------------------------------------------------------------- join tokens under concurrency
+
+
+@pytest.mark.parametrize("uses", [1, 3])
+def test_a_limited_token_issues_exactly_its_uses_under_concurrent_requests(reted, tmp_path, uses):
+    """Sixteen clients present the same join token at once, each on its own
+    TLS connection (already established, so the requests arrive together):
+    exactly `uses` certificates are issued, every other request is refused
+    as used up, and the issued ones carry the token's identity."""
+    import threading
+    tok = reted.token("demo", "web", uses=uses)
+    csrs = [make_csr(tmp_path, f"racer-{i}")[1] for i in range(16)]
+    conns = [ca_connection(reted) for _ in csrs]
+    for c in conns:
+        c.connect()
+    go = threading.Barrier(len(conns))
+    results = [None] * len(conns)
+
+    def race(i):
+        go.wait()
+        results[i] = request_certificate(conns[i], csrs[i], tok)
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(conns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for c in conns:
+        c.close()
+    issued = [body for st, body in results if st == 200]
+    refused = [body for st, body in results if st != 200]
+    assert len(issued) == uses, results
+    assert all(st == 403 and "used up" in body["error"] for st, body in results if st != 200), refused
+    assert {b["spiffeId"] for b in issued} == {f"spiffe://{TRUST_DOMAIN}/ns/demo/sa/web"}
+    assert reted_metric(reted, "rete_reted_certificates_total", 'result="issued"') == uses
+    assert reted_metric(reted, "rete_reted_certificates_total", 'result="refused"') == 16 - uses
+    # used up for good, on a new connection too
+    c = ca_connection(reted)
+    try:
+        st, body = request_certificate(c, csrs[0], tok)
+    finally:
+        c.close()
+    assert st == 403 and "used up" in body["error"], (st, body)
