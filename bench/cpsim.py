@@ -128,6 +128,16 @@ class Api:
         except ValueError:
             return st, data.decode(errors="replace")
 
+    async def metrics(self):
+        """reted's own gauges, {name: value} (labels dropped, last sample wins)."""
+        st, text = await self.request("GET", "/metrics")
+        out = {}
+        for line in (text if isinstance(text, str) else "").splitlines():
+            m = re.match(r"^([a-z_]+)(?:\{[^}]*\})? (\S+)$", line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
     async def apply(self, docs):
         body = "".join("---\n" + json.dumps(d, separators=(",", ":")) + "\n" for d in docs).encode()
         st, j = await self.request("POST", "/api/v1/apply", body, "application/yaml")
@@ -432,7 +442,8 @@ async def scenario(a, work, res):
 
         # ---- connect every proxy
         await asyncio.sleep(0.5)
-        res["reted_before"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        res["reted_before"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid),
+                               "heap_bytes": (await api.metrics()).get("rete_reted_heap_bytes")}
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(a.connect_concurrency)
 
@@ -497,11 +508,17 @@ async def scenario(a, work, res):
         res["connect_bytes"] = sim.bytes_received
         await asyncio.sleep(0.5)
         res["reted_connected"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        mt = await api.metrics()
+        res["reted_connected"].update(
+            {k: mt.get(f"rete_reted_{k}") for k in ("heap_bytes", "snapshots", "snapshot_bytes",
+                                                     "index_resources")})
         res["rss_per_proxy_kb"] = (res["reted_connected"]["rss_kb"] - res["reted_before"]["rss_kb"]) / len(sim.proxies)
         res["connect_cpu_s"] = res["reted_connected"]["cpu_s"] - res["reted_before"]["cpu_s"]
         log(f"settled after {res['connect_settle_s']:.1f} s: {sim.configs_received} pushes, "
             f"{sim.bytes_received / 1e6:.0f} MB; reted RSS {res['reted_before']['rss_kb']} -> "
-            f"{res['reted_connected']['rss_kb']} kB ({res['rss_per_proxy_kb']:.1f} kB/proxy)")
+            f"{res['reted_connected']['rss_kb']} kB ({res['rss_per_proxy_kb']:.1f} kB/proxy); heap in use "
+            f"{(res['reted_connected']['heap_bytes'] or 0) / 1e6:.1f} MB, {res['reted_connected']['snapshots'] or 0:.0f} "
+            f"snapshots cached, {(res['reted_connected']['snapshot_bytes'] or 0) / 1e6:.1f} MB of snapshots")
         if sim.errors:
             raise RuntimeError(f"{len(sim.errors)} proxy errors: {sim.errors[:3]}")
 

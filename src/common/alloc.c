@@ -55,8 +55,19 @@ void rete_alloc_trim(void)
 {
     malloc_trim(0);
 }
+
+size_t rete_alloc_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
 #else
 void rete_alloc_trim(void)
 {
+}
+
+size_t rete_alloc_in_use(void)
+{
+    return 0;
 }
 #endif

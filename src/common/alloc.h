@@ -23,6 +23,8 @@ char *rete_strndup(const char *s, size_t n);
  * is over, not per allocation. A no-op where the allocator returns memory
  * by itself. */
 void rete_alloc_trim(void);
+/* Bytes the allocator has handed out and not had back (0 when unknown). */
+size_t rete_alloc_in_use(void);
 
 /* Free and NULL the pointer, so no reachable pointer ever points to freed memory. */
 #define rete_free(pp)                                                                              \

@@ -275,7 +275,7 @@ static json_t *proxy_json(const reted_proxy *p)
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:b,s:I,s:I,s:b}", "name", p->name,
                           "namespace", p->ns, "spiffeId", p->spiffe_id, "address", p->address,
                           "sentVersion", (json_int_t)p->sent_version, "ackedVersion",
-                          (json_int_t)p->acked_version, "status", status, "error", p->nack_error,
+                          (json_int_t)p->acked_version, "status", status, "error", p->nack_error ? p->nack_error : "",
                           "connected", p->stream != NULL, "certExpiresAt", (json_int_t)p->cert_not_after,
                           "lastSeen", (json_int_t)p->last_seen_unix, "ready", p->ready);
     if (p->sent) {
@@ -285,7 +285,7 @@ static json_t *proxy_json(const reted_proxy *p)
             json_array_append_new(egress, json_string(e));
         json_int_t services = 0;
         for (size_t i = 0; i < p->sent->n_entries; i++)
-            services += strcmp(p->sent->entries[i].kind, "Service") == 0;
+            services += strcmp(p->sent->entries[i].doc->kind, "Service") == 0;
         json_object_set_new(o, "scope", json_pack("{s:o,s:b,s:I,s:I}", "egress", egress, "wholeMesh",
                                                    p->sent->all, "services", services, "resources",
                                                    (json_int_t)p->sent->n_entries));
@@ -310,8 +310,11 @@ static void api_proxies(reted *r, rete_http_req *req)
             respond_error(req, 404, "no such proxy, or no configuration sent to it yet");
             return;
         }
-        rete_http_respond_jobj(req, 200, json_pack("{s:o,s:I,s:s}", "proxy", proxy_json(p), "version",
-                                        (json_int_t)p->sent_version, "resources", p->sent->text));
+        size_t len;
+        char *text = reted_snapshot_text(p->sent, &len);
+        rete_http_respond_jobj(req, 200, json_pack("{s:o,s:I,s:s%}", "proxy", proxy_json(p), "version",
+                                        (json_int_t)p->sent_version, "resources", text, len));
+        free(text);
         return;
     }
     respond_error(req, 404, "use /api/v1/proxies or /api/v1/proxies/{namespace}/{name}/config");

@@ -29,10 +29,6 @@ typedef struct cbuf {
     char *p;
     size_t len;
     size_t cap;
-    struct cbuf *keys;
-    reted_entry *entries;
-    size_t n_entries;
-    size_t cap_entries;
 } cbuf;
 
 static void put(cbuf *b, const char *s, size_t n)
@@ -49,33 +45,42 @@ static void put(cbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void add(cbuf *b, const reted_ires *res)
+/* One document of a stream as the proxy's loader reads it. */
+static void put_doc(cbuf *b, const reted_text *doc)
 {
-    if (b->n_entries == b->cap_entries) {
-        b->cap_entries = b->cap_entries ? b->cap_entries * 2 : 256;
-        b->entries = rete_realloc(b->entries, b->cap_entries * sizeof(*b->entries));
-    }
-    reted_entry *e = &b->entries[b->n_entries++];
-    e->key_off = b->keys->len;
-    put(b->keys, res->key, strlen(res->kind) + strlen(res->ns) + strlen(res->name) + 3); /* kind\0ns\0name\0 */
-    e->version = res->version;
     put(b, "---\n", 4);
-    e->off = b->len;
-    put(b, res->json, res->json_len);
-    e->len = b->len - e->off;
+    put(b, doc->data, doc->len);
     put(b, "\n", 1);
+}
+
+char *reted_snapshot_text(const reted_snapshot *s, size_t *len)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < s->n_entries; i++)
+        n += s->entries[i].doc->len + 5;
+    cbuf b = {rete_malloc(n), 0, n};
+    put(&b, "", 0);
+    for (size_t i = 0; i < s->n_entries; i++)
+        put_doc(&b, s->entries[i].doc);
+    *len = b.len;
+    return b.p;
 }
 
 /* The store lists by (kind, namespace, name), bytewise: the order of a
  * snapshot's entries, and the order a proxy rebuilds its set in. */
+static int key_cmp(const char *kind, const char *ns, const char *name, const reted_entry *e)
+{
+    int c = strcmp(kind, e->doc->kind);
+    if (c == 0)
+        c = strcmp(ns, e->doc->ns);
+    if (c == 0)
+        c = strcmp(name, e->doc->name);
+    return c;
+}
+
 static int entry_cmp(const reted_entry *a, const reted_entry *b)
 {
-    int c = strcmp(a->kind, b->kind);
-    if (c == 0)
-        c = strcmp(a->ns, b->ns);
-    if (c == 0)
-        c = strcmp(a->name, b->name);
-    return c;
+    return key_cmp(a->doc->kind, a->doc->ns, a->doc->name, b);
 }
 
 static uint64_t fnv(uint64_t h, const char *s, size_t n)
@@ -330,19 +335,16 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
     (void)r;
     if (!s || --s->refs > 0)
         return;
-    free(s->text);
-    free(s->body);
+    reted_body_release(s->body);
+    for (size_t i = 0; i < s->n_entries; i++)
+        reted_text_release(s->entries[i].doc);
     free(s->entries);
-    free(s->keys);
     free(s->scope_key);
     free(s->egress.p);
     free(s->labels.p);
     set_free(&s->services);
-    for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++)
         free(s->deltas[i].body);
-        if (s->deltas[i].base)
-            reted_snapshot_release(r, s->deltas[i].base);
-    }
     free(s);
 }
 
@@ -360,24 +362,20 @@ static void uncache(reted *r, reted_snapshot **pp)
             *b = s->bucket_next;
             break;
         }
-    /* No delta will be asked of it any more: let its bases go, so old
-     * snapshots do not stay chained to the current one. */
+    /* No delta will be asked of it any more. */
     for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
         rete_free(&s->deltas[i].body);
-        if (s->deltas[i].base)
-            reted_snapshot_release(r, s->deltas[i].base);
-        s->deltas[i].base = NULL;
+        s->deltas[i].base_id = 0;
     }
     reted_snapshot_release(r, s);
 }
 
 static bool holds(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
 {
-    reted_entry key = {.kind = kind, .ns = ns, .name = name};
     size_t lo = 0, hi = s->n_entries;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = entry_cmp(&key, &s->entries[mid]);
+        int c = key_cmp(kind, ns, name, &s->entries[mid]);
         if (c == 0)
             return true;
         if (c < 0)
@@ -586,28 +584,23 @@ static void compile(reted *r, reted_snapshot *s)
     scope_services(r, s);
     held_set held = {0};
     scope_resources(&r->index, s, &held);
-    cbuf keys = {0};
-    cbuf b = {.keys = &keys};
-    put(&b, "", 0);
-    put(&keys, "", 0);
-    for (size_t i = 0; i < held.n; i++)
-        add(&b, held.v[i]);
-    free(held.v);
-    for (size_t i = 0; i < b.n_entries; i++) {
-        reted_entry *e = &b.entries[i];
-        e->kind = keys.p + e->key_off;
-        e->ns = e->kind + strlen(e->kind) + 1;
-        e->name = e->ns + strlen(e->ns) + 1;
+    /* Exact sizes: a snapshot lives as long as its scope (a doubling
+     * buffer's slack was half of reted's memory per proxy). The documents
+     * themselves are the index's, shared. */
+    s->entries = rete_malloc((held.n ? held.n : 1) * sizeof(*s->entries));
+    s->n_entries = held.n;
+    /* The hash covers the documents, the trust bundle and the renewal
+     * request: a CA rotation changes them without changing any resource. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < held.n; i++) {
+        reted_entry *e = &s->entries[i];
+        e->doc = held.v[i]->json;
+        e->doc->refs++;
+        h = fnv(h, "---\n", 4);
+        h = fnv(h, e->doc->data, e->doc->len);
     }
-    s->keys = keys.p;
-    s->text = b.p;
-    s->text_len = b.len;
-    s->entries = b.entries;
-    s->n_entries = b.n_entries;
-    /* The trust bundle and a renewal request travel with the resources:
-     * a CA rotation changes them without changing any resource. */
+    free(held.v);
     const char *bundle = rete_ca_bundle_pem(r->ca);
-    uint64_t h = fnv(0xcbf29ce484222325ULL, b.p, b.len);
     h = fnv(h, bundle, strlen(bundle));
     h ^= (uint64_t)r->renew_issued_before;
     s->hash = h;
@@ -628,6 +621,7 @@ reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
             return c;
         }
     s->ca_generation = r->ca_generation;
+    s->id = ++r->snapshot_ids;
     compile(r, s);
     /* The whole-snapshot message body (megabytes of escaped text in a large
      * mesh) is encoded when a proxy first needs it: deltas do not. */
@@ -650,7 +644,7 @@ static void jput(cbuf *b, const char *s)
 const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len)
 {
     for (size_t i = 0; i < RETED_DELTA_CACHE; i++)
-        if (to->deltas[i].base == base) {
+        if (to->deltas[i].body && to->deltas[i].base_id == base->id) {
             *len = to->deltas[i].len;
             return to->deltas[i].body;
         }
@@ -665,15 +659,16 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
         if (c < 0) { /* gone */
             const reted_entry *e = &base->entries[i++];
             char key[800];
-            snprintf(key, sizeof(key), "%s\"%s/%s/%s\"", n_del++ ? "," : "", e->kind, e->ns, e->name);
+            snprintf(key, sizeof(key), "%s\"%s/%s/%s\"", n_del++ ? "," : "", e->doc->kind, e->doc->ns,
+                     e->doc->name);
             jput(&del, key);
             continue;
         }
         const reted_entry *e = &to->entries[j++];
-        if (c == 0 && base->entries[i++].version == e->version)
+        if (c == 0 && base->entries[i++].doc->version == e->doc->version)
             continue; /* unchanged */
         put(&up, "---\n", 4);
-        put(&up, to->text + e->off, e->len);
+        put(&up, e->doc->data, e->doc->len);
         put(&up, "\n", 1);
     }
     jput(&del, "]");
@@ -687,31 +682,57 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
     free(bun);
     free(up.p);
     free(del.p);
-    /* Keep it (round robin over a few slots), holding the base alive. */
+    /* Keep it (round robin over a few slots) for the other proxies on the
+     * same base; the base itself may go once nobody holds it. */
     size_t slot = to->next_delta++ % RETED_DELTA_CACHE;
     free(to->deltas[slot].body);
-    if (to->deltas[slot].base)
-        reted_snapshot_release(r, to->deltas[slot].base);
-    base->refs++;
-    to->deltas[slot] = (struct reted_delta){base, body, blen};
+    to->deltas[slot] = (struct reted_delta){base->id, body, blen};
     *len = blen;
     return body;
 }
 
-const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len)
+reted_body *reted_snapshot_body(reted *r, reted_snapshot *s)
 {
     if (!s->body) {
-        char *res = json_encoded(s->text), *bun = json_encoded(rete_ca_bundle_pem(r->ca));
+        size_t text_len;
+        char *text = reted_snapshot_text(s, &text_len);
+        char *res = json_encoded(text), *bun = json_encoded(rete_ca_bundle_pem(r->ca));
+        free(text);
         size_t n = strlen(res) + strlen(bun) + 128;
-        s->body = rete_malloc(n);
-        s->body_len = (size_t)snprintf(s->body, n,
-                                       "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"resources\":%s}\n",
-                                       (long long)r->renew_issued_before, bun, res);
+        s->body = rete_malloc(sizeof(*s->body) + n);
+        s->body->refs = 1;
+        s->body->len = (size_t)snprintf(s->body->data, n,
+                                        "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"resources\":%s}\n",
+                                        (long long)r->renew_issued_before, bun, res);
         free(res);
         free(bun);
     }
-    *len = s->body_len;
     return s->body;
+}
+
+void reted_body_release(reted_body *b)
+{
+    if (b && --b->refs == 0)
+        free(b);
+}
+
+static void drop_bodies(reted_snapshot *s)
+{
+    reted_body_release(s->body);
+    s->body = NULL;
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
+        rete_free(&s->deltas[i].body);
+        s->deltas[i].base_id = 0;
+    }
+}
+
+void reted_snapshots_drop_bodies(reted *r)
+{
+    for (reted_snapshot *s = r->snapshots; s; s = s->next)
+        drop_bodies(s);
+    for (reted_proxy *p = r->proxies; p; p = p->next)
+        if (p->sent)
+            drop_bodies(p->sent);
 }
 
 uint32_t reted_cert_ttl(reted *r)
@@ -723,4 +744,33 @@ uint32_t reted_cert_ttl(reted *r)
         if (r->index.v[i]->cert_ttl_ms)
             return r->index.v[i]->cert_ttl_ms / 1000;
     return r->cert_ttl;
+}
+
+static size_t snapshot_bytes(const reted_snapshot *s)
+{
+    /* Documents are the index's (shared): not counted. */
+    size_t n = sizeof(*s) + s->n_entries * sizeof(*s->entries) + s->services.cap * sizeof(char *);
+    if (s->body)
+        n += s->body->len;
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++)
+        n += s->deltas[i].body ? s->deltas[i].len : 0;
+    return n;
+}
+
+void reted_snapshot_stats(reted *r, size_t *cached, size_t *bytes)
+{
+    *cached = *bytes = 0;
+    for (reted_snapshot *s = r->snapshots; s; s = s->next) {
+        (*cached)++;
+        *bytes += snapshot_bytes(s);
+    }
+    /* Snapshots proxies still hold that are no longer current. */
+    for (reted_proxy *p = r->proxies; p; p = p->next) {
+        bool in_cache = false;
+        for (reted_snapshot *s = r->buckets[p->sent ? p->sent->scope_hash % RETED_SCOPE_BUCKETS : 0];
+             p->sent && s && !in_cache; s = s->bucket_next)
+            in_cache = s == p->sent;
+        if (p->sent && !in_cache && p->sent->refs)
+            *bytes += snapshot_bytes(p->sent) / p->sent->refs;
+    }
 }

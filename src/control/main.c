@@ -289,6 +289,22 @@ char *reted_metrics(reted *r, size_t *len)
             "rete_reted_streams_closed_behind_total %llu\n",
             ss.queued_msgs, ss.buffered_bytes, ss.max_buffered_bytes, (size_t)RETE_HTTP_STREAM_LIMIT,
             ss.shared_bytes, (unsigned long long)ss.closed_behind);
+    size_t n_snap, snap_bytes;
+    reted_snapshot_stats(r, &n_snap, &snap_bytes);
+    fprintf(f,
+            "# HELP rete_reted_snapshots Compiled snapshots cached (one per proxy scope in use).\n"
+            "# TYPE rete_reted_snapshots gauge\n"
+            "rete_reted_snapshots %zu\n"
+            "# HELP rete_reted_snapshot_bytes Bytes of every compiled snapshot alive (entries, scopes, message bodies; documents are shared with the index and not counted).\n"
+            "# TYPE rete_reted_snapshot_bytes gauge\n"
+            "rete_reted_snapshot_bytes %zu\n"
+            "# HELP rete_reted_index_resources Resources in reted's in-memory index of the store.\n"
+            "# TYPE rete_reted_index_resources gauge\n"
+            "rete_reted_index_resources %zu\n"
+            "# HELP rete_reted_heap_bytes Heap memory in use (allocated and not freed), all of reted.\n"
+            "# TYPE rete_reted_heap_bytes gauge\n"
+            "rete_reted_heap_bytes %zu\n",
+            n_snap, snap_bytes, r->index.n, rete_alloc_in_use());
     fclose(f);
     *len = size;
     return out;
@@ -452,6 +468,7 @@ int main(int argc, char **argv)
     for (reted_proxy *p = r.proxies, *n; p; p = n) {
         n = p->next;
         reted_snapshot_release(&r, p->sent);
+        free(p->nack_error);
         free(p);
     }
     while (r.snapshots) {

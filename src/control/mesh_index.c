@@ -10,6 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+void reted_text_release(reted_text *t)
+{
+    if (t && --t->refs == 0)
+        free(t);
+}
+
 const char *reted_strs_first(const reted_strs *x)
 {
     return x->n ? x->p : NULL;
@@ -260,11 +266,19 @@ static reted_ires *ires_new(const rete_store_resource *res)
     e->name = e->key + lk + ln;
     e->k = ikind_of(res->kind);
     e->version = res->resource_version;
-    e->json_len = strlen(res->json);
-    e->json = rete_strdup(res->json);
+    size_t len = strlen(res->json);
+    e->json = rete_malloc(sizeof(*e->json) + len + 1 + lk + ln + lm);
+    e->json->refs = 1;
+    e->json->version = res->resource_version;
+    e->json->len = len;
+    memcpy(e->json->data, res->json, len + 1);
+    memcpy(e->json->data + len + 1, e->key, lk + ln + lm);
+    e->json->kind = e->json->data + len + 1;
+    e->json->ns = e->json->kind + lk;
+    e->json->name = e->json->ns + ln;
     if (e->k == RETED_IK_OTHER || e->k == RETED_IK_POLICY)
         return e;
-    json_t *doc = json_loadb(e->json, e->json_len, 0, NULL);
+    json_t *doc = json_loadb(e->json->data, e->json->len, 0, NULL);
     json_t *spec = json_object_get(doc, "spec");
     switch (e->k) {
     case RETED_IK_SERVICE:
@@ -307,7 +321,7 @@ static void ires_free(reted_ires *e)
     if (!e)
         return;
     free(e->endpoints);
-    free(e->json);
+    reted_text_release(e->json);
     free(e->kv.p);
     free(e->refs.p);
     free(e);

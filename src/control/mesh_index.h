@@ -27,12 +27,23 @@ typedef struct reted_strs {
     size_t n;
 } reted_strs;
 
+/* One resource's JSON text, shared by the index and every snapshot that
+ * holds it: a thousand proxies' snapshots cost one copy of each document. */
+typedef struct reted_text {
+    unsigned refs;
+    uint64_t version;             /* the resource's, when this text was stored */
+    const char *kind, *ns, *name; /* into data, after the document */
+    size_t len;                   /* of the document */
+    char data[];                  /* document \0 kind \0 ns \0 name \0 */
+} reted_text;
+
+void reted_text_release(reted_text *t);
+
 typedef struct reted_ires {
     const char *kind, *ns, *name; /* into key */
     reted_ikind k;
     uint64_t version;
-    char *json;
-    size_t json_len;
+    reted_text *json;
     /* Service: selector; Workload: labels; as key, value, key, value... */
     reted_strs kv;
     /* Route: parents then backends, as "ns/name" (n_parents first);

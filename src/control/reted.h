@@ -16,21 +16,23 @@
 
 #define RETED_ROOT_NS "rete-system"
 
-/* One resource of a snapshot: its key (into the snapshot's keys), version
- * and place in the text. */
+/* One resource of a snapshot: its document, key and version (shared with
+ * the index, reference counted). */
 typedef struct reted_entry {
-    const char *kind;
-    const char *ns;
-    const char *name;
-    uint64_t version;
-    size_t off;
-    size_t len;
-    size_t key_off;                 /* while compiling: kind\0ns\0name\0 in keys */
+    reted_text *doc;
 } reted_entry;
 
 #define RETED_DELTA_CACHE 4
 #define RETED_SCOPE_BUCKETS 4096
 #define RETED_MAX_DIRTY 8192       /* changed keys between two pushes; past it, recompile all */
+
+/* A whole-snapshot message tail: shared by the snapshot and the streams
+ * still sending it. */
+typedef struct reted_body {
+    unsigned refs;
+    size_t len;
+    char data[];
+} reted_body;
 
 /* A set of Service keys "ns/name" (compiler.c). */
 typedef struct reted_svcset {
@@ -55,15 +57,13 @@ typedef struct reted_snapshot {
     reted_svcset services;          /* the Services in scope (unless all) */
     uint64_t ca_generation;
     uint64_t hash;                  /* resources + trust bundle + renewal request */
-    char *text;                     /* the resources document stream */
-    size_t text_len;
-    char *body;                     /* the whole-snapshot message's tail, encoded on first use */
-    size_t body_len;
+    struct reted_body *body;        /* the whole-snapshot message's tail, encoded on first
+                                       use, dropped when pushes calm down */
     reted_entry *entries;           /* sorted as the store lists them */
-    char *keys;                     /* the entries' kinds, namespaces and names */
     size_t n_entries;
+    uint64_t id;                    /* unique for reted's life: names a delta's base */
     struct reted_delta {            /* deltas to here from a few bases, cached */
-        struct reted_snapshot *base;
+        uint64_t base_id;           /* by id, not by reference: a base nobody holds is freed */
         char *body;
         size_t len;
     } deltas[RETED_DELTA_CACHE];
@@ -83,7 +83,7 @@ typedef struct reted_proxy {
     uint64_t sent_version;
     uint64_t acked_version;
     char nonce[24];
-    char nack_error[512];
+    char *nack_error;               /* NULL unless the last answer was a NACK */
     bool nacked;
     bool ready;
     reted_snapshot *sent;           /* the snapshot last sent (a reference) */
@@ -126,6 +126,7 @@ typedef struct reted {
     /* counters for /metrics */
     uint64_t pushes;
     uint64_t compiles;
+    uint64_t snapshot_ids;          /* the last snapshot id given */
     uint64_t acks;
     uint64_t nacks;
     uint64_t certs_issued;
@@ -187,7 +188,17 @@ void reted_snapshots_sweep(reted *r);
  * else reted --cert-ttl. */
 uint32_t reted_cert_ttl(reted *r);
 /* The tail of a whole-snapshot message (made on first use, shared). */
-const char *reted_snapshot_body(reted *r, reted_snapshot *s, size_t *len);
+reted_body *reted_snapshot_body(reted *r, reted_snapshot *s);
+void reted_body_release(reted_body *b);
+/* Drop the cached message bodies (whole and delta) of every snapshot: they
+ * serve a burst of pushes; between bursts only the documents are kept. */
+void reted_snapshots_drop_bodies(reted *r);
+/* For /metrics: snapshots cached, and the bytes of every snapshot alive
+ * (documents, keys, entries, bodies). */
+void reted_snapshot_stats(reted *r, size_t *cached, size_t *bytes);
+/* The snapshot as the document stream a proxy's loader reads ("---\n" doc
+ * "\n" ...), malloc'ed; *len set. */
+char *reted_snapshot_text(const reted_snapshot *s, size_t *len);
 /* The tail of a delta message from `base` to `to` (shared; *len set). */
 const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len);
 /* reted's own certificate for the proxy API, issued by the current CA

@@ -152,6 +152,7 @@ reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
 
 static void proxy_free(reted *r, reted_proxy *p)
 {
+    free(p->nack_error);
     reted_snapshot_release(r, p->sent);
     free(p);
 }
@@ -237,25 +238,20 @@ static void send_obj(rete_http_stream *st, json_t *obj)
     free(s);
 }
 
-static void snapshot_unref(void *owner, void *arg)
+static void body_unref(void *owner, void *arg)
 {
-    reted_snapshot_release(owner, arg);
+    (void)owner;
+    reted_body_release(arg);
 }
 
-/* Queue one push message. The whole-snapshot body lives as long as its
- * snapshot: the stream holds a reference instead of a copy, so a thousand
- * proxies connecting share one body, and a newer whole snapshot replaces
- * anything still queued. A delta body is recycled by the compiler's cache
- * (and is small): it is copied. */
-static void send_push(rete_http_stream *st, reted_snapshot *snap, const char *head, size_t head_len,
-                      const char *tail, size_t tail_len)
+/* Queue one push message. A whole-snapshot body is shared: the stream holds
+ * a reference instead of a copy, so a thousand proxies connecting share one
+ * body, and a newer whole snapshot replaces anything still queued. A delta
+ * body is recycled by the compiler's cache (and is small): it is copied. */
+static void send_whole(rete_http_stream *st, reted_body *body, const char *head, size_t head_len)
 {
-    if (tail != snap->body) {
-        rete_http_stream_send_ref(st, head, head_len, tail, tail_len, false, NULL, NULL);
-        return;
-    }
-    snap->refs++;
-    rete_http_stream_send_ref(st, head, head_len, tail, tail_len, true, snapshot_unref, snap);
+    body->refs++;
+    rete_http_stream_send_ref(st, head, head_len, body->data, body->len, true, body_unref, body);
 }
 
 /* Push the proxy's current snapshot: whole on a new stream (or when the
@@ -284,19 +280,21 @@ static void push(reted *r, reted_proxy *p, bool force)
         n = snprintf(head, sizeof(head),
                      "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",",
                      (unsigned long long)version, (unsigned long long)p->sent_version, p->nonce);
+        rete_http_stream_send_ref(p->stream, head, (size_t)n, tail, tail_len, false, NULL, NULL);
     } else {
-        tail = reted_snapshot_body(r, snap, &tail_len);
         n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
                      (unsigned long long)version, p->nonce);
+        send_whole(p->stream, reted_snapshot_body(r, snap), head, (size_t)n);
     }
-    send_push(p->stream, snap, head, (size_t)n, tail, tail_len);
     reted_snapshot_release(r, p->sent);
     p->sent = snap;
     p->sent_version = version;
     r->pushes++;
 }
 
-/* Give the memory of replaced snapshots back to the system. glibc keeps
+/* Drop the message bodies the burst encoded (each snapshot keeps only its
+ * documents until a proxy needs a body again) and give the memory of
+ * replaced snapshots back to the system. glibc keeps
  * freed heap memory resident: after a thousand proxies connect, reted held
  * a gigabyte it no longer used (four times what was live). Returning it
  * walks the free lists (tens of ms for a gigabyte), so it is done once
@@ -305,6 +303,7 @@ static void push(reted *r, reted_proxy *p, bool force)
 static void trim_now(reted *r)
 {
     uint64_t t0 = uv_hrtime();
+    reted_snapshots_drop_bodies(r);
     rete_alloc_trim();
     r->trimmed_ms = uv_now(r->loop);
     r->pushed_since_trim = false;
@@ -399,7 +398,7 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     p->connected_unix = p->last_seen_unix = reted_now();
     p->disconnected_unix = 0;
     p->nacked = false;
-    p->nack_error[0] = '\0';
+    rete_free(&p->nack_error);
     json_t *ver = json_object_get(msg, "version");
     p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
     json_t *exp = json_object_get(msg, "certExpiresAt");
@@ -446,7 +445,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
             if (type[0] == 'a') {
                 p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : p->sent_version;
                 p->nacked = false;
-                p->nack_error[0] = '\0';
+                rete_free(&p->nack_error);
                 r->acks++;
             } else {
                 const char *e = json_string_value(json_object_get(msg, "error"));
@@ -457,7 +456,9 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
                     return;
                 }
                 p->nacked = true;
-                snprintf(p->nack_error, sizeof(p->nack_error), "%s", e ? e : "rejected");
+                free(p->nack_error);
+                const char *why = e ? e : "rejected";
+                p->nack_error = rete_strndup(why, strnlen(why, 511)); /* kept bounded */
                 r->nacks++;
                 rete_warn("xds: %s/%s rejected version %llu: %s", p->ns, p->name,
                           (unsigned long long)p->sent_version, p->nack_error);
