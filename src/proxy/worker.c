@@ -7,6 +7,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
+#include "telemetry.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -65,6 +66,7 @@ void rete_gen_release(rete_worker *w, rete_gen *g)
             rete_lb_free(&g->lbs[i]);
     free(g->lbs);
     free(g->in_flight);
+    rete_telemetry_cache_free(&g->tel);
     rete_config_unref(g->cfg);
     rete_tls_set_unref(g->tls);
     free(g);

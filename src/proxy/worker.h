@@ -25,6 +25,7 @@ struct rete_lb;
 struct rete_proxy;
 struct rete_h2_conn;
 struct rete_h1_client;
+typedef struct rete_tel_cache rete_tel_cache;
 
 
 /* The TLS contexts of one snapshot, shared read-only by all workers. */
@@ -45,6 +46,7 @@ typedef struct rete_gen {
     /* for metric labels, found once per snapshot */
     const rete_workload *self;          /* this proxy's Workload, NULL if the config has none */
     const rete_service *self_service;   /* a service that selects it, NULL if none */
+    rete_tel_cache *tel;                /* request series by label key (telemetry.c), lazily */
 } rete_gen;
 
 typedef enum rete_listener_kind {
