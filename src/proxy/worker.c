@@ -280,6 +280,7 @@ static void worker_main(void *arg)
     }
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    rete_ex_pool_free(w);
     rete_route_thread_cleanup();
     rete_h2_thread_cleanup();
     rete_metrics_shard_free(&w->shard); /* its counts fold into the registry */
@@ -294,6 +295,7 @@ static void on_flush_check(uv_check_t *c)
 static void on_flush_prepare(uv_prepare_t *p)
 {
     rete_h2_flush_all(p->data);
+    rete_ex_reap(p->data);
 }
 
 int rete_worker_start(rete_worker *w)

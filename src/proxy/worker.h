@@ -112,6 +112,9 @@ typedef struct rete_worker {
     size_t n_listeners;
     rete_pool_entry *pools;
     struct rete_h2_conn *h2_dirty;  /* HTTP/2 connections with frames to write */
+    struct rete_exchange *ex_pool;  /* recycled exchanges (exchange.c) */
+    unsigned n_ex_pool;
+    struct rete_exchange *ex_reap;  /* let go of, recycled in the prepare phase */
     uv_check_t flush_check;         /* after I/O callbacks */
     uv_prepare_t flush_prepare;     /* before blocking: work queued by timers and closes */
     uint64_t rng;
