@@ -290,11 +290,13 @@ static void worker_main(void *arg)
 static void on_flush_check(uv_check_t *c)
 {
     rete_h2_flush_all(c->data);
+    rete_h1_flush_all(c->data);
 }
 
 static void on_flush_prepare(uv_prepare_t *p)
 {
     rete_h2_flush_all(p->data);
+    rete_h1_flush_all(p->data);
     rete_ex_reap(p->data);
 }
 

@@ -112,6 +112,7 @@ typedef struct rete_worker {
     size_t n_listeners;
     rete_pool_entry *pools;
     struct rete_h2_conn *h2_dirty;  /* HTTP/2 connections with frames to write */
+    struct rete_h1_server *h1_dirty; /* HTTP/1.1 downstreams with a response head kept */
     struct rete_exchange *ex_pool;  /* recycled exchanges (exchange.c) */
     unsigned n_ex_pool;
     struct rete_exchange *ex_reap;  /* let go of, recycled in the prepare phase */
@@ -162,6 +163,8 @@ void rete_worker_drain(rete_worker *w);
 
 /* Write the frames of every HTTP/2 connection that made some (h2.c). */
 void rete_h2_flush_all(rete_worker *w);
+/* Write the response heads HTTP/1.1 downstreams kept for their body (h1_server.c). */
+void rete_h1_flush_all(rete_worker *w);
 
 /* Pools. */
 rete_pool_entry *rete_pool_get(rete_worker *w, const char *key);
