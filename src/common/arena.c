@@ -36,6 +36,24 @@ void rete_arena_free(rete_arena *a)
     free(a);
 }
 
+void rete_arena_reset(rete_arena *a)
+{
+    arena_block *keep = NULL;
+    for (arena_block *b = a->head, *next; b; b = next) {
+        next = b->next;
+        if (!keep && b->size == a->block_size)
+            keep = b;
+        else
+            free(b);
+    }
+    if (keep) {
+        keep->next = NULL;
+        keep->used = 0;
+    }
+    a->head = keep;
+    a->total = 0;
+}
+
 void *rete_arena_alloc(rete_arena *a, size_t n)
 {
     const size_t align = alignof(max_align_t);

@@ -9,6 +9,9 @@ typedef struct rete_arena rete_arena;
 
 rete_arena *rete_arena_new(size_t block_size);
 void rete_arena_free(rete_arena *a);
+/* Forget everything allocated, keeping one block of the arena's block size
+ * for reuse (pooled owners: an exchange's arena between requests). */
+void rete_arena_reset(rete_arena *a);
 /* Zeroed, aligned for any type; aborts on out-of-memory (alloc.h policy). */
 void *rete_arena_alloc(rete_arena *a, size_t n);
 char *rete_arena_strdup(rete_arena *a, const char *s);

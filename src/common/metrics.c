@@ -366,6 +366,15 @@ static void cache_insert(rete_metrics_shard *s, cache_ent e)
 rete_rc rete_metrics_shard_series(rete_metrics_shard *s, rete_metric_family f,
                                   const rete_view *values, size_t n, rete_metric *out)
 {
+    bool stable;
+    return rete_metrics_shard_series_stable(s, f, values, n, out, &stable);
+}
+
+rete_rc rete_metrics_shard_series_stable(rete_metrics_shard *s, rete_metric_family f,
+                                         const rete_view *values, size_t n, rete_metric *out,
+                                         bool *stable)
+{
+    *stable = false;
     uint64_t h = hash_values(values, n);
     uint64_t ch = h ^ ((uint64_t)f.id * 0x9e3779b97f4a7c15ull);
     for (size_t j = s->ccap ? ch & (s->ccap - 1) : 0; s->ccap && s->cache[j].key;
@@ -373,6 +382,7 @@ rete_rc rete_metrics_shard_series(rete_metrics_shard *s, rete_metric_family f,
         cache_ent *e = &s->cache[j];
         if (e->hash == ch && e->fam == f.id && key_eq(e->key, e->keylen, values, n)) {
             *out = e->m;
+            *stable = true;
             return RETE_OK;
         }
     }
@@ -391,6 +401,7 @@ rete_rc rete_metrics_shard_series(rete_metrics_shard *s, rete_metric_family f,
     RETE_GUARD(rc);
     if (!overflow)
         cache_insert(s, e);
+    *stable = !overflow;
     return RETE_OK;
 }
 

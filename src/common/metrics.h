@@ -70,6 +70,7 @@
 #ifndef RETE_METRICS_H
 #define RETE_METRICS_H
 
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -152,6 +153,15 @@ RETE_MUST_CHECK rete_rc rete_metrics_series(rete_metrics *reg, rete_metric_famil
 RETE_MUST_CHECK rete_rc rete_metrics_shard_series(rete_metrics_shard *s, rete_metric_family f,
                                                   const rete_view *values, size_t n,
                                                   rete_metric *out);
+
+/* Same, and *stable tells whether the handle is this combination's own
+ * series (true) or the family's overflow series (false: the family is full;
+ * a caller that keeps handles must resolve such a combination again next
+ * time, so every drop is counted). */
+RETE_MUST_CHECK rete_rc rete_metrics_shard_series_stable(rete_metrics_shard *s,
+                                                         rete_metric_family f,
+                                                         const rete_view *values, size_t n,
+                                                         rete_metric *out, bool *stable);
 
 /* One shard per worker thread. The shard is written only by that thread. */
 rete_metrics_shard *rete_metrics_shard_new(rete_metrics *reg);

@@ -288,7 +288,7 @@ static void dispatch_outbound(rete_exchange *ex)
         timeout = rule->backend_timeout_ms;
     if (timeout && !ex->tunnel) {
         ex->timer_active = true;
-        uv_timer_start(&ex->timer, on_route_timeout, timeout, 0);
+        rete_ex_timer_start(ex, on_route_timeout, timeout);
     }
     to_service(ex, b->service, b->port ? b->port : t->port);
 }

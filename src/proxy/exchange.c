@@ -16,11 +16,20 @@ static uint64_t now_ns(void)
 
 rete_exchange *rete_ex_new(rete_worker *w, const rete_side_ops *ds_ops, void *ds)
 {
-    rete_exchange *ex = rete_calloc(1, sizeof(*ex));
+    rete_exchange *ex = w->ex_pool;
+    if (ex) {
+        w->ex_pool = ex->next_free;
+        w->n_ex_pool--;
+        rete_arena *a = ex->arena;
+        memset(ex, 0, sizeof(*ex));
+        ex->arena = a;
+    } else {
+        ex = rete_calloc(1, sizeof(*ex));
+        ex->arena = rete_arena_new(4096);
+    }
     ex->worker = w;
     ex->gen = w->gen;
     rete_gen_hold(ex->gen);
-    ex->arena = rete_arena_new(4096);
     w->active_exchanges++;
     ex->ops[RETE_DOWNSTREAM] = ds_ops;
     ex->side[RETE_DOWNSTREAM] = ds;
@@ -30,9 +39,17 @@ rete_exchange *rete_ex_new(rete_worker *w, const rete_side_ops *ds_ops, void *ds
     ex->endpoint = -1;
     ex->start_ns = now_ns();
     ex->body_limit = w->gen->cfg->proxy.limits.max_body_buffer;
-    uv_timer_init(&w->loop, &ex->timer);
-    ex->timer.data = ex;
     return ex;
+}
+
+void rete_ex_timer_start(rete_exchange *ex, uv_timer_cb cb, uint64_t ms)
+{
+    if (!ex->timer_inited) {
+        uv_timer_init(&ex->worker->loop, &ex->timer);
+        ex->timer.data = ex;
+        ex->timer_inited = true;
+    }
+    uv_timer_start(&ex->timer, cb, ms, 0);
 }
 
 static void pipe_clear(rete_pipe *p)
@@ -45,15 +62,51 @@ static void pipe_clear(rete_pipe *p)
     p->bytes = 0;
 }
 
-static void ex_free_cb(uv_handle_t *h)
+/* The last of an exchange: release what it holds, keep it for the next
+ * request when the pool has room. */
+static void ex_recycle(rete_exchange *ex)
 {
-    rete_exchange *ex = h->data;
+    rete_worker *w = ex->worker;
     pipe_clear(&ex->req_body);
     pipe_clear(&ex->resp_body);
-    rete_gen_release(ex->worker, ex->gen);
-    ex->worker->active_exchanges--;
+    rete_gen_release(w, ex->gen);
+    ex->gen = NULL;
+    w->active_exchanges--;
+    if (w->n_ex_pool < RETE_EX_POOL && !w->draining) {
+        rete_arena_reset(ex->arena);
+        ex->next_free = w->ex_pool;
+        w->ex_pool = ex;
+        w->n_ex_pool++;
+        return;
+    }
     rete_arena_free(ex->arena);
     free(ex);
+}
+
+static void ex_free_cb(uv_handle_t *h)
+{
+    ex_recycle(h->data);
+}
+
+void rete_ex_reap(rete_worker *w)
+{
+    while (w->ex_reap) {
+        rete_exchange *ex = w->ex_reap;
+        w->ex_reap = ex->next_free;
+        ex_recycle(ex);
+    }
+}
+
+void rete_ex_pool_free(rete_worker *w)
+{
+    rete_ex_reap(w);
+    while (w->ex_pool) {
+        rete_exchange *ex = w->ex_pool;
+        w->ex_pool = ex->next_free;
+        rete_arena_free(ex->arena);
+        free(ex);
+    }
+    w->n_ex_pool = 0;
 }
 
 void rete_ex_detach(rete_exchange *ex, rete_side side)
@@ -76,8 +129,13 @@ void rete_ex_detach(rete_exchange *ex, rete_side side)
         return;
     if (!ex->done)
         rete_dispatch_finish(ex);
-    uv_timer_stop(&ex->timer);
-    uv_close((uv_handle_t *)&ex->timer, ex_free_cb);
+    if (ex->timer_inited) {
+        uv_timer_stop(&ex->timer);
+        uv_close((uv_handle_t *)&ex->timer, ex_free_cb);
+        return;
+    }
+    ex->next_free = ex->worker->ex_reap;
+    ex->worker->ex_reap = ex;
 }
 
 /* ---- heads ---- */

@@ -116,8 +116,10 @@ struct rete_exchange {
     uint64_t start_ns;
     uint64_t req_bytes;
     uint64_t resp_bytes;
-    uv_timer_t timer;              /* route timeout; closed before free */
+    uv_timer_t timer;              /* route timeout: initialised on first use, closed before free */
+    bool timer_inited;
     bool timer_active;
+    rete_exchange *next_free;      /* the worker's pool or reap list */
     /* what routing decided */
     const rete_route_table *table;
     const rete_route_entry *route;
@@ -135,8 +137,19 @@ struct rete_exchange {
 };
 
 /* ---- construction and lifetime ---- */
+/* Exchanges come from the worker's pool (at most RETE_EX_POOL kept, each
+ * with its arena's first block). The one both sides have let go is put on
+ * the worker's reap list and recycled from the loop's prepare phase, never
+ * under the caller's feet. */
+#define RETE_EX_POOL 64
 rete_exchange *rete_ex_new(struct rete_worker *w, const rete_side_ops *ds_ops, void *ds);
 void rete_ex_detach(rete_exchange *ex, rete_side side);
+/* Start (or restart) the exchange's one-shot timer. */
+void rete_ex_timer_start(rete_exchange *ex, uv_timer_cb cb, uint64_t ms);
+/* Recycle the exchanges let go since the last call (worker, prepare phase). */
+void rete_ex_reap(struct rete_worker *w);
+/* Free the pool (worker exit, after the loop has closed every handle). */
+void rete_ex_pool_free(struct rete_worker *w);
 
 /* ---- heads ---- */
 void rete_msg_add(rete_exchange *ex, rete_msg *m, rete_view name, rete_view value);

@@ -27,7 +27,7 @@ typedef enum h1s_state {
     H1S_CLOSING,
 } h1s_state;
 
-typedef struct h1s {
+typedef struct rete_h1_server {
     rete_conn *conn;
     rete_exchange *ex;
     h1s_state state;
@@ -49,6 +49,14 @@ typedef struct h1s {
     bool client_connect;    /* the client sent CONNECT (the dispatcher may
                              * turn an upgrade into one for the mesh hop) */
     bool peer_eof;
+    /* The response head, kept in the exchange's arena until the end of the
+     * loop's I/O round (the worker's check phase), so that a body arriving
+     * in the same round (HEADERS and DATA in one TLS read) leaves with it
+     * in one write. */
+    const char *head;
+    size_t head_len;
+    bool dirty;             /* on the worker's h1_dirty list */
+    struct rete_h1_server *next_dirty;
 } h1s;
 
 static const rete_side_ops h1s_ops;
@@ -67,6 +75,8 @@ static void h1s_close(h1s *s)
     if (s->state == H1S_CLOSING)
         return;
     s->state = H1S_CLOSING;
+    s->head = NULL; /* it lived in the exchange's arena */
+    s->head_len = 0;
     if (s->ex) {
         rete_exchange *ex = s->ex;
         s->ex = NULL;
@@ -75,11 +85,55 @@ static void h1s_close(h1s *s)
     rete_io_close(&s->conn->io);
 }
 
+/* Write bufs (at most 4) behind the response head if it is still kept. */
+static rete_rc h1s_send(h1s *s, const uv_buf_t *bufs, unsigned n)
+{
+    uv_buf_t all[5];
+    unsigned k = 0;
+    if (s->head_len) {
+        all[k++] = uv_buf_init((char *)s->head, (unsigned)s->head_len);
+        s->head = NULL;
+        s->head_len = 0;
+    }
+    for (unsigned i = 0; i < n && k < 5; i++)
+        all[k++] = bufs[i];
+    return rete_io_write(&s->conn->io, all, k);
+}
+
 static void h1s_write(h1s *s, const char *p, size_t n)
 {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    if (rete_io_write(&s->conn->io, &b, 1) < 0)
+    if (h1s_send(s, &b, 1) < 0)
         h1s_close(s);
+}
+
+/* Send the kept response head on its own (no body byte is ready). */
+static void h1s_flush_head(h1s *s)
+{
+    if (s->head_len && s->state != H1S_CLOSING)
+        h1s_write(s, NULL, 0);
+}
+
+static void h1s_undirty(h1s *s)
+{
+    if (!s->dirty)
+        return;
+    for (h1s **pp = &s->conn->worker->h1_dirty; *pp; pp = &(*pp)->next_dirty)
+        if (*pp == s) {
+            *pp = s->next_dirty;
+            break;
+        }
+    s->dirty = false;
+}
+
+void rete_h1_flush_all(rete_worker *w)
+{
+    while (w->h1_dirty) {
+        h1s *s = w->h1_dirty;
+        w->h1_dirty = s->next_dirty;
+        s->dirty = false;
+        h1s_flush_head(s);
+    }
 }
 
 /* A response we make ourselves before any exchange exists (parse errors). */
@@ -488,6 +542,7 @@ static void h1s_on_close(rete_io *io)
         rete_ex_fail(ex, RETE_DOWNSTREAM, RETE_EXE_DOWNSTREAM_RESET, "client closed");
     }
     rete_h1_chunked_free(&s->chunked);
+    h1s_undirty(s);
     free(s->buf);
     free(s);
     rete_conn_closed(c);
@@ -552,7 +607,7 @@ static void h1s_write_body(h1s *s)
             rete_h1_put_chunk_size(&b, n);
             uv_buf_t bufs[3] = {uv_buf_init(b.p, (unsigned)b.len), uv_buf_init((char *)d, (unsigned)n),
                                 uv_buf_init("\r\n", 2)};
-            rete_rc rc = rete_io_write(io, bufs, 3);
+            rete_rc rc = h1s_send(s, bufs, 3);
             rete_outbuf_free(&b);
             if (rc < 0) {
                 h1s_close(s);
@@ -568,7 +623,7 @@ static void h1s_write_body(h1s *s)
         ex = s->ex;
     }
     if (!ex || ex->resp_body.head || !ex->resp_body.end)
-        return;
+        return; /* a kept head waits for more body, or for the check phase */
     if (s->state == H1S_TUNNEL) {
         /* The far side finished: half-close ours, end when both are done. */
         rete_io_shutdown(io);
@@ -591,6 +646,9 @@ static void h1s_write_body(h1s *s)
         if (s->state == H1S_CLOSING)
             return;
     }
+    h1s_flush_head(s);
+    if (s->state == H1S_CLOSING)
+        return;
     h1s_response_done(s);
 }
 
@@ -641,8 +699,17 @@ static void h1s_on_head(rete_exchange *ex)
     if (!s->req_done)
         s->keep_alive = false; /* answered before the body was read: close after */
     rete_outbuf_puts(&b, "\r\n");
-    h1s_write(s, b.p, b.len);
     rete_stat(s->conn->worker, s->conn->worker->ms.http_out, b.len);
+    /* Kept until the body (or the end of this I/O round): one write for both. */
+    char *head = rete_arena_alloc(ex->arena, b.len);
+    memcpy(head, b.p, b.len);
+    s->head = head;
+    s->head_len = b.len;
+    if (!s->dirty) {
+        s->dirty = true;
+        s->next_dirty = s->conn->worker->h1_dirty;
+        s->conn->worker->h1_dirty = s;
+    }
     rete_outbuf_free(&b);
     if (no_body)
         s->head_method = true; /* drop any body bytes the upstream still sends */
@@ -686,6 +753,10 @@ static void h1s_on_drained(rete_exchange *ex, size_t consumed)
 static void h1s_on_abort(rete_exchange *ex)
 {
     h1s *s = ex->side[RETE_DOWNSTREAM];
+    /* A kept head lives in the exchange's arena: send it before letting go,
+     * as it would have been without the keeping (the close that follows
+     * tells the client the body is cut short). */
+    h1s_flush_head(s);
     s->ex = NULL;
     rete_ex_detach(ex, RETE_DOWNSTREAM);
     if (s->state == H1S_TUNNEL && !s->tunnel_established) {

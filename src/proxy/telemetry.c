@@ -229,6 +229,148 @@ static rete_metric resolve(rete_worker *w, rete_metric_family f, const rete_view
     return m;
 }
 
+/* ---- the request series cache -------------------------------------------- */
+
+/* Every label of an HTTP request series is a function of a few things the
+ * exchange already holds: the side, the service and endpoint (pointers into
+ * the generation's snapshot, so the cache lives in the generation), the
+ * caller's SPIFFE ID (inbound), the protocol, the response flag, the status
+ * and the grpc-status. Keyed by those, the four series of a combination are
+ * resolved (19 label values hashed and compared, four times) once per
+ * generation and worker instead of once per request. */
+#define TEL_CACHE_MAX 4096 /* entries per generation; past it, the uncached path */
+
+typedef struct tel_key {
+    const rete_service *svc;
+    const rete_workload *wl; /* outbound: the endpoint; NULL inbound */
+    const char *peer;        /* inbound: the caller's SPIFFE ID ("" none); NULL outbound */
+    int status;
+    int grpc_status;         /* -1: the label is "" */
+    uint8_t error;
+    bool inbound;
+    bool grpc;
+} tel_key;
+
+typedef struct tel_ent {
+    tel_key k;               /* k.peer is the entry's own copy */
+    uint64_t hash;           /* 0: free slot */
+    rete_metric requests, duration, req_bytes, resp_bytes;
+} tel_ent;
+
+struct rete_tel_cache {
+    tel_ent *ents;
+    size_t cap;              /* power of two */
+    size_t n;
+};
+
+void rete_telemetry_cache_free(rete_tel_cache **cp)
+{
+    rete_tel_cache *c = *cp;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->ents[i].hash)
+            free((char *)c->ents[i].k.peer);
+    free(c->ents);
+    free(c);
+    *cp = NULL;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    return h;
+}
+
+static uint64_t key_hash(const tel_key *k)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = mix(h, (uint64_t)(uintptr_t)k->svc);
+    h = mix(h, (uint64_t)(uintptr_t)k->wl);
+    h = mix(h, ((uint64_t)(uint32_t)k->status << 32) | (uint32_t)(k->grpc_status + 1));
+    h = mix(h, (uint64_t)k->error << 2 | (uint64_t)k->inbound << 1 | k->grpc);
+    if (k->peer)
+        for (const unsigned char *p = (const unsigned char *)k->peer; *p; p++)
+            h = (h ^ *p) * 0x100000001b3ull;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h ? h : 1;
+}
+
+static bool key_eq(const tel_key *a, const tel_key *b)
+{
+    if (a->svc != b->svc || a->wl != b->wl || a->status != b->status ||
+        a->grpc_status != b->grpc_status || a->error != b->error || a->inbound != b->inbound ||
+        a->grpc != b->grpc)
+        return false;
+    if (!a->peer || !b->peer)
+        return a->peer == b->peer;
+    return strcmp(a->peer, b->peer) == 0;
+}
+
+static tel_ent *cache_find(rete_tel_cache *c, const tel_key *k, uint64_t h)
+{
+    if (!c || !c->cap)
+        return NULL;
+    for (size_t j = h & (c->cap - 1); c->ents[j].hash; j = (j + 1) & (c->cap - 1))
+        if (c->ents[j].hash == h && key_eq(&c->ents[j].k, k))
+            return &c->ents[j];
+    return NULL;
+}
+
+static void cache_put(rete_tel_cache **cp, const tel_ent *e)
+{
+    if (!*cp)
+        *cp = rete_calloc(1, sizeof(**cp));
+    rete_tel_cache *c = *cp;
+    if (c->n >= TEL_CACHE_MAX)
+        return;
+    if ((c->n + 1) * 2 > c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 16;
+        tel_ent *ne = rete_calloc(ncap, sizeof(*ne));
+        for (size_t i = 0; i < c->cap; i++) {
+            if (!c->ents[i].hash)
+                continue;
+            size_t j = c->ents[i].hash & (ncap - 1);
+            while (ne[j].hash)
+                j = (j + 1) & (ncap - 1);
+            ne[j] = c->ents[i];
+        }
+        free(c->ents);
+        c->ents = ne;
+        c->cap = ncap;
+    }
+    size_t j = e->hash & (c->cap - 1);
+    while (c->ents[j].hash)
+        j = (j + 1) & (c->cap - 1);
+    c->ents[j] = *e;
+    if (e->k.peer) {
+        size_t len = strlen(e->k.peer) + 1;
+        char *copy = rete_malloc(len);
+        memcpy(copy, e->k.peer, len);
+        c->ents[j].k.peer = copy;
+    }
+    c->n++;
+}
+
+/* grpc-status as the key holds it: -1 for none, the number when the value is
+ * its canonical decimal spelling (so the label it resolves to is the same
+ * text), -2 when it cannot be keyed. */
+static int grpc_status_key(rete_view gs)
+{
+    if (gs.len == 0)
+        return -1;
+    if (gs.len > 3 || (gs.len > 1 && gs.p[0] == '0'))
+        return -2;
+    int n = 0;
+    for (size_t i = 0; i < gs.len; i++) {
+        if (gs.p[i] < '0' || gs.p[i] > '9')
+            return -2;
+        n = n * 10 + (gs.p[i] - '0');
+    }
+    return n;
+}
+
 /* ---- per exchange -------------------------------------------------------- */
 
 void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
@@ -236,11 +378,6 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
     rete_worker *w = ex->worker;
     const rete_mesh_metrics *mm = w->mm;
     bool grpc = is_grpc(&ex->req);
-    rete_view v[RETE_MESH_HTTP_NLABELS];
-    fill_common(ex, v, grpc ? RETE_VIEW_LIT("grpc") : RETE_VIEW_LIT("http"));
-    char code[12];
-    int n = snprintf(code, sizeof(code), "%d", status);
-    v[RETE_MESH_L_RESPONSE_CODE] = rete_view_make(code, (size_t)n);
     rete_view gs = RETE_VIEW_LIT("");
     if (grpc) {
         rete_view t = rete_msg_get(&ex->resp_body.trailers, RETE_VIEW_LIT("grpc-status"));
@@ -249,14 +386,49 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
         if (t.p)
             gs = t;
     }
-    v[RETE_MESH_L_GRPC_RESPONSE_STATUS] = gs;
-    rete_metrics_inc(w->shard, resolve(w, mm->requests_total, v, RETE_MESH_HTTP_NLABELS), 1);
-    rete_metrics_observe(w->shard, resolve(w, mm->request_duration_seconds, v, RETE_MESH_HTTP_NLABELS),
-                         (double)dur_ns / 1e9);
-    rete_metrics_observe(w->shard, resolve(w, mm->request_bytes, v, RETE_MESH_HTTP_NLABELS),
-                         (double)ex->req_bytes);
-    rete_metrics_observe(w->shard, resolve(w, mm->response_bytes, v, RETE_MESH_HTTP_NLABELS),
-                         (double)ex->resp_bytes);
+    tel_key k = {.status = status, .grpc_status = grpc_status_key(gs), .error = (uint8_t)ex->error,
+                 .inbound = ex->inbound, .grpc = grpc};
+    if (ex->inbound) {
+        k.svc = inbound_service(ex);
+        k.peer = ex->peer_id;
+    } else {
+        k.wl = ex->service && ex->endpoint >= 0 ? ex->service->endpoints[ex->endpoint] : NULL;
+        k.svc = ex->service ? ex->service : ex->table ? ex->table->service : NULL;
+    }
+    uint64_t h = key_hash(&k);
+    tel_ent *e = k.grpc_status == -2 ? NULL : cache_find(ex->gen->tel, &k, h);
+    tel_ent fresh;
+    if (!e) {
+        rete_view v[RETE_MESH_HTTP_NLABELS];
+        fill_common(ex, v, grpc ? RETE_VIEW_LIT("grpc") : RETE_VIEW_LIT("http"));
+        char code[12];
+        int n = snprintf(code, sizeof(code), "%d", status);
+        v[RETE_MESH_L_RESPONSE_CODE] = rete_view_make(code, (size_t)n);
+        v[RETE_MESH_L_GRPC_RESPONSE_STATUS] = gs;
+        const rete_metric_family fams[4] = {mm->requests_total, mm->request_duration_seconds,
+                                            mm->request_bytes, mm->response_bytes};
+        rete_metric m[4];
+        bool all_stable = true;
+        for (int i = 0; i < 4; i++) {
+            bool stable;
+            if (rete_metrics_shard_series_stable(w->shard, fams[i], v, RETE_MESH_HTTP_NLABELS, &m[i],
+                                                 &stable) != RETE_OK) {
+                rete_err("metrics: cannot resolve a series of family %u", fams[i].id);
+                abort();
+            }
+            all_stable = all_stable && stable;
+        }
+        fresh = (tel_ent){.k = k, .hash = h, .requests = m[0], .duration = m[1], .req_bytes = m[2],
+                          .resp_bytes = m[3]};
+        /* Overflow series are resolved every time, so each drop is counted. */
+        if (all_stable && k.grpc_status != -2)
+            cache_put(&ex->gen->tel, &fresh);
+        e = &fresh;
+    }
+    rete_metrics_inc(w->shard, e->requests, 1);
+    rete_metrics_observe(w->shard, e->duration, (double)dur_ns / 1e9);
+    rete_metrics_observe(w->shard, e->req_bytes, (double)ex->req_bytes);
+    rete_metrics_observe(w->shard, e->resp_bytes, (double)ex->resp_bytes);
 }
 
 void rete_telemetry_tunnel_open(rete_exchange *ex)

@@ -19,6 +19,10 @@
 
 #include <stdint.h>
 
+/* The request series a generation's worker has resolved (telemetry.c);
+ * freed with the generation. */
+void rete_telemetry_cache_free(rete_tel_cache **c);
+
 /* An HTTP exchange ended (not admin, not a tunnel): istio_requests_total,
  * rete_request_duration_seconds, istio_request_bytes, istio_response_bytes.
  * status 0: no response was sent. */

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
+#include "telemetry.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -65,6 +66,7 @@ void rete_gen_release(rete_worker *w, rete_gen *g)
             rete_lb_free(&g->lbs[i]);
     free(g->lbs);
     free(g->in_flight);
+    rete_telemetry_cache_free(&g->tel);
     rete_config_unref(g->cfg);
     rete_tls_set_unref(g->tls);
     free(g);
@@ -278,6 +280,7 @@ static void worker_main(void *arg)
     }
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    rete_ex_pool_free(w);
     rete_route_thread_cleanup();
     rete_h2_thread_cleanup();
     rete_metrics_shard_free(&w->shard); /* its counts fold into the registry */
@@ -287,11 +290,14 @@ static void worker_main(void *arg)
 static void on_flush_check(uv_check_t *c)
 {
     rete_h2_flush_all(c->data);
+    rete_h1_flush_all(c->data);
 }
 
 static void on_flush_prepare(uv_prepare_t *p)
 {
     rete_h2_flush_all(p->data);
+    rete_h1_flush_all(p->data);
+    rete_ex_reap(p->data);
 }
 
 int rete_worker_start(rete_worker *w)

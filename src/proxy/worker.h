@@ -25,6 +25,7 @@ struct rete_lb;
 struct rete_proxy;
 struct rete_h2_conn;
 struct rete_h1_client;
+typedef struct rete_tel_cache rete_tel_cache;
 
 
 /* The TLS contexts of one snapshot, shared read-only by all workers. */
@@ -45,6 +46,7 @@ typedef struct rete_gen {
     /* for metric labels, found once per snapshot */
     const rete_workload *self;          /* this proxy's Workload, NULL if the config has none */
     const rete_service *self_service;   /* a service that selects it, NULL if none */
+    rete_tel_cache *tel;                /* request series by label key (telemetry.c), lazily */
 } rete_gen;
 
 typedef enum rete_listener_kind {
@@ -110,6 +112,10 @@ typedef struct rete_worker {
     size_t n_listeners;
     rete_pool_entry *pools;
     struct rete_h2_conn *h2_dirty;  /* HTTP/2 connections with frames to write */
+    struct rete_h1_server *h1_dirty; /* HTTP/1.1 downstreams with a response head kept */
+    struct rete_exchange *ex_pool;  /* recycled exchanges (exchange.c) */
+    unsigned n_ex_pool;
+    struct rete_exchange *ex_reap;  /* let go of, recycled in the prepare phase */
     uv_check_t flush_check;         /* after I/O callbacks */
     uv_prepare_t flush_prepare;     /* before blocking: work queued by timers and closes */
     uint64_t rng;
@@ -157,6 +163,8 @@ void rete_worker_drain(rete_worker *w);
 
 /* Write the frames of every HTTP/2 connection that made some (h2.c). */
 void rete_h2_flush_all(rete_worker *w);
+/* Write the response heads HTTP/1.1 downstreams kept for their body (h1_server.c). */
+void rete_h1_flush_all(rete_worker *w);
 
 /* Pools. */
 rete_pool_entry *rete_pool_get(rete_worker *w, const char *key);

@@ -6,11 +6,13 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
-from mesh import echo_mesh
+from helpers import free_port
+from mesh import Mesh, echo_mesh, fresh_host, service, stop_and_check_proxies, workload
 
 
 def curl(*args, timeout=20):
@@ -306,3 +308,62 @@ def test_http2_connection_window_is_not_leaked(env):
                         f"http://{env['outbound']}/?size=600"], capture_output=True, timeout=120)
     out = r.stdout.decode()
     assert "12000 succeeded" in out, out[-600:]
+
+
+def _head_then_body_app(sock, head_seen, results):
+    """A one-request app: sends the response head, and its body only once the
+    client has seen that head (or after 20 s, so a failing test ends)."""
+    conn, _ = sock.accept()
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n")
+        results["released"] = head_seen.wait(20)
+        conn.sendall(b"hello")
+
+
+def test_response_head_is_not_held_back_for_its_body(tmp_path):
+    """The HTTP/1.1 downstream keeps a response head until the end of the
+    loop's I/O round so that a body arriving with it leaves in the same write;
+    a head whose body is not there yet must still go out on its own."""
+    m = Mesh(tmp_path)
+    client_host, app_host = fresh_host(), fresh_host()
+    port = free_port(app_host)
+    app = socket.socket()
+    app.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    app.bind((app_host, port))
+    app.listen(4)
+    head_seen, results = threading.Event(), {}
+    t = threading.Thread(target=_head_then_body_app, args=(app, head_seen, results), daemon=True)
+    t.start()
+    try:
+        m.add(service("slow", m.ns, [(80, "HTTP", port)]),
+              workload("slow-0", m.ns, app_host, "slow", {"app": "slow"}),
+              workload("client-0", m.ns, client_host, "client", {"app": "client"}))
+        m.start_proxy("slow-0", "slow", app_host, inbound=[(port, "HTTP")])
+        m.start_proxy("client-0", "client", client_host)
+        with socket.create_connection((client_host, 15001), timeout=30) as c:
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: slow\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(65536)
+                assert chunk, data
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert body == b"", "the body came before the app sent it"
+            head_seen.set()
+            while len(body) < 5:
+                chunk = c.recv(65536)
+                assert chunk, body
+                body += chunk
+            assert body == b"hello"
+        t.join(10)
+        assert results.get("released") is True
+        stop_and_check_proxies(m)
+    finally:
+        app.close()

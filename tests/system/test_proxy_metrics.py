@@ -5,6 +5,7 @@ reported by the client sidecar (reporter="source") and by the server sidecar
 must still pass promtool without a complaint."""
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -15,7 +16,7 @@ from concurrent import futures
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, read_log
 from mesh import Mesh, echo_mesh, fresh_host, service, stop_and_check_proxies, workload
 
 NS = "test"
@@ -128,6 +129,39 @@ def test_http_requests_reported_by_both_sidecars(env):
     assert total(server, "rete_request_duration_seconds_count", response_code="503", **dst) == M
     assert total(server, "istio_requests_total", reporter="source") == 0
     promtool_clean(server)
+
+
+def test_request_series_follow_a_reload(env):
+    """The request series of a label combination are kept per configuration
+    generation (telemetry.c): after a reload that changes the endpoint's
+    labels, requests land in the series the new labels name, and the counts
+    of an unchanged combination carry on."""
+    for _ in range(2):
+        assert get(env, "/?status=200") == 200
+        assert get(env, "/?status=404") == 404
+    m = env["mesh"]
+    m.resources = [workload("echo-0", NS, env["echo_host"], "echo", {"app": "echo", "version": "v2"})
+                   if r["kind"] == "Workload" and r["metadata"]["name"] == "echo-0" else r
+                   for r in m.resources]
+    m.write_config("client-0", "client", env["client_host"])
+    env["client"].send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration version 2 in use" in read_log(env["client"]), "the reload")
+    for _ in range(3):
+        assert get(env, "/?status=200") == 200
+    assert get(env, "/?status=404") == 404
+    client = metrics(env["admin"])
+    src = dict(reporter="source", destination_workload="echo-0", response_flags="-")
+    assert total(client, "istio_requests_total", response_code="200", destination_version="unknown",
+                 **src) == 2
+    assert total(client, "istio_requests_total", response_code="200", destination_version="v2",
+                 **src) == 3
+    assert total(client, "istio_requests_total", response_code="404", destination_version="v2",
+                 **src) == 1
+    assert total(client, "istio_response_bytes_count", response_code="404", **src) == 3
+    server = metrics(env["server_admin"])
+    assert total(server, "istio_requests_total", reporter="destination", response_code="200") == 5
+    assert total(server, "istio_requests_total", reporter="destination", response_code="404") == 3
+    promtool_clean(client)
 
 
 # ---- gRPC ------------------------------------------------------------------

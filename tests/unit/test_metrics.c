@@ -209,7 +209,9 @@ static void test_series_bound_and_overflow(void **state)
         snprintf(buf, sizeof(buf), "v%d", i);
         rete_view v[2] = {rete_view_cstr(buf), RETE_VIEW_LIT("x")};
         rete_metric m;
-        assert_int_equal(rete_metrics_shard_series(s, f, v, 2, &m), RETE_OK);
+        bool stable = false;
+        assert_int_equal(rete_metrics_shard_series_stable(s, f, v, 2, &m, &stable), RETE_OK);
+        assert_int_equal(stable, i < 3); /* the overflow series is not the combination's own */
         rete_metrics_inc(s, m, 1);
         if (i == 0)
             first = m;
@@ -222,6 +224,10 @@ static void test_series_bound_and_overflow(void **state)
     assert_int_equal(rete_metrics_series(reg, f, v0, 2, &m0), RETE_OK);
     assert_int_equal(m0.cell, first.cell);
     assert_int_not_equal(over.cell, first.cell);
+    bool stable = false;
+    assert_int_equal(rete_metrics_shard_series_stable(s, f, v0, 2, &m0, &stable), RETE_OK);
+    assert_true(stable); /* from the shard's cache */
+    assert_int_equal(m0.cell, first.cell);
     /* Wrong label count. */
     assert_int_equal(rete_metrics_series(reg, f, v0, 1, &m0), RETE_EINVAL);
     char *out = rete_metrics_render(reg, NULL);

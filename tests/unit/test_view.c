@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "arena.h"
@@ -49,12 +50,38 @@ static void test_arena(void **state)
     rete_arena_free(a);
 }
 
+/* A reset arena hands out zeroed memory again from its kept block (pooled
+ * exchanges reuse their arena between requests). */
+static void test_arena_reset(void **state)
+{
+    (void)state;
+    rete_arena *a = rete_arena_new(64);
+    unsigned char *p = rete_arena_alloc(a, 32);
+    memset(p, 0xab, 32);
+    unsigned char *big = rete_arena_alloc(a, 1000);
+    memset(big, 0xcd, 1000);
+    rete_arena_alloc(a, 48); /* a second block of the arena's size */
+    rete_arena_reset(a);
+    assert_int_equal(rete_arena_used(a), 0);
+    unsigned char *q = rete_arena_alloc(a, 64);
+    for (size_t i = 0; i < 64; i++)
+        assert_int_equal(q[i], 0);
+    unsigned char *r = rete_arena_alloc(a, 2000); /* still grows past the kept block */
+    r[1999] = 1;
+    assert_true(rete_arena_used(a) >= 2064);
+    rete_arena_reset(a);
+    rete_arena_reset(a); /* twice: nothing left to free */
+    assert_non_null(rete_arena_strdup(a, "again"));
+    rete_arena_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_view_compare),
         cmocka_unit_test(test_view_trim_and_numbers),
         cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_arena_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
