@@ -403,7 +403,8 @@ static void selecting(const reted_index *ix, const reted_ires *wl, reted_strs *o
  * (A Service newly named or selecting the workload, a route attached to a
  * Service in scope, a Workload a Service in scope selects, a policy of its
  * namespace.) `sel`: for a Workload, the Services selecting it. */
-static bool takes_in(const reted_snapshot *s, const reted_ires *now, const reted_strs *sel)
+static bool takes_in(const reted_index *ix, const reted_snapshot *s, const reted_ires *now,
+                     const reted_strs *sel)
 {
     switch (now->k) {
     case RETED_IK_SERVICE:
@@ -414,14 +415,8 @@ static bool takes_in(const reted_snapshot *s, const reted_ires *now, const reted
             if (s->all || set_has(&s->services, k))
                 return true;
         return false;
-    case RETED_IK_ROUTE:
-        return route_in_scope(s, now);
-    case RETED_IK_DR:
-        return s->all || (now->refs.n && set_has(&s->services, now->refs.p));
-    case RETED_IK_POLICY:
-        return policy_in_scope(s, now);
     default:
-        return true;
+        return in_scope(ix, s, now);
     }
 }
 
@@ -468,7 +463,7 @@ void reted_scopes_sync(reted *r)
             if (now && now->k == RETED_IK_WORKLOAD)
                 selecting(&r->index, now, &sel);
             for (reted_snapshot *c = r->snapshots; c; c = c->next)
-                c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
+                c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(&r->index, c, now, &sel));
             k = reted_strs_next(&r->dirty, name);
         }
         free(sel.p);

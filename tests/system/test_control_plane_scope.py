@@ -124,52 +124,41 @@ def test_a_proxy_gets_only_the_services_its_egress_names_serves_or_routes_reach(
     assert curl_status(shop["to_all"].outbound, "b") == 200
 
 
+def change(reted, docs, touched, names):
+    """Apply `docs`, wait until the proxies in `touched` ACKed them and pushes
+    settle; returns (the proxies whose version moved, snapshots compiled)."""
+    before = {n: sent(reted, n) for n in names}
+    c0 = compiles(reted)
+    res = reted.apply_ok(docs)
+    v = max(int(r["resourceVersion"]) for r in res["results"])
+    for n in touched:
+        wait_acked(reted, n, v, NS)
+    settled(reted, names)
+    after = {n: sent(reted, n) for n in names}
+    return {n for n in names if after[n] != before[n]}, compiles(reted) - c0
+
+
 def test_a_change_recompiles_and_pushes_only_the_proxies_it_touches(reted, shop):
     names = shop["names"]
     settled(reted, names)
-    before = {n: sent(reted, n) for n in names}
-    c0 = compiles(reted)
-    # a change to Service c: served by c-0, routed to by to-c and to-all
-    res = reted.apply_ok([service("c", NS, [(80, "HTTP", shop["port_c"]), (81, "HTTP", shop["port_c"])])])
-    v = int(res["results"][0]["resourceVersion"])
-    for n in ("c-0", "to-c", "to-all"):
-        wait_acked(reted, n, v, NS)
-    settled(reted, names)
-    after = {n: sent(reted, n) for n in names}
-    assert after["b-0"] == before["b-0"] and after["to-b"] == before["to-b"], (before, after)
-    # three scopes touched (c-0's, to-c's, the whole mesh's), compiled once each
-    assert compiles(reted) - c0 == 3
-
+    # a change to Service c: served by c-0, routed to by to-c and to-all;
+    # three scopes (c-0's, to-c's, the whole mesh's), compiled once each
+    port_c = shop["port_c"]
+    moved, compiled = change(reted, [service("c", NS, [(80, "HTTP", port_c), (81, "HTTP", port_c)])],
+                             ("c-0", "to-c", "to-all"), names)
+    assert moved == {"c-0", "to-c", "to-all"} and compiled == 3, (moved, compiled)
     # the route of b: b-0 (serves b), to-b and to-all; not c-0 nor to-c
-    before, c0 = after, compiles(reted)
-    res = reted.apply_ok([http_route("b-split", NS, "b", [{"backendRefs": [{"name": "b", "port": 80, "weight": 50},
-                                                                           {"name": "b2", "port": 80, "weight": 50}]}])])
-    v = int(res["results"][0]["resourceVersion"])
-    for n in ("b-0", "to-b", "to-all"):
-        wait_acked(reted, n, v, NS)
-    settled(reted, names)
-    after = {n: sent(reted, n) for n in names}
-    assert after["c-0"] == before["c-0"] and after["to-c"] == before["to-c"], (before, after)
-    assert compiles(reted) - c0 == 3
-
+    split = [{"backendRefs": [{"name": "b", "port": 80, "weight": 50}, {"name": "b2", "port": 80, "weight": 50}]}]
+    moved, compiled = change(reted, [http_route("b-split", NS, "b", split)], ("b-0", "to-b", "to-all"), names)
+    assert moved == {"b-0", "to-b", "to-all"} and compiled == 3, (moved, compiled)
     # a new endpoint of b (a Workload applied by hand): the proxies that reach b
-    before, c0 = after, compiles(reted)
-    res = reted.apply_ok([workload("b-vm", NS, "127.0.0.8", "b", {"app": "b"}, inMesh=False)])
-    v = int(res["results"][0]["resourceVersion"])
-    for n in ("b-0", "to-b", "to-all"):
-        wait_acked(reted, n, v, NS)
-    settled(reted, names)
-    after = {n: sent(reted, n) for n in names}
-    assert after["c-0"] == before["c-0"] and after["to-c"] == before["to-c"], (before, after)
+    moved, _ = change(reted, [workload("b-vm", NS, "127.0.0.8", "b", {"app": "b"}, inMesh=False)],
+                      ("b-0", "to-b", "to-all"), names)
+    assert moved == {"b-0", "to-b", "to-all"}, moved
     assert ("Workload", NS, "b-vm") in held(reted, "to-b")
-
     # a Service nobody names yet (to-all sees the whole mesh; nobody else)
-    before = after
-    res = reted.apply_ok([service("e", NS, [(80, "HTTP", 9)])])
-    wait_acked(reted, "to-all", int(res["results"][0]["resourceVersion"]), NS)
-    settled(reted, names)
-    after = {n: sent(reted, n) for n in names}
-    assert {n for n in names if after[n] != before[n]} == {"to-all"}, (before, after)
+    moved, _ = change(reted, [service("e", NS, [(80, "HTTP", 9)])], ("to-all",), names)
+    assert moved == {"to-all"}, moved
 
 
 def test_mesh_default_egress_applies_to_workloads_that_set_none(reted, shop, tmp_path):
