@@ -62,13 +62,16 @@ unit: build
 	meson test -C $(BUILD) --print-errorlogs
 
 # Unit tests on the gcc build, the clang build compiled with -Werror, then unit
-# and system tests under ASan+UBSan (CI runs exactly this).
+# and system tests under ASan+UBSan, then the benchmark's 30-second smoke run
+# (every scenario briefly; it fails on a crash or an error, never on a
+# figure). CI runs exactly this.
 test: deps build clang asan
 	meson test -C $(BUILD) --print-errorlogs
 	meson test -C $(ASAN_BUILD) --print-errorlogs
 	RETE_BUILD=$(CURDIR)/$(ASAN_BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q tests/system
+	$(PYTHON) bench/run.py --smoke
 
 system: build
 	RETE_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q tests/system
