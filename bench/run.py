@@ -797,8 +797,7 @@ def main():
                     failures.append(f"{t} at {rate} req/s: {r['errors']} errors, {r['non2xx']} non-2xx")
 
         # Open-loop HTTP/2 (h2c prior knowledge) through the fronts' h2c
-        # ports, then gRPC unary calls the same way (not in the smoke run,
-        # which has no time left for it). gRPC has connections of its own
+        # ports, then gRPC unary calls the same way. gRPC has connections of its own
         # behind the fronts (nginx's grpc_pass pool, HAProxy B's and rete
         # B's h2c to the echo), so it is warmed up first like HTTP/1.1.
         results["h2latency"] = multiplexed_latency(info, targets, "h2c", cfg["h2_rate"], cfg["duration"],
