@@ -83,6 +83,9 @@ typedef struct rete_store_ops {
      * (unknown or wrong secret), RETE_ELIMIT (expired or used up). */
     rete_rc (*token_use)(rete_store *s, const char *id, const uint8_t secret_hash[32], int64_t now_unix,
                          rete_store_token *out);
+    /* Delete the tokens that expired before `expired_before` (used up or
+     * not); *removed says how many. */
+    rete_rc (*token_prune)(rete_store *s, int64_t expired_before, size_t *removed);
     void (*close)(rete_store *s);
 } rete_store_ops;
 

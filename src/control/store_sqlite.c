@@ -59,6 +59,7 @@ enum store_stmt {
     ST_TOK_INSERT,
     ST_TOK_GET,
     ST_TOK_CONSUME,
+    ST_TOK_PRUNE,
     ST__COUNT
 };
 
@@ -92,6 +93,7 @@ static const char *const store_sql[ST__COUNT] = {
      * the same use between the check and the decrement. */
     [ST_TOK_CONSUME] = "UPDATE tokens SET uses_left = uses_left - 1"
                        " WHERE id = ?1 AND uses_left > 0 AND expires_unix > ?2 RETURNING uses_left",
+    [ST_TOK_PRUNE] = "DELETE FROM tokens WHERE expires_unix <= ?1",
 };
 
 /* Version 1 of the schema, created in one transaction with user_version. */
@@ -561,6 +563,27 @@ static rete_rc sq_token_use(rete_store *s, const char *id, const uint8_t secret_
     return RETE_OK;
 }
 
+static rete_rc sq_token_prune(rete_store *s, int64_t expired_before, size_t *removed)
+{
+    store_sqlite *sq = to_sq(s);
+    if (removed)
+        *removed = 0;
+    if (sq->in_list)
+        return RETE_ESTATE;
+    sqlite3_stmt *st = sq_stmt(sq, ST_TOK_PRUNE);
+    if (sqlite3_bind_int64(st, 1, expired_before) != SQLITE_OK) {
+        sq_done(st);
+        return sq_fail(sq, "binding a token prune");
+    }
+    int rc = sqlite3_step(st);
+    sq_done(st);
+    if (rc != SQLITE_DONE)
+        return sq_fail(sq, "pruning tokens");
+    if (removed)
+        *removed = (size_t)sqlite3_changes(sq->db);
+    return RETE_OK;
+}
+
 static void sq_close(rete_store *s)
 {
     if (!s)
@@ -583,6 +606,7 @@ static const rete_store_ops sqlite_ops = {
     .revision = sq_revision,
     .token_put = sq_token_put,
     .token_use = sq_token_use,
+    .token_prune = sq_token_prune,
     .close = sq_close,
 };
 

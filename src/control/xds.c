@@ -498,9 +498,17 @@ static void on_stream_close(rete_http_stream *st)
 
 static const rete_http_stream_cbs stream_cbs = {on_line, on_stream_close};
 
+/* Join tokens are kept an hour past their expiry (a late user still hears
+ * "expired", not "unknown"), then deleted: the store does not grow with
+ * every workload ever started. */
+#define RETED_TOKEN_KEEP_S 3600
+
 void reted_tick(reted *r)
 {
     int64_t now = reted_now();
+    size_t pruned = 0;
+    if (r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
+        rete_info("ca: deleted %zu join tokens expired for over an hour", pruned);
     if (r->pushed_since_trim && uv_now(r->loop) - r->trimmed_ms >= 30000)
         trim_now(r);
     reted_proxy **pp = &r->proxies;

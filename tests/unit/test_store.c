@@ -488,6 +488,33 @@ static void test_tokens(void **state)
     assert_int_equal(s->ops->token_use(s, "p", h1, now, &out), RETE_ELIMIT);
 }
 
+static void test_token_prune(void **state)
+{
+    fixture *f = *state;
+    rete_store *s = f->s;
+    uint8_t h[32];
+    for (int i = 0; i < 32; i++)
+        h[i] = (uint8_t)(7 * i);
+    int64_t now = 1700000000;
+    rete_store_token old = tok("old", "demo", "web", now - 7200, 1);
+    rete_store_token used = tok("used", "demo", "web", now + 3600, 1);
+    rete_store_token live = tok("live", "demo", "web", now + 3600, -1);
+    assert_int_equal(s->ops->token_put(s, &old, h), RETE_OK);
+    assert_int_equal(s->ops->token_put(s, &used, h), RETE_OK);
+    assert_int_equal(s->ops->token_put(s, &live, h), RETE_OK);
+    assert_int_equal(s->ops->token_use(s, "used", h, now, NULL), RETE_OK);
+    size_t removed = 99;
+    /* Only what expired before the cut goes; a used-up token that has not
+     * expired stays (its user still hears "used up", not "unknown"). */
+    assert_int_equal(s->ops->token_prune(s, now - 3600, &removed), RETE_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(s->ops->token_use(s, "old", h, now - 7300, NULL), RETE_ENOTFOUND);
+    assert_int_equal(s->ops->token_use(s, "used", h, now, NULL), RETE_ELIMIT);
+    assert_int_equal(s->ops->token_use(s, "live", h, now, NULL), RETE_OK);
+    assert_int_equal(s->ops->token_prune(s, now - 3600, &removed), RETE_OK);
+    assert_int_equal(removed, 0);
+}
+
 static void test_reopen(void **state)
 {
     fixture *f = *state;
@@ -791,6 +818,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
