@@ -479,6 +479,13 @@ def control_plane_section(res):
     cc = core.get("certs_per_cpu_s")
     row("CA core on one core (`build/tests/unit/test_ca`)", ">= 8,000", "n/a" if cc is None else f"{cc:,}/s",
         None if cc is None else cc >= 8000)
+    # The issue states its goal against a sign+verify ceiling of about
+    # 13,000/s; this machine's ceiling moves from run to run, so the same
+    # goal as a share of the ceiling measured beside it:
+    sv = core.get("sign_verify")
+    if cc and sv:
+        row("CA core as a share of the sign+verify ceiling measured in the same run", ">= 8,000 / 13,000 = 62%",
+            f"{100 * cc / sv:.0f}% ({cc:,} of {sv:,}/s)", cc / sv >= 8000 / 13000)
     out += ["| target (issue 3) | goal | measured | verdict |", "| --- | --- | --- | --- |"] + rows + [""]
     sp = res.get("speed") or {}
     if core or sp:
