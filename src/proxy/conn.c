@@ -115,7 +115,12 @@ static void linger_on_ready(rete_io *io, int s, const char *w)
 }
 static void linger_on_close(rete_io *io)
 {
-    rete_conn_closed(io->owner);
+    rete_conn *c = io->owner;
+    if (c->linger_release)
+        c->linger_release(c->codec);
+    c->linger_release = NULL;
+    c->codec = NULL;
+    rete_conn_closed(c);
 }
 static const rete_io_cbs linger_cbs = {
     .on_data = linger_on_data,
@@ -132,11 +137,14 @@ static void linger_timeout(uv_timer_t *t)
     rete_io_close(&c->io);
 }
 
-void rete_conn_linger(rete_conn *c)
+void rete_conn_linger(rete_conn *c, void (*release)(void *codec), void *codec)
 {
-    /* The codec that called us frees its own state in on_close; from now on
-     * the connection belongs to this small state machine. Its old owner
-     * must not touch it again. */
+    /* From now on the connection belongs to this small state machine: its
+     * old codec never hears of it again (its on_close will not run), so
+     * what it leaves behind is freed through `release` at the close. */
+    c->linger_release = release;
+    c->codec = codec;
+    c->on_idle = NULL;
     c->io.cbs = &linger_cbs;
     c->io.owner = c;
     rete_io_shutdown(&c->io);
@@ -208,7 +216,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
         rete_stat(c->worker, c->worker->ms.mesh_refused, 1);
         rete_info("%s: TLS handshake with %s refused: %s", c->listener->name, c->peer_addr,
                   why && *why ? why : "handshake failed");
-        rete_conn_linger(c); /* let the alert out before the close (no RST over it) */
+        rete_conn_linger(c, NULL, NULL); /* let the alert out before the close (no RST over it) */
         return;
     }
     if (c->listener->kind == RETE_L_MESH) {
@@ -218,7 +226,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
             rete_stat(c->worker, c->worker->ms.mesh_refused, 1);
             rete_info("mesh: refused %s: no usable SPIFFE ID", c->peer_addr);
             c->peer_id[0] = '\0';
-            rete_conn_linger(c);
+            rete_conn_linger(c, NULL, NULL);
             return;
         }
         if (!rete_authz_admit_peer(cfg, c->peer_id, &policy)) {
@@ -230,7 +238,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
             else
                 rete_info("mesh: refused %s: identity %s is outside trust domain %s", c->peer_addr,
                           c->peer_id, cfg->proxy.trust_domain);
-            rete_conn_linger(c); /* close_notify, discard what the peer sent, then close */
+            rete_conn_linger(c, NULL, NULL); /* close_notify, discard what the peer sent, then close */
             return;
         }
         uv_timer_stop(&c->timer);

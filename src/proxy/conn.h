@@ -26,12 +26,16 @@ typedef struct rete_conn {
     const rete_route_table *fixed;   /* explicit upstream listener: its service port */
     void (*on_idle)(struct rete_conn *c);
     void *codec;                     /* the codec's state, for on_idle */
+    void (*linger_release)(void *codec); /* frees the codec's state once a linger ends */
 } rete_conn;
 
 void rete_conn_accept(rete_listener *l);
 /* Half-close, discard input until the peer closes or a short linger
- * timer fires, then close: an error answer is not lost to a reset. */
-void rete_conn_linger(rete_conn *c);
+ * timer fires, then close: an error answer is not lost to a reset. A codec
+ * that hands its connection over mid-callback (its state still on the
+ * stack above) passes `release` and its state: they are freed when the
+ * connection closes, not before. NULL when there is nothing to free. */
+void rete_conn_linger(rete_conn *c, void (*release)(void *codec), void *codec);
 /* Idle timeout (limits.idleTimeout): the codec starts it when the
  * connection has nothing in flight and stops it when work arrives; when it
  * fires, on_idle runs (it closes the connection, gracefully if it can). */

@@ -136,6 +136,8 @@ void rete_h1_flush_all(rete_worker *w)
     }
 }
 
+static void h1s_release(void *arg);
+
 /* A response we make ourselves before any exchange exists (parse errors). */
 static void h1s_error_and_close(h1s *s, int status, const char *reason)
 {
@@ -147,8 +149,9 @@ static void h1s_error_and_close(h1s *s, int status, const char *reason)
     h1s_write(s, out, (size_t)n);
     s->state = H1S_CLOSING;
     /* Half-close and drain until the peer closes (or a short linger ends):
-     * closing with unread input would turn the answer into a reset. */
-    rete_conn_linger(s->conn);
+     * closing with unread input would turn the answer into a reset. Our
+     * callers still look at s: it is freed when the linger ends. */
+    rete_conn_linger(s->conn, h1s_release, s);
 }
 
 /* Keep bytes for later (partial head, pipelined request). */
@@ -532,10 +535,11 @@ static void h1s_on_drain(rete_io *io)
         h1s_write_body(s);
 }
 
-static void h1s_on_close(rete_io *io)
+/* Everything the codec holds for a connection (on its close, or when a
+ * linger it handed the connection to ends). */
+static void h1s_release(void *arg)
 {
-    h1s *s = io->owner;
-    rete_conn *c = s->conn;
+    h1s *s = arg;
     if (s->ex) {
         rete_exchange *ex = s->ex;
         s->ex = NULL;
@@ -545,6 +549,13 @@ static void h1s_on_close(rete_io *io)
     h1s_undirty(s);
     free(s->buf);
     free(s);
+}
+
+static void h1s_on_close(rete_io *io)
+{
+    h1s *s = io->owner;
+    rete_conn *c = s->conn;
+    h1s_release(s);
     rete_conn_closed(c);
 }
 
