@@ -8,7 +8,6 @@ import json
 import os
 import random
 import subprocess
-import warnings
 
 import certs
 from helpers import build_path, read_log, start_echo, start_process, stop_process
@@ -143,14 +142,9 @@ def echo_mesh(tmp_path, echo_protocol="HTTP", echo_args=(), client_args=(), pers
 
 def stop_and_check_proxies(m):
     """End of a test: every proxy of `m` is still running, exits cleanly on
-    SIGTERM, and logged no sanitizer report (under `make test` the proxies
-    are the ASan+UBSan build, and a report in a proxy's log would otherwise
-    go unseen).
-
-    Known issue: the worker's shutdown closes leftover handles with a NULL
-    close callback, so pooled upstream connections are never freed and
-    LeakSanitizer reports them at exit. Until that is fixed such a report is
-    a warning; RETE_TEST_EXIT_LEAKS=1 makes it a failure."""
+    SIGTERM, and logged no sanitizer report, leaks at exit included (under
+    `make test` the proxies are the ASan+UBSan build, and a report in a
+    proxy's log would otherwise go unseen)."""
     problems = []
     for name, proc in m.proxies.items():
         if proc.poll() is not None:
@@ -158,11 +152,6 @@ def stop_and_check_proxies(m):
             continue
         rc = stop_process(proc)
         log = read_log(proc)
-        leak_only = ("ERROR: LeakSanitizer" in log and "ERROR: AddressSanitizer" not in log
-                     and "runtime error:" not in log)
-        if leak_only and not os.environ.get("RETE_TEST_EXIT_LEAKS"):
-            warnings.warn(f"{name}: LeakSanitizer report at exit (known: pooled connections not freed on shutdown)")
-            continue
         if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
             problems.append(f"{name} exited with {rc} on SIGTERM:\n{log[-4000:]}")
     assert not problems, "\n".join(problems)
