@@ -1,7 +1,7 @@
-/* The table-driven decoder behind config.c: field tables (name, type,
- * required, default, bounds, validator, offset) drive parsing, the error
- * messages and docs/config-reference.md alike (nginx's ngx_command_t,
- * Redis's static_configs[]).
+/* The table-driven decoder behind the loader (config.c): the field tables
+ * of config_fields.c (name, type, required, default, bounds, validator,
+ * offset) drive parsing, the error messages and docs/config-reference.md
+ * alike (nginx's ngx_command_t, Redis's static_configs[]).
  *
  * A schema describes one YAML mapping; each field says where in a C struct
  * its value goes. Nested mappings use a sub-schema whose offsets are

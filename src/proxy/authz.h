@@ -1,6 +1,6 @@
 /* Authorization: Istio AuthorizationPolicy semantics over the policies that
- * select this workload (cfg->authz, built by src/common/config.c). Pure
- * functions: no I/O, no allocation, no logging; the callers (conn.c for
+ * select this workload (cfg->authz, built by src/common/config_resolve.c).
+ * Pure functions: no I/O, no allocation, no logging; the callers (conn.c for
  * connections, dispatch.c for requests) act on the answers.
  *
  * The model: each rete_authz_rule is one source AND one operation (the

@@ -1,5 +1,5 @@
-/* libFuzzer target for the configuration loader (src/common/config.c,
- * config_schema.c, yaml_doc.c): any input either loads or fails with an
+/* libFuzzer target for the configuration loader (src/common/config*.c,
+ * yaml_doc.c): any input either loads or fails with an
  * error whose fields are NUL-terminated and whose document index is in
  * range; a loaded snapshot survives the JSON view, host lookups and unref
  * (which frees its PCRE2 codes) without leaks. */

@@ -1,4 +1,4 @@
-/* Unit tests for src/common/config.c: the loader, resolution, host lookup,
+/* Unit tests for src/common/config*.c: the loader, resolution, host lookup,
  * JSON view, and one malformed document per validation rule. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,0 +1,1212 @@
+/* The field tables of every configuration kind: the validators of single
+ * values, one cfg_field table and cfg_schema per YAML mapping with the
+ * whole-object checks that go with it, the kinds with their API versions,
+ * and docs/config-reference.md generated from all of these.
+ *
+ * Separate from the loader (config.c) and the resolution pass
+ * (config_resolve.c) because it describes the resources rather than driving
+ * a load: a field is added or changed here alone, and its table is where its
+ * parsing, its error messages and its documentation come from
+ * (config_schema.h). */
+#include "config_raw.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arena.h"
+
+/* ---- field validators --------------------------------------------------------- */
+
+/* RFC 1123 subdomain, as Kubernetes requires of names and namespaces. */
+static rete_rc check_dns_name(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *s = *(const char **)value;
+    size_t len = strlen(s);
+    bool ok = len > 0 && len <= 253;
+    for (size_t i = 0; ok && i < len; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        ok = alnum || ((c == '-' || c == '.') && i > 0 && i + 1 < len);
+    }
+    return ok ? RETE_OK
+              : cfg_fail(ctx, "must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.'; at most "
+                              "253 characters; starting and ending alphanumeric)");
+}
+
+static rete_rc check_ip(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    return cfg_is_ip(*(const char **)value) ? RETE_OK : cfg_fail(ctx, "must be an IP literal");
+}
+
+/* Gateway API HTTPHeaderName: an RFC 7230 token. */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *s)))
+            return false;
+    return true;
+}
+
+static rete_rc check_header_name(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    return is_token(*(const char **)value)
+               ? RETE_OK
+               : cfg_fail(ctx, "must be a valid header name (RFC 7230 token)");
+}
+
+static rete_rc check_header_value(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    for (const char *s = *(const char **)value; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t')
+            return cfg_fail(ctx, "must not contain control characters");
+    return RETE_OK;
+}
+
+/* Gateway API HTTPPathModifier / path values: absolute, no dot segments, no '//'. */
+static bool path_ok(const char *p)
+{
+    if (p[0] != '/')
+        return false;
+    static const char *const bad[] = {"//", "/./", "/../", "%2f", "%2F", "#"};
+    for (size_t i = 0; i < CFG_ARRAY_LEN(bad); i++)
+        if (strstr(p, bad[i]))
+            return false;
+    size_t len = strlen(p);
+    return !(len >= 2 && strcmp(p + len - 2, "/.") == 0) &&
+           !(len >= 3 && strcmp(p + len - 3, "/..") == 0);
+}
+
+static rete_rc check_path(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *p = *(const char **)value;
+    if (p[0] != '/')
+        return cfg_fail(ctx, "must start with /");
+    return path_ok(p) ? RETE_OK
+                      : cfg_fail(ctx, "must not contain '//', '/./', '/../', '%%2f' or '#'");
+}
+
+static rete_rc check_method(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    static const char *const methods[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                          "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+    for (size_t i = 0; i < CFG_ARRAY_LEN(methods); i++)
+        if (strcmp(methods[i], *(const char **)value) == 0)
+            return RETE_OK;
+    return cfg_fail(ctx,
+                    "must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH");
+}
+
+static rete_rc check_scheme(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *s = *(const char **)value;
+    return strcmp(s, "http") == 0 || strcmp(s, "https") == 0
+               ? RETE_OK
+               : cfg_fail(ctx, "must be one of http, https");
+}
+
+static rete_rc check_hostname(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *s = *(const char **)value;
+    bool ok = *s && strlen(s) <= 253;
+    for (; ok && *s; s++)
+        ok = (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' ||
+             (*s == '*' && s == *(const char **)value && s[1] == '.');
+    return ok ? RETE_OK
+              : cfg_fail(ctx, "must be a lowercase hostname (RFC 1123, optional leading \"*.\")");
+}
+
+/* An egress host of a Workload or MeshConfig (Istio Sidecar's
+ * "namespace/name" form): NS/NAME where NS is a namespace, "." (the
+ * workload's own) or "*", and NAME a Service name or "*". */
+static rete_rc check_egress_host(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *s = *(const char **)value;
+    const char *slash = strchr(s, '/');
+    bool ok = slash && slash > s && slash[1] && !strchr(slash + 1, '/');
+    for (const char *c = s; ok && *c; c++)
+        ok = c == slash || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+             *c == '.' || *c == '*';
+    if (ok) {
+        size_t nl = (size_t)(slash - s);
+        ok = (nl == 1 && (s[0] == '*' || s[0] == '.')) || !memchr(s, '*', nl);
+        ok = ok && (strcmp(slash + 1, "*") == 0 || !strchr(slash + 1, '*'));
+    }
+    return ok ? RETE_OK
+              : cfg_fail(ctx, "must be \"NAMESPACE/NAME\": NAMESPACE a namespace, \".\" (the "
+                              "workload's own) or \"*\"; NAME a Service name or \"*\"");
+}
+
+static rete_rc check_group(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    const char *s = *(const char **)value;
+    return s[0] == '\0' || strcmp(s, "core") == 0
+               ? RETE_OK
+               : cfg_fail(ctx, "must be \"\" or \"core\" (only Service references are supported)");
+}
+
+static rete_rc check_kind_service(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    return strcmp(*(const char **)value, "Service") == 0
+               ? RETE_OK
+               : cfg_fail(ctx, "must be Service (GAMMA: routes attach to and send to Services)");
+}
+
+static rete_rc check_prime(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    uint32_t v;
+    memcpy(&v, value, sizeof(v));
+    for (uint32_t d = 2; (uint64_t)d * d <= v; d++)
+        if (v % d == 0)
+            return cfg_fail(ctx, "must be a prime number");
+    return v >= 2 ? RETE_OK : cfg_fail(ctx, "must be a prime number");
+}
+
+/* ---- metadata ------------------------------------------------------------------- */
+
+static const cfg_field meta_fields[] = {
+    {"name", CFG_STR, CFG_REQUIRED, CFG_AT(raw_meta, name), .check = check_dns_name,
+     .doc = "resource name (RFC 1123)"},
+    {"namespace", CFG_STR, 0, CFG_AT(raw_meta, ns), .def = "default", .check = check_dns_name},
+    {"labels", CFG_LABELS, 0, CFG_AT(raw_meta, labels), CFG_CNT(raw_meta, n_labels)},
+    {"annotations", CFG_LABELS, CFG_IGNORED, .doc = "accepted and ignored"},
+    /* Written by reted on what it stores; a document read back with
+     * `retectl get -o yaml` can be applied again as it is. */
+    {"resourceVersion", CFG_STR, CFG_IGNORED, .doc = "set by reted; on apply, the version the update expects (optimistic concurrency)"},
+    {"creationTimestamp", CFG_STR, CFG_IGNORED, .doc = "set by reted"},
+    {"uid", CFG_STR, CFG_IGNORED, .doc = "accepted and ignored"},
+};
+const cfg_schema cfg_meta_schema = CFG_SCHEMA("metadata", raw_meta, meta_fields, NULL);
+
+/* ---- Proxy ---------------------------------------------------------------------- */
+
+static const cfg_enum app_protocol_enum[] = {{"HTTP", RETE_PROTO_HTTP},
+                                             {"HTTP2", RETE_PROTO_HTTP2},
+                                             {"GRPC", RETE_PROTO_GRPC},
+                                             {"TCP", RETE_PROTO_TCP},
+                                             {NULL, 0}};
+
+static const cfg_field upstream_fields[] = {
+    {"listen", CFG_ADDR, CFG_REQUIRED, CFG_AT(raw_upstream, listen),
+     .doc = "local address the app connects to"},
+    {"service", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_upstream, service),
+     .doc = "\"name\" or \"name.namespace\" (short names are in the proxy's namespace)"},
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_upstream, port), .min = 1, .max = 65535,
+     .doc = "a port of that service"},
+};
+static const cfg_schema upstream_schema =
+    CFG_SCHEMA("upstream", raw_upstream, upstream_fields, NULL);
+
+static const cfg_field inbound_port_fields[] = {
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(rete_inbound_port, port), .min = 1, .max = 65535},
+    {"protocol", CFG_ENUM, 0, CFG_AT(rete_inbound_port, protocol), .en = app_protocol_enum,
+     .def = "HTTP"},
+};
+static const cfg_schema inbound_port_schema =
+    CFG_SCHEMA("inboundPort", rete_inbound_port, inbound_port_fields, NULL);
+
+static const cfg_field listeners_fields[] = {
+    {"outbound", CFG_ADDR, 0, CFG_AT(raw_proxy, p.outbound), CFG_HAS(raw_proxy, has_outbound),
+     .docdef = "*address*:15001", .doc = "the app's outgoing traffic"},
+    {"inbound", CFG_ADDR, 0, CFG_AT(raw_proxy, p.inbound), CFG_HAS(raw_proxy, has_inbound),
+     .docdef = "*address*:15006", .doc = "transparent inbound (plaintext, permissive mode)"},
+    {"mesh", CFG_ADDR, 0, CFG_AT(raw_proxy, p.mesh), CFG_HAS(raw_proxy, has_mesh),
+     .docdef = "*address*:15008", .doc = "mTLS from other proxies"},
+    {"admin", CFG_ADDR, 0, CFG_AT(raw_proxy, p.admin), CFG_HAS(raw_proxy, has_admin),
+     .docdef = "*address*:15000", .doc = "/metrics, /ready, /config ..."},
+};
+static const cfg_schema listeners_schema =
+    CFG_SCHEMA("listeners", raw_proxy, listeners_fields, NULL);
+
+static const cfg_field tls_fields[] = {
+    {"certFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.cert_file),
+     .doc = "PEM workload certificate chain"},
+    {"keyFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.key_file), .doc = "PEM private key"},
+    {"caFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.ca_file),
+     .doc = "PEM trust bundle (one or more roots)"},
+    {"serverCertFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.server_cert_file),
+     .doc = "optional certificate for TLS from the app"},
+    {"serverKeyFile", CFG_FILE, 0, CFG_AT(raw_proxy, p.server_key_file)},
+};
+static const cfg_schema tls_schema = CFG_SCHEMA("tls", raw_proxy, tls_fields, NULL);
+
+#define LIMIT_INT(n, m, lo, hi, d, txt)                                                            \
+    {                                                                                              \
+        n, CFG_INT, 0, CFG_AT(rete_limits, m), .min = lo, .max = hi, .def = d, .doc = txt          \
+    }
+#define LIMIT_DUR(n, m, d, txt)                                                                    \
+    {                                                                                              \
+        n, CFG_DURATION, 0, CFG_AT(rete_limits, m), .def = d, .doc = txt                           \
+    }
+static const cfg_field limits_fields[] = {
+    LIMIT_INT("maxRequestLine", max_request_line, 64, 1u << 20, "8192", "bytes"),
+    LIMIT_INT("maxHeaderBytes", max_header_bytes, 256, 16u << 20, "65536", "bytes, all headers"),
+    LIMIT_INT("maxHeaders", max_headers, 1, 10000, "100", "header fields per message"),
+    LIMIT_INT("maxBodyBuffer", max_body_buffer, 1024, 1u << 30, "65536",
+              "bytes buffered per direction per stream"),
+    LIMIT_INT("maxConnections", max_connections, 1, 10000000, "10000", "downstream, per worker"),
+    LIMIT_INT("maxStreams", max_streams, 1, 1u << 20, "256",
+              "HTTP/2 concurrent streams per connection"),
+    LIMIT_DUR("detectTimeout", detect_timeout_ms, "5s", "protocol detection"),
+    LIMIT_DUR("idleTimeout", idle_timeout_ms, "5m", "downstream idle"),
+    LIMIT_DUR("drainTimeout", drain_timeout_ms, "5s", "grace period on SIGTERM"),
+};
+static const cfg_schema limits_schema = CFG_SCHEMA("limits", rete_limits, limits_fields, NULL);
+
+static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
+{
+    raw_proxy *r = obj;
+    rete_proxy_spec *p = &r->p;
+    if (!r->has_app_address)
+        p->app_address = r->address;
+    static const struct {
+        size_t addr, has;
+        uint16_t port;
+    } listeners[] = {
+        {offsetof(raw_proxy, p.outbound), offsetof(raw_proxy, has_outbound), 15001},
+        {offsetof(raw_proxy, p.inbound), offsetof(raw_proxy, has_inbound), 15006},
+        {offsetof(raw_proxy, p.mesh), offsetof(raw_proxy, has_mesh), 15008},
+        {offsetof(raw_proxy, p.admin), offsetof(raw_proxy, has_admin), 15000},
+    };
+    for (size_t i = 0; i < CFG_ARRAY_LEN(listeners); i++) {
+        if (*((bool *)((unsigned char *)r + listeners[i].has)))
+            continue;
+        rete_socket_addr *a = (rete_socket_addr *)((unsigned char *)r + listeners[i].addr);
+        snprintf(a->host, sizeof(a->host), "%s", r->address);
+        a->port = listeners[i].port;
+    }
+    if (!p->cert_file != !p->key_file)
+        return cfg_fail_at(ctx, p->cert_file ? "tls.keyFile" : "tls.certFile",
+                           "required together with %s", p->cert_file ? "certFile" : "keyFile");
+    if (!p->server_cert_file != !p->server_key_file)
+        return cfg_fail_at(ctx, p->server_cert_file ? "tls.serverKeyFile" : "tls.serverCertFile",
+                           "required together with %s",
+                           p->server_cert_file ? "serverCertFile" : "serverKeyFile");
+    for (size_t i = 0; i < p->n_inbound_ports; i++)
+        for (size_t j = 0; j < i; j++)
+            if (p->inbound_ports[i].port == p->inbound_ports[j].port) {
+                char sub[64];
+                snprintf(sub, sizeof(sub), "inbound[%zu].port", i);
+                return cfg_fail_at(ctx, sub, "duplicate port %u", p->inbound_ports[i].port);
+            }
+    return RETE_OK;
+}
+
+static const cfg_field proxy_fields[] = {
+    {"serviceAccount", CFG_STR, CFG_REQUIRED, CFG_AT(raw_proxy, p.service_account),
+     .check = check_dns_name,
+     .doc = "identity: `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`"},
+    {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_proxy, p.trust_domain),
+     CFG_HAS(raw_proxy, has_trust_domain), .docdef = "MeshConfig's, else cluster.local"},
+    {"address", CFG_STR, 0, CFG_AT(raw_proxy, address), .def = "127.0.0.1", .check = check_ip,
+     .doc = "default bind IP of every listener"},
+    {"appAddress", CFG_STR, 0, CFG_AT(raw_proxy, p.app_address),
+     CFG_HAS(raw_proxy, has_app_address), .check = check_ip, .docdef = "*address*",
+     .doc = "where the local app listens"},
+    {"listeners", CFG_OBJ, 0, .off = 0, .sub = &listeners_schema},
+    {"upstreams", CFG_LIST, 0, CFG_AT(raw_proxy, upstreams), CFG_CNT(raw_proxy, n_upstreams),
+     .max = 64, .sub = &upstream_schema, .doc = "explicit upstream listeners (Consul style)"},
+    {"inbound", CFG_LIST, 0, CFG_AT(raw_proxy, p.inbound_ports),
+     CFG_CNT(raw_proxy, p.n_inbound_ports), CFG_HAS(raw_proxy, has_inbound_ports), .max = 64,
+     .sub = &inbound_port_schema, .docdef = "target ports of the Services selecting this workload",
+     .doc = "app ports this sidecar fronts"},
+    {"tls", CFG_OBJ, 0, .off = 0, .sub = &tls_schema,
+     .doc = "relative paths are relative to the config file's directory"},
+    {"concurrency", CFG_INT, 0, CFG_AT(raw_proxy, p.concurrency), .min = 1, .max = 256, .def = "1",
+     .doc = "worker threads"},
+    {"limits", CFG_OBJ, 0, .off = offsetof(raw_proxy, p.limits), .sub = &limits_schema},
+};
+static const cfg_schema proxy_schema = CFG_SCHEMA("Proxy", raw_proxy, proxy_fields, proxy_check);
+
+/* ---- Service -------------------------------------------------------------------- */
+
+static const cfg_enum app_protocol_k8s_enum[] = {
+    {"http", RETE_PROTO_HTTP}, {"http2", RETE_PROTO_HTTP2}, {"kubernetes.io/h2c", RETE_PROTO_HTTP2},
+    {"grpc", RETE_PROTO_GRPC}, {"tcp", RETE_PROTO_TCP},     {NULL, 0}};
+
+static rete_rc svc_port_check(cfg_ctx *ctx, void *obj)
+{
+    raw_svc_port *r = obj;
+    if (!r->has_target)
+        r->p.target_port = r->p.port;
+    r->p.protocol = r->has_app_protocol ? (rete_app_protocol)r->app_protocol
+                    : r->has_protocol   ? (rete_app_protocol)r->protocol
+                                        : RETE_PROTO_HTTP;
+    return RETE_OK;
+}
+
+static const cfg_field svc_port_fields[] = {
+    {"name", CFG_STR, 0, CFG_AT(raw_svc_port, p.name), .check = check_dns_name,
+     .doc = "required when there is more than one port"},
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_svc_port, p.port), .min = 1, .max = 65535},
+    {"targetPort", CFG_INT, 0, CFG_AT(raw_svc_port, p.target_port),
+     CFG_HAS(raw_svc_port, has_target), .min = 1, .max = 65535, .docdef = "*port*",
+     .doc = "numeric only"},
+    {"protocol", CFG_ENUM, 0, CFG_AT(raw_svc_port, protocol), CFG_HAS(raw_svc_port, has_protocol),
+     .en = app_protocol_enum, .docdef = "HTTP (detected at runtime)"},
+    {"appProtocol", CFG_ENUM, 0, CFG_AT(raw_svc_port, app_protocol),
+     CFG_HAS(raw_svc_port, has_app_protocol), .en = app_protocol_k8s_enum,
+     .doc = "wins over protocol"},
+};
+static const cfg_schema svc_port_schema =
+    CFG_SCHEMA("ServicePort", raw_svc_port, svc_port_fields, svc_port_check);
+
+static rete_rc service_check(cfg_ctx *ctx, void *obj)
+{
+    raw_service *r = obj;
+    char sub[64];
+    for (size_t i = 0; i < r->n_ports; i++) {
+        const rete_service_port *p = &r->ports[i].p;
+        snprintf(sub, sizeof(sub), "ports[%zu].name", i);
+        if (r->n_ports > 1 && !p->name)
+            return cfg_fail_at(ctx, sub, "required when a Service has more than one port");
+        for (size_t j = 0; j < i; j++) {
+            if (p->name && r->ports[j].p.name && strcmp(p->name, r->ports[j].p.name) == 0)
+                return cfg_fail_at(ctx, sub, "duplicate port name %s", p->name);
+            if (p->port == r->ports[j].p.port) {
+                snprintf(sub, sizeof(sub), "ports[%zu].port", i);
+                return cfg_fail_at(ctx, sub, "duplicate port %u", p->port);
+            }
+        }
+    }
+    return RETE_OK;
+}
+
+static const cfg_field service_fields[] = {
+    {"ports", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_service, ports),
+     CFG_CNT(raw_service, n_ports), .max = 64, .sub = &svc_port_schema},
+    {"selector", CFG_LABELS, 0, CFG_AT(raw_service, selector), CFG_CNT(raw_service, n_selector),
+     .doc = "workloads (same namespace) whose labels include all of these are endpoints; "
+            "empty selects none"},
+};
+static const cfg_schema service_schema =
+    CFG_SCHEMA("Service", raw_service, service_fields, service_check);
+
+/* ---- Workload ------------------------------------------------------------------- */
+
+static const cfg_field workload_fields[] = {
+    {"address", CFG_STR, CFG_REQUIRED, CFG_AT(raw_workload, w.address), .check = check_ip,
+     .doc = "IP literal of the workload and its sidecar"},
+    {"labels", CFG_LABELS, 0, CFG_AT(raw_workload, w.labels), CFG_CNT(raw_workload, w.n_labels)},
+    {"serviceAccount", CFG_STR, 0, CFG_AT(raw_workload, w.service_account), .def = "default",
+     .check = check_dns_name},
+    {"ports", CFG_PORTMAP, CFG_IGNORED, .doc = "port name -> number; validated, not used yet"},
+    {"weight", CFG_INT, 0, CFG_AT(raw_workload, w.weight), .min = 0, .max = 1000000, .def = "1"},
+    {"meshPort", CFG_INT, 0, CFG_AT(raw_workload, w.mesh_port), .min = 1, .max = 65535,
+     .def = "15008", .doc = "its sidecar's mesh listener"},
+    {"inMesh", CFG_BOOL, 0, CFG_AT(raw_workload, w.in_mesh), .def = "true",
+     .doc = "false: plaintext straight to address:targetPort"},
+    {"egress", CFG_STRLIST, 0, CFG_AT(raw_workload, egress), CFG_CNT(raw_workload, n_egress),
+     .max = 64, .check = check_egress_host, .docdef = "MeshConfig's defaultEgress",
+     .doc = "the Services its sidecar may reach, as `NAMESPACE/NAME` (`.` = own namespace, `*` = "
+            "any): reted sends the sidecar only these, the Services it serves and what their "
+            "routes name, and recompiles it only when one of those changes (Istio's Sidecar "
+            "egress hosts)"},
+};
+static const cfg_schema workload_schema =
+    CFG_SCHEMA("Workload", raw_workload, workload_fields, NULL);
+
+/* ---- HTTPRoute, GRPCRoute, TCPRoute (Gateway API v1, GAMMA) ----------------------- */
+
+static const cfg_field parent_ref_fields[] = {
+    {"group", CFG_STR, 0, CFG_AT(raw_ref, group), .check = check_group, .doc = "\"\" or core"},
+    {"kind", CFG_STR, CFG_REQUIRED, CFG_AT(raw_ref, kind), .check = check_kind_service,
+     .doc = "Service (GAMMA)"},
+    {"name", CFG_STR, CFG_REQUIRED, CFG_AT(raw_ref, name), .check = check_dns_name},
+    {"namespace", CFG_STR, 0, CFG_AT(raw_ref, ns), .check = check_dns_name,
+     .docdef = "the route's namespace"},
+    {"port", CFG_INT, 0, CFG_AT(raw_ref, port), .min = 1, .max = 65535,
+     .docdef = "every port of the Service"},
+};
+static const cfg_schema parent_ref_schema =
+    CFG_SCHEMA("ParentReference", raw_ref, parent_ref_fields, NULL);
+
+static const cfg_field backend_ref_fields[] = {
+    {"group", CFG_STR, 0, CFG_AT(raw_ref, group), .check = check_group, .doc = "\"\" or core"},
+    {"kind", CFG_STR, 0, CFG_AT(raw_ref, kind), .def = "Service", .check = check_kind_service},
+    {"name", CFG_STR, CFG_REQUIRED, CFG_AT(raw_ref, name), .check = check_dns_name},
+    {"namespace", CFG_STR, 0, CFG_AT(raw_ref, ns), .check = check_dns_name,
+     .docdef = "the route's namespace"},
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_ref, port), .min = 1, .max = 65535,
+     .doc = "a port of the Service"},
+    {"weight", CFG_INT, 0, CFG_AT(raw_ref, weight), .min = 0, .max = 1000000, .def = "1"},
+};
+static const cfg_schema backend_ref_schema =
+    CFG_SCHEMA("BackendRef", raw_ref, backend_ref_fields, NULL);
+
+static const cfg_enum path_match_enum[] = {{"Exact", RETE_MATCH_EXACT},
+                                           {"PathPrefix", RETE_MATCH_PREFIX},
+                                           {"RegularExpression", RETE_MATCH_REGEX},
+                                           {NULL, 0}};
+static const cfg_enum value_match_enum[] = {
+    {"Exact", RETE_MATCH_EXACT}, {"RegularExpression", RETE_MATCH_REGEX}, {NULL, 0}};
+
+/* A string match is ready to use: length known, regex compiled. */
+static rete_rc string_match_finish(cfg_ctx *ctx, rete_string_match *m)
+{
+    m->value_len = strlen(m->value);
+    if (m->kind != RETE_MATCH_REGEX)
+        return RETE_OK;
+    size_t mark = cfg_path_key(ctx, "value");
+    RETE_GUARD(cfg_compile_regex(ctx, m->value, &m->re));
+    cfg_path_pop(ctx, mark);
+    return RETE_OK;
+}
+
+static rete_rc path_match_check(cfg_ctx *ctx, void *obj)
+{
+    rete_string_match *m = obj;
+    if (m->kind != RETE_MATCH_REGEX) {
+        if (m->value[0] != '/')
+            return cfg_fail_at(ctx, "value", "must start with /");
+        if (!path_ok(m->value))
+            return cfg_fail_at(ctx, "value", "must not contain '//', '/./', '/../', '%%2f' or '#'");
+    }
+    return string_match_finish(ctx, m);
+}
+
+static rete_rc value_match_check(cfg_ctx *ctx, void *obj)
+{
+    return string_match_finish(ctx, obj);
+}
+
+static const cfg_field path_match_fields[] = {
+    {"type", CFG_ENUM, 0, CFG_AT(rete_string_match, kind), .en = path_match_enum,
+     .def = "PathPrefix",
+     .doc = "PathPrefix matches whole path elements; RegularExpression is PCRE2, anchored"},
+    {"value", CFG_STR, 0, CFG_AT(rete_string_match, value), .def = "/"},
+};
+static const cfg_schema path_match_schema =
+    CFG_SCHEMA("HTTPPathMatch", rete_string_match, path_match_fields, path_match_check);
+
+static const cfg_field header_match_fields[] = {
+    {"type", CFG_ENUM, 0, CFG_AT(rete_string_match, kind), .en = value_match_enum, .def = "Exact"},
+    {"name", CFG_STR, CFG_REQUIRED, CFG_AT(rete_string_match, name), .check = check_header_name,
+     .doc = "case-insensitive"},
+    {"value", CFG_STR, CFG_REQUIRED, CFG_AT(rete_string_match, value), .check = check_header_value},
+};
+static const cfg_schema header_match_schema =
+    CFG_SCHEMA("HTTPHeaderMatch", rete_string_match, header_match_fields, value_match_check);
+
+static const cfg_field query_match_fields[] = {
+    {"type", CFG_ENUM, 0, CFG_AT(rete_string_match, kind), .en = value_match_enum, .def = "Exact"},
+    {"name", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(rete_string_match, name),
+     .doc = "case-sensitive"},
+    {"value", CFG_STR, CFG_REQUIRED, CFG_AT(rete_string_match, value)},
+};
+static const cfg_schema query_match_schema =
+    CFG_SCHEMA("HTTPQueryParamMatch", rete_string_match, query_match_fields, value_match_check);
+
+static rete_rc http_match_check(cfg_ctx *ctx, void *obj)
+{
+    rete_http_match *m = obj;
+    m->path.value_len = strlen(m->path.value); /* the default "/" when absent */
+    return RETE_OK;
+}
+
+static const cfg_field http_match_fields[] = {
+    {"path", CFG_OBJ, 0, .off = offsetof(rete_http_match, path), CFG_HAS(rete_http_match, has_path),
+     .sub = &path_match_schema},
+    {"headers", CFG_LIST, 0, CFG_AT(rete_http_match, headers), CFG_CNT(rete_http_match, n_headers),
+     .max = 16, .sub = &header_match_schema},
+    {"queryParams", CFG_LIST, 0, CFG_AT(rete_http_match, query), CFG_CNT(rete_http_match, n_query),
+     .max = 16, .sub = &query_match_schema},
+    {"method", CFG_STR, 0, CFG_AT(rete_http_match, method), .check = check_method, .docdef = "any"},
+};
+static const cfg_schema http_match_schema =
+    CFG_SCHEMA("HTTPRouteMatch", rete_http_match, http_match_fields, http_match_check);
+
+/* filters */
+enum { PATH_MOD_FULL = 1, PATH_MOD_PREFIX = 2 };
+static const cfg_enum path_mod_enum[] = {
+    {"ReplaceFullPath", PATH_MOD_FULL}, {"ReplacePrefixMatch", PATH_MOD_PREFIX}, {NULL, 0}};
+
+static rete_rc path_mod_check(cfg_ctx *ctx, void *obj)
+{
+    raw_path_mod *m = obj;
+    if (m->type == PATH_MOD_FULL && !m->has_full)
+        return cfg_fail_at(ctx, "replaceFullPath", "required when type is ReplaceFullPath");
+    if (m->type == PATH_MOD_PREFIX && !m->has_prefix)
+        return cfg_fail_at(ctx, "replacePrefixMatch", "required when type is ReplacePrefixMatch");
+    if (m->type == PATH_MOD_FULL && m->has_prefix)
+        return cfg_fail_at(ctx, "replacePrefixMatch",
+                           "only allowed when type is ReplacePrefixMatch");
+    if (m->type == PATH_MOD_PREFIX && m->has_full)
+        return cfg_fail_at(ctx, "replaceFullPath", "only allowed when type is ReplaceFullPath");
+    return RETE_OK;
+}
+
+static const cfg_field path_mod_fields[] = {
+    {"type", CFG_ENUM, CFG_REQUIRED, CFG_AT(raw_path_mod, type), .en = path_mod_enum},
+    {"replaceFullPath", CFG_STR, 0, CFG_AT(raw_path_mod, full), CFG_HAS(raw_path_mod, has_full),
+     .check = check_path},
+    {"replacePrefixMatch", CFG_STR, 0, CFG_AT(raw_path_mod, prefix),
+     CFG_HAS(raw_path_mod, has_prefix), .check = check_path, .doc = "only with PathPrefix matches"},
+};
+static const cfg_schema path_mod_schema =
+    CFG_SCHEMA("HTTPPathModifier", raw_path_mod, path_mod_fields, path_mod_check);
+
+static const cfg_field header_kv_fields[] = {
+    {"name", CFG_STR, CFG_REQUIRED, CFG_AT(rete_header_kv, name), .check = check_header_name},
+    {"value", CFG_STR, CFG_REQUIRED, CFG_AT(rete_header_kv, value), .check = check_header_value},
+};
+static const cfg_schema header_kv_schema =
+    CFG_SCHEMA("HTTPHeader", rete_header_kv, header_kv_fields, NULL);
+
+static const cfg_field header_mod_fields[] = {
+    {"set", CFG_LIST, 0, CFG_AT(rete_header_modifier, set), CFG_CNT(rete_header_modifier, n_set),
+     .max = 16, .sub = &header_kv_schema, .doc = "replace"},
+    {"add", CFG_LIST, 0, CFG_AT(rete_header_modifier, add), CFG_CNT(rete_header_modifier, n_add),
+     .max = 16, .sub = &header_kv_schema, .doc = "append"},
+    {"remove", CFG_STRLIST, 0, CFG_AT(rete_header_modifier, remove),
+     CFG_CNT(rete_header_modifier, n_remove), .max = 16, .check = check_header_name},
+};
+static const cfg_schema header_mod_schema =
+    CFG_SCHEMA("HTTPHeaderFilter", rete_header_modifier, header_mod_fields, NULL);
+
+static const cfg_field redirect_fields[] = {
+    {"scheme", CFG_STR, 0, CFG_AT(raw_filter, f.scheme), .check = check_scheme, .docdef = "keep"},
+    {"hostname", CFG_STR, 0, CFG_AT(raw_filter, f.hostname), .check = check_hostname,
+     .docdef = "keep"},
+    {"port", CFG_INT, 0, CFG_AT(raw_filter, f.port), .min = 1, .max = 65535, .docdef = "keep"},
+    {"statusCode", CFG_INT, 0, CFG_AT(raw_filter, f.status_code), .min = 301, .max = 302,
+     .def = "302"},
+    {"path", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, redirect_path),
+     CFG_HAS(raw_filter, has_redirect_path), .sub = &path_mod_schema, .docdef = "keep"},
+};
+static const cfg_schema redirect_schema =
+    CFG_SCHEMA("HTTPRequestRedirectFilter", raw_filter, redirect_fields, NULL);
+
+static const cfg_field rewrite_fields[] = {
+    {"hostname", CFG_STR, 0, CFG_AT(raw_filter, f.hostname), .check = check_hostname,
+     .docdef = "keep"},
+    {"path", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, rewrite_path),
+     CFG_HAS(raw_filter, has_rewrite_path), .sub = &path_mod_schema, .docdef = "keep"},
+};
+static const cfg_schema rewrite_schema =
+    CFG_SCHEMA("HTTPURLRewriteFilter", raw_filter, rewrite_fields, NULL);
+
+static const cfg_enum filter_enum[] = {{"RequestHeaderModifier", RETE_FILTER_REQUEST_HEADER},
+                                       {"ResponseHeaderModifier", RETE_FILTER_RESPONSE_HEADER},
+                                       {"RequestRedirect", RETE_FILTER_REDIRECT},
+                                       {"URLRewrite", RETE_FILTER_URL_REWRITE},
+                                       {NULL, 0}};
+static const cfg_enum grpc_filter_enum[] = {{"RequestHeaderModifier", RETE_FILTER_REQUEST_HEADER},
+                                            {"ResponseHeaderModifier", RETE_FILTER_RESPONSE_HEADER},
+                                            {NULL, 0}};
+
+/* Gateway API CEL rules: the field named by `type` must be set, and no other. */
+static rete_rc filter_check(cfg_ctx *ctx, void *obj)
+{
+    raw_filter *r = obj;
+    static const struct {
+        const char *field, *type;
+        size_t has;
+    } by_kind[] = {
+        [RETE_FILTER_REQUEST_HEADER] = {"requestHeaderModifier", "RequestHeaderModifier",
+                                        offsetof(raw_filter, has_req)},
+        [RETE_FILTER_RESPONSE_HEADER] = {"responseHeaderModifier", "ResponseHeaderModifier",
+                                         offsetof(raw_filter, has_resp)},
+        [RETE_FILTER_REDIRECT] = {"requestRedirect", "RequestRedirect",
+                                  offsetof(raw_filter, has_redirect)},
+        [RETE_FILTER_URL_REWRITE] = {"urlRewrite", "URLRewrite", offsetof(raw_filter, has_rewrite)},
+    };
+    for (size_t k = 0; k < CFG_ARRAY_LEN(by_kind); k++) {
+        bool has = *((bool *)((unsigned char *)r + by_kind[k].has));
+        if ((int)k == r->type && !has)
+            return cfg_fail_at(ctx, by_kind[k].field, "required when type is %s", by_kind[k].type);
+        if ((int)k != r->type && has)
+            return cfg_fail_at(ctx, by_kind[k].field, "only allowed when type is %s",
+                               by_kind[k].type);
+    }
+    r->f.kind = (rete_filter_kind)r->type;
+    const raw_path_mod *pm = r->has_redirect_path  ? &r->redirect_path
+                             : r->has_rewrite_path ? &r->rewrite_path
+                                                   : NULL;
+    r->f.path_kind = !pm                         ? RETE_PATH_KEEP
+                     : pm->type == PATH_MOD_FULL ? RETE_PATH_FULL
+                                                 : RETE_PATH_PREFIX;
+    r->f.path = !pm ? NULL : pm->type == PATH_MOD_FULL ? pm->full : pm->prefix;
+    return RETE_OK;
+}
+
+static const cfg_field filter_fields[] = {
+    {"type", CFG_ENUM, CFG_REQUIRED, CFG_AT(raw_filter, type), .en = filter_enum},
+    {"requestHeaderModifier", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, f.headers),
+     CFG_HAS(raw_filter, has_req), .sub = &header_mod_schema},
+    {"responseHeaderModifier", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, f.headers),
+     CFG_HAS(raw_filter, has_resp), .sub = &header_mod_schema},
+    {"requestRedirect", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_redirect),
+     .sub = &redirect_schema},
+    {"urlRewrite", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_rewrite),
+     .sub = &rewrite_schema},
+};
+static const cfg_schema filter_schema =
+    CFG_SCHEMA("HTTPRouteFilter", raw_filter, filter_fields, filter_check);
+
+static const cfg_field grpc_filter_fields[] = {
+    {"type", CFG_ENUM, CFG_REQUIRED, CFG_AT(raw_filter, type), .en = grpc_filter_enum},
+    {"requestHeaderModifier", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, f.headers),
+     CFG_HAS(raw_filter, has_req), .sub = &header_mod_schema},
+    {"responseHeaderModifier", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, f.headers),
+     CFG_HAS(raw_filter, has_resp), .sub = &header_mod_schema},
+};
+static const cfg_schema grpc_filter_schema =
+    CFG_SCHEMA("GRPCRouteFilter", raw_filter, grpc_filter_fields, filter_check);
+
+static const cfg_field timeouts_fields[] = {
+    {"request", CFG_DURATION, 0, CFG_AT(raw_rule, r.timeout_ms), .docdef = "none",
+     .doc = "whole request, retries included; 0s = none"},
+    {"backendRequest", CFG_DURATION, 0, CFG_AT(raw_rule, r.backend_timeout_ms), .docdef = "none",
+     .doc = "one try; must not exceed request"},
+};
+static const cfg_schema timeouts_schema =
+    CFG_SCHEMA("HTTPRouteTimeouts", raw_rule, timeouts_fields, NULL);
+
+static const cfg_field retry_fields[] = {
+    {"attempts", CFG_INT, 0, CFG_AT(raw_rule, r.retry.attempts), .min = 0, .max = 10, .def = "1",
+     .doc = "retries after the first try"},
+    {"backoff", CFG_DURATION, 0, CFG_AT(raw_rule, r.retry.backoff_ms), .def = "25ms",
+     .doc = "base of the jittered exponential backoff"},
+    {"codes", CFG_INTLIST, 0, CFG_AT(raw_rule, r.retry.codes), CFG_CNT(raw_rule, r.retry.n_codes),
+     CFG_HAS(raw_rule, has_codes), .elem = sizeof(uint16_t), .min = 400, .max = 599,
+     .docdef = "[502, 503, 504]", .doc = "HTTP statuses that are retried"},
+};
+static const cfg_schema retry_schema = CFG_SCHEMA("HTTPRouteRetry", raw_rule, retry_fields, NULL);
+
+/* Rule-level Gateway API rules shared by HTTP and gRPC rules. */
+static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
+{
+    char sub[64];
+    bool seen[4] = {false};
+    rete_http_filter *filters = rete_arena_alloc(ctx->arena, (r->n_filters + 1) * sizeof(*filters));
+    for (size_t i = 0; i < r->n_filters; i++) {
+        filters[i] = r->filters[i].f;
+        snprintf(sub, sizeof(sub), "filters[%zu].type", i);
+        if (seen[filters[i].kind])
+            return cfg_fail_at(ctx, sub, "at most one filter of each type per rule");
+        seen[filters[i].kind] = true;
+        if (filters[i].path_kind == RETE_PATH_PREFIX)
+            for (size_t m = 0; m < r->r.n_matches; m++)
+                if (r->r.matches[m].path.kind != RETE_MATCH_PREFIX) {
+                    snprintf(sub, sizeof(sub), "filters[%zu]", i);
+                    return cfg_fail_at(ctx, sub,
+                                       "ReplacePrefixMatch requires every match to "
+                                       "use a PathPrefix path");
+                }
+    }
+    if (seen[RETE_FILTER_REDIRECT] && seen[RETE_FILTER_URL_REWRITE])
+        return cfg_fail_at(ctx, "filters", "RequestRedirect and URLRewrite cannot both be set");
+    if (seen[RETE_FILTER_REDIRECT] && r->n_backends)
+        return cfg_fail_at(ctx, "backendRefs",
+                           "must be empty when a RequestRedirect filter is set");
+    r->r.filters = filters;
+    r->r.n_filters = r->n_filters;
+    if (r->r.timeout_ms && r->r.backend_timeout_ms > r->r.timeout_ms)
+        return cfg_fail_at(ctx, "timeouts.backendRequest",
+                           "must not be greater than timeouts.request");
+    if (r->has_retry && !r->has_codes) {
+        static const uint16_t default_codes[] = {502, 503, 504};
+        r->r.retry.codes = default_codes;
+        r->r.retry.n_codes = CFG_ARRAY_LEN(default_codes);
+    }
+    r->r.retry.on_connect_failure = true;
+    return RETE_OK;
+}
+
+static rete_rc http_rule_check(cfg_ctx *ctx, void *obj)
+{
+    return rule_check_common(ctx, obj);
+}
+
+static const cfg_field http_rule_fields[] = {
+    {"matches", CFG_LIST, 0, CFG_AT(raw_rule, r.matches), CFG_CNT(raw_rule, r.n_matches), .max = 64,
+     .sub = &http_match_schema, .docdef = "match everything"},
+    {"filters", CFG_LIST, 0, CFG_AT(raw_rule, filters), CFG_CNT(raw_rule, n_filters), .max = 16,
+     .sub = &filter_schema},
+    {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends),
+     .max = 16, .sub = &backend_ref_schema, .doc = "none (and no redirect): 500"},
+    {"timeouts", CFG_OBJ, 0, .off = 0, .sub = &timeouts_schema},
+    {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
+     .docdef = "no retries", .doc = "experimental Gateway API HTTPRouteRetry"},
+};
+static const cfg_schema http_rule_schema =
+    CFG_SCHEMA("HTTPRouteRule", raw_rule, http_rule_fields, http_rule_check);
+
+/* gRPC method matches become path matches (GRPCRoute spec: /service/method). */
+static rete_rc grpc_method_check(cfg_ctx *ctx, void *obj)
+{
+    raw_grpc_method *m = obj;
+    if (!m->service && !m->method)
+        return cfg_fail(ctx, "one of service or method is required");
+    const char *parts[2] = {m->service, m->method};
+    const char *names[2] = {"service", "method"};
+    for (int i = 0; i < 2; i++)
+        if (parts[i] && m->type == RETE_MATCH_EXACT && (!*parts[i] || strchr(parts[i], '/')))
+            return cfg_fail_at(ctx, names[i], "must be non-empty and must not contain /");
+    return RETE_OK;
+}
+
+static const cfg_field grpc_method_fields[] = {
+    {"type", CFG_ENUM, 0, CFG_AT(raw_grpc_method, type), .en = value_match_enum, .def = "Exact"},
+    {"service", CFG_STR, 0, CFG_AT(raw_grpc_method, service), .docdef = "any"},
+    {"method", CFG_STR, 0, CFG_AT(raw_grpc_method, method), .docdef = "any"},
+};
+static const cfg_schema grpc_method_schema =
+    CFG_SCHEMA("GRPCMethodMatch", raw_grpc_method, grpc_method_fields, grpc_method_check);
+
+static const cfg_field grpc_match_fields[] = {
+    {"method", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_grpc_match, method),
+     CFG_HAS(raw_grpc_match, has_method), .sub = &grpc_method_schema,
+     .doc = "exact service+method -> exact path; service only -> prefix /service/; regex -> path "
+            "regex"},
+    {"headers", CFG_LIST, 0, CFG_AT(raw_grpc_match, headers), CFG_CNT(raw_grpc_match, n_headers),
+     .max = 16, .sub = &header_match_schema},
+};
+static const cfg_schema grpc_match_schema =
+    CFG_SCHEMA("GRPCRouteMatch", raw_grpc_match, grpc_match_fields, NULL);
+
+static rete_rc grpc_rule_check(cfg_ctx *ctx, void *obj)
+{
+    raw_rule *r = obj;
+    rete_http_match *out = rete_arena_alloc(ctx->arena, (r->n_grpc_matches + 1) * sizeof(*out));
+    for (size_t i = 0; i < r->n_grpc_matches; i++) {
+        const raw_grpc_match *g = &r->grpc_matches[i];
+        rete_http_match *m = &out[i];
+        m->headers = g->headers;
+        m->n_headers = g->n_headers;
+        m->path.kind = RETE_MATCH_PREFIX;
+        m->path.value = "/";
+        if (g->has_method) {
+            const raw_grpc_method *gm = &g->method;
+            size_t len =
+                (gm->service ? strlen(gm->service) : 8) + (gm->method ? strlen(gm->method) : 8) + 4;
+            char *p = rete_arena_alloc(ctx->arena, len);
+            m->has_path = true;
+            if (gm->type == RETE_MATCH_REGEX) {
+                m->path.kind = RETE_MATCH_REGEX;
+                snprintf(p, len, "/%s/%s", gm->service ? gm->service : "[^/]+",
+                         gm->method ? gm->method : "[^/]+");
+            } else if (gm->service && gm->method) {
+                m->path.kind = RETE_MATCH_EXACT;
+                snprintf(p, len, "/%s/%s", gm->service, gm->method);
+            } else if (gm->service) {
+                snprintf(p, len, "/%s/", gm->service);
+            } else { /* method of any service */
+                m->path.kind = RETE_MATCH_REGEX;
+                snprintf(p, len, "/[^/]+/\\Q%s\\E", gm->method);
+            }
+            m->path.value = p;
+            char sub[64];
+            snprintf(sub, sizeof(sub), "matches[%zu].method", i);
+            size_t mark = cfg_path_key(ctx, sub);
+            rete_rc rc =
+                m->path.kind == RETE_MATCH_REGEX ? cfg_compile_regex(ctx, p, &m->path.re) : RETE_OK;
+            cfg_path_pop(ctx, mark);
+            RETE_GUARD(rc);
+        }
+        m->path.value_len = strlen(m->path.value);
+    }
+    r->r.matches = out;
+    r->r.n_matches = r->n_grpc_matches;
+    return rule_check_common(ctx, r);
+}
+
+static const cfg_field grpc_rule_fields[] = {
+    {"matches", CFG_LIST, 0, CFG_AT(raw_rule, grpc_matches), CFG_CNT(raw_rule, n_grpc_matches),
+     .max = 64, .sub = &grpc_match_schema, .docdef = "match everything"},
+    {"filters", CFG_LIST, 0, CFG_AT(raw_rule, filters), CFG_CNT(raw_rule, n_filters), .max = 16,
+     .sub = &grpc_filter_schema},
+    {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends),
+     .max = 16, .sub = &backend_ref_schema},
+};
+static const cfg_schema grpc_rule_schema =
+    CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
+
+static const cfg_field tcp_rule_fields[] = {
+    {"backendRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_rule, backends),
+     CFG_CNT(raw_rule, n_backends), .max = 16, .sub = &backend_ref_schema},
+};
+static const cfg_schema tcp_rule_schema =
+    CFG_SCHEMA("TCPRouteRule", raw_rule, tcp_rule_fields, NULL);
+
+#define ROUTE_COMMON_FIELDS                                                                        \
+    {                                                                                              \
+        "parentRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, parents),           \
+            CFG_CNT(raw_route, n_parents),                                                         \
+            .max = 32, .sub = &parent_ref_schema,                                                  \
+            .doc = "the Services (and ports) whose traffic this route takes over"                  \
+    }
+
+static const cfg_field http_route_fields[] = {
+    ROUTE_COMMON_FIELDS,
+    {"hostnames", CFG_STRLIST, 0, CFG_AT(raw_route, hostnames), CFG_CNT(raw_route, n_hostnames),
+     .max = 16, .check = check_hostname, .doc = "informational for GAMMA routes"},
+    {"rules", CFG_LIST, 0, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules), .max = 16,
+     .sub = &http_rule_schema},
+};
+static const cfg_schema http_route_schema =
+    CFG_SCHEMA("HTTPRoute", raw_route, http_route_fields, NULL);
+
+static const cfg_field grpc_route_fields[] = {
+    ROUTE_COMMON_FIELDS,
+    {"hostnames", CFG_STRLIST, 0, CFG_AT(raw_route, hostnames), CFG_CNT(raw_route, n_hostnames),
+     .max = 16, .check = check_hostname},
+    {"rules", CFG_LIST, 0, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules), .max = 16,
+     .sub = &grpc_rule_schema},
+};
+static const cfg_schema grpc_route_schema =
+    CFG_SCHEMA("GRPCRoute", raw_route, grpc_route_fields, NULL);
+
+static const cfg_field tcp_route_fields[] = {
+    ROUTE_COMMON_FIELDS,
+    {"rules", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, rules),
+     CFG_CNT(raw_route, n_rules), .max = 1, .sub = &tcp_rule_schema, .doc = "exactly one rule"},
+};
+static const cfg_schema tcp_route_schema =
+    CFG_SCHEMA("TCPRoute", raw_route, tcp_route_fields, NULL);
+
+/* ---- DestinationRule (Istio networking/v1) --------------------------------------- */
+
+enum { LB_SIMPLE_UNSET = -1, LB_SIMPLE_PASSTHROUGH = -2 };
+static const cfg_enum lb_simple_enum[] = {{"UNSPECIFIED", LB_SIMPLE_UNSET},
+                                          {"ROUND_ROBIN", RETE_LB_ROUND_ROBIN},
+                                          {"LEAST_REQUEST", RETE_LB_LEAST_REQUEST},
+                                          {"LEAST_CONN", RETE_LB_LEAST_REQUEST},
+                                          {"RANDOM", RETE_LB_RANDOM},
+                                          {"PASSTHROUGH", LB_SIMPLE_PASSTHROUGH},
+                                          {NULL, 0}};
+
+static const cfg_field cookie_fields[] = {
+    {"name", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_dr, cookie_name)},
+    {"ttl", CFG_DURATION, 0, CFG_AT(raw_dr, cookie_ttl_ms), .docdef = "session cookie"},
+};
+static const cfg_schema cookie_schema = CFG_SCHEMA("HTTPCookie", raw_dr, cookie_fields, NULL);
+
+static const cfg_field ring_fields[] = {
+    {"minimumRingSize", CFG_INT, 0, CFG_AT(raw_dr, p.ring_size), .min = 1, .max = 8388608,
+     .def = "1024"},
+};
+static const cfg_schema ring_schema = CFG_SCHEMA("RingHash", raw_dr, ring_fields, NULL);
+
+static const cfg_field maglev_fields[] = {
+    {"tableSize", CFG_INT, 0, CFG_AT(raw_dr, p.maglev_table_size), .min = 2, .max = 5000011,
+     .def = "65537", .check = check_prime, .doc = "a prime"},
+};
+static const cfg_schema maglev_schema = CFG_SCHEMA("MagLev", raw_dr, maglev_fields, NULL);
+
+static rete_rc hash_check(cfg_ctx *ctx, void *obj)
+{
+    raw_dr *r = obj;
+    int keys = r->has_header + r->has_cookie + r->has_source_ip;
+    if (keys != 1)
+        return cfg_fail(ctx, "exactly one of httpHeaderName, httpCookie, useSourceIp is required");
+    if (r->has_source_ip && !r->source_ip)
+        return cfg_fail_at(ctx, "useSourceIp", "must be true when set");
+    if (r->has_ring && r->has_maglev)
+        return cfg_fail(ctx, "ringHash and maglev cannot both be set");
+    r->p.hash_on = r->has_header   ? RETE_HASH_HEADER
+                   : r->has_cookie ? RETE_HASH_COOKIE
+                                   : RETE_HASH_SOURCE_IP;
+    r->p.hash_key = r->has_header ? r->hash_header : r->has_cookie ? r->cookie_name : NULL;
+    return RETE_OK;
+}
+
+static const cfg_field hash_fields[] = {
+    {"httpHeaderName", CFG_STR, 0, CFG_AT(raw_dr, hash_header), CFG_HAS(raw_dr, has_header),
+     .check = check_header_name},
+    {"httpCookie", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_cookie),
+     .sub = &cookie_schema},
+    {"useSourceIp", CFG_BOOL, 0, CFG_AT(raw_dr, source_ip), CFG_HAS(raw_dr, has_source_ip)},
+    {"ringHash", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_ring), .sub = &ring_schema,
+     .doc = "the default hash algorithm"},
+    {"maglev", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_maglev), .sub = &maglev_schema},
+};
+static const cfg_schema hash_schema =
+    CFG_SCHEMA("ConsistentHashLB", raw_dr, hash_fields, hash_check);
+
+static rete_rc lb_check(cfg_ctx *ctx, void *obj)
+{
+    raw_dr *r = obj;
+    if (r->has_simple && r->has_hash)
+        return cfg_fail(ctx, "simple and consistentHash cannot both be set");
+    if (r->has_simple && r->simple == LB_SIMPLE_PASSTHROUGH)
+        return cfg_fail_at(ctx, "simple", "PASSTHROUGH is not supported");
+    if (r->has_hash)
+        r->p.lb = r->has_maglev ? RETE_LB_MAGLEV : RETE_LB_RING_HASH;
+    else if (r->has_simple && r->simple >= 0)
+        r->p.lb = (rete_lb_kind)r->simple;
+    return RETE_OK;
+}
+
+static const cfg_field lb_fields[] = {
+    {"simple", CFG_ENUM, 0, CFG_AT(raw_dr, simple), CFG_HAS(raw_dr, has_simple),
+     .en = lb_simple_enum, .docdef = "peak-EWMA least request (Linkerd)",
+     .doc = "PASSTHROUGH is refused"},
+    {"consistentHash", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_hash), .sub = &hash_schema},
+};
+static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, lb_fields, lb_check);
+
+static const cfg_field pool_tcp_fields[] = {
+    {"maxConnections", CFG_INT, 0, CFG_AT(raw_dr, p.max_connections), .min = 1, .max = UINT32_MAX,
+     .def = "1024"},
+    {"connectTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.connect_timeout_ms), .min = 1,
+     .def = "10s"},
+};
+static const cfg_schema pool_tcp_schema = CFG_SCHEMA("TCPSettings", raw_dr, pool_tcp_fields, NULL);
+
+static const cfg_field pool_http_fields[] = {
+    {"http1MaxPendingRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_pending_requests), .min = 1,
+     .max = UINT32_MAX, .def = "1024"},
+    {"http2MaxRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests), .min = 1, .max = UINT32_MAX,
+     .def = "1024"},
+    {"maxRequestsPerConnection", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests_per_connection),
+     .min = 0, .max = UINT32_MAX, .def = "0", .doc = "0 = unlimited"},
+    {"maxRetries", CFG_INT, 0, CFG_AT(raw_dr, p.max_retries), .min = 0, .max = UINT32_MAX,
+     .def = "3", .doc = "concurrent retries to the service"},
+};
+static const cfg_schema pool_http_schema =
+    CFG_SCHEMA("HTTPSettings", raw_dr, pool_http_fields, NULL);
+
+static const cfg_field pool_fields[] = {
+    {"tcp", CFG_OBJ, 0, .off = 0, .sub = &pool_tcp_schema},
+    {"http", CFG_OBJ, 0, .off = 0, .sub = &pool_http_schema},
+};
+static const cfg_schema pool_schema =
+    CFG_SCHEMA("ConnectionPoolSettings", raw_dr, pool_fields, NULL);
+
+static const cfg_field outlier_fields[] = {
+    {"consecutive5xxErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_5xx), .min = 0,
+     .max = UINT32_MAX, .def = "5", .doc = "0 = off"},
+    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.outlier_interval_ms), .min = 1, .def = "10s"},
+    {"baseEjectionTime", CFG_DURATION, 0, CFG_AT(raw_dr, p.base_ejection_ms), .min = 1,
+     .def = "30s"},
+    {"maxEjectionPercent", CFG_INT, 0, CFG_AT(raw_dr, p.max_ejection_percent), .min = 0, .max = 100,
+     .def = "10"},
+};
+static const cfg_schema outlier_schema =
+    CFG_SCHEMA("OutlierDetection", raw_dr, outlier_fields, NULL);
+
+static const cfg_field policy_fields[] = {
+    {"loadBalancer", CFG_OBJ, 0, .off = 0, .sub = &lb_schema},
+    {"connectionPool", CFG_OBJ, 0, .off = 0, .sub = &pool_schema},
+    {"outlierDetection", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &outlier_schema, .docdef = "off"},
+};
+const cfg_schema cfg_policy_schema = CFG_SCHEMA("TrafficPolicy", raw_dr, policy_fields, NULL);
+
+static const cfg_field dr_fields[] = {
+    {"host", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_dr, host),
+     .doc = "a Service: name (in the rule's namespace), name.ns, name.ns.svc or the FQDN"},
+    {"trafficPolicy", CFG_OBJ, 0, .off = 0, .sub = &cfg_policy_schema},
+};
+static const cfg_schema dr_schema = CFG_SCHEMA("DestinationRule", raw_dr, dr_fields, NULL);
+
+/* ---- PeerAuthentication, AuthorizationPolicy, MeshConfig (Istio security/v1) -------- */
+
+static const cfg_field selector_fields[] = {
+    {"matchLabels", CFG_LABELS, 0, CFG_AT(raw_selector, labels), CFG_CNT(raw_selector, n_labels)},
+};
+static const cfg_schema selector_schema =
+    CFG_SCHEMA("WorkloadSelector", raw_selector, selector_fields, NULL);
+
+static const cfg_enum mtls_enum[] = {{"UNSET", MTLS_UNSET},
+                                     {"STRICT", RETE_MTLS_STRICT},
+                                     {"PERMISSIVE", RETE_MTLS_PERMISSIVE},
+                                     {"DISABLE", RETE_MTLS_DISABLE},
+                                     {NULL, 0}};
+static const cfg_enum mesh_mtls_enum[] = {{"STRICT", RETE_MTLS_STRICT},
+                                          {"PERMISSIVE", RETE_MTLS_PERMISSIVE},
+                                          {"DISABLE", RETE_MTLS_DISABLE},
+                                          {NULL, 0}};
+
+static const cfg_field mtls_fields[] = {
+    {"mode", CFG_ENUM, 0, CFG_AT(raw_peer_authn, mode), .en = mtls_enum, .def = "UNSET",
+     .doc = "UNSET inherits from the next broader policy. DISABLE serves plaintext on the inbound listener (15006) like PERMISSIVE but keeps mTLS between sidecars (unlike Istio; see architecture.md, Security)"},
+};
+static const cfg_schema mtls_schema = CFG_SCHEMA("MutualTLS", raw_peer_authn, mtls_fields, NULL);
+
+static const cfg_field peer_authn_fields[] = {
+    {"selector", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_peer_authn, selector),
+     CFG_HAS(raw_peer_authn, has_selector), .sub = &selector_schema, .docdef = "whole namespace"},
+    {"mtls", CFG_OBJ, 0, .off = 0, .sub = &mtls_schema},
+};
+static const cfg_schema peer_authn_schema =
+    CFG_SCHEMA("PeerAuthentication", raw_peer_authn, peer_authn_fields, NULL);
+
+static const cfg_field authz_source_fields[] = {
+    {"principals", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, principals),
+     CFG_CNT(rete_authz_rule, n_principals),
+     .doc = "SPIFFE IDs without spiffe://, e.g. cluster.local/ns/demo/sa/web; * prefix/suffix"},
+    {"notPrincipals", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_principals),
+     CFG_CNT(rete_authz_rule, n_not_principals)},
+    {"namespaces", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, namespaces),
+     CFG_CNT(rete_authz_rule, n_namespaces)},
+    {"notNamespaces", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_namespaces),
+     CFG_CNT(rete_authz_rule, n_not_namespaces)},
+};
+static const cfg_schema authz_source_schema =
+    CFG_SCHEMA("Source", rete_authz_rule, authz_source_fields, NULL);
+
+static const cfg_field authz_op_fields[] = {
+    {"methods", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, methods),
+     CFG_CNT(rete_authz_rule, n_methods)},
+    {"notMethods", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_methods),
+     CFG_CNT(rete_authz_rule, n_not_methods)},
+    {"paths", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, paths), CFG_CNT(rete_authz_rule, n_paths),
+     .doc = "exact, \"prefix*\" or \"*suffix\""},
+    {"notPaths", CFG_STRLIST, 0, CFG_AT(rete_authz_rule, not_paths),
+     CFG_CNT(rete_authz_rule, n_not_paths)},
+    {"ports", CFG_INTLIST, CFG_STRINT, CFG_AT(rete_authz_rule, ports),
+     CFG_CNT(rete_authz_rule, n_ports), .elem = sizeof(uint16_t), .min = 1, .max = 65535,
+     .doc = "\"8080\" or 8080"},
+    {"notPorts", CFG_INTLIST, CFG_STRINT, CFG_AT(rete_authz_rule, not_ports),
+     CFG_CNT(rete_authz_rule, n_not_ports), .elem = sizeof(uint16_t), .min = 1, .max = 65535},
+};
+static const cfg_schema authz_op_schema =
+    CFG_SCHEMA("Operation", rete_authz_rule, authz_op_fields, NULL);
+
+static const cfg_field authz_from_fields[] = {
+    {"source", CFG_OBJ, CFG_REQUIRED, .off = 0, .sub = &authz_source_schema},
+};
+static const cfg_schema authz_from_schema =
+    CFG_SCHEMA("Rule.From", rete_authz_rule, authz_from_fields, NULL);
+
+static const cfg_field authz_to_fields[] = {
+    {"operation", CFG_OBJ, CFG_REQUIRED, .off = 0, .sub = &authz_op_schema},
+};
+static const cfg_schema authz_to_schema =
+    CFG_SCHEMA("Rule.To", rete_authz_rule, authz_to_fields, NULL);
+
+static const cfg_field authz_rule_fields[] = {
+    {"from", CFG_LIST, 0, CFG_AT(raw_authz_rule, from), CFG_CNT(raw_authz_rule, n_from), .max = 64,
+     .sub = &authz_from_schema, .docdef = "any source", .doc = "OR of sources"},
+    {"to", CFG_LIST, 0, CFG_AT(raw_authz_rule, to), CFG_CNT(raw_authz_rule, n_to), .max = 64,
+     .sub = &authz_to_schema, .docdef = "any operation", .doc = "OR of operations"},
+};
+static const cfg_schema authz_rule_schema =
+    CFG_SCHEMA("Rule", raw_authz_rule, authz_rule_fields, NULL);
+
+static const cfg_enum authz_action_enum[] = {
+    {"ALLOW", RETE_AUTHZ_ALLOW}, {"DENY", RETE_AUTHZ_DENY}, {"AUDIT", RETE_AUTHZ_AUDIT}, {NULL, 0}};
+
+static const cfg_field authz_fields[] = {
+    {"selector", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_authz, selector),
+     CFG_HAS(raw_authz, has_selector), .sub = &selector_schema, .docdef = "whole namespace"},
+    {"action", CFG_ENUM, 0, CFG_AT(raw_authz, action), .en = authz_action_enum, .def = "ALLOW"},
+    {"rules", CFG_LIST, 0, CFG_AT(raw_authz, rules), CFG_CNT(raw_authz, n_rules), .max = 256,
+     .sub = &authz_rule_schema, .docdef = "none: matches nothing",
+     .doc = "OR of rules; a rule is (any from) AND (any to)"},
+};
+static const cfg_schema authz_schema =
+    CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
+
+static const cfg_field mesh_fields[] = {
+    {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
+     .docdef = "cluster.local"},
+    {"defaultMtlsMode", CFG_ENUM, 0, CFG_AT(raw_mesh, default_mtls), .en = mesh_mtls_enum,
+     .def = "PERMISSIVE", .doc = "when no PeerAuthentication applies"},
+    {"defaultEgress", CFG_STRLIST, 0, CFG_AT(raw_mesh, default_egress),
+     CFG_CNT(raw_mesh, n_default_egress), .max = 64, .check = check_egress_host,
+     .docdef = "[\"*/*\"] (the whole mesh)",
+     .doc = "egress of every Workload that sets none (see Workload `egress`)"},
+    {"workloadCertificateTTL", CFG_DURATION, 0, CFG_AT(raw_mesh, cert_ttl_ms), .min = 10000,
+     .max = 30u * 24 * 3600 * 1000, .docdef = "reted --cert-ttl (24h)",
+     .doc = "lifetime of the workload certificates reted issues (10s to 30 days); proxies renew "
+            "at about half of it"},
+};
+static const cfg_schema mesh_schema = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
+
+/* ---- kinds ------------------------------------------------------------------------ */
+
+const kind_def cfg_kinds[K_COUNT] = {
+    [K_PROXY] =
+        {K_PROXY,
+         "Proxy",
+         {"rete.dev/v1alpha1"},
+         &proxy_schema,
+         sizeof(raw_proxy),
+         "This proxy's identity and listeners. Exactly one per configuration; metadata.name "
+         "and metadata.namespace name the proxy's own workload."},
+    [K_SERVICE] = {K_SERVICE,
+                   "Service",
+                   {"v1"},
+                   &service_schema,
+                   sizeof(raw_service),
+                   "A Kubernetes Service subset: ports with an application protocol and a label "
+                   "selector over Workloads in the same namespace."},
+    [K_WORKLOAD] = {K_WORKLOAD,
+                    "Workload",
+                    {"networking.rete.dev/v1alpha1"},
+                    &workload_schema,
+                    sizeof(raw_workload),
+                    "One instance of a service (Istio WorkloadEntry shape)."},
+    [K_HTTP_ROUTE] = {K_HTTP_ROUTE,
+                      "HTTPRoute",
+                      {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"},
+                      &http_route_schema,
+                      sizeof(raw_route),
+                      "Gateway API HTTPRoute attached to Services (GAMMA)."},
+    [K_GRPC_ROUTE] = {K_GRPC_ROUTE,
+                      "GRPCRoute",
+                      {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"},
+                      &grpc_route_schema,
+                      sizeof(raw_route),
+                      "Gateway API GRPCRoute, compiled into the HTTP route shape."},
+    [K_TCP_ROUTE] = {K_TCP_ROUTE,
+                     "TCPRoute",
+                     {"gateway.networking.k8s.io/v1alpha2"},
+                     &tcp_route_schema,
+                     sizeof(raw_route),
+                     "Gateway API TCPRoute: weighted opaque TCP backends."},
+    [K_DESTINATION_RULE] = {K_DESTINATION_RULE,
+                            "DestinationRule",
+                            {"networking.istio.io/v1", "networking.istio.io/v1beta1",
+                             "networking.istio.io/v1alpha3"},
+                            &dr_schema,
+                            sizeof(raw_dr),
+                            "Istio DestinationRule: the traffic policy of one Service (at most one "
+                            "per Service)."},
+    [K_PEER_AUTHN] = {K_PEER_AUTHN,
+                      "PeerAuthentication",
+                      {"security.istio.io/v1", "security.istio.io/v1beta1"},
+                      &peer_authn_schema,
+                      sizeof(raw_peer_authn),
+                      "Istio PeerAuthentication: inbound mTLS mode."},
+    [K_AUTHZ] = {K_AUTHZ,
+                 "AuthorizationPolicy",
+                 {"security.istio.io/v1", "security.istio.io/v1beta1"},
+                 &authz_schema,
+                 sizeof(raw_authz),
+                 "Istio AuthorizationPolicy (ALLOW, DENY, AUDIT)."},
+    [K_MESH] = {K_MESH,
+                "MeshConfig",
+                {"rete.dev/v1alpha1"},
+                &mesh_schema,
+                sizeof(raw_mesh),
+                "Mesh-wide defaults. At most one."},
+};
+
+/* ---- reference documentation ------------------------------------------------------ */
+
+void rete_config_write_reference(FILE *out)
+{
+    fprintf(out, "### metadata (every kind)\n\n| field | type | required | default | notes |\n"
+                 "| --- | --- | --- | --- | --- |\n");
+    cfg_schema_markdown(out, &cfg_meta_schema, "metadata");
+    fprintf(out, "\n");
+    for (size_t k = 0; k < K_COUNT; k++) {
+        const kind_def *kd = &cfg_kinds[k];
+        fprintf(out, "### %s\n\n%s\n\n`apiVersion: %s`", kd->kind, kd->doc, kd->api_versions[0]);
+        for (size_t i = 1; i < CFG_ARRAY_LEN(kd->api_versions) && kd->api_versions[i]; i++)
+            fprintf(out, " (also accepted: `%s`)", kd->api_versions[i]);
+        fprintf(
+            out,
+            "\n\n| field | type | required | default | notes |\n| --- | --- | --- | --- | --- |\n");
+        cfg_schema_markdown(out, kd->spec, "spec");
+        fprintf(out, "\n");
+    }
+}

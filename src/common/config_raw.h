@@ -1,0 +1,259 @@
+/* Internal to the configuration loader (src/common/config*.c); not installed
+ * and not included anywhere else. It holds what the three files of the loader
+ * share: the "raw" resources the field tables decode into, which still name
+ * each other by string; the kinds; and the loader state that the document
+ * pass (config.c) fills and the resolution pass (config_resolve.c) reads.
+ * Kept out of config.h because none of these types outlives a load. */
+#ifndef RETE_CONFIG_RAW_H
+#define RETE_CONFIG_RAW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "config_schema.h"
+
+/* ---- raw resources: what the tables decode into ---------------------------- */
+
+typedef struct kind_def kind_def;
+
+typedef struct raw_meta {
+    const char *name;
+    const char *ns;
+    const rete_label *labels;
+    size_t n_labels;
+} raw_meta;
+
+/* Every raw resource starts with this header. */
+typedef struct raw_res {
+    const kind_def *kind;
+    raw_meta meta;
+    int doc;              /* document index in the stream */
+    struct raw_res *next; /* next of the same kind, document order */
+} raw_res;
+
+typedef struct raw_selector {
+    const rete_label *labels;
+    size_t n_labels;
+} raw_selector;
+
+/* Proxy */
+typedef struct raw_upstream {
+    rete_socket_addr listen;
+    const char *service;
+    uint16_t port;
+} raw_upstream;
+
+typedef struct raw_proxy {
+    raw_res hdr;
+    rete_proxy_spec p;
+    const char *address;
+    const raw_upstream *upstreams;
+    size_t n_upstreams;
+    bool has_trust_domain, has_app_address, has_outbound, has_inbound, has_mesh, has_admin;
+    bool has_inbound_ports;
+} raw_proxy;
+
+/* Service */
+typedef struct raw_svc_port {
+    rete_service_port p;
+    int protocol;
+    int app_protocol;
+    bool has_target, has_protocol, has_app_protocol;
+} raw_svc_port;
+
+typedef struct raw_service {
+    raw_res hdr;
+    const raw_svc_port *ports;
+    size_t n_ports;
+    const rete_label *selector;
+    size_t n_selector;
+} raw_service;
+
+/* Workload */
+typedef struct raw_workload {
+    raw_res hdr;
+    rete_workload w;
+    const char **egress;      /* read by reted's compiler, not by the proxy */
+    size_t n_egress;
+} raw_workload;
+
+/* Routes (HTTPRoute, GRPCRoute, TCPRoute share one raw shape) */
+typedef struct raw_ref { /* parentRefs[] and backendRefs[] */
+    const char *group;
+    const char *kind;
+    const char *name;
+    const char *ns;
+    uint16_t port;
+    uint32_t weight;
+} raw_ref;
+
+typedef struct raw_path_mod {
+    int type;
+    const char *full;
+    const char *prefix;
+    bool has_full, has_prefix;
+} raw_path_mod;
+
+typedef struct raw_filter {
+    rete_http_filter f;
+    int type;
+    raw_path_mod redirect_path, rewrite_path;
+    bool has_req, has_resp, has_redirect, has_rewrite, has_redirect_path, has_rewrite_path;
+} raw_filter;
+
+typedef struct raw_grpc_method {
+    int type;
+    const char *service;
+    const char *method;
+} raw_grpc_method;
+
+typedef struct raw_grpc_match {
+    raw_grpc_method method;
+    bool has_method;
+    const rete_string_match *headers;
+    size_t n_headers;
+} raw_grpc_match;
+
+typedef struct raw_rule {
+    rete_http_rule r;
+    const raw_grpc_match *grpc_matches;
+    size_t n_grpc_matches;
+    const raw_filter *filters;
+    size_t n_filters;
+    const raw_ref *backends;
+    size_t n_backends;
+    bool has_retry, has_codes;
+} raw_rule;
+
+typedef struct raw_route {
+    raw_res hdr;
+    const raw_ref *parents;
+    size_t n_parents;
+    const char *const *hostnames;
+    size_t n_hostnames;
+    const raw_rule *rules;
+    size_t n_rules;
+} raw_route;
+
+/* DestinationRule */
+typedef struct raw_dr {
+    raw_res hdr;
+    const char *host;
+    rete_traffic_policy p;
+    int simple;
+    const char *hash_header;
+    const char *cookie_name;
+    uint32_t cookie_ttl_ms;
+    bool source_ip;
+    bool has_simple, has_hash, has_header, has_cookie, has_source_ip, has_ring, has_maglev;
+} raw_dr;
+
+/* PeerAuthentication */
+enum { MTLS_UNSET = -1 };
+
+typedef struct raw_peer_authn {
+    raw_res hdr;
+    raw_selector selector;
+    bool has_selector;
+    int mode;
+} raw_peer_authn;
+
+/* AuthorizationPolicy: from[] and to[] entries decode straight into the
+ * source or operation half of a rete_authz_rule. */
+typedef struct raw_authz_rule {
+    const rete_authz_rule *from;
+    size_t n_from;
+    const rete_authz_rule *to;
+    size_t n_to;
+} raw_authz_rule;
+
+typedef struct raw_authz_from {
+    rete_authz_rule source;
+} raw_authz_from;
+
+typedef struct raw_authz {
+    raw_res hdr;
+    raw_selector selector;
+    bool has_selector;
+    int action;
+    const raw_authz_rule *rules;
+    size_t n_rules;
+} raw_authz;
+
+/* MeshConfig */
+typedef struct raw_mesh {
+    raw_res hdr;
+    const char *trust_domain;
+    int default_mtls;
+    const char **default_egress; /* read by reted's compiler, not by the proxy */
+    size_t n_default_egress;
+    uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
+} raw_mesh;
+
+/* ---- kinds ------------------------------------------------------------------------ */
+
+enum kind_id {
+    K_PROXY,
+    K_SERVICE,
+    K_WORKLOAD,
+    K_HTTP_ROUTE,
+    K_GRPC_ROUTE,
+    K_TCP_ROUTE,
+    K_DESTINATION_RULE,
+    K_PEER_AUTHN,
+    K_AUTHZ,
+    K_MESH,
+    K_COUNT
+};
+
+struct kind_def {
+    enum kind_id id;
+    const char *kind;
+    const char *api_versions[4];
+    const cfg_schema *spec;
+    size_t raw_size;
+    const char *doc;
+};
+
+/* Every kind by id, with its spec table (config_fields.c). */
+extern const kind_def cfg_kinds[K_COUNT];
+/* The metadata mapping every kind shares. */
+extern const cfg_schema cfg_meta_schema;
+/* A DestinationRule's trafficPolicy; decoded from nothing it gives the
+ * policy of a Service that no DestinationRule names. */
+extern const cfg_schema cfg_policy_schema;
+
+/* ---- the loader ------------------------------------------------------------------- */
+
+/* One load: the decoding context, the snapshot being built and the raw
+ * resources decoded so far, per kind in document order. */
+typedef struct loader {
+    cfg_ctx ctx;
+    rete_config *cfg;
+    raw_res *head[K_COUNT];
+    raw_res *tail[K_COUNT];
+    size_t count[K_COUNT];
+    /* Every decoded resource by (kind, namespace, name), open addressing:
+     * the duplicate check in O(1) instead of a scan of the kind's list
+     * (O(n^2) over a snapshot of 10000 workloads). malloc'ed, freed with
+     * the loader. */
+    raw_res **idx;
+    size_t idx_cap;
+    size_t idx_n;
+} loader;
+
+/* Pass 2 (config_resolve.c): the raw resources in l -> l->cfg, resolved and
+ * with its route tables built. On failure fills l->ctx.err and returns
+ * non-zero; everything allocated is in the snapshot's arena. */
+RETE_MUST_CHECK rete_rc cfg_resolve(loader *l);
+
+/* The service among svcs[0..n) that host names: "name" (in default_ns),
+ * "name.ns", "name.ns.svc" or "name.ns.svc.cluster.local", any case,
+ * optional trailing dot. NULL when none. */
+const rete_service *cfg_service_by_host(const rete_service *svcs, size_t n, rete_view host,
+                                        const char *default_ns);
+bool cfg_service_has_port(const rete_service *s, uint16_t port);
+
+#endif
