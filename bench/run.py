@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from procstat import cpu_seconds, rss_kb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUILD = os.environ.get("RETE_BUILD", os.path.join(ROOT, "build"))
@@ -144,21 +146,6 @@ class Procs:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(2)
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 of stat(5); index 11 and 12 after the comm.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- certificates
