@@ -188,23 +188,6 @@ static bool in_egress(const reted_snapshot *s, const char *ns, const char *name)
     return false;
 }
 
-/* A Service is in scope: named by egress, serving this workload, or named
- * by a route in scope. */
-static bool svc_in_scope(const reted_snapshot *s, const reted_ires *svc)
-{
-    return s->all || set_has_res(&s->services, svc);
-}
-
-static bool wl_in_scope(const reted_index *ix, const reted_snapshot *s, const reted_ires *wl)
-{
-    size_t i, end;
-    reted_index_range(ix, "Service", wl->ns, &i, &end);
-    for (; i < end; i++)
-        if (svc_in_scope(s, ix->v[i]) && reted_selects(&ix->v[i]->kv, &wl->kv))
-            return true;
-    return false;
-}
-
 static bool route_in_scope(const reted_snapshot *s, const reted_ires *route)
 {
     if (s->all)
@@ -221,13 +204,12 @@ static bool policy_in_scope(const reted_snapshot *s, const reted_ires *res)
     return strcmp(res->ns, s->ns) == 0 || strcmp(res->ns, RETED_ROOT_NS) == 0;
 }
 
-static bool in_scope(const reted_index *ix, const reted_snapshot *s, const reted_ires *res)
+/* A resource that attaches to Services (a route, a DestinationRule) or to
+ * a namespace (a policy) is in scope; Services and Workloads are collected
+ * from the scope's set, not tested one by one (scope_resources, takes_in). */
+static bool attached_in_scope(const reted_snapshot *s, const reted_ires *res)
 {
     switch (res->k) {
-    case RETED_IK_SERVICE:
-        return svc_in_scope(s, res);
-    case RETED_IK_WORKLOAD:
-        return wl_in_scope(ix, s, res);
     case RETED_IK_ROUTE:
         return route_in_scope(s, res);
     case RETED_IK_DR:
@@ -403,8 +385,7 @@ static void selecting(const reted_index *ix, const reted_ires *wl, reted_strs *o
  * (A Service newly named or selecting the workload, a route attached to a
  * Service in scope, a Workload a Service in scope selects, a policy of its
  * namespace.) `sel`: for a Workload, the Services selecting it. */
-static bool takes_in(const reted_index *ix, const reted_snapshot *s, const reted_ires *now,
-                     const reted_strs *sel)
+static bool takes_in(const reted_snapshot *s, const reted_ires *now, const reted_strs *sel)
 {
     switch (now->k) {
     case RETED_IK_SERVICE:
@@ -416,7 +397,7 @@ static bool takes_in(const reted_index *ix, const reted_snapshot *s, const reted
                 return true;
         return false;
     default:
-        return in_scope(ix, s, now);
+        return attached_in_scope(s, now);
     }
 }
 
@@ -463,7 +444,7 @@ void reted_scopes_sync(reted *r)
             if (now && now->k == RETED_IK_WORKLOAD)
                 selecting(&r->index, now, &sel);
             for (reted_snapshot *c = r->snapshots; c; c = c->next)
-                c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(&r->index, c, now, &sel));
+                c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
             k = reted_strs_next(&r->dirty, name);
         }
         free(sel.p);
@@ -521,7 +502,7 @@ static void collect(const reted_index *ix, const reted_snapshot *s, const char *
     size_t i, end;
     reted_index_range(ix, kind, ns, &i, &end);
     for (; i < end; i++)
-        if (in_scope(ix, s, ix->v[i]))
+        if (attached_in_scope(s, ix->v[i]))
             held_add(out, ix->v[i]);
 }
 
