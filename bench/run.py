@@ -14,6 +14,7 @@ Debian's python3 standard library only; matplotlib is used when installed.
 Every process this script starts is stopped in a finally block.
 """
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -680,6 +681,20 @@ def machine():
     return m
 
 
+def one_run_at_a_time():
+    """The targets listen on fixed loopback addresses: a second run at the
+    same time would talk to the first one's processes (or fail to bind) and
+    measure nonsense. Hold a lock for the whole run; the kernel releases it
+    when this process ends, however it ends."""
+    f = open(os.path.join(tempfile.gettempdir(), "rete-bench.lock"), "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit("bench: another bench/run.py is running on this machine (its targets use the same "
+                 "addresses); wait for it to finish")
+    return f
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="30-second subset, fails only on errors")
@@ -691,6 +706,7 @@ def main():
     ap.add_argument("--short", action="store_true",
                     help="full pipeline and report with every run cut to 2 s (development)")
     args = ap.parse_args()
+    lock = one_run_at_a_time()  # noqa: F841 (held until exit)
     cfg = dict(SMOKE if args.smoke else FULL)
     if args.short:
         cfg.update(duration=2, warmup=1, slices=2, profile_seconds=2, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)
