@@ -30,6 +30,15 @@ static rete_rc fsync_dir_of(const char *path)
     return r == 0 ? RETE_OK : RETE_EIO;
 }
 
+rete_rc rete_file_rename(const char *from, const char *to, char *err, size_t errlen)
+{
+    if (rename(from, to) != 0 || fsync_dir_of(to) != RETE_OK) {
+        snprintf(err, errlen, "rename %s to %s: %s", from, to, strerror(errno));
+        return RETE_EIO;
+    }
+    return RETE_OK;
+}
+
 rete_rc rete_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode,
                                char *err, size_t errlen)
 {

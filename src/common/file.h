@@ -15,6 +15,9 @@
 RETE_MUST_CHECK rete_rc rete_file_write_atomic(const char *path, const char *data, size_t len,
                                                mode_t mode, char *err, size_t errlen);
 
+/* rename(2) made durable: the directory is fsync'ed after it. */
+RETE_MUST_CHECK rete_rc rete_file_rename(const char *from, const char *to, char *err, size_t errlen);
+
 /* The whole file, NUL-terminated (malloc'ed), at most `max` bytes; NULL
  * when it cannot be read or is larger. *len_out (may be NULL) gets its size. */
 char *rete_file_read(const char *path, size_t max, size_t *len_out);

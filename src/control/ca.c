@@ -155,16 +155,6 @@ static bool file_exists(const char *dir, const char *name)
     return path_join(p, sizeof p, dir, name) && stat(p, &st) == 0;
 }
 
-static rete_rc fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return RETE_EIO;
-    int r = fsync(fd);
-    close(fd);
-    return r == 0 ? RETE_OK : RETE_EIO;
-}
-
 /* dir/name replaced atomically (file.h). */
 static RETE_MUST_CHECK rete_rc write_file(const char *dir, const char *name, const char *data,
                                           size_t len, mode_t mode, char *err, size_t errlen)
@@ -181,12 +171,11 @@ static RETE_MUST_CHECK rete_rc rename_file(const char *dir, const char *from, co
                                            char *err, size_t errlen)
 {
     char a[PATH_MAX], b[PATH_MAX];
-    if (!path_join(a, sizeof a, dir, from) || !path_join(b, sizeof b, dir, to) ||
-        rename(a, b) != 0 || fsync_dir(dir) != RETE_OK) {
-        seterr(err, errlen, "rename %s/%s to %s: %s", dir, from, to, strerror(errno));
-        return RETE_EIO;
+    if (!path_join(a, sizeof a, dir, from) || !path_join(b, sizeof b, dir, to)) {
+        seterr(err, errlen, "%s/%s: path too long", dir, from);
+        return RETE_EINVAL;
     }
-    return RETE_OK;
+    return rete_file_rename(a, b, err, errlen);
 }
 
 static BIO *open_file(const char *dir, const char *name, char *err, size_t errlen)
