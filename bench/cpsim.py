@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from procstat import cpu_seconds, rss_kb
+from procstat import cpu_seconds, rss_kb, stop as stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -574,12 +574,7 @@ async def scenario(a, work, res):
                 p.transport.abort()
         if api:
             api.close()
-        reted.terminate()
-        try:
-            reted.wait(5)
-        except subprocess.TimeoutExpired:
-            reted.kill()
-            reted.wait(2)
+        stop_process(reted, 5)
     return res
 
 

@@ -1,6 +1,7 @@
-"""A process's resident memory and CPU time from /proc, for the benchmark
-scripts (run.py, cpsim.py)."""
+"""Processes for the benchmark scripts (run.py, cpsim.py): resident memory
+and CPU time from /proc, and stopping."""
 import os
+import subprocess
 
 
 def rss_kb(pid):
@@ -17,3 +18,14 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # utime and stime are fields 14 and 15 of stat(5); index 11 and 12 after the comm.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(p, grace=3):
+    """SIGTERM, then SIGKILL if `p` is still there after `grace` seconds."""
+    if p.poll() is None:
+        p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(2)

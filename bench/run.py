@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from procstat import cpu_seconds, rss_kb
+from procstat import cpu_seconds, rss_kb, stop as stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -125,13 +125,7 @@ class Procs:
         return self.procs[name].pid
 
     def stop(self, name):
-        p = self.procs.pop(name)
-        p.terminate()
-        try:
-            p.wait(3)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(2)
+        stop_process(self.procs.pop(name))
 
     def crashed(self):
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
@@ -142,11 +136,7 @@ class Procs:
                 p.terminate()
         deadline = time.time() + 3
         for p in self.procs.values():
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(2)
+            stop_process(p, max(0.1, deadline - time.time()))
 
 
 # ---------------------------------------------------------------- certificates
