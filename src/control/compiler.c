@@ -339,6 +339,7 @@ static void uncache(reted *r, reted_snapshot **pp)
 {
     reted_snapshot *s = *pp;
     *pp = s->next;
+    s->cached = false;
     for (reted_snapshot **b = bucket_of(r, s->scope_hash); *b; b = &(*b)->bucket_next)
         if (*b == s) {
             *b = s->bucket_next;
@@ -583,9 +584,22 @@ static void compile(reted *r, reted_snapshot *s)
     r->compiles++;
 }
 
-reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
+reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)
 {
     reted_scopes_sync(r);
+    /* A proxy's scope depends on its Workload (labels, egress) and on the
+     * MeshConfig (default egress): while neither changed and the snapshot
+     * it was sent is still current, that is the answer, without working
+     * the scope out again (a push round asks this of every proxy). */
+    const reted_ires *wl = reted_index_get(&r->index, "Workload", p->ns, p->name);
+    uint64_t wl_version = wl ? wl->version : 0;
+    if (p->sent && p->sent->cached && p->scope_wl_version == wl_version &&
+        p->scope_mesh_gen == r->index.mesh_gen) {
+        p->sent->refs++;
+        return p->sent;
+    }
+    p->scope_wl_version = wl_version;
+    p->scope_mesh_gen = r->index.mesh_gen;
     reted_snapshot *s = rete_calloc(1, sizeof(*s));
     scope_of(r, p, s);
     reted_snapshot **bucket = bucket_of(r, s->scope_hash);
@@ -602,6 +616,7 @@ reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p)
     /* The whole-snapshot message body (megabytes of escaped text in a large
      * mesh) is encoded when a proxy first needs it: deltas do not. */
     s->refs = 2; /* the cache's and the caller's */
+    s->cached = true;
     s->next = r->snapshots;
     r->snapshots = s;
     s->bucket_next = *bucket;

@@ -419,11 +419,14 @@ void reted_index_free(reted_index *ix)
 
 rete_rc reted_index_build(reted_index *ix, rete_store *st)
 {
+    /* Generations go on across a rebuild: what was cached against an
+     * earlier one must not match. */
+    uint64_t gen = ix->gen, mesh_gen = ix->mesh_gen;
     reted_index_free(ix);
-    uint64_t gen = ix->gen;
     rete_rc rc = st->ops->list(st, NULL, NULL, build_one, ix);
     ix->built = rc == RETE_OK;
     ix->gen = gen + 1;
+    ix->mesh_gen = mesh_gen + 1;
     return rc;
 }
 
@@ -434,6 +437,8 @@ rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, c
     size_t at = find(ix, kind, ns, name, &found);
     rete_store_resource res;
     rete_rc rc = st->ops->get(st, kind, ns, name, &res);
+    if (strcmp(kind, "MeshConfig") == 0)
+        ix->mesh_gen++;
     if (rc == RETE_ENOTFOUND) {
         if (found) {
             drop(ix, ix->v[at]);

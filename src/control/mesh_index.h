@@ -72,6 +72,7 @@ typedef struct reted_index {
     size_t n, cap;
     bool built;
     uint64_t gen;                 /* bumped when a Service or Workload changes */
+    uint64_t mesh_gen;            /* bumped when a MeshConfig may have changed */
     reted_label_list **labels;    /* hash table, kept with the Workloads */
     size_t n_label_buckets;
 } reted_index;

@@ -50,6 +50,7 @@ typedef struct reted_snapshot {
     char *scope_key;                /* namespace, egress, labels */
     uint64_t scope_hash;
     bool stale;                     /* a change touched it (sync) */
+    bool cached;                    /* in the cache: current for its scope */
     char ns[254];
     reted_strs egress;              /* in force: the Workload's, else MeshConfig's, else all */
     reted_strs labels;              /* the workload's, when they matter */
@@ -87,6 +88,8 @@ typedef struct reted_proxy {
     bool nacked;
     bool ready;
     reted_snapshot *sent;           /* the snapshot last sent (a reference) */
+    uint64_t scope_wl_version;      /* its Workload's version when its scope was worked out */
+    uint64_t scope_mesh_gen;        /* and the index's MeshConfig generation */
     int64_t connected_unix;
     int64_t last_seen_unix;
     int64_t disconnected_unix;      /* 0 while connected */
@@ -179,7 +182,7 @@ reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name);
  * releasing one. changed_key records a changed key (reted_changed calls
  * it); sync applies the recorded changes to the index and drops the cached
  * snapshots they touch; sweep drops those no proxy holds. */
-reted_snapshot *reted_snapshot_for(reted *r, const reted_proxy *p);
+reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p);
 void reted_snapshot_release(reted *r, reted_snapshot *s);
 void reted_changed_key(reted *r, const char *kind, const char *ns, const char *name);
 void reted_scopes_sync(reted *r);
