@@ -755,13 +755,9 @@ void reted_snapshot_stats(reted *r, size_t *cached, size_t *bytes)
         (*cached)++;
         *bytes += snapshot_bytes(s);
     }
-    /* Snapshots proxies still hold that are no longer current. */
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
-        bool in_cache = false;
-        for (reted_snapshot *s = r->buckets[p->sent ? p->sent->scope_hash % RETED_SCOPE_BUCKETS : 0];
-             p->sent && s && !in_cache; s = s->bucket_next)
-            in_cache = s == p->sent;
-        if (p->sent && !in_cache && p->sent->refs)
+    /* Snapshots proxies still hold that are no longer current (shared:
+     * each holder counts its share). */
+    for (reted_proxy *p = r->proxies; p; p = p->next)
+        if (p->sent && !p->sent->cached)
             *bytes += snapshot_bytes(p->sent) / p->sent->refs;
-    }
 }
