@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "authz.h"
 #include "config.h"
+#include "exchange.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -404,17 +405,33 @@ void rete_conn_accept(rete_listener *l)
     uv_timer_start(&c->timer, detect_timeout, lim->detect_timeout_ms, 0);
 }
 
-const rete_route_table *rete_conn_fixed_table(const rete_conn *c, const rete_gen *g)
+/* The connection's table points into its own generation's config; an
+ * exchange indexes its generation's (per-service counters, load balancers)
+ * with it, so the service port is looked up again there. Listeners never
+ * change across a reload (one that would is refused), so the index names
+ * the same upstream in every generation. */
+static const rete_route_table *fixed_table(const rete_conn *c, const rete_gen *g)
 {
     if (!c->fixed || g == c->gen)
         return c->fixed;
-    /* The connection's table points into its own generation's config; an
-     * exchange indexes its generation's (per-service counters, load
-     * balancers) with it, so look the service port up again there. */
     const rete_config *cfg = g->cfg;
     size_t i = c->listener->upstream_index;
     if (i >= cfg->proxy.n_upstreams)
         return NULL;
     const rete_upstream_listener *u = &cfg->proxy.upstreams[i];
     return rete_config_table_for(cfg, u->service, u->port);
+}
+
+rete_exchange *rete_conn_new_exchange(rete_conn *c, const rete_side_ops *ops, void *side)
+{
+    rete_exchange *ex = rete_ex_new(c->worker, ops, side);
+    rete_listener_kind kind = c->listener->kind;
+    ex->listener = c->listener->name;
+    ex->inbound = kind == RETE_L_MESH || kind == RETE_L_INBOUND;
+    ex->admin = kind == RETE_L_ADMIN;
+    ex->table = fixed_table(c, ex->gen);
+    ex->target_port = c->orig_port;
+    snprintf(ex->peer_id, sizeof(ex->peer_id), "%s", c->peer_id);
+    snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
+    return ex;
 }

@@ -9,6 +9,9 @@
 #include "io.h"
 #include "worker.h"
 
+struct rete_exchange;
+struct rete_side_ops;
+
 typedef struct rete_conn {
     rete_io io;
     rete_listener *listener;
@@ -42,10 +45,14 @@ void rete_conn_linger(rete_conn *c, void (*release)(void *codec), void *codec);
 void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c));
 void rete_conn_idle_stop(rete_conn *c);
 
-/* The fixed route table of an explicit upstream listener's connection, in
- * generation `g` (an exchange's: newer than the connection's after a
- * reload); NULL for other listeners. */
-const rete_route_table *rete_conn_fixed_table(const rete_conn *c, const rete_gen *g);
+/* The one constructor of a downstream exchange, for every codec: the
+ * exchange takes the worker's current generation, and everything it learns
+ * from the connection (listener, direction, the explicit upstream's route
+ * table looked up again in that generation, peer identity and address) is
+ * set here, so no codec can pair a table of one generation with another
+ * generation's counters (that crashed the proxy after a reload). */
+struct rete_exchange *rete_conn_new_exchange(rete_conn *c, const struct rete_side_ops *ops,
+                                             void *side);
 
 /* The codec is done with the connection's memory. */
 void rete_conn_closed(rete_conn *c);

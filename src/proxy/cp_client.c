@@ -277,6 +277,10 @@ static bool apply_resources(const char *resources, uint64_t version, char *err, 
         rete_config_error_format(&e, err, errlen);
         return false;
     }
+    if (!rete_proxy_can_reload(cp.p, cfg, err, errlen)) {
+        rete_config_unref(cfg);
+        return false;
+    }
     rete_tls_set *tls = rete_tls_set_build(cfg, err, errlen);
     if (!tls) {
         rete_config_unref(cfg);

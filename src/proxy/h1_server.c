@@ -214,14 +214,8 @@ static bool split_absolute(rete_view t, rete_view *scheme, rete_view *authority,
 static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
 {
     rete_conn *c = s->conn;
-    rete_exchange *ex = rete_ex_new(c->worker, &h1s_ops, s);
+    rete_exchange *ex = rete_conn_new_exchange(c, &h1s_ops, s);
     s->ex = ex;
-    ex->listener = c->listener->name;
-    ex->inbound = c->listener->kind == RETE_L_INBOUND;
-    ex->admin = c->listener->kind == RETE_L_ADMIN;
-    ex->table = rete_conn_fixed_table(c, ex->gen);
-    ex->target_port = c->orig_port;
-    snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
     ex->req.method = rete_ex_dup(ex, m->method);
     ex->req.scheme = RETE_VIEW_LIT("http");
     rete_view scheme, authority, path;

@@ -389,16 +389,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     rete_conn *c = h2->conn;
     rete_conn_idle_stop(c);
-    rete_exchange *ex = rete_ex_new(h2->worker, &h2_ds_ops, NULL);
+    rete_exchange *ex = rete_conn_new_exchange(c, &h2_ds_ops, NULL);
     h2s *s = h2s_new(h2, ex);
     s->id = frame->hd.stream_id;
     ex->side[RETE_DOWNSTREAM] = s;
-    ex->listener = c->listener->name;
-    ex->inbound = c->listener->kind == RETE_L_MESH || c->listener->kind == RETE_L_INBOUND;
-    ex->table = rete_conn_fixed_table(c, ex->gen);
-    ex->target_port = c->orig_port;
-    snprintf(ex->peer_id, sizeof(ex->peer_id), "%s", c->peer_id);
-    snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
     nghttp2_session_set_stream_user_data(session, s->id, s);
     return 0;
 }

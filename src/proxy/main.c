@@ -113,6 +113,43 @@ static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
     return cfg;
 }
 
+static bool same_addr(const rete_socket_addr *a, const rete_socket_addr *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+bool rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, char *err, size_t errlen)
+{
+    if (!p->started)
+        return true;
+    const rete_proxy_spec *o = &p->cfg->proxy, *n = &cfg->proxy;
+    const char *field = NULL;
+    char buf[64];
+    if (!same_addr(&o->outbound, &n->outbound))
+        field = "spec.listeners.outbound";
+    else if (!same_addr(&o->inbound, &n->inbound))
+        field = "spec.listeners.inbound";
+    else if (!same_addr(&o->mesh, &n->mesh))
+        field = "spec.listeners.mesh";
+    else if (!same_addr(&o->admin, &n->admin))
+        field = "spec.listeners.admin";
+    else if (o->concurrency != n->concurrency)
+        field = "spec.concurrency";
+    else if (o->n_upstreams != n->n_upstreams)
+        field = "spec.upstreams";
+    else
+        for (size_t i = 0; i < n->n_upstreams && !field; i++)
+            if (!same_addr(&o->upstreams[i].listen, &n->upstreams[i].listen)) {
+                snprintf(buf, sizeof(buf), "spec.upstreams[%zu].listen", i);
+                field = buf;
+            }
+    if (!field)
+        return true;
+    snprintf(err, errlen, "%s: listeners and workers are set up at start; restart the proxy to change them",
+             field);
+    return false;
+}
+
 static int spawn_child(rete_proxy *p, char **argv);
 static void start_drain(rete_proxy *p);
 static bool control_plane_mode;
@@ -169,6 +206,14 @@ static void on_sighup(uv_signal_t *s, int sig)
     }
     rete_tls_set *tls = NULL;
     rete_config *cfg = load(p->config_path, p->cfg->version + 1, &tls);
+    char err[512];
+    if (cfg && !rete_proxy_can_reload(p, cfg, err, sizeof(err))) {
+        rete_err("configuration rejected: %s", err);
+        snprintf(p->last_reload_error, sizeof(p->last_reload_error), "%s", err);
+        rete_tls_set_unref(tls);
+        rete_config_unref(cfg);
+        cfg = NULL;
+    }
     if (!cfg) {
         rete_proxy_count_reload(p, false);
         rete_warn("reload: keeping configuration version %llu", (unsigned long long)p->cfg->version);

@@ -35,6 +35,11 @@ extern rete_proxy *rete_the_proxy;
  * in run mode); later ones are handed to every worker as a new generation.
  * Takes the references. Returns -1 when the workers cannot start. */
 int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls);
+/* Whether `cfg` can replace the running snapshot: listeners are bound and
+ * workers started once, so a snapshot that moves, adds or drops a listener
+ * or changes the worker count would be accepted but not applied. Returns
+ * false with err naming the field (the caller rejects the snapshot whole). */
+bool rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, char *err, size_t errlen);
 
 /* Create the registry, declare the families and resolve the fixed series.
  * Aborts on failure (start-up only). */

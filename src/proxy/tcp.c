@@ -240,14 +240,9 @@ void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
     t->connected = true;
     c->io.cbs = &tcp_io_cbs;
     c->io.owner = t;
-    rete_exchange *ex = rete_ex_new(c->worker, &tcp_ds_ops, t);
+    rete_exchange *ex = rete_conn_new_exchange(c, &tcp_ds_ops, t);
     t->ex = ex;
     ex->tunnel = true;
-    ex->listener = c->listener->name;
-    ex->inbound = c->listener->kind == RETE_L_INBOUND;
-    ex->table = c->fixed;
-    ex->target_port = c->orig_port;
-    snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
     ex->req.method = RETE_VIEW_LIT("CONNECT");
     if (c->orig_port) {
         char a[64];
