@@ -113,12 +113,27 @@ static rete_view hash_key(rete_exchange *ex, const rete_traffic_policy *p)
     }
 }
 
+static bool tunnel_is_raw(const rete_exchange *ex)
+{
+    /* TCP and CONNECT tunnels route with TCPRoute semantics; HTTP/1.1
+     * upgrades (WebSocket) route like the HTTP request they start as. */
+    return ex->tunnel && rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT"));
+}
+
 /* Send the exchange to one endpoint of `svc` on service port `port`. */
 static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port)
 {
     const rete_service_port *sp = service_port(svc, port);
     if (!sp) {
         local_text(ex, 500, "service %s/%s has no port %u", svc->ns, svc->name, port);
+        return;
+    }
+    if (tunnel_is_raw(ex) && sp->protocol != RETE_PROTO_TCP) {
+        /* Raw bytes to an HTTP port would reach the app unparsed: no
+         * header sanitising, no per-request policy at the destination. */
+        ex->error = RETE_EXE_BAD_REQUEST;
+        local_text(ex, 400, "port %u of service %s/%s speaks HTTP: send HTTP requests, not a tunnel",
+                   port, svc->ns, svc->name);
         return;
     }
     /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests):
@@ -183,13 +198,6 @@ static rete_view strip_port_if(rete_view authority, uint16_t port)
     if (authority.len > sv.len && rete_view_eq(rete_view_sub(authority, authority.len - sv.len, sv.len), sv))
         return rete_view_make(authority.p, authority.len - sv.len);
     return authority;
-}
-
-static bool tunnel_is_raw(const rete_exchange *ex)
-{
-    /* TCP and CONNECT tunnels route with TCPRoute semantics; HTTP/1.1
-     * upgrades (WebSocket) route like the HTTP request they start as. */
-    return ex->tunnel && rete_view_eq(ex->req.method, RETE_VIEW_LIT("CONNECT"));
 }
 
 static void dispatch_outbound(rete_exchange *ex)
@@ -335,7 +343,7 @@ static void dispatch_inbound(rete_exchange *ex)
     const rete_config *cfg = ex->gen->cfg;
     const rete_proxy_spec *p = &cfg->proxy;
     uint16_t port = 0;
-    if (ex->tunnel && ex->req.authority.len) {
+    if (tunnel_is_raw(ex) && ex->req.authority.len) {
         ptrdiff_t colon = -1;
         for (size_t i = 0; i < ex->req.authority.len; i++)
             if (ex->req.authority.p[i] == ':')
@@ -367,6 +375,14 @@ static void dispatch_inbound(rete_exchange *ex)
         /* Never a relay: only ports this workload declared. */
         ex->error = RETE_EXE_NO_ROUTE;
         local_text(ex, 404, "workload %s/%s serves no port %u", p->ns, p->name, port);
+        return;
+    }
+    if (tunnel_is_raw(ex) && !ex->peer_id[0] && ip->protocol != RETE_PROTO_TCP) {
+        /* From outside the mesh, an HTTP port gets HTTP: raw bytes would
+         * reach the app with whatever headers they carry. (From a peer
+         * proxy, a tunnel to an HTTP port is an upgrade it has vetted.) */
+        ex->error = RETE_EXE_BAD_REQUEST;
+        local_text(ex, 400, "port %u speaks HTTP: send HTTP requests, not a tunnel", port);
         return;
     }
     ex->target_port = port;

@@ -14,6 +14,18 @@
  * the same in :authority (ip:port), as HBONE does. */
 #define RETE_TARGET_PORT_HEADER "x-rete-target-port"
 
+/* Whether a request field is one that only a proxy may set: the caller
+ * identity it vouches for (x-forwarded-client-cert) and every x-rete-*
+ * field proxies use between themselves. Codecs drop these from anything an
+ * app or a client outside the mesh sends, on every path (plain, upgrade,
+ * HTTP/2, trailers); only the mesh listener accepts them, from an
+ * authenticated peer proxy. */
+static inline bool rete_is_internal_header(rete_view name)
+{
+    return rete_view_ieq(name, RETE_VIEW_LIT("x-forwarded-client-cert")) ||
+           (name.len >= 7 && rete_view_ieq(rete_view_make(name.p, 7), RETE_VIEW_LIT("x-rete-")));
+}
+
 void rete_dispatch(rete_exchange *ex);
 /* Apply the matched rule's response header modifiers to ex->resp. */
 void rete_dispatch_response_filters(rete_exchange *ex);

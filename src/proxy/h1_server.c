@@ -23,6 +23,9 @@ typedef enum h1s_state {
     H1S_HEAD,      /* waiting for (the rest of) a request head */
     H1S_BODY,      /* reading the request body */
     H1S_WAIT,      /* request read, response in progress */
+    H1S_UPGRADE,   /* upgrade request sent: the client's further bytes are
+                    * held until the app answers 101 (a declined upgrade
+                    * must not turn the connection into an unparsed tunnel) */
     H1S_TUNNEL,    /* upgrade/CONNECT: raw bytes both ways */
     H1S_CLOSING,
 } h1s_state;
@@ -49,6 +52,9 @@ typedef struct rete_h1_server {
     bool client_connect;    /* the client sent CONNECT (the dispatcher may
                              * turn an upgrade into one for the mesh hop) */
     bool peer_eof;
+    bool upgrade_declined;  /* the app answered the upgrade with no 101 */
+    uint8_t probe_len;      /* bytes of the upgrade's answer seen so far */
+    char probe[12];         /* "HTTP/1.1 101" */
     /* The response head, kept in the exchange's arena until the end of the
      * loop's I/O round (the worker's check phase), so that a body arriving
      * in the same round (HEADERS and DATA in one TLS read) leaves with it
@@ -61,6 +67,11 @@ typedef struct rete_h1_server {
 
 static const rete_side_ops h1s_ops;
 static void h1s_process(h1s *s, const char *data, size_t len);
+
+static bool tunneling(const h1s *s)
+{
+    return s->state == H1S_TUNNEL || s->state == H1S_UPGRADE;
+}
 
 static rete_h1_limits limits_of(const rete_conn *c)
 {
@@ -244,8 +255,7 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
         rete_view name = m->headers[i].name;
         if (rete_h1_is_hop_by_hop(m, name) || rete_view_ieq(name, RETE_VIEW_LIT("host")) ||
             rete_view_ieq(name, RETE_VIEW_LIT("expect")) ||
-            rete_view_ieq(name, RETE_VIEW_LIT("content-length")) ||
-            rete_view_ieq(name, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER)))
+            rete_view_ieq(name, RETE_VIEW_LIT("content-length")) || rete_is_internal_header(name))
             continue;
         if (rete_view_ieq(name, RETE_VIEW_LIT("x-request-id")))
             has_request_id = true;
@@ -288,7 +298,8 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
         rete_outbuf_puts(&b, "\r\n");
         rete_ex_push(ex, RETE_DOWNSTREAM, b.p, b.len);
         rete_outbuf_free(&b);
-        s->state = H1S_TUNNEL;
+        s->state = H1S_UPGRADE;
+        s->probe_len = 0;
         s->keep_alive = false;
         rete_ex_request_ready(ex);
         return;
@@ -360,7 +371,8 @@ static size_t h1s_body(h1s *s, const char *data, size_t len)
                 rete_h1_header tr[32];
                 size_t n = rete_h1_chunked_trailers(&s->chunked, tr, 32);
                 for (size_t i = 0; i < n; i++)
-                    rete_msg_add(ex, &ex->req_body.trailers, tr[i].name, tr[i].value);
+                    if (!rete_is_internal_header(tr[i].name))
+                        rete_msg_add(ex, &ex->req_body.trailers, tr[i].name, tr[i].value);
                 rete_ex_end(ex, RETE_DOWNSTREAM);
             }
             rete_h1_chunked_free(&s->chunked);
@@ -460,7 +472,15 @@ static void h1s_process(h1s *s, const char *data, size_t len)
             s->paused_pipeline = true;
             rete_io_read_stop(&c->io);
             return;
+        case H1S_UPGRADE:
+            /* Held, not forwarded, until the app accepts the upgrade. */
+            rete_io_read_stop(&c->io);
+            if (!h1s_stash(s, data, len, limits_of(c).max_head + 4))
+                h1s_close(s);
+            return;
         case H1S_TUNNEL:
+            if (s->upgrade_declined)
+                return; /* read only to see the client close */
             if (s->ex && rete_ex_push(s->ex, RETE_DOWNSTREAM, data, len)) {
                 s->paused_body = true;
                 rete_io_read_stop(&c->io);
@@ -497,6 +517,11 @@ static void h1s_on_eof(rete_io *io)
     if (s->state == H1S_CLOSING) {
         rete_io_close(io);
         return;
+    }
+    if (s->state == H1S_UPGRADE && s->ex) {
+        if (!s->len)
+            rete_ex_end(s->ex, RETE_DOWNSTREAM);
+        return; /* held bytes first, once the upgrade is decided */
     }
     if (s->state == H1S_TUNNEL && s->ex) {
         rete_ex_end(s->ex, RETE_DOWNSTREAM);
@@ -593,6 +618,55 @@ static void h1s_response_done(h1s *s)
         rete_conn_idle_start(s->conn, h1s_idle);
 }
 
+/* The app's answer to an upgrade decides what the held client bytes become:
+ * after a 101 the tunnel's (raw from then on), otherwise nothing: the
+ * answer still reaches the client, the app sees the end of its input and
+ * closes, and nothing the client sends later passes unparsed. */
+static void h1s_upgrade_decided(h1s *s, bool accepted)
+{
+    rete_exchange *ex = s->ex;
+    rete_conn *c = s->conn;
+    s->state = H1S_TUNNEL;
+    if (!accepted) {
+        s->upgrade_declined = true;
+        rete_debug("h1: upgrade declined by the app for %s: the connection ends with the answer",
+                   c->peer_addr);
+        h1s_drop_buf(s);
+        rete_ex_end(ex, RETE_DOWNSTREAM);
+        if (!s->peer_eof)
+            rete_io_read_start(&c->io);
+        return;
+    }
+    if (s->len) {
+        char *held = s->buf;
+        size_t n = s->len;
+        s->buf = NULL;
+        s->len = s->cap = 0;
+        if (rete_ex_push(ex, RETE_DOWNSTREAM, held, n))
+            s->paused_body = true;
+        free(held);
+    }
+    if (s->peer_eof)
+        rete_ex_end(ex, RETE_DOWNSTREAM);
+    else if (!s->paused_body)
+        rete_io_read_start(&c->io);
+}
+
+/* Watch the first bytes of the app's answer to an upgrade (its status line)
+ * and decide once they are there or the answer ended. */
+static void h1s_upgrade_probe(h1s *s, const char *d, size_t n, bool end)
+{
+    size_t want = sizeof(s->probe) - s->probe_len;
+    size_t take = n < want ? n : want;
+    memcpy(s->probe + s->probe_len, d, take);
+    s->probe_len = (uint8_t)(s->probe_len + take);
+    if (s->probe_len < sizeof(s->probe) && !end)
+        return;
+    bool accepted = s->probe_len == sizeof(s->probe) && memcmp(s->probe, "HTTP/1.", 7) == 0 &&
+                    memcmp(s->probe + 8, " 101", 4) == 0;
+    h1s_upgrade_decided(s, accepted);
+}
+
 static void h1s_write_body(h1s *s)
 {
     rete_exchange *ex = s->ex;
@@ -602,11 +676,13 @@ static void h1s_write_body(h1s *s)
         size_t n = rete_ex_peek(ex, RETE_DOWNSTREAM, &d);
         if (n == 0)
             break;
+        if (s->state == H1S_UPGRADE && s->tunnel_established)
+            h1s_upgrade_probe(s, d, n, false);
         if (s->head_method) {
             rete_ex_consume(ex, RETE_DOWNSTREAM, n);
             continue;
         }
-        if (s->resp_chunked && s->state != H1S_TUNNEL) {
+        if (s->resp_chunked && !tunneling(s)) {
             rete_outbuf b;
             rete_outbuf_init(&b);
             rete_h1_put_chunk_size(&b, n);
@@ -629,6 +705,8 @@ static void h1s_write_body(h1s *s)
     }
     if (!ex || ex->resp_body.head || !ex->resp_body.end)
         return; /* a kept head waits for more body, or for the check phase */
+    if (s->state == H1S_UPGRADE)
+        h1s_upgrade_decided(s, false); /* the app closed without a word */
     if (s->state == H1S_TUNNEL) {
         /* The far side finished: half-close ours, end when both are done. */
         rete_io_shutdown(io);
@@ -660,7 +738,7 @@ static void h1s_write_body(h1s *s)
 static void h1s_on_head(rete_exchange *ex)
 {
     h1s *s = ex->side[RETE_DOWNSTREAM];
-    if (s->state == H1S_TUNNEL) {
+    if (tunneling(s)) {
         if (ex->resp.status / 100 != 2) {
             char line[128];
             int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -740,7 +818,7 @@ static void h1s_on_interim(rete_exchange *ex)
 static void h1s_on_data_ready(rete_exchange *ex)
 {
     h1s *s = ex->side[RETE_DOWNSTREAM];
-    if (s->state == H1S_TUNNEL && !s->tunnel_established && !ex->head_sent)
+    if (tunneling(s) && !s->tunnel_established && !ex->head_sent)
         return;
     h1s_write_body(s);
 }
@@ -749,7 +827,7 @@ static void h1s_on_drained(rete_exchange *ex, size_t consumed)
 {
     (void)consumed;
     h1s *s = ex->side[RETE_DOWNSTREAM];
-    if (s->paused_body && !ex->req_body.paused) {
+    if (s->paused_body && !ex->req_body.paused && s->state != H1S_UPGRADE) {
         s->paused_body = false;
         rete_io_read_start(&s->conn->io);
     }
@@ -764,7 +842,7 @@ static void h1s_on_abort(rete_exchange *ex)
     h1s_flush_head(s);
     s->ex = NULL;
     rete_ex_detach(ex, RETE_DOWNSTREAM);
-    if (s->state == H1S_TUNNEL && !s->tunnel_established) {
+    if (tunneling(s) && !s->tunnel_established) {
         const char *msg = "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
         h1s_write(s, msg, strlen(msg));
     }

@@ -446,8 +446,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                     ex->req.content_length = (int64_t)cl;
                 return 0;
             }
+            if (h2->conn->listener->kind != RETE_L_MESH && rete_is_internal_header(n))
+                return 0;
             rete_msg_add(ex, &ex->req, n, v);
-        } else {
+        } else if (!rete_is_internal_header(n)) {
             rete_msg_add(ex, &ex->req_body.trailers, n, v);
         }
         return 0;

@@ -92,7 +92,11 @@ def reload(proc, version):
 
 def test_upstream_listener_connection_survives_reload_then_tcp_fallback(upstream_mesh):
     """Accepted under generation 1, detected as opaque TCP under generation 2
-    (a non-HTTP first byte after the reload): the proxy must not crash."""
+    (a non-HTTP first byte after the reload): the proxy must not crash. (It
+    crashed in the dispatcher's per-service counters; since raw tunnels to
+    HTTP ports are refused the fallback now ends in a 400 before them, and
+    the exchange constructor shared by every codec keeps the generations
+    apart either way.)"""
     env = upstream_mesh
     host, port = env["upstream"].rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=10)
@@ -147,3 +151,127 @@ def test_reload_changing_listeners_is_refused(upstream_mesh):
     status, body = http_get(env["upstream"], "/still", host="echo")
     assert status == 200, body
     stop_and_check_proxies(m)
+
+
+# ---- mesh-internal headers from an app, on every path ----
+
+SPOOF = "By=spiffe://cluster.local/ns/test/sa/echo;URI=spiffe://cluster.local/ns/test/sa/admin"
+INTERNAL = {"x-forwarded-client-cert": SPOOF, "x-rete-target-port": "1"}
+
+
+@pytest.fixture
+def env(tmp_path):
+    from mesh import echo_mesh
+    e = echo_mesh(tmp_path)
+    yield e
+    stop_and_check_proxies(e["mesh"])
+
+
+def read_response(sock):
+    """One HTTP/1.1 response with a content-length body (rete-echo's), or
+    None when the connection closed first."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    n = int(m.group(1)) if m else 0
+    while len(body) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split()[1]), body
+
+
+def app_saw(body):
+    """The headers the echo app received, from its JSON answer."""
+    return {k.lower(): v for k, v in json.loads(body)["headers"].items()}
+
+
+def spoofed(headers):
+    return any(v == INTERNAL[k] or (isinstance(v, list) and INTERNAL[k] in v)
+               for k, v in headers.items() if k in INTERNAL)
+
+
+def internal_lines():
+    return "".join(f"{k}: {v}\r\n" for k, v in INTERNAL.items())
+
+
+def test_internal_headers_stripped_on_plain_request(env):
+    req = f"GET /plain HTTP/1.1\r\nHost: echo\r\n{internal_lines()}Connection: close\r\n\r\n".encode()
+    host, port = env["outbound"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(req)
+        status, body = read_response(s)
+    assert status == 200, body
+    saw = app_saw(body)
+    assert not spoofed(saw), saw
+    assert saw["x-forwarded-client-cert"].endswith("URI=spiffe://cluster.local/ns/test/sa/client"), saw
+
+
+@pytest.mark.parametrize("listener", ["outbound", "inbound-15006"])
+def test_internal_headers_not_passed_through_a_declined_upgrade(env, listener):
+    """rete-echo answers an Upgrade request with a plain 200 (it declines):
+    neither the upgrade request nor a request sent after the refusal on the
+    same connection may carry the app's own XFCC to the destination app."""
+    addr = env["outbound"] if listener == "outbound" else f"{env['echo_host']}:15006"
+    host, port = addr.rsplit(":", 1)
+    up = (f"GET /upgrade HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+          f"{internal_lines()}\r\n").encode()
+    after = f"GET /after HTTP/1.1\r\nHost: echo\r\n{internal_lines()}\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        # The second request goes in the same write: it must not reach the
+        # app as raw tunnel bytes either.
+        s.sendall(up + after)
+        first = read_response(s)
+        assert first is not None and first[0] == 200, first
+        assert not spoofed(app_saw(first[1])), app_saw(first[1])
+        try:
+            second = read_response(s)
+        except OSError:
+            second = None
+        if second is not None:
+            assert not spoofed(app_saw(second[1])), app_saw(second[1])
+        try:
+            s.sendall(after)
+            third = read_response(s)
+        except OSError:
+            third = None
+        if third is not None:
+            assert not spoofed(app_saw(third[1])), app_saw(third[1])
+
+
+def test_connect_to_an_http_port_is_refused(env):
+    """A CONNECT tunnel from the app to an HTTP service port would carry raw
+    HTTP (and any header) past the proxy's parser: refused."""
+    host, port = env["outbound"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"CONNECT echo:80 HTTP/1.1\r\nHost: echo:80\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        status = int(head.split()[1]) if head else None
+        assert status is not None and status != 200, head
+        try:
+            s.sendall(f"GET /raw HTTP/1.1\r\nHost: echo\r\n{internal_lines()}\r\n".encode())
+            r = read_response(s)
+        except OSError:
+            r = None
+        assert r is None or not spoofed(app_saw(r[1]) if r[0] == 200 else {}), r
+
+
+def test_internal_headers_stripped_over_http2(env):
+    import subprocess
+    args = ["curl", "-s", "--http2-prior-knowledge", "-H", "Host: echo"]
+    for k, v in INTERNAL.items():
+        args += ["-H", f"{k}: {v}"]
+    r = subprocess.run(args + [f"http://{env['outbound']}/h2"], capture_output=True, timeout=30)
+    saw = app_saw(r.stdout)
+    assert not spoofed(saw), saw
