@@ -2,6 +2,7 @@
 #include "alloc.h"
 #include "authz.h"
 #include "config.h"
+#include "json_out.h"
 #include "lb.h"
 #include "log.h"
 #include "route.h"
@@ -433,18 +434,36 @@ static void access_log(const rete_exchange *ex, int status, double ms)
         return;
     const rete_config *cfg = ex->gen->cfg;
     rete_view rid = rete_msg_get(&ex->req, RETE_VIEW_LIT("x-request-id"));
-    fprintf(rete_access_log,
-            "{\"proxy\":\"%s/%s\",\"listener\":\"%s\",\"method\":\"%.*s\",\"authority\":\"%.*s\","
-            "\"path\":\"%.*s\",\"status\":%d,\"flags\":\"%s\",\"duration_ms\":%.3f,"
-            "\"bytes_in\":%llu,\"bytes_out\":%llu,\"upstream\":\"%s\",\"peer\":\"%s\","
-            "\"request_id\":\"%.*s\"}\n",
-            cfg->proxy.ns, cfg->proxy.name, ex->listener ? ex->listener : "-",
-            (int)ex->req.method.len, ex->req.method.p, (int)ex->req.authority.len,
-            ex->req.authority.p, (int)(ex->req.path.len > 256 ? 256 : ex->req.path.len),
-            ex->req.path.p, status, rete_ex_error_flag(ex->error), ms,
-            (unsigned long long)ex->req_bytes, (unsigned long long)ex->resp_bytes,
-            ex->service ? ex->service->name : "-", ex->peer_id[0] ? ex->peer_id : ex->downstream_addr,
-            (int)rid.len, rid.p ? rid.p : "");
+    /* Every value an app or a client chose goes through the escaper: a
+     * quote in a path or a request id can never add or override a key.
+     * Each client-chosen field has a length cap, so the worst case (every
+     * byte escaped to 6) fits the line and nothing is dropped. */
+    char line[8192], who[256];
+    snprintf(who, sizeof(who), "%s/%s", cfg->proxy.ns, cfg->proxy.name);
+    const char *upstream = ex->service ? ex->service->name : "-";
+    const char *peer = ex->peer_id[0] ? ex->peer_id : ex->downstream_addr;
+    const char *listener = ex->listener ? ex->listener : "-";
+    const char *flags = rete_ex_error_flag(ex->error);
+    rete_jbuf b;
+    rete_jbuf_init(&b, line, sizeof(line), 32);
+    rete_jbuf_raw(&b, "{");
+    rete_jbuf_str(&b, "proxy", who, strlen(who), 0);
+    rete_jbuf_str(&b, "listener", listener, strlen(listener), 0);
+    rete_jbuf_str(&b, "method", ex->req.method.p, ex->req.method.len, 32);
+    rete_jbuf_str(&b, "authority", ex->req.authority.p, ex->req.authority.len, 256);
+    rete_jbuf_str(&b, "path", ex->req.path.p, ex->req.path.len, 512);
+    rete_jbuf_int(&b, "status", status);
+    rete_jbuf_str(&b, "flags", flags, strlen(flags), 0);
+    rete_jbuf_num(&b, "duration_ms", ms);
+    rete_jbuf_int(&b, "bytes_in", (long long)ex->req_bytes);
+    rete_jbuf_int(&b, "bytes_out", (long long)ex->resp_bytes);
+    rete_jbuf_str(&b, "upstream", upstream, strlen(upstream), 0);
+    rete_jbuf_str(&b, "peer", peer, strlen(peer), 0);
+    rete_jbuf_str(&b, "request_id", rid.p, rid.len, 128);
+    if (b.truncated)
+        rete_jbuf_raw(&b, ",\"truncated\":true");
+    rete_jbuf_raw_end(&b, "}\n");
+    fputs(line, rete_access_log);
     fflush(rete_access_log);
 }
 

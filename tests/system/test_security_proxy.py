@@ -275,3 +275,53 @@ def test_internal_headers_stripped_over_http2(env):
     r = subprocess.run(args + [f"http://{env['outbound']}/h2"], capture_output=True, timeout=30)
     saw = app_saw(r.stdout)
     assert not spoofed(saw), saw
+
+
+# ---- access log lines cannot be forged ----
+
+@pytest.fixture
+def logged(tmp_path):
+    from mesh import echo_mesh
+    log = tmp_path / "access.log"
+    e = echo_mesh(tmp_path, client_args=("--access-log", str(log)))
+    e["access_log"] = log
+    yield e
+    stop_and_check_proxies(e["mesh"])
+
+
+def access_lines(path, n, proxy="test/client-0"):
+    """The first n lines the client sidecar wrote (both sidecars of the
+    mesh share the file)."""
+    def ready():
+        if not path.exists():
+            return None
+        lines = [line for line in path.read_bytes().split(b"\n")
+                 if line.startswith(b'{"proxy":"%s"' % proxy.encode())]
+        return lines[:n] if len(lines) >= n else None
+    return wait_for(ready, what=f"{n} access log lines")
+
+
+def test_access_log_fields_are_escaped(logged):
+    import subprocess
+    forged_id = 'abc","status":200,"path":"/admin/users/42'
+    host, port = logged["outbound"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET /real?x=1 HTTP/1.1\r\nHost: echo\r\nx-request-id: {forged_id}\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+        assert read_response(s)[0] == 200
+    # A quote and a backslash in an HTTP/2 :path (nghttp2 lets both through).
+    h2_path = '/q"uo\\te'
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                        "--path-as-is", "-H", "Host: echo", f"http://{logged['outbound']}{h2_path}"],
+                       capture_output=True, timeout=30)
+    assert r.stdout == b"200", r
+    lines = access_lines(logged["access_log"], 2)
+    first = json.loads(lines[0])
+    assert first["request_id"] == forged_id
+    assert first["path"] == "/real?x=1" and first["status"] == 200 and first["method"] == "GET"
+    second = json.loads(lines[1])
+    assert second["path"] == h2_path, second
+    for line in lines:
+        # one object per line, no key twice
+        json.loads(line, object_pairs_hook=lambda pairs: (
+            len(pairs) == len({k for k, _ in pairs}) or pytest.fail(f"repeated key in {line!r}")) and dict(pairs))
