@@ -10,6 +10,8 @@
  * (config_schema.h). */
 #include "config_raw.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -217,7 +219,8 @@ static const cfg_field listeners_fields[] = {
     {"mesh", CFG_ADDR, 0, CFG_AT(raw_proxy, p.mesh), CFG_HAS(raw_proxy, has_mesh),
      .docdef = "*address*:15008", .doc = "mTLS from other proxies"},
     {"admin", CFG_ADDR, 0, CFG_AT(raw_proxy, p.admin), CFG_HAS(raw_proxy, has_admin),
-     .docdef = "*address*:15000", .doc = "/metrics, /ready, /config ..."},
+     .docdef = "*address*:15000 when *address* is a loopback address, else 127.0.0.1:15000",
+     .doc = "/metrics, /ready, /config, /stats; POST /logging. Must be a loopback address"},
 };
 static const cfg_schema listeners_schema =
     CFG_SCHEMA("listeners", raw_proxy, listeners_fields, NULL);
@@ -257,6 +260,15 @@ static const cfg_field limits_fields[] = {
 };
 static const cfg_schema limits_schema = CFG_SCHEMA("limits", rete_limits, limits_fields, NULL);
 
+static bool is_loopback_ip(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
 static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
 {
     raw_proxy *r = obj;
@@ -279,6 +291,16 @@ static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
         snprintf(a->host, sizeof(a->host), "%s", r->address);
         a->port = listeners[i].port;
     }
+    /* The admin listener shows the configuration and changes the log level:
+     * only processes of the workload's own host (or network namespace) may
+     * reach it. */
+    if (!r->has_admin && !is_loopback_ip(p->admin.host))
+        snprintf(p->admin.host, sizeof(p->admin.host), "127.0.0.1");
+    if (!is_loopback_ip(p->admin.host))
+        return cfg_fail_at(ctx, "listeners.admin",
+                           "%s is not a loopback address: the admin listener serves the "
+                           "configuration and changes state, so it is bound to 127.0.0.0/8 or ::1",
+                           p->admin.host);
     if (!p->cert_file != !p->key_file)
         return cfg_fail_at(ctx, p->cert_file ? "tls.keyFile" : "tls.certFile",
                            "required together with %s", p->cert_file ? "certFile" : "keyFile");

@@ -70,7 +70,21 @@ void rete_admin_handle(rete_exchange *ex)
         return;
     }
     if (rete_view_eq(path, RETE_VIEW_LIT("/logging"))) {
+        /* Reading is GET; a change is POST only (as Envoy's admin), so no
+         * link, image or redirect a browser or a probe follows can change
+         * the level (error would silence the authorization log). */
         rete_view qs = q >= 0 ? rete_view_sub(ex->req.path, (size_t)q + 1, ex->req.path.len) : RETE_VIEW_NULL;
+        bool post = rete_view_eq(ex->req.method, RETE_VIEW_LIT("POST"));
+        if (!post && !rete_view_eq(ex->req.method, RETE_VIEW_LIT("GET")) &&
+            !rete_view_eq(ex->req.method, RETE_VIEW_LIT("HEAD"))) {
+            rete_ex_local_response(ex, 405, "text/plain", "GET or POST\n", 12);
+            return;
+        }
+        if (!post && qs.len) {
+            const char *m = "changing the log level takes POST /logging?level=LEVEL\n";
+            rete_ex_local_response(ex, 405, "text/plain", m, strlen(m));
+            return;
+        }
         if (rete_view_has_prefix(qs, RETE_VIEW_LIT("level="))) {
             char lvl[16] = "";
             size_t n = qs.len - 6 < sizeof(lvl) - 1 ? qs.len - 6 : sizeof(lvl) - 1;
@@ -87,6 +101,6 @@ void rete_admin_handle(rete_exchange *ex)
         rete_ex_local_response(ex, 200, "text/plain", body, (size_t)n);
         return;
     }
-    const char *help = "rete-proxy admin: /ready /live /metrics /config /stats /logging?level=\n";
+    const char *help = "rete-proxy admin: /ready /live /metrics /config /stats; POST /logging?level=\n";
     rete_ex_local_response(ex, 404, "text/plain", help, strlen(help));
 }

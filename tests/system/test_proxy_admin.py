@@ -22,10 +22,12 @@ def env(tmp_path_factory):
     return echo_mesh(tmp_path_factory.mktemp("admin"), persistent=True)
 
 
-def get(addr, path, timeout=15):
-    """(status, headers, body text) of a GET, whatever the status."""
+def get(addr, path, timeout=15, method="GET"):
+    """(status, headers, body text) of a GET (or `method`), whatever the status."""
+    req = urllib.request.Request(f"http://{addr}{path}", method=method,
+                                 data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(f"http://{addr}{path}", timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.headers, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read().decode()
@@ -97,15 +99,26 @@ def test_stats_is_json(env):
     assert stats["config_version"] >= 1
 
 
-def test_logging_level_can_be_changed(env):
-    status, _, body = get(env["admin"], "/logging?level=debug")
+def test_logging_level_can_be_changed_by_post(env):
+    status, _, body = get(env["admin"], "/logging?level=debug", method="POST")
     assert status == 200 and "level=debug" in body
     status, _, body = get(env["admin"], "/logging")
     assert status == 200 and "level=debug" in body
-    status, _, body = get(env["admin"], "/logging?level=nonsense")
+    status, _, body = get(env["admin"], "/logging?level=nonsense", method="POST")
     assert status == 400
-    status, _, body = get(env["admin"], "/logging?level=info")
+    status, _, body = get(env["admin"], "/logging?level=info", method="POST")
     assert status == 200 and "level=info" in body
+
+
+def test_logging_level_is_not_changed_by_get(env):
+    """Security defect: GET /logging?level=error from any local process (or a
+    browser following a link) silenced the authorization log."""
+    status, _, body = get(env["admin"], "/logging?level=error")
+    assert status == 405 and "POST" in body
+    status, _, body = get(env["admin"], "/logging")
+    assert status == 200 and "level=info" in body, body
+    status, _, body = get(env["admin"], "/logging?level=error", method="PUT")
+    assert status == 405
 
 
 def test_unknown_admin_path_is_404_listing_endpoints(env):

@@ -325,3 +325,23 @@ def test_access_log_fields_are_escaped(logged):
         # one object per line, no key twice
         json.loads(line, object_pairs_hook=lambda pairs: (
             len(pairs) == len({k for k, _ in pairs}) or pytest.fail(f"repeated key in {line!r}")) and dict(pairs))
+
+
+# ---- the admin listener ----
+
+def test_admin_listener_must_be_loopback(tmp_path):
+    """The admin listener serves the configuration and changes state: a
+    non-loopback address is refused naming the field (the address is only
+    validated, never bound)."""
+    import subprocess
+    from helpers import build_path
+    m = Mesh(tmp_path)
+    host = fresh_host()
+    path = m.write_config("p-0", "p", host, extra_spec={"listeners": {"admin": "192.0.2.10:15000"}})
+    r = subprocess.run([build_path("rete-proxy"), "--check-config", path], capture_output=True, timeout=30)
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode == 1, out
+    assert "listeners.admin" in out and "loopback" in out, out
+    path = m.write_config("p-0", "p", host, extra_spec={"listeners": {"admin": f"{host}:15000"}})
+    r = subprocess.run([build_path("rete-proxy"), "--check-config", path], capture_output=True, timeout=30)
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
