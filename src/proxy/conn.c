@@ -49,6 +49,13 @@ static detect_result detect(const char *p, size_t n)
     return n < 24 ? DETECT_MORE : DETECT_TCP;
 }
 
+/* A burst of connections (a flood of pending TLS handshakes costs ~28 KB
+ * each) leaves freed memory that glibc keeps: once a worker is back to a
+ * quarter of a peak of at least TRIM_PEAK connections, give it back to the
+ * system. malloc_trim walks the heap, so this runs once per burst, not per
+ * close. */
+#define TRIM_PEAK 512
+
 static void conn_timer_closed(uv_handle_t *h)
 {
     rete_conn *c = h->data;
@@ -57,6 +64,10 @@ static void conn_timer_closed(uv_handle_t *h)
     w->active_conns--;
     rete_gen_release(w, c->gen);
     free(c);
+    if (w->peak_conns >= TRIM_PEAK && w->active_conns <= w->peak_conns / 4) {
+        rete_alloc_trim();
+        w->peak_conns = w->active_conns;
+    }
 }
 
 void rete_conn_closed(rete_conn *c)
@@ -349,7 +360,8 @@ void rete_conn_accept(rete_listener *l)
         rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
         return;
     }
-    w->active_conns++;
+    if (++w->active_conns > w->peak_conns)
+        w->peak_conns = w->active_conns;
     rete_stat(w, w->ms.conns_total[l->kind], 1);
     rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
     rete_io_peer(&c->io, c->peer_addr, sizeof(c->peer_addr));

@@ -125,6 +125,7 @@ typedef struct rete_worker {
     uint64_t drain_deadline;
     uint64_t drain_quiet_since;     /* nothing in flight since (loop ms), 0 = busy */
     unsigned active_conns;
+    unsigned peak_conns;            /* highest active_conns since the last trim */
     unsigned active_exchanges;
     rete_metrics_shard *shard;      /* this thread's metrics: created at start, freed at exit */
     const rete_mesh_metrics *mm;    /* families (the proxy's) */
