@@ -267,6 +267,8 @@ static const cfg_field limits_fields[] = {
                  "HTTP/1.1 request body: no byte for this long; 408"),
     LIMIT_DUR_ON("responseWriteTimeout", response_write_timeout_ms, "60s",
                  "a client that takes no response byte for this long is closed"),
+    LIMIT_DUR_ON("tcpIdleTimeout", tcp_idle_timeout_ms, "1h",
+                 "opaque TCP from a downstream: no byte either way for this long; closed"),
     LIMIT_DUR("drainTimeout", drain_timeout_ms, "5s", "grace period on SIGTERM"),
 };
 static const cfg_schema limits_schema = CFG_SCHEMA("limits", rete_limits, limits_fields, NULL);

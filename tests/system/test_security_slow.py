@@ -21,7 +21,8 @@ from mesh import Mesh, destination_rule, fresh_host, service, stop_and_check_pro
 # small connection cap so filling it is cheap.
 CAP = 40
 LIMITS = {"drainTimeout": "2s", "maxConnections": CAP, "requestHeaderTimeout": "1s",
-          "requestBodyTimeout": "1s", "responseWriteTimeout": "1s", "detectTimeout": "500ms"}
+          "requestBodyTimeout": "1s", "responseWriteTimeout": "1s", "detectTimeout": "500ms",
+          "tcpIdleTimeout": "1s"}
 # The circuit-breaker budget of the echo service seen from the client.
 CB_BUDGET = 3
 
@@ -111,13 +112,14 @@ def env(tmp_path_factory):
     client_host, echo_host = fresh_host(), fresh_host()
     echo_proc, echo_addr = start_echo(name="echo", host=echo_host, persistent=True)
     echo_port = int(echo_addr.rsplit(":", 1)[1])
-    m.add(service("echo", m.ns, [(80, "HTTP", echo_port)]),
+    m.add(service("echo", m.ns, [(80, "HTTP", echo_port), (81, "TCP", echo_port)]),
           workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
           workload("client-0", m.ns, client_host, "client", {"app": "client"}),
           destination_rule("echo", m.ns, "echo", connectionPool={"http": {"http2MaxRequests": CB_BUDGET}}))
     m.start_proxy("echo-0", "echo", echo_host, inbound=[(echo_port, "HTTP")], persistent=True)
-    m.start_proxy("client-0", "client", client_host, extra_spec={"limits": LIMITS}, persistent=True)
-    e = {"mesh": m, "outbound": f"{client_host}:15001", "inbound": f"{client_host}:15006",
+    m.start_proxy("client-0", "client", client_host, extra_spec={"limits": LIMITS}, persistent=True,
+                  upstreams=[(f"{client_host}:9191", "echo", 81)])
+    e = {"tcp_upstream": f"{client_host}:9191","mesh": m, "outbound": f"{client_host}:15001", "inbound": f"{client_host}:15006",
          "admin": f"{client_host}:15000", "echo": echo_proc, "client_host": client_host}
     yield e
     stop_and_check_proxies(m)
@@ -130,11 +132,13 @@ def quiet_listener(env):
     yield
 
 
-def test_partial_request_head_is_closed_with_408(env):
+@pytest.mark.parametrize("listener", ["outbound", "inbound", "admin"])
+def test_partial_request_head_is_closed_with_408(env, listener):
     """Slowloris: a head that stops half-way gets 408 and a close once
-    limits.requestHeaderTimeout has passed, instead of staying open."""
+    limits.requestHeaderTimeout has passed, instead of staying open, on
+    every listener that reads HTTP/1.1 heads."""
     before = sample(metrics(env), 'rete_proxy_downstream_timeouts_total{timeout="request_header"}')
-    with socket.create_connection(_addr(env["outbound"])) as s:
+    with socket.create_connection(_addr(env[listener])) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: echo\r\nX-Slow: ")
         out, closed = read_until_close(s)
     assert closed, "a partial request head is still open"
@@ -175,6 +179,21 @@ def test_one_byte_then_silence_is_bounded(env):
         out, closed = read_until_close(s)
     assert closed, "one byte then silence held the connection open"
     assert out == b"" or out.startswith(b"HTTP/1.1 408 "), out[:200]
+
+
+def test_idle_tcp_tunnel_is_closed(env):
+    """Opaque TCP (an explicit upstream to a TCP service port): a tunnel with
+    no byte either way for limits.tcpIdleTimeout is closed, with its
+    upstream; one that carries bytes works."""
+    with socket.create_connection(_addr(env["tcp_upstream"])) as s:
+        s.sendall(b"GET /tcp HTTP/1.1\r\nHost: echo\r\n\r\n")
+        s.settimeout(15)
+        assert s.recv(100).startswith(b"HTTP/1.1 200 ")
+    before = sample(metrics(env), 'rete_proxy_downstream_timeouts_total{timeout="idle"}')
+    with socket.create_connection(_addr(env["tcp_upstream"])) as s:
+        out, closed = read_until_close(s)
+    assert closed, "an idle TCP tunnel is still open"
+    assert sample(metrics(env), 'rete_proxy_downstream_timeouts_total{timeout="idle"}') > before
 
 
 def test_many_partial_heads_do_not_hold_the_listener(env):
