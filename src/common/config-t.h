@@ -302,10 +302,15 @@ typedef struct rete_limits {
     uint32_t max_header_bytes;      /* default 65536 */
     uint32_t max_headers;           /* default 100 */
     uint32_t max_body_buffer;       /* per direction per stream in flight, default 65536 */
-    uint32_t max_connections;       /* downstream, per worker, default 10000 */
+    uint32_t max_connections;       /* downstream data listeners, per worker, default 10000 */
+    uint32_t max_admin_connections; /* admin listener, its own cap, default 32 */
     uint32_t max_streams;           /* HTTP/2 concurrent streams per connection, default 256 */
     uint32_t detect_timeout_ms;     /* protocol detection, default 5000 for server-first safety */
     uint32_t idle_timeout_ms;       /* downstream idle, default 300000 */
+    uint32_t request_header_timeout_ms; /* whole HTTP/1.1 request head, default 10000 */
+    uint32_t request_body_timeout_ms;   /* between two request body reads, default 30000 */
+    uint32_t response_write_timeout_ms; /* without write progress to a client, default 60000 */
+    uint32_t tcp_idle_timeout_ms;   /* opaque TCP downstream, no byte either way, default 3600000 */
     uint32_t drain_timeout_ms;      /* SIGTERM grace, default 5000 */
 } rete_limits;
 

@@ -245,17 +245,33 @@ static const cfg_schema tls_schema = CFG_SCHEMA("tls", raw_proxy, tls_fields, NU
     {                                                                                              \
         n, CFG_DURATION, 0, CFG_AT(rete_limits, m), .def = d, .doc = txt                           \
     }
+/* A timeout that defends against slow clients cannot be switched off. */
+#define LIMIT_DUR_ON(n, m, d, txt)                                                                 \
+    {                                                                                              \
+        n, CFG_DURATION, 0, CFG_AT(rete_limits, m), .min = 1, .def = d, .doc = txt                 \
+    }
 static const cfg_field limits_fields[] = {
     LIMIT_INT("maxRequestLine", max_request_line, 64, 1u << 20, "8192", "bytes"),
     LIMIT_INT("maxHeaderBytes", max_header_bytes, 256, 16u << 20, "65536", "bytes, all headers"),
     LIMIT_INT("maxHeaders", max_headers, 1, 10000, "100", "header fields per message"),
     LIMIT_INT("maxBodyBuffer", max_body_buffer, 1024, 1u << 30, "65536",
               "bytes buffered per direction per stream"),
-    LIMIT_INT("maxConnections", max_connections, 1, 10000000, "10000", "downstream, per worker"),
+    LIMIT_INT("maxConnections", max_connections, 1, 10000000, "10000",
+              "downstream, per worker, every listener but admin (also bounded by the file limit)"),
+    LIMIT_INT("maxAdminConnections", max_admin_connections, 1, 10000, "32",
+              "admin listener, apart from maxConnections so /ready answers when data is full"),
     LIMIT_INT("maxStreams", max_streams, 1, 1u << 20, "256",
               "HTTP/2 concurrent streams per connection"),
     LIMIT_DUR("detectTimeout", detect_timeout_ms, "5s", "protocol detection"),
     LIMIT_DUR("idleTimeout", idle_timeout_ms, "5m", "downstream idle"),
+    LIMIT_DUR_ON("requestHeaderTimeout", request_header_timeout_ms, "10s",
+                 "whole HTTP/1.1 request head: from accept (first request) or its first byte; 408"),
+    LIMIT_DUR_ON("requestBodyTimeout", request_body_timeout_ms, "30s",
+                 "HTTP/1.1 request body: no byte for this long; 408"),
+    LIMIT_DUR_ON("responseWriteTimeout", response_write_timeout_ms, "60s",
+                 "a client that takes no response byte for this long is closed"),
+    LIMIT_DUR_ON("tcpIdleTimeout", tcp_idle_timeout_ms, "1h",
+                 "opaque TCP from a downstream: no byte either way for this long; closed"),
     LIMIT_DUR("drainTimeout", drain_timeout_ms, "5s", "grace period on SIGTERM"),
 };
 static const cfg_schema limits_schema = CFG_SCHEMA("limits", rete_limits, limits_fields, NULL);

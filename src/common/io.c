@@ -36,6 +36,7 @@ static void on_write_done(uv_write_t *req, int status)
     io_write *wr = (io_write *)req;
     rete_io *io = wr->io;
     io->queued -= wr->len;
+    io->write_progress = uv_now(io->iol->loop);
     free(wr);
     if (status < 0) {
         if (status != UV_ECANCELED)
@@ -90,6 +91,8 @@ static rete_rc io_write_raw(rete_io *io, const uv_buf_t *bufs, unsigned n)
         free(wr);
         return RETE_EIO;
     }
+    if (io->queued == 0)
+        io->write_progress = uv_now(io->iol->loop); /* a stall is measured from here */
     io->queued += wr->len;
     io->want_drain = true;
     return RETE_OK;

@@ -58,6 +58,7 @@ struct rete_io {
     void *owner;
     rete_tls_session *tls;
     size_t queued;          /* bytes in flight in uv_write requests */
+    uint64_t write_progress; /* loop ms of the last write the kernel took while queued > 0 */
     size_t low_water;       /* on_drain fires when queued falls to this */
     bool reading;
     bool closing;

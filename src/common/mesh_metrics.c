@@ -32,6 +32,8 @@ static const char *const l_code_class[] = {"code_class"};
 static const char *const l_result[] = {"result"};
 static const char *const l_cluster[] = {"cluster"};
 static const char *const l_version[] = {"version"};
+static const char *const l_listener_reason[] = {"listener", "reason"};
+static const char *const l_timeout[] = {"timeout"};
 
 #define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
 #define TCP rete_mesh_labels, RETE_MESH_TCP_NLABELS
@@ -102,6 +104,13 @@ static const struct {
       "Downstream connections accepted, by listener."),
     F(downstream_connections_active, "rete_proxy_downstream_connections_active", G, L(l_listener),
       "Downstream connections currently open, by listener."),
+    F(downstream_connections_refused_total, "rete_proxy_downstream_connections_refused_total", C,
+      L(l_listener_reason),
+      "Downstream connections closed at accept, by listener and reason (max_connections: "
+      "the listener's cap; fd_limit: the share of the file limit; accept_error: accept failed)."),
+    F(downstream_timeouts_total, "rete_proxy_downstream_timeouts_total", C, L(l_timeout),
+      "Downstream connections closed by a timeout, by timeout (detect, request_header, "
+      "request_body, response_write, idle)."),
     F(http_parse_errors_total, "rete_proxy_http_parse_errors_total", C, NOLABELS,
       "Requests refused as malformed (4xx, connection closed)."),
     F(config_version, "rete_proxy_config_version", G, NOLABELS,

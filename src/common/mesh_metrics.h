@@ -74,6 +74,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family workers;                          /* gauge */
     rete_metric_family downstream_connections_total;     /* {listener} */
     rete_metric_family downstream_connections_active;    /* gauge {listener}: gauge_add +1/-1 */
+    rete_metric_family downstream_connections_refused_total; /* {listener,reason} */
+    rete_metric_family downstream_timeouts_total;        /* {timeout}: which timeout closed it */
     rete_metric_family http_parse_errors_total;
     rete_metric_family config_version;                   /* gauge: gauge_set or gauge_fn */
     rete_metric_family config_reloads_total;             /* {result}: "ok", "rejected" */

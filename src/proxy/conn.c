@@ -49,7 +49,7 @@ static detect_result detect(const char *p, size_t n)
     return n < 24 ? DETECT_MORE : DETECT_TCP;
 }
 
-/* A burst of connections (a flood of pending TLS handshakes costs ~28 KB
+/* A burst of connections (a flood of pending TLS handshakes costs ~44 KB
  * each) leaves freed memory that glibc keeps: once a worker is back to a
  * quarter of a peak of at least TRIM_PEAK connections, give it back to the
  * system. malloc_trim walks the heap, so this runs once per burst, not per
@@ -61,7 +61,10 @@ static void conn_timer_closed(uv_handle_t *h)
     rete_conn *c = h->data;
     rete_worker *w = c->worker;
     rete_metrics_gauge_add(w->shard, w->ms.conns_active[c->listener->kind], -1);
-    w->active_conns--;
+    if (c->listener->kind == RETE_L_ADMIN)
+        w->admin_conns--;
+    else
+        w->active_conns--;
     rete_gen_release(w, c->gen);
     free(c);
     if (w->peak_conns >= TRIM_PEAK && w->active_conns <= w->peak_conns / 4) {
@@ -80,11 +83,17 @@ void rete_conn_closed(rete_conn *c)
 
 /* ---- idle timeout ---- */
 
-static void idle_fired(uv_timer_t *t)
+static void timer_fired(uv_timer_t *t)
 {
     rete_conn *c = t->data;
-    if (c->on_idle)
-        c->on_idle(c);
+    if (c->on_timer)
+        c->on_timer(c);
+}
+
+void rete_conn_timer_start(rete_conn *c, uint64_t ms, void (*on_timer)(rete_conn *c))
+{
+    c->on_timer = on_timer;
+    uv_timer_start(&c->timer, timer_fired, ms, 0);
 }
 
 void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c))
@@ -92,14 +101,18 @@ void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c))
     uint32_t ms = c->gen->cfg->proxy.limits.idle_timeout_ms;
     if (!ms)
         return;
-    c->on_idle = on_idle;
-    uv_timer_start(&c->timer, idle_fired, ms, 0);
+    rete_conn_timer_start(c, ms, on_idle);
 }
 
 void rete_conn_idle_stop(rete_conn *c)
 {
-    c->on_idle = NULL;
+    c->on_timer = NULL;
     uv_timer_stop(&c->timer);
+}
+
+void rete_conn_count_timeout(rete_conn *c, rete_timeout_kind kind)
+{
+    rete_stat(c->worker, c->worker->ms.timeouts[kind], 1);
 }
 
 /* ---- lingering close ---- */
@@ -156,7 +169,7 @@ void rete_conn_linger(rete_conn *c, void (*release)(void *codec), void *codec)
      * what it leaves behind is freed through `release` at the close. */
     c->linger_release = release;
     c->codec = codec;
-    c->on_idle = NULL;
+    c->on_timer = NULL;
     c->io.cbs = &linger_cbs;
     c->io.owner = c;
     rete_io_shutdown(&c->io);
@@ -320,9 +333,16 @@ static void detect_timeout(uv_timer_t *t)
     rete_conn *c = t->data;
     if (c->listener->kind == RETE_L_MESH || c->io.tls) {
         /* A handshake that never finished, or silence inside TLS. */
+        rete_conn_count_timeout(c, RETE_TIMEOUT_DETECT);
         rete_io_close(&c->io);
         return;
     }
+    if (c->listener->kind == RETE_L_OUTBOUND && !c->orig_port &&
+        (c->peek_len == 0 || (unsigned char)c->peek[0] == 0x16))
+        rete_conn_count_timeout(c, RETE_TIMEOUT_DETECT); /* closed below: nothing to route */
+    /* Otherwise the bytes so far go on as HTTP/1.1 (bounded from now by
+     * limits.requestHeaderTimeout, counted from the accept) or as opaque
+     * TCP: a server-first protocol (MySQL, SMTP) starts with silence. */
     dispatch_protocol(c, DETECT_TCP, c->peek, c->peek_len);
 }
 
@@ -344,6 +364,30 @@ static void original_dst(rete_conn *c)
     c->orig_port = ntohs(dst.sin_port);
 }
 
+/* Whether worker `w` takes one more connection on `l`: the admin listener
+ * has its own small cap, so /ready and /metrics answer while the data
+ * listeners are full; data connections stop at limits.maxConnections or at
+ * the worker's share of the file limit, whichever is lower, so accept(2)
+ * never reaches EMFILE for the admin port's sake. Counts the refusal. */
+static bool conn_admit(rete_worker *w, const rete_listener *l, const rete_limits *lim)
+{
+    if (l->kind == RETE_L_ADMIN) {
+        if (w->admin_conns <= lim->max_admin_connections)
+            return true;
+        rete_stat(w, w->ms.conns_refused[l->kind][RETE_REFUSE_MAX_CONNECTIONS], 1);
+        return false;
+    }
+    if (w->active_conns > lim->max_connections) {
+        rete_stat(w, w->ms.conns_refused[l->kind][RETE_REFUSE_MAX_CONNECTIONS], 1);
+        return false;
+    }
+    if (w->active_conns > w->fd_cap) {
+        rete_stat(w, w->ms.conns_refused[l->kind][RETE_REFUSE_FD_LIMIT], 1);
+        return false;
+    }
+    return true;
+}
+
 void rete_conn_accept(rete_listener *l)
 {
     rete_worker *w = l->worker;
@@ -351,24 +395,29 @@ void rete_conn_accept(rete_listener *l)
     c->listener = l;
     c->worker = w;
     c->gen = w->gen;
+    c->accepted_ms = uv_now(&w->loop);
     rete_gen_hold(c->gen);
     uv_timer_init(&w->loop, &c->timer);
     c->timer.data = c;
+    if (l->kind == RETE_L_ADMIN)
+        w->admin_conns++;
+    else if (++w->active_conns > w->peak_conns)
+        w->peak_conns = w->active_conns;
+    rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
     if (rete_io_accept(&c->io, &w->iol, (uv_stream_t *)&l->tcp, &detect_cbs, c) < 0) {
+        rete_stat(w, w->ms.conns_refused[l->kind][RETE_REFUSE_ACCEPT_ERROR], 1);
         rete_io_close(&c->io);
-        w->active_conns++;
-        rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
         return;
     }
-    if (++w->active_conns > w->peak_conns)
-        w->peak_conns = w->active_conns;
     rete_stat(w, w->ms.conns_total[l->kind], 1);
-    rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
     rete_io_peer(&c->io, c->peer_addr, sizeof(c->peer_addr));
     const rete_config *cfg = c->gen->cfg;
     const rete_limits *lim = &cfg->proxy.limits;
 
-    if (w->active_conns > lim->max_connections || w->draining) {
+    if (w->draining || !conn_admit(w, l, lim)) {
+        /* Accepted and closed at once (Envoy's downstream_cx_overflow):
+         * libuv cannot pause one listener's accepts, and a connection left
+         * in the backlog would only wait longer for the same answer. */
         rete_io_close(&c->io);
         return;
     }

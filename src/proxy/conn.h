@@ -17,7 +17,8 @@ typedef struct rete_conn {
     rete_listener *listener;
     rete_worker *worker;
     rete_gen *gen;                   /* held for the connection's life */
-    uv_timer_t timer;                /* detection, then idle */
+    uv_timer_t timer;                /* detection, then the codec's deadlines, or a linger */
+    uint64_t accepted_ms;            /* loop time of the accept */
     bool timer_open;
     char peek[64];                   /* first bytes, while detecting */
     size_t peek_len;
@@ -27,8 +28,8 @@ typedef struct rete_conn {
     char peer_id[160];               /* mesh: the verified SPIFFE ID */
     char peer_addr[64];
     const rete_route_table *fixed;   /* explicit upstream listener: its service port */
-    void (*on_idle)(struct rete_conn *c);
-    void *codec;                     /* the codec's state, for on_idle */
+    void (*on_timer)(struct rete_conn *c);
+    void *codec;                     /* the codec's state, for on_timer */
     void (*linger_release)(void *codec); /* frees the codec's state once a linger ends */
 } rete_conn;
 
@@ -44,6 +45,11 @@ void rete_conn_linger(rete_conn *c, void (*release)(void *codec), void *codec);
  * fires, on_idle runs (it closes the connection, gracefully if it can). */
 void rete_conn_idle_start(rete_conn *c, void (*on_idle)(rete_conn *c));
 void rete_conn_idle_stop(rete_conn *c);
+/* The connection's one timer, for a codec that keeps its own deadlines
+ * (h1_server.c): `on_timer` runs after `ms`; it replaces the idle timer. */
+void rete_conn_timer_start(rete_conn *c, uint64_t ms, void (*on_timer)(rete_conn *c));
+/* Count a downstream timeout on rete_proxy_downstream_timeouts_total. */
+void rete_conn_count_timeout(rete_conn *c, rete_timeout_kind kind);
 
 /* The one constructor of a downstream exchange, for every codec: the
  * exchange takes the worker's current generation, and everything it learns

@@ -305,6 +305,7 @@ int rete_ex_error_status(rete_ex_error e)
     case RETE_EXE_TIMEOUT: return 504;
     case RETE_EXE_DENIED: return 403;
     case RETE_EXE_BAD_REQUEST: return 400;
+    case RETE_EXE_DOWNSTREAM_TIMEOUT: return 408;
     case RETE_EXE_DOWNSTREAM_RESET:
     case RETE_EXE_NONE:
     default: return 502;
@@ -323,6 +324,7 @@ const char *rete_ex_error_flag(rete_ex_error e)
     case RETE_EXE_DOWNSTREAM_RESET: return "DR";
     case RETE_EXE_DENIED: return "RBAC";
     case RETE_EXE_BAD_REQUEST: return "DPE";
+    case RETE_EXE_DOWNSTREAM_TIMEOUT: return "SI"; /* Envoy's stream idle timeout */
     case RETE_EXE_NONE:
     default: return "-";
     }

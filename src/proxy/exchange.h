@@ -93,6 +93,7 @@ typedef enum rete_ex_error {
     RETE_EXE_DOWNSTREAM_RESET,/* DR */
     RETE_EXE_DENIED,          /* 403 */
     RETE_EXE_BAD_REQUEST,     /* 400 */
+    RETE_EXE_DOWNSTREAM_TIMEOUT, /* SI: 408, the client stalled its request */
 } rete_ex_error;
 
 struct rete_exchange {

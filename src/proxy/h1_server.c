@@ -5,7 +5,19 @@
  * response is pending are kept (bounded by the head limit) and parsed when
  * the response is done. The head buffer exists only while a head is
  * incomplete or pipelined bytes wait, so an idle keep-alive connection
- * holds no buffer. */
+ * holds no buffer.
+ *
+ * Slow clients are bounded by deadlines on the connection's one timer
+ * (h1s_arm): the whole request head within limits.requestHeaderTimeout
+ * (from the accept for the first request, from its first byte after that:
+ * nginx's client_header_timeout, Envoy's request_headers_timeout), no
+ * request body byte for limits.requestBodyTimeout while we are reading
+ * (nginx's client_body_timeout), no write progress for
+ * limits.responseWriteTimeout while bytes wait for the client (nginx's
+ * send_timeout), and limits.idleTimeout between requests. The first two
+ * answer 408. Reads only move timestamps; the timer is re-armed when a
+ * deadline comes earlier than the armed one, and a timer that fires early
+ * re-arms for the deadline it finds. */
 #include "alloc.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -63,10 +75,16 @@ typedef struct rete_h1_server {
     size_t head_len;
     bool dirty;             /* on the worker's h1_dirty list */
     struct rete_h1_server *next_dirty;
+    /* deadlines (loop ms; see the top of the file) */
+    uint64_t head_start;    /* H1S_HEAD: when this head's time began, 0 = idle between requests */
+    uint64_t idle_since;    /* H1S_HEAD with head_start 0 */
+    uint64_t body_last;     /* H1S_BODY: last body byte (or the resume after a pause) */
+    uint64_t armed_at;      /* when the armed timer fires, 0 = not armed */
 } h1s;
 
 static const rete_side_ops h1s_ops;
 static void h1s_process(h1s *s, const char *data, size_t len);
+static void h1s_arm(h1s *s);
 
 static bool tunneling(const h1s *s)
 {
@@ -108,7 +126,10 @@ static rete_rc h1s_send(h1s *s, const uv_buf_t *bufs, unsigned n)
     }
     for (unsigned i = 0; i < n && k < 5; i++)
         all[k++] = bufs[i];
-    return rete_io_write(&s->conn->io, all, k);
+    rete_rc rc = rete_io_write(&s->conn->io, all, k);
+    if (rc == RETE_OK && s->conn->io.queued)
+        h1s_arm(s); /* the client may stop reading: limits.responseWriteTimeout */
+    return rc;
 }
 
 static void h1s_write(h1s *s, const char *p, size_t n)
@@ -225,6 +246,8 @@ static bool split_absolute(rete_view t, rete_view *scheme, rete_view *authority,
 static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
 {
     rete_conn *c = s->conn;
+    s->head_start = 0; /* the head is complete: its deadline is met */
+    s->body_last = uv_now(&c->worker->loop);
     rete_exchange *ex = rete_conn_new_exchange(c, &h1s_ops, s);
     s->ex = ex;
     ex->req.method = rete_ex_dup(ex, m->method);
@@ -389,6 +412,8 @@ static void h1s_process(h1s *s, const char *data, size_t len)
     while (len > 0 && s->state != H1S_CLOSING) {
         switch (s->state) {
         case H1S_HEAD: {
+            if (!s->head_start)
+                s->head_start = uv_now(&c->worker->loop); /* a new head's first byte */
             rete_h1_limits lim = limits_of(c);
             const char *p = data;
             size_t n = len;
@@ -452,6 +477,7 @@ static void h1s_process(h1s *s, const char *data, size_t len)
             break;
         }
         case H1S_BODY: {
+            s->body_last = uv_now(&c->worker->loop);
             size_t used = h1s_body(s, data, len);
             data += used;
             len -= used;
@@ -495,19 +521,113 @@ static void h1s_process(h1s *s, const char *data, size_t len)
 
 /* ---- io callbacks ---- */
 
-static void h1s_idle(rete_conn *c)
+/* ---- deadlines ---- */
+
+typedef struct h1s_due {
+    uint64_t at;            /* loop ms; UINT64_MAX: nothing is due */
+    rete_timeout_kind kind;
+} h1s_due;
+
+/* The earliest deadline of the connection's present state. */
+static h1s_due h1s_next_due(const h1s *s)
+{
+    const rete_limits *l = &s->conn->gen->cfg->proxy.limits;
+    h1s_due d = {UINT64_MAX, RETE_TIMEOUT_IDLE};
+    switch (s->state) {
+    case H1S_HEAD:
+        if (s->head_start)
+            d = (h1s_due){s->head_start + l->request_header_timeout_ms, RETE_TIMEOUT_REQUEST_HEADER};
+        else if (l->idle_timeout_ms)
+            d = (h1s_due){s->idle_since + l->idle_timeout_ms, RETE_TIMEOUT_IDLE};
+        break;
+    case H1S_BODY:
+        /* Only while we wait for the client: a pause is ours (the upstream
+         * has not taken the bytes yet), not the client's. */
+        if (!s->paused_body && !s->req_done)
+            d = (h1s_due){s->body_last + l->request_body_timeout_ms, RETE_TIMEOUT_REQUEST_BODY};
+        break;
+    case H1S_WAIT:   /* the upstream's time: route timeouts bound it */
+    case H1S_TUNNEL: /* the app's protocol: its silence is its own business */
+    case H1S_CLOSING:
+    default:
+        break;
+    }
+    const rete_io *io = &s->conn->io;
+    if (io->queued) {
+        uint64_t w = io->write_progress + l->response_write_timeout_ms;
+        if (w < d.at)
+            d = (h1s_due){w, RETE_TIMEOUT_RESPONSE_WRITE};
+    }
+    return d;
+}
+
+static void h1s_deadline(rete_conn *c)
 {
     h1s *s = c->codec;
-    if (s->state == H1S_HEAD && !s->ex && s->len == 0)
+    s->armed_at = 0;
+    if (s->state == H1S_CLOSING)
+        return;
+    h1s_due d = h1s_next_due(s);
+    if (d.at > uv_now(&c->worker->loop)) {
+        h1s_arm(s); /* fired for a deadline that has moved on */
+        return;
+    }
+    rete_conn_count_timeout(c, d.kind);
+    switch (d.kind) {
+    case RETE_TIMEOUT_REQUEST_HEADER:
+        rete_debug("h1: request head from %s not complete in time: 408", c->peer_addr);
+        if (s->len == 0)
+            h1s_close(s); /* not one byte: nothing to answer */
+        else
+            h1s_error_and_close(s, 408, "request header timeout");
+        return;
+    case RETE_TIMEOUT_REQUEST_BODY: {
+        rete_debug("h1: request body from %s stalled: 408", c->peer_addr);
+        rete_exchange *ex = s->ex;
+        if (!ex || s->resp_started) {
+            h1s_close(s); /* a response is under way: only a close can say it */
+            return;
+        }
+        /* Let the upstream go (it closes its connection, the service's
+         * budget is returned), then answer the client ourselves. */
+        s->ex = NULL;
+        rete_ex_fail(ex, RETE_DOWNSTREAM, RETE_EXE_DOWNSTREAM_TIMEOUT, "request body timeout");
+        h1s_error_and_close(s, 408, "request body timeout");
+        return;
+    }
+    case RETE_TIMEOUT_RESPONSE_WRITE:
+        rete_debug("h1: %s took no response byte in time: closed", c->peer_addr);
         h1s_close(s);
+        return;
+    case RETE_TIMEOUT_IDLE:
+    case RETE_TIMEOUT_DETECT:
+    case RETE_TIMEOUT_N:
+    default:
+        h1s_close(s);
+        return;
+    }
+}
+
+/* Make sure the timer fires no later than the earliest deadline. Cheap
+ * when nothing came earlier (every read calls it). */
+static void h1s_arm(h1s *s)
+{
+    if (s->state == H1S_CLOSING || s->conn->io.closing)
+        return;
+    h1s_due d = h1s_next_due(s);
+    if (d.at == UINT64_MAX || (s->armed_at && s->armed_at <= d.at))
+        return; /* an armed timer that finds nothing due simply stops */
+    uint64_t now = uv_now(&s->conn->worker->loop);
+    s->armed_at = d.at > now ? d.at : now;
+    rete_conn_timer_start(s->conn, s->armed_at - now, h1s_deadline);
 }
 
 static void h1s_on_data(rete_io *io, const char *data, size_t len)
 {
     h1s *s = io->owner;
-    rete_conn_idle_stop(s->conn);
     rete_stat(s->conn->worker, s->conn->worker->ms.http_in, len);
     h1s_process(s, data, len);
+    h1s_arm(s);
 }
 
 static void h1s_on_eof(rete_io *io)
@@ -602,6 +722,8 @@ static void h1s_response_done(h1s *s)
     }
     s->state = H1S_HEAD;
     s->paused_body = false;
+    s->head_start = 0;
+    s->idle_since = uv_now(&s->conn->worker->loop);
     if (s->paused_pipeline || s->len) {
         s->paused_pipeline = false;
         char *pending = s->buf;
@@ -614,8 +736,7 @@ static void h1s_response_done(h1s *s)
     }
     if (s->state != H1S_CLOSING && !s->paused_pipeline && !s->paused_body)
         rete_io_read_start(&s->conn->io);
-    if (s->state == H1S_HEAD && !s->ex && s->len == 0)
-        rete_conn_idle_start(s->conn, h1s_idle);
+    h1s_arm(s);
 }
 
 /* The app's answer to an upgrade decides what the held client bytes become:
@@ -829,7 +950,9 @@ static void h1s_on_drained(rete_exchange *ex, size_t consumed)
     h1s *s = ex->side[RETE_DOWNSTREAM];
     if (s->paused_body && !ex->req_body.paused && s->state != H1S_UPGRADE) {
         s->paused_body = false;
+        s->body_last = uv_now(&s->conn->worker->loop); /* the client's time starts again */
         rete_io_read_start(&s->conn->io);
+        h1s_arm(s);
     }
 }
 
@@ -867,9 +990,11 @@ void rete_h1_server_start(rete_conn *c, const char *data, size_t len)
     c->io.cbs = &h1s_io_cbs;
     c->io.owner = s;
     c->codec = s;
+    /* The first head's time began at the accept: detection (and a TLS
+     * handshake) count against it, so no phase can be stretched. */
+    s->head_start = c->accepted_ms;
     rete_io_read_start(&c->io);
     if (len)
         h1s_process(s, data, len);
-    else
-        rete_conn_idle_start(c, h1s_idle);
+    h1s_arm(s);
 }

@@ -23,6 +23,7 @@ typedef struct tcp_side {
     bool connected;
     bool paused;
     bool wrote_eof;
+    uint64_t last_active;   /* downstream role: loop ms of the last byte either way */
 } tcp_side;
 
 static void tcp_pump(tcp_side *t);
@@ -58,6 +59,7 @@ static void tcp_pump(tcp_side *t)
             return;
         }
         rete_stat(ex->worker, ex->worker->ms.tcp_out, n);
+        t->last_active = uv_now(&ex->worker->loop);
         rete_ex_consume(ex, t->role, n);
         if (!t->ex)
             return;
@@ -80,6 +82,7 @@ static void tcp_on_data(rete_io *io, const char *data, size_t len)
     if (!t->ex)
         return;
     rete_stat(t->ex->worker, t->ex->worker->ms.tcp_in, len);
+    t->last_active = uv_now(&t->ex->worker->loop);
     if (rete_ex_push(t->ex, t->role, data, len)) {
         t->paused = true;
         rete_io_read_stop(io);
@@ -231,6 +234,24 @@ static const rete_side_ops tcp_us_ops = {
     .on_abort = tcp_ex_on_abort_us,
 };
 
+/* limits.tcpIdleTimeout (Envoy's tcp_proxy idle_timeout): a downstream
+ * tunnel with no byte either way is closed, with its upstream. Bytes only
+ * move a timestamp; the timer re-arms for what is left when it fires. */
+static void tcp_idle_check(rete_conn *c)
+{
+    tcp_side *t = c->io.owner;
+    uint64_t ms = c->gen->cfg->proxy.limits.tcp_idle_timeout_ms;
+    uint64_t now = uv_now(&c->worker->loop);
+    if (now - t->last_active < ms) {
+        rete_conn_timer_start(c, ms - (now - t->last_active), tcp_idle_check);
+        return;
+    }
+    rete_conn_count_timeout(c, RETE_TIMEOUT_IDLE);
+    rete_debug("tcp: %s idle for %llu ms: closed", c->peer_addr, (unsigned long long)ms);
+    tcp_release(t);
+    tcp_close(t);
+}
+
 void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
 {
     tcp_side *t = rete_calloc(1, sizeof(*t));
@@ -238,8 +259,10 @@ void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
     t->io = &c->io;
     t->role = RETE_DOWNSTREAM;
     t->connected = true;
+    t->last_active = uv_now(&c->worker->loop);
     c->io.cbs = &tcp_io_cbs;
     c->io.owner = t;
+    rete_conn_timer_start(c, c->gen->cfg->proxy.limits.tcp_idle_timeout_ms, tcp_idle_check);
     rete_exchange *ex = rete_conn_new_exchange(c, &tcp_ds_ops, t);
     t->ex = ex;
     ex->tunnel = true;

@@ -51,6 +51,24 @@ void rete_proxy_metrics_init(rete_proxy *p)
         s->conns_total[i] = fixed(p, mm->downstream_connections_total, listener_names[i]);
         s->conns_active[i] = fixed(p, mm->downstream_connections_active, listener_names[i]);
     }
+    static const char *const refuse_names[RETE_REFUSE_N] = {
+        [RETE_REFUSE_MAX_CONNECTIONS] = "max_connections", [RETE_REFUSE_FD_LIMIT] = "fd_limit",
+        [RETE_REFUSE_ACCEPT_ERROR] = "accept_error"};
+    static const char *const timeout_names[RETE_TIMEOUT_N] = {
+        [RETE_TIMEOUT_DETECT] = "detect", [RETE_TIMEOUT_REQUEST_HEADER] = "request_header",
+        [RETE_TIMEOUT_REQUEST_BODY] = "request_body", [RETE_TIMEOUT_RESPONSE_WRITE] = "response_write",
+        [RETE_TIMEOUT_IDLE] = "idle"};
+    for (int i = 0; i < 5; i++)
+        for (int r = 0; r < RETE_REFUSE_N; r++) {
+            rete_view v[2] = {rete_view_cstr(listener_names[i]), rete_view_cstr(refuse_names[r])};
+            if (rete_metrics_series(p->metrics, mm->downstream_connections_refused_total, v, 2,
+                                    &s->conns_refused[i][r]) != RETE_OK) {
+                rete_err("metrics: cannot resolve a fixed series");
+                abort();
+            }
+        }
+    for (int i = 0; i < RETE_TIMEOUT_N; i++)
+        s->timeouts[i] = fixed(p, mm->downstream_timeouts_total, timeout_names[i]);
     s->parse_errors = fixed(p, mm->http_parse_errors_total, NULL);
     s->mesh_refused = fixed(p, mm->mesh_refused_total, NULL);
     s->cb_rejections = fixed(p, mm->circuit_breaker_rejections_total, NULL);

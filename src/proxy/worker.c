@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -101,8 +102,15 @@ rete_pool_entry *rete_pool_get(rete_worker *w, const char *key)
 static void on_connection(uv_stream_t *server, int status)
 {
     rete_listener *l = server->data;
-    if (status < 0)
+    if (status < 0) {
+        /* accept(2) failed. On EMFILE/ENFILE libuv has already used its
+         * reserve descriptor to accept and close the pending connections
+         * (so the loop does not spin on a readable listener); count them. */
+        rete_worker *w = l->worker;
+        rete_stat(w, w->ms.conns_refused[l->kind][RETE_REFUSE_ACCEPT_ERROR], 1);
+        rete_debug("%s listener: accept failed: %s", l->name, uv_strerror(status));
         return;
+    }
     rete_conn_accept(l);
 }
 
@@ -178,6 +186,44 @@ static int open_listeners(rete_worker *w)
         return -1;
     w->n_listeners = k;
     return 0;
+}
+
+/* ---- the file limit ---- */
+
+/* Descriptors kept out of the data connections' share: listeners, the
+ * loops' epoll and eventfds, the control-plane stream, log and certificate
+ * files, libuv's EMFILE reserve. */
+#define RETE_FD_RESERVE 64
+
+/* The data connections one worker may hold within RLIMIT_NOFILE. Each
+ * downstream connection may need one upstream (an HTTP/1.1 connection to
+ * the app, a TCP tunnel), so it counts twice; the admin listener's cap and
+ * a fixed reserve come off the top. The soft limit is raised to the hard
+ * one first (as Go's runtime and nginx's worker_rlimit_nofile do). */
+static unsigned fd_cap(const rete_worker *w)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return UINT32_MAX;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return UINT32_MAX;
+    const rete_proxy_spec *p = &w->gen->cfg->proxy;
+    uint64_t reserve = RETE_FD_RESERVE + p->limits.max_admin_connections;
+    unsigned workers = w->proxy->concurrency ? w->proxy->concurrency : 1;
+    uint64_t share = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 / workers : 0;
+    if (share == 0)
+        share = 1;
+    if (share < p->limits.max_connections && w->id == 0)
+        rete_warn("file limit %llu allows %llu downstream connections per worker, below "
+                  "limits.maxConnections (%u): raise `ulimit -n` to use the configured cap",
+                  (unsigned long long)rl.rlim_cur, (unsigned long long)share,
+                  p->limits.max_connections);
+    return share > UINT32_MAX ? UINT32_MAX : (unsigned)share;
 }
 
 /* ---- the worker thread ---- */
@@ -319,6 +365,7 @@ int rete_worker_start(rete_worker *w)
     w->flush_prepare.data = w;
     uv_prepare_start(&w->flush_prepare, on_flush_prepare);
     take_incoming(w);
+    w->fd_cap = fd_cap(w);
     if (open_listeners(w) < 0)
         return -1;
     return uv_thread_create(&w->thread, worker_main, w) == 0 ? 0 : -1;

@@ -76,6 +76,24 @@ typedef struct rete_pool_entry {
     unsigned n_idle;            /* of which idle */
 } rete_pool_entry;
 
+/* Why a downstream connection was closed at accept (the `reason` label). */
+typedef enum rete_refuse_reason {
+    RETE_REFUSE_MAX_CONNECTIONS, /* limits.maxConnections / maxAdminConnections */
+    RETE_REFUSE_FD_LIMIT,        /* this worker's share of RLIMIT_NOFILE */
+    RETE_REFUSE_ACCEPT_ERROR,    /* accept(2) failed (EMFILE, ENFILE, ENOBUFS...) */
+    RETE_REFUSE_N,
+} rete_refuse_reason;
+
+/* Which timeout closed a downstream connection (the `timeout` label). */
+typedef enum rete_timeout_kind {
+    RETE_TIMEOUT_DETECT,          /* limits.detectTimeout, when it closes (TLS, mesh, unroutable) */
+    RETE_TIMEOUT_REQUEST_HEADER,  /* limits.requestHeaderTimeout */
+    RETE_TIMEOUT_REQUEST_BODY,    /* limits.requestBodyTimeout */
+    RETE_TIMEOUT_RESPONSE_WRITE,  /* limits.responseWriteTimeout */
+    RETE_TIMEOUT_IDLE,            /* limits.idleTimeout */
+    RETE_TIMEOUT_N,
+} rete_timeout_kind;
+
 /* The proxy's fixed series (no per-request label values), resolved once at
  * start-up in the process registry; every worker increments them in its own
  * shard (rete_stat). The listener-indexed arrays follow rete_listener_kind. */
@@ -87,6 +105,8 @@ typedef struct rete_proxy_series {
     rete_metric tcp_in, tcp_out;
     rete_metric conns_total[5];
     rete_metric conns_active[5];
+    rete_metric conns_refused[5][RETE_REFUSE_N];   /* [listener kind][rete_refuse_reason] */
+    rete_metric timeouts[RETE_TIMEOUT_N];          /* rete_timeout_kind */
     rete_metric parse_errors;
     rete_metric mesh_refused;       /* handshake or identity refusals */
     rete_metric cb_rejections;      /* refused by a connection-pool limit */
@@ -124,8 +144,10 @@ typedef struct rete_worker {
     atomic_bool stopped;
     uint64_t drain_deadline;
     uint64_t drain_quiet_since;     /* nothing in flight since (loop ms), 0 = busy */
-    unsigned active_conns;
+    unsigned active_conns;          /* data listeners (limits.maxConnections) */
     unsigned peak_conns;            /* highest active_conns since the last trim */
+    unsigned admin_conns;           /* admin listener (limits.maxAdminConnections) */
+    unsigned fd_cap;                /* data connections this worker's share of the file limit allows */
     unsigned active_exchanges;
     rete_metrics_shard *shard;      /* this thread's metrics: created at start, freed at exit */
     const rete_mesh_metrics *mm;    /* families (the proxy's) */
