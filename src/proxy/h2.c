@@ -88,6 +88,7 @@ typedef struct rete_h2_conn {
     uint32_t n_open;         /* client: streams handed to nghttp2 and not closed */
     uint32_t n_streams;      /* server: streams the client opened */
     uint32_t n_premature;    /* server: of which it reset before the response was done */
+    uint32_t held;           /* server: its requests in flight in circuit-breaker budgets */
     struct rete_h2_conn *next_dirty;
     char key[224];           /* client: its pool key */
     char client[160];        /* server: who it counts against (SPIFFE ID or source IP) */
@@ -524,6 +525,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h2s *s = h2s_new(h2, ex);
     s->id = frame->hd.stream_id;
     ex->side[RETE_DOWNSTREAM] = s;
+    /* Peer proxies multiplex all their callers on one mesh connection:
+     * the fair share is for the connections of local callers. */
+    if (c->listener->kind != RETE_L_MESH)
+        ex->ds_held = &h2->held;
     ex->listener = c->listener->name;
     ex->inbound = c->listener->kind == RETE_L_MESH || c->listener->kind == RETE_L_INBOUND;
     ex->table = rete_conn_fixed_table(c, ex->gen);

@@ -183,3 +183,72 @@ def test_h2_rapid_reset_churn_does_not_hang_the_sidecar(tmp_path, monkeypatch):
     assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
     del env["mesh"].proxies["client-0"]
     stop_and_check_proxies(env["mesh"])
+
+
+def hold_zero_window_streams(addr, streams, path):
+    """One connection with SETTINGS_INITIAL_WINDOW_SIZE 0 and `streams`
+    requests for a response body that can then never be sent. Returns the
+    socket (kept open by the caller)."""
+    host, port = addr.split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    block = hpack_request(path=path)
+    s.sendall(PREFACE + settings(initial_window=0)
+              + b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, block) for i in range(streams)))
+    return s
+
+
+def count_response_heads(socks, want, timeout):
+    """Read every socket until `want` response HEADERS frames arrived in
+    all, or `timeout`. Returns {status: count}."""
+    bufs = {s: b"" for s in socks}
+    statuses = {}
+    got = 0
+    deadline = time.monotonic() + timeout
+    while got < want and time.monotonic() < deadline:
+        for s in select.select(socks, [], [], 0.5)[0]:
+            data = s.recv(1 << 16)
+            if not data:
+                socks = [x for x in socks if x is not s]
+                continue
+            buf = bufs[s] + data
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                ftype, payload = buf[3], buf[9:9 + length]
+                if ftype == HEADERS:
+                    got += 1
+                    # :status from the static table: 0x88 200, 0x8e 500; others literal
+                    key = {0x88: 200, 0x8e: 500}.get(payload[0], "other") if payload else "other"
+                    statuses[key] = statuses.get(key, 0) + 1
+                buf = buf[9 + length:]
+            bufs[s] = buf
+        if not socks:
+            break
+    return statuses, got
+
+
+def test_h2_zero_window_streams_do_not_take_the_circuit_breaker_budget(tmp_path, monkeypatch):
+    """Issue 8 item 7 (HTTP/2 part): 20 connections x 100 streams whose
+    responses can never be sent (zero flow-control window) no longer hold
+    the whole 1024-request budget of the destination: a connection over its
+    share (1024/64) is refused once half the budget is in use, so a normal
+    caller still gets 200. The refusals are counted in
+    rete_proxy_h2_abuse_total{reason="budget_share"}."""
+    small_asan_quarantine(monkeypatch)
+    env = echo_mesh(tmp_path)
+    out = env["outbound"]
+    socks = []
+    try:
+        for _ in range(20):
+            socks.append(hold_zero_window_streams(out, 100, "/?size=2000"))
+        statuses, got = count_response_heads(list(socks), 2000, timeout=60)
+        print(f"heads: {got} {statuses}")
+        code = curl_status(f"http://{out}/?canary=1", "-H", "Host: echo", timeout=10)
+        m = metrics(env["admin"])
+        assert code == 200, (code, statuses, [l for l in m.splitlines() if "circuit" in l])
+        assert metric_value(m, 'rete_proxy_h2_abuse_total{reason="budget_share"}') > 0
+    finally:
+        for s in socks:
+            s.close()
+    stop_and_check_proxies(env["mesh"])
