@@ -122,8 +122,7 @@ static const struct {
     F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C, NOLABELS,
       "Requests refused by a connection-pool limit (circuit breaking)."),
     F(h2_abuse_total, "rete_proxy_h2_abuse_total", C, L(l_reason),
-      "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, stalled_stream, "
-      "budget_share)."),
+      "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
       "Endpoints ejected by outlier detection, by cluster."),
     F(retries_total, "rete_proxy_retries_total", C, L(l_cluster), "Request retries, by cluster."),

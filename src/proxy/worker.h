@@ -83,7 +83,6 @@ typedef struct rete_pool_entry {
 enum {
     RETE_H2_ABUSE_RAPID_RESET,        /* connection closed: most of its streams reset early */
     RETE_H2_ABUSE_RAPID_RESET_CLIENT, /* connection refused: its client is over the reset window */
-    RETE_H2_ABUSE_STALLED_STREAM,     /* stream reset: its response made no progress */
     RETE_H2_ABUSE_BUDGET_SHARE,       /* request refused: its connection holds its share of the budget */
     RETE_H2_ABUSE_N
 };
