@@ -30,6 +30,7 @@ const char *const rete_mesh_labels[RETE_MESH_HTTP_NLABELS] = {
 static const char *const l_listener[] = {"listener"};
 static const char *const l_code_class[] = {"code_class"};
 static const char *const l_result[] = {"result"};
+static const char *const l_reason[] = {"reason"};
 static const char *const l_cluster[] = {"cluster"};
 static const char *const l_version[] = {"version"};
 static const char *const l_listener_reason[] = {"listener", "reason"};
@@ -129,6 +130,8 @@ static const struct {
       "Upstream requests that timed out, by cluster."),
     F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C, NOLABELS,
       "Requests refused by a connection-pool limit (circuit breaking)."),
+    F(h2_abuse_total, "rete_proxy_h2_abuse_total", C, L(l_reason),
+      "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
       "Endpoints ejected by outlier detection, by cluster."),
     F(retries_total, "rete_proxy_retries_total", C, L(l_cluster), "Request retries, by cluster."),

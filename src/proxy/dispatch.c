@@ -140,6 +140,20 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
     /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests):
      * requests in flight to the service, counted per worker. */
     size_t si = (size_t)(svc - ex->gen->cfg->services);
+    /* Fair share (docs/security.md): once half of the budget is in use, an
+     * HTTP/2 downstream connection that already holds 1/64 of it (at least
+     * one) is refused, so a few connections of stalled streams cannot take
+     * the whole budget from every other caller. */
+    uint32_t max = svc->policy.max_requests;
+    uint32_t share = max / 64 ? max / 64 : 1;
+    if (ex->ds_held && *ex->ds_held >= share && ex->gen->in_flight[si] >= max / 2) {
+        ex->error = RETE_EXE_OVERFLOW;
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
+        rete_stat(ex->worker, ex->worker->ms.h2_abuse[RETE_H2_ABUSE_BUDGET_SHARE], 1);
+        local_text(ex, 503, "circuit breaker: this connection holds its share (%u) of the %u requests "
+                   "allowed in flight to %s/%s", share, max, svc->ns, svc->name);
+        return;
+    }
     if (ex->gen->in_flight[si] >= svc->policy.max_requests) {
         ex->error = RETE_EXE_OVERFLOW;
         rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
@@ -160,6 +174,8 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
     ex->endpoint = idx;
     ex->gen->in_flight[si]++;
     ex->in_flight = true;
+    if (ex->ds_held)
+        (*ex->ds_held)++;
     const rete_workload *wl = svc->endpoints[idx];
     uint16_t target = sp->target_port ? sp->target_port : sp->port;
     ex->target_port = target;
@@ -467,6 +483,13 @@ static void access_log(const rete_exchange *ex, int status, double ms)
     fflush(rete_access_log);
 }
 
+void rete_dispatch_release_share(rete_exchange *ex)
+{
+    if (ex->ds_held && ex->in_flight)
+        (*ex->ds_held)--;
+    ex->ds_held = NULL;
+}
+
 void rete_dispatch_finish(rete_exchange *ex)
 {
     if (ex->done)
@@ -491,6 +514,7 @@ void rete_dispatch_finish(rete_exchange *ex)
         rete_telemetry_request(ex, status, dur);
     double ms = (double)dur / 1e6;
     if (ex->in_flight) {
+        rete_dispatch_release_share(ex);
         ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
         ex->in_flight = false;
     }

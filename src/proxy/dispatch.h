@@ -31,6 +31,9 @@ void rete_dispatch(rete_exchange *ex);
 void rete_dispatch_response_filters(rete_exchange *ex);
 /* Count the exchange in metrics and write its access-log line, once. */
 void rete_dispatch_finish(rete_exchange *ex);
+/* The downstream connection lets go of the exchange: it no longer counts
+ * towards that connection's share of a budget (ex->ds_held). */
+void rete_dispatch_release_share(rete_exchange *ex);
 
 /* The admin listener's endpoints (admin.c). */
 void rete_admin_handle(rete_exchange *ex);

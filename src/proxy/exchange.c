@@ -113,6 +113,8 @@ void rete_ex_detach(rete_exchange *ex, rete_side side)
 {
     if (!ex->attached[side])
         return;
+    if (side == RETE_DOWNSTREAM)
+        rete_dispatch_release_share(ex); /* the counter lives in the downstream connection */
     ex->attached[side] = false;
     ex->side[side] = NULL;
     if (side == RETE_DOWNSTREAM && ex->attached[RETE_UPSTREAM] &&

@@ -127,6 +127,9 @@ struct rete_exchange {
     const rete_service *service;
     int endpoint;                  /* index in service->endpoints, -1 */
     bool in_flight;                /* counted in gen->in_flight[service] */
+    uint32_t *ds_held;             /* HTTP/2 downstream: its connection's count of requests
+                                      in flight in circuit-breaker budgets (fair share,
+                                      dispatch.c); NULL once counted out or for HTTP/1.1 */
     uint16_t target_port;          /* app port at the destination */
     const char *listener;          /* "outbound", "inbound", "mesh", "upstream" */
     char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */

@@ -24,6 +24,45 @@
 #define H2_STREAM_WINDOW 65535
 #define H2_CONN_WINDOW (4 * 1024 * 1024)
 
+/* Bounds against HTTP/2 abuse (docs/security.md). CVE-2023-44487 ("rapid
+ * reset") and its variant that stays under nghttp2's own reset rate limit
+ * by reconnecting: a stream the client opens and cancels at once must cost
+ * O(1) here and nothing on the shared upstream connection, and a client
+ * that does it for most of its streams is disconnected.
+ *
+ * Client role: requests wait in our own FIFO and are handed to nghttp2 only
+ * while the connection has a free stream slot, so nghttp2's outbound queue
+ * never holds more than a few streams (cancelling one there walks that
+ * queue) and a request cancelled while it waits is unlinked in O(1) and
+ * never sent. */
+#define H2_CLIENT_MAX_OPEN 1024   /* streams open at once on one upstream connection,
+                                     further bounded by the peer's MAX_CONCURRENT_STREAMS */
+#define H2_CLIENT_MAX_PENDING 4096 /* requests waiting for a slot; past it 503 (UO) */
+/* Server role, per connection (Envoy's premature-reset rule): a premature
+ * reset is a RST_STREAM from the client on a stream whose response was not
+ * complete. Once the connection has had H2_PREMATURE_STREAMS streams, it is
+ * closed (GOAWAY ENHANCE_YOUR_CALM) when half of them or more were reset
+ * prematurely; before that, when the premature resets alone reach half of
+ * H2_PREMATURE_STREAMS. */
+#define H2_PREMATURE_STREAMS 500
+/* Per client (SPIFFE ID on the mesh listener, source IP elsewhere), per
+ * worker: more than H2_CLIENT_RESETS premature resets within
+ * H2_CLIENT_WINDOW_MS refuse the client's new HTTP/2 connections until that
+ * window ends (GOAWAY ENHANCE_YOUR_CALM right after our SETTINGS). The
+ * table of clients is fixed in size; the stalest entry makes room. */
+#define H2_CLIENT_RESETS 1000
+#define H2_CLIENT_WINDOW_MS 10000
+#define H2_CLIENT_SLOTS 64
+/* nghttp2's own limits, set explicitly (they are nghttp2's defaults): an
+ * incoming RST_STREAM token bucket (burst, per second), queued SETTINGS/PING
+ * acknowledgements, SETTINGS entries per frame, CONTINUATION frames per
+ * header block (CVE-2024-28182). */
+#define H2_RST_BURST 1000
+#define H2_RST_RATE 33
+#define H2_MAX_OUTBOUND_ACK 1000
+#define H2_MAX_SETTINGS 32
+#define H2_MAX_CONTINUATIONS 8
+
 typedef struct h2s h2s;
 
 typedef struct rete_h2_conn {
@@ -42,8 +81,17 @@ typedef struct rete_h2_conn {
     bool tls;
     bool queued;             /* on the worker's flush list */
     bool got_frame;          /* the peer sent at least one frame (its SETTINGS) */
+    bool abusive;            /* server: GOAWAY ENHANCE_YOUR_CALM sent, take no new streams */
+    h2s *pend_head;          /* client: requests waiting for a stream slot, oldest first */
+    h2s *pend_tail;
+    uint32_t n_pending;
+    uint32_t n_open;         /* client: streams handed to nghttp2 and not closed */
+    uint32_t n_streams;      /* server: streams the client opened */
+    uint32_t n_premature;    /* server: of which it reset before the response was done */
+    uint32_t held;           /* server: its requests in flight in circuit-breaker budgets */
     struct rete_h2_conn *next_dirty;
-    char key[224];
+    char key[224];           /* client: its pool key */
+    char client[160];        /* server: who it counts against (SPIFFE ID or source IP) */
 } rete_h2_conn;
 
 struct h2s {
@@ -57,6 +105,9 @@ struct h2s {
     bool trailers_submitted;
     bool closed;
     bool too_large;         /* header block over limits.maxHeaderBytes / maxHeaders */
+    bool pending;           /* client: on h2->pend_*, not yet given to nghttp2 */
+    h2s *pnext;             /* pending FIFO links */
+    h2s *pprev;
     size_t unconsumed;      /* DATA received, not yet handed back as window */
     uint32_t header_bytes;
     uint32_t header_count;
@@ -66,6 +117,56 @@ static const rete_side_ops h2_ds_ops;
 static const rete_side_ops h2_us_ops;
 static void h2_flush(rete_h2_conn *h2);
 static void h2_kill(rete_h2_conn *h2, const char *why);
+static void h2_submit_pending(rete_h2_conn *h2);
+static void h2_premature_reset(rete_h2_conn *h2);
+
+/* ---- abuse accounting (server role) ---- */
+
+/* One client's premature resets in its current window. Per worker thread,
+ * like the sessions it protects; H2_CLIENT_SLOTS * ~180 bytes. */
+typedef struct h2_client_slot {
+    char key[160];
+    uint64_t window_start;  /* uv_now ms; 0: free slot */
+    uint32_t resets;
+    bool logged;            /* the refusal was logged in this window */
+} h2_client_slot;
+
+static _Thread_local h2_client_slot h2_clients[H2_CLIENT_SLOTS];
+
+/* The client's slot, its window restarted if it has ended. A client not in
+ * the table takes the slot whose window is oldest. */
+static h2_client_slot *h2_client_slot_get(const char *key, uint64_t now)
+{
+    h2_client_slot *victim = &h2_clients[0];
+    for (size_t i = 0; i < H2_CLIENT_SLOTS; i++) {
+        h2_client_slot *cs = &h2_clients[i];
+        if (cs->window_start && strcmp(cs->key, key) == 0) {
+            if (now - cs->window_start >= H2_CLIENT_WINDOW_MS) {
+                cs->window_start = now ? now : 1;
+                cs->resets = 0;
+                cs->logged = false;
+            }
+            return cs;
+        }
+        if (cs->window_start < victim->window_start)
+            victim = cs;
+    }
+    snprintf(victim->key, sizeof(victim->key), "%s", key);
+    victim->window_start = now ? now : 1;
+    victim->resets = 0;
+    victim->logged = false;
+    return victim;
+}
+
+static bool h2_client_over_limit(const char *key, uint64_t now)
+{
+    for (size_t i = 0; i < H2_CLIENT_SLOTS; i++) {
+        const h2_client_slot *cs = &h2_clients[i];
+        if (cs->window_start && strcmp(cs->key, key) == 0)
+            return now - cs->window_start < H2_CLIENT_WINDOW_MS && cs->resets > H2_CLIENT_RESETS;
+    }
+    return false;
+}
 
 /* ---- stream bookkeeping ---- */
 
@@ -89,9 +190,28 @@ static void h2_idle(rete_conn *c)
     h2_flush(h2);
 }
 
+static void h2s_unpend(h2s *s)
+{
+    rete_h2_conn *h2 = s->h2;
+    if (!s->pending)
+        return;
+    if (s->pprev)
+        s->pprev->pnext = s->pnext;
+    else
+        h2->pend_head = s->pnext;
+    if (s->pnext)
+        s->pnext->pprev = s->pprev;
+    else
+        h2->pend_tail = s->pprev;
+    s->pnext = s->pprev = NULL;
+    s->pending = false;
+    h2->n_pending--;
+}
+
 static void h2s_free(h2s *s)
 {
     rete_h2_conn *h2 = s->h2;
+    h2s_unpend(s);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -129,6 +249,8 @@ static void h2_write_out(rete_h2_conn *h2)
         return;
     if (!h2->server && !h2->ready)
         return;
+    if (!h2->server)
+        h2_submit_pending(h2);
     rete_outbuf b;
     rete_outbuf_init(&b);
     for (;;) {
@@ -286,6 +408,8 @@ static void h2_ds_on_head(rete_exchange *ex)
 static void h2_on_data_ready(rete_exchange *ex, rete_side me)
 {
     h2s *s = ex->side[me];
+    if (s->pending)
+        return; /* its body goes with it when it is submitted */
     if (s->deferred) {
         s->deferred = false;
         nghttp2_session_resume_data(s->h2->session, s->id);
@@ -301,7 +425,7 @@ static void h2_ds_on_data(rete_exchange *ex)
 static void h2_on_drained(rete_exchange *ex, rete_side me, size_t consumed)
 {
     h2s *s = ex->side[me];
-    if (!s->closed) {
+    if (!s->closed && !s->pending) {
         size_t n = consumed < s->unconsumed ? consumed : s->unconsumed;
         s->unconsumed -= n;
         nghttp2_session_consume(s->h2->session, s->id, n);
@@ -319,6 +443,11 @@ static void h2_on_abort(rete_exchange *ex, rete_side me)
     h2s *s = ex->side[me];
     s->ex = NULL;
     rete_ex_detach(ex, me);
+    if (s->pending) {
+        /* Never given to nghttp2: nothing to tell the peer. O(1). */
+        h2s_free(s);
+        return;
+    }
     if (!s->closed) {
         nghttp2_submit_rst_stream(s->h2->session, NGHTTP2_FLAG_NONE, s->id,
                                   me == RETE_DOWNSTREAM ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_CANCEL);
@@ -387,12 +516,19 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (!h2->server || frame->hd.type != NGHTTP2_HEADERS ||
         frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    if (h2->abusive)
+        return 0; /* GOAWAY sent: the stream gets no exchange and dies with the connection */
+    h2->n_streams++;
     rete_conn *c = h2->conn;
     rete_conn_idle_stop(c);
     rete_exchange *ex = rete_conn_new_exchange(c, &h2_ds_ops, NULL);
     h2s *s = h2s_new(h2, ex);
     s->id = frame->hd.stream_id;
     ex->side[RETE_DOWNSTREAM] = s;
+    /* Peer proxies multiplex all their callers on one mesh connection:
+     * the fair share is for the connections of local callers. */
+    if (c->listener->kind != RETE_L_MESH)
+        ex->ds_held = &h2->held;
     nghttp2_session_set_stream_user_data(session, s->id, s);
     return 0;
 }
@@ -483,6 +619,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     h2->got_frame = true;
     if (frame->hd.type == NGHTTP2_GOAWAY && !h2->server) {
         h2->dead = true; /* no new streams here; the pool opens another connection */
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_RST_STREAM && h2->server) {
+        h2s *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (s && s->ex)
+            h2_premature_reset(h2);
         return 0;
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
@@ -594,6 +736,11 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         }
     }
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    if (!h2->server) {
+        h2->n_open--;
+        if (h2->pend_head)
+            h2_flush(h2); /* a slot is free for a waiting request */
+    }
     h2s_free(s);
     return 0;
 }
@@ -631,6 +778,11 @@ static nghttp2_option *h2_options(void)
         nghttp2_option_set_no_auto_window_update(opt, 1);
         /* RFC 8441 CONNECT with :protocol is not used; plain CONNECT is. */
         nghttp2_option_set_max_send_header_block_length(opt, 256 * 1024);
+        /* nghttp2's defaults, stated so they are ours (see H2_RST_BURST) */
+        nghttp2_option_set_stream_reset_rate_limit(opt, H2_RST_BURST, H2_RST_RATE);
+        nghttp2_option_set_max_outbound_ack(opt, H2_MAX_OUTBOUND_ACK);
+        nghttp2_option_set_max_settings(opt, H2_MAX_SETTINGS);
+        nghttp2_option_set_max_continuations(opt, H2_MAX_CONTINUATIONS);
     }
     return opt;
 }
@@ -644,6 +796,45 @@ static void h2_send_settings(rete_h2_conn *h2, uint32_t max_streams)
     };
     nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, 3);
     nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+}
+
+/* ---- abuse: closing a connection ---- */
+
+/* Stop taking streams from an abusive client connection: GOAWAY
+ * (ENHANCE_YOUR_CALM, RFC 9113 §5.4.1) and close once it is written; the
+ * streams already open fail with it. Counted in
+ * rete_proxy_h2_abuse_total{reason}. */
+static void h2_refuse(rete_h2_conn *h2, int reason, const char *why)
+{
+    if (h2->abusive)
+        return;
+    h2->abusive = true;
+    rete_stat(h2->worker, h2->worker->ms.h2_abuse[reason], 1);
+    rete_debug("h2: closing connection from %s: %s", h2->client, why);
+    nghttp2_session_terminate_session(h2->session, NGHTTP2_ENHANCE_YOUR_CALM);
+    h2_flush(h2);
+}
+
+/* The client reset a stream whose response was not done. */
+static void h2_premature_reset(rete_h2_conn *h2)
+{
+    h2->n_premature++;
+    uint64_t now = uv_now(&h2->worker->loop);
+    h2_client_slot *cs = h2_client_slot_get(h2->client, now);
+    cs->resets++;
+    bool conn_abuse = h2->n_streams < H2_PREMATURE_STREAMS
+                          ? h2->n_premature * 2 >= H2_PREMATURE_STREAMS
+                          : h2->n_premature * 2 >= h2->n_streams;
+    if (conn_abuse) {
+        h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET, "too many streams reset by the client");
+    } else if (cs->resets > H2_CLIENT_RESETS) {
+        if (!cs->logged) {
+            cs->logged = true;
+            rete_warn("h2: %s reset more than %u streams in %u s: its HTTP/2 connections are refused "
+                      "until the window ends", h2->client, H2_CLIENT_RESETS, H2_CLIENT_WINDOW_MS / 1000);
+        }
+        h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET_CLIENT, "client over its stream reset budget");
+    }
 }
 
 /* ---- connection teardown ---- */
@@ -790,6 +981,16 @@ void rete_h2_server_start(rete_conn *c, const char *data, size_t len)
     c->io.cbs = &h2_io_cbs;
     c->io.owner = h2;
     c->codec = h2;
+    if (c->peer_id[0]) {
+        snprintf(h2->client, sizeof(h2->client), "%s", c->peer_id);
+    } else {
+        /* the source IP: our own "ip:port" text, cut at the last colon */
+        const char *colon = strrchr(c->peer_addr, ':');
+        int n = colon ? (int)(colon - c->peer_addr) : (int)strlen(c->peer_addr);
+        snprintf(h2->client, sizeof(h2->client), "%.*s", n, c->peer_addr);
+    }
+    if (h2_client_over_limit(h2->client, uv_now(&h2->worker->loop)))
+        h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET_CLIENT, "client over its stream reset budget");
     rete_conn_idle_start(c, h2_idle);
     rete_io_read_start(&c->io);
     if (len)
@@ -834,19 +1035,11 @@ static rete_h2_conn *h2_client_get(rete_worker *w, const char *ip, uint16_t port
     return h2;
 }
 
-void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
-                            const char *expected_id)
+/* Hand one waiting request to nghttp2. Returns false when nghttp2 refused
+ * it (the exchange has been failed). */
+static bool h2_submit(rete_h2_conn *h2, h2s *s)
 {
-    rete_h2_conn *h2 = h2_client_get(ex->worker, ip, port, tls, expected_id);
-    if (!h2) {
-        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot open upstream connection");
-        return;
-    }
-    h2s *s = h2s_new(h2, ex);
-    ex->ops[RETE_UPSTREAM] = &h2_us_ops;
-    ex->side[RETE_UPSTREAM] = s;
-    ex->attached[RETE_UPSTREAM] = true;
-
+    rete_exchange *ex = s->ex;
     size_t n;
     nghttp2_nv *nva = h2_fields(ex, &ex->req, 4, 1, &n);
     size_t k = 0;
@@ -875,8 +1068,65 @@ void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bo
         h2s_free(s);
         ex->attached[RETE_UPSTREAM] = false;
         rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_OVERFLOW, nghttp2_strerror(id));
-        return;
+        return false;
     }
     s->id = id;
+    h2->n_open++;
+    return true;
+}
+
+/* Client: move waiting requests into free stream slots (the smaller of
+ * H2_CLIENT_MAX_OPEN and the peer's SETTINGS_MAX_CONCURRENT_STREAMS). */
+static void h2_submit_pending(rete_h2_conn *h2)
+{
+    if (h2->dead || !nghttp2_session_check_request_allowed(h2->session)) {
+        /* GOAWAY received or sent: these will never be sent here. */
+        while (h2->pend_head) {
+            h2s *s = h2->pend_head;
+            rete_exchange *ex = s->ex;
+            s->ex = NULL;
+            h2s_free(s);
+            if (ex)
+                rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_UPSTREAM_RESET, "upstream connection going away");
+        }
+        return;
+    }
+    uint32_t max = nghttp2_session_get_remote_settings(h2->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    if (max > H2_CLIENT_MAX_OPEN)
+        max = H2_CLIENT_MAX_OPEN;
+    while (h2->pend_head && h2->n_open < max) {
+        h2s *s = h2->pend_head;
+        h2s_unpend(s);
+        h2_submit(h2, s);
+    }
+}
+
+void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
+                            const char *expected_id)
+{
+    rete_h2_conn *h2 = h2_client_get(ex->worker, ip, port, tls, expected_id);
+    if (!h2) {
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot open upstream connection");
+        return;
+    }
+    if (h2->n_pending >= H2_CLIENT_MAX_PENDING) {
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_OVERFLOW, "too many requests waiting for the upstream connection");
+        return;
+    }
+    h2s *s = h2s_new(h2, ex);
+    ex->ops[RETE_UPSTREAM] = &h2_us_ops;
+    ex->side[RETE_UPSTREAM] = s;
+    ex->attached[RETE_UPSTREAM] = true;
+    /* Queued, not submitted: h2_write_out submits from the loop's flush
+     * phase, so a request its client cancels in the same read never
+     * reaches nghttp2 or the peer. */
+    s->pending = true;
+    s->pprev = h2->pend_tail;
+    if (h2->pend_tail)
+        h2->pend_tail->pnext = s;
+    else
+        h2->pend_head = s;
+    h2->pend_tail = s;
+    h2->n_pending++;
     h2_flush(h2);
 }

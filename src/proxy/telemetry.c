@@ -72,6 +72,10 @@ void rete_proxy_metrics_init(rete_proxy *p)
     s->parse_errors = fixed(p, mm->http_parse_errors_total, NULL);
     s->mesh_refused = fixed(p, mm->mesh_refused_total, NULL);
     s->cb_rejections = fixed(p, mm->circuit_breaker_rejections_total, NULL);
+    static const char *const h2_abuse_reasons[RETE_H2_ABUSE_N] = {
+        "rapid_reset", "rapid_reset_client", "budget_share"};
+    for (int i = 0; i < RETE_H2_ABUSE_N; i++)
+        s->h2_abuse[i] = fixed(p, mm->h2_abuse_total, h2_abuse_reasons[i]);
     s->authz_denied = fixed(p, mm->authz_denied_total, NULL);
     s->config_version = fixed(p, mm->config_version, NULL);
     s->reloads_ok = fixed(p, mm->config_reloads_total, "ok");

@@ -97,6 +97,14 @@ typedef enum rete_timeout_kind {
 /* The proxy's fixed series (no per-request label values), resolved once at
  * start-up in the process registry; every worker increments them in its own
  * shard (rete_stat). The listener-indexed arrays follow rete_listener_kind. */
+/* Why an HTTP/2 client was cut off (h2.c); label values in telemetry.c. */
+enum {
+    RETE_H2_ABUSE_RAPID_RESET,        /* connection closed: most of its streams reset early */
+    RETE_H2_ABUSE_RAPID_RESET_CLIENT, /* connection refused: its client is over the reset window */
+    RETE_H2_ABUSE_BUDGET_SHARE,       /* request refused: its connection holds its share of the budget */
+    RETE_H2_ABUSE_N
+};
+
 typedef struct rete_proxy_series {
     rete_metric requests;
     rete_metric responses[6];       /* index: status/100, 0 = reset/no response */
@@ -110,6 +118,7 @@ typedef struct rete_proxy_series {
     rete_metric parse_errors;
     rete_metric mesh_refused;       /* handshake or identity refusals */
     rete_metric cb_rejections;      /* refused by a connection-pool limit */
+    rete_metric h2_abuse[RETE_H2_ABUSE_N]; /* rete_proxy_h2_abuse_total{reason} */
     rete_metric authz_denied;       /* requests and tunnels denied by AuthorizationPolicy */
     rete_metric config_version;
     rete_metric reloads_ok, reloads_rejected;

@@ -1,0 +1,254 @@
+"""HTTP/2 abuse against a sidecar (issue 8, items 1 and 7): rapid reset
+churn (CVE-2023-44487 and its variant that stays just under nghttp2's own
+GOAWAY point), and zero-window streams that hold a destination's
+circuit-breaker budget. The attackers speak raw HTTP/2 frames on a plain
+socket (they must be able to misbehave); the canaries are curl.
+
+Every attack is bounded in time and in connections; the assertions wait on
+conditions with bounds, never on timings."""
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from helpers import read_log
+from mesh import echo_mesh, stop_and_check_proxies
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, WINDOW_UPDATE = 0, 1, 3, 4, 6, 8
+END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
+CANCEL = 8
+
+
+def frame(ftype, flags, stream_id, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream_id) + payload
+
+
+def hpack_request(authority="echo", path="/"):
+    """A request header block from the HPACK static table: :method GET (2),
+    :scheme http (6), then :path and :authority as literals without
+    indexing, indexed names 4 and 1 (RFC 7541 §6.2.2)."""
+    assert len(path) < 127 and len(authority) < 127
+    return (b"\x82\x86" + b"\x04" + bytes([len(path)]) + path.encode()
+            + b"\x01" + bytes([len(authority)]) + authority.encode())
+
+
+def settings(initial_window=None):
+    payload = b""
+    if initial_window is not None:
+        payload += struct.pack(">HI", 4, initial_window)  # SETTINGS_INITIAL_WINDOW_SIZE
+    return frame(SETTINGS, 0, 0, payload)
+
+
+def curl_status(url, *args, timeout=10):
+    r = subprocess.run(["curl", "-sS", "-m", str(timeout), "-o", "/dev/null", "-w", "%{http_code}", *args, url],
+                       capture_output=True, timeout=timeout + 5)
+    try:
+        return int(r.stdout)
+    except ValueError:
+        return 0
+
+
+def metrics(admin):
+    r = subprocess.run(["curl", "-sS", "-m", "10", f"http://{admin}/metrics"], capture_output=True, timeout=15)
+    return r.stdout.decode()
+
+
+def metric_value(text, name_and_labels):
+    m = re.search(r"^" + re.escape(name_and_labels) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def drain_socket(s):
+    """Read and drop whatever the proxy sent, without blocking."""
+    while select.select([s], [], [], 0)[0]:
+        if not s.recv(1 << 16):
+            raise ConnectionResetError("closed by the proxy")
+
+
+def rapid_reset_churn(addr, deadline, per_conn=990, stats=None):
+    """Until `deadline`: open a connection, send `per_conn` requests each
+    followed at once by RST_STREAM(CANCEL), close, repeat."""
+    host, port = addr.split(":")
+    block = hpack_request()
+    while time.monotonic() < deadline:
+        try:
+            s = socket.create_connection((host, int(port)), timeout=5)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        try:
+            s.sendall(PREFACE + settings())
+            sid = 1
+            for _ in range(per_conn // 30):
+                buf = b"".join(frame(HEADERS, END_STREAM | END_HEADERS, sid + 2 * i, block)
+                               + frame(RST_STREAM, 0, sid + 2 * i, struct.pack(">I", CANCEL)) for i in range(30))
+                sid += 60
+                s.sendall(buf)
+                drain_socket(s)
+                if stats is not None:
+                    stats["resets"] += 30
+                if time.monotonic() >= deadline:
+                    break
+        except OSError:
+            if stats is not None:
+                stats["closed_by_proxy"] += 1
+        finally:
+            s.close()
+        if stats is not None:
+            stats["connections"] += 1
+
+
+def small_asan_quarantine(monkeypatch):
+    """ASan keeps up to 256 MB of freed memory in quarantine by default,
+    which RSS would count as growth: keep it small for proxies started by
+    this test so an RSS bound means the same for both builds."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "quarantine_size_mb=16")
+
+
+def test_h2_rapid_reset_churn_does_not_hang_the_sidecar(tmp_path, monkeypatch):
+    """Issue 8 item 1: three clients churn HEADERS+RST_STREAM on the outbound
+    h2c listener for 12 s. Through it all, a curl canary through the same
+    sidecar gets answers, /ready answers, the client sidecar's RSS stays
+    under baseline + 150 MB (ASan build included), the abuse is counted
+    in rete_proxy_h2_abuse_total{reason="rapid_reset"}, and SIGTERM under
+    attack stops the proxy within drainTimeout (2 s) + 8 s."""
+    small_asan_quarantine(monkeypatch)
+    env = echo_mesh(tmp_path)
+    proxy = env["client"]
+    out = env["outbound"]
+    assert curl_status(f"http://{out}/", "-H", "Host: echo") == 200
+    base_rss = rss_kb(proxy.pid)
+    attack_s = 12
+    deadline = time.monotonic() + attack_s
+    stats = {"resets": 0, "connections": 0, "closed_by_proxy": 0}
+    attackers = [threading.Thread(target=rapid_reset_churn, args=(out, deadline), kwargs={"stats": stats},
+                                  daemon=True) for _ in range(3)]
+    for t in attackers:
+        t.start()
+    canary, ready, peak_rss = [], [], base_rss
+    try:
+        while time.monotonic() < deadline:
+            canary.append(curl_status(f"http://{out}/?canary=1", "-H", "Host: echo", timeout=10))
+            ready.append(curl_status(f"http://{env['admin']}/ready", timeout=10))
+            peak_rss = max(peak_rss, rss_kb(proxy.pid))
+            time.sleep(0.5)
+        # still under attack: the abuse is visible and drain works
+        m = metrics(env["admin"])
+        abuse = metric_value(m, 'rete_proxy_h2_abuse_total{reason="rapid_reset"}')
+        abuse_client = metric_value(m, 'rete_proxy_h2_abuse_total{reason="rapid_reset_client"}')
+        t_more = time.monotonic() + 15
+        more = [threading.Thread(target=rapid_reset_churn, args=(out, t_more), daemon=True) for _ in range(2)]
+        for t in more:
+            t.start()
+        time.sleep(1)
+        peak_rss = max(peak_rss, rss_kb(proxy.pid))
+        t0 = time.monotonic()
+        proxy.send_signal(signal.SIGTERM)
+        try:
+            rc = proxy.wait(timeout=2 + 8)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait()
+            rc = None
+        stop_s = time.monotonic() - t0
+    finally:
+        for t in attackers:
+            t.join(timeout=30)
+    print(f"attack: {stats}, canary={canary}, ready={ready}, rss {base_rss}->{peak_rss} kB, "
+          f"abuse={abuse}/{abuse_client}, stop={stop_s:.1f}s rc={rc}")
+    assert stats["resets"] > 5000, stats  # the attack did run
+    assert canary and all(c == 200 for c in canary), canary
+    assert ready and all(c == 200 for c in ready), ready
+    assert peak_rss - base_rss < 150 * 1024, (base_rss, peak_rss)
+    assert abuse > 0 and abuse_client > 0, [line for line in m.splitlines() if "h2" in line]
+    assert rc is not None, "SIGTERM ignored under attack:\n" + read_log(proxy)[-3000:]
+    log = read_log(proxy)
+    assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
+    del env["mesh"].proxies["client-0"]
+    stop_and_check_proxies(env["mesh"])
+
+
+def hold_zero_window_streams(addr, streams, path):
+    """One connection with SETTINGS_INITIAL_WINDOW_SIZE 0 and `streams`
+    requests for a response body that can then never be sent. Returns the
+    socket (kept open by the caller)."""
+    host, port = addr.split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    block = hpack_request(path=path)
+    s.sendall(PREFACE + settings(initial_window=0)
+              + b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, block) for i in range(streams)))
+    return s
+
+
+def count_response_heads(socks, want, timeout):
+    """Read every socket until `want` response HEADERS frames arrived in
+    all, or `timeout`. Returns {status: count}."""
+    bufs = {s: b"" for s in socks}
+    statuses = {}
+    got = 0
+    deadline = time.monotonic() + timeout
+    while got < want and time.monotonic() < deadline:
+        for s in select.select(socks, [], [], 0.5)[0]:
+            data = s.recv(1 << 16)
+            if not data:
+                socks = [x for x in socks if x is not s]
+                continue
+            buf = bufs[s] + data
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                ftype, payload = buf[3], buf[9:9 + length]
+                if ftype == HEADERS:
+                    got += 1
+                    # :status from the static table: 0x88 200, 0x8e 500; others literal
+                    key = {0x88: 200, 0x8e: 500}.get(payload[0], "other") if payload else "other"
+                    statuses[key] = statuses.get(key, 0) + 1
+                buf = buf[9 + length:]
+            bufs[s] = buf
+        if not socks:
+            break
+    return statuses, got
+
+
+def test_h2_zero_window_streams_do_not_take_the_circuit_breaker_budget(tmp_path, monkeypatch):
+    """Issue 8 item 7 (HTTP/2 part): 20 connections x 100 streams whose
+    responses can never be sent (zero flow-control window) no longer hold
+    the whole 1024-request budget of the destination: a connection over its
+    share (1024/64) is refused once half the budget is in use, so a normal
+    caller still gets 200. The refusals are counted in
+    rete_proxy_h2_abuse_total{reason="budget_share"}."""
+    small_asan_quarantine(monkeypatch)
+    env = echo_mesh(tmp_path)
+    out = env["outbound"]
+    socks = []
+    try:
+        for _ in range(20):
+            socks.append(hold_zero_window_streams(out, 100, "/?size=2000"))
+        statuses, got = count_response_heads(list(socks), 2000, timeout=60)
+        print(f"heads: {got} {statuses}")
+        code = curl_status(f"http://{out}/?canary=1", "-H", "Host: echo", timeout=10)
+        m = metrics(env["admin"])
+        assert code == 200, (code, statuses, [l for l in m.splitlines() if "circuit" in l])
+        assert metric_value(m, 'rete_proxy_h2_abuse_total{reason="budget_share"}') > 0
+    finally:
+        for s in socks:
+            s.close()
+    stop_and_check_proxies(env["mesh"])
