@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#define XDS_MAX_LINE (1u << 20)
+/* What a proxy sends on its stream is small (hello, ACK, NACK with an
+ * error of a few hundred bytes, health): a longer line closes it. */
+#define XDS_MAX_LINE (64u << 10)
 
 int64_t reted_now(void)
 {

@@ -357,3 +357,19 @@ def test_reted_certificate_sans_as_documented(tmp_path):
     reted = start_reted(tmp_path)
     sans = cert_sans(os.path.join(reted.data, "server.pem"))
     assert sans == ["URI:spiffe://cluster.local/ns/rete-system/sa/reted"], sans
+
+
+def test_stream_line_from_proxy_bounded(tmp_path):
+    """A proxy's lines (hello, ACK, NACK) are small: a 100 KB line closes
+    its stream (the bound was 1 MB)."""
+    from controlplane import StreamClient
+    reted = start_reted(tmp_path)
+    sc = StreamClient(reted, tmp_path, "big", "demo", "big")
+    sc.ack(sc.message())
+    sc.sock.sendall(b'{"type":"health","pad":"' + b"x" * 100000 + b'"}\n')
+    sc.sock.settimeout(10)
+    with pytest.raises((EOFError, ConnectionResetError, ssl.SSLError)):
+        for _ in range(100):  # pings until reted closes
+            sc.message()
+    sc.close()
+    assert "longer than 65536 bytes" in reted.log()
