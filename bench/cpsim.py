@@ -85,7 +85,7 @@ async def http_request(reader, writer, method, path, body=b"", headers=None):
     writer.write(head.encode() + body)
     status_line = await reader.readline()
     if not status_line:
-        raise RuntimeError(f"{method} {path}: connection closed")
+        raise ConnectionResetError(f"{method} {path}: connection closed")
     status = int(status_line.split()[1])
     length = None
     while True:
@@ -107,10 +107,21 @@ class Api:
         self.conn = None
 
     async def request(self, method, path, body=b"", ctype="application/json"):
-        if self.conn is None:
-            self.conn = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 26)
-        st, data = await http_request(*self.conn, method, path, body,
-                                      {"authorization": f"Bearer {self.token}", "content-type": ctype})
+        headers = {"authorization": f"Bearer {self.token}", "content-type": ctype}
+        for attempt in (0, 1):
+            fresh = self.conn is None
+            if fresh:
+                self.conn = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 26)
+            try:
+                st, data = await http_request(*self.conn, method, path, body, headers)
+                break
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # reted closes a kept-alive connection idle past --idle-timeout
+                # (60 s): open a new one, once.
+                self.conn[1].close()
+                self.conn = None
+                if fresh or attempt:
+                    raise
         try:
             return st, json.loads(data) if data else None
         except ValueError:
@@ -336,7 +347,11 @@ async def scenario(a, work, res):
     api_port, xds_port = free_port(), free_port()
     logf = open(os.path.join(work, "reted.log"), "w")
     reted = subprocess.Popen([reted_binary(), "--data-dir", data, "--api", f"127.0.0.1:{api_port}",
-                              "--xds", f"127.0.0.1:{xds_port}", "--cert-ttl", "24h", "--log-level", "warn"],
+                              "--xds", f"127.0.0.1:{xds_port}", "--cert-ttl", "24h", "--log-level", "warn",
+                              # Every simulated proxy connects from 127.0.0.1: lift the
+                              # per-source cap (default 1024) above their streams plus
+                              # the certificate requests in flight.
+                              "--xds-max-connections-per-source", str(2 * a.proxies + a.ca_connections + 64)],
                              stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                              env=dict(os.environ, RETED_NO_USER_CONTEXT="1"), start_new_session=True)
     logf.close()

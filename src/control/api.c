@@ -16,7 +16,7 @@ static void respond_error(rete_http_req *req, int status, const char *msg)
     rete_http_respond_jobj(req, status, json_pack("{s:s}", "error", msg));
 }
 
-static bool authorized(reted *r, rete_http_req *req)
+static bool authorized(const reted *r, const rete_http_req *req)
 {
     rete_view h = rete_http_header_get(req, "authorization");
     static const char bearer[] = "Bearer ";
@@ -446,6 +446,33 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
     reted_changed(r, NULL, NULL, NULL);
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:b,s:s}", "phase", phase, "rotating", rete_ca_rotating(r->ca),
                                     "trustBundle", rete_ca_bundle_pem(r->ca)));
+}
+
+static bool open_path(rete_view p)
+{
+    return rete_view_eq(p, RETE_VIEW_LIT("/healthz")) || rete_view_eq(p, RETE_VIEW_LIT("/metrics")) ||
+           rete_view_eq(p, RETE_VIEW_LIT("/version"));
+}
+
+/* The token is checked at the head: a client without it never makes reted
+ * read (and hold) a body, whatever length it announces. Only an apply may
+ * be large (a whole mesh's resources); tokens, identity and rotation
+ * requests are small JSON. */
+void reted_api_admit(const rete_http_req *head, void *arg, rete_http_admit *out)
+{
+    const reted *r = arg;
+    out->max_body = r->max_request_body;
+    if (open_path(head->path))
+        return;
+    if (!authorized(r, head)) {
+        out->status = 401;
+        out->reason = RETE_HTTP_REFUSED_UNAUTHORIZED;
+        out->error = "missing or wrong admin token (Authorization: Bearer)";
+        out->extra_headers = "www-authenticate: Bearer\r\n";
+        return;
+    }
+    if (rete_view_eq(head->path, RETE_VIEW_LIT("/api/v1/apply")))
+        out->max_body = r->max_apply_body;
 }
 
 void reted_api_handle(rete_http_req *req, void *arg)

@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,34 @@
 
 #define HTTP_MAX_HEAD 65536
 #define HTTP_MAX_FIELDS 64
+/* A connection whose input buffer grew past this gives it back (and asks
+ * for a trim) once its request is answered: an idle keep-alive connection
+ * must not sit on a 16 MB apply's buffer. */
+#define HTTP_BIG_BUF (256u << 10)
+#define HTTP_SOURCE_BUCKETS 1024
+
+const char *const rete_http_refusal_names[RETE_HTTP_REFUSED_N] = {
+    [RETE_HTTP_REFUSED_UNAUTHORIZED] = "unauthorized",
+    [RETE_HTTP_REFUSED_NOT_FOUND] = "not_found",
+    [RETE_HTTP_REFUSED_BODY_TOO_LARGE] = "body_too_large",
+    [RETE_HTTP_REFUSED_BAD_REQUEST] = "bad_request",
+    [RETE_HTTP_REFUSED_HEADER_TIMEOUT] = "header_timeout",
+    [RETE_HTTP_REFUSED_BODY_TIMEOUT] = "body_timeout",
+    [RETE_HTTP_REFUSED_CONNECTION_LIMIT] = "connection_limit",
+    [RETE_HTTP_REFUSED_SOURCE_LIMIT] = "source_limit",
+    [RETE_HTTP_REFUSED_ACCEPT_ERROR] = "accept_error",
+};
+
+/* Which deadline a connection is under (one at a time). */
+typedef enum hc_timer { HT_NONE, HT_HEADER, HT_BODY, HT_IDLE } hc_timer;
+
+/* Open connections from one source address (the per-source cap). */
+typedef struct http_source {
+    struct http_source *next;
+    size_t count;
+    uint8_t len;
+    uint8_t addr[16];
+} http_source;
 
 typedef enum hc_state { HC_HEAD, HC_HANDLING, HC_STREAM, HC_CLOSING } hc_state;
 
@@ -55,6 +84,11 @@ struct rete_http_conn {
     rete_http_req req;
     rete_header *fields;    /* HTTP_MAX_FIELDS, while requests are parsed (not on streams) */
     char *body;
+    http_source *source;    /* counted against its source's cap; NULL when refused */
+    uint64_t deadline;      /* loop ms at which `timer` expires */
+    hc_timer timer;
+    bool admitted;          /* the current request's head passed admission */
+    size_t max_body;        /* the current request's bound, once admitted */
     char peer_id[256];
     char peer_addr[64];
     rete_http_stream stream;
@@ -66,15 +100,45 @@ struct rete_http_server {
     rete_tls_ctx *tls;
     size_t max_body;
     rete_http_handler handler;
+    rete_http_admit_fn admit;
     void *arg;
     rete_http_conn *conns;
+    rete_http_limits lim;
+    uv_timer_t sweep;        /* enforces the timeouts, and trims after big buffers */
+    http_source *sources[HTTP_SOURCE_BUCKETS];
+    size_t n_conns;          /* admitted (counted) connections */
+    uint64_t refused[RETE_HTTP_REFUSED_N];
+    uint64_t idle_closed;
+    bool big_freed;          /* a big input buffer was freed since the last trim */
     uint64_t streams_behind; /* closed for falling too far behind */
     bool closing;
-    bool listener_closed;    /* freed once this is set and conns is empty */
+    int handles_open;        /* the listener and the sweep timer; freed once 0 and conns empty */
 };
 
 static void hc_process(rete_http_conn *c);
 static void hs_drop_all(rete_http_stream *st);
+
+static void hc_arm(rete_http_conn *c, hc_timer t)
+{
+    const rete_http_limits *l = &c->srv->lim;
+    uint32_t ms = t == HT_HEADER ? l->header_timeout_ms
+                  : t == HT_BODY ? l->body_timeout_ms
+                  : t == HT_IDLE ? l->idle_timeout_ms
+                                 : 0;
+    c->timer = ms ? t : HT_NONE;
+    c->deadline = uv_now(c->srv->tcp.loop) + ms;
+}
+
+/* Give back a grown input buffer once nothing in it is pending. */
+static void hc_release_buf(rete_http_conn *c)
+{
+    if (c->len != 0)
+        return;
+    if (c->cap >= HTTP_BIG_BUF)
+        c->srv->big_freed = true;
+    rete_free(&c->buf);
+    c->cap = 0;
+}
 
 static void hc_close(rete_http_conn *c)
 {
@@ -159,6 +223,9 @@ void rete_http_respond(rete_http_req *req, int status, const char *content_type,
     c->len -= c->consumed;
     c->consumed = 0;
     c->state = HC_HEAD;
+    c->admitted = false;
+    hc_release_buf(c);
+    hc_arm(c, c->len ? HT_HEADER : HT_IDLE);
     rete_io_read_start(&c->io);
     hc_process(c);
 }
@@ -207,21 +274,33 @@ rete_view rete_http_header_get(const rete_http_req *req, const char *name)
     return RETE_VIEW_NULL;
 }
 
-static void simple_error(rete_http_conn *c, int status, const char *msg)
+/* Answer and close, whatever of the request is still unread (the server
+ * refuses it without reading on). */
+static void simple_error(rete_http_conn *c, int status, const char *msg, const char *extra)
 {
-    char body[256];
+    char body[320];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
-    char head[256];
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", reason(status));
+    char head[512];
     int h = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                     "connection: close\r\n\r\n",
-                     status, reason(status), n);
+                     "%sconnection: close\r\n\r\n",
+                     status, reason(status), n, extra ? extra : "");
     hc_write(c, head, (size_t)h);
     if (c->state != HC_CLOSING)
         hc_write(c, body, (size_t)n);
     c->state = HC_CLOSING;
     rete_io_shutdown(&c->io);
     rete_io_close(&c->io);
+}
+
+static void refuse(rete_http_conn *c, rete_http_refusal why, int status, const char *msg,
+                   const char *extra)
+{
+    c->srv->refused[why]++;
+    rete_debug("http: refused %s: %d %s", c->peer_addr, status, msg);
+    simple_error(c, status, msg, extra);
 }
 
 /* ---- streams ---- */
@@ -276,6 +355,7 @@ rete_http_stream *rete_http_stream_start(rete_http_req *req, const char *content
     c->len -= c->consumed;
     c->consumed = 0;
     c->state = HC_STREAM;
+    c->timer = HT_NONE; /* an authenticated stream lives as long as the proxy */
     rete_io_read_start(&c->io);
     /* A client may send its first lines right behind the request head. */
     stream_lines(c);
@@ -465,17 +545,55 @@ static void hc_process(rete_http_conn *c)
     if (r == RETE_EAGAIN)
         return;
     if (r < 0) {
-        simple_error(c, err.status ? err.status : 400, err.reason ? err.reason : "bad request");
+        refuse(c, RETE_HTTP_REFUSED_BAD_REQUEST, err.status ? err.status : 400,
+               err.reason ? err.reason : "bad request", NULL);
         return;
     }
     if (m.body == RETE_H1_BODY_CHUNKED) {
-        simple_error(c, 411, "send a content-length");
+        refuse(c, RETE_HTTP_REFUSED_BAD_REQUEST, 411, "send a content-length", NULL);
         return;
     }
     uint64_t body_len = m.body == RETE_H1_BODY_LENGTH ? m.content_length : 0;
-    if (body_len > c->srv->max_body) {
-        simple_error(c, 413, "request body too large");
-        return;
+    rete_http_req *q = &c->req;
+    memset(q, 0, sizeof(*q));
+    if (!c->admitted) {
+        /* The head decides: a request without its credential, to no
+         * endpoint, or over its route's bound is refused before one more
+         * byte of its body is read (and the rest is never read). */
+        q->method = m.method;
+        ptrdiff_t qm0 = rete_view_find(m.target, '?');
+        q->path = qm0 >= 0 ? rete_view_make(m.target.p, (size_t)qm0) : m.target;
+        q->query = qm0 >= 0 ? rete_view_sub(m.target, (size_t)qm0 + 1, m.target.len) : RETE_VIEW_NULL;
+        q->headers = c->fields;
+        q->n_headers = m.n_headers;
+        q->peer_id = c->peer_id;
+        q->peer_addr = c->peer_addr;
+        q->conn = c;
+        rete_http_admit a = {.max_body = c->srv->max_body};
+        if (c->srv->admit)
+            c->srv->admit(q, c->srv->arg, &a);
+        if (a.status) {
+            refuse(c, a.reason, a.status, a.error ? a.error : reason(a.status), a.extra_headers);
+            return;
+        }
+        if (body_len > a.max_body) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "request body of %llu bytes is over this endpoint's limit of %zu",
+                     (unsigned long long)body_len, a.max_body);
+            refuse(c, RETE_HTTP_REFUSED_BODY_TOO_LARGE, 413, msg, NULL);
+            return;
+        }
+        c->admitted = true;
+        c->max_body = a.max_body;
+        if ((uint64_t)(c->len - (size_t)r) < body_len) {
+            /* Room for exactly this request: no doubling past it. */
+            size_t want = (size_t)r + (size_t)body_len;
+            if (c->cap < want) {
+                c->buf = rete_realloc(c->buf, want);
+                c->cap = want;
+            }
+            hc_arm(c, HT_BODY);
+        }
     }
     if ((uint64_t)(c->len - (size_t)r) < body_len)
         return; /* wait for the whole body */
@@ -484,8 +602,6 @@ static void hc_process(rete_http_conn *c)
     c->body = rete_malloc((size_t)body_len + 1);
     memcpy(c->body, c->buf + r, (size_t)body_len);
     c->body[body_len] = '\0';
-    rete_http_req *q = &c->req;
-    memset(q, 0, sizeof(*q));
     q->method = m.method;
     ptrdiff_t qm = rete_view_find(m.target, '?');
     q->path = qm >= 0 ? rete_view_make(m.target.p, (size_t)qm) : m.target;
@@ -498,6 +614,7 @@ static void hc_process(rete_http_conn *c)
     q->peer_addr = c->peer_addr;
     q->conn = c;
     c->state = HC_HANDLING;
+    c->timer = HT_NONE; /* our own handler's time is not the client's */
     rete_io_read_stop(&c->io); /* the views point into buf: keep it still */
     c->srv->handler(q, c->srv->arg);
 }
@@ -505,14 +622,18 @@ static void hc_process(rete_http_conn *c)
 static void hc_on_data(rete_io *io, const char *data, size_t len)
 {
     rete_http_conn *c = io->owner;
-    size_t bound = HTTP_MAX_HEAD + c->srv->max_body;
+    /* Before admission only a head (and what came with it in one read)
+     * is held; after it, that request's body bound. */
+    size_t bound = HTTP_MAX_HEAD + (c->admitted ? c->max_body : RETE_IO_BUF);
     if (c->state == HC_STREAM)
         bound = c->stream.max_line + RETE_IO_BUF;
+    if (c->state == HC_HEAD && c->timer == HT_IDLE)
+        hc_arm(c, HT_HEADER); /* a next request began: its head has header_timeout */
     if (c->len + len > bound) {
         if (c->state == HC_STREAM)
             hc_close(c);
         else
-            simple_error(c, 413, "request too large");
+            refuse(c, RETE_HTTP_REFUSED_BODY_TOO_LARGE, 413, "request too large", NULL);
         return;
     }
     if (c->len + len > c->cap) {
@@ -559,6 +680,69 @@ static void hc_on_ready(rete_io *io, int status, const char *why)
         c->peer_id[0] = '\0';
 }
 
+/* ---- per-source counts ---- */
+
+static uint8_t source_key(const struct sockaddr_storage *ss, uint8_t out[16])
+{
+    if (ss->ss_family == AF_INET) {
+        memcpy(out, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+        return 4;
+    }
+    if (ss->ss_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+static size_t source_bucket(const uint8_t *k, uint8_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (uint8_t i = 0; i < len; i++)
+        h = (h ^ k[i]) * 16777619u;
+    return h % HTTP_SOURCE_BUCKETS;
+}
+
+/* The source's entry, made when absent (count 0). */
+static http_source *source_get(rete_http_server *s, const uint8_t *k, uint8_t len)
+{
+    http_source **b = &s->sources[source_bucket(k, len)];
+    for (http_source *e = *b; e; e = e->next)
+        if (e->len == len && memcmp(e->addr, k, len) == 0)
+            return e;
+    http_source *e = rete_calloc(1, sizeof(*e));
+    e->len = len;
+    memcpy(e->addr, k, len);
+    e->next = *b;
+    *b = e;
+    return e;
+}
+
+static void source_put(rete_http_server *s, http_source *e)
+{
+    if (--e->count)
+        return;
+    for (http_source **pp = &s->sources[source_bucket(e->addr, e->len)]; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            free(e);
+            return;
+        }
+}
+
+static void server_maybe_free(rete_http_server *s)
+{
+    if (s->handles_open || s->conns)
+        return;
+    for (size_t i = 0; i < HTTP_SOURCE_BUCKETS; i++)
+        while (s->sources[i]) {
+            http_source *e = s->sources[i];
+            s->sources[i] = e->next;
+            free(e);
+        }
+    free(s);
+}
+
 static void hc_on_close(rete_io *io)
 {
     rete_http_conn *c = io->owner;
@@ -570,12 +754,17 @@ static void hc_on_close(rete_io *io)
         c->next->prev = c->prev;
     hs_drop_all(&c->stream);
     rete_http_server *srv = c->srv;
+    if (c->source) {
+        srv->n_conns--;
+        source_put(srv, c->source);
+    }
+    if (c->cap >= HTTP_BIG_BUF)
+        srv->big_freed = true;
     free(c->buf);
     free(c->body);
     free(c->fields);
     free(c);
-    if (srv->listener_closed && !srv->conns)
-        free(srv);
+    server_maybe_free(srv);
 }
 
 static const rete_io_cbs hc_cbs = {
@@ -587,10 +776,35 @@ static const rete_io_cbs hc_cbs = {
     .on_close = hc_on_close,
 };
 
+/* Over a cap the connection is accepted (that is how to learn its source,
+ * and a connection left in the backlog would stall the listener) and
+ * closed at once: a plaintext client is told 503 first. */
+static void refuse_conn(rete_http_conn *c, rete_http_refusal why)
+{
+    rete_http_server *s = c->srv;
+    s->refused[why]++;
+    c->state = HC_CLOSING;
+    if (!s->tls) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                                   "content-length: 35\r\nconnection: close\r\n\r\n"
+                                   "{\"error\":\"too many connections\"}\n";
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+        (void)uv_try_write((uv_stream_t *)&c->io.tcp, &b, 1);
+    }
+    rete_io_close(&c->io);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     rete_http_server *s = server->data;
-    if (status < 0 || s->closing)
+    if (status < 0) {
+        /* EMFILE/ENFILE: libuv has already accepted and closed what was
+         * pending (its reserve descriptor), so the loop does not spin. */
+        s->refused[RETE_HTTP_REFUSED_ACCEPT_ERROR]++;
+        rete_warn("http: accept failed: %s", uv_strerror(status));
+        return;
+    }
+    if (s->closing)
         return;
     rete_http_conn *c = rete_calloc(1, sizeof(*c));
     c->srv = s;
@@ -603,6 +817,25 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     rete_io_peer(&c->io, c->peer_addr, sizeof(c->peer_addr));
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    uint8_t key[16];
+    uint8_t klen = 0;
+    if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &sl) == 0)
+        klen = source_key(&ss, key);
+    if (s->lim.max_conns && s->n_conns >= s->lim.max_conns) {
+        refuse_conn(c, RETE_HTTP_REFUSED_CONNECTION_LIMIT);
+        return;
+    }
+    http_source *src = source_get(s, key, klen);
+    if (s->lim.max_conns_per_source && src->count >= s->lim.max_conns_per_source) {
+        refuse_conn(c, RETE_HTTP_REFUSED_SOURCE_LIMIT);
+        return;
+    }
+    src->count++;
+    s->n_conns++;
+    c->source = src;
+    hc_arm(c, HT_HEADER); /* the TLS handshake and the first head */
     if (s->tls) {
         rete_tls_session *t = rete_tls_session_new_server(s->tls);
         if (!t) {
@@ -620,9 +853,83 @@ static void on_connection(uv_stream_t *server, int status)
 static void server_closed(uv_handle_t *h)
 {
     rete_http_server *s = h->data;
-    s->listener_closed = true;
-    if (!s->conns)
-        free(s);
+    s->handles_open--;
+    server_maybe_free(s);
+}
+
+/* Every few hundred ms: close what overran its deadline, and give the
+ * memory of big request buffers back (glibc keeps it resident otherwise:
+ * 300 x 1 MB bodies left 320 MB behind). One pass over the connections;
+ * there are at most max_conns. */
+static void on_sweep(uv_timer_t *t)
+{
+    rete_http_server *s = t->data;
+    uint64_t now = uv_now(t->loop);
+    for (rete_http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state != HC_HEAD || c->timer == HT_NONE || now < c->deadline)
+            continue;
+        switch (c->timer) {
+        case HT_IDLE:
+            s->idle_closed++;
+            c->timer = HT_NONE;
+            hc_close(c);
+            break;
+        case HT_HEADER:
+            c->timer = HT_NONE;
+            if (c->len == 0 || (s->tls && !c->tls_ready)) {
+                /* Nothing to answer (no request, or no TLS to answer in). */
+                s->refused[RETE_HTTP_REFUSED_HEADER_TIMEOUT]++;
+                hc_close(c);
+            } else {
+                refuse(c, RETE_HTTP_REFUSED_HEADER_TIMEOUT, 408, "request head not received in time",
+                       NULL);
+            }
+            break;
+        case HT_BODY:
+            c->timer = HT_NONE;
+            refuse(c, RETE_HTTP_REFUSED_BODY_TIMEOUT, 408, "request body not received in time", NULL);
+            break;
+        case HT_NONE:
+        default:
+            break;
+        }
+    }
+    if (s->big_freed) {
+        s->big_freed = false;
+        rete_alloc_trim();
+    }
+}
+
+static void sweep_start(rete_http_server *s)
+{
+    uint32_t ms = 1000;
+    const uint32_t t[3] = {s->lim.header_timeout_ms, s->lim.body_timeout_ms, s->lim.idle_timeout_ms};
+    for (size_t i = 0; i < 3; i++)
+        if (t[i] && t[i] / 4 < ms)
+            ms = t[i] / 4;
+    if (ms < 50)
+        ms = 50;
+    uv_timer_start(&s->sweep, on_sweep, ms, ms);
+}
+
+void rete_http_server_set_limits(rete_http_server *s, const rete_http_limits *lim)
+{
+    s->lim = *lim;
+    sweep_start(s);
+}
+
+void rete_http_server_set_admit(rete_http_server *s, rete_http_admit_fn admit)
+{
+    s->admit = admit;
+}
+
+void rete_http_server_stats_get(const rete_http_server *s, rete_http_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->conns = s->n_conns;
+    memcpy(out->refused, s->refused, sizeof(out->refused));
+    out->idle_closed = s->idle_closed;
 }
 
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
@@ -643,11 +950,16 @@ rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t
     s->arg = arg;
     uv_tcp_init(iol->loop, &s->tcp);
     s->tcp.data = s;
+    uv_timer_init(iol->loop, &s->sweep);
+    s->sweep.data = s;
+    s->handles_open = 2;
+    sweep_start(s);
     int r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
     if (r != 0) {
         snprintf(err, errlen, "cannot listen on %s:%u: %s", host, port, uv_strerror(r));
+        uv_close((uv_handle_t *)&s->sweep, server_closed);
         uv_close((uv_handle_t *)&s->tcp, server_closed);
         return NULL;
     }
@@ -682,5 +994,7 @@ void rete_http_server_close(rete_http_server *s)
     s->closing = true;
     for (rete_http_conn *c = s->conns; c; c = c->next)
         hc_close(c);
+    uv_timer_stop(&s->sweep);
+    uv_close((uv_handle_t *)&s->sweep, server_closed);
     uv_close((uv_handle_t *)&s->tcp, server_closed);
 }

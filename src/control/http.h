@@ -35,9 +35,63 @@ typedef struct rete_http_req {
  * waits) or rete_http_stream_start. */
 typedef void (*rete_http_handler)(rete_http_req *req, void *arg);
 
+/* max_body bounds every request body unless an admission callback says
+ * otherwise for its route (rete_http_server_set_admit). */
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
                                    rete_tls_ctx *tls, size_t max_body, rete_http_handler handler,
                                    void *arg, char *err, size_t errlen);
+
+/* What one listener bounds, so that a client holds little before it has
+ * shown a credential (docs/operations.md, "reted's limits"). 0 = no bound
+ * (only unit tests leave them so). */
+typedef struct rete_http_limits {
+    size_t max_conns;            /* open connections; a new one over it is closed at once */
+    size_t max_conns_per_source; /* open connections from one source IP address */
+    uint32_t header_timeout_ms;  /* accept (TLS handshake included), or a request's first byte,
+                                  * to its whole head; then 408 */
+    uint32_t body_timeout_ms;    /* the head to the whole body; then 408 */
+    uint32_t idle_timeout_ms;    /* a kept-alive connection between requests; then closed */
+} rete_http_limits;
+void rete_http_server_set_limits(rete_http_server *s, const rete_http_limits *lim);
+
+/* Why the server refused a connection or a request before its handler saw it. */
+typedef enum rete_http_refusal {
+    RETE_HTTP_REFUSED_UNAUTHORIZED,    /* admission: no or a wrong credential */
+    RETE_HTTP_REFUSED_NOT_FOUND,       /* admission: no such endpoint */
+    RETE_HTTP_REFUSED_BODY_TOO_LARGE,  /* over the route's body bound (413) */
+    RETE_HTTP_REFUSED_BAD_REQUEST,     /* a head the parser refused (400, 411, 431) */
+    RETE_HTTP_REFUSED_HEADER_TIMEOUT,  /* head (or TLS handshake) not in within header_timeout */
+    RETE_HTTP_REFUSED_BODY_TIMEOUT,    /* body not in within body_timeout */
+    RETE_HTTP_REFUSED_CONNECTION_LIMIT,/* max_conns open */
+    RETE_HTTP_REFUSED_SOURCE_LIMIT,    /* max_conns_per_source open from that address */
+    RETE_HTTP_REFUSED_ACCEPT_ERROR,    /* accept(2) failed (EMFILE: libuv sheds the backlog) */
+    RETE_HTTP_REFUSED_N,
+} rete_http_refusal;
+/* Metric label for each refusal ("unauthorized", "body_too_large", ...). */
+extern const char *const rete_http_refusal_names[RETE_HTTP_REFUSED_N];
+
+/* A request's admission, decided from its head before any of its body is
+ * read: refuse it (status != 0: answered with {"error": error} and the
+ * connection closed, unread body and all), or let it in with a body of at
+ * most max_body bytes (413 over it, from the head's content-length). */
+typedef struct rete_http_admit {
+    int status;
+    rete_http_refusal reason;    /* counted when refused */
+    const char *error;           /* a constant; no characters JSON would escape */
+    const char *extra_headers;   /* "name: value\r\n" lines or NULL */
+    size_t max_body;             /* preset to the listener's max_body */
+} rete_http_admit;
+/* head: method, path, query, headers, peer_id, peer_addr; no body yet. */
+typedef void (*rete_http_admit_fn)(const rete_http_req *head, void *arg, rete_http_admit *out);
+void rete_http_server_set_admit(rete_http_server *s, rete_http_admit_fn admit);
+
+/* Counters and the open-connection gauge, for /metrics. */
+typedef struct rete_http_server_stats {
+    size_t conns;                                /* open and admitted */
+    uint64_t refused[RETE_HTTP_REFUSED_N];
+    uint64_t idle_closed;                        /* closed after idle_timeout between requests */
+} rete_http_server_stats;
+void rete_http_server_stats_get(const rete_http_server *s, rete_http_server_stats *out);
 /* New connections use `tls` from now on (a reissued server certificate);
  * open ones keep theirs. The caller keeps ownership of the context. */
 void rete_http_server_set_tls(rete_http_server *s, rete_tls_ctx *tls);

@@ -16,8 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Descriptors kept out of the connection caps: the store (SQLite's
+ * database, journal, WAL and shm), files reted writes, libuv's own (epoll,
+ * signals, the EMFILE reserve) and the log. */
+#define RETED_FD_RESERVE 64
 
 static void usage(FILE *out)
 {
@@ -32,6 +38,18 @@ static void usage(FILE *out)
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
             "      --cert-ttl DUR     workload certificate lifetime (default 24h; e.g. 30s, 10m)\n"
             "      --grace DUR        how long a disconnected proxy stays registered (default 60s)\n"
+            "\n"
+            "  limits (docs/operations.md, \"reted's limits\"):\n"
+            "      --max-apply-body SIZE        POST /api/v1/apply body (default 16M)\n"
+            "      --max-request-body SIZE      every other request body (default 64K)\n"
+            "      --header-timeout DUR         TLS handshake and request head (default 15s)\n"
+            "      --body-timeout DUR           request body after its head (default 60s)\n"
+            "      --idle-timeout DUR           keep-alive between requests (default 60s)\n"
+            "      --api-max-connections N      operator API connections (default 256)\n"
+            "      --api-max-connections-per-source N   (default: the API's cap)\n"
+            "      --xds-max-connections N      proxy API connections (default 16384, lowered\n"
+            "                                   to fit the file limit)\n"
+            "      --xds-max-connections-per-source N   (default 1024)\n"
             "  -l, --log-level LEVEL  error|warn|info|debug (default info)\n"
             "  -V, --version\n");
 }
@@ -68,6 +86,99 @@ static int parse_duration(const char *s, uint32_t *out)
     if (v <= 0 || v * mult > 10 * 365 * 86400.0)
         return -1;
     *out = (uint32_t)(v * mult < 1 ? 1 : v * mult);
+    return 0;
+}
+
+static int parse_duration_ms(const char *s, uint32_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    double mult = 1000;
+    if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "s") == 0 || *end == '\0')
+        mult = 1000;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return -1;
+    if (!(v * mult >= 1) || v * mult > 86400000.0)
+        return -1;
+    *out = (uint32_t)(v * mult);
+    return 0;
+}
+
+/* "4096", "64K", "16M" (binary multiples), 1 byte to 1 GiB. */
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mult = 1;
+    if (end == s)
+        return -1;
+    if (strcmp(end, "K") == 0 || strcmp(end, "k") == 0)
+        mult = 1024;
+    else if (strcmp(end, "M") == 0 || strcmp(end, "m") == 0)
+        mult = 1024 * 1024;
+    else if (*end != '\0')
+        return -1;
+    if (v == 0 || v > (1ull << 30) / mult)
+        return -1;
+    *out = (size_t)(v * mult);
+    return 0;
+}
+
+static int parse_count(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end != '\0' || v == 0 || v > 1000000)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* The connection caps must fit the file limit with RETED_FD_RESERVE to
+ * spare, so that a flood on one listener ends at its cap, not at EMFILE
+ * for everything (20,500 idle connections to 15012 once took the operator
+ * API and retectl down). The soft limit is raised to the hard one first;
+ * caps left at their defaults are lowered to fit (the operator API keeps
+ * a quarter), caps given as flags that do not fit are an error. */
+static int fit_fd_limit(reted *r, bool api_set, bool xds_set)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return 0;
+    }
+    size_t fds = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)SIZE_MAX / 2 ? SIZE_MAX / 2
+                                                                                 : (size_t)rl.rlim_cur;
+    size_t avail = fds > RETED_FD_RESERVE ? fds - RETED_FD_RESERVE : 0;
+    size_t *api = &r->api_limits.max_conns, *xds = &r->xds_limits.max_conns;
+    if (*api + *xds <= avail)
+        return 0;
+    size_t api0 = *api, xds0 = *xds;
+    if (!api_set && *api > avail / 4)
+        *api = avail / 4;
+    if (!xds_set)
+        *xds = avail > *api ? avail - *api : 0;
+    if (*api == 0 || *xds == 0 || *api + *xds > avail) {
+        fprintf(stderr,
+                "reted: --api-max-connections %zu and --xds-max-connections %zu need %zu file "
+                "descriptors with %d kept for files, and the file limit is %zu: raise it (ulimit -n) "
+                "or lower them\n",
+                api0, xds0, api0 + xds0 + RETED_FD_RESERVE, RETED_FD_RESERVE, fds);
+        return -1;
+    }
+    rete_warn("reted: the file limit is %zu: lowered the connection caps to fit (operator API %zu "
+              "from %zu, proxy API %zu from %zu, %d kept for files)",
+              fds, *api, api0, *xds, xds0, RETED_FD_RESERVE);
     return 0;
 }
 
@@ -199,16 +310,31 @@ static void write_context(reted *r, const char *api, const char *xds)
     char *text = json_dumps(ctx, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     char *local = path_join(dir, "context.json");
     write_file(local, text, 0600);
-    /* So that retectl finds this reted with no flags from anywhere. */
+    /* So that retectl finds a reted with no flags from anywhere: the user's
+     * context is written when there is none, or when it already points at
+     * this data directory (its tokenFile is ours: a restart on other
+     * ports). Another reted started later (a second data dir, a test, a
+     * demo) leaves it alone: retectl keeps talking to the reted the user
+     * set up first, not silently to whichever started last. The data
+     * dir's context.json is always current, for `retectl --context`. */
     const char *home = getenv("HOME");
     if (home && !getenv("RETED_NO_USER_CONTEXT")) {
         char path[4096];
-        snprintf(path, sizeof(path), "%s/.config", home);
-        mkdir(path, 0700);
-        snprintf(path, sizeof(path), "%s/.config/rete", home);
-        mkdir(path, 0700);
         snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
-        write_file(path, text, 0600);
+        json_t *cur = json_load_file(path, 0, NULL);
+        const char *cur_tok = json_string_value(json_object_get(cur, "tokenFile"));
+        if (access(path, F_OK) != 0 || (cur_tok && strcmp(cur_tok, tok) == 0)) {
+            snprintf(path, sizeof(path), "%s/.config", home);
+            mkdir(path, 0700);
+            snprintf(path, sizeof(path), "%s/.config/rete", home);
+            mkdir(path, 0700);
+            snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
+            write_file(path, text, 0600);
+        } else {
+            rete_info("reted: not replacing %s: it points at another reted (%s); this one's is %s",
+                      path, cur_tok ? cur_tok : "unreadable", local);
+        }
+        json_decref(cur);
     }
     free(local);
     free(text);
@@ -289,6 +415,34 @@ char *reted_metrics(reted *r, size_t *len)
             "rete_reted_streams_closed_behind_total %llu\n",
             ss.queued_msgs, ss.buffered_bytes, ss.max_buffered_bytes, (size_t)RETE_HTTP_STREAM_LIMIT,
             ss.shared_bytes, (unsigned long long)ss.closed_behind);
+    const struct {
+        const char *name;
+        rete_http_server *srv;
+        const rete_http_limits *lim;
+    } listeners[2] = {{"api", r->api, &r->api_limits}, {"xds", r->xds, &r->xds_limits}};
+    rete_http_server_stats hs[2];
+    for (size_t i = 0; i < 2; i++)
+        rete_http_server_stats_get(listeners[i].srv, &hs[i]);
+    fprintf(f, "# HELP rete_reted_http_connections Open connections, by listener.\n"
+               "# TYPE rete_reted_http_connections gauge\n");
+    for (size_t i = 0; i < 2; i++)
+        fprintf(f, "rete_reted_http_connections{listener=\"%s\"} %zu\n", listeners[i].name, hs[i].conns);
+    fprintf(f, "# HELP rete_reted_http_connections_limit The most open connections a listener takes.\n"
+               "# TYPE rete_reted_http_connections_limit gauge\n");
+    for (size_t i = 0; i < 2; i++)
+        fprintf(f, "rete_reted_http_connections_limit{listener=\"%s\"} %zu\n", listeners[i].name,
+                listeners[i].lim->max_conns);
+    fprintf(f, "# HELP rete_reted_http_refused_total Connections and requests refused before a handler saw them, by listener and reason.\n"
+               "# TYPE rete_reted_http_refused_total counter\n");
+    for (size_t i = 0; i < 2; i++)
+        for (size_t k = 0; k < RETE_HTTP_REFUSED_N; k++)
+            fprintf(f, "rete_reted_http_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                    listeners[i].name, rete_http_refusal_names[k], (unsigned long long)hs[i].refused[k]);
+    fprintf(f, "# HELP rete_reted_http_idle_closed_total Kept-alive connections closed after the idle timeout.\n"
+               "# TYPE rete_reted_http_idle_closed_total counter\n");
+    for (size_t i = 0; i < 2; i++)
+        fprintf(f, "rete_reted_http_idle_closed_total{listener=\"%s\"} %llu\n", listeners[i].name,
+                (unsigned long long)hs[i].idle_closed);
     size_t n_snap, snap_bytes;
     reted_snapshot_stats(r, &n_snap, &snap_bytes);
     fprintf(f,
@@ -338,7 +492,17 @@ int main(int argc, char **argv)
         {"xds", required_argument, NULL, 'x'},      {"trust-domain", required_argument, NULL, 't'},
         {"cert-ttl", required_argument, NULL, 'T'}, {"grace", required_argument, NULL, 'g'},
         {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},
+        {"max-apply-body", required_argument, NULL, 256},
+        {"max-request-body", required_argument, NULL, 257},
+        {"header-timeout", required_argument, NULL, 258},
+        {"body-timeout", required_argument, NULL, 259},
+        {"idle-timeout", required_argument, NULL, 260},
+        {"api-max-connections", required_argument, NULL, 261},
+        {"api-max-connections-per-source", required_argument, NULL, 262},
+        {"xds-max-connections", required_argument, NULL, 263},
+        {"xds-max-connections-per-source", required_argument, NULL, 264},
+        {NULL, 0, NULL, 0},
     };
     bool init_only = argc > 1 && strcmp(argv[1], "init") == 0;
     if (init_only) {
@@ -350,6 +514,13 @@ int main(int argc, char **argv)
     const char *api = "127.0.0.1:15014", *xds = "127.0.0.1:15012", *td = NULL;
     r.cert_ttl = 24 * 3600;
     r.grace_seconds = 60;
+    /* Defaults: docs/operations.md, "reted's limits". */
+    r.max_apply_body = 16u << 20;
+    r.max_request_body = 64u << 10;
+    uint32_t header_ms = 15000, body_ms = 60000, idle_ms = 60000;
+    r.api_limits = (rete_http_limits){.max_conns = 256};
+    r.xds_limits = (rete_http_limits){.max_conns = 16384, .max_conns_per_source = 1024};
+    bool api_set = false, xds_set = false;
     int c;
     while ((c = getopt_long(argc, argv, "d:l:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -375,6 +546,40 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 256:
+        case 257:
+            if (parse_size(optarg, c == 256 ? &r.max_apply_body : &r.max_request_body) < 0) {
+                fprintf(stderr, "reted: bad --%s %s (a size: 4096, 64K, 16M; at most 1G)\n",
+                        c == 256 ? "max-apply-body" : "max-request-body", optarg);
+                return 2;
+            }
+            break;
+        case 258:
+        case 259:
+        case 260:
+            if (parse_duration_ms(optarg, c == 258 ? &header_ms : c == 259 ? &body_ms : &idle_ms) < 0) {
+                fprintf(stderr, "reted: bad --%s %s (a duration: 500ms, 15s, 2m; at most 24h)\n",
+                        c == 258 ? "header-timeout" : c == 259 ? "body-timeout" : "idle-timeout",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 261:
+        case 262:
+        case 263:
+        case 264: {
+            size_t *dst = c == 261   ? &r.api_limits.max_conns
+                          : c == 262 ? &r.api_limits.max_conns_per_source
+                          : c == 263 ? &r.xds_limits.max_conns
+                                     : &r.xds_limits.max_conns_per_source;
+            if (parse_count(optarg, dst) < 0) {
+                fprintf(stderr, "reted: bad connection count %s (1 to 1000000)\n", optarg);
+                return 2;
+            }
+            api_set |= c == 261;
+            xds_set |= c == 263;
+            break;
+        }
         case 'V': printf("reted %s\n", RETE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -400,6 +605,16 @@ int main(int argc, char **argv)
         return 0;
 
     signal(SIGPIPE, SIG_IGN);
+    if (fit_fd_limit(&r, api_set, xds_set) < 0)
+        return 1;
+    rete_http_limits *lims[2] = {&r.api_limits, &r.xds_limits};
+    for (size_t i = 0; i < 2; i++) {
+        lims[i]->header_timeout_ms = header_ms;
+        lims[i]->body_timeout_ms = body_ms;
+        lims[i]->idle_timeout_ms = idle_ms;
+        if (!lims[i]->max_conns_per_source || lims[i]->max_conns_per_source > lims[i]->max_conns)
+            lims[i]->max_conns_per_source = lims[i]->max_conns;
+    }
     char err[512];
     char *dbpath = path_join(r.data_dir, "store.db");
     r.store = rete_store_sqlite_open(dbpath, err, sizeof(err));
@@ -435,17 +650,21 @@ int main(int argc, char **argv)
     char host[256];
     uint16_t port;
     if (parse_hostport(api, host, sizeof(host), &port) < 0 ||
-        !(r.api = rete_http_listen(&r.iol, host, port, NULL, 16u << 20, reted_api_handle, &r, err,
-                                   sizeof(err)))) {
+        !(r.api = rete_http_listen(&r.iol, host, port, NULL, r.max_request_body, reted_api_handle, &r,
+                                   err, sizeof(err)))) {
         fprintf(stderr, "reted: --api %s: %s\n", api, err[0] ? err : "expected HOST:PORT");
         return 1;
     }
     if (parse_hostport(xds, host, sizeof(host), &port) < 0 ||
-        !(r.xds = rete_http_listen(&r.iol, host, port, r.xds_tls, 1u << 20, reted_xds_handle, &r, err,
-                                   sizeof(err)))) {
+        !(r.xds = rete_http_listen(&r.iol, host, port, r.xds_tls, r.max_request_body, reted_xds_handle,
+                                   &r, err, sizeof(err)))) {
         fprintf(stderr, "reted: --xds %s: %s\n", xds, err[0] ? err : "expected HOST:PORT");
         return 1;
     }
+    rete_http_server_set_limits(r.api, &r.api_limits);
+    rete_http_server_set_admit(r.api, reted_api_admit);
+    rete_http_server_set_limits(r.xds, &r.xds_limits);
+    rete_http_server_set_admit(r.xds, reted_xds_admit);
     uv_timer_init(r.loop, &r.push_timer);
     r.push_timer.data = &r;
     uv_timer_init(r.loop, &r.trim_timer);

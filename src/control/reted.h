@@ -109,6 +109,10 @@ typedef struct reted {
     uint32_t grace_seconds;         /* registry: how long a gone proxy stays */
     rete_http_server *api;
     rete_http_server *xds;
+    rete_http_limits api_limits;    /* connections and timeouts per listener (main.c flags) */
+    rete_http_limits xds_limits;
+    size_t max_apply_body;          /* --max-apply-body: POST /api/v1/apply */
+    size_t max_request_body;        /* --max-request-body: every other request body */
     rete_tls_ctx *xds_tls;
     reted_proxy *proxies;
     reted_snapshot *snapshots;      /* compiled, current: one per scope in use */
@@ -171,8 +175,13 @@ json_t *reted_resource_json(const rete_store_resource *res);
 
 /* api.c */
 void reted_api_handle(rete_http_req *req, void *arg);
+/* Admission from the head (http.h): the admin token and each route's body bound. */
+void reted_api_admit(const rete_http_req *head, void *arg, rete_http_admit *out);
 /* xds.c: the proxy-facing listener (certificates, config streams, registry) */
 void reted_xds_handle(rete_http_req *req, void *arg);
+/* Admission from the head: known routes only, a client certificate for the
+ * stream, small bodies. */
+void reted_xds_admit(const rete_http_req *head, void *arg, rete_http_admit *out);
 /* The store changed (kind NULL: in a way not given by key, everything is
  * recompiled): remember the key, recompile what it touches and push soon. */
 void reted_changed(reted *r, const char *kind, const char *ns, const char *name);

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#define XDS_MAX_LINE (1u << 20)
+/* What a proxy sends on its stream is small (hello, ACK, NACK with an
+ * error of a few hundred bytes, health): a longer line closes it. */
+#define XDS_MAX_LINE (64u << 10)
 
 int64_t reted_now(void)
 {
@@ -533,6 +535,29 @@ void reted_tick(reted *r)
             continue;
         }
         pp = &p->next;
+    }
+}
+
+/* Route limits from the head: the join token travels in the body, so a
+ * certificate request is let in without a credential but bounded to a
+ * CSR's size; the stream needs the client certificate (401 before
+ * anything else); everything else is refused before its body. */
+void reted_xds_admit(const rete_http_req *head, void *arg, rete_http_admit *out)
+{
+    const reted *r = arg;
+    out->max_body = 0;
+    if (rete_view_eq(head->path, RETE_VIEW_LIT("/ca/v1/certificates"))) {
+        out->max_body = r->max_request_body;
+    } else if (rete_view_eq(head->path, RETE_VIEW_LIT("/xds/v1/stream"))) {
+        if (!head->peer_id[0]) {
+            out->status = 401;
+            out->reason = RETE_HTTP_REFUSED_UNAUTHORIZED;
+            out->error = "the config stream needs a client certificate";
+        }
+    } else if (!rete_view_eq(head->path, RETE_VIEW_LIT("/healthz"))) {
+        out->status = 404;
+        out->reason = RETE_HTTP_REFUSED_NOT_FOUND;
+        out->error = "unknown endpoint";
     }
 }
 
