@@ -4,6 +4,7 @@
 #include "config.h"
 #include "lb.h"
 #include "log.h"
+#include "path_norm.h"
 #include "route.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -391,8 +392,39 @@ static void dispatch_inbound(rete_exchange *ex)
         rete_h1_upstream_start(ex, p->app_address, port);
 }
 
+bool rete_dispatch_normalize_path(rete_exchange *ex)
+{
+    if (ex->path_normalized)
+        return ex->path_refused == RETE_PATH_OK;
+    ex->path_normalized = true;
+    if (!ex->req.path.p)
+        return true; /* CONNECT (authority-form) and raw TCP have no path */
+    rete_view in = ex->req.path;
+    /* The result is never longer than the input (path_norm.h). */
+    char *out = rete_arena_alloc(ex->arena, in.len ? in.len : 1);
+    size_t n = 0;
+    rete_path_norm_result r = rete_path_normalize(in, ex->gen->cfg->path_norm, out, in.len, &n);
+    if (r != RETE_PATH_OK) {
+        ex->path_refused = (uint8_t)r;
+        rete_stat(ex->worker, ex->worker->ms.path_rejected[r], 1);
+        rete_debug("path refused (%s) on %s from %s", rete_path_norm_reason(r),
+                   ex->listener ? ex->listener : "-", ex->downstream_addr);
+        return false;
+    }
+    ex->req.path = rete_view_make(out, n);
+    return true;
+}
+
 void rete_dispatch(rete_exchange *ex)
 {
+    if (!rete_dispatch_normalize_path(ex)) {
+        /* Nothing downstream of here may see a path other than the one
+         * authorised: refuse what cannot be normalised safely. */
+        ex->error = RETE_EXE_BAD_REQUEST;
+        local_text(ex, 400, "bad request path: %s",
+                   rete_path_norm_reason((rete_path_norm_result)ex->path_refused));
+        return;
+    }
     if (ex->admin)
         rete_admin_handle(ex);
     else if (ex->inbound)

@@ -55,6 +55,9 @@ void rete_proxy_metrics_init(rete_proxy *p)
     s->mesh_refused = fixed(p, mm->mesh_refused_total, NULL);
     s->cb_rejections = fixed(p, mm->circuit_breaker_rejections_total, NULL);
     s->authz_denied = fixed(p, mm->authz_denied_total, NULL);
+    for (int r = 1; r < RETE_PATH_RESULT_COUNT; r++)
+        s->path_rejected[r] =
+            fixed(p, mm->path_rejected_total, rete_path_norm_reason((rete_path_norm_result)r));
     s->config_version = fixed(p, mm->config_version, NULL);
     s->reloads_ok = fixed(p, mm->config_reloads_total, "ok");
     s->reloads_rejected = fixed(p, mm->config_reloads_total, "rejected");

@@ -190,10 +190,10 @@ def mesh_tls(m):
 
 
 def metric(admin, name):
+    """The sum of every series of `name` on a proxy's /metrics."""
     with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
         text = r.read().decode()
-    m = re.search(rf"^{name} (\d+)$", text, re.M)
-    return int(m.group(1)) if m else 0
+    return sum(int(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\d+)$", text, re.M))
 
 
 def check(env, app, how, raw, expected, status, body, mode):
@@ -259,7 +259,7 @@ def test_authz_path_bypass(tmp_path, mode):
     env = path_mesh(tmp_path, mode)
     run_matrix(env, mode)
     # refusals are counted (by the sidecar that refused them)
-    refused = sum(metric(a, "rete_proxy_bad_path_total") for a in env["admin"].values())
+    refused = sum(metric(a, "rete_proxy_path_rejected_total") for a in env["admin"].values())
     assert refused > 0
     stop_and_check_proxies(env["mesh"])
 
