@@ -264,10 +264,16 @@ static void dispatch_outbound(rete_exchange *ex)
             if (f->hostname)
                 ex->req.authority = rete_ex_dup(ex, rete_view_cstr(f->hostname));
             if (f->path_kind != RETE_PATH_KEEP) {
-                char path[4096];
-                size_t n = rete_route_rewrite_path(e, f, ex->req.path, path, sizeof(path));
-                if (n > 0 && n < sizeof(path))
-                    ex->req.path = rete_ex_dup(ex, rete_view_make(path, n));
+                /* Never forward the path unrewritten: the route decided on
+                 * the rewritten one. snprintf-style: size, then write. */
+                size_t n = rete_route_rewrite_path(e, f, ex->req.path, NULL, 0);
+                char *path = n ? rete_arena_alloc(ex->arena, n + 1) : NULL;
+                if (!path || rete_route_rewrite_path(e, f, ex->req.path, path, n + 1) != n) {
+                    local_text(ex, 500, "route %s/%s: URLRewrite could not apply", e->route->ns,
+                               e->route->name);
+                    return;
+                }
+                ex->req.path = rete_view_make(path, n);
             }
             break;
         }

@@ -93,7 +93,7 @@ def start_pyhttp(tmp, host, port):
     return proc
 
 
-def path_mesh(tmp_path, mode):
+def path_mesh(tmp_path, mode, extra=()):
     """client sidecar -> {nginx, pyhttp} sidecars, each app behind its own
     sidecar with the public-only policy. Returns a dict of addresses."""
     m = Mesh(tmp_path)
@@ -106,7 +106,7 @@ def path_mesh(tmp_path, mode):
           workload("nginx-0", m.ns, ngx_host, "nginx", {"app": "nginx", "tier": "app"}),
           workload("pyhttp-0", m.ns, py_host, "pyhttp", {"app": "pyhttp", "tier": "app"}),
           workload("client-0", m.ns, client_host, "client", {"app": "client"}),
-          ALLOW_PUBLIC)
+          ALLOW_PUBLIC, *extra)
     if mode:
         m.add(mesh_config(mode))
     m.start_proxy("nginx-0", "nginx", ngx_host, inbound=[(ngx_port, "HTTP")])
@@ -291,3 +291,21 @@ def test_path_normalization_config_refuses_unknown_mode(tmp_path):
     m.add(mesh_config("UNESCAPE_EVERYTHING"))
     with pytest.raises(RuntimeError, match="normalization"):
         m.start_proxy("c-0", "c", host)
+
+
+def test_url_rewrite_never_skipped_on_long_paths(tmp_path):
+    """Same class of defect: a URLRewrite whose result did not fit a 4 KiB
+    buffer was skipped and the request forwarded unrewritten, so the path
+    the route decided on was not the path forwarded."""
+    from mesh import backend, http_route
+    route = http_route("old-to-public", "test", "nginx", [{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+        "filters": [{"type": "URLRewrite", "urlRewrite": {
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/public"}}}],
+        "backendRefs": [backend("nginx")]}])
+    env = path_mesh(tmp_path, None, extra=[route])
+    for n in (10, 5000, 7000):
+        status, body = h1(env["outbound"], b"/old/" + b"a" * n, "nginx")
+        assert status == 200 and body.startswith(b"public /public/a"), (n, status, body[:80])
+        assert env["apps"]["nginx"].targets()[-1] == b"/public/" + b"a" * n
+    stop_and_check_proxies(env["mesh"])
