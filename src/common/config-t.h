@@ -12,6 +12,8 @@
 #ifndef RETE_CONFIG_T_H
 #define RETE_CONFIG_T_H
 
+#include "path_norm.h"
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -346,6 +348,9 @@ typedef struct rete_config {
 
     rete_proxy_spec proxy;
     rete_mtls_mode mtls_mode;       /* effective PeerAuthentication for this workload */
+    /* MeshConfig pathNormalization.normalization (default BASE): how every
+     * request's path is normalised where it enters (path_norm.h). */
+    rete_path_norm_mode path_norm;
 
     const rete_service *services;
     size_t n_services;

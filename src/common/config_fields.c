@@ -1142,6 +1142,27 @@ static const cfg_field authz_fields[] = {
 static const cfg_schema authz_schema =
     CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
 
+static const cfg_enum path_norm_enum[] = {
+    {"NONE", RETE_PATH_NORM_NONE},
+    {"BASE", RETE_PATH_NORM_BASE},
+    {"MERGE_SLASHES", RETE_PATH_NORM_MERGE_SLASHES},
+    {"DECODE_AND_MERGE_SLASHES", RETE_PATH_NORM_DECODE_AND_MERGE_SLASHES},
+    {NULL, 0}};
+
+/* Istio MeshConfig.ProxyPathNormalization. */
+static const cfg_field path_norm_fields[] = {
+    {"normalization", CFG_ENUM, 0, CFG_AT(raw_mesh, path_norm), .en = path_norm_enum,
+     .def = "BASE",
+     .doc = "how sidecars normalise request paths before routing, authorization and forwarding: "
+            "NONE (as received), BASE (RFC 3986 dot segments, decoded unreserved escapes), "
+            "MERGE_SLASHES (BASE and // merged), DECODE_AND_MERGE_SLASHES (MERGE_SLASHES and "
+            "%2F, %5C, \\ as /). Every mode refuses (400) fragments, NUL, control bytes; "
+            "all but NONE refuse bad escapes, ..;/ segments, and (but the last) %2F, %5C, \\. "
+            "See docs/security.md"},
+};
+static const cfg_schema path_norm_schema =
+    CFG_SCHEMA("ProxyPathNormalization", raw_mesh, path_norm_fields, NULL);
+
 static const cfg_field mesh_fields[] = {
     {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
      .docdef = "cluster.local"},
@@ -1155,6 +1176,7 @@ static const cfg_field mesh_fields[] = {
      .max = 30u * 24 * 3600 * 1000, .docdef = "reted --cert-ttl (24h)",
      .doc = "lifetime of the workload certificates reted issues (10s to 30 days); proxies renew "
             "at about half of it"},
+    {"pathNormalization", CFG_OBJ, 0, .off = 0, .sub = &path_norm_schema},
 };
 static const cfg_schema mesh_schema = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

@@ -190,6 +190,7 @@ typedef struct raw_mesh {
     const char **default_egress; /* read by reted's compiler, not by the proxy */
     size_t n_default_egress;
     uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
+    int path_norm;               /* rete_path_norm_mode */
 } raw_mesh;
 
 /* ---- kinds ------------------------------------------------------------------------ */

@@ -519,6 +519,7 @@ rete_rc cfg_resolve(loader *l)
     RETE_GUARD(resolve_proxy(l, rp));
     const rete_workload *self = self_workload(cfg);
     resolve_mtls(l, self, mesh ? (rete_mtls_mode)mesh->default_mtls : RETE_MTLS_PERMISSIVE);
+    cfg->path_norm = mesh ? (rete_path_norm_mode)mesh->path_norm : RETE_PATH_NORM_BASE;
     resolve_authz(l, self);
     rete_rc rc = rete_route_build_tables(cfg, l->ctx.arena);
     if (rc)

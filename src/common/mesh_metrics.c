@@ -139,6 +139,8 @@ static const struct {
       "Retries not attempted because the retry budget was exhausted, by cluster."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,
       "Requests and tunnels denied by AuthorizationPolicy."),
+    F(path_rejected_total, "rete_proxy_path_rejected_total", C, L(l_reason),
+      "Requests refused (400) because their path cannot be normalised safely, by reason."),
     F(build_info, "rete_proxy_build_info", G, L(l_version),
       "Always 1, labelled with the build version."),
 #undef F

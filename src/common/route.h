@@ -27,7 +27,7 @@ struct rete_arena;
 /* What the router looks at in a request: all views, none owned. */
 typedef struct rete_route_request {
     rete_view method;
-    rete_view path; /* :path as received, query string included */
+    rete_view path; /* :path after path normalisation (path_norm.h), query included */
     const rete_header *headers;
     size_t n_headers;
 } rete_route_request;

@@ -4,16 +4,13 @@
  * "Operation"), and the "Authorization on TCP traffic" rule that HTTP-only
  * fields make an ALLOW rule match nothing and are dropped from a DENY rule. */
 #include "authz.h"
+#include "path_norm.h"
 #include "tls.h"
 
 #include <string.h>
 
 #define SPIFFE_SCHEME "spiffe://"
 #define SPIFFE_SCHEME_LEN (sizeof(SPIFFE_SCHEME) - 1)
-
-/* Longest normalized path we evaluate; longer ones are refused when any policy
- * applies (HTTP/1.1 request lines are bounded at 8 KiB by default anyway). */
-#define AUTHZ_PATH_MAX 8192
 
 bool rete_authz_str_match(const char *pattern, rete_view value)
 {
@@ -112,7 +109,7 @@ typedef struct request {
     const char *id;
     bool http;
     rete_view method;
-    rete_view path;     /* normalized, no query */
+    rete_view path;     /* as forwarded, without the query */
     uint16_t port;
 } request;
 
@@ -149,92 +146,6 @@ static bool policy_match(const rete_authz_policy *p, const request *q)
         if (rule_match(&p->rules[i], p->action, q))
             return true;
     return false; /* no rules: matches nothing */
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = rete_ascii_lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-static bool unreserved(int c)
-{
-    /* RFC 3986 §2.3 */
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.' || c == '_' || c == '~';
-}
-
-/* The path as the app will resolve it: query and fragment dropped,
- * percent-encoded unreserved characters decoded (RFC 3986 §6.2.2.2), dot
- * segments removed (§5.2.4). Returns the length written to out, or -1 when
- * it does not fit. A path not starting with '/' (asterisk form) is copied. */
-static ptrdiff_t normalize_path(rete_view in, char *out, size_t cap)
-{
-    ptrdiff_t q = rete_view_find(in, '?');
-    if (q >= 0)
-        in.len = (size_t)q;
-    ptrdiff_t h = rete_view_find(in, '#');
-    if (h >= 0)
-        in.len = (size_t)h;
-    char dec[AUTHZ_PATH_MAX];
-    size_t n = 0;
-    for (size_t i = 0; i < in.len; i++) {
-        if (n >= sizeof(dec))
-            return -1;
-        char c = in.p[i];
-        if (c == '%' && i + 2 < in.len) {
-            int hi = hexval(in.p[i + 1]), lo = hexval(in.p[i + 2]);
-            if (hi >= 0 && lo >= 0 && unreserved(hi * 16 + lo)) {
-                dec[n++] = (char)(hi * 16 + lo);
-                i += 2;
-                continue;
-            }
-        }
-        dec[n++] = c;
-    }
-    if (n == 0 || dec[0] != '/') {
-        if (n > cap)
-            return -1;
-        memcpy(out, dec, n);
-        return (ptrdiff_t)n;
-    }
-    size_t o = 0;
-    size_t i = 1; /* past the leading '/' */
-    bool trailing = false;
-    for (;;) {
-        size_t start = i;
-        while (i < n && dec[i] != '/')
-            i++;
-        rete_view seg = rete_view_make(dec + start, i - start);
-        bool last = i >= n;
-        trailing = false;
-        if (rete_view_eq(seg, RETE_VIEW_LIT("."))) {
-            trailing = last;
-        } else if (rete_view_eq(seg, RETE_VIEW_LIT(".."))) {
-            while (o > 0 && out[o - 1] != '/')
-                o--;
-            if (o > 0)
-                o--; /* drop the '/' before the popped segment */
-            trailing = last;
-        } else {
-            if (o + 1 + seg.len > cap)
-                return -1;
-            out[o++] = '/';
-            memcpy(out + o, seg.p, seg.len);
-            o += seg.len;
-        }
-        if (last)
-            break;
-        i++; /* the '/' */
-    }
-    if (trailing || o == 0) {
-        if (o + 1 > cap)
-            return -1;
-        out[o++] = '/';
-    }
-    return (ptrdiff_t)o;
 }
 
 bool rete_authz_admit_peer(const rete_config *cfg, const char *spiffe_id, const char **policy_out)
@@ -277,18 +188,12 @@ rete_authz_decision rete_authz_check_request(const rete_config *cfg, const char 
     rete_authz_decision d = {.action = RETE_AUTHZ_ALLOW};
     if (cfg->n_authz == 0)
         return d;
-    char norm[AUTHZ_PATH_MAX];
+    /* The path is the one that will be forwarded (normalised where the
+     * request entered, dispatch.c): matching anything else is the bypass of
+     * issue 8 item 4. */
     request q = {.id = spiffe_id, .http = method.p != NULL, .method = method, .port = port};
-    if (q.http) {
-        ptrdiff_t len = normalize_path(path, norm, sizeof(norm));
-        if (len < 0) {
-            /* Fail closed: a path we cannot evaluate is not let through. */
-            d.action = RETE_AUTHZ_DENY;
-            d.policy = &cfg->authz[0];
-            return d;
-        }
-        q.path = rete_view_make(norm, (size_t)len);
-    }
+    if (q.http)
+        q.path = rete_path_without_query(path);
     const rete_authz_policy *first_allow = NULL;
     for (size_t i = 0; i < cfg->n_authz; i++) {
         const rete_authz_policy *p = &cfg->authz[i];

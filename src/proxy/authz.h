@@ -50,9 +50,10 @@ bool rete_authz_in_trust_domain(const char *trust_domain, const char *spiffe_id)
 
 /* Request-level decision. spiffe_id: the peer's verified ID, NULL for a
  * plaintext peer (then principals/namespaces never match, and their not*
- * forms always do). method/path: the HTTP request's; the path is matched
- * without its query, after RFC 3986 §5.2.4 dot-segment removal and decoding
- * of percent-encoded unreserved characters (what the app will see). For an
+ * forms always do). method/path: the HTTP request's; path is the one
+ * that will be forwarded, already normalised (rete_dispatch_normalize_path,
+ * MeshConfig pathNormalization), and is matched without its query and
+ * without being normalised again: what is authorised is what the app sees. For an
  * opaque tunnel (TCP, CONNECT) pass method with a NULL pointer: then rules
  * with HTTP-only fields (methods, paths and their not* forms) match nothing
  * in ALLOW/AUDIT policies, and those fields are ignored in DENY policies

@@ -5,6 +5,7 @@
 #include "json_out.h"
 #include "lb.h"
 #include "log.h"
+#include "path_norm.h"
 #include "route.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -288,10 +289,16 @@ static void dispatch_outbound(rete_exchange *ex)
             if (f->hostname)
                 ex->req.authority = rete_ex_dup(ex, rete_view_cstr(f->hostname));
             if (f->path_kind != RETE_PATH_KEEP) {
-                char path[4096];
-                size_t n = rete_route_rewrite_path(e, f, ex->req.path, path, sizeof(path));
-                if (n > 0 && n < sizeof(path))
-                    ex->req.path = rete_ex_dup(ex, rete_view_make(path, n));
+                /* Never forward the path unrewritten: the route decided on
+                 * the rewritten one. snprintf-style: size, then write. */
+                size_t n = rete_route_rewrite_path(e, f, ex->req.path, NULL, 0);
+                char *path = n ? rete_arena_alloc(ex->arena, n + 1) : NULL;
+                if (!path || rete_route_rewrite_path(e, f, ex->req.path, path, n + 1) != n) {
+                    local_text(ex, 500, "route %s/%s: URLRewrite could not apply", e->route->ns,
+                               e->route->name);
+                    return;
+                }
+                ex->req.path = rete_view_make(path, n);
             }
             break;
         }
@@ -424,8 +431,39 @@ static void dispatch_inbound(rete_exchange *ex)
         rete_h1_upstream_start(ex, p->app_address, port);
 }
 
+bool rete_dispatch_normalize_path(rete_exchange *ex)
+{
+    if (ex->path_normalized)
+        return ex->path_refused == RETE_PATH_OK;
+    ex->path_normalized = true;
+    if (!ex->req.path.p)
+        return true; /* CONNECT (authority-form) and raw TCP have no path */
+    rete_view in = ex->req.path;
+    /* The result is never longer than the input (path_norm.h). */
+    char *out = rete_arena_alloc(ex->arena, in.len ? in.len : 1);
+    size_t n = 0;
+    rete_path_norm_result r = rete_path_normalize(in, ex->gen->cfg->path_norm, out, in.len, &n);
+    if (r != RETE_PATH_OK) {
+        ex->path_refused = (uint8_t)r;
+        rete_stat(ex->worker, ex->worker->ms.path_rejected[r], 1);
+        rete_debug("path refused (%s) on %s from %s", rete_path_norm_reason(r),
+                   ex->listener ? ex->listener : "-", ex->downstream_addr);
+        return false;
+    }
+    ex->req.path = rete_view_make(out, n);
+    return true;
+}
+
 void rete_dispatch(rete_exchange *ex)
 {
+    if (!rete_dispatch_normalize_path(ex)) {
+        /* Nothing downstream of here may see a path other than the one
+         * authorised: refuse what cannot be normalised safely. */
+        ex->error = RETE_EXE_BAD_REQUEST;
+        local_text(ex, 400, "bad request path: %s",
+                   rete_path_norm_reason((rete_path_norm_result)ex->path_refused));
+        return;
+    }
     if (ex->admin)
         rete_admin_handle(ex);
     else if (ex->inbound)

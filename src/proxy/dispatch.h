@@ -27,6 +27,14 @@ static inline bool rete_is_internal_header(rete_view name)
 }
 
 void rete_dispatch(rete_exchange *ex);
+/* Normalise ex->req.path in place under the configuration's MeshConfig
+ * pathNormalization (path_norm.h), once: routing, authorization and the
+ * forwarded request then all see the same path. Returns false when the path
+ * is refused; rete_dispatch then answers 400 (a tunnel is closed) and counts
+ * it. Codecs call it where they take the path in when they use the path
+ * before rete_ex_request_ready (HTTP/1.1 upgrades re-serialise it);
+ * rete_dispatch calls it for everyone else. A NULL path (CONNECT) passes. */
+bool rete_dispatch_normalize_path(rete_exchange *ex);
 /* Apply the matched rule's response header modifiers to ex->resp. */
 void rete_dispatch_response_filters(rete_exchange *ex);
 /* Count the exchange in metrics and write its access-log line, once. */

@@ -135,6 +135,10 @@ struct rete_exchange {
     char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */
     char downstream_addr[64];
     uint32_t body_limit;
+    /* req.path normalisation (rete_dispatch_normalize_path): done once, where
+     * the request enters; path_refused is the rete_path_norm_result. */
+    bool path_normalized;
+    uint8_t path_refused;
     /* tunnels: Istio TCP series, resolved once at open (telemetry.c) */
     bool tcp_open;
     rete_metric tcp_sent, tcp_received, tcp_closed;

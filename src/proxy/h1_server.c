@@ -273,6 +273,7 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
         ex->req.authority = rete_ex_dup(ex, m->host);
         ex->req.path = rete_ex_dup(ex, m->target);
     }
+    (void)rete_dispatch_normalize_path(ex); /* now: an upgrade re-serialises it below */
     bool has_request_id = false;
     for (size_t i = 0; i < m->n_headers; i++) {
         rete_view name = m->headers[i].name;

@@ -329,7 +329,11 @@ static void test_principal_wildcards(void **state)
     assert_false(allowed(&cfg, NULL, "GET", "/", 80)); /* "*" needs an identity */
 }
 
-static void test_path_normalized_and_query_ignored(void **state)
+/* authz matches the path it is given, which is the path that will be
+ * forwarded (normalised by dispatch.c beforehand): it must not normalise
+ * again, or what it authorises differs from what the app gets (issue 8 item
+ * 4). Only the query is set aside. */
+static void test_path_matched_as_forwarded_query_ignored(void **state)
 {
     (void)state;
     static const char *const exact[] = {"/admin"};
@@ -338,21 +342,19 @@ static void test_path_normalized_and_query_ignored(void **state)
     const rete_authz_policy pols[] = {{"deny-admin", "test", RETE_AUTHZ_DENY, rules, 1},
                                       {"deny-exact", "test", RETE_AUTHZ_DENY, rules2, 1}};
     rete_config cfg = make_cfg(pols, 1);
-    const char *denied[] = {"/admin", "/admin?x=1", "/admin/", "/x/../admin/y", "/./admin",
-                            "/%61dmin", "/%2e%2E/admin/x", "/admin#frag", "/a/b/../../admin"};
+    const char *denied[] = {"/admin", "/admin?x=1", "/admin/", "/admin/y", "/admin?/../x"};
     for (size_t i = 0; i < N(denied); i++)
         if (allowed(&cfg, NULL, "GET", denied[i], 80))
             fail_msg("%s was let through", denied[i]);
-    const char *open[] = {"/", "/adminx", "/x/admin", "/%2fadmin", "*", "/admin/.."};
+    /* Under NONE these reach the app unchanged: what the app makes of them
+     * is the operator's choice (docs/security.md). */
+    const char *open[] = {"/", "/adminx", "/x/admin", "/x/../admin", "/%61dmin", "//admin"};
     for (size_t i = 0; i < N(open); i++)
         if (!allowed(&cfg, NULL, "GET", open[i], 80))
             fail_msg("%s was denied", open[i]);
     cfg = make_cfg(pols + 1, 1);
     assert_false(allowed(&cfg, NULL, "GET", "/admin?q", 80));
-    assert_true(allowed(&cfg, NULL, "GET", "/admin/x/../", 80)); /* "/admin/" */
-    assert_true(allowed(&cfg, NULL, "GET", "/admin/.", 80));                /* "/admin/" */
-    assert_true(allowed(&cfg, NULL, "GET", "/x/..//admin", 80)); /* "//admin": no slash merging */
-    assert_false(allowed(&cfg, NULL, "GET", "/x/../admin", 80));
+    assert_true(allowed(&cfg, NULL, "GET", "/admin/", 80));
 }
 
 static void test_tcp_semantics(void **state)
@@ -460,7 +462,7 @@ int main(void)
         cmocka_unit_test(test_not_forms),
         cmocka_unit_test(test_and_within_rule_or_across_rules),
         cmocka_unit_test(test_principal_wildcards),
-        cmocka_unit_test(test_path_normalized_and_query_ignored),
+        cmocka_unit_test(test_path_matched_as_forwarded_query_ignored),
         cmocka_unit_test(test_tcp_semantics),
         cmocka_unit_test(test_loader_from_to_product),
         cmocka_unit_test(test_loader_empty_spec_and_empty_rule),
