@@ -422,12 +422,25 @@ class StreamClient:
     socket's receive buffer (set before connecting, so the window is small
     from the start); recv_size is how much one read asks for."""
 
-    def __init__(self, reted, tmp_path, name, ns, sa, token=None, rcvbuf=None):
+    def __init__(self, reted, tmp_path, name, ns, sa, token=None, rcvbuf=None, labels=None,
+                 egress=None, address=None, source=None, identity=None, workload=None):
+        """labels, egress: what the hello claims; address: the hello's
+        workload address (default: a fresh 127.x address), source: the
+        address the connection is made from (default: `address`, as
+        rete-proxy binds its control-plane connections to its workload
+        address); identity: (cert, key) to reuse instead of issuing one;
+        workload: extra hello workload fields."""
         import socket
         import ssl
         self.name, self.ns = name, ns
-        st, body, cert, key = issue_identity(reted, tmp_path, name, token or reted.token(ns, sa))
-        assert st == 200, (st, body)
+        if identity is None:
+            st, body, cert, key = issue_identity(reted, tmp_path, f"{name}.{sa}", token or reted.token(ns, sa))
+            assert st == 200, (st, body)
+        else:
+            cert, key = identity
+        self.identity = (cert, key)
+        address = address or fresh_host()
+        self.address = address
         ctx = ssl.create_default_context(cafile=reted.bundle)
         ctx.check_hostname = False
         ctx.load_cert_chain(cert, key)
@@ -435,12 +448,18 @@ class StreamClient:
         if rcvbuf:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         raw.settimeout(60)
+        raw.bind((source or address, 0))
         raw.connect(("127.0.0.1", reted.xds_port))
         self.sock = ctx.wrap_socket(raw)
         self.sock.sendall(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
         hello = {"type": "hello", "version": 0,
                  "workload": {"name": name, "namespace": ns, "serviceAccount": sa,
-                              "address": fresh_host()}}
+                              "address": address}}
+        if labels is not None:
+            hello["workload"]["labels"] = labels
+        if egress is not None:
+            hello["workload"]["egress"] = egress
+        hello["workload"].update(workload or {})
         self.send(hello)
         self.buf = b""
         self.head = None
