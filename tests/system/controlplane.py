@@ -171,6 +171,15 @@ class Reted:
         return self.request("GET", f"/api/v1/proxies/{ns}/{name}/config")
 
 
+def workload_group(name, ns, sa, labels=None, egress=None):
+    """A WorkloadGroup: what proxies of service account `sa` may register."""
+    spec = {"serviceAccount": sa, "labels": labels or {}}
+    if egress is not None:
+        spec["egress"] = egress
+    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
 def start_reted(tmp_path, *args, subdir="reted", persistent=False):
     return Reted(os.path.join(str(tmp_path), subdir), *args, persistent=persistent).start()
 
@@ -179,7 +188,10 @@ class CPProxy:
     """A rete-proxy in control-plane mode; restartable with the same arguments."""
 
     def __init__(self, reted, tmp_path, name, ns, sa, host=None, token=None, token_file=None,
-                 inbound=(), labels=None, extra=(), data_dir=None, upstreams=()):
+                 inbound=(), labels=None, extra=(), data_dir=None, upstreams=(), grant=True):
+        """grant: act as the operator and declare what this proxy may
+        register (a WorkloadGroup wg-NAME of its service account with its
+        labels and --egress; reted refuses claims no WorkloadGroup admits)."""
         self.reted, self.name, self.ns, self.sa = reted, name, ns, sa
         self.host = host or fresh_host()
         self.data = data_dir or os.path.join(str(tmp_path), f"proxy-{name}.{ns}")
@@ -200,6 +212,16 @@ class CPProxy:
         self.args += list(extra)
         self.proc = None
         self.logs = []
+        if grant and (labels or "--egress" in self.args):
+            self.grant()
+
+    def grant(self):
+        """Apply (again) the WorkloadGroup admitting this proxy's labels and
+        egress, as they are in its arguments now."""
+        a = self.args
+        labels = dict(a[i + 1].split("=", 1) for i in range(len(a) - 1) if a[i] == "--label")
+        egress = [a[i + 1] for i in range(len(a) - 1) if a[i] == "--egress"]
+        self.reted.apply_ok([workload_group(f"wg-{self.name}", self.ns, self.sa, labels, egress or None)])
 
     @property
     def outbound(self):

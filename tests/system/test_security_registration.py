@@ -8,18 +8,15 @@ import json
 
 import pytest
 
-from controlplane import StreamClient, log_has, reted_metric, start_reted, wait_for
+from controlplane import (CPProxy, StreamClient, curl_status, log_has, reted_metric, start_cp_proxy, start_reted,
+                          wait_for, workload_group)
 from mesh import fresh_host, service, workload
 
 NS = "demo"
 
 
 def group(name, sa, labels=None, egress=None, ns=NS):
-    spec = {"serviceAccount": sa, "labels": labels or {}}
-    if egress is not None:
-        spec["egress"] = egress
-    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return workload_group(name, ns, sa, labels, egress)
 
 
 def refused(client, reason_re):
@@ -192,3 +189,34 @@ def test_registration_one_hello_per_stream(reted, tmp_path):
             "workload": {"name": "b-0", "namespace": NS, "serviceAccount": "frontend", "address": c.address}})
     refused(c, r"one hello per stream")
     assert stored(reted, "b-0") is None
+
+
+def test_registration_hijack_with_a_real_proxy_refused(reted, tmp_path):
+    """The review's attack with rete-proxy itself: a sidecar holding
+    client's certificate started as `echo-0` (the echo sidecar's name) or as
+    `evil-0` with echo's labels is refused, and every request to echo is
+    still answered by echo (a hijacked share would fail: the impostor has no
+    app behind it)."""
+    from controlplane import echo_service_mesh
+    mesh = echo_service_mesh(reted, tmp_path)
+    try:
+        for name in ("echo-0", "evil-0"):
+            evil = CPProxy(reted, tmp_path, name, NS, "client", labels={"app": "echo"}, grant=False,
+                           data_dir=str(tmp_path / f"evil-{name}"))
+            evil.start(ready=r"control plane")
+            log_has(evil.log, r"reted refused the stream: hello: (labels app=echo are not admitted|"
+                              r"Workload demo/echo-0 is connected as another identity)")
+            evil.stop()
+        wl = stored(reted, "echo-0")
+        assert wl["spec"]["serviceAccount"] == "echo", wl
+        assert stored(reted, "evil-0") is None
+        p = reted.proxy("echo-0", NS)
+        assert p and p["connected"] and p["spiffeId"].endswith("/sa/echo"), p
+        client = mesh["client"]
+        codes = [curl_status(client.outbound, "echo") for _ in range(30)]
+        assert codes == [200] * 30, codes
+    finally:
+        mesh["client"].stop()
+        mesh["server"].stop()
+        mesh["echo"].terminate()
+        mesh["echo"].wait()
