@@ -309,7 +309,10 @@ static const char *egress_outside(json_t *claimed, json_t *allowed, const char *
         if (!cs)
             return "(not a string)";
         bool ok = !allowed;
-        json_array_foreach(allowed, j, a) ok = ok || (json_is_string(a) && egress_covers(json_string_value(a), cs, ns));
+        json_array_foreach(allowed, j, a)
+        {
+            ok = ok || (json_is_string(a) && egress_covers(json_string_value(a), cs, ns));
+        }
         if (!ok)
             return cs;
     }
