@@ -1180,6 +1180,27 @@ static const cfg_field mesh_fields[] = {
 };
 static const cfg_schema mesh_schema = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 
+/* ---- WorkloadGroup ------------------------------------------------------------------ */
+
+static const cfg_field workload_group_fields[] = {
+    {"serviceAccount", CFG_STR, CFG_REQUIRED, CFG_AT(raw_workload_group, service_account),
+     .check = check_dns_name,
+     .doc = "the identity it admits: proxies whose certificate names this service account (in "
+            "the group's namespace)"},
+    {"labels", CFG_LABELS, 0, CFG_AT(raw_workload_group, labels),
+     CFG_CNT(raw_workload_group, n_labels), .docdef = "none: only a Workload without labels",
+     .doc = "the labels such a proxy may claim when it registers its Workload: it may claim "
+            "these or fewer, never another key or value (one group per label set; a proxy is "
+            "admitted when one group of its account covers its claim)"},
+    {"egress", CFG_STRLIST, 0, CFG_AT(raw_workload_group, egress),
+     CFG_CNT(raw_workload_group, n_egress), .max = 64, .check = check_egress_host,
+     .docdef = "MeshConfig's defaultEgress",
+     .doc = "the widest egress such a proxy may claim (`NAMESPACE/NAME` patterns, as Workload "
+            "`egress`): each host it claims must fall under one of these"},
+};
+static const cfg_schema workload_group_schema =
+    CFG_SCHEMA("WorkloadGroup", raw_workload_group, workload_group_fields, NULL);
+
 /* ---- kinds ------------------------------------------------------------------------ */
 
 const kind_def cfg_kinds[K_COUNT] = {
@@ -1248,6 +1269,14 @@ const kind_def cfg_kinds[K_COUNT] = {
                 &mesh_schema,
                 sizeof(raw_mesh),
                 "Mesh-wide defaults. At most one."},
+    [K_WORKLOAD_GROUP] = {K_WORKLOAD_GROUP,
+                          "WorkloadGroup",
+                          {"networking.rete.dev/v1alpha1"},
+                          &workload_group_schema,
+                          sizeof(raw_workload_group),
+                          "What the proxies of one service account may register on the config "
+                          "stream (Istio WorkloadGroup shape): the labels and egress they may "
+                          "claim. Read by reted only; proxies ignore it."},
 };
 
 /* ---- reference documentation ------------------------------------------------------ */

@@ -193,6 +193,17 @@ typedef struct raw_mesh {
     int path_norm;               /* rete_path_norm_mode */
 } raw_mesh;
 
+/* WorkloadGroup: what proxies of one service account may register (read by
+ * reted's registry, never pushed to a proxy). */
+typedef struct raw_workload_group {
+    raw_res hdr;
+    const char *service_account;
+    const rete_label *labels;
+    size_t n_labels;
+    const char **egress;
+    size_t n_egress;
+} raw_workload_group;
+
 /* ---- kinds ------------------------------------------------------------------------ */
 
 enum kind_id {
@@ -206,6 +217,7 @@ enum kind_id {
     K_PEER_AUTHN,
     K_AUTHZ,
     K_MESH,
+    K_WORKLOAD_GROUP,
     K_COUNT
 };
 

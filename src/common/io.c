@@ -245,12 +245,29 @@ static void on_connect_failed_closed(uv_handle_t *h)
 rete_rc rete_io_connect(rete_io *io, rete_io_loop *iol, const char *ip, uint16_t port,
                         rete_tls_session *tls, const rete_io_cbs *cbs, void *owner)
 {
-    struct sockaddr_storage ss;
+    return rete_io_connect_from(io, iol, NULL, ip, port, tls, cbs, owner);
+}
+
+rete_rc rete_io_connect_from(rete_io *io, rete_io_loop *iol, const char *src_ip, const char *ip,
+                             uint16_t port, rete_tls_session *tls, const rete_io_cbs *cbs,
+                             void *owner)
+{
+    struct sockaddr_storage ss, src;
     if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss) != 0)
         return RETE_EINVAL; /* nothing initialised: the caller frees */
+    if (src_ip && uv_ip4_addr(src_ip, 0, (struct sockaddr_in *)&src) != 0 &&
+        uv_ip6_addr(src_ip, 0, (struct sockaddr_in6 *)&src) != 0)
+        return RETE_EINVAL;
     io_init(io, iol, cbs, owner);
     io->tls = tls;
+    int rc = 0;
+    if (src_ip) {
+        rc = uv_tcp_bind(&io->tcp, (struct sockaddr *)&src, 0);
+        if (rc < 0)
+            rete_warn("connect to %s:%u from %s: %s; connecting from the default address", ip,
+                      (unsigned)port, src_ip, uv_strerror(rc));
+    }
     if (uv_tcp_connect(&io->connect_req, &io->tcp, (struct sockaddr *)&ss, on_connect) < 0) {
         io->closing = true;
         uv_close((uv_handle_t *)&io->tcp, on_connect_failed_closed);

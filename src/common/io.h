@@ -75,6 +75,13 @@ RETE_MUST_CHECK rete_rc rete_io_accept(rete_io *io, rete_io_loop *iol, uv_stream
 RETE_MUST_CHECK rete_rc rete_io_connect(rete_io *io, rete_io_loop *iol, const char *ip,
                                         uint16_t port, rete_tls_session *tls,
                                         const rete_io_cbs *cbs, void *owner);
+/* The same from a given source address (an IP literal; port chosen by the
+ * kernel): a proxy's control-plane connection comes from its workload
+ * address, which reted checks. When the address cannot be bound (not
+ * local: behind NAT), a warning and a connection from the default address. */
+RETE_MUST_CHECK rete_rc rete_io_connect_from(rete_io *io, rete_io_loop *iol, const char *src_ip,
+                                             const char *ip, uint16_t port, rete_tls_session *tls,
+                                             const rete_io_cbs *cbs, void *owner);
 /* Turn an accepted plaintext io into a TLS server; `initial` holds bytes
  * already read (the ClientHello the detector peeked). Takes ownership of tls. */
 void rete_io_start_tls(rete_io *io, rete_tls_session *tls, const char *initial,

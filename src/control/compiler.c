@@ -216,6 +216,8 @@ static bool attached_in_scope(const reted_snapshot *s, const reted_ires *res)
         return s->all || (res->refs.n && set_has(&s->services, res->refs.p));
     case RETED_IK_POLICY:
         return policy_in_scope(s, res);
+    case RETED_IK_GROUP:
+        return false; /* the registry's, never a proxy's */
     default:
         return true;
     }

@@ -38,6 +38,9 @@ static void usage(FILE *out)
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
             "      --cert-ttl DUR     workload certificate lifetime (default 24h; e.g. 30s, 10m)\n"
             "      --grace DUR        how long a disconnected proxy stays registered (default 60s)\n"
+            "      --registration-address-check peer|off\n"
+            "                         peer (default): a proxy registers only the address its\n"
+            "                         connection comes from; off: behind NAT, trust the claim\n"
             "\n"
             "  limits (docs/operations.md, \"reted's limits\"):\n"
             "      --max-apply-body SIZE        POST /api/v1/apply body (default 16M)\n"
@@ -459,6 +462,7 @@ char *reted_metrics(reted *r, size_t *len)
             "# TYPE rete_reted_heap_bytes gauge\n"
             "rete_reted_heap_bytes %zu\n",
             n_snap, snap_bytes, r->index.n, rete_alloc_in_use());
+    reted_registry_metrics(r, f);
     fclose(f);
     *len = size;
     return out;
@@ -491,6 +495,7 @@ int main(int argc, char **argv)
         {"data-dir", required_argument, NULL, 'd'}, {"api", required_argument, NULL, 'a'},
         {"xds", required_argument, NULL, 'x'},      {"trust-domain", required_argument, NULL, 't'},
         {"cert-ttl", required_argument, NULL, 'T'}, {"grace", required_argument, NULL, 'g'},
+        {"registration-address-check", required_argument, NULL, 'R'},
         {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {"max-apply-body", required_argument, NULL, 256},
@@ -539,6 +544,13 @@ int main(int argc, char **argv)
                 fprintf(stderr, "reted: bad --grace %s\n", optarg);
                 return 2;
             }
+            break;
+        case 'R':
+            if (strcmp(optarg, "peer") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "reted: --registration-address-check is peer or off, not %s\n", optarg);
+                return 2;
+            }
+            r.address_check_off = strcmp(optarg, "off") == 0;
             break;
         case 'l':
             if ((rete_log_level = rete_log_level_parse(optarg)) < 0) {

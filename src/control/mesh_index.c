@@ -70,7 +70,7 @@ static reted_ikind ikind_of(const char *kind)
         {"HTTPRoute", RETED_IK_ROUTE},         {"GRPCRoute", RETED_IK_ROUTE},
         {"TCPRoute", RETED_IK_ROUTE},          {"DestinationRule", RETED_IK_DR},
         {"AuthorizationPolicy", RETED_IK_POLICY}, {"PeerAuthentication", RETED_IK_POLICY},
-        {"MeshConfig", RETED_IK_MESH},
+        {"MeshConfig", RETED_IK_MESH},         {"WorkloadGroup", RETED_IK_GROUP},
     };
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
         if (strcmp(kinds[i].kind, kind) == 0)
@@ -276,7 +276,7 @@ static reted_ires *ires_new(const rete_store_resource *res)
     e->json->kind = e->json->data + len + 1;
     e->json->ns = e->json->kind + lk;
     e->json->name = e->json->ns + ln;
-    if (e->k == RETED_IK_OTHER || e->k == RETED_IK_POLICY)
+    if (e->k == RETED_IK_OTHER || e->k == RETED_IK_POLICY || e->k == RETED_IK_GROUP)
         return e;
     json_t *doc = json_loadb(e->json->data, e->json->len, 0, NULL);
     json_t *spec = json_object_get(doc, "spec");

@@ -18,6 +18,7 @@ typedef enum {
     RETED_IK_DR,        /* DestinationRule */
     RETED_IK_POLICY,    /* AuthorizationPolicy, PeerAuthentication */
     RETED_IK_MESH,      /* MeshConfig */
+    RETED_IK_GROUP,     /* WorkloadGroup: read by the registry, never in a snapshot */
 } reted_ikind;
 
 /* Packed strings: `n` NUL-terminated strings one after the other. */

@@ -29,6 +29,7 @@ static const struct {
     {"AuthorizationPolicy", {"authorizationpolicy", "authorizationpolicies", "authz", NULL}},
     {"PeerAuthentication", {"peerauthentication", "peerauthentications", "pa", NULL}},
     {"MeshConfig", {"meshconfig", "meshconfigs", NULL}},
+    {"WorkloadGroup", {"workloadgroup", "workloadgroups", "wg", NULL}},
 };
 
 const char *reted_kind_canonical(const char *name)

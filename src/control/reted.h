@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #define RETED_ROOT_NS "rete-system"
@@ -140,6 +141,9 @@ typedef struct reted {
     uint64_t certs_refused;
     uint64_t applies_ok;
     uint64_t applies_rejected;
+    uint64_t registrations_ok;      /* hellos that registered or attached a Workload */
+    uint64_t registrations_refused[8]; /* by reted_reg_reason (xds.c) */
+    bool address_check_off;         /* --registration-address-check off: behind NAT */
     int64_t started_unix;
 } reted;
 
@@ -217,6 +221,8 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
  * (main.c); NULL with err. */
 rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen);
 
+/* xds.c: the registry's samples of /metrics (registrations by result). */
+void reted_registry_metrics(reted *r, FILE *f);
 /* metrics text (malloc'ed) */
 char *reted_metrics(reted *r, size_t *len);
 

@@ -6,6 +6,8 @@
 #include "reted.h"
 #include "token.h"
 
+#include <arpa/inet.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,30 +161,372 @@ static void proxy_free(reted *r, reted_proxy *p)
     free(p);
 }
 
-/* Write (or refresh) the Workload a proxy announced. */
-static bool register_workload(reted *r, json_t *wl, const char *ns, const char *sa, char *err, size_t errlen)
+/* ---- registration: what a hello may claim ----
+ *
+ * The rules (docs/control-plane.md, "Registration"): a hello is bound to the
+ * identity of the client certificate (namespace, service account) and to
+ * what the operator declared for that identity:
+ * - a Workload record belongs to one identity: the one whose stream created
+ *   it (annotation rete.dev/registered-by: proxy, spec.serviceAccount), or
+ *   the one the operator declared it for (an applied Workload's
+ *   serviceAccount). Only that identity may attach to it; a stream of
+ *   another identity is refused, a stream of the same identity (a restart)
+ *   takes over from the live one;
+ * - an operator's record is never written or deleted by a proxy: the hello
+ *   must match it (same address, labels and egress it carries or fewer);
+ * - a record a proxy creates may carry the labels and egress one
+ *   WorkloadGroup of its service account (same namespace) admits; with no
+ *   WorkloadGroup for the account, no labels, and the egress MeshConfig
+ *   defaultEgress allows;
+ * - the hello's address is the connection's source address unless reted
+ *   runs with --registration-address-check off (proxies behind NAT).
+ * Claims beyond that are refused (not trimmed): a trimmed registration
+ * would serve with less than the proxy believes it has, silently. */
+
+typedef enum reg_reason {
+    REG_MALFORMED,  /* no name or address, a second hello on a stream */
+    REG_IDENTITY,   /* certificate not a workload identity, or another ns/sa named */
+    REG_OWNER,      /* the record belongs to another identity */
+    REG_ADDRESS,    /* not the connection's address, or not the operator's record's */
+    REG_LABELS,     /* labels beyond what the operator admits */
+    REG_EGRESS,     /* egress beyond what the operator admits */
+    REG_INVALID,    /* the Workload fails validation, or the store failed */
+    REG_N
+} reg_reason;
+
+static const char *const reg_reason_name[REG_N] = {
+    [REG_MALFORMED] = "malformed", [REG_IDENTITY] = "identity", [REG_OWNER] = "owner",
+    [REG_ADDRESS] = "address",     [REG_LABELS] = "labels",     [REG_EGRESS] = "egress",
+    [REG_INVALID] = "invalid",
+};
+
+void reted_registry_metrics(reted *r, FILE *f)
 {
-    const char *name = json_string_value(json_object_get(wl, "name"));
-    const char *address = json_string_value(json_object_get(wl, "address"));
-    json_t *labels = json_object_get(wl, "labels");
+    fprintf(f,
+            "# HELP rete_reted_registrations_total Config stream hellos that registered or attached a Workload.\n"
+            "# TYPE rete_reted_registrations_total counter\n"
+            "rete_reted_registrations_total %llu\n"
+            "# HELP rete_reted_registrations_refused_total Config stream hellos refused, by reason.\n"
+            "# TYPE rete_reted_registrations_refused_total counter\n",
+            (unsigned long long)r->registrations_ok);
+    for (size_t i = 0; i < REG_N; i++)
+        fprintf(f, "rete_reted_registrations_refused_total{reason=\"%s\"} %llu\n", reg_reason_name[i],
+                (unsigned long long)r->registrations_refused[i]);
+}
+
+/* The IP literal s as bytes (IPv4-mapped IPv6 as IPv4); false if not one. */
+static bool ip_bytes(const char *s, uint8_t out[16], size_t *len)
+{
+    if (inet_pton(AF_INET, s, out) == 1) {
+        *len = 4;
+        return true;
+    }
+    if (inet_pton(AF_INET6, s, out) != 1)
+        return false;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(out, mapped, 12) == 0) {
+        memmove(out, out + 12, 4);
+        *len = 4;
+    } else {
+        *len = 16;
+    }
+    return true;
+}
+
+static bool same_ip(const char *a, const char *b)
+{
+    uint8_t x[16], y[16];
+    size_t xl, yl;
+    return ip_bytes(a, x, &xl) && ip_bytes(b, y, &yl) && xl == yl && memcmp(x, y, xl) == 0;
+}
+
+/* The host part of a peer address "ip:port" into out. */
+static void peer_ip(const char *peer, char *out, size_t len)
+{
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+    snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), peer);
+}
+
+/* "k=v,k=v" of a labels object, for messages (bounded by out). */
+static void labels_text(json_t *labels, char *out, size_t len)
+{
+    const char *k;
+    json_t *v;
+    size_t o = 0;
+    out[0] = '\0';
+    json_object_foreach(labels, k, v)
+    {
+        int n = snprintf(out + o, len - o, "%s%s=%s", o ? "," : "", k,
+                         json_is_string(v) ? json_string_value(v) : "?");
+        if (n < 0 || (size_t)n >= len - o)
+            break;
+        o += (size_t)n;
+    }
+}
+
+/* Every claimed label is one of `allowed` (same key, same value). */
+static bool labels_within(json_t *claimed, json_t *allowed)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(claimed, k, v)
+    {
+        json_t *a = json_object_get(allowed, k);
+        if (!json_is_string(v) || !json_is_string(a) || !json_equal(v, a))
+            return false;
+    }
+    return true;
+}
+
+/* Does the egress pattern `a` cover the host `c` (both "NS/NAME", NS may be
+ * "." for `ns` or "*", NAME may be "*")? A wildcard is covered only by a
+ * wildcard. */
+static bool egress_covers(const char *a, const char *c, const char *ns)
+{
+    const char *as = strchr(a, '/'), *cs = strchr(c, '/');
+    if (!as || !cs)
+        return false;
+    size_t anl = (size_t)(as - a), cnl = (size_t)(cs - c);
+    const char *an = a, *cn = c;
+    if (anl == 1 && a[0] == '.')
+        an = ns, anl = strlen(ns);
+    if (cnl == 1 && c[0] == '.')
+        cn = ns, cnl = strlen(ns);
+    bool ns_ok = (anl == 1 && an[0] == '*') ||
+                 (!(cnl == 1 && cn[0] == '*') && anl == cnl && memcmp(an, cn, anl) == 0);
+    bool name_ok = strcmp(as + 1, "*") == 0 || (strcmp(cs + 1, "*") != 0 && strcmp(as + 1, cs + 1) == 0);
+    return ns_ok && name_ok;
+}
+
+/* The first claimed egress host no pattern of `allowed` covers, or NULL
+ * when all are covered. allowed NULL: the whole mesh. */
+static const char *egress_outside(json_t *claimed, json_t *allowed, const char *ns)
+{
+    size_t i, j;
+    json_t *c, *a;
+    json_array_foreach(claimed, i, c)
+    {
+        const char *cs = json_string_value(c);
+        if (!cs)
+            return "(not a string)";
+        bool ok = !allowed;
+        json_array_foreach(allowed, j, a)
+        {
+            ok = ok || (json_is_string(a) && egress_covers(json_string_value(a), cs, ns));
+        }
+        if (!ok)
+            return cs;
+    }
+    return NULL;
+}
+
+typedef struct groups_ctx {
+    const char *sa;
+    json_t *groups;      /* the specs of the account's WorkloadGroups */
+    json_t *mesh_egress; /* MeshConfig defaultEgress, or NULL */
+} groups_ctx;
+
+static bool collect_group(const rete_store_resource *res, void *arg)
+{
+    groups_ctx *g = arg;
+    json_t *doc = json_loads(res->json, 0, NULL);
+    json_t *spec = json_object_get(doc, "spec");
+    if (strcmp(res->kind, "MeshConfig") == 0) {
+        json_t *e = json_object_get(spec, "defaultEgress");
+        if (json_array_size(e) && !g->mesh_egress)
+            g->mesh_egress = json_incref(e);
+    } else {
+        const char *sa = json_string_value(json_object_get(spec, "serviceAccount"));
+        if (sa && strcmp(sa, g->sa) == 0)
+            json_array_append(g->groups, spec);
+    }
+    json_decref(doc);
+    return true;
+}
+
+/* A hello's claims, and what reted found about them. */
+typedef struct hello_claim {
+    const char *ns, *sa, *spiffe, *name, *address;
+    json_t *labels;  /* the claimed labels (an empty object when none) */
+    json_t *egress;  /* the claimed egress, or NULL */
+    json_t *record;  /* the stored Workload, or NULL */
+    bool operator_record; /* stored and not created by a proxy */
+    json_t *grant_egress; /* to write when the hello claims none: the group's */
+} hello_claim;
+
+static reg_reason refuse_with(char *err, size_t errlen, reg_reason why, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static reg_reason refuse_with(char *err, size_t errlen, reg_reason why, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return why;
+}
+
+/* Labels and egress of a hello that creates or refreshes its own record:
+ * admitted by one WorkloadGroup of its account, or (no group) no labels
+ * and an egress within MeshConfig defaultEgress. REG_N when admitted. */
+static reg_reason check_grant(reted *r, hello_claim *h, char *err, size_t errlen)
+{
+    groups_ctx g = {h->sa, json_array(), NULL};
+    if (r->store->ops->list(r->store, "WorkloadGroup", h->ns, collect_group, &g) < 0 ||
+        r->store->ops->list(r->store, "MeshConfig", NULL, collect_group, &g) < 0) {
+        json_decref(g.groups);
+        json_decref(g.mesh_egress);
+        return refuse_with(err, errlen, REG_INVALID, "hello: store unavailable");
+    }
+    char lt[512];
+    labels_text(h->labels, lt, sizeof(lt));
+    reg_reason why = REG_N;
+    const char *outside = NULL;
+    if (json_array_size(g.groups) == 0) {
+        if (json_object_size(h->labels))
+            why = refuse_with(err, errlen, REG_LABELS,
+                              "hello: labels %s are not admitted for %s: no WorkloadGroup of service "
+                              "account %s in namespace %s",
+                              lt, h->spiffe, h->sa, h->ns);
+        else if ((outside = egress_outside(h->egress, g.mesh_egress, h->ns)))
+            why = refuse_with(err, errlen, REG_EGRESS,
+                              "hello: egress %s is not admitted for %s: outside MeshConfig "
+                              "defaultEgress (and no WorkloadGroup of service account %s in "
+                              "namespace %s)",
+                              outside, h->spiffe, h->sa, h->ns);
+    } else {
+        size_t i;
+        json_t *spec;
+        bool labels_ok = false;
+        why = REG_LABELS;
+        json_array_foreach(g.groups, i, spec)
+        {
+            if (!labels_within(h->labels, json_object_get(spec, "labels")))
+                continue;
+            labels_ok = true;
+            json_t *ge = json_object_get(spec, "egress");
+            json_t *allowed = json_array_size(ge) ? ge : g.mesh_egress;
+            const char *o = egress_outside(h->egress, allowed, h->ns);
+            if (!o) {
+                why = REG_N;
+                if (!h->egress && json_array_size(ge))
+                    h->grant_egress = json_incref(ge);
+                break;
+            }
+            outside = outside ? outside : o;
+        }
+        if (why != REG_N && !labels_ok)
+            refuse_with(err, errlen, REG_LABELS,
+                        "hello: labels %s are not admitted for %s: no WorkloadGroup of service "
+                        "account %s in namespace %s allows them",
+                        lt, h->spiffe, h->sa, h->ns);
+        else if (why != REG_N)
+            why = refuse_with(err, errlen, REG_EGRESS,
+                              "hello: egress %s is not admitted for %s: outside the egress of every "
+                              "WorkloadGroup of service account %s in namespace %s that admits its "
+                              "labels",
+                              outside, h->spiffe, h->sa, h->ns);
+    }
+    json_decref(g.groups);
+    json_decref(g.mesh_egress);
+    return why;
+}
+
+/* A record's owner: its spec.serviceAccount ("default" when absent, as the
+ * loader reads it), and whether a proxy created it. */
+static const char *record_sa(json_t *rec)
+{
+    const char *sa = json_string_value(json_object_get(json_object_get(rec, "spec"), "serviceAccount"));
+    return sa ? sa : "default";
+}
+
+static bool record_by_proxy(json_t *rec)
+{
+    const char *by = json_string_value(json_object_get(
+        json_object_get(json_object_get(rec, "metadata"), "annotations"), "rete.dev/registered-by"));
+    return by && strcmp(by, "proxy") == 0;
+}
+
+/* Everything a hello may claim, checked (the rules above). REG_N when it
+ * may register; else the reason, with a message in err. */
+static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, char *err, size_t errlen)
+{
+    if (!r->address_check_off) {
+        char from[64];
+        peer_ip(rete_http_stream_peer_addr(st), from, sizeof(from));
+        if (!same_ip(from, h->address))
+            return refuse_with(err, errlen, REG_ADDRESS,
+                               "hello: address %s is not this proxy's: its connection comes from %s "
+                               "(rete-proxy connects from its --address; behind NAT run reted "
+                               "--registration-address-check off)",
+                               h->address, from);
+    }
+    reted_proxy *live = reted_proxy_find(r, h->ns, h->name);
+    if (live && live->stream && strcmp(live->sa, h->sa) != 0)
+        return refuse_with(err, errlen, REG_OWNER,
+                           "hello: Workload %s/%s is connected as another identity (%s)", h->ns,
+                           h->name, live->spiffe_id);
+    rete_store_resource res;
+    if (r->store->ops->get(r->store, "Workload", h->ns, h->name, &res) == RETE_OK)
+        h->record = json_loads(res.json, 0, NULL);
+    if (!h->record)
+        return check_grant(r, h, err, errlen);
+    h->operator_record = !record_by_proxy(h->record);
+    if (strcmp(record_sa(h->record), h->sa) != 0)
+        return refuse_with(err, errlen, REG_OWNER,
+                           "hello: Workload %s/%s belongs to another identity (service account %s, "
+                           "%s)",
+                           h->ns, h->name, record_sa(h->record),
+                           h->operator_record ? "declared by the operator" : "registered by its proxy");
+    if (!h->operator_record)
+        return check_grant(r, h, err, errlen);
+    /* The operator's record: the hello must match it, it is never rewritten. */
+    json_t *spec = json_object_get(h->record, "spec");
+    const char *addr = json_string_value(json_object_get(spec, "address"));
+    if (!addr || !same_ip(addr, h->address))
+        return refuse_with(err, errlen, REG_ADDRESS,
+                           "hello: address %s differs from the address the operator declared for "
+                           "Workload %s/%s (%s)",
+                           h->address, h->ns, h->name, addr ? addr : "none");
+    if (!labels_within(h->labels, json_object_get(spec, "labels"))) {
+        char lt[512];
+        labels_text(h->labels, lt, sizeof(lt));
+        return refuse_with(err, errlen, REG_LABELS,
+                           "hello: labels %s are not admitted: Workload %s/%s, declared by the "
+                           "operator, does not carry them",
+                           lt, h->ns, h->name);
+    }
+    /* The record's egress is the one in force (the claim is not written):
+     * a different claim would be configuration accepted and not applied. */
+    json_t *re = json_object_get(spec, "egress");
+    if (h->egress && !json_equal(h->egress, re))
+        return refuse_with(err, errlen, REG_EGRESS,
+                           "hello: egress is not admitted: Workload %s/%s, declared by the "
+                           "operator, %s; the operator sets it there",
+                           h->ns, h->name, re ? "has another egress" : "sets none");
+    return REG_N;
+}
+
+/* Write (or refresh) the Workload a proxy registers, from its checked claims. */
+static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *err, size_t errlen)
+{
     json_t *mesh_port = json_object_get(wl, "meshPort");
     json_t *doc = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s}},s:{s:s,s:s}}", "apiVersion",
                             "networking.rete.dev/v1alpha1", "kind", "Workload", "metadata", "name",
-                            name, "namespace", ns, "annotations", "rete.dev/registered-by", "proxy",
-                            "spec", "address", address, "serviceAccount", sa);
-    if (!doc) {
-        snprintf(err, errlen, "hello: workload.name and workload.address are required");
-        return false;
-    }
+                            h->name, "namespace", h->ns, "annotations", "rete.dev/registered-by",
+                            "proxy", "spec", "address", h->address, "serviceAccount", h->sa);
+    if (!doc)
+        return refuse_with(err, errlen, REG_MALFORMED, "hello: workload.name and workload.address are required");
     json_t *spec = json_object_get(doc, "spec");
-    if (json_is_object(labels))
-        json_object_set(spec, "labels", labels);
+    if (json_object_size(h->labels))
+        json_object_set(spec, "labels", h->labels);
     if (json_is_integer(mesh_port))
         json_object_set(spec, "meshPort", mesh_port);
-    json_t *egress = json_object_get(wl, "egress");
-    if (egress)
-        json_object_set(spec, "egress", egress);
-    reted_doc d = {doc, "Workload", ns, name, 0};
+    if (h->egress)
+        json_object_set(spec, "egress", h->egress);
+    else if (h->grant_egress)
+        json_object_set(spec, "egress", h->grant_egress);
+    reted_doc d = {doc, "Workload", h->ns, h->name, 0, 0};
     /* A Workload is selected by labels, never named by another resource:
      * checking it alone is enough (checking it against the whole store on
      * every hello made connecting N proxies cost N x store). */
@@ -194,35 +538,39 @@ static bool register_workload(reted *r, json_t *wl, const char *ns, const char *
                  json_string_value(json_object_get(det, "reason")));
         json_decref(verr);
         json_decref(doc);
-        return false;
+        return REG_INVALID;
     }
     char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    rete_store_write w = {"Workload", ns, name, text, 0};
+    rete_store_write w = {"Workload", h->ns, h->name, text, 0};
     size_t failed;
     rete_rc rc = r->store->ops->apply(r->store, &w, 1, &failed);
     free(text);
     json_decref(doc);
-    if (rc < 0) {
-        snprintf(err, errlen, "store write failed");
-        return false;
-    }
+    if (rc < 0)
+        return refuse_with(err, errlen, REG_INVALID, "hello: store write failed");
     if (!w.unchanged)
-        reted_changed(r, "Workload", ns, name);
-    return true;
+        reted_changed(r, "Workload", h->ns, h->name);
+    return REG_N;
 }
 
+/* Remove the Workload of a proxy that drained or expired: only a record its
+ * own identity's stream created, never the operator's. */
 static void deregister(reted *r, reted_proxy *p)
 {
     rete_store_resource res;
-    if (r->store->ops->get(r->store, "Workload", p->ns, p->name, &res) == RETE_OK &&
-        strstr(res.json, "\"rete.dev/registered-by\":\"proxy\"")) {
-        /* Nothing names a Workload (services select by label): removing it
-         * cannot leave a dangling reference. */
-        rete_store_write w = {"Workload", p->ns, p->name, NULL, 0};
-        size_t failed;
-        if (r->store->ops->apply(r->store, &w, 1, &failed) == RETE_OK)
-            reted_changed(r, "Workload", p->ns, p->name);
-    }
+    if (r->store->ops->get(r->store, "Workload", p->ns, p->name, &res) != RETE_OK)
+        return;
+    json_t *rec = json_loads(res.json, 0, NULL);
+    bool own = rec && record_by_proxy(rec) && strcmp(record_sa(rec), p->sa) == 0;
+    json_decref(rec);
+    if (!own)
+        return;
+    /* Nothing names a Workload (services select by label): removing it
+     * cannot leave a dangling reference. */
+    rete_store_write w = {"Workload", p->ns, p->name, NULL, 0};
+    size_t failed;
+    if (r->store->ops->apply(r->store, &w, 1, &failed) == RETE_OK)
+        reted_changed(r, "Workload", p->ns, p->name);
 }
 
 /* ---- streams ---- */
@@ -349,12 +697,25 @@ static void stream_refuse(rete_http_stream *st, const char *why)
     rete_http_stream_close(st);
 }
 
+static reted_proxy *proxy_of(reted *r, rete_http_stream *st);
+
+static void hello_refuse(reted *r, rete_http_stream *st, reg_reason why, const char *msg)
+{
+    r->registrations_refused[why]++;
+    stream_refuse(st, msg);
+}
+
 static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
 {
     const char *peer = rete_http_stream_peer_id(st);
     char ns[254], sa[254];
     if (!split_spiffe(r, peer, ns, sizeof(ns), sa, sizeof(sa))) {
-        stream_refuse(st, "client certificate is not a workload identity of this trust domain");
+        hello_refuse(r, st, REG_IDENTITY, "client certificate is not a workload identity of this trust domain");
+        return;
+    }
+    /* One stream, one record: a second hello would hold a second one. */
+    if (proxy_of(r, st)) {
+        hello_refuse(r, st, REG_MALFORMED, "hello: one hello per stream");
         return;
     }
     json_t *wl = json_object_get(msg, "workload");
@@ -362,8 +723,13 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     const char *wsa = json_string_value(json_object_get(wl, "serviceAccount"));
     const char *name = json_string_value(json_object_get(wl, "name"));
     const char *address = json_string_value(json_object_get(wl, "address"));
-    if (!json_is_object(wl) || !name || !address) {
-        stream_refuse(st, "hello: workload.name and workload.address are required");
+    json_t *labels = json_object_get(wl, "labels");
+    json_t *egress = json_object_get(wl, "egress");
+    if (!json_is_object(wl) || !name || !address || (labels && !json_is_object(labels)) ||
+        (egress && !json_is_array(egress))) {
+        hello_refuse(r, st, REG_MALFORMED,
+                     "hello: workload.name and workload.address are required (labels an object, "
+                     "egress a list)");
         return;
     }
     /* One workload cannot speak for another namespace or service account. */
@@ -371,17 +737,29 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
         char why[700];
         snprintf(why, sizeof(why), "hello names %s/%s but the certificate is %s",
                  wns ? wns : ns, wsa ? wsa : sa, peer);
-        stream_refuse(st, why);
+        hello_refuse(r, st, REG_IDENTITY, why);
         return;
     }
-    char err[512];
-    if (!register_workload(r, wl, ns, sa, err, sizeof(err))) {
-        stream_refuse(st, err);
+    hello_claim h = {ns, sa, peer, name, address, labels ? json_incref(labels) : json_object(),
+                     egress, NULL, false, NULL};
+    char err[1024];
+    reg_reason why = check_hello(r, st, &h, err, sizeof(err));
+    if (why == REG_N && !h.operator_record)
+        why = register_workload(r, wl, &h, err, sizeof(err));
+    bool operator_record = h.operator_record;
+    json_decref(h.labels);
+    json_decref(h.record);
+    json_decref(h.grant_egress);
+    if (why != REG_N) {
+        hello_refuse(r, st, why, err);
         return;
     }
+    r->registrations_ok++;
     reted_proxy *p = reted_proxy_find(r, ns, name);
     if (p && p->stream && p->stream != st) {
-        /* A restarted proxy: the new stream wins. */
+        /* The same identity again (check_hello refused any other): a
+         * restarted proxy; the new stream wins. */
+        rete_info("xds: %s/%s reconnected as %s: closing its previous stream", ns, name, peer);
         rete_http_stream *old = p->stream;
         p->stream = NULL;
         rete_http_stream_close(old);
@@ -409,7 +787,8 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     p->cert_issued_at = json_is_integer(iss) ? json_integer_value(iss) : 0;
     p->sent_version = p->acked_version;
     /* always send a fresh snapshot to a new stream (push is forced) */
-    rete_info("xds: %s/%s connected from %s as %s", ns, name, rete_http_stream_peer_addr(st), peer);
+    rete_info("xds: %s/%s connected from %s as %s%s", ns, name, rete_http_stream_peer_addr(st), peer,
+              operator_record ? " (the Workload the operator declared)" : "");
     push(r, p, true);
 }
 

@@ -526,7 +526,9 @@ static cp_http *http_start(cp_kind kind, rete_tls_ctx *ctx, const char *method, 
                                       method, path, blen);
     memcpy(h->request + h->request_len, body ? body : "", blen);
     h->request_len += blen;
-    if (rete_io_connect(&h->io, &cp.p->iol, host, port, s, &http_cbs, h) < 0) {
+    /* From the workload's own address: reted registers only the address a
+     * proxy's connection comes from (docs/control-plane.md, Registration). */
+    if (rete_io_connect_from(&h->io, &cp.p->iol, cp.o->address, host, port, s, &http_cbs, h) < 0) {
         rete_tls_session_free(s);
         free(h->request);
         free(h);

@@ -171,6 +171,15 @@ class Reted:
         return self.request("GET", f"/api/v1/proxies/{ns}/{name}/config")
 
 
+def workload_group(name, ns, sa, labels=None, egress=None):
+    """A WorkloadGroup: what proxies of service account `sa` may register."""
+    spec = {"serviceAccount": sa, "labels": labels or {}}
+    if egress is not None:
+        spec["egress"] = egress
+    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
 def start_reted(tmp_path, *args, subdir="reted", persistent=False):
     return Reted(os.path.join(str(tmp_path), subdir), *args, persistent=persistent).start()
 
@@ -179,7 +188,10 @@ class CPProxy:
     """A rete-proxy in control-plane mode; restartable with the same arguments."""
 
     def __init__(self, reted, tmp_path, name, ns, sa, host=None, token=None, token_file=None,
-                 inbound=(), labels=None, extra=(), data_dir=None, upstreams=()):
+                 inbound=(), labels=None, extra=(), data_dir=None, upstreams=(), grant=True):
+        """grant: act as the operator and declare what this proxy may
+        register (a WorkloadGroup wg-NAME of its service account with its
+        labels and --egress; reted refuses claims no WorkloadGroup admits)."""
         self.reted, self.name, self.ns, self.sa = reted, name, ns, sa
         self.host = host or fresh_host()
         self.data = data_dir or os.path.join(str(tmp_path), f"proxy-{name}.{ns}")
@@ -200,6 +212,16 @@ class CPProxy:
         self.args += list(extra)
         self.proc = None
         self.logs = []
+        if grant and (labels or "--egress" in self.args):
+            self.grant()
+
+    def grant(self):
+        """Apply (again) the WorkloadGroup admitting this proxy's labels and
+        egress, as they are in its arguments now."""
+        a = self.args
+        labels = dict(a[i + 1].split("=", 1) for i in range(len(a) - 1) if a[i] == "--label")
+        egress = [a[i + 1] for i in range(len(a) - 1) if a[i] == "--egress"]
+        self.reted.apply_ok([workload_group(f"wg-{self.name}", self.ns, self.sa, labels, egress or None)])
 
     @property
     def outbound(self):
@@ -422,12 +444,25 @@ class StreamClient:
     socket's receive buffer (set before connecting, so the window is small
     from the start); recv_size is how much one read asks for."""
 
-    def __init__(self, reted, tmp_path, name, ns, sa, token=None, rcvbuf=None):
+    def __init__(self, reted, tmp_path, name, ns, sa, token=None, rcvbuf=None, labels=None,
+                 egress=None, address=None, source=None, identity=None, workload=None):
+        """labels, egress: what the hello claims; address: the hello's
+        workload address (default: a fresh 127.x address), source: the
+        address the connection is made from (default: `address`, as
+        rete-proxy binds its control-plane connections to its workload
+        address); identity: (cert, key) to reuse instead of issuing one;
+        workload: extra hello workload fields."""
         import socket
         import ssl
         self.name, self.ns = name, ns
-        st, body, cert, key = issue_identity(reted, tmp_path, name, token or reted.token(ns, sa))
-        assert st == 200, (st, body)
+        if identity is None:
+            st, body, cert, key = issue_identity(reted, tmp_path, f"{name}.{sa}", token or reted.token(ns, sa))
+            assert st == 200, (st, body)
+        else:
+            cert, key = identity
+        self.identity = (cert, key)
+        address = address or fresh_host()
+        self.address = address
         ctx = ssl.create_default_context(cafile=reted.bundle)
         ctx.check_hostname = False
         ctx.load_cert_chain(cert, key)
@@ -435,12 +470,18 @@ class StreamClient:
         if rcvbuf:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         raw.settimeout(60)
+        raw.bind((source or address, 0))
         raw.connect(("127.0.0.1", reted.xds_port))
         self.sock = ctx.wrap_socket(raw)
         self.sock.sendall(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
         hello = {"type": "hello", "version": 0,
                  "workload": {"name": name, "namespace": ns, "serviceAccount": sa,
-                              "address": fresh_host()}}
+                              "address": address}}
+        if labels is not None:
+            hello["workload"]["labels"] = labels
+        if egress is not None:
+            hello["workload"]["egress"] = egress
+        hello["workload"].update(workload or {})
         self.send(hello)
         self.buf = b""
         self.head = None

@@ -181,6 +181,7 @@ def test_egress_change_on_restart_moves_the_proxy_to_its_new_scope(reted, shop, 
     to_c = shop["to_c"]
     to_c.stop()
     to_c.args[to_c.args.index("./c")] = "./b"
+    to_c.grant()  # the operator allows the new egress (reted refuses an egress no WorkloadGroup admits)
     to_c.start()
     wait_for(lambda: services(reted, "to-c") == {(NS, "b"), (NS, "b2")}, 30, 0.3, "to-c rescoped")
     wait_for(lambda: curl_status(to_c.outbound, "b") == 200, 30, 0.3, "b reachable from to-c")
@@ -190,7 +191,8 @@ def test_egress_change_on_restart_moves_the_proxy_to_its_new_scope(reted, shop, 
 def test_a_malformed_egress_is_refused_naming_it(reted, tmp_path):
     """In a hello: the stream is refused with the field and the reason, and
     nothing is registered; in an apply: 422 naming the field path."""
-    p = CPProxy(reted, tmp_path, "bad-0", NS, "web", extra=["--egress", "no-slash"]).start(ready=r"control plane")
+    p = CPProxy(reted, tmp_path, "bad-0", NS, "web", extra=["--egress", "no-slash"],
+                grant=False).start(ready=r"control plane")
     log_has(p.log, r"reted refused the stream: hello: workload rejected: spec\.egress\[0\]: must be "
                    r"\"NAMESPACE/NAME\"")
     assert reted.get("workload", NS, "bad-0")[0] == 404
