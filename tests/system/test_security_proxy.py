@@ -309,18 +309,22 @@ def test_access_log_fields_are_escaped(logged):
         s.sendall(f"GET /real?x=1 HTTP/1.1\r\nHost: echo\r\nx-request-id: {forged_id}\r\n"
                   f"Connection: close\r\n\r\n".encode())
         assert read_response(s)[0] == 200
-    # A quote and a backslash in an HTTP/2 :path (nghttp2 lets both through).
-    h2_path = '/q"uo\\te'
-    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
-                        "--path-as-is", "-H", "Host: echo", f"http://{logged['outbound']}{h2_path}"],
-                       capture_output=True, timeout=30)
-    assert r.stdout == b"200", r
-    lines = access_lines(logged["access_log"], 2)
+    # A quote in an HTTP/2 :path (nghttp2 lets it through and path
+    # normalisation keeps it), then a quote and a backslash (refused with
+    # 400 by path normalisation, and logged as received).
+    h2_paths = [('/q"uote', b"200"), ('/q"uo\\te', b"400")]
+    for h2_path, want in h2_paths:
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                            "--path-as-is", "-H", "Host: echo", f"http://{logged['outbound']}{h2_path}"],
+                           capture_output=True, timeout=30)
+        assert r.stdout == want, r
+    lines = access_lines(logged["access_log"], 3)
     first = json.loads(lines[0])
     assert first["request_id"] == forged_id
     assert first["path"] == "/real?x=1" and first["status"] == 200 and first["method"] == "GET"
-    second = json.loads(lines[1])
-    assert second["path"] == h2_path, second
+    for line, (h2_path, want) in zip(lines[1:], h2_paths):
+        entry = json.loads(line)
+        assert entry["path"] == h2_path and entry["status"] == int(want), entry
     for line in lines:
         # one object per line, no key twice
         json.loads(line, object_pairs_hook=lambda pairs: (
