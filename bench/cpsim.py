@@ -170,6 +170,14 @@ def workload_doc(j, services, namespaces):
                      "serviceAccount": f"sa{i % namespaces}", "labels": {"app": f"svc-{i}"}}}
 
 
+def workload_group_doc(i, namespaces):
+    """What a simulated proxy of svc-i may register (reted refuses labels no
+    WorkloadGroup of its service account allows); egress: MeshConfig's."""
+    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
+            "metadata": {"name": f"wg-svc-{i}", "namespace": namespace(i, namespaces)},
+            "spec": {"serviceAccount": f"sa{i % namespaces}", "labels": {"app": f"svc-{i}"}}}
+
+
 def route_doc(namespaces, w1):
     # parent svc-0, backends svc-N and svc-2N: all in namespace sim0.
     return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -348,9 +356,8 @@ async def scenario(a, work, res):
     logf = open(os.path.join(work, "reted.log"), "w")
     reted = subprocess.Popen([reted_binary(), "--data-dir", data, "--api", f"127.0.0.1:{api_port}",
                               "--xds", f"127.0.0.1:{xds_port}", "--cert-ttl", "24h", "--log-level", "warn",
-                              # Every simulated proxy connects from 127.0.0.1: lift the
-                              # per-source cap (default 1024) above their streams plus
-                              # the certificate requests in flight.
+                              # The certificate requests all come from 127.0.0.1: lift
+                              # the per-source cap (default 1024) above them.
                               "--xds-max-connections-per-source", str(2 * a.proxies + a.ca_connections + 64)],
                              stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                              env=dict(os.environ, RETED_NO_USER_CONTEXT="1"), start_new_session=True)
@@ -378,6 +385,7 @@ async def scenario(a, work, res):
         t = time.monotonic()
         await api.apply([service_doc(i, a.namespaces) for i in range(a.services)])
         res["apply_services_s"] = time.monotonic() - t
+        await api.apply([workload_group_doc(i, a.namespaces) for i in range(a.services)])
         t = time.monotonic()
         for lo in range(0, a.workloads, 2500):
             await api.apply([workload_doc(j, a.services, a.namespaces)
@@ -456,8 +464,11 @@ async def scenario(a, work, res):
             ctx.check_hostname = False
             ctx.load_cert_chain(os.path.join(certdir, f"{n}.pem"), os.path.join(certdir, f"{n}.key"))
             async with sem:
+                # From the address it registers, as rete-proxy does (reted
+                # checks a hello's address against the connection's).
                 tr, p = await loop.create_connection(lambda: SimProxy(sim, n), "127.0.0.1", xds_port,
-                                                     ssl=ctx, server_hostname="reted")
+                                                     ssl=ctx, server_hostname="reted",
+                                                     local_addr=(sim.workload(n)["address"], 0))
                 tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
                 sim.proxies.append(p)
                 await asyncio.wait_for(p.connected, a.timeout)
