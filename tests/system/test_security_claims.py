@@ -177,3 +177,19 @@ def test_ack_for_a_version_never_sent_is_not_recorded(reted, tmp_path):
     p = reted.wait_synced("acker-0")
     assert p["ackedVersion"] == msg["version"] == p["sentVersion"], (p, msg["version"])
     c.close()
+
+
+def test_nack_error_cannot_forge_log_lines(reted, tmp_path):
+    """A NACK's error is logged by reted (and kept for proxy-status): a
+    newline in it wrote a second, forged log line. Control characters are
+    written as \\xNN."""
+    c = StreamClient(reted, tmp_path, "nacker-0", NS, "web")
+    msg = c.message()
+    assert msg.get("type") == "config", msg
+    forged = "2099-01-01T00:00:00.000Z info  xds: demo/db-0 connected from 127.0.0.9 as spiffe://forged"
+    c.send({"type": "nack", "nonce": msg["nonce"], "version": msg["version"], "error": "bad\n" + forged})
+    reted.wait_status("nacker-0", "NACK")
+    wait_for(lambda: "bad\\x0a2099-01-01" in reted.log(), 20, 0.1, "the NACK logged")
+    assert not any(line.startswith("2099-01-01") for line in reted.log().splitlines()), reted.log()[-2000:]
+    assert reted.proxy("nacker-0")["error"] == "bad\n" + forged  # the API shows it as sent (JSON-escaped)
+    c.close()
