@@ -144,6 +144,7 @@ typedef struct reted {
     uint64_t nacks;
     uint64_t certs_issued;
     uint64_t certs_refused;
+    uint64_t streams_closed_cert_expired; /* its proxy holds no unexpired certificate */
     uint64_t applies_ok;
     uint64_t applies_rejected;
     uint64_t registrations_ok;      /* hellos that registered or attached a Workload */

@@ -933,7 +933,20 @@ void reted_tick(reted *r)
         if (p->stream) {
             send_obj(p->stream, json_pack("{s:s}", "type", "ping"));
             /* (a ping to a reader too far behind closes its stream) */
-            if (p->stream && now - p->last_seen_unix > 45) {
+            if (p->stream && p->cert.not_after && now >= p->cert.not_after) {
+                /* The handshake checked the certificate once; a stream
+                 * outliving it (and every renewal reted knows of) would
+                 * keep an identity that no longer holds a certificate
+                 * subscribed. The proxy reconnects with the certificate it
+                 * has, if it has a valid one. */
+                rete_warn("xds: %s/%s: its certificate expired at %lld: closing its stream", p->ns, p->name,
+                          (long long)p->cert.not_after);
+                r->streams_closed_cert_expired++;
+                rete_http_stream *st = p->stream;
+                p->stream = NULL;
+                p->disconnected_unix = now;
+                rete_http_stream_close(st);
+            } else if (p->stream && now - p->last_seen_unix > 45) {
                 rete_warn("xds: %s/%s silent for 45 s: closing its stream", p->ns, p->name);
                 rete_http_stream *st = p->stream;
                 p->stream = NULL;

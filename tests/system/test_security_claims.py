@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from controlplane import (StreamClient, issue_identity, make_csr, openssl, start_reted, wait_for)
+from controlplane import (StreamClient, issue_identity, make_csr, openssl, reted_metric, start_reted, wait_for)
 
 NS = "demo"
 
@@ -193,3 +193,29 @@ def test_nack_error_cannot_forge_log_lines(reted, tmp_path):
     assert not any(line.startswith("2099-01-01") for line in reted.log().splitlines()), reted.log()[-2000:]
     assert reted.proxy("nacker-0")["error"] == "bad\n" + forged  # the API shows it as sent (JSON-escaped)
     c.close()
+
+
+def test_stream_closed_when_its_certificate_expired(tmp_path):
+    """The handshake checks the client certificate once: a stream outliving
+    its certificate (and every renewal reted issued for it) kept an identity
+    without a valid certificate subscribed for ever. reted closes it (at
+    its 15 s tick); a stream whose certificate was renewed stays."""
+    reted = start_reted(tmp_path, "--grace", "60s", "--cert-ttl", "10s")
+    try:
+        stale = StreamClient(reted, tmp_path, "stale-0", NS, "web")
+        _accepted(stale)
+        fresh = StreamClient(reted, tmp_path, "fresh-0", NS, "web")
+        _accepted(fresh)
+        mc = {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig",
+              "metadata": {"name": "mesh", "namespace": "rete-system"}, "spec": {"workloadCertificateTTL": "1h"}}
+        reted.apply_ok([mc])
+        renewed = _renew(reted, tmp_path, fresh.identity, "fresh-0-renewed")
+        assert reted.proxy("fresh-0")["certExpiresAt"] == _cert_facts(renewed[0])[0]
+        wait_for(lambda: not reted.proxy("stale-0")["connected"], 45, 0.5, "stale-0 closed")
+        assert reted.proxy("fresh-0")["connected"], reted.proxy("fresh-0")
+        assert reted_metric(reted, "rete_reted_streams_closed_cert_expired_total") == 1
+        assert "stale-0: its certificate expired" in reted.log()
+        stale.close()
+        fresh.close()
+    finally:
+        reted.stop()
