@@ -42,9 +42,33 @@ void rete_log_write(int level, const char *fmt, ...)
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
-    line[len++] = '\n';
+    /* Messages carry what peers sent (a NACK's error, a refused hello's
+     * claims, header values): a control character is written as \xNN, so
+     * a peer can neither forge log lines with a newline nor drive a
+     * terminal. Escaping stops where the line is full. */
+    char out[sizeof(line)];
+    size_t o = (size_t)n;
+    memcpy(out, line, (size_t)n);
+    for (size_t i = (size_t)n; i < len; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if (c >= 0x20 && c != 0x7f) {
+            out[o++] = (char)c;
+        } else if (o + 4 <= sizeof(out) - 2) {
+            static const char hex[] = "0123456789abcdef";
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            break;
+        }
+        if (o >= sizeof(out) - 2)
+            break;
+    }
+    len = o;
+    out[len++] = '\n';
     /* One write per line so lines from several threads never interleave. */
-    fwrite(line, 1, len, stderr);
+    fwrite(out, 1, len, stderr);
 }
 
 const char *rete_rc_str(rete_rc rc)

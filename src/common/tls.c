@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* CP_*: the control plane's contexts: no ALPN, and the server does not
  * require a client certificate. */
@@ -847,6 +848,61 @@ rete_rc rete_tls_peer_spiffe_id(const rete_tls_session *s, char *out, size_t out
 const char *rete_tls_peer_id(const rete_tls_session *s)
 {
     return s->done && !s->failed ? s->peer_id : NULL;
+}
+
+/* ---- certificate facts ------------------------------------------------- */
+
+static int64_t cert_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+void rete_cert_facts_of(const X509 *x, rete_cert_facts *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->not_before = cert_time(X509_get0_notBefore(x));
+    out->not_after = cert_time(X509_get0_notAfter(x));
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
+    int n = sn ? ASN1_STRING_length(sn) : 0;
+    if (n > 0 && n <= RETE_CERT_SERIAL_MAX) {
+        memcpy(out->serial, ASN1_STRING_get0_data(sn), (size_t)n);
+        out->serial_len = (uint8_t)n;
+    }
+}
+
+bool rete_cert_root_id(const X509 *root, uint8_t out[RETE_CERT_ROOT_ID_LEN])
+{
+    unsigned int len = 0;
+    return X509_pubkey_digest(root, EVP_sha256(), out, &len) == 1 && len == RETE_CERT_ROOT_ID_LEN;
+}
+
+rete_rc rete_tls_peer_cert_facts(const rete_tls_session *s, rete_cert_facts *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s->done || s->failed)
+        return RETE_ESTATE;
+    X509 *cert = SSL_get0_peer_certificate(s->ssl);
+    if (!cert)
+        return RETE_ENOTFOUND;
+    rete_cert_facts_of(cert, out);
+    /* The anchor OpenSSL verified the chain to is the last of the verified
+     * chain (the peer's own chain could name any issuer; this one was
+     * checked). Sessions are never resumed (no tickets, no cache), so every
+     * session has one. */
+    STACK_OF(X509) *chain = SSL_get0_verified_chain(s->ssl);
+    int n = chain ? sk_X509_num(chain) : 0;
+    if (n > 0 && SSL_get_verify_result(s->ssl) == X509_V_OK)
+        out->has_root = rete_cert_root_id(sk_X509_value(chain, n - 1), out->root_id);
+    return RETE_OK;
+}
+
+bool rete_cert_same_serial(const rete_cert_facts *a, const rete_cert_facts *b)
+{
+    return a->serial_len && a->serial_len == b->serial_len &&
+           memcmp(a->serial, b->serial, a->serial_len) == 0;
 }
 
 /* ---- protocol detection ------------------------------------------------ */

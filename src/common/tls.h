@@ -150,6 +150,39 @@ RETE_MUST_CHECK rete_rc rete_tls_peer_spiffe_id(const rete_tls_session *s, char 
  * NULL when there is none. */
 const char *rete_tls_peer_id(const rete_tls_session *s);
 
+/* What a certificate says about itself, as far as a control plane needs it
+ * (the CA rotation, proxy status): read from a certificate verified in the
+ * handshake, or from one reted signed, never from what a peer claims. */
+#define RETE_CERT_SERIAL_MAX 20 /* octets; RFC 5280 §4.1.2.2 */
+#define RETE_CERT_ROOT_ID_LEN 32
+typedef struct rete_cert_facts {
+    int64_t not_before;                        /* unix seconds */
+    int64_t not_after;
+    uint8_t serial[RETE_CERT_SERIAL_MAX];      /* the INTEGER's magnitude, big-endian */
+    uint8_t serial_len;                        /* 0: none known (a longer serial) */
+    bool has_root;                             /* root_id is known */
+    uint8_t root_id[RETE_CERT_ROOT_ID_LEN];    /* SHA-256 of the public key of the
+                                                * root the certificate chains to */
+} rete_cert_facts;
+
+/* The peer's leaf certificate as verified in this session's handshake: its
+ * validity, serial, and the trust anchor OpenSSL verified its chain to
+ * (has_root false when the session kept no verified chain). RETE_ESTATE
+ * before the handshake completes or after it failed, RETE_ENOTFOUND when
+ * the peer presented no certificate. */
+RETE_MUST_CHECK rete_rc rete_tls_peer_cert_facts(const rete_tls_session *s, rete_cert_facts *out);
+
+/* The same facts from a certificate (an OpenSSL X509) without its root:
+ * not_before, not_after, serial; has_root false. For code that holds the
+ * certificate itself (the CA that signed it). */
+struct x509_st;
+void rete_cert_facts_of(const struct x509_st *x, rete_cert_facts *out);
+/* root_id of a root certificate (what rete_cert_facts.root_id holds). */
+bool rete_cert_root_id(const struct x509_st *root, uint8_t out[RETE_CERT_ROOT_ID_LEN]);
+
+/* Whether a and b name the same certificate serial (both known). */
+bool rete_cert_same_serial(const rete_cert_facts *a, const rete_cert_facts *b);
+
 /* Whether id is a well-formed SPIFFE ID (SPIFFE ID spec §2): "spiffe://",
  * a trust domain of [a-z0-9.-_], then optional path segments "/seg" of
  * [a-zA-Z0-9.-_], none empty, "." or "..", no trailing slash, no query,

@@ -276,8 +276,19 @@ static json_t *proxy_json(const reted_proxy *p)
                           "namespace", p->ns, "spiffeId", p->spiffe_id, "address", p->address,
                           "sentVersion", (json_int_t)p->sent_version, "ackedVersion",
                           (json_int_t)p->acked_version, "status", status, "error", p->nack_error ? p->nack_error : "",
-                          "connected", p->stream != NULL, "certExpiresAt", (json_int_t)p->cert_not_after,
+                          "connected", p->stream != NULL, "certExpiresAt", (json_int_t)p->cert.not_after,
                           "lastSeen", (json_int_t)p->last_seen_unix, "ready", p->ready);
+    /* The certificate as reted knows it (verified on the stream, or issued
+     * by reted at its renewal), not as the proxy says. */
+    static const char hex[] = "0123456789abcdef";
+    char serial[2 * RETE_CERT_SERIAL_MAX + 1];
+    for (size_t i = 0; i < p->cert.serial_len; i++) {
+        serial[2 * i] = hex[p->cert.serial[i] >> 4];
+        serial[2 * i + 1] = hex[p->cert.serial[i] & 15];
+    }
+    serial[2 * p->cert.serial_len] = '\0';
+    json_object_set_new(o, "certSerial", json_string(serial));
+    json_object_set_new(o, "certIssuedAt", json_integer((json_int_t)p->cert.not_before));
     if (p->sent) {
         /* What the proxy was sent: its egress in force and how much that is. */
         json_t *egress = json_array();
@@ -412,8 +423,19 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
             r->renew_issued_before = reted_now() + 1;
         r->ca_generation++;
     } else if (phase && strcmp(phase, "finish") == 0) {
-        for (reted_proxy *p = r->proxies; p; p = p->next)
-            if (p->stream && p->cert_issued_at && p->cert_issued_at < r->renew_issued_before) {
+        /* Every connected proxy's certificate must chain to the new root:
+         * the one its stream was verified with, or the one reted issued at
+         * its renewal. A certificate reted cannot place (no verified chain)
+         * counts as the old root's: finishing would cut that proxy off. */
+        uint8_t signing[RETE_CERT_ROOT_ID_LEN] = {0};
+        bool rotating = rete_ca_rotating(r->ca); /* else rete_ca_rotate_finish says 409 */
+        if (rotating && !rete_ca_signing_root_id(r->ca, signing)) {
+            json_decref(in);
+            respond_error(req, 500, "cannot identify the new root");
+            return;
+        }
+        for (reted_proxy *p = r->proxies; p && rotating; p = p->next)
+            if (p->stream && (!p->cert.has_root || memcmp(p->cert.root_id, signing, sizeof(signing)) != 0)) {
                 json_decref(in);
                 char msg[700];
                 snprintf(msg, sizeof(msg),

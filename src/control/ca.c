@@ -1041,6 +1041,16 @@ static char *leaf_chain_pem(X509 *x, const char *chain, size_t chain_len)
 char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
                        uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen)
 {
+    rete_cert_facts f;
+    char *pem = rete_ca_sign_csr_facts(ca, csr_pem, csr_len, spiffe_id, ttl_seconds, &f, err, errlen);
+    if (pem && not_after)
+        *not_after = f.not_after;
+    return pem;
+}
+
+char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
+                             uint32_t ttl_seconds, rete_cert_facts *issued, char *err, size_t errlen)
+{
     csr_req req;
     X509 *x = NULL;
     char *pem = NULL;
@@ -1084,8 +1094,8 @@ char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const c
                      sign_fail);
     pem = leaf_chain_pem(x, ca->chain_pem, ca->chain_len);
     RETE_ENSURE_GOTO(pem, oom);
-    if (not_after)
-        *not_after = na;
+    rete_cert_facts_of(x, issued);
+    issued->has_root = rete_ca_signing_root_id(ca, issued->root_id);
     X509_free(x);
     csr_clear(&req);
     return pem;
@@ -1108,6 +1118,14 @@ const char *rete_ca_bundle_pem(const rete_ca *ca)
 int64_t rete_ca_not_after(const rete_ca *ca)
 {
     return ca->not_after;
+}
+
+bool rete_ca_signing_root_id(const rete_ca *ca, uint8_t out[RETE_CERT_ROOT_ID_LEN])
+{
+    /* Roots are kept oldest first: while rotating the new one, which signs,
+     * is last; an operator CA's root is its chain's (one). */
+    int n = sk_X509_num(ca->roots);
+    return n > 0 && rete_cert_root_id(sk_X509_value(ca->roots, n - 1), out);
 }
 
 bool rete_ca_rotating(const rete_ca *ca)

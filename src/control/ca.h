@@ -12,6 +12,7 @@
 #define RETE_CONTROL_CA_H
 
 #include "result.h"
+#include "tls.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,6 +44,16 @@ void rete_ca_free(rete_ca *ca);
  * verified; only EC P-256 and RSA >= 2048 keys are accepted. */
 char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
                        uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen);
+
+/* The same, with what reted knows of the certificate it signed (validity,
+ * serial, the root it chains to) in *issued. */
+char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
+                             uint32_t ttl_seconds, rete_cert_facts *issued, char *err, size_t errlen);
+
+/* root_id (rete_cert_facts) of the root the signing CA chains to: a
+ * certificate chains to it when its root_id is this one. False when it
+ * cannot be computed. */
+bool rete_ca_signing_root_id(const rete_ca *ca, uint8_t out[RETE_CERT_ROOT_ID_LEN]);
 
 /* The trust bundle (PEM, every root in force) and the CA cert's expiry (the
  * earliest notAfter along the signing CA's chain: no leaf outlives it). */

@@ -91,6 +91,8 @@ struct rete_http_conn {
     size_t max_body;        /* the current request's bound, once admitted */
     char peer_id[256];
     char peer_addr[64];
+    rete_cert_facts peer_cert; /* valid when has_peer_cert */
+    bool has_peer_cert;
     rete_http_stream stream;
 };
 
@@ -529,6 +531,11 @@ const char *rete_http_stream_peer_addr(const rete_http_stream *st)
     return st->conn->peer_addr;
 }
 
+const rete_cert_facts *rete_http_stream_peer_cert(const rete_http_stream *st)
+{
+    return st->conn->has_peer_cert ? &st->conn->peer_cert : NULL;
+}
+
 /* ---- requests ---- */
 
 static void hc_process(rete_http_conn *c)
@@ -568,6 +575,7 @@ static void hc_process(rete_http_conn *c)
         q->n_headers = m.n_headers;
         q->peer_id = c->peer_id;
         q->peer_addr = c->peer_addr;
+        q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
         q->conn = c;
         rete_http_admit a = {.max_body = c->srv->max_body};
         if (c->srv->admit)
@@ -612,6 +620,7 @@ static void hc_process(rete_http_conn *c)
     q->body_len = (size_t)body_len;
     q->peer_id = c->peer_id;
     q->peer_addr = c->peer_addr;
+    q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
     q->conn = c;
     c->state = HC_HANDLING;
     c->timer = HT_NONE; /* our own handler's time is not the client's */
@@ -678,6 +687,9 @@ static void hc_on_ready(rete_io *io, int status, const char *why)
     c->tls_ready = true;
     if (rete_tls_peer_spiffe_id(io->tls, c->peer_id, sizeof(c->peer_id)) < 0)
         c->peer_id[0] = '\0';
+    /* What the certificate says, kept with the connection: a proxy's
+     * claims about its certificate are not taken (docs/control-plane.md). */
+    c->has_peer_cert = c->peer_id[0] && rete_tls_peer_cert_facts(io->tls, &c->peer_cert) == RETE_OK;
 }
 
 /* ---- per-source counts ---- */

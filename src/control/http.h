@@ -28,6 +28,7 @@ typedef struct rete_http_req {
     size_t body_len;
     const char *peer_id;     /* TLS: the client certificate's SPIFFE ID, "" when none */
     const char *peer_addr;
+    const rete_cert_facts *peer_cert; /* TLS: the verified client certificate, NULL when none */
     rete_http_conn *conn;
 } rete_http_req;
 
@@ -177,5 +178,8 @@ void rete_http_stream_close(rete_http_stream *st);
 void *rete_http_stream_owner(const rete_http_stream *st);
 const char *rete_http_stream_peer_id(const rete_http_stream *st);
 const char *rete_http_stream_peer_addr(const rete_http_stream *st);
+/* The client certificate the stream's connection was verified with in its
+ * handshake (a stream is always on one), NULL when none. */
+const rete_cert_facts *rete_http_stream_peer_cert(const rete_http_stream *st);
 
 #endif

@@ -415,9 +415,13 @@ char *reted_metrics(reted *r, size_t *len)
             "rete_reted_stream_shared_bytes_pending %zu\n"
             "# HELP rete_reted_streams_closed_behind_total Config streams closed because their reader fell too far behind.\n"
             "# TYPE rete_reted_streams_closed_behind_total counter\n"
-            "rete_reted_streams_closed_behind_total %llu\n",
+            "rete_reted_streams_closed_behind_total %llu\n"
+            "# HELP rete_reted_streams_closed_cert_expired_total Config streams closed because the proxy's newest certificate reted knows of had expired.\n"
+            "# TYPE rete_reted_streams_closed_cert_expired_total counter\n"
+            "rete_reted_streams_closed_cert_expired_total %llu\n",
             ss.queued_msgs, ss.buffered_bytes, ss.max_buffered_bytes, (size_t)RETE_HTTP_STREAM_LIMIT,
-            ss.shared_bytes, (unsigned long long)ss.closed_behind);
+            ss.shared_bytes, (unsigned long long)ss.closed_behind,
+            (unsigned long long)r->streams_closed_cert_expired);
     const struct {
         const char *name;
         rete_http_server *srv;

@@ -94,8 +94,13 @@ typedef struct reted_proxy {
     int64_t connected_unix;
     int64_t last_seen_unix;
     int64_t disconnected_unix;      /* 0 while connected */
-    int64_t cert_not_after;         /* of the certificate it holds (it says so) */
-    int64_t cert_issued_at;         /* notBefore of that certificate */
+    /* Its certificates, as reted knows them, never as the proxy claims
+     * them: stream_cert is the client certificate its stream was verified
+     * with; cert the newest it holds, that one or the one reted issued when
+     * it renewed presenting stream_cert or cert (docs/control-plane.md,
+     * "What reted knows of a proxy's certificate"). */
+    rete_cert_facts stream_cert;
+    rete_cert_facts cert;
 } reted_proxy;
 
 typedef struct reted {
@@ -139,6 +144,7 @@ typedef struct reted {
     uint64_t nacks;
     uint64_t certs_issued;
     uint64_t certs_refused;
+    uint64_t streams_closed_cert_expired; /* its proxy holds no unexpired certificate */
     uint64_t applies_ok;
     uint64_t applies_rejected;
     uint64_t registrations_ok;      /* hellos that registered or attached a Workload */

@@ -90,6 +90,28 @@ static void respond_certificate(rete_http_req *req, const char *chain, const cha
     free(body);
 }
 
+/* A renewal: the client presented `presented` and got `issued`. The
+ * stream of that identity whose certificate it renewed (the stream's own,
+ * or the one recorded at its last renewal: a renewal whose answer was lost
+ * is retried with the older one) holds `issued` from now on. The stream
+ * stays on the certificate it was opened with (rete-proxy does not
+ * reconnect after a renewal), so what reted signed is what it knows of the
+ * proxy's newest certificate; a replica of the same service account renews
+ * its own certificate, not this stream's. */
+static void record_renewal(reted *r, const char *spiffe, const rete_cert_facts *presented,
+                           const rete_cert_facts *issued)
+{
+    for (reted_proxy *p = r->proxies; p; p = p->next) {
+        if (!p->stream || strcmp(p->spiffe_id, spiffe) != 0)
+            continue;
+        if (rete_cert_same_serial(&p->stream_cert, presented) || rete_cert_same_serial(&p->cert, presented)) {
+            p->cert = *issued;
+            rete_debug("ca: %s/%s renewed its certificate, valid until %lld", p->ns, p->name,
+                       (long long)issued->not_after);
+        }
+    }
+}
+
 static void ca_certificates(reted *r, rete_http_req *req)
 {
     json_error_t je;
@@ -130,9 +152,9 @@ static void ca_certificates(reted *r, rete_http_req *req)
         return;
     }
     char err[256];
-    int64_t not_after = 0;
-    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &not_after, err,
-                                   sizeof(err));
+    rete_cert_facts issued;
+    char *chain = rete_ca_sign_csr_facts(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &issued, err,
+                                         sizeof(err));
     json_decref(in);
     if (!chain) {
         r->certs_refused++;
@@ -140,7 +162,9 @@ static void ca_certificates(reted *r, rete_http_req *req)
         return;
     }
     r->certs_issued++;
-    respond_certificate(req, chain, rete_ca_bundle_pem(r->ca), not_after, spiffe);
+    if (!token && req->peer_cert)
+        record_renewal(r, spiffe, req->peer_cert, &issued);
+    respond_certificate(req, chain, rete_ca_bundle_pem(r->ca), issued.not_after, spiffe);
     free(chain);
 }
 
@@ -779,13 +803,21 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     p->disconnected_unix = 0;
     p->nacked = false;
     rete_free(&p->nack_error);
+    /* The certificate is the one the stream was verified with; what the
+     * hello says of it (certIssuedAt, certExpiresAt, sent by older proxies)
+     * is not read: the CA rotation's finish and proxy-status rely on it. */
+    const rete_cert_facts *pc = rete_http_stream_peer_cert(st);
+    if (pc)
+        p->stream_cert = *pc;
+    else
+        memset(&p->stream_cert, 0, sizeof(p->stream_cert)); /* counts as no root's */
+    p->cert = p->stream_cert;
+    /* Nothing is acked on a new stream yet. The version the proxy says it
+     * holds only keeps the numbering going up (it is not shown as acked). */
     json_t *ver = json_object_get(msg, "version");
-    p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
-    json_t *exp = json_object_get(msg, "certExpiresAt");
-    p->cert_not_after = json_is_integer(exp) ? json_integer_value(exp) : 0;
-    json_t *iss = json_object_get(msg, "certIssuedAt");
-    p->cert_issued_at = json_is_integer(iss) ? json_integer_value(iss) : 0;
-    p->sent_version = p->acked_version;
+    json_int_t held = json_is_integer(ver) ? json_integer_value(ver) : 0;
+    p->acked_version = 0;
+    p->sent_version = held > 0 ? (uint64_t)held : 0;
     /* always send a fresh snapshot to a new stream (push is forced) */
     rete_info("xds: %s/%s connected from %s as %s%s", ns, name, rete_http_stream_peer_addr(st), peer,
               operator_record ? " (the Workload the operator declared)" : "");
@@ -824,7 +856,14 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         p->last_seen_unix = reted_now();
         if (nonce && strcmp(nonce, p->nonce) == 0) {
             if (type[0] == 'a') {
-                p->acked_version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : p->sent_version;
+                /* The nonce names what was sent; the version an ACK claims
+                 * beside it is not taken (one never sent would show as
+                 * acked). */
+                if (json_is_integer(ver) && (uint64_t)json_integer_value(ver) != p->sent_version)
+                    rete_debug("xds: %s/%s acked nonce %s as version %lld; it was sent as %llu", p->ns,
+                               p->name, nonce, (long long)json_integer_value(ver),
+                               (unsigned long long)p->sent_version);
+                p->acked_version = p->sent_version;
                 p->nacked = false;
                 rete_free(&p->nack_error);
                 r->acks++;
@@ -846,13 +885,9 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
             }
         }
     } else if (strcmp(type, "health") == 0) {
+        /* Readiness is the proxy's own state, shown as such; certificate
+         * claims in a health (older proxies send them) are not read. */
         p->ready = json_is_true(json_object_get(msg, "ready"));
-        json_t *exp = json_object_get(msg, "certExpiresAt");
-        if (json_is_integer(exp))
-            p->cert_not_after = json_integer_value(exp);
-        json_t *iss = json_object_get(msg, "certIssuedAt");
-        if (json_is_integer(iss))
-            p->cert_issued_at = json_integer_value(iss);
         p->last_seen_unix = reted_now();
     } else if (strcmp(type, "ping") == 0) {
         p->last_seen_unix = reted_now();
@@ -898,7 +933,20 @@ void reted_tick(reted *r)
         if (p->stream) {
             send_obj(p->stream, json_pack("{s:s}", "type", "ping"));
             /* (a ping to a reader too far behind closes its stream) */
-            if (p->stream && now - p->last_seen_unix > 45) {
+            if (p->stream && p->cert.not_after && now >= p->cert.not_after) {
+                /* The handshake checked the certificate once; a stream
+                 * outliving it (and every renewal reted knows of) would
+                 * keep an identity that no longer holds a certificate
+                 * subscribed. The proxy reconnects with the certificate it
+                 * has, if it has a valid one. */
+                rete_warn("xds: %s/%s: its certificate expired at %lld: closing its stream", p->ns, p->name,
+                          (long long)p->cert.not_after);
+                r->streams_closed_cert_expired++;
+                rete_http_stream *st = p->stream;
+                p->stream = NULL;
+                p->disconnected_unix = now;
+                rete_http_stream_close(st);
+            } else if (p->stream && now - p->last_seen_unix > 45) {
                 rete_warn("xds: %s/%s silent for 45 s: closing its stream", p->ns, p->name);
                 rete_http_stream *st = p->stream;
                 p->stream = NULL;

@@ -639,19 +639,11 @@ static void cert_response(cp_http *h, const char *body, size_t len)
     rebuild_contexts();
     reinstall_tls();
     schedule_renewal();
-    if (cert_issued_at() < cp.renewed_for) {
-        /* Issued within the second the CA rotation began: reted counts a
-         * certificate by its issue time (seconds), so this one still looks
-         * like the old root's and would hold the rotation's finish back for
-         * good. Renew again once reted's clock has moved past it. */
-        uv_timer_start(&cp.renew_timer, on_renew, 1000 + (uint64_t)(rand() % 1000), 0);
-    }
+    /* reted records a renewed certificate for our stream itself (it signed
+     * it, for the certificate the stream was opened with): nothing to tell
+     * it, and what we would say of our certificate is not taken anyway. */
     if (!h->renewal)
         stream_connect();
-    else if (cp.connected) /* proxy-status shows the new expiry, not the old one */
-        stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", atomic_load(&cp.p->ready),
-                              "certExpiresAt", (json_int_t)cp.cert_not_after, "certIssuedAt",
-                              (json_int_t)cert_issued_at()));
 }
 
 static void on_renew(uv_timer_t *t)
@@ -743,9 +735,7 @@ static void stream_line(const char *line, size_t len)
                       strcmp(type, "config") == 0 ? "full" : "delta");
             stream_send(json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version));
-            stream_send(json_pack("{s:s,s:b,s:I,s:I}", "type", "health", "ready", 1, "certExpiresAt",
-                                  (json_int_t)cp.cert_not_after, "certIssuedAt",
-                                  (json_int_t)cert_issued_at()));
+            stream_send(json_pack("{s:s,s:b}", "type", "health", "ready", 1));
         } else {
             set_free(&next);
             rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
@@ -774,10 +764,8 @@ static void stream_connect(void)
         schedule_retry();
         return;
     }
-    json_t *hello = json_pack("{s:s,s:O,s:I,s:I,s:I}", "type", "hello", "workload", cp.o->workload,
-                              "version", (json_int_t)cp.version, "certExpiresAt",
-                              (json_int_t)cp.cert_not_after, "certIssuedAt",
-                              (json_int_t)cert_issued_at());
+    json_t *hello = json_pack("{s:s,s:O,s:I}", "type", "hello", "workload", cp.o->workload, "version",
+                              (json_int_t)cp.version);
     /* The hello goes right after the request head: reted reads it as the
      * stream's first line once it has answered 200. */
     char *s = json_dumps(hello, JSON_COMPACT);
