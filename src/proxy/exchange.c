@@ -5,6 +5,7 @@
 #include "telemetry.h"
 #include "worker.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +21,15 @@ rete_exchange *rete_ex_new(rete_worker *w, const rete_side_ops *ds_ops, void *ds
     if (ex) {
         w->ex_pool = ex->next_free;
         w->n_ex_pool--;
+        /* Everything but the timer handle, which libuv links by address:
+         * a pooled exchange keeps its (stopped) timer for the next one. */
         rete_arena *a = ex->arena;
-        memset(ex, 0, sizeof(*ex));
+        bool timer = ex->timer_inited;
+        size_t t0 = offsetof(rete_exchange, timer), t1 = t0 + sizeof(ex->timer);
+        memset(ex, 0, t0);
+        memset((char *)ex + t1, 0, sizeof(*ex) - t1);
         ex->arena = a;
+        ex->timer_inited = timer;
     } else {
         ex = rete_calloc(1, sizeof(*ex));
         ex->arena = rete_arena_new(4096);
@@ -88,19 +95,22 @@ static void ex_free_cb(uv_handle_t *h)
 
 /* Recycle every exchange let go of since the last call. Runs from the
  * loop's prepare phase and from safe points in the codecs (after a read
- * was processed, when no exchange is on the stack): an HTTP/2 read can
- * open and cancel hundreds of streams, and a loop iteration reads every
- * ready connection, so reaping only once per iteration kept every
- * exchange of every connection read in that iteration alive at once
- * (~5 KB each: 700 MB under distributed rapid-reset churn). An exchange
- * that used its timer needs uv_close before its struct can go: its arena
- * and bodies are released now, the bare struct in the close callback. */
+ * was processed, after an HTTP/2 stream closed: no exchange on the stack):
+ * an HTTP/2 read can open and cancel hundreds of streams, and a loop
+ * iteration reads every ready connection, so reaping only once per
+ * iteration kept every exchange of every connection read in that
+ * iteration alive at once (~5 KB each: 700 MB under distributed
+ * rapid-reset churn). A pooled exchange keeps its stopped timer; one that
+ * is freed and used its timer needs uv_close before its struct can go: its
+ * arena and bodies are released now, the bare struct in the close
+ * callback. */
 void rete_ex_reap(rete_worker *w)
 {
     while (w->ex_reap) {
         rete_exchange *ex = w->ex_reap;
         w->ex_reap = ex->next_free;
-        if (ex->timer_inited) {
+        bool pool = w->n_ex_pool < RETE_EX_POOL && !w->draining;
+        if (ex->timer_inited && !pool) {
             ex_release(ex, false);
             /* At worker exit the loop's final walk has closed the timer
              * already, and the loop has run its close callbacks. */
@@ -110,7 +120,6 @@ void rete_ex_reap(rete_worker *w)
                 uv_close((uv_handle_t *)&ex->timer, ex_free_cb);
             continue;
         }
-        bool pool = w->n_ex_pool < RETE_EX_POOL && !w->draining;
         ex_release(ex, pool);
         if (!pool) {
             free(ex);
@@ -125,6 +134,7 @@ void rete_ex_reap(rete_worker *w)
 void rete_ex_pool_free(rete_worker *w)
 {
     rete_ex_reap(w);
+    /* the loop's final walk closed the pooled exchanges' timers */
     while (w->ex_pool) {
         rete_exchange *ex = w->ex_pool;
         w->ex_pool = ex->next_free;

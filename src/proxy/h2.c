@@ -820,6 +820,12 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
             h2_flush(h2); /* a slot is free for a waiting request */
     }
     h2s_free(s);
+    /* nghttp2 calls this from mem_recv/mem_send only, which run from the
+     * loop (h2_on_io_data, h2_write_out) with no exchange on the stack:
+     * recycle the exchange now, so a read full of opened-and-cancelled
+     * streams reuses a few pooled exchanges instead of allocating one per
+     * stream. */
+    rete_ex_reap(h2->worker);
     return 0;
 }
 
