@@ -226,6 +226,11 @@ static void h2_idle(rete_conn *c)
     /* No stream for a whole idle timeout: say goodbye (RFC 9113 §6.8). */
     rete_h2_conn *h2 = c->codec;
     rete_conn_count_timeout(c, RETE_TIMEOUT_IDLE);
+    if (c->io.queued) {
+        /* it has not even taken what we sent: no goodbye can reach it */
+        h2_kill(h2, "idle timeout");
+        return;
+    }
     nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
     h2_flush(h2);
 }
@@ -992,13 +997,16 @@ static void h2_sweep(rete_conn *c)
             continue;
         if (s->head_start && now - s->head_start >= l->request_header_timeout_ms) {
             /* Nothing else can come on this connection until the block
-             * ends: the connection goes. */
+             * ends: the connection goes once its GOAWAY is written (the
+             * sweep goes on, so a client that does not read it is closed
+             * by the write timeout). */
+            s->head_start = 0;
             rete_conn_count_timeout(c, RETE_TIMEOUT_REQUEST_HEADER);
             rete_debug("h2: header block of stream %d from %s not complete in time: closed", s->id,
                        h2->client);
             nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
             h2_flush(h2);
-            return;
+            break;
         }
         rete_exchange *ex = s->ex;
         if (!ex || s->pending)
