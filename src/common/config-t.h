@@ -312,6 +312,7 @@ typedef struct rete_limits {
     uint32_t request_header_timeout_ms; /* whole HTTP/1.1 request head, default 10000 */
     uint32_t request_body_timeout_ms;   /* between two request body reads, default 30000 */
     uint32_t response_write_timeout_ms; /* without write progress to a client, default 60000 */
+    uint32_t stream_idle_timeout_ms;    /* HTTP/2 stream, nothing either way, default 300000 */
     uint32_t tcp_idle_timeout_ms;   /* opaque TCP downstream, no byte either way, default 3600000 */
     uint32_t drain_timeout_ms;      /* SIGTERM grace, default 5000 */
 } rete_limits;

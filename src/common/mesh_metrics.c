@@ -110,8 +110,8 @@ static const struct {
       "Downstream connections closed at accept, by listener and reason (max_connections: "
       "the listener's cap; fd_limit: the share of the file limit; accept_error: accept failed)."),
     F(downstream_timeouts_total, "rete_proxy_downstream_timeouts_total", C, L(l_timeout),
-      "Downstream connections closed by a timeout, by timeout (detect, request_header, "
-      "request_body, response_write, idle)."),
+      "Downstream connections (HTTP/2: streams) closed by a timeout, by timeout (detect, "
+      "request_header, request_body, response_write, idle, stream_idle)."),
     F(http_parse_errors_total, "rete_proxy_http_parse_errors_total", C, NOLABELS,
       "Requests refused as malformed (4xx, connection closed)."),
     F(config_version, "rete_proxy_config_version", G, NOLABELS,

@@ -147,14 +147,15 @@ struct rete_exchange {
 /* ---- construction and lifetime ---- */
 /* Exchanges come from the worker's pool (at most RETE_EX_POOL kept, each
  * with its arena's first block). The one both sides have let go is put on
- * the worker's reap list and recycled from the loop's prepare phase, never
- * under the caller's feet. */
+ * the worker's reap list and recycled from the loop's prepare phase or a
+ * codec's safe point (rete_ex_reap), never under the caller's feet. */
 #define RETE_EX_POOL 64
 rete_exchange *rete_ex_new(struct rete_worker *w, const rete_side_ops *ds_ops, void *ds);
 void rete_ex_detach(rete_exchange *ex, rete_side side);
 /* Start (or restart) the exchange's one-shot timer. */
 void rete_ex_timer_start(rete_exchange *ex, uv_timer_cb cb, uint64_t ms);
-/* Recycle the exchanges let go since the last call (worker, prepare phase). */
+/* Recycle the exchanges let go since the last call: the worker's prepare
+ * phase, and codecs after processing a read (no exchange on the stack). */
 void rete_ex_reap(struct rete_worker *w);
 /* Free the pool (worker exit, after the loop has closed every handle). */
 void rete_ex_pool_free(struct rete_worker *w);

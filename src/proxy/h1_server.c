@@ -601,6 +601,7 @@ static void h1s_deadline(rete_conn *c)
         h1s_close(s);
         return;
     case RETE_TIMEOUT_IDLE:
+    case RETE_TIMEOUT_STREAM_IDLE:
     case RETE_TIMEOUT_DETECT:
     case RETE_TIMEOUT_N:
     default:

@@ -6,7 +6,26 @@
  * Each stream is one exchange. Flow control is manual
  * (NO_AUTO_WINDOW_UPDATE): a stream's window opens only as the other side
  * of the exchange consumes what we received, so a slow reader never makes us
- * buffer more than one window per stream. */
+ * buffer more than one window per stream.
+ *
+ * Slow or stalled clients (server role) are bounded per stream by a sweep on
+ * the connection's one timer (h2_sweep), which runs while the connection has
+ * streams (limits.idleTimeout runs on the same timer when it has none):
+ *  - limits.requestHeaderTimeout from a header block's HEADERS frame to its
+ *    END_HEADERS: an unfinished block blocks the whole connection (no other
+ *    frame may come between), so the connection gets GOAWAY and is closed;
+ *  - limits.requestBodyTimeout without a request body byte, until the
+ *    response starts, while the pause is the client's (all we received was
+ *    consumed, so its window is open): 408 and RST_STREAM(NO_ERROR);
+ *  - limits.streamIdleTimeout once the response has started and the request
+ *    body has not ended, with nothing received or sent on the stream (a
+ *    wait for the upstream's bytes is the upstream's, bounded by routes);
+ *  - limits.responseWriteTimeout while response bytes wait for flow-control
+ *    credit the client does not give: RST_STREAM(CANCEL); and for a
+ *    connection whose socket takes no byte while bytes are queued: closed.
+ * The exchange is failed in each case, so its upstream request and the
+ * destination's circuit-breaker budget are returned. Reads and sends only
+ * move timestamps; a deadline is late by at most one sweep interval. */
 #include "alloc.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -23,6 +42,11 @@
 
 #define H2_STREAM_WINDOW 65535
 #define H2_CONN_WINDOW (4 * 1024 * 1024)
+/* Frames are made only while less than this waits in the socket's write
+ * queue, and again once it falls to half: flow control is the peer's to
+ * give, so a client that grants huge windows and never reads would
+ * otherwise have the proxy queue everything its upstreams send. */
+#define H2_OUT_HIGH_WATER (1024 * 1024)
 
 /* Bounds against HTTP/2 abuse (docs/security.md). CVE-2023-44487 ("rapid
  * reset") and its variant that stays under nghttp2's own reset rate limit
@@ -111,6 +135,13 @@ struct h2s {
     size_t unconsumed;      /* DATA received, not yet handed back as window */
     uint32_t header_bytes;
     uint32_t header_count;
+    /* server: deadlines (loop ms; see the top of the file) */
+    bool resp_started;      /* the response head was submitted */
+    bool rst_after_head;    /* a timeout's answer: RST_STREAM(NO_ERROR) once it is sent */
+    uint64_t head_start;    /* a header block from the client began; 0: none unfinished */
+    uint64_t body_last;     /* last request body byte, or the end of a pause of ours */
+    uint64_t resp_wait;     /* response bytes wait for credit since, or last sent */
+    uint64_t last_active;   /* last byte either way on the stream */
 };
 
 static const rete_side_ops h2_ds_ops;
@@ -119,6 +150,14 @@ static void h2_flush(rete_h2_conn *h2);
 static void h2_kill(rete_h2_conn *h2, const char *why);
 static void h2_submit_pending(rete_h2_conn *h2);
 static void h2_premature_reset(rete_h2_conn *h2);
+static void h2_sweep(rete_conn *c);
+static uint64_t h2_sweep_interval(const rete_h2_conn *h2);
+
+static uint64_t h2_now(const rete_h2_conn *h2)
+{
+    uint64_t now = uv_now(&h2->worker->loop);
+    return now ? now : 1; /* 0 means "not set" in the stream's timestamps */
+}
 
 /* ---- abuse accounting (server role) ---- */
 
@@ -186,6 +225,12 @@ static void h2_idle(rete_conn *c)
 {
     /* No stream for a whole idle timeout: say goodbye (RFC 9113 §6.8). */
     rete_h2_conn *h2 = c->codec;
+    rete_conn_count_timeout(c, RETE_TIMEOUT_IDLE);
+    if (c->io.queued) {
+        /* it has not even taken what we sent: no goodbye can reach it */
+        h2_kill(h2, "idle timeout");
+        return;
+    }
     nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
     h2_flush(h2);
 }
@@ -251,9 +296,13 @@ static void h2_write_out(rete_h2_conn *h2)
         return;
     if (!h2->server)
         h2_submit_pending(h2);
+    if (h2->io->queued >= H2_OUT_HIGH_WATER) {
+        h2->io->low_water = H2_OUT_HIGH_WATER / 2; /* on_drain flushes again */
+        return;
+    }
     rete_outbuf b;
     rete_outbuf_init(&b);
-    for (;;) {
+    while (h2->io->queued + b.len < H2_OUT_HIGH_WATER) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h2->session, &data);
         if (n < 0) {
@@ -300,6 +349,8 @@ static ssize_t h2_read_body(nghttp2_session *session, int32_t stream_id, uint8_t
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     rete_side me = s->h2->server ? RETE_DOWNSTREAM : RETE_UPSTREAM;
     rete_pipe *p = rete_ex_in(ex, me);
+    if (s->h2->server && p->head)
+        s->resp_wait = s->last_active = h2_now(s->h2); /* the client gave credit */
     size_t total = 0;
     while (total < length) {
         const char *d;
@@ -393,6 +444,8 @@ static void h2_ds_on_head(rete_exchange *ex)
         rete_view clv = rete_ex_dup(ex, rete_view_cstr(cl));
         nva[n++] = NV(RETE_VIEW_LIT("content-length"), clv);
     }
+    s->resp_started = true;
+    s->resp_wait = s->last_active = h2_now(h2);
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2_read_body};
     int rv = nghttp2_submit_response(h2->session, s->id, nva, n,
                                      pipe_is_empty_end(&ex->resp_body) ? NULL : &prd);
@@ -513,17 +566,28 @@ static const rete_side_ops h2_us_ops = {
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     rete_h2_conn *h2 = user_data;
-    if (!h2->server || frame->hd.type != NGHTTP2_HEADERS ||
-        frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (!h2->server || frame->hd.type != NGHTTP2_HEADERS)
         return 0;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* trailers: their block must finish in time too */
+        h2s *t = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (t)
+            t->head_start = h2_now(h2);
+        return 0;
+    }
     if (h2->abusive)
         return 0; /* GOAWAY sent: the stream gets no exchange and dies with the connection */
     h2->n_streams++;
     rete_conn *c = h2->conn;
-    rete_conn_idle_stop(c);
+    if (c->on_timer != h2_sweep) {
+        /* the idle timer gives way to the sweep while streams are open */
+        rete_conn_idle_stop(c);
+        rete_conn_timer_start(c, h2_sweep_interval(h2), h2_sweep);
+    }
     rete_exchange *ex = rete_conn_new_exchange(c, &h2_ds_ops, NULL);
     h2s *s = h2s_new(h2, ex);
     s->id = frame->hd.stream_id;
+    s->head_start = s->body_last = s->last_active = h2_now(h2);
     ex->side[RETE_DOWNSTREAM] = s;
     /* Peer proxies multiplex all their callers on one mesh connection:
      * the fair share is for the connections of local callers. */
@@ -630,11 +694,15 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     h2s *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s && frame->hd.type == NGHTTP2_HEADERS)
+        s->head_start = 0; /* the header block is complete */
     if (!s || !s->ex)
         return 0;
     rete_exchange *ex = s->ex;
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (h2->server) {
+        if (frame->hd.type == NGHTTP2_HEADERS)
+            s->body_last = s->last_active = h2_now(h2);
         if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (end) {
                 ex->req_body.end = true;
@@ -686,6 +754,19 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    h2s *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s && s->rst_after_head) {
+        s->rst_after_head = false;
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
 static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                               const uint8_t *data, size_t len, void *user_data)
 {
@@ -698,6 +779,8 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
         return 0;
     }
     s->unconsumed += len;
+    if (h2->server)
+        s->body_last = s->last_active = h2_now(h2);
     rete_ex_push(s->ex, h2->server ? RETE_DOWNSTREAM : RETE_UPSTREAM, (const char *)data, len);
     return 0;
 }
@@ -742,6 +825,12 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
             h2_flush(h2); /* a slot is free for a waiting request */
     }
     h2s_free(s);
+    /* nghttp2 calls this from mem_recv/mem_send only, which run from the
+     * loop (h2_on_io_data, h2_write_out) with no exchange on the stack:
+     * recycle the exchange now, so a read full of opened-and-cancelled
+     * streams reuses a few pooled exchanges instead of allocating one per
+     * stream. */
+    rete_ex_reap(h2->worker);
     return 0;
 }
 
@@ -765,6 +854,7 @@ static nghttp2_session_callbacks *h2_callbacks(void)
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     }
@@ -783,6 +873,10 @@ static nghttp2_option *h2_options(void)
         nghttp2_option_set_max_outbound_ack(opt, H2_MAX_OUTBOUND_ACK);
         nghttp2_option_set_max_settings(opt, H2_MAX_SETTINGS);
         nghttp2_option_set_max_continuations(opt, H2_MAX_CONTINUATIONS);
+        /* nghttp2 keeps closed streams (up to the concurrency limit, per
+         * connection) for the RFC 7540 priority tree, which we do not use:
+         * under stream churn that is ~30 KB per connection for nothing. */
+        nghttp2_option_set_no_closed_streams(opt, 1);
     }
     return opt;
 }
@@ -835,6 +929,119 @@ static void h2_premature_reset(rete_h2_conn *h2)
         }
         h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET_CLIENT, "client over its stream reset budget");
     }
+}
+
+/* ---- deadlines (server role; see the top of the file) ---- */
+
+/* A quarter of the shortest stream timeout, between 50 ms and 1 s: a
+ * deadline is late by at most that, and a connection with streams costs
+ * one timer callback a second at the defaults. */
+static uint64_t h2_sweep_interval(const rete_h2_conn *h2)
+{
+    const rete_limits *l = &h2->conn->gen->cfg->proxy.limits;
+    uint64_t m = l->request_header_timeout_ms;
+    if (l->request_body_timeout_ms < m)
+        m = l->request_body_timeout_ms;
+    if (l->response_write_timeout_ms < m)
+        m = l->response_write_timeout_ms;
+    if (l->stream_idle_timeout_ms < m)
+        m = l->stream_idle_timeout_ms;
+    m /= 4;
+    return m < 50 ? 50 : m > 1000 ? 1000 : m;
+}
+
+/* Give up on one stream: its exchange fails (the upstream request is
+ * cancelled, the budget returned); the client gets `status` when no
+ * response has started (then RST_STREAM NO_ERROR, RFC 9113 §8.1: stop
+ * sending the body), else RST_STREAM `code`. */
+static void h2_stream_timeout(rete_h2_conn *h2, h2s *s, rete_timeout_kind kind, int status,
+                              uint32_t code, const char *why)
+{
+    rete_conn_count_timeout(h2->conn, kind);
+    rete_debug("h2: stream %d from %s: %s", s->id, h2->client, why);
+    rete_exchange *ex = s->ex;
+    s->ex = NULL;
+    rete_ex_fail(ex, RETE_DOWNSTREAM, RETE_EXE_DOWNSTREAM_TIMEOUT, why);
+    if (status && !s->resp_started) {
+        s->resp_started = true;
+        char st[8];
+        snprintf(st, sizeof(st), "%d", status);
+        nghttp2_nv nv[] = {NV(RETE_VIEW_LIT(":status"), rete_view_cstr(st))}; /* nghttp2 copies */
+        nghttp2_submit_response(h2->session, s->id, nv, 1, NULL);
+        /* A RST_STREAM submitted now would drop the response (nghttp2
+         * sends nothing more on a stream it is resetting): on_frame_send
+         * sends it after the head. */
+        s->rst_after_head = true;
+    } else {
+        nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, s->id, code);
+    }
+    h2_flush(h2);
+}
+
+static void h2_sweep(rete_conn *c)
+{
+    rete_h2_conn *h2 = c->codec;
+    if (h2->dead || c->io.closing || !h2->streams)
+        return; /* the last stream's end restarted the idle timer */
+    const rete_limits *l = &c->gen->cfg->proxy.limits;
+    uint64_t now = h2_now(h2);
+    if (c->io.queued && now - c->io.write_progress >= l->response_write_timeout_ms) {
+        rete_conn_count_timeout(c, RETE_TIMEOUT_RESPONSE_WRITE);
+        rete_debug("h2: %s took no byte in time: closed", h2->client);
+        h2_kill(h2, "response write timeout");
+        return;
+    }
+    for (h2s *s = h2->streams, *next; s; s = next) {
+        next = s->next;
+        if (s->closed)
+            continue;
+        if (s->head_start && now - s->head_start >= l->request_header_timeout_ms) {
+            /* Nothing else can come on this connection until the block
+             * ends: the connection goes once its GOAWAY is written (the
+             * sweep goes on, so a client that does not read it is closed
+             * by the write timeout). */
+            s->head_start = 0;
+            rete_conn_count_timeout(c, RETE_TIMEOUT_REQUEST_HEADER);
+            rete_debug("h2: header block of stream %d from %s not complete in time: closed", s->id,
+                       h2->client);
+            nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
+            h2_flush(h2);
+            break;
+        }
+        rete_exchange *ex = s->ex;
+        if (!ex || s->pending)
+            continue;
+        if (!rete_ex_in(ex, RETE_DOWNSTREAM)->head)
+            s->resp_wait = now; /* nothing waits for the client */
+        else if (now - s->resp_wait >= l->response_write_timeout_ms) {
+            h2_stream_timeout(h2, s, RETE_TIMEOUT_RESPONSE_WRITE, 0, NGHTTP2_CANCEL,
+                              "response waits for flow-control credit: response write timeout");
+            continue;
+        } else {
+            s->last_active = now; /* the stall is the write timeout's business */
+        }
+        if (ex->req_body.end)
+            continue; /* waiting for the upstream: route timeouts bound it */
+        if (s->unconsumed) {
+            /* the pause is ours: the upstream has not taken the bytes */
+            s->body_last = s->last_active = now;
+            continue;
+        }
+        if (!s->resp_started && !ex->tunnel) {
+            if (now - s->body_last >= l->request_body_timeout_ms)
+                h2_stream_timeout(h2, s, RETE_TIMEOUT_REQUEST_BODY, 408, NGHTTP2_NO_ERROR,
+                                  "request body timeout");
+        } else if (s->resp_started) {
+            /* A CONNECT stream carries opaque TCP (the mesh listener's
+             * tunnels): limits.tcpIdleTimeout, as for TCP from a downstream. */
+            uint64_t idle = ex->tunnel ? l->tcp_idle_timeout_ms : l->stream_idle_timeout_ms;
+            if (now - s->last_active >= idle)
+                h2_stream_timeout(h2, s, ex->tunnel ? RETE_TIMEOUT_IDLE : RETE_TIMEOUT_STREAM_IDLE, 0,
+                                  NGHTTP2_CANCEL, "stream idle timeout");
+        }
+    }
+    if (!h2->dead && h2->streams)
+        rete_conn_timer_start(c, h2_sweep_interval(h2), h2_sweep);
 }
 
 /* ---- connection teardown ---- */
@@ -892,6 +1099,10 @@ static void h2_on_io_data(rete_io *io, const char *data, size_t len)
     }
     h2->want_flush = false;
     h2_flush(h2);
+    /* One read can open and cancel hundreds of streams: recycle their
+     * exchanges now, not after every ready connection of this loop
+     * iteration has been read (memory would scale with both). */
+    rete_ex_reap(h2->worker);
 }
 
 static void h2_on_io_eof(rete_io *io)

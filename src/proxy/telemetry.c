@@ -57,7 +57,7 @@ void rete_proxy_metrics_init(rete_proxy *p)
     static const char *const timeout_names[RETE_TIMEOUT_N] = {
         [RETE_TIMEOUT_DETECT] = "detect", [RETE_TIMEOUT_REQUEST_HEADER] = "request_header",
         [RETE_TIMEOUT_REQUEST_BODY] = "request_body", [RETE_TIMEOUT_RESPONSE_WRITE] = "response_write",
-        [RETE_TIMEOUT_IDLE] = "idle"};
+        [RETE_TIMEOUT_IDLE] = "idle", [RETE_TIMEOUT_STREAM_IDLE] = "stream_idle"};
     for (int i = 0; i < 5; i++)
         for (int r = 0; r < RETE_REFUSE_N; r++) {
             rete_view v[2] = {rete_view_cstr(listener_names[i]), rete_view_cstr(refuse_names[r])};

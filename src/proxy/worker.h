@@ -91,6 +91,7 @@ typedef enum rete_timeout_kind {
     RETE_TIMEOUT_REQUEST_BODY,    /* limits.requestBodyTimeout */
     RETE_TIMEOUT_RESPONSE_WRITE,  /* limits.responseWriteTimeout */
     RETE_TIMEOUT_IDLE,            /* limits.idleTimeout */
+    RETE_TIMEOUT_STREAM_IDLE,     /* limits.streamIdleTimeout (HTTP/2 streams) */
     RETE_TIMEOUT_N,
 } rete_timeout_kind;
 
