@@ -269,13 +269,13 @@ static const cfg_field limits_fields[] = {
                  "HTTP/2 from the stream's HEADERS frame, connection closed"),
     LIMIT_DUR_ON("requestBodyTimeout", request_body_timeout_ms, "30s",
                  "request body: no byte for this long while the proxy reads (HTTP/2: until the "
-                 "response starts); 408"),
+                 "response starts; not gRPC, whose client streams streamIdleTimeout bounds); 408"),
     LIMIT_DUR_ON("responseWriteTimeout", response_write_timeout_ms, "60s",
                  "a client that takes no response byte for this long is closed (HTTP/2: a stream "
                  "whose response waits for flow-control credit this long is reset)"),
     LIMIT_DUR_ON("streamIdleTimeout", stream_idle_timeout_ms, "5m",
-                 "HTTP/2 stream, response started, request body not ended: nothing received "
-                 "or sent on it for this long; reset"),
+                 "HTTP/2 stream, response started (or a gRPC request), request body not ended: "
+                 "nothing received or sent on it for this long; reset"),
     LIMIT_DUR_ON("tcpIdleTimeout", tcp_idle_timeout_ms, "1h",
                  "opaque TCP from a downstream: no byte either way for this long; closed"),
     LIMIT_DUR("drainTimeout", drain_timeout_ms, "5s", "grace period on SIGTERM"),

@@ -978,6 +978,12 @@ static void h2_stream_timeout(rete_h2_conn *h2, h2s *s, rete_timeout_kind kind, 
     h2_flush(h2);
 }
 
+static bool is_grpc(const rete_exchange *ex)
+{
+    rete_view ct = rete_msg_get(&ex->req, RETE_VIEW_LIT("content-type"));
+    return rete_view_has_prefix(ct, RETE_VIEW_LIT("application/grpc"));
+}
+
 static void h2_sweep(rete_conn *c)
 {
     rete_h2_conn *h2 = c->codec;
@@ -1027,11 +1033,15 @@ static void h2_sweep(rete_conn *c)
             s->body_last = s->last_active = now;
             continue;
         }
-        if (!s->resp_started && !ex->tunnel) {
+        if (!s->resp_started && !ex->tunnel && !is_grpc(ex)) {
             if (now - s->body_last >= l->request_body_timeout_ms)
                 h2_stream_timeout(h2, s, RETE_TIMEOUT_REQUEST_BODY, 408, NGHTTP2_NO_ERROR,
                                   "request body timeout");
-        } else if (s->resp_started) {
+        } else if (s->resp_started || !ex->tunnel) {
+            /* A gRPC client stream may pause between messages as long as
+             * the application likes: like a stream whose response has
+             * started, only limits.streamIdleTimeout bounds it (Envoy's
+             * stream_idle_timeout), not the request body timeout. */
             /* A CONNECT stream carries opaque TCP (the mesh listener's
              * tunnels): limits.tcpIdleTimeout, as for TCP from a downstream. */
             uint64_t idle = ex->tunnel ? l->tcp_idle_timeout_ms : l->stream_idle_timeout_ms;

@@ -85,6 +85,11 @@ MSG_OPTS = [("grpc.max_send_message_length", 8 * BIG), ("grpc.max_receive_messag
 def grpc_mesh(tmp_path):
     """greeter-0 (a grpcio server behind proxy B, inbound port GRPC) and
     client-0 (proxy A, with an explicit upstream listener for greeter)."""
+    yield from _grpc_mesh(tmp_path)
+
+
+def _grpc_mesh(tmp_path, limits=None):
+    extra = {"limits": {"drainTimeout": "2s", **(limits or {})}}
     m = Mesh(tmp_path)
     client_host, server_host = fresh_host(), fresh_host()
     app_port = free_port(server_host)
@@ -97,8 +102,9 @@ def grpc_mesh(tmp_path):
               workload("greeter-0", m.ns, server_host, "greeter", {"app": "greeter"}),
               workload("client-0", m.ns, client_host, "client", {"app": "client"}))
         upstream = f"{client_host}:{free_port(client_host)}"
-        m.start_proxy("greeter-0", "greeter", server_host, inbound=[(app_port, "GRPC")])
-        m.start_proxy("client-0", "client", client_host, upstreams=[(upstream, "greeter", SVC_PORT)])
+        m.start_proxy("greeter-0", "greeter", server_host, inbound=[(app_port, "GRPC")], extra_spec=extra)
+        m.start_proxy("client-0", "client", client_host, upstreams=[(upstream, "greeter", SVC_PORT)],
+                      extra_spec=extra)
         yield {"mesh": m, "client_host": client_host, "upstream": upstream, "server": server}
         stop_and_check_proxies(m)
     finally:
@@ -223,3 +229,26 @@ def test_fifty_concurrent_rpcs(channel):
     with futures.ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(stream, range(50)))
     assert results == [[(b"%d-%d" % (i, k))[::-1] for k in range(20)] for i in range(50)]
+
+
+def test_client_stream_may_pause_longer_than_the_request_body_timeout(tmp_path):
+    """limits.requestBodyTimeout bounds a stalled HTTP request body; a gRPC
+    client stream that pauses between messages is the application's
+    business, bounded only by limits.streamIdleTimeout (Envoy's
+    stream_idle_timeout). Both sidecars run with a 1 s body timeout."""
+    import time
+    gen = _grpc_mesh(tmp_path, limits={"requestBodyTimeout": "1s"})
+    env = next(gen)
+    try:
+        ch = grpc.insecure_channel(env["upstream"], options=MSG_OPTS)
+        grpc.channel_ready_future(ch).result(timeout=20)
+        _, _, cs, _ = _stubs(ch)
+
+        def paused():
+            yield b"first"
+            time.sleep(3)  # the pause under test: three body timeouts long
+            yield b"second"
+        assert cs(paused(), timeout=T) == b"2,11"
+        ch.close()
+    finally:
+        next(gen, None)
