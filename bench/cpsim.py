@@ -384,6 +384,15 @@ async def scenario(a, work, res):
                              for j in range(lo, min(a.workloads, lo + 2500))])
         res["apply_workloads_s"] = time.monotonic() - t
         await api.apply([route_doc(a.namespaces, 90)])
+        # What the simulated proxies may register: reted admits a proxy's
+        # labels only within a WorkloadGroup of its service account (one
+        # group per label set; no egress set, so the whole mesh).
+        groups = sorted({(w["namespace"], w["serviceAccount"], w["labels"]["app"])
+                         for w in map(sim.workload, range(a.proxies))})
+        await api.apply([{"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
+                          "metadata": {"name": f"sim-{app}-{sa}", "namespace": ns},
+                          "spec": {"serviceAccount": sa, "labels": {"app": app}}}
+                         for ns, sa, app in groups])
         log(f"applied {a.services} services ({res['apply_services_s']:.1f} s), {a.workloads} workloads "
             f"({res['apply_workloads_s']:.1f} s), 1 route")
 
@@ -456,8 +465,12 @@ async def scenario(a, work, res):
             ctx.check_hostname = False
             ctx.load_cert_chain(os.path.join(certdir, f"{n}.pem"), os.path.join(certdir, f"{n}.key"))
             async with sem:
+                # From the address it registers, as rete-proxy connects from
+                # its --address: reted refuses a hello whose address is not
+                # the stream's source.
                 tr, p = await loop.create_connection(lambda: SimProxy(sim, n), "127.0.0.1", xds_port,
-                                                     ssl=ctx, server_hostname="reted")
+                                                     ssl=ctx, server_hostname="reted",
+                                                     local_addr=(sim.workload(n)["address"], 0))
                 tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
                 sim.proxies.append(p)
                 await asyncio.wait_for(p.connected, a.timeout)
