@@ -398,6 +398,11 @@ fail:
     return rc;
 }
 
+uint32_t rete_lb_shared_maglev_size(const rete_lb_shared *sh)
+{
+    return sh->maglev ? sh->maglev_size : 0;
+}
+
 void rete_lb_shared_unref(rete_lb_shared **shp)
 {
     rete_lb_shared *sh = *shp;

@@ -87,6 +87,9 @@ typedef struct rete_lb_endpoint_stats {
 RETE_MUST_CHECK rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out);
 /* Drop one reference; frees on the last and NULLs *sh. */
 void rete_lb_shared_unref(rete_lb_shared **sh);
+/* The Maglev lookup table's size (the prime it was rounded to), for tests
+ * and diagnostics; 0 for other kinds or when no endpoint is live. */
+uint32_t rete_lb_shared_maglev_size(const rete_lb_shared *sh);
 
 /* A worker's balancer over `sh`; takes its own reference. `seed` seeds the
  * worker's PRNG (give each worker a different one). Never NULL (OOM aborts). */

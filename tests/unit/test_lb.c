@@ -534,8 +534,20 @@ static void test_maglev_table_size_rounded_to_prime(void **state)
         assert_share(c[i], 3000, 1.0 / 3, 0.15);
     rete_lb_free(&lb);
 
-    f.svc.policy.maglev_table_size = 6000000; /* above the bound */
+    /* The size itself: rounded up to the next prime, a prime kept, the
+     * default 65537, and never below the endpoint count + 1. */
+    static const struct {
+        uint32_t asked, got;
+    } sizes[] = {{1000, 1009}, {1009, 1009}, {1010, 1013}, {0, 65537}, {2, 5}};
     rete_lb_shared *sh = NULL;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        f.svc.policy.maglev_table_size = sizes[i].asked;
+        assert_int_equal(rete_lb_shared_build(&f.svc, &sh), RETE_OK);
+        assert_int_equal(rete_lb_shared_maglev_size(sh), sizes[i].got);
+        rete_lb_shared_unref(&sh);
+    }
+
+    f.svc.policy.maglev_table_size = 6000000; /* above the bound */
     assert_int_equal(rete_lb_shared_build(&f.svc, &sh), RETE_ELIMIT);
     assert_null(sh);
 }
