@@ -157,12 +157,13 @@ def stop_and_check_proxies(m):
     assert not problems, "\n".join(problems)
 
 
-def s_client(host, ca_file, cert=None, payload=b"", wait=3.0):
-    """Run `openssl s_client` (TLS 1.3, ALPN h2) against host:15008, send
+def s_client(host, ca_file, cert=None, payload=b"", wait=3.0, tls13_only=True):
+    """Run `openssl s_client` (TLS 1.3 unless `tls13_only` is false, then
+    whatever the two sides negotiate; ALPN h2) against host:15008, send
     `payload` and keep reading (-ign_eof) until the server closes or `wait`
     seconds pass. Returns (closed_by_server, stdout+stderr text)."""
     args = ["openssl", "s_client", "-connect", f"{host}:15008", "-CAfile", ca_file, "-alpn", "h2",
-            "-tls1_3", "-ign_eof"]
+            *(["-tls1_3"] if tls13_only else []), "-ign_eof"]
     if cert:
         args += ["-cert", cert[0], "-key", cert[1]]
     p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

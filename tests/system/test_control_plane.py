@@ -396,8 +396,17 @@ MALFORMED = [
 ]
 
 
-def test_at_least_twenty_malformed_documents():
-    assert len(MALFORMED) >= 20 and len({c[0] for c in MALFORMED}) == len(MALFORMED)
+def test_reted_refuses_at_least_twenty_distinct_malformed_documents(shared_reted):
+    """reted's answers, not this file's list: at least twenty malformed
+    documents each refused (422) with its own field path and reason."""
+    valid = _svc({"ports": [{"port": 80, "protocol": "HTTP"}]}, name="s")
+    answers = set()
+    for case, doc, _ in MALFORMED:
+        st, body = shared_reted.apply([valid, doc], source=f"{case}.yaml")
+        assert st == 422, (case, body)
+        d = body["details"][0]
+        answers.add((d["path"], d["reason"]))
+    assert len(answers) >= 20, sorted(answers)
 
 
 @pytest.fixture(scope="module")
@@ -742,14 +751,19 @@ def test_a_stalled_reader_is_bounded_then_cut_off_and_resyncs_whole(reted, tmp_p
     stop = threading.Event()
     seen = []
 
+    reader_errors = []
+
     def keep_reading():
         try:
             while not stop.is_set():
                 msg = healthy.message()
                 seen.append(msg["version"])
                 healthy.ack(msg)
-        except (OSError, EOFError, ValueError):
-            pass
+        except (OSError, EOFError, ValueError) as e:
+            # closing the healthy stream at the end ends the read; an error
+            # before that is the healthy reader losing its stream: a failure
+            if not stop.is_set():
+                reader_errors.append(repr(e))
     reader = threading.Thread(target=keep_reading, daemon=True)
     reader.start()
     try:
@@ -772,6 +786,8 @@ def test_a_stalled_reader_is_bounded_then_cut_off_and_resyncs_whole(reted, tmp_p
     finally:
         stop.set()
         healthy.close()
+        reader.join(10)
+    assert not reader_errors, f"the healthy reader lost its stream: {reader_errors}"
     # the laggard's socket ends after what the kernel already held
     with pytest.raises(EOFError):
         while True:

@@ -7,7 +7,6 @@ import json
 import subprocess
 from concurrent import futures
 
-import pytest
 
 from helpers import build_path, free_port, loopback_host, start_echo
 
@@ -149,7 +148,7 @@ def test_loadgen_grpc_against_grpcio_server():
     """A gRPC server nobody here wrote: the request must be a well-framed
     message whose protobuf field 1 holds --grpc-payload bytes; its statuses
     (an abort, an unknown method) are tallied by code."""
-    grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed (make deps)")
+    import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
     seen = []
 
     def echo(req, context):

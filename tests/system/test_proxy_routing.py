@@ -685,7 +685,7 @@ class GrpcBackend:
 
 
 def test_grpc_route_by_service_method_and_header(mesh):
-    grpc = pytest.importorskip("grpc")
+    import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
     port = 50051
     backends = [GrpcBackend(mesh, "grpc-a-0", "grpc-a", port), GrpcBackend(mesh, "grpc-b-0", "grpc-b", port),
                 GrpcBackend(mesh, "grpc-c-0", "grpc-c", port)]
