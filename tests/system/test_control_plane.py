@@ -10,7 +10,8 @@ import time
 import pytest
 
 from controlplane import (READY_PROXY, CPProxy, StreamClient, cert_sans, curl, curl_json, curl_status,
-                          echo_service_mesh, finish_traffic, log_has, openssl, reted_metric, start_cp_proxy,
+                          echo_service_mesh, finish_traffic, log_has, openssl, proxy_metric, reted_metric,
+                          start_cp_proxy,
                           start_reted, start_traffic, wait_for)
 from helpers import read_log
 from mesh import service
@@ -135,11 +136,14 @@ def test_rotation_with_30_second_certificates_under_traffic(tmp_path):
 def test_reted_killed_under_traffic_then_proxies_reconnect(reted, tmp_path):
     m = echo_service_mesh(reted, tmp_path)
     traffic = start_traffic(m["client"].outbound, rate=20, duration=20)
-    time.sleep(3)
+    served = lambda: proxy_metric(m["echo_host"], "istio_requests_total")  # noqa: E731 (at the app's sidecar)
+    wait_for(lambda: served() >= 20, 30, 0.2, "traffic flowing")
     reted.kill(signal.SIGKILL)
     for p in (m["server"], m["client"]):
         log_has(p.log, r"config stream to .* closed; serving version")
-    time.sleep(4)
+    # reted stays down while the mesh keeps serving (two more seconds' worth)
+    down_at = served()
+    wait_for(lambda: served() >= down_at + 40, 30, 0.2, "traffic served while reted is down")
     reted.start()
     for p in (m["server"], m["client"]):
         reted.wait_synced(p.name, timeout=60)

@@ -111,10 +111,14 @@ def _refusal(env, cert, reason_regex, wire_regex):
     # (and the app saw nothing).
     assert re.search(wire_regex, out), out
     assert _server_bytes_after_handshake(out) == "", out
-    time.sleep(0.2)
+    # Once the refusal is counted the connection is gone: nothing of it can
+    # reach the app later, so the app's log is final (no sleep needed).
+    deadline = time.monotonic() + 10
+    while metric(env, "rete_proxy_mesh_refused_total") < before_refused + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(env, "rete_proxy_mesh_refused_total") == before_refused + 1
     assert len(echo_requests(env)) == before_req, read_log(env["echo"])
     assert PROBE_PATH not in read_log(env["echo"])
-    assert metric(env, "rete_proxy_mesh_refused_total") == before_refused + 1
     assert re.search(reason_regex, read_log(env["server"])), read_log(env["server"])
     return out
 
