@@ -97,6 +97,18 @@ def read_log(proc):
         return f.read().decode(errors="replace")
 
 
+def run_tool(args, **kw):
+    """subprocess.run for one of our binaries (build_path(...)), whose output
+    is captured: a sanitizer report in it fails the test, whatever the exit
+    code (UBSan exits 1, LeakSanitizer 23, and a test expecting a refusal
+    would take either for one)."""
+    p = subprocess.run(args, **kw)
+    out = [x for x in (p.stdout, p.stderr) if x]
+    check_sanitizer_output(b"".join(x if isinstance(x, bytes) else x.encode() for x in out),
+                           " ".join(str(a) for a in args[:3]))
+    return p
+
+
 def start_process(args, ready_regex, timeout=10, env=None, cwd=None, persistent=False):
     """Start `args` and wait until `ready_regex` matches its output (stderr or
     stdout). Returns the Popen, with `.log_path` and `.ready_match` added.

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from helpers import REPO, build_dir
+from helpers import REPO, build_dir, check_sanitizer_output
 
 DEMO = REPO / "examples" / "demo.py"
 
@@ -147,6 +147,11 @@ def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
     assert abs(v2 / n - 0.1) <= 4.5 * (0.09 / n) ** 0.5, f"v1 {v1}, v2 {v2}: not a 90/10 split"
     assert "[traffic] rete-client done ok=" in out
     assert "all 10 processes stopped" in out
+    # the demo's processes are ours too: their logs hold no sanitizer report
+    logs = sorted((tmp_path / ".demo" / "logs").glob("*.log"))
+    assert len(logs) >= 9, logs
+    for f in logs:
+        check_sanitizer_output(f.read_bytes(), f"the demo's {f.name}")
     time.sleep(0.2)
     assert children_alive(pids) == [], out
     assert not (tmp_path / ".config").exists()

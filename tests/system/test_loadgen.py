@@ -8,11 +8,11 @@ import subprocess
 from concurrent import futures
 
 
-from helpers import build_path, free_port, loopback_host, start_echo
+from helpers import build_path, free_port, loopback_host, start_echo, run_tool
 
 
 def loadgen(url, *args, timeout=30):
-    p = subprocess.run([build_path("rete-loadgen"), "--url", url, *args], stdout=subprocess.PIPE,
+    p = run_tool([build_path("rete-loadgen"), "--url", url, *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=timeout)
     return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), p.stderr
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import build_path, read_log, start_echo, start_process, stop_process
+from helpers import build_path, read_log, start_echo, start_process, stop_process, run_tool
 from mesh import echo_mesh, fresh_host, service, workload
 
 DRAIN = {"limits": {"drainTimeout": "20s"}}
@@ -331,11 +331,11 @@ def test_two_workers_both_listen_and_serve(tmp_path):
 def test_check_config(tmp_path):
     env = write_client_config(tmp_path)
     good = env["client"].config_path
-    r = subprocess.run([build_path("rete-proxy"), "--check-config", good], capture_output=True, text=True,
+    r = run_tool([build_path("rete-proxy"), "--check-config", good], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0, r.stderr
     bad = env["mesh"].write_config("bad", "client", env["client_host"], extra_spec={"bogusField": 1})
-    r = subprocess.run([build_path("rete-proxy"), "--check-config", bad], capture_output=True, text=True,
+    r = run_tool([build_path("rete-proxy"), "--check-config", bad], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 1
     assert "spec.bogusField" in r.stderr and bad in r.stderr, r.stderr
