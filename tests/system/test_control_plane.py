@@ -71,7 +71,7 @@ def test_token_with_two_uses_serves_two_proxies_then_no_more(reted, tmp_path):
 
 def test_expired_token_refused(reted, tmp_path):
     tok = reted.token("demo", "web", ttl=1)
-    time.sleep(2.2)
+    time.sleep(2.2)  # the TTL running out is what is under test (not synchronisation)
     p = CPProxy(reted, tmp_path, "web-0", "demo", "web", token=tok).start(ready=r"control plane")
     m = _cert_refused(p)
     assert m.group(1) == "403" and "expired" in m.group(2), m.group(0)
@@ -645,12 +645,15 @@ def test_renewal_due_while_reted_is_down_happens_once_it_is_back(tmp_path):
     issued = time.time()
     first = {p.name: _read(p.cert_path) for p in proxies}
     reted.kill(signal.SIGKILL)
-    time.sleep(max(0.0, issued + 19 - time.time()))  # renewal (at 15 s +- 3 s) failed meanwhile
+    for p in proxies:  # renewal (at 15 s +- 3 s) fails while reted is down
+        log_has(p.log, r"certificate renewal failed; retrying", timeout=40)
     reted.start()
     for p in proxies:
         wait_for(lambda: _read(p.cert_path) != first[p.name], 40, 0.3, f"{p.name} renewed after reted came back")
         reted.wait_synced(p.name, timeout=40)
-    time.sleep(max(0.0, issued + 32 - time.time()))  # past the first certificates' end
+    # time passing is what is under test here (not synchronisation): past
+    # the first certificates' end, the proxies serve on the renewed ones
+    time.sleep(max(0.0, issued + 32 - time.time()))
     assert curl_status(m["client"].outbound, "echo") == 200
     for p in proxies:
         assert reted.proxy(p.name)["certExpiresAt"] > time.time()
