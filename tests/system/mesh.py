@@ -10,7 +10,7 @@ import random
 import subprocess
 
 import certs
-from helpers import build_path, read_log, start_echo, start_process, stop_process
+from helpers import build_path, read_log, sanitizer_report, start_echo, start_process, stop_process
 
 TRUST_DOMAIN = "cluster.local"
 _used_hosts = set()
@@ -152,8 +152,8 @@ def stop_and_check_proxies(m):
             continue
         rc = stop_process(proc)
         log = read_log(proc)
-        if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
-            problems.append(f"{name} exited with {rc} on SIGTERM:\n{log[-4000:]}")
+        if rc != 0 or sanitizer_report(log):
+            problems.append(f"{name} exited with {rc} on SIGTERM:\n{sanitizer_report(log) or log[-4000:]}")
     assert not problems, "\n".join(problems)
 
 
