@@ -16,7 +16,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	libpcre2-dev libcmocka-dev libclang-rt-14-dev \
 	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
 	python3-websockets redis-server redis-tools prometheus haproxy nginx wrk \
-	iproute2 procps python3-matplotlib
+	iproute2 procps python3-matplotlib python3-cryptography linux-perf
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
@@ -63,9 +63,14 @@ unit: build
 
 # Unit tests on the gcc build, the clang build compiled with -Werror, then unit
 # and system tests under ASan+UBSan, then the benchmark's 30-second smoke run
-# (every scenario briefly; it fails on a crash or an error, never on a
-# figure). CI runs exactly this.
+# (every scenario briefly; it fails on a crash, an error, or a target that
+# could not be measured in some scenario, never on a figure). CI runs exactly this.
+# tests/check_deps.py first: every module and command the tests, bench and
+# demo use comes from a package in DEB_PACKAGES. Unit tests run with
+# UBSAN_OPTIONS=halt_on_error=1 (set in tests/unit/meson.build), and system
+# tests fail on any sanitizer report in a process's log (docs/testing.md).
 test: deps build clang asan
+	$(PYTHON) tests/check_deps.py
 	meson test -C $(BUILD) --print-errorlogs
 	meson test -C $(ASAN_BUILD) --print-errorlogs
 	RETE_BUILD=$(CURDIR)/$(ASAN_BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -170,14 +170,6 @@ def workload_doc(j, services, namespaces):
                      "serviceAccount": f"sa{i % namespaces}", "labels": {"app": f"svc-{i}"}}}
 
 
-def workload_group_doc(i, namespaces):
-    """What a simulated proxy of svc-i may register (reted refuses labels no
-    WorkloadGroup of its service account allows); egress: MeshConfig's."""
-    return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
-            "metadata": {"name": f"wg-svc-{i}", "namespace": namespace(i, namespaces)},
-            "spec": {"serviceAccount": f"sa{i % namespaces}", "labels": {"app": f"svc-{i}"}}}
-
-
 def route_doc(namespaces, w1):
     # parent svc-0, backends svc-N and svc-2N: all in namespace sim0.
     return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -385,13 +377,21 @@ async def scenario(a, work, res):
         t = time.monotonic()
         await api.apply([service_doc(i, a.namespaces) for i in range(a.services)])
         res["apply_services_s"] = time.monotonic() - t
-        await api.apply([workload_group_doc(i, a.namespaces) for i in range(a.services)])
         t = time.monotonic()
         for lo in range(0, a.workloads, 2500):
             await api.apply([workload_doc(j, a.services, a.namespaces)
                              for j in range(lo, min(a.workloads, lo + 2500))])
         res["apply_workloads_s"] = time.monotonic() - t
         await api.apply([route_doc(a.namespaces, 90)])
+        # What the simulated proxies may register: reted admits a proxy's
+        # labels only within a WorkloadGroup of its service account (one
+        # group per label set; no egress set, so the whole mesh).
+        groups = sorted({(w["namespace"], w["serviceAccount"], w["labels"]["app"])
+                         for w in map(sim.workload, range(a.proxies))})
+        await api.apply([{"apiVersion": "networking.rete.dev/v1alpha1", "kind": "WorkloadGroup",
+                          "metadata": {"name": f"sim-{app}-{sa}", "namespace": ns},
+                          "spec": {"serviceAccount": sa, "labels": {"app": app}}}
+                         for ns, sa, app in groups])
         log(f"applied {a.services} services ({res['apply_services_s']:.1f} s), {a.workloads} workloads "
             f"({res['apply_workloads_s']:.1f} s), 1 route")
 

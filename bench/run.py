@@ -328,6 +328,11 @@ def multiplexed_latency(info, targets, protocol, rate, duration, connections, fa
     res = {}
     for t in targets:
         if protocol not in info[t]:
+            # A target that cannot be loaded this way is a failure, never a
+            # gap in the report (the smoke exists to catch exactly that).
+            res[t] = {"failed": f"no {protocol} endpoint"}
+            failures.append(f"{t} {protocol}: not measured (no {protocol} endpoint)")
+            log(f"{t:8s} {protocol}: n/a (no endpoint)")
             continue
         try:
             if warmup:
@@ -339,7 +344,10 @@ def multiplexed_latency(info, targets, protocol, rate, duration, connections, fa
         res[t] = r
         if "failed" in r:
             log(f"{t:8s} {protocol} {rate} req/s: n/a ({r['failed']})")
+            failures.append(f"{t} {protocol} at {rate} req/s: not measured: {r['failed']}")
             continue
+        if not r.get("ok"):
+            failures.append(f"{t} {protocol} at {rate} req/s: no request answered")
         tally = f", grpc-status {r['grpc_status']}" if "grpc_status" in r else ""
         log(f"{t:8s} {protocol} {rate:5d} req/s: p50 {r['p50']} p99 {r['p99']} p99.9 {r['p999']} "
             f"max {r['max']} us, ok {r['ok']}, errors {r['errors']}, non2xx {r['non2xx']}{tally}")
@@ -440,7 +448,21 @@ def h2load(url, duration):
     if not m or not r or int(r.group(4)) == 0:
         return None
     return {"rps": float(m.group(1)), "succeeded": int(r.group(4)), "failed": int(r.group(5)),
-            "errored": int(r.group(6)), "ok2xx": int(s.group(1)) if s else 0}
+            "errored": int(r.group(6)), "ok2xx": int(s.group(1)) if s else 0,
+            "output": out[-2000:]}
+
+
+def h2load_problems(h):
+    """Why an h2load result is not a clean run ("" when it is): no result at
+    all, failed or errored requests, or answers other than 2xx."""
+    if h is None:
+        return "not measured (h2load gave no result)"
+    bad = []
+    if h["failed"] or h["errored"]:
+        bad.append(f"{h['failed']} failed, {h['errored']} errored")
+    if h["ok2xx"] < h["succeeded"]:
+        bad.append(f"{h['succeeded'] - h['ok2xx']} non-2xx")
+    return "; ".join(bad)
 
 
 def idle_connections(url, n):
@@ -732,6 +754,13 @@ def main():
         info = start_targets(procs, work, certs, args.threads, results["notes"])
         targets = [t for t in TARGETS if t in info]
         log(f"targets up: {', '.join(targets)}; work dir {work}")
+        # A target that did not come up (rete first of all) is measured in no
+        # scenario: a failure, not a note in the report.
+        for t in TARGETS:
+            if t not in info:
+                failures.append(f"{t}: not measured: {results['notes'].get(t, 'did not start')}")
+        if "grpc" in results["notes"]:
+            failures.append(f"gRPC: not measured: {results['notes']['grpc']}")
 
         # Memory first, on proxies that have carried no load yet, so pools
         # filled by the load runs do not hide the per-connection cost.
@@ -811,6 +840,11 @@ def main():
             h = h2load(info[t]["h2c"], cfg["h2_duration"])
             results["h2load"][t] = h
             log(f"{t:8s} h2load: {h['rps']:.0f} req/s" if h else f"{t:8s} h2load: n/a (no h2c)")
+            why = h2load_problems(h)
+            if why:
+                failures.append(f"{t} h2load: {why}" + (f"\n{h['output']}" if h else ""))
+            if h:
+                h.pop("output")
 
         if not args.smoke:
             # The profiles behind the targets: at a fixed rate (latency) and
@@ -840,6 +874,8 @@ def main():
                 h = handshakes(info[t]["mesh"], certs, info[t]["alpn"], cfg["hs_seconds"])
                 results["handshakes"][t] = h
                 log(f"{t:8s} mTLS handshakes: {h['per_second']:.0f}/s ({h['errors']} errors)")
+                if h["errors"] or not h["per_second"]:
+                    failures.append(f"{t} mTLS handshakes: {h['errors']} failed, {h['per_second']:.0f}/s")
         if cfg["speed_seconds"]:
             results["speed"] = openssl_speed(cfg["speed_seconds"])
             log(f"openssl speed: {results['speed']}")

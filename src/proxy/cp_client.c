@@ -562,7 +562,14 @@ static void retry_renewal(void)
 {
     int64_t left = cp.cert_not_after - (int64_t)time(NULL);
     uint64_t ms = left > 10 ? (uint64_t)(left / 10) * 1000 : 1000;
-    uv_timer_start(&cp.renew_timer, on_renew, ms > 30000 ? 30000 : ms, 0);
+    if (ms > 30000)
+        ms = 30000;
+    /* Said, so an operator (and a test) sees a renewal at risk before the
+     * certificate runs out. */
+    rete_warn("control plane: certificate renewal failed; retrying in %llu ms (certificate valid "
+              "for %lld s more)",
+              (unsigned long long)ms, (long long)left);
+    uv_timer_start(&cp.renew_timer, on_renew, ms, 0);
 }
 
 static void request_certificate(bool renewal)

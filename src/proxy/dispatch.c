@@ -558,9 +558,9 @@ void rete_dispatch_finish(rete_exchange *ex)
     }
     if (ex->service && ex->endpoint >= 0) {
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
-        if (lb)
-            rete_lb_finish(lb, ex->endpoint, dur,
-                           status >= 500 || status == 0 || ex->error == RETE_EXE_CONNECT, now);
+        if (lb && rete_lb_finish(lb, ex->endpoint, dur,
+                                 status >= 500 || status == 0 || ex->error == RETE_EXE_CONNECT, now))
+            rete_telemetry_lb_ejection(ex->worker, ex->service);
     }
     access_log(ex, status, ms);
 }

@@ -398,6 +398,11 @@ fail:
     return rc;
 }
 
+uint32_t rete_lb_shared_maglev_size(const rete_lb_shared *sh)
+{
+    return sh->maglev ? sh->maglev_size : 0;
+}
+
 void rete_lb_shared_unref(rete_lb_shared **shp)
 {
     rete_lb_shared *sh = *shp;
@@ -797,10 +802,10 @@ void rete_lb_start(rete_lb *lb, int idx)
         lb->ep[idx].outstanding++;
 }
 
-void rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns)
+bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns)
 {
     if (!valid_idx(lb, idx))
-        return;
+        return false;
     const rete_lb_shared *sh = lb->sh;
     ep_state *e = &lb->ep[idx];
     if (e->outstanding)
@@ -812,21 +817,22 @@ void rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uin
     decay_multiplier(sh, e, now_ns);
     if (!failure) {
         e->consecutive_failures = 0;
-        return;
+        return false;
     }
     e->failures++;
     /* Failures of requests still in flight when the endpoint was ejected say
      * nothing new. */
     if (!sh->consecutive_5xx || !sh->weight[idx] || e->ejected)
-        return;
+        return false;
     if (++e->consecutive_failures < sh->consecutive_5xx)
-        return;
+        return false;
     if (may_eject(lb)) {
         eject(lb, e, now_ns);
-    } else {
-        lb->ejections_overflow_total++;
-        e->consecutive_failures = 0;
+        return true;
     }
+    lb->ejections_overflow_total++;
+    e->consecutive_failures = 0;
+    return false;
 }
 
 void rete_lb_get_stats(const rete_lb *lb, uint64_t now_ns, rete_lb_stats *out)

@@ -87,6 +87,9 @@ typedef struct rete_lb_endpoint_stats {
 RETE_MUST_CHECK rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out);
 /* Drop one reference; frees on the last and NULLs *sh. */
 void rete_lb_shared_unref(rete_lb_shared **sh);
+/* The Maglev lookup table's size (the prime it was rounded to), for tests
+ * and diagnostics; 0 for other kinds or when no endpoint is live. */
+uint32_t rete_lb_shared_maglev_size(const rete_lb_shared *sh);
 
 /* A worker's balancer over `sh`; takes its own reference. `seed` seeds the
  * worker's PRNG (give each worker a different one). Never NULL (OOM aborts). */
@@ -107,8 +110,9 @@ void rete_lb_start(rete_lb *lb, int idx);
 /* The request to `idx` ended: outstanding--, latency sample (PEAK_EWMA),
  * outlier detection. `failure`: a 5xx, connect failure or reset. A request
  * that never reached the endpoint should not be reported as finished with a
- * latency; report failure with latency 0. */
-void rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns);
+ * latency; report failure with latency 0. Returns true when this failure
+ * ejected the endpoint (the caller counts rete_proxy_lb_ejections_total). */
+bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns);
 
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns);
 void rete_lb_get_stats(const rete_lb *lb, uint64_t now_ns, rete_lb_stats *out);

@@ -456,6 +456,12 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
     rete_metrics_observe(w->shard, e->resp_bytes, (double)ex->resp_bytes);
 }
 
+void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc)
+{
+    rete_view cluster = or_unknown(svc->fqdn);
+    rete_metrics_inc(w->shard, resolve(w, w->mm->lb_ejections_total, &cluster, 1), 1);
+}
+
 void rete_telemetry_tunnel_open(rete_exchange *ex)
 {
     if (ex->tcp_open)

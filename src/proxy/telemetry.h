@@ -33,6 +33,10 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns);
  * will count in. Worker thread. */
 void rete_telemetry_tunnel_open(rete_exchange *ex);
 
+/* Outlier detection ejected an endpoint of `svc`: rete_proxy_lb_ejections_total
+ * {cluster=<the Service's FQDN>} (one balancer per Service). Worker thread. */
+void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc);
+
 /* The tunnel ended: istio_tcp_connections_closed_total. */
 void rete_telemetry_tunnel_close(rete_exchange *ex);
 

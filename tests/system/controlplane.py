@@ -12,7 +12,8 @@ import subprocess
 import time
 import urllib.parse
 
-from helpers import build_path, free_port, read_log, start_echo, start_process, stop_process
+from helpers import (build_path, check_sanitizer_output, free_port, read_log, start_echo, start_process,
+                     stop_process)
 from mesh import fresh_host, service
 
 TRUST_DOMAIN = "cluster.local"
@@ -362,6 +363,7 @@ def finish_traffic(proc, timeout=90):
         proc.wait()
     out = read_log(proc)
     os.unlink(proc.log_path)
+    check_sanitizer_output(out, "rete-client (start_traffic)")
     return proc.returncode, out
 
 

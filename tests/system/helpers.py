@@ -4,6 +4,17 @@ process and wait for its ready line, and stop everything a test started.
 Processes write stdout+stderr to a log file, never to a pipe: a pipe that no
 one drains fills up and blocks the child mid-test. The log stays readable as
 `proc.log_path` (and `read_log(proc)`) for assertions and failure messages.
+
+Sanitizer reports are fatal. Under `make test` our binaries are the
+ASan+UBSan build; a report goes to the process's stderr (its log here), and
+UBSan with halt_on_error exits 1 rather than aborting, so the exit code alone
+does not tell. Every process started with start_process() is stopped at the
+end of its test (or its module, for persistent ones) with SIGTERM first, so
+LeakSanitizer runs at exit, and SIGKILL only if it has not exited within
+STOP_TIMEOUT; then its whole log is scanned and any report fails the test
+naming the process. A process a test killed on purpose (SIGKILL) is scanned
+all the same: a report written before the kill is real. Output of commands
+run with subprocess.run is checked with check_sanitizer_output().
 """
 import os
 import random
@@ -13,12 +24,42 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 _procs = []  # processes of the current test, reaped by cleanup_processes()
-_persistent = []  # processes shared by several tests (module fixtures), reaped at session end
+_persistent = []  # processes shared by several tests (module fixtures), reaped at module end
+
+# What a sanitizer report contains: "ERROR: AddressSanitizer", "LeakSanitizer",
+# "UndefinedBehaviorSanitizer", and UBSan's "file:line:col: runtime error: ...".
+SANITIZER_MARKERS = ("Sanitizer", "runtime error:")
+# How long a process gets to exit on SIGTERM at the end of a test before it is
+# killed. A rete-proxy drains for at most drainTimeout (2s in mesh.py's
+# configurations, 5s by default); a test's clients are gone by then.
+STOP_TIMEOUT = 8
+# Exit by one of these signals is a crash, whatever the log says.
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+
+
+def sanitizer_report(text):
+    """The sanitizer report in `text` (from a little before the first marker
+    line, at most 6000 characters), or None."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            return "\n".join(lines[max(0, i - 2):])[:6000]
+    return None
+
+
+def check_sanitizer_output(text, what):
+    """Fail (AssertionError naming `what`) if `text`, the output of a process
+    we ran, holds a sanitizer report."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    rep = sanitizer_report(text or "")
+    assert rep is None, f"sanitizer report from {what}:\n{rep}"
 
 
 def build_dir():
@@ -55,6 +96,18 @@ def free_port(host="127.0.0.1"):
 def read_log(proc):
     with open(proc.log_path, "rb") as f:
         return f.read().decode(errors="replace")
+
+
+def run_tool(args, **kw):
+    """subprocess.run for one of our binaries (build_path(...)), whose output
+    is captured: a sanitizer report in it fails the test, whatever the exit
+    code (UBSan exits 1, LeakSanitizer 23, and a test expecting a refusal
+    would take either for one)."""
+    p = subprocess.run(args, **kw)
+    out = [x for x in (p.stdout, p.stderr) if x]
+    check_sanitizer_output(b"".join(x if isinstance(x, bytes) else x.encode() for x in out),
+                           " ".join(str(a) for a in args[:3]))
+    return p
 
 
 def start_process(args, ready_regex, timeout=10, env=None, cwd=None, persistent=False):
@@ -100,22 +153,79 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=10):
 
 
 def cleanup_processes(everything=False):
-    """Kill whatever a test left running and delete the logs; with
-    `everything`, the persistent processes too."""
+    """Stop whatever a test left running (SIGTERM, SIGKILL after
+    STOP_TIMEOUT), scan every log for sanitizer reports and crashes, and
+    delete the logs; with `everything`, the persistent processes too. The
+    persistent processes that keep running are scanned as well (so a report
+    fails the test during which it appeared). Raises AssertionError naming
+    each process with a report, after every process is reaped."""
+    problems = []
     lists = [_procs, _persistent] if everything else [_procs]
+    doomed = [p for procs in lists for p in procs]
     for procs in lists:
-        while procs:
-            _reap(procs.pop())
+        procs.clear()
+    # SIGTERM to all first, then wait: the processes drain in parallel, so a
+    # test waits at most STOP_TIMEOUT in all, not per process.
+    for proc in doomed:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for proc in reversed(doomed):  # the last started first, as before
+        problem = _reap(proc, max(0.0, deadline - time.monotonic()))
+        if problem:
+            problems.append(problem)
+    if not everything:
+        for proc in _persistent:
+            problem = _scan(proc)
+            if problem:
+                problems.append(problem)
+    assert not problems, "\n\n".join(problems)
 
 
-def _reap(proc):
+def _describe(proc):
+    return f"{' '.join(str(a) for a in proc.args[:4])} (pid {proc.pid})"
+
+
+def _scan(proc):
+    """A problem report for `proc` (a sanitizer report in its log, or a
+    crash), or None. A process killed by SIGKILL is not a crash: tests do
+    that on purpose; its log is scanned all the same."""
+    if getattr(proc, "sanitizer_checked", False):
+        return None
+    try:
+        rep = sanitizer_report(read_log(proc))
+    except OSError:
+        rep = None
+    if rep:
+        proc.sanitizer_checked = True  # report once
+        return f"sanitizer report from {_describe(proc)}:\n{rep}"
+    rc = proc.poll()
+    if rc is not None and rc < 0 and -rc in _CRASH_SIGNALS:
+        proc.sanitizer_checked = True
+        return f"{_describe(proc)} died of signal {-rc}:\n{read_log(proc)[-4000:]}"
+    return None
+
+
+def _reap(proc, timeout=STOP_TIMEOUT):
+    """Stop `proc` (SIGTERM, SIGKILL after `timeout`), scan its log, delete
+    it; returns a problem report or None."""
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Not a failure (a test may have left a long drain running), but
+            # said: its exit-time leak check did not run.
+            warnings.warn(f"{_describe(proc)} still running {STOP_TIMEOUT}s after SIGTERM; "
+                          "killed, so its exit-time leak check did not run")
+            proc.kill()
+            proc.wait()
+    problem = _scan(proc)
     try:
         os.unlink(proc.log_path)
     except OSError:
         pass
+    return problem
 
 
 def start_echo(*extra, name="echo", host=None, port=None, timeout=10, persistent=False):

@@ -10,7 +10,7 @@ import random
 import subprocess
 
 import certs
-from helpers import build_path, read_log, start_echo, start_process, stop_process
+from helpers import build_path, read_log, sanitizer_report, start_echo, start_process, stop_process
 
 TRUST_DOMAIN = "cluster.local"
 _used_hosts = set()
@@ -152,17 +152,18 @@ def stop_and_check_proxies(m):
             continue
         rc = stop_process(proc)
         log = read_log(proc)
-        if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
-            problems.append(f"{name} exited with {rc} on SIGTERM:\n{log[-4000:]}")
+        if rc != 0 or sanitizer_report(log):
+            problems.append(f"{name} exited with {rc} on SIGTERM:\n{sanitizer_report(log) or log[-4000:]}")
     assert not problems, "\n".join(problems)
 
 
-def s_client(host, ca_file, cert=None, payload=b"", wait=3.0):
-    """Run `openssl s_client` (TLS 1.3, ALPN h2) against host:15008, send
+def s_client(host, ca_file, cert=None, payload=b"", wait=3.0, tls13_only=True):
+    """Run `openssl s_client` (TLS 1.3 unless `tls13_only` is false, then
+    whatever the two sides negotiate; ALPN h2) against host:15008, send
     `payload` and keep reading (-ign_eof) until the server closes or `wait`
     seconds pass. Returns (closed_by_server, stdout+stderr text)."""
     args = ["openssl", "s_client", "-connect", f"{host}:15008", "-CAfile", ca_file, "-alpn", "h2",
-            "-tls1_3", "-ign_eof"]
+            *(["-tls1_3"] if tls13_only else []), "-ign_eof"]
     if cert:
         args += ["-cert", cert[0], "-key", cert[1]]
     p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -3,13 +3,13 @@ import json
 import re
 import subprocess
 
-from helpers import build_path, free_port, start_echo, stop_process
+from helpers import build_path, free_port, start_echo, stop_process, run_tool
 
 LINE = re.compile(r"ok=(\d+) err=(\d+) codes=\{([^}]*)\} p50=([\d.]+)ms p99=([\d.]+)ms")
 
 
 def run_client(*args, timeout=60):
-    return subprocess.run([build_path("rete-client"), *args], capture_output=True, text=True, timeout=timeout)
+    return run_tool([build_path("rete-client"), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def summary(stdout):

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from controlplane import (READY_PROXY, CPProxy, StreamClient, cert_sans, curl, curl_json, curl_status,
-                          echo_service_mesh, finish_traffic, log_has, openssl, reted_metric, start_cp_proxy,
+                          echo_service_mesh, finish_traffic, log_has, openssl, proxy_metric, reted_metric,
+                          start_cp_proxy,
                           start_reted, start_traffic, wait_for)
 from helpers import read_log
 from mesh import service
@@ -70,7 +71,7 @@ def test_token_with_two_uses_serves_two_proxies_then_no_more(reted, tmp_path):
 
 def test_expired_token_refused(reted, tmp_path):
     tok = reted.token("demo", "web", ttl=1)
-    time.sleep(2.2)
+    time.sleep(2.2)  # the TTL running out is what is under test (not synchronisation)
     p = CPProxy(reted, tmp_path, "web-0", "demo", "web", token=tok).start(ready=r"control plane")
     m = _cert_refused(p)
     assert m.group(1) == "403" and "expired" in m.group(2), m.group(0)
@@ -135,11 +136,14 @@ def test_rotation_with_30_second_certificates_under_traffic(tmp_path):
 def test_reted_killed_under_traffic_then_proxies_reconnect(reted, tmp_path):
     m = echo_service_mesh(reted, tmp_path)
     traffic = start_traffic(m["client"].outbound, rate=20, duration=20)
-    time.sleep(3)
+    served = lambda: proxy_metric(m["echo_host"], "istio_requests_total")  # noqa: E731 (at the app's sidecar)
+    wait_for(lambda: served() >= 20, 30, 0.2, "traffic flowing")
     reted.kill(signal.SIGKILL)
     for p in (m["server"], m["client"]):
         log_has(p.log, r"config stream to .* closed; serving version")
-    time.sleep(4)
+    # reted stays down while the mesh keeps serving (two more seconds' worth)
+    down_at = served()
+    wait_for(lambda: served() >= down_at + 40, 30, 0.2, "traffic served while reted is down")
     reted.start()
     for p in (m["server"], m["client"]):
         reted.wait_synced(p.name, timeout=60)
@@ -396,8 +400,17 @@ MALFORMED = [
 ]
 
 
-def test_at_least_twenty_malformed_documents():
-    assert len(MALFORMED) >= 20 and len({c[0] for c in MALFORMED}) == len(MALFORMED)
+def test_reted_refuses_at_least_twenty_distinct_malformed_documents(shared_reted):
+    """reted's answers, not this file's list: at least twenty malformed
+    documents each refused (422) with its own field path and reason."""
+    valid = _svc({"ports": [{"port": 80, "protocol": "HTTP"}]}, name="s")
+    answers = set()
+    for case, doc, _ in MALFORMED:
+        st, body = shared_reted.apply([valid, doc], source=f"{case}.yaml")
+        assert st == 422, (case, body)
+        d = body["details"][0]
+        answers.add((d["path"], d["reason"]))
+    assert len(answers) >= 20, sorted(answers)
 
 
 @pytest.fixture(scope="module")
@@ -632,12 +645,15 @@ def test_renewal_due_while_reted_is_down_happens_once_it_is_back(tmp_path):
     issued = time.time()
     first = {p.name: _read(p.cert_path) for p in proxies}
     reted.kill(signal.SIGKILL)
-    time.sleep(max(0.0, issued + 19 - time.time()))  # renewal (at 15 s +- 3 s) failed meanwhile
+    for p in proxies:  # renewal (at 15 s +- 3 s) fails while reted is down
+        log_has(p.log, r"certificate renewal failed; retrying", timeout=40)
     reted.start()
     for p in proxies:
         wait_for(lambda: _read(p.cert_path) != first[p.name], 40, 0.3, f"{p.name} renewed after reted came back")
         reted.wait_synced(p.name, timeout=40)
-    time.sleep(max(0.0, issued + 32 - time.time()))  # past the first certificates' end
+    # time passing is what is under test here (not synchronisation): past
+    # the first certificates' end, the proxies serve on the renewed ones
+    time.sleep(max(0.0, issued + 32 - time.time()))
     assert curl_status(m["client"].outbound, "echo") == 200
     for p in proxies:
         assert reted.proxy(p.name)["certExpiresAt"] > time.time()
@@ -742,14 +758,19 @@ def test_a_stalled_reader_is_bounded_then_cut_off_and_resyncs_whole(reted, tmp_p
     stop = threading.Event()
     seen = []
 
+    reader_errors = []
+
     def keep_reading():
         try:
             while not stop.is_set():
                 msg = healthy.message()
                 seen.append(msg["version"])
                 healthy.ack(msg)
-        except (OSError, EOFError, ValueError):
-            pass
+        except (OSError, EOFError, ValueError) as e:
+            # closing the healthy stream at the end ends the read; an error
+            # before that is the healthy reader losing its stream: a failure
+            if not stop.is_set():
+                reader_errors.append(repr(e))
     reader = threading.Thread(target=keep_reading, daemon=True)
     reader.start()
     try:
@@ -772,6 +793,8 @@ def test_a_stalled_reader_is_bounded_then_cut_off_and_resyncs_whole(reted, tmp_p
     finally:
         stop.set()
         healthy.close()
+        reader.join(10)
+    assert not reader_errors, f"the healthy reader lost its stream: {reader_errors}"
     # the laggard's socket ends after what the kernel already held
     with pytest.raises(EOFError):
         while True:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed (make deps)")
+import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
 
 from helpers import start_echo, stop_process  # noqa: E402
 

@@ -7,13 +7,12 @@ import json
 import subprocess
 from concurrent import futures
 
-import pytest
 
-from helpers import build_path, free_port, loopback_host, start_echo
+from helpers import build_path, free_port, loopback_host, start_echo, run_tool
 
 
 def loadgen(url, *args, timeout=30):
-    p = subprocess.run([build_path("rete-loadgen"), "--url", url, *args], stdout=subprocess.PIPE,
+    p = run_tool([build_path("rete-loadgen"), "--url", url, *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=timeout)
     return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), p.stderr
 
@@ -25,7 +24,9 @@ def test_loadgen_constant_rate_every_request_answered():
     assert rc == 0, err
     assert r["scheduled"] == 1000 and r["sent"] == 1000 and r["ok"] == 1000
     assert r["errors"] == 0 and r["non2xx"] == 0 and r["unanswered"] == 0
-    assert 450 <= r["achieved_rate"] <= 510
+    # never faster than scheduled (how much slower is the machine's business:
+    # open loop means every request is still sent and counted, checked above)
+    assert 0 < r["achieved_rate"] <= 510
     assert 0 < r["min"] <= r["p50"] <= r["p90"] <= r["p99"] <= r["p999"] <= r["max"]
     pcts = [p for p, _ in r["spectrum"]]
     assert pcts[0] == 0 and pcts[-1] == 100
@@ -45,7 +46,10 @@ def test_loadgen_counts_latency_from_intended_send_time():
     assert r["ok"] == 40 and r["errors"] == 0
     assert r["max"] >= 800_000, r
     assert r["p50"] >= 300_000, r
-    # With enough connections the same load sees only the backend's delay.
+    queued = r
+    # With enough connections the same load sees only the backend's delay:
+    # far below the queued run's (a comparison, not a latency bound, so a
+    # slow machine slows both).
     rc, r, err = loadgen(f"http://{addr}/?delay=50", "--rate", "40", "--duration", "1",
                          "--connections", "8", "--timeout", "5")
     assert rc == 0, err
@@ -53,7 +57,7 @@ def test_loadgen_counts_latency_from_intended_send_time():
     # rete-echo's delay is a libuv timer started from the loop's cached
     # clock, which can lag the request's arrival by a millisecond or so: the
     # answer may come a little under 50 ms after the request.
-    assert 48_000 <= r["p50"] < 200_000, r
+    assert 48_000 <= r["p50"] and 3 * r["p50"] < queued["p50"], (r, queued)
 
 
 def test_loadgen_counts_non2xx():
@@ -103,10 +107,11 @@ def test_loadgen_http2_streams_bound_concurrency():
                          "--duration", "1", "--connections", "1")
     assert rc == 0, err
     assert r["ok"] == 40 and r["max"] >= 800_000, r
+    queued = r
     rc, r, err = loadgen(f"http://{addr}/?delay=50", "--http2", "--streams", "100", "--rate", "40",
                          "--duration", "1", "--connections", "1")
     assert rc == 0, err
-    assert r["ok"] == 40 and 48_000 <= r["p99"] < 200_000, r
+    assert r["ok"] == 40 and 48_000 <= r["p99"] and 3 * r["p99"] < queued["max"], (r, queued)
 
 
 # ---------------------------------------------------------------- gRPC
@@ -149,7 +154,7 @@ def test_loadgen_grpc_against_grpcio_server():
     """A gRPC server nobody here wrote: the request must be a well-framed
     message whose protobuf field 1 holds --grpc-payload bytes; its statuses
     (an abort, an unknown method) are tallied by code."""
-    grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed (make deps)")
+    import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
     seen = []
 
     def echo(req, context):
@@ -207,12 +212,13 @@ def test_loadgen_grpc_streams_bound_concurrency():
                          "--duration", "1", "--connections", "1")
     assert rc == 0, err
     assert r["ok"] == 40 and r["max"] >= 800_000, r
+    queued = r
     rc, r, err = loadgen(f"http://{addr}/", "--grpc", GRPC_METHOD, "--streams", "100", "--rate", "40",
                          "--duration", "1", "--connections", "1")
     assert rc == 0, err
-    # Below 1 s of queueing by far; up to 2 ms under the 50 ms because the
+    # Far below the queued run's; up to 2 ms under the 50 ms because the
     # echo's timer counts from its loop's cached clock (see above).
-    assert r["ok"] == 40 and 48_000 <= r["p99"] < 500_000, r
+    assert r["ok"] == 40 and 48_000 <= r["p99"] and 3 * r["p99"] < queued["max"], (r, queued)
 
 
 def test_loadgen_grpc_bad_usage_exits_2():

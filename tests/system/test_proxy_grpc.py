@@ -12,7 +12,7 @@ from concurrent import futures
 
 import pytest
 
-grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed (make deps)")
+import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
 
 from helpers import free_port  # noqa: E402
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload  # noqa: E402

@@ -4,6 +4,7 @@ proxy) and nghttp. The backend is rete-echo, which reports the request it saw.""
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -115,10 +116,25 @@ def test_expect_100_continue(env, tmp_path):
 
 
 def test_head_has_no_body(env):
-    r = curl("-I", "-H", "Host: echo", f"http://{env['outbound']}/?size=1000")
-    assert r.returncode == 0
-    assert r.stdout.startswith(b"HTTP/1.1 200")
-    assert b"content-length: 1000" in r.stdout.lower()
+    """A HEAD answer announces the GET's length and carries no body: on a
+    kept-alive connection the very next bytes after its head are the next
+    response's status line (curl -I would never read a body that was sent)."""
+    host, port = env["outbound"].split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(b"HEAD /?size=1000 HTTP/1.1\r\nHost: echo\r\n\r\n"
+                  b"GET /?size=7 HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep and head.startswith(b"HTTP/1.1 200"), data[:500]
+    assert b"content-length: 1000" in head.lower(), head
+    assert rest.startswith(b"HTTP/1.1 200"), f"bytes after the HEAD answer's head: {rest[:200]!r}"
+    second_head, _, second_body = rest.partition(b"\r\n\r\n")
+    assert b"content-length: 7" in second_head.lower() and len(second_body) == 7, rest[:500]
 
 
 def test_keep_alive_reuses_the_connection(env):
@@ -151,7 +167,14 @@ def test_trailers_over_http2(env):
                         f"http://{env['outbound']}/?trailer=x-check:ok"], capture_output=True, timeout=20)
     out = r.stdout.decode()
     assert r.returncode == 0, out
-    assert "x-check: ok" in out
+    # A trailer, not a header: it arrives in a HEADERS frame after the body's
+    # DATA (ending the stream), and not among the response headers.
+    first_data = out.find("recv DATA frame")
+    assert first_data > 0, out
+    assert "x-check: ok" not in out[:first_data], "the trailer was sent as a header:\n" + out
+    after = out[first_data:]
+    assert "x-check: ok" in after, out
+    assert re.search(r"recv HEADERS frame <[^>]*>\s*;\s*END_STREAM", after[after.index("x-check: ok"):]), out
 
 
 def test_pipelined_requests_answered_in_order(env):

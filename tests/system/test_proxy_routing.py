@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from controlplane import proxy_metric, wait_for
 from helpers import free_port, start_echo
 from mesh import Mesh, backend, destination_rule, fresh_host, http_route, service, workload
 
@@ -592,10 +593,11 @@ def test_outlier_detection_ejects_a_failing_instance(mesh):
     dr = destination_rule("flaky", NS, "flaky", loadBalancer={"simple": "ROUND_ROBIN"},
                           outlierDetection={"consecutive5xxErrors": 3, "interval": "500ms",
                                             "baseEjectionTime": "5m", "maxEjectionPercent": 50})
-    c = Client(mesh.client(dr))
+    client = mesh.client(dr)
+    c = Client(client)
     first = collections.Counter(c.request("/", host="flaky")[0] for _ in range(30))
     assert first[503] >= 3, first  # it did fail before being ejected
-    time.sleep(2)
+    wait_for(lambda: proxy_metric(client, "rete_proxy_lb_ejections_total") >= 1, 20, 0.1, "the ejection")
     after = collections.Counter(c.request("/", host="flaky")[0] for _ in range(100))
     assert after[200] >= 95, after
 
@@ -685,7 +687,7 @@ class GrpcBackend:
 
 
 def test_grpc_route_by_service_method_and_header(mesh):
-    grpc = pytest.importorskip("grpc")
+    import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
     port = 50051
     backends = [GrpcBackend(mesh, "grpc-a-0", "grpc-a", port), GrpcBackend(mesh, "grpc-b-0", "grpc-b", port),
                 GrpcBackend(mesh, "grpc-c-0", "grpc-c", port)]

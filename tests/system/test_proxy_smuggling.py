@@ -69,6 +69,30 @@ def echo_log(env):
         return f.read()
 
 
+_barriers = 0
+
+
+def echo_barrier(env):
+    """The echo's log once a well-formed request sent now has reached it:
+    anything forwarded before (over the client sidecar's one pooled mesh
+    connection, in order) has had its chance to arrive; bounded (10 s)."""
+    global _barriers
+    _barriers += 1
+    path = b"/barrier-%d" % _barriers
+    out, _ = raw_exchange(env["outbound"], b"GET %s HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n" % path)
+    assert out.startswith(b"HTTP/1.1 200 "), out[:300]
+    deadline = time.monotonic() + 10
+    while path not in echo_log(env) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    log = echo_log(env)
+    assert path in log, "the barrier request never reached the echo"
+    return log
+
+
+def without_barriers(log):
+    return b"\n".join(l for l in log.split(b"\n") if b"/barrier-" not in l)
+
+
 def assert_refused(env, raw, status):
     """`raw` gets exactly one response, with `status`, then a close; the echo
     saw nothing and the parse error counter moved."""
@@ -78,8 +102,8 @@ def assert_refused(env, raw, status):
     assert closed, "connection left open after a refused request"
     assert out.count(b"HTTP/1.1 ") == 1, out[:600]
     # The refusal never reached the app: nothing was forwarded to rete-echo.
-    time.sleep(0.05)
-    assert echo_log(env) == before_log, echo_log(env)[len(before_log):]
+    seen = without_barriers(echo_barrier(env)[len(before_log):])
+    assert seen.strip() == b"", seen
     assert parse_errors(env) > before_err
     return out
 
@@ -144,8 +168,7 @@ def test_good_then_bad_pipelined_serves_first_and_refuses_second(env):
     assert closed
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
     assert statuses == [b"200", b"400"], out[:1000]
-    time.sleep(0.2)
-    seen = echo_log(env)[len(before):]
+    seen = echo_barrier(env)[len(before):]
     assert b"pipelined-first" in seen
     assert b"pipelined-never" not in seen
 
@@ -167,7 +190,17 @@ def test_refused_requests_leave_nothing_behind(tmp_path):
         with socket.create_connection(_addr(m["outbound"]), timeout=10) as s:
             s.sendall(b"BAD\x01 / HTTP/1.1\r\n\r\n")
             s.sendall(b"more bytes the proxy must discard")
-    time.sleep(2.5)  # past the 2 s linger
+    # until every lingering close has ended (the linger is 2 s), so the
+    # exit below runs with none left to clean up
+    deadline = time.monotonic() + 15
+    active = 'rete_proxy_downstream_connections_active{listener="outbound"} '
+    while time.monotonic() < deadline:
+        line = [l for l in http_get(m["admin"], "/metrics").splitlines() if l.startswith(active)]
+        if line and float(line[0].split()[-1]) == 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("lingering connections still open after 15 s")
     proc = m["client"]
     assert stop_process(proc) == 0
     log = read_log(proc)

@@ -13,10 +13,9 @@ import pytest
 from helpers import free_port, start_process
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload
 
-REDIS_SERVER = shutil.which("redis-server")
-REDIS_CLI = shutil.which("redis-cli")
-pytestmark = pytest.mark.skipif(not (REDIS_SERVER and REDIS_CLI),
-                                reason="redis-server/redis-cli not installed (Debian redis-server, redis-tools; make deps)")
+# Debian redis-server and redis-tools, in DEB_PACKAGES: absent, the tests fail.
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "redis-cli"
 
 T = 30  # generous on a loaded 2-core machine
 SVC_PORT = 6379

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-websockets = pytest.importorskip("websockets", reason="python3-websockets is not installed (make deps)")
+import websockets  # python3-websockets, in DEB_PACKAGES (tests/check_deps.py)
 
 from helpers import free_port  # noqa: E402
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload  # noqa: E402

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from helpers import build_path, free_port, start_process
+from helpers import build_path, free_port, start_process, run_tool
 
 
 VERBS = ["apply", "get", "delete", "describe", "token", "proxy-status", "proxy-config", "check",
@@ -26,7 +26,7 @@ def ctl(*args, env=None, cwd=None, input=None, home=None, check=None):
         full_env["HOME"] = str(home)
     if env:
         full_env.update(env)
-    p = subprocess.run([build_path("retectl"), *args], capture_output=True, text=True,
+    p = run_tool([build_path("retectl"), *args], capture_output=True, text=True,
                        env=full_env, cwd=cwd, input=input, timeout=30)
     if check is not None:
         assert p.returncode == check, f"retectl {' '.join(args)} -> {p.returncode}\n" \

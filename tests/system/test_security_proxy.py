@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from helpers import read_log, start_echo
+from helpers import read_log, start_echo, run_tool
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload
 
 
@@ -342,12 +342,12 @@ def test_admin_listener_must_be_loopback(tmp_path):
     m = Mesh(tmp_path)
     host = fresh_host()
     path = m.write_config("p-0", "p", host, extra_spec={"listeners": {"admin": "192.0.2.10:15000"}})
-    r = subprocess.run([build_path("rete-proxy"), "--check-config", path], capture_output=True, timeout=30)
+    r = run_tool([build_path("rete-proxy"), "--check-config", path], capture_output=True, timeout=30)
     out = (r.stdout + r.stderr).decode()
     assert r.returncode == 1, out
     assert "listeners.admin" in out and "loopback" in out, out
     path = m.write_config("p-0", "p", host, extra_spec={"listeners": {"admin": f"{host}:15000"}})
-    r = subprocess.run([build_path("rete-proxy"), "--check-config", path], capture_output=True, timeout=30)
+    r = run_tool([build_path("rete-proxy"), "--check-config", path], capture_output=True, timeout=30)
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
 
 

@@ -534,8 +534,20 @@ static void test_maglev_table_size_rounded_to_prime(void **state)
         assert_share(c[i], 3000, 1.0 / 3, 0.15);
     rete_lb_free(&lb);
 
-    f.svc.policy.maglev_table_size = 6000000; /* above the bound */
+    /* The size itself: rounded up to the next prime, a prime kept, the
+     * default 65537, and never below the endpoint count + 1. */
+    static const struct {
+        uint32_t asked, got;
+    } sizes[] = {{1000, 1009}, {1009, 1009}, {1010, 1013}, {0, 65537}, {2, 5}};
     rete_lb_shared *sh = NULL;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        f.svc.policy.maglev_table_size = sizes[i].asked;
+        assert_int_equal(rete_lb_shared_build(&f.svc, &sh), RETE_OK);
+        assert_int_equal(rete_lb_shared_maglev_size(sh), sizes[i].got);
+        rete_lb_shared_unref(&sh);
+    }
+
+    f.svc.policy.maglev_table_size = 6000000; /* above the bound */
     assert_int_equal(rete_lb_shared_build(&f.svc, &sh), RETE_ELIMIT);
     assert_null(sh);
 }
@@ -555,8 +567,11 @@ static void test_ejection_after_consecutive_failures(void **state)
     rete_lb_finish(lb, 1, MS, false, now); /* a success resets the streak */
     fail_n(lb, 1, 2, now);
     assert_false(rete_lb_is_ejected(lb, 1, now));
-    fail_n(lb, 1, 1, now);
+    rete_lb_start(lb, 1);
+    assert_true(rete_lb_finish(lb, 1, 0, true, now)); /* the ejecting failure says so */
     assert_true(rete_lb_is_ejected(lb, 1, now));
+    rete_lb_start(lb, 1);
+    assert_false(rete_lb_finish(lb, 1, 0, true, now)); /* already ejected: no second count */
     for (int i = 0; i < 1000; i++)
         assert_int_not_equal(rete_lb_pick(lb, &no_ctx, now + MS), 1);
     rete_lb_stats st;
@@ -582,7 +597,7 @@ static void test_ejection_after_consecutive_failures(void **state)
     rete_lb_get_endpoint_stats(lb, 1, now, &es);
     assert_int_equal(es.times_ejected, 2);
     assert_true(es.ejected);
-    assert_int_equal(es.failures, 8);
+    assert_int_equal(es.failures, 9); /* 2 + 2 + 1 + the one while ejected + 3 */
 
     /* Healthy for several intervals: the multiplier decays back. */
     now += 2000 * MS + 5 * SEC;
