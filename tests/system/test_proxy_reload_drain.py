@@ -251,3 +251,132 @@ def test_drain_timeout_expiring_cuts_streams_and_exits(tmp_path):
     assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
     del env["mesh"].proxies["client-0"]
     stop_and_check_proxies(env["mesh"])
+
+
+# ---- drain with a tunnel in flight ---------------------------------------------
+
+
+def open_tunnel(env):
+    """A CONNECT tunnel through the client sidecar to Service echo's TCP port
+    (rete-echo behind it speaks HTTP/1.1 over the raw bytes)."""
+    host, port = env["outbound"].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(b"CONNECT echo.test:80 HTTP/1.1\r\nHost: echo.test:80\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return s
+
+
+def tunnel_get(s, path):
+    """One keep-alive GET through the tunnel; returns the response bytes."""
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: echo\r\n\r\n" % path.encode())
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            if len(body) >= n:
+                return data
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+
+
+def test_drain_keeps_a_tunnel_until_it_closes_then_exits(tmp_path):
+    """A tunnel open when SIGTERM arrives keeps carrying bytes while the
+    proxy drains, and closing it ends the drain: the proxy exits 0 long
+    before its 60 s drainTimeout. Fails if a drain cuts tunnels at once, or
+    if a closed tunnel (or the idle mesh connection it used) holds the drain
+    up to the timeout."""
+    env = echo_mesh(tmp_path, echo_protocol="TCP")
+    client = restart_client(env, "60s")
+    s = open_tunnel(env)
+    assert b'"path":"/before"' in tunnel_get(s, "/before")
+    client.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in read_log(client), what="the drain to start")
+    assert b'"path":"/during"' in tunnel_get(s, "/during")
+    s.close()
+    # bound well under drainTimeout: an exit in it means the closed tunnel ended the drain
+    assert client.wait(timeout=30) == 0, read_log(client)[-3000:]
+    log = read_log(client)
+    assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
+    del env["mesh"].proxies["client-0"]
+    stop_and_check_proxies(env["mesh"])
+
+
+def test_drain_timeout_cuts_an_open_tunnel(tmp_path):
+    """A tunnel left open past drainTimeout (1s) is cut: the proxy exits 0
+    and the app's side of the tunnel sees the close. Fails if tunnels hold
+    the exit forever or cutting them leaks."""
+    env = echo_mesh(tmp_path, echo_protocol="TCP")
+    client = restart_client(env, "1s")
+    s = open_tunnel(env)
+    assert b'"path":"/before"' in tunnel_get(s, "/before")
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=20) == 0, read_log(client)[-3000:]
+    s.settimeout(10)
+    try:
+        rest = s.recv(65536)
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b"", rest
+    s.close()
+    log = read_log(client)
+    assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
+    del env["mesh"].proxies["client-0"]
+    stop_and_check_proxies(env["mesh"])
+
+
+# ---- drain with gRPC calls in flight -------------------------------------------
+
+
+def test_sigterm_drains_grpc_calls_in_flight(tmp_path):
+    """Three unary gRPC calls that sleep 1.5 s at the app are in flight on the
+    client sidecar's upstream listener when it gets SIGTERM: each returns OK
+    (message and grpc-status trailer through the drain), then the proxy exits
+    0. Fails if a drain resets streams or drops trailers."""
+    import grpc
+    from concurrent import futures
+
+    from test_proxy_grpc import MSG_OPTS, SVC_PORT, _handler, _stubs
+    from helpers import free_port
+    from mesh import Mesh, fresh_host, service, workload
+
+    m = Mesh(tmp_path)
+    client_host, server_host = fresh_host(), fresh_host()
+    app_port = free_port(server_host)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=MSG_OPTS)
+    server.add_generic_rpc_handlers((_handler(),))
+    assert server.add_insecure_port(f"{server_host}:{app_port}") == app_port
+    server.start()
+    try:
+        m.add(service("greeter", m.ns, [(SVC_PORT, "GRPC", app_port)]),
+              workload("greeter-0", m.ns, server_host, "greeter", {"app": "greeter"}),
+              workload("client-0", m.ns, client_host, "client", {"app": "client"}))
+        upstream = f"{client_host}:{free_port(client_host)}"
+        m.start_proxy("greeter-0", "greeter", server_host, inbound=[(app_port, "GRPC")])
+        client = m.start_proxy("client-0", "client", client_host, upstreams=[(upstream, "greeter", SVC_PORT)],
+                               extra_spec={"limits": {"drainTimeout": "20s"}})
+        admin = f"{client_host}:15000"
+        ch = grpc.insecure_channel(upstream, options=MSG_OPTS)
+        grpc.channel_ready_future(ch).result(timeout=20)
+        unary = _stubs(ch)[0]
+        base = sample(metrics(admin), "rete_proxy_requests_total")
+        calls = [unary.future(b"sleep:1.5", timeout=30) for _ in range(3)]
+        wait_for(lambda: sample(metrics(admin), "rete_proxy_requests_total") >= base + 3,
+                 what="3 calls seen by the client sidecar")
+        client.send_signal(signal.SIGTERM)
+        assert [c.result(timeout=30) for c in calls] == [b"woke"] * 3
+        assert all(c.code() == grpc.StatusCode.OK for c in calls)
+        ch.close()
+        assert client.wait(timeout=30) == 0, read_log(client)[-3000:]
+        log = read_log(client)
+        assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
+        del m.proxies["client-0"]
+        stop_and_check_proxies(m)
+    finally:
+        server.stop(0)
