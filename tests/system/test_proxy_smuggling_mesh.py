@@ -247,7 +247,11 @@ def test_h2_downgrade_smuggling_never_reaches_app(env, name, headers, chunks):
     sentinel(env, f"{env['client_host']}:15001", name)
     seen = echo_log(env)[len(before):]
     assert b"/h2-smuggled" not in seen, seen
-    assert b"/h2-%s" % name.encode() not in seen, seen
+    if not name.startswith("cl_"):
+        # a malformed header section is refused before anything is sent on;
+        # a content-length broken only by the DATA may have had its head
+        # streamed to the app already (then the app sees a cut-off request)
+        assert b"/h2-%s" % name.encode() not in seen, seen
 
 
 def test_h2_downgrade_well_formed_post_is_forwarded(env):
