@@ -25,6 +25,7 @@ import urllib.request
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import pytest
 
 import certs
