@@ -29,6 +29,7 @@ import h2.exceptions
 import pytest
 
 import certs
+from helpers import free_port
 from mesh import TRUST_DOMAIN, Mesh, fresh_host, service, stop_and_check_proxies, workload
 
 PROBE = "/peer-probe-must-not-arrive"
@@ -41,6 +42,7 @@ class Impostor:
     def __init__(self, host, cert):
         self.requests = []
         self.handshakes = 0
+        self.errors = []  # why connections ended (for failure messages)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(*cert)
         self.ctx.set_alpn_protocols(["h2"])
@@ -63,7 +65,8 @@ class Impostor:
         try:
             with self.ctx.wrap_socket(raw, server_side=True) as tls:
                 self.handshakes += 1
-                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(
+                    client_side=False, validate_inbound_headers=False))  # this h2 wants :path on CONNECT
                 conn.initiate_connection()
                 tls.sendall(conn.data_to_send())
                 while not self.stopping:
@@ -72,12 +75,15 @@ class Impostor:
                         return
                     for ev in conn.receive_data(data):
                         if isinstance(ev, h2.events.RequestReceived):
-                            self.requests.append(dict(ev.headers).get(b":path", b"").decode())
-                            conn.send_headers(ev.stream_id, [(":status", "200"), ("content-length", "8")])
+                            h = dict(ev.headers)  # CONNECT (a TCP tunnel) has no :path
+                            self.requests.append((h.get(b":path") or h.get(b":authority", b"")).decode())
+                            connect = h.get(b":method") == b"CONNECT"  # a 2xx to CONNECT has no length
+                            conn.send_headers(ev.stream_id, [(":status", "200")] +
+                                              ([] if connect else [("content-length", "8")]))
                             conn.send_data(ev.stream_id, b"impostor", end_stream=True)
                     tls.sendall(conn.data_to_send())
-        except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
-            return
+        except (OSError, ssl.SSLError, h2.exceptions.ProtocolError) as e:
+            self.errors.append(repr(e))
 
     def close(self):
         self.stopping = True
@@ -96,6 +102,14 @@ def responses(text, code):
     return sum(float(m.group(1)) for m in re.finditer(
         rf'^istio_requests_total\{{[^}}]*destination_service_name="echo"[^}}]*response_flags="UF"'
         rf'[^}}]*response_code="{code}"[^}}]*\}} (\S+)$', text, re.M))
+
+
+def tcp_failures(text):
+    """TCP connections to echo the client sidecar closed because the
+    upstream connection failed (response_flags UF)."""
+    return sum(float(m.group(1)) for m in re.finditer(
+        r'^istio_tcp_connections_closed_total\{[^}]*destination_service_name="echo"[^}]*response_flags="UF"'
+        r'[^}]*\} (\S+)$', text, re.M))
 
 
 def call(client_host, path=PROBE):
@@ -120,17 +134,40 @@ def wrong_cert(m, case):
     return m.cert("echo")
 
 
-def run_case(tmp_path, case):
+def tcp_call(addr):
+    """Bytes read back from a TCP connection to the client sidecar's upstream
+    listener for Service echo's TCP port, after sending a line, until the
+    proxy closes it."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"hello\n")
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+
+def run_case(tmp_path, case, protocol="HTTP"):
     m = Mesh(tmp_path)
     client_host, echo_host = fresh_host(), fresh_host()
-    m.add(service("echo", m.ns, [(80, "HTTP", 8080)]),
+    m.add(service("echo", m.ns, [(80, protocol, 8080)]),
           workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
           workload("client-0", m.ns, client_host, "client", {"app": "client"}))
     impostor = Impostor(echo_host, wrong_cert(m, case))
+    upstream = f"{client_host}:{free_port(client_host)}"
     try:
-        m.start_proxy("client-0", "client", client_host, "--log-level", "info")
+        m.start_proxy("client-0", "client", client_host, "--log-level", "info",
+                      upstreams=[(upstream, "echo", 80)] if protocol == "TCP" else ())
         before = client_metrics(client_host)
-        code, body = call(client_host)
+        if protocol == "TCP":
+            code, body = None, tcp_call(upstream).decode(errors="replace")
+        else:
+            code, body = call(client_host)
         after = client_metrics(client_host)
         stop_and_check_proxies(m)
     finally:
@@ -154,3 +191,20 @@ def test_client_sidecar_reaches_the_right_identity(tmp_path):
     assert (code, body) == (200, "impostor")
     assert impostor.requests == [PROBE]
 
+
+
+@pytest.mark.parametrize("case", ["other-service-account", "other-trust-domain", "other-ca", "expired"])
+def test_client_sidecar_refuses_wrong_server_identity_for_tcp_tunnel(tmp_path, case):
+    """The same matrix for a TCP service: the mesh hop is an HTTP/2 CONNECT
+    tunnel, and the impostor must never see the CONNECT (nor the app's bytes);
+    the app's connection is closed with nothing read."""
+    _, body, impostor, before, after = run_case(tmp_path, case, protocol="TCP")
+    assert impostor.requests == [], f"the impostor ({case}) was sent {impostor.requests}"
+    assert body == "", body
+    assert tcp_failures(after) == tcp_failures(before) + 1, after
+
+
+def test_client_sidecar_reaches_the_right_identity_for_tcp_tunnel(tmp_path):
+    _, body, impostor, _, _ = run_case(tmp_path, "right", protocol="TCP")
+    assert body == "impostor"
+    assert impostor.requests == ["echo.test.svc.cluster.local:80"] or len(impostor.requests) == 1, impostor.requests
