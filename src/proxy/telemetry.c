@@ -482,6 +482,16 @@ void rete_telemetry_tunnel_close(rete_exchange *ex)
 {
     if (!ex->tcp_open)
         return;
-    rete_metrics_inc(ex->worker->shard, ex->tcp_closed, 1);
+    rete_metric closed = ex->tcp_closed;
+    if (ex->error != RETE_EXE_NONE) {
+        /* The series resolved at open carries response_flags "-"; a tunnel
+         * that ended in failure (UF: the mesh handshake or the connect
+         * failed, UR: reset, ...) is counted closed under its flag, as an
+         * HTTP request is, so failed tunnels are visible in the metrics. */
+        rete_view v[RETE_MESH_TCP_NLABELS];
+        fill_common(ex, v, RETE_VIEW_LIT("tcp"));
+        closed = resolve(ex->worker, ex->worker->mm->tcp_connections_closed_total, v, RETE_MESH_TCP_NLABELS);
+    }
+    rete_metrics_inc(ex->worker->shard, closed, 1);
     ex->tcp_open = false;
 }

@@ -42,10 +42,11 @@ class Reted:
         self.data = str(data_dir)
         self.persistent = persistent  # outlives the test (module fixtures)
         self.args = list(args)
-        self.api_port = api_port or free_port()
-        self.xds_port = xds_port or free_port()
-        self.api = f"127.0.0.1:{self.api_port}"
-        self.xds = f"127.0.0.1:{self.xds_port}"
+        self.host = fresh_host()  # reted's own address: no other process of the run binds it
+        self.api_port = api_port or free_port(self.host)
+        self.xds_port = xds_port or free_port(self.host)
+        self.api = f"{self.host}:{self.api_port}"
+        self.xds = f"{self.host}:{self.xds_port}"
         self.proc = None
         self.logs = []  # logs of earlier runs (restarts), oldest first
 
@@ -91,7 +92,7 @@ class Reted:
             h.setdefault("Content-Type", "application/json")
         if isinstance(body, str):
             body = body.encode()
-        c = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
+        c = http.client.HTTPConnection(self.host, self.api_port, timeout=timeout)
         try:
             c.request(method, path, body=body, headers=h)
             r = c.getresponse()
@@ -412,7 +413,7 @@ def ca_connection(reted):
     import ssl
     ctx = ssl.create_default_context(cafile=reted.bundle)
     ctx.check_hostname = False
-    return http.client.HTTPSConnection("127.0.0.1", reted.xds_port, context=ctx, timeout=30)
+    return http.client.HTTPSConnection(reted.host, reted.xds_port, context=ctx, timeout=30)
 
 
 def request_certificate(conn, csr, token):
@@ -473,7 +474,7 @@ class StreamClient:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         raw.settimeout(60)
         raw.bind((source or address, 0))
-        raw.connect(("127.0.0.1", reted.xds_port))
+        raw.connect((reted.host, reted.xds_port))
         self.sock = ctx.wrap_socket(raw)
         self.sock.sendall(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
         hello = {"type": "hello", "version": 0,

@@ -81,13 +81,50 @@ def build_path(name):
     raise FileNotFoundError(f"{name} not found under {root} (set RETE_BUILD or run make build)")
 
 
+# Addresses. Every process a test starts listens on an address of its own, so
+# tests can run in parallel (pytest-xdist, `make test` runs `-n`) and next to
+# another run of the suite on the same machine. xdist worker N (gwN; 0 when not
+# under xdist) owns the eight /16s 127.(8N+1).0.0 .. 127.(8N+8).0.0 and hands its addresses out in
+# order from a random start, so no two tests of one run ever share an address
+# and two runs rarely do. 127.0.0.0/16 is left to tests that need fixed
+# addresses (test_demo.py) and to nothing shared: no test binds 127.0.0.1.
+HOST_BLOCKS_PER_WORKER = 8
+
+
+def worker_index():
+    """This xdist worker's number (PYTEST_XDIST_WORKER=gwN), 0 without xdist."""
+    m = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    return int(m.group(1)) if m else 0
+
+
+_host_seq = None  # next address index of this worker (hosts_per_worker of them)
+
+
+def fresh_host():
+    """A 127.x.y.z address that no other test of this run uses (nor, barring a
+    1-in-500000 chance, a concurrent run of the suite)."""
+    global _host_seq
+    per_block = 256 * 253  # third octet 0-255, fourth 2-254
+    total = HOST_BLOCKS_PER_WORKER * per_block
+    if _host_seq is None:
+        _host_seq = random.randrange(total)
+    i = _host_seq % total
+    _host_seq += 1
+    block, rest = divmod(i, per_block)
+    second = (worker_index() * HOST_BLOCKS_PER_WORKER) % 248 + 1 + block  # 1..255, never 0
+    return f"127.{second}.{rest // 253}.{rest % 253 + 2}"
+
+
 def loopback_host():
-    """A random 127.0.0.x address, so parallel or repeated tests rarely meet."""
-    return f"127.0.0.{random.randint(2, 250)}"
+    """Same as fresh_host() (kept for the tests that call it by this name)."""
+    return fresh_host()
 
 
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free on `host` a moment ago."""
+def free_port(host=None):
+    """A TCP port free on `host` (default: a fresh address of this test's own).
+    Binding port 0 and releasing it races with other binders of the same
+    address; on a fresh_host() address there are none."""
+    host = host or fresh_host()
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -1,28 +1,17 @@
 """Building small meshes for system tests: certificates from a test CA,
 static proxy configurations, and the processes (rete-echo apps and their
-rete-proxy sidecars) on their own 127.0.0.x addresses.
+rete-proxy sidecars) on their own 127.x.y.z addresses (helpers.fresh_host).
 
 Configurations are written as JSON documents in a YAML stream (JSON is YAML),
 so no YAML library is needed here."""
 import json
 import os
-import random
 import subprocess
 
 import certs
-from helpers import build_path, read_log, sanitizer_report, start_echo, start_process, stop_process
+from helpers import build_path, fresh_host, read_log, sanitizer_report, start_echo, start_process, stop_process  # noqa: F401 (fresh_host re-exported)
 
 TRUST_DOMAIN = "cluster.local"
-_used_hosts = set()
-
-
-def fresh_host():
-    """A 127.0.0.x address no other proxy of this test run uses."""
-    while True:
-        h = f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
-        if h not in _used_hosts:
-            _used_hosts.add(h)
-            return h
 
 
 def service(name, ns, ports, selector=None):

@@ -3,7 +3,7 @@ import json
 import re
 import subprocess
 
-from helpers import build_path, free_port, start_echo, stop_process, run_tool
+from helpers import build_path, free_port, fresh_host, start_echo, stop_process, run_tool
 
 LINE = re.compile(r"ok=(\d+) err=(\d+) codes=\{([^}]*)\} p50=([\d.]+)ms p99=([\d.]+)ms")
 
@@ -52,8 +52,9 @@ def test_client_duration_bound():
 
 
 def test_client_connection_refused_is_an_error():
-    port = free_port("127.0.0.1")
-    r = run_client("--url", f"http://127.0.0.1:{port}/", "--count", "3", "--rate", "50")
+    host = fresh_host()
+    port = free_port(host)
+    r = run_client("--url", f"http://{host}:{port}/", "--count", "3", "--rate", "50")
     assert r.returncode != 0
     ok, err, _, _, _ = summary(r.stdout)
     assert ok == 0 and err == 3

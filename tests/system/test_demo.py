@@ -14,9 +14,26 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import REPO, build_dir, check_sanitizer_output
 
 DEMO = REPO / "examples" / "demo.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_demo_on_this_machine():
+    """The demo binds fixed ports on 127.0.0.x addresses (15001/15008/15012/
+    15014 ...), the only tests that do; other tests take their addresses from
+    helpers.fresh_host, never in 127.0.0.0/16. Within one run this module's
+    tests run one after the other (make test spreads modules, not tests, over
+    workers); this lock also keeps two runs on one machine (two checkouts,
+    two CI jobs) from starting demos on the same random addresses at once."""
+    import fcntl
+    import tempfile
+    with open(os.path.join(tempfile.gettempdir(), f"rete-test-demo-{os.getuid()}.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def guide_command(guide, start):

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from helpers import build_path, free_port, start_process, run_tool
+from helpers import build_path, free_port, fresh_host, start_process, run_tool
 
 
 VERBS = ["apply", "get", "delete", "describe", "token", "proxy-status", "proxy-config", "check",
@@ -77,12 +77,13 @@ def test_completion_bash_is_valid_bash(tmp_path):
 
 
 def test_unreachable_is_clear(tmp_path):
-    port = free_port()
-    p = ctl("--server", f"127.0.0.1:{port}", "get", "svc", home=tmp_path, check=1)
+    host = fresh_host()
+    port = free_port(host)
+    p = ctl("--server", f"{host}:{port}", "get", "svc", home=tmp_path, check=1)
     assert "cannot reach reted" in p.stderr and "--server" in p.stderr
-    v = ctl("--server", f"127.0.0.1:{port}", "version", home=tmp_path, check=0)
+    v = ctl("--server", f"{host}:{port}", "version", home=tmp_path, check=0)
     assert "retectl version" in v.stdout and "unreachable" in v.stdout
-    c = ctl("--server", f"127.0.0.1:{port}", "check", home=tmp_path, check=1)
+    c = ctl("--server", f"{host}:{port}", "check", home=tmp_path, check=1)
     assert "\u2718 reted is reachable" in c.stdout
 
 
@@ -96,8 +97,9 @@ def reted(tmp_path):
     data.mkdir(parents=True)
     home = tmp_path / "home"
     home.mkdir()
-    api = f"127.0.0.1:{free_port()}"
-    xds = f"127.0.0.1:{free_port()}"
+    host = fresh_host()
+    api = f"{host}:{free_port(host)}"
+    xds = f"{host}:{free_port(host)}"
     proc = start_process([build_path("reted"), "--data-dir", str(data), "--api", api, "--xds", xds],
                          r"reted .* ready", env={"HOME": str(home)}, timeout=20)
     proc.api = api

@@ -58,7 +58,7 @@ def _renew(reted, tmp_path, identity, name):
     ctx = ssl.create_default_context(cafile=reted.bundle)
     ctx.check_hostname = False
     ctx.load_cert_chain(*identity)
-    c = http.client.HTTPSConnection("127.0.0.1", reted.xds_port, context=ctx, timeout=30)
+    c = http.client.HTTPSConnection(reted.host, reted.xds_port, context=ctx, timeout=30)
     try:
         c.request("POST", "/ca/v1/certificates", json.dumps({"csr": csr}), {"Content-Type": "application/json"})
         r = c.getresponse()

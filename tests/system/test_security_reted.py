@@ -13,7 +13,7 @@ import time
 import pytest
 
 from controlplane import Reted, ca_connection, reted_metric, start_reted, wait_for
-from helpers import build_path, read_log, start_process, stop_process
+from helpers import build_path, fresh_host, read_log, start_process, stop_process
 from mesh import service
 
 
@@ -63,7 +63,7 @@ def test_unauthenticated_apply_body_refused_at_headers(tmp_path):
     answered 401 once its head is in, before the body is sent; the body is
     never buffered."""
     reted = start_reted(tmp_path)
-    s = socket.create_connection(("127.0.0.1", reted.api_port), timeout=10)
+    s = socket.create_connection((reted.host, reted.api_port), timeout=10)
     s.sendall(b"POST /api/v1/apply HTTP/1.1\r\nhost: reted\r\ncontent-type: application/yaml\r\n"
               b"content-length: 8388608\r\n\r\n" + b"#" * 65536)
     # The client has sent 64 KB of 8 MB: reted must answer now, not when
@@ -82,7 +82,7 @@ def test_authenticated_bodies_bounded_per_route(tmp_path):
     """An apply may be large; a token request may not: over its route's
     bound a request is refused 413 from its head."""
     reted = start_reted(tmp_path, "--max-request-body", "4096")
-    s = socket.create_connection(("127.0.0.1", reted.api_port), timeout=10)
+    s = socket.create_connection((reted.host, reted.api_port), timeout=10)
     s.sendall(b"POST /api/v1/tokens HTTP/1.1\r\nhost: reted\r\nauthorization: Bearer "
               + reted.admin_token.encode() + b"\r\ncontent-length: 100000\r\n\r\n{")
     answer = _recv_all(s, 10)
@@ -102,7 +102,7 @@ def test_proxy_api_refuses_large_unauthenticated_bodies_at_headers(tmp_path):
     404 from its head, neither after reading the body."""
     reted = start_reted(tmp_path)
     for path, want in ((b"/ca/v1/certificates", b"413"), (b"/nowhere", b"404")):
-        raw = socket.create_connection(("127.0.0.1", reted.xds_port), timeout=10)
+        raw = socket.create_connection((reted.host, reted.xds_port), timeout=10)
         s = _tls_ctx(reted).wrap_socket(raw)
         s.sendall(b"POST " + path + b" HTTP/1.1\r\nhost: reted\r\ncontent-length: 921600\r\n\r\n"
                   + b"x" * 16384)
@@ -112,7 +112,7 @@ def test_proxy_api_refuses_large_unauthenticated_bodies_at_headers(tmp_path):
     assert _refused(reted, "body_too_large", "xds") >= 1
     # A stream request without a client certificate: 401 from the head,
     # even with a body announced.
-    raw = socket.create_connection(("127.0.0.1", reted.xds_port), timeout=10)
+    raw = socket.create_connection((reted.host, reted.xds_port), timeout=10)
     s = _tls_ctx(reted).wrap_socket(raw)
     s.sendall(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\ncontent-length: 500000\r\n\r\n")
     answer = _recv_all(s, 10)
@@ -129,14 +129,14 @@ def test_slow_head_and_body_time_out(tmp_path):
     between requests is closed after --idle-timeout."""
     reted = start_reted(tmp_path, "--header-timeout", "1s", "--body-timeout", "1s",
                         "--idle-timeout", "1s")
-    slow_head = socket.create_connection(("127.0.0.1", reted.api_port), timeout=10)
+    slow_head = socket.create_connection((reted.host, reted.api_port), timeout=10)
     slow_head.sendall(b"GET /healthz HTTP/1.1\r\nhost: reted\r\n")
-    slow_body = socket.create_connection(("127.0.0.1", reted.api_port), timeout=10)
+    slow_body = socket.create_connection((reted.host, reted.api_port), timeout=10)
     slow_body.sendall(b"POST /api/v1/tokens HTTP/1.1\r\nhost: reted\r\nauthorization: Bearer "
                       + reted.admin_token.encode() + b"\r\ncontent-length: 100\r\n\r\n{")
-    idle = socket.create_connection(("127.0.0.1", reted.api_port), timeout=10)
+    idle = socket.create_connection((reted.host, reted.api_port), timeout=10)
     idle.sendall(b"GET /healthz HTTP/1.1\r\nhost: reted\r\n\r\n")
-    tls_silent = socket.create_connection(("127.0.0.1", reted.xds_port), timeout=10)
+    tls_silent = socket.create_connection((reted.host, reted.xds_port), timeout=10)
     # Bounded: each of these must end within 15 s (the timeouts are 1 s).
     a = _recv_all(slow_head, 15)
     b = _recv_all(slow_body, 15)
@@ -156,9 +156,10 @@ def test_slow_head_and_body_time_out(tmp_path):
 
 # ---- connection caps ----
 
-def _open_idle(port, n, source="127.0.0.1", timeout=30):
+def _open_idle(host, port, n, source=None, timeout=30):
     """Up to n plain TCP connections from `source`, bounded in time."""
     socks = []
+    source = source or fresh_host()
     deadline = time.monotonic() + timeout
     for _ in range(n):
         if time.monotonic() > deadline:
@@ -167,7 +168,7 @@ def _open_idle(port, n, source="127.0.0.1", timeout=30):
         s.settimeout(5)
         s.bind((source, 0))
         try:
-            s.connect(("127.0.0.1", port))
+            s.connect((host, port))
         except OSError:
             s.close()
             continue
@@ -186,7 +187,7 @@ def test_idle_flood_on_proxy_api_leaves_operator_api_up(tmp_path):
          "--xds", reted.xds], r"reted .* ready", timeout=20, env={"RETED_NO_USER_CONTEXT": "1"})
     with open(os.path.join(data, "admin.token")) as f:
         reted.admin_token = f.read().strip()
-    socks = _open_idle(reted.xds_port, 400)
+    socks = _open_idle(reted.host, reted.xds_port, 400)
     try:
         assert len(socks) >= 300
         wait_for(lambda: (_refused(reted, "connection_limit", "xds") or 0) >= 1, 30, 0.2,
@@ -216,12 +217,12 @@ def test_per_source_connection_cap(tmp_path):
     """One source address cannot hold more than --xds-max-connections-per-source
     connections; another source still connects."""
     reted = start_reted(tmp_path, "--xds-max-connections-per-source", "20")
-    flood = _open_idle(reted.xds_port, 40, source="127.0.0.2")
+    flood = _open_idle(reted.host, reted.xds_port, 40, source=fresh_host())
     try:
         wait_for(lambda: _refused(reted, "source_limit", "xds") >= 20, 30, 0.2,
                  "20 connections over the per-source cap refused")
         c = ca_connection(reted)
-        c.source_address = ("127.0.0.3", 0)
+        c.source_address = (fresh_host(), 0)
         c.request("GET", "/healthz")
         assert c.getresponse().status == 200
         c.close()
@@ -257,7 +258,7 @@ def test_memory_bounded_during_and_after_unauthenticated_burst(tmp_path):
     body = b"x" * (921600 - 1)
     try:
         for _ in range(100):
-            raw = socket.create_connection(("127.0.0.1", reted.xds_port), timeout=10)
+            raw = socket.create_connection((reted.host, reted.xds_port), timeout=10)
             s = ctx.wrap_socket(raw)
             s.settimeout(10)
             try:
