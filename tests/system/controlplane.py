@@ -12,26 +12,13 @@ import subprocess
 import time
 import urllib.parse
 
-from helpers import (build_path, check_sanitizer_output, free_port, read_log, start_echo, start_process,
+from helpers import (wait_for, build_path, check_sanitizer_output, free_port, read_log, start_echo, start_process,
                      stop_process)
 from mesh import fresh_host, service
 
 TRUST_DOMAIN = "cluster.local"
 READY_RETED = r"reted .* ready"
 READY_PROXY = r"rete-proxy .* ready:"
-
-
-def wait_for(cond, timeout=20, interval=0.1, what="condition"):
-    """Poll `cond()` until it returns something truthy; return it, or raise
-    AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Reted:

@@ -130,6 +130,20 @@ def free_port(host=None):
         return s.getsockname()[1]
 
 
+def wait_for(cond, timeout=20, interval=0.05, what="condition"):
+    """Poll `cond()` until it returns something truthy; return it, or raise
+    AssertionError naming `what` after `timeout` seconds. The one way tests
+    wait for something to happen: never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
 def read_log(proc):
     with open(proc.log_path, "rb") as f:
         return f.read().decode(errors="replace")

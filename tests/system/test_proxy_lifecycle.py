@@ -17,20 +17,12 @@ import time
 
 import pytest
 
-from helpers import build_path, read_log, start_echo, start_process, stop_process, run_tool
+from helpers import wait_for, build_path, read_log, start_echo, start_process, stop_process, run_tool
 from mesh import echo_mesh, fresh_host, service, workload
 
 DRAIN = {"limits": {"drainTimeout": "20s"}}
 
 
-def wait_for(pred, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _addr(s):

@@ -19,18 +19,10 @@ import h2.connection
 import h2.events
 
 import certs
-from helpers import read_log, stop_process
+from helpers import wait_for, read_log, stop_process
 from mesh import echo_mesh, stop_and_check_proxies
 
 
-def wait_for(pred, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def metrics(admin):

@@ -27,7 +27,7 @@ import h2.events
 import h2.exceptions
 import pytest
 
-from helpers import free_port, start_echo
+from helpers import wait_for, free_port, start_echo
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload
 from smuggling_cases import SMUGGLING_CASES
 from test_proxy_smuggling import raw_exchange
@@ -101,11 +101,6 @@ def metric(admin, name):
     return int(m.group(1))
 
 
-def wait_for(cond, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,10 @@ import time
 
 import pytest
 
-from helpers import read_log, start_echo, run_tool
+from helpers import wait_for, read_log, start_echo, run_tool
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload
 
 
-def wait_for(pred, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def raw_exchange(addr, data, timeout=10, until=b"\r\n\r\n", read_all=False):

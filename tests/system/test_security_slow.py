@@ -7,6 +7,7 @@ Every test bounds its loops in count and time, and waits on a condition (a
 closed socket, a metric) rather than on a duration: the timeouts in the
 static configuration are short so the conditions come quickly, but nothing
 asserts how quickly."""
+import functools
 import re
 import socket
 import struct
@@ -14,8 +15,11 @@ import time
 
 import pytest
 
-from helpers import build_path, read_log, start_echo, start_process
+from helpers import wait_for as _wait_for, build_path, read_log, start_echo, start_process
 from mesh import Mesh, destination_rule, fresh_host, service, stop_and_check_proxies, workload
+
+# Deadlines under test fire after a second or more on a loaded machine.
+wait_for = functools.partial(_wait_for, timeout=30)
 
 # The client sidecar's limits: short timeouts so a test sees them fire, and a
 # small connection cap so filling it is cheap.
@@ -32,14 +36,6 @@ def _addr(s):
     return host, int(port)
 
 
-def wait_for(pred, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def http(addr, path, host="echo", timeout=15):

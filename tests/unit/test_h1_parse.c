@@ -12,41 +12,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
+#include "guarded.h"
 
 #define LIT(s) (s), (sizeof(s) - 1)
 #define MAX_H 100
-
-/* ---- input flush against a PROT_NONE page (picohttpparser test.c) ---- */
-
-typedef struct guarded {
-    char *map;
-    size_t map_len;
-    char *p; /* the copy; p + len is the first unreadable byte */
-} guarded;
-
-static guarded guard_copy(const char *src, size_t len)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t data_pages = (len + page - 1) / page;
-    if (data_pages == 0)
-        data_pages = 1;
-    guarded g;
-    g.map_len = (data_pages + 1) * page;
-    g.map = mmap(NULL, g.map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(g.map != MAP_FAILED);
-    assert_int_equal(mprotect(g.map + data_pages * page, page, PROT_NONE), 0);
-    g.p = g.map + data_pages * page - len;
-    if (len)
-        memcpy(g.p, src, len);
-    return g;
-}
-
-static void guard_free(guarded *g)
-{
-    munmap(g->map, g->map_len);
-}
 
 /* ---- helpers ---- */
 

@@ -12,34 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-typedef struct guarded {
-    char *map;
-    size_t map_len;
-    char *p; /* p + len is the first unusable byte */
-} guarded;
-
-static guarded guard_alloc(size_t len)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t data_pages = (len + page - 1) / page;
-    if (data_pages == 0)
-        data_pages = 1;
-    guarded g;
-    g.map_len = (data_pages + 1) * page;
-    g.map = mmap(NULL, g.map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(g.map != MAP_FAILED);
-    assert_int_equal(mprotect(g.map + data_pages * page, page, PROT_NONE), 0);
-    g.p = g.map + data_pages * page - len;
-    return g;
-}
-
-static void guard_free(guarded *g)
-{
-    munmap(g->map, g->map_len);
-}
+#include "guarded.h"
 
 typedef struct expect {
     const char *path; /* NULL: refused */
