@@ -27,7 +27,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	iproute2 procps python3-matplotlib python3-cryptography linux-perf
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
-SRC_LIST := $(sort $(wildcard src/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
+SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
 .PHONY: all deps build test unit system asan clang demo bench bench-smoke fuzz install clean format
 
