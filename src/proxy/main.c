@@ -3,8 +3,10 @@
  * drains on SIGTERM, and with `run -- CMD` starts the app only once the proxy
  * is ready and exits with the app's exit code. */
 #include "alloc.h"
+#include "codecs.h"
 #include "config.h"
 #include "cp_client.h"
+#include "dispatch.h"
 #include "log.h"
 #include "proxy.h"
 #include "worker.h"
@@ -452,6 +454,10 @@ int main(int argc, char **argv)
     proxy.concurrency = (unsigned)concurrency;
     proxy.started_unix = (uint64_t)time(NULL);
     rete_proxy_metrics_init(&proxy);
+    /* The layers meet here: the codecs fill the core's codec table and the
+     * request path registers with the exchange (docs/architecture.md). */
+    rete_codecs_register();
+    rete_http_register();
     /* Signals first: the ready line must never precede the handlers (a
      * SIGTERM right after it would kill instead of drain). */
     uv_timer_init(proxy.loop, &stop_poll);
