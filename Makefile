@@ -27,9 +27,9 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	iproute2 procps python3-matplotlib python3-cryptography linux-perf
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
-SRC_LIST := $(sort $(wildcard src/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
+SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps build test unit system asan clang demo bench bench-smoke fuzz install clean format
+.PHONY: all deps layers build test unit system asan clang demo bench bench-smoke fuzz install clean format
 
 all: build
 
@@ -73,11 +73,12 @@ unit: build
 # and system tests under ASan+UBSan, then the benchmark's 30-second smoke run
 # (every scenario briefly; it fails on a crash, an error, or a target that
 # could not be measured in some scenario, never on a figure). CI runs exactly this.
-# tests/check_deps.py first: every module and command the tests, bench and
-# demo use comes from a package in DEB_PACKAGES. Unit tests run with
+# tests/check_layers.py before the builds (no include goes up a layer), then
+# tests/check_deps.py: every module and command the tests, bench and demo use
+# comes from a package in DEB_PACKAGES. Unit tests run with
 # UBSAN_OPTIONS=halt_on_error=1 (set in tests/unit/meson.build), and system
 # tests fail on any sanitizer report in a process's log (docs/testing.md).
-test: deps build clang asan
+test: deps layers build clang asan
 	$(PYTHON) tests/check_deps.py
 	meson test -C $(BUILD) --print-errorlogs
 	meson test -C $(ASAN_BUILD) --print-errorlogs
@@ -85,6 +86,11 @@ test: deps build clang asan
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) tests/system
 	$(PYTHON) bench/run.py --smoke
+
+# The layer rule of src/ (tests/check_layers.py): no #include goes up a layer
+# and none closes a cycle. Runs before any build in `make test`.
+layers:
+	$(PYTHON) tests/check_layers.py
 
 system: build
 	RETE_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) tests/system

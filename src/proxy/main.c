@@ -3,8 +3,10 @@
  * drains on SIGTERM, and with `run -- CMD` starts the app only once the proxy
  * is ready and exits with the app's exit code. */
 #include "alloc.h"
+#include "codecs.h"
 #include "config.h"
 #include "cp_client.h"
+#include "dispatch.h"
 #include "log.h"
 #include "proxy.h"
 #include "worker.h"
@@ -17,13 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-rete_proxy *rete_the_proxy;
 extern FILE *rete_access_log;
 
-static uv_process_t child;
-static bool child_running;
-static int child_exit_code = -1;
-static uv_timer_t stop_poll;
 
 static void usage(FILE *out)
 {
@@ -60,37 +57,6 @@ static void usage(FILE *out)
             "in-flight requests within spec.limits.drainTimeout, exit.\n");
 }
 
-rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen)
-{
-    const rete_proxy_spec *p = &cfg->proxy;
-    rete_tls_set *s = rete_calloc(1, sizeof(*s));
-    atomic_init(&s->refs, 1);
-    if (!p->cert_file || !p->key_file || !p->ca_file) {
-        snprintf(err, errlen, "spec.tls: certFile, keyFile and caFile are required for the mesh listener");
-        free(s);
-        return NULL;
-    }
-    s->mesh_server = rete_tls_mesh_server_ctx(p->cert_file, p->key_file, p->ca_file, err, errlen);
-    if (!s->mesh_server)
-        goto fail;
-    s->mesh_client = rete_tls_mesh_client_ctx(p->cert_file, p->key_file, p->ca_file, err, errlen);
-    if (!s->mesh_client)
-        goto fail;
-    if (p->server_cert_file) {
-        s->app_server = rete_tls_app_server_ctx(p->server_cert_file, p->server_key_file, err, errlen);
-        if (!s->app_server)
-            goto fail;
-    }
-    return s;
-fail:
-    if (s->mesh_server)
-        rete_tls_ctx_unref(s->mesh_server);
-    if (s->mesh_client)
-        rete_tls_ctx_unref(s->mesh_client);
-    free(s);
-    return NULL;
-}
-
 static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
 {
     rete_config_error err;
@@ -113,88 +79,7 @@ static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
     return cfg;
 }
 
-static bool same_addr(const rete_socket_addr *a, const rete_socket_addr *b)
-{
-    return a->port == b->port && strcmp(a->host, b->host) == 0;
-}
-
-bool rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, char *err, size_t errlen)
-{
-    if (!p->started)
-        return true;
-    const rete_proxy_spec *o = &p->cfg->proxy, *n = &cfg->proxy;
-    const char *field = NULL;
-    char buf[64];
-    if (!same_addr(&o->outbound, &n->outbound))
-        field = "spec.listeners.outbound";
-    else if (!same_addr(&o->inbound, &n->inbound))
-        field = "spec.listeners.inbound";
-    else if (!same_addr(&o->mesh, &n->mesh))
-        field = "spec.listeners.mesh";
-    else if (!same_addr(&o->admin, &n->admin))
-        field = "spec.listeners.admin";
-    else if (o->concurrency != n->concurrency)
-        field = "spec.concurrency";
-    else if (o->n_upstreams != n->n_upstreams)
-        field = "spec.upstreams";
-    else
-        for (size_t i = 0; i < n->n_upstreams && !field; i++)
-            if (!same_addr(&o->upstreams[i].listen, &n->upstreams[i].listen)) {
-                snprintf(buf, sizeof(buf), "spec.upstreams[%zu].listen", i);
-                field = buf;
-            }
-    if (!field)
-        return true;
-    snprintf(err, errlen, "%s: listeners and workers are set up at start; restart the proxy to change them",
-             field);
-    return false;
-}
-
-static int spawn_child(rete_proxy *p, char **argv);
-static void start_drain(rete_proxy *p);
 static bool control_plane_mode;
-
-int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
-{
-    if (p->started) {
-        for (unsigned i = 0; i < p->concurrency; i++)
-            rete_worker_post_gen(&p->workers[i], rete_gen_new(cfg, tls));
-        rete_config_unref(p->cfg);
-        rete_tls_set_unref(p->tls);
-        p->cfg = cfg;
-        p->tls = tls;
-        rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
-        rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
-        rete_proxy_count_reload(p, true);
-        return 0;
-    }
-    p->cfg = cfg;
-    p->tls = tls;
-    if (!p->concurrency)
-        p->concurrency = cfg->proxy.concurrency ? cfg->proxy.concurrency : 1;
-    rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
-    rete_metrics_gauge_set(p->metrics, p->ms.workers, p->concurrency);
-    rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
-    p->workers = rete_calloc(p->concurrency, sizeof(*p->workers));
-    for (unsigned i = 0; i < p->concurrency; i++) {
-        rete_worker *w = &p->workers[i];
-        w->id = (int)i;
-        w->proxy = p;
-        atomic_store(&w->incoming, rete_gen_new(cfg, tls)); /* taken at start */
-    }
-    for (unsigned i = 0; i < p->concurrency; i++)
-        if (rete_worker_start(&p->workers[i]) != 0) {
-            rete_err("worker %u failed to start", i);
-            return -1;
-        }
-    p->started = true;
-    atomic_store(&p->ready, true);
-    rete_info("rete-proxy %s ready: %s/%s, %u worker(s), config version %llu", RETE_VERSION,
-              cfg->proxy.ns, cfg->proxy.name, p->concurrency, (unsigned long long)cfg->version);
-    if (p->child_argv && spawn_child(p, p->child_argv) != 0)
-        start_drain(p);
-    return 0;
-}
 
 static void on_sighup(uv_signal_t *s, int sig)
 {
@@ -223,72 +108,12 @@ static void on_sighup(uv_signal_t *s, int sig)
     rete_info("reload: configuration version %llu in use", (unsigned long long)cfg->version);
 }
 
-static void poll_stopped(uv_timer_t *t)
-{
-    rete_proxy *p = t->data;
-    if (child_running)
-        return;
-    if (!p->started) {
-        uv_stop(p->loop);
-        return;
-    }
-    for (unsigned i = 0; i < p->concurrency; i++)
-        if (!atomic_load(&p->workers[i].stopped))
-            return;
-    uv_stop(p->loop);
-}
-
-static void start_drain(rete_proxy *p)
-{
-    if (atomic_exchange(&p->draining, true))
-        return;
-    rete_info("draining: no new connections, finishing in-flight requests");
-    if (control_plane_mode)
-        rete_cp_drain(p);
-    for (unsigned i = 0; p->started && i < p->concurrency; i++)
-        rete_worker_drain(&p->workers[i]);
-    uv_timer_start(&stop_poll, poll_stopped, 20, 20);
-}
-
 static void on_sigterm(uv_signal_t *s, int sig)
 {
     rete_proxy *p = s->data;
-    if (child_running) {
-        /* The app decides when to go; we drain once it has exited. */
-        uv_process_kill(&child, sig);
-        return;
-    }
-    start_drain(p);
-}
-
-static void on_child_exit(uv_process_t *proc, int64_t status, int term_signal)
-{
-    child_running = false;
-    child_exit_code = term_signal ? 128 + term_signal : (int)status;
-    rete_info("app exited with %d; draining", child_exit_code);
-    uv_close((uv_handle_t *)proc, NULL);
-    start_drain(rete_the_proxy);
-}
-
-static int spawn_child(rete_proxy *p, char **argv)
-{
-    uv_process_options_t o;
-    memset(&o, 0, sizeof(o));
-    o.file = argv[0];
-    o.args = argv;
-    o.exit_cb = on_child_exit;
-    uv_stdio_container_t stdio[3] = {{.flags = UV_INHERIT_FD, .data.fd = 0},
-                                     {.flags = UV_INHERIT_FD, .data.fd = 1},
-                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
-    o.stdio = stdio;
-    o.stdio_count = 3;
-    int r = uv_spawn(p->loop, &child, &o);
-    if (r != 0) {
-        rete_err("run: cannot start %s: %s", argv[0], uv_strerror(r));
-        return -1;
-    }
-    child_running = true;
-    return 0;
+    if (rete_proxy_signal_child(p, sig))
+        return; /* the app decides when to go; we drain once it has exited */
+    rete_proxy_drain(p);
 }
 
 int main(int argc, char **argv)
@@ -452,10 +277,13 @@ int main(int argc, char **argv)
     proxy.concurrency = (unsigned)concurrency;
     proxy.started_unix = (uint64_t)time(NULL);
     rete_proxy_metrics_init(&proxy);
+    /* The layers meet here: the codecs fill the core's codec table and the
+     * request path registers with the exchange (docs/architecture.md). */
+    rete_codecs_register();
+    rete_http_register();
     /* Signals first: the ready line must never precede the handlers (a
      * SIGTERM right after it would kill instead of drain). */
-    uv_timer_init(proxy.loop, &stop_poll);
-    stop_poll.data = &proxy;
+    rete_proxy_process_init(&proxy);
     uv_signal_init(proxy.loop, &proxy.sigterm);
     uv_signal_init(proxy.loop, &proxy.sigint);
     uv_signal_init(proxy.loop, &proxy.sighup);
@@ -468,6 +296,7 @@ int main(int argc, char **argv)
     if (!labels)
         labels = json_object();
     if (control_plane_mode) {
+        proxy.on_drain = rete_cp_drain;
         if (!cpo.ns || !cpo.sa || !cpo.name || !cpo.address || !cpo.ca_file) {
             fprintf(stderr, "rete-proxy: --control-plane needs --namespace, --service-account, --name, "
                             "--address and --ca-file (and --token-file for the first start)\n");
@@ -562,10 +391,10 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&proxy.sigterm, NULL);
     uv_close((uv_handle_t *)&proxy.sigint, NULL);
     uv_close((uv_handle_t *)&proxy.sighup, NULL);
-    uv_close((uv_handle_t *)&stop_poll, NULL);
+    rete_proxy_process_close(&proxy);
     uv_run(proxy.loop, UV_RUN_NOWAIT);
     rete_info("stopped");
     if (rete_access_log && rete_access_log != stdout)
         fclose(rete_access_log);
-    return child_argv ? (child_exit_code < 0 ? 1 : child_exit_code) : 0;
+    return child_argv ? (rete_proxy_child_exit_code() < 0 ? 1 : rete_proxy_child_exit_code()) : 0;
 }

@@ -1,4 +1,4 @@
-/* Unit tests for src/proxy/authz.c: connection admission and Istio request
+/* Unit tests for src/proxy/policy/authz.c: connection admission and Istio request
  * semantics (DENY before ALLOW, AUDIT only flags, empty policies, wildcards,
  * not* forms, TCP rules). Most configs are built by hand; the last tests go
  * through the loader to check that from[] x to[] expansion keeps the

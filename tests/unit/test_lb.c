@@ -1,4 +1,4 @@
-/* Unit tests for src/proxy/lb.c: algorithms with fixed seeds, outlier
+/* Unit tests for src/proxy/policy/lb.c: algorithms with fixed seeds, outlier
  * detection with caller-supplied time. */
 #include <setjmp.h>
 #include <stdarg.h>

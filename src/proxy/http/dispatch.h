@@ -9,22 +9,9 @@
 
 #include "exchange.h"
 
-/* Request header a sending proxy adds to tell the receiving proxy which app
- * port the request is for; the receiver removes it. CONNECT tunnels carry
- * the same in :authority (ip:port), as HBONE does. */
-#define RETE_TARGET_PORT_HEADER "x-rete-target-port"
-
-/* Whether a request field is one that only a proxy may set: the caller
- * identity it vouches for (x-forwarded-client-cert) and every x-rete-*
- * field proxies use between themselves. Codecs drop these from anything an
- * app or a client outside the mesh sends, on every path (plain, upgrade,
- * HTTP/2, trailers); only the mesh listener accepts them, from an
- * authenticated peer proxy. */
-static inline bool rete_is_internal_header(rete_view name)
-{
-    return rete_view_ieq(name, RETE_VIEW_LIT("x-forwarded-client-cert")) ||
-           (name.len >= 7 && rete_view_ieq(rete_view_make(name.p, 7), RETE_VIEW_LIT("x-rete-")));
-}
+/* Register the request path with the exchange (rete_request_path_set):
+ * main.c calls it once at start-up, before any worker runs. */
+void rete_http_register(void);
 
 void rete_dispatch(rete_exchange *ex);
 /* Normalise ex->req.path in place under the configuration's MeshConfig
@@ -45,12 +32,5 @@ void rete_dispatch_release_share(rete_exchange *ex);
 
 /* The admin listener's endpoints (admin.c). */
 void rete_admin_handle(rete_exchange *ex);
-
-/* Upstream starters, one per upstream codec. Each attaches itself as the
- * exchange's upstream side or fails it with rete_ex_fail. */
-void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
-                            const char *expected_id);
-void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port);
-void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port);
 
 #endif

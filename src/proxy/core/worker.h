@@ -195,11 +195,6 @@ int rete_worker_start(rete_worker *w);
 void rete_worker_post_gen(rete_worker *w, rete_gen *g);
 void rete_worker_drain(rete_worker *w);
 
-/* Write the frames of every HTTP/2 connection that made some (h2.c). */
-void rete_h2_flush_all(rete_worker *w);
-/* Write the response heads HTTP/1.1 downstreams kept for their body (h1_server.c). */
-void rete_h1_flush_all(rete_worker *w);
-
 /* Pools. */
 rete_pool_entry *rete_pool_get(rete_worker *w, const char *key);
 struct rete_lb *rete_gen_lb(rete_gen *g, const rete_service *svc);

@@ -3,9 +3,9 @@
  * and an upstream TCP connection to an app port or an endpoint outside the
  * mesh. Half-closes travel end to end: EOF on one side ends its pipe, and
  * the other side shuts its write half once the pipe is drained. */
+#include "tcp.h"
 #include "alloc.h"
 #include "conn.h"
-#include "dispatch.h"
 #include "exchange.h"
 #include "io.h"
 #include "log.h"
@@ -294,3 +294,14 @@ void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
         rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
     }
 }
+
+static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
+{
+    rete_tcp_upstream_start(ex, t->ip, t->port);
+}
+
+const rete_codec rete_codec_tcp = {
+    .name = "tcp",
+    .server_start = rete_tcp_server_start,
+    .upstream_start = upstream_start,
+};

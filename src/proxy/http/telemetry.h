@@ -40,13 +40,4 @@ void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc);
 /* The tunnel ended: istio_tcp_connections_closed_total. */
 void rete_telemetry_tunnel_close(rete_exchange *ex);
 
-/* Bytes of an open tunnel: producer DOWNSTREAM = received, UPSTREAM = sent. */
-static inline void rete_telemetry_tunnel_bytes(rete_exchange *ex, rete_side producer, size_t n)
-{
-    if (!ex->tcp_open)
-        return;
-    rete_metrics_inc(ex->worker->shard, producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent,
-                     n);
-}
-
 #endif

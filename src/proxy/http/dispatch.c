@@ -1,6 +1,7 @@
 #include "dispatch.h"
 #include "alloc.h"
 #include "authz.h"
+#include "codec.h"
 #include "config.h"
 #include "json_out.h"
 #include "lb.h"
@@ -69,6 +70,14 @@ static void apply_header_modifier(rete_exchange *ex, rete_msg *m, const rete_hea
         rete_msg_set(ex, m, rete_view_cstr(h->set[i].name), rete_view_cstr(h->set[i].value));
     for (size_t i = 0; i < h->n_add; i++)
         rete_msg_add(ex, m, rete_view_cstr(h->add[i].name), rete_view_cstr(h->add[i].value));
+}
+
+/* Start the upstream codec `id` towards ip:port (tls and expected_id: mesh h2 only). */
+static void upstream(rete_exchange *ex, rete_codec_id id, const char *ip, uint16_t port, bool tls,
+                     const char *expected_id)
+{
+    const rete_upstream_target t = {.ip = ip, .port = port, .tls = tls, .expected_id = expected_id};
+    rete_codec_get(id)->upstream_start(ex, &t);
 }
 
 static const rete_service_port *service_port(const rete_service *svc, uint16_t port)
@@ -196,15 +205,15 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
             rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER),
                          rete_ex_dup(ex, rete_view_cstr(p)));
         }
-        rete_h2_upstream_start(ex, wl->address, wl->mesh_port, true, wl->spiffe_id);
+        upstream(ex, RETE_CODEC_H2, wl->address, wl->mesh_port, true, wl->spiffe_id);
         return;
     }
     if (ex->tunnel)
-        rete_tcp_upstream_start(ex, wl->address, target);
+        upstream(ex, RETE_CODEC_TCP, wl->address, target, false, NULL);
     else if (sp->protocol == RETE_PROTO_HTTP2 || sp->protocol == RETE_PROTO_GRPC)
-        rete_h2_upstream_start(ex, wl->address, target, false, NULL);
+        upstream(ex, RETE_CODEC_H2, wl->address, target, false, NULL);
     else
-        rete_h1_upstream_start(ex, wl->address, target);
+        upstream(ex, RETE_CODEC_H1_CLIENT, wl->address, target, false, NULL);
 }
 
 /* authority without its ":port" when the port is `port`; else unchanged. */
@@ -422,13 +431,13 @@ static void dispatch_inbound(rete_exchange *ex)
     }
     if (ex->tunnel) {
         rete_telemetry_tunnel_open(ex);
-        rete_tcp_upstream_start(ex, p->app_address, port);
+        upstream(ex, RETE_CODEC_TCP, p->app_address, port, false, NULL);
     } else if (ip->protocol == RETE_PROTO_HTTP2 || ip->protocol == RETE_PROTO_GRPC)
-        rete_h2_upstream_start(ex, p->app_address, port, false, NULL);
+        upstream(ex, RETE_CODEC_H2, p->app_address, port, false, NULL);
     else if (ip->protocol == RETE_PROTO_TCP)
         local_text(ex, 400, "port %u is a TCP port", port);
     else
-        rete_h1_upstream_start(ex, p->app_address, port);
+        upstream(ex, RETE_CODEC_H1_CLIENT, p->app_address, port, false, NULL);
 }
 
 bool rete_dispatch_normalize_path(rete_exchange *ex)
@@ -563,4 +572,23 @@ void rete_dispatch_finish(rete_exchange *ex)
             rete_telemetry_lb_ejection(ex->worker, ex->service);
     }
     access_log(ex, status, ms);
+}
+
+static void gen_free(rete_gen *g)
+{
+    rete_telemetry_cache_free(&g->tel);
+}
+
+static const rete_request_path request_path = {
+    .request = rete_dispatch,
+    .normalize_path = rete_dispatch_normalize_path,
+    .response = rete_dispatch_response_filters,
+    .finish = rete_dispatch_finish,
+    .release_share = rete_dispatch_release_share,
+    .gen_free = gen_free,
+};
+
+void rete_http_register(void)
+{
+    rete_request_path_set(&request_path);
 }

@@ -26,9 +26,9 @@
  * The exchange is failed in each case, so its upstream request and the
  * destination's circuit-breaker budget are returned. Reads and sends only
  * move timestamps; a deadline is late by at most one sweep interval. */
+#include "h2.h"
 #include "alloc.h"
 #include "conn.h"
-#include "dispatch.h"
 #include "exchange.h"
 #include "h1_out.h"
 #include "io.h"
@@ -1351,3 +1351,16 @@ void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bo
     h2->n_pending++;
     h2_flush(h2);
 }
+
+static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
+{
+    rete_h2_upstream_start(ex, t->ip, t->port, t->tls, t->expected_id);
+}
+
+const rete_codec rete_codec_h2 = {
+    .name = "http/2",
+    .server_start = rete_h2_server_start,
+    .upstream_start = upstream_start,
+    .flush_all = rete_h2_flush_all,
+    .thread_cleanup = rete_h2_thread_cleanup,
+};

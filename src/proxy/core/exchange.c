@@ -1,14 +1,29 @@
 #include "exchange.h"
 #include "alloc.h"
-#include "dispatch.h"
 #include "log.h"
-#include "telemetry.h"
 #include "worker.h"
 
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static const rete_request_path *path;
+
+void rete_request_path_set(const rete_request_path *rp)
+{
+    path = rp;
+}
+
+const rete_request_path *rete_request_path_get(void)
+{
+    return path;
+}
+
+bool rete_ex_normalize_path(rete_exchange *ex)
+{
+    return path->normalize_path(ex);
+}
 
 static uint64_t now_ns(void)
 {
@@ -149,7 +164,7 @@ void rete_ex_detach(rete_exchange *ex, rete_side side)
     if (!ex->attached[side])
         return;
     if (side == RETE_DOWNSTREAM)
-        rete_dispatch_release_share(ex); /* the counter lives in the downstream connection */
+        path->release_share(ex); /* the counter lives in the downstream connection */
     ex->attached[side] = false;
     ex->side[side] = NULL;
     if (side == RETE_DOWNSTREAM && ex->attached[RETE_UPSTREAM] &&
@@ -158,14 +173,14 @@ void rete_ex_detach(rete_exchange *ex, rete_side side)
          * nobody to answer. (A complete exchange just waits for the
          * upstream to let go.) */
         if (!ex->done)
-            rete_dispatch_finish(ex);
+            path->finish(ex);
         ex->ops[RETE_UPSTREAM]->on_abort(ex);
         return;
     }
     if (ex->attached[RETE_DOWNSTREAM] || ex->attached[RETE_UPSTREAM])
         return;
     if (!ex->done)
-        rete_dispatch_finish(ex);
+        path->finish(ex);
     if (ex->timer_inited)
         uv_timer_stop(&ex->timer);
     ex->next_free = ex->worker->ex_reap;
@@ -244,7 +259,9 @@ bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_
             ex->req_bytes += len;
         else
             ex->resp_bytes += len;
-        rete_telemetry_tunnel_bytes(ex, producer, len);
+        if (ex->tcp_open) /* an open tunnel's bytes: received downstream, sent upstream */
+            rete_metrics_inc(ex->worker->shard,
+                             producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent, len);
     }
     if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))
         ex->ops[consumer]->on_data(ex);
@@ -307,14 +324,14 @@ void rete_ex_consume(rete_exchange *ex, rete_side consumer, size_t n)
 void rete_ex_request_ready(rete_exchange *ex)
 {
     rete_stat(ex->worker, ex->worker->ms.requests, 1);
-    rete_dispatch(ex);
+    path->request(ex);
 }
 
 void rete_ex_response_ready(rete_exchange *ex)
 {
     if (!ex->attached[RETE_DOWNSTREAM] || ex->head_sent)
         return;
-    rete_dispatch_response_filters(ex);
+    path->response(ex);
     ex->head_sent = true;
     ex->ops[RETE_DOWNSTREAM]->on_head(ex);
     if (ex->attached[RETE_DOWNSTREAM] && (ex->resp_body.head || ex->resp_body.end))

@@ -63,13 +63,4 @@ struct rete_exchange *rete_conn_new_exchange(rete_conn *c, const struct rete_sid
 /* The codec is done with the connection's memory. */
 void rete_conn_closed(rete_conn *c);
 
-/* Codec entry points: take over an accepted (and detected) connection;
- * `data` holds bytes already read. */
-void rete_h1_server_start(rete_conn *c, const char *data, size_t len);
-void rete_h2_server_start(rete_conn *c, const char *data, size_t len);
-/* Frees the calling worker thread's nghttp2 callbacks and options. */
-void rete_h2_thread_cleanup(void);
-void rete_tcp_server_start(rete_conn *c, const char *data, size_t len);
-void rete_admin_start(rete_conn *c);
-
 #endif

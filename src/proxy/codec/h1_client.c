@@ -1,8 +1,8 @@
 /* HTTP/1.1 upstream codec: requests to the local app (inbound side) and to
  * endpoints outside the mesh. Keep-alive connections go back to a per-address
  * idle list in the worker's pool; one request at a time per connection. */
+#include "h1_client.h"
 #include "alloc.h"
-#include "dispatch.h"
 #include "exchange.h"
 #include "h1_out.h"
 #include "h1_parse.h"
@@ -473,3 +473,13 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
             h1c_send_body(c);
     }
 }
+
+static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
+{
+    rete_h1_upstream_start(ex, t->ip, t->port);
+}
+
+const rete_codec rete_codec_h1_client = {
+    .name = "http/1.1 client",
+    .upstream_start = upstream_start,
+};

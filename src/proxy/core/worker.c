@@ -1,5 +1,6 @@
 #include "worker.h"
 #include "alloc.h"
+#include "codec.h"
 #include "config.h"
 #include "conn.h"
 #include "io.h"
@@ -7,7 +8,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
-#include "telemetry.h"
+#include "exchange.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -67,7 +68,9 @@ void rete_gen_release(rete_worker *w, rete_gen *g)
             rete_lb_free(&g->lbs[i]);
     free(g->lbs);
     free(g->in_flight);
-    rete_telemetry_cache_free(&g->tel);
+    const rete_request_path *rp = rete_request_path_get();
+    if (rp && rp->gen_free)
+        rp->gen_free(g);
     rete_config_unref(g->cfg);
     rete_tls_set_unref(g->tls);
     free(g);
@@ -328,21 +331,33 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     rete_ex_pool_free(w);
     rete_route_thread_cleanup();
-    rete_h2_thread_cleanup();
+    for (int i = 0; i < RETE_CODEC_N; i++) {
+        const rete_codec *k = rete_codec_at((rete_codec_id)i);
+        if (k && k->thread_cleanup)
+            k->thread_cleanup();
+    }
     rete_metrics_shard_free(&w->shard); /* its counts fold into the registry */
     atomic_store(&w->stopped, true);
 }
 
+/* Every codec writes what it queued this turn (the table's order). */
+static void flush_codecs(rete_worker *w)
+{
+    for (int i = 0; i < RETE_CODEC_N; i++) {
+        const rete_codec *k = rete_codec_at((rete_codec_id)i);
+        if (k && k->flush_all)
+            k->flush_all(w);
+    }
+}
+
 static void on_flush_check(uv_check_t *c)
 {
-    rete_h2_flush_all(c->data);
-    rete_h1_flush_all(c->data);
+    flush_codecs(c->data);
 }
 
 static void on_flush_prepare(uv_prepare_t *p)
 {
-    rete_h2_flush_all(p->data);
-    rete_h1_flush_all(p->data);
+    flush_codecs(p->data);
     rete_ex_reap(p->data);
 }
 

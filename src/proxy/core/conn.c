@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "alloc.h"
 #include "authz.h"
+#include "codec.h"
 #include "config.h"
 #include "exchange.h"
 #include "log.h"
@@ -189,10 +190,10 @@ static void dispatch_protocol(rete_conn *c, detect_result r, const char *data, s
     uv_timer_stop(&c->timer);
     switch (r) {
     case DETECT_H1:
-        rete_h1_server_start(c, data, len);
+        rete_codec_get(RETE_CODEC_H1_SERVER)->server_start(c, data, len);
         return;
     case DETECT_H2:
-        rete_h2_server_start(c, data, len);
+        rete_codec_get(RETE_CODEC_H2)->server_start(c, data, len);
         return;
     case DETECT_TCP:
         if (c->listener->kind == RETE_L_OUTBOUND && !c->orig_port) {
@@ -201,14 +202,14 @@ static void dispatch_protocol(rete_conn *c, detect_result r, const char *data, s
              * request line starting with CRLF or a bad method token is a
              * 400, not a silent close). Silence or TLS: nothing to say. */
             if (len > 0 && (unsigned char)data[0] != 0x16) {
-                rete_h1_server_start(c, data, len);
+                rete_codec_get(RETE_CODEC_H1_SERVER)->server_start(c, data, len);
                 return;
             }
             rete_debug("outbound: unroutable non-HTTP connection from %s", c->peer_addr);
             detect_close(c);
             return;
         }
-        rete_tcp_server_start(c, data, len);
+        rete_codec_get(RETE_CODEC_TCP)->server_start(c, data, len);
         return;
     case DETECT_TLS:
     case DETECT_MORE:
@@ -267,7 +268,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
             return;
         }
         uv_timer_stop(&c->timer);
-        rete_h2_server_start(c, NULL, 0);
+        rete_codec_get(RETE_CODEC_H2)->server_start(c, NULL, 0);
         return;
     }
     /* App TLS terminated: detect again on the plaintext. */
@@ -423,7 +424,7 @@ void rete_conn_accept(rete_listener *l)
     }
     switch (l->kind) {
     case RETE_L_ADMIN:
-        rete_admin_start(c);
+        rete_codec_get(RETE_CODEC_H1_SERVER)->server_start(c, NULL, 0);
         return;
     case RETE_L_MESH: {
         rete_tls_session *s = rete_tls_session_new_server(c->gen->tls->mesh_server);
@@ -451,7 +452,7 @@ void rete_conn_accept(rete_listener *l)
         c->fixed = rete_config_table_for(cfg, u->service, u->port);
         for (size_t i = 0; i < u->service->n_ports; i++)
             if (u->service->ports[i].port == u->port && u->service->ports[i].protocol == RETE_PROTO_TCP) {
-                rete_tcp_server_start(c, NULL, 0);
+                rete_codec_get(RETE_CODEC_TCP)->server_start(c, NULL, 0);
                 return;
             }
         break;

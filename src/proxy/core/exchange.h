@@ -201,4 +201,50 @@ void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location);
 int rete_ex_error_status(rete_ex_error e);
 const char *rete_ex_error_flag(rete_ex_error e);
 
+/* ---- the request path above the core ----
+ * The core never names the layer above it: the request path (http/dispatch.c)
+ * hands the exchange these entry points once at start-up
+ * (rete_request_path_set, from main.c through rete_http_register) and the
+ * exchange calls them at the points of its life they name. */
+typedef struct rete_request_path {
+    /* The request head is complete: route it and start an upstream. */
+    void (*request)(rete_exchange *ex);
+    /* Normalise ex->req.path once (rete_ex_normalize_path). */
+    bool (*normalize_path)(rete_exchange *ex);
+    /* The response head is about to go downstream. */
+    void (*response)(rete_exchange *ex);
+    /* The exchange ended: count it and log it, once. */
+    void (*finish)(rete_exchange *ex);
+    /* The downstream connection let go of the exchange. */
+    void (*release_share)(rete_exchange *ex);
+    /* A generation is freed: the request path's per-generation state. */
+    void (*gen_free)(struct rete_gen *g);
+} rete_request_path;
+
+void rete_request_path_set(const rete_request_path *rp);
+const rete_request_path *rete_request_path_get(void);
+
+/* Normalise ex->req.path under the MeshConfig's pathNormalization, once
+ * (the request path's normalize_path): codecs call it where they use the
+ * path before rete_ex_request_ready (HTTP/1.1 upgrades re-serialise it).
+ * Returns false when the path is refused. */
+bool rete_ex_normalize_path(rete_exchange *ex);
+
+/* Request header a sending proxy adds to tell the receiving proxy which app
+ * port the request is for; the receiver removes it. CONNECT tunnels carry
+ * the same in :authority (ip:port), as HBONE does. */
+#define RETE_TARGET_PORT_HEADER "x-rete-target-port"
+
+/* Whether a request field is one that only a proxy may set: the caller
+ * identity it vouches for (x-forwarded-client-cert) and every x-rete-*
+ * field proxies use between themselves. Codecs drop these from anything an
+ * app or a client outside the mesh sends, on every path (plain, upgrade,
+ * HTTP/2, trailers); only the mesh listener accepts them, from an
+ * authenticated peer proxy. */
+static inline bool rete_is_internal_header(rete_view name)
+{
+    return rete_view_ieq(name, RETE_VIEW_LIT("x-forwarded-client-cert")) ||
+           (name.len >= 7 && rete_view_ieq(rete_view_make(name.p, 7), RETE_VIEW_LIT("x-rete-")));
+}
+
 #endif

@@ -4,7 +4,6 @@
  * same bounded HTTP/1.1 codec as everything else. */
 #include "alloc.h"
 #include "config.h"
-#include "conn.h"
 #include "dispatch.h"
 #include "exchange.h"
 #include "h1_out.h"
@@ -16,11 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-void rete_admin_start(rete_conn *c)
-{
-    rete_h1_server_start(c, NULL, 0);
-}
 
 void rete_admin_handle(rete_exchange *ex)
 {

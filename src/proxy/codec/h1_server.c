@@ -18,9 +18,9 @@
  * answer 408. Reads only move timestamps; the timer is re-armed when a
  * deadline comes earlier than the armed one, and a timer that fires early
  * re-arms for the deadline it finds. */
+#include "h1_server.h"
 #include "alloc.h"
 #include "conn.h"
-#include "dispatch.h"
 #include "exchange.h"
 #include "h1_out.h"
 #include "h1_parse.h"
@@ -273,7 +273,7 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
         ex->req.authority = rete_ex_dup(ex, m->host);
         ex->req.path = rete_ex_dup(ex, m->target);
     }
-    (void)rete_dispatch_normalize_path(ex); /* now: an upgrade re-serialises it below */
+    (void)rete_ex_normalize_path(ex); /* now: an upgrade re-serialises it below */
     bool has_request_id = false;
     for (size_t i = 0; i < m->n_headers; i++) {
         rete_view name = m->headers[i].name;
@@ -1000,3 +1000,9 @@ void rete_h1_server_start(rete_conn *c, const char *data, size_t len)
         h1s_process(s, data, len);
     h1s_arm(s);
 }
+
+const rete_codec rete_codec_h1_server = {
+    .name = "http/1.1 server",
+    .server_start = rete_h1_server_start,
+    .flush_all = rete_h1_flush_all,
+};

@@ -27,6 +27,7 @@ typedef struct rete_proxy {
     rete_io_loop iol;            /* the main loop's buffers (control-plane client) */
     char **child_argv;           /* run mode: started once the proxy is ready */
     bool started;                /* workers running */
+    void (*on_drain)(struct rete_proxy *p); /* set by main.c: tell the control plane we go */
 } rete_proxy;
 
 extern rete_proxy *rete_the_proxy;
@@ -53,5 +54,16 @@ void rete_proxy_count_reload(rete_proxy *p, bool ok);
 
 /* Build the TLS contexts a snapshot names; NULL with err on failure. */
 rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen);
+
+/* Drain: stop accepting, finish in-flight requests, stop the main loop once
+ * every worker (and the app, in run mode) has stopped. Once. */
+void rete_proxy_drain(rete_proxy *p);
+/* The drain poll timer, on p->loop: set up before, closed after the run. */
+void rete_proxy_process_init(rete_proxy *p);
+void rete_proxy_process_close(rete_proxy *p);
+/* Pass `sig` to the app started in run mode; false when none is running. */
+bool rete_proxy_signal_child(rete_proxy *p, int sig);
+/* The app's exit code (128+signal when killed), -1 while it has not exited. */
+int rete_proxy_child_exit_code(void);
 
 #endif

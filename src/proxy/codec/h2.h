@@ -1,0 +1,23 @@
+/* HTTP/2 codec (h2.c, nghttp2): server side for h2c and the mesh listener,
+ * client side for the mesh transport and h2c apps, one multiplexed pooled
+ * connection per peer. Reached through the codec table (core/codec.h) at
+ * RETE_CODEC_H2. */
+#ifndef RETE_PROXY_H2_H
+#define RETE_PROXY_H2_H
+
+#include "codec.h"
+
+extern const rete_codec rete_codec_h2;
+
+struct rete_conn;
+struct rete_exchange;
+struct rete_worker;
+void rete_h2_server_start(struct rete_conn *c, const char *data, size_t len);
+void rete_h2_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t port, bool tls,
+                            const char *expected_id);
+/* Write the frames of every HTTP/2 connection that made some. */
+void rete_h2_flush_all(struct rete_worker *w);
+/* Frees the calling worker thread's nghttp2 callbacks and options. */
+void rete_h2_thread_cleanup(void);
+
+#endif

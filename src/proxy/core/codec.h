@@ -1,0 +1,62 @@
+/* The codec table: every wire protocol the proxy speaks, indexed by id.
+ * The core (conn.c: a detected connection; worker.c: the loop's flush and
+ * thread exit) and the request path (dispatch.c: an upstream to reach) look
+ * a codec up here instead of calling it by name, so that neither includes a
+ * codec and a codec added later is one more row, not one more branch.
+ *
+ * Each codec (src/proxy/codec/) defines one `const rete_codec` in its own
+ * header; rete_codecs_register (codec/codecs.c) puts them in the table at
+ * start-up, before any worker runs. The table is read-only afterwards. */
+#ifndef RETE_PROXY_CODEC_H
+#define RETE_PROXY_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rete_conn;
+struct rete_exchange;
+struct rete_worker;
+
+/* Ids in the order the worker flushes them (HTTP/2 frames first, then the
+ * HTTP/1.1 heads kept for their body, as before the table). */
+typedef enum rete_codec_id {
+    RETE_CODEC_H2,        /* HTTP/2: server (h2c, mesh) and client (mesh, h2c to the app) */
+    RETE_CODEC_H1_SERVER, /* HTTP/1.1 downstream (apps, clients, the admin listener) */
+    RETE_CODEC_H1_CLIENT, /* HTTP/1.1 to the local app or a host outside the mesh */
+    RETE_CODEC_TCP,       /* raw TCP: downstream and upstream */
+    RETE_CODEC_N,
+} rete_codec_id;
+
+/* Where an upstream codec connects: the address, whether to speak mesh TLS
+ * and the SPIFFE ID the peer must present (h2 only; others ignore both). */
+typedef struct rete_upstream_target {
+    const char *ip;
+    uint16_t port;
+    bool tls;
+    const char *expected_id;
+} rete_upstream_target;
+
+typedef struct rete_codec {
+    const char *name;
+    /* Take over an accepted (and detected) connection; `data` holds bytes
+     * already read. NULL: the codec has no server side. */
+    void (*server_start)(struct rete_conn *c, const char *data, size_t len);
+    /* Attach as the exchange's upstream side, or fail it with rete_ex_fail.
+     * NULL: the codec has no client side. */
+    void (*upstream_start)(struct rete_exchange *ex, const rete_upstream_target *t);
+    /* Write what the codec queued during this loop turn (worker.c calls it
+     * after I/O callbacks and before blocking). NULL: nothing queued. */
+    void (*flush_all)(struct rete_worker *w);
+    /* Free the calling worker thread's per-thread state at its exit. */
+    void (*thread_cleanup)(void);
+} rete_codec;
+
+/* Put `codec` at `id` (start-up, main thread, before the workers). */
+void rete_codec_register(rete_codec_id id, const rete_codec *codec);
+/* The codec at `id`; aborts when none is registered there (a wiring bug). */
+const rete_codec *rete_codec_get(rete_codec_id id);
+/* The codec at `id` or NULL (for loops over the whole table). */
+const rete_codec *rete_codec_at(rete_codec_id id);
+
+#endif
