@@ -1,0 +1,336 @@
+/* Outbound routing and balancing: the service an authority names, the
+ * Gateway API route rule that matches, the rule's filters (header
+ * modifiers, redirects, rewrites), a weighted backend, circuit breaking,
+ * the balancer's endpoint, then the upstream: the pooled mesh connection to
+ * the endpoint's proxy, or plaintext to an endpoint outside the mesh. At
+ * the end of the exchange it returns the circuit-breaker slot and tells
+ * the balancer how the endpoint did. */
+#include "filter.h"
+#include "dispatch.h"
+#include "alloc.h"
+#include "config.h"
+#include "lb.h"
+#include "log.h"
+#include "route.h"
+#include "telemetry.h"
+#include "worker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void on_route_timeout(uv_timer_t *t)
+{
+    rete_exchange *ex = t->data;
+    ex->timer_active = false;
+    if (ex->head_sent || !ex->attached[RETE_DOWNSTREAM]) {
+        /* Too late for a 504: abort both sides. */
+        ex->error = RETE_EXE_TIMEOUT;
+        if (ex->attached[RETE_UPSTREAM])
+            ex->ops[RETE_UPSTREAM]->on_abort(ex);
+        if (ex->attached[RETE_DOWNSTREAM])
+            ex->ops[RETE_DOWNSTREAM]->on_abort(ex);
+        return;
+    }
+    ex->error = RETE_EXE_TIMEOUT;
+    snprintf(ex->error_detail, sizeof(ex->error_detail), "route timeout");
+    if (ex->attached[RETE_UPSTREAM])
+        ex->ops[RETE_UPSTREAM]->on_abort(ex);
+    if (ex->attached[RETE_DOWNSTREAM])
+        rete_filter_local_text(ex, 504, "upstream request timeout");
+}
+
+static void apply_header_modifier(rete_exchange *ex, rete_msg *m, const rete_header_modifier *h)
+{
+    for (size_t i = 0; i < h->n_remove; i++)
+        rete_msg_remove(m, rete_view_cstr(h->remove[i]));
+    for (size_t i = 0; i < h->n_set; i++)
+        rete_msg_set(ex, m, rete_view_cstr(h->set[i].name), rete_view_cstr(h->set[i].value));
+    for (size_t i = 0; i < h->n_add; i++)
+        rete_msg_add(ex, m, rete_view_cstr(h->add[i].name), rete_view_cstr(h->add[i].value));
+}
+
+static const rete_service_port *service_port(const rete_service *svc, uint16_t port)
+{
+    for (size_t i = 0; i < svc->n_ports; i++)
+        if (svc->ports[i].port == port)
+            return &svc->ports[i];
+    return svc->n_ports == 1 && port == 0 ? &svc->ports[0] : NULL;
+}
+
+/* The value a consistent-hash policy hashes on (empty: none). */
+static rete_view hash_key(rete_exchange *ex, const rete_traffic_policy *p)
+{
+    switch (p->hash_on) {
+    case RETE_HASH_HEADER:
+        return rete_msg_get(&ex->req, rete_view_cstr(p->hash_key));
+    case RETE_HASH_COOKIE: {
+        rete_view cookies = rete_msg_get(&ex->req, RETE_VIEW_LIT("cookie"));
+        size_t klen = strlen(p->hash_key);
+        size_t i = 0;
+        while (i < cookies.len) {
+            while (i < cookies.len && (cookies.p[i] == ' ' || cookies.p[i] == ';'))
+                i++;
+            size_t start = i;
+            while (i < cookies.len && cookies.p[i] != ';')
+                i++;
+            rete_view pair = rete_view_make(cookies.p + start, i - start);
+            if (pair.len > klen && pair.p[klen] == '=' && memcmp(pair.p, p->hash_key, klen) == 0)
+                return rete_view_sub(pair, klen + 1, pair.len);
+        }
+        return RETE_VIEW_NULL;
+    }
+    case RETE_HASH_SOURCE_IP: {
+        rete_view a = rete_view_cstr(ex->downstream_addr);
+        ptrdiff_t colon = -1;
+        for (size_t i = 0; i < a.len; i++)
+            if (a.p[i] == ':')
+                colon = (ptrdiff_t)i;
+        return colon > 0 ? rete_view_make(a.p, (size_t)colon) : a;
+    }
+    case RETE_HASH_NONE:
+    default:
+        return RETE_VIEW_NULL;
+    }
+}
+
+/* Send the exchange to one endpoint of `svc` on service port `port`. */
+static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port)
+{
+    const rete_service_port *sp = service_port(svc, port);
+    if (!sp) {
+        rete_filter_local_text(ex, 500, "service %s/%s has no port %u", svc->ns, svc->name, port);
+        return;
+    }
+    if (rete_tunnel_is_raw(ex) && sp->protocol != RETE_PROTO_TCP) {
+        /* Raw bytes to an HTTP port would reach the app unparsed: no
+         * header sanitising, no per-request policy at the destination. */
+        ex->error = RETE_EXE_BAD_REQUEST;
+        rete_filter_local_text(ex, 400, "port %u of service %s/%s speaks HTTP: send HTTP requests, not a tunnel",
+                   port, svc->ns, svc->name);
+        return;
+    }
+    /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests):
+     * requests in flight to the service, counted per worker. */
+    size_t si = (size_t)(svc - ex->gen->cfg->services);
+    /* Fair share (docs/security.md): once half of the budget is in use, an
+     * HTTP/2 downstream connection that already holds 1/64 of it (at least
+     * one) is refused, so a few connections of stalled streams cannot take
+     * the whole budget from every other caller. */
+    uint32_t max = svc->policy.max_requests;
+    uint32_t share = max / 64 ? max / 64 : 1;
+    if (ex->ds_held && *ex->ds_held >= share && ex->gen->in_flight[si] >= max / 2) {
+        ex->error = RETE_EXE_OVERFLOW;
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
+        rete_stat(ex->worker, ex->worker->ms.h2_abuse[RETE_H2_ABUSE_BUDGET_SHARE], 1);
+        rete_filter_local_text(ex, 503, "circuit breaker: this connection holds its share (%u) of the %u requests "
+                   "allowed in flight to %s/%s", share, max, svc->ns, svc->name);
+        return;
+    }
+    if (ex->gen->in_flight[si] >= svc->policy.max_requests) {
+        ex->error = RETE_EXE_OVERFLOW;
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
+        rete_filter_local_text(ex, 503, "circuit breaker open: %u requests in flight to %s/%s", ex->gen->in_flight[si],
+                   svc->ns, svc->name);
+        return;
+    }
+    struct rete_lb *lb = rete_gen_lb(ex->gen, svc);
+    rete_lb_context ctx = {hash_key(ex, &svc->policy), -1};
+    int idx = lb ? rete_lb_pick(lb, &ctx, uv_hrtime()) : -1;
+    if (idx < 0) {
+        ex->error = RETE_EXE_NO_HEALTHY;
+        rete_filter_local_text(ex, 503, "no healthy endpoint for service %s/%s", svc->ns, svc->name);
+        return;
+    }
+    rete_lb_start(lb, idx);
+    ex->service = svc;
+    ex->endpoint = idx;
+    ex->gen->in_flight[si]++;
+    ex->in_flight = true;
+    if (ex->ds_held)
+        (*ex->ds_held)++;
+    const rete_workload *wl = svc->endpoints[idx];
+    uint16_t target = sp->target_port ? sp->target_port : sp->port;
+    ex->target_port = target;
+    char addr[80];
+    snprintf(addr, sizeof(addr), "%s:%u", wl->address, target);
+    if (ex->tunnel)
+        rete_telemetry_tunnel_open(ex);
+    if (wl->in_mesh) {
+        if (ex->tunnel) {
+            /* HBONE: CONNECT to the workload's address:port, carried on
+             * the pooled mesh connection. */
+            ex->req.method = RETE_VIEW_LIT("CONNECT");
+            ex->req.authority = rete_ex_dup(ex, rete_view_cstr(addr));
+        } else {
+            char p[8];
+            snprintf(p, sizeof(p), "%u", target);
+            rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER),
+                         rete_ex_dup(ex, rete_view_cstr(p)));
+        }
+        rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, wl->mesh_port, true, wl->spiffe_id);
+        return;
+    }
+    if (ex->tunnel)
+        rete_filter_upstream(ex, RETE_CODEC_TCP, wl->address, target, false, NULL);
+    else if (sp->protocol == RETE_PROTO_HTTP2 || sp->protocol == RETE_PROTO_GRPC)
+        rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, target, false, NULL);
+    else
+        rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, wl->address, target, false, NULL);
+}
+
+/* authority without its ":port" when the port is `port`; else unchanged. */
+static rete_view strip_port_if(rete_view authority, uint16_t port)
+{
+    char suffix[8];
+    int n = snprintf(suffix, sizeof(suffix), ":%u", port);
+    rete_view sv = rete_view_make(suffix, (size_t)n);
+    if (authority.len > sv.len && rete_view_eq(rete_view_sub(authority, authority.len - sv.len, sv.len), sv))
+        return rete_view_make(authority.p, authority.len - sv.len);
+    return authority;
+}
+
+static void route(rete_exchange *ex)
+{
+    const rete_config *cfg = ex->gen->cfg;
+    const rete_route_table *t = ex->table;
+    if (!t) {
+        if (!ex->req.authority.len) {
+            ex->error = RETE_EXE_BAD_REQUEST;
+            rete_filter_local_text(ex, 400, "request has no Host or :authority");
+            return;
+        }
+        t = rete_config_find_table(cfg, ex->req.authority, 80);
+        if (!t) {
+            /* An app that addresses the proxy itself (https://echo:15001/)
+             * names the proxy's port, not the service's: use the host. */
+            rete_view host = strip_port_if(ex->req.authority, cfg->proxy.outbound.port);
+            if (host.len != ex->req.authority.len)
+                t = rete_config_find_table(cfg, host, 80);
+        }
+        if (!t) {
+            ex->error = RETE_EXE_NO_ROUTE;
+            rete_filter_local_text(ex, 404, "no service in the mesh is named \"%.*s\"", (int)ex->req.authority.len,
+                       ex->req.authority.p);
+            return;
+        }
+        ex->table = t;
+    }
+    uint32_t rnd = (uint32_t)rete_worker_rand(ex->worker);
+    if (rete_tunnel_is_raw(ex)) {
+        const rete_backend_ref *b =
+            rete_route_pick_backend(t->tcp_backends, t->n_tcp_backends, t->tcp_total_weight, rnd);
+        if (!b) {
+            ex->error = RETE_EXE_NO_ROUTE;
+            rete_filter_local_text(ex, 500, "no backend");
+            return;
+        }
+        to_service(ex, b->service, b->port ? b->port : t->port);
+        return;
+    }
+    rete_route_request rr = {ex->req.method, ex->req.path, ex->req.headers, ex->req.n_headers};
+    const rete_route_entry *e = rete_route_match(t, &rr);
+    if (!e) {
+        ex->error = RETE_EXE_NO_ROUTE;
+        rete_filter_local_text(ex, 404, "no route of service %s/%s matches %.*s %.*s", t->service->ns,
+                   t->service->name, (int)ex->req.method.len, ex->req.method.p,
+                   (int)ex->req.path.len, ex->req.path.p);
+        return;
+    }
+    ex->route = e;
+    const rete_http_rule *rule = e->rule;
+    for (size_t i = 0; i < rule->n_filters; i++) {
+        const rete_http_filter *f = &rule->filters[i];
+        switch (f->kind) {
+        case RETE_FILTER_REQUEST_HEADER:
+            apply_header_modifier(ex, &ex->req, &f->headers);
+            break;
+        case RETE_FILTER_REDIRECT: {
+            rete_route_redirect_req rq = {ex->req.scheme, ex->req.authority, t->port, ex->req.path};
+            char loc[2048];
+            int status = 302;
+            int n = rete_route_redirect_location(e, f, &rq, loc, sizeof(loc), &status);
+            if (n < 0) {
+                rete_filter_local_text(ex, 500, "redirect could not be built");
+                return;
+            }
+            rete_ex_local_redirect(ex, status, rete_view_make(loc, (size_t)n));
+            return;
+        }
+        case RETE_FILTER_URL_REWRITE: {
+            if (f->hostname)
+                ex->req.authority = rete_ex_dup(ex, rete_view_cstr(f->hostname));
+            if (f->path_kind != RETE_PATH_KEEP) {
+                /* Never forward the path unrewritten: the route decided on
+                 * the rewritten one. snprintf-style: size, then write. */
+                size_t n = rete_route_rewrite_path(e, f, ex->req.path, NULL, 0);
+                char *path = n ? rete_arena_alloc(ex->arena, n + 1) : NULL;
+                if (!path || rete_route_rewrite_path(e, f, ex->req.path, path, n + 1) != n) {
+                    rete_filter_local_text(ex, 500, "route %s/%s: URLRewrite could not apply", e->route->ns,
+                               e->route->name);
+                    return;
+                }
+                ex->req.path = rete_view_make(path, n);
+            }
+            break;
+        }
+        case RETE_FILTER_RESPONSE_HEADER:
+        default:
+            break;
+        }
+    }
+    const rete_backend_ref *b =
+        rete_route_pick_backend(rule->backends, rule->n_backends, rule->total_weight, rnd);
+    if (!b) {
+        rete_filter_local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
+        return;
+    }
+    /* Without retries the one try is the whole request: the shorter of
+     * timeouts.request and timeouts.backendRequest bounds it. */
+    uint32_t timeout = rule->timeout_ms;
+    if (rule->backend_timeout_ms && (!timeout || rule->backend_timeout_ms < timeout))
+        timeout = rule->backend_timeout_ms;
+    if (timeout && !ex->tunnel) {
+        ex->timer_active = true;
+        rete_ex_timer_start(ex, on_route_timeout, timeout);
+    }
+    to_service(ex, b->service, b->port ? b->port : t->port);
+}
+
+static rete_filter_verdict route_request(rete_exchange *ex)
+{
+    route(ex);
+    return RETE_FILTER_DONE;
+}
+
+/* The matched rule's response header modifiers. */
+static void route_response(rete_exchange *ex)
+{
+    if (!ex->route)
+        return;
+    const rete_http_rule *rule = ex->route->rule;
+    for (size_t i = 0; i < rule->n_filters; i++)
+        if (rule->filters[i].kind == RETE_FILTER_RESPONSE_HEADER)
+            apply_header_modifier(ex, &ex->resp, &rule->filters[i].headers);
+}
+
+static void route_finish(rete_exchange *ex, const rete_filter_end *end)
+{
+    if (ex->in_flight) {
+        rete_dispatch_release_share(ex);
+        ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
+        ex->in_flight = false;
+    }
+    if (ex->service && ex->endpoint >= 0) {
+        struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
+        bool failed = end->status >= 500 || end->status == 0 || ex->error == RETE_EXE_CONNECT;
+        if (lb && rete_lb_finish(lb, ex->endpoint, end->duration_ns, failed, end->now_ns))
+            rete_telemetry_lb_ejection(ex->worker, ex->service);
+    }
+}
+
+const rete_filter rete_filter_route = {
+    .name = "route",
+    .on_request = route_request,
+    .on_response = route_response,
+    .on_finish = route_finish,
+};
