@@ -37,6 +37,7 @@
  *   series. `rete_metrics_gauge_fn` binds a callback evaluated at scrape time
  *   instead (config version, cert expiry, pool sizes): it runs on the scraping
  *   thread with the registry mutex held and must not call into the registry.
+ *   `rete_metrics_counter_fn` does the same for a counter kept elsewhere.
  *
  * Bounds
  * - Each family holds at most `max_series` series (default
@@ -128,6 +129,7 @@ typedef struct rete_metric_desc {
 } rete_metric_desc;
 
 typedef double (*rete_metrics_gauge_cb)(void *arg);
+typedef uint64_t (*rete_metrics_counter_cb)(void *arg);
 
 /* Registry lifetime. Aborts on out-of-memory (alloc.h policy). The registry
  * copies every string it keeps. rete_metrics_free also frees shards still
@@ -172,6 +174,14 @@ void rete_metrics_shard_free(rete_metrics_shard **sp);
  * RETE_EINVAL if the series is not a gauge. */
 RETE_MUST_CHECK rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m,
                                               rete_metrics_gauge_cb fn, void *arg);
+
+/* Bind a scrape-time callback to a counter series whose count another
+ * module keeps (a listener's refusals, say): the callback's value is
+ * rendered instead of the shards' sum and must never go down. Same rules as
+ * rete_metrics_gauge_fn (scraping thread, registry mutex held, no calls into
+ * the registry). RETE_EINVAL if the series is not a counter. */
+RETE_MUST_CHECK rete_rc rete_metrics_counter_fn(rete_metrics *reg, rete_metric m,
+                                                rete_metrics_counter_cb fn, void *arg);
 
 /* Histogram observation: linear scan of the bounds (<= 64, le is inclusive),
  * then two relaxed load/store pairs (bucket, sum). Owner thread only. */

@@ -66,7 +66,7 @@ static void api_apply(reted *r, rete_http_req *req)
     size_t n;
     json_t *err = NULL;
     if (reted_parse_docs(req->body, req->body_len, source, &docs, &n, &err) < 0) {
-        r->applies_rejected++;
+        reted_count(&r->stats, r->stats.applies_rejected);
         rete_http_respond_jobj(req, 422, err);
         return;
     }
@@ -75,7 +75,7 @@ static void api_apply(reted *r, rete_http_req *req)
         for (size_t j = 0; j < i; j++)
             if (strcmp(docs[i].kind, docs[j].kind) == 0 && strcmp(docs[i].ns, docs[j].ns) == 0 &&
                 strcmp(docs[i].name, docs[j].name) == 0) {
-                r->applies_rejected++;
+                reted_count(&r->stats, r->stats.applies_rejected);
                 rete_http_respond_jobj(req, 422,
                             json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", "invalid resource",
                                       "details", "source", source, "document", docs[i].index, "path",
@@ -85,7 +85,7 @@ static void api_apply(reted *r, rete_http_req *req)
             }
     json_t *verr = reted_validate(r, docs, n, source);
     if (verr) {
-        r->applies_rejected++;
+        reted_count(&r->stats, r->stats.applies_rejected);
         rete_http_respond_jobj(req, 422, verr);
         reted_docs_free(docs, n);
         return;
@@ -100,7 +100,7 @@ static void api_apply(reted *r, rete_http_req *req)
     size_t failed = 0;
     rete_rc rc = r->store->ops->apply(r->store, w, n, &failed);
     if (rc == RETE_ECONFLICT) {
-        r->applies_rejected++;
+        reted_count(&r->stats, r->stats.applies_rejected);
         char msg[1024];
         snprintf(msg, sizeof(msg),
                  "%s %s/%s: resourceVersion %llu is not the current one; get it again and retry",
@@ -110,7 +110,7 @@ static void api_apply(reted *r, rete_http_req *req)
     } else if (rc < 0) {
         respond_error(req, 500, "store write failed");
     } else {
-        r->applies_ok++;
+        reted_count(&r->stats, r->stats.applies_ok);
         json_t *results = json_array();
         for (size_t i = 0; i < n; i++) {
             char rv[24];
@@ -376,7 +376,7 @@ static void api_identity(reted *r, rete_http_req *req)
     if (rete_token_parse(token, id, hash) < 0 ||
         r->store->ops->token_use(r->store, id, hash, reted_now(), &t) < 0) {
         json_decref(in);
-        r->certs_refused++;
+        reted_count(&r->stats, r->stats.certs_refused);
         respond_error(req, 403, "token unknown, expired or used up");
         return;
     }
@@ -387,11 +387,11 @@ static void api_identity(reted *r, rete_http_req *req)
                                    sizeof(err));
     json_decref(in);
     if (!chain) {
-        r->certs_refused++;
+        reted_count(&r->stats, r->stats.certs_refused);
         respond_error(req, 400, err);
         return;
     }
-    r->certs_issued++;
+    reted_count(&r->stats, r->stats.certs_issued);
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
                                     rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
                                     "spiffeId", spiffe));
@@ -510,7 +510,7 @@ void reted_api_handle(rete_http_req *req, void *arg)
      * on loopback unless the operator says otherwise. */
     if (rete_view_eq(p, RETE_VIEW_LIT("/metrics"))) {
         size_t len;
-        char *m = reted_metrics(r, &len);
+        char *m = reted_stats_render(&r->stats, &len);
         rete_http_respond(req, 200, "text/plain; version=0.0.4", m, len, NULL);
         free(m);
         return;

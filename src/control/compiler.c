@@ -583,7 +583,7 @@ static void compile(reted *r, reted_snapshot *s)
     h = fnv(h, bundle, strlen(bundle));
     h ^= (uint64_t)r->renew_issued_before;
     s->hash = h;
-    r->compiles++;
+    reted_count(&r->stats, r->stats.compiles);
 }
 
 reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)

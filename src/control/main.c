@@ -347,131 +347,6 @@ static void write_context(reted *r, const char *api, const char *xds)
     free(abs);
 }
 
-char *reted_metrics(reted *r, size_t *len)
-{
-    int connected = 0, synced = 0, nacked = 0, known = 0;
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
-        known++;
-        if (!p->stream)
-            continue;
-        connected++;
-        synced += !p->nacked && p->acked_version == p->sent_version;
-        nacked += p->nacked;
-    }
-    char *out = NULL;
-    size_t size = 0;
-    FILE *f = open_memstream(&out, &size);
-    fprintf(f,
-            "# HELP rete_reted_proxies Proxies reted knows, by state.\n"
-            "# TYPE rete_reted_proxies gauge\n"
-            "rete_reted_proxies{state=\"connected\"} %d\n"
-            "rete_reted_proxies{state=\"synced\"} %d\n"
-            "rete_reted_proxies{state=\"nacked\"} %d\n"
-            "rete_reted_proxies{state=\"registered\"} %d\n"
-            "# HELP rete_reted_config_pushes_total Configuration snapshots sent to proxies.\n"
-            "# TYPE rete_reted_config_pushes_total counter\n"
-            "rete_reted_config_pushes_total %llu\n"
-            "# HELP rete_reted_config_compiles_total Snapshots compiled (one per proxy scope a change touched).\n"
-            "# TYPE rete_reted_config_compiles_total counter\n"
-            "rete_reted_config_compiles_total %llu\n"
-            "# HELP rete_reted_config_responses_total Proxy answers to pushes, by result.\n"
-            "# TYPE rete_reted_config_responses_total counter\n"
-            "rete_reted_config_responses_total{result=\"ack\"} %llu\n"
-            "rete_reted_config_responses_total{result=\"nack\"} %llu\n"
-            "# HELP rete_reted_certificates_total Certificate requests, by result.\n"
-            "# TYPE rete_reted_certificates_total counter\n"
-            "rete_reted_certificates_total{result=\"issued\"} %llu\n"
-            "rete_reted_certificates_total{result=\"refused\"} %llu\n"
-            "# HELP rete_reted_applies_total Apply requests, by result.\n"
-            "# TYPE rete_reted_applies_total counter\n"
-            "rete_reted_applies_total{result=\"ok\"} %llu\n"
-            "rete_reted_applies_total{result=\"rejected\"} %llu\n"
-            "# HELP rete_reted_store_revision The store's revision counter.\n"
-            "# TYPE rete_reted_store_revision gauge\n"
-            "rete_reted_store_revision %llu\n"
-            "# HELP rete_reted_ca_expiry_timestamp_seconds When the signing CA certificate expires.\n"
-            "# TYPE rete_reted_ca_expiry_timestamp_seconds gauge\n"
-            "rete_reted_ca_expiry_timestamp_seconds %lld\n",
-            connected, synced, nacked, known, (unsigned long long)r->pushes, (unsigned long long)r->compiles,
-            (unsigned long long)r->acks, (unsigned long long)r->nacks,
-            (unsigned long long)r->certs_issued, (unsigned long long)r->certs_refused,
-            (unsigned long long)r->applies_ok, (unsigned long long)r->applies_rejected,
-            (unsigned long long)r->store->ops->revision(r->store), (long long)rete_ca_not_after(r->ca));
-    rete_http_stream_stats ss;
-    rete_http_server_stream_stats(r->xds, &ss);
-    fprintf(f,
-            "# HELP rete_reted_stream_messages_queued Config stream messages not yet written, all streams.\n"
-            "# TYPE rete_reted_stream_messages_queued gauge\n"
-            "rete_reted_stream_messages_queued %zu\n"
-            "# HELP rete_reted_stream_buffered_bytes Bytes config streams hold of their own (queued copies, ciphertext the kernel has not taken), by stream: all, or the one holding most.\n"
-            "# TYPE rete_reted_stream_buffered_bytes gauge\n"
-            "rete_reted_stream_buffered_bytes{stream=\"all\"} %zu\n"
-            "rete_reted_stream_buffered_bytes{stream=\"max\"} %zu\n"
-            "# HELP rete_reted_stream_buffered_bytes_limit The most one stream may hold before it is closed as too far behind.\n"
-            "# TYPE rete_reted_stream_buffered_bytes_limit gauge\n"
-            "rete_reted_stream_buffered_bytes_limit %zu\n"
-            "# HELP rete_reted_stream_shared_bytes_pending Bytes of shared snapshot bodies still to send (held once per snapshot, not per stream).\n"
-            "# TYPE rete_reted_stream_shared_bytes_pending gauge\n"
-            "rete_reted_stream_shared_bytes_pending %zu\n"
-            "# HELP rete_reted_streams_closed_behind_total Config streams closed because their reader fell too far behind.\n"
-            "# TYPE rete_reted_streams_closed_behind_total counter\n"
-            "rete_reted_streams_closed_behind_total %llu\n"
-            "# HELP rete_reted_streams_closed_cert_expired_total Config streams closed because the proxy's newest certificate reted knows of had expired.\n"
-            "# TYPE rete_reted_streams_closed_cert_expired_total counter\n"
-            "rete_reted_streams_closed_cert_expired_total %llu\n",
-            ss.queued_msgs, ss.buffered_bytes, ss.max_buffered_bytes, (size_t)RETE_HTTP_STREAM_LIMIT,
-            ss.shared_bytes, (unsigned long long)ss.closed_behind,
-            (unsigned long long)r->streams_closed_cert_expired);
-    const struct {
-        const char *name;
-        rete_http_server *srv;
-        const rete_http_limits *lim;
-    } listeners[2] = {{"api", r->api, &r->api_limits}, {"xds", r->xds, &r->xds_limits}};
-    rete_http_server_stats hs[2];
-    for (size_t i = 0; i < 2; i++)
-        rete_http_server_stats_get(listeners[i].srv, &hs[i]);
-    fprintf(f, "# HELP rete_reted_http_connections Open connections, by listener.\n"
-               "# TYPE rete_reted_http_connections gauge\n");
-    for (size_t i = 0; i < 2; i++)
-        fprintf(f, "rete_reted_http_connections{listener=\"%s\"} %zu\n", listeners[i].name, hs[i].conns);
-    fprintf(f, "# HELP rete_reted_http_connections_limit The most open connections a listener takes.\n"
-               "# TYPE rete_reted_http_connections_limit gauge\n");
-    for (size_t i = 0; i < 2; i++)
-        fprintf(f, "rete_reted_http_connections_limit{listener=\"%s\"} %zu\n", listeners[i].name,
-                listeners[i].lim->max_conns);
-    fprintf(f, "# HELP rete_reted_http_refused_total Connections and requests refused before a handler saw them, by listener and reason.\n"
-               "# TYPE rete_reted_http_refused_total counter\n");
-    for (size_t i = 0; i < 2; i++)
-        for (size_t k = 0; k < RETE_HTTP_REFUSED_N; k++)
-            fprintf(f, "rete_reted_http_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
-                    listeners[i].name, rete_http_refusal_names[k], (unsigned long long)hs[i].refused[k]);
-    fprintf(f, "# HELP rete_reted_http_idle_closed_total Kept-alive connections closed after the idle timeout.\n"
-               "# TYPE rete_reted_http_idle_closed_total counter\n");
-    for (size_t i = 0; i < 2; i++)
-        fprintf(f, "rete_reted_http_idle_closed_total{listener=\"%s\"} %llu\n", listeners[i].name,
-                (unsigned long long)hs[i].idle_closed);
-    size_t n_snap, snap_bytes;
-    reted_snapshot_stats(r, &n_snap, &snap_bytes);
-    fprintf(f,
-            "# HELP rete_reted_snapshots Compiled snapshots cached (one per proxy scope in use).\n"
-            "# TYPE rete_reted_snapshots gauge\n"
-            "rete_reted_snapshots %zu\n"
-            "# HELP rete_reted_snapshot_bytes Bytes of every compiled snapshot alive (entries, scopes, message bodies; documents are shared with the index and not counted).\n"
-            "# TYPE rete_reted_snapshot_bytes gauge\n"
-            "rete_reted_snapshot_bytes %zu\n"
-            "# HELP rete_reted_index_resources Resources in reted's in-memory index of the store.\n"
-            "# TYPE rete_reted_index_resources gauge\n"
-            "rete_reted_index_resources %zu\n"
-            "# HELP rete_reted_heap_bytes Heap memory in use (allocated and not freed), all of reted.\n"
-            "# TYPE rete_reted_heap_bytes gauge\n"
-            "rete_reted_heap_bytes %zu\n",
-            n_snap, snap_bytes, r->index.n, rete_alloc_in_use());
-    reted_registry_metrics(r, f);
-    fclose(f);
-    *len = size;
-    return out;
-}
-
 static void on_tick(uv_timer_t *t)
 {
     reted_tick(t->data);
@@ -693,6 +568,7 @@ int main(int argc, char **argv)
     r.sigterm.data = r.sigint.data = &r;
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
+    reted_stats_init(&r.stats, &r);
     write_context(&r, api, xds);
     rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s", RETE_VERSION,
               api, xds, r.trust_domain, r.data_dir);
@@ -713,6 +589,7 @@ int main(int argc, char **argv)
     }
     reted_index_free(&r.index);
     free(r.dirty.p);
+    reted_stats_free(&r.stats);
     uv_loop_close(r.loop);
     rete_info("reted stopped");
     return 0;

@@ -7,6 +7,7 @@
 #include "http.h"
 #include "io.h"
 #include "mesh_index.h"
+#include "stats.h"
 #include "store.h"
 
 #include <jansson.h>
@@ -136,19 +137,8 @@ typedef struct reted {
     uv_signal_t sigint;
     bool push_pending;
     int64_t renew_issued_before;    /* proxies with older certificates renew now (CA rotation) */
-    /* counters for /metrics */
-    uint64_t pushes;
-    uint64_t compiles;
+    reted_stats stats;              /* /metrics: families, counters, probes */
     uint64_t snapshot_ids;          /* the last snapshot id given */
-    uint64_t acks;
-    uint64_t nacks;
-    uint64_t certs_issued;
-    uint64_t certs_refused;
-    uint64_t streams_closed_cert_expired; /* its proxy holds no unexpired certificate */
-    uint64_t applies_ok;
-    uint64_t applies_rejected;
-    uint64_t registrations_ok;      /* hellos that registered or attached a Workload */
-    uint64_t registrations_refused[8]; /* by reted_reg_reason (xds.c) */
     bool address_check_off;         /* --registration-address-check off: behind NAT */
     int64_t started_unix;
 } reted;
@@ -227,10 +217,6 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
  * (main.c); NULL with err. */
 rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen);
 
-/* xds.c: the registry's samples of /metrics (registrations by result). */
-void reted_registry_metrics(reted *r, FILE *f);
-/* metrics text (malloc'ed) */
-char *reted_metrics(reted *r, size_t *len);
 
 int64_t reted_now(void);
 
