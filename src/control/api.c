@@ -2,11 +2,16 @@
  * tokens, proxy status and config, check, identity, metrics. Every request
  * but /healthz needs the admin token. */
 #include "alloc.h"
+#include "datadir.h"
 #include "log.h"
 #include "reted.h"
+#include "api.h"
+#include "push.h"
+#include "resources.h"
 #include "token.h"
 
 #include <openssl/crypto.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,7 +315,7 @@ static void api_proxies(reted *r, rete_http_req *req)
     size_t n = segments(req->path, strlen("/api/v1/proxies"), seg, 4);
     if (n == 0) {
         json_t *items = json_array();
-        for (reted_proxy *p = r->proxies; p; p = p->next)
+        for (reted_proxy *p = r->registry.proxies; p; p = p->next)
             json_array_append_new(items, proxy_json(p));
         rete_http_respond_jobj(req, 200, json_pack("{s:o}", "items", items));
         return;
@@ -346,7 +351,7 @@ static void api_check(reted *r, rete_http_req *req)
     json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "certificate authority", "ok",
                                             ca_ok, "detail", d));
     int total = 0, synced = 0;
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next) {
         if (!p->stream)
             continue;
         total++;
@@ -434,7 +439,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
             respond_error(req, 500, "cannot identify the new root");
             return;
         }
-        for (reted_proxy *p = r->proxies; p && rotating; p = p->next)
+        for (reted_proxy *p = r->registry.proxies; p && rotating; p = p->next)
             if (p->stream && (!p->cert.has_root || memcmp(p->cert.root_id, signing, sizeof(signing)) != 0)) {
                 json_decref(in);
                 char msg[700];
@@ -456,7 +461,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
         respond_error(req, rc == RETE_ESTATE ? 409 : 500, err[0] ? err : "rotation failed");
         return;
     }
-    rete_tls_ctx *ctx = reted_server_tls(r, err, sizeof(err));
+    rete_tls_ctx *ctx = reted_datadir_server_tls(r, err, sizeof(err));
     if (ctx) {
         rete_http_server_set_tls(r->xds, ctx);
         rete_tls_ctx_unref(r->xds_tls);

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "reted.h"
+#include "resources.h"
 #include "yaml_doc.h"
 
 #include <stdio.h>

@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "log.h"
 #include "reted.h"
+#include "snapshot.h"
 
 #include <stdlib.h>
 
@@ -49,7 +50,7 @@ static uint64_t probe_value(void *arg)
     switch (p->what) {
     case P_PROXIES: {
         uint64_t n = 0;
-        for (reted_proxy *x = r->proxies; x; x = x->next) {
+        for (reted_proxy *x = r->registry.proxies; x; x = x->next) {
             if (p->i == 3)
                 n++;
             else if (x->stream)

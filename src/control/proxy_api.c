@@ -4,10 +4,14 @@
 #include "alloc.h"
 #include "log.h"
 #include "reted.h"
+#include "proxy_api.h"
+#include "push.h"
+#include "resources.h"
 #include "token.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +105,7 @@ static void respond_certificate(rete_http_req *req, const char *chain, const cha
 static void record_renewal(reted *r, const char *spiffe, const rete_cert_facts *presented,
                            const rete_cert_facts *issued)
 {
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next) {
         if (!p->stream || strcmp(p->spiffe_id, spiffe) != 0)
             continue;
         if (rete_cert_same_serial(&p->stream_cert, presented) || rete_cert_same_serial(&p->cert, presented)) {
@@ -172,7 +176,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
 
 reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
 {
-    for (reted_proxy *p = r->proxies; p; p = p->next)
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
         if (strcmp(p->ns, ns) == 0 && strcmp(p->name, name) == 0)
             return p;
     return NULL;
@@ -446,7 +450,7 @@ static bool record_by_proxy(json_t *rec)
  * may register; else the reason, with a message in err. */
 static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, char *err, size_t errlen)
 {
-    if (!r->address_check_off) {
+    if (!r->registry.address_check_off) {
         char from[64];
         peer_ip(rete_http_stream_peer_addr(st), from, sizeof(from));
         if (!same_ip(from, h->address))
@@ -583,107 +587,6 @@ static void send_obj(rete_http_stream *st, json_t *obj)
     free(s);
 }
 
-static void body_unref(void *owner, void *arg)
-{
-    (void)owner;
-    reted_body_release(arg);
-}
-
-/* Queue one push message. A whole-snapshot body is shared: the stream holds
- * a reference instead of a copy, so a thousand proxies connecting share one
- * body, and a newer whole snapshot replaces anything still queued. A delta
- * body is recycled by the compiler's cache (and is small): it is copied. */
-static void send_whole(rete_http_stream *st, reted_body *body, const char *head, size_t head_len)
-{
-    body->refs++;
-    rete_http_stream_send_ref(st, head, head_len, body->data, body->len, true, body_unref, body);
-}
-
-/* Push the proxy's current snapshot: whole on a new stream (or when the
- * proxy asks to resync), else as a delta from what it was last sent, which
- * is what every proxy of a namespace mostly shares: one route change costs
- * each proxy a few hundred bytes, not the whole mesh. */
-static void push(reted *r, reted_proxy *p, bool force)
-{
-    if (!p->stream)
-        return;
-    reted_snapshot *snap = reted_snapshot_for(r, p);
-    if (!force && p->sent && snap->hash == p->sent->hash) {
-        reted_snapshot_release(r, snap);
-        return;
-    }
-    uint64_t version = r->store->ops->revision(r->store);
-    if (version <= p->sent_version)
-        version = p->sent_version + 1;
-    char head[200];
-    int n;
-    size_t tail_len;
-    const char *tail;
-    snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(snap->hash ^ version));
-    if (!force && p->sent) {
-        tail = reted_snapshot_delta(r, snap, p->sent, &tail_len);
-        n = snprintf(head, sizeof(head),
-                     "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",",
-                     (unsigned long long)version, (unsigned long long)p->sent_version, p->nonce);
-        rete_http_stream_send_ref(p->stream, head, (size_t)n, tail, tail_len, false, NULL, NULL);
-    } else {
-        n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
-                     (unsigned long long)version, p->nonce);
-        send_whole(p->stream, reted_snapshot_body(r, snap), head, (size_t)n);
-    }
-    reted_snapshot_release(r, p->sent);
-    p->sent = snap;
-    p->sent_version = version;
-    reted_count(&r->stats, r->stats.pushes);
-}
-
-/* Drop the message bodies the burst encoded (each snapshot keeps only its
- * documents until a proxy needs a body again) and give the memory of
- * replaced snapshots back to the system. glibc keeps
- * freed heap memory resident: after a thousand proxies connect, reted held
- * a gigabyte it no longer used (four times what was live). Returning it
- * walks the free lists (tens of ms for a gigabyte), so it is done once
- * pushes have calmed down for a second, and from the tick at most every
- * 30 s while they never calm down. */
-static void trim_now(reted *r)
-{
-    uint64_t t0 = uv_hrtime();
-    reted_snapshots_drop_bodies(r);
-    rete_alloc_trim();
-    r->trimmed_ms = uv_now(r->loop);
-    r->pushed_since_trim = false;
-    rete_debug("xds: returned free memory to the system in %.1f ms",
-               (double)(uv_hrtime() - t0) / 1e6);
-}
-
-static void on_trim_timer(uv_timer_t *t)
-{
-    trim_now(t->data);
-}
-
-static void on_push_timer(uv_timer_t *t)
-{
-    reted *r = t->data;
-    r->push_pending = false;
-    reted_scopes_sync(r);
-    for (reted_proxy *p = r->proxies; p; p = p->next)
-        push(r, p, false);
-    reted_snapshots_sweep(r);
-    r->pushed_since_trim = true;
-    uv_timer_start(&r->trim_timer, on_trim_timer, 1000, 0);
-}
-
-void reted_changed(reted *r, const char *kind, const char *ns, const char *name)
-{
-    reted_changed_key(r, kind, ns, name);
-    /* Coalesce a burst of changes (an apply of many documents, many proxies
-     * registering at once) into one recompile. */
-    if (r->push_pending)
-        return;
-    r->push_pending = true;
-    uv_timer_start(&r->push_timer, on_push_timer, 10, 0);
-}
-
 static void stream_refuse(rete_http_stream *st, const char *why)
 {
     rete_warn("xds: refusing stream from %s (%s): %s", rete_http_stream_peer_addr(st),
@@ -763,8 +666,8 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
         p = rete_calloc(1, sizeof(*p));
         snprintf(p->ns, sizeof(p->ns), "%s", ns);
         snprintf(p->name, sizeof(p->name), "%s", name);
-        p->next = r->proxies;
-        r->proxies = p;
+        p->next = r->registry.proxies;
+        r->registry.proxies = p;
     }
     snprintf(p->sa, sizeof(p->sa), "%s", sa);
     snprintf(p->spiffe_id, sizeof(p->spiffe_id), "%s", peer);
@@ -792,12 +695,12 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     /* always send a fresh snapshot to a new stream (push is forced) */
     rete_info("xds: %s/%s connected from %s as %s%s", ns, name, rete_http_stream_peer_addr(st), peer,
               operator_record ? " (the Workload the operator declared)" : "");
-    push(r, p, true);
+    reted_push(r, p, true);
 }
 
 static reted_proxy *proxy_of(reted *r, rete_http_stream *st)
 {
-    for (reted_proxy *p = r->proxies; p; p = p->next)
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
         if (p->stream == st)
             return p;
     return NULL;
@@ -843,7 +746,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
                 if (e && strncmp(e, "resync", 6) == 0) {
                     /* The proxy missed a step: send it everything again. */
                     json_decref(msg);
-                    push(r, p, true);
+                    reted_push(r, p, true);
                     return;
                 }
                 p->nacked = true;
@@ -866,7 +769,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         rete_info("xds: %s/%s is draining: deregistering", p->ns, p->name);
         p->stream = NULL;
         deregister(r, p);
-        p->disconnected_unix = reted_now() - (int64_t)r->grace_seconds; /* expire now */
+        p->disconnected_unix = reted_now() - (int64_t)r->registry.grace_seconds; /* expire now */
         rete_http_stream_close(st);
     }
     json_decref(msg);
@@ -896,9 +799,8 @@ void reted_tick(reted *r)
     size_t pruned = 0;
     if (r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
         rete_info("ca: deleted %zu join tokens expired for over an hour", pruned);
-    if (r->pushed_since_trim && uv_now(r->loop) - r->trimmed_ms >= 30000)
-        trim_now(r);
-    reted_proxy **pp = &r->proxies;
+    reted_push_tick(r);
+    reted_proxy **pp = &r->registry.proxies;
     while (*pp) {
         reted_proxy *p = *pp;
         if (p->stream) {
@@ -924,9 +826,9 @@ void reted_tick(reted *r)
                 p->disconnected_unix = now;
                 rete_http_stream_close(st);
             }
-        } else if (p->disconnected_unix && now - p->disconnected_unix >= (int64_t)r->grace_seconds) {
+        } else if (p->disconnected_unix && now - p->disconnected_unix >= (int64_t)r->registry.grace_seconds) {
             rete_info("xds: %s/%s gone for %u s: removing it from the registry", p->ns, p->name,
-                      r->grace_seconds);
+                      r->registry.grace_seconds);
             deregister(r, p);
             *pp = p->next;
             proxy_free(r, p);
