@@ -1,17 +1,20 @@
 /* The operator API on 15014 (docs/control-plane.md): apply, get, delete,
  * tokens, proxy status and config, check, identity, metrics. Every request
  * but /healthz needs the admin token. */
+#include "api.h"
+
 #include "alloc.h"
+#include "compiler.h"
 #include "datadir.h"
 #include "log.h"
-#include "reted.h"
-#include "api.h"
 #include "push.h"
+#include "registry.h"
 #include "resources.h"
+#include "reted.h"
 #include "token.h"
 
-#include <openssl/crypto.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

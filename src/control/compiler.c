@@ -18,9 +18,9 @@
  * proxy asks; every other one stays as it is, so a change to one Service
  * recompiles (and pushes to) only the proxies that route to it or serve it. */
 #include "alloc.h"
+#include "compiler.h"
 #include "log.h"
 #include "reted.h"
-#include "snapshot.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -3,14 +3,17 @@
  * operator API (15014) and the proxy API (15012) from it, initialising it on
  * first start. docs/control-plane.md is the design. */
 #include "alloc.h"
+#include "api.h"
 #include "ca.h"
+#include "compiler.h"
+#include "datadir.h"
 #include "file.h"
 #include "log.h"
-#include "reted.h"
-#include "api.h"
-#include "datadir.h"
 #include "proxy_api.h"
 #include "push.h"
+#include "registry.h"
+#include "reted.h"
+#include "scrape.h"
 #include "token.h"
 
 #include <errno.h>
@@ -404,7 +407,8 @@ int main(int argc, char **argv)
     r.sigterm.data = r.sigint.data = &r;
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
-    reted_stats_init(&r.stats, &r);
+    reted_stats_init(&r.stats);
+    reted_scrape_bind(&r);
     reted_datadir_write_context(&r, api, xds);
     rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s", RETE_VERSION,
               api, xds, r.trust_domain, r.data_dir);
@@ -412,12 +416,7 @@ int main(int argc, char **argv)
     rete_ca_free(r.ca);
     r.store->ops->close(r.store);
     rete_tls_ctx_unref(r.xds_tls);
-    for (reted_proxy *p = r.registry.proxies, *n; p; p = n) {
-        n = p->next;
-        reted_snapshot_release(&r, p->sent);
-        free(p->nack_error);
-        free(p);
-    }
+    reted_registry_free(&r);
     while (r.cache.snapshots) {
         reted_snapshot *s = r.cache.snapshots;
         r.cache.snapshots = s->next;

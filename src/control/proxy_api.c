@@ -1,17 +1,21 @@
-/* The proxy-facing side of reted (15012, TLS): certificate issuance, the
- * config streams, and the registry of workloads that proxies announce.
+/* The proxy API (proxy_api.h): the proxy-facing side of reted (15012,
+ * TLS): certificate issuance, the config streams, and registration of the
+ * workloads that proxies announce into the registry (registry.h).
  * Protocol: docs/control-plane.md. */
-#include "alloc.h"
-#include "log.h"
-#include "reted.h"
 #include "proxy_api.h"
+
+#include "alloc.h"
+#include "compiler.h"
+#include "log.h"
 #include "push.h"
+#include "registry.h"
 #include "resources.h"
+#include "reted.h"
 #include "token.h"
 
 #include <arpa/inet.h>
-#include <stdarg.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +24,6 @@
 /* What a proxy sends on its stream is small (hello, ACK, NACK with an
  * error of a few hundred bytes, health): a longer line closes it. */
 #define XDS_MAX_LINE (64u << 10)
-
-int64_t reted_now(void)
-{
-    return (int64_t)time(NULL);
-}
 
 /* spiffe://<td>/ns/<ns>/sa/<sa> -> ns, sa; false when not of that shape or
  * not in our trust domain. */
@@ -170,23 +169,6 @@ static void ca_certificates(reted *r, rete_http_req *req)
         record_renewal(r, spiffe, req->peer_cert, &issued);
     respond_certificate(req, chain, rete_ca_bundle_pem(r->ca), issued.not_after, spiffe);
     free(chain);
-}
-
-/* ---- registry ---- */
-
-reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
-{
-    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
-        if (strcmp(p->ns, ns) == 0 && strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
-}
-
-static void proxy_free(reted *r, reted_proxy *p)
-{
-    free(p->nack_error);
-    reted_snapshot_release(r, p->sent);
-    free(p);
 }
 
 /* ---- registration: what a hello may claim ----
@@ -831,7 +813,7 @@ void reted_tick(reted *r)
                       r->registry.grace_seconds);
             deregister(r, p);
             *pp = p->next;
-            proxy_free(r, p);
+            reted_proxy_free(r, p);
             continue;
         }
         pp = &p->next;

@@ -5,9 +5,9 @@
 #include "push.h"
 
 #include "alloc.h"
+#include "compiler.h"
 #include "log.h"
 #include "reted.h"
-#include "snapshot.h"
 
 #include <stdio.h>
 #include <stdlib.h>

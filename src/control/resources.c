@@ -7,8 +7,8 @@
 #include "arena.h"
 #include "config.h"
 #include "log.h"
-#include "reted.h"
 #include "resources.h"
+#include "reted.h"
 #include "yaml_doc.h"
 
 #include <stdio.h>

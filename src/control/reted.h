@@ -6,17 +6,19 @@
 #define RETE_CONTROL_RETED_H
 
 #include "ca.h"
+#include "compiler-t.h"
 #include "http.h"
 #include "io.h"
 #include "mesh_index.h"
-#include "push.h"
-#include "registry.h"
-#include "snapshot.h"
+#include "push-t.h"
+#include "registry-t.h"
+#include "scrape-t.h"
 #include "stats.h"
 #include "store.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 #define RETED_ROOT_NS "rete-system"
@@ -38,7 +40,7 @@ typedef struct reted {
     size_t max_request_body;        /* --max-request-body: every other request body */
     rete_tls_ctx *xds_tls;
     reted_registry registry;        /* proxies and their streams (registry.h) */
-    reted_snapcache cache;          /* compiled snapshots, changed keys (snapshot.h) */
+    reted_snapcache cache;          /* compiled snapshots, changed keys (compiler.h) */
     reted_push_state push;          /* push scheduling (push.h) */
     reted_index index;              /* the store, parsed for scoping (mesh_index.h) */
     uint64_t ca_generation;         /* bumped at every CA rotation step */
@@ -46,10 +48,15 @@ typedef struct reted {
     uv_signal_t sigterm;
     uv_signal_t sigint;
     int64_t renew_issued_before;    /* proxies with older certificates renew now (CA rotation) */
-    reted_stats stats;              /* /metrics: families, counters, probes */
+    reted_stats stats;              /* /metrics: families and counters (stats.h) */
+    reted_scrape scrape;            /* /metrics: what is read at scrape time (scrape.h) */
     int64_t started_unix;
 } reted;
 
-int64_t reted_now(void);
+/* Wall-clock seconds (certificate and token times, the registry's times). */
+static inline int64_t reted_now(void)
+{
+    return (int64_t)time(NULL);
+}
 
 #endif
