@@ -82,7 +82,7 @@ static void trim_now(reted *r)
     rete_alloc_trim();
     r->push.trimmed_ms = uv_now(r->loop);
     r->push.pushed_since_trim = false;
-    rete_debug("push: returned free memory to the system in %.1f ms",
+    rete_debug("xds: returned free memory to the system in %.1f ms",
                (double)(uv_hrtime() - t0) / 1e6);
 }
 
