@@ -191,7 +191,8 @@ void rete_metrics_observe(rete_metrics_shard *s, rete_metric m, double value);
 void rete_metrics_gauge_set(rete_metrics *reg, rete_metric m, double value);
 
 /* A counter's current total over all shards (for JSON status pages, tests).
- * Takes the registry mutex. 0 for a series that is not a counter. */
+ * Takes the registry mutex. 0 for a series that is not a counter; for one
+ * bound to rete_metrics_counter_fn, the shards' sum (ask its owner). */
 uint64_t rete_metrics_counter_value(rete_metrics *reg, rete_metric m);
 
 /* Render the whole registry. Returns a NUL-terminated malloc'ed buffer (free
