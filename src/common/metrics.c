@@ -32,6 +32,7 @@ typedef struct series {
     size_t keylen;
     bool visible; /* rendered once handed out (or incremented, for dropped) */
     rete_metrics_gauge_cb fn;
+    rete_metrics_counter_cb cfn;
     void *arg;
 } series;
 
@@ -642,14 +643,17 @@ void rete_metrics_gauge_set(rete_metrics *reg, rete_metric m, double value)
                           memory_order_relaxed);
 }
 
-rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m, rete_metrics_gauge_cb fn, void *arg)
+/* Binds fn (gauge) or cfn (counter) to the series m of a family of type t. */
+static rete_rc bind_cb(rete_metrics *reg, rete_metric m, rete_metric_type t, rete_metrics_gauge_cb fn,
+                       rete_metrics_counter_cb cfn, void *arg)
 {
     rete_rc rc = RETE_EINVAL;
     pthread_mutex_lock(&reg->mu);
-    if (m.family < reg->nfam && reg->fam[m.family]->type == RETE_METRIC_GAUGE && fn) {
+    if (m.family < reg->nfam && reg->fam[m.family]->type == t && (fn || cfn)) {
         for (size_t i = 0; i < reg->nseries; i++) {
             if (reg->series[i].cell == m.cell && reg->series[i].fam == m.family) {
                 reg->series[i].fn = fn;
+                reg->series[i].cfn = cfn;
                 reg->series[i].arg = arg;
                 reg->series[i].visible = true;
                 rc = RETE_OK;
@@ -659,6 +663,17 @@ rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m, rete_metrics_gau
     }
     pthread_mutex_unlock(&reg->mu);
     return rc;
+}
+
+rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m, rete_metrics_gauge_cb fn, void *arg)
+{
+    return fn ? bind_cb(reg, m, RETE_METRIC_GAUGE, fn, NULL, arg) : RETE_EINVAL;
+}
+
+rete_rc rete_metrics_counter_fn(rete_metrics *reg, rete_metric m, rete_metrics_counter_cb fn,
+                                void *arg)
+{
+    return fn ? bind_cb(reg, m, RETE_METRIC_COUNTER, NULL, fn, arg) : RETE_EINVAL;
 }
 
 /* ---- exposition ---------------------------------------------------------- */
@@ -836,7 +851,7 @@ static void render_series(sbuf *b, rete_metrics *reg, const family *f, const ser
     switch (f->type) {
     case RETE_METRIC_COUNTER:
         sb_series_name(b, f, s, "", NULL);
-        sb_u64(b, sum_cell(reg, s->cell));
+        sb_u64(b, s->cfn ? s->cfn(s->arg) : sum_cell(reg, s->cell));
         sb_put(b, "\n", 1);
         break;
     case RETE_METRIC_GAUGE: {

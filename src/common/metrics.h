@@ -37,6 +37,7 @@
  *   series. `rete_metrics_gauge_fn` binds a callback evaluated at scrape time
  *   instead (config version, cert expiry, pool sizes): it runs on the scraping
  *   thread with the registry mutex held and must not call into the registry.
+ *   `rete_metrics_counter_fn` does the same for a counter kept elsewhere.
  *
  * Bounds
  * - Each family holds at most `max_series` series (default
@@ -128,6 +129,7 @@ typedef struct rete_metric_desc {
 } rete_metric_desc;
 
 typedef double (*rete_metrics_gauge_cb)(void *arg);
+typedef uint64_t (*rete_metrics_counter_cb)(void *arg);
 
 /* Registry lifetime. Aborts on out-of-memory (alloc.h policy). The registry
  * copies every string it keeps. rete_metrics_free also frees shards still
@@ -173,6 +175,14 @@ void rete_metrics_shard_free(rete_metrics_shard **sp);
 RETE_MUST_CHECK rete_rc rete_metrics_gauge_fn(rete_metrics *reg, rete_metric m,
                                               rete_metrics_gauge_cb fn, void *arg);
 
+/* Bind a scrape-time callback to a counter series whose count another
+ * module keeps (a listener's refusals, say): the callback's value is
+ * rendered instead of the shards' sum and must never go down. Same rules as
+ * rete_metrics_gauge_fn (scraping thread, registry mutex held, no calls into
+ * the registry). RETE_EINVAL if the series is not a counter. */
+RETE_MUST_CHECK rete_rc rete_metrics_counter_fn(rete_metrics *reg, rete_metric m,
+                                                rete_metrics_counter_cb fn, void *arg);
+
 /* Histogram observation: linear scan of the bounds (<= 64, le is inclusive),
  * then two relaxed load/store pairs (bucket, sum). Owner thread only. */
 void rete_metrics_observe(rete_metrics_shard *s, rete_metric m, double value);
@@ -181,7 +191,8 @@ void rete_metrics_observe(rete_metrics_shard *s, rete_metric m, double value);
 void rete_metrics_gauge_set(rete_metrics *reg, rete_metric m, double value);
 
 /* A counter's current total over all shards (for JSON status pages, tests).
- * Takes the registry mutex. 0 for a series that is not a counter. */
+ * Takes the registry mutex. 0 for a series that is not a counter; for one
+ * bound to rete_metrics_counter_fn, the shards' sum (ask its owner). */
 uint64_t rete_metrics_counter_value(rete_metrics *reg, rete_metric m);
 
 /* Render the whole registry. Returns a NUL-terminated malloc'ed buffer (free

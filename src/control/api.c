@@ -1,11 +1,19 @@
 /* The operator API on 15014 (docs/control-plane.md): apply, get, delete,
  * tokens, proxy status and config, check, identity, metrics. Every request
  * but /healthz needs the admin token. */
+#include "api.h"
+
 #include "alloc.h"
+#include "compiler.h"
+#include "datadir.h"
 #include "log.h"
+#include "push.h"
+#include "registry.h"
+#include "resources.h"
 #include "reted.h"
 #include "token.h"
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +74,7 @@ static void api_apply(reted *r, rete_http_req *req)
     size_t n;
     json_t *err = NULL;
     if (reted_parse_docs(req->body, req->body_len, source, &docs, &n, &err) < 0) {
-        r->applies_rejected++;
+        reted_count(&r->stats, r->stats.applies_rejected);
         rete_http_respond_jobj(req, 422, err);
         return;
     }
@@ -75,7 +83,7 @@ static void api_apply(reted *r, rete_http_req *req)
         for (size_t j = 0; j < i; j++)
             if (strcmp(docs[i].kind, docs[j].kind) == 0 && strcmp(docs[i].ns, docs[j].ns) == 0 &&
                 strcmp(docs[i].name, docs[j].name) == 0) {
-                r->applies_rejected++;
+                reted_count(&r->stats, r->stats.applies_rejected);
                 rete_http_respond_jobj(req, 422,
                             json_pack("{s:s,s:[{s:s,s:i,s:s,s:s}]}", "error", "invalid resource",
                                       "details", "source", source, "document", docs[i].index, "path",
@@ -85,7 +93,7 @@ static void api_apply(reted *r, rete_http_req *req)
             }
     json_t *verr = reted_validate(r, docs, n, source);
     if (verr) {
-        r->applies_rejected++;
+        reted_count(&r->stats, r->stats.applies_rejected);
         rete_http_respond_jobj(req, 422, verr);
         reted_docs_free(docs, n);
         return;
@@ -100,7 +108,7 @@ static void api_apply(reted *r, rete_http_req *req)
     size_t failed = 0;
     rete_rc rc = r->store->ops->apply(r->store, w, n, &failed);
     if (rc == RETE_ECONFLICT) {
-        r->applies_rejected++;
+        reted_count(&r->stats, r->stats.applies_rejected);
         char msg[1024];
         snprintf(msg, sizeof(msg),
                  "%s %s/%s: resourceVersion %llu is not the current one; get it again and retry",
@@ -110,7 +118,7 @@ static void api_apply(reted *r, rete_http_req *req)
     } else if (rc < 0) {
         respond_error(req, 500, "store write failed");
     } else {
-        r->applies_ok++;
+        reted_count(&r->stats, r->stats.applies_ok);
         json_t *results = json_array();
         for (size_t i = 0; i < n; i++) {
             char rv[24];
@@ -310,7 +318,7 @@ static void api_proxies(reted *r, rete_http_req *req)
     size_t n = segments(req->path, strlen("/api/v1/proxies"), seg, 4);
     if (n == 0) {
         json_t *items = json_array();
-        for (reted_proxy *p = r->proxies; p; p = p->next)
+        for (reted_proxy *p = r->registry.proxies; p; p = p->next)
             json_array_append_new(items, proxy_json(p));
         rete_http_respond_jobj(req, 200, json_pack("{s:o}", "items", items));
         return;
@@ -346,7 +354,7 @@ static void api_check(reted *r, rete_http_req *req)
     json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "certificate authority", "ok",
                                             ca_ok, "detail", d));
     int total = 0, synced = 0;
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next) {
         if (!p->stream)
             continue;
         total++;
@@ -376,7 +384,7 @@ static void api_identity(reted *r, rete_http_req *req)
     if (rete_token_parse(token, id, hash) < 0 ||
         r->store->ops->token_use(r->store, id, hash, reted_now(), &t) < 0) {
         json_decref(in);
-        r->certs_refused++;
+        reted_count(&r->stats, r->stats.certs_refused);
         respond_error(req, 403, "token unknown, expired or used up");
         return;
     }
@@ -387,11 +395,11 @@ static void api_identity(reted *r, rete_http_req *req)
                                    sizeof(err));
     json_decref(in);
     if (!chain) {
-        r->certs_refused++;
+        reted_count(&r->stats, r->stats.certs_refused);
         respond_error(req, 400, err);
         return;
     }
-    r->certs_issued++;
+    reted_count(&r->stats, r->stats.certs_issued);
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "certChain", chain, "trustBundle",
                                     rete_ca_bundle_pem(r->ca), "expiresAt", (json_int_t)not_after,
                                     "spiffeId", spiffe));
@@ -434,7 +442,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
             respond_error(req, 500, "cannot identify the new root");
             return;
         }
-        for (reted_proxy *p = r->proxies; p && rotating; p = p->next)
+        for (reted_proxy *p = r->registry.proxies; p && rotating; p = p->next)
             if (p->stream && (!p->cert.has_root || memcmp(p->cert.root_id, signing, sizeof(signing)) != 0)) {
                 json_decref(in);
                 char msg[700];
@@ -456,7 +464,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
         respond_error(req, rc == RETE_ESTATE ? 409 : 500, err[0] ? err : "rotation failed");
         return;
     }
-    rete_tls_ctx *ctx = reted_server_tls(r, err, sizeof(err));
+    rete_tls_ctx *ctx = reted_datadir_server_tls(r, err, sizeof(err));
     if (ctx) {
         rete_http_server_set_tls(r->xds, ctx);
         rete_tls_ctx_unref(r->xds_tls);
@@ -510,7 +518,7 @@ void reted_api_handle(rete_http_req *req, void *arg)
      * on loopback unless the operator says otherwise. */
     if (rete_view_eq(p, RETE_VIEW_LIT("/metrics"))) {
         size_t len;
-        char *m = reted_metrics(r, &len);
+        char *m = reted_stats_render(&r->stats, &len);
         rete_http_respond(req, 200, "text/plain; version=0.0.4", m, len, NULL);
         free(m);
         return;

@@ -18,9 +18,11 @@
  * proxy asks; every other one stays as it is, so a change to one Service
  * recompiles (and pushes to) only the proxies that route to it or serve it. */
 #include "alloc.h"
+#include "compiler.h"
 #include "log.h"
 #include "reted.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,7 +336,7 @@ void reted_snapshot_release(reted *r, reted_snapshot *s)
 
 static reted_snapshot **bucket_of(reted *r, uint64_t scope_hash)
 {
-    return &r->buckets[scope_hash % RETED_SCOPE_BUCKETS];
+    return &r->cache.buckets[scope_hash % RETED_SCOPE_BUCKETS];
 }
 
 static void uncache(reted *r, reted_snapshot **pp)
@@ -406,17 +408,17 @@ static bool takes_in(const reted_snapshot *s, const reted_ires *now, const reted
 
 void reted_changed_key(reted *r, const char *kind, const char *ns, const char *name)
 {
-    if (!kind || r->dirty.n >= RETED_MAX_DIRTY * 3) {
-        r->dirty_all = true;
+    if (!kind || r->cache.dirty.n >= RETED_MAX_DIRTY * 3) {
+        r->cache.dirty_all = true;
         return;
     }
     const char *parts[3] = {kind, ns, name};
     for (size_t i = 0; i < 3; i++) {
         size_t n = strlen(parts[i]) + 1;
-        r->dirty.p = rete_realloc(r->dirty.p, r->dirty.len + n);
-        memcpy(r->dirty.p + r->dirty.len, parts[i], n);
-        r->dirty.len += n;
-        r->dirty.n++;
+        r->cache.dirty.p = rete_realloc(r->cache.dirty.p, r->cache.dirty.len + n);
+        memcpy(r->cache.dirty.p + r->cache.dirty.len, parts[i], n);
+        r->cache.dirty.len += n;
+        r->cache.dirty.n++;
     }
 }
 
@@ -424,31 +426,31 @@ void reted_changed_key(reted *r, const char *kind, const char *ns, const char *n
  * changes since the last call made stale. */
 void reted_scopes_sync(reted *r)
 {
-    reted_snapshot **pp = &r->snapshots;
-    if (!r->index.built || r->dirty_all) {
+    reted_snapshot **pp = &r->cache.snapshots;
+    if (!r->index.built || r->cache.dirty_all) {
         if (reted_index_build(&r->index, r->store) != RETE_OK)
             rete_err("compiler: cannot read the store");
         while (*pp)
             uncache(r, pp);
-    } else if (r->dirty.n) {
-        for (const char *k = reted_strs_first(&r->dirty); k;) {
-            const char *ns = reted_strs_next(&r->dirty, k), *name = reted_strs_next(&r->dirty, ns);
+    } else if (r->cache.dirty.n) {
+        for (const char *k = reted_strs_first(&r->cache.dirty); k;) {
+            const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
             if (reted_index_refresh(&r->index, r->store, k, ns, name) != RETE_OK)
                 rete_err("compiler: cannot read %s %s/%s from the store", k, ns, name);
-            k = reted_strs_next(&r->dirty, name);
+            k = reted_strs_next(&r->cache.dirty, name);
         }
         /* Each changed key once against every cached snapshot: a snapshot
          * that held it, or whose scope takes in its new version, is stale. */
         reted_strs sel = {0};
-        for (const char *k = reted_strs_first(&r->dirty); k;) {
-            const char *ns = reted_strs_next(&r->dirty, k), *name = reted_strs_next(&r->dirty, ns);
+        for (const char *k = reted_strs_first(&r->cache.dirty); k;) {
+            const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
             const reted_ires *now = reted_index_get(&r->index, k, ns, name);
             sel.len = sel.n = 0;
             if (now && now->k == RETED_IK_WORKLOAD)
                 selecting(&r->index, now, &sel);
-            for (reted_snapshot *c = r->snapshots; c; c = c->next)
+            for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
                 c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
-            k = reted_strs_next(&r->dirty, name);
+            k = reted_strs_next(&r->cache.dirty, name);
         }
         free(sel.p);
         while (*pp) {
@@ -458,20 +460,20 @@ void reted_scopes_sync(reted *r)
                 pp = &(*pp)->next;
         }
     }
-    for (pp = &r->snapshots; *pp;) {
+    for (pp = &r->cache.snapshots; *pp;) {
         if ((*pp)->ca_generation != r->ca_generation)
             uncache(r, pp);
         else
             pp = &(*pp)->next;
     }
-    r->dirty_all = false;
-    r->dirty.len = r->dirty.n = 0;
+    r->cache.dirty_all = false;
+    r->cache.dirty.len = r->cache.dirty.n = 0;
 }
 
 /* Drop cached snapshots no proxy holds any more (their scopes are gone). */
 void reted_snapshots_sweep(reted *r)
 {
-    for (reted_snapshot **pp = &r->snapshots; *pp;) {
+    for (reted_snapshot **pp = &r->cache.snapshots; *pp;) {
         if ((*pp)->refs == 1)
             uncache(r, pp);
         else
@@ -583,7 +585,7 @@ static void compile(reted *r, reted_snapshot *s)
     h = fnv(h, bundle, strlen(bundle));
     h ^= (uint64_t)r->renew_issued_before;
     s->hash = h;
-    r->compiles++;
+    reted_count(&r->stats, r->stats.compiles);
 }
 
 reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)
@@ -613,14 +615,14 @@ reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)
             return c;
         }
     s->ca_generation = r->ca_generation;
-    s->id = ++r->snapshot_ids;
+    s->id = ++r->cache.snapshot_ids;
     compile(r, s);
     /* The whole-snapshot message body (megabytes of escaped text in a large
      * mesh) is encoded when a proxy first needs it: deltas do not. */
     s->refs = 2; /* the cache's and the caller's */
     s->cached = true;
-    s->next = r->snapshots;
-    r->snapshots = s;
+    s->next = r->cache.snapshots;
+    r->cache.snapshots = s;
     s->bucket_next = *bucket;
     *bucket = s;
     return s;
@@ -721,9 +723,9 @@ static void drop_bodies(reted_snapshot *s)
 
 void reted_snapshots_drop_bodies(reted *r)
 {
-    for (reted_snapshot *s = r->snapshots; s; s = s->next)
+    for (reted_snapshot *s = r->cache.snapshots; s; s = s->next)
         drop_bodies(s);
-    for (reted_proxy *p = r->proxies; p; p = p->next)
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
         if (p->sent)
             drop_bodies(p->sent);
 }
@@ -753,13 +755,13 @@ static size_t snapshot_bytes(const reted_snapshot *s)
 void reted_snapshot_stats(reted *r, size_t *cached, size_t *bytes)
 {
     *cached = *bytes = 0;
-    for (reted_snapshot *s = r->snapshots; s; s = s->next) {
+    for (reted_snapshot *s = r->cache.snapshots; s; s = s->next) {
         (*cached)++;
         *bytes += snapshot_bytes(s);
     }
     /* Snapshots proxies still hold that are no longer current (shared:
      * each holder counts its share). */
-    for (reted_proxy *p = r->proxies; p; p = p->next)
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
         if (p->sent && !p->sent->cached)
             *bytes += snapshot_bytes(p->sent) / p->sent->refs;
 }

@@ -3,10 +3,17 @@
  * operator API (15014) and the proxy API (15012) from it, initialising it on
  * first start. docs/control-plane.md is the design. */
 #include "alloc.h"
+#include "api.h"
 #include "ca.h"
+#include "compiler.h"
+#include "datadir.h"
 #include "file.h"
 #include "log.h"
+#include "proxy_api.h"
+#include "push.h"
+#include "registry.h"
 #include "reted.h"
+#include "scrape.h"
 #include "token.h"
 
 #include <errno.h>
@@ -185,293 +192,6 @@ static int fit_fd_limit(reted *r, bool api_set, bool xds_set)
     return 0;
 }
 
-static char *path_join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = rete_malloc(n);
-    snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
-static int write_file(const char *path, const char *data, mode_t mode)
-{
-    char err[512];
-    if (rete_file_write_atomic(path, data, strlen(data), mode, err, sizeof(err)) < 0) {
-        rete_err("%s", err);
-        return -1;
-    }
-    return 0;
-}
-
-/* A small text file (token, trust domain) without its trailing newline. */
-static char *read_file(const char *path)
-{
-    char *s = rete_file_read(path, 4096, NULL);
-    if (s)
-        s[strcspn(s, "\r\n")] = '\0';
-    return s;
-}
-
-/* Create what a data directory needs and is missing. */
-static int init_data_dir(const char *dir, const char *td)
-{
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "reted: cannot create %s: %s\n", dir, strerror(errno));
-        return -1;
-    }
-    char *cadir = path_join(dir, "ca");
-    char *root = path_join(cadir, "root.pem");
-    char *opcert = path_join(cadir, "cert.pem");
-    char err[512];
-    int rc = 0;
-    if (access(root, F_OK) != 0 && access(opcert, F_OK) != 0) {
-        if (mkdir(cadir, 0700) != 0 && errno != EEXIST) {
-            fprintf(stderr, "reted: cannot create %s: %s\n", cadir, strerror(errno));
-            rc = -1;
-        } else if (rete_ca_init(cadir, td, err, sizeof(err)) < 0) {
-            fprintf(stderr, "reted: CA: %s\n", err);
-            rc = -1;
-        } else {
-            printf("reted: created the %s root CA in %s\n", td, cadir);
-        }
-    }
-    char *tok = path_join(dir, "admin.token");
-    if (rc == 0 && access(tok, F_OK) != 0) {
-        char token[128], id[33];
-        uint8_t hash[32];
-        if (rete_token_new(token, sizeof(token), id, hash) < 0) {
-            fprintf(stderr, "reted: no randomness for the admin token\n");
-            return -1;
-        }
-        char line[160];
-        snprintf(line, sizeof(line), "%s\n", token);
-        if (write_file(tok, line, 0600) != 0) {
-            fprintf(stderr, "reted: cannot write %s\n", tok);
-            rc = -1;
-        } else {
-            printf("reted: wrote the admin token to %s (mode 0600)\n", tok);
-        }
-    }
-    char *tdfile = path_join(dir, "trust-domain");
-    if (rc == 0 && access(tdfile, F_OK) != 0) {
-        char line[300];
-        snprintf(line, sizeof(line), "%s\n", td);
-        write_file(tdfile, line, 0644);
-    }
-    free(tdfile);
-    free(tok);
-    free(opcert);
-    free(root);
-    free(cadir);
-    return rc;
-}
-
-/* reted's own certificate for the proxy API, renewed at every start and at
- * a CA rotation. */
-rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen)
-{
-    char spiffe[400];
-    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/" RETED_ROOT_NS "/sa/reted", r->trust_domain);
-    char *key = NULL;
-    char *csr = rete_csr_new(spiffe, &key, err, errlen);
-    if (!csr)
-        return NULL;
-    int64_t not_after;
-    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, 365 * 86400, &not_after, err, errlen);
-    free(csr);
-    if (!chain) {
-        free(key);
-        return NULL;
-    }
-    char *cert_path = path_join(r->data_dir, "server.pem");
-    char *key_path = path_join(r->data_dir, "server-key.pem");
-    char *bundle_path = path_join(r->data_dir, "ca/bundle.pem");
-    rete_tls_ctx *ctx = NULL;
-    if (write_file(key_path, key, 0600) == 0 && write_file(cert_path, chain, 0644) == 0 &&
-        write_file(bundle_path, rete_ca_bundle_pem(r->ca), 0644) == 0)
-        ctx = rete_tls_cp_server_ctx(cert_path, key_path, bundle_path, err, errlen);
-    else
-        snprintf(err, errlen, "cannot write reted's certificate to %s", r->data_dir);
-    free(cert_path);
-    free(key_path);
-    free(bundle_path);
-    free(chain);
-    free(key);
-    return ctx;
-}
-
-static void write_context(reted *r, const char *api, const char *xds)
-{
-    char *abs = realpath(r->data_dir, NULL);
-    const char *dir = abs ? abs : r->data_dir;
-    json_t *ctx = json_pack("{s:s,s:s,s:s,s:s}", "api", api, "xds", xds, "tokenFile",
-                            "", "caFile", "");
-    char *tok = path_join(dir, "admin.token");
-    char *ca = path_join(dir, "ca/bundle.pem");
-    json_object_set_new(ctx, "tokenFile", json_string(tok));
-    json_object_set_new(ctx, "caFile", json_string(ca));
-    char *text = json_dumps(ctx, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    char *local = path_join(dir, "context.json");
-    write_file(local, text, 0600);
-    /* So that retectl finds a reted with no flags from anywhere: the user's
-     * context is written when there is none, or when it already points at
-     * this data directory (its tokenFile is ours: a restart on other
-     * ports). Another reted started later (a second data dir, a test, a
-     * demo) leaves it alone: retectl keeps talking to the reted the user
-     * set up first, not silently to whichever started last. The data
-     * dir's context.json is always current, for `retectl --context`. */
-    const char *home = getenv("HOME");
-    if (home && !getenv("RETED_NO_USER_CONTEXT")) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
-        json_t *cur = json_load_file(path, 0, NULL);
-        const char *cur_tok = json_string_value(json_object_get(cur, "tokenFile"));
-        if (access(path, F_OK) != 0 || (cur_tok && strcmp(cur_tok, tok) == 0)) {
-            snprintf(path, sizeof(path), "%s/.config", home);
-            mkdir(path, 0700);
-            snprintf(path, sizeof(path), "%s/.config/rete", home);
-            mkdir(path, 0700);
-            snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
-            write_file(path, text, 0600);
-        } else {
-            rete_info("reted: not replacing %s: it points at another reted (%s); this one's is %s",
-                      path, cur_tok ? cur_tok : "unreadable", local);
-        }
-        json_decref(cur);
-    }
-    free(local);
-    free(text);
-    free(ca);
-    free(tok);
-    json_decref(ctx);
-    free(abs);
-}
-
-char *reted_metrics(reted *r, size_t *len)
-{
-    int connected = 0, synced = 0, nacked = 0, known = 0;
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
-        known++;
-        if (!p->stream)
-            continue;
-        connected++;
-        synced += !p->nacked && p->acked_version == p->sent_version;
-        nacked += p->nacked;
-    }
-    char *out = NULL;
-    size_t size = 0;
-    FILE *f = open_memstream(&out, &size);
-    fprintf(f,
-            "# HELP rete_reted_proxies Proxies reted knows, by state.\n"
-            "# TYPE rete_reted_proxies gauge\n"
-            "rete_reted_proxies{state=\"connected\"} %d\n"
-            "rete_reted_proxies{state=\"synced\"} %d\n"
-            "rete_reted_proxies{state=\"nacked\"} %d\n"
-            "rete_reted_proxies{state=\"registered\"} %d\n"
-            "# HELP rete_reted_config_pushes_total Configuration snapshots sent to proxies.\n"
-            "# TYPE rete_reted_config_pushes_total counter\n"
-            "rete_reted_config_pushes_total %llu\n"
-            "# HELP rete_reted_config_compiles_total Snapshots compiled (one per proxy scope a change touched).\n"
-            "# TYPE rete_reted_config_compiles_total counter\n"
-            "rete_reted_config_compiles_total %llu\n"
-            "# HELP rete_reted_config_responses_total Proxy answers to pushes, by result.\n"
-            "# TYPE rete_reted_config_responses_total counter\n"
-            "rete_reted_config_responses_total{result=\"ack\"} %llu\n"
-            "rete_reted_config_responses_total{result=\"nack\"} %llu\n"
-            "# HELP rete_reted_certificates_total Certificate requests, by result.\n"
-            "# TYPE rete_reted_certificates_total counter\n"
-            "rete_reted_certificates_total{result=\"issued\"} %llu\n"
-            "rete_reted_certificates_total{result=\"refused\"} %llu\n"
-            "# HELP rete_reted_applies_total Apply requests, by result.\n"
-            "# TYPE rete_reted_applies_total counter\n"
-            "rete_reted_applies_total{result=\"ok\"} %llu\n"
-            "rete_reted_applies_total{result=\"rejected\"} %llu\n"
-            "# HELP rete_reted_store_revision The store's revision counter.\n"
-            "# TYPE rete_reted_store_revision gauge\n"
-            "rete_reted_store_revision %llu\n"
-            "# HELP rete_reted_ca_expiry_timestamp_seconds When the signing CA certificate expires.\n"
-            "# TYPE rete_reted_ca_expiry_timestamp_seconds gauge\n"
-            "rete_reted_ca_expiry_timestamp_seconds %lld\n",
-            connected, synced, nacked, known, (unsigned long long)r->pushes, (unsigned long long)r->compiles,
-            (unsigned long long)r->acks, (unsigned long long)r->nacks,
-            (unsigned long long)r->certs_issued, (unsigned long long)r->certs_refused,
-            (unsigned long long)r->applies_ok, (unsigned long long)r->applies_rejected,
-            (unsigned long long)r->store->ops->revision(r->store), (long long)rete_ca_not_after(r->ca));
-    rete_http_stream_stats ss;
-    rete_http_server_stream_stats(r->xds, &ss);
-    fprintf(f,
-            "# HELP rete_reted_stream_messages_queued Config stream messages not yet written, all streams.\n"
-            "# TYPE rete_reted_stream_messages_queued gauge\n"
-            "rete_reted_stream_messages_queued %zu\n"
-            "# HELP rete_reted_stream_buffered_bytes Bytes config streams hold of their own (queued copies, ciphertext the kernel has not taken), by stream: all, or the one holding most.\n"
-            "# TYPE rete_reted_stream_buffered_bytes gauge\n"
-            "rete_reted_stream_buffered_bytes{stream=\"all\"} %zu\n"
-            "rete_reted_stream_buffered_bytes{stream=\"max\"} %zu\n"
-            "# HELP rete_reted_stream_buffered_bytes_limit The most one stream may hold before it is closed as too far behind.\n"
-            "# TYPE rete_reted_stream_buffered_bytes_limit gauge\n"
-            "rete_reted_stream_buffered_bytes_limit %zu\n"
-            "# HELP rete_reted_stream_shared_bytes_pending Bytes of shared snapshot bodies still to send (held once per snapshot, not per stream).\n"
-            "# TYPE rete_reted_stream_shared_bytes_pending gauge\n"
-            "rete_reted_stream_shared_bytes_pending %zu\n"
-            "# HELP rete_reted_streams_closed_behind_total Config streams closed because their reader fell too far behind.\n"
-            "# TYPE rete_reted_streams_closed_behind_total counter\n"
-            "rete_reted_streams_closed_behind_total %llu\n"
-            "# HELP rete_reted_streams_closed_cert_expired_total Config streams closed because the proxy's newest certificate reted knows of had expired.\n"
-            "# TYPE rete_reted_streams_closed_cert_expired_total counter\n"
-            "rete_reted_streams_closed_cert_expired_total %llu\n",
-            ss.queued_msgs, ss.buffered_bytes, ss.max_buffered_bytes, (size_t)RETE_HTTP_STREAM_LIMIT,
-            ss.shared_bytes, (unsigned long long)ss.closed_behind,
-            (unsigned long long)r->streams_closed_cert_expired);
-    const struct {
-        const char *name;
-        rete_http_server *srv;
-        const rete_http_limits *lim;
-    } listeners[2] = {{"api", r->api, &r->api_limits}, {"xds", r->xds, &r->xds_limits}};
-    rete_http_server_stats hs[2];
-    for (size_t i = 0; i < 2; i++)
-        rete_http_server_stats_get(listeners[i].srv, &hs[i]);
-    fprintf(f, "# HELP rete_reted_http_connections Open connections, by listener.\n"
-               "# TYPE rete_reted_http_connections gauge\n");
-    for (size_t i = 0; i < 2; i++)
-        fprintf(f, "rete_reted_http_connections{listener=\"%s\"} %zu\n", listeners[i].name, hs[i].conns);
-    fprintf(f, "# HELP rete_reted_http_connections_limit The most open connections a listener takes.\n"
-               "# TYPE rete_reted_http_connections_limit gauge\n");
-    for (size_t i = 0; i < 2; i++)
-        fprintf(f, "rete_reted_http_connections_limit{listener=\"%s\"} %zu\n", listeners[i].name,
-                listeners[i].lim->max_conns);
-    fprintf(f, "# HELP rete_reted_http_refused_total Connections and requests refused before a handler saw them, by listener and reason.\n"
-               "# TYPE rete_reted_http_refused_total counter\n");
-    for (size_t i = 0; i < 2; i++)
-        for (size_t k = 0; k < RETE_HTTP_REFUSED_N; k++)
-            fprintf(f, "rete_reted_http_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
-                    listeners[i].name, rete_http_refusal_names[k], (unsigned long long)hs[i].refused[k]);
-    fprintf(f, "# HELP rete_reted_http_idle_closed_total Kept-alive connections closed after the idle timeout.\n"
-               "# TYPE rete_reted_http_idle_closed_total counter\n");
-    for (size_t i = 0; i < 2; i++)
-        fprintf(f, "rete_reted_http_idle_closed_total{listener=\"%s\"} %llu\n", listeners[i].name,
-                (unsigned long long)hs[i].idle_closed);
-    size_t n_snap, snap_bytes;
-    reted_snapshot_stats(r, &n_snap, &snap_bytes);
-    fprintf(f,
-            "# HELP rete_reted_snapshots Compiled snapshots cached (one per proxy scope in use).\n"
-            "# TYPE rete_reted_snapshots gauge\n"
-            "rete_reted_snapshots %zu\n"
-            "# HELP rete_reted_snapshot_bytes Bytes of every compiled snapshot alive (entries, scopes, message bodies; documents are shared with the index and not counted).\n"
-            "# TYPE rete_reted_snapshot_bytes gauge\n"
-            "rete_reted_snapshot_bytes %zu\n"
-            "# HELP rete_reted_index_resources Resources in reted's in-memory index of the store.\n"
-            "# TYPE rete_reted_index_resources gauge\n"
-            "rete_reted_index_resources %zu\n"
-            "# HELP rete_reted_heap_bytes Heap memory in use (allocated and not freed), all of reted.\n"
-            "# TYPE rete_reted_heap_bytes gauge\n"
-            "rete_reted_heap_bytes %zu\n",
-            n_snap, snap_bytes, r->index.n, rete_alloc_in_use());
-    reted_registry_metrics(r, f);
-    fclose(f);
-    *len = size;
-    return out;
-}
-
 static void on_tick(uv_timer_t *t)
 {
     reted_tick(t->data);
@@ -484,11 +204,8 @@ static void on_signal(uv_signal_t *s, int sig)
     rete_http_server_close(r->api);
     rete_http_server_close(r->xds);
     uv_timer_stop(&r->tick);
-    uv_timer_stop(&r->push_timer);
-    uv_timer_stop(&r->trim_timer);
     uv_close((uv_handle_t *)&r->tick, NULL);
-    uv_close((uv_handle_t *)&r->push_timer, NULL);
-    uv_close((uv_handle_t *)&r->trim_timer, NULL);
+    reted_push_close(r);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
 }
@@ -522,7 +239,7 @@ int main(int argc, char **argv)
     static reted r;
     const char *api = "127.0.0.1:15014", *xds = "127.0.0.1:15012", *td = NULL;
     r.cert_ttl = 24 * 3600;
-    r.grace_seconds = 60;
+    r.registry.grace_seconds = 60;
     /* Defaults: docs/operations.md, "reted's limits". */
     r.max_apply_body = 16u << 20;
     r.max_request_body = 64u << 10;
@@ -544,7 +261,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'g':
-            if (parse_duration(optarg, &r.grace_seconds) < 0) {
+            if (parse_duration(optarg, &r.registry.grace_seconds) < 0) {
                 fprintf(stderr, "reted: bad --grace %s\n", optarg);
                 return 2;
             }
@@ -554,7 +271,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "reted: --registration-address-check is peer or off, not %s\n", optarg);
                 return 2;
             }
-            r.address_check_off = strcmp(optarg, "off") == 0;
+            r.registry.address_check_off = strcmp(optarg, "off") == 0;
             break;
         case 'l':
             if ((rete_log_level = rete_log_level_parse(optarg)) < 0) {
@@ -606,8 +323,8 @@ int main(int argc, char **argv)
         return 2;
     }
     /* The trust domain is fixed when the data directory is made. */
-    char *tdfile = path_join(r.data_dir, "trust-domain");
-    char *stored_td = read_file(tdfile);
+    char *tdfile = reted_datadir_path(r.data_dir, "trust-domain");
+    char *stored_td = reted_datadir_read_line(tdfile);
     free(tdfile);
     if (stored_td && td && strcmp(stored_td, td) != 0) {
         fprintf(stderr, "reted: %s belongs to trust domain %s, not %s\n", r.data_dir, stored_td, td);
@@ -615,7 +332,7 @@ int main(int argc, char **argv)
     }
     snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : "cluster.local");
     free(stored_td);
-    if (init_data_dir(r.data_dir, r.trust_domain) < 0)
+    if (reted_datadir_init(r.data_dir, r.trust_domain) < 0)
         return 1;
     if (init_only)
         return 0;
@@ -632,22 +349,22 @@ int main(int argc, char **argv)
             lims[i]->max_conns_per_source = lims[i]->max_conns;
     }
     char err[512];
-    char *dbpath = path_join(r.data_dir, "store.db");
+    char *dbpath = reted_datadir_path(r.data_dir, "store.db");
     r.store = rete_store_sqlite_open(dbpath, err, sizeof(err));
     free(dbpath);
     if (!r.store) {
         fprintf(stderr, "reted: store: %s\n", err);
         return 1;
     }
-    char *cadir = path_join(r.data_dir, "ca");
+    char *cadir = reted_datadir_path(r.data_dir, "ca");
     r.ca = rete_ca_load(cadir, r.trust_domain, err, sizeof(err));
     free(cadir);
     if (!r.ca) {
         fprintf(stderr, "reted: CA: %s\n", err);
         return 1;
     }
-    char *tokpath = path_join(r.data_dir, "admin.token");
-    char *tok = read_file(tokpath);
+    char *tokpath = reted_datadir_path(r.data_dir, "admin.token");
+    char *tok = reted_datadir_read_line(tokpath);
     free(tokpath);
     if (!tok) {
         fprintf(stderr, "reted: cannot read the admin token\n");
@@ -658,7 +375,7 @@ int main(int argc, char **argv)
     r.loop = uv_default_loop();
     r.iol.loop = r.loop;
     r.started_unix = reted_now();
-    r.xds_tls = reted_server_tls(&r, err, sizeof(err));
+    r.xds_tls = reted_datadir_server_tls(&r, err, sizeof(err));
     if (!r.xds_tls) {
         fprintf(stderr, "reted: TLS: %s\n", err);
         return 1;
@@ -681,10 +398,7 @@ int main(int argc, char **argv)
     rete_http_server_set_admit(r.api, reted_api_admit);
     rete_http_server_set_limits(r.xds, &r.xds_limits);
     rete_http_server_set_admit(r.xds, reted_xds_admit);
-    uv_timer_init(r.loop, &r.push_timer);
-    r.push_timer.data = &r;
-    uv_timer_init(r.loop, &r.trim_timer);
-    r.trim_timer.data = &r;
+    reted_push_init(&r);
     uv_timer_init(r.loop, &r.tick);
     r.tick.data = &r;
     uv_timer_start(&r.tick, on_tick, 15000, 15000);
@@ -693,26 +407,24 @@ int main(int argc, char **argv)
     r.sigterm.data = r.sigint.data = &r;
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
-    write_context(&r, api, xds);
+    reted_stats_init(&r.stats);
+    reted_scrape_bind(&r);
+    reted_datadir_write_context(&r, api, xds);
     rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s", RETE_VERSION,
               api, xds, r.trust_domain, r.data_dir);
     uv_run(r.loop, UV_RUN_DEFAULT);
     rete_ca_free(r.ca);
     r.store->ops->close(r.store);
     rete_tls_ctx_unref(r.xds_tls);
-    for (reted_proxy *p = r.proxies, *n; p; p = n) {
-        n = p->next;
-        reted_snapshot_release(&r, p->sent);
-        free(p->nack_error);
-        free(p);
-    }
-    while (r.snapshots) {
-        reted_snapshot *s = r.snapshots;
-        r.snapshots = s->next;
+    reted_registry_free(&r);
+    while (r.cache.snapshots) {
+        reted_snapshot *s = r.cache.snapshots;
+        r.cache.snapshots = s->next;
         reted_snapshot_release(&r, s);
     }
     reted_index_free(&r.index);
-    free(r.dirty.p);
+    free(r.cache.dirty.p);
+    reted_stats_free(&r.stats);
     uv_loop_close(r.loop);
     rete_info("reted stopped");
     return 0;

@@ -7,6 +7,7 @@
 #include "arena.h"
 #include "config.h"
 #include "log.h"
+#include "resources.h"
 #include "reted.h"
 #include "yaml_doc.h"
 

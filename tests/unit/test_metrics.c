@@ -293,6 +293,52 @@ static void test_gauges(void **state)
     rete_metrics_free(reg);
 }
 
+static uint64_t cb_count(void *arg)
+{
+    cb_calls++;
+    return *(uint64_t *)arg;
+}
+
+/* A counter kept by another module is read at scrape time, labelled like any
+ * series; a counter callback on a gauge (or the reverse) is refused. */
+static void test_counter_callbacks(void **state)
+{
+    (void)state;
+    rete_metrics *reg = rete_metrics_new();
+    rete_metric_family ref = declare(reg, "t_refused_total", RETE_METRIC_COUNTER, l_code, 1);
+    rete_metric_family own = declare(reg, "t_own_total", RETE_METRIC_COUNTER, NULL, 0);
+    rete_metric_family g = declare(reg, "t_g", RETE_METRIC_GAUGE, NULL, 0);
+    rete_metric a = series1(reg, ref, "a"), b = series1(reg, ref, "b");
+    rete_metric mown, mg;
+    assert_int_equal(rete_metrics_series(reg, own, NULL, 0, &mown), RETE_OK);
+    assert_int_equal(rete_metrics_series(reg, g, NULL, 0, &mg), RETE_OK);
+    uint64_t na = 7, nb = 0;
+    assert_int_equal(rete_metrics_counter_fn(reg, a, cb_count, &na), RETE_OK);
+    assert_int_equal(rete_metrics_counter_fn(reg, b, cb_count, &nb), RETE_OK);
+    assert_int_equal(rete_metrics_counter_fn(reg, mg, cb_count, &na), RETE_EINVAL);
+    assert_int_equal(rete_metrics_counter_fn(reg, mown, NULL, &na), RETE_EINVAL);
+    double d = 1;
+    assert_int_equal(rete_metrics_gauge_fn(reg, a, cb_value, &d), RETE_EINVAL);
+    rete_metrics_shard *s = rete_metrics_shard_new(reg);
+    rete_metrics_inc(s, mown, 3);
+    cb_calls = 0;
+    char *out = rete_metrics_render(reg, NULL);
+    assert_int_equal(cb_calls, 2);
+    assert_non_null(strstr(out, "# TYPE t_refused_total counter\n"
+                                "t_refused_total{code=\"a\"} 7\n"
+                                "t_refused_total{code=\"b\"} 0\n"));
+    assert_true(value_of(out, "t_own_total") == 3);
+    free(out);
+    na = 18446744073709551615u; /* counts are rendered as integers, never as floats */
+    nb = 5;
+    out = rete_metrics_render(reg, NULL);
+    assert_non_null(strstr(out, "t_refused_total{code=\"a\"} 18446744073709551615\n"));
+    assert_true(value_of(out, "t_refused_total{code=\"b\"}") == 5);
+    free(out);
+    rete_metrics_shard_free(&s);
+    rete_metrics_free(reg);
+}
+
 /* Floats are spelled as Go's strconv.FormatFloat(v, 'g', -1, 64). */
 static void test_float_format(void **state)
 {
@@ -703,6 +749,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_summed_over_shards),
+        cmocka_unit_test(test_counter_callbacks),
         cmocka_unit_test(test_histogram_bucket_edges),
         cmocka_unit_test(test_default_buckets),
         cmocka_unit_test(test_label_escaping),

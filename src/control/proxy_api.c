@@ -1,12 +1,20 @@
-/* The proxy-facing side of reted (15012, TLS): certificate issuance, the
- * config streams, and the registry of workloads that proxies announce.
+/* The proxy API (proxy_api.h): the proxy-facing side of reted (15012,
+ * TLS): certificate issuance, the config streams, and registration of the
+ * workloads that proxies announce into the registry (registry.h).
  * Protocol: docs/control-plane.md. */
+#include "proxy_api.h"
+
 #include "alloc.h"
+#include "compiler.h"
 #include "log.h"
+#include "push.h"
+#include "registry.h"
+#include "resources.h"
 #include "reted.h"
 #include "token.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +24,6 @@
 /* What a proxy sends on its stream is small (hello, ACK, NACK with an
  * error of a few hundred bytes, health): a longer line closes it. */
 #define XDS_MAX_LINE (64u << 10)
-
-int64_t reted_now(void)
-{
-    return (int64_t)time(NULL);
-}
 
 /* spiffe://<td>/ns/<ns>/sa/<sa> -> ns, sa; false when not of that shape or
  * not in our trust domain. */
@@ -101,7 +104,7 @@ static void respond_certificate(rete_http_req *req, const char *chain, const cha
 static void record_renewal(reted *r, const char *spiffe, const rete_cert_facts *presented,
                            const rete_cert_facts *issued)
 {
-    for (reted_proxy *p = r->proxies; p; p = p->next) {
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next) {
         if (!p->stream || strcmp(p->spiffe_id, spiffe) != 0)
             continue;
         if (rete_cert_same_serial(&p->stream_cert, presented) || rete_cert_same_serial(&p->cert, presented)) {
@@ -131,7 +134,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
         if (rc == RETE_OK)
             rc = r->store->ops->token_use(r->store, id, hash, reted_now(), &t);
         if (rc < 0) {
-            r->certs_refused++;
+            reted_count(&r->stats, r->stats.certs_refused);
             json_decref(in);
             rete_info("ca: refused a certificate request from %s: token %s", req->peer_addr,
                       rc == RETE_ELIMIT ? "expired or used up" : "unknown");
@@ -145,7 +148,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
         /* Renewal: the current certificate authorises a new one for itself. */
         snprintf(spiffe, sizeof(spiffe), "%s", req->peer_id);
     } else {
-        r->certs_refused++;
+        reted_count(&r->stats, r->stats.certs_refused);
         json_decref(in);
         rete_http_respond_jobj(req, 401, json_pack("{s:s}", "error",
                                         "a join token or a client certificate is required"));
@@ -157,32 +160,15 @@ static void ca_certificates(reted *r, rete_http_req *req)
                                          sizeof(err));
     json_decref(in);
     if (!chain) {
-        r->certs_refused++;
+        reted_count(&r->stats, r->stats.certs_refused);
         rete_http_respond_jobj(req, 400, json_pack("{s:s}", "error", err));
         return;
     }
-    r->certs_issued++;
+    reted_count(&r->stats, r->stats.certs_issued);
     if (!token && req->peer_cert)
         record_renewal(r, spiffe, req->peer_cert, &issued);
     respond_certificate(req, chain, rete_ca_bundle_pem(r->ca), issued.not_after, spiffe);
     free(chain);
-}
-
-/* ---- registry ---- */
-
-reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
-{
-    for (reted_proxy *p = r->proxies; p; p = p->next)
-        if (strcmp(p->ns, ns) == 0 && strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
-}
-
-static void proxy_free(reted *r, reted_proxy *p)
-{
-    free(p->nack_error);
-    reted_snapshot_release(r, p->sent);
-    free(p);
 }
 
 /* ---- registration: what a hello may claim ----
@@ -207,36 +193,7 @@ static void proxy_free(reted *r, reted_proxy *p)
  * Claims beyond that are refused (not trimmed): a trimmed registration
  * would serve with less than the proxy believes it has, silently. */
 
-typedef enum reg_reason {
-    REG_MALFORMED,  /* no name or address, a second hello on a stream */
-    REG_IDENTITY,   /* certificate not a workload identity, or another ns/sa named */
-    REG_OWNER,      /* the record belongs to another identity */
-    REG_ADDRESS,    /* not the connection's address, or not the operator's record's */
-    REG_LABELS,     /* labels beyond what the operator admits */
-    REG_EGRESS,     /* egress beyond what the operator admits */
-    REG_INVALID,    /* the Workload fails validation, or the store failed */
-    REG_N
-} reg_reason;
-
-static const char *const reg_reason_name[REG_N] = {
-    [REG_MALFORMED] = "malformed", [REG_IDENTITY] = "identity", [REG_OWNER] = "owner",
-    [REG_ADDRESS] = "address",     [REG_LABELS] = "labels",     [REG_EGRESS] = "egress",
-    [REG_INVALID] = "invalid",
-};
-
-void reted_registry_metrics(reted *r, FILE *f)
-{
-    fprintf(f,
-            "# HELP rete_reted_registrations_total Config stream hellos that registered or attached a Workload.\n"
-            "# TYPE rete_reted_registrations_total counter\n"
-            "rete_reted_registrations_total %llu\n"
-            "# HELP rete_reted_registrations_refused_total Config stream hellos refused, by reason.\n"
-            "# TYPE rete_reted_registrations_refused_total counter\n",
-            (unsigned long long)r->registrations_ok);
-    for (size_t i = 0; i < REG_N; i++)
-        fprintf(f, "rete_reted_registrations_refused_total{reason=\"%s\"} %llu\n", reg_reason_name[i],
-                (unsigned long long)r->registrations_refused[i]);
-}
+typedef reted_reg_reason reg_reason;
 
 /* The IP literal s as bytes (IPv4-mapped IPv6 as IPv4); false if not one. */
 static bool ip_bytes(const char *s, uint8_t out[16], size_t *len)
@@ -392,7 +349,7 @@ static reg_reason refuse_with(char *err, size_t errlen, reg_reason why, const ch
 
 /* Labels and egress of a hello that creates or refreshes its own record:
  * admitted by one WorkloadGroup of its account, or (no group) no labels
- * and an egress within MeshConfig defaultEgress. REG_N when admitted. */
+ * and an egress within MeshConfig defaultEgress. RETED_REG_N when admitted. */
 static reg_reason check_grant(reted *r, hello_claim *h, char *err, size_t errlen)
 {
     groups_ctx g = {h->sa, json_array(), NULL};
@@ -400,20 +357,20 @@ static reg_reason check_grant(reted *r, hello_claim *h, char *err, size_t errlen
         r->store->ops->list(r->store, "MeshConfig", NULL, collect_group, &g) < 0) {
         json_decref(g.groups);
         json_decref(g.mesh_egress);
-        return refuse_with(err, errlen, REG_INVALID, "hello: store unavailable");
+        return refuse_with(err, errlen, RETED_REG_INVALID, "hello: store unavailable");
     }
     char lt[512];
     labels_text(h->labels, lt, sizeof(lt));
-    reg_reason why = REG_N;
+    reg_reason why = RETED_REG_N;
     const char *outside = NULL;
     if (json_array_size(g.groups) == 0) {
         if (json_object_size(h->labels))
-            why = refuse_with(err, errlen, REG_LABELS,
+            why = refuse_with(err, errlen, RETED_REG_LABELS,
                               "hello: labels %s are not admitted for %s: no WorkloadGroup of service "
                               "account %s in namespace %s",
                               lt, h->spiffe, h->sa, h->ns);
         else if ((outside = egress_outside(h->egress, g.mesh_egress, h->ns)))
-            why = refuse_with(err, errlen, REG_EGRESS,
+            why = refuse_with(err, errlen, RETED_REG_EGRESS,
                               "hello: egress %s is not admitted for %s: outside MeshConfig "
                               "defaultEgress (and no WorkloadGroup of service account %s in "
                               "namespace %s)",
@@ -422,7 +379,7 @@ static reg_reason check_grant(reted *r, hello_claim *h, char *err, size_t errlen
         size_t i;
         json_t *spec;
         bool labels_ok = false;
-        why = REG_LABELS;
+        why = RETED_REG_LABELS;
         json_array_foreach(g.groups, i, spec)
         {
             if (!labels_within(h->labels, json_object_get(spec, "labels")))
@@ -432,20 +389,20 @@ static reg_reason check_grant(reted *r, hello_claim *h, char *err, size_t errlen
             json_t *allowed = json_array_size(ge) ? ge : g.mesh_egress;
             const char *o = egress_outside(h->egress, allowed, h->ns);
             if (!o) {
-                why = REG_N;
+                why = RETED_REG_N;
                 if (!h->egress && json_array_size(ge))
                     h->grant_egress = json_incref(ge);
                 break;
             }
             outside = outside ? outside : o;
         }
-        if (why != REG_N && !labels_ok)
-            refuse_with(err, errlen, REG_LABELS,
+        if (why != RETED_REG_N && !labels_ok)
+            refuse_with(err, errlen, RETED_REG_LABELS,
                         "hello: labels %s are not admitted for %s: no WorkloadGroup of service "
                         "account %s in namespace %s allows them",
                         lt, h->spiffe, h->sa, h->ns);
-        else if (why != REG_N)
-            why = refuse_with(err, errlen, REG_EGRESS,
+        else if (why != RETED_REG_N)
+            why = refuse_with(err, errlen, RETED_REG_EGRESS,
                               "hello: egress %s is not admitted for %s: outside the egress of every "
                               "WorkloadGroup of service account %s in namespace %s that admits its "
                               "labels",
@@ -471,15 +428,15 @@ static bool record_by_proxy(json_t *rec)
     return by && strcmp(by, "proxy") == 0;
 }
 
-/* Everything a hello may claim, checked (the rules above). REG_N when it
+/* Everything a hello may claim, checked (the rules above). RETED_REG_N when it
  * may register; else the reason, with a message in err. */
 static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, char *err, size_t errlen)
 {
-    if (!r->address_check_off) {
+    if (!r->registry.address_check_off) {
         char from[64];
         peer_ip(rete_http_stream_peer_addr(st), from, sizeof(from));
         if (!same_ip(from, h->address))
-            return refuse_with(err, errlen, REG_ADDRESS,
+            return refuse_with(err, errlen, RETED_REG_ADDRESS,
                                "hello: address %s is not this proxy's: its connection comes from %s "
                                "(rete-proxy connects from its --address; behind NAT run reted "
                                "--registration-address-check off)",
@@ -487,7 +444,7 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
     }
     reted_proxy *live = reted_proxy_find(r, h->ns, h->name);
     if (live && live->stream && strcmp(live->sa, h->sa) != 0)
-        return refuse_with(err, errlen, REG_OWNER,
+        return refuse_with(err, errlen, RETED_REG_OWNER,
                            "hello: Workload %s/%s is connected as another identity (%s)", h->ns,
                            h->name, live->spiffe_id);
     rete_store_resource res;
@@ -497,7 +454,7 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
         return check_grant(r, h, err, errlen);
     h->operator_record = !record_by_proxy(h->record);
     if (strcmp(record_sa(h->record), h->sa) != 0)
-        return refuse_with(err, errlen, REG_OWNER,
+        return refuse_with(err, errlen, RETED_REG_OWNER,
                            "hello: Workload %s/%s belongs to another identity (service account %s, "
                            "%s)",
                            h->ns, h->name, record_sa(h->record),
@@ -508,14 +465,14 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
     json_t *spec = json_object_get(h->record, "spec");
     const char *addr = json_string_value(json_object_get(spec, "address"));
     if (!addr || !same_ip(addr, h->address))
-        return refuse_with(err, errlen, REG_ADDRESS,
+        return refuse_with(err, errlen, RETED_REG_ADDRESS,
                            "hello: address %s differs from the address the operator declared for "
                            "Workload %s/%s (%s)",
                            h->address, h->ns, h->name, addr ? addr : "none");
     if (!labels_within(h->labels, json_object_get(spec, "labels"))) {
         char lt[512];
         labels_text(h->labels, lt, sizeof(lt));
-        return refuse_with(err, errlen, REG_LABELS,
+        return refuse_with(err, errlen, RETED_REG_LABELS,
                            "hello: labels %s are not admitted: Workload %s/%s, declared by the "
                            "operator, does not carry them",
                            lt, h->ns, h->name);
@@ -524,11 +481,11 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
      * a different claim would be configuration accepted and not applied. */
     json_t *re = json_object_get(spec, "egress");
     if (h->egress && !json_equal(h->egress, re))
-        return refuse_with(err, errlen, REG_EGRESS,
+        return refuse_with(err, errlen, RETED_REG_EGRESS,
                            "hello: egress is not admitted: Workload %s/%s, declared by the "
                            "operator, %s; the operator sets it there",
                            h->ns, h->name, re ? "has another egress" : "sets none");
-    return REG_N;
+    return RETED_REG_N;
 }
 
 /* Write (or refresh) the Workload a proxy registers, from its checked claims. */
@@ -540,7 +497,7 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
                             h->name, "namespace", h->ns, "annotations", "rete.dev/registered-by",
                             "proxy", "spec", "address", h->address, "serviceAccount", h->sa);
     if (!doc)
-        return refuse_with(err, errlen, REG_MALFORMED, "hello: workload.name and workload.address are required");
+        return refuse_with(err, errlen, RETED_REG_MALFORMED, "hello: workload.name and workload.address are required");
     json_t *spec = json_object_get(doc, "spec");
     if (json_object_size(h->labels))
         json_object_set(spec, "labels", h->labels);
@@ -562,7 +519,7 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
                  json_string_value(json_object_get(det, "reason")));
         json_decref(verr);
         json_decref(doc);
-        return REG_INVALID;
+        return RETED_REG_INVALID;
     }
     char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     rete_store_write w = {"Workload", h->ns, h->name, text, 0};
@@ -571,10 +528,10 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
     free(text);
     json_decref(doc);
     if (rc < 0)
-        return refuse_with(err, errlen, REG_INVALID, "hello: store write failed");
+        return refuse_with(err, errlen, RETED_REG_INVALID, "hello: store write failed");
     if (!w.unchanged)
         reted_changed(r, "Workload", h->ns, h->name);
-    return REG_N;
+    return RETED_REG_N;
 }
 
 /* Remove the Workload of a proxy that drained or expired: only a record its
@@ -612,107 +569,6 @@ static void send_obj(rete_http_stream *st, json_t *obj)
     free(s);
 }
 
-static void body_unref(void *owner, void *arg)
-{
-    (void)owner;
-    reted_body_release(arg);
-}
-
-/* Queue one push message. A whole-snapshot body is shared: the stream holds
- * a reference instead of a copy, so a thousand proxies connecting share one
- * body, and a newer whole snapshot replaces anything still queued. A delta
- * body is recycled by the compiler's cache (and is small): it is copied. */
-static void send_whole(rete_http_stream *st, reted_body *body, const char *head, size_t head_len)
-{
-    body->refs++;
-    rete_http_stream_send_ref(st, head, head_len, body->data, body->len, true, body_unref, body);
-}
-
-/* Push the proxy's current snapshot: whole on a new stream (or when the
- * proxy asks to resync), else as a delta from what it was last sent, which
- * is what every proxy of a namespace mostly shares: one route change costs
- * each proxy a few hundred bytes, not the whole mesh. */
-static void push(reted *r, reted_proxy *p, bool force)
-{
-    if (!p->stream)
-        return;
-    reted_snapshot *snap = reted_snapshot_for(r, p);
-    if (!force && p->sent && snap->hash == p->sent->hash) {
-        reted_snapshot_release(r, snap);
-        return;
-    }
-    uint64_t version = r->store->ops->revision(r->store);
-    if (version <= p->sent_version)
-        version = p->sent_version + 1;
-    char head[200];
-    int n;
-    size_t tail_len;
-    const char *tail;
-    snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(snap->hash ^ version));
-    if (!force && p->sent) {
-        tail = reted_snapshot_delta(r, snap, p->sent, &tail_len);
-        n = snprintf(head, sizeof(head),
-                     "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",",
-                     (unsigned long long)version, (unsigned long long)p->sent_version, p->nonce);
-        rete_http_stream_send_ref(p->stream, head, (size_t)n, tail, tail_len, false, NULL, NULL);
-    } else {
-        n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
-                     (unsigned long long)version, p->nonce);
-        send_whole(p->stream, reted_snapshot_body(r, snap), head, (size_t)n);
-    }
-    reted_snapshot_release(r, p->sent);
-    p->sent = snap;
-    p->sent_version = version;
-    r->pushes++;
-}
-
-/* Drop the message bodies the burst encoded (each snapshot keeps only its
- * documents until a proxy needs a body again) and give the memory of
- * replaced snapshots back to the system. glibc keeps
- * freed heap memory resident: after a thousand proxies connect, reted held
- * a gigabyte it no longer used (four times what was live). Returning it
- * walks the free lists (tens of ms for a gigabyte), so it is done once
- * pushes have calmed down for a second, and from the tick at most every
- * 30 s while they never calm down. */
-static void trim_now(reted *r)
-{
-    uint64_t t0 = uv_hrtime();
-    reted_snapshots_drop_bodies(r);
-    rete_alloc_trim();
-    r->trimmed_ms = uv_now(r->loop);
-    r->pushed_since_trim = false;
-    rete_debug("xds: returned free memory to the system in %.1f ms",
-               (double)(uv_hrtime() - t0) / 1e6);
-}
-
-static void on_trim_timer(uv_timer_t *t)
-{
-    trim_now(t->data);
-}
-
-static void on_push_timer(uv_timer_t *t)
-{
-    reted *r = t->data;
-    r->push_pending = false;
-    reted_scopes_sync(r);
-    for (reted_proxy *p = r->proxies; p; p = p->next)
-        push(r, p, false);
-    reted_snapshots_sweep(r);
-    r->pushed_since_trim = true;
-    uv_timer_start(&r->trim_timer, on_trim_timer, 1000, 0);
-}
-
-void reted_changed(reted *r, const char *kind, const char *ns, const char *name)
-{
-    reted_changed_key(r, kind, ns, name);
-    /* Coalesce a burst of changes (an apply of many documents, many proxies
-     * registering at once) into one recompile. */
-    if (r->push_pending)
-        return;
-    r->push_pending = true;
-    uv_timer_start(&r->push_timer, on_push_timer, 10, 0);
-}
-
 static void stream_refuse(rete_http_stream *st, const char *why)
 {
     rete_warn("xds: refusing stream from %s (%s): %s", rete_http_stream_peer_addr(st),
@@ -725,7 +581,7 @@ static reted_proxy *proxy_of(reted *r, rete_http_stream *st);
 
 static void hello_refuse(reted *r, rete_http_stream *st, reg_reason why, const char *msg)
 {
-    r->registrations_refused[why]++;
+    reted_count(&r->stats, r->stats.registrations_refused[why]);
     stream_refuse(st, msg);
 }
 
@@ -734,12 +590,12 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     const char *peer = rete_http_stream_peer_id(st);
     char ns[254], sa[254];
     if (!split_spiffe(r, peer, ns, sizeof(ns), sa, sizeof(sa))) {
-        hello_refuse(r, st, REG_IDENTITY, "client certificate is not a workload identity of this trust domain");
+        hello_refuse(r, st, RETED_REG_IDENTITY, "client certificate is not a workload identity of this trust domain");
         return;
     }
     /* One stream, one record: a second hello would hold a second one. */
     if (proxy_of(r, st)) {
-        hello_refuse(r, st, REG_MALFORMED, "hello: one hello per stream");
+        hello_refuse(r, st, RETED_REG_MALFORMED, "hello: one hello per stream");
         return;
     }
     json_t *wl = json_object_get(msg, "workload");
@@ -751,7 +607,7 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     json_t *egress = json_object_get(wl, "egress");
     if (!json_is_object(wl) || !name || !address || (labels && !json_is_object(labels)) ||
         (egress && !json_is_array(egress))) {
-        hello_refuse(r, st, REG_MALFORMED,
+        hello_refuse(r, st, RETED_REG_MALFORMED,
                      "hello: workload.name and workload.address are required (labels an object, "
                      "egress a list)");
         return;
@@ -761,24 +617,24 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
         char why[700];
         snprintf(why, sizeof(why), "hello names %s/%s but the certificate is %s",
                  wns ? wns : ns, wsa ? wsa : sa, peer);
-        hello_refuse(r, st, REG_IDENTITY, why);
+        hello_refuse(r, st, RETED_REG_IDENTITY, why);
         return;
     }
     hello_claim h = {ns, sa, peer, name, address, labels ? json_incref(labels) : json_object(),
                      egress, NULL, false, NULL};
     char err[1024];
     reg_reason why = check_hello(r, st, &h, err, sizeof(err));
-    if (why == REG_N && !h.operator_record)
+    if (why == RETED_REG_N && !h.operator_record)
         why = register_workload(r, wl, &h, err, sizeof(err));
     bool operator_record = h.operator_record;
     json_decref(h.labels);
     json_decref(h.record);
     json_decref(h.grant_egress);
-    if (why != REG_N) {
+    if (why != RETED_REG_N) {
         hello_refuse(r, st, why, err);
         return;
     }
-    r->registrations_ok++;
+    reted_count(&r->stats, r->stats.registrations_ok);
     reted_proxy *p = reted_proxy_find(r, ns, name);
     if (p && p->stream && p->stream != st) {
         /* The same identity again (check_hello refused any other): a
@@ -792,8 +648,8 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
         p = rete_calloc(1, sizeof(*p));
         snprintf(p->ns, sizeof(p->ns), "%s", ns);
         snprintf(p->name, sizeof(p->name), "%s", name);
-        p->next = r->proxies;
-        r->proxies = p;
+        p->next = r->registry.proxies;
+        r->registry.proxies = p;
     }
     snprintf(p->sa, sizeof(p->sa), "%s", sa);
     snprintf(p->spiffe_id, sizeof(p->spiffe_id), "%s", peer);
@@ -821,12 +677,12 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     /* always send a fresh snapshot to a new stream (push is forced) */
     rete_info("xds: %s/%s connected from %s as %s%s", ns, name, rete_http_stream_peer_addr(st), peer,
               operator_record ? " (the Workload the operator declared)" : "");
-    push(r, p, true);
+    reted_push(r, p, true);
 }
 
 static reted_proxy *proxy_of(reted *r, rete_http_stream *st)
 {
-    for (reted_proxy *p = r->proxies; p; p = p->next)
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
         if (p->stream == st)
             return p;
     return NULL;
@@ -866,20 +722,20 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
                 p->acked_version = p->sent_version;
                 p->nacked = false;
                 rete_free(&p->nack_error);
-                r->acks++;
+                reted_count(&r->stats, r->stats.acks);
             } else {
                 const char *e = json_string_value(json_object_get(msg, "error"));
                 if (e && strncmp(e, "resync", 6) == 0) {
                     /* The proxy missed a step: send it everything again. */
                     json_decref(msg);
-                    push(r, p, true);
+                    reted_push(r, p, true);
                     return;
                 }
                 p->nacked = true;
                 free(p->nack_error);
                 const char *why = e ? e : "rejected";
                 p->nack_error = rete_strndup(why, strnlen(why, 511)); /* kept bounded */
-                r->nacks++;
+                reted_count(&r->stats, r->stats.nacks);
                 rete_warn("xds: %s/%s rejected version %llu: %s", p->ns, p->name,
                           (unsigned long long)p->sent_version, p->nack_error);
             }
@@ -895,7 +751,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         rete_info("xds: %s/%s is draining: deregistering", p->ns, p->name);
         p->stream = NULL;
         deregister(r, p);
-        p->disconnected_unix = reted_now() - (int64_t)r->grace_seconds; /* expire now */
+        p->disconnected_unix = reted_now() - (int64_t)r->registry.grace_seconds; /* expire now */
         rete_http_stream_close(st);
     }
     json_decref(msg);
@@ -925,9 +781,8 @@ void reted_tick(reted *r)
     size_t pruned = 0;
     if (r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
         rete_info("ca: deleted %zu join tokens expired for over an hour", pruned);
-    if (r->pushed_since_trim && uv_now(r->loop) - r->trimmed_ms >= 30000)
-        trim_now(r);
-    reted_proxy **pp = &r->proxies;
+    reted_push_tick(r);
+    reted_proxy **pp = &r->registry.proxies;
     while (*pp) {
         reted_proxy *p = *pp;
         if (p->stream) {
@@ -941,7 +796,7 @@ void reted_tick(reted *r)
                  * has, if it has a valid one. */
                 rete_warn("xds: %s/%s: its certificate expired at %lld: closing its stream", p->ns, p->name,
                           (long long)p->cert.not_after);
-                r->streams_closed_cert_expired++;
+                reted_count(&r->stats, r->stats.closed_cert_expired);
                 rete_http_stream *st = p->stream;
                 p->stream = NULL;
                 p->disconnected_unix = now;
@@ -953,12 +808,12 @@ void reted_tick(reted *r)
                 p->disconnected_unix = now;
                 rete_http_stream_close(st);
             }
-        } else if (p->disconnected_unix && now - p->disconnected_unix >= (int64_t)r->grace_seconds) {
+        } else if (p->disconnected_unix && now - p->disconnected_unix >= (int64_t)r->registry.grace_seconds) {
             rete_info("xds: %s/%s gone for %u s: removing it from the registry", p->ns, p->name,
-                      r->grace_seconds);
+                      r->registry.grace_seconds);
             deregister(r, p);
             *pp = p->next;
-            proxy_free(r, p);
+            reted_proxy_free(r, p);
             continue;
         }
         pp = &p->next;

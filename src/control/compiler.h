@@ -1,0 +1,37 @@
+/* The snapshot cache and its compiler: one compiled snapshot
+ * per proxy scope in use (namespace, egress, labels), shared by every proxy
+ * of that scope, with its whole-snapshot body and a few deltas cached; the
+ * changed keys since the last sync, and the sync that drops what they touch.
+ * One loop thread: nothing is locked. */
+#ifndef RETE_CONTROL_COMPILER_H
+#define RETE_CONTROL_COMPILER_H
+
+#include "compiler-t.h"
+
+/* compiler.c: the current snapshot for a proxy (a new reference), and
+ * releasing one. changed_key records a changed key (reted_changed calls
+ * it); sync applies the recorded changes to the index and drops the cached
+ * snapshots they touch; sweep drops those no proxy holds. */
+reted_snapshot *reted_snapshot_for(struct reted *r, struct reted_proxy *p);
+void reted_snapshot_release(struct reted *r, reted_snapshot *s);
+void reted_changed_key(struct reted *r, const char *kind, const char *ns, const char *name);
+void reted_scopes_sync(struct reted *r);
+void reted_snapshots_sweep(struct reted *r);
+/* Workload certificate lifetime, seconds: MeshConfig workloadCertificateTTL,
+ * else reted --cert-ttl. */
+uint32_t reted_cert_ttl(struct reted *r);
+/* The tail of a whole-snapshot message (made on first use, shared). */
+reted_body *reted_snapshot_body(struct reted *r, reted_snapshot *s);
+void reted_body_release(reted_body *b);
+/* Drop the cached message bodies (whole and delta) of every snapshot: they
+ * serve a burst of pushes; between bursts only the documents are kept. */
+void reted_snapshots_drop_bodies(struct reted *r);
+/* For /metrics: snapshots cached, and the bytes of every snapshot alive
+ * (documents, keys, entries, bodies). */
+void reted_snapshot_stats(struct reted *r, size_t *cached, size_t *bytes);
+/* The snapshot as the document stream a proxy's loader reads ("---\n" doc
+ * "\n" ...), malloc'ed; *len set. */
+char *reted_snapshot_text(const reted_snapshot *s, size_t *len);
+/* The tail of a delta message from `base` to `to` (shared; *len set). */
+const char *reted_snapshot_delta(struct reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len);
+#endif

@@ -1,0 +1,52 @@
+/* The registry's types (registry.h has its functions): one proxy, and the
+ * registry that struct reted embeds. */
+#ifndef RETE_CONTROL_REGISTRY_T_H
+#define RETE_CONTROL_REGISTRY_T_H
+
+#include "ca.h"
+#include "http.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct reted;
+struct reted_snapshot;
+
+/* One proxy reted knows about: connected now, or seen within the grace period. */
+typedef struct reted_proxy {
+    struct reted_proxy *next;
+    char name[254];
+    char ns[254];
+    char sa[254];
+    char spiffe_id[512];
+    char address[64];
+    rete_http_stream *stream;       /* NULL while disconnected */
+    uint64_t sent_version;
+    uint64_t acked_version;
+    char nonce[24];
+    char *nack_error;               /* NULL unless the last answer was a NACK */
+    bool nacked;
+    bool ready;
+    struct reted_snapshot *sent;           /* the snapshot last sent (a reference) */
+    uint64_t scope_wl_version;      /* its Workload's version when its scope was worked out */
+    uint64_t scope_mesh_gen;        /* and the index's MeshConfig generation */
+    int64_t connected_unix;
+    int64_t last_seen_unix;
+    int64_t disconnected_unix;      /* 0 while connected */
+    /* Its certificates, as reted knows them, never as the proxy claims
+     * them: stream_cert is the client certificate its stream was verified
+     * with; cert the newest it holds, that one or the one reted issued when
+     * it renewed presenting stream_cert or cert (docs/control-plane.md,
+     * "What reted knows of a proxy's certificate"). */
+    rete_cert_facts stream_cert;
+    rete_cert_facts cert;
+} reted_proxy;
+
+/* The registry's state (struct reted embeds it as `registry`). */
+typedef struct reted_registry {
+    reted_proxy *proxies;
+    uint32_t grace_seconds;         /* how long a gone proxy stays */
+    bool address_check_off;         /* --registration-address-check off: behind NAT */
+} reted_registry;
+
+#endif

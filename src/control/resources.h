@@ -1,0 +1,43 @@
+/* Resources (resources.c): documents <-> JSON, validation with the proxy's
+ * own loader, the canonical kind names, the API's view of a stored one. */
+#ifndef RETE_CONTROL_RESOURCES_H
+#define RETE_CONTROL_RESOURCES_H
+
+#include "store.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct reted;
+
+typedef struct reted_doc {
+    json_t *json;                   /* the resource without server-set metadata */
+    const char *kind;               /* canonical kind */
+    const char *ns;
+    const char *name;
+    uint64_t expected_version;      /* from metadata.resourceVersion, 0 when absent */
+    int index;                      /* position in the stream, empty documents included,
+                                       as the proxy's loader counts (errors name it) */
+} reted_doc;
+
+/* Parse a YAML/JSON stream into documents; on error fills *err_json
+ * ({"error","details":[...]}) and returns -1. */
+int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **docs,
+                     size_t *n_docs, json_t **err_json);
+void reted_docs_free(reted_doc *docs, size_t n);
+/* Validate `docs` (to be written; deleted ones have json NULL) together with
+ * everything stored, with the proxy's own loader. NULL when valid, else an
+ * error object naming the document and field path. */
+json_t *reted_validate(struct reted *r, const reted_doc *docs, size_t n, const char *source);
+/* Validate one document that nothing else can reference or break (a
+ * Workload a proxy registers): its own schema only, without loading the
+ * store. */
+json_t *reted_validate_alone(struct reted *r, const reted_doc *doc, const char *source);
+/* The canonical kind for a name the user typed ("svc", "httproutes"...), or NULL. */
+const char *reted_kind_canonical(const char *name);
+/* The stored resource as served by the API: JSON with metadata.resourceVersion
+ * and creationTimestamp filled in. */
+json_t *reted_resource_json(const rete_store_resource *res);
+
+#endif
