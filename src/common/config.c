@@ -86,8 +86,8 @@ static void kind_names(char *buf, size_t size)
 {
     size_t used = 0;
     buf[0] = '\0';
-    for (size_t k = 0; k < K_COUNT && used < size; k++) {
-        int w = snprintf(buf + used, size - used, "%s%s", k ? ", " : "", cfg_kinds[k].kind);
+    for (size_t k = 0; k < RETE_KIND_COUNT && used < size; k++) {
+        int w = snprintf(buf + used, size - used, "%s%s", k ? ", " : "", rete_kinds[k].kind);
         if (w < 0)
             break;
         used += (size_t)w;
@@ -125,10 +125,7 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     const rete_ynode *kind_n = doc_get(doc, "kind"), *api_n = doc_get(doc, "apiVersion");
     if (!kind_n)
         return cfg_fail_at(ctx, "kind", "required");
-    const kind_def *kd = NULL;
-    for (size_t k = 0; k < K_COUNT && kind_n->kind == RETE_YNODE_SCALAR; k++)
-        if (strcmp(cfg_kinds[k].kind, kind_n->str) == 0)
-            kd = &cfg_kinds[k];
+    const rete_kind *kd = kind_n->kind == RETE_YNODE_SCALAR ? rete_kind_by_name(kind_n->str) : NULL;
     if (!kd) {
         char names[256];
         kind_names(names, sizeof(names));
@@ -146,19 +143,19 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     if (!meta_n)
         return cfg_fail_at(ctx, "metadata", "required");
 
-    raw_res *r = rete_arena_alloc(ctx->arena, kd->raw_size);
+    raw_res *r = rete_arena_alloc(ctx->arena, kd->spec->size);
     r->kind = kd;
     r->doc = ctx->doc;
     size_t mark = cfg_path_key(ctx, "metadata");
     RETE_GUARD(cfg_decode(ctx, &cfg_meta_schema, meta_n, &r->meta));
     cfg_path_pop(ctx, mark);
-    if (kd->id == K_SERVICE && strchr(r->meta.name, '.'))
+    if (kd->id == RETE_KIND_SERVICE && strchr(r->meta.name, '.'))
         return cfg_fail_at(ctx, "metadata.name", "a Service name must not contain '.'");
     const raw_res *o = res_index_find(l, r);
     if (o)
         return cfg_fail_at(ctx, "metadata.name", "duplicate %s %s/%s (first in document %d)",
                            kd->kind, r->meta.ns, r->meta.name, o->doc);
-    if ((kd->id == K_PROXY || kd->id == K_MESH) && l->head[kd->id])
+    if ((kd->id == RETE_KIND_PROXY || kd->id == RETE_KIND_MESH) && l->head[kd->id])
         return cfg_fail_at(ctx, "kind", "only one %s document is allowed (first in document %d)",
                            kd->kind, l->head[kd->id]->doc);
     mark = cfg_path_key(ctx, "spec");
