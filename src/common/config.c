@@ -212,6 +212,48 @@ void rete_config_error_format(const rete_config_error *err, char *buf, size_t si
              err->path[0] ? ": " : "", err->reason);
 }
 
+/* Pass 1: every document of data decoded into l's raw resources. */
+static rete_rc decode_stream(loader *l, const char *data, size_t len)
+{
+    rete_ystream stream;
+    char yerr[256];
+    int ydoc;
+    rete_rc rc = rete_yaml_parse(data, len, l->ctx.arena, &stream, yerr, sizeof(yerr), &ydoc);
+    if (rc) {
+        l->ctx.err->document = ydoc;
+        snprintf(l->ctx.err->reason, sizeof(l->ctx.err->reason), "invalid YAML: %s", yerr);
+        return rc;
+    }
+    for (size_t i = 0; i < stream.n_docs; i++) {
+        if (!stream.docs[i])
+            continue;
+        l->ctx.doc = (int)i;
+        cfg_path_pop(&l->ctx, 0);
+        rc = decode_document(l, stream.docs[i]);
+        if (rc)
+            return rc;
+    }
+    l->ctx.doc = -1;
+    return RETE_OK;
+}
+
+uint16_t rete_config_proxy_mesh_port(const char *data, size_t len)
+{
+    rete_config_error err;
+    memset(&err, 0, sizeof(err));
+    rete_arena *arena = rete_arena_new(16384);
+    rete_config *cfg = rete_arena_alloc(arena, sizeof(*cfg));
+    cfg->arena = arena;
+    loader l = {.ctx = {.arena = arena, .err = &err, .doc = -1, .base_dir = ""}, .cfg = cfg};
+    uint16_t port = 0;
+    if (decode_stream(&l, data, len) == RETE_OK && l.head[RETE_KIND_PROXY])
+        port = ((const raw_proxy *)l.head[RETE_KIND_PROXY])->p.mesh.port;
+    free(l.idx);
+    free_regexes(l.ctx.regexes);
+    rete_arena_free(arena);
+    return port;
+}
+
 rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
                                      uint64_t version, rete_config_error *err)
 {
@@ -233,25 +275,9 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
                                               : rete_arena_strndup(arena, source_name,
                                                                    (size_t)(slash - source_name));
 
-    rete_ystream stream;
-    char yerr[256];
-    int ydoc;
-    rete_rc rc = rete_yaml_parse(data, len, arena, &stream, yerr, sizeof(yerr), &ydoc);
-    if (rc) {
-        err->document = ydoc;
-        snprintf(err->reason, sizeof(err->reason), "invalid YAML: %s", yerr);
+    rete_rc rc = decode_stream(&l, data, len);
+    if (rc)
         goto fail;
-    }
-    for (size_t i = 0; i < stream.n_docs; i++) {
-        if (!stream.docs[i])
-            continue;
-        l.ctx.doc = (int)i;
-        cfg_path_pop(&l.ctx, 0);
-        rc = decode_document(&l, stream.docs[i]);
-        if (rc)
-            goto fail;
-    }
-    l.ctx.doc = -1;
     rc = cfg_resolve(&l);
     free(l.idx);
     l.idx = NULL;

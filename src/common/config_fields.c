@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "defaults.h"
 
 /* ---- field validators --------------------------------------------------------- */
 
@@ -213,13 +214,13 @@ static const cfg_schema inbound_port_schema =
 
 static const cfg_field listeners_fields[] = {
     {"outbound", CFG_ADDR, 0, CFG_AT(raw_proxy, p.outbound), CFG_HAS(raw_proxy, has_outbound),
-     .docdef = "*address*:15001", .doc = "the app's outgoing traffic"},
+     .docdef = "*address*:" RETE_STR(RETE_PORT_OUTBOUND), .doc = "the app's outgoing traffic"},
     {"inbound", CFG_ADDR, 0, CFG_AT(raw_proxy, p.inbound), CFG_HAS(raw_proxy, has_inbound),
-     .docdef = "*address*:15006", .doc = "transparent inbound (plaintext, permissive mode)"},
+     .docdef = "*address*:" RETE_STR(RETE_PORT_INBOUND), .doc = "transparent inbound (plaintext, permissive mode)"},
     {"mesh", CFG_ADDR, 0, CFG_AT(raw_proxy, p.mesh), CFG_HAS(raw_proxy, has_mesh),
-     .docdef = "*address*:15008", .doc = "mTLS from other proxies"},
+     .docdef = "*address*:" RETE_STR(RETE_PORT_MESH), .doc = "mTLS from other proxies"},
     {"admin", CFG_ADDR, 0, CFG_AT(raw_proxy, p.admin), CFG_HAS(raw_proxy, has_admin),
-     .docdef = "*address*:15000 when *address* is a loopback address, else 127.0.0.1:15000",
+     .docdef = "*address*:" RETE_STR(RETE_PORT_ADMIN) " when *address* is a loopback address, else 127.0.0.1:" RETE_STR(RETE_PORT_ADMIN),
      .doc = "/metrics, /ready, /config, /stats; POST /logging. Must be a loopback address"},
 };
 static const cfg_schema listeners_schema =
@@ -301,10 +302,10 @@ static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
         size_t addr, has;
         uint16_t port;
     } listeners[] = {
-        {offsetof(raw_proxy, p.outbound), offsetof(raw_proxy, has_outbound), 15001},
-        {offsetof(raw_proxy, p.inbound), offsetof(raw_proxy, has_inbound), 15006},
-        {offsetof(raw_proxy, p.mesh), offsetof(raw_proxy, has_mesh), 15008},
-        {offsetof(raw_proxy, p.admin), offsetof(raw_proxy, has_admin), 15000},
+        {offsetof(raw_proxy, p.outbound), offsetof(raw_proxy, has_outbound), RETE_PORT_OUTBOUND},
+        {offsetof(raw_proxy, p.inbound), offsetof(raw_proxy, has_inbound), RETE_PORT_INBOUND},
+        {offsetof(raw_proxy, p.mesh), offsetof(raw_proxy, has_mesh), RETE_PORT_MESH},
+        {offsetof(raw_proxy, p.admin), offsetof(raw_proxy, has_admin), RETE_PORT_ADMIN},
     };
     for (size_t i = 0; i < CFG_ARRAY_LEN(listeners); i++) {
         if (*((bool *)((unsigned char *)r + listeners[i].has)))
@@ -441,7 +442,7 @@ static const cfg_field workload_fields[] = {
     {"ports", CFG_PORTMAP, CFG_IGNORED, .doc = "port name -> number; validated, not used yet"},
     {"weight", CFG_INT, 0, CFG_AT(raw_workload, w.weight), .min = 0, .max = 1000000, .def = "1"},
     {"meshPort", CFG_INT, 0, CFG_AT(raw_workload, w.mesh_port), .min = 1, .max = 65535,
-     .def = "15008", .doc = "its sidecar's mesh listener"},
+     .def = RETE_STR(RETE_PORT_MESH), .doc = "its sidecar's mesh listener"},
     {"inMesh", CFG_BOOL, 0, CFG_AT(raw_workload, w.in_mesh), .def = "true",
      .doc = "false: plaintext straight to address:targetPort"},
     {"egress", CFG_STRLIST, 0, CFG_AT(raw_workload, egress), CFG_CNT(raw_workload, n_egress),
@@ -1171,7 +1172,7 @@ static const cfg_schema path_norm_schema =
 
 static const cfg_field mesh_fields[] = {
     {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
-     .docdef = "cluster.local"},
+     .docdef = RETE_DEFAULT_TRUST_DOMAIN},
     {"defaultMtlsMode", CFG_ENUM, 0, CFG_AT(raw_mesh, default_mtls), .en = mesh_mtls_enum,
      .def = "PERMISSIVE", .doc = "when no PeerAuthentication applies"},
     {"defaultEgress", CFG_STRLIST, 0, CFG_AT(raw_mesh, default_egress),

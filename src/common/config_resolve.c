@@ -17,10 +17,14 @@
 
 #include "alloc.h"
 #include "arena.h"
+#include "defaults.h"
 #include "route.h"
+#include "spiffe.h"
 
-#define ROOT_NAMESPACE "rete-system"
+/* The DNS domain of Service names (name.ns.svc.cluster.local), as Kubernetes
+ * defaults it; not the trust domain (RETE_DEFAULT_TRUST_DOMAIN). */
 #define CLUSTER_DOMAIN "cluster.local"
+
 
 /* ---- pass 2: resolution ----------------------------------------------------------- */
 
@@ -121,7 +125,7 @@ static void resolve_workloads(loader *l, const char *trust_domain)
         w[i] = ((raw_workload *)r)->w;
         w[i].name = r->meta.name;
         w[i].ns = r->meta.ns;
-        w[i].spiffe_id = arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", trust_domain,
+        w[i].spiffe_id = arena_printf(l->ctx.arena, RETE_SPIFFE_WORKLOAD_FMT, trust_domain,
                                       w[i].ns, w[i].service_account);
     }
     l->cfg->workloads = w;
@@ -430,7 +434,7 @@ static void resolve_mtls(loader *l, const rete_workload *self, rete_mtls_mode me
                         : -1;
         else if (strcmp(r->meta.ns, cfg->proxy.ns) == 0)
             level = 1;
-        else if (strcmp(r->meta.ns, ROOT_NAMESPACE) == 0 && !pa->has_selector)
+        else if (strcmp(r->meta.ns, RETE_ROOT_NS) == 0 && !pa->has_selector)
             level = 2;
         else
             level = -1;
@@ -455,7 +459,7 @@ static void resolve_authz(loader *l, const rete_workload *self)
     for (raw_res *r = l->head[RETE_KIND_AUTHZ]; r; r = r->next) {
         const raw_authz *ap = (const raw_authz *)r;
         bool here = strcmp(r->meta.ns, cfg->proxy.ns) == 0;
-        bool root = strcmp(r->meta.ns, ROOT_NAMESPACE) == 0;
+        bool root = strcmp(r->meta.ns, RETE_ROOT_NS) == 0;
         bool selects = !ap->has_selector
                            ? (here || root)
                            : (here || root) && self &&
@@ -509,9 +513,9 @@ rete_rc cfg_resolve(loader *l)
     cfg->proxy.name = rp->hdr.meta.name;
     cfg->proxy.ns = rp->hdr.meta.ns;
     if (!rp->has_trust_domain)
-        cfg->proxy.trust_domain = mesh && mesh->trust_domain ? mesh->trust_domain : CLUSTER_DOMAIN;
+        cfg->proxy.trust_domain = mesh && mesh->trust_domain ? mesh->trust_domain : RETE_DEFAULT_TRUST_DOMAIN;
     cfg->proxy.spiffe_id =
-        arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", cfg->proxy.trust_domain,
+        arena_printf(l->ctx.arena, RETE_SPIFFE_WORKLOAD_FMT, cfg->proxy.trust_domain,
                      cfg->proxy.ns, cfg->proxy.service_account);
     resolve_workloads(l, cfg->proxy.trust_domain);
     RETE_GUARD(resolve_services(l));

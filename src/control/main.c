@@ -7,6 +7,7 @@
 #include "file.h"
 #include "log.h"
 #include "reted.h"
+#include "spiffe.h"
 #include "token.h"
 
 #include <errno.h>
@@ -33,8 +34,8 @@ static void usage(FILE *out)
             "  init                   create the data directory (CA, admin token) and exit;\n"
             "                         a first start does it too\n"
             "  -d, --data-dir DIR     where the store, the CA and the admin token live\n"
-            "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:15014)\n"
-            "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:15012)\n"
+            "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API) ")\n"
+            "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API) ")\n"
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
             "      --cert-ttl DUR     workload certificate lifetime (default 24h; e.g. 30s, 10m)\n"
             "      --grace DUR        how long a disconnected proxy stays registered (default 60s)\n"
@@ -271,7 +272,7 @@ static int init_data_dir(const char *dir, const char *td)
 rete_tls_ctx *reted_server_tls(reted *r, char *err, size_t errlen)
 {
     char spiffe[400];
-    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/" RETED_ROOT_NS "/sa/reted", r->trust_domain);
+    rete_spiffe_format(spiffe, sizeof(spiffe), r->trust_domain, RETE_ROOT_NS, RETE_CONTROL_SA);
     char *key = NULL;
     char *csr = rete_csr_new(spiffe, &key, err, errlen);
     if (!csr)
@@ -520,7 +521,8 @@ int main(int argc, char **argv)
         argc--;
     }
     static reted r;
-    const char *api = "127.0.0.1:15014", *xds = "127.0.0.1:15012", *td = NULL;
+    const char *api = "127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API),
+               *xds = "127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API), *td = NULL;
     r.cert_ttl = 24 * 3600;
     r.grace_seconds = 60;
     /* Defaults: docs/operations.md, "reted's limits". */
@@ -613,7 +615,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "reted: %s belongs to trust domain %s, not %s\n", r.data_dir, stored_td, td);
         return 1;
     }
-    snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : "cluster.local");
+    snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : RETE_DEFAULT_TRUST_DOMAIN);
     free(stored_td);
     if (init_data_dir(r.data_dir, r.trust_domain) < 0)
         return 1;

@@ -4,6 +4,7 @@
 #define RETE_CONTROL_RETED_H
 
 #include "ca.h"
+#include "defaults.h"
 #include "http.h"
 #include "io.h"
 #include "mesh_index.h"
@@ -15,7 +16,7 @@
 #include <stdio.h>
 #include <uv.h>
 
-#define RETED_ROOT_NS "rete-system"
+#define RETED_ROOT_NS RETE_ROOT_NS
 
 /* One resource of a snapshot: its document, key and version (shared with
  * the index, reference counted). */

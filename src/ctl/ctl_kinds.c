@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "defaults.h"
 #include "view.h"
 
 static const json_t *spec(const json_t *res)
@@ -111,7 +112,7 @@ static void wl_mesh_port(const json_t *res, char *buf, size_t len)
     if (p)
         scalar(p, buf, len);
     else
-        snprintf(buf, len, "15008");
+        snprintf(buf, len, "%d", RETE_PORT_MESH);
 }
 
 static void route_parents(const json_t *res, char *buf, size_t len)
@@ -226,7 +227,7 @@ static void pa_mode(const json_t *res, char *buf, size_t len)
 static void mc_td(const json_t *res, char *buf, size_t len)
 {
     const json_t *t = path(spec(res), "trustDomain", NULL);
-    snprintf(buf, len, "%s", json_is_string(t) ? json_string_value(t) : "cluster.local");
+    snprintf(buf, len, "%s", json_is_string(t) ? json_string_value(t) : RETE_DEFAULT_TRUST_DOMAIN);
 }
 
 static void mc_mtls(const json_t *res, char *buf, size_t len)
