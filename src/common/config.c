@@ -24,6 +24,8 @@
 
 #include "alloc.h"
 #include "arena.h"
+#include "hash.h"
+#include "vec.h"
 #include "yaml_doc.h"
 
 #define CONFIG_MAX_FILE (64u << 20)
@@ -32,12 +34,9 @@
 
 static size_t res_hash(int kind, const char *ns, const char *name)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
-    for (const char *s = ns; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    h = (h ^ 0xff) * 0x100000001b3ULL;
-    for (const char *s = name; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    static const unsigned char sep = 0xff;
+    uint64_t h = rete_fnv1a_str(RETE_FNV1A_INIT ^ (uint64_t)kind, ns);
+    h = rete_fnv1a_str(rete_fnv1a(h, &sep, 1), name);
     return (size_t)(h ^ (h >> 29));
 }
 
@@ -310,8 +309,7 @@ rete_config *rete_config_load_file(const char *path, uint64_t version, rete_conf
                 snprintf(err->reason, sizeof(err->reason), "larger than %u bytes", CONFIG_MAX_FILE);
                 return NULL;
             }
-            cap = cap ? cap * 2 : 65536;
-            data = rete_realloc(data, cap);
+            RETE_GROW(data, cap, len + 1, 65536);
         }
         size_t got = fread(data + len, 1, cap - len, f);
         len += got;

@@ -12,6 +12,7 @@
 #include "tls.h"
 
 #include "alloc.h"
+#include "vec.h"
 #include "view.h"
 
 #include <openssl/bio.h>
@@ -73,13 +74,7 @@ static void buf_append(struct tls_buf *b, const void *data, size_t n)
         b->len -= b->head;
         b->head = 0;
     }
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : TLS_BUF_MIN;
-        while (cap - b->len < n)
-            cap *= 2;
-        b->p = rete_realloc(b->p, cap);
-        b->cap = cap;
-    }
+    RETE_GROW(b->p, b->cap, b->len + n, TLS_BUF_MIN);
     memcpy(b->p + b->len, data, n);
     b->len += n;
 }
