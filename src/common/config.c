@@ -24,6 +24,8 @@
 
 #include "alloc.h"
 #include "arena.h"
+#include "hash.h"
+#include "vec.h"
 #include "yaml_doc.h"
 
 #define CONFIG_MAX_FILE (64u << 20)
@@ -32,12 +34,9 @@
 
 static size_t res_hash(int kind, const char *ns, const char *name)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
-    for (const char *s = ns; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    h = (h ^ 0xff) * 0x100000001b3ULL;
-    for (const char *s = name; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    static const unsigned char sep = 0xff;
+    uint64_t h = rete_fnv1a_str(RETE_FNV1A_INIT ^ (uint64_t)kind, ns);
+    h = rete_fnv1a_str(rete_fnv1a(h, &sep, 1), name);
     return (size_t)(h ^ (h >> 29));
 }
 
@@ -86,8 +85,8 @@ static void kind_names(char *buf, size_t size)
 {
     size_t used = 0;
     buf[0] = '\0';
-    for (size_t k = 0; k < K_COUNT && used < size; k++) {
-        int w = snprintf(buf + used, size - used, "%s%s", k ? ", " : "", cfg_kinds[k].kind);
+    for (size_t k = 0; k < RETE_KIND_COUNT && used < size; k++) {
+        int w = snprintf(buf + used, size - used, "%s%s", k ? ", " : "", rete_kinds[k].kind);
         if (w < 0)
             break;
         used += (size_t)w;
@@ -125,10 +124,7 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     const rete_ynode *kind_n = doc_get(doc, "kind"), *api_n = doc_get(doc, "apiVersion");
     if (!kind_n)
         return cfg_fail_at(ctx, "kind", "required");
-    const kind_def *kd = NULL;
-    for (size_t k = 0; k < K_COUNT && kind_n->kind == RETE_YNODE_SCALAR; k++)
-        if (strcmp(cfg_kinds[k].kind, kind_n->str) == 0)
-            kd = &cfg_kinds[k];
+    const rete_kind *kd = kind_n->kind == RETE_YNODE_SCALAR ? rete_kind_by_name(kind_n->str) : NULL;
     if (!kd) {
         char names[256];
         kind_names(names, sizeof(names));
@@ -146,19 +142,19 @@ static rete_rc decode_document(loader *l, const rete_ynode *doc)
     if (!meta_n)
         return cfg_fail_at(ctx, "metadata", "required");
 
-    raw_res *r = rete_arena_alloc(ctx->arena, kd->raw_size);
+    raw_res *r = rete_arena_alloc(ctx->arena, kd->spec->size);
     r->kind = kd;
     r->doc = ctx->doc;
     size_t mark = cfg_path_key(ctx, "metadata");
     RETE_GUARD(cfg_decode(ctx, &cfg_meta_schema, meta_n, &r->meta));
     cfg_path_pop(ctx, mark);
-    if (kd->id == K_SERVICE && strchr(r->meta.name, '.'))
+    if (kd->id == RETE_KIND_SERVICE && strchr(r->meta.name, '.'))
         return cfg_fail_at(ctx, "metadata.name", "a Service name must not contain '.'");
     const raw_res *o = res_index_find(l, r);
     if (o)
         return cfg_fail_at(ctx, "metadata.name", "duplicate %s %s/%s (first in document %d)",
                            kd->kind, r->meta.ns, r->meta.name, o->doc);
-    if ((kd->id == K_PROXY || kd->id == K_MESH) && l->head[kd->id])
+    if ((kd->id == RETE_KIND_PROXY || kd->id == RETE_KIND_MESH) && l->head[kd->id])
         return cfg_fail_at(ctx, "kind", "only one %s document is allowed (first in document %d)",
                            kd->kind, l->head[kd->id]->doc);
     mark = cfg_path_key(ctx, "spec");
@@ -215,6 +211,48 @@ void rete_config_error_format(const rete_config_error *err, char *buf, size_t si
              err->path[0] ? ": " : "", err->reason);
 }
 
+/* Pass 1: every document of data decoded into l's raw resources. */
+static rete_rc decode_stream(loader *l, const char *data, size_t len)
+{
+    rete_ystream stream;
+    char yerr[256];
+    int ydoc;
+    rete_rc rc = rete_yaml_parse(data, len, l->ctx.arena, &stream, yerr, sizeof(yerr), &ydoc);
+    if (rc) {
+        l->ctx.err->document = ydoc;
+        snprintf(l->ctx.err->reason, sizeof(l->ctx.err->reason), "invalid YAML: %s", yerr);
+        return rc;
+    }
+    for (size_t i = 0; i < stream.n_docs; i++) {
+        if (!stream.docs[i])
+            continue;
+        l->ctx.doc = (int)i;
+        cfg_path_pop(&l->ctx, 0);
+        rc = decode_document(l, stream.docs[i]);
+        if (rc)
+            return rc;
+    }
+    l->ctx.doc = -1;
+    return RETE_OK;
+}
+
+uint16_t rete_config_proxy_mesh_port(const char *data, size_t len)
+{
+    rete_config_error err;
+    memset(&err, 0, sizeof(err));
+    rete_arena *arena = rete_arena_new(16384);
+    rete_config *cfg = rete_arena_alloc(arena, sizeof(*cfg));
+    cfg->arena = arena;
+    loader l = {.ctx = {.arena = arena, .err = &err, .doc = -1, .base_dir = ""}, .cfg = cfg};
+    uint16_t port = 0;
+    if (decode_stream(&l, data, len) == RETE_OK && l.head[RETE_KIND_PROXY])
+        port = ((const raw_proxy *)l.head[RETE_KIND_PROXY])->p.mesh.port;
+    free(l.idx);
+    free_regexes(l.ctx.regexes);
+    rete_arena_free(arena);
+    return port;
+}
+
 rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
                                      uint64_t version, rete_config_error *err)
 {
@@ -236,25 +274,9 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
                                               : rete_arena_strndup(arena, source_name,
                                                                    (size_t)(slash - source_name));
 
-    rete_ystream stream;
-    char yerr[256];
-    int ydoc;
-    rete_rc rc = rete_yaml_parse(data, len, arena, &stream, yerr, sizeof(yerr), &ydoc);
-    if (rc) {
-        err->document = ydoc;
-        snprintf(err->reason, sizeof(err->reason), "invalid YAML: %s", yerr);
+    rete_rc rc = decode_stream(&l, data, len);
+    if (rc)
         goto fail;
-    }
-    for (size_t i = 0; i < stream.n_docs; i++) {
-        if (!stream.docs[i])
-            continue;
-        l.ctx.doc = (int)i;
-        cfg_path_pop(&l.ctx, 0);
-        rc = decode_document(&l, stream.docs[i]);
-        if (rc)
-            goto fail;
-    }
-    l.ctx.doc = -1;
     rc = cfg_resolve(&l);
     free(l.idx);
     l.idx = NULL;
@@ -287,8 +309,7 @@ rete_config *rete_config_load_file(const char *path, uint64_t version, rete_conf
                 snprintf(err->reason, sizeof(err->reason), "larger than %u bytes", CONFIG_MAX_FILE);
                 return NULL;
             }
-            cap = cap ? cap * 2 : 65536;
-            data = rete_realloc(data, cap);
+            RETE_GROW(data, cap, len + 1, 65536);
         }
         size_t got = fread(data + len, 1, cap - len, f);
         len += got;

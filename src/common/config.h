@@ -30,6 +30,13 @@ rete_config *rete_config_load_file(const char *path, uint64_t version, rete_conf
 rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
                                      uint64_t version, rete_config_error *err);
 
+/* The port of the mesh listener the Proxy document in data declares
+ * (spec.listeners.mesh, defaulted as a load does), read without resolving
+ * its references to other resources — so before the control plane has sent
+ * them: what a proxy registers as its Workload's meshPort. 0 when data holds
+ * no decodable Proxy document. */
+uint16_t rete_config_proxy_mesh_port(const char *data, size_t len);
+
 static inline rete_config *rete_config_ref(rete_config *cfg)
 {
     atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "defaults.h"
 
 /* ---- field validators --------------------------------------------------------- */
 
@@ -213,13 +214,13 @@ static const cfg_schema inbound_port_schema =
 
 static const cfg_field listeners_fields[] = {
     {"outbound", CFG_ADDR, 0, CFG_AT(raw_proxy, p.outbound), CFG_HAS(raw_proxy, has_outbound),
-     .docdef = "*address*:15001", .doc = "the app's outgoing traffic"},
+     .docdef = "*address*:" RETE_STR(RETE_PORT_OUTBOUND), .doc = "the app's outgoing traffic"},
     {"inbound", CFG_ADDR, 0, CFG_AT(raw_proxy, p.inbound), CFG_HAS(raw_proxy, has_inbound),
-     .docdef = "*address*:15006", .doc = "transparent inbound (plaintext, permissive mode)"},
+     .docdef = "*address*:" RETE_STR(RETE_PORT_INBOUND), .doc = "transparent inbound (plaintext, permissive mode)"},
     {"mesh", CFG_ADDR, 0, CFG_AT(raw_proxy, p.mesh), CFG_HAS(raw_proxy, has_mesh),
-     .docdef = "*address*:15008", .doc = "mTLS from other proxies"},
+     .docdef = "*address*:" RETE_STR(RETE_PORT_MESH), .doc = "mTLS from other proxies"},
     {"admin", CFG_ADDR, 0, CFG_AT(raw_proxy, p.admin), CFG_HAS(raw_proxy, has_admin),
-     .docdef = "*address*:15000 when *address* is a loopback address, else 127.0.0.1:15000",
+     .docdef = "*address*:" RETE_STR(RETE_PORT_ADMIN) " when *address* is a loopback address, else 127.0.0.1:" RETE_STR(RETE_PORT_ADMIN),
      .doc = "/metrics, /ready, /config, /stats; POST /logging. Must be a loopback address"},
 };
 static const cfg_schema listeners_schema =
@@ -301,10 +302,10 @@ static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
         size_t addr, has;
         uint16_t port;
     } listeners[] = {
-        {offsetof(raw_proxy, p.outbound), offsetof(raw_proxy, has_outbound), 15001},
-        {offsetof(raw_proxy, p.inbound), offsetof(raw_proxy, has_inbound), 15006},
-        {offsetof(raw_proxy, p.mesh), offsetof(raw_proxy, has_mesh), 15008},
-        {offsetof(raw_proxy, p.admin), offsetof(raw_proxy, has_admin), 15000},
+        {offsetof(raw_proxy, p.outbound), offsetof(raw_proxy, has_outbound), RETE_PORT_OUTBOUND},
+        {offsetof(raw_proxy, p.inbound), offsetof(raw_proxy, has_inbound), RETE_PORT_INBOUND},
+        {offsetof(raw_proxy, p.mesh), offsetof(raw_proxy, has_mesh), RETE_PORT_MESH},
+        {offsetof(raw_proxy, p.admin), offsetof(raw_proxy, has_admin), RETE_PORT_ADMIN},
     };
     for (size_t i = 0; i < CFG_ARRAY_LEN(listeners); i++) {
         if (*((bool *)((unsigned char *)r + listeners[i].has)))
@@ -364,7 +365,7 @@ static const cfg_field proxy_fields[] = {
      .doc = "worker threads"},
     {"limits", CFG_OBJ, 0, .off = offsetof(raw_proxy, p.limits), .sub = &limits_schema},
 };
-static const cfg_schema proxy_schema = CFG_SCHEMA("Proxy", raw_proxy, proxy_fields, proxy_check);
+const cfg_schema cfg_spec_proxy = CFG_SCHEMA("Proxy", raw_proxy, proxy_fields, proxy_check);
 
 /* ---- Service -------------------------------------------------------------------- */
 
@@ -427,7 +428,7 @@ static const cfg_field service_fields[] = {
      .doc = "workloads (same namespace) whose labels include all of these are endpoints; "
             "empty selects none"},
 };
-static const cfg_schema service_schema =
+const cfg_schema cfg_spec_service =
     CFG_SCHEMA("Service", raw_service, service_fields, service_check);
 
 /* ---- Workload ------------------------------------------------------------------- */
@@ -441,7 +442,7 @@ static const cfg_field workload_fields[] = {
     {"ports", CFG_PORTMAP, CFG_IGNORED, .doc = "port name -> number; validated, not used yet"},
     {"weight", CFG_INT, 0, CFG_AT(raw_workload, w.weight), .min = 0, .max = 1000000, .def = "1"},
     {"meshPort", CFG_INT, 0, CFG_AT(raw_workload, w.mesh_port), .min = 1, .max = 65535,
-     .def = "15008", .doc = "its sidecar's mesh listener"},
+     .def = RETE_STR(RETE_PORT_MESH), .doc = "its sidecar's mesh listener"},
     {"inMesh", CFG_BOOL, 0, CFG_AT(raw_workload, w.in_mesh), .def = "true",
      .doc = "false: plaintext straight to address:targetPort"},
     {"egress", CFG_STRLIST, 0, CFG_AT(raw_workload, egress), CFG_CNT(raw_workload, n_egress),
@@ -451,7 +452,7 @@ static const cfg_field workload_fields[] = {
             "routes name, and recompiles it only when one of those changes (Istio's Sidecar "
             "egress hosts)"},
 };
-static const cfg_schema workload_schema =
+const cfg_schema cfg_spec_workload =
     CFG_SCHEMA("Workload", raw_workload, workload_fields, NULL);
 
 /* ---- HTTPRoute, GRPCRoute, TCPRoute (Gateway API v1, GAMMA) ----------------------- */
@@ -893,7 +894,7 @@ static const cfg_field http_route_fields[] = {
     {"rules", CFG_LIST, 0, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules), .max = 16,
      .sub = &http_rule_schema},
 };
-static const cfg_schema http_route_schema =
+const cfg_schema cfg_spec_http_route =
     CFG_SCHEMA("HTTPRoute", raw_route, http_route_fields, NULL);
 
 static const cfg_field grpc_route_fields[] = {
@@ -903,7 +904,7 @@ static const cfg_field grpc_route_fields[] = {
     {"rules", CFG_LIST, 0, CFG_AT(raw_route, rules), CFG_CNT(raw_route, n_rules), .max = 16,
      .sub = &grpc_rule_schema},
 };
-static const cfg_schema grpc_route_schema =
+const cfg_schema cfg_spec_grpc_route =
     CFG_SCHEMA("GRPCRoute", raw_route, grpc_route_fields, NULL);
 
 static const cfg_field tcp_route_fields[] = {
@@ -911,7 +912,7 @@ static const cfg_field tcp_route_fields[] = {
     {"rules", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_route, rules),
      CFG_CNT(raw_route, n_rules), .max = 1, .sub = &tcp_rule_schema, .doc = "exactly one rule"},
 };
-static const cfg_schema tcp_route_schema =
+const cfg_schema cfg_spec_tcp_route =
     CFG_SCHEMA("TCPRoute", raw_route, tcp_route_fields, NULL);
 
 /* ---- DestinationRule (Istio networking/v1) --------------------------------------- */
@@ -1047,7 +1048,7 @@ static const cfg_field dr_fields[] = {
      .doc = "a Service: name (in the rule's namespace), name.ns, name.ns.svc or the FQDN"},
     {"trafficPolicy", CFG_OBJ, 0, .off = 0, .sub = &cfg_policy_schema},
 };
-static const cfg_schema dr_schema = CFG_SCHEMA("DestinationRule", raw_dr, dr_fields, NULL);
+const cfg_schema cfg_spec_dr = CFG_SCHEMA("DestinationRule", raw_dr, dr_fields, NULL);
 
 /* ---- PeerAuthentication, AuthorizationPolicy, MeshConfig (Istio security/v1) -------- */
 
@@ -1078,7 +1079,7 @@ static const cfg_field peer_authn_fields[] = {
      CFG_HAS(raw_peer_authn, has_selector), .sub = &selector_schema, .docdef = "whole namespace"},
     {"mtls", CFG_OBJ, 0, .off = 0, .sub = &mtls_schema},
 };
-static const cfg_schema peer_authn_schema =
+const cfg_schema cfg_spec_peer_authn =
     CFG_SCHEMA("PeerAuthentication", raw_peer_authn, peer_authn_fields, NULL);
 
 static const cfg_field authz_source_fields[] = {
@@ -1145,7 +1146,7 @@ static const cfg_field authz_fields[] = {
      .sub = &authz_rule_schema, .docdef = "none: matches nothing",
      .doc = "OR of rules; a rule is (any from) AND (any to)"},
 };
-static const cfg_schema authz_schema =
+const cfg_schema cfg_spec_authz =
     CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
 
 static const cfg_enum path_norm_enum[] = {
@@ -1171,7 +1172,7 @@ static const cfg_schema path_norm_schema =
 
 static const cfg_field mesh_fields[] = {
     {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
-     .docdef = "cluster.local"},
+     .docdef = RETE_DEFAULT_TRUST_DOMAIN},
     {"defaultMtlsMode", CFG_ENUM, 0, CFG_AT(raw_mesh, default_mtls), .en = mesh_mtls_enum,
      .def = "PERMISSIVE", .doc = "when no PeerAuthentication applies"},
     {"defaultEgress", CFG_STRLIST, 0, CFG_AT(raw_mesh, default_egress),
@@ -1184,7 +1185,7 @@ static const cfg_field mesh_fields[] = {
             "at about half of it"},
     {"pathNormalization", CFG_OBJ, 0, .off = 0, .sub = &path_norm_schema},
 };
-static const cfg_schema mesh_schema = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
+const cfg_schema cfg_spec_mesh = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 
 /* ---- WorkloadGroup ------------------------------------------------------------------ */
 
@@ -1204,86 +1205,8 @@ static const cfg_field workload_group_fields[] = {
      .doc = "the widest egress such a proxy may claim (`NAMESPACE/NAME` patterns, as Workload "
             "`egress`): each host it claims must fall under one of these"},
 };
-static const cfg_schema workload_group_schema =
+const cfg_schema cfg_spec_workload_group =
     CFG_SCHEMA("WorkloadGroup", raw_workload_group, workload_group_fields, NULL);
-
-/* ---- kinds ------------------------------------------------------------------------ */
-
-const kind_def cfg_kinds[K_COUNT] = {
-    [K_PROXY] =
-        {K_PROXY,
-         "Proxy",
-         {"rete.dev/v1alpha1"},
-         &proxy_schema,
-         sizeof(raw_proxy),
-         "This proxy's identity and listeners. Exactly one per configuration; metadata.name "
-         "and metadata.namespace name the proxy's own workload."},
-    [K_SERVICE] = {K_SERVICE,
-                   "Service",
-                   {"v1"},
-                   &service_schema,
-                   sizeof(raw_service),
-                   "A Kubernetes Service subset: ports with an application protocol and a label "
-                   "selector over Workloads in the same namespace."},
-    [K_WORKLOAD] = {K_WORKLOAD,
-                    "Workload",
-                    {"networking.rete.dev/v1alpha1"},
-                    &workload_schema,
-                    sizeof(raw_workload),
-                    "One instance of a service (Istio WorkloadEntry shape)."},
-    [K_HTTP_ROUTE] = {K_HTTP_ROUTE,
-                      "HTTPRoute",
-                      {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"},
-                      &http_route_schema,
-                      sizeof(raw_route),
-                      "Gateway API HTTPRoute attached to Services (GAMMA)."},
-    [K_GRPC_ROUTE] = {K_GRPC_ROUTE,
-                      "GRPCRoute",
-                      {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"},
-                      &grpc_route_schema,
-                      sizeof(raw_route),
-                      "Gateway API GRPCRoute, compiled into the HTTP route shape."},
-    [K_TCP_ROUTE] = {K_TCP_ROUTE,
-                     "TCPRoute",
-                     {"gateway.networking.k8s.io/v1alpha2"},
-                     &tcp_route_schema,
-                     sizeof(raw_route),
-                     "Gateway API TCPRoute: weighted opaque TCP backends."},
-    [K_DESTINATION_RULE] = {K_DESTINATION_RULE,
-                            "DestinationRule",
-                            {"networking.istio.io/v1", "networking.istio.io/v1beta1",
-                             "networking.istio.io/v1alpha3"},
-                            &dr_schema,
-                            sizeof(raw_dr),
-                            "Istio DestinationRule: the traffic policy of one Service (at most one "
-                            "per Service)."},
-    [K_PEER_AUTHN] = {K_PEER_AUTHN,
-                      "PeerAuthentication",
-                      {"security.istio.io/v1", "security.istio.io/v1beta1"},
-                      &peer_authn_schema,
-                      sizeof(raw_peer_authn),
-                      "Istio PeerAuthentication: inbound mTLS mode."},
-    [K_AUTHZ] = {K_AUTHZ,
-                 "AuthorizationPolicy",
-                 {"security.istio.io/v1", "security.istio.io/v1beta1"},
-                 &authz_schema,
-                 sizeof(raw_authz),
-                 "Istio AuthorizationPolicy (ALLOW, DENY, AUDIT)."},
-    [K_MESH] = {K_MESH,
-                "MeshConfig",
-                {"rete.dev/v1alpha1"},
-                &mesh_schema,
-                sizeof(raw_mesh),
-                "Mesh-wide defaults. At most one."},
-    [K_WORKLOAD_GROUP] = {K_WORKLOAD_GROUP,
-                          "WorkloadGroup",
-                          {"networking.rete.dev/v1alpha1"},
-                          &workload_group_schema,
-                          sizeof(raw_workload_group),
-                          "What the proxies of one service account may register on the config "
-                          "stream (Istio WorkloadGroup shape): the labels and egress they may "
-                          "claim. Read by reted only; proxies ignore it."},
-};
 
 /* ---- reference documentation ------------------------------------------------------ */
 
@@ -1293,8 +1216,8 @@ void rete_config_write_reference(FILE *out)
                  "| --- | --- | --- | --- | --- |\n");
     cfg_schema_markdown(out, &cfg_meta_schema, "metadata");
     fprintf(out, "\n");
-    for (size_t k = 0; k < K_COUNT; k++) {
-        const kind_def *kd = &cfg_kinds[k];
+    for (size_t k = 0; k < RETE_KIND_COUNT; k++) {
+        const rete_kind *kd = &rete_kinds[k];
         fprintf(out, "### %s\n\n%s\n\n`apiVersion: %s`", kd->kind, kd->doc, kd->api_versions[0]);
         for (size_t i = 1; i < CFG_ARRAY_LEN(kd->api_versions) && kd->api_versions[i]; i++)
             fprintf(out, " (also accepted: `%s`)", kd->api_versions[i]);

@@ -13,10 +13,9 @@
 
 #include "config.h"
 #include "config_schema.h"
+#include "kinds.h"
 
 /* ---- raw resources: what the tables decode into ---------------------------- */
-
-typedef struct kind_def kind_def;
 
 typedef struct raw_meta {
     const char *name;
@@ -27,7 +26,7 @@ typedef struct raw_meta {
 
 /* Every raw resource starts with this header. */
 typedef struct raw_res {
-    const kind_def *kind;
+    const rete_kind *kind;
     raw_meta meta;
     int doc;              /* document index in the stream */
     struct raw_res *next; /* next of the same kind, document order */
@@ -204,34 +203,8 @@ typedef struct raw_workload_group {
     size_t n_egress;
 } raw_workload_group;
 
-/* ---- kinds ------------------------------------------------------------------------ */
+/* ---- kinds: the table in kinds.c ---------------------------------------------------- */
 
-enum kind_id {
-    K_PROXY,
-    K_SERVICE,
-    K_WORKLOAD,
-    K_HTTP_ROUTE,
-    K_GRPC_ROUTE,
-    K_TCP_ROUTE,
-    K_DESTINATION_RULE,
-    K_PEER_AUTHN,
-    K_AUTHZ,
-    K_MESH,
-    K_WORKLOAD_GROUP,
-    K_COUNT
-};
-
-struct kind_def {
-    enum kind_id id;
-    const char *kind;
-    const char *api_versions[4];
-    const cfg_schema *spec;
-    size_t raw_size;
-    const char *doc;
-};
-
-/* Every kind by id, with its spec table (config_fields.c). */
-extern const kind_def cfg_kinds[K_COUNT];
 /* The metadata mapping every kind shares. */
 extern const cfg_schema cfg_meta_schema;
 /* A DestinationRule's trafficPolicy; decoded from nothing it gives the
@@ -245,9 +218,9 @@ extern const cfg_schema cfg_policy_schema;
 typedef struct loader {
     cfg_ctx ctx;
     rete_config *cfg;
-    raw_res *head[K_COUNT];
-    raw_res *tail[K_COUNT];
-    size_t count[K_COUNT];
+    raw_res *head[RETE_KIND_COUNT];
+    raw_res *tail[RETE_KIND_COUNT];
+    size_t count[RETE_KIND_COUNT];
     /* Every decoded resource by (kind, namespace, name), open addressing:
      * the duplicate check in O(1) instead of a scan of the kind's list
      * (O(n^2) over a snapshot of 10000 workloads). malloc'ed, freed with

@@ -17,10 +17,14 @@
 
 #include "alloc.h"
 #include "arena.h"
+#include "defaults.h"
 #include "route.h"
+#include "spiffe.h"
 
-#define ROOT_NAMESPACE "rete-system"
+/* The DNS domain of Service names (name.ns.svc.cluster.local), as Kubernetes
+ * defaults it; not the trust domain (RETE_DEFAULT_TRUST_DOMAIN). */
 #define CLUSTER_DOMAIN "cluster.local"
+
 
 /* ---- pass 2: resolution ----------------------------------------------------------- */
 
@@ -115,13 +119,13 @@ static char *arena_printf(rete_arena *a, const char *fmt, ...)
 
 static void resolve_workloads(loader *l, const char *trust_domain)
 {
-    rete_workload *w = rete_arena_alloc(l->ctx.arena, (l->count[K_WORKLOAD] + 1) * sizeof(*w));
+    rete_workload *w = rete_arena_alloc(l->ctx.arena, (l->count[RETE_KIND_WORKLOAD] + 1) * sizeof(*w));
     size_t i = 0;
-    for (raw_res *r = l->head[K_WORKLOAD]; r; r = r->next, i++) {
+    for (raw_res *r = l->head[RETE_KIND_WORKLOAD]; r; r = r->next, i++) {
         w[i] = ((raw_workload *)r)->w;
         w[i].name = r->meta.name;
         w[i].ns = r->meta.ns;
-        w[i].spiffe_id = arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", trust_domain,
+        w[i].spiffe_id = arena_printf(l->ctx.arena, RETE_SPIFFE_WORKLOAD_FMT, trust_domain,
                                       w[i].ns, w[i].service_account);
     }
     l->cfg->workloads = w;
@@ -167,7 +171,7 @@ static rete_rc resolve_services(loader *l)
     raw_dr defaults = {0};
     RETE_GUARD(cfg_decode(&l->ctx, &cfg_policy_schema, NULL, &defaults));
 
-    rete_service *s = rete_arena_alloc(a, (l->count[K_SERVICE] + 1) * sizeof(*s));
+    rete_service *s = rete_arena_alloc(a, (l->count[RETE_KIND_SERVICE] + 1) * sizeof(*s));
     /* Workloads by namespace, so that each Service looks at its own
      * namespace's only (a mesh of 1000 Services and 10000 Workloads made
      * ten million comparisons here). */
@@ -177,7 +181,7 @@ static rete_rc resolve_services(loader *l)
         by_ns[w] = &cfg->workloads[w];
     qsort(by_ns, cfg->n_workloads, sizeof(*by_ns), workload_ns_cmp);
     size_t i = 0;
-    for (raw_res *r = l->head[K_SERVICE]; r; r = r->next, i++) {
+    for (raw_res *r = l->head[RETE_KIND_SERVICE]; r; r = r->next, i++) {
         const raw_service *rs = (const raw_service *)r;
         s[i].name = r->meta.name;
         s[i].ns = r->meta.ns;
@@ -209,7 +213,7 @@ static rete_rc resolve_services(loader *l)
     cfg->n_services = i;
 
     int *dr_doc = rete_arena_alloc(a, (i + 1) * sizeof(*dr_doc));
-    for (raw_res *r = l->head[K_DESTINATION_RULE]; r; r = r->next) {
+    for (raw_res *r = l->head[RETE_KIND_DESTINATION_RULE]; r; r = r->next) {
         const raw_dr *dr = (const raw_dr *)r;
         const rete_service *svc = cfg_service_by_host(s, i, rete_view_cstr(dr->host), r->meta.ns);
         if (!svc)
@@ -284,11 +288,11 @@ static rete_rc resolve_backends(loader *l, const raw_route *rr, size_t rule,
 static rete_rc resolve_routes(loader *l)
 {
     rete_arena *a = l->ctx.arena;
-    size_t n_http = l->count[K_HTTP_ROUTE] + l->count[K_GRPC_ROUTE];
+    size_t n_http = l->count[RETE_KIND_HTTP_ROUTE] + l->count[RETE_KIND_GRPC_ROUTE];
     rete_http_route *routes = rete_arena_alloc(a, (n_http + 1) * sizeof(*routes));
     size_t n = 0;
     /* merge HTTPRoutes and GRPCRoutes back into document order */
-    raw_res *h = l->head[K_HTTP_ROUTE], *g = l->head[K_GRPC_ROUTE];
+    raw_res *h = l->head[RETE_KIND_HTTP_ROUTE], *g = l->head[RETE_KIND_GRPC_ROUTE];
     while (h || g) {
         raw_res *r = (!g || (h && h->doc < g->doc)) ? h : g;
         if (r == h)
@@ -299,7 +303,7 @@ static rete_rc resolve_routes(loader *l)
         rete_http_route *out = &routes[n++];
         out->name = r->meta.name;
         out->ns = r->meta.ns;
-        out->grpc = r->kind->id == K_GRPC_ROUTE;
+        out->grpc = r->kind->id == RETE_KIND_GRPC_ROUTE;
         out->hostnames = rr->hostnames;
         out->n_hostnames = rr->n_hostnames;
         out->order = (uint64_t)r->doc;
@@ -318,11 +322,11 @@ static rete_rc resolve_routes(loader *l)
 
     /* the model has one parent per TCP route: one entry per parentRef */
     size_t n_tcp = 0;
-    for (raw_res *r = l->head[K_TCP_ROUTE]; r; r = r->next)
+    for (raw_res *r = l->head[RETE_KIND_TCP_ROUTE]; r; r = r->next)
         n_tcp += ((const raw_route *)r)->n_parents;
     rete_tcp_route *tcp = rete_arena_alloc(a, (n_tcp + 1) * sizeof(*tcp));
     n = 0;
-    for (raw_res *r = l->head[K_TCP_ROUTE]; r; r = r->next) {
+    for (raw_res *r = l->head[RETE_KIND_TCP_ROUTE]; r; r = r->next) {
         const raw_route *rr = (const raw_route *)r;
         const rete_service *const *parents;
         const uint16_t *ports;
@@ -420,7 +424,7 @@ static void resolve_mtls(loader *l, const rete_workload *self, rete_mtls_mode me
 {
     const rete_config *cfg = l->cfg;
     int level_mode[3] = {MTLS_UNSET, MTLS_UNSET, MTLS_UNSET}; /* workload, namespace, mesh */
-    for (raw_res *r = l->head[K_PEER_AUTHN]; r; r = r->next) {
+    for (raw_res *r = l->head[RETE_KIND_PEER_AUTHN]; r; r = r->next) {
         const raw_peer_authn *pa = (const raw_peer_authn *)r;
         int level;
         if (strcmp(r->meta.ns, cfg->proxy.ns) == 0 && pa->has_selector)
@@ -430,7 +434,7 @@ static void resolve_mtls(loader *l, const rete_workload *self, rete_mtls_mode me
                         : -1;
         else if (strcmp(r->meta.ns, cfg->proxy.ns) == 0)
             level = 1;
-        else if (strcmp(r->meta.ns, ROOT_NAMESPACE) == 0 && !pa->has_selector)
+        else if (strcmp(r->meta.ns, RETE_ROOT_NS) == 0 && !pa->has_selector)
             level = 2;
         else
             level = -1;
@@ -449,13 +453,13 @@ static void resolve_mtls(loader *l, const rete_workload *self, rete_mtls_mode me
 static void resolve_authz(loader *l, const rete_workload *self)
 {
     rete_config *cfg = l->cfg;
-    rete_authz_policy *pol = rete_arena_alloc(l->ctx.arena, (l->count[K_AUTHZ] + 1) * sizeof(*pol));
+    rete_authz_policy *pol = rete_arena_alloc(l->ctx.arena, (l->count[RETE_KIND_AUTHZ] + 1) * sizeof(*pol));
     size_t n = 0;
     static const rete_authz_rule any = {0};
-    for (raw_res *r = l->head[K_AUTHZ]; r; r = r->next) {
+    for (raw_res *r = l->head[RETE_KIND_AUTHZ]; r; r = r->next) {
         const raw_authz *ap = (const raw_authz *)r;
         bool here = strcmp(r->meta.ns, cfg->proxy.ns) == 0;
-        bool root = strcmp(r->meta.ns, ROOT_NAMESPACE) == 0;
+        bool root = strcmp(r->meta.ns, RETE_ROOT_NS) == 0;
         bool selects = !ap->has_selector
                            ? (here || root)
                            : (here || root) && self &&
@@ -501,17 +505,17 @@ static void resolve_authz(loader *l, const rete_workload *self)
 rete_rc cfg_resolve(loader *l)
 {
     rete_config *cfg = l->cfg;
-    if (!l->head[K_PROXY])
+    if (!l->head[RETE_KIND_PROXY])
         return res_fail(l, -1, "", "a Proxy document (apiVersion rete.dev/v1alpha1) is required");
-    const raw_proxy *rp = (const raw_proxy *)l->head[K_PROXY];
-    const raw_mesh *mesh = (const raw_mesh *)l->head[K_MESH];
+    const raw_proxy *rp = (const raw_proxy *)l->head[RETE_KIND_PROXY];
+    const raw_mesh *mesh = (const raw_mesh *)l->head[RETE_KIND_MESH];
     cfg->proxy = rp->p;
     cfg->proxy.name = rp->hdr.meta.name;
     cfg->proxy.ns = rp->hdr.meta.ns;
     if (!rp->has_trust_domain)
-        cfg->proxy.trust_domain = mesh && mesh->trust_domain ? mesh->trust_domain : CLUSTER_DOMAIN;
+        cfg->proxy.trust_domain = mesh && mesh->trust_domain ? mesh->trust_domain : RETE_DEFAULT_TRUST_DOMAIN;
     cfg->proxy.spiffe_id =
-        arena_printf(l->ctx.arena, "spiffe://%s/ns/%s/sa/%s", cfg->proxy.trust_domain,
+        arena_printf(l->ctx.arena, RETE_SPIFFE_WORKLOAD_FMT, cfg->proxy.trust_domain,
                      cfg->proxy.ns, cfg->proxy.service_account);
     resolve_workloads(l, cfg->proxy.trust_domain);
     RETE_GUARD(resolve_services(l));

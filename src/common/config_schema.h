@@ -137,4 +137,10 @@ RETE_MUST_CHECK rete_rc cfg_compile_regex(cfg_ctx *ctx, const char *pattern, ret
 /* Markdown table rows for schema `s` under field prefix `prefix` (recursing into objects). */
 void cfg_schema_markdown(FILE *out, const cfg_schema *s, const char *prefix);
 
+/* The spec table of every kind (config_fields.c), named by the kinds table
+ * (kinds.c). */
+extern const cfg_schema cfg_spec_proxy, cfg_spec_service, cfg_spec_workload, cfg_spec_http_route,
+    cfg_spec_grpc_route, cfg_spec_tcp_route, cfg_spec_dr, cfg_spec_peer_authn, cfg_spec_authz,
+    cfg_spec_mesh, cfg_spec_workload_group;
+
 #endif

@@ -3,6 +3,8 @@
  * rete_metrics_gauge_set and the shard cache hit path runs under reg->mu. */
 #include "metrics.h"
 #include "alloc.h"
+#include "hash.h"
+#include "vec.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -115,14 +117,10 @@ static size_t vlen(rete_view v)
 
 static uint64_t hash_values(const rete_view *v, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = RETE_FNV1A_INIT;
     for (size_t i = 0; i < n; i++) {
         uint32_t len = (uint32_t)vlen(v[i]);
-        const unsigned char *lp = (const unsigned char *)&len;
-        for (size_t k = 0; k < sizeof(len); k++)
-            h = (h ^ lp[k]) * 0x100000001b3ull;
-        for (size_t k = 0; k < len; k++)
-            h = (h ^ (unsigned char)v[i].p[k]) * 0x100000001b3ull;
+        h = rete_fnv1a(rete_fnv1a(h, &len, sizeof(len)), v[i].p, len);
     }
     return h;
 }
@@ -240,10 +238,7 @@ static rete_rc series_new(rete_metrics *reg, uint32_t fi, const rete_view *v, si
     family *f = reg->fam[fi];
     uint32_t cell;
     RETE_GUARD(alloc_cells(reg, f->ncells, &cell));
-    if (reg->nseries == reg->capseries) {
-        reg->capseries = reg->capseries ? reg->capseries * 2 : 64;
-        reg->series = rete_realloc(reg->series, reg->capseries * sizeof(*reg->series));
-    }
+    RETE_GROW(reg->series, reg->capseries, reg->nseries + 1, 64);
     series *s = &reg->series[reg->nseries];
     *s = (series){.cell = cell, .fam = fi, .hash = hash};
     s->key = key_encode(v, n, &s->keylen);
@@ -305,10 +300,7 @@ static rete_rc resolve_locked(rete_metrics *reg, rete_metric_family fam, const r
     uint32_t id;
     bool found = table_find(reg, f, v, n, h, &id);
     if (!found && f->nids < f->max_series && series_new(reg, fam.id, v, n, h, &id) == RETE_OK) {
-        if (f->nids == f->capids) {
-            f->capids = f->capids ? f->capids * 2 : 16;
-            f->ids = rete_realloc(f->ids, f->capids * sizeof(*f->ids));
-        }
+        RETE_GROW(f->ids, f->capids, f->nids + 1, 16);
         f->ids[f->nids++] = id;
         table_insert(reg, f, id);
         found = true;
@@ -678,21 +670,12 @@ rete_rc rete_metrics_counter_fn(rete_metrics *reg, rete_metric m, rete_metrics_c
 
 /* ---- exposition ---------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-} sbuf;
+typedef rete_buf sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        while (b->len + n + 1 > b->cap)
-            b->cap = b->cap ? b->cap * 2 : 4096;
-        b->p = rete_realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    rete_buf_reserve(b, n, 4096); /* a scrape is kilobytes: start there */
+    rete_buf_append(b, s, n);
 }
 
 static void sb_str(sbuf *b, const char *s)

@@ -12,6 +12,7 @@
 #include "tls.h"
 
 #include "alloc.h"
+#include "vec.h"
 #include "view.h"
 
 #include <openssl/bio.h>
@@ -73,13 +74,7 @@ static void buf_append(struct tls_buf *b, const void *data, size_t n)
         b->len -= b->head;
         b->head = 0;
     }
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : TLS_BUF_MIN;
-        while (cap - b->len < n)
-            cap *= 2;
-        b->p = rete_realloc(b->p, cap);
-        b->cap = cap;
-    }
+    RETE_GROW(b->p, b->cap, b->len + n, TLS_BUF_MIN);
     memcpy(b->p + b->len, data, n);
     b->len += n;
 }
@@ -235,77 +230,6 @@ static rete_rc session_fail(rete_tls_session *s, int ret, const char *what)
     return RETE_EIO;
 }
 
-/* ---- SPIFFE ------------------------------------------------------------ */
-
-static bool td_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
-}
-
-static bool path_char(char c)
-{
-    return td_char(c) || (c >= 'A' && c <= 'Z');
-}
-
-#define SPIFFE_SCHEME "spiffe://"
-#define SPIFFE_SCHEME_LEN (sizeof(SPIFFE_SCHEME) - 1)
-
-bool rete_spiffe_id_valid(const char *id, size_t len)
-{
-    if (!id || len > RETE_SPIFFE_ID_MAX || len < SPIFFE_SCHEME_LEN ||
-        memcmp(id, SPIFFE_SCHEME, SPIFFE_SCHEME_LEN) != 0)
-        return false;
-    size_t i = SPIFFE_SCHEME_LEN;
-    size_t td = i;
-    while (i < len && id[i] != '/') {
-        if (!td_char(id[i]))
-            return false;
-        i++;
-    }
-    if (i == td || i - td > 255) /* §2.1: non-empty; DNS-like length */
-        return false;
-    /* §2.2: each segment non-empty, not "." or "..", no trailing slash. */
-    while (i < len) {
-        size_t seg = ++i; /* past '/' */
-        while (i < len && id[i] != '/') {
-            if (!path_char(id[i]))
-                return false;
-            i++;
-        }
-        size_t n = i - seg;
-        if (n == 0 || (n == 1 && id[seg] == '.') ||
-            (n == 2 && id[seg] == '.' && id[seg + 1] == '.'))
-            return false;
-    }
-    return true;
-}
-
-const char *rete_spiffe_principal(const char *id)
-{
-    if (id && strncmp(id, SPIFFE_SCHEME, SPIFFE_SCHEME_LEN) == 0)
-        return id + SPIFFE_SCHEME_LEN;
-    return id;
-}
-
-bool rete_spiffe_match(const char *pattern, const char *id)
-{
-    if (!pattern || !id)
-        return false;
-    rete_view p = rete_view_cstr(rete_spiffe_principal(pattern));
-    rete_view v = rete_view_cstr(rete_spiffe_principal(id));
-    if (v.len == 0)
-        return false;
-    if (p.len == 1 && p.p[0] == '*')
-        return true;
-    if (p.len > 1 && p.p[p.len - 1] == '*')
-        return rete_view_has_prefix(v, rete_view_make(p.p, p.len - 1));
-    if (p.len > 1 && p.p[0] == '*') {
-        rete_view suf = rete_view_make(p.p + 1, p.len - 1);
-        return v.len >= suf.len && memcmp(v.p + v.len - suf.len, suf.p, suf.len) == 0;
-    }
-    return rete_view_eq(p, v);
-}
-
 /* The single spiffe:// URI SAN of cert, heap-allocated in *out. Other URI SANs
  * are ignored; the scheme is compared case-insensitively when counting so that
  * "SPIFFE://..." cannot sneak in beside a valid one. */
@@ -328,7 +252,7 @@ static rete_rc cert_spiffe_id(X509 *cert, char **out, const char **why)
         const unsigned char *d = ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
         int n = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
         rete_view uri = rete_view_make((const char *)d, n > 0 ? (size_t)n : 0);
-        if (!rete_view_ieq(rete_view_sub(uri, 0, SPIFFE_SCHEME_LEN), RETE_VIEW_LIT(SPIFFE_SCHEME)))
+        if (!rete_view_ieq(rete_view_sub(uri, 0, RETE_SPIFFE_SCHEME_LEN), RETE_VIEW_LIT(RETE_SPIFFE_SCHEME)))
             continue;
         if (found) {
             *why = "certificate has more than one spiffe:// URI SAN";

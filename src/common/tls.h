@@ -34,12 +34,11 @@
 #include <stdint.h>
 
 #include "result.h"
+#include "spiffe.h"
 
 typedef struct rete_tls_ctx rete_tls_ctx;
 typedef struct rete_tls_session rete_tls_session;
 
-/* Longest SPIFFE ID accepted (SPIFFE ID spec §2.4), excluding the NUL. */
-#define RETE_SPIFFE_ID_MAX 2048
 
 /* ---- contexts ---------------------------------------------------------- */
 
@@ -183,20 +182,6 @@ bool rete_cert_root_id(const struct x509_st *root, uint8_t out[RETE_CERT_ROOT_ID
 /* Whether a and b name the same certificate serial (both known). */
 bool rete_cert_same_serial(const rete_cert_facts *a, const rete_cert_facts *b);
 
-/* Whether id is a well-formed SPIFFE ID (SPIFFE ID spec §2): "spiffe://",
- * a trust domain of [a-z0-9.-_], then optional path segments "/seg" of
- * [a-zA-Z0-9.-_], none empty, "." or "..", no trailing slash, no query,
- * fragment or percent-encoding, at most RETE_SPIFFE_ID_MAX bytes. */
-bool rete_spiffe_id_valid(const char *id, size_t len);
-
-/* The principal form Istio's policies use ("td/ns/x/sa/y"): id without its
- * "spiffe://" prefix; id itself when it has none. */
-const char *rete_spiffe_principal(const char *id);
-
-/* Istio principal matching: pattern is exact, "*" (any non-empty id),
- * "prefix*" or "*suffix". Both pattern and id may be in principal or full
- * spiffe:// form; they are compared in principal form. */
-bool rete_spiffe_match(const char *pattern, const char *id);
 
 /* ---- protocol detection ------------------------------------------------ */
 

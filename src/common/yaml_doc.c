@@ -5,6 +5,7 @@
 #include <yaml.h>
 
 #include "alloc.h"
+#include "vec.h"
 #include "arena.h"
 
 enum {
@@ -186,10 +187,7 @@ rete_rc rete_yaml_parse(const char *data, size_t len, rete_arena *arena, rete_ys
         }
         if (tree->kind == RETE_YNODE_SCALAR && rete_ynode_is_null(tree))
             tree = NULL; /* "---" followed by nothing */
-        if (n == cap) {
-            cap *= 2;
-            docs = rete_realloc(docs, cap * sizeof(*docs));
-        }
+        RETE_GROW(docs, cap, n + 1, 8);
         docs[n++] = tree;
     }
     yaml_parser_delete(&parser);

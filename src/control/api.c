@@ -11,6 +11,7 @@
 #include "registry.h"
 #include "resources.h"
 #include "reted.h"
+#include "spiffe.h"
 #include "token.h"
 
 #include <jansson.h>
@@ -389,7 +390,7 @@ static void api_identity(reted *r, rete_http_req *req)
         return;
     }
     char spiffe[1024], err[256];
-    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s", r->trust_domain, t.ns, t.sa);
+    rete_spiffe_format(spiffe, sizeof(spiffe), r->trust_domain, t.ns, t.sa);
     int64_t not_after = 0;
     char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &not_after, err,
                                    sizeof(err));

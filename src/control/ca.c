@@ -20,6 +20,7 @@
 
 #include "alloc.h"
 #include "file.h"
+#include "spiffe.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -311,7 +312,7 @@ static bool add_conf_ext(X509 *x, X509 *issuer, int nid, const char *value)
 
 static const char *td_of(const char *trust_domain)
 {
-    return strncmp(trust_domain, "spiffe://", 9) == 0 ? trust_domain + 9 : trust_domain;
+    return rete_spiffe_principal(trust_domain); /* "spiffe://td" or "td" -> "td" */
 }
 
 static bool td_valid(const char *td)
@@ -320,7 +321,7 @@ static bool td_valid(const char *td)
     size_t n = strlen(td);
     if (n == 0 || n > TD_MAX || strchr(td, '/'))
         return false;
-    snprintf(id, sizeof id, "spiffe://%s", td);
+    snprintf(id, sizeof id, RETE_SPIFFE_SCHEME "%s", td);
     return rete_spiffe_id_valid(id, strlen(id));
 }
 
@@ -1054,11 +1055,9 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     csr_req req;
     X509 *x = NULL;
     char *pem = NULL;
-    size_t tdlen = strlen(ca->td);
     size_t idlen = strlen(spiffe_id);
 
-    if (!rete_spiffe_id_valid(spiffe_id, idlen) || idlen <= 9 + tdlen ||
-        memcmp(spiffe_id + 9, ca->td, tdlen) != 0 || spiffe_id[9 + tdlen] != '/') {
+    if (!rete_spiffe_id_valid(spiffe_id, idlen) || !rete_spiffe_in_trust_domain(spiffe_id, ca->td)) {
         seterr(err, errlen, "\"%s\" is not a SPIFFE ID in trust domain %s", spiffe_id, ca->td);
         return NULL;
     }

@@ -212,13 +212,13 @@ static bool policy_in_scope(const reted_snapshot *s, const reted_ires *res)
 static bool attached_in_scope(const reted_snapshot *s, const reted_ires *res)
 {
     switch (res->k) {
-    case RETED_IK_ROUTE:
+    case RETE_KC_ROUTE:
         return route_in_scope(s, res);
-    case RETED_IK_DR:
+    case RETE_KC_DR:
         return s->all || (res->refs.n && set_has(&s->services, res->refs.p));
-    case RETED_IK_POLICY:
+    case RETE_KC_POLICY:
         return policy_in_scope(s, res);
-    case RETED_IK_GROUP:
+    case RETE_KC_GROUP:
         return false; /* the registry's, never a proxy's */
     default:
         return true;
@@ -298,12 +298,13 @@ static void scope_services(reted *r, reted_snapshot *s)
     for (size_t i = first; i < end; i++)
         if (reted_selects(&ix->v[i]->kv, &s->labels))
             set_add_res(&s->services, ix->v[i]);
-    static const char *const route_kinds[] = {"GRPCRoute", "HTTPRoute", "TCPRoute"};
     bool grew = true;
     while (grew) {
         grew = false;
-        for (size_t k = 0; k < sizeof(route_kinds) / sizeof(route_kinds[0]); k++) {
-            reted_index_range(ix, route_kinds[k], NULL, &first, &end);
+        for (size_t k = 0; k < RETE_KIND_COUNT; k++) {
+            if (rete_kinds[k].index_class != RETE_KC_ROUTE)
+                continue;
+            reted_index_range(ix, rete_kinds[k].kind, NULL, &first, &end);
             for (size_t i = first; i < end; i++) {
                 const reted_ires *route = ix->v[i];
                 if (!route_in_scope(s, route))
@@ -393,10 +394,10 @@ static void selecting(const reted_index *ix, const reted_ires *wl, reted_strs *o
 static bool takes_in(const reted_snapshot *s, const reted_ires *now, const reted_strs *sel)
 {
     switch (now->k) {
-    case RETED_IK_SERVICE:
+    case RETE_KC_SERVICE:
         return s->all || in_egress(s, now->ns, now->name) || set_has_res(&s->services, now) ||
                (strcmp(now->ns, s->ns) == 0 && reted_selects(&now->kv, &s->labels));
-    case RETED_IK_WORKLOAD:
+    case RETE_KC_WORKLOAD:
         for (const char *k = reted_strs_first(sel); k; k = reted_strs_next(sel, k))
             if (s->all || set_has(&s->services, k))
                 return true;
@@ -446,7 +447,7 @@ void reted_scopes_sync(reted *r)
             const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
             const reted_ires *now = reted_index_get(&r->index, k, ns, name);
             sel.len = sel.n = 0;
-            if (now && now->k == RETED_IK_WORKLOAD)
+            if (now && now->k == RETE_KC_WORKLOAD)
                 selecting(&r->index, now, &sel);
             for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
                 c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
@@ -527,15 +528,22 @@ static void add_service(reted_index *ix, reted_ires *svc, held_set *out)
  * of the root namespace, the MeshConfig. */
 static void scope_resources(reted_index *ix, const reted_snapshot *s, held_set *out)
 {
-    static const char *const every_ns[] = {"GRPCRoute", "HTTPRoute", "TCPRoute", "DestinationRule",
-                                           "MeshConfig"};
-    for (size_t k = 0; k < sizeof(every_ns) / sizeof(every_ns[0]); k++)
-        collect(ix, s, every_ns[k], NULL, out);
-    static const char *const policies[] = {"AuthorizationPolicy", "PeerAuthentication"};
-    for (size_t k = 0; k < sizeof(policies) / sizeof(policies[0]); k++) {
-        collect(ix, s, policies[k], s->ns, out);
-        if (strcmp(s->ns, RETED_ROOT_NS) != 0)
-            collect(ix, s, policies[k], RETED_ROOT_NS, out);
+    for (size_t k = 0; k < RETE_KIND_COUNT; k++) {
+        const rete_kind *kd = &rete_kinds[k];
+        switch (kd->index_class) {
+        case RETE_KC_ROUTE:
+        case RETE_KC_DR:
+        case RETE_KC_MESH: /* from every namespace, as far as they attach in scope */
+            collect(ix, s, kd->kind, NULL, out);
+            break;
+        case RETE_KC_POLICY: /* of the namespace and of the root namespace */
+            collect(ix, s, kd->kind, s->ns, out);
+            if (strcmp(s->ns, RETED_ROOT_NS) != 0)
+                collect(ix, s, kd->kind, RETED_ROOT_NS, out);
+            break;
+        default: /* Services come with their scope below; the rest is never in a snapshot */
+            break;
+        }
     }
     size_t first, end;
     reted_index_range(ix, "Service", NULL, &first, &end);

@@ -7,6 +7,7 @@
 #include "file.h"
 #include "log.h"
 #include "reted.h"
+#include "spiffe.h"
 #include "token.h"
 
 #include <errno.h>
@@ -100,7 +101,7 @@ int reted_datadir_init(const char *dir, const char *td)
 rete_tls_ctx *reted_datadir_server_tls(reted *r, char *err, size_t errlen)
 {
     char spiffe[400];
-    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/" RETED_ROOT_NS "/sa/reted", r->trust_domain);
+    rete_spiffe_format(spiffe, sizeof(spiffe), r->trust_domain, RETE_ROOT_NS, RETE_CONTROL_SA);
     char *key = NULL;
     char *csr = rete_csr_new(spiffe, &key, err, errlen);
     if (!csr)

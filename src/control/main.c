@@ -14,6 +14,7 @@
 #include "registry.h"
 #include "reted.h"
 #include "scrape.h"
+#include "spiffe.h"
 #include "token.h"
 
 #include <errno.h>
@@ -40,8 +41,8 @@ static void usage(FILE *out)
             "  init                   create the data directory (CA, admin token) and exit;\n"
             "                         a first start does it too\n"
             "  -d, --data-dir DIR     where the store, the CA and the admin token live\n"
-            "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:15014)\n"
-            "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:15012)\n"
+            "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API) ")\n"
+            "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API) ")\n"
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
             "      --cert-ttl DUR     workload certificate lifetime (default 24h; e.g. 30s, 10m)\n"
             "      --grace DUR        how long a disconnected proxy stays registered (default 60s)\n"
@@ -237,7 +238,8 @@ int main(int argc, char **argv)
         argc--;
     }
     static reted r;
-    const char *api = "127.0.0.1:15014", *xds = "127.0.0.1:15012", *td = NULL;
+    const char *api = "127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API),
+               *xds = "127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API), *td = NULL;
     r.cert_ttl = 24 * 3600;
     r.registry.grace_seconds = 60;
     /* Defaults: docs/operations.md, "reted's limits". */
@@ -330,7 +332,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "reted: %s belongs to trust domain %s, not %s\n", r.data_dir, stored_td, td);
         return 1;
     }
-    snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : "cluster.local");
+    snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : RETE_DEFAULT_TRUST_DOMAIN);
     free(stored_td);
     if (reted_datadir_init(r.data_dir, r.trust_domain) < 0)
         return 1;

@@ -62,20 +62,8 @@ bool reted_selects(const reted_strs *sel, const reted_strs *labels)
 
 static reted_ikind ikind_of(const char *kind)
 {
-    static const struct {
-        const char *kind;
-        reted_ikind k;
-    } kinds[] = {
-        {"Service", RETED_IK_SERVICE},         {"Workload", RETED_IK_WORKLOAD},
-        {"HTTPRoute", RETED_IK_ROUTE},         {"GRPCRoute", RETED_IK_ROUTE},
-        {"TCPRoute", RETED_IK_ROUTE},          {"DestinationRule", RETED_IK_DR},
-        {"AuthorizationPolicy", RETED_IK_POLICY}, {"PeerAuthentication", RETED_IK_POLICY},
-        {"MeshConfig", RETED_IK_MESH},         {"WorkloadGroup", RETED_IK_GROUP},
-    };
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
-        if (strcmp(kinds[i].kind, kind) == 0)
-            return kinds[i].k;
-    return RETED_IK_OTHER;
+    const rete_kind *k = rete_kind_by_name(kind);
+    return k ? k->index_class : RETE_KC_NONE;
 }
 
 static void add_kv(reted_strs *x, json_t *obj)
@@ -276,19 +264,19 @@ static reted_ires *ires_new(const rete_store_resource *res)
     e->json->kind = e->json->data + len + 1;
     e->json->ns = e->json->kind + lk;
     e->json->name = e->json->ns + ln;
-    if (e->k == RETED_IK_OTHER || e->k == RETED_IK_POLICY || e->k == RETED_IK_GROUP)
+    if (e->k == RETE_KC_NONE || e->k == RETE_KC_POLICY || e->k == RETE_KC_GROUP)
         return e;
     json_t *doc = json_loadb(e->json->data, e->json->len, 0, NULL);
     json_t *spec = json_object_get(doc, "spec");
     switch (e->k) {
-    case RETED_IK_SERVICE:
+    case RETE_KC_SERVICE:
         add_kv(&e->kv, json_object_get(spec, "selector"));
         break;
-    case RETED_IK_WORKLOAD:
+    case RETE_KC_WORKLOAD:
         add_kv(&e->kv, json_object_get(spec, "labels"));
         add_strings(&e->refs, json_object_get(spec, "egress"));
         break;
-    case RETED_IK_ROUTE: {
+    case RETE_KC_ROUTE: {
         size_t i;
         json_t *ref;
         json_array_foreach(json_object_get(spec, "parentRefs"), i, ref) add_ref(&e->refs, ref, e->ns);
@@ -296,13 +284,13 @@ static reted_ires *ires_new(const rete_store_resource *res)
         add_backends(&e->refs, json_object_get(spec, "rules"), e->ns);
         break;
     }
-    case RETED_IK_DR: {
+    case RETE_KC_DR: {
         const char *host = json_string_value(json_object_get(spec, "host"));
         if (host)
             add_host(&e->refs, host, e->ns);
         break;
     }
-    case RETED_IK_MESH: {
+    case RETE_KC_MESH: {
         add_strings(&e->refs, json_object_get(spec, "defaultEgress"));
         const char *ttl = json_string_value(json_object_get(spec, "workloadCertificateTTL"));
         if (!ttl || !cfg_parse_duration(ttl, &e->cert_ttl_ms))
@@ -377,13 +365,13 @@ int reted_ires_cmp(const reted_ires *a, const reted_ires *b)
 static void put_at(reted_index *ix, size_t at, reted_ires *e)
 {
     insert_at(ix, at, e);
-    if (e->k == RETED_IK_WORKLOAD)
+    if (e->k == RETE_KC_WORKLOAD)
         labels_update(ix, e, true);
 }
 
 static void drop(reted_index *ix, reted_ires *e)
 {
-    if (e->k == RETED_IK_WORKLOAD)
+    if (e->k == RETE_KC_WORKLOAD)
         labels_update(ix, e, false);
     ires_free(e);
 }
@@ -458,7 +446,7 @@ rete_rc reted_index_refresh(reted_index *ix, rete_store *st, const char *kind, c
         ix->n--;
     }
     put_at(ix, at, ires_new(&res));
-    if (ix->v[at]->k == RETED_IK_SERVICE || ix->v[at]->k == RETED_IK_WORKLOAD)
+    if (ix->v[at]->k == RETE_KC_SERVICE || ix->v[at]->k == RETE_KC_WORKLOAD)
         ix->gen++;
     return RETE_OK;
 }

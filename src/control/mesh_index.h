@@ -5,21 +5,14 @@
  * change costs one store read and one parse, not a pass over the mesh. */
 #ifndef RETE_CONTROL_MESH_INDEX_H
 #define RETE_CONTROL_MESH_INDEX_H
+#include "kinds.h"
 #include "store.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    RETED_IK_OTHER,
-    RETED_IK_SERVICE,
-    RETED_IK_WORKLOAD,
-    RETED_IK_ROUTE,     /* HTTPRoute, GRPCRoute, TCPRoute */
-    RETED_IK_DR,        /* DestinationRule */
-    RETED_IK_POLICY,    /* AuthorizationPolicy, PeerAuthentication */
-    RETED_IK_MESH,      /* MeshConfig */
-    RETED_IK_GROUP,     /* WorkloadGroup: read by the registry, never in a snapshot */
-} reted_ikind;
+/* A resource's index class: from the kinds table (kinds.h). */
+typedef rete_kind_class reted_ikind;
 
 /* Packed strings: `n` NUL-terminated strings one after the other. */
 typedef struct reted_strs {

@@ -11,6 +11,7 @@
 #include "registry.h"
 #include "resources.h"
 #include "reted.h"
+#include "spiffe.h"
 #include "token.h"
 
 #include <arpa/inet.h>
@@ -29,19 +30,12 @@
  * not in our trust domain. */
 static bool split_spiffe(const reted *r, const char *id, char *ns, size_t nslen, char *sa, size_t salen)
 {
-    char prefix[300];
-    snprintf(prefix, sizeof(prefix), "spiffe://%s/ns/", r->trust_domain);
-    size_t pl = strlen(prefix);
-    if (strncmp(id, prefix, pl) != 0)
+    rete_spiffe_parts p;
+    if (!rete_spiffe_parse(id, strlen(id), &p) || !rete_view_eq(p.td, rete_view_cstr(r->trust_domain)) ||
+        p.ns.len >= nslen || p.sa.len >= salen)
         return false;
-    const char *p = id + pl;
-    const char *sep = strstr(p, "/sa/");
-    if (!sep || sep == p || (size_t)(sep - p) >= nslen || strlen(sep + 4) >= salen || !sep[4] ||
-        strchr(sep + 4, '/'))
-        return false;
-    memcpy(ns, p, (size_t)(sep - p));
-    ns[sep - p] = '\0';
-    strcpy(sa, sep + 4);
+    snprintf(ns, nslen, "%.*s", (int)p.ns.len, p.ns.p);
+    snprintf(sa, salen, "%.*s", (int)p.sa.len, p.sa.p);
     return true;
 }
 
@@ -143,7 +137,7 @@ static void ca_certificates(reted *r, rete_http_req *req)
                                                               : "join token unknown"));
             return;
         }
-        snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s", r->trust_domain, t.ns, t.sa);
+        rete_spiffe_format(spiffe, sizeof(spiffe), r->trust_domain, t.ns, t.sa);
     } else if (req->peer_id[0]) {
         /* Renewal: the current certificate authorises a new one for itself. */
         snprintf(spiffe, sizeof(spiffe), "%s", req->peer_id);

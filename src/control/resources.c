@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "arena.h"
 #include "config.h"
+#include "kinds.h"
 #include "log.h"
 #include "resources.h"
 #include "reted.h"
@@ -14,35 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
-static const struct {
-    const char *kind;
-    const char *aliases[5];
-} kinds[] = {
-    {"Service", {"service", "services", "svc", NULL}},
-    {"Workload", {"workload", "workloads", "wl", "workloadentry", NULL}},
-    {"HTTPRoute", {"httproute", "httproutes", NULL}},
-    {"GRPCRoute", {"grpcroute", "grpcroutes", NULL}},
-    {"TCPRoute", {"tcproute", "tcproutes", NULL}},
-    {"DestinationRule", {"destinationrule", "destinationrules", "dr", NULL}},
-    {"AuthorizationPolicy", {"authorizationpolicy", "authorizationpolicies", "authz", NULL}},
-    {"PeerAuthentication", {"peerauthentication", "peerauthentications", "pa", NULL}},
-    {"MeshConfig", {"meshconfig", "meshconfigs", NULL}},
-    {"WorkloadGroup", {"workloadgroup", "workloadgroups", "wg", NULL}},
-};
-
+/* The kinds table (kinds.h) resolves the names: retectl resolves with the
+ * same function, so both accept the same words. */
 const char *reted_kind_canonical(const char *name)
 {
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        if (strcasecmp(name, kinds[i].kind) == 0)
-            return kinds[i].kind;
-        for (size_t j = 0; kinds[i].aliases[j]; j++)
-            if (strcasecmp(name, kinds[i].aliases[j]) == 0)
-                return kinds[i].kind;
-    }
-    return NULL;
+    const rete_kind *k = rete_kind_lookup(name);
+    return k ? k->kind : NULL;
 }
 
 /* A plain YAML scalar's JSON type, as YAML 1.2's core schema reads it. */

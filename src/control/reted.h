@@ -7,6 +7,7 @@
 
 #include "ca.h"
 #include "compiler-t.h"
+#include "defaults.h"
 #include "http.h"
 #include "io.h"
 #include "mesh_index.h"
@@ -21,7 +22,7 @@
 #include <time.h>
 #include <uv.h>
 
-#define RETED_ROOT_NS "rete-system"
+#define RETED_ROOT_NS RETE_ROOT_NS
 
 typedef struct reted {
     uv_loop_t *loop;

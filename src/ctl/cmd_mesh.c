@@ -13,6 +13,7 @@
 #include "file.h"
 #include "alloc.h"
 #include "csr.h"
+#include "spiffe.h"
 #include "ctl.h"
 #include "table.h"
 
@@ -433,7 +434,7 @@ int rete_ctl_cmd_identity(rete_ctl *c)
      * account whatever the CSR asks; without --spiffe-id the CSR carries a
      * placeholder that says so. */
     const char *want =
-        c->args.spiffe_id ? c->args.spiffe_id : "spiffe://rete.invalid/ns/from-token/sa/from-token";
+        c->args.spiffe_id ? c->args.spiffe_id : RETE_SPIFFE_SCHEME "rete.invalid/ns/from-token/sa/from-token";
     char *csr = rete_csr_new(want, &key, err, sizeof(err));
     if (!csr) {
         fprintf(stderr, "error: %s\n", err);

@@ -8,7 +8,7 @@
 #include "arena.h"
 #include "ctl.h"
 #include "files.h"
-#include "kinds.h"
+#include "ctl_kinds.h"
 #include "table.h"
 #include "yaml_doc.h"
 #include "yaml_out.h"
@@ -75,7 +75,7 @@ static int apply_one(rete_ctl *c, const char *file)
             const char *action = json_string_value(json_object_get(r, "action"));
             const rete_ctl_kind *k = rete_ctl_kind_lookup(kind);
             printf("%s/%s %s\n",
-                   rete_ctl_kind_lower(k      ? k->kind
+                   rete_ctl_kind_lower(k      ? k->def->kind
                                        : kind ? kind
                                               : "?",
                                        kl, sizeof(kl)),
@@ -176,9 +176,9 @@ static int parse_target(rete_ctl *c, target *t, bool name_required)
 static char *resource_path(const rete_ctl_kind *k, const char *ns, const char *name)
 {
     char *ens = rete_ctl_urlencode(ns), *ename = rete_ctl_urlencode(name);
-    size_t len = strlen(k->kind) + strlen(ens) + strlen(ename) + 40;
+    size_t len = strlen(k->def->kind) + strlen(ens) + strlen(ename) + 40;
     char *p = rete_malloc(len);
-    snprintf(p, len, "/api/v1/resources/%s/%s/%s", k->kind, ens, ename);
+    snprintf(p, len, "/api/v1/resources/%s/%s/%s", k->def->kind, ens, ename);
     free(ens);
     free(ename);
     return p;
@@ -187,7 +187,7 @@ static char *resource_path(const rete_ctl_kind *k, const char *ns, const char *n
 static void not_found(const rete_ctl_kind *k, const char *ns, const char *name)
 {
     fprintf(stderr, "Error from server (NotFound): %s \"%s\" not found in namespace \"%s\"\n",
-            k->plural, name, ns);
+            k->def->plural, name, ns);
 }
 
 static const char *meta_str(const json_t *res, const char *key)
@@ -236,10 +236,10 @@ static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
     json_t *j = NULL;
     if (ns) {
         char *e = rete_ctl_urlencode(ns);
-        snprintf(path, sizeof(path), "/api/v1/resources/%s?namespace=%s", k->kind, e);
+        snprintf(path, sizeof(path), "/api/v1/resources/%s?namespace=%s", k->def->kind, e);
         free(e);
     } else {
-        snprintf(path, sizeof(path), "/api/v1/resources/%s", k->kind);
+        snprintf(path, sizeof(path), "/api/v1/resources/%s", k->def->kind);
     }
     int st = rete_ctl_call_json(c, "GET", path, NULL, &j, &resp);
     if (st < 0)
@@ -373,7 +373,7 @@ int rete_ctl_cmd_get(rete_ctl *c)
         json_t *res;
         char kl[64];
         json_array_foreach(items, i, res) printf(
-            "%s/%s\n", rete_ctl_kind_lower(t.kind->kind, kl, sizeof(kl)), meta_str(res, "name"));
+            "%s/%s\n", rete_ctl_kind_lower(t.kind->def->kind, kl, sizeof(kl)), meta_str(res, "name"));
     } else if (json_array_size(items) == 0) {
         if (all)
             fprintf(stderr, "No resources found\n");
@@ -398,7 +398,8 @@ static int delete_one(rete_ctl *c, const rete_ctl_kind *k, const char *kind_word
         path = resource_path(k, ns, name);
     } else {
         /* a kind retectl does not know: let reted judge it */
-        rete_ctl_kind tmp = {.kind = kind_word, .plural = kind_word};
+        rete_kind def = {.kind = kind_word, .plural = kind_word};
+        rete_ctl_kind tmp = {.def = &def};
         path = resource_path(&tmp, ns, name);
     }
     int rc = CTL_EXIT_FAIL;
@@ -407,13 +408,13 @@ static int delete_one(rete_ctl *c, const rete_ctl_kind *k, const char *kind_word
         return rc;
     }
     free(path);
-    const char *kind = k ? k->kind : kind_word;
+    const char *kind = k ? k->def->kind : kind_word;
     if (resp.status == 200 || resp.status == 204) {
         printf("%s \"%s\" deleted\n", rete_ctl_kind_lower(kind, kl, sizeof(kl)), name);
         rc = CTL_EXIT_OK;
     } else if (resp.status == 404) {
         fprintf(stderr, "Error from server (NotFound): %s \"%s\" not found in namespace \"%s\"\n",
-                k ? k->plural : kind_word, name, ns);
+                k ? k->def->plural : kind_word, name, ns);
     } else if (resp.status == 409) {
         fprintf(stderr, "error: cannot delete %s \"%s\" (409 Conflict): ",
                 rete_ctl_kind_lower(kind, kl, sizeof(kl)), name);
@@ -505,7 +506,7 @@ int rete_ctl_cmd_delete(rete_ctl *c)
     int u = parse_target(c, &t, true);
     if (u >= 0)
         return u;
-    return delete_one(c, t.kind, t.kind->kind, rete_ctl_ns(c), t.name);
+    return delete_one(c, t.kind, t.kind->def->kind, rete_ctl_ns(c), t.name);
 }
 
 /* ---- describe ---- */
@@ -573,7 +574,7 @@ static void describe_resource(rete_ctl *c, const rete_ctl_kind *k, const json_t 
     time_t t;
     printf("%-18s%s\n", "Name:", meta_str(res, "name"));
     printf("%-18s%s\n", "Namespace:", meta_str(res, "namespace"));
-    printf("%-18s%s\n", "Kind:", k->kind);
+    printf("%-18s%s\n", "Kind:", k->def->kind);
     rete_ctl_cell_map(json_object_get(meta, "labels"), buf, sizeof(buf));
     printf("%-18s%s\n", "Labels:", buf);
     rete_ctl_cell_map(json_object_get(meta, "annotations"), buf, sizeof(buf));
@@ -606,7 +607,7 @@ static void describe_resource(rete_ctl *c, const rete_ctl_kind *k, const json_t 
             print_indented_yaml(v, "");
         }
     }
-    if (!strcmp(k->kind, "Service"))
+    if (!strcmp(k->def->kind, "Service"))
         describe_endpoints(c, res, meta_str(res, "namespace"));
 }
 

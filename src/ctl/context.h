@@ -13,9 +13,10 @@
 
 #include <stddef.h>
 
+#include "defaults.h"
 #include "result.h"
 
-#define RETE_CTL_DEFAULT_SERVER "127.0.0.1:15014"
+#define RETE_CTL_DEFAULT_SERVER "127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API)
 #define RETE_CTL_PATH_MAX 4096
 
 typedef struct rete_ctl_context_in {

@@ -9,13 +9,11 @@
 #include <sys/stat.h>
 
 #include "alloc.h"
+#include "vec.h"
 
 static void push(rete_ctl_files *f, char *p)
 {
-    if (f->n == f->cap) {
-        f->cap = f->cap ? f->cap * 2 : 8;
-        f->paths = rete_realloc(f->paths, f->cap * sizeof(char *));
-    }
+    RETE_GROW(f->paths, f->cap, f->n + 1, 8);
     f->paths[f->n++] = p;
 }
 
@@ -96,10 +94,7 @@ char *rete_ctl_read_file(const char *path, size_t *len, char *err, size_t errlen
     size_t cap = 4096, n = 0;
     char *buf = rete_malloc(cap);
     for (;;) {
-        if (cap - n < 2) {
-            cap *= 2;
-            buf = rete_realloc(buf, cap);
-        }
+        RETE_GROW(buf, cap, n + 2, 4096);
         size_t r = fread(buf + n, 1, cap - n - 1, f);
         n += r;
         if (r == 0)

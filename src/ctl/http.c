@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "vec.h"
 #include "h1_parse.h"
 
 #define MAX_RESPONSE (64u << 20)
@@ -307,10 +308,7 @@ rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method, const char 
     }
     bool eof = false;
     for (;;) {
-        if (in_cap - in_len < 16384) {
-            in_cap = in_cap ? in_cap * 2 : 32768;
-            in = rete_realloc(in, in_cap);
-        }
+        RETE_GROW(in, in_cap, in_len + 16384, 32768);
         ssize_t r = recv(fd, in + in_len, in_cap - in_len, 0);
         if (r > 0) {
             in_len += (size_t)r;

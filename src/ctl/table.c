@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "vec.h"
 
 #define COLUMN_GAP 3
 
@@ -15,10 +16,7 @@ void rete_ctl_table_init(rete_ctl_table *t, size_t n_cols)
 
 void rete_ctl_table_add_row(rete_ctl_table *t, const char *const *cells)
 {
-    if (t->n_rows == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 8;
-        t->cells = rete_realloc(t->cells, t->cap * t->n_cols * sizeof(char *));
-    }
+    RETE_GROW(t->cells, t->cap, (t->n_rows + 1) * t->n_cols, 8 * t->n_cols);
     for (size_t c = 0; c < t->n_cols; c++)
         t->cells[t->n_rows * t->n_cols + c] = rete_strdup(cells[c] ? cells[c] : "");
     t->n_rows++;

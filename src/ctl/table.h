@@ -14,7 +14,7 @@
 typedef struct rete_ctl_table {
     size_t n_cols;
     size_t n_rows; /* including the header */
-    size_t cap;
+    size_t cap;   /* cells allocated */
     char **cells; /* row-major, owned */
 } rete_ctl_table;
 

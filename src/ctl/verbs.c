@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "kinds.h"
+#include "ctl_kinds.h"
 
 #define F_OUT_NS (CTL_F_NAMESPACE | CTL_F_OUTPUT)
 
@@ -154,9 +154,12 @@ void rete_ctl_completion_bash(FILE *out)
         fprintf(out, "%s%s", i ? " " : "", rete_ctl_verbs[i].name);
     fprintf(out, "\"\n    local kinds=\"");
     for (size_t i = 0; i < rete_ctl_n_kinds; i++) {
-        fprintf(out, "%s%s %s", i ? " " : "", rete_ctl_kinds[i].plural, rete_ctl_kinds[i].kind);
-        for (size_t a = 0; rete_ctl_kinds[i].aliases[a]; a++)
-            fprintf(out, " %s", rete_ctl_kinds[i].aliases[a]);
+        const rete_kind *k = rete_ctl_kinds[i].def;
+        char lower[64];
+        fprintf(out, "%s%s %s %s", i ? " " : "", k->plural, k->kind,
+                rete_ctl_kind_lower(k->kind, lower, sizeof(lower)));
+        for (size_t a = 0; a < RETE_KIND_MAX_SHORT && k->short_names[a]; a++)
+            fprintf(out, " %s", k->short_names[a]);
     }
     fprintf(out, "\"\n    local global=\"");
     flag_words(CTL_F_GLOBAL, out);

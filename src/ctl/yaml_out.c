@@ -7,23 +7,13 @@
 #include <yaml.h>
 
 #include "alloc.h"
+#include "vec.h"
 
-typedef struct outbuf {
-    char *p;
-    size_t len, cap;
-} outbuf;
+typedef rete_buf outbuf;
 
 static int write_handler(void *data, unsigned char *buffer, size_t size)
 {
-    outbuf *b = data;
-    if (b->len + size + 1 > b->cap) {
-        while (b->len + size + 1 > b->cap)
-            b->cap = b->cap ? b->cap * 2 : 256;
-        b->p = rete_realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, buffer, size);
-    b->len += size;
-    b->p[b->len] = '\0';
+    rete_buf_append(data, buffer, size);
     return 1;
 }
 

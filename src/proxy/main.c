@@ -6,6 +6,7 @@
 #include "codecs.h"
 #include "config.h"
 #include "cp_client.h"
+#include "defaults.h"
 #include "dispatch.h"
 #include "log.h"
 #include "proxy.h"
@@ -37,7 +38,7 @@ static void usage(FILE *out)
             "      --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
             "\n"
             "control plane (instead of --config, or with it for the Proxy document):\n"
-            "      --control-plane HOST:PORT  reted's proxy API (15012)\n"
+            "      --control-plane HOST:PORT  reted's proxy API (" RETE_STR(RETE_PORT_PROXY_API) ")\n"
             "      --token-file F       join token for the first certificate\n"
             "      --ca-file F          the mesh trust bundle (reted's ca/bundle.pem)\n"
             "      --data-dir DIR       certificate, key and last good configuration\n"
@@ -341,9 +342,13 @@ int main(int argc, char **argv)
             cpo.proxy_doc = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
             json_decref(doc);
         }
+        /* the mesh port is configurable: register the one this proxy serves */
+        uint16_t mesh_port = rete_config_proxy_mesh_port(cpo.proxy_doc, strlen(cpo.proxy_doc));
+        if (!mesh_port) /* not a valid Proxy document: its load will say why */
+            mesh_port = RETE_PORT_MESH;
         cpo.workload = json_pack("{s:s,s:s,s:s,s:s,s:i,s:O}", "name", cpo.name, "namespace", cpo.ns,
-                                 "serviceAccount", cpo.sa, "address", cpo.address, "meshPort", 15008,
-                                 "labels", labels);
+                                 "serviceAccount", cpo.sa, "address", cpo.address, "meshPort",
+                                 (int)mesh_port, "labels", labels);
         if (n_egress) {
             json_t *e = json_array();
             for (size_t i = 0; i < n_egress; i++)

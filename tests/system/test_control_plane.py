@@ -184,6 +184,34 @@ def _local_proxy_doc(tmp_path, p_name, ns, sa, host, data, upstream_service, lis
     return path
 
 
+def test_proxy_registers_the_mesh_port_of_its_own_proxy_document(reted, tmp_path):
+    """The mesh listener is configurable (spec.listeners.mesh): a
+    control-plane proxy registers the port it serves, not 15008, even when
+    its Proxy document names a Service reted has not sent yet."""
+    import json
+    from mesh import fresh_host
+    host = fresh_host()
+    data = os.path.join(str(tmp_path), "proxy-mp-0")
+    cfg = _local_proxy_doc(tmp_path, "mp-0", "demo", "mp", host, data, "notyet", f"{host}:9191")
+    with open(cfg) as f:
+        doc = json.load(f)
+    doc["spec"]["listeners"] = {"mesh": f"{host}:16008"}
+    with open(cfg, "w") as f:
+        json.dump(doc, f)
+    CPProxy(reted, tmp_path, "mp-0", "demo", "mp", host=host, data_dir=data,
+            extra=["--config", cfg]).start(ready=r"rejected configuration version")
+    st, body = reted.get("workload", "demo", "mp-0")
+    assert st == 200, body
+    assert body["spec"]["meshPort"] == 16008, body
+
+
+def test_reted_accepts_every_short_name_retectl_does(reted):
+    """One kinds table: `ap` and `mc` (retectl's) resolve in reted's API too."""
+    for word in ("ap", "mc", "authz", "pa", "wg", "wl", "svc", "dr"):
+        st, body = reted.get(word, "demo")
+        assert st == 200, (word, body)
+
+
 def test_nacked_config_is_visible_and_the_proxy_keeps_its_last_good_one(reted, tmp_path):
     """A proxy whose own Proxy document has an upstream to Service `extra`:
     fine while reted has `extra`; once `extra` is deleted, the pushed snapshot

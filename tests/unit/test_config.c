@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "defaults.h"
 
 /* tests/unit/ as the compiler saw it (meson runs tests from the build dir). */
 static char src_dir[512];
@@ -870,6 +871,26 @@ static void test_reference_doc_in_sync(void **state)
                  "`build/tests/unit/test_config --reference`");
 }
 
+/* The mesh port a control-plane proxy registers: read from its own Proxy
+ * document before the Services its upstreams name have arrived. */
+static void test_proxy_mesh_port(void **state)
+{
+    (void)state;
+    static const char custom[] =
+        "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: demo}\n"
+        "spec: {serviceAccount: p, address: 127.0.0.5, listeners: {mesh: \"127.0.0.5:16008\"},\n"
+        "  upstreams: [{listen: \"127.0.0.1:9191\", service: db, port: 5432}]}\n";
+    rete_config_error err;
+    assert_null(rete_config_load_buffer(custom, strlen(custom), "p", 1, &err)); /* no Service db */
+    assert_int_equal(rete_config_proxy_mesh_port(custom, strlen(custom)), 16008);
+    assert_int_equal(rete_config_proxy_mesh_port(PROXY_DOC, strlen(PROXY_DOC)), RETE_PORT_MESH);
+    static const char bad[] = "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\n"
+                              "spec: {listeners: {mesh: nonsense}}\n";
+    assert_int_equal(rete_config_proxy_mesh_port(bad, strlen(bad)), 0);
+    assert_int_equal(rete_config_proxy_mesh_port("{", 1), 0);
+    assert_int_equal(rete_config_proxy_mesh_port(WORKLOAD_P, strlen(WORKLOAD_P)), 0);
+}
+
 int main(int argc, char **argv)
 {
     init_src_dir();
@@ -893,6 +914,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_error_format),
         cmocka_unit_test(test_alias_bomb),
         cmocka_unit_test(test_reference_doc_in_sync),
+        cmocka_unit_test(test_proxy_mesh_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@
 #include "context.h"
 #include "ctl.h"
 #include "http.h"
-#include "kinds.h"
+#include "ctl_kinds.h"
 #include "table.h"
 #include "yaml_out.h"
 
@@ -45,7 +45,7 @@ static void test_kind_aliases(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const rete_ctl_kind *k = rete_ctl_kind_lookup(cases[i].word);
         assert_non_null(k);
-        assert_string_equal(k->kind, cases[i].kind);
+        assert_string_equal(k->def->kind, cases[i].kind);
     }
     assert_null(rete_ctl_kind_lookup("pods"));
     assert_null(rete_ctl_kind_lookup(""));

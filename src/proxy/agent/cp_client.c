@@ -2,11 +2,13 @@
 #include "alloc.h"
 #include "config.h"
 #include "csr.h"
+#include "defaults.h"
 #include "file.h"
 #include "h1_parse.h"
 #include "io.h"
 #include "log.h"
 #include "proxy.h"
+#include "spiffe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -357,8 +359,8 @@ static void rebuild_contexts(void)
 
 static void expected_reted_id(char *out, size_t len)
 {
-    snprintf(out, len, "spiffe://%s/ns/rete-system/sa/reted",
-             cp.o->trust_domain ? cp.o->trust_domain : "cluster.local");
+    rete_spiffe_format(out, len, cp.o->trust_domain ? cp.o->trust_domain : RETE_DEFAULT_TRUST_DOMAIN,
+                       RETE_ROOT_NS, RETE_CONTROL_SA);
 }
 
 /* ---- HTTP over io ---- */
@@ -575,8 +577,9 @@ static void retry_renewal(void)
 static void request_certificate(bool renewal)
 {
     char spiffe[800], err[256];
-    snprintf(spiffe, sizeof(spiffe), "spiffe://%s/ns/%s/sa/%s",
-             cp.o->trust_domain ? cp.o->trust_domain : "cluster.local", cp.o->ns, cp.o->sa);
+    rete_spiffe_format(spiffe, sizeof(spiffe),
+                       cp.o->trust_domain ? cp.o->trust_domain : RETE_DEFAULT_TRUST_DOMAIN, cp.o->ns,
+                       cp.o->sa);
     char *key = NULL;
     char *csr = rete_csr_new(spiffe, &key, err, sizeof(err));
     if (!csr) {

@@ -5,12 +5,10 @@
  * fields make an ALLOW rule match nothing and are dropped from a DENY rule. */
 #include "authz.h"
 #include "path_norm.h"
+#include "spiffe.h"
 #include "tls.h"
 
 #include <string.h>
-
-#define SPIFFE_SCHEME "spiffe://"
-#define SPIFFE_SCHEME_LEN (sizeof(SPIFFE_SCHEME) - 1)
 
 bool rete_authz_str_match(const char *pattern, rete_view value)
 {
@@ -30,11 +28,7 @@ bool rete_authz_str_match(const char *pattern, rete_view value)
 
 bool rete_authz_in_trust_domain(const char *trust_domain, const char *spiffe_id)
 {
-    if (!trust_domain || !spiffe_id || strncmp(spiffe_id, SPIFFE_SCHEME, SPIFFE_SCHEME_LEN) != 0)
-        return false;
-    size_t tdl = strlen(trust_domain);
-    const char *rest = spiffe_id + SPIFFE_SCHEME_LEN;
-    return tdl > 0 && strncmp(rest, trust_domain, tdl) == 0 && rest[tdl] == '/';
+    return rete_spiffe_in_trust_domain(spiffe_id, trust_domain);
 }
 
 /* The NS of ".../ns/NS/..." right after the trust domain, or an empty view. */

@@ -1,12 +1,14 @@
-/* The resource kinds retectl knows: the names an operator may type for each
- * (case-insensitive: kind, plural, short names) and the columns `get` prints
- * for it. One table drives lookup, tables, help and shell completion. */
-#ifndef RETE_CTL_KINDS_H
-#define RETE_CTL_KINDS_H
+/* The columns `get` prints for each resource kind. The names an operator may
+ * type for a kind (case-insensitive: kind, plural, short names) come from
+ * the common table (src/common/kinds.h), the one reted resolves with too. */
+#ifndef RETE_CTL_CTL_KINDS_H
+#define RETE_CTL_CTL_KINDS_H
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "kinds.h"
 
 typedef void (*rete_ctl_cell_fn)(const json_t *res, char *buf, size_t len);
 
@@ -18,17 +20,19 @@ typedef struct rete_ctl_column {
 
 #define RETE_CTL_MAX_COLS 6
 
+/* A kind as retectl shows it: the common row (names, plural) and the
+ * columns of `get`. */
 typedef struct rete_ctl_kind {
-    const char *kind;                        /* "HTTPRoute": what the API takes and returns */
-    const char *plural;                      /* "httproutes" */
-    const char *aliases[4];                  /* other names, NULL-terminated: "svc", "dr" */
+    const rete_kind *def;
     rete_ctl_column cols[RETE_CTL_MAX_COLS]; /* header NULL ends */
 } rete_ctl_kind;
 
+/* In the order help and completion list them. */
 extern const rete_ctl_kind rete_ctl_kinds[];
 extern const size_t rete_ctl_n_kinds;
 
-/* The kind an operator's word names, or NULL. */
+/* The kind an operator's word names (rete_kind_lookup, as reted resolves
+ * it), or NULL. */
 const rete_ctl_kind *rete_ctl_kind_lookup(const char *word);
 
 /* Lowercase kind for "service/echo" lines; buf must hold 32 bytes. */

@@ -1,9 +1,9 @@
-#include "kinds.h"
+#include "ctl_kinds.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
+#include "defaults.h"
 #include "view.h"
 
 static const json_t *spec(const json_t *res)
@@ -112,7 +112,7 @@ static void wl_mesh_port(const json_t *res, char *buf, size_t len)
     if (p)
         scalar(p, buf, len);
     else
-        snprintf(buf, len, "15008");
+        snprintf(buf, len, "%d", RETE_PORT_MESH);
 }
 
 static void route_parents(const json_t *res, char *buf, size_t len)
@@ -227,7 +227,7 @@ static void pa_mode(const json_t *res, char *buf, size_t len)
 static void mc_td(const json_t *res, char *buf, size_t len)
 {
     const json_t *t = path(spec(res), "trustDomain", NULL);
-    snprintf(buf, len, "%s", json_is_string(t) ? json_string_value(t) : "cluster.local");
+    snprintf(buf, len, "%s", json_is_string(t) ? json_string_value(t) : RETE_DEFAULT_TRUST_DOMAIN);
 }
 
 static void mc_mtls(const json_t *res, char *buf, size_t len)
@@ -243,60 +243,38 @@ static void mc_mtls(const json_t *res, char *buf, size_t len)
     }
 
 const rete_ctl_kind rete_ctl_kinds[] = {
-    {"Service",
-     "services",
-     {"svc", "service", NULL},
+    {&rete_kinds[RETE_KIND_SERVICE],
      {{"PORTS", false, svc_ports}, {"SELECTOR", false, svc_selector}}},
-    {"Workload",
-     "workloads",
-     {"wl", "workload", "workloadentry", NULL},
+    {&rete_kinds[RETE_KIND_WORKLOAD],
      {{"ADDRESS", false, wl_address},
       {"SERVICE-ACCOUNT", false, wl_sa},
       {"LABELS", false, wl_labels},
       {"MESH-PORT", true, wl_mesh_port}}},
-    {"HTTPRoute", "httproutes", {"httproute", NULL}, ROUTE_COLS},
-    {"GRPCRoute", "grpcroutes", {"grpcroute", NULL}, ROUTE_COLS},
-    {"TCPRoute",
-     "tcproutes",
-     {"tcproute", NULL},
+    {&rete_kinds[RETE_KIND_HTTP_ROUTE], ROUTE_COLS},
+    {&rete_kinds[RETE_KIND_GRPC_ROUTE], ROUTE_COLS},
+    {&rete_kinds[RETE_KIND_TCP_ROUTE],
      {{"PARENTS", false, route_parents}, {"BACKENDS", false, route_backends}}},
-    {"DestinationRule",
-     "destinationrules",
-     {"dr", "destinationrule", NULL},
+    {&rete_kinds[RETE_KIND_DESTINATION_RULE],
      {{"HOST", false, dr_host}, {"LOAD-BALANCER", false, dr_lb}, {"OUTLIER", true, dr_outlier}}},
-    {"AuthorizationPolicy",
-     "authorizationpolicies",
-     {"authorizationpolicy", "authz", "ap", NULL},
+    {&rete_kinds[RETE_KIND_AUTHZ],
      {{"ACTION", false, authz_action},
       {"SELECTOR", false, sel_labels},
       {"RULES", false, route_rules}}},
-    {"PeerAuthentication",
-     "peerauthentications",
-     {"peerauthentication", "pa", NULL},
+    {&rete_kinds[RETE_KIND_PEER_AUTHN],
      {{"MODE", false, pa_mode}, {"SELECTOR", false, sel_labels}}},
-    {"WorkloadGroup",
-     "workloadgroups",
-     {"workloadgroup", "wg", NULL},
+    {&rete_kinds[RETE_KIND_WORKLOAD_GROUP],
      {{"SERVICE-ACCOUNT", false, wl_sa}, {"LABELS", false, wl_labels}}},
-    {"MeshConfig",
-     "meshconfigs",
-     {"meshconfig", "mc", NULL},
+    {&rete_kinds[RETE_KIND_MESH],
      {{"TRUST-DOMAIN", false, mc_td}, {"DEFAULT-MTLS", false, mc_mtls}}},
 };
 const size_t rete_ctl_n_kinds = sizeof(rete_ctl_kinds) / sizeof(rete_ctl_kinds[0]);
 
 const rete_ctl_kind *rete_ctl_kind_lookup(const char *word)
 {
-    if (!word)
-        return NULL;
-    for (size_t i = 0; i < rete_ctl_n_kinds; i++) {
-        const rete_ctl_kind *k = &rete_ctl_kinds[i];
-        if (strcasecmp(word, k->kind) == 0 || strcasecmp(word, k->plural) == 0)
-            return k;
-        for (size_t a = 0; k->aliases[a]; a++)
-            if (strcasecmp(word, k->aliases[a]) == 0)
-                return k;
-    }
+    const rete_kind *k = rete_kind_lookup(word);
+    for (size_t i = 0; k && i < rete_ctl_n_kinds; i++)
+        if (rete_ctl_kinds[i].def == k)
+            return &rete_ctl_kinds[i];
     return NULL;
 }
 
