@@ -23,7 +23,7 @@
 
 /* The DNS domain of Service names (name.ns.svc.cluster.local), as Kubernetes
  * defaults it; not the trust domain (RETE_DEFAULT_TRUST_DOMAIN). */
-#define CLUSTER_DOMAIN "cluster.local"
+#define CLUSTER_DOMAIN RETE_CLUSTER_DOMAIN
 
 
 /* ---- pass 2: resolution ----------------------------------------------------------- */

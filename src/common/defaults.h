@@ -13,6 +13,8 @@
 #define RETE_CONTROL_SA "reted"
 /* The trust domain of a mesh whose MeshConfig names none. */
 #define RETE_DEFAULT_TRUST_DOMAIN "cluster.local"
+/* The DNS domain of Service names: name.ns.svc.cluster.local. */
+#define RETE_CLUSTER_DOMAIN "cluster.local"
 
 /* rete-proxy listeners */
 #define RETE_PORT_ADMIN 15000    /* 127.0.0.1 only */

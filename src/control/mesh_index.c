@@ -3,6 +3,7 @@
 
 #include "alloc.h"
 #include "config_schema.h"
+#include "defaults.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -139,9 +140,16 @@ static void add_host(reted_strs *x, const char *host, const char *dr_ns)
     size_t len = strlen(h);
     if (len && h[len - 1] == '.')
         h[--len] = '\0';
-    char *svc = strstr(h, ".svc");
-    if (svc)
-        *svc = '\0';
+    /* Only as a suffix, as cfg_service_by_host drops it: "pay.svc-team" is
+     * Service pay of namespace svc-team. */
+    static const char *const suffixes[] = {".svc." RETE_CLUSTER_DOMAIN, ".svc"};
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (len >= sl && strcmp(h + len - sl, suffixes[i]) == 0) {
+            h[len -= sl] = '\0';
+            break;
+        }
+    }
     char *dot = strchr(h, '.');
     if (dot)
         *dot = '\0';

@@ -191,6 +191,25 @@ static void test_selects(void **state)
     free(labels.p);
 }
 
+/* Regression: a DestinationRule host is read as the proxy's loader reads it
+ * (cfg_service_by_host): only a ".svc" or ".svc.cluster.local" suffix is
+ * dropped. "pay.svc-team" names Service pay of namespace svc-team; reted
+ * cut it at the first ".svc" and filed the rule under the rule's own
+ * namespace, so proxies routing to svc-team/pay never got it. */
+static void test_dr_host_in_namespace_starting_with_svc(void **state)
+{
+    fixture *f = *state;
+    fx_put(f, "DestinationRule", "shop", "a", "{\"host\":\"pay.svc-team\"}");
+    fx_put(f, "DestinationRule", "shop", "b", "{\"host\":\"pay.svcbank.svc\"}");
+    fx_put(f, "DestinationRule", "shop", "c", "{\"host\":\"pay.svc-team.svc.cluster.local\"}");
+    fx_put(f, "DestinationRule", "shop", "d", "{\"host\":\"pay.bank.SVC.Cluster.Local.\"}");
+    assert_int_equal(reted_index_build(&f->r.index, f->r.store), RETE_OK);
+    assert_string_equal(joined(&get(f, "DestinationRule", "shop", "a")->refs), "svc-team/pay");
+    assert_string_equal(joined(&get(f, "DestinationRule", "shop", "b")->refs), "svcbank/pay");
+    assert_string_equal(joined(&get(f, "DestinationRule", "shop", "c")->refs), "svc-team/pay");
+    assert_string_equal(joined(&get(f, "DestinationRule", "shop", "d")->refs), "bank/pay");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +217,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_order_and_range, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_one_key, fx_setup, fx_teardown),
         cmocka_unit_test(test_selects),
+        cmocka_unit_test_setup_teardown(test_dr_host_in_namespace_starting_with_svc, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
