@@ -1,0 +1,531 @@
+/* Unit tests for the request path's filter chain (src/proxy/http/filter.h,
+ * dispatch.c, filter_*.c): each filter alone against a fake downstream side
+ * that records what it is answered, on exchanges made by the core
+ * (rete_ex_new) on a worker that never runs its loop, with a configuration
+ * loaded from YAML. Filters that start an upstream are driven only to their
+ * local answers here (the system tests cover the rest). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "exchange.h"
+#include "filter.h"
+#include "proxy.h"
+#include "worker.h"
+
+extern FILE *rete_access_log; /* filter_access_log.c */
+
+/* ---- the fake downstream side ---- */
+
+typedef struct fake_side {
+    int heads, aborts;
+    int status;
+    char body[1024];
+    size_t body_len;
+    bool body_end;
+    char location[256];
+    char x_added[64]; /* the response header x-added, when set */
+} fake_side;
+
+static void copy_header(const rete_msg *m, const char *name, char *out, size_t size)
+{
+    rete_view v = rete_msg_get(m, rete_view_cstr(name));
+    snprintf(out, size, "%.*s", (int)v.len, v.p ? v.p : "");
+}
+
+static void fake_on_data(rete_exchange *ex)
+{
+    fake_side *f = ex->side[RETE_DOWNSTREAM];
+    const char *data;
+    size_t n;
+    while ((n = rete_ex_peek(ex, RETE_DOWNSTREAM, &data)) > 0) {
+        assert_true(f->body_len + n < sizeof f->body);
+        memcpy(f->body + f->body_len, data, n);
+        f->body_len += n;
+        f->body[f->body_len] = '\0';
+        rete_ex_consume(ex, RETE_DOWNSTREAM, n);
+    }
+    f->body_end = rete_ex_in(ex, RETE_DOWNSTREAM)->end;
+}
+
+static void fake_on_head(rete_exchange *ex)
+{
+    fake_side *f = ex->side[RETE_DOWNSTREAM];
+    f->heads++;
+    f->status = ex->resp.status;
+    copy_header(&ex->resp, "location", f->location, sizeof f->location);
+    copy_header(&ex->resp, "x-added", f->x_added, sizeof f->x_added);
+}
+
+static void fake_on_drained(rete_exchange *ex, size_t consumed)
+{
+    (void)ex;
+    (void)consumed;
+}
+
+static void fake_on_abort(rete_exchange *ex)
+{
+    fake_side *f = ex->side[RETE_DOWNSTREAM];
+    f->aborts++;
+}
+
+static const rete_side_ops fake_ops = {
+    .name = "fake",
+    .on_head = fake_on_head,
+    .on_data = fake_on_data,
+    .on_drained = fake_on_drained,
+    .on_abort = fake_on_abort,
+};
+
+/* ---- a worker that never runs, with one generation ---- */
+
+typedef struct fixture {
+    rete_proxy proxy;
+    rete_worker w;
+    rete_tls_set tls; /* no contexts: no filter here dials */
+    rete_gen *gen;
+    rete_exchange *ex;
+    fake_side side;
+    char *log_buf;
+    size_t log_len;
+} fixture;
+
+#define PROXY                                                                                      \
+    "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: web-0, namespace: demo}\n"       \
+    "spec:\n  serviceAccount: web\n"
+#define TWO_PORTS "  inbound: [{port: 8080}, {port: 9000, protocol: TCP}]\n"
+#define MESH                                                                                       \
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: demo}\n"                 \
+    "spec: {selector: {app: api}, ports: [{name: http, port: 80}]}\n"                              \
+    "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"                             \
+    "metadata: {name: api, namespace: demo}\n"                                                     \
+    "spec:\n  parentRefs: [{kind: Service, name: api}]\n  rules:\n"                                \
+    "    - matches: [{path: {type: PathPrefix, value: /old}}]\n"                                   \
+    "      filters:\n"                                                                             \
+    "        - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-added, "    \
+    "value: yes}]}}\n"                                                                             \
+    "        - {type: RequestRedirect, requestRedirect: {hostname: new.example, statusCode: "     \
+    "301}}\n"                                                                                      \
+    "    - matches: [{path: {type: PathPrefix, value: /api}}]\n"                                   \
+    "      backendRefs: [{name: api, port: 80}]\n"                                                 \
+    "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"                           \
+    "metadata: {name: deny-admin, namespace: demo}\n"                                              \
+    "spec: {action: DENY, rules: [{to: [{operation: {paths: [\"/admin*\"]}}]}]}\n"                 \
+    "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"                           \
+    "metadata: {name: no-tcp-9000, namespace: demo}\n"                                             \
+    "spec: {action: DENY, rules: [{to: [{operation: {ports: [\"9000\"]}}]}]}\n"
+
+static const char *const default_yaml = PROXY TWO_PORTS MESH;
+
+static void use_config(fixture *f, const char *yaml)
+{
+    rete_config_error err;
+    rete_config *cfg = rete_config_load_buffer(yaml, strlen(yaml), "t.yaml", 1, &err);
+    if (!cfg) {
+        char buf[1200];
+        rete_config_error_format(&err, buf, sizeof buf);
+        fail_msg("%s", buf);
+    }
+    if (f->gen)
+        rete_gen_release(&f->w, f->gen);
+    f->gen = rete_gen_new(cfg, &f->tls);
+    f->w.gen = f->gen;
+    rete_config_unref(cfg); /* the generation holds it */
+}
+
+static int setup(void **state)
+{
+    rete_http_register();
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    rete_proxy_metrics_init(&f->proxy);
+    f->w.proxy = &f->proxy;
+    f->w.shard = rete_metrics_shard_new(f->proxy.metrics);
+    f->w.mm = f->proxy.mm;
+    f->w.ms = f->proxy.ms;
+    f->w.rng = 42;
+    assert_int_equal(uv_loop_init(&f->w.loop), 0);
+    atomic_init(&f->tls.refs, 1);
+    use_config(f, default_yaml);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->ex)
+        rete_ex_detach(f->ex, RETE_DOWNSTREAM);
+    rete_ex_pool_free(&f->w);
+    rete_gen_release(&f->w, f->gen);
+    assert_int_equal(atomic_load(&f->tls.refs), 1);
+    uv_run(&f->w.loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&f->w.loop), 0);
+    rete_metrics_shard_free(&f->w.shard);
+    rete_proxy_metrics_free(&f->proxy);
+    if (rete_access_log) {
+        fclose(rete_access_log);
+        rete_access_log = NULL;
+    }
+    free(f->log_buf);
+    free(f);
+    return 0;
+}
+
+/* A new exchange on the fake side (the previous one let go first). */
+static rete_exchange *request(fixture *f, bool inbound, const char *method, const char *authority,
+                              const char *path)
+{
+    if (f->ex)
+        rete_ex_detach(f->ex, RETE_DOWNSTREAM);
+    rete_ex_reap(&f->w);
+    memset(&f->side, 0, sizeof f->side);
+    rete_exchange *ex = f->ex = rete_ex_new(&f->w, &fake_ops, &f->side);
+    ex->inbound = inbound;
+    ex->listener = inbound ? "mesh" : "outbound";
+    snprintf(ex->downstream_addr, sizeof ex->downstream_addr, "10.0.0.9:4444");
+    ex->req.method = rete_view_cstr(method);
+    ex->req.scheme = RETE_VIEW_LIT("http");
+    ex->req.authority = authority ? rete_view_cstr(authority) : RETE_VIEW_NULL;
+    ex->req.path = path ? rete_view_cstr(path) : RETE_VIEW_NULL;
+    ex->tunnel = strcmp(method, "CONNECT") == 0;
+    if (inbound)
+        snprintf(ex->peer_id, sizeof ex->peer_id, "spiffe://cluster.local/ns/demo/sa/api");
+    return ex;
+}
+
+static void header(rete_exchange *ex, const char *name, const char *value)
+{
+    rete_msg_add(ex, &ex->req, rete_view_cstr(name), rete_view_cstr(value));
+}
+
+static void capture_log(fixture *f)
+{
+    rete_access_log = open_memstream(&f->log_buf, &f->log_len);
+    assert_non_null(rete_access_log);
+}
+
+/* ---- the chains ---- */
+
+static const char *names(const rete_filter_chain *c)
+{
+    static char buf[256];
+    buf[0] = '\0';
+    for (size_t i = 0; i < c->n; i++) {
+        strcat(buf, i ? " " : "");
+        strcat(buf, c->filters[i]->name);
+    }
+    return buf;
+}
+
+/* The order is the contract: authorization before the app, telemetry and
+ * the access log last (they see every exchange end). */
+static void test_chain_order(void **state)
+{
+    fixture *f = *state;
+    assert_string_equal(names(&rete_chain_outbound), "route telemetry access-log");
+    assert_string_equal(names(&rete_chain_inbound), "inbound-port authz app telemetry access-log");
+    rete_exchange *ex = request(f, false, "GET", "api", "/");
+    assert_ptr_equal(rete_filter_chain_of(ex), &rete_chain_outbound);
+    ex = request(f, true, "GET", "api", "/");
+    assert_ptr_equal(rete_filter_chain_of(ex), &rete_chain_inbound);
+    ex->admin = true;
+    assert_string_equal(names(rete_filter_chain_of(ex)), "telemetry access-log");
+    /* every stage a filter leaves NULL is skipped; the handling filters
+     * are the only ones that answer */
+    assert_null(rete_filter_access_log.on_request);
+    assert_null(rete_filter_telemetry.on_request);
+    assert_non_null(rete_filter_authz.on_request);
+    assert_null(rete_filter_authz.on_finish);
+}
+
+/* ---- authz ---- */
+
+static void test_authz_denies_with_403_allows_with_next(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, true, "GET", "web", "/admin/users");
+    ex->target_port = 8080;
+    assert_int_equal(rete_filter_authz.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.heads, 1);
+    assert_int_equal(f->side.status, 403);
+    assert_string_equal(f->side.body, "RBAC: access denied by policy demo/deny-admin\n");
+    assert_true(f->side.body_end);
+    assert_int_equal(ex->error, RETE_EXE_DENIED);
+
+    ex = request(f, true, "GET", "web", "/public");
+    ex->target_port = 8080;
+    assert_int_equal(rete_filter_authz.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(f->side.heads, 0);
+    assert_int_equal(ex->error, RETE_EXE_NONE);
+
+    /* a tunnel to a denied port is closed: nothing to answer on raw bytes
+     * (deny-admin matches first: a DENY rule's HTTP-only fields are
+     * ignored for TCP, as Istio does, so it denies more, never less) */
+    ex = request(f, true, "CONNECT", "10.0.0.1:9000", NULL);
+    ex->target_port = 9000;
+    assert_int_equal(rete_filter_authz.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.heads, 0);
+    assert_int_equal(f->side.aborts, 1);
+    assert_int_equal(ex->error, RETE_EXE_DENIED);
+
+    assert_int_equal(rete_metrics_counter_value(f->proxy.metrics, f->w.ms.authz_denied), 2);
+
+    /* no policy at all: next, whatever the request */
+    use_config(f, PROXY TWO_PORTS);
+    ex = request(f, true, "GET", "web", "/admin");
+    assert_int_equal(rete_filter_authz.on_request(ex), RETE_FILTER_NEXT);
+}
+
+/* ---- inbound port ---- */
+
+static void test_inbound_port_from_header(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, true, "GET", "web", "/");
+    header(ex, "x-rete-target-port", "9000");
+    header(ex, "x-other", "kept");
+    assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(ex->target_port, 9000);
+    assert_null(rete_msg_get(&ex->req, RETE_VIEW_LIT("x-rete-target-port")).p); /* never to the app */
+    assert_non_null(rete_msg_get(&ex->req, RETE_VIEW_LIT("x-other")).p);
+
+    const char *bad[] = {"0", "65536", "80a", "-1", "", " 80"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ex = request(f, true, "GET", "web", "/");
+        header(ex, "x-rete-target-port", bad[i]);
+        assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_DONE);
+        assert_int_equal(f->side.status, 400);
+        assert_string_equal(f->side.body, "bad x-rete-target-port\n");
+    }
+}
+
+static void test_inbound_port_from_connect_authority(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, true, "CONNECT", "10.1.2.3:8080", NULL);
+    assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(ex->target_port, 8080);
+    ex = request(f, true, "CONNECT", "[fd00::1]:9000", NULL); /* the last colon */
+    assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(ex->target_port, 9000);
+    const char *bad[] = {"10.1.2.3", "10.1.2.3:", "10.1.2.3:0", "10.1.2.3:99999", "[fd00::1]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ex = request(f, true, "CONNECT", bad[i], NULL);
+        assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_DONE);
+        assert_int_equal(f->side.heads, 0); /* a tunnel: closed, not answered */
+        assert_int_equal(f->side.aborts, 1);
+    }
+}
+
+/* Without a header: the original destination when the listener found one,
+ * else the only declared port, else none (the app filter answers 404). */
+static void test_inbound_port_defaults(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, true, "GET", "web", "/");
+    ex->target_port = 7000;
+    assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(ex->target_port, 7000);
+    ex = request(f, true, "GET", "web", "/");
+    assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(ex->target_port, 0);
+    use_config(f, PROXY "  inbound: [{port: 8081}]\n");
+    ex = request(f, true, "GET", "web", "/");
+    assert_int_equal(rete_filter_inbound_port.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(ex->target_port, 8081);
+}
+
+/* ---- app (its local answers) ---- */
+
+static void test_app_refusals(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, true, "GET", "web", "/");
+    ex->target_port = 7777;
+    assert_int_equal(rete_filter_app.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 404);
+    assert_string_equal(f->side.body, "workload demo/web-0 serves no port 7777\n");
+    assert_int_equal(ex->error, RETE_EXE_NO_ROUTE);
+
+    ex = request(f, true, "GET", "web", "/");
+    ex->target_port = 9000;
+    assert_int_equal(rete_filter_app.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 400);
+    assert_string_equal(f->side.body, "port 9000 is a TCP port\n");
+
+    /* raw bytes from outside the mesh to an HTTP port: closed */
+    ex = request(f, true, "CONNECT", "10.1.2.3:8080", NULL);
+    ex->peer_id[0] = '\0';
+    ex->target_port = 8080;
+    assert_int_equal(rete_filter_app.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.aborts, 1);
+    assert_int_equal(ex->error, RETE_EXE_BAD_REQUEST);
+}
+
+/* ---- route (its local answers) and the response stage ---- */
+
+static void test_route_local_answers(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, false, "GET", NULL, "/");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 400);
+    assert_string_equal(f->side.body, "request has no Host or :authority\n");
+    assert_int_equal(ex->error, RETE_EXE_BAD_REQUEST);
+
+    ex = request(f, false, "GET", "nosuch", "/");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 404);
+    assert_string_equal(f->side.body, "no service in the mesh is named \"nosuch\"\n");
+    assert_int_equal(ex->error, RETE_EXE_NO_ROUTE);
+
+    ex = request(f, false, "GET", "api.demo", "/elsewhere");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 404);
+    assert_string_equal(f->side.body, "no route of service demo/api matches GET /elsewhere\n");
+    assert_null(ex->route);
+
+    /* a redirect is answered here; the rule's response headers are added
+     * by the chain's response stage, which the local answer runs through */
+    ex = request(f, false, "GET", "api", "/old/x");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 301);
+    assert_string_equal(f->side.location, "http://new.example/old/x");
+    assert_string_equal(f->side.x_added, "yes");
+    assert_non_null(ex->route);
+    assert_int_equal(ex->error, RETE_EXE_NONE);
+}
+
+/* ---- access log ---- */
+
+static json_t *one_line(fixture *f)
+{
+    fflush(rete_access_log);
+    assert_true(f->log_len > 0);
+    assert_int_equal(f->log_buf[f->log_len - 1], '\n');
+    assert_ptr_equal(strchr(f->log_buf, '\n'), f->log_buf + f->log_len - 1); /* one line */
+    json_error_t jerr;
+    json_t *j = json_loadb(f->log_buf, f->log_len, 0, &jerr);
+    if (!j)
+        fail_msg("not JSON (%s): %s", jerr.text, f->log_buf);
+    return j;
+}
+
+static void test_access_log_one_escaped_line(void **state)
+{
+    fixture *f = *state;
+    capture_log(f);
+    rete_exchange *ex = request(f, true, "GET", "web\"x", "/a\"b\\c\x01\n{");
+    header(ex, "x-request-id", "id\",\"status\":200");
+    ex->error = RETE_EXE_DENIED;
+    ex->req_bytes = 12;
+    ex->resp_bytes = 34;
+    rete_filter_end end = {.status = 403, .duration_ns = 1500000, .now_ns = 0};
+    rete_filter_access_log.on_finish(ex, &end);
+    json_t *j = one_line(f);
+    assert_string_equal(json_string_value(json_object_get(j, "proxy")), "demo/web-0");
+    assert_string_equal(json_string_value(json_object_get(j, "listener")), "mesh");
+    assert_string_equal(json_string_value(json_object_get(j, "method")), "GET");
+    assert_string_equal(json_string_value(json_object_get(j, "authority")), "web\"x");
+    assert_string_equal(json_string_value(json_object_get(j, "path")), "/a\"b\\c\x01\n{");
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 403);
+    assert_string_equal(json_string_value(json_object_get(j, "flags")), rete_ex_error_flag(RETE_EXE_DENIED));
+    assert_true(json_number_value(json_object_get(j, "duration_ms")) > 1.49);
+    assert_true(json_number_value(json_object_get(j, "duration_ms")) < 1.51);
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes_in")), 12);
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes_out")), 34);
+    assert_string_equal(json_string_value(json_object_get(j, "upstream")), "-");
+    assert_string_equal(json_string_value(json_object_get(j, "peer")), "spiffe://cluster.local/ns/demo/sa/api");
+    assert_string_equal(json_string_value(json_object_get(j, "request_id")), "id\",\"status\":200");
+    assert_null(json_object_get(j, "truncated"));
+    json_decref(j);
+}
+
+/* A path longer than its cap is cut, and the line says so. */
+static void test_access_log_caps_a_long_path(void **state)
+{
+    fixture *f = *state;
+    capture_log(f);
+    static char path[4096];
+    memset(path, '"', sizeof path - 1);
+    path[0] = '/';
+    rete_exchange *ex = request(f, false, "GET", "api", path);
+    ex->peer_id[0] = '\0';
+    rete_filter_end end = {.status = 200};
+    rete_filter_access_log.on_finish(ex, &end);
+    json_t *j = one_line(f);
+    assert_true(json_string_length(json_object_get(j, "path")) <= 512);
+    assert_string_equal(json_string_value(json_object_get(j, "peer")), "10.0.0.9:4444");
+    assert_true(json_is_true(json_object_get(j, "truncated")));
+    json_decref(j);
+}
+
+/* ---- the sequencer ---- */
+
+/* dispatch runs the inbound chain in order and stops at the first filter
+ * that handles the request: the port is found, authz answers 403, the app
+ * is never reached; at the end, telemetry counts and the log writes one
+ * line, once. */
+static void test_dispatch_stops_at_the_answer(void **state)
+{
+    fixture *f = *state;
+    capture_log(f);
+    rete_exchange *ex = request(f, true, "GET", "web", "/admin/./x");
+    header(ex, "x-rete-target-port", "8080");
+    rete_dispatch(ex);
+    assert_int_equal(ex->target_port, 8080);
+    assert_int_equal(f->side.status, 403);
+    assert_int_equal(ex->error, RETE_EXE_DENIED);
+    assert_string_equal(f->side.body, "RBAC: access denied by policy demo/deny-admin\n");
+    assert_int_equal(rete_metrics_counter_value(f->proxy.metrics, f->w.ms.responses[4]), 0);
+    rete_ex_detach(ex, RETE_DOWNSTREAM);
+    f->ex = NULL;
+    assert_int_equal(rete_metrics_counter_value(f->proxy.metrics, f->w.ms.responses[4]), 1);
+    json_t *j = one_line(f);
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 403);
+    assert_string_equal(json_string_value(json_object_get(j, "path")), "/admin/x"); /* normalised */
+    json_decref(j);
+    /* finishing twice logs once */
+    rete_ex_reap(&f->w);
+    assert_ptr_equal(strchr(f->log_buf, '\n'), f->log_buf + f->log_len - 1);
+}
+
+/* A path that cannot be normalised safely is refused before any filter. */
+static void test_dispatch_refuses_a_bad_path(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, true, "GET", "web", "/a/%2e%2e/%00");
+    header(ex, "x-rete-target-port", "bogus");
+    rete_dispatch(ex);
+    assert_int_equal(f->side.status, 400);
+    assert_non_null(strstr(f->side.body, "bad request path"));
+    assert_int_equal(ex->target_port, 0); /* the inbound-port filter never ran */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_chain_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_authz_denies_with_403_allows_with_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_port_from_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_port_from_connect_authority, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_port_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_app_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_local_answers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_log_one_escaped_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_log_caps_a_long_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dispatch_stops_at_the_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dispatch_refuses_a_bad_path, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
