@@ -20,7 +20,7 @@ typedef struct fixture {
     reted r;
 } fixture;
 
-static int fx_setup(void **state)
+static inline int fx_setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -43,7 +43,7 @@ static int fx_setup(void **state)
     return 0;
 }
 
-static int fx_teardown(void **state)
+static inline int fx_teardown(void **state)
 {
     fixture *f = *state;
     while (f->r.cache.snapshots) {
@@ -65,7 +65,7 @@ static int fx_teardown(void **state)
 
 /* Put (json != NULL) or delete one resource; the key is recorded as
  * changed (what reted_changed does before the push timer runs). */
-static void fx_write(fixture *f, const char *kind, const char *ns, const char *name, const char *json)
+static inline void fx_write(fixture *f, const char *kind, const char *ns, const char *name, const char *json)
 {
     rete_store_write w = {.kind = kind, .ns = ns, .name = name, .json = json};
     size_t failed = 0;
@@ -74,7 +74,7 @@ static void fx_write(fixture *f, const char *kind, const char *ns, const char *n
 }
 
 /* A resource of `kind` in ns/name with `spec` (a JSON object's text). */
-static void fx_put(fixture *f, const char *kind, const char *ns, const char *name, const char *spec)
+static inline void fx_put(fixture *f, const char *kind, const char *ns, const char *name, const char *spec)
 {
     char json[2048];
     int n = snprintf(json, sizeof json,
@@ -84,7 +84,7 @@ static void fx_put(fixture *f, const char *kind, const char *ns, const char *nam
     fx_write(f, kind, ns, name, json);
 }
 
-static void fx_del(fixture *f, const char *kind, const char *ns, const char *name)
+static inline void fx_del(fixture *f, const char *kind, const char *ns, const char *name)
 {
     fx_write(f, kind, ns, name, NULL);
 }
