@@ -67,17 +67,34 @@ static reted_ikind ikind_of(const char *kind)
     return k ? k->index_class : RETE_KC_NONE;
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Labels or a selector, sorted by key: the same labels written in another
+ * order are the same scope (compiler.c keys scopes by them). */
 static void add_kv(reted_strs *x, json_t *obj)
 {
+    size_t n = json_object_size(obj);
+    if (!n)
+        return;
+    const char **keys = rete_malloc(n * sizeof(*keys));
+    size_t m = 0;
     const char *k;
     json_t *v;
     json_object_foreach(obj, k, v)
     {
-        if (!json_is_string(v))
-            continue;
-        reted_strs_add(x, k, strlen(k));
+        if (json_is_string(v) && m < n)
+            keys[m++] = k;
+    }
+    qsort(keys, m, sizeof(*keys), str_cmp);
+    for (size_t i = 0; i < m; i++) {
+        v = json_object_get(obj, keys[i]);
+        reted_strs_add(x, keys[i], strlen(keys[i]));
         reted_strs_add(x, json_string_value(v), json_string_length(v));
     }
+    free(keys);
 }
 
 static void add_strings(reted_strs *x, json_t *arr)

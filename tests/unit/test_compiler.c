@@ -180,6 +180,25 @@ static void test_same_scope_shares_a_snapshot(void **state)
         free(ps[i]);
 }
 
+/* Regression: the same labels written in another key order are the same
+ * scope. The index kept a Workload's labels in its document's order and
+ * the scope key is made of them, so two such proxies compiled, held and
+ * pushed two identical snapshots. */
+static void test_label_order_is_one_scope(void **state)
+{
+    fixture *f = *state;
+    small_mesh(f);
+    fx_put(f, "Workload", "shop", "a", "{\"labels\":{\"app\":\"web\",\"v\":\"1\"},\"egress\":[\"db/pg\"]}");
+    fx_put(f, "Workload", "shop", "b", "{\"labels\":{\"v\":\"1\",\"app\":\"web\"},\"egress\":[\"db/pg\"]}");
+    reted_proxy *pa = proxy(f, "shop", "a"), *pb = proxy(f, "shop", "b");
+    reted_snapshot *a = reted_snapshot_for(&f->r, pa), *b = reted_snapshot_for(&f->r, pb);
+    assert_ptr_equal(a, b);
+    reted_snapshot_release(&f->r, a);
+    reted_snapshot_release(&f->r, b);
+    free(pa);
+    free(pb);
+}
+
 /* Four scopes compiled and held: A routes to db/pg (and through its route
  * to bank/pay), B serves bank/pay, C sees the whole mesh, D lives in
  * unrelated with egress to its own Service only. */
@@ -327,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scope_of_a_proxy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_default_egress_then_everything, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_same_scope_shares_a_snapshot, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_label_order_is_one_scope, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_recompile_set, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_workload_change_moves_its_proxy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_everything_recompiles, fx_setup, fx_teardown),

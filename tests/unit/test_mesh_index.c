@@ -40,7 +40,7 @@ static void test_fields_per_kind(void **state)
     fixture *f = *state;
     fx_put(f, "Service", "shop", "cart", "{\"selector\":{\"app\":\"cart\"}}");
     fx_put(f, "Workload", "shop", "cart-1",
-           "{\"labels\":{\"app\":\"cart\",\"v\":\"1\"},\"egress\":[\"./*\",\"db/pg\"]}");
+           "{\"labels\":{\"v\":\"1\",\"app\":\"cart\"},\"egress\":[\"./*\",\"db/pg\"]}");
     fx_put(f, "HTTPRoute", "shop", "r",
            "{\"parentRefs\":[{\"name\":\"cart\"},{\"name\":\"pay\",\"namespace\":\"bank\"}],"
            "\"rules\":[{\"backendRefs\":[{\"name\":\"cart-v2\"},{\"name\":\"cart\"}]},"
@@ -57,7 +57,7 @@ static void test_fields_per_kind(void **state)
     assert_int_equal(svc->k, RETE_KC_SERVICE);
     assert_string_equal(joined(&svc->kv), "app,cart");
     const reted_ires *wl = get(f, "Workload", "shop", "cart-1");
-    assert_string_equal(joined(&wl->kv), "app,cart,v,1");
+    assert_string_equal(joined(&wl->kv), "app,cart,v,1"); /* by key, whatever the document's order */
     assert_string_equal(joined(&wl->refs), "./*,db/pg");
     const reted_ires *route = get(f, "HTTPRoute", "shop", "r");
     assert_int_equal(route->k, RETE_KC_ROUTE);
