@@ -242,6 +242,8 @@ reted_ires *const *reted_index_endpoints(reted_index *ix, reted_ires *svc, size_
     return svc->endpoints;
 }
 
+static void ires_free(reted_ires *e);
+
 static reted_ires *ires_new(const rete_store_resource *res)
 {
     size_t lk = strlen(res->kind) + 1, ln = strlen(res->ns) + 1, lm = strlen(res->name) + 1;
@@ -302,6 +304,17 @@ static reted_ires *ires_new(const rete_store_resource *res)
     }
     json_decref(doc);
     return e;
+}
+
+reted_ires *reted_ires_parse(const char *kind, const char *ns, const char *name, const char *json)
+{
+    rete_store_resource res = {.kind = kind, .ns = ns, .name = name, .json = json};
+    return ires_new(&res);
+}
+
+void reted_ires_free(reted_ires *e)
+{
+    ires_free(e);
 }
 
 static void ires_free(reted_ires *e)
