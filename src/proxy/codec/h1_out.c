@@ -57,6 +57,27 @@ void rete_h1_put_fields(rete_outbuf *b, const rete_msg *m)
     }
 }
 
+void rete_h1_put_request_fields(rete_outbuf *b, const rete_msg *m)
+{
+    static const rete_view framing[] = {
+        RETE_VIEW_LIT("host"),       RETE_VIEW_LIT("content-length"),   RETE_VIEW_LIT("transfer-encoding"),
+        RETE_VIEW_LIT("connection"), RETE_VIEW_LIT("keep-alive"),       RETE_VIEW_LIT("proxy-connection"),
+        RETE_VIEW_LIT("upgrade"),
+    };
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        rete_view name = m->headers[i].name;
+        bool skip = false;
+        for (size_t k = 0; k < sizeof(framing) / sizeof(framing[0]) && !skip; k++)
+            skip = rete_view_ieq(name, framing[k]);
+        if (skip)
+            continue;
+        rete_outbuf_view(b, name);
+        rete_outbuf_put(b, ": ", 2);
+        rete_outbuf_view(b, m->headers[i].value);
+        rete_outbuf_put(b, "\r\n", 2);
+    }
+}
+
 void rete_h1_put_chunk_size(rete_outbuf *b, size_t n)
 {
     char line[24];

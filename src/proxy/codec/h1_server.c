@@ -231,8 +231,10 @@ static bool split_absolute(rete_view t, rete_view *scheme, rete_view *authority,
     while (end < rest.len && rest.p[end] != '/' && rest.p[end] != '?')
         end++;
     *authority = rete_view_make(rest.p, end);
-    if (authority->len == 0 || rete_view_find(*authority, '@') >= 0)
-        return false; /* userinfo is deprecated and a classic confusion vector */
+    if (authority->len == 0 || rete_view_find(*authority, '@') >= 0 || rete_view_find(*authority, '#') >= 0)
+        return false; /* userinfo is deprecated and a classic confusion vector; a
+                       * fragment ends the authority (RFC 3986 §3.2): the target
+                       * is then refused whole, as any fragment is */
     if (end == rest.len)
         *path = RETE_VIEW_LIT("/");
     else if (rest.p[end] == '?') {
