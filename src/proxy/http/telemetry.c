@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "csr.h"
+#include "hash.h"
 #include "log.h"
 #include "proxy.h"
 
@@ -202,14 +203,13 @@ static uint64_t mix(uint64_t h, uint64_t v)
 
 static uint64_t key_hash(const tel_key *k)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = RETE_FNV1A_INIT;
     h = mix(h, (uint64_t)(uintptr_t)k->svc);
     h = mix(h, (uint64_t)(uintptr_t)k->wl);
     h = mix(h, ((uint64_t)(uint32_t)k->status << 32) | (uint32_t)(k->grpc_status + 1));
     h = mix(h, (uint64_t)k->error << 2 | (uint64_t)k->inbound << 1 | k->grpc);
     if (k->peer)
-        for (const unsigned char *p = (const unsigned char *)k->peer; *p; p++)
-            h = (h ^ *p) * 0x100000001b3ull;
+        h = rete_fnv1a_str(h, k->peer);
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     return h ? h : 1;
