@@ -134,18 +134,6 @@ static bool file_exists(const char *dir, const char *name)
     return path_join(p, sizeof p, dir, name) && stat(p, &st) == 0;
 }
 
-/* dir/name replaced atomically (file.h). */
-static RETE_MUST_CHECK rete_rc write_file(const char *dir, const char *name, const char *data,
-                                          size_t len, mode_t mode, char *err, size_t errlen)
-{
-    char path[PATH_MAX];
-    if (!path_join(path, sizeof path, dir, name)) {
-        rete_errf_ssl(err, errlen, "%s/%s: path too long", dir, name);
-        return RETE_EINVAL;
-    }
-    return rete_file_write_atomic(path, data, len, mode, err, errlen);
-}
-
 static RETE_MUST_CHECK rete_rc rename_file(const char *dir, const char *from, const char *to,
                                            char *err, size_t errlen)
 {
@@ -366,7 +354,7 @@ static RETE_MUST_CHECK rete_rc write_cert(const char *dir, const char *name, X50
         rete_errf_ssl(err, errlen, "cannot encode %s", name);
         return RETE_EIO;
     }
-    rete_rc rc = write_file(dir, name, pem, strlen(pem), 0644, err, errlen);
+    rete_rc rc = rete_file_write_in(dir, name, pem, strlen(pem), 0644, err, errlen);
     rete_free(&pem);
     return rc;
 }
@@ -379,7 +367,7 @@ static RETE_MUST_CHECK rete_rc write_key(const char *dir, const char *name, EVP_
         rete_errf_ssl(err, errlen, "cannot encode %s", name);
         return RETE_EIO;
     }
-    rete_rc rc = write_file(dir, name, pem, strlen(pem), 0600, err, errlen);
+    rete_rc rc = rete_file_write_in(dir, name, pem, strlen(pem), 0600, err, errlen);
     OPENSSL_cleanse(pem, strlen(pem));
     rete_free(&pem);
     return rc;
@@ -685,8 +673,8 @@ static bool sync_bundle_file(rete_ca *ca, const char *dir, char *err, size_t err
             fclose(f);
         }
     }
-    return same || write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
-                              errlen) == RETE_OK;
+    return same || rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem),
+                                      0644, err, errlen) == RETE_OK;
 }
 
 rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen)
@@ -1149,7 +1137,8 @@ rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t err
     ca->rotating = true;
     if (!set_bundle(ca) || !signer_setup(ca, err, errlen))
         return RETE_ENOMEM;
-    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err, errlen);
+    return rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                              errlen);
 }
 
 rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen)
@@ -1168,7 +1157,8 @@ rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t er
         rete_errf_ssl(err, errlen, "cannot encode the trust bundle");
         return RETE_ENOMEM;
     }
-    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err, errlen);
+    return rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                              errlen);
 }
 
 /* ---- the requesting side -------------------------------------------------- */
