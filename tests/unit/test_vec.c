@@ -1,5 +1,5 @@
-/* src/common/vec.h and hash.h: growth, ownership, and FNV-1a's published
- * test vectors. */
+/* src/common/vec.h, arena.h's RETE_ARENA_GROW and hash.h: growth,
+ * ownership, FNV-1a's published test vectors and MurmurHash3's finaliser. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "hash.h"
 #include "vec.h"
 
@@ -85,6 +86,34 @@ static void test_fnv1a(void **state)
                 rete_fnv1a(RETE_FNV1A_INIT, "foobar", 6));
 }
 
+static void test_fmix64(void **state)
+{
+    (void)state;
+    assert_true(rete_fmix64(0) == 0);
+    assert_true(rete_fmix64(1) == 0xb456bcfc34c2cb2cull);
+}
+
+static void test_arena_grow(void **state)
+{
+    (void)state;
+    rete_arena *a = rete_arena_new(256);
+    uint32_t *p = NULL;
+    uint32_t cap = 0; /* any unsigned type */
+    size_t n = 0;
+    for (uint32_t i = 0; i < 100; i++) {
+        if (n == cap)
+            RETE_ARENA_GROW(a, p, n, cap, n + 1, 16);
+        p[n++] = i;
+    }
+    assert_int_equal(cap, 128);
+    for (uint32_t i = 0; i < 100; i++)
+        assert_int_equal(p[i], i); /* kept across moves */
+    assert_int_equal(p[100], 0);   /* arena memory is zeroed */
+    RETE_ARENA_GROW(a, p, n, cap, 10, 16); /* enough already: untouched */
+    assert_int_equal(cap, 128);
+    rete_arena_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -92,6 +121,8 @@ int main(void)
         cmocka_unit_test(test_vector),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_fnv1a),
+        cmocka_unit_test(test_fmix64),
+        cmocka_unit_test(test_arena_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
