@@ -1,4 +1,4 @@
-/* src/common/vec.h, arena.h's RETE_ARENA_GROW and hash.h: growth,
+/* src/common/vec.h, arena.h's RETE_ARENA_GROW, oatable.h and hash.h: growth,
  * ownership, FNV-1a's published test vectors and MurmurHash3's finaliser. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 
 #include "arena.h"
 #include "hash.h"
+#include "oatable.h"
 #include "vec.h"
 
 static void test_grow(void **state)
@@ -114,6 +115,55 @@ static void test_arena_grow(void **state)
     rete_arena_free(a);
 }
 
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    int v;
+} oa_ent;
+
+static bool oa_slot_hash(const void *slot, const void *ctx, uint64_t *h)
+{
+    (void)ctx;
+    *h = ((const oa_ent *)slot)->hash;
+    return *h != 0;
+}
+
+static oa_ent *oa_find(oa_ent *t, size_t cap, uint64_t h)
+{
+    for (size_t j = cap ? RETE_OA_FIRST(h, cap) : 0; cap && t[j].hash; j = RETE_OA_NEXT(j, cap))
+        if (t[j].hash == h)
+            return &t[j];
+    return NULL;
+}
+
+/* Every entry is found after the table grew many times, also when all
+ * hashes start at the same slot; the load stays at most one half. */
+static void test_oatable(void **state)
+{
+    (void)state;
+    oa_ent *t = NULL;
+    size_t cap = 0, n = 0;
+    for (int i = 1; i <= 300; i++) {
+        uint64_t h = i <= 100 ? (uint64_t)i << 32 : rete_fmix64((uint64_t)i); /* first 100 collide */
+        RETE_OA_RESERVE(t, cap, n + 1, 16, oa_slot_hash, NULL);
+        size_t j = RETE_OA_FIRST(h, cap);
+        while (t[j].hash)
+            j = RETE_OA_NEXT(j, cap);
+        t[j] = (oa_ent){h, i};
+        n++;
+        assert_true(n * 2 <= cap);
+    }
+    assert_int_equal(cap, 1024);
+    for (int i = 1; i <= 300; i++) {
+        uint64_t h = i <= 100 ? (uint64_t)i << 32 : rete_fmix64((uint64_t)i);
+        oa_ent *e = oa_find(t, cap, h);
+        assert_non_null(e);
+        assert_int_equal(e->v, i);
+    }
+    assert_null(oa_find(t, cap, 7));
+    assert_false(RETE_OA_RESERVE(t, cap, n + 1, 16, oa_slot_hash, NULL)); /* room already */
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_fnv1a),
         cmocka_unit_test(test_fmix64),
         cmocka_unit_test(test_arena_grow),
+        cmocka_unit_test(test_oatable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
