@@ -518,6 +518,22 @@ const rete_cert_facts *rete_http_stream_peer_cert(const rete_http_stream *st)
 
 /* ---- requests ---- */
 
+/* What the admission hook and the handler see of a parsed head: views into
+ * the connection's buffer, valid while it handles the request. */
+static void req_head(rete_http_req *q, rete_http_conn *c, const rete_h1_message *m)
+{
+    q->method = m->method;
+    ptrdiff_t qm = rete_view_find(m->target, '?');
+    q->path = qm >= 0 ? rete_view_make(m->target.p, (size_t)qm) : m->target;
+    q->query = qm >= 0 ? rete_view_sub(m->target, (size_t)qm + 1, m->target.len) : RETE_VIEW_NULL;
+    q->headers = c->fields;
+    q->n_headers = m->n_headers;
+    q->peer_id = c->peer_id;
+    q->peer_addr = c->peer_addr;
+    q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
+    q->conn = c;
+}
+
 static void hc_process(rete_http_conn *c)
 {
     if (c->state != HC_HEAD || c->len == 0)
@@ -547,16 +563,7 @@ static void hc_process(rete_http_conn *c)
         /* The head decides: a request without its credential, to no
          * endpoint, or over its route's bound is refused before one more
          * byte of its body is read (and the rest is never read). */
-        q->method = m.method;
-        ptrdiff_t qm0 = rete_view_find(m.target, '?');
-        q->path = qm0 >= 0 ? rete_view_make(m.target.p, (size_t)qm0) : m.target;
-        q->query = qm0 >= 0 ? rete_view_sub(m.target, (size_t)qm0 + 1, m.target.len) : RETE_VIEW_NULL;
-        q->headers = c->fields;
-        q->n_headers = m.n_headers;
-        q->peer_id = c->peer_id;
-        q->peer_addr = c->peer_addr;
-        q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
-        q->conn = c;
+        req_head(q, c, &m);
         rete_http_admit a = {.max_body = c->srv->max_body};
         if (c->srv->admit)
             c->srv->admit(q, c->srv->arg, &a);
@@ -590,18 +597,9 @@ static void hc_process(rete_http_conn *c)
     c->body = rete_malloc((size_t)body_len + 1);
     memcpy(c->body, c->buf + r, (size_t)body_len);
     c->body[body_len] = '\0';
-    q->method = m.method;
-    ptrdiff_t qm = rete_view_find(m.target, '?');
-    q->path = qm >= 0 ? rete_view_make(m.target.p, (size_t)qm) : m.target;
-    q->query = qm >= 0 ? rete_view_sub(m.target, (size_t)qm + 1, m.target.len) : RETE_VIEW_NULL;
-    q->headers = c->fields;
-    q->n_headers = m.n_headers;
+    req_head(q, c, &m);
     q->body = c->body;
     q->body_len = (size_t)body_len;
-    q->peer_id = c->peer_id;
-    q->peer_addr = c->peer_addr;
-    q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
-    q->conn = c;
     c->state = HC_HANDLING;
     c->timer = HT_NONE; /* our own handler's time is not the client's */
     rete_io_read_stop(&c->io); /* the views point into buf: keep it still */
