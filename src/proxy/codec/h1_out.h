@@ -30,6 +30,5 @@ void rete_h1_put_fields(rete_outbuf *b, const rete_msg *m);
 void rete_h1_put_request_fields(rete_outbuf *b, const rete_msg *m);
 /* The chunk-size line for a chunk of n bytes ("1a2\r\n"). */
 void rete_h1_put_chunk_size(rete_outbuf *b, size_t n);
-const char *rete_http_reason(int status);
 
 #endif
