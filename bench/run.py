@@ -693,18 +693,24 @@ def machine():
     return m
 
 
-def one_run_at_a_time():
+def one_run_at_a_time(wait_s=0):
     """The targets listen on fixed loopback addresses: a second run at the
     same time would talk to the first one's processes (or fail to bind) and
     measure nonsense. Hold a lock for the whole run; the kernel releases it
-    when this process ends, however it ends."""
+    when this process ends, however it ends. `wait_s`: how long to wait for
+    a run that holds it (the smoke, run by `make test`, waits for another
+    checkout's smoke instead of failing; a full run does not wait)."""
     f = open(os.path.join(tempfile.gettempdir(), "rete-bench.lock"), "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit("bench: another bench/run.py is running on this machine (its targets use the same "
-                 "addresses); wait for it to finish")
-    return f
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                sys.exit("bench: another bench/run.py is running on this machine (its targets use the "
+                         "same addresses); wait for it to finish")
+            time.sleep(1)
 
 
 def main():
@@ -718,7 +724,7 @@ def main():
     ap.add_argument("--short", action="store_true",
                     help="full pipeline and report with every run cut to 2 s (development)")
     args = ap.parse_args()
-    lock = one_run_at_a_time()  # noqa: F841 (held until exit)
+    lock = one_run_at_a_time(wait_s=300 if args.smoke else 0)  # noqa: F841 (held until exit)
     cfg = dict(SMOKE if args.smoke else FULL)
     if args.short:
         cfg.update(duration=2, warmup=1, slices=2, profile_seconds=2, wrk_duration=2, h2_duration=2, hs_seconds=1, speed_seconds=1)

@@ -86,6 +86,21 @@ char *rete_arena_strdup(rete_arena *a, const char *s)
     return rete_arena_strndup(a, s, strlen(s));
 }
 
+size_t rete_arena_grow_(rete_arena *a, void **p, size_t n, size_t cap, size_t elem, size_t want,
+                        size_t min_cap)
+{
+    if (cap >= want)
+        return cap;
+    size_t ncap = cap > min_cap ? cap : (min_cap ? min_cap : 1);
+    while (ncap < want)
+        ncap *= 2;
+    void *grown = rete_arena_alloc(a, ncap * elem);
+    if (n)
+        memcpy(grown, *p, n * elem);
+    *p = grown;
+    return ncap;
+}
+
 size_t rete_arena_used(const rete_arena *a)
 {
     return a->total;

@@ -402,14 +402,7 @@ static rete_rc resolve_proxy(loader *l, const raw_proxy *rp)
                         dup = in[j].port == sp->target_port;
                     if (dup)
                         continue;
-                    if (n == cap) {
-                        cap = cap ? cap * 2 : 8;
-                        rete_inbound_port *grown =
-                            rete_arena_alloc(l->ctx.arena, cap * sizeof(*grown));
-                        if (n)
-                            memcpy(grown, in, n * sizeof(*in));
-                        in = grown;
-                    }
+                    RETE_ARENA_GROW(l->ctx.arena, in, n, cap, n + 1, 8);
                     in[n++] = (rete_inbound_port){sp->target_port, sp->protocol};
                 }
             }

@@ -1,5 +1,6 @@
 /* See csr.h. */
 #include "csr.h"
+#include "error.h"
 #include "alloc.h"
 #include "tls.h"
 
@@ -14,23 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    unsigned long e = ERR_peek_error();
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    if (e && n >= 0 && (size_t)n < errlen) {
-        char buf[256];
-        ERR_error_string_n(e, buf, sizeof buf);
-        snprintf(err + n, errlen - (size_t)n, " (%s)", buf);
-    }
-    ERR_clear_error();
-}
 
 static char *bio_take(BIO *b, size_t *len_out)
 {
@@ -67,7 +51,7 @@ char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t 
     *key_pem_out = NULL;
 
     if (!rete_spiffe_id_valid(spiffe_id, strlen(spiffe_id))) {
-        seterr(err, errlen, "\"%s\" is not a SPIFFE ID", spiffe_id);
+        rete_errf_ssl(err, errlen, "\"%s\" is not a SPIFFE ID", spiffe_id);
         goto out;
     }
     RETE_ENSURE_GOTO(key && req && exts && names && gn && ia5, fail);
@@ -90,7 +74,7 @@ char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t 
     *key_pem_out = kp;
     goto out;
 fail:
-    seterr(err, errlen, "cannot create a key and CSR");
+    rete_errf_ssl(err, errlen, "cannot create a key and CSR");
     rete_free(&csr);
 out:
     BIO_free(b);

@@ -1,5 +1,6 @@
 #include "file.h"
 #include "alloc.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,32 @@ rete_rc rete_file_write_atomic(const char *path, const char *data, size_t len, m
         return RETE_EIO;
     }
     return RETE_OK;
+}
+
+rete_rc rete_file_write_in(const char *dir, const char *name, const char *data, size_t len,
+                           mode_t mode, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (n <= 0 || (size_t)n >= sizeof path) {
+        snprintf(err, errlen, "%s/%s: path too long", dir, name);
+        return RETE_EINVAL;
+    }
+    return rete_file_write_atomic(path, data, len, mode, err, errlen);
+}
+
+rete_rc rete_file_write_logged(const char *path, const char *data, size_t len, mode_t mode,
+                               int level, const char *context)
+{
+    char err[512];
+    rete_rc rc = rete_file_write_atomic(path, data, len, mode, err, sizeof err);
+    if (rc != RETE_OK) {
+        if (context)
+            RETE_LOG(level, "%s: %s", context, err);
+        else
+            RETE_LOG(level, "%s", err);
+    }
+    return rc;
 }
 
 char *rete_file_read(const char *path, size_t max, size_t *len_out)

@@ -15,6 +15,16 @@
 RETE_MUST_CHECK rete_rc rete_file_write_atomic(const char *path, const char *data, size_t len,
                                                mode_t mode, char *err, size_t errlen);
 
+/* The same for dir/name (RETE_EINVAL when the joined path is too long). */
+RETE_MUST_CHECK rete_rc rete_file_write_in(const char *dir, const char *name, const char *data,
+                                           size_t len, mode_t mode, char *err, size_t errlen);
+
+/* The same for callers with no error to hand back: a failure is logged at
+ * `level` (log.h) as "<context>: <reason>", or "<reason>" when context is
+ * NULL, and returned. */
+rete_rc rete_file_write_logged(const char *path, const char *data, size_t len, mode_t mode,
+                               int level, const char *context);
+
 /* rename(2) made durable: the directory is fsync'ed after it. */
 RETE_MUST_CHECK rete_rc rete_file_rename(const char *from, const char *to, char *err, size_t errlen);
 

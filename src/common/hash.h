@@ -21,6 +21,19 @@ static inline uint64_t rete_fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
+/* MurmurHash3's 64-bit finaliser: spreads every input bit over the whole
+ * word, for keys whose FNV-1a differs only in a few low bits (short keys,
+ * consecutive numbers) before they are placed on a ring or table. */
+static inline uint64_t rete_fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ull;
+    k ^= k >> 33;
+    return k;
+}
+
 /* The same over a NUL-terminated string, the NUL excluded. */
 static inline uint64_t rete_fnv1a_str(uint64_t h, const char *s)
 {

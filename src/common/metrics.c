@@ -4,6 +4,7 @@
 #include "metrics.h"
 #include "alloc.h"
 #include "hash.h"
+#include "oatable.h"
 #include "vec.h"
 
 #include <inttypes.h>
@@ -246,26 +247,21 @@ static rete_rc series_new(rete_metrics *reg, uint32_t fi, const rete_view *v, si
     return RETE_OK;
 }
 
+/* A series id + 1 in a family's table; the hash is the series'. */
+static bool table_slot_hash(const void *slot, const void *ctx, uint64_t *h)
+{
+    uint32_t v = *(const uint32_t *)slot;
+    if (v)
+        *h = ((const rete_metrics *)ctx)->series[v - 1].hash;
+    return v != 0;
+}
+
 static void table_insert(rete_metrics *reg, family *f, uint32_t id)
 {
-    if ((f->nids + 2) * 2 > f->tcap) {
-        size_t ncap = f->tcap ? f->tcap * 2 : 16;
-        uint32_t *nt = rete_calloc(ncap, sizeof(*nt));
-        for (size_t i = 0; i < f->tcap; i++) {
-            if (!f->table[i])
-                continue;
-            size_t j = reg->series[f->table[i] - 1].hash & (ncap - 1);
-            while (nt[j])
-                j = (j + 1) & (ncap - 1);
-            nt[j] = f->table[i];
-        }
-        rete_free(&f->table);
-        f->table = nt;
-        f->tcap = ncap;
-    }
-    size_t j = reg->series[id].hash & (f->tcap - 1);
+    RETE_OA_RESERVE(f->table, f->tcap, f->nids + 2, 16, table_slot_hash, reg);
+    size_t j = RETE_OA_FIRST(reg->series[id].hash, f->tcap);
     while (f->table[j])
-        j = (j + 1) & (f->tcap - 1);
+        j = RETE_OA_NEXT(j, f->tcap);
     f->table[j] = id + 1;
 }
 
@@ -274,7 +270,7 @@ static bool table_find(rete_metrics *reg, family *f, const rete_view *v, size_t 
 {
     if (!f->tcap)
         return false;
-    for (size_t j = h & (f->tcap - 1); f->table[j]; j = (j + 1) & (f->tcap - 1)) {
+    for (size_t j = RETE_OA_FIRST(h, f->tcap); f->table[j]; j = RETE_OA_NEXT(j, f->tcap)) {
         series *s = &reg->series[f->table[j] - 1];
         if (s->hash == h && key_eq(s->key, s->keylen, v, n)) {
             *id = f->table[j] - 1;
@@ -332,26 +328,20 @@ rete_rc rete_metrics_series(rete_metrics *reg, rete_metric_family f, const rete_
     return rc;
 }
 
+static bool cache_slot_hash(const void *slot, const void *ctx, uint64_t *h)
+{
+    (void)ctx;
+    const cache_ent *e = slot;
+    *h = e->hash;
+    return e->key != NULL;
+}
+
 static void cache_insert(rete_metrics_shard *s, cache_ent e)
 {
-    if ((s->cn + 1) * 2 > s->ccap) {
-        size_t ncap = s->ccap ? s->ccap * 2 : 64;
-        cache_ent *nc = rete_calloc(ncap, sizeof(*nc));
-        for (size_t i = 0; i < s->ccap; i++) {
-            if (!s->cache[i].key)
-                continue;
-            size_t j = s->cache[i].hash & (ncap - 1);
-            while (nc[j].key)
-                j = (j + 1) & (ncap - 1);
-            nc[j] = s->cache[i];
-        }
-        rete_free(&s->cache);
-        s->cache = nc;
-        s->ccap = ncap;
-    }
-    size_t j = e.hash & (s->ccap - 1);
+    RETE_OA_RESERVE(s->cache, s->ccap, s->cn + 1, 64, cache_slot_hash, NULL);
+    size_t j = RETE_OA_FIRST(e.hash, s->ccap);
     while (s->cache[j].key)
-        j = (j + 1) & (s->ccap - 1);
+        j = RETE_OA_NEXT(j, s->ccap);
     s->cache[j] = e;
     s->cn++;
 }
@@ -370,8 +360,8 @@ rete_rc rete_metrics_shard_series_stable(rete_metrics_shard *s, rete_metric_fami
     *stable = false;
     uint64_t h = hash_values(values, n);
     uint64_t ch = h ^ ((uint64_t)f.id * 0x9e3779b97f4a7c15ull);
-    for (size_t j = s->ccap ? ch & (s->ccap - 1) : 0; s->ccap && s->cache[j].key;
-         j = (j + 1) & (s->ccap - 1)) {
+    for (size_t j = s->ccap ? RETE_OA_FIRST(ch, s->ccap) : 0; s->ccap && s->cache[j].key;
+         j = RETE_OA_NEXT(j, s->ccap)) {
         cache_ent *e = &s->cache[j];
         if (e->hash == ch && e->fam == f.id && key_eq(e->key, e->keylen, values, n)) {
             *out = e->m;

@@ -12,6 +12,7 @@
 #include "tls.h"
 
 #include "alloc.h"
+#include "error.h"
 #include "vec.h"
 #include "view.h"
 
@@ -165,27 +166,6 @@ static BIO *bio_new(struct tls_buf *b)
 
 /* ---- errors ------------------------------------------------------------ */
 
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-/* The most specific reason OpenSSL queued on this thread, or fallback. */
-static const char *ossl_reason(const char *fallback)
-{
-    unsigned long e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    return r ? r : fallback;
-}
-
 static void session_set_err(rete_tls_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -218,11 +198,11 @@ static rete_rc session_fail(rete_tls_session *s, int ret, const char *what)
             session_set_err(s, "%s: peer certificate rejected: %s", what,
                             X509_verify_cert_error_string(vr));
         else
-            session_set_err(s, "%s: %s", what, ossl_reason("TLS protocol error"));
+            session_set_err(s, "%s: %s", what, rete_ssl_reason("TLS protocol error"));
         break;
     }
     default:
-        session_set_err(s, "%s: %s (SSL_get_error %d)", what, ossl_reason("failed"), e);
+        session_set_err(s, "%s: %s (SSL_get_error %d)", what, rete_ssl_reason("failed"), e);
         break;
     }
     ERR_clear_error();
@@ -370,7 +350,7 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, co
 {
     SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     if (!c) {
-        fmt_err(err, errlen, "SSL_CTX_new: %s", ossl_reason("failed"));
+        rete_errf(err, errlen, "SSL_CTX_new: %s", rete_ssl_reason("failed"));
         goto fail;
     }
     SSL_CTX_set_min_proto_version(c, min_version);
@@ -384,20 +364,20 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, co
     if (!cert_file) /* a client that presents no certificate (bootstrap) */
         return c;
     if (SSL_CTX_use_certificate_chain_file(c, cert_file) != 1) {
-        fmt_err(err, errlen, "certificate file %s: %s", cert_file,
-                ossl_reason("cannot load PEM certificate chain"));
+        rete_errf(err, errlen, "certificate file %s: %s", cert_file,
+                rete_ssl_reason("cannot load PEM certificate chain"));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(c, key_file, SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-            fmt_err(err, errlen, "key file %s does not match certificate file %s", key_file,
+            rete_errf(err, errlen, "key file %s does not match certificate file %s", key_file,
                     cert_file);
         else
-            fmt_err(err, errlen, "key file %s: %s", key_file, ossl_reason("cannot load PEM key"));
+            rete_errf(err, errlen, "key file %s: %s", key_file, rete_ssl_reason("cannot load PEM key"));
         goto fail;
     }
     if (SSL_CTX_check_private_key(c) != 1) {
-        fmt_err(err, errlen, "key file %s does not match certificate file %s", key_file, cert_file);
+        rete_errf(err, errlen, "key file %s does not match certificate file %s", key_file, cert_file);
         goto fail;
     }
     ERR_clear_error();
@@ -423,13 +403,13 @@ static rete_tls_ctx *ctx_wrap(SSL_CTX *c, enum tls_kind kind)
 static SSL_CTX *verifying_ctx(bool server, const char *cert_file, const char *key_file,
                               const char *ca_file, int verify_mode, char *err, size_t errlen)
 {
-    fmt_err(err, errlen, "%s", "");
+    rete_errf(err, errlen, "%s", "");
     SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err, errlen);
     if (!c)
         return NULL;
     if (SSL_CTX_load_verify_file(c, ca_file) != 1) {
-        fmt_err(err, errlen, "CA bundle %s: %s", ca_file,
-                ossl_reason("cannot load PEM certificates"));
+        rete_errf(err, errlen, "CA bundle %s: %s", ca_file,
+                rete_ssl_reason("cannot load PEM certificates"));
         ERR_clear_error();
         SSL_CTX_free(c);
         return NULL;
@@ -450,7 +430,7 @@ static rete_tls_ctx *mesh_ctx(bool server, const char *cert_file, const char *ke
         SSL_CTX_set_alpn_select_cb(c, mesh_alpn_cb, NULL);
         SSL_CTX_set_client_hello_cb(c, mesh_client_hello_cb, NULL);
     } else if (SSL_CTX_set_alpn_protos(c, alpn_h2, sizeof(alpn_h2)) != 0) {
-        fmt_err(err, errlen, "SSL_CTX_set_alpn_protos failed");
+        rete_errf(err, errlen, "SSL_CTX_set_alpn_protos failed");
         SSL_CTX_free(c);
         return NULL;
     }
@@ -472,7 +452,7 @@ rete_tls_ctx *rete_tls_mesh_client_ctx(const char *cert_file, const char *key_fi
 rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_file, char *err,
                                       size_t errlen)
 {
-    fmt_err(err, errlen, "%s", "");
+    rete_errf(err, errlen, "%s", "");
     SSL_CTX *c = ctx_base(true, TLS1_2_VERSION, cert_file, key_file, err, errlen);
     if (!c)
         return NULL;

@@ -92,7 +92,7 @@ static void api_apply(reted *r, rete_http_req *req)
                 reted_docs_free(docs, n);
                 return;
             }
-    json_t *verr = reted_validate(r, docs, n, source);
+    json_t *verr = reted_validate(r, docs, n, source, reted_index_current(r));
     if (verr) {
         reted_count(&r->stats, r->stats.applies_rejected);
         rete_http_respond_jobj(req, 422, verr);
@@ -212,7 +212,7 @@ static void api_resources(reted *r, rete_http_req *req)
     }
     /* Deleting must leave a set every proxy accepts (no dangling reference). */
     reted_doc d = {NULL, kind, seg[1], seg[2], expected};
-    json_t *verr = reted_validate(r, &d, 1, "delete");
+    json_t *verr = reted_validate(r, &d, 1, "delete", reted_index_current(r));
     if (verr) {
         rete_http_respond_jobj(req, 409, verr);
         return;

@@ -19,6 +19,7 @@
 #include "ca.h"
 
 #include "alloc.h"
+#include "error.h"
 #include "file.h"
 #include "spiffe.h"
 #include "tls.h"
@@ -116,30 +117,7 @@ ASN1_SEQUENCE(CSR_RAW) = {
     ASN1_SIMPLE(CSR_RAW, signature, ASN1_BIT_STRING),
 } static_ASN1_SEQUENCE_END(CSR_RAW)
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* clang-format on */
-
-/* ---- errors ------------------------------------------------------------- */
-
-/* Format the message into err, followed by OpenSSL's first queued error (if
- * any); clear OpenSSL's error queue. */
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    unsigned long e = ERR_peek_error();
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        if (e && n >= 0 && (size_t)n < errlen) {
-            char buf[256];
-            ERR_error_string_n(e, buf, sizeof buf);
-            snprintf(err + n, errlen - (size_t)n, " (%s)", buf);
-        }
-    }
-    ERR_clear_error();
-}
 
 /* ---- files -------------------------------------------------------------- */
 
@@ -156,24 +134,12 @@ static bool file_exists(const char *dir, const char *name)
     return path_join(p, sizeof p, dir, name) && stat(p, &st) == 0;
 }
 
-/* dir/name replaced atomically (file.h). */
-static RETE_MUST_CHECK rete_rc write_file(const char *dir, const char *name, const char *data,
-                                          size_t len, mode_t mode, char *err, size_t errlen)
-{
-    char path[PATH_MAX];
-    if (!path_join(path, sizeof path, dir, name)) {
-        seterr(err, errlen, "%s/%s: path too long", dir, name);
-        return RETE_EINVAL;
-    }
-    return rete_file_write_atomic(path, data, len, mode, err, errlen);
-}
-
 static RETE_MUST_CHECK rete_rc rename_file(const char *dir, const char *from, const char *to,
                                            char *err, size_t errlen)
 {
     char a[PATH_MAX], b[PATH_MAX];
     if (!path_join(a, sizeof a, dir, from) || !path_join(b, sizeof b, dir, to)) {
-        seterr(err, errlen, "%s/%s: path too long", dir, from);
+        rete_errf_ssl(err, errlen, "%s/%s: path too long", dir, from);
         return RETE_EINVAL;
     }
     return rete_file_rename(a, b, err, errlen);
@@ -184,7 +150,7 @@ static BIO *open_file(const char *dir, const char *name, char *err, size_t errle
     char p[PATH_MAX];
     BIO *b = path_join(p, sizeof p, dir, name) ? BIO_new_file(p, "r") : NULL;
     if (!b)
-        seterr(err, errlen, "%s/%s: cannot read", dir, name);
+        rete_errf_ssl(err, errlen, "%s/%s: cannot read", dir, name);
     return b;
 }
 
@@ -196,7 +162,7 @@ static X509 *read_cert(const char *dir, const char *name, char *err, size_t errl
     X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!x)
-        seterr(err, errlen, "%s/%s: not a PEM certificate", dir, name);
+        rete_errf_ssl(err, errlen, "%s/%s: not a PEM certificate", dir, name);
     return x;
 }
 
@@ -208,7 +174,7 @@ static EVP_PKEY *read_key(const char *dir, const char *name, char *err, size_t e
     EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!k)
-        seterr(err, errlen, "%s/%s: not a PEM private key", dir, name);
+        rete_errf_ssl(err, errlen, "%s/%s: not a PEM private key", dir, name);
     return k;
 }
 
@@ -230,7 +196,7 @@ static STACK_OF(X509) * read_certs(const char *dir, const char *name, char *err,
     BIO_free(b);
     if (!sk || sk_X509_num(sk) == 0) {
         sk_X509_pop_free(sk, X509_free);
-        seterr(err, errlen, "%s/%s: no PEM certificate", dir, name);
+        rete_errf_ssl(err, errlen, "%s/%s: no PEM certificate", dir, name);
         return NULL;
     }
     return sk;
@@ -356,7 +322,7 @@ static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char 
     *key_out = key;
     return true;
 fail:
-    seterr(err, errlen, "cannot create the root CA for %s", td);
+    rete_errf_ssl(err, errlen, "cannot create the root CA for %s", td);
     BN_free(bn);
     X509_free(x);
     EVP_PKEY_free(key);
@@ -385,10 +351,10 @@ static RETE_MUST_CHECK rete_rc write_cert(const char *dir, const char *name, X50
 {
     char *pem = cert_pem(x);
     if (!pem) {
-        seterr(err, errlen, "cannot encode %s", name);
+        rete_errf_ssl(err, errlen, "cannot encode %s", name);
         return RETE_EIO;
     }
-    rete_rc rc = write_file(dir, name, pem, strlen(pem), 0644, err, errlen);
+    rete_rc rc = rete_file_write_in(dir, name, pem, strlen(pem), 0644, err, errlen);
     rete_free(&pem);
     return rc;
 }
@@ -398,10 +364,10 @@ static RETE_MUST_CHECK rete_rc write_key(const char *dir, const char *name, EVP_
 {
     char *pem = key_pem(k);
     if (!pem) {
-        seterr(err, errlen, "cannot encode %s", name);
+        rete_errf_ssl(err, errlen, "cannot encode %s", name);
         return RETE_EIO;
     }
-    rete_rc rc = write_file(dir, name, pem, strlen(pem), 0600, err, errlen);
+    rete_rc rc = rete_file_write_in(dir, name, pem, strlen(pem), 0600, err, errlen);
     OPENSSL_cleanse(pem, strlen(pem));
     rete_free(&pem);
     return rc;
@@ -486,7 +452,7 @@ static bool signer_setup(rete_ca *ca, char *err, size_t errlen)
     if (!ca->ext_bc || !ca->ext_ku || !ca->ext_eku || !ca->ext_aki || !ca->sign_tmpl ||
         !ca->sign_work || !ca->serial_bn || !ca->verify_ctx || !ca->p256 ||
         EVP_DigestSignInit_ex(ca->sign_tmpl, NULL, "SHA256", NULL, NULL, ca->key, NULL) != 1) {
-        seterr(err, errlen, "cannot prepare the CA signer");
+        rete_errf_ssl(err, errlen, "cannot prepare the CA signer");
         signer_clear(ca);
         return false;
     }
@@ -522,25 +488,25 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
     bool ok = false;
     ca->roots = sk_X509_new_null();
     if (!inter || !signing_chain || !store || !xs || !ca->roots) {
-        seterr(err, errlen, "out of memory");
+        rete_errf_ssl(err, errlen, "out of memory");
         goto out;
     }
     if (!(ca->cert = read_cert(dir, "cert.pem", err, errlen)) ||
         !(ca->key = read_key(dir, "key.pem", err, errlen)))
         goto out;
     if (!is_signing_ca(ca->cert)) {
-        seterr(err, errlen,
+        rete_errf_ssl(err, errlen,
                "%s/cert.pem: not a CA certificate (needs basicConstraints CA:TRUE "
                "and keyUsage keyCertSign)",
                dir);
         goto out;
     }
     if (X509_check_private_key(ca->cert, ca->key) != 1) {
-        seterr(err, errlen, "%s/key.pem: does not match cert.pem", dir);
+        rete_errf_ssl(err, errlen, "%s/key.pem: does not match cert.pem", dir);
         goto out;
     }
     if (!now_within(ca->cert)) {
-        seterr(err, errlen, "%s/cert.pem: expired or not yet valid", dir);
+        rete_errf_ssl(err, errlen, "%s/cert.pem: expired or not yet valid", dir);
         goto out;
     }
     if (file_exists(dir, "chain.pem") && !(chain = read_certs(dir, "chain.pem", err, errlen)))
@@ -562,7 +528,7 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
             goto oom;
     }
     if (sk_X509_num(ca->roots) == 0) {
-        seterr(err, errlen,
+        rete_errf_ssl(err, errlen,
                "%s/cert.pem is an intermediate CA: put its chain up to the "
                "operator's root in %s/chain.pem",
                dir, dir);
@@ -574,7 +540,7 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
     if (!X509_STORE_CTX_init(xs, store, ca->cert, inter))
         goto oom;
     if (X509_verify_cert(xs) != 1) {
-        seterr(err, errlen, "%s/cert.pem does not chain to the root in chain.pem: %s", dir,
+        rete_errf_ssl(err, errlen, "%s/cert.pem does not chain to the root in chain.pem: %s", dir,
                X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
         goto out;
     }
@@ -597,7 +563,7 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
     ok = true;
     goto out;
 oom:
-    seterr(err, errlen, "out of memory loading the operator CA");
+    rete_errf_ssl(err, errlen, "out of memory loading the operator CA");
 out:
     sk_X509_pop_free(chain, X509_free);
     sk_X509_free(inter);
@@ -632,7 +598,7 @@ static bool recover_rotation(const char *dir, char *err, size_t errlen)
         char p[PATH_MAX];
         ok = path_join(p, sizeof p, dir, "root-next-key.pem") && unlink(p) == 0;
         if (!ok)
-            seterr(err, errlen, "%s: cannot remove: %s", p, strerror(errno));
+            rete_errf_ssl(err, errlen, "%s: cannot remove: %s", p, strerror(errno));
     }
     X509_free(root);
     EVP_PKEY_free(next);
@@ -649,7 +615,7 @@ static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
     ca->roots = sk_X509_new_null();
     if (!ca->roots || !sk_X509_push(ca->roots, root)) {
         X509_free(root);
-        seterr(err, errlen, "out of memory");
+        rete_errf_ssl(err, errlen, "out of memory");
         return false;
     }
     ca->rotating = file_exists(dir, "root-next.pem");
@@ -661,7 +627,7 @@ static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
             return false;
         if (!sk_X509_push(ca->roots, next)) {
             X509_free(next);
-            seterr(err, errlen, "out of memory");
+            rete_errf_ssl(err, errlen, "out of memory");
             return false;
         }
     }
@@ -673,15 +639,15 @@ static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
     if (!(ca->key = read_key(dir, key_name, err, errlen)))
         return false;
     if (!key_matches(ca->cert, ca->key)) {
-        seterr(err, errlen, "%s/%s does not match %s", dir, key_name, cert_name);
+        rete_errf_ssl(err, errlen, "%s/%s does not match %s", dir, key_name, cert_name);
         return false;
     }
     if (!is_signing_ca(ca->cert)) {
-        seterr(err, errlen, "%s/%s: not a CA certificate", dir, cert_name);
+        rete_errf_ssl(err, errlen, "%s/%s: not a CA certificate", dir, cert_name);
         return false;
     }
     if (!now_within(ca->cert)) {
-        seterr(err, errlen, "%s/%s: expired or not yet valid", dir, cert_name);
+        rete_errf_ssl(err, errlen, "%s/%s: expired or not yet valid", dir, cert_name);
         return false;
     }
     ca->not_after = asn1_time_unix(X509_get0_notAfter(ca->cert));
@@ -707,15 +673,15 @@ static bool sync_bundle_file(rete_ca *ca, const char *dir, char *err, size_t err
             fclose(f);
         }
     }
-    return same || write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
-                              errlen) == RETE_OK;
+    return same || rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem),
+                                      0644, err, errlen) == RETE_OK;
 }
 
 rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen)
 {
     const char *td = td_of(trust_domain);
     if (!td_valid(td)) {
-        seterr(err, errlen, "invalid trust domain \"%s\"", trust_domain);
+        rete_errf_ssl(err, errlen, "invalid trust domain \"%s\"", trust_domain);
         return NULL;
     }
     rete_ca *ca = rete_calloc(1, sizeof *ca);
@@ -724,7 +690,7 @@ rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size
     if (operator_ca ? !load_operator(ca, dir, err, errlen) : !load_root(ca, dir, err, errlen))
         goto fail;
     if (!set_bundle(ca)) {
-        seterr(err, errlen, "cannot encode the trust bundle");
+        rete_errf_ssl(err, errlen, "cannot encode the trust bundle");
         goto fail;
     }
     if (!sync_bundle_file(ca, dir, err, errlen) || !signer_setup(ca, err, errlen))
@@ -756,11 +722,11 @@ rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_
 {
     const char *td = td_of(trust_domain);
     if (!td_valid(td)) {
-        seterr(err, errlen, "invalid trust domain \"%s\"", trust_domain);
+        rete_errf_ssl(err, errlen, "invalid trust domain \"%s\"", trust_domain);
         return RETE_EINVAL;
     }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        rete_errf_ssl(err, errlen, "%s: %s", dir, strerror(errno));
         return RETE_EIO;
     }
     /* An operator-supplied CA or an existing root is kept: load validates it
@@ -796,7 +762,7 @@ static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
         size_t glen = 0;
         if (!EVP_PKEY_get_group_name(k, group, sizeof group, &glen) ||
             (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
-            seterr(err, errlen, "CSR key: EC curve %s not accepted (only P-256)",
+            rete_errf_ssl(err, errlen, "CSR key: EC curve %s not accepted (only P-256)",
                    glen ? group : "?");
             return false;
         }
@@ -804,13 +770,13 @@ static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
     }
     case EVP_PKEY_RSA:
         if (EVP_PKEY_get_bits(k) < 2048) {
-            seterr(err, errlen, "CSR key: RSA %d bits is too small (at least 2048)",
+            rete_errf_ssl(err, errlen, "CSR key: RSA %d bits is too small (at least 2048)",
                    EVP_PKEY_get_bits(k));
             return false;
         }
         return true;
     default:
-        seterr(err, errlen, "CSR key: type %s not accepted (EC P-256 or RSA >= 2048)",
+        rete_errf_ssl(err, errlen, "CSR key: type %s not accepted (EC P-256 or RSA >= 2048)",
                OBJ_nid2sn(EVP_PKEY_get_base_id(k)));
         return false;
     }
@@ -930,7 +896,7 @@ static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char 
     bool ok = false;
     memset(c, 0, sizeof *c);
     if (!der) {
-        seterr(err, errlen, "not a PEM certificate request");
+        rete_errf_ssl(err, errlen, "not a PEM certificate request");
         return false;
     }
     c->raw = (CSR_RAW *)ASN1_item_d2i(NULL, &p, der_len, ASN1_ITEM_rptr(CSR_RAW));
@@ -945,10 +911,10 @@ static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char 
             EVP_PKEY *k = EVP_PKEY_dup(ca->p256);
             if (!k || EVP_PKEY_set1_encoded_public_key(k, ASN1_STRING_get0_data(bits),
                                                        (size_t)ASN1_STRING_length(bits)) != 1) {
-                seterr(err, errlen, "CSR key: not a valid P-256 public key");
+                rete_errf_ssl(err, errlen, "CSR key: not a valid P-256 public key");
             } else if (!verify_sig(ca, k, c->raw->sig_alg, c->raw->signature,
                                    ASN1_STRING_get0_data(tbs), (size_t)ASN1_STRING_length(tbs))) {
-                seterr(err, errlen, "CSR: signature does not verify");
+                rete_errf_ssl(err, errlen, "CSR: signature does not verify");
             } else {
                 c->alg = c->info->spki->alg;
                 c->key = ASN1_STRING_get0_data(bits);
@@ -964,19 +930,19 @@ static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char 
     c->req = d2i_X509_REQ(NULL, &p, der_len);
     EVP_PKEY *pub = c->req ? X509_REQ_get0_pubkey(c->req) : NULL;
     if (!pub) {
-        seterr(err, errlen, "CSR: malformed or unreadable public key");
+        rete_errf_ssl(err, errlen, "CSR: malformed or unreadable public key");
         goto out;
     }
     if (!csr_key_ok(pub, err, errlen))
         goto out;
     if (X509_REQ_verify(c->req, pub) != 1) {
-        seterr(err, errlen, "CSR: signature does not verify");
+        rete_errf_ssl(err, errlen, "CSR: signature does not verify");
         goto out;
     }
     X509_PUBKEY *xpk = X509_REQ_get_X509_PUBKEY(c->req);
     X509_ALGOR *alg;
     if (!xpk || !X509_PUBKEY_get0_param(NULL, &c->key, &c->key_len, &alg, xpk)) {
-        seterr(err, errlen, "CSR: unreadable public key");
+        rete_errf_ssl(err, errlen, "CSR: unreadable public key");
         goto out;
     }
     c->alg = alg;
@@ -1058,11 +1024,11 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     size_t idlen = strlen(spiffe_id);
 
     if (!rete_spiffe_id_valid(spiffe_id, idlen) || !rete_spiffe_in_trust_domain(spiffe_id, ca->td)) {
-        seterr(err, errlen, "\"%s\" is not a SPIFFE ID in trust domain %s", spiffe_id, ca->td);
+        rete_errf_ssl(err, errlen, "\"%s\" is not a SPIFFE ID in trust domain %s", spiffe_id, ca->td);
         return NULL;
     }
     if (ttl_seconds == 0) {
-        seterr(err, errlen, "certificate lifetime must be positive");
+        rete_errf_ssl(err, errlen, "certificate lifetime must be positive");
         return NULL;
     }
     if (!csr_read(ca, csr_pem, csr_len, &req, err, errlen))
@@ -1073,7 +1039,7 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     if (na > ca->not_after)
         na = ca->not_after;
     if (na <= now) {
-        seterr(err, errlen, "the CA certificate has expired");
+        rete_errf_ssl(err, errlen, "the CA certificate has expired");
         goto fail;
     }
     x = X509_new();
@@ -1099,10 +1065,10 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     csr_clear(&req);
     return pem;
 sign_fail:
-    seterr(err, errlen, "signing the certificate failed");
+    rete_errf_ssl(err, errlen, "signing the certificate failed");
     goto fail;
 oom:
-    seterr(err, errlen, "cannot build the certificate");
+    rete_errf_ssl(err, errlen, "cannot build the certificate");
 fail:
     X509_free(x);
     csr_clear(&req);
@@ -1137,14 +1103,14 @@ bool rete_ca_rotating(const rete_ca *ca)
 rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen)
 {
     if (ca->operator_ca) {
-        seterr(err, errlen,
+        rete_errf_ssl(err, errlen,
                "the CA is operator-supplied: rotate it by replacing %s/cert.pem "
                "and key.pem",
                dir);
         return RETE_ESTATE;
     }
     if (ca->rotating) {
-        seterr(err, errlen, "a CA rotation is already in progress");
+        rete_errf_ssl(err, errlen, "a CA rotation is already in progress");
         return RETE_ESTATE;
     }
     X509 *root = NULL;
@@ -1157,7 +1123,7 @@ rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t err
         rc = write_cert(dir, "root-next.pem", root, err, errlen);
     if (rc != RETE_OK || !sk_X509_push(ca->roots, root)) {
         if (rc == RETE_OK)
-            seterr(err, errlen, "out of memory");
+            rete_errf_ssl(err, errlen, "out of memory");
         X509_free(root);
         EVP_PKEY_free(key);
         return rc == RETE_OK ? RETE_ENOMEM : rc;
@@ -1171,13 +1137,14 @@ rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t err
     ca->rotating = true;
     if (!set_bundle(ca) || !signer_setup(ca, err, errlen))
         return RETE_ENOMEM;
-    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err, errlen);
+    return rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                              errlen);
 }
 
 rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen)
 {
     if (!ca->rotating) {
-        seterr(err, errlen, "no CA rotation in progress");
+        rete_errf_ssl(err, errlen, "no CA rotation in progress");
         return RETE_ESTATE;
     }
     /* Certificate before key; recover_rotation completes the second rename
@@ -1187,10 +1154,11 @@ rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t er
     X509_free(sk_X509_shift(ca->roots));
     ca->rotating = false;
     if (!set_bundle(ca)) {
-        seterr(err, errlen, "cannot encode the trust bundle");
+        rete_errf_ssl(err, errlen, "cannot encode the trust bundle");
         return RETE_ENOMEM;
     }
-    return write_file(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err, errlen);
+    return rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
+                              errlen);
 }
 
 /* ---- the requesting side -------------------------------------------------- */

@@ -471,6 +471,15 @@ void reted_scopes_sync(reted *r)
     r->cache.dirty.len = r->cache.dirty.n = 0;
 }
 
+const reted_index *reted_index_current(reted *r)
+{
+    if (!r->index.built || r->cache.dirty_all)
+        return NULL;
+    if (r->cache.dirty.n)
+        reted_scopes_sync(r); /* the push timer's sync finds nothing left; it still pushes */
+    return &r->index;
+}
+
 /* Drop cached snapshots no proxy holds any more (their scopes are gone). */
 void reted_snapshots_sweep(reted *r)
 {

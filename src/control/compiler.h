@@ -16,6 +16,10 @@ reted_snapshot *reted_snapshot_for(struct reted *r, struct reted_proxy *p);
 void reted_snapshot_release(struct reted *r, reted_snapshot *s);
 void reted_changed_key(struct reted *r, const char *kind, const char *ns, const char *name);
 void reted_scopes_sync(struct reted *r);
+/* The index, brought up to the store (a sync, when keys changed since the
+ * last one), for validation to read; NULL when only a rebuild from the whole
+ * store would make it current (not built yet, or changes not by key). */
+const reted_index *reted_index_current(struct reted *r);
 void reted_snapshots_sweep(struct reted *r);
 /* Workload certificate lifetime, seconds: MeshConfig workloadCertificateTTL,
  * else reted --cert-ttl. */

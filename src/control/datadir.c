@@ -27,14 +27,10 @@ char *reted_datadir_path(const char *a, const char *b)
     return p;
 }
 
+/* path replaced atomically (file.h); a failure is logged. */
 static int write_file(const char *path, const char *data, mode_t mode)
 {
-    char err[512];
-    if (rete_file_write_atomic(path, data, strlen(data), mode, err, sizeof(err)) < 0) {
-        rete_err("%s", err);
-        return -1;
-    }
-    return 0;
+    return rete_file_write_logged(path, data, strlen(data), mode, RETE_LOG_ERROR, NULL);
 }
 
 char *reted_datadir_read_line(const char *path)

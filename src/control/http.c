@@ -1,6 +1,9 @@
 #include "http.h"
 #include "alloc.h"
 #include "h1_parse.h"
+#include "hash.h"
+#include "http_status.h"
+#include "vec.h"
 #include "log.h"
 
 #include <jansson.h>
@@ -164,29 +167,6 @@ static void hc_write(rete_http_conn *c, const char *p, size_t n)
         hc_close(c);
 }
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
-    }
-}
-
 /* RFC 9110 §5.6.7 IMF-fixdate: clients (retectl check) compare clocks with it. */
 static void http_date(char *out, size_t len)
 {
@@ -206,7 +186,7 @@ void rete_http_respond(rete_http_req *req, int status, const char *content_type,
     http_date(date, sizeof(date));
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n%s%s\r\n",
-                     status, reason(status), date, content_type ? content_type : "text/plain", len,
+                     status, rete_http_reason(status), date, content_type ? content_type : "text/plain", len,
                      extra_headers ? extra_headers : "", c->keep_alive ? "" : "connection: close\r\n");
     uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)body, (unsigned)len)};
     if (rete_io_write(&c->io, bufs, len ? 2 : 1) < 0) {
@@ -283,12 +263,12 @@ static void simple_error(rete_http_conn *c, int status, const char *msg, const c
     char body[320];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
     if (n < 0 || (size_t)n >= sizeof(body))
-        n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", reason(status));
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", rete_http_reason(status));
     char head[512];
     int h = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                      "%sconnection: close\r\n\r\n",
-                     status, reason(status), n, extra ? extra : "");
+                     status, rete_http_reason(status), n, extra ? extra : "");
     hc_write(c, head, (size_t)h);
     if (c->state != HC_CLOSING)
         hc_write(c, body, (size_t)n);
@@ -538,6 +518,22 @@ const rete_cert_facts *rete_http_stream_peer_cert(const rete_http_stream *st)
 
 /* ---- requests ---- */
 
+/* What the admission hook and the handler see of a parsed head: views into
+ * the connection's buffer, valid while it handles the request. */
+static void req_head(rete_http_req *q, rete_http_conn *c, const rete_h1_message *m)
+{
+    q->method = m->method;
+    ptrdiff_t qm = rete_view_find(m->target, '?');
+    q->path = qm >= 0 ? rete_view_make(m->target.p, (size_t)qm) : m->target;
+    q->query = qm >= 0 ? rete_view_sub(m->target, (size_t)qm + 1, m->target.len) : RETE_VIEW_NULL;
+    q->headers = c->fields;
+    q->n_headers = m->n_headers;
+    q->peer_id = c->peer_id;
+    q->peer_addr = c->peer_addr;
+    q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
+    q->conn = c;
+}
+
 static void hc_process(rete_http_conn *c)
 {
     if (c->state != HC_HEAD || c->len == 0)
@@ -567,21 +563,12 @@ static void hc_process(rete_http_conn *c)
         /* The head decides: a request without its credential, to no
          * endpoint, or over its route's bound is refused before one more
          * byte of its body is read (and the rest is never read). */
-        q->method = m.method;
-        ptrdiff_t qm0 = rete_view_find(m.target, '?');
-        q->path = qm0 >= 0 ? rete_view_make(m.target.p, (size_t)qm0) : m.target;
-        q->query = qm0 >= 0 ? rete_view_sub(m.target, (size_t)qm0 + 1, m.target.len) : RETE_VIEW_NULL;
-        q->headers = c->fields;
-        q->n_headers = m.n_headers;
-        q->peer_id = c->peer_id;
-        q->peer_addr = c->peer_addr;
-        q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
-        q->conn = c;
+        req_head(q, c, &m);
         rete_http_admit a = {.max_body = c->srv->max_body};
         if (c->srv->admit)
             c->srv->admit(q, c->srv->arg, &a);
         if (a.status) {
-            refuse(c, a.reason, a.status, a.error ? a.error : reason(a.status), a.extra_headers);
+            refuse(c, a.reason, a.status, a.error ? a.error : rete_http_reason(a.status), a.extra_headers);
             return;
         }
         if (body_len > a.max_body) {
@@ -610,18 +597,9 @@ static void hc_process(rete_http_conn *c)
     c->body = rete_malloc((size_t)body_len + 1);
     memcpy(c->body, c->buf + r, (size_t)body_len);
     c->body[body_len] = '\0';
-    q->method = m.method;
-    ptrdiff_t qm = rete_view_find(m.target, '?');
-    q->path = qm >= 0 ? rete_view_make(m.target.p, (size_t)qm) : m.target;
-    q->query = qm >= 0 ? rete_view_sub(m.target, (size_t)qm + 1, m.target.len) : RETE_VIEW_NULL;
-    q->headers = c->fields;
-    q->n_headers = m.n_headers;
+    req_head(q, c, &m);
     q->body = c->body;
     q->body_len = (size_t)body_len;
-    q->peer_id = c->peer_id;
-    q->peer_addr = c->peer_addr;
-    q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
-    q->conn = c;
     c->state = HC_HANDLING;
     c->timer = HT_NONE; /* our own handler's time is not the client's */
     rete_io_read_stop(&c->io); /* the views point into buf: keep it still */
@@ -645,13 +623,7 @@ static void hc_on_data(rete_io *io, const char *data, size_t len)
             refuse(c, RETE_HTTP_REFUSED_BODY_TOO_LARGE, 413, "request too large", NULL);
         return;
     }
-    if (c->len + len > c->cap) {
-        size_t cap = c->cap ? c->cap : 4096;
-        while (cap < c->len + len)
-            cap *= 2;
-        c->buf = rete_realloc(c->buf, cap);
-        c->cap = cap;
-    }
+    RETE_GROW(c->buf, c->cap, c->len + len, 4096);
     memcpy(c->buf + c->len, data, len);
     c->len += len;
     if (c->state == HC_STREAM)
@@ -709,10 +681,7 @@ static uint8_t source_key(const struct sockaddr_storage *ss, uint8_t out[16])
 
 static size_t source_bucket(const uint8_t *k, uint8_t len)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (uint8_t i = 0; i < len; i++)
-        h = (h ^ k[i]) * 16777619u;
-    return h % HTTP_SOURCE_BUCKETS;
+    return (size_t)(rete_fnv1a(RETE_FNV1A_INIT, k, len) % HTTP_SOURCE_BUCKETS);
 }
 
 /* The source's entry, made when absent (count 0). */

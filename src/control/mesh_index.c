@@ -4,6 +4,8 @@
 #include "alloc.h"
 #include "config_schema.h"
 #include "defaults.h"
+#include "hash.h"
+#include "vec.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -182,10 +184,7 @@ static void add_host(reted_strs *x, const char *host, const char *dr_ns)
 
 static size_t label_hash(const char *s, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
-    return (size_t)(h % LABEL_BUCKETS);
+    return (size_t)(rete_fnv1a(RETE_FNV1A_INIT, s, n) % LABEL_BUCKETS);
 }
 
 static size_t label_key(char *buf, size_t size, const char *ns, const char *k, const char *v)
@@ -233,10 +232,7 @@ static void labels_update(reted_index *ix, reted_ires *wl, bool add)
             l->next = ix->labels[b];
             ix->labels[b] = l;
         }
-        if (l->n == l->cap) {
-            l->cap = l->cap ? l->cap * 2 : 4;
-            l->wl = rete_realloc(l->wl, l->cap * sizeof(*l->wl));
-        }
+        RETE_GROW(l->wl, l->cap, l->n + 1, 4);
         l->wl[l->n++] = wl;
     }
 }
@@ -253,10 +249,7 @@ reted_ires *const *reted_index_endpoints(reted_index *ix, reted_ires *svc, size_
         for (size_t i = 0; l && i < l->n; i++) {
             if (!reted_selects(&svc->kv, &l->wl[i]->kv))
                 continue;
-            if (svc->n_endpoints == cap) {
-                cap = cap ? cap * 2 : 8;
-                svc->endpoints = rete_realloc(svc->endpoints, cap * sizeof(*svc->endpoints));
-            }
+            RETE_GROW(svc->endpoints, cap, svc->n_endpoints + 1, 8);
             svc->endpoints[svc->n_endpoints++] = l->wl[i];
         }
         if (!svc->endpoints)
@@ -266,6 +259,8 @@ reted_ires *const *reted_index_endpoints(reted_index *ix, reted_ires *svc, size_
     *n = svc->n_endpoints;
     return svc->endpoints;
 }
+
+static void ires_free(reted_ires *e);
 
 static reted_ires *ires_new(const rete_store_resource *res)
 {
@@ -329,6 +324,17 @@ static reted_ires *ires_new(const rete_store_resource *res)
     return e;
 }
 
+reted_ires *reted_ires_parse(const char *kind, const char *ns, const char *name, const char *json)
+{
+    rete_store_resource res = {.kind = kind, .ns = ns, .name = name, .json = json};
+    return ires_new(&res);
+}
+
+void reted_ires_free(reted_ires *e)
+{
+    ires_free(e);
+}
+
 static void ires_free(reted_ires *e)
 {
     if (!e)
@@ -372,10 +378,7 @@ static size_t find(const reted_index *ix, const char *kind, const char *ns, cons
 
 static void insert_at(reted_index *ix, size_t at, reted_ires *e)
 {
-    if (ix->n == ix->cap) {
-        ix->cap = ix->cap ? ix->cap * 2 : 1024;
-        ix->v = rete_realloc(ix->v, ix->cap * sizeof(*ix->v));
-    }
+    RETE_GROW(ix->v, ix->cap, ix->n + 1, 1024);
     memmove(ix->v + at + 1, ix->v + at, (ix->n - at) * sizeof(*ix->v));
     ix->v[at] = e;
     ix->n++;

@@ -86,6 +86,11 @@ void reted_index_free(reted_index *ix);
 /* The Workloads the Service selects (unordered); computed once per
  * generation and kept. */
 reted_ires *const *reted_index_endpoints(reted_index *ix, reted_ires *svc, size_t *n);
+/* One resource's entry parsed from its JSON text as the index would hold it
+ * (refs, selector...), outside any index: validation reads what a document
+ * about to be written references. Free with reted_ires_free. */
+reted_ires *reted_ires_parse(const char *kind, const char *ns, const char *name, const char *json);
+void reted_ires_free(reted_ires *e);
 /* Resource order: kind, namespace, name (bytewise), as the store lists. */
 int reted_ires_cmp(const reted_ires *a, const reted_ires *b);
 

@@ -1,6 +1,6 @@
 /* Resources in reted: YAML/JSON documents in, JSON out, and validation of
- * every change against the whole stored set with the very loader the proxies
- * run — so what reted accepts, every proxy accepts, and a document is
+ * every change, with the stored resources it can break, by the very loader
+ * the proxies run — so what reted accepts, every proxy accepts, and a document is
  * rejected with the same file / document / field path / reason a proxy would
  * give. */
 #include "alloc.h"
@@ -234,19 +234,147 @@ static const char validation_proxy[] =
     "{\"apiVersion\":\"rete.dev/v1alpha1\",\"kind\":\"Proxy\",\"metadata\":{\"name\":\"reted-validation\","
     "\"namespace\":\"" RETED_ROOT_NS "\"},\"spec\":{\"serviceAccount\":\"reted\",\"address\":\"127.0.0.1\"}}";
 
-static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *source, bool with_store);
+/* What a change can break, read from the index instead of the whole store
+ * (the loader's cross-document rules, config_resolve.c): a route's
+ * parentRefs and backendRefs and a DestinationRule's host name a Service
+ * (which must exist, with the port); a Service has at most one
+ * DestinationRule; there is at most one MeshConfig. So the documents to load
+ * with the change are: the changed ones; for a changed Service, the stored
+ * routes and DestinationRules naming it; for a changed DestinationRule, the
+ * stored ones on the same Service; the Services that all of these name; every
+ * stored MeshConfig. Workloads, policies and WorkloadGroups name nothing the
+ * loader resolves. A kind outside these rules (a MeshConfig, a Proxy
+ * document, an unknown kind) takes the whole store. Returns false for "load
+ * the whole store". */
+typedef struct vpick {
+    const reted_index *ix;
+    unsigned char *taken;   /* by index position */
+    const reted_doc *docs;
+    size_t n;
+} vpick;
 
-json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *source)
+static bool changed_key(const vpick *p, const char *kind, const char *ns, const char *name)
 {
-    return validate(r, docs, n, source, true);
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->docs[i].kind, kind) == 0 && strcmp(p->docs[i].ns, ns) == 0 &&
+            strcmp(p->docs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static void take(vpick *p, size_t pos)
+{
+    const reted_ires *e = p->ix->v[pos];
+    if (!changed_key(p, e->kind, e->ns, e->name))
+        p->taken[pos] = 1;
+}
+
+/* The stored Service "ns/name" (a ref), when there is one. */
+static void take_service(vpick *p, const char *ref)
+{
+    const char *slash = strchr(ref, '/');
+    char ns[256];
+    if (!slash || (size_t)(slash - ref) >= sizeof(ns))
+        return;
+    memcpy(ns, ref, (size_t)(slash - ref));
+    ns[slash - ref] = '\0';
+    size_t pos = reted_index_position(p->ix, "Service", ns, slash + 1);
+    if (pos != SIZE_MAX)
+        take(p, pos);
+}
+
+static bool has_ref(const reted_ires *e, const char *ref)
+{
+    for (const char *s = reted_strs_first(&e->refs); s; s = reted_strs_next(&e->refs, s))
+        if (strcmp(s, ref) == 0)
+            return true;
+    return false;
+}
+
+/* Every stored resource of class `k` whose refs hold `ref`. */
+static void take_referrers(vpick *p, rete_kind_class k, const char *ref)
+{
+    for (size_t id = 0; id < RETE_KIND_COUNT; id++) {
+        if (rete_kinds[id].index_class != k)
+            continue;
+        size_t first, end;
+        reted_index_range(p->ix, rete_kinds[id].kind, NULL, &first, &end);
+        for (size_t i = first; i < end; i++)
+            if (has_ref(p->ix->v[i], ref))
+                take(p, i);
+    }
+}
+
+static bool pick_affected(vpick *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const rete_kind *k = rete_kind_by_name(p->docs[i].kind);
+        if (!k || k->index_class == RETE_KC_NONE || k->index_class == RETE_KC_MESH)
+            return false;
+    }
+    /* the changed documents' referrers, and what the new versions name */
+    for (size_t i = 0; i < p->n; i++) {
+        const reted_doc *d = &p->docs[i];
+        rete_kind_class k = rete_kind_by_name(d->kind)->index_class;
+        char ref[520];
+        snprintf(ref, sizeof(ref), "%s/%s", d->ns, d->name);
+        if (k == RETE_KC_SERVICE) {
+            take_referrers(p, RETE_KC_ROUTE, ref);
+            take_referrers(p, RETE_KC_DR, ref);
+        }
+        if (!d->json || (k != RETE_KC_ROUTE && k != RETE_KC_DR))
+            continue;
+        char *text = json_dumps(d->json, JSON_COMPACT);
+        reted_ires *e = reted_ires_parse(d->kind, d->ns, d->name, text);
+        free(text);
+        for (const char *s = reted_strs_first(&e->refs); s; s = reted_strs_next(&e->refs, s)) {
+            take_service(p, s);
+            if (k == RETE_KC_DR)
+                take_referrers(p, RETE_KC_DR, s);
+        }
+        reted_ires_free(e);
+    }
+    /* what the stored referrers name, so that they resolve */
+    for (size_t i = 0; i < p->ix->n; i++) {
+        const reted_ires *e = p->ix->v[i];
+        if (!p->taken[i] || (e->k != RETE_KC_ROUTE && e->k != RETE_KC_DR))
+            continue;
+        for (const char *s = reted_strs_first(&e->refs); s; s = reted_strs_next(&e->refs, s))
+            take_service(p, s);
+    }
+    size_t first, end;
+    reted_index_range(p->ix, rete_kinds[RETE_KIND_MESH].kind, NULL, &first, &end);
+    for (size_t i = first; i < end; i++)
+        take(p, i);
+    return true;
+}
+
+static void add_indexed(vctx *v, const reted_ires *e)
+{
+    char key[800];
+    snprintf(key, sizeof(key), "%s %s/%s", e->kind, e->ns, e->name);
+    v->stored_keys = rete_realloc(v->stored_keys, (v->n_stored + 1) * sizeof(char *));
+    v->stored_keys[v->n_stored] = rete_strdup(key);
+    vdoc(v, e->json->data, -1 - (int)v->n_stored);
+    v->n_stored++;
+}
+
+static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *source, bool with_store,
+                        const reted_index *ix);
+
+json_t *reted_validate(reted *r, const reted_doc *docs, size_t n, const char *source,
+                       const reted_index *ix)
+{
+    return validate(r, docs, n, source, true, ix);
 }
 
 json_t *reted_validate_alone(reted *r, const reted_doc *doc, const char *source)
 {
-    return validate(r, doc, 1, source, false);
+    return validate(r, doc, 1, source, false, NULL);
 }
 
-static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *source, bool with_store)
+static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *source, bool with_store,
+                        const reted_index *ix)
 {
     vctx v = {.docs = docs, .n = n};
     vdoc(&v, validation_proxy, -1000000);
@@ -257,11 +385,20 @@ static json_t *validate(reted *r, const reted_doc *docs, size_t n, const char *s
         vdoc(&v, s, (int)i);
         free(s);
     }
-    if (with_store && r->store->ops->list(r->store, NULL, NULL, add_stored, &v) < 0) {
+    vpick pick = {.ix = ix, .docs = docs, .n = n};
+    if (with_store && ix)
+        pick.taken = rete_calloc(ix->n ? ix->n : 1, 1);
+    if (with_store && ix && pick_affected(&pick)) {
+        for (size_t i = 0; i < ix->n; i++) /* in the store's order, as a full load */
+            if (pick.taken[i])
+                add_indexed(&v, ix->v[i]);
+    } else if (with_store && r->store->ops->list(r->store, NULL, NULL, add_stored, &v) < 0) {
+        free(pick.taken);
         free(v.buf);
         free(v.origin);
         return json_pack("{s:s}", "error", "store unavailable");
     }
+    free(pick.taken);
     rete_config_error err;
     rete_config *cfg = rete_config_load_buffer(v.buf, v.len, source ? source : "-", 1, &err);
     json_t *result = NULL;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct reted;
+struct reted_index;
 
 typedef struct reted_doc {
     json_t *json;                   /* the resource without server-set metadata */
@@ -26,10 +27,15 @@ typedef struct reted_doc {
 int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **docs,
                      size_t *n_docs, json_t **err_json);
 void reted_docs_free(reted_doc *docs, size_t n);
-/* Validate `docs` (to be written; deleted ones have json NULL) together with
- * everything stored, with the proxy's own loader. NULL when valid, else an
- * error object naming the document and field path. */
-json_t *reted_validate(struct reted *r, const reted_doc *docs, size_t n, const char *source);
+/* Validate `docs` (to be written; deleted ones have json NULL) with the
+ * proxy's own loader, together with the stored resources the change can
+ * break or needs: with `ix` (the index, current: reted_index_current) those
+ * are picked from it, the changed documents, their referrers and what they
+ * name (resources.c says which); without it, or for a change to a kind the
+ * pick does not cover, everything stored. NULL when valid, else an error
+ * object naming the document and field path. */
+json_t *reted_validate(struct reted *r, const reted_doc *docs, size_t n, const char *source,
+                       const struct reted_index *ix);
 /* Validate one document that nothing else can reference or break (a
  * Workload a proxy registers): its own schema only, without loading the
  * store. */

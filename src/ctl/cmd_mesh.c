@@ -413,9 +413,8 @@ int rete_ctl_cmd_check(rete_ctl *c)
 
 static int write_file(const char *dir, const char *name, const char *data, mode_t mode)
 {
-    char path[4200], err[512];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (rete_file_write_atomic(path, data, strlen(data), mode, err, sizeof(err)) < 0) {
+    char err[512];
+    if (rete_file_write_in(dir, name, data, strlen(data), mode, err, sizeof(err)) != RETE_OK) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }

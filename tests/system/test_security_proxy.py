@@ -407,3 +407,12 @@ def test_memory_returned_after_a_flood_of_pending_handshakes(tmp_path):
     assert after - idle < (peak - idle) / 4
     assert subprocess.run(["kill", "-TERM", str(proc.pid)]).returncode == 0
     assert proc.wait(timeout=15) == 0, read_log(proc)[-3000:]
+
+
+def test_absolute_form_with_a_fragment_in_the_authority_is_refused(env):
+    """`GET http://echo#x/...`: the authority ends at the `#` (RFC 3986
+    §3.2), so the request is refused (400) rather than routed by a host
+    named "echo#x"."""
+    got = raw_exchange(env["outbound"], b"GET http://echo#frag/private HTTP/1.1\r\nHost: echo\r\n"
+                                        b"Connection: close\r\n\r\n", read_all=True)
+    assert got.startswith(b"HTTP/1.1 400"), got[:200]

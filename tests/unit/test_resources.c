@@ -32,12 +32,31 @@ static reted_doc *parse(const char *yaml, size_t *n)
     return docs;
 }
 
+/* Validate as the API does, both ways: with the index (incremental: the
+ * stored resources the change can break or needs) and against the whole
+ * store; the two answers must be the same. */
+static json_t *validate_docs(fixture *f, const reted_doc *docs, size_t n, const char *source)
+{
+    json_t *whole = reted_validate(&f->r, docs, n, source, NULL);
+    if (!f->r.index.built)
+        reted_scopes_sync(&f->r);
+    const reted_index *ix = reted_index_current(&f->r);
+    assert_non_null(ix);
+    json_t *picked = reted_validate(&f->r, docs, n, source, ix);
+    if (!(whole == NULL && picked == NULL) && !(whole && picked && json_equal(whole, picked))) {
+        char *a = whole ? json_dumps(whole, JSON_COMPACT) : NULL, *b = picked ? json_dumps(picked, JSON_COMPACT) : NULL;
+        fail_msg("whole store: %s\nincremental: %s", a ? a : "valid", b ? b : "valid");
+    }
+    json_decref(picked);
+    return whole;
+}
+
 /* Store a stream as an apply would (after validating it). */
 static void store(fixture *f, const char *yaml)
 {
     size_t n;
     reted_doc *docs = parse(yaml, &n);
-    json_t *verr = reted_validate(&f->r, docs, n, "t.yaml");
+    json_t *verr = validate_docs(f, docs, n, "t.yaml");
     if (verr) {
         char *s = json_dumps(verr, JSON_COMPACT);
         fail_msg("stored resources must be valid: %s", s);
@@ -47,6 +66,7 @@ static void store(fixture *f, const char *yaml)
         rete_store_write w = {docs[i].kind, docs[i].ns, docs[i].name, json, 0};
         size_t failed;
         assert_int_equal(f->r.store->ops->apply(f->r.store, &w, 1, &failed), RETE_OK);
+        reted_changed_key(&f->r, docs[i].kind, docs[i].ns, docs[i].name);
         free(json);
     }
     reted_docs_free(docs, n);
@@ -69,7 +89,7 @@ static json_t *validate(fixture *f, const char *yaml)
 {
     size_t n;
     reted_doc *docs = parse(yaml, &n);
-    json_t *e = reted_validate(&f->r, docs, n, "t.yaml");
+    json_t *e = validate_docs(f, docs, n, "t.yaml");
     reted_docs_free(docs, n);
     return e;
 }
@@ -194,6 +214,27 @@ static void test_change_breaking_stored_refused(void **state)
                             "rules: [{backendRefs: [{name: b, port: 81}]}]}\n"));
 }
 
+/* The loader's rules across documents of other kinds, checked with what the
+ * change needs from the store: one DestinationRule per Service, one
+ * MeshConfig. */
+static void test_one_per_service_and_mesh(void **state)
+{
+    fixture *f = *state;
+    store(f, SVC("a") "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                      "metadata: {name: d1, namespace: demo}\nspec: {host: a}\n"
+                      "---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\n"
+                      "metadata: {name: mesh, namespace: rete-system}\nspec: {}\n");
+    const char *d = detail(validate(f, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                                       "metadata: {name: d2, namespace: demo}\nspec: {host: a.demo.svc}\n"));
+    assert_non_null(strstr(d, "|spec.host|"));
+    d = detail(validate(f, "---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\n"
+                           "metadata: {name: other, namespace: rete-system}\nspec: {}\n"));
+    assert_non_null(strstr(d, "MeshConfig"));
+    /* replacing the one there is fine */
+    assert_null(validate(f, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                            "metadata: {name: d1, namespace: demo}\nspec: {host: a.demo}\n"));
+}
+
 /* A delete (a document with no JSON, as the API's DELETE makes it) that
  * would leave a reference dangling is refused; deleting the referrer
  * first, or both at once, is not. */
@@ -202,19 +243,19 @@ static void test_dangling_delete_refused(void **state)
     fixture *f = *state;
     store(f, SVC("a") SVC("b") ROUTE("r", "a", "b"));
     reted_doc del_b = {NULL, "Service", "demo", "b", 0, 0};
-    const char *d = detail(reted_validate(&f->r, &del_b, 1, "delete"));
+    const char *d = detail(validate_docs(f, &del_b, 1, "delete"));
     assert_string_equal(d, "change conflicts with stored resources|-1|spec.rules[0].backendRefs[0].name|"
                            "unknown service demo/b (in stored HTTPRoute demo/r, which this change breaks)");
     reted_doc del_a = {NULL, "Service", "demo", "a", 0, 0};
-    d = detail(reted_validate(&f->r, &del_a, 1, "delete"));
+    d = detail(validate_docs(f, &del_a, 1, "delete"));
     assert_non_null(strstr(d, "spec.parentRefs[0]"));
     reted_doc del_r = {NULL, "HTTPRoute", "demo", "r", 0, 0};
-    assert_null(reted_validate(&f->r, &del_r, 1, "delete"));
+    assert_null(validate_docs(f, &del_r, 1, "delete"));
     reted_doc both[] = {del_r, del_b};
-    assert_null(reted_validate(&f->r, both, 2, "delete"));
+    assert_null(validate_docs(f, both, 2, "delete"));
     /* deleting what is not stored breaks nothing (the store says 404) */
     reted_doc del_x = {NULL, "Service", "demo", "x", 0, 0};
-    assert_null(reted_validate(&f->r, &del_x, 1, "delete"));
+    assert_null(validate_docs(f, &del_x, 1, "delete"));
 }
 
 /* A Workload a proxy registers is checked alone: its own schema, not the
@@ -260,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test_setup_teardown(test_bad_document_refused_whole, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_change_breaking_stored_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_one_per_service_and_mesh, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dangling_delete_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_validate_alone, fx_setup, fx_teardown),
         cmocka_unit_test(test_resource_json),

@@ -1,5 +1,5 @@
-/* src/common/vec.h and hash.h: growth, ownership, and FNV-1a's published
- * test vectors. */
+/* src/common/vec.h, arena.h's RETE_ARENA_GROW, oatable.h and hash.h: growth,
+ * ownership, FNV-1a's published test vectors and MurmurHash3's finaliser. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "hash.h"
+#include "oatable.h"
 #include "vec.h"
 
 static void test_grow(void **state)
@@ -85,6 +87,83 @@ static void test_fnv1a(void **state)
                 rete_fnv1a(RETE_FNV1A_INIT, "foobar", 6));
 }
 
+static void test_fmix64(void **state)
+{
+    (void)state;
+    assert_true(rete_fmix64(0) == 0);
+    assert_true(rete_fmix64(1) == 0xb456bcfc34c2cb2cull);
+}
+
+static void test_arena_grow(void **state)
+{
+    (void)state;
+    rete_arena *a = rete_arena_new(256);
+    uint32_t *p = NULL;
+    uint32_t cap = 0; /* any unsigned type */
+    size_t n = 0;
+    for (uint32_t i = 0; i < 100; i++) {
+        if (n == cap)
+            RETE_ARENA_GROW(a, p, n, cap, n + 1, 16);
+        p[n++] = i;
+    }
+    assert_int_equal(cap, 128);
+    for (uint32_t i = 0; i < 100; i++)
+        assert_int_equal(p[i], i); /* kept across moves */
+    assert_int_equal(p[100], 0);   /* arena memory is zeroed */
+    RETE_ARENA_GROW(a, p, n, cap, 10, 16); /* enough already: untouched */
+    assert_int_equal(cap, 128);
+    rete_arena_free(a);
+}
+
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    int v;
+} oa_ent;
+
+static bool oa_slot_hash(const void *slot, const void *ctx, uint64_t *h)
+{
+    (void)ctx;
+    *h = ((const oa_ent *)slot)->hash;
+    return *h != 0;
+}
+
+static oa_ent *oa_find(oa_ent *t, size_t cap, uint64_t h)
+{
+    for (size_t j = cap ? RETE_OA_FIRST(h, cap) : 0; cap && t[j].hash; j = RETE_OA_NEXT(j, cap))
+        if (t[j].hash == h)
+            return &t[j];
+    return NULL;
+}
+
+/* Every entry is found after the table grew many times, also when all
+ * hashes start at the same slot; the load stays at most one half. */
+static void test_oatable(void **state)
+{
+    (void)state;
+    oa_ent *t = NULL;
+    size_t cap = 0, n = 0;
+    for (int i = 1; i <= 300; i++) {
+        uint64_t h = i <= 100 ? (uint64_t)i << 32 : rete_fmix64((uint64_t)i); /* first 100 collide */
+        RETE_OA_RESERVE(t, cap, n + 1, 16, oa_slot_hash, NULL);
+        size_t j = RETE_OA_FIRST(h, cap);
+        while (t[j].hash)
+            j = RETE_OA_NEXT(j, cap);
+        t[j] = (oa_ent){h, i};
+        n++;
+        assert_true(n * 2 <= cap);
+    }
+    assert_int_equal(cap, 1024);
+    for (int i = 1; i <= 300; i++) {
+        uint64_t h = i <= 100 ? (uint64_t)i << 32 : rete_fmix64((uint64_t)i);
+        oa_ent *e = oa_find(t, cap, h);
+        assert_non_null(e);
+        assert_int_equal(e->v, i);
+    }
+    assert_null(oa_find(t, cap, 7));
+    assert_false(RETE_OA_RESERVE(t, cap, n + 1, 16, oa_slot_hash, NULL)); /* room already */
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -92,6 +171,9 @@ int main(void)
         cmocka_unit_test(test_vector),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_fnv1a),
+        cmocka_unit_test(test_fmix64),
+        cmocka_unit_test(test_arena_grow),
+        cmocka_unit_test(test_oatable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,7 +82,7 @@ static void h1c_write_head(h1c *c)
     rete_outbuf_puts(&b, " HTTP/1.1\r\nhost: ");
     rete_outbuf_view(&b, ex->req.authority);
     rete_outbuf_puts(&b, "\r\n");
-    rete_h1_put_fields(&b, &ex->req);
+    rete_h1_put_request_fields(&b, &ex->req);
     c->req_chunked = false;
     if (ex->req.content_length >= 0) {
         char line[48];

@@ -1,5 +1,6 @@
 #include "h1_out.h"
 #include "alloc.h"
+#include "h1_parse.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,46 +58,29 @@ void rete_h1_put_fields(rete_outbuf *b, const rete_msg *m)
     }
 }
 
-void rete_h1_put_chunk_size(rete_outbuf *b, size_t n)
+void rete_h1_put_request_fields(rete_outbuf *b, const rete_msg *m)
 {
-    char line[24];
-    int k = snprintf(line, sizeof(line), "%zx\r\n", n);
-    rete_outbuf_put(b, line, (size_t)k);
+    static const rete_view framing[] = {
+        RETE_VIEW_LIT("host"),       RETE_VIEW_LIT("content-length"),   RETE_VIEW_LIT("transfer-encoding"),
+        RETE_VIEW_LIT("connection"), RETE_VIEW_LIT("keep-alive"),       RETE_VIEW_LIT("proxy-connection"),
+        RETE_VIEW_LIT("upgrade"),
+    };
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        rete_view name = m->headers[i].name;
+        bool skip = false;
+        for (size_t k = 0; k < sizeof(framing) / sizeof(framing[0]) && !skip; k++)
+            skip = rete_view_ieq(name, framing[k]);
+        if (skip)
+            continue;
+        rete_outbuf_view(b, name);
+        rete_outbuf_put(b, ": ", 2);
+        rete_outbuf_view(b, m->headers[i].value);
+        rete_outbuf_put(b, "\r\n", 2);
+    }
 }
 
-const char *rete_http_reason(int status)
+void rete_h1_put_chunk_size(rete_outbuf *b, size_t n)
 {
-    switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Status";
-    }
+    char line[RETE_H1_CHUNK_LINE_MAX];
+    rete_outbuf_put(b, line, rete_h1_chunk_size_line(n, line));
 }

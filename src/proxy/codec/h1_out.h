@@ -21,8 +21,14 @@ void rete_outbuf_free(rete_outbuf *b);
 
 /* "name: value\r\n" for every field of m. */
 void rete_h1_put_fields(rete_outbuf *b, const rete_msg *m);
+/* The fields of a request head the proxy sends upstream over HTTP/1.1,
+ * without those that frame or manage the connection (host, content-length,
+ * transfer-encoding, connection, keep-alive, proxy-connection, upgrade):
+ * the writer adds its own framing, and a field of that kind that slipped
+ * past a codec's intake (an HTTP/2 peer's transfer-encoding, say) can
+ * never reach the app and disagree with it (request smuggling). */
+void rete_h1_put_request_fields(rete_outbuf *b, const rete_msg *m);
 /* The chunk-size line for a chunk of n bytes ("1a2\r\n"). */
 void rete_h1_put_chunk_size(rete_outbuf *b, size_t n);
-const char *rete_http_reason(int status);
 
 #endif

@@ -23,8 +23,10 @@
 #include "conn.h"
 #include "exchange.h"
 #include "h1_out.h"
+#include "http_status.h"
 #include "h1_parse.h"
 #include "log.h"
+#include "vec.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -191,13 +193,7 @@ static bool h1s_stash(h1s *s, const char *data, size_t len, size_t bound)
 {
     if (s->len + len > bound)
         return false;
-    if (s->len + len > s->cap) {
-        size_t cap = s->cap ? s->cap : 1024;
-        while (cap < s->len + len)
-            cap *= 2;
-        s->buf = rete_realloc(s->buf, cap);
-        s->cap = cap;
-    }
+    RETE_GROW(s->buf, s->cap, s->len + len, 1024);
     memmove(s->buf + s->len, data, len);
     s->len += len;
     return true;
@@ -219,30 +215,6 @@ static void random_request_id(rete_worker *w, char out[37])
              (unsigned long long)(b & 0xffffffffffffULL));
 }
 
-/* Split an absolute-form target "http://host[:port]/path" (RFC 9112 §3.2.2). */
-static bool split_absolute(rete_view t, rete_view *scheme, rete_view *authority, rete_view *path)
-{
-    ptrdiff_t colon = rete_view_find(t, ':');
-    if (colon <= 0 || (size_t)colon + 3 > t.len || t.p[colon + 1] != '/' || t.p[colon + 2] != '/')
-        return false;
-    *scheme = rete_view_make(t.p, (size_t)colon);
-    rete_view rest = rete_view_sub(t, (size_t)colon + 3, t.len);
-    size_t end = 0;
-    while (end < rest.len && rest.p[end] != '/' && rest.p[end] != '?')
-        end++;
-    *authority = rete_view_make(rest.p, end);
-    if (authority->len == 0 || rete_view_find(*authority, '@') >= 0)
-        return false; /* userinfo is deprecated and a classic confusion vector */
-    if (end == rest.len)
-        *path = RETE_VIEW_LIT("/");
-    else if (rest.p[end] == '?') {
-        /* "/?q": the path is empty, so prepend the slash in the arena later */
-        *path = rete_view_make(rest.p + end, rest.len - end);
-    } else
-        *path = rete_view_make(rest.p + end, rest.len - end);
-    return true;
-}
-
 static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
 {
     rete_conn *c = s->conn;
@@ -258,10 +230,12 @@ static void h1s_start_exchange(h1s *s, const rete_h1_message *m)
         ex->req.path = RETE_VIEW_NULL;
         ex->tunnel = true;
     } else if (m->target.len && m->target.p[0] != '/' && m->target.p[0] != '*' &&
-               split_absolute(m->target, &scheme, &authority, &path)) {
+               rete_h1_split_target(m->target, &scheme, &authority, &path) == RETE_OK) {
         ex->req.scheme = rete_ex_dup(ex, scheme);
         ex->req.authority = rete_ex_dup(ex, authority);
-        if (path.p[0] == '?') {
+        if (path.len == 0) {
+            ex->req.path = rete_ex_dup(ex, RETE_VIEW_LIT("/"));
+        } else if (path.p[0] == '?') { /* "/?q": the path is empty, prepend the slash */
             char *p = rete_arena_alloc(ex->arena, path.len + 2);
             p[0] = '/';
             memcpy(p + 1, path.p, path.len);

@@ -198,14 +198,8 @@ rete_view rete_ex_dup(rete_exchange *ex, rete_view v)
 
 void rete_msg_add(rete_exchange *ex, rete_msg *m, rete_view name, rete_view value)
 {
-    if (m->n_headers == m->cap_headers) {
-        uint32_t cap = m->cap_headers ? m->cap_headers * 2 : 16;
-        rete_header *h = rete_arena_alloc(ex->arena, cap * sizeof(*h));
-        if (m->n_headers)
-            memcpy(h, m->headers, m->n_headers * sizeof(*h));
-        m->headers = h;
-        m->cap_headers = cap;
-    }
+    if (m->n_headers == m->cap_headers)
+        RETE_ARENA_GROW(ex->arena, m->headers, m->n_headers, m->cap_headers, m->n_headers + 1, 16);
     char *n = rete_arena_strndup(ex->arena, name.p, name.len);
     for (size_t i = 0; i < name.len; i++)
         n[i] = rete_ascii_lower(n[i]);

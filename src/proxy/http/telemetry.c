@@ -3,6 +3,8 @@
 #include "alloc.h"
 #include "config.h"
 #include "csr.h"
+#include "hash.h"
+#include "oatable.h"
 #include "log.h"
 #include "proxy.h"
 
@@ -202,14 +204,13 @@ static uint64_t mix(uint64_t h, uint64_t v)
 
 static uint64_t key_hash(const tel_key *k)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = RETE_FNV1A_INIT;
     h = mix(h, (uint64_t)(uintptr_t)k->svc);
     h = mix(h, (uint64_t)(uintptr_t)k->wl);
     h = mix(h, ((uint64_t)(uint32_t)k->status << 32) | (uint32_t)(k->grpc_status + 1));
     h = mix(h, (uint64_t)k->error << 2 | (uint64_t)k->inbound << 1 | k->grpc);
     if (k->peer)
-        for (const unsigned char *p = (const unsigned char *)k->peer; *p; p++)
-            h = (h ^ *p) * 0x100000001b3ull;
+        h = rete_fnv1a_str(h, k->peer);
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     return h ? h : 1;
@@ -230,10 +231,18 @@ static tel_ent *cache_find(rete_tel_cache *c, const tel_key *k, uint64_t h)
 {
     if (!c || !c->cap)
         return NULL;
-    for (size_t j = h & (c->cap - 1); c->ents[j].hash; j = (j + 1) & (c->cap - 1))
+    for (size_t j = RETE_OA_FIRST(h, c->cap); c->ents[j].hash; j = RETE_OA_NEXT(j, c->cap))
         if (c->ents[j].hash == h && key_eq(&c->ents[j].k, k))
             return &c->ents[j];
     return NULL;
+}
+
+/* key_hash is never 0: 0 marks an empty slot. */
+static bool ent_slot_hash(const void *slot, const void *ctx, uint64_t *h)
+{
+    (void)ctx;
+    *h = ((const tel_ent *)slot)->hash;
+    return *h != 0;
 }
 
 static void cache_put(rete_tel_cache **cp, const tel_ent *e)
@@ -243,24 +252,10 @@ static void cache_put(rete_tel_cache **cp, const tel_ent *e)
     rete_tel_cache *c = *cp;
     if (c->n >= TEL_CACHE_MAX)
         return;
-    if ((c->n + 1) * 2 > c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 16;
-        tel_ent *ne = rete_calloc(ncap, sizeof(*ne));
-        for (size_t i = 0; i < c->cap; i++) {
-            if (!c->ents[i].hash)
-                continue;
-            size_t j = c->ents[i].hash & (ncap - 1);
-            while (ne[j].hash)
-                j = (j + 1) & (ncap - 1);
-            ne[j] = c->ents[i];
-        }
-        free(c->ents);
-        c->ents = ne;
-        c->cap = ncap;
-    }
-    size_t j = e->hash & (c->cap - 1);
+    RETE_OA_RESERVE(c->ents, c->cap, c->n + 1, 16, ent_slot_hash, NULL);
+    size_t j = RETE_OA_FIRST(e->hash, c->cap);
     while (c->ents[j].hash)
-        j = (j + 1) & (c->cap - 1);
+        j = RETE_OA_NEXT(j, c->cap);
     c->ents[j] = *e;
     if (e->k.peer) {
         size_t len = strlen(e->k.peer) + 1;

@@ -19,7 +19,7 @@
  *   multiplier decremented each healthy interval); Istio's OutlierDetection
  *   defaults (baseEjectionTime 30 s, interval 10 s).
  * - PRNG: xoshiro256** and splitmix64, Blackman & Vigna, https://prng.di.unimi.it/
- * - Hash: FNV-1a 64 followed by MurmurHash3's fmix64 finaliser, so that short,
+ * - Hash: FNV-1a 64 followed by MurmurHash3's fmix64 finaliser (hash.h), so that short,
  *   similar keys (IP addresses) spread over all 64 bits. */
 #include "lb.h"
 
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "hash.h"
 
 #define NS_PER_MS 1000000ull
 
@@ -118,31 +119,9 @@ struct rete_lb {
 
 /* ---- hashing and randomness ---------------------------------------------- */
 
-static uint64_t fmix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdull;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ull;
-    k ^= k >> 33;
-    return k;
-}
-
-static uint64_t fnv1a64(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-#define FNV_OFFSET 0xcbf29ce484222325ull
-
 uint64_t rete_lb_hash(rete_view key)
 {
-    return fmix64(fnv1a64(FNV_OFFSET, key.p, key.len));
+    return rete_fmix64(rete_fnv1a(RETE_FNV1A_INIT, key.p, key.len));
 }
 
 static uint64_t splitmix64(uint64_t *x)
@@ -185,9 +164,9 @@ static uint64_t rng_below(rete_lb *lb, uint64_t bound)
 static uint64_t endpoint_id_hash(const rete_workload *w)
 {
     const char *id = w->address ? w->address : (w->name ? w->name : "");
-    uint64_t h = fnv1a64(FNV_OFFSET, id, strlen(id));
+    uint64_t h = rete_fnv1a(RETE_FNV1A_INIT, id, strlen(id));
     unsigned char port[2] = {(unsigned char)(w->mesh_port >> 8), (unsigned char)w->mesh_port};
-    return fmix64(fnv1a64(h, port, sizeof port));
+    return rete_fmix64(rete_fnv1a(h, port, sizeof port));
 }
 
 /* ---- shared half ----------------------------------------------------------- */
@@ -210,7 +189,7 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
     return a;
 }
 
-/* Ketama-style ring. Point j of an endpoint is fmix64(id + (j+1) * golden):
+/* Ketama-style ring. Point j of an endpoint is rete_fmix64(id + (j+1) * golden):
  * it depends only on the endpoint's identity, so an endpoint keeps its points
  * when others come and go. Point counts are weight * P, weights first divided
  * by their gcd, P the smallest power of two with P * total >= ring_size.
@@ -257,7 +236,7 @@ static void build_ring(rete_lb_shared *sh)
     for (size_t i = 0; i < sh->n; i++) {
         uint64_t id = endpoint_id_hash(svc->endpoints[i]);
         for (size_t j = 0; j < count[i]; j++) {
-            sh->ring[k].hash = fmix64(id + (j + 1) * 0x9e3779b97f4a7c15ull);
+            sh->ring[k].hash = rete_fmix64(id + (j + 1) * 0x9e3779b97f4a7c15ull);
             sh->ring[k].idx = (uint32_t)i;
             k++;
         }
@@ -294,7 +273,7 @@ static void build_maglev(rete_lb_shared *sh, uint32_t m)
     uint32_t max_w = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t h1 = endpoint_id_hash(sh->svc->endpoints[i]);
-        uint64_t h2 = fmix64(h1 ^ 0x5851f42d4c957f2dull);
+        uint64_t h2 = rete_fmix64(h1 ^ 0x5851f42d4c957f2dull);
         offset[i] = h1 % m;
         skip[i] = h2 % (m - 1) + 1;
         if (sh->weight[i] > max_w)

@@ -1,0 +1,77 @@
+/* src/common/error.h: rete_error, the char-buffer formatters and the
+ * OpenSSL-aware suffix; src/common/http_status.h's reason table. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <string.h>
+
+#include "error.h"
+#include "http_status.h"
+
+static void test_set(void **state)
+{
+    (void)state;
+    rete_error e = {0};
+    assert_int_equal(e.code, RETE_OK);
+    assert_int_equal(rete_error_set(&e, RETE_EINVAL, "field %s: %d", "x", 3), RETE_EINVAL);
+    assert_int_equal(e.code, RETE_EINVAL);
+    assert_string_equal(e.msg, "field x: 3");
+    assert_int_equal(rete_error_set(NULL, RETE_EIO, "nowhere"), RETE_EIO);
+}
+
+static void test_truncates(void **state)
+{
+    (void)state;
+    char buf[8];
+    rete_errf(buf, sizeof buf, "%s", "0123456789");
+    assert_string_equal(buf, "0123456");
+    rete_errf(NULL, 0, "nothing"); /* no buffer: nothing written */
+}
+
+/* A failed OpenSSL call leaves its error queued: the _ssl forms append it
+ * once and clear the queue, so the next message does not carry it. */
+static void test_ssl_suffix(void **state)
+{
+    (void)state;
+    ERR_clear_error();
+    BIO *b = BIO_new_mem_buf("not pem", -1);
+    assert_null(PEM_read_bio_X509(b, NULL, NULL, NULL));
+    BIO_free(b);
+    assert_true(ERR_peek_error() != 0);
+    assert_string_not_equal(rete_ssl_reason("none"), "none"); /* does not clear */
+    rete_error e = {0};
+    assert_int_equal(rete_error_set_ssl(&e, RETE_EIO, "cert.pem: not a PEM certificate"), RETE_EIO);
+    assert_true(strncmp(e.msg, "cert.pem: not a PEM certificate (error:", 39) == 0);
+    assert_int_equal(e.msg[strlen(e.msg) - 1], ')');
+    assert_true(ERR_peek_error() == 0);
+    char buf[64];
+    rete_errf_ssl(buf, sizeof buf, "plain");
+    assert_string_equal(buf, "plain"); /* nothing queued: no suffix */
+    assert_string_equal(rete_ssl_reason("none"), "none");
+}
+
+static void test_reason(void **state)
+{
+    (void)state;
+    assert_string_equal(rete_http_reason(200), "OK");
+    assert_string_equal(rete_http_reason(404), "Not Found");
+    assert_string_equal(rete_http_reason(409), "Conflict");
+    assert_string_equal(rete_http_reason(502), "Bad Gateway");
+    assert_string_equal(rete_http_reason(299), "Status");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_set),
+        cmocka_unit_test(test_truncates),
+        cmocka_unit_test(test_ssl_suffix),
+        cmocka_unit_test(test_reason),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
