@@ -8,6 +8,7 @@
 #include "cp_client.h"
 #include "defaults.h"
 #include "dispatch.h"
+#include "filter.h"
 #include "log.h"
 #include "proxy.h"
 #include "worker.h"
@@ -20,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern FILE *rete_access_log;
 
 
 static void usage(FILE *out)

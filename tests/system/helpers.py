@@ -144,6 +144,15 @@ def wait_for(cond, timeout=20, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def rss_kb(pid):
+    """Resident memory of process `pid` in KB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 def read_log(proc):
     with open(proc.log_path, "rb") as f:
         return f.read().decode(errors="replace")

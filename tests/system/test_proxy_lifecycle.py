@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import wait_for, build_path, read_log, start_echo, start_process, stop_process, run_tool
+from helpers import rss_kb, wait_for, build_path, read_log, start_echo, start_process, stop_process, run_tool
 from mesh import echo_mesh, fresh_host, service, workload
 
 DRAIN = {"limits": {"drainTimeout": "20s"}}
@@ -335,12 +335,6 @@ def test_check_config(tmp_path):
 
 # ---- memory ----
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def sanitized(pid):

@@ -332,29 +332,16 @@ def test_sigterm_drains_grpc_calls_in_flight(tmp_path):
     (message and grpc-status trailer through the drain), then the proxy exits
     0. Fails if a drain resets streams or drops trailers."""
     import grpc
-    from concurrent import futures
 
-    from test_proxy_grpc import MSG_OPTS, SVC_PORT, _handler, _stubs
-    from helpers import free_port
-    from mesh import Mesh, fresh_host, service, workload
+    from test_proxy_grpc import MSG_OPTS, _grpc_mesh, _stubs
 
-    m = Mesh(tmp_path)
-    client_host, server_host = fresh_host(), fresh_host()
-    app_port = free_port(server_host)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=MSG_OPTS)
-    server.add_generic_rpc_handlers((_handler(),))
-    assert server.add_insecure_port(f"{server_host}:{app_port}") == app_port
-    server.start()
+    gen = _grpc_mesh(tmp_path, limits={"drainTimeout": "20s"})
+    env = next(gen)
     try:
-        m.add(service("greeter", m.ns, [(SVC_PORT, "GRPC", app_port)]),
-              workload("greeter-0", m.ns, server_host, "greeter", {"app": "greeter"}),
-              workload("client-0", m.ns, client_host, "client", {"app": "client"}))
-        upstream = f"{client_host}:{free_port(client_host)}"
-        m.start_proxy("greeter-0", "greeter", server_host, inbound=[(app_port, "GRPC")])
-        client = m.start_proxy("client-0", "client", client_host, upstreams=[(upstream, "greeter", SVC_PORT)],
-                               extra_spec={"limits": {"drainTimeout": "20s"}})
-        admin = f"{client_host}:15000"
-        ch = grpc.insecure_channel(upstream, options=MSG_OPTS)
+        m = env["mesh"]
+        client = m.proxies["client-0"]
+        admin = f"{env['client_host']}:15000"
+        ch = grpc.insecure_channel(env["upstream"], options=MSG_OPTS)
         grpc.channel_ready_future(ch).result(timeout=20)
         unary = _stubs(ch)[0]
         base = sample(metrics(admin), "rete_proxy_requests_total")
@@ -369,6 +356,5 @@ def test_sigterm_drains_grpc_calls_in_flight(tmp_path):
         log = read_log(client)
         assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
         del m.proxies["client-0"]
-        stop_and_check_proxies(m)
     finally:
-        server.stop(0)
+        next(gen, None)  # the greeter's sidecar stopped and checked, the app stopped

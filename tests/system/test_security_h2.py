@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from helpers import read_log
+from helpers import rss_kb, read_log
 from mesh import echo_mesh, stop_and_check_proxies
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -66,12 +66,6 @@ def metric_value(text, name_and_labels):
     return float(m.group(1)) if m else 0.0
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def drain_socket(s):

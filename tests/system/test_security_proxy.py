@@ -353,7 +353,7 @@ def test_memory_returned_after_a_flood_of_pending_handshakes(tmp_path):
     import resource
     import ssl
     import subprocess
-    from helpers import REPO, start_process
+    from helpers import REPO, rss_kb, start_process
     plain = REPO / "build" / "rete-proxy"
     assert plain.exists(), "make test builds build/ (the plain tree) before the system tests"
     n = 1500
@@ -366,9 +366,6 @@ def test_memory_returned_after_a_flood_of_pending_handshakes(tmp_path):
                                                                     "drainTimeout": "2s"}})
     proc = start_process([str(plain), "--config", path], r"ready:", timeout=15)
 
-    def rss_kb():
-        with open(f"/proc/{proc.pid}/status") as f:
-            return int(f.read().split("VmRSS:")[1].split()[0])
 
     def active_mesh():
         text = http_get(f"{host}:15000", "/metrics")[1].decode()
@@ -388,7 +385,7 @@ def test_memory_returned_after_a_flood_of_pending_handshakes(tmp_path):
     except ssl.SSLWantReadError:
         pass
     hello = outb.read()
-    idle = rss_kb()
+    idle = rss_kb(proc.pid)
     socks = []
     try:
         for _ in range(n):
@@ -396,13 +393,13 @@ def test_memory_returned_after_a_flood_of_pending_handshakes(tmp_path):
             s.sendall(hello)
             socks.append(s)
         wait_for(lambda: active_mesh() >= n, what=f"{n} pending handshakes")
-        peak = rss_kb()
+        peak = rss_kb(proc.pid)
         assert peak - idle > n * 10, (idle, peak)  # the flood did cost memory
     finally:
         for s in socks:
             s.close()
     wait_for(lambda: active_mesh() == 0, what="the handshakes to be closed")
-    after = wait_for(lambda: (lambda r: r if r - idle < (peak - idle) / 4 else None)(rss_kb()),
+    after = wait_for(lambda: (lambda r: r if r - idle < (peak - idle) / 4 else None)(rss_kb(proc.pid)),
                      what=f"RSS to come back near {idle} KB (peak {peak} KB)")
     assert after - idle < (peak - idle) / 4
     assert subprocess.run(["kill", "-TERM", str(proc.pid)]).returncode == 0

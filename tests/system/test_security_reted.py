@@ -13,16 +13,10 @@ import time
 import pytest
 
 from controlplane import Reted, ca_connection, reted_metric, start_reted, wait_for
-from helpers import build_path, fresh_host, read_log, start_process, stop_process
+from helpers import rss_kb, build_path, fresh_host, read_log, start_process, stop_process
 from mesh import service
 
 
-def _rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _recv_all(sock, timeout):
@@ -253,7 +247,7 @@ def test_memory_bounded_during_and_after_unauthenticated_burst(tmp_path):
     ctx = _tls_ctx(reted)
     # Warm up (TLS contexts, the metrics page).
     assert _refused(reted, "body_too_large", "xds") == 0
-    before = _rss_kb(reted.proc.pid)
+    before = rss_kb(reted.proc.pid)
     socks = []
     body = b"x" * (921600 - 1)
     try:
@@ -267,14 +261,14 @@ def test_memory_bounded_during_and_after_unauthenticated_burst(tmp_path):
             except OSError:
                 pass  # refused before the body was all sent: what we want
             socks.append(s)
-        during = _rss_kb(reted.proc.pid)
+        during = rss_kb(reted.proc.pid)
     finally:
         for s in socks:
             s.close()
     assert during - before < 40 * 1024, (before, during)
     wait_for(lambda: reted_metric(reted, "rete_reted_http_connections", 'listener="xds"') == 0,
              30, 0.2, "every burst connection closed")
-    after = _rss_kb(reted.proc.pid)
+    after = rss_kb(reted.proc.pid)
     assert after - before < 24 * 1024, (before, after)
 
 

@@ -22,7 +22,6 @@
 #include "proxy.h"
 #include "worker.h"
 
-extern FILE *rete_access_log; /* filter_access_log.c */
 
 /* ---- the fake downstream side ---- */
 

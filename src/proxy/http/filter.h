@@ -20,6 +20,8 @@
 #include "codec.h"
 #include "exchange.h"
 
+#include <stdio.h>
+
 typedef enum rete_filter_verdict {
     RETE_FILTER_NEXT, /* go on with the next filter */
     RETE_FILTER_DONE, /* the request is handled (answered, or sent upstream) */
@@ -54,6 +56,9 @@ extern const rete_filter rete_filter_authz;        /* filter_authz.c */
 extern const rete_filter rete_filter_app;          /* filter_inbound.c */
 extern const rete_filter rete_filter_telemetry;    /* filter_telemetry.c */
 extern const rete_filter rete_filter_access_log;   /* filter_access_log.c */
+
+/* Where the access-log filter writes (rete-proxy --access-log); NULL: off. */
+extern FILE *rete_access_log;
 
 extern const rete_filter_chain rete_chain_outbound;
 extern const rete_filter_chain rete_chain_inbound;
