@@ -227,9 +227,10 @@ class SimProxy(asyncio.Protocol):
             return
         if not line.strip():
             return
-        # A config line is megabytes of escaped text: find the top-level
-        # fields without parsing it (inside a JSON string every quote is
-        # escaped, so '"nonce":"' can only be the top-level key).
+        # A config line is megabytes of JSON: find the top-level fields
+        # without parsing it. reted writes the head first
+        # ({"type":..,"version":..,"nonce":..,...}), so the first '"version":'
+        # and '"nonce":"' are the message's own, never an entry's.
         head = line[:64]
         # config (whole snapshot) or delta (what changed): both carry a
         # version and a nonce to acknowledge

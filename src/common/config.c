@@ -17,6 +17,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <errno.h>
+#include <jansson.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,7 +212,22 @@ void rete_config_error_format(const rete_config_error *err, char *buf, size_t si
              err->path[0] ? ": " : "", err->reason);
 }
 
-/* Pass 1: every document of data decoded into l's raw resources. */
+/* Pass 1: every document decoded into l's raw resources. */
+static rete_rc decode_docs(loader *l, const rete_ynode *const *docs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!docs[i])
+            continue;
+        l->ctx.doc = (int)i;
+        cfg_path_pop(&l->ctx, 0);
+        rete_rc rc = decode_document(l, docs[i]);
+        if (rc)
+            return rc;
+    }
+    l->ctx.doc = -1;
+    return RETE_OK;
+}
+
 static rete_rc decode_stream(loader *l, const char *data, size_t len)
 {
     rete_ystream stream;
@@ -223,17 +239,7 @@ static rete_rc decode_stream(loader *l, const char *data, size_t len)
         snprintf(l->ctx.err->reason, sizeof(l->ctx.err->reason), "invalid YAML: %s", yerr);
         return rc;
     }
-    for (size_t i = 0; i < stream.n_docs; i++) {
-        if (!stream.docs[i])
-            continue;
-        l->ctx.doc = (int)i;
-        cfg_path_pop(&l->ctx, 0);
-        rc = decode_document(l, stream.docs[i]);
-        if (rc)
-            return rc;
-    }
-    l->ctx.doc = -1;
-    return RETE_OK;
+    return decode_docs(l, stream.docs, stream.n_docs);
 }
 
 uint16_t rete_config_proxy_mesh_port(const char *data, size_t len)
@@ -253,8 +259,8 @@ uint16_t rete_config_proxy_mesh_port(const char *data, size_t len)
     return port;
 }
 
-rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
-                                     uint64_t version, rete_config_error *err)
+/* A load's arena, snapshot and loader, before any document is decoded. */
+static rete_config *load_begin(loader *l, const char *source_name, uint64_t version, rete_config_error *err)
 {
     memset(err, 0, sizeof(*err));
     err->document = -1;
@@ -267,28 +273,62 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
     cfg->version = version;
     snprintf(cfg->source, sizeof(cfg->source), "%s", source_name ? source_name : "");
 
-    loader l = {.ctx = {.arena = arena, .err = err, .doc = -1, .base_dir = ""}, .cfg = cfg};
+    *l = (loader){.ctx = {.arena = arena, .err = err, .doc = -1, .base_dir = ""}, .cfg = cfg};
     const char *slash = source_name ? strrchr(source_name, '/') : NULL;
     if (slash)
-        l.ctx.base_dir = slash == source_name ? "/"
-                                              : rete_arena_strndup(arena, source_name,
-                                                                   (size_t)(slash - source_name));
-
-    rete_rc rc = decode_stream(&l, data, len);
-    if (rc)
-        goto fail;
-    rc = cfg_resolve(&l);
-    free(l.idx);
-    l.idx = NULL;
-    if (rc)
-        goto fail;
+        l->ctx.base_dir = slash == source_name ? "/"
+                                               : rete_arena_strndup(arena, source_name,
+                                                                    (size_t)(slash - source_name));
     return cfg;
+}
 
-fail:
-    free(l.idx);
-    free_regexes(l.ctx.regexes);
-    rete_arena_free(arena);
+/* Pass 2 after a decode that returned rc: the snapshot, or NULL. */
+static rete_config *load_end(loader *l, rete_rc rc)
+{
+    if (rc == RETE_OK)
+        rc = cfg_resolve(l);
+    free(l->idx);
+    l->idx = NULL;
+    if (rc == RETE_OK)
+        return l->cfg;
+    free_regexes(l->ctx.regexes);
+    rete_arena_free(l->ctx.arena);
     return NULL;
+}
+
+rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
+                                     uint64_t version, rete_config_error *err)
+{
+    loader l;
+    load_begin(&l, source_name, version, err);
+    return load_end(&l, decode_stream(&l, data, len));
+}
+
+rete_config *rete_config_load_docs(const char *head, size_t head_len, json_t *const *docs, size_t n,
+                                   const char *source_name, uint64_t version, rete_config_error *err)
+{
+    loader l;
+    load_begin(&l, source_name, version, err);
+    rete_ystream stream = {0};
+    if (head) {
+        char yerr[256];
+        int ydoc;
+        if (rete_yaml_parse(head, head_len, l.ctx.arena, &stream, yerr, sizeof(yerr), &ydoc)) {
+            err->document = ydoc;
+            snprintf(err->reason, sizeof(err->reason), "invalid YAML: %s", yerr);
+            return load_end(&l, RETE_EINVAL);
+        }
+    }
+    size_t total = stream.n_docs + n;
+    const rete_ynode **trees = rete_arena_alloc(l.ctx.arena, (total ? total : 1) * sizeof(*trees));
+    memcpy(trees, stream.docs, stream.n_docs * sizeof(*trees));
+    for (size_t i = 0; i < n; i++)
+        if (!(trees[stream.n_docs + i] = rete_ynode_from_json(docs[i], l.ctx.arena))) {
+            err->document = (int)(stream.n_docs + i);
+            snprintf(err->reason, sizeof(err->reason), "document nested too deep or too large");
+            return load_end(&l, RETE_ELIMIT);
+        }
+    return load_end(&l, decode_docs(&l, trees, total));
 }
 
 rete_config *rete_config_load_file(const char *path, uint64_t version, rete_config_error *err)

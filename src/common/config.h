@@ -30,6 +30,15 @@ rete_config *rete_config_load_file(const char *path, uint64_t version, rete_conf
 rete_config *rete_config_load_buffer(const char *data, size_t len, const char *source_name,
                                      uint64_t version, rete_config_error *err);
 
+/* Load from documents already parsed (the control plane's stream): the same
+ * as a buffer holding `head` (a YAML stream, the proxy's own Proxy document;
+ * may be NULL) followed by docs[0..n) (JSON objects), without printing or
+ * parsing the documents again. The caller keeps docs (the snapshot copies
+ * what it uses); document indexes in errors count head's documents first. */
+struct json_t;
+rete_config *rete_config_load_docs(const char *head, size_t head_len, struct json_t *const *docs, size_t n,
+                                   const char *source_name, uint64_t version, rete_config_error *err);
+
 /* The port of the mesh listener the Proxy document in data declares
  * (spec.listeners.mesh, defaulted as a load does), read without resolving
  * its references to other resources — so before the control plane has sent

@@ -2,6 +2,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <yaml.h>
 
 #include "alloc.h"
@@ -207,4 +209,68 @@ bool rete_ynode_is_null(const rete_ynode *n)
         return false;
     return n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0 ||
            strcmp(n->str, "Null") == 0 || strcmp(n->str, "NULL") == 0;
+}
+
+static rete_ynode *scalar(rete_arena *arena, const char *s, size_t len, bool quoted)
+{
+    rete_ynode *n = rete_arena_alloc(arena, sizeof(*n));
+    *n = (rete_ynode){.kind = RETE_YNODE_SCALAR, .len = len, .quoted = quoted};
+    n->str = rete_arena_strndup(arena, s, len);
+    return n;
+}
+
+static const rete_ynode *from_json(const json_t *j, rete_arena *arena, int depth, size_t *nodes)
+{
+    if (depth > YDOC_MAX_DEPTH || ++*nodes > YDOC_MAX_NODES)
+        return NULL;
+    char num[64];
+    switch (json_typeof(j)) {
+    case JSON_STRING:
+        return scalar(arena, json_string_value(j), json_string_length(j), true);
+    case JSON_INTEGER:
+        return scalar(arena, num,
+                      (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(j)),
+                      false);
+    case JSON_REAL:
+        return scalar(arena, num, (size_t)snprintf(num, sizeof(num), "%.17g", json_real_value(j)), false);
+    case JSON_TRUE:
+        return scalar(arena, "true", 4, false);
+    case JSON_FALSE:
+        return scalar(arena, "false", 5, false);
+    case JSON_NULL:
+        return scalar(arena, "null", 4, false);
+    case JSON_ARRAY: {
+        rete_ynode *n = rete_arena_alloc(arena, sizeof(*n));
+        size_t count = json_array_size(j);
+        const rete_ynode **items = rete_arena_alloc(arena, (count ? count : 1) * sizeof(*items));
+        for (size_t i = 0; i < count; i++)
+            if (!(items[i] = from_json(json_array_get(j, i), arena, depth + 1, nodes)))
+                return NULL;
+        *n = (rete_ynode){.kind = RETE_YNODE_SEQ, .items = items, .n = count};
+        return n;
+    }
+    case JSON_OBJECT: {
+        rete_ynode *n = rete_arena_alloc(arena, sizeof(*n));
+        size_t count = json_object_size(j), i = 0;
+        rete_ypair *pairs = rete_arena_alloc(arena, (count ? count : 1) * sizeof(*pairs));
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)j, key, v) {
+            pairs[i].key = scalar(arena, key, strlen(key), true);
+            if (!(pairs[i].value = from_json(v, arena, depth + 1, nodes)))
+                return NULL;
+            i++;
+        }
+        *n = (rete_ynode){.kind = RETE_YNODE_MAP, .pairs = pairs, .n = i};
+        return n;
+    }
+    default:
+        return NULL;
+    }
+}
+
+const rete_ynode *rete_ynode_from_json(const json_t *j, rete_arena *arena)
+{
+    size_t nodes = 0;
+    return j ? from_json(j, arena, 0, &nodes) : NULL;
 }

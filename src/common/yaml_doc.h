@@ -53,6 +53,13 @@ RETE_MUST_CHECK rete_rc rete_yaml_parse(const char *data, size_t len, struct ret
                                         rete_ystream *out, char *errbuf, size_t errlen,
                                         int *err_doc);
 
+/* A JSON tree (jansson's) as the same nodes, allocated from `arena`: what
+ * the YAML parser would give for its compact text (strings quoted; numbers,
+ * booleans and null plain), without printing and parsing it. NULL past the
+ * same depth and node bounds as a parse. Lines are 0. */
+struct json_t;
+const rete_ynode *rete_ynode_from_json(const struct json_t *j, struct rete_arena *arena);
+
 /* True for a plain scalar that YAML 1.1/JSON reads as null ("", "~", "null"). */
 bool rete_ynode_is_null(const rete_ynode *n);
 

@@ -331,10 +331,11 @@ static void api_proxies(reted *r, rete_http_req *req)
             return;
         }
         size_t len;
-        char *text = reted_snapshot_text(p->sent, &len);
-        rete_http_respond_jobj(req, 200, json_pack("{s:o,s:I,s:s%}", "proxy", proxy_json(p), "version",
-                                        (json_int_t)p->sent_version, "resources", text, len));
+        char *text = reted_snapshot_entries(p->sent, &len);
+        json_t *entries = json_loadb(text, len, 0, NULL);
         free(text);
+        rete_http_respond_jobj(req, 200, json_pack("{s:o,s:I,s:o}", "proxy", proxy_json(p), "version",
+                                        (json_int_t)p->sent_version, "resources", entries));
         return;
     }
     respond_error(req, 404, "use /api/v1/proxies or /api/v1/proxies/{namespace}/{name}/config");

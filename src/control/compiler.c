@@ -19,53 +19,44 @@
  * recompiles (and pushes to) only the proxies that route to it or serve it. */
 #include "alloc.h"
 #include "compiler.h"
+#include "hash.h"
 #include "log.h"
 #include "reted.h"
+#include "snapshot_wire.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct cbuf {
-    char *p;
-    size_t len;
-    size_t cap;
-} cbuf;
-
-static void put(cbuf *b, const char *s, size_t n)
+/* One entry of the stream (snapshot_wire.h) for a stored document. */
+static void put_entry(rete_buf *b, const reted_text *doc)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16384;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = rete_realloc(b->p, cap);
-        b->cap = cap;
+    rete_wire_put_entry(b, doc->kind, doc->ns, doc->name, doc->version, doc->data, doc->len);
+}
+
+/* The entries of a snapshot as a JSON array (the stream's "resources"). */
+static void put_entries(rete_buf *b, const reted_snapshot *s)
+{
+    rete_buf_append(b, "[", 1);
+    for (size_t i = 0; i < s->n_entries; i++) {
+        if (i)
+            rete_buf_append(b, ",", 1);
+        put_entry(b, s->entries[i].doc);
     }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    rete_buf_append(b, "]", 1);
 }
 
-/* One document of a stream as the proxy's loader reads it. */
-static void put_doc(cbuf *b, const reted_text *doc)
+char *reted_snapshot_entries(const reted_snapshot *s, size_t *len)
 {
-    put(b, "---\n", 4);
-    put(b, doc->data, doc->len);
-    put(b, "\n", 1);
-}
-
-char *reted_snapshot_text(const reted_snapshot *s, size_t *len)
-{
-    size_t n = 1;
+    size_t n = 3;
     for (size_t i = 0; i < s->n_entries; i++)
-        n += s->entries[i].doc->len + 5;
-    cbuf b = {rete_malloc(n), 0, n};
-    put(&b, "", 0);
-    for (size_t i = 0; i < s->n_entries; i++)
-        put_doc(&b, s->entries[i].doc);
+        n += s->entries[i].doc->len + 128;
+    rete_buf b = {0};
+    rete_buf_reserve(&b, n, n);
+    put_entries(&b, s);
     *len = b.len;
-    return b.p;
+    return rete_buf_take(&b);
 }
 
 /* The store lists by (kind, namespace, name), bytewise: the order of a
@@ -85,15 +76,6 @@ static int entry_cmp(const reted_entry *a, const reted_entry *b)
     return key_cmp(a->doc->kind, a->doc->ns, a->doc->name, b);
 }
 
-static uint64_t fnv(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static char *json_encoded(const char *s)
 {
     json_t *j = json_string(s);
@@ -106,7 +88,7 @@ static char *json_encoded(const char *s)
 
 static size_t set_slot(const reted_svcset *set, const char *key)
 {
-    size_t mask = set->cap - 1, i = (size_t)fnv(0xcbf29ce484222325ULL, key, strlen(key)) & mask;
+    size_t mask = set->cap - 1, i = (size_t)rete_fnv1a_str(RETE_FNV1A_INIT, key) & mask;
     while (set->keys[i] && strcmp(set->keys[i], key) != 0)
         i = (i + 1) & mask;
     return i;
@@ -247,19 +229,19 @@ static void scope_of(reted *r, const reted_proxy *p, reted_snapshot *s)
         strs_copy(&s->labels, &wl->kv);
     /* The key: what the snapshot's content depends on (labels only matter
      * when the egress does not already cover every Service). */
-    cbuf k = {0};
-    put(&k, s->ns, strlen(s->ns));
-    put(&k, "\x1f", 1);
+    rete_buf k = {0};
+    rete_buf_append_str(&k, s->ns);
+    rete_buf_append(&k, "\x1f", 1);
     const reted_strs *parts[2] = {s->all ? &everything : &s->egress, &s->labels};
     for (size_t i = 0; i < 2; i++) {
         for (const char *e = reted_strs_first(parts[i]); e; e = reted_strs_next(parts[i], e)) {
-            put(&k, e, strlen(e));
-            put(&k, "\x1e", 1);
+            rete_buf_append_str(&k, e);
+            rete_buf_append(&k, "\x1e", 1);
         }
-        put(&k, "\x1f", 1);
+        rete_buf_append(&k, "\x1f", 1);
     }
-    s->scope_key = k.p;
-    s->scope_hash = fnv(0xcbf29ce484222325ULL, k.p, k.len);
+    s->scope_hash = rete_fnv1a(RETE_FNV1A_INIT, k.p, k.len);
+    s->scope_key = rete_buf_take(&k);
 }
 
 /* The Services in scope, closed over routes: a route attached to one pulls
@@ -589,17 +571,17 @@ static void compile(reted *r, reted_snapshot *s)
     s->n_entries = held.n;
     /* The hash covers the documents, the trust bundle and the renewal
      * request: a CA rotation changes them without changing any resource. */
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h = RETE_FNV1A_INIT;
     for (size_t i = 0; i < held.n; i++) {
         reted_entry *e = &s->entries[i];
         e->doc = held.v[i]->json;
         e->doc->refs++;
-        h = fnv(h, "---\n", 4);
-        h = fnv(h, e->doc->data, e->doc->len);
+        h = rete_fnv1a(h, "\n", 1);
+        h = rete_fnv1a(h, e->doc->data, e->doc->len);
     }
     free(held.v);
     const char *bundle = rete_ca_bundle_pem(r->ca);
-    h = fnv(h, bundle, strlen(bundle));
+    h = rete_fnv1a(h, bundle, strlen(bundle));
     h ^= (uint64_t)r->renew_issued_before;
     s->hash = h;
     reted_count(&r->stats, r->stats.compiles);
@@ -644,13 +626,8 @@ reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)
     *bucket = s;
     return s;
 }
-static void jput(cbuf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 /* The delta that takes a proxy from `base` (the snapshot it acknowledged)
- * to `to`: the documents added or changed, the keys removed. Computed once
+ * to `to`: the entries added or changed, the keys removed. Computed once
  * per (base, to) pair and kept with `to`, since the proxies of a namespace
  * mostly share their base. Returns the message tail (shared; do not free). */
 const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len)
@@ -660,64 +637,78 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
             *len = to->deltas[i].len;
             return to->deltas[i].body;
         }
-    cbuf up = {0}, del = {0};
-    put(&up, "", 0);
-    jput(&del, "[");
-    size_t i = 0, j = 0, n_del = 0;
+    rete_buf up = {0}, del = {0};
+    rete_buf_append(&up, "[", 1);
+    rete_buf_append(&del, "[", 1);
+    size_t i = 0, j = 0;
     while (i < base->n_entries || j < to->n_entries) {
         int c = i == base->n_entries ? 1
                 : j == to->n_entries ? -1
                                      : entry_cmp(&base->entries[i], &to->entries[j]);
         if (c < 0) { /* gone */
-            const reted_entry *e = &base->entries[i++];
-            char key[800];
-            snprintf(key, sizeof(key), "%s\"%s/%s/%s\"", n_del++ ? "," : "", e->doc->kind, e->doc->ns,
-                     e->doc->name);
-            jput(&del, key);
+            const reted_text *d = base->entries[i++].doc;
+            if (del.len > 1)
+                rete_buf_append(&del, ",", 1);
+            rete_wire_put_key(&del, d->kind, d->ns, d->name);
             continue;
         }
         const reted_entry *e = &to->entries[j++];
         if (c == 0 && base->entries[i++].doc->version == e->doc->version)
             continue; /* unchanged */
-        put(&up, "---\n", 4);
-        put(&up, e->doc->data, e->doc->len);
-        put(&up, "\n", 1);
+        if (up.len > 1)
+            rete_buf_append(&up, ",", 1);
+        put_entry(&up, e->doc);
     }
-    jput(&del, "]");
-    char *ups = json_encoded(up.p), *bun = json_encoded(rete_ca_bundle_pem(r->ca));
-    size_t n = strlen(ups) + strlen(bun) + del.len + 200;
-    char *body = rete_malloc(n);
-    size_t blen = (size_t)snprintf(body, n,
-                                   "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"upserts\":%s,\"deletes\":%s}\n",
-                                   (long long)r->renew_issued_before, bun, ups, del.p);
-    free(ups);
+    rete_buf_append(&up, "]", 1);
+    rete_buf_append(&del, "]", 1);
+    char *bun = json_encoded(rete_ca_bundle_pem(r->ca));
+    rete_buf body = {0};
+    rete_buf_reserve(&body, up.len + del.len + strlen(bun) + 128, 0);
+    char head[64];
+    rete_buf_append(&body, head,
+                    (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld,\"trustBundle\":",
+                                     (long long)r->renew_issued_before));
+    rete_buf_append_str(&body, bun);
+    rete_buf_append_str(&body, ",\"upserts\":");
+    rete_buf_append(&body, up.p, up.len);
+    rete_buf_append_str(&body, ",\"deletes\":");
+    rete_buf_append(&body, del.p, del.len);
+    rete_buf_append(&body, "}\n", 2);
     free(bun);
-    free(up.p);
-    free(del.p);
+    rete_buf_free(&up);
+    rete_buf_free(&del);
     /* Keep it (round robin over a few slots) for the other proxies on the
      * same base; the base itself may go once nobody holds it. */
     size_t slot = to->next_delta++ % RETED_DELTA_CACHE;
     free(to->deltas[slot].body);
-    to->deltas[slot] = (struct reted_delta){base->id, body, blen};
-    *len = blen;
-    return body;
+    *len = body.len;
+    to->deltas[slot] = (struct reted_delta){base->id, rete_buf_take(&body), *len};
+    return to->deltas[slot].body;
 }
 
 reted_body *reted_snapshot_body(reted *r, reted_snapshot *s)
 {
     if (!s->body) {
-        size_t text_len;
-        char *text = reted_snapshot_text(s, &text_len);
-        char *res = json_encoded(text), *bun = json_encoded(rete_ca_bundle_pem(r->ca));
-        free(text);
-        size_t n = strlen(res) + strlen(bun) + 128;
-        s->body = rete_malloc(sizeof(*s->body) + n);
-        s->body->refs = 1;
-        s->body->len = (size_t)snprintf(s->body->data, n,
-                                        "\"renewIssuedBefore\":%lld,\"trustBundle\":%s,\"resources\":%s}\n",
-                                        (long long)r->renew_issued_before, bun, res);
-        free(res);
+        char *bun = json_encoded(rete_ca_bundle_pem(r->ca));
+        rete_buf b = {0};
+        size_t n = strlen(bun) + 128;
+        for (size_t i = 0; i < s->n_entries; i++)
+            n += s->entries[i].doc->len + 128;
+        rete_buf_reserve(&b, n, n);
+        char head[64];
+        rete_buf_append(&b, head,
+                        (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld,\"trustBundle\":",
+                                         (long long)r->renew_issued_before));
+        rete_buf_append_str(&b, bun);
+        rete_buf_append_str(&b, ",\"resources\":");
+        put_entries(&b, s);
+        rete_buf_append(&b, "}\n", 2);
         free(bun);
+        s->body = rete_malloc(sizeof(*s->body) + b.len + 1);
+        s->body->refs = 1;
+        s->body->len = b.len;
+        memcpy(s->body->data, b.p, b.len + 1);
+        rete_buf_free(&b);
     }
     return s->body;
 }

@@ -33,9 +33,9 @@ void reted_snapshots_drop_bodies(struct reted *r);
 /* For /metrics: snapshots cached, and the bytes of every snapshot alive
  * (documents, keys, entries, bodies). */
 void reted_snapshot_stats(struct reted *r, size_t *cached, size_t *bytes);
-/* The snapshot as the document stream a proxy's loader reads ("---\n" doc
- * "\n" ...), malloc'ed; *len set. */
-char *reted_snapshot_text(const reted_snapshot *s, size_t *len);
+/* The snapshot's entries as the JSON array a whole-snapshot message carries
+ * as "resources" (snapshot_wire.h), malloc'ed; *len set. */
+char *reted_snapshot_entries(const reted_snapshot *s, size_t *len);
 /* The tail of a delta message from `base` to `to` (shared; *len set). */
 const char *reted_snapshot_delta(struct reted *r, reted_snapshot *to, reted_snapshot *base, size_t *len);
 #endif

@@ -160,6 +160,22 @@ class Reted:
         return self.request("GET", f"/api/v1/proxies/{ns}/{name}/config")
 
 
+def snapshot_docs(entries):
+    """The documents of a snapshot's entries ("resources" of a config
+    message, of reted's proxy-config answer or of a proxy's saved file),
+    checking that each entry's key and version frame its document."""
+    docs = []
+    for e in entries:
+        d = e["document"]
+        assert (e["kind"], e["namespace"], e["name"]) == (
+            d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"]), e
+        assert isinstance(e["version"], int) and e["version"] > 0, e
+        docs.append(d)
+    keys = [(e["kind"], e["namespace"], e["name"]) for e in entries]
+    assert keys == sorted(keys, key=lambda k: tuple(x.encode() for x in k)), "entries in store order"
+    return docs
+
+
 def workload_group(name, ns, sa, labels=None, egress=None):
     """A WorkloadGroup: what proxies of service account `sa` may register."""
     spec = {"serviceAccount": sa, "labels": labels or {}}

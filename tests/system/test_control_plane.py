@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from controlplane import (READY_PROXY, CPProxy, StreamClient, cert_sans, curl, curl_json, curl_status,
+from controlplane import (READY_PROXY, CPProxy, StreamClient, snapshot_docs, cert_sans, curl, curl_json, curl_status,
                           echo_service_mesh, finish_traffic, log_has, openssl, proxy_metric, reted_metric,
                           start_cp_proxy,
                           start_reted, start_traffic, wait_for)
@@ -605,13 +605,8 @@ def test_proxy_status_shows_versions_sync_and_cert_expiry(reted, tmp_path):
 # ---------------------------------------------------------------- namespace isolation
 
 
-def _docs(stream):
-    import json
-    out = []
-    for chunk in stream.split("---\n"):
-        if chunk.strip():
-            out.append(json.loads(chunk))
-    return out
+def _docs(entries):
+    return snapshot_docs(entries)
 
 
 def test_a_proxy_gets_only_its_own_namespace_policies(reted, tmp_path):
@@ -758,9 +753,9 @@ def test_a_large_snapshot_reaches_fast_and_slow_readers_intact(reted, tmp_path):
     for c in (fast, slow):
         msg = c.message()
         assert msg["type"] == "config", msg
-        assert len(msg["resources"]) > 1 << 20  # over twenty write chunks
+        assert len(json.dumps(msg["resources"])) > 1 << 20  # over twenty write chunks
         c.ack(msg)
-        docs = [json.loads(d) for d in msg["resources"].split("---\n") if d.strip()]
+        docs = snapshot_docs(msg["resources"])
         services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
         assert len(services) == len(applied)
         for want in applied:
@@ -831,7 +826,7 @@ def test_a_stalled_reader_is_bounded_then_cut_off_and_resyncs_whole(reted, tmp_p
     again = StreamClient(reted, tmp_path, "stalled-0", "big", "sa")
     msg = again.message()
     assert msg["type"] == "config", msg  # whole, not a delta
-    docs = [json.loads(d) for d in msg["resources"].split("---\n") if d.strip()]
+    docs = snapshot_docs(msg["resources"])
     assert {d["metadata"]["labels"]["gen"] for d in docs if d["kind"] == "Service"} == {str(gen)}
     again.ack(msg)
     reted.wait_synced("stalled-0", "big")

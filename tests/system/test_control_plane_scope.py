@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from controlplane import CPProxy, curl_status, log_has, start_cp_proxy, start_reted, wait_acked, wait_for
+from controlplane import (CPProxy, curl_status, log_has, snapshot_docs, start_cp_proxy, start_reted, wait_acked,
+                          wait_for)
 from helpers import start_echo
 from mesh import fresh_host, http_route, service, workload
 
@@ -36,7 +37,7 @@ def held(reted, name, ns=NS):
     st, cfg = reted.proxy_config(ns, name)
     assert st == 200, cfg
     return {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"])
-            for d in (json.loads(c) for c in cfg["resources"].split("---\n") if c.strip())}
+            for d in snapshot_docs(cfg["resources"])}
 
 
 def services(reted, name, ns=NS):

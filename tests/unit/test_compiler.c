@@ -10,6 +10,8 @@
 
 #include "reted_fixture.h"
 
+#include <jansson.h>
+
 static reted_proxy *proxy(fixture *f, const char *ns, const char *name)
 {
     (void)f;
@@ -91,11 +93,25 @@ static void test_scope_of_a_proxy(void **state)
                                  "Workload bank/pay-1\n"
                                  "Workload db/pg-1\n"
                                  "Workload shop/web-1\n");
-    /* the document stream the proxy's loader reads: every entry, in order */
+    /* the entries the stream carries: every one, in order, each with its
+     * key, version and the stored document as a JSON object */
     size_t len;
-    char *text = reted_snapshot_text(s, &len);
+    char *text = reted_snapshot_entries(s, &len);
     assert_int_equal(strlen(text), len);
-    assert_non_null(strstr(text, "---\n{\"kind\":\"AuthorizationPolicy\""));
+    json_error_t je;
+    json_t *entries = json_loadb(text, len, 0, &je);
+    assert_non_null(entries);
+    assert_int_equal(json_array_size(entries), s->n_entries);
+    for (size_t i = 0; i < s->n_entries; i++) {
+        json_t *e = json_array_get(entries, i), *doc = json_object_get(e, "document");
+        const reted_text *d = s->entries[i].doc;
+        assert_string_equal(json_string_value(json_object_get(e, "kind")), d->kind);
+        assert_string_equal(json_string_value(json_object_get(e, "namespace")), d->ns);
+        assert_string_equal(json_string_value(json_object_get(e, "name")), d->name);
+        assert_int_equal(json_integer_value(json_object_get(e, "version")), d->version);
+        assert_string_equal(json_string_value(json_object_get(doc, "kind")), d->kind);
+    }
+    json_decref(entries);
     assert_null(strstr(text, "unrelated"));
     free(text);
     reted_snapshot_release(&f->r, s);

@@ -8,6 +8,7 @@
 #include "io.h"
 #include "log.h"
 #include "proxy.h"
+#include "snapshot_wire.h"
 #include "spiffe.h"
 
 #include <errno.h>
@@ -63,10 +64,7 @@ static struct {
     char bundle_path[4096];
     char config_path[4096];
     char *pending_key;           /* key of a certificate request in flight */
-    struct cp_set {              /* the resources in use, for applying deltas */
-        struct cp_entry *v;
-        size_t n;
-    } set;
+    rete_wire_set set;           /* the resources in use, for applying deltas */
 } cp;
 
 static void stream_connect(void);
@@ -103,141 +101,6 @@ static char *read_file(const char *path, size_t *len)
 }
 
 
-/* ---- the resource set (full snapshots and deltas) ---- */
-
-/* reted sends resources as a stream of JSON documents, one per line after
- * a "---" separator (docs/control-plane.md); the proxy keeps them keyed by
- * (kind, namespace, name) in the order reted's store lists them, so a set
- * rebuilt from deltas is the very text a full snapshot would be. */
-typedef struct cp_entry {
-    char *kind;
-    char *ns;
-    char *name;
-    char *doc;
-} cp_entry;
-
-static int entry_cmp(const void *pa, const void *pb)
-{
-    const cp_entry *a = pa, *b = pb;
-    int c = strcmp(a->kind, b->kind);
-    if (c == 0)
-        c = strcmp(a->ns, b->ns);
-    if (c == 0)
-        c = strcmp(a->name, b->name);
-    return c;
-}
-
-static void set_free(struct cp_set *s)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        free(s->v[i].kind);
-        free(s->v[i].ns);
-        free(s->v[i].name);
-        free(s->v[i].doc);
-    }
-    rete_free(&s->v);
-    s->n = 0;
-}
-
-static void set_add(struct cp_set *s, size_t *cap, const char *kind, const char *ns, const char *name,
-                    const char *doc, size_t doc_len)
-{
-    if (s->n == *cap) {
-        *cap = *cap ? *cap * 2 : 256;
-        s->v = rete_realloc(s->v, *cap * sizeof(*s->v));
-    }
-    s->v[s->n++] = (cp_entry){rete_strdup(kind), rete_strdup(ns), rete_strdup(name),
-                              rete_strndup(doc, doc_len)};
-}
-
-/* Parse a document stream into `out` (appending); false with err. */
-static bool set_parse(const char *text, struct cp_set *out, size_t *cap, char *err, size_t errlen)
-{
-    const char *p = text;
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        if (len && strncmp(p, "---", 3) != 0) {
-            json_error_t je;
-            json_t *d = json_loadb(p, len, 0, &je);
-            json_t *meta = json_object_get(d, "metadata");
-            const char *kind = json_string_value(json_object_get(d, "kind"));
-            const char *name = json_string_value(json_object_get(meta, "name"));
-            const char *ns = json_string_value(json_object_get(meta, "namespace"));
-            if (!kind || !name) {
-                snprintf(err, errlen, "resync: a pushed document has no kind or name");
-                json_decref(d);
-                return false;
-            }
-            set_add(out, cap, kind, ns ? ns : "default", name, p, len);
-            json_decref(d);
-        }
-        p += len + (nl ? 1 : 0);
-    }
-    return true;
-}
-
-static char *set_text(const struct cp_set *s)
-{
-    size_t total = 1;
-    for (size_t i = 0; i < s->n; i++)
-        total += strlen(s->v[i].doc) + 5;
-    char *t = rete_malloc(total), *q = t;
-    for (size_t i = 0; i < s->n; i++) {
-        size_t n = strlen(s->v[i].doc);
-        memcpy(q, "---\n", 4);
-        memcpy(q + 4, s->v[i].doc, n);
-        q[4 + n] = '\n';
-        q += n + 5;
-    }
-    *q = '\0';
-    return t;
-}
-
-/* The set after a delta: a copy of the current one with `deletes` removed
- * and `upserts` replacing or joining. */
-static bool set_apply_delta(const struct cp_set *cur, const char *upserts, json_t *deletes,
-                            struct cp_set *out, char *err, size_t errlen)
-{
-    size_t cap = 0;
-    struct cp_set up = {0};
-    size_t upcap = 0;
-    if (!set_parse(upserts, &up, &upcap, err, errlen)) {
-        set_free(&up);
-        return false;
-    }
-    if (up.n > 1) /* qsort wants a non-NULL base even for zero elements */
-        qsort(up.v, up.n, sizeof(*up.v), entry_cmp);
-    size_t j = 0;
-    for (size_t i = 0; i < cur->n; i++) {
-        const cp_entry *e = &cur->v[i];
-        char key[800];
-        snprintf(key, sizeof(key), "%s/%s/%s", e->kind, e->ns, e->name);
-        bool gone = false;
-        size_t k;
-        json_t *v;
-        json_array_foreach(deletes, k, v)
-            if (json_is_string(v) && strcmp(json_string_value(v), key) == 0)
-                gone = true;
-        /* upserts that sort before this entry are new */
-        while (j < up.n && entry_cmp(&up.v[j], e) < 0) {
-            set_add(out, &cap, up.v[j].kind, up.v[j].ns, up.v[j].name, up.v[j].doc, strlen(up.v[j].doc));
-            j++;
-        }
-        if (j < up.n && entry_cmp(&up.v[j], e) == 0) {
-            set_add(out, &cap, up.v[j].kind, up.v[j].ns, up.v[j].name, up.v[j].doc, strlen(up.v[j].doc));
-            j++;
-            continue;
-        }
-        if (!gone)
-            set_add(out, &cap, e->kind, e->ns, e->name, e->doc, strlen(e->doc));
-    }
-    for (; j < up.n; j++)
-        set_add(out, &cap, up.v[j].kind, up.v[j].ns, up.v[j].name, up.v[j].doc, strlen(up.v[j].doc));
-    set_free(&up);
-    return true;
-}
-
 /* When our certificate was issued: reted's CA backdates notBefore by five
  * minutes against clock skew (src/control/ca.h). */
 static int64_t cert_issued_at(void)
@@ -264,17 +127,16 @@ static bool load_cert_times(void)
     return cp.cert_not_after > 0;
 }
 
-/* Build and install a snapshot from pushed resources; false with err. */
-static bool apply_resources(const char *resources, uint64_t version, char *err, size_t errlen)
+/* Build and install a snapshot from a resource set; false with err. */
+static bool apply_resources(const rete_wire_set *set, uint64_t version, char *err, size_t errlen)
 {
-    size_t plen = strlen(cp.o->proxy_doc), rlen = strlen(resources);
-    char *text = rete_malloc(plen + rlen + 8);
-    memcpy(text, cp.o->proxy_doc, plen);
-    memcpy(text + plen, "\n", 1);
-    memcpy(text + plen + 1, resources, rlen + 1);
+    json_t **docs = rete_malloc((set->n ? set->n : 1) * sizeof(*docs));
+    for (size_t i = 0; i < set->n; i++)
+        docs[i] = set->v[i].doc;
     rete_config_error e;
-    rete_config *cfg = rete_config_load_buffer(text, plen + 1 + rlen, "control-plane", version, &e);
-    free(text);
+    rete_config *cfg = rete_config_load_docs(cp.o->proxy_doc, strlen(cp.o->proxy_doc), docs, set->n,
+                                             "control-plane", version, &e);
+    free(docs);
     if (!cfg) {
         rete_config_error_format(&e, err, errlen);
         return false;
@@ -311,9 +173,11 @@ static void reinstall_tls(void)
     rete_proxy_install(p, rete_config_ref(p->cfg), tls);
 }
 
-static void save_config(const char *resources, uint64_t version)
+/* The set in use, saved for a restart while reted is away: the entries as
+ * the stream carries them, so a restart reads them the way a push is read. */
+static void save_config(const rete_wire_set *set, uint64_t version)
 {
-    json_t *j = json_pack("{s:I,s:s}", "version", (json_int_t)version, "resources", resources);
+    json_t *j = json_pack("{s:I,s:o}", "version", (json_int_t)version, "resources", rete_wire_set_json(set));
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (!s || write_file(cp.config_path, s, strlen(s), 0600) != 0)
@@ -329,18 +193,23 @@ static bool load_saved_config(void)
     json_error_t je;
     json_t *j = json_loads(s, 0, &je);
     free(s);
-    const char *res = json_string_value(json_object_get(j, "resources"));
     json_t *ver = json_object_get(j, "version");
-    bool ok = false;
-    if (res && json_is_integer(ver)) {
-        char err[1024];
-        ok = apply_resources(res, (uint64_t)json_integer_value(ver), err, sizeof(err));
-        if (!ok)
-            rete_warn("control plane: saved configuration unusable: %s", err);
-        else
-            rete_info("control plane: serving the saved configuration version %llu until reted answers",
-                      (unsigned long long)cp.version);
-    }
+    rete_wire_change next;
+    rete_error e = {0};
+    char err[1024] = "";
+    bool ok = json_is_integer(ver) &&
+              rete_wire_change_make(NULL, json_object_get(j, "resources"), NULL, &next, &e) == RETE_OK;
+    if (!ok)
+        snprintf(err, sizeof(err), "%s", e.msg[0] ? e.msg : "not a saved configuration");
+    else if (!(ok = apply_resources(&next.next, (uint64_t)json_integer_value(ver), err, sizeof(err))))
+        rete_wire_change_abandon(&next);
+    else
+        rete_wire_change_commit(&cp.set, &next);
+    if (ok)
+        rete_info("control plane: serving the saved configuration version %llu until reted answers",
+                  (unsigned long long)cp.version);
+    else
+        rete_warn("control plane: saved configuration unusable: %s", err);
     json_decref(j);
     return ok;
 }
@@ -716,38 +585,41 @@ static void stream_line(const char *line, size_t len)
         }
         const char *nonce = json_string_value(json_object_get(m, "nonce"));
         uint64_t version = (uint64_t)json_integer_value(json_object_get(m, "version"));
+        bool full = strcmp(type, "config") == 0;
         char err[1024] = "";
-        struct cp_set next = {0};
-        size_t cap = 0;
+        rete_wire_change next;
+        rete_error e = {0};
         bool ok;
-        if (strcmp(type, "config") == 0) {
-            const char *res = json_string_value(json_object_get(m, "resources"));
-            ok = res && set_parse(res, &next, &cap, err, sizeof(err));
+        if (full) {
+            ok = rete_wire_change_make(NULL, json_object_get(m, "resources"), NULL, &next, &e) == RETE_OK;
+            if (!ok)
+                snprintf(err, sizeof(err), "resources: %s", e.msg);
         } else {
             uint64_t base = (uint64_t)json_integer_value(json_object_get(m, "base"));
-            const char *ups = json_string_value(json_object_get(m, "upserts"));
             if (base != cp.version) {
                 snprintf(err, sizeof(err), "resync: delta from version %llu, this proxy is at %llu",
                          (unsigned long long)base, (unsigned long long)cp.version);
                 ok = false;
             } else {
-                ok = ups && set_apply_delta(&cp.set, ups, json_object_get(m, "deletes"), &next, err,
-                                            sizeof(err));
+                /* A delta that does not fit the set held (a delete of a
+                 * key not held) asks for the whole snapshot. */
+                ok = rete_wire_change_make(&cp.set, json_object_get(m, "upserts"), json_object_get(m, "deletes"),
+                                           &next, &e) == RETE_OK;
+                if (!ok)
+                    snprintf(err, sizeof(err), "resync: %s", e.msg);
             }
         }
-        char *text = ok ? set_text(&next) : NULL;
-        ok = ok && apply_resources(text, version, err, sizeof(err));
+        if (ok && !(ok = apply_resources(&next.next, version, err, sizeof(err))))
+            rete_wire_change_abandon(&next);
         if (ok) {
-            set_free(&cp.set);
-            cp.set = next;
-            save_config(text, version);
+            rete_wire_change_commit(&cp.set, &next);
+            save_config(&cp.set, version);
             rete_info("control plane: configuration version %llu in use (%s)", (unsigned long long)version,
-                      strcmp(type, "config") == 0 ? "full" : "delta");
+                      full ? "full" : "delta");
             stream_send(json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version));
             stream_send(json_pack("{s:s,s:b}", "type", "health", "ready", 1));
         } else {
-            set_free(&next);
             rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
                       (unsigned long long)version, err, (unsigned long long)cp.version);
             if (strncmp(err, "resync", 6) != 0) {
@@ -757,7 +629,6 @@ static void stream_line(const char *line, size_t len)
             stream_send(json_pack("{s:s,s:s,s:I,s:s}", "type", "nack", "nonce", nonce ? nonce : "",
                                   "version", (json_int_t)version, "error", err));
         }
-        free(text);
     } else if (strcmp(type, "error") == 0) {
         const char *e = json_string_value(json_object_get(m, "error"));
         rete_err("control plane: reted refused the stream: %s", e ? e : "?");
@@ -863,7 +734,7 @@ void rete_cp_drain(rete_proxy *p)
         return;
     stream_send(json_pack("{s:s}", "type", "drain"));
     cp.draining = true;
-    set_free(&cp.set); /* no snapshot will be built any more */
+    rete_wire_set_free(&cp.set); /* no snapshot will be built any more */
     uv_timer_stop(&cp.retry_timer);
     uv_timer_stop(&cp.renew_timer);
     uv_timer_stop(&cp.ping_timer);
