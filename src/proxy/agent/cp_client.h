@@ -2,7 +2,8 @@
  * (CSR + join token -> certificate), the config stream (hello, snapshots,
  * ACK/NACK), certificate renewal at about half-life, and the data directory
  * that lets a proxy restarted while reted is down serve its last good
- * configuration. Runs on the proxy's main loop. */
+ * configuration. Runs on the proxy's main loop; its jobs are split over
+ * src/proxy/agent (cp_state.h lists them). */
 #ifndef RETE_PROXY_CP_CLIENT_H
 #define RETE_PROXY_CP_CLIENT_H
 
@@ -33,7 +34,5 @@ typedef struct rete_cp_opts {
 int rete_cp_start(struct rete_proxy *p, rete_cp_opts *opts);
 /* Tell reted we are going (deregister now), then stop. */
 void rete_cp_drain(struct rete_proxy *p);
-bool rete_cp_connected(void);
-int64_t rete_cp_cert_not_after(void);
 
 #endif

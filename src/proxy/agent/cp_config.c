@@ -1,0 +1,126 @@
+/* The resources the proxy holds (snapshot_wire.h) and the configuration
+ * built from them: a whole snapshot or a delta is made into a change of the
+ * set, loaded together with the proxy's own Proxy document, installed, and
+ * only then committed and saved; anything refused leaves the set, the
+ * configuration in use and the saved file as they were. */
+#include "alloc.h"
+#include "config.h"
+#include "cp_state.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Build and install a configuration from a resource set; false with err. */
+static bool install(rete_cp *cp, const rete_wire_set *set, uint64_t version, char *err, size_t errlen)
+{
+    json_t **docs = rete_malloc((set->n ? set->n : 1) * sizeof(*docs));
+    for (size_t i = 0; i < set->n; i++)
+        docs[i] = set->v[i].doc;
+    rete_config_error e;
+    rete_config *cfg = rete_config_load_docs(cp->o->proxy_doc, strlen(cp->o->proxy_doc), docs, set->n,
+                                             "control-plane", version, &e);
+    free(docs);
+    if (!cfg) {
+        rete_config_error_format(&e, err, errlen);
+        return false;
+    }
+    if (!rete_proxy_can_reload(cp->p, cfg, err, errlen)) {
+        rete_config_unref(cfg);
+        return false;
+    }
+    rete_tls_set *tls = rete_tls_set_build(cfg, err, errlen);
+    if (!tls) {
+        rete_config_unref(cfg);
+        return false;
+    }
+    if (rete_proxy_install(cp->p, cfg, tls) < 0) {
+        snprintf(err, errlen, "the proxy could not start with this configuration");
+        return false;
+    }
+    cp->version = version;
+    return true;
+}
+
+/* Install the change's set; commit it when that worked, else forget it. */
+static bool install_change(rete_cp *cp, rete_wire_change *change, uint64_t version, char *err, size_t errlen)
+{
+    if (!install(cp, &change->next, version, err, errlen)) {
+        rete_wire_change_abandon(change);
+        return false;
+    }
+    rete_wire_change_commit(&cp->set, change);
+    return true;
+}
+
+/* The set in use, saved for a restart while reted is away: the entries as
+ * the stream carries them, so a restart reads them the way a push is read. */
+static void save(rete_cp *cp, uint64_t version)
+{
+    json_t *j = json_pack("{s:I,s:o}", "version", (json_int_t)version, "resources", rete_wire_set_json(&cp->set));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s || cp_write_file(cp->config_path, s, strlen(s), 0600) != 0)
+        rete_warn("control plane: cannot save the configuration to %s", cp->config_path);
+    free(s);
+}
+
+bool cp_config_apply(rete_cp *cp, json_t *m, bool whole, char *err, size_t errlen)
+{
+    uint64_t version = (uint64_t)json_integer_value(json_object_get(m, "version"));
+    rete_wire_change change;
+    rete_error e = {0};
+    if (whole) {
+        if (rete_wire_change_make(NULL, json_object_get(m, "resources"), NULL, &change, &e) != RETE_OK) {
+            snprintf(err, errlen, "resources: %s", e.msg);
+            return false;
+        }
+    } else {
+        uint64_t base = (uint64_t)json_integer_value(json_object_get(m, "base"));
+        if (base != cp->version) {
+            snprintf(err, errlen, "resync: delta from version %llu, this proxy is at %llu",
+                     (unsigned long long)base, (unsigned long long)cp->version);
+            return false;
+        }
+        /* A delta that does not fit the set held (a delete of a key not
+         * held) asks for the whole snapshot. */
+        if (rete_wire_change_make(&cp->set, json_object_get(m, "upserts"), json_object_get(m, "deletes"), &change,
+                                  &e) != RETE_OK) {
+            snprintf(err, errlen, "resync: %s", e.msg);
+            return false;
+        }
+    }
+    if (!install_change(cp, &change, version, err, errlen))
+        return false;
+    save(cp, version);
+    return true;
+}
+
+bool cp_config_load_saved(rete_cp *cp)
+{
+    char *s = cp_read_file(cp->config_path, NULL);
+    if (!s)
+        return false;
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    free(s);
+    json_t *ver = json_object_get(j, "version");
+    rete_wire_change change;
+    rete_error e = {0};
+    char err[1024] = "not a saved configuration";
+    bool ok = false;
+    if (json_is_integer(ver)) {
+        if (rete_wire_change_make(NULL, json_object_get(j, "resources"), NULL, &change, &e) != RETE_OK)
+            snprintf(err, sizeof(err), "%s", e.msg);
+        else
+            ok = install_change(cp, &change, (uint64_t)json_integer_value(ver), err, sizeof(err));
+    }
+    if (ok)
+        rete_info("control plane: serving the saved configuration version %llu until reted answers",
+                  (unsigned long long)cp->version);
+    else
+        rete_warn("control plane: saved configuration unusable: %s", err);
+    json_decref(j);
+    return ok;
+}
