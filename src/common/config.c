@@ -304,7 +304,7 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
     return load_end(&l, decode_stream(&l, data, len));
 }
 
-rete_config *rete_config_load_docs(const char *head, size_t head_len, json_t *const *docs, size_t n,
+rete_config *rete_config_load_docs(const char *head, size_t head_len, rete_config_doc *docs, size_t n,
                                    const char *source_name, uint64_t version, rete_config_error *err)
 {
     loader l;
@@ -322,13 +322,21 @@ rete_config *rete_config_load_docs(const char *head, size_t head_len, json_t *co
     size_t total = stream.n_docs + n;
     const rete_ynode **trees = rete_arena_alloc(l.ctx.arena, (total ? total : 1) * sizeof(*trees));
     memcpy(trees, stream.docs, stream.n_docs * sizeof(*trees));
-    for (size_t i = 0; i < n; i++)
-        if (!(trees[stream.n_docs + i] = rete_ynode_from_json(docs[i], l.ctx.arena))) {
+    for (size_t i = 0; i < n; i++) {
+        const rete_ynode *t = docs[i].json ? rete_ynode_from_json(docs[i].json, l.ctx.arena)
+                                           : rete_ynode_copy(docs[i].tree, l.ctx.arena);
+        if (!t) {
             err->document = (int)(stream.n_docs + i);
             snprintf(err->reason, sizeof(err->reason), "document nested too deep or too large");
             return load_end(&l, RETE_ELIMIT);
         }
-    return load_end(&l, decode_docs(&l, trees, total));
+        trees[stream.n_docs + i] = t;
+    }
+    rete_config *cfg = load_end(&l, decode_docs(&l, trees, total));
+    if (cfg)
+        for (size_t i = 0; i < n; i++)
+            docs[i].tree = trees[stream.n_docs + i];
+    return cfg;
 }
 
 rete_config *rete_config_load_file(const char *path, uint64_t version, rete_config_error *err)

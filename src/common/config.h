@@ -32,11 +32,20 @@ rete_config *rete_config_load_buffer(const char *data, size_t len, const char *s
 
 /* Load from documents already parsed (the control plane's stream): the same
  * as a buffer holding `head` (a YAML stream, the proxy's own Proxy document;
- * may be NULL) followed by docs[0..n) (JSON objects), without printing or
- * parsing the documents again. The caller keeps docs (the snapshot copies
- * what it uses); document indexes in errors count head's documents first. */
+ * may be NULL) followed by the documents, without printing or parsing them.
+ * Each document is given as a JSON tree (`json`: converted) or as the tree
+ * an earlier snapshot was loaded from (`tree`, when json is NULL: copied);
+ * on success every docs[i].tree is set to the document's tree in the new
+ * snapshot's arena, valid while the snapshot is (so the next load can copy
+ * it instead of converting again). Document indexes in errors count head's
+ * documents first. */
 struct json_t;
-rete_config *rete_config_load_docs(const char *head, size_t head_len, struct json_t *const *docs, size_t n,
+struct rete_ynode;
+typedef struct rete_config_doc {
+    struct json_t *json;
+    const struct rete_ynode *tree;
+} rete_config_doc;
+rete_config *rete_config_load_docs(const char *head, size_t head_len, rete_config_doc *docs, size_t n,
                                    const char *source_name, uint64_t version, rete_config_error *err);
 
 /* The port of the mesh listener the Proxy document in data declares

@@ -1,4 +1,5 @@
 #include "json_out.h"
+#include "vec.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -123,4 +124,26 @@ void rete_jbuf_raw_end(rete_jbuf *b, const char *s)
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
+}
+
+void rete_json_append_utf8(rete_buf *b, const char *s, size_t len)
+{
+    rete_buf_reserve(b, len + 2, 64);
+    rete_buf_append(b, "\"", 1);
+    size_t run = 0; /* bytes since the last escape, appended in one go */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        rete_buf_append(b, s + run, i - run);
+        char esc[8];
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof(esc), "\\%c", c);
+        else
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+        rete_buf_append_str(b, esc);
+        run = i + 1;
+    }
+    rete_buf_append(b, s + run, len - run);
+    rete_buf_append(b, "\"", 1);
 }

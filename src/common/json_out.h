@@ -44,4 +44,11 @@ void rete_jbuf_raw_end(rete_jbuf *b, const char *s);
  * size their own buffers. */
 size_t rete_json_escape(char *out, size_t cap, const char *in, size_t len);
 
+/* Append `len` bytes of UTF-8 text as a JSON string, quotes included:
+ * only `"`, `\\` and control characters are escaped, so text another JSON
+ * reader decoded (jansson checks UTF-8) is written back unchanged. For
+ * documents, not for logs (rete_jbuf_str keeps any byte exactly). */
+struct rete_buf;
+void rete_json_append_utf8(struct rete_buf *b, const char *s, size_t len);
+
 #endif

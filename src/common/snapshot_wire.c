@@ -1,5 +1,6 @@
 #include "snapshot_wire.h"
 #include "json_out.h"
+#include "yaml_doc.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -13,19 +14,8 @@
  * whatever they hold. */
 static void put_str(rete_buf *b, const char *key, const char *v)
 {
-    char esc[1024];
-    size_t len = strlen(v), need = rete_json_escape(esc, sizeof(esc), v, len);
     rete_buf_append_str(b, key);
-    rete_buf_append(b, "\"", 1);
-    if (need < sizeof(esc)) {
-        rete_buf_append(b, esc, need);
-    } else {
-        char *big = malloc(need + 1);
-        rete_json_escape(big, need + 1, v, len);
-        rete_buf_append(b, big, need);
-        free(big);
-    }
-    rete_buf_append(b, "\"", 1);
+    rete_json_append_utf8(b, v, strlen(v));
 }
 
 void rete_wire_put_key(rete_buf *b, const char *kind, const char *ns, const char *name)
@@ -86,7 +76,7 @@ static const char *field_str(json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
-/* The key fields of array[i], into *e (borrowed: no reference taken). */
+/* The key fields of array[i], into *e (borrowed from o: no copy yet). */
 static rete_rc decode_key(json_t *o, const char *array, size_t i, rete_wire_entry *e, rete_error *err)
 {
     if (!json_is_object(o))
@@ -99,7 +89,6 @@ static rete_rc decode_key(json_t *o, const char *array, size_t i, rete_wire_entr
             return rete_error_set(err, RETE_EINVAL, "%s[%zu].%s: must be a non-empty string", array, i,
                                   names[f]);
     }
-    e->entry = o;
     return RETE_OK;
 }
 
@@ -110,13 +99,13 @@ static rete_rc decode_entry(json_t *o, size_t i, rete_wire_entry *e, rete_error 
     if (!json_is_integer(v) || json_integer_value(v) < 0)
         return rete_error_set(err, RETE_EINVAL, "upserts[%zu].version: must be a non-negative integer", i);
     e->version = (uint64_t)json_integer_value(v);
-    e->doc = json_object_get(o, "document");
-    if (!json_is_object(e->doc))
+    e->json = json_object_get(o, "document");
+    if (!json_is_object(e->json))
         return rete_error_set(err, RETE_EINVAL, "upserts[%zu].document: must be an object", i);
     return RETE_OK;
 }
 
-/* Sorted copies of a change's entries (borrowed), refusing two with one key. */
+/* Sorted views of a change's entries (borrowed), refusing two with one key. */
 static rete_rc decode_sorted(json_t *arr, bool entries, rete_wire_set *out, rete_error *err)
 {
     if (arr && !json_is_array(arr))
@@ -138,6 +127,29 @@ static rete_rc decode_sorted(json_t *arr, bool entries, rete_wire_set *out, rete
                                   entries ? "upserts" : "deletes", out->v[i].kind, out->v[i].ns,
                                   out->v[i].name);
     return RETE_OK;
+}
+
+/* An entry of the set, owning its key and a reference to its document. */
+static rete_wire_entry own(const rete_wire_entry *view)
+{
+    size_t lk = strlen(view->kind), ln = strlen(view->ns), lm = strlen(view->name);
+    rete_wire_entry e = {.version = view->version, .json = view->json};
+    e.key = malloc(lk + ln + lm + 3);
+    memcpy(e.key, view->kind, lk + 1);
+    memcpy(e.key + lk + 1, view->ns, ln + 1);
+    memcpy(e.key + lk + ln + 2, view->name, lm + 1);
+    e.kind = e.key;
+    e.ns = e.key + lk + 1;
+    e.name = e.key + lk + ln + 2;
+    json_incref(e.json);
+    return e;
+}
+
+static void entry_release(rete_wire_entry *e)
+{
+    free(e->key);
+    json_decref(e->json);
+    *e = (rete_wire_entry){0};
 }
 
 /* Append cur[from, to) to next: one copy of the run. */
@@ -181,19 +193,16 @@ rete_rc rete_wire_change_make(const rete_wire_set *cur, json_t *upserts, json_t 
         size_t pos = lower_bound(cur, at, k);
         copy_run(&out->next, cur, at, pos);
         at = pos;
-        bool held = pos < cur->n && entry_cmp(&cur->v[pos], k) == 0;
-        if (held) {
-            *rete_vector_push(&out->dropped) = cur->v[pos].entry;
+        if (pos < cur->n && entry_cmp(&cur->v[pos], k) == 0) {
+            *rete_vector_push(&out->dropped) = cur->v[pos];
             at = pos + 1;
         } else if (!is_up) {
             rc = rete_error_set(err, RETE_EINVAL, "deletes: %s %s/%s is not held", k->kind, k->ns, k->name);
             goto done;
         }
         if (is_up) {
-            rete_wire_entry *e = rete_vector_push(&out->next);
-            *e = *k;
-            json_incref(e->entry);
-            *rete_vector_push(&out->added) = e->entry;
+            *rete_vector_push(&out->added) = out->next.n;
+            *rete_vector_push(&out->next) = own(k);
         }
     }
     copy_run(&out->next, cur, at, cur->n);
@@ -205,17 +214,19 @@ done:
     return rc;
 }
 
-static void release_all(json_t **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        json_decref(v[i]);
-}
-
 void rete_wire_change_commit(rete_wire_set *set, rete_wire_change *change)
 {
-    release_all(change->dropped.v, change->dropped.n);
+    for (size_t i = 0; i < change->dropped.n; i++)
+        entry_release(&change->dropped.v[i]);
+    for (size_t i = 0; i < change->added.n; i++) {
+        rete_wire_entry *e = &change->next.v[change->added.v[i]];
+        if (e->tree) { /* loaded: the configuration's copy is the document now */
+            json_decref(e->json);
+            e->json = NULL;
+        }
+    }
     rete_vector_free(&change->dropped);
-    rete_vector_free(&change->added); /* their references now belong to the set */
+    rete_vector_free(&change->added);
     if (change->whole)
         rete_wire_set_free(set);
     rete_vector_free(set);
@@ -225,7 +236,8 @@ void rete_wire_change_commit(rete_wire_set *set, rete_wire_change *change)
 
 void rete_wire_change_abandon(rete_wire_change *change)
 {
-    release_all(change->added.v, change->added.n);
+    for (size_t i = 0; i < change->added.n; i++)
+        entry_release(&change->next.v[change->added.v[i]]);
     rete_vector_free(&change->added);
     rete_vector_free(&change->dropped);
     rete_vector_free(&change->next);
@@ -234,14 +246,28 @@ void rete_wire_change_abandon(rete_wire_change *change)
 void rete_wire_set_free(rete_wire_set *set)
 {
     for (size_t i = 0; i < set->n; i++)
-        json_decref(set->v[i].entry);
+        entry_release(&set->v[i]);
     rete_vector_free(set);
 }
 
-json_t *rete_wire_set_json(const rete_wire_set *set)
+void rete_wire_set_write(const rete_wire_set *set, rete_buf *b)
 {
-    json_t *a = json_array();
-    for (size_t i = 0; i < set->n; i++)
-        json_array_append(a, set->v[i].entry);
-    return a;
+    rete_buf doc = {0};
+    rete_buf_append(b, "[", 1);
+    for (size_t i = 0; i < set->n; i++) {
+        const rete_wire_entry *e = &set->v[i];
+        doc.len = 0;
+        if (e->tree) {
+            rete_ynode_write_json(e->tree, &doc);
+        } else {
+            char *t = json_dumps(e->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            rete_buf_append_str(&doc, t);
+            free(t);
+        }
+        if (i)
+            rete_buf_append(b, ",", 1);
+        rete_wire_put_entry(b, e->kind, e->ns, e->name, e->version, doc.p, doc.len);
+    }
+    rete_buf_append(b, "]", 1);
+    rete_buf_free(&doc);
 }

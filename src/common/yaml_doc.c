@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "vec.h"
 #include "arena.h"
+#include "json_out.h"
 
 enum {
     YDOC_MAX_DEPTH = 64,
@@ -273,4 +274,64 @@ const rete_ynode *rete_ynode_from_json(const json_t *j, rete_arena *arena)
 {
     size_t nodes = 0;
     return j ? from_json(j, arena, 0, &nodes) : NULL;
+}
+
+const rete_ynode *rete_ynode_copy(const rete_ynode *n, rete_arena *arena)
+{
+    rete_ynode *c = rete_arena_alloc(arena, sizeof(*c));
+    *c = *n;
+    switch (n->kind) {
+    case RETE_YNODE_SCALAR:
+        c->str = rete_arena_strndup(arena, n->str, n->len);
+        break;
+    case RETE_YNODE_SEQ: {
+        const rete_ynode **items = rete_arena_alloc(arena, (n->n ? n->n : 1) * sizeof(*items));
+        for (size_t i = 0; i < n->n; i++)
+            items[i] = rete_ynode_copy(n->items[i], arena);
+        c->items = items;
+        break;
+    }
+    case RETE_YNODE_MAP: {
+        rete_ypair *pairs = rete_arena_alloc(arena, (n->n ? n->n : 1) * sizeof(*pairs));
+        for (size_t i = 0; i < n->n; i++) {
+            pairs[i].key = rete_ynode_copy(n->pairs[i].key, arena);
+            pairs[i].value = rete_ynode_copy(n->pairs[i].value, arena);
+        }
+        c->pairs = pairs;
+        break;
+    }
+    }
+    return c;
+}
+
+void rete_ynode_write_json(const rete_ynode *n, rete_buf *b)
+{
+    switch (n->kind) {
+    case RETE_YNODE_SCALAR:
+        if (n->quoted)
+            rete_json_append_utf8(b, n->str, n->len);
+        else
+            rete_buf_append(b, n->str, n->len);
+        return;
+    case RETE_YNODE_SEQ:
+        rete_buf_append(b, "[", 1);
+        for (size_t i = 0; i < n->n; i++) {
+            if (i)
+                rete_buf_append(b, ",", 1);
+            rete_ynode_write_json(n->items[i], b);
+        }
+        rete_buf_append(b, "]", 1);
+        return;
+    case RETE_YNODE_MAP:
+        rete_buf_append(b, "{", 1);
+        for (size_t i = 0; i < n->n; i++) {
+            if (i)
+                rete_buf_append(b, ",", 1);
+            rete_json_append_utf8(b, n->pairs[i].key->str, n->pairs[i].key->len);
+            rete_buf_append(b, ":", 1);
+            rete_ynode_write_json(n->pairs[i].value, b);
+        }
+        rete_buf_append(b, "}", 1);
+        return;
+    }
 }

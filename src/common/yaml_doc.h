@@ -60,6 +60,14 @@ RETE_MUST_CHECK rete_rc rete_yaml_parse(const char *data, size_t len, struct ret
 struct json_t;
 const rete_ynode *rete_ynode_from_json(const struct json_t *j, struct rete_arena *arena);
 
+/* A copy of the tree n in `arena` (strings included). */
+const rete_ynode *rete_ynode_copy(const rete_ynode *n, struct rete_arena *arena);
+
+/* Append a tree made by rete_ynode_from_json as compact JSON (quoted
+ * scalars as strings, plain ones as the literals they were). */
+struct rete_buf;
+void rete_ynode_write_json(const rete_ynode *n, struct rete_buf *b);
+
 /* True for a plain scalar that YAML 1.1/JSON reads as null ("", "~", "null"). */
 bool rete_ynode_is_null(const rete_ynode *n);
 

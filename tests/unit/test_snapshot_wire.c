@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "config.h"
 #include "snapshot_wire.h"
+#include "yaml_doc.h"
 
 static json_t *parse(const char *text)
 {
@@ -55,13 +57,23 @@ static void three(rete_buf *b)
     put(b, "Service", "bank", "pay", 5, 3);
 }
 
+/* The document's "n", from its JSON or from its tree. */
+static int doc_n(const rete_wire_entry *e)
+{
+    if (e->json)
+        return (int)json_integer_value(json_object_get(e->json, "n"));
+    for (size_t i = 0; i < e->tree->n; i++)
+        if (strcmp(e->tree->pairs[i].key->str, "n") == 0)
+            return atoi(e->tree->pairs[i].value->str);
+    return -1;
+}
+
 static void keys_are(const rete_wire_set *set, const char *want)
 {
     char got[512] = "";
     for (size_t i = 0; i < set->n; i++)
         snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s/%s/%s@%d", i ? " " : "", set->v[i].kind,
-                 set->v[i].ns, set->v[i].name,
-                 (int)json_integer_value(json_object_get(set->v[i].doc, "n")));
+                 set->v[i].ns, set->v[i].name, doc_n(&set->v[i]));
     assert_string_equal(got, want);
 }
 
@@ -69,27 +81,44 @@ static void test_writer_escapes_and_frames(void **state)
 {
     (void)state;
     rete_buf b = {0};
-    rete_wire_put_entry(&b, "Service", "de\"mo", "a\nb", 42, "{\"x\":1}", 7);
+    rete_wire_put_entry(&b, "Service", "de\"mo", "a\nb\xc3\xa9", 42, "{\"x\":1}", 7);
     rete_buf_append(&b, "|", 1);
     rete_wire_put_key(&b, "Service", "demo", "web");
-    assert_string_equal(b.p, "{\"kind\":\"Service\",\"namespace\":\"de\\\"mo\",\"name\":\"a\\u000ab\","
+    /* UTF-8 passes through; quotes and control characters are escaped */
+    assert_string_equal(b.p, "{\"kind\":\"Service\",\"namespace\":\"de\\\"mo\",\"name\":\"a\\u000ab\xc3\xa9\","
                              "\"version\":42,\"document\":{\"x\":1}}|"
                              "{\"kind\":\"Service\",\"namespace\":\"demo\",\"name\":\"web\"}");
     rete_buf_free(&b);
 }
 
+/* What a load does for the set: each added document gets its tree (here
+ * in the test's arena, as a configuration's would be). */
+static void load_trees(rete_wire_change *ch, rete_arena *arena)
+{
+    for (size_t i = 0; i < ch->next.n; i++)
+        if (ch->next.v[i].json)
+            ch->next.v[i].tree = rete_ynode_from_json(ch->next.v[i].json, arena);
+}
+
 static void test_whole_snapshot_then_deltas(void **state)
 {
     (void)state;
+    rete_arena *arena = rete_arena_new(4096);
     rete_wire_set set = {0};
     rete_wire_change ch;
     rete_error err = {0};
     json_t *all = entries(three);
+    json_t *web_doc = json_object_get(json_array_get(all, 0), "document");
     assert_int_equal(rete_wire_change_make(NULL, all, NULL, &ch, &err), RETE_OK);
+    assert_int_equal(web_doc->refcount, 2); /* the change holds the document, not a copy */
+    load_trees(&ch, arena);
     rete_wire_change_commit(&set, &ch);
-    json_decref(all); /* the set holds what it uses */
+    assert_int_equal(web_doc->refcount, 1); /* loaded: the set keeps the tree, not the JSON */
+    json_decref(all);
     keys_are(&set, "HTTPRoute/demo/r@2 Service/bank/pay@3 Service/demo/web@1");
     assert_int_equal(set.v[2].version, 7);
+    for (size_t i = 0; i < set.n; i++)
+        assert_null(set.v[i].json);
 
     /* a delta: one changed, one new (sorting before everything), one deleted */
     json_t *ups = parse("[{\"kind\":\"Service\",\"namespace\":\"demo\",\"name\":\"web\",\"version\":8,"
@@ -97,42 +126,58 @@ static void test_whole_snapshot_then_deltas(void **state)
                         "{\"kind\":\"AuthorizationPolicy\",\"namespace\":\"demo\",\"name\":\"a\","
                         "\"version\":9,\"document\":{\"n\":11}}]");
     json_t *dels = parse("[{\"kind\":\"Service\",\"namespace\":\"bank\",\"name\":\"pay\"}]");
-    json_t *kept = set.v[0].entry; /* unchanged: carried over, not copied */
-    json_t *replaced = set.v[2].entry;
-    json_incref(replaced);
+    const char *kept = set.v[0].key; /* unchanged: carried over, not copied */
     assert_int_equal(rete_wire_change_make(&set, ups, dels, &ch, &err), RETE_OK);
     keys_are(&ch.next, "AuthorizationPolicy/demo/a@11 HTTPRoute/demo/r@2 Service/demo/web@10");
     keys_are(&set, "HTTPRoute/demo/r@2 Service/bank/pay@3 Service/demo/web@1"); /* untouched */
     assert_int_equal(ch.added.n, 2);
     assert_int_equal(ch.dropped.n, 2);
-    assert_ptr_equal(ch.next.v[1].entry, kept);
-    rete_wire_change_commit(&set, &ch);
-    assert_int_equal(replaced->refcount, 1); /* the set let go of it */
-    json_decref(replaced);
+    assert_ptr_equal(ch.next.v[1].key, kept);
+    load_trees(&ch, arena);
+    rete_wire_change_commit(&set, &ch); /* ASan: the dropped keys freed once */
     json_decref(ups);
     json_decref(dels);
-    assert_int_equal(set.v[0].entry->refcount, 1);
+    keys_are(&set, "AuthorizationPolicy/demo/a@11 HTTPRoute/demo/r@2 Service/demo/web@10");
 
     /* an abandoned change leaves the set and every count as they were */
     ups = parse("[{\"kind\":\"Service\",\"namespace\":\"demo\",\"name\":\"zz\",\"version\":1,"
                 "\"document\":{\"n\":12}}]");
+    json_t *zz = json_object_get(json_array_get(ups, 0), "document");
     assert_int_equal(rete_wire_change_make(&set, ups, NULL, &ch, &err), RETE_OK);
-    assert_int_equal(json_array_get(ups, 0)->refcount, 2);
+    assert_int_equal(zz->refcount, 2);
     rete_wire_change_abandon(&ch);
-    assert_int_equal(json_array_get(ups, 0)->refcount, 1);
+    assert_int_equal(zz->refcount, 1);
     json_decref(ups);
     keys_are(&set, "AuthorizationPolicy/demo/a@11 HTTPRoute/demo/r@2 Service/demo/web@10");
 
-    /* what a proxy saves is what reted sent, and reads back the same */
-    json_t *saved = rete_wire_set_json(&set);
+    /* a change committed without a load keeps the JSON (nothing else holds it) */
+    ups = parse("[{\"kind\":\"Service\",\"namespace\":\"demo\",\"name\":\"zz\",\"version\":1,"
+                "\"document\":{\"n\":\"x\\u00e9\\\"\"}}]");
+    assert_int_equal(rete_wire_change_make(&set, ups, NULL, &ch, &err), RETE_OK);
+    rete_wire_change_commit(&set, &ch);
+    json_decref(ups);
+    assert_non_null(set.v[3].json);
+
+    /* what a proxy saves (trees and JSON alike) reads back as the same set */
+    rete_buf b = {0};
+    rete_wire_set_write(&set, &b);
+    json_t *saved = parse(b.p);
+    rete_buf_free(&b);
+    rete_wire_set back = {0};
     assert_int_equal(rete_wire_change_make(NULL, saved, NULL, &ch, &err), RETE_OK);
-    assert_int_equal(ch.next.n, set.n);
-    for (size_t i = 0; i < set.n; i++)
-        assert_ptr_equal(ch.next.v[i].entry, set.v[i].entry);
-    rete_wire_change_commit(&set, &ch); /* whole: releases what the set held before */
+    rete_wire_change_commit(&back, &ch);
+    assert_int_equal(back.n, set.n);
+    for (size_t i = 0; i < set.n; i++) {
+        assert_string_equal(back.v[i].key, set.v[i].key);
+        assert_string_equal(back.v[i].name, set.v[i].name);
+        assert_int_equal(back.v[i].version, set.v[i].version);
+    }
+    assert_int_equal(json_integer_value(json_object_get(back.v[0].json, "n")), 11);
+    assert_string_equal(json_string_value(json_object_get(back.v[3].json, "n")), "x\xc3\xa9\"");
     json_decref(saved);
-    assert_int_equal(set.v[0].entry->refcount, 1);
+    rete_wire_set_free(&back);
     rete_wire_set_free(&set);
+    rete_arena_free(arena);
 }
 
 static void test_refusals_name_the_entry(void **state)
@@ -208,12 +253,12 @@ static void load_both(const char *const *docs, size_t n, char **as_text, char **
 {
     rete_buf text = {0};
     rete_buf_append_str(&text, PROXY_YAML);
-    json_t *parsed[16];
+    rete_config_doc parsed[16];
     for (size_t i = 0; i < n; i++) {
         rete_buf_append_str(&text, "---\n");
         rete_buf_append_str(&text, docs[i]);
         rete_buf_append_str(&text, "\n");
-        parsed[i] = parse(docs[i]);
+        parsed[i] = (rete_config_doc){parse(docs[i]), NULL};
     }
     char *out[2];
     for (int way = 0; way < 2; way++) {
@@ -231,7 +276,7 @@ static void load_both(const char *const *docs, size_t n, char **as_text, char **
         }
     }
     for (size_t i = 0; i < n; i++)
-        json_decref(parsed[i]);
+        json_decref(parsed[i].json);
     rete_buf_free(&text);
     *as_text = out[0];
     *as_docs = out[1];
@@ -268,6 +313,33 @@ static void test_load_docs_reads_what_load_buffer_reads(void **state)
     }
 }
 
+/* The next load copies the trees of the snapshot in use instead of
+ * converting JSON again: same configuration, and it outlives the first. */
+static void test_load_docs_from_an_earlier_snapshots_trees(void **state)
+{
+    (void)state;
+    rete_config_doc docs[N_DOCS];
+    for (size_t i = 0; i < N_DOCS; i++)
+        docs[i] = (rete_config_doc){parse(DOCS[i]), NULL};
+    rete_config_error e;
+    rete_config *first = rete_config_load_docs(PROXY_YAML, strlen(PROXY_YAML), docs, N_DOCS, "cp", 1, &e);
+    assert_non_null(first);
+    for (size_t i = 0; i < N_DOCS; i++) {
+        assert_non_null(docs[i].tree);
+        json_decref(docs[i].json);
+        docs[i].json = NULL;
+    }
+    rete_config *second = rete_config_load_docs(PROXY_YAML, strlen(PROXY_YAML), docs, N_DOCS, "cp", 1, &e);
+    assert_non_null(second);
+    char *a = rete_config_to_json(first);
+    rete_config_unref(first); /* the second does not point into the first */
+    char *b = rete_config_to_json(second);
+    assert_string_equal(a, b);
+    rete_config_unref(second);
+    free(a);
+    free(b);
+}
+
 static void test_load_docs_bounds_depth(void **state)
 {
     (void)state;
@@ -278,7 +350,7 @@ static void test_load_docs_bounds_depth(void **state)
         at = next;
     }
     rete_config_error e;
-    json_t *docs[] = {deep};
+    rete_config_doc docs[] = {{deep, NULL}};
     assert_null(rete_config_load_docs(PROXY_YAML, strlen(PROXY_YAML), docs, 1, "cp", 1, &e));
     assert_int_equal(e.document, 1);
     assert_string_equal(e.reason, "document nested too deep or too large");
@@ -292,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_whole_snapshot_then_deltas),
         cmocka_unit_test(test_refusals_name_the_entry),
         cmocka_unit_test(test_load_docs_reads_what_load_buffer_reads),
+        cmocka_unit_test(test_load_docs_from_an_earlier_snapshots_trees),
         cmocka_unit_test(test_load_docs_bounds_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

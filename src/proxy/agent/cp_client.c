@@ -1,6 +1,7 @@
 /* The control-plane agent's entry points and its data directory's files;
  * its jobs are the other files of src/proxy/agent (cp_state.h). */
 #include "alloc.h"
+#include "config.h"
 #include "cp_http.h"
 #include "cp_state.h"
 #include "file.h"
@@ -80,6 +81,9 @@ void rete_cp_drain(rete_proxy *p)
     cp_stream_send(&cp, json_pack("{s:s}", "type", "drain"));
     cp.draining = true;
     rete_wire_set_free(&cp.set); /* no snapshot will be built any more */
+    if (cp.set_cfg)
+        rete_config_unref(cp.set_cfg);
+    cp.set_cfg = NULL;
     uv_timer_stop(&cp.retry_timer);
     uv_timer_stop(&cp.renew_timer);
     uv_timer_stop(&cp.ping_timer);

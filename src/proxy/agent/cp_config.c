@@ -12,45 +12,45 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Build and install a configuration from a resource set; false with err. */
-static bool install(rete_cp *cp, const rete_wire_set *set, uint64_t version, char *err, size_t errlen)
+/* Build and install a configuration from the change's set, then commit
+ * the change (its documents now live in that configuration, which the set
+ * keeps a reference to) or, on failure, forget it; false with err. */
+static bool install_change(rete_cp *cp, rete_wire_change *change, uint64_t version, char *err, size_t errlen)
 {
-    json_t **docs = rete_malloc((set->n ? set->n : 1) * sizeof(*docs));
+    rete_wire_set *set = &change->next;
+    rete_config_doc *docs = rete_malloc((set->n ? set->n : 1) * sizeof(*docs));
     for (size_t i = 0; i < set->n; i++)
-        docs[i] = set->v[i].doc;
+        docs[i] = (rete_config_doc){set->v[i].json, set->v[i].tree};
     rete_config_error e;
     rete_config *cfg = rete_config_load_docs(cp->o->proxy_doc, strlen(cp->o->proxy_doc), docs, set->n,
                                              "control-plane", version, &e);
-    free(docs);
+    rete_config *held = NULL;
+    rete_tls_set *tls = NULL;
     if (!cfg) {
         rete_config_error_format(&e, err, errlen);
-        return false;
-    }
-    if (!rete_proxy_can_reload(cp->p, cfg, err, errlen)) {
+    } else if (!rete_proxy_can_reload(cp->p, cfg, err, errlen) || !(tls = rete_tls_set_build(cfg, err, errlen))) {
         rete_config_unref(cfg);
-        return false;
+    } else {
+        held = rete_config_ref(cfg);
+        if (rete_proxy_install(cp->p, cfg, tls) < 0) { /* takes cfg either way */
+            snprintf(err, errlen, "the proxy could not start with this configuration");
+            rete_config_unref(held);
+            held = NULL;
+        }
     }
-    rete_tls_set *tls = rete_tls_set_build(cfg, err, errlen);
-    if (!tls) {
-        rete_config_unref(cfg);
-        return false;
-    }
-    if (rete_proxy_install(cp->p, cfg, tls) < 0) {
-        snprintf(err, errlen, "the proxy could not start with this configuration");
-        return false;
-    }
-    cp->version = version;
-    return true;
-}
-
-/* Install the change's set; commit it when that worked, else forget it. */
-static bool install_change(rete_cp *cp, rete_wire_change *change, uint64_t version, char *err, size_t errlen)
-{
-    if (!install(cp, &change->next, version, err, errlen)) {
+    if (!held) {
+        free(docs);
         rete_wire_change_abandon(change);
         return false;
     }
+    for (size_t i = 0; i < set->n; i++)
+        set->v[i].tree = docs[i].tree;
+    free(docs);
     rete_wire_change_commit(&cp->set, change);
+    if (cp->set_cfg) /* no entry points into it any more */
+        rete_config_unref(cp->set_cfg);
+    cp->set_cfg = held;
+    cp->version = version;
     return true;
 }
 
@@ -58,12 +58,15 @@ static bool install_change(rete_cp *cp, rete_wire_change *change, uint64_t versi
  * the stream carries them, so a restart reads them the way a push is read. */
 static void save(rete_cp *cp, uint64_t version)
 {
-    json_t *j = json_pack("{s:I,s:o}", "version", (json_int_t)version, "resources", rete_wire_set_json(&cp->set));
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!s || cp_write_file(cp->config_path, s, strlen(s), 0600) != 0)
+    rete_buf b = {0};
+    char head[64];
+    rete_buf_append(&b, head, (size_t)snprintf(head, sizeof(head), "{\"version\":%llu,\"resources\":",
+                                                (unsigned long long)version));
+    rete_wire_set_write(&cp->set, &b);
+    rete_buf_append(&b, "}", 1);
+    if (cp_write_file(cp->config_path, b.p, b.len, 0600) != 0)
         rete_warn("control plane: cannot save the configuration to %s", cp->config_path);
-    free(s);
+    rete_buf_free(&b);
 }
 
 bool cp_config_apply(rete_cp *cp, json_t *m, bool whole, char *err, size_t errlen)

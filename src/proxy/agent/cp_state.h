@@ -49,6 +49,7 @@ typedef struct rete_cp {
     char *pending_key;           /* key of a certificate request in flight */
     bool pending_renewal;        /* that request renews (else bootstraps) */
     rete_wire_set set;           /* the resources in use, for applying deltas */
+    rete_config *set_cfg;        /* the configuration the set's documents live in (a reference) */
 } rete_cp;
 
 /* cp_client.c: files of the data directory. write: atomic, logs a failure. */

@@ -7,6 +7,7 @@
 #include "cp_state.h"
 #include "log.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,15 @@ static void on_line(cp_http *h, const char *line, size_t len)
         return;
     }
     if (strcmp(type, "config") == 0 || strcmp(type, "delta") == 0) {
-        on_config(h->cp, m, strcmp(type, "config") == 0);
+        bool whole = strcmp(type, "config") == 0;
+        on_config(h->cp, m, whole);
+        json_decref(m);
+        /* A whole snapshot's parsed message (several times its text: a few
+         * MB in a large mesh) is freed now; give the heap back rather than
+         * keep the peak for the proxy's life. */
+        if (whole)
+            malloc_trim(0);
+        return;
     } else if (strcmp(type, "error") == 0) {
         const char *e = json_string_value(json_object_get(m, "error"));
         rete_err("control plane: reted refused the stream: %s", e ? e : "?");
