@@ -626,8 +626,8 @@ static void test_body_chain_without_stages_is_not_walked(void **state)
 
 /* Through the exchange's pipes with the real chains: every chain has the
  * telemetry filter, whose body stages count an HTTP body's bytes (ends add
- * nothing); a tunnel's raw bytes are counted by the core, once; a local
- * answer's body is counted. */
+ * nothing); a tunnel's raw bytes are counted by the core, once; nothing is
+ * counted after the finish stages; a local answer's body is counted. */
 static void test_body_bytes_counted_by_telemetry(void **state)
 {
     fixture *f = *state;
@@ -653,6 +653,14 @@ static void test_body_bytes_counted_by_telemetry(void **state)
     rete_ex_push(ex, RETE_UPSTREAM, "bytes", 5);
     assert_int_equal(ex->req_bytes, 3);
     assert_int_equal(ex->resp_bytes, 5);
+
+    /* nothing after the finish stages: a filter may release its state there */
+    ex = request(f, false, "POST", "api", "/api");
+    rete_ex_push(ex, RETE_DOWNSTREAM, "ab", 2);
+    ex->done = true;
+    rete_ex_push(ex, RETE_DOWNSTREAM, "cd", 2);
+    rete_ex_end(ex, RETE_DOWNSTREAM);
+    assert_int_equal(ex->req_bytes, 2);
 
     ex = request(f, false, "GET", "nosuch", "/");
     rete_dispatch(ex);

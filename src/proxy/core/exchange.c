@@ -233,11 +233,14 @@ void rete_msg_set(rete_exchange *ex, rete_msg *m, rete_view lname, rete_view val
 
 /* ---- pipes ---- */
 
-/* The request path's body stages see an HTTP body, not a tunnel's bytes. */
+/* The request path's body stages see an HTTP body, not a tunnel's bytes,
+ * and nothing after its finish stages (a client gone early leaves the
+ * upstream's last chunks in flight): what a filter keeps for a request may
+ * be released at finish. */
 static inline void body_stages(rete_exchange *ex, rete_side producer, const char *data, size_t len,
                                bool end)
 {
-    if (path->body && !ex->tunnel)
+    if (path->body && !ex->tunnel && !ex->done)
         path->body(ex, producer, data, len, end);
 }
 

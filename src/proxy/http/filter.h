@@ -30,7 +30,8 @@
  *   once. A message whose end comes with its head (no body: HTTP/2
  *   END_STREAM on HEADERS, HTTP/1.1 without a body) gets no body call: its
  *   pipe's end is already set when its head stage runs. A message cut short
- *   (reset, client gone) gets no end call; on_finish still runs.
+ *   (reset, client gone) gets no end call; on_finish still runs, and no body
+ *   stage runs after it (a filter may release what it kept at finish).
  * - A local answer (rete_ex_local_response) fills the response pipe before
  *   its head is sent: its body stage runs before its on_response.
  * - Observe only, for now: a stage may read the chunk (the producer's bytes,
