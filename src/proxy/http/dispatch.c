@@ -53,44 +53,42 @@ static const rete_filter *const inbound_filters[] = {
  * and logged. */
 static const rete_filter *const admin_filters[] = {&rete_filter_telemetry, &rete_filter_access_log};
 
-/* The body flags are filled in by rete_filter_chain_prepare at start-up. */
-#define CHAIN(a) {(a), sizeof(a) / sizeof((a)[0]), false, false}
+/* The body stages are gathered by rete_filter_chain_prepare at start-up. */
+#define CHAIN(a) {.filters = (a), .n = sizeof(a) / sizeof((a)[0])}
+#define FITS(a) _Static_assert(sizeof(a) / sizeof((a)[0]) <= RETE_FILTER_CHAIN_MAX, #a " is too long")
+FITS(outbound_filters);
+FITS(inbound_filters);
+FITS(admin_filters);
 rete_filter_chain rete_chain_outbound = CHAIN(outbound_filters);
 rete_filter_chain rete_chain_inbound = CHAIN(inbound_filters);
 static rete_filter_chain chain_admin = CHAIN(admin_filters);
 
 bool rete_filter_chain_prepare(rete_filter_chain *c)
 {
-    c->request_body = c->response_body = false;
-    for (size_t i = 0; i < c->n; i++) {
-        c->request_body |= c->filters[i]->on_request_body != NULL;
-        c->response_body |= c->filters[i]->on_response_body != NULL;
+    if (c->n > RETE_FILTER_CHAIN_MAX) {
+        /* Only a test can build one: the chains here are checked above. */
+        fprintf(stderr, "filter chain of %zu filters (at most %d)\n", c->n, RETE_FILTER_CHAIN_MAX);
+        abort();
     }
-    return c->request_body || c->response_body;
-}
-
-static size_t run_body(const rete_filter_chain *c, rete_exchange *ex, bool request,
-                       const rete_filter_body *b)
-{
-    size_t ran = 0;
+    c->n_request_body = c->n_response_body = 0;
     for (size_t i = 0; i < c->n; i++) {
         const rete_filter *f = c->filters[i];
-        void (*stage)(rete_exchange *, const rete_filter_body *) =
-            request ? f->on_request_body : f->on_response_body;
-        if (stage) {
-            stage(ex, b);
-            ran++;
-        }
+        if (f->on_request_body)
+            c->request_body[c->n_request_body++] = f->on_request_body;
+        if (f->on_response_body)
+            c->response_body[c->n_response_body++] = f->on_response_body;
     }
-    return ran;
+    return c->n_request_body || c->n_response_body;
 }
 
 size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, rete_side producer,
                               const char *data, size_t len, bool end)
 {
     bool request = producer == RETE_DOWNSTREAM;
-    if (!(request ? c->request_body : c->response_body))
+    size_t n = request ? c->n_request_body : c->n_response_body;
+    if (n == 0)
         return 0;
+    const rete_filter_body_stage *stage = request ? c->request_body : c->response_body;
     const rete_pipe *p = request ? &ex->req_body : &ex->resp_body;
     const rete_filter_body b = {
         .data = data,
@@ -98,7 +96,9 @@ size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, ret
         .end = end,
         .trailers = end && p->trailers.n_headers ? &p->trailers : NULL,
     };
-    return run_body(c, ex, request, &b);
+    for (size_t i = 0; i < n; i++)
+        stage[i](ex, &b);
+    return n;
 }
 
 const rete_filter_chain *rete_filter_chain_of(const rete_exchange *ex)

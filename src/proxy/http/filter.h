@@ -46,9 +46,10 @@
  * - Tunnels (TCP, CONNECT, HTTP/1.1 upgrades such as WebSocket) carry raw
  *   bytes, not HTTP bodies: no body stage sees them. The core counts them
  *   (ex->req_bytes / resp_bytes, Istio's TCP byte series) in rete_ex_push.
- * - Cost: each chain knows whether any of its filters has a body stage
- *   (rete_filter_chain_prepare); the exchange calls none when no chain has
- *   one, and a chain without one is not walked. Nothing is allocated. */
+ * - Cost: each chain gathers its filters' body stages once
+ *   (rete_filter_chain_prepare); a chunk calls exactly those, the exchange
+ *   calls none when no chain has one (one branch per chunk), and a chain
+ *   without one is not walked. Nothing is allocated. */
 #ifndef RETE_PROXY_FILTER_H
 #define RETE_PROXY_FILTER_H
 
@@ -93,15 +94,22 @@ typedef struct rete_filter {
     void (*on_finish)(rete_exchange *ex, const rete_filter_end *end);
 } rete_filter;
 
+typedef void (*rete_filter_body_stage)(rete_exchange *ex, const rete_filter_body *b);
+
+#define RETE_FILTER_CHAIN_MAX 16 /* filters in one chain */
+
 typedef struct rete_filter_chain {
     const rete_filter *const *filters;
-    size_t n;
-    /* whether a filter has on_request_body / on_response_body
-     * (rete_filter_chain_prepare) */
-    bool request_body, response_body;
+    size_t n; /* at most RETE_FILTER_CHAIN_MAX */
+    /* The body stages of its filters, in chain order, gathered once by
+     * rete_filter_chain_prepare: a chunk calls exactly these, without
+     * looking at the filters that have none (256 bytes per chain). */
+    rete_filter_body_stage request_body[RETE_FILTER_CHAIN_MAX];
+    rete_filter_body_stage response_body[RETE_FILTER_CHAIN_MAX];
+    uint8_t n_request_body, n_response_body;
 } rete_filter_chain;
 
-/* Work out the chain's body flags from its filters: once, before any
+/* Gather the chain's body stages from its filters: once, before any
  * exchange runs it (rete_http_register does it for the chains below).
  * Returns whether the chain has any body stage. */
 bool rete_filter_chain_prepare(rete_filter_chain *c);
