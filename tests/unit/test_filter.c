@@ -3,8 +3,9 @@
  * that records what it is answered, on exchanges made by the core
  * (rete_ex_new) on a worker that never runs its loop, with a configuration
  * loaded from YAML. The body stages run on chains of recording filters, and
- * through the exchange's pipes with the real chains (telemetry counts). Filters that start an upstream are driven only to their
- * local answers here (the system tests cover the rest). */
+ * through the exchange's pipes with the real chains (telemetry counts).
+ * Filters that start an upstream are driven only to their local answers
+ * here (the system tests cover the rest). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -549,9 +550,23 @@ static void record(char filter, bool request, const rete_filter_body *b)
     }
 }
 
-static void a_request_body(rete_exchange *ex, const rete_filter_body *b) { (void)ex; record('a', true, b); }
-static void a_response_body(rete_exchange *ex, const rete_filter_body *b) { (void)ex; record('a', false, b); }
-static void c_request_body(rete_exchange *ex, const rete_filter_body *b) { (void)ex; record('c', true, b); }
+static void a_request_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)ex;
+    record('a', true, b);
+}
+
+static void a_response_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)ex;
+    record('a', false, b);
+}
+
+static void c_request_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)ex;
+    record('c', true, b);
+}
 
 /* a: both body stages; b: none; c: the request body only */
 static const rete_filter rec_a = {.name = "a", .on_request_body = a_request_body,
@@ -632,8 +647,11 @@ static void test_body_bytes_counted_by_telemetry(void **state)
 {
     fixture *f = *state;
     assert_non_null(rete_request_path_get()->body);
-    assert_true(rete_chain_outbound.n_request_body == 1 && rete_chain_outbound.n_response_body == 1);
-    assert_true(rete_chain_inbound.n_request_body == 1 && rete_chain_inbound.n_response_body == 1);
+    const rete_filter_chain *chains[] = {&rete_chain_outbound, &rete_chain_inbound};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(chains[i]->n_request_body, 1); /* telemetry's */
+        assert_int_equal(chains[i]->n_response_body, 1);
+    }
     for (int admin = 0; admin < 2; admin++) {
         for (int inbound = 0; inbound < 2; inbound++) {
             rete_exchange *ex = request(f, inbound, "POST", "api", "/api");
@@ -684,7 +702,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dispatch_stops_at_the_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_refuses_a_bad_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_stages_in_chain_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_body_chain_without_stages_is_not_walked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_chain_without_stages_is_not_walked, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_body_bytes_counted_by_telemetry, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -270,7 +270,8 @@ bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_
                 ex->resp_bytes += len;
             if (ex->tcp_open) /* an open tunnel's bytes: received downstream, sent upstream */
                 rete_metrics_inc(ex->worker->shard,
-                                 producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent, len);
+                                 producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent,
+                                 len);
         }
     }
     if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))

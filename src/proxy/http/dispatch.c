@@ -55,7 +55,8 @@ static const rete_filter *const admin_filters[] = {&rete_filter_telemetry, &rete
 
 /* The body stages are gathered by rete_filter_chain_prepare at start-up. */
 #define CHAIN(a) {.filters = (a), .n = sizeof(a) / sizeof((a)[0])}
-#define FITS(a) _Static_assert(sizeof(a) / sizeof((a)[0]) <= RETE_FILTER_CHAIN_MAX, #a " is too long")
+#define FITS(a)                                                                                    \
+    _Static_assert(sizeof(a) / sizeof((a)[0]) <= RETE_FILTER_CHAIN_MAX, #a " is too long")
 FITS(outbound_filters);
 FITS(inbound_filters);
 FITS(admin_filters);
