@@ -2,8 +2,10 @@
  * dispatch.c, filter_*.c): each filter alone against a fake downstream side
  * that records what it is answered, on exchanges made by the core
  * (rete_ex_new) on a worker that never runs its loop, with a configuration
- * loaded from YAML. Filters that start an upstream are driven only to their
- * local answers here (the system tests cover the rest). */
+ * loaded from YAML. The body stages run on chains of recording filters, and
+ * through the exchange's pipes with the real chains (telemetry counts).
+ * Filters that start an upstream are driven only to their local answers
+ * here (the system tests cover the rest). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -245,6 +247,8 @@ static void test_chain_order(void **state)
     assert_null(rete_filter_telemetry.on_request);
     assert_non_null(rete_filter_authz.on_request);
     assert_null(rete_filter_authz.on_finish);
+    assert_non_null(rete_filter_telemetry.on_request_body);
+    assert_null(rete_filter_access_log.on_request_body);
 }
 
 /* ---- authz ---- */
@@ -511,6 +515,178 @@ static void test_dispatch_refuses_a_bad_path(void **state)
     assert_int_equal(ex->target_port, 0); /* the inbound-port filter never ran */
 }
 
+/* ---- body stages ---- */
+
+typedef struct body_call {
+    char filter;   /* which recording filter */
+    bool request;  /* request body stage, else response */
+    char data[16]; /* the chunk, NUL-terminated */
+    size_t len;
+    bool end;
+    uint32_t n_trailers; /* 0: trailers was NULL */
+    char trailer[32];    /* the first trailer, "name: value" */
+} body_call;
+
+static body_call calls[16];
+static size_t n_calls;
+
+static void record(char filter, bool request, const rete_filter_body *b)
+{
+    assert_true(n_calls < sizeof calls / sizeof calls[0]);
+    body_call *c = &calls[n_calls++];
+    memset(c, 0, sizeof *c);
+    c->filter = filter;
+    c->request = request;
+    assert_true(b->len < sizeof c->data);
+    if (b->len)
+        memcpy(c->data, b->data, b->len);
+    c->len = b->len;
+    c->end = b->end;
+    if (b->trailers) {
+        const rete_header *h = &b->trailers->headers[0];
+        c->n_trailers = b->trailers->n_headers;
+        snprintf(c->trailer, sizeof c->trailer, "%.*s: %.*s", (int)h->name.len, h->name.p,
+                 (int)h->value.len, h->value.p);
+    }
+}
+
+static void a_request_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)ex;
+    record('a', true, b);
+}
+
+static void a_response_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)ex;
+    record('a', false, b);
+}
+
+static void c_request_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)ex;
+    record('c', true, b);
+}
+
+/* a: both body stages; b: none; c: the request body only */
+static const rete_filter rec_a = {.name = "a", .on_request_body = a_request_body,
+                                  .on_response_body = a_response_body};
+static const rete_filter rec_b = {.name = "b"};
+static const rete_filter rec_c = {.name = "c", .on_request_body = c_request_body};
+
+/* Chunks then the end, each to every filter that has the stage, in chain
+ * order; the end carries the pipe's trailers, and no trailers as NULL. */
+static void test_body_stages_in_chain_order(void **state)
+{
+    fixture *f = *state;
+    n_calls = 0;
+    const rete_filter *const filters[] = {&rec_a, &rec_b, &rec_c};
+    rete_filter_chain c = {.filters = filters, .n = 3};
+    assert_true(rete_filter_chain_prepare(&c));
+    assert_int_equal(c.n_request_body, 2);
+    assert_int_equal(c.n_response_body, 1);
+    rete_exchange *ex = request(f, false, "POST", "api", "/api");
+
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_DOWNSTREAM, "hello", 5, false), 2);
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_DOWNSTREAM, "!", 1, false), 2);
+    rete_msg_add(ex, &ex->req_body.trailers, RETE_VIEW_LIT("x-sum"), RETE_VIEW_LIT("42"));
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_DOWNSTREAM, NULL, 0, true), 2);
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_UPSTREAM, "ok", 2, false), 1);
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_UPSTREAM, NULL, 0, true), 1);
+
+    const body_call want[] = {
+        {'a', true, "hello", 5, false, 0, ""},     {'c', true, "hello", 5, false, 0, ""},
+        {'a', true, "!", 1, false, 0, ""},         {'c', true, "!", 1, false, 0, ""},
+        {'a', true, "", 0, true, 1, "x-sum: 42"},  {'c', true, "", 0, true, 1, "x-sum: 42"},
+        {'a', false, "ok", 2, false, 0, ""},       {'a', false, "", 0, true, 0, ""},
+    };
+    assert_int_equal(n_calls, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < n_calls; i++) {
+        assert_int_equal(calls[i].filter, want[i].filter);
+        assert_int_equal(calls[i].request, want[i].request);
+        assert_string_equal(calls[i].data, want[i].data);
+        assert_int_equal(calls[i].len, want[i].len);
+        assert_int_equal(calls[i].end, want[i].end);
+        assert_int_equal(calls[i].n_trailers, want[i].n_trailers);
+        assert_string_equal(calls[i].trailer, want[i].trailer);
+    }
+}
+
+/* A chain without a body stage is not walked: a chunk calls only the stages
+ * prepare gathered (a chain not prepared calls none even though its filter
+ * has a stage). */
+static void test_body_chain_without_stages_is_not_walked(void **state)
+{
+    fixture *f = *state;
+    n_calls = 0;
+    rete_exchange *ex = request(f, false, "POST", "api", "/api");
+    const rete_filter *const none[] = {&rec_b, &rete_filter_access_log, &rete_filter_route};
+    rete_filter_chain c = {.filters = none, .n = 3, .n_request_body = 1, .n_response_body = 1};
+    assert_false(rete_filter_chain_prepare(&c));
+    assert_int_equal(c.n_request_body, 0);
+    assert_int_equal(c.n_response_body, 0);
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_DOWNSTREAM, "x", 1, false), 0);
+    assert_int_equal(rete_filter_chain_body(&c, ex, RETE_UPSTREAM, NULL, 0, true), 0);
+
+    const rete_filter *const only_request[] = {&rec_c};
+    rete_filter_chain unprepared = {.filters = only_request, .n = 1};
+    assert_int_equal(rete_filter_chain_body(&unprepared, ex, RETE_DOWNSTREAM, "x", 1, false), 0);
+    assert_int_equal(n_calls, 0);
+    assert_true(rete_filter_chain_prepare(&unprepared));
+    assert_int_equal(unprepared.n_response_body, 0);
+    assert_int_equal(rete_filter_chain_body(&unprepared, ex, RETE_UPSTREAM, "x", 1, false), 0);
+    assert_int_equal(rete_filter_chain_body(&unprepared, ex, RETE_DOWNSTREAM, "x", 1, false), 1);
+    assert_int_equal(n_calls, 1);
+}
+
+/* Through the exchange's pipes with the real chains: every chain has the
+ * telemetry filter, whose body stages count an HTTP body's bytes (ends add
+ * nothing); a tunnel's raw bytes are counted by the core, once; nothing is
+ * counted after the finish stages; a local answer's body is counted. */
+static void test_body_bytes_counted_by_telemetry(void **state)
+{
+    fixture *f = *state;
+    assert_non_null(rete_request_path_get()->body);
+    const rete_filter_chain *chains[] = {&rete_chain_outbound, &rete_chain_inbound};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(chains[i]->n_request_body, 1); /* telemetry's */
+        assert_int_equal(chains[i]->n_response_body, 1);
+    }
+    for (int admin = 0; admin < 2; admin++) {
+        for (int inbound = 0; inbound < 2; inbound++) {
+            rete_exchange *ex = request(f, inbound, "POST", "api", "/api");
+            ex->admin = admin;
+            assert_false(rete_ex_push(ex, RETE_DOWNSTREAM, "hello", 5));
+            assert_false(rete_ex_push(ex, RETE_DOWNSTREAM, "world!", 6));
+            rete_ex_end(ex, RETE_DOWNSTREAM);
+            assert_false(rete_ex_push(ex, RETE_UPSTREAM, "abc", 3));
+            rete_ex_end(ex, RETE_UPSTREAM);
+            assert_int_equal(ex->req_bytes, 11);
+            assert_int_equal(ex->resp_bytes, 3);
+        }
+    }
+
+    rete_exchange *ex = request(f, false, "CONNECT", "10.1.2.3:9000", NULL);
+    rete_ex_push(ex, RETE_DOWNSTREAM, "raw", 3);
+    rete_ex_push(ex, RETE_UPSTREAM, "bytes", 5);
+    assert_int_equal(ex->req_bytes, 3);
+    assert_int_equal(ex->resp_bytes, 5);
+
+    /* nothing after the finish stages: a filter may release its state there */
+    ex = request(f, false, "POST", "api", "/api");
+    rete_ex_push(ex, RETE_DOWNSTREAM, "ab", 2);
+    ex->done = true;
+    rete_ex_push(ex, RETE_DOWNSTREAM, "cd", 2);
+    rete_ex_end(ex, RETE_DOWNSTREAM);
+    assert_int_equal(ex->req_bytes, 2);
+
+    ex = request(f, false, "GET", "nosuch", "/");
+    rete_dispatch(ex);
+    assert_int_equal(f->side.status, 404);
+    assert_int_equal(ex->resp_bytes, f->side.body_len);
+    assert_true(ex->resp_bytes > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +701,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_access_log_caps_a_long_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_stops_at_the_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_refuses_a_bad_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_stages_in_chain_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_chain_without_stages_is_not_walked, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_body_bytes_counted_by_telemetry, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

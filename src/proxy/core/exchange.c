@@ -233,11 +233,23 @@ void rete_msg_set(rete_exchange *ex, rete_msg *m, rete_view lname, rete_view val
 
 /* ---- pipes ---- */
 
+/* The request path's body stages see an HTTP body, not a tunnel's bytes,
+ * and nothing after its finish stages (a client gone early leaves the
+ * upstream's last chunks in flight): what a filter keeps for a request may
+ * be released at finish. */
+static inline void body_stages(rete_exchange *ex, rete_side producer, const char *data, size_t len,
+                               bool end)
+{
+    if (path->body && !ex->tunnel && !ex->done)
+        path->body(ex, producer, data, len, end);
+}
+
 bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_t len)
 {
     rete_pipe *p = producer == RETE_DOWNSTREAM ? &ex->req_body : &ex->resp_body;
     rete_side consumer = producer == RETE_DOWNSTREAM ? RETE_UPSTREAM : RETE_DOWNSTREAM;
     if (len) {
+        body_stages(ex, producer, data, len, false);
         rete_chunk *c = rete_malloc(sizeof(*c) + len);
         c->next = NULL;
         c->len = (uint32_t)len;
@@ -249,13 +261,18 @@ bool rete_ex_push(rete_exchange *ex, rete_side producer, const char *data, size_
             p->head = c;
         p->tail = c;
         p->bytes += len;
-        if (producer == RETE_DOWNSTREAM)
-            ex->req_bytes += len;
-        else
-            ex->resp_bytes += len;
-        if (ex->tcp_open) /* an open tunnel's bytes: received downstream, sent upstream */
-            rete_metrics_inc(ex->worker->shard,
-                             producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent, len);
+        if (ex->tunnel) {
+            /* Raw bytes: counted here (an HTTP body's are counted by the
+             * telemetry filter's body stages). */
+            if (producer == RETE_DOWNSTREAM)
+                ex->req_bytes += len;
+            else
+                ex->resp_bytes += len;
+            if (ex->tcp_open) /* an open tunnel's bytes: received downstream, sent upstream */
+                rete_metrics_inc(ex->worker->shard,
+                                 producer == RETE_DOWNSTREAM ? ex->tcp_received : ex->tcp_sent,
+                                 len);
+        }
     }
     if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))
         ex->ops[consumer]->on_data(ex);
@@ -270,6 +287,7 @@ void rete_ex_end(rete_exchange *ex, rete_side producer)
     if (p->end)
         return;
     p->end = true;
+    body_stages(ex, producer, NULL, 0, true);
     if (ex->attached[consumer] && (consumer == RETE_DOWNSTREAM ? ex->head_sent : true))
         ex->ops[consumer]->on_data(ex);
 }
@@ -423,9 +441,12 @@ static void local_response(rete_exchange *ex, int status, const char *content_ty
         rete_msg_add(ex, &ex->resp, RETE_VIEW_LIT("location"), location);
     for (size_t i = 0; i + 1 < n_hdrs; i += 2)
         rete_msg_add(ex, &ex->resp, hdrs[i], hdrs[i + 1]);
+    /* The body goes through the body stages before the head goes through
+     * the response stage: a local answer is complete before it is sent. */
     if (len)
         rete_ex_push(ex, RETE_UPSTREAM, body, len);
     ex->resp_body.end = true;
+    body_stages(ex, RETE_UPSTREAM, NULL, 0, true);
     /* Drain the request body so the downstream can finish reading it. */
     local_on_data(ex);
     rete_ex_response_ready(ex);

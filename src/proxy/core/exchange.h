@@ -11,8 +11,12 @@
  * its pipe holds more than the body buffer limit and resumes on on_drained:
  * that is the whole of flow control, whatever the protocols on each side.
  *
+ * Every body chunk and every body's end passes rete_ex_push / rete_ex_end:
+ * the one place the request path's body stages are called from
+ * (rete_request_path.body), before the pipe's consumer sees the chunk.
+ *
  * Tunnels (TCP, CONNECT, HTTP/1.1 upgrades) are exchanges whose method is
- * CONNECT: the pipes carry raw bytes both ways.
+ * CONNECT: the pipes carry raw bytes both ways, which no body stage sees.
  *
  * An exchange is freed when both sides have called rete_ex_detach. */
 #ifndef RETE_PROXY_EXCHANGE_H
@@ -115,6 +119,9 @@ struct rete_exchange {
     rete_ex_error error;
     char error_detail[96];
     uint64_t start_ns;
+    /* Body bytes each way (Istio's request/response sizes, the access log's
+     * bytes_in/out): an HTTP body's are counted by the telemetry filter's
+     * body stages, a tunnel's raw bytes by rete_ex_push. */
     uint64_t req_bytes;
     uint64_t resp_bytes;
     uv_timer_t timer;              /* route timeout: initialised on first use, closed before free */
@@ -213,6 +220,12 @@ typedef struct rete_request_path {
     bool (*normalize_path)(rete_exchange *ex);
     /* The response head is about to go downstream. */
     void (*response)(rete_exchange *ex);
+    /* A body chunk (len > 0, the producer's bytes, valid during the call)
+     * or a body's end (len 0, end; trailers are in the pipe) entered the
+     * request pipe (producer RETE_DOWNSTREAM) or the response pipe; its
+     * consumer has not seen it yet. Never for a tunnel's raw bytes. NULL
+     * when no filter has a body stage: one branch per chunk. */
+    void (*body)(rete_exchange *ex, rete_side producer, const char *data, size_t len, bool end);
     /* The exchange ended: count it and log it, once. */
     void (*finish)(rete_exchange *ex);
     /* The downstream connection let go of the exchange. */

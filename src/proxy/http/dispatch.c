@@ -53,10 +53,54 @@ static const rete_filter *const inbound_filters[] = {
  * and logged. */
 static const rete_filter *const admin_filters[] = {&rete_filter_telemetry, &rete_filter_access_log};
 
-#define CHAIN(a) {(a), sizeof(a) / sizeof((a)[0])}
-const rete_filter_chain rete_chain_outbound = CHAIN(outbound_filters);
-const rete_filter_chain rete_chain_inbound = CHAIN(inbound_filters);
-static const rete_filter_chain chain_admin = CHAIN(admin_filters);
+/* The body stages are gathered by rete_filter_chain_prepare at start-up. */
+#define CHAIN(a) {.filters = (a), .n = sizeof(a) / sizeof((a)[0])}
+#define FITS(a)                                                                                    \
+    _Static_assert(sizeof(a) / sizeof((a)[0]) <= RETE_FILTER_CHAIN_MAX, #a " is too long")
+FITS(outbound_filters);
+FITS(inbound_filters);
+FITS(admin_filters);
+rete_filter_chain rete_chain_outbound = CHAIN(outbound_filters);
+rete_filter_chain rete_chain_inbound = CHAIN(inbound_filters);
+static rete_filter_chain chain_admin = CHAIN(admin_filters);
+
+bool rete_filter_chain_prepare(rete_filter_chain *c)
+{
+    if (c->n > RETE_FILTER_CHAIN_MAX) {
+        /* Only a test can build one: the chains here are checked above. */
+        fprintf(stderr, "filter chain of %zu filters (at most %d)\n", c->n, RETE_FILTER_CHAIN_MAX);
+        abort();
+    }
+    c->n_request_body = c->n_response_body = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const rete_filter *f = c->filters[i];
+        if (f->on_request_body)
+            c->request_body[c->n_request_body++] = f->on_request_body;
+        if (f->on_response_body)
+            c->response_body[c->n_response_body++] = f->on_response_body;
+    }
+    return c->n_request_body || c->n_response_body;
+}
+
+size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, rete_side producer,
+                              const char *data, size_t len, bool end)
+{
+    bool request = producer == RETE_DOWNSTREAM;
+    size_t n = request ? c->n_request_body : c->n_response_body;
+    if (n == 0)
+        return 0;
+    const rete_filter_body_stage *stage = request ? c->request_body : c->response_body;
+    const rete_pipe *p = request ? &ex->req_body : &ex->resp_body;
+    const rete_filter_body b = {
+        .data = data,
+        .len = len,
+        .end = end,
+        .trailers = end && p->trailers.n_headers ? &p->trailers : NULL,
+    };
+    for (size_t i = 0; i < n; i++)
+        stage[i](ex, &b);
+    return n;
+}
 
 const rete_filter_chain *rete_filter_chain_of(const rete_exchange *ex)
 {
@@ -118,6 +162,13 @@ void rete_dispatch_response_filters(rete_exchange *ex)
             c->filters[i]->on_response(ex);
 }
 
+/* The exchange's body stages entry (rete_request_path.body). */
+static void dispatch_body(rete_exchange *ex, rete_side producer, const char *data, size_t len,
+                          bool end)
+{
+    rete_filter_chain_body(rete_filter_chain_of(ex), ex, producer, data, len, end);
+}
+
 void rete_dispatch_release_share(rete_exchange *ex)
 {
     if (ex->ds_held && ex->in_flight)
@@ -149,10 +200,11 @@ static void gen_free(rete_gen *g)
     rete_telemetry_cache_free(&g->tel);
 }
 
-static const rete_request_path request_path = {
+static rete_request_path request_path = {
     .request = rete_dispatch,
     .normalize_path = rete_dispatch_normalize_path,
     .response = rete_dispatch_response_filters,
+    .body = NULL, /* rete_http_register: dispatch_body when a chain has a body stage */
     .finish = rete_dispatch_finish,
     .release_share = rete_dispatch_release_share,
     .gen_free = gen_free,
@@ -160,5 +212,9 @@ static const rete_request_path request_path = {
 
 void rete_http_register(void)
 {
+    bool body = rete_filter_chain_prepare(&rete_chain_outbound);
+    body |= rete_filter_chain_prepare(&rete_chain_inbound);
+    body |= rete_filter_chain_prepare(&chain_admin);
+    request_path.body = body ? dispatch_body : NULL;
     rete_request_path_set(&request_path);
 }

@@ -4,16 +4,52 @@
  *
  * A filter is a static table of functions: no allocation per filter per
  * request; what a filter keeps about a request lives in the exchange. The
- * chains are fixed arrays (filter_chains.c):
+ * chains are fixed arrays (dispatch.c):
  *
  *   outbound (the local app's requests):  route -> telemetry -> access log
  *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> app
  *                                           -> telemetry -> access log
  *
+ * Stages, in the order an exchange meets them (NULL: the filter skips it):
+ *
+ *   on_request        the request head is complete (may answer: DONE)
+ *   on_request_body   each request body chunk, then its end (+ trailers)
+ *   on_response       the response head is about to go downstream
+ *   on_response_body  each response body chunk, then its end (+ trailers)
+ *   on_finish         the exchange ended, once
+ *
  * The last filter of a chain that handles the request (route, app) starts
- * the upstream or answers locally and returns RETE_FILTER_DONE. Body stages
- * are not part of the interface yet: no filter reads bodies; the first one
- * that must (retries with a replay buffer, mirroring) adds them. */
+ * the upstream or answers locally and returns RETE_FILTER_DONE.
+ *
+ * Body stages are called from the exchange's pipes (rete_ex_push,
+ * rete_ex_end in core/exchange.c), the one place every body chunk passes
+ * whatever the codecs (HTTP/1.1 content-length or chunked, HTTP/2 DATA),
+ * before the pipe's consumer sees the chunk. The contract:
+ * - A call carries one chunk (len > 0, end false) or the end (len 0, end
+ *   true, trailers when the message has some). Chunks arrive in order, each
+ *   once. A message whose end comes with its head (no body: HTTP/2
+ *   END_STREAM on HEADERS, HTTP/1.1 without a body) gets no body call: its
+ *   pipe's end is already set when its head stage runs. A message cut short
+ *   (reset, client gone) gets no end call; on_finish still runs, and no body
+ *   stage runs after it (a filter may release what it kept at finish).
+ * - A local answer (rete_ex_local_response) fills the response pipe before
+ *   its head is sent: its body stage runs before its on_response.
+ * - Observe only, for now: a stage may read the chunk (the producer's bytes,
+ *   valid during the call: copy what it keeps, e.g. a retry's replay copy of
+ *   up to 64 KiB, into the exchange's arena), count, and record in the
+ *   exchange. It must not change the chunk, touch the pipes, or end the
+ *   exchange: the producing codec is on the stack, mid-read, and the
+ *   consumer has not seen the chunk. The first filter that must stop an
+ *   exchange on a body (a size limit: 413 before the response head, a reset
+ *   after) turns the stage's return into a rete_filter_verdict and teaches
+ *   rete_ex_push to act on DONE there, in one place, after the walk.
+ * - Tunnels (TCP, CONNECT, HTTP/1.1 upgrades such as WebSocket) carry raw
+ *   bytes, not HTTP bodies: no body stage sees them. The core counts them
+ *   (ex->req_bytes / resp_bytes, Istio's TCP byte series) in rete_ex_push.
+ * - Cost: each chain gathers its filters' body stages once
+ *   (rete_filter_chain_prepare); a chunk calls exactly those, the exchange
+ *   calls none when no chain has one (one branch per chunk), and a chain
+ *   without one is not walked. Nothing is allocated. */
 #ifndef RETE_PROXY_FILTER_H
 #define RETE_PROXY_FILTER_H
 
@@ -34,21 +70,56 @@ typedef struct rete_filter_end {
     uint64_t now_ns;      /* uv_hrtime() at the end */
 } rete_filter_end;
 
+/* What a body stage sees: one chunk, or the end (see the contract above). */
+typedef struct rete_filter_body {
+    const char *data;         /* the chunk; NULL at the end */
+    size_t len;               /* > 0 for a chunk, 0 at the end */
+    bool end;                 /* the body is complete */
+    const rete_msg *trailers; /* at the end, when the message has trailers; else NULL */
+} rete_filter_body;
+
 typedef struct rete_filter {
     const char *name;
     /* The request head is complete. NULL: nothing to do. */
     rete_filter_verdict (*on_request)(rete_exchange *ex);
+    /* A request body chunk or its end. NULL: nothing to do. */
+    void (*on_request_body)(rete_exchange *ex, const rete_filter_body *b);
     /* The response head is about to go downstream. NULL: nothing to do. */
     void (*on_response)(rete_exchange *ex);
+    /* A response body chunk or its end (gRPC's status is in its trailers).
+     * NULL: nothing to do. */
+    void (*on_response_body)(rete_exchange *ex, const rete_filter_body *b);
     /* The exchange ended, once, for every exchange the chain saw (even one
      * answered before this filter's on_request ran). NULL: nothing to do. */
     void (*on_finish)(rete_exchange *ex, const rete_filter_end *end);
 } rete_filter;
 
+typedef void (*rete_filter_body_stage)(rete_exchange *ex, const rete_filter_body *b);
+
+#define RETE_FILTER_CHAIN_MAX 16 /* filters in one chain */
+
 typedef struct rete_filter_chain {
     const rete_filter *const *filters;
-    size_t n;
+    size_t n; /* at most RETE_FILTER_CHAIN_MAX */
+    /* The body stages of its filters, in chain order, gathered once by
+     * rete_filter_chain_prepare: a chunk calls exactly these, without
+     * looking at the filters that have none (256 bytes per chain). */
+    rete_filter_body_stage request_body[RETE_FILTER_CHAIN_MAX];
+    rete_filter_body_stage response_body[RETE_FILTER_CHAIN_MAX];
+    uint8_t n_request_body, n_response_body;
 } rete_filter_chain;
+
+/* Gather the chain's body stages from its filters: once, before any
+ * exchange runs it (rete_http_register does it for the chains below).
+ * Returns whether the chain has any body stage. */
+bool rete_filter_chain_prepare(rete_filter_chain *c);
+
+/* Run chain c's request body stages (producer RETE_DOWNSTREAM) or response
+ * body stages (RETE_UPSTREAM), in chain order, on one chunk (len > 0) or
+ * the end (len 0, end; the trailers are taken from the exchange's pipe).
+ * Returns how many stages ran: 0, without a walk, for a chain with none. */
+size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, rete_side producer,
+                              const char *data, size_t len, bool end);
 
 extern const rete_filter rete_filter_route;        /* filter_route.c */
 extern const rete_filter rete_filter_inbound_port; /* filter_inbound.c */
@@ -60,8 +131,8 @@ extern const rete_filter rete_filter_access_log;   /* filter_access_log.c */
 /* Where the access-log filter writes (rete-proxy --access-log); NULL: off. */
 extern FILE *rete_access_log;
 
-extern const rete_filter_chain rete_chain_outbound;
-extern const rete_filter_chain rete_chain_inbound;
+extern rete_filter_chain rete_chain_outbound;
+extern rete_filter_chain rete_chain_inbound;
 
 /* The chain an exchange runs: inbound for the mesh and plaintext inbound
  * listeners, outbound otherwise (the admin listener's exchanges run only

@@ -1,9 +1,22 @@
-/* Telemetry of every exchange at its end: the proxy's own response and
- * duration families, and Istio's request or TCP series (telemetry.c) for
- * everything but the admin listener's requests. */
+/* Telemetry of every exchange: its body sizes as they pass (ex->req_bytes,
+ * ex->resp_bytes: Istio's request and response sizes, the access log's
+ * bytes_in/out; a tunnel's raw bytes are counted by the core), and at its
+ * end the proxy's own response and duration families, and Istio's request
+ * or TCP series (telemetry.c) for everything but the admin listener's
+ * requests. */
 #include "filter.h"
 #include "telemetry.h"
 #include "worker.h"
+
+static void telemetry_request_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    ex->req_bytes += b->len;
+}
+
+static void telemetry_response_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    ex->resp_bytes += b->len;
+}
 
 static void telemetry_finish(rete_exchange *ex, const rete_filter_end *end)
 {
@@ -21,5 +34,7 @@ static void telemetry_finish(rete_exchange *ex, const rete_filter_end *end)
 
 const rete_filter rete_filter_telemetry = {
     .name = "telemetry",
+    .on_request_body = telemetry_request_body,
+    .on_response_body = telemetry_response_body,
     .on_finish = telemetry_finish,
 };
