@@ -3,6 +3,22 @@
 #include <openssl/err.h>
 #include <stdio.h>
 
+const char *rete_rc_str(rete_rc rc)
+{
+    switch (rc) {
+    case RETE_OK: return "ok";
+    case RETE_EAGAIN: return "need more data";
+    case RETE_EINVAL: return "invalid input";
+    case RETE_ELIMIT: return "limit exceeded";
+    case RETE_ENOMEM: return "out of memory";
+    case RETE_EIO: return "I/O error";
+    case RETE_ENOTFOUND: return "not found";
+    case RETE_ESTATE: return "invalid state";
+    case RETE_ECONFLICT: return "conflict";
+    default: return "unknown error";
+    }
+}
+
 static void verrf(char *err, size_t errlen, const char *fmt, va_list ap)
 {
     if (err && errlen)

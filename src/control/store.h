@@ -43,8 +43,6 @@ typedef struct rete_store_write {
     bool unchanged;          /* same JSON as stored: no new revision */
 } rete_store_write;
 
-enum { RETE_ECONFLICT = -20 };
-
 typedef bool (*rete_store_each_fn)(const rete_store_resource *r, void *arg); /* false stops */
 
 typedef struct rete_store_token {

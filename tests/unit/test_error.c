@@ -1,4 +1,4 @@
-/* src/common/error.h: rete_error, the char-buffer formatters and the
+/* src/common/error.h: rete_error, rete_rc_str, the char-buffer formatters and the
  * OpenSSL-aware suffix; src/common/http_status.h's reason table. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +22,16 @@ static void test_set(void **state)
     assert_int_equal(e.code, RETE_EINVAL);
     assert_string_equal(e.msg, "field x: 3");
     assert_int_equal(rete_error_set(NULL, RETE_EIO, "nowhere"), RETE_EIO);
+}
+
+/* Every code has a name, RETE_ECONFLICT (the store's) included. */
+static void test_rc_str(void **state)
+{
+    (void)state;
+    assert_string_equal(rete_rc_str(RETE_OK), "ok");
+    assert_string_equal(rete_rc_str(RETE_EINVAL), "invalid input");
+    assert_string_equal(rete_rc_str(RETE_ECONFLICT), "conflict");
+    assert_string_equal(rete_rc_str(-99), "unknown error");
 }
 
 static void test_truncates(void **state)
@@ -69,6 +79,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set),
+        cmocka_unit_test(test_rc_str),
         cmocka_unit_test(test_truncates),
         cmocka_unit_test(test_ssl_suffix),
         cmocka_unit_test(test_reason),
