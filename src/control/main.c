@@ -359,10 +359,11 @@ int main(int argc, char **argv)
         return 1;
     }
     char *cadir = reted_datadir_path(r.data_dir, "ca");
-    r.ca = rete_ca_load(cadir, r.trust_domain, err, sizeof(err));
+    rete_error e = {0};
+    r.ca = rete_ca_load(cadir, r.trust_domain, &e);
     free(cadir);
     if (!r.ca) {
-        fprintf(stderr, "reted: CA: %s\n", err);
+        fprintf(stderr, "reted: CA: %s\n", e.msg);
         return 1;
     }
     char *tokpath = reted_datadir_path(r.data_dir, "admin.token");
@@ -377,9 +378,9 @@ int main(int argc, char **argv)
     r.loop = uv_default_loop();
     r.iol.loop = r.loop;
     r.started_unix = reted_now();
-    r.xds_tls = reted_datadir_server_tls(&r, err, sizeof(err));
+    r.xds_tls = reted_datadir_server_tls(&r, &e);
     if (!r.xds_tls) {
-        fprintf(stderr, "reted: TLS: %s\n", err);
+        fprintf(stderr, "reted: TLS: %s\n", e.msg);
         return 1;
     }
     char host[256];

@@ -33,11 +33,12 @@ static inline int fx_setup(void **state)
         fail_msg("open: %s", err);
     char cadir[128];
     snprintf(cadir, sizeof cadir, "%s/ca", f->dir);
-    if (rete_ca_init(cadir, "cluster.local", err, sizeof err) != RETE_OK)
-        fail_msg("ca init: %s", err);
-    f->r.ca = rete_ca_load(cadir, "cluster.local", err, sizeof err);
+    rete_error e = {0};
+    if (rete_ca_init(cadir, "cluster.local", &e) != RETE_OK)
+        fail_msg("ca init: %s", e.msg);
+    f->r.ca = rete_ca_load(cadir, "cluster.local", &e);
     if (!f->r.ca)
-        fail_msg("ca load: %s", err);
+        fail_msg("ca load: %s", e.msg);
     reted_stats_init(&f->r.stats);
     *state = f;
     return 0;

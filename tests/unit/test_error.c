@@ -1,5 +1,6 @@
 /* src/common/error.h: rete_error, rete_rc_str, the char-buffer formatters and the
- * OpenSSL-aware suffix; src/common/http_status.h's reason table. */
+ * OpenSSL-aware suffix; the errors of src/common/file.h's one writer;
+ * src/common/http_status.h's reason table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,9 +9,15 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
+#include "file.h"
 #include "http_status.h"
 
 static void test_set(void **state)
@@ -65,6 +72,51 @@ static void test_ssl_suffix(void **state)
     assert_string_equal(rete_ssl_reason("none"), "none");
 }
 
+/* The one file writer: content and mode on success; on failure the code and
+ * "<path>: <reason>", and no temporary file left behind. */
+static void test_file_write(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/rete-test-error-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/key.pem", dir);
+    rete_error e = {0};
+    assert_int_equal(rete_file_write_atomic(path, "secret", 6, 0600, &e), RETE_OK);
+    assert_int_equal(e.code, RETE_OK);
+    size_t len = 0;
+    char *back = rete_file_read(path, 64, &len);
+    assert_non_null(back);
+    assert_int_equal(len, 6);
+    assert_string_equal(back, "secret");
+    free(back);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    char missing[PATH_MAX];
+    snprintf(missing, sizeof missing, "%s/no-such-dir/x.pem", dir);
+    assert_int_equal(rete_file_write_atomic(missing, "x", 1, 0644, &e), RETE_EIO);
+    assert_int_equal(e.code, RETE_EIO);
+    assert_true(strncmp(e.msg, dir, strlen(dir)) == 0);
+    assert_non_null(strstr(e.msg, "No such file or directory"));
+
+    char longp[PATH_MAX + 8];
+    memset(longp, 'a', sizeof longp - 1);
+    longp[sizeof longp - 1] = '\0';
+    assert_int_equal(rete_file_write_atomic(longp, "x", 1, 0644, &e), RETE_EINVAL);
+    assert_int_equal(strlen(e.msg), RETE_ERROR_MSG_MAX - 1); /* "<path>: path too long", truncated */
+    assert_int_equal(rete_file_write_atomic(missing, "x", 1, 0644, NULL), RETE_EIO); /* no error wanted */
+
+    char to[PATH_MAX];
+    snprintf(to, sizeof to, "%s/moved.pem", dir);
+    assert_int_equal(rete_file_rename(path, to, &e), RETE_OK);
+    assert_int_equal(rete_file_rename(path, to, &e), RETE_EIO);
+    assert_non_null(strstr(e.msg, "rename "));
+    assert_int_equal(unlink(to), 0);
+    assert_int_equal(rmdir(dir), 0); /* nothing else left in it */
+}
+
 static void test_reason(void **state)
 {
     (void)state;
@@ -82,6 +134,7 @@ int main(void)
         cmocka_unit_test(test_rc_str),
         cmocka_unit_test(test_truncates),
         cmocka_unit_test(test_ssl_suffix),
+        cmocka_unit_test(test_file_write),
         cmocka_unit_test(test_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -89,9 +89,9 @@ int64_t rete_cp_cert_not_after(void)
 
 static int write_file(const char *path, const char *data, size_t len, mode_t mode)
 {
-    char err[512];
-    if (rete_file_write_atomic(path, data, len, mode, err, sizeof(err)) < 0) {
-        rete_warn("control plane: %s", err);
+    rete_error err = {0};
+    if (rete_file_write_atomic(path, data, len, mode, &err) < 0) {
+        rete_warn("control plane: %s", err.msg);
         return -1;
     }
     return 0;
@@ -349,12 +349,12 @@ static bool load_saved_config(void)
 
 static void rebuild_contexts(void)
 {
-    char err[512];
+    rete_error err = {0};
     if (cp.ctx_cert)
         rete_tls_ctx_unref(cp.ctx_cert);
-    cp.ctx_cert = rete_tls_cp_client_ctx(cp.cert_path, cp.key_path, cp.bundle_path, err, sizeof(err));
+    cp.ctx_cert = rete_tls_cp_client_ctx(cp.cert_path, cp.key_path, cp.bundle_path, &err);
     if (!cp.ctx_cert)
-        rete_err("control plane: %s", err);
+        rete_err("control plane: %s", err.msg);
 }
 
 static void expected_reted_id(char *out, size_t len)
@@ -576,14 +576,15 @@ static void retry_renewal(void)
 
 static void request_certificate(bool renewal)
 {
-    char spiffe[800], err[256];
+    char spiffe[800];
+    rete_error err = {0};
     rete_spiffe_format(spiffe, sizeof(spiffe),
                        cp.o->trust_domain ? cp.o->trust_domain : RETE_DEFAULT_TRUST_DOMAIN, cp.o->ns,
                        cp.o->sa);
     char *key = NULL;
-    char *csr = rete_csr_new(spiffe, &key, err, sizeof(err));
+    char *csr = rete_csr_new(spiffe, &key, &err);
     if (!csr) {
-        rete_err("control plane: CSR: %s", err);
+        rete_err("control plane: CSR: %s", err.msg);
         return;
     }
     json_t *body = json_pack("{s:s}", "csr", csr);
@@ -829,10 +830,10 @@ int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
     snprintf(cp.key_path, sizeof(cp.key_path), "%s/key.pem", o->data_dir);
     snprintf(cp.bundle_path, sizeof(cp.bundle_path), "%s/bundle.pem", o->data_dir);
     snprintf(cp.config_path, sizeof(cp.config_path), "%s/config.json", o->data_dir);
-    char err[512];
-    cp.ctx_anon = rete_tls_cp_client_ctx(NULL, NULL, o->ca_file, err, sizeof(err));
+    rete_error err = {0};
+    cp.ctx_anon = rete_tls_cp_client_ctx(NULL, NULL, o->ca_file, &err);
     if (!cp.ctx_anon) {
-        rete_err("control plane: %s", err);
+        rete_err("control plane: %s", err.msg);
         return -1;
     }
     uv_timer_init(p->loop, &cp.retry_timer);
