@@ -50,8 +50,8 @@ static void test_truncates(void **state)
     rete_errf(NULL, 0, "nothing"); /* no buffer: nothing written */
 }
 
-/* A failed OpenSSL call leaves its error queued: the _ssl forms append it
- * once and clear the queue, so the next message does not carry it. */
+/* A failed OpenSSL call leaves its error queued: rete_error_set_ssl appends
+ * it once and clears the queue, so the next message does not carry it. */
 static void test_ssl_suffix(void **state)
 {
     (void)state;
@@ -66,9 +66,9 @@ static void test_ssl_suffix(void **state)
     assert_true(strncmp(e.msg, "cert.pem: not a PEM certificate (error:", 39) == 0);
     assert_int_equal(e.msg[strlen(e.msg) - 1], ')');
     assert_true(ERR_peek_error() == 0);
-    char buf[64];
-    rete_errf_ssl(buf, sizeof buf, "plain");
-    assert_string_equal(buf, "plain"); /* nothing queued: no suffix */
+    assert_int_equal(rete_error_set_ssl(&e, RETE_EINVAL, "plain"), RETE_EINVAL);
+    assert_string_equal(e.msg, "plain"); /* nothing queued: no suffix */
+    assert_int_equal(e.code, RETE_EINVAL);
     assert_string_equal(rete_ssl_reason("none"), "none");
 }
 
