@@ -351,15 +351,15 @@ int main(int argc, char **argv)
             lims[i]->max_conns_per_source = lims[i]->max_conns;
     }
     char err[512];
+    rete_error e = {0};
     char *dbpath = reted_datadir_path(r.data_dir, "store.db");
-    r.store = rete_store_sqlite_open(dbpath, err, sizeof(err));
+    r.store = rete_store_sqlite_open(dbpath, &e);
     free(dbpath);
     if (!r.store) {
-        fprintf(stderr, "reted: store: %s\n", err);
+        fprintf(stderr, "reted: store: %s\n", e.msg);
         return 1;
     }
     char *cadir = reted_datadir_path(r.data_dir, "ca");
-    rete_error e = {0};
     r.ca = rete_ca_load(cadir, r.trust_domain, &e);
     free(cadir);
     if (!r.ca) {

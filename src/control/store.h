@@ -9,6 +9,7 @@
 #ifndef RETE_CONTROL_STORE_H
 #define RETE_CONTROL_STORE_H
 
+#include "error.h"
 #include "result.h"
 
 #include <stdbool.h>
@@ -93,9 +94,9 @@ struct rete_store {
 
 /* The embedded backend: SQLite database at `path` (created 0600 if absent;
  * an existing file readable by others is tightened to 0600). Returns NULL
- * with a message in err when the file cannot be opened, is not a rete store,
- * is damaged, or has a schema newer than this build knows. One thread at a
- * time. */
-rete_store *rete_store_sqlite_open(const char *path, char *err, size_t errlen);
+ * with *err set ("<path>: <what>: <SQLite's reason>") when the file cannot
+ * be opened, is not a rete store, is damaged, or has a schema newer than
+ * this build knows. One thread at a time. */
+rete_store *rete_store_sqlite_open(const char *path, rete_error *err);
 
 #endif

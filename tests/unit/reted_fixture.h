@@ -27,13 +27,12 @@ static inline int fx_setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/rete-reted-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    char err[256] = "";
-    f->r.store = rete_store_sqlite_open(f->path, err, sizeof err);
+    rete_error e = {0};
+    f->r.store = rete_store_sqlite_open(f->path, &e);
     if (!f->r.store)
-        fail_msg("open: %s", err);
+        fail_msg("open: %s", e.msg);
     char cadir[128];
     snprintf(cadir, sizeof cadir, "%s/ca", f->dir);
-    rete_error e = {0};
     if (rete_ca_init(cadir, "cluster.local", &e) != RETE_OK)
         fail_msg("ca init: %s", e.msg);
     f->r.ca = rete_ca_load(cadir, "cluster.local", &e);
