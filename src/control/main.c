@@ -350,7 +350,6 @@ int main(int argc, char **argv)
         if (!lims[i]->max_conns_per_source || lims[i]->max_conns_per_source > lims[i]->max_conns)
             lims[i]->max_conns_per_source = lims[i]->max_conns;
     }
-    char err[512];
     rete_error e = {0};
     char *dbpath = reted_datadir_path(r.data_dir, "store.db");
     r.store = rete_store_sqlite_open(dbpath, &e);
@@ -387,14 +386,14 @@ int main(int argc, char **argv)
     uint16_t port;
     if (parse_hostport(api, host, sizeof(host), &port) < 0 ||
         !(r.api = rete_http_listen(&r.iol, host, port, NULL, r.max_request_body, reted_api_handle, &r,
-                                   err, sizeof(err)))) {
-        fprintf(stderr, "reted: --api %s: %s\n", api, err[0] ? err : "expected HOST:PORT");
+                                   &e))) {
+        fprintf(stderr, "reted: --api %s: %s\n", api, e.msg[0] ? e.msg : "expected HOST:PORT");
         return 1;
     }
     if (parse_hostport(xds, host, sizeof(host), &port) < 0 ||
         !(r.xds = rete_http_listen(&r.iol, host, port, r.xds_tls, r.max_request_body, reted_xds_handle,
-                                   &r, err, sizeof(err)))) {
-        fprintf(stderr, "reted: --xds %s: %s\n", xds, err[0] ? err : "expected HOST:PORT");
+                                   &r, &e))) {
+        fprintf(stderr, "reted: --xds %s: %s\n", xds, e.msg[0] ? e.msg : "expected HOST:PORT");
         return 1;
     }
     rete_http_server_set_limits(r.api, &r.api_limits);
