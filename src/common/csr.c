@@ -37,7 +37,7 @@ static char *key_pem(EVP_PKEY *k)
     return s;
 }
 
-char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t errlen)
+char *rete_csr_new(const char *spiffe_id, char **key_pem_out, rete_error *err)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509_REQ *req = X509_REQ_new();
@@ -51,7 +51,7 @@ char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t 
     *key_pem_out = NULL;
 
     if (!rete_spiffe_id_valid(spiffe_id, strlen(spiffe_id))) {
-        rete_errf_ssl(err, errlen, "\"%s\" is not a SPIFFE ID", spiffe_id);
+        rete_error_set_ssl(err, RETE_EINVAL, "\"%s\" is not a SPIFFE ID", spiffe_id);
         goto out;
     }
     RETE_ENSURE_GOTO(key && req && exts && names && gn && ia5, fail);
@@ -74,7 +74,7 @@ char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t 
     *key_pem_out = kp;
     goto out;
 fail:
-    rete_errf_ssl(err, errlen, "cannot create a key and CSR");
+    rete_error_set_ssl(err, RETE_EIO, "cannot create a key and CSR");
     rete_free(&csr);
 out:
     BIO_free(b);

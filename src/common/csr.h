@@ -5,11 +5,14 @@
 #ifndef RETE_CSR_H
 #define RETE_CSR_H
 
+#include "error.h"
+
 #include <stddef.h>
 
 /* Returns the CSR (PEM, malloc'ed) and *key_pem_out (PEM, malloc'ed), or
- * NULL with err. */
-char *rete_csr_new(const char *spiffe_id, char **key_pem_out, char *err, size_t errlen);
+ * NULL with *err set (RETE_EINVAL: not a SPIFFE ID; RETE_EIO: OpenSSL
+ * failed). */
+char *rete_csr_new(const char *spiffe_id, char **key_pem_out, rete_error *err);
 
 /* The notAfter of the first certificate in a PEM file or text, as a Unix
  * time; 0 when it cannot be read. */

@@ -3,6 +3,22 @@
 #include <openssl/err.h>
 #include <stdio.h>
 
+const char *rete_rc_str(rete_rc rc)
+{
+    switch (rc) {
+    case RETE_OK: return "ok";
+    case RETE_EAGAIN: return "need more data";
+    case RETE_EINVAL: return "invalid input";
+    case RETE_ELIMIT: return "limit exceeded";
+    case RETE_ENOMEM: return "out of memory";
+    case RETE_EIO: return "I/O error";
+    case RETE_ENOTFOUND: return "not found";
+    case RETE_ESTATE: return "invalid state";
+    case RETE_ECONFLICT: return "conflict";
+    default: return "unknown error";
+    }
+}
+
 static void verrf(char *err, size_t errlen, const char *fmt, va_list ap)
 {
     if (err && errlen)
@@ -17,7 +33,8 @@ void rete_errf(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-void rete_verrf_ssl(char *err, size_t errlen, const char *fmt, va_list ap)
+static void __attribute__((format(printf, 3, 0)))
+verrf_ssl(char *err, size_t errlen, const char *fmt, va_list ap)
 {
     unsigned long e = ERR_peek_error();
     if (err && errlen) {
@@ -29,14 +46,6 @@ void rete_verrf_ssl(char *err, size_t errlen, const char *fmt, va_list ap)
         }
     }
     ERR_clear_error();
-}
-
-void rete_errf_ssl(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    rete_verrf_ssl(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 rete_rc rete_error_set(rete_error *e, rete_rc code, const char *fmt, ...)
@@ -57,9 +66,9 @@ rete_rc rete_error_set_ssl(rete_error *e, rete_rc code, const char *fmt, ...)
     va_start(ap, fmt);
     if (e) {
         e->code = code;
-        rete_verrf_ssl(e->msg, sizeof e->msg, fmt, ap);
+        verrf_ssl(e->msg, sizeof e->msg, fmt, ap);
     } else {
-        rete_verrf_ssl(NULL, 0, fmt, ap); /* still clears the queue */
+        verrf_ssl(NULL, 0, fmt, ap); /* still clears the queue */
     }
     va_end(ap);
     return code;

@@ -7,11 +7,13 @@
  *
  *     if (!x) return rete_error_set_ssl(err, RETE_EIO, "%s: cannot read", path);
  *
- * The older conventions ("-1 + char buffer", "bool + buffer") write through
- * the same formatters (rete_errf, rete_errf_ssl), so a message reads the
- * same whichever way it travels; docs/architecture.md lists what still uses
- * them. OpenSSL's queue is per thread: the _ssl forms read and clear it on
- * the thread that made the failed call. */
+ * The older convention ("NULL/-1 + char buffer") writes through the same
+ * formatter (rete_errf), so a message reads the same whichever way it
+ * travels; docs/architecture.md lists what still uses it, and why.
+ * OpenSSL's queue is per thread: rete_error_set_ssl reads and clears it on
+ * the thread that made the failed call.
+ *
+ * Success leaves *err untouched: read it only after a failure. */
 #ifndef RETE_ERROR_H
 #define RETE_ERROR_H
 
@@ -35,14 +37,10 @@ rete_rc rete_error_set(rete_error *e, rete_rc code, const char *fmt, ...)
 rete_rc rete_error_set_ssl(rete_error *e, rete_rc code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* The formatters behind both, for callers that pass a char buffer: write the
- * message into err[errlen] (nothing when err is NULL or errlen 0), truncated
- * and always NUL-terminated. */
+/* The formatter behind rete_error_set, for callers that pass a char buffer:
+ * write the message into err[errlen] (nothing when err is NULL or errlen 0),
+ * truncated and always NUL-terminated. */
 void rete_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void rete_errf_ssl(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void rete_verrf_ssl(char *err, size_t errlen, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
 
 /* The most specific reason OpenSSL queued on this thread (its last error's
  * reason string), or `fallback` when none; does not clear the queue. */

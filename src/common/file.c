@@ -1,6 +1,5 @@
 #include "file.h"
 #include "alloc.h"
-#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,28 +30,22 @@ static rete_rc fsync_dir_of(const char *path)
     return r == 0 ? RETE_OK : RETE_EIO;
 }
 
-rete_rc rete_file_rename(const char *from, const char *to, char *err, size_t errlen)
+rete_rc rete_file_rename(const char *from, const char *to, rete_error *err)
 {
-    if (rename(from, to) != 0 || fsync_dir_of(to) != RETE_OK) {
-        snprintf(err, errlen, "rename %s to %s: %s", from, to, strerror(errno));
-        return RETE_EIO;
-    }
+    if (rename(from, to) != 0 || fsync_dir_of(to) != RETE_OK)
+        return rete_error_set(err, RETE_EIO, "rename %s to %s: %s", from, to, strerror(errno));
     return RETE_OK;
 }
 
 rete_rc rete_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode,
-                               char *err, size_t errlen)
+                               rete_error *err)
 {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp)) {
-        snprintf(err, errlen, "%s: path too long", path);
-        return RETE_EINVAL;
-    }
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
+        return rete_error_set(err, RETE_EINVAL, "%s: path too long", path);
     int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        return RETE_EIO;
-    }
+    if (fd < 0)
+        return rete_error_set(err, RETE_EIO, "%s: %s", tmp, strerror(errno));
     bool ok = fchmod(fd, mode) == 0;
     for (size_t off = 0; ok && off < len;) {
         ssize_t w = write(fd, data + off, len - off);
@@ -69,40 +62,11 @@ rete_rc rete_file_write_atomic(const char *path, const char *data, size_t len, m
     if (!ok) {
         saved = errno ? errno : saved;
         unlink(tmp);
-        snprintf(err, errlen, "%s: %s", path, strerror(saved));
-        return RETE_EIO;
+        return rete_error_set(err, RETE_EIO, "%s: %s", path, strerror(saved));
     }
-    if (fsync_dir_of(path) != RETE_OK) {
-        snprintf(err, errlen, "%s: fsync of its directory: %s", path, strerror(errno));
-        return RETE_EIO;
-    }
+    if (fsync_dir_of(path) != RETE_OK)
+        return rete_error_set(err, RETE_EIO, "%s: fsync of its directory: %s", path, strerror(errno));
     return RETE_OK;
-}
-
-rete_rc rete_file_write_in(const char *dir, const char *name, const char *data, size_t len,
-                           mode_t mode, char *err, size_t errlen)
-{
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (n <= 0 || (size_t)n >= sizeof path) {
-        snprintf(err, errlen, "%s/%s: path too long", dir, name);
-        return RETE_EINVAL;
-    }
-    return rete_file_write_atomic(path, data, len, mode, err, errlen);
-}
-
-rete_rc rete_file_write_logged(const char *path, const char *data, size_t len, mode_t mode,
-                               int level, const char *context)
-{
-    char err[512];
-    rete_rc rc = rete_file_write_atomic(path, data, len, mode, err, sizeof err);
-    if (rc != RETE_OK) {
-        if (context)
-            RETE_LOG(level, "%s: %s", context, err);
-        else
-            RETE_LOG(level, "%s", err);
-    }
-    return rc;
 }
 
 char *rete_file_read(const char *path, size_t max, size_t *len_out)

@@ -70,18 +70,3 @@ void rete_log_write(int level, const char *fmt, ...)
     /* One write per line so lines from several threads never interleave. */
     fwrite(out, 1, len, stderr);
 }
-
-const char *rete_rc_str(rete_rc rc)
-{
-    switch (rc) {
-    case RETE_OK: return "ok";
-    case RETE_EAGAIN: return "need more data";
-    case RETE_EINVAL: return "invalid input";
-    case RETE_ELIMIT: return "limit exceeded";
-    case RETE_ENOMEM: return "out of memory";
-    case RETE_EIO: return "I/O error";
-    case RETE_ENOTFOUND: return "not found";
-    case RETE_ESTATE: return "invalid state";
-    default: return "unknown error";
-    }
-}

@@ -21,6 +21,10 @@ enum {
     RETE_EIO = -5,      /* system or library call failed */
     RETE_ENOTFOUND = -6,
     RETE_ESTATE = -7,   /* call not valid in the object's current state */
+    /* A conditional write lost: the stored version is not the one the
+     * caller read (the store's optimistic concurrency, store.h), or the
+     * object exists already. */
+    RETE_ECONFLICT = -20,
 };
 
 /* Return the (negative) result of `expr` from the enclosing function. */
@@ -38,6 +42,7 @@ enum {
             goto label;                                                                            \
     } while (0)
 
+/* A short English name for a code ("invalid input"); error.c. */
 const char *rete_rc_str(rete_rc rc);
 
 #endif

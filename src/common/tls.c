@@ -346,11 +346,11 @@ static int mesh_client_hello_cb(SSL *ssl, int *alert, void *arg)
 /* ---- contexts ---------------------------------------------------------- */
 
 static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, const char *key_file,
-                         char *err, size_t errlen)
+                         rete_error *err)
 {
     SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     if (!c) {
-        rete_errf(err, errlen, "SSL_CTX_new: %s", rete_ssl_reason("failed"));
+        rete_error_set(err, RETE_EIO, "SSL_CTX_new: %s", rete_ssl_reason("failed"));
         goto fail;
     }
     SSL_CTX_set_min_proto_version(c, min_version);
@@ -364,20 +364,20 @@ static SSL_CTX *ctx_base(bool server, int min_version, const char *cert_file, co
     if (!cert_file) /* a client that presents no certificate (bootstrap) */
         return c;
     if (SSL_CTX_use_certificate_chain_file(c, cert_file) != 1) {
-        rete_errf(err, errlen, "certificate file %s: %s", cert_file,
+        rete_error_set(err, RETE_EIO, "certificate file %s: %s", cert_file,
                 rete_ssl_reason("cannot load PEM certificate chain"));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(c, key_file, SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-            rete_errf(err, errlen, "key file %s does not match certificate file %s", key_file,
+            rete_error_set(err, RETE_EINVAL, "key file %s does not match certificate file %s", key_file,
                     cert_file);
         else
-            rete_errf(err, errlen, "key file %s: %s", key_file, rete_ssl_reason("cannot load PEM key"));
+            rete_error_set(err, RETE_EIO, "key file %s: %s", key_file, rete_ssl_reason("cannot load PEM key"));
         goto fail;
     }
     if (SSL_CTX_check_private_key(c) != 1) {
-        rete_errf(err, errlen, "key file %s does not match certificate file %s", key_file, cert_file);
+        rete_error_set(err, RETE_EINVAL, "key file %s does not match certificate file %s", key_file, cert_file);
         goto fail;
     }
     ERR_clear_error();
@@ -401,14 +401,13 @@ static rete_tls_ctx *ctx_wrap(SSL_CTX *c, enum tls_kind kind)
  * certificate (if any), every root of the bundle trusted (two during a CA
  * rotation), the peer's chain verified with its SPIFFE ID checked. */
 static SSL_CTX *verifying_ctx(bool server, const char *cert_file, const char *key_file,
-                              const char *ca_file, int verify_mode, char *err, size_t errlen)
+                              const char *ca_file, int verify_mode, rete_error *err)
 {
-    rete_errf(err, errlen, "%s", "");
-    SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err, errlen);
+    SSL_CTX *c = ctx_base(server, TLS1_3_VERSION, cert_file, key_file, err);
     if (!c)
         return NULL;
     if (SSL_CTX_load_verify_file(c, ca_file) != 1) {
-        rete_errf(err, errlen, "CA bundle %s: %s", ca_file,
+        rete_error_set(err, RETE_EIO, "CA bundle %s: %s", ca_file,
                 rete_ssl_reason("cannot load PEM certificates"));
         ERR_clear_error();
         SSL_CTX_free(c);
@@ -420,17 +419,17 @@ static SSL_CTX *verifying_ctx(bool server, const char *cert_file, const char *ke
 }
 
 static rete_tls_ctx *mesh_ctx(bool server, const char *cert_file, const char *key_file,
-                              const char *ca_file, char *err, size_t errlen)
+                              const char *ca_file, rete_error *err)
 {
     int mode = SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
-    SSL_CTX *c = verifying_ctx(server, cert_file, key_file, ca_file, mode, err, errlen);
+    SSL_CTX *c = verifying_ctx(server, cert_file, key_file, ca_file, mode, err);
     if (!c)
         return NULL;
     if (server) {
         SSL_CTX_set_alpn_select_cb(c, mesh_alpn_cb, NULL);
         SSL_CTX_set_client_hello_cb(c, mesh_client_hello_cb, NULL);
     } else if (SSL_CTX_set_alpn_protos(c, alpn_h2, sizeof(alpn_h2)) != 0) {
-        rete_errf(err, errlen, "SSL_CTX_set_alpn_protos failed");
+        rete_error_set(err, RETE_EIO, "SSL_CTX_set_alpn_protos failed");
         SSL_CTX_free(c);
         return NULL;
     }
@@ -438,22 +437,20 @@ static rete_tls_ctx *mesh_ctx(bool server, const char *cert_file, const char *ke
 }
 
 rete_tls_ctx *rete_tls_mesh_server_ctx(const char *cert_file, const char *key_file,
-                                       const char *ca_file, char *err, size_t errlen)
+                                       const char *ca_file, rete_error *err)
 {
-    return mesh_ctx(true, cert_file, key_file, ca_file, err, errlen);
+    return mesh_ctx(true, cert_file, key_file, ca_file, err);
 }
 
 rete_tls_ctx *rete_tls_mesh_client_ctx(const char *cert_file, const char *key_file,
-                                       const char *ca_file, char *err, size_t errlen)
+                                       const char *ca_file, rete_error *err)
 {
-    return mesh_ctx(false, cert_file, key_file, ca_file, err, errlen);
+    return mesh_ctx(false, cert_file, key_file, ca_file, err);
 }
 
-rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_file, char *err,
-                                      size_t errlen)
+rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_file, rete_error *err)
 {
-    rete_errf(err, errlen, "%s", "");
-    SSL_CTX *c = ctx_base(true, TLS1_2_VERSION, cert_file, key_file, err, errlen);
+    SSL_CTX *c = ctx_base(true, TLS1_2_VERSION, cert_file, key_file, err);
     if (!c)
         return NULL;
     SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
@@ -467,24 +464,24 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
  * issuance with a join token): what a request may do is decided per
  * request from rete_tls_peer_spiffe_id. */
 static rete_tls_ctx *cp_ctx(bool server, const char *cert_file, const char *key_file,
-                            const char *ca_file, char *err, size_t errlen)
+                            const char *ca_file, rete_error *err)
 {
-    SSL_CTX *c = verifying_ctx(server, cert_file, key_file, ca_file, SSL_VERIFY_PEER, err, errlen);
+    SSL_CTX *c = verifying_ctx(server, cert_file, key_file, ca_file, SSL_VERIFY_PEER, err);
     if (!c)
         return NULL;
     return ctx_wrap(c, server ? TLS_CP_SERVER : TLS_CP_CLIENT);
 }
 
 rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file,
-                                     const char *ca_file, char *err, size_t errlen)
+                                     const char *ca_file, rete_error *err)
 {
-    return cp_ctx(true, cert_file, key_file, ca_file, err, errlen);
+    return cp_ctx(true, cert_file, key_file, ca_file, err);
 }
 
 rete_tls_ctx *rete_tls_cp_client_ctx(const char *cert_file, const char *key_file,
-                                     const char *ca_file, char *err, size_t errlen)
+                                     const char *ca_file, rete_error *err)
 {
-    return cp_ctx(false, cert_file, key_file, ca_file, err, errlen);
+    return cp_ctx(false, cert_file, key_file, ca_file, err);
 }
 
 rete_tls_ctx *rete_tls_ctx_ref(rete_tls_ctx *ctx)

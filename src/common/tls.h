@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "result.h"
 #include "spiffe.h"
 
@@ -46,13 +47,12 @@ typedef struct rete_tls_session rete_tls_session;
  * intermediates, key_file its private key, ca_file the trust bundle (every
  * root in it is trusted: during a CA rotation it holds old and new roots).
  * Returns a context with one reference, or NULL with a message naming the
- * file at fault in err (always NUL-terminated when errlen > 0). */
+ * file at fault in *err (may be NULL). */
 rete_tls_ctx *rete_tls_mesh_server_ctx(const char *cert_file, const char *key_file,
-                                       const char *ca_file, char *err, size_t errlen);
+                                       const char *ca_file, rete_error *err);
 rete_tls_ctx *rete_tls_mesh_client_ctx(const char *cert_file, const char *key_file,
-                                       const char *ca_file, char *err, size_t errlen);
-rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_file, char *err,
-                                      size_t errlen);
+                                       const char *ca_file, rete_error *err);
+rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_file, rete_error *err);
 
 /* Thread-safe reference counting; unref(NULL) is a no-op. The caller NULLs
  * its own pointer after unref. */
@@ -62,9 +62,9 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
  * certificate (cert_file NULL: first issuance with a join token) and checks
  * the server's SPIFFE ID when the session is made with an expected one. */
 rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file,
-                                     const char *ca_file, char *err, size_t errlen);
+                                     const char *ca_file, rete_error *err);
 rete_tls_ctx *rete_tls_cp_client_ctx(const char *cert_file, const char *key_file,
-                                     const char *ca_file, char *err, size_t errlen);
+                                     const char *ca_file, rete_error *err);
 rete_tls_ctx *rete_tls_ctx_ref(rete_tls_ctx *ctx);
 void rete_tls_ctx_unref(rete_tls_ctx *ctx);
 

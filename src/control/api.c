@@ -390,15 +390,16 @@ static void api_identity(reted *r, rete_http_req *req)
         respond_error(req, 403, "token unknown, expired or used up");
         return;
     }
-    char spiffe[1024], err[256];
+    char spiffe[1024];
+    rete_error err = {0};
     rete_spiffe_format(spiffe, sizeof(spiffe), r->trust_domain, t.ns, t.sa);
     int64_t not_after = 0;
-    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &not_after, err,
-                                   sizeof(err));
+    char *chain =
+        rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &not_after, &err);
     json_decref(in);
     if (!chain) {
         reted_count(&r->stats, r->stats.certs_refused);
-        respond_error(req, 400, err);
+        respond_error(req, 400, err.msg);
         return;
     }
     reted_count(&r->stats, r->stats.certs_issued);
@@ -423,12 +424,12 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
     if (p_in)
         snprintf(phase_buf, sizeof(phase_buf), "%s", p_in);
     const char *phase = p_in ? phase_buf : NULL;
-    char err[512] = "";
+    rete_error err = {0};
     char cadir[4096];
     snprintf(cadir, sizeof(cadir), "%s/ca", r->data_dir);
     rete_rc rc;
     if (phase && strcmp(phase, "begin") == 0) {
-        rc = rete_ca_rotate_begin(r->ca, cadir, err, sizeof(err));
+        rc = rete_ca_rotate_begin(r->ca, cadir, &err);
         if (rc == RETE_OK)
             r->renew_issued_before = reted_now() + 1;
         r->ca_generation++;
@@ -454,7 +455,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
                 respond_error(req, 409, msg);
                 return;
             }
-        rc = rete_ca_rotate_finish(r->ca, cadir, err, sizeof(err));
+        rc = rete_ca_rotate_finish(r->ca, cadir, &err);
         r->ca_generation++;
     } else {
         json_decref(in);
@@ -463,16 +464,16 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
     }
     json_decref(in);
     if (rc < 0) {
-        respond_error(req, rc == RETE_ESTATE ? 409 : 500, err[0] ? err : "rotation failed");
+        respond_error(req, rc == RETE_ESTATE ? 409 : 500, err.msg[0] ? err.msg : "rotation failed");
         return;
     }
-    rete_tls_ctx *ctx = reted_datadir_server_tls(r, err, sizeof(err));
+    rete_tls_ctx *ctx = reted_datadir_server_tls(r, &err);
     if (ctx) {
         rete_http_server_set_tls(r->xds, ctx);
         rete_tls_ctx_unref(r->xds_tls);
         r->xds_tls = ctx;
     } else {
-        rete_err("ca rotation: reted's own certificate: %s", err);
+        rete_err("ca rotation: reted's own certificate: %s", err.msg);
     }
     rete_info("ca rotation: %s done; pushing the bundle to every proxy", phase);
     reted_changed(r, NULL, NULL, NULL);

@@ -127,6 +127,16 @@ static bool path_join(char *out, size_t outlen, const char *dir, const char *nam
     return n > 0 && (size_t)n < outlen;
 }
 
+/* dir/name replaced atomically with the PEM text (file.h). */
+static RETE_MUST_CHECK rete_rc write_pem(const char *dir, const char *name, const char *pem,
+                                         mode_t mode, rete_error *err)
+{
+    char p[PATH_MAX];
+    if (!path_join(p, sizeof p, dir, name))
+        return rete_error_set(err, RETE_EINVAL, "%s/%s: path too long", dir, name);
+    return rete_file_write_atomic(p, pem, strlen(pem), mode, err);
+}
+
 static bool file_exists(const char *dir, const char *name)
 {
     char p[PATH_MAX];
@@ -135,53 +145,51 @@ static bool file_exists(const char *dir, const char *name)
 }
 
 static RETE_MUST_CHECK rete_rc rename_file(const char *dir, const char *from, const char *to,
-                                           char *err, size_t errlen)
+                                           rete_error *err)
 {
     char a[PATH_MAX], b[PATH_MAX];
-    if (!path_join(a, sizeof a, dir, from) || !path_join(b, sizeof b, dir, to)) {
-        rete_errf_ssl(err, errlen, "%s/%s: path too long", dir, from);
-        return RETE_EINVAL;
-    }
-    return rete_file_rename(a, b, err, errlen);
+    if (!path_join(a, sizeof a, dir, from) || !path_join(b, sizeof b, dir, to))
+        return rete_error_set_ssl(err, RETE_EINVAL, "%s/%s: path too long", dir, from);
+    return rete_file_rename(a, b, err);
 }
 
-static BIO *open_file(const char *dir, const char *name, char *err, size_t errlen)
+static BIO *open_file(const char *dir, const char *name, rete_error *err)
 {
     char p[PATH_MAX];
     BIO *b = path_join(p, sizeof p, dir, name) ? BIO_new_file(p, "r") : NULL;
     if (!b)
-        rete_errf_ssl(err, errlen, "%s/%s: cannot read", dir, name);
+        rete_error_set_ssl(err, RETE_EIO, "%s/%s: cannot read", dir, name);
     return b;
 }
 
-static X509 *read_cert(const char *dir, const char *name, char *err, size_t errlen)
+static X509 *read_cert(const char *dir, const char *name, rete_error *err)
 {
-    BIO *b = open_file(dir, name, err, errlen);
+    BIO *b = open_file(dir, name, err);
     if (!b)
         return NULL;
     X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!x)
-        rete_errf_ssl(err, errlen, "%s/%s: not a PEM certificate", dir, name);
+        rete_error_set_ssl(err, RETE_EIO, "%s/%s: not a PEM certificate", dir, name);
     return x;
 }
 
-static EVP_PKEY *read_key(const char *dir, const char *name, char *err, size_t errlen)
+static EVP_PKEY *read_key(const char *dir, const char *name, rete_error *err)
 {
-    BIO *b = open_file(dir, name, err, errlen);
+    BIO *b = open_file(dir, name, err);
     if (!b)
         return NULL;
     EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!k)
-        rete_errf_ssl(err, errlen, "%s/%s: not a PEM private key", dir, name);
+        rete_error_set_ssl(err, RETE_EIO, "%s/%s: not a PEM private key", dir, name);
     return k;
 }
 
 /* Every certificate in a PEM file (at least one). */
-static STACK_OF(X509) * read_certs(const char *dir, const char *name, char *err, size_t errlen)
+static STACK_OF(X509) * read_certs(const char *dir, const char *name, rete_error *err)
 {
-    BIO *b = open_file(dir, name, err, errlen);
+    BIO *b = open_file(dir, name, err);
     if (!b)
         return NULL;
     STACK_OF(X509) *sk = sk_X509_new_null();
@@ -196,7 +204,7 @@ static STACK_OF(X509) * read_certs(const char *dir, const char *name, char *err,
     BIO_free(b);
     if (!sk || sk_X509_num(sk) == 0) {
         sk_X509_pop_free(sk, X509_free);
-        rete_errf_ssl(err, errlen, "%s/%s: no PEM certificate", dir, name);
+        rete_error_set_ssl(err, RETE_EIO, "%s/%s: no PEM certificate", dir, name);
         return NULL;
     }
     return sk;
@@ -292,7 +300,7 @@ static bool td_valid(const char *td)
 }
 
 /* A new self-signed root: ECDSA P-256, 10 years, CN "<td> root", O "rete". */
-static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char *err, size_t errlen)
+static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, rete_error *err)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *x = X509_new();
@@ -322,7 +330,7 @@ static bool make_root(const char *td, X509 **cert_out, EVP_PKEY **key_out, char 
     *key_out = key;
     return true;
 fail:
-    rete_errf_ssl(err, errlen, "cannot create the root CA for %s", td);
+    rete_error_set_ssl(err, RETE_EIO, "cannot create the root CA for %s", td);
     BN_free(bn);
     X509_free(x);
     EVP_PKEY_free(key);
@@ -346,28 +354,22 @@ static char *key_pem(EVP_PKEY *k)
     return s;
 }
 
-static RETE_MUST_CHECK rete_rc write_cert(const char *dir, const char *name, X509 *x, char *err,
-                                          size_t errlen)
+static RETE_MUST_CHECK rete_rc write_cert(const char *dir, const char *name, X509 *x, rete_error *err)
 {
     char *pem = cert_pem(x);
-    if (!pem) {
-        rete_errf_ssl(err, errlen, "cannot encode %s", name);
-        return RETE_EIO;
-    }
-    rete_rc rc = rete_file_write_in(dir, name, pem, strlen(pem), 0644, err, errlen);
+    if (!pem)
+        return rete_error_set_ssl(err, RETE_EIO, "cannot encode %s", name);
+    rete_rc rc = write_pem(dir, name, pem, 0644, err);
     rete_free(&pem);
     return rc;
 }
 
-static RETE_MUST_CHECK rete_rc write_key(const char *dir, const char *name, EVP_PKEY *k, char *err,
-                                         size_t errlen)
+static RETE_MUST_CHECK rete_rc write_key(const char *dir, const char *name, EVP_PKEY *k, rete_error *err)
 {
     char *pem = key_pem(k);
-    if (!pem) {
-        rete_errf_ssl(err, errlen, "cannot encode %s", name);
-        return RETE_EIO;
-    }
-    rete_rc rc = rete_file_write_in(dir, name, pem, strlen(pem), 0600, err, errlen);
+    if (!pem)
+        return rete_error_set_ssl(err, RETE_EIO, "cannot encode %s", name);
+    rete_rc rc = write_pem(dir, name, pem, 0600, err);
     OPENSSL_cleanse(pem, strlen(pem));
     rete_free(&pem);
     return rc;
@@ -433,7 +435,7 @@ static EVP_PKEY *p256_params(void)
 }
 
 /* Prepare everything a leaf shares, for the current signing key and cert. */
-static bool signer_setup(rete_ca *ca, char *err, size_t errlen)
+static bool signer_setup(rete_ca *ca, rete_error *err)
 {
     signer_clear(ca);
     ca->ext_bc = conf_ext(NID_basic_constraints, "critical,CA:FALSE");
@@ -452,7 +454,7 @@ static bool signer_setup(rete_ca *ca, char *err, size_t errlen)
     if (!ca->ext_bc || !ca->ext_ku || !ca->ext_eku || !ca->ext_aki || !ca->sign_tmpl ||
         !ca->sign_work || !ca->serial_bn || !ca->verify_ctx || !ca->p256 ||
         EVP_DigestSignInit_ex(ca->sign_tmpl, NULL, "SHA256", NULL, NULL, ca->key, NULL) != 1) {
-        rete_errf_ssl(err, errlen, "cannot prepare the CA signer");
+        rete_error_set_ssl(err, RETE_EIO, "cannot prepare the CA signer");
         signer_clear(ca);
         return false;
     }
@@ -479,7 +481,7 @@ static bool now_within(X509 *x)
 
 /* An operator's CA: cert.pem + key.pem, and chain.pem up to the operator's
  * root unless cert.pem is itself a root. */
-static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen)
+static bool load_operator(rete_ca *ca, const char *dir, rete_error *err)
 {
     STACK_OF(X509) *chain = NULL, *inter = sk_X509_new_null();
     STACK_OF(X509) *signing_chain = sk_X509_new_null();
@@ -488,28 +490,28 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
     bool ok = false;
     ca->roots = sk_X509_new_null();
     if (!inter || !signing_chain || !store || !xs || !ca->roots) {
-        rete_errf_ssl(err, errlen, "out of memory");
+        rete_error_set_ssl(err, RETE_ENOMEM, "out of memory");
         goto out;
     }
-    if (!(ca->cert = read_cert(dir, "cert.pem", err, errlen)) ||
-        !(ca->key = read_key(dir, "key.pem", err, errlen)))
+    if (!(ca->cert = read_cert(dir, "cert.pem", err)) ||
+        !(ca->key = read_key(dir, "key.pem", err)))
         goto out;
     if (!is_signing_ca(ca->cert)) {
-        rete_errf_ssl(err, errlen,
+        rete_error_set_ssl(err, RETE_EINVAL,
                "%s/cert.pem: not a CA certificate (needs basicConstraints CA:TRUE "
                "and keyUsage keyCertSign)",
                dir);
         goto out;
     }
     if (X509_check_private_key(ca->cert, ca->key) != 1) {
-        rete_errf_ssl(err, errlen, "%s/key.pem: does not match cert.pem", dir);
+        rete_error_set_ssl(err, RETE_EINVAL, "%s/key.pem: does not match cert.pem", dir);
         goto out;
     }
     if (!now_within(ca->cert)) {
-        rete_errf_ssl(err, errlen, "%s/cert.pem: expired or not yet valid", dir);
+        rete_error_set_ssl(err, RETE_EINVAL, "%s/cert.pem: expired or not yet valid", dir);
         goto out;
     }
-    if (file_exists(dir, "chain.pem") && !(chain = read_certs(dir, "chain.pem", err, errlen)))
+    if (file_exists(dir, "chain.pem") && !(chain = read_certs(dir, "chain.pem", err)))
         goto out;
     /* The leaf chain: cert.pem, then chain.pem's intermediates; the bundle:
      * the root(s) — self-signed certificates — of cert.pem/chain.pem. */
@@ -528,7 +530,7 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
             goto oom;
     }
     if (sk_X509_num(ca->roots) == 0) {
-        rete_errf_ssl(err, errlen,
+        rete_error_set_ssl(err, RETE_EINVAL,
                "%s/cert.pem is an intermediate CA: put its chain up to the "
                "operator's root in %s/chain.pem",
                dir, dir);
@@ -540,7 +542,7 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
     if (!X509_STORE_CTX_init(xs, store, ca->cert, inter))
         goto oom;
     if (X509_verify_cert(xs) != 1) {
-        rete_errf_ssl(err, errlen, "%s/cert.pem does not chain to the root in chain.pem: %s", dir,
+        rete_error_set_ssl(err, RETE_EINVAL, "%s/cert.pem does not chain to the root in chain.pem: %s", dir,
                X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
         goto out;
     }
@@ -563,7 +565,7 @@ static bool load_operator(rete_ca *ca, const char *dir, char *err, size_t errlen
     ok = true;
     goto out;
 oom:
-    rete_errf_ssl(err, errlen, "out of memory loading the operator CA");
+    rete_error_set_ssl(err, RETE_ENOMEM, "out of memory loading the operator CA");
 out:
     sk_X509_pop_free(chain, X509_free);
     sk_X509_free(inter);
@@ -584,50 +586,49 @@ static bool key_matches(X509 *cert, EVP_PKEY *key)
  * without root-next.pem. If that key matches root.pem, finish had already
  * moved the new root in place: complete it. Otherwise begin never committed
  * (root-next.pem is its commit point): drop the orphan key. */
-static bool recover_rotation(const char *dir, char *err, size_t errlen)
+static bool recover_rotation(const char *dir, rete_error *err)
 {
     if (!file_exists(dir, "root-next-key.pem") || file_exists(dir, "root-next.pem"))
         return true;
-    char tmperr[256];
-    X509 *root = read_cert(dir, "root.pem", err, errlen);
-    EVP_PKEY *next = read_key(dir, "root-next-key.pem", tmperr, sizeof tmperr);
+    X509 *root = read_cert(dir, "root.pem", err);
+    EVP_PKEY *next = read_key(dir, "root-next-key.pem", NULL); /* unreadable: discarded below */
     bool ok = root != NULL;
     if (ok && next && key_matches(root, next)) {
-        ok = rename_file(dir, "root-next-key.pem", "root-key.pem", err, errlen) == RETE_OK;
+        ok = rename_file(dir, "root-next-key.pem", "root-key.pem", err) == RETE_OK;
     } else if (ok) {
         char p[PATH_MAX];
         ok = path_join(p, sizeof p, dir, "root-next-key.pem") && unlink(p) == 0;
         if (!ok)
-            rete_errf_ssl(err, errlen, "%s: cannot remove: %s", p, strerror(errno));
+            rete_error_set_ssl(err, RETE_EIO, "%s: cannot remove: %s", p, strerror(errno));
     }
     X509_free(root);
     EVP_PKEY_free(next);
     return ok;
 }
 
-static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
+static bool load_root(rete_ca *ca, const char *dir, rete_error *err)
 {
-    if (!recover_rotation(dir, err, errlen))
+    if (!recover_rotation(dir, err))
         return false;
-    X509 *root = read_cert(dir, "root.pem", err, errlen);
+    X509 *root = read_cert(dir, "root.pem", err);
     if (!root)
         return false;
     ca->roots = sk_X509_new_null();
     if (!ca->roots || !sk_X509_push(ca->roots, root)) {
         X509_free(root);
-        rete_errf_ssl(err, errlen, "out of memory");
+        rete_error_set_ssl(err, RETE_ENOMEM, "out of memory");
         return false;
     }
     ca->rotating = file_exists(dir, "root-next.pem");
     const char *cert_name = ca->rotating ? "root-next.pem" : "root.pem";
     const char *key_name = ca->rotating ? "root-next-key.pem" : "root-key.pem";
     if (ca->rotating) {
-        X509 *next = read_cert(dir, "root-next.pem", err, errlen);
+        X509 *next = read_cert(dir, "root-next.pem", err);
         if (!next)
             return false;
         if (!sk_X509_push(ca->roots, next)) {
             X509_free(next);
-            rete_errf_ssl(err, errlen, "out of memory");
+            rete_error_set_ssl(err, RETE_ENOMEM, "out of memory");
             return false;
         }
     }
@@ -636,18 +637,18 @@ static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
         ca->cert = NULL;
         return false;
     }
-    if (!(ca->key = read_key(dir, key_name, err, errlen)))
+    if (!(ca->key = read_key(dir, key_name, err)))
         return false;
     if (!key_matches(ca->cert, ca->key)) {
-        rete_errf_ssl(err, errlen, "%s/%s does not match %s", dir, key_name, cert_name);
+        rete_error_set_ssl(err, RETE_EINVAL, "%s/%s does not match %s", dir, key_name, cert_name);
         return false;
     }
     if (!is_signing_ca(ca->cert)) {
-        rete_errf_ssl(err, errlen, "%s/%s: not a CA certificate", dir, cert_name);
+        rete_error_set_ssl(err, RETE_EINVAL, "%s/%s: not a CA certificate", dir, cert_name);
         return false;
     }
     if (!now_within(ca->cert)) {
-        rete_errf_ssl(err, errlen, "%s/%s: expired or not yet valid", dir, cert_name);
+        rete_error_set_ssl(err, RETE_EINVAL, "%s/%s: expired or not yet valid", dir, cert_name);
         return false;
     }
     ca->not_after = asn1_time_unix(X509_get0_notAfter(ca->cert));
@@ -658,7 +659,7 @@ static bool load_root(rete_ca *ca, const char *dir, char *err, size_t errlen)
 
 /* bundle.pem is derived: rewrite it when it is not what the CA files say
  * (first load of an operator CA, or a crash between two writes). */
-static bool sync_bundle_file(rete_ca *ca, const char *dir, char *err, size_t errlen)
+static bool sync_bundle_file(rete_ca *ca, const char *dir, rete_error *err)
 {
     char p[PATH_MAX];
     bool same = false;
@@ -673,27 +674,26 @@ static bool sync_bundle_file(rete_ca *ca, const char *dir, char *err, size_t err
             fclose(f);
         }
     }
-    return same || rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem),
-                                      0644, err, errlen) == RETE_OK;
+    return same || write_pem(dir, "bundle.pem", ca->bundle_pem, 0644, err) == RETE_OK;
 }
 
-rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen)
+rete_ca *rete_ca_load(const char *dir, const char *trust_domain, rete_error *err)
 {
     const char *td = td_of(trust_domain);
     if (!td_valid(td)) {
-        rete_errf_ssl(err, errlen, "invalid trust domain \"%s\"", trust_domain);
+        rete_error_set_ssl(err, RETE_EINVAL, "invalid trust domain \"%s\"", trust_domain);
         return NULL;
     }
     rete_ca *ca = rete_calloc(1, sizeof *ca);
     snprintf(ca->td, sizeof ca->td, "%s", td);
     bool operator_ca = file_exists(dir, "cert.pem") || file_exists(dir, "key.pem");
-    if (operator_ca ? !load_operator(ca, dir, err, errlen) : !load_root(ca, dir, err, errlen))
+    if (operator_ca ? !load_operator(ca, dir, err) : !load_root(ca, dir, err))
         goto fail;
     if (!set_bundle(ca)) {
-        rete_errf_ssl(err, errlen, "cannot encode the trust bundle");
+        rete_error_set_ssl(err, RETE_EIO, "cannot encode the trust bundle");
         goto fail;
     }
-    if (!sync_bundle_file(ca, dir, err, errlen) || !signer_setup(ca, err, errlen))
+    if (!sync_bundle_file(ca, dir, err) || !signer_setup(ca, err))
         goto fail;
     return ca;
 fail:
@@ -718,35 +718,31 @@ void rete_ca_free(rete_ca *ca)
     free(ca);
 }
 
-rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_t errlen)
+rete_rc rete_ca_init(const char *dir, const char *trust_domain, rete_error *err)
 {
     const char *td = td_of(trust_domain);
-    if (!td_valid(td)) {
-        rete_errf_ssl(err, errlen, "invalid trust domain \"%s\"", trust_domain);
-        return RETE_EINVAL;
-    }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        rete_errf_ssl(err, errlen, "%s: %s", dir, strerror(errno));
-        return RETE_EIO;
-    }
+    if (!td_valid(td))
+        return rete_error_set_ssl(err, RETE_EINVAL, "invalid trust domain \"%s\"", trust_domain);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return rete_error_set_ssl(err, RETE_EIO, "%s: %s", dir, strerror(errno));
     /* An operator-supplied CA or an existing root is kept: load validates it
      * and writes bundle.pem. */
     if (file_exists(dir, "cert.pem") || file_exists(dir, "key.pem") ||
         file_exists(dir, "root.pem")) {
-        rete_ca *ca = rete_ca_load(dir, trust_domain, err, errlen);
+        rete_ca *ca = rete_ca_load(dir, trust_domain, err);
         rete_ca_free(ca);
-        return ca ? RETE_OK : RETE_EINVAL;
+        return ca ? RETE_OK : err ? err->code : RETE_EINVAL;
     }
     X509 *root = NULL;
     EVP_PKEY *key = NULL;
-    if (!make_root(td, &root, &key, err, errlen))
+    if (!make_root(td, &root, &key, err))
         return RETE_EIO;
     /* Key first: root.pem without its key would be a CA that cannot sign. */
-    rete_rc rc = write_key(dir, "root-key.pem", key, err, errlen);
+    rete_rc rc = write_key(dir, "root-key.pem", key, err);
     if (rc == RETE_OK)
-        rc = write_cert(dir, "root.pem", root, err, errlen);
+        rc = write_cert(dir, "root.pem", root, err);
     if (rc == RETE_OK)
-        rc = write_cert(dir, "bundle.pem", root, err, errlen);
+        rc = write_cert(dir, "bundle.pem", root, err);
     X509_free(root);
     EVP_PKEY_free(key);
     return rc;
@@ -754,7 +750,7 @@ rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err, size_
 
 /* ---- issuance ----------------------------------------------------------- */
 
-static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
+static bool csr_key_ok(EVP_PKEY *k, rete_error *err)
 {
     switch (EVP_PKEY_get_base_id(k)) {
     case EVP_PKEY_EC: {
@@ -762,7 +758,7 @@ static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
         size_t glen = 0;
         if (!EVP_PKEY_get_group_name(k, group, sizeof group, &glen) ||
             (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
-            rete_errf_ssl(err, errlen, "CSR key: EC curve %s not accepted (only P-256)",
+            rete_error_set_ssl(err, RETE_EINVAL, "CSR key: EC curve %s not accepted (only P-256)",
                    glen ? group : "?");
             return false;
         }
@@ -770,13 +766,13 @@ static bool csr_key_ok(EVP_PKEY *k, char *err, size_t errlen)
     }
     case EVP_PKEY_RSA:
         if (EVP_PKEY_get_bits(k) < 2048) {
-            rete_errf_ssl(err, errlen, "CSR key: RSA %d bits is too small (at least 2048)",
+            rete_error_set_ssl(err, RETE_EINVAL, "CSR key: RSA %d bits is too small (at least 2048)",
                    EVP_PKEY_get_bits(k));
             return false;
         }
         return true;
     default:
-        rete_errf_ssl(err, errlen, "CSR key: type %s not accepted (EC P-256 or RSA >= 2048)",
+        rete_error_set_ssl(err, RETE_EINVAL, "CSR key: type %s not accepted (EC P-256 or RSA >= 2048)",
                OBJ_nid2sn(EVP_PKEY_get_base_id(k)));
         return false;
     }
@@ -888,7 +884,7 @@ static bool verify_sig(rete_ca *ca, EVP_PKEY *key, const X509_ALGOR *alg,
 }
 
 /* Decode and verify a CSR; false with err set. */
-static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char *err, size_t errlen)
+static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, rete_error *err)
 {
     long der_len = 0;
     unsigned char *der = csr_der(pem, len, &der_len);
@@ -896,7 +892,7 @@ static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char 
     bool ok = false;
     memset(c, 0, sizeof *c);
     if (!der) {
-        rete_errf_ssl(err, errlen, "not a PEM certificate request");
+        rete_error_set_ssl(err, RETE_EINVAL, "not a PEM certificate request");
         return false;
     }
     c->raw = (CSR_RAW *)ASN1_item_d2i(NULL, &p, der_len, ASN1_ITEM_rptr(CSR_RAW));
@@ -911,10 +907,10 @@ static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char 
             EVP_PKEY *k = EVP_PKEY_dup(ca->p256);
             if (!k || EVP_PKEY_set1_encoded_public_key(k, ASN1_STRING_get0_data(bits),
                                                        (size_t)ASN1_STRING_length(bits)) != 1) {
-                rete_errf_ssl(err, errlen, "CSR key: not a valid P-256 public key");
+                rete_error_set_ssl(err, RETE_EINVAL, "CSR key: not a valid P-256 public key");
             } else if (!verify_sig(ca, k, c->raw->sig_alg, c->raw->signature,
                                    ASN1_STRING_get0_data(tbs), (size_t)ASN1_STRING_length(tbs))) {
-                rete_errf_ssl(err, errlen, "CSR: signature does not verify");
+                rete_error_set_ssl(err, RETE_EINVAL, "CSR: signature does not verify");
             } else {
                 c->alg = c->info->spki->alg;
                 c->key = ASN1_STRING_get0_data(bits);
@@ -930,19 +926,19 @@ static bool csr_read(rete_ca *ca, const char *pem, size_t len, csr_req *c, char 
     c->req = d2i_X509_REQ(NULL, &p, der_len);
     EVP_PKEY *pub = c->req ? X509_REQ_get0_pubkey(c->req) : NULL;
     if (!pub) {
-        rete_errf_ssl(err, errlen, "CSR: malformed or unreadable public key");
+        rete_error_set_ssl(err, RETE_EINVAL, "CSR: malformed or unreadable public key");
         goto out;
     }
-    if (!csr_key_ok(pub, err, errlen))
+    if (!csr_key_ok(pub, err))
         goto out;
     if (X509_REQ_verify(c->req, pub) != 1) {
-        rete_errf_ssl(err, errlen, "CSR: signature does not verify");
+        rete_error_set_ssl(err, RETE_EINVAL, "CSR: signature does not verify");
         goto out;
     }
     X509_PUBKEY *xpk = X509_REQ_get_X509_PUBKEY(c->req);
     X509_ALGOR *alg;
     if (!xpk || !X509_PUBKEY_get0_param(NULL, &c->key, &c->key_len, &alg, xpk)) {
-        rete_errf_ssl(err, errlen, "CSR: unreadable public key");
+        rete_error_set_ssl(err, RETE_EINVAL, "CSR: unreadable public key");
         goto out;
     }
     c->alg = alg;
@@ -1006,17 +1002,17 @@ static char *leaf_chain_pem(X509 *x, const char *chain, size_t chain_len)
 }
 
 char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
-                       uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen)
+                       uint32_t ttl_seconds, int64_t *not_after, rete_error *err)
 {
     rete_cert_facts f;
-    char *pem = rete_ca_sign_csr_facts(ca, csr_pem, csr_len, spiffe_id, ttl_seconds, &f, err, errlen);
+    char *pem = rete_ca_sign_csr_facts(ca, csr_pem, csr_len, spiffe_id, ttl_seconds, &f, err);
     if (pem && not_after)
         *not_after = f.not_after;
     return pem;
 }
 
 char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
-                             uint32_t ttl_seconds, rete_cert_facts *issued, char *err, size_t errlen)
+                             uint32_t ttl_seconds, rete_cert_facts *issued, rete_error *err)
 {
     csr_req req;
     X509 *x = NULL;
@@ -1024,14 +1020,14 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     size_t idlen = strlen(spiffe_id);
 
     if (!rete_spiffe_id_valid(spiffe_id, idlen) || !rete_spiffe_in_trust_domain(spiffe_id, ca->td)) {
-        rete_errf_ssl(err, errlen, "\"%s\" is not a SPIFFE ID in trust domain %s", spiffe_id, ca->td);
+        rete_error_set_ssl(err, RETE_EINVAL, "\"%s\" is not a SPIFFE ID in trust domain %s", spiffe_id, ca->td);
         return NULL;
     }
     if (ttl_seconds == 0) {
-        rete_errf_ssl(err, errlen, "certificate lifetime must be positive");
+        rete_error_set_ssl(err, RETE_EINVAL, "certificate lifetime must be positive");
         return NULL;
     }
-    if (!csr_read(ca, csr_pem, csr_len, &req, err, errlen))
+    if (!csr_read(ca, csr_pem, csr_len, &req, err))
         return NULL;
 
     int64_t now = (int64_t)time(NULL);
@@ -1039,7 +1035,7 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     if (na > ca->not_after)
         na = ca->not_after;
     if (na <= now) {
-        rete_errf_ssl(err, errlen, "the CA certificate has expired");
+        rete_error_set_ssl(err, RETE_ESTATE, "the CA certificate has expired");
         goto fail;
     }
     x = X509_new();
@@ -1065,10 +1061,10 @@ char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, c
     csr_clear(&req);
     return pem;
 sign_fail:
-    rete_errf_ssl(err, errlen, "signing the certificate failed");
+    rete_error_set_ssl(err, RETE_EIO, "signing the certificate failed");
     goto fail;
 oom:
-    rete_errf_ssl(err, errlen, "cannot build the certificate");
+    rete_error_set_ssl(err, RETE_EIO, "cannot build the certificate");
 fail:
     X509_free(x);
     csr_clear(&req);
@@ -1100,30 +1096,26 @@ bool rete_ca_rotating(const rete_ca *ca)
 
 /* ---- rotation ----------------------------------------------------------- */
 
-rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t errlen)
+rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, rete_error *err)
 {
-    if (ca->operator_ca) {
-        rete_errf_ssl(err, errlen,
-               "the CA is operator-supplied: rotate it by replacing %s/cert.pem "
-               "and key.pem",
-               dir);
-        return RETE_ESTATE;
-    }
-    if (ca->rotating) {
-        rete_errf_ssl(err, errlen, "a CA rotation is already in progress");
-        return RETE_ESTATE;
-    }
+    if (ca->operator_ca)
+        return rete_error_set_ssl(err, RETE_ESTATE,
+                                  "the CA is operator-supplied: rotate it by replacing "
+                                  "%s/cert.pem and key.pem",
+                                  dir);
+    if (ca->rotating)
+        return rete_error_set_ssl(err, RETE_ESTATE, "a CA rotation is already in progress");
     X509 *root = NULL;
     EVP_PKEY *key = NULL;
-    if (!make_root(ca->td, &root, &key, err, errlen))
+    if (!make_root(ca->td, &root, &key, err))
         return RETE_EIO;
     /* root-next.pem is the commit point: its key must be on disk first. */
-    rete_rc rc = write_key(dir, "root-next-key.pem", key, err, errlen);
+    rete_rc rc = write_key(dir, "root-next-key.pem", key, err);
     if (rc == RETE_OK)
-        rc = write_cert(dir, "root-next.pem", root, err, errlen);
+        rc = write_cert(dir, "root-next.pem", root, err);
     if (rc != RETE_OK || !sk_X509_push(ca->roots, root)) {
         if (rc == RETE_OK)
-            rete_errf_ssl(err, errlen, "out of memory");
+            rete_error_set_ssl(err, RETE_ENOMEM, "out of memory");
         X509_free(root);
         EVP_PKEY_free(key);
         return rc == RETE_OK ? RETE_ENOMEM : rc;
@@ -1135,30 +1127,26 @@ rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err, size_t err
     ca->key = key;
     ca->not_after = asn1_time_unix(X509_get0_notAfter(root));
     ca->rotating = true;
-    if (!set_bundle(ca) || !signer_setup(ca, err, errlen))
-        return RETE_ENOMEM;
-    return rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
-                              errlen);
+    if (!set_bundle(ca))
+        return rete_error_set_ssl(err, RETE_ENOMEM, "cannot encode the trust bundle");
+    if (!signer_setup(ca, err))
+        return RETE_EIO;
+    return write_pem(dir, "bundle.pem", ca->bundle_pem, 0644, err);
 }
 
-rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err, size_t errlen)
+rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, rete_error *err)
 {
-    if (!ca->rotating) {
-        rete_errf_ssl(err, errlen, "no CA rotation in progress");
-        return RETE_ESTATE;
-    }
+    if (!ca->rotating)
+        return rete_error_set_ssl(err, RETE_ESTATE, "no CA rotation in progress");
     /* Certificate before key; recover_rotation completes the second rename
      * when a crash falls between them. */
-    RETE_GUARD(rename_file(dir, "root-next.pem", "root.pem", err, errlen));
-    RETE_GUARD(rename_file(dir, "root-next-key.pem", "root-key.pem", err, errlen));
+    RETE_GUARD(rename_file(dir, "root-next.pem", "root.pem", err));
+    RETE_GUARD(rename_file(dir, "root-next-key.pem", "root-key.pem", err));
     X509_free(sk_X509_shift(ca->roots));
     ca->rotating = false;
-    if (!set_bundle(ca)) {
-        rete_errf_ssl(err, errlen, "cannot encode the trust bundle");
-        return RETE_ENOMEM;
-    }
-    return rete_file_write_in(dir, "bundle.pem", ca->bundle_pem, strlen(ca->bundle_pem), 0644, err,
-                              errlen);
+    if (!set_bundle(ca))
+        return rete_error_set_ssl(err, RETE_ENOMEM, "cannot encode the trust bundle");
+    return write_pem(dir, "bundle.pem", ca->bundle_pem, 0644, err);
 }
 
 /* ---- the requesting side -------------------------------------------------- */

@@ -26,8 +26,7 @@ typedef struct rete_ca rete_ca;
  * cert.pem/key.pem, nothing is generated: the CA is validated as by
  * rete_ca_load and bundle.pem written. trust_domain: "example.org" or
  * "spiffe://example.org". */
-RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, char *err,
-                                     size_t errlen);
+RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, rete_error *err);
 
 /* Load the CA from dir (root.pem + root-key.pem, or an operator's
  * cert.pem + key.pem [+ chain.pem] when present), and the bundle. An
@@ -36,19 +35,19 @@ RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, 
  * chain.pem (unless it is one); the bundle is then that root. bundle.pem is
  * rewritten when it differs from what the CA files say. The returned CA is
  * not thread-safe. */
-rete_ca *rete_ca_load(const char *dir, const char *trust_domain, char *err, size_t errlen);
+rete_ca *rete_ca_load(const char *dir, const char *trust_domain, rete_error *err);
 void rete_ca_free(rete_ca *ca);
 
 /* Sign: csr_pem's public key, for spiffe_id, valid ttl_seconds. Returns the
  * PEM chain (leaf first; malloc'ed) or NULL with err. The CSR signature is
  * verified; only EC P-256 and RSA >= 2048 keys are accepted. */
 char *rete_ca_sign_csr(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
-                       uint32_t ttl_seconds, int64_t *not_after, char *err, size_t errlen);
+                       uint32_t ttl_seconds, int64_t *not_after, rete_error *err);
 
 /* The same, with what reted knows of the certificate it signed (validity,
  * serial, the root it chains to) in *issued. */
 char *rete_ca_sign_csr_facts(rete_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
-                             uint32_t ttl_seconds, rete_cert_facts *issued, char *err, size_t errlen);
+                             uint32_t ttl_seconds, rete_cert_facts *issued, rete_error *err);
 
 /* root_id (rete_cert_facts) of the root the signing CA chains to: a
  * certificate chains to it when its root_id is this one. False when it
@@ -72,10 +71,8 @@ bool rete_ca_rotating(const rete_ca *ca);
  * available for an operator-supplied CA (RETE_ESTATE): the operator
  * replaces cert.pem/key.pem. RETE_ESTATE also when begin is called during a
  * rotation or finish outside one. */
-RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, char *err,
-                                             size_t errlen);
-RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, char *err,
-                                              size_t errlen);
+RETE_MUST_CHECK rete_rc rete_ca_rotate_begin(rete_ca *ca, const char *dir, rete_error *err);
+RETE_MUST_CHECK rete_rc rete_ca_rotate_finish(rete_ca *ca, const char *dir, rete_error *err);
 
 /* rete_csr_new (a key and a CSR for a SPIFFE ID) lives in src/common/csr.h. */
 #include "csr.h"

@@ -27,12 +27,6 @@ char *reted_datadir_path(const char *a, const char *b)
     return p;
 }
 
-/* path replaced atomically (file.h); a failure is logged. */
-static int write_file(const char *path, const char *data, mode_t mode)
-{
-    return rete_file_write_logged(path, data, strlen(data), mode, RETE_LOG_ERROR, NULL);
-}
-
 char *reted_datadir_read_line(const char *path)
 {
     char *s = rete_file_read(path, 4096, NULL);
@@ -50,14 +44,14 @@ int reted_datadir_init(const char *dir, const char *td)
     char *cadir = reted_datadir_path(dir, "ca");
     char *root = reted_datadir_path(cadir, "root.pem");
     char *opcert = reted_datadir_path(cadir, "cert.pem");
-    char err[512];
+    rete_error err = {0};
     int rc = 0;
     if (access(root, F_OK) != 0 && access(opcert, F_OK) != 0) {
         if (mkdir(cadir, 0700) != 0 && errno != EEXIST) {
             fprintf(stderr, "reted: cannot create %s: %s\n", cadir, strerror(errno));
             rc = -1;
-        } else if (rete_ca_init(cadir, td, err, sizeof(err)) < 0) {
-            fprintf(stderr, "reted: CA: %s\n", err);
+        } else if (rete_ca_init(cadir, td, &err) < 0) {
+            fprintf(stderr, "reted: CA: %s\n", err.msg);
             rc = -1;
         } else {
             printf("reted: created the %s root CA in %s\n", td, cadir);
@@ -73,7 +67,8 @@ int reted_datadir_init(const char *dir, const char *td)
         }
         char line[160];
         snprintf(line, sizeof(line), "%s\n", token);
-        if (write_file(tok, line, 0600) != 0) {
+        if (rete_file_write_atomic(tok, line, strlen(line), 0600, &err) != RETE_OK) {
+            rete_err("%s", err.msg);
             fprintf(stderr, "reted: cannot write %s\n", tok);
             rc = -1;
         } else {
@@ -84,7 +79,8 @@ int reted_datadir_init(const char *dir, const char *td)
     if (rc == 0 && access(tdfile, F_OK) != 0) {
         char line[300];
         snprintf(line, sizeof(line), "%s\n", td);
-        write_file(tdfile, line, 0644);
+        if (rete_file_write_atomic(tdfile, line, strlen(line), 0644, &err) != RETE_OK)
+            rete_err("%s", err.msg);
     }
     free(tdfile);
     free(tok);
@@ -94,16 +90,16 @@ int reted_datadir_init(const char *dir, const char *td)
     return rc;
 }
 
-rete_tls_ctx *reted_datadir_server_tls(reted *r, char *err, size_t errlen)
+rete_tls_ctx *reted_datadir_server_tls(reted *r, rete_error *err)
 {
     char spiffe[400];
     rete_spiffe_format(spiffe, sizeof(spiffe), r->trust_domain, RETE_ROOT_NS, RETE_CONTROL_SA);
     char *key = NULL;
-    char *csr = rete_csr_new(spiffe, &key, err, errlen);
+    char *csr = rete_csr_new(spiffe, &key, err);
     if (!csr)
         return NULL;
     int64_t not_after;
-    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, 365 * 86400, &not_after, err, errlen);
+    char *chain = rete_ca_sign_csr(r->ca, csr, strlen(csr), spiffe, 365 * 86400, &not_after, err);
     free(csr);
     if (!chain) {
         free(key);
@@ -113,11 +109,16 @@ rete_tls_ctx *reted_datadir_server_tls(reted *r, char *err, size_t errlen)
     char *key_path = reted_datadir_path(r->data_dir, "server-key.pem");
     char *bundle_path = reted_datadir_path(r->data_dir, "ca/bundle.pem");
     rete_tls_ctx *ctx = NULL;
-    if (write_file(key_path, key, 0600) == 0 && write_file(cert_path, chain, 0644) == 0 &&
-        write_file(bundle_path, rete_ca_bundle_pem(r->ca), 0644) == 0)
-        ctx = rete_tls_cp_server_ctx(cert_path, key_path, bundle_path, err, errlen);
-    else
-        snprintf(err, errlen, "cannot write reted's certificate to %s", r->data_dir);
+    const char *bundle = rete_ca_bundle_pem(r->ca);
+    rete_error werr = {0};
+    if (rete_file_write_atomic(key_path, key, strlen(key), 0600, &werr) == RETE_OK &&
+        rete_file_write_atomic(cert_path, chain, strlen(chain), 0644, &werr) == RETE_OK &&
+        rete_file_write_atomic(bundle_path, bundle, strlen(bundle), 0644, &werr) == RETE_OK) {
+        ctx = rete_tls_cp_server_ctx(cert_path, key_path, bundle_path, err);
+    } else {
+        rete_err("%s", werr.msg);
+        rete_error_set(err, werr.code, "cannot write reted's certificate to %s", r->data_dir);
+    }
     free(cert_path);
     free(key_path);
     free(bundle_path);
@@ -138,7 +139,9 @@ void reted_datadir_write_context(reted *r, const char *api, const char *xds)
     json_object_set_new(ctx, "caFile", json_string(ca));
     char *text = json_dumps(ctx, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     char *local = reted_datadir_path(dir, "context.json");
-    write_file(local, text, 0600);
+    rete_error err = {0};
+    if (rete_file_write_atomic(local, text, strlen(text), 0600, &err) != RETE_OK)
+        rete_err("%s", err.msg);
     /* So that retectl finds a reted with no flags from anywhere: the user's
      * context is written when there is none, or when it already points at
      * this data directory (its tokenFile is ours: a restart on other
@@ -158,7 +161,8 @@ void reted_datadir_write_context(reted *r, const char *api, const char *xds)
             snprintf(path, sizeof(path), "%s/.config/rete", home);
             mkdir(path, 0700);
             snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
-            write_file(path, text, 0600);
+            if (rete_file_write_atomic(path, text, strlen(text), 0600, &err) != RETE_OK)
+                rete_err("%s", err.msg);
         } else {
             rete_info("reted: not replacing %s: it points at another reted (%s); this one's is %s",
                       path, cur_tok ? cur_tok : "unreadable", local);

@@ -3,6 +3,7 @@
 #ifndef RETE_CONTROL_DATADIR_H
 #define RETE_CONTROL_DATADIR_H
 
+#include "error.h"
 #include "tls.h"
 
 #include <stddef.h>
@@ -20,8 +21,8 @@ char *reted_datadir_read_line(const char *path);
 int reted_datadir_init(const char *dir, const char *td);
 /* reted's own certificate for the proxy API, issued by the current CA and
  * written to the data directory: renewed at every start and at a CA
- * rotation. NULL with err. */
-rete_tls_ctx *reted_datadir_server_tls(struct reted *r, char *err, size_t errlen);
+ * rotation. NULL with *err set. */
+rete_tls_ctx *reted_datadir_server_tls(struct reted *r, rete_error *err);
 /* context.json (and the user's retectl context): where reted listens and
  * its credentials' files. */
 void reted_datadir_write_context(struct reted *r, const char *api, const char *xds);

@@ -915,12 +915,12 @@ void rete_http_server_stats_get(const rete_http_server *s, rete_http_server_stat
 
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
                                    rete_tls_ctx *tls, size_t max_body, rete_http_handler handler,
-                                   void *arg, char *err, size_t errlen)
+                                   void *arg, rete_error *err)
 {
     struct sockaddr_storage ss;
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
-        snprintf(err, errlen, "bad listen address %s", host);
+        rete_error_set(err, RETE_EINVAL, "bad listen address %s", host);
         return NULL;
     }
     rete_http_server *s = rete_calloc(1, sizeof(*s));
@@ -939,7 +939,7 @@ rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
     if (r != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%u: %s", host, port, uv_strerror(r));
+        rete_error_set(err, RETE_EIO, "cannot listen on %s:%u: %s", host, port, uv_strerror(r));
         uv_close((uv_handle_t *)&s->sweep, server_closed);
         uv_close((uv_handle_t *)&s->tcp, server_closed);
         return NULL;

@@ -6,6 +6,7 @@
 #ifndef RETE_CONTROL_HTTP_H
 #define RETE_CONTROL_HTTP_H
 
+#include "error.h"
 #include "io.h"
 #include "tls.h"
 #include "view.h"
@@ -37,10 +38,11 @@ typedef struct rete_http_req {
 typedef void (*rete_http_handler)(rete_http_req *req, void *arg);
 
 /* max_body bounds every request body unless an admission callback says
- * otherwise for its route (rete_http_server_set_admit). */
+ * otherwise for its route (rete_http_server_set_admit). NULL with *err set
+ * when the address does not parse or cannot be bound. */
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
                                    rete_tls_ctx *tls, size_t max_body, rete_http_handler handler,
-                                   void *arg, char *err, size_t errlen);
+                                   void *arg, rete_error *err);
 
 /* What one listener bounds, so that a client holds little before it has
  * shown a credential (docs/operations.md, "reted's limits"). 0 = no bound

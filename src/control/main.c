@@ -350,19 +350,19 @@ int main(int argc, char **argv)
         if (!lims[i]->max_conns_per_source || lims[i]->max_conns_per_source > lims[i]->max_conns)
             lims[i]->max_conns_per_source = lims[i]->max_conns;
     }
-    char err[512];
+    rete_error e = {0};
     char *dbpath = reted_datadir_path(r.data_dir, "store.db");
-    r.store = rete_store_sqlite_open(dbpath, err, sizeof(err));
+    r.store = rete_store_sqlite_open(dbpath, &e);
     free(dbpath);
     if (!r.store) {
-        fprintf(stderr, "reted: store: %s\n", err);
+        fprintf(stderr, "reted: store: %s\n", e.msg);
         return 1;
     }
     char *cadir = reted_datadir_path(r.data_dir, "ca");
-    r.ca = rete_ca_load(cadir, r.trust_domain, err, sizeof(err));
+    r.ca = rete_ca_load(cadir, r.trust_domain, &e);
     free(cadir);
     if (!r.ca) {
-        fprintf(stderr, "reted: CA: %s\n", err);
+        fprintf(stderr, "reted: CA: %s\n", e.msg);
         return 1;
     }
     char *tokpath = reted_datadir_path(r.data_dir, "admin.token");
@@ -377,23 +377,23 @@ int main(int argc, char **argv)
     r.loop = uv_default_loop();
     r.iol.loop = r.loop;
     r.started_unix = reted_now();
-    r.xds_tls = reted_datadir_server_tls(&r, err, sizeof(err));
+    r.xds_tls = reted_datadir_server_tls(&r, &e);
     if (!r.xds_tls) {
-        fprintf(stderr, "reted: TLS: %s\n", err);
+        fprintf(stderr, "reted: TLS: %s\n", e.msg);
         return 1;
     }
     char host[256];
     uint16_t port;
     if (parse_hostport(api, host, sizeof(host), &port) < 0 ||
         !(r.api = rete_http_listen(&r.iol, host, port, NULL, r.max_request_body, reted_api_handle, &r,
-                                   err, sizeof(err)))) {
-        fprintf(stderr, "reted: --api %s: %s\n", api, err[0] ? err : "expected HOST:PORT");
+                                   &e))) {
+        fprintf(stderr, "reted: --api %s: %s\n", api, e.msg[0] ? e.msg : "expected HOST:PORT");
         return 1;
     }
     if (parse_hostport(xds, host, sizeof(host), &port) < 0 ||
         !(r.xds = rete_http_listen(&r.iol, host, port, r.xds_tls, r.max_request_body, reted_xds_handle,
-                                   &r, err, sizeof(err)))) {
-        fprintf(stderr, "reted: --xds %s: %s\n", xds, err[0] ? err : "expected HOST:PORT");
+                                   &r, &e))) {
+        fprintf(stderr, "reted: --xds %s: %s\n", xds, e.msg[0] ? e.msg : "expected HOST:PORT");
         return 1;
     }
     rete_http_server_set_limits(r.api, &r.api_limits);

@@ -148,14 +148,13 @@ static void ca_certificates(reted *r, rete_http_req *req)
                                         "a join token or a client certificate is required"));
         return;
     }
-    char err[256];
+    rete_error err = {0};
     rete_cert_facts issued;
-    char *chain = rete_ca_sign_csr_facts(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &issued, err,
-                                         sizeof(err));
+    char *chain = rete_ca_sign_csr_facts(r->ca, csr, strlen(csr), spiffe, reted_cert_ttl(r), &issued, &err);
     json_decref(in);
     if (!chain) {
         reted_count(&r->stats, r->stats.certs_refused);
-        rete_http_respond_jobj(req, 400, json_pack("{s:s}", "error", err));
+        rete_http_respond_jobj(req, 400, json_pack("{s:s}", "error", err.msg));
         return;
     }
     reted_count(&r->stats, r->stats.certs_issued);

@@ -93,7 +93,7 @@ void reted_docs_free(reted_doc *docs, size_t n)
     free(docs);
 }
 
-int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **out,
+rete_rc reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **out,
                      size_t *n_out, json_t **err_json)
 {
     rete_arena *a = rete_arena_new(65536);
@@ -105,7 +105,7 @@ int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc
     if (rete_yaml_parse(text, len, a, &ys, err, sizeof(err), &err_doc) < 0) {
         *err_json = error_obj("invalid YAML", source, err_doc, "", err);
         rete_arena_free(a);
-        return -1;
+        return RETE_EINVAL;
     }
     reted_doc *docs = rete_calloc(ys.n_docs ? ys.n_docs : 1, sizeof(*docs));
     size_t n = 0;
@@ -134,7 +134,7 @@ int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc
             json_decref(j);
             reted_docs_free(docs, n);
             rete_arena_free(a);
-            return -1;
+            return RETE_EINVAL;
         }
         const char *canon = reted_kind_canonical(json_string_value(kind));
         json_object_set_new(j, "kind", json_string(canon));
@@ -160,7 +160,7 @@ int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc
     rete_arena_free(a);
     *out = docs;
     *n_out = n;
-    return 0;
+    return RETE_OK;
 }
 
 /* ---- validation ---- */

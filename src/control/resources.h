@@ -22,9 +22,18 @@ typedef struct reted_doc {
                                        as the proxy's loader counts (errors name it) */
 } reted_doc;
 
-/* Parse a YAML/JSON stream into documents; on error fills *err_json
- * ({"error","details":[...]}) and returns -1. */
-int reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **docs,
+/* Errors of an apply or a delete are not a rete_error: they are the body of
+ * the operator API's 422 answer, {"error": <summary>, "details": [{"source",
+ * "document", "path", "reason"}]}, which retectl prints field by field
+ * ("<file>: document <n>: <path>: <reason>", cmd_resources.c) and other
+ * clients may read as data (docs/control-plane.md, "Operator API"). A code and one flat message cannot carry the document
+ * index and the field path apart, so these functions build that object
+ * directly (error_obj in resources.c), and nothing converts it to text and
+ * back. */
+
+/* Parse a YAML/JSON stream into documents: RETE_OK, or RETE_EINVAL with
+ * *err_json set (the object above; the caller owns it). */
+RETE_MUST_CHECK rete_rc reted_parse_docs(const char *text, size_t len, const char *source, reted_doc **docs,
                      size_t *n_docs, json_t **err_json);
 void reted_docs_free(reted_doc *docs, size_t n);
 /* Validate `docs` (to be written; deleted ones have json NULL) with the

@@ -9,6 +9,7 @@
 #ifndef RETE_CONTROL_STORE_H
 #define RETE_CONTROL_STORE_H
 
+#include "error.h"
 #include "result.h"
 
 #include <stdbool.h>
@@ -42,8 +43,6 @@ typedef struct rete_store_write {
     bool created;
     bool unchanged;          /* same JSON as stored: no new revision */
 } rete_store_write;
-
-enum { RETE_ECONFLICT = -20 };
 
 typedef bool (*rete_store_each_fn)(const rete_store_resource *r, void *arg); /* false stops */
 
@@ -95,9 +94,9 @@ struct rete_store {
 
 /* The embedded backend: SQLite database at `path` (created 0600 if absent;
  * an existing file readable by others is tightened to 0600). Returns NULL
- * with a message in err when the file cannot be opened, is not a rete store,
- * is damaged, or has a schema newer than this build knows. One thread at a
- * time. */
-rete_store *rete_store_sqlite_open(const char *path, char *err, size_t errlen);
+ * with *err set ("<path>: <what>: <SQLite's reason>") when the file cannot
+ * be opened, is not a rete store, is damaged, or has a schema newer than
+ * this build knows. One thread at a time. */
+rete_store *rete_store_sqlite_open(const char *path, rete_error *err);
 
 #endif

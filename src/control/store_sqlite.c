@@ -612,42 +612,29 @@ static const rete_store_ops sqlite_ops = {
 
 /* ---- open ---- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* The database's last error, for open-time messages. */
-static void db_err(store_sqlite *sq, const char *what, char *err, size_t errlen)
+static void db_err(store_sqlite *sq, const char *what, rete_error *err)
 {
     int sys = sqlite3_system_errno(sq->db);
-    set_err(err, errlen, "%s: %s: %s%s%s", sq->path, what, sqlite3_errmsg(sq->db), sys ? ": " : "",
+    rete_error_set(err, RETE_EIO, "%s: %s: %s%s%s", sq->path, what, sqlite3_errmsg(sq->db), sys ? ": " : "",
             sys ? strerror(sys) : "");
 }
 
 /* Create the file 0600 when absent, so SQLite, which gives its -wal and -shm
  * files the main file's mode, never makes a wider one. */
-static bool create_file(const char *path, char *err, size_t errlen)
+static bool create_file(const char *path, rete_error *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        rete_error_set(err, RETE_EIO, "%s: %s", path, strerror(errno));
         return false;
     }
     struct stat stb;
     bool ok = fstat(fd, &stb) == 0;
     if (!ok)
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        rete_error_set(err, RETE_EIO, "%s: %s", path, strerror(errno));
     else if (!S_ISREG(stb.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        rete_error_set(err, RETE_EIO, "%s: not a regular file", path);
         ok = false;
     }
     close(fd);
@@ -656,17 +643,17 @@ static bool create_file(const char *path, char *err, size_t errlen)
 
 /* An existing store that others may read is tightened once we know it is
  * ours: it holds token hashes. */
-static bool tighten_mode(const char *path, char *err, size_t errlen)
+static bool tighten_mode(const char *path, rete_error *err)
 {
     struct stat stb;
     if (stat(path, &stb) != 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        rete_error_set(err, RETE_EIO, "%s: %s", path, strerror(errno));
         return false;
     }
     if ((stb.st_mode & 077) == 0)
         return true;
     if (chmod(path, 0600) != 0) {
-        set_err(err, errlen, "%s: chmod 0600: %s", path, strerror(errno));
+        rete_error_set(err, RETE_EIO, "%s: chmod 0600: %s", path, strerror(errno));
         return false;
     }
     rete_warn("store %s: mode was 0%03o, now 0600", path, (unsigned)(stb.st_mode & 0777));
@@ -703,11 +690,11 @@ static bool set_wal(store_sqlite *sq)
 /* A full integrity scan is O(database); quick_check skips index contents
  * but reads every page, which catches a damaged file before we serve from
  * it. Its first rows name the problem; they go into err. */
-static bool check_integrity(store_sqlite *sq, char *err, size_t errlen)
+static bool check_integrity(store_sqlite *sq, rete_error *err)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(sq->db, "PRAGMA quick_check(3)", -1, &st, NULL) != SQLITE_OK) {
-        db_err(sq, "integrity check", err, errlen);
+        db_err(sq, "integrity check", err);
         return false;
     }
     char what[512] = "";
@@ -733,9 +720,9 @@ static bool check_integrity(store_sqlite *sq, char *err, size_t errlen)
         if (*p == '\n')
             *p = ' ';
     if (!ok && rc != SQLITE_ROW && rc != SQLITE_DONE)
-        db_err(sq, "integrity check", err, errlen);
+        db_err(sq, "integrity check", err);
     else if (!ok)
-        set_err(err, errlen,
+        rete_error_set(err, RETE_EIO,
                 "%s: database is damaged (%s); restore the data directory from a backup", sq->path,
                 used ? what : "quick_check failed");
     (void)sqlite3_finalize(st);
@@ -744,32 +731,32 @@ static bool check_integrity(store_sqlite *sq, char *err, size_t errlen)
 
 /* Create the schema in an empty database, or accept ours at a version this
  * code knows. Another program's database is refused. */
-static bool schema_ensure(store_sqlite *sq, char *err, size_t errlen)
+static bool schema_ensure(store_sqlite *sq, rete_error *err)
 {
     int64_t app = 0, ver = 0, tables = 0;
     if (!pragma_int(sq, "PRAGMA application_id", &app) ||
         !pragma_int(sq, "PRAGMA user_version", &ver) ||
         !pragma_int(sq, "SELECT count(*) FROM sqlite_schema", &tables)) {
-        db_err(sq, "reading the schema", err, errlen);
+        db_err(sq, "reading the schema", err);
         return false;
     }
     if (app == STORE_APPLICATION_ID && ver == STORE_SCHEMA_VERSION)
         return true;
     if (app == STORE_APPLICATION_ID && ver > STORE_SCHEMA_VERSION) {
-        set_err(err, errlen,
+        rete_error_set(err, RETE_EIO,
                 "%s: store schema version %" PRId64 " is newer than this reted knows (%d)",
                 sq->path, ver, STORE_SCHEMA_VERSION);
         return false;
     }
     if (app != STORE_APPLICATION_ID && (app != 0 || ver != 0 || tables != 0)) {
-        set_err(err, errlen,
+        rete_error_set(err, RETE_EIO,
                 "%s: not a rete store (application_id %" PRId64 ", %" PRId64 " tables)", sq->path,
                 app, tables);
         return false;
     }
     if (app == STORE_APPLICATION_ID && ver < STORE_SCHEMA_VERSION) {
         /* Migrations from older versions go here. Version 1 is the first. */
-        set_err(err, errlen, "%s: store schema version %" PRId64 " has no migration", sq->path,
+        rete_error_set(err, RETE_EIO, "%s: store schema version %" PRId64 " has no migration", sq->path,
                 ver);
         return false;
     }
@@ -780,7 +767,7 @@ static bool schema_ensure(store_sqlite *sq, char *err, size_t errlen)
              store_schema_v1, STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
     char *msg = NULL;
     if (sqlite3_exec(sq->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        set_err(err, errlen, "%s: creating the schema: %s", sq->path, msg ? msg : "?");
+        rete_error_set(err, RETE_EIO, "%s: creating the schema: %s", sq->path, msg ? msg : "?");
         sqlite3_free(msg);
         if (!sqlite3_get_autocommit(sq->db))
             (void)sqlite3_exec(sq->db, "ROLLBACK", NULL, NULL, NULL);
@@ -789,13 +776,13 @@ static bool schema_ensure(store_sqlite *sq, char *err, size_t errlen)
     return true;
 }
 
-rete_store *rete_store_sqlite_open(const char *path, char *err, size_t errlen)
+rete_store *rete_store_sqlite_open(const char *path, rete_error *err)
 {
     if (!path || !path[0]) {
-        set_err(err, errlen, "store: no database path");
+        rete_error_set(err, RETE_EINVAL, "store: no database path");
         return NULL;
     }
-    if (!create_file(path, err, errlen))
+    if (!create_file(path, err))
         return NULL;
 
     store_sqlite *sq = rete_calloc(1, sizeof *sq);
@@ -804,40 +791,40 @@ rete_store *rete_store_sqlite_open(const char *path, char *err, size_t errlen)
     int rc = sqlite3_open_v2(path, &sq->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         if (sq->db)
-            db_err(sq, "open", err, errlen);
+            db_err(sq, "open", err);
         else
-            set_err(err, errlen, "%s: open: %s", path, sqlite3_errstr(rc));
+            rete_error_set(err, RETE_EIO, "%s: open: %s", path, sqlite3_errstr(rc));
         goto fail;
     }
     (void)sqlite3_extended_result_codes(sq->db, 1);
     if (sqlite3_busy_timeout(sq->db, STORE_BUSY_TIMEOUT_MS) != SQLITE_OK) {
-        db_err(sq, "busy timeout", err, errlen);
+        db_err(sq, "busy timeout", err);
         goto fail;
     }
     /* The first statements read the header: a file that is not a database
      * (or is damaged) fails here with SQLite's message. */
-    if (!schema_ensure(sq, err, errlen) || !check_integrity(sq, err, errlen) ||
-        !tighten_mode(path, err, errlen))
+    if (!schema_ensure(sq, err) || !check_integrity(sq, err) ||
+        !tighten_mode(path, err))
         goto fail;
     if (!set_wal(sq)) {
-        db_err(sq, "journal_mode=WAL", err, errlen);
+        db_err(sq, "journal_mode=WAL", err);
         goto fail;
     }
     char *msg = NULL;
     if (sqlite3_exec(sq->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK) {
-        set_err(err, errlen, "%s: synchronous=NORMAL: %s", path, msg ? msg : "?");
+        rete_error_set(err, RETE_EIO, "%s: synchronous=NORMAL: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
         goto fail;
     }
     for (int i = 0; i < ST__COUNT; i++) {
         if (sqlite3_prepare_v3(sq->db, store_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sq->st[i],
                                NULL) != SQLITE_OK) {
-            db_err(sq, "preparing statements", err, errlen);
+            db_err(sq, "preparing statements", err);
             goto fail;
         }
     }
     if (rev_read(sq, &sq->revision) != RETE_OK) {
-        set_err(err, errlen, "%s: the revision counter is missing or damaged", path);
+        rete_error_set(err, RETE_EIO, "%s: the revision counter is missing or damaged", path);
         goto fail;
     }
     return &sq->base;

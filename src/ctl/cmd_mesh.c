@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <strings.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,32 +412,22 @@ int rete_ctl_cmd_check(rete_ctl *c)
 
 /* ---- identity issue ---- */
 
-static int write_file(const char *dir, const char *name, const char *data, mode_t mode)
-{
-    char err[512];
-    if (rete_file_write_in(dir, name, data, strlen(data), mode, err, sizeof(err)) != RETE_OK) {
-        fprintf(stderr, "error: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
 int rete_ctl_cmd_identity(rete_ctl *c)
 {
     if (c->args.n_pos != 1 || strcmp(c->args.pos[0], "issue") != 0)
         return rete_ctl_usage_error(c, "the only identity subcommand is: identity issue");
     if (!c->args.token || !c->args.out)
         return rete_ctl_usage_error(c, "identity issue needs --token TOKEN and --out DIR");
-    char err[512];
+    rete_error err = {0};
     char *key = NULL;
     /* reted names the certificate after the token's namespace and service
      * account whatever the CSR asks; without --spiffe-id the CSR carries a
      * placeholder that says so. */
     const char *want =
         c->args.spiffe_id ? c->args.spiffe_id : RETE_SPIFFE_SCHEME "rete.invalid/ns/from-token/sa/from-token";
-    char *csr = rete_csr_new(want, &key, err, sizeof(err));
+    char *csr = rete_csr_new(want, &key, &err);
     if (!csr) {
-        fprintf(stderr, "error: %s\n", err);
+        fprintf(stderr, "error: %s\n", err.msg);
         return CTL_EXIT_FAIL;
     }
     json_t *req = json_pack("{s:s, s:s}", "token", c->args.token, "csr", csr);
@@ -466,10 +457,23 @@ int rete_ctl_cmd_identity(rete_ctl *c)
         fprintf(stderr, "error: %s: %s\n", c->args.out, strerror(errno));
         goto out_resp;
     }
-    if (write_file(c->args.out, "key.pem", key, 0600) < 0 ||
-        write_file(c->args.out, "cert.pem", chain, 0644) < 0 ||
-        (bundle && write_file(c->args.out, "bundle.pem", bundle, 0644) < 0))
-        goto out_resp;
+    const struct {
+        const char *name, *data;
+        mode_t mode;
+    } files[] = {{"key.pem", key, 0600}, {"cert.pem", chain, 0644}, {"bundle.pem", bundle, 0644}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && files[i].data; i++) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s/%s", c->args.out, files[i].name);
+        rete_rc wrc = n < 0 || (size_t)n >= sizeof path
+                         ? rete_error_set(&err, RETE_EINVAL, "%s/%s: path too long", c->args.out,
+                                          files[i].name)
+                         : rete_file_write_atomic(path, files[i].data, strlen(files[i].data),
+                                                  files[i].mode, &err);
+        if (wrc != RETE_OK) {
+            fprintf(stderr, "error: %s\n", err.msg);
+            goto out_resp;
+        }
+    }
     printf("wrote %s/cert.pem, %s/key.pem (0600)%s%s%s\n", c->args.out, c->args.out,
            bundle ? ", " : "", bundle ? c->args.out : "", bundle ? "/bundle.pem" : "");
     time_t exp;

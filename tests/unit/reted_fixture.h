@@ -27,17 +27,17 @@ static inline int fx_setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/rete-reted-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    char err[256] = "";
-    f->r.store = rete_store_sqlite_open(f->path, err, sizeof err);
+    rete_error e = {0};
+    f->r.store = rete_store_sqlite_open(f->path, &e);
     if (!f->r.store)
-        fail_msg("open: %s", err);
+        fail_msg("open: %s", e.msg);
     char cadir[128];
     snprintf(cadir, sizeof cadir, "%s/ca", f->dir);
-    if (rete_ca_init(cadir, "cluster.local", err, sizeof err) != RETE_OK)
-        fail_msg("ca init: %s", err);
-    f->r.ca = rete_ca_load(cadir, "cluster.local", err, sizeof err);
+    if (rete_ca_init(cadir, "cluster.local", &e) != RETE_OK)
+        fail_msg("ca init: %s", e.msg);
+    f->r.ca = rete_ca_load(cadir, "cluster.local", &e);
     if (!f->r.ca)
-        fail_msg("ca load: %s", err);
+        fail_msg("ca load: %s", e.msg);
     reted_stats_init(&f->r.stats);
     *state = f;
     return 0;

@@ -163,8 +163,9 @@ static int64_t t_unix(const ASN1_TIME *t)
 
 static char *new_csr(const char *id)
 {
-    char err[256], *key = NULL;
-    char *csr = rete_csr_new(id, &key, err, sizeof err);
+    rete_error err = {0};
+    char *key = NULL;
+    char *csr = rete_csr_new(id, &key, &err);
     assert_non_null(csr);
     assert_non_null(key);
     assert_non_null(strstr(key, "PRIVATE KEY"));
@@ -195,21 +196,21 @@ static char *csr_for_key(EVP_PKEY *k, bool corrupt_signature)
 
 static rete_ca *make_ca(char dir[PATHLEN])
 {
-    char err[256];
+    rete_error err = {0};
     new_dir(dir);
-    assert_int_equal(rete_ca_init(dir, TD, err, sizeof err), RETE_OK);
-    rete_ca *ca = rete_ca_load(dir, TD, err, sizeof err);
+    assert_int_equal(rete_ca_init(dir, TD, &err), RETE_OK);
+    rete_ca *ca = rete_ca_load(dir, TD, &err);
     if (!ca)
-        fail_msg("load: %s", err);
+        fail_msg("load: %s", err.msg);
     return ca;
 }
 
 static char *sign(rete_ca *ca, const char *csr, const char *id, uint32_t ttl, int64_t *na)
 {
-    char err[256];
-    char *chain = rete_ca_sign_csr(ca, csr, strlen(csr), id, ttl, na, err, sizeof err);
+    rete_error err = {0};
+    char *chain = rete_ca_sign_csr(ca, csr, strlen(csr), id, ttl, na, &err);
     if (!chain)
-        fail_msg("sign: %s", err);
+        fail_msg("sign: %s", err.msg);
     return chain;
 }
 
@@ -218,9 +219,10 @@ static char *sign(rete_ca *ca, const char *csr, const char *id, uint32_t ttl, in
 static void test_init_load(void **state)
 {
     (void)state;
-    char dir[PATHLEN], err[256];
+    char dir[PATHLEN];
+    rete_error err = {0};
     new_dir(dir);
-    assert_int_equal(rete_ca_init(dir, "spiffe://" TD, err, sizeof err), RETE_OK);
+    assert_int_equal(rete_ca_init(dir, "spiffe://" TD, &err), RETE_OK);
     struct stat st;
     assert_int_equal(stat(path_in(dir, "root-key.pem"), &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -251,23 +253,23 @@ static void test_init_load(void **state)
     assert_true(life > 3649LL * 86400 && life <= 3650LL * 86400);
 
     /* init again keeps the root. */
-    assert_int_equal(rete_ca_init(dir, TD, err, sizeof err), RETE_OK);
+    assert_int_equal(rete_ca_init(dir, TD, &err), RETE_OK);
     char *again = slurp(path_in(dir, "root.pem"));
     assert_string_equal(root_pem, again);
 
-    rete_ca *ca = rete_ca_load(dir, TD, err, sizeof err);
+    rete_ca *ca = rete_ca_load(dir, TD, &err);
     assert_non_null(ca);
     assert_string_equal(rete_ca_bundle_pem(ca), root_pem);
     assert_int_equal(rete_ca_not_after(ca), t_unix(X509_get0_notAfter(root)));
     assert_false(rete_ca_rotating(ca));
     rete_ca_free(ca);
 
-    assert_null(rete_ca_load(dir, "Bad Domain", err, sizeof err));
-    assert_non_null(strstr(err, "trust domain"));
+    assert_null(rete_ca_load(dir, "Bad Domain", &err));
+    assert_non_null(strstr(err.msg, "trust domain"));
     char empty[PATHLEN];
     new_dir(empty);
-    assert_null(rete_ca_load(empty, TD, err, sizeof err));
-    assert_non_null(strstr(err, "root.pem"));
+    assert_null(rete_ca_load(empty, TD, &err));
+    assert_non_null(strstr(err.msg, "root.pem"));
 
     /* A key that does not match root.pem is refused. */
     EVP_PKEY *other = EVP_EC_gen("P-256");
@@ -275,8 +277,8 @@ static void test_init_load(void **state)
     PEM_write_PrivateKey(f, other, NULL, NULL, 0, NULL, NULL);
     fclose(f);
     EVP_PKEY_free(other);
-    assert_null(rete_ca_load(dir, TD, err, sizeof err));
-    assert_non_null(strstr(err, "does not match"));
+    assert_null(rete_ca_load(dir, TD, &err));
+    assert_non_null(strstr(err.msg, "does not match"));
 
     X509_free(root);
     free(root_pem);
@@ -347,13 +349,15 @@ static void test_sign_and_verify(void **state)
 static void test_refusals(void **state)
 {
     (void)state;
-    char dir[PATHLEN], err[256];
+    char dir[PATHLEN];
+    rete_error err = {0};
     rete_ca *ca = make_ca(dir);
 
     EVP_PKEY *ec = EVP_EC_gen("P-256");
     char *bad = csr_for_key(ec, true);
-    assert_null(rete_ca_sign_csr(ca, bad, strlen(bad), ID_A, 3600, NULL, err, sizeof err));
-    assert_non_null(strstr(err, "signature"));
+    assert_null(rete_ca_sign_csr(ca, bad, strlen(bad), ID_A, 3600, NULL, &err));
+    assert_non_null(strstr(err.msg, "signature"));
+    assert_int_equal(err.code, RETE_EINVAL);
     char *good = csr_for_key(ec, false); /* no SAN at all: fine, the CA decides */
     char *chain = sign(ca, good, ID_A, 3600, NULL);
     assert_int_equal(verify_chain(chain, rete_ca_bundle_pem(ca)), X509_V_OK);
@@ -361,8 +365,8 @@ static void test_refusals(void **state)
 
     EVP_PKEY *rsa1024 = EVP_RSA_gen(1024);
     char *weak = csr_for_key(rsa1024, false);
-    assert_null(rete_ca_sign_csr(ca, weak, strlen(weak), ID_A, 3600, NULL, err, sizeof err));
-    assert_non_null(strstr(err, "RSA 1024"));
+    assert_null(rete_ca_sign_csr(ca, weak, strlen(weak), ID_A, 3600, NULL, &err));
+    assert_non_null(strstr(err.msg, "RSA 1024"));
 
     EVP_PKEY *rsa2048 = EVP_RSA_gen(2048);
     char *rsa = csr_for_key(rsa2048, false);
@@ -372,8 +376,8 @@ static void test_refusals(void **state)
 
     EVP_PKEY *p384 = EVP_EC_gen("P-384");
     char *c384 = csr_for_key(p384, false);
-    assert_null(rete_ca_sign_csr(ca, c384, strlen(c384), ID_A, 3600, NULL, err, sizeof err));
-    assert_non_null(strstr(err, "P-256"));
+    assert_null(rete_ca_sign_csr(ca, c384, strlen(c384), ID_A, 3600, NULL, &err));
+    assert_non_null(strstr(err.msg, "P-256"));
 
     EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
     X509_REQ *req = X509_REQ_new();
@@ -383,28 +387,28 @@ static void test_refusals(void **state)
     assert_true(PEM_write_bio_X509_REQ(b, req));
     char *edpem;
     long edlen = BIO_get_mem_data(b, &edpem);
-    assert_null(rete_ca_sign_csr(ca, edpem, (size_t)edlen, ID_A, 3600, NULL, err, sizeof err));
-    assert_non_null(strstr(err, "not accepted"));
+    assert_null(rete_ca_sign_csr(ca, edpem, (size_t)edlen, ID_A, 3600, NULL, &err));
+    assert_non_null(strstr(err.msg, "not accepted"));
     BIO_free(b);
     X509_REQ_free(req);
 
-    assert_null(rete_ca_sign_csr(ca, "garbage", 7, ID_A, 3600, NULL, err, sizeof err));
-    assert_non_null(strstr(err, "certificate request"));
+    assert_null(rete_ca_sign_csr(ca, "garbage", 7, ID_A, 3600, NULL, &err));
+    assert_non_null(strstr(err.msg, "certificate request"));
     /* Truncated PEM. */
-    assert_null(rete_ca_sign_csr(ca, good, strlen(good) / 2, ID_A, 3600, NULL, err, sizeof err));
+    assert_null(rete_ca_sign_csr(ca, good, strlen(good) / 2, ID_A, 3600, NULL, &err));
     assert_null(rete_ca_sign_csr(ca, good, strlen(good), "spiffe://other.td/ns/a/sa/b", 3600, NULL,
-                                 err, sizeof err));
-    assert_non_null(strstr(err, "trust domain"));
+                                 &err));
+    assert_non_null(strstr(err.msg, "trust domain"));
     assert_null(rete_ca_sign_csr(ca, good, strlen(good), "spiffe://" TD "x/ns/a/sa/b", 3600, NULL,
-                                 err, sizeof err));
+                                 &err));
     assert_null(
-        rete_ca_sign_csr(ca, good, strlen(good), "spiffe://" TD, 3600, NULL, err, sizeof err));
+        rete_ca_sign_csr(ca, good, strlen(good), "spiffe://" TD, 3600, NULL, &err));
     assert_null(rete_ca_sign_csr(ca, good, strlen(good), "spiffe://" TD "/ns/../sa/b", 3600, NULL,
-                                 err, sizeof err));
-    assert_null(rete_ca_sign_csr(ca, good, strlen(good), ID_A, 0, NULL, err, sizeof err));
+                                 &err));
+    assert_null(rete_ca_sign_csr(ca, good, strlen(good), ID_A, 0, NULL, &err));
 
     char *key = NULL;
-    assert_null(rete_csr_new("http://not-spiffe", &key, err, sizeof err));
+    assert_null(rete_csr_new("http://not-spiffe", &key, &err));
     assert_null(key);
 
     EVP_PKEY_free(ec);
@@ -494,15 +498,16 @@ static void write_operator(const char *dir, X509 *cert, EVP_PKEY *key, X509 *cha
 static void test_operator_intermediate(void **state)
 {
     (void)state;
-    char dir[PATHLEN], err[256];
+    char dir[PATHLEN];
+    rete_error err = {0};
     opca o = make_operator_pki(7200);
     new_dir(dir);
     write_operator(dir, o.inter.cert, o.inter.key, o.root.cert);
-    assert_int_equal(rete_ca_init(dir, TD, err, sizeof err), RETE_OK);
+    assert_int_equal(rete_ca_init(dir, TD, &err), RETE_OK);
     assert_false(access(path_in(dir, "root.pem"), F_OK) == 0); /* nothing generated */
-    rete_ca *ca = rete_ca_load(dir, TD, err, sizeof err);
+    rete_ca *ca = rete_ca_load(dir, TD, &err);
     if (!ca)
-        fail_msg("load: %s", err);
+        fail_msg("load: %s", err.msg);
     /* The bundle is the operator's root, and only it. */
     assert_int_equal(count_certs(rete_ca_bundle_pem(ca)), 1);
     X509 *b0 = first_cert(rete_ca_bundle_pem(ca));
@@ -535,8 +540,9 @@ static void test_operator_intermediate(void **state)
                      0);
     X509_free(leaf);
 
-    assert_int_equal(rete_ca_rotate_begin(ca, dir, err, sizeof err), RETE_ESTATE);
-    assert_non_null(strstr(err, "operator"));
+    assert_int_equal(rete_ca_rotate_begin(ca, dir, &err), RETE_ESTATE);
+    assert_int_equal(err.code, RETE_ESTATE); /* the code returned is the one recorded */
+    assert_non_null(strstr(err.msg, "operator"));
     free(chain);
     rete_ca_free(ca);
 
@@ -544,9 +550,9 @@ static void test_operator_intermediate(void **state)
     char dir2[PATHLEN];
     new_dir(dir2);
     write_operator(dir2, o.root.cert, o.root.key, NULL);
-    ca = rete_ca_load(dir2, TD, err, sizeof err);
+    ca = rete_ca_load(dir2, TD, &err);
     if (!ca)
-        fail_msg("load root: %s", err);
+        fail_msg("load root: %s", err.msg);
     chain = sign(ca, csr, ID_A, 3600, NULL);
     assert_int_equal(count_certs(chain), 1);
     assert_int_equal(verify_chain(chain, rete_ca_bundle_pem(ca)), X509_V_OK);
@@ -558,28 +564,28 @@ static void test_operator_intermediate(void **state)
     char bad[PATHLEN];
     new_dir(bad);
     write_operator(bad, o.inter.cert, o.inter.key, NULL);
-    assert_null(rete_ca_load(bad, TD, err, sizeof err));
-    assert_non_null(strstr(err, "chain.pem"));
+    assert_null(rete_ca_load(bad, TD, &err));
+    assert_non_null(strstr(err.msg, "chain.pem"));
 
     write_operator(bad, o.inter.cert, o.root.key, o.root.cert);
-    assert_null(rete_ca_load(bad, TD, err, sizeof err));
-    assert_non_null(strstr(err, "does not match"));
+    assert_null(rete_ca_load(bad, TD, &err));
+    assert_non_null(strstr(err.msg, "does not match"));
 
     testca leafca = testca_new_leaf(&o.root, "URI:" ID_A, -60, 3600);
     write_operator(bad, leafca.cert, leafca.key, o.root.cert);
-    assert_null(rete_ca_load(bad, TD, err, sizeof err));
-    assert_non_null(strstr(err, "not a CA"));
-    assert_int_not_equal(rete_ca_init(bad, TD, err, sizeof err), RETE_OK);
+    assert_null(rete_ca_load(bad, TD, &err));
+    assert_non_null(strstr(err.msg, "not a CA"));
+    assert_int_not_equal(rete_ca_init(bad, TD, &err), RETE_OK);
 
     opca expired = make_operator_pki(-30);
     write_operator(bad, expired.inter.cert, expired.inter.key, expired.root.cert);
-    assert_null(rete_ca_load(bad, TD, err, sizeof err));
-    assert_non_null(strstr(err, "expired"));
+    assert_null(rete_ca_load(bad, TD, &err));
+    assert_non_null(strstr(err.msg, "expired"));
 
     opca other = make_operator_pki(7200);
     write_operator(bad, o.inter.cert, o.inter.key, other.root.cert);
-    assert_null(rete_ca_load(bad, TD, err, sizeof err));
-    assert_non_null(strstr(err, "does not chain"));
+    assert_null(rete_ca_load(bad, TD, &err));
+    assert_non_null(strstr(err.msg, "does not chain"));
 
     free(csr);
     testca_free(&leafca);
@@ -596,16 +602,18 @@ static void test_operator_intermediate(void **state)
 static void test_rotation(void **state)
 {
     (void)state;
-    char dir[PATHLEN], err[256];
+    char dir[PATHLEN];
+    rete_error err = {0};
     rete_ca *ca = make_ca(dir);
     char *csr = new_csr(ID_A);
     char *old_leaf = sign(ca, csr, ID_A, 3600, NULL);
     char *old_bundle = strdup(rete_ca_bundle_pem(ca));
 
-    assert_int_equal(rete_ca_rotate_finish(ca, dir, err, sizeof err), RETE_ESTATE);
-    assert_int_equal(rete_ca_rotate_begin(ca, dir, err, sizeof err), RETE_OK);
+    assert_int_equal(rete_ca_rotate_finish(ca, dir, &err), RETE_ESTATE);
+    assert_int_equal(rete_ca_rotate_begin(ca, dir, &err), RETE_OK);
     assert_true(rete_ca_rotating(ca));
-    assert_int_equal(rete_ca_rotate_begin(ca, dir, err, sizeof err), RETE_ESTATE);
+    assert_int_equal(rete_ca_rotate_begin(ca, dir, &err), RETE_ESTATE);
+    assert_int_equal(err.code, RETE_ESTATE); /* the code returned is the one recorded */
     struct stat st;
     assert_int_equal(stat(path_in(dir, "root-next-key.pem"), &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -621,7 +629,7 @@ static void test_rotation(void **state)
     assert_int_not_equal(verify_chain(new_leaf, old_bundle), X509_V_OK);
 
     /* A restart mid-rotation keeps both roots and signs with the new one. */
-    rete_ca *re = rete_ca_load(dir, TD, err, sizeof err);
+    rete_ca *re = rete_ca_load(dir, TD, &err);
     assert_non_null(re);
     assert_true(rete_ca_rotating(re));
     assert_string_equal(rete_ca_bundle_pem(re), transition);
@@ -635,7 +643,7 @@ static void test_rotation(void **state)
     free(re_leaf);
     rete_ca_free(re);
 
-    assert_int_equal(rete_ca_rotate_finish(ca, dir, err, sizeof err), RETE_OK);
+    assert_int_equal(rete_ca_rotate_finish(ca, dir, &err), RETE_OK);
     assert_false(rete_ca_rotating(ca));
     const char *final = rete_ca_bundle_pem(ca);
     assert_int_equal(count_certs(final), 1);
@@ -650,7 +658,7 @@ static void test_rotation(void **state)
     assert_string_equal(file, final);
     free(file);
 
-    re = rete_ca_load(dir, TD, err, sizeof err);
+    re = rete_ca_load(dir, TD, &err);
     assert_non_null(re);
     assert_false(rete_ca_rotating(re));
     re_leaf = sign(re, csr, ID_A, 3600, NULL);
@@ -670,16 +678,17 @@ static void test_rotation(void **state)
 static void test_rotation_crash_recovery(void **state)
 {
     (void)state;
-    char dir[PATHLEN], err[256];
+    char dir[PATHLEN];
+    rete_error err = {0};
     rete_ca *ca = make_ca(dir);
-    assert_int_equal(rete_ca_rotate_begin(ca, dir, err, sizeof err), RETE_OK);
+    assert_int_equal(rete_ca_rotate_begin(ca, dir, &err), RETE_OK);
     char *next = slurp(path_in(dir, "root-next.pem"));
     rete_ca_free(ca);
     /* finish interrupted after its first rename */
     assert_int_equal(rename(path_in(dir, "root-next.pem"), path_in(dir, "root.pem")), 0);
-    ca = rete_ca_load(dir, TD, err, sizeof err);
+    ca = rete_ca_load(dir, TD, &err);
     if (!ca)
-        fail_msg("load after interrupted finish: %s", err);
+        fail_msg("load after interrupted finish: %s", err.msg);
     assert_false(rete_ca_rotating(ca));
     assert_string_equal(rete_ca_bundle_pem(ca), next);
     char *file = slurp(path_in(dir, "bundle.pem"));
@@ -697,9 +706,9 @@ static void test_rotation_crash_recovery(void **state)
     PEM_write_PrivateKey(f, orphan, NULL, NULL, 0, NULL, NULL);
     fclose(f);
     EVP_PKEY_free(orphan);
-    ca = rete_ca_load(dir, TD, err, sizeof err);
+    ca = rete_ca_load(dir, TD, &err);
     if (!ca)
-        fail_msg("load after interrupted begin: %s", err);
+        fail_msg("load after interrupted begin: %s", err.msg);
     assert_int_not_equal(access(path_in(dir, "root-next-key.pem"), F_OK), 0);
     leaf = sign(ca, csr, ID_A, 3600, NULL);
     assert_int_equal(verify_chain(leaf, next), X509_V_OK);
@@ -771,11 +780,12 @@ static void test_openssl_cli(void **state)
     rete_ca_free(ca);
 
     /* Under an operator intermediate: the chain carries it. */
-    char err[256], odir[PATHLEN];
+    rete_error err = {0};
+    char odir[PATHLEN];
     opca o = make_operator_pki(86400);
     new_dir(odir);
     write_operator(odir, o.inter.cert, o.inter.key, o.root.cert);
-    ca = rete_ca_load(odir, TD, err, sizeof err);
+    ca = rete_ca_load(odir, TD, &err);
     assert_non_null(ca);
     chain = sign(ca, csr, ID_A, 3600, NULL);
     cli_check(odir, chain, rete_ca_bundle_pem(ca));
@@ -891,7 +901,8 @@ static double now_s(void)
 static void test_repeated_issuance_verifies_and_is_timed(void **state)
 {
     (void)state;
-    char dir[PATHLEN], err[256];
+    char dir[PATHLEN];
+    rete_error err = {0};
     rete_ca *ca = make_ca(dir);
     char *csr = new_csr(ID_A);
     size_t csr_len = strlen(csr);
@@ -904,7 +915,7 @@ static void test_repeated_issuance_verifies_and_is_timed(void **state)
     char *first = NULL, *prev = NULL;
     do {
         for (int i = 0; i < 100; i++) {
-            char *c = rete_ca_sign_csr(ca, csr, csr_len, ID_A, 86400, NULL, err, sizeof err);
+            char *c = rete_ca_sign_csr(ca, csr, csr_len, ID_A, 86400, NULL, &err);
             assert_non_null(c);
             if (prev)
                 assert_string_not_equal(c, prev);

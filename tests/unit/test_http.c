@@ -87,8 +87,8 @@ static int setup(void **state)
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->iol->loop = &f->loop;
     uint16_t port = free_port();
-    char err[128];
-    f->srv = rete_http_listen(f->iol, "127.0.0.1", port, NULL, 4096, handler, f, err, sizeof err);
+    rete_error err = {0};
+    f->srv = rete_http_listen(f->iol, "127.0.0.1", port, NULL, 4096, handler, f, &err);
     assert_non_null(f->srv);
     f->fd = socket(AF_INET, SOCK_STREAM, 0);
     int small = 4096;

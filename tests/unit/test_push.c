@@ -31,10 +31,10 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/rete-push-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    char err[256] = "";
-    f->r.store = rete_store_sqlite_open(f->path, err, sizeof err);
+    rete_error e = {0};
+    f->r.store = rete_store_sqlite_open(f->path, &e);
     if (!f->r.store)
-        fail_msg("open: %s", err);
+        fail_msg("open: %s", e.msg);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->r.loop = &f->loop;
     f->r.iol.loop = &f->loop;

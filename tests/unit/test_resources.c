@@ -99,7 +99,7 @@ static json_t *parse_error(const char *yaml)
     reted_doc *docs = NULL;
     size_t n = 0;
     json_t *err = NULL;
-    assert_int_equal(reted_parse_docs(yaml, strlen(yaml), "t.yaml", &docs, &n, &err), -1);
+    assert_int_equal(reted_parse_docs(yaml, strlen(yaml), "t.yaml", &docs, &n, &err), RETE_EINVAL);
     assert_null(docs);
     return err;
 }

@@ -35,10 +35,10 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/rete-store-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    char err[256] = "";
-    f->s = rete_store_sqlite_open(f->path, err, sizeof err);
+    rete_error e = {0};
+    f->s = rete_store_sqlite_open(f->path, &e);
     if (!f->s)
-        fail_msg("open: %s", err);
+        fail_msg("open: %s", e.msg);
     *state = f;
     return 0;
 }
@@ -62,10 +62,10 @@ static int teardown(void **state)
 static void reopen(fixture *f)
 {
     f->s->ops->close(f->s);
-    char err[256] = "";
-    f->s = rete_store_sqlite_open(f->path, err, sizeof err);
+    rete_error e = {0};
+    f->s = rete_store_sqlite_open(f->path, &e);
     if (!f->s)
-        fail_msg("reopen: %s", err);
+        fail_msg("reopen: %s", e.msg);
 }
 
 static rete_store_write wr(const char *kind, const char *ns, const char *name, const char *json,
@@ -561,10 +561,10 @@ static void test_file_mode(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
     assert_int_equal(chmod(f->path, 0644), 0);
-    char err[256] = "";
-    f->s = rete_store_sqlite_open(f->path, err, sizeof err);
+    rete_error e = {0};
+    f->s = rete_store_sqlite_open(f->path, &e);
     if (!f->s)
-        fail_msg("open: %s", err);
+        fail_msg("open: %s", e.msg);
     assert_int_equal(mode_of(f->path), 0600);
 }
 
@@ -579,7 +579,7 @@ static void write_file(const char *path, const void *data, size_t len)
 static void test_bad_files(void **state)
 {
     fixture *f = *state;
-    char err[256];
+    rete_error e = {0};
     char p[160];
 
     /* Not a database at all. */
@@ -588,11 +588,15 @@ static void test_bad_files(void **state)
     for (size_t i = 0; i < sizeof junk; i++)
         junk[i] = (char)(i * 31 + 7);
     write_file(p, junk, sizeof junk);
-    err[0] = '\0';
-    assert_null(rete_store_sqlite_open(p, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_non_null(strstr(err, "garbage.db"));
-    assert_non_null(strstr(err, "not a database"));
+    e = (rete_error){0};
+    assert_null(rete_store_sqlite_open(p, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "garbage.db"));
+    assert_non_null(strstr(e.msg, "not a database"));
+    assert_int_equal(e.code, RETE_EIO);
+    assert_null(rete_store_sqlite_open("", &e));
+    assert_int_equal(e.code, RETE_EINVAL);
+    assert_string_equal(e.msg, "store: no database path");
     unlink(p);
 
     /* A real store with damaged pages. */
@@ -615,11 +619,11 @@ static void test_bad_files(void **state)
     assert_int_equal(fseek(fp, 4096 * 3, SEEK_SET), 0);
     assert_int_equal(fwrite(junk, 1, sizeof junk, fp), sizeof junk);
     assert_int_equal(fclose(fp), 0);
-    err[0] = '\0';
-    assert_null(rete_store_sqlite_open(f->path, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_true(strlen(err) > 0);
-    assert_non_null(strstr(err, "store.db"));
+    e = (rete_error){0};
+    assert_null(rete_store_sqlite_open(f->path, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_true(strlen(e.msg) > 0);
+    assert_non_null(strstr(e.msg, "store.db"));
 
     /* Another program's SQLite database. */
     snprintf(p, sizeof p, "%s/other.db", f->dir);
@@ -627,24 +631,24 @@ static void test_bad_files(void **state)
     assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(a)", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    err[0] = '\0';
-    assert_null(rete_store_sqlite_open(p, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_non_null(strstr(err, "not a rete store"));
+    e = (rete_error){0};
+    assert_null(rete_store_sqlite_open(p, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "not a rete store"));
     unlink(p);
 
     /* A store from a newer build. */
     snprintf(p, sizeof p, "%s/newer.db", f->dir);
-    rete_store *s = rete_store_sqlite_open(p, err, sizeof err);
+    rete_store *s = rete_store_sqlite_open(p, &e);
     assert_non_null(s);
     s->ops->close(s);
     assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    err[0] = '\0';
-    assert_null(rete_store_sqlite_open(p, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_non_null(strstr(err, "newer"));
+    e = (rete_error){0};
+    assert_null(rete_store_sqlite_open(p, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "newer"));
     unlink(p);
     char p2[200];
     snprintf(p2, sizeof p2, "%s-wal", p);
@@ -654,14 +658,14 @@ static void test_bad_files(void **state)
 
     /* A directory that does not exist, and a directory in place of a file. */
     snprintf(p, sizeof p, "%s/no/such/store.db", f->dir);
-    err[0] = '\0';
-    assert_null(rete_store_sqlite_open(p, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_non_null(strstr(err, "No such file"));
-    err[0] = '\0';
-    assert_null(rete_store_sqlite_open(f->dir, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_true(strlen(err) > 0);
+    e = (rete_error){0};
+    assert_null(rete_store_sqlite_open(p, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "No such file"));
+    e = (rete_error){0};
+    assert_null(rete_store_sqlite_open(f->dir, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_true(strlen(e.msg) > 0);
 
     /* Unreadable. Root reads anything, so as root (CI, make test) the open
      * runs in a child that has dropped to nobody (65534): this branch runs
@@ -670,10 +674,10 @@ static void test_bad_files(void **state)
     write_file(p, "", 0);
     assert_int_equal(chmod(p, 0), 0);
     if (geteuid() != 0) {
-        err[0] = '\0';
-        assert_null(rete_store_sqlite_open(p, err, sizeof err));
-        print_message("open refused: %s\n", err);
-        assert_non_null(strstr(err, "Permission denied"));
+        e = (rete_error){0};
+        assert_null(rete_store_sqlite_open(p, &e));
+        print_message("open refused: %s\n", e.msg);
+        assert_non_null(strstr(e.msg, "Permission denied"));
     } else {
         assert_int_equal(chmod(f->dir, 0711), 0); /* nobody may reach the file */
         fflush(NULL);
@@ -682,12 +686,12 @@ static void test_bad_files(void **state)
         if (pid == 0) {
             if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
                 _exit(2);
-            err[0] = '\0';
-            if (rete_store_sqlite_open(p, err, sizeof err))
+            e = (rete_error){0};
+            if (rete_store_sqlite_open(p, &e))
                 _exit(3);
-            printf("open refused (as nobody): %s\n", err);
+            printf("open refused (as nobody): %s\n", e.msg);
             fflush(stdout);
-            _exit(strstr(err, "Permission denied") ? 0 : 4);
+            _exit(strstr(e.msg, "Permission denied") ? 0 : 4);
         }
         int status = 0;
         assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -756,10 +760,10 @@ static void test_damaged_rows(void **state)
     s->ops->close(s);
     f->s = NULL;
     tamper(f, "UPDATE meta SET value = 'x' WHERE key = 'revision'");
-    char err[256] = "";
-    assert_null(rete_store_sqlite_open(f->path, err, sizeof err));
-    print_message("open refused: %s\n", err);
-    assert_non_null(strstr(err, "revision"));
+    rete_error e = {0};
+    assert_null(rete_store_sqlite_open(f->path, &e));
+    print_message("open refused: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "revision"));
 }
 
 static double secs_since(const struct timespec *t0)
@@ -825,9 +829,9 @@ static void test_ten_thousand_resources_listed_got_and_reopened(void **state)
 
     s->ops->close(s);
     f->s = NULL;
-    char err[256] = "";
+    rete_error e = {0};
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    f->s = rete_store_sqlite_open(f->path, err, sizeof err);
+    f->s = rete_store_sqlite_open(f->path, &e);
     double open = secs_since(&t0);
     assert_non_null(f->s);
     n = 0;

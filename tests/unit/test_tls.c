@@ -132,19 +132,19 @@ static void handshake(rete_tls_session *c, rete_tls_session *s, rete_rc *crc, re
 
 static rete_tls_ctx *server_ctx(const pem *p, const char *ca)
 {
-    char err[512];
-    rete_tls_ctx *ctx = rete_tls_mesh_server_ctx(p->crt, p->key, ca, err, sizeof(err));
+    rete_error err = {0};
+    rete_tls_ctx *ctx = rete_tls_mesh_server_ctx(p->crt, p->key, ca, &err);
     if (!ctx)
-        fail_msg("server ctx: %s", err);
+        fail_msg("server ctx: %s", err.msg);
     return ctx;
 }
 
 static rete_tls_ctx *client_ctx(const pem *p, const char *ca)
 {
-    char err[512];
-    rete_tls_ctx *ctx = rete_tls_mesh_client_ctx(p->crt, p->key, ca, err, sizeof(err));
+    rete_error err = {0};
+    rete_tls_ctx *ctx = rete_tls_mesh_client_ctx(p->crt, p->key, ca, &err);
     if (!ctx)
-        fail_msg("client ctx: %s", err);
+        fail_msg("client ctx: %s", err.msg);
     return ctx;
 }
 
@@ -338,22 +338,26 @@ static void test_state_errors(void **state)
 static void test_ctx_errors(void **state)
 {
     (void)state;
-    char err[512];
+    rete_error err = {0};
     char missing[PATHLEN];
     assert_true(snprintf(missing, sizeof(missing), "%s/missing.crt", fx.dir) < PATHLEN);
-    assert_null(rete_tls_mesh_server_ctx(missing, fx.server.key, fx.ca1.crt, err, sizeof(err)));
-    assert_non_null(strstr(err, missing));
-    assert_null(
-        rete_tls_mesh_client_ctx(fx.client.crt, fx.server.key, fx.ca1.crt, err, sizeof(err)));
-    assert_non_null(strstr(err, "does not match"));
-    assert_non_null(strstr(err, fx.server.key));
-    assert_null(rete_tls_mesh_server_ctx(fx.server.crt, fx.server.key, missing, err, sizeof(err)));
-    assert_non_null(strstr(err, "CA bundle"));
-    assert_null(rete_tls_app_server_ctx(fx.server.crt, fx.server.crt, err, sizeof(err)));
-    assert_non_null(strstr(err, "key file"));
-    rete_tls_ctx *ok = rete_tls_app_server_ctx(fx.server.crt, fx.server.key, err, sizeof(err));
+    assert_null(rete_tls_mesh_server_ctx(missing, fx.server.key, fx.ca1.crt, &err));
+    assert_int_equal(err.code, RETE_EIO);
+    assert_non_null(strstr(err.msg, missing));
+    assert_null(rete_tls_mesh_client_ctx(fx.client.crt, fx.server.key, fx.ca1.crt, &err));
+    assert_int_equal(err.code, RETE_EINVAL);
+    assert_non_null(strstr(err.msg, "does not match"));
+    assert_non_null(strstr(err.msg, fx.server.key));
+    assert_null(rete_tls_mesh_server_ctx(fx.server.crt, fx.server.key, missing, &err));
+    assert_non_null(strstr(err.msg, "CA bundle"));
+    assert_null(rete_tls_app_server_ctx(fx.server.crt, fx.server.crt, &err));
+    assert_non_null(strstr(err.msg, "key file"));
+    assert_null(rete_tls_app_server_ctx(fx.server.crt, fx.server.crt, NULL)); /* no error wanted */
+    rete_error fresh = {0};
+    rete_tls_ctx *ok = rete_tls_app_server_ctx(fx.server.crt, fx.server.key, &fresh);
     assert_non_null(ok);
-    assert_string_equal(err, "");
+    assert_int_equal(fresh.code, RETE_OK); /* success leaves the error untouched */
+    assert_string_equal(fresh.msg, "");
     rete_tls_ctx_unref(ok);
 }
 
@@ -474,8 +478,8 @@ static void test_client_without_h2_refused(void **state)
 static void test_app_server_alpn(void **state)
 {
     (void)state;
-    char err[256];
-    rete_tls_ctx *ctx = rete_tls_app_server_ctx(fx.server.crt, fx.server.key, err, sizeof(err));
+    rete_error err = {0};
+    rete_tls_ctx *ctx = rete_tls_app_server_ctx(fx.server.crt, fx.server.key, &err);
     assert_non_null(ctx);
     const struct {
         const char *alpn;

@@ -41,12 +41,12 @@ bool cp_certs_load(rete_cp *cp)
 
 void cp_certs_rebuild_contexts(rete_cp *cp)
 {
-    char err[512];
+    rete_error err = {0};
     if (cp->ctx_cert)
         rete_tls_ctx_unref(cp->ctx_cert);
-    cp->ctx_cert = rete_tls_cp_client_ctx(cp->cert_path, cp->key_path, cp->bundle_path, err, sizeof(err));
+    cp->ctx_cert = rete_tls_cp_client_ctx(cp->cert_path, cp->key_path, cp->bundle_path, &err);
     if (!cp->ctx_cert)
-        rete_err("control plane: %s", err);
+        rete_err("control plane: %s", err.msg);
 }
 
 /* A new certificate: rebuild the data plane's TLS contexts (same configuration). */
@@ -160,13 +160,14 @@ static const cp_http_cbs cert_cbs = {.on_answer = on_answer, .on_close = on_clos
 
 void cp_certs_request(rete_cp *cp, bool renewal)
 {
-    char spiffe[800], err[256];
+    char spiffe[800];
+    rete_error err = {0};
     rete_spiffe_format(spiffe, sizeof(spiffe), cp->o->trust_domain ? cp->o->trust_domain : RETE_DEFAULT_TRUST_DOMAIN,
                        cp->o->ns, cp->o->sa);
     char *key = NULL;
-    char *csr = rete_csr_new(spiffe, &key, err, sizeof(err));
+    char *csr = rete_csr_new(spiffe, &key, &err);
     if (!csr) {
-        rete_err("control plane: CSR: %s", err);
+        rete_err("control plane: CSR: %s", err.msg);
         return;
     }
     json_t *body = json_pack("{s:s}", "csr", csr);

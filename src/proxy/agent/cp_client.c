@@ -20,9 +20,9 @@ static rete_cp cp;
 
 int cp_write_file(const char *path, const char *data, size_t len, unsigned mode)
 {
-    char err[512];
-    if (rete_file_write_atomic(path, data, len, (mode_t)mode, err, sizeof(err)) < 0) {
-        rete_warn("control plane: %s", err);
+    rete_error err = {0};
+    if (rete_file_write_atomic(path, data, len, (mode_t)mode, &err) < 0) {
+        rete_warn("control plane: %s", err.msg);
         return -1;
     }
     return 0;
@@ -46,10 +46,10 @@ int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
     snprintf(cp.key_path, sizeof(cp.key_path), "%s/key.pem", o->data_dir);
     snprintf(cp.bundle_path, sizeof(cp.bundle_path), "%s/bundle.pem", o->data_dir);
     snprintf(cp.config_path, sizeof(cp.config_path), "%s/config.json", o->data_dir);
-    char err[512];
-    cp.ctx_anon = rete_tls_cp_client_ctx(NULL, NULL, o->ca_file, err, sizeof(err));
+    rete_error err = {0};
+    cp.ctx_anon = rete_tls_cp_client_ctx(NULL, NULL, o->ca_file, &err);
     if (!cp.ctx_anon) {
-        rete_err("control plane: %s", err);
+        rete_err("control plane: %s", err.msg);
         return -1;
     }
     uv_timer_init(p->loop, &cp.retry_timer);

@@ -137,19 +137,21 @@ rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errle
         free(s);
         return NULL;
     }
-    s->mesh_server = rete_tls_mesh_server_ctx(p->cert_file, p->key_file, p->ca_file, err, errlen);
+    rete_error e = {0};
+    s->mesh_server = rete_tls_mesh_server_ctx(p->cert_file, p->key_file, p->ca_file, &e);
     if (!s->mesh_server)
         goto fail;
-    s->mesh_client = rete_tls_mesh_client_ctx(p->cert_file, p->key_file, p->ca_file, err, errlen);
+    s->mesh_client = rete_tls_mesh_client_ctx(p->cert_file, p->key_file, p->ca_file, &e);
     if (!s->mesh_client)
         goto fail;
     if (p->server_cert_file) {
-        s->app_server = rete_tls_app_server_ctx(p->server_cert_file, p->server_key_file, err, errlen);
+        s->app_server = rete_tls_app_server_ctx(p->server_cert_file, p->server_key_file, &e);
         if (!s->app_server)
             goto fail;
     }
     return s;
 fail:
+    rete_errf(err, errlen, "%s", e.msg);
     if (s->mesh_server)
         rete_tls_ctx_unref(s->mesh_server);
     if (s->mesh_client)
