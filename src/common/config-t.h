@@ -8,7 +8,10 @@
  * Everything a request needs is resolved at build time: routes point at their
  * services, services at their endpoints, regexes are compiled, route rules
  * are sorted by Gateway API precedence. All memory of a snapshot belongs to
- * its arena and is freed with it. */
+ * its arena and is freed with it.
+ *
+ * Every array of the model is a (pointer, n_) pair, so the structs below
+ * repeat that shape (and config_raw.h's mirror them): by design, not copies. */
 #ifndef RETE_CONFIG_T_H
 #define RETE_CONFIG_T_H
 
@@ -264,6 +267,8 @@ typedef struct rete_authz_rule {    /* one `rules[]` entry: from AND to AND when
     size_t n_namespaces;
     const char *const *not_namespaces;
     size_t n_not_namespaces;
+    /* to.operation: from here to the end (the loader copies this half of
+     * a `to` entry over the `from` half of a rule as one block) */
     const char *const *methods;
     size_t n_methods;
     const char *const *not_methods;

@@ -3,7 +3,8 @@
  * share: the "raw" resources the field tables decode into, which still name
  * each other by string; the kinds; and the loader state that the document
  * pass (config.c) fills and the resolution pass (config_resolve.c) reads.
- * Kept out of config.h because none of these types outlives a load. */
+ * Kept out of config.h because none of these types outlives a load. Its
+ * structs mirror config-t.h's (pointer, n_) arrays: the same shape by design. */
 #ifndef RETE_CONFIG_RAW_H
 #define RETE_CONFIG_RAW_H
 

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -473,19 +474,8 @@ static void resolve_authz(loader *l, const rete_workload *self)
                     const rete_authz_rule *src = ar->n_from ? &ar->from[f] : &any;
                     const rete_authz_rule *op = ar->n_to ? &ar->to[t] : &any;
                     rete_authz_rule *out = &rules[k++];
-                    *out = *src; /* source half */
-                    out->methods = op->methods;
-                    out->n_methods = op->n_methods;
-                    out->not_methods = op->not_methods;
-                    out->n_not_methods = op->n_not_methods;
-                    out->paths = op->paths;
-                    out->n_paths = op->n_paths;
-                    out->not_paths = op->not_paths;
-                    out->n_not_paths = op->n_not_paths;
-                    out->ports = op->ports;
-                    out->n_ports = op->n_ports;
-                    out->not_ports = op->not_ports;
-                    out->n_not_ports = op->n_not_ports;
+                    *out = *src; /* the source half, then the operation half (the tail) */
+                    memcpy(&out->methods, &op->methods, sizeof(*out) - offsetof(rete_authz_rule, methods));
                 }
         }
         pol[n++] =

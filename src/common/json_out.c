@@ -139,6 +139,8 @@ void rete_json_append_utf8(rete_buf *b, const char *s, size_t len)
         char esc[8];
         if (c == '"' || c == '\\')
             snprintf(esc, sizeof(esc), "\\%c", c);
+        else if (c == '\n' || c == '\t' || c == '\r') /* PEM and text: the short forms */
+            snprintf(esc, sizeof(esc), "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' : 'r');
         else
             snprintf(esc, sizeof(esc), "\\u%04x", c);
         rete_buf_append_str(b, esc);

@@ -126,3 +126,14 @@ const rete_kind *rete_kind_lookup(const char *word)
     }
     return NULL;
 }
+
+int rete_resource_key_cmp(const char *kind_a, const char *ns_a, const char *name_a, const char *kind_b,
+                          const char *ns_b, const char *name_b)
+{
+    int c = strcmp(kind_a, kind_b);
+    if (c == 0)
+        c = strcmp(ns_a, ns_b);
+    if (c == 0)
+        c = strcmp(name_a, name_b);
+    return c;
+}

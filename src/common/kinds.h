@@ -69,4 +69,10 @@ const rete_kind *rete_kind_by_name(const char *kind);
  * the resolver of reted's API and of retectl alike. NULL word: NULL. */
 const rete_kind *rete_kind_lookup(const char *word);
 
+/* The order resources are listed in everywhere: (kind, namespace, name),
+ * bytewise — reted's store (SQLite BINARY collation on its primary key),
+ * its index, a snapshot's entries and the set a proxy keeps. <0, 0, >0. */
+int rete_resource_key_cmp(const char *kind_a, const char *ns_a, const char *name_a, const char *kind_b,
+                          const char *ns_b, const char *name_b);
+
 #endif

@@ -1,5 +1,6 @@
 #include "snapshot_wire.h"
 #include "json_out.h"
+#include "kinds.h"
 #include "yaml_doc.h"
 
 #include <inttypes.h>
@@ -43,12 +44,7 @@ void rete_wire_put_entry(rete_buf *b, const char *kind, const char *ns, const ch
 
 static int key_cmp(const char *kind, const char *ns, const char *name, const rete_wire_entry *e)
 {
-    int c = strcmp(kind, e->kind);
-    if (c == 0)
-        c = strcmp(ns, e->ns);
-    if (c == 0)
-        c = strcmp(name, e->name);
-    return c;
+    return rete_resource_key_cmp(kind, ns, name, e->kind, e->ns, e->name);
 }
 
 static int entry_cmp(const void *pa, const void *pb)

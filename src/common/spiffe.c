@@ -92,16 +92,6 @@ bool rete_spiffe_match(const char *pattern, const char *id)
         return false;
     rete_view p = rete_view_cstr(rete_spiffe_principal(pattern));
     rete_view v = rete_view_cstr(rete_spiffe_principal(id));
-    if (v.len == 0)
-        return false;
-    if (p.len == 1 && p.p[0] == '*')
-        return true;
-    if (p.len > 1 && p.p[p.len - 1] == '*')
-        return rete_view_has_prefix(v, rete_view_make(p.p, p.len - 1));
-    if (p.len > 1 && p.p[0] == '*') {
-        rete_view suf = rete_view_make(p.p + 1, p.len - 1);
-        return v.len >= suf.len && memcmp(v.p + v.len - suf.len, suf.p, suf.len) == 0;
-    }
-    return rete_view_eq(p, v);
+    return v.len > 0 && rete_view_istio_match(p, v);
 }
 

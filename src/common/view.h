@@ -65,6 +65,23 @@ static inline bool rete_view_ihas_suffix(rete_view v, rete_view suffix)
            rete_view_ieq(rete_view_make(v.p + v.len - suffix.len, suffix.len), suffix);
 }
 
+/* Istio's string match (AuthorizationPolicy values, principals): "*"
+ * matches any non-empty value, "prefix*" and "*suffix" match by prefix and
+ * suffix, anything else exactly. Case-sensitive. */
+static inline bool rete_view_istio_match(rete_view pattern, rete_view v)
+{
+    rete_view p = pattern;
+    if (p.len == 1 && p.p[0] == '*')
+        return v.len > 0;
+    if (p.len > 1 && p.p[p.len - 1] == '*')
+        return rete_view_has_prefix(v, rete_view_make(p.p, p.len - 1));
+    if (p.len > 1 && p.p[0] == '*') {
+        rete_view suf = rete_view_make(p.p + 1, p.len - 1);
+        return v.len >= suf.len && memcmp(v.p + v.len - suf.len, suf.p, suf.len) == 0;
+    }
+    return rete_view_eq(p, v);
+}
+
 /* Index of the first `c` in v, or -1. */
 static inline ptrdiff_t rete_view_find(rete_view v, char c)
 {

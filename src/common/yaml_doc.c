@@ -220,6 +220,8 @@ static rete_ynode *scalar(rete_arena *arena, const char *s, size_t len, bool quo
     return n;
 }
 
+/* The same switch over JSON types as retectl's YAML writer (ctl/yaml_out.c)
+ * and config_json.c: one input, different outputs, by design. */
 static const rete_ynode *from_json(const json_t *j, rete_arena *arena, int depth, size_t *nodes)
 {
     if (depth > YDOC_MAX_DEPTH || ++*nodes > YDOC_MAX_NODES)

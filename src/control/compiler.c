@@ -20,6 +20,8 @@
 #include "alloc.h"
 #include "compiler.h"
 #include "hash.h"
+#include "json_out.h"
+#include "kinds.h"
 #include "log.h"
 #include "reted.h"
 #include "snapshot_wire.h"
@@ -63,12 +65,7 @@ char *reted_snapshot_entries(const reted_snapshot *s, size_t *len)
  * snapshot's entries, and the order a proxy rebuilds its set in. */
 static int key_cmp(const char *kind, const char *ns, const char *name, const reted_entry *e)
 {
-    int c = strcmp(kind, e->doc->kind);
-    if (c == 0)
-        c = strcmp(ns, e->doc->ns);
-    if (c == 0)
-        c = strcmp(name, e->doc->name);
-    return c;
+    return rete_resource_key_cmp(kind, ns, name, e->doc->kind, e->doc->ns, e->doc->name);
 }
 
 static int entry_cmp(const reted_entry *a, const reted_entry *b)
@@ -76,13 +73,6 @@ static int entry_cmp(const reted_entry *a, const reted_entry *b)
     return key_cmp(a->doc->kind, a->doc->ns, a->doc->name, b);
 }
 
-static char *json_encoded(const char *s)
-{
-    json_t *j = json_string(s);
-    char *out = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
-    json_decref(j);
-    return out;
-}
 
 /* ---- a set of "ns/name" service keys (open addressing) ---- */
 
@@ -626,6 +616,18 @@ reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)
     *bucket = s;
     return s;
 }
+/* What every config message says of trust: the CA's bundle and the
+ * renewal request (after the head push.c writes). */
+static void put_trust(rete_buf *b, reted *r)
+{
+    char head[64];
+    rete_buf_append(b, head,
+                    (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld,\"trustBundle\":",
+                                     (long long)r->renew_issued_before));
+    const char *pem = rete_ca_bundle_pem(r->ca);
+    rete_json_append_utf8(b, pem, strlen(pem));
+}
+
 /* The delta that takes a proxy from `base` (the snapshot it acknowledged)
  * to `to`: the entries added or changed, the keys removed. Computed once
  * per (base, to) pair and kept with `to`, since the proxies of a namespace
@@ -661,20 +663,14 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
     }
     rete_buf_append(&up, "]", 1);
     rete_buf_append(&del, "]", 1);
-    char *bun = json_encoded(rete_ca_bundle_pem(r->ca));
     rete_buf body = {0};
-    rete_buf_reserve(&body, up.len + del.len + strlen(bun) + 128, 0);
-    char head[64];
-    rete_buf_append(&body, head,
-                    (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld,\"trustBundle\":",
-                                     (long long)r->renew_issued_before));
-    rete_buf_append_str(&body, bun);
+    rete_buf_reserve(&body, up.len + del.len + 4096, 0);
+    put_trust(&body, r);
     rete_buf_append_str(&body, ",\"upserts\":");
     rete_buf_append(&body, up.p, up.len);
     rete_buf_append_str(&body, ",\"deletes\":");
     rete_buf_append(&body, del.p, del.len);
     rete_buf_append(&body, "}\n", 2);
-    free(bun);
     rete_buf_free(&up);
     rete_buf_free(&del);
     /* Keep it (round robin over a few slots) for the other proxies on the
@@ -689,21 +685,15 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
 reted_body *reted_snapshot_body(reted *r, reted_snapshot *s)
 {
     if (!s->body) {
-        char *bun = json_encoded(rete_ca_bundle_pem(r->ca));
         rete_buf b = {0};
-        size_t n = strlen(bun) + 128;
+        size_t n = 4096;
         for (size_t i = 0; i < s->n_entries; i++)
             n += s->entries[i].doc->len + 128;
         rete_buf_reserve(&b, n, n);
-        char head[64];
-        rete_buf_append(&b, head,
-                        (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld,\"trustBundle\":",
-                                         (long long)r->renew_issued_before));
-        rete_buf_append_str(&b, bun);
+        put_trust(&b, r);
         rete_buf_append_str(&b, ",\"resources\":");
         put_entries(&b, s);
         rete_buf_append(&b, "}\n", 2);
-        free(bun);
         s->body = rete_malloc(sizeof(*s->body) + b.len + 1);
         s->body->refs = 1;
         s->body->len = b.len;

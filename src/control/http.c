@@ -748,6 +748,7 @@ static void hc_on_close(rete_io *io)
     server_maybe_free(srv);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs hc_cbs = {
     .on_data = hc_on_data,
     .on_eof = hc_on_eof,

@@ -348,12 +348,7 @@ static void ires_free(reted_ires *e)
 
 static int key_cmp(const char *kind, const char *ns, const char *name, const reted_ires *e)
 {
-    int c = strcmp(kind, e->kind);
-    if (c == 0)
-        c = strcmp(ns, e->ns);
-    if (c == 0)
-        c = strcmp(name, e->name);
-    return c;
+    return rete_resource_key_cmp(kind, ns, name, e->kind, e->ns, e->name);
 }
 
 /* The position of the key, or where it would go (*found false). */

@@ -63,6 +63,7 @@ enum store_stmt {
     ST__COUNT
 };
 
+/* One statement per row (prepared once): the rows share a shape by design. */
 static const char *const store_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -598,6 +599,7 @@ static void sq_close(rete_store *s)
     free(sq);
 }
 
+/* the store backend's vtable (store.h): a second backend repeats its shape by design. */
 static const rete_store_ops sqlite_ops = {
     .name = "sqlite",
     .apply = sq_apply,

@@ -69,11 +69,11 @@ static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
         snprintf(rete_the_proxy->last_reload_error, sizeof(rete_the_proxy->last_reload_error), "%s", msg);
         return NULL;
     }
-    char terr[512] = "";
-    *tls = rete_tls_set_build(cfg, terr, sizeof(terr));
+    rete_error terr = {0};
+    *tls = rete_tls_set_build(cfg, &terr);
     if (!*tls) {
-        rete_err("configuration rejected: %s", terr);
-        snprintf(rete_the_proxy->last_reload_error, sizeof(rete_the_proxy->last_reload_error), "%s", terr);
+        rete_err("configuration rejected: %s", terr.msg);
+        snprintf(rete_the_proxy->last_reload_error, sizeof(rete_the_proxy->last_reload_error), "%s", terr.msg);
         rete_config_unref(cfg);
         return NULL;
     }
@@ -92,10 +92,10 @@ static void on_sighup(uv_signal_t *s, int sig)
     }
     rete_tls_set *tls = NULL;
     rete_config *cfg = load(p->config_path, p->cfg->version + 1, &tls);
-    char err[512];
-    if (cfg && !rete_proxy_can_reload(p, cfg, err, sizeof(err))) {
-        rete_err("configuration rejected: %s", err);
-        snprintf(p->last_reload_error, sizeof(p->last_reload_error), "%s", err);
+    rete_error err = {0};
+    if (cfg && rete_proxy_can_reload(p, cfg, &err) != RETE_OK) {
+        rete_err("configuration rejected: %s", err.msg);
+        snprintf(p->last_reload_error, sizeof(p->last_reload_error), "%s", err.msg);
         rete_tls_set_unref(tls);
         rete_config_unref(cfg);
         cfg = NULL;
@@ -244,11 +244,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", msg);
             return 1;
         }
-        char terr[512] = "";
-        rete_tls_set *tls = rete_tls_set_build(cfg, terr, sizeof(terr));
+        rete_error terr = {0};
+        rete_tls_set *tls = rete_tls_set_build(cfg, &terr);
         rete_config_unref(cfg);
         if (!tls) {
-            fprintf(stderr, "%s: %s\n", check_path, terr);
+            fprintf(stderr, "%s: %s\n", check_path, terr.msg);
             return 1;
         }
         rete_tls_set_unref(tls);

@@ -11,6 +11,9 @@
 #include <jansson.h>
 
 #include "json_out.h"
+#include "vec.h"
+
+#include <jansson.h>
 
 /* Decode a JSON string value made of code points <= 0xff back to bytes. */
 static size_t latin1_bytes(const char *utf8, size_t n, unsigned char *out)
@@ -127,6 +130,24 @@ static void test_field_that_does_not_fit_is_left_out_whole(void **state)
     assert_string_equal(line, "{\"p\":\"abc\"}\n");
 }
 
+/* Documents: UTF-8 passes through, quotes, backslashes and control
+ * characters are escaped, and jansson reads back the exact text. */
+static void test_utf8_string_for_documents(void **state)
+{
+    (void)state;
+    const char in[] = "a\"b\\c\nd\te\r\x01 \xc3\xa9\xe2\x82\xac";
+    rete_buf b = {0};
+    rete_json_append_utf8(&b, in, sizeof(in) - 1);
+    assert_string_equal(b.p, "\"a\\\"b\\\\c\\nd\\te\\r\\u0001 \xc3\xa9\xe2\x82\xac\"");
+    json_error_t je;
+    json_t *j = json_loadb(b.p, b.len, JSON_DECODE_ANY, &je);
+    assert_non_null(j);
+    assert_int_equal(json_string_length(j), sizeof(in) - 1);
+    assert_memory_equal(json_string_value(j), in, sizeof(in) - 1);
+    json_decref(j);
+    rete_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +155,7 @@ int main(void)
         cmocka_unit_test(test_forged_keys_stay_inside_the_value),
         cmocka_unit_test(test_escape_sizes),
         cmocka_unit_test(test_field_that_does_not_fit_is_left_out_whole),
+        cmocka_unit_test(test_utf8_string_for_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,11 +81,11 @@ static void test_writer_escapes_and_frames(void **state)
 {
     (void)state;
     rete_buf b = {0};
-    rete_wire_put_entry(&b, "Service", "de\"mo", "a\nb\xc3\xa9", 42, "{\"x\":1}", 7);
+    rete_wire_put_entry(&b, "Service", "de\"mo", "a\nb\x01\xc3\xa9", 42, "{\"x\":1}", 7);
     rete_buf_append(&b, "|", 1);
     rete_wire_put_key(&b, "Service", "demo", "web");
     /* UTF-8 passes through; quotes and control characters are escaped */
-    assert_string_equal(b.p, "{\"kind\":\"Service\",\"namespace\":\"de\\\"mo\",\"name\":\"a\\u000ab\xc3\xa9\","
+    assert_string_equal(b.p, "{\"kind\":\"Service\",\"namespace\":\"de\\\"mo\",\"name\":\"a\\nb\\u0001\xc3\xa9\","
                              "\"version\":42,\"document\":{\"x\":1}}|"
                              "{\"kind\":\"Service\",\"namespace\":\"demo\",\"name\":\"web\"}");
     rete_buf_free(&b);

@@ -55,10 +55,10 @@ static void reinstall_tls(rete_cp *cp)
     rete_proxy *p = cp->p;
     if (!p->cfg)
         return;
-    char err[512];
-    rete_tls_set *tls = rete_tls_set_build(p->cfg, err, sizeof(err));
+    rete_error err = {0};
+    rete_tls_set *tls = rete_tls_set_build(p->cfg, &err);
     if (!tls) {
-        rete_err("control plane: new certificate unusable: %s", err);
+        rete_err("control plane: new certificate unusable: %s", err.msg);
         return;
     }
     rete_proxy_install(p, rete_config_ref(p->cfg), tls);
@@ -156,6 +156,7 @@ static void on_close(cp_http *h, bool ok)
         cp_stream_schedule_retry(cp); /* its retry asks again while there is no certificate */
 }
 
+/* one callback table per kind of exchange with reted (cp_http.h): the same shape by design. */
 static const cp_http_cbs cert_cbs = {.on_answer = on_answer, .on_close = on_close};
 
 void cp_certs_request(rete_cp *cp, bool renewal)

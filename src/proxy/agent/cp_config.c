@@ -26,9 +26,11 @@ static bool install_change(rete_cp *cp, rete_wire_change *change, uint64_t versi
                                              "control-plane", version, &e);
     rete_config *held = NULL;
     rete_tls_set *tls = NULL;
+    rete_error why = {0};
     if (!cfg) {
         rete_config_error_format(&e, err, errlen);
-    } else if (!rete_proxy_can_reload(cp->p, cfg, err, errlen) || !(tls = rete_tls_set_build(cfg, err, errlen))) {
+    } else if (rete_proxy_can_reload(cp->p, cfg, &why) != RETE_OK || !(tls = rete_tls_set_build(cfg, &why))) {
+        snprintf(err, errlen, "%s", why.msg);
         rete_config_unref(cfg);
     } else {
         held = rete_config_ref(cfg);

@@ -127,6 +127,7 @@ static void on_close(rete_io *io)
     free(h);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs io_cbs = {
     .on_data = on_data,
     .on_eof = on_eof,

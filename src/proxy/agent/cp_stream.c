@@ -116,6 +116,7 @@ static void on_close(cp_http *h, bool ok)
         cp_stream_schedule_retry(cp);
 }
 
+/* one callback table per kind of exchange with reted (cp_http.h): the same shape by design. */
 static const cp_http_cbs stream_cbs = {
     .on_answer = on_answer,
     .on_open = on_open,

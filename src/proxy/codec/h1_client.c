@@ -392,6 +392,7 @@ static void h1c_on_close(rete_io *io)
     free(c);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs h1c_io_cbs = {
     .on_data = h1c_on_data,
     .on_eof = h1c_on_eof,
@@ -430,6 +431,7 @@ static void h1c_on_abort(rete_exchange *ex)
     h1c_close(c);
 }
 
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops h1c_ops = {
     .name = "h1-client",
     .on_head = h1c_on_head,

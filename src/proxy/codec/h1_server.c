@@ -674,6 +674,7 @@ static void h1s_on_close(rete_io *io)
     rete_conn_closed(c);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs h1s_io_cbs = {
     .on_data = h1s_on_data,
     .on_eof = h1s_on_eof,
@@ -949,6 +950,7 @@ static void h1s_on_abort(rete_exchange *ex)
     rete_io_close(&s->conn->io);
 }
 
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops h1s_ops = {
     .name = "h1-server",
     .on_head = h1s_on_head,

@@ -528,6 +528,7 @@ static void h2_ds_on_interim(rete_exchange *ex)
     h2_flush(s->h2);
 }
 
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops h2_ds_ops = {
     .name = "h2-server",
     .on_head = h2_ds_on_head,
@@ -553,6 +554,7 @@ static void h2_us_on_abort(rete_exchange *ex)
     h2_on_abort(ex, RETE_UPSTREAM);
 }
 
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops h2_us_ops = {
     .name = "h2-client",
     .on_head = h2_us_on_head,
@@ -1179,6 +1181,7 @@ static void h2_on_io_close(rete_io *io)
         rete_conn_closed(c);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs h2_io_cbs = {
     .on_data = h2_on_io_data,
     .on_eof = h2_on_io_eof,

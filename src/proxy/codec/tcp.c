@@ -149,6 +149,7 @@ static void tcp_on_close(rete_io *io)
         rete_conn_closed(c);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs tcp_io_cbs = {
     .on_data = tcp_on_data,
     .on_eof = tcp_on_eof,
@@ -216,6 +217,7 @@ static void tcp_ex_on_abort_us(rete_exchange *ex)
     tcp_close(t);
 }
 
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops tcp_ds_ops = {
     .name = "tcp-server",
     .on_head = tcp_ex_on_head,
@@ -226,6 +228,7 @@ static const rete_side_ops tcp_ds_ops = {
 
 static void tcp_ex_on_head_us(rete_exchange *ex) { (void)ex; }
 
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops tcp_us_ops = {
     .name = "tcp-client",
     .on_head = tcp_ex_on_head_us,

@@ -148,6 +148,7 @@ static void linger_on_close(rete_io *io)
     c->codec = NULL;
     rete_conn_closed(c);
 }
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs linger_cbs = {
     .on_data = linger_on_data,
     .on_eof = linger_on_eof,
@@ -279,6 +280,7 @@ static void detect_on_ready(rete_io *io, int status, const char *why)
         dispatch_protocol(c, DETECT_H2, NULL, 0);
 }
 
+/* one io callback table per owner of a connection (io.h): the same shape by design. */
 static const rete_io_cbs detect_cbs = {
     .on_data = detect_on_data,
     .on_eof = detect_on_eof,

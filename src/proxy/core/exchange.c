@@ -408,6 +408,7 @@ static void local_on_abort(rete_exchange *ex)
 {
     rete_ex_detach(ex, RETE_UPSTREAM);
 }
+/* one side table per codec side (exchange.h): the same shape by design. */
 static const rete_side_ops local_ops = {
     .name = "local",
     .on_head = local_on_head,

@@ -58,7 +58,7 @@ static const struct {
     const char *help;
     const double *buckets; /* histograms; NULL: Envoy's default (ms and bytes) */
     size_t nbuckets;
-} families[] = {
+} families[] = { /* one row per family: the rows share one shape, a table by design */
 #define F(field, name, type, labels, help)                                                         \
     {                                                                                              \
         offsetof(rete_mesh_metrics, field), name, type, labels, help, NULL, 0                      \

@@ -127,31 +127,28 @@ void rete_proxy_metrics_cert(rete_proxy *p, const char *path)
         rete_metrics_gauge_set(p->metrics, p->ms.cert_expiry, (double)t);
 }
 
-rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen)
+rete_tls_set *rete_tls_set_build(const rete_config *cfg, rete_error *err)
 {
     const rete_proxy_spec *p = &cfg->proxy;
-    rete_tls_set *s = rete_calloc(1, sizeof(*s));
-    atomic_init(&s->refs, 1);
     if (!p->cert_file || !p->key_file || !p->ca_file) {
-        snprintf(err, errlen, "spec.tls: certFile, keyFile and caFile are required for the mesh listener");
-        free(s);
+        rete_error_set(err, RETE_EINVAL, "spec.tls: certFile, keyFile and caFile are required for the mesh listener");
         return NULL;
     }
-    rete_error e = {0};
-    s->mesh_server = rete_tls_mesh_server_ctx(p->cert_file, p->key_file, p->ca_file, &e);
+    rete_tls_set *s = rete_calloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    s->mesh_server = rete_tls_mesh_server_ctx(p->cert_file, p->key_file, p->ca_file, err);
     if (!s->mesh_server)
         goto fail;
-    s->mesh_client = rete_tls_mesh_client_ctx(p->cert_file, p->key_file, p->ca_file, &e);
+    s->mesh_client = rete_tls_mesh_client_ctx(p->cert_file, p->key_file, p->ca_file, err);
     if (!s->mesh_client)
         goto fail;
     if (p->server_cert_file) {
-        s->app_server = rete_tls_app_server_ctx(p->server_cert_file, p->server_key_file, &e);
+        s->app_server = rete_tls_app_server_ctx(p->server_cert_file, p->server_key_file, err);
         if (!s->app_server)
             goto fail;
     }
     return s;
 fail:
-    rete_errf(err, errlen, "%s", e.msg);
     if (s->mesh_server)
         rete_tls_ctx_unref(s->mesh_server);
     if (s->mesh_client)
@@ -165,10 +162,10 @@ static bool same_addr(const rete_socket_addr *a, const rete_socket_addr *b)
     return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
-bool rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, char *err, size_t errlen)
+rete_rc rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, rete_error *err)
 {
     if (!p->started)
-        return true;
+        return RETE_OK;
     const rete_proxy_spec *o = &p->cfg->proxy, *n = &cfg->proxy;
     const char *field = NULL;
     char buf[64];
@@ -191,10 +188,9 @@ bool rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, char *er
                 field = buf;
             }
     if (!field)
-        return true;
-    snprintf(err, errlen, "%s: listeners and workers are set up at start; restart the proxy to change them",
-             field);
-    return false;
+        return RETE_OK;
+    return rete_error_set(err, RETE_ESTATE,
+                          "%s: listeners and workers are set up at start; restart the proxy to change them", field);
 }
 
 static int spawn_child(rete_proxy *p, char **argv);

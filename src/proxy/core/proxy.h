@@ -3,6 +3,7 @@
 #define RETE_PROXY_PROXY_H
 
 #include "config-t.h"
+#include "error.h"
 #include "worker.h"
 
 #include <stdatomic.h>
@@ -38,9 +39,10 @@ extern rete_proxy *rete_the_proxy;
 int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls);
 /* Whether `cfg` can replace the running snapshot: listeners are bound and
  * workers started once, so a snapshot that moves, adds or drops a listener
- * or changes the worker count would be accepted but not applied. Returns
- * false with err naming the field (the caller rejects the snapshot whole). */
-bool rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, char *err, size_t errlen);
+ * or changes the worker count would be accepted but not applied. Fails
+ * (RETE_ESTATE) with err naming the field (the caller rejects the snapshot
+ * whole). */
+RETE_MUST_CHECK rete_rc rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, rete_error *err);
 
 /* Create the registry, declare the families and resolve the fixed series.
  * Aborts on failure (start-up only). */
@@ -53,7 +55,7 @@ void rete_proxy_metrics_cert(rete_proxy *p, const char *path);
 void rete_proxy_count_reload(rete_proxy *p, bool ok);
 
 /* Build the TLS contexts a snapshot names; NULL with err on failure. */
-rete_tls_set *rete_tls_set_build(const rete_config *cfg, char *err, size_t errlen);
+rete_tls_set *rete_tls_set_build(const rete_config *cfg, rete_error *err);
 
 /* Drain: stop accepting, finish in-flight requests, stop the main loop once
  * every worker (and the app, in run mode) has stopped. Once. */

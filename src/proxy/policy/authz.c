@@ -14,16 +14,7 @@ bool rete_authz_str_match(const char *pattern, rete_view value)
 {
     if (!pattern)
         return false;
-    rete_view p = rete_view_cstr(pattern);
-    if (p.len == 1 && p.p[0] == '*')
-        return value.len > 0;
-    if (p.len > 1 && p.p[p.len - 1] == '*')
-        return rete_view_has_prefix(value, rete_view_make(p.p, p.len - 1));
-    if (p.len > 1 && p.p[0] == '*') {
-        rete_view suf = rete_view_make(p.p + 1, p.len - 1);
-        return value.len >= suf.len && memcmp(value.p + value.len - suf.len, suf.p, suf.len) == 0;
-    }
-    return rete_view_eq(p, value);
+    return rete_view_istio_match(rete_view_cstr(pattern), value);
 }
 
 bool rete_authz_in_trust_domain(const char *trust_domain, const char *spiffe_id)
