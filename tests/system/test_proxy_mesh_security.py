@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 import certs
-from helpers import read_log, start_echo
+from helpers import read_log, start_echo, wait_for
 from mesh import Mesh, fresh_host, s_client, service, workload
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -34,13 +34,15 @@ def peer_authn(mode):
             "metadata": {"name": "default", "namespace": "test"}, "spec": {"mtls": {"mode": mode}}}
 
 
-def h2_get(path, authority="echo"):
+def h2_get(path, authority="echo", extra=()):
     """The preface, an empty SETTINGS and a HEADERS frame for GET `path`
     (HPACK literals without indexing, no Huffman): enough that a proxy which
     wrongly admitted the peer would forward a request the app logs."""
     def lit(name, value):
         return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
     block = b"\x82\x86" + lit(b":path", path.encode()) + lit(b":authority", authority.encode())
+    for name, value in extra:
+        block += lit(name.encode(), value.encode())
     headers = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
     return H2_PREFACE + H2_EMPTY_SETTINGS + headers
 
@@ -197,6 +199,43 @@ def test_admitted_peer_still_gets_per_request_denial_over_h2(env):
     closed, out = s_client(env["echo_host"], env["mesh"].ca[0], cert, h2_get("/admin/raw"), wait=2)
     assert "RBAC: access denied by policy test/echo-deny-admin" in out, out
     assert not any("/admin/raw" in l for l in echo_requests(env))
+
+
+def _requests_from(env, workload):
+    with urllib.request.urlopen(f"http://{env['server_admin']}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(v) for v in re.findall(
+        rf'^istio_requests_total{{[^}}]*reporter="destination"[^}}]*source_workload="{workload}"[^}}]*}} (\S+)$',
+        text, re.M))
+
+
+def test_peer_metadata_names_the_source_workload_only_for_its_own_namespace(env):
+    """The calling proxy says which workload it is (x-rete-peer) on the mesh
+    hop, so the destination's metrics name the source workload; a peer may
+    describe itself, never claim another namespace than its certificate's,
+    and the header never reaches the app."""
+    cert = env["mesh"].cert("client")  # spiffe://cluster.local/ns/test/sa/client
+    # through the client sidecar: the real thing
+    r = curl("-s", "-H", "Host: echo", f"http://{env['outbound']}/from-sidecar")
+    body = json.loads(r.stdout)
+    assert body["path"] == "/from-sidecar", body
+    assert not any(h.startswith("x-rete-") for h in body["headers"]), body["headers"]  # never to the app
+    wait_for(lambda: _requests_from(env, "client-0") >= 1, 10, 0.1, "source_workload from the peer's metadata")
+    # a peer naming another namespace: not believed (the SPIFFE namespace stands)
+    s_client(env["echo_host"], env["mesh"].ca[0], cert,
+             h2_get("/other-ns", extra=[("x-rete-peer", "workload=evil-0;namespace=other;app=evil")]), wait=2)
+    # malformed: not believed either
+    s_client(env["echo_host"], env["mesh"].ca[0], cert,
+             h2_get("/malformed", extra=[("x-rete-peer", 'workload=a"b;namespace=test')]), wait=2)
+    # its own namespace: believed (a workload describes itself, as with Istio)
+    s_client(env["echo_host"], env["mesh"].ca[0], cert,
+             h2_get("/own-ns", extra=[("x-rete-peer", "workload=batch-7;namespace=test;app=batch")]), wait=2)
+    wait_for(lambda: _requests_from(env, "batch-7") == 1, 10, 0.1, "the peer's own-namespace claim")
+    wait_for(lambda: _requests_from(env, "unknown") >= 2, 10, 0.1, "the refused claims counted as unknown")
+    assert _requests_from(env, "evil-0") == 0
+    assert _requests_from(env, 'a"b') == 0
+    log = read_log(env["echo"])
+    assert "/own-ns" in log and "/other-ns" in log and "/malformed" in log
 
 
 # ---- PeerAuthentication on the inbound listener (15006) ----------------------

@@ -140,6 +140,9 @@ struct rete_exchange {
     uint16_t target_port;          /* app port at the destination */
     const char *listener;          /* "outbound", "inbound", "mesh", "upstream" */
     char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */
+    /* What the peer proxy said of its workload (RETE_PEER_HEADER), mesh only,
+     * checked against peer_id's namespace; empty when it said nothing. */
+    rete_view peer_workload, peer_app, peer_version;
     char downstream_addr[64];
     uint32_t body_limit;
     /* req.path normalisation (rete_dispatch_normalize_path): done once, where
@@ -247,6 +250,14 @@ bool rete_ex_normalize_path(rete_exchange *ex);
  * port the request is for; the receiver removes it. CONNECT tunnels carry
  * the same in :authority (ip:port), as HBONE does. */
 #define RETE_TARGET_PORT_HEADER "x-rete-target-port"
+
+/* Request header a sending proxy adds on the mesh hop with its workload's
+ * metadata, so the receiving proxy's metrics name the source workload (what
+ * Istio's metadata exchange does): "workload=W;namespace=N;app=A;version=V"
+ * (values in the Kubernetes label-value charset, at most 253 bytes; keys a
+ * receiver does not know are skipped). The receiver believes it only from an
+ * authenticated peer whose SPIFFE ID has that namespace, and removes it. */
+#define RETE_PEER_HEADER "x-rete-peer"
 
 /* Whether a request field is one that only a proxy may set: the caller
  * identity it vouches for (x-forwarded-client-cert) and every x-rete-*

@@ -70,9 +70,10 @@ static const struct {
     }
     F(requests_total, "istio_requests_total", C, HTTP,
       "Requests handled, by source, destination and response."),
-    /* Istio's istio_request_duration_milliseconds, in seconds: see mesh_metrics.h. */
-    FS(request_duration_seconds, "rete_request_duration_seconds", HTTP,
-       "Request duration in seconds, from the request head to the end of the exchange."),
+    /* Istio's own name and unit (milliseconds, Envoy's default buckets), so
+     * Istio's dashboards and Kiali read it unchanged: see mesh_metrics.h. */
+    F(request_duration_milliseconds, "istio_request_duration_milliseconds", H, HTTP,
+      "Request duration in milliseconds, from the request head to the end of the exchange."),
     F(request_bytes, "istio_request_bytes", H, HTTP, "Request sizes in bytes (headers and body)."),
     F(response_bytes, "istio_response_bytes", H, HTTP,
       "Response sizes in bytes (headers and body)."),

@@ -47,6 +47,7 @@ typedef struct rete_gen {
     const rete_workload *self;          /* this proxy's Workload, NULL if the config has none */
     const rete_service *self_service;   /* a service that selects it, NULL if none */
     rete_tel_cache *tel;                /* request series by label key (telemetry.c), lazily */
+    char *peer_meta;                    /* RETE_PEER_HEADER's value (telemetry.c), lazily */
 } rete_gen;
 
 typedef enum rete_listener_kind {

@@ -198,6 +198,7 @@ void rete_dispatch_finish(rete_exchange *ex)
 static void gen_free(rete_gen *g)
 {
     rete_telemetry_cache_free(&g->tel);
+    rete_free(&g->peer_meta);
 }
 
 static rete_request_path request_path = {

@@ -44,6 +44,7 @@ static rete_filter_verdict inbound_port(rete_exchange *ex)
         }
         rete_msg_remove(&ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER));
     }
+    rete_telemetry_peer_read(ex);
     if (!port)
         port = ex->target_port;
     if (!port && p->n_inbound_ports == 1)

@@ -167,6 +167,9 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
             rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(RETE_TARGET_PORT_HEADER),
                          rete_ex_dup(ex, rete_view_cstr(p)));
         }
+        /* Who calls, for the peer's metrics (its reporter="destination"). */
+        rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(RETE_PEER_HEADER),
+                     rete_view_cstr(rete_telemetry_peer_meta(ex->gen)));
         rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, wl->mesh_port, true, wl->spiffe_id);
         return;
     }

@@ -72,12 +72,95 @@ static half workload_half(const rete_workload *wl, bool mtls)
     };
 }
 
-/* The inbound caller: only its SPIFFE ID is known (no peer metadata). */
+/* The inbound caller: its SPIFFE ID, and what its proxy said of its
+ * workload (RETE_PEER_HEADER), when it said it. */
 static half peer_half(const rete_exchange *ex)
 {
     if (!ex->peer_id[0])
         return (half){UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN};
-    return (half){UNKNOWN, spiffe_ns(ex->peer_id), rete_view_cstr(ex->peer_id), UNKNOWN, UNKNOWN};
+    half h = {UNKNOWN, spiffe_ns(ex->peer_id), rete_view_cstr(ex->peer_id), UNKNOWN, UNKNOWN};
+    if (ex->peer_workload.len)
+        h.workload = ex->peer_workload;
+    if (ex->peer_app.len)
+        h.app = ex->peer_app;
+    if (ex->peer_version.len)
+        h.version = ex->peer_version;
+    return h;
+}
+
+/* ---- peer metadata on the mesh hop -------------------------------------- */
+
+#define PEER_VALUE_MAX 253
+
+/* The Kubernetes label-value charset (names are a subset): what a value of
+ * RETE_PEER_HEADER may hold, so it cannot carry a separator or a quote. */
+static bool peer_value_ok(rete_view v)
+{
+    if (v.len == 0 || v.len > PEER_VALUE_MAX)
+        return false;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+const char *rete_telemetry_peer_meta(rete_gen *g)
+{
+    if (g->peer_meta)
+        return g->peer_meta;
+    half own = own_half(g);
+    const char *keys[] = {"workload", "namespace", "app", "version"};
+    rete_view vals[] = {own.workload, own.ns, own.app, own.version};
+    char buf[4 * (PEER_VALUE_MAX + 12)];
+    size_t n = 0;
+    for (size_t i = 0; i < 4; i++)
+        if (peer_value_ok(vals[i]) && !rete_view_eq(vals[i], UNKNOWN))
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s=%.*s", n ? ";" : "", keys[i],
+                                  (int)vals[i].len, vals[i].p);
+    g->peer_meta = rete_strndup(buf, n);
+    return g->peer_meta;
+}
+
+void rete_telemetry_peer_read(rete_exchange *ex)
+{
+    rete_view h = rete_msg_get(&ex->req, RETE_VIEW_LIT(RETE_PEER_HEADER));
+    if (!h.p || !ex->peer_id[0]) {
+        rete_msg_remove(&ex->req, RETE_VIEW_LIT(RETE_PEER_HEADER));
+        return;
+    }
+    rete_view wl = {0}, ns = {0}, app = {0}, ver = {0};
+    bool ok = true;
+    size_t at = 0;
+    while (ok && at < h.len) {
+        ptrdiff_t semi = rete_view_find(rete_view_sub(h, at, h.len - at), ';');
+        rete_view item = rete_view_sub(h, at, semi < 0 ? h.len - at : (size_t)semi);
+        at += item.len + 1;
+        ptrdiff_t eq = rete_view_find(item, '=');
+        if (eq <= 0)
+            ok = false;
+        rete_view k = rete_view_sub(item, 0, eq > 0 ? (size_t)eq : 0);
+        rete_view v = rete_view_sub(item, eq > 0 ? (size_t)eq + 1 : item.len, item.len);
+        ok = ok && peer_value_ok(v);
+        if (rete_view_eq(k, RETE_VIEW_LIT("workload")))
+            wl = v;
+        else if (rete_view_eq(k, RETE_VIEW_LIT("namespace")))
+            ns = v;
+        else if (rete_view_eq(k, RETE_VIEW_LIT("app")))
+            app = v;
+        else if (rete_view_eq(k, RETE_VIEW_LIT("version")))
+            ver = v;
+    }
+    /* Believed only for the namespace the peer's certificate names: a
+     * workload may describe itself, not another namespace's. */
+    if (ok && wl.len && rete_view_eq(ns, spiffe_ns(ex->peer_id))) {
+        ex->peer_workload = rete_ex_dup(ex, wl);
+        ex->peer_app = app.len ? rete_ex_dup(ex, app) : app;
+        ex->peer_version = ver.len ? rete_ex_dup(ex, ver) : ver;
+    }
+    rete_msg_remove(&ex->req, RETE_VIEW_LIT(RETE_PEER_HEADER));
 }
 
 /* The service an inbound request was addressed to: by its authority, else a
@@ -163,7 +246,7 @@ static rete_metric resolve(rete_worker *w, rete_metric_family f, const rete_view
 typedef struct tel_key {
     const rete_service *svc;
     const rete_workload *wl; /* outbound: the endpoint; NULL inbound */
-    const char *peer;        /* inbound: the caller's SPIFFE ID ("" none); NULL outbound */
+    const char *peer;        /* inbound: the caller's SPIFFE ID ("" none) and peer metadata; NULL outbound */
     int status;
     int grpc_status;         /* -1: the label is "" */
     uint8_t error;
@@ -301,9 +384,18 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
     }
     tel_key k = {.status = status, .grpc_status = grpc_status_key(gs), .error = (uint8_t)ex->error,
                  .inbound = ex->inbound, .grpc = grpc};
+    /* The caller as the labels see it: its SPIFFE ID and what its proxy
+     * said of its workload (peer_half), one string for the cache key. */
+    char peer[sizeof(ex->peer_id) + 3 * 256];
     if (ex->inbound) {
         k.svc = inbound_service(ex);
         k.peer = ex->peer_id;
+        if (ex->peer_workload.len) {
+            snprintf(peer, sizeof(peer), "%s\x1f%.*s\x1f%.*s\x1f%.*s", ex->peer_id, (int)ex->peer_workload.len,
+                     ex->peer_workload.p, (int)ex->peer_app.len, ex->peer_app.p, (int)ex->peer_version.len,
+                     ex->peer_version.p);
+            k.peer = peer;
+        }
     } else {
         k.wl = ex->service && ex->endpoint >= 0 ? ex->service->endpoints[ex->endpoint] : NULL;
         k.svc = ex->service ? ex->service : ex->table ? ex->table->service : NULL;
@@ -318,7 +410,7 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
         int n = snprintf(code, sizeof(code), "%d", status);
         v[RETE_MESH_L_RESPONSE_CODE] = rete_view_make(code, (size_t)n);
         v[RETE_MESH_L_GRPC_RESPONSE_STATUS] = gs;
-        const rete_metric_family fams[4] = {mm->requests_total, mm->request_duration_seconds,
+        const rete_metric_family fams[4] = {mm->requests_total, mm->request_duration_milliseconds,
                                             mm->request_bytes, mm->response_bytes};
         rete_metric m[4];
         bool all_stable = true;
@@ -339,7 +431,7 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
         e = &fresh;
     }
     rete_metrics_inc(w->shard, e->requests, 1);
-    rete_metrics_observe(w->shard, e->duration, (double)dur_ns / 1e9);
+    rete_metrics_observe(w->shard, e->duration, (double)dur_ns / 1e6); /* milliseconds */
     rete_metrics_observe(w->shard, e->req_bytes, (double)ex->req_bytes);
     rete_metrics_observe(w->shard, e->resp_bytes, (double)ex->resp_bytes);
 }

@@ -24,9 +24,17 @@
 void rete_telemetry_cache_free(rete_tel_cache **c);
 
 /* An HTTP exchange ended (not admin, not a tunnel): istio_requests_total,
- * rete_request_duration_seconds, istio_request_bytes, istio_response_bytes.
+ * istio_request_duration_milliseconds, istio_request_bytes, istio_response_bytes.
  * status 0: no response was sent. */
 void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns);
+
+/* RETE_PEER_HEADER's value for this proxy's workload (made once per
+ * generation: the workload's name, namespace and app/version labels). */
+const char *rete_telemetry_peer_meta(rete_gen *g);
+/* Read RETE_PEER_HEADER from a request that came from an authenticated
+ * peer (ex->peer_id set) into ex->peer_*, when its namespace is the one
+ * peer_id names; the header is removed either way. */
+void rete_telemetry_peer_read(rete_exchange *ex);
 
 /* A tunnel is about to be carried upstream (routing chose its destination):
  * istio_tcp_connections_opened_total, and the series its bytes and its close
