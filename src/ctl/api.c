@@ -11,20 +11,20 @@
 int rete_ctl_call(rete_ctl *c, const char *method, const char *path, const char *ctype,
                   const char *body, size_t len, rete_ctl_response *resp)
 {
-    char err[512];
+    rete_error err = {0};
     memset(resp, 0, sizeof(*resp));
-    if (rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, err, sizeof(err)) < 0) {
+    if (rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, &err) < 0) {
         fprintf(stderr, "error: cannot reach reted at %s (address from %s): %s\n", c->ctx.server,
-                c->ctx.server_from, err);
+                c->ctx.server_from, err.msg);
         if (strcmp(c->ctx.server_from, "default") == 0)
             fprintf(stderr, "hint: start reted (make demo), or point retectl at it with --server "
                             "HOST:PORT or RETE_SERVER\n");
         return -1;
     }
     if (resp->status == 401) {
-        if (!c->token && c->token_err[0])
+        if (!c->token && c->token_err.code != RETE_OK)
             fprintf(stderr, "error: reted refused the request (401 Unauthorized): %s\n",
-                    c->token_err);
+                    c->token_err.msg);
         else if (!c->token)
             fprintf(stderr,
                     "error: reted refused the request (401 Unauthorized): no admin token was "
@@ -102,10 +102,10 @@ int rete_ctl_print_json(const json_t *v)
 
 int rete_ctl_print_yaml(const json_t *v)
 {
-    char err[256];
-    char *t = rete_ctl_yaml_string(v, err, sizeof(err));
+    rete_error err = {0};
+    char *t = rete_ctl_yaml_string(v, &err);
     if (!t) {
-        fprintf(stderr, "error: %s\n", err);
+        fprintf(stderr, "error: %s\n", err.msg);
         return CTL_EXIT_FAIL;
     }
     fputs(t, stdout);

@@ -149,7 +149,8 @@ static void scope_str(const json_t *scope, char *buf, size_t size)
         return;
     }
     long long res = (long long)json_integer_value(json_object_get(scope, "resources"));
-    snprintf(buf, size, "%s%lld svc, %lld res", json_is_true(json_object_get(scope, "wholeMesh")) ? "mesh: " : "",
+    snprintf(buf, size, "%s%lld svc, %lld res",
+             json_is_true(json_object_get(scope, "wholeMesh")) ? "mesh: " : "",
              (long long)json_integer_value(json_object_get(scope, "services")), res);
 }
 
@@ -423,8 +424,9 @@ int rete_ctl_cmd_identity(rete_ctl *c)
     /* reted names the certificate after the token's namespace and service
      * account whatever the CSR asks; without --spiffe-id the CSR carries a
      * placeholder that says so. */
-    const char *want =
-        c->args.spiffe_id ? c->args.spiffe_id : RETE_SPIFFE_SCHEME "rete.invalid/ns/from-token/sa/from-token";
+    const char *want = c->args.spiffe_id ? c->args.spiffe_id
+                                         : RETE_SPIFFE_SCHEME
+                           "rete.invalid/ns/from-token/sa/from-token";
     char *csr = rete_csr_new(want, &key, &err);
     if (!csr) {
         fprintf(stderr, "error: %s\n", err.msg);
@@ -465,10 +467,10 @@ int rete_ctl_cmd_identity(rete_ctl *c)
         char path[PATH_MAX];
         int n = snprintf(path, sizeof path, "%s/%s", c->args.out, files[i].name);
         rete_rc wrc = n < 0 || (size_t)n >= sizeof path
-                         ? rete_error_set(&err, RETE_EINVAL, "%s/%s: path too long", c->args.out,
-                                          files[i].name)
-                         : rete_file_write_atomic(path, files[i].data, strlen(files[i].data),
-                                                  files[i].mode, &err);
+                          ? rete_error_set(&err, RETE_EINVAL, "%s/%s: path too long", c->args.out,
+                                           files[i].name)
+                          : rete_file_write_atomic(path, files[i].data, strlen(files[i].data),
+                                                   files[i].mode, &err);
         if (wrc != RETE_OK) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto out_resp;
@@ -502,10 +504,10 @@ int rete_ctl_cmd_version(rete_ctl *c)
 {
     printf("retectl version %s\n", RETE_VERSION);
     rete_ctl_response resp;
-    char err[512];
+    rete_error err = {0};
     memset(&resp, 0, sizeof(resp));
-    if (rete_ctl_http_do(&c->http, "GET", "/version", NULL, NULL, 0, &resp, err, sizeof(err)) < 0) {
-        printf("reted   unreachable at %s (%s)\n", c->ctx.server, err);
+    if (rete_ctl_http_do(&c->http, "GET", "/version", NULL, NULL, 0, &resp, &err) < 0) {
+        printf("reted   unreachable at %s (%s)\n", c->ctx.server, err.msg);
         return CTL_EXIT_OK;
     }
     if (resp.status != 200) {

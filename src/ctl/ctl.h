@@ -17,8 +17,8 @@ typedef struct rete_ctl {
     rete_ctl_args args;
     rete_ctl_context ctx;
     rete_ctl_http http;
-    char *token;         /* owned; NULL when no token file was found */
-    char token_err[512]; /* why there is no token, when a token file was named */
+    char *token;          /* owned; NULL when no token file was found */
+    rete_error token_err; /* why there is no token, when a token file was named */
     const char *verb;
 } rete_ctl;
 

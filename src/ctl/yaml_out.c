@@ -175,13 +175,13 @@ static int emit_node(yaml_emitter_t *em, const json_t *v, int depth)
     }
 }
 
-char *rete_ctl_yaml_string(const json_t *root, char *err, size_t errlen)
+char *rete_ctl_yaml_string(const json_t *root, rete_error *err)
 {
     yaml_emitter_t em;
     yaml_event_t ev;
     outbuf b = {0};
     if (!yaml_emitter_initialize(&em)) {
-        snprintf(err, errlen, "YAML emitter: out of memory");
+        rete_error_set(err, RETE_ENOMEM, "YAML emitter: out of memory");
         return NULL;
     }
     yaml_emitter_set_output(&em, write_handler, &b);
@@ -196,7 +196,7 @@ char *rete_ctl_yaml_string(const json_t *root, char *err, size_t errlen)
              yaml_stream_end_event_initialize(&ev) && yaml_emitter_emit(&em, &ev) &&
              yaml_emitter_flush(&em);
     if (!ok) {
-        snprintf(err, errlen, "YAML emitter: %s", em.problem ? em.problem : "failed");
+        rete_error_set(err, RETE_EIO, "YAML emitter: %s", em.problem ? em.problem : "failed");
         yaml_emitter_delete(&em);
         free(b.p);
         return NULL;
