@@ -59,6 +59,29 @@ int rete_ctl_call_json(rete_ctl *c, const char *method, const char *path, json_t
     return resp->status;
 }
 
+json_t *rete_ctl_get_list(rete_ctl *c, const char *path, const char *const *keys,
+                          const char *missing)
+{
+    json_t *j = NULL;
+    rete_ctl_response resp;
+    int st = rete_ctl_call_json(c, "GET", path, NULL, &j, &resp);
+    if (st < 0)
+        return NULL;
+    json_t *list = json_is_array(j) ? j : NULL;
+    for (; !list && *keys; keys++)
+        list = json_object_get(j, *keys);
+    if (st != 200)
+        rete_ctl_print_server_error(&resp);
+    else if (!json_is_array(list))
+        fprintf(stderr, "error: %s\n", missing);
+    if (st != 200 || !json_is_array(list))
+        list = NULL;
+    json_incref(list);
+    json_decref(j);
+    rete_ctl_response_free(&resp);
+    return list;
+}
+
 void rete_ctl_print_server_error(const rete_ctl_response *resp)
 {
     json_t *j = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;

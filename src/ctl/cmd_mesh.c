@@ -118,27 +118,8 @@ void rete_ctl_proxy_state(const json_t *p, char *buf, size_t len)
 
 static json_t *fetch_proxies(rete_ctl *c)
 {
-    json_t *j = NULL;
-    rete_ctl_response resp;
-    int st = rete_ctl_call_json(c, "GET", "/api/v1/proxies", NULL, &j, &resp);
-    if (st < 0)
-        return NULL;
-    json_t *list = json_is_array(j) ? j : json_object_get(j, "proxies");
-    if (!list)
-        list = json_object_get(j, "items");
-    if (st != 200 || !json_is_array(list)) {
-        if (st != 200)
-            rete_ctl_print_server_error(&resp);
-        else
-            fprintf(stderr, "error: reted's /api/v1/proxies answer has no list of proxies\n");
-        json_decref(j);
-        rete_ctl_response_free(&resp);
-        return NULL;
-    }
-    json_incref(list);
-    json_decref(j);
-    rete_ctl_response_free(&resp);
-    return list;
+    return rete_ctl_get_list(c, "/api/v1/proxies", (const char *const[]){"proxies", "items", NULL},
+                             "reted's /api/v1/proxies answer has no list of proxies");
 }
 
 /* "mesh: 40 svc, 1042 res" (whole mesh) or "3 svc, 12 res"; "-" before any push. */

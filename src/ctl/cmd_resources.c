@@ -241,8 +241,6 @@ static int cmp_items(const void *a, const void *b)
 static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
 {
     char path[512];
-    rete_ctl_response resp;
-    json_t *j = NULL;
     if (ns) {
         char *e = rete_ctl_urlencode(ns);
         snprintf(path, sizeof(path), "/api/v1/resources/%s?namespace=%s", k->def->kind, e);
@@ -250,20 +248,10 @@ static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
     } else {
         snprintf(path, sizeof(path), "/api/v1/resources/%s", k->def->kind);
     }
-    int st = rete_ctl_call_json(c, "GET", path, NULL, &j, &resp);
-    if (st < 0)
+    json_t *items = rete_ctl_get_list(c, path, (const char *const[]){"items", NULL},
+                                      "reted's answer has no \"items\" list");
+    if (!items)
         return NULL;
-    json_t *items = json_is_array(j) ? j : json_object_get(j, "items");
-    if (st != 200 || !json_is_array(items)) {
-        if (st != 200)
-            rete_ctl_print_server_error(&resp);
-        else
-            fprintf(stderr, "error: reted's answer has no \"items\" list\n");
-        json_decref(j);
-        rete_ctl_response_free(&resp);
-        return NULL;
-    }
-    rete_ctl_response_free(&resp);
     size_t n = json_array_size(items);
     json_t **v = rete_calloc(n ? n : 1, sizeof(json_t *));
     for (size_t i = 0; i < n; i++)
@@ -273,7 +261,7 @@ static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
     for (size_t i = 0; i < n; i++)
         json_array_append(sorted, v[i]);
     free(v);
-    json_decref(j);
+    json_decref(items);
     return sorted;
 }
 

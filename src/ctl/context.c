@@ -54,9 +54,8 @@ static rete_rc load_context(const char *path, rete_ctl_context *out, bool want_s
 {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
-    if (!root) {
+    if (!root)
         return rete_error_set(err, RETE_EINVAL, "%s: %s (line %d)", path, jerr.text, jerr.line);
-    }
     rete_rc rc = RETE_EINVAL;
     const char *api = json_string_value(json_object_get(root, "api"));
     const char *tok = json_string_value(json_object_get(root, "tokenFile"));
@@ -102,16 +101,14 @@ rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in, rete_ctl_contex
     const char *srv = in->flag_server ? in->flag_server : in->env_server;
     const char *tok = in->flag_token_file ? in->flag_token_file : in->env_token_file;
     if (srv && *srv) {
-        if (!copy(out->server, sizeof(out->server), srv)) {
+        if (!copy(out->server, sizeof(out->server), srv))
             return rete_error_set(err, RETE_EINVAL, "server address too long");
-        }
         snprintf(out->server_from, sizeof(out->server_from), "%s",
                  in->flag_server ? "--server" : "RETE_SERVER");
     }
     if (tok && *tok) {
-        if (!copy(out->token_file, sizeof(out->token_file), tok)) {
+        if (!copy(out->token_file, sizeof(out->token_file), tok))
             return rete_error_set(err, RETE_EINVAL, "token file path too long");
-        }
         snprintf(out->token_from, sizeof(out->token_from), "%s",
                  in->flag_token_file ? "--token-file" : "RETE_TOKEN_FILE");
     }

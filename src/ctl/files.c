@@ -38,17 +38,15 @@ rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files 
             push(out, rete_strdup("-"));
             continue;
         }
-        if (stat(args[i], &st) != 0) {
+        if (stat(args[i], &st) != 0)
             return rete_error_set(err, RETE_ENOTFOUND, "%s: %s", args[i], strerror(errno));
-        }
         if (!S_ISDIR(st.st_mode)) {
             push(out, rete_strdup(args[i]));
             continue;
         }
         DIR *d = opendir(args[i]);
-        if (!d) {
+        if (!d)
             return rete_error_set(err, RETE_EIO, "%s: %s", args[i], strerror(errno));
-        }
         size_t first = out->n;
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
@@ -64,11 +62,10 @@ rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files 
         }
         closedir(d);
         qsort(out->paths + first, out->n - first, sizeof(char *), cmp_str);
-        if (out->n == first) {
+        if (out->n == first)
             return rete_error_set(err, RETE_ENOTFOUND,
                                   "%s: no *.yaml, *.yml or *.json files in this directory",
                                   args[i]);
-        }
     }
     return RETE_OK;
 }

@@ -40,16 +40,14 @@ rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *m
     rete_h1_error herr = {0};
     int n = rete_h1_parse_response(buf, len, &lim, rete_view_cstr(method), &msg, &herr);
     if (n == RETE_EAGAIN) {
-        if (eof) {
+        if (eof)
             return rete_error_set(err, RETE_EINVAL,
                                   "connection closed before a complete response head");
-        }
         return RETE_EAGAIN;
     }
-    if (n < 0) {
+    if (n < 0)
         return rete_error_set(err, RETE_EINVAL, "malformed response: %s",
                               herr.reason ? herr.reason : "?");
-    }
     const char *body = buf + n;
     size_t avail = len - (size_t)n;
     char *out = NULL;
@@ -59,11 +57,10 @@ rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *m
         break;
     case RETE_H1_BODY_LENGTH:
         if (avail < msg.content_length) {
-            if (eof) {
+            if (eof)
                 return rete_error_set(err, RETE_EINVAL,
                                       "connection closed after %zu of %llu body bytes", avail,
                                       (unsigned long long)msg.content_length);
-            }
             return RETE_EAGAIN;
         }
         out_len = (size_t)msg.content_length;
@@ -107,9 +104,8 @@ rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *m
         }
         if (rc != 1) {
             free(out);
-            if (eof) {
+            if (eof)
                 return rete_error_set(err, RETE_EINVAL, "connection closed inside a chunked body");
-            }
             return RETE_EAGAIN;
         }
         break;

@@ -121,6 +121,11 @@ static void format_real(double d, char *buf, size_t len)
         strncat(buf, ".0", len - strlen(buf) - 1);
 }
 
+/* One switch over jansson's types, like yaml_doc.c's from_json (`duplicates`
+ * pairs their scalar cases), on purpose: that one builds the loader's node
+ * tree in an arena, this one emits libyaml events for a person to read (the
+ * shortest real that reads back, quoting by rete_ctl_yaml_ambiguous); only
+ * the case labels are common. */
 static int emit_node(yaml_emitter_t *em, const json_t *v, int depth)
 {
     yaml_event_t ev;

@@ -215,6 +215,21 @@ static void test_cells(void **state)
     assert_string_equal(buf, "app=echo,v=1");
     json_decref(svc);
 
+    /* list cells (one helper for ports, parents, hostnames): "," between, "<none>" when empty */
+    json_t *hr = json_loads("{\"spec\":{\"parentRefs\":[{\"name\":\"gw\",\"port\":80},{\"name\":"
+                            "\"echo\"},{}],\"hostnames\":[\"a.example\",\"b\"]}}",
+                            0, NULL);
+    assert_non_null(hr);
+    const rete_ctl_kind *rk = rete_ctl_kind_lookup("httproute");
+    rk->cols[0].cell(hr, buf, sizeof(buf));
+    assert_string_equal(buf, "gw:80,echo,?");
+    rk->cols[2].cell(hr, buf, sizeof(buf));
+    assert_string_equal(buf, "a.example,b");
+    json_object_del(json_object_get(hr, "spec"), "hostnames");
+    rk->cols[2].cell(hr, buf, sizeof(buf));
+    assert_string_equal(buf, "<none>");
+    json_decref(hr);
+
     json_t *empty = json_object();
     rete_ctl_cell_map(NULL, buf, sizeof(buf));
     assert_string_equal(buf, "<none>");
