@@ -199,6 +199,16 @@ static void test_table(void **state)
     assert_null(t.cells);
 }
 
+/* The text of column `col` of `get KIND` for resource `res`. */
+static void check_cell(const char *kind, int col, const json_t *res, const char *want)
+{
+    char buf[256];
+    const rete_ctl_kind *k = rete_ctl_kind_lookup(kind);
+    assert_non_null(k);
+    k->cols[col].cell(res, buf, sizeof(buf));
+    assert_string_equal(buf, want);
+}
+
 static void test_cells(void **state)
 {
     (void)state;
@@ -208,11 +218,8 @@ static void test_cells(void **state)
                              "\"echo\",\"v\":\"1\"}}}",
                              0, NULL);
     assert_non_null(svc);
-    const rete_ctl_kind *k = rete_ctl_kind_lookup("svc");
-    k->cols[0].cell(svc, buf, sizeof(buf));
-    assert_string_equal(buf, "80/HTTP,9090/GRPC");
-    k->cols[1].cell(svc, buf, sizeof(buf));
-    assert_string_equal(buf, "app=echo,v=1");
+    check_cell("svc", 0, svc, "80/HTTP,9090/GRPC");
+    check_cell("svc", 1, svc, "app=echo,v=1");
     json_decref(svc);
 
     /* list cells (one helper for ports, parents, hostnames): "," between, "<none>" when empty */
@@ -220,14 +227,10 @@ static void test_cells(void **state)
                             "\"echo\"},{}],\"hostnames\":[\"a.example\",\"b\"]}}",
                             0, NULL);
     assert_non_null(hr);
-    const rete_ctl_kind *rk = rete_ctl_kind_lookup("httproute");
-    rk->cols[0].cell(hr, buf, sizeof(buf));
-    assert_string_equal(buf, "gw:80,echo,?");
-    rk->cols[2].cell(hr, buf, sizeof(buf));
-    assert_string_equal(buf, "a.example,b");
+    check_cell("httproute", 0, hr, "gw:80,echo,?");
+    check_cell("httproute", 2, hr, "a.example,b");
     json_object_del(json_object_get(hr, "spec"), "hostnames");
-    rk->cols[2].cell(hr, buf, sizeof(buf));
-    assert_string_equal(buf, "<none>");
+    check_cell("httproute", 2, hr, "<none>");
     json_decref(hr);
 
     json_t *empty = json_object();
