@@ -11,20 +11,20 @@
 int rete_ctl_call(rete_ctl *c, const char *method, const char *path, const char *ctype,
                   const char *body, size_t len, rete_ctl_response *resp)
 {
-    char err[512];
+    rete_error err = {0};
     memset(resp, 0, sizeof(*resp));
-    if (rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, err, sizeof(err)) < 0) {
+    if (rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, &err) < 0) {
         fprintf(stderr, "error: cannot reach reted at %s (address from %s): %s\n", c->ctx.server,
-                c->ctx.server_from, err);
+                c->ctx.server_from, err.msg);
         if (strcmp(c->ctx.server_from, "default") == 0)
             fprintf(stderr, "hint: start reted (make demo), or point retectl at it with --server "
                             "HOST:PORT or RETE_SERVER\n");
         return -1;
     }
     if (resp->status == 401) {
-        if (!c->token && c->token_err[0])
+        if (!c->token && c->token_err.code != RETE_OK)
             fprintf(stderr, "error: reted refused the request (401 Unauthorized): %s\n",
-                    c->token_err);
+                    c->token_err.msg);
         else if (!c->token)
             fprintf(stderr,
                     "error: reted refused the request (401 Unauthorized): no admin token was "
@@ -57,6 +57,29 @@ int rete_ctl_call_json(rete_ctl *c, const char *method, const char *path, json_t
     if (resp->body_len)
         *out = json_loadb(resp->body, resp->body_len, 0, NULL);
     return resp->status;
+}
+
+json_t *rete_ctl_get_list(rete_ctl *c, const char *path, const char *const *keys,
+                          const char *missing)
+{
+    json_t *j = NULL;
+    rete_ctl_response resp;
+    int st = rete_ctl_call_json(c, "GET", path, NULL, &j, &resp);
+    if (st < 0)
+        return NULL;
+    json_t *list = json_is_array(j) ? j : NULL;
+    for (; !list && *keys; keys++)
+        list = json_object_get(j, *keys);
+    if (st != 200)
+        rete_ctl_print_server_error(&resp);
+    else if (!json_is_array(list))
+        fprintf(stderr, "error: %s\n", missing);
+    if (st != 200 || !json_is_array(list))
+        list = NULL;
+    json_incref(list);
+    json_decref(j);
+    rete_ctl_response_free(&resp);
+    return list;
 }
 
 void rete_ctl_print_server_error(const rete_ctl_response *resp)
@@ -102,10 +125,10 @@ int rete_ctl_print_json(const json_t *v)
 
 int rete_ctl_print_yaml(const json_t *v)
 {
-    char err[256];
-    char *t = rete_ctl_yaml_string(v, err, sizeof(err));
+    rete_error err = {0};
+    char *t = rete_ctl_yaml_string(v, &err);
     if (!t) {
-        fprintf(stderr, "error: %s\n", err);
+        fprintf(stderr, "error: %s\n", err.msg);
         return CTL_EXIT_FAIL;
     }
     fputs(t, stdout);

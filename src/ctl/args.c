@@ -65,7 +65,7 @@ int rete_ctl_find_verb(int argc, char **argv)
 }
 
 static rete_rc set_flag(const rete_ctl_flag_def *f, const char *value, rete_ctl_args *out,
-                        char *err, size_t errlen)
+                        rete_error *err)
 {
     out->seen |= f->bit;
     switch (f->bit) {
@@ -76,25 +76,22 @@ static rete_rc set_flag(const rete_ctl_flag_def *f, const char *value, rete_ctl_
     case CTL_F_ALL_NS:
         break;
     case CTL_F_FILENAME:
-        if (out->n_files == RETE_CTL_MAX_FILES) {
-            snprintf(err, errlen, "too many -f flags (at most %d)", RETE_CTL_MAX_FILES);
-            return RETE_ELIMIT;
-        }
+        if (out->n_files == RETE_CTL_MAX_FILES)
+            return rete_error_set(err, RETE_ELIMIT, "too many -f flags (at most %d)",
+                                  RETE_CTL_MAX_FILES);
         out->files[out->n_files++] = value;
         break;
     default:
-        if (value[0] == '\0') {
-            snprintf(err, errlen, "flag --%s needs a non-empty value", f->name);
-            return RETE_EINVAL;
-        }
+        if (value[0] == '\0')
+            return rete_error_set(err, RETE_EINVAL, "flag --%s needs a non-empty value", f->name);
         memcpy((char *)out + f->offset, &value, sizeof(value));
         break;
     }
     return RETE_OK;
 }
 
-rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_args *out, char *err,
-                            size_t errlen)
+rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_args *out,
+                            rete_error *err)
 {
     memset(out, 0, sizeof(*out));
     bool flags_done = false;
@@ -103,10 +100,8 @@ rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_ar
         const rete_ctl_flag_def *f = NULL;
         const char *value = NULL;
         if (flags_done || a[0] != '-' || a[1] == '\0') {
-            if (out->n_pos == RETE_CTL_MAX_POS) {
-                snprintf(err, errlen, "too many arguments");
-                return RETE_EINVAL;
-            }
+            if (out->n_pos == RETE_CTL_MAX_POS)
+                return rete_error_set(err, RETE_EINVAL, "too many arguments");
             out->pos[out->n_pos++] = a;
             continue;
         }
@@ -118,50 +113,41 @@ rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed, rete_ctl_ar
             const char *eq = strchr(a + 2, '=');
             size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
             f = flag_long(a + 2, len);
-            if (!f) {
-                snprintf(err, errlen, "unknown flag: %.*s", (int)(len + 2), a);
-                return RETE_EINVAL;
-            }
+            if (!f)
+                return rete_error_set(err, RETE_EINVAL, "unknown flag: %.*s", (int)(len + 2), a);
             if (eq) {
-                if (!f->has_value) {
-                    snprintf(err, errlen, "flag --%s takes no value", f->name);
-                    return RETE_EINVAL;
-                }
+                if (!f->has_value)
+                    return rete_error_set(err, RETE_EINVAL, "flag --%s takes no value", f->name);
                 value = eq + 1;
             }
         } else {
             f = flag_short(a[1]);
-            if (!f) {
-                snprintf(err, errlen, "unknown shorthand flag: '%c' in %s", a[1], a);
-                return RETE_EINVAL;
-            }
+            if (!f)
+                return rete_error_set(err, RETE_EINVAL, "unknown shorthand flag: '%c' in %s", a[1],
+                                      a);
             if (a[2] != '\0' && !f->has_value) {
                 /* "-vv", "-Av": a run of flags that take no value */
                 for (const char *q = a + 1; *q; q++) {
                     const rete_ctl_flag_def *g = flag_short(*q);
-                    if (!g || g->has_value || !(allowed & g->bit)) {
-                        snprintf(err, errlen, "flag -%c cannot be combined in %s", *q, a);
-                        return RETE_EINVAL;
-                    }
-                    RETE_GUARD(set_flag(g, NULL, out, err, errlen));
+                    if (!g || g->has_value || !(allowed & g->bit))
+                        return rete_error_set(err, RETE_EINVAL, "flag -%c cannot be combined in %s",
+                                              *q, a);
+                    RETE_GUARD(set_flag(g, NULL, out, err));
                 }
                 continue;
             }
             if (a[2] != '\0')
                 value = a[2] == '=' ? a + 3 : a + 2;
         }
-        if (!(allowed & f->bit)) {
-            snprintf(err, errlen, "flag --%s is not accepted here", f->name);
-            return RETE_EINVAL;
-        }
+        if (!(allowed & f->bit))
+            return rete_error_set(err, RETE_EINVAL, "flag --%s is not accepted here", f->name);
         if (f->has_value && value == NULL) {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "flag --%s needs a value (%s)", f->name, f->value_name);
-                return RETE_EINVAL;
-            }
+            if (i + 1 >= argc)
+                return rete_error_set(err, RETE_EINVAL, "flag --%s needs a value (%s)", f->name,
+                                      f->value_name);
             value = argv[++i];
         }
-        RETE_GUARD(set_flag(f, value, out, err, errlen));
+        RETE_GUARD(set_flag(f, value, out, err));
     }
     return RETE_OK;
 }

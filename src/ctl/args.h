@@ -1,6 +1,7 @@
 /* retectl's command line: one table of flags (names, short forms, whether
  * they take a value, help), a per-verb mask of the flags it accepts, and a
- * parser that fills rete_ctl_args. No I/O: errors come back as text. */
+ * parser that fills rete_ctl_args. No I/O: errors come back in a rete_error
+ * (error.h), the message as the user reads it. */
 #ifndef RETE_CTL_ARGS_H
 #define RETE_CTL_ARGS_H
 
@@ -8,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "result.h"
+#include "error.h"
 
 enum {
     CTL_F_SERVER = 1u << 0,
@@ -74,9 +75,10 @@ int rete_ctl_find_verb(int argc, char **argv);
 /* Parse argv[0..argc) (the verb itself removed) accepting the flags in
  * `allowed`. "--name=value", "--name value", "-x value", "-xvalue"; "--"
  * ends the flags; "-" alone is a positional (or a value: "-f -"). Returns
- * RETE_OK or RETE_EINVAL with a message for the user in err. */
+ * RETE_OK, or RETE_EINVAL (RETE_ELIMIT: too many -f) with a message for the
+ * user in err. */
 RETE_MUST_CHECK rete_rc rete_ctl_args_parse(int argc, char **argv, unsigned allowed,
-                                            rete_ctl_args *out, char *err, size_t errlen);
+                                            rete_ctl_args *out, rete_error *err);
 
 /* "90", "90s", "30m", "1h", "2d", "1h30m" -> seconds. False on anything else
  * or on zero. */

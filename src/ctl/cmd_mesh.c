@@ -118,27 +118,8 @@ void rete_ctl_proxy_state(const json_t *p, char *buf, size_t len)
 
 static json_t *fetch_proxies(rete_ctl *c)
 {
-    json_t *j = NULL;
-    rete_ctl_response resp;
-    int st = rete_ctl_call_json(c, "GET", "/api/v1/proxies", NULL, &j, &resp);
-    if (st < 0)
-        return NULL;
-    json_t *list = json_is_array(j) ? j : json_object_get(j, "proxies");
-    if (!list)
-        list = json_object_get(j, "items");
-    if (st != 200 || !json_is_array(list)) {
-        if (st != 200)
-            rete_ctl_print_server_error(&resp);
-        else
-            fprintf(stderr, "error: reted's /api/v1/proxies answer has no list of proxies\n");
-        json_decref(j);
-        rete_ctl_response_free(&resp);
-        return NULL;
-    }
-    json_incref(list);
-    json_decref(j);
-    rete_ctl_response_free(&resp);
-    return list;
+    return rete_ctl_get_list(c, "/api/v1/proxies", (const char *const[]){"proxies", "items", NULL},
+                             "reted's /api/v1/proxies answer has no list of proxies");
 }
 
 /* "mesh: 40 svc, 1042 res" (whole mesh) or "3 svc, 12 res"; "-" before any push. */
@@ -149,7 +130,8 @@ static void scope_str(const json_t *scope, char *buf, size_t size)
         return;
     }
     long long res = (long long)json_integer_value(json_object_get(scope, "resources"));
-    snprintf(buf, size, "%s%lld svc, %lld res", json_is_true(json_object_get(scope, "wholeMesh")) ? "mesh: " : "",
+    snprintf(buf, size, "%s%lld svc, %lld res",
+             json_is_true(json_object_get(scope, "wholeMesh")) ? "mesh: " : "",
              (long long)json_integer_value(json_object_get(scope, "services")), res);
 }
 
@@ -423,8 +405,9 @@ int rete_ctl_cmd_identity(rete_ctl *c)
     /* reted names the certificate after the token's namespace and service
      * account whatever the CSR asks; without --spiffe-id the CSR carries a
      * placeholder that says so. */
-    const char *want =
-        c->args.spiffe_id ? c->args.spiffe_id : RETE_SPIFFE_SCHEME "rete.invalid/ns/from-token/sa/from-token";
+    const char *want = c->args.spiffe_id ? c->args.spiffe_id
+                                         : RETE_SPIFFE_SCHEME
+                           "rete.invalid/ns/from-token/sa/from-token";
     char *csr = rete_csr_new(want, &key, &err);
     if (!csr) {
         fprintf(stderr, "error: %s\n", err.msg);
@@ -465,10 +448,10 @@ int rete_ctl_cmd_identity(rete_ctl *c)
         char path[PATH_MAX];
         int n = snprintf(path, sizeof path, "%s/%s", c->args.out, files[i].name);
         rete_rc wrc = n < 0 || (size_t)n >= sizeof path
-                         ? rete_error_set(&err, RETE_EINVAL, "%s/%s: path too long", c->args.out,
-                                          files[i].name)
-                         : rete_file_write_atomic(path, files[i].data, strlen(files[i].data),
-                                                  files[i].mode, &err);
+                          ? rete_error_set(&err, RETE_EINVAL, "%s/%s: path too long", c->args.out,
+                                           files[i].name)
+                          : rete_file_write_atomic(path, files[i].data, strlen(files[i].data),
+                                                   files[i].mode, &err);
         if (wrc != RETE_OK) {
             fprintf(stderr, "error: %s\n", err.msg);
             goto out_resp;
@@ -502,10 +485,10 @@ int rete_ctl_cmd_version(rete_ctl *c)
 {
     printf("retectl version %s\n", RETE_VERSION);
     rete_ctl_response resp;
-    char err[512];
+    rete_error err = {0};
     memset(&resp, 0, sizeof(resp));
-    if (rete_ctl_http_do(&c->http, "GET", "/version", NULL, NULL, 0, &resp, err, sizeof(err)) < 0) {
-        printf("reted   unreachable at %s (%s)\n", c->ctx.server, err);
+    if (rete_ctl_http_do(&c->http, "GET", "/version", NULL, NULL, 0, &resp, &err) < 0) {
+        printf("reted   unreachable at %s (%s)\n", c->ctx.server, err.msg);
         return CTL_EXIT_OK;
     }
     if (resp.status != 200) {

@@ -44,15 +44,37 @@ static void print_apply_errors(const char *file, const rete_ctl_response *resp)
     json_decref(j);
 }
 
-static int apply_one(rete_ctl *c, const char *file)
+/* What apply and delete do with one file behind -f: its name and content. */
+typedef int (*file_verb_fn)(rete_ctl *c, const char *file, const char *text, size_t len);
+
+/* Expand -f (files.h), read each file and hand it to `one`, in order; a file
+ * that cannot be read is reported and skipped. CTL_EXIT_FAIL when the
+ * arguments do not expand or any file failed. */
+static int for_each_file(rete_ctl *c, file_verb_fn one)
 {
-    char err[512];
-    size_t len = 0;
-    char *text = rete_ctl_read_file(file, &len, err, sizeof(err));
-    if (!text) {
-        fprintf(stderr, "error: %s\n", err);
+    rete_error err = {0};
+    rete_ctl_files files;
+    if (rete_ctl_files_expand(c->args.files, c->args.n_files, &files, &err) < 0) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        rete_ctl_files_free(&files);
         return CTL_EXIT_FAIL;
     }
+    int rc = CTL_EXIT_OK;
+    for (size_t i = 0; i < files.n; i++) {
+        size_t len = 0;
+        char *text = rete_ctl_read_file(files.paths[i], &len, &err);
+        if (!text)
+            fprintf(stderr, "error: %s\n", err.msg);
+        if (!text || one(c, files.paths[i], text, len) != CTL_EXIT_OK)
+            rc = CTL_EXIT_FAIL;
+        free(text);
+    }
+    rete_ctl_files_free(&files);
+    return rc;
+}
+
+static int apply_one(rete_ctl *c, const char *file, const char *text, size_t len)
+{
     const char *source = strcmp(file, "-") == 0 ? "STDIN" : file;
     char *enc = rete_ctl_urlencode(source);
     size_t plen = strlen(enc) + 32;
@@ -104,29 +126,16 @@ static int apply_one(rete_ctl *c, const char *file)
     rete_ctl_response_free(&resp);
 out_noresp:
     free(path);
-    free(text);
     return rc;
 }
 
 int rete_ctl_cmd_apply(rete_ctl *c)
 {
-    char err[512];
-    rete_ctl_files files;
     if (c->args.n_files == 0)
         return rete_ctl_usage_error(c, "apply needs -f FILE, -f DIR or -f -");
     if (c->args.n_pos)
         return rete_ctl_usage_error(c, "unexpected argument \"%s\"", c->args.pos[0]);
-    if (rete_ctl_files_expand(c->args.files, c->args.n_files, &files, err, sizeof(err)) < 0) {
-        fprintf(stderr, "error: %s\n", err);
-        rete_ctl_files_free(&files);
-        return CTL_EXIT_FAIL;
-    }
-    int rc = CTL_EXIT_OK;
-    for (size_t i = 0; i < files.n; i++)
-        if (apply_one(c, files.paths[i]) != CTL_EXIT_OK)
-            rc = CTL_EXIT_FAIL;
-    rete_ctl_files_free(&files);
-    return rc;
+    return for_each_file(c, apply_one);
 }
 
 /* ---- shared: KIND [NAME] or KIND/NAME ---- */
@@ -232,8 +241,6 @@ static int cmp_items(const void *a, const void *b)
 static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
 {
     char path[512];
-    rete_ctl_response resp;
-    json_t *j = NULL;
     if (ns) {
         char *e = rete_ctl_urlencode(ns);
         snprintf(path, sizeof(path), "/api/v1/resources/%s?namespace=%s", k->def->kind, e);
@@ -241,20 +248,10 @@ static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
     } else {
         snprintf(path, sizeof(path), "/api/v1/resources/%s", k->def->kind);
     }
-    int st = rete_ctl_call_json(c, "GET", path, NULL, &j, &resp);
-    if (st < 0)
+    json_t *items = rete_ctl_get_list(c, path, (const char *const[]){"items", NULL},
+                                      "reted's answer has no \"items\" list");
+    if (!items)
         return NULL;
-    json_t *items = json_is_array(j) ? j : json_object_get(j, "items");
-    if (st != 200 || !json_is_array(items)) {
-        if (st != 200)
-            rete_ctl_print_server_error(&resp);
-        else
-            fprintf(stderr, "error: reted's answer has no \"items\" list\n");
-        json_decref(j);
-        rete_ctl_response_free(&resp);
-        return NULL;
-    }
-    rete_ctl_response_free(&resp);
     size_t n = json_array_size(items);
     json_t **v = rete_calloc(n ? n : 1, sizeof(json_t *));
     for (size_t i = 0; i < n; i++)
@@ -264,7 +261,7 @@ static json_t *get_list(rete_ctl *c, const rete_ctl_kind *k, const char *ns)
     for (size_t i = 0; i < n; i++)
         json_array_append(sorted, v[i]);
     free(v);
-    json_decref(j);
+    json_decref(items);
     return sorted;
 }
 
@@ -372,8 +369,9 @@ int rete_ctl_cmd_get(rete_ctl *c)
         size_t i;
         json_t *res;
         char kl[64];
-        json_array_foreach(items, i, res) printf(
-            "%s/%s\n", rete_ctl_kind_lower(t.kind->def->kind, kl, sizeof(kl)), meta_str(res, "name"));
+        json_array_foreach(items, i, res)
+            printf("%s/%s\n", rete_ctl_kind_lower(t.kind->def->kind, kl, sizeof(kl)),
+                   meta_str(res, "name"));
     } else if (json_array_size(items) == 0) {
         if (all)
             fprintf(stderr, "No resources found\n");
@@ -442,15 +440,9 @@ static const char *ystr(const rete_ynode *n)
     return n && n->kind == RETE_YNODE_SCALAR && !rete_ynode_is_null(n) ? n->str : NULL;
 }
 
-static int delete_file(rete_ctl *c, const char *file)
+static int delete_file(rete_ctl *c, const char *file, const char *text, size_t len)
 {
-    char err[512];
-    size_t len = 0;
-    char *text = rete_ctl_read_file(file, &len, err, sizeof(err));
-    if (!text) {
-        fprintf(stderr, "error: %s\n", err);
-        return CTL_EXIT_FAIL;
-    }
+    char err[512]; /* the loader's rete_yaml_parse still writes a char buffer */
     rete_arena *a = rete_arena_new(16384);
     rete_ystream ys;
     int err_doc = 0, rc = CTL_EXIT_OK;
@@ -479,28 +471,15 @@ static int delete_file(rete_ctl *c, const char *file)
     }
 out:
     rete_arena_free(a);
-    free(text);
     return rc;
 }
 
 int rete_ctl_cmd_delete(rete_ctl *c)
 {
-    char err[512];
     if (c->args.n_files) {
         if (c->args.n_pos)
             return rete_ctl_usage_error(c, "give either -f FILE or KIND NAME, not both");
-        rete_ctl_files files;
-        if (rete_ctl_files_expand(c->args.files, c->args.n_files, &files, err, sizeof(err)) < 0) {
-            fprintf(stderr, "error: %s\n", err);
-            rete_ctl_files_free(&files);
-            return CTL_EXIT_FAIL;
-        }
-        int rc = CTL_EXIT_OK;
-        for (size_t i = 0; i < files.n; i++)
-            if (delete_file(c, files.paths[i]) != CTL_EXIT_OK)
-                rc = CTL_EXIT_FAIL;
-        rete_ctl_files_free(&files);
-        return rc;
+        return for_each_file(c, delete_file);
     }
     target t;
     int u = parse_target(c, &t, true);
@@ -513,8 +492,7 @@ int rete_ctl_cmd_delete(rete_ctl *c)
 
 static void print_indented_yaml(const json_t *v, const char *indent)
 {
-    char err[256];
-    char *y = rete_ctl_yaml_string(v, err, sizeof(err));
+    char *y = rete_ctl_yaml_string(v, NULL);
     if (!y)
         return;
     for (char *line = y; *line;) {

@@ -50,25 +50,24 @@ static bool find_upwards(const char *cwd, char *path, size_t cap)
 }
 
 static rete_rc load_context(const char *path, rete_ctl_context *out, bool want_server,
-                            bool want_token, char *err, size_t errlen)
+                            bool want_token, rete_error *err)
 {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
-    if (!root) {
-        snprintf(err, errlen, "%s: %s (line %d)", path, jerr.text, jerr.line);
-        return RETE_EINVAL;
-    }
+    if (!root)
+        return rete_error_set(err, RETE_EINVAL, "%s: %s (line %d)", path, jerr.text, jerr.line);
     rete_rc rc = RETE_EINVAL;
     const char *api = json_string_value(json_object_get(root, "api"));
     const char *tok = json_string_value(json_object_get(root, "tokenFile"));
     if (!json_is_object(root) || (json_object_get(root, "api") && !api) ||
         (json_object_get(root, "tokenFile") && !tok)) {
-        snprintf(err, errlen, "%s: expected {\"api\": \"HOST:PORT\", \"tokenFile\": PATH}", path);
+        rete_error_set(err, RETE_EINVAL,
+                       "%s: expected {\"api\": \"HOST:PORT\", \"tokenFile\": PATH}", path);
         goto out;
     }
     if (want_server && api && *api) {
         if (!copy(out->server, sizeof(out->server), api)) {
-            snprintf(err, errlen, "%s: api too long", path);
+            rete_error_set(err, RETE_EINVAL, "%s: api too long", path);
             goto out;
         }
         snprintf(out->server_from, sizeof(out->server_from), "%s", path);
@@ -84,7 +83,7 @@ static rete_rc load_context(const char *path, rete_ctl_context *out, bool want_s
                          slash ? path : ".", tok);
         }
         if (w < 0 || (size_t)w >= sizeof(out->token_file)) {
-            snprintf(err, errlen, "%s: tokenFile too long", path);
+            rete_error_set(err, RETE_EINVAL, "%s: tokenFile too long", path);
             goto out;
         }
         snprintf(out->token_from, sizeof(out->token_from), "%s", path);
@@ -95,35 +94,31 @@ out:
     return rc;
 }
 
-rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in, rete_ctl_context *out, char *err,
-                                  size_t errlen)
+rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in, rete_ctl_context *out,
+                                  rete_error *err)
 {
     memset(out, 0, sizeof(*out));
     const char *srv = in->flag_server ? in->flag_server : in->env_server;
     const char *tok = in->flag_token_file ? in->flag_token_file : in->env_token_file;
     if (srv && *srv) {
-        if (!copy(out->server, sizeof(out->server), srv)) {
-            snprintf(err, errlen, "server address too long");
-            return RETE_EINVAL;
-        }
+        if (!copy(out->server, sizeof(out->server), srv))
+            return rete_error_set(err, RETE_EINVAL, "server address too long");
         snprintf(out->server_from, sizeof(out->server_from), "%s",
                  in->flag_server ? "--server" : "RETE_SERVER");
     }
     if (tok && *tok) {
-        if (!copy(out->token_file, sizeof(out->token_file), tok)) {
-            snprintf(err, errlen, "token file path too long");
-            return RETE_EINVAL;
-        }
+        if (!copy(out->token_file, sizeof(out->token_file), tok))
+            return rete_error_set(err, RETE_EINVAL, "token file path too long");
         snprintf(out->token_from, sizeof(out->token_from), "%s",
                  in->flag_token_file ? "--token-file" : "RETE_TOKEN_FILE");
     }
     char path[RETE_CTL_PATH_MAX + 64];
     if ((!out->server[0] || !out->token_file[0]) && find_upwards(in->cwd, path, sizeof(path)))
-        RETE_GUARD(load_context(path, out, !out->server[0], !out->token_file[0], err, errlen));
+        RETE_GUARD(load_context(path, out, !out->server[0], !out->token_file[0], err));
     if ((!out->server[0] || !out->token_file[0]) && in->home && *in->home) {
         int w = snprintf(path, sizeof(path), "%s/.config/rete/context.json", in->home);
         if (w > 0 && (size_t)w < sizeof(path) && exists(path))
-            RETE_GUARD(load_context(path, out, !out->server[0], !out->token_file[0], err, errlen));
+            RETE_GUARD(load_context(path, out, !out->server[0], !out->token_file[0], err));
     }
     if (!out->server[0]) {
         snprintf(out->server, sizeof(out->server), "%s", RETE_CTL_DEFAULT_SERVER);
@@ -132,11 +127,11 @@ rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in, rete_ctl_contex
     return RETE_OK;
 }
 
-char *rete_ctl_read_token(const char *path, char *err, size_t errlen)
+char *rete_ctl_read_token(const char *path, rete_error *err)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "cannot read token file %s: %s", path, strerror(errno));
+        rete_error_set(err, RETE_EIO, "cannot read token file %s: %s", path, strerror(errno));
         return NULL;
     }
     char buf[4096];
@@ -150,7 +145,7 @@ char *rete_ctl_read_token(const char *path, char *err, size_t errlen)
     while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
         len--;
     if (len == 0) {
-        snprintf(err, errlen, "token file %s is empty", path);
+        rete_error_set(err, RETE_EINVAL, "token file %s is empty", path);
         return NULL;
     }
     return rete_strndup(p, len);

@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "defaults.h"
-#include "result.h"
+#include "error.h"
 
 #define RETE_CTL_DEFAULT_SERVER "127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API)
 #define RETE_CTL_PATH_MAX 4096
@@ -37,10 +37,10 @@ typedef struct rete_ctl_context {
 /* Fill `out`. A context.json that exists but cannot be read or parsed is an
  * error (RETE_EINVAL, message in err), not silently skipped. */
 RETE_MUST_CHECK rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in,
-                                                  rete_ctl_context *out, char *err, size_t errlen);
+                                                  rete_ctl_context *out, rete_error *err);
 
 /* Read a token file: its first line, surrounding whitespace removed
- * (malloc'ed), or NULL with err. */
-char *rete_ctl_read_token(const char *path, char *err, size_t errlen);
+ * (malloc'ed), or NULL with err (RETE_EIO: unreadable, RETE_EINVAL: empty). */
+char *rete_ctl_read_token(const char *path, rete_error *err);
 
 #endif

@@ -17,8 +17,8 @@ typedef struct rete_ctl {
     rete_ctl_args args;
     rete_ctl_context ctx;
     rete_ctl_http http;
-    char *token;         /* owned; NULL when no token file was found */
-    char token_err[512]; /* why there is no token, when a token file was named */
+    char *token;          /* owned; NULL when no token file was found */
+    rete_error token_err; /* why there is no token, when a token file was named */
     const char *verb;
 } rete_ctl;
 
@@ -51,6 +51,13 @@ int rete_ctl_call(rete_ctl *c, const char *method, const char *path, const char 
  * parsed body (NULL when empty or not JSON). Returns the status or -1. */
 int rete_ctl_call_json(rete_ctl *c, const char *method, const char *path, json_t *body,
                        json_t **out, rete_ctl_response *resp);
+/* GET path and return the list in reted's answer (a new reference): the
+ * body when it is an array, else the member under the first of `keys`
+ * (NULL-terminated) that is present. NULL once the reason is printed: reted
+ * unreachable or refusing, a status other than 200, or no list ("error: "
+ * and `missing`). */
+json_t *rete_ctl_get_list(rete_ctl *c, const char *path, const char *const *keys,
+                          const char *missing);
 /* Print "Error from server (STATUS): error[: details]" from an error body. */
 void rete_ctl_print_server_error(const rete_ctl_response *resp);
 

@@ -65,21 +65,37 @@ static void count(const json_t *arr, char *buf, size_t len)
     snprintf(buf, len, "%zu", json_array_size(arr));
 }
 
-static void svc_ports(const json_t *res, char *buf, size_t len)
+/* Writes one element of a list cell into one[len]. */
+typedef void (*item_fn)(const json_t *item, char *one, size_t len);
+
+/* A list cell: each element of arr as `item` writes it, joined with ",";
+ * "<none>" when arr is empty or not an array. */
+static void list_cell(const json_t *arr, item_fn item, char *buf, size_t len)
 {
     size_t i;
-    json_t *p;
+    json_t *v;
     buf[0] = '\0';
-    json_array_foreach(path(spec(res), "ports", NULL), i, p)
+    json_array_foreach(arr, i, v)
     {
-        char one[64];
-        const char *proto = json_string_value(json_object_get(p, "protocol"));
-        snprintf(one, sizeof(one), "%s%" JSON_INTEGER_FORMAT "/%s", i ? "," : "",
-                 json_integer_value(json_object_get(p, "port")), proto ? proto : "HTTP");
-        cat(buf, len, one);
+        char one[300], piece[302];
+        item(v, one, sizeof(one));
+        snprintf(piece, sizeof(piece), "%s%s", i ? "," : "", one);
+        cat(buf, len, piece);
     }
     if (!buf[0])
         snprintf(buf, len, "<none>");
+}
+
+static void port_item(const json_t *p, char *one, size_t len)
+{
+    const char *proto = json_string_value(json_object_get(p, "protocol"));
+    snprintf(one, len, "%" JSON_INTEGER_FORMAT "/%s",
+             json_integer_value(json_object_get(p, "port")), proto ? proto : "HTTP");
+}
+
+static void svc_ports(const json_t *res, char *buf, size_t len)
+{
+    list_cell(path(spec(res), "ports", NULL), port_item, buf, len);
 }
 
 static void svc_selector(const json_t *res, char *buf, size_t len)
@@ -115,25 +131,19 @@ static void wl_mesh_port(const json_t *res, char *buf, size_t len)
         snprintf(buf, len, "%d", RETE_PORT_MESH);
 }
 
+static void parent_item(const json_t *p, char *one, size_t len)
+{
+    const char *name = json_string_value(json_object_get(p, "name"));
+    const json_t *port = json_object_get(p, "port");
+    if (port)
+        snprintf(one, len, "%s:%" JSON_INTEGER_FORMAT, name ? name : "?", json_integer_value(port));
+    else
+        snprintf(one, len, "%s", name ? name : "?");
+}
+
 static void route_parents(const json_t *res, char *buf, size_t len)
 {
-    size_t i;
-    json_t *p;
-    buf[0] = '\0';
-    json_array_foreach(path(spec(res), "parentRefs", NULL), i, p)
-    {
-        char one[300];
-        const char *name = json_string_value(json_object_get(p, "name"));
-        const json_t *port = json_object_get(p, "port");
-        if (port)
-            snprintf(one, sizeof(one), "%s%s:%" JSON_INTEGER_FORMAT, i ? "," : "",
-                     name ? name : "?", json_integer_value(port));
-        else
-            snprintf(one, sizeof(one), "%s%s", i ? "," : "", name ? name : "?");
-        cat(buf, len, one);
-    }
-    if (!buf[0])
-        snprintf(buf, len, "<none>");
+    list_cell(path(spec(res), "parentRefs", NULL), parent_item, buf, len);
 }
 
 static void route_rules(const json_t *res, char *buf, size_t len)
@@ -165,19 +175,14 @@ static void route_backends(const json_t *res, char *buf, size_t len)
         snprintf(buf, len, "<none>");
 }
 
+static void hostname_item(const json_t *h, char *one, size_t len)
+{
+    snprintf(one, len, "%s", json_string_value(h) ? json_string_value(h) : "?");
+}
+
 static void route_hostnames(const json_t *res, char *buf, size_t len)
 {
-    size_t i;
-    json_t *h;
-    buf[0] = '\0';
-    json_array_foreach(path(spec(res), "hostnames", NULL), i, h)
-    {
-        if (i)
-            cat(buf, len, ",");
-        cat(buf, len, json_string_value(h) ? json_string_value(h) : "?");
-    }
-    if (!buf[0])
-        snprintf(buf, len, "<none>");
+    list_cell(path(spec(res), "hostnames", NULL), hostname_item, buf, len);
 }
 
 static void dr_host(const json_t *res, char *buf, size_t len)

@@ -28,8 +28,8 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files *out, char *err,
-                              size_t errlen)
+rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files *out,
+                              rete_error *err)
 {
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < n; i++) {
@@ -38,19 +38,15 @@ rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files 
             push(out, rete_strdup("-"));
             continue;
         }
-        if (stat(args[i], &st) != 0) {
-            snprintf(err, errlen, "%s: %s", args[i], strerror(errno));
-            return RETE_ENOTFOUND;
-        }
+        if (stat(args[i], &st) != 0)
+            return rete_error_set(err, RETE_ENOTFOUND, "%s: %s", args[i], strerror(errno));
         if (!S_ISDIR(st.st_mode)) {
             push(out, rete_strdup(args[i]));
             continue;
         }
         DIR *d = opendir(args[i]);
-        if (!d) {
-            snprintf(err, errlen, "%s: %s", args[i], strerror(errno));
-            return RETE_EIO;
-        }
+        if (!d)
+            return rete_error_set(err, RETE_EIO, "%s: %s", args[i], strerror(errno));
         size_t first = out->n;
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
@@ -66,11 +62,10 @@ rete_rc rete_ctl_files_expand(const char *const *args, size_t n, rete_ctl_files 
         }
         closedir(d);
         qsort(out->paths + first, out->n - first, sizeof(char *), cmp_str);
-        if (out->n == first) {
-            snprintf(err, errlen, "%s: no *.yaml, *.yml or *.json files in this directory",
-                     args[i]);
-            return RETE_ENOTFOUND;
-        }
+        if (out->n == first)
+            return rete_error_set(err, RETE_ENOTFOUND,
+                                  "%s: no *.yaml, *.yml or *.json files in this directory",
+                                  args[i]);
     }
     return RETE_OK;
 }
@@ -83,12 +78,12 @@ void rete_ctl_files_free(rete_ctl_files *f)
     f->n = f->cap = 0;
 }
 
-char *rete_ctl_read_file(const char *path, size_t *len, char *err, size_t errlen)
+char *rete_ctl_read_file(const char *path, size_t *len, rete_error *err)
 {
     bool is_stdin = strcmp(path, "-") == 0;
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        rete_error_set(err, RETE_EIO, "%s: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 4096, n = 0;
@@ -104,7 +99,7 @@ char *rete_ctl_read_file(const char *path, size_t *len, char *err, size_t errlen
     if (!is_stdin)
         fclose(f);
     if (failed) {
-        snprintf(err, errlen, "%s: read error", path);
+        rete_error_set(err, RETE_EIO, "%s: read error", path);
         free(buf);
         return NULL;
     }

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "result.h"
+#include "error.h"
 
 typedef struct rete_ctl_files {
     char **paths; /* owned; "-" for stdin */
@@ -15,10 +15,11 @@ typedef struct rete_ctl_files {
 /* Expand each -f argument in order. Returns RETE_OK, or RETE_ENOTFOUND /
  * RETE_EIO with err naming the argument. */
 RETE_MUST_CHECK rete_rc rete_ctl_files_expand(const char *const *args, size_t n,
-                                              rete_ctl_files *out, char *err, size_t errlen);
+                                              rete_ctl_files *out, rete_error *err);
 void rete_ctl_files_free(rete_ctl_files *f);
 
-/* The whole content of path ("-": stdin), NUL-terminated; NULL with err. */
-char *rete_ctl_read_file(const char *path, size_t *len, char *err, size_t errlen);
+/* The whole content of path ("-": stdin), NUL-terminated; NULL with err
+ * (RETE_EIO). */
+char *rete_ctl_read_file(const char *path, size_t *len, rete_error *err);
 
 #endif

@@ -32,7 +32,7 @@ static void copy_view(char *dst, size_t cap, rete_view v)
 }
 
 rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *method,
-                            rete_ctl_response *resp, char *err, size_t errlen)
+                            rete_ctl_response *resp, rete_error *err)
 {
     rete_h1_header headers[100];
     rete_h1_limits lim = RETE_H1_LIMITS_DEFAULT;
@@ -40,16 +40,14 @@ rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *m
     rete_h1_error herr = {0};
     int n = rete_h1_parse_response(buf, len, &lim, rete_view_cstr(method), &msg, &herr);
     if (n == RETE_EAGAIN) {
-        if (eof) {
-            snprintf(err, errlen, "connection closed before a complete response head");
-            return RETE_EINVAL;
-        }
+        if (eof)
+            return rete_error_set(err, RETE_EINVAL,
+                                  "connection closed before a complete response head");
         return RETE_EAGAIN;
     }
-    if (n < 0) {
-        snprintf(err, errlen, "malformed response: %s", herr.reason ? herr.reason : "?");
-        return RETE_EINVAL;
-    }
+    if (n < 0)
+        return rete_error_set(err, RETE_EINVAL, "malformed response: %s",
+                              herr.reason ? herr.reason : "?");
     const char *body = buf + n;
     size_t avail = len - (size_t)n;
     char *out = NULL;
@@ -59,11 +57,10 @@ rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *m
         break;
     case RETE_H1_BODY_LENGTH:
         if (avail < msg.content_length) {
-            if (eof) {
-                snprintf(err, errlen, "connection closed after %zu of %llu body bytes", avail,
-                         (unsigned long long)msg.content_length);
-                return RETE_EINVAL;
-            }
+            if (eof)
+                return rete_error_set(err, RETE_EINVAL,
+                                      "connection closed after %zu of %llu body bytes", avail,
+                                      (unsigned long long)msg.content_length);
             return RETE_EAGAIN;
         }
         out_len = (size_t)msg.content_length;
@@ -103,22 +100,18 @@ rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof, const char *m
         rete_h1_chunked_free(&ch);
         if (rc < 0) {
             free(out);
-            snprintf(err, errlen, "malformed chunked body");
-            return RETE_EINVAL;
+            return rete_error_set(err, RETE_EINVAL, "malformed chunked body");
         }
         if (rc != 1) {
             free(out);
-            if (eof) {
-                snprintf(err, errlen, "connection closed inside a chunked body");
-                return RETE_EINVAL;
-            }
+            if (eof)
+                return rete_error_set(err, RETE_EINVAL, "connection closed inside a chunked body");
             return RETE_EAGAIN;
         }
         break;
     }
     default:
-        snprintf(err, errlen, "unexpected body framing");
-        return RETE_EINVAL;
+        return rete_error_set(err, RETE_EINVAL, "unexpected body framing");
     }
     if (!out)
         out = rete_malloc(1);
@@ -164,7 +157,7 @@ char *rete_ctl_urlencode(const char *s)
 
 /* "host:port", "[v6]:port", with an optional "http://" and trailing "/". */
 static rete_rc split_server(const char *server, char *host, size_t hcap, char *port, size_t pcap,
-                            char *err, size_t errlen)
+                            rete_error *err)
 {
     if (strncmp(server, "http://", 7) == 0)
         server += 7;
@@ -196,17 +189,16 @@ static rete_rc split_server(const char *server, char *host, size_t hcap, char *p
     port[plen] = '\0';
     return RETE_OK;
 bad:
-    snprintf(err, errlen, "bad server address \"%s\" (want HOST:PORT)", server);
-    return RETE_EINVAL;
+    return rete_error_set(err, RETE_EINVAL, "bad server address \"%s\" (want HOST:PORT)", server);
 }
 
-static int connect_to(const char *host, const char *port, long long deadline, char *err,
-                      size_t errlen)
+/* A connected non-blocking socket, or -1 with err (RETE_EIO). */
+static int connect_to(const char *host, const char *port, long long deadline, rete_error *err)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0) {
-        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(gai));
+        rete_error_set(err, RETE_EIO, "cannot resolve %s: %s", host, gai_strerror(gai));
         return -1;
     }
     int fd = -1, last_errno = 0;
@@ -235,7 +227,7 @@ static int connect_to(const char *host, const char *port, long long deadline, ch
     }
     freeaddrinfo(res);
     if (fd < 0)
-        snprintf(err, errlen, "cannot connect: %s", strerror(last_errno));
+        rete_error_set(err, RETE_EIO, "cannot connect: %s", strerror(last_errno));
     return fd;
 }
 
@@ -256,14 +248,14 @@ static bool wait_fd(int fd, short events, long long deadline)
 
 rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method, const char *path,
                          const char *content_type, const char *body, size_t body_len,
-                         rete_ctl_response *resp, char *err, size_t errlen)
+                         rete_ctl_response *resp, rete_error *err)
 {
     char host[256], port[16];
     long long deadline = now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 10000);
-    RETE_GUARD(split_server(c->server, host, sizeof(host), port, sizeof(port), err, errlen));
+    RETE_GUARD(split_server(c->server, host, sizeof(host), port, sizeof(port), err));
     if (c->verbose)
         fprintf(stderr, "> %s http://%s%s (%zu bytes)\n", method, c->server, path, body_len);
-    int fd = connect_to(host, port, deadline, err, errlen);
+    int fd = connect_to(host, port, deadline, err);
     if (fd < 0)
         return RETE_EIO;
 
@@ -297,11 +289,11 @@ rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method, const char 
                 off += (size_t)w;
             } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
                 if (!wait_fd(fd, POLLOUT, deadline)) {
-                    snprintf(err, errlen, "timed out sending the request");
+                    rete_error_set(err, RETE_EIO, "timed out sending the request");
                     goto out;
                 }
             } else {
-                snprintf(err, errlen, "send: %s", strerror(errno));
+                rete_error_set(err, RETE_EIO, "send: %s", strerror(errno));
                 goto out;
             }
         }
@@ -313,22 +305,22 @@ rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method, const char 
         if (r > 0) {
             in_len += (size_t)r;
             if (in_len > MAX_RESPONSE) {
-                snprintf(err, errlen, "response larger than %u bytes", MAX_RESPONSE);
+                rete_error_set(err, RETE_EIO, "response larger than %u bytes", MAX_RESPONSE);
                 goto out;
             }
         } else if (r == 0) {
             eof = true;
         } else if (errno == EAGAIN || errno == EINTR) {
             if (!wait_fd(fd, POLLIN, deadline)) {
-                snprintf(err, errlen, "timed out waiting for the response");
+                rete_error_set(err, RETE_EIO, "timed out waiting for the response");
                 goto out;
             }
             continue;
         } else {
-            snprintf(err, errlen, "recv: %s", strerror(errno));
+            rete_error_set(err, RETE_EIO, "recv: %s", strerror(errno));
             goto out;
         }
-        rc = rete_ctl_http_parse(in, in_len, eof, method, resp, err, errlen);
+        rc = rete_ctl_http_parse(in, in_len, eof, method, resp, err);
         if (rc != RETE_EAGAIN)
             break;
         rc = RETE_EIO;

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "result.h"
+#include "error.h"
 
 typedef struct rete_ctl_http {
     const char *server; /* "host:port", "[v6]:port", optionally "http://" first */
@@ -26,20 +26,20 @@ typedef struct rete_ctl_response {
 } rete_ctl_response;
 
 /* Send one request and read the whole response. Returns RETE_OK (whatever
- * the status), or a negative code with a message in err (unreachable, timed
- * out, malformed response). */
+ * the status), or with a message in err RETE_EIO (unreachable, timed out,
+ * cut short) or RETE_EINVAL (a bad server address, a malformed response). */
 RETE_MUST_CHECK rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method,
                                          const char *path, const char *content_type,
                                          const char *body, size_t body_len, rete_ctl_response *resp,
-                                         char *err, size_t errlen);
+                                         rete_error *err);
 
 /* Parse a response from the bytes received so far; `eof` when the peer has
  * closed. RETE_OK when complete (resp filled), RETE_EAGAIN when more bytes
  * are needed, RETE_EINVAL on a malformed response (message in err). Pure:
  * unit-testable. */
 RETE_MUST_CHECK rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eof,
-                                            const char *method, rete_ctl_response *resp, char *err,
-                                            size_t errlen);
+                                            const char *method, rete_ctl_response *resp,
+                                            rete_error *err);
 
 void rete_ctl_response_free(rete_ctl_response *resp);
 

@@ -17,12 +17,12 @@ static bool offline(const char *verb)
 int main(int argc, char **argv)
 {
     static rete_ctl c;
-    char err[512];
+    rete_error err = {0};
     int vi = rete_ctl_find_verb(argc - 1, argv + 1) + 1;
     if (vi >= argc) {
         /* no verb: global flags only */
-        if (rete_ctl_args_parse(argc - 1, argv + 1, CTL_F_GLOBAL, &c.args, err, sizeof(err)) < 0)
-            return rete_ctl_usage_error(NULL, "%s", err);
+        if (rete_ctl_args_parse(argc - 1, argv + 1, CTL_F_GLOBAL, &c.args, &err) < 0)
+            return rete_ctl_usage_error(NULL, "%s", err.msg);
         rete_ctl_print_help(c.args.seen & CTL_F_HELP ? stdout : stderr);
         return c.args.seen & CTL_F_HELP ? CTL_EXIT_OK : CTL_EXIT_USAGE;
     }
@@ -40,10 +40,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (i != vi)
             rest[n++] = argv[i];
-    rete_rc prc = rete_ctl_args_parse(n, rest, v->flags | CTL_F_GLOBAL, &c.args, err, sizeof(err));
+    rete_rc prc = rete_ctl_args_parse(n, rest, v->flags | CTL_F_GLOBAL, &c.args, &err);
     free(rest);
     if (prc < 0)
-        return rete_ctl_usage_error(&c, "%s", err);
+        return rete_ctl_usage_error(&c, "%s", err.msg);
     if (c.args.seen & CTL_F_HELP) {
         rete_ctl_print_verb_help(v, stdout);
         return CTL_EXIT_OK;
@@ -60,14 +60,14 @@ int main(int argc, char **argv)
         .cwd = getcwd(cwd, sizeof(cwd)),
         .home = getenv("HOME"),
     };
-    if (rete_ctl_context_discover(&in, &c.ctx, err, sizeof(err)) < 0) {
-        fprintf(stderr, "error: %s\n", err);
+    if (rete_ctl_context_discover(&in, &c.ctx, &err) < 0) {
+        fprintf(stderr, "error: %s\n", err.msg);
         return CTL_EXIT_FAIL;
     }
     if (c.ctx.token_file[0]) {
-        c.token = rete_ctl_read_token(c.ctx.token_file, c.token_err, sizeof(c.token_err));
+        c.token = rete_ctl_read_token(c.ctx.token_file, &c.token_err);
         if (!c.token && strcmp(c.ctx.token_from, "--token-file") == 0) {
-            fprintf(stderr, "error: %s\n", c.token_err);
+            fprintf(stderr, "error: %s\n", c.token_err.msg);
             return CTL_EXIT_FAIL;
         }
     }

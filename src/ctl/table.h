@@ -14,8 +14,8 @@
 typedef struct rete_ctl_table {
     size_t n_cols;
     size_t n_rows; /* including the header */
-    size_t cap;   /* cells allocated */
-    char **cells; /* row-major, owned */
+    size_t cap;    /* cells allocated */
+    char **cells;  /* row-major, owned */
 } rete_ctl_table;
 
 void rete_ctl_table_init(rete_ctl_table *t, size_t n_cols);

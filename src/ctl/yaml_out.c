@@ -121,6 +121,11 @@ static void format_real(double d, char *buf, size_t len)
         strncat(buf, ".0", len - strlen(buf) - 1);
 }
 
+/* One switch over jansson's types, like yaml_doc.c's from_json (`duplicates`
+ * pairs their scalar cases), on purpose: that one builds the loader's node
+ * tree in an arena, this one emits libyaml events for a person to read (the
+ * shortest real that reads back, quoting by rete_ctl_yaml_ambiguous); only
+ * the case labels are common. */
 static int emit_node(yaml_emitter_t *em, const json_t *v, int depth)
 {
     yaml_event_t ev;
@@ -175,13 +180,13 @@ static int emit_node(yaml_emitter_t *em, const json_t *v, int depth)
     }
 }
 
-char *rete_ctl_yaml_string(const json_t *root, char *err, size_t errlen)
+char *rete_ctl_yaml_string(const json_t *root, rete_error *err)
 {
     yaml_emitter_t em;
     yaml_event_t ev;
     outbuf b = {0};
     if (!yaml_emitter_initialize(&em)) {
-        snprintf(err, errlen, "YAML emitter: out of memory");
+        rete_error_set(err, RETE_ENOMEM, "YAML emitter: out of memory");
         return NULL;
     }
     yaml_emitter_set_output(&em, write_handler, &b);
@@ -196,7 +201,7 @@ char *rete_ctl_yaml_string(const json_t *root, char *err, size_t errlen)
              yaml_stream_end_event_initialize(&ev) && yaml_emitter_emit(&em, &ev) &&
              yaml_emitter_flush(&em);
     if (!ok) {
-        snprintf(err, errlen, "YAML emitter: %s", em.problem ? em.problem : "failed");
+        rete_error_set(err, RETE_EIO, "YAML emitter: %s", em.problem ? em.problem : "failed");
         yaml_emitter_delete(&em);
         free(b.p);
         return NULL;

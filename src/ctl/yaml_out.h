@@ -10,9 +10,11 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "error.h"
+
 /* The YAML text of `root` (malloc'ed, NUL-terminated), or NULL with a
- * message in err when the emitter fails. */
-char *rete_ctl_yaml_string(const json_t *root, char *err, size_t errlen);
+ * message in err (may be NULL) when the emitter fails. */
+char *rete_ctl_yaml_string(const json_t *root, rete_error *err);
 
 /* True when the plain scalar `s` would not read back as this string. */
 bool rete_ctl_yaml_ambiguous(const char *s);

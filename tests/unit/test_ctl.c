@@ -56,11 +56,11 @@ static void test_args(void **state)
 {
     (void)state;
     rete_ctl_args a;
-    char err[256];
+    rete_error err = {0};
     char *argv1[] = {"svc", "echo", "-n", "prod", "-o=yaml", "--server=h:1", "-vv"};
-    assert_int_equal(rete_ctl_args_parse(7, argv1, CTL_F_GLOBAL | CTL_F_NAMESPACE | CTL_F_OUTPUT,
-                                         &a, err, sizeof(err)),
-                     RETE_OK);
+    assert_int_equal(
+        rete_ctl_args_parse(7, argv1, CTL_F_GLOBAL | CTL_F_NAMESPACE | CTL_F_OUTPUT, &a, &err),
+        RETE_OK);
     assert_int_equal(a.n_pos, 2);
     assert_string_equal(a.pos[1], "echo");
     assert_string_equal(a.ns, "prod");
@@ -69,9 +69,8 @@ static void test_args(void **state)
     assert_int_equal(a.verbose, 2);
 
     char *argv2[] = {"-f", "a.yaml", "-fb.yaml", "--filename", "-", "--", "-x"};
-    assert_int_equal(
-        rete_ctl_args_parse(7, argv2, CTL_F_GLOBAL | CTL_F_FILENAME, &a, err, sizeof(err)),
-        RETE_OK);
+    assert_int_equal(rete_ctl_args_parse(7, argv2, CTL_F_GLOBAL | CTL_F_FILENAME, &a, &err),
+                     RETE_OK);
     assert_int_equal(a.n_files, 3);
     assert_string_equal(a.files[1], "b.yaml");
     assert_string_equal(a.files[2], "-");
@@ -79,18 +78,15 @@ static void test_args(void **state)
     assert_string_equal(a.pos[0], "-x");
 
     char *argv3[] = {"-A"};
-    assert_int_equal(rete_ctl_args_parse(1, argv3, CTL_F_GLOBAL, &a, err, sizeof(err)),
-                     RETE_EINVAL);
-    assert_non_null(strstr(err, "all-namespaces"));
+    assert_int_equal(rete_ctl_args_parse(1, argv3, CTL_F_GLOBAL, &a, &err), RETE_EINVAL);
+    assert_non_null(strstr(err.msg, "all-namespaces"));
+    assert_int_equal(err.code, RETE_EINVAL); /* the error carries the code it returned */
     char *argv4[] = {"--bogus"};
-    assert_int_equal(rete_ctl_args_parse(1, argv4, CTL_F_GLOBAL, &a, err, sizeof(err)),
-                     RETE_EINVAL);
+    assert_int_equal(rete_ctl_args_parse(1, argv4, CTL_F_GLOBAL, &a, &err), RETE_EINVAL);
     char *argv5[] = {"-n"};
-    assert_int_equal(rete_ctl_args_parse(1, argv5, CTL_F_NAMESPACE, &a, err, sizeof(err)),
-                     RETE_EINVAL);
+    assert_int_equal(rete_ctl_args_parse(1, argv5, CTL_F_NAMESPACE, &a, &err), RETE_EINVAL);
     char *argv6[] = {"--help=yes"};
-    assert_int_equal(rete_ctl_args_parse(1, argv6, CTL_F_GLOBAL, &a, err, sizeof(err)),
-                     RETE_EINVAL);
+    assert_int_equal(rete_ctl_args_parse(1, argv6, CTL_F_GLOBAL, &a, &err), RETE_EINVAL);
 
     char *argv7[] = {"retectl", "--server", "h:1", "-v", "get", "svc"};
     assert_int_equal(rete_ctl_find_verb(5, argv7 + 1) + 1, 4);
@@ -203,6 +199,16 @@ static void test_table(void **state)
     assert_null(t.cells);
 }
 
+/* The text of column `col` of `get KIND` for resource `res`. */
+static void check_cell(const char *kind, int col, const json_t *res, const char *want)
+{
+    char buf[256];
+    const rete_ctl_kind *k = rete_ctl_kind_lookup(kind);
+    assert_non_null(k);
+    k->cols[col].cell(res, buf, sizeof(buf));
+    assert_string_equal(buf, want);
+}
+
 static void test_cells(void **state)
 {
     (void)state;
@@ -212,12 +218,20 @@ static void test_cells(void **state)
                              "\"echo\",\"v\":\"1\"}}}",
                              0, NULL);
     assert_non_null(svc);
-    const rete_ctl_kind *k = rete_ctl_kind_lookup("svc");
-    k->cols[0].cell(svc, buf, sizeof(buf));
-    assert_string_equal(buf, "80/HTTP,9090/GRPC");
-    k->cols[1].cell(svc, buf, sizeof(buf));
-    assert_string_equal(buf, "app=echo,v=1");
+    check_cell("svc", 0, svc, "80/HTTP,9090/GRPC");
+    check_cell("svc", 1, svc, "app=echo,v=1");
     json_decref(svc);
+
+    /* list cells (one helper for ports, parents, hostnames): "," between, "<none>" when empty */
+    json_t *hr = json_loads("{\"spec\":{\"parentRefs\":[{\"name\":\"gw\",\"port\":80},{\"name\":"
+                            "\"echo\"},{}],\"hostnames\":[\"a.example\",\"b\"]}}",
+                            0, NULL);
+    assert_non_null(hr);
+    check_cell("httproute", 0, hr, "gw:80,echo,?");
+    check_cell("httproute", 2, hr, "a.example,b");
+    json_object_del(json_object_get(hr, "spec"), "hostnames");
+    check_cell("httproute", 2, hr, "<none>");
+    json_decref(hr);
 
     json_t *empty = json_object();
     rete_ctl_cell_map(NULL, buf, sizeof(buf));
@@ -240,10 +254,10 @@ static void test_cells(void **state)
 static void check_yaml(const char *json, const char *want)
 {
     json_error_t jerr;
-    char err[256];
+    rete_error err = {0};
     json_t *v = json_loads(json, JSON_DECODE_ANY, &jerr);
     assert_non_null(v);
-    char *y = rete_ctl_yaml_string(v, err, sizeof(err));
+    char *y = rete_ctl_yaml_string(v, &err);
     assert_non_null(y);
     assert_string_equal(y, want);
     free(y);
@@ -305,15 +319,12 @@ static void test_http_parse(void **state)
 {
     (void)state;
     rete_ctl_response r;
-    char err[256];
+    rete_error err = {0};
     const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 "
                      "GMT\r\nContent-Type: application/json\r\n\r\n{}";
-    assert_int_equal(rete_ctl_http_parse(ok, strlen(ok) - 1, false, "GET", &r, err, sizeof(err)),
-                     RETE_EAGAIN);
-    assert_int_equal(rete_ctl_http_parse(ok, strlen(ok) - 1, true, "GET", &r, err, sizeof(err)),
-                     RETE_EINVAL);
-    assert_int_equal(rete_ctl_http_parse(ok, strlen(ok), false, "GET", &r, err, sizeof(err)),
-                     RETE_OK);
+    assert_int_equal(rete_ctl_http_parse(ok, strlen(ok) - 1, false, "GET", &r, &err), RETE_EAGAIN);
+    assert_int_equal(rete_ctl_http_parse(ok, strlen(ok) - 1, true, "GET", &r, &err), RETE_EINVAL);
+    assert_int_equal(rete_ctl_http_parse(ok, strlen(ok), false, "GET", &r, &err), RETE_OK);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{}");
     assert_string_equal(r.date, "Sun, 06 Nov 1994 08:49:37 GMT");
@@ -322,26 +333,21 @@ static void test_http_parse(void **state)
 
     const char *ch = "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
                      "2\r\nde\r\n0\r\n\r\n";
-    assert_int_equal(rete_ctl_http_parse(ch, strlen(ch) - 2, false, "GET", &r, err, sizeof(err)),
-                     RETE_EAGAIN);
-    assert_int_equal(rete_ctl_http_parse(ch, strlen(ch), false, "GET", &r, err, sizeof(err)),
-                     RETE_OK);
+    assert_int_equal(rete_ctl_http_parse(ch, strlen(ch) - 2, false, "GET", &r, &err), RETE_EAGAIN);
+    assert_int_equal(rete_ctl_http_parse(ch, strlen(ch), false, "GET", &r, &err), RETE_OK);
     assert_int_equal(r.status, 404);
     assert_string_equal(r.body, "abcde");
     assert_int_equal(r.body_len, 5);
     rete_ctl_response_free(&r);
 
     const char *eof = "HTTP/1.0 200 OK\r\n\r\nuntil close";
-    assert_int_equal(rete_ctl_http_parse(eof, strlen(eof), false, "GET", &r, err, sizeof(err)),
-                     RETE_EAGAIN);
-    assert_int_equal(rete_ctl_http_parse(eof, strlen(eof), true, "GET", &r, err, sizeof(err)),
-                     RETE_OK);
+    assert_int_equal(rete_ctl_http_parse(eof, strlen(eof), false, "GET", &r, &err), RETE_EAGAIN);
+    assert_int_equal(rete_ctl_http_parse(eof, strlen(eof), true, "GET", &r, &err), RETE_OK);
     assert_string_equal(r.body, "until close");
     rete_ctl_response_free(&r);
 
     const char *bad = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
-    assert_int_equal(rete_ctl_http_parse(bad, strlen(bad), false, "GET", &r, err, sizeof(err)),
-                     RETE_EINVAL);
+    assert_int_equal(rete_ctl_http_parse(bad, strlen(bad), false, "GET", &r, &err), RETE_EINVAL);
 
     char *e = rete_ctl_urlencode("dir/a b.yaml&x=1");
     assert_string_equal(e, "dir/a%20b.yaml%26x%3D1");
@@ -377,7 +383,7 @@ static void test_context(void **state)
     char root[] = "/tmp/rete-ctl-test-XXXXXX";
     assert_non_null(mkdtemp(root));
     char home[1100], proj[1100], deep[1100], path[1200], want[1200];
-    char err[512];
+    rete_error err = {0};
     snprintf(home, sizeof(home), "%s/home", root);
     snprintf(proj, sizeof(proj), "%s/proj", root);
     snprintf(deep, sizeof(deep), "%s/proj/a/b", root);
@@ -387,7 +393,7 @@ static void test_context(void **state)
     rete_ctl_context_in in = {.cwd = deep, .home = home};
 
     /* 5: nothing anywhere */
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_OK);
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_OK);
     assert_string_equal(ctx.server, "127.0.0.1:15014");
     assert_string_equal(ctx.server_from, "default");
     assert_string_equal(ctx.token_file, "");
@@ -397,7 +403,7 @@ static void test_context(void **state)
     mkdirs(path);
     snprintf(path, sizeof(path), "%s/.config/rete/context.json", home);
     write_text(path, "{\"api\": \"127.0.0.9:1000\", \"tokenFile\": \"/abs/admin.token\"}");
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_OK);
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_OK);
     assert_string_equal(ctx.server, "127.0.0.9:1000");
     assert_string_equal(ctx.server_from, path);
     assert_string_equal(ctx.token_file, "/abs/admin.token");
@@ -407,7 +413,7 @@ static void test_context(void **state)
     mkdirs(path);
     snprintf(path, sizeof(path), "%s/.demo/reted/context.json", proj);
     write_text(path, "{\"api\": \"127.0.0.8:2000\", \"tokenFile\": \"admin.token\"}");
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_OK);
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_OK);
     assert_string_equal(ctx.server, "127.0.0.8:2000");
     snprintf(want, sizeof(want), "%s/.demo/reted/admin.token", proj);
     assert_string_equal(ctx.token_file, want);
@@ -415,18 +421,18 @@ static void test_context(void **state)
 
     /* 2: environment beats files, field by field */
     in.env_server = "127.0.0.7:3000";
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_OK);
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_OK);
     assert_string_equal(ctx.server, "127.0.0.7:3000");
     assert_string_equal(ctx.server_from, "RETE_SERVER");
     assert_string_equal(ctx.token_file, want);
     in.env_token_file = "/env/token";
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_OK);
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_OK);
     assert_string_equal(ctx.token_file, "/env/token");
 
     /* 1: flags beat everything */
     in.flag_server = "h:1";
     in.flag_token_file = "/flag/token";
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_OK);
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_OK);
     assert_string_equal(ctx.server, "h:1");
     assert_string_equal(ctx.server_from, "--server");
     assert_string_equal(ctx.token_file, "/flag/token");
@@ -434,18 +440,20 @@ static void test_context(void **state)
     /* a broken context.json is an error, not silently skipped */
     in = (rete_ctl_context_in){.cwd = deep, .home = home};
     write_text(path, "{not json");
-    assert_int_equal(rete_ctl_context_discover(&in, &ctx, err, sizeof(err)), RETE_EINVAL);
-    assert_non_null(strstr(err, "context.json"));
+    assert_int_equal(rete_ctl_context_discover(&in, &ctx, &err), RETE_EINVAL);
+    assert_non_null(strstr(err.msg, "context.json"));
 
     /* the token file: first line, trimmed */
     snprintf(path, sizeof(path), "%s/tok", root);
     write_text(path, "  abc123 \nsecond line\n");
-    char *tok = rete_ctl_read_token(path, err, sizeof(err));
+    char *tok = rete_ctl_read_token(path, &err);
     assert_non_null(tok);
     assert_string_equal(tok, "abc123");
     free(tok);
     write_text(path, "\n");
-    assert_null(rete_ctl_read_token(path, err, sizeof(err)));
+    assert_null(rete_ctl_read_token(path, &err));
+    assert_int_equal(err.code, RETE_EINVAL);
+    assert_non_null(strstr(err.msg, "is empty"));
 
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
