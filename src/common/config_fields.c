@@ -719,7 +719,11 @@ static const cfg_field retry_fields[] = {
      .doc = "base of the jittered exponential backoff"},
     {"codes", CFG_INTLIST, 0, CFG_AT(raw_rule, r.retry.codes), CFG_CNT(raw_rule, r.retry.n_codes),
      CFG_HAS(raw_rule, has_codes), .elem = sizeof(uint16_t), .min = 400, .max = 599,
-     .docdef = "[502, 503, 504]", .doc = "HTTP statuses that are retried"},
+     .docdef = "[502, 503, 504]", .doc = "HTTP statuses that are retried; 504 also retries a "
+     "try cut by timeouts.backendRequest"},
+    {"nonIdempotent", CFG_BOOL, 0, CFG_AT(raw_rule, r.retry.non_idempotent), .def = "false",
+     .doc = "rete extension: also retry POST, PATCH and other non-idempotent methods on a status "
+     "or reset (a connect failure is retried for every method: nothing was sent)"},
 };
 static const cfg_schema retry_schema = CFG_SCHEMA("HTTPRouteRetry", raw_rule, retry_fields, NULL);
 
@@ -868,6 +872,12 @@ static const cfg_field grpc_rule_fields[] = {
      .sub = &grpc_filter_schema},
     {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends),
      .max = 16, .sub = &backend_ref_schema},
+    {"timeouts", CFG_OBJ, 0, .off = 0, .sub = &timeouts_schema,
+     .doc = "rete extension (GRPCRoute has none yet): as HTTPRoute's"},
+    {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
+     .docdef = "no retries",
+     .doc = "rete extension: as HTTPRoute's; also retries the gRPC statuses CANCELLED, "
+     "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE of a trailers-only response"},
 };
 static const cfg_schema grpc_rule_schema =
     CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
