@@ -85,20 +85,24 @@ static bool budget_withdraw(budget *b, uint64_t now_ns)
 {
     uint32_t sec = now_sec(now_ns);
     budget_sec *cur = budget_now(b, sec);
+    /* Take first, then look: two workers racing for the last retry cannot
+     * both have it (one may give it back for nothing). */
+    atomic_fetch_add_explicit(&cur->retries, 1, memory_order_acq_rel);
     uint64_t requests = 0, retries = 0;
     for (uint32_t i = 0; i < RETE_RETRY_BUDGET_WINDOW_S; i++) {
         const budget_sec *s = &b->win[i];
         uint32_t at = atomic_load_explicit(&s->sec, memory_order_acquire);
         if (at && at + RETE_RETRY_BUDGET_WINDOW_S > sec) {
             requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
-            retries += atomic_load_explicit(&s->retries, memory_order_relaxed);
+            retries += atomic_load_explicit(&s->retries, memory_order_acquire);
         }
     }
     uint64_t allowed = requests * RETE_RETRY_BUDGET_PERCENT / 100 +
                        (uint64_t)RETE_RETRY_BUDGET_MIN_PER_S * RETE_RETRY_BUDGET_WINDOW_S;
-    if (retries >= allowed)
+    if (retries > allowed) {
+        atomic_fetch_sub_explicit(&cur->retries, 1, memory_order_acq_rel);
         return false;
-    atomic_fetch_add_explicit(&cur->retries, 1, memory_order_relaxed);
+    }
     return true;
 }
 
