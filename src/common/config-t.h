@@ -181,10 +181,12 @@ typedef struct rete_backend_ref {
 
 typedef struct rete_retry_policy {
     uint32_t attempts;              /* retries after the first try; 0 = none */
-    uint32_t backoff_ms;            /* base, jittered exponential */
+    uint32_t backoff_ms;            /* base, jittered exponential (cap: 10x base) */
     const uint16_t *codes;          /* retry on these statuses (default 502, 503, 504) */
     size_t n_codes;
     bool on_connect_failure;        /* default true */
+    bool non_idempotent;            /* retry POST/PATCH (and any method but GET, HEAD, OPTIONS,
+                                       PUT, DELETE, TRACE) on more than a connect failure */
 } rete_retry_policy;
 
 typedef struct rete_http_rule {

@@ -719,7 +719,11 @@ static const cfg_field retry_fields[] = {
      .doc = "base of the jittered exponential backoff"},
     {"codes", CFG_INTLIST, 0, CFG_AT(raw_rule, r.retry.codes), CFG_CNT(raw_rule, r.retry.n_codes),
      CFG_HAS(raw_rule, has_codes), .elem = sizeof(uint16_t), .min = 400, .max = 599,
-     .docdef = "[502, 503, 504]", .doc = "HTTP statuses that are retried"},
+     .docdef = "[502, 503, 504]", .doc = "HTTP statuses that are retried; 504 also retries a "
+     "try cut by timeouts.backendRequest"},
+    {"nonIdempotent", CFG_BOOL, 0, CFG_AT(raw_rule, r.retry.non_idempotent), .def = "false",
+     .doc = "rete extension: also retry POST, PATCH and other non-idempotent methods on a status "
+     "or reset (a connect failure is retried for every method: nothing was sent)"},
 };
 static const cfg_schema retry_schema = CFG_SCHEMA("HTTPRouteRetry", raw_rule, retry_fields, NULL);
 
@@ -868,6 +872,12 @@ static const cfg_field grpc_rule_fields[] = {
      .sub = &grpc_filter_schema},
     {"backendRefs", CFG_LIST, 0, CFG_AT(raw_rule, backends), CFG_CNT(raw_rule, n_backends),
      .max = 16, .sub = &backend_ref_schema},
+    {"timeouts", CFG_OBJ, 0, .off = 0, .sub = &timeouts_schema,
+     .doc = "rete extension (GRPCRoute has none yet): as HTTPRoute's"},
+    {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
+     .docdef = "no retries",
+     .doc = "rete extension: as HTTPRoute's; also retries the gRPC statuses CANCELLED, "
+     "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE of a trailers-only response"},
 };
 static const cfg_schema grpc_rule_schema =
     CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
@@ -997,22 +1007,27 @@ static const cfg_field lb_fields[] = {
 static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, lb_fields, lb_check);
 
 static const cfg_field pool_tcp_fields[] = {
-    {"maxConnections", CFG_INT, 0, CFG_AT(raw_dr, p.max_connections), .min = 1, .max = UINT32_MAX,
-     .def = "1024"},
+    {"maxConnections", CFG_INT, CFG_UNAPPLIED, CFG_AT(raw_dr, p.max_connections), .min = 1,
+     .max = UINT32_MAX, .def = "1024"},
     {"connectTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.connect_timeout_ms), .min = 1,
-     .def = "10s"},
+     .def = "10s",
+     .doc = "each TCP connect to an endpoint (or its sidecar); then 503 `connect timeout`, "
+     "retried as a connect failure"},
 };
 static const cfg_schema pool_tcp_schema = CFG_SCHEMA("TCPSettings", raw_dr, pool_tcp_fields, NULL);
 
 static const cfg_field pool_http_fields[] = {
-    {"http1MaxPendingRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_pending_requests), .min = 1,
-     .max = UINT32_MAX, .def = "1024"},
+    {"http1MaxPendingRequests", CFG_INT, CFG_UNAPPLIED, CFG_AT(raw_dr, p.max_pending_requests),
+     .min = 1, .max = UINT32_MAX, .def = "1024"},
     {"http2MaxRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests), .min = 1, .max = UINT32_MAX,
-     .def = "1024"},
-    {"maxRequestsPerConnection", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests_per_connection),
-     .min = 0, .max = UINT32_MAX, .def = "0", .doc = "0 = unlimited"},
-    {"maxRetries", CFG_INT, 0, CFG_AT(raw_dr, p.max_retries), .min = 0, .max = UINT32_MAX,
-     .def = "3", .doc = "concurrent retries to the service"},
+     .def = "1024",
+     .doc = "requests in flight to the service, counted per worker thread (not per proxy yet); "
+     "over it: 503 `UO`"},
+    {"maxRequestsPerConnection", CFG_INT, CFG_UNAPPLIED,
+     CFG_AT(raw_dr, p.max_requests_per_connection), .min = 0, .max = UINT32_MAX, .def = "0"},
+    {"maxRetries", CFG_INT, CFG_UNAPPLIED, CFG_AT(raw_dr, p.max_retries), .min = 0,
+     .max = UINT32_MAX, .def = "3",
+     .doc = "retries are bounded by the retry budget instead (docs/traffic.md)"},
 };
 static const cfg_schema pool_http_schema =
     CFG_SCHEMA("HTTPSettings", raw_dr, pool_http_fields, NULL);

@@ -469,6 +469,8 @@ rete_rc cfg_decode(cfg_ctx *ctx, const cfg_schema *s, const rete_ynode *n, void 
             return cfg_fail(ctx, "duplicate field");
         seen[fi] = true;
         const cfg_field *f = &s->fields[fi];
+        if (f->flags & CFG_UNAPPLIED)
+            return cfg_fail(ctx, CFG_UNAPPLIED_REASON);
         RETE_GUARD(decode_field(ctx, f, n->pairs[i].value, base));
         if (f->has)
             *((bool *)((unsigned char *)base + f->has - 1)) = true;
@@ -540,9 +542,14 @@ void cfg_schema_markdown(FILE *out, const cfg_schema *s, const char *prefix)
         char name[256], tbuf[256];
         snprintf(name, sizeof(name), "%s%s%s", prefix, prefix[0] ? "." : "", f->name);
         const char *def = f->docdef ? f->docdef : f->def;
-        fprintf(out, "| `%s` | %s | %s | %s%s%s | %s |\n", name, doc_type(f, tbuf, sizeof(tbuf)),
+        bool unapplied = f->flags & CFG_UNAPPLIED;
+        if (unapplied)
+            def = NULL; /* nothing is applied: no default to speak of */
+        fprintf(out, "| `%s` | %s | %s | %s%s%s | %s%s |\n", name, doc_type(f, tbuf, sizeof(tbuf)),
                 (f->flags & CFG_REQUIRED) ? "yes" : "", def && !f->docdef ? "`" : "",
-                def ? def : "", def && !f->docdef ? "`" : "", f->doc ? f->doc : "");
+                def ? def : "", def && !f->docdef ? "`" : "",
+                unapplied ? "**refused: not applied by the data plane yet.** " : "",
+                f->doc ? f->doc : "");
         if (f->type == CFG_OBJ || f->type == CFG_LIST) {
             if (f->type == CFG_LIST)
                 snprintf(name + strlen(name), sizeof(name) - strlen(name), "[]");

@@ -60,6 +60,12 @@ enum {
     CFG_STRINT = 1u << 2,   /* CFG_INT/INTLIST: a quoted "8080" is accepted too */
     CFG_NONEMPTY = 1u << 3, /* strings and lists: must not be empty */
     CFG_IGNORED = 1u << 4,  /* accepted and validated, not stored */
+    /* Parsed by nobody in the data plane yet: refused when written, naming
+     * the field (a configuration is never accepted as protecting what it
+     * does not). Its default is kept for the reference only. A unit test
+     * (test_config: test_unapplied_fields_refused) writes each such field
+     * and checks the load fails. */
+    CFG_UNAPPLIED = 1u << 5,
 };
 
 typedef struct cfg_enum {
@@ -136,6 +142,9 @@ RETE_MUST_CHECK rete_rc cfg_compile_regex(cfg_ctx *ctx, const char *pattern, ret
 
 /* Markdown table rows for schema `s` under field prefix `prefix` (recursing into objects). */
 void cfg_schema_markdown(FILE *out, const cfg_schema *s, const char *prefix);
+
+/* The message a CFG_UNAPPLIED field is refused with. */
+#define CFG_UNAPPLIED_REASON "not applied by the data plane yet: remove it (docs/traffic.md)"
 
 /* The spec table of every kind (config_fields.c), named by the kinds table
  * (kinds.c). */

@@ -205,9 +205,44 @@ rete_rc rete_io_accept(rete_io *io, rete_io_loop *iol, uv_stream_t *server, cons
     return RETE_OK;
 }
 
+static void connect_timer_free(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* The connect completed, failed or the io closes: the timer goes. */
+static void connect_timer_stop(rete_io *io)
+{
+    if (!io->connect_timer)
+        return;
+    uv_close((uv_handle_t *)io->connect_timer, connect_timer_free);
+    io->connect_timer = NULL;
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    rete_io *io = t->data;
+    connect_timer_stop(io);
+    if (io->closing)
+        return;
+    io->connect_timed_out = true;
+    io->cbs->on_ready(io, -1, "connect timeout");
+}
+
+void rete_io_connect_timeout(rete_io *io, uint64_t ms)
+{
+    if (!ms || io->closing || io->connect_timer)
+        return;
+    io->connect_timer = rete_malloc(sizeof(*io->connect_timer));
+    uv_timer_init(io->iol->loop, io->connect_timer);
+    io->connect_timer->data = io;
+    uv_timer_start(io->connect_timer, on_connect_timeout, ms, 0);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     rete_io *io = req->handle->data;
+    connect_timer_stop(io);
     if (io->closing)
         return;
     if (status < 0) {
@@ -349,6 +384,7 @@ void rete_io_close(rete_io *io)
         return;
     io->closing = true;
     io->reading = false;
+    connect_timer_stop(io);
     uv_close((uv_handle_t *)&io->tcp, on_closed);
 }
 

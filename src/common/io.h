@@ -66,6 +66,8 @@ struct rete_io {
     bool eof;
     bool shut_wr;
     bool want_drain;
+    bool connect_timed_out; /* the connect timer fired before the TCP connect completed */
+    uv_timer_t *connect_timer; /* rete_io_connect_timeout: allocated only while connecting */
 };
 
 /* Server side: accept from `server` onto io. */
@@ -82,6 +84,14 @@ RETE_MUST_CHECK rete_rc rete_io_connect(rete_io *io, rete_io_loop *iol, const ch
 RETE_MUST_CHECK rete_rc rete_io_connect_from(rete_io *io, rete_io_loop *iol, const char *src_ip,
                                              const char *ip, uint16_t port, rete_tls_session *tls,
                                              const rete_io_cbs *cbs, void *owner);
+/* Bound the TCP connect just started (rete_io_connect): when it has not
+ * completed within `ms`, on_ready(-1, "connect timeout") and
+ * io->connect_timed_out is set (the owner closes the io, as for any failed
+ * connect). The timer is allocated only while the connect is pending: a
+ * connected io carries a NULL pointer. ms == 0: no bound (the kernel's SYN
+ * retries, about two minutes on Linux). Call it at once after a successful
+ * rete_io_connect, on the same loop iteration. */
+void rete_io_connect_timeout(rete_io *io, uint64_t ms);
 /* Turn an accepted plaintext io into a TLS server; `initial` holds bytes
  * already read (the ClientHello the detector peeked). Takes ownership of tls. */
 void rete_io_start_tls(rete_io *io, rete_tls_session *tls, const char *initial,

@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "config_schema.h"
 #include "defaults.h"
 
 /* tests/unit/ as the compiler saw it (meson runs tests from the build dir). */
@@ -172,11 +173,8 @@ static void test_services_and_endpoints(void **state)
     assert_int_equal(ap->hash_on, RETE_HASH_HEADER);
     assert_string_equal(ap->hash_key, "x-user");
     assert_int_equal(ap->maglev_table_size, 65537);
-    assert_int_equal(ap->max_connections, 100);
     assert_int_equal(ap->connect_timeout_ms, 2000);
-    assert_int_equal(ap->max_pending_requests, 10);
-    assert_int_equal(ap->max_requests, 1024);
-    assert_int_equal(ap->max_retries, 5);
+    assert_int_equal(ap->max_requests, 100);
     assert_int_equal(ap->consecutive_5xx, 3);
     assert_int_equal(ap->outlier_interval_ms, 5000);
     assert_int_equal(ap->base_ejection_ms, 30000);
@@ -776,6 +774,105 @@ static void test_malformed(void **state)
     }
 }
 
+/* Every field marked CFG_UNAPPLIED, written in a document of its kind,
+ * makes the load fail with an error naming it: nothing the data plane does
+ * not apply loads silently. The walk follows objects (a list has no
+ * element to write without its own required fields: an unapplied field
+ * under one fails here until this test learns to build it). */
+typedef struct unapplied_kind {
+    const cfg_schema *schema;
+    const char *head; /* the documents before, and the kind's head up to "spec: {" */
+    const char *spec; /* required spec fields, each followed by ", " */
+} unapplied_kind;
+
+static size_t unapplied_walk(const unapplied_kind *k, const cfg_schema *s, char *path,
+                             size_t plen, char *flow, size_t flen, bool under_list)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < s->n_fields; i++) {
+        const cfg_field *f = &s->fields[i];
+        int pn = snprintf(path + plen, 256 - plen, "%s%s", plen ? "." : "", f->name);
+        int fn = snprintf(flow + flen, 1024 - flen, "%s: ", f->name);
+        assert_true(pn > 0 && fn > 0);
+        if (f->flags & CFG_UNAPPLIED) {
+            found++;
+            if (under_list)
+                fail_msg("%s: unapplied under a list: teach this test to write it", path);
+            char yaml[4096], closing[64] = "";
+            size_t depth = 0;
+            for (size_t j = 0; j < flen + (size_t)fn; j++)
+                depth += flow[j] == '{';
+            for (size_t j = 0; j < depth && j + 1 < sizeof(closing); j++)
+                closing[j] = '}';
+            snprintf(yaml, sizeof(yaml), "%s%s%s%s}%s\n", k->head, k->spec, flow,
+                     f->def ? f->def : "1", closing);
+            rete_config_error err;
+            rete_config *cfg = rete_config_load_buffer(yaml, strlen(yaml), "t.yaml", 1, &err);
+            if (cfg) {
+                rete_config_unref(cfg);
+                fail_msg("%s: marked not applied, loaded silently:\n%s", path, yaml);
+            }
+            char want[300];
+            snprintf(want, sizeof(want), "spec.%s", path);
+            if (strcmp(err.path, want) != 0 || !strstr(err.reason, "not applied"))
+                fail_msg("%s: refused as %s: %s", path, err.path, err.reason);
+        } else if (f->type == CFG_OBJ || f->type == CFG_LIST) {
+            int on = snprintf(flow + flen + fn, 1024 - flen - fn, "{");
+            found += unapplied_walk(k, f->sub, path, plen + (size_t)pn, flow,
+                                    flen + (size_t)fn + (size_t)on, under_list || f->type == CFG_LIST);
+        }
+        path[plen] = '\0';
+        flow[flen] = '\0';
+    }
+    return found;
+}
+
+static void test_unapplied_fields_refused(void **state)
+{
+    (void)state;
+    const char *dr = PROXY_DOC SVC_WEB "---\napiVersion: networking.istio.io/v1\n"
+                                      "kind: DestinationRule\nmetadata: {name: d, namespace: demo}\n"
+                                      "spec: {";
+    const char *proxy = "apiVersion: rete.dev/v1alpha1\nkind: Proxy\n"
+                        "metadata: {name: p, namespace: demo}\nspec: {";
+    const char *mesh = PROXY_DOC "---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\n"
+                                 "metadata: {name: m}\nspec: {";
+    const unapplied_kind kinds[] = {
+        {&cfg_spec_dr, dr, "host: web, "},
+        {&cfg_spec_proxy, proxy, "serviceAccount: p, "},
+        {&cfg_spec_mesh, mesh, ""},
+        /* the other kinds: every field under a list, or none unapplied */
+        {&cfg_spec_http_route, NULL, NULL},
+        {&cfg_spec_grpc_route, NULL, NULL},
+        {&cfg_spec_tcp_route, NULL, NULL},
+        {&cfg_spec_service, NULL, NULL},
+        {&cfg_spec_workload, NULL, NULL},
+        {&cfg_spec_peer_authn, NULL, NULL},
+        {&cfg_spec_authz, NULL, NULL},
+        {&cfg_spec_workload_group, NULL, NULL},
+    };
+    size_t found = 0;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        char path[256] = "", flow[1024] = "";
+        unapplied_kind k = kinds[i];
+        if (!k.head) {
+            /* No document to write: there must be nothing to find. */
+            k.head = "";
+            k.spec = "";
+            size_t n = 0;
+            for (size_t j = 0; j < k.schema->n_fields; j++)
+                n += (k.schema->fields[j].flags & CFG_UNAPPLIED) != 0;
+            assert_int_equal(n, 0);
+            found += unapplied_walk(&k, k.schema, path, 0, flow, 0, true);
+            continue;
+        }
+        found += unapplied_walk(&k, k.schema, path, 0, flow, 0, false);
+    }
+    /* connectionPool: maxConnections, http1MaxPendingRequests,
+     * maxRequestsPerConnection, maxRetries (issue 11) */
+    assert_true(found >= 4);
+}
+
 static void test_error_format(void **state)
 {
     (void)state;
@@ -914,6 +1011,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_error_format),
         cmocka_unit_test(test_alias_bomb),
         cmocka_unit_test(test_reference_doc_in_sync),
+        cmocka_unit_test(test_unapplied_fields_refused),
         cmocka_unit_test(test_proxy_mesh_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

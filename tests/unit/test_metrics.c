@@ -651,7 +651,8 @@ static void fill_mesh(rete_metrics *reg, rete_mesh_metrics *mm, rete_metrics_sha
     assert_int_equal(rete_metrics_shard_series(s, mm->upstream_pool_connections, &cl, 1, &m),
                      RETE_OK);
     rete_metrics_gauge_add(s, m, 2);
-    assert_int_equal(rete_metrics_shard_series(s, mm->retries_total, &cl, 1, &m), RETE_OK);
+    rete_view cr[2] = {cl, RETE_VIEW_LIT("connect_failure")};
+    assert_int_equal(rete_metrics_shard_series(s, mm->retries_total, cr, 2, &m), RETE_OK);
     rete_metrics_inc(s, m, 1);
     rete_view ver = RETE_VIEW_LIT(RETE_VERSION);
     assert_int_equal(rete_metrics_series(reg, mm->build_info, &ver, 1, &m), RETE_OK);

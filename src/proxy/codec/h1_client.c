@@ -361,11 +361,12 @@ static void h1c_on_error(rete_io *io, const char *why)
     h1c_fail(c, c->connected ? RETE_EXE_UPSTREAM_RESET : RETE_EXE_CONNECT, why);
 }
 
+
 static void h1c_on_ready(rete_io *io, int status, const char *why)
 {
     h1c *c = io->owner;
     if (status < 0) {
-        h1c_fail(c, RETE_EXE_CONNECT, why);
+        h1c_fail(c, io->connect_timed_out ? RETE_EXE_CONNECT_TIMEOUT : RETE_EXE_CONNECT, why);
         return;
     }
     c->connected = true;
@@ -440,7 +441,8 @@ static const rete_side_ops h1c_ops = {
     .on_abort = h1c_on_abort,
 };
 
-void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
+void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port,
+                            uint32_t connect_timeout_ms)
 {
     rete_worker *w = ex->worker;
     char key[96];
@@ -461,6 +463,7 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
             rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
             return;
         }
+        rete_io_connect_timeout(&c->io, connect_timeout_ms);
         pool->n_h1++;
     }
     c->ex = ex;
@@ -478,7 +481,7 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
 
 static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
 {
-    rete_h1_upstream_start(ex, t->ip, t->port);
+    rete_h1_upstream_start(ex, t->ip, t->port, t->connect_timeout_ms);
 }
 
 const rete_codec rete_codec_h1_client = {

@@ -9,6 +9,7 @@
 extern const rete_codec rete_codec_h1_client;
 
 struct rete_exchange;
-void rete_h1_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t port);
+void rete_h1_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t port,
+                            uint32_t connect_timeout_ms);
 
 #endif

@@ -1077,7 +1077,10 @@ static void h2_fail_streams(rete_h2_conn *h2, const char *why)
             rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_DENIED,
                          "the destination refused this workload's identity (authorization policy)");
         } else {
-            rete_ex_fail(ex, RETE_UPSTREAM, h2->ready ? RETE_EXE_UPSTREAM_RESET : RETE_EXE_CONNECT,
+            rete_ex_fail(ex, RETE_UPSTREAM,
+                         h2->ready                     ? RETE_EXE_UPSTREAM_RESET
+                         : h2->io->connect_timed_out ? RETE_EXE_CONNECT_TIMEOUT
+                                                       : RETE_EXE_CONNECT,
                          why);
         }
     }
@@ -1224,7 +1227,7 @@ void rete_h2_server_start(rete_conn *c, const char *data, size_t len)
 }
 
 static rete_h2_conn *h2_client_get(rete_worker *w, const char *ip, uint16_t port, bool tls,
-                                   const char *expected_id)
+                                   const char *expected_id, uint32_t connect_timeout_ms)
 {
     char key[224];
     snprintf(key, sizeof(key), "%s|%s|%u|%s", tls ? "mesh" : "h2c", ip, port,
@@ -1255,6 +1258,7 @@ static rete_h2_conn *h2_client_get(rete_worker *w, const char *ip, uint16_t port
         free(h2);
         return NULL;
     }
+    rete_io_connect_timeout(h2->io, connect_timeout_ms);
     pool->h2 = h2;
     return h2;
 }
@@ -1326,9 +1330,9 @@ static void h2_submit_pending(rete_h2_conn *h2)
 }
 
 void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
-                            const char *expected_id)
+                            uint32_t connect_timeout_ms, const char *expected_id)
 {
-    rete_h2_conn *h2 = h2_client_get(ex->worker, ip, port, tls, expected_id);
+    rete_h2_conn *h2 = h2_client_get(ex->worker, ip, port, tls, expected_id, connect_timeout_ms);
     if (!h2) {
         rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot open upstream connection");
         return;
@@ -1357,7 +1361,7 @@ void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bo
 
 static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
 {
-    rete_h2_upstream_start(ex, t->ip, t->port, t->tls, t->expected_id);
+    rete_h2_upstream_start(ex, t->ip, t->port, t->tls, t->connect_timeout_ms, t->expected_id);
 }
 
 const rete_codec rete_codec_h2 = {

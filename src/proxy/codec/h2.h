@@ -14,6 +14,7 @@ struct rete_exchange;
 struct rete_worker;
 void rete_h2_server_start(struct rete_conn *c, const char *data, size_t len);
 void rete_h2_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t port, bool tls,
+                            uint32_t connect_timeout_ms,
                             const char *expected_id);
 /* Write the frames of every HTTP/2 connection that made some. */
 void rete_h2_flush_all(struct rete_worker *w);

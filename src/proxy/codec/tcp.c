@@ -118,6 +118,13 @@ static void tcp_on_ready(rete_io *io, int status, const char *why)
 {
     tcp_side *t = io->owner;
     if (status < 0) {
+        rete_exchange *ex = t->ex;
+        if (ex && io->connect_timed_out) {
+            t->ex = NULL;
+            rete_ex_fail(ex, t->role, RETE_EXE_CONNECT_TIMEOUT, why);
+            tcp_close(t);
+            return;
+        }
         tcp_on_error(io, why);
         return;
     }
@@ -281,7 +288,8 @@ void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
     rete_ex_request_ready(ex);
 }
 
-void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
+void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port,
+                             uint32_t connect_timeout_ms)
 {
     tcp_side *t = rete_calloc(1, sizeof(*t));
     t->io = &t->own_io;
@@ -295,12 +303,14 @@ void rete_tcp_upstream_start(rete_exchange *ex, const char *ip, uint16_t port)
         ex->attached[RETE_UPSTREAM] = false;
         free(t);
         rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
+        return;
     }
+    rete_io_connect_timeout(t->io, connect_timeout_ms);
 }
 
 static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
 {
-    rete_tcp_upstream_start(ex, t->ip, t->port);
+    rete_tcp_upstream_start(ex, t->ip, t->port, t->connect_timeout_ms);
 }
 
 const rete_codec rete_codec_tcp = {

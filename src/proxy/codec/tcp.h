@@ -11,6 +11,7 @@ extern const rete_codec rete_codec_tcp;
 struct rete_conn;
 struct rete_exchange;
 void rete_tcp_server_start(struct rete_conn *c, const char *data, size_t len);
-void rete_tcp_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t port);
+void rete_tcp_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t port,
+                             uint32_t connect_timeout_ms);
 
 #endif

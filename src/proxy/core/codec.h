@@ -35,6 +35,10 @@ typedef struct rete_upstream_target {
     uint16_t port;
     bool tls;
     const char *expected_id;
+    /* Bound on the TCP connect (rete_io_connect_timeout); 0 = none. The
+     * outbound side uses the Service's DestinationRule
+     * connectionPool.tcp.connectTimeout (default 10 s). */
+    uint32_t connect_timeout_ms;
 } rete_upstream_target;
 
 typedef struct rete_codec {

@@ -321,13 +321,19 @@ void rete_ex_consume(rete_exchange *ex, rete_side consumer, size_t n)
         }
     }
     p->bytes -= n - left;
+    size_t credit = n - left;
+    if (p->no_credit) {
+        size_t k = p->no_credit < credit ? p->no_credit : credit;
+        p->no_credit -= k;
+        credit -= k;
+    }
     rete_side producer = consumer == RETE_UPSTREAM ? RETE_DOWNSTREAM : RETE_UPSTREAM;
     bool was_paused = p->paused;
     p->paused = p->bytes > ex->body_limit;
     /* Every consumption is reported (HTTP/2 producers return flow-control
      * credit per byte); HTTP/1 producers only act on the paused->free edge. */
-    if (ex->attached[producer] && ex->ops[producer]->on_drained && (n - left) > 0)
-        ex->ops[producer]->on_drained(ex, n - left);
+    if (ex->attached[producer] && ex->ops[producer]->on_drained && credit > 0)
+        ex->ops[producer]->on_drained(ex, credit);
     (void)was_paused;
 }
 
@@ -343,6 +349,8 @@ void rete_ex_response_ready(rete_exchange *ex)
 {
     if (!ex->attached[RETE_DOWNSTREAM] || ex->head_sent)
         return;
+    if (path->upstream_response && !ex->tunnel && path->upstream_response(ex))
+        return; /* held: a retry replaces it */
     path->response(ex);
     ex->head_sent = true;
     ex->ops[RETE_DOWNSTREAM]->on_head(ex);
@@ -363,6 +371,7 @@ int rete_ex_error_status(rete_ex_error e)
     case RETE_EXE_NO_ROUTE: return 404;
     case RETE_EXE_NO_HEALTHY:
     case RETE_EXE_CONNECT:
+    case RETE_EXE_CONNECT_TIMEOUT:
     case RETE_EXE_OVERFLOW: return 503;
     case RETE_EXE_UPSTREAM_RESET: return 502;
     case RETE_EXE_TIMEOUT: return 504;
@@ -380,7 +389,8 @@ const char *rete_ex_error_flag(rete_ex_error e)
     switch (e) {
     case RETE_EXE_NO_ROUTE: return "NR";
     case RETE_EXE_NO_HEALTHY: return "UH";
-    case RETE_EXE_CONNECT: return "UF";
+    case RETE_EXE_CONNECT:
+    case RETE_EXE_CONNECT_TIMEOUT: return "UF";
     case RETE_EXE_OVERFLOW: return "UO";
     case RETE_EXE_UPSTREAM_RESET: return "UR";
     case RETE_EXE_TIMEOUT: return "UT";
@@ -501,6 +511,38 @@ void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location)
     local_response(ex, status, NULL, NULL, 0, location, NULL, 0);
 }
 
+void rete_ex_retry_reset(rete_exchange *ex, const char *replay, size_t len)
+{
+    if (ex->attached[RETE_UPSTREAM])
+        ex->ops[RETE_UPSTREAM]->on_abort(ex); /* lets go (rete_ex_detach) */
+    ex->attached[RETE_UPSTREAM] = false;
+    ex->side[RETE_UPSTREAM] = NULL;
+    ex->error = RETE_EXE_NONE;
+    ex->error_detail[0] = '\0';
+    memset(&ex->resp, 0, sizeof(ex->resp));
+    ex->resp.content_length = -1;
+    pipe_clear(&ex->resp_body);
+    ex->resp_body.end = false;
+    ex->resp_body.paused = false;
+    memset(&ex->resp_body.trailers, 0, sizeof(ex->resp_body.trailers));
+    ex->resp_bytes = 0;
+    /* What the failed try did not consume is in `replay` too. */
+    rete_pipe *p = &ex->req_body;
+    size_t unconsumed = p->bytes;
+    pipe_clear(p);
+    p->no_credit = 0;
+    if (len) {
+        rete_chunk *c = rete_malloc(sizeof(*c) + len);
+        c->next = NULL;
+        c->len = (uint32_t)len;
+        c->off = 0;
+        memcpy(c->data, replay, len);
+        p->head = p->tail = c;
+        p->bytes = len;
+        p->no_credit = len > unconsumed ? len - unconsumed : 0;
+    }
+}
+
 void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const char *detail)
 {
     if (ex->error == RETE_EXE_NONE) {
@@ -515,6 +557,8 @@ void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const ch
             rete_ex_detach(ex, RETE_UPSTREAM);
             return;
         }
+        if (!ex->head_sent && !ex->tunnel && path->upstream_failed && path->upstream_failed(ex))
+            return; /* a retry */
         if (!ex->head_sent) {
             char body[256];
             int n = snprintf(body, sizeof(body), "upstream %s: %s\n", rete_ex_error_flag(err),

@@ -63,6 +63,9 @@ typedef struct rete_pipe {
     size_t bytes;
     bool end;             /* producer is done; trailers (if any) are set */
     bool paused;          /* producer paused because the pipe is full */
+    size_t no_credit;     /* bytes at the front replayed by a retry (rete_ex_retry_reset): their
+                             consumption is not reported to the producer, which was credited
+                             for them already */
     rete_msg trailers;    /* n_headers == 0: none */
 } rete_pipe;
 
@@ -91,6 +94,7 @@ typedef enum rete_ex_error {
     RETE_EXE_NO_ROUTE,        /* NR: 404 */
     RETE_EXE_NO_HEALTHY,      /* UH: 503 */
     RETE_EXE_CONNECT,         /* UF: 503 */
+    RETE_EXE_CONNECT_TIMEOUT, /* UF: 503, DestinationRule connectionPool.tcp.connectTimeout */
     RETE_EXE_OVERFLOW,        /* UO: 503, a pool or pending bound */
     RETE_EXE_UPSTREAM_RESET,  /* UR: 502 */
     RETE_EXE_TIMEOUT,         /* UT: 504 */
@@ -128,6 +132,9 @@ struct rete_exchange {
     bool timer_inited;
     bool timer_active;
     rete_exchange *next_free;      /* the worker's pool or reap list */
+    /* Retries and per-try/request timeouts (http/filter_retry.c): NULL for
+     * a request whose route has neither. */
+    struct rete_try_state *try_state;
     /* what routing decided */
     const rete_route_table *table;
     const rete_route_entry *route;
@@ -208,6 +215,13 @@ void rete_ex_local_response(rete_exchange *ex, int status, const char *content_t
 /* The same with an empty body and a Location header (copied). */
 void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location);
 
+/* Start over for a retry (from a timer: no codec on the stack): abort the
+ * upstream if one is still attached, drop the held response (head, body,
+ * error), and put the request body back in the request pipe from `replay`
+ * (every body byte received so far, in order; the producer is not credited
+ * twice for them). The caller then starts a new upstream. */
+void rete_ex_retry_reset(rete_exchange *ex, const char *replay, size_t len);
+
 int rete_ex_error_status(rete_ex_error e);
 const char *rete_ex_error_flag(rete_ex_error e);
 
@@ -229,6 +243,16 @@ typedef struct rete_request_path {
      * consumer has not seen it yet. Never for a tunnel's raw bytes. NULL
      * when no filter has a body stage: one branch per chunk. */
     void (*body)(rete_exchange *ex, rete_side producer, const char *data, size_t len, bool end);
+    /* The upstream failed (ex->error and error_detail say why) before the
+     * response head went downstream; the upstream side has let go. Returns
+     * true when the request path takes it from here (a retry): the core
+     * then answers nothing. NULL: never. */
+    bool (*upstream_failed)(rete_exchange *ex);
+    /* The upstream's response head is in ex->resp and about to go
+     * downstream. Returns true to hold it back (a retry will replace it:
+     * the response body the upstream still produces stays in the pipe,
+     * unsent, until rete_ex_retry_reset). NULL: never. */
+    bool (*upstream_response)(rete_exchange *ex);
     /* The exchange ended: count it and log it, once. */
     void (*finish)(rete_exchange *ex);
     /* The downstream connection let go of the exchange. */

@@ -35,6 +35,8 @@ static const char *const l_cluster[] = {"cluster"};
 static const char *const l_version[] = {"version"};
 static const char *const l_listener_reason[] = {"listener", "reason"};
 static const char *const l_timeout[] = {"timeout"};
+static const char *const l_cluster_timeout[] = {"cluster", "timeout"};
+static const char *const l_cluster_reason[] = {"cluster", "reason"};
 
 #define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
 #define TCP rete_mesh_labels, RETE_MESH_TCP_NLABELS
@@ -127,15 +129,19 @@ static const struct {
       "1 while the configuration stream to the control plane is up, else 0."),
     F(upstream_pool_connections, "rete_proxy_upstream_pool_connections", G, L(l_cluster),
       "Upstream connections in the connection pools, by cluster."),
-    F(upstream_timeouts_total, "rete_proxy_upstream_timeouts_total", C, L(l_cluster),
-      "Upstream requests that timed out, by cluster."),
+    F(upstream_timeouts_total, "rete_proxy_upstream_timeouts_total", C, L(l_cluster_timeout),
+      "Upstream tries cut by a timeout, by cluster and timeout (connect: "
+      "connectionPool.tcp.connectTimeout, per_try: timeouts.backendRequest, request: "
+      "timeouts.request)."),
     F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C, NOLABELS,
       "Requests refused by a connection-pool limit (circuit breaking)."),
     F(h2_abuse_total, "rete_proxy_h2_abuse_total", C, L(l_reason),
       "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
       "Endpoints ejected by outlier detection, by cluster."),
-    F(retries_total, "rete_proxy_retries_total", C, L(l_cluster), "Request retries, by cluster."),
+    F(retries_total, "rete_proxy_retries_total", C, L(l_cluster_reason),
+      "Request retries made, by cluster and reason (connect_failure, reset, status, grpc_status, "
+      "per_try_timeout)."),
     F(retry_budget_exhausted_total, "rete_proxy_retry_budget_exhausted_total", C, L(l_cluster),
       "Retries not attempted because the retry budget was exhausted, by cluster."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,

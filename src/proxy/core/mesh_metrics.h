@@ -84,11 +84,11 @@ typedef struct rete_mesh_metrics {
     rete_metric_family cert_renewals_total;              /* {result} */
     rete_metric_family control_plane_connected;          /* gauge 0/1 */
     rete_metric_family upstream_pool_connections;        /* gauge {cluster} */
-    rete_metric_family upstream_timeouts_total;          /* {cluster} */
+    rete_metric_family upstream_timeouts_total;          /* {cluster, timeout} */
     rete_metric_family circuit_breaker_rejections_total;
     rete_metric_family h2_abuse_total;                   /* {reason}: see RETE_H2_ABUSE_* */
     rete_metric_family lb_ejections_total;               /* {cluster} */
-    rete_metric_family retries_total;                    /* {cluster} */
+    rete_metric_family retries_total;                    /* {cluster, reason} */
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
     rete_metric_family authz_denied_total;
     rete_metric_family path_rejected_total;

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "log.h"
 #include "path_norm.h"
+#include "retry.h"
 #include "telemetry.h"
 #include "worker.h"
 
@@ -34,16 +35,20 @@ void rete_filter_local_text(rete_exchange *ex, int status, const char *fmt, ...)
 }
 
 void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, uint16_t port, bool tls,
-                          const char *expected_id)
+                          const char *expected_id, uint32_t connect_timeout_ms)
 {
-    const rete_upstream_target t = {.ip = ip, .port = port, .tls = tls, .expected_id = expected_id};
+    const rete_upstream_target t = {.ip = ip,
+                                    .port = port,
+                                    .tls = tls,
+                                    .expected_id = expected_id,
+                                    .connect_timeout_ms = connect_timeout_ms};
     rete_codec_get(id)->upstream_start(ex, &t);
 }
 
 /* ---- the chains (filter.h) ---- */
 
 static const rete_filter *const outbound_filters[] = {
-    &rete_filter_route, &rete_filter_telemetry, &rete_filter_access_log,
+    &rete_filter_route, &rete_filter_retry, &rete_filter_telemetry, &rete_filter_access_log,
 };
 static const rete_filter *const inbound_filters[] = {
     &rete_filter_inbound_port, &rete_filter_authz, &rete_filter_app,
@@ -206,6 +211,8 @@ static rete_request_path request_path = {
     .normalize_path = rete_dispatch_normalize_path,
     .response = rete_dispatch_response_filters,
     .body = NULL, /* rete_http_register: dispatch_body when a chain has a body stage */
+    .upstream_failed = rete_retry_upstream_failed,
+    .upstream_response = rete_retry_upstream_response,
     .finish = rete_dispatch_finish,
     .release_share = rete_dispatch_release_share,
     .gen_free = gen_free,

@@ -6,7 +6,7 @@
  * request; what a filter keeps about a request lives in the exchange. The
  * chains are fixed arrays (dispatch.c):
  *
- *   outbound (the local app's requests):  route -> telemetry -> access log
+ *   outbound (the local app's requests):  route -> retry -> telemetry -> access log
  *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> app
  *                                           -> telemetry -> access log
  *
@@ -122,6 +122,7 @@ size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, ret
                               const char *data, size_t len, bool end);
 
 extern const rete_filter rete_filter_route;        /* filter_route.c */
+extern const rete_filter rete_filter_retry;        /* filter_retry.c */
 extern const rete_filter rete_filter_inbound_port; /* filter_inbound.c */
 extern const rete_filter rete_filter_authz;        /* filter_authz.c */
 extern const rete_filter rete_filter_app;          /* filter_inbound.c */
@@ -145,9 +146,14 @@ void rete_filter_local_text(rete_exchange *ex, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Start the upstream codec `id` towards ip:port (tls and expected_id: the
- * mesh's HTTP/2 only). */
+ * mesh's HTTP/2 only), its TCP connect bounded by connect_timeout_ms (0:
+ * none). */
 void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, uint16_t port, bool tls,
-                          const char *expected_id);
+                          const char *expected_id, uint32_t connect_timeout_ms);
+
+/* The connect timeout of the inbound side's connections to the local app
+ * (Istio's connectTimeout default). */
+#define RETE_APP_CONNECT_TIMEOUT_MS 10000
 
 /* TCP and CONNECT tunnels route with TCPRoute semantics; HTTP/1.1 upgrades
  * (WebSocket) route like the HTTP request they start as. */

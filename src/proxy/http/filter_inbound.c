@@ -87,13 +87,16 @@ static void app(rete_exchange *ex)
     }
     if (ex->tunnel) {
         rete_telemetry_tunnel_open(ex);
-        rete_filter_upstream(ex, RETE_CODEC_TCP, p->app_address, port, false, NULL);
+        rete_filter_upstream(ex, RETE_CODEC_TCP, p->app_address, port, false, NULL,
+                             RETE_APP_CONNECT_TIMEOUT_MS);
     } else if (ip->protocol == RETE_PROTO_HTTP2 || ip->protocol == RETE_PROTO_GRPC)
-        rete_filter_upstream(ex, RETE_CODEC_H2, p->app_address, port, false, NULL);
+        rete_filter_upstream(ex, RETE_CODEC_H2, p->app_address, port, false, NULL,
+                             RETE_APP_CONNECT_TIMEOUT_MS);
     else if (ip->protocol == RETE_PROTO_TCP)
         rete_filter_local_text(ex, 400, "port %u is a TCP port", port);
     else
-        rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, p->app_address, port, false, NULL);
+        rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, p->app_address, port, false, NULL,
+                             RETE_APP_CONNECT_TIMEOUT_MS);
 }
 
 static rete_filter_verdict app_request(rete_exchange *ex)

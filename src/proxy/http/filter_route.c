@@ -11,33 +11,13 @@
 #include "config.h"
 #include "lb.h"
 #include "log.h"
+#include "retry.h"
 #include "route.h"
 #include "telemetry.h"
 #include "worker.h"
 
 #include <stdio.h>
 #include <string.h>
-
-static void on_route_timeout(uv_timer_t *t)
-{
-    rete_exchange *ex = t->data;
-    ex->timer_active = false;
-    if (ex->head_sent || !ex->attached[RETE_DOWNSTREAM]) {
-        /* Too late for a 504: abort both sides. */
-        ex->error = RETE_EXE_TIMEOUT;
-        if (ex->attached[RETE_UPSTREAM])
-            ex->ops[RETE_UPSTREAM]->on_abort(ex);
-        if (ex->attached[RETE_DOWNSTREAM])
-            ex->ops[RETE_DOWNSTREAM]->on_abort(ex);
-        return;
-    }
-    ex->error = RETE_EXE_TIMEOUT;
-    snprintf(ex->error_detail, sizeof(ex->error_detail), "route timeout");
-    if (ex->attached[RETE_UPSTREAM])
-        ex->ops[RETE_UPSTREAM]->on_abort(ex);
-    if (ex->attached[RETE_DOWNSTREAM])
-        rete_filter_local_text(ex, 504, "upstream request timeout");
-}
 
 static void apply_header_modifier(rete_exchange *ex, rete_msg *m, const rete_header_modifier *h)
 {
@@ -93,8 +73,9 @@ static rete_view hash_key(rete_exchange *ex, const rete_traffic_policy *p)
     }
 }
 
-/* Send the exchange to one endpoint of `svc` on service port `port`. */
-static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port)
+/* Send the exchange to one endpoint of `svc` on service port `port`, not
+ * `exclude` when another is available (a retry's). */
+void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, int exclude)
 {
     const rete_service_port *sp = service_port(svc, port);
     if (!sp) {
@@ -134,7 +115,7 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
         return;
     }
     struct rete_lb *lb = rete_gen_lb(ex->gen, svc);
-    rete_lb_context ctx = {hash_key(ex, &svc->policy), -1};
+    rete_lb_context ctx = {hash_key(ex, &svc->policy), exclude};
     int idx = lb ? rete_lb_pick(lb, &ctx, uv_hrtime()) : -1;
     if (idx < 0) {
         ex->error = RETE_EXE_NO_HEALTHY;
@@ -148,7 +129,10 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
     ex->in_flight = true;
     if (ex->ds_held)
         (*ex->ds_held)++;
+    if (ex->try_state)
+        rete_retry_try_started(ex);
     const rete_workload *wl = svc->endpoints[idx];
+    uint32_t cto = svc->policy.connect_timeout_ms;
     uint16_t target = sp->target_port ? sp->target_port : sp->port;
     ex->target_port = target;
     char addr[80];
@@ -170,15 +154,33 @@ static void to_service(rete_exchange *ex, const rete_service *svc, uint16_t port
         /* Who calls, for the peer's metrics (its reporter="destination"). */
         rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(RETE_PEER_HEADER),
                      rete_view_cstr(rete_telemetry_peer_meta(ex->gen)));
-        rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, wl->mesh_port, true, wl->spiffe_id);
+        rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, wl->mesh_port, true, wl->spiffe_id,
+                             cto);
         return;
     }
     if (ex->tunnel)
-        rete_filter_upstream(ex, RETE_CODEC_TCP, wl->address, target, false, NULL);
+        rete_filter_upstream(ex, RETE_CODEC_TCP, wl->address, target, false, NULL, cto);
     else if (sp->protocol == RETE_PROTO_HTTP2 || sp->protocol == RETE_PROTO_GRPC)
-        rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, target, false, NULL);
+        rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, target, false, NULL, cto);
     else
-        rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, wl->address, target, false, NULL);
+        rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, wl->address, target, false, NULL, cto);
+}
+
+void rete_route_try_end(rete_exchange *ex, bool failed)
+{
+    if (ex->in_flight) {
+        ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
+        ex->in_flight = false;
+        if (ex->ds_held)
+            (*ex->ds_held)--;
+    }
+    if (ex->service && ex->endpoint >= 0) {
+        struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
+        uint64_t now = uv_hrtime();
+        if (lb && rete_lb_finish(lb, ex->endpoint, now - ex->start_ns, failed, now))
+            rete_telemetry_lb_ejection(ex->worker, ex->service);
+    }
+    ex->endpoint = -1;
 }
 
 /* authority without its ":port" when the port is `port`; else unchanged. */
@@ -227,7 +229,7 @@ static void route(rete_exchange *ex)
             rete_filter_local_text(ex, 500, "no backend");
             return;
         }
-        to_service(ex, b->service, b->port ? b->port : t->port);
+        rete_route_try(ex, b->service, b->port ? b->port : t->port, -1);
         return;
     }
     rete_route_request rr = {ex->req.method, ex->req.path, ex->req.headers, ex->req.n_headers};
@@ -287,16 +289,10 @@ static void route(rete_exchange *ex)
         rete_filter_local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
         return;
     }
-    /* Without retries the one try is the whole request: the shorter of
-     * timeouts.request and timeouts.backendRequest bounds it. */
-    uint32_t timeout = rule->timeout_ms;
-    if (rule->backend_timeout_ms && (!timeout || rule->backend_timeout_ms < timeout))
-        timeout = rule->backend_timeout_ms;
-    if (timeout && !ex->tunnel) {
-        ex->timer_active = true;
-        rete_ex_timer_start(ex, on_route_timeout, timeout);
-    }
-    to_service(ex, b->service, b->port ? b->port : t->port);
+    uint16_t port = b->port ? b->port : t->port;
+    if (!ex->tunnel)
+        rete_retry_begin(ex, rule, b->service, port);
+    rete_route_try(ex, b->service, port, -1);
 }
 
 static rete_filter_verdict route_request(rete_exchange *ex)

@@ -442,6 +442,24 @@ void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc)
     rete_metrics_inc(w->shard, resolve(w, w->mm->lb_ejections_total, &cluster, 1), 1);
 }
 
+void rete_telemetry_retry(rete_worker *w, const rete_service *svc, const char *reason)
+{
+    rete_view v[2] = {or_unknown(svc->fqdn), rete_view_cstr(reason)};
+    rete_metrics_inc(w->shard, resolve(w, w->mm->retries_total, v, 2), 1);
+}
+
+void rete_telemetry_retry_budget_exhausted(rete_worker *w, const rete_service *svc)
+{
+    rete_view cluster = or_unknown(svc->fqdn);
+    rete_metrics_inc(w->shard, resolve(w, w->mm->retry_budget_exhausted_total, &cluster, 1), 1);
+}
+
+void rete_telemetry_upstream_timeout(rete_worker *w, const rete_service *svc, const char *timeout)
+{
+    rete_view v[2] = {or_unknown(svc->fqdn), rete_view_cstr(timeout)};
+    rete_metrics_inc(w->shard, resolve(w, w->mm->upstream_timeouts_total, v, 2), 1);
+}
+
 void rete_telemetry_tunnel_open(rete_exchange *ex)
 {
     if (ex->tcp_open)

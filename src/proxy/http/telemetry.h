@@ -45,6 +45,15 @@ void rete_telemetry_tunnel_open(rete_exchange *ex);
  * {cluster=<the Service's FQDN>} (one balancer per Service). Worker thread. */
 void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc);
 
+/* A retry of a request to `svc` was made: rete_proxy_retries_total{cluster, reason}. */
+void rete_telemetry_retry(rete_worker *w, const rete_service *svc, const char *reason);
+/* A retry was not made, the service's retry budget being spent:
+ * rete_proxy_retry_budget_exhausted_total{cluster}. */
+void rete_telemetry_retry_budget_exhausted(rete_worker *w, const rete_service *svc);
+/* A try was cut by a timeout ("connect", "per_try", "request"):
+ * rete_proxy_upstream_timeouts_total{cluster, timeout}. */
+void rete_telemetry_upstream_timeout(rete_worker *w, const rete_service *svc, const char *timeout);
+
 /* The tunnel ended: istio_tcp_connections_closed_total. */
 void rete_telemetry_tunnel_close(rete_exchange *ex);
 
