@@ -15,6 +15,12 @@ from netns import topology  # noqa: F401 (the fixture)
 
 PROXY_GID = 1337  # the sidecar runs with this group; init leaves its sockets alone
 ECHO_PORT = 8080
+REDIS_PORT = 6379
+# The Services' virtual addresses: inside the bridge's subnet, so the app's
+# kernel has a route for them (the connection is redirected to the sidecar
+# before any packet leaves); no host has them.
+ECHO_VIP = "10.250.0.200"
+REDIS_VIP = "10.250.0.201"
 
 
 def init(host, *args):
@@ -49,19 +55,47 @@ def metrics(host):
     return host.run(["curl", "-sS", "-m", "5", "http://127.0.0.1:15000/metrics"], check=True).stdout
 
 
-def mesh_pair(topology, tmp_path, mode=None):
+def series(text, name, **labels):
+    """The sum of the series of `name` carrying every label=value given."""
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def mesh_config(outbound_mode):
+    return {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig", "metadata": {"name": "mesh"},
+            "spec": {"outboundTrafficPolicy": {"mode": outbound_mode}}}
+
+
+def mesh_pair(topology, tmp_path, mode=None, outbound_mode=None, redis=False):
     """client (curl + sidecar) and server (rete-echo + sidecar), both
-    intercepted; an outsider host with neither."""
+    intercepted; an outsider host with neither. The echo Service has
+    clusterIP ECHO_VIP; with `redis`, redis-server runs beside rete-echo
+    behind Service redis (opaque TCP, clusterIP REDIS_VIP)."""
     client, server, outsider = (topology.add_host(n) for n in ("client", "server", "outsider"))
     topology.assert_isolated()
     m = Mesh(tmp_path)
-    m.add(service("echo", m.ns, [(80, "HTTP", ECHO_PORT)]),
+    echo = service("echo", m.ns, [(80, "HTTP", ECHO_PORT)])
+    echo["spec"]["clusterIP"] = ECHO_VIP
+    m.add(echo,
           workload("echo-0", m.ns, server.addr, "echo", {"app": "echo"}),
           workload("client-0", m.ns, client.addr, "client", {"app": "client"}))
+    inbound = [(ECHO_PORT, "HTTP")]
+    if redis:
+        r = service("redis", m.ns, [(REDIS_PORT, "TCP")], selector={"app": "echo"})
+        r["spec"]["clusterIP"] = REDIS_VIP
+        m.add(r)
+        inbound.append((REDIS_PORT, "TCP"))
+        server.start(["redis-server", "--bind", server.addr, "--port", str(REDIS_PORT), "--save", "",
+                      "--appendonly", "no", "--protected-mode", "no"], r"Ready to accept connections")
     if mode:
         m.add(peer_authn(mode))
+    if outbound_mode:
+        m.add(mesh_config(outbound_mode))
     start_app(server)
-    start_sidecar(server, m, "echo-0", "echo", inbound=[(ECHO_PORT, "HTTP")])
+    start_sidecar(server, m, "echo-0", "echo", inbound=inbound)
     start_sidecar(client, m, "client-0", "client")
     for h in (client, server):
         r = init(h, f"--proxy-gid={PROXY_GID}", f"--address={h.addr}")
@@ -179,5 +213,74 @@ def test_direct_call_served_unmeshed_under_permissive(topology, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("HTTP/1.1 200"), r.stdout + r.stderr
     body = json.loads(r.stdout.split("\n\n", 1)[1])
     assert "x-forwarded-client-cert" not in body["headers"]
-    assert re.search(r'rete_requests_total\{[^}]*connection_security_policy="none"', metrics(server)) or \
-        re.search(r'connection_security_policy="none"', metrics(server)), metrics(server)
+    text = metrics(server)
+    assert series(text, "istio_requests_total", reporter="destination", response_code="200",
+                  connection_security_policy="none") == 1, text
+
+
+def _xfcc_client(body):
+    return body["headers"].get("x-forwarded-client-cert", "").endswith("URI=spiffe://cluster.local/ns/test/sa/client")
+
+
+def test_curl_by_cluster_ip_and_by_workload_address(topology, tmp_path):
+    """No name at all: curl to the Service's clusterIP, and to the server
+    workload's own address and app port. The client sidecar recovers the
+    original destination (SO_ORIGINAL_DST) and maps it to the echo Service;
+    the call is meshed (mTLS, the client's identity reaches the app)."""
+    client, server, _ = mesh_pair(topology, tmp_path)
+    for url in (f"http://{ECHO_VIP}/by-vip", f"http://{server.addr}:{ECHO_PORT}/by-address"):
+        r = client.run(["curl", "-sS", "-m", "10", url])
+        assert r.returncode == 0, (url, r.stderr)
+        body = json.loads(r.stdout)
+        assert _xfcc_client(body), body
+    text = metrics(client)
+    assert series(text, "istio_requests_total", reporter="source", destination_service_name="echo",
+                  response_code="200", connection_security_policy="mutual_tls") == 2, text
+    topology.assert_isolated()
+
+
+def test_opaque_tcp_by_cluster_ip(topology, tmp_path):
+    """redis-cli, a plain TCP client, reaches redis-server by the redis
+    Service's clusterIP through both sidecars (an HBONE tunnel over mTLS)."""
+    client, server, _ = mesh_pair(topology, tmp_path, redis=True)
+    r = client.run(["redis-cli", "-h", REDIS_VIP, "-p", str(REDIS_PORT), "ping"])
+    assert r.returncode == 0 and r.stdout.strip() == "PONG", r.stdout + r.stderr
+    text = metrics(client)
+    assert series(text, "istio_tcp_connections_opened_total", reporter="source",
+                  destination_service_name="redis", connection_security_policy="mutual_tls") == 1, text
+
+
+def _unknown(text, action):
+    m = re.search(rf'^rete_proxy_outbound_unknown_destination_total\{{action="{action}"\}} (\d+)$', text, re.M)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_allow_any_passes_an_unknown_destination(topology, tmp_path):
+    """The outsider is no Service: under ALLOW_ANY (the default) the client
+    sidecar passes the call through, unmeshed, and counts it."""
+    client, _, outsider = mesh_pair(topology, tmp_path)
+    start_app(outsider, "outside")
+    r = client.run(["curl", "-sS", "-m", "10", f"http://{outsider.addr}:{ECHO_PORT}/out"])
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["path"] == "/out" and "x-forwarded-client-cert" not in body["headers"]
+    assert _unknown(metrics(client), "passthrough") == 1
+    assert _unknown(metrics(client), "refused") == 0
+
+
+def test_registry_only_refuses_an_unknown_destination(topology, tmp_path):
+    client, _, outsider = mesh_pair(topology, tmp_path, outbound_mode="REGISTRY_ONLY")
+    outside = start_app(outsider, "outside")
+    r = client.run(["curl", "-sS", "-m", "10", "-i", f"http://{outsider.addr}:{ECHO_PORT}/out"])
+    assert r.stdout.startswith("HTTP/1.1 502"), r.stdout + r.stderr
+    assert "REGISTRY_ONLY" in r.stdout
+    # an opaque connection is closed without a byte
+    r = client.run(["redis-cli", "-h", outsider.addr, "-p", str(ECHO_PORT), "ping"])
+    assert "PONG" not in r.stdout
+    assert _unknown(metrics(client), "refused") == 2
+    # the mesh still works
+    r = client.run(["curl", "-sS", "-m", "10", f"http://{ECHO_VIP}/in-mesh"])
+    assert r.returncode == 0, r.stderr
+    from helpers import read_log
+    assert "/out" not in read_log(outside)
