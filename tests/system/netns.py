@@ -69,8 +69,12 @@ class Topology:
         self._made = []
         _ip("netns", "add", self.switch)
         self._made.append(self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
+        try:
+            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.switch, "link", "set", "br0", "up")
+        except subprocess.CalledProcessError:
+            self.close()  # the fixture never sees a half-built topology
+            raise
 
     def add_host(self, name):
         index = len(self.hosts) + 2  # .1 is left to nobody: no gateway exists
