@@ -20,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "src"
 LAYERS = {
     "common": 0,
     "proxy/policy": 1,   # decisions without I/O: authorization, load balancing
+    "proxy/init": 1,     # `rete-proxy init`: interception rules (nft/iptables), common only
     "proxy/core": 2,     # workers, generations, connections, the exchange, codec table
     "proxy/codec": 3,    # wire protocols, reached through the codec table
     "proxy/http": 4,     # the request path: dispatch, telemetry, admin

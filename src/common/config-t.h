@@ -111,6 +111,7 @@ typedef struct rete_service {
     const rete_workload *const *endpoints; /* resolved: workloads matching the selector */
     size_t n_endpoints;
     rete_traffic_policy policy;            /* defaults, or the DestinationRule's */
+    const char *cluster_ip;                /* virtual address (canonical text), NULL: none */
 } rete_service;
 
 /* ---- routes (Gateway API v1, GAMMA: parentRefs name a Service) ----------- */
@@ -258,6 +259,14 @@ typedef enum rete_mtls_mode {
     RETE_MTLS_DISABLE,
 } rete_mtls_mode;
 
+/* MeshConfig outboundTrafficPolicy.mode: what the outbound listener does
+ * with an intercepted connection whose original destination is no Service
+ * (by clusterIP or endpoint address) and, for HTTP, whose Host names none. */
+typedef enum rete_outbound_policy {
+    RETE_OUTBOUND_ALLOW_ANY,     /* passed through to the original destination, unmeshed */
+    RETE_OUTBOUND_REGISTRY_ONLY, /* refused */
+} rete_outbound_policy;
+
 typedef enum rete_authz_action { RETE_AUTHZ_ALLOW, RETE_AUTHZ_DENY, RETE_AUTHZ_AUDIT } rete_authz_action;
 
 typedef struct rete_authz_rule {    /* one `rules[]` entry: from AND to AND when */
@@ -359,6 +368,7 @@ typedef struct rete_config {
     /* MeshConfig pathNormalization.normalization (default BASE): how every
      * request's path is normalised where it enters (path_norm.h). */
     rete_path_norm_mode path_norm;
+    rete_outbound_policy outbound_policy; /* MeshConfig outboundTrafficPolicy.mode */
 
     const rete_service *services;
     size_t n_services;

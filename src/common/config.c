@@ -16,6 +16,7 @@
 #include "config_raw.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pcre2.h>
@@ -389,6 +390,42 @@ const rete_route_table *rete_config_table_for(const rete_config *cfg, const rete
     for (size_t i = 0; i < cfg->n_tables; i++)
         if (cfg->tables[i].service == svc && cfg->tables[i].port == port)
             return &cfg->tables[i];
+    return NULL;
+}
+
+/* Whether IP literals a and b are the same address (any spelling). */
+static bool same_ip(const unsigned char *a, int fam, const char *b)
+{
+    unsigned char bb[16];
+    if ((strchr(b, ':') ? AF_INET6 : AF_INET) != fam || inet_pton(fam, b, bb) != 1)
+        return false;
+    return memcmp(a, bb, fam == AF_INET ? 4 : 16) == 0;
+}
+
+const rete_route_table *rete_config_find_by_addr(const rete_config *cfg, const char *ip, uint16_t port)
+{
+    unsigned char bin[16];
+    int fam = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, ip, bin) != 1)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const rete_service *svc = &cfg->services[i];
+        if (svc->cluster_ip && same_ip(bin, fam, svc->cluster_ip))
+            return rete_config_table_for(cfg, svc, port);
+    }
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const rete_service *svc = &cfg->services[i];
+        for (size_t e = 0; e < svc->n_endpoints; e++) {
+            if (!same_ip(bin, fam, svc->endpoints[e]->address))
+                continue;
+            for (size_t k = 0; k < svc->n_ports; k++) {
+                uint16_t target = svc->ports[k].target_port ? svc->ports[k].target_port : svc->ports[k].port;
+                if (target == port)
+                    return rete_config_table_for(cfg, svc, svc->ports[k].port);
+            }
+            break;
+        }
+    }
     return NULL;
 }
 

@@ -73,6 +73,15 @@ void rete_config_unref(rete_config *cfg);
 const rete_route_table *rete_config_find_table(const rete_config *cfg, rete_view authority,
                                                uint16_t default_port);
 
+/* The route table an intercepted connection's original destination names
+ * (`ip` a canonical IP literal as getsockopt(SO_ORIGINAL_DST) gives it):
+ * the Service whose clusterIP is `ip` on service port `port`, else a
+ * Service having the Workload at `ip` as an endpoint and a port whose
+ * targetPort is `port` (the first in configuration order). NULL when none.
+ * Cost: the Services, then every endpoint of every Service: it runs once per
+ * connection (tunnel) or request whose Host names no Service. */
+const rete_route_table *rete_config_find_by_addr(const rete_config *cfg, const char *ip, uint16_t port);
+
 /* The route table for a known service port, or NULL. */
 const rete_route_table *rete_config_table_for(const rete_config *cfg, const rete_service *svc,
                                               uint16_t port);

@@ -427,6 +427,10 @@ static const cfg_field service_fields[] = {
     {"selector", CFG_LABELS, 0, CFG_AT(raw_service, selector), CFG_CNT(raw_service, n_selector),
      .doc = "workloads (same namespace) whose labels include all of these are endpoints; "
             "empty selects none"},
+    {"clusterIP", CFG_STR, 0, CFG_AT(raw_service, cluster_ip), .check = check_ip, .docdef = "none",
+     .doc = "the Service's virtual address (IPv4 or IPv6 literal, unique in the mesh): an "
+            "intercepted connection to clusterIP:port is routed to this Service (docs/proxy.md, "
+            "Transparent mode). Not assigned by reted yet: give it"},
 };
 const cfg_schema cfg_spec_service =
     CFG_SCHEMA("Service", raw_service, service_fields, service_check);
@@ -1185,6 +1189,22 @@ static const cfg_field path_norm_fields[] = {
 static const cfg_schema path_norm_schema =
     CFG_SCHEMA("ProxyPathNormalization", raw_mesh, path_norm_fields, NULL);
 
+static const cfg_enum outbound_policy_enum[] = {
+    {"ALLOW_ANY", RETE_OUTBOUND_ALLOW_ANY}, {"REGISTRY_ONLY", RETE_OUTBOUND_REGISTRY_ONLY}, {NULL, 0}};
+
+/* Istio MeshConfig.OutboundTrafficPolicy. */
+static const cfg_field outbound_policy_fields[] = {
+    {"mode", CFG_ENUM, 0, CFG_AT(raw_mesh, outbound_policy), .en = outbound_policy_enum,
+     .def = "ALLOW_ANY",
+     .doc = "an intercepted outbound connection whose original destination is no Service "
+            "(clusterIP or endpoint address; for HTTP, after the Host header): ALLOW_ANY passes "
+            "it through to that destination unmeshed (plaintext as sent), REGISTRY_ONLY refuses "
+            "it (HTTP 502, a tunnel is closed). Both are counted in "
+            "rete_proxy_outbound_unknown_destination_total{action}"},
+};
+static const cfg_schema outbound_policy_schema =
+    CFG_SCHEMA("OutboundTrafficPolicy", raw_mesh, outbound_policy_fields, NULL);
+
 static const cfg_field mesh_fields[] = {
     {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
      .docdef = RETE_DEFAULT_TRUST_DOMAIN},
@@ -1199,6 +1219,7 @@ static const cfg_field mesh_fields[] = {
      .doc = "lifetime of the workload certificates reted issues (10s to 30 days); proxies renew "
             "at about half of it"},
     {"pathNormalization", CFG_OBJ, 0, .off = 0, .sub = &path_norm_schema},
+    {"outboundTrafficPolicy", CFG_OBJ, 0, .off = 0, .sub = &outbound_policy_schema},
 };
 const cfg_schema cfg_spec_mesh = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

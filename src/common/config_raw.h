@@ -69,6 +69,7 @@ typedef struct raw_service {
     size_t n_ports;
     const rete_label *selector;
     size_t n_selector;
+    const char *cluster_ip;      /* as written; canonical in rete_service */
 } raw_service;
 
 /* Workload */
@@ -191,6 +192,7 @@ typedef struct raw_mesh {
     size_t n_default_egress;
     uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
     int path_norm;               /* rete_path_norm_mode */
+    int outbound_policy;         /* rete_outbound_policy */
 } raw_mesh;
 
 /* WorkloadGroup: what proxies of one service account may register (read by

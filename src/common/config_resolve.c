@@ -10,6 +10,7 @@
  * (config_fields.c) have already validated one by one. */
 #include "config_raw.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,8 @@ static void ns_range(const rete_workload *const *by_ns, size_t n, const char *ns
     *end = lo;
 }
 
+static rete_rc resolve_cluster_ips(loader *l, rete_service *s, size_t n);
+
 static rete_rc resolve_services(loader *l)
 {
     rete_config *cfg = l->cfg;
@@ -212,6 +215,7 @@ static rete_rc resolve_services(loader *l)
     free(scratch);
     cfg->services = s;
     cfg->n_services = i;
+    RETE_GUARD(resolve_cluster_ips(l, s, i));
 
     int *dr_doc = rete_arena_alloc(a, (i + 1) * sizeof(*dr_doc));
     for (raw_res *r = l->head[RETE_KIND_DESTINATION_RULE]; r; r = r->next) {
@@ -228,6 +232,53 @@ static rete_rc resolve_services(loader *l)
         dr_doc[idx] = r->doc + 1;
         s[idx].policy = dr->p;
     }
+    return RETE_OK;
+}
+
+/* A Service's clusterIP, for the uniqueness check. */
+typedef struct vip_ent {
+    const char *ip;
+    int doc;
+    const rete_service *svc;
+} vip_ent;
+
+static int vip_cmp(const void *a, const void *b)
+{
+    return strcmp(((const vip_ent *)a)->ip, ((const vip_ent *)b)->ip);
+}
+
+/* clusterIP in canonical text (so fd00::1 and fd00:0::1 are one address)
+ * and unique among the Services: sorted, then neighbours compared. */
+static rete_rc resolve_cluster_ips(loader *l, rete_service *s, size_t n)
+{
+    vip_ent *v = rete_malloc((n + 1) * sizeof(*v));
+    size_t k = 0, i = 0;
+    for (raw_res *r = l->head[RETE_KIND_SERVICE]; r; r = r->next, i++) {
+        const char *ip = ((const raw_service *)r)->cluster_ip;
+        if (!ip)
+            continue;
+        unsigned char bin[16];
+        char canon[INET6_ADDRSTRLEN];
+        int fam = strchr(ip, ':') ? AF_INET6 : AF_INET;
+        if (inet_pton(fam, ip, bin) == 1 && inet_ntop(fam, bin, canon, sizeof(canon)))
+            ip = arena_printf(l->ctx.arena, "%s", canon);
+        s[i].cluster_ip = ip;
+        v[k++] = (vip_ent){ip, r->doc, &s[i]};
+    }
+    qsort(v, k, sizeof(*v), vip_cmp);
+    for (size_t j = 1; j < k; j++)
+        if (strcmp(v[j].ip, v[j - 1].ip) == 0) {
+            vip_ent a = v[j - 1], b = v[j];
+            if (a.doc > b.doc) {
+                vip_ent t = a;
+                a = b;
+                b = t;
+            }
+            free(v);
+            return res_fail(l, b.doc, "spec.clusterIP", "%s is already the clusterIP of service %s/%s",
+                            b.ip, a.svc->ns, a.svc->name);
+        }
+    free(v);
     return RETE_OK;
 }
 
@@ -507,6 +558,7 @@ rete_rc cfg_resolve(loader *l)
     const rete_workload *self = self_workload(cfg);
     resolve_mtls(l, self, mesh ? (rete_mtls_mode)mesh->default_mtls : RETE_MTLS_PERMISSIVE);
     cfg->path_norm = mesh ? (rete_path_norm_mode)mesh->path_norm : RETE_PATH_NORM_BASE;
+    cfg->outbound_policy = mesh ? (rete_outbound_policy)mesh->outbound_policy : RETE_OUTBOUND_ALLOW_ANY;
     resolve_authz(l, self);
     rete_rc rc = rete_route_build_tables(cfg, l->ctx.arena);
     if (rc)

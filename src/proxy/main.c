@@ -9,6 +9,7 @@
 #include "defaults.h"
 #include "dispatch.h"
 #include "filter.h"
+#include "init.h"
 #include "log.h"
 #include "proxy.h"
 #include "worker.h"
@@ -29,6 +30,7 @@ static void usage(FILE *out)
             "usage: rete-proxy --config FILE [options]\n"
             "       rete-proxy run --config FILE [options] -- CMD [ARGS...]\n"
             "       rete-proxy --check-config FILE\n"
+            "       rete-proxy init [options]   interception rules (rete-proxy init --help)\n"
             "\n"
             "options:\n"
             "  -c, --config FILE        static configuration (YAML; see docs/proxy.md)\n"
@@ -144,6 +146,8 @@ int main(int argc, char **argv)
      * only by the control-plane client. */
     static rete_proxy proxy;
     rete_the_proxy = &proxy;
+    if (argc > 1 && strcmp(argv[1], "init") == 0)
+        return rete_init_main(argc - 1, argv + 1);
     bool run_mode = argc > 1 && strcmp(argv[1], "run") == 0;
     if (run_mode) {
         argv[1] = argv[0];

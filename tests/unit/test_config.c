@@ -988,6 +988,67 @@ static void test_proxy_mesh_port(void **state)
     assert_int_equal(rete_config_proxy_mesh_port(WORKLOAD_P, strlen(WORKLOAD_P)), 0);
 }
 
+/* Service.spec.clusterIP (canonical, unique) and the lookup of an intercepted
+ * connection's original destination; MeshConfig outboundTrafficPolicy. */
+#define VIP_DOCS                                                                                   \
+    "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: c, namespace: t}\n"            \
+    "spec: {address: 10.0.0.1, serviceAccount: c}\n---\n"                                 \
+    "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: t}\n"                          \
+    "spec: {clusterIP: 'fd00:0::10', selector: {app: a}, ports: [{port: 80, targetPort: 8080}]}\n" \
+    "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                             \
+    "metadata: {name: a-0, namespace: t}\nspec: {address: 10.0.0.2, labels: {app: a}}\n"
+
+static void test_cluster_ip(void **state)
+{
+    (void)state;
+    rete_config *cfg = load_str(VIP_DOCS "---\napiVersion: v1\nkind: Service\n"
+                                         "metadata: {name: b, namespace: t}\n"
+                                         "spec: {clusterIP: 10.96.0.11, ports: [{port: 6379, protocol: TCP}]}\n");
+    const rete_service *a = svc(cfg, "t", "a"), *b = svc(cfg, "t", "b");
+    assert_string_equal(a->cluster_ip, "fd00::10");
+    assert_ptr_equal(rete_config_find_by_addr(cfg, "fd00::10", 80)->service, a);
+    assert_null(rete_config_find_by_addr(cfg, "fd00::10", 81));
+    assert_ptr_equal(rete_config_find_by_addr(cfg, "10.96.0.11", 6379)->service, b);
+    /* an endpoint's own address and a targetPort name the Service too */
+    const rete_route_table *t = rete_config_find_by_addr(cfg, "10.0.0.2", 8080);
+    assert_ptr_equal(t->service, a);
+    assert_int_equal(t->port, 80);
+    assert_null(rete_config_find_by_addr(cfg, "10.0.0.2", 80));
+    assert_null(rete_config_find_by_addr(cfg, "10.0.0.3", 8080));
+    assert_null(rete_config_find_by_addr(cfg, "not-an-ip", 80));
+    assert_int_equal(cfg->outbound_policy, RETE_OUTBOUND_ALLOW_ANY);
+    rete_config_unref(cfg);
+
+    cfg = load_str(VIP_DOCS "---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: m}\n"
+                            "spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n");
+    assert_int_equal(cfg->outbound_policy, RETE_OUTBOUND_REGISTRY_ONLY);
+    rete_config_unref(cfg);
+
+    static const struct {
+        const char *extra, *want;
+    } bad[] = {
+        {"---\napiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: t}\n"
+         "spec: {clusterIP: 'fd00::10', ports: [{port: 80}]}\n",
+         "fd00::10 is already the clusterIP of service t/a"},
+        {"---\napiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: t}\n"
+         "spec: {clusterIP: 10.96.0.300, ports: [{port: 80}]}\n",
+         "must be an IP literal"},
+        {"---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: m}\n"
+         "spec: {outboundTrafficPolicy: {mode: ALLOW_SOME}}\n",
+         "outboundTrafficPolicy.mode: must be one of ALLOW_ANY, REGISTRY_ONLY"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char doc[2048];
+        snprintf(doc, sizeof(doc), "%s%s", VIP_DOCS, bad[i].extra);
+        rete_config_error err;
+        assert_null(rete_config_load_buffer(doc, strlen(doc), "t.yaml", 1, &err));
+        char msg[1200];
+        rete_config_error_format(&err, msg, sizeof(msg));
+        if (!strstr(msg, bad[i].want))
+            fail_msg("case %zu: %s", i, msg);
+    }
+}
+
 int main(int argc, char **argv)
 {
     init_src_dir();
@@ -997,6 +1058,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_proxy_spec),
+        cmocka_unit_test(test_cluster_ip),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_services_and_endpoints),
         cmocka_unit_test(test_routes),

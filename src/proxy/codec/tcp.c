@@ -279,7 +279,7 @@ void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
     ex->req.method = RETE_VIEW_LIT("CONNECT");
     if (c->orig_port) {
         char a[64];
-        snprintf(a, sizeof(a), "%s:%u", c->orig_ip, c->orig_port);
+        snprintf(a, sizeof(a), strchr(c->orig_ip, ':') ? "[%s]:%u" : "%s:%u", c->orig_ip, c->orig_port);
         ex->req.authority = rete_ex_dup(ex, rete_view_cstr(a));
     }
     if (len)

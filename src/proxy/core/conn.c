@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,22 +350,39 @@ static void detect_timeout(uv_timer_t *t)
     dispatch_protocol(c, DETECT_TCP, c->peek, c->peek_len);
 }
 
+/* The address a connection redirected by `rete-proxy init` (nat REDIRECT)
+ * was sent to: SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6, same
+ * number, SOL_IPV6) asks conntrack. Left unset when the connection was not
+ * redirected (its original destination is the listener itself) or the
+ * socket has no conntrack entry. */
 static void original_dst(rete_conn *c)
 {
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&c->io.tcp, &fd) != 0)
         return;
-    struct sockaddr_in dst;
-    socklen_t len = sizeof(dst);
+    struct sockaddr_storage local, dst;
+    socklen_t llen = sizeof(local), len = sizeof(dst);
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) != 0)
+        return;
+    if (local.ss_family == AF_INET6) {
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len) != 0)
+            return;
+        const struct sockaddr_in6 *l6 = (const struct sockaddr_in6 *)&local;
+        const struct sockaddr_in6 *d6 = (const struct sockaddr_in6 *)&dst;
+        if (memcmp(&l6->sin6_addr, &d6->sin6_addr, 16) == 0 && l6->sin6_port == d6->sin6_port)
+            return; /* not redirected */
+        uv_ip6_name(d6, c->orig_ip, sizeof(c->orig_ip));
+        c->orig_port = ntohs(d6->sin6_port);
+        return;
+    }
     if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len) != 0)
         return;
-    struct sockaddr_in local;
-    socklen_t llen = sizeof(local);
-    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0 &&
-        local.sin_addr.s_addr == dst.sin_addr.s_addr && local.sin_port == dst.sin_port)
+    const struct sockaddr_in *l4 = (const struct sockaddr_in *)&local;
+    const struct sockaddr_in *d4 = (const struct sockaddr_in *)&dst;
+    if (l4->sin_addr.s_addr == d4->sin_addr.s_addr && l4->sin_port == d4->sin_port)
         return; /* not redirected */
-    uv_ip4_name(&dst, c->orig_ip, sizeof(c->orig_ip));
-    c->orig_port = ntohs(dst.sin_port);
+    uv_ip4_name(d4, c->orig_ip, sizeof(c->orig_ip));
+    c->orig_port = ntohs(d4->sin_port);
 }
 
 /* Whether worker `w` takes one more connection on `l`: the admin listener
@@ -495,6 +513,10 @@ rete_exchange *rete_conn_new_exchange(rete_conn *c, const rete_side_ops *ops, vo
     ex->admin = kind == RETE_L_ADMIN;
     ex->table = fixed_table(c, ex->gen);
     ex->target_port = c->orig_port;
+    if (c->orig_port && kind == RETE_L_OUTBOUND) {
+        ex->orig_port = c->orig_port;
+        memcpy(ex->orig_ip, c->orig_ip, sizeof(ex->orig_ip));
+    }
     snprintf(ex->peer_id, sizeof(ex->peer_id), "%s", c->peer_id);
     snprintf(ex->downstream_addr, sizeof(ex->downstream_addr), "%s", c->peer_addr);
     return ex;

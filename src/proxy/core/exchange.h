@@ -145,6 +145,8 @@ struct rete_exchange {
                                       in flight in circuit-breaker budgets (fair share,
                                       dispatch.c); NULL once counted out or for HTTP/1.1 */
     uint16_t target_port;          /* app port at the destination */
+    uint16_t orig_port;            /* intercepted connection: original destination port, else 0 */
+    char orig_ip[48];              /* and address (canonical IP literal, no brackets) */
     const char *listener;          /* "outbound", "inbound", "mesh", "upstream" */
     char peer_id[160];             /* SPIFFE ID of the downstream peer, mesh only */
     /* What the peer proxy said of its workload (RETE_PEER_HEADER), mesh only,

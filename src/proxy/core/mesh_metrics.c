@@ -37,6 +37,7 @@ static const char *const l_listener_reason[] = {"listener", "reason"};
 static const char *const l_timeout[] = {"timeout"};
 static const char *const l_cluster_timeout[] = {"cluster", "timeout"};
 static const char *const l_cluster_reason[] = {"cluster", "reason"};
+static const char *const l_action[] = {"action"};
 
 #define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
 #define TCP rete_mesh_labels, RETE_MESH_TCP_NLABELS
@@ -146,6 +147,9 @@ static const struct {
       "Retries not attempted because the retry budget was exhausted, by cluster."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,
       "Requests and tunnels denied by AuthorizationPolicy."),
+    F(outbound_unknown_total, "rete_proxy_outbound_unknown_destination_total", C, L(l_action),
+      "Intercepted outbound connections and requests to a destination that is no Service, by "
+      "action (passthrough: MeshConfig outboundTrafficPolicy ALLOW_ANY; refused: REGISTRY_ONLY)."),
     F(path_rejected_total, "rete_proxy_path_rejected_total", C, L(l_reason),
       "Requests refused (400) because their path cannot be normalised safely, by reason."),
     F(build_info, "rete_proxy_build_info", G, L(l_version),

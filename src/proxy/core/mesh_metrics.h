@@ -92,6 +92,7 @@ typedef struct rete_mesh_metrics {
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
     rete_metric_family authz_denied_total;
     rete_metric_family path_rejected_total;
+    rete_metric_family outbound_unknown_total;           /* {action}: passthrough, refused */
     rete_metric_family build_info;                       /* gauge 1 {version} */
 } rete_mesh_metrics;
 

@@ -154,6 +154,9 @@ void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, u
 /* The connect timeout of the inbound side's connections to the local app
  * (Istio's connectTimeout default). */
 #define RETE_APP_CONNECT_TIMEOUT_MS 10000
+/* ... and of passthrough connections to destinations outside the mesh
+ * (outboundTrafficPolicy ALLOW_ANY): no DestinationRule names them. */
+#define RETE_PASSTHROUGH_CONNECT_TIMEOUT_MS 10000
 
 /* TCP and CONNECT tunnels route with TCPRoute semantics; HTTP/1.1 upgrades
  * (WebSocket) route like the HTTP request they start as. */

@@ -194,12 +194,40 @@ static rete_view strip_port_if(rete_view authority, uint16_t port)
     return authority;
 }
 
+/* An intercepted connection (or request) whose original destination is no
+ * Service: MeshConfig outboundTrafficPolicy decides. ALLOW_ANY sends it on
+ * to that destination as the app sent it, unmeshed (a tunnel's bytes over
+ * TCP, a request over HTTP/1.1); REGISTRY_ONLY refuses it (a tunnel is
+ * closed: it has no status to carry the 502). */
+static void unknown_destination(rete_exchange *ex)
+{
+    const rete_config *cfg = ex->gen->cfg;
+    if (cfg->outbound_policy == RETE_OUTBOUND_REGISTRY_ONLY) {
+        rete_stat(ex->worker, ex->worker->ms.unknown_refused, 1);
+        ex->error = RETE_EXE_NO_ROUTE;
+        rete_debug("outbound: %s:%u is no service of the mesh: refused (REGISTRY_ONLY)", ex->orig_ip,
+                   ex->orig_port);
+        rete_filter_local_text(ex, 502, "outboundTrafficPolicy REGISTRY_ONLY: %s:%u is no service of the mesh",
+                               ex->orig_ip, ex->orig_port);
+        return;
+    }
+    rete_stat(ex->worker, ex->worker->ms.unknown_passthrough, 1);
+    if (ex->tunnel) {
+        rete_telemetry_tunnel_open(ex);
+        rete_filter_upstream(ex, RETE_CODEC_TCP, ex->orig_ip, ex->orig_port, false, NULL,
+                             RETE_PASSTHROUGH_CONNECT_TIMEOUT_MS);
+    } else {
+        rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, ex->orig_ip, ex->orig_port, false, NULL,
+                             RETE_PASSTHROUGH_CONNECT_TIMEOUT_MS);
+    }
+}
+
 static void route(rete_exchange *ex)
 {
     const rete_config *cfg = ex->gen->cfg;
     const rete_route_table *t = ex->table;
     if (!t) {
-        if (!ex->req.authority.len) {
+        if (!ex->req.authority.len && !ex->orig_port) {
             ex->error = RETE_EXE_BAD_REQUEST;
             rete_filter_local_text(ex, 400, "request has no Host or :authority");
             return;
@@ -211,6 +239,15 @@ static void route(rete_exchange *ex)
             rete_view host = strip_port_if(ex->req.authority, cfg->proxy.outbound.port);
             if (host.len != ex->req.authority.len)
                 t = rete_config_find_table(cfg, host, 80);
+        }
+        if (!t && ex->orig_port) {
+            /* intercepted: the address the app connected to names the
+             * Service (its clusterIP, or an endpoint's own address) */
+            t = rete_config_find_by_addr(cfg, ex->orig_ip, ex->orig_port);
+            if (!t) {
+                unknown_destination(ex);
+                return;
+            }
         }
         if (!t) {
             ex->error = RETE_EXE_NO_ROUTE;
