@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void respond_error(rete_http_req *req, int status, const char *msg)
 {
@@ -65,7 +66,24 @@ static void view_str(rete_view v, char *out, size_t size)
 
 /* ---- apply ---- */
 
+static double thread_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void apply(reted *r, rete_http_req *req);
+
+/* POST /api/v1/apply; its loop-thread CPU is observed whatever the answer. */
 static void api_apply(reted *r, rete_http_req *req)
+{
+    double t0 = thread_cpu_seconds();
+    apply(r, req);
+    reted_observe(&r->stats, r->stats.apply_cpu, thread_cpu_seconds() - t0);
+}
+
+static void apply(reted *r, rete_http_req *req)
 {
     char source[256] = "-";
     rete_view src = rete_http_query_get(req, "source");

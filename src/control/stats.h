@@ -48,6 +48,7 @@ typedef struct reted_stats {
     rete_metric acks, nacks;   /* rete_reted_config_responses_total{result} */
     rete_metric certs_issued, certs_refused;
     rete_metric applies_ok, applies_rejected;
+    rete_metric apply_cpu;         /* histogram: loop-thread CPU seconds per apply */
     rete_metric closed_cert_expired;
     rete_metric registrations_ok;
     rete_metric registrations_refused[RETED_REG_N];
@@ -72,6 +73,11 @@ void reted_stats_free(reted_stats *s);
 static inline void reted_count(reted_stats *s, rete_metric m)
 {
     rete_metrics_inc(s->shard, m, 1);
+}
+
+static inline void reted_observe(reted_stats *s, rete_metric m, double v)
+{
+    rete_metrics_observe(s->shard, m, v);
 }
 
 /* The exposition text (malloc'ed, *len set). */
