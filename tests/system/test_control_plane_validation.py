@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from controlplane import start_reted
+from controlplane import reted_metric, start_reted
 
 
 @pytest.fixture
@@ -87,3 +87,16 @@ def test_changes_that_break_nothing_are_accepted(reted):
         assert st == 200, (kind, name, body)
     # a route and the Services it names in one apply
     r.apply_ok([route("r", "p", [{"name": "q"}]), svc("p"), svc("q")])
+
+
+def test_every_apply_is_timed_on_reted_loop(reted):
+    """rete_reted_apply_cpu_seconds observes the loop thread's CPU of every
+    apply, accepted or refused (what `make bench` reads to check the cost of
+    one apply against issue 9's 10 ms target)."""
+    before = reted_metric(reted, "rete_reted_apply_cpu_seconds_count") or 0
+    reted.apply_ok([svc("timed")])
+    st, _ = reted.apply([route("bad", "no-such-service", [{"name": "timed"}])])
+    assert st == 422
+    assert reted_metric(reted, "rete_reted_apply_cpu_seconds_count") == before + 2
+    assert reted_metric(reted, "rete_reted_apply_cpu_seconds_sum") > 0
+    assert reted_metric(reted, "rete_reted_apply_cpu_seconds_bucket", 'le="+Inf"') == before + 2
