@@ -9,6 +9,7 @@ FUZZ_BUILD ?= build-fuzz
 PYTHON     := /usr/bin/python3
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
 # System tests run in parallel (pytest-xdist): SYSTEM_JOBS workers, each on
 # its own range of loopback addresses (tests/system/helpers.py fresh_host), a
 # test module per worker at a time so module-scoped fixtures start once.
@@ -29,7 +30,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps layers build test unit system asan clang demo bench bench-smoke fuzz install clean format
+.PHONY: all deps layers build test unit system asan clang demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
 
 all: build
 
@@ -82,6 +83,7 @@ test: deps layers build clang asan
 	$(PYTHON) tests/check_deps.py
 	meson test -C $(BUILD) --print-errorlogs
 	meson test -C $(ASAN_BUILD) --print-errorlogs
+	$(MAKE) --no-print-directory fuzz-smoke
 	RETE_BUILD=$(CURDIR)/$(ASAN_BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) tests/system
@@ -104,12 +106,36 @@ bench: deps build
 bench-smoke: deps build
 	$(PYTHON) bench/run.py --smoke
 
-fuzz: deps
+fuzz-build: deps
 	$(call setup_build,$(FUZZ_BUILD),-Dfuzz=true -Db_lundef=false,CC=clang)
+
+# Each target for FUZZ_SECONDS, growing tests/fuzz/corpus-run/<target>
+# (not committed); a crash stops and leaves its input in the working directory.
+fuzz: fuzz-build
 	@for f in $(FUZZ_BUILD)/tests/fuzz/fuzz_*; do \
-	    [ -x "$$f" ] || continue; n=$$(basename $$f); \
+	    [ -f "$$f" ] && [ -x "$$f" ] || continue; n=$$(basename $$f); d=tests/fuzz/$${n#fuzz_}.dict; \
+	    dict=""; [ -f $$d ] && dict="-dict=$$d"; \
 	    mkdir -p tests/fuzz/corpus-run/$$n; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-run/$$n tests/fuzz/corpus/$$n || exit 1; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) $$dict tests/fuzz/corpus-run/$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+# Part of `make test`: every target replays its committed corpus (each
+# input once: a crash found once stays a regression input there), then
+# fuzzes for FUZZ_SMOKE_SECONDS from it, into the build tree. Any crash,
+# leak or failed check fails the run, with the log's tail.
+fuzz-smoke: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/smoke $(FUZZ_BUILD)/artifacts; \
+	for f in $(FUZZ_BUILD)/tests/fuzz/fuzz_*; do \
+	    [ -f "$$f" ] && [ -x "$$f" ] || continue; n=$$(basename $$f); d=tests/fuzz/$${n#fuzz_}.dict; \
+	    dict=""; [ -f $$d ] && dict="-dict=$$d"; w=$(FUZZ_BUILD)/smoke/$$n; \
+	    rm -rf $$w; mkdir -p $$w; \
+	    [ -n "$$(ls tests/fuzz/corpus/$$n 2>/dev/null)" ] || { echo "fuzz-smoke: $$n has no seed corpus"; exit 1; }; \
+	    $$f -runs=0 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- tests/fuzz/corpus/$$n >$$w.replay.log 2>&1 || \
+	        { tail -40 $$w.replay.log; echo "fuzz-smoke: $$n failed on its corpus"; exit 1; }; \
+	    $$f -max_total_time=$(FUZZ_SMOKE_SECONDS) -seed=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- $$dict \
+	        $$w tests/fuzz/corpus/$$n >$$w.log 2>&1 || \
+	        { tail -40 $$w.log; echo "fuzz-smoke: $$n failed; input in $(FUZZ_BUILD)/artifacts"; exit 1; }; \
+	    echo "fuzz-smoke: $$n: $$(grep -o 'Done [0-9]* runs' $$w.log | tail -1)"; \
 	done
 
 install: build

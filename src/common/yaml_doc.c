@@ -234,8 +234,12 @@ static const rete_ynode *from_json(const json_t *j, rete_arena *arena, int depth
         return scalar(arena, num,
                       (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(j)),
                       false);
-    case JSON_REAL:
-        return scalar(arena, num, (size_t)snprintf(num, sizeof(num), "%.17g", json_real_value(j)), false);
+    case JSON_REAL: { /* 17 digits read back to the same double; ".0" keeps it a real */
+        int n = snprintf(num, sizeof(num), "%.17g", json_real_value(j));
+        if (!strpbrk(num, ".eEn"))
+            n += snprintf(num + n, sizeof(num) - (size_t)n, ".0");
+        return scalar(arena, num, (size_t)n, false);
+    }
     case JSON_TRUE:
         return scalar(arena, "true", 4, false);
     case JSON_FALSE:
