@@ -37,6 +37,8 @@ static void usage(FILE *out)
             "  -n, --concurrency N      worker threads (default: spec.concurrency, else 1)\n"
             "  -l, --log-level LEVEL    error|warn|info|debug|trace (default info)\n"
             "  -a, --access-log PATH    one JSON line per request; '-' for stdout\n"
+            "      --access-log-fields F,...  the fields, in order (default all; docs/proxy.md)\n"
+            "      --access-log-sample PCT    log PCT%% of successful requests (errors always; default 100)\n"
             "      --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
             "\n"
             "control plane (instead of --config, or with it for the Proxy document):\n"
@@ -133,6 +135,7 @@ int main(int argc, char **argv)
         {"app-address", required_argument, NULL, 'P'}, {"inbound", required_argument, NULL, 'B'},
         {"label", required_argument, NULL, 'L'},     {"trust-domain", required_argument, NULL, 'T'},
         {"egress", required_argument, NULL, 'E'},
+        {"access-log-fields", required_argument, NULL, 'F'}, {"access-log-sample", required_argument, NULL, 'G'},
         {NULL, 0, NULL, 0},
     };
     static rete_cp_opts cpo;
@@ -155,6 +158,7 @@ int main(int argc, char **argv)
         argc--;
     }
     long concurrency = 0;
+    rete_access_log_opts alo = {.sample_percent = 100};
     int c;
     while ((c = getopt_long(argc, argv, "+c:n:l:a:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -175,12 +179,20 @@ int main(int argc, char **argv)
             }
             break;
         case 'a':
-            rete_access_log = strcmp(optarg, "-") == 0 ? stdout : fopen(optarg, "a");
-            if (!rete_access_log) {
-                fprintf(stderr, "rete-proxy: cannot open access log %s\n", optarg);
+            alo.path = optarg;
+            break;
+        case 'F':
+            alo.fields = optarg;
+            break;
+        case 'G': {
+            char *end;
+            alo.sample_percent = strtod(optarg, &end);
+            if (end == optarg || *end) {
+                fprintf(stderr, "rete-proxy: --access-log-sample: %s is not a number\n", optarg);
                 return 2;
             }
             break;
+        }
         case 'k':
             check_path = optarg;
             break;
@@ -286,6 +298,14 @@ int main(int argc, char **argv)
      * request path registers with the exchange (docs/architecture.md). */
     rete_codecs_register();
     rete_http_register();
+    if (alo.path) {
+        rete_error aerr = {0};
+        if (rete_access_log_open(&alo, &aerr) != RETE_OK) {
+            fprintf(stderr, "rete-proxy: %s\n", aerr.msg);
+            rete_proxy_metrics_free(&proxy);
+            return 2;
+        }
+    }
     /* Signals first: the ready line must never precede the handlers (a
      * SIGTERM right after it would kill instead of drain). */
     rete_proxy_process_init(&proxy);
@@ -403,7 +423,6 @@ int main(int argc, char **argv)
     rete_proxy_process_close(&proxy);
     uv_run(proxy.loop, UV_RUN_NOWAIT);
     rete_info("stopped");
-    if (rete_access_log && rete_access_log != stdout)
-        fclose(rete_access_log);
+    rete_access_log_close(); /* the workers have stopped: nothing more to log */
     return child_argv ? (rete_proxy_child_exit_code() < 0 ? 1 : rete_proxy_child_exit_code()) : 0;
 }

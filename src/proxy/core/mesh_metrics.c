@@ -145,6 +145,8 @@ static const struct {
       "per_try_timeout)."),
     F(retry_budget_exhausted_total, "rete_proxy_retry_budget_exhausted_total", C, L(l_cluster),
       "Retries not attempted because the retry budget was exhausted, by cluster."),
+    F(access_log_dropped_total, "rete_proxy_access_log_dropped_total", C, NOLABELS,
+      "Access log lines dropped because the writer was a full buffer behind."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,
       "Requests and tunnels denied by AuthorizationPolicy."),
     F(outbound_unknown_total, "rete_proxy_outbound_unknown_destination_total", C, L(l_action),

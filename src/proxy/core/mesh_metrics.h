@@ -91,6 +91,7 @@ typedef struct rete_mesh_metrics {
     rete_metric_family retries_total;                    /* {cluster, reason} */
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
     rete_metric_family authz_denied_total;
+    rete_metric_family access_log_dropped_total;
     rete_metric_family path_rejected_total;
     rete_metric_family outbound_unknown_total;           /* {action}: passthrough, refused */
     rete_metric_family build_info;                       /* gauge 1 {version} */

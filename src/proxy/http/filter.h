@@ -54,6 +54,7 @@
 #define RETE_PROXY_FILTER_H
 
 #include "codec.h"
+#include "error.h"
 #include "exchange.h"
 
 #include <stdio.h>
@@ -129,8 +130,19 @@ extern const rete_filter rete_filter_app;          /* filter_inbound.c */
 extern const rete_filter rete_filter_telemetry;    /* filter_telemetry.c */
 extern const rete_filter rete_filter_access_log;   /* filter_access_log.c */
 
-/* Where the access-log filter writes (rete-proxy --access-log); NULL: off. */
-extern FILE *rete_access_log;
+/* The access log (filter_access_log.c; rete-proxy --access-log): one JSON
+ * line per exchange, written by a writer thread from a bounded buffer. */
+typedef struct rete_access_log_opts {
+    const char *path;        /* a file (appended), or "-" for stdout */
+    const char *fields;      /* comma-separated field names in order; NULL: all (docs/proxy.md) */
+    double sample_percent;   /* of successful exchanges; errors are always logged */
+} rete_access_log_opts;
+/* Start it (main thread, before the workers); fails naming the option. */
+RETE_MUST_CHECK rete_rc rete_access_log_open(const rete_access_log_opts *o, rete_error *err);
+/* Wait until every line appended so far is written (tests, drain). */
+void rete_access_log_flush(void);
+/* Write what is left and stop the writer (after the workers stopped). */
+void rete_access_log_close(void);
 
 extern rete_filter_chain rete_chain_outbound;
 extern rete_filter_chain rete_chain_inbound;
