@@ -190,6 +190,17 @@ typedef struct rete_retry_policy {
                                        PUT, DELETE, TRACE) on more than a connect failure */
 } rete_retry_policy;
 
+/* Fault injection (Istio VirtualService `fault`, as a rule field): shares
+ * are in parts per million of requests, drawn per request from the
+ * worker's PRNG. */
+typedef struct rete_fault_policy {
+    uint32_t delay_ppm;             /* requests delayed; 0 = no delay */
+    uint32_t delay_ms;              /* fixedDelay */
+    uint32_t abort_ppm;             /* requests aborted; 0 = no abort */
+    uint16_t abort_http;            /* httpStatus; 0 = grpcStatus is used */
+    int8_t abort_grpc;              /* grpcStatus code 0..16; -1 = httpStatus is used */
+} rete_fault_policy;
+
 typedef struct rete_http_rule {
     const rete_http_match *matches; /* none = match everything */
     size_t n_matches;
@@ -201,6 +212,7 @@ typedef struct rete_http_rule {
     uint32_t timeout_ms;            /* timeouts.request, 0 = none */
     uint32_t backend_timeout_ms;    /* timeouts.backendRequest, 0 = none */
     rete_retry_policy retry;
+    rete_fault_policy fault;        /* rete extension `fault`; zero = none */
 } rete_http_rule;
 
 typedef struct rete_http_route {

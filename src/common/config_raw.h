@@ -117,8 +117,17 @@ typedef struct raw_grpc_match {
     size_t n_headers;
 } raw_grpc_match;
 
+/* An Istio Percent {value: 0..100, fractional} */
+typedef struct raw_pct {
+    const char *value;
+    uint32_t ppm; /* derived: parts per million */
+} raw_pct;
+
 typedef struct raw_rule {
     rete_http_rule r;
+    raw_pct delay_pct, abort_pct;
+    int abort_http, abort_grpc;
+    bool has_delay, has_abort, has_abort_http, has_abort_grpc;
     const raw_grpc_match *grpc_matches;
     size_t n_grpc_matches;
     const raw_filter *filters;
