@@ -814,6 +814,15 @@ static rete_rc fault_finish(cfg_ctx *ctx, raw_rule *r)
     return RETE_OK;
 }
 
+/* rateLimit (a rule's local rate limit, outbound) */
+#define RPS_DOC "token bucket: refills at this rate, holds one second's worth (the burst)"
+static const cfg_field route_rate_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rule, r.rate_limit_rps), .min = 1,
+     .max = 1000000, .doc = RPS_DOC},
+};
+static const cfg_schema route_rate_schema =
+    CFG_SCHEMA("LocalRateLimit", raw_rule, route_rate_fields, NULL);
+
 /* Rule-level Gateway API rules shared by HTTP and gRPC rules. */
 static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
 {
@@ -870,6 +879,8 @@ static const cfg_field http_rule_fields[] = {
     {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
      .docdef = "no retries", .doc = "experimental Gateway API HTTPRouteRetry"},    {"fault", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &fault_schema, .docdef = "none",
      .doc = "rete extension: Istio's HTTPFaultInjection (delay, abort) for chaos drills"},
+    {"rateLimit", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &route_rate_schema, .docdef = "none",
+     .doc = "rete extension: a token bucket on the rule's requests at this (the calling) proxy"},
 };
 static const cfg_schema http_rule_schema =
     CFG_SCHEMA("HTTPRouteRule", raw_rule, http_rule_fields, http_rule_check);
@@ -967,6 +978,8 @@ static const cfg_field grpc_rule_fields[] = {
      .doc = "rete extension: as HTTPRoute's; also retries the gRPC statuses CANCELLED, "
      "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE of a trailers-only response"},    {"fault", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &fault_schema, .docdef = "none",
      .doc = "rete extension: Istio's HTTPFaultInjection (delay, abort) for chaos drills"},
+    {"rateLimit", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &route_rate_schema, .docdef = "none",
+     .doc = "rete extension: a token bucket on the rule's requests at this (the calling) proxy"},
 };
 static const cfg_schema grpc_rule_schema =
     CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
@@ -1252,6 +1265,65 @@ static const cfg_field authz_fields[] = {
 };
 const cfg_schema cfg_spec_authz =
     CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
+
+/* ---- HTTPLocalRateLimitPolicy (Linkerd policy.linkerd.io/v1alpha1) ---- */
+
+static const cfg_enum client_ref_kind_enum[] = {{"ServiceAccount", 1}, {NULL, 0}};
+static const cfg_field client_ref_fields[] = {
+    {"kind", CFG_ENUM, 0, CFG_AT(raw_client_ref, kind), .en = client_ref_kind_enum,
+     .def = "ServiceAccount"},
+    {"name", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_client_ref, name)},
+    {"namespace", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_client_ref, ns),
+     .docdef = "the policy's namespace"},
+};
+static const cfg_schema client_ref_schema =
+    CFG_SCHEMA("ClientRef", raw_client_ref, client_ref_fields, NULL);
+
+static const cfg_field rl_override_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rl_override, rps), .min = 1,
+     .max = 1000000, .doc = "the bucket of each identity listed, instead of identity's"},
+    {"clientRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_rl_override, refs),
+     CFG_CNT(raw_rl_override, n_refs), .max = 64, .sub = &client_ref_schema},
+};
+static const cfg_schema rl_override_schema =
+    CFG_SCHEMA("Override", raw_rl_override, rl_override_fields, NULL);
+
+static const cfg_field rl_total_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rate_limit, total_rps), .min = 1,
+     .max = 1000000, .doc = RPS_DOC},
+};
+static const cfg_schema rl_total_schema = CFG_SCHEMA("Limit", raw_rate_limit, rl_total_fields, NULL);
+static const cfg_field rl_identity_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rate_limit, identity_rps), .min = 1,
+     .max = 1000000, .doc = RPS_DOC "; one bucket per caller identity"},
+};
+static const cfg_schema rl_identity_schema =
+    CFG_SCHEMA("Limit", raw_rate_limit, rl_identity_fields, NULL);
+
+static rete_rc rate_limit_check(cfg_ctx *ctx, void *obj)
+{
+    const raw_rate_limit *r = obj;
+    if (!r->has_total && !r->has_identity && !r->n_overrides)
+        return cfg_fail(ctx, "one of total, identity or overrides is required");
+    return RETE_OK;
+}
+
+static const cfg_field rate_limit_fields[] = {
+    {"selector", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_rate_limit, selector),
+     CFG_HAS(raw_rate_limit, has_selector), .sub = &selector_schema, .docdef = "whole namespace",
+     .doc = "rete: the workloads it applies to (Linkerd's targetRef names a Server)"},
+    {"port", CFG_INT, 0, CFG_AT(raw_rate_limit, port), .min = 1, .max = 65535,
+     .docdef = "every inbound port", .doc = "rete: the inbound (target) port it applies to"},
+    {"total", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rate_limit, has_total),
+     .sub = &rl_total_schema, .docdef = "none", .doc = "one bucket for every caller"},
+    {"identity", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rate_limit, has_identity),
+     .sub = &rl_identity_schema, .docdef = "none",
+     .doc = "a bucket per caller identity (mTLS SPIFFE ID; plaintext callers share one)"},
+    {"overrides", CFG_LIST, 0, CFG_AT(raw_rate_limit, overrides),
+     CFG_CNT(raw_rate_limit, n_overrides), .max = 64, .sub = &rl_override_schema},
+};
+const cfg_schema cfg_spec_rate_limit =
+    CFG_SCHEMA("HTTPLocalRateLimitPolicy", raw_rate_limit, rate_limit_fields, rate_limit_check);
 
 static const cfg_enum path_norm_enum[] = {
     {"NONE", RETE_PATH_NORM_NONE},

@@ -183,6 +183,29 @@ typedef struct raw_authz_from {
     rete_authz_rule source;
 } raw_authz_from;
 
+/* HTTPLocalRateLimitPolicy */
+typedef struct raw_client_ref {
+    int kind;
+    const char *name;
+    const char *ns;
+} raw_client_ref;
+
+typedef struct raw_rl_override {
+    uint32_t rps;
+    const raw_client_ref *refs;
+    size_t n_refs;
+} raw_rl_override;
+
+typedef struct raw_rate_limit {
+    raw_res hdr;
+    raw_selector selector;
+    bool has_selector, has_total, has_identity;
+    uint16_t port;
+    uint32_t total_rps, identity_rps;
+    const raw_rl_override *overrides;
+    size_t n_overrides;
+} raw_rate_limit;
+
 typedef struct raw_authz {
     raw_res hdr;
     raw_selector selector;

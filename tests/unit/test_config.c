@@ -583,6 +583,9 @@ static void test_refcount(void **state)
     PROXY_DOC "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                    \
               "metadata: {name: w, namespace: demo}\nspec: " spec "\n"
 
+#define RATE_LIMIT(spec)                                                                           \
+    PROXY_DOC "---\napiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\n"      \
+              "metadata: {name: rl, namespace: demo}\nspec: " spec "\n"
 #define PROXY_DOC_2                                                                                \
     "---\napiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: q, namespace: demo}\n"      \
     "spec: {serviceAccount: q}\n"
@@ -760,6 +763,15 @@ static const bad_case bad_cases[] = {
      "spec: {mtls: {mode: strict}}\n",
      1, "spec.mtls.mode", "must be one of UNSET, STRICT, PERMISSIVE, DISABLE"},
     {AUTHZ("{action: CUSTOM}"), 1, "spec.action", "must be one of ALLOW, DENY, AUDIT"},
+    {RATE_LIMIT("{port: 80}"), 1, "spec", "one of total, identity or overrides is required"},
+    {RATE_LIMIT("{total: {requestsPerSecond: 0}}"), 1, "spec.total.requestsPerSecond",
+     "between 1 and 1000000"},
+    {RATE_LIMIT("{overrides: [{requestsPerSecond: 5, clientRefs: []}]}"), 1,
+     "spec.overrides[0].clientRefs", "must not be empty"},
+    {RATE_LIMIT("{overrides: [{requestsPerSecond: 5, clientRefs: [{kind: Pod, name: x}]}]}"), 1,
+     "spec.overrides[0].clientRefs[0].kind", "must be one of ServiceAccount"},
+    {ROUTE("[{rateLimit: {requestsPerSecond: 0}}]"), 2, "spec.rules[0].rateLimit.requestsPerSecond",
+     "between 1 and 1000000"},
     {AUTHZ("{rules: [{from: [{}]}]}"), 1, "spec.rules[0].from[0].source", "required"},
     {AUTHZ("{rules: [{to: [{operation: {ports: [http]}}]}]}"), 1,
      "spec.rules[0].to[0].operation.ports[0]", "must be an integer"},

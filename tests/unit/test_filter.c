@@ -240,8 +240,9 @@ static void test_chain_order(void **state)
 {
     fixture *f = *state;
     assert_string_equal(names(&rete_chain_outbound),
-                        "route fault backend retry telemetry access-log");
-    assert_string_equal(names(&rete_chain_inbound), "inbound-port authz app telemetry access-log");
+                        "route rate-limit fault backend retry telemetry access-log");
+    assert_string_equal(names(&rete_chain_inbound),
+                        "inbound-port authz rate-limit app telemetry access-log");
     rete_exchange *ex = request(f, false, "GET", "api", "/");
     assert_ptr_equal(rete_filter_chain_of(ex), &rete_chain_outbound);
     ex = request(f, true, "GET", "api", "/");

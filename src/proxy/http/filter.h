@@ -6,10 +6,10 @@
  * request; what a filter keeps about a request lives in the exchange. The
  * chains are fixed arrays (dispatch.c):
  *
- *   outbound (the local app's requests):  route -> fault -> backend -> retry
- *                                           -> telemetry -> access log
- *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> app
- *                                           -> telemetry -> access log
+ *   outbound (the local app's requests):  route -> rate limit -> fault -> backend
+ *                                           -> retry -> telemetry -> access log
+ *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> rate limit
+ *                                           -> app -> telemetry -> access log
  *
  * Stages, in the order an exchange meets them (NULL: the filter skips it):
  *
@@ -123,6 +123,7 @@ size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, ret
                               const char *data, size_t len, bool end);
 
 extern const rete_filter rete_filter_route;        /* filter_route.c */
+extern const rete_filter rete_filter_rate_limit;   /* filter_ratelimit.c */
 extern const rete_filter rete_filter_fault;        /* filter_fault.c */
 extern const rete_filter rete_filter_backend;      /* filter_route.c */
 extern const rete_filter rete_filter_retry;        /* filter_retry.c */
