@@ -265,3 +265,22 @@ def test_inbound_rate_limit_grpc_resource_exhausted(net):
         ch.close()
     assert ok >= 2 and exhausted >= 10, (ok, exhausted)
     assert metric(n.web_host, "rete_proxy_rate_limited_total", limit="total") == exhausted
+
+
+def test_fault_delayed_request_body_arrives_whole(net):
+    """A POST held by a delay keeps its body (it waits in the request pipe,
+    bounded, its client held by flow control) and delivers all of it after."""
+    import hashlib
+    import json
+    rule = {"backendRefs": [backend("web")],
+            "fault": {"delay": {"percentage": {"value": 100}, "fixedDelay": "200ms"}}}
+    n = net([http_route("web", NS, "web", [rule])])
+    body = bytes(range(256)) * 1024  # 256 KiB: more than one pipe's worth
+    c = http.client.HTTPConnection(n.client_host, 15001, timeout=30)
+    c.request("POST", "/", body=body, headers={"Host": "web"})
+    r = c.getresponse()
+    echo = json.loads(r.read())
+    c.close()
+    assert r.status == 200
+    assert echo["body_bytes"] == len(body)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
