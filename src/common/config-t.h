@@ -190,6 +190,17 @@ typedef struct rete_retry_policy {
                                        PUT, DELETE, TRACE) on more than a connect failure */
 } rete_retry_policy;
 
+/* Fault injection (Istio VirtualService `fault`, as a rule field): shares
+ * are in parts per million of requests, drawn per request from the
+ * worker's PRNG. */
+typedef struct rete_fault_policy {
+    uint32_t delay_ppm;             /* requests delayed; 0 = no delay */
+    uint32_t delay_ms;              /* fixedDelay */
+    uint32_t abort_ppm;             /* requests aborted; 0 = no abort */
+    uint16_t abort_http;            /* httpStatus; 0 = grpcStatus is used */
+    int8_t abort_grpc;              /* grpcStatus code 0..16; -1 = httpStatus is used */
+} rete_fault_policy;
+
 typedef struct rete_http_rule {
     const rete_http_match *matches; /* none = match everything */
     size_t n_matches;
@@ -201,6 +212,8 @@ typedef struct rete_http_rule {
     uint32_t timeout_ms;            /* timeouts.request, 0 = none */
     uint32_t backend_timeout_ms;    /* timeouts.backendRequest, 0 = none */
     rete_retry_policy retry;
+    rete_fault_policy fault;        /* rete extension `fault`; zero = none */
+    uint32_t rate_limit_rps;        /* rete extension `rateLimit.requestsPerSecond`; 0 = none */
 } rete_http_rule;
 
 typedef struct rete_http_route {
@@ -294,6 +307,22 @@ typedef struct rete_authz_rule {    /* one `rules[]` entry: from AND to AND when
     size_t n_not_ports;
 } rete_authz_rule;
 
+/* HTTPLocalRateLimitPolicy (Linkerd's shape), resolved for this workload. */
+typedef struct rete_rate_override {
+    const char *identity;           /* a caller's SPIFFE ID */
+    uint32_t rps;
+} rete_rate_override;
+
+typedef struct rete_rate_limit_policy {
+    const char *name;
+    const char *ns;
+    uint16_t port;                  /* inbound port; 0 = every port */
+    uint32_t total_rps;             /* 0 = no total limit */
+    uint32_t identity_rps;          /* per caller identity; 0 = none (overrides still apply) */
+    const rete_rate_override *overrides;
+    size_t n_overrides;
+} rete_rate_limit_policy;
+
 typedef struct rete_authz_policy {
     const char *name;
     const char *ns;
@@ -382,6 +411,8 @@ typedef struct rete_config {
     size_t n_tables;
     const rete_authz_policy *authz; /* only policies that select this workload */
     size_t n_authz;
+    const rete_rate_limit_policy *rate_limits; /* only policies that select this workload */
+    size_t n_rate_limits;
 } rete_config;
 
 #endif

@@ -731,6 +731,98 @@ static const cfg_field retry_fields[] = {
 };
 static const cfg_schema retry_schema = CFG_SCHEMA("HTTPRouteRetry", raw_rule, retry_fields, NULL);
 
+/* fault (Istio HTTPFaultInjection, as a rule field) */
+
+/* Istio's Percent: a number 0..100 with at most 4 decimals (1e-4 % is one
+ * part per million, the PRNG's grain). */
+static rete_rc pct_check(cfg_ctx *ctx, void *obj)
+{
+    raw_pct *p = obj;
+    const char *s = p->value;
+    uint64_t whole = 0, frac = 0;
+    int digits = 0, fdigits = 0;
+    while (*s >= '0' && *s <= '9' && digits < 4)
+        whole = whole * 10 + (uint64_t)(*s++ - '0'), digits++;
+    if (*s == '.')
+        for (s++; *s >= '0' && *s <= '9' && fdigits < 5; fdigits++)
+            frac = frac * 10 + (uint64_t)(*s++ - '0');
+    if (!digits || *s || fdigits > 4 || whole > 100 || (whole == 100 && frac))
+        return cfg_fail_at(ctx, "value", "must be a number from 0 to 100 with at most 4 decimals");
+    while (fdigits++ < 4)
+        frac *= 10;
+    p->ppm = (uint32_t)(whole * 10000 + frac);
+    return RETE_OK;
+}
+
+static const cfg_field pct_fields[] = {
+    {"value", CFG_STR, CFG_REQUIRED, CFG_AT(raw_pct, value),
+     .doc = "percent of requests, 0..100, at most 4 decimals"},
+};
+static const cfg_schema pct_schema = CFG_SCHEMA("Percent", raw_pct, pct_fields, pct_check);
+
+static const cfg_field fault_delay_fields[] = {
+    {"percentage", CFG_OBJ, CFG_REQUIRED, .off = offsetof(raw_rule, delay_pct), .sub = &pct_schema},
+    {"fixedDelay", CFG_DURATION, CFG_REQUIRED, CFG_AT(raw_rule, r.fault.delay_ms), .min = 1,
+     .max = 3600000, .doc = "1ms..1h; a timer on the exchange, the worker goes on"},
+};
+static const cfg_schema fault_delay_schema =
+    CFG_SCHEMA("HTTPFaultInjection.Delay", raw_rule, fault_delay_fields, NULL);
+
+/* google.rpc.Code names (grpc/doc/statuscodes.md). */
+static const cfg_enum grpc_code_enum[] = {
+    {"OK", 0}, {"CANCELLED", 1}, {"UNKNOWN", 2}, {"INVALID_ARGUMENT", 3}, {"DEADLINE_EXCEEDED", 4},
+    {"NOT_FOUND", 5}, {"ALREADY_EXISTS", 6}, {"PERMISSION_DENIED", 7}, {"RESOURCE_EXHAUSTED", 8},
+    {"FAILED_PRECONDITION", 9}, {"ABORTED", 10}, {"OUT_OF_RANGE", 11}, {"UNIMPLEMENTED", 12},
+    {"INTERNAL", 13}, {"UNAVAILABLE", 14}, {"DATA_LOSS", 15}, {"UNAUTHENTICATED", 16}, {NULL, 0}};
+
+static const cfg_field fault_abort_fields[] = {
+    {"percentage", CFG_OBJ, CFG_REQUIRED, .off = offsetof(raw_rule, abort_pct), .sub = &pct_schema},
+    {"httpStatus", CFG_INT, 0, CFG_AT(raw_rule, abort_http), CFG_HAS(raw_rule, has_abort_http),
+     .min = 400, .max = 599, .docdef = "-", .doc = "the answer's status; exactly one of httpStatus "
+     "and grpcStatus (a gRPC request gets its gRPC mapping, e.g. 503 -> 14 UNAVAILABLE)"},
+    {"grpcStatus", CFG_ENUM, 0, CFG_AT(raw_rule, abort_grpc), CFG_HAS(raw_rule, has_abort_grpc),
+     .en = grpc_code_enum, .docdef = "-",
+     .doc = "answer HTTP 200 with this grpc-status (trailers-only)"},
+};
+static const cfg_schema fault_abort_schema =
+    CFG_SCHEMA("HTTPFaultInjection.Abort", raw_rule, fault_abort_fields, NULL);
+
+static const cfg_field fault_fields[] = {
+    {"delay", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_delay),
+     .sub = &fault_delay_schema, .docdef = "no delay"},
+    {"abort", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_abort),
+     .sub = &fault_abort_schema, .docdef = "no abort"},
+};
+static const cfg_schema fault_schema =
+    CFG_SCHEMA("HTTPFaultInjection", raw_rule, fault_fields, NULL);
+
+static rete_rc fault_finish(cfg_ctx *ctx, raw_rule *r)
+{
+    rete_fault_policy *f = &r->r.fault;
+    f->abort_grpc = -1;
+    if (r->has_delay)
+        f->delay_ppm = r->delay_pct.ppm;
+    else
+        f->delay_ms = 0;
+    if (!r->has_abort)
+        return RETE_OK;
+    if (r->has_abort_http == r->has_abort_grpc)
+        return cfg_fail_at(ctx, "fault.abort", "exactly one of httpStatus and grpcStatus is required");
+    f->abort_ppm = r->abort_pct.ppm;
+    f->abort_http = r->has_abort_http ? (uint16_t)r->abort_http : 0;
+    f->abort_grpc = r->has_abort_grpc ? (int8_t)r->abort_grpc : -1;
+    return RETE_OK;
+}
+
+/* rateLimit (a rule's local rate limit, outbound) */
+#define RPS_DOC "token bucket: refills at this rate, holds one second's worth (the burst)"
+static const cfg_field route_rate_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rule, r.rate_limit_rps), .min = 1,
+     .max = 1000000, .doc = RPS_DOC},
+};
+static const cfg_schema route_rate_schema =
+    CFG_SCHEMA("LocalRateLimit", raw_rule, route_rate_fields, NULL);
+
 /* Rule-level Gateway API rules shared by HTTP and gRPC rules. */
 static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
 {
@@ -768,7 +860,7 @@ static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
         r->r.retry.n_codes = CFG_ARRAY_LEN(default_codes);
     }
     r->r.retry.on_connect_failure = true;
-    return RETE_OK;
+    return fault_finish(ctx, r);
 }
 
 static rete_rc http_rule_check(cfg_ctx *ctx, void *obj)
@@ -785,7 +877,10 @@ static const cfg_field http_rule_fields[] = {
      .max = 16, .sub = &backend_ref_schema, .doc = "none (and no redirect): 500"},
     {"timeouts", CFG_OBJ, 0, .off = 0, .sub = &timeouts_schema},
     {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
-     .docdef = "no retries", .doc = "experimental Gateway API HTTPRouteRetry"},
+     .docdef = "no retries", .doc = "experimental Gateway API HTTPRouteRetry"},    {"fault", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &fault_schema, .docdef = "none",
+     .doc = "rete extension: Istio's HTTPFaultInjection (delay, abort) for chaos drills"},
+    {"rateLimit", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &route_rate_schema, .docdef = "none",
+     .doc = "rete extension: a token bucket on the rule's requests at this (the calling) proxy"},
 };
 static const cfg_schema http_rule_schema =
     CFG_SCHEMA("HTTPRouteRule", raw_rule, http_rule_fields, http_rule_check);
@@ -881,7 +976,10 @@ static const cfg_field grpc_rule_fields[] = {
     {"retry", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rule, has_retry), .sub = &retry_schema,
      .docdef = "no retries",
      .doc = "rete extension: as HTTPRoute's; also retries the gRPC statuses CANCELLED, "
-     "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE of a trailers-only response"},
+     "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE of a trailers-only response"},    {"fault", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &fault_schema, .docdef = "none",
+     .doc = "rete extension: Istio's HTTPFaultInjection (delay, abort) for chaos drills"},
+    {"rateLimit", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &route_rate_schema, .docdef = "none",
+     .doc = "rete extension: a token bucket on the rule's requests at this (the calling) proxy"},
 };
 static const cfg_schema grpc_rule_schema =
     CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);
@@ -1167,6 +1265,65 @@ static const cfg_field authz_fields[] = {
 };
 const cfg_schema cfg_spec_authz =
     CFG_SCHEMA("AuthorizationPolicy", raw_authz, authz_fields, NULL);
+
+/* ---- HTTPLocalRateLimitPolicy (Linkerd policy.linkerd.io/v1alpha1) ---- */
+
+static const cfg_enum client_ref_kind_enum[] = {{"ServiceAccount", 1}, {NULL, 0}};
+static const cfg_field client_ref_fields[] = {
+    {"kind", CFG_ENUM, 0, CFG_AT(raw_client_ref, kind), .en = client_ref_kind_enum,
+     .def = "ServiceAccount"},
+    {"name", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_client_ref, name)},
+    {"namespace", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_client_ref, ns),
+     .docdef = "the policy's namespace"},
+};
+static const cfg_schema client_ref_schema =
+    CFG_SCHEMA("ClientRef", raw_client_ref, client_ref_fields, NULL);
+
+static const cfg_field rl_override_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rl_override, rps), .min = 1,
+     .max = 1000000, .doc = "the bucket of each identity listed, instead of identity's"},
+    {"clientRefs", CFG_LIST, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_rl_override, refs),
+     CFG_CNT(raw_rl_override, n_refs), .max = 64, .sub = &client_ref_schema},
+};
+static const cfg_schema rl_override_schema =
+    CFG_SCHEMA("Override", raw_rl_override, rl_override_fields, NULL);
+
+static const cfg_field rl_total_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rate_limit, total_rps), .min = 1,
+     .max = 1000000, .doc = RPS_DOC},
+};
+static const cfg_schema rl_total_schema = CFG_SCHEMA("Limit", raw_rate_limit, rl_total_fields, NULL);
+static const cfg_field rl_identity_fields[] = {
+    {"requestsPerSecond", CFG_INT, CFG_REQUIRED, CFG_AT(raw_rate_limit, identity_rps), .min = 1,
+     .max = 1000000, .doc = RPS_DOC "; one bucket per caller identity"},
+};
+static const cfg_schema rl_identity_schema =
+    CFG_SCHEMA("Limit", raw_rate_limit, rl_identity_fields, NULL);
+
+static rete_rc rate_limit_check(cfg_ctx *ctx, void *obj)
+{
+    const raw_rate_limit *r = obj;
+    if (!r->has_total && !r->has_identity && !r->n_overrides)
+        return cfg_fail(ctx, "one of total, identity or overrides is required");
+    return RETE_OK;
+}
+
+static const cfg_field rate_limit_fields[] = {
+    {"selector", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_rate_limit, selector),
+     CFG_HAS(raw_rate_limit, has_selector), .sub = &selector_schema, .docdef = "whole namespace",
+     .doc = "rete: the workloads it applies to (Linkerd's targetRef names a Server)"},
+    {"port", CFG_INT, 0, CFG_AT(raw_rate_limit, port), .min = 1, .max = 65535,
+     .docdef = "every inbound port", .doc = "rete: the inbound (target) port it applies to"},
+    {"total", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rate_limit, has_total),
+     .sub = &rl_total_schema, .docdef = "none", .doc = "one bucket for every caller"},
+    {"identity", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_rate_limit, has_identity),
+     .sub = &rl_identity_schema, .docdef = "none",
+     .doc = "a bucket per caller identity (mTLS SPIFFE ID; plaintext callers share one)"},
+    {"overrides", CFG_LIST, 0, CFG_AT(raw_rate_limit, overrides),
+     CFG_CNT(raw_rate_limit, n_overrides), .max = 64, .sub = &rl_override_schema},
+};
+const cfg_schema cfg_spec_rate_limit =
+    CFG_SCHEMA("HTTPLocalRateLimitPolicy", raw_rate_limit, rate_limit_fields, rate_limit_check);
 
 static const cfg_enum path_norm_enum[] = {
     {"NONE", RETE_PATH_NORM_NONE},

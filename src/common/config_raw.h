@@ -117,8 +117,17 @@ typedef struct raw_grpc_match {
     size_t n_headers;
 } raw_grpc_match;
 
+/* An Istio Percent {value: 0..100, fractional} */
+typedef struct raw_pct {
+    const char *value;
+    uint32_t ppm; /* derived: parts per million */
+} raw_pct;
+
 typedef struct raw_rule {
     rete_http_rule r;
+    raw_pct delay_pct, abort_pct;
+    int abort_http, abort_grpc;
+    bool has_delay, has_abort, has_abort_http, has_abort_grpc;
     const raw_grpc_match *grpc_matches;
     size_t n_grpc_matches;
     const raw_filter *filters;
@@ -173,6 +182,29 @@ typedef struct raw_authz_rule {
 typedef struct raw_authz_from {
     rete_authz_rule source;
 } raw_authz_from;
+
+/* HTTPLocalRateLimitPolicy */
+typedef struct raw_client_ref {
+    int kind;
+    const char *name;
+    const char *ns;
+} raw_client_ref;
+
+typedef struct raw_rl_override {
+    uint32_t rps;
+    const raw_client_ref *refs;
+    size_t n_refs;
+} raw_rl_override;
+
+typedef struct raw_rate_limit {
+    raw_res hdr;
+    raw_selector selector;
+    bool has_selector, has_total, has_identity;
+    uint16_t port;
+    uint32_t total_rps, identity_rps;
+    const raw_rl_override *overrides;
+    size_t n_overrides;
+} raw_rate_limit;
 
 typedef struct raw_authz {
     raw_res hdr;

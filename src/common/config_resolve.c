@@ -536,6 +536,44 @@ static void resolve_authz(loader *l, const rete_workload *self)
     cfg->n_authz = n;
 }
 
+/* HTTPLocalRateLimitPolicy: those that select this workload (as
+ * AuthorizationPolicy does), overrides flattened to (SPIFFE ID, rate). */
+static void resolve_rate_limits(loader *l, const rete_workload *self)
+{
+    rete_config *cfg = l->cfg;
+    rete_rate_limit_policy *pol =
+        rete_arena_alloc(l->ctx.arena, (l->count[RETE_KIND_RATE_LIMIT] + 1) * sizeof(*pol));
+    size_t n = 0;
+    for (raw_res *r = l->head[RETE_KIND_RATE_LIMIT]; r; r = r->next) {
+        const raw_rate_limit *rl = (const raw_rate_limit *)r;
+        bool here = strcmp(r->meta.ns, cfg->proxy.ns) == 0;
+        bool root = strcmp(r->meta.ns, RETE_ROOT_NS) == 0;
+        bool selects = (here || root) &&
+                       (!rl->has_selector ||
+                        (self && labels_select(rl->selector.labels, rl->selector.n_labels,
+                                               self->labels, self->n_labels)));
+        if (!selects)
+            continue;
+        size_t total = 0;
+        for (size_t i = 0; i < rl->n_overrides; i++)
+            total += rl->overrides[i].n_refs;
+        rete_rate_override *ov = rete_arena_alloc(l->ctx.arena, (total + 1) * sizeof(*ov));
+        size_t k = 0;
+        for (size_t i = 0; i < rl->n_overrides; i++)
+            for (size_t j = 0; j < rl->overrides[i].n_refs; j++) {
+                const raw_client_ref *c = &rl->overrides[i].refs[j];
+                ov[k].identity = arena_printf(l->ctx.arena, RETE_SPIFFE_WORKLOAD_FMT,
+                                              cfg->proxy.trust_domain, c->ns ? c->ns : r->meta.ns,
+                                              c->name);
+                ov[k++].rps = rl->overrides[i].rps;
+            }
+        pol[n++] = (rete_rate_limit_policy){r->meta.name, r->meta.ns,  rl->port, rl->total_rps,
+                                            rl->identity_rps, ov,          k};
+    }
+    cfg->rate_limits = pol;
+    cfg->n_rate_limits = n;
+}
+
 rete_rc cfg_resolve(loader *l)
 {
     rete_config *cfg = l->cfg;
@@ -560,6 +598,7 @@ rete_rc cfg_resolve(loader *l)
     cfg->path_norm = mesh ? (rete_path_norm_mode)mesh->path_norm : RETE_PATH_NORM_BASE;
     cfg->outbound_policy = mesh ? (rete_outbound_policy)mesh->outbound_policy : RETE_OUTBOUND_ALLOW_ANY;
     resolve_authz(l, self);
+    resolve_rate_limits(l, self);
     rete_rc rc = rete_route_build_tables(cfg, l->ctx.arena);
     if (rc)
         return res_fail(l, -1, "", "building route tables: %s", rete_rc_str(rc));

@@ -150,6 +150,6 @@ void cfg_schema_markdown(FILE *out, const cfg_schema *s, const char *prefix);
  * (kinds.c). */
 extern const cfg_schema cfg_spec_proxy, cfg_spec_service, cfg_spec_workload, cfg_spec_http_route,
     cfg_spec_grpc_route, cfg_spec_tcp_route, cfg_spec_dr, cfg_spec_peer_authn, cfg_spec_authz,
-    cfg_spec_mesh, cfg_spec_workload_group;
+    cfg_spec_mesh, cfg_spec_workload_group, cfg_spec_rate_limit;
 
 #endif

@@ -84,6 +84,16 @@ const rete_kind rete_kinds[RETE_KIND_COUNT] = {
                          &cfg_spec_authz,
                          RETE_KC_POLICY,
                          "Istio AuthorizationPolicy (ALLOW, DENY, AUDIT)."},
+    [RETE_KIND_RATE_LIMIT] = {RETE_KIND_RATE_LIMIT,
+                              "HTTPLocalRateLimitPolicy",
+                              "httplocalratelimitpolicies",
+                              {"rl", NULL},
+                              {"policy.linkerd.io/v1alpha1"},
+                              &cfg_spec_rate_limit,
+                              RETE_KC_POLICY,
+                              "Linkerd's HTTPLocalRateLimitPolicy: token buckets on the inbound "
+                              "requests of the workloads it selects, in total and per caller "
+                              "identity (docs/traffic.md)."},
     [RETE_KIND_MESH] = {RETE_KIND_MESH,
                         "MeshConfig",
                         "meshconfigs",

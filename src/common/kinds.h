@@ -29,6 +29,7 @@ typedef enum rete_kind_id {
     RETE_KIND_AUTHZ,
     RETE_KIND_MESH,
     RETE_KIND_WORKLOAD_GROUP,
+    RETE_KIND_RATE_LIMIT,
     RETE_KIND_COUNT
 } rete_kind_id;
 

@@ -270,7 +270,7 @@ const rete_ctl_kind rete_ctl_kinds[] = {
     {&rete_kinds[RETE_KIND_WORKLOAD_GROUP],
      {{"SERVICE-ACCOUNT", false, wl_sa}, {"LABELS", false, wl_labels}}},
     {&rete_kinds[RETE_KIND_MESH],
-     {{"TRUST-DOMAIN", false, mc_td}, {"DEFAULT-MTLS", false, mc_mtls}}},
+     {{"TRUST-DOMAIN", false, mc_td}, {"DEFAULT-MTLS", false, mc_mtls}}},    {&rete_kinds[RETE_KIND_RATE_LIMIT], {{"SELECTOR", false, sel_labels}}},
 };
 const size_t rete_ctl_n_kinds = sizeof(rete_ctl_kinds) / sizeof(rete_ctl_kinds[0]);
 

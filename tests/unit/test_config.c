@@ -239,6 +239,11 @@ static void test_routes(void **state)
     assert_int_equal(r0->retry.n_codes, 1);
     assert_int_equal(r0->retry.codes[0], 503);
     assert_true(r0->retry.on_connect_failure);
+    assert_int_equal(r0->fault.delay_ppm, 125000);
+    assert_int_equal(r0->fault.delay_ms, 5);
+    assert_int_equal(r0->fault.abort_ppm, 1);
+    assert_int_equal(r0->fault.abort_http, 0);
+    assert_int_equal(r0->fault.abort_grpc, 14);
 
     const rete_http_rule *r1 = &r->rules[1];
     assert_int_equal(r1->matches[0].path.kind, RETE_MATCH_REGEX);
@@ -246,6 +251,8 @@ static void test_routes(void **state)
     assert_string_equal(r1->matches[0].method, "GET");
     assert_non_null(r1->matches[0].query[0].re);
     assert_int_equal(r1->retry.attempts, 0);
+    assert_int_equal(r1->fault.delay_ppm + r1->fault.abort_ppm, 0);
+    assert_int_equal(r1->fault.abort_grpc, -1);
     assert_int_equal(r1->backends[0].weight, 1);
 
     const rete_http_rule *r2 = &r->rules[2];
@@ -576,6 +583,9 @@ static void test_refcount(void **state)
     PROXY_DOC "---\napiVersion: networking.rete.dev/v1alpha1\nkind: Workload\n"                    \
               "metadata: {name: w, namespace: demo}\nspec: " spec "\n"
 
+#define RATE_LIMIT(spec)                                                                           \
+    PROXY_DOC "---\napiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\n"      \
+              "metadata: {name: rl, namespace: demo}\nspec: " spec "\n"
 #define PROXY_DOC_2                                                                                \
     "---\napiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: q, namespace: demo}\n"      \
     "spec: {serviceAccount: q}\n"
@@ -699,6 +709,20 @@ static const bad_case bad_cases[] = {
      "spec.rules[0].timeouts.backendRequest", "must not be greater"},
     {ROUTE("[{retry: {codes: [200]}}]"), 2, "spec.rules[0].retry.codes[0]", "between 400 and 599"},
     {ROUTE("[{retry: {backoff: 10x}}]"), 2, "spec.rules[0].retry.backoff", "invalid duration"},
+    {ROUTE("[{fault: {delay: {percentage: {value: 101}, fixedDelay: 1s}}}]"), 2,
+     "spec.rules[0].fault.delay.percentage.value", "from 0 to 100"},
+    {ROUTE("[{fault: {delay: {percentage: {value: 1.00001}, fixedDelay: 1s}}}]"), 2,
+     "spec.rules[0].fault.delay.percentage.value", "at most 4 decimals"},
+    {ROUTE("[{fault: {delay: {percentage: {value: 10}}}}]"), 2,
+     "spec.rules[0].fault.delay.fixedDelay", "required"},
+    {ROUTE("[{fault: {delay: {percentage: {value: 10}, fixedDelay: 2h}}}]"), 2,
+     "spec.rules[0].fault.delay.fixedDelay", "out of range"},
+    {ROUTE("[{fault: {abort: {percentage: {value: 10}}}}]"), 2, "spec.rules[0].fault.abort",
+     "exactly one of httpStatus and grpcStatus"},
+    {ROUTE("[{fault: {abort: {percentage: {value: 10}, httpStatus: 200}}}]"), 2,
+     "spec.rules[0].fault.abort.httpStatus", "between 400 and 599"},
+    {ROUTE("[{fault: {abort: {percentage: {value: 10}, grpcStatus: NOPE}}}]"), 2,
+     "spec.rules[0].fault.abort.grpcStatus", "must be one of"},
     {PROXY_DOC SVC_WEB ROUTE_HEAD "spec: {parentRefs: [{kind: Gateway, name: web}]}\n", 2,
      "spec.parentRefs[0].kind", "must be Service"},
     {PROXY_DOC SVC_WEB ROUTE_HEAD "spec: {rules: []}\n", 2, "spec.parentRefs", "required"},
@@ -739,6 +763,15 @@ static const bad_case bad_cases[] = {
      "spec: {mtls: {mode: strict}}\n",
      1, "spec.mtls.mode", "must be one of UNSET, STRICT, PERMISSIVE, DISABLE"},
     {AUTHZ("{action: CUSTOM}"), 1, "spec.action", "must be one of ALLOW, DENY, AUDIT"},
+    {RATE_LIMIT("{port: 80}"), 1, "spec", "one of total, identity or overrides is required"},
+    {RATE_LIMIT("{total: {requestsPerSecond: 0}}"), 1, "spec.total.requestsPerSecond",
+     "between 1 and 1000000"},
+    {RATE_LIMIT("{overrides: [{requestsPerSecond: 5, clientRefs: []}]}"), 1,
+     "spec.overrides[0].clientRefs", "must not be empty"},
+    {RATE_LIMIT("{overrides: [{requestsPerSecond: 5, clientRefs: [{kind: Pod, name: x}]}]}"), 1,
+     "spec.overrides[0].clientRefs[0].kind", "must be one of ServiceAccount"},
+    {ROUTE("[{rateLimit: {requestsPerSecond: 0}}]"), 2, "spec.rules[0].rateLimit.requestsPerSecond",
+     "between 1 and 1000000"},
     {AUTHZ("{rules: [{from: [{}]}]}"), 1, "spec.rules[0].from[0].source", "required"},
     {AUTHZ("{rules: [{to: [{operation: {ports: [http]}}]}]}"), 1,
      "spec.rules[0].to[0].operation.ports[0]", "must be an integer"},

@@ -120,6 +120,12 @@ typedef struct fixture {
     "301}}\n"                                                                                      \
     "    - matches: [{path: {type: PathPrefix, value: /api}}]\n"                                   \
     "      backendRefs: [{name: api, port: 80}]\n"                                                 \
+    "    - matches: [{path: {type: PathPrefix, value: /fault}}]\n"                                 \
+    "      backendRefs: [{name: api, port: 80}]\n"                                                 \
+    "      fault: {abort: {percentage: {value: 100}, httpStatus: 418}}\n"                          \
+    "    - matches: [{path: {type: PathPrefix, value: /grpcfault}}]\n"                             \
+    "      backendRefs: [{name: api, port: 80}]\n"                                                 \
+    "      fault: {abort: {percentage: {value: 100}, grpcStatus: UNAVAILABLE}}\n"                  \
     "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"                           \
     "metadata: {name: deny-admin, namespace: demo}\n"                                              \
     "spec: {action: DENY, rules: [{to: [{operation: {paths: [\"/admin*\"]}}]}]}\n"                 \
@@ -251,8 +257,10 @@ static const char *names(const rete_filter_chain *c)
 static void test_chain_order(void **state)
 {
     fixture *f = *state;
-    assert_string_equal(names(&rete_chain_outbound), "route retry telemetry access-log");
-    assert_string_equal(names(&rete_chain_inbound), "inbound-port authz app telemetry access-log");
+    assert_string_equal(names(&rete_chain_outbound),
+                        "route rate-limit fault backend retry telemetry access-log");
+    assert_string_equal(names(&rete_chain_inbound),
+                        "inbound-port authz rate-limit app telemetry access-log");
     rete_exchange *ex = request(f, false, "GET", "api", "/");
     assert_ptr_equal(rete_filter_chain_of(ex), &rete_chain_outbound);
     ex = request(f, true, "GET", "api", "/");
@@ -267,6 +275,32 @@ static void test_chain_order(void **state)
     assert_null(rete_filter_authz.on_finish);
     assert_non_null(rete_filter_telemetry.on_request_body);
     assert_null(rete_filter_access_log.on_request_body);
+}
+
+/* ---- fault ---- */
+
+/* A matched rule goes on to the filters before the backend; its fault's
+ * abort (100%) answers there with the configured status, or gRPC's shape. */
+static void test_fault_abort_answers_before_the_backend(void **state)
+{
+    fixture *f = *state;
+    rete_exchange *ex = request(f, false, "GET", "api", "/fault");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_NEXT);
+    assert_non_null(ex->route);
+    assert_int_equal(rete_filter_fault.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 418);
+    assert_int_equal(ex->error, RETE_EXE_FAULT);
+
+    ex = request(f, false, "GET", "api", "/grpcfault");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(rete_filter_fault.on_request(ex), RETE_FILTER_DONE);
+    assert_int_equal(f->side.status, 200);
+    assert_true(rete_view_eq(rete_msg_get(&ex->resp, RETE_VIEW_LIT("grpc-status")), RETE_VIEW_LIT("14")));
+
+    /* a rule without fault goes on */
+    ex = request(f, false, "GET", "api", "/api/x");
+    assert_int_equal(rete_filter_route.on_request(ex), RETE_FILTER_NEXT);
+    assert_int_equal(rete_filter_fault.on_request(ex), RETE_FILTER_NEXT);
 }
 
 /* ---- authz ---- */
@@ -711,6 +745,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_chain_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_abort_answers_before_the_backend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authz_denies_with_403_allows_with_next, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbound_port_from_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbound_port_from_connect_authority, setup, teardown),

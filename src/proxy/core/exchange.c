@@ -378,6 +378,8 @@ int rete_ex_error_status(rete_ex_error e)
     case RETE_EXE_DENIED: return 403;
     case RETE_EXE_BAD_REQUEST: return 400;
     case RETE_EXE_DOWNSTREAM_TIMEOUT: return 408;
+    case RETE_EXE_RATE_LIMITED: return 429;
+    case RETE_EXE_FAULT: return 503;
     case RETE_EXE_DOWNSTREAM_RESET:
     case RETE_EXE_NONE:
     default: return 502;
@@ -398,6 +400,8 @@ const char *rete_ex_error_flag(rete_ex_error e)
     case RETE_EXE_DENIED: return "RBAC";
     case RETE_EXE_BAD_REQUEST: return "DPE";
     case RETE_EXE_DOWNSTREAM_TIMEOUT: return "SI"; /* Envoy's stream idle timeout */
+    case RETE_EXE_FAULT: return "FI";
+    case RETE_EXE_RATE_LIMITED: return "RL";
     case RETE_EXE_NONE:
     default: return "-";
     }
@@ -480,9 +484,16 @@ static int grpc_status_for(int status)
 void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
                             const char *body, size_t len)
 {
+    rete_ex_local_response_with(ex, status, -1, false, NULL, 0, content_type, body, len);
+}
+
+void rete_ex_local_response_with(rete_exchange *ex, int status, int grpc_code, bool grpc_force,
+                                 const rete_view *hdrs_in, size_t n_in, const char *content_type,
+                                 const char *body, size_t len)
+{
     rete_view ct = rete_msg_get(&ex->req, RETE_VIEW_LIT("content-type"));
-    if (!rete_view_has_prefix(ct, RETE_VIEW_LIT("application/grpc"))) {
-        local_response(ex, status, content_type, body, len, RETE_VIEW_NULL, NULL, 0);
+    if (!grpc_force && !rete_view_has_prefix(ct, RETE_VIEW_LIT("application/grpc"))) {
+        local_response(ex, status, content_type, body, len, RETE_VIEW_NULL, hdrs_in, n_in);
         return;
     }
     /* A gRPC client learns why from grpc-status and grpc-message, as Envoy
@@ -499,11 +510,16 @@ void rete_ex_local_response(rete_exchange *ex, int status, const char *content_t
         else
             n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%%%02X", b);
     }
-    char code[8];
-    snprintf(code, sizeof(code), "%d", grpc_status_for(status));
-    rete_view hdrs[4] = {RETE_VIEW_LIT("grpc-status"), rete_ex_dup(ex, rete_view_cstr(code)),
-                         RETE_VIEW_LIT("grpc-message"), rete_ex_dup(ex, rete_view_make(msg, n))};
-    local_response(ex, 200, "application/grpc", NULL, 0, RETE_VIEW_NULL, hdrs, 4);
+    char code[12];
+    snprintf(code, sizeof(code), "%d", grpc_code >= 0 ? grpc_code : grpc_status_for(status));
+    rete_view hdrs[4 + 8] = {RETE_VIEW_LIT("grpc-status"), rete_ex_dup(ex, rete_view_cstr(code)),
+                             RETE_VIEW_LIT("grpc-message"), rete_ex_dup(ex, rete_view_make(msg, n))};
+    size_t nh = 4;
+    for (size_t i = 0; i + 1 < n_in && nh + 2 <= sizeof(hdrs) / sizeof(hdrs[0]); i += 2) {
+        hdrs[nh++] = hdrs_in[i];
+        hdrs[nh++] = hdrs_in[i + 1];
+    }
+    local_response(ex, 200, "application/grpc", NULL, 0, RETE_VIEW_NULL, hdrs, nh);
 }
 
 void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location)

@@ -102,6 +102,8 @@ typedef enum rete_ex_error {
     RETE_EXE_DENIED,          /* 403 */
     RETE_EXE_BAD_REQUEST,     /* 400 */
     RETE_EXE_DOWNSTREAM_TIMEOUT, /* SI: 408, the client stalled its request */
+    RETE_EXE_FAULT,           /* FI: the rule's fault.abort answered */
+    RETE_EXE_RATE_LIMITED,    /* RL: 429, a local rate limit */
 } rete_ex_error;
 
 struct rete_exchange {
@@ -214,6 +216,14 @@ void rete_ex_fail(rete_exchange *ex, rete_side side, rete_ex_error err, const ch
 /* Answer locally (404, 403, redirects, admin): becomes the upstream. */
 void rete_ex_local_response(rete_exchange *ex, int status, const char *content_type,
                             const char *body, size_t len);
+/* The same with extra response headers (n_hdrs views: name, value, ...;
+ * the views must live as long as the exchange) and, for a gRPC request
+ * (content-type application/grpc), grpc-status `grpc_code` (< 0: mapped
+ * from status as rete_ex_local_response does). grpc_force: answer in gRPC's
+ * trailers-only shape (HTTP 200) whatever the request's content-type. */
+void rete_ex_local_response_with(rete_exchange *ex, int status, int grpc_code, bool grpc_force,
+                                 const rete_view *hdrs, size_t n_hdrs, const char *content_type,
+                                 const char *body, size_t len);
 /* The same with an empty body and a Location header (copied). */
 void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location);
 

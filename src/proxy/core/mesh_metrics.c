@@ -37,6 +37,8 @@ static const char *const l_listener_reason[] = {"listener", "reason"};
 static const char *const l_timeout[] = {"timeout"};
 static const char *const l_cluster_timeout[] = {"cluster", "timeout"};
 static const char *const l_cluster_reason[] = {"cluster", "reason"};
+static const char *const l_kind[] = {"kind"};
+static const char *const l_limit[] = {"limit"};
 static const char *const l_action[] = {"action"};
 
 #define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
@@ -147,6 +149,11 @@ static const struct {
       "Retries not attempted because the retry budget was exhausted, by cluster."),
     F(access_log_dropped_total, "rete_proxy_access_log_dropped_total", C, NOLABELS,
       "Access log lines dropped because the writer was a full buffer behind."),
+    F(faults_injected_total, "rete_proxy_faults_injected_total", C, L(l_kind),
+      "Faults injected by a route rule's fault, by kind (delay, abort)."),
+    F(rate_limited_total, "rete_proxy_rate_limited_total", C, L(l_limit),
+      "Requests refused (429 or gRPC RESOURCE_EXHAUSTED) by a local rate limit, by limit (route: "
+      "an outbound rule's rateLimit; total, identity: an inbound HTTPLocalRateLimitPolicy)."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,
       "Requests and tunnels denied by AuthorizationPolicy."),
     F(outbound_unknown_total, "rete_proxy_outbound_unknown_destination_total", C, L(l_action),

@@ -48,11 +48,12 @@ void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, u
 /* ---- the chains (filter.h) ---- */
 
 static const rete_filter *const outbound_filters[] = {
-    &rete_filter_route, &rete_filter_retry, &rete_filter_telemetry, &rete_filter_access_log,
+    &rete_filter_route, &rete_filter_rate_limit, &rete_filter_fault,      &rete_filter_backend,
+    &rete_filter_retry, &rete_filter_telemetry,  &rete_filter_access_log,
 };
 static const rete_filter *const inbound_filters[] = {
-    &rete_filter_inbound_port, &rete_filter_authz, &rete_filter_app,
-    &rete_filter_telemetry,    &rete_filter_access_log,
+    &rete_filter_inbound_port, &rete_filter_authz,     &rete_filter_rate_limit,
+    &rete_filter_app,          &rete_filter_telemetry, &rete_filter_access_log,
 };
 /* The admin listener answers from admin.c; its exchanges are only counted
  * and logged. */
@@ -155,6 +156,19 @@ void rete_dispatch(rete_exchange *ex)
     }
     const rete_filter_chain *c = rete_filter_chain_of(ex);
     for (size_t i = 0; i < c->n; i++)
+        if (c->filters[i]->on_request && c->filters[i]->on_request(ex) == RETE_FILTER_DONE)
+            return;
+}
+
+void rete_filter_chain_resume(rete_exchange *ex, const rete_filter *after)
+{
+    if (ex->done)
+        return;
+    const rete_filter_chain *c = rete_filter_chain_of(ex);
+    size_t i = 0;
+    while (i < c->n && c->filters[i] != after)
+        i++;
+    for (i++; i < c->n; i++)
         if (c->filters[i]->on_request && c->filters[i]->on_request(ex) == RETE_FILTER_DONE)
             return;
 }

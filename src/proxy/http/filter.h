@@ -6,9 +6,10 @@
  * request; what a filter keeps about a request lives in the exchange. The
  * chains are fixed arrays (dispatch.c):
  *
- *   outbound (the local app's requests):  route -> retry -> telemetry -> access log
- *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> app
- *                                           -> telemetry -> access log
+ *   outbound (the local app's requests):  route -> rate limit -> fault -> backend
+ *                                           -> retry -> telemetry -> access log
+ *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> rate limit
+ *                                           -> app -> telemetry -> access log
  *
  * Stages, in the order an exchange meets them (NULL: the filter skips it):
  *
@@ -123,6 +124,9 @@ size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, ret
                               const char *data, size_t len, bool end);
 
 extern const rete_filter rete_filter_route;        /* filter_route.c */
+extern const rete_filter rete_filter_rate_limit;   /* filter_ratelimit.c */
+extern const rete_filter rete_filter_fault;        /* filter_fault.c */
+extern const rete_filter rete_filter_backend;      /* filter_route.c */
 extern const rete_filter rete_filter_retry;        /* filter_retry.c */
 extern const rete_filter rete_filter_inbound_port; /* filter_inbound.c */
 extern const rete_filter rete_filter_authz;        /* filter_authz.c */
@@ -151,6 +155,12 @@ extern rete_filter_chain rete_chain_inbound;
  * listeners, outbound otherwise (the admin listener's exchanges run only
  * its finish stages). */
 const rete_filter_chain *rete_filter_chain_of(const rete_exchange *ex);
+
+/* Go on with the on_request stages of the filters after `after` in ex's
+ * chain: for a filter that held the request (returned DONE without
+ * answering, e.g. a fault delay's timer) and now lets it go. Nothing runs
+ * when the exchange has ended. */
+void rete_filter_chain_resume(rete_exchange *ex, const rete_filter *after);
 
 /* Answer the request locally with a one-line text body (a tunnel is closed
  * instead: there is nothing to answer on a raw connection). */

@@ -222,7 +222,12 @@ static void unknown_destination(rete_exchange *ex)
     }
 }
 
-static void route(rete_exchange *ex)
+/* Match the request to a rule and apply the rule's request filters.
+ * Returns true when the request goes on to the rule's backends (ex->route
+ * set): the filters between this one and the backend filter run first
+ * (rate limit, fault, mirror); false when it is handled here (answered,
+ * redirected, or a tunnel sent on). */
+static bool route(rete_exchange *ex)
 {
     const rete_config *cfg = ex->gen->cfg;
     const rete_route_table *t = ex->table;
@@ -230,7 +235,7 @@ static void route(rete_exchange *ex)
         if (!ex->req.authority.len && !ex->orig_port) {
             ex->error = RETE_EXE_BAD_REQUEST;
             rete_filter_local_text(ex, 400, "request has no Host or :authority");
-            return;
+            return false;
         }
         t = rete_config_find_table(cfg, ex->req.authority, 80);
         if (!t) {
@@ -246,14 +251,14 @@ static void route(rete_exchange *ex)
             t = rete_config_find_by_addr(cfg, ex->orig_ip, ex->orig_port);
             if (!t) {
                 unknown_destination(ex);
-                return;
+                return false;
             }
         }
         if (!t) {
             ex->error = RETE_EXE_NO_ROUTE;
             rete_filter_local_text(ex, 404, "no service in the mesh is named \"%.*s\"", (int)ex->req.authority.len,
                        ex->req.authority.p);
-            return;
+            return false;
         }
         ex->table = t;
     }
@@ -264,10 +269,10 @@ static void route(rete_exchange *ex)
         if (!b) {
             ex->error = RETE_EXE_NO_ROUTE;
             rete_filter_local_text(ex, 500, "no backend");
-            return;
+            return false;
         }
         rete_route_try(ex, b->service, b->port ? b->port : t->port, -1);
-        return;
+        return false;
     }
     rete_route_request rr = {ex->req.method, ex->req.path, ex->req.headers, ex->req.n_headers};
     const rete_route_entry *e = rete_route_match(t, &rr);
@@ -276,7 +281,7 @@ static void route(rete_exchange *ex)
         rete_filter_local_text(ex, 404, "no route of service %s/%s matches %.*s %.*s", t->service->ns,
                    t->service->name, (int)ex->req.method.len, ex->req.method.p,
                    (int)ex->req.path.len, ex->req.path.p);
-        return;
+        return false;
     }
     ex->route = e;
     const rete_http_rule *rule = e->rule;
@@ -293,10 +298,10 @@ static void route(rete_exchange *ex)
             int n = rete_route_redirect_location(e, f, &rq, loc, sizeof(loc), &status);
             if (n < 0) {
                 rete_filter_local_text(ex, 500, "redirect could not be built");
-                return;
+                return false;
             }
             rete_ex_local_redirect(ex, status, rete_view_make(loc, (size_t)n));
-            return;
+            return false;
         }
         case RETE_FILTER_URL_REWRITE: {
             if (f->hostname)
@@ -309,7 +314,7 @@ static void route(rete_exchange *ex)
                 if (!path || rete_route_rewrite_path(e, f, ex->req.path, path, n + 1) != n) {
                     rete_filter_local_text(ex, 500, "route %s/%s: URLRewrite could not apply", e->route->ns,
                                e->route->name);
-                    return;
+                    return false;
                 }
                 ex->req.path = rete_view_make(path, n);
             }
@@ -320,22 +325,38 @@ static void route(rete_exchange *ex)
             break;
         }
     }
+    return true;
+}
+
+/* The backend filter: the rule's weighted backend, then the first try. */
+static rete_filter_verdict backend_request(rete_exchange *ex)
+{
+    const rete_route_entry *e = ex->route;
+    const rete_http_rule *rule = e->rule;
+    uint32_t rnd = (uint32_t)rete_worker_rand(ex->worker);
     const rete_backend_ref *b =
         rete_route_pick_backend(rule->backends, rule->n_backends, rule->total_weight, rnd);
     if (!b) {
-        rete_filter_local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns, e->route->name);
-        return;
+        rete_filter_local_text(ex, 500, "route %s/%s has no backend with weight", e->route->ns,
+                               e->route->name);
+        return RETE_FILTER_DONE;
     }
-    uint16_t port = b->port ? b->port : t->port;
+    uint16_t port = b->port ? b->port : ex->table->port;
     if (!ex->tunnel)
         rete_retry_begin(ex, rule, b->service, port);
     rete_route_try(ex, b->service, port, -1);
+    return RETE_FILTER_DONE;
 }
+
+const rete_filter rete_filter_backend = {
+    .name = "backend",
+    .on_request = backend_request,
+};
+
 
 static rete_filter_verdict route_request(rete_exchange *ex)
 {
-    route(ex);
-    return RETE_FILTER_DONE;
+    return route(ex) ? RETE_FILTER_NEXT : RETE_FILTER_DONE;
 }
 
 /* The matched rule's response header modifiers. */
