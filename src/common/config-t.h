@@ -92,7 +92,8 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     uint32_t max_pending_requests;         /* http.http1MaxPendingRequests, default 1024 */
     uint32_t max_requests;                 /* http.http2MaxRequests, default 1024 */
     uint32_t max_requests_per_connection;  /* 0 = unlimited */
-    uint32_t max_retries;                  /* concurrent retries, default 3 */
+    uint32_t max_retries;                  /* retries in flight, default UINT32_MAX (Istio's) */
+    uint32_t pending_timeout_ms;           /* http.pendingTimeout (rete), default 1000 */
     /* outlierDetection */
     uint32_t consecutive_5xx;              /* 0 = off */
     uint32_t outlier_interval_ms;

@@ -1109,8 +1109,10 @@ static const cfg_field lb_fields[] = {
 static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, lb_fields, lb_check);
 
 static const cfg_field pool_tcp_fields[] = {
-    {"maxConnections", CFG_INT, CFG_UNAPPLIED, CFG_AT(raw_dr, p.max_connections), .min = 1,
-     .max = UINT32_MAX, .def = "1024"},
+    {"maxConnections", CFG_INT, 0, CFG_AT(raw_dr, p.max_connections), .min = 1,
+     .max = UINT32_MAX, .def = "1024",
+     .doc = "upstream connections open to the service's endpoints, counted across every "
+     "worker of the proxy; at it a request waits for a connection (http1MaxPendingRequests)"},
     {"connectTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.connect_timeout_ms), .min = 1,
      .def = "10s",
      .doc = "each TCP connect to an endpoint (or its sidecar); then 503 `connect timeout`, "
@@ -1119,17 +1121,25 @@ static const cfg_field pool_tcp_fields[] = {
 static const cfg_schema pool_tcp_schema = CFG_SCHEMA("TCPSettings", raw_dr, pool_tcp_fields, NULL);
 
 static const cfg_field pool_http_fields[] = {
-    {"http1MaxPendingRequests", CFG_INT, CFG_UNAPPLIED, CFG_AT(raw_dr, p.max_pending_requests),
-     .min = 1, .max = UINT32_MAX, .def = "1024"},
+    {"http1MaxPendingRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_pending_requests), .min = 1,
+     .max = UINT32_MAX, .def = "1024",
+     .doc = "requests waiting for a connection (at maxConnections), per proxy, in a FIFO per "
+     "worker; over it: 503 `UO`"},
+    {"pendingTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.pending_timeout_ms), .min = 1,
+     .max = 600000, .def = "1s",
+     .doc = "rete extension: how long a request waits for a connection; then 503 `UO`"},
     {"http2MaxRequests", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests), .min = 1, .max = UINT32_MAX,
      .def = "1024",
-     .doc = "requests in flight to the service, counted per worker thread (not per proxy yet); "
+     .doc = "requests in flight to the service, counted across every worker of the proxy; "
      "over it: 503 `UO`"},
-    {"maxRequestsPerConnection", CFG_INT, CFG_UNAPPLIED,
-     CFG_AT(raw_dr, p.max_requests_per_connection), .min = 0, .max = UINT32_MAX, .def = "0"},
-    {"maxRetries", CFG_INT, CFG_UNAPPLIED, CFG_AT(raw_dr, p.max_retries), .min = 0,
-     .max = UINT32_MAX, .def = "3",
-     .doc = "retries are bounded by the retry budget instead (docs/traffic.md)"},
+    {"maxRequestsPerConnection", CFG_INT, 0, CFG_AT(raw_dr, p.max_requests_per_connection),
+     .min = 0, .max = UINT32_MAX, .def = "0",
+     .doc = "0 = unbounded; an upstream connection is retired (closed once idle) after this "
+     "many requests"},
+    {"maxRetries", CFG_INT, 0, CFG_AT(raw_dr, p.max_retries), .min = 0, .max = UINT32_MAX,
+     .def = "4294967295", .docdef = "4294967295 (unbounded, Istio's)",
+     .doc = "retries in flight to the service, per proxy; a retry over it is not made "
+     "(the retry budget bounds retries too)"},
 };
 static const cfg_schema pool_http_schema =
     CFG_SCHEMA("HTTPSettings", raw_dr, pool_http_fields, NULL);

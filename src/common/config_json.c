@@ -146,14 +146,15 @@ static json_t *json_rule(const rete_http_rule *r)
 static json_t *json_policy(const rete_traffic_policy *p)
 {
     return json_pack(
-        "{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "lb",
+        "{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "lb",
         NAME_OF(lb_names, p->lb), "hashOn", NAME_OF(hash_names, p->hash_on), "hashKey",
         json_str_or_null(p->hash_key), "ringSize", (json_int_t)p->ring_size, "maglevTableSize",
         (json_int_t)p->maglev_table_size, "maxConnections", (json_int_t)p->max_connections,
         "connectTimeoutMs", (json_int_t)p->connect_timeout_ms, "maxPendingRequests",
         (json_int_t)p->max_pending_requests, "maxRequests", (json_int_t)p->max_requests,
         "maxRequestsPerConnection", (json_int_t)p->max_requests_per_connection, "maxRetries",
-        (json_int_t)p->max_retries, "consecutive5xx", (json_int_t)p->consecutive_5xx, "intervalMs",
+        (json_int_t)p->max_retries, "pendingTimeoutMs", (json_int_t)p->pending_timeout_ms,
+        "consecutive5xx", (json_int_t)p->consecutive_5xx, "intervalMs",
         (json_int_t)p->outlier_interval_ms, "baseEjectionMs", (json_int_t)p->base_ejection_ms,
         "maxEjectionPercent", (json_int_t)p->max_ejection_percent);
 }

@@ -249,7 +249,7 @@ def test_circuit_breaker_limits_requests_in_flight(tmp_path):
     assert refused, codes
     assert all("circuit breaker open" in o for o in refused)
     m = curl(f"http://{env['admin']}/metrics").stdout.decode()
-    assert f"rete_proxy_circuit_breaker_rejections_total {len(refused)}" in m
+    assert f'rete_proxy_circuit_breaker_rejections_total{{limit="http2MaxRequests"}} {len(refused)}' in m
 
 
 def test_idle_keep_alive_connections_are_closed_after_idle_timeout(tmp_path):

@@ -192,7 +192,8 @@ static void test_services_and_endpoints(void **state)
     assert_int_equal(wp->max_pending_requests, 1024);
     assert_int_equal(wp->max_requests, 1024);
     assert_int_equal(wp->max_requests_per_connection, 0);
-    assert_int_equal(wp->max_retries, 3);
+    assert_int_equal(wp->max_retries, UINT32_MAX);
+    assert_int_equal(wp->pending_timeout_ms, 1000);
     assert_int_equal(wp->consecutive_5xx, 0);
     rete_config_unref(cfg);
 }
@@ -901,9 +902,11 @@ static void test_unapplied_fields_refused(void **state)
         }
         found += unapplied_walk(&k, k.schema, path, 0, flow, 0, false);
     }
-    /* connectionPool: maxConnections, http1MaxPendingRequests,
-     * maxRequestsPerConnection, maxRetries (issue 11) */
-    assert_true(found >= 4);
+    /* Issue 11's second slice applied the last fields marked so
+     * (connectionPool maxConnections, http1MaxPendingRequests,
+     * maxRequestsPerConnection, maxRetries): the walk stays, for the next
+     * field marked CFG_UNAPPLIED, and proves each refused. */
+    (void)found;
 }
 
 static void test_error_format(void **state)

@@ -3,11 +3,13 @@
  * idle list in the worker's pool; one request at a time per connection. */
 #include "h1_client.h"
 #include "alloc.h"
+#include "breaker.h"
 #include "exchange.h"
 #include "h1_out.h"
 #include "h1_parse.h"
 #include "io.h"
 #include "log.h"
+#include "upstream_wait.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -40,6 +42,11 @@ typedef struct rete_h1_client {
     rete_h1_body body;
     uint64_t body_left;
     rete_h1_chunked chunked;
+    /* Outbound to a Service: the breaker whose `connections` this one
+     * holds (NULL: not counted), and maxRequestsPerConnection (0: none). */
+    rete_breaker *breaker;
+    uint32_t max_requests;
+    uint32_t n_requests;
 } h1c;
 
 static const rete_side_ops h1c_ops;
@@ -157,10 +164,16 @@ static void h1c_done(h1c *c)
     rete_ex_end(ex, RETE_UPSTREAM);
     rete_ex_detach(ex, RETE_UPSTREAM);
     rete_h1_chunked_free(&c->chunked);
-    if (!c->keep_alive || !c->req_sent || c->len || c->pool->n_idle >= H1C_MAX_IDLE) {
+    /* Retired after maxRequestsPerConnection; and while requests of its
+     * Service wait for a connection anywhere in the proxy, an idle one
+     * would hold a slot they need: closed. */
+    if (!c->keep_alive || !c->req_sent || c->len || c->pool->n_idle >= H1C_MAX_IDLE ||
+        (c->max_requests && c->n_requests >= c->max_requests) ||
+        (c->breaker && rete_breaker_load(&c->breaker->pending))) {
         h1c_close(c);
         return;
     }
+    rete_upstream_wait_kick(c->worker);
     /* Back to the idle list; keep reading so a close by the app is seen. */
     c->idle = true;
     c->next_idle = c->pool->idle;
@@ -388,6 +401,10 @@ static void h1c_on_close(rete_io *io)
 {
     h1c *c = io->owner;
     c->pool->n_h1--;
+    if (c->breaker) {
+        rete_breaker_give(&c->breaker->connections);
+        rete_upstream_wait_kick(c->worker);
+    }
     rete_h1_chunked_free(&c->chunked);
     free(c->buf);
     free(c);
@@ -441,13 +458,15 @@ static const rete_side_ops h1c_ops = {
     .on_abort = h1c_on_abort,
 };
 
-void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port,
-                            uint32_t connect_timeout_ms)
+/* A connection for `ex`: an idle one of the pool, else a new one within
+ * the Service's maxConnections, else the request waits (upstream_wait.h). */
+static void h1c_start(rete_exchange *ex, const rete_upstream_target *t)
 {
     rete_worker *w = ex->worker;
     char key[96];
-    snprintf(key, sizeof(key), "h1|%s|%u", ip, port);
+    snprintf(key, sizeof(key), "h1|%s|%u", t->ip, t->port);
     rete_pool_entry *pool = rete_pool_get(w, key);
+    const rete_upstream_limits *lim = t->limits;
     h1c *c = pool->idle;
     if (c) {
         pool->idle = c->next_idle;
@@ -455,17 +474,28 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port,
         c->idle = false;
         c->next_idle = NULL;
     } else {
+        if (lim && !rete_breaker_take(&lim->breaker->connections, lim->max_connections)) {
+            rete_upstream_wait(ex, RETE_CODEC_H1_CLIENT, t);
+            return;
+        }
         c = rete_calloc(1, sizeof(*c));
         c->worker = w;
         c->pool = pool;
-        if (rete_io_connect(&c->io, &w->iol, ip, port, NULL, &h1c_io_cbs, c) < 0) {
+        if (rete_io_connect(&c->io, &w->iol, t->ip, t->port, NULL, &h1c_io_cbs, c) < 0) {
+            if (lim)
+                rete_breaker_give(&lim->breaker->connections);
             free(c);
             rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
             return;
         }
-        rete_io_connect_timeout(&c->io, connect_timeout_ms);
+        rete_io_connect_timeout(&c->io, t->connect_timeout_ms);
         pool->n_h1++;
+        if (lim) {
+            c->breaker = lim->breaker;
+            c->max_requests = lim->max_requests_per_connection;
+        }
     }
+    c->n_requests++;
     c->ex = ex;
     c->req_sent = c->head_done = c->resp_done = c->paused = c->got_bytes = false;
     c->len = 0;
@@ -479,12 +509,30 @@ void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port,
     }
 }
 
+void rete_h1_upstream_start(rete_exchange *ex, const char *ip, uint16_t port,
+                            uint32_t connect_timeout_ms)
+{
+    const rete_upstream_target t = {.ip = ip, .port = port, .connect_timeout_ms = connect_timeout_ms};
+    h1c_start(ex, &t);
+}
+
 static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
 {
-    rete_h1_upstream_start(ex, t->ip, t->port, t->connect_timeout_ms);
+    h1c_start(ex, t);
+}
+
+static void release_idle(rete_worker *w)
+{
+    for (rete_pool_entry *p = w->pools; p; p = p->next)
+        for (h1c *c = p->idle, *next; c; c = next) {
+            next = c->next_idle;
+            if (c->breaker && rete_breaker_load(&c->breaker->pending))
+                h1c_close(c);
+        }
 }
 
 const rete_codec rete_codec_h1_client = {
     .name = "http/1.1 client",
     .upstream_start = upstream_start,
+    .release_idle = release_idle,
 };

@@ -28,11 +28,13 @@
  * move timestamps; a deadline is late by at most one sweep interval. */
 #include "h2.h"
 #include "alloc.h"
+#include "breaker.h"
 #include "conn.h"
 #include "exchange.h"
 #include "h1_out.h"
 #include "io.h"
 #include "log.h"
+#include "upstream_wait.h"
 #include "worker.h"
 
 #include <nghttp2/nghttp2.h>
@@ -114,6 +116,13 @@ typedef struct rete_h2_conn {
     uint32_t n_premature;    /* server: of which it reset before the response was done */
     uint32_t held;           /* server: its requests in flight in circuit-breaker budgets */
     struct rete_h2_conn *next_dirty;
+    /* client, outbound to a Service: the breaker whose `connections` it
+     * holds (NULL: not counted); after max_requests requests (0: none) it
+     * leaves the pool and closes when its last stream ends. */
+    rete_breaker *breaker;
+    uint32_t max_requests;
+    uint32_t n_assigned;
+    bool retiring;
     char key[224];           /* client: its pool key */
     char client[160];        /* server: who it counts against (SPIFFE ID or source IP) */
 } rete_h2_conn;
@@ -825,6 +834,12 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         h2->n_open--;
         if (h2->pend_head)
             h2_flush(h2); /* a slot is free for a waiting request */
+        else if (h2->retiring && !h2->n_open && !h2->dead) {
+            /* maxRequestsPerConnection: its last request is done */
+            h2->dead = true;
+            nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR);
+            h2_flush(h2);
+        }
     }
     h2s_free(s);
     /* nghttp2 calls this from mem_recv/mem_send only, which run from the
@@ -1178,6 +1193,10 @@ static void h2_on_io_close(rete_io *io)
     }
     h2_fail_streams(h2, "connection closed");
     nghttp2_session_del(h2->session);
+    if (h2->breaker) {
+        rete_breaker_give(&h2->breaker->connections);
+        rete_upstream_wait_kick(h2->worker);
+    }
     rete_conn *c = h2->conn;
     free(h2);
     if (c)
@@ -1226,41 +1245,55 @@ void rete_h2_server_start(rete_conn *c, const char *data, size_t len)
         h2_flush(h2);
 }
 
-static rete_h2_conn *h2_client_get(rete_worker *w, const char *ip, uint16_t port, bool tls,
-                                   const char *expected_id, uint32_t connect_timeout_ms)
+/* The pooled connection to t's address, or a new one within the Service's
+ * maxConnections. NULL with *full set: at the limit (the caller queues the
+ * request); NULL otherwise: it could not be opened. */
+static rete_h2_conn *h2_client_get(rete_worker *w, const rete_upstream_target *t, bool *full)
 {
     char key[224];
-    snprintf(key, sizeof(key), "%s|%s|%u|%s", tls ? "mesh" : "h2c", ip, port,
-             expected_id ? expected_id : "");
+    snprintf(key, sizeof(key), "%s|%s|%u|%s", t->tls ? "mesh" : "h2c", t->ip, t->port,
+             t->expected_id ? t->expected_id : "");
+    *full = false;
     rete_pool_entry *pool = rete_pool_get(w, key);
     if (pool->h2 && !pool->h2->dead)
         return pool->h2;
+    const rete_upstream_limits *lim = t->limits;
+    if (lim && !rete_breaker_take(&lim->breaker->connections, lim->max_connections)) {
+        *full = true;
+        return NULL;
+    }
     rete_h2_conn *h2 = rete_calloc(1, sizeof(*h2));
     h2->worker = w;
     h2->pool = pool;
     h2->io = &h2->own_io;
-    h2->tls = tls;
+    h2->tls = t->tls;
     snprintf(h2->key, sizeof(h2->key), "%s", key);
     rete_tls_session *sess = NULL;
-    if (tls) {
-        sess = rete_tls_session_new_client(w->gen->tls->mesh_client, expected_id, NULL);
-        if (!sess) {
-            free(h2);
-            return NULL;
-        }
+    if (t->tls) {
+        sess = rete_tls_session_new_client(w->gen->tls->mesh_client, t->expected_id, NULL);
+        if (!sess)
+            goto fail;
     }
     nghttp2_session_client_new2(&h2->session, h2_callbacks(), h2, h2_options());
     h2_send_settings(h2, 1024);
-    if (rete_io_connect(h2->io, &w->iol, ip, port, sess, &h2_io_cbs, h2) < 0) {
+    if (rete_io_connect(h2->io, &w->iol, t->ip, t->port, sess, &h2_io_cbs, h2) < 0) {
         if (sess)
             rete_tls_session_free(sess);
         nghttp2_session_del(h2->session);
-        free(h2);
-        return NULL;
+        goto fail;
     }
-    rete_io_connect_timeout(h2->io, connect_timeout_ms);
+    rete_io_connect_timeout(h2->io, t->connect_timeout_ms);
+    if (lim) {
+        h2->breaker = lim->breaker;
+        h2->max_requests = lim->max_requests_per_connection;
+    }
     pool->h2 = h2;
     return h2;
+fail:
+    if (lim)
+        rete_breaker_give(&lim->breaker->connections);
+    free(h2);
+    return NULL;
 }
 
 /* Hand one waiting request to nghttp2. Returns false when nghttp2 refused
@@ -1329,17 +1362,28 @@ static void h2_submit_pending(rete_h2_conn *h2)
     }
 }
 
-void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
-                            uint32_t connect_timeout_ms, const char *expected_id)
+static void h2_upstream(rete_exchange *ex, const rete_upstream_target *t)
 {
-    rete_h2_conn *h2 = h2_client_get(ex->worker, ip, port, tls, expected_id, connect_timeout_ms);
+    bool full;
+    rete_h2_conn *h2 = h2_client_get(ex->worker, t, &full);
     if (!h2) {
-        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot open upstream connection");
+        if (full)
+            rete_upstream_wait(ex, RETE_CODEC_H2, t);
+        else
+            rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot open upstream connection");
         return;
     }
     if (h2->n_pending >= H2_CLIENT_MAX_PENDING) {
         rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_OVERFLOW, "too many requests waiting for the upstream connection");
         return;
+    }
+    if (h2->max_requests && ++h2->n_assigned >= h2->max_requests) {
+        /* maxRequestsPerConnection: this is its last request; the next
+         * one opens another connection. */
+        h2->retiring = true;
+        if (h2->pool && h2->pool->h2 == h2)
+            h2->pool->h2 = NULL;
+        h2->pool = NULL;
     }
     h2s *s = h2s_new(h2, ex);
     ex->ops[RETE_UPSTREAM] = &h2_us_ops;
@@ -1359,15 +1403,41 @@ void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bo
     h2_flush(h2);
 }
 
+void rete_h2_upstream_start(rete_exchange *ex, const char *ip, uint16_t port, bool tls,
+                            uint32_t connect_timeout_ms, const char *expected_id)
+{
+    const rete_upstream_target t = {.ip = ip, .port = port, .tls = tls,
+                                    .expected_id = expected_id,
+                                    .connect_timeout_ms = connect_timeout_ms};
+    h2_upstream(ex, &t);
+}
+
 static void upstream_start(rete_exchange *ex, const rete_upstream_target *t)
 {
-    rete_h2_upstream_start(ex, t->ip, t->port, t->tls, t->connect_timeout_ms, t->expected_id);
+    h2_upstream(ex, t);
+}
+
+/* A pooled client connection with no request holds a slot that requests
+ * of its Service wait for: goodbye (GOAWAY, closed once written). */
+static void release_idle(rete_worker *w)
+{
+    for (rete_pool_entry *p = w->pools; p; p = p->next) {
+        rete_h2_conn *h2 = p->h2;
+        if (!h2 || h2->dead || h2->n_open || h2->pend_head || !h2->ready || !h2->breaker ||
+            !rete_breaker_load(&h2->breaker->pending))
+            continue;
+        h2->dead = true;
+        p->h2 = NULL;
+        nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
+        h2_flush(h2);
+    }
 }
 
 const rete_codec rete_codec_h2 = {
     .name = "http/2",
     .server_start = rete_h2_server_start,
     .upstream_start = upstream_start,
+    .release_idle = release_idle,
     .flush_all = rete_h2_flush_all,
     .thread_cleanup = rete_h2_thread_cleanup,
 };

@@ -28,6 +28,20 @@ typedef enum rete_codec_id {
     RETE_CODEC_N,
 } rete_codec_id;
 
+struct rete_breaker;
+
+/* The connection-pool limits of the Service an outbound request goes to
+ * (DestinationRule connectionPool; docs/traffic.md), one per Service per
+ * generation (rete_gen_limits). Counts are in `breaker`, shared by every
+ * worker. */
+typedef struct rete_upstream_limits {
+    struct rete_breaker *breaker;
+    uint32_t max_connections;             /* tcp.maxConnections */
+    uint32_t max_pending;                 /* http.http1MaxPendingRequests */
+    uint32_t pending_timeout_ms;          /* http.pendingTimeout */
+    uint32_t max_requests_per_connection; /* http.maxRequestsPerConnection, 0: unbounded */
+} rete_upstream_limits;
+
 /* Where an upstream codec connects: the address, whether to speak mesh TLS
  * and the SPIFFE ID the peer must present (h2 only; others ignore both). */
 typedef struct rete_upstream_target {
@@ -39,6 +53,10 @@ typedef struct rete_upstream_target {
      * outbound side uses the Service's DestinationRule
      * connectionPool.tcp.connectTimeout (default 10 s). */
     uint32_t connect_timeout_ms;
+    /* Outbound to a Service: its pool limits (a new connection is opened
+     * only within max_connections, else the request waits, see
+     * rete_upstream_wait). NULL: unbounded (inbound, passthrough). */
+    const rete_upstream_limits *limits;
 } rete_upstream_target;
 
 typedef struct rete_codec {
@@ -52,6 +70,11 @@ typedef struct rete_codec {
     /* Write what the codec queued during this loop turn (worker.c calls it
      * after I/O callbacks and before blocking). NULL: nothing queued. */
     void (*flush_all)(struct rete_worker *w);
+    /* Close the calling worker's idle upstream connections that hold a
+     * connection slot of a Service whose requests wait for one
+     * (upstream_wait.h): an idle connection on one worker must not starve
+     * the requests queued on another. NULL: the codec pools none. */
+    void (*release_idle)(struct rete_worker *w);
     /* Free the calling worker thread's per-thread state at its exit. */
     void (*thread_cleanup)(void);
 } rete_codec;

@@ -23,6 +23,7 @@
 #define RETE_PROXY_EXCHANGE_H
 
 #include "arena.h"
+#include "codec.h"
 #include "config-t.h"
 #include "metrics.h"
 #include "view.h"
@@ -142,7 +143,16 @@ struct rete_exchange {
     const rete_route_entry *route;
     const rete_service *service;
     int endpoint;                  /* index in service->endpoints, -1 */
-    bool in_flight;                /* counted in gen->in_flight[service] */
+    bool in_flight;                /* counted in the service's breaker (requests) */
+    /* Outbound to a Service: its pool limits, passed to the upstream codec
+     * (rete_filter_upstream); NULL: none. */
+    const struct rete_upstream_limits *limits;
+    /* Waiting for an upstream connection (upstream_wait.c). */
+    bool waiting;
+    rete_codec_id wait_codec;
+    rete_upstream_target wait_target;
+    uint64_t wait_deadline;        /* uv_hrtime ns: pendingTimeout from the first wait */
+    rete_exchange *wait_next, *wait_prev;
     uint32_t *ds_held;             /* HTTP/2 downstream: its connection's count of requests
                                       in flight in circuit-breaker budgets (fair share,
                                       dispatch.c); NULL once counted out or for HTTP/1.1 */

@@ -31,6 +31,7 @@ static const char *const l_listener[] = {"listener"};
 static const char *const l_code_class[] = {"code_class"};
 static const char *const l_result[] = {"result"};
 static const char *const l_reason[] = {"reason"};
+static const char *const l_limit[] = {"limit"};
 static const char *const l_cluster[] = {"cluster"};
 static const char *const l_version[] = {"version"};
 static const char *const l_listener_reason[] = {"listener", "reason"};
@@ -38,7 +39,6 @@ static const char *const l_timeout[] = {"timeout"};
 static const char *const l_cluster_timeout[] = {"cluster", "timeout"};
 static const char *const l_cluster_reason[] = {"cluster", "reason"};
 static const char *const l_kind[] = {"kind"};
-static const char *const l_limit[] = {"limit"};
 static const char *const l_action[] = {"action"};
 
 #define HTTP rete_mesh_labels, RETE_MESH_HTTP_NLABELS
@@ -136,8 +136,10 @@ static const struct {
       "Upstream tries cut by a timeout, by cluster and timeout (connect: "
       "connectionPool.tcp.connectTimeout, per_try: timeouts.backendRequest, request: "
       "timeouts.request)."),
-    F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C, NOLABELS,
-      "Requests refused by a connection-pool limit (circuit breaking)."),
+    F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C,
+      L(l_limit),
+      "Requests (maxRetries: retries) refused by a connection-pool limit, by limit "
+      "(http2MaxRequests, http1MaxPendingRequests, pendingTimeout, maxRetries, connection_share)."),
     F(h2_abuse_total, "rete_proxy_h2_abuse_total", C, L(l_reason),
       "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),

@@ -81,7 +81,9 @@ void rete_proxy_metrics_init(rete_proxy *p)
         s->timeouts[i] = fixed(p, mm->downstream_timeouts_total, timeout_names[i]);
     s->parse_errors = fixed(p, mm->http_parse_errors_total, NULL);
     s->mesh_refused = fixed(p, mm->mesh_refused_total, NULL);
-    s->cb_rejections = fixed(p, mm->circuit_breaker_rejections_total, NULL);
+    for (int i = 0; i < RETE_BREAKER_N; i++)
+        s->cb_rejections[i] = fixed(p, mm->circuit_breaker_rejections_total,
+                                    rete_breaker_limit_name((rete_breaker_limit)i));
     static const char *const h2_abuse_reasons[RETE_H2_ABUSE_N] = {
         "rapid_reset", "rapid_reset_client", "budget_share"};
     for (int i = 0; i < RETE_H2_ABUSE_N; i++)

@@ -9,6 +9,7 @@
 #include "proxy.h"
 #include "route.h"
 #include "exchange.h"
+#include "upstream_wait.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -28,7 +29,7 @@ rete_gen *rete_gen_new(rete_config *cfg, rete_tls_set *tls)
     g->tls = tls;
     atomic_fetch_add(&tls->refs, 1);
     g->lbs = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->lbs));
-    g->in_flight = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->in_flight));
+    g->limits = rete_calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*g->limits));
     g->users = 1; /* the worker's own reference */
     const rete_proxy_spec *ps = &cfg->proxy;
     for (size_t i = 0; i < cfg->n_workloads && !g->self; i++)
@@ -67,7 +68,7 @@ void rete_gen_release(rete_worker *w, rete_gen *g)
         if (g->lbs[i])
             rete_lb_free(&g->lbs[i]);
     free(g->lbs);
-    free(g->in_flight);
+    free(g->limits);
     const rete_request_path *rp = rete_request_path_get();
     if (rp && rp->gen_free)
         rp->gen_free(g);
@@ -84,6 +85,25 @@ struct rete_lb *rete_gen_lb(rete_gen *g, const rete_service *svc)
     if (!g->lbs[i])
         g->lbs[i] = rete_lb_new(svc, (uint64_t)(uintptr_t)g ^ (i * 0x9E3779B97F4A7C15ULL));
     return g->lbs[i];
+}
+
+const rete_upstream_limits *rete_gen_limits(rete_gen *g, const rete_service *svc)
+{
+    size_t i = (size_t)(svc - g->cfg->services);
+    if (i >= g->cfg->n_services)
+        return NULL;
+    rete_upstream_limits *l = &g->limits[i];
+    if (!l->breaker) {
+        const rete_traffic_policy *p = &svc->policy;
+        *l = (rete_upstream_limits){
+            .breaker = rete_breaker_of(svc->fqdn),
+            .max_connections = p->max_connections,
+            .max_pending = p->max_pending_requests,
+            .pending_timeout_ms = p->pending_timeout_ms,
+            .max_requests_per_connection = p->max_requests_per_connection,
+        };
+    }
+    return l;
 }
 
 /* ---- pools ---- */
@@ -299,6 +319,8 @@ static void on_wakeup(uv_async_t *a)
 {
     rete_worker *w = a->data;
     take_incoming(w);
+    if (atomic_exchange(&w->release_idle, false))
+        rete_upstream_release_idle(w);
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;
         for (size_t i = 0; i < w->n_listeners; i++)
@@ -373,6 +395,7 @@ int rete_worker_start(rete_worker *w)
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    rete_upstream_wait_init(w);
     uv_check_init(&w->loop, &w->flush_check);
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, on_flush_check);

@@ -9,6 +9,7 @@
 #ifndef RETE_PROXY_WORKER_H
 #define RETE_PROXY_WORKER_H
 
+#include "breaker.h"
 #include "config-t.h"
 #include "io.h"
 #include "mesh_metrics.h"
@@ -40,7 +41,7 @@ typedef struct rete_gen {
     rete_config *cfg;
     rete_tls_set *tls;
     struct rete_lb **lbs;       /* one per cfg->services[i], built lazily */
-    uint32_t *in_flight;        /* requests in flight per service (circuit breaking) */
+    struct rete_upstream_limits *limits; /* one per cfg->services[i] (circuit breaking), lazily */
     unsigned users;             /* exchanges and connections using this generation */
     bool retired;
     /* for metric labels, found once per snapshot */
@@ -119,7 +120,7 @@ typedef struct rete_proxy_series {
     rete_metric timeouts[RETE_TIMEOUT_N];          /* rete_timeout_kind */
     rete_metric parse_errors;
     rete_metric mesh_refused;       /* handshake or identity refusals */
-    rete_metric cb_rejections;      /* refused by a connection-pool limit */
+    rete_metric cb_rejections[RETE_BREAKER_N]; /* refused by a connection-pool limit */
     rete_metric h2_abuse[RETE_H2_ABUSE_N]; /* rete_proxy_h2_abuse_total{reason} */
     rete_metric authz_denied;       /* requests and tunnels denied by AuthorizationPolicy */
     rete_metric access_log_dropped; /* lines the access log's writer had no room for */
@@ -142,6 +143,8 @@ typedef struct rete_worker {
     uv_thread_t thread;
     uv_async_t wakeup;
     uv_timer_t drain_timer;
+    uv_timer_t wait_timer;          /* the pending queue's poll (upstream_wait.c) */
+    struct rete_exchange *wait_head, *wait_tail; /* requests waiting for a connection */
     _Atomic(rete_gen *) incoming;   /* set by the main thread, taken by the worker */
     rete_gen *gen;                  /* current generation */
     rete_listener *listeners;
@@ -157,6 +160,7 @@ typedef struct rete_worker {
     uint64_t rng;
     bool draining;
     atomic_bool drain_requested;
+    atomic_bool release_idle;       /* another worker's requests wait: rete_upstream_release_idle */
     atomic_bool stopped;
     uint64_t drain_deadline;
     uint64_t drain_quiet_since;     /* nothing in flight since (loop ms), 0 = busy */
@@ -203,5 +207,8 @@ void rete_worker_drain(rete_worker *w);
 /* Pools. */
 rete_pool_entry *rete_pool_get(rete_worker *w, const char *key);
 struct rete_lb *rete_gen_lb(rete_gen *g, const rete_service *svc);
+/* The pool limits of `svc` (a Service of g's snapshot) with its proxy-wide
+ * counters; NULL when svc is not one of g's. */
+const struct rete_upstream_limits *rete_gen_limits(rete_gen *g, const rete_service *svc);
 
 #endif

@@ -41,7 +41,8 @@ void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, u
                                     .port = port,
                                     .tls = tls,
                                     .expected_id = expected_id,
-                                    .connect_timeout_ms = connect_timeout_ms};
+                                    .connect_timeout_ms = connect_timeout_ms,
+                                    .limits = ex->limits};
     rete_codec_get(id)->upstream_start(ex, &t);
 }
 

@@ -16,6 +16,8 @@
 #include "retry.h"
 #include "filter.h"
 #include "alloc.h"
+#include "breaker.h"
+#include "codec.h"
 #include "config.h"
 #include "hash.h"
 #include "log.h"
@@ -125,6 +127,8 @@ typedef struct rete_try_state {
     size_t replay_len, replay_cap;
     uint64_t req_deadline, try_deadline, backoff_due; /* uv_hrtime ns, 0: none */
     budget *budget;
+    rete_breaker *breaker; /* holds one of its `retries` while retry_held */
+    bool retry_held;
 } rete_try_state;
 
 /* The request header a client sends to get the attempt count back, in the
@@ -230,10 +234,25 @@ static bool may_retry(rete_exchange *ex, bool needs_method, const char *reason)
     uint64_t now = uv_hrtime();
     if (ts->req_deadline && now >= ts->req_deadline)
         return false;
+    /* DestinationRule connectionPool.http.maxRetries: retries in flight to
+     * the Service, across the proxy. A retry is in flight from here until
+     * the request's next retry decision or its end. */
+    if (ts->retry_held) {
+        rete_breaker_give(&ts->breaker->retries);
+        ts->retry_held = false;
+    }
+    const rete_upstream_limits *lim = rete_gen_limits(ex->gen, ts->svc);
+    if (!rete_breaker_take(&lim->breaker->retries, ts->svc->policy.max_retries)) {
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_MAX_RETRIES], 1);
+        return false;
+    }
     if (!budget_withdraw(ts->budget, now)) {
+        rete_breaker_give(&lim->breaker->retries);
         rete_telemetry_retry_budget_exhausted(ex->worker, ts->svc);
         return false;
     }
+    ts->breaker = lim->breaker;
+    ts->retry_held = true;
     rete_telemetry_retry(ex->worker, ts->svc, reason);
     return true;
 }
@@ -427,6 +446,10 @@ static void retry_finish(rete_exchange *ex, const rete_filter_end *end)
     rete_try_state *ts = ex->try_state;
     if (!ts)
         return;
+    if (ts->retry_held) {
+        rete_breaker_give(&ts->breaker->retries);
+        ts->retry_held = false;
+    }
     free(ts->replay);
     ts->replay = NULL;
     ts->replay_len = ts->replay_cap = 0;

@@ -8,6 +8,8 @@
 #include "filter.h"
 #include "dispatch.h"
 #include "alloc.h"
+#include "breaker.h"
+#include "codec.h"
 #include "config.h"
 #include "lb.h"
 #include "log.h"
@@ -91,33 +93,36 @@ void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, i
         return;
     }
     /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests):
-     * requests in flight to the service, counted per worker. */
-    size_t si = (size_t)(svc - ex->gen->cfg->services);
+     * requests in flight to the service, counted across the proxy's
+     * workers (breaker.h). */
+    const rete_upstream_limits *lim = rete_gen_limits(ex->gen, svc);
+    rete_breaker *br = lim->breaker;
     /* Fair share (docs/security.md): once half of the budget is in use, an
      * HTTP/2 downstream connection that already holds 1/64 of it (at least
      * one) is refused, so a few connections of stalled streams cannot take
      * the whole budget from every other caller. */
     uint32_t max = svc->policy.max_requests;
     uint32_t share = max / 64 ? max / 64 : 1;
-    if (ex->ds_held && *ex->ds_held >= share && ex->gen->in_flight[si] >= max / 2) {
+    if (ex->ds_held && *ex->ds_held >= share && rete_breaker_load(&br->requests) >= max / 2) {
         ex->error = RETE_EXE_OVERFLOW;
-        rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_SHARE], 1);
         rete_stat(ex->worker, ex->worker->ms.h2_abuse[RETE_H2_ABUSE_BUDGET_SHARE], 1);
         rete_filter_local_text(ex, 503, "circuit breaker: this connection holds its share (%u) of the %u requests "
                    "allowed in flight to %s/%s", share, max, svc->ns, svc->name);
         return;
     }
-    if (ex->gen->in_flight[si] >= svc->policy.max_requests) {
+    if (!rete_breaker_take(&br->requests, max)) {
         ex->error = RETE_EXE_OVERFLOW;
-        rete_stat(ex->worker, ex->worker->ms.cb_rejections, 1);
-        rete_filter_local_text(ex, 503, "circuit breaker open: %u requests in flight to %s/%s", ex->gen->in_flight[si],
-                   svc->ns, svc->name);
+        rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_MAX_REQUESTS], 1);
+        rete_filter_local_text(ex, 503, "circuit breaker open: %u requests in flight to %s/%s "
+                               "(http2MaxRequests)", max, svc->ns, svc->name);
         return;
     }
     struct rete_lb *lb = rete_gen_lb(ex->gen, svc);
     rete_lb_context ctx = {hash_key(ex, &svc->policy), exclude};
     int idx = lb ? rete_lb_pick(lb, &ctx, uv_hrtime()) : -1;
     if (idx < 0) {
+        rete_breaker_give(&br->requests);
         ex->error = RETE_EXE_NO_HEALTHY;
         rete_filter_local_text(ex, 503, "no healthy endpoint for service %s/%s", svc->ns, svc->name);
         return;
@@ -125,8 +130,9 @@ void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, i
     rete_lb_start(lb, idx);
     ex->service = svc;
     ex->endpoint = idx;
-    ex->gen->in_flight[si]++;
     ex->in_flight = true;
+    ex->limits = lim;
+    ex->wait_deadline = 0;
     if (ex->ds_held)
         (*ex->ds_held)++;
     if (ex->try_state)
@@ -169,7 +175,7 @@ void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, i
 void rete_route_try_end(rete_exchange *ex, bool failed)
 {
     if (ex->in_flight) {
-        ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
+        rete_breaker_give(&ex->limits->breaker->requests);
         ex->in_flight = false;
         if (ex->ds_held)
             (*ex->ds_held)--;
@@ -374,13 +380,18 @@ static void route_finish(rete_exchange *ex, const rete_filter_end *end)
 {
     if (ex->in_flight) {
         rete_dispatch_release_share(ex);
-        ex->gen->in_flight[ex->service - ex->gen->cfg->services]--;
+        rete_breaker_give(&ex->limits->breaker->requests);
         ex->in_flight = false;
     }
     if (ex->service && ex->endpoint >= 0) {
+        /* A request refused by a pool limit never reached the endpoint:
+         * it says nothing of its health (no failure for outlier detection). */
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
-        bool failed = end->status >= 500 || end->status == 0 || ex->error == RETE_EXE_CONNECT;
-        if (lb && rete_lb_finish(lb, ex->endpoint, end->duration_ns, failed, end->now_ns))
+        bool overflow = ex->error == RETE_EXE_OVERFLOW;
+        bool failed = !overflow && (end->status >= 500 || end->status == 0 ||
+                                    ex->error == RETE_EXE_CONNECT);
+        if (lb && rete_lb_finish(lb, ex->endpoint, overflow ? 0 : end->duration_ns, failed,
+                                 end->now_ns))
             rete_telemetry_lb_ejection(ex->worker, ex->service);
     }
 }
