@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "cidr.h"
 #include "defaults.h"
 
 /* ---- field validators --------------------------------------------------------- */
@@ -41,6 +42,15 @@ static rete_rc check_dns_name(cfg_ctx *ctx, const rete_ynode *n, void *value)
 static rete_rc check_ip(cfg_ctx *ctx, const rete_ynode *n, void *value)
 {
     return cfg_is_ip(*(const char **)value) ? RETE_OK : cfg_fail(ctx, "must be an IP literal");
+}
+
+static rete_rc check_cidr(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    rete_cidr c;
+    return rete_cidr_parse(*(const char **)value, &c)
+               ? RETE_OK
+               : cfg_fail(ctx, "must be an IPv4 or IPv6 CIDR (ADDRESS/PREFIX, no bits set past "
+                               "the prefix)");
 }
 
 /* Gateway API HTTPHeaderName: an RFC 7230 token. */
@@ -430,7 +440,9 @@ static const cfg_field service_fields[] = {
     {"clusterIP", CFG_STR, 0, CFG_AT(raw_service, cluster_ip), .check = check_ip, .docdef = "none",
      .doc = "the Service's virtual address (IPv4 or IPv6 literal, unique in the mesh): an "
             "intercepted connection to clusterIP:port is routed to this Service (docs/proxy.md, "
-            "Transparent mode). Not assigned by reted yet: give it"},
+            "Transparent mode). Omitted, reted assigns one from MeshConfig serviceCIDR and stores "
+            "it in the Service (kept when the Service is applied again without one); given, it "
+            "must lie inside serviceCIDR when that is set"},
 };
 const cfg_schema cfg_spec_service =
     CFG_SCHEMA("Service", raw_service, service_fields, service_check);
@@ -1220,6 +1232,13 @@ static const cfg_field mesh_fields[] = {
             "at about half of it"},
     {"pathNormalization", CFG_OBJ, 0, .off = 0, .sub = &path_norm_schema},
     {"outboundTrafficPolicy", CFG_OBJ, 0, .off = 0, .sub = &outbound_policy_schema},
+    {"serviceCIDR", CFG_STR, 0, CFG_AT(raw_mesh, service_cidr), .check = check_cidr,
+     .docdef = "none: reted assigns no clusterIP",
+     .doc = "the range (IPv4 or IPv6 CIDR) reted assigns Service clusterIPs from, as "
+            "Kubernetes' --service-cluster-ip-range; every clusterIP, given or assigned, must "
+            "lie inside it (a change that leaves a Service's clusterIP outside is refused naming "
+            "the Service); when every address is taken, a Service without clusterIP is refused. "
+            "The range's first address (and, for IPv4, its last) is never assigned"},
 };
 const cfg_schema cfg_spec_mesh = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

@@ -193,6 +193,7 @@ typedef struct raw_mesh {
     uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
     int path_norm;               /* rete_path_norm_mode */
     int outbound_policy;         /* rete_outbound_policy */
+    const char *service_cidr;    /* checked by the loader, assigned from by reted */
 } raw_mesh;
 
 /* WorkloadGroup: what proxies of one service account may register (read by
