@@ -53,6 +53,7 @@ typedef struct raw_proxy {
     size_t n_upstreams;
     bool has_trust_domain, has_app_address, has_outbound, has_inbound, has_mesh, has_admin;
     bool has_inbound_ports;
+    bool has_dns_listen;
 } raw_proxy;
 
 /* Service */
