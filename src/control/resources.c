@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "arena.h"
 #include "config.h"
+#include "hash.h"
 #include "kinds.h"
 #include "log.h"
 #include "mesh_index.h"
@@ -515,13 +516,7 @@ static bool is_service(const reted_doc *d)
  * so one re-created Service gets its old address back when it is free. */
 static uint64_t name_hash(const char *ns, const char *name)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = ns; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    h = (h ^ '/') * 1099511628211ull;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return h;
+    return rete_fnv1a_str(rete_fnv1a(rete_fnv1a_str(RETE_FNV1A_INIT, ns), "/", 1), name);
 }
 
 static json_t *assign_fail(const char *source, const reted_doc *d, const char *fmt, ...)
