@@ -24,6 +24,7 @@ LAYERS = {
     "proxy/core": 2,     # workers, generations, connections, the exchange, codec table
     "proxy/codec": 3,    # wire protocols, reached through the codec table
     "proxy/http": 4,     # the request path: dispatch, telemetry, admin
+    "proxy/dns": 4,      # the sidecar's DNS, on the main loop (reads the proxy's snapshot)
     "proxy/agent": 5,    # the control-plane client
     "proxy": 6,          # main.c: wiring only
     "control": 1,

@@ -363,6 +363,19 @@ typedef struct rete_limits {
     uint32_t drain_timeout_ms;      /* SIGTERM grace, default 5000 */
 } rete_limits;
 
+/* Proxy spec.dns: the sidecar's DNS listener (src/proxy/dns/dns.c). */
+typedef struct rete_dns_spec {
+    bool enabled;                   /* spec.dns.listen given */
+    rete_socket_addr listen;        /* loopback only (never an open resolver) */
+    const char **upstreams;         /* IP literals, port 53; none: resolvConf's nameservers */
+    size_t n_upstreams;
+    const char *resolv_conf;        /* default /etc/resolv.conf, read once at start */
+    uint32_t max_in_flight;         /* forwarded queries awaiting an answer, default 256 */
+    uint32_t timeout_ms;            /* upstream answer, and a TCP client's idle time; default 5000 */
+    uint32_t max_tcp_connections;   /* default 16 */
+    uint32_t ttl_s;                 /* of mesh answers, default 30 */
+} rete_dns_spec;
+
 typedef struct rete_proxy_spec {
     const char *name;               /* metadata.name: this proxy's workload name */
     const char *ns;
@@ -385,6 +398,7 @@ typedef struct rete_proxy_spec {
     const char *server_key_file;
     unsigned concurrency;           /* default 1 */
     rete_limits limits;
+    rete_dns_spec dns;
 } rete_proxy_spec;
 
 typedef struct rete_config {

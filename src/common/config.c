@@ -463,3 +463,8 @@ const rete_route_table *rete_config_find_table(const rete_config *cfg, rete_view
             return rete_config_table_for(cfg, svc, svc->ports[i].port);
     return NULL;
 }
+
+const rete_service *rete_config_service_by_name(const rete_config *cfg, rete_view name)
+{
+    return cfg_service_by_host(cfg->services, cfg->n_services, name, cfg->proxy.ns);
+}

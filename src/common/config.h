@@ -73,6 +73,11 @@ void rete_config_unref(rete_config *cfg);
 const rete_route_table *rete_config_find_table(const rete_config *cfg, rete_view authority,
                                                uint16_t default_port);
 
+/* The Service a DNS or host name names, relative to the proxy's namespace
+ * (name, name.ns, name.ns.svc, name.ns.svc.cluster.local; a trailing dot and
+ * case ignored), or NULL. */
+const rete_service *rete_config_service_by_name(const rete_config *cfg, rete_view name);
+
 /* The route table an intercepted connection's original destination names
  * (`ip` a canonical IP literal as getsockopt(SO_ORIGINAL_DST) gives it):
  * the Service whose clusterIP is `ip` on service port `port`, else a

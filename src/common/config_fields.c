@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "cidr.h"
 #include "defaults.h"
 
 /* ---- field validators --------------------------------------------------------- */
@@ -41,6 +42,15 @@ static rete_rc check_dns_name(cfg_ctx *ctx, const rete_ynode *n, void *value)
 static rete_rc check_ip(cfg_ctx *ctx, const rete_ynode *n, void *value)
 {
     return cfg_is_ip(*(const char **)value) ? RETE_OK : cfg_fail(ctx, "must be an IP literal");
+}
+
+static rete_rc check_cidr(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    rete_cidr c;
+    return rete_cidr_parse(*(const char **)value, &c)
+               ? RETE_OK
+               : cfg_fail(ctx, "must be an IPv4 or IPv6 CIDR (ADDRESS/PREFIX, no bits set past "
+                               "the prefix)");
 }
 
 /* Gateway API HTTPHeaderName: an RFC 7230 token. */
@@ -283,6 +293,34 @@ static const cfg_field limits_fields[] = {
 };
 static const cfg_schema limits_schema = CFG_SCHEMA("limits", rete_limits, limits_fields, NULL);
 
+/* spec.dns: the sidecar's DNS for unmodified apps (docs/proxy.md, DNS). */
+static const cfg_field dns_fields[] = {
+    {"listen", CFG_ADDR, 0, CFG_AT(raw_proxy, p.dns.listen), CFG_HAS(raw_proxy, has_dns_listen),
+     .docdef = "none: no DNS listener",
+     .doc = "UDP and TCP address of the DNS listener, a loopback address (never an open "
+            "resolver); `rete-proxy init --dns-port` redirects the app's port 53 to its port "
+            "(e.g. 127.0.0.1:15053)"},
+    {"upstreams", CFG_STRLIST, 0, CFG_AT(raw_proxy, p.dns.upstreams),
+     CFG_CNT(raw_proxy, p.dns.n_upstreams), .max = 8, .check = check_ip,
+     .docdef = "the nameservers of resolvConf",
+     .doc = "resolvers (IP literals, port 53) other names are forwarded to, in turn"},
+    {"resolvConf", CFG_STR, 0, CFG_AT(raw_proxy, p.dns.resolv_conf), .def = "/etc/resolv.conf",
+     .doc = "read once at start for its `nameserver` lines (at most 3) when no upstreams are given"},
+    {"maxInFlight", CFG_INT, 0, CFG_AT(raw_proxy, p.dns.max_in_flight), .min = 1, .max = 4096,
+     .def = "256",
+     .doc = "forwarded queries awaiting an upstream answer; past it a query is answered REFUSED "
+            "(counted as result=\"overload\")"},
+    {"timeout", CFG_DURATION, 0, CFG_AT(raw_proxy, p.dns.timeout_ms), .min = 100,
+     .max = 60000, .def = "5s",
+     .doc = "for an upstream answer (then SERVFAIL, result=\"timeout\"); also how long a TCP "
+            "client may stay without sending a whole query"},
+    {"maxTCPConnections", CFG_INT, 0, CFG_AT(raw_proxy, p.dns.max_tcp_connections), .min = 1,
+     .max = 1024, .def = "16", .doc = "DNS-over-TCP clients at once; more are closed at accept"},
+    {"ttl", CFG_DURATION, 0, CFG_AT(raw_proxy, p.dns.ttl_s), .min = 0, .max = 86400000,
+     .def = "30s", .doc = "TTL of the mesh answers (whole seconds)"},
+};
+static const cfg_schema dns_schema = CFG_SCHEMA("dns", raw_proxy, dns_fields, NULL);
+
 static bool is_loopback_ip(const char *host)
 {
     struct in_addr a4;
@@ -296,6 +334,14 @@ static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
 {
     raw_proxy *r = obj;
     rete_proxy_spec *p = &r->p;
+    p->dns.enabled = r->has_dns_listen;
+    p->dns.ttl_s /= 1000;
+    if (p->dns.enabled && !is_loopback_ip(p->dns.listen.host))
+        return cfg_fail_at(ctx, "dns.listen",
+                           "%s is not a loopback address: the DNS listener answers and forwards "
+                           "any query, so it is bound to 127.0.0.0/8 or ::1 (never an open "
+                           "resolver)",
+                           p->dns.listen.host);
     if (!r->has_app_address)
         p->app_address = r->address;
     static const struct {
@@ -364,6 +410,8 @@ static const cfg_field proxy_fields[] = {
     {"concurrency", CFG_INT, 0, CFG_AT(raw_proxy, p.concurrency), .min = 1, .max = 256, .def = "1",
      .doc = "worker threads"},
     {"limits", CFG_OBJ, 0, .off = offsetof(raw_proxy, p.limits), .sub = &limits_schema},
+    {"dns", CFG_OBJ, 0, .off = 0, .sub = &dns_schema,
+     .doc = "the sidecar answers A/AAAA for mesh names and forwards the rest (docs/proxy.md, DNS)"},
 };
 const cfg_schema cfg_spec_proxy = CFG_SCHEMA("Proxy", raw_proxy, proxy_fields, proxy_check);
 
@@ -430,7 +478,9 @@ static const cfg_field service_fields[] = {
     {"clusterIP", CFG_STR, 0, CFG_AT(raw_service, cluster_ip), .check = check_ip, .docdef = "none",
      .doc = "the Service's virtual address (IPv4 or IPv6 literal, unique in the mesh): an "
             "intercepted connection to clusterIP:port is routed to this Service (docs/proxy.md, "
-            "Transparent mode). Not assigned by reted yet: give it"},
+            "Transparent mode). Omitted, reted assigns one from MeshConfig serviceCIDR and stores "
+            "it in the Service (kept when the Service is applied again without one); given, it "
+            "must lie inside serviceCIDR when that is set"},
 };
 const cfg_schema cfg_spec_service =
     CFG_SCHEMA("Service", raw_service, service_fields, service_check);
@@ -1387,6 +1437,13 @@ static const cfg_field mesh_fields[] = {
             "at about half of it"},
     {"pathNormalization", CFG_OBJ, 0, .off = 0, .sub = &path_norm_schema},
     {"outboundTrafficPolicy", CFG_OBJ, 0, .off = 0, .sub = &outbound_policy_schema},
+    {"serviceCIDR", CFG_STR, 0, CFG_AT(raw_mesh, service_cidr), .check = check_cidr,
+     .docdef = "none: reted assigns no clusterIP",
+     .doc = "the range (IPv4 or IPv6 CIDR) reted assigns Service clusterIPs from, as "
+            "Kubernetes' --service-cluster-ip-range; every clusterIP, given or assigned, must "
+            "lie inside it (a change that leaves a Service's clusterIP outside is refused naming "
+            "the Service); when every address is taken, a Service without clusterIP is refused. "
+            "The range's first address (and, for IPv4, its last) is never assigned"},
 };
 const cfg_schema cfg_spec_mesh = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

@@ -53,6 +53,7 @@ typedef struct raw_proxy {
     size_t n_upstreams;
     bool has_trust_domain, has_app_address, has_outbound, has_inbound, has_mesh, has_admin;
     bool has_inbound_ports;
+    bool has_dns_listen;
 } raw_proxy;
 
 /* Service */
@@ -225,6 +226,7 @@ typedef struct raw_mesh {
     uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
     int path_norm;               /* rete_path_norm_mode */
     int outbound_policy;         /* rete_outbound_policy */
+    const char *service_cidr;    /* checked by the loader, assigned from by reted */
 } raw_mesh;
 
 /* WorkloadGroup: what proxies of one service account may register (read by

@@ -19,6 +19,7 @@
 
 #include "alloc.h"
 #include "arena.h"
+#include "cidr.h"
 #include "defaults.h"
 #include "route.h"
 #include "spiffe.h"
@@ -247,10 +248,24 @@ static int vip_cmp(const void *a, const void *b)
     return strcmp(((const vip_ent *)a)->ip, ((const vip_ent *)b)->ip);
 }
 
-/* clusterIP in canonical text (so fd00::1 and fd00:0::1 are one address)
- * and unique among the Services: sorted, then neighbours compared. */
+/* clusterIP in canonical text (so fd00::1 and fd00:0::1 are one address),
+ * inside MeshConfig serviceCIDR when one is set, and unique among the
+ * Services: sorted, then neighbours compared. */
 static rete_rc resolve_cluster_ips(loader *l, rete_service *s, size_t n)
 {
+    const raw_mesh *mesh = (const raw_mesh *)l->head[RETE_KIND_MESH];
+    rete_cidr range;
+    bool ranged = mesh && mesh->service_cidr && rete_cidr_parse(mesh->service_cidr, &range);
+    if (ranged) {
+        size_t i = 0;
+        for (raw_res *r = l->head[RETE_KIND_SERVICE]; r; r = r->next, i++) {
+            const char *ip = ((const raw_service *)r)->cluster_ip;
+            if (ip && !rete_cidr_contains(&range, ip))
+                return res_fail(l, r->doc, "spec.clusterIP",
+                                "%s is outside MeshConfig serviceCIDR %s (service %s/%s)", ip,
+                                range.text, s[i].ns, s[i].name);
+        }
+    }
     vip_ent *v = rete_malloc((n + 1) * sizeof(*v));
     size_t k = 0, i = 0;
     for (raw_res *r = l->head[RETE_KIND_SERVICE]; r; r = r->next, i++) {

@@ -7,6 +7,7 @@
 #include "compiler.h"
 #include "datadir.h"
 #include "log.h"
+#include "mesh_index.h"
 #include "push.h"
 #include "registry.h"
 #include "resources.h"
@@ -110,7 +111,18 @@ static void apply(reted *r, rete_http_req *req)
                 reted_docs_free(docs, n);
                 return;
             }
-    json_t *verr = reted_validate(r, docs, n, source, reted_index_current(r));
+    /* clusterIPs are assigned against every stored Service: without a
+     * current index (before the first build, after a store-wide change) a
+     * fresh one is read */
+    const reted_index *ix = reted_index_current(r);
+    reted_index fresh = {0};
+    if (!ix && reted_index_build(&fresh, r->store) == RETE_OK)
+        ix = &fresh;
+    json_t *verr = ix ? reted_assign_cluster_ips(docs, n, source, ix)
+                      : json_pack("{s:s}", "error", "store unavailable");
+    reted_index_free(&fresh);
+    if (!verr)
+        verr = reted_validate(r, docs, n, source, reted_index_current(r));
     if (verr) {
         reted_count(&r->stats, r->stats.applies_rejected);
         rete_http_respond_jobj(req, 422, verr);

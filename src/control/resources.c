@@ -6,12 +6,18 @@
 #include "alloc.h"
 #include "arena.h"
 #include "config.h"
+#include "hash.h"
 #include "kinds.h"
 #include "log.h"
+#include "mesh_index.h"
+#include "cidr.h"
 #include "resources.h"
 #include "reted.h"
 #include "yaml_doc.h"
 
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,4 +450,195 @@ json_t *reted_resource_json(const rete_store_resource *res)
         json_object_set_new(meta, "creationTimestamp", json_string(ts));
     }
     return j;
+}
+
+/* ---- clusterIP assignment ---- */
+
+/* The 16-byte form of an IP literal (IPv4 in the first 4 bytes, the family
+ * in the last of `out`'s 17), for comparing addresses however written. */
+static bool ip_key(const char *ip, unsigned char out[17])
+{
+    memset(out, 0, 17);
+    int fam = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    out[16] = fam == AF_INET6 ? 6 : 4;
+    return inet_pton(fam, ip, out) == 1;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 17);
+}
+
+typedef struct vip_set {
+    unsigned char (*k)[17];
+    const char **owner;     /* "ns/name" of the Service holding it (strings live in the docs) */
+    size_t n, cap;
+} vip_set;
+
+static void vip_add(vip_set *s, const char *ip, const char *owner)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 64;
+        s->k = rete_realloc(s->k, s->cap * sizeof(*s->k));
+        s->owner = rete_realloc(s->owner, s->cap * sizeof(*s->owner));
+    }
+    if (ip_key(ip, s->k[s->n]))
+        s->owner[s->n++] = owner;
+}
+
+static const char *json_cluster_ip(json_t *doc)
+{
+    json_t *ip = json_object_get(json_object_get(doc, "spec"), "clusterIP");
+    return json_is_string(ip) && json_string_length(ip) ? json_string_value(ip) : NULL;
+}
+
+/* The serviceCIDR in effect after this change: a MeshConfig among the
+ * documents, else the stored one. Stored JSON is parsed into *hold. */
+static const char *service_cidr(const reted_doc *docs, size_t n, const reted_index *ix, json_t **hold)
+{
+    for (size_t i = 0; i < n; i++)
+        if (docs[i].json && strcmp(docs[i].kind, rete_kinds[RETE_KIND_MESH].kind) == 0)
+            return json_string_value(json_object_get(json_object_get(docs[i].json, "spec"), "serviceCIDR"));
+    size_t first, end;
+    reted_index_range(ix, rete_kinds[RETE_KIND_MESH].kind, NULL, &first, &end);
+    if (first == end)
+        return NULL;
+    *hold = json_loads(ix->v[first]->json->data, 0, NULL);
+    return json_string_value(json_object_get(json_object_get(*hold, "spec"), "serviceCIDR"));
+}
+
+static bool is_service(const reted_doc *d)
+{
+    return d->json && strcmp(d->kind, rete_kinds[RETE_KIND_SERVICE].kind) == 0;
+}
+
+/* FNV-1a of "ns/name": where a Service's search for a free address starts,
+ * so one re-created Service gets its old address back when it is free. */
+static uint64_t name_hash(const char *ns, const char *name)
+{
+    return rete_fnv1a_str(rete_fnv1a(rete_fnv1a_str(RETE_FNV1A_INIT, ns), "/", 1), name);
+}
+
+static json_t *assign_fail(const char *source, const reted_doc *d, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static json_t *assign_fail(const char *source, const reted_doc *d, const char *fmt, ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    return error_obj("invalid resource", source, d->index, "spec.clusterIP", reason);
+}
+
+json_t *reted_assign_cluster_ips(const reted_doc *docs, size_t n, const char *source,
+                                 const reted_index *ix)
+{
+    bool any = false;
+    for (size_t i = 0; i < n; i++)
+        any |= is_service(&docs[i]);
+    if (!any)
+        return NULL;
+    /* Every clusterIP held after the change: the documents' own, and the
+     * stored Services' the change does not replace. */
+    vip_set used = {0};
+    json_t *result = NULL, *mesh_hold = NULL;
+    char **owners = rete_calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        if (!is_service(&docs[i]))
+            continue;
+        owners[i] = rete_malloc(strlen(docs[i].ns) + strlen(docs[i].name) + 2);
+        sprintf(owners[i], "%s/%s", docs[i].ns, docs[i].name);
+    }
+    size_t first, end;
+    reted_index_range(ix, rete_kinds[RETE_KIND_SERVICE].kind, NULL, &first, &end);
+    json_t **stored = rete_calloc(end - first + 1, sizeof(json_t *));
+    char **stored_owner = rete_calloc(end - first + 1, sizeof(char *));
+    for (size_t i = first; i < end; i++) {
+        const reted_ires *e = ix->v[i];
+        if (!strstr(e->json->data, "\"clusterIP\""))
+            continue; /* most Services: no parse */
+        stored[i - first] = json_loads(e->json->data, 0, NULL);
+        const char *ip = json_cluster_ip(stored[i - first]);
+        bool replaced = false;
+        for (size_t d = 0; d < n && !replaced; d++)
+            replaced = is_service(&docs[d]) && strcmp(docs[d].ns, e->ns) == 0 &&
+                       strcmp(docs[d].name, e->name) == 0;
+        if (!ip || replaced)
+            continue;
+        stored_owner[i - first] = rete_malloc(strlen(e->ns) + strlen(e->name) + 2);
+        sprintf(stored_owner[i - first], "%s/%s", e->ns, e->name);
+        vip_add(&used, ip, stored_owner[i - first]);
+    }
+    /* Given ones: not another stored Service's (the validation load holds
+     * only what the change touches, so it cannot see that). Missing ones:
+     * the stored version's, kept across applies. */
+    for (size_t i = 0; i < n && !result; i++) {
+        if (!is_service(&docs[i]))
+            continue;
+        const char *ip = json_cluster_ip(docs[i].json);
+        if (!ip) {
+            size_t pos = reted_index_position(ix, docs[i].kind, docs[i].ns, docs[i].name);
+            ip = pos != SIZE_MAX ? json_cluster_ip(stored[pos - first]) : NULL;
+            if (ip)
+                json_object_set_new(json_object_get(docs[i].json, "spec"), "clusterIP", json_string(ip));
+            continue;
+        }
+        unsigned char k[17];
+        if (!ip_key(ip, k))
+            continue; /* the loader names it */
+        for (size_t j = 0; j < used.n; j++)
+            if (memcmp(used.k[j], k, 17) == 0)
+                result = assign_fail(source, &docs[i], "%s is already the clusterIP of service %s",
+                                     ip, used.owner[j]);
+        vip_add(&used, ip, owners[i]);
+    }
+    const char *cidr_text = result ? NULL : service_cidr(docs, n, ix, &mesh_hold);
+    rete_cidr range;
+    if (cidr_text && rete_cidr_parse(cidr_text, &range)) {
+        /* The range's first address (the network's) and an IPv4 range's
+         * last (its broadcast) are never assigned; among the n_used + 3
+         * addresses from any start, one is free unless the range is full. */
+        uint64_t size = rete_cidr_size(&range, UINT64_C(1) << 62);
+        for (size_t i = 0; i < n && !result; i++) {
+            if (!is_service(&docs[i]) || json_cluster_ip(docs[i].json))
+                continue;
+            if (used.n)
+                qsort(used.k, used.n, sizeof(*used.k), key_cmp);
+            uint64_t start = name_hash(docs[i].ns, docs[i].name) % size;
+            char ip[INET6_ADDRSTRLEN] = "";
+            for (uint64_t t = 0; t < used.n + 3 && t < size && !ip[0]; t++) {
+                uint64_t off = (start + t) % size;
+                if (off == 0 || (range.family == AF_INET && size > 2 && off == size - 1))
+                    continue;
+                unsigned char k[17];
+                if (!rete_cidr_nth(&range, off, ip, sizeof(ip)) || !ip_key(ip, k))
+                    ip[0] = '\0';
+                else if (used.n && bsearch(k, used.k, used.n, sizeof(*used.k), key_cmp))
+                    ip[0] = '\0';
+            }
+            if (!ip[0]) {
+                result = assign_fail(source, &docs[i],
+                                     "no clusterIP given and MeshConfig serviceCIDR %s is full "
+                                     "(%zu addresses taken): widen it or give one",
+                                     range.text, used.n);
+                break;
+            }
+            json_object_set_new(json_object_get(docs[i].json, "spec"), "clusterIP", json_string(ip));
+            vip_add(&used, ip, owners[i]);
+        }
+    }
+    for (size_t i = 0; i < end - first; i++) {
+        json_decref(stored[i]);
+        free(stored_owner[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(owners[i]);
+    free(owners);
+    free(stored);
+    free(stored_owner);
+    free(used.k);
+    free(used.owner);
+    json_decref(mesh_hold);
+    return result;
 }

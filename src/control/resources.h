@@ -45,6 +45,15 @@ void reted_docs_free(reted_doc *docs, size_t n);
  * object naming the document and field path. */
 json_t *reted_validate(struct reted *r, const reted_doc *docs, size_t n, const char *source,
                        const struct reted_index *ix);
+/* Service clusterIPs before validation (the Kubernetes allocator's job):
+ * a Service document without spec.clusterIP gets its stored version's,
+ * else, when MeshConfig serviceCIDR is set (in `docs` or stored), a free
+ * address of that range, written into the document so that it is stored
+ * with it. A given clusterIP another stored Service holds is refused (the
+ * validation load holds only what a change touches). NULL, or an error
+ * object as reted_validate's (a full range, an address taken). */
+json_t *reted_assign_cluster_ips(const reted_doc *docs, size_t n, const char *source,
+                                 const struct reted_index *ix);
 /* Validate one document that nothing else can reference or break (a
  * Workload a proxy registers): its own schema only, without loading the
  * store. */

@@ -8,6 +8,7 @@
 #include "cp_client.h"
 #include "defaults.h"
 #include "dispatch.h"
+#include "dns.h"
 #include "filter.h"
 #include "init.h"
 #include "log.h"
@@ -60,6 +61,22 @@ static void usage(FILE *out)
             "signals: SIGHUP reloads the configuration file (a bad file is rejected and the\n"
             "running configuration stays); SIGTERM/SIGINT drain: stop accepting, finish\n"
             "in-flight requests within spec.limits.drainTimeout, exit.\n");
+}
+
+static rete_dns *the_dns;
+
+/* With the first snapshot: the DNS listener, when spec.dns asks for one. */
+static int start_dns(rete_proxy *p)
+{
+    if (!p->cfg->proxy.dns.enabled)
+        return 0;
+    rete_error err = {0};
+    the_dns = rete_dns_start(p, &err);
+    if (!the_dns) {
+        rete_err("%s", err.msg);
+        return -1;
+    }
+    return 0;
 }
 
 static rete_config *load(const char *path, uint64_t version, rete_tls_set **tls)
@@ -309,6 +326,7 @@ int main(int argc, char **argv)
     /* Signals first: the ready line must never precede the handlers (a
      * SIGTERM right after it would kill instead of drain). */
     rete_proxy_process_init(&proxy);
+    proxy.on_start = start_dns;
     uv_signal_init(proxy.loop, &proxy.sigterm);
     uv_signal_init(proxy.loop, &proxy.sigint);
     uv_signal_init(proxy.loop, &proxy.sighup);
@@ -395,6 +413,7 @@ int main(int argc, char **argv)
     json_decref(inbound);
     json_decref(labels);
     uv_run(proxy.loop, UV_RUN_DEFAULT);
+    rete_dns_stop(the_dns);
     for (unsigned i = 0; proxy.started && i < proxy.concurrency; i++) {
         uv_thread_join(&proxy.workers[i].thread);
         rete_worker *w = &proxy.workers[i];

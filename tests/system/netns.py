@@ -19,6 +19,7 @@ test that uses the fixture fails without it (a skip would pass on every
 machine that cannot run it: docs/testing.md)."""
 import itertools
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -54,6 +55,16 @@ class Host:
         return subprocess.run(self.cmd(args), check=check, timeout=timeout, capture_output=True,
                               text=True, **kw)
 
+    def resolv_conf(self, text):
+        """/etc/resolv.conf as the host's processes see it: `ip netns exec`
+        bind-mounts /etc/netns/<ns>/resolv.conf over it (ip-netns(8)); the
+        file goes with the topology."""
+        d = f"/etc/netns/{self.ns}"
+        os.makedirs(d, exist_ok=True)
+        self.topo._etc.append(d)
+        with open(f"{d}/resolv.conf", "w") as f:
+            f.write(text)
+
     def start(self, args, ready_regex, timeout=15, **kw):
         """helpers.start_process for `args` in the namespace; stopped by Topology.close."""
         proc = start_process(self.cmd(args), ready_regex, timeout=timeout, **kw)
@@ -68,6 +79,7 @@ class Topology:
         self.hosts = []
         self.procs = []
         self._made = []
+        self._etc = []  # /etc/netns/<ns> directories written (Host.resolv_conf)
         _ip("netns", "add", self.switch)
         self._made.append(self.switch)
         try:
@@ -125,6 +137,9 @@ class Topology:
             if r.returncode != 0:
                 errors.append(f"ip netns del {ns}: {r.stderr.strip()}")
         self._made.clear()
+        for d in self._etc:
+            shutil.rmtree(d, ignore_errors=True)
+        self._etc.clear()
         assert not errors, "\n".join(errors)
 
 

@@ -31,20 +31,20 @@ static void test_cidr(void **state)
 {
     (void)state;
     rete_init_cidr c;
-    assert_true(rete_init_parse_cidr("10.250.0.0/16", &c));
+    assert_true(rete_cidr_parse("10.250.0.0/16", &c));
     assert_int_equal(c.family, AF_INET);
     assert_string_equal(c.text, "10.250.0.0/16");
-    assert_true(rete_init_parse_cidr("10.250.0.2", &c));
+    assert_true(rete_cidr_parse("10.250.0.2", &c));
     assert_string_equal(c.text, "10.250.0.2/32");
-    assert_true(rete_init_parse_cidr("FD00:0::/8", &c));
+    assert_true(rete_cidr_parse("FD00:0::/8", &c));
     assert_int_equal(c.family, AF_INET6);
     assert_string_equal(c.text, "fd00::/8");
-    assert_true(rete_init_parse_cidr("0.0.0.0/0", &c));
+    assert_true(rete_cidr_parse("0.0.0.0/0", &c));
     static const char *bad[] = {"", "/8", "10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/8x",
                                 "10.0.0.0/-1", "300.0.0.0/8", "fd00::/129", "host.example/32",
                                 "10.0.0.0/0008"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_false(rete_init_parse_cidr(bad[i], &c));
+        assert_false(rete_cidr_parse(bad[i], &c));
 }
 
 static void test_parse_errors(void **state)

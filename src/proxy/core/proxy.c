@@ -172,6 +172,19 @@ static bool same_addr(const rete_socket_addr *a, const rete_socket_addr *b)
     return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
+/* spec.dns but its listener: read once when the DNS starts */
+static bool same_dns(const rete_dns_spec *a, const rete_dns_spec *b)
+{
+    if (a->n_upstreams != b->n_upstreams || a->max_in_flight != b->max_in_flight ||
+        a->timeout_ms != b->timeout_ms || a->max_tcp_connections != b->max_tcp_connections ||
+        a->ttl_s != b->ttl_s || strcmp(a->resolv_conf, b->resolv_conf) != 0)
+        return false;
+    for (size_t i = 0; i < a->n_upstreams; i++)
+        if (strcmp(a->upstreams[i], b->upstreams[i]) != 0)
+            return false;
+    return true;
+}
+
 rete_rc rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, rete_error *err)
 {
     if (!p->started)
@@ -187,6 +200,10 @@ rete_rc rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, rete_
         field = "spec.listeners.mesh";
     else if (!same_addr(&o->admin, &n->admin))
         field = "spec.listeners.admin";
+    else if (o->dns.enabled != n->dns.enabled || !same_addr(&o->dns.listen, &n->dns.listen))
+        field = "spec.dns.listen";
+    else if (!same_dns(&o->dns, &n->dns))
+        field = "spec.dns";
     else if (o->concurrency != n->concurrency)
         field = "spec.concurrency";
     else if (o->n_upstreams != n->n_upstreams)
@@ -240,6 +257,8 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
             return -1;
         }
     p->started = true;
+    if (p->on_start && p->on_start(p) < 0)
+        return -1;
     atomic_store(&p->ready, true);
     rete_info("rete-proxy %s ready: %s/%s, %u worker(s), config version %llu", RETE_VERSION,
               cfg->proxy.ns, cfg->proxy.name, p->concurrency, (unsigned long long)cfg->version);

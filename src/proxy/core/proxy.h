@@ -29,6 +29,9 @@ typedef struct rete_proxy {
     char **child_argv;           /* run mode: started once the proxy is ready */
     bool started;                /* workers running */
     void (*on_drain)(struct rete_proxy *p); /* set by main.c: tell the control plane we go */
+    /* set by main.c: what starts with the first snapshot on the main loop
+     * (the DNS listener); -1 fails the start */
+    int (*on_start)(struct rete_proxy *p);
 } rete_proxy;
 
 extern rete_proxy *rete_the_proxy;

@@ -179,7 +179,7 @@ int rete_init_parse(rete_init_opts *o, int argc, char **argv, char *err, size_t 
                 rete_errf(err, errlen, "%s: at most %d values", name, RETE_INIT_MAX_LIST);
                 return -1;
             }
-            if (!rete_init_parse_cidr(optarg, &list[*n]) ||
+            if (!rete_cidr_parse(optarg, &list[*n]) ||
                 (addr && list[*n].prefix != (list[*n].family == AF_INET ? 32u : 128u))) {
                 rete_errf(err, errlen, "%s %s: not %s", name, optarg,
                           addr ? "an IPv4 or IPv6 address"

@@ -28,6 +28,8 @@
 #ifndef RETE_PROXY_INIT_H
 #define RETE_PROXY_INIT_H
 
+#include "cidr.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,12 +44,8 @@ typedef enum rete_init_backend {
     RETE_INIT_IPTABLES_LEGACY, /* iptables-legacy */
 } rete_init_backend;
 
-/* An address with a prefix length; `text` is its canonical form. */
-typedef struct rete_init_cidr {
-    int family; /* AF_INET or AF_INET6 */
-    unsigned prefix;
-    char text[64];
-} rete_init_cidr;
+/* An address with a prefix length (cidr.h). */
+typedef rete_cidr rete_init_cidr;
 
 typedef struct rete_init_opts {
     rete_init_backend backend;
@@ -75,10 +73,6 @@ typedef struct rete_init_opts {
  * --help was printed, or -1 with a message in err naming the option and the
  * value (the caller exits 2). */
 int rete_init_parse(rete_init_opts *o, int argc, char **argv, char *err, size_t errlen);
-
-/* Parse "ADDR[/PREFIX]" (IPv4 or IPv6; no prefix: a host) into *c; false
- * when it is not one. Bits beyond the prefix must be zero. */
-bool rete_init_parse_cidr(const char *s, rete_init_cidr *c);
 
 /* The input of `nft -f -` that installs (or, with o->remove, removes) the
  * table `inet rete`. Caller frees. */

@@ -48,46 +48,6 @@ static void addf(rete_buf *b, const char *fmt, ...)
     rete_buf_append(b, line, (size_t)n);
 }
 
-bool rete_init_parse_cidr(const char *s, rete_init_cidr *c)
-{
-    char host[64];
-    const char *slash = strchr(s, '/');
-    size_t hl = slash ? (size_t)(slash - s) : strlen(s);
-    if (hl == 0 || hl >= sizeof(host))
-        return false;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    unsigned char addr[16];
-    int family = strchr(host, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(family, host, addr) != 1)
-        return false;
-    unsigned max = family == AF_INET ? 32 : 128;
-    unsigned prefix = max;
-    if (slash) {
-        const char *p = slash + 1;
-        if (!*p || strlen(p) > 3)
-            return false;
-        prefix = 0;
-        for (; *p; p++) {
-            if (*p < '0' || *p > '9')
-                return false;
-            prefix = prefix * 10 + (unsigned)(*p - '0');
-        }
-        if (prefix > max)
-            return false;
-    }
-    /* host bits set (10.0.0.1/8) are most likely a typo: refuse them */
-    for (unsigned bit = prefix; bit < max; bit++)
-        if (addr[bit / 8] & (0x80u >> (bit % 8)))
-            return false;
-    char canon[INET6_ADDRSTRLEN];
-    inet_ntop(family, addr, canon, sizeof(canon));
-    c->family = family;
-    c->prefix = prefix;
-    snprintf(c->text, sizeof(c->text), "%s/%u", canon, prefix);
-    return true;
-}
-
 /* "{ a, b }" or "a" of the entries of `family` in list; empty when none. */
 static void cidr_set(rete_buf *b, const rete_init_cidr *list, size_t n, int family)
 {
