@@ -47,6 +47,14 @@ const rete_ctl_verb rete_ctl_verbs[] = {
      "Exits 1 when anything is wrong: reted unreachable or refusing the token, the CA\n"
      "certificate expiring within 7 days, a proxy not in sync, or retectl's clock more\n"
      "than 30 s away from reted's.\n"},
+    {"analyze", rete_ctl_cmd_analyze, F_OUT_NS, "analyze [-n NS] [-o table|json|yaml]",
+     "find configuration that reted accepts and is still wrong",
+     "Each finding has a code, a level, the resource and a hint (docs/operations.md,\n"
+     "\"Analysers\"): route rules that send nowhere or never match, Services and policies\n"
+     "whose selector picks nothing, PeerAuthentications that contradict each other,\n"
+     "proxies rejecting or missing their configuration, certificates about to expire.\n"
+     "All namespaces unless -n. Exit 1 when any finding is an Error.\n\n"
+     "Example:\n  retectl analyze -n demo\n"},
     {"identity", rete_ctl_cmd_identity, CTL_F_TOKEN | CTL_F_SPIFFE_ID | CTL_F_OUT,
      "identity issue --token TOKEN [--spiffe-id ID] --out DIR",
      "get a workload certificate from a join token (for debugging)",

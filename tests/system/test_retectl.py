@@ -15,7 +15,7 @@ import pytest
 from helpers import build_path, free_port, fresh_host, start_process, run_tool
 
 
-VERBS = ["apply", "get", "delete", "describe", "token", "proxy-status", "proxy-config", "check",
+VERBS = ["apply", "get", "delete", "describe", "token", "proxy-status", "proxy-config", "check", "analyze",
          "identity", "version", "completion", "help"]
 
 
