@@ -10,6 +10,16 @@ PYTHON     := /usr/bin/python3
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
+TSAN_BUILD ?= build-tsan
+# The system tests whose point is several worker threads at once (reloads,
+# scrapes and traffic together), run again on a ThreadSanitizer build.
+TSAN_TESTS := tests/system/test_proxy_threads.py tests/system/test_proxy_pools.py \
+	tests/system/test_proxy_reload_drain.py tests/system/test_proxy_lifecycle.py tests/system/test_proxy_metrics.py
+TSAN_BUILD ?= build-tsan
+# The system tests whose point is several worker threads at once (reloads,
+# scrapes and traffic together), run again on a ThreadSanitizer build.
+TSAN_TESTS := tests/system/test_proxy_threads.py tests/system/test_proxy_pools.py \
+	tests/system/test_proxy_reload_drain.py tests/system/test_proxy_lifecycle.py tests/system/test_proxy_metrics.py
 # System tests run in parallel (pytest-xdist): SYSTEM_JOBS workers, each on
 # its own range of loopback addresses (tests/system/helpers.py fresh_host), a
 # test module per worker at a time so module-scoped fixtures start once.
@@ -25,12 +35,13 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	libpcre2-dev libcmocka-dev libclang-rt-14-dev \
 	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
 	python3-websockets python3-pytest-xdist redis-server redis-tools prometheus haproxy nginx wrk \
-	iproute2 nftables iptables procps dnsutils systemd python3-matplotlib python3-cryptography linux-perf
+	iproute2 nftables iptables procps dnsutils systemd python3-matplotlib python3-cryptography linux-perf \
+	valgrind
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps layers build test unit system asan clang demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
+.PHONY: all deps layers build test unit system asan clang tsan tsan-test demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
 
 all: build
 
@@ -87,6 +98,7 @@ test: deps layers build clang asan
 	RETE_BUILD=$(CURDIR)/$(ASAN_BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) tests/system
+	$(MAKE) --no-print-directory tsan-test
 	$(PYTHON) bench/run.py --smoke
 
 # The layer rule of src/ (tests/check_layers.py): no #include goes up a layer
@@ -105,6 +117,16 @@ bench: deps build
 
 bench-smoke: deps build
 	$(PYTHON) bench/run.py --smoke
+
+# clang with -fsanitize=thread (build-tsan/); tests/tsan.supp says what is
+# suppressed and why.
+tsan: deps
+	$(call setup_build,$(TSAN_BUILD),-Db_sanitize=thread -Db_lundef=false,CC=clang)
+
+tsan-test: tsan
+	RETE_BUILD=$(CURDIR)/$(TSAN_BUILD) \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
+	    $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) $(TSAN_TESTS)
 
 fuzz-build: deps
 	$(call setup_build,$(FUZZ_BUILD),-Dfuzz=true -Db_lundef=false,CC=clang)

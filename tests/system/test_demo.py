@@ -179,9 +179,18 @@ def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
 def test_demo_refuses_busy_port(tmp_path):
     import socket
 
-    base = random.randint(100, 240)
+    # A base whose mesh port is free to take here (another run on this
+    # machine may hold one: take the next, a bounded number of times).
     s = socket.socket()
-    s.bind((f"127.0.0.{base + 1}", 15008))
+    for _ in range(50):
+        base = random.randint(100, 240)
+        try:
+            s.bind((f"127.0.0.{base + 1}", 15008))
+            break
+        except OSError:
+            continue
+    else:
+        raise AssertionError("no free 127.0.0.x:15008 to hold in 50 tries")
     s.listen(1)
     try:
         p, log, _ = run_demo(tmp_path, duration=1, base=base)
