@@ -225,6 +225,10 @@ typedef struct raw_mesh {
     uint32_t cert_ttl_ms;        /* read by reted's CA, not by the proxy */
     int path_norm;               /* rete_path_norm_mode */
     int outbound_policy;         /* rete_outbound_policy */
+    const char *trace_sampling;  /* tracing.sampling: percent, as written */
+    uint32_t trace_ppm;          /* derived: parts per million */
+    const char *trace_collector; /* tracing.collector: host:port, NULL: off */
+    int trace_format;            /* rete_trace_format */
 } raw_mesh;
 
 /* WorkloadGroup: what proxies of one service account may register (read by
