@@ -406,9 +406,11 @@ static bool post(const char *collector, rete_trace_format fmt, const char *body,
 }
 
 /* Format and send n records that share a collector and a format; the body
- * is cut in several POSTs when it does not fit the buffer. */
-static void export_batch(const span_rec *r, size_t n)
+ * is cut in several POSTs when it does not fit the buffer. Returns false
+ * when a POST failed. */
+static bool export_batch(const span_rec *r, size_t n)
 {
+    bool all_ok = true;
     rete_trace_format fmt = (rete_trace_format)r[0].format;
     size_t i = 0;
     while (i < n) {
@@ -441,7 +443,9 @@ static void export_batch(const span_rec *r, size_t n)
         atomic_fetch_add(ok ? &tx.exported : &tx.failed, i - start);
         if (!ok)
             rete_debug("tracing: %zu spans not accepted by %s", i - start, r[start].collector);
+        all_ok = all_ok && ok;
     }
+    return all_ok;
 }
 
 static void *exporter(void *arg)
@@ -476,8 +480,14 @@ static void *exporter(void *arg)
         tx.head = (tx.head + k) % tx.cap;
         tx.n -= k;
         pthread_mutex_unlock(&tx.mu);
-        export_batch(tx.out, k);
+        bool ok = export_batch(tx.out, k);
         pthread_mutex_lock(&tx.mu);
+        if (!ok && tx.stop) {
+            /* Exiting and the collector failed: the rest is given up (and
+             * counted) rather than each batch waiting its timeout. */
+            atomic_fetch_add(&tx.failed, tx.n);
+            tx.n = 0;
+        }
     }
     pthread_mutex_unlock(&tx.mu);
     return NULL;
