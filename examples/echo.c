@@ -32,6 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define ECHO_RBUF_CAP 65536u        /* per-connection read buffer = max request head */
 #define ECHO_WQ_HIGH (256u * 1024u) /* stop producing above this many queued bytes */
@@ -40,6 +44,8 @@
 #define ECHO_MAX_SIZE (1ull << 30)  /* ?size= cap: 1 GiB */
 #define ECHO_MAX_DELAY_MS 600000ull /* ?delay= cap: 10 minutes */
 #define ECHO_MAX_EXTRA 32u          /* ?header= and ?trailer= entries per request */
+#define ECHO_CALL_TIMEOUT_MS 5000   /* ?call=: connect, send, and the whole answer, each */
+#define ECHO_CALL_MAX 65536u        /* ?call=: bytes of the answer kept */
 #define ECHO_MAX_LISTEN 16u
 #define ECHO_H1_MAX_HEADERS 100u
 #define ECHO_H2_MAX_HEADER_BYTES 65536u /* same bound as the HTTP/1.1 head */
@@ -138,6 +144,8 @@ struct req {
     uint64_t delay_ms, size;
     char *method, *path, *query, *authority;
     json_t *headers;
+    char *call;     /* ?call=HOST:PORT/PATH, NULL: none */
+    json_t *called; /* what the call answered */
     size_t header_bytes;
     uint64_t body_bytes;
     EVP_MD_CTX *sha;
@@ -352,6 +360,9 @@ static void req_reset(req *r)
     rete_free(&r->method);
     rete_free(&r->path);
     rete_free(&r->query);
+    rete_free(&r->call);
+    json_decref(r->called);
+    r->called = NULL;
     rete_free(&r->authority);
     rete_free(&r->json);
     rete_free(&r->ebuf);
@@ -548,6 +559,9 @@ static void req_parse_query(req *r)
                 r->error = "bad ?size (0..1073741824)";
             else
                 r->size = n;
+        } else if (rete_view_eq(key, RETE_VIEW_LIT("call"))) {
+            rete_free(&r->call);
+            r->call = rete_strndup(v.p, v.len);
         } else if (rete_view_eq(key, RETE_VIEW_LIT("echo"))) {
             r->echo = rete_view_eq(v, RETE_VIEW_LIT("1")) || rete_view_eq(v, RETE_VIEW_LIT("true"));
         } else if (rete_view_eq(key, RETE_VIEW_LIT("header"))) {
@@ -600,9 +614,83 @@ static bool status_has_body(int status)
 
 static void req_on_timer(uv_timer_t *t);
 
+/* ?call=HOST:PORT/PATH: before answering, GET http://HOST:PORT/PATH with
+ * the request's trace headers (traceparent, tracestate, b3, x-b3-*) and
+ * x-request-id, as an app that forwards them must, and put the answer in
+ * the reply ("call": {"status", "body"}). For tests of whole traces
+ * (client -> a -> b): the call is made with blocking sockets, each step
+ * bounded by ECHO_CALL_TIMEOUT_MS, and holds this echo's loop while it
+ * lasts. Not for load. */
+static const char *const trace_fields[] = {"traceparent",  "tracestate",  "b3",
+                                           "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+                                           "x-b3-sampled", "x-b3-flags",  "x-request-id"};
+
+static json_t *call_out(const req *r)
+{
+    char host[256];
+    const char *slash = strchr(r->call, '/');
+    size_t hl = slash ? (size_t)(slash - r->call) : strlen(r->call);
+    const char *path = slash ? slash : "/";
+    char *colon = NULL;
+    if (hl == 0 || hl >= sizeof(host))
+        return json_string("bad ?call (HOST:PORT/PATH)");
+    memcpy(host, r->call, hl);
+    host[hl] = '\0';
+    colon = strrchr(host, ':');
+    if (!colon)
+        return json_string("bad ?call (HOST:PORT/PATH)");
+    *colon = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
+        return json_string("call: cannot resolve");
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = ECHO_CALL_TIMEOUT_MS / 1000};
+    bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0 &&
+              setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 &&
+              connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    freeaddrinfo(ai);
+    char *out = rete_malloc(ECHO_CALL_MAX + 1);
+    size_t n = (size_t)snprintf(out, ECHO_CALL_MAX, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", path,
+                                host);
+    for (size_t i = 0; i < sizeof(trace_fields) / sizeof(trace_fields[0]) && r->headers; i++) {
+        const char *v = json_string_value(json_object_get(r->headers, trace_fields[i]));
+        if (v && n < ECHO_CALL_MAX)
+            n += (size_t)snprintf(out + n, ECHO_CALL_MAX - n, "%s: %s\r\n", trace_fields[i], v);
+    }
+    if (n < ECHO_CALL_MAX)
+        n += (size_t)snprintf(out + n, ECHO_CALL_MAX - n, "\r\n");
+    ok = ok && n < ECHO_CALL_MAX && send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n;
+    size_t got = 0;
+    while (ok && got < ECHO_CALL_MAX) {
+        ssize_t k = recv(fd, out + got, ECHO_CALL_MAX - got, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    if (fd >= 0)
+        close(fd);
+    out[got] = '\0';
+    json_t *res;
+    const char *body = strstr(out, "\r\n\r\n");
+    if (!ok || got < 12 || memcmp(out, "HTTP/1.", 7) != 0 || !body) {
+        res = json_string("call: no answer");
+    } else {
+        res = json_object();
+        json_object_set_new(res, "status", json_integer(atoi(out + 9)));
+        json_t *doc = json_loads(body + 4, 0, NULL);
+        json_object_set_new(res, "body", doc ? doc : jstr(body + 4, strlen(body + 4)));
+    }
+    free(out);
+    return res;
+}
+
 /* Run `start_response` now or after the configured delay. */
 static void req_schedule(req *r)
 {
+    if (r->call && !r->called && !r->error)
+        r->called = call_out(r);
     uint64_t delay = cfg.latency_ms + r->delay_ms;
     r->state = r->state == REQ_BODY && r->echo ? REQ_BODY : REQ_WAIT;
     if (delay == 0) {
@@ -740,6 +828,8 @@ static void req_build_json(req *r)
     }
     json_object_set_new(o, "peer", json_string(r->c->peer));
     json_object_set_new(o, "status", json_integer(r->status));
+    if (r->called)
+        json_object_set(o, "call", r->called);
     if (r->error)
         json_object_set_new(o, "error", json_string(r->error));
     r->json = json_dumps(o, JSON_COMPACT);

@@ -281,6 +281,12 @@ typedef enum rete_outbound_policy {
     RETE_OUTBOUND_REGISTRY_ONLY, /* refused */
 } rete_outbound_policy;
 
+/* MeshConfig tracing.format: the collector's wire format (filter_trace.c). */
+typedef enum rete_trace_format {
+    RETE_TRACE_OTLP,   /* OTLP/HTTP JSON, POST /v1/traces */
+    RETE_TRACE_ZIPKIN, /* Zipkin v2 JSON, POST /api/v2/spans */
+} rete_trace_format;
+
 typedef enum rete_authz_action { RETE_AUTHZ_ALLOW, RETE_AUTHZ_DENY, RETE_AUTHZ_AUDIT } rete_authz_action;
 
 typedef struct rete_authz_rule {    /* one `rules[]` entry: from AND to AND when */
@@ -413,6 +419,12 @@ typedef struct rete_config {
      * request's path is normalised where it enters (path_norm.h). */
     rete_path_norm_mode path_norm;
     rete_outbound_policy outbound_policy; /* MeshConfig outboundTrafficPolicy.mode */
+    /* MeshConfig tracing (http/filter_trace.c): the collector as "host:port",
+     * NULL when tracing is off; the head-sampling rate of requests that come
+     * with no sampling decision, in parts per million (default 10000: 1%). */
+    const char *trace_collector;
+    uint32_t trace_sample_ppm;
+    rete_trace_format trace_format;
 
     const rete_service *services;
     size_t n_services;

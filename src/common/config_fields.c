@@ -1422,6 +1422,70 @@ static const cfg_field outbound_policy_fields[] = {
 static const cfg_schema outbound_policy_schema =
     CFG_SCHEMA("OutboundTrafficPolicy", raw_mesh, outbound_policy_fields, NULL);
 
+/* MeshConfig tracing (rete's own shape; Istio spreads the same over
+ * defaultConfig.tracing.sampling and an extensionProvider). */
+static const cfg_enum trace_format_enum[] = {
+    {"otlp", RETE_TRACE_OTLP}, {"zipkin", RETE_TRACE_ZIPKIN}, {NULL, 0}};
+
+/* "host:port": a DNS name or an IP literal ([v6] in brackets), port 1..65535. */
+static rete_rc check_collector(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    (void)n;
+    const char *s = *(const char **)value;
+    const char *colon = strrchr(s, ':');
+    bool ok = colon && colon > s && colon[1] && strlen(s) < 200;
+    unsigned long port = 0;
+    for (const char *c = ok ? colon + 1 : ""; ok && *c; c++) {
+        ok = *c >= '0' && *c <= '9';
+        port = port * 10 + (unsigned long)(*c - '0');
+        ok = ok && port <= 65535;
+    }
+    for (const char *c = s; ok && c < colon; c++)
+        ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+             *c == '-' || *c == '.' || *c == ':' || *c == '[' || *c == ']';
+    return ok && port ? RETE_OK
+                      : cfg_fail(ctx, "must be \"HOST:PORT\" (a DNS name or an IP address, port "
+                                      "1..65535; plain HTTP/1.1 over TCP)");
+}
+
+/* tracing.sampling: a percentage 0..100 with at most 4 decimals (1e-4 %
+ * is one part per million, the sampler's grain). */
+static rete_rc tracing_check(cfg_ctx *ctx, void *obj)
+{
+    raw_mesh *m = obj;
+    const char *s = m->trace_sampling ? m->trace_sampling : "1";
+    uint64_t whole = 0, frac = 0;
+    int digits = 0, fdigits = 0;
+    while (*s >= '0' && *s <= '9' && digits < 4)
+        whole = whole * 10 + (uint64_t)(*s++ - '0'), digits++;
+    if (*s == '.')
+        for (s++; *s >= '0' && *s <= '9' && fdigits < 5; fdigits++)
+            frac = frac * 10 + (uint64_t)(*s++ - '0');
+    if (!digits || *s || fdigits > 4 || whole > 100 || (whole == 100 && frac))
+        return cfg_fail_at(ctx, "sampling", "must be a percentage from 0 to 100 with at most 4 "
+                                            "decimals");
+    while (fdigits++ < 4)
+        frac *= 10;
+    m->trace_ppm = (uint32_t)(whole * 10000 + frac);
+    return RETE_OK;
+}
+
+static const cfg_field tracing_fields[] = {
+    {"sampling", CFG_STR, 0, CFG_AT(raw_mesh, trace_sampling), .def = "1",
+     .doc = "percent of requests that arrive without a sampling decision which a sidecar starts "
+            "a trace for (0..100, at most 4 decimals); a request whose traceparent or B3 headers "
+            "carry a decision follows it"},
+    {"collector", CFG_STR, 0, CFG_AT(raw_mesh, trace_collector), .check = check_collector,
+     .docdef = "none: tracing off",
+     .doc = "where each proxy's exporter thread POSTs its spans, HOST:PORT (plain HTTP/1.1 over "
+            "TCP; an OpenTelemetry collector, Jaeger or Tempo for otlp, Zipkin or Jaeger for "
+            "zipkin). Without it no span is made and trace headers pass through untouched"},
+    {"format", CFG_ENUM, 0, CFG_AT(raw_mesh, trace_format), .en = trace_format_enum,
+     .def = "otlp",
+     .doc = "otlp: OTLP/HTTP JSON to /v1/traces; zipkin: Zipkin v2 JSON to /api/v2/spans"},
+};
+static const cfg_schema tracing_schema = CFG_SCHEMA("Tracing", raw_mesh, tracing_fields, tracing_check);
+
 static const cfg_field mesh_fields[] = {
     {"trustDomain", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_mesh, trust_domain),
      .docdef = RETE_DEFAULT_TRUST_DOMAIN},
@@ -1444,6 +1508,9 @@ static const cfg_field mesh_fields[] = {
             "lie inside it (a change that leaves a Service's clusterIP outside is refused naming "
             "the Service); when every address is taken, a Service without clusterIP is refused. "
             "The range's first address (and, for IPv4, its last) is never assigned"},
+    {"tracing", CFG_OBJ, 0, .off = 0, .sub = &tracing_schema,
+     .doc = "distributed tracing: W3C traceparent and B3 propagated, one client and one server "
+            "span per hop (docs/observability.md)"},
 };
 const cfg_schema cfg_spec_mesh = CFG_SCHEMA("MeshConfig", raw_mesh, mesh_fields, NULL);
 

@@ -227,6 +227,10 @@ typedef struct raw_mesh {
     int path_norm;               /* rete_path_norm_mode */
     int outbound_policy;         /* rete_outbound_policy */
     const char *service_cidr;    /* checked by the loader, assigned from by reted */
+    const char *trace_sampling;  /* tracing.sampling: percent, as written */
+    uint32_t trace_ppm;          /* derived: parts per million */
+    const char *trace_collector; /* tracing.collector: host:port, NULL: off */
+    int trace_format;            /* rete_trace_format */
 } raw_mesh;
 
 /* WorkloadGroup: what proxies of one service account may register (read by

@@ -612,6 +612,9 @@ rete_rc cfg_resolve(loader *l)
     resolve_mtls(l, self, mesh ? (rete_mtls_mode)mesh->default_mtls : RETE_MTLS_PERMISSIVE);
     cfg->path_norm = mesh ? (rete_path_norm_mode)mesh->path_norm : RETE_PATH_NORM_BASE;
     cfg->outbound_policy = mesh ? (rete_outbound_policy)mesh->outbound_policy : RETE_OUTBOUND_ALLOW_ANY;
+    cfg->trace_collector = mesh ? mesh->trace_collector : NULL;
+    cfg->trace_sample_ppm = mesh ? mesh->trace_ppm : 10000;
+    cfg->trace_format = mesh ? (rete_trace_format)mesh->trace_format : RETE_TRACE_OTLP;
     resolve_authz(l, self);
     resolve_rate_limits(l, self);
     rete_rc rc = rete_route_build_tables(cfg, l->ctx.arena);

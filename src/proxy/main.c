@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  -a, --access-log PATH    one JSON line per request; '-' for stdout\n"
             "      --access-log-fields F,...  the fields, in order (default all; docs/proxy.md)\n"
             "      --access-log-sample PCT    log PCT%% of successful requests (errors always; default 100)\n"
+            "      --trace-queue-spans N      finished spans waiting for export at most (default 2048)\n"
+            "      --trace-batch-spans N      spans per POST to the collector at most (default 256)\n"
             "      --check-config FILE  validate FILE and exit (0 valid, 1 invalid)\n"
             "\n"
             "control plane (instead of --config, or with it for the Proxy document):\n"
@@ -153,6 +155,7 @@ int main(int argc, char **argv)
         {"label", required_argument, NULL, 'L'},     {"trust-domain", required_argument, NULL, 'T'},
         {"egress", required_argument, NULL, 'E'},
         {"access-log-fields", required_argument, NULL, 'F'}, {"access-log-sample", required_argument, NULL, 'G'},
+        {"trace-queue-spans", required_argument, NULL, 'Q'}, {"trace-batch-spans", required_argument, NULL, 'J'},
         {NULL, 0, NULL, 0},
     };
     static rete_cp_opts cpo;
@@ -176,6 +179,7 @@ int main(int argc, char **argv)
     }
     long concurrency = 0;
     rete_access_log_opts alo = {.sample_percent = 100};
+    rete_trace_opts tro = {.queue_spans = RETE_TRACE_QUEUE_DEFAULT, .batch_spans = RETE_TRACE_BATCH_DEFAULT};
     int c;
     while ((c = getopt_long(argc, argv, "+c:n:l:a:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -208,6 +212,18 @@ int main(int argc, char **argv)
                 fprintf(stderr, "rete-proxy: --access-log-sample: %s is not a number\n", optarg);
                 return 2;
             }
+            break;
+        }
+        case 'Q':
+        case 'J': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (end == optarg || *end || v < 1) {
+                fprintf(stderr, "rete-proxy: --%s: %s is not a positive number\n",
+                        c == 'Q' ? "trace-queue-spans" : "trace-batch-spans", optarg);
+                return 2;
+            }
+            *(c == 'Q' ? &tro.queue_spans : &tro.batch_spans) = (size_t)v;
             break;
         }
         case 'k':
@@ -319,6 +335,17 @@ int main(int argc, char **argv)
         rete_error aerr = {0};
         if (rete_access_log_open(&alo, &aerr) != RETE_OK) {
             fprintf(stderr, "rete-proxy: %s\n", aerr.msg);
+            rete_proxy_metrics_free(&proxy);
+            return 2;
+        }
+    }
+    {
+        /* Always: MeshConfig tracing may be set by any later snapshot. The
+         * ring is allocated, not touched, until spans are queued. */
+        rete_error terr = {0};
+        if (rete_trace_open(&tro, &terr) != RETE_OK) {
+            fprintf(stderr, "rete-proxy: %s\n", terr.msg);
+            rete_access_log_close();
             rete_proxy_metrics_free(&proxy);
             return 2;
         }
@@ -443,5 +470,6 @@ int main(int argc, char **argv)
     uv_run(proxy.loop, UV_RUN_NOWAIT);
     rete_info("stopped");
     rete_access_log_close(); /* the workers have stopped: nothing more to log */
+    rete_trace_close();
     return child_argv ? (rete_proxy_child_exit_code() < 0 ? 1 : rete_proxy_child_exit_code()) : 0;
 }

@@ -252,15 +252,16 @@ static const char *names(const rete_filter_chain *c)
     return buf;
 }
 
-/* The order is the contract: authorization before the app, telemetry and
- * the access log last (they see every exchange end). */
+/* The order is the contract: trace first (its headers go upstream, and it
+ * sees requests a later filter answers), authorization before the app,
+ * telemetry and the access log last (they see every exchange end). */
 static void test_chain_order(void **state)
 {
     fixture *f = *state;
     assert_string_equal(names(&rete_chain_outbound),
-                        "route rate-limit fault backend retry telemetry access-log");
+                        "trace route rate-limit fault backend retry telemetry access-log");
     assert_string_equal(names(&rete_chain_inbound),
-                        "inbound-port authz rate-limit app telemetry access-log");
+                        "trace inbound-port authz rate-limit app telemetry access-log");
     rete_exchange *ex = request(f, false, "GET", "api", "/");
     assert_ptr_equal(rete_filter_chain_of(ex), &rete_chain_outbound);
     ex = request(f, true, "GET", "api", "/");

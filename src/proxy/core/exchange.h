@@ -170,6 +170,15 @@ struct rete_exchange {
      * the request enters; path_refused is the rete_path_norm_result. */
     bool path_normalized;
     uint8_t path_refused;
+    /* Tracing (http/filter_trace.c): the span this proxy makes of the
+     * exchange, when sampled; 40 bytes in the exchange, nothing allocated. */
+    struct {
+        uint8_t trace_id[16];
+        uint8_t span_id[8];
+        uint8_t parent_id[8];      /* all zero: a root span */
+        bool sampled;              /* a span is made and exported */
+        uint8_t formats;           /* the header formats the request came with */
+    } trace;
     /* tunnels: Istio TCP series, resolved once at open (telemetry.c) */
     bool tcp_open;
     rete_metric tcp_sent, tcp_received, tcp_closed;

@@ -94,6 +94,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family rate_limited_total;               /* {limit}: route, total, identity */
     rete_metric_family authz_denied_total;
     rete_metric_family access_log_dropped_total;
+    rete_metric_family spans_sampled_total, spans_dropped_total; /* per worker (filter_trace.c) */
+    rete_metric_family spans_exported_total, spans_failed_total; /* the exporter's (counter_fn) */
     rete_metric_family path_rejected_total;
     rete_metric_family outbound_unknown_total;           /* {action}: passthrough, refused */
     rete_metric_family build_info;                       /* gauge 1 {version} */

@@ -90,6 +90,8 @@ void rete_proxy_metrics_init(rete_proxy *p)
         s->h2_abuse[i] = fixed(p, mm->h2_abuse_total, h2_abuse_reasons[i]);
     s->authz_denied = fixed(p, mm->authz_denied_total, NULL);
     s->access_log_dropped = fixed(p, mm->access_log_dropped_total, NULL);
+    s->spans_sampled = fixed(p, mm->spans_sampled_total, NULL);
+    s->spans_dropped = fixed(p, mm->spans_dropped_total, NULL);
     s->faults[0] = fixed(p, mm->faults_injected_total, "delay");
     s->faults[1] = fixed(p, mm->faults_injected_total, "abort");
     s->rate_limited[0] = fixed(p, mm->rate_limited_total, "route");

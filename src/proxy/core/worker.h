@@ -124,6 +124,7 @@ typedef struct rete_proxy_series {
     rete_metric h2_abuse[RETE_H2_ABUSE_N]; /* rete_proxy_h2_abuse_total{reason} */
     rete_metric authz_denied;       /* requests and tunnels denied by AuthorizationPolicy */
     rete_metric access_log_dropped; /* lines the access log's writer had no room for */
+    rete_metric spans_sampled, spans_dropped; /* tracing: queued, and no room in the queue */
     rete_metric faults[2];          /* rete_proxy_faults_injected_total: [0] delay, [1] abort */
     rete_metric rate_limited[3];    /* rete_proxy_rate_limited_total: route, total, identity */
     rete_metric unknown_passthrough, unknown_refused; /* outboundTrafficPolicy (filter_route.c) */

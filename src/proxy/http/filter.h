@@ -6,10 +6,13 @@
  * request; what a filter keeps about a request lives in the exchange. The
  * chains are fixed arrays (dispatch.c):
  *
- *   outbound (the local app's requests):  route -> rate limit -> fault -> backend
- *                                           -> retry -> telemetry -> access log
- *   inbound  (mesh 15008, plaintext 15006): inbound target -> authz -> rate limit
+ *   outbound (the local app's requests):  trace -> route -> rate limit -> fault
+ *                                           -> backend -> retry -> telemetry -> access log
+ *   inbound  (mesh 15008, plaintext 15006): trace -> inbound target -> authz -> rate limit
  *                                           -> app -> telemetry -> access log
+ *
+ * Trace comes first: it must set the propagated headers before the request
+ * is sent on, and see even the requests a later filter answers.
  *
  * Stages, in the order an exchange meets them (NULL: the filter skips it):
  *
@@ -133,6 +136,21 @@ extern const rete_filter rete_filter_authz;        /* filter_authz.c */
 extern const rete_filter rete_filter_app;          /* filter_inbound.c */
 extern const rete_filter rete_filter_telemetry;    /* filter_telemetry.c */
 extern const rete_filter rete_filter_access_log;   /* filter_access_log.c */
+extern const rete_filter rete_filter_trace;        /* filter_trace.c */
+
+/* Tracing's exporter (filter_trace.c): one thread per proxy, a bounded
+ * queue of finished spans. What is traced and where it goes is MeshConfig
+ * tracing's (per snapshot); the bounds are the process's. */
+typedef struct rete_trace_opts {
+    size_t queue_spans; /* --trace-queue-spans: spans waiting for export (default 2048) */
+    size_t batch_spans; /* --trace-batch-spans: spans per POST at most (default 256) */
+} rete_trace_opts;
+#define RETE_TRACE_QUEUE_DEFAULT 2048
+#define RETE_TRACE_BATCH_DEFAULT 256
+/* Start it (main thread, before the workers); fails naming the option. */
+RETE_MUST_CHECK rete_rc rete_trace_open(const rete_trace_opts *o, rete_error *err);
+/* Export what is queued (best effort) and stop (after the workers stopped). */
+void rete_trace_close(void);
 
 /* The access log (filter_access_log.c; rete-proxy --access-log): one JSON
  * line per exchange, written by a writer thread from a bounded buffer. */
