@@ -176,3 +176,34 @@ def test_mirror_percent_zero_sends_nothing(net):
     assert all(s == 200 for s, _ in res)
     assert sum(n.mirror(r) for r in ("sent", "failed", "aborted", "skipped_limit", "skipped_body")) == 0
     assert n.shadow_lines("/none") == []
+
+
+def test_mirror_copy_cut_when_the_body_outgrows_it_or_the_client_leaves(net):
+    """A chunked POST (no content-length) of 100 KiB: its copy is cut once
+    past 64 KiB (skipped_body) while the request itself arrives whole at
+    web; a client that leaves mid-body gets its copy cut (aborted). Neither
+    copy is answered at the mirror."""
+    n = net([mirror_rule()])
+    body = os.urandom(100 * 1024)
+    c = http.client.HTTPConnection(n.client_host, 15001, timeout=30)
+    c.request("POST", "/cut/chunked", body=iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
+              headers={"Host": "web"}, encode_chunked=True)
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    assert r.status == 200 and f'"body_bytes":{len(body)}'.encode() in out
+    assert f'"body_sha256":"{hashlib.sha256(body).hexdigest()}"'.encode() in out
+    wait_for(lambda: n.mirror("skipped_body") == 1, timeout=10)
+
+    import socket
+    s = socket.create_connection((n.client_host, 15001), timeout=10)
+    s.sendall(b"POST /cut/gone HTTP/1.1\r\nHost: web\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    wait_for(lambda: metric(n.client_host, "rete_proxy_mirror_requests_in_flight") == 1, timeout=10)
+    s.close()
+    wait_for(lambda: n.mirror("aborted") == 1, timeout=10)
+    assert metric(n.client_host, "rete_proxy_mirror_requests_in_flight") == 0
+    assert n.mirror("sent") == 0
+    # A request sent after them has its copy answered: nothing is stuck.
+    assert post(n.client_host, "/cut/after", b"ok")[0] == 200
+    wait_for(lambda: n.mirror("sent") == 1, timeout=10)
+    assert [p for _, p, *_ in n.shadow_lines("/cut/")] == ["/cut/after"]
