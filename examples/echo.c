@@ -149,6 +149,7 @@ struct req {
     size_t header_bytes;
     uint64_t body_bytes;
     EVP_MD_CTX *sha;
+    char sha_hex[65]; /* set by req_build_json; empty until then */
     extra_field extra[ECHO_MAX_EXTRA], trailer[ECHO_MAX_EXTRA];
     size_t n_extra, n_trailer;
     /* response body source */
@@ -825,6 +826,7 @@ static void req_build_json(req *r)
         for (unsigned i = 0; i < 32; i++)
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
         json_object_set_new(o, "body_sha256", json_string(hex));
+        memcpy(r->sha_hex, hex, sizeof(r->sha_hex));
     }
     json_object_set_new(o, "peer", json_string(r->c->peer));
     json_object_set_new(o, "status", json_integer(r->status));
@@ -840,12 +842,22 @@ static void req_build_json(req *r)
     r->json_off = 0;
 }
 
+/* One line per request, when its response starts: peer, method, target,
+ * status, protocol, then host= and body_bytes= (and body_sha256= for a JSON
+ * answer, whose body is complete by then): what tests check of a request
+ * whose response nobody reads (a proxy's mirrored copy). */
 static void req_log(req *r)
 {
+    const char *host = r->authority;
+    json_t *h = r->headers && !host ? json_object_get(r->headers, "host") : NULL;
+    if (json_is_string(h))
+        host = json_string_value(h);
     if (!cfg.quiet)
-        rete_info("%s %s %s%s%s %d %s", r->c->peer, r->method ? r->method : "-",
-                  r->path ? r->path : "-", r->query && *r->query ? "?" : "",
-                  r->query ? r->query : "", r->status, r->c->ops->name);
+        rete_info("%s %s %s%s%s %d %s host=%s body_bytes=%" PRIu64 "%s%s", r->c->peer,
+                  r->method ? r->method : "-", r->path ? r->path : "-",
+                  r->query && *r->query ? "?" : "", r->query ? r->query : "", r->status,
+                  r->c->ops->name, host ? host : "-", r->body_bytes,
+                  r->sha_hex[0] ? " body_sha256=" : "", r->sha_hex);
 }
 
 static const char *reason_phrase(int status)
@@ -1239,9 +1251,9 @@ static void h1_pump_size(req *r)
 static void h1_start_response(req *r)
 {
     conn *c = r->c;
-    req_log(r);
     if (r->kind == RESP_JSON)
         req_build_json(r);
+    req_log(r);
     bool want_trailers = r->n_trailer > 0 && r->te_trailers && r->minor == 1;
     uint64_t len = r->kind == RESP_JSON                  ? r->json_len
                    : r->kind == RESP_SIZE                ? r->size
@@ -1685,11 +1697,11 @@ static void h2_start_response(req *r)
     conn *c = r->c;
     if (c->closing)
         return;
-    req_log(r);
     r->resp_started = true;
     r->state = REQ_RESP;
     if (r->kind == RESP_JSON)
         req_build_json(r);
+    req_log(r);
     char status[8], cl[24];
     snprintf(status, sizeof(status), "%d", r->status);
     nghttp2_nv nv[6 + ECHO_MAX_EXTRA];

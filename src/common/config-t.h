@@ -160,6 +160,8 @@ typedef enum rete_filter_kind {
     RETE_FILTER_RESPONSE_HEADER,
     RETE_FILTER_REDIRECT,
     RETE_FILTER_URL_REWRITE,
+    RETE_FILTER_MIRROR,             /* RequestMirror (http/filter_mirror.c) */
+    RETE_FILTER_KIND_N,
 } rete_filter_kind;
 
 typedef struct rete_http_filter {
@@ -173,6 +175,12 @@ typedef struct rete_http_filter {
     /* REDIRECT and URL_REWRITE path modifier */
     enum { RETE_PATH_KEEP, RETE_PATH_FULL, RETE_PATH_PREFIX } path_kind;
     const char *path;               /* ReplaceFullPath / ReplacePrefixMatch value */
+    /* MIRROR (RequestMirror): copies go to port mirror_port of Service
+     * mirror_service (resolved), for mirror_ppm parts per million of the
+     * rule's requests (percent or fraction; default all). */
+    const rete_service *mirror_service;
+    uint16_t mirror_port;
+    uint32_t mirror_ppm;
 } rete_http_filter;
 
 typedef struct rete_backend_ref {

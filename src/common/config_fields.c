@@ -689,10 +689,56 @@ static const cfg_field rewrite_fields[] = {
 static const cfg_schema rewrite_schema =
     CFG_SCHEMA("HTTPURLRewriteFilter", raw_filter, rewrite_fields, NULL);
 
+/* RequestMirror (Gateway API HTTPRequestMirrorFilter): applied by
+ * http/filter_mirror.c; docs/traffic.md "Mirroring". */
+static const cfg_field mirror_ref_fields[] = {
+    {"group", CFG_STR, 0, CFG_AT(raw_ref, group), .check = check_group, .doc = "\"\" or core"},
+    {"kind", CFG_STR, 0, CFG_AT(raw_ref, kind), .def = "Service", .check = check_kind_service},
+    {"name", CFG_STR, CFG_REQUIRED, CFG_AT(raw_ref, name), .check = check_dns_name},
+    {"namespace", CFG_STR, 0, CFG_AT(raw_ref, ns), .check = check_dns_name,
+     .docdef = "the route's namespace"},
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_ref, port), .min = 1, .max = 65535,
+     .doc = "a port of the Service"},
+};
+static const cfg_schema mirror_ref_schema =
+    CFG_SCHEMA("BackendObjectReference", raw_ref, mirror_ref_fields, NULL);
+
+static rete_rc fraction_check(cfg_ctx *ctx, void *obj)
+{
+    raw_fraction *f = obj;
+    if (f->numerator > f->denominator)
+        return cfg_fail_at(ctx, "numerator", "must not be greater than denominator");
+    return RETE_OK;
+}
+
+static const cfg_field fraction_fields[] = {
+    {"numerator", CFG_INT, CFG_REQUIRED, CFG_AT(raw_fraction, numerator), .min = 0,
+     .max = 1000000},
+    {"denominator", CFG_INT, 0, CFG_AT(raw_fraction, denominator), .min = 1, .max = 1000000,
+     .def = "100"},
+};
+static const cfg_schema fraction_schema =
+    CFG_SCHEMA("Fraction", raw_fraction, fraction_fields, fraction_check);
+
+static const cfg_field mirror_fields[] = {
+    {"backendRef", CFG_OBJ, CFG_REQUIRED, .off = offsetof(raw_filter, mirror_ref),
+     .sub = &mirror_ref_schema, .doc = "the Service the copies go to (one of its endpoints, "
+     "picked by its balancer)"},
+    {"percent", CFG_INT, 0, CFG_AT(raw_filter, mirror_percent),
+     CFG_HAS(raw_filter, has_mirror_percent), .min = 0, .max = 100, .docdef = "100",
+     .doc = "share of the rule's requests copied; at most one of percent and fraction"},
+    {"fraction", CFG_OBJ, CFG_NODEF, .off = offsetof(raw_filter, mirror_fraction),
+     CFG_HAS(raw_filter, has_mirror_fraction), .sub = &fraction_schema, .docdef = "-",
+     .doc = "the share as numerator/denominator (parts per million at the finest)"},
+};
+static const cfg_schema mirror_schema =
+    CFG_SCHEMA("HTTPRequestMirrorFilter", raw_filter, mirror_fields, NULL);
+
 static const cfg_enum filter_enum[] = {{"RequestHeaderModifier", RETE_FILTER_REQUEST_HEADER},
                                        {"ResponseHeaderModifier", RETE_FILTER_RESPONSE_HEADER},
                                        {"RequestRedirect", RETE_FILTER_REDIRECT},
                                        {"URLRewrite", RETE_FILTER_URL_REWRITE},
+                                       {"RequestMirror", RETE_FILTER_MIRROR},
                                        {NULL, 0}};
 static const cfg_enum grpc_filter_enum[] = {{"RequestHeaderModifier", RETE_FILTER_REQUEST_HEADER},
                                             {"ResponseHeaderModifier", RETE_FILTER_RESPONSE_HEADER},
@@ -713,6 +759,7 @@ static rete_rc filter_check(cfg_ctx *ctx, void *obj)
         [RETE_FILTER_REDIRECT] = {"requestRedirect", "RequestRedirect",
                                   offsetof(raw_filter, has_redirect)},
         [RETE_FILTER_URL_REWRITE] = {"urlRewrite", "URLRewrite", offsetof(raw_filter, has_rewrite)},
+        [RETE_FILTER_MIRROR] = {"requestMirror", "RequestMirror", offsetof(raw_filter, has_mirror)},
     };
     for (size_t k = 0; k < CFG_ARRAY_LEN(by_kind); k++) {
         bool has = *((bool *)((unsigned char *)r + by_kind[k].has));
@@ -723,6 +770,17 @@ static rete_rc filter_check(cfg_ctx *ctx, void *obj)
                                by_kind[k].type);
     }
     r->f.kind = (rete_filter_kind)r->type;
+    if (r->f.kind == RETE_FILTER_MIRROR) {
+        if (r->has_mirror_percent && r->has_mirror_fraction)
+            return cfg_fail_at(ctx, "requestMirror", "at most one of percent and fraction");
+        r->f.mirror_port = r->mirror_ref.port;
+        r->f.mirror_ppm =
+            r->has_mirror_percent ? r->mirror_percent * 10000u
+            : r->has_mirror_fraction
+                ? (uint32_t)((uint64_t)r->mirror_fraction.numerator * 1000000u /
+                             r->mirror_fraction.denominator)
+                : 1000000u;
+    }
     const raw_path_mod *pm = r->has_redirect_path  ? &r->redirect_path
                              : r->has_rewrite_path ? &r->rewrite_path
                                                    : NULL;
@@ -743,6 +801,9 @@ static const cfg_field filter_fields[] = {
      .sub = &redirect_schema},
     {"urlRewrite", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_rewrite),
      .sub = &rewrite_schema},
+    {"requestMirror", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_filter, has_mirror),
+     .sub = &mirror_schema, .doc = "copies of requests, fire-and-forget, responses discarded "
+     "(docs/traffic.md, Mirroring); at most one per rule"},
 };
 static const cfg_schema filter_schema =
     CFG_SCHEMA("HTTPRouteFilter", raw_filter, filter_fields, filter_check);
@@ -877,7 +938,7 @@ static const cfg_schema route_rate_schema =
 static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
 {
     char sub[64];
-    bool seen[4] = {false};
+    bool seen[RETE_FILTER_KIND_N] = {false};
     rete_http_filter *filters = rete_arena_alloc(ctx->arena, (r->n_filters + 1) * sizeof(*filters));
     for (size_t i = 0; i < r->n_filters; i++) {
         filters[i] = r->filters[i].f;

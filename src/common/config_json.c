@@ -16,7 +16,8 @@ static const char *const mtls_names[] = {"STRICT", "PERMISSIVE", "DISABLE"};
 static const char *const action_names[] = {"ALLOW", "DENY", "AUDIT"};
 static const char *const match_names[] = {"Exact", "PathPrefix", "RegularExpression"};
 static const char *const filter_names[] = {"RequestHeaderModifier", "ResponseHeaderModifier",
-                                           "RequestRedirect", "URLRewrite"};
+                                           "RequestRedirect", "URLRewrite",
+                                           "RequestMirror"};
 
 #define NAME_OF(tbl, v) ((size_t)(v) < CFG_ARRAY_LEN(tbl) ? (tbl)[(size_t)(v)] : "?")
 
@@ -132,6 +133,13 @@ static json_t *json_rule(const rete_http_rule *r)
                                             : f->path_kind == RETE_PATH_PREFIX
                                                 ? "ReplacePrefixMatch"
                                                 : "Keep"));
+        }
+        if (f->kind == RETE_FILTER_MIRROR && f->mirror_service) {
+            json_object_set_new(o, "backendRef",
+                                json_pack("{s:s, s:s, s:i}", "namespace", f->mirror_service->ns,
+                                          "name", f->mirror_service->name, "port",
+                                          (json_int_t)f->mirror_port));
+            json_object_set_new(o, "ppm", json_integer(f->mirror_ppm));
         }
         json_array_append_new(filters, o);
     }

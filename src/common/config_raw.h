@@ -98,11 +98,19 @@ typedef struct raw_path_mod {
     bool has_full, has_prefix;
 } raw_path_mod;
 
+typedef struct raw_fraction { /* Gateway API Fraction */
+    uint32_t numerator, denominator;
+} raw_fraction;
+
 typedef struct raw_filter {
     rete_http_filter f;
     int type;
     raw_path_mod redirect_path, rewrite_path;
+    raw_ref mirror_ref;           /* requestMirror.backendRef, resolved by config_resolve.c */
+    uint32_t mirror_percent;
+    raw_fraction mirror_fraction;
     bool has_req, has_resp, has_redirect, has_rewrite, has_redirect_path, has_rewrite_path;
+    bool has_mirror, has_mirror_percent, has_mirror_fraction;
 } raw_filter;
 
 typedef struct raw_grpc_method {

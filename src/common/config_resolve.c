@@ -352,6 +352,30 @@ static rete_rc resolve_backends(loader *l, const raw_route *rr, size_t rule,
     return RETE_OK;
 }
 
+/* A rule's RequestMirror filters name a Service (and a port of it): the
+ * rule gets its own copy of its filters with the Service resolved. */
+static rete_rc resolve_mirrors(loader *l, const raw_route *rr, size_t rule, rete_http_rule *out)
+{
+    const raw_rule *raw = &rr->rules[rule];
+    rete_http_filter *f = NULL;
+    for (size_t i = 0; i < raw->n_filters; i++) {
+        if (raw->filters[i].f.kind != RETE_FILTER_MIRROR)
+            continue;
+        if (!f) {
+            f = rete_arena_alloc(l->ctx.arena, (out->n_filters + 1) * sizeof(*f));
+            memcpy(f, out->filters, out->n_filters * sizeof(*f));
+        }
+        char path[96];
+        snprintf(path, sizeof(path), "spec.rules[%zu].filters[%zu].requestMirror.backendRef", rule,
+                 i);
+        RETE_GUARD(resolve_ref(l, &rr->hdr, &raw->filters[i].mirror_ref, path, true,
+                               &f[i].mirror_service));
+    }
+    if (f)
+        out->filters = f;
+    return RETE_OK;
+}
+
 static rete_rc resolve_routes(loader *l)
 {
     rete_arena *a = l->ctx.arena;
@@ -380,6 +404,7 @@ static rete_rc resolve_routes(loader *l)
             rules[i] = rr->rules[i].r;
             RETE_GUARD(resolve_backends(l, rr, i, &rules[i].backends, &rules[i].n_backends,
                                         &rules[i].total_weight));
+            RETE_GUARD(resolve_mirrors(l, rr, i, &rules[i]));
         }
         out->rules = rules;
         out->n_rules = rr->n_rules;

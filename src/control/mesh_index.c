@@ -123,7 +123,8 @@ static void add_ref(reted_strs *x, json_t *ref, const char *route_ns)
         reted_strs_add(x, buf, (size_t)n);
 }
 
-/* Every backendRef of a route, wherever rules nest them. */
+/* Every backendRef of a route, wherever rules nest them: backendRefs[] and
+ * a RequestMirror filter's backendRef. */
 static void add_backends(reted_strs *x, json_t *node, const char *route_ns)
 {
     if (json_is_array(node)) {
@@ -142,6 +143,8 @@ static void add_backends(reted_strs *x, json_t *node, const char *route_ns)
             size_t i;
             json_t *ref;
             json_array_foreach(v, i, ref) add_ref(x, ref, route_ns);
+        } else if (strcmp(k, "backendRef") == 0 && json_is_object(v)) {
+            add_ref(x, v, route_ns);
         } else {
             add_backends(x, v, route_ns);
         }

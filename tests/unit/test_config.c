@@ -685,8 +685,31 @@ static const bad_case bad_cases[] = {
     {ROUTE("[{filters: [{type: RequestHeaderModifier}]}]"), 2,
      "spec.rules[0].filters[0].requestHeaderModifier",
      "required when type is RequestHeaderModifier"},
-    {ROUTE("[{filters: [{type: RequestMirror}]}]"), 2, "spec.rules[0].filters[0].type",
-     "must be one of RequestHeaderModifier"},
+    {ROUTE("[{filters: [{type: RequestMirror}]}]"), 2,
+     "spec.rules[0].filters[0].requestMirror", "required when type is RequestMirror"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web}}}]}]"), 2,
+     "spec.rules[0].filters[0].requestMirror.backendRef.port", "required"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: nope, port: "
+           "80}}}]}]"),
+     2, "spec.rules[0].filters[0].requestMirror.backendRef.name", "unknown service demo/nope"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: "
+           "81}}}]}]"),
+     2, "spec.rules[0].filters[0].requestMirror.backendRef.port", "has no port 81"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}, "
+           "percent: 10, fraction: {numerator: 1}}}]}]"),
+     2, "spec.rules[0].filters[0].requestMirror", "at most one of percent and fraction"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}, "
+           "fraction: {numerator: 3, denominator: 2}}}]}]"),
+     2, "spec.rules[0].filters[0].requestMirror.fraction.numerator", "greater than denominator"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}, "
+           "percent: 101}}]}]"),
+     2, "spec.rules[0].filters[0].requestMirror.percent", "between 0 and 100"},
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, "
+           "{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]}]"),
+     2, "spec.rules[0].filters[1].type", "at most one filter of each type"},
+    {GRPC_ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: "
+                "80}}}]}]"),
+     2, "spec.rules[0].filters[0].type", "must be one of RequestHeaderModifier"},
     {ROUTE(
          "[{matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite: "
          "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}]"),
@@ -805,6 +828,43 @@ static void test_malformed(void **state)
             fail_msg("case %zu: want document %d: %s: ...%s...\n got %s", i, c->doc, c->path,
                      c->reason, buf);
         assert_string_equal(err.file, "t.yaml");
+    }
+}
+
+/* RequestMirror: the share in parts per million (percent, fraction,
+ * default all) and the Service resolved, on the rule's filter. */
+static void test_request_mirror(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *share;
+        uint32_t ppm;
+    } cases[] = {
+        {"", 1000000},
+        {", percent: 50", 500000},
+        {", percent: 0", 0},
+        {", fraction: {numerator: 1}", 10000},
+        {", fraction: {numerator: 1, denominator: 3}", 333333},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char yaml[2048];
+        snprintf(yaml, sizeof(yaml),
+                 ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, "
+                       "port: 80}%s}}], backendRefs: [{name: web, port: 80}]}]"),
+                 cases[i].share);
+        rete_config *cfg = load_str(yaml);
+        assert_int_equal(cfg->n_http_routes, 1);
+        const rete_http_rule *r = &cfg->http_routes[0].rules[0];
+        assert_int_equal(r->n_filters, 1);
+        assert_int_equal(r->filters[0].kind, RETE_FILTER_MIRROR);
+        assert_int_equal(r->filters[0].mirror_ppm, cases[i].ppm);
+        assert_int_equal(r->filters[0].mirror_port, 80);
+        assert_non_null(r->filters[0].mirror_service);
+        assert_string_equal(r->filters[0].mirror_service->name, "web");
+        char *text = rete_config_to_json(cfg);
+        assert_non_null(strstr(text, "\"RequestMirror\""));
+        free(text);
+        rete_config_unref(cfg);
     }
 }
 
@@ -1100,6 +1160,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_security),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_request_mirror),
         cmocka_unit_test(test_find_table),
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_mtls_precedence),

@@ -259,7 +259,7 @@ static void test_chain_order(void **state)
 {
     fixture *f = *state;
     assert_string_equal(names(&rete_chain_outbound),
-                        "trace route rate-limit fault backend retry telemetry access-log");
+                        "trace route rate-limit fault mirror backend retry telemetry access-log");
     assert_string_equal(names(&rete_chain_inbound),
                         "trace inbound-port authz rate-limit app telemetry access-log");
     rete_exchange *ex = request(f, false, "GET", "api", "/");
@@ -703,8 +703,9 @@ static void test_body_bytes_counted_by_telemetry(void **state)
     assert_non_null(rete_request_path_get()->body);
     const rete_filter_chain *chains[] = {&rete_chain_outbound, &rete_chain_inbound};
     for (size_t i = 0; i < 2; i++) {
-        /* telemetry's, and outbound the retry filter's replay copy */
-        assert_int_equal(chains[i]->n_request_body, i == 0 ? 2 : 1);
+        /* telemetry's, and outbound the mirror's copy and the retry
+         * filter's replay copy */
+        assert_int_equal(chains[i]->n_request_body, i == 0 ? 3 : 1);
         assert_int_equal(chains[i]->n_response_body, 1);
     }
     for (int admin = 0; admin < 2; admin++) {

@@ -32,7 +32,8 @@ static const reted_ires *get(fixture *f, const char *kind, const char *ns, const
 
 /* Each kind's scoping fields, parsed once: a Service's selector, a
  * Workload's labels and egress, a route's parents then backends (the
- * route's namespace when a ref names none, each once), a DestinationRule's
+ * route's namespace when a ref names none, each once; a RequestMirror's
+ * backendRef is one), a DestinationRule's
  * host as ns/name in every spelling the loader resolves, MeshConfig's
  * defaultEgress and certificate lifetime. */
 static void test_fields_per_kind(void **state)
@@ -44,7 +45,9 @@ static void test_fields_per_kind(void **state)
     fx_put(f, "HTTPRoute", "shop", "r",
            "{\"parentRefs\":[{\"name\":\"cart\"},{\"name\":\"pay\",\"namespace\":\"bank\"}],"
            "\"rules\":[{\"backendRefs\":[{\"name\":\"cart-v2\"},{\"name\":\"cart\"}]},"
-           "{\"matches\":[],\"backendRefs\":[{\"name\":\"ledger\",\"namespace\":\"bank\"}]}]}");
+           "{\"matches\":[],\"backendRefs\":[{\"name\":\"ledger\",\"namespace\":\"bank\"}],"
+           "\"filters\":[{\"type\":\"RequestMirror\",\"requestMirror\":{\"backendRef\":"
+           "{\"name\":\"shadow\",\"port\":80}}}]}]}");
     fx_put(f, "DestinationRule", "shop", "d1", "{\"host\":\"cart\"}");
     fx_put(f, "DestinationRule", "shop", "d2", "{\"host\":\"Pay.Bank.svc.cluster.local.\"}");
     fx_put(f, "MeshConfig", "rete-system", "mesh",
@@ -62,7 +65,7 @@ static void test_fields_per_kind(void **state)
     const reted_ires *route = get(f, "HTTPRoute", "shop", "r");
     assert_int_equal(route->k, RETE_KC_ROUTE);
     assert_int_equal(route->n_parents, 2);
-    assert_string_equal(joined(&route->refs), "shop/cart,bank/pay,shop/cart-v2,bank/ledger");
+    assert_string_equal(joined(&route->refs), "shop/cart,bank/pay,shop/cart-v2,bank/ledger,shop/shadow");
     assert_string_equal(joined(&get(f, "DestinationRule", "shop", "d1")->refs), "shop/cart");
     assert_string_equal(joined(&get(f, "DestinationRule", "shop", "d2")->refs), "bank/pay");
     const reted_ires *mc = get(f, "MeshConfig", "rete-system", "mesh");

@@ -400,6 +400,13 @@ static void h1c_on_drain(rete_io *io)
 static void h1c_on_close(rete_io *io)
 {
     h1c *c = io->owner;
+    if (c->ex) {
+        /* Closed from outside (a worker's exit closes every connection):
+         * the exchange must not keep a side that is about to be freed. */
+        rete_exchange *ex = c->ex;
+        c->ex = NULL;
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_UPSTREAM_RESET, "upstream connection closed");
+    }
     c->pool->n_h1--;
     if (c->breaker) {
         rete_breaker_give(&c->breaker->connections);

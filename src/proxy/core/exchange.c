@@ -431,6 +431,11 @@ static const rete_side_ops local_ops = {
     .on_abort = local_on_abort,
 };
 
+bool rete_ex_upstream_is_local(const rete_exchange *ex)
+{
+    return ex->attached[RETE_UPSTREAM] && ex->ops[RETE_UPSTREAM] == &local_ops;
+}
+
 static void local_response(rete_exchange *ex, int status, const char *content_type,
                            const char *body, size_t len, rete_view location, const rete_view *hdrs,
                            size_t n_hdrs)

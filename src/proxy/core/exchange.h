@@ -138,6 +138,11 @@ struct rete_exchange {
     /* Retries and per-try/request timeouts (http/filter_retry.c): NULL for
      * a request whose route has neither. */
     struct rete_try_state *try_state;
+    /* Mirroring (http/filter_mirror.c): on a request being copied and on
+     * its copy, the state they share (in the copy's arena); NULL otherwise.
+     * mirror_copy: this exchange is a copy, with no downstream connection. */
+    struct rete_mirror *mirror;
+    bool mirror_copy;
     /* what routing decided */
     const rete_route_table *table;
     const rete_route_entry *route;
@@ -243,6 +248,9 @@ void rete_ex_local_response(rete_exchange *ex, int status, const char *content_t
 void rete_ex_local_response_with(rete_exchange *ex, int status, int grpc_code, bool grpc_force,
                                  const rete_view *hdrs, size_t n_hdrs, const char *content_type,
                                  const char *body, size_t len);
+/* Whether the upstream side is a local answer (rete_ex_local_response):
+ * it has produced everything and lets go when the downstream does. */
+bool rete_ex_upstream_is_local(const rete_exchange *ex);
 /* The same with an empty body and a Location header (copied). */
 void rete_ex_local_redirect(rete_exchange *ex, int status, rete_view location);
 

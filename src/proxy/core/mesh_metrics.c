@@ -164,6 +164,13 @@ static const struct {
     F(rate_limited_total, "rete_proxy_rate_limited_total", C, L(l_limit),
       "Requests refused (429 or gRPC RESOURCE_EXHAUSTED) by a local rate limit, by limit (route: "
       "an outbound rule's rateLimit; total, identity: an inbound HTTPLocalRateLimitPolicy)."),
+    F(mirror_requests_total, "rete_proxy_mirror_requests_total", C, L(l_result),
+      "Requests chosen by a RequestMirror filter, by what became of their copy (sent: a response "
+      "came back and was discarded; failed: the copy's upstream failed or timed out; aborted: "
+      "the request ended early or the copy's pipe was full; skipped_limit: too many copies in "
+      "flight; skipped_body: the body was over the copy bound)."),
+    F(mirror_requests_in_flight, "rete_proxy_mirror_requests_in_flight", G, NOLABELS,
+      "Mirrored copies in flight."),
     F(authz_denied_total, "rete_proxy_authz_denied_total", C, NOLABELS,
       "Requests and tunnels denied by AuthorizationPolicy."),
     F(outbound_unknown_total, "rete_proxy_outbound_unknown_destination_total", C, L(l_action),

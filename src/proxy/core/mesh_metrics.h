@@ -92,6 +92,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
     rete_metric_family faults_injected_total;            /* {kind}: delay, abort */
     rete_metric_family rate_limited_total;               /* {limit}: route, total, identity */
+    rete_metric_family mirror_requests_total;            /* {result}: see RETE_MIRROR_* */
+    rete_metric_family mirror_requests_in_flight;        /* gauge */
     rete_metric_family authz_denied_total;
     rete_metric_family access_log_dropped_total;
     rete_metric_family spans_sampled_total, spans_dropped_total; /* per worker (filter_trace.c) */

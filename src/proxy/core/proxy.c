@@ -97,6 +97,13 @@ void rete_proxy_metrics_init(rete_proxy *p)
     s->rate_limited[0] = fixed(p, mm->rate_limited_total, "route");
     s->rate_limited[1] = fixed(p, mm->rate_limited_total, "total");
     s->rate_limited[2] = fixed(p, mm->rate_limited_total, "identity");
+    static const char *const mirror_results[RETE_MIRROR_RESULT_N] = {
+        [RETE_MIRROR_SENT] = "sent", [RETE_MIRROR_FAILED] = "failed",
+        [RETE_MIRROR_ABORTED] = "aborted", [RETE_MIRROR_SKIPPED_LIMIT] = "skipped_limit",
+        [RETE_MIRROR_SKIPPED_BODY] = "skipped_body"};
+    for (int i = 0; i < RETE_MIRROR_RESULT_N; i++)
+        s->mirror[i] = fixed(p, mm->mirror_requests_total, mirror_results[i]);
+    s->mirror_in_flight = fixed(p, mm->mirror_requests_in_flight, NULL);
     s->unknown_passthrough = fixed(p, mm->outbound_unknown_total, "passthrough");
     s->unknown_refused = fixed(p, mm->outbound_unknown_total, "refused");
     for (int r = 1; r < RETE_PATH_RESULT_COUNT; r++)

@@ -108,6 +108,17 @@ enum {
     RETE_H2_ABUSE_N
 };
 
+/* What became of a request chosen for mirroring (http/filter_mirror.c);
+ * label values in proxy.c. */
+enum {
+    RETE_MIRROR_SENT,          /* the copy got a response (discarded) */
+    RETE_MIRROR_FAILED,        /* the copy's upstream failed or timed out */
+    RETE_MIRROR_ABORTED,       /* cut: the request ended early or the copy's pipe was full */
+    RETE_MIRROR_SKIPPED_LIMIT, /* not sent: RETE_MIRROR_MAX_IN_FLIGHT copies in flight */
+    RETE_MIRROR_SKIPPED_BODY,  /* not sent or cut: body over RETE_MIRROR_BODY_MAX */
+    RETE_MIRROR_RESULT_N
+};
+
 typedef struct rete_proxy_series {
     rete_metric requests;
     rete_metric responses[6];       /* index: status/100, 0 = reset/no response */
@@ -127,6 +138,8 @@ typedef struct rete_proxy_series {
     rete_metric spans_sampled, spans_dropped; /* tracing: queued, and no room in the queue */
     rete_metric faults[2];          /* rete_proxy_faults_injected_total: [0] delay, [1] abort */
     rete_metric rate_limited[3];    /* rete_proxy_rate_limited_total: route, total, identity */
+    rete_metric mirror[RETE_MIRROR_RESULT_N]; /* rete_proxy_mirror_requests_total{result} */
+    rete_metric mirror_in_flight;   /* rete_proxy_mirror_requests_in_flight (gauge_add) */
     rete_metric unknown_passthrough, unknown_refused; /* outboundTrafficPolicy (filter_route.c) */
     rete_metric path_rejected[RETE_PATH_RESULT_COUNT]; /* by rete_path_norm_result; [0] unused */
     rete_metric config_version;

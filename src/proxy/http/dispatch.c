@@ -49,8 +49,9 @@ void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, u
 /* ---- the chains (filter.h) ---- */
 
 static const rete_filter *const outbound_filters[] = {
-    &rete_filter_trace,   &rete_filter_route, &rete_filter_rate_limit, &rete_filter_fault,
-    &rete_filter_backend, &rete_filter_retry, &rete_filter_telemetry,  &rete_filter_access_log,
+    &rete_filter_trace,     &rete_filter_route,      &rete_filter_rate_limit, &rete_filter_fault,
+    &rete_filter_mirror,    &rete_filter_backend,    &rete_filter_retry,      &rete_filter_telemetry,
+    &rete_filter_access_log,
 };
 static const rete_filter *const inbound_filters[] = {
     &rete_filter_trace, &rete_filter_inbound_port, &rete_filter_authz,     &rete_filter_rate_limit,
@@ -59,6 +60,11 @@ static const rete_filter *const inbound_filters[] = {
 /* The admin listener answers from admin.c; its exchanges are only counted
  * and logged. */
 static const rete_filter *const admin_filters[] = {&rete_filter_telemetry, &rete_filter_access_log};
+/* A mirror's copy (filter_mirror.c) is started by the mirror filter, not
+ * routed: only its finish stages run (the endpoint's breaker slot and
+ * balancer report, the mirror's count). Nobody called it: it is neither
+ * in the proxy's request metrics nor in its access log. */
+static const rete_filter *const mirror_filters[] = {&rete_filter_route, &rete_filter_mirror};
 
 /* The body stages are gathered by rete_filter_chain_prepare at start-up. */
 #define CHAIN(a) {.filters = (a), .n = sizeof(a) / sizeof((a)[0])}
@@ -67,9 +73,11 @@ static const rete_filter *const admin_filters[] = {&rete_filter_telemetry, &rete
 FITS(outbound_filters);
 FITS(inbound_filters);
 FITS(admin_filters);
+FITS(mirror_filters);
 rete_filter_chain rete_chain_outbound = CHAIN(outbound_filters);
 rete_filter_chain rete_chain_inbound = CHAIN(inbound_filters);
 static rete_filter_chain chain_admin = CHAIN(admin_filters);
+static rete_filter_chain chain_mirror = CHAIN(mirror_filters);
 
 bool rete_filter_chain_prepare(rete_filter_chain *c)
 {
@@ -113,6 +121,8 @@ const rete_filter_chain *rete_filter_chain_of(const rete_exchange *ex)
 {
     if (ex->admin)
         return &chain_admin;
+    if (ex->mirror_copy)
+        return &chain_mirror;
     return ex->inbound ? &rete_chain_inbound : &rete_chain_outbound;
 }
 
@@ -238,6 +248,7 @@ void rete_http_register(void)
     bool body = rete_filter_chain_prepare(&rete_chain_outbound);
     body |= rete_filter_chain_prepare(&rete_chain_inbound);
     body |= rete_filter_chain_prepare(&chain_admin);
+    body |= rete_filter_chain_prepare(&chain_mirror);
     request_path.body = body ? dispatch_body : NULL;
     rete_request_path_set(&request_path);
 }

@@ -6,7 +6,7 @@
  * request; what a filter keeps about a request lives in the exchange. The
  * chains are fixed arrays (dispatch.c):
  *
- *   outbound (the local app's requests):  trace -> route -> rate limit -> fault
+ *   outbound (the local app's requests):  trace -> route -> rate limit -> fault -> mirror
  *                                           -> backend -> retry -> telemetry -> access log
  *   inbound  (mesh 15008, plaintext 15006): trace -> inbound target -> authz -> rate limit
  *                                           -> app -> telemetry -> access log
@@ -129,6 +129,7 @@ size_t rete_filter_chain_body(const rete_filter_chain *c, rete_exchange *ex, ret
 extern const rete_filter rete_filter_route;        /* filter_route.c */
 extern const rete_filter rete_filter_rate_limit;   /* filter_ratelimit.c */
 extern const rete_filter rete_filter_fault;        /* filter_fault.c */
+extern const rete_filter rete_filter_mirror;       /* filter_mirror.c */
 extern const rete_filter rete_filter_backend;      /* filter_route.c */
 extern const rete_filter rete_filter_retry;        /* filter_retry.c */
 extern const rete_filter rete_filter_inbound_port; /* filter_inbound.c */
