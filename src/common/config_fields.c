@@ -1187,10 +1187,13 @@ static const cfg_schema pool_schema =
 
 static const cfg_field outlier_fields[] = {
     {"consecutive5xxErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_5xx), .min = 0,
-     .max = UINT32_MAX, .def = "5", .doc = "0 = off"},
-    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.outlier_interval_ms), .min = 1, .def = "10s"},
+     .max = UINT32_MAX, .def = "5",
+     .doc = "0 = off; any 5xx, connect failure, reset or timeout in a row, across the proxy's "
+     "workers (never a 503 the proxy answers itself: UO, RL, FI)"},
+    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.outlier_interval_ms), .min = 1, .def = "10s",
+     .doc = "the ejection multiplier drops by one per interval admitted; a streak ejects at once"},
     {"baseEjectionTime", CFG_DURATION, 0, CFG_AT(raw_dr, p.base_ejection_ms), .min = 1,
-     .def = "30s"},
+     .def = "30s", .doc = "x the times ejected, at most 300s; counted across the proxy's workers"},
     {"maxEjectionPercent", CFG_INT, 0, CFG_AT(raw_dr, p.max_ejection_percent), .min = 0, .max = 100,
      .def = "10", .doc = "of the Service's endpoints, ejected at once (at least one is ejectable)"},
     {"consecutiveGatewayErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_gateway), .min = 0,
