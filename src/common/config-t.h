@@ -80,6 +80,13 @@ typedef enum rete_hash_on {
     RETE_HASH_SOURCE_IP,
 } rete_hash_on;
 
+/* DestinationRule loadBalancer.localityLbSetting.failover[]: when the
+ * caller's region `from` has no healthy endpoint, prefer region `to`. */
+typedef struct rete_locality_failover {
+    const char *from;
+    const char *to;
+} rete_locality_failover;
+
 typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy */
     rete_lb_kind lb;
     rete_hash_on hash_on;
@@ -99,6 +106,12 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     uint32_t outlier_interval_ms;
     uint32_t base_ejection_ms;
     uint32_t max_ejection_percent;
+    uint32_t consecutive_gateway;          /* consecutiveGatewayErrors, 0 = off */
+    uint32_t min_health_percent;           /* minHealthPercent (panic threshold), default 50 */
+    /* loadBalancer.localityLbSetting: on with outlierDetection unless enabled: false */
+    bool locality;
+    const rete_locality_failover *failover;
+    size_t n_failover;
 } rete_traffic_policy;
 
 typedef struct rete_service {

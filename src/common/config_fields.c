@@ -1211,11 +1211,45 @@ static rete_rc lb_check(cfg_ctx *ctx, void *obj)
     return RETE_OK;
 }
 
+static const cfg_field failover_fields[] = {
+    {"from", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(rete_locality_failover, from),
+     .doc = "the caller's region"},
+    {"to", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(rete_locality_failover, to),
+     .doc = "the region preferred when `from` has no healthy endpoint"},
+};
+static const cfg_schema failover_schema =
+    CFG_SCHEMA("LocalityLoadBalancerSetting.Failover", rete_locality_failover, failover_fields, NULL);
+
+static const cfg_field distribute_fields[] = {
+    {"from", CFG_STR, 0, CFG_AT(raw_distribute, from), .doc = "region/zone/subzone, `*` wildcards"},
+    {"to", CFG_LABELS, 0, CFG_AT(raw_distribute, to), CFG_CNT(raw_distribute, n_to),
+     .doc = "locality -> weight"},
+};
+static const cfg_schema distribute_schema =
+    CFG_SCHEMA("LocalityLoadBalancerSetting.Distribute", raw_distribute, distribute_fields, NULL);
+
+static const cfg_field locality_fields[] = {
+    {"enabled", CFG_BOOL, 0, CFG_AT(raw_dr, locality_enabled), .def = "true",
+     .doc = "locality-aware balancing by the Workloads' topology.kubernetes.io/region, "
+     "topology.kubernetes.io/zone and topology.istio.io/subzone labels; takes effect only "
+     "with outlierDetection (as in Istio)"},
+    {"failover", CFG_LIST, 0, CFG_AT(raw_dr, p.failover), CFG_CNT(raw_dr, p.n_failover),
+     .max = 64, .sub = &failover_schema, .docdef = "none",
+     .doc = "after the caller's region, the region to prefer before every other"},
+    {"distribute", CFG_LIST, CFG_UNAPPLIED, .off = 0, .sub = &distribute_schema,
+     .doc = "traffic shares by locality"},
+    {"failoverPriority", CFG_STRLIST, CFG_UNAPPLIED, .off = 0, .doc = "failover by labels"},
+};
+static const cfg_schema locality_schema =
+    CFG_SCHEMA("LocalityLoadBalancerSetting", raw_dr, locality_fields, NULL);
+
 static const cfg_field lb_fields[] = {
     {"simple", CFG_ENUM, 0, CFG_AT(raw_dr, simple), CFG_HAS(raw_dr, has_simple),
      .en = lb_simple_enum, .docdef = "peak-EWMA least request (Linkerd)",
      .doc = "PASSTHROUGH is refused"},
     {"consistentHash", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_hash), .sub = &hash_schema},
+    {"localityLbSetting", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_locality),
+     .sub = &locality_schema},
 };
 static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, lb_fields, lb_check);
 
@@ -1264,12 +1298,21 @@ static const cfg_schema pool_schema =
 
 static const cfg_field outlier_fields[] = {
     {"consecutive5xxErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_5xx), .min = 0,
-     .max = UINT32_MAX, .def = "5", .doc = "0 = off"},
-    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.outlier_interval_ms), .min = 1, .def = "10s"},
+     .max = UINT32_MAX, .def = "5",
+     .doc = "0 = off; any 5xx, connect failure, reset or timeout in a row, across the proxy's "
+     "workers (never a 503 the proxy answers itself: UO, RL, FI)"},
+    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.outlier_interval_ms), .min = 1, .def = "10s",
+     .doc = "the ejection multiplier drops by one per interval admitted; a streak ejects at once"},
     {"baseEjectionTime", CFG_DURATION, 0, CFG_AT(raw_dr, p.base_ejection_ms), .min = 1,
-     .def = "30s"},
+     .def = "30s", .doc = "x the times ejected, at most 300s; counted across the proxy's workers"},
     {"maxEjectionPercent", CFG_INT, 0, CFG_AT(raw_dr, p.max_ejection_percent), .min = 0, .max = 100,
-     .def = "10"},
+     .def = "10", .doc = "of the Service's endpoints, ejected at once (at least one is ejectable)"},
+    {"consecutiveGatewayErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_gateway), .min = 0,
+     .max = UINT32_MAX, .def = "0",
+     .doc = "0 = off; 502, 503, 504, connect failures, resets and timeouts in a row"},
+    {"minHealthPercent", CFG_INT, 0, CFG_AT(raw_dr, p.min_health_percent), .min = 0, .max = 100,
+     .def = "50", .docdef = "50 (Envoy's healthy_panic_threshold; Istio's is 0)",
+     .doc = "panic threshold: below this share of healthy endpoints, ejections are ignored"},
 };
 static const cfg_schema outlier_schema =
     CFG_SCHEMA("OutlierDetection", raw_dr, outlier_fields, NULL);
@@ -1277,9 +1320,20 @@ static const cfg_schema outlier_schema =
 static const cfg_field policy_fields[] = {
     {"loadBalancer", CFG_OBJ, 0, .off = 0, .sub = &lb_schema},
     {"connectionPool", CFG_OBJ, 0, .off = 0, .sub = &pool_schema},
-    {"outlierDetection", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &outlier_schema, .docdef = "off"},
+    {"outlierDetection", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_outlier),
+     .sub = &outlier_schema, .docdef = "off"},
 };
-const cfg_schema cfg_policy_schema = CFG_SCHEMA("TrafficPolicy", raw_dr, policy_fields, NULL);
+
+/* Istio: locality balancing is on by default, and takes effect only with
+ * outlier detection (without it an unhealthy zone would keep its traffic). */
+static rete_rc policy_check(cfg_ctx *ctx, void *obj)
+{
+    (void)ctx;
+    raw_dr *r = obj;
+    r->p.locality = r->has_outlier && (!r->has_locality || r->locality_enabled);
+    return RETE_OK;
+}
+const cfg_schema cfg_policy_schema = CFG_SCHEMA("TrafficPolicy", raw_dr, policy_fields, policy_check);
 
 static const cfg_field dr_fields[] = {
     {"host", CFG_STR, CFG_REQUIRED | CFG_NONEMPTY, CFG_AT(raw_dr, host),

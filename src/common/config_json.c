@@ -153,7 +153,7 @@ static json_t *json_rule(const rete_http_rule *r)
 
 static json_t *json_policy(const rete_traffic_policy *p)
 {
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "lb",
         NAME_OF(lb_names, p->lb), "hashOn", NAME_OF(hash_names, p->hash_on), "hashKey",
         json_str_or_null(p->hash_key), "ringSize", (json_int_t)p->ring_size, "maglevTableSize",
@@ -165,6 +165,15 @@ static json_t *json_policy(const rete_traffic_policy *p)
         "consecutive5xx", (json_int_t)p->consecutive_5xx, "intervalMs",
         (json_int_t)p->outlier_interval_ms, "baseEjectionMs", (json_int_t)p->base_ejection_ms,
         "maxEjectionPercent", (json_int_t)p->max_ejection_percent);
+    json_t *fo = json_array();
+    for (size_t i = 0; i < p->n_failover; i++)
+        json_array_append_new(fo, json_pack("{s:s, s:s}", "from", p->failover[i].from, "to",
+                                            p->failover[i].to));
+    json_object_set_new(j, "consecutiveGatewayErrors", json_integer(p->consecutive_gateway));
+    json_object_set_new(j, "minHealthPercent", json_integer(p->min_health_percent));
+    json_object_set_new(j, "locality", json_boolean(p->locality));
+    json_object_set_new(j, "failover", fo);
+    return j;
 }
 
 static json_t *json_proxy(const rete_proxy_spec *p)

@@ -157,6 +157,13 @@ typedef struct raw_route {
 } raw_route;
 
 /* DestinationRule */
+/* DestinationRule localityLbSetting.distribute[] (refused: documented only) */
+typedef struct raw_distribute {
+    const char *from;
+    const rete_label *to;
+    size_t n_to;
+} raw_distribute;
+
 typedef struct raw_dr {
     raw_res hdr;
     const char *host;
@@ -167,6 +174,7 @@ typedef struct raw_dr {
     uint32_t cookie_ttl_ms;
     bool source_ip;
     bool has_simple, has_hash, has_header, has_cookie, has_source_ip, has_ring, has_maglev;
+    bool has_outlier, has_locality, locality_enabled;
 } raw_dr;
 
 /* PeerAuthentication */

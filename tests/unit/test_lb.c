@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lb.h"
+#include "outlier.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -66,6 +67,15 @@ static void fixture_without(fixture *dst, const fixture *src, size_t drop)
 }
 
 static const rete_lb_context no_ctx = {.exclude = -1};
+
+/* Outlier state is proxy-wide and keyed by name (outlier.h): tests reuse the
+ * same names, so each starts from an empty table. */
+static int clear_outlier_table(void **state)
+{
+    (void)state;
+    rete_outlier_clear();
+    return 0;
+}
 
 static rete_lb_context key_ctx(char *buf, size_t cap, unsigned k)
 {
@@ -189,13 +199,15 @@ static void test_shared_across_workers(void **state)
         rete_lb_context ctx = key_ctx(buf, sizeof buf, k);
         assert_int_equal(rete_lb_pick(w1, &ctx, 0), rete_lb_pick(w2, &ctx, 0));
     }
-    /* Per-worker state stays per worker. */
-    fail_n(w1, 0, 1, 0);
-    rete_lb_endpoint_stats es;
+    /* Picks stay per worker; outlier state is the proxy's. */
+    rete_lb_endpoint_stats es, es2;
     assert_true(rete_lb_get_endpoint_stats(w1, 0, 0, &es));
-    assert_int_equal(es.failures, 1);
-    assert_true(rete_lb_get_endpoint_stats(w2, 0, 0, &es));
-    assert_int_equal(es.failures, 0);
+    assert_true(rete_lb_get_endpoint_stats(w2, 0, 0, &es2));
+    assert_true(es.picks > 0 && es.picks == es2.picks); /* each counted its own */
+    fail_n(w1, 0, 1, 0);
+    assert_true(rete_lb_get_endpoint_stats(w1, 0, 0, &es));
+    assert_int_equal(es.failures, 0); /* outlier detection off: no slot, nothing kept */
+    assert_false(rete_lb_get_endpoint_stats(w2, 5, 0, &es));
     assert_false(rete_lb_get_endpoint_stats(w2, 5, 0, &es));
     rete_lb_free(&w1);
     rete_lb_free(&w2);
@@ -640,6 +652,7 @@ static void test_max_ejection_percent(void **state)
     rete_lb_free(&lb);
 
     /* 10% of 4 is less than one host: one is ejected anyway (Envoy). */
+    rete_outlier_clear();
     fixture_init(&f, RETE_LB_ROUND_ROBIN, NULL, 4);
     f.svc.policy.consecutive_5xx = 1;
     f.svc.policy.max_ejection_percent = 10;
@@ -690,30 +703,187 @@ static void test_all_ejected_panic(void **state)
     rete_lb_free(&lb);
 }
 
+
+/* Two workers' balancers over one Service: a streak of failures seen by
+ * both ejects the endpoint for both, maxEjectionPercent counts the other
+ * worker's ejections, and the state outlives both balancers (a new
+ * snapshot's balancer finds it by name). */
+static void test_outlier_shared_across_workers(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, RETE_LB_ROUND_ROBIN, NULL, 4);
+    f.svc.policy.consecutive_5xx = 4;
+    f.svc.policy.max_ejection_percent = 25;
+    rete_lb_shared *sh = NULL;
+    assert_int_equal(rete_lb_shared_build(&f.svc, &sh), RETE_OK);
+    rete_lb *w1 = rete_lb_new_shared(sh, 1), *w2 = rete_lb_new_shared(sh, 2);
+    uint64_t now = SEC;
+    fail_n(w1, 2, 2, now);
+    fail_n(w2, 2, 1, now);
+    assert_false(rete_lb_is_ejected(w2, 2, now));
+    rete_lb_start(w2, 2);
+    assert_true(rete_lb_finish(w2, 2, MS, true, now)); /* the 4th, on the other worker */
+    assert_true(rete_lb_is_ejected(w1, 2, now));
+    for (int i = 0; i < 100; i++)
+        assert_int_not_equal(rete_lb_pick(w1, &no_ctx, now), 2);
+    /* 25% of 4: one at a time, whichever worker asks. */
+    fail_n(w1, 0, 4, now);
+    assert_false(rete_lb_is_ejected(w2, 0, now));
+    rete_lb_stats st;
+    rete_lb_get_stats(w1, now, &st);
+    assert_int_equal(st.n_ejected, 1);
+    assert_int_equal(st.ejections_overflow_total, 1);
+    rete_lb_free(&w1);
+    rete_lb_free(&w2);
+    /* A config push: new balancers, same names, same ejection. */
+    rete_lb *w3 = rete_lb_new_shared(sh, 3);
+    assert_true(rete_lb_is_ejected(w3, 2, now + 999 * MS));
+    assert_false(rete_lb_is_ejected(w3, 2, now + 1000 * MS));
+    rete_lb_endpoint_stats es;
+    assert_true(rete_lb_get_endpoint_stats(w3, 2, now, &es));
+    assert_int_equal(es.times_ejected, 1);
+    assert_int_equal(es.ejections, 1);
+    assert_int_equal(es.failures, 4);
+    rete_lb_free(&w3);
+    rete_lb_shared_unref(&sh);
+}
+
+/* consecutiveGatewayErrors counts gateway errors only, a 500 breaks the
+ * streak; local outcomes (pool overflow) count for nothing. */
+static void test_outlier_gateway_and_local(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, RETE_LB_RANDOM, NULL, 2);
+    f.svc.policy.consecutive_gateway = 2;
+    rete_lb *lb = rete_lb_new(&f.svc, 4);
+    for (int i = 0; i < 10; i++) {
+        rete_lb_start(lb, 0);
+        assert_false(rete_lb_done(lb, 0, MS, RETE_LB_LOCAL, SEC));
+    }
+    rete_lb_start(lb, 0);
+    assert_false(rete_lb_done(lb, 0, MS, RETE_LB_GATEWAY, SEC));
+    rete_lb_start(lb, 0);
+    assert_false(rete_lb_done(lb, 0, MS, RETE_LB_5XX, SEC)); /* 500: not a gateway error */
+    rete_lb_start(lb, 0);
+    assert_false(rete_lb_done(lb, 0, MS, RETE_LB_GATEWAY, SEC));
+    rete_lb_start(lb, 0);
+    assert_true(rete_lb_done(lb, 0, MS, RETE_LB_GATEWAY, SEC));
+    rete_lb_endpoint_stats es;
+    assert_true(rete_lb_get_endpoint_stats(lb, 0, SEC, &es));
+    assert_int_equal(es.failures, 4);
+    rete_lb_free(&lb);
+}
+
+/* minHealthPercent: below it, ejected endpoints are picked again. */
+static void test_panic_threshold(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, RETE_LB_ROUND_ROBIN, NULL, 4);
+    f.svc.policy.consecutive_5xx = 1;
+    f.svc.policy.min_health_percent = 50;
+    rete_lb *lb = rete_lb_new(&f.svc, 5);
+    fail_n(lb, 0, 1, SEC);
+    fail_n(lb, 1, 1, SEC);
+    unsigned c[4];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < 400; i++)
+        c[rete_lb_pick(lb, &no_ctx, SEC)]++;
+    assert_true(c[0] == 0 && c[1] == 0); /* 50% healthy: not below */
+    fail_n(lb, 2, 1, SEC);
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < 400; i++)
+        c[rete_lb_pick(lb, &no_ctx, SEC)]++;
+    assert_true(c[0] == 100 && c[1] == 100 && c[2] == 100 && c[3] == 100); /* 25%: all */
+    rete_lb_stats st;
+    rete_lb_get_stats(lb, SEC, &st);
+    assert_int_equal(st.panic_total, 400);
+    rete_lb_free(&lb);
+}
+
+/* Locality: the caller's zone while it is healthy, then the other zone of
+ * its region, then the failover region, then the rest. */
+static void test_locality_failover(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, RETE_LB_ROUND_ROBIN, NULL, 6);
+    static const rete_label loc[6][2] = {
+        {{"topology.kubernetes.io/region", "r1"}, {"topology.kubernetes.io/zone", "a"}},
+        {{"topology.kubernetes.io/region", "r1"}, {"topology.kubernetes.io/zone", "a"}},
+        {{"topology.kubernetes.io/region", "r1"}, {"topology.kubernetes.io/zone", "b"}},
+        {{"topology.kubernetes.io/region", "r3"}, {"topology.kubernetes.io/zone", "x"}},
+        {{"topology.kubernetes.io/region", "r2"}, {"topology.kubernetes.io/zone", "c"}},
+        {{"topology.kubernetes.io/region", "r2"}, {"topology.kubernetes.io/zone", "c"}},
+    };
+    for (int i = 0; i < 6; i++) {
+        f.wl[i].labels = loc[i];
+        f.wl[i].n_labels = 2;
+    }
+    static const rete_locality_failover fo[] = {{"r1", "r2"}};
+    f.svc.policy.consecutive_5xx = 1;
+    f.svc.policy.locality = true;
+    f.svc.policy.failover = fo;
+    f.svc.policy.n_failover = 1;
+    rete_workload self = {.name = "me", .labels = loc[0], .n_labels = 2};
+    rete_lb_shared *sh = NULL;
+    assert_int_equal(rete_lb_shared_build(&f.svc, &sh), RETE_OK);
+    rete_lb *lb = rete_lb_new_at(sh, &self, 6);
+    rete_lb_shared_unref(&sh);
+    unsigned c[6];
+#define PICKS(now)                                                                                 \
+    do {                                                                                           \
+        memset(c, 0, sizeof c);                                                                    \
+        for (int i = 0; i < 600; i++)                                                              \
+            c[rete_lb_pick(lb, &no_ctx, now)]++;                                                   \
+    } while (0)
+    PICKS(SEC);
+    assert_true(c[0] == 300 && c[1] == 300);
+    fail_n(lb, 0, 1, SEC); /* half of zone a: 70% stays, 30% to zone b */
+    PICKS(SEC);
+    assert_true(c[0] == 0 && c[1] > 350 && c[1] < 490 && c[2] > 110 && c[2] < 250);
+    fail_n(lb, 1, 1, SEC);
+    PICKS(SEC);
+    assert_int_equal(c[2], 600);
+    fail_n(lb, 2, 1, SEC); /* region r1 gone: the failover region, not r3 */
+    PICKS(SEC);
+    assert_true(c[3] == 0 && c[4] == 300 && c[5] == 300);
+    PICKS(SEC + 1000 * MS); /* readmitted: home again */
+    assert_true(c[0] == 300 && c[1] == 300);
+#undef PICKS
+    rete_lb_free(&lb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kind_names),
-        cmocka_unit_test(test_no_endpoints_and_zero_weight),
-        cmocka_unit_test(test_exclude),
-        cmocka_unit_test(test_shared_across_workers),
-        cmocka_unit_test(test_rr_smooth_sequence),
-        cmocka_unit_test(test_rr_skips_ejected),
-        cmocka_unit_test(test_random_weighted),
-        cmocka_unit_test(test_least_request_weighted),
-        cmocka_unit_test(test_least_request_prefers_less_loaded),
-        cmocka_unit_test(test_peak_ewma_avoids_slow_and_recovers),
-        cmocka_unit_test(test_peak_ewma_counts_outstanding),
-        cmocka_unit_test(test_peak_ewma_probes_new_endpoint),
-        cmocka_unit_test(test_ring_hash),
-        cmocka_unit_test(test_ring_hash_weight_scale_invariant),
-        cmocka_unit_test(test_maglev),
-        cmocka_unit_test(test_hash_empty_key_is_random),
-        cmocka_unit_test(test_maglev_table_size_rounded_to_prime),
-        cmocka_unit_test(test_ejection_after_consecutive_failures),
-        cmocka_unit_test(test_outlier_off),
-        cmocka_unit_test(test_max_ejection_percent),
-        cmocka_unit_test(test_all_ejected_panic),
+        cmocka_unit_test_setup(test_kind_names, clear_outlier_table),
+        cmocka_unit_test_setup(test_no_endpoints_and_zero_weight, clear_outlier_table),
+        cmocka_unit_test_setup(test_exclude, clear_outlier_table),
+        cmocka_unit_test_setup(test_shared_across_workers, clear_outlier_table),
+        cmocka_unit_test_setup(test_rr_smooth_sequence, clear_outlier_table),
+        cmocka_unit_test_setup(test_rr_skips_ejected, clear_outlier_table),
+        cmocka_unit_test_setup(test_random_weighted, clear_outlier_table),
+        cmocka_unit_test_setup(test_least_request_weighted, clear_outlier_table),
+        cmocka_unit_test_setup(test_least_request_prefers_less_loaded, clear_outlier_table),
+        cmocka_unit_test_setup(test_peak_ewma_avoids_slow_and_recovers, clear_outlier_table),
+        cmocka_unit_test_setup(test_peak_ewma_counts_outstanding, clear_outlier_table),
+        cmocka_unit_test_setup(test_peak_ewma_probes_new_endpoint, clear_outlier_table),
+        cmocka_unit_test_setup(test_ring_hash, clear_outlier_table),
+        cmocka_unit_test_setup(test_ring_hash_weight_scale_invariant, clear_outlier_table),
+        cmocka_unit_test_setup(test_maglev, clear_outlier_table),
+        cmocka_unit_test_setup(test_hash_empty_key_is_random, clear_outlier_table),
+        cmocka_unit_test_setup(test_maglev_table_size_rounded_to_prime, clear_outlier_table),
+        cmocka_unit_test_setup(test_ejection_after_consecutive_failures, clear_outlier_table),
+        cmocka_unit_test_setup(test_outlier_off, clear_outlier_table),
+        cmocka_unit_test_setup(test_max_ejection_percent, clear_outlier_table),
+        cmocka_unit_test_setup(test_all_ejected_panic, clear_outlier_table),
+        cmocka_unit_test_setup(test_outlier_shared_across_workers, clear_outlier_table),
+        cmocka_unit_test_setup(test_outlier_gateway_and_local, clear_outlier_table),
+        cmocka_unit_test_setup(test_panic_threshold, clear_outlier_table),
+        cmocka_unit_test_setup(test_locality_failover, clear_outlier_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

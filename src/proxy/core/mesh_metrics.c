@@ -144,6 +144,8 @@ static const struct {
       "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
       "Endpoints ejected by outlier detection, by cluster."),
+    F(lb_endpoints_ejected, "rete_proxy_lb_endpoints_ejected", G, NOLABELS,
+      "Endpoints ejected by outlier detection now, over every cluster (proxy-wide)."),
     F(retries_total, "rete_proxy_retries_total", C, L(l_cluster_reason),
       "Request retries made, by cluster and reason (connect_failure, reset, status, grpc_status, "
       "per_try_timeout)."),

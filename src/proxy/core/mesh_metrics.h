@@ -88,6 +88,7 @@ typedef struct rete_mesh_metrics {
     rete_metric_family circuit_breaker_rejections_total;
     rete_metric_family h2_abuse_total;                   /* {reason}: see RETE_H2_ABUSE_* */
     rete_metric_family lb_ejections_total;               /* {cluster} */
+    rete_metric_family lb_endpoints_ejected;             /* gauge: scrape-time scan (outlier.h) */
     rete_metric_family retries_total;                    /* {cluster, reason} */
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
     rete_metric_family faults_injected_total;            /* {kind}: delay, abort */

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "csr.h"
 #include "log.h"
+#include "outlier.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,13 @@ static rete_metric fixed(rete_proxy *p, rete_metric_family f, const char *value)
         abort();
     }
     return m;
+}
+
+/* rete_proxy_lb_endpoints_ejected, at scrape time: the outlier table says. */
+static double ejected_now(void *arg)
+{
+    (void)arg;
+    return (double)rete_outlier_count_ejected(uv_hrtime());
 }
 
 void rete_proxy_metrics_init(rete_proxy *p)
@@ -117,6 +125,11 @@ void rete_proxy_metrics_init(rete_proxy *p)
     rete_metrics_gauge_set(p->metrics, s->build_info, 1);
     s->cert_expiry = fixed(p, mm->cert_expiry_timestamp_seconds, NULL);
     s->cp_connected = fixed(p, mm->control_plane_connected, NULL);
+    if (rete_metrics_gauge_fn(p->metrics, fixed(p, mm->lb_endpoints_ejected, NULL), ejected_now,
+                              NULL) != RETE_OK) {
+        rete_err("metrics: cannot bind rete_proxy_lb_endpoints_ejected");
+        abort();
+    }
     p->main_shard = rete_metrics_shard_new(p->metrics);
 }
 

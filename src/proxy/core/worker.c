@@ -82,8 +82,13 @@ struct rete_lb *rete_gen_lb(rete_gen *g, const rete_service *svc)
     size_t i = (size_t)(svc - g->cfg->services);
     if (i >= g->cfg->n_services)
         return NULL;
-    if (!g->lbs[i])
-        g->lbs[i] = rete_lb_new(svc, (uint64_t)(uintptr_t)g ^ (i * 0x9E3779B97F4A7C15ULL));
+    if (!g->lbs[i]) {
+        rete_lb_shared *sh = NULL;
+        if (rete_lb_shared_build(svc, &sh) < 0)
+            return NULL;
+        g->lbs[i] = rete_lb_new_at(sh, g->self, (uint64_t)(uintptr_t)g ^ (i * 0x9E3779B97F4A7C15ULL));
+        rete_lb_shared_unref(&sh);
+    }
     return g->lbs[i];
 }
 

@@ -1,5 +1,6 @@
 /* The admin listener (15000, loopback by default): /ready, /live, /metrics
- * (Prometheus text), /config (the effective snapshot as JSON), /stats. Every
+ * (Prometheus text), /config (the effective snapshot as JSON), /stats,
+ * /clusters (each Service's endpoints with their outlier state). Every
  * answer is a local response on the exchange, so admin requests use the
  * same bounded HTTP/1.1 codec as everything else. */
 #include "alloc.h"
@@ -7,14 +8,57 @@
 #include "dispatch.h"
 #include "exchange.h"
 #include "h1_out.h"
+#include "lb.h"
 #include "log.h"
 #include "proxy.h"
 #include "worker.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* /clusters: every Service of the snapshot, its endpoints, and what outlier
+ * detection (proxy-wide: every worker sees the same) and locality say of
+ * each. Read through this worker's balancers. */
+static char *clusters_json(rete_gen *g)
+{
+    uint64_t now = uv_hrtime();
+    json_t *list = json_array();
+    for (size_t i = 0; i < g->cfg->n_services; i++) {
+        const rete_service *svc = &g->cfg->services[i];
+        struct rete_lb *lb = rete_gen_lb(g, svc);
+        json_t *eps = json_array();
+        size_t n_ejected = 0;
+        for (size_t k = 0; lb && k < svc->n_endpoints; k++) {
+            rete_lb_endpoint_stats es;
+            if (!rete_lb_get_endpoint_stats(lb, (int)k, now, &es))
+                continue;
+            n_ejected += es.ejected;
+            const rete_workload *w = svc->endpoints[k];
+            json_array_append_new(
+                eps, json_pack("{s:s, s:s, s:i, s:i, s:b, s:I, s:i, s:i, s:i, s:I, s:I}", "name",
+                               w->name ? w->name : "", "address", w->address ? w->address : "",
+                               "weight", (json_int_t)w->weight, "localityLevel",
+                               (json_int_t)es.level, "ejected", es.ejected, "ejectedForMs",
+                               (json_int_t)es.ejected_ms, "timesEjected",
+                               (json_int_t)es.times_ejected, "consecutive5xx",
+                               (json_int_t)es.consecutive_5xx, "consecutiveGatewayErrors",
+                               (json_int_t)es.consecutive_gateway, "failures",
+                               (json_int_t)es.failures, "ejections", (json_int_t)es.ejections));
+        }
+        json_array_append_new(list, json_pack("{s:s, s:s, s:i, s:b, s:o}", "name",
+                                              svc->fqdn ? svc->fqdn : "", "lb",
+                                              rete_lb_kind_name(svc->policy.lb), "ejectedNow",
+                                              (json_int_t)n_ejected, "locality",
+                                              svc->policy.locality, "endpoints", eps));
+    }
+    json_t *root = json_pack("{s:o}", "clusters", list);
+    char *s = root ? json_dumps(root, JSON_INDENT(1)) : NULL;
+    json_decref(root);
+    return s ? s : rete_strdup("{\"error\": \"out of memory\"}\n");
+}
 
 void rete_admin_handle(rete_exchange *ex)
 {
@@ -42,6 +86,12 @@ void rete_admin_handle(rete_exchange *ex)
     }
     if (rete_view_eq(path, RETE_VIEW_LIT("/config"))) {
         char *json = rete_config_to_json(ex->gen->cfg);
+        rete_ex_local_response(ex, 200, "application/json", json, strlen(json));
+        free(json);
+        return;
+    }
+    if (rete_view_eq(path, RETE_VIEW_LIT("/clusters"))) {
+        char *json = clusters_json(ex->gen);
         rete_ex_local_response(ex, 200, "application/json", json, strlen(json));
         free(json);
         return;
@@ -95,6 +145,6 @@ void rete_admin_handle(rete_exchange *ex)
         rete_ex_local_response(ex, 200, "text/plain", body, (size_t)n);
         return;
     }
-    const char *help = "rete-proxy admin: /ready /live /metrics /config /stats; POST /logging?level=\n";
+    const char *help = "rete-proxy admin: /ready /live /metrics /config /stats /clusters; POST /logging?level=\n";
     rete_ex_local_response(ex, 404, "text/plain", help, strlen(help));
 }

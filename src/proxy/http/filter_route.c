@@ -172,6 +172,36 @@ void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, i
         rete_filter_upstream(ex, RETE_CODEC_H1_CLIENT, wl->address, target, false, NULL, cto);
 }
 
+/* How the try went, for outlier detection: a status or error of the
+ * endpoint's, or one this proxy decided (a pool limit, the client leaving),
+ * which says nothing of the endpoint's health. */
+static rete_lb_outcome try_outcome(const rete_exchange *ex, int status, bool failed)
+{
+    switch (ex->error) {
+    case RETE_EXE_OVERFLOW:
+    case RETE_EXE_DOWNSTREAM_RESET:
+    case RETE_EXE_DOWNSTREAM_TIMEOUT:
+    case RETE_EXE_RATE_LIMITED:
+    case RETE_EXE_FAULT:
+    case RETE_EXE_NO_HEALTHY:
+        return RETE_LB_LOCAL;
+    case RETE_EXE_CONNECT:
+    case RETE_EXE_CONNECT_TIMEOUT:
+    case RETE_EXE_UPSTREAM_RESET:
+    case RETE_EXE_TIMEOUT:
+        return RETE_LB_GATEWAY;
+    default:
+        break;
+    }
+    if (status == 502 || status == 503 || status == 504)
+        return RETE_LB_GATEWAY;
+    if (status >= 500)
+        return RETE_LB_5XX;
+    if (failed || status == 0) /* a per-try timeout, or no response at all */
+        return RETE_LB_GATEWAY;
+    return RETE_LB_SUCCESS;
+}
+
 void rete_route_try_end(rete_exchange *ex, bool failed)
 {
     if (ex->in_flight) {
@@ -183,7 +213,8 @@ void rete_route_try_end(rete_exchange *ex, bool failed)
     if (ex->service && ex->endpoint >= 0) {
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
         uint64_t now = uv_hrtime();
-        if (lb && rete_lb_finish(lb, ex->endpoint, now - ex->start_ns, failed, now))
+        if (lb && rete_lb_done(lb, ex->endpoint, now - ex->start_ns,
+                               try_outcome(ex, ex->resp.status, failed), now))
             rete_telemetry_lb_ejection(ex->worker, ex->service);
     }
     ex->endpoint = -1;
@@ -387,11 +418,9 @@ static void route_finish(rete_exchange *ex, const rete_filter_end *end)
         /* A request refused by a pool limit never reached the endpoint:
          * it says nothing of its health (no failure for outlier detection). */
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
-        bool overflow = ex->error == RETE_EXE_OVERFLOW;
-        bool failed = !overflow && (end->status >= 500 || end->status == 0 ||
-                                    ex->error == RETE_EXE_CONNECT);
-        if (lb && rete_lb_finish(lb, ex->endpoint, overflow ? 0 : end->duration_ns, failed,
-                                 end->now_ns))
+        rete_lb_outcome oc = try_outcome(ex, end->status, false);
+        if (lb && rete_lb_done(lb, ex->endpoint, oc == RETE_LB_LOCAL ? 0 : end->duration_ns, oc,
+                               end->now_ns))
             rete_telemetry_lb_ejection(ex->worker, ex->service);
     }
 }

@@ -25,10 +25,13 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "hash.h"
+#include "outlier.h"
 
 #define NS_PER_MS 1000000ull
 
@@ -80,6 +83,8 @@ struct rete_lb_shared {
     /* outlier detection, defaults applied */
     uint32_t consecutive_5xx; /* 0 = off */
     uint32_t max_ejection_percent;
+    uint32_t consecutive_gw; /* 0 = off */
+    uint32_t min_health_percent;
     uint64_t base_ejection_ns;
     uint64_t interval_ns;
 };
@@ -90,25 +95,28 @@ typedef struct ep_state {
     uint64_t stamp_ns;
     int64_t rr_current; /* smooth RR current weight */
     uint64_t picks;
-    uint64_t failures;
-    /* while ejected: its end; after: when times_ejected last went down */
-    uint64_t ejected_until_ns;
+    rete_outlier *od; /* its proxy-wide outlier slot; NULL: never ejected */
     uint32_t outstanding;
-    uint32_t consecutive_failures;
-    uint32_t times_ejected;
-    bool ejected;
-    bool sampled; /* ewma_ns/stamp_ns hold a measurement */
+    uint8_t level;    /* locality level */
+    bool sampled;     /* ewma_ns/stamp_ns hold a measurement */
 } ep_state;
 
 struct rete_lb {
     rete_lb_shared *sh;
     ep_state *ep;
+    rete_outlier *od_svc; /* the Service's slot: its ejection lock */
     uint64_t rng[4];
+    /* derived from the outlier slots by rescan(), valid until next_scan_ns */
+    uint64_t next_scan_ns;
     size_t n_ejected;
-    uint64_t next_readmit_ns; /* earliest ejected_until among ejected */
+    bool panic;
+    bool levels;                    /* locality on with more than one level in use */
+    uint32_t load[RETE_LB_LEVELS];  /* each level's share of picks, per 10000 */
     /* filter for the pick in progress */
+    uint64_t f_now;
     int f_exclude;
     int f_skip; /* P2C: the first candidate, while drawing the second */
+    int f_level; /* -1: any level */
     bool f_panic;
     uint64_t picks_total;
     uint64_t no_endpoint_total;
@@ -335,6 +343,8 @@ rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out)
 
     const rete_traffic_policy *p = &svc->policy;
     sh->consecutive_5xx = p->consecutive_5xx;
+    sh->consecutive_gw = p->consecutive_gateway;
+    sh->min_health_percent = p->min_health_percent > 100 ? 100 : p->min_health_percent;
     sh->max_ejection_percent = p->max_ejection_percent > 100 ? 100 : p->max_ejection_percent;
     sh->base_ejection_ns =
         (uint64_t)(p->base_ejection_ms ? p->base_ejection_ms : OUTLIER_BASE_EJECTION_MS_DEFAULT) *
@@ -392,7 +402,43 @@ void rete_lb_shared_unref(rete_lb_shared **shp)
 
 /* ---- per-worker half ------------------------------------------------------- */
 
-rete_lb *rete_lb_new_shared(rete_lb_shared *sh, uint64_t seed)
+static const char *label_of(const rete_workload *w, const char *key)
+{
+    for (size_t i = 0; w && i < w->n_labels; i++)
+        if (strcmp(w->labels[i].key, key) == 0)
+            return w->labels[i].value;
+    return "";
+}
+
+#define LABEL_REGION "topology.kubernetes.io/region"
+#define LABEL_ZONE "topology.kubernetes.io/zone"
+#define LABEL_SUBZONE "topology.istio.io/subzone"
+
+/* The locality level of endpoint `w` seen from `self` (lb.h). */
+static uint8_t level_of(const rete_traffic_policy *p, const rete_workload *self,
+                        const rete_workload *w)
+{
+    const char *region = label_of(self, LABEL_REGION);
+    const char *wr = label_of(w, LABEL_REGION);
+    if (strcmp(wr, region) == 0) {
+        if (strcmp(label_of(w, LABEL_ZONE), label_of(self, LABEL_ZONE)) != 0)
+            return 2;
+        return strcmp(label_of(w, LABEL_SUBZONE), label_of(self, LABEL_SUBZONE)) == 0 ? 0 : 1;
+    }
+    for (size_t i = 0; i < p->n_failover; i++)
+        if (strcmp(p->failover[i].from, region) == 0 && strcmp(p->failover[i].to, wr) == 0)
+            return 3;
+    return 4;
+}
+
+/* "address:mesh_port", the endpoint's key in the outlier table. */
+static void endpoint_key(const rete_workload *w, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:%u", w->address ? w->address : (w->name ? w->name : ""),
+             (unsigned)w->mesh_port);
+}
+
+rete_lb *rete_lb_new_at(rete_lb_shared *sh, const rete_workload *self, uint64_t seed)
 {
     rete_lb *lb = rete_calloc(1, sizeof *lb);
     atomic_fetch_add_explicit(&sh->refs, 1, memory_order_relaxed);
@@ -403,7 +449,35 @@ rete_lb *rete_lb_new_shared(rete_lb_shared *sh, uint64_t seed)
         lb->rng[i] = splitmix64(&x);
     lb->f_exclude = -1;
     lb->f_skip = -1;
+    lb->f_level = -1;
+    const rete_service *svc = sh->svc;
+    char name[300];
+    if (svc->fqdn)
+        snprintf(name, sizeof name, "%s", svc->fqdn);
+    else
+        snprintf(name, sizeof name, "%s.%s", svc->name ? svc->name : "", svc->ns ? svc->ns : "");
+    bool od = sh->consecutive_5xx || sh->consecutive_gw;
+    if (od)
+        lb->od_svc = rete_outlier_ref(name, NULL);
+    bool local = svc->policy.locality && self && *label_of(self, LABEL_REGION);
+    uint8_t first = RETE_LB_LEVELS;
+    for (size_t i = 0; i < sh->n; i++) {
+        char key[96];
+        endpoint_key(svc->endpoints[i], key, sizeof key);
+        if (od)
+            lb->ep[i].od = rete_outlier_ref(name, key);
+        lb->ep[i].level = local ? level_of(&svc->policy, self, svc->endpoints[i]) : 0;
+        if (first == RETE_LB_LEVELS)
+            first = lb->ep[i].level;
+        else if (lb->ep[i].level != first)
+            lb->levels = true;
+    }
     return lb;
+}
+
+rete_lb *rete_lb_new_shared(rete_lb_shared *sh, uint64_t seed)
+{
+    return rete_lb_new_at(sh, NULL, seed);
 }
 
 rete_lb *rete_lb_new(const rete_service *svc, uint64_t seed)
@@ -421,6 +495,9 @@ void rete_lb_free(rete_lb **lbp)
     rete_lb *lb = *lbp;
     if (!lb)
         return;
+    for (size_t i = 0; i < lb->sh->n; i++)
+        rete_outlier_unref(lb->ep[i].od);
+    rete_outlier_unref(lb->od_svc);
     rete_free(&lb->ep);
     rete_lb_shared_unref(&lb->sh);
     rete_free(lbp);
@@ -458,78 +535,118 @@ static bool valid_idx(const rete_lb *lb, int idx)
 
 /* ---- outlier detection ----------------------------------------------------- */
 
-/* Re-admit endpoints whose ejection time has passed. O(n), but only when the
- * earliest ejection expires. */
-static void readmit(rete_lb *lb, uint64_t now)
+static bool ejected(const ep_state *e, uint64_t now)
 {
-    if (!lb->n_ejected || now < lb->next_readmit_ns)
-        return;
-    uint64_t next = UINT64_MAX;
-    for (size_t i = 0; i < lb->sh->n; i++) {
-        ep_state *e = &lb->ep[i];
-        if (!e->ejected)
+    return rete_outlier_ejected(e->od, now);
+}
+
+/* Refresh what this worker derives from the shared slots: the number
+ * ejected, panic, and each locality level's share. O(n), at most every
+ * RETE_LB_RESCAN_MS, or when an ejection ends. */
+static void rescan(rete_lb *lb, uint64_t now)
+{
+    const rete_lb_shared *sh = lb->sh;
+    uint32_t total[RETE_LB_LEVELS] = {0}, healthy[RETE_LB_LEVELS] = {0};
+    uint64_t next = now + (uint64_t)RETE_LB_RESCAN_MS * NS_PER_MS;
+    size_t n_ejected = 0;
+    for (size_t i = 0; i < sh->n; i++) {
+        const ep_state *e = &lb->ep[i];
+        if (!sh->weight[i])
             continue;
-        if (now >= e->ejected_until_ns) {
-            e->ejected = false;
-            e->consecutive_failures = 0;
-            lb->n_ejected--;
-        } else if (e->ejected_until_ns < next) {
-            next = e->ejected_until_ns;
+        total[e->level]++;
+        if (ejected(e, now)) {
+            n_ejected++;
+            uint64_t until = atomic_load_explicit(&e->od->ejected_until_ns, memory_order_relaxed);
+            if (until < next)
+                next = until;
+        } else {
+            healthy[e->level]++;
         }
     }
-    lb->next_readmit_ns = next;
+    lb->n_ejected = n_ejected;
+    size_t n_healthy = sh->n_live - n_ejected;
+    /* Panic (Envoy's healthy_panic_threshold, Istio's minHealthPercent):
+     * too few healthy to carry the load: ejections are ignored. */
+    lb->panic = n_healthy == 0 || n_healthy * 100 < (uint64_t)sh->min_health_percent * sh->n_live;
+    if (lb->levels) {
+        /* Envoy's priority load: a level takes min(100%, healthy share x
+         * 1.4) of what is left, and shares short of 100% are scaled up. */
+        uint32_t left = 10000, sum = 0;
+        for (int l = 0; l < RETE_LB_LEVELS; l++) {
+            uint32_t h = lb->panic ? total[l] : healthy[l];
+            uint32_t want = total[l] ? (uint32_t)((uint64_t)h * 14000 / total[l]) : 0;
+            if (want > 10000)
+                want = 10000;
+            lb->load[l] = want < left ? want : left;
+            left -= lb->load[l];
+            sum += lb->load[l];
+        }
+        for (int l = 0; sum && sum < 10000 && l < RETE_LB_LEVELS; l++)
+            lb->load[l] = (uint32_t)((uint64_t)lb->load[l] * 10000 / sum);
+    }
+    lb->next_scan_ns = next;
 }
 
 /* Envoy: the ejection multiplier drops by one for each interval the endpoint
  * stays admitted, so an endpoint that failed once long ago is not punished
- * with a long ejection for its next failure. */
-static void decay_multiplier(const rete_lb_shared *sh, ep_state *e, uint64_t now)
+ * with a long ejection for its next failure. `until` is the end of its last
+ * ejection. */
+static uint32_t decayed_multiplier(const rete_lb_shared *sh, uint32_t times, uint64_t until,
+                                   uint64_t now)
 {
-    if (!e->times_ejected || e->ejected || now < e->ejected_until_ns)
-        return;
-    uint64_t k = (now - e->ejected_until_ns) / sh->interval_ns;
-    if (!k)
-        return;
-    e->times_ejected = k >= e->times_ejected ? 0 : e->times_ejected - (uint32_t)k;
-    e->ejected_until_ns += k * sh->interval_ns;
+    if (!times || now < until)
+        return times;
+    uint64_t k = (now - until) / sh->interval_ns;
+    return k >= times ? 0 : times - (uint32_t)k;
 }
 
-/* May one more endpoint be ejected? max_ejection_percent of the live
- * endpoints, but at least one (Envoy: "will eject at least one host
- * regardless of the value"); the panic rule in pick keeps traffic flowing
- * when that leaves none. */
-static bool may_eject(const rete_lb *lb)
+/* Eject endpoint `idx` if maxEjectionPercent allows: under the Service's
+ * try-lock, so that workers ejecting at once count each other. */
+static bool try_eject(rete_lb *lb, size_t idx, uint64_t now)
 {
     const rete_lb_shared *sh = lb->sh;
-    return lb->n_ejected == 0 ||
-           (uint64_t)(lb->n_ejected + 1) * 100 <= (uint64_t)sh->max_ejection_percent * sh->n_live;
-}
-
-static void eject(rete_lb *lb, ep_state *e, uint64_t now)
-{
-    const rete_lb_shared *sh = lb->sh;
-    e->times_ejected++;
-    uint64_t dur = sh->base_ejection_ns * e->times_ejected;
-    uint64_t cap = (uint64_t)OUTLIER_MAX_EJECTION_MS * NS_PER_MS;
-    if (cap < sh->base_ejection_ns)
-        cap = sh->base_ejection_ns;
-    if (dur > cap || dur / e->times_ejected != sh->base_ejection_ns)
-        dur = cap;
-    e->ejected = true;
-    e->ejected_until_ns = now + dur;
-    e->consecutive_failures = 0;
-    if (lb->n_ejected == 0 || e->ejected_until_ns < lb->next_readmit_ns)
-        lb->next_readmit_ns = e->ejected_until_ns;
-    lb->n_ejected++;
-    lb->ejections_total++;
+    rete_outlier *o = lb->ep[idx].od;
+    uint32_t unlocked = 0;
+    if (!lb->od_svc || !atomic_compare_exchange_strong(&lb->od_svc->lock, &unlocked, 1))
+        return false; /* another worker is deciding: the next failure tries again */
+    bool done = false;
+    if (!rete_outlier_ejected(o, now)) {
+        size_t n_ejected = 0;
+        for (size_t i = 0; i < sh->n; i++)
+            n_ejected += sh->weight[i] && ejected(&lb->ep[i], now);
+        /* max_ejection_percent of the live endpoints, but at least one
+         * (Envoy: "will eject at least one host regardless of the value");
+         * the panic threshold keeps traffic flowing when that leaves few. */
+        if (n_ejected == 0 ||
+            (uint64_t)(n_ejected + 1) * 100 <= (uint64_t)sh->max_ejection_percent * sh->n_live) {
+            uint64_t until = atomic_load_explicit(&o->ejected_until_ns, memory_order_relaxed);
+            uint32_t times = decayed_multiplier(
+                sh, atomic_load_explicit(&o->times_ejected, memory_order_relaxed), until, now) + 1;
+            uint64_t dur = sh->base_ejection_ns * times;
+            uint64_t cap = (uint64_t)OUTLIER_MAX_EJECTION_MS * NS_PER_MS;
+            if (cap < sh->base_ejection_ns)
+                cap = sh->base_ejection_ns;
+            if (dur > cap || dur / times != sh->base_ejection_ns)
+                dur = cap;
+            atomic_store_explicit(&o->times_ejected, times, memory_order_relaxed);
+            atomic_store_explicit(&o->ejected_until_ns, now + dur, memory_order_release);
+            atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
+            lb->ejections_total++;
+            done = true;
+        } else {
+            lb->ejections_overflow_total++;
+        }
+        atomic_store_explicit(&o->consecutive_5xx, 0, memory_order_relaxed);
+        atomic_store_explicit(&o->consecutive_gw, 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&lb->od_svc->lock, 0, memory_order_release);
+    lb->next_scan_ns = 0;
+    return done;
 }
 
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns)
 {
-    if (!valid_idx(lb, idx))
-        return false;
-    const ep_state *e = &lb->ep[idx];
-    return e->ejected && now_ns < e->ejected_until_ns;
+    return valid_idx(lb, idx) && ejected(&lb->ep[idx], now_ns);
 }
 
 /* ---- peak EWMA --------------------------------------------------------------- */
@@ -582,7 +699,9 @@ static void ewma_sample(ep_state *e, double rtt, uint64_t now)
 
 static bool avail(const rete_lb *lb, size_t i)
 {
-    return lb->sh->weight[i] && (lb->f_panic || !lb->ep[i].ejected) && (int)i != lb->f_exclude &&
+    const ep_state *e = &lb->ep[i];
+    return lb->sh->weight[i] && (lb->f_level < 0 || e->level == lb->f_level) &&
+           (lb->f_panic || !ejected(e, lb->f_now)) && (int)i != lb->f_exclude &&
            (int)i != lb->f_skip;
 }
 
@@ -755,15 +874,36 @@ int rete_lb_pick(rete_lb *lb, const rete_lb_context *ctx, uint64_t now_ns)
         lb->no_endpoint_total++;
         return -1;
     }
-    readmit(lb, now_ns);
-    lb->f_panic = lb->n_ejected >= sh->n_live;
+    if (now_ns >= lb->next_scan_ns)
+        rescan(lb, now_ns);
+    lb->f_now = now_ns;
+    lb->f_panic = lb->panic;
     lb->f_exclude = ctx && valid_idx(lb, ctx->exclude) ? ctx->exclude : -1;
+    if (lb->levels) { /* draw the locality level by its share */
+        uint32_t r = (uint32_t)rng_below(lb, 10000), acc = 0;
+        for (int l = 0; l < RETE_LB_LEVELS; l++) {
+            acc += lb->load[l];
+            if (r < acc) {
+                lb->f_level = l;
+                break;
+            }
+        }
+    }
     int idx = pick_kind(lb, ctx, now_ns);
+    if (idx < 0 && lb->f_level >= 0) { /* nothing left in that level: any */
+        lb->f_level = -1;
+        idx = pick_kind(lb, ctx, now_ns);
+    }
     if (idx < 0 && lb->f_exclude >= 0) { /* the excluded one is all there is */
         lb->f_exclude = -1;
         idx = pick_kind(lb, ctx, now_ns);
     }
+    if (idx < 0 && !lb->f_panic) { /* every one left is ejected */
+        lb->f_panic = true;
+        idx = pick_kind(lb, ctx, now_ns);
+    }
     lb->f_exclude = -1;
+    lb->f_level = -1;
     if (idx < 0) {
         lb->no_endpoint_total++;
         return -1;
@@ -781,7 +921,8 @@ void rete_lb_start(rete_lb *lb, int idx)
         lb->ep[idx].outstanding++;
 }
 
-bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns)
+bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
+                  uint64_t now_ns)
 {
     if (!valid_idx(lb, idx))
         return false;
@@ -791,27 +932,37 @@ bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uin
         e->outstanding--;
     if (sh->kind == RETE_LB_PEAK_EWMA && latency_ns)
         ewma_sample(e, (double)latency_ns, now_ns);
-
-    readmit(lb, now_ns);
-    decay_multiplier(sh, e, now_ns);
-    if (!failure) {
-        e->consecutive_failures = 0;
+    rete_outlier *o = e->od;
+    if (!o || outcome == RETE_LB_LOCAL || !sh->weight[idx])
+        return false;
+    if (outcome == RETE_LB_SUCCESS) {
+        /* Loads first: no write to the shared line while all goes well. */
+        if (atomic_load_explicit(&o->consecutive_5xx, memory_order_relaxed))
+            atomic_store_explicit(&o->consecutive_5xx, 0, memory_order_relaxed);
+        if (atomic_load_explicit(&o->consecutive_gw, memory_order_relaxed))
+            atomic_store_explicit(&o->consecutive_gw, 0, memory_order_relaxed);
         return false;
     }
-    e->failures++;
+    atomic_fetch_add_explicit(&o->failures, 1, memory_order_relaxed);
     /* Failures of requests still in flight when the endpoint was ejected say
      * nothing new. */
-    if (!sh->consecutive_5xx || !sh->weight[idx] || e->ejected)
+    if (rete_outlier_ejected(o, now_ns))
         return false;
-    if (++e->consecutive_failures < sh->consecutive_5xx)
-        return false;
-    if (may_eject(lb)) {
-        eject(lb, e, now_ns);
-        return true;
-    }
-    lb->ejections_overflow_total++;
-    e->consecutive_failures = 0;
+    uint32_t c5 = atomic_fetch_add_explicit(&o->consecutive_5xx, 1, memory_order_relaxed) + 1;
+    uint32_t gw = 0;
+    if (outcome == RETE_LB_GATEWAY)
+        gw = atomic_fetch_add_explicit(&o->consecutive_gw, 1, memory_order_relaxed) + 1;
+    else
+        atomic_store_explicit(&o->consecutive_gw, 0, memory_order_relaxed);
+    if ((sh->consecutive_5xx && c5 >= sh->consecutive_5xx) ||
+        (sh->consecutive_gw && gw >= sh->consecutive_gw))
+        return try_eject(lb, (size_t)idx, now_ns);
     return false;
+}
+
+bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns)
+{
+    return rete_lb_done(lb, idx, latency_ns, failure ? RETE_LB_5XX : RETE_LB_SUCCESS, now_ns);
 }
 
 void rete_lb_get_stats(const rete_lb *lb, uint64_t now_ns, rete_lb_stats *out)
@@ -840,11 +991,21 @@ bool rete_lb_get_endpoint_stats(const rete_lb *lb, int idx, uint64_t now_ns,
         ewma *= exp(-(double)(now_ns - e->stamp_ns) / EWMA_TAU_NS);
     *out = (rete_lb_endpoint_stats){
         .picks = e->picks,
-        .failures = e->failures,
         .outstanding = e->outstanding,
-        .times_ejected = e->times_ejected,
-        .ejected = rete_lb_is_ejected(lb, idx, now_ns),
+        .level = e->level,
+        .ejected = ejected(e, now_ns),
         .ewma_ms = ewma / NS_PER_MS,
     };
+    const rete_outlier *o = e->od;
+    if (o) {
+        uint64_t until = atomic_load_explicit(&o->ejected_until_ns, memory_order_relaxed);
+        out->failures = atomic_load_explicit(&o->failures, memory_order_relaxed);
+        out->ejections = atomic_load_explicit(&o->ejections, memory_order_relaxed);
+        out->ejected_ms = until > now_ns ? (until - now_ns) / NS_PER_MS : 0;
+        out->times_ejected = decayed_multiplier(
+            lb->sh, atomic_load_explicit(&o->times_ejected, memory_order_relaxed), until, now_ns);
+        out->consecutive_5xx = atomic_load_explicit(&o->consecutive_5xx, memory_order_relaxed);
+        out->consecutive_gateway = atomic_load_explicit(&o->consecutive_gw, memory_order_relaxed);
+    }
     return true;
 }

@@ -9,10 +9,25 @@
  *                   ring, the Maglev table. Reference counted (atomically, but
  *                   only on new/free, never on pick), so workers may drop their
  *                   balancers in any order after a snapshot swap.
- *   rete_lb         one per worker per service: all mutable state (PRNG,
+ *   rete_lb         one per worker per service: its mutable state (PRNG,
  *                   round-robin weights, outstanding requests, latency
- *                   estimates, ejections, counters). Owned by one thread; no
- *                   locks, no atomics.
+ *                   estimates, counters, the locality levels). Owned by one
+ *                   thread; no locks.
+ *
+ * Outlier detection is not per worker: consecutive failures and ejections
+ * live in the proxy-wide table of outlier.h, one slot per (Service,
+ * endpoint address), read and updated with atomics by every worker, and
+ * kept across snapshots. A worker caches only what it derives from them (how
+ * many are ejected, each locality level's share), refreshed at least every
+ * RETE_LB_RESCAN_MS and whenever an ejection ends or this worker ejects.
+ *
+ * Locality (DestinationRule loadBalancer.localityLbSetting, Envoy's
+ * priorities): endpoints are put in levels by how their region, zone and
+ * subzone labels match the caller's: 0 same subzone, 1 same zone, 2 same
+ * region, 3 a `failover` region of the caller's, 4 the rest. Level L takes
+ * min(100%, its healthy share x 1.4) of what the levels before it leave
+ * (Envoy's overprovisioning factor), the shares scaled up to 100% when they
+ * fall short.
  *
  * Endpoint indexes are indexes into svc->endpoints. An endpoint of weight 0 is
  * drained: never picked. Times are caller-supplied monotonic nanoseconds
@@ -70,13 +85,29 @@ typedef struct rete_lb_stats {
 } rete_lb_stats;
 
 typedef struct rete_lb_endpoint_stats {
-    uint64_t picks;
-    uint64_t failures;
-    uint32_t outstanding;
-    uint32_t times_ejected; /* the current ejection multiplier */
+    uint64_t picks;         /* by this worker */
+    uint64_t failures;      /* proxy-wide (0 when outlier detection is off) */
+    uint64_t ejections;     /* proxy-wide, since the endpoint got its slot */
+    uint64_t ejected_ms;    /* the time left in its ejection */
+    uint32_t outstanding;   /* this worker's */
+    uint32_t times_ejected; /* the current ejection multiplier (proxy-wide) */
+    uint32_t consecutive_5xx, consecutive_gateway;
+    int level;              /* its locality level (0 = the caller's subzone) */
     bool ejected;
     double ewma_ms; /* PEAK_EWMA's latency estimate at `now`; 0 = unsampled */
 } rete_lb_endpoint_stats;
+
+/* How a try to an endpoint went, for outlier detection. */
+typedef enum rete_lb_outcome {
+    RETE_LB_SUCCESS,
+    RETE_LB_5XX,     /* a 5xx other than 502/503/504: counts for consecutive5xxErrors */
+    RETE_LB_GATEWAY, /* 502, 503, 504, connect failure, reset, timeout: counts for both */
+    RETE_LB_LOCAL,   /* decided by this proxy (pool overflow, the client left): not counted */
+} rete_lb_outcome;
+
+/* Locality levels (see above). */
+#define RETE_LB_LEVELS 5
+#define RETE_LB_RESCAN_MS 10
 
 /* Build the immutable half for `svc`, which must outlive it (both belong to
  * the same snapshot). Zero ring_size / maglev_table_size take the defaults
@@ -94,6 +125,9 @@ uint32_t rete_lb_shared_maglev_size(const rete_lb_shared *sh);
 /* A worker's balancer over `sh`; takes its own reference. `seed` seeds the
  * worker's PRNG (give each worker a different one). Never NULL (OOM aborts). */
 rete_lb *rete_lb_new_shared(rete_lb_shared *sh, uint64_t seed);
+/* The same, balancing by locality from `self` (the proxy's own Workload;
+ * NULL: no locality) when svc->policy.locality is set. */
+rete_lb *rete_lb_new_at(rete_lb_shared *sh, const rete_workload *self, uint64_t seed);
 /* Convenience: build a private shared half and a balancer over it. NULL only
  * where rete_lb_shared_build fails. */
 rete_lb *rete_lb_new(const rete_service *svc, uint64_t seed);
@@ -113,6 +147,10 @@ void rete_lb_start(rete_lb *lb, int idx);
  * latency; report failure with latency 0. Returns true when this failure
  * ejected the endpoint (the caller counts rete_proxy_lb_ejections_total). */
 bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns);
+/* The same with the outcome told apart: rete_lb_finish's `failure` is
+ * RETE_LB_5XX. */
+bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
+                  uint64_t now_ns);
 
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns);
 void rete_lb_get_stats(const rete_lb *lb, uint64_t now_ns, rete_lb_stats *out);

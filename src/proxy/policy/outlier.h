@@ -1,0 +1,70 @@
+/* Outlier detection state shared by the workers of a proxy (DestinationRule
+ * trafficPolicy.outlierDetection): per endpoint of a Service, its consecutive
+ * failures, its ejection and how many times it was ejected.
+ *
+ * One rete_outlier slot per (Service, endpoint), found by the Service's FQDN
+ * and the endpoint's address and mesh port in a fixed table of
+ * RETE_OUTLIER_SLOTS slots (.bss, 64 bytes each: 256 KiB, touched only where
+ * used). A worker's balancer finds its endpoints' slots once per snapshot and
+ * holds a reference on each (rete_outlier_ref / rete_outlier_unref); the
+ * request path reads and updates them with relaxed atomics, no lock. Since
+ * slots are keyed by name, an endpoint's ejection survives configuration
+ * pushes. A slot nobody holds keeps its state until its space is needed by
+ * another endpoint: lookups probe RETE_OUTLIER_PROBE slots from the key's
+ * home, take the endpoint's own slot, else an empty one, else the first one
+ * held by nobody (reclaimed: the departed endpoint's state is forgotten).
+ * When all of those are held, the endpoint gets no slot (NULL): it is never
+ * ejected, and rete_outlier_overflows() counts it.
+ *
+ * Each Service also has a slot (keyed by its FQDN alone) whose `lock` makes
+ * ejection decisions of one Service one at a time across workers, so
+ * maxEjectionPercent holds when workers eject at once. It is a try-lock on the
+ * rare path only (a failure that crosses a threshold): a worker that finds it
+ * taken does not eject this time and the next failure tries again.
+ *
+ * Times are monotonic nanoseconds from the caller (uv_hrtime() in the proxy:
+ * one clock for every thread). */
+#ifndef RETE_OUTLIER_H
+#define RETE_OUTLIER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RETE_OUTLIER_SLOTS 4096u
+#define RETE_OUTLIER_PROBE 64u
+
+typedef struct rete_outlier {
+    /* key hash (high 48 bits) | references (low 16 bits); 0: never used */
+    _Atomic uint64_t word;
+    _Atomic uint64_t ejected_until_ns; /* ejected while now < it; 0: never ejected */
+    _Atomic uint32_t consecutive_5xx;  /* every 5xx-class failure */
+    _Atomic uint32_t consecutive_gw;   /* gateway errors only (502/503/504, connect, reset, timeout) */
+    _Atomic uint32_t times_ejected;    /* the ejection multiplier, decayed while admitted */
+    _Atomic uint32_t lock;             /* Service slots: ejection decisions, a try-lock */
+    _Atomic uint64_t ejections;        /* ejections of this endpoint (admin view) */
+    _Atomic uint64_t failures;         /* failures reported (admin view) */
+    char pad[16];
+} rete_outlier;
+
+/* The slot of endpoint `id` (address:port) of Service `fqdn`, or of the
+ * Service itself when id is NULL, with one reference taken; NULL when the
+ * table has no room (see above). */
+rete_outlier *rete_outlier_ref(const char *fqdn, const char *id);
+void rete_outlier_unref(rete_outlier *o);
+
+static inline bool rete_outlier_ejected(const rete_outlier *o, uint64_t now)
+{
+    return o && now < atomic_load_explicit(&o->ejected_until_ns, memory_order_relaxed);
+}
+
+/* Endpoints ejected at `now`, over every Service (the gauge
+ * rete_proxy_lb_endpoints_ejected). Scans the table: for scrapes. */
+uint64_t rete_outlier_count_ejected(uint64_t now);
+/* Endpoints that found no slot since start. */
+uint64_t rete_outlier_overflows(void);
+
+/* Forget every slot. Unit tests only, with no balancer alive. */
+void rete_outlier_clear(void);
+
+#endif
