@@ -101,6 +101,9 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     uint32_t max_requests_per_connection;  /* 0 = unlimited */
     uint32_t max_retries;                  /* retries in flight, default UINT32_MAX (Istio's) */
     uint32_t pending_timeout_ms;           /* http.pendingTimeout (rete), default 1000 */
+    uint32_t idle_timeout_ms;              /* http.idleTimeout: pooled connection idle, default 3600000 */
+    uint32_t response_header_timeout_ms;   /* http.responseHeaderTimeout (rete), 0 = none */
+    uint32_t stream_idle_timeout_ms;       /* http.streamIdleTimeout (rete), 0 = none */
     /* outlierDetection */
     uint32_t consecutive_5xx;              /* 0 = off */
     uint32_t outlier_interval_ms;

@@ -1285,6 +1285,19 @@ static const cfg_field pool_http_fields[] = {
      .def = "4294967295", .docdef = "4294967295 (unbounded, Istio's)",
      .doc = "retries in flight to the service, per proxy; a retry over it is not made "
      "(the retry budget bounds retries too)"},
+    {"idleTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.idle_timeout_ms), .min = 1,
+     .def = "1h", .docdef = "1h (Istio's)",
+     .doc = "an upstream connection with no request for this long is closed (HTTP/2: GOAWAY)"},
+    {"responseHeaderTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.response_header_timeout_ms),
+     .def = "0s", .docdef = "none",
+     .doc = "rete extension: from the request sent (its body's end reached the proxy, or the "
+     "try's start if later) to the response head; then 504 (gRPC: DEADLINE_EXCEEDED), retried "
+     "like a per-try timeout"},
+    {"streamIdleTimeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.stream_idle_timeout_ms),
+     .def = "0s", .docdef = "none",
+     .doc = "rete extension (Envoy's stream_idle_timeout, upstream): no byte either way on a "
+     "try for this long; then 504 (gRPC: DEADLINE_EXCEEDED) before the response head, reset "
+     "after"},
 };
 static const cfg_schema pool_http_schema =
     CFG_SCHEMA("HTTPSettings", raw_dr, pool_http_fields, NULL);

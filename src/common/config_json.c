@@ -171,6 +171,9 @@ static json_t *json_policy(const rete_traffic_policy *p)
                                             p->failover[i].to));
     json_object_set_new(j, "consecutiveGatewayErrors", json_integer(p->consecutive_gateway));
     json_object_set_new(j, "minHealthPercent", json_integer(p->min_health_percent));
+    json_object_set_new(j, "idleTimeoutMs", json_integer(p->idle_timeout_ms));
+    json_object_set_new(j, "responseHeaderTimeoutMs", json_integer(p->response_header_timeout_ms));
+    json_object_set_new(j, "streamIdleTimeoutMs", json_integer(p->stream_idle_timeout_ms));
     json_object_set_new(j, "locality", json_boolean(p->locality));
     json_object_set_new(j, "failover", fo);
     return j;

@@ -47,6 +47,7 @@ typedef struct rete_h1_client {
     rete_breaker *breaker;
     uint32_t max_requests;
     uint32_t n_requests;
+    rete_pool_idle idle_to;  /* connectionPool.http.idleTimeout, while on the idle list */
 } h1c;
 
 static const rete_side_ops h1c_ops;
@@ -179,6 +180,7 @@ static void h1c_done(h1c *c)
     c->next_idle = c->pool->idle;
     c->pool->idle = c;
     c->pool->n_idle++;
+    rete_pool_idle_start(&c->idle_to);
     if (c->paused) {
         c->paused = false;
         rete_io_read_start(&c->io);
@@ -412,6 +414,7 @@ static void h1c_on_close(rete_io *io)
         rete_breaker_give(&c->breaker->connections);
         rete_upstream_wait_kick(c->worker);
     }
+    rete_pool_idle_free(&c->idle_to);
     rete_h1_chunked_free(&c->chunked);
     free(c->buf);
     free(c);
@@ -465,6 +468,14 @@ static const rete_side_ops h1c_ops = {
     .on_abort = h1c_on_abort,
 };
 
+/* connectionPool.http.idleTimeout: an idle pooled connection is closed. */
+static void h1c_idle_expire(void *owner)
+{
+    h1c *c = owner;
+    if (c->idle)
+        h1c_close(c);
+}
+
 /* A connection for `ex`: an idle one of the pool, else a new one within
  * the Service's maxConnections, else the request waits (upstream_wait.h). */
 static void h1c_start(rete_exchange *ex, const rete_upstream_target *t)
@@ -480,6 +491,7 @@ static void h1c_start(rete_exchange *ex, const rete_upstream_target *t)
         pool->n_idle--;
         c->idle = false;
         c->next_idle = NULL;
+        rete_pool_idle_busy(&c->idle_to);
     } else {
         if (lim && !rete_breaker_take(&lim->breaker->connections, lim->max_connections)) {
             rete_upstream_wait(ex, RETE_CODEC_H1_CLIENT, t);
@@ -496,6 +508,7 @@ static void h1c_start(rete_exchange *ex, const rete_upstream_target *t)
             return;
         }
         rete_io_connect_timeout(&c->io, t->connect_timeout_ms);
+        rete_pool_idle_init(&c->idle_to, w, lim, h1c_idle_expire, c);
         pool->n_h1++;
         if (lim) {
             c->breaker = lim->breaker;

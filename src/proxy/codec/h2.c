@@ -123,6 +123,7 @@ typedef struct rete_h2_conn {
     uint32_t max_requests;
     uint32_t n_assigned;
     bool retiring;
+    rete_pool_idle idle_to;    /* client: connectionPool.http.idleTimeout */
     char key[224];           /* client: its pool key */
     char client[160];        /* server: who it counts against (SPIFFE ID or source IP) */
 } rete_h2_conn;
@@ -275,6 +276,25 @@ static void h2s_free(h2s *s)
     free(s);
     if (h2->server && !h2->streams && !h2->dead)
         rete_conn_idle_start(h2->conn, h2_idle);
+}
+
+/* connectionPool.http.idleTimeout: goodbye to a pooled client connection
+ * that had no request for that long (GOAWAY, closed once written). */
+static void h2_client_idle_expire(void *owner)
+{
+    rete_h2_conn *h2 = owner;
+    if (h2->dead || h2->n_open || h2->pend_head)
+        return;
+    rete_debug("h2: upstream connection %s idle: closed (idleTimeout)", h2->key);
+    h2->dead = true;
+    if (h2->pool && h2->pool->h2 == h2)
+        h2->pool->h2 = NULL;
+    if (!h2->ready) {
+        h2_kill(h2, "idle timeout");
+        return;
+    }
+    nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
+    h2_flush(h2);
 }
 
 /* ---- sending ---- */
@@ -839,6 +859,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
             h2->dead = true;
             nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR);
             h2_flush(h2);
+        } else if (!h2->n_open && !h2->dead) {
+            rete_pool_idle_start(&h2->idle_to);
         }
     }
     h2s_free(s);
@@ -1193,6 +1215,7 @@ static void h2_on_io_close(rete_io *io)
     }
     h2_fail_streams(h2, "connection closed");
     nghttp2_session_del(h2->session);
+    rete_pool_idle_free(&h2->idle_to);
     if (h2->breaker) {
         rete_breaker_give(&h2->breaker->connections);
         rete_upstream_wait_kick(h2->worker);
@@ -1283,6 +1306,7 @@ static rete_h2_conn *h2_client_get(rete_worker *w, const rete_upstream_target *t
         goto fail;
     }
     rete_io_connect_timeout(h2->io, t->connect_timeout_ms);
+    rete_pool_idle_init(&h2->idle_to, w, lim, h2_client_idle_expire, h2);
     if (lim) {
         h2->breaker = lim->breaker;
         h2->max_requests = lim->max_requests_per_connection;
@@ -1385,6 +1409,7 @@ static void h2_upstream(rete_exchange *ex, const rete_upstream_target *t)
             h2->pool->h2 = NULL;
         h2->pool = NULL;
     }
+    rete_pool_idle_busy(&h2->idle_to);
     h2s *s = h2s_new(h2, ex);
     ex->ops[RETE_UPSTREAM] = &h2_us_ops;
     ex->side[RETE_UPSTREAM] = s;

@@ -40,6 +40,9 @@ typedef struct rete_upstream_limits {
     uint32_t max_pending;                 /* http.http1MaxPendingRequests */
     uint32_t pending_timeout_ms;          /* http.pendingTimeout */
     uint32_t max_requests_per_connection; /* http.maxRequestsPerConnection, 0: unbounded */
+    const char *cluster;                  /* the Service's FQDN (metric labels; copy it) */
+    uint32_t idle_timeout_ms;             /* http.idleTimeout: a pooled connection with no
+                                             request this long is closed; 0: never */
 } rete_upstream_limits;
 
 /* Where an upstream codec connects: the address, whether to speak mesh TLS

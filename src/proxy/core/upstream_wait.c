@@ -4,11 +4,14 @@
 
 #include "breaker.h"
 #include "exchange.h"
+#include "alloc.h"
 #include "log.h"
+#include "mesh_metrics.h"
 #include "proxy.h"
 #include "worker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static void wait_unlink(rete_exchange *ex)
 {
@@ -167,4 +170,68 @@ void rete_upstream_wait_init(rete_worker *w)
 {
     uv_timer_init(&w->loop, &w->wait_timer);
     w->wait_timer.data = w;
+}
+
+/* ---- connectionPool.http.idleTimeout ---- */
+
+static void pool_idle_timer_free(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void pool_idle_check(uv_timer_t *t)
+{
+    rete_pool_idle *pi = t->data;
+    if (!pi || !pi->since)
+        return; /* freed, or busy: its next idle start arms it again */
+    uint64_t now = uv_now(t->loop);
+    if (now - pi->since < pi->ms) {
+        uv_timer_start(t, pool_idle_check, pi->ms - (now - pi->since), 0);
+        return;
+    }
+    pi->since = 0;
+    if (pi->cluster) {
+        rete_view v[2] = {rete_view_cstr(pi->cluster), RETE_VIEW_LIT("connection_idle")};
+        rete_metric m;
+        if (rete_metrics_shard_series(pi->worker->shard, pi->worker->mm->upstream_timeouts_total,
+                                      v, 2, &m) == RETE_OK)
+            rete_metrics_inc(pi->worker->shard, m, 1);
+    }
+    pi->expire(pi->owner);
+}
+
+void rete_pool_idle_init(rete_pool_idle *pi, rete_worker *w, const rete_upstream_limits *lim,
+                         void (*expire)(void *owner), void *owner)
+{
+    *pi = (rete_pool_idle){.worker = w, .expire = expire, .owner = owner};
+    if (!lim || !lim->idle_timeout_ms)
+        return;
+    pi->ms = lim->idle_timeout_ms;
+    pi->cluster = lim->cluster ? rete_strdup(lim->cluster) : NULL;
+    pi->timer = rete_malloc(sizeof(*pi->timer));
+    uv_timer_init(&w->loop, pi->timer);
+    pi->timer->data = pi;
+}
+
+void rete_pool_idle_start(rete_pool_idle *pi)
+{
+    if (!pi->timer)
+        return;
+    pi->since = uv_now(pi->timer->loop);
+    if (!pi->since)
+        pi->since = 1;
+    if (!uv_is_active((uv_handle_t *)pi->timer))
+        uv_timer_start(pi->timer, pool_idle_check, pi->ms, 0);
+}
+
+void rete_pool_idle_free(rete_pool_idle *pi)
+{
+    if (pi->timer) {
+        pi->timer->data = NULL;
+        if (!uv_is_closing((uv_handle_t *)pi->timer))
+            uv_close((uv_handle_t *)pi->timer, pool_idle_timer_free);
+        pi->timer = NULL;
+    }
+    free(pi->cluster);
+    pi->cluster = NULL;
 }

@@ -23,6 +23,8 @@
 #include "codec.h"
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
 
 #define RETE_UPSTREAM_WAIT_POLL_MS 5
 
@@ -44,5 +46,37 @@ void rete_upstream_release_idle(struct rete_worker *w);
 
 /* Worker start-up: the queue's timer. */
 void rete_upstream_wait_init(struct rete_worker *w);
+
+/* DestinationRule connectionPool.http.idleTimeout on one pooled upstream
+ * connection (HTTP/1.1 and HTTP/2 clients): once it has had no request for
+ * `ms`, `expire` closes it, counted in
+ * rete_proxy_upstream_timeouts_total{cluster, timeout="connection_idle"}.
+ * The timer is malloc'd and closed on its own (the connection need not wait
+ * for its close callback), armed when the connection goes idle and not
+ * already armed; a request only clears `since`, so a busy connection costs
+ * no timer call per request. Embedded in the connection. */
+typedef struct rete_pool_idle {
+    uv_timer_t *timer;      /* NULL: no idle timeout */
+    struct rete_worker *worker;
+    void (*expire)(void *owner);
+    void *owner;
+    char *cluster;          /* the Service that opened it (metric label) */
+    uint32_t ms;
+    uint64_t since;         /* loop ms it went idle; 0: busy */
+} rete_pool_idle;
+
+/* Set up from the Service's limits (NULL, or idle_timeout_ms 0: none). */
+void rete_pool_idle_init(rete_pool_idle *pi, struct rete_worker *w,
+                         const rete_upstream_limits *lim, void (*expire)(void *owner),
+                         void *owner);
+/* The connection has no request: start counting. */
+void rete_pool_idle_start(rete_pool_idle *pi);
+/* A request is assigned to it. */
+static inline void rete_pool_idle_busy(rete_pool_idle *pi)
+{
+    pi->since = 0;
+}
+/* The connection is being freed. */
+void rete_pool_idle_free(rete_pool_idle *pi);
 
 #endif

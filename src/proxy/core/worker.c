@@ -106,6 +106,8 @@ const rete_upstream_limits *rete_gen_limits(rete_gen *g, const rete_service *svc
             .max_pending = p->max_pending_requests,
             .pending_timeout_ms = p->pending_timeout_ms,
             .max_requests_per_connection = p->max_requests_per_connection,
+            .idle_timeout_ms = p->idle_timeout_ms,
+            .cluster = svc->fqdn,
         };
     }
     return l;

@@ -126,6 +126,15 @@ typedef struct rete_try_state {
     char *replay;
     size_t replay_len, replay_cap;
     uint64_t req_deadline, try_deadline, backoff_due; /* uv_hrtime ns, 0: none */
+    /* grpc-timeout: the request came with a valid one; grpc_binds: its
+     * deadline is req_deadline (it is sooner than timeouts.request). */
+    bool grpc_timeout, grpc_binds;
+    uint32_t grpc_timeout_ms;   /* as received, rounded up (messages) */
+    /* DestinationRule connectionPool.http.responseHeaderTimeout and
+     * streamIdleTimeout of the Service (0: none). */
+    uint32_t header_ms, idle_ms;
+    uint64_t header_deadline;   /* the try's: armed once its request is sent */
+    uint64_t last_active;       /* the try's last byte either way (ns) */
     budget *budget;
     rete_breaker *breaker; /* holds one of its `retries` while retry_held */
     bool retry_held;
@@ -146,6 +155,81 @@ static bool idempotent(rete_view m)
 }
 
 static void arm(rete_exchange *ex);
+
+/* ---- grpc-timeout (grpc/doc/PROTOCOL-HTTP2.md) ---- */
+
+#define GRPC_TIMEOUT_HEADER "grpc-timeout"
+
+/* "TimeoutValue TimeoutUnit": 1 to 8 ASCII digits, then one of H M S m u
+ * n. Returns false for anything else (the caller ignores the header, as
+ * gRPC's C core and Envoy do). */
+static bool grpc_timeout_parse(rete_view v, uint64_t *ns)
+{
+    if (v.len < 2 || v.len > 9)
+        return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return false;
+        n = n * 10 + (uint64_t)(v.p[i] - '0');
+    }
+    uint64_t unit;
+    switch (v.p[v.len - 1]) {
+    case 'H': unit = 3600000000000ull; break;
+    case 'M': unit = 60000000000ull; break;
+    case 'S': unit = 1000000000ull; break;
+    case 'm': unit = 1000000ull; break;
+    case 'u': unit = 1000ull; break;
+    case 'n': unit = 1ull; break;
+    default: return false;
+    }
+    *ns = n * unit; /* at most 99999999 H: fits in 64 bits */
+    return true;
+}
+
+/* The remaining `ns` as a grpc-timeout value: the finest unit whose value
+ * fits in 8 digits, rounded up, at least 1. */
+static size_t grpc_timeout_format(uint64_t ns, char *out, size_t cap)
+{
+    static const struct { uint64_t unit; char c; } units[] = {
+        {1ull, 'n'}, {1000ull, 'u'}, {1000000ull, 'm'}, {1000000000ull, 'S'},
+        {60000000000ull, 'M'}, {3600000000000ull, 'H'}};
+    size_t i = 0;
+    uint64_t v = ns;
+    for (; i < sizeof(units) / sizeof(units[0]); i++) {
+        v = (ns + units[i].unit - 1) / units[i].unit;
+        if (v <= 99999999u)
+            break;
+    }
+    if (i == sizeof(units) / sizeof(units[0])) {
+        i--;
+        v = 99999999u;
+    }
+    if (!v)
+        v = 1;
+    int n = snprintf(out, cap, "%llu%c", (unsigned long long)v, units[i].c);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* A gRPC request's grpc-timeout: set ts->req_deadline to the sooner of it
+ * and timeouts.request. */
+static void grpc_timeout_begin(rete_exchange *ex, rete_try_state *ts, rete_view v, uint64_t now)
+{
+    uint64_t ns;
+    if (!grpc_timeout_parse(v, &ns)) {
+        rete_debug("grpc-timeout \"%.*s\" of %.*s is malformed: ignored", (int)v.len, v.p,
+                   (int)ex->req.path.len, ex->req.path.p);
+        return;
+    }
+    ts->grpc_timeout = true;
+    uint64_t ms = ns / 1000000u + (ns % 1000000u != 0);
+    ts->grpc_timeout_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    uint64_t due = now + ns < now ? UINT64_MAX : now + ns;
+    if (!ts->req_deadline || due < ts->req_deadline) {
+        ts->req_deadline = due;
+        ts->grpc_binds = true;
+    }
+}
 
 static void replay_add(rete_try_state *ts, const char *data, size_t len)
 {
@@ -178,7 +262,15 @@ void rete_retry_begin(rete_exchange *ex, const rete_http_rule *rule, const rete_
     rete_view ask = rete_msg_get(&ex->req, RETE_VIEW_LIT(ATTEMPT_COUNT_HEADER));
     if (ask.p)
         rete_msg_remove(&ex->req, RETE_VIEW_LIT(ATTEMPT_COUNT_HEADER));
-    if (!retry && !rule->timeout_ms && !rule->backend_timeout_ms && !ask.p)
+    const rete_traffic_policy *pol = &svc->policy;
+    rete_view grpc_to = rete_msg_get(&ex->req, RETE_VIEW_LIT(GRPC_TIMEOUT_HEADER));
+    bool grpc = (ex->route && ex->route->route->grpc) ||
+                rete_view_has_prefix(rete_msg_get(&ex->req, RETE_VIEW_LIT("content-type")),
+                                     RETE_VIEW_LIT("application/grpc"));
+    if (!grpc)
+        grpc_to = RETE_VIEW_NULL; /* only gRPC requests carry a deadline in it */
+    if (!retry && !rule->timeout_ms && !rule->backend_timeout_ms && !ask.p && !grpc_to.p &&
+        !pol->response_header_timeout_ms && !pol->stream_idle_timeout_ms)
         return;
     rete_try_state *ts = rete_arena_alloc(ex->arena, sizeof(*ts));
     memset(ts, 0, sizeof(*ts));
@@ -188,13 +280,15 @@ void rete_retry_begin(rete_exchange *ex, const rete_http_rule *rule, const rete_
     ts->retry = retry;
     ts->want_count = ask.p != NULL;
     ts->exclude = -1;
-    ts->grpc = (ex->route && ex->route->route->grpc) ||
-               rete_view_has_prefix(rete_msg_get(&ex->req, RETE_VIEW_LIT("content-type")),
-                                    RETE_VIEW_LIT("application/grpc"));
+    ts->grpc = grpc;
+    ts->header_ms = pol->response_header_timeout_ms;
+    ts->idle_ms = pol->stream_idle_timeout_ms;
     ts->any_method = rule->retry.non_idempotent || ts->grpc || idempotent(ex->req.method);
     uint64_t now = uv_hrtime();
     if (rule->timeout_ms)
         ts->req_deadline = now + (uint64_t)rule->timeout_ms * 1000000u;
+    if (grpc_to.p)
+        grpc_timeout_begin(ex, ts, grpc_to, now);
     if (retry) {
         ts->budget = budget_of(svc);
         budget_deposit(ts->budget, now);
@@ -214,6 +308,19 @@ void rete_retry_try_started(rete_exchange *ex)
     ts->try_deadline = ts->rule->backend_timeout_ms
                            ? now + (uint64_t)ts->rule->backend_timeout_ms * 1000000u
                            : 0;
+    /* responseHeaderTimeout counts from the request's end: now when the
+     * body is all here (or there is none), else when it ends. */
+    ts->header_deadline =
+        ts->header_ms && ex->req_body.end ? now + (uint64_t)ts->header_ms * 1000000u : 0;
+    ts->last_active = now;
+    if (ts->grpc_timeout && ts->req_deadline) {
+        /* The next hop sees what is left of the request's deadline. */
+        char v[16];
+        size_t n = grpc_timeout_format(ts->req_deadline > now ? ts->req_deadline - now : 0, v,
+                                       sizeof(v));
+        rete_msg_set(ex, &ex->req, RETE_VIEW_LIT(GRPC_TIMEOUT_HEADER),
+                     rete_ex_dup(ex, rete_view_make(v, n)));
+    }
     arm(ex);
 }
 
@@ -324,7 +431,13 @@ static bool retryable_grpc(const rete_exchange *ex)
 bool rete_retry_upstream_response(rete_exchange *ex)
 {
     rete_try_state *ts = ex->try_state;
-    if (!ts || !ts->retry)
+    if (!ts)
+        return false;
+    if (!ts->pending) {
+        ts->header_deadline = 0;
+        ts->last_active = uv_hrtime();
+    }
+    if (!ts->retry)
         return false;
     if (ts->pending)
         return true; /* a late answer of a try already given up (per-try timeout) */
@@ -341,13 +454,16 @@ bool rete_retry_upstream_response(rete_exchange *ex)
 
 /* ---- the timer ---- */
 
-static void answer_timeout(rete_exchange *ex, const char *which, const char *field, uint32_t ms)
+/* A timeout fired: 504 naming it (gRPC: DEADLINE_EXCEEDED, trailers-only,
+ * the text in grpc-message) before the response head, else both sides
+ * reset. `label` is the metric's timeout label. */
+static void answer_timeout(rete_exchange *ex, const char *which, const char *label,
+                           const char *field, uint32_t ms)
 {
     ex->error = RETE_EXE_TIMEOUT;
     snprintf(ex->error_detail, sizeof(ex->error_detail), "%s timeout", which);
     if (ex->service)
-        rete_telemetry_upstream_timeout(ex->worker, ex->service,
-                                        strcmp(which, "request") == 0 ? "request" : "per_try");
+        rete_telemetry_upstream_timeout(ex->worker, ex->service, label);
     if (ex->head_sent || !ex->attached[RETE_DOWNSTREAM]) {
         /* Too late for a 504: abort both sides. */
         if (ex->attached[RETE_UPSTREAM])
@@ -358,8 +474,32 @@ static void answer_timeout(rete_exchange *ex, const char *which, const char *fie
     }
     if (ex->attached[RETE_UPSTREAM])
         ex->ops[RETE_UPSTREAM]->on_abort(ex);
-    if (ex->attached[RETE_DOWNSTREAM])
-        rete_filter_local_text(ex, 504, "upstream %s timeout (%s %u ms)", which, field, ms);
+    if (!ex->attached[RETE_DOWNSTREAM])
+        return;
+    if (ex->try_state->grpc && !ex->tunnel) {
+        char body[160];
+        int n = snprintf(body, sizeof(body), "upstream %s timeout (%s %u ms)", which, field, ms);
+        rete_ex_local_response_with(ex, 504, 4 /* DEADLINE_EXCEEDED */, true, NULL, 0,
+                                    "text/plain; charset=utf-8", body,
+                                    n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0);
+        return;
+    }
+    rete_filter_local_text(ex, 504, "upstream %s timeout (%s %u ms)", which, field, ms);
+}
+
+/* streamIdleTimeout: the try's upstream is there, its response not
+ * complete, and no byte went either way for idle_ms. */
+static bool stream_idle_watched(const rete_exchange *ex)
+{
+    const rete_try_state *ts = ex->try_state;
+    return ts->idle_ms && !ts->pending && ex->attached[RETE_UPSTREAM] && !ex->waiting &&
+           !ex->resp_body.end && !rete_ex_upstream_is_local(ex);
+}
+
+static bool stream_idle(const rete_exchange *ex, uint64_t now)
+{
+    const rete_try_state *ts = ex->try_state;
+    return stream_idle_watched(ex) && now - ts->last_active >= (uint64_t)ts->idle_ms * 1000000u;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -372,7 +512,10 @@ static void on_timer(uv_timer_t *t)
     uint64_t now = uv_hrtime();
     if (ts->req_deadline && now >= ts->req_deadline) {
         ts->pending = false;
-        answer_timeout(ex, "request", "timeouts.request", ts->rule->timeout_ms);
+        if (ts->grpc_binds)
+            answer_timeout(ex, "request", "grpc_timeout", "grpc-timeout", ts->grpc_timeout_ms);
+        else
+            answer_timeout(ex, "request", "request", "timeouts.request", ts->rule->timeout_ms);
         return;
     }
     if (ts->pending && now >= ts->backoff_due) {
@@ -382,18 +525,31 @@ static void on_timer(uv_timer_t *t)
         rete_route_try(ex, ts->svc, ts->port, ts->exclude);
         return; /* rete_retry_try_started re-armed the timer */
     }
-    if (!ts->pending && ts->try_deadline && now >= ts->try_deadline) {
-        ts->try_deadline = 0;
-        if (!ex->head_sent && ex->attached[RETE_DOWNSTREAM] &&
-            retryable_status(ts, 504) && may_retry(ex, true, "per_try_timeout")) {
+    bool per_try = ts->try_deadline && now >= ts->try_deadline;
+    bool header = ts->header_deadline && now >= ts->header_deadline;
+    if (!ts->pending && (per_try || header)) {
+        ts->try_deadline = ts->header_deadline = 0;
+        const char *label = per_try ? "per_try" : "response_header";
+        if (!ex->head_sent && ex->attached[RETE_DOWNSTREAM] && retryable_status(ts, 504) &&
+            may_retry(ex, true, per_try ? "per_try_timeout" : "response_header_timeout")) {
             if (ex->service)
-                rete_telemetry_upstream_timeout(ex->worker, ex->service, "per_try");
+                rete_telemetry_upstream_timeout(ex->worker, ex->service, label);
             schedule(ex, true);
             if (ex->attached[RETE_UPSTREAM]) /* a timer: no codec on the stack */
                 ex->ops[RETE_UPSTREAM]->on_abort(ex);
             return;
         }
-        answer_timeout(ex, "per-try", "timeouts.backendRequest", ts->rule->backend_timeout_ms);
+        if (per_try)
+            answer_timeout(ex, "per-try", label, "timeouts.backendRequest",
+                           ts->rule->backend_timeout_ms);
+        else
+            answer_timeout(ex, "response header", label,
+                           "connectionPool.http.responseHeaderTimeout", ts->header_ms);
+        return;
+    }
+    if (stream_idle(ex, now)) {
+        answer_timeout(ex, "stream idle", "stream_idle", "connectionPool.http.streamIdleTimeout",
+                       ts->idle_ms);
         return;
     }
     arm(ex);
@@ -404,8 +560,14 @@ static void arm(rete_exchange *ex)
 {
     rete_try_state *ts = ex->try_state;
     uint64_t due = 0;
-    const uint64_t d[3] = {ts->req_deadline, ts->pending ? ts->backoff_due : ts->try_deadline, 0};
-    for (int i = 0; i < 2; i++)
+    const uint64_t d[4] = {
+        ts->req_deadline, ts->pending ? ts->backoff_due : ts->try_deadline,
+        ts->pending ? 0 : ts->header_deadline,
+        /* armed from the try's start, before its upstream attaches */
+        ts->idle_ms && !ts->pending && !ex->resp_body.end
+            ? ts->last_active + (uint64_t)ts->idle_ms * 1000000u
+            : 0};
+    for (int i = 0; i < 4; i++)
         if (d[i] && (!due || d[i] < due))
             due = d[i];
     if (!due) {
@@ -425,8 +587,24 @@ static void arm(rete_exchange *ex)
 static void retry_request_body(rete_exchange *ex, const rete_filter_body *b)
 {
     rete_try_state *ts = ex->try_state;
-    if (ts && ts->retry && b->len)
+    if (!ts)
+        return;
+    if (ts->retry && b->len)
         replay_add(ts, b->data, b->len);
+    if (ts->idle_ms)
+        ts->last_active = uv_hrtime();
+    if (b->end && ts->header_ms && !ts->pending && ex->attached[RETE_UPSTREAM] && !ex->done) {
+        ts->header_deadline = uv_hrtime() + (uint64_t)ts->header_ms * 1000000u;
+        arm(ex);
+    }
+}
+
+static void retry_response_body(rete_exchange *ex, const rete_filter_body *b)
+{
+    (void)b;
+    rete_try_state *ts = ex->try_state;
+    if (ts && ts->idle_ms)
+        ts->last_active = uv_hrtime();
 }
 
 static void retry_response(rete_exchange *ex)
@@ -459,6 +637,7 @@ static void retry_finish(rete_exchange *ex, const rete_filter_end *end)
 const rete_filter rete_filter_retry = {
     .name = "retry",
     .on_request_body = retry_request_body,
+    .on_response_body = retry_response_body,
     .on_response = retry_response,
     .on_finish = retry_finish,
 };
