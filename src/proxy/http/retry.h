@@ -4,9 +4,11 @@
  * view; this is the contract between the two filters.
  *
  * The route filter matches a rule, picks a backend Service, then calls
- * rete_retry_begin before the first try: a rule with `retry` or `timeouts`
- * gets a try state (ex->try_state, in the exchange's arena; NULL for every
- * other request, which then costs nothing more here). Each try picks an
+ * rete_retry_begin before the first try: a rule with `retry` or `timeouts`,
+ * a gRPC request with `grpc-timeout`, or a Service with a DestinationRule
+ * responseHeaderTimeout or streamIdleTimeout gets a try state
+ * (ex->try_state, in the exchange's arena; NULL for every other request,
+ * which then costs nothing more here). Each try picks an
  * endpoint and starts an upstream (rete_route_try); rete_retry_try_started
  * arms the per-try deadline.
  *
@@ -43,7 +45,7 @@
 
 /* The request whose rule `rule` chose Service svc, port `port` (0: the
  * port the request came for, resolved by the caller) is about to make its
- * first try. Sets ex->try_state when the rule has retry or timeouts. */
+ * first try. Sets ex->try_state when it needs one (above). */
 void rete_retry_begin(rete_exchange *ex, const rete_http_rule *rule, const rete_service *svc,
                       uint16_t port);
 /* A try to endpoint ex->endpoint is starting (ex->try_state set). */
