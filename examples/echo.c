@@ -142,6 +142,7 @@ struct req {
     int status;
     const char *error; /* static; reported in the JSON when set */
     uint64_t delay_ms, size;
+    int ready_set;          /* /ready?set=0|1: 1 + the value asked, 0 none */
     char *method, *path, *query, *authority;
     json_t *headers;
     char *call;     /* ?call=HOST:PORT/PATH, NULL: none */
@@ -563,6 +564,11 @@ static void req_parse_query(req *r)
         } else if (rete_view_eq(key, RETE_VIEW_LIT("call"))) {
             rete_free(&r->call);
             r->call = rete_strndup(v.p, v.len);
+        } else if (rete_view_eq(key, RETE_VIEW_LIT("set"))) {
+            if (rete_view_eq(v, RETE_VIEW_LIT("0")) || rete_view_eq(v, RETE_VIEW_LIT("1")))
+                r->ready_set = 1 + (v.p[0] == '1');
+            else
+                r->error = "bad ?set (0 or 1)";
         } else if (rete_view_eq(key, RETE_VIEW_LIT("echo"))) {
             r->echo = rete_view_eq(v, RETE_VIEW_LIT("1")) || rete_view_eq(v, RETE_VIEW_LIT("true"));
         } else if (rete_view_eq(key, RETE_VIEW_LIT("header"))) {
@@ -758,7 +764,21 @@ static void grpc_head_done(req *r, bool fail)
  * (its body follows the request body). */
 static void req_head_done(req *r)
 {
+    /* The app's readiness, for a sidecar's readiness probe: /ready answers
+     * 200 until /ready?set=0 (then 503, until /ready?set=1). One loop:
+     * a plain static. */
+    static bool not_ready;
     r->is_head = r->method && strcmp(r->method, "HEAD") == 0;
+    if (!r->error && r->path && strcmp(r->path, "/ready") == 0) {
+        if (r->ready_set)
+            not_ready = r->ready_set == 1;
+        else if (not_ready) {
+            r->status = 503;
+            r->error = "not ready (/ready?set=0)";
+            r->echo = false;
+            r->size = ECHO_NO_SIZE;
+        }
+    }
     bool fail = cfg.failure_rate > 0 && prng_next() < cfg.failure_rate;
     if (fail && !r->grpc) {
         r->status = 503;
@@ -1896,6 +1916,7 @@ static void usage(FILE *f)
             "  --max-connections N     concurrent connection bound (default 10000)\n"
             "  --quiet                 no per-request log lines\n"
             "per request: ?delay=MS ?status=CODE ?size=BYTES ?echo=1 ?header=N:V ?trailer=N:V\n"
+            "/ready: 200, or 503 after /ready?set=0 (until /ready?set=1)\n"
             "gRPC (h2c, content-type application/grpc): any method echoes its request\n"
             "  messages with grpc-status 0; --failure-rate answers grpc-status 14 instead\n");
 }

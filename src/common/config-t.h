@@ -54,6 +54,7 @@ typedef struct rete_workload {
     uint16_t mesh_port;          /* its sidecar's mesh listener, default 15008 */
     uint32_t weight;             /* default 1 */
     bool in_mesh;                /* false: plaintext straight to address:targetPort */
+    bool ready;                  /* default true; false: no traffic from other proxies (weight 0) */
     const char *spiffe_id;       /* derived: spiffe://<td>/ns/<ns>/sa/<sa> */
 } rete_workload;
 
@@ -406,6 +407,19 @@ typedef struct rete_dns_spec {
     uint32_t ttl_s;                 /* of mesh answers, default 30 */
 } rete_dns_spec;
 
+/* Proxy `readiness`: the app's readiness probe the sidecar runs (Kubernetes
+ * readinessProbe's shape; app/probe in src/proxy/core/app_probe.c). */
+typedef struct rete_readiness_probe {
+    bool enabled;                   /* spec.readiness given */
+    bool http;                      /* httpGet; else tcpSocket */
+    const char *path;               /* httpGet.path, default "/" */
+    uint16_t port;                  /* httpGet.port or tcpSocket.port, on appAddress */
+    uint32_t period_ms;             /* default 10000 */
+    uint32_t timeout_ms;            /* default 1000 */
+    uint32_t failure_threshold;     /* failures in a row that make it not ready, default 3 */
+    uint32_t success_threshold;     /* successes in a row that make it ready again, default 1 */
+} rete_readiness_probe;
+
 typedef struct rete_proxy_spec {
     const char *name;               /* metadata.name: this proxy's workload name */
     const char *ns;
@@ -429,6 +443,7 @@ typedef struct rete_proxy_spec {
     unsigned concurrency;           /* default 1 */
     rete_limits limits;
     rete_dns_spec dns;
+    rete_readiness_probe readiness;
 } rete_proxy_spec;
 
 typedef struct rete_config {

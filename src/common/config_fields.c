@@ -330,12 +330,51 @@ static bool is_loopback_ip(const char *host)
     return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+static const cfg_field http_get_fields[] = {
+    {"path", CFG_STR, 0, CFG_AT(raw_proxy, p.readiness.path), .def = "/",
+     .doc = "GET this path; a status 200..399 is a success (Kubernetes' rule)"},
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_proxy, p.readiness.port), .min = 1, .max = 65535,
+     .doc = "on appAddress"},
+};
+static const cfg_schema http_get_schema = CFG_SCHEMA("httpGet", raw_proxy, http_get_fields, NULL);
+
+static const cfg_field tcp_socket_fields[] = {
+    {"port", CFG_INT, CFG_REQUIRED, CFG_AT(raw_proxy, p.readiness.port), .min = 1, .max = 65535,
+     .doc = "on appAddress: a connect that completes is a success"},
+};
+static const cfg_schema tcp_socket_schema =
+    CFG_SCHEMA("tcpSocket", raw_proxy, tcp_socket_fields, NULL);
+
+static const cfg_field readiness_fields[] = {
+    {"httpGet", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_proxy, has_http_get), .sub = &http_get_schema,
+     .doc = "exactly one of httpGet and tcpSocket"},
+    {"tcpSocket", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_proxy, has_tcp_socket),
+     .sub = &tcp_socket_schema},
+    {"period", CFG_DURATION, 0, CFG_AT(raw_proxy, p.readiness.period_ms), .min = 100, .max = 3600000,
+     .def = "10s", .doc = "between probes (the first runs at start)"},
+    {"timeout", CFG_DURATION, 0, CFG_AT(raw_proxy, p.readiness.timeout_ms), .min = 10,
+     .max = 600000, .def = "1s", .doc = "for a probe's answer; then it failed. At most period"},
+    {"failureThreshold", CFG_INT, 0, CFG_AT(raw_proxy, p.readiness.failure_threshold), .min = 1,
+     .max = 1000, .def = "3", .doc = "failures in a row that make the workload not ready"},
+    {"successThreshold", CFG_INT, 0, CFG_AT(raw_proxy, p.readiness.success_threshold), .min = 1,
+     .max = 1000, .def = "1", .doc = "successes in a row that make it ready again"},
+};
+static const cfg_schema readiness_schema =
+    CFG_SCHEMA("readiness", raw_proxy, readiness_fields, NULL);
+
 static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
 {
     raw_proxy *r = obj;
     rete_proxy_spec *p = &r->p;
     p->dns.enabled = r->has_dns_listen;
     p->dns.ttl_s /= 1000;
+    p->readiness.http = r->has_http_get;
+    if (p->readiness.enabled) {
+        if (r->has_http_get == r->has_tcp_socket)
+            return cfg_fail_at(ctx, "readiness", "exactly one of httpGet and tcpSocket is required");
+        if (p->readiness.timeout_ms > p->readiness.period_ms)
+            return cfg_fail_at(ctx, "readiness.timeout", "longer than readiness.period");
+    }
     if (p->dns.enabled && !is_loopback_ip(p->dns.listen.host))
         return cfg_fail_at(ctx, "dns.listen",
                            "%s is not a loopback address: the DNS listener answers and forwards "
@@ -412,6 +451,11 @@ static const cfg_field proxy_fields[] = {
     {"limits", CFG_OBJ, 0, .off = offsetof(raw_proxy, p.limits), .sub = &limits_schema},
     {"dns", CFG_OBJ, 0, .off = 0, .sub = &dns_schema,
      .doc = "the sidecar answers A/AAAA for mesh names and forwards the rest (docs/proxy.md, DNS)"},
+    {"readiness", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_proxy, p.readiness.enabled),
+     .sub = &readiness_schema,
+     .doc = "the app's readiness probe, run by the sidecar (Kubernetes readinessProbe's shape): "
+            "while it fails, /ready answers 503 and reted takes the workload out of other "
+            "proxies' endpoints (docs/traffic.md, Readiness)"},
 };
 const cfg_schema cfg_spec_proxy = CFG_SCHEMA("Proxy", raw_proxy, proxy_fields, proxy_check);
 
@@ -499,6 +543,11 @@ static const cfg_field workload_fields[] = {
      .def = RETE_STR(RETE_PORT_MESH), .doc = "its sidecar's mesh listener"},
     {"inMesh", CFG_BOOL, 0, CFG_AT(raw_workload, w.in_mesh), .def = "true",
      .doc = "false: plaintext straight to address:targetPort"},
+    {"ready", CFG_BOOL, 0, CFG_AT(raw_workload, w.ready), .def = "true",
+     .doc = "false: no proxy sends it traffic (it stays in the configuration, weight 0). reted "
+            "sets it false in what it pushes while the workload's sidecar reports not ready; an "
+            "operator may write false to take a workload out of rotation (docs/traffic.md, "
+            "Readiness)"},
     {"egress", CFG_STRLIST, 0, CFG_AT(raw_workload, egress), CFG_CNT(raw_workload, n_egress),
      .max = 64, .check = check_egress_host, .docdef = "MeshConfig's defaultEgress",
      .doc = "the Services its sidecar may reach, as `NAMESPACE/NAME` (`.` = own namespace, `*` = "

@@ -231,10 +231,10 @@ char *rete_config_to_json(const rete_config *cfg)
     for (size_t i = 0; i < cfg->n_workloads; i++) {
         const rete_workload *w = &cfg->workloads[i];
         json_array_append_new(
-            ws, json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b}", "name", w->name, "namespace",
+            ws, json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b, s:b}", "name", w->name, "namespace",
                           w->ns, "address", w->address, "spiffeId", w->spiffe_id, "labels",
                           json_labels(w->labels, w->n_labels), "meshPort", (json_int_t)w->mesh_port,
-                          "weight", (json_int_t)w->weight, "inMesh", w->in_mesh));
+                          "weight", (json_int_t)w->weight, "inMesh", w->in_mesh, "ready", w->ready));
     }
     json_object_set_new(root, "workloads", ws);
 

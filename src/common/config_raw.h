@@ -54,6 +54,7 @@ typedef struct raw_proxy {
     bool has_trust_domain, has_app_address, has_outbound, has_inbound, has_mesh, has_admin;
     bool has_inbound_ports;
     bool has_dns_listen;
+    bool has_http_get, has_tcp_socket;
 } raw_proxy;
 
 /* Service */

@@ -118,6 +118,21 @@ static void set_free(reted_svcset *set)
     *set = (reted_svcset){0};
 }
 
+/* Remove a key: the rest are put again (a readiness change is rare; the
+ * set is small). */
+static bool set_remove(reted_svcset *set, const char *key)
+{
+    if (!set_has(set, key))
+        return false;
+    reted_svcset rest = {0};
+    for (size_t i = 0; i < set->cap; i++)
+        if (set->keys[i] && strcmp(set->keys[i], key) != 0)
+            set_add(&rest, set->keys[i]);
+    set_free(set);
+    *set = rest;
+    return true;
+}
+
 static void set_add_res(reted_svcset *set, const reted_ires *svc)
 {
     char key[520];
@@ -549,6 +564,59 @@ static void scope_resources(reted_index *ix, const reted_snapshot *s, held_set *
     out->n = u;
 }
 
+bool reted_workload_set_ready(reted *r, const char *ns, const char *name, bool ready)
+{
+    char key[520];
+    snprintf(key, sizeof(key), "%s/%s", ns, name);
+    return ready ? set_remove(&r->cache.not_ready, key) : set_add(&r->cache.not_ready, key);
+}
+
+void reted_workload_ready_free(reted *r)
+{
+    set_free(&r->cache.not_ready);
+}
+
+/* A Workload's text with spec.ready false (kept on the index entry, so every
+ * snapshot holding it shares one copy). Same version as the stored one:
+ * deltas compare texts too (reted_snapshot_delta). */
+static reted_text *unready_text(reted_ires *wl)
+{
+    if (wl->unready)
+        return wl->unready;
+    const reted_text *t = wl->json;
+    json_t *doc = json_loadb(t->data, t->len, 0, NULL);
+    json_t *spec = json_object_get(doc, "spec");
+    char *text = json_is_object(spec) && json_object_set_new(spec, "ready", json_false()) == 0
+                     ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER)
+                     : NULL;
+    json_decref(doc);
+    if (!text) /* cannot happen for a stored Workload; pushed as stored */
+        return wl->json;
+    size_t len = strlen(text), lk = strlen(t->kind) + 1, ln = strlen(t->ns) + 1, lm = strlen(t->name) + 1;
+    reted_text *u = rete_malloc(sizeof(*u) + len + 1 + lk + ln + lm);
+    u->refs = 1;
+    u->version = t->version;
+    u->len = len;
+    memcpy(u->data, text, len + 1);
+    memcpy(u->data + len + 1, t->kind, lk);
+    memcpy(u->data + len + 1 + lk, t->ns, ln);
+    memcpy(u->data + len + 1 + lk + ln, t->name, lm);
+    u->kind = u->data + len + 1;
+    u->ns = u->kind + lk;
+    u->name = u->ns + ln;
+    free(text);
+    wl->unready = u;
+    return u;
+}
+
+/* The text a snapshot carries for a resource: a not-ready Workload's says so. */
+static reted_text *pushed_text(reted *r, const reted_ires *res)
+{
+    if (res->k != RETE_KC_WORKLOAD || !r->cache.not_ready.n || !set_has_res(&r->cache.not_ready, res))
+        return res->json;
+    return unready_text((reted_ires *)res);
+}
+
 static void compile(reted *r, reted_snapshot *s)
 {
     scope_services(r, s);
@@ -564,7 +632,7 @@ static void compile(reted *r, reted_snapshot *s)
     uint64_t h = RETE_FNV1A_INIT;
     for (size_t i = 0; i < held.n; i++) {
         reted_entry *e = &s->entries[i];
-        e->doc = held.v[i]->json;
+        e->doc = pushed_text(r, held.v[i]);
         e->doc->refs++;
         h = rete_fnv1a(h, "\n", 1);
         h = rete_fnv1a(h, e->doc->data, e->doc->len);
@@ -628,6 +696,13 @@ static void put_trust(rete_buf *b, reted *r)
     rete_json_append_utf8(b, pem, strlen(pem));
 }
 
+/* Unchanged: the same text, or the same version of it with the same
+ * readiness (a readiness change keeps the version, changes the text). */
+static bool same_text(const reted_text *a, const reted_text *b)
+{
+    return a == b || (a->version == b->version && a->len == b->len && memcmp(a->data, b->data, a->len) == 0);
+}
+
 /* The delta that takes a proxy from `base` (the snapshot it acknowledged)
  * to `to`: the entries added or changed, the keys removed. Computed once
  * per (base, to) pair and kept with `to`, since the proxies of a namespace
@@ -655,7 +730,7 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
             continue;
         }
         const reted_entry *e = &to->entries[j++];
-        if (c == 0 && base->entries[i++].doc->version == e->doc->version)
+        if (c == 0 && same_text(base->entries[i++].doc, e->doc))
             continue; /* unchanged */
         if (up.len > 1)
             rete_buf_append(&up, ",", 1);

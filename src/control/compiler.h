@@ -21,6 +21,15 @@ void reted_scopes_sync(struct reted *r);
  * store would make it current (not built yet, or changes not by key). */
 const reted_index *reted_index_current(struct reted *r);
 void reted_snapshots_sweep(struct reted *r);
+/* Record a Workload's readiness as its sidecar reports it. A not-ready
+ * Workload stays in every snapshot that holds it (its own proxy's too),
+ * its pushed document carrying spec.ready false, which the proxies'
+ * balancers read as weight 0. True when the state changed: the caller then
+ * marks the Workload changed (reted_changed), which recompiles and pushes
+ * exactly the snapshots that hold it. */
+bool reted_workload_set_ready(struct reted *r, const char *ns, const char *name, bool ready);
+/* Free the readiness records (at exit). */
+void reted_workload_ready_free(struct reted *r);
 /* Workload certificate lifetime, seconds: MeshConfig workloadCertificateTTL,
  * else reted --cert-ttl. */
 uint32_t reted_cert_ttl(struct reted *r);

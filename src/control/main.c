@@ -426,6 +426,7 @@ int main(int argc, char **argv)
     }
     reted_index_free(&r.index);
     free(r.cache.dirty.p);
+    reted_workload_ready_free(&r);
     reted_stats_free(&r.stats);
     uv_loop_close(r.loop);
     rete_info("reted stopped");

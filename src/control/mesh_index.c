@@ -344,6 +344,7 @@ static void ires_free(reted_ires *e)
         return;
     free(e->endpoints);
     reted_text_release(e->json);
+    reted_text_release(e->unready);
     free(e->kv.p);
     free(e->refs.p);
     free(e);

@@ -38,6 +38,9 @@ typedef struct reted_ires {
     reted_ikind k;
     uint64_t version;
     reted_text *json;
+    /* Workload: json with spec.ready false, made when first pushed so
+     * (compiler.c), same version */
+    reted_text *unready;
     /* Service: selector; Workload: labels; as key, value, key, value... */
     reted_strs kv;
     /* Route: parents then backends, as "ns/name" (n_parents first);

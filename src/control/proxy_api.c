@@ -503,10 +503,24 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
     return RETED_REG_N;
 }
 
+/* A proxy's readiness as it reports it (hello, health): a change marks its
+ * Workload changed, so every snapshot holding it is compiled again with the
+ * Workload's spec.ready (compiler.c) and pushed, as a delta of that one
+ * document, to every proxy that routes to it. */
+static void set_ready(reted *r, const reted_proxy *p, bool ready)
+{
+    if (!reted_workload_set_ready(r, p->ns, p->name, ready))
+        return;
+    rete_info("xds: %s/%s reports %s", p->ns, p->name,
+              ready ? "ready: its Workload takes traffic again" : "not ready: its Workload takes no traffic");
+    reted_changed(r, "Workload", p->ns, p->name);
+}
+
 /* Remove the Workload of a proxy that drained or expired: only a record its
  * own identity's stream created, never the operator's. */
 static void deregister(reted *r, reted_proxy *p)
 {
+    set_ready(r, p, true); /* gone: nothing of its readiness is kept */
     rete_store_resource res;
     if (r->store->ops->get(r->store, "Workload", p->ns, p->name, &res) != RETE_OK)
         return;
@@ -628,6 +642,12 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     p->disconnected_unix = 0;
     p->nacked = false;
     rete_free(&p->nack_error);
+    /* The hello says whether its app is ready (its readiness probe; absent
+     * from older proxies: ready), so a Workload whose app is not ready yet
+     * is never pushed as ready to the others. */
+    json_t *hello_ready = json_object_get(msg, "ready");
+    p->ready = !json_is_false(hello_ready);
+    set_ready(r, p, p->ready);
     /* The certificate is the one the stream was verified with; what the
      * hello says of it (certIssuedAt, certExpiresAt, sent by older proxies)
      * is not read: the CA rotation's finish and proxy-status rely on it. */
@@ -714,6 +734,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
          * claims in a health (older proxies send them) are not read. */
         p->ready = json_is_true(json_object_get(msg, "ready"));
         p->last_seen_unix = reted_now();
+        set_ready(r, p, p->ready);
     } else if (strcmp(type, "ping") == 0) {
         p->last_seen_unix = reted_now();
     } else if (strcmp(type, "drain") == 0) {

@@ -367,6 +367,7 @@ int main(int argc, char **argv)
         labels = json_object();
     if (control_plane_mode) {
         proxy.on_drain = rete_cp_drain;
+        proxy.on_app_ready = rete_cp_report_ready;
         if (!cpo.ns || !cpo.sa || !cpo.name || !cpo.address || !cpo.ca_file) {
             fprintf(stderr, "rete-proxy: --control-plane needs --namespace, --service-account, --name, "
                             "--address and --ca-file (and --token-file for the first start)\n");

@@ -343,6 +343,65 @@ static void test_workload_change_moves_its_proxy(void **state)
     four_free(f, &x);
 }
 
+/* The text of one entry of a snapshot, NULL when it holds no such key. */
+static const reted_text *entry_of(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+{
+    for (size_t i = 0; i < s->n_entries; i++) {
+        const reted_text *d = s->entries[i].doc;
+        if (!strcmp(d->kind, kind) && !strcmp(d->ns, ns) && !strcmp(d->name, name))
+            return d;
+    }
+    return NULL;
+}
+
+/* A not-ready Workload stays in every snapshot that holds it, its own
+ * proxy's too, with spec.ready false and the same version; the delta to
+ * it carries that one document, and ready again takes the mark away. */
+static void test_not_ready_workload_is_marked(void **state)
+{
+    fixture *f = *state;
+    small_mesh(f);
+    reted_proxy *web = proxy(f, "shop", "web-1"), *pg = proxy(f, "db", "pg-1");
+    reted_snapshot *w0 = reted_snapshot_for(&f->r, web), *p0 = reted_snapshot_for(&f->r, pg);
+    const reted_text *before = entry_of(w0, "Workload", "db", "pg-1");
+    assert_non_null(before);
+    assert_null(strstr(before->data, "\"ready\""));
+
+    assert_true(reted_workload_set_ready(&f->r, "db", "pg-1", false));
+    assert_false(reted_workload_set_ready(&f->r, "db", "pg-1", false)); /* no change */
+    reted_changed_key(&f->r, "Workload", "db", "pg-1");
+    reted_snapshot *w1 = reted_snapshot_for(&f->r, web), *p1 = reted_snapshot_for(&f->r, pg);
+    assert_ptr_not_equal(w1, w0);
+    assert_int_not_equal(w1->hash, w0->hash);
+    for (int i = 0; i < 2; i++) {
+        const reted_text *d = entry_of(i ? p1 : w1, "Workload", "db", "pg-1");
+        assert_non_null(d); /* kept, its own proxy's snapshot included */
+        assert_int_equal(d->version, before->version);
+        json_t *doc = json_loadb(d->data, d->len, 0, NULL);
+        assert_true(json_is_false(json_object_get(json_object_get(doc, "spec"), "ready")));
+        json_decref(doc);
+    }
+    size_t len;
+    const char *delta = reted_snapshot_delta(&f->r, w1, w0, &len);
+    assert_non_null(strstr(delta, "\"upserts\":[{\"kind\":\"Workload\",\"namespace\":\"db\",\"name\":\"pg-1\""));
+    assert_non_null(strstr(delta, "\"ready\":false"));
+    assert_null(strstr(delta, "Service")); /* nothing else changed */
+
+    assert_true(reted_workload_set_ready(&f->r, "db", "pg-1", true));
+    reted_changed_key(&f->r, "Workload", "db", "pg-1");
+    reted_snapshot *w2 = reted_snapshot_for(&f->r, web);
+    assert_int_equal(w2->hash, w0->hash);
+    assert_null(strstr(entry_of(w2, "Workload", "db", "pg-1")->data, "\"ready\""));
+    delta = reted_snapshot_delta(&f->r, w2, w1, &len);
+    assert_non_null(strstr(delta, "\"name\":\"pg-1\""));
+    reted_snapshot *all[] = {w0, p0, w1, p1, w2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        reted_snapshot_release(&f->r, all[i]);
+    reted_workload_ready_free(&f->r);
+    free(web);
+    free(pg);
+}
+
 /* A change not given by key, and a CA rotation step, drop every snapshot. */
 static void test_everything_recompiles(void **state)
 {
@@ -366,6 +425,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recompile_set, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_workload_change_moves_its_proxy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_everything_recompiles, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_not_ready_workload_is_marked, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -475,6 +475,27 @@ static void test_minimal_defaults(void **state)
     assert_int_equal(cfg->proxy.inbound_ports[1].port, 22);
     assert_int_equal(cfg->mtls_mode, RETE_MTLS_STRICT); /* MeshConfig default, no policy */
     rete_config_unref(cfg);
+
+    /* readiness: off by default; its defaults are Kubernetes' */
+    cfg = load_str("apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\n"
+                   "spec: {serviceAccount: sa}\n");
+    assert_false(cfg->proxy.readiness.enabled);
+    rete_config_unref(cfg);
+    cfg = load_str("apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\n"
+                   "spec: {serviceAccount: sa, readiness: {httpGet: {port: 8080}}}\n---\n"
+                   "apiVersion: networking.rete.dev/v1alpha1\nkind: Workload\nmetadata: {name: w}\n"
+                   "spec: {address: 127.0.0.9, ready: false}\n");
+    const rete_readiness_probe *rp = &cfg->proxy.readiness;
+    assert_true(rp->enabled && rp->http);
+    assert_string_equal(rp->path, "/");
+    assert_int_equal(rp->port, 8080);
+    assert_int_equal(rp->period_ms, 10000);
+    assert_int_equal(rp->timeout_ms, 1000);
+    assert_int_equal(rp->failure_threshold, 3);
+    assert_int_equal(rp->success_threshold, 1);
+    assert_int_equal(cfg->n_workloads, 1);
+    assert_false(cfg->workloads[0].ready);
+    rete_config_unref(cfg);
 }
 
 static void test_mtls_precedence(void **state)
@@ -599,6 +620,16 @@ typedef struct bad_case {
 } bad_case;
 
 static const bad_case bad_cases[] = {
+    /* readiness probe (docs/traffic.md, Readiness) */
+    {"apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\nspec: {serviceAccount: sa, "
+     "readiness: {period: 1s}}\n",
+     0, "spec.readiness", "exactly one of httpGet and tcpSocket"},
+    {"apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\nspec: {serviceAccount: sa, "
+     "readiness: {httpGet: {port: 80}, tcpSocket: {port: 80}}}\n",
+     0, "spec.readiness", "exactly one of httpGet and tcpSocket"},
+    {"apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\nspec: {serviceAccount: sa, "
+     "readiness: {tcpSocket: {port: 80}, period: 1s, timeout: 2s}}\n",
+     0, "spec.readiness.timeout", "longer than readiness.period"},
     /* documents and metadata */
     {PROXY_DOC "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: "
                "1}]}\nstatus: {}\n",

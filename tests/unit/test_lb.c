@@ -35,7 +35,8 @@ static void fixture_init(fixture *f, rete_lb_kind kind, const uint32_t *weights,
                                    .address = f->addr[i],
                                    .mesh_port = 15008,
                                    .weight = weights ? weights[i] : 1,
-                                   .in_mesh = true};
+                                   .in_mesh = true,
+                                   .ready = true};
         f->eps[i] = &f->wl[i];
     }
     f->svc = (rete_service){.name = "echo", .ns = "default", .endpoints = f->eps, .n_endpoints = n};
@@ -152,6 +153,30 @@ static void test_no_endpoints_and_zero_weight(void **state)
 
         uint32_t z[2] = {0, 0};
         fixture_init(&f, (rete_lb_kind)kind, z, 2);
+        lb = rete_lb_new(&f.svc, 1);
+        assert_int_equal(rete_lb_pick(lb, &no_ctx, 0), -1);
+        rete_lb_free(&lb);
+    }
+}
+
+/* A Workload not ready (reted's push while its sidecar's probe fails) is
+ * never picked, by any algorithm; none ready is no endpoint. */
+static void test_not_ready_never_picked(void **state)
+{
+    (void)state;
+    for (int kind = RETE_LB_PEAK_EWMA; kind <= RETE_LB_MAGLEV; kind++) {
+        fixture f;
+        fixture_init(&f, (rete_lb_kind)kind, NULL, 3);
+        f.wl[0].ready = false;
+        f.wl[2].ready = false;
+        rete_lb *lb = rete_lb_new(&f.svc, 1);
+        char buf[32];
+        for (unsigned k = 0; k < 200; k++) {
+            rete_lb_context ctx = key_ctx(buf, sizeof buf, k);
+            assert_int_equal(rete_lb_pick(lb, &ctx, k * MS), 1);
+        }
+        rete_lb_free(&lb);
+        f.wl[1].ready = false;
         lb = rete_lb_new(&f.svc, 1);
         assert_int_equal(rete_lb_pick(lb, &no_ctx, 0), -1);
         rete_lb_free(&lb);
@@ -861,6 +886,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_kind_names, clear_outlier_table),
         cmocka_unit_test_setup(test_no_endpoints_and_zero_weight, clear_outlier_table),
+        cmocka_unit_test_setup(test_not_ready_never_picked, clear_outlier_table),
         cmocka_unit_test_setup(test_exclude, clear_outlier_table),
         cmocka_unit_test_setup(test_shared_across_workers, clear_outlier_table),
         cmocka_unit_test_setup(test_rr_smooth_sequence, clear_outlier_table),

@@ -73,6 +73,13 @@ int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
     return 0;
 }
 
+void rete_cp_report_ready(rete_proxy *p, bool ready)
+{
+    (void)p;
+    if (cp.connected && !cp.draining)
+        cp_stream_send(&cp, json_pack("{s:s,s:b}", "type", "health", "ready", ready));
+}
+
 void rete_cp_drain(rete_proxy *p)
 {
     (void)p;

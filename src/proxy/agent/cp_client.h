@@ -32,6 +32,9 @@ typedef struct rete_cp_opts {
  * to reted (reconnecting with jittered exponential backoff). Returns -1 when
  * nothing can start (no certificate and no token). */
 int rete_cp_start(struct rete_proxy *p, rete_cp_opts *opts);
+/* The app's readiness changed (app_probe.h): tell reted at once when
+ * connected (else the next hello says it). */
+void rete_cp_report_ready(struct rete_proxy *p, bool ready);
 /* Tell reted we are going (deregister now), then stop. */
 void rete_cp_drain(struct rete_proxy *p);
 

@@ -45,7 +45,7 @@ static void on_config(rete_cp *cp, json_t *m, bool whole)
                   whole ? "full" : "delta");
         cp_stream_send(cp, json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "", "version",
                                      (json_int_t)version));
-        cp_stream_send(cp, json_pack("{s:s,s:b}", "type", "health", "ready", 1));
+        cp_stream_send(cp, json_pack("{s:s,s:b}", "type", "health", "ready", atomic_load(&cp->p->app_ready)));
         return;
     }
     rete_warn("control plane: rejected configuration version %llu: %s; keeping version %llu",
@@ -130,8 +130,8 @@ void cp_stream_connect(rete_cp *cp)
         return;
     /* The hello goes right after the request head: reted reads it as the
      * stream's first line once it has answered 200. */
-    json_t *hello = json_pack("{s:s,s:O,s:I}", "type", "hello", "workload", cp->o->workload, "version",
-                              (json_int_t)cp->version);
+    json_t *hello = json_pack("{s:s,s:O,s:I,s:b}", "type", "hello", "workload", cp->o->workload, "version",
+                              (json_int_t)cp->version, "ready", atomic_load(&cp->p->app_ready));
     char *s = json_dumps(hello, JSON_COMPACT);
     json_decref(hello);
     size_t n = strlen(s);

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "csr.h"
 #include "log.h"
+#include "app_probe.h"
 #include "outlier.h"
 
 #include <stdio.h>
@@ -257,6 +258,7 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
         rete_metrics_gauge_set(p->metrics, p->ms.config_version, (double)cfg->version);
         rete_proxy_metrics_cert(p, cfg->proxy.cert_file);
         rete_proxy_count_reload(p, true);
+        rete_app_probe_sync(p);
         return 0;
     }
     p->cfg = cfg;
@@ -281,6 +283,7 @@ int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
     p->started = true;
     if (p->on_start && p->on_start(p) < 0)
         return -1;
+    rete_app_probe_sync(p);
     atomic_store(&p->ready, true);
     rete_info("rete-proxy %s ready: %s/%s, %u worker(s), config version %llu", RETE_VERSION,
               cfg->proxy.ns, cfg->proxy.name, p->concurrency, (unsigned long long)cfg->version);
@@ -354,7 +357,7 @@ void rete_proxy_process_init(rete_proxy *p)
 
 void rete_proxy_process_close(rete_proxy *p)
 {
-    (void)p;
+    rete_app_probe_close(p);
     uv_close((uv_handle_t *)&stop_poll, NULL);
 }
 

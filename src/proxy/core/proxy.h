@@ -19,6 +19,7 @@ typedef struct rete_proxy {
     uv_signal_t sigterm, sigint, sighup;
     atomic_bool ready;           /* listeners bound and configuration loaded */
     atomic_bool draining;
+    atomic_bool app_ready;       /* the app's readiness probe (app_probe.h); true without one */
     rete_metrics *metrics;       /* the process registry: families declared once in main */
     rete_mesh_metrics *mm;
     rete_proxy_series ms;        /* fixed series, resolved before the workers start */
@@ -32,6 +33,8 @@ typedef struct rete_proxy {
     /* set by main.c: what starts with the first snapshot on the main loop
      * (the DNS listener); -1 fails the start */
     int (*on_start)(struct rete_proxy *p);
+    /* set by main.c: the app's readiness changed (app_probe.h) */
+    void (*on_app_ready)(struct rete_proxy *p, bool ready);
 } rete_proxy;
 
 extern rete_proxy *rete_the_proxy;

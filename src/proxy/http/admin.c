@@ -38,9 +38,9 @@ static char *clusters_json(rete_gen *g)
             n_ejected += es.ejected;
             const rete_workload *w = svc->endpoints[k];
             json_array_append_new(
-                eps, json_pack("{s:s, s:s, s:i, s:i, s:b, s:I, s:i, s:i, s:i, s:I, s:I}", "name",
+                eps, json_pack("{s:s, s:s, s:i, s:b, s:i, s:b, s:I, s:i, s:i, s:i, s:I, s:I}", "name",
                                w->name ? w->name : "", "address", w->address ? w->address : "",
-                               "weight", (json_int_t)w->weight, "localityLevel",
+                               "weight", (json_int_t)w->weight, "ready", w->ready, "localityLevel",
                                (json_int_t)es.level, "ejected", es.ejected, "ejectedForMs",
                                (json_int_t)es.ejected_ms, "timesEjected",
                                (json_int_t)es.times_ejected, "consecutive5xx",
@@ -68,7 +68,7 @@ void rete_admin_handle(rete_exchange *ex)
     if (q >= 0)
         path.len = (size_t)q;
     if (rete_view_eq(path, RETE_VIEW_LIT("/ready"))) {
-        bool ready = atomic_load(&p->ready) && !atomic_load(&p->draining);
+        bool ready = atomic_load(&p->ready) && !atomic_load(&p->draining) && atomic_load(&p->app_ready);
         const char *body = ready ? "ready\n" : "not ready\n";
         rete_ex_local_response(ex, ready ? 200 : 503, "text/plain", body, strlen(body));
         return;

@@ -334,7 +334,9 @@ rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out)
     sh->weight = rete_calloc(sh->n ? sh->n : 1, sizeof *sh->weight);
     sh->cum = rete_calloc(sh->n ? sh->n : 1, sizeof *sh->cum);
     for (size_t i = 0; i < sh->n; i++) {
-        sh->weight[i] = svc->endpoints[i]->weight;
+        /* A Workload not ready (its sidecar's readiness probe failing, as
+         * reted pushes it) takes no traffic, as one of weight 0. */
+        sh->weight[i] = svc->endpoints[i]->ready ? svc->endpoints[i]->weight : 0;
         sh->total_weight += sh->weight[i];
         sh->cum[i] = sh->total_weight;
         if (sh->weight[i])
