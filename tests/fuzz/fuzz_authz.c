@@ -13,12 +13,7 @@
 #include "config.h"
 #include "log.h"
 #include "path_norm.h"
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz.h"
 
 static const char yaml[] =
     "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: demo}\n"

@@ -11,12 +11,7 @@
 
 #include "ca.h"
 #include "log.h"
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz.h"
 
 static rete_ca *ca;
 

@@ -5,16 +5,11 @@
  * and the answer built from it parses again to the same ID, name and type,
  * fits the UDP limit, and carries the records it says. */
 #include "dns_wire.h"
+#include "fuzz.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -5,16 +5,11 @@
  * exceeds the input, a shorter prefix of an accepted head is never accepted,
  * and the chunked decoder gives the same answer however the input is split. */
 #include "h1_parse.h"
+#include "fuzz.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
 
 static void check_view(rete_view v, const char *buf, size_t len)
 {

@@ -5,16 +5,11 @@
  * refuses, and normalising it again gives the same bytes (the app's sidecar
  * normalises what the client's sidecar forwarded). */
 #include "path_norm.h"
+#include "fuzz.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

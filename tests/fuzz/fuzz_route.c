@@ -12,12 +12,7 @@
 #include "log.h"
 #include "path_norm.h"
 #include "route.h"
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz.h"
 
 static const char yaml[] =
     "apiVersion: rete.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: demo}\nspec: {serviceAccount: p}\n"

@@ -16,12 +16,7 @@
 #include "log.h"
 #include "snapshot_wire.h"
 #include "vec.h"
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz.h"
 
 static const char head[] = "apiVersion: rete.dev/v1alpha1\nkind: Proxy\n"
                            "metadata: {name: p, namespace: demo}\nspec: {serviceAccount: p}\n";

@@ -129,6 +129,27 @@ def echo_mesh(tmp_path, echo_protocol="HTTP", echo_args=(), client_args=(), pers
             "admin": f"{client_host}:15000", "server_admin": f"{echo_host}:15000"}
 
 
+def meshes(tmp_path, cls):
+    """The body of a fixture that builds meshes: `make(*args, **kw)` makes a
+    cls(dir, *args, **kw) in a directory of its own under tmp_path (cls has
+    a `.mesh`); every mesh made is stopped and checked when the test ends.
+        @pytest.fixture
+        def net(tmp_path):
+            yield from meshes(tmp_path, Net)
+    """
+    made = []
+
+    def make(*args, **kw):
+        d = tmp_path / str(len(made))
+        d.mkdir()
+        n = cls(d, *args, **kw)
+        made.append(n)
+        return n
+    yield make
+    for n in made:
+        stop_and_check_proxies(n.mesh)
+
+
 def stop_and_check_proxies(m):
     """End of a test: every proxy of `m` is still running, exits cleanly on
     SIGTERM, and logged no sanitizer report, leaks at exit included (under

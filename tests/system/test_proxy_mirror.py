@@ -18,7 +18,7 @@ import pytest
 
 from controlplane import wait_for
 from helpers import read_log, start_echo
-from mesh import Mesh, backend, fresh_host, http_route, service, stop_and_check_proxies, workload
+from mesh import Mesh, backend, fresh_host, http_route, meshes, service, workload
 from test_proxy_traffic_filters import load, metric
 
 APP_PORT = 18080
@@ -62,17 +62,7 @@ class Net:
 
 @pytest.fixture
 def net(tmp_path):
-    nets = []
-
-    def make(*args, **kw):
-        d = tmp_path / str(len(nets))
-        d.mkdir()
-        n = Net(d, *args, **kw)
-        nets.append(n)
-        return n
-    yield make
-    for n in nets:
-        stop_and_check_proxies(n.mesh)
+    yield from meshes(tmp_path, Net)
 
 
 def mirror_rule(**share):

@@ -22,8 +22,7 @@ import pytest
 
 from controlplane import proxy_metric
 from helpers import start_echo
-from mesh import (Mesh, backend, destination_rule, fresh_host, http_route, service,
-                  stop_and_check_proxies, workload)
+from mesh import Mesh, backend, destination_rule, fresh_host, http_route, meshes, service, workload
 
 APP_PORT = 18080
 NS = "test"
@@ -52,17 +51,7 @@ class Net:
 
 @pytest.fixture
 def net(tmp_path):
-    nets = []
-
-    def make(*args, **kw):
-        d = tmp_path / str(len(nets))
-        d.mkdir()
-        n = Net(d, *args, **kw)
-        nets.append(n)
-        return n
-    yield make
-    for n in nets:
-        stop_and_check_proxies(n.mesh)
+    yield from meshes(tmp_path, Net)
 
 
 def request(host, path="/", timeout=30):

@@ -18,7 +18,7 @@ import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
 
 from controlplane import proxy_metric, wait_for
 from helpers import start_echo
-from mesh import (Mesh, backend, destination_rule, fresh_host, http_route, service,
+from mesh import (meshes, Mesh, backend, destination_rule, fresh_host, http_route, service,
                   stop_and_check_proxies, workload)
 
 APP_PORT = 18080
@@ -79,17 +79,7 @@ def route_with(**rule_extra):
 
 @pytest.fixture
 def net(tmp_path):
-    nets = []
-
-    def make(*args, **kw):
-        d = tmp_path / str(len(nets))
-        d.mkdir()
-        n = Net(d, *args, **kw)
-        nets.append(n)
-        return n
-    yield make
-    for n in nets:
-        stop_and_check_proxies(n.mesh)
+    yield from meshes(tmp_path, Net)
 
 
 def test_partial_failure_retried_away(net):

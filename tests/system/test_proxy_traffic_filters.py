@@ -19,7 +19,7 @@ import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
 
 from controlplane import proxy_metric, wait_for
 from helpers import start_echo
-from mesh import Mesh, backend, fresh_host, http_route, service, stop_and_check_proxies, workload
+from mesh import Mesh, backend, fresh_host, http_route, meshes, service, workload
 
 APP_PORT = 18080
 NS = "test"
@@ -69,17 +69,7 @@ class Net:
 
 @pytest.fixture
 def net(tmp_path):
-    nets = []
-
-    def make(*args, **kw):
-        d = tmp_path / str(len(nets))
-        d.mkdir()
-        n = Net(d, *args, **kw)
-        nets.append(n)
-        return n
-    yield make
-    for n in nets:
-        stop_and_check_proxies(n.mesh)
+    yield from meshes(tmp_path, Net)
 
 
 def load(host, paths, workers=4, timeout=30):

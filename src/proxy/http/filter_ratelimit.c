@@ -27,6 +27,7 @@
 #include "filter.h"
 #include "config.h"
 #include "hash.h"
+#include "slots.h"
 #include "log.h"
 #include "worker.h"
 
@@ -50,19 +51,8 @@ enum { LIMIT_ROUTE, LIMIT_TOTAL, LIMIT_IDENTITY };
 
 static rl_bucket *find(rl_bucket *t, uint32_t n, uint32_t probe, uint64_t key)
 {
-    key |= 1;
-    for (uint32_t i = 0; i < probe; i++) {
-        rl_bucket *b = &t[(key + i) % n];
-        uint64_t k = atomic_load_explicit(&b->key, memory_order_acquire);
-        if (k == key)
-            return b;
-        if (k == 0) {
-            uint64_t zero = 0;
-            if (atomic_compare_exchange_strong(&b->key, &zero, key) || zero == key)
-                return b;
-        }
-    }
-    return NULL;
+    size_t at = rete_slot_claim(t, n, sizeof(*t), probe, key | 1);
+    return at < n ? &t[at] : NULL;
 }
 
 static rl_bucket *limit_bucket(uint64_t key)

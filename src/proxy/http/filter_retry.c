@@ -20,6 +20,7 @@
 #include "codec.h"
 #include "config.h"
 #include "hash.h"
+#include "slots.h"
 #include "log.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -47,18 +48,8 @@ static budget budgets[RETE_RETRY_BUDGET_SLOTS];
 static budget *budget_of(const rete_service *svc)
 {
     uint64_t key = rete_fmix64(rete_fnv1a_str(RETE_FNV1A_INIT, svc->fqdn)) | 1;
-    for (uint32_t i = 0; i < RETE_RETRY_BUDGET_SLOTS; i++) {
-        budget *b = &budgets[(key + i) % RETE_RETRY_BUDGET_SLOTS];
-        uint64_t k = atomic_load_explicit(&b->key, memory_order_acquire);
-        if (k == key)
-            return b;
-        if (k == 0) {
-            uint64_t zero = 0;
-            if (atomic_compare_exchange_strong(&b->key, &zero, key) || zero == key)
-                return b;
-        }
-    }
-    return &budgets[RETE_RETRY_BUDGET_SLOTS - 1];
+    size_t at = rete_slot_claim(budgets, RETE_RETRY_BUDGET_SLOTS, sizeof(*budgets), RETE_RETRY_BUDGET_SLOTS, key);
+    return &budgets[at < RETE_RETRY_BUDGET_SLOTS ? at : RETE_RETRY_BUDGET_SLOTS - 1];
 }
 
 static budget_sec *budget_now(budget *b, uint32_t sec)

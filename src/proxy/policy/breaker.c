@@ -2,24 +2,15 @@
 #include "breaker.h"
 
 #include "hash.h"
+#include "slots.h"
 
 static rete_breaker slots[RETE_BREAKER_SLOTS];
 
 rete_breaker *rete_breaker_of(const char *fqdn)
 {
     uint64_t key = rete_fmix64(rete_fnv1a_str(RETE_FNV1A_INIT, fqdn)) | 1;
-    for (uint32_t i = 0; i < RETE_BREAKER_SLOTS; i++) {
-        rete_breaker *b = &slots[(key + i) % RETE_BREAKER_SLOTS];
-        uint64_t k = atomic_load_explicit(&b->key, memory_order_acquire);
-        if (k == key)
-            return b;
-        if (k == 0) {
-            uint64_t zero = 0;
-            if (atomic_compare_exchange_strong(&b->key, &zero, key) || zero == key)
-                return b;
-        }
-    }
-    return &slots[RETE_BREAKER_SLOTS - 1];
+    size_t at = rete_slot_claim(slots, RETE_BREAKER_SLOTS, sizeof(*slots), RETE_BREAKER_SLOTS, key);
+    return &slots[at < RETE_BREAKER_SLOTS ? at : RETE_BREAKER_SLOTS - 1];
 }
 
 const char *rete_breaker_limit_name(rete_breaker_limit l)
