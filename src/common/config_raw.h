@@ -265,6 +265,14 @@ typedef struct raw_workload_group {
 
 /* The metadata mapping every kind shares. */
 extern const cfg_schema cfg_meta_schema;
+/* The documentation of every rate limit's requestsPerSecond (both field-table files). */
+#define CFG_RPS_DOC "token bucket: refills at this rate, holds one second's worth (the burst)"
+/* Validators of single values (config_fields.c), shared by both field-table files. */
+rete_rc cfg_check_cidr(cfg_ctx *ctx, const rete_ynode *n, void *value);
+rete_rc cfg_check_dns_name(cfg_ctx *ctx, const rete_ynode *n, void *value);
+rete_rc cfg_check_egress_host(cfg_ctx *ctx, const rete_ynode *n, void *value);
+rete_rc cfg_check_header_name(cfg_ctx *ctx, const rete_ynode *n, void *value);
+rete_rc cfg_check_prime(cfg_ctx *ctx, const rete_ynode *n, void *value);
 /* A DestinationRule's trafficPolicy; decoded from nothing it gives the
  * policy of a Service that no DestinationRule names. */
 extern const cfg_schema cfg_policy_schema;
