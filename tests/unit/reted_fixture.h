@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "temp_store.h"
 #include "reted.h"
 
 typedef struct fixture {
@@ -24,13 +25,8 @@ static inline int fx_setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/rete-reted-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
+    f->r.store = fx_temp_store("reted", f->dir, sizeof f->dir, f->path, sizeof f->path);
     rete_error e = {0};
-    f->r.store = rete_store_sqlite_open(f->path, &e);
-    if (!f->r.store)
-        fail_msg("open: %s", e.msg);
     char cadir[128];
     snprintf(cadir, sizeof cadir, "%s/ca", f->dir);
     if (rete_ca_init(cadir, "cluster.local", &e) != RETE_OK)

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "expo_text.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,20 +37,6 @@ static rete_metric series1(rete_metrics *reg, rete_metric_family f, const char *
     return m;
 }
 
-/* The value on the exposition line that starts with `prefix` (name and
- * labels, without the trailing space), or -1. */
-static double value_of(const char *text, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    for (const char *line = text; line && *line;) {
-        if (strncmp(line, prefix, n) == 0 && line[n] == ' ')
-            return strtod(line + n + 1, NULL);
-        line = strchr(line, '\n');
-        if (line)
-            line++;
-    }
-    return -1;
-}
 
 static const char *const l_code[] = {"code"};
 

@@ -16,6 +16,7 @@
 #include "push.h"
 #include "registry.h"
 #include "reted.h"
+#include "temp_store.h"
 
 typedef struct fixture {
     char dir[64];
@@ -28,13 +29,7 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/rete-push-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    rete_error e = {0};
-    f->r.store = rete_store_sqlite_open(f->path, &e);
-    if (!f->r.store)
-        fail_msg("open: %s", e.msg);
+    f->r.store = fx_temp_store("push", f->dir, sizeof f->dir, f->path, sizeof f->path);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->r.loop = &f->loop;
     f->r.iol.loop = &f->loop;

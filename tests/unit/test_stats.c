@@ -10,21 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "expo_text.h"
+
 #include "stats.h"
 
-/* The value on the exposition line `prefix` (name and labels), or -1. */
-static double value_of(const char *text, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    for (const char *line = text; line && *line;) {
-        if (strncmp(line, prefix, n) == 0 && line[n] == ' ')
-            return strtod(line + n + 1, NULL);
-        line = strchr(line, '\n');
-        if (line)
-            line++;
-    }
-    return -1;
-}
 
 /* Every name, label and type that docs/operations.md, the system tests and
  * bench/cpsim.py read is declared, and every series shows from the start. */
