@@ -105,6 +105,11 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     uint32_t idle_timeout_ms;              /* http.idleTimeout: pooled connection idle, default 3600000 */
     uint32_t response_header_timeout_ms;   /* http.responseHeaderTimeout (rete), 0 = none */
     uint32_t stream_idle_timeout_ms;       /* http.streamIdleTimeout (rete), 0 = none */
+    /* retryConstraint (Gateway API GEP-3388 shape, rete extension) */
+    uint32_t budget_percent;               /* budget.percent, default 20 */
+    uint32_t budget_interval_ms;           /* budget.interval, whole seconds 1s..60s, default 10000 */
+    uint32_t min_retry_count;              /* minRetryRate.count, default 10 */
+    uint32_t min_retry_interval_ms;        /* minRetryRate.interval, default 1000 */
     /* outlierDetection */
     uint32_t consecutive_5xx;              /* 0 = off */
     uint32_t outlier_interval_ms;

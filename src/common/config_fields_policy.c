@@ -207,11 +207,51 @@ static const cfg_field outlier_fields[] = {
 static const cfg_schema outlier_schema =
     CFG_SCHEMA("OutlierDetection", raw_dr, outlier_fields, NULL);
 
+/* The retry budget's window is a ring of one-second counters
+ * (filter_retry.c), hence whole seconds and a bound on its length. */
+static rete_rc budget_check(cfg_ctx *ctx, void *obj)
+{
+    raw_dr *r = obj;
+    if (r->p.budget_interval_ms % 1000)
+        return cfg_fail_at(ctx, "interval", "must be whole seconds (the budget counts per second)");
+    return RETE_OK;
+}
+
+static const cfg_field budget_fields[] = {
+    {"percent", CFG_INT, 0, CFG_AT(raw_dr, p.budget_percent), .min = 0, .max = 100, .def = "20",
+     .doc = "retries may be at most this share of the Service's requests (of rules with `retry`) "
+     "over `interval`, on top of `minRetryRate`; 0: only `minRetryRate`"},
+    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.budget_interval_ms), .min = 1000, .max = 60000,
+     .def = "10s", .doc = "the window requests and retries are counted over; whole seconds, 1s..60s"},
+};
+static const cfg_schema budget_schema = CFG_SCHEMA("BudgetDetails", raw_dr, budget_fields, budget_check);
+
+static const cfg_field min_retry_rate_fields[] = {
+    {"count", CFG_INT, 0, CFG_AT(raw_dr, p.min_retry_count), .min = 0, .max = 1000000, .def = "10",
+     .doc = "retries always allowed per `interval`, whatever the request count (a quiet Service "
+     "can still retry)"},
+    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.min_retry_interval_ms), .min = 1000,
+     .max = 60000, .def = "1s", .doc = "the period `count` is given for"},
+};
+static const cfg_schema min_retry_rate_schema =
+    CFG_SCHEMA("RequestRate", raw_dr, min_retry_rate_fields, NULL);
+
+static const cfg_field retry_constraint_fields[] = {
+    {"budget", CFG_OBJ, 0, .off = 0, .sub = &budget_schema},
+    {"minRetryRate", CFG_OBJ, 0, .off = 0, .sub = &min_retry_rate_schema},
+};
+static const cfg_schema retry_constraint_schema =
+    CFG_SCHEMA("RetryConstraint", raw_dr, retry_constraint_fields, NULL);
+
 static const cfg_field policy_fields[] = {
     {"loadBalancer", CFG_OBJ, 0, .off = 0, .sub = &lb_schema},
     {"connectionPool", CFG_OBJ, 0, .off = 0, .sub = &pool_schema},
     {"outlierDetection", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_outlier),
      .sub = &outlier_schema, .docdef = "off"},
+    {"retryConstraint", CFG_OBJ, 0, .off = 0, .sub = &retry_constraint_schema,
+     .doc = "rete extension in Gateway API's shape (GEP-3388, BackendTrafficPolicy "
+     "retryConstraint): the Service's retry budget, kept by each calling proxy across its "
+     "workers"},
 };
 
 /* Istio: locality balancing is on by default, and takes effect only with

@@ -143,12 +143,13 @@ static json_t *json_rule(const rete_http_rule *r)
         }
         json_array_append_new(filters, o);
     }
-    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:{s:i, s:i, s:o}}", "matches", matches, "filters",
-                     filters, "backendRefs", json_backends(r->backends, r->n_backends), "timeoutMs",
-                     (json_int_t)r->timeout_ms, "backendTimeoutMs",
+    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:{s:i, s:i, s:o, s:b}}", "matches", matches,
+                     "filters", filters, "backendRefs", json_backends(r->backends, r->n_backends),
+                     "timeoutMs", (json_int_t)r->timeout_ms, "backendTimeoutMs",
                      (json_int_t)r->backend_timeout_ms, "retry", "attempts",
                      (json_int_t)r->retry.attempts, "backoffMs", (json_int_t)r->retry.backoff_ms,
-                     "codes", json_u16s(r->retry.codes, r->retry.n_codes));
+                     "codes", json_u16s(r->retry.codes, r->retry.n_codes), "nonIdempotent",
+                     (int)r->retry.non_idempotent);
 }
 
 static json_t *json_policy(const rete_traffic_policy *p)
@@ -174,6 +175,11 @@ static json_t *json_policy(const rete_traffic_policy *p)
     json_object_set_new(j, "idleTimeoutMs", json_integer(p->idle_timeout_ms));
     json_object_set_new(j, "responseHeaderTimeoutMs", json_integer(p->response_header_timeout_ms));
     json_object_set_new(j, "streamIdleTimeoutMs", json_integer(p->stream_idle_timeout_ms));
+    json_object_set_new(j, "retryConstraint",
+                        json_pack("{s:i, s:i, s:i, s:i}", "budgetPercent", (json_int_t)p->budget_percent,
+                                  "budgetIntervalMs", (json_int_t)p->budget_interval_ms,
+                                  "minRetryCount", (json_int_t)p->min_retry_count,
+                                  "minRetryIntervalMs", (json_int_t)p->min_retry_interval_ms));
     json_object_set_new(j, "locality", json_boolean(p->locality));
     json_object_set_new(j, "failover", fo);
     return j;

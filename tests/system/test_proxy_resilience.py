@@ -119,6 +119,42 @@ def test_budget_holds_against_total_failure(net):
     assert n.client_metric("rete_proxy_retry_budget_exhausted_total") > 0
 
 
+def _sequential_failures(n, total):
+    """`total` requests one at a time against a backend failing all of them:
+    the attempts that reached it."""
+    for _ in range(total):
+        assert request(n.client_host, "/")[0] == 503
+    return n.backend_requests()
+
+
+def test_budget_configured(net):
+    """DestinationRule retryConstraint (GEP-3388's shape) sets the budget:
+    50% of requests over 60 s plus one retry a minute lets about half the
+    requests retry (the default 20% + 10/s would let all 100 retry three
+    times within the window)."""
+    total = 100
+    dr = destination_rule("web", NS, "web", retryConstraint={
+        "budget": {"percent": 50, "interval": "60s"},
+        "minRetryRate": {"count": 1, "interval": "60s"}})
+    n = net([(("--failure-rate", "1"), True)], [retry_route(attempts=3), dr])
+    attempts = _sequential_failures(n, total)
+    # One at a time: a retry is allowed while retries <= requests / 2 + 1.
+    assert total + total // 2 - 2 <= attempts <= total + total // 2 + 2, attempts
+    assert n.client_metric("rete_proxy_retry_budget_exhausted_total") > 0
+
+
+def test_budget_zero_stops_every_retry(net):
+    """percent 0 and minRetryRate.count 0: no retry is ever made, and each
+    one refused is counted."""
+    total = 30
+    dr = destination_rule("web", NS, "web", retryConstraint={
+        "budget": {"percent": 0}, "minRetryRate": {"count": 0}})
+    n = net([(("--failure-rate", "1"), True)], [retry_route(attempts=3), dr])
+    assert _sequential_failures(n, total) == total
+    assert n.client_metric("rete_proxy_retries_total") == 0
+    assert n.client_metric("rete_proxy_retry_budget_exhausted_total") == total
+
+
 def test_status_retry_and_methods(net):
     """?status=503 always fails: GET is tried 1 + attempts times, POST once
     unless nonIdempotent, and a body over the 64 KiB replay buffer is never

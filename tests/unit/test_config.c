@@ -195,6 +195,11 @@ static void test_services_and_endpoints(void **state)
     assert_int_equal(wp->max_retries, UINT32_MAX);
     assert_int_equal(wp->pending_timeout_ms, 1000);
     assert_int_equal(wp->consecutive_5xx, 0);
+    /* the retry budget's: Linkerd's 20% + 10/s over 10 s */
+    assert_int_equal(wp->budget_percent, 20);
+    assert_int_equal(wp->budget_interval_ms, 10000);
+    assert_int_equal(wp->min_retry_count, 10);
+    assert_int_equal(wp->min_retry_interval_ms, 1000);
     rete_config_unref(cfg);
 }
 
@@ -812,6 +817,12 @@ static const bad_case bad_cases[] = {
     {DR("{host: web, trafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}}"), 2,
      "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "between 0 and 100"},
     {DR("{host: web, subsets: []}"), 2, "spec.subsets", "unknown field"},
+    {DR("{host: web, trafficPolicy: {retryConstraint: {budget: {interval: 1500ms}}}}"), 2,
+     "spec.trafficPolicy.retryConstraint.budget.interval", "whole seconds"},
+    {DR("{host: web, trafficPolicy: {retryConstraint: {budget: {interval: 2m}}}}"), 2,
+     "spec.trafficPolicy.retryConstraint.budget.interval", "out of range"},
+    {DR("{host: web, trafficPolicy: {retryConstraint: {minRetryRate: {count: -1}}}}"), 2,
+     "spec.trafficPolicy.retryConstraint.minRetryRate.count", "between"},
     /* PeerAuthentication, AuthorizationPolicy, MeshConfig */
     {PROXY_DOC
      "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x}\n"

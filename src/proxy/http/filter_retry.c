@@ -40,7 +40,7 @@ typedef struct budget_sec {
 
 typedef struct budget {
     _Atomic uint64_t key; /* FQDN hash | 1; 0: free */
-    budget_sec win[RETE_RETRY_BUDGET_WINDOW_S];
+    budget_sec win[RETE_RETRY_BUDGET_WINDOW_MAX_S];
 } budget;
 
 static budget budgets[RETE_RETRY_BUDGET_SLOTS];
@@ -54,7 +54,7 @@ static budget *budget_of(const rete_service *svc)
 
 static budget_sec *budget_now(budget *b, uint32_t sec)
 {
-    budget_sec *s = &b->win[sec % RETE_RETRY_BUDGET_WINDOW_S];
+    budget_sec *s = &b->win[sec % RETE_RETRY_BUDGET_WINDOW_MAX_S];
     uint32_t old = atomic_load_explicit(&s->sec, memory_order_acquire);
     if (old != sec && atomic_compare_exchange_strong(&s->sec, &old, sec)) {
         atomic_store_explicit(&s->requests, 0, memory_order_relaxed);
@@ -73,25 +73,30 @@ static void budget_deposit(budget *b, uint64_t now_ns)
     atomic_fetch_add_explicit(&budget_now(b, now_sec(now_ns))->requests, 1, memory_order_relaxed);
 }
 
-/* Take one retry from the budget; false when it is spent. */
-static bool budget_withdraw(budget *b, uint64_t now_ns)
+/* Take one retry from the budget of a Service with policy `p`; false when
+ * it is spent. */
+static bool budget_withdraw(budget *b, const rete_traffic_policy *p, uint64_t now_ns)
 {
     uint32_t sec = now_sec(now_ns);
+    uint32_t window = p->budget_interval_ms / 1000;
+    if (window < 1 || window > RETE_RETRY_BUDGET_WINDOW_MAX_S) /* the loader's bounds */
+        window = window < 1 ? 1 : RETE_RETRY_BUDGET_WINDOW_MAX_S;
     budget_sec *cur = budget_now(b, sec);
     /* Take first, then look: two workers racing for the last retry cannot
      * both have it (one may give it back for nothing). */
     atomic_fetch_add_explicit(&cur->retries, 1, memory_order_acq_rel);
     uint64_t requests = 0, retries = 0;
-    for (uint32_t i = 0; i < RETE_RETRY_BUDGET_WINDOW_S; i++) {
+    for (uint32_t i = 0; i < RETE_RETRY_BUDGET_WINDOW_MAX_S; i++) {
         const budget_sec *s = &b->win[i];
         uint32_t at = atomic_load_explicit(&s->sec, memory_order_acquire);
-        if (at && at + RETE_RETRY_BUDGET_WINDOW_S > sec) {
+        if (at && at + window > sec) {
             requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
             retries += atomic_load_explicit(&s->retries, memory_order_acquire);
         }
     }
-    uint64_t allowed = requests * RETE_RETRY_BUDGET_PERCENT / 100 +
-                       (uint64_t)RETE_RETRY_BUDGET_MIN_PER_S * RETE_RETRY_BUDGET_WINDOW_S;
+    uint64_t min_interval = p->min_retry_interval_ms ? p->min_retry_interval_ms : 1000;
+    uint64_t allowed = requests * p->budget_percent / 100 +
+                       (uint64_t)p->min_retry_count * window * 1000 / min_interval;
     if (retries > allowed) {
         atomic_fetch_sub_explicit(&cur->retries, 1, memory_order_acq_rel);
         return false;
@@ -344,7 +349,7 @@ static bool may_retry(rete_exchange *ex, bool needs_method, const char *reason)
         rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_MAX_RETRIES], 1);
         return false;
     }
-    if (!budget_withdraw(ts->budget, now)) {
+    if (!budget_withdraw(ts->budget, &ts->svc->policy, now)) {
         rete_breaker_give(&lim->breaker->retries);
         rete_telemetry_retry_budget_exhausted(ex->worker, ts->svc);
         return false;

@@ -33,12 +33,14 @@
  * d = min(backoff << (n - 1), RETE_RETRY_BACKOFF_CAP_X * backoff). */
 #define RETE_RETRY_BACKOFF_CAP_X 10u
 /* Retry budget (Linkerd's model), per Service, shared by every worker of
- * the proxy: over the last RETE_RETRY_BUDGET_WINDOW_S seconds, retries may
- * be at most RETE_RETRY_BUDGET_PERCENT of the requests (of rules with
- * `retry`) plus RETE_RETRY_BUDGET_MIN_PER_S per second of the window. */
-#define RETE_RETRY_BUDGET_PERCENT 20u
-#define RETE_RETRY_BUDGET_MIN_PER_S 10u
-#define RETE_RETRY_BUDGET_WINDOW_S 10u
+ * the proxy: over the last budget.interval, retries may be at most
+ * budget.percent of the requests (of rules with `retry`) plus
+ * minRetryRate.count per minRetryRate.interval (DestinationRule
+ * retryConstraint; defaults 20%, 10 s, 10 per 1 s). The window is a ring of
+ * one-second counters, RETE_RETRY_BUDGET_WINDOW_MAX_S long (the longest
+ * interval the loader accepts): 728 bytes a Service, 728 KiB of .bss for
+ * the table, whose pages are touched only for Services that retry. */
+#define RETE_RETRY_BUDGET_WINDOW_MAX_S 60u
 /* Services with a budget of their own (open addressing by FQDN hash); the
  * services beyond share the last slot's. */
 #define RETE_RETRY_BUDGET_SLOTS 1024u
