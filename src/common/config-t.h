@@ -182,9 +182,14 @@ typedef enum rete_filter_kind {
     RETE_FILTER_RESPONSE_HEADER,
     RETE_FILTER_REDIRECT,
     RETE_FILTER_URL_REWRITE,
-    RETE_FILTER_MIRROR,             /* RequestMirror (http/filter_mirror.c) */
+    RETE_FILTER_MIRROR,             /* RequestMirror (http/filter_mirror.c), up to
+                                     * RETE_MIRRORS_PER_RULE_MAX per rule */
     RETE_FILTER_KIND_N,
 } rete_filter_kind;
+
+/* RequestMirror filters one rule may have (Gateway API lets RequestMirror
+ * repeat; every other filter type appears at most once). */
+#define RETE_MIRRORS_PER_RULE_MAX 4
 
 typedef struct rete_http_filter {
     rete_filter_kind kind;
@@ -397,6 +402,8 @@ typedef struct rete_limits {
     uint32_t stream_idle_timeout_ms;    /* HTTP/2 stream, nothing either way, default 300000 */
     uint32_t tcp_idle_timeout_ms;   /* opaque TCP downstream, no byte either way, default 3600000 */
     uint32_t drain_timeout_ms;      /* SIGTERM grace, default 5000 */
+    uint32_t max_mirrors_in_flight; /* RequestMirror copies per proxy, default 64 */
+    uint32_t max_mirror_body;       /* request body bytes a copy carries, default 65536 */
 } rete_limits;
 
 /* Proxy spec.dns: the sidecar's DNS listener (src/proxy/dns/dns.c). */

@@ -291,6 +291,12 @@ static const cfg_field limits_fields[] = {
     LIMIT_DUR_ON("tcpIdleTimeout", tcp_idle_timeout_ms, "1h",
                  "opaque TCP from a downstream: no byte either way for this long; closed"),
     LIMIT_DUR("drainTimeout", drain_timeout_ms, "5s", "grace period on SIGTERM"),
+    LIMIT_INT("maxMirrorsInFlight", max_mirrors_in_flight, 0, 100000, "64",
+              "RequestMirror copies in flight, per proxy (all workers); past it a request is not "
+              "copied (skipped_limit); 0: no copies"),
+    LIMIT_INT("maxMirrorBody", max_mirror_body, 0, 1u << 30, "65536",
+              "request body bytes a RequestMirror copy carries; a request declaring more is not "
+              "copied, one sending more has its copy cut (skipped_body)"),
 };
 static const cfg_schema limits_schema = CFG_SCHEMA("limits", rete_limits, limits_fields, NULL);
 
@@ -987,14 +993,19 @@ static const cfg_schema route_rate_schema =
 static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
 {
     char sub[64];
-    bool seen[RETE_FILTER_KIND_N] = {false};
+    unsigned seen[RETE_FILTER_KIND_N] = {0};
     rete_http_filter *filters = rete_arena_alloc(ctx->arena, (r->n_filters + 1) * sizeof(*filters));
     for (size_t i = 0; i < r->n_filters; i++) {
         filters[i] = r->filters[i].f;
         snprintf(sub, sizeof(sub), "filters[%zu].type", i);
-        if (seen[filters[i].kind])
-            return cfg_fail_at(ctx, sub, "at most one filter of each type per rule");
-        seen[filters[i].kind] = true;
+        if (filters[i].kind == RETE_FILTER_MIRROR) {
+            if (++seen[RETE_FILTER_MIRROR] > RETE_MIRRORS_PER_RULE_MAX)
+                return cfg_fail_at(ctx, sub, "at most %d RequestMirror filters per rule",
+                                   RETE_MIRRORS_PER_RULE_MAX);
+        } else if (seen[filters[i].kind]++) {
+            return cfg_fail_at(ctx, sub, "at most one filter of each type per rule (RequestMirror "
+                               "excepted)");
+        }
         if (filters[i].path_kind == RETE_PATH_PREFIX)
             for (size_t m = 0; m < r->r.n_matches; m++)
                 if (r->r.matches[m].path.kind != RETE_MATCH_PREFIX) {

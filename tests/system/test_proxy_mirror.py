@@ -29,9 +29,11 @@ class Net:
     """Service `web` (rete-echo web-0 behind its sidecar), Service `shadow`
     (rete-echo shadow-0, logging every request, behind its own sidecar, or
     nothing at all when `shadow_up` is false: a refused connection), and
-    the client's sidecar carrying `rules` on an HTTPRoute of web."""
+    the client's sidecar carrying `rules` on an HTTPRoute of web (and
+    `limits` in its Proxy spec). `second`: also Service `shadow-b`, a
+    second logging mirror."""
 
-    def __init__(self, tmp_path, rules, shadow_args=(), shadow_up=True):
+    def __init__(self, tmp_path, rules, shadow_args=(), shadow_up=True, limits=None, second=False):
         self.mesh = m = Mesh(tmp_path, ns=NS)
         m.add(service("web", NS, [(80, "HTTP", APP_PORT)], {"app": "web"}))
         m.add(service("shadow", NS, [(80, "HTTP", APP_PORT)], {"app": "shadow"}))
@@ -47,14 +49,21 @@ class Net:
         m.start_proxy("web-0", "web", self.web_host, inbound=[(APP_PORT, "HTTP")])
         if shadow_up:
             m.start_proxy("shadow-0", "shadow", self.shadow_host, inbound=[(APP_PORT, "HTTP")])
+        if second:
+            m.add(service("shadow-b", NS, [(80, "HTTP", APP_PORT)], {"app": "shadow-b"}))
+            self.shadow_b_host = fresh_host()
+            self.shadow_b, _ = start_echo(name="shadow-b", host=self.shadow_b_host, port=APP_PORT)
+            m.add(workload("shadow-b-0", NS, self.shadow_b_host, "shadow-b", {"app": "shadow-b"}))
+            m.start_proxy("shadow-b-0", "shadow-b", self.shadow_b_host, inbound=[(APP_PORT, "HTTP")])
         m.start_proxy("client-0", "client", self.client_host,
-                      extra_docs=[http_route("web", NS, "web", rules)])
+                      extra_docs=[http_route("web", NS, "web", rules)],
+                      extra_spec={"limits": {"drainTimeout": "2s", **(limits or {})}})
 
-    def shadow_lines(self, path_prefix="/"):
+    def shadow_lines(self, path_prefix="/", echo=None):
         """The mirror echo's request lines (method, path, then host= ...)."""
         pat = re.compile(r" (GET|POST|PUT) (" + re.escape(path_prefix) + r"\S*) (\d+) \S+ host=(\S+) "
                          r"body_bytes=(\d+)(?: body_sha256=([0-9a-f]+))?")
-        return [m.groups() for m in pat.finditer(read_log(self.shadow))]
+        return [m.groups() for m in pat.finditer(read_log(echo or self.shadow))]
 
     def mirror(self, result):
         return metric(self.client_host, "rete_proxy_mirror_requests_total", result=result)
@@ -65,10 +74,12 @@ def net(tmp_path):
     yield from meshes(tmp_path, Net)
 
 
+def mirror_filter(to="shadow", **share):
+    return {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": to, "port": 80}, **share}}
+
+
 def mirror_rule(**share):
-    return {"backendRefs": [backend("web")],
-            "filters": [{"type": "RequestMirror",
-                         "requestMirror": {"backendRef": {"name": "shadow", "port": 80}, **share}}]}
+    return {"backendRefs": [backend("web")], "filters": [mirror_filter(**share)]}
 
 
 def post(host, path, body, timeout=30):
@@ -197,3 +208,49 @@ def test_mirror_copy_cut_when_the_body_outgrows_it_or_the_client_leaves(net):
     assert post(n.client_host, "/cut/after", b"ok")[0] == 200
     wait_for(lambda: n.mirror("sent") == 1, timeout=10)
     assert [p for _, p, *_ in n.shadow_lines("/cut/")] == ["/cut/after"]
+
+
+def test_two_mirrors_each_get_their_copy(net):
+    """Two RequestMirror filters on one rule (Gateway API allows repeats):
+    every request is copied to both Services, bodies whole at each; a
+    client leaving mid-body cuts both copies."""
+    rule = {"backendRefs": [backend("web")], "filters": [mirror_filter(), mirror_filter("shadow-b")]}
+    n = net([rule], second=True)
+    bodies = [b"", os.urandom(3000), os.urandom(65536)]
+    for i, body in enumerate(bodies):
+        assert post(n.client_host, f"/two/{i}", body)[0] == 200
+    wait_for(lambda: len(n.shadow_lines("/two/")) == len(bodies) and
+             len(n.shadow_lines("/two/", n.shadow_b)) == len(bodies), timeout=20)
+    for echo, host in ((n.shadow, "web-shadow:80"), (n.shadow_b, "web-shadow:80")):
+        got = {path: (h, int(nb), sha) for _, path, _, h, nb, sha in n.shadow_lines("/two/", echo)}
+        for i, body in enumerate(bodies):
+            h, nb, sha = got[f"/two/{i}"]
+            assert h == host and nb == len(body)
+            if body:
+                assert sha == hashlib.sha256(body).hexdigest()
+    assert n.mirror("sent") == 2 * len(bodies)
+
+    import socket
+    s = socket.create_connection((n.client_host, 15001), timeout=10)
+    s.sendall(b"POST /two/gone HTTP/1.1\r\nHost: web\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    wait_for(lambda: metric(n.client_host, "rete_proxy_mirror_requests_in_flight") == 2, timeout=10)
+    s.close()
+    wait_for(lambda: n.mirror("aborted") == 2, timeout=10)
+    assert metric(n.client_host, "rete_proxy_mirror_requests_in_flight") == 0
+
+
+def test_mirror_bounds_from_the_proxy_limits(net):
+    """limits.maxMirrorsInFlight: 5 against a hung mirror: 5 copies in
+    flight, the other requests not copied (skipped_limit);
+    limits.maxMirrorBody: 1000: a 2000-byte body is not copied
+    (skipped_body), a 1000-byte one is (its copy waits at the hung mirror)."""
+    n = net([mirror_rule()], shadow_args=("--latency", "20000"),
+            limits={"maxMirrorsInFlight": 5, "maxMirrorBody": 1000})
+    assert post(n.client_host, "/bound/big", os.urandom(2000))[0] == 200
+    assert n.mirror("skipped_body") == 1
+    assert post(n.client_host, "/bound/fits", os.urandom(1000))[0] == 200
+    total = 20
+    res = load(n.client_host, [f"/bound/{i}" for i in range(total)], workers=1)
+    assert all(s == 200 for s, _ in res)
+    assert metric(n.client_host, "rete_proxy_mirror_requests_in_flight") == 5
+    assert n.mirror("skipped_limit") == total + 1 - 5

@@ -740,8 +740,12 @@ static const bad_case bad_cases[] = {
     {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}, "
            "percent: 101}}]}]"),
      2, "spec.rules[0].filters[0].requestMirror.percent", "between 0 and 100"},
-    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, "
+    {ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, "
+           "{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}, "
            "{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]}]"),
+     2, "spec.rules[0].filters[4].type", "at most 4 RequestMirror filters per rule"},
+    {ROUTE("[{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {}}, "
+           "{type: RequestHeaderModifier, requestHeaderModifier: {}}]}]"),
      2, "spec.rules[0].filters[1].type", "at most one filter of each type"},
     {GRPC_ROUTE("[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: "
                 "80}}}]}]"),

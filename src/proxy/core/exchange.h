@@ -138,8 +138,9 @@ struct rete_exchange {
     /* Retries and per-try/request timeouts (http/filter_retry.c): NULL for
      * a request whose route has neither. */
     struct rete_try_state *try_state;
-    /* Mirroring (http/filter_mirror.c): on a request being copied and on
-     * its copy, the state they share (in the copy's arena); NULL otherwise.
+    /* Mirroring (http/filter_mirror.c): on a request being copied, the
+     * list of its copies' states (linked by their `next`); on a copy, its
+     * state (in the copy's arena); NULL otherwise.
      * mirror_copy: this exchange is a copy, with no downstream connection. */
     struct rete_mirror *mirror;
     bool mirror_copy;

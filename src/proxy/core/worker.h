@@ -114,8 +114,8 @@ enum {
     RETE_MIRROR_SENT,          /* the copy got a response (discarded) */
     RETE_MIRROR_FAILED,        /* the copy's upstream failed or timed out */
     RETE_MIRROR_ABORTED,       /* cut: the request ended early or the copy's pipe was full */
-    RETE_MIRROR_SKIPPED_LIMIT, /* not sent: RETE_MIRROR_MAX_IN_FLIGHT copies in flight */
-    RETE_MIRROR_SKIPPED_BODY,  /* not sent or cut: body over RETE_MIRROR_BODY_MAX */
+    RETE_MIRROR_SKIPPED_LIMIT, /* not sent: limits.maxMirrorsInFlight copies in flight */
+    RETE_MIRROR_SKIPPED_BODY,  /* not sent or cut: body over limits.maxMirrorBody */
     RETE_MIRROR_RESULT_N
 };
 

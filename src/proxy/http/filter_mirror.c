@@ -17,11 +17,16 @@
  * copy may outlive the request (its body then complete) or be cut when the
  * request ends first (a client gone mid-body).
  *
- * Bounds: RETE_MIRROR_MAX_IN_FLIGHT copies per proxy (one atomic count,
- * shared by every worker); RETE_MIRROR_BODY_MAX bytes of body per copy (a
- * request that declares more is not mirrored, one that sends more has its
- * copy cut); each copy lives at most the rule's timeouts.request, else
- * RETE_MIRROR_TIMEOUT_MS (Envoy's default route timeout).
+ * A rule may have several RequestMirror filters (Gateway API allows it;
+ * the loader bounds them, RETE_MIRRORS_PER_RULE_MAX): each draws its share
+ * and makes its own copy, and the request keeps its copies in a list.
+ *
+ * Bounds: the Proxy's limits.maxMirrorsInFlight copies per proxy (one
+ * atomic count, shared by every worker); limits.maxMirrorBody bytes of body
+ * per copy (a request that declares more is not mirrored, one that sends
+ * more has its copy cut); each copy lives at most the rule's
+ * timeouts.request, else RETE_MIRROR_TIMEOUT_MS (Envoy's default route
+ * timeout).
  *
  * Safety of the calls between the two exchanges: the request's body stage
  * pushes into the copy's pipe, whose consumer is the copy's upstream,
@@ -46,13 +51,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Copies in flight per proxy, across its workers; past it a picked request
- * is not copied (result skipped_limit). */
-#define RETE_MIRROR_MAX_IN_FLIGHT 64u
-/* Request body bytes a copy carries: a request declaring more
- * (content-length) is not copied, one sending more has its copy cut
- * (result skipped_body). The request itself is not limited by it. */
-#define RETE_MIRROR_BODY_MAX (64u * 1024u)
 /* A copy's lifetime when its rule has no timeouts.request (Envoy's default
  * route timeout, which its shadows share): then it is cut (result failed). */
 #define RETE_MIRROR_TIMEOUT_MS 15000u
@@ -61,6 +59,7 @@
 
 typedef struct rete_mirror {
     rete_exchange *main;   /* the request copied, while it lives and is linked */
+    struct rete_mirror *next; /* main's next copy */
     rete_exchange *copy;
     size_t body;           /* body bytes copied */
     uint64_t deadline;     /* uv_hrtime ns: the copy is cut then */
@@ -69,13 +68,19 @@ typedef struct rete_mirror {
 
 static _Atomic uint32_t in_flight;
 
-static const rete_http_filter *mirror_of(const rete_exchange *ex)
+/* Take st off its request's list of copies: the two exchanges no longer
+ * know each other. */
+static void unlink_copy(rete_mirror *st)
 {
-    const rete_http_rule *rule = ex->route->rule;
-    for (size_t i = 0; i < rule->n_filters; i++)
-        if (rule->filters[i].kind == RETE_FILTER_MIRROR && rule->filters[i].mirror_service)
-            return &rule->filters[i];
-    return NULL;
+    if (!st->main)
+        return;
+    for (rete_mirror **p = &st->main->mirror; *p; p = &(*p)->next)
+        if (*p == st) {
+            *p = st->next;
+            break;
+        }
+    st->main = NULL;
+    st->next = NULL;
 }
 
 /* ---- the copy's downstream side: nobody ---- */
@@ -188,12 +193,10 @@ static void copy_msg(rete_exchange *c, rete_msg *to, const rete_msg *from)
         rete_msg_add(c, to, from->headers[i].name, from->headers[i].value);
 }
 
-/* Stop copying `ex`'s request: its copy ends from its timer with `result`. */
-static void cut(rete_exchange *ex, int result)
+/* Stop copying into st's copy: it ends from its timer with `result`. */
+static void cut(rete_mirror *st, int result)
 {
-    rete_mirror *st = ex->mirror;
-    ex->mirror = NULL;
-    st->main = NULL;
+    unlink_copy(st);
     if (st->cut == RESULT_NONE)
         st->cut = result;
     copy_arm(st->copy, 0);
@@ -204,24 +207,21 @@ static void count(rete_worker *w, int result)
     rete_stat(w, w->ms.mirror[result], 1);
 }
 
-static rete_filter_verdict mirror_request(rete_exchange *ex)
+/* Copy ex's request to the Service of RequestMirror filter f. */
+static void start_copy(rete_exchange *ex, const rete_http_filter *f)
 {
-    if (ex->tunnel || !ex->route || ex->mirror_copy)
-        return RETE_FILTER_NEXT;
-    const rete_http_filter *f = mirror_of(ex);
-    if (!f)
-        return RETE_FILTER_NEXT;
     rete_worker *w = ex->worker;
+    const rete_limits *lim = &ex->gen->cfg->proxy.limits;
     if (f->mirror_ppm < 1000000u && rete_worker_rand(w) % 1000000u >= f->mirror_ppm)
-        return RETE_FILTER_NEXT;
-    if (ex->req.content_length > (int64_t)RETE_MIRROR_BODY_MAX) {
+        return;
+    if (ex->req.content_length > (int64_t)lim->max_mirror_body) {
         count(w, RETE_MIRROR_SKIPPED_BODY);
-        return RETE_FILTER_NEXT;
+        return;
     }
-    if (atomic_fetch_add_explicit(&in_flight, 1, memory_order_relaxed) >= RETE_MIRROR_MAX_IN_FLIGHT) {
+    if (atomic_fetch_add_explicit(&in_flight, 1, memory_order_relaxed) >= lim->max_mirrors_in_flight) {
         atomic_fetch_sub_explicit(&in_flight, 1, memory_order_relaxed);
         count(w, RETE_MIRROR_SKIPPED_LIMIT);
-        return RETE_FILTER_NEXT;
+        return;
     }
     rete_exchange *c = rete_ex_new(w, &copy_ops, NULL);
     /* The copy lives in the request's generation: the rule and the mirror
@@ -238,6 +238,7 @@ static rete_filter_verdict mirror_request(rete_exchange *ex)
     uint32_t life_ms = ex->route->rule->timeout_ms ? ex->route->rule->timeout_ms
                                                    : RETE_MIRROR_TIMEOUT_MS;
     *st = (rete_mirror){.main = ex,
+                        .next = ex->mirror,
                         .copy = c,
                         .deadline = uv_hrtime() + (uint64_t)life_ms * 1000000u,
                         .cut = RESULT_NONE};
@@ -270,50 +271,66 @@ static rete_filter_verdict mirror_request(rete_exchange *ex)
                f->mirror_service->name, f->mirror_port);
     /* May end the copy at once (no endpoint, breaker open): it unlinks. */
     rete_route_try(c, f->mirror_service, f->mirror_port, -1);
+}
+
+static rete_filter_verdict mirror_request(rete_exchange *ex)
+{
+    if (ex->tunnel || !ex->route || ex->mirror_copy)
+        return RETE_FILTER_NEXT;
+    const rete_http_rule *rule = ex->route->rule;
+    for (size_t i = 0; i < rule->n_filters; i++)
+        if (rule->filters[i].kind == RETE_FILTER_MIRROR && rule->filters[i].mirror_service)
+            start_copy(ex, &rule->filters[i]);
     return RETE_FILTER_NEXT;
 }
 
 static void mirror_request_body(rete_exchange *ex, const rete_filter_body *b)
 {
-    rete_mirror *st = ex->mirror;
-    if (!st || ex->mirror_copy)
+    if (ex->mirror_copy)
         return;
-    rete_exchange *c = st->copy;
-    if (b->len) {
-        if (st->body + b->len > RETE_MIRROR_BODY_MAX) {
-            cut(ex, RETE_MIRROR_SKIPPED_BODY);
-            return;
+    uint32_t body_max = ex->gen->cfg->proxy.limits.max_mirror_body;
+    rete_mirror *next;
+    /* A push may end its copy (its upstream failed), which unlinks that
+     * copy only: the next one is kept before. */
+    for (rete_mirror *st = ex->mirror; st; st = next) {
+        next = st->next;
+        rete_exchange *c = st->copy;
+        if (b->len) {
+            if (st->body + b->len > body_max) {
+                cut(st, RETE_MIRROR_SKIPPED_BODY);
+                continue;
+            }
+            st->body += b->len;
+            bool full = rete_ex_push(c, RETE_DOWNSTREAM, b->data, b->len);
+            if (full && st->main == ex)
+                cut(st, RETE_MIRROR_ABORTED); /* never pause the request for its copy */
+            continue;
         }
-        st->body += b->len;
-        bool full = rete_ex_push(c, RETE_DOWNSTREAM, b->data, b->len);
-        /* The copy may have ended inside the push (its upstream failed). */
-        if (full && ex->mirror == st)
-            cut(ex, RETE_MIRROR_ABORTED); /* never pause the request for its copy */
-        return;
+        if (b->trailers)
+            copy_msg(c, &c->req_body.trailers, b->trailers);
+        rete_ex_end(c, RETE_DOWNSTREAM);
     }
-    if (b->trailers)
-        copy_msg(c, &c->req_body.trailers, b->trailers);
-    rete_ex_end(c, RETE_DOWNSTREAM);
 }
 
 static void mirror_finish(rete_exchange *ex, const rete_filter_end *end)
 {
     (void)end;
+    if (!ex->mirror_copy) {
+        /* The request ended: a copy still waiting for body is cut, the
+         * others go on alone. */
+        while (ex->mirror) {
+            rete_mirror *st = ex->mirror;
+            if (!st->copy->req_body.end)
+                cut(st, RETE_MIRROR_ABORTED);
+            else
+                unlink_copy(st);
+        }
+        return;
+    }
     rete_mirror *st = ex->mirror;
     if (!st)
         return;
-    if (!ex->mirror_copy) {
-        /* The request ended: a copy still waiting for body is cut. */
-        if (!st->copy->req_body.end)
-            cut(ex, RETE_MIRROR_ABORTED);
-        ex->mirror = NULL;
-        st->main = NULL;
-        return;
-    }
-    if (st->main) {
-        st->main->mirror = NULL;
-        st->main = NULL;
-    }
+    unlink_copy(st);
     int result = st->cut != RESULT_NONE                          ? st->cut
                  : ex->error != RETE_EXE_NONE || !ex->head_sent ? RETE_MIRROR_FAILED
                                                                  : RETE_MIRROR_SENT;
