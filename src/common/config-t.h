@@ -250,6 +250,12 @@ typedef struct rete_http_rule {
     rete_retry_policy retry;
     rete_fault_policy fault;        /* rete extension `fault`; zero = none */
     uint32_t rate_limit_rps;        /* rete extension `rateLimit.requestsPerSecond`; 0 = none */
+    /* rete extension `circuitBreaker`: requests and retries in flight
+     * through the rule, per proxy, when limit_requests / limit_retries
+     * (unbounded otherwise, and in a zeroed rule) */
+    uint32_t max_requests;
+    uint32_t max_retries;
+    bool limit_requests, limit_retries;
 } rete_http_rule;
 
 typedef struct rete_http_route {

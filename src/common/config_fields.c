@@ -989,6 +989,21 @@ static const cfg_field route_rate_fields[] = {
 static const cfg_schema route_rate_schema =
     CFG_SCHEMA("LocalRateLimit", raw_rule, route_rate_fields, NULL);
 
+/* The rule's own pool limits, beyond Istio and Envoy (whose limits are per
+ * destination): one rule of a Service cannot take the Service's whole
+ * http2MaxRequests. */
+static const cfg_field route_breaker_fields[] = {
+    {"maxRequests", CFG_INT, 0, CFG_AT(raw_rule, r.max_requests), CFG_HAS(raw_rule, r.limit_requests),
+     .min = 1, .max = UINT32_MAX, .docdef = "unbounded",
+     .doc = "requests of this rule in flight at once (from the route's match to the response's "
+     "end, retries included), counted across the proxy's workers; over it: 503 `UO`"},
+    {"maxRetries", CFG_INT, 0, CFG_AT(raw_rule, r.max_retries), CFG_HAS(raw_rule, r.limit_retries),
+     .min = 0, .max = UINT32_MAX, .docdef = "unbounded",
+     .doc = "retries of this rule in flight at once, per proxy; a retry over it is not made"},
+};
+static const cfg_schema route_breaker_schema =
+    CFG_SCHEMA("RouteCircuitBreaker", raw_rule, route_breaker_fields, NULL);
+
 /* Rule-level Gateway API rules shared by HTTP and gRPC rules. */
 static rete_rc rule_check_common(cfg_ctx *ctx, raw_rule *r)
 {
@@ -1052,6 +1067,8 @@ static const cfg_field http_rule_fields[] = {
      .doc = "rete extension: Istio's HTTPFaultInjection (delay, abort) for chaos drills"},
     {"rateLimit", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &route_rate_schema, .docdef = "none",
      .doc = "rete extension: a token bucket on the rule's requests at this (the calling) proxy"},
+    {"circuitBreaker", CFG_OBJ, 0, .off = 0, .sub = &route_breaker_schema,
+     .doc = "rete extension: the rule's own limits on requests and retries in flight"},
 };
 static const cfg_schema http_rule_schema =
     CFG_SCHEMA("HTTPRouteRule", raw_rule, http_rule_fields, http_rule_check);
@@ -1151,6 +1168,8 @@ static const cfg_field grpc_rule_fields[] = {
      .doc = "rete extension: Istio's HTTPFaultInjection (delay, abort) for chaos drills"},
     {"rateLimit", CFG_OBJ, CFG_NODEF, .off = 0, .sub = &route_rate_schema, .docdef = "none",
      .doc = "rete extension: a token bucket on the rule's requests at this (the calling) proxy"},
+    {"circuitBreaker", CFG_OBJ, 0, .off = 0, .sub = &route_breaker_schema,
+     .doc = "rete extension: the rule's own limits on requests and retries in flight"},
 };
 static const cfg_schema grpc_rule_schema =
     CFG_SCHEMA("GRPCRouteRule", raw_rule, grpc_rule_fields, grpc_rule_check);

@@ -143,13 +143,16 @@ static json_t *json_rule(const rete_http_rule *r)
         }
         json_array_append_new(filters, o);
     }
-    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:{s:i, s:i, s:o, s:b}}", "matches", matches,
-                     "filters", filters, "backendRefs", json_backends(r->backends, r->n_backends),
-                     "timeoutMs", (json_int_t)r->timeout_ms, "backendTimeoutMs",
+    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:{s:i, s:i, s:o, s:b}, s:{s:o, s:o}}", "matches",
+                     matches, "filters", filters, "backendRefs",
+                     json_backends(r->backends, r->n_backends), "timeoutMs",
+                     (json_int_t)r->timeout_ms, "backendTimeoutMs",
                      (json_int_t)r->backend_timeout_ms, "retry", "attempts",
                      (json_int_t)r->retry.attempts, "backoffMs", (json_int_t)r->retry.backoff_ms,
                      "codes", json_u16s(r->retry.codes, r->retry.n_codes), "nonIdempotent",
-                     (int)r->retry.non_idempotent);
+                     (int)r->retry.non_idempotent, "circuitBreaker", "maxRequests",
+                     r->limit_requests ? json_integer(r->max_requests) : json_null(), "maxRetries",
+                     r->limit_retries ? json_integer(r->max_retries) : json_null());
 }
 
 static json_t *json_policy(const rete_traffic_policy *p)

@@ -17,6 +17,7 @@ import pytest
 import grpc  # python3-grpcio, in DEB_PACKAGES (tests/check_deps.py)
 
 from controlplane import proxy_metric, wait_for
+from test_proxy_traffic_filters import metric as proxy_metric_labelled
 from helpers import start_echo
 from mesh import (meshes, Mesh, backend, destination_rule, fresh_host, http_route, service,
                   stop_and_check_proxies, workload)
@@ -153,6 +154,42 @@ def test_budget_zero_stops_every_retry(net):
     assert _sequential_failures(n, total) == total
     assert n.client_metric("rete_proxy_retries_total") == 0
     assert n.client_metric("rete_proxy_retry_budget_exhausted_total") == total
+
+
+def test_route_circuit_breaker_limits_requests_per_rule(net):
+    """A rule's circuitBreaker.maxRequests: 2 slow requests of rule /slow
+    hold its two places; four more get a fast 503 naming the limit (counted
+    with limit="route_maxRequests"), while rule / of the same Service is
+    not limited."""
+    slow = {"matches": [{"path": {"type": "PathPrefix", "value": "/slow"}}],
+            "backendRefs": [backend("web")], "circuitBreaker": {"maxRequests": 2}}
+    rest = {"backendRefs": [backend("web")]}
+    n = net([((), True)], [http_route("web", NS, "web", [slow, rest])])
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        held = [pool.submit(request, n.client_host, "/slow?delay=4000") for _ in range(2)]
+        time.sleep(1)  # the two are in flight for 4 s: well inside that
+        refused = [request(n.client_host, "/slow") for _ in range(4)]
+        others = [request(n.client_host, "/other")[0] for _ in range(4)]
+        assert [f.result()[0] for f in held] == [200, 200]
+    assert [r[0] for r in refused] == [503] * 4
+    assert all(b"circuitBreaker.maxRequests" in r[2] for r in refused)
+    assert others == [200] * 4
+    assert proxy_metric_labelled(n.client_host, "rete_proxy_circuit_breaker_rejections_total",
+                                 limit="route_maxRequests") == 4
+    assert request(n.client_host, "/slow")[0] == 200  # given back at the ends
+
+
+def test_route_circuit_breaker_limits_retries_per_rule(net):
+    """circuitBreaker.maxRetries: 0 on a rule with retry: its requests are
+    never retried (each refusal counted, limit="route_maxRetries"), though
+    the Service's own maxRetries is unbounded."""
+    rule = {"backendRefs": [backend("web")], "retry": {"attempts": 3, "backoff": "5ms"},
+            "circuitBreaker": {"maxRetries": 0}}
+    n = net([(("--failure-rate", "1"), True)], [http_route("web", NS, "web", [rule])])
+    total = 20
+    assert _sequential_failures(n, total) == total
+    assert proxy_metric_labelled(n.client_host, "rete_proxy_circuit_breaker_rejections_total",
+                                 limit="route_maxRetries") == total
 
 
 def test_status_retry_and_methods(net):

@@ -150,6 +150,8 @@ struct rete_exchange {
     const rete_service *service;
     int endpoint;                  /* index in service->endpoints, -1 */
     bool in_flight;                /* counted in the service's breaker (requests) */
+    /* Counted in its route rule's circuitBreaker (requests), NULL: not. */
+    struct rete_breaker *rule_breaker;
     /* Outbound to a Service: its pool limits, passed to the upstream codec
      * (rete_filter_upstream); NULL: none. */
     const struct rete_upstream_limits *limits;

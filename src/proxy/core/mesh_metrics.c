@@ -139,7 +139,8 @@ static const struct {
     F(circuit_breaker_rejections_total, "rete_proxy_circuit_breaker_rejections_total", C,
       L(l_limit),
       "Requests (maxRetries: retries) refused by a connection-pool limit, by limit "
-      "(http2MaxRequests, http1MaxPendingRequests, pendingTimeout, maxRetries, connection_share)."),
+      "(http2MaxRequests, http1MaxPendingRequests, pendingTimeout, maxRetries, connection_share, "
+      "route_maxRequests, route_maxRetries)."),
     F(h2_abuse_total, "rete_proxy_h2_abuse_total", C, L(l_reason),
       "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),

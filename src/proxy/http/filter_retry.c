@@ -133,6 +133,7 @@ typedef struct rete_try_state {
     uint64_t last_active;       /* the try's last byte either way (ns) */
     budget *budget;
     rete_breaker *breaker; /* holds one of its `retries` while retry_held */
+    rete_breaker *rule_breaker; /* the rule's circuitBreaker: one of its `retries` too, when set */
     bool retry_held;
 } rete_try_state;
 
@@ -325,6 +326,18 @@ int rete_retry_exclude(const rete_exchange *ex)
     return ex->try_state ? ex->try_state->exclude : -1;
 }
 
+/* The retry in flight ends: its counts go back. */
+static void give_retry(rete_try_state *ts)
+{
+    if (!ts->retry_held)
+        return;
+    rete_breaker_give(&ts->breaker->retries);
+    if (ts->rule_breaker)
+        rete_breaker_give(&ts->rule_breaker->retries);
+    ts->rule_breaker = NULL;
+    ts->retry_held = false;
+}
+
 /* Whether one more try may be made for `reason` (counted when it may, or
  * when the budget refused it). */
 static bool may_retry(rete_exchange *ex, bool needs_method, const char *reason)
@@ -340,21 +353,32 @@ static bool may_retry(rete_exchange *ex, bool needs_method, const char *reason)
     /* DestinationRule connectionPool.http.maxRetries: retries in flight to
      * the Service, across the proxy. A retry is in flight from here until
      * the request's next retry decision or its end. */
-    if (ts->retry_held) {
-        rete_breaker_give(&ts->breaker->retries);
-        ts->retry_held = false;
-    }
+    give_retry(ts);
     const rete_upstream_limits *lim = rete_gen_limits(ex->gen, ts->svc);
     if (!rete_breaker_take(&lim->breaker->retries, ts->svc->policy.max_retries)) {
         rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_MAX_RETRIES], 1);
         return false;
     }
+    /* The rule's own circuitBreaker.maxRetries, the same way. */
+    rete_breaker *rb = NULL;
+    if (ts->rule->limit_retries && ex->route) {
+        const rete_http_route *r = ex->route->route;
+        rb = rete_breaker_of_rule(r->ns, r->name, (size_t)(ts->rule - r->rules));
+        if (!rete_breaker_take(&rb->retries, ts->rule->max_retries)) {
+            rete_breaker_give(&lim->breaker->retries);
+            rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_ROUTE_MAX_RETRIES], 1);
+            return false;
+        }
+    }
     if (!budget_withdraw(ts->budget, &ts->svc->policy, now)) {
         rete_breaker_give(&lim->breaker->retries);
+        if (rb)
+            rete_breaker_give(&rb->retries);
         rete_telemetry_retry_budget_exhausted(ex->worker, ts->svc);
         return false;
     }
     ts->breaker = lim->breaker;
+    ts->rule_breaker = rb;
     ts->retry_held = true;
     rete_telemetry_retry(ex->worker, ts->svc, reason);
     return true;
@@ -620,10 +644,7 @@ static void retry_finish(rete_exchange *ex, const rete_filter_end *end)
     rete_try_state *ts = ex->try_state;
     if (!ts)
         return;
-    if (ts->retry_held) {
-        rete_breaker_give(&ts->breaker->retries);
-        ts->retry_held = false;
-    }
+    give_retry(ts);
     free(ts->replay);
     ts->replay = NULL;
     ts->replay_len = ts->replay_cap = 0;

@@ -379,6 +379,22 @@ static rete_filter_verdict backend_request(rete_exchange *ex)
         return RETE_FILTER_DONE;
     }
     uint16_t port = b->port ? b->port : ex->table->port;
+    /* The rule's own circuitBreaker.maxRequests, for the whole request
+     * (retries included), given back at its end (route_finish). */
+    if (rule->limit_requests && !ex->tunnel) {
+        rete_breaker *br = rete_breaker_of_rule(e->route->ns, e->route->name,
+                                                (size_t)(rule - e->route->rules));
+        if (!rete_breaker_take(&br->requests, rule->max_requests)) {
+            ex->error = RETE_EXE_OVERFLOW;
+            rete_stat(ex->worker, ex->worker->ms.cb_rejections[RETE_BREAKER_ROUTE_MAX_REQUESTS], 1);
+            rete_filter_local_text(ex, 503, "circuit breaker open: %u requests in flight through "
+                                   "route %s/%s rule %zu (circuitBreaker.maxRequests)",
+                                   rule->max_requests, e->route->ns, e->route->name,
+                                   (size_t)(rule - e->route->rules));
+            return RETE_FILTER_DONE;
+        }
+        ex->rule_breaker = br;
+    }
     if (!ex->tunnel)
         rete_retry_begin(ex, rule, b->service, port);
     rete_route_try(ex, b->service, port, -1);
@@ -409,6 +425,10 @@ static void route_response(rete_exchange *ex)
 
 static void route_finish(rete_exchange *ex, const rete_filter_end *end)
 {
+    if (ex->rule_breaker) {
+        rete_breaker_give(&ex->rule_breaker->requests);
+        ex->rule_breaker = NULL;
+    }
     if (ex->in_flight) {
         rete_dispatch_release_share(ex);
         rete_breaker_give(&ex->limits->breaker->requests);

@@ -16,6 +16,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define RETE_BREAKER_SLOTS 1024u
@@ -28,6 +29,8 @@ typedef enum rete_breaker_limit {
     RETE_BREAKER_PENDING_TIMEOUT, /* http.pendingTimeout: waited too long */
     RETE_BREAKER_MAX_RETRIES,     /* http.maxRetries */
     RETE_BREAKER_SHARE,           /* the HTTP/2 fair share of http2MaxRequests */
+    RETE_BREAKER_ROUTE_MAX_REQUESTS, /* a route rule's circuitBreaker.maxRequests */
+    RETE_BREAKER_ROUTE_MAX_RETRIES,  /* a route rule's circuitBreaker.maxRetries */
     RETE_BREAKER_N,
 } rete_breaker_limit;
 
@@ -42,6 +45,9 @@ typedef struct rete_breaker {
 
 /* The slot of the Service named `fqdn`. Never NULL. */
 rete_breaker *rete_breaker_of(const char *fqdn);
+/* The slot of rule `rule` of route ns/name (its circuitBreaker; the same
+ * table as the Services'). Never NULL. */
+rete_breaker *rete_breaker_of_rule(const char *ns, const char *name, size_t rule);
 
 /* Take one unit of `count` when fewer than `max` are taken. Never lets
  * racing workers exceed max (the add comes first, a refused one is given
