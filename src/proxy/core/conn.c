@@ -385,9 +385,10 @@ static void original_dst(rete_conn *c)
     c->orig_port = ntohs(d4->sin_port);
 }
 
-/* Whether worker `w` takes one more connection on `l`: the admin listener
- * has its own small cap, so /ready and /metrics answer while the data
- * listeners are full; data connections stop at limits.maxConnections or at
+/* Whether worker `w` takes one more connection on `l`: the admin and the
+ * stats listener each have their own small cap, so /ready and /metrics
+ * answer while the data listeners are full, and a flood of the stats port
+ * (which may face the network) leaves the loopback admin port reachable; data connections stop at limits.maxConnections or at
  * the worker's share of the file limit, whichever is lower, so accept(2)
  * never reaches EMFILE for the admin port's sake. Counts the refusal. */
 static bool conn_admit(rete_worker *w, const rete_listener *l, const rete_limits *lim)
