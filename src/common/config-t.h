@@ -448,7 +448,8 @@ typedef struct rete_proxy_spec {
     rete_socket_addr outbound;      /* default <address>:15001 */
     rete_socket_addr inbound;       /* default <address>:15006 */
     rete_socket_addr mesh;          /* default <address>:15008 */
-    rete_socket_addr admin;         /* default 127.0.0.1:15000 */
+    rete_socket_addr admin;         /* default 127.0.0.1:15000, loopback only */
+    rete_socket_addr stats;         /* default <address>:15020: /metrics /ready /live */
     const rete_upstream_listener *upstreams;
     size_t n_upstreams;
     const rete_inbound_port *inbound_ports;

@@ -232,7 +232,12 @@ static const cfg_field listeners_fields[] = {
      .docdef = "*address*:" RETE_STR(RETE_PORT_MESH), .doc = "mTLS from other proxies"},
     {"admin", CFG_ADDR, 0, CFG_AT(raw_proxy, p.admin), CFG_HAS(raw_proxy, has_admin),
      .docdef = "*address*:" RETE_STR(RETE_PORT_ADMIN) " when *address* is a loopback address, else 127.0.0.1:" RETE_STR(RETE_PORT_ADMIN),
-     .doc = "/metrics, /ready, /config, /stats; POST /logging. Must be a loopback address"},
+     .doc = "everything: /config, /clusters, /stats, POST /logging, and /metrics, /ready, /live. "
+            "Must be a loopback address"},
+    {"stats", CFG_ADDR, 0, CFG_AT(raw_proxy, p.stats), CFG_HAS(raw_proxy, has_stats),
+     .docdef = "*address*:" RETE_STR(RETE_PORT_STATS),
+     .doc = "/metrics, /ready, /live only (anything else 404): may face the network for "
+            "Prometheus and probes"},
 };
 static const cfg_schema listeners_schema =
     CFG_SCHEMA("listeners", raw_proxy, listeners_fields, NULL);
@@ -398,6 +403,7 @@ static rete_rc proxy_check(cfg_ctx *ctx, void *obj)
         {offsetof(raw_proxy, p.inbound), offsetof(raw_proxy, has_inbound), RETE_PORT_INBOUND},
         {offsetof(raw_proxy, p.mesh), offsetof(raw_proxy, has_mesh), RETE_PORT_MESH},
         {offsetof(raw_proxy, p.admin), offsetof(raw_proxy, has_admin), RETE_PORT_ADMIN},
+        {offsetof(raw_proxy, p.stats), offsetof(raw_proxy, has_stats), RETE_PORT_STATS},
     };
     for (size_t i = 0; i < CFG_ARRAY_LEN(listeners); i++) {
         if (*((bool *)((unsigned char *)r + listeners[i].has)))

@@ -212,9 +212,9 @@ static json_t *json_proxy(const rete_proxy_spec *p)
                           "serviceAccount", p->service_account, "trustDomain", p->trust_domain,
                           "spiffeId", p->spiffe_id, "appAddress", p->app_address);
     json_object_set_new(o, "listeners",
-                        json_pack("{s:o, s:o, s:o, s:o}", "outbound", json_addr(&p->outbound),
+                        json_pack("{s:o, s:o, s:o, s:o, s:o}", "outbound", json_addr(&p->outbound),
                                   "inbound", json_addr(&p->inbound), "mesh", json_addr(&p->mesh),
-                                  "admin", json_addr(&p->admin)));
+                                  "admin", json_addr(&p->admin), "stats", json_addr(&p->stats)));
     json_object_set_new(o, "upstreams", ups);
     json_object_set_new(o, "inbound", in);
     json_object_set_new(

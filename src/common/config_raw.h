@@ -52,6 +52,7 @@ typedef struct raw_proxy {
     const raw_upstream *upstreams;
     size_t n_upstreams;
     bool has_trust_domain, has_app_address, has_outbound, has_inbound, has_mesh, has_admin;
+    bool has_stats;
     bool has_inbound_ports;
     bool has_dns_listen;
     bool has_http_get, has_tcp_socket;

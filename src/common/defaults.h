@@ -21,6 +21,7 @@
 #define RETE_PORT_OUTBOUND 15001 /* the app's outgoing traffic */
 #define RETE_PORT_INBOUND 15006  /* transparent inbound, plaintext */
 #define RETE_PORT_MESH 15008     /* mTLS from other proxies */
+#define RETE_PORT_STATS 15020    /* /metrics, /ready, /live (may face the network) */
 /* reted */
 #define RETE_PORT_PROXY_API 15012    /* mTLS: proxies and the CA (--xds) */
 #define RETE_PORT_OPERATOR_API 15014 /* plain HTTP on loopback: retectl, metrics (--api) */

@@ -284,3 +284,25 @@ def test_registry_only_refuses_an_unknown_destination(topology, tmp_path):
     assert r.returncode == 0, r.stderr
     from helpers import read_log
     assert "/out" not in read_log(outside)
+
+
+def test_stats_port_faces_the_network_admin_does_not(topology, tmp_path):
+    """The admin split under STRICT interception: from another host the
+    server sidecar's stats listener (its workload address, :15020, never
+    redirected by init) answers /metrics and /ready for Prometheus and
+    probes, and 404s /config; the admin listener (/config, /logging) is
+    bound to 127.0.0.1 only, so the same host cannot reach it at all,
+    while a process in the server's own namespace can."""
+    _, server, outsider = mesh_pair(topology, tmp_path, mode="STRICT")
+    stats = f"http://{server.addr}:15020"
+    r = outsider.run(["curl", "-sS", "-m", "5", f"{stats}/metrics"])
+    assert r.returncode == 0 and "rete_proxy_requests_total" in r.stdout, r.stderr
+    r = outsider.run(["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"{stats}/ready"])
+    assert r.stdout == "200", r.stdout + r.stderr
+    r = outsider.run(["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"{stats}/config"])
+    assert r.stdout == "404", r.stdout + r.stderr
+    r = outsider.run(["curl", "-sS", "-m", "5", f"http://{server.addr}:15000/config"])
+    assert r.returncode == 7, r.stdout + r.stderr  # connection refused: nothing there
+    r = server.run(["curl", "-sS", "-m", "5", "http://127.0.0.1:15000/config"])
+    assert r.returncode == 0 and json.loads(r.stdout)["proxy"]["listeners"]["stats"], r.stderr
+    topology.assert_isolated()

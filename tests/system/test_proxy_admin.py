@@ -1,6 +1,7 @@
 """The proxy's admin listener (15000): /ready, /live, /config, /stats,
 /logging, /metrics (checked by promtool, and scraped by a real Prometheus when
-one is installed), and a 404 that lists the endpoints."""
+one is installed), and a 404 that lists the endpoints; the stats listener
+(15020): /metrics, /ready, /live and nothing else."""
 import json
 import os
 import re
@@ -111,8 +112,9 @@ def test_logging_level_can_be_changed_by_post(env):
 def test_logging_level_is_not_changed_by_get(env):
     """Security defect: GET /logging?level=error from any local process (or a
     browser following a link) silenced the authorization log."""
-    status, _, body = get(env["admin"], "/logging?level=error")
+    status, headers, body = get(env["admin"], "/logging?level=error")
     assert status == 405 and "POST" in body
+    assert headers["allow"] == "POST"
     status, _, body = get(env["admin"], "/logging")
     assert status == 200 and "level=info" in body, body
     status, _, body = get(env["admin"], "/logging?level=error", method="PUT")
@@ -124,6 +126,37 @@ def test_unknown_admin_path_is_404_listing_endpoints(env):
     assert status == 404
     for ep in ("/ready", "/live", "/metrics", "/config", "/stats", "/logging"):
         assert ep in body, body
+
+
+def test_read_endpoints_take_get_only(env):
+    for path in ("/config", "/clusters", "/stats", "/metrics"):
+        status, headers, _ = get(env["admin"], path, method="POST")
+        assert status == 405 and headers["allow"] == "GET, HEAD", path
+
+
+def stats_addr(env):
+    return f"{env['client_host']}:15020"
+
+
+def test_stats_listener_serves_metrics_ready_live_only(env):
+    """The stats listener (Istio's 15020 role) may face the network: it
+    answers /metrics, /ready and /live and 404s everything that reads the
+    configuration or changes state, whatever the method."""
+    addr = stats_addr(env)
+    status, _, body = get(addr, "/ready")
+    assert status == 200 and body == "ready\n"
+    assert get(addr, "/live")[0] == 200
+    text = metrics(addr)
+    assert "rete_proxy_requests_total" in text
+    # its own connection series
+    assert sample(text, "rete_proxy_downstream_connections_total", {"listener": "stats"}) >= 1
+    for path in ("/config", "/clusters", "/stats", "/stats/prometheus", "/logging", "/logging?level=error"):
+        for method in ("GET", "POST"):
+            status, _, body = get(addr, path, method=method)
+            assert status == 404, (path, method, status)
+            assert "/config" not in body and "/logging" not in body
+    status, _, body = get(env["admin"], "/logging")
+    assert "level=info" in body  # the POSTs above changed nothing
 
 
 @pytest.mark.parametrize("which", ["admin", "server_admin"])

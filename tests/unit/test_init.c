@@ -92,7 +92,7 @@ static void test_nft_script(void **state)
                            "tcp dport 53 redirect to :15053", "meta l4proto != tcp return",
                            "ip daddr 127.0.0.0/8 return", "ip daddr 10.0.0.0/8 return",
                            "ip6 daddr fd00::/8 return", "tcp dport 22 return",
-                           "meta l4proto tcp redirect to :15001", "tcp dport { 15008, 15000, 9000 } return",
+                           "meta l4proto tcp redirect to :15001", "tcp dport { 15008, 15000, 15020, 9000 } return",
                            "ip daddr 10.250.0.2/32 meta l4proto tcp redirect to :15006"};
     const char *at = s;
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {

@@ -9,6 +9,7 @@
 #include "exchange.h"
 #include "io.h"
 #include "log.h"
+#include "tls_hello.h"
 #include "worker.h"
 
 #include <stdlib.h>
@@ -278,8 +279,19 @@ void rete_tcp_server_start(rete_conn *c, const char *data, size_t len)
     ex->tunnel = true;
     ex->req.method = RETE_VIEW_LIT("CONNECT");
     if (c->orig_port) {
-        char a[64];
-        snprintf(a, sizeof(a), strchr(c->orig_ip, ':') ? "[%s]:%u" : "%s:%u", c->orig_ip, c->orig_port);
+        /* The tunnel's authority routes it (filter_route.c): an intercepted
+         * TLS connection whose ClientHello names a host (SNI) asks for that
+         * host on the port the app dialled, so SNI naming a mesh Service
+         * routes to it wherever the app's address pointed; otherwise (or
+         * when the name is no Service) the original address decides. */
+        char a[300];
+        rete_view sni = RETE_VIEW_NULL;
+        if (len && (unsigned char)data[0] == 0x16 &&
+            rete_tls_hello_sni((const uint8_t *)data, len, &sni) == RETE_HELLO_SNI)
+            snprintf(a, sizeof(a), "%.*s:%u", (int)sni.len, sni.p, c->orig_port);
+        else
+            snprintf(a, sizeof(a), strchr(c->orig_ip, ':') ? "[%s]:%u" : "%s:%u", c->orig_ip,
+                     c->orig_port);
         ex->req.authority = rete_ex_dup(ex, rete_view_cstr(a));
     }
     if (len)

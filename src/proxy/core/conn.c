@@ -63,8 +63,8 @@ static void conn_timer_closed(uv_handle_t *h)
     rete_conn *c = h->data;
     rete_worker *w = c->worker;
     rete_metrics_gauge_add(w->shard, w->ms.conns_active[c->listener->kind], -1);
-    if (c->listener->kind == RETE_L_ADMIN)
-        w->admin_conns--;
+    if (rete_listener_is_local(c->listener->kind))
+        w->local_conns[c->listener->kind == RETE_L_STATS]--;
     else
         w->active_conns--;
     rete_gen_release(w, c->gen);
@@ -385,15 +385,16 @@ static void original_dst(rete_conn *c)
     c->orig_port = ntohs(d4->sin_port);
 }
 
-/* Whether worker `w` takes one more connection on `l`: the admin listener
- * has its own small cap, so /ready and /metrics answer while the data
- * listeners are full; data connections stop at limits.maxConnections or at
+/* Whether worker `w` takes one more connection on `l`: the admin and the
+ * stats listener each have their own small cap, so /ready and /metrics
+ * answer while the data listeners are full, and a flood of the stats port
+ * (which may face the network) leaves the loopback admin port reachable; data connections stop at limits.maxConnections or at
  * the worker's share of the file limit, whichever is lower, so accept(2)
  * never reaches EMFILE for the admin port's sake. Counts the refusal. */
 static bool conn_admit(rete_worker *w, const rete_listener *l, const rete_limits *lim)
 {
-    if (l->kind == RETE_L_ADMIN) {
-        if (w->admin_conns <= lim->max_admin_connections)
+    if (rete_listener_is_local(l->kind)) {
+        if (w->local_conns[l->kind == RETE_L_STATS] <= lim->max_admin_connections)
             return true;
         rete_stat(w, w->ms.conns_refused[l->kind][RETE_REFUSE_MAX_CONNECTIONS], 1);
         return false;
@@ -420,8 +421,8 @@ void rete_conn_accept(rete_listener *l)
     rete_gen_hold(c->gen);
     uv_timer_init(&w->loop, &c->timer);
     c->timer.data = c;
-    if (l->kind == RETE_L_ADMIN)
-        w->admin_conns++;
+    if (rete_listener_is_local(l->kind))
+        w->local_conns[l->kind == RETE_L_STATS]++;
     else if (++w->active_conns > w->peak_conns)
         w->peak_conns = w->active_conns;
     rete_metrics_gauge_add(w->shard, w->ms.conns_active[l->kind], 1);
@@ -444,6 +445,7 @@ void rete_conn_accept(rete_listener *l)
     }
     switch (l->kind) {
     case RETE_L_ADMIN:
+    case RETE_L_STATS:
         rete_codec_get(RETE_CODEC_H1_SERVER)->server_start(c, NULL, 0);
         return;
     case RETE_L_MESH: {
@@ -510,7 +512,8 @@ rete_exchange *rete_conn_new_exchange(rete_conn *c, const rete_side_ops *ops, vo
     rete_listener_kind kind = c->listener->kind;
     ex->listener = c->listener->name;
     ex->inbound = kind == RETE_L_MESH || kind == RETE_L_INBOUND;
-    ex->admin = kind == RETE_L_ADMIN;
+    ex->admin = rete_listener_is_local(kind);
+    ex->stats_only = kind == RETE_L_STATS;
     ex->table = fixed_table(c, ex->gen);
     ex->target_port = c->orig_port;
     if (c->orig_port && kind == RETE_L_OUTBOUND) {

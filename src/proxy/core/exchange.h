@@ -121,7 +121,8 @@ struct rete_exchange {
     bool tunnel;                   /* CONNECT: pipes carry raw bytes */
     bool head_sent;                /* the downstream has been handed the response head */
     bool inbound;                  /* arrived on the mesh or inbound listener */
-    bool admin;                    /* arrived on the admin listener */
+    bool admin;                    /* arrived on the admin or the stats listener */
+    bool stats_only;               /* the stats listener: /metrics, /ready, /live only */
     bool done;                     /* finished, metrics recorded */
     rete_ex_error error;
     char error_detail[96];

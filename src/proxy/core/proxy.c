@@ -24,9 +24,9 @@ static uv_timer_t stop_poll;
 
 /* ---- the process registry ------------------------------------------------ */
 
-static const char *const listener_names[5] = {
+static const char *const listener_names[RETE_L_N] = {
     [RETE_L_OUTBOUND] = "outbound", [RETE_L_INBOUND] = "inbound", [RETE_L_MESH] = "mesh",
-    [RETE_L_UPSTREAM] = "upstream", [RETE_L_ADMIN] = "admin",
+    [RETE_L_UPSTREAM] = "upstream", [RETE_L_ADMIN] = "admin",       [RETE_L_STATS] = "stats",
 };
 
 static rete_metric fixed(rete_proxy *p, rete_metric_family f, const char *value)
@@ -66,7 +66,7 @@ void rete_proxy_metrics_init(rete_proxy *p)
     s->http_out = fixed(p, mm->http_sent_bytes_total, NULL);
     s->tcp_in = fixed(p, mm->proxy_tcp_received_bytes_total, NULL);
     s->tcp_out = fixed(p, mm->proxy_tcp_sent_bytes_total, NULL);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < RETE_L_N; i++) {
         s->conns_total[i] = fixed(p, mm->downstream_connections_total, listener_names[i]);
         s->conns_active[i] = fixed(p, mm->downstream_connections_active, listener_names[i]);
     }
@@ -77,7 +77,7 @@ void rete_proxy_metrics_init(rete_proxy *p)
         [RETE_TIMEOUT_DETECT] = "detect", [RETE_TIMEOUT_REQUEST_HEADER] = "request_header",
         [RETE_TIMEOUT_REQUEST_BODY] = "request_body", [RETE_TIMEOUT_RESPONSE_WRITE] = "response_write",
         [RETE_TIMEOUT_IDLE] = "idle", [RETE_TIMEOUT_STREAM_IDLE] = "stream_idle"};
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < RETE_L_N; i++)
         for (int r = 0; r < RETE_REFUSE_N; r++) {
             rete_view v[2] = {rete_view_cstr(listener_names[i]), rete_view_cstr(refuse_names[r])};
             if (rete_metrics_series(p->metrics, mm->downstream_connections_refused_total, v, 2,
@@ -223,6 +223,8 @@ rete_rc rete_proxy_can_reload(const rete_proxy *p, const rete_config *cfg, rete_
         field = "spec.listeners.mesh";
     else if (!same_addr(&o->admin, &n->admin))
         field = "spec.listeners.admin";
+    else if (!same_addr(&o->stats, &n->stats))
+        field = "spec.listeners.stats";
     else if (o->dns.enabled != n->dns.enabled || !same_addr(&o->dns.listen, &n->dns.listen))
         field = "spec.dns.listen";
     else if (!same_dns(&o->dns, &n->dns))

@@ -179,7 +179,7 @@ static int open_listener(rete_worker *w, rete_listener *l, const rete_socket_add
     l->kind = kind;
     l->name = name;
     l->upstream_index = index;
-    int fd = bind_socket(a, kind != RETE_L_ADMIN);
+    int fd = bind_socket(a, !rete_listener_is_local(kind));
     if (fd < 0) {
         rete_err("%s listener: cannot bind %s:%u: %s", name, a->host, a->port, strerror(-fd));
         return -1;
@@ -200,7 +200,7 @@ static int open_listener(rete_worker *w, rete_listener *l, const rete_socket_add
 static int open_listeners(rete_worker *w)
 {
     const rete_proxy_spec *p = &w->gen->cfg->proxy;
-    w->n_listeners = 4 + p->n_upstreams + 1;
+    w->n_listeners = 3 + p->n_upstreams + 2;
     w->listeners = rete_calloc(w->n_listeners, sizeof(*w->listeners));
     size_t k = 0;
     if (open_listener(w, &w->listeners[k++], &p->outbound, RETE_L_OUTBOUND, "outbound", 0) < 0 ||
@@ -212,7 +212,8 @@ static int open_listeners(rete_worker *w)
                           "upstream", i) < 0)
             return -1;
     if (w->id == 0 &&
-        open_listener(w, &w->listeners[k++], &p->admin, RETE_L_ADMIN, "admin", 0) < 0)
+        (open_listener(w, &w->listeners[k++], &p->admin, RETE_L_ADMIN, "admin", 0) < 0 ||
+         open_listener(w, &w->listeners[k++], &p->stats, RETE_L_STATS, "stats", 0) < 0))
         return -1;
     w->n_listeners = k;
     return 0;
@@ -243,7 +244,7 @@ static unsigned fd_cap(const rete_worker *w)
     if (rl.rlim_cur == RLIM_INFINITY)
         return UINT32_MAX;
     const rete_proxy_spec *p = &w->gen->cfg->proxy;
-    uint64_t reserve = RETE_FD_RESERVE + p->limits.max_admin_connections;
+    uint64_t reserve = RETE_FD_RESERVE + 2 * (uint64_t)p->limits.max_admin_connections;
     unsigned workers = w->proxy->concurrency ? w->proxy->concurrency : 1;
     uint64_t share = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 / workers : 0;
     if (share == 0)
@@ -331,7 +332,7 @@ static void on_wakeup(uv_async_t *a)
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;
         for (size_t i = 0; i < w->n_listeners; i++)
-            if (w->listeners[i].open && w->listeners[i].kind != RETE_L_ADMIN) {
+            if (w->listeners[i].open && !rete_listener_is_local(w->listeners[i].kind)) {
                 w->listeners[i].open = false;
                 uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
             }

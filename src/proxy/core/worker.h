@@ -56,8 +56,17 @@ typedef enum rete_listener_kind {
     RETE_L_INBOUND,
     RETE_L_MESH,
     RETE_L_UPSTREAM,
-    RETE_L_ADMIN,
+    RETE_L_ADMIN, /* loopback only: everything, state changes by POST */
+    RETE_L_STATS, /* may face the network: /metrics, /ready, /live */
+    RETE_L_N,
 } rete_listener_kind;
+
+/* The admin and stats listeners: worker 0 only, no SO_REUSEPORT, their own
+ * connection caps (limits.maxAdminConnections each), open while draining. */
+static inline bool rete_listener_is_local(rete_listener_kind k)
+{
+    return k == RETE_L_ADMIN || k == RETE_L_STATS;
+}
 
 typedef struct rete_listener {
     uv_tcp_t tcp;
@@ -125,9 +134,9 @@ typedef struct rete_proxy_series {
     rete_metric duration;           /* rete_proxy_request_duration_seconds */
     rete_metric http_in, http_out;
     rete_metric tcp_in, tcp_out;
-    rete_metric conns_total[5];
-    rete_metric conns_active[5];
-    rete_metric conns_refused[5][RETE_REFUSE_N];   /* [listener kind][rete_refuse_reason] */
+    rete_metric conns_total[RETE_L_N];
+    rete_metric conns_active[RETE_L_N];
+    rete_metric conns_refused[RETE_L_N][RETE_REFUSE_N];   /* [listener kind][rete_refuse_reason] */
     rete_metric timeouts[RETE_TIMEOUT_N];          /* rete_timeout_kind */
     rete_metric parse_errors;
     rete_metric mesh_refused;       /* handshake or identity refusals */
@@ -180,7 +189,7 @@ typedef struct rete_worker {
     uint64_t drain_quiet_since;     /* nothing in flight since (loop ms), 0 = busy */
     unsigned active_conns;          /* data listeners (limits.maxConnections) */
     unsigned peak_conns;            /* highest active_conns since the last trim */
-    unsigned admin_conns;           /* admin listener (limits.maxAdminConnections) */
+    unsigned local_conns[2];        /* admin, stats listeners (limits.maxAdminConnections each) */
     unsigned fd_cap;                /* data connections this worker's share of the file limit allows */
     unsigned active_exchanges;
     rete_metrics_shard *shard;      /* this thread's metrics: created at start, freed at exit */

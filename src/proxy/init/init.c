@@ -32,6 +32,7 @@ static void usage(FILE *out)
             "      --inbound-port P        inbound listener (default " RETE_STR(RETE_PORT_INBOUND) ")\n"
             "      --mesh-port P           never redirected inbound (default " RETE_STR(RETE_PORT_MESH) ")\n"
             "      --admin-port P          never redirected inbound (default " RETE_STR(RETE_PORT_ADMIN) ")\n"
+            "      --stats-port P          never redirected inbound (default " RETE_STR(RETE_PORT_STATS) ")\n"
             "      --address IP            a workload address whose inbound TCP is redirected\n"
             "                              (repeatable; default: every local address)\n"
             "      --exclude-outbound-cidr CIDR  destinations left alone (repeatable)\n"
@@ -86,7 +87,7 @@ static bool parse_id(const char *s, bool group, long *out)
 int rete_init_parse(rete_init_opts *o, int argc, char **argv, char *err, size_t errlen)
 {
     enum {
-        O_UID = 256, O_GID, O_BACKEND, O_OUT_PORT, O_IN_PORT, O_MESH_PORT, O_ADMIN_PORT, O_ADDRESS,
+        O_UID = 256, O_GID, O_BACKEND, O_OUT_PORT, O_IN_PORT, O_MESH_PORT, O_ADMIN_PORT, O_STATS_PORT, O_ADDRESS,
         O_EX_CIDR, O_EX_OUT, O_EX_IN, O_DNS, O_NO_V6, O_REMOVE, O_DRY,
     };
     static const struct option opts[] = {
@@ -97,6 +98,7 @@ int rete_init_parse(rete_init_opts *o, int argc, char **argv, char *err, size_t 
         {"inbound-port", required_argument, NULL, O_IN_PORT},
         {"mesh-port", required_argument, NULL, O_MESH_PORT},
         {"admin-port", required_argument, NULL, O_ADMIN_PORT},
+        {"stats-port", required_argument, NULL, O_STATS_PORT},
         {"address", required_argument, NULL, O_ADDRESS},
         {"exclude-outbound-cidr", required_argument, NULL, O_EX_CIDR},
         {"exclude-outbound-port", required_argument, NULL, O_EX_OUT},
@@ -117,6 +119,7 @@ int rete_init_parse(rete_init_opts *o, int argc, char **argv, char *err, size_t 
         .inbound_port = RETE_PORT_INBOUND,
         .mesh_port = RETE_PORT_MESH,
         .admin_port = RETE_PORT_ADMIN,
+        .stats_port = RETE_PORT_STATS,
     };
     optind = 0; /* 0: glibc reinitialises its scan state (a second parse in one process) */
     opterr = 0;
@@ -154,6 +157,7 @@ int rete_init_parse(rete_init_opts *o, int argc, char **argv, char *err, size_t 
         case O_IN_PORT: port = &o->inbound_port; break;
         case O_MESH_PORT: port = &o->mesh_port; break;
         case O_ADMIN_PORT: port = &o->admin_port; break;
+        case O_STATS_PORT: port = &o->stats_port; break;
         case O_DNS: port = &o->dns_port; break;
         case O_EX_OUT:
         case O_EX_IN: {

@@ -58,6 +58,7 @@ typedef struct rete_init_opts {
     uint16_t inbound_port;
     uint16_t mesh_port;  /* never redirected inbound */
     uint16_t admin_port; /* never redirected inbound */
+    uint16_t stats_port; /* never redirected inbound: Prometheus and probes reach it */
     uint16_t dns_port;   /* 0: DNS is not redirected */
     rete_init_cidr exclude_cidrs[RETE_INIT_MAX_LIST];
     size_t n_exclude_cidrs;

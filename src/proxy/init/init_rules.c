@@ -86,20 +86,26 @@ static void port_set(rete_buf *b, const uint16_t *ports, size_t n)
         rete_buf_append_str(b, " }");
 }
 
-/* The inbound ports never redirected: mesh, admin, then the operator's. */
+/* Append `port` to out[0..n) unless it is there already; the new count. */
+static size_t add_port(uint16_t *out, size_t n, uint16_t port)
+{
+    for (size_t j = 0; j < n; j++)
+        if (out[j] == port)
+            return n;
+    out[n] = port;
+    return n + 1;
+}
+
+/* The inbound ports never redirected: mesh, admin, stats, then the
+ * operator's (at most RETE_INIT_MAX_LIST + 3). */
 static size_t inbound_excluded(const rete_init_opts *o, uint16_t *out)
 {
     size_t n = 0;
-    out[n++] = o->mesh_port;
-    if (o->admin_port != o->mesh_port)
-        out[n++] = o->admin_port;
-    for (size_t i = 0; i < o->n_exclude_in_ports; i++) {
-        bool dup = false;
-        for (size_t j = 0; j < n; j++)
-            dup |= out[j] == o->exclude_in_ports[i];
-        if (!dup)
-            out[n++] = o->exclude_in_ports[i];
-    }
+    n = add_port(out, n, o->mesh_port);
+    n = add_port(out, n, o->admin_port);
+    n = add_port(out, n, o->stats_port);
+    for (size_t i = 0; i < o->n_exclude_in_ports; i++)
+        n = add_port(out, n, o->exclude_in_ports[i]);
     return n;
 }
 
@@ -149,7 +155,7 @@ char *rete_init_nft_script(const rete_init_opts *o)
                             "\t\ttype nat hook prerouting priority -100; policy accept;\n");
     if (!o->ipv6)
         rete_buf_append_str(&b, "\t\tmeta nfproto ipv6 return\n");
-    uint16_t ex[RETE_INIT_MAX_LIST + 2];
+    uint16_t ex[RETE_INIT_MAX_LIST + 3];
     size_t nex = inbound_excluded(o, ex);
     rete_buf_append_str(&b, "\t\ttcp dport ");
     port_set(&b, ex, nex);
@@ -192,7 +198,7 @@ char *rete_init_iptables_rules(const rete_init_opts *o, int family)
     for (size_t i = 0; i < o->n_exclude_out_ports; i++)
         addf(&b, "-A RETE_OUTPUT -p tcp --dport %u -j RETURN\n", o->exclude_out_ports[i]);
     addf(&b, "-A RETE_OUTPUT -p tcp -j REDIRECT --to-ports %u\n", o->outbound_port);
-    uint16_t ex[RETE_INIT_MAX_LIST + 2];
+    uint16_t ex[RETE_INIT_MAX_LIST + 3];
     size_t nex = inbound_excluded(o, ex);
     for (size_t i = 0; i < nex; i++)
         addf(&b, "-A RETE_INBOUND -p tcp --dport %u -j RETURN\n", ex[i]);
