@@ -819,6 +819,27 @@ uint64_t rete_metrics_counter_value(rete_metrics *reg, rete_metric m)
     return v;
 }
 
+void rete_metrics_walk(rete_metrics *reg, rete_metric_family fam, rete_metrics_walk_cb cb, void *arg)
+{
+    pthread_mutex_lock(&reg->mu);
+    if (fam.id < reg->nfam && reg->fam[fam.id]->type != RETE_METRIC_GAUGE) {
+        const family *f = reg->fam[fam.id];
+        size_t nc = f->type == RETE_METRIC_HISTOGRAM ? f->nb + 1 : 1;
+        uint64_t counts[RETE_METRICS_MAX_BUCKETS + 1];
+        rete_view v[RETE_METRICS_MAX_LABELS];
+        for (size_t i = 0; i < f->nids; i++) {
+            const series *s = &reg->series[f->ids[i]];
+            size_t off = 0;
+            for (size_t l = 0; l < f->nlabels; l++)
+                v[l] = key_next(s->key, &off);
+            for (size_t c = 0; c < nc; c++)
+                counts[c] = sum_cell(reg, s->cell + (uint32_t)c);
+            cb(arg, i, v, f->nlabels, counts, nc);
+        }
+    }
+    pthread_mutex_unlock(&reg->mu);
+}
+
 static void render_series(sbuf *b, rete_metrics *reg, const family *f, const series *s)
 {
     switch (f->type) {

@@ -195,6 +195,20 @@ void rete_metrics_gauge_set(rete_metrics *reg, rete_metric m, double value);
  * bound to rete_metrics_counter_fn, the shards' sum (ask its owner). */
 uint64_t rete_metrics_counter_value(rete_metrics *reg, rete_metric m);
 
+/* One series as rete_metrics_walk hands it over: its position in the
+ * family's creation order (a series keeps it for the registry's life), its
+ * label values, and its counts summed over shards (a counter: one value; a
+ * histogram: one per bucket, +Inf included, not cumulative; no sum). */
+typedef void (*rete_metrics_walk_cb)(void *arg, size_t index, const rete_view *values, size_t n,
+                                     const uint64_t *counts, size_t ncounts);
+
+/* Call cb for every series of a counter or histogram family (not its
+ * overflow series), in creation order; nothing for a gauge. Runs with the
+ * registry mutex held: cb must not call into the registry. Costs one sum
+ * over the shards per cell. For readers off the request path (the proxy's
+ * golden-metrics summary). */
+void rete_metrics_walk(rete_metrics *reg, rete_metric_family f, rete_metrics_walk_cb cb, void *arg);
+
 /* Render the whole registry. Returns a NUL-terminated malloc'ed buffer (free
  * with free()), its length without the NUL in *len. Takes the registry mutex. */
 char *rete_metrics_render(rete_metrics *reg, size_t *len);

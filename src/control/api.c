@@ -61,7 +61,8 @@ static size_t segments(rete_view path, size_t skip, char out[][256], size_t max)
 static void view_str(rete_view v, char *out, size_t size)
 {
     size_t n = v.len < size - 1 ? v.len : size - 1;
-    memcpy(out, v.p, n);
+    if (n)
+        memcpy(out, v.p, n);
     out[n] = '\0';
 }
 
@@ -371,6 +372,44 @@ static void api_proxies(reted *r, rete_http_req *req)
     respond_error(req, 404, "use /api/v1/proxies or /api/v1/proxies/{namespace}/{name}/config");
 }
 
+/* GET /api/v1/stats?by=service|workload|route|edge[&window=1m|10m]
+ * [&reporter=source|destination][&namespace=NS][&name=NAME]: the golden
+ * metrics (golden_agg.h). */
+static void api_stats(reted *r, rete_http_req *req)
+{
+    static const char *const bys[] = {"service", "workload", "route", "edge"};
+    char by[32] = "", window[16] = "1m", reporter[32] = "", ns[256] = "", name[256] = "";
+    view_str(rete_http_query_get(req, "by"), by, sizeof(by));
+    rete_view w = rete_http_query_get(req, "window");
+    if (w.len)
+        view_str(w, window, sizeof(window));
+    view_str(rete_http_query_get(req, "reporter"), reporter, sizeof(reporter));
+    view_str(rete_http_query_get(req, "namespace"), ns, sizeof(ns));
+    view_str(rete_http_query_get(req, "name"), name, sizeof(name));
+    reted_golden_query q = {.ns = ns[0] ? ns : NULL, .name = name[0] ? name : NULL};
+    size_t i = 0;
+    while (i < 4 && strcmp(by, bys[i]) != 0)
+        i++;
+    if (i == 4) {
+        respond_error(req, 400, "by: service, workload, route or edge");
+        return;
+    }
+    q.by = (reted_golden_by)i;
+    if (strcmp(window, "1m") != 0 && strcmp(window, "10m") != 0) {
+        respond_error(req, 400, "window: 1m or 10m");
+        return;
+    }
+    q.long_window = strcmp(window, "10m") == 0;
+    if (reporter[0]) {
+        if (strcmp(reporter, "source") != 0 && strcmp(reporter, "destination") != 0) {
+            respond_error(req, 400, "reporter: source or destination");
+            return;
+        }
+        q.reporter = reporter;
+    }
+    rete_http_respond_jobj(req, 200, reted_golden_query_run(&r->golden, &q, (int64_t)(uv_now(r->loop) / 1000)));
+}
+
 static void api_check(reted *r, rete_http_req *req)
 {
     json_t *checks = json_array();
@@ -574,6 +613,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         api_tokens(r, req);
     else if (rete_view_has_prefix(p, RETE_VIEW_LIT("/api/v1/proxies")))
         api_proxies(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/stats")))
+        api_stats(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/check")))
         api_check(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/identity")) && post)

@@ -46,6 +46,8 @@ static void usage(FILE *out)
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
             "      --cert-ttl DUR     workload certificate lifetime (default 24h; e.g. 30s, 10m)\n"
             "      --grace DUR        how long a disconnected proxy stays registered (default 60s)\n"
+            "      --stats-bucket DUR golden metrics: the width of a window's bucket (default 10s;\n"
+            "                         the windows are 6 and 60 buckets: 1m and 10m)\n"
             "      --registration-address-check peer|off\n"
             "                         peer (default): a proxy registers only the address its\n"
             "                         connection comes from; off: behind NAT, trust the claim\n"
@@ -218,6 +220,7 @@ int main(int argc, char **argv)
         {"xds", required_argument, NULL, 'x'},      {"trust-domain", required_argument, NULL, 't'},
         {"cert-ttl", required_argument, NULL, 'T'}, {"grace", required_argument, NULL, 'g'},
         {"registration-address-check", required_argument, NULL, 'R'},
+        {"stats-bucket", required_argument, NULL, 265},
         {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {"max-apply-body", required_argument, NULL, 256},
@@ -249,6 +252,7 @@ int main(int argc, char **argv)
     r.api_limits = (rete_http_limits){.max_conns = 256};
     r.xds_limits = (rete_http_limits){.max_conns = 16384, .max_conns_per_source = 1024};
     bool api_set = false, xds_set = false;
+    uint32_t stats_bucket_s = RETE_GOLDEN_PERIOD_S;
     int c;
     while ((c = getopt_long(argc, argv, "d:l:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -265,6 +269,12 @@ int main(int argc, char **argv)
         case 'g':
             if (parse_duration(optarg, &r.registry.grace_seconds) < 0) {
                 fprintf(stderr, "reted: bad --grace %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 265:
+            if (parse_duration(optarg, &stats_bucket_s) < 0 || stats_bucket_s < 1 || stats_bucket_s > 3600) {
+                fprintf(stderr, "reted: bad --stats-bucket %s (1s..1h)\n", optarg);
                 return 2;
             }
             break;
@@ -410,6 +420,7 @@ int main(int argc, char **argv)
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
     reted_stats_init(&r.stats);
+    reted_golden_init(&r.golden, stats_bucket_s);
     reted_scrape_bind(&r);
     reted_datadir_write_context(&r, api, xds);
     rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s", RETE_VERSION,
@@ -428,6 +439,7 @@ int main(int argc, char **argv)
     free(r.cache.dirty.p);
     reted_workload_ready_free(&r);
     reted_stats_free(&r.stats);
+    reted_golden_free(&r.golden);
     uv_loop_close(r.loop);
     rete_info("reted stopped");
     return 0;

@@ -25,7 +25,8 @@
 #include <time.h>
 
 /* What a proxy sends on its stream is small (hello, ACK, NACK with an
- * error of a few hundred bytes, health): a longer line closes it. */
+ * error of a few hundred bytes, health, a stats summary of at most
+ * RETE_GOLDEN_MAX_REPORT_BYTES of entries): a longer line closes it. */
 #define XDS_MAX_LINE (64u << 10)
 
 /* spiffe://<td>/ns/<ns>/sa/<sa> -> ns, sa; false when not of that shape or
@@ -735,6 +736,15 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         p->ready = json_is_true(json_object_get(msg, "ready"));
         p->last_seen_unix = reted_now();
         set_ready(r, p, p->ready);
+    } else if (strcmp(type, "stats") == 0) {
+        reted_golden_result res;
+        p->last_seen_unix = reted_now();
+        if (reted_golden_ingest(&r->golden, msg, p->ns, p->name, (int64_t)(uv_now(r->loop) / 1000), &res)) {
+            reted_count(&r->stats, r->stats.golden_reports);
+            rete_metrics_inc(r->stats.shard, r->stats.golden_entries[0], res.accepted);
+            rete_metrics_inc(r->stats.shard, r->stats.golden_entries[1], res.refused);
+            rete_metrics_inc(r->stats.shard, r->stats.golden_entries[2], res.dropped);
+        }
     } else if (strcmp(type, "ping") == 0) {
         p->last_seen_unix = reted_now();
     } else if (strcmp(type, "drain") == 0) {

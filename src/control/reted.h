@@ -15,6 +15,7 @@
 #include "registry-t.h"
 #include "scrape-t.h"
 #include "stats.h"
+#include "golden_agg.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -50,6 +51,7 @@ typedef struct reted {
     uv_signal_t sigint;
     int64_t renew_issued_before;    /* proxies with older certificates renew now (CA rotation) */
     reted_stats stats;              /* /metrics: families and counters (stats.h) */
+    reted_golden golden;            /* the proxies' stats summaries (golden_agg.h) */
     reted_scrape scrape;            /* /metrics: what is read at scrape time (scrape.h) */
     int64_t started_unix;
 } reted;

@@ -77,6 +77,16 @@ void reted_stats_init(reted_stats *s)
                RETE_METRIC_COUNTER, "result");
     s->acks = series(s, f, "ack", NULL);
     s->nacks = series(s, f, "nack", NULL);
+    f = family(s, "rete_reted_stats_reports_total", "Golden-metrics summaries received from proxies.",
+               RETE_METRIC_COUNTER, NULL);
+    s->golden_reports = series(s, f, NULL, NULL);
+    f = family(s, "rete_reted_stats_entries_total",
+               "Entries of golden-metrics summaries, by result: accepted, refused (malformed, or not the "
+               "reporting proxy's own edge), dropped (by the proxy's report bound or reted's key bound).",
+               RETE_METRIC_COUNTER, "result");
+    s->golden_entries[0] = series(s, f, "accepted", NULL);
+    s->golden_entries[1] = series(s, f, "refused", NULL);
+    s->golden_entries[2] = series(s, f, "dropped", NULL);
     f = family(s, "rete_reted_certificates_total", "Certificate requests, by result.", RETE_METRIC_COUNTER,
                "result");
     s->certs_issued = series(s, f, "issued", NULL);

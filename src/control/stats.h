@@ -50,6 +50,8 @@ typedef struct reted_stats {
     rete_metric applies_ok, applies_rejected;
     rete_metric apply_cpu;         /* histogram: loop-thread CPU seconds per apply */
     rete_metric closed_cert_expired;
+    rete_metric golden_reports;                /* rete_reted_stats_reports_total */
+    rete_metric golden_entries[3];             /* rete_reted_stats_entries_total{result}: accepted, refused, dropped */
     rete_metric registrations_ok;
     rete_metric registrations_refused[RETED_REG_N];
     /* read at scrape time (scrape.c binds them) */

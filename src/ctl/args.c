@@ -28,6 +28,7 @@ const rete_ctl_flag_def rete_ctl_flags[] = {
      OFF(spiffe_id)},
     {CTL_F_OUT, "out", 0, true, "DIR", "directory to write cert.pem, key.pem, bundle.pem",
      OFF(out)},
+    {CTL_F_WINDOW, "window", 0, true, "WINDOW", "1m (default) or 10m", OFF(window)},
 };
 const size_t rete_ctl_n_flags = sizeof(rete_ctl_flags) / sizeof(rete_ctl_flags[0]);
 

@@ -27,6 +27,7 @@ enum {
     CTL_F_SPIFFE_ID = 1u << 12,
     CTL_F_OUT = 1u << 13,
     CTL_F_TIMEOUT = 1u << 14,
+    CTL_F_WINDOW = 1u << 15,
 };
 
 /* Accepted by every verb, before or after it. */
@@ -51,6 +52,7 @@ typedef struct rete_ctl_args {
     const char *token;
     const char *spiffe_id;
     const char *out;
+    const char *window;
     const char *pos[RETE_CTL_MAX_POS]; /* positionals after the verb */
     size_t n_pos;
 } rete_ctl_args;

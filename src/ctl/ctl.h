@@ -77,6 +77,7 @@ int rete_ctl_cmd_proxy_status(rete_ctl *c);
 int rete_ctl_cmd_proxy_config(rete_ctl *c);
 int rete_ctl_cmd_check(rete_ctl *c);
 int rete_ctl_cmd_analyze(rete_ctl *c);
+int rete_ctl_cmd_stat(rete_ctl *c);
 int rete_ctl_cmd_identity(rete_ctl *c);
 int rete_ctl_cmd_version(rete_ctl *c);
 int rete_ctl_cmd_completion(rete_ctl *c);

@@ -55,6 +55,15 @@ const rete_ctl_verb rete_ctl_verbs[] = {
      "proxies rejecting or missing their configuration, certificates about to expire.\n"
      "All namespaces unless -n. Exit 1 when any finding is an Error.\n\n"
      "Example:\n  retectl analyze -n demo\n"},
+    {"stat", rete_ctl_cmd_stat, F_OUT_NS | CTL_F_ALL_NS | CTL_F_WINDOW,
+     "stat service|workload|route|edge [NAME] [-n NS | -A] [--window 1m|10m] [-o table|json|yaml]",
+     "golden metrics: success rate, requests per second, latency percentiles",
+     "From what the proxies report to reted (docs/observability.md, \"Golden metrics\"),\n"
+     "over the last minute (or 10 minutes). Services, workloads and edges as their\n"
+     "destination's sidecar saw them; routes as the callers' sidecars matched them.\n"
+     "An edge is SOURCE -> DESTINATION workload; -n and NAME select its destination.\n\n"
+     "Examples:\n  retectl stat service -n demo\n  retectl stat route --window 10m -A\n"
+     "  retectl stat edge echo -n demo -o json\n"},
     {"identity", rete_ctl_cmd_identity, CTL_F_TOKEN | CTL_F_SPIFFE_ID | CTL_F_OUT,
      "identity issue --token TOKEN [--spiffe-id ID] --out DIR",
      "get a workload certificate from a join token (for debugging)",

@@ -9,6 +9,7 @@
 #include "defaults.h"
 #include "dispatch.h"
 #include "dns.h"
+#include "golden.h"
 #include "filter.h"
 #include "init.h"
 #include "log.h"
@@ -57,6 +58,8 @@ static void usage(FILE *out)
             "                           namespace, '*' = any): reted sends only those\n"
             "                           (default: MeshConfig defaultEgress, the whole mesh)\n"
             "      --trust-domain TD    (default cluster.local)\n"
+            "      --stats-interval S   golden-metrics summary to reted every S seconds\n"
+            "                           (1..3600, 0 none; default " RETE_STR(RETE_GOLDEN_PERIOD_S) ")\n"
             "  -V, --version            print the version\n"
             "  -h, --help               this text\n"
             "\n"
@@ -156,6 +159,7 @@ int main(int argc, char **argv)
         {"egress", required_argument, NULL, 'E'},
         {"access-log-fields", required_argument, NULL, 'F'}, {"access-log-sample", required_argument, NULL, 'G'},
         {"trace-queue-spans", required_argument, NULL, 'Q'}, {"trace-batch-spans", required_argument, NULL, 'J'},
+        {"stats-interval", required_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     static rete_cp_opts cpo;
@@ -178,6 +182,7 @@ int main(int argc, char **argv)
         argc--;
     }
     long concurrency = 0;
+    cpo.stats_interval_s = RETE_GOLDEN_PERIOD_S;
     rete_access_log_opts alo = {.sample_percent = 100};
     rete_trace_opts tro = {.queue_spans = RETE_TRACE_QUEUE_DEFAULT, .batch_spans = RETE_TRACE_BATCH_DEFAULT};
     int c;
@@ -224,6 +229,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             *(c == 'Q' ? &tro.queue_spans : &tro.batch_spans) = (size_t)v;
+            break;
+        }
+        case 'U': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end || v < 0 || v > 3600) {
+                fprintf(stderr, "rete-proxy: --stats-interval: %s is not 0..3600 seconds\n", optarg);
+                return 2;
+            }
+            cpo.stats_interval_s = (uint32_t)v;
             break;
         }
         case 'k':

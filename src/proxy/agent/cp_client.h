@@ -25,6 +25,7 @@ typedef struct rete_cp_opts {
     const char *address;
     char *proxy_doc;            /* the Proxy document (text) every snapshot starts with */
     json_t *workload;           /* what hello announces */
+    uint32_t stats_interval_s;  /* --stats-interval: golden summaries; 0 none (cp_golden.c) */
 } rete_cp_opts;
 
 /* Start: serve the last good configuration from the data directory if there

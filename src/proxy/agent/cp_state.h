@@ -10,6 +10,7 @@
  *                half-life, the trust bundle and the TLS contexts
  *   cp_stream.c  the config stream: hello, messages, ACK/NACK, pings,
  *                reconnecting with backoff
+ *   cp_golden.c  the golden-metrics summary sent on the stream
  *   cp_config.c  the resource set (snapshot_wire.h): whole snapshots and
  *                deltas built into a configuration and installed, saved for
  *                a restart while reted is away */
@@ -25,6 +26,7 @@
 #define CP_MAX_RESPONSE (8u << 20) /* an answer's body; a stream's pending line */
 
 struct cp_http;
+typedef struct cp_golden cp_golden;
 
 typedef struct rete_cp {
     rete_proxy *p;
@@ -38,6 +40,8 @@ typedef struct rete_cp {
     uv_timer_t retry_timer;
     uv_timer_t renew_timer;
     uv_timer_t ping_timer;
+    uv_timer_t stats_timer;      /* the golden-metrics summary (cp_golden.c) */
+    cp_golden *golden;
     uint64_t version;            /* last applied */
     int64_t cert_not_after;
     int64_t cert_not_before;
@@ -70,6 +74,13 @@ void cp_stream_connect(rete_cp *cp);
 void cp_stream_schedule_retry(rete_cp *cp);
 void cp_stream_send(rete_cp *cp, json_t *msg); /* takes msg's reference */
 void cp_stream_start_timers(rete_cp *cp);
+
+/* cp_golden.c: the summary's state; a reading of what grew since the last
+ * one as a "stats" message (NULL when nothing did); the timer. */
+cp_golden *cp_golden_new(void);
+void cp_golden_free(cp_golden **g);
+json_t *cp_golden_read(cp_golden *g, rete_proxy *p, uint32_t interval_s);
+void cp_golden_start(rete_cp *cp);
 
 /* cp_config.c */
 /* Apply a "config" (whole) or "delta" message m; false with err (starting

@@ -1,6 +1,7 @@
 /* Family declarations for rete-proxy: one table, see mesh_metrics.h. */
 #include "mesh_metrics.h"
 #include "alloc.h"
+#include "golden.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -54,6 +55,10 @@ static const double seconds_buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.025, 0.05
                                          0.25,   0.5,   1,     2.5,  5,     10,   30,
                                          60,     300,   600,   1800, 3600};
 
+/* RETE_GOLDEN_BOUNDS_MS in seconds (filled at declaration): the route
+ * families' buckets are the golden summary's (golden.h). */
+static double golden_seconds[RETE_GOLDEN_NBOUNDS];
+
 static const struct {
     size_t offset;
     const char *name;
@@ -90,6 +95,12 @@ static const struct {
       "TCP connections opened."),
     F(tcp_connections_closed_total, "istio_tcp_connections_closed_total", C, TCP,
       "TCP connections closed."),
+    /* Per route and edge (golden.h): the agent's stats summary reads them. */
+    F(route_requests_total, "rete_proxy_route_requests_total", C, L(rete_golden_labels),
+      "HTTP and gRPC requests by route and edge; classification failure: a 5xx, no response, or a non-zero grpc-status."),
+    {offsetof(rete_mesh_metrics, route_request_duration_seconds), "rete_proxy_route_request_duration_seconds", H,
+     rete_golden_labels, RETE_GL_KEY_N, "Request duration in seconds by route and edge.", golden_seconds,
+     RETE_GOLDEN_NBOUNDS},
     F(proxy_requests_total, "rete_proxy_requests_total", C, NOLABELS,
       "HTTP requests received by the proxy."),
     F(responses_total, "rete_proxy_responses_total", C, L(l_code_class),
@@ -190,6 +201,8 @@ static const struct {
 rete_mesh_metrics *rete_mesh_metrics_declare(rete_metrics *reg)
 {
     rete_mesh_metrics *mm = rete_calloc(1, sizeof(*mm));
+    for (size_t i = 0; i < RETE_GOLDEN_NBOUNDS; i++)
+        golden_seconds[i] = rete_golden_bounds_ms[i] / 1000;
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
         rete_metric_desc d = {
             .name = families[i].name,

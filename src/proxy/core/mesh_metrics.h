@@ -63,6 +63,9 @@ typedef struct rete_mesh_metrics {
     rete_metric_family tcp_received_bytes_total;
     rete_metric_family tcp_connections_opened_total;
     rete_metric_family tcp_connections_closed_total;
+    /* rete's own per route and edge (golden.h: labels rete_golden_labels) */
+    rete_metric_family route_requests_total;             /* rete_proxy_route_requests_total */
+    rete_metric_family route_request_duration_seconds;   /* histogram, RETE_GOLDEN_BOUNDS_MS in s */
     /* rete_proxy_ health */
     rete_metric_family proxy_requests_total;             /* every request, admin included */
     rete_metric_family responses_total;                  /* {code_class}: "0xx" (none) .. "5xx" */

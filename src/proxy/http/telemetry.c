@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "csr.h"
+#include "golden.h"
 #include "hash.h"
 #include "oatable.h"
 #include "log.h"
@@ -245,6 +246,7 @@ static rete_metric resolve(rete_worker *w, rete_metric_family f, const rete_view
 
 typedef struct tel_key {
     const rete_service *svc;
+    const rete_http_route *route; /* the route that matched; NULL: none (inbound, unrouted) */
     const rete_workload *wl; /* outbound: the endpoint; NULL inbound */
     const char *peer;        /* inbound: the caller's SPIFFE ID ("" none) and peer metadata; NULL outbound */
     int status;
@@ -258,6 +260,7 @@ typedef struct tel_ent {
     tel_key k;               /* k.peer is the entry's own copy */
     uint64_t hash;           /* 0: free slot */
     rete_metric requests, duration, req_bytes, resp_bytes;
+    rete_metric route_requests, route_duration; /* rete_proxy_route_* (golden.h) */
 } tel_ent;
 
 struct rete_tel_cache {
@@ -290,6 +293,7 @@ static uint64_t key_hash(const tel_key *k)
     uint64_t h = RETE_FNV1A_INIT;
     h = mix(h, (uint64_t)(uintptr_t)k->svc);
     h = mix(h, (uint64_t)(uintptr_t)k->wl);
+    h = mix(h, (uint64_t)(uintptr_t)k->route);
     h = mix(h, ((uint64_t)(uint32_t)k->status << 32) | (uint32_t)(k->grpc_status + 1));
     h = mix(h, (uint64_t)k->error << 2 | (uint64_t)k->inbound << 1 | k->grpc);
     if (k->peer)
@@ -301,7 +305,7 @@ static uint64_t key_hash(const tel_key *k)
 
 static bool key_eq(const tel_key *a, const tel_key *b)
 {
-    if (a->svc != b->svc || a->wl != b->wl || a->status != b->status ||
+    if (a->svc != b->svc || a->wl != b->wl || a->route != b->route || a->status != b->status ||
         a->grpc_status != b->grpc_status || a->error != b->error || a->inbound != b->inbound ||
         a->grpc != b->grpc)
         return false;
@@ -369,6 +373,39 @@ static int grpc_status_key(rete_view gs)
 
 /* ---- per exchange -------------------------------------------------------- */
 
+/* A failure for the golden metrics (Linkerd's classification): a 5xx, no
+ * response, or a gRPC status other than OK. */
+static bool is_failure(int status, bool grpc, rete_view gs)
+{
+    return status == 0 || status >= 500 || (grpc && gs.len && !rete_view_eq(gs, RETE_VIEW_LIT("0")));
+}
+
+/* The rete_proxy_route_* series of an exchange whose Istio labels are v. */
+static bool resolve_route(rete_worker *w, const rete_http_route *route, const rete_view *v, bool failure,
+                          rete_metric *requests, rete_metric *duration)
+{
+    rete_view g[RETE_GL_N] = {
+        [RETE_GL_REPORTER] = v[RETE_MESH_L_REPORTER],
+        [RETE_GL_ROUTE_NAME] = route ? or_unknown(route->name) : UNKNOWN,
+        [RETE_GL_ROUTE_NAMESPACE] = route ? or_unknown(route->ns) : UNKNOWN,
+        [RETE_GL_SERVICE] = v[RETE_MESH_L_DESTINATION_SERVICE],
+        [RETE_GL_SRC_WORKLOAD] = v[RETE_MESH_L_SOURCE_WORKLOAD],
+        [RETE_GL_SRC_NAMESPACE] = v[RETE_MESH_L_SOURCE_WORKLOAD_NAMESPACE],
+        [RETE_GL_DST_WORKLOAD] = v[RETE_MESH_L_DESTINATION_WORKLOAD],
+        [RETE_GL_DST_NAMESPACE] = v[RETE_MESH_L_DESTINATION_WORKLOAD_NAMESPACE],
+        [RETE_GL_CLASSIFICATION] = failure ? RETE_VIEW_LIT("failure") : RETE_VIEW_LIT("success"),
+    };
+    bool s1, s2;
+    if (rete_metrics_shard_series_stable(w->shard, w->mm->route_requests_total, g, RETE_GL_N, requests, &s1) !=
+            RETE_OK ||
+        rete_metrics_shard_series_stable(w->shard, w->mm->route_request_duration_seconds, g, RETE_GL_KEY_N,
+                                         duration, &s2) != RETE_OK) {
+        rete_err("metrics: cannot resolve a route series");
+        abort();
+    }
+    return s1 && s2;
+}
+
 void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
 {
     rete_worker *w = ex->worker;
@@ -383,7 +420,7 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
             gs = t;
     }
     tel_key k = {.status = status, .grpc_status = grpc_status_key(gs), .error = (uint8_t)ex->error,
-                 .inbound = ex->inbound, .grpc = grpc};
+                 .inbound = ex->inbound, .grpc = grpc, .route = ex->route ? ex->route->route : NULL};
     /* The caller as the labels see it: its SPIFFE ID and what its proxy
      * said of its workload (peer_half), one string for the cache key. */
     char peer[sizeof(ex->peer_id) + 3 * 256];
@@ -425,6 +462,8 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
         }
         fresh = (tel_ent){.k = k, .hash = h, .requests = m[0], .duration = m[1], .req_bytes = m[2],
                           .resp_bytes = m[3]};
+        all_stable = resolve_route(w, k.route, v, is_failure(status, grpc, gs), &fresh.route_requests,
+                                   &fresh.route_duration) && all_stable;
         /* Overflow series are resolved every time, so each drop is counted. */
         if (all_stable && k.grpc_status != -2)
             cache_put(&ex->gen->tel, &fresh);
@@ -434,6 +473,8 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
     rete_metrics_observe(w->shard, e->duration, (double)dur_ns / 1e6); /* milliseconds */
     rete_metrics_observe(w->shard, e->req_bytes, (double)ex->req_bytes);
     rete_metrics_observe(w->shard, e->resp_bytes, (double)ex->resp_bytes);
+    rete_metrics_inc(w->shard, e->route_requests, 1);
+    rete_metrics_observe(w->shard, e->route_duration, (double)dur_ns / 1e9); /* seconds */
 }
 
 void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc)
