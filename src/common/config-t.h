@@ -88,6 +88,15 @@ typedef struct rete_locality_failover {
     const char *to;
 } rete_locality_failover;
 
+/* DestinationRule trafficPolicy.healthCheck (rete extension): the calling
+ * proxy's active checks of the Service's endpoints. */
+typedef enum rete_hc_kind {
+    RETE_HC_NONE,
+    RETE_HC_HTTP,  /* GET http.path, a status in expectedStatuses */
+    RETE_HC_TCP,   /* a connect (over the mesh: a CONNECT tunnel to the app port) */
+    RETE_HC_GRPC,  /* grpc.health.v1.Health/Check, SERVING */
+} rete_hc_kind;
+
 typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy */
     rete_lb_kind lb;
     rete_hash_on hash_on;
@@ -121,6 +130,19 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     bool locality;
     const rete_locality_failover *failover;
     size_t n_failover;
+    /* loadBalancer.warmupDurationSecs (slow start), 0 = off; ROUND_ROBIN and
+     * LEAST_REQUEST only (refused with the others at load) */
+    uint32_t warmup_ms;
+    /* healthCheck (rete extension), hc_kind NONE = off */
+    rete_hc_kind hc_kind;
+    uint32_t hc_interval_ms;               /* default 10000 */
+    uint32_t hc_timeout_ms;                /* default 1000, <= interval */
+    uint32_t hc_unhealthy_threshold;       /* default 3 */
+    uint32_t hc_healthy_threshold;         /* default 2 */
+    const char *hc_path;                   /* http.path, default "/" */
+    const uint16_t *hc_statuses;           /* http.expectedStatuses; none: 200..399 */
+    size_t n_hc_statuses;
+    const char *hc_grpc_service;           /* grpc.service, default "" (the whole server) */
 } rete_traffic_policy;
 
 typedef struct rete_service {

@@ -85,6 +85,16 @@ static rete_rc lb_check(cfg_ctx *ctx, void *obj)
         r->p.lb = r->has_maglev ? RETE_LB_MAGLEV : RETE_LB_RING_HASH;
     else if (r->has_simple && r->simple >= 0)
         r->p.lb = (rete_lb_kind)r->simple;
+    /* Slow start ramps the weights the weighted balancers read at each pick;
+     * the hash-based ones keep a table built once per snapshot, and
+     * RANDOM/peak-EWMA draw on fixed prefix sums: refused with them. */
+    if (r->has_warmup && r->p.warmup_ms && r->p.lb != RETE_LB_ROUND_ROBIN &&
+        r->p.lb != RETE_LB_LEAST_REQUEST)
+        return cfg_fail_at(ctx, "warmupDurationSecs",
+                           "slow start is applied by simple: ROUND_ROBIN and LEAST_REQUEST "
+                           "only, not by %s (docs/traffic.md)",
+                           r->has_hash ? "consistentHash" : r->has_simple ? "this simple" :
+                           "the default (peak-EWMA)");
     return RETE_OK;
 }
 
@@ -127,6 +137,11 @@ static const cfg_field lb_fields[] = {
     {"consistentHash", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_hash), .sub = &hash_schema},
     {"localityLbSetting", CFG_OBJ, 0, .off = 0, CFG_HAS(raw_dr, has_locality),
      .sub = &locality_schema},
+    {"warmupDurationSecs", CFG_DURATION, 0, CFG_AT(raw_dr, p.warmup_ms),
+     CFG_HAS(raw_dr, has_warmup), .min = 0, .max = 3600000, .def = "0s", .docdef = "none",
+     .doc = "slow start (Istio's field, a duration): a new endpoint, or one back from an "
+     "ejection or a failed healthCheck, gets its weight ramped linearly from 10% over this "
+     "window; ROUND_ROBIN and LEAST_REQUEST only (refused with the others)"},
 };
 static const cfg_schema lb_schema = CFG_SCHEMA("LoadBalancerSettings", raw_dr, lb_fields, lb_check);
 
@@ -242,6 +257,72 @@ static const cfg_field retry_constraint_fields[] = {
 };
 static const cfg_schema retry_constraint_schema =
     CFG_SCHEMA("RetryConstraint", raw_dr, retry_constraint_fields, NULL);
+/* A request target sent as is: origin-form, visible ASCII, no fragment. */
+static rete_rc hc_path_check(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    (void)n;
+    const char *p = *(const char **)value;
+    if (p[0] != '/')
+        return cfg_fail(ctx, "must start with /");
+    for (; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#')
+            return cfg_fail(ctx, "must be visible ASCII without spaces or '#'");
+    return RETE_OK;
+}
+
+static const cfg_field hc_http_fields[] = {
+    {"path", CFG_STR, CFG_NONEMPTY, CFG_AT(raw_dr, p.hc_path), .def = "/",
+     .check = hc_path_check, .doc = "GET it (Host: the Service's FQDN) on the Service's first "
+     "port, through the same upstream as requests (over the mesh: to the endpoint's sidecar)"},
+    {"expectedStatuses", CFG_INTLIST, CFG_NONEMPTY, CFG_AT(raw_dr, p.hc_statuses),
+     CFG_CNT(raw_dr, p.n_hc_statuses), .elem = sizeof(uint16_t), .min = 100, .max = 599,
+     .docdef = "200..399", .doc = "statuses that pass, at most 32"},
+};
+static const cfg_schema hc_http_schema =
+    CFG_SCHEMA("HealthCheck.HTTP", raw_dr, hc_http_fields, NULL);
+
+/* tcp: {} has no field. */
+static const cfg_schema hc_tcp_schema = {"HealthCheck.TCP", sizeof(raw_dr), NULL, 0, NULL};
+
+static const cfg_field hc_grpc_fields[] = {
+    {"service", CFG_STR, 0, CFG_AT(raw_dr, p.hc_grpc_service), .def = "", .docdef = "\"\"",
+     .doc = "the HealthCheckRequest's service; empty: the whole server"},
+};
+static const cfg_schema hc_grpc_schema =
+    CFG_SCHEMA("HealthCheck.GRPC", raw_dr, hc_grpc_fields, NULL);
+
+static rete_rc hc_check(cfg_ctx *ctx, void *obj)
+{
+    raw_dr *r = obj;
+    if (r->has_hc_http + r->has_hc_tcp + r->has_hc_grpc != 1)
+        return cfg_fail(ctx, "exactly one of http, tcp and grpc is required");
+    if (r->p.hc_timeout_ms > r->p.hc_interval_ms)
+        return cfg_fail_at(ctx, "timeout", "must not be longer than interval");
+    if (r->p.n_hc_statuses > 32)
+        return cfg_fail_at(ctx, "http.expectedStatuses", "at most 32 statuses");
+    r->p.hc_kind = r->has_hc_http ? RETE_HC_HTTP : r->has_hc_tcp ? RETE_HC_TCP : RETE_HC_GRPC;
+    return RETE_OK;
+}
+
+static const cfg_field hc_fields[] = {
+    {"interval", CFG_DURATION, 0, CFG_AT(raw_dr, p.hc_interval_ms), .min = 100, .max = 3600000,
+     .def = "10s", .doc = "between two checks of an endpoint, jittered by +-10%; 100ms..1h"},
+    {"timeout", CFG_DURATION, 0, CFG_AT(raw_dr, p.hc_timeout_ms), .min = 10, .max = 600000,
+     .def = "1s", .doc = "a check without its answer by then fails; at most interval"},
+    {"unhealthyThreshold", CFG_INT, 0, CFG_AT(raw_dr, p.hc_unhealthy_threshold), .min = 1,
+     .max = 1000, .def = "3", .doc = "failed checks in a row that take the endpoint out"},
+    {"healthyThreshold", CFG_INT, 0, CFG_AT(raw_dr, p.hc_healthy_threshold), .min = 1,
+     .max = 1000, .def = "2", .doc = "passed checks in a row that put it back"},
+    {"http", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_hc_http), .sub = &hc_http_schema,
+     .docdef = "-", .doc = "an HTTP check; exactly one of http, tcp and grpc"},
+    {"tcp", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_hc_tcp), .sub = &hc_tcp_schema,
+     .docdef = "-", .doc = "`{}`: a connect to the endpoint (over the mesh: a CONNECT tunnel "
+     "through its sidecar to the app port, which its sidecar opens before answering)"},
+    {"grpc", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_hc_grpc), .sub = &hc_grpc_schema,
+     .docdef = "-", .doc = "grpc.health.v1 Health/Check on the Service's first GRPC (else "
+     "first) port; SERVING passes"},
+};
+static const cfg_schema hc_schema = CFG_SCHEMA("HealthCheck", raw_dr, hc_fields, hc_check);
 
 static const cfg_field policy_fields[] = {
     {"loadBalancer", CFG_OBJ, 0, .off = 0, .sub = &lb_schema},
@@ -252,6 +333,9 @@ static const cfg_field policy_fields[] = {
      .doc = "rete extension in Gateway API's shape (GEP-3388, BackendTrafficPolicy "
      "retryConstraint): the Service's retry budget, kept by each calling proxy across its "
      "workers"},
+    {"healthCheck", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_hc), .sub = &hc_schema,
+     .docdef = "off", .doc = "rete extension (Envoy's and Consul's shape): active health "
+     "checks of each endpoint by the calling proxy; failing endpoints leave the balancer"},
 };
 
 /* Istio: locality balancing is on by default, and takes effect only with

@@ -185,6 +185,23 @@ static json_t *json_policy(const rete_traffic_policy *p)
                                   "minRetryIntervalMs", (json_int_t)p->min_retry_interval_ms));
     json_object_set_new(j, "locality", json_boolean(p->locality));
     json_object_set_new(j, "failover", fo);
+    json_object_set_new(j, "warmupMs", json_integer(p->warmup_ms));
+    if (p->hc_kind != RETE_HC_NONE) {
+        static const char *const kinds[] = {[RETE_HC_HTTP] = "http", [RETE_HC_TCP] = "tcp",
+                                            [RETE_HC_GRPC] = "grpc"};
+        json_t *hc = json_pack("{s:s, s:i, s:i, s:i, s:i}", "kind", kinds[p->hc_kind],
+                               "intervalMs", (json_int_t)p->hc_interval_ms, "timeoutMs",
+                               (json_int_t)p->hc_timeout_ms, "unhealthyThreshold",
+                               (json_int_t)p->hc_unhealthy_threshold, "healthyThreshold",
+                               (json_int_t)p->hc_healthy_threshold);
+        if (p->hc_kind == RETE_HC_HTTP) {
+            json_object_set_new(hc, "path", json_string(p->hc_path));
+            json_object_set_new(hc, "expectedStatuses", json_u16s(p->hc_statuses, p->n_hc_statuses));
+        } else if (p->hc_kind == RETE_HC_GRPC) {
+            json_object_set_new(hc, "service", json_string(p->hc_grpc_service ? p->hc_grpc_service : ""));
+        }
+        json_object_set_new(j, "healthCheck", hc);
+    }
     return j;
 }
 

@@ -177,6 +177,7 @@ typedef struct raw_dr {
     bool source_ip;
     bool has_simple, has_hash, has_header, has_cookie, has_source_ip, has_ring, has_maglev;
     bool has_outlier, has_locality, locality_enabled;
+    bool has_hc, has_hc_http, has_hc_tcp, has_hc_grpc, has_warmup;
 } raw_dr;
 
 /* PeerAuthentication */

@@ -827,6 +827,32 @@ static const bad_case bad_cases[] = {
      "spec.trafficPolicy.retryConstraint.budget.interval", "out of range"},
     {DR("{host: web, trafficPolicy: {retryConstraint: {minRetryRate: {count: -1}}}}"), 2,
      "spec.trafficPolicy.retryConstraint.minRetryRate.count", "between"},
+    /* healthCheck (rete extension) and slow start */
+    {DR("{host: web, trafficPolicy: {healthCheck: {interval: 1s}}}"), 2,
+     "spec.trafficPolicy.healthCheck", "exactly one of http, tcp and grpc"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {tcp: {}, http: {}}}}"), 2,
+     "spec.trafficPolicy.healthCheck", "exactly one of http, tcp and grpc"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {tcp: {}, interval: 1s, timeout: 2s}}}"), 2,
+     "spec.trafficPolicy.healthCheck.timeout", "not be longer than interval"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {tcp: {}, interval: 10ms}}}"), 2,
+     "spec.trafficPolicy.healthCheck.interval", "out of range"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {tcp: {}, unhealthyThreshold: 0}}}"), 2,
+     "spec.trafficPolicy.healthCheck.unhealthyThreshold", "between 1 and 1000"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {http: {path: health}}}}"), 2,
+     "spec.trafficPolicy.healthCheck.http.path", "must start with /"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {http: {path: \"/a b\"}}}}"), 2,
+     "spec.trafficPolicy.healthCheck.http.path", "without spaces"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {http: {expectedStatuses: [700]}}}}"), 2,
+     "spec.trafficPolicy.healthCheck.http.expectedStatuses[0]", "between 100 and 599"},
+    {DR("{host: web, trafficPolicy: {healthCheck: {tcp: {port: 80}}}}"), 2,
+     "spec.trafficPolicy.healthCheck.tcp.port", "unknown field"},
+    {DR("{host: web, trafficPolicy: {loadBalancer: {warmupDurationSecs: 30s}}}"), 2,
+     "spec.trafficPolicy.loadBalancer.warmupDurationSecs", "ROUND_ROBIN and LEAST_REQUEST"},
+    {DR("{host: web, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}, "
+        "warmupDurationSecs: 30s}}}"),
+     2, "spec.trafficPolicy.loadBalancer.warmupDurationSecs", "not by consistentHash"},
+    {DR("{host: web, trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 30s}}}"),
+     2, "spec.trafficPolicy.loadBalancer.warmupDurationSecs", "ROUND_ROBIN and LEAST_REQUEST"},
     /* PeerAuthentication, AuthorizationPolicy, MeshConfig */
     {PROXY_DOC
      "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x}\n"

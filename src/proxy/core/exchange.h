@@ -145,6 +145,9 @@ struct rete_exchange {
      * mirror_copy: this exchange is a copy, with no downstream connection. */
     struct rete_mirror *mirror;
     bool mirror_copy;
+    /* Active health checks (http/health_check.c): on a check, its state (in
+     * its arena); a check has no downstream connection either. */
+    struct rete_hc_check *hc;
     /* what routing decided */
     const rete_route_table *table;
     const rete_route_entry *route;
@@ -302,6 +305,9 @@ typedef struct rete_request_path {
     void (*release_share)(rete_exchange *ex);
     /* A generation is freed: the request path's per-generation state. */
     void (*gen_free)(struct rete_gen *g);
+    /* Worker w installed a new generation (w->gen; at start, from the main
+     * thread before the worker's thread runs). NULL: nothing to do. */
+    void (*gen_installed)(struct rete_worker *w);
 } rete_request_path;
 
 void rete_request_path_set(const rete_request_path *rp);

@@ -38,6 +38,7 @@ static const char *const l_version[] = {"version"};
 static const char *const l_listener_reason[] = {"listener", "reason"};
 static const char *const l_timeout[] = {"timeout"};
 static const char *const l_cluster_timeout[] = {"cluster", "timeout"};
+static const char *const l_cluster_result[] = {"cluster", "result"};
 static const char *const l_cluster_reason[] = {"cluster", "reason"};
 static const char *const l_kind[] = {"kind"};
 static const char *const l_action[] = {"action"};
@@ -158,6 +159,12 @@ static const struct {
       "Endpoints ejected by outlier detection, by cluster."),
     F(lb_endpoints_ejected, "rete_proxy_lb_endpoints_ejected", G, NOLABELS,
       "Endpoints ejected by outlier detection now, over every cluster (proxy-wide)."),
+    F(health_checks_total, "rete_proxy_health_checks_total", C, L(l_cluster_result),
+      "Active health checks (DestinationRule healthCheck) made, by cluster and result (success, "
+      "failure, timeout, error)."),
+    F(health_check_endpoints_unhealthy, "rete_proxy_health_check_endpoints_unhealthy", G, NOLABELS,
+      "Endpoints out of the balancers because they fail their active health checks now "
+      "(proxy-wide)."),
     F(retries_total, "rete_proxy_retries_total", C, L(l_cluster_reason),
       "Request retries made, by cluster and reason (connect_failure, reset, status, grpc_status, "
       "per_try_timeout)."),

@@ -92,6 +92,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family h2_abuse_total;                   /* {reason}: see RETE_H2_ABUSE_* */
     rete_metric_family lb_ejections_total;               /* {cluster} */
     rete_metric_family lb_endpoints_ejected;             /* gauge: scrape-time scan (outlier.h) */
+    rete_metric_family health_checks_total;              /* {cluster, result} (health_check.h) */
+    rete_metric_family health_check_endpoints_unhealthy; /* gauge: scrape-time scan (outlier.h) */
     rete_metric_family retries_total;                    /* {cluster, reason} */
     rete_metric_family retry_budget_exhausted_total;     /* {cluster} */
     rete_metric_family faults_injected_total;            /* {kind}: delay, abort */

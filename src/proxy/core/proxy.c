@@ -47,6 +47,13 @@ static double ejected_now(void *arg)
     return (double)rete_outlier_count_ejected(uv_hrtime());
 }
 
+/* rete_proxy_health_check_endpoints_unhealthy, at scrape time. */
+static double hc_down_now(void *arg)
+{
+    (void)arg;
+    return (double)rete_outlier_count_hc_down();
+}
+
 void rete_proxy_metrics_init(rete_proxy *p)
 {
     p->metrics = rete_metrics_new();
@@ -129,6 +136,11 @@ void rete_proxy_metrics_init(rete_proxy *p)
     if (rete_metrics_gauge_fn(p->metrics, fixed(p, mm->lb_endpoints_ejected, NULL), ejected_now,
                               NULL) != RETE_OK) {
         rete_err("metrics: cannot bind rete_proxy_lb_endpoints_ejected");
+        abort();
+    }
+    if (rete_metrics_gauge_fn(p->metrics, fixed(p, mm->health_check_endpoints_unhealthy, NULL),
+                              hc_down_now, NULL) != RETE_OK) {
+        rete_err("metrics: cannot bind rete_proxy_health_check_endpoints_unhealthy");
         abort();
     }
     p->main_shard = rete_metrics_shard_new(p->metrics);

@@ -270,6 +270,9 @@ static void take_incoming(rete_worker *w)
         old->retired = true;
         rete_gen_release(w, old);
     }
+    const rete_request_path *rp = rete_request_path_get();
+    if (rp && rp->gen_installed)
+        rp->gen_installed(w);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)

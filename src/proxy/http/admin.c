@@ -24,8 +24,9 @@
 #include <time.h>
 
 /* /clusters: every Service of the snapshot, its endpoints, and what outlier
- * detection (proxy-wide: every worker sees the same) and locality say of
- * each. Read through this worker's balancers. */
+ * detection and active health checks (proxy-wide: every worker sees the
+ * same), locality and slow start say of each. Read through this worker's
+ * balancers. */
 static char *clusters_json(rete_gen *g)
 {
     uint64_t now = uv_hrtime();
@@ -51,6 +52,14 @@ static char *clusters_json(rete_gen *g)
                                (json_int_t)es.consecutive_5xx, "consecutiveGatewayErrors",
                                (json_int_t)es.consecutive_gateway, "failures",
                                (json_int_t)es.failures, "ejections", (json_int_t)es.ejections));
+            json_t *ep = json_array_get(eps, json_array_size(eps) - 1);
+            if (svc->policy.hc_kind != RETE_HC_NONE && ep) {
+                /* healthCheck: failing now, and the checks in a row (> 0 passed, < 0 failed) */
+                json_object_set_new(ep, "healthCheckFailing", json_boolean(es.hc_down));
+                json_object_set_new(ep, "healthCheckStreak", json_integer(es.hc_streak));
+            }
+            if (svc->policy.warmup_ms && ep) /* slow start: the share of its weight it has now */
+                json_object_set_new(ep, "weightPercent", json_integer(es.weight_percent));
         }
         json_array_append_new(list, json_pack("{s:s, s:s, s:i, s:b, s:o}", "name",
                                               svc->fqdn ? svc->fqdn : "", "lb",

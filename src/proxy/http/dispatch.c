@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "codec.h"
 #include "config.h"
+#include "health_check.h"
 #include "log.h"
 #include "path_norm.h"
 #include "retry.h"
@@ -65,6 +66,9 @@ static const rete_filter *const admin_filters[] = {&rete_filter_telemetry, &rete
  * balancer report, the mirror's count). Nobody called it: it is neither
  * in the proxy's request metrics nor in its access log. */
 static const rete_filter *const mirror_filters[] = {&rete_filter_route, &rete_filter_mirror};
+/* An active health check (health_check.c): not routed, not counted as a
+ * request, not logged; its one filter reads the answer and applies it. */
+static const rete_filter *const health_filters[] = {&rete_filter_health_check};
 
 /* The body stages are gathered by rete_filter_chain_prepare at start-up. */
 #define CHAIN(a) {.filters = (a), .n = sizeof(a) / sizeof((a)[0])}
@@ -74,10 +78,12 @@ FITS(outbound_filters);
 FITS(inbound_filters);
 FITS(admin_filters);
 FITS(mirror_filters);
+FITS(health_filters);
 rete_filter_chain rete_chain_outbound = CHAIN(outbound_filters);
 rete_filter_chain rete_chain_inbound = CHAIN(inbound_filters);
 static rete_filter_chain chain_admin = CHAIN(admin_filters);
 static rete_filter_chain chain_mirror = CHAIN(mirror_filters);
+static rete_filter_chain chain_health = CHAIN(health_filters);
 
 bool rete_filter_chain_prepare(rete_filter_chain *c)
 {
@@ -123,6 +129,8 @@ const rete_filter_chain *rete_filter_chain_of(const rete_exchange *ex)
         return &chain_admin;
     if (ex->mirror_copy)
         return &chain_mirror;
+    if (ex->hc)
+        return &chain_health;
     return ex->inbound ? &rete_chain_inbound : &rete_chain_outbound;
 }
 
@@ -241,6 +249,7 @@ static rete_request_path request_path = {
     .finish = rete_dispatch_finish,
     .release_share = rete_dispatch_release_share,
     .gen_free = gen_free,
+    .gen_installed = rete_health_check_gen_installed,
 };
 
 void rete_http_register(void)
@@ -249,6 +258,7 @@ void rete_http_register(void)
     body |= rete_filter_chain_prepare(&rete_chain_inbound);
     body |= rete_filter_chain_prepare(&chain_admin);
     body |= rete_filter_chain_prepare(&chain_mirror);
+    body |= rete_filter_chain_prepare(&chain_health);
     request_path.body = body ? dispatch_body : NULL;
     rete_request_path_set(&request_path);
 }

@@ -137,14 +137,21 @@ void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, i
         (*ex->ds_held)++;
     if (ex->try_state)
         rete_retry_try_started(ex);
+    ex->target_port = sp->target_port ? sp->target_port : sp->port; /* for the telemetry */
+    if (ex->tunnel)
+        rete_telemetry_tunnel_open(ex);
+    rete_route_send(ex, svc, sp, idx);
+}
+
+void rete_route_send(rete_exchange *ex, const rete_service *svc, const rete_service_port *sp,
+                     int idx)
+{
     const rete_workload *wl = svc->endpoints[idx];
     uint32_t cto = svc->policy.connect_timeout_ms;
     uint16_t target = sp->target_port ? sp->target_port : sp->port;
     ex->target_port = target;
     char addr[80];
     snprintf(addr, sizeof(addr), "%s:%u", wl->address, target);
-    if (ex->tunnel)
-        rete_telemetry_tunnel_open(ex);
     if (wl->in_mesh) {
         if (ex->tunnel) {
             /* HBONE: CONNECT to the workload's address:port, carried on

@@ -64,5 +64,12 @@ bool rete_retry_upstream_response(rete_exchange *ex);
  * new one to Service svc port `port`, avoiding endpoint `exclude`. */
 void rete_route_try_end(rete_exchange *ex, bool failed);
 void rete_route_try(rete_exchange *ex, const rete_service *svc, uint16_t port, int exclude);
+/* The end of rete_route_try, with no balancer, breaker or telemetry: send
+ * the exchange to endpoint `idx` of svc on service port sp as any request
+ * goes (over the mesh to its sidecar, else straight to it), the upstream
+ * codec by the port's protocol, a tunnel (ex->tunnel) as one. Health
+ * checks (health_check.c) use it. */
+void rete_route_send(rete_exchange *ex, const rete_service *svc, const rete_service_port *sp,
+                     int idx);
 
 #endif

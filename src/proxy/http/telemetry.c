@@ -483,6 +483,12 @@ void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc)
     rete_metrics_inc(w->shard, resolve(w, w->mm->lb_ejections_total, &cluster, 1), 1);
 }
 
+void rete_telemetry_health_check(rete_worker *w, const rete_service *svc, const char *result)
+{
+    rete_view v[2] = {or_unknown(svc->fqdn), rete_view_cstr(result)};
+    rete_metrics_inc(w->shard, resolve(w, w->mm->health_checks_total, v, 2), 1);
+}
+
 void rete_telemetry_retry(rete_worker *w, const rete_service *svc, const char *reason)
 {
     rete_view v[2] = {or_unknown(svc->fqdn), rete_view_cstr(reason)};

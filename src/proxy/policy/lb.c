@@ -59,6 +59,11 @@
 #define OUTLIER_INTERVAL_MS_DEFAULT 10000u
 #define OUTLIER_MAX_EJECTION_MS 300000u
 
+/* Slow start (Envoy's slow_start_config with aggression 1): an endpoint's
+ * weight is weight x max(MIN_PERCENT, age / window), in units of 1/SCALE. */
+#define WARMUP_SCALE 1000u
+#define WARMUP_MIN_PERCENT 10u
+
 /* Rejection-sampling tries before an O(n) scan over available endpoints. */
 #define SAMPLE_TRIES 8
 
@@ -87,6 +92,8 @@ struct rete_lb_shared {
     uint32_t min_health_percent;
     uint64_t base_ejection_ns;
     uint64_t interval_ns;
+    bool hc;            /* healthCheck: endpoints failing it are out */
+    uint64_t warmup_ns; /* slow start window, 0 = off (ROUND_ROBIN, LEAST_REQUEST) */
 };
 
 /* Mutable per-worker state of one endpoint: 64 bytes, one cache line. */
@@ -97,6 +104,7 @@ typedef struct ep_state {
     uint64_t picks;
     rete_outlier *od; /* its proxy-wide outlier slot; NULL: never ejected */
     uint32_t outstanding;
+    uint32_t w_eff;   /* slow start: its weight x WARMUP_SCALE x the ramp (rescan) */
     uint8_t level;    /* locality level */
     bool sampled;     /* ewma_ns/stamp_ns hold a measurement */
 } ep_state;
@@ -112,6 +120,7 @@ struct rete_lb {
     bool panic;
     bool levels;                    /* locality on with more than one level in use */
     uint32_t load[RETE_LB_LEVELS];  /* each level's share of picks, per 10000 */
+    bool warming;                   /* slow start: some endpoint's w_eff is ramping */
     /* filter for the pick in progress */
     uint64_t f_now;
     int f_exclude;
@@ -354,6 +363,9 @@ rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out)
     sh->interval_ns =
         (uint64_t)(p->outlier_interval_ms ? p->outlier_interval_ms : OUTLIER_INTERVAL_MS_DEFAULT) *
         NS_PER_MS;
+    sh->hc = p->hc_kind != RETE_HC_NONE;
+    if (sh->kind == RETE_LB_ROUND_ROBIN || sh->kind == RETE_LB_LEAST_REQUEST)
+        sh->warmup_ns = (uint64_t)p->warmup_ms * NS_PER_MS;
 
     switch (sh->kind) {
     case RETE_LB_RING_HASH:
@@ -433,13 +445,6 @@ static uint8_t level_of(const rete_traffic_policy *p, const rete_workload *self,
     return 4;
 }
 
-/* "address:mesh_port", the endpoint's key in the outlier table. */
-static void endpoint_key(const rete_workload *w, char *buf, size_t len)
-{
-    snprintf(buf, len, "%s:%u", w->address ? w->address : (w->name ? w->name : ""),
-             (unsigned)w->mesh_port);
-}
-
 rete_lb *rete_lb_new_at(rete_lb_shared *sh, const rete_workload *self, uint64_t seed)
 {
     rete_lb *lb = rete_calloc(1, sizeof *lb);
@@ -454,18 +459,17 @@ rete_lb *rete_lb_new_at(rete_lb_shared *sh, const rete_workload *self, uint64_t 
     lb->f_level = -1;
     const rete_service *svc = sh->svc;
     char name[300];
-    if (svc->fqdn)
-        snprintf(name, sizeof name, "%s", svc->fqdn);
-    else
-        snprintf(name, sizeof name, "%s.%s", svc->name ? svc->name : "", svc->ns ? svc->ns : "");
-    bool od = sh->consecutive_5xx || sh->consecutive_gw;
+    rete_outlier_service_name(svc, name, sizeof name);
+    /* The proxy-wide slots carry outlier detection, active health checks
+     * and slow start's join times. */
+    bool od = sh->consecutive_5xx || sh->consecutive_gw || sh->hc || sh->warmup_ns;
     if (od)
         lb->od_svc = rete_outlier_ref(name, NULL);
     bool local = svc->policy.locality && self && *label_of(self, LABEL_REGION);
     uint8_t first = RETE_LB_LEVELS;
     for (size_t i = 0; i < sh->n; i++) {
         char key[96];
-        endpoint_key(svc->endpoints[i], key, sizeof key);
+        rete_outlier_endpoint_key(svc->endpoints[i], key, sizeof key);
         if (od)
             lb->ep[i].od = rete_outlier_ref(name, key);
         lb->ep[i].level = local ? level_of(&svc->policy, self, svc->endpoints[i]) : 0;
@@ -542,6 +546,58 @@ static bool ejected(const ep_state *e, uint64_t now)
     return rete_outlier_ejected(e->od, now);
 }
 
+/* Out of the balancer: ejected, or failing its active health checks. */
+static bool out(const rete_lb *lb, const ep_state *e, uint64_t now)
+{
+    return ejected(e, now) || (lb->sh->hc && rete_outlier_hc_down(e->od));
+}
+
+/* Slow start: the percent of its weight endpoint i has at `now` (Envoy's
+ * slow_start_config, aggression 1): max(WARMUP_MIN_PERCENT, age / window),
+ * 100 once the window has passed. It (re)joined at the latest of its
+ * slot's join time (first seen by a balancer, or its health checks passing
+ * again) and the end of its last ejection; `join`: one never seen joins
+ * now (else it is reported as just joined). */
+static uint64_t warmup_percent(const rete_lb *lb, size_t i, uint64_t now, bool join)
+{
+    const rete_lb_shared *sh = lb->sh;
+    rete_outlier *o = lb->ep[i].od;
+    if (!o)
+        return 100;
+    uint64_t joined = atomic_load_explicit(&o->joined_ns, memory_order_relaxed);
+    if (!joined) {
+        if (!join)
+            return WARMUP_MIN_PERCENT;
+        uint64_t zero = 0;
+        joined = atomic_compare_exchange_strong_explicit(&o->joined_ns, &zero, now,
+                                                         memory_order_relaxed,
+                                                         memory_order_relaxed)
+                     ? now
+                     : zero;
+    }
+    uint64_t until = atomic_load_explicit(&o->ejected_until_ns, memory_order_relaxed);
+    if (until <= now && until > joined)
+        joined = until;
+    if (now >= joined + sh->warmup_ns)
+        return 100;
+    uint64_t pct = (now - joined) * 100 / sh->warmup_ns;
+    return pct < WARMUP_MIN_PERCENT ? WARMUP_MIN_PERCENT : pct;
+}
+
+/* Slow start: every endpoint's ramped weight, in 1/WARMUP_SCALE. */
+static void warmup_weights(rete_lb *lb, uint64_t now)
+{
+    const rete_lb_shared *sh = lb->sh;
+    lb->warming = false;
+    for (size_t i = 0; i < sh->n; i++) {
+        uint64_t pct = warmup_percent(lb, i, now, true);
+        uint64_t w = (uint64_t)sh->weight[i] * WARMUP_SCALE * pct / 100;
+        if (pct < 100 && sh->weight[i])
+            lb->warming = true;
+        lb->ep[i].w_eff = w > UINT32_MAX ? UINT32_MAX : w ? (uint32_t)w : (sh->weight[i] ? 1 : 0);
+    }
+}
+
 /* Refresh what this worker derives from the shared slots: the number
  * ejected, panic, and each locality level's share. O(n), at most every
  * RETE_LB_RESCAN_MS, or when an ejection ends. */
@@ -556,10 +612,10 @@ static void rescan(rete_lb *lb, uint64_t now)
         if (!sh->weight[i])
             continue;
         total[e->level]++;
-        if (ejected(e, now)) {
+        if (out(lb, e, now)) {
             n_ejected++;
             uint64_t until = atomic_load_explicit(&e->od->ejected_until_ns, memory_order_relaxed);
-            if (until < next)
+            if (until > now && until < next)
                 next = until;
         } else {
             healthy[e->level]++;
@@ -586,6 +642,8 @@ static void rescan(rete_lb *lb, uint64_t now)
         for (int l = 0; sum && sum < 10000 && l < RETE_LB_LEVELS; l++)
             lb->load[l] = (uint32_t)((uint64_t)lb->load[l] * 10000 / sum);
     }
+    if (sh->warmup_ns)
+        warmup_weights(lb, now);
     lb->next_scan_ns = next;
 }
 
@@ -648,7 +706,7 @@ static bool try_eject(rete_lb *lb, size_t idx, uint64_t now)
 
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns)
 {
-    return valid_idx(lb, idx) && ejected(&lb->ep[idx], now_ns);
+    return valid_idx(lb, idx) && out(lb, &lb->ep[idx], now_ns);
 }
 
 /* ---- peak EWMA --------------------------------------------------------------- */
@@ -703,7 +761,7 @@ static bool avail(const rete_lb *lb, size_t i)
 {
     const ep_state *e = &lb->ep[i];
     return lb->sh->weight[i] && (lb->f_level < 0 || e->level == lb->f_level) &&
-           (lb->f_panic || !ejected(e, lb->f_now)) && (int)i != lb->f_exclude &&
+           (lb->f_panic || !out(lb, e, lb->f_now)) && (int)i != lb->f_exclude &&
            (int)i != lb->f_skip;
 }
 
@@ -751,12 +809,14 @@ static int pick_round_robin(rete_lb *lb)
     int64_t total = 0;
     ep_state *best = NULL;
     int best_i = -1;
+    bool ramp = sh->warmup_ns != 0; /* weights in 1/WARMUP_SCALE, some ramping */
     for (size_t i = 0; i < sh->n; i++) {
         if (!avail(lb, i))
             continue;
         ep_state *e = &lb->ep[i];
-        e->rr_current += sh->weight[i];
-        total += sh->weight[i];
+        int64_t w = ramp ? e->w_eff : sh->weight[i];
+        e->rr_current += w;
+        total += w;
         if (!best || e->rr_current > best->rr_current) {
             best = e;
             best_i = (int)i;
@@ -780,11 +840,49 @@ static void p2c_candidates(rete_lb *lb, int *a, int *b)
     lb->f_skip = -1;
 }
 
+/* Slow start: a weighted draw over the available endpoints' ramped
+ * weights, O(n) (only while some endpoint is ramping). */
+static int pick_random_ramped(rete_lb *lb)
+{
+    const rete_lb_shared *sh = lb->sh;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < sh->n; i++)
+        if (avail(lb, i))
+            sum += lb->ep[i].w_eff;
+    if (!sum)
+        return -1;
+    uint64_t r = rng_below(lb, sum);
+    for (size_t i = 0; i < sh->n; i++) {
+        if (!avail(lb, i))
+            continue;
+        if (r < lb->ep[i].w_eff)
+            return (int)i;
+        r -= lb->ep[i].w_eff;
+    }
+    return -1; /* not reached */
+}
+
 /* P2C on outstanding / weight, compared by cross-multiplication; ties go to
- * the first draw, so an idle service spreads by weight. */
+ * the first draw, so an idle service spreads by weight. While slow start
+ * ramps an endpoint, both the draws and the comparison use the ramped
+ * weights. */
 static int pick_least_request(rete_lb *lb)
 {
     int a, b;
+    if (lb->warming) {
+        a = pick_random_ramped(lb);
+        b = -1;
+        if (a >= 0) {
+            lb->f_skip = a;
+            b = pick_random_ramped(lb);
+            lb->f_skip = -1;
+        }
+        if (b < 0)
+            return a;
+        uint64_t ca = (uint64_t)lb->ep[a].outstanding * lb->ep[b].w_eff;
+        uint64_t cb = (uint64_t)lb->ep[b].outstanding * lb->ep[a].w_eff;
+        return cb < ca ? b : a;
+    }
     p2c_candidates(lb, &a, &b);
     if (b < 0)
         return a;
@@ -996,6 +1094,9 @@ bool rete_lb_get_endpoint_stats(const rete_lb *lb, int idx, uint64_t now_ns,
         .outstanding = e->outstanding,
         .level = e->level,
         .ejected = ejected(e, now_ns),
+        .hc_down = lb->sh->hc && rete_outlier_hc_down(e->od),
+        .weight_percent =
+            lb->sh->warmup_ns ? (uint32_t)warmup_percent(lb, (size_t)idx, now_ns, false) : 100,
         .ewma_ms = ewma / NS_PER_MS,
     };
     const rete_outlier *o = e->od;
@@ -1008,6 +1109,7 @@ bool rete_lb_get_endpoint_stats(const rete_lb *lb, int idx, uint64_t now_ns,
             lb->sh, atomic_load_explicit(&o->times_ejected, memory_order_relaxed), until, now_ns);
         out->consecutive_5xx = atomic_load_explicit(&o->consecutive_5xx, memory_order_relaxed);
         out->consecutive_gateway = atomic_load_explicit(&o->consecutive_gw, memory_order_relaxed);
+        out->hc_streak = atomic_load_explicit(&o->hc_streak, memory_order_relaxed);
     }
     return true;
 }

@@ -93,7 +93,10 @@ typedef struct rete_lb_endpoint_stats {
     uint32_t times_ejected; /* the current ejection multiplier (proxy-wide) */
     uint32_t consecutive_5xx, consecutive_gateway;
     int level;              /* its locality level (0 = the caller's subzone) */
-    bool ejected;
+    bool ejected;           /* by outlier detection */
+    bool hc_down;           /* failing its active health checks (healthCheck) */
+    int32_t hc_streak;      /* > 0 checks passed in a row, < 0 failed */
+    uint32_t weight_percent; /* slow start: its weight's share now, 100 when not ramping */
     double ewma_ms; /* PEAK_EWMA's latency estimate at `now`; 0 = unsampled */
 } rete_lb_endpoint_stats;
 
@@ -134,8 +137,10 @@ rete_lb *rete_lb_new(const rete_service *svc, uint64_t seed);
 void rete_lb_free(rete_lb **lb);
 
 /* Choose an endpoint: its index in svc->endpoints, or -1 when the service has
- * no endpoint of non-zero weight. Ejected endpoints are skipped unless all are
- * ejected (panic: then ejection is ignored). Counts a pick; does not count
+ * no endpoint of non-zero weight. Ejected endpoints, and with a healthCheck
+ * those failing it, are skipped unless all are (panic: then both are
+ * ignored). With slow start (ROUND_ROBIN, LEAST_REQUEST) an endpoint that
+ * joined within warmupDurationSecs weighs less (lb.c, warmup_weights). Counts a pick; does not count
  * the request as outstanding (call rete_lb_start when it is sent). */
 int rete_lb_pick(rete_lb *lb, const rete_lb_context *ctx, uint64_t now_ns);
 
@@ -152,6 +157,7 @@ bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uin
 bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
                   uint64_t now_ns);
 
+/* Ejected or failing its health checks: not picked (but in panic). */
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns);
 void rete_lb_get_stats(const rete_lb *lb, uint64_t now_ns, rete_lb_stats *out);
 /* false when idx is out of range. */

@@ -1,6 +1,7 @@
 /* Outlier detection state shared by a proxy's workers; see outlier.h. */
 #include "outlier.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "hash.h"
@@ -48,6 +49,9 @@ static bool claim(rete_outlier *o, uint64_t key)
         atomic_store_explicit(&o->times_ejected, 0, memory_order_relaxed);
         atomic_store_explicit(&o->ejections, 0, memory_order_relaxed);
         atomic_store_explicit(&o->failures, 0, memory_order_relaxed);
+        atomic_store_explicit(&o->hc_down, 0, memory_order_relaxed);
+        atomic_store_explicit(&o->hc_streak, 0, memory_order_relaxed);
+        atomic_store_explicit(&o->joined_ns, 0, memory_order_relaxed);
     }
     return true;
 }
@@ -81,6 +85,12 @@ rete_outlier *rete_outlier_ref(const char *fqdn, const char *id)
     return NULL;
 }
 
+void rete_outlier_hold(rete_outlier *o)
+{
+    if (o)
+        atomic_fetch_add_explicit(&o->word, 1, memory_order_acq_rel);
+}
+
 void rete_outlier_unref(rete_outlier *o)
 {
     if (o)
@@ -94,6 +104,30 @@ uint64_t rete_outlier_count_ejected(uint64_t now)
         if (atomic_load_explicit(&slots[i].word, memory_order_relaxed) && rete_outlier_ejected(&slots[i], now))
             n++;
     return n;
+}
+
+uint64_t rete_outlier_count_hc_down(void)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < RETE_OUTLIER_SLOTS; i++)
+        if ((atomic_load_explicit(&slots[i].word, memory_order_relaxed) & REFS_MASK) &&
+            rete_outlier_hc_down(&slots[i]))
+            n++;
+    return n;
+}
+
+void rete_outlier_endpoint_key(const rete_workload *w, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:%u", w->address ? w->address : (w->name ? w->name : ""),
+             (unsigned)w->mesh_port);
+}
+
+void rete_outlier_service_name(const rete_service *svc, char *buf, size_t len)
+{
+    if (svc->fqdn)
+        snprintf(buf, len, "%s", svc->fqdn);
+    else
+        snprintf(buf, len, "%s.%s", svc->name ? svc->name : "", svc->ns ? svc->ns : "");
 }
 
 uint64_t rete_outlier_overflows(void)

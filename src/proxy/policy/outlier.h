@@ -29,7 +29,10 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "config-t.h"
 
 #define RETE_OUTLIER_SLOTS 4096u
 #define RETE_OUTLIER_PROBE 64u
@@ -44,23 +47,50 @@ typedef struct rete_outlier {
     _Atomic uint32_t lock;             /* Service slots: ejection decisions, a try-lock */
     _Atomic uint64_t ejections;        /* ejections of this endpoint (admin view) */
     _Atomic uint64_t failures;         /* failures reported (admin view) */
-    char pad[16];
+    /* Active health checks (healthCheck; written by the proxy's one checker,
+     * health_check.c, read by every balancer): 1 while the endpoint has
+     * failed unhealthyThreshold checks in a row and not yet passed
+     * healthyThreshold since. */
+    _Atomic uint32_t hc_down;
+    /* > 0: passed checks in a row, < 0: failed checks in a row */
+    _Atomic int32_t hc_streak;
+    /* Slow start: when the endpoint (re)joined — its slot first used by a
+     * balancer, or its checks passing again; 0 = not yet seen. */
+    _Atomic uint64_t joined_ns;
 } rete_outlier;
+
+_Static_assert(sizeof(rete_outlier) == 64, "one cache line per slot");
 
 /* The slot of endpoint `id` (address:port) of Service `fqdn`, or of the
  * Service itself when id is NULL, with one reference taken; NULL when the
  * table has no room (see above). */
 rete_outlier *rete_outlier_ref(const char *fqdn, const char *id);
 void rete_outlier_unref(rete_outlier *o);
+/* One more reference on a slot already held (NULL: nothing). */
+void rete_outlier_hold(rete_outlier *o);
 
 static inline bool rete_outlier_ejected(const rete_outlier *o, uint64_t now)
 {
     return o && now < atomic_load_explicit(&o->ejected_until_ns, memory_order_relaxed);
 }
 
+static inline bool rete_outlier_hc_down(const rete_outlier *o)
+{
+    return o && atomic_load_explicit(&o->hc_down, memory_order_relaxed);
+}
+
+/* "address:mesh_port" (the name without an address) of endpoint `w`, its
+ * key in the table under its Service's FQDN (rete_outlier_service_name). */
+void rete_outlier_endpoint_key(const rete_workload *w, char *buf, size_t len);
+/* The Service's FQDN, or name.ns when the snapshot has none. */
+void rete_outlier_service_name(const rete_service *svc, char *buf, size_t len);
+
 /* Endpoints ejected at `now`, over every Service (the gauge
  * rete_proxy_lb_endpoints_ejected). Scans the table: for scrapes. */
 uint64_t rete_outlier_count_ejected(uint64_t now);
+/* Endpoints failing their active health checks now (the gauge
+ * rete_proxy_health_check_endpoints_unhealthy). Scans the table. */
+uint64_t rete_outlier_count_hc_down(void);
 /* Endpoints that found no slot since start. */
 uint64_t rete_outlier_overflows(void);
 
