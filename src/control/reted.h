@@ -52,6 +52,8 @@ typedef struct reted {
     reted_stats stats;              /* /metrics: families and counters (stats.h) */
     reted_scrape scrape;            /* /metrics: what is read at scrape time (scrape.h) */
     int64_t started_unix;
+    uv_async_t store_async;         /* the store's watch wakes the loop (replica.c) */
+    bool store_watching;
 } reted;
 
 /* Wall-clock seconds (certificate and token times, the registry's times). */
