@@ -494,6 +494,8 @@ static rete_rc take_line(reted_etcd_http *c, rete_error *err)
         used += k;
         if (c->line_len + dl > c->max_response)
             return rete_error_set(err, RETE_EIO, "etcd: watch message over the %zu-byte bound", c->max_response);
+        if (!dl)
+            continue;
         RETE_GROW(c->line, c->line_cap, c->line_len + dl + 1, 4096);
         memcpy(c->line + c->line_len, d, dl);
         c->line_len += dl;
