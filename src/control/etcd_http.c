@@ -61,6 +61,8 @@ static rete_rc parse_endpoints(reted_etcd_http *c, const char *list, rete_error 
         snprintf(c->ep[c->n_ep].port, sizeof c->ep[0].port, "%ld", port);
         c->n_ep++;
         p = end ? end + 1 : p + len;
+        if (end && !*p)
+            return rete_error_set(err, RETE_EINVAL, "etcd: bad endpoint list %s (host:port,...)", list);
     }
     if (c->n_ep == 0)
         return rete_error_set(err, RETE_EINVAL, "etcd: no endpoint in %s", list);
@@ -122,6 +124,7 @@ void reted_etcd_http_close(reted_etcd_http *c)
         c->chunked = NULL;
     }
     c->in_len = c->line_len = c->line_taken = 0;
+    c->ended = false;
 }
 
 void reted_etcd_http_free(reted_etcd_http *c)
@@ -472,8 +475,8 @@ rete_rc reted_etcd_http_stream_open(reted_etcd_http *c, const char *path, const 
     return RETE_OK;
 }
 
-/* Move decoded body bytes from c->in to c->line; a complete message (up
- * to a newline) is returned through *msg. */
+/* Move decoded body bytes from c->in to c->line, where stream_next finds
+ * the messages (newline-delimited); the last chunk sets c->ended. */
 static rete_rc take_line(reted_etcd_http *c, rete_error *err)
 {
     size_t used = 0;
@@ -485,8 +488,9 @@ static rete_rc take_line(reted_etcd_http *c, rete_error *err)
             if (r < 0)
                 return rete_error_set(err, RETE_EIO, "etcd: bad chunked watch stream");
             if (r == 1) {
-                consume(c, used + k);
-                return rete_error_set(err, RETE_EIO, "etcd: watch stream ended");
+                used += k;
+                c->ended = true;
+                break;
             }
             if (k == 0 && dl == 0)
                 break;
@@ -526,8 +530,10 @@ rete_rc reted_etcd_http_stream_next(reted_etcd_http *c, int wait_ms, const char 
             return RETE_OK;
         }
         RETE_GUARD(take_line(c, err));
-        if (memchr(c->line ? c->line : "", '\n', c->line_len))
+        if (c->line_len && memchr(c->line, '\n', c->line_len))
             continue;
+        if (c->ended)
+            return rete_error_set(err, RETE_EIO, "etcd: watch stream ended");
         bool eof = false;
         rete_rc rc = fill(c, deadline, &eof);
         if (rc == RETE_EAGAIN)

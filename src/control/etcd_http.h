@@ -36,6 +36,7 @@ typedef struct reted_etcd_http {
     char *in;
     size_t in_len, in_cap;
     int body_mode;      /* rete_h1_body of the stream */
+    bool ended;         /* the stream's last chunk came: what is in line is all there is */
     void *chunked;      /* rete_h1_chunked *, streams only */
     char *line;         /* a message being assembled */
     size_t line_len, line_cap;

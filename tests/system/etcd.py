@@ -36,7 +36,7 @@ class EtcdCluster:
 
     def start_member(self, i, state="new"):
         m = self.members[i]
-        args = [ETCD, "--name", m["name"], "--data-dir", os.path.join(self.tmp, f"etcd-{m['name']}"),
+        args = ["--name", m["name"], "--data-dir", os.path.join(self.tmp, f"etcd-{m['name']}"),
                 "--listen-client-urls", f"http://{m['host']}:{m['client']}",
                 "--advertise-client-urls", f"http://{m['host']}:{m['client']}",
                 "--listen-peer-urls", f"http://{m['host']}:{m['peer']}",
@@ -44,7 +44,7 @@ class EtcdCluster:
                 "--initial-cluster", self.initial, "--initial-cluster-token", self.token,
                 "--initial-cluster-state", state, "--heartbeat-interval", "50", "--election-timeout", "500"]
         # the version line comes first, before the member needs its peers
-        m["proc"] = start_process(args, r"etcd Version", timeout=20, persistent=self.persistent)
+        m["proc"] = start_process([ETCD, *args], r"etcd Version", timeout=20, persistent=self.persistent)
 
     def start(self):
         for i in range(len(self.members)):
