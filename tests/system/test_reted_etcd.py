@@ -182,3 +182,15 @@ def test_compaction_while_a_replica_cannot_watch_relists_and_misses_nothing(tmp_
         wait_for(lambda: tagged(cb, "v2"), 30, 0.3, "client-b has the last change")
     finally:
         own.stop()
+
+
+def test_an_apply_over_etcds_transaction_limit_is_refused_whole(cluster, tmp_path):
+    (a,) = replicas(tmp_path, cluster.endpoints, "/t-limit/", n=1)
+    st, body = a.apply([svc(f"s{i}", 80) for i in range(129)])
+    assert st == 413 and "128" in body["error"] and "smaller parts" in body["error"], (st, body)
+    assert a.get("service", NS)[1]["items"] == []
+    assert cluster.keys("/t-limit/") == []
+    # 128 is one transaction: all written, one revision
+    res = a.apply_ok([svc(f"s{i}", 80) for i in range(128)])["results"]
+    assert len({r["resourceVersion"] for r in res}) == 1
+    assert len(cluster.keys("/t-limit/resources/")) == 128
