@@ -27,6 +27,17 @@ static void respond_error(rete_http_req *req, int status, const char *msg)
     rete_http_respond_jobj(req, status, json_pack("{s:s}", "error", msg));
 }
 
+/* A store that failed (etcd unreachable, quorum lost) is the service being
+ * unavailable, not a bug of the request: 503 and the store's name, so that
+ * a client retries later and an operator knows where to look. */
+static void respond_store_error(rete_http_req *req, const reted *r, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s: the %s store is unavailable; retry when it is back (reted's log says why)",
+             what, r->store->ops->name);
+    respond_error(req, 503, msg);
+}
+
 static bool authorized(const reted *r, const rete_http_req *req)
 {
     rete_view h = rete_http_header_get(req, "authorization");
@@ -119,8 +130,13 @@ static void apply(reted *r, rete_http_req *req)
     reted_index fresh = {0};
     if (!ix && reted_index_build(&fresh, r->store) == RETE_OK)
         ix = &fresh;
-    json_t *verr = ix ? reted_assign_cluster_ips(docs, n, source, ix)
-                      : json_pack("{s:s}", "error", "store unavailable");
+    if (!ix) {
+        reted_count(&r->stats, r->stats.applies_rejected);
+        respond_store_error(req, r, "apply");
+        reted_docs_free(docs, n);
+        return;
+    }
+    json_t *verr = reted_assign_cluster_ips(docs, n, source, ix);
     reted_index_free(&fresh);
     if (!verr)
         verr = reted_validate(r, docs, n, source, reted_index_current(r));
@@ -147,6 +163,17 @@ static void apply(reted *r, rete_http_req *req)
                  docs[failed].kind, docs[failed].ns, docs[failed].name,
                  (unsigned long long)docs[failed].expected_version);
         respond_error(req, 409, msg);
+    } else if (rc == RETE_ELIMIT) {
+        reted_count(&r->stats, r->stats.applies_rejected);
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "an apply of %zu resources is more than the %s store writes in one transaction "
+                 "(etcd: 128, its --max-txn-ops); apply them in smaller parts",
+                 n, r->store->ops->name);
+        respond_error(req, 413, msg);
+    } else if (rc == RETE_EIO) {
+        reted_count(&r->stats, r->stats.applies_rejected);
+        respond_store_error(req, r, "apply");
     } else if (rc < 0) {
         respond_error(req, 500, "store write failed");
     } else {
@@ -208,7 +235,7 @@ static void api_resources(reted *r, rete_http_req *req)
         json_t *items = json_array();
         if (r->store->ops->list(r->store, kind, ns[0] ? ns : NULL, collect, items) < 0) {
             json_decref(items);
-            respond_error(req, 500, "store read failed");
+            respond_store_error(req, r, "list");
             return;
         }
         rete_http_respond_jobj(req, 200, json_pack("{s:o}", "items", items));
@@ -223,7 +250,7 @@ static void api_resources(reted *r, rete_http_req *req)
         return;
     }
     if (rc < 0) {
-        respond_error(req, 500, "store read failed");
+        respond_store_error(req, r, "get");
         return;
     }
     if (get) {
@@ -253,6 +280,10 @@ static void api_resources(reted *r, rete_http_req *req)
     rc = r->store->ops->apply(r->store, &w, 1, &failed);
     if (rc == RETE_ECONFLICT) {
         respond_error(req, 409, "resourceVersion is not the current one");
+        return;
+    }
+    if (rc == RETE_EIO) {
+        respond_store_error(req, r, "delete");
         return;
     }
     if (rc < 0) {
@@ -296,7 +327,7 @@ static void api_tokens(reted *r, rete_http_req *req)
     t.uses_left = (int32_t)uses;
     json_decref(in);
     if (r->store->ops->token_put(r->store, &t, hash) < 0) {
-        respond_error(req, 500, "store write failed");
+        respond_store_error(req, r, "token");
         return;
     }
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:I,s:s,s:s}", "token", token, "expiresAt",
@@ -452,8 +483,14 @@ static void api_identity(reted *r, rete_http_req *req)
     char id[33];
     uint8_t hash[32];
     rete_store_token t;
-    if (rete_token_parse(token, id, hash) < 0 ||
-        r->store->ops->token_use(r->store, id, hash, reted_now(), &t) < 0) {
+    rete_rc used = rete_token_parse(token, id, hash) < 0 ? RETE_ENOTFOUND
+                                                         : r->store->ops->token_use(r->store, id, hash, reted_now(), &t);
+    if (used == RETE_EIO) {
+        json_decref(in);
+        respond_store_error(req, r, "identity");
+        return;
+    }
+    if (used < 0) {
         json_decref(in);
         reted_count(&r->stats, r->stats.certs_refused);
         respond_error(req, 403, "token unknown, expired or used up");

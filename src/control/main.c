@@ -12,6 +12,7 @@
 #include "proxy_api.h"
 #include "push.h"
 #include "registry.h"
+#include "replica.h"
 #include "reted.h"
 #include "scrape.h"
 #include "spiffe.h"
@@ -41,6 +42,13 @@ static void usage(FILE *out)
             "  init                   create the data directory (CA, admin token) and exit;\n"
             "                         a first start does it too\n"
             "  -d, --data-dir DIR     where the store, the CA and the admin token live\n"
+            "      --store STORE      sqlite:PATH (default: sqlite:DIR/store.db) or\n"
+            "                         etcd://HOST:PORT[,HOST:PORT...]: replicas sharing etcd\n"
+            "                         (docs/operations.md, \"Running reted on etcd\")\n"
+            "      --etcd-cacert FILE talk TLS to etcd, verifying its members with this CA\n"
+            "      --etcd-cert FILE, --etcd-key FILE   client certificate for etcd\n"
+            "      --etcd-prefix P    key prefix in etcd (default /rete/)\n"
+            "      --etcd-timeout DUR one call to etcd (default 5s)\n"
             "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API) ")\n"
             "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API) ")\n"
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
@@ -209,6 +217,7 @@ static void on_signal(uv_signal_t *s, int sig)
     uv_timer_stop(&r->tick);
     uv_close((uv_handle_t *)&r->tick, NULL);
     reted_push_close(r);
+    reted_replica_close(r);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
 }
@@ -220,7 +229,7 @@ int main(int argc, char **argv)
         {"xds", required_argument, NULL, 'x'},      {"trust-domain", required_argument, NULL, 't'},
         {"cert-ttl", required_argument, NULL, 'T'}, {"grace", required_argument, NULL, 'g'},
         {"registration-address-check", required_argument, NULL, 'R'},
-        {"stats-bucket", required_argument, NULL, 265},
+        {"stats-bucket", required_argument, NULL, 271},
         {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {"max-apply-body", required_argument, NULL, 256},
@@ -232,6 +241,12 @@ int main(int argc, char **argv)
         {"api-max-connections-per-source", required_argument, NULL, 262},
         {"xds-max-connections", required_argument, NULL, 263},
         {"xds-max-connections-per-source", required_argument, NULL, 264},
+        {"store", required_argument, NULL, 265},
+        {"etcd-cacert", required_argument, NULL, 266},
+        {"etcd-cert", required_argument, NULL, 267},
+        {"etcd-key", required_argument, NULL, 268},
+        {"etcd-prefix", required_argument, NULL, 269},
+        {"etcd-timeout", required_argument, NULL, 270},
         {NULL, 0, NULL, 0},
     };
     bool init_only = argc > 1 && strcmp(argv[1], "init") == 0;
@@ -253,6 +268,9 @@ int main(int argc, char **argv)
     r.xds_limits = (rete_http_limits){.max_conns = 16384, .max_conns_per_source = 1024};
     bool api_set = false, xds_set = false;
     uint32_t stats_bucket_s = RETE_GOLDEN_PERIOD_S;
+    const char *store = NULL;
+    rete_store_etcd_opts etcd = {.timeout_ms = 5000};
+    uint32_t etcd_timeout = 5000;
     int c;
     while ((c = getopt_long(argc, argv, "d:l:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -272,7 +290,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 265:
+        case 271:
             if (parse_duration(optarg, &stats_bucket_s) < 0 || stats_bucket_s < 1 || stats_bucket_s > 3600) {
                 fprintf(stderr, "reted: bad --stats-bucket %s (1s..1h)\n", optarg);
                 return 2;
@@ -325,6 +343,18 @@ int main(int argc, char **argv)
             xds_set |= c == 263;
             break;
         }
+        case 265: store = optarg; break;
+        case 266: etcd.cacert = optarg; break;
+        case 267: etcd.cert = optarg; break;
+        case 268: etcd.key = optarg; break;
+        case 269: etcd.prefix = optarg; break;
+        case 270:
+            if (parse_duration_ms(optarg, &etcd_timeout) < 0 || etcd_timeout > 600000) {
+                fprintf(stderr, "reted: bad --etcd-timeout %s (a duration: 500ms, 5s; at most 10m)\n", optarg);
+                return 2;
+            }
+            etcd.timeout_ms = (int)etcd_timeout;
+            break;
         case 'V': printf("reted %s\n", RETE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -332,6 +362,15 @@ int main(int argc, char **argv)
     }
     if (!r.data_dir || optind < argc) {
         usage(stderr);
+        return 2;
+    }
+    bool on_etcd = store && strncmp(store, "etcd://", 7) == 0;
+    if (store && !on_etcd && (strncmp(store, "sqlite:", 7) != 0 || !store[7])) {
+        fprintf(stderr, "reted: --store is sqlite:PATH or etcd://HOST:PORT[,HOST:PORT...], not %s\n", store);
+        return 2;
+    }
+    if (!on_etcd && (etcd.cacert || etcd.cert || etcd.key || etcd.prefix)) {
+        fprintf(stderr, "reted: the --etcd-* flags need --store etcd://...\n");
         return 2;
     }
     /* The trust domain is fixed when the data directory is made. */
@@ -361,9 +400,14 @@ int main(int argc, char **argv)
             lims[i]->max_conns_per_source = lims[i]->max_conns;
     }
     rete_error e = {0};
-    char *dbpath = reted_datadir_path(r.data_dir, "store.db");
-    r.store = rete_store_sqlite_open(dbpath, &e);
-    free(dbpath);
+    if (on_etcd) {
+        etcd.endpoints = store + 7;
+        r.store = rete_store_etcd_open(&etcd, &e);
+    } else {
+        char *dbpath = store ? rete_strdup(store + 7) : reted_datadir_path(r.data_dir, "store.db");
+        r.store = rete_store_sqlite_open(dbpath, &e);
+        free(dbpath);
+    }
     if (!r.store) {
         fprintf(stderr, "reted: store: %s\n", e.msg);
         return 1;
@@ -422,9 +466,11 @@ int main(int argc, char **argv)
     reted_stats_init(&r.stats);
     reted_golden_init(&r.golden, stats_bucket_s);
     reted_scrape_bind(&r);
+    if (reted_replica_start(&r) < 0)
+        return 1;
     reted_datadir_write_context(&r, api, xds);
-    rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s", RETE_VERSION,
-              api, xds, r.trust_domain, r.data_dir);
+    rete_info("reted %s ready: api http://%s, xds https://%s, trust domain %s, data %s, store %s", RETE_VERSION,
+              api, xds, r.trust_domain, r.data_dir, on_etcd ? store : "sqlite");
     uv_run(r.loop, UV_RUN_DEFAULT);
     rete_ca_free(r.ca);
     r.store->ops->close(r.store);

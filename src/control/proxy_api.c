@@ -104,6 +104,11 @@ static void ca_certificates(reted *r, rete_http_req *req)
         rete_rc rc = rete_token_parse(token, id, hash);
         if (rc == RETE_OK)
             rc = r->store->ops->token_use(r->store, id, hash, reted_now(), &t);
+        if (rc == RETE_EIO) { /* the store, not the token: the proxy retries */
+            json_decref(in);
+            rete_http_respond_jobj(req, 503, json_pack("{s:s}", "error", "the store is unavailable; retry"));
+            return;
+        }
         if (rc < 0) {
             reted_count(&r->stats, r->stats.certs_refused);
             json_decref(in);

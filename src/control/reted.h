@@ -54,6 +54,8 @@ typedef struct reted {
     reted_golden golden;            /* the proxies' stats summaries (golden_agg.h) */
     reted_scrape scrape;            /* /metrics: what is read at scrape time (scrape.h) */
     int64_t started_unix;
+    uv_async_t store_async;         /* the store's watch wakes the loop (replica.c) */
+    bool store_watching;
 } reted;
 
 /* Wall-clock seconds (certificate and token times, the registry's times). */

@@ -94,6 +94,16 @@ void reted_stats_init(reted_stats *s)
     f = family(s, "rete_reted_applies_total", "Apply requests, by result.", RETE_METRIC_COUNTER, "result");
     s->applies_ok = series(s, f, "ok", NULL);
     s->applies_rejected = series(s, f, "rejected", NULL);
+    f = family(s, "rete_reted_store_watch_changes_total",
+               "Changes the replicated store's watch delivered, by origin: this replica's own writes "
+               "(already applied) or another replica's.",
+               RETE_METRIC_COUNTER, "origin");
+    s->store_changes_own = series(s, f, "own", NULL);
+    s->store_changes_remote = series(s, f, "remote", NULL);
+    f = family(s, "rete_reted_store_relists_total",
+               "Reloads of every resource because the store's watch could not follow (compaction, overflow).",
+               RETE_METRIC_COUNTER, NULL);
+    s->store_relists = series(s, f, NULL, NULL);
     {
         /* What one apply costs the loop: the issue's target is <= 10 ms at
          * 12,000 resources stored (docs/control-plane.md). */

@@ -1,7 +1,8 @@
 /* The control plane's store: resources, tokens and the revision counter,
  * behind one small interface (a vtable) so that the embedded SQLite backend
- * and, later, an etcd backend are interchangeable. Synchronous: reted calls
- * it on its loop thread; SQLite on local disk answers in microseconds.
+ * and the etcd backend (store_etcd.c) are interchangeable. Synchronous:
+ * reted calls it on its loop thread; SQLite on local disk answers in
+ * microseconds, etcd in a network round trip (bounded by its timeout).
  *
  * Resources are JSON text keyed by (kind, namespace, name). Every change
  * takes the next value of one global revision counter; a resource's
@@ -54,14 +55,29 @@ typedef struct rete_store_token {
     int32_t uses_left;       /* -1 = unlimited */
 } rete_store_token;
 
+/* A change another writer made (a replicated store: other reted replicas,
+ * and this one's own writes too, which come back the same way). */
+typedef struct rete_store_change {
+    const char *kind;
+    const char *ns;
+    const char *name;
+    uint64_t revision;       /* the resource_version it got (its deletion's, when deleted) */
+    bool deleted;
+} rete_store_change;
+
+typedef bool (*rete_store_change_fn)(const rete_store_change *c, void *arg); /* false stops */
+
 typedef struct rete_store_ops {
     const char *name;
     /* Apply every write or none, in order (a later write sees an earlier
      * one). Returns RETE_OK, or with nothing changed: RETE_ECONFLICT (the
      * write that conflicted in *failed_index), RETE_ENOTFOUND (a delete of a
      * missing resource, in *failed_index), RETE_EINVAL (a write without
-     * kind or name, or ns NULL; in *failed_index), RETE_EIO. On failure
-     * every write's out fields are zero. */
+     * kind or name, or ns NULL; in *failed_index), RETE_ELIMIT (more
+     * writes than the backend takes in one transaction: etcd's 128), RETE_EIO
+     * (the store is unreachable or failed). On failure every write's out
+     * fields are zero. A backend may give every write of one apply the same
+     * new_version (etcd: one transaction, one revision). */
     rete_rc (*apply)(rete_store *s, rete_store_write *writes, size_t n, size_t *failed_index);
     /* Get one; RETE_ENOTFOUND when absent. The resource's strings stay
      * valid until the next call on the store. */
@@ -85,6 +101,16 @@ typedef struct rete_store_ops {
     /* Delete the tokens that expired before `expired_before` (used up or
      * not); *removed says how many. */
     rete_rc (*token_prune)(rete_store *s, int64_t expired_before, size_t *removed);
+    /* Replicated backends only (NULL for SQLite, whose one writer is this
+     * process). watch_start follows every change from the store's current
+     * revision on another thread and calls notify(arg) from that thread
+     * when changes are waiting; watch_drain (the caller's thread) hands them
+     * to fn in revision order and sets *relist when changes could not be
+     * followed (a compacted revision, an overflowing queue): the caller then
+     * reloads everything. watch_stop joins the thread; no notify after it. */
+    rete_rc (*watch_start)(rete_store *s, void (*notify)(void *arg), void *arg);
+    void (*watch_drain)(rete_store *s, rete_store_change_fn fn, void *arg, bool *relist);
+    void (*watch_stop)(rete_store *s);
     void (*close)(rete_store *s);
 } rete_store_ops;
 
@@ -98,5 +124,18 @@ struct rete_store {
  * be opened, is not a rete store, is damaged, or has a schema newer than
  * this build knows. One thread at a time. */
 rete_store *rete_store_sqlite_open(const char *path, rete_error *err);
+
+/* The replicated backend: etcd's v3 JSON gateway at `endpoints`
+ * ("host:port[,host:port...]"), keys under `prefix` ("/rete/" by default),
+ * TLS when cacert is given (cert and key: a client certificate). Each call
+ * waits at most timeout_ms. Returns NULL with *err set when no member
+ * answers or the options are wrong. */
+typedef struct rete_store_etcd_opts {
+    const char *endpoints;
+    const char *prefix;
+    const char *cacert, *cert, *key;
+    int timeout_ms;
+} rete_store_etcd_opts;
+rete_store *rete_store_etcd_open(const rete_store_etcd_opts *o, rete_error *err);
 
 #endif

@@ -1,0 +1,86 @@
+/* Changes from the store's watch, applied on the loop thread (replica.h).
+ *
+ * A change goes through the same path as a local write (reted_changed: the
+ * index re-reads the key, the snapshots that held or take it in are
+ * recompiled, the proxies concerned get a push). This replica's own writes
+ * come back through the watch too: the index already holds them at that
+ * revision (the API called reted_changed after the write), so they are
+ * skipped rather than applied twice. A compacted or overflowing watch asks
+ * for a relist: everything is reloaded from the store. */
+#include "replica.h"
+
+#include "compiler.h"
+#include "kinds.h"
+#include "log.h"
+#include "mesh_index.h"
+#include "push.h"
+#include "reted.h"
+
+static void notify(void *arg)
+{
+    uv_async_send(arg); /* from the watch thread: libuv's one thread-safe call */
+}
+
+/* Already in the index at this revision (or already gone): nothing to do. */
+static bool known(reted *r, const rete_store_change *c)
+{
+    if (!r->index.built || r->cache.dirty_all)
+        return false;
+    const reted_ires *e = reted_index_get(&r->index, c->kind, c->ns, c->name);
+    return c->deleted ? e == NULL : e && e->version >= c->revision;
+}
+
+static bool on_change(const rete_store_change *c, void *arg)
+{
+    reted *r = arg;
+    if (!rete_kind_by_name(c->kind)) {
+        rete_warn("replica: a change to %s %s/%s, a kind this reted does not know; ignored", c->kind, c->ns,
+                  c->name);
+        return true;
+    }
+    if (known(r, c)) {
+        reted_count(&r->stats, r->stats.store_changes_own);
+        return true;
+    }
+    rete_debug("replica: %s %s/%s %s at revision %llu by another replica", c->kind, c->ns, c->name,
+               c->deleted ? "deleted" : "changed", (unsigned long long)c->revision);
+    reted_count(&r->stats, r->stats.store_changes_remote);
+    reted_changed(r, c->kind, c->ns, c->name);
+    return true;
+}
+
+static void on_async(uv_async_t *a)
+{
+    reted *r = a->data;
+    bool relist = false;
+    r->store->ops->watch_drain(r->store, on_change, r, &relist);
+    if (relist) {
+        rete_info("replica: reloading every resource from the store");
+        reted_count(&r->stats, r->stats.store_relists);
+        reted_changed(r, NULL, NULL, NULL);
+    }
+}
+
+int reted_replica_start(reted *r)
+{
+    if (!r->store->ops->watch_start)
+        return 0;
+    uv_async_init(r->loop, &r->store_async, on_async);
+    r->store_async.data = r;
+    if (r->store->ops->watch_start(r->store, notify, &r->store_async) != RETE_OK) {
+        rete_err("replica: cannot start the store's watch");
+        uv_close((uv_handle_t *)&r->store_async, NULL);
+        return -1;
+    }
+    r->store_watching = true;
+    return 0;
+}
+
+void reted_replica_close(reted *r)
+{
+    if (!r->store_watching)
+        return;
+    r->store->ops->watch_stop(r->store);
+    uv_close((uv_handle_t *)&r->store_async, NULL);
+    r->store_watching = false;
+}

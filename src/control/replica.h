@@ -1,0 +1,16 @@
+/* reted as one replica of several on a replicated store (etcd): the
+ * changes the other replicas make reach this one's index and proxies
+ * through the store's watch (store.h, watch_start). With SQLite nothing
+ * happens here: the one writer is this process. */
+#ifndef RETE_CONTROL_REPLICA_H
+#define RETE_CONTROL_REPLICA_H
+
+struct reted;
+
+/* Start following the store's changes (its watch thread wakes the loop
+ * through an async handle). 0, or -1 with the reason logged. */
+int reted_replica_start(struct reted *r);
+/* Stop the watch thread, then close the async handle (before the loop ends). */
+void reted_replica_close(struct reted *r);
+
+#endif

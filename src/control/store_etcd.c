@@ -1,0 +1,992 @@
+/* The replicated store backend: etcd v3 through its JSON gateway (store.h,
+ * docs/architecture.md "Replicas on etcd" for why not gRPC).
+ *
+ * Keys (under the prefix, "/rete/" by default):
+ *   resources/<kind>/<ns>/<name>  {"createdUnix":N,"resource":<the JSON text>}
+ *   tokens/<id>                   {"hash":hex,"namespace","serviceAccount","expiresUnix","usesLeft"}
+ * resource_version = the key's mod_revision, create_revision = its
+ * create_revision, the store revision = the newest header revision seen.
+ * The resource's JSON is kept byte for byte inside the envelope (it is cut
+ * out, not re-serialised), so "unchanged" compares the exact text.
+ *
+ * apply reads every key in one transaction, decides each write as SQLite
+ * does, then writes in one transaction guarded by a compare per key
+ * (mod_revision equal, or create_revision 0 for a key that was absent): a
+ * concurrent writer makes the compare fail, and apply reads again (at most
+ * APPLY_ROUNDS times), so expected versions are checked against what etcd
+ * holds at the moment of the write. etcd refuses a transaction of more than
+ * --max-txn-ops operations (128 by default): an apply of more writes is
+ * refused with RETE_ELIMIT before anything is sent.
+ *
+ * The watch (watch_start) is a thread holding a streaming /v3/watch request
+ * on the resources' prefix from the revision the store was opened at; its
+ * events queue under a mutex for the loop thread (watch_drain). */
+#include "store.h"
+
+#include "alloc.h"
+#include "etcd_http.h"
+#include "kinds.h"
+#include "log.h"
+#include "vec.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define ETCD_MAX_TXN_OPS 128             /* etcd's --max-txn-ops default */
+#define ETCD_MAX_RESPONSE (256u << 20)   /* one answer's body (a whole-store range) */
+#define APPLY_ROUNDS 8                   /* reads + compare-and-write before giving up */
+#define TOKEN_ROUNDS 16                  /* token_use's compare-and-swap attempts */
+#define WATCH_QUEUE_MAX 100000           /* changes waiting for the loop; above: relist */
+#define WATCH_BACKOFF_MAX_MS 2000
+
+typedef struct watch_item {
+    char *key;          /* kind \0 ns \0 name \0 */
+    uint64_t revision;
+    bool deleted;
+} watch_item;
+
+typedef struct store_etcd {
+    rete_store base; /* first */
+    reted_etcd_http http;
+    char *prefix;     /* ends with '/' */
+    uint64_t revision;
+    bool in_list;
+    char *out;        /* get()'s strings */
+    size_t out_cap;
+    /* watch */
+    pthread_t thread;
+    bool thread_running;
+    pthread_mutex_t mu;
+    bool stop;                  /* under mu */
+    watch_item *q;              /* under mu */
+    size_t q_n, q_cap;
+    bool q_relist;              /* under mu */
+    uint64_t watch_from;
+    void (*notify)(void *);
+    void *notify_arg;
+} store_etcd;
+
+static store_etcd *to_se(rete_store *s)
+{
+    return (store_etcd *)s;
+}
+
+/* ---- JSON and base64 ---- */
+
+static json_t *b64(const char *p, size_t n)
+{
+    char *out = rete_malloc(4 * ((n + 2) / 3) + 1);
+    int len = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)p, (int)n);
+    json_t *j = json_stringn(out, (size_t)len);
+    free(out);
+    return j;
+}
+
+static json_t *b64s(const char *s)
+{
+    return b64(s, strlen(s));
+}
+
+/* Decode a base64 JSON string; malloc'ed, NUL-terminated; NULL when bad. */
+static char *unb64(json_t *j, size_t *len)
+{
+    const char *s = json_string_value(j);
+    if (!s)
+        return NULL;
+    size_t n = json_string_length(j);
+    if (n % 4)
+        return NULL;
+    char *out = rete_malloc(n / 4 * 3 + 1);
+    int got = n ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n) : 0;
+    if (got < 0) {
+        free(out);
+        return NULL;
+    }
+    size_t pad = n >= 2 ? (s[n - 1] == '=') + (s[n - 2] == '=') : 0;
+    *len = (size_t)got - pad;
+    out[*len] = '\0';
+    return out;
+}
+
+/* etcd's int64 fields come as JSON strings ("12"); absent = 0. */
+static uint64_t jint(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v))
+        return json_integer_value(v) < 0 ? 0 : (uint64_t)json_integer_value(v);
+    const char *s = json_string_value(v);
+    return s ? strtoull(s, NULL, 10) : 0;
+}
+
+/* The end of a prefix range: the prefix with its last byte incremented. */
+static json_t *prefix_end(const char *prefix)
+{
+    size_t n = strlen(prefix);
+    char *e = rete_strdup(prefix);
+    e[n - 1]++;
+    json_t *j = b64(e, n);
+    free(e);
+    return j;
+}
+
+/* POST a request (stolen) to the gateway; *resp the parsed answer. RETE_EIO
+ * when etcd cannot be reached or answers an error (logged). */
+static rete_rc call(store_etcd *se, const char *path, json_t *req, json_t **resp)
+{
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    int status = 0;
+    char *out = NULL;
+    size_t out_len = 0;
+    rete_error err = {0};
+    rete_rc rc = reted_etcd_http_post(&se->http, path, body, strlen(body), &status, &out, &out_len, &err);
+    free(body);
+    if (rc != RETE_OK) {
+        rete_err("store etcd: %s: %s", path, err.msg);
+        return RETE_EIO;
+    }
+    json_t *j = json_loadb(out, out_len, 0, NULL);
+    if (status != 200 || !j) {
+        const char *msg = json_string_value(json_object_get(j, "error"));
+        if (!msg)
+            msg = json_string_value(json_object_get(j, "message"));
+        rete_err("store etcd: %s answered %d: %s", path, status, msg ? msg : "(no JSON)");
+        json_decref(j);
+        free(out);
+        return RETE_EIO;
+    }
+    free(out);
+    uint64_t rev = jint(json_object_get(j, "header"), "revision");
+    if (rev > se->revision)
+        se->revision = rev;
+    *resp = j;
+    return RETE_OK;
+}
+
+/* ---- keys and values ---- */
+
+static bool key_part_ok(const char *s, bool may_be_empty)
+{
+    return s && (may_be_empty || s[0]) && !strchr(s, '/');
+}
+
+static char *res_key(const store_etcd *se, const char *kind, const char *ns, const char *name)
+{
+    size_t n = strlen(se->prefix) + strlen(kind) + strlen(ns) + strlen(name) + 16;
+    char *k = rete_malloc(n);
+    snprintf(k, n, "%sresources/%s/%s/%s", se->prefix, kind, ns, name);
+    return k;
+}
+
+/* A decoded resource from a range answer's kv. */
+typedef struct res_kv {
+    char *key;      /* decoded; kind, ns, name point into split (NUL-separated copy) */
+    char *split;
+    const char *kind, *ns, *name;
+    char *value;
+    const char *json;
+    int64_t created;
+    uint64_t mod, create;
+} res_kv;
+
+static void res_kv_free(res_kv *r)
+{
+    free(r->key);
+    free(r->split);
+    free(r->value);
+    memset(r, 0, sizeof *r);
+}
+
+/* Cut "kind/ns/name" after the resources prefix. */
+static bool split_key(const store_etcd *se, const char *key, char **split, const char **kind, const char **ns,
+                      const char **name)
+{
+    size_t pl = strlen(se->prefix);
+    if (strncmp(key, se->prefix, pl) != 0 || strncmp(key + pl, "resources/", 10) != 0)
+        return false;
+    char *s = rete_strdup(key + pl + 10);
+    char *a = strchr(s, '/'), *b = a ? strchr(a + 1, '/') : NULL;
+    if (!a || !b || a == s || !b[1] || strchr(b + 1, '/')) {
+        free(s);
+        return false;
+    }
+    *a = *b = '\0';
+    *split = s;
+    *kind = s;
+    *ns = a + 1;
+    *name = b + 1;
+    return true;
+}
+
+/* The envelope: {"createdUnix":N,"resource":<json>} with the JSON verbatim. */
+static char *envelope(int64_t created, const char *json)
+{
+    size_t n = strlen(json) + 64;
+    char *v = rete_malloc(n);
+    snprintf(v, n, "{\"createdUnix\":%" PRId64 ",\"resource\":%s}", created, json);
+    return v;
+}
+
+static bool unenvelope(char *v, size_t len, int64_t *created, const char **json)
+{
+    static const char a[] = "{\"createdUnix\":", b[] = ",\"resource\":";
+    if (len < sizeof a + sizeof b || strncmp(v, a, sizeof a - 1) != 0 || v[len - 1] != '}')
+        return false;
+    char *end;
+    long long c = strtoll(v + sizeof a - 1, &end, 10);
+    if (strncmp(end, b, sizeof b - 1) != 0)
+        return false;
+    *created = c;
+    v[len - 1] = '\0';
+    *json = end + sizeof b - 1;
+    return true;
+}
+
+static bool parse_kv(const store_etcd *se, json_t *kv, res_kv *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t kl, vl;
+    out->key = unb64(json_object_get(kv, "key"), &kl);
+    out->value = unb64(json_object_get(kv, "value"), &vl);
+    out->mod = jint(kv, "mod_revision");
+    out->create = jint(kv, "create_revision");
+    if (!out->key || !out->value ||
+        !split_key(se, out->key, &out->split, &out->kind, &out->ns, &out->name) ||
+        !unenvelope(out->value, vl, &out->created, &out->json)) {
+        rete_err("store etcd: damaged resource %s", out->key ? out->key : "(bad key)");
+        res_kv_free(out);
+        return false;
+    }
+    return true;
+}
+
+/* ---- apply ---- */
+
+/* What one write found in etcd. */
+typedef struct found {
+    bool exists;
+    uint64_t mod;
+    int64_t created;
+    bool same;
+} found;
+
+/* Read every write's key in one transaction. */
+static rete_rc read_keys(store_etcd *se, rete_store_write *w, size_t n, char **keys, found *f)
+{
+    json_t *ops = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(ops, json_pack("{s:{s:o}}", "request_range", "key", b64s(keys[i])));
+    json_t *resp;
+    RETE_GUARD(call(se, "/v3/kv/txn", json_pack("{s:o}", "success", ops), &resp));
+    json_t *rs = json_object_get(resp, "responses");
+    rete_rc rc = RETE_OK;
+    for (size_t i = 0; i < n && rc == RETE_OK; i++) {
+        json_t *kvs = json_object_get(json_object_get(json_array_get(rs, i), "response_range"), "kvs");
+        f[i] = (found){0};
+        if (json_array_size(kvs) == 0)
+            continue;
+        res_kv kv;
+        if (!parse_kv(se, json_array_get(kvs, 0), &kv)) {
+            rc = RETE_EIO;
+            break;
+        }
+        f[i].exists = true;
+        f[i].mod = kv.mod;
+        f[i].created = kv.created;
+        f[i].same = w[i].json && strcmp(w[i].json, kv.json) == 0;
+        res_kv_free(&kv);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+/* Decide a write as store.h says; RETE_OK with *op false when unchanged. */
+static rete_rc decide(rete_store_write *w, const found *f, bool *op)
+{
+    uint64_t want = w->expected_version;
+    *op = true;
+    if (!w->json) {
+        if (!f->exists)
+            return RETE_ENOTFOUND;
+        return want != 0 && want != f->mod ? RETE_ECONFLICT : RETE_OK;
+    }
+    if (!f->exists)
+        return want != 0 && want != UINT64_MAX ? RETE_ECONFLICT : RETE_OK;
+    if (want == UINT64_MAX || (want != 0 && want != f->mod))
+        return RETE_ECONFLICT;
+    *op = !f->same;
+    return RETE_OK;
+}
+
+/* The guard of one key: unchanged since it was read (absent: still absent). */
+static json_t *compare_for(const char *key, const found *f)
+{
+    char rev[24];
+    snprintf(rev, sizeof rev, "%" PRIu64, f->mod);
+    return json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(key), "target", f->exists ? "MOD" : "CREATE", "result",
+                     "EQUAL", f->exists ? "mod_revision" : "create_revision", f->exists ? rev : "0");
+}
+
+static rete_rc apply_round(store_etcd *se, rete_store_write *w, size_t n, char **keys, found *f, size_t *failed,
+                           bool *lost)
+{
+    *lost = false;
+    RETE_GUARD(read_keys(se, w, n, keys, f));
+    json_t *cmp = json_array(), *ops = json_array();
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        bool op;
+        rete_rc rc = decide(&w[i], &f[i], &op);
+        if (rc != RETE_OK) {
+            if (failed)
+                *failed = i;
+            json_decref(cmp);
+            json_decref(ops);
+            return rc;
+        }
+        json_array_append_new(cmp, compare_for(keys[i], &f[i]));
+        if (!op)
+            continue;
+        if (!w[i].json) {
+            json_array_append_new(ops, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(keys[i])));
+        } else {
+            char *v = envelope(f[i].exists ? f[i].created : now, w[i].json);
+            json_array_append_new(ops, json_pack("{s:{s:o,s:o}}", "request_put", "key", b64s(keys[i]), "value",
+                                                 b64s(v)));
+            free(v);
+        }
+    }
+    if (json_array_size(ops) == 0) { /* every write unchanged */
+        json_decref(cmp);
+        json_decref(ops);
+        for (size_t i = 0; i < n; i++)
+            w[i].unchanged = true;
+        return RETE_OK;
+    }
+    json_t *resp;
+    RETE_GUARD(call(se, "/v3/kv/txn", json_pack("{s:o,s:o}", "compare", cmp, "success", ops), &resp));
+    bool ok = json_is_true(json_object_get(resp, "succeeded"));
+    uint64_t rev = jint(json_object_get(resp, "header"), "revision");
+    json_decref(resp);
+    if (!ok) {
+        *lost = true;
+        return RETE_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool op;
+        (void)decide(&w[i], &f[i], &op);
+        w[i].unchanged = !op;
+        w[i].created = op && w[i].json && !f[i].exists;
+        w[i].new_version = op ? rev : 0;
+    }
+    return RETE_OK;
+}
+
+static rete_rc se_apply(rete_store *s, rete_store_write *w, size_t n, size_t *failed)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    if (n == 0)
+        return RETE_OK;
+    if (!w)
+        return RETE_EINVAL;
+    if (n > ETCD_MAX_TXN_OPS) {
+        rete_warn("store etcd: an apply of %zu writes is over etcd's %d operations per transaction", n,
+                  ETCD_MAX_TXN_OPS);
+        return RETE_ELIMIT;
+    }
+    char **keys = rete_calloc(n, sizeof *keys);
+    found *f = rete_calloc(n, sizeof *f);
+    rete_rc rc = RETE_OK;
+    for (size_t i = 0; i < n && rc == RETE_OK; i++) {
+        w[i].new_version = 0;
+        w[i].created = w[i].unchanged = false;
+        if (!w[i].kind || !key_part_ok(w[i].kind, false) || !key_part_ok(w[i].ns, true) ||
+            !key_part_ok(w[i].name, false)) {
+            rc = RETE_EINVAL;
+            if (failed)
+                *failed = i;
+            break;
+        }
+        keys[i] = res_key(se, w[i].kind, w[i].ns, w[i].name);
+        /* etcd refuses a transaction that writes one key twice */
+        for (size_t j = 0; j < i && rc == RETE_OK; j++)
+            if (strcmp(keys[i], keys[j]) == 0) {
+                rc = RETE_EINVAL;
+                if (failed)
+                    *failed = i;
+            }
+    }
+    bool lost = true;
+    for (int round = 0; rc == RETE_OK && lost && round < APPLY_ROUNDS; round++)
+        rc = apply_round(se, w, n, keys, f, failed, &lost);
+    if (rc == RETE_OK && lost) {
+        rete_warn("store etcd: an apply lost %d races in a row to other writers", APPLY_ROUNDS);
+        rc = RETE_ECONFLICT;
+        if (failed)
+            *failed = 0;
+    }
+    if (rc != RETE_OK)
+        for (size_t i = 0; i < n; i++) {
+            w[i].new_version = 0;
+            w[i].created = w[i].unchanged = false;
+        }
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    free(f);
+    return rc;
+}
+
+/* ---- get, list ---- */
+
+static void out_copy(store_etcd *se, const res_kv *kv, rete_store_resource *r)
+{
+    const char *field[4] = {kv->kind, kv->ns, kv->name, kv->json};
+    size_t len[4], need = 0;
+    for (int i = 0; i < 4; i++)
+        need += (len[i] = strlen(field[i])) + 1;
+    if (need > se->out_cap) {
+        se->out = rete_realloc(se->out, need);
+        se->out_cap = need;
+    }
+    const char **dst[4] = {&r->kind, &r->ns, &r->name, &r->json};
+    char *p = se->out;
+    for (int i = 0; i < 4; i++) {
+        memcpy(p, field[i], len[i] + 1);
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
+    r->resource_version = kv->mod;
+    r->create_revision = kv->create;
+    r->created_unix = kv->created;
+}
+
+static rete_rc se_get(rete_store *s, const char *kind, const char *ns, const char *name, rete_store_resource *out)
+{
+    store_etcd *se = to_se(s);
+    if (!key_part_ok(kind, false) || !key_part_ok(ns, true) || !key_part_ok(name, false) || !out)
+        return kind && ns && name && out ? RETE_ENOTFOUND : RETE_EINVAL;
+    char *key = res_key(se, kind, ns, name);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+    free(key);
+    RETE_GUARD(rc);
+    json_t *kvs = json_object_get(resp, "kvs");
+    res_kv kv;
+    if (json_array_size(kvs) == 0)
+        rc = RETE_ENOTFOUND;
+    else if (!parse_kv(se, json_array_get(kvs, 0), &kv))
+        rc = RETE_EIO;
+    else {
+        out_copy(se, &kv, out);
+        res_kv_free(&kv);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+static int kv_cmp(const void *a, const void *b)
+{
+    const res_kv *x = a, *y = b;
+    return rete_resource_key_cmp(x->kind, x->ns, x->name, y->kind, y->ns, y->name);
+}
+
+static rete_rc se_list(rete_store *s, const char *kind, const char *ns, rete_store_each_fn fn, void *arg)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    if (!fn)
+        return RETE_EINVAL;
+    if (kind && !key_part_ok(kind, false))
+        return RETE_OK; /* no such key can exist */
+    size_t n = strlen(se->prefix) + (kind ? strlen(kind) : 0) + 16;
+    char *pre = rete_malloc(n);
+    snprintf(pre, n, "%sresources/%s%s", se->prefix, kind ? kind : "", kind ? "/" : "");
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
+                      &resp);
+    free(pre);
+    RETE_GUARD(rc);
+    json_t *kvs = json_object_get(resp, "kvs");
+    res_kv *v = rete_calloc(json_array_size(kvs) + 1, sizeof *v);
+    size_t m = 0;
+    for (size_t i = 0; i < json_array_size(kvs) && rc == RETE_OK; i++) {
+        if (!parse_kv(se, json_array_get(kvs, i), &v[m]))
+            rc = RETE_EIO;
+        else if (ns && strcmp(v[m].ns, ns) != 0)
+            res_kv_free(&v[m]);
+        else
+            m++;
+    }
+    json_decref(resp);
+    /* etcd orders by the whole key; "a-b/x" sorts before "a/y" there, not in
+     * the (kind, namespace, name) order every lister expects */
+    qsort(v, m, sizeof *v, kv_cmp);
+    se->in_list = true;
+    for (size_t i = 0; i < m && rc == RETE_OK; i++) {
+        rete_store_resource r = {v[i].kind, v[i].ns, v[i].name, v[i].json, v[i].mod, v[i].create, v[i].created};
+        if (!fn(&r, arg))
+            break;
+    }
+    se->in_list = false;
+    for (size_t i = 0; i < m; i++)
+        res_kv_free(&v[i]);
+    free(v);
+    return rc;
+}
+
+static uint64_t se_revision(rete_store *s)
+{
+    return to_se(s)->revision;
+}
+
+/* ---- tokens ---- */
+
+static char *tok_key(const store_etcd *se, const char *id)
+{
+    size_t n = strlen(se->prefix) + strlen(id) + 8;
+    char *k = rete_malloc(n);
+    snprintf(k, n, "%stokens/%s", se->prefix, id);
+    return k;
+}
+
+static char *tok_value(const rete_store_token *t, const uint8_t hash[32])
+{
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:i}", "hash", hex, "namespace", t->ns, "serviceAccount", t->sa,
+                          "expiresUnix", (json_int_t)t->expires_unix, "usesLeft", t->uses_left);
+    char *v = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return v;
+}
+
+static rete_rc se_token_put(rete_store *s, const rete_store_token *t, const uint8_t hash[32])
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    if (!t || !hash || !memchr(t->id, '\0', sizeof t->id) || !t->id[0] || strchr(t->id, '/') ||
+        !memchr(t->ns, '\0', sizeof t->ns) || !memchr(t->sa, '\0', sizeof t->sa) || t->uses_left < -1)
+        return RETE_EINVAL;
+    char *key = tok_key(se, t->id), *v = tok_value(t, hash);
+    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o}}]}", "compare", "key", b64s(key), "target",
+                            "CREATE", "result", "EQUAL", "create_revision", "0", "success", "request_put", "key",
+                            b64s(key), "value", b64s(v));
+    free(key);
+    free(v);
+    json_t *resp;
+    RETE_GUARD(call(se, "/v3/kv/txn", req, &resp));
+    bool ok = json_is_true(json_object_get(resp, "succeeded"));
+    json_decref(resp);
+    return ok ? RETE_OK : RETE_ECONFLICT;
+}
+
+static bool hex32(const char *s, uint8_t out[32])
+{
+    if (!s || strlen(s) != 64)
+        return false;
+    for (int i = 0; i < 32; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1)
+            return false;
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+/* A token's stored fields; false when damaged. */
+static bool tok_parse(json_t *kv, rete_store_token *t, uint8_t hash[32], uint64_t *mod)
+{
+    size_t vl;
+    char *v = unb64(json_object_get(kv, "value"), &vl);
+    json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
+    free(v);
+    const char *h = NULL, *ns = NULL, *sa = NULL;
+    json_int_t exp = 0, uses = 0;
+    bool ok = j && json_unpack(j, "{s:s,s:s,s:s,s:I,s:I}", "hash", &h, "namespace", &ns, "serviceAccount", &sa,
+                               "expiresUnix", &exp, "usesLeft", &uses) == 0 &&
+              hex32(h, hash) && strlen(ns) < sizeof t->ns && strlen(sa) < sizeof t->sa && uses >= -1 &&
+              uses <= INT32_MAX;
+    if (ok) {
+        snprintf(t->ns, sizeof t->ns, "%s", ns);
+        snprintf(t->sa, sizeof t->sa, "%s", sa);
+        t->expires_unix = exp;
+        t->uses_left = (int32_t)uses;
+        *mod = jint(kv, "mod_revision");
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* Consumed exactly once under races: the use is a compare-and-swap on the
+ * token's mod_revision; a lost race reads again. */
+static rete_rc se_token_use(rete_store *s, const char *id, const uint8_t secret_hash[32], int64_t now,
+                            rete_store_token *out)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    if (!id || !secret_hash)
+        return RETE_EINVAL;
+    if (!id[0] || strlen(id) >= sizeof(((rete_store_token *)0)->id) || strchr(id, '/'))
+        return RETE_ENOTFOUND;
+    char *key = tok_key(se, id);
+    rete_rc rc = RETE_EIO;
+    for (int round = 0; round < TOKEN_ROUNDS; round++) {
+        json_t *resp;
+        rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+        if (rc != RETE_OK)
+            break;
+        json_t *kvs = json_object_get(resp, "kvs");
+        rete_store_token t = {0};
+        uint8_t hash[32];
+        uint64_t mod = 0;
+        if (json_array_size(kvs) == 0) {
+            rc = RETE_ENOTFOUND;
+        } else if (!tok_parse(json_array_get(kvs, 0), &t, hash, &mod)) {
+            rete_err("store etcd: damaged token (id %s)", id);
+            rc = RETE_EIO;
+        } else if (CRYPTO_memcmp(hash, secret_hash, 32) != 0) {
+            rc = RETE_ENOTFOUND; /* the secret first */
+        } else if (now >= t.expires_unix || t.uses_left == 0) {
+            rc = RETE_ELIMIT;
+        } else {
+            rc = RETE_OK;
+        }
+        json_decref(resp);
+        if (rc != RETE_OK)
+            break;
+        snprintf(t.id, sizeof t.id, "%s", id);
+        if (t.uses_left > 0) {
+            t.uses_left--;
+            char *v = tok_value(&t, hash), rev[24];
+            snprintf(rev, sizeof rev, "%" PRIu64, mod);
+            json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o}}]}", "compare", "key", b64s(key),
+                                    "target", "MOD", "result", "EQUAL", "mod_revision", rev, "success",
+                                    "request_put", "key", b64s(key), "value", b64s(v));
+            free(v);
+            rc = call(se, "/v3/kv/txn", req, &resp);
+            if (rc != RETE_OK)
+                break;
+            bool ok = json_is_true(json_object_get(resp, "succeeded"));
+            json_decref(resp);
+            if (!ok) {
+                rc = RETE_ELIMIT; /* if every round loses, the uses went elsewhere */
+                continue;
+            }
+        }
+        if (out)
+            *out = t;
+        rc = RETE_OK;
+        break;
+    }
+    free(key);
+    return rc;
+}
+
+static rete_rc se_token_prune(rete_store *s, int64_t expired_before, size_t *removed)
+{
+    store_etcd *se = to_se(s);
+    if (removed)
+        *removed = 0;
+    if (se->in_list)
+        return RETE_ESTATE;
+    size_t n = strlen(se->prefix) + 8;
+    char *pre = rete_malloc(n);
+    snprintf(pre, n, "%stokens/", se->prefix);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
+                      &resp);
+    free(pre);
+    RETE_GUARD(rc);
+    json_t *kvs = json_object_get(resp, "kvs"), *kv;
+    size_t i;
+    json_array_foreach(kvs, i, kv) {
+        rete_store_token t = {0};
+        uint8_t hash[32];
+        uint64_t mod = 0;
+        if (!tok_parse(kv, &t, hash, &mod) || t.expires_unix > expired_before)
+            continue;
+        char rev[24];
+        snprintf(rev, sizeof rev, "%" PRIu64, mod);
+        /* one token per transaction, guarded: another replica pruning or a
+         * use in between makes this one a no-op, never a wrong delete */
+        json_t *req = json_pack("{s:[{s:O,s:s,s:s,s:s}],s:[{s:{s:O}}]}", "compare", "key",
+                                json_object_get(kv, "key"), "target", "MOD", "result", "EQUAL", "mod_revision",
+                                rev, "success", "request_delete_range", "key", json_object_get(kv, "key"));
+        json_t *r2;
+        rc = call(se, "/v3/kv/txn", req, &r2);
+        if (rc != RETE_OK)
+            break;
+        if (json_is_true(json_object_get(r2, "succeeded")) && removed)
+            (*removed)++;
+        json_decref(r2);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+/* ---- watch ---- */
+
+static void queue_push(store_etcd *se, const char *kind, const char *ns, const char *name, uint64_t rev, bool del)
+{
+    if (se->q_relist)
+        return; /* everything is reloaded anyway */
+    if (se->q_n == WATCH_QUEUE_MAX) {
+        rete_warn("store etcd: %d changes waiting for the loop; reloading everything instead", WATCH_QUEUE_MAX);
+        for (size_t i = 0; i < se->q_n; i++)
+            free(se->q[i].key);
+        se->q_n = 0;
+        se->q_relist = true;
+        return;
+    }
+    RETE_GROW(se->q, se->q_cap, se->q_n + 1, 64);
+    size_t a = strlen(kind) + 1, b = strlen(ns) + 1, c = strlen(name) + 1;
+    char *k = rete_malloc(a + b + c);
+    memcpy(k, kind, a);
+    memcpy(k + a, ns, b);
+    memcpy(k + a + b, name, c);
+    se->q[se->q_n++] = (watch_item){k, rev, del};
+}
+
+/* One watch answer; false ends the stream (canceled, compacted). */
+static bool watch_message(store_etcd *se, const char *msg, size_t len)
+{
+    json_t *j = json_loadb(msg, len, 0, NULL);
+    json_t *res = json_object_get(j, "result");
+    if (!res) {
+        rete_warn("store etcd: watch: %.*s", (int)(len > 300 ? 300 : len), msg);
+        json_decref(j);
+        return false;
+    }
+    uint64_t compact = jint(res, "compact_revision");
+    bool keep = !json_is_true(json_object_get(res, "canceled"));
+    json_t *evs = json_object_get(res, "events"), *ev;
+    size_t i;
+    pthread_mutex_lock(&se->mu);
+    if (compact) {
+        /* the history we asked for is gone: reload, and follow from the
+         * oldest revision etcd still has (a change after the reload's read
+         * is in it; one before is in the reload) */
+        rete_warn("store etcd: watch from revision %" PRIu64 " is compacted (oldest %" PRIu64 "); relisting",
+                  se->watch_from, compact);
+        se->q_relist = true;
+        se->watch_from = compact;
+        keep = false;
+    }
+    json_array_foreach(evs, i, ev) {
+        json_t *kv = json_object_get(ev, "kv");
+        bool del = json_is_string(json_object_get(ev, "type")) &&
+                   strcmp(json_string_value(json_object_get(ev, "type")), "DELETE") == 0;
+        size_t kl;
+        char *key = unb64(json_object_get(kv, "key"), &kl), *split = NULL;
+        const char *kind, *ns, *name;
+        uint64_t rev = jint(kv, "mod_revision");
+        if (key && split_key(se, key, &split, &kind, &ns, &name))
+            queue_push(se, kind, ns, name, rev, del);
+        else
+            rete_warn("store etcd: watch: an event for a key that is no resource's");
+        if (rev >= se->watch_from)
+            se->watch_from = rev + 1;
+        free(key);
+        free(split);
+    }
+    bool any = se->q_n || se->q_relist;
+    pthread_mutex_unlock(&se->mu);
+    json_decref(j);
+    if (any && se->notify)
+        se->notify(se->notify_arg);
+    return keep;
+}
+
+static bool stopping(store_etcd *se)
+{
+    pthread_mutex_lock(&se->mu);
+    bool s = se->stop;
+    pthread_mutex_unlock(&se->mu);
+    return s;
+}
+
+static void nap_ms(store_etcd *se, int ms)
+{
+    for (int slept = 0; slept < ms && !stopping(se); slept += 100)
+        nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
+}
+
+static void *watch_main(void *arg)
+{
+    store_etcd *se = arg;
+    reted_etcd_http h;
+    reted_etcd_http_copy(&h, &se->http);
+    size_t n = strlen(se->prefix) + 16;
+    char *pre = rete_malloc(n);
+    snprintf(pre, n, "%sresources/", se->prefix);
+    int backoff = 100;
+    while (!stopping(se)) {
+        pthread_mutex_lock(&se->mu);
+        char from[24];
+        snprintf(from, sizeof from, "%" PRIu64, se->watch_from);
+        pthread_mutex_unlock(&se->mu);
+        json_t *req = json_pack("{s:{s:o,s:o,s:s}}", "create_request", "key", b64s(pre), "range_end",
+                                prefix_end(pre), "start_revision", from);
+        char *body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        rete_error err = {0};
+        rete_rc rc = reted_etcd_http_stream_open(&h, "/v3/watch", body, strlen(body), &err);
+        free(body);
+        if (rc != RETE_OK) {
+            rete_warn("store etcd: watch: %s; again in %d ms", err.msg, backoff);
+            nap_ms(se, backoff);
+            backoff = backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        rete_debug("store etcd: watching from revision %s", from);
+        backoff = 100;
+        while (!stopping(se)) {
+            const char *msg;
+            size_t len;
+            rc = reted_etcd_http_stream_next(&h, 250, &msg, &len, &err);
+            if (rc == RETE_EAGAIN)
+                continue;
+            if (rc != RETE_OK) {
+                rete_warn("store etcd: watch: %s; resuming", err.msg);
+                break;
+            }
+            if (len && !watch_message(se, msg, len))
+                break;
+        }
+        reted_etcd_http_close(&h);
+    }
+    free(pre);
+    reted_etcd_http_free(&h);
+    return NULL;
+}
+
+static rete_rc se_watch_start(rete_store *s, void (*notify)(void *), void *arg)
+{
+    store_etcd *se = to_se(s);
+    if (se->thread_running)
+        return RETE_ESTATE;
+    se->notify = notify;
+    se->notify_arg = arg;
+    se->watch_from = se->revision + 1;
+    se->stop = false;
+    if (pthread_create(&se->thread, NULL, watch_main, se) != 0)
+        return RETE_EIO;
+    se->thread_running = true;
+    return RETE_OK;
+}
+
+static void se_watch_drain(rete_store *s, rete_store_change_fn fn, void *arg, bool *relist)
+{
+    store_etcd *se = to_se(s);
+    pthread_mutex_lock(&se->mu);
+    watch_item *q = se->q;
+    size_t n = se->q_n;
+    *relist = se->q_relist;
+    se->q = NULL;
+    se->q_n = se->q_cap = 0;
+    se->q_relist = false;
+    pthread_mutex_unlock(&se->mu);
+    bool go = !*relist;
+    for (size_t i = 0; i < n; i++) {
+        const char *kind = q[i].key, *ns = kind + strlen(kind) + 1, *name = ns + strlen(ns) + 1;
+        rete_store_change c = {kind, ns, name, q[i].revision, q[i].deleted};
+        if (c.revision > se->revision)
+            se->revision = c.revision;
+        if (go)
+            go = fn(&c, arg);
+        free(q[i].key);
+    }
+    free(q);
+}
+
+static void se_watch_stop(rete_store *s)
+{
+    store_etcd *se = to_se(s);
+    if (!se->thread_running)
+        return;
+    pthread_mutex_lock(&se->mu);
+    se->stop = true;
+    pthread_mutex_unlock(&se->mu);
+    pthread_join(se->thread, NULL);
+    se->thread_running = false;
+}
+
+static void se_close(rete_store *s)
+{
+    if (!s)
+        return;
+    store_etcd *se = to_se(s);
+    se_watch_stop(s);
+    for (size_t i = 0; i < se->q_n; i++)
+        free(se->q[i].key);
+    free(se->q);
+    pthread_mutex_destroy(&se->mu);
+    reted_etcd_http_free(&se->http);
+    free(se->prefix);
+    free(se->out);
+    free(se);
+}
+
+/* the store backend's vtable (store.h): the SQLite one's shape, plus the watch. */
+static const rete_store_ops etcd_ops = {
+    .name = "etcd",
+    .apply = se_apply,
+    .get = se_get,
+    .list = se_list,
+    .revision = se_revision,
+    .token_put = se_token_put,
+    .token_use = se_token_use,
+    .token_prune = se_token_prune,
+    .watch_start = se_watch_start,
+    .watch_drain = se_watch_drain,
+    .watch_stop = se_watch_stop,
+    .close = se_close,
+};
+
+rete_store *rete_store_etcd_open(const rete_store_etcd_opts *o, rete_error *err)
+{
+    const char *prefix = o->prefix && o->prefix[0] ? o->prefix : "/rete/";
+    store_etcd *se = rete_calloc(1, sizeof *se);
+    se->base.ops = &etcd_ops;
+    pthread_mutex_init(&se->mu, NULL);
+    size_t pl = strlen(prefix);
+    se->prefix = rete_malloc(pl + 2);
+    snprintf(se->prefix, pl + 2, "%s%s", prefix, prefix[pl - 1] == '/' ? "" : "/");
+    reted_etcd_tls_files files = {o->cacert, o->cert, o->key};
+    if (reted_etcd_http_init(&se->http, o->endpoints, &files, o->timeout_ms > 0 ? o->timeout_ms : 5000,
+                             ETCD_MAX_RESPONSE, err) != RETE_OK)
+        goto fail;
+    /* one read: etcd answers, and the revision the watch follows from */
+    json_t *resp;
+    size_t n = strlen(se->prefix) + 16;
+    char *pre = rete_malloc(n);
+    snprintf(pre, n, "%sresources/", se->prefix);
+    rete_rc rc = call(se, "/v3/kv/range",
+                      json_pack("{s:o,s:o,s:b}", "key", b64s(pre), "range_end", prefix_end(pre), "count_only", 1),
+                      &resp);
+    free(pre);
+    if (rc != RETE_OK) {
+        rete_error_set(err, RETE_EIO, "etcd %s: no member answered (see the log above)", o->endpoints);
+        goto fail;
+    }
+    json_decref(resp);
+    return &se->base;
+fail:
+    se_close(&se->base);
+    return NULL;
+}
