@@ -14,19 +14,27 @@
 enum {
     YDOC_MAX_DEPTH = 64,
     YDOC_MAX_NODES = 1000000, /* after alias expansion, per document */
+    /* Nodes an alias may add, over the whole stream: a node reached again
+     * through an alias is copied, so nine levels of nine aliases in 400
+     * bytes would build 531,441 nodes (~350 MB under ASan) per document.
+     * Without aliases every node is converted once, so this bounds only
+     * the expansion. */
+    YDOC_MAX_ALIAS_NODES = 100000,
     YDOC_MAX_DOCS = 100000,
 };
 
 typedef struct conv {
     yaml_document_t *doc;
     rete_arena *arena;
-    size_t nodes;
+    size_t nodes;  /* converted in this document */
+    size_t budget; /* converted in the stream, at most: the nodes parsed + YDOC_MAX_ALIAS_NODES */
+    size_t total;  /* converted in the stream */
 } conv;
 
 static const rete_ynode *convert(conv *c, int id, int depth, rete_rc *rc)
 {
     yaml_node_t *yn = yaml_document_get_node(c->doc, id);
-    if (!yn || depth > YDOC_MAX_DEPTH || ++c->nodes > YDOC_MAX_NODES) {
+    if (!yn || depth > YDOC_MAX_DEPTH || ++c->nodes > YDOC_MAX_NODES || ++c->total > c->budget) {
         *rc = RETE_ELIMIT;
         return NULL;
     }
@@ -153,6 +161,7 @@ rete_rc rete_yaml_parse(const char *data, size_t len, rete_arena *arena, rete_ys
         return RETE_ENOMEM;
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    conv c = {.arena = arena, .budget = YDOC_MAX_ALIAS_NODES};
     for (;;) {
         yaml_document_t doc;
         if (!yaml_parser_load(&parser, &doc)) {
@@ -176,14 +185,17 @@ rete_rc rete_yaml_parse(const char *data, size_t len, rete_arena *arena, rete_ys
             rc = RETE_ELIMIT;
             break;
         }
-        conv c = {&doc, arena, 0};
+        c.doc = &doc;
+        c.nodes = 0;
+        c.budget += (size_t)(doc.nodes.top - doc.nodes.start);
         rete_rc crc = RETE_OK;
         const rete_ynode *tree = convert(&c, 1, 0, &crc);
         yaml_document_delete(&doc);
         if (!tree) {
             snprintf(errbuf, errlen,
-                     "document nested deeper than %d levels or larger than %d nodes",
-                     YDOC_MAX_DEPTH, YDOC_MAX_NODES);
+                     "document nested deeper than %d levels, larger than %d nodes, or its aliases "
+                     "expand to more than %d nodes",
+                     YDOC_MAX_DEPTH, YDOC_MAX_NODES, YDOC_MAX_ALIAS_NODES);
             *err_doc = (int)n;
             rc = crc;
             break;

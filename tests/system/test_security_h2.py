@@ -21,30 +21,8 @@ import pytest
 from helpers import rss_kb, read_log
 from mesh import echo_mesh, stop_and_check_proxies
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, WINDOW_UPDATE = 0, 1, 3, 4, 6, 8
-END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-CANCEL = 8
-
-
-def frame(ftype, flags, stream_id, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream_id) + payload
-
-
-def hpack_request(authority="echo", path="/"):
-    """A request header block from the HPACK static table: :method GET (2),
-    :scheme http (6), then :path and :authority as literals without
-    indexing, indexed names 4 and 1 (RFC 7541 §6.2.2)."""
-    assert len(path) < 127 and len(authority) < 127
-    return (b"\x82\x86" + b"\x04" + bytes([len(path)]) + path.encode()
-            + b"\x01" + bytes([len(authority)]) + authority.encode())
-
-
-def settings(initial_window=None):
-    payload = b""
-    if initial_window is not None:
-        payload += struct.pack(">HI", 4, initial_window)  # SETTINGS_INITIAL_WINDOW_SIZE
-    return frame(SETTINGS, 0, 0, payload)
+from attack import (ACK, CANCEL, DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, RST_STREAM,
+                    SETTINGS, WINDOW_UPDATE, frame, hpack_request, settings)
 
 
 def curl_status(url, *args, timeout=10):

@@ -108,6 +108,7 @@ typedef struct rete_h2_conn {
     bool queued;             /* on the worker's flush list */
     bool got_frame;          /* the peer sent at least one frame (its SETTINGS) */
     bool abusive;            /* server: GOAWAY ENHANCE_YOUR_CALM sent, take no new streams */
+    bool errors_counted;     /* server: a protocol error of the client's is counted */
     h2s *pend_head;          /* client: requests waiting for a stream slot, oldest first */
     h2s *pend_tail;
     uint32_t n_pending;
@@ -160,6 +161,8 @@ static void h2_flush(rete_h2_conn *h2);
 static void h2_kill(rete_h2_conn *h2, const char *why);
 static void h2_submit_pending(rete_h2_conn *h2);
 static void h2_premature_reset(rete_h2_conn *h2);
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int err,
+                                 void *user_data);
 static void h2_sweep(rete_conn *c);
 static uint64_t h2_sweep_interval(const rete_h2_conn *h2);
 
@@ -787,7 +790,15 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    (void)user_data;
+    rete_h2_conn *h2 = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY && h2->server && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
+        !h2->abusive && !h2->errors_counted) {
+        /* nghttp2 ended the connection on its own (a compression error,
+         * say) without telling on_invalid_frame_recv */
+        h2->errors_counted = true;
+        rete_stat(h2->worker, h2->worker->ms.h2_abuse[RETE_H2_ABUSE_PROTOCOL], 1);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     h2s *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -896,6 +907,7 @@ static nghttp2_session_callbacks *h2_callbacks(void)
         nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
     }
     return cbs;
 }
@@ -946,6 +958,31 @@ static void h2_refuse(rete_h2_conn *h2, int reason, const char *why)
     rete_debug("h2: closing connection from %s: %s", h2->client, why);
     nghttp2_session_terminate_session(h2->session, NGHTTP2_ENHANCE_YOUR_CALM);
     h2_flush(h2);
+}
+
+/* nghttp2 refused what a client sent (its own bounds, set in h2_options,
+ * or the protocol): counted once per connection for the fatal ones
+ * mem_recv returns, once per error for the stream and connection errors
+ * it answers with RST_STREAM or GOAWAY (on_invalid_frame_recv). */
+static void h2_count_recv_error(rete_h2_conn *h2, int err)
+{
+    int reason = err == NGHTTP2_ERR_FLOODED                 ? RETE_H2_ABUSE_FLOOD
+                 : err == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? RETE_H2_ABUSE_CONTINUATION
+                                                             : RETE_H2_ABUSE_PROTOCOL;
+    h2->errors_counted = true;
+    rete_stat(h2->worker, h2->worker->ms.h2_abuse[reason], 1);
+    rete_debug("h2: %s: %s", h2->client, nghttp2_strerror(err));
+}
+
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int err,
+                                 void *user_data)
+{
+    (void)session;
+    (void)frame;
+    rete_h2_conn *h2 = user_data;
+    if (h2->server)
+        h2_count_recv_error(h2, err);
+    return 0;
 }
 
 /* The client reset a stream whose response was not done. */
@@ -1146,6 +1183,8 @@ static void h2_on_io_data(rete_io *io, const char *data, size_t len)
     ssize_t n = nghttp2_session_mem_recv(h2->session, (const uint8_t *)data, len);
     h2->in_recv = false;
     if (n < 0) {
+        if (h2->server)
+            h2_count_recv_error(h2, (int)n);
         h2_kill(h2, nghttp2_strerror((int)n));
         return;
     }

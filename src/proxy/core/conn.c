@@ -187,6 +187,20 @@ static void detect_close(rete_conn *c)
     rete_io_close(&c->io);
 }
 
+/* An inbound connection (not from a peer proxy) for a port the workload
+ * declared as an HTTP protocol (the redirected port, else its only port). */
+static bool inbound_http_port(const rete_conn *c)
+{
+    const rete_proxy_spec *p = &c->gen->cfg->proxy;
+    uint16_t port = c->orig_port;
+    if (!port && p->n_inbound_ports == 1)
+        port = p->inbound_ports[0].port;
+    for (size_t i = 0; i < p->n_inbound_ports; i++)
+        if (p->inbound_ports[i].port == port)
+            return p->inbound_ports[i].protocol != RETE_PROTO_TCP;
+    return false;
+}
+
 static void dispatch_protocol(rete_conn *c, detect_result r, const char *data, size_t len)
 {
     uv_timer_stop(&c->timer);
@@ -208,6 +222,20 @@ static void dispatch_protocol(rete_conn *c, detect_result r, const char *data, s
                 return;
             }
             rete_debug("outbound: unroutable non-HTTP connection from %s", c->peer_addr);
+            detect_close(c);
+            return;
+        }
+        if (c->listener->kind == RETE_L_INBOUND && inbound_http_port(c)) {
+            /* The port speaks HTTP, and raw bytes would be refused there
+             * (filter_inbound.c) with a silent close: the bytes so far (a
+             * head that arrives slowly, or garbage) go to the HTTP/1.1
+             * parser, bounded by limits.requestHeaderTimeout and answered
+             * 408 or 400; silence is a detect timeout. */
+            if (len > 0 && (unsigned char)data[0] != 0x16) {
+                rete_codec_get(RETE_CODEC_H1_SERVER)->server_start(c, data, len);
+                return;
+            }
+            rete_conn_count_timeout(c, RETE_TIMEOUT_DETECT);
             detect_close(c);
             return;
         }

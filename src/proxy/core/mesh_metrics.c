@@ -154,7 +154,8 @@ static const struct {
       "(http2MaxRequests, http1MaxPendingRequests, pendingTimeout, maxRetries, connection_share, "
       "route_maxRequests, route_maxRetries)."),
     F(h2_abuse_total, "rete_proxy_h2_abuse_total", C, L(l_reason),
-      "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share)."),
+      "HTTP/2 clients cut off, by reason (rapid_reset, rapid_reset_client, budget_share, flood, "
+      "continuation_flood, protocol_error)."),
     F(lb_ejections_total, "rete_proxy_lb_ejections_total", C, L(l_cluster),
       "Endpoints ejected by outlier detection, by cluster."),
     F(lb_endpoints_ejected, "rete_proxy_lb_endpoints_ejected", G, NOLABELS,

@@ -101,7 +101,7 @@ void rete_proxy_metrics_init(rete_proxy *p)
         s->cb_rejections[i] = fixed(p, mm->circuit_breaker_rejections_total,
                                     rete_breaker_limit_name((rete_breaker_limit)i));
     static const char *const h2_abuse_reasons[RETE_H2_ABUSE_N] = {
-        "rapid_reset", "rapid_reset_client", "budget_share"};
+        "rapid_reset", "rapid_reset_client", "budget_share", "flood", "continuation_flood", "protocol_error"};
     for (int i = 0; i < RETE_H2_ABUSE_N; i++)
         s->h2_abuse[i] = fixed(p, mm->h2_abuse_total, h2_abuse_reasons[i]);
     s->authz_denied = fixed(p, mm->authz_denied_total, NULL);

@@ -114,6 +114,9 @@ enum {
     RETE_H2_ABUSE_RAPID_RESET,        /* connection closed: most of its streams reset early */
     RETE_H2_ABUSE_RAPID_RESET_CLIENT, /* connection refused: its client is over the reset window */
     RETE_H2_ABUSE_BUDGET_SHARE,       /* request refused: its connection holds its share of the budget */
+    RETE_H2_ABUSE_FLOOD,              /* connection closed: over H2_MAX_OUTBOUND_ACK queued SETTINGS/PING acks */
+    RETE_H2_ABUSE_CONTINUATION,       /* connection closed: a header block of more than H2_MAX_CONTINUATIONS frames */
+    RETE_H2_ABUSE_PROTOCOL,           /* a stream or connection error nghttp2 found in what the client sent */
     RETE_H2_ABUSE_N
 };
 
