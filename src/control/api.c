@@ -441,6 +441,31 @@ static void api_stats(reted *r, rete_http_req *req)
     rete_http_respond_jobj(req, 200, reted_golden_query_run(&r->golden, &q, (int64_t)(uv_now(r->loop) / 1000)));
 }
 
+/* GET /api/v1/prometheus/targets: Prometheus' HTTP service discovery
+ * (http_sd_configs, Prometheus >= 2.28): one target group per connected
+ * proxy, its stats listener (address:RETE_PORT_STATS, where /metrics faces
+ * the network) with the proxy's name, namespace and service account as
+ * labels. deploy/prometheus/prometheus.yml uses it; a proxy whose
+ * spec.listeners.stats is not the default port is listed at the default
+ * (reted is not told the proxy's listeners). */
+static void api_prometheus_targets(reted *r, rete_http_req *req)
+{
+    json_t *groups = json_array();
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next) {
+        if (!p->stream || !p->address[0])
+            continue;
+        char target[96];
+        bool v6 = strchr(p->address, ':') != NULL;
+        snprintf(target, sizeof(target), "%s%s%s:%u", v6 ? "[" : "", p->address, v6 ? "]" : "",
+                 (unsigned)RETE_PORT_STATS);
+        json_array_append_new(groups, json_pack("{s:[s],s:{s:s,s:s,s:s}}", "targets", target,
+                                                "labels", "__meta_rete_proxy", p->name,
+                                                "__meta_rete_namespace", p->ns,
+                                                "__meta_rete_service_account", p->sa));
+    }
+    rete_http_respond_jobj(req, 200, groups);
+}
+
 static void api_check(reted *r, rete_http_req *req)
 {
     json_t *checks = json_array();
@@ -654,6 +679,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         api_stats(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/check")))
         api_check(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/prometheus/targets")))
+        api_prometheus_targets(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/identity")) && post)
         api_identity(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/ca/rotate")) && post)
