@@ -88,6 +88,13 @@ typedef struct rete_locality_failover {
     const char *to;
 } rete_locality_failover;
 
+/* DestinationRule trafficPolicy.tls.mode (MUTUAL and ISTIO_MUTUAL are
+ * refused at load). */
+typedef enum rete_tls_origination {
+    RETE_TLS_ORIG_DISABLE,  /* plaintext to endpoints outside the mesh */
+    RETE_TLS_ORIG_SIMPLE,   /* originate TLS, verifying the server */
+} rete_tls_origination;
+
 typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy */
     rete_lb_kind lb;
     rete_hash_on hash_on;
@@ -121,6 +128,10 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     bool locality;
     const rete_locality_failover *failover;
     size_t n_failover;
+    /* tls (Istio ClientTLSSettings): to endpoints outside the mesh */
+    rete_tls_origination tls_mode;         /* default DISABLE: plaintext */
+    const char *tls_ca;                    /* caCertificates; NULL: the system roots */
+    const char *tls_sni;                   /* sni; NULL: the Service's externalName */
 } rete_traffic_policy;
 
 typedef struct rete_service {
@@ -135,6 +146,12 @@ typedef struct rete_service {
     size_t n_endpoints;
     rete_traffic_policy policy;            /* defaults, or the DestinationRule's */
     const char *cluster_ip;                /* virtual address (canonical text), NULL: none */
+    /* spec.externalName: a host outside the mesh (a DNS name or an IP
+     * literal), NULL for a mesh Service. Its endpoints are synthetic
+     * Workloads (inMesh false), one per address: the literal's, or those
+     * the proxy resolved (rete_config_rebuild); none before the first
+     * resolution. */
+    const char *external_name;
 } rete_service;
 
 /* ---- routes (Gateway API v1, GAMMA: parentRefs name a Service) ----------- */
@@ -463,6 +480,7 @@ typedef struct rete_proxy_spec {
     rete_limits limits;
     rete_dns_spec dns;
     rete_readiness_probe readiness;
+    uint32_t external_refresh_ms;   /* externalNameRefresh: re-resolution period, default 30000 */
 } rete_proxy_spec;
 
 typedef struct rete_config {
@@ -498,6 +516,11 @@ typedef struct rete_config {
     size_t n_authz;
     const rete_rate_limit_policy *rate_limits; /* only policies that select this workload */
     size_t n_rate_limits;
+    /* The documents this snapshot was decoded from (in its arena), so that
+     * rete_config_rebuild can decode them again with new externalName
+     * addresses. */
+    const struct rete_ynode *const *docs;
+    size_t n_docs;
 } rete_config;
 
 #endif
