@@ -96,6 +96,12 @@ typedef enum rete_hc_kind {
     RETE_HC_TCP,   /* a connect (over the mesh: a CONNECT tunnel to the app port) */
     RETE_HC_GRPC,  /* grpc.health.v1.Health/Check, SERVING */
 } rete_hc_kind;
+/* DestinationRule trafficPolicy.tls.mode (MUTUAL and ISTIO_MUTUAL are
+ * refused at load). */
+typedef enum rete_tls_origination {
+    RETE_TLS_ORIG_DISABLE,  /* plaintext to endpoints outside the mesh */
+    RETE_TLS_ORIG_SIMPLE,   /* originate TLS, verifying the server */
+} rete_tls_origination;
 
 typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy */
     rete_lb_kind lb;
@@ -143,6 +149,10 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     const uint16_t *hc_statuses;           /* http.expectedStatuses; none: 200..399 */
     size_t n_hc_statuses;
     const char *hc_grpc_service;           /* grpc.service, default "" (the whole server) */
+    /* tls (Istio ClientTLSSettings): to endpoints outside the mesh */
+    rete_tls_origination tls_mode;         /* default DISABLE: plaintext */
+    const char *tls_ca;                    /* caCertificates; NULL: the system roots */
+    const char *tls_sni;                   /* sni; NULL: the Service's externalName */
 } rete_traffic_policy;
 
 typedef struct rete_service {
@@ -157,6 +167,12 @@ typedef struct rete_service {
     size_t n_endpoints;
     rete_traffic_policy policy;            /* defaults, or the DestinationRule's */
     const char *cluster_ip;                /* virtual address (canonical text), NULL: none */
+    /* spec.externalName: a host outside the mesh (a DNS name or an IP
+     * literal), NULL for a mesh Service. Its endpoints are synthetic
+     * Workloads (inMesh false), one per address: the literal's, or those
+     * the proxy resolved (rete_config_rebuild); none before the first
+     * resolution. */
+    const char *external_name;
 } rete_service;
 
 /* ---- routes (Gateway API v1, GAMMA: parentRefs name a Service) ----------- */
@@ -485,6 +501,7 @@ typedef struct rete_proxy_spec {
     rete_limits limits;
     rete_dns_spec dns;
     rete_readiness_probe readiness;
+    uint32_t external_refresh_ms;   /* externalNameRefresh: re-resolution period, default 30000 */
 } rete_proxy_spec;
 
 typedef struct rete_config {
@@ -520,6 +537,11 @@ typedef struct rete_config {
     size_t n_authz;
     const rete_rate_limit_policy *rate_limits; /* only policies that select this workload */
     size_t n_rate_limits;
+    /* The documents this snapshot was decoded from (in its arena), so that
+     * rete_config_rebuild can decode them again with new externalName
+     * addresses. */
+    const struct rete_ynode *const *docs;
+    size_t n_docs;
 } rete_config;
 
 #endif

@@ -226,6 +226,8 @@ static rete_rc decode_docs(loader *l, const rete_ynode *const *docs, size_t n)
             return rc;
     }
     l->ctx.doc = -1;
+    l->cfg->docs = docs;
+    l->cfg->n_docs = n;
     return RETE_OK;
 }
 
@@ -338,6 +340,25 @@ rete_config *rete_config_load_docs(const char *head, size_t head_len, rete_confi
         for (size_t i = 0; i < n; i++)
             docs[i].tree = trees[stream.n_docs + i];
     return cfg;
+}
+
+rete_config *rete_config_rebuild(const rete_config *cfg, const rete_external_addrs *ext, size_t n_ext,
+                                 rete_config_error *err)
+{
+    loader l;
+    load_begin(&l, cfg->source, cfg->version, err);
+    l.ext = ext;
+    l.n_ext = n_ext;
+    const rete_ynode **trees = rete_arena_alloc(l.ctx.arena, (cfg->n_docs + 1) * sizeof(*trees));
+    for (size_t i = 0; i < cfg->n_docs; i++) {
+        trees[i] = cfg->docs[i] ? rete_ynode_copy(cfg->docs[i], l.ctx.arena) : NULL;
+        if (cfg->docs[i] && !trees[i]) {
+            err->document = (int)i;
+            snprintf(err->reason, sizeof(err->reason), "document nested too deep or too large");
+            return load_end(&l, RETE_ELIMIT);
+        }
+    }
+    return load_end(&l, decode_docs(&l, trees, cfg->n_docs));
 }
 
 rete_config *rete_config_load_file(const char *path, uint64_t version, rete_config_error *err)

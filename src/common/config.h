@@ -48,6 +48,24 @@ typedef struct rete_config_doc {
 rete_config *rete_config_load_docs(const char *head, size_t head_len, rete_config_doc *docs, size_t n,
                                    const char *source_name, uint64_t version, rete_config_error *err);
 
+/* What a proxy resolved for one Service spec.externalName (a DNS name):
+ * the IP literals it stands for now. */
+typedef struct rete_external_addrs {
+    const char *host;
+    const char *const *addrs;
+    size_t n_addrs;
+} rete_external_addrs;
+
+/* The same configuration as `cfg` (its documents decoded again, same
+ * source and version) with the endpoints of every Service whose
+ * externalName is a DNS name taken from ext[0..n_ext): one synthetic
+ * Workload (inMesh false, named after the host) per address, in the order
+ * given; none for a host ext does not list. Returns a new snapshot with one
+ * reference (cfg is untouched), or NULL with *err filled (a document that
+ * loaded once loads again: only memory limits fail). */
+rete_config *rete_config_rebuild(const rete_config *cfg, const rete_external_addrs *ext, size_t n_ext,
+                                 rete_config_error *err);
+
 /* The port of the mesh listener the Proxy document in data declares
  * (spec.listeners.mesh, defaulted as a load does), read without resolving
  * its references to other resources — so before the control plane has sent

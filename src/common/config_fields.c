@@ -469,6 +469,10 @@ static const cfg_field proxy_fields[] = {
      .doc = "the app's readiness probe, run by the sidecar (Kubernetes readinessProbe's shape): "
             "while it fails, /ready answers 503 and reted takes the workload out of other "
             "proxies' endpoints (docs/traffic.md, Readiness)"},
+    {"externalNameRefresh", CFG_DURATION, 0, CFG_AT(raw_proxy, p.external_refresh_ms),
+     .min = 1000, .max = 3600000, .def = "30s",
+     .doc = "how often the proxy resolves again the DNS names of Services with `externalName` "
+            "(1s..1h); a failed resolution keeps the last addresses"},
 };
 const cfg_schema cfg_spec_proxy = CFG_SCHEMA("Proxy", raw_proxy, proxy_fields, proxy_check);
 
@@ -505,10 +509,20 @@ static const cfg_field svc_port_fields[] = {
 static const cfg_schema svc_port_schema =
     CFG_SCHEMA("ServicePort", raw_svc_port, svc_port_fields, svc_port_check);
 
+/* externalName: a DNS name (RFC 1123, lowercase) or an IP literal. */
+static rete_rc check_external_name(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    return cfg_is_ip(*(const char **)value) ? RETE_OK : cfg_check_dns_name(ctx, n, value);
+}
+
 static rete_rc service_check(cfg_ctx *ctx, void *obj)
 {
     raw_service *r = obj;
     char sub[64];
+    if (r->external_name && r->n_selector)
+        return cfg_fail_at(ctx, "selector",
+                           "must be empty with externalName (its endpoints are the host's "
+                           "addresses)");
     for (size_t i = 0; i < r->n_ports; i++) {
         const rete_service_port *p = &r->ports[i].p;
         snprintf(sub, sizeof(sub), "ports[%zu].name", i);
@@ -538,6 +552,14 @@ static const cfg_field service_fields[] = {
             "Transparent mode). Omitted, reted assigns one from MeshConfig serviceCIDR and stores "
             "it in the Service (kept when the Service is applied again without one); given, it "
             "must lie inside serviceCIDR when that is set"},
+    {"externalName", CFG_STR, 0, CFG_AT(raw_service, external_name), .check = check_external_name,
+     .docdef = "none (a mesh Service)",
+     .doc = "a host outside the mesh (Istio's ServiceEntry, Kubernetes' ExternalName): a "
+            "lowercase DNS name or an IP literal. Its endpoints are the host's addresses, which "
+            "each calling proxy resolves off its event loop with the system resolver and again "
+            "every Proxy `spec.externalNameRefresh`; they are reached directly (plaintext, or "
+            "TLS with a DestinationRule `trafficPolicy.tls` SIMPLE) at each port's targetPort. "
+            "No selector with it"},
 };
 const cfg_schema cfg_spec_service =
     CFG_SCHEMA("Service", raw_service, service_fields, service_check);

@@ -324,6 +324,40 @@ static const cfg_field hc_fields[] = {
 };
 static const cfg_schema hc_schema = CFG_SCHEMA("HealthCheck", raw_dr, hc_fields, hc_check);
 
+/* tls (Istio ClientTLSSettings): SIMPLE and DISABLE are applied; the modes
+ * that present a client certificate are refused rather than ignored. */
+static const cfg_enum tls_mode_enum[] = {{"DISABLE", RETE_TLS_ORIG_DISABLE},
+                                         {"SIMPLE", RETE_TLS_ORIG_SIMPLE},
+                                         {"MUTUAL", -1},
+                                         {"ISTIO_MUTUAL", -2},
+                                         {NULL, 0}};
+
+static rete_rc check_tls_mode(cfg_ctx *ctx, const rete_ynode *n, void *value)
+{
+    (void)n;
+    return *(int *)value >= 0
+               ? RETE_OK
+               : cfg_fail(ctx, "%s is not supported: only SIMPLE (TLS to a server outside the "
+                               "mesh) and DISABLE; mesh endpoints always get the sidecars' mTLS",
+                          *(int *)value == -1 ? "MUTUAL" : "ISTIO_MUTUAL");
+}
+
+static const cfg_field client_tls_fields[] = {
+    {"mode", CFG_ENUM, 0, CFG_AT(raw_dr, p.tls_mode), .en = tls_mode_enum, .def = "DISABLE",
+     .check = check_tls_mode,
+     .doc = "SIMPLE: the calling proxy originates TLS to the Service's endpoints outside the mesh "
+            "(an externalName or inMesh: false Workloads), so the app speaks plain HTTP; DISABLE: "
+            "plaintext. MUTUAL and ISTIO_MUTUAL are refused. Endpoints in the mesh always get the "
+            "sidecars' mTLS"},
+    {"caCertificates", CFG_FILE, 0, CFG_AT(raw_dr, p.tls_ca), .docdef = "the system's roots",
+     .doc = "PEM file of the roots the server's certificate must chain to"},
+    {"sni", CFG_STR, 0, CFG_AT(raw_dr, p.tls_sni), .check = cfg_check_dns_name,
+     .docdef = "the Service's externalName, else the endpoint's address",
+     .doc = "the name sent as SNI and checked against the server certificate's subjectAltNames"},
+};
+static const cfg_schema client_tls_schema =
+    CFG_SCHEMA("ClientTLSSettings", raw_dr, client_tls_fields, NULL);
+
 static const cfg_field policy_fields[] = {
     {"loadBalancer", CFG_OBJ, 0, .off = 0, .sub = &lb_schema},
     {"connectionPool", CFG_OBJ, 0, .off = 0, .sub = &pool_schema},
@@ -336,6 +370,7 @@ static const cfg_field policy_fields[] = {
     {"healthCheck", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, has_hc), .sub = &hc_schema,
      .docdef = "off", .doc = "rete extension (Envoy's and Consul's shape): active health "
      "checks of each endpoint by the calling proxy; failing endpoints leave the balancer"},
+    {"tls", CFG_OBJ, 0, .off = 0, .sub = &client_tls_schema},
 };
 
 /* Istio: locality balancing is on by default, and takes effect only with

@@ -73,6 +73,7 @@ typedef struct raw_service {
     const rete_label *selector;
     size_t n_selector;
     const char *cluster_ip;      /* as written; canonical in rete_service */
+    const char *external_name;
 } raw_service;
 
 /* Workload */
@@ -296,6 +297,9 @@ typedef struct loader {
     raw_res **idx;
     size_t idx_cap;
     size_t idx_n;
+    /* rete_config_rebuild: the addresses of externalName hosts */
+    const rete_external_addrs *ext;
+    size_t n_ext;
 } loader;
 
 /* Pass 2 (config_resolve.c): the raw resources in l -> l->cfg, resolved and

@@ -169,6 +169,44 @@ static void ns_range(const rete_workload *const *by_ns, size_t n, const char *ns
 
 static rete_rc resolve_cluster_ips(loader *l, rete_service *s, size_t n);
 
+/* A Service's externalName (which has no selector, so no other endpoint):
+ * an IP literal is its one endpoint; a DNS name has the addresses the
+ * proxy resolved (l->ext, from rete_config_rebuild), none until then. Each
+ * becomes a synthetic Workload outside the mesh, named after the host, in
+ * the Service's namespace. */
+static void external_endpoints(loader *l, rete_service *svc, const char *host)
+{
+    rete_arena *a = l->ctx.arena;
+    svc->external_name = host;
+    const char *literal[1] = {host};
+    const char *const *addrs = literal;
+    size_t n = 0;
+    if (cfg_is_ip(host)) {
+        n = 1;
+    } else {
+        for (size_t k = 0; k < l->n_ext; k++)
+            if (strcmp(l->ext[k].host, host) == 0) {
+                addrs = l->ext[k].addrs;
+                n = l->ext[k].n_addrs;
+                break;
+            }
+    }
+    rete_workload *w = rete_arena_alloc(a, (n + 1) * sizeof(*w));
+    const rete_workload **eps = rete_arena_alloc(a, (n + 1) * sizeof(*eps));
+    for (size_t k = 0; k < n; k++) {
+        w[k] = (rete_workload){.name = host,
+                               .ns = svc->ns,
+                               .address = rete_arena_strndup(a, addrs[k], strlen(addrs[k])),
+                               .service_account = "default",
+                               .weight = 1,
+                               .in_mesh = false,
+                               .ready = true};
+        eps[k] = &w[k];
+    }
+    svc->endpoints = eps;
+    svc->n_endpoints = n;
+}
+
 static rete_rc resolve_services(loader *l)
 {
     rete_config *cfg = l->cfg;
@@ -211,6 +249,8 @@ static rete_rc resolve_services(loader *l)
         memcpy(eps, scratch, n_eps * sizeof(*eps));
         s[i].endpoints = eps;
         s[i].n_endpoints = n_eps;
+        if (rs->external_name)
+            external_endpoints(l, &s[i], rs->external_name);
     }
     free(by_ns);
     free(scratch);

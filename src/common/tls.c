@@ -16,6 +16,7 @@
 #include "vec.h"
 #include "view.h"
 
+#include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -30,7 +31,14 @@
 
 /* CP_*: the control plane's contexts: no ALPN, and the server does not
  * require a client certificate. */
-enum tls_kind { TLS_MESH_SERVER, TLS_MESH_CLIENT, TLS_APP_SERVER, TLS_CP_SERVER, TLS_CP_CLIENT };
+enum tls_kind {
+    TLS_MESH_SERVER,
+    TLS_MESH_CLIENT,
+    TLS_APP_SERVER,
+    TLS_CP_SERVER,
+    TLS_CP_CLIENT,
+    TLS_ORIGINATE,
+};
 
 struct rete_tls_ctx {
     SSL_CTX *ssl;
@@ -458,6 +466,34 @@ rete_tls_ctx *rete_tls_app_server_ctx(const char *cert_file, const char *key_fil
     return ctx_wrap(c, TLS_APP_SERVER);
 }
 
+/* TLS origination to a server outside the mesh (DestinationRule tls SIMPLE):
+ * TLS 1.2+, no client certificate, the server's chain verified against
+ * ca_file or, when NULL, the system's default roots; the host name is
+ * checked per session (rete_tls_session_new_client's sni). */
+rete_tls_ctx *rete_tls_originate_ctx(const char *ca_file, rete_error *err)
+{
+    SSL_CTX *c = ctx_base(false, TLS1_2_VERSION, NULL, NULL, err);
+    if (!c)
+        return NULL;
+    int ok = ca_file ? SSL_CTX_load_verify_file(c, ca_file) : SSL_CTX_set_default_verify_paths(c);
+    if (ok != 1) {
+        rete_error_set(err, RETE_EIO, "CA bundle %s: %s", ca_file ? ca_file : "(system roots)",
+                       rete_ssl_reason("cannot load PEM certificates"));
+        ERR_clear_error();
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify_depth(c, 8);
+    static const unsigned char alpn_h1[] = "\x08http/1.1";
+    if (SSL_CTX_set_alpn_protos(c, alpn_h1, sizeof(alpn_h1) - 1) != 0) {
+        rete_error_set(err, RETE_EIO, "SSL_CTX_set_alpn_protos failed");
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    return ctx_wrap(c, TLS_ORIGINATE);
+}
+
 /* The control plane's listener and its clients (docs/control-plane.md):
  * TLS 1.3, HTTP/1.1 inside; the server verifies a client certificate when
  * one is presented (renewals, config streams) and accepts none (first
@@ -500,6 +536,12 @@ void rete_tls_ctx_unref(rete_tls_ctx *ctx)
 
 /* ---- sessions ---------------------------------------------------------- */
 
+static bool is_ip_literal(const char *s)
+{
+    unsigned char b[16];
+    return s && (inet_pton(AF_INET, s, b) == 1 || inet_pton(AF_INET6, s, b) == 1);
+}
+
 static rete_tls_session *session_new(rete_tls_ctx *ctx)
 {
     rete_tls_session *s = rete_calloc(1, sizeof(*s));
@@ -524,7 +566,7 @@ fail:
 
 rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx)
 {
-    if (!ctx || ctx->kind == TLS_MESH_CLIENT || ctx->kind == TLS_CP_CLIENT)
+    if (!ctx || ctx->kind == TLS_MESH_CLIENT || ctx->kind == TLS_CP_CLIENT || ctx->kind == TLS_ORIGINATE)
         return NULL;
     rete_tls_session *s = session_new(ctx);
     if (s)
@@ -535,14 +577,24 @@ rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx)
 rete_tls_session *rete_tls_session_new_client(rete_tls_ctx *ctx, const char *expected_spiffe_id,
                                               const char *sni)
 {
-    if (!ctx || (ctx->kind != TLS_MESH_CLIENT && ctx->kind != TLS_CP_CLIENT))
+    if (!ctx || (ctx->kind != TLS_MESH_CLIENT && ctx->kind != TLS_CP_CLIENT && ctx->kind != TLS_ORIGINATE))
+        return NULL;
+    if (ctx->kind == TLS_ORIGINATE && (expected_spiffe_id || !sni))
         return NULL;
     if (expected_spiffe_id && !rete_spiffe_id_valid(expected_spiffe_id, strlen(expected_spiffe_id)))
         return NULL;
     rete_tls_session *s = session_new(ctx);
     if (!s)
         return NULL;
-    if (sni && SSL_set_tlsext_host_name(s->ssl, sni) != 1) {
+    /* Origination: the name verified is the one sent (RFC 6125); an IP
+     * literal is checked against the certificate's IP SANs and not sent
+     * as SNI (RFC 6066 §3 forbids literal addresses there). */
+    bool ip_literal = ctx->kind == TLS_ORIGINATE && is_ip_literal(sni);
+    bool sni_ok = !sni || ip_literal || SSL_set_tlsext_host_name(s->ssl, sni) == 1;
+    if (sni_ok && ctx->kind == TLS_ORIGINATE)
+        sni_ok = ip_literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), sni) == 1
+                            : SSL_set1_host(s->ssl, sni) == 1;
+    if (!sni_ok) {
         ERR_clear_error();
         rete_tls_session_free(s);
         return NULL;
@@ -589,6 +641,11 @@ rete_rc rete_tls_handshake(rete_tls_session *s)
     if (s->ctx->kind == TLS_CP_CLIENT &&
         (SSL_get_verify_result(s->ssl) != X509_V_OK || !s->peer_id)) {
         session_set_err(s, "TLS handshake: control plane not verified");
+        s->failed = true;
+        return RETE_EIO;
+    }
+    if (s->ctx->kind == TLS_ORIGINATE && SSL_get_verify_result(s->ssl) != X509_V_OK) {
+        session_set_err(s, "TLS handshake: server certificate not verified");
         s->failed = true;
         return RETE_EIO;
     }

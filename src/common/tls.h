@@ -65,6 +65,15 @@ rete_tls_ctx *rete_tls_cp_server_ctx(const char *cert_file, const char *key_file
                                      const char *ca_file, rete_error *err);
 rete_tls_ctx *rete_tls_cp_client_ctx(const char *cert_file, const char *key_file,
                                      const char *ca_file, rete_error *err);
+/* TLS origination to a server outside the mesh (DestinationRule
+ * trafficPolicy.tls SIMPLE): TLS 1.2+, ALPN http/1.1, no client
+ * certificate; the server's chain must verify against ca_file, or the
+ * system's default roots when ca_file is NULL. Sessions are made with
+ * rete_tls_session_new_client(ctx, NULL, name): `name` (required) is sent as
+ * SNI and checked against the certificate's DNS SANs, or, an IP literal, not
+ * sent and checked against its IP SANs; a mismatch or an untrusted chain
+ * fails the handshake with rete_tls_session_error() saying why. */
+rete_tls_ctx *rete_tls_originate_ctx(const char *ca_file, rete_error *err);
 rete_tls_ctx *rete_tls_ctx_ref(rete_tls_ctx *ctx);
 void rete_tls_ctx_unref(rete_tls_ctx *ctx);
 
@@ -74,7 +83,8 @@ void rete_tls_ctx_unref(rete_tls_ctx *ctx);
  * context. */
 rete_tls_session *rete_tls_session_new_server(rete_tls_ctx *ctx);
 
-/* A client session for a mesh client context. expected_spiffe_id, when not
+/* A client session for a mesh, control-plane or origination client context
+ * (for the last, see rete_tls_originate_ctx). expected_spiffe_id, when not
  * NULL, is the exact SPIFFE ID the server must present: any other fails the
  * handshake with a reason naming both IDs (NULL accepts any SPIFFE ID that
  * chains to the bundle). sni may be NULL. Both strings are copied. Returns

@@ -1217,6 +1217,75 @@ static void test_cluster_ip(void **state)
     }
 }
 
+#define EXT_SVC_LIT "---\napiVersion: v1\nkind: Service\nmetadata: {name: lit, namespace: t}\n" \
+    "spec: {externalName: 192.0.2.9, ports: [{port: 80}]}\n"
+#define EXT_SVC "---\napiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: t}\n"
+
+/* externalName: an IP literal is its endpoint at once; a DNS name has
+ * none until rete_config_rebuild gives its addresses, as inMesh false
+ * Workloads; DestinationRule tls SIMPLE is read, MUTUAL refused. */
+static void test_external_name(void **state)
+{
+    (void)state;
+    rete_config *cfg = load_str(VIP_DOCS EXT_SVC "spec: {externalName: api.example.com, ports: [{port: 80, targetPort: 8443}]}\n"
+                                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                                "metadata: {name: ext, namespace: t}\n"
+                                "spec: {host: ext, trafficPolicy: {tls: {mode: SIMPLE, sni: api.example.com}}}\n"
+                                EXT_SVC_LIT);
+    const rete_service *e = svc(cfg, "t", "ext");
+    assert_string_equal(e->external_name, "api.example.com");
+    assert_int_equal(e->n_endpoints, 0);
+    assert_int_equal(e->policy.tls_mode, RETE_TLS_ORIG_SIMPLE);
+    assert_string_equal(e->policy.tls_sni, "api.example.com");
+    assert_null(e->policy.tls_ca);
+    const rete_service *lit = svc(cfg, "t", "lit");
+    assert_int_equal(lit->n_endpoints, 1);
+    assert_string_equal(lit->endpoints[0]->address, "192.0.2.9");
+    assert_false(lit->endpoints[0]->in_mesh);
+
+    const char *addrs[] = {"192.0.2.1", "2001:db8::1"};
+    rete_external_addrs ext = {.host = "api.example.com", .addrs = addrs, .n_addrs = 2};
+    rete_config_error err;
+    rete_config *next = rete_config_rebuild(cfg, &ext, 1, &err);
+    assert_non_null(next);
+    e = svc(next, "t", "ext");
+    assert_int_equal(e->n_endpoints, 2);
+    assert_string_equal(e->endpoints[1]->address, "2001:db8::1");
+    assert_false(e->endpoints[0]->in_mesh);
+    assert_true(e->endpoints[0]->ready);
+    assert_int_equal(next->version, cfg->version);
+    assert_int_equal(next->n_services, cfg->n_services);
+    rete_config_unref(cfg);
+    rete_config_unref(next);
+
+    static const struct {
+        const char *extra, *want;
+    } bad[] = {
+        {EXT_SVC "spec: {externalName: api.example.com, selector: {app: x}, ports: [{port: 80}]}\n",
+         "spec.selector: must be empty with externalName"},
+        {EXT_SVC "spec: {externalName: 'Not_A_Host', ports: [{port: 80}]}\n", "spec.externalName"},
+        {EXT_SVC "spec: {externalName: api.example.com, ports: [{port: 80}]}\n"
+         "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+         "metadata: {name: ext, namespace: t}\n"
+         "spec: {host: ext, trafficPolicy: {tls: {mode: MUTUAL}}}\n",
+         "spec.trafficPolicy.tls.mode: MUTUAL is not supported"},
+        {EXT_SVC "spec: {externalName: api.example.com, ports: [{port: 80}]}\n"
+         "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+         "metadata: {name: ext, namespace: t}\n"
+         "spec: {host: ext, trafficPolicy: {tls: {mode: SIMPLE, insecureSkipVerify: true}}}\n",
+         "insecureSkipVerify"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char doc[2048];
+        snprintf(doc, sizeof(doc), "%s%s", VIP_DOCS, bad[i].extra);
+        assert_null(rete_config_load_buffer(doc, strlen(doc), "t.yaml", 1, &err));
+        char msg[1200];
+        rete_config_error_format(&err, msg, sizeof(msg));
+        if (!strstr(msg, bad[i].want))
+            fail_msg("case %zu: %s", i, msg);
+    }
+}
+
 int main(int argc, char **argv)
 {
     init_src_dir();
@@ -1227,6 +1296,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_proxy_spec),
         cmocka_unit_test(test_cluster_ip),
+        cmocka_unit_test(test_external_name),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_services_and_endpoints),
         cmocka_unit_test(test_routes),

@@ -39,6 +39,7 @@ typedef struct rete_h1_client {
     bool keep_alive;
     bool paused;
     bool got_bytes;         /* any response byte seen (stale keep-alive detection) */
+    bool originates;        /* TLS to a server outside the mesh (DestinationRule tls SIMPLE) */
     rete_h1_body body;
     uint64_t body_left;
     rete_h1_chunked chunked;
@@ -381,6 +382,17 @@ static void h1c_on_ready(rete_io *io, int status, const char *why)
 {
     h1c *c = io->owner;
     if (status < 0) {
+        /* The TCP connection was made and the originated TLS failed (the
+         * session says why): counted, and the 503's body says so (UF, as
+         * Envoy flags a failed upstream TLS handshake). */
+        const char *tls_err = c->originates && io->tls ? rete_tls_session_error(io->tls) : "";
+        if (tls_err[0]) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "TLS origination failed: %s", tls_err);
+            rete_stat(c->worker, c->worker->ms.upstream_tls_failures, 1);
+            h1c_fail(c, RETE_EXE_CONNECT, msg);
+            return;
+        }
         h1c_fail(c, io->connect_timed_out ? RETE_EXE_CONNECT_TIMEOUT : RETE_EXE_CONNECT, why);
         return;
     }
@@ -481,8 +493,16 @@ static void h1c_idle_expire(void *owner)
 static void h1c_start(rete_exchange *ex, const rete_upstream_target *t)
 {
     rete_worker *w = ex->worker;
-    char key[96];
-    snprintf(key, sizeof(key), "h1|%s|%u", t->ip, t->port);
+    char key[224];
+    /* A TLS connection is pooled apart from a plaintext one, and by the
+     * context (the trust it was verified with: one per Service) and name.
+     * A pooled connection's session holds its context, so no new context
+     * can take that address while the key is in use. */
+    if (t->originate)
+        snprintf(key, sizeof(key), "h1s|%s|%u|%s|%p", t->ip, t->port, t->originate_name,
+                 (void *)t->originate);
+    else
+        snprintf(key, sizeof(key), "h1|%s|%u", t->ip, t->port);
     rete_pool_entry *pool = rete_pool_get(w, key);
     const rete_upstream_limits *lim = t->limits;
     h1c *c = pool->idle;
@@ -497,12 +517,24 @@ static void h1c_start(rete_exchange *ex, const rete_upstream_target *t)
             rete_upstream_wait(ex, RETE_CODEC_H1_CLIENT, t);
             return;
         }
+        rete_tls_session *tls = NULL;
+        if (t->originate) {
+            tls = rete_tls_session_new_client(t->originate, NULL, t->originate_name);
+            if (!tls) {
+                if (lim)
+                    rete_breaker_give(&lim->breaker->connections);
+                rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "cannot start TLS origination");
+                return;
+            }
+        }
         c = rete_calloc(1, sizeof(*c));
         c->worker = w;
         c->pool = pool;
-        if (rete_io_connect(&c->io, &w->iol, t->ip, t->port, NULL, &h1c_io_cbs, c) < 0) {
+        c->originates = tls != NULL;
+        if (rete_io_connect(&c->io, &w->iol, t->ip, t->port, tls, &h1c_io_cbs, c) < 0) {
             if (lim)
                 rete_breaker_give(&lim->breaker->connections);
+            rete_tls_session_free(tls);
             free(c);
             rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT, "bad upstream address");
             return;

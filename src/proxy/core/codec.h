@@ -60,6 +60,11 @@ typedef struct rete_upstream_target {
      * only within max_connections, else the request waits, see
      * rete_upstream_wait). NULL: unbounded (inbound, passthrough). */
     const rete_upstream_limits *limits;
+    /* HTTP/1.1 to an endpoint outside the mesh with DestinationRule tls
+     * SIMPLE: the origination context (rete_tls_originate_ctx) and the
+     * name verified (and sent as SNI); NULL: plaintext. */
+    struct rete_tls_ctx *originate;
+    const char *originate_name;
 } rete_upstream_target;
 
 typedef struct rete_codec {

@@ -198,6 +198,12 @@ static const struct {
     F(outbound_unknown_total, "rete_proxy_outbound_unknown_destination_total", C, L(l_action),
       "Intercepted outbound connections and requests to a destination that is no Service, by "
       "action (passthrough: MeshConfig outboundTrafficPolicy ALLOW_ANY; refused: REGISTRY_ONLY)."),
+    F(upstream_tls_failures_total, "rete_proxy_upstream_tls_failures_total", C, NOLABELS,
+      "Connections to endpoints outside the mesh whose originated TLS (DestinationRule tls "
+      "SIMPLE) failed: the server's certificate did not verify or the handshake failed."),
+    F(external_resolutions_total, "rete_proxy_external_resolutions_total", C, L(l_result),
+      "Resolutions of Service externalName hosts, by result (ok, error; an error keeps the last "
+      "addresses)."),
     F(path_rejected_total, "rete_proxy_path_rejected_total", C, L(l_reason),
       "Requests refused (400) because their path cannot be normalised safely, by reason."),
     F(build_info, "rete_proxy_build_info", G, L(l_version),

@@ -106,6 +106,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family spans_exported_total, spans_failed_total; /* the exporter's (counter_fn) */
     rete_metric_family path_rejected_total;
     rete_metric_family outbound_unknown_total;           /* {action}: passthrough, refused */
+    rete_metric_family upstream_tls_failures_total;      /* originated TLS failed (h1_client.c) */
+    rete_metric_family external_resolutions_total;       /* {result}: ok, error (external.c) */
     rete_metric_family build_info;                       /* gauge 1 {version} */
 } rete_mesh_metrics;
 

@@ -9,6 +9,7 @@
 #include "csr.h"
 #include "log.h"
 #include "app_probe.h"
+#include "external.h"
 #include "outlier.h"
 
 #include <stdio.h>
@@ -122,6 +123,9 @@ void rete_proxy_metrics_init(rete_proxy *p)
     s->mirror_in_flight = fixed(p, mm->mirror_requests_in_flight, NULL);
     s->unknown_passthrough = fixed(p, mm->outbound_unknown_total, "passthrough");
     s->unknown_refused = fixed(p, mm->outbound_unknown_total, "refused");
+    s->upstream_tls_failures = fixed(p, mm->upstream_tls_failures_total, NULL);
+    s->resolutions_ok = fixed(p, mm->external_resolutions_total, "ok");
+    s->resolutions_error = fixed(p, mm->external_resolutions_total, "error");
     for (int r = 1; r < RETE_PATH_RESULT_COUNT; r++)
         s->path_rejected[r] =
             fixed(p, mm->path_rejected_total, rete_path_norm_reason((rete_path_norm_result)r));
@@ -192,12 +196,27 @@ rete_tls_set *rete_tls_set_build(const rete_config *cfg, rete_error *err)
         if (!s->app_server)
             goto fail;
     }
+    s->originate = rete_calloc(cfg->n_services + 1, sizeof(*s->originate));
+    s->n_originate = cfg->n_services;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const rete_traffic_policy *tp = &cfg->services[i].policy;
+        if (tp->tls_mode != RETE_TLS_ORIG_SIMPLE)
+            continue;
+        s->originate[i] = rete_tls_originate_ctx(tp->tls_ca, err);
+        if (!s->originate[i])
+            goto fail;
+    }
     return s;
 fail:
     if (s->mesh_server)
         rete_tls_ctx_unref(s->mesh_server);
     if (s->mesh_client)
         rete_tls_ctx_unref(s->mesh_client);
+    if (s->app_server)
+        rete_tls_ctx_unref(s->app_server);
+    for (size_t i = 0; i < s->n_originate; i++)
+        rete_tls_ctx_unref(s->originate[i]);
+    free(s->originate);
     free(s);
     return NULL;
 }
@@ -262,6 +281,12 @@ static int spawn_child(rete_proxy *p, char **argv);
 
 int rete_proxy_install(rete_proxy *p, rete_config *cfg, rete_tls_set *tls)
 {
+    /* externalName addresses already resolved go in before any worker
+     * sees the snapshot (external.h); the first snapshot starts the
+     * resolutions. */
+    cfg = rete_external_apply(p->external, cfg);
+    if (!p->external)
+        p->external = rete_external_start(p);
     if (p->started) {
         for (unsigned i = 0; i < p->concurrency; i++)
             rete_worker_post_gen(&p->workers[i], rete_gen_new(cfg, tls));
@@ -372,6 +397,8 @@ void rete_proxy_process_init(rete_proxy *p)
 void rete_proxy_process_close(rete_proxy *p)
 {
     rete_app_probe_close(p);
+    rete_external_stop(p->external);
+    p->external = NULL;
     uv_close((uv_handle_t *)&stop_poll, NULL);
 }
 

@@ -33,6 +33,7 @@ typedef struct rete_proxy {
     /* set by main.c: what starts with the first snapshot on the main loop
      * (the DNS listener); -1 fails the start */
     int (*on_start)(struct rete_proxy *p);
+    struct rete_external *external; /* externalName resolutions (external.h), main thread */
     /* set by main.c: the app's readiness changed (app_probe.h) */
     void (*on_app_ready)(struct rete_proxy *p, bool ready);
 } rete_proxy;

@@ -51,6 +51,9 @@ void rete_tls_set_unref(rete_tls_set *s)
     rete_tls_ctx_unref(s->mesh_client);
     if (s->app_server)
         rete_tls_ctx_unref(s->app_server);
+    for (size_t i = 0; i < s->n_originate; i++)
+        rete_tls_ctx_unref(s->originate[i]);
+    free(s->originate);
     free(s);
 }
 

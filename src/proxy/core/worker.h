@@ -35,6 +35,10 @@ typedef struct rete_tls_set {
     rete_tls_ctx *mesh_server;
     rete_tls_ctx *mesh_client;
     rete_tls_ctx *app_server;   /* NULL unless serverCertFile is set */
+    /* one per cfg->services[i]: TLS origination (DestinationRule tls
+     * SIMPLE) to its endpoints outside the mesh, NULL for plaintext */
+    rete_tls_ctx **originate;
+    size_t n_originate;
 } rete_tls_set;
 
 typedef struct rete_gen {
@@ -153,6 +157,8 @@ typedef struct rete_proxy_series {
     rete_metric mirror[RETE_MIRROR_RESULT_N]; /* rete_proxy_mirror_requests_total{result} */
     rete_metric mirror_in_flight;   /* rete_proxy_mirror_requests_in_flight (gauge_add) */
     rete_metric unknown_passthrough, unknown_refused; /* outboundTrafficPolicy (filter_route.c) */
+    rete_metric upstream_tls_failures; /* originated TLS failed (codec/h1_client.c) */
+    rete_metric resolutions_ok, resolutions_error; /* externalName (core/external.c, main thread) */
     rete_metric path_rejected[RETE_PATH_RESULT_COUNT]; /* by rete_path_norm_result; [0] unused */
     rete_metric config_version;
     rete_metric reloads_ok, reloads_rejected;

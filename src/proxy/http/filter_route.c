@@ -171,7 +171,28 @@ void rete_route_send(rete_exchange *ex, const rete_service *svc, const rete_serv
                              cto);
         return;
     }
-    if (ex->tunnel)
+    size_t si = (size_t)(svc - ex->gen->cfg->services);
+    struct rete_tls_ctx *originate =
+        si < ex->gen->tls->n_originate ? ex->gen->tls->originate[si] : NULL;
+    if (originate && !ex->tunnel && sp->protocol == RETE_PROTO_HTTP) {
+        /* DestinationRule tls SIMPLE: HTTP/1.1 over TLS, verifying the
+         * server as `sni`, else the externalName, else the address. */
+        const rete_upstream_target t = {
+            .ip = wl->address,
+            .port = target,
+            .connect_timeout_ms = cto,
+            .limits = ex->limits,
+            .originate = originate,
+            .originate_name = svc->policy.tls_sni     ? svc->policy.tls_sni
+                              : svc->external_name ? svc->external_name
+                                                   : wl->address};
+        rete_codec_get(RETE_CODEC_H1_CLIENT)->upstream_start(ex, &t);
+    } else if (originate) {
+        /* Refused rather than sent in the clear: origination speaks
+         * HTTP/1.1 only (docs/traffic.md, External services). */
+        rete_ex_fail(ex, RETE_UPSTREAM, RETE_EXE_CONNECT,
+                     "TLS origination supports HTTP/1.1 requests only (not tunnels, HTTP/2 or gRPC)");
+    } else if (ex->tunnel)
         rete_filter_upstream(ex, RETE_CODEC_TCP, wl->address, target, false, NULL, cto);
     else if (sp->protocol == RETE_PROTO_HTTP2 || sp->protocol == RETE_PROTO_GRPC)
         rete_filter_upstream(ex, RETE_CODEC_H2, wl->address, target, false, NULL, cto);
