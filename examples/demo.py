@@ -394,7 +394,8 @@ def guide_netns(net, demo_dir, retectl):
         "",
         "the packets between hosts are TLS (no plaintext HTTP on the bridge):",
         "",
-        f"  {x} {sw} tcpdump -i br0 -nn -c 20 -A 'tcp port {PROXY_PORTS['mesh']}'",
+        f"  {x} {sw} tcpdump -i {net.h['backend-v1-0'].switch_port} -nn -c 20 -A tcp"
+        "      # backend-v1-0's port of the bridge",
         "",
         f"metrics and health (stats port {STATS_PORT} on each workload address, from any host):",
         "",

@@ -57,6 +57,9 @@ class Host:
         self.ns = f"{topo.prefix}-{name}"
         self.addr = f"{topo.subnet}.{index}"
         self.addr6 = f"{topo.subnet6}{index:x}"
+        # its veth's end in the switch namespace: where a capture sees all of
+        # its traffic (a capture on br0 sees only frames for the bridge itself)
+        self.switch_port = f"p{index}"
 
     def cmd(self, args):
         """`args` as run inside this host's namespace."""
@@ -105,7 +108,7 @@ class Topology:
         h = self.host_class(self, name, index)
         ip("netns", "add", h.ns)
         self._made.append(h.ns)
-        port = f"p{index}"
+        port = h.switch_port
         ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
         ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
         ip("-n", h.ns, "link", "set", "lo", "up")
