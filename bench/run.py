@@ -312,9 +312,10 @@ PROTOCOL_ARGS = {"http/1.1": ([], HOST_HEADER), "h2c": (["--http2", "--streams",
                  "grpc": (["--grpc", GRPC_METHOD, "--streams", "100"], GRPC_HOST)}
 
 
-def loadgen(url, rate, duration, connections, protocol="http/1.1"):
+def loadgen(url, rate, duration, connections, protocol="http/1.1", prefix=()):
+    """One rete-loadgen run; `prefix` runs it elsewhere (ip netns exec NS)."""
     args, host = PROTOCOL_ARGS[protocol]
-    out = run([LOADGEN, "--url", url, "--host", host, "--rate", str(rate),
+    out = run([*prefix, LOADGEN, "--url", url, "--host", host, "--rate", str(rate),
                "--duration", str(duration), "--connections", str(connections), "--timeout", "5"] + args,
               timeout=duration + 30)
     return json.loads(out)
@@ -643,6 +644,134 @@ def ca_core():
     return res or None
 
 
+# ---------------------------------------------------------------- transparent
+
+def only_transparent(cfg, work, outdir, keep):
+    """bench/run.py --only transparent: the scenario alone, merged into the
+    last full run's results.json, and its section of REPORT.md replaced (the
+    rest of the report, hand-written sections included, unchanged)."""
+    path = os.path.join(outdir, "results.json")
+    with open(path) as f:
+        results = json.load(f)
+    failures = []
+    try:
+        certs = os.path.join(work, "certs")
+        os.makedirs(certs)
+        make_certs(certs)
+        results["transparent"] = transparent(cfg, work, certs, failures)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    for f in failures:
+        log(f"FAIL: {f}")
+    if failures or "skipped" in results["transparent"]:
+        return 1
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    import report
+    rpath = os.path.join(outdir, "REPORT.md")
+    text = open(rpath).read() if os.path.exists(rpath) else ""
+    with open(rpath, "w") as f:
+        f.write(report.splice_transparent(text, results))
+    log(f"wrote the transparent section of {rpath}")
+    return 0
+
+
+# The "transparent" scenario: the rete pair (client sidecar A, echo's sidecar
+# B, rete-echo) in two network namespaces on a bridge (examples/nettopo.py),
+# `rete-proxy init` in the client's. The load generator runs in the client's
+# namespace and loads the same pair two ways in interleaved slices: explicit
+# (to A's outbound listener 127.0.0.1:15001, as the rete scenario does) and
+# transparent (to the echo Service's clusterIP:8080, redirected by init to
+# 15001; A recovers the original destination). The difference is what
+# interception costs: issue 10 allows +10 us at p50.
+TRANSPARENT_SUBNET = "10.252.0"
+TRANSPARENT_VIP = "10.252.0.200"  # the Service's clusterIP: in the subnet (routable), nobody's address
+TRANSPARENT_RATE = 1000
+PROXY_GID = 1337  # A runs with this group; init leaves its own connections alone
+
+
+def transparent(cfg, work, certs, failures):
+    """{"rate", "explicit": result, "transparent": result, "p50_delta_us",
+    "p99_delta_us"}, or {"skipped": why} without root."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import nettopo
+    if not nettopo.have_netns() or not shutil.which("nft"):
+        why = "needs root, `ip netns` and nft (run bench/run.py as root)"
+        log(f"transparent: skipped: {why}")
+        return {"skipped": why}
+    topo = nettopo.Topology(f"rbench{os.getpid()}", TRANSPARENT_SUBNET, "fd00:252::")
+    procs = Procs(work)
+    try:
+        client, server = topo.add_host("client"), topo.add_host("server")
+        topo.check_isolated()
+        confs = {}
+        for side, h, sa, cert in (("b", server, "echo", "server"), ("a", client, "client", "client")):
+            conf = render(os.path.join(HERE, "rete", f"proxy-{side}.yaml.in"),
+                          os.path.join(work, f"transparent-{side}.yaml"), addr=h.addr, sa=sa,
+                          cert=os.path.join(certs, f"{cert}.pem"), key=os.path.join(certs, f"{cert}.key"),
+                          ca=os.path.join(certs, "ca.pem"), echo_addr=server.addr,
+                          echo_port=ECHO_ADDR[1], echo_grpc_port=ECHO_GRPC_ADDR[1])
+            confs[side] = conf
+        # A: the outbound listener on loopback (where init's redirect sends
+        # the app), the Service with its clusterIP
+        text = open(confs["a"]).read()
+        text = text.replace(f"  address: {client.addr}\n",
+                            f"  address: {client.addr}\n  listeners: {{outbound: \"127.0.0.1:15001\"}}\n", 1)
+        text = text.replace("  namespace: bench\nspec:\n  ports:",
+                            f"  namespace: bench\nspec:\n  clusterIP: {TRANSPARENT_VIP}\n  ports:", 1)
+        assert "127.0.0.1:15001" in text and TRANSPARENT_VIP in text, "proxy-a.yaml.in changed shape"
+        open(confs["a"], "w").write(text)
+        procs.start("transparent-echo", server.cmd([ECHO, "--listen", f"{server.addr}:{ECHO_ADDR[1]}",
+                                                    "--name", "echo"]), [])
+        procs.start("transparent-b", server.cmd([RETE_PROXY, "--config", confs["b"]]), [])
+        procs.start("transparent-a", client.cmd(["setpriv", f"--regid={PROXY_GID}", "--clear-groups",
+                                                 RETE_PROXY, "--config", confs["a"]]), [])
+        r = client.run([RETE_PROXY, "init", f"--proxy-gid={PROXY_GID}", f"--address={client.addr}"])
+        if r.returncode != 0:
+            raise RuntimeError(f"rete-proxy init: {r.stderr.strip()}")
+        urls = {"explicit": "http://127.0.0.1:15001/", "transparent": f"http://{TRANSPARENT_VIP}:{ECHO_ADDR[1]}/"}
+        for name, url in urls.items():  # each path answers, within a bound
+            deadline = time.time() + 15
+            while True:
+                r = client.run(["curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
+                                "-H", f"Host: {HOST_HEADER}", url])
+                if r.stdout == "200":
+                    break
+                if time.time() > deadline or procs.crashed():
+                    raise RuntimeError(f"{name} path {url} does not answer 200: {r.stdout} {r.stderr.strip()} "
+                                       f"{procs.tail('transparent-a')}")
+                time.sleep(0.1)
+        prefix = client.cmd([])
+        for url in urls.values():  # warm-up, discarded
+            loadgen(url, TRANSPARENT_RATE, cfg["warmup"], cfg["connections"], prefix=prefix)
+        runs = {k: [] for k in urls}
+        for _ in range(max(2, cfg["slices"])):
+            for k, url in urls.items():
+                runs[k].append(loadgen(url, TRANSPARENT_RATE, cfg["duration"] / max(2, cfg["slices"]),
+                                       cfg["connections"], prefix=prefix))
+        res = {"rate": TRANSPARENT_RATE, "loadavg": round(os.getloadavg()[0], 2)}
+        for k in urls:
+            m = merge_runs(runs[k])
+            m.pop("histogram", None)
+            res[k] = m
+            log(f"transparent ({k:11s}) {TRANSPARENT_RATE} req/s: p50 {m['p50']} p99 {m['p99']} "
+                f"p99.9 {m['p999']} us, ok {m['ok']}, errors {m['errors']}, non2xx {m['non2xx']}")
+            if m["errors"] or m["non2xx"] or not m["ok"]:
+                failures.append(f"transparent {k}: {m['ok']} ok, {m['errors']} errors, {m['non2xx']} non-2xx")
+        res["p50_delta_us"] = res["transparent"]["p50"] - res["explicit"]["p50"]
+        res["p99_delta_us"] = res["transparent"]["p99"] - res["explicit"]["p99"]
+        log(f"transparent: interception adds {res['p50_delta_us']} us at p50, {res['p99_delta_us']} us at p99")
+        crashed = procs.crashed()
+        if crashed:
+            failures.append(f"transparent: processes exited during the run: {crashed}")
+        return res
+    finally:
+        procs.stop_all()
+        for e in topo.delete():
+            failures.append(f"transparent: {e}")
+
+
 def control_plane(smoke):
     """The control-plane scale scenario (bench/cpsim.py): reted with N
     simulated proxies, S services and W workloads; one route change. Twice
@@ -721,6 +850,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--rates", help="comma-separated request rates (override)")
     ap.add_argument("--duration", type=float, help="seconds per fixed-rate run (override)")
+    ap.add_argument("--only", choices=["transparent"],
+                    help="run this scenario alone at full settings; its result replaces the one in "
+                         "bench/results.json and REPORT.md is written again from it")
     ap.add_argument("--short", action="store_true",
                     help="full pipeline and report with every run cut to 2 s (development)")
     args = ap.parse_args()
@@ -741,6 +873,8 @@ def main():
 
     work = tempfile.mkdtemp(prefix="rete-bench-")
     outdir = args.out or (work if args.smoke else HERE)
+    if args.only:
+        return only_transparent(cfg, work, outdir, args.keep)
     os.makedirs(outdir, exist_ok=True)
     procs = Procs(work)
     t_start = time.time()
@@ -889,6 +1023,13 @@ def main():
         for t in targets:
             if t != "direct":
                 results["memory"][t]["loaded_kb"] = {s: rss_kb(p) for s, p in info[t]["pids"].items()}
+
+        if True:  # bounded in the smoke too: cfg's warmup and duration
+            try:
+                results["transparent"] = transparent(cfg, work, certs, failures)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                results["transparent"] = {"failed": str(e)[:500]}
+                failures.append(f"transparent: not measured: {e}")
 
         # The data-plane targets sit idle from here on.
         log("control plane: reted with simulated proxies (bench/cpsim.py)")

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""rete demo: a mesh run by its control plane on this machine, no root needed.
+"""rete demo: a mesh run by its control plane on this machine, as a small
+cluster of network namespaces when it may (root), else on loopback addresses.
 
     reted      the control plane: store, CA, configuration pushed to every sidecar
                (operator API 127.0.0.1:15014 for retectl, proxy API 127.0.0.1:15012)
@@ -9,9 +10,27 @@
     ratings    rete-echo + sidecar; its AuthorizationPolicy lets backend call it, and
                frontend only GET /public/* (anything else: 403)
 
-Each workload has its own loopback address (127.0.0.41 .. .44 by default) with
-its app on :8080 and its sidecar on the standard ports (15001 outbound, 15006
-inbound, 15008 mesh, 15000 admin). The sidecars run `rete-proxy
+Two modes (RETE_DEMO_MODE=loopback|netns, or --mode; default: netns when it
+has the privileges: root, `ip netns` works, nft is installed):
+
+  netns     each workload, reted and an "outside" host in a network namespace
+            of its own (rete-demo-<name>), with its own address on a bridge
+            (10.251.0.0/24 in namespaces only: no route out, checked at start;
+            examples/nettopo.py). `rete-proxy init` in each workload's
+            namespace sends the app's connections (and DNS) through its
+            sidecar: the apps run with no proxy setting and call
+            http://backend/hello by plain name (the sidecar answers DNS with
+            the Service's clusterIP, assigned by reted from MeshConfig
+            serviceCIDR 10.251.0.128/25), and a direct call to an app from
+            another namespace lands on the sidecar (STRICT: refused).
+  loopback  each workload on its own loopback address (127.0.0.41 .. .44 by
+            default); the apps reach the mesh through their sidecar's port
+            15001 (rete-client --proxy, curl -H 'Host: backend').
+
+Each workload has its app on :8080 and its sidecar on the standard ports
+(15001 outbound, 15006 inbound, 15008 mesh, 15000 admin, 15020 stats).
+.demo/workloads.json describes them for scripts (name, namespace, network
+namespace, address, app ports, sidecar ports). The sidecars run `rete-proxy
 --control-plane`: each trades a single-use join token (`retectl token create`)
 for its certificate (SPIFFE ID spiffe://cluster.local/ns/demo/sa/<account>),
 registers its Workload and gets its configuration from reted. The Services,
@@ -21,7 +40,9 @@ the route and the policy are applied with `retectl apply -f examples/demo/`.
     examples/demo.py --duration 8  # stop by itself after 8 s (tests)
 
 Runs in the foreground until Ctrl-C (or SIGTERM), then stops every process it
-started (rete-client, the sidecars, which drain, the apps, reted last) and exits 0.
+started (rete-client, the sidecars, which drain, the apps, reted last),
+deletes its namespaces (their bridge and rules go with them) and exits 0. A
+topology left by a killed demo is deleted at the next start.
 Every run starts afresh: reted's data dir (.demo/reted/), the proxies' data
 dirs, the tokens and the logs under .demo/ are wiped at start. Standard
 library only.
@@ -41,6 +62,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nettopo  # examples/nettopo.py: hosts as network namespaces on a bridge
+
 REPO = Path(__file__).resolve().parents[1]
 RESOURCES = REPO / "examples" / "demo"
 
@@ -48,9 +71,19 @@ NS = "demo"
 TRUST_DOMAIN = "cluster.local"
 APP_PORT = 8080  # every app listens on <its address>:8080
 PROXY_PORTS = {"outbound": 15001, "inbound": 15006, "mesh": 15008, "admin": 15000}
+STATS_PORT, DNS_PORT = 15020, 15053  # netns mode: stats on the workload address, DNS on loopback
 API_PORT, XDS_PORT = 15014, 15012
 WEIGHTS = {"v1": 90, "v2": 10}
 READY_LINE = "rete demo is ready"
+MODES = ("loopback", "netns")
+
+# netns mode: the topology's addresses (a /24 inside the namespaces only) and
+# the Services' virtual addresses, assigned by reted from the upper half.
+NETNS_PREFIX = "rete-demo"
+NETNS_SUBNET, NETNS_SUBNET6 = "10.251.0", "fd00:251::"
+SERVICE_CIDR = "10.251.0.128/25"
+PROXY_GID = 1337  # the sidecars' group: init leaves their own connections alone
+OUTSIDE = "outside"  # a host with no sidecar: the direct call from another namespace
 
 # name, service account, app (rete-echo --name), version, labels
 WORKLOADS = [
@@ -314,6 +347,83 @@ def guide(hosts, reted_host, demo_dir, retectl, user_context):
     return "\n".join(out)
 
 
+def guide_netns(net, demo_dir, retectl):
+    """The guide of netns mode: every command runs in one of the demo's
+    namespaces (`ip netns exec`; as root, as the demo itself)."""
+    ctl, ex = shown(retectl), shown(RESOURCES)
+    h = net.hosts
+    ns = {n: net.netns(n) for n in net.names}
+    sw = net.topo.switch
+    x = "ip netns exec"
+    out = ["", "=" * 78,
+           f"{READY_LINE}: reted, 4 workloads with their sidecars, mTLS between them",
+           "(netns mode: each in its own network namespace, traffic intercepted by rete-proxy init)",
+           "=" * 78, ""]
+    out.append(f"  {'host':<14}{'network namespace':<26}{'address':<14}runs")
+    out.append(f"  {'reted':<14}{ns['reted']:<26}{h['reted']:<14}reted (API 127.0.0.1:{API_PORT} in its namespace, "
+               f"proxies :{XDS_PORT})")
+    for name, sa, app, version, _ in WORKLOADS:
+        what = f"rete-echo {app}" + (f" {version}" if app == "backend" else "") + \
+            (" + rete-client" if app == "frontend" else "") + f" :{APP_PORT}, sidecar (sa {sa})"
+        out.append(f"  {name:<14}{ns[name]:<26}{h[name]:<14}{what}")
+    out.append(f"  {OUTSIDE:<14}{ns[OUTSIDE]:<26}{h[OUTSIDE]:<14}nothing: a machine outside the mesh")
+    out.append(f"  {'(switch)':<14}{sw:<26}{'':<14}the bridge br0 joining them ({net.topo.subnet_cidr}, no route out)")
+    out += [
+        "",
+        "  The apps run with no proxy setting: rete-client in frontend-0 calls http://backend/hello by",
+        "  plain name. The sidecar answers the DNS query (spec.dns) with backend's clusterIP (reted",
+        f"  assigned it from MeshConfig serviceCIDR {SERVICE_CIDR}), init's rules send the connection",
+        "  to the sidecar (15001), which calls backend's sidecar over mTLS (15008). Inbound, every",
+        "  connection to an app port lands on its sidecar (15006): PeerAuthentication STRICT refuses",
+        f"  plaintext. The HTTPRoute backend-split sends {WEIGHTS['v1']}% to v1 and {WEIGHTS['v2']}% to v2;",
+        "  ratings lets backend call anything and frontend only GET /public/*.",
+        f"  Workloads for scripts: {shown(demo_dir / 'workloads.json')}. Run these as root (sudo):",
+        "",
+        "an app, unmodified, calling by name (curl in frontend-0's namespace):",
+        "",
+        f"  {x} {ns['frontend-0']} curl -s http://backend/hello",
+        f"  {x} {ns['frontend-0']} curl -si http://ratings/            # 403: frontend may only GET /public/*",
+        f"  {x} {ns['frontend-0']} curl -s http://ratings/public/stars",
+        f"  {x} {ns['backend-v1-0']} curl -s http://ratings/",
+        f"  {x} {ns['frontend-0']} getent hosts backend                # the clusterIP, answered by the sidecar",
+        "",
+        "a direct call to an app from outside the mesh: refused (STRICT), the app never sees it:",
+        "",
+        f"  {x} {ns[OUTSIDE]} curl -sv -m 3 http://{h['ratings-0']}:{APP_PORT}/direct",
+        f"  {x} {ns['ratings-0']} nft list table inet rete              # the rules doing it",
+        "",
+        "the packets between hosts are TLS (no plaintext HTTP on the bridge):",
+        "",
+        f"  {x} {sw} tcpdump -i {net.h['backend-v1-0'].switch_port} -nn -c 20 -A tcp"
+        "      # backend-v1-0's port of the bridge",
+        "",
+        f"metrics and health (stats port {STATS_PORT} on each workload address, from any host):",
+        "",
+        f"  {x} {ns[OUTSIDE]} curl -s http://{h['frontend-0']}:{STATS_PORT}/metrics | grep istio_requests_total",
+        f"  {x} {ns[OUTSIDE]} curl -s http://{h['ratings-0']}:{STATS_PORT}/metrics | grep -E "
+        "'rete_proxy_(authz_denied|mesh_refused)_total'",
+        f"  {x} {ns[OUTSIDE]} curl -s http://{h['backend-v1-0']}:{STATS_PORT}/ready",
+        f"  {x} {ns['frontend-0']} curl -s http://127.0.0.1:{PROXY_PORTS['admin']}/config   "
+        "# admin: its own namespace only",
+        "",
+        f"retectl, in reted's namespace, from {shown(demo_dir.parent) if shown(demo_dir.parent) != '.' else 'this directory'}"
+        f" (it finds {demo_dir.name}/reted/context.json):",
+        "",
+        f"  {x} {ns['reted']} {ctl} get svc -n {NS}",
+        f"  {x} {ns['reted']} {ctl} get svc backend -n {NS} -o yaml      # spec.clusterIP",
+        f"  {x} {ns['reted']} {ctl} get wl -n {NS} -o wide",
+        f"  {x} {ns['reted']} {ctl} proxy-status",
+        f"  {x} {ns['reted']} {ctl} proxy-config frontend-0 -n {NS}",
+        f"  {x} {ns['reted']} {ctl} check",
+        f"  {x} {ns['reted']} {ctl} apply -f {ex}/split/50-50.yaml      # then back: {ex}/20-backend-split.yaml",
+        "",
+        f"Files: {shown(demo_dir)}/ (reted/, proxies/, tokens/, logs/), wiped at the next start. Stop with",
+        "Ctrl-C: the processes stop, then the namespaces (bridge, rules) are deleted.",
+        "",
+    ]
+    return "\n".join(out)
+
+
 # ---- traffic summary --------------------------------------------------------
 
 CLIENT_LINE = re.compile(r"^ok=\d+ err=\d+ .*$", re.M)
@@ -362,11 +472,12 @@ def child_env():
 class Ctl:
     """retectl with reted's address and admin token given explicitly."""
 
-    def __init__(self, binary, api, token_file):
-        self.argv = [binary, "--server", api, "--token-file", str(token_file)]
+    def __init__(self, binary, api, token_file, prefix=()):
+        self.argv = [*prefix, binary, "--server", api, "--token-file", str(token_file)]
 
-    def __call__(self, *args, what=None):
-        r = subprocess.run([*self.argv, *args], capture_output=True, text=True, env=child_env(), timeout=30)
+    def __call__(self, *args, what=None, stdin=None):
+        r = subprocess.run([*self.argv, *args], capture_output=True, text=True, env=child_env(), timeout=30,
+                           input=stdin)
         if r.returncode != 0:
             fail(f"`retectl {' '.join(args)}` failed ({r.returncode}) while {what or 'starting'}:\n"
                  f"{tail(r.stdout + r.stderr)}")
@@ -389,15 +500,227 @@ def wait_synced(ctl, names, timeout=20):
     fail(f"proxies not SYNCED after {timeout}s: {last}")
 
 
+# ---- where the workloads run: loopback addresses or network namespaces ----------
+
+def ns_get(argv_prefix, url, timeout=2):
+    """(status, body) of `curl URL` run with `argv_prefix` (ip netns exec NS);
+    status 0 when curl got no HTTP answer."""
+    r = subprocess.run([*argv_prefix, "curl", "-s", "-m", str(timeout), "-w", "\n%{http_code}", url],
+                       capture_output=True, text=True, timeout=timeout + 10)
+    body, _, code = r.stdout.rpartition("\n")
+    return (int(code) if code.isdigit() else 0), body
+
+
+class LoopbackNet:
+    """Today's demo: every workload on a 127.0.0.x address of this namespace;
+    the apps reach the mesh through their sidecar's port 15001."""
+    mode = "loopback"
+
+    def __init__(self, args):
+        self.hosts = {w[0]: f"127.0.0.{args.ip_base + i}" for i, w in enumerate(WORKLOADS)}
+        if args.reted_ip in self.hosts.values():
+            fail(f"--reted-ip {args.reted_ip} is one of the workloads' addresses")
+        self.reted_ip = args.reted_ip
+        self.api = self.xds = None
+        self.api, self.xds = f"{args.reted_ip}:{API_PORT}", f"{args.reted_ip}:{XDS_PORT}"
+
+    def check(self, demo_dir):
+        endpoints = [(self.reted_ip, API_PORT), (self.reted_ip, XDS_PORT)]
+        endpoints += [(h, p) for h in self.hosts.values() for p in (APP_PORT, *PROXY_PORTS.values())]
+        check_ports(endpoints, demo_dir)
+
+    def build(self):
+        pass
+
+    def prefix(self, _name):
+        return []
+
+    def netns(self, _name):
+        return None
+
+    def sidecar(self, bins, name, common, _proxy_dir):
+        return [bins["rete-proxy"], *common, "--inbound", f"{APP_PORT}/HTTP"]
+
+    def call(self, frm, service, path="/", want=200):
+        """What `frm`'s app gets calling `service` through the mesh."""
+        return wait_http(f"http://{self.hosts[frm]}:{PROXY_PORTS['outbound']}{path}", host=service, want=want)
+
+    def ready(self, name):
+        wait_http(f"http://{self.hosts[name]}:{PROXY_PORTS['admin']}/ready")
+
+    def client(self, bins, rate):
+        return [bins["rete-client"], "--url", "http://backend/hello", "--proxy",
+                f"{self.hosts['frontend-0']}:{PROXY_PORTS['outbound']}", "--rate", str(rate)]
+
+    def sidecar_ports(self):
+        return dict(PROXY_PORTS, stats=STATS_PORT)
+
+    def close(self):
+        pass
+
+
+class NetnsNet:
+    """A small cluster: reted, each workload and an outside host in network
+    namespaces of their own on a bridge; `rete-proxy init` in each workload's
+    namespace; the apps know nothing of the mesh."""
+    mode = "netns"
+
+    def __init__(self, args):
+        self.prefix_name = args.netns_prefix
+        self.topo = None
+        names = ["reted", *[w[0] for w in WORKLOADS], OUTSIDE]
+        # the addresses nettopo gives, in order of add_host: .2, .3, ...
+        self.hosts = {n: f"{NETNS_SUBNET}.{i + 2}" for i, n in enumerate(names)}
+        self.names = names
+        self.reted_ip = self.hosts["reted"]
+        # the operator API on reted's own loopback: retectl runs in its namespace
+        self.api, self.xds = f"127.0.0.1:{API_PORT}", f"{self.reted_ip}:{XDS_PORT}"
+
+    def check(self, demo_dir):
+        pid = read_pid(demo_dir / "demo.pid")
+        if pid and pid != os.getpid():
+            fail(f"a previous demo is still running (pid {pid}): press Ctrl-C in its terminal, or `kill {pid}`")
+        stale = nettopo.clean_stale(self.prefix_name)
+        if stale:
+            say(f"demo: removed the namespaces a previous demo left: {' '.join(stale)}")
+
+    def build(self):
+        say(f"demo: network namespaces {self.prefix_name}-* on a bridge, {NETNS_SUBNET}.0/24 "
+            "(no route out)")
+        self.topo = nettopo.Topology(self.prefix_name, NETNS_SUBNET, NETNS_SUBNET6)
+        self.h = {}
+        for n in self.names:
+            self.h[n] = self.topo.add_host(n)
+            assert self.h[n].addr == self.hosts[n]
+        self.topo.check_isolated()
+        # The apps' resolver: an address on the bridge nobody has (routable,
+        # so the kernel sends the query, which init redirects to the sidecar).
+        for n, *_ in WORKLOADS:
+            self.h[n].resolv_conf(f"nameserver {NETNS_SUBNET}.1\noptions timeout:1 attempts:1\n")
+
+    def prefix(self, name):
+        return self.h[name].cmd([])
+
+    def netns(self, name):
+        return self.h[name].ns
+
+    def sidecar(self, bins, name, common, proxy_dir):
+        """rete-proxy as group PROXY_GID with its own Proxy document: outbound
+        and DNS listeners on loopback, where init's redirect sends the app."""
+        sa = next(w[1] for w in WORKLOADS if w[0] == name)
+        data = proxy_dir / name
+        doc = {"apiVersion": "rete.dev/v1alpha1", "kind": "Proxy", "metadata": {"name": name, "namespace": NS},
+               "spec": {"serviceAccount": sa, "address": self.hosts[name],
+                        "inbound": [{"port": APP_PORT, "protocol": "HTTP"}],
+                        "tls": {"certFile": f"{data}/cert.pem", "keyFile": f"{data}/key.pem",
+                                "caFile": f"{data}/bundle.pem"},
+                        "listeners": {"outbound": f"127.0.0.1:{PROXY_PORTS['outbound']}"},
+                        "dns": {"listen": f"127.0.0.1:{DNS_PORT}"}}}
+        path = proxy_dir / f"{name}.proxy.json"
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return ["setpriv", f"--regid={PROXY_GID}", "--clear-groups", "--pdeathsig=TERM", bins["rete-proxy"], "--config", str(path),
+                *common]
+
+    def init(self, bins, name):
+        h = self.h[name]
+        r = h.run([bins["rete-proxy"], "init", f"--proxy-gid={PROXY_GID}", f"--address={h.addr}",
+                   f"--address={h.addr6}", f"--dns-port={DNS_PORT}"])
+        if r.returncode != 0:
+            fail(f"rete-proxy init in {h.ns} failed ({r.returncode}):\n{tail(r.stdout + r.stderr)}")
+
+    def call(self, frm, service, path="/", want=200, timeout=15):
+        """What `frm`'s app gets calling http://SERVICE/PATH by plain name."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            status, body = ns_get(self.prefix(frm), f"http://{service}{path}")
+            if status == want:
+                return body.encode()
+            last = f"status {status}"
+            time.sleep(0.1)
+        fail(f"http://{service}{path} from {frm} did not answer {want} within {timeout}s: {last}")
+
+    def direct_refused(self, target):
+        """The outside host's plaintext call to `target`'s app port: no HTTP answer."""
+        status, _ = ns_get(self.prefix(OUTSIDE), f"http://{self.hosts[target]}:{APP_PORT}/", timeout=3)
+        return status == 0
+
+    def ready(self, name):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if ns_get(self.prefix(name), f"http://127.0.0.1:{PROXY_PORTS['admin']}/ready")[0] == 200:
+                return
+            time.sleep(0.1)
+        fail(f"{name}'s sidecar not ready within 15s")
+
+    def client(self, bins, rate):
+        return [bins["rete-client"], "--url", "http://backend/hello", "--rate", str(rate)]
+
+    def sidecar_ports(self):
+        return dict(PROXY_PORTS, stats=STATS_PORT, dns=DNS_PORT)
+
+    def close(self):
+        if self.topo:
+            errors = self.topo.delete()
+            for e in errors:
+                say(f"  {e}")
+            say(f"demo: network namespaces {self.prefix_name}-* deleted" + (" (with errors)" if errors else ""))
+            self.topo = None
+
+
+def choose_net(args):
+    """The mode asked for (--mode, RETE_DEMO_MODE), else netns when it can."""
+    why_not = None
+    if os.geteuid() != 0:
+        why_not = "not root"
+    elif not nettopo.have_netns():
+        why_not = "`ip netns` does not work here"
+    elif not shutil.which("nft"):
+        why_not = "nft (package nftables) is not installed"
+    if args.mode == "netns" and why_not:
+        fail(f"RETE_DEMO_MODE=netns needs root, `ip netns` and nft: {why_not}. "
+             "Run as root (sudo make demo), or RETE_DEMO_MODE=loopback")
+    if args.mode == "loopback" or why_not:
+        if not args.mode:
+            say(f"demo: loopback mode ({why_not}): every workload on a 127.0.0.x address, the apps "
+                "talk to their sidecar's port; as root the demo runs each in a network namespace "
+                "with transparent interception")
+        return LoopbackNet(args)
+    return NetnsNet(args)
+
+
+def write_workloads(path, net):
+    """.demo/workloads.json: what a script needs to reach each workload."""
+    items = []
+    for name, sa, app, version, labels in WORKLOADS:
+        items.append({"name": name, "namespace": NS, "serviceAccount": sa, "labels": labels,
+                      "netns": net.netns(name), "address": net.hosts[name], "appPorts": [APP_PORT],
+                      "sidecarPorts": net.sidecar_ports()})
+    doc = {"mode": net.mode, "workloads": items,
+           "reted": {"netns": net.netns("reted") if net.mode == "netns" else None,
+                     "address": net.reted_ip, "api": net.api, "xds": net.xds}}
+    if net.mode == "netns":
+        doc["outside"] = {"netns": net.netns(OUTSIDE), "address": net.hosts[OUTSIDE]}
+        doc["bridge"] = {"netns": net.topo.switch, "interface": "br0", "subnet": net.topo.subnet_cidr,
+                         "serviceCIDR": SERVICE_CIDR}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
 # ---- main -------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (default: Ctrl-C)")
+    ap.add_argument("--mode", choices=MODES, default=os.environ.get("RETE_DEMO_MODE") or None,
+                    help="loopback or netns (default $RETE_DEMO_MODE, else netns when root, else loopback)")
     ap.add_argument("--ip-base", type=int, default=41,
-                    help="workloads use 127.0.0.N .. N+3 (default 41)")
+                    help="loopback mode: workloads use 127.0.0.N .. N+3 (default 41)")
     ap.add_argument("--reted-ip", default="127.0.0.1",
-                    help=f"reted listens on IP:{API_PORT} and IP:{XDS_PORT} (default 127.0.0.1)")
+                    help=f"loopback mode: reted listens on IP:{API_PORT} and IP:{XDS_PORT} (default 127.0.0.1)")
+    ap.add_argument("--netns-prefix", default=NETNS_PREFIX,
+                    help=f"netns mode: the namespaces are PREFIX-<host> (default {NETNS_PREFIX})")
     ap.add_argument("--dir", default=str(REPO / ".demo"),
                     help="demo directory (default .demo/ in the checkout; retectl finds "
                          ".demo/reted/context.json from the directory holding it)")
@@ -406,20 +729,21 @@ def main():
     ap.add_argument("--build", default=os.environ.get("RETE_BUILD", str(REPO / "build")),
                     help="build tree (default build/ or $RETE_BUILD)")
     args = ap.parse_args()
+    if args.mode and args.mode not in MODES:
+        fail(f"RETE_DEMO_MODE={args.mode}: want loopback or netns")
     if not 2 <= args.ip_base <= 250:
         fail("--ip-base must be 2..250")
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,15}", args.netns_prefix):
+        fail("--netns-prefix: 1 to 16 of a-z, 0-9 and -, starting with a letter")
 
     build = Path(args.build)
     bins = {n: build_binary(build, n) for n in ("reted", "retectl", "rete-proxy", "rete-echo", "rete-client")}
 
     demo_dir = Path(args.dir).resolve()
-    hosts = {w[0]: f"127.0.0.{args.ip_base + i}" for i, w in enumerate(WORKLOADS)}
-    if args.reted_ip in hosts.values():
-        fail(f"--reted-ip {args.reted_ip} is one of the workloads' addresses")
+    net = choose_net(args)
+    hosts = net.hosts
     demo_dir.mkdir(parents=True, exist_ok=True)
-    endpoints = [(args.reted_ip, API_PORT), (args.reted_ip, XDS_PORT)]
-    endpoints += [(h, p) for h in hosts.values() for p in (APP_PORT, *PROXY_PORTS.values())]
-    check_ports(endpoints, demo_dir)
+    net.check(demo_dir)
 
     stop_requested = []
 
@@ -438,24 +762,32 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
     for d in (proxy_dir, token_dir, log_dir):
         d.mkdir(mode=0o700)
-    api, xds = f"{args.reted_ip}:{API_PORT}", f"{args.reted_ip}:{XDS_PORT}"
+    (demo_dir / "workloads.json").unlink(missing_ok=True)
+    api, xds = net.api, net.xds
     user_context = not os.environ.get("RETED_NO_USER_CONTEXT")
 
     procs = []  # in start order; stopped in reverse
 
-    def start(name, argv, ready):
-        p = Proc(name, argv, log_dir, ready)
+    def start(name, argv, ready, where=None):
+        p = Proc(name, [*net.prefix(where), *argv] if where else argv, log_dir, ready)
         procs.append(p)
         return p
 
     rc = 0
     try:
+        net.build()
         say(f"demo: starting reted (data dir {shown(reted_dir)}, API {api}, proxy API {xds})")
         reted = start("reted", [bins["reted"], "--data-dir", str(reted_dir), "--api", api, "--xds", xds],
-                      r"ready: api ")
+                      r"ready: api ", where="reted")
         reted.wait_ready()
-        ctl = Ctl(bins["retectl"], api, reted_dir / "admin.token")
+        ctl = Ctl(bins["retectl"], api, reted_dir / "admin.token", net.prefix("reted"))
 
+        if net.mode == "netns":
+            # before the Services: reted assigns each its clusterIP from the range
+            say(f"demo: MeshConfig serviceCIDR {SERVICE_CIDR} (the Services' virtual addresses)")
+            mc = {"apiVersion": "rete.dev/v1alpha1", "kind": "MeshConfig",
+                  "metadata": {"name": "mesh", "namespace": "rete-system"}, "spec": {"serviceCIDR": SERVICE_CIDR}}
+            ctl("apply", "-f", "-", stdin=json.dumps(mc), what="applying the MeshConfig")
         say(f"demo: retectl apply -f {shown(RESOURCES)}/")
         for line in ctl("apply", "-f", str(RESOURCES), what="applying the demo's resources").splitlines():
             say("  " + line)
@@ -471,58 +803,64 @@ def main():
                 f.write(tok + "\n")
             tokens[name] = path
 
+        if net.mode == "netns":
+            say(f"demo: rete-proxy init in each workload's namespace (sidecars run as group {PROXY_GID})")
+            for name, *_ in WORKLOADS:
+                net.init(bins, name)
         say("demo: starting the apps and their sidecars (rete-proxy --control-plane)")
         apps = {}
         for name, _, app, version, _ in WORKLOADS:
             addr = f"{hosts[name]}:{APP_PORT}"
             apps[name] = start(f"{name}-app", [bins["rete-echo"], "--listen", addr, "--name", app,
                                                "--version-label", version],
-                               rf"rete-echo {app} listening on {re.escape(addr)}")
+                               rf"rete-echo {app} listening on {re.escape(addr)}", where=name)
         for name, sa, _, _, labels in WORKLOADS:
-            argv = [bins["rete-proxy"], "--control-plane", xds, "--token-file", str(tokens[name]),
-                    "--ca-file", str(reted_dir / "ca" / "bundle.pem"),
-                    "--data-dir", str(proxy_dir / name), "--namespace", NS, "--service-account", sa,
-                    "--name", name, "--address", hosts[name], "--inbound", f"{APP_PORT}/HTTP"]
+            common = ["--control-plane", xds, "--token-file", str(tokens[name]),
+                      "--ca-file", str(reted_dir / "ca" / "bundle.pem"),
+                      "--data-dir", str(proxy_dir / name), "--namespace", NS, "--service-account", sa,
+                      "--name", name, "--address", hosts[name]]
             for k, v in labels.items():
-                argv += ["--label", f"{k}={v}"]
+                common += ["--label", f"{k}={v}"]
             for host in EGRESS.get(name, ()):
-                argv += ["--egress", host]
-            start(f"{name}-sidecar", argv, r"ready:")
+                common += ["--egress", host]
+            start(f"{name}-sidecar", net.sidecar(bins, name, common, proxy_dir), r"ready:", where=name)
         for p in procs:
             if not stop_requested:
                 p.wait_ready(timeout=20)
-        for name in hosts:
+        for name, *_ in WORKLOADS:
             if not stop_requested:
-                wait_http(f"http://{hosts[name]}:{PROXY_PORTS['admin']}/ready")
+                net.ready(name)
         if not stop_requested:
-            wait_synced(ctl, list(hosts))
+            wait_synced(ctl, [w[0] for w in WORKLOADS])
 
         # end to end, through mTLS: both versions of backend, ratings' policy both ways
-        fe_out = f"http://{hosts['frontend-0']}:{PROXY_PORTS['outbound']}/"
-        be_out = f"http://{hosts['backend-v1-0']}:{PROXY_PORTS['outbound']}/"
         seen = set()
         deadline = time.monotonic() + 20
         while seen != set(WEIGHTS) and time.monotonic() < deadline and not stop_requested:
-            body = wait_http(fe_out, host="backend")
+            body = net.call("frontend-0", "backend")
             seen.add(json.loads(body)["version"])
         if seen != set(WEIGHTS) and not stop_requested:
             fail(f"only {sorted(seen)} of backend answered through the mesh")
         if not stop_requested:
-            wait_http(be_out, host="ratings")
-            wait_http(fe_out, host="ratings", want=403)
-            wait_http(fe_out + "public/stars", host="ratings")
+            net.call("backend-v1-0", "ratings")
+            net.call("frontend-0", "ratings", want=403)
+            net.call("frontend-0", "ratings", "/public/stars")
+        if net.mode == "netns" and not stop_requested and not net.direct_refused("ratings-0"):
+            fail(f"a direct call from {OUTSIDE} to ratings' app port got an answer: the interception "
+                 "rules are not in place")
 
-        client = start("frontend-client",
-                       [bins["rete-client"], "--url", "http://backend/hello", "--proxy",
-                        f"{hosts['frontend-0']}:{PROXY_PORTS['outbound']}", "--rate", str(args.rate)],
-                       r"ok=\d+")
+        client = start("frontend-client", net.client(bins, args.rate), r"ok=\d+", where="frontend-0")
         if not stop_requested:
             client.wait_ready()
         split = Split({"v1": apps["backend-v1-0"], "v2": apps["backend-v2-0"]})
         split.delta()  # start counting from here
+        write_workloads(demo_dir / "workloads.json", net)
 
         if not stop_requested:
-            say(guide(hosts, args.reted_ip, demo_dir, bins["retectl"], user_context))
+            if net.mode == "netns":
+                say(guide_netns(net, demo_dir, bins["retectl"]))
+            else:
+                say(guide(hosts, args.reted_ip, demo_dir, bins["retectl"], user_context))
             say(f"demo: traffic summary every {args.every}s; press Ctrl-C to stop")
         started = time.monotonic()
         next_summary = started + args.every
@@ -546,7 +884,7 @@ def main():
             say(f"\ndemo: {signal.Signals(stop_requested[0]).name} received")
     finally:
         # The traffic first, then the sidecars (they drain and deregister),
-        # then the apps, reted last.
+        # then the apps, reted last; then the namespaces.
         say("demo: stopping (SIGTERM, then wait for each process)")
         for p in reversed(procs):
             code = p.stop()
@@ -558,6 +896,8 @@ def main():
             if code != 0 and p.name != "frontend-client":
                 say(f"  {p.name} exited with {code}; log {p.log}")
                 rc = 1
+        net.close()
+        (demo_dir / "workloads.json").unlink(missing_ok=True)
         try:
             if read_pid(demo_dir / "demo.pid") in (None, os.getpid()):
                 (demo_dir / "demo.pid").unlink()

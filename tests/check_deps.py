@@ -11,8 +11,9 @@ runs nothing of them) and collects
     modules excepted), and
   - the commands they run: the first element of a list passed to
     subprocess.run/Popen/check_output/..., start_process(), the bench's
-    run()/procs.start(), a name given to shutil.which(), and module-level
-    constants holding either;
+    run()/procs.start() (also the first after a starred prefix, as in
+    [*host.cmd([]), "tcpdump", ...] run in a network namespace), a name
+    given to shutil.which(), and module-level constants holding either;
 
 then finds each module's file (importlib, as /usr/bin/python3 sees it) and
 each command's path (PATH), asks `dpkg -S` which package ships it, and fails
@@ -122,6 +123,15 @@ def scan(path):
                         c = _command_of(a.elts[0], consts)
                         if c:
                             commands.add(c)
+                        # [*prefix, "cmd", ...]: a command run through a
+                        # prefix (ip netns exec NS, setpriv ...) is used too
+                        elts = a.elts
+                        while elts and isinstance(elts[0], ast.Starred):
+                            elts = elts[1:]
+                        if elts is not a.elts and elts:
+                            c = _command_of(elts[0], consts)
+                            if c:
+                                commands.add(c)
     # A relative path (./x) or a build product is ours, not a package's.
     return modules, {c for c in commands
                      if c not in NOT_COMMANDS and ("/" not in c or c.startswith(("/usr/", "/bin/")))}

@@ -4,7 +4,11 @@ in the guide work (retectl run as printed, finding reted through
 .demo/reted/context.json), the 90/10 split holds (v2 near 10% of the demo's traffic),
 ratings' policy answers 403 to frontend, and the demo stops by itself
 (--duration) with exit 0 and no process left. Nothing is written to ~/.config
-(RETED_NO_USER_CONTEXT, and HOME is the test's directory)."""
+(RETED_NO_USER_CONTEXT, and HOME is the test's directory).
+
+Both modes: loopback (RETE_DEMO_MODE=loopback, today's demo) and netns (a
+small cluster of network namespaces with transparent interception; its own
+namespace prefix, so a user's demo on the machine is left alone)."""
 import json
 import os
 import random
@@ -17,6 +21,9 @@ import time
 import pytest
 
 from helpers import REPO, build_dir, check_sanitizer_output
+from netns import have_netns  # also puts examples/ on sys.path, for nettopo
+
+import nettopo  # noqa: E402
 
 DEMO = REPO / "examples" / "demo.py"
 
@@ -63,14 +70,16 @@ def demo_children(pid):
     return [int(x) for x in out.split()]
 
 
-def run_demo(tmp_path, duration, base):
+def run_demo(tmp_path, duration, base=None, mode="loopback", prefix=None):
     log = open(tmp_path / "demo.out", "w+")
-    env = dict(os.environ, RETED_NO_USER_CONTEXT="1", HOME=str(tmp_path))
+    env = dict(os.environ, RETED_NO_USER_CONTEXT="1", HOME=str(tmp_path), RETE_DEMO_MODE=mode)
     env.pop("RETE_SERVER", None)
     env.pop("RETE_TOKEN_FILE", None)
-    p = subprocess.Popen([sys.executable, str(DEMO), "--duration", str(duration), "--ip-base", str(base),
-                          "--reted-ip", f"127.0.0.{base + 4}", "--dir", str(tmp_path / ".demo"),
-                          "--build", str(build_dir()), "--every", "2"],
+    where = ["--ip-base", str(base), "--reted-ip", f"127.0.0.{base + 4}"] if base else []
+    if prefix:
+        where += ["--netns-prefix", prefix]
+    p = subprocess.Popen([sys.executable, str(DEMO), "--duration", str(duration), *where,
+                          "--dir", str(tmp_path / ".demo"), "--build", str(build_dir()), "--every", "2"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
     return p, log, env
 
@@ -199,3 +208,120 @@ def test_demo_refuses_busy_port(tmp_path):
         assert f"127.0.0.{base + 1}:15008" in out and "port in use" in out, out
     finally:
         s.close()
+
+
+# ---- netns mode -----------------------------------------------------------------
+
+def _netns_with(prefix):
+    return [ns for ns in nettopo.netns_names() if ns.startswith(prefix + "-")]
+
+
+def test_demo_netns_mode_intercepts_and_tears_down(tmp_path):
+    """RETE_DEMO_MODE=netns: each workload in its own namespace behind
+    `rete-proxy init`; curl in frontend's namespace reaches backend by plain
+    name over mTLS (the sidecar answered DNS, the connection was
+    intercepted), a direct call from the outside host to ratings' app port
+    gets no answer (STRICT), workloads.json describes it all, nothing can
+    leave the topology; a stale namespace of an earlier (killed) demo is
+    removed at start; SIGTERM leaves no namespace, /etc/netns entry, rule
+    or process, and the namespace the test runs in is untouched."""
+    if not have_netns():
+        pytest.fail("the demo's netns mode needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): run make test as root")
+    prefix = f"rdt{os.getpid() % 100000}"
+    ruleset_before = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    # what a killed demo leaves: a namespace of its prefix, a process in it
+    nettopo.ip("netns", "add", f"{prefix}-stale")
+    stale_proc = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-stale", "sleep", "60"])
+    p, log, env = run_demo(tmp_path, duration=60, mode="netns", prefix=prefix)
+    try:
+        guide = wait_for(p, log, r"press Ctrl-C to stop", 120)
+        assert f"removed the namespaces a previous demo left: {prefix}-stale" in guide
+        assert stale_proc.wait(timeout=10) != 0  # killed by the demo's cleanup
+        pids = demo_children(p.pid)
+        assert len(pids) == 10, pids
+
+        wl = json.loads((tmp_path / ".demo" / "workloads.json").read_text())
+        assert wl["mode"] == "netns"
+        names = [w["name"] for w in wl["workloads"]]
+        assert names == ["frontend-0", "backend-v1-0", "backend-v2-0", "ratings-0"], names
+        addrs = {w["name"]: w["address"] for w in wl["workloads"]}
+        for w in wl["workloads"]:
+            assert w["namespace"] == "demo" and w["netns"] == f"{prefix}-{w['name']}", w
+            assert w["appPorts"] == [8080]
+            assert w["sidecarPorts"] == {"outbound": 15001, "inbound": 15006, "mesh": 15008, "admin": 15000,
+                                         "stats": 15020, "dns": 15053}, w
+            # the app listens on that address, in that namespace
+            out = nettopo.ip("-n", w["netns"], "-o", "addr", "show", "dev", "eth0").stdout
+            assert f"inet {w['address']}/24" in out, out
+        assert len(set(addrs.values())) == 4
+        hosts = {w["name"]: w["netns"] for w in wl["workloads"]}
+        hosts.update(reted=wl["reted"]["netns"], outside=wl["outside"]["netns"])
+        assert wl["bridge"]["netns"] == f"{prefix}-sw"
+        assert nettopo.isolation_problems(wl["bridge"]["netns"], hosts) == []
+
+        fe, outside = hosts["frontend-0"], hosts["outside"]
+        # an unmodified curl, by plain name, as the guide prints it
+        r = sh(guide_command(guide, f"ip netns exec {fe} curl -s http://backend/hello"), tmp_path, env)
+        body = json.loads(r.stdout)
+        assert body["service"] == "backend" and body["version"] in ("v1", "v2"), body
+        assert body["headers"]["x-forwarded-client-cert"] == (
+            "By=spiffe://cluster.local/ns/demo/sa/backend;URI=spiffe://cluster.local/ns/demo/sa/frontend")
+        r = sh(guide_command(guide, f"ip netns exec {fe} getent hosts backend"), tmp_path, env)
+        vip = r.stdout.split()[0]
+        assert vip.startswith("10.251.0.") and int(vip.rsplit(".", 1)[1]) >= 129, r.stdout
+        r = sh(guide_command(guide, f"ip netns exec {fe} curl -si http://ratings/"), tmp_path, env)
+        assert r.stdout.startswith("HTTP/1.1 403"), r.stdout
+        # a direct call to an app from another namespace: refused, no answer
+        r = sh(guide_command(guide, f"ip netns exec {outside} curl -sv -m 3 http://{addrs['ratings-0']}:8080/direct"),
+               tmp_path, env)
+        assert r.returncode != 0 and "< HTTP/1.1" not in r.stderr, r.stdout + r.stderr
+        assert "/direct" not in (tmp_path / ".demo" / "logs" / "ratings-0-app.log").read_text()
+        # the stats port answers from another namespace; retectl in reted's
+        r = sh(guide_command(guide, f"ip netns exec {outside} curl -s http://{addrs['ratings-0']}:15020/metrics"),
+               tmp_path, env)
+        assert re.search(r"(?m)^rete_proxy_mesh_refused_total [1-9]", r.stdout), r.stdout
+        r = sh(guide_command(guide, f"ip netns exec {hosts['reted']} {build_dir()}/retectl proxy-status"),
+               tmp_path, env)
+        rows = [l.split() for l in r.stdout.splitlines()[1:] if l.strip()]
+        assert sorted(row[0] for row in rows) == sorted(names) and all(row[4] == "SYNCED" for row in rows), \
+            r.stdout + r.stderr
+        # rete-client's traffic flows (by name, no proxy setting)
+        wait_for(p, log, r"\[traffic\] rete-client: ok=[1-9]\d* err=0 .* v1 \d+", 30)
+
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 0, read(log)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            nettopo.clean_stale(prefix)
+        if stale_proc.poll() is None:
+            stale_proc.kill()
+            stale_proc.wait()
+            nettopo.clean_stale(prefix)
+    out = read(log)
+    assert "SIGTERM received" in out and f"network namespaces {prefix}-* deleted" in out, out
+    assert "all 10 processes stopped;" in out, out
+    assert _netns_with(prefix) == [], out
+    assert not [d for d in os.listdir("/etc/netns") if d.startswith(prefix + "-")] \
+        if os.path.isdir("/etc/netns") else True
+    assert subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout == ruleset_before
+    assert not (tmp_path / ".demo" / "workloads.json").exists()
+    for f in sorted((tmp_path / ".demo" / "logs").glob("*.log")):
+        check_sanitizer_output(f.read_bytes(), f"the demo's {f.name}")
+    deadline = time.monotonic() + 10
+    while children_alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert children_alive(pids) == [], out
+
+
+def test_demo_netns_mode_without_privileges_is_a_clear_error(tmp_path):
+    """RETE_DEMO_MODE=netns as a user who cannot make namespaces: exit 1
+    naming what is missing, nothing started."""
+    env = dict(os.environ, RETE_DEMO_MODE="netns", HOME=str(tmp_path))
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, str(DEMO),
+                        "--dir", str(tmp_path / ".demo"), "--build", str(build_dir())],
+                       capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "RETE_DEMO_MODE=netns needs root" in r.stderr and "not root" in r.stderr, r.stderr
+    assert not (tmp_path / ".demo").exists()
