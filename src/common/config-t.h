@@ -132,6 +132,11 @@ typedef struct rete_traffic_policy {       /* DestinationRule.spec.trafficPolicy
     uint32_t max_ejection_percent;
     uint32_t consecutive_gateway;          /* consecutiveGatewayErrors, 0 = off */
     uint32_t min_health_percent;           /* minHealthPercent (panic threshold), default 50 */
+    /* outlierDetection.successRate (rete extension, Envoy's success_rate_*) */
+    bool sr_on;
+    uint32_t sr_minimum_hosts;             /* default 5 */
+    uint32_t sr_request_volume;            /* default 100, per interval */
+    uint32_t sr_stdev_factor;              /* x 1/1000, default 1900 */
     /* loadBalancer.localityLbSetting: on with outlierDetection unless enabled: false */
     bool locality;
     const rete_locality_failover *failover;

@@ -201,6 +201,20 @@ static const cfg_field pool_fields[] = {
 static const cfg_schema pool_schema =
     CFG_SCHEMA("ConnectionPoolSettings", raw_dr, pool_fields, NULL);
 
+static const cfg_field success_rate_fields[] = {
+    {"minimumHosts", CFG_INT, 0, CFG_AT(raw_dr, p.sr_minimum_hosts), .min = 1, .max = 100000,
+     .def = "5", .doc = "endpoints with at least requestVolume requests in the interval needed "
+     "for an evaluation (fewer: nobody is ejected for its success rate)"},
+    {"requestVolume", CFG_INT, 0, CFG_AT(raw_dr, p.sr_request_volume), .min = 1,
+     .max = 100000000, .def = "100",
+     .doc = "requests an endpoint needs in the interval to be evaluated"},
+    {"stdevFactor", CFG_INT, 0, CFG_AT(raw_dr, p.sr_stdev_factor), .min = 0, .max = 100000,
+     .def = "1900", .doc = "in thousandths: an endpoint is ejected when its success rate is "
+     "below mean - stdevFactor/1000 x standard deviation of the evaluated endpoints' rates"},
+};
+static const cfg_schema success_rate_schema =
+    CFG_SCHEMA("OutlierDetection.SuccessRate", raw_dr, success_rate_fields, NULL);
+
 static const cfg_field outlier_fields[] = {
     {"consecutive5xxErrors", CFG_INT, 0, CFG_AT(raw_dr, p.consecutive_5xx), .min = 0,
      .max = UINT32_MAX, .def = "5",
@@ -218,6 +232,10 @@ static const cfg_field outlier_fields[] = {
     {"minHealthPercent", CFG_INT, 0, CFG_AT(raw_dr, p.min_health_percent), .min = 0, .max = 100,
      .def = "50", .docdef = "50 (Envoy's healthy_panic_threshold; Istio's is 0)",
      .doc = "panic threshold: below this share of healthy endpoints, ejections are ignored"},
+    {"successRate", CFG_OBJ, CFG_NODEF, .off = 0, CFG_HAS(raw_dr, p.sr_on), .sub = &success_rate_schema,
+     .docdef = "off", .doc = "rete extension (Envoy's success-rate outlier detection): every "
+     "interval, endpoints whose success rate is a statistical outlier among the Service's are "
+     "ejected (same ejection time, multiplier and maxEjectionPercent as the consecutive errors)"},
 };
 static const cfg_schema outlier_schema =
     CFG_SCHEMA("OutlierDetection", raw_dr, outlier_fields, NULL);

@@ -231,3 +231,49 @@ def test_zone_failover_and_back(net):
     n.revive(1)
     wait_for(lambda: not any(n.clusters()[0][h]["ejected"] for h in home), 10, 0.1, "readmission")
     assert set(n.instances(30)) == home
+
+
+def _until(n, done, max_requests=4000, max_s=30):
+    """Requests on fresh connections until done() holds (bounded); their statuses."""
+    seen = collections.Counter()
+    t0 = time.monotonic()
+    while sum(seen.values()) < max_requests and time.monotonic() - t0 < max_s and not done():
+        seen.update(n.statuses(20))
+    return seen
+
+
+def test_success_rate_outlier_ejected(net):
+    """successRate (rete extension, Envoy's): of four endpoints one fails
+    half its requests (503, a fixed seed); consecutive errors are off, so
+    only the success-rate evaluation can eject it. Every interval (1 s) the
+    rates of endpoints with >= 10 requests are compared: 0.5 against three
+    1.0 is below mean - 1.0 x stdev (0.875 - 0.217), so it is ejected, and
+    the healthy ones never are."""
+    flaky = (("--failure-rate", "0.5", "--seed", "3"), {})
+    n = net([((), {}), ((), {}), ((), {}), flaky],
+            {"consecutive5xxErrors": 0, "interval": "1s", "baseEjectionTime": "5m",
+             "maxEjectionPercent": 50,
+             "successRate": {"minimumHosts": 4, "requestVolume": 10, "stdevFactor": 1000}})
+    bad = n.hosts[3]
+    _until(n, lambda: n.metric("rete_proxy_lb_ejections_total") >= 1)
+    assert n.metric("rete_proxy_lb_ejections_total") == 1
+    eps, _ = n.clusters()
+    assert eps[bad]["ejected"], eps[bad]
+    assert not any(eps[h]["ejected"] for h in n.hosts[:3])
+    # neither worker sends it anything now
+    assert n.instances(40).keys() <= set(n.hosts[:3])
+    assert n.statuses(40) == {200: 40}
+
+
+def test_success_rate_needs_minimum_hosts(net):
+    """The same flaky endpoint with minimumHosts 5 of 4 endpoints: several
+    intervals of traffic and nobody is ejected (too few to judge by)."""
+    flaky = (("--failure-rate", "0.5", "--seed", "3"), {})
+    n = net([((), {}), ((), {}), ((), {}), flaky],
+            {"consecutive5xxErrors": 0, "interval": "1s", "baseEjectionTime": "5m",
+             "maxEjectionPercent": 50,
+             "successRate": {"minimumHosts": 5, "requestVolume": 10, "stdevFactor": 1000}})
+    t0 = time.monotonic()
+    seen = _until(n, lambda: time.monotonic() - t0 > 3.5)
+    assert seen[503] > 0  # the flaky one kept its share
+    assert n.metric("rete_proxy_lb_ejections_total") == 0

@@ -241,9 +241,11 @@ void rete_route_try_end(rete_exchange *ex, bool failed)
     if (ex->service && ex->endpoint >= 0) {
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
         uint64_t now = uv_hrtime();
-        if (lb && rete_lb_done(lb, ex->endpoint, now - ex->start_ns,
-                               try_outcome(ex, ex->resp.status, failed), now))
-            rete_telemetry_lb_ejection(ex->worker, ex->service);
+        unsigned n = lb ? rete_lb_done(lb, ex->endpoint, now - ex->start_ns,
+                                       try_outcome(ex, ex->resp.status, failed), now)
+                        : 0;
+        if (n)
+            rete_telemetry_lb_ejection(ex->worker, ex->service, n);
     }
     ex->endpoint = -1;
 }
@@ -467,9 +469,11 @@ static void route_finish(rete_exchange *ex, const rete_filter_end *end)
          * it says nothing of its health (no failure for outlier detection). */
         struct rete_lb *lb = rete_gen_lb(ex->gen, ex->service);
         rete_lb_outcome oc = try_outcome(ex, end->status, false);
-        if (lb && rete_lb_done(lb, ex->endpoint, oc == RETE_LB_LOCAL ? 0 : end->duration_ns, oc,
-                               end->now_ns))
-            rete_telemetry_lb_ejection(ex->worker, ex->service);
+        unsigned n = lb ? rete_lb_done(lb, ex->endpoint, oc == RETE_LB_LOCAL ? 0 : end->duration_ns,
+                                       oc, end->now_ns)
+                        : 0;
+        if (n)
+            rete_telemetry_lb_ejection(ex->worker, ex->service, n);
     }
 }
 

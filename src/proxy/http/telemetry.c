@@ -477,10 +477,10 @@ void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns)
     rete_metrics_observe(w->shard, e->route_duration, (double)dur_ns / 1e9); /* seconds */
 }
 
-void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc)
+void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc, unsigned n)
 {
     rete_view cluster = or_unknown(svc->fqdn);
-    rete_metrics_inc(w->shard, resolve(w, w->mm->lb_ejections_total, &cluster, 1), 1);
+    rete_metrics_inc(w->shard, resolve(w, w->mm->lb_ejections_total, &cluster, 1), n);
 }
 
 void rete_telemetry_health_check(rete_worker *w, const rete_service *svc, const char *result)

@@ -41,9 +41,9 @@ void rete_telemetry_peer_read(rete_exchange *ex);
  * will count in. Worker thread. */
 void rete_telemetry_tunnel_open(rete_exchange *ex);
 
-/* Outlier detection ejected an endpoint of `svc`: rete_proxy_lb_ejections_total
+/* Outlier detection ejected n endpoints of `svc`: rete_proxy_lb_ejections_total
  * {cluster=<the Service's FQDN>} (one balancer per Service). Worker thread. */
-void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc);
+void rete_telemetry_lb_ejection(rete_worker *w, const rete_service *svc, unsigned n);
 /* An active health check of an endpoint of `svc` ended with `result`:
  * rete_proxy_health_checks_total{cluster, result}. */
 void rete_telemetry_health_check(rete_worker *w, const rete_service *svc, const char *result);

@@ -92,6 +92,11 @@ struct rete_lb_shared {
     uint32_t min_health_percent;
     uint64_t base_ejection_ns;
     uint64_t interval_ns;
+    /* outlierDetection.successRate: on, and its bounds */
+    bool sr_on;
+    uint32_t sr_minimum_hosts;
+    uint32_t sr_request_volume;
+    double sr_factor; /* stdevFactor / 1000 */
     bool hc;            /* healthCheck: endpoints failing it are out */
     uint64_t warmup_ns; /* slow start window, 0 = off (ROUND_ROBIN, LEAST_REQUEST) */
 };
@@ -363,6 +368,10 @@ rete_rc rete_lb_shared_build(const rete_service *svc, rete_lb_shared **out)
     sh->interval_ns =
         (uint64_t)(p->outlier_interval_ms ? p->outlier_interval_ms : OUTLIER_INTERVAL_MS_DEFAULT) *
         NS_PER_MS;
+    sh->sr_on = p->sr_on;
+    sh->sr_minimum_hosts = p->sr_minimum_hosts ? p->sr_minimum_hosts : 1;
+    sh->sr_request_volume = p->sr_request_volume ? p->sr_request_volume : 1;
+    sh->sr_factor = p->sr_stdev_factor / 1000.0;
     sh->hc = p->hc_kind != RETE_HC_NONE;
     if (sh->kind == RETE_LB_ROUND_ROBIN || sh->kind == RETE_LB_LEAST_REQUEST)
         sh->warmup_ns = (uint64_t)p->warmup_ms * NS_PER_MS;
@@ -462,7 +471,7 @@ rete_lb *rete_lb_new_at(rete_lb_shared *sh, const rete_workload *self, uint64_t 
     rete_outlier_service_name(svc, name, sizeof name);
     /* The proxy-wide slots carry outlier detection, active health checks
      * and slow start's join times. */
-    bool od = sh->consecutive_5xx || sh->consecutive_gw || sh->hc || sh->warmup_ns;
+    bool od = sh->consecutive_5xx || sh->consecutive_gw || sh->sr_on || sh->hc || sh->warmup_ns;
     if (od)
         lb->od_svc = rete_outlier_ref(name, NULL);
     bool local = svc->policy.locality && self && *label_of(self, LABEL_REGION);
@@ -702,6 +711,58 @@ static bool try_eject(rete_lb *lb, size_t idx, uint64_t now)
     atomic_store_explicit(&lb->od_svc->lock, 0, memory_order_release);
     lb->next_scan_ns = 0;
     return done;
+}
+
+/* Success-rate ejection (Envoy's): once per interval, by whichever worker
+ * finds the Service's evaluation due first (one CAS on its due time), take
+ * every endpoint's counts since the last evaluation (shared by the
+ * workers); if at least minimumHosts endpoints had requestVolume requests,
+ * eject those whose success rate is below mean - factor x stdev of theirs.
+ * Returns how many were ejected. */
+static unsigned sr_evaluate(rete_lb *lb, uint64_t now)
+{
+    const rete_lb_shared *sh = lb->sh;
+    if (!lb->od_svc)
+        return false;
+    rete_outlier_sr *svc = rete_outlier_sr_of(lb->od_svc);
+    uint64_t due = atomic_load_explicit(&svc->next_ns, memory_order_acquire);
+    if (due && now < due)
+        return false;
+    if (!atomic_compare_exchange_strong(&svc->next_ns, &due, now + sh->interval_ns))
+        return false; /* another worker evaluates */
+    if (!due)
+        return false; /* the first window starts now */
+    double *rate = rete_calloc(sh->n ? sh->n : 1, sizeof *rate);
+    size_t *at = rete_calloc(sh->n ? sh->n : 1, sizeof *at);
+    size_t k = 0;
+    for (size_t i = 0; i < sh->n; i++) {
+        rete_outlier *o = lb->ep[i].od;
+        if (!o || !sh->weight[i])
+            continue;
+        rete_outlier_sr *s = rete_outlier_sr_of(o);
+        uint32_t req = atomic_exchange_explicit(&s->requests, 0, memory_order_relaxed);
+        uint32_t ok = atomic_exchange_explicit(&s->successes, 0, memory_order_relaxed);
+        if (req >= sh->sr_request_volume && !rete_outlier_ejected(o, now)) {
+            rate[k] = (double)(ok > req ? req : ok) / req;
+            at[k++] = i;
+        }
+    }
+    unsigned ejected_n = 0;
+    if (k && k >= sh->sr_minimum_hosts) {
+        double mean = 0, var = 0;
+        for (size_t j = 0; j < k; j++)
+            mean += rate[j];
+        mean /= (double)k;
+        for (size_t j = 0; j < k; j++)
+            var += (rate[j] - mean) * (rate[j] - mean);
+        double threshold = mean - sh->sr_factor * sqrt(var / (double)k);
+        for (size_t j = 0; j < k; j++)
+            if (rate[j] < threshold && try_eject(lb, at[j], now))
+                ejected_n++;
+    }
+    free(rate);
+    free(at);
+    return ejected_n;
 }
 
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns)
@@ -1021,11 +1082,11 @@ void rete_lb_start(rete_lb *lb, int idx)
         lb->ep[idx].outstanding++;
 }
 
-bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
-                  uint64_t now_ns)
+unsigned rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
+                      uint64_t now_ns)
 {
     if (!valid_idx(lb, idx))
-        return false;
+        return 0;
     const rete_lb_shared *sh = lb->sh;
     ep_state *e = &lb->ep[idx];
     if (e->outstanding)
@@ -1034,20 +1095,28 @@ bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome out
         ewma_sample(e, (double)latency_ns, now_ns);
     rete_outlier *o = e->od;
     if (!o || outcome == RETE_LB_LOCAL || !sh->weight[idx])
-        return false;
+        return 0;
+    unsigned sr_ejected = 0;
+    if (sh->sr_on) {
+        rete_outlier_sr *s = rete_outlier_sr_of(o);
+        atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+        if (outcome == RETE_LB_SUCCESS)
+            atomic_fetch_add_explicit(&s->successes, 1, memory_order_relaxed);
+        sr_ejected = sr_evaluate(lb, now_ns);
+    }
     if (outcome == RETE_LB_SUCCESS) {
         /* Loads first: no write to the shared line while all goes well. */
         if (atomic_load_explicit(&o->consecutive_5xx, memory_order_relaxed))
             atomic_store_explicit(&o->consecutive_5xx, 0, memory_order_relaxed);
         if (atomic_load_explicit(&o->consecutive_gw, memory_order_relaxed))
             atomic_store_explicit(&o->consecutive_gw, 0, memory_order_relaxed);
-        return false;
+        return sr_ejected;
     }
     atomic_fetch_add_explicit(&o->failures, 1, memory_order_relaxed);
     /* Failures of requests still in flight when the endpoint was ejected say
      * nothing new. */
     if (rete_outlier_ejected(o, now_ns))
-        return false;
+        return sr_ejected;
     uint32_t c5 = atomic_fetch_add_explicit(&o->consecutive_5xx, 1, memory_order_relaxed) + 1;
     uint32_t gw = 0;
     if (outcome == RETE_LB_GATEWAY)
@@ -1056,11 +1125,11 @@ bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome out
         atomic_store_explicit(&o->consecutive_gw, 0, memory_order_relaxed);
     if ((sh->consecutive_5xx && c5 >= sh->consecutive_5xx) ||
         (sh->consecutive_gw && gw >= sh->consecutive_gw))
-        return try_eject(lb, (size_t)idx, now_ns);
-    return false;
+        return sr_ejected + try_eject(lb, (size_t)idx, now_ns);
+    return sr_ejected;
 }
 
-bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns)
+unsigned rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns)
 {
     return rete_lb_done(lb, idx, latency_ns, failure ? RETE_LB_5XX : RETE_LB_SUCCESS, now_ns);
 }

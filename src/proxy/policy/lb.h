@@ -149,13 +149,14 @@ void rete_lb_start(rete_lb *lb, int idx);
 /* The request to `idx` ended: outstanding--, latency sample (PEAK_EWMA),
  * outlier detection. `failure`: a 5xx, connect failure or reset. A request
  * that never reached the endpoint should not be reported as finished with a
- * latency; report failure with latency 0. Returns true when this failure
- * ejected the endpoint (the caller counts rete_proxy_lb_ejections_total). */
-bool rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns);
+ * latency; report failure with latency 0. Returns how many endpoints were
+ * ejected (this one by its failure, or any by a success-rate evaluation the
+ * call ran; the caller counts rete_proxy_lb_ejections_total). */
+unsigned rete_lb_finish(rete_lb *lb, int idx, uint64_t latency_ns, bool failure, uint64_t now_ns);
 /* The same with the outcome told apart: rete_lb_finish's `failure` is
  * RETE_LB_5XX. */
-bool rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
-                  uint64_t now_ns);
+unsigned rete_lb_done(rete_lb *lb, int idx, uint64_t latency_ns, rete_lb_outcome outcome,
+                      uint64_t now_ns);
 
 /* Ejected or failing its health checks: not picked (but in panic). */
 bool rete_lb_is_ejected(const rete_lb *lb, int idx, uint64_t now_ns);

@@ -10,6 +10,7 @@
 #define HASH_OF(w) ((w) & ~REFS_MASK)
 
 static rete_outlier slots[RETE_OUTLIER_SLOTS];
+static rete_outlier_sr sr_counts[RETE_OUTLIER_SLOTS];
 static _Atomic uint64_t overflows;
 
 /* 48 bits of the key's hash, never 0; the Service slot hashes the FQDN with a
@@ -52,8 +53,17 @@ static bool claim(rete_outlier *o, uint64_t key)
         atomic_store_explicit(&o->hc_down, 0, memory_order_relaxed);
         atomic_store_explicit(&o->hc_streak, 0, memory_order_relaxed);
         atomic_store_explicit(&o->joined_ns, 0, memory_order_relaxed);
+        rete_outlier_sr *s = rete_outlier_sr_of(o);
+        atomic_store_explicit(&s->requests, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->successes, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->next_ns, 0, memory_order_relaxed);
     }
     return true;
+}
+
+rete_outlier_sr *rete_outlier_sr_of(const rete_outlier *o)
+{
+    return &sr_counts[o - slots];
 }
 
 rete_outlier *rete_outlier_ref(const char *fqdn, const char *id)
@@ -138,5 +148,6 @@ uint64_t rete_outlier_overflows(void)
 void rete_outlier_clear(void)
 {
     memset(slots, 0, sizeof slots);
+    memset(sr_counts, 0, sizeof sr_counts);
     atomic_store(&overflows, 0);
 }

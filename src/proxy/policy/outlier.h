@@ -61,6 +61,20 @@ typedef struct rete_outlier {
 
 _Static_assert(sizeof(rete_outlier) == 64, "one cache line per slot");
 
+/* Success-rate ejection (outlierDetection.successRate): an endpoint's
+ * requests and successes since its Service's last evaluation, and for a
+ * Service's slot, when its next evaluation is due (0: not started). Kept
+ * beside the slot table, one entry per slot (16 bytes: 64 KiB in .bss),
+ * written on every request of a Service with successRate only. */
+typedef struct rete_outlier_sr {
+    _Atomic uint32_t requests;
+    _Atomic uint32_t successes;
+    _Atomic uint64_t next_ns;
+} rete_outlier_sr;
+
+/* The success-rate counts of slot `o` (never NULL for a slot of the table). */
+rete_outlier_sr *rete_outlier_sr_of(const rete_outlier *o);
+
 /* The slot of endpoint `id` (address:port) of Service `fqdn`, or of the
  * Service itself when id is NULL, with one reference taken; NULL when the
  * table has no room (see above). */
