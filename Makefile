@@ -36,7 +36,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
 	python3-websockets python3-pytest-xdist redis-server redis-tools prometheus haproxy nginx wrk \
 	iproute2 nftables iptables procps dnsutils systemd python3-matplotlib python3-cryptography linux-perf \
-	valgrind etcd-server etcd-client
+	valgrind etcd-server etcd-client nodejs npm chromium
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
@@ -46,8 +46,11 @@ SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@provided=$$(dpkg-query -W -f='$${Status}|$${Provides}\n' 2>/dev/null | grep '^install ok installed|' | \
+	    cut -d'|' -f2 | tr ',' '\n' | sed 's/ *(.*//; s/^ *//'); \
+	missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || \
+	    echo "$$provided" | grep -qx "$$p" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "make deps: installing $$missing"; \
 	    $(SUDO) apt-get update -qq && \
