@@ -41,7 +41,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps layers build test unit system asan clang tsan tsan-test demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
+.PHONY: all deps layers build dashboard dashboard-check test unit system asan clang tsan tsan-test demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
 
 all: build
 
@@ -95,6 +95,7 @@ unit: build
 # tests fail on any sanitizer report in a process's log (docs/testing.md).
 test: deps layers build clang asan
 	$(PYTHON) tests/check_deps.py
+	$(MAKE) --no-print-directory dashboard-check
 	meson test -C $(BUILD) --print-errorlogs
 	meson test -C $(ASAN_BUILD) --print-errorlogs
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -103,6 +104,19 @@ test: deps layers build clang asan
 	    $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) tests/system
 	$(MAKE) --no-print-directory tsan-test
 	$(PYTHON) bench/run.py --smoke
+
+# The dashboard's front end (dashboard/; docs/architecture.md, "The
+# dashboard's assets"): npm ci from package-lock.json, then esbuild bundles
+# it into dashboard/dist/. dist/ is committed, so reted builds from a clone
+# without npm or the registry (meson embeds dist/ in reted). `make dashboard`
+# after changing dashboard/src or package.json, and commit dist/;
+# `make dashboard-check` (part of `make test`) bundles into a temporary
+# directory and fails when dist/ differs from what the sources give.
+dashboard: deps
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+dashboard-check: deps
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --check
 
 # The layer rule of src/ (tests/check_layers.py): no #include goes up a layer
 # and none closes a cycle. Runs before any build in `make test`.
