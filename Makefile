@@ -45,6 +45,8 @@ SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test
 
 all: build
 
+# A package counts as present when installed, or when an installed package
+# Provides it (NodeSource's nodejs provides npm and conflicts with Debian's).
 deps:
 	@provided=$$(dpkg-query -W -f='$${Status}|$${Provides}\n' 2>/dev/null | grep '^install ok installed|' | \
 	    cut -d'|' -f2 | tr ',' '\n' | sed 's/ *(.*//; s/^ *//'); \
