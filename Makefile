@@ -36,18 +36,23 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
 	python3-websockets python3-pytest-xdist redis-server redis-tools prometheus haproxy nginx wrk \
 	iproute2 nftables iptables procps dnsutils tcpdump systemd python3-matplotlib python3-cryptography linux-perf \
-	valgrind etcd-server etcd-client
+	valgrind etcd-server etcd-client nodejs npm chromium
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps layers build test unit system asan clang tsan tsan-test demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
+.PHONY: all deps layers build dashboard dashboard-check test unit system asan clang tsan tsan-test demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
 
 all: build
 
+# A package counts as present when installed, or when an installed package
+# Provides it (NodeSource's nodejs provides npm and conflicts with Debian's).
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@provided=$$(dpkg-query -W -f='$${Status}|$${Provides}\n' 2>/dev/null | grep '^install ok installed|' | \
+	    cut -d'|' -f2 | tr ',' '\n' | sed 's/ *(.*//; s/^ *//'); \
+	missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || \
+	    echo "$$provided" | grep -qx "$$p" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "make deps: installing $$missing"; \
 	    $(SUDO) apt-get update -qq && \
@@ -92,6 +97,7 @@ unit: build
 # tests fail on any sanitizer report in a process's log (docs/testing.md).
 test: deps layers build clang asan
 	$(PYTHON) tests/check_deps.py
+	$(MAKE) --no-print-directory dashboard-check
 	meson test -C $(BUILD) --print-errorlogs
 	meson test -C $(ASAN_BUILD) --print-errorlogs
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -100,6 +106,19 @@ test: deps layers build clang asan
 	    $(PYTHON) -m pytest -q $(PYTEST_PARALLEL) tests/system
 	$(MAKE) --no-print-directory tsan-test
 	$(PYTHON) bench/run.py --smoke
+
+# The dashboard's front end (dashboard/; docs/architecture.md, "The
+# dashboard's assets"): npm ci from package-lock.json, then esbuild bundles
+# it into dashboard/dist/. dist/ is committed, so reted builds from a clone
+# without npm or the registry (meson embeds dist/ in reted). `make dashboard`
+# after changing dashboard/src or package.json, and commit dist/;
+# `make dashboard-check` (part of `make test`) bundles into a temporary
+# directory and fails when dist/ differs from what the sources give.
+dashboard: deps
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+dashboard-check: deps
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --check
 
 # The layer rule of src/ (tests/check_layers.py): no #include goes up a layer
 # and none closes a cycle. Runs before any build in `make test`.

@@ -9,7 +9,8 @@ runs nothing of them) and collects
 
   - the modules they import (the standard library and the project's own
     modules excepted), and
-  - the commands they run: the first element of a list passed to
+  - the commands they run (and those the Makefile runs that no Python file
+    names: MAKEFILE_COMMANDS): the first element of a list passed to
     subprocess.run/Popen/check_output/..., start_process(), the bench's
     run()/procs.start() (also the first after a starred prefix, as in
     [*host.cmd([]), "tcpdump", ...] run in a network namespace), a name
@@ -37,6 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCAN_DIRS = ["tests", "bench", "examples"]
 # Calls whose first argument's first element is a command.
 RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "start_process", "start"}
+# Commands the Makefile itself runs that no Python file names (make
+# dashboard, make dashboard-check: npm ci, then node build.mjs).
+MAKEFILE_COMMANDS = ["node", "npm"]
 # Not commands: shell words that name no program of ours to install.
 NOT_COMMANDS = {"", "-", "sudo"}
 
@@ -213,6 +217,8 @@ def main():
             modules.setdefault(m, []).append(rel)
         for c in cmds:
             commands.setdefault(c, []).append(rel)
+    for c in MAKEFILE_COMMANDS:
+        commands.setdefault(c, []).append("Makefile")
 
     problems = []
 

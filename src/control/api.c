@@ -1,10 +1,12 @@
 /* The operator API on 15014 (docs/control-plane.md): apply, get, delete,
- * tokens, proxy status and config, check, identity, metrics. Every request
- * but /healthz needs the admin token. */
+ * tokens, proxy status and config, check, identity, metrics, and the
+ * dashboard's page. Every request but /healthz, /version, /metrics and
+ * /dashboard/ needs the admin token. */
 #include "api.h"
 
 #include "alloc.h"
 #include "compiler.h"
+#include "dashboard.h"
 #include "datadir.h"
 #include "log.h"
 #include "mesh_index.h"
@@ -615,7 +617,7 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
 static bool open_path(rete_view p)
 {
     return rete_view_eq(p, RETE_VIEW_LIT("/healthz")) || rete_view_eq(p, RETE_VIEW_LIT("/metrics")) ||
-           rete_view_eq(p, RETE_VIEW_LIT("/version"));
+           rete_view_eq(p, RETE_VIEW_LIT("/version")) || reted_dashboard_path(p);
 }
 
 /* The token is checked at the head: a client without it never makes reted
@@ -659,6 +661,12 @@ void reted_api_handle(rete_http_req *req, void *arg)
     }
     if (rete_view_eq(p, RETE_VIEW_LIT("/version"))) {
         rete_http_respond_json(req, 200, "{\"reted\":\"" RETE_VERSION "\"}");
+        return;
+    }
+    /* The dashboard's page and assets hold no data: its data requests
+     * carry the token (dashboard.h). */
+    if (reted_dashboard_path(p)) {
+        reted_dashboard_serve(req);
         return;
     }
     if (!authorized(r, req)) {

@@ -182,6 +182,7 @@ typedef struct row {
     const reted_golden_key *first; /* its labels name the row */
     uint64_t requests, failures;
     uint64_t hist[RETE_GOLDEN_NBUCKETS];
+    json_t *services;              /* by edge: the destination Services' FQDNs, each once */
 } row;
 
 /* "name.ns.svc..." -> name, ns (an FQDN without dots: name only). */
@@ -274,6 +275,7 @@ static json_t *row_json(reted_golden_by by, const row *r, uint32_t window_s)
                                                    l[RETE_GL_SRC_WORKLOAD]));
         json_object_set_new(o, "destination", json_pack("{s:s,s:s}", "namespace", l[RETE_GL_DST_NAMESPACE],
                                                         "workload", l[RETE_GL_DST_WORKLOAD]));
+        json_object_set(o, "services", r->services);
         break;
     case RETED_GOLDEN_BY_WORKLOAD:
     default:
@@ -293,6 +295,16 @@ static json_t *row_json(reted_golden_by by, const row *r, uint32_t window_s)
 static int row_cmp(const void *a, const void *b)
 {
     return strcmp(((const row *)a)->key, ((const row *)b)->key);
+}
+
+static bool has_string(const json_t *arr, const char *s)
+{
+    size_t i;
+    const json_t *v;
+    json_array_foreach(arr, i, v)
+        if (strcmp(json_string_value(v), s) == 0)
+            return true;
+    return false;
 }
 
 static const char *const by_names[] = {"service", "workload", "route", "edge"};
@@ -326,7 +338,11 @@ json_t *reted_golden_query_run(reted_golden *g, const reted_golden_query *q, int
             memcpy(r->key, gk, gl + 1);
             r->first = k;
             json_object_setn_new(groups, gk, gl, json_integer((json_int_t)n++));
+            if (q->by == RETED_GOLDEN_BY_EDGE)
+                r->services = json_array();
         }
+        if (r->services && !has_string(r->services, k->labels[RETE_GL_SERVICE]))
+            json_array_append_new(r->services, json_string(k->labels[RETE_GL_SERVICE]));
         for (uint32_t b = 0; b < nslots; b++) {
             const reted_golden_slot *s = &k->slots[(now - b) % RETED_GOLDEN_SLOTS];
             if (s->bucket != now - b)
@@ -345,6 +361,8 @@ json_t *reted_golden_query_run(reted_golden *g, const reted_golden_query *q, int
     for (size_t i = 0; i < n; i++)
         if (rows[i].requests)
             json_array_append_new(items, row_json(q->by, &rows[i], window_s));
+    for (size_t i = 0; i < n; i++)
+        json_decref(rows[i].services);
     free(rows);
     return json_pack("{s:s,s:s,s:I,s:s,s:o}", "by", by_names[q->by], "window", q->long_window ? "10m" : "1m",
                      "windowSeconds", (json_int_t)window_s, "reporter", reporter, "items", items);

@@ -133,6 +133,17 @@ def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
         assert body["service"] == "ratings" and body["status"] == 200, body
         assert body["headers"]["x-forwarded-client-cert"].endswith("URI=spiffe://cluster.local/ns/demo/sa/backend")
 
+        # the dashboard: its address and the token's file, as printed
+        m = re.search(r"^Dashboard: (http://\S+/dashboard/)", guide, re.M)
+        assert m, guide
+        page = subprocess.run(["curl", "-sS", "-m", "10", m.group(1)], capture_output=True, text=True)
+        assert 'src="dashboard.js"' in page.stdout, page.stdout + page.stderr
+        r = sh(guide_command(guide, "cat "), tmp_path, env)
+        token = r.stdout.strip()
+        assert token and subprocess.run(
+            ["curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {token}",
+             m.group(1).replace("/dashboard/", "/api/v1/stats?by=service")], capture_output=True, text=True).stdout == "200"
+
         # retectl commands, run as printed: reted found with no flags
         r = sh(guide_command(guide, f"{build_dir()}/retectl proxy-status"), tmp_path, env)
         assert r.returncode == 0, r.stderr

@@ -104,6 +104,9 @@ static void test_windows(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(row(r, 0), "source"), "workload")),
                         "client-0");
     assert_int_equal(num(row(r, 0), "requests"), 30);
+    json_t *svcs = json_object_get(row(r, 0), "services"); /* the dashboard's graph joins on it */
+    assert_int_equal(json_array_size(svcs), 1);
+    assert_string_equal(json_string_value(json_array_get(svcs, 0)), "echo.demo.svc.cluster.local");
     json_decref(r);
 
     q.by = RETED_GOLDEN_BY_ROUTE; /* the source's view by default */
@@ -132,6 +135,36 @@ static void test_windows(void **state)
     json_decref(r);
     reted_golden_sweep(&g, 1010 + 610);
     assert_int_equal(g.n_keys, 0);
+    reted_golden_free(&g);
+}
+
+/* An edge row names the destination Services it carries, each once (the
+ * dashboard draws Services as its graph's nodes). */
+static void test_edge_services(void **state)
+{
+    (void)state;
+    reted_golden g;
+    reted_golden_init(&g, 10);
+    reted_golden_result res;
+    ingest(&g, report(entry("destination", "unknown", "echo.demo.svc.cluster.local", "client-0", "echo-0", 3, 0, 3)),
+           "echo-0", 1000, &res);
+    ingest(&g, report(entry("destination", "unknown", "admin.demo.svc.cluster.local", "client-0", "echo-0", 2, 0, 3)),
+           "echo-0", 1000, &res);
+    ingest(&g, report(entry("destination", "unknown", "echo.demo.svc.cluster.local", "client-0", "echo-0", 1, 0, 3)),
+           "echo-0", 1010, &res);
+    reted_golden_query q = {.by = RETED_GOLDEN_BY_EDGE};
+    json_t *r = reted_golden_query_run(&g, &q, 1015);
+    assert_int_equal(json_array_size(json_object_get(r, "items")), 1);
+    assert_int_equal(num(row(r, 0), "requests"), 6);
+    const json_t *svcs = json_object_get(row(r, 0), "services");
+    assert_int_equal(json_array_size(svcs), 2);
+    assert_string_equal(json_string_value(json_array_get(svcs, 0)), "echo.demo.svc.cluster.local");
+    assert_string_equal(json_string_value(json_array_get(svcs, 1)), "admin.demo.svc.cluster.local");
+    json_decref(r);
+    q.by = RETED_GOLDEN_BY_SERVICE; /* other groupings carry no such list */
+    r = reted_golden_query_run(&g, &q, 1015);
+    assert_null(json_object_get(row(r, 0), "services"));
+    json_decref(r);
     reted_golden_free(&g);
 }
 
@@ -225,6 +258,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantile),
         cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_edge_services),
         cmocka_unit_test(test_refusals_and_bounds),
         cmocka_unit_test(test_ingest_cost),
     };
