@@ -155,9 +155,9 @@ static void print_event(const tap_run *t, const json_t *e)
     }
     const json_t *src = json_object_get(e, "source"), *dst = json_object_get(e, "destination");
     const char *route = jstr(e, "route");
-    printf("%s %s %-8s %s %s%s -> %d %.3fms src=%s/%s dst=%s/%s route=%s flags=%s proxy=%s", jstr(e, "time"),
+    printf("%s %s %-8s %s%s -> %d %.3fms src=%s/%s dst=%s/%s route=%s flags=%s proxy=%s", jstr(e, "time"),
            strcmp(jstr(e, "direction"), "inbound") == 0 ? "in " : "out", jstr(e, "method"), jstr(e, "authority"),
-           jstr(e, "path"), "", (int)json_integer_value(json_object_get(e, "status")),
+           jstr(e, "path"), (int)json_integer_value(json_object_get(e, "status")),
            json_number_value(json_object_get(e, "latencyMs")), jstr(src, "namespace"), jstr(src, "workload"),
            jstr(dst, "namespace"), jstr(dst, "workload"), *route ? route : "-", jstr(e, "responseFlags"),
            jstr(e, "proxy"));
