@@ -14,6 +14,7 @@
 #include "registry.h"
 #include "resources.h"
 #include "reted.h"
+#include "tap_relay.h"
 #include "spiffe.h"
 #include "token.h"
 
@@ -685,6 +686,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         api_proxies(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/stats")))
         api_stats(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/tap")) && rete_view_eq(req->method, RETE_VIEW_LIT("GET")))
+        reted_tap_api(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/check")))
         api_check(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/prometheus/targets")))

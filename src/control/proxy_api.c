@@ -14,6 +14,7 @@
 #include "resources.h"
 #include "reted.h"
 #include "spiffe.h"
+#include "tap_relay.h"
 #include "token.h"
 
 #include <arpa/inet.h>
@@ -25,7 +26,8 @@
 #include <time.h>
 
 /* What a proxy sends on its stream is small (hello, ACK, NACK with an
- * error of a few hundred bytes, health, a stats summary of at most
+ * error of a few hundred bytes, health, tap records in lines of at most
+ * 48 KiB (cp_tap.c), a stats summary of at most
  * RETE_GOLDEN_MAX_REPORT_BYTES of entries): a longer line closes it. */
 #define XDS_MAX_LINE (64u << 10)
 
@@ -673,6 +675,7 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     rete_info("xds: %s/%s connected from %s as %s%s", ns, name, rete_http_stream_peer_addr(st), peer,
               operator_record ? " (the Workload the operator declared)" : "");
     reted_push(r, p, true);
+    reted_tap_on_hello(r, p);
 }
 
 static reted_proxy *proxy_of(reted *r, rete_http_stream *st)
@@ -750,6 +753,9 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
             rete_metrics_inc(r->stats.shard, r->stats.golden_entries[1], res.refused);
             rete_metrics_inc(r->stats.shard, r->stats.golden_entries[2], res.dropped);
         }
+    } else if (strncmp(type, "tap-", 4) == 0) {
+        p->last_seen_unix = reted_now();
+        reted_tap_on_proxy(r, p, type, msg);
     } else if (strcmp(type, "ping") == 0) {
         p->last_seen_unix = reted_now();
     } else if (strcmp(type, "drain") == 0) {

@@ -16,6 +16,7 @@
 #include "scrape-t.h"
 #include "stats.h"
 #include "golden_agg.h"
+#include "tap_relay.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -52,6 +53,7 @@ typedef struct reted {
     int64_t renew_issued_before;    /* proxies with older certificates renew now (CA rotation) */
     reted_stats stats;              /* /metrics: families and counters (stats.h) */
     reted_golden golden;            /* the proxies' stats summaries (golden_agg.h) */
+    reted_taps taps;                /* operators' taps (tap_relay.h) */
     reted_scrape scrape;            /* /metrics: what is read at scrape time (scrape.h) */
     int64_t started_unix;
     uv_async_t store_async;         /* the store's watch wakes the loop (replica.c) */

@@ -29,6 +29,17 @@ const rete_ctl_flag_def rete_ctl_flags[] = {
     {CTL_F_OUT, "out", 0, true, "DIR", "directory to write cert.pem, key.pem, bundle.pem",
      OFF(out)},
     {CTL_F_WINDOW, "window", 0, true, "WINDOW", "1m (default) or 10m", OFF(window)},
+    {CTL_F_PATH, "path", 0, true, "PREFIX", "only requests whose path starts with PREFIX", OFF(path)},
+    {CTL_F_METHOD, "method", 0, true, "METHOD", "only requests with this method (GET, POST...)",
+     OFF(method)},
+    {CTL_F_STATUS, "status", 0, true, "CODE", "only responses with this status (0: none sent)",
+     OFF(status)},
+    {CTL_F_MAX, "max", 0, true, "N", "stop after N requests", OFF(max)},
+    {CTL_F_HEADERS, "headers", 0, false, NULL,
+     "show request header values (never Authorization or Cookie)", 0},
+    {CTL_F_ONCE, "once", 0, false, NULL, "print the table once, after --duration, and exit", 0},
+    {CTL_F_DURATION, "duration", 0, true, "DURATION", "how long to watch (default: until interrupted)",
+     OFF(duration)},
 };
 const size_t rete_ctl_n_flags = sizeof(rete_ctl_flags) / sizeof(rete_ctl_flags[0]);
 
@@ -75,6 +86,8 @@ static rete_rc set_flag(const rete_ctl_flag_def *f, const char *value, rete_ctl_
         break;
     case CTL_F_HELP:
     case CTL_F_ALL_NS:
+    case CTL_F_HEADERS:
+    case CTL_F_ONCE:
         break;
     case CTL_F_FILENAME:
         if (out->n_files == RETE_CTL_MAX_FILES)

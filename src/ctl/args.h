@@ -28,6 +28,13 @@ enum {
     CTL_F_OUT = 1u << 13,
     CTL_F_TIMEOUT = 1u << 14,
     CTL_F_WINDOW = 1u << 15,
+    CTL_F_PATH = 1u << 16,
+    CTL_F_METHOD = 1u << 17,
+    CTL_F_STATUS = 1u << 18,
+    CTL_F_MAX = 1u << 19,
+    CTL_F_HEADERS = 1u << 20,
+    CTL_F_ONCE = 1u << 21,
+    CTL_F_DURATION = 1u << 22,
 };
 
 /* Accepted by every verb, before or after it. */
@@ -53,6 +60,11 @@ typedef struct rete_ctl_args {
     const char *spiffe_id;
     const char *out;
     const char *window;
+    const char *path;
+    const char *method;
+    const char *status;
+    const char *max;
+    const char *duration;
     const char *pos[RETE_CTL_MAX_POS]; /* positionals after the verb */
     size_t n_pos;
 } rete_ctl_args;

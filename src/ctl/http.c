@@ -333,3 +333,127 @@ out:
     close(fd);
     return rc;
 }
+
+rete_rc rete_ctl_http_stream(const rete_ctl_http *c, const char *path, rete_ctl_line_fn fn, void *arg,
+                             rete_ctl_response *resp, bool *server_closed, rete_error *err)
+{
+    char host[256], port[16];
+    long long deadline = now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 10000);
+    memset(resp, 0, sizeof(*resp));
+    *server_closed = false;
+    RETE_GUARD(split_server(c->server, host, sizeof(host), port, sizeof(port), err));
+    if (c->verbose)
+        fprintf(stderr, "> GET http://%s%s (stream)\n", c->server, path);
+    int fd = connect_to(host, port, deadline, err);
+    if (fd < 0)
+        return RETE_EIO;
+    size_t hcap = 1024 + strlen(path) + (c->token ? strlen(c->token) : 0);
+    char *head = rete_malloc(hcap);
+    int hlen = snprintf(head, hcap,
+                        "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: retectl/" RETE_VERSION
+                        "\r\nAccept: application/x-ndjson\r\nConnection: close\r\n",
+                        path, c->server);
+    if (c->token)
+        hlen += snprintf(head + hlen, hcap - (size_t)hlen, "Authorization: Bearer %s\r\n", c->token);
+    hlen += snprintf(head + hlen, hcap - (size_t)hlen, "\r\n");
+    rete_rc rc = RETE_EIO;
+    char *in = NULL;
+    size_t in_len = 0, in_cap = 0, off = 0;
+    bool streaming = false;
+    size_t sent = 0;
+    while (sent < (size_t)hlen) {
+        ssize_t w = send(fd, head + sent, (size_t)hlen - sent, MSG_NOSIGNAL);
+        if (w > 0) {
+            sent += (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (!wait_fd(fd, POLLOUT, deadline)) {
+                rete_error_set(err, RETE_EIO, "timed out sending the request");
+                goto out;
+            }
+        } else {
+            rete_error_set(err, RETE_EIO, "send: %s", strerror(errno));
+            goto out;
+        }
+    }
+    for (;;) {
+        /* lines of the body already in */
+        while (streaming) {
+            char *nl = memchr(in + off, '\n', in_len - off);
+            if (!nl)
+                break;
+            size_t len = (size_t)(nl - (in + off));
+            if (!fn(arg, in + off, len)) {
+                rc = RETE_OK;
+                goto out;
+            }
+            off += len + 1;
+        }
+        if (streaming && off) {
+            memmove(in, in + off, in_len - off);
+            in_len -= off;
+            off = 0;
+        }
+        if (streaming && in_len > RETE_CTL_STREAM_MAX_LINE) {
+            rete_error_set(err, RETE_EIO, "a line longer than %u bytes", RETE_CTL_STREAM_MAX_LINE);
+            goto out;
+        }
+        RETE_GROW(in, in_cap, in_len + 16384, 32768);
+        ssize_t r = recv(fd, in + in_len, in_cap - in_len, 0);
+        if (r > 0) {
+            in_len += (size_t)r;
+        } else if (r == 0) {
+            if (streaming) {
+                *server_closed = true;
+                rc = RETE_OK;
+                goto out;
+            }
+            rc = rete_ctl_http_parse(in, in_len, true, "GET", resp, err);
+            goto out;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            if (streaming) {
+                struct pollfd pfd = {.fd = fd, .events = POLLIN};
+                if (poll(&pfd, 1, RETE_CTL_STREAM_TICK_MS) == 0 && !fn(arg, NULL, 0)) {
+                    rc = RETE_OK;
+                    goto out;
+                }
+            } else if (!wait_fd(fd, POLLIN, deadline)) {
+                rete_error_set(err, RETE_EIO, "timed out waiting for the response");
+                goto out;
+            }
+            continue;
+        } else {
+            rete_error_set(err, RETE_EIO, "recv: %s", strerror(errno));
+            goto out;
+        }
+        if (streaming)
+            continue;
+        rete_h1_header headers[100];
+        rete_h1_limits lim = RETE_H1_LIMITS_DEFAULT;
+        rete_h1_message msg = {.headers = headers};
+        rete_h1_error herr = {0};
+        int n = rete_h1_parse_response(in, in_len, &lim, RETE_VIEW_LIT("GET"), &msg, &herr);
+        if (n == RETE_EAGAIN)
+            continue;
+        if (n < 0) {
+            rete_error_set(err, RETE_EINVAL, "malformed response: %s", herr.reason ? herr.reason : "?");
+            goto out;
+        }
+        if (msg.status != 200 || msg.body != RETE_H1_BODY_UNTIL_CLOSE) {
+            /* an error answer: read it whole */
+            rc = rete_ctl_http_parse(in, in_len, false, "GET", resp, err);
+            if (rc != RETE_EAGAIN)
+                goto out;
+            continue;
+        }
+        resp->status = 200;
+        if (c->verbose)
+            fprintf(stderr, "< 200 (streaming)\n");
+        streaming = true;
+        off = (size_t)n;
+    }
+out:
+    free(head);
+    free(in);
+    close(fd);
+    return rc;
+}

@@ -43,6 +43,23 @@ RETE_MUST_CHECK rete_rc rete_ctl_http_parse(const char *buf, size_t len, bool eo
 
 void rete_ctl_response_free(rete_ctl_response *resp);
 
+/* A line of a streamed answer (without its newline), or NULL about every
+ * RETE_CTL_STREAM_TICK_MS while none comes. Return false to stop. */
+typedef bool (*rete_ctl_line_fn)(void *arg, const char *line, size_t len);
+#define RETE_CTL_STREAM_TICK_MS 250
+#define RETE_CTL_STREAM_MAX_LINE (1u << 20)
+
+/* GET path and read the answer as a stream of lines (reted's
+ * application/x-ndjson answers: no length, until the server closes): the
+ * head within the client's timeout, then lines for as long as fn wants
+ * them. RETE_OK with resp->status 200 when it streamed (resp->body NULL;
+ * *server_closed says whether reted ended it), or with another status and
+ * the whole error answer in resp; RETE_EIO/RETE_EINVAL as rete_ctl_http_do. */
+RETE_MUST_CHECK rete_rc rete_ctl_http_stream(const rete_ctl_http *c, const char *path,
+                                             rete_ctl_line_fn fn, void *arg,
+                                             rete_ctl_response *resp, bool *server_closed,
+                                             rete_error *err);
+
 /* Percent-encode s for a query value or path segment (RFC 3986 unreserved
  * kept); malloc'ed. */
 char *rete_ctl_urlencode(const char *s);

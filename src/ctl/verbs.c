@@ -64,6 +64,36 @@ const rete_ctl_verb rete_ctl_verbs[] = {
      "An edge is SOURCE -> DESTINATION workload; -n and NAME select its destination.\n\n"
      "Examples:\n  retectl stat service -n demo\n  retectl stat route --window 10m -A\n"
      "  retectl stat edge echo -n demo -o json\n"},
+    {"tap", rete_ctl_cmd_tap,
+     CTL_F_NAMESPACE | CTL_F_OUTPUT | CTL_F_PATH | CTL_F_METHOD | CTL_F_STATUS | CTL_F_MAX | CTL_F_HEADERS |
+         CTL_F_DURATION,
+     "tap deploy|service|workload NAME [-n NS] [--path PREFIX] [--method M] [--status CODE] [--max N] "
+     "[--headers] [--duration D] [-o json]",
+     "stream live requests from the proxies (Linkerd's tap)",
+     "One line per request as it ends: time, direction, method, authority, path, status,\n"
+     "latency, source and destination workloads, route, response flag, the proxy that saw it\n"
+     "(docs/observability.md, \"Tap\"). deploy NAME: the workloads named NAME or NAME-*;\n"
+     "service NAME: every proxy's requests to the Service (both sidecars of a hop report\n"
+     "one); workload NAME: that one. Header values are redacted unless --headers\n"
+     "(Authorization and Cookie always). Each proxy sends at most 100 requests/s; the rest\n"
+     "are counted as dropped. Runs until interrupted, --max N requests or --duration.\n\n"
+     "Examples:\n  retectl tap deploy echo -n demo\n  retectl tap service echo -n demo --status 503 --max 10 -o json\n"},
+    {"top", rete_ctl_cmd_top,
+     CTL_F_NAMESPACE | CTL_F_OUTPUT | CTL_F_PATH | CTL_F_METHOD | CTL_F_STATUS | CTL_F_MAX | CTL_F_ONCE |
+         CTL_F_DURATION,
+     "top deploy|service|workload NAME [-n NS] [--once --duration D] [-o json]",
+     "the busiest paths, live (Linkerd's top)",
+     "Counts tapped requests by method and path (a request both sidecars report counts\n"
+     "once) and prints a table every 2 seconds: count, success rate, average and worst\n"
+     "latency, last status. --once prints it once, after --duration (for scripts).\n\n"
+     "Examples:\n  retectl top deploy echo -n demo\n  retectl top service echo -n demo --once --duration 5s -o json\n"},
+    {"diagnose", rete_ctl_cmd_diagnose, CTL_F_NAMESPACE | CTL_F_DURATION, "diagnose SERVICE [-n NS] [--duration D]",
+     "what is wrong with a Service now",
+     "Golden metrics over the last minute against the last ten (both sides of its calls),\n"
+     "the top errors of a live tap of --duration (default 5s) by status, response flag and\n"
+     "upstream with what the flag means, and its proxies' config sync, last NACK, app\n"
+     "readiness and certificate expiry; then a verdict. Exit 1 when something is wrong.\n\n"
+     "Example:\n  retectl diagnose echo -n demo\n"},
     {"identity", rete_ctl_cmd_identity, CTL_F_TOKEN | CTL_F_SPIFFE_ID | CTL_F_OUT,
      "identity issue --token TOKEN [--spiffe-id ID] --out DIR",
      "get a workload certificate from a join token (for debugging)",

@@ -259,9 +259,9 @@ static void test_chain_order(void **state)
 {
     fixture *f = *state;
     assert_string_equal(names(&rete_chain_outbound),
-                        "trace route rate-limit fault mirror backend retry telemetry access-log");
+                        "trace route rate-limit fault mirror backend retry telemetry access-log tap");
     assert_string_equal(names(&rete_chain_inbound),
-                        "trace inbound-port authz rate-limit app telemetry access-log");
+                        "trace inbound-port authz rate-limit app telemetry access-log tap");
     rete_exchange *ex = request(f, false, "GET", "api", "/");
     assert_ptr_equal(rete_filter_chain_of(ex), &rete_chain_outbound);
     ex = request(f, true, "GET", "api", "/");

@@ -58,6 +58,7 @@ int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
     uv_timer_init(p->loop, &cp.stats_timer);
     cp_stream_start_timers(&cp);
     cp_golden_start(&cp);
+    cp_tap_init(&cp);
     bool have_cert = cp_certs_load(&cp) && cp.cert_not_after > (int64_t)time(NULL) + 5;
     if (have_cert) {
         cp_certs_rebuild_contexts(&cp);
@@ -99,6 +100,7 @@ void rete_cp_drain(rete_proxy *p)
     uv_timer_stop(&cp.stats_timer);
     uv_close((uv_handle_t *)&cp.stats_timer, NULL);
     cp_golden_free(&cp.golden);
+    cp_tap_close(&cp);
     uv_close((uv_handle_t *)&cp.retry_timer, NULL);
     uv_close((uv_handle_t *)&cp.renew_timer, NULL);
     uv_close((uv_handle_t *)&cp.ping_timer, NULL);

@@ -11,6 +11,7 @@
  *   cp_stream.c  the config stream: hello, messages, ACK/NACK, pings,
  *                reconnecting with backoff
  *   cp_golden.c  the golden-metrics summary sent on the stream
+ *   cp_tap.c     taps started by reted, their records sent up the stream
  *   cp_config.c  the resource set (snapshot_wire.h): whole snapshots and
  *                deltas built into a configuration and installed, saved for
  *                a restart while reted is away */
@@ -42,6 +43,8 @@ typedef struct rete_cp {
     uv_timer_t ping_timer;
     uv_timer_t stats_timer;      /* the golden-metrics summary (cp_golden.c) */
     cp_golden *golden;
+    uv_timer_t tap_timer;        /* sends captured tap records (cp_tap.c) */
+    uint64_t tap_dropped_told;   /* tap records dropped, as last told to reted */
     uint64_t version;            /* last applied */
     int64_t cert_not_after;
     int64_t cert_not_before;
@@ -81,6 +84,13 @@ cp_golden *cp_golden_new(void);
 void cp_golden_free(cp_golden **g);
 json_t *cp_golden_read(cp_golden *g, rete_proxy *p, uint32_t interval_s);
 void cp_golden_start(rete_cp *cp);
+
+/* cp_tap.c: metrics and timer (init); "tap" and "tap-stop" messages; the
+ * stream closed (every tap stops); drain (the timer closes). */
+void cp_tap_init(rete_cp *cp);
+void cp_tap_on_message(rete_cp *cp, const char *type, json_t *m);
+void cp_tap_stream_closed(rete_cp *cp);
+void cp_tap_close(rete_cp *cp);
 
 /* cp_config.c */
 /* Apply a "config" (whole) or "delta" message m; false with err (starting

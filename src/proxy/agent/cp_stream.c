@@ -77,6 +77,8 @@ static void on_line(cp_http *h, const char *line, size_t len)
         if (whole)
             malloc_trim(0);
         return;
+    } else if (strcmp(type, "tap") == 0 || strcmp(type, "tap-stop") == 0) {
+        cp_tap_on_message(h->cp, type, m);
     } else if (strcmp(type, "error") == 0) {
         const char *e = json_string_value(json_object_get(m, "error"));
         rete_err("control plane: reted refused the stream: %s", e ? e : "?");
@@ -111,6 +113,7 @@ static void on_close(cp_http *h, bool ok)
         rete_warn("control plane: config stream to %s closed; serving version %llu meanwhile", cp->o->server,
                   (unsigned long long)cp->version);
     cp->connected = false;
+    cp_tap_stream_closed(cp);
     rete_metrics_gauge_set(cp->p->metrics, cp->p->ms.cp_connected, 0);
     if (!cp->draining)
         cp_stream_schedule_retry(cp);

@@ -142,6 +142,11 @@ static const struct {
       "Workload certificate renewals, by result."),
     F(control_plane_connected, "rete_proxy_control_plane_connected", G, NOLABELS,
       "1 while the configuration stream to the control plane is up, else 0."),
+    F(tap_active, "rete_proxy_tap_active", G, NOLABELS,
+      "Taps on now (retectl tap, top and diagnose, started by the control plane)."),
+    F(tap_events_total, "rete_proxy_tap_events_total", C, L(l_result),
+      "Requests a tap matched, by result (captured; dropped_rate: over the proxy's tap rate; "
+      "dropped_queue: the queue to the control plane was full)."),
     F(upstream_pool_connections, "rete_proxy_upstream_pool_connections", G, L(l_cluster),
       "Upstream connections in the connection pools, by cluster."),
     F(upstream_timeouts_total, "rete_proxy_upstream_timeouts_total", C, L(l_cluster_timeout),

@@ -86,6 +86,8 @@ typedef struct rete_mesh_metrics {
     rete_metric_family cert_expiry_timestamp_seconds;    /* gauge: notAfter, Unix seconds */
     rete_metric_family cert_renewals_total;              /* {result} */
     rete_metric_family control_plane_connected;          /* gauge 0/1 */
+    rete_metric_family tap_active;                       /* gauge (agent: gauge_fn) */
+    rete_metric_family tap_events_total;                 /* {result} (agent: counter_fn) */
     rete_metric_family upstream_pool_connections;        /* gauge {cluster} */
     rete_metric_family upstream_timeouts_total;          /* {cluster, timeout} */
     rete_metric_family circuit_breaker_rejections_total;

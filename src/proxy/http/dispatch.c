@@ -52,11 +52,11 @@ void rete_filter_upstream(rete_exchange *ex, rete_codec_id id, const char *ip, u
 static const rete_filter *const outbound_filters[] = {
     &rete_filter_trace,     &rete_filter_route,      &rete_filter_rate_limit, &rete_filter_fault,
     &rete_filter_mirror,    &rete_filter_backend,    &rete_filter_retry,      &rete_filter_telemetry,
-    &rete_filter_access_log,
+    &rete_filter_access_log, &rete_filter_tap,
 };
 static const rete_filter *const inbound_filters[] = {
     &rete_filter_trace, &rete_filter_inbound_port, &rete_filter_authz,     &rete_filter_rate_limit,
-    &rete_filter_app,   &rete_filter_telemetry,    &rete_filter_access_log,
+    &rete_filter_app,   &rete_filter_telemetry,    &rete_filter_access_log, &rete_filter_tap,
 };
 /* The admin listener answers from admin.c; its exchanges are only counted
  * and logged. */

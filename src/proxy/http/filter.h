@@ -7,9 +7,9 @@
  * chains are fixed arrays (dispatch.c):
  *
  *   outbound (the local app's requests):  trace -> route -> rate limit -> fault -> mirror
- *                                           -> backend -> retry -> telemetry -> access log
+ *                                           -> backend -> retry -> telemetry -> access log -> tap
  *   inbound  (mesh 15008, plaintext 15006): trace -> inbound target -> authz -> rate limit
- *                                           -> app -> telemetry -> access log
+ *                                           -> app -> telemetry -> access log -> tap
  *
  * Trace comes first: it must set the propagated headers before the request
  * is sent on, and see even the requests a later filter answers.
@@ -138,6 +138,7 @@ extern const rete_filter rete_filter_app;          /* filter_inbound.c */
 extern const rete_filter rete_filter_telemetry;    /* filter_telemetry.c */
 extern const rete_filter rete_filter_access_log;   /* filter_access_log.c */
 extern const rete_filter rete_filter_trace;        /* filter_trace.c */
+extern const rete_filter rete_filter_tap;          /* filter_tap.c (tap.h) */
 
 /* Tracing's exporter (filter_trace.c): one thread per proxy, a bounded
  * queue of finished spans. What is traced and where it goes is MeshConfig

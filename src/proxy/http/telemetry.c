@@ -216,6 +216,11 @@ static void fill_common(const rete_exchange *ex, rete_view *v, rete_view protoco
         mtls ? RETE_VIEW_LIT("mutual_tls") : RETE_VIEW_LIT("none");
 }
 
+void rete_telemetry_edge(const rete_exchange *ex, rete_view *v)
+{
+    fill_common(ex, v, RETE_VIEW_LIT("http"));
+}
+
 static bool is_grpc(const rete_msg *req)
 {
     rete_view ct = rete_msg_get(req, RETE_VIEW_LIT("content-type"));

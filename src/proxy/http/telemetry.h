@@ -28,6 +28,11 @@ void rete_telemetry_cache_free(rete_tel_cache **c);
  * status 0: no response was sent. */
 void rete_telemetry_request(rete_exchange *ex, int status, uint64_t dur_ns);
 
+/* The labels Istio's HTTP and TCP families share (RETE_MESH_TCP_NLABELS
+ * views into ex, its generation or constants) for an exchange: both
+ * halves of its edge, its Service, its response flag (the tap's). */
+void rete_telemetry_edge(const rete_exchange *ex, rete_view *v);
+
 /* RETE_PEER_HEADER's value for this proxy's workload (made once per
  * generation: the workload's name, namespace and app/version labels). */
 const char *rete_telemetry_peer_meta(rete_gen *g);
