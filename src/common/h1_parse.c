@@ -454,6 +454,13 @@ int rete_h1_parse_request(const char *buf, size_t len, const rete_h1_limits *lim
     if (p == t || p == eol || buf[p] != ' ')
         return h1_bad(err, "invalid request-target");
     msg->target = rete_view_make(buf + t, p - t);
+    /* CONNECT's target is authority-form (RFC 9112 §3.2.3): the bytes of a
+     * Host field, or it could not become the tunnel's :authority
+     * (fuzz_h1h2_headers) */
+    if (rete_view_eq(msg->method, RETE_VIEW_LIT("CONNECT")))
+        for (size_t k = t; k < p; k++)
+            if (!is_class(buf[k], C_HOST))
+                return h1_bad(err, "invalid request-target");
     p++;
     RETE_GUARD(h1_parse_version(buf + p, eol - p, msg, err));
 
@@ -590,6 +597,13 @@ rete_rc rete_h1_split_target(rete_view target, rete_view *scheme, rete_view *aut
     *authority = rete_view_make(target.p + a, e - a);
     if (authority->len == 0 || rete_view_find(*authority, '@') >= 0)
         return RETE_EINVAL; /* RFC 9110 §4.2.4: userinfo is an error */
+    /* the same bytes as a Host field (uri-host [":" port]): what would not
+     * pass as one must not become the request's authority either (found by
+     * fuzz_h1h2_headers: "http://a:<1/" reached the exchange, and the mesh
+     * hop's HTTP/2 peer refused the :authority) */
+    for (size_t k = 0; k < authority->len; k++)
+        if (!is_class(authority->p[k], C_HOST))
+            return RETE_EINVAL;
     *path = rete_view_make(target.p + e, target.len - e);
     return RETE_OK;
 }

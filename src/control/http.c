@@ -556,6 +556,12 @@ static void hc_process(rete_http_conn *c)
         refuse(c, RETE_HTTP_REFUSED_BAD_REQUEST, 411, "send a content-length", NULL);
         return;
     }
+    if (!m.target.len || m.target.p[0] != '/') {
+        /* origin-form only: every endpoint is a path (fuzz_reted_http found
+         * "POST ?api/v1/apply" reaching a handler with an empty path) */
+        refuse(c, RETE_HTTP_REFUSED_BAD_REQUEST, 400, "request-target must be a path", NULL);
+        return;
+    }
     uint64_t body_len = m.body == RETE_H1_BODY_LENGTH ? m.content_length : 0;
     rete_http_req *q = &c->req;
     memset(q, 0, sizeof(*q));

@@ -191,6 +191,10 @@ static void test_request_details(void **state)
     const char exp[] = "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-ish\r\n\r\n";
     assert_int_equal(parse_req(LIT(exp), &m, h, &err), (int)sizeof(exp) - 1);
     assert_int_equal(m.flags & RETE_H1_F_EXPECT_CONTINUE, 0);
+    /* CONNECT's authority-form target: Host bytes only (fuzz_h1h2_headers). */
+    const char conn_bad[] = "CONNECT 1\\.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n";
+    assert_true(parse_req(LIT(conn_bad), &m, h, &err) < 0);
+    assert_string_equal(err.reason, "invalid request-target");
     /* Pipelined second request is not consumed. */
     const char two[] = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
     assert_int_equal(parse_req(LIT(two), &m, h, &err), (int)(sizeof(two) - 1) / 2);
@@ -495,6 +499,10 @@ static void test_split_target(void **state)
     assert_int_equal(rete_h1_split_target(RETE_VIEW_LIT("1http://h/"), &s, &a, &p), RETE_EINVAL);
     assert_int_equal(rete_h1_split_target(RETE_VIEW_LIT("http:/"), &s, &a, &p), RETE_EINVAL);
     assert_int_equal(rete_h1_split_target(RETE_VIEW_LIT(""), &s, &a, &p), RETE_EINVAL);
+    /* an authority a Host field could not carry (fuzz_h1h2_headers) */
+    assert_int_equal(rete_h1_split_target(RETE_VIEW_LIT("http://a:<080/x"), &s, &a, &p), RETE_EINVAL);
+    assert_int_equal(rete_h1_split_target(RETE_VIEW_LIT("http://a b/"), &s, &a, &p), RETE_EINVAL);
+    assert_int_equal(rete_h1_split_target(RETE_VIEW_LIT("http://a\xff/"), &s, &a, &p), RETE_EINVAL);
 }
 
 static void test_chunk_size_line(void **state)

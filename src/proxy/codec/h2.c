@@ -430,6 +430,13 @@ static bool is_connection_specific(rete_view name)
            rete_view_eq(name, RETE_VIEW_LIT("upgrade"));
 }
 
+bool rete_h2_field_forwarded(rete_view name, rete_view value)
+{
+    if (is_connection_specific(name))
+        return false;
+    return !rete_view_eq(name, RETE_VIEW_LIT("te")) || rete_view_ieq(value, RETE_VIEW_LIT("trailers"));
+}
+
 #define NV(n, v)                                                                                   \
     ((nghttp2_nv){(uint8_t *)(n).p, (uint8_t *)(v).p, (n).len, (v).len, NGHTTP2_NV_FLAG_NONE})
 
@@ -441,10 +448,7 @@ static nghttp2_nv *h2_fields(rete_exchange *ex, const rete_msg *m, size_t pre, s
     size_t n = pre;
     for (uint32_t i = 0; i < m->n_headers; i++) {
         rete_view name = m->headers[i].name;
-        if (is_connection_specific(name))
-            continue;
-        if (rete_view_eq(name, RETE_VIEW_LIT("te")) &&
-            !rete_view_ieq(m->headers[i].value, RETE_VIEW_LIT("trailers")))
+        if (!rete_h2_field_forwarded(name, m->headers[i].value))
             continue;
         nva[n++] = NV(name, m->headers[i].value);
     }

@@ -6,6 +6,9 @@
 #define RETE_PROXY_H2_H
 
 #include "codec.h"
+#include "view.h"
+
+#include <stdbool.h>
 
 extern const rete_codec rete_codec_h2;
 
@@ -18,6 +21,12 @@ void rete_h2_upstream_start(struct rete_exchange *ex, const char *ip, uint16_t p
                             const char *expected_id);
 /* Write the frames of every HTTP/2 connection that made some. */
 void rete_h2_flush_all(struct rete_worker *w);
+/* Whether a field of an exchange's message (names are lowercase there)
+ * goes into the HTTP/2 header blocks this codec sends: not the
+ * connection-specific ones (RFC 9113 §8.2.2), te only as "trailers". The
+ * pseudo-headers come from the exchange's method, scheme, authority, path
+ * and status; content-length from its content_length. */
+bool rete_h2_field_forwarded(rete_view name, rete_view value);
 /* Frees the calling worker thread's nghttp2 callbacks and options. */
 void rete_h2_thread_cleanup(void);
 

@@ -78,6 +78,16 @@ static void app(rete_exchange *ex)
     /* Only this proxy vouches for a caller: whatever the client claimed is
      * dropped (Envoy's SANITIZE_SET), on plaintext and on tunnels alike. */
     rete_msg_remove(&ex->req, RETE_VIEW_LIT("x-forwarded-client-cert"));
+    /* What proxies tell each other stays between them: any x-rete-* field
+     * still here (one this version does not read, from a newer peer or a
+     * peer that is not a sidecar but holds a mesh certificate) is dropped
+     * before the app (test_attack_spoofing.py). */
+    for (uint32_t i = 0; i < ex->req.n_headers;) {
+        if (rete_is_internal_header(ex->req.headers[i].name))
+            rete_msg_remove(&ex->req, ex->req.headers[i].name);
+        else
+            i++;
+    }
     if (ex->peer_id[0] && !ex->tunnel) {
         /* Tell the app who called, as Envoy's XFCC does. */
         char xfcc[400];
