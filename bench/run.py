@@ -646,10 +646,13 @@ def ca_core():
 
 # ---------------------------------------------------------------- transparent
 
-def only_transparent(cfg, work, outdir, keep):
-    """bench/run.py --only transparent: the scenario alone, merged into the
-    last full run's results.json, and its section of REPORT.md replaced (the
-    rest of the report, hand-written sections included, unchanged)."""
+def only_scenario(name, cfg, work, outdir, keep):
+    """bench/run.py --only NAME (transparent, retry-cost): the scenario alone,
+    merged into the last full run's results.json, and its section of
+    REPORT.md replaced (the rest of the report, hand-written sections
+    included, unchanged)."""
+    key, run_it = {"transparent": ("transparent", transparent),
+                   "retry-cost": ("retry_cost", retry_cost)}[name]
     path = os.path.join(outdir, "results.json")
     with open(path) as f:
         results = json.load(f)
@@ -658,13 +661,13 @@ def only_transparent(cfg, work, outdir, keep):
         certs = os.path.join(work, "certs")
         os.makedirs(certs)
         make_certs(certs)
-        results["transparent"] = transparent(cfg, work, certs, failures)
+        results[key] = run_it(cfg, work, certs, failures)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     for f in failures:
         log(f"FAIL: {f}")
-    if failures or "skipped" in results["transparent"]:
+    if failures or "skipped" in results[key]:
         return 1
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
@@ -672,8 +675,8 @@ def only_transparent(cfg, work, outdir, keep):
     rpath = os.path.join(outdir, "REPORT.md")
     text = open(rpath).read() if os.path.exists(rpath) else ""
     with open(rpath, "w") as f:
-        f.write(report.splice_transparent(text, results))
-    log(f"wrote the transparent section of {rpath}")
+        f.write(report.splice_scenario(text, key, results))
+    log(f"wrote the {name} section of {rpath}")
     return 0
 
 
@@ -772,6 +775,91 @@ def transparent(cfg, work, certs, failures):
             failures.append(f"transparent: {e}")
 
 
+# ---------------------------------------------------------------- retry cost
+
+# Issue 11: a request that succeeds on its first try costs no more with a
+# route that may retry it. Two client sidecars in front of the same B and
+# echo: A as in the rete pair, and A' whose configuration adds an HTTPRoute
+# with `retry` and `timeouts` (so every request gets a try state, a
+# per-try deadline, a budget deposit and the replay copy of its body).
+# Loaded in interleaved slices at one rate; p50/p99 and A's CPU per 1000
+# requests for each.
+RETRY_COST_ADDR = "127.0.0.13"  # A' (A is ADDR["rete"][0])
+RETRY_COST_RATE = 2000
+RETRY_ROUTE = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: echo-retry
+  namespace: bench
+spec:
+  parentRefs: [{kind: Service, name: echo, port: @PORT@}]
+  rules:
+  - backendRefs: [{name: echo, port: @PORT@}]
+    timeouts: {request: 10s, backendRequest: 5s}
+    retry: {attempts: 2, backoff: 25ms, codes: [502, 503, 504]}
+"""
+
+
+def retry_cost(cfg, work, certs, failures, running=None):
+    """{"rate", "plain": result, "retry": result, "p50_delta_us", "cpu_delta_pct"}.
+    `running`: the full run's Procs with echo and the rete pair up (then only
+    A' is started here), else everything is started and stopped here."""
+    procs = Procs(work)
+    a, b = ADDR["rete"]
+    sides = [("a", RETRY_COST_ADDR, "client", "client", "retry")]
+    if running is None:
+        procs.start("echo", [ECHO, "--listen", f"{ECHO_ADDR[0]}:{ECHO_ADDR[1]}", "--listen",
+                             f"{ECHO_GRPC_ADDR[0]}:{ECHO_GRPC_ADDR[1]}", "--name", "echo"],
+                    [ECHO_ADDR, ECHO_GRPC_ADDR])
+        sides = [("b", b, "echo", "server", "rete-b"), ("a", a, "client", "client", "rete-a")] + sides
+    pids = {}
+    try:
+        for side, addr, sa, cert, name in sides:
+            conf = render(os.path.join(HERE, "rete", f"proxy-{side}.yaml.in"),
+                          os.path.join(work, f"retry-cost-{name}.yaml"), addr=addr, sa=sa,
+                          cert=os.path.join(certs, f"{cert}.pem"), key=os.path.join(certs, f"{cert}.key"),
+                          ca=os.path.join(certs, "ca.pem"), echo_addr=ECHO_ADDR[0],
+                          echo_port=ECHO_ADDR[1], echo_grpc_port=ECHO_GRPC_ADDR[1])
+            if name == "retry":
+                with open(conf, "a") as f:
+                    f.write(RETRY_ROUTE.replace("@PORT@", str(ECHO_ADDR[1])))
+            ports = [(addr, MESH_PORT)] if side == "b" else [(addr, 15001)]
+            procs.start(name, [RETE_PROXY, "--config", conf], ports)
+        pids = {"plain": (running or procs).pid("rete-a"), "retry": procs.pid("retry")}
+        urls = {"plain": f"http://{a}:15001/", "retry": f"http://{RETRY_COST_ADDR}:15001/"}
+        for url in urls.values():
+            check_path(url)
+            loadgen(url, RETRY_COST_RATE, cfg["warmup"], cfg["connections"])  # warm-up, discarded
+        runs = {k: [] for k in urls}
+        cpu = {k: 0.0 for k in urls}
+        slices = max(2, cfg["slices"])
+        for _ in range(slices):
+            for k, url in urls.items():
+                pid = pids[k]
+                c0 = cpu_seconds(pid)
+                runs[k].append(loadgen(url, RETRY_COST_RATE, cfg["duration"] / slices, cfg["connections"]))
+                cpu[k] += cpu_seconds(pid) - c0
+        res = {"rate": RETRY_COST_RATE, "loadavg": round(os.getloadavg()[0], 2)}
+        for k in urls:
+            m = merge_runs(runs[k])
+            m.pop("histogram", None)
+            m["cpu_ms_per_1000"] = round(cpu[k] * 1e6 / max(1, m["ok"]), 1)
+            res[k] = m
+            log(f"retry cost ({k:5s}) {RETRY_COST_RATE} req/s: p50 {m['p50']} p99 {m['p99']} us, "
+                f"A's CPU {m['cpu_ms_per_1000']} ms per 1000 requests, ok {m['ok']}, errors {m['errors']}")
+            if m["errors"] or m["non2xx"] or not m["ok"]:
+                failures.append(f"retry cost {k}: {m['ok']} ok, {m['errors']} errors, {m['non2xx']} non-2xx")
+        res["p50_delta_us"] = res["retry"]["p50"] - res["plain"]["p50"]
+        res["cpu_delta_pct"] = round(100.0 * (res["retry"]["cpu_ms_per_1000"] / max(0.001, res["plain"]["cpu_ms_per_1000"]) - 1), 1)
+        crashed = procs.crashed()
+        if crashed:
+            failures.append(f"retry cost: processes exited during the run: {crashed}")
+        return res
+    finally:
+        procs.stop_all()
+
+
 def control_plane(smoke):
     """The control-plane scale scenario (bench/cpsim.py): reted with N
     simulated proxies, S services and W workloads; one route change. Twice
@@ -850,7 +938,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--rates", help="comma-separated request rates (override)")
     ap.add_argument("--duration", type=float, help="seconds per fixed-rate run (override)")
-    ap.add_argument("--only", choices=["transparent"],
+    ap.add_argument("--only", choices=["transparent", "retry-cost"],
                     help="run this scenario alone at full settings; its result replaces the one in "
                          "bench/results.json and REPORT.md is written again from it")
     ap.add_argument("--short", action="store_true",
@@ -874,7 +962,7 @@ def main():
     work = tempfile.mkdtemp(prefix="rete-bench-")
     outdir = args.out or (work if args.smoke else HERE)
     if args.only:
-        return only_transparent(cfg, work, outdir, args.keep)
+        return only_scenario(args.only, cfg, work, outdir, args.keep)
     os.makedirs(outdir, exist_ok=True)
     procs = Procs(work)
     t_start = time.time()
@@ -1024,6 +1112,12 @@ def main():
             if t != "direct":
                 results["memory"][t]["loaded_kb"] = {s: rss_kb(p) for s, p in info[t]["pids"].items()}
 
+        if "rete" in info:  # bounded in the smoke too: cfg's warmup and duration
+            try:
+                results["retry_cost"] = retry_cost(cfg, work, certs, failures, running=procs)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                results["retry_cost"] = {"failed": str(e)[:500]}
+                failures.append(f"retry cost: not measured: {e}")
         if True:  # bounded in the smoke too: cfg's warmup and duration
             try:
                 results["transparent"] = transparent(cfg, work, certs, failures)
