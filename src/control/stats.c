@@ -70,6 +70,10 @@ void reted_stats_init(reted_stats *s)
     f = family(s, "rete_reted_config_pushes_total", "Configuration snapshots sent to proxies.",
                RETE_METRIC_COUNTER, NULL);
     s->pushes = series(s, f, NULL, NULL);
+    f = family(s, "rete_reted_config_resumes_total",
+               "New streams answered with an empty delta: the proxy held this replica's current snapshot.",
+               RETE_METRIC_COUNTER, NULL);
+    s->resumes = series(s, f, NULL, NULL);
     f = family(s, "rete_reted_config_compiles_total",
                "Snapshots compiled (one per proxy scope a change touched).", RETE_METRIC_COUNTER, NULL);
     s->compiles = series(s, f, NULL, NULL);

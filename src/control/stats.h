@@ -44,6 +44,7 @@ typedef struct reted_stats {
     rete_metrics *reg;
     rete_metrics_shard *shard; /* the loop thread's */
     rete_metric pushes;        /* rete_reted_config_pushes_total */
+    rete_metric resumes;       /* rete_reted_config_resumes_total */
     rete_metric compiles;      /* rete_reted_config_compiles_total */
     rete_metric acks, nacks;   /* rete_reted_config_responses_total{result} */
     rete_metric certs_issued, certs_refused;
