@@ -787,7 +787,8 @@ void reted_tick(reted *r)
 {
     int64_t now = reted_now();
     size_t pruned = 0;
-    if (r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
+    /* once per mesh: by the leader (every replica's delete is guarded anyway) */
+    if (r->leading && r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
         rete_info("ca: deleted %zu join tokens expired for over an hour", pruned);
     reted_push_tick(r);
     reted_proxy **pp = &r->registry.proxies;

@@ -124,6 +124,8 @@ void reted_stats_init(reted_stats *s)
         s->apply_cpu = series(s, fa, NULL, NULL);
     }
     s->store_revision = gauge1(s, "rete_reted_store_revision", "The store's revision counter.");
+    s->leader = gauge1(s, "rete_reted_leader",
+                       "1 while this replica leads the jobs that run once (always 1 on SQLite), else 0.");
     s->ca_expiry = gauge1(s, "rete_reted_ca_expiry_timestamp_seconds", "When the signing CA certificate expires.");
 
     s->stream_queued = gauge1(s, "rete_reted_stream_messages_queued",

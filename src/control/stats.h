@@ -60,6 +60,7 @@ typedef struct reted_stats {
     /* read at scrape time (scrape.c binds them) */
     rete_metric proxies[RETED_PROXY_STATES];   /* rete_reted_proxies{state} */
     rete_metric store_revision, ca_expiry;
+    rete_metric leader; /* rete_reted_leader */
     rete_metric stream_queued, stream_buffered[2], stream_shared; /* [0] all, [1] max */
     rete_metric streams_closed_behind;
     rete_metric http_conns[2], http_limit[2], http_idle[2]; /* by listener: api, xds */

@@ -7,9 +7,13 @@ that must run once (an etcd lease).
 
 Every replica has its own data directory; B and C start from copies of
 A's CA files (etcd.replicas). Each test has its own key prefix."""
+import json
+import os
+import re
+
 from controlplane import CPProxy, READY_PROXY, curl_status, finish_traffic, reted_metric, start_traffic
 from etcd import cluster, replicas, route_tag, tagged  # noqa: F401 (cluster: a fixture)
-from helpers import fresh_host, start_echo, wait_for
+from helpers import build_path, fresh_host, run_tool, start_echo, wait_for
 from mesh import service
 
 NS = "ha"
@@ -110,3 +114,62 @@ def test_a_rolling_restart_of_every_replica_under_traffic_fails_no_request_and_l
         assert resources(r) == before
     rs[2].apply_ok([route_tag("tag", "after")])
     wait_for(lambda: tagged(client, "after"), 30, 0.3, "client routes a change after the restarts")
+
+
+def retectl(context_dir, *args):
+    """retectl run where `context_dir`/.demo/reted/context.json is found."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETE_")}
+    env["HOME"] = str(context_dir)
+    return run_tool([build_path("retectl"), *args], capture_output=True, text=True, env=env, cwd=str(context_dir),
+                    timeout=60)
+
+
+def leader_of(rs):
+    """The one live replica whose rete_reted_leader is 1 (None when none is, or more than one)."""
+    leading = [r for r in rs if r.proc.poll() is None and reted_metric(r, "rete_reted_leader") == 1]
+    return leading[0] if len(leading) == 1 else None
+
+
+def test_retectl_with_every_replica_in_its_context_fails_over_and_checks_each(cluster, tmp_path):
+    rs = replicas(tmp_path, cluster.endpoints, "/t-ctl/")
+    ctx = tmp_path / "ctx"
+    os.makedirs(ctx / ".demo" / "reted")
+    # the list form; the first replica down from the start
+    with open(ctx / ".demo" / "reted" / "context.json", "w") as f:
+        json.dump({"api": [r.api for r in rs], "tokenFile": os.path.join(rs[0].data, "admin.token")}, f)
+    rs[1].apply_ok([service("s1", NS, [(80, "HTTP")])])
+    rs[0].kill()
+    p = retectl(ctx, "get", "services", "-n", NS)
+    assert p.returncode == 0 and "s1" in p.stdout, (p.stdout, p.stderr)
+    assert f"reted at {rs[0].api} unreachable" in p.stderr, p.stderr
+    wait_for(lambda: leader_of(rs[1:]), 20, 0.3, "a leader among the live replicas")
+    p = retectl(ctx, "check")
+    assert f"{rs[0].api} unreachable" in p.stdout, p.stdout
+    for r in rs[1:]:
+        assert re.search(rf"{re.escape(r.api)}: replica \S+, store etcd answering, revision \d+", p.stdout), p.stdout
+    assert "2 of 3 replicas answer" in p.stdout, p.stdout
+    assert p.stdout.count("the leader") == 1, p.stdout
+    # the single-string form still reads, a comma list too
+    with open(ctx / ".demo" / "reted" / "context.json", "w") as f:
+        json.dump({"api": f"{rs[0].api},{rs[2].api}", "tokenFile": os.path.join(rs[0].data, "admin.token")}, f)
+    p = retectl(ctx, "get", "services", "-n", NS)
+    assert p.returncode == 0 and "s1" in p.stdout, (p.stdout, p.stderr)
+
+
+def test_sigkill_of_the_leader_hands_leadership_over_within_the_lease_ttl(cluster, tmp_path):
+    rs = replicas(tmp_path, cluster.endpoints, "/t-lead/")
+    first = wait_for(lambda: leader_of(rs), 20, 0.2, "one leader")
+    ids = {r.api: r.request("GET", "/api/v1/check")[1]["replica"] for r in rs}
+    # every replica names the same leader
+    assert len({i["leaderId"] for i in ids.values()}) == 1, ids
+    assert ids[first.api]["leader"] and ids[first.api]["leaderId"] == ids[first.api]["id"]
+    first.kill()
+    live = [r for r in rs if r is not first]
+    # the lease is 10 s; renewals every 2 s: another leads within 10 s + 2 s + a margin
+    second = wait_for(lambda: leader_of(live), 16, 0.2, "another replica leads")
+    assert second.request("GET", "/api/v1/check")[1]["replica"]["leaderId"] != ids[first.api]["id"]
+    assert "this replica leads" in second.log()
+    # a clean stop resigns: the last one leads at once (well within the TTL)
+    second.stop()
+    third = next(r for r in live if r is not second)
+    wait_for(lambda: leader_of([third]), 6, 0.2, "the last replica leads after a clean stop")
