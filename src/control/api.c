@@ -474,8 +474,12 @@ static void api_check(reted *r, rete_http_req *req)
     json_t *checks = json_array();
     bool ok = true;
     uint64_t rev = r->store->ops->revision(r->store);
-    json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "store", "ok", true, "detail",
-                                            r->store->ops->name));
+    /* a replicated store: one read says whether it answers (bounded by
+     * --etcd-timeout; this blocks the loop like any store call) */
+    bool store_ok = !r->store->ops->health || r->store->ops->health(r->store) == RETE_OK;
+    ok &= store_ok;
+    json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "store", "ok", store_ok, "detail",
+                                            store_ok ? r->store->ops->name : "etcd does not answer"));
     int64_t ca_exp = rete_ca_not_after(r->ca);
     bool ca_ok = ca_exp - reted_now() > 30 * 86400;
     ok &= ca_ok;
@@ -494,8 +498,11 @@ static void api_check(reted *r, rete_http_req *req)
     ok &= synced == total;
     json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "name", "proxies", "ok", synced == total,
                                             "detail", d));
-    rete_http_respond_jobj(req, 200, json_pack("{s:b,s:I,s:I,s:o}", "ok", ok, "revision", (json_int_t)rev,
-                                    "time", (json_int_t)reted_now(), "checks", checks));
+    rete_http_respond_jobj(req, 200,
+                           json_pack("{s:b,s:I,s:I,s:o,s:{s:s,s:s,s:b,s:s}}", "ok", ok, "revision", (json_int_t)rev,
+                                     "time", (json_int_t)reted_now(), "checks", checks, "replica", "id",
+                                     r->replica_id, "store", r->store->ops->name, "leader", r->leading,
+                                     "leaderId", r->leader));
 }
 
 static void api_identity(reted *r, rete_http_req *req)

@@ -671,10 +671,13 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     json_int_t held = json_is_integer(ver) ? json_integer_value(ver) : 0;
     p->acked_version = 0;
     p->sent_version = held > 0 ? (uint64_t)held : 0;
-    /* always send a fresh snapshot to a new stream (push is forced) */
+    /* A new stream gets a whole snapshot, unless the proxy holds what it
+     * would be (a proxy moving from another replica, or back after a blip):
+     * then an empty delta resumes it. */
+    const char *held_hash = json_string_value(json_object_get(msg, "snapshot"));
     rete_info("xds: %s/%s connected from %s as %s%s", ns, name, rete_http_stream_peer_addr(st), peer,
               operator_record ? " (the Workload the operator declared)" : "");
-    reted_push(r, p, true);
+    reted_push_resume(r, p, p->sent_version, held_hash ? strtoull(held_hash, NULL, 16) : 0);
     reted_tap_on_hello(r, p);
 }
 
@@ -790,7 +793,8 @@ void reted_tick(reted *r)
 {
     int64_t now = reted_now();
     size_t pruned = 0;
-    if (r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
+    /* once per mesh: by the leader (every replica's delete is guarded anyway) */
+    if (r->leading && r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
         rete_info("ca: deleted %zu join tokens expired for over an hour", pruned);
     reted_push_tick(r);
     reted_proxy **pp = &r->registry.proxies;

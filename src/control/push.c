@@ -53,18 +53,45 @@ void reted_push(reted *r, reted_proxy *p, bool force)
     if (!force && p->sent) {
         tail = reted_snapshot_delta(r, snap, p->sent, &tail_len);
         n = snprintf(head, sizeof(head),
-                     "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",",
-                     (unsigned long long)version, (unsigned long long)p->sent_version, p->nonce);
+                     "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",\"snapshot\":\"%016llx\",",
+                     (unsigned long long)version, (unsigned long long)p->sent_version, p->nonce,
+                     (unsigned long long)snap->hash);
         rete_http_stream_send_ref(p->stream, head, (size_t)n, tail, tail_len, false, NULL, NULL);
     } else {
-        n = snprintf(head, sizeof(head), "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",",
-                     (unsigned long long)version, p->nonce);
+        n = snprintf(head, sizeof(head),
+                     "{\"type\":\"config\",\"version\":%llu,\"nonce\":\"%s\",\"snapshot\":\"%016llx\",",
+                     (unsigned long long)version, p->nonce, (unsigned long long)snap->hash);
         send_whole(p->stream, reted_snapshot_body(r, snap), head, (size_t)n);
     }
     reted_snapshot_release(r, p->sent);
     p->sent = snap;
     p->sent_version = version;
     reted_count(&r->stats, r->stats.pushes);
+}
+
+void reted_push_resume(reted *r, reted_proxy *p, uint64_t held_version, uint64_t held_hash)
+{
+    if (!p->stream)
+        return;
+    reted_snapshot *snap = held_hash && held_version ? reted_snapshot_for(r, p) : NULL;
+    if (!snap || snap->hash != held_hash) {
+        reted_snapshot_release(r, snap);
+        reted_push(r, p, true);
+        return;
+    }
+    reted_snapshot_release(r, p->sent);
+    p->sent = snap;
+    p->sent_version = held_version;
+    snprintf(p->nonce, sizeof(p->nonce), "%llx", (unsigned long long)(snap->hash ^ held_version));
+    size_t tail_len;
+    const char *tail = reted_snapshot_delta(r, snap, snap, &tail_len);
+    char head[200];
+    int n = snprintf(head, sizeof(head),
+                     "{\"type\":\"delta\",\"version\":%llu,\"base\":%llu,\"nonce\":\"%s\",\"snapshot\":\"%016llx\",",
+                     (unsigned long long)held_version, (unsigned long long)held_version, p->nonce,
+                     (unsigned long long)snap->hash);
+    rete_http_stream_send_ref(p->stream, head, (size_t)n, tail, tail_len, false, NULL, NULL);
+    reted_count(&r->stats, r->stats.resumes);
 }
 
 /* Drop the message bodies the burst encoded (each snapshot keeps only its

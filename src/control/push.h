@@ -20,6 +20,11 @@ void reted_changed(struct reted *r, const char *kind, const char *ns, const char
  * resync), else a delta from what it was last sent, or nothing when its
  * snapshot did not change. */
 void reted_push(struct reted *r, struct reted_proxy *p, bool force);
+/* A new stream: when the proxy holds this replica's current snapshot for it
+ * (the hash its hello names, from any replica: their snapshots hash alike
+ * at the same store revision and CA), an empty delta keeps its set and
+ * version; else a whole snapshot (reted_push forced). */
+void reted_push_resume(struct reted *r, struct reted_proxy *p, uint64_t held_version, uint64_t held_hash);
 /* From the registry's tick: return freed memory at most every 30 s while
  * pushes never calm down. */
 void reted_push_tick(struct reted *r);

@@ -16,6 +16,14 @@
 #include "push.h"
 #include "reted.h"
 
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* How often a replica renews its lease and campaigns (the lease lasts 10 s:
+ * store_etcd.c, LEASE_TTL_S). */
+#define RETED_LEAD_MS 2000
+
 static void notify(void *arg)
 {
     uv_async_send(arg); /* from the watch thread: libuv's one thread-safe call */
@@ -61,8 +69,28 @@ static void on_async(uv_async_t *a)
     }
 }
 
+static void on_lead(uv_timer_t *t)
+{
+    reted *r = t->data;
+    char leader[sizeof(r->leader)];
+    bool leading = r->store->ops->lead(r->store, r->replica_id, leader, sizeof(leader));
+    if (leading != r->leading)
+        rete_info("replica: %s leads%s", leading ? "this replica" : "this replica no longer",
+                  leading ? " the jobs that run once" : (leader[0] ? "" : " (no leader known)"));
+    else if (!leading && strcmp(leader, r->leader) != 0 && leader[0])
+        rete_info("replica: %s leads", leader);
+    r->leading = leading;
+    snprintf(r->leader, sizeof(r->leader), "%s", leader);
+}
+
 int reted_replica_start(reted *r)
 {
+    char host[64] = "reted";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(r->replica_id, sizeof(r->replica_id), "%s-%d", host, (int)getpid());
+    r->leading = !r->store->ops->lead; /* SQLite: the one process */
+    if (r->leading)
+        snprintf(r->leader, sizeof(r->leader), "%s", r->replica_id);
     if (!r->store->ops->watch_start)
         return 0;
     uv_async_init(r->loop, &r->store_async, on_async);
@@ -73,6 +101,11 @@ int reted_replica_start(reted *r)
         return -1;
     }
     r->store_watching = true;
+    if (r->store->ops->lead) {
+        uv_timer_init(r->loop, &r->lead_timer);
+        r->lead_timer.data = r;
+        uv_timer_start(&r->lead_timer, on_lead, 0, RETED_LEAD_MS);
+    }
     return 0;
 }
 
@@ -83,4 +116,10 @@ void reted_replica_close(reted *r)
     r->store->ops->watch_stop(r->store);
     uv_close((uv_handle_t *)&r->store_async, NULL);
     r->store_watching = false;
+    if (r->store->ops->lead) {
+        uv_timer_stop(&r->lead_timer);
+        uv_close((uv_handle_t *)&r->lead_timer, NULL);
+        r->store->ops->resign(r->store);
+        r->leading = false;
+    }
 }

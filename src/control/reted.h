@@ -58,6 +58,10 @@ typedef struct reted {
     int64_t started_unix;
     uv_async_t store_async;         /* the store's watch wakes the loop (replica.c) */
     bool store_watching;
+    uv_timer_t lead_timer;          /* leadership on a replicated store (replica.c) */
+    bool leading;                   /* this replica runs the jobs that run once */
+    char replica_id[128];           /* in the leader key, /api/v1/check: HOSTNAME-PID */
+    char leader[128];               /* the leading replica's id as last read, "" unknown */
 } reted;
 
 /* Wall-clock seconds (certificate and token times, the registry's times). */

@@ -27,6 +27,7 @@ enum {
     P_SNAPSHOT_BYTES,
     P_INDEX,
     P_HEAP,
+    P_LEADER,
 };
 
 static rete_http_server *listener(const reted *r, unsigned i)
@@ -58,6 +59,7 @@ static uint64_t probe_value(void *arg)
     switch (p->what) {
     case P_PROXIES: return proxies_in(r, (reted_proxy_state)p->i);
     case P_STORE_REVISION: return r->store->ops->revision(r->store);
+    case P_LEADER: return r->leading;
     case P_STREAM_QUEUED:
     case P_STREAM_BUFFERED:
     case P_STREAM_SHARED:
@@ -123,6 +125,7 @@ void reted_scrape_bind(reted *r)
     for (unsigned i = 0; i < RETED_PROXY_STATES; i++)
         bind_probe(r, s->proxies[i], false, P_PROXIES, i, 0);
     bind_probe(r, s->store_revision, false, P_STORE_REVISION, 0, 0);
+    bind_probe(r, s->leader, false, P_LEADER, 0, 0);
     bind_probe(r, s->ca_expiry, false, P_CA_EXPIRY, 0, 0);
     bind_probe(r, s->stream_queued, false, P_STREAM_QUEUED, 0, 0);
     for (unsigned i = 0; i < 2; i++)

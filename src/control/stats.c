@@ -70,6 +70,10 @@ void reted_stats_init(reted_stats *s)
     f = family(s, "rete_reted_config_pushes_total", "Configuration snapshots sent to proxies.",
                RETE_METRIC_COUNTER, NULL);
     s->pushes = series(s, f, NULL, NULL);
+    f = family(s, "rete_reted_config_resumes_total",
+               "New streams answered with an empty delta: the proxy held this replica's current snapshot.",
+               RETE_METRIC_COUNTER, NULL);
+    s->resumes = series(s, f, NULL, NULL);
     f = family(s, "rete_reted_config_compiles_total",
                "Snapshots compiled (one per proxy scope a change touched).", RETE_METRIC_COUNTER, NULL);
     s->compiles = series(s, f, NULL, NULL);
@@ -120,6 +124,8 @@ void reted_stats_init(reted_stats *s)
         s->apply_cpu = series(s, fa, NULL, NULL);
     }
     s->store_revision = gauge1(s, "rete_reted_store_revision", "The store's revision counter.");
+    s->leader = gauge1(s, "rete_reted_leader",
+                       "1 while this replica leads the jobs that run once (always 1 on SQLite), else 0.");
     s->ca_expiry = gauge1(s, "rete_reted_ca_expiry_timestamp_seconds", "When the signing CA certificate expires.");
 
     s->stream_queued = gauge1(s, "rete_reted_stream_messages_queued",

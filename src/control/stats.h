@@ -44,6 +44,7 @@ typedef struct reted_stats {
     rete_metrics *reg;
     rete_metrics_shard *shard; /* the loop thread's */
     rete_metric pushes;        /* rete_reted_config_pushes_total */
+    rete_metric resumes;       /* rete_reted_config_resumes_total */
     rete_metric compiles;      /* rete_reted_config_compiles_total */
     rete_metric acks, nacks;   /* rete_reted_config_responses_total{result} */
     rete_metric certs_issued, certs_refused;
@@ -59,6 +60,7 @@ typedef struct reted_stats {
     /* read at scrape time (scrape.c binds them) */
     rete_metric proxies[RETED_PROXY_STATES];   /* rete_reted_proxies{state} */
     rete_metric store_revision, ca_expiry;
+    rete_metric leader; /* rete_reted_leader */
     rete_metric stream_queued, stream_buffered[2], stream_shared; /* [0] all, [1] max */
     rete_metric streams_closed_behind;
     rete_metric http_conns[2], http_limit[2], http_idle[2]; /* by listener: api, xds */

@@ -111,6 +111,19 @@ typedef struct rete_store_ops {
     rete_rc (*watch_start)(rete_store *s, void (*notify)(void *arg), void *arg);
     void (*watch_drain)(rete_store *s, rete_store_change_fn fn, void *arg, bool *relist);
     void (*watch_stop)(rete_store *s);
+    /* Replicated backends only (NULL for SQLite: the one process leads).
+     * Leadership of the jobs that must run once, by a lease and a
+     * transaction: lead() keeps this replica's lease alive (granting one
+     * when it has none or it expired) and campaigns for the leader key with
+     * it; call it every few seconds. It fills leader (the leading replica's
+     * id, "" when none is known) and returns true while `id` leads: never
+     * past the lease's expiry as last renewed, so a leader that cannot renew
+     * stops leading within the TTL. resign() revokes the lease (a clean stop
+     * hands leadership over at once). health(): one cheap read, RETE_OK when
+     * the store answers. */
+    bool (*lead)(rete_store *s, const char *id, char *leader, size_t cap);
+    void (*resign)(rete_store *s);
+    rete_rc (*health)(rete_store *s);
     void (*close)(rete_store *s);
 } rete_store_ops;
 

@@ -46,6 +46,9 @@
 #define TOKEN_ROUNDS 16                  /* token_use's compare-and-swap attempts */
 #define WATCH_QUEUE_MAX 100000           /* changes waiting for the loop; above: relist */
 #define WATCH_BACKOFF_MAX_MS 2000
+#define LEASE_TTL_S 10                   /* the leader's lease (etcd seconds) */
+#define LEASE_MARGIN_MS 1000             /* stop leading this long before the lease may expire */
+#define LEASE_RETRY_MS 5000              /* after a failed renewal, before the next attempt */
 
 typedef struct watch_item {
     char *key;          /* kind \0 ns \0 name \0 */
@@ -72,6 +75,11 @@ typedef struct store_etcd {
     uint64_t watch_from;
     void (*notify)(void *);
     void *notify_arg;
+    /* leadership (loop thread) */
+    char lease[24];             /* the lease's ID, "" when none */
+    uint64_t lead_until_ms;     /* monotonic: the lease lasts at least until then */
+    bool leading;
+    uint64_t lead_retry_ms;     /* monotonic: after a failed renewal, no call to etcd before then */
 } store_etcd;
 
 static store_etcd *to_se(rete_store *s)
@@ -739,6 +747,128 @@ static rete_rc se_token_prune(rete_store *s, int64_t expired_before, size_t *rem
     return rc;
 }
 
+/* ---- leadership ---- */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Keep the lease alive, or get a new one. On success lead_until_ms says
+ * until when it lasts at least (measured from before the request). */
+static bool lease_renew(store_etcd *se)
+{
+    uint64_t t0 = mono_ms();
+    json_t *resp;
+    if (se->lease[0]) {
+        if (call(se, "/v3/lease/keepalive", json_pack("{s:s}", "ID", se->lease), &resp) != RETE_OK)
+            return false;
+        uint64_t ttl = jint(json_object_get(resp, "result"), "TTL");
+        json_decref(resp);
+        if (ttl) {
+            se->lead_until_ms = t0 + ttl * 1000;
+            return true;
+        }
+        rete_warn("store etcd: lease %s expired; taking a new one", se->lease);
+        se->lease[0] = '\0'; /* expired: etcd deleted what it held */
+        se->leading = false;
+    }
+    if (call(se, "/v3/lease/grant", json_pack("{s:i}", "TTL", LEASE_TTL_S), &resp) != RETE_OK)
+        return false;
+    const char *id = json_string_value(json_object_get(resp, "ID"));
+    uint64_t ttl = jint(resp, "TTL");
+    if (id && ttl && strlen(id) < sizeof(se->lease)) {
+        snprintf(se->lease, sizeof(se->lease), "%s", id);
+        se->lead_until_ms = t0 + ttl * 1000;
+    }
+    json_decref(resp);
+    return se->lease[0] != '\0';
+}
+
+static bool se_lead(rete_store *s, const char *id, char *leader, size_t cap)
+{
+    store_etcd *se = to_se(s);
+    if (cap)
+        leader[0] = '\0';
+    /* etcd unreachable: a renewal blocks the loop up to --etcd-timeout, so
+     * after a failure wait LEASE_RETRY_MS before the next; a leader leads
+     * on meanwhile only while its lease surely lasts */
+    bool renewed = mono_ms() >= se->lead_retry_ms && lease_renew(se);
+    if (!renewed && mono_ms() >= se->lead_retry_ms)
+        se->lead_retry_ms = mono_ms() + LEASE_RETRY_MS;
+    if (!renewed) {
+        se->leading = se->leading && mono_ms() + LEASE_MARGIN_MS < se->lead_until_ms;
+        if (se->leading && cap)
+            snprintf(leader, cap, "%s", id);
+        return se->leading;
+    }
+    size_t n = strlen(se->prefix) + 8;
+    char *key = rete_malloc(n);
+    snprintf(key, n, "%sleader", se->prefix);
+    /* Take the key when nobody holds it (create_revision 0), with our
+     * lease: it goes when the lease does. Either way read who holds it. */
+    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o,s:s}}],s:[{s:{s:o}}]}", "compare", "key",
+                            b64s(key), "target", "CREATE", "result", "EQUAL", "create_revision", "0", "success",
+                            "request_put", "key", b64s(key), "value", b64s(id), "lease", se->lease, "failure",
+                            "request_range", "key", b64s(key));
+    free(key);
+    json_t *resp;
+    if (call(se, "/v3/kv/txn", req, &resp) != RETE_OK) {
+        se->leading = se->leading && mono_ms() + LEASE_MARGIN_MS < se->lead_until_ms;
+        return se->leading;
+    }
+    bool won = json_is_true(json_object_get(resp, "succeeded"));
+    char *holder = NULL;
+    if (won) {
+        holder = rete_strdup(id);
+    } else {
+        json_t *kv = json_array_get(
+            json_object_get(json_object_get(json_array_get(json_object_get(resp, "responses"), 0), "response_range"),
+                            "kvs"),
+            0);
+        size_t len = 0;
+        holder = kv ? unb64(json_object_get(kv, "value"), &len) : NULL;
+        /* ours only if it is held with this lease (a previous run of the
+         * same id holds it with a lease of its own until that expires) */
+        const char *lease = json_string_value(json_object_get(kv, "lease"));
+        won = holder && strcmp(holder, id) == 0 && lease && strcmp(lease, se->lease) == 0;
+    }
+    json_decref(resp);
+    if (holder && cap)
+        snprintf(leader, cap, "%s", holder);
+    free(holder);
+    se->leading = won && mono_ms() + LEASE_MARGIN_MS < se->lead_until_ms;
+    return se->leading;
+}
+
+static void se_resign(rete_store *s)
+{
+    store_etcd *se = to_se(s);
+    if (!se->lease[0])
+        return;
+    json_t *resp;
+    if (call(se, "/v3/lease/revoke", json_pack("{s:s}", "ID", se->lease), &resp) == RETE_OK)
+        json_decref(resp);
+    se->lease[0] = '\0';
+    se->leading = false;
+}
+
+static rete_rc se_health(rete_store *s)
+{
+    store_etcd *se = to_se(s);
+    json_t *resp;
+    size_t n = strlen(se->prefix) + 8;
+    char *key = rete_malloc(n);
+    snprintf(key, n, "%sleader", se->prefix);
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:b}", "key", b64s(key), "count_only", 1), &resp);
+    free(key);
+    if (rc == RETE_OK)
+        json_decref(resp);
+    return rc;
+}
+
 /* ---- watch ---- */
 
 static void queue_push(store_etcd *se, const char *kind, const char *ns, const char *name, uint64_t rev, bool del)
@@ -955,6 +1085,9 @@ static const rete_store_ops etcd_ops = {
     .watch_start = se_watch_start,
     .watch_drain = se_watch_drain,
     .watch_stop = se_watch_stop,
+    .lead = se_lead,
+    .resign = se_resign,
+    .health = se_health,
     .close = se_close,
 };
 

@@ -12,8 +12,27 @@ int rete_ctl_call(rete_ctl *c, const char *method, const char *path, const char 
                   const char *body, size_t len, rete_ctl_response *resp)
 {
     rete_error err = {0};
-    memset(resp, 0, sizeof(*resp));
-    if (rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, &err) < 0) {
+    /* Several replicas: the first that can be reached, starting from the
+     * one that answered last. Only a connection that could not be made
+     * moves on: a request that was sent is never sent twice. */
+    size_t n = c->ctx.n_servers ? c->ctx.n_servers : 1;
+    rete_rc rc = RETE_EIO;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = (c->cur_server + k) % n;
+        if (c->ctx.n_servers)
+            c->http.server = c->ctx.servers[i];
+        memset(resp, 0, sizeof(*resp));
+        rc = rete_ctl_http_do(&c->http, method, path, ctype, body, len, resp, &err);
+        if (rc == RETE_OK) {
+            c->cur_server = i;
+            break;
+        }
+        if (!resp->unreachable || k + 1 == n)
+            break;
+        fprintf(stderr, "warning: reted at %s unreachable (%s); trying %s\n", c->http.server, err.msg,
+                c->ctx.servers[(i + 1) % n]);
+    }
+    if (rc < 0) {
         fprintf(stderr, "error: cannot reach reted at %s (address from %s): %s\n", c->ctx.server,
                 c->ctx.server_from, err.msg);
         if (strcmp(c->ctx.server_from, "default") == 0)

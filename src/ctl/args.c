@@ -6,7 +6,7 @@
 #define OFF(field) offsetof(rete_ctl_args, field)
 
 const rete_ctl_flag_def rete_ctl_flags[] = {
-    {CTL_F_SERVER, "server", 0, true, "HOST:PORT", "reted's operator API (default: discovered)",
+    {CTL_F_SERVER, "server", 0, true, "HOST:PORT[,...]", "reted's operator API: one replica or several, tried in turn (default: discovered)",
      OFF(server)},
     {CTL_F_TOKEN_FILE, "token-file", 0, true, "FILE", "file holding the admin bearer token",
      OFF(token_file)},

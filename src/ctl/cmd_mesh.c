@@ -292,11 +292,65 @@ static bool find_ca_expiry(const json_t *j, time_t *t)
     return false;
 }
 
+/* Every replica of the context, each asked for its check directly: reachable
+ * or not, its store's revision and health, who it says leads. A replica down
+ * is a warning while another answers (the mesh keeps working); none
+ * answering fails the check. */
+static void check_replicas(rete_ctl *c, int *failed)
+{
+    printf("replicas\n--------\n");
+    size_t up = 0;
+    for (size_t i = 0; i < c->ctx.n_servers; i++) {
+        rete_ctl_http h = c->http;
+        h.server = c->ctx.servers[i];
+        rete_ctl_response resp = {0};
+        rete_error err = {0};
+        if (rete_ctl_http_do(&h, "GET", "/api/v1/check", NULL, NULL, 0, &resp, &err) != RETE_OK) {
+            printf("%s %s unreachable: %s\n", CHECK_WARN, h.server, err.msg);
+            continue;
+        }
+        json_t *j = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
+        json_t *rep = json_object_get(j, "replica");
+        bool store_ok = true;
+        size_t k;
+        json_t *chk;
+        json_array_foreach(json_object_get(j, "checks"), k, chk)
+        {
+            const char *name = json_string_value(json_object_get(chk, "name"));
+            if (name && !strcmp(name, "store"))
+                store_ok = json_is_true(json_object_get(chk, "ok"));
+        }
+        if (!j) {
+            printf("%s %s answered %d %s\n", CHECK_WARN, h.server, resp.status, resp.reason);
+        } else {
+            up++;
+            const char *leader = json_string_value(json_object_get(rep, "leaderId"));
+            report(store_ok, failed, "%s: replica %s, store %s%s revision %lld, %s", h.server,
+                   json_string_value(json_object_get(rep, "id")) ? json_string_value(json_object_get(rep, "id")) : "?",
+                   json_string_value(json_object_get(rep, "store")) ? json_string_value(json_object_get(rep, "store"))
+                                                                     : "?",
+                   store_ok ? " answering," : " NOT ANSWERING,",
+                   (long long)json_integer_value(json_object_get(j, "revision")),
+                   json_is_true(json_object_get(rep, "leader")) ? "the leader"
+                   : leader && *leader                          ? "follows"
+                                                                : "no leader known");
+            if (!json_is_true(json_object_get(rep, "leader")) && leader && *leader)
+                printf("    leader: %s\n", leader);
+        }
+        json_decref(j);
+        rete_ctl_response_free(&resp);
+    }
+    report(up > 0, failed, "%zu of %zu replicas answer", up, c->ctx.n_servers);
+    printf("\n");
+}
+
 int rete_ctl_cmd_check(rete_ctl *c)
 {
     int failed = 0;
     if (c->args.n_pos)
         return rete_ctl_usage_error(c, "unexpected argument \"%s\"", c->args.pos[0]);
+    if (c->ctx.n_servers > 1)
+        check_replicas(c, &failed);
     printf("reted\n-----\n");
     json_t *j = NULL;
     rete_ctl_response resp;
@@ -306,8 +360,17 @@ int rete_ctl_cmd_check(rete_ctl *c)
         printf("\nStatus check results are %s\n", CHECK_FAIL);
         return CTL_EXIT_FAIL;
     }
-    report(true, &failed, "reted is reachable at %s", c->ctx.server);
+    report(true, &failed, "reted is reachable at %s", c->http.server);
     report(st == 200, &failed, "the operator API answers (%d %s)", st, resp.reason);
+    json_t *rep = json_object_get(j, "replica");
+    if (json_is_object(rep)) {
+        const char *leader = json_string_value(json_object_get(rep, "leaderId"));
+        printf("%s replica %s on %s; leader: %s\n", CHECK_OK, json_string_value(json_object_get(rep, "id")),
+               json_string_value(json_object_get(rep, "store")),
+               json_is_true(json_object_get(rep, "leader")) ? "this replica"
+               : leader && *leader                          ? leader
+                                                            : "none known");
+    }
 
     time_t server_now, now = time(NULL);
     /* reted's clock: its Date header (RFC 9110 §6.6.1), else its "time" */

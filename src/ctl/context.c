@@ -57,12 +57,32 @@ static rete_rc load_context(const char *path, rete_ctl_context *out, bool want_s
     if (!root)
         return rete_error_set(err, RETE_EINVAL, "%s: %s (line %d)", path, jerr.text, jerr.line);
     rete_rc rc = RETE_EINVAL;
+    char list[sizeof(out->server)] = "";
     const char *api = json_string_value(json_object_get(root, "api"));
+    json_t *api_list = json_object_get(root, "api");
+    if (json_is_array(api_list)) {
+        /* every replica: joined into the --server form */
+        size_t i, used = 0;
+        json_t *e;
+        json_array_foreach(api_list, i, e)
+        {
+            const char *one = json_string_value(e);
+            int w = one ? snprintf(list + used, sizeof(list) - used, "%s%s", used ? "," : "", one) : -1;
+            if (w < 0 || (size_t)w >= sizeof(list) - used) {
+                rete_error_set(err, RETE_EINVAL, "%s: api: a list of \"HOST:PORT\" strings, %zu bytes at most",
+                               path, sizeof(list) - 1);
+                goto out;
+            }
+            used += (size_t)w;
+        }
+        api = list;
+    }
     const char *tok = json_string_value(json_object_get(root, "tokenFile"));
     if (!json_is_object(root) || (json_object_get(root, "api") && !api) ||
         (json_object_get(root, "tokenFile") && !tok)) {
         rete_error_set(err, RETE_EINVAL,
-                       "%s: expected {\"api\": \"HOST:PORT\", \"tokenFile\": PATH}", path);
+                       "%s: expected {\"api\": \"HOST:PORT\" or [\"HOST:PORT\", ...], \"tokenFile\": PATH}",
+                       path);
         goto out;
     }
     if (want_server && api && *api) {
@@ -92,6 +112,26 @@ static rete_rc load_context(const char *path, rete_ctl_context *out, bool want_s
 out:
     json_decref(root);
     return rc;
+}
+
+/* out->server, split at commas into out->servers. */
+static rete_rc split_servers(rete_ctl_context *out, rete_error *err)
+{
+    const char *p = out->server;
+    out->n_servers = 0;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n >= sizeof(out->servers[0]) || out->n_servers == RETE_CTL_MAX_SERVERS)
+            return rete_error_set(err, RETE_EINVAL,
+                                  "server list \"%s\" (from %s): empty or overlong entry, or more than %d",
+                                  out->server, out->server_from, RETE_CTL_MAX_SERVERS);
+        memcpy(out->servers[out->n_servers], p, n);
+        out->servers[out->n_servers++][n] = '\0';
+        p += n + (p[n] == ',');
+    }
+    if (!out->n_servers)
+        return rete_error_set(err, RETE_EINVAL, "empty server address (from %s)", out->server_from);
+    return RETE_OK;
 }
 
 rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in, rete_ctl_context *out,
@@ -124,7 +164,7 @@ rete_rc rete_ctl_context_discover(const rete_ctl_context_in *in, rete_ctl_contex
         snprintf(out->server, sizeof(out->server), "%s", RETE_CTL_DEFAULT_SERVER);
         snprintf(out->server_from, sizeof(out->server_from), "default");
     }
-    return RETE_OK;
+    return split_servers(out, err);
 }
 
 char *rete_ctl_read_token(const char *path, rete_error *err)

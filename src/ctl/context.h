@@ -7,7 +7,10 @@
  *   4. ~/.config/rete/context.json
  *   5. 127.0.0.1:15014, no token
  * context.json is {"api": "HOST:PORT", "tokenFile": PATH, ...}; a relative
- * tokenFile is relative to the context file's directory. */
+ * tokenFile is relative to the context file's directory. "api" (and
+ * --server, RETE_SERVER) may name several replicas of reted: a list
+ * ["HOST:PORT", ...] or "HOST:PORT,HOST:PORT"; a call goes to the first that
+ * can be reached (api.c). */
 #ifndef RETE_CTL_CONTEXT_H
 #define RETE_CTL_CONTEXT_H
 
@@ -26,8 +29,12 @@ typedef struct rete_ctl_context_in {
     const char *home; /* NULL: skip step 4 */
 } rete_ctl_context_in;
 
+#define RETE_CTL_MAX_SERVERS 16 /* replicas in one context (a list in "api" or --server) */
+
 typedef struct rete_ctl_context {
-    char server[256];
+    char server[1024]; /* as given: HOST:PORT, or a comma-separated list of replicas */
+    char servers[RETE_CTL_MAX_SERVERS][256]; /* server split: each replica */
+    size_t n_servers;
     char token_file[RETE_CTL_PATH_MAX]; /* "" when none */
     char server_from[RETE_CTL_PATH_MAX +
                      16]; /* "--server", "RETE_SERVER", a context.json path, "default" */

@@ -16,7 +16,8 @@ enum { CTL_EXIT_OK = 0, CTL_EXIT_FAIL = 1, CTL_EXIT_USAGE = 2 };
 typedef struct rete_ctl {
     rete_ctl_args args;
     rete_ctl_context ctx;
-    rete_ctl_http http;
+    rete_ctl_http http;   /* .server: the replica in use (ctx.servers) */
+    size_t cur_server;    /* the replica that answered last */
     char *token;          /* owned; NULL when no token file was found */
     rete_error token_err; /* why there is no token, when a token file was named */
     const char *verb;

@@ -256,8 +256,10 @@ rete_rc rete_ctl_http_do(const rete_ctl_http *c, const char *method, const char 
     if (c->verbose)
         fprintf(stderr, "> %s http://%s%s (%zu bytes)\n", method, c->server, path, body_len);
     int fd = connect_to(host, port, deadline, err);
-    if (fd < 0)
+    if (fd < 0) {
+        resp->unreachable = true;
         return RETE_EIO;
+    }
 
     size_t hcap = 1024 + strlen(path) + (c->token ? strlen(c->token) : 0);
     char *head = rete_malloc(hcap);

@@ -23,6 +23,7 @@ typedef struct rete_ctl_response {
     char content_type[128];
     char *body; /* NUL-terminated, owned */
     size_t body_len;
+    bool unreachable; /* nothing was sent: no connection (another replica may take it) */
 } rete_ctl_response;
 
 /* Send one request and read the whole response. Returns RETE_OK (whatever

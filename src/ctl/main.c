@@ -75,7 +75,7 @@ int main(int argc, char **argv)
     if (c.args.timeout && !rete_ctl_parse_duration(c.args.timeout, &timeout_s))
         return rete_ctl_usage_error(&c, "bad --request-timeout \"%s\"", c.args.timeout);
     c.http = (rete_ctl_http){
-        .server = c.ctx.server,
+        .server = c.ctx.servers[0],
         .token = c.token,
         .timeout_ms = (int)(timeout_s > 3600 ? 3600000 : timeout_s * 1000),
         .verbose = c.args.verbose,

@@ -5,10 +5,15 @@ finally, and the suite's process cleanup behind it)."""
 import base64
 import json
 import os
+import shutil
 import subprocess
 import urllib.request
 
+import pytest
+
+from controlplane import Reted, curl_json
 from helpers import fresh_host, free_port, start_process, stop_process, wait_for
+from mesh import http_route
 
 ETCD = "etcd"
 ETCDCTL = "etcdctl"
@@ -92,3 +97,47 @@ class EtcdCluster:
 
 def b64(s):
     return base64.b64encode(s.encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A 3-member cluster for a test module (each module that imports it its own)."""
+    c = EtcdCluster(tmp_path_factory.mktemp("etcd"), persistent=True)
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+# ---- reted replicas on a cluster (test_reted_etcd.py, test_reted_ha.py)
+
+def replicas(tmp_path, endpoints, prefix, n=3, per_replica_endpoints=None, args=()):
+    """n reted replicas on etcd under `prefix`; the first makes the CA and
+    admin token, the others start from copies of them."""
+    out = []
+    for i in range(n):
+        d = os.path.join(str(tmp_path), f"reted-{i}")
+        if i:
+            os.makedirs(d)
+            shutil.copytree(os.path.join(out[0].data, "ca"), os.path.join(d, "ca"))
+            for f in ("admin.token", "trust-domain"):
+                shutil.copy2(os.path.join(out[0].data, f), os.path.join(d, f))
+        eps = per_replica_endpoints[i] if per_replica_endpoints else endpoints
+        out.append(Reted(d, "--store", f"etcd://{eps}", "--etcd-prefix", prefix, *args).start())
+    return out
+
+
+def route_tag(name, value, ns="ha"):
+    """HTTPRoute `name` for Service echo setting header x-rule: value."""
+    return http_route(name, ns, "echo", [{
+        "filters": [{"type": "RequestHeaderModifier",
+                     "requestHeaderModifier": {"set": [{"name": "x-rule", "value": value}]}}],
+        "backendRefs": [{"name": "echo", "port": 80}]}])
+
+
+def tagged(proxy, value):
+    """Whether a request to echo through `proxy` carries x-rule: value."""
+    try:
+        return curl_json(proxy.outbound, "echo", "/r")["headers"].get("x-rule") == value
+    except (AssertionError, ValueError):
+        return False

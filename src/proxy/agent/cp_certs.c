@@ -1,6 +1,8 @@
 /* The agent's identity: a certificate for the workload's SPIFFE ID from
  * reted's CA (bootstrap with a join token, then renewal at about half-life
- * over mTLS), the trust bundle, and the TLS contexts built from them. */
+ * over mTLS), the trust bundle, and the TLS contexts built from them. Any
+ * replica signs (they share the CA): a request that fails moves to the next
+ * replica of the list, and its retry goes there. */
 #include "alloc.h"
 #include "config.h"
 #include "cp_http.h"
@@ -150,6 +152,7 @@ static void on_close(cp_http *h, bool ok)
     rete_cp *cp = h->cp;
     if (ok || cp->draining)
         return;
+    cp_server_failed(cp); /* any replica signs: ask the next one */
     if (cp->pending_renewal)
         retry_renewal(cp);
     else
@@ -192,6 +195,7 @@ void cp_certs_request(rete_cp *cp, bool renewal)
     free(text);
     if (!h) {
         free(key);
+        cp_server_failed(cp);
         if (renewal)
             retry_renewal(cp);
         else

@@ -38,6 +38,11 @@ int rete_cp_start(rete_proxy *p, rete_cp_opts *o)
     cp.p = p;
     cp.o = o;
     srand((unsigned)(time(NULL) ^ getpid()));
+    rete_error serr = {0};
+    if (!cp_servers_parse(&cp, o->server, &serr)) {
+        rete_err("control plane: %s", serr.msg);
+        return -1;
+    }
     if (mkdir(o->data_dir, 0700) != 0 && errno != EEXIST) {
         rete_err("control plane: cannot create %s: %s", o->data_dir, strerror(errno));
         return -1;

@@ -88,6 +88,11 @@ bool cp_config_apply(rete_cp *cp, json_t *m, bool whole, char *err, size_t errle
                      (unsigned long long)base, (unsigned long long)cp->version);
             return false;
         }
+        /* Nothing changed (a replica resuming the stream of a proxy that
+         * holds what it would send): nothing to build. */
+        if (json_array_size(json_object_get(m, "upserts")) == 0 &&
+            json_array_size(json_object_get(m, "deletes")) == 0 && version == cp->version)
+            return true;
         /* A delta that does not fit the set held (a delete of a key not
          * held) asks for the whole snapshot. */
         if (rete_wire_change_make(&cp->set, json_object_get(m, "upserts"), json_object_get(m, "deletes"), &change,

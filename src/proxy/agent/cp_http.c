@@ -101,7 +101,7 @@ static void on_eof(rete_io *io)
 static void on_error(rete_io *io, const char *why)
 {
     cp_http *h = io->owner;
-    rete_warn("control plane: connection to %s: %s", h->cp->o->server, why ? why : "error");
+    rete_warn("control plane: connection to %s: %s", cp_server_cur(h->cp)->name, why ? why : "error");
     cp_http_close(h);
 }
 
@@ -109,7 +109,7 @@ static void on_ready(rete_io *io, int status, const char *why)
 {
     cp_http *h = io->owner;
     if (status < 0) {
-        rete_warn("control plane: cannot reach %s: %s", h->cp->o->server,
+        rete_warn("control plane: cannot reach %s: %s", cp_server_cur(h->cp)->name,
                   why && *why ? why : "connect failed");
         cp_http_close(h);
         return;
@@ -140,13 +140,7 @@ static const rete_io_cbs io_cbs = {
 cp_http *cp_http_start(rete_cp *cp, rete_tls_ctx *ctx, bool stream, const char *method, const char *path,
                        const char *body, const char *extra, const cp_http_cbs *cbs)
 {
-    char host[256];
-    const char *server = cp->o->server, *colon = strrchr(server, ':');
-    if (!colon || (size_t)(colon - server) >= sizeof(host))
-        return NULL;
-    memcpy(host, server, (size_t)(colon - server));
-    host[colon - server] = '\0';
-    uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    const cp_server *srv = cp_server_cur(cp);
     char expected[512];
     rete_spiffe_format(expected, sizeof(expected), cp->o->trust_domain ? cp->o->trust_domain : RETE_DEFAULT_TRUST_DOMAIN,
                        RETE_ROOT_NS, RETE_CONTROL_SA);
@@ -170,11 +164,14 @@ cp_http *cp_http_start(rete_cp *cp, rete_tls_ctx *ctx, bool stream, const char *
         rete_buf_append_str(&req, extra);
     h->request_len = req.len;
     h->request = rete_buf_take(&req);
-    if (rete_io_connect_from(&h->io, &cp->p->iol, cp->o->address, host, port, s, &io_cbs, h) < 0) {
+    if (rete_io_connect_from(&h->io, &cp->p->iol, cp->o->address, srv->ip, srv->port, s, &io_cbs, h) < 0) {
         rete_tls_session_free(s);
         free(h->request);
         free(h);
         return NULL;
     }
+    /* A replica that does not answer (gone with its address, packets
+     * dropped) fails the exchange like one that refuses: the caller moves on. */
+    rete_io_connect_timeout(&h->io, CP_CONNECT_TIMEOUT_MS);
     return h;
 }

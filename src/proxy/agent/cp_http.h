@@ -4,12 +4,16 @@
  * answer is handed over at once, or the config stream, whose 200 answer's
  * body is newline-delimited JSON without end, handed over a line at a time.
  * Bounds: an answer's body and a stream's unfinished line are at most
- * CP_MAX_RESPONSE; a head at most 8 KB and 64 fields. */
+ * CP_MAX_RESPONSE; a head at most 8 KB and 64 fields; the TCP connect at
+ * most CP_CONNECT_TIMEOUT_MS. Every exchange goes to the replica in use
+ * (cp_servers.c). */
 #ifndef RETE_PROXY_CP_HTTP_H
 #define RETE_PROXY_CP_HTTP_H
 
 #include "cp_state.h"
 #include "io.h"
+
+#define CP_CONNECT_TIMEOUT_MS 5000
 
 typedef struct cp_http cp_http;
 

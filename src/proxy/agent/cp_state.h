@@ -10,6 +10,8 @@
  *                half-life, the trust bundle and the TLS contexts
  *   cp_stream.c  the config stream: hello, messages, ACK/NACK, pings,
  *                reconnecting with backoff
+ *   cp_servers.c the replicas of reted (--control-plane's list): the one
+ *                in use, the next one when an exchange fails
  *   cp_golden.c  the golden-metrics summary sent on the stream
  *   cp_tap.c     taps started by reted, their records sent up the stream
  *   cp_config.c  the resource set (snapshot_wire.h): whole snapshots and
@@ -25,6 +27,13 @@
 #include <uv.h>
 
 #define CP_MAX_RESPONSE (8u << 20) /* an answer's body; a stream's pending line */
+#define CP_MAX_SERVERS 16            /* replica addresses (--control-plane, names resolved) */
+
+typedef struct cp_server {
+    char ip[64];
+    uint16_t port;
+    char name[300]; /* as given (and the address a name resolved to): for logs */
+} cp_server;
 
 struct cp_http;
 typedef struct cp_golden cp_golden;
@@ -35,6 +44,11 @@ typedef struct rete_cp {
     rete_tls_ctx *ctx_anon;      /* bootstrap: no client certificate */
     rete_tls_ctx *ctx_cert;      /* stream and renewal: the workload certificate */
     struct cp_http *stream;
+    cp_server servers[CP_MAX_SERVERS];
+    size_t n_servers;
+    size_t cur;                  /* the replica every exchange goes to */
+    uint64_t last_rx_ms;         /* the stream's last line (reted pings every 15 s) */
+    uint64_t snapshot_hash;      /* reted's hash of the set in use: a hello names it to resume */
     bool connected;
     bool draining;
     uint32_t backoff_ms;
@@ -71,6 +85,12 @@ void cp_certs_rebuild_contexts(rete_cp *cp);
 /* What a config message says of trust: a new bundle (CA rotation) goes to
  * disk and into the contexts; renewIssuedBefore asks for a renewal. */
 void cp_certs_on_message(rete_cp *cp, const char *bundle, int64_t renew_issued_before);
+
+/* cp_servers.c: parse the list (resolving names: before the loop runs);
+ * the replica in use; an exchange with it failed: move to the next. */
+bool cp_servers_parse(rete_cp *cp, const char *list, rete_error *err);
+const cp_server *cp_server_cur(const rete_cp *cp);
+void cp_server_failed(rete_cp *cp);
 
 /* cp_stream.c */
 void cp_stream_connect(rete_cp *cp);

@@ -1,6 +1,10 @@
 /* The config stream (docs/control-plane.md, "The config stream"): a hello
- * naming the workload, then snapshots and deltas answered by ACK or NACK,
- * readiness, pings every 15 s; reconnecting with jittered exponential
+ * naming the workload and what the proxy holds (its version and reted's
+ * hash of its set, so a replica holding the same set resumes with an empty
+ * delta instead of a whole snapshot), then snapshots and deltas answered by
+ * ACK or NACK, readiness, pings every 15 s; a stream silent for
+ * CP_SILENT_MS (reted pings every 15 s) is given up. Reconnecting goes to
+ * the next replica of the list (cp_servers.c) with jittered exponential
  * backoff (0.5 s doubling to 30 s) while the proxy serves what it has. */
 #include "alloc.h"
 #include "cp_http.h"
@@ -16,6 +20,7 @@
 #define CP_BACKOFF_MIN_MS 500
 #define CP_BACKOFF_MAX_MS 30000
 #define CP_PING_MS 15000
+#define CP_SILENT_MS 45000
 
 void cp_stream_send(rete_cp *cp, json_t *msg)
 {
@@ -41,6 +46,8 @@ static void on_config(rete_cp *cp, json_t *m, bool whole)
     uint64_t version = (uint64_t)json_integer_value(json_object_get(m, "version"));
     char err[1024] = "";
     if (cp_config_apply(cp, m, whole, err, sizeof(err))) {
+        const char *hash = json_string_value(json_object_get(m, "snapshot"));
+        cp->snapshot_hash = hash ? strtoull(hash, NULL, 16) : 0; /* absent from older reted: no resume */
         rete_info("control plane: configuration version %llu in use (%s)", (unsigned long long)version,
                   whole ? "full" : "delta");
         cp_stream_send(cp, json_pack("{s:s,s:s,s:I}", "type", "ack", "nonce", nonce ? nonce : "", "version",
@@ -60,6 +67,7 @@ static void on_config(rete_cp *cp, json_t *m, bool whole)
 
 static void on_line(cp_http *h, const char *line, size_t len)
 {
+    h->cp->last_rx_ms = uv_now(h->cp->p->loop);
     json_error_t je;
     json_t *m = json_loadb(line, len, 0, &je);
     const char *type = json_string_value(json_object_get(m, "type"));
@@ -92,7 +100,8 @@ static void on_open(cp_http *h)
     cp->connected = true;
     rete_metrics_gauge_set(cp->p->metrics, cp->p->ms.cp_connected, 1);
     cp->backoff_ms = 0;
-    rete_info("control plane: config stream open to %s", cp->o->server);
+    cp->last_rx_ms = uv_now(cp->p->loop);
+    rete_info("control plane: config stream open to %s", cp_server_cur(cp)->name);
 }
 
 static void on_answer(cp_http *h, int status, const char *body, size_t len)
@@ -110,13 +119,17 @@ static void on_close(cp_http *h, bool ok)
     (void)ok;
     cp->stream = NULL;
     if (cp->connected)
-        rete_warn("control plane: config stream to %s closed; serving version %llu meanwhile", cp->o->server,
-                  (unsigned long long)cp->version);
+        rete_warn("control plane: config stream to %s closed; serving version %llu meanwhile",
+                  cp_server_cur(cp)->name, (unsigned long long)cp->version);
     cp->connected = false;
     cp_tap_stream_closed(cp);
     rete_metrics_gauge_set(cp->p->metrics, cp->p->ms.cp_connected, 0);
-    if (!cp->draining)
-        cp_stream_schedule_retry(cp);
+    if (cp->draining)
+        return;
+    /* Lost, refused or never reached: the next replica, after the backoff
+     * (the first retry after an open stream within 0.5 s). */
+    cp_server_failed(cp);
+    cp_stream_schedule_retry(cp);
 }
 
 /* one callback table per kind of exchange with reted (cp_http.h): the same shape by design. */
@@ -135,6 +148,11 @@ void cp_stream_connect(rete_cp *cp)
      * stream's first line once it has answered 200. */
     json_t *hello = json_pack("{s:s,s:O,s:I,s:b}", "type", "hello", "workload", cp->o->workload, "version",
                               (json_int_t)cp->version, "ready", atomic_load(&cp->p->app_ready));
+    if (cp->snapshot_hash) {
+        char hash[24];
+        snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)cp->snapshot_hash);
+        json_object_set_new(hello, "snapshot", json_string(hash));
+    }
     char *s = json_dumps(hello, JSON_COMPACT);
     json_decref(hello);
     size_t n = strlen(s);
@@ -142,8 +160,10 @@ void cp_stream_connect(rete_cp *cp)
     memcpy(s + n, "\n", 2);
     cp->stream = cp_http_start(cp, cp->ctx_cert, true, "GET", "/xds/v1/stream", NULL, s, &stream_cbs);
     free(s);
-    if (!cp->stream)
+    if (!cp->stream) {
+        cp_server_failed(cp);
         cp_stream_schedule_retry(cp);
+    }
 }
 
 static void on_retry(uv_timer_t *t)
@@ -171,8 +191,17 @@ void cp_stream_schedule_retry(rete_cp *cp)
 static void on_ping(uv_timer_t *t)
 {
     rete_cp *cp = t->data;
-    if (cp->connected)
-        cp_stream_send(cp, json_pack("{s:s}", "type", "ping"));
+    if (!cp->connected)
+        return;
+    if (uv_now(cp->p->loop) - cp->last_rx_ms > CP_SILENT_MS) {
+        /* A replica that stopped answering without closing (its host gone,
+         * its loop stuck): give the stream up; on_close moves on. */
+        rete_warn("control plane: no word from %s for %d s: closing the config stream", cp_server_cur(cp)->name,
+                  CP_SILENT_MS / 1000);
+        cp_http_close(cp->stream);
+        return;
+    }
+    cp_stream_send(cp, json_pack("{s:s}", "type", "ping"));
 }
 
 void cp_stream_start_timers(rete_cp *cp)
