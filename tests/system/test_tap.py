@@ -35,7 +35,7 @@ class Tap:
 
     def __init__(self, reted, tmp_path, *args):
         cmd, env = ctl_env(reted, tmp_path)
-        self.proc = subprocess.Popen([*cmd, "tap", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd + ["tap", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True, env=env)
         self.out, self.err = [], []
         self.threads = [threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
