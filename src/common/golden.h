@@ -24,6 +24,9 @@ extern const double rete_golden_bounds_ms[RETE_GOLDEN_NBOUNDS];
 /* A report's bounds: entries beyond either are not sent and are counted in
  * the report's "dropped" (and by reted). */
 #define RETE_GOLDEN_MAX_ENTRIES 256
+/* Endpoints held out (ejected or failing health checks) one "endpoints"
+ * message lists; the rest are counted in its "dropped". */
+#define RETE_GOLDEN_MAX_OUT_ENDPOINTS 64
 #define RETE_GOLDEN_MAX_REPORT_BYTES (48u << 10)
 
 /* The labels of rete_proxy_route_requests_total, in order; the duration

@@ -363,6 +363,9 @@ static json_t *proxy_json(const reted_proxy *p)
     serial[2 * p->cert.serial_len] = '\0';
     json_object_set_new(o, "certSerial", json_string(serial));
     json_object_set_new(o, "certIssuedAt", json_integer((json_int_t)p->cert.not_before));
+    /* What its balancers hold out now, as it last said (outlier detection,
+     * health checks); [] when it said nothing is. */
+    json_object_set_new(o, "endpointsOut", p->endpoints_out ? json_incref(p->endpoints_out) : json_array());
     if (p->sent) {
         /* What the proxy was sent: its egress in force and how much that is. */
         json_t *egress = json_array();

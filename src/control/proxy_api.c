@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "compiler.h"
+#include "golden.h"
 #include "json_out.h"
 #include "log.h"
 #include "vec.h"
@@ -755,6 +756,15 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
             rete_metrics_inc(r->stats.shard, r->stats.golden_entries[0], res.accepted);
             rete_metrics_inc(r->stats.shard, r->stats.golden_entries[1], res.refused);
             rete_metrics_inc(r->stats.shard, r->stats.golden_entries[2], res.dropped);
+        }
+    } else if (strcmp(type, "endpoints") == 0) {
+        /* What this proxy holds out, shown as its own view (bounded by the
+         * stream's line size; only kept while it is well-formed). */
+        json_t *out = json_object_get(msg, "out");
+        p->last_seen_unix = reted_now();
+        if (json_is_array(out) && json_array_size(out) <= RETE_GOLDEN_MAX_OUT_ENDPOINTS) {
+            json_decref(p->endpoints_out);
+            p->endpoints_out = json_incref(out);
         }
     } else if (strncmp(type, "tap-", 4) == 0) {
         p->last_seen_unix = reted_now();

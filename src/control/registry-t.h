@@ -6,6 +6,7 @@
 #include "ca.h"
 #include "http.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,6 +26,9 @@ typedef struct reted_proxy {
     uint64_t acked_version;
     char nonce[24];
     char *nack_error;               /* NULL unless the last answer was a NACK */
+    /* The endpoints its balancers hold out (outlier detection, health
+     * checks), as its last "endpoints" message said; NULL: none said. */
+    json_t *endpoints_out;
     bool nacked;
     bool ready;
     struct reted_snapshot *sent;           /* the snapshot last sent (a reference) */

@@ -18,6 +18,7 @@ reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
 void reted_proxy_free(reted *r, reted_proxy *p)
 {
     free(p->nack_error);
+    json_decref(p->endpoints_out);
     reted_snapshot_release(r, p->sent);
     free(p);
 }

@@ -552,6 +552,32 @@ int rete_ctl_cmd_diagnose(rete_ctl *c)
     }
     if (!nprox)
         printf("  none found (workloads named %s or %s-*, or seen answering)\n", svc, svc);
+
+    /* Its endpoints that callers' balancers hold out (each proxy's own
+     * report: outlier ejections, failing health checks). */
+    char prefix[600];
+    snprintf(prefix, sizeof(prefix), "%s.%s.", svc, ns);
+    size_t n_out = 0;
+    json_array_foreach(proxies, i, p)
+    {
+        size_t k;
+        json_t *e;
+        json_array_foreach(json_object_get(p, "endpointsOut"), k, e)
+        {
+            if (strncmp(jstr(e, "cluster"), prefix, strlen(prefix)) != 0)
+                continue;
+            if (!n_out++)
+                printf("\nEndpoints held out by callers:\n");
+            problems++;
+            bool ej = json_is_true(json_object_get(e, "ejected"));
+            printf("  ! %s (%s) out at %s/%s: %s%s\n", jstr(e, "endpoint"), jstr(e, "address"),
+                   jstr(p, "namespace"), jstr(p, "name"),
+                   ej ? "ejected by outlier detection" : "",
+                   json_is_true(json_object_get(e, "healthCheckFailing"))
+                       ? (ej ? ", failing its health checks" : "failing its health checks")
+                       : "");
+        }
+    }
     json_decref(proxies);
 
     /* verdict */

@@ -105,6 +105,8 @@ void rete_cp_drain(rete_proxy *p)
     uv_timer_stop(&cp.stats_timer);
     uv_close((uv_handle_t *)&cp.stats_timer, NULL);
     cp_golden_free(&cp.golden);
+    free(cp.endpoints_sent);
+    cp.endpoints_sent = NULL;
     cp_tap_close(&cp);
     uv_close((uv_handle_t *)&cp.retry_timer, NULL);
     uv_close((uv_handle_t *)&cp.renew_timer, NULL);

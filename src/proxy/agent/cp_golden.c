@@ -21,6 +21,7 @@
 #include "alloc.h"
 #include "cp_state.h"
 #include "golden.h"
+#include "outlier.h"
 #include "vec.h"
 
 #include <stdlib.h>
@@ -181,6 +182,68 @@ void cp_golden_free(cp_golden **gp)
     *gp = NULL;
 }
 
+json_t *cp_golden_endpoints(const rete_proxy *p, uint64_t now_ns)
+{
+    json_t *out = json_array();
+    size_t dropped = 0;
+    const rete_config *cfg = p->cfg;
+    for (size_t i = 0; cfg && i < cfg->n_services; i++) {
+        const rete_service *svc = &cfg->services[i];
+        const rete_traffic_policy *pol = &svc->policy;
+        if (!pol->consecutive_5xx && !pol->consecutive_gateway && !pol->sr_on && pol->hc_kind == RETE_HC_NONE)
+            continue; /* nothing takes its endpoints out */
+        char name[300], key[96];
+        rete_outlier_service_name(svc, name, sizeof name);
+        for (size_t k = 0; k < svc->n_endpoints; k++) {
+            rete_outlier_endpoint_key(svc->endpoints[k], key, sizeof key);
+            const rete_outlier *o = rete_outlier_find(name, key);
+            bool ejected = rete_outlier_ejected(o, now_ns), hc_down = rete_outlier_hc_down(o);
+            if (!ejected && !hc_down)
+                continue;
+            if (json_array_size(out) >= RETE_GOLDEN_MAX_OUT_ENDPOINTS) {
+                dropped++;
+                continue;
+            }
+            uint64_t until = atomic_load_explicit(&o->ejected_until_ns, memory_order_relaxed);
+            const rete_workload *w = svc->endpoints[k];
+            json_array_append_new(
+                out, json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:b}", "cluster", name, "endpoint",
+                               w->name ? w->name : "", "address", w->address ? w->address : "",
+                               "ejected", ejected, "ejectedForMs",
+                               (json_int_t)(ejected ? (until - now_ns) / 1000000u : 0), "timesEjected",
+                               (json_int_t)atomic_load_explicit(&o->times_ejected, memory_order_relaxed),
+                               "healthCheckFailing", hc_down));
+        }
+    }
+    return json_pack("{s:s,s:o,s:I}", "type", "endpoints", "out", out, "dropped", (json_int_t)dropped);
+}
+
+/* The endpoints this proxy's balancers hold out, sent when they changed
+ * since the last message reted got (and after every reconnection). */
+static void send_endpoints(rete_cp *cp)
+{
+    json_t *m = cp_golden_endpoints(cp->p, uv_hrtime());
+    json_t *out = json_object_get(m, "out");
+    /* ejectedForMs changes every time: compare what is out, not for how long */
+    json_t *shape = json_array();
+    for (size_t i = 0; i < json_array_size(out); i++) {
+        json_t *e = json_array_get(out, i);
+        json_array_append_new(shape, json_pack("[O,O,O,O]", json_object_get(e, "cluster"),
+                                               json_object_get(e, "address"), json_object_get(e, "ejected"),
+                                               json_object_get(e, "healthCheckFailing")));
+    }
+    char *text = json_dumps(shape, JSON_COMPACT);
+    json_decref(shape);
+    if (text && cp->endpoints_sent && strcmp(text, cp->endpoints_sent) == 0) {
+        free(text);
+        json_decref(m);
+        return;
+    }
+    free(cp->endpoints_sent);
+    cp->endpoints_sent = text;
+    cp_stream_send(cp, m);
+}
+
 static void on_stats(uv_timer_t *t)
 {
     rete_cp *cp = t->data;
@@ -189,6 +252,12 @@ static void on_stats(uv_timer_t *t)
         cp_stream_send(cp, m);
     else
         json_decref(m);
+    if (cp->connected && !cp->draining) {
+        send_endpoints(cp);
+    } else {
+        free(cp->endpoints_sent); /* a new stream hears the whole state again */
+        cp->endpoints_sent = NULL;
+    }
 }
 
 void cp_golden_start(rete_cp *cp)

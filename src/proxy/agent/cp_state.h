@@ -57,6 +57,7 @@ typedef struct rete_cp {
     uv_timer_t ping_timer;
     uv_timer_t stats_timer;      /* the golden-metrics summary (cp_golden.c) */
     cp_golden *golden;
+    char *endpoints_sent;        /* the last "endpoints" message's shape reted got, NULL: none */
     uv_timer_t tap_timer;        /* sends captured tap records (cp_tap.c) */
     uint64_t tap_dropped_told;   /* tap records dropped, as last told to reted */
     uint64_t version;            /* last applied */
@@ -104,6 +105,10 @@ cp_golden *cp_golden_new(void);
 void cp_golden_free(cp_golden **g);
 json_t *cp_golden_read(cp_golden *g, rete_proxy *p, uint32_t interval_s);
 void cp_golden_start(rete_cp *cp);
+/* The "endpoints" message: the endpoints outlier detection or active health
+ * checks hold out now (at most RETE_GOLDEN_MAX_OUT_ENDPOINTS; the rest
+ * counted in "dropped"), read from the proxy-wide outlier table. Main loop. */
+json_t *cp_golden_endpoints(const rete_proxy *p, uint64_t now_ns);
 
 /* cp_tap.c: metrics and timer (init); "tap" and "tap-stop" messages; the
  * stream closed (every tap stops); drain (the timer closes). */

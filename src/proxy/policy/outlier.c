@@ -95,6 +95,21 @@ rete_outlier *rete_outlier_ref(const char *fqdn, const char *id)
     return NULL;
 }
 
+const rete_outlier *rete_outlier_find(const char *fqdn, const char *id)
+{
+    uint64_t key = key_hash(fqdn, id);
+    uint32_t home = (uint32_t)(key >> 16) % RETE_OUTLIER_SLOTS;
+    for (uint32_t i = 0; i < RETE_OUTLIER_PROBE; i++) {
+        const rete_outlier *o = &slots[(home + i) % RETE_OUTLIER_SLOTS];
+        uint64_t w = atomic_load_explicit(&o->word, memory_order_acquire);
+        if (w == 0)
+            return NULL;
+        if (HASH_OF(w) == key && (w & REFS_MASK))
+            return o;
+    }
+    return NULL;
+}
+
 void rete_outlier_hold(rete_outlier *o)
 {
     if (o)

@@ -80,6 +80,10 @@ rete_outlier_sr *rete_outlier_sr_of(const rete_outlier *o);
  * table has no room (see above). */
 rete_outlier *rete_outlier_ref(const char *fqdn, const char *id);
 void rete_outlier_unref(rete_outlier *o);
+/* The slot of endpoint `id` of Service `fqdn` if some balancer holds it,
+ * else NULL; takes no reference and claims nothing (a reader's lookup, for
+ * reports off the request path). */
+const rete_outlier *rete_outlier_find(const char *fqdn, const char *id);
 /* One more reference on a slot already held (NULL: nothing). */
 void rete_outlier_hold(rete_outlier *o);
 
