@@ -109,7 +109,7 @@ def wait_for(p, log, pattern, timeout):
 
 def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
     base = random.randint(100, 240)
-    p, log, env = run_demo(tmp_path, duration=10, base=base)
+    p, log, env = run_demo(tmp_path, duration=25, base=base)  # the guide's commands fit in it
     try:
         guide = wait_for(p, log, r"press Ctrl-C to stop", 90)
         assert "rete demo is ready" in guide
@@ -155,6 +155,12 @@ def test_demo_runs_guide_commands_and_stops_cleanly(tmp_path):
         assert r.returncode == 0, r.stderr
         assert {"frontend", "backend", "backend-v1", "backend-v2", "ratings"} <= {
             l.split()[0] for l in r.stdout.splitlines()[1:] if l.strip()}, r.stdout
+
+        # the observability verbs, as printed: live requests of the demo's traffic
+        r = sh(guide_command(guide, f"{build_dir()}/retectl top service backend -n demo --once"), tmp_path, env)
+        assert r.returncode == 0 and "GET" in r.stdout, (r.stdout, r.stderr)
+        r = sh(guide_command(guide, f"{build_dir()}/retectl diagnose backend -n demo"), tmp_path, env)
+        assert "Verdict:" in r.stdout, (r.stdout, r.stderr)
 
         # the split: both versions answered, mostly v1
         counts = {"v1": 0, "v2": 0}
