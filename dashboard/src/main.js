@@ -1,7 +1,7 @@
 // rete's dashboard (docs/observability.md, "Dashboard"). Reads reted's
 // operator API with the admin token kept in this tab's sessionStorage:
-// GET /api/v1/stats (services, routes, edges) and /api/v1/proxies, every
-// POLL_MS, and keeps a bounded history per service and route for the
+// GET /api/v1/stats (services, routes, edges), /api/v1/proxies and
+// /api/v1/analyze (the configuration analysers' findings), every POLL_MS, and keeps a bounded history per service and route for the
 // latency chart. Every text from the API goes into the page as text
 // (textContent, canvas labels), never as markup.
 import cytoscape from "cytoscape";
@@ -138,6 +138,20 @@ function renderWorkloads(items) {
         [`${p.sentVersion} / ${p.ackedVersion}`, "num"], [cert.text, cert.cls], ago(p.lastSeen), p.error || ""],
     };
   }), "no proxy has connected");
+}
+
+// The analysers' findings (GET /api/v1/analyze): errors first, then by code.
+function renderFindings(items) {
+  const rank = (f) => (f.level === "Error" ? 0 : 1);
+  const sorted = [...items].sort((a, b) => rank(a) - rank(b) || a.code.localeCompare(b.code));
+  fillTable("findings", sorted.map((f) => {
+    const r = f.resource;
+    return {
+      key: `${f.code}/${r.kind}/${r.namespace}/${r.name}/${f.message}`,
+      cells: [[f.level, f.level === "Error" ? "bad" : "warn"], f.code, `${r.kind} ${r.namespace}/${r.name}`,
+        f.message, f.hint],
+    };
+  }), "no issues found");
 }
 
 // The graph: one node per Service, plus a node for each calling workload
@@ -281,17 +295,19 @@ async function poll() {
   state.timer = null;
   const w = state.window;
   try {
-    const [services, routes, edges, proxies] = await Promise.all([
+    const [services, routes, edges, proxies, analysis] = await Promise.all([
       api(`/api/v1/stats?by=service&window=${w}`),
       api(`/api/v1/stats?by=route&window=${w}`),
       api(`/api/v1/stats?by=edge&window=${w}`),
       api("/api/v1/proxies"),
+      api("/api/v1/analyze"),
     ]);
     if (w !== state.window) return; // the window changed meanwhile: that poll is under way
     showApp();
     renderServices(services.items);
     renderRoutes(routes.items);
     renderWorkloads(proxies.items);
+    renderFindings(analysis.findings);
     renderGraph(services.items, edges.items);
     record(services.items, routes.items);
     renderSeriesChoice();

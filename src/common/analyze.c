@@ -18,7 +18,10 @@
 const char *const rete_analyze_kinds[RETE_AN_PROXIES] = {
     "services", "workloads", "httproutes", "grpcroutes", "authorizationpolicies", "peerauthentications"};
 
-#define CERT_WARN_S (24 * 3600) /* a proxy certificate expiring within a day */
+/* A proxy certificate expiring within the hour (what `retectl diagnose`
+ * calls a finding too). Not "within a day": with the default 24 h lifetime
+ * and renewal at half-life, every healthy proxy would be flagged always. */
+#define CERT_WARN_S 3600
 
 typedef struct findings {
     json_t *list;  /* [{code, level, resource: {kind, namespace, name}, message, hint}] */
@@ -212,7 +215,7 @@ static void analyze_proxies(findings *f, const json_t *proxies, time_t now)
                 "not in sync with reted: %s", status);
         }
         json_int_t exp = json_integer_value(json_object_get(p, "certExpiresAt"));
-        if (exp > 0 && exp - (json_int_t)now < CERT_WARN_S && json_is_true(json_object_get(p, "connected")))
+        if (exp > 0 && exp - (json_int_t)now <= CERT_WARN_S && json_is_true(json_object_get(p, "connected")))
             add(f, "RT0008", exp <= (json_int_t)now, "Proxy", ns, name,
                 "check that the proxy reaches reted's proxy API (renewal happens at half-life)",
                 "its certificate %s in %lld s", exp <= (json_int_t)now ? "expired" : "expires",

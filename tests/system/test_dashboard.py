@@ -2,7 +2,8 @@
 and its assets load without the admin token, every data request carries
 it; driven in headless Chromium (browser.py) against reted, two sidecars
 and rete-echo with traffic, as in test_golden.py (reted --stats-bucket 1s,
-proxies --stats-interval 1). Screenshots stay in the test's tmp dir;
+proxies --stats-interval 1); the analysers' findings (GET /api/v1/analyze)
+appear when a resource set has some. Screenshots stay in the test's tmp dir;
 RETE_DASHBOARD_SCREENSHOT=PATH copies the live one there (docs/dashboard.png
 was made so)."""
 import http.client
@@ -149,6 +150,25 @@ def test_dashboard_shows_the_mesh_and_follows_traffic(tmp_path):
                 b.wait_js(f"!!document.querySelector('#workloads tr[data-key=\"{wl}\"]')", 20, wl)
                 assert cell(b, "workloads", wl, "sync") == "SYNCED"
                 assert "(in " in cell(b, "workloads", wl, "certificate expires")
+
+            # analyser findings: none for this mesh (default 24 h
+            # certificates, everything in sync)...
+            b.wait_js("document.querySelector('#findings td.empty')?.textContent === 'no issues found'", 20,
+                      "an empty findings table")
+            # ... until a route rule sends nowhere (RT0001, an Error) and a
+            # Service selects no workload (RT0003, a Warning)
+            reted.apply_ok([http_route("nowhere", "demo", "echo", [{"backendRefs": [{"name": "echo", "port": 80, "weight": 0}]}]),
+                            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lonely", "namespace": "demo"},
+                             "spec": {"selector": {"app": "nobody"}, "ports": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}])
+            b.wait_js("document.querySelectorAll('#findings tbody tr:not(:has(td.empty))').length === 2", 20,
+                      "two findings in the dashboard")
+            rows = b.js("[...document.querySelectorAll('#findings tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+            assert rows[0][:3] == ["Error", "RT0001", "HTTPRoute demo/nowhere"], rows  # errors first
+            assert "weight 0" in rows[0][3] and "backendRef" in rows[0][4], rows
+            assert rows[1][:3] == ["Warning", "RT0003", "Service demo/lonely"], rows
+            assert "picks no Workload" in rows[1][3] and rows[1][4], rows
+            assert b.js("document.querySelector('#findings tbody tr td').className") == "bad"
+            b.screenshot(tmp_path / "dashboard-findings.png")
 
             # traffic changes: failures come, the numbers and colours follow
             send_mix(client.outbound, ok=10, failed=10)

@@ -4,7 +4,7 @@ proxy could not load (routes to unknown Services...), so these are the
 mistakes it accepts: a rule that sends nowhere or never matches, selectors
 that pick nothing, contradicting PeerAuthentications, proxies that reject or
 miss their configuration, certificates about to expire (reted runs with
---cert-ttl 1h, so every proxy's certificate is within the day). reted's
+--cert-ttl 1h, so every proxy's certificate expires within the hour). reted's
 GET /api/v1/analyze (the same analysers, for the dashboard) answers the
 same findings."""
 import json
