@@ -3,7 +3,9 @@ and its assets load without the admin token, every data request carries
 it; driven in headless Chromium (browser.py) against reted, two sidecars
 and rete-echo with traffic, as in test_golden.py (reted --stats-bucket 1s,
 proxies --stats-interval 1); the analysers' findings (GET /api/v1/analyze)
-appear when a resource set has some. Screenshots stay in the test's tmp dir;
+appear when a resource set has some; a tap of a Service started from the
+page shows its live requests and stops at the proxies when the page is
+hidden. Screenshots stay in the test's tmp dir;
 RETE_DASHBOARD_SCREENSHOT=PATH copies the live one there (docs/dashboard.png
 was made so)."""
 import http.client
@@ -13,7 +15,8 @@ import shutil
 import pytest
 
 from browser import CHROMIUM, Browser
-from controlplane import apply_and_push, echo_service_mesh, start_reted
+from controlplane import apply_and_push, echo_service_mesh, proxy_metric, start_reted
+from helpers import wait_for
 from mesh import http_route
 from test_golden import send_mix
 
@@ -168,7 +171,39 @@ def test_dashboard_shows_the_mesh_and_follows_traffic(tmp_path):
             assert rows[1][:3] == ["Warning", "RT0003", "Service demo/lonely"], rows
             assert "picks no Workload" in rows[1][3] and rows[1][4], rows
             assert b.js("document.querySelector('#findings tbody tr td').className") == "bad"
+            b.js("document.getElementById('findings').scrollIntoView(); true")
             b.screenshot(tmp_path / "dashboard-findings.png")
+            b.js("window.scrollTo(0, 0); true")
+
+            # live requests: tap the echo Service from the page
+            assert proxy_metric(server.host, "rete_proxy_tap_active") == 0
+            b.wait_js("[...document.getElementById('tap-service').options].some(o => o.value === 'demo/echo')", 20,
+                      "the echo service to tap")
+            b.js("document.getElementById('tap-service').value = 'demo/echo';"
+                 "document.getElementById('tap-toggle').click(); true")
+            b.wait_js("document.getElementById('tap-status').textContent.startsWith('on at 2')", 20,
+                      "the tap on at both sidecars")
+            assert proxy_metric(server.host, "rete_proxy_tap_active") == 1
+            assert proxy_metric(client.host, "rete_proxy_tap_active") == 1  # a Service: both sides
+            send_mix(client.outbound, ok=2, failed=1)
+            b.wait_js("document.querySelectorAll('#tap tbody tr:not(:has(td.empty))').length >= 6", 30,
+                      "three requests from both sidecars in the live table")
+            rows = b.js("[...document.querySelectorAll('#tap tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+            assert {r[4] for r in rows} == {"echo/ok", "echo/fail?status=500"}, rows
+            assert {r[2] for r in rows} == {"in", "out"} and all(r[7] == "demo/client-0" for r in rows), rows
+            assert sorted(r[5] for r in rows) == ["200"] * 4 + ["500"] * 2, rows
+            b.js("document.getElementById('tap').scrollIntoView(); true")
+            b.screenshot(tmp_path / "dashboard-tap.png")
+            b.js("window.scrollTo(0, 0); true")
+            # the page hidden: the fetch is aborted, reted's client leaves,
+            # the proxies stop capturing
+            b.js("Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
+                 "document.dispatchEvent(new Event('visibilitychange')); true")
+            assert b.js("document.getElementById('tap-status').textContent") == "stopped: the page was hidden"
+            for px in (server, client):
+                wait_for(lambda: proxy_metric(px.host, "rete_proxy_tap_active") == 0, 15, 0.2,
+                         "the tap stopped at the proxy")
+            b.js("delete document.hidden; true")
 
             # traffic changes: failures come, the numbers and colours follow
             send_mix(client.outbound, ok=10, failed=10)
