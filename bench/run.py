@@ -647,12 +647,13 @@ def ca_core():
 # ---------------------------------------------------------------- transparent
 
 def only_scenario(name, cfg, work, outdir, keep):
-    """bench/run.py --only NAME (transparent, retry-cost): the scenario alone,
+    """bench/run.py --only NAME (transparent, retry-cost, tracing): the scenario alone,
     merged into the last full run's results.json, and its section of
     REPORT.md replaced (the rest of the report, hand-written sections
     included, unchanged)."""
     key, run_it = {"transparent": ("transparent", transparent),
-                   "retry-cost": ("retry_cost", retry_cost)}[name]
+                   "retry-cost": ("retry_cost", retry_cost),
+                   "tracing": ("tracing", tracing)}[name]
     path = os.path.join(outdir, "results.json")
     with open(path) as f:
         results = json.load(f)
@@ -860,6 +861,137 @@ def retry_cost(cfg, work, certs, failures, running=None):
         procs.stop_all()
 
 
+# ---------------------------------------------------------------- tracing
+# The "tracing" scenario (issue 12): what tracing costs the rete pair. Three
+# pairs side by side, alike but for the MeshConfig both proxies get: no
+# tracing (off: no collector), sampling 1% and 100%, all exporting OTLP/HTTP
+# JSON to one discard collector (a Python http.server in this process, whose
+# CPU is not the proxies'). Each pair has its own addresses (A 127.0.0.4x, B
+# at the echo workload's address 127.0.0.5x, where one rete-echo listens for
+# all three); the levels are loaded in interleaved slices at TRACING_RATE,
+# so outside load lands on each alike (each slice starting with the next
+# level), and CPU per 1000 requests of A + B
+# is read from /proc as in the main scenario.
+TRACING_LEVELS = [("off", None), ("1%", 1), ("100%", 100)]
+TRACING_NAMES = {"off": "off", "1%": "1pct", "100%": "100pct"}  # in file and process names
+TRACING_RATE = 1000
+
+
+class DiscardCollector:
+    """Accepts OTLP/HTTP POSTs and throws the bodies away (200 {})."""
+
+    def __init__(self, host):
+        import http.server
+        outer = self
+        self.posts = self.bytes = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(n)
+                outer.posts += 1
+                outer.bytes += n
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), H)
+        self.addr = f"{host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def proxy_metric(addr, name):
+    """A counter's value from a proxy's admin /metrics (0 when absent)."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{addr}:15000/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def tracing(cfg, work, certs, failures):
+    """{"rate", "levels": {level: {latency result, "cpu": {"A","B","sum"},
+    "spans": {"exported","dropped","failed"}}}, "collector": {...}}."""
+    procs = Procs(work)
+    col = DiscardCollector("127.0.0.1")
+    try:
+        pairs = {}
+        for i, (level, sampling) in enumerate(TRACING_LEVELS):
+            a, b = f"127.0.0.{40 + i}", f"127.0.0.{50 + i}"
+            pairs[level] = (a, b)
+        procs.start("tracing-echo", [ECHO, *[x for lv in pairs.values() for x in ("--listen", f"{lv[1]}:{ECHO_ADDR[1]}")],
+                                     "--name", "echo"], [(lv[1], ECHO_ADDR[1]) for lv in pairs.values()])
+        for level, sampling in TRACING_LEVELS:
+            a, b = pairs[level]
+            for side, addr, sa, cert in (("b", b, "echo", "server"), ("a", a, "client", "client")):
+                conf = render(os.path.join(HERE, "rete", f"proxy-{side}.yaml.in"),
+                              os.path.join(work, f"tracing-{TRACING_NAMES[level]}-{side}.yaml"), addr=addr, sa=sa,
+                              cert=os.path.join(certs, f"{cert}.pem"), key=os.path.join(certs, f"{cert}.key"),
+                              ca=os.path.join(certs, "ca.pem"), echo_addr=b,
+                              echo_port=ECHO_ADDR[1], echo_grpc_port=ECHO_GRPC_ADDR[1])
+                if sampling is not None:
+                    with open(conf, "a") as f:
+                        f.write("---\napiVersion: rete.dev/v1alpha1\nkind: MeshConfig\n"
+                                "metadata: {name: mesh, namespace: rete-system}\n"
+                                f"spec:\n  tracing: {{collector: \"{col.addr}\", format: otlp, sampling: {sampling}}}\n")
+                name = f"tracing-{TRACING_NAMES[level]}-{side}"
+                procs.start(name, [RETE_PROXY, "--config", conf], [(addr, MESH_PORT if side == "b" else 15001)])
+        urls = {level: f"http://{a}:15001/" for level, (a, b) in pairs.items()}
+        for url in urls.values():
+            check_path(url)
+            loadgen(url, TRACING_RATE, cfg["warmup"], cfg["connections"])  # warm-up, discarded
+        time.sleep(0.5)  # the warm-up's spans leave the exporters (200 ms flush)
+        before_spans = {lv: {k: proxy_metric(a, f"rete_proxy_spans_{k}_total") + proxy_metric(b, f"rete_proxy_spans_{k}_total")
+                             for k in ("exported", "dropped", "failed")} for lv, (a, b) in pairs.items()}
+        runs = {lv: [] for lv in urls}
+        cpu = {lv: {"A": 0.0, "B": 0.0} for lv in urls}
+        slices = max(2, cfg["slices"])
+        order = list(urls)
+        for j in range(slices):
+            # each slice starts with another level: none always goes first
+            for lv in order[j % len(order):] + order[:j % len(order)]:
+                url = urls[lv]
+                pids = {k: procs.pid(f"tracing-{TRACING_NAMES[lv]}-{k.lower()}") for k in ("A", "B")}
+                before = {k: cpu_seconds(p) for k, p in pids.items()}
+                runs[lv].append(loadgen(url, TRACING_RATE, cfg["duration"] / slices, cfg["connections"]))
+                for k, p in pids.items():
+                    cpu[lv][k] += cpu_seconds(p) - before[k]
+        time.sleep(0.5)  # the exporters' last batches (200 ms flush)
+        res = {"rate": TRACING_RATE, "loadavg": round(os.getloadavg()[0], 2), "levels": {}}
+        for lv, (a, b) in pairs.items():
+            m = merge_runs(runs[lv])
+            m.pop("histogram", None)
+            answered = max(1, m["ok"] + m["non2xx"])
+            m["cpu"] = {k: v * 1000 / answered for k, v in cpu[lv].items()}
+            m["cpu"]["sum"] = m["cpu"]["A"] + m["cpu"]["B"]
+            m["spans"] = {k: int(proxy_metric(a, f"rete_proxy_spans_{k}_total") + proxy_metric(b, f"rete_proxy_spans_{k}_total")
+                                 - before_spans[lv][k]) for k in ("exported", "dropped", "failed")}
+            res["levels"][lv] = m
+            log(f"tracing {lv:5s} {TRACING_RATE} req/s: p50 {m['p50']} p99 {m['p99']} us, "
+                f"CPU/1000 req {m['cpu']['sum']:.3f} s, spans {m['spans']}, ok {m['ok']}, errors {m['errors']}")
+            if m["errors"] or m["non2xx"] or not m["ok"]:
+                failures.append(f"tracing {lv}: {m['ok']} ok, {m['errors']} errors, {m['non2xx']} non-2xx")
+        if res["levels"]["100%"]["spans"]["exported"] == 0:
+            failures.append("tracing 100%: no span exported")
+        res["collector"] = {"posts": col.posts, "bytes": col.bytes}
+        crashed = procs.crashed()
+        if crashed:
+            failures.append(f"tracing: processes exited during the run: {crashed}")
+        return res
+    finally:
+        procs.stop_all()
+        col.close()
+
+
 def control_plane(smoke):
     """The control-plane scale scenario (bench/cpsim.py): reted with N
     simulated proxies, S services and W workloads; one route change. Twice
@@ -938,7 +1070,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--rates", help="comma-separated request rates (override)")
     ap.add_argument("--duration", type=float, help="seconds per fixed-rate run (override)")
-    ap.add_argument("--only", choices=["transparent", "retry-cost"],
+    ap.add_argument("--only", choices=["transparent", "retry-cost", "tracing"],
                     help="run this scenario alone at full settings; its result replaces the one in "
                          "bench/results.json and REPORT.md is written again from it")
     ap.add_argument("--short", action="store_true",
@@ -1124,6 +1256,13 @@ def main():
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
                 results["transparent"] = {"failed": str(e)[:500]}
                 failures.append(f"transparent: not measured: {e}")
+
+        if "rete" in info and os.path.exists(ECHO):
+            try:
+                results["tracing"] = tracing(cfg, work, certs, failures)
+            except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as e:
+                results["tracing"] = {"failed": str(e)[:500]}
+                failures.append(f"tracing: not measured: {e}")
 
         # The data-plane targets sit idle from here on.
         log("control plane: reted with simulated proxies (bench/cpsim.py)")

@@ -1,7 +1,8 @@
 // rete's dashboard (docs/observability.md, "Dashboard"). Reads reted's
 // operator API with the admin token kept in this tab's sessionStorage:
-// GET /api/v1/stats (services, routes, edges) and /api/v1/proxies, every
-// POLL_MS, and keeps a bounded history per service and route for the
+// GET /api/v1/stats (services, routes, edges), /api/v1/proxies and
+// /api/v1/analyze (the configuration analysers' findings), every POLL_MS,
+// and, while the operator taps a Service, the stream of GET /api/v1/tap; and keeps a bounded history per service and route for the
 // latency chart. Every text from the API goes into the page as text
 // (textContent, canvas labels), never as markup.
 import cytoscape from "cytoscape";
@@ -10,9 +11,12 @@ import uPlot from "uplot";
 const POLL_MS = 3000;            // one round of requests every 3 s
 const HISTORY = 200;             // points kept per series: 10 min at 3 s
 const TOKEN_KEY = "rete.dashboard.token";
+const TAP_ROWS = 100;            // live requests shown, newest first
+const TAP_LINE_MAX = 1 << 20;    // a line of the tap stream longer than this ends the tap
 
 const $ = (id) => document.getElementById(id);
-const state = { window: "1m", history: new Map(), times: [], timer: null, chart: null, chartKey: "", cy: null };
+const state = { window: "1m", history: new Map(), times: [], timer: null, chart: null, chartKey: "", cy: null,
+  tap: null, tapEvents: [] };
 
 class Unauthorized extends Error {}
 
@@ -36,6 +40,7 @@ async function api(path) {
 }
 
 function showLogin(message) {
+  stopTap("stopped: signed out");
   clearTimeout(state.timer);
   state.timer = null;
   $("app").hidden = true;
@@ -138,6 +143,118 @@ function renderWorkloads(items) {
         [`${p.sentVersion} / ${p.ackedVersion}`, "num"], [cert.text, cert.cls], ago(p.lastSeen), p.error || ""],
     };
   }), "no proxy has connected");
+}
+
+// The analysers' findings (GET /api/v1/analyze): errors first, then by code.
+function renderFindings(items) {
+  const rank = (f) => (f.level === "Error" ? 0 : 1);
+  const sorted = [...items].sort((a, b) => rank(a) - rank(b) || a.code.localeCompare(b.code));
+  fillTable("findings", sorted.map((f) => {
+    const r = f.resource;
+    return {
+      key: `${f.code}/${r.kind}/${r.namespace}/${r.name}/${f.message}`,
+      cells: [[f.level, f.level === "Error" ? "bad" : "warn"], f.code, `${r.kind} ${r.namespace}/${r.name}`,
+        f.message, f.hint],
+    };
+  }), "no issues found");
+}
+
+// ---- tap: live requests of one Service ----
+// GET /api/v1/tap streams NDJSON (docs/observability.md, "Tap"): read with
+// fetch and a ReadableStream, the token in the header like every request.
+// Stopping (the button, the page hidden, signing out) aborts the fetch:
+// reted sees its client leave and tells the proxies to stop capturing.
+
+function renderTapChoice(services) {
+  const sel = $("tap-service");
+  const keys = services.map((s) => `${s.namespace}/${s.name}`);
+  if (keys.join("\n") !== [...sel.options].map((o) => o.value).join("\n")) {
+    const keep = sel.value;
+    sel.replaceChildren(...keys.map((k) => new Option(k, k)));
+    if (keys.includes(keep)) sel.value = keep;
+  }
+  $("tap-toggle").disabled = !state.tap && !keys.length;
+}
+
+const who = (p) => (p && p.workload ? `${p.namespace}/${p.workload}` : "–");
+
+function setTapStatus(text) {
+  $("tap-status").textContent = text;
+}
+
+function renderTap() {
+  fillTable("tap", state.tapEvents.map((e, i) => ({
+    key: `${e.requestId || i}/${e.proxy}/${e.direction}`,
+    cells: [String(e.time || "").slice(11, 23), e.proxy, e.direction === "inbound" ? "in" : "out", e.method,
+      `${e.authority || ""}${e.path || ""}`, [String(e.status), e.status === 0 || e.status >= 500 ? "bad" : ""],
+      [ms(e.latencyMs), "num"], who(e.source), who(e.destination), e.route || "–", e.responseFlags || "-"],
+  })), state.tap ? "waiting for requests…" : "not tapping");
+}
+
+function tapEvent(ev, tap) {
+  if (ev.type === "tap") setTapStatus(`on: ${ev.proxies.length} proxies asked`);
+  else if (ev.type === "started") setTapStatus(`on at ${++tap.started} ${tap.started === 1 ? "proxy" : "proxies"}`);
+  else if (ev.type === "dropped") setTapStatus(`on; ${tap.dropped += ev.count} dropped by the proxies' rate limit`);
+  else if (ev.type === "error") setTapStatus(`${ev.proxy}: ${ev.error}`);
+  else if (ev.type === "request") {
+    state.tapEvents.unshift(ev);
+    state.tapEvents.length = Math.min(state.tapEvents.length, TAP_ROWS);
+    renderTap();
+  }
+}
+
+async function startTap() {
+  const [ns, name] = $("tap-service").value.split("/");
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!name || !token) return;
+  const tap = { ctl: new AbortController(), started: 0, dropped: 0 };
+  state.tap = tap;
+  state.tapEvents = [];
+  $("tap-toggle").textContent = "Stop";
+  $("tap-service").disabled = true;
+  setTapStatus("starting…");
+  renderTap();
+  let why = "stopped";
+  try {
+    const q = new URLSearchParams({ kind: "service", name, namespace: ns });
+    const r = await fetch(`/api/v1/tap?${q}`, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store",
+      signal: tap.ctl.signal });
+    if (!r.ok) {
+      const body = await r.json().catch(() => ({}));
+      throw new Error(body.error || `reted answered ${r.status}`);
+    }
+    const reader = r.body.getReader();
+    const text = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += text.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line) tapEvent(JSON.parse(line), tap);
+      }
+      if (buf.length > TAP_LINE_MAX) throw new Error("a line of the tap stream is too long");
+    }
+    why = "ended by reted";
+  } catch (e) {
+    why = tap.ctl.signal.aborted ? tap.why : `stopped: ${e.message}`;
+  }
+  if (state.tap === tap) stopTap(why);
+}
+
+function stopTap(why) {
+  const tap = state.tap;
+  if (!tap) return;
+  state.tap = null;
+  tap.why = why;
+  tap.ctl.abort();
+  $("tap-toggle").textContent = "Start";
+  $("tap-service").disabled = false;
+  setTapStatus(why);
+  renderTap();
 }
 
 // The graph: one node per Service, plus a node for each calling workload
@@ -281,17 +398,20 @@ async function poll() {
   state.timer = null;
   const w = state.window;
   try {
-    const [services, routes, edges, proxies] = await Promise.all([
+    const [services, routes, edges, proxies, analysis] = await Promise.all([
       api(`/api/v1/stats?by=service&window=${w}`),
       api(`/api/v1/stats?by=route&window=${w}`),
       api(`/api/v1/stats?by=edge&window=${w}`),
       api("/api/v1/proxies"),
+      api("/api/v1/analyze"),
     ]);
     if (w !== state.window) return; // the window changed meanwhile: that poll is under way
     showApp();
     renderServices(services.items);
     renderRoutes(routes.items);
     renderWorkloads(proxies.items);
+    renderFindings(analysis.findings);
+    renderTapChoice(services.items);
     renderGraph(services.items, edges.items);
     record(services.items, routes.items);
     renderSeriesChoice();
@@ -334,6 +454,11 @@ function start() {
     poll();
   });
   $("series").addEventListener("change", renderChart);
+  $("tap-toggle").addEventListener("click", () => (state.tap ? stopTap("stopped") : startTap()));
+  // nobody watching: nothing captured (the proxies stop when reted's client leaves)
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) stopTap("stopped: the page was hidden");
+  });
   if (sessionStorage.getItem(TOKEN_KEY)) poll();
   else showLogin("");
 }

@@ -5,6 +5,7 @@
 #include "api.h"
 
 #include "alloc.h"
+#include "analyze.h"
 #include "compiler.h"
 #include "dashboard.h"
 #include "datadir.h"
@@ -409,6 +410,42 @@ static void api_proxies(reted *r, rete_http_req *req)
     respond_error(req, 404, "use /api/v1/proxies or /api/v1/proxies/{namespace}/{name}/config");
 }
 
+/* GET /api/v1/analyze[?namespace=NS]: the configuration analysers
+ * (analyze.h, the ones `retectl analyze` runs) over the store and the
+ * registry: {"findings": [...], "errors": B}. For the dashboard, which
+ * polls it; the cost is one list of six kinds and a pass over them. */
+static void api_analyze(reted *r, rete_http_req *req)
+{
+    if (!rete_view_eq(req->method, RETE_VIEW_LIT("GET"))) {
+        respond_error(req, 405, "GET only");
+        return;
+    }
+    char ns[256] = "";
+    rete_view q = rete_http_query_get(req, "namespace");
+    if (q.len)
+        view_str(q, ns, sizeof(ns));
+    json_t *in[RETE_AN_N] = {0};
+    bool ok = true;
+    for (size_t i = 0; i < RETE_AN_PROXIES && ok; i++) {
+        in[i] = json_array();
+        ok = r->store->ops->list(r->store, reted_kind_canonical(rete_analyze_kinds[i]), NULL, collect, in[i]) >= 0;
+    }
+    if (ok) {
+        in[RETE_AN_PROXIES] = json_array();
+        for (reted_proxy *p = r->registry.proxies; p; p = p->next)
+            json_array_append_new(in[RETE_AN_PROXIES], proxy_json(p));
+    }
+    bool errors = false;
+    json_t *found = ok ? rete_analyze(in, ns[0] ? ns : NULL, time(NULL), &errors) : NULL;
+    for (size_t i = 0; i < RETE_AN_N; i++)
+        json_decref(in[i]);
+    if (!found) {
+        respond_store_error(req, r, "list");
+        return;
+    }
+    rete_http_respond_jobj(req, 200, json_pack("{s:o,s:b}", "findings", found, "errors", errors));
+}
+
 /* GET /api/v1/stats?by=service|workload|route|edge[&window=1m|10m]
  * [&reporter=source|destination][&namespace=NS][&name=NAME]: the golden
  * metrics (golden_agg.h). */
@@ -696,6 +733,8 @@ void reted_api_handle(rete_http_req *req, void *arg)
         api_proxies(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/stats")))
         api_stats(r, req);
+    else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/analyze")))
+        api_analyze(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/tap")) && rete_view_eq(req->method, RETE_VIEW_LIT("GET")))
         reted_tap_api(r, req);
     else if (rete_view_eq(p, RETE_VIEW_LIT("/api/v1/check")))

@@ -2,7 +2,10 @@
 and its assets load without the admin token, every data request carries
 it; driven in headless Chromium (browser.py) against reted, two sidecars
 and rete-echo with traffic, as in test_golden.py (reted --stats-bucket 1s,
-proxies --stats-interval 1). Screenshots stay in the test's tmp dir;
+proxies --stats-interval 1); the analysers' findings (GET /api/v1/analyze)
+appear when a resource set has some; a tap of a Service started from the
+page shows its live requests and stops at the proxies when the page is
+hidden. Screenshots stay in the test's tmp dir;
 RETE_DASHBOARD_SCREENSHOT=PATH copies the live one there (docs/dashboard.png
 was made so)."""
 import http.client
@@ -12,7 +15,8 @@ import shutil
 import pytest
 
 from browser import CHROMIUM, Browser
-from controlplane import apply_and_push, echo_service_mesh, start_reted
+from controlplane import apply_and_push, echo_service_mesh, proxy_metric, start_reted
+from helpers import wait_for
 from mesh import http_route
 from test_golden import send_mix
 
@@ -149,6 +153,57 @@ def test_dashboard_shows_the_mesh_and_follows_traffic(tmp_path):
                 b.wait_js(f"!!document.querySelector('#workloads tr[data-key=\"{wl}\"]')", 20, wl)
                 assert cell(b, "workloads", wl, "sync") == "SYNCED"
                 assert "(in " in cell(b, "workloads", wl, "certificate expires")
+
+            # analyser findings: none for this mesh (default 24 h
+            # certificates, everything in sync)...
+            b.wait_js("document.querySelector('#findings td.empty')?.textContent === 'no issues found'", 20,
+                      "an empty findings table")
+            # ... until a route rule sends nowhere (RT0001, an Error) and a
+            # Service selects no workload (RT0003, a Warning)
+            reted.apply_ok([http_route("nowhere", "demo", "echo", [{"backendRefs": [{"name": "echo", "port": 80, "weight": 0}]}]),
+                            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lonely", "namespace": "demo"},
+                             "spec": {"selector": {"app": "nobody"}, "ports": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}])
+            b.wait_js("document.querySelectorAll('#findings tbody tr:not(:has(td.empty))').length === 2", 20,
+                      "two findings in the dashboard")
+            rows = b.js("[...document.querySelectorAll('#findings tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+            assert rows[0][:3] == ["Error", "RT0001", "HTTPRoute demo/nowhere"], rows  # errors first
+            assert "weight 0" in rows[0][3] and "backendRef" in rows[0][4], rows
+            assert rows[1][:3] == ["Warning", "RT0003", "Service demo/lonely"], rows
+            assert "picks no Workload" in rows[1][3] and rows[1][4], rows
+            assert b.js("document.querySelector('#findings tbody tr td').className") == "bad"
+            b.js("document.getElementById('findings').scrollIntoView(); true")
+            b.screenshot(tmp_path / "dashboard-findings.png")
+            b.js("window.scrollTo(0, 0); true")
+
+            # live requests: tap the echo Service from the page
+            assert proxy_metric(server.host, "rete_proxy_tap_active") == 0
+            b.wait_js("[...document.getElementById('tap-service').options].some(o => o.value === 'demo/echo')", 20,
+                      "the echo service to tap")
+            b.js("document.getElementById('tap-service').value = 'demo/echo';"
+                 "document.getElementById('tap-toggle').click(); true")
+            b.wait_js("document.getElementById('tap-status').textContent.startsWith('on at 2')", 20,
+                      "the tap on at both sidecars")
+            assert proxy_metric(server.host, "rete_proxy_tap_active") == 1
+            assert proxy_metric(client.host, "rete_proxy_tap_active") == 1  # a Service: both sides
+            send_mix(client.outbound, ok=2, failed=1)
+            b.wait_js("document.querySelectorAll('#tap tbody tr:not(:has(td.empty))').length >= 6", 30,
+                      "three requests from both sidecars in the live table")
+            rows = b.js("[...document.querySelectorAll('#tap tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+            assert {r[4] for r in rows} == {"echo/ok", "echo/fail?status=500"}, rows
+            assert {r[2] for r in rows} == {"in", "out"} and all(r[7] == "demo/client-0" for r in rows), rows
+            assert sorted(r[5] for r in rows) == ["200"] * 4 + ["500"] * 2, rows
+            b.js("document.getElementById('tap').scrollIntoView(); true")
+            b.screenshot(tmp_path / "dashboard-tap.png")
+            b.js("window.scrollTo(0, 0); true")
+            # the page hidden: the fetch is aborted, reted's client leaves,
+            # the proxies stop capturing
+            b.js("Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
+                 "document.dispatchEvent(new Event('visibilitychange')); true")
+            assert b.js("document.getElementById('tap-status').textContent") == "stopped: the page was hidden"
+            for px in (server, client):
+                wait_for(lambda: proxy_metric(px.host, "rete_proxy_tap_active") == 0, 15, 0.2,
+                         "the tap stopped at the proxy")
+            b.js("delete document.hidden; true")
 
             # traffic changes: failures come, the numbers and colours follow
             send_mix(client.outbound, ok=10, failed=10)

@@ -4,7 +4,9 @@ proxy could not load (routes to unknown Services...), so these are the
 mistakes it accepts: a rule that sends nowhere or never matches, selectors
 that pick nothing, contradicting PeerAuthentications, proxies that reject or
 miss their configuration, certificates about to expire (reted runs with
---cert-ttl 1h, so every proxy's certificate is within the day)."""
+--cert-ttl 1h, so every proxy's certificate expires within the hour). reted's
+GET /api/v1/analyze (the same analysers, for the dashboard) answers the
+same findings."""
 import json
 import os
 
@@ -104,6 +106,20 @@ def test_analyze_clean_and_each_finding(tmp_path):
             ("RT0005", "Error", "PeerAuthentication", "two"),
             ("RT0005", "Error", "PeerAuthentication", "web-strict"),  # named on the later of the two (by name)
         }, got
+        # reted runs the same analysers (src/common/analyze.c) for the
+        # dashboard: GET /api/v1/analyze answers the same findings, behind
+        # the admin token
+        st, doc = reted.request("GET", "/api/v1/analyze?namespace=bad")
+        assert st == 200 and doc["errors"] is True, (st, doc)
+        assert doc["findings"] == json.loads(p.stdout)["findings"]
+        st, doc = reted.request("GET", "/api/v1/analyze?namespace=good")
+        assert st == 200 and doc == {"findings": [], "errors": False}, doc
+        st, doc = reted.request("GET", "/api/v1/analyze")  # every namespace
+        assert st == 200 and set(
+            (f["code"], f["level"], f["resource"]["kind"], f["resource"]["name"]) for f in doc["findings"]
+            if f["resource"]["namespace"] == "bad") == got
+        assert reted.request("GET", "/api/v1/analyze", auth=False)[0] == 401
+        assert reted.request("POST", "/api/v1/analyze", body={})[0] == 405
         # the table names each with its hint
         table = analyze(reted, tmp_path, "-n", "bad").stdout
         assert "Error [RT0001] HTTPRoute bad/nowhere: spec.rules[0]" in table and "    hint: " in table

@@ -1,7 +1,9 @@
 """Distributed tracing (src/proxy/http/filter_trace.c, docs/observability.md):
 traces through three services (client -> a -> b, the echo service of `a`
 forwarding the trace headers with `?call=`), received by a test collector
-that decodes OTLP/HTTP JSON and Zipkin v2 JSON; parent/child links and trace
+that decodes OTLP/HTTP JSON with the official OpenTelemetry proto definitions
+(otlp.py: opentelemetry-proto's ExportTraceServiceRequest, unknown fields and
+wrong types refused) and Zipkin v2 JSON; parent/child links, sampling flags and trace
 ids across hops; head sampling (0% follows the parent, 100% starts a trace
 for every request); W3C and B3 (single and multi) in and out; and the
 exporter's bounded queue (a collector that never answers: spans dropped and
@@ -14,6 +16,8 @@ import socket
 import threading
 import urllib.request
 
+import otlp
+
 from helpers import start_echo, wait_for
 from mesh import Mesh, fresh_host, service, stop_and_check_proxies, workload
 
@@ -24,17 +28,18 @@ SERVER, CLIENT = 2, 3  # OTLP SpanKind
 
 class Collector:
     """An OTLP/HTTP + Zipkin v2 JSON receiver (http.server in a thread): every
-    POST body decoded, kept by path."""
+    POST body kept by path, as sent (OTLP is decoded with the official proto
+    definitions when read: otlp.py)."""
 
     def __init__(self, host):
-        self.posts = []  # (path, decoded JSON)
+        self.posts = []  # (path, body bytes)
         self.lock = threading.Lock()
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 n = int(self.headers["Content-Length"])
-                body = json.loads(self.rfile.read(n))
+                body = self.rfile.read(n)
                 assert self.headers["Content-Type"] == "application/json"
                 with outer.lock:
                     outer.posts.append((self.path, body))
@@ -50,50 +55,75 @@ class Collector:
         self.addr = f"{host}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def otlp_requests(self):
+        """Every body received on /v1/traces as an ExportTraceServiceRequest
+        (opentelemetry-proto's collector/trace/v1), decoded by
+        google.protobuf.json_format: an unknown field or a value of the wrong
+        type fails the test here."""
+        with self.lock:
+            bodies = [b for path, b in self.posts if path == "/v1/traces"]
+        out = []
+        for b in bodies:
+            check_otlp_json_mapping(json.loads(b))
+            out.append(otlp.parse_json(b))
+        return out
+
     def otlp_spans(self):
         """Every span received on /v1/traces, each with its resource's
         service.name and its attributes as a dict."""
         out = []
-        with self.lock:
-            posts = list(self.posts)
-        for path, doc in posts:
-            if path != "/v1/traces":
-                continue
-            for rs in doc["resourceSpans"]:
-                res = {a["key"]: a["value"]["stringValue"] for a in rs["resource"]["attributes"]}
-                for ss in rs["scopeSpans"]:
-                    assert ss["scope"]["name"] == "rete-proxy"
-                    for s in ss["spans"]:
+        for req in self.otlp_requests():
+            for rs in req.resource_spans:
+                res = {a.key: otlp.any_value(a.value)[0] for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    assert ss.scope.name == "rete-proxy" and ss.scope.version
+                    for s in ss.spans:
                         out.append(decode_otlp_span(s, res))
         return out
 
     def zipkin_spans(self):
         with self.lock:
-            return [s for path, doc in self.posts if path == "/api/v2/spans" for s in doc]
+            return [s for path, body in self.posts if path == "/api/v2/spans" for s in json.loads(body)]
 
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
+def check_otlp_json_mapping(doc):
+    """What the proto's JSON parser lets through but OTLP/JSON forbids
+    (OTLP specification, "JSON Protobuf Encoding"): enums as names (kind,
+    status code must be integers)."""
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                assert isinstance(s["kind"], int), s
+                assert isinstance(s.get("status", {}).get("code", 0), int), s
+
+
 def decode_otlp_span(s, res):
-    """Check one span against the OTLP JSON mapping (opentelemetry-proto
-    trace/v1: lower-case hex ids, int64 as strings, kind as a number) and
-    flatten it."""
-    assert re.fullmatch(r"[0-9a-f]{32}", s["traceId"]) and s["traceId"] != "0" * 32, s
-    assert re.fullmatch(r"[0-9a-f]{16}", s["spanId"]), s
-    if "parentSpanId" in s:
-        assert re.fullmatch(r"[0-9a-f]{16}", s["parentSpanId"]), s
-    assert s["kind"] in (SERVER, CLIENT)
-    start, end = int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"])
-    assert 0 < start <= end
+    """One decoded Span (trace_pb2.Span), checked and flattened: ids of the
+    right length, kind, times, flags (sampled, parent remote or not) and
+    the attributes' value types."""
+    pb = otlp.trace_pb2()
+    assert len(s.trace_id) == 16 and s.trace_id != bytes(16), s
+    assert len(s.span_id) == 8 and s.span_id != bytes(8), s
+    assert len(s.parent_span_id) in (0, 8), s
+    assert s.kind in (pb.Span.SPAN_KIND_SERVER, pb.Span.SPAN_KIND_CLIENT), s
+    assert 0 < s.start_time_unix_nano <= s.end_time_unix_nano, s
+    # Sampled (every exported span is), and "parent remote" known: set
+    # exactly when there is a parent (it came in a header).
+    assert s.flags & otlp.FLAGS_TRACE_FLAGS_MASK == 0x01, s.flags
+    assert s.flags & otlp.FLAGS_HAS_IS_REMOTE, s.flags
+    assert bool(s.flags & otlp.FLAGS_IS_REMOTE) == bool(s.parent_span_id), s.flags
     attrs = {}
-    for a in s["attributes"]:
-        (typ, v), = a["value"].items()
-        assert typ in ("stringValue", "intValue"), a
-        attrs[a["key"]] = int(v) if typ == "intValue" else v
-    return {"trace": s["traceId"], "id": s["spanId"], "parent": s.get("parentSpanId"), "kind": s["kind"],
-            "name": s["name"], "attrs": attrs, "service": res["service.name"], "status": s.get("status", {})}
+    for a in s.attributes:
+        v, typ = otlp.any_value(a.value)
+        assert typ in ("string_value", "int_value"), a
+        attrs[a.key] = v
+    status = {"code": s.status.code} if s.status.code else {}
+    return {"trace": s.trace_id.hex(), "id": s.span_id.hex(), "parent": s.parent_span_id.hex() or None,
+            "kind": s.kind, "name": s.name, "attrs": attrs, "service": res["service.name"], "status": status}
 
 
 def metric(host, name):
@@ -335,3 +365,33 @@ def test_tracing_config_refused_naming_the_field(tmp_path):
         r = run_tool([build_path("rete-proxy"), "--check-config", path], capture_output=True, text=True)
         assert r.returncode != 0 and f"tracing.{field}" in (r.stdout + r.stderr), (r.stdout, r.stderr)
 
+
+
+def test_the_otlp_decoder_is_strict():
+    """The check above is worth something only if the official definitions
+    refuse what OTLP does not define: an unknown field, a wrong type, an id
+    of the wrong length."""
+    from google.protobuf import json_format
+    span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "GET", "kind": 2,
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2", "flags": 0x101, "attributes": [], "status": {}}
+
+    def body(**over):
+        return json.dumps({"resourceSpans": [{"resource": {"attributes": []},
+                                              "scopeSpans": [{"scope": {"name": "rete-proxy"},
+                                                              "spans": [{**span, **over}]}]}]})
+
+    req = otlp.parse_json(body())
+    assert req.resource_spans[0].scope_spans[0].spans[0].span_id.hex() == span["spanId"]
+    for bad in ({"sampled": True}, {"kind": "server"}, {"startTimeUnixNano": "soon"},
+                {"attributes": [{"key": "k", "value": {"textValue": "v"}}]}):
+        try:
+            otlp.parse_json(body(**bad))
+        except json_format.ParseError:
+            continue
+        raise AssertionError(f"accepted {bad}")
+    for bad in ({"spanId": "b7ad6b71692033"}, {"traceId": "0AF7651916CD43DD8448EB211C80319C"}):
+        try:
+            otlp.parse_json(body(**bad))
+        except AssertionError:
+            continue
+        raise AssertionError(f"accepted {bad}")

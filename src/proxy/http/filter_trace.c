@@ -165,6 +165,11 @@ static void put_str(jb *b, const char *s)
 /* ---- OTLP/HTTP JSON (opentelemetry-proto trace/v1, JSON mapping: ids as
  * hex, 64-bit integers as strings, enums as numbers) ---- */
 
+/* Span.flags bits (trace.proto SpanFlags) */
+#define OTLP_FLAG_SAMPLED 0x01u         /* W3C trace flags, low 8 bits */
+#define OTLP_FLAG_HAS_IS_REMOTE 0x100u  /* the next bit is known */
+#define OTLP_FLAG_IS_REMOTE 0x200u      /* the parent span is in another process */
+
 static void otlp_attr_str(jb *b, bool *first, const char *key, const char *v)
 {
     if (!v[0])
@@ -234,6 +239,12 @@ static void otlp_span(jb *b, const span_rec *r, bool first_span)
     putf(b, "%s{\"traceId\":\"%s\",\"spanId\":\"%s\"", first_span ? "" : ",", tid, sid);
     if (strcmp(pid, "0000000000000000") != 0)
         putf(b, ",\"parentSpanId\":\"%s\"", pid);
+    /* Span.flags: the W3C trace flags (sampled: every exported span is) and
+     * whether the parent is remote: it always is when there is one, it came
+     * in a header (from the calling sidecar, or from the app forwarding its
+     * own sidecar's SERVER span) */
+    bool has_parent = strcmp(pid, "0000000000000000") != 0;
+    putf(b, ",\"flags\":%u", OTLP_FLAG_SAMPLED | OTLP_FLAG_HAS_IS_REMOTE | (has_parent ? OTLP_FLAG_IS_REMOTE : 0u));
     putc_(b, ",\"name\":");
     put_str(b, r->method);
     putf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\",\"attributes\":[",
