@@ -1,12 +1,12 @@
 """A tiny authoritative DNS server for the netns tests: UDP and TCP (RFC
 1035 4.2.2, length-prefixed, several queries per connection), one question
-per query. `python3 tiny_dns.py ADDR PORT NAME=IP...` answers A queries for
-each NAME (lower-case, no trailing dot) with its IP, `NAME=IP*N` with N
-records (IP, IP+1, ...), every other name with NXDOMAIN, and prints a
-ready line. An answer over UDP longer than 512 bytes is truncated as RFC
-1035 4.2.1 says: the TC bit and no records, so the client retries over TCP,
-where it comes whole. Stands in for the resolver of a host's
-/etc/resolv.conf inside a topology with no route out."""
+per query. `python3 tiny_dns.py ADDR PORT NAME=IP...` (ADDR IPv4 or IPv6)
+answers A queries for each NAME (lower-case, no trailing dot) with its IP,
+`NAME=IP*N` with N records (IP, IP+1, ...), every other name with
+NXDOMAIN, and prints a ready line. An answer over UDP longer than 512 bytes
+is truncated as RFC 1035 4.2.1 says: the TC bit and no records, so the
+client retries over TCP, where it comes whole. Stands in for the resolver
+of a host's /etc/resolv.conf inside a topology with no route out."""
 import ipaddress
 import socket
 import struct
@@ -79,9 +79,10 @@ def serve_tcp_client(conn, table):
 def main():
     addr, port = sys.argv[1], int(sys.argv[2])
     table = dict(a.split("=", 1) for a in sys.argv[3:])
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    u = socket.socket(fam, socket.SOCK_DGRAM)
     u.bind((addr, port))
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t = socket.socket(fam, socket.SOCK_STREAM)
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((addr, port))
     t.listen(16)

@@ -32,6 +32,7 @@ typedef struct dns_pending {
     unsigned upstream;
     uint64_t deadline;                  /* uv_now, ms */
     struct sockaddr_storage client;     /* UDP client, when tcp is NULL */
+    uv_udp_t *sock;                     /* the listener it came to, likewise */
     dns_tcp *tcp;                       /* TCP client; NULL once it closed */
     dns_up_tcp *up_tcp;                 /* its upstream connection, when over_tcp */
     bool over_tcp;
@@ -73,8 +74,8 @@ struct dns_up_tcp {
 struct rete_dns {
     rete_proxy *p;
     uv_loop_t *loop;
-    uv_udp_t udp;
-    uv_tcp_t tcp;
+    uv_udp_t udp, udp2;                 /* udp2, tcp2: the twin on the other loopback */
+    uv_tcp_t tcp, tcp2;
     uv_udp_t up4, up6;
     uv_timer_t sweep;
     int open;                           /* handles of this struct not yet closed */
@@ -175,8 +176,9 @@ static void tcp_send(dns_tcp *c, const uint8_t *msg, size_t len)
 /* ---- answering ---- */
 
 typedef struct dns_client {
-    const struct sockaddr *udp; /* or */
-    dns_tcp *tcp;
+    const struct sockaddr *udp; /* and the listener it came to, */
+    uv_udp_t *sock;
+    dns_tcp *tcp;               /* or a TCP client */
 } dns_client;
 
 static void reply(rete_dns *d, dns_client cl, const uint8_t *msg, size_t len)
@@ -188,7 +190,7 @@ static void reply(rete_dns *d, dns_client cl, const uint8_t *msg, size_t len)
         return;
     }
     uv_buf_t b = uv_buf_init((char *)msg, (unsigned)len);
-    (void)uv_udp_try_send(&d->udp, &b, 1, cl.udp); /* dropped when the socket is full */
+    (void)uv_udp_try_send(cl.sock, &b, 1, cl.udp); /* dropped when the socket is full */
 }
 
 static void reply_rcode(rete_dns *d, dns_client cl, const rete_dns_msg *q, const uint8_t *qbuf,
@@ -289,6 +291,7 @@ static void forward(rete_dns *d, dns_client cl, const rete_dns_msg *q, uint8_t *
     s->deadline = uv_now(d->loop) + d->timeout_ms;
     s->tcp = cl.tcp;
     s->over_tcp = cl.tcp != NULL;
+    s->sock = cl.sock;
     if (cl.udp)
         memcpy(&s->client, cl.udp, cl.udp->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                                   : sizeof(struct sockaddr_in));
@@ -355,7 +358,7 @@ static void on_udp(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct socka
     rete_dns *d = h->data;
     if (n <= 0 || !from || (flags & UV_UDP_PARTIAL))
         return;
-    handle_query(d, (dns_client){.udp = from}, (uint8_t *)b->base, (size_t)n);
+    handle_query(d, (dns_client){.udp = from, .sock = h}, (uint8_t *)b->base, (size_t)n);
 }
 
 static bool same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
@@ -394,10 +397,11 @@ static void on_upstream(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct 
     dns_tcp *c = s->tcp;
     bool over_tcp = s->over_tcp;
     struct sockaddr_storage client = s->client;
+    uv_udp_t *sock = s->sock;
     free_slot(d, s, a.id);
     count(d, R_FORWARDED);
     if (!over_tcp) {
-        reply(d, (dns_client){.udp = (const struct sockaddr *)&client}, buf, (size_t)n);
+        reply(d, (dns_client){.udp = (const struct sockaddr *)&client, .sock = sock}, buf, (size_t)n);
     } else if (c) {
         c->slot = -1;
         tcp_send(c, buf, (size_t)n);
@@ -412,6 +416,7 @@ static void fail_slot(rete_dns *d, dns_pending *s, enum dns_result r)
     uint16_t up_id = s->up_id;
     dns_tcp *c = s->tcp;
     struct sockaddr_storage client = s->client;
+    uv_udp_t *sock = s->sock;
     bool over_tcp = s->over_tcp;
     rete_dns_msg q = s->q;
     uint8_t qbuf[sizeof(s->qbuf)];
@@ -419,7 +424,7 @@ static void fail_slot(rete_dns *d, dns_pending *s, enum dns_result r)
     free_slot(d, s, up_id);
     count(d, r);
     if (!over_tcp) {
-        reply_rcode(d, (dns_client){.udp = (const struct sockaddr *)&client}, &q, qbuf,
+        reply_rcode(d, (dns_client){.udp = (const struct sockaddr *)&client, .sock = sock}, &q, qbuf,
                     RETE_DNS_RCODE_SERVFAIL);
     } else if (c) {
         c->slot = -1;
@@ -659,6 +664,13 @@ int rete_dns_read_resolv_conf(const char *path, char (*out)[46], int max)
     return n;
 }
 
+/* 127.0.0.1 and ::1 are each other's twin (listen_twin). */
+static bool is_loopback_twin(const char *a, const char *b)
+{
+    return (strcmp(a, "::1") == 0 && strcmp(b, "127.0.0.1") == 0) ||
+           (strcmp(a, "127.0.0.1") == 0 && strcmp(b, "::1") == 0);
+}
+
 static void set_upstreams(rete_dns *d, const rete_dns_spec *spec)
 {
     char from_file[3][46];
@@ -680,7 +692,8 @@ static void set_upstreams(rete_dns *d, const rete_dns_spec *spec)
         if (rc != 0)
             continue;
         /* our own listener (a resolv.conf naming it): forwarding would loop */
-        if (spec->listen.port == 53 && strcmp(list[i], spec->listen.host) == 0) {
+        if (spec->listen.port == 53 && (strcmp(list[i], spec->listen.host) == 0 ||
+                                        is_loopback_twin(list[i], spec->listen.host))) {
             rete_warn("dns: upstream %s is this listener; skipped", list[i]);
             continue;
         }
@@ -688,6 +701,34 @@ static void set_upstreams(rete_dns *d, const rete_dns_spec *spec)
     }
     if (!d->n_up)
         rete_warn("dns: no upstream resolver: queries for other names get SERVFAIL");
+}
+
+/* A listener on 127.0.0.1 or ::1 gets its twin on the other loopback, same
+ * port: `rete-proxy init --dns-port` sends the app's IPv4 queries to
+ * 127.0.0.1 and its IPv6 ones to ::1. Where that address does not exist
+ * (no IPv6), only a notice. */
+static void listen_twin(rete_dns *d, const char *host, uint16_t port)
+{
+    struct sockaddr_storage ss;
+    const char *other;
+    int rc;
+    if (strcmp(host, "127.0.0.1") == 0) {
+        other = "::1";
+        rc = uv_ip6_addr(other, port, (struct sockaddr_in6 *)&ss);
+    } else if (strcmp(host, "::1") == 0) {
+        other = "127.0.0.1";
+        rc = uv_ip4_addr(other, port, (struct sockaddr_in *)&ss);
+    } else {
+        return;
+    }
+    if (rc == 0 && (rc = uv_udp_bind(&d->udp2, (struct sockaddr *)&ss, 0)) == 0 &&
+        (rc = uv_tcp_bind(&d->tcp2, (struct sockaddr *)&ss, 0)) == 0 &&
+        (rc = uv_listen((uv_stream_t *)&d->tcp2, 64, on_tcp_conn)) == 0 &&
+        (rc = uv_udp_recv_start(&d->udp2, alloc_rbuf, on_udp)) == 0) {
+        rete_info("dns: also listening on %s:%u (UDP, TCP)", other, port);
+        return;
+    }
+    rete_info("dns: no listener on %s:%u beside %s: %s", other, port, host, uv_strerror(rc));
 }
 
 rete_dns *rete_dns_start(rete_proxy *p, rete_error *err)
@@ -729,11 +770,14 @@ rete_dns *rete_dns_start(rete_proxy *p, rete_error *err)
                                : uv_ip4_addr(host, spec->listen.port, (struct sockaddr_in *)&ss);
     uv_udp_init(d->loop, &d->udp);
     uv_tcp_init(d->loop, &d->tcp);
+    uv_udp_init(d->loop, &d->udp2);
+    uv_tcp_init(d->loop, &d->tcp2);
+    d->udp2.data = d->tcp2.data = d;
     uv_udp_init(d->loop, &d->up4);
     uv_udp_init(d->loop, &d->up6);
     uv_timer_init(d->loop, &d->sweep);
     d->udp.data = d->tcp.data = d->up4.data = d->up6.data = d->sweep.data = d;
-    d->open = 5;
+    d->open = 7;
     struct sockaddr_in any4;
     struct sockaddr_in6 any6;
     uv_ip4_addr("0.0.0.0", 0, &any4);
@@ -749,6 +793,7 @@ rete_dns *rete_dns_start(rete_proxy *p, rete_error *err)
         if (uv_udp_bind(&d->up6, (struct sockaddr *)&any6, UV_UDP_IPV6ONLY) == 0)
             (void)uv_udp_recv_start(&d->up6, alloc_rbuf, on_upstream);
         uv_timer_start(&d->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+        listen_twin(d, host, spec->listen.port);
         rete_info("dns: listening on %s:%u (UDP, TCP), %u upstream(s)", host, spec->listen.port,
                   d->n_up);
         return d;
@@ -774,6 +819,8 @@ void rete_dns_stop(rete_dns *d)
         }
     uv_close((uv_handle_t *)&d->udp, on_closed);
     uv_close((uv_handle_t *)&d->tcp, on_closed);
+    uv_close((uv_handle_t *)&d->udp2, on_closed);
+    uv_close((uv_handle_t *)&d->tcp2, on_closed);
     uv_close((uv_handle_t *)&d->up4, on_closed);
     uv_close((uv_handle_t *)&d->up6, on_closed);
     uv_close((uv_handle_t *)&d->sweep, on_closed);
