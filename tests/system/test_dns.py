@@ -150,6 +150,50 @@ def test_tcp_upstream_refusing_tcp_gets_servfail(topology, tmp_path):
     topology.assert_isolated()
 
 
+TCP_BOUNDS = r"""
+import socket, struct, sys, time
+addr = (sys.argv[1], 53)
+def q(name, qid):
+    body = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    body += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0\0\1\0\1"
+    return struct.pack(">H", len(body)) + body
+def closed(s, wait):
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+held = [socket.create_connection(addr) for _ in range(2)]
+for i, s in enumerate(held):  # both served, one query each
+    s.sendall(q("echo", i))
+    assert len(s.recv(4096)) > 2
+third = socket.create_connection(addr)
+print("third closed", closed(third, 3))
+held[0].sendall(struct.pack(">H", 5000))  # over 4096 bytes announced: closed
+print("oversize closed", closed(held[0], 3))
+t0 = time.monotonic()
+print("idle closed", closed(held[1], 6), round(time.monotonic() - t0))
+"""
+
+
+def test_tcp_clients_are_bounded(topology, tmp_path):
+    """maxTCPConnections (2 here) clients at once, the next one closed; a
+    query announced over 4096 bytes closes its connection; a client that
+    sends nothing for `timeout` (2s) is closed."""
+    client, _, resolver = dns_mesh(topology, tmp_path, dns={"maxTCPConnections": 2, "timeout": "2s"})
+    r = client.run(["/usr/bin/python3", "-c", TCP_BOUNDS, resolver.addr], timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["third closed True", "oversize closed True"], r.stdout
+    assert lines[2].startswith("idle closed True"), r.stdout
+    text = metrics(client)
+    assert series(text, "rete_proxy_dns_queries_total", result="overload") == 1, text
+    assert series(text, "rete_proxy_dns_queries_total", result="malformed") == 1, text
+    topology.assert_isolated()
+
+
 FLOOD = r"""
 import socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
