@@ -179,8 +179,17 @@ fuzz-smoke: fuzz-build
 	    echo "fuzz-smoke: $$n: $$(grep -o 'Done [0-9]* runs' $$w.log | tail -1)"; \
 	done
 
+# The programs (meson: /usr/local/bin), the systemd units and the system
+# users they run as (docs/install.md): rete-proxy (the sidecar: init tells its
+# connections from the app's by this user and group) and reted, created by
+# systemd-sysusers from packaging/systemd/rete.sysusers.conf (no change when
+# they exist). DESTDIR=dir installs, and creates the users, under dir.
 install: build
 	meson install -C $(BUILD)
+	install -D -m 0644 packaging/systemd/rete.sysusers.conf $(DESTDIR)/usr/lib/sysusers.d/rete.conf
+	install -D -m 0644 -t $(DESTDIR)/etc/systemd/system packaging/systemd/reted.service \
+	    packaging/systemd/rete-proxy@.service
+	systemd-sysusers $(if $(DESTDIR),--root=$(DESTDIR)) $(DESTDIR)/usr/lib/sysusers.d/rete.conf
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -5,6 +5,7 @@ one outside name); `rete-proxy init --dns-port` sends the app's port-53
 traffic to the sidecar, which answers mesh names with the Service's
 clusterIP and forwards the rest to that resolver (read from resolv.conf at
 start). dig and curl know nothing of the mesh."""
+import ipaddress
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from test_intercept import ECHO_PORT, ECHO_VIP, PROXY_GID, init, metrics, series
 DNS_PORT = 15053
 OUTSIDE_NAME = "outside.example"
 OUTSIDE_IP = "192.0.2.7"
+BIG_NAME, BIG_FIRST, BIG_N = "big.example", "198.51.100.1", 40  # 40 A records: over 512 bytes
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -31,12 +33,16 @@ def start_sidecar(host, m, name, sa, dns=None, **kw):
 
 def dns_mesh(topology, tmp_path, dns=None):
     """client (sidecar with DNS, init with --dns-port), server (rete-echo and
-    its sidecar), resolver (tiny_dns on port 53, the client's nameserver)."""
+    its sidecar), resolver (tiny_dns on port 53, UDP and TCP, the client's
+    nameserver). `dns`: spec.dns, or a function of the three hosts giving it."""
     client, server, resolver = (topology.add_host(n) for n in ("client", "server", "resolver"))
     topology.assert_isolated()
+    if callable(dns):
+        dns = dns(client, server, resolver)
     client.resolv_conf(f"nameserver {resolver.addr}\n")
     resolver.start(["/usr/bin/python3", os.path.join(HERE, "tiny_dns.py"), resolver.addr, "53",
-                    f"{OUTSIDE_NAME}={OUTSIDE_IP}"], r"tiny_dns ready")
+                    f"{OUTSIDE_NAME}={OUTSIDE_IP}", f"{BIG_NAME}={BIG_FIRST}*{BIG_N}"],
+                   r"tiny_dns ready")
     m = Mesh(tmp_path)
     echo = service("echo", m.ns, [(80, "HTTP", ECHO_PORT)])
     echo["spec"]["clusterIP"] = ECHO_VIP
@@ -103,6 +109,88 @@ def test_curl_by_plain_name_is_meshed(topology, tmp_path):
     text = metrics(client)
     assert series(text, "istio_requests_total", reporter="source", destination_service_name="echo",
                   response_code="200", connection_security_policy="mutual_tls") == 1, text
+    topology.assert_isolated()
+
+
+def test_tcp_queries_forwarded_over_tcp(topology, tmp_path):
+    """A query that comes over TCP goes upstream over TCP (RFC 7766): an
+    answer too large for UDP reaches the client whole. Over UDP the
+    resolver truncates it (TC, no records), the sidecar relays that, and the
+    client retries over TCP; were the TCP query forwarded over UDP, the
+    retry would get the truncated answer again."""
+    client, _, _ = dns_mesh(topology, tmp_path)
+    big = [str(ipaddress.IPv4Address(BIG_FIRST) + i) for i in range(BIG_N)]
+    # over UDP alone (no retry): the truncated answer, relayed as it is
+    r = dig(client, "+notcp", "+ignore", "+comments", BIG_NAME, "A")
+    assert " tc" in r.stdout.split("flags:")[1].split(";")[0] and "ANSWER: 0" in r.stdout, r.stdout
+    # UDP, then dig's own retry over TCP on TC: the whole answer
+    r = dig(client, "+notcp", "+short", BIG_NAME, "A")
+    assert sorted(r.stdout.split()) == sorted(big), (r.stdout, r.stderr)
+    # TCP from the start; several queries on one connection, mesh and not
+    r = dig(client, "+tcp", "+keepopen", "+short", BIG_NAME, "A", "echo", "A", OUTSIDE_NAME, "A",
+            "nosuch.example", "A")
+    assert r.returncode == 0 and sorted(r.stdout.split()) == sorted(big + [ECHO_VIP, OUTSIDE_IP]), (
+        r.stdout, r.stderr)
+    text = metrics(client)
+    assert series(text, "rete_proxy_dns_queries_total", result="forwarded") == 6, text
+    assert series(text, "rete_proxy_dns_queries_total", result="upstream_error") == 0, text
+    topology.assert_isolated()
+
+
+def test_tcp_upstream_refusing_tcp_gets_servfail(topology, tmp_path):
+    """An upstream that refuses the TCP connection (here the server host,
+    which serves no DNS): SERVFAIL at once, counted upstream_error; the
+    client's connection stays usable (a mesh name is answered after it)."""
+    client, _, _ = dns_mesh(topology, tmp_path, dns=lambda c, s, r: {"upstreams": [s.addr]})
+    r = dig(client, "+tcp", "+keepopen", "+comments", OUTSIDE_NAME, "A", "echo", "A")
+    assert "status: SERVFAIL" in r.stdout and f"\t{ECHO_VIP}" in r.stdout, r.stdout
+    text = metrics(client)
+    assert series(text, "rete_proxy_dns_queries_total", result="upstream_error") == 1, text
+    assert series(text, "rete_proxy_dns_queries_total", result="mesh") == 1, text
+    topology.assert_isolated()
+
+
+TCP_BOUNDS = r"""
+import socket, struct, sys, time
+addr = (sys.argv[1], 53)
+def q(name, qid):
+    body = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    body += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0\0\1\0\1"
+    return struct.pack(">H", len(body)) + body
+def closed(s, wait):
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+held = [socket.create_connection(addr) for _ in range(2)]
+for i, s in enumerate(held):  # both served, one query each
+    s.sendall(q("echo", i))
+    assert len(s.recv(4096)) > 2
+third = socket.create_connection(addr)
+print("third closed", closed(third, 3))
+held[0].sendall(struct.pack(">H", 5000))  # over 4096 bytes announced: closed
+print("oversize closed", closed(held[0], 3))
+t0 = time.monotonic()
+print("idle closed", closed(held[1], 6), round(time.monotonic() - t0))
+"""
+
+
+def test_tcp_clients_are_bounded(topology, tmp_path):
+    """maxTCPConnections (2 here) clients at once, the next one closed; a
+    query announced over 4096 bytes closes its connection; a client that
+    sends nothing for `timeout` (2s) is closed."""
+    client, _, resolver = dns_mesh(topology, tmp_path, dns={"maxTCPConnections": 2, "timeout": "2s"})
+    r = client.run(["/usr/bin/python3", "-c", TCP_BOUNDS, resolver.addr], timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["third closed True", "oversize closed True"], r.stdout
+    assert lines[2].startswith("idle closed True"), r.stdout
+    text = metrics(client)
+    assert series(text, "rete_proxy_dns_queries_total", result="overload") == 1, text
+    assert series(text, "rete_proxy_dns_queries_total", result="malformed") == 1, text
     topology.assert_isolated()
 
 

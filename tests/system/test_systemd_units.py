@@ -34,3 +34,24 @@ def test_a_broken_unit_is_caught(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", "./broken.service"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 or r.stderr.strip(), r
+
+
+def test_sysusers_creates_the_proxy_user_and_group(tmp_path):
+    """What `make install` runs: systemd-sysusers on rete.sysusers.conf
+    creates the system users rete-proxy and reted, each with a group of its
+    own name (here under a root of the test's, not the machine's); the
+    sidecar's unit runs as that user and group, and init exempts both."""
+    conf = os.path.join(UNITS, "rete.sysusers.conf")
+    (tmp_path / "etc").mkdir()  # as `make install DESTDIR=...` has it (its units go there)
+    r = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", conf], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    users = {l.split(":")[0]: l.split(":") for l in (tmp_path / "etc/passwd").read_text().splitlines()}
+    groups = {l.split(":")[0]: l.split(":") for l in (tmp_path / "etc/group").read_text().splitlines()}
+    for name in ("rete-proxy", "reted"):
+        uid, gid = int(users[name][2]), int(users[name][3])
+        assert 0 < uid < 1000 and groups[name][2] == str(gid), (users[name], groups.get(name))
+        assert users[name][6] == "/usr/sbin/nologin", users[name]
+    unit = open(os.path.join(UNITS, "rete-proxy@.service")).read()
+    assert "User=rete-proxy\nGroup=rete-proxy\n" in unit
+    assert "init --proxy-uid rete-proxy --proxy-gid rete-proxy " in unit

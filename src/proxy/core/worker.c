@@ -200,14 +200,41 @@ static int open_listener(rete_worker *w, rete_listener *l, const rete_socket_add
     return 0;
 }
 
+/* The other family's loopback of an outbound listener on 127.0.0.1 or ::1,
+ * same port: `rete-proxy init` redirects the app's IPv4 connections to
+ * 127.0.0.1 and its IPv6 ones to ::1, so a dual-stack app needs both. Not
+ * bound (only a notice) where that address does not exist: a host without
+ * IPv6, or without IPv4 loopback. */
+static void open_outbound_twin(rete_worker *w, rete_listener *l, const rete_socket_addr *a, size_t *k)
+{
+    rete_socket_addr twin = *a;
+    const char *other = strcmp(a->host, "127.0.0.1") == 0 ? "::1"
+                        : strcmp(a->host, "::1") == 0     ? "127.0.0.1"
+                                                          : NULL;
+    if (!other)
+        return;
+    snprintf(twin.host, sizeof(twin.host), "%s", other);
+    int fd = bind_socket(&twin, true);
+    if (fd < 0) {
+        if (w->id == 0)
+            rete_info("outbound listener: no %s:%u beside %s (%s)", other, a->port, a->host, strerror(-fd));
+        return;
+    }
+    close(fd);
+    (*k)++; /* the slot is used even when this fails: its handle may be closing */
+    (void)open_listener(w, l, &twin, RETE_L_OUTBOUND, "outbound", 0);
+}
+
 static int open_listeners(rete_worker *w)
 {
     const rete_proxy_spec *p = &w->gen->cfg->proxy;
-    w->n_listeners = 3 + p->n_upstreams + 2;
+    w->n_listeners = 4 + p->n_upstreams + 2;
     w->listeners = rete_calloc(w->n_listeners, sizeof(*w->listeners));
     size_t k = 0;
-    if (open_listener(w, &w->listeners[k++], &p->outbound, RETE_L_OUTBOUND, "outbound", 0) < 0 ||
-        open_listener(w, &w->listeners[k++], &p->inbound, RETE_L_INBOUND, "inbound", 0) < 0 ||
+    if (open_listener(w, &w->listeners[k++], &p->outbound, RETE_L_OUTBOUND, "outbound", 0) < 0)
+        return -1;
+    open_outbound_twin(w, &w->listeners[k], &p->outbound, &k);
+    if (open_listener(w, &w->listeners[k++], &p->inbound, RETE_L_INBOUND, "inbound", 0) < 0 ||
         open_listener(w, &w->listeners[k++], &p->mesh, RETE_L_MESH, "mesh", 0) < 0)
         return -1;
     for (size_t i = 0; i < p->n_upstreams; i++)

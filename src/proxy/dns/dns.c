@@ -23,6 +23,7 @@ static const char *const result_names[R_N] = {
 enum { MAX_UPSTREAMS = 8, SWEEP_MS = 100 };
 
 typedef struct dns_tcp dns_tcp;
+typedef struct dns_up_tcp dns_up_tcp;
 
 /* A forwarded query awaiting its upstream answer. */
 typedef struct dns_pending {
@@ -31,7 +32,9 @@ typedef struct dns_pending {
     unsigned upstream;
     uint64_t deadline;                  /* uv_now, ms */
     struct sockaddr_storage client;     /* UDP client, when tcp is NULL */
+    uv_udp_t *sock;                     /* the listener it came to, likewise */
     dns_tcp *tcp;                       /* TCP client; NULL once it closed */
+    dns_up_tcp *up_tcp;                 /* its upstream connection, when over_tcp */
     bool over_tcp;
     rete_dns_msg q;                     /* the client's question, for matching and SERVFAIL */
     uint8_t qbuf[RETE_DNS_HEADER + RETE_DNS_MAX_NAME + 4];
@@ -49,11 +52,30 @@ struct dns_tcp {
     uint8_t buf[2 + RETE_DNS_TCP_MAX];
 };
 
+/* A TCP client's query forwarded upstream over TCP (RFC 7766 section 5: a
+ * query that came over TCP goes upstream over TCP, so an answer too large
+ * for UDP reaches the client whole). One connection per query, closed once
+ * the answer is in, the slot times out or the proxy stops. The answer's
+ * length prefix is read first, then the answer into `msg` (at most 64 KiB,
+ * the most the prefix can say). */
+struct dns_up_tcp {
+    uv_tcp_t h;
+    uv_connect_t connect;
+    uv_write_t write;
+    rete_dns *d;
+    int slot;                           /* the pending query; -1 once it let go */
+    size_t qlen;                        /* the query's length, prefix excluded */
+    size_t got, need;                   /* bytes read (prefix included); answer length */
+    uint8_t hdr[2];
+    uint8_t *msg;
+    uint8_t query[2 + RETE_DNS_TCP_MAX];
+};
+
 struct rete_dns {
     rete_proxy *p;
     uv_loop_t *loop;
-    uv_udp_t udp;
-    uv_tcp_t tcp;
+    uv_udp_t udp, udp2;                 /* udp2, tcp2: the twin on the other loopback */
+    uv_tcp_t tcp, tcp2;
     uv_udp_t up4, up6;
     uv_timer_t sweep;
     int open;                           /* handles of this struct not yet closed */
@@ -131,7 +153,8 @@ static void tcp_written(uv_write_t *req, int status)
 }
 
 /* An answer, length-prefixed (RFC 1035 4.2.2). A client that does not read
- * its answers is closed once 64 KiB wait for it. */
+ * its answers is closed once more than the largest answer (64 KiB) waits
+ * for it. */
 static void tcp_send(dns_tcp *c, const uint8_t *msg, size_t len)
 {
     if (c->closing)
@@ -146,15 +169,16 @@ static void tcp_send(dns_tcp *c, const uint8_t *msg, size_t len)
         tcp_close(c);
         return;
     }
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->h) > 65536)
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->h) > 2 + 65535)
         tcp_close(c);
 }
 
 /* ---- answering ---- */
 
 typedef struct dns_client {
-    const struct sockaddr *udp; /* or */
-    dns_tcp *tcp;
+    const struct sockaddr *udp; /* and the listener it came to, */
+    uv_udp_t *sock;
+    dns_tcp *tcp;               /* or a TCP client */
 } dns_client;
 
 static void reply(rete_dns *d, dns_client cl, const uint8_t *msg, size_t len)
@@ -166,7 +190,7 @@ static void reply(rete_dns *d, dns_client cl, const uint8_t *msg, size_t len)
         return;
     }
     uv_buf_t b = uv_buf_init((char *)msg, (unsigned)len);
-    (void)uv_udp_try_send(&d->udp, &b, 1, cl.udp); /* dropped when the socket is full */
+    (void)uv_udp_try_send(cl.sock, &b, 1, cl.udp); /* dropped when the socket is full */
 }
 
 static void reply_rcode(rete_dns *d, dns_client cl, const rete_dns_msg *q, const uint8_t *qbuf,
@@ -203,14 +227,33 @@ static bool answer_mesh(rete_dns *d, dns_client cl, const rete_dns_msg *q, const
     return true;
 }
 
+static void up_tcp_closed(uv_handle_t *h)
+{
+    dns_up_tcp *u = h->data;
+    rete_dns *d = u->d;
+    free(u->msg);
+    free(u);
+    d->open--;
+    maybe_free(d);
+}
+
 static void free_slot(rete_dns *d, dns_pending *s, uint16_t up_id)
 {
+    if (s->up_tcp) {
+        s->up_tcp->slot = -1;
+        uv_close((uv_handle_t *)&s->up_tcp->h, up_tcp_closed);
+        s->up_tcp = NULL;
+    }
     s->used = false;
     d->by_id[up_id] = 0;
     d->n_in_flight--;
 }
 
-/* Forward buf (the query, whose ID this rewrites) to the next upstream. */
+static int up_tcp_start(rete_dns *d, uint32_t slot, const struct sockaddr *to, const uint8_t *buf,
+                        size_t len);
+
+/* Forward buf (the query, whose ID this rewrites) to the next upstream:
+ * over UDP for a UDP client, over TCP for a TCP client. */
 static void forward(rete_dns *d, dns_client cl, const rete_dns_msg *q, uint8_t *buf, size_t len)
 {
     if (!d->n_up) {
@@ -248,15 +291,21 @@ static void forward(rete_dns *d, dns_client cl, const rete_dns_msg *q, uint8_t *
     s->deadline = uv_now(d->loop) + d->timeout_ms;
     s->tcp = cl.tcp;
     s->over_tcp = cl.tcp != NULL;
+    s->sock = cl.sock;
     if (cl.udp)
         memcpy(&s->client, cl.udp, cl.udp->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                                   : sizeof(struct sockaddr_in));
     const struct sockaddr *to = (const struct sockaddr *)&d->up[s->upstream];
-    uv_udp_t *sock = to->sa_family == AF_INET6 ? &d->up6 : &d->up4;
     buf[0] = (uint8_t)(id >> 8);
     buf[1] = (uint8_t)id;
-    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
-    int rc = uv_udp_try_send(sock, &b, 1, to);
+    int rc;
+    if (cl.tcp) {
+        rc = up_tcp_start(d, slot, to, buf, len);
+    } else {
+        uv_udp_t *sock = to->sa_family == AF_INET6 ? &d->up6 : &d->up4;
+        uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+        rc = uv_udp_try_send(sock, &b, 1, to);
+    }
     buf[0] = (uint8_t)(q->id >> 8);
     buf[1] = (uint8_t)q->id;
     if (rc < 0) {
@@ -309,7 +358,7 @@ static void on_udp(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct socka
     rete_dns *d = h->data;
     if (n <= 0 || !from || (flags & UV_UDP_PARTIAL))
         return;
-    handle_query(d, (dns_client){.udp = from}, (uint8_t *)b->base, (size_t)n);
+    handle_query(d, (dns_client){.udp = from, .sock = h}, (uint8_t *)b->base, (size_t)n);
 }
 
 static bool same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
@@ -340,7 +389,7 @@ static void on_upstream(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct 
     if (!slot1)
         return;
     dns_pending *s = &d->pend[slot1 - 1];
-    if (!(a.flags & RETE_DNS_FLAG_QR) || !same_addr(from, &d->up[s->upstream]) ||
+    if (s->over_tcp || !(a.flags & RETE_DNS_FLAG_QR) || !same_addr(from, &d->up[s->upstream]) ||
         a.qtype != s->q.qtype || a.qclass != s->q.qclass || strcmp(a.name, s->q.name) != 0)
         return;
     buf[0] = (uint8_t)(s->client_id >> 8);
@@ -348,13 +397,38 @@ static void on_upstream(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct 
     dns_tcp *c = s->tcp;
     bool over_tcp = s->over_tcp;
     struct sockaddr_storage client = s->client;
+    uv_udp_t *sock = s->sock;
     free_slot(d, s, a.id);
     count(d, R_FORWARDED);
     if (!over_tcp) {
-        reply(d, (dns_client){.udp = (const struct sockaddr *)&client}, buf, (size_t)n);
+        reply(d, (dns_client){.udp = (const struct sockaddr *)&client, .sock = sock}, buf, (size_t)n);
     } else if (c) {
         c->slot = -1;
         tcp_send(c, buf, (size_t)n);
+        tcp_resume(c);
+    }
+}
+
+/* A pending query that gets no answer: SERVFAIL to its client, counted
+ * as `r`, and its slot freed. */
+static void fail_slot(rete_dns *d, dns_pending *s, enum dns_result r)
+{
+    uint16_t up_id = s->up_id;
+    dns_tcp *c = s->tcp;
+    struct sockaddr_storage client = s->client;
+    uv_udp_t *sock = s->sock;
+    bool over_tcp = s->over_tcp;
+    rete_dns_msg q = s->q;
+    uint8_t qbuf[sizeof(s->qbuf)];
+    memcpy(qbuf, s->qbuf, q.question_end);
+    free_slot(d, s, up_id);
+    count(d, r);
+    if (!over_tcp) {
+        reply_rcode(d, (dns_client){.udp = (const struct sockaddr *)&client, .sock = sock}, &q, qbuf,
+                    RETE_DNS_RCODE_SERVFAIL);
+    } else if (c) {
+        c->slot = -1;
+        reply_rcode(d, (dns_client){.tcp = c}, &q, qbuf, RETE_DNS_RCODE_SERVFAIL);
         tcp_resume(c);
     }
 }
@@ -366,26 +440,119 @@ static void on_sweep(uv_timer_t *t)
     uint64_t now = uv_now(d->loop);
     for (uint32_t i = 0; i < d->max_in_flight && d->n_in_flight; i++) {
         dns_pending *s = &d->pend[i];
-        if (!s->used || s->deadline > now)
-            continue;
-        uint16_t up_id = s->up_id;
-        dns_tcp *c = s->tcp;
-        struct sockaddr_storage client = s->client;
-        bool over_tcp = s->over_tcp;
-        rete_dns_msg q = s->q;
-        uint8_t qbuf[sizeof(s->qbuf)];
-        memcpy(qbuf, s->qbuf, q.question_end);
-        free_slot(d, s, up_id);
-        count(d, R_TIMEOUT);
-        if (!over_tcp) {
-            reply_rcode(d, (dns_client){.udp = (const struct sockaddr *)&client}, &q, qbuf,
-                        RETE_DNS_RCODE_SERVFAIL);
-        } else if (c) {
-            c->slot = -1;
-            reply_rcode(d, (dns_client){.tcp = c}, &q, qbuf, RETE_DNS_RCODE_SERVFAIL);
-            tcp_resume(c);
-        }
+        if (s->used && s->deadline <= now)
+            fail_slot(d, s, R_TIMEOUT);
     }
+}
+
+/* ---- upstream over TCP ---- */
+
+static void up_tcp_fail(dns_up_tcp *u)
+{
+    fail_slot(u->d, &u->d->pend[u->slot], R_UPSTREAM_ERROR);
+}
+
+/* The whole answer is in: relayed when it answers the question asked with
+ * the ID sent (RFC 7766 section 7), else SERVFAIL. */
+static void up_tcp_answer(dns_up_tcp *u)
+{
+    rete_dns *d = u->d;
+    dns_pending *s = &d->pend[u->slot];
+    rete_dns_msg a;
+    if (rete_dns_parse(u->msg, u->need, &a) != RETE_OK || !(a.flags & RETE_DNS_FLAG_QR) ||
+        a.id != s->up_id || a.qtype != s->q.qtype || a.qclass != s->q.qclass ||
+        strcmp(a.name, s->q.name) != 0) {
+        up_tcp_fail(u);
+        return;
+    }
+    u->msg[0] = (uint8_t)(s->client_id >> 8);
+    u->msg[1] = (uint8_t)s->client_id;
+    dns_tcp *c = s->tcp;
+    free_slot(d, s, a.id); /* u->msg lives until u's close callback */
+    count(d, R_FORWARDED);
+    if (c) {
+        c->slot = -1;
+        tcp_send(c, u->msg, u->need);
+        tcp_resume(c);
+    }
+}
+
+static void up_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)suggested;
+    dns_up_tcp *u = h->data;
+    if (u->got < 2)
+        *b = uv_buf_init((char *)u->hdr + u->got, (unsigned)(2 - u->got));
+    else
+        *b = uv_buf_init((char *)u->msg + (u->got - 2), (unsigned)(u->need - (u->got - 2)));
+}
+
+static void up_tcp_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    dns_up_tcp *u = st->data;
+    if (u->slot < 0 || n == 0)
+        return;
+    if (n < 0) { /* closed or failed before the whole answer */
+        up_tcp_fail(u);
+        return;
+    }
+    u->got += (size_t)n;
+    if (u->got == 2) {
+        u->need = (size_t)(u->hdr[0] << 8 | u->hdr[1]);
+        if (u->need < RETE_DNS_HEADER) {
+            up_tcp_fail(u);
+            return;
+        }
+        u->msg = rete_malloc(u->need);
+    } else if (u->got == 2 + u->need) {
+        uv_read_stop(st);
+        up_tcp_answer(u);
+    }
+}
+
+static void up_tcp_written(uv_write_t *req, int status)
+{
+    dns_up_tcp *u = req->handle->data;
+    if (u->slot >= 0 && status < 0)
+        up_tcp_fail(u);
+}
+
+static void up_tcp_connected(uv_connect_t *req, int status)
+{
+    dns_up_tcp *u = req->handle->data;
+    if (u->slot < 0)
+        return;
+    uv_buf_t b = uv_buf_init((char *)u->query, (unsigned)(2 + u->qlen));
+    if (status < 0 || uv_write(&u->write, (uv_stream_t *)&u->h, &b, 1, up_tcp_written) != 0 ||
+        uv_read_start((uv_stream_t *)&u->h, up_tcp_alloc, up_tcp_read) != 0)
+        up_tcp_fail(u);
+}
+
+/* Connect to `to` and send buf (len <= RETE_DNS_TCP_MAX), length-prefixed,
+ * for pend[slot]; the slot owns the connection from here. A libuv error
+ * when the connection cannot even be started. */
+static int up_tcp_start(rete_dns *d, uint32_t slot, const struct sockaddr *to, const uint8_t *buf,
+                        size_t len)
+{
+    dns_up_tcp *u = rete_calloc(1, sizeof(*u));
+    u->d = d;
+    u->slot = (int)slot;
+    u->qlen = len;
+    u->query[0] = (uint8_t)(len >> 8);
+    u->query[1] = (uint8_t)len;
+    memcpy(u->query + 2, buf, len);
+    uv_tcp_init(d->loop, &u->h);
+    u->h.data = u;
+    d->open++;
+    int rc = uv_tcp_connect(&u->connect, &u->h, to, up_tcp_connected);
+    if (rc != 0) {
+        u->slot = -1;
+        uv_close((uv_handle_t *)&u->h, up_tcp_closed);
+        return rc;
+    }
+    d->pend[slot].up_tcp = u;
+    return 0;
 }
 
 /* ---- TCP ---- */
@@ -497,6 +664,13 @@ int rete_dns_read_resolv_conf(const char *path, char (*out)[46], int max)
     return n;
 }
 
+/* 127.0.0.1 and ::1 are each other's twin (listen_twin). */
+static bool is_loopback_twin(const char *a, const char *b)
+{
+    return (strcmp(a, "::1") == 0 && strcmp(b, "127.0.0.1") == 0) ||
+           (strcmp(a, "127.0.0.1") == 0 && strcmp(b, "::1") == 0);
+}
+
 static void set_upstreams(rete_dns *d, const rete_dns_spec *spec)
 {
     char from_file[3][46];
@@ -518,7 +692,8 @@ static void set_upstreams(rete_dns *d, const rete_dns_spec *spec)
         if (rc != 0)
             continue;
         /* our own listener (a resolv.conf naming it): forwarding would loop */
-        if (spec->listen.port == 53 && strcmp(list[i], spec->listen.host) == 0) {
+        if (spec->listen.port == 53 && (strcmp(list[i], spec->listen.host) == 0 ||
+                                        is_loopback_twin(list[i], spec->listen.host))) {
             rete_warn("dns: upstream %s is this listener; skipped", list[i]);
             continue;
         }
@@ -526,6 +701,34 @@ static void set_upstreams(rete_dns *d, const rete_dns_spec *spec)
     }
     if (!d->n_up)
         rete_warn("dns: no upstream resolver: queries for other names get SERVFAIL");
+}
+
+/* A listener on 127.0.0.1 or ::1 gets its twin on the other loopback, same
+ * port: `rete-proxy init --dns-port` sends the app's IPv4 queries to
+ * 127.0.0.1 and its IPv6 ones to ::1. Where that address does not exist
+ * (no IPv6), only a notice. */
+static void listen_twin(rete_dns *d, const char *host, uint16_t port)
+{
+    struct sockaddr_storage ss;
+    const char *other;
+    int rc;
+    if (strcmp(host, "127.0.0.1") == 0) {
+        other = "::1";
+        rc = uv_ip6_addr(other, port, (struct sockaddr_in6 *)&ss);
+    } else if (strcmp(host, "::1") == 0) {
+        other = "127.0.0.1";
+        rc = uv_ip4_addr(other, port, (struct sockaddr_in *)&ss);
+    } else {
+        return;
+    }
+    if (rc == 0 && (rc = uv_udp_bind(&d->udp2, (struct sockaddr *)&ss, 0)) == 0 &&
+        (rc = uv_tcp_bind(&d->tcp2, (struct sockaddr *)&ss, 0)) == 0 &&
+        (rc = uv_listen((uv_stream_t *)&d->tcp2, 64, on_tcp_conn)) == 0 &&
+        (rc = uv_udp_recv_start(&d->udp2, alloc_rbuf, on_udp)) == 0) {
+        rete_info("dns: also listening on %s:%u (UDP, TCP)", other, port);
+        return;
+    }
+    rete_info("dns: no listener on %s:%u beside %s: %s", other, port, host, uv_strerror(rc));
 }
 
 rete_dns *rete_dns_start(rete_proxy *p, rete_error *err)
@@ -567,11 +770,14 @@ rete_dns *rete_dns_start(rete_proxy *p, rete_error *err)
                                : uv_ip4_addr(host, spec->listen.port, (struct sockaddr_in *)&ss);
     uv_udp_init(d->loop, &d->udp);
     uv_tcp_init(d->loop, &d->tcp);
+    uv_udp_init(d->loop, &d->udp2);
+    uv_tcp_init(d->loop, &d->tcp2);
+    d->udp2.data = d->tcp2.data = d;
     uv_udp_init(d->loop, &d->up4);
     uv_udp_init(d->loop, &d->up6);
     uv_timer_init(d->loop, &d->sweep);
     d->udp.data = d->tcp.data = d->up4.data = d->up6.data = d->sweep.data = d;
-    d->open = 5;
+    d->open = 7;
     struct sockaddr_in any4;
     struct sockaddr_in6 any6;
     uv_ip4_addr("0.0.0.0", 0, &any4);
@@ -587,6 +793,7 @@ rete_dns *rete_dns_start(rete_proxy *p, rete_error *err)
         if (uv_udp_bind(&d->up6, (struct sockaddr *)&any6, UV_UDP_IPV6ONLY) == 0)
             (void)uv_udp_recv_start(&d->up6, alloc_rbuf, on_upstream);
         uv_timer_start(&d->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+        listen_twin(d, host, spec->listen.port);
         rete_info("dns: listening on %s:%u (UDP, TCP), %u upstream(s)", host, spec->listen.port,
                   d->n_up);
         return d;
@@ -604,8 +811,16 @@ void rete_dns_stop(rete_dns *d)
     d->stopping = true;
     for (dns_tcp *c = d->conns; c; c = c->next)
         tcp_close(c);
+    for (uint32_t i = 0; i < d->max_in_flight; i++)
+        if (d->pend[i].up_tcp) {
+            d->pend[i].up_tcp->slot = -1;
+            uv_close((uv_handle_t *)&d->pend[i].up_tcp->h, up_tcp_closed);
+            d->pend[i].up_tcp = NULL;
+        }
     uv_close((uv_handle_t *)&d->udp, on_closed);
     uv_close((uv_handle_t *)&d->tcp, on_closed);
+    uv_close((uv_handle_t *)&d->udp2, on_closed);
+    uv_close((uv_handle_t *)&d->tcp2, on_closed);
     uv_close((uv_handle_t *)&d->up4, on_closed);
     uv_close((uv_handle_t *)&d->up6, on_closed);
     uv_close((uv_handle_t *)&d->sweep, on_closed);

@@ -3,11 +3,13 @@
  * (relative to the proxy's namespace) from the current snapshot and
  * forwards every other query to upstream resolvers (spec.dns.upstreams or
  * the nameservers of resolvConf, read once at start), relaying their
- * answers. Bounds: maxInFlight forwarded queries (then REFUSED), timeout
+ * answers, by the transport the query came by (a TCP query over one TCP
+ * connection of its own, RFC 7766). Bounds: maxInFlight forwarded queries (then REFUSED), timeout
  * per query (then SERVFAIL), maxTCPConnections, one query at a time per TCP
  * client, queries over TCP at most RETE_DNS_TCP_MAX bytes.
  * Counted in rete_proxy_dns_queries_total{result}. Memory: one slot of about
- * 600 bytes per maxInFlight, 128 KiB of ID map, 4 KiB per TCP client. */
+ * 600 bytes per maxInFlight, 128 KiB of ID map, 4 KiB per TCP client,
+ * 4 KiB per query forwarded over TCP plus its answer (<= 64 KiB). */
 #ifndef RETE_PROXY_DNS_H
 #define RETE_PROXY_DNS_H
 
