@@ -401,18 +401,25 @@ int main(int argc, char **argv)
     char *stored_td = kek_path ? NULL : reted_datadir_read_line(tdfile);
     if (stored_td && td && strcmp(stored_td, td) != 0) {
         fprintf(stderr, "reted: %s belongs to trust domain %s, not %s\n", r.data_dir, stored_td, td);
+        free(tdfile);
+        free(stored_td);
         return 1;
     }
     snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : RETE_DEFAULT_TRUST_DOMAIN);
     free(stored_td);
-    if (!kek_path && reted_datadir_init(r.data_dir, r.trust_domain) < 0)
-        return 1;
-    if (init_only && !kek_path)
-        return 0;
+    if (!kek_path) {
+        int irc = reted_datadir_init(r.data_dir, r.trust_domain);
+        if (irc < 0 || init_only) {
+            free(tdfile);
+            return irc < 0 ? 1 : 0;
+        }
+    }
 
     signal(SIGPIPE, SIG_IGN);
-    if (fit_fd_limit(&r, api_set, xds_set) < 0)
+    if (fit_fd_limit(&r, api_set, xds_set) < 0) {
+        free(tdfile);
         return 1;
+    }
     rete_http_limits *lims[2] = {&r.api_limits, &r.xds_limits};
     for (size_t i = 0; i < 2; i++) {
         lims[i]->header_timeout_ms = header_ms;
@@ -431,18 +438,23 @@ int main(int argc, char **argv)
     }
     if (!r.store) {
         fprintf(stderr, "reted: store: %s\n", e.msg);
+        free(tdfile);
         return 1;
     }
     if (kek_path) {
         /* the store's CA (or this one, published, when it has none) */
-        if (reted_ca_shared_start(r.store, &kek, r.data_dir, td, &r.ca_rev) < 0)
+        if (reted_ca_shared_start(r.store, &kek, r.data_dir, td, &r.ca_rev) < 0) {
+            free(tdfile);
             return 1;
+        }
         r.ca_kek = &kek;
         char *shared_td = reted_datadir_read_line(tdfile);
         snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", shared_td ? shared_td : r.trust_domain);
         free(shared_td);
-        if (init_only)
+        if (init_only) {
+            free(tdfile);
             return 0;
+        }
     } else if (on_etcd) {
         rete_warn("reted: on etcd without --ca-kek: this replica uses the CA files of its own data directory "
                   "(%s/ca); every replica needs the same copy (docs/operations.md, \"The CA on etcd\")",
