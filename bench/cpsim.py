@@ -20,6 +20,17 @@ whole mesh. reted's CPU (/proc/PID/stat) and RSS (VmRSS) are sampled
 before the proxies connect, once all are connected, and after the change.
 With --perf, `perf record -g` runs on reted during the change's push.
 
+With --replicas R --store etcd: a local 3-member etcd cluster (127.0.0.1,
+its own ports and data under the work directory) and R reted replicas on it
+sharing the CA through --ca-kek; proxy n takes its certificate from and
+streams to replica n % R; the route change is applied through replica 0.
+RSS and CPU are the replicas' sums. With --restart (any store): after the
+change every replica is stopped (SIGTERM) and started again on the same
+ports, and each proxy reconnects (resuming from the version it holds,
+to its replica or, when refused, the next, backoff 0.2-2 s with jitter):
+the reconnect storm's time is from the restart (every replica listening)
+until every proxy has a config again.
+
 Prints one JSON object (and writes it to --json). Debian's python3 with
 python3-cryptography. Exit 1 on any error (a refused certificate, a refused
 or closed stream, a NACK, a proxy that never gets the change).
@@ -137,7 +148,14 @@ class Api:
                 out[m.group(1)] = float(m.group(2))
         return out
 
+    chunk = 0  # etcd: at most this many documents per apply (one transaction: etcd's 128 operations)
+
     async def apply(self, docs):
+        if self.chunk and len(docs) > self.chunk:
+            out = None
+            for lo in range(0, len(docs), self.chunk):
+                out = await self.apply(docs[lo:lo + self.chunk])
+            return out
         body = "".join("---\n" + json.dumps(d, separators=(",", ":")) + "\n" for d in docs).encode()
         st, j = await self.request("POST", "/api/v1/apply", body, "application/yaml")
         if st != 200:
@@ -186,8 +204,8 @@ class SimProxy(asyncio.Protocol):
     """One simulated proxy's config stream: counts pushes, ACKs each, records
     the arrival time of every version."""
 
-    def __init__(self, sim, n):
-        self.sim, self.n = sim, n
+    def __init__(self, sim, n, resume=0):
+        self.sim, self.n, self.resume = sim, n, resume
         self.transport = None
         self.chunks = []
         self.header_done = False
@@ -222,7 +240,7 @@ class SimProxy(asyncio.Protocol):
                 return
             if line.strip() == b"":
                 self.header_done = True
-                hello = {"type": "hello", "version": 0, "workload": self.sim.workload(self.n)}
+                hello = {"type": "hello", "version": self.resume, "workload": self.sim.workload(self.n)}
                 self.transport.write(json.dumps(hello).encode() + b"\n")
             return
         if not line.strip():
@@ -266,7 +284,13 @@ class SimProxy(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = time.monotonic()
-        if not self.sim.stopping:
+        if self.sim.storm is not None:
+            if self.connected.done():
+                self.sim.storm.lost(self)
+            else:  # a reconnection attempt that failed: its loop tries again
+                self.connected.set_exception(RuntimeError("closed"))
+                self.connected.exception()
+        elif not self.sim.stopping:
             self.fail(f"stream closed by reted ({exc})")
 
 
@@ -280,6 +304,7 @@ class Sim:
         self.last_config = time.monotonic()
         self.bytes_received = 0
         self.configs_received = 0
+        self.storm = None       # a Storm while the replicas restart
 
     def workload(self, n):
         ns = namespace(n, self.a.namespaces)
@@ -339,40 +364,157 @@ def perf_stop(p, out):
     return top[:20] or None
 
 
+def start_etcd(work):
+    """A 3-member etcd cluster on 127.0.0.1 under work/; (endpoints, procs)."""
+    ms = [(f"m{i}", free_port(), free_port()) for i in range(3)]
+    initial = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, _, peer in ms)
+    procs = []
+    for n, client, peer in ms:
+        lf = open(os.path.join(work, f"etcd-{n}.log"), "w")
+        procs.append(subprocess.Popen(
+            ["etcd", "--name", n, "--data-dir", os.path.join(work, f"etcd-{n}"),
+             "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls",
+             f"http://127.0.0.1:{client}", "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", initial,
+             "--initial-cluster-token", "cpsim", "--initial-cluster-state", "new",
+             "--quota-backend-bytes", str(4 << 30)],
+            stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True))
+        lf.close()
+    eps = ",".join(f"127.0.0.1:{c}" for _, c, _ in ms)
+    deadline = time.time() + 30
+    while True:
+        try:
+            r = subprocess.run(["etcdctl", "--endpoints", eps, "endpoint", "health"], capture_output=True,
+                               text=True, timeout=10, env=dict(os.environ, ETCDCTL_API="3"))
+            if r.returncode == 0:
+                break
+        except subprocess.TimeoutExpired:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError("etcd not healthy")
+        time.sleep(0.3)
+    return eps, procs
+
+
+class Replica:
+    """One reted (restartable on the same data directory and ports)."""
+
+    def __init__(self, work, i, a, store_args):
+        self.i, self.a, self.store_args = i, a, store_args
+        self.data = os.path.join(work, f"reted-{i}")
+        self.log = os.path.join(work, f"reted-{i}.log")
+        self.api_port, self.xds_port = free_port(), free_port()
+        self.proc = None
+
+    def start(self):
+        logf = open(self.log, "a")
+        self.proc = subprocess.Popen(
+            [reted_binary(), "--data-dir", self.data, "--api", f"127.0.0.1:{self.api_port}",
+             "--xds", f"127.0.0.1:{self.xds_port}", "--cert-ttl", "24h", "--log-level", "warn",
+             # The certificate requests all come from 127.0.0.1: lift
+             # the per-source cap (default 1024) above them.
+             "--xds-max-connections-per-source", str(2 * self.a.proxies + self.a.ca_connections + 64),
+             *self.store_args],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            env=dict(os.environ, RETED_NO_USER_CONTEXT="1"), start_new_session=True)
+        logf.close()
+        return self
+
+    async def listening(self):
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"reted {self.i} exited {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.api_port), 0.5).close()
+                socket.create_connection(("127.0.0.1", self.xds_port), 0.5).close()
+                return
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"reted {self.i} not listening")
+                await asyncio.sleep(0.05)
+
+
+class Storm:
+    """The proxies reconnecting after every replica restarted: each lost
+    stream retries its replica, then the next, with jittered backoff."""
+
+    def __init__(self, sim, ctxs, ports):
+        self.sim, self.ctxs, self.ports = sim, ctxs, ports
+        self.open = asyncio.Event()   # set once the replicas listen again
+        self.done = {}                # n -> monotonic time of its first config after the restart
+        self.tasks = []
+        self.attempts = 0
+
+    def lost(self, p):
+        if not getattr(p, "replaced", False):
+            p.replaced = True
+            self.tasks.append(asyncio.ensure_future(self.reconnect(p)))
+
+    async def reconnect(self, old):
+        import random
+        n = old.n
+        resume = old.versions[-1][0] if old.versions else 0
+        await self.open.wait()
+        delay = 0.2
+        for attempt in range(200):
+            port = self.ports[(n + attempt) % len(self.ports)]
+            self.attempts += 1
+            try:
+                tr, p = await asyncio.get_running_loop().create_connection(
+                    lambda: SimProxy(self.sim, n, resume), "127.0.0.1", port, ssl=self.ctxs[n],
+                    server_hostname="reted", local_addr=(self.sim.workload(n)["address"], 0))
+                tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
+                await asyncio.wait_for(asyncio.shield(p.connected), 30)
+                self.done[n] = time.monotonic()
+                self.sim.proxies[self.sim.proxies.index(old)] = p
+                return
+            except (OSError, RuntimeError, asyncio.TimeoutError, ssl.SSLError):
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(2.0, delay * 2)
+        self.sim.errors.append(f"sim-{n}: never reconnected")
+
+
 async def scenario(a, work, res):
     res["config"] = {"proxies": a.proxies, "services": a.services, "workloads": a.workloads, "egress": a.egress,
                      "namespaces": a.namespaces, "ca_connections": a.ca_connections,
                      "connect_concurrency": a.connect_concurrency}
+    res["config"].update({"replicas": a.replicas, "store": a.store})
     sim = Sim(a)
-    data = os.path.join(work, "reted")
-    api_port, xds_port = free_port(), free_port()
-    logf = open(os.path.join(work, "reted.log"), "w")
-    reted = subprocess.Popen([reted_binary(), "--data-dir", data, "--api", f"127.0.0.1:{api_port}",
-                              "--xds", f"127.0.0.1:{xds_port}", "--cert-ttl", "24h", "--log-level", "warn",
-                              # The certificate requests all come from 127.0.0.1: lift
-                              # the per-source cap (default 1024) above them.
-                              "--xds-max-connections-per-source", str(2 * a.proxies + a.ca_connections + 64)],
-                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, RETED_NO_USER_CONTEXT="1"), start_new_session=True)
-    logf.close()
-    pid = reted.pid
+    etcd_procs = []
+    store_args = []
+    if a.store == "etcd":
+        eps, etcd_procs = start_etcd(work)
+        kek = os.path.join(work, "ca.kek")
+        with open(kek, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(kek, 0o600)
+        store_args = ["--store", f"etcd://{eps}", "--etcd-prefix", "/cpsim/", "--ca-kek", kek]
+    reps = [Replica(work, i, a, store_args) for i in range(a.replicas)]
+    pids = []
+
+    def rss_kb_all():
+        return sum(rss_kb(p) for p in pids)
+
+    def cpu_all():
+        return sum(cpu_seconds(p) for p in pids)
+
     api = None
     try:
-        deadline = time.time() + 20
-        while True:
-            if reted.poll() is not None:
-                raise RuntimeError(f"reted exited {reted.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", api_port), 0.5).close()
-                socket.create_connection(("127.0.0.1", xds_port), 0.5).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("reted not listening")
-                await asyncio.sleep(0.05)
+        # the first replica publishes the CA (etcd), then the others start
+        await reps[0].start().listening()
+        for r in reps[1:]:
+            r.start()
+        for r in reps[1:]:
+            await r.listening()
+        pids[:] = [r.proc.pid for r in reps]
+        pid = pids[0]
+        reted = reps[0].proc
+        data = reps[0].data
         with open(os.path.join(data, "admin.token")) as f:
-            api = Api(api_port, f.read().strip())
-        res["reted_idle"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+            api = Api(reps[0].api_port, f.read().strip())
+        api.chunk = 100 if a.store == "etcd" else 0
+        res["reted_idle"] = {"rss_kb": rss_kb_all(), "cpu_s": cpu_all()}
 
         # ---- the mesh: services, hand-applied workloads, one route
         t = time.monotonic()
@@ -423,10 +565,11 @@ async def scenario(a, work, res):
         certdir = os.path.join(work, "ids")
         os.makedirs(certdir)
         queue = list(range(a.proxies))
-        cpu0 = cpu_seconds(pid)
+        cpu0 = cpu_all()
 
-        async def ca_worker():
-            r, w = await asyncio.open_connection("127.0.0.1", xds_port, ssl=ca_ctx, limit=1 << 20)
+        async def ca_worker(k):
+            r, w = await asyncio.open_connection("127.0.0.1", reps[k % len(reps)].xds_port, ssl=ca_ctx,
+                                                 limit=1 << 20)
             try:
                 while queue:
                     n = queue.pop()
@@ -444,26 +587,29 @@ async def scenario(a, work, res):
                 w.close()
 
         t = time.monotonic()
-        await asyncio.gather(*(ca_worker() for _ in range(a.ca_connections)))
+        await asyncio.gather(*(ca_worker(k) for k in range(a.ca_connections)))
         dt = time.monotonic() - t
         res["certs"] = {"issued": a.proxies, "seconds": dt, "per_second": a.proxies / dt,
-                        "reted_cpu_s": cpu_seconds(pid) - cpu0,
-                        "per_cpu_second": a.proxies / max(1e-9, cpu_seconds(pid) - cpu0)}
+                        "reted_cpu_s": cpu_all() - cpu0,
+                        "per_cpu_second": a.proxies / max(1e-9, cpu_all() - cpu0)}
         log(f"{a.proxies} certificates in {dt:.2f} s: {a.proxies / dt:.0f}/s end to end "
             f"({res['certs']['per_cpu_second']:.0f}/s per reted CPU second)")
 
         # ---- connect every proxy
         await asyncio.sleep(0.5)
-        res["reted_before"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid),
+        res["reted_before"] = {"rss_kb": rss_kb_all(), "cpu_s": cpu_all(),
                                "heap_bytes": (await api.metrics()).get("rete_reted_heap_bytes")}
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(a.connect_concurrency)
+        ctxs = {}
 
         async def connect(n):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.load_verify_locations(bundle)
             ctx.check_hostname = False
             ctx.load_cert_chain(os.path.join(certdir, f"{n}.pem"), os.path.join(certdir, f"{n}.key"))
+            ctxs[n] = ctx
+            xds_port = reps[n % len(reps)].xds_port
             async with sem:
                 # From the address it registers, as rete-proxy does (reted
                 # checks a hello's address against the connection's).
@@ -486,8 +632,8 @@ async def scenario(a, work, res):
         async def progress():
             while True:
                 await asyncio.sleep(10)
-                res["connect_progress"].append([round(time.monotonic() - t, 1), configured(), rss_kb(pid)])
-                log(f"  {time.monotonic() - t:5.0f} s: {configured()} proxies configured, reted RSS {rss_kb(pid)} kB")
+                res["connect_progress"].append([round(time.monotonic() - t, 1), configured(), rss_kb_all()])
+                log(f"  {time.monotonic() - t:5.0f} s: {configured()} proxies configured, reted RSS {rss_kb_all()} kB")
 
         prog = asyncio.ensure_future(progress())
         incomplete = None
@@ -499,7 +645,7 @@ async def scenario(a, work, res):
             # and say so. The others are dropped (their streams closed).
             incomplete = f"only {configured()} of {a.proxies} proxies configured after {a.connect_timeout:.0f} s"
             res["connect_incomplete"] = {"configured": configured(), "seconds": time.monotonic() - t,
-                                         "rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid) - res["reted_before"]["cpu_s"],
+                                         "rss_kb": rss_kb_all(), "cpu_s": cpu_all() - res["reted_before"]["cpu_s"],
                                          "pushes": sim.configs_received, "bytes": sim.bytes_received}
             log(incomplete + "; measuring the change on those")
             sim.stopping = True
@@ -522,7 +668,8 @@ async def scenario(a, work, res):
         res["connect_pushes"] = sim.configs_received
         res["connect_bytes"] = sim.bytes_received
         await asyncio.sleep(0.5)
-        res["reted_connected"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        res["reted_connected"] = {"rss_kb": rss_kb_all(), "cpu_s": cpu_all(),
+                                  "rss_kb_each": [rss_kb(p) for p in pids]}
         mt = await api.metrics()
         res["reted_connected"].update(
             {k: mt.get(f"rete_reted_{k}") for k in ("heap_bytes", "snapshots", "snapshot_bytes",
@@ -545,7 +692,7 @@ async def scenario(a, work, res):
         if perf:
             await asyncio.sleep(0.5)
         m0 = await api.metrics()
-        cpu0 = cpu_seconds(pid)
+        cpu0 = cpu_all()
         sim_cpu0 = time.process_time()
         j = await api.apply([route_doc(a.namespaces, 50)])
         t0 = time.monotonic()
@@ -560,7 +707,7 @@ async def scenario(a, work, res):
             await asyncio.sleep(0.01)
         t_all = time.monotonic() - t0
         await quiet(sim, 0.5, a.timeout)
-        change_cpu = cpu_seconds(pid) - cpu0
+        change_cpu = cpu_all() - cpu0
         sim_cpu = time.process_time() - sim_cpu0
         # The apply alone (parse, validation, store write), from reted's own
         # histogram of its loop thread's CPU per apply: this one apply.
@@ -580,7 +727,7 @@ async def scenario(a, work, res):
                          "all_s": t_all, "pushes": sim.configs_received, "bytes": sim.bytes_received,
                          "snapshot_bytes": max(sizes), "reted_cpu_s": change_cpu, "sim_cpu_s": sim_cpu,
                          "apply_cpu_ms": apply_ms}
-        res["reted_after"] = {"rss_kb": rss_kb(pid), "cpu_s": cpu_seconds(pid)}
+        res["reted_after"] = {"rss_kb": rss_kb_all(), "cpu_s": cpu_all()}
         log(f"route change: p50 {res['change']['p50_ms']:.0f} ms, p99 {res['change']['p99_ms']:.0f} ms, "
             f"max {res['change']['max_ms']:.0f} ms; {sim.configs_received} pushes of "
             f"{max(sizes) / 1e6:.2f} MB, {sim.bytes_received / 1e6:.0f} MB; reted CPU {change_cpu:.2f} s "
@@ -592,9 +739,43 @@ async def scenario(a, work, res):
             raise RuntimeError(f"reted exited {reted.returncode}")
         if incomplete:
             raise RuntimeError(incomplete)
+
+        # ---- the reconnect storm: every replica restarts
+        if a.restart:
+            storm = Storm(sim, ctxs, [r.xds_port for r in reps])
+            sim.storm = storm
+            for r in reps:
+                stop_process(r.proc, 5)
+            for r in reps:
+                r.start()
+            for r in reps:
+                await r.listening()
+            pids[:] = [r.proc.pid for r in reps]
+            reted = reps[0].proc
+            api.close()
+            api.conn = None
+            t0 = time.monotonic()
+            storm.open.set()
+            deadline = t0 + a.timeout
+            while len(storm.done) < len(sim.proxies) and not sim.errors:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(storm.done)} of {len(sim.proxies)} proxies reconnected")
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            sim.storm = None
+            when = sorted(v - t0 for v in storm.done.values())
+            mt = await api.metrics()
+            res["restart"] = {"all_s": when[-1], "p50_s": pct(when, 50), "p99_s": pct(when, 99),
+                              "attempts": storm.attempts, "rss_kb": rss_kb_all(),
+                              "resumes": mt.get("rete_reted_config_resumes_total")}
+            log(f"restart of {len(reps)} replicas: {len(when)} proxies configured again in {when[-1]:.1f} s "
+                f"(p50 {res['restart']['p50_s']:.1f} s, p99 {res['restart']['p99_s']:.1f} s), "
+                f"{storm.attempts} connection attempts")
+            if sim.errors:
+                raise RuntimeError(f"{len(sim.errors)} proxy errors: {sim.errors[:3]}")
     except Exception:
         try:
-            with open(os.path.join(work, "reted.log")) as f:
+            with open(reps[0].log) as f:
                 tail = f.read()[-1500:]
             if tail.strip():
                 log("reted log tail:\n" + tail)
@@ -608,17 +789,24 @@ async def scenario(a, work, res):
                 p.transport.abort()
         if api:
             api.close()
-        stop_process(reted, 5)
+        for r in reps:
+            if r.proc:
+                stop_process(r.proc, 5)
+        for p in etcd_procs:
+            stop_process(p, 5)
     return res
 
 
 def run(proxies=1000, services=1000, workloads=10000, namespaces=10, perf=False, timeout=240, work=None,
-        connect_timeout=None, res=None, egress=0):
+        connect_timeout=None, res=None, egress=0, replicas=1, store="sqlite", restart=False):
     """Run the scenario; returns the results dict (raises on any error; what
     was measured before the error is in `res` when the caller passes one)."""
     a = argparse.Namespace(proxies=proxies, services=services, workloads=workloads, namespaces=namespaces,
                            perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64, egress=egress,
-                           connect_timeout=connect_timeout or timeout)
+                           connect_timeout=connect_timeout or timeout, replicas=replicas, store=store,
+                           restart=restart)
+    if store == "sqlite" and replicas != 1:
+        raise ValueError("several replicas need --store etcd")
     res = {} if res is None else res
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -642,6 +830,11 @@ def main():
     ap.add_argument("--connect-timeout", type=float, help="seconds for connecting every proxy (default --timeout)")
     ap.add_argument("--egress", type=int, default=0,
                     help="each proxy names this many Services as its egress (0: none, the whole mesh)")
+    ap.add_argument("--replicas", type=int, default=1, help="reted replicas (more than 1: --store etcd)")
+    ap.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite",
+                    help="etcd: a local 3-member etcd cluster started here")
+    ap.add_argument("--restart", action="store_true",
+                    help="after the change, restart every replica and time the proxies' reconnection")
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -650,7 +843,7 @@ def main():
     rc = 0
     try:
         run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work,
-            args.connect_timeout, res, args.egress)
+            args.connect_timeout, res, args.egress, args.replicas, args.store, args.restart)
     except Exception as e:
         log(f"FAIL: {type(e).__name__}: {e}")
         res["failed"] = f"{type(e).__name__}: {e}"

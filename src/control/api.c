@@ -13,6 +13,7 @@
 #include "mesh_index.h"
 #include "push.h"
 #include "registry.h"
+#include "replica.h"
 #include "resources.h"
 #include "reted.h"
 #include "tap_relay.h"
@@ -648,14 +649,11 @@ static void api_ca_rotate(reted *r, rete_http_req *req)
         respond_error(req, rc == RETE_ESTATE ? 409 : 500, err.msg[0] ? err.msg : "rotation failed");
         return;
     }
-    rete_tls_ctx *ctx = reted_datadir_server_tls(r, &err);
-    if (ctx) {
-        rete_http_server_set_tls(r->xds, ctx);
-        rete_tls_ctx_unref(r->xds_tls);
-        r->xds_tls = ctx;
-    } else {
-        rete_err("ca rotation: reted's own certificate: %s", err.msg);
+    if (r->ca_kek && reted_replica_ca_publish(r, &err) < 0) {
+        respond_error(req, err.code == RETE_ECONFLICT ? 409 : 503, err.msg);
+        return;
     }
+    reted_datadir_server_tls_renew(r);
     rete_info("ca rotation: %s done; pushing the bundle to every proxy", phase);
     reted_changed(r, NULL, NULL, NULL);
     rete_http_respond_jobj(req, 200, json_pack("{s:s,s:b,s:s}", "phase", phase, "rotating", rete_ca_rotating(r->ca),

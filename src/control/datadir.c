@@ -90,6 +90,19 @@ int reted_datadir_init(const char *dir, const char *td)
     return rc;
 }
 
+void reted_datadir_server_tls_renew(reted *r)
+{
+    rete_error err = {0};
+    rete_tls_ctx *ctx = reted_datadir_server_tls(r, &err);
+    if (!ctx) {
+        rete_err("ca: reted's own certificate: %s", err.msg);
+        return;
+    }
+    rete_http_server_set_tls(r->xds, ctx);
+    rete_tls_ctx_unref(r->xds_tls);
+    r->xds_tls = ctx;
+}
+
 rete_tls_ctx *reted_datadir_server_tls(reted *r, rete_error *err)
 {
     char spiffe[400];

@@ -23,6 +23,9 @@ int reted_datadir_init(const char *dir, const char *td);
  * written to the data directory: renewed at every start and at a CA
  * rotation. NULL with *err set. */
 rete_tls_ctx *reted_datadir_server_tls(struct reted *r, rete_error *err);
+/* The same, installed on the proxy API's listener (after a CA change);
+ * logged when it fails (the old certificate stays). */
+void reted_datadir_server_tls_renew(struct reted *r);
 /* context.json (and the user's retectl context): where reted listens and
  * its credentials' files. */
 void reted_datadir_write_context(struct reted *r, const char *api, const char *xds);

@@ -6,6 +6,7 @@
 #include "api.h"
 #include "ca.h"
 #include "compiler.h"
+#include "ca_shared.h"
 #include "datadir.h"
 #include "file.h"
 #include "log.h"
@@ -16,6 +17,7 @@
 #include "reted.h"
 #include "scrape.h"
 #include "spiffe.h"
+#include "store_tool.h"
 #include "token.h"
 
 #include <errno.h>
@@ -49,6 +51,10 @@ static void usage(FILE *out)
             "      --etcd-cert FILE, --etcd-key FILE   client certificate for etcd\n"
             "      --etcd-prefix P    key prefix in etcd (default /rete/)\n"
             "      --etcd-timeout DUR one call to etcd (default 5s)\n"
+            "      --ca-kek FILE      share the CA through etcd, private keys sealed with this\n"
+            "                         key-encryption key (32 bytes, or a passphrase of 16+\n"
+            "                         characters); without it each replica uses its own ca/ files\n"
+            "  reted migrate|backup|restore ...: whole stores (reted migrate --help)\n"
             "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API) ")\n"
             "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API) ")\n"
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
@@ -247,8 +253,12 @@ int main(int argc, char **argv)
         {"etcd-key", required_argument, NULL, 268},
         {"etcd-prefix", required_argument, NULL, 269},
         {"etcd-timeout", required_argument, NULL, 270},
+        {"ca-kek", required_argument, NULL, 272},
         {NULL, 0, NULL, 0},
     };
+    if (argc > 1 && (strcmp(argv[1], "migrate") == 0 || strcmp(argv[1], "backup") == 0 ||
+                     strcmp(argv[1], "restore") == 0))
+        return reted_store_tool(argc - 1, argv + 1);
     bool init_only = argc > 1 && strcmp(argv[1], "init") == 0;
     if (init_only) {
         argv[1] = argv[0];
@@ -271,6 +281,8 @@ int main(int argc, char **argv)
     const char *store = NULL;
     rete_store_etcd_opts etcd = {.timeout_ms = 5000};
     uint32_t etcd_timeout = 5000;
+    const char *kek_path = NULL;
+    static reted_kek kek;
     int c;
     while ((c = getopt_long(argc, argv, "d:l:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -348,6 +360,7 @@ int main(int argc, char **argv)
         case 267: etcd.cert = optarg; break;
         case 268: etcd.key = optarg; break;
         case 269: etcd.prefix = optarg; break;
+        case 272: kek_path = optarg; break;
         case 270:
             if (parse_duration_ms(optarg, &etcd_timeout) < 0 || etcd_timeout > 600000) {
                 fprintf(stderr, "reted: bad --etcd-timeout %s (a duration: 500ms, 5s; at most 10m)\n", optarg);
@@ -373,24 +386,40 @@ int main(int argc, char **argv)
         fprintf(stderr, "reted: the --etcd-* flags need --store etcd://...\n");
         return 2;
     }
-    /* The trust domain is fixed when the data directory is made. */
+    if (kek_path && !on_etcd) {
+        fprintf(stderr, "reted: --ca-kek shares the CA through etcd: it needs --store etcd://...\n");
+        return 2;
+    }
+    rete_error e = {0};
+    if (kek_path && reted_kek_load(kek_path, &kek, &e) != RETE_OK) {
+        fprintf(stderr, "reted: %s\n", e.msg);
+        return 1;
+    }
+    /* The trust domain is fixed when the data directory is made (with
+     * --ca-kek: when the first replica publishes the CA). */
     char *tdfile = reted_datadir_path(r.data_dir, "trust-domain");
-    char *stored_td = reted_datadir_read_line(tdfile);
-    free(tdfile);
+    char *stored_td = kek_path ? NULL : reted_datadir_read_line(tdfile);
     if (stored_td && td && strcmp(stored_td, td) != 0) {
         fprintf(stderr, "reted: %s belongs to trust domain %s, not %s\n", r.data_dir, stored_td, td);
+        free(tdfile);
+        free(stored_td);
         return 1;
     }
     snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", stored_td ? stored_td : td ? td : RETE_DEFAULT_TRUST_DOMAIN);
     free(stored_td);
-    if (reted_datadir_init(r.data_dir, r.trust_domain) < 0)
-        return 1;
-    if (init_only)
-        return 0;
+    if (!kek_path) {
+        int irc = reted_datadir_init(r.data_dir, r.trust_domain);
+        if (irc < 0 || init_only) {
+            free(tdfile);
+            return irc < 0 ? 1 : 0;
+        }
+    }
 
     signal(SIGPIPE, SIG_IGN);
-    if (fit_fd_limit(&r, api_set, xds_set) < 0)
+    if (fit_fd_limit(&r, api_set, xds_set) < 0) {
+        free(tdfile);
         return 1;
+    }
     rete_http_limits *lims[2] = {&r.api_limits, &r.xds_limits};
     for (size_t i = 0; i < 2; i++) {
         lims[i]->header_timeout_ms = header_ms;
@@ -399,7 +428,6 @@ int main(int argc, char **argv)
         if (!lims[i]->max_conns_per_source || lims[i]->max_conns_per_source > lims[i]->max_conns)
             lims[i]->max_conns_per_source = lims[i]->max_conns;
     }
-    rete_error e = {0};
     if (on_etcd) {
         etcd.endpoints = store + 7;
         r.store = rete_store_etcd_open(&etcd, &e);
@@ -410,8 +438,29 @@ int main(int argc, char **argv)
     }
     if (!r.store) {
         fprintf(stderr, "reted: store: %s\n", e.msg);
+        free(tdfile);
         return 1;
     }
+    if (kek_path) {
+        /* the store's CA (or this one, published, when it has none) */
+        if (reted_ca_shared_start(r.store, &kek, r.data_dir, td, &r.ca_rev) < 0) {
+            free(tdfile);
+            return 1;
+        }
+        r.ca_kek = &kek;
+        char *shared_td = reted_datadir_read_line(tdfile);
+        snprintf(r.trust_domain, sizeof(r.trust_domain), "%s", shared_td ? shared_td : r.trust_domain);
+        free(shared_td);
+        if (init_only) {
+            free(tdfile);
+            return 0;
+        }
+    } else if (on_etcd) {
+        rete_warn("reted: on etcd without --ca-kek: this replica uses the CA files of its own data directory "
+                  "(%s/ca); every replica needs the same copy (docs/operations.md, \"The CA on etcd\")",
+                  r.data_dir);
+    }
+    free(tdfile);
     char *cadir = reted_datadir_path(r.data_dir, "ca");
     r.ca = rete_ca_load(cadir, r.trust_domain, &e);
     free(cadir);

@@ -9,7 +9,9 @@
  * for a relist: everything is reloaded from the store. */
 #include "replica.h"
 
+#include "ca_shared.h"
 #include "compiler.h"
+#include "datadir.h"
 #include "kinds.h"
 #include "log.h"
 #include "mesh_index.h"
@@ -17,6 +19,7 @@
 #include "reted.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -69,9 +72,63 @@ static void on_async(uv_async_t *a)
     }
 }
 
+/* The data directory now holds the store's CA: load it, reissue reted's
+ * own certificate, push the bundle; proxies renew when the signing root
+ * changed (a rotation's begin elsewhere). */
+static void ca_reload(reted *r)
+{
+    rete_error err = {0};
+    char *cadir = reted_datadir_path(r->data_dir, "ca");
+    rete_ca *ca = rete_ca_load(cadir, r->trust_domain, &err);
+    free(cadir);
+    if (!ca) {
+        rete_err("ca: the store's CA does not load: %s; keeping the one in memory", err.msg);
+        return;
+    }
+    uint8_t old_id[RETE_CERT_ROOT_ID_LEN] = {0}, new_id[RETE_CERT_ROOT_ID_LEN] = {0};
+    bool had = rete_ca_signing_root_id(r->ca, old_id), has = rete_ca_signing_root_id(ca, new_id);
+    rete_ca_free(r->ca);
+    r->ca = ca;
+    if (!had || !has || memcmp(old_id, new_id, sizeof old_id) != 0)
+        r->renew_issued_before = reted_now() + 1;
+    r->ca_generation++;
+    reted_datadir_server_tls_renew(r);
+    reted_count(&r->stats, r->stats.ca_reloads);
+    rete_info("ca: loaded the CA another replica changed (record revision %llu, rotating: %s); pushing the "
+              "bundle to every proxy",
+              (unsigned long long)r->ca_rev, rete_ca_rotating(ca) ? "yes" : "no");
+    reted_changed(r, NULL, NULL, NULL);
+}
+
+static void ca_poll(reted *r)
+{
+    rete_error err = {0};
+    int changed = reted_ca_shared_refresh(r->store, r->ca_kek, r->data_dir, &r->ca_rev, &err);
+    if (changed < 0)
+        rete_warn("ca: %s", err.msg);
+    else if (changed)
+        ca_reload(r);
+}
+
+int reted_replica_ca_publish(reted *r, rete_error *err)
+{
+    rete_rc rc = reted_ca_shared_publish(r->store, r->ca_kek, r->data_dir, &r->ca_rev, err);
+    if (rc == RETE_OK)
+        return 0;
+    if (rc == RETE_ECONFLICT) {
+        rete_warn("ca: %s: taking the store's CA", err->msg);
+        rete_error tmp = {0};
+        if (reted_ca_shared_refresh(r->store, r->ca_kek, r->data_dir, &r->ca_rev, &tmp) > 0)
+            ca_reload(r);
+    }
+    return -1;
+}
+
 static void on_lead(uv_timer_t *t)
 {
     reted *r = t->data;
+    if (r->ca_kek)
+        ca_poll(r);
     char leader[sizeof(r->leader)];
     bool leading = r->store->ops->lead(r->store, r->replica_id, leader, sizeof(leader));
     if (leading != r->leading)

@@ -108,6 +108,10 @@ void reted_stats_init(reted_stats *s)
                "Reloads of every resource because the store's watch could not follow (compaction, overflow).",
                RETE_METRIC_COUNTER, NULL);
     s->store_relists = series(s, f, NULL, NULL);
+    f = family(s, "rete_reted_ca_reloads_total",
+               "Loads of a CA another replica published to the store (--ca-kek: a rotation step elsewhere).",
+               RETE_METRIC_COUNTER, NULL);
+    s->ca_reloads = series(s, f, NULL, NULL);
     {
         /* What one apply costs the loop: the issue's target is <= 10 ms at
          * 12,000 resources stored (docs/control-plane.md). */

@@ -67,6 +67,9 @@ typedef struct rete_store_change {
 
 typedef bool (*rete_store_change_fn)(const rete_store_change *c, void *arg); /* false stops */
 
+typedef bool (*rete_store_token_fn)(const rete_store_token *t, const uint8_t secret_hash[32],
+                                    void *arg); /* false stops */
+
 typedef struct rete_store_ops {
     const char *name;
     /* Apply every write or none, in order (a later write sees an earlier
@@ -101,6 +104,20 @@ typedef struct rete_store_ops {
     /* Delete the tokens that expired before `expired_before` (used up or
      * not); *removed says how many. */
     rete_rc (*token_prune)(rete_store *s, int64_t expired_before, size_t *removed);
+    /* Every join token with its secret's hash, in id order (migration and
+     * backup: store_tool.c). fn may not call the store. */
+    rete_rc (*token_list)(rete_store *s, rete_store_token_fn fn, void *arg);
+    /* Replicated backends only (NULL for SQLite, whose CA lives in the data
+     * directory's files): a named value beside the resources, outside the
+     * watch (the shared CA record: ca_shared.c). meta_get fills *value
+     * (malloc'ed, NUL-terminated), *len and *rev (a revision that changes at
+     * every put); RETE_ENOTFOUND when absent. meta_put with expected_rev 0
+     * creates (RETE_ECONFLICT when it exists), else replaces only while the
+     * value is still at expected_rev (RETE_ECONFLICT otherwise); *new_rev
+     * the revision it got. */
+    rete_rc (*meta_get)(rete_store *s, const char *name, char **value, size_t *len, uint64_t *rev);
+    rete_rc (*meta_put)(rete_store *s, const char *name, const char *value, size_t len, uint64_t expected_rev,
+                        uint64_t *new_rev);
     /* Replicated backends only (NULL for SQLite, whose one writer is this
      * process). watch_start follows every change from the store's current
      * revision on another thread and calls notify(arg) from that thread
@@ -137,6 +154,13 @@ struct rete_store {
  * be opened, is not a rete store, is damaged, or has a schema newer than
  * this build knows. One thread at a time. */
 rete_store *rete_store_sqlite_open(const char *path, rete_error *err);
+
+/* A consistent copy of the SQLite store at `from` into `to` with SQLite's
+ * online backup API (a reted may be writing `from` meanwhile). `to` must
+ * not exist (RETE_ECONFLICT when it does). *err says why on
+ * failure. Restore is the same copy the other way, into a path no reted
+ * has open. */
+rete_rc rete_store_sqlite_backup(const char *from, const char *to, rete_error *err);
 
 /* The replicated backend: etcd's v3 JSON gateway at `endpoints`
  * ("host:port[,host:port...]"), keys under `prefix` ("/rete/" by default),

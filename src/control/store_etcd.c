@@ -747,6 +747,109 @@ static rete_rc se_token_prune(rete_store *s, int64_t expired_before, size_t *rem
     return rc;
 }
 
+static rete_rc se_token_list(rete_store *s, rete_store_token_fn fn, void *arg)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    size_t n = strlen(se->prefix) + 8;
+    char *pre = rete_malloc(n);
+    snprintf(pre, n, "%stokens/", se->prefix);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
+                      &resp);
+    if (rc != RETE_OK) {
+        free(pre);
+        return rc;
+    }
+    json_t *kvs = json_object_get(resp, "kvs"), *kv;
+    size_t i, pl = strlen(pre);
+    se->in_list = true;
+    json_array_foreach(kvs, i, kv) {
+        rete_store_token t = {0};
+        uint8_t hash[32];
+        uint64_t mod = 0;
+        size_t kl;
+        char *key = unb64(json_object_get(kv, "key"), &kl);
+        bool ok = key && kl > pl && kl - pl < sizeof t.id && tok_parse(kv, &t, hash, &mod);
+        if (ok)
+            snprintf(t.id, sizeof t.id, "%s", key + pl);
+        free(key);
+        if (!ok) {
+            rete_err("store etcd: a damaged token under %s", pre);
+            rc = RETE_EIO;
+            break;
+        }
+        if (!fn(&t, hash, arg))
+            break;
+    }
+    se->in_list = false;
+    free(pre);
+    json_decref(resp);
+    return rc;
+}
+
+/* ---- named values beside the resources (the shared CA record) ---- */
+
+static char *meta_key(const store_etcd *se, const char *name)
+{
+    size_t n = strlen(se->prefix) + strlen(name) + 8;
+    char *k = rete_malloc(n);
+    snprintf(k, n, "%smeta/%s", se->prefix, name);
+    return k;
+}
+
+static rete_rc se_meta_get(rete_store *s, const char *name, char **value, size_t *len, uint64_t *rev)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    char *key = meta_key(se, name);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+    free(key);
+    RETE_GUARD(rc);
+    json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
+    if (!kv) {
+        json_decref(resp);
+        return RETE_ENOTFOUND;
+    }
+    size_t vl = 0;
+    char *v = json_object_get(kv, "value") ? unb64(json_object_get(kv, "value"), &vl) : rete_strdup("");
+    if (!v) {
+        json_decref(resp);
+        rete_err("store etcd: %smeta/%s: not base64", se->prefix, name);
+        return RETE_EIO;
+    }
+    *value = v;
+    *len = vl;
+    *rev = jint(kv, "mod_revision");
+    json_decref(resp);
+    return RETE_OK;
+}
+
+static rete_rc se_meta_put(rete_store *s, const char *name, const char *value, size_t len, uint64_t expected_rev,
+                           uint64_t *new_rev)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    char *key = meta_key(se, name), rev[24];
+    snprintf(rev, sizeof rev, "%" PRIu64, expected_rev);
+    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o}}]}", "compare", "key", b64s(key), "target",
+                            expected_rev ? "MOD" : "CREATE", "result", "EQUAL",
+                            expected_rev ? "mod_revision" : "create_revision", expected_rev ? rev : "0",
+                            "success", "request_put", "key", b64s(key), "value", b64(value, len));
+    free(key);
+    json_t *resp;
+    RETE_GUARD(call(se, "/v3/kv/txn", req, &resp));
+    bool ok = json_is_true(json_object_get(resp, "succeeded"));
+    if (new_rev)
+        *new_rev = ok ? jint(json_object_get(resp, "header"), "revision") : 0;
+    json_decref(resp);
+    return ok ? RETE_OK : RETE_ECONFLICT;
+}
+
 /* ---- leadership ---- */
 
 static uint64_t mono_ms(void)
@@ -1082,6 +1185,9 @@ static const rete_store_ops etcd_ops = {
     .token_put = se_token_put,
     .token_use = se_token_use,
     .token_prune = se_token_prune,
+    .token_list = se_token_list,
+    .meta_get = se_meta_get,
+    .meta_put = se_meta_put,
     .watch_start = se_watch_start,
     .watch_drain = se_watch_drain,
     .watch_stop = se_watch_stop,

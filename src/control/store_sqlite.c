@@ -60,6 +60,7 @@ enum store_stmt {
     ST_TOK_GET,
     ST_TOK_CONSUME,
     ST_TOK_PRUNE,
+    ST_TOK_LIST,
     ST__COUNT
 };
 
@@ -95,6 +96,7 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_TOK_CONSUME] = "UPDATE tokens SET uses_left = uses_left - 1"
                        " WHERE id = ?1 AND uses_left > 0 AND expires_unix > ?2 RETURNING uses_left",
     [ST_TOK_PRUNE] = "DELETE FROM tokens WHERE expires_unix <= ?1",
+    [ST_TOK_LIST] = "SELECT id, secret_hash, ns, sa, expires_unix, uses_left FROM tokens ORDER BY id",
 };
 
 /* Version 1 of the schema, created in one transaction with user_version. */
@@ -585,6 +587,40 @@ static rete_rc sq_token_prune(rete_store *s, int64_t expired_before, size_t *rem
     return RETE_OK;
 }
 
+static rete_rc sq_token_list(rete_store *s, rete_store_token_fn fn, void *arg)
+{
+    store_sqlite *sq = to_sq(s);
+    if (sq->in_list)
+        return RETE_ESTATE;
+    sqlite3_stmt *st = sq_stmt(sq, ST_TOK_LIST);
+    int rc;
+    sq->in_list = true;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rete_store_token t;
+        memset(&t, 0, sizeof t);
+        int64_t uses;
+        const void *hash = sqlite3_column_blob(st, 1);
+        bool ok = hash && sqlite3_column_bytes(st, 1) == 32 && col_copy(st, 0, t.id, sizeof t.id) &&
+                  col_copy(st, 2, t.ns, sizeof t.ns) && col_copy(st, 3, t.sa, sizeof t.sa) &&
+                  col_i64(st, 4, &t.expires_unix) && col_i64(st, 5, &uses) && uses >= -1 && uses <= INT32_MAX;
+        if (!ok) {
+            rete_err("store %s: damaged token row", sq->path);
+            rc = SQLITE_CORRUPT;
+            break;
+        }
+        t.uses_left = (int32_t)uses;
+        uint8_t h[32];
+        memcpy(h, hash, 32);
+        if (!fn(&t, h, arg)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sq->in_list = false;
+    sq_done(st);
+    return rc == SQLITE_DONE ? RETE_OK : (rc == SQLITE_CORRUPT ? RETE_EIO : sq_fail(sq, "listing tokens"));
+}
+
 static void sq_close(rete_store *s)
 {
     if (!s)
@@ -609,6 +645,7 @@ static const rete_store_ops sqlite_ops = {
     .token_put = sq_token_put,
     .token_use = sq_token_use,
     .token_prune = sq_token_prune,
+    .token_list = sq_token_list,
     .close = sq_close,
 };
 
@@ -834,4 +871,41 @@ rete_store *rete_store_sqlite_open(const char *path, rete_error *err)
 fail:
     sq_close(&sq->base);
     return NULL;
+}
+
+/* The online backup API, all pages in one step: `from` stays readable and
+ * writable by a running reted (SQLite restarts the copy if it changes
+ * mid-way, which one step makes a single pass). */
+rete_rc rete_store_sqlite_backup(const char *from, const char *to, rete_error *err)
+{
+    if (access(from, R_OK) != 0)
+        return rete_error_set(err, RETE_ENOTFOUND, "%s: %s", from, strerror(errno));
+    int fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return rete_error_set(err, errno == EEXIST ? RETE_ECONFLICT : RETE_EIO, "%s: %s", to, strerror(errno));
+    close(fd);
+    sqlite3 *src = NULL, *dst = NULL;
+    rete_rc rc = RETE_OK;
+    if (sqlite3_open_v2(from, &src, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_open_v2(to, &dst, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        rc = rete_error_set(err, RETE_EIO, "open: %s", sqlite3_errmsg(src && !dst ? src : dst ? dst : src));
+        goto out;
+    }
+    (void)sqlite3_busy_timeout(src, STORE_BUSY_TIMEOUT_MS);
+    sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
+    if (!b) {
+        rc = rete_error_set(err, RETE_EIO, "%s: backup: %s", to, sqlite3_errmsg(dst));
+        goto out;
+    }
+    int step = sqlite3_backup_step(b, -1);
+    int fin = sqlite3_backup_finish(b);
+    if (step != SQLITE_DONE || fin != SQLITE_OK)
+        rc = rete_error_set(err, RETE_EIO, "%s -> %s: backup: %s", from, to,
+                            sqlite3_errstr(step != SQLITE_DONE ? step : fin));
+out:
+    sqlite3_close(src);
+    sqlite3_close(dst);
+    if (rc != RETE_OK)
+        unlink(to);
+    return rc;
 }

@@ -111,13 +111,16 @@ def cluster(tmp_path_factory):
 
 # ---- reted replicas on a cluster (test_reted_etcd.py, test_reted_ha.py)
 
-def replicas(tmp_path, endpoints, prefix, n=3, per_replica_endpoints=None, args=()):
+def replicas(tmp_path, endpoints, prefix, n=3, per_replica_endpoints=None, args=(), kek=None):
     """n reted replicas on etcd under `prefix`; the first makes the CA and
-    admin token, the others start from copies of them."""
+    admin token, the others start from copies of them, or (kek: a KEK
+    file) from the CA the first publishes to etcd, with no file copied."""
     out = []
+    if kek:
+        args = (*args, "--ca-kek", kek)
     for i in range(n):
         d = os.path.join(str(tmp_path), f"reted-{i}")
-        if i:
+        if i and not kek:
             os.makedirs(d)
             shutil.copytree(os.path.join(out[0].data, "ca"), os.path.join(d, "ca"))
             for f in ("admin.token", "trust-domain"):
@@ -141,3 +144,19 @@ def tagged(proxy, value):
         return curl_json(proxy.outbound, "echo", "/r")["headers"].get("x-rule") == value
     except (AssertionError, ValueError):
         return False
+
+
+def kek_file(tmp_path, name="kek", data=None):
+    """A key-encryption key file (32 random bytes unless data), mode 0600."""
+    p = os.path.join(str(tmp_path), name)
+    with open(p, "wb") as f:
+        f.write(os.urandom(32) if data is None else data)
+    os.chmod(p, 0o600)
+    return p
+
+
+def values(cluster, prefix):
+    """Every (key, value) under prefix, decoded."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    kvs = cluster.kv("range", {"key": b64(prefix), "range_end": b64(end)}).get("kvs", [])
+    return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", ""))) for kv in kvs]

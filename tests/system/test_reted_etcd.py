@@ -3,9 +3,9 @@ slice): the store backend, every replica following every change through
 etcd's watch, conflicts and join tokens decided by etcd transactions.
 
 Every replica has its own data directory; the CA is the same on all of
-them because replicas B and C start from copies of A's CA files (an
-operator CA on each replica's disk; sharing it through etcd under a
-key-encryption key is not built yet). Each test has its own key prefix."""
+them because replicas B and C start from copies of A's CA files (reted
+without --ca-kek; the CA shared through etcd under a key-encryption key is
+test_reted_ca_shared.py's). Each test has its own key prefix."""
 import concurrent.futures
 
 from controlplane import curl_status, issue_identity, reted_metric, start_cp_proxy
