@@ -368,6 +368,9 @@ static json_t *proxy_json(const reted_proxy *p)
     /* What its balancers hold out now, as it last said (outlier detection,
      * health checks); [] when it said nothing is. */
     json_object_set_new(o, "endpointsOut", p->endpoints_out ? json_incref(p->endpoints_out) : json_array());
+    /* Retries its retry budgets refused since it started, by Service. */
+    json_object_set_new(o, "retryBudgetExhausted",
+                        p->budget_exhausted ? json_incref(p->budget_exhausted) : json_object());
     if (p->sent) {
         /* What the proxy was sent: its egress in force and how much that is. */
         json_t *egress = json_array();

@@ -766,6 +766,11 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
             json_decref(p->endpoints_out);
             p->endpoints_out = json_incref(out);
         }
+        json_t *budget = json_object_get(msg, "retryBudgetExhausted");
+        if (json_is_object(budget) && json_object_size(budget) <= RETE_GOLDEN_MAX_OUT_ENDPOINTS) {
+            json_decref(p->budget_exhausted);
+            p->budget_exhausted = json_incref(budget);
+        }
     } else if (strncmp(type, "tap-", 4) == 0) {
         p->last_seen_unix = reted_now();
         reted_tap_on_proxy(r, p, type, msg);

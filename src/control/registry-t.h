@@ -29,6 +29,7 @@ typedef struct reted_proxy {
     /* The endpoints its balancers hold out (outlier detection, health
      * checks), as its last "endpoints" message said; NULL: none said. */
     json_t *endpoints_out;
+    json_t *budget_exhausted;       /* cluster -> retries its budget refused, as it last said */
     bool nacked;
     bool ready;
     struct reted_snapshot *sent;           /* the snapshot last sent (a reference) */

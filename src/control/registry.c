@@ -19,6 +19,7 @@ void reted_proxy_free(reted *r, reted_proxy *p)
 {
     free(p->nack_error);
     json_decref(p->endpoints_out);
+    json_decref(p->budget_exhausted);
     reted_snapshot_release(r, p->sent);
     free(p);
 }

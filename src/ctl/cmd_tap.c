@@ -578,6 +578,24 @@ int rete_ctl_cmd_diagnose(rete_ctl *c)
                        : "");
         }
     }
+    /* Retries callers' retry budgets refused (each proxy's count since it
+     * started): the Service failed more than its callers could retry. */
+    size_t n_budget = 0;
+    json_array_foreach(proxies, i, p)
+    {
+        const char *cluster;
+        json_t *v;
+        json_object_foreach(json_object_get(p, "retryBudgetExhausted"), cluster, v)
+        {
+            if (strncmp(cluster, prefix, strlen(prefix)) != 0 || json_integer_value(v) <= 0)
+                continue;
+            if (!n_budget++)
+                printf("\nRetry budgets exhausted:\n");
+            problems++;
+            printf("  ! %s/%s: %lld retries refused by its retry budget for %s (since it started)\n",
+                   jstr(p, "namespace"), jstr(p, "name"), (long long)json_integer_value(v), cluster);
+        }
+    }
     json_decref(proxies);
 
     /* verdict */

@@ -182,6 +182,20 @@ void cp_golden_free(cp_golden **gp)
     *gp = NULL;
 }
 
+/* rete_proxy_retry_budget_exhausted_total, cluster -> count since start. */
+static void walk_budget(void *arg, size_t index, const rete_view *v, size_t n, const uint64_t *counts,
+                        size_t nc)
+{
+    (void)index;
+    if (n != 1 || nc != 1 || !counts[0] || json_object_size(arg) >= RETE_GOLDEN_MAX_OUT_ENDPOINTS)
+        return;
+    char cluster[300];
+    size_t len = v[0].len < sizeof(cluster) - 1 ? v[0].len : sizeof(cluster) - 1;
+    memcpy(cluster, v[0].p, len);
+    cluster[len] = '\0';
+    json_object_set_new(arg, cluster, json_integer((json_int_t)counts[0]));
+}
+
 json_t *cp_golden_endpoints(const rete_proxy *p, uint64_t now_ns)
 {
     json_t *out = json_array();
@@ -215,7 +229,11 @@ json_t *cp_golden_endpoints(const rete_proxy *p, uint64_t now_ns)
                                "healthCheckFailing", hc_down));
         }
     }
-    return json_pack("{s:s,s:o,s:I}", "type", "endpoints", "out", out, "dropped", (json_int_t)dropped);
+    json_t *budget = json_object();
+    if (p->metrics)
+        rete_metrics_walk(p->metrics, p->mm->retry_budget_exhausted_total, walk_budget, budget);
+    return json_pack("{s:s,s:o,s:I,s:o}", "type", "endpoints", "out", out, "dropped", (json_int_t)dropped,
+                     "retryBudgetExhausted", budget);
 }
 
 /* The endpoints this proxy's balancers hold out, sent when they changed
@@ -232,6 +250,7 @@ static void send_endpoints(rete_cp *cp)
                                                json_object_get(e, "address"), json_object_get(e, "ejected"),
                                                json_object_get(e, "healthCheckFailing")));
     }
+    json_array_append(shape, json_object_get(m, "retryBudgetExhausted"));
     char *text = json_dumps(shape, JSON_COMPACT);
     json_decref(shape);
     if (text && cp->endpoints_sent && strcmp(text, cp->endpoints_sent) == 0) {

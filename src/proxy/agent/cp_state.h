@@ -107,7 +107,9 @@ json_t *cp_golden_read(cp_golden *g, rete_proxy *p, uint32_t interval_s);
 void cp_golden_start(rete_cp *cp);
 /* The "endpoints" message: the endpoints outlier detection or active health
  * checks hold out now (at most RETE_GOLDEN_MAX_OUT_ENDPOINTS; the rest
- * counted in "dropped"), read from the proxy-wide outlier table. Main loop. */
+ * counted in "dropped"), read from the proxy-wide outlier table, and the
+ * retries each Service's retry budget refused since start
+ * ("retryBudgetExhausted": cluster -> count). Main loop. */
 json_t *cp_golden_endpoints(const rete_proxy *p, uint64_t now_ns);
 
 /* cp_tap.c: metrics and timer (init); "tap" and "tap-stop" messages; the
