@@ -484,6 +484,29 @@ void rete_http_stream_send(rete_http_stream *st, const char *data, size_t len)
     rete_http_stream_send_ref(st, data, len, NULL, 0, false, NULL, NULL);
 }
 
+char *rete_http_json_line(json_t *obj, size_t *len)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    s = rete_realloc(s, n + 2);
+    s[n] = '\n';
+    s[n + 1] = '\0';
+    *len = n + 1;
+    return s;
+}
+
+void rete_http_stream_send_json(rete_http_stream *st, json_t *obj)
+{
+    size_t n;
+    char *s = rete_http_json_line(obj, &n);
+    if (s)
+        rete_http_stream_send(st, s, n);
+    free(s);
+}
+
 void rete_http_stream_close(rete_http_stream *st)
 {
     rete_http_conn *c = st->conn;

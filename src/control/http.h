@@ -161,6 +161,12 @@ rete_http_stream *rete_http_stream_start(rete_http_req *req, const char *content
 
 /* Queue a copy of data. */
 void rete_http_stream_send(rete_http_stream *st, const char *data, size_t len);
+/* obj as one compact JSON line ("...\n", malloc'ed, *len without a NUL);
+ * takes the reference; NULL when it cannot be serialised. */
+char *rete_http_json_line(struct json_t *obj, size_t *len);
+/* Queue obj as one JSON line (the streams' message framing); takes the
+ * reference. */
+void rete_http_stream_send_json(rete_http_stream *st, struct json_t *obj);
 
 /* Releases what a queued message pointed at; owner is the stream's owner. */
 typedef void (*rete_http_release)(void *owner, void *arg);

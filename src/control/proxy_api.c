@@ -548,24 +548,11 @@ static void deregister(reted *r, reted_proxy *p)
 
 /* ---- streams ---- */
 
-static void send_obj(rete_http_stream *st, json_t *obj)
-{
-    char *s = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    if (!s)
-        return;
-    size_t n = strlen(s);
-    s = rete_realloc(s, n + 2);
-    s[n] = '\n';
-    rete_http_stream_send(st, s, n + 1);
-    free(s);
-}
-
 static void stream_refuse(rete_http_stream *st, const char *why)
 {
     rete_warn("xds: refusing stream from %s (%s): %s", rete_http_stream_peer_addr(st),
               rete_http_stream_peer_id(st), why);
-    send_obj(st, json_pack("{s:s,s:s}", "type", "error", "error", why));
+    rete_http_stream_send_json(st, json_pack("{s:s,s:s}", "type", "error", "error", why));
     rete_http_stream_close(st);
 }
 
@@ -816,7 +803,7 @@ void reted_tick(reted *r)
     while (*pp) {
         reted_proxy *p = *pp;
         if (p->stream) {
-            send_obj(p->stream, json_pack("{s:s}", "type", "ping"));
+            rete_http_stream_send_json(p->stream, json_pack("{s:s}", "type", "ping"));
             /* (a ping to a reader too far behind closes its stream) */
             if (p->stream && p->cert.not_after && now >= p->cert.not_after) {
                 /* The handshake checked the certificate once; a stream

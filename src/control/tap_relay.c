@@ -61,32 +61,16 @@ static bool query_str(const rete_http_req *req, const char *key, char *out, size
     return true;
 }
 
-static void send_line(rete_http_stream *st, json_t *obj)
-{
-    char *s = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    if (!s)
-        return;
-    size_t n = strlen(s);
-    s = rete_realloc(s, n + 2);
-    s[n] = '\n';
-    rete_http_stream_send(st, s, n + 1);
-    free(s);
-}
-
 static void to_clients(reted_tap *t, json_t *obj)
 {
-    char *s = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
+    size_t n;
+    char *s = rete_http_json_line(obj, &n);
     if (!s)
         return;
-    size_t n = strlen(s);
-    s = rete_realloc(s, n + 2);
-    s[n] = '\n';
     /* a send may cut a client that is too far behind (its on_close unlinks it) */
     for (tap_client *c = t->clients, *next; c; c = next) {
         next = c->next;
-        rete_http_stream_send(c->st, s, n + 1);
+        rete_http_stream_send(c->st, s, n);
     }
     free(s);
 }
@@ -113,7 +97,7 @@ static void tell_proxy(const reted_tap *t, reted_proxy *p, bool start)
 {
     json_t *m = start ? json_pack("{s:s,s:s,s:O}", "type", "tap", "id", t->id, "match", t->match)
                       : json_pack("{s:s,s:s}", "type", "tap-stop", "id", t->id);
-    send_line(p->stream, m);
+    rete_http_stream_send_json(p->stream, m);
 }
 
 static void tap_free(reted *r, reted_tap *t)
@@ -269,7 +253,7 @@ void reted_tap_api(reted *r, rete_http_req *req)
         rete_info("tap %s (%s %s/%s): started at %zu proxies", t->id, kind, ns, name, n);
     /* the client learns which proxies were told; each says "started" (for a
      * tap it joined, they already have) */
-    send_line(c->st, json_pack("{s:s,s:s,s:o,s:O,s:b}", "type", "tap", "id", t->id, "proxies", names, "match",
+    rete_http_stream_send_json(c->st, json_pack("{s:s,s:s,s:o,s:O,s:b}", "type", "tap", "id", t->id, "proxies", names, "match",
                                t->match, "shared", !created));
 }
 
