@@ -41,7 +41,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps layers build dashboard dashboard-check test unit system asan clang tsan tsan-test demo bench bench-smoke fuzz fuzz-build fuzz-smoke install clean format
+.PHONY: all deps layers build dashboard dashboard-check test unit system asan clang tsan tsan-test demo bench bench-smoke soak fuzz fuzz-build fuzz-smoke install clean format
 
 all: build
 
@@ -136,6 +136,13 @@ bench: deps build
 
 bench-smoke: deps build
 	$(PYTHON) bench/run.py --smoke
+
+# Not in `make test`: SOAK_MINUTES (default 30) of mixed traffic under
+# reted with config pushes, short-lived certificates and backend churn;
+# asserts flat RSS and fds, writes bench/soak.json and bench/soak.png.
+SOAK_MINUTES ?= 30
+soak: deps build
+	$(PYTHON) bench/soak.py --minutes $(SOAK_MINUTES)
 
 # clang with -fsanitize=thread (build-tsan/); tests/tsan.supp says what is
 # suppressed and why.

@@ -779,10 +779,22 @@ def write(res, outdir):
     L += ["## The targets missed", ""] + misses_section(res)
     L += ["## What changed as a result", ""] + changes_section()
     L += ["## Control plane scale", ""] + control_plane_section(res)
+    L += soak_section(outdir)
     if not pngs:
         L += ["(No plots: python3-matplotlib is not installed.)", ""]
     with open(os.path.join(outdir, "REPORT.md"), "w") as f:
         f.write("\n".join(L))
+
+
+def soak_section(outdir):
+    """The soak section (make soak, bench/soak.py) from its soak.json, kept
+    across `make bench` runs; nothing when no soak has run."""
+    path = os.path.join(outdir, "soak.json")
+    if not os.path.exists(path):
+        return []
+    import soak
+    with open(path) as f:
+        return soak.report_section(json.load(f)).split("\n")
 
 
 if __name__ == "__main__":

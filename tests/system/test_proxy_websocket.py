@@ -193,3 +193,25 @@ def test_upgrade_answer_is_the_apps_101_not_a_connect_200(ws_mesh):
     s.close()
     assert head.startswith(b"HTTP/1.1 101 "), head
     assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+
+
+def test_tunnels_closed_by_the_server_first_release_their_sockets(connect, ws_mesh):
+    """The app ends a WebSocket first (a WebSocket server closes the TCP
+    connection first), then the client: the client's sidecar closes the
+    downstream connection once both directions are done. It used to keep
+    each one's socket open forever (one fd per session, found by make soak)."""
+    import os
+    from helpers import wait_for
+    pid = ws_mesh["client"].pid
+
+    def fds():
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    before = fds()
+
+    async def go():
+        for _ in range(30):
+            async with connect("/echo") as ws:
+                await ws.send("x")
+                assert await asyncio.wait_for(ws.recv(), T) == "x"
+    run(go())
+    wait_for(lambda: fds() <= before + 2, 10, 0.1, f"the sidecar's fds back near {before} (now {fds()})")

@@ -620,7 +620,17 @@ static void h1s_on_eof(rete_io *io)
         return; /* held bytes first, once the upgrade is decided */
     }
     if (s->state == H1S_TUNNEL && s->ex) {
-        rete_ex_end(s->ex, RETE_DOWNSTREAM);
+        rete_exchange *ex = s->ex;
+        rete_ex_end(ex, RETE_DOWNSTREAM);
+        if (s->ex == ex && ex->resp_body.end && !ex->resp_body.head) {
+            /* The far side had finished first (h1s_write_body half-closed
+             * ours): both directions are done, and nothing else would
+             * close the connection (it leaked one socket per tunnel). */
+            s->ex = NULL;
+            rete_ex_detach(ex, RETE_DOWNSTREAM);
+            s->state = H1S_CLOSING;
+            rete_io_close(io);
+        }
         return;
     }
     if (s->state == H1S_WAIT && s->ex)
