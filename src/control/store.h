@@ -149,7 +149,8 @@ typedef struct rete_store_ops {
      * revision 0 and RETE_ENOTFOUND when absent). reg_list calls fn for
      * every registration. reg_expire deletes the Workload ns/name and its
      * registration in one transaction, only if the registration is still at
-     * reg_revision (0: still absent) and the Workload at wl_version:
+     * reg_revision (0: still absent) and the Workload at wl_version (0:
+     * the registration alone, the Workload untouched):
      * RETE_ECONFLICT (nothing deleted) when either moved. reg_epoch counts
      * the leases this replica took: when it changes, the registrations put
      * under the old one are gone and must be put again. */

@@ -1023,11 +1023,15 @@ static rete_rc se_reg_expire(rete_store *s, const char *ns, const char *name, ui
     char rrev[24], wrev[24];
     snprintf(rrev, sizeof rrev, "%" PRIu64, reg_revision);
     snprintf(wrev, sizeof wrev, "%" PRIu64, wl_version);
-    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s},{s:o,s:s,s:s,s:s}],s:[{s:{s:o}},{s:{s:o}}]}", "compare",
-                            "key", b64s(rk), "target", reg_revision ? "MOD" : "CREATE", "result", "EQUAL",
-                            reg_revision ? "mod_revision" : "create_revision", rrev, "key", b64s(wk), "target",
-                            "MOD", "result", "EQUAL", "mod_revision", wrev, "success", "request_delete_range",
-                            "key", b64s(wk), "request_delete_range", "key", b64s(rk));
+    json_t *cmp = json_pack("[{s:o,s:s,s:s,s:s}]", "key", b64s(rk), "target", reg_revision ? "MOD" : "CREATE",
+                            "result", "EQUAL", reg_revision ? "mod_revision" : "create_revision", rrev);
+    json_t *ops = json_pack("[{s:{s:o}}]", "request_delete_range", "key", b64s(rk));
+    if (wl_version) { /* 0: the registration alone */
+        json_array_append_new(cmp, json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(wk), "target", "MOD", "result",
+                                             "EQUAL", "mod_revision", wrev));
+        json_array_append_new(ops, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(wk)));
+    }
+    json_t *req = json_pack("{s:o,s:o}", "compare", cmp, "success", ops);
     free(rk);
     free(wk);
     json_t *resp;
