@@ -399,13 +399,6 @@ static const char *record_sa(json_t *rec)
     return sa ? sa : "default";
 }
 
-static bool record_by_proxy(json_t *rec)
-{
-    const char *by = json_string_value(json_object_get(
-        json_object_get(json_object_get(rec, "metadata"), "annotations"), "rete.dev/registered-by"));
-    return by && strcmp(by, "proxy") == 0;
-}
-
 /* Everything a hello may claim, checked (the rules above). RETED_REG_N when it
  * may register; else the reason, with a message in err. */
 static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, char *err, size_t errlen)
@@ -430,7 +423,7 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
         h->record = json_loads(res.json, 0, NULL);
     if (!h->record)
         return check_grant(r, h, err, errlen);
-    h->operator_record = !record_by_proxy(h->record);
+    h->operator_record = !reted_record_by_proxy(h->record);
     if (strcmp(record_sa(h->record), h->sa) != 0)
         return refuse_with(err, errlen, RETED_REG_OWNER,
                            "hello: Workload %s/%s belongs to another identity (service account %s, "
@@ -515,35 +508,26 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
 /* A proxy's readiness as it reports it (hello, health): a change marks its
  * Workload changed, so every snapshot holding it is compiled again with the
  * Workload's spec.ready (compiler.c) and pushed, as a delta of that one
- * document, to every proxy that routes to it. */
-static void set_ready(reted *r, const reted_proxy *p, bool ready)
+ * document, to every proxy that routes to it. On a replicated store the
+ * holder writes it into the proxy's registration too (put_too), so every
+ * other replica marks it the same (registry.c). */
+static void set_ready(reted *r, const reted_proxy *p, bool ready, bool put_too)
 {
-    if (!reted_workload_set_ready(r, p->ns, p->name, ready))
+    if (!reted_registry_apply_ready(r, p->ns, p->name, ready))
         return;
     rete_info("xds: %s/%s reports %s", p->ns, p->name,
               ready ? "ready: its Workload takes traffic again" : "not ready: its Workload takes no traffic");
-    reted_changed(r, "Workload", p->ns, p->name);
+    if (put_too)
+        reted_registration_hold(r, p->ns, p->name, ready);
 }
 
 /* Remove the Workload of a proxy that drained or expired: only a record its
- * own identity's stream created, never the operator's. */
+ * own identity's stream created, never the operator's, and on a replicated
+ * store only while no other replica holds its stream. */
 static void deregister(reted *r, reted_proxy *p)
 {
-    set_ready(r, p, true); /* gone: nothing of its readiness is kept */
-    rete_store_resource res;
-    if (r->store->ops->get(r->store, "Workload", p->ns, p->name, &res) != RETE_OK)
-        return;
-    json_t *rec = json_loads(res.json, 0, NULL);
-    bool own = rec && record_by_proxy(rec) && strcmp(record_sa(rec), p->sa) == 0;
-    json_decref(rec);
-    if (!own)
-        return;
-    /* Nothing names a Workload (services select by label): removing it
-     * cannot leave a dangling reference. */
-    rete_store_write w = {"Workload", p->ns, p->name, NULL, 0};
-    size_t failed;
-    if (r->store->ops->apply(r->store, &w, 1, &failed) == RETE_OK)
-        reted_changed(r, "Workload", p->ns, p->name);
+    reted_workload_set_ready(r, p->ns, p->name, true); /* gone: nothing of its readiness is kept */
+    reted_registration_release(r, p->ns, p->name, p->sa);
 }
 
 /* ---- streams ---- */
@@ -603,6 +587,12 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
                      egress, NULL, false, NULL};
     char err[1024];
     reg_reason why = check_hello(r, st, &h, err, sizeof(err));
+    /* Replicated: this replica holds the stream from now on, recorded before
+     * the Workload is written (the leader's sweep expires a Workload only
+     * while nobody holds it, in one transaction with that check). */
+    if (why == RETED_REG_N &&
+        reted_registration_hold(r, ns, name, !json_is_false(json_object_get(msg, "ready"))) != RETE_OK)
+        why = refuse_with(err, sizeof(err), RETED_REG_INVALID, "hello: store write failed");
     if (why == RETED_REG_N && !h.operator_record)
         why = register_workload(r, wl, &h, err, sizeof(err));
     bool operator_record = h.operator_record;
@@ -643,7 +633,7 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
      * is never pushed as ready to the others. */
     json_t *hello_ready = json_object_get(msg, "ready");
     p->ready = !json_is_false(hello_ready);
-    set_ready(r, p, p->ready);
+    set_ready(r, p, p->ready, false); /* its registration says it already */
     /* The certificate is the one the stream was verified with; what the
      * hello says of it (certIssuedAt, certExpiresAt, sent by older proxies)
      * is not read: the CA rotation's finish and proxy-status rely on it. */
@@ -734,7 +724,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
          * claims in a health (older proxies send them) are not read. */
         p->ready = json_is_true(json_object_get(msg, "ready"));
         p->last_seen_unix = reted_now();
-        set_ready(r, p, p->ready);
+        set_ready(r, p, p->ready, true);
     } else if (strcmp(type, "stats") == 0) {
         reted_golden_result res;
         p->last_seen_unix = reted_now();
@@ -798,6 +788,7 @@ void reted_tick(reted *r)
     /* once per mesh: by the leader (every replica's delete is guarded anyway) */
     if (r->leading && r->store->ops->token_prune(r->store, now - RETED_TOKEN_KEEP_S, &pruned) == RETE_OK && pruned)
         rete_info("ca: deleted %zu join tokens expired for over an hour", pruned);
+    reted_registration_sweep(r); /* the leader's, on a replicated store */
     reted_push_tick(r);
     reted_proxy **pp = &r->registry.proxies;
     while (*pp) {

@@ -47,11 +47,21 @@ typedef struct reted_proxy {
     rete_cert_facts cert;
 } reted_proxy;
 
+/* A proxy-registered Workload that no live replica holds (the leader's
+ * sweep, registry.c): since when it has been seen so. */
+typedef struct reted_orphan {
+    char *key;                      /* "ns/name" */
+    int64_t since_unix;
+} reted_orphan;
+
 /* The registry's state (struct reted embeds it as `registry`). */
 typedef struct reted_registry {
     reted_proxy *proxies;
     uint32_t grace_seconds;         /* how long a gone proxy stays */
     bool address_check_off;         /* --registration-address-check off: behind NAT */
+    uint64_t reg_epoch;             /* the store's lease epoch the held registrations were put under */
+    reted_orphan *orphans;          /* the leader's sweep, sorted by key */
+    size_t n_orphans;
 } reted_registry;
 
 #endif

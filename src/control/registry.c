@@ -1,9 +1,15 @@
-/* The registry (registry.h). */
+/* The registry (registry.h), and on a replicated store the registrations
+ * that tie each proxy to the replica holding its stream. */
 #include "registry.h"
 
+#include "alloc.h"
 #include "compiler.h"
+#include "log.h"
+#include "push.h"
 #include "reted.h"
+#include "vec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +30,15 @@ void reted_proxy_free(reted *r, reted_proxy *p)
     free(p);
 }
 
+static void orphans_free(reted_registry *g)
+{
+    for (size_t i = 0; i < g->n_orphans; i++)
+        free(g->orphans[i].key);
+    free(g->orphans);
+    g->orphans = NULL;
+    g->n_orphans = 0;
+}
+
 void reted_registry_free(reted *r)
 {
     for (reted_proxy *p = r->registry.proxies, *n; p; p = n) {
@@ -31,4 +46,249 @@ void reted_registry_free(reted *r)
         reted_proxy_free(r, p);
     }
     r->registry.proxies = NULL;
+    orphans_free(&r->registry);
+}
+
+bool reted_record_by_proxy(json_t *rec)
+{
+    const char *by = json_string_value(json_object_get(
+        json_object_get(json_object_get(rec, "metadata"), "annotations"), "rete.dev/registered-by"));
+    return by && strcmp(by, "proxy") == 0;
+}
+
+static bool replicated(const reted *r)
+{
+    return r->store->ops->reg_put != NULL;
+}
+
+bool reted_registry_apply_ready(reted *r, const char *ns, const char *name, bool ready)
+{
+    if (!reted_workload_set_ready(r, ns, name, ready))
+        return false;
+    reted_changed(r, "Workload", ns, name);
+    return true;
+}
+
+rete_rc reted_registration_hold(reted *r, const char *ns, const char *name, bool ready)
+{
+    if (!replicated(r))
+        return RETE_OK;
+    rete_rc rc = r->store->ops->reg_put(r->store, ns, name, r->replica_id, ready);
+    if (rc != RETE_OK)
+        rete_warn("registry: cannot record %s/%s as held by this replica (the store answered %d)", ns, name, rc);
+    return rc;
+}
+
+void reted_registration_release(reted *r, const char *ns, const char *name, const char *sa)
+{
+    rete_store_resource res;
+    uint64_t wl_version = 0;
+    bool own = false;
+    if (r->store->ops->get(r->store, "Workload", ns, name, &res) == RETE_OK) {
+        json_t *rec = json_loads(res.json, 0, NULL);
+        const char *rsa = json_string_value(json_object_get(json_object_get(rec, "spec"), "serviceAccount"));
+        own = rec && reted_record_by_proxy(rec) && strcmp(rsa ? rsa : "default", sa) == 0;
+        wl_version = res.resource_version;
+        json_decref(rec);
+    }
+    if (!replicated(r)) {
+        /* Nothing names a Workload (services select by label): removing
+         * it cannot leave a dangling reference. */
+        rete_store_write w = {"Workload", ns, name, NULL, 0};
+        size_t failed;
+        if (own && r->store->ops->apply(r->store, &w, 1, &failed) == RETE_OK)
+            reted_changed(r, "Workload", ns, name);
+        return;
+    }
+    rete_store_registration g;
+    rete_rc rc = r->store->ops->reg_get(r->store, ns, name, &g);
+    if (rc == RETE_OK && strcmp(g.holder, r->replica_id) != 0) {
+        rete_info("registry: %s/%s is held by replica %s now: its Workload stays", ns, name, g.holder);
+        return;
+    }
+    if (rc != RETE_OK && rc != RETE_ENOTFOUND)
+        return; /* the store does not answer: the next tick tries again (the leader's sweep, if this replica dies) */
+    uint64_t reg_rev = rc == RETE_OK ? g.revision : 0;
+    if (!own && !reg_rev)
+        return;
+    /* one transaction: the Workload only if still at the version read and
+     * nobody registered it meanwhile */
+    rc = r->store->ops->reg_expire(r->store, ns, name, reg_rev, own ? wl_version : 0);
+    if (rc == RETE_OK && own)
+        reted_changed(r, "Workload", ns, name);
+    else if (rc == RETE_ECONFLICT)
+        rete_info("registry: %s/%s registered again meanwhile: its Workload stays", ns, name);
+}
+
+/* A proxy another replica holds now: this replica forgets it (never its Workload). */
+static void forget_moved(reted *r, const char *ns, const char *name, const char *holder)
+{
+    for (reted_proxy **pp = &r->registry.proxies; *pp; pp = &(*pp)->next) {
+        reted_proxy *p = *pp;
+        if (strcmp(p->ns, ns) != 0 || strcmp(p->name, name) != 0)
+            continue;
+        if (p->stream)
+            return; /* still streaming here (a stale stream, or two processes of one name) */
+        rete_info("registry: %s/%s re-registered on replica %s: forgotten here", ns, name, holder);
+        *pp = p->next;
+        reted_proxy_free(r, p);
+        return;
+    }
+}
+
+static bool on_registration(const rete_store_registration *g, void *arg)
+{
+    reted *r = arg;
+    reted_proxy *p = reted_proxy_find(r, g->ns, g->name);
+    if (g->deleted) {
+        if (p && p->stream) { /* ours went with a lost lease: put it again */
+            reted_registration_hold(r, p->ns, p->name, p->ready);
+            return true;
+        }
+        reted_registry_apply_ready(r, g->ns, g->name, true); /* gone: nothing of its readiness is kept */
+        return true;
+    }
+    if (strcmp(g->holder, r->replica_id) == 0)
+        return true; /* this replica's own: applied when it was put */
+    if (p && p->stream)
+        return true; /* this replica holds the live stream; its readiness is the one in force here */
+    reted_registry_apply_ready(r, g->ns, g->name, g->ready);
+    forget_moved(r, g->ns, g->name, g->holder);
+    return true;
+}
+
+void reted_registration_changes(reted *r)
+{
+    if (r->store->ops->watch_drain_registrations)
+        r->store->ops->watch_drain_registrations(r->store, on_registration, r);
+}
+
+void reted_registration_relist(reted *r)
+{
+    if (!replicated(r))
+        return;
+    if (r->store->ops->reg_list(r->store, on_registration, r) != RETE_OK)
+        rete_warn("registry: cannot list the registrations: other replicas' proxies' readiness is not known yet");
+}
+
+void reted_registration_lease_check(reted *r)
+{
+    if (!replicated(r))
+        return;
+    uint64_t epoch = r->store->ops->reg_epoch(r->store);
+    if (epoch == r->registry.reg_epoch)
+        return;
+    size_t n = 0;
+    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
+        if (p->stream && reted_registration_hold(r, p->ns, p->name, p->ready) == RETE_OK)
+            n++;
+    if (r->registry.reg_epoch && n)
+        rete_info("registry: a new lease: %zu registrations put again", n);
+    r->registry.reg_epoch = epoch;
+}
+
+/* ---- the leader's sweep ---- */
+
+typedef struct held_set {
+    char **v;
+    size_t n, cap;
+} held_set;
+
+static bool collect_held(const rete_store_registration *g, void *arg)
+{
+    held_set *h = arg;
+    RETE_GROW(h->v, h->cap, h->n + 1, 64);
+    size_t len = strlen(g->ns) + strlen(g->name) + 2;
+    h->v[h->n] = rete_malloc(len);
+    snprintf(h->v[h->n++], len, "%s/%s", g->ns, g->name);
+    return true;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int orphan_cmp(const void *key, const void *o)
+{
+    return strcmp(key, ((const reted_orphan *)o)->key);
+}
+
+void reted_registration_sweep(reted *r)
+{
+    if (!replicated(r) || !r->leading)
+        return;
+    const reted_index *ix = reted_index_current(r);
+    if (!ix || !ix->built)
+        return;
+    held_set held = {0};
+    if (r->store->ops->reg_list(r->store, collect_held, &held) != RETE_OK) {
+        for (size_t i = 0; i < held.n; i++)
+            free(held.v[i]);
+        free(held.v);
+        return; /* the store does not answer: nothing is decided without it */
+    }
+    if (held.n)
+        qsort(held.v, held.n, sizeof(*held.v), str_cmp);
+    int64_t now = reted_now();
+    reted_orphan *next = NULL;
+    size_t n_next = 0, cap_next = 0;
+    /* the candidates first (the index may change under a write) */
+    typedef struct cand {
+        char *ns, *name;
+        uint64_t version;
+    } cand;
+    cand *due = NULL;
+    size_t n_due = 0, cap_due = 0;
+    size_t first, end;
+    reted_index_range(ix, "Workload", NULL, &first, &end);
+    for (size_t i = first; i < end; i++) {
+        const reted_ires *e = ix->v[i];
+        if (!strstr(e->json->data, "rete.dev/registered-by"))
+            continue;
+        char key[520];
+        snprintf(key, sizeof(key), "%s/%s", e->ns, e->name);
+        const char *k = key;
+        if (held.n && bsearch(&k, held.v, held.n, sizeof(*held.v), str_cmp))
+            continue;
+        const reted_proxy *p = reted_proxy_find(r, e->ns, e->name);
+        if (p && p->stream)
+            continue; /* here, and its registration is being put again */
+        json_t *rec = json_loads(e->json->data, 0, NULL);
+        bool by_proxy = rec && reted_record_by_proxy(rec);
+        json_decref(rec);
+        if (!by_proxy)
+            continue;
+        const reted_orphan *o =
+            r->registry.n_orphans ? bsearch(key, r->registry.orphans, r->registry.n_orphans, sizeof(reted_orphan),
+                                            orphan_cmp)
+                                  : NULL;
+        int64_t since = o ? o->since_unix : now;
+        if (now - since >= (int64_t)r->registry.grace_seconds) {
+            RETE_GROW(due, cap_due, n_due + 1, 16);
+            due[n_due++] = (cand){rete_strdup(e->ns), rete_strdup(e->name), e->version};
+            continue;
+        }
+        RETE_GROW(next, cap_next, n_next + 1, 16);
+        next[n_next++] = (reted_orphan){rete_strdup(key), since}; /* in index order: sorted */
+    }
+    for (size_t i = 0; i < held.n; i++)
+        free(held.v[i]);
+    free(held.v);
+    orphans_free(&r->registry);
+    r->registry.orphans = next;
+    r->registry.n_orphans = n_next;
+    for (size_t i = 0; i < n_due; i++) {
+        rete_rc rc = r->store->ops->reg_expire(r->store, due[i].ns, due[i].name, 0, due[i].version);
+        if (rc == RETE_OK) {
+            rete_info("registry: %s/%s held by no replica for %u s (its replica is gone, it did not "
+                      "re-register): removing its Workload",
+                      due[i].ns, due[i].name, r->registry.grace_seconds);
+            reted_count(&r->stats, r->stats.registrations_expired);
+            reted_changed(r, "Workload", due[i].ns, due[i].name);
+        }
+        free(due[i].ns);
+        free(due[i].name);
+    }
+    free(due);
 }

@@ -7,6 +7,38 @@
 
 #include "registry-t.h"
 
+#include <jansson.h>
+
+/* Whether a Workload record was created by a proxy's stream (annotation
+ * rete.dev/registered-by: proxy), not declared by the operator. */
+bool reted_record_by_proxy(json_t *rec);
+
+/* Replicated stores (store.h reg_*; no-ops on SQLite, where this one
+ * process holds every stream). Registrations record which replica holds
+ * each proxy's stream and the proxy's readiness, under the holder's lease.
+ *
+ * Apply a proxy's readiness here (its Workload is marked, recompiled and
+ * pushed when it changed): true when it changed. */
+bool reted_registry_apply_ready(struct reted *r, const char *ns, const char *name, bool ready);
+/* Record that this replica holds ns/name's stream, with its readiness. */
+rete_rc reted_registration_hold(struct reted *r, const char *ns, const char *name, bool ready);
+/* A proxy gone (drained, or past the grace period): delete its Workload
+ * (only a record its own identity's stream created, sa) and its
+ * registration, unless another replica holds it now. */
+void reted_registration_release(struct reted *r, const char *ns, const char *name, const char *sa);
+/* From the loop, after the store's watch: registrations other replicas
+ * changed (readiness; a proxy that moved away is forgotten here). */
+void reted_registration_changes(struct reted *r);
+/* Every registration again (at start, after a relist). */
+void reted_registration_relist(struct reted *r);
+/* After lead(): when this replica took a new lease, put its proxies'
+ * registrations again (the old lease took them with it). */
+void reted_registration_lease_check(struct reted *r);
+/* The leader's job: delete the proxy-registered Workloads that no replica
+ * has held for the grace period (their replica died, they never
+ * re-registered elsewhere). */
+void reted_registration_sweep(struct reted *r);
+
 /* The proxy named ns/name, or NULL. */
 reted_proxy *reted_proxy_find(struct reted *r, const char *ns, const char *name);
 /* Free one proxy already unlinked (its snapshot reference released). */

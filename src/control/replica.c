@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mesh_index.h"
 #include "push.h"
+#include "registry.h"
 #include "reted.h"
 
 #include <stdio.h>
@@ -69,7 +70,9 @@ static void on_async(uv_async_t *a)
         rete_info("replica: reloading every resource from the store");
         reted_count(&r->stats, r->stats.store_relists);
         reted_changed(r, NULL, NULL, NULL);
+        reted_registration_relist(r);
     }
+    reted_registration_changes(r);
 }
 
 /* The data directory now holds the store's CA: load it, reissue reted's
@@ -138,6 +141,7 @@ static void on_lead(uv_timer_t *t)
         rete_info("replica: %s leads", leader);
     r->leading = leading;
     snprintf(r->leader, sizeof(r->leader), "%s", leader);
+    reted_registration_lease_check(r);
 }
 
 int reted_replica_start(reted *r)
@@ -158,6 +162,7 @@ int reted_replica_start(reted *r)
         return -1;
     }
     r->store_watching = true;
+    reted_registration_relist(r); /* the readiness of other replicas' proxies */
     if (r->store->ops->lead) {
         uv_timer_init(r->loop, &r->lead_timer);
         r->lead_timer.data = r;

@@ -187,6 +187,11 @@ void reted_stats_init(reted_stats *s)
                RETE_METRIC_COUNTER, "reason");
     for (unsigned i = 0; i < RETED_REG_N; i++)
         s->registrations_refused[i] = series(s, f, reted_reg_reason_names[i], NULL);
+    f = family(s, "rete_reted_registrations_expired_total",
+               "Proxy-registered Workloads the leader removed because no replica held their proxy's stream "
+               "for the grace period.",
+               RETE_METRIC_COUNTER, NULL);
+    s->registrations_expired = series(s, f, NULL, NULL);
 }
 
 void reted_stats_free(reted_stats *s)

@@ -58,6 +58,7 @@ typedef struct reted_stats {
     rete_metric golden_entries[3];             /* rete_reted_stats_entries_total{result}: accepted, refused, dropped */
     rete_metric registrations_ok;
     rete_metric registrations_refused[RETED_REG_N];
+    rete_metric registrations_expired; /* rete_reted_registrations_expired_total (the leader's sweep) */
     /* read at scrape time (scrape.c binds them) */
     rete_metric proxies[RETED_PROXY_STATES];   /* rete_reted_proxies{state} */
     rete_metric store_revision, ca_expiry;

@@ -70,6 +70,20 @@ typedef bool (*rete_store_change_fn)(const rete_store_change *c, void *arg); /* 
 typedef bool (*rete_store_token_fn)(const rete_store_token *t, const uint8_t secret_hash[32],
                                     void *arg); /* false stops */
 
+/* A proxy's registration on a replicated store: which replica holds its
+ * config stream and whether the proxy reports itself ready. Kept under the
+ * holding replica's lease, so it goes when that replica does. */
+typedef struct rete_store_registration {
+    const char *ns;
+    const char *name;
+    const char *holder;      /* the holding replica's id */
+    bool ready;
+    uint64_t revision;       /* its mod_revision (0: absent) */
+    bool deleted;            /* (watch) removed: expired with its lease, or deregistered */
+} rete_store_registration;
+
+typedef bool (*rete_store_registration_fn)(const rete_store_registration *g, void *arg); /* false stops */
+
 typedef struct rete_store_ops {
     const char *name;
     /* Apply every write or none, in order (a later write sees an earlier
@@ -127,6 +141,10 @@ typedef struct rete_store_ops {
      * reloads everything. watch_stop joins the thread; no notify after it. */
     rete_rc (*watch_start)(rete_store *s, void (*notify)(void *arg), void *arg);
     void (*watch_drain)(rete_store *s, rete_store_change_fn fn, void *arg, bool *relist);
+    /* Registrations' changes since the last call (other replicas' and this
+     * one's), in revision order; called by watch_drain's caller right after
+     * it. (A relist also lists them again: reg_list.) */
+    void (*watch_drain_registrations)(rete_store *s, rete_store_registration_fn fn, void *arg);
     void (*watch_stop)(rete_store *s);
     /* Replicated backends only (NULL for SQLite: the one process leads).
      * Leadership of the jobs that must run once, by a lease and a
@@ -141,6 +159,24 @@ typedef struct rete_store_ops {
     bool (*lead)(rete_store *s, const char *id, char *leader, size_t cap);
     void (*resign)(rete_store *s);
     rete_rc (*health)(rete_store *s);
+    /* Replicated backends only (NULL for SQLite: the one process holds every
+     * stream). Registrations (rete_store_registration): reg_put writes ns/name
+     * as held by `holder` under this replica's lease (taking a lease when it
+     * has none). reg_get fills *out (strings valid until the next call;
+     * revision 0 and RETE_ENOTFOUND when absent). reg_list calls fn for
+     * every registration. reg_expire deletes the Workload ns/name and its
+     * registration in one transaction, only if the registration is still at
+     * reg_revision (0: still absent) and the Workload at wl_version (0:
+     * the registration alone, the Workload untouched):
+     * RETE_ECONFLICT (nothing deleted) when either moved. reg_epoch counts
+     * the leases this replica took: when it changes, the registrations put
+     * under the old one are gone and must be put again. */
+    rete_rc (*reg_put)(rete_store *s, const char *ns, const char *name, const char *holder, bool ready);
+    rete_rc (*reg_get)(rete_store *s, const char *ns, const char *name, rete_store_registration *out);
+    rete_rc (*reg_list)(rete_store *s, rete_store_registration_fn fn, void *arg);
+    rete_rc (*reg_expire)(rete_store *s, const char *ns, const char *name, uint64_t reg_revision,
+                          uint64_t wl_version);
+    uint64_t (*reg_epoch)(rete_store *s);
     void (*close)(rete_store *s);
 } rete_store_ops;
 

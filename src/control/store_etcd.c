@@ -56,6 +56,13 @@ typedef struct watch_item {
     bool deleted;
 } watch_item;
 
+/* A registration's change from the watch (registrations/<ns>/<name>). */
+typedef struct reg_item {
+    char *ns, *name, *holder;   /* holder "" when deleted */
+    bool ready, deleted;
+    uint64_t revision;
+} reg_item;
+
 typedef struct store_etcd {
     rete_store base; /* first */
     reted_etcd_http http;
@@ -72,6 +79,8 @@ typedef struct store_etcd {
     watch_item *q;              /* under mu */
     size_t q_n, q_cap;
     bool q_relist;              /* under mu */
+    reg_item *rq;               /* under mu: registrations' changes */
+    size_t rq_n, rq_cap;
     uint64_t watch_from;
     void (*notify)(void *);
     void *notify_arg;
@@ -80,6 +89,8 @@ typedef struct store_etcd {
     uint64_t lead_until_ms;     /* monotonic: the lease lasts at least until then */
     bool leading;
     uint64_t lead_retry_ms;     /* monotonic: after a failed renewal, no call to etcd before then */
+    uint64_t lease_epoch;       /* leases taken (reg_epoch) */
+    char *reg_out;              /* reg_get's strings */
 } store_etcd;
 
 static store_etcd *to_se(rete_store *s)
@@ -885,6 +896,7 @@ static bool lease_renew(store_etcd *se)
     if (id && ttl && strlen(id) < sizeof(se->lease)) {
         snprintf(se->lease, sizeof(se->lease), "%s", id);
         se->lead_until_ms = t0 + ttl * 1000;
+        se->lease_epoch++;
     }
     json_decref(resp);
     return se->lease[0] != '\0';
@@ -972,6 +984,171 @@ static rete_rc se_health(rete_store *s)
     return rc;
 }
 
+/* ---- registrations ----
+ *
+ * <prefix>registrations/<ns>/<name> = {"replica":ID,"ready":BOOL}, put with
+ * the holding replica's lease: etcd deletes it when that replica's lease
+ * expires (the replica died or lost etcd for the lease's TTL). */
+
+static char *reg_key(const store_etcd *se, const char *ns, const char *name)
+{
+    size_t n = strlen(se->prefix) + strlen(ns) + strlen(name) + 24;
+    char *k = rete_malloc(n);
+    snprintf(k, n, "%sregistrations/%s/%s", se->prefix, ns, name);
+    return k;
+}
+
+/* "ns/name" after the registrations prefix, cut in place; false when not one. */
+static bool reg_split(const store_etcd *se, char *key, const char **ns, const char **name)
+{
+    size_t pl = strlen(se->prefix);
+    if (strncmp(key, se->prefix, pl) != 0 || strncmp(key + pl, "registrations/", 14) != 0)
+        return false;
+    char *s = key + pl + 14, *a = strchr(s, '/');
+    if (!a || a == s || !a[1] || strchr(a + 1, '/'))
+        return false;
+    *a = '\0';
+    *ns = s;
+    *name = a + 1;
+    return true;
+}
+
+/* The value's holder (malloc'ed) and readiness; false when damaged. */
+static bool reg_value(json_t *kv, char **holder, bool *ready)
+{
+    size_t vl;
+    char *v = unb64(json_object_get(kv, "value"), &vl);
+    json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
+    free(v);
+    const char *h = json_string_value(json_object_get(j, "replica"));
+    *holder = h ? rete_strdup(h) : NULL;
+    *ready = !json_is_false(json_object_get(j, "ready"));
+    json_decref(j);
+    return *holder != NULL;
+}
+
+static rete_rc se_reg_put(rete_store *s, const char *ns, const char *name, const char *holder, bool ready)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    if (!key_part_ok(ns, true) || !key_part_ok(name, false) || !holder)
+        return RETE_EINVAL;
+    /* no lease yet (a hello before the first campaign), or it was lost */
+    if (!se->lease[0] && (mono_ms() < se->lead_retry_ms || !lease_renew(se)))
+        return RETE_EIO;
+    char *key = reg_key(se, ns, name);
+    json_t *v = json_pack("{s:s,s:b}", "replica", holder, "ready", ready);
+    char *vs = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/put", json_pack("{s:o,s:o,s:s}", "key", b64s(key), "value", b64s(vs), "lease",
+                                                   se->lease),
+                      &resp);
+    free(key);
+    free(vs);
+    if (rc == RETE_OK)
+        json_decref(resp);
+    return rc;
+}
+
+static rete_rc se_reg_get(rete_store *s, const char *ns, const char *name, rete_store_registration *out)
+{
+    store_etcd *se = to_se(s);
+    memset(out, 0, sizeof *out);
+    if (!key_part_ok(ns, true) || !key_part_ok(name, false))
+        return RETE_EINVAL;
+    char *key = reg_key(se, ns, name);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+    free(key);
+    RETE_GUARD(rc);
+    json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
+    char *holder = NULL;
+    bool ready = true;
+    if (!kv || !reg_value(kv, &holder, &ready)) {
+        json_decref(resp);
+        return RETE_ENOTFOUND;
+    }
+    free(se->reg_out);
+    size_t a = strlen(ns) + 1, b = strlen(name) + 1, c = strlen(holder) + 1;
+    se->reg_out = rete_malloc(a + b + c);
+    memcpy(se->reg_out, ns, a);
+    memcpy(se->reg_out + a, name, b);
+    memcpy(se->reg_out + a + b, holder, c);
+    *out = (rete_store_registration){se->reg_out, se->reg_out + a, se->reg_out + a + b, ready,
+                                     jint(kv, "mod_revision"), false};
+    free(holder);
+    json_decref(resp);
+    return RETE_OK;
+}
+
+static rete_rc se_reg_list(rete_store *s, rete_store_registration_fn fn, void *arg)
+{
+    store_etcd *se = to_se(s);
+    size_t n = strlen(se->prefix) + 16;
+    char *pre = rete_malloc(n);
+    snprintf(pre, n, "%sregistrations/", se->prefix);
+    json_t *resp;
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
+                      &resp);
+    free(pre);
+    RETE_GUARD(rc);
+    json_t *kv;
+    size_t i;
+    json_array_foreach(json_object_get(resp, "kvs"), i, kv) {
+        size_t kl;
+        char *key = unb64(json_object_get(kv, "key"), &kl), *holder = NULL;
+        const char *ns, *name;
+        bool ready = true, go = true;
+        if (key && reg_split(se, key, &ns, &name) && reg_value(kv, &holder, &ready)) {
+            rete_store_registration g = {ns, name, holder, ready, jint(kv, "mod_revision"), false};
+            go = fn(&g, arg);
+        }
+        free(key);
+        free(holder);
+        if (!go)
+            break;
+    }
+    json_decref(resp);
+    return RETE_OK;
+}
+
+static rete_rc se_reg_expire(rete_store *s, const char *ns, const char *name, uint64_t reg_revision,
+                             uint64_t wl_version)
+{
+    store_etcd *se = to_se(s);
+    if (se->in_list)
+        return RETE_ESTATE;
+    if (!key_part_ok(ns, true) || !key_part_ok(name, false))
+        return RETE_EINVAL;
+    char *rk = reg_key(se, ns, name), *wk = res_key(se, "Workload", ns, name);
+    char rrev[24], wrev[24];
+    snprintf(rrev, sizeof rrev, "%" PRIu64, reg_revision);
+    snprintf(wrev, sizeof wrev, "%" PRIu64, wl_version);
+    json_t *cmp = json_pack("[{s:o,s:s,s:s,s:s}]", "key", b64s(rk), "target", reg_revision ? "MOD" : "CREATE",
+                            "result", "EQUAL", reg_revision ? "mod_revision" : "create_revision", rrev);
+    json_t *ops = json_pack("[{s:{s:o}}]", "request_delete_range", "key", b64s(rk));
+    if (wl_version) { /* 0: the registration alone */
+        json_array_append_new(cmp, json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(wk), "target", "MOD", "result",
+                                             "EQUAL", "mod_revision", wrev));
+        json_array_append_new(ops, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(wk)));
+    }
+    json_t *req = json_pack("{s:o,s:o}", "compare", cmp, "success", ops);
+    free(rk);
+    free(wk);
+    json_t *resp;
+    RETE_GUARD(call(se, "/v3/kv/txn", req, &resp));
+    bool ok = json_is_true(json_object_get(resp, "succeeded"));
+    json_decref(resp);
+    return ok ? RETE_OK : RETE_ECONFLICT;
+}
+
+static uint64_t se_reg_epoch(rete_store *s)
+{
+    return to_se(s)->lease_epoch;
+}
+
 /* ---- watch ---- */
 
 static void queue_push(store_etcd *se, const char *kind, const char *ns, const char *name, uint64_t rev, bool del)
@@ -993,6 +1170,37 @@ static void queue_push(store_etcd *se, const char *kind, const char *ns, const c
     memcpy(k + a, ns, b);
     memcpy(k + a + b, name, c);
     se->q[se->q_n++] = (watch_item){k, rev, del};
+}
+
+static void reg_push(store_etcd *se, json_t *kv, const char *ns, const char *name, uint64_t rev, bool del)
+{
+    if (se->q_relist)
+        return;
+    if (se->rq_n == WATCH_QUEUE_MAX) {
+        rete_warn("store etcd: %d registration changes waiting for the loop; reloading everything instead",
+                  WATCH_QUEUE_MAX);
+        se->q_relist = true;
+        return;
+    }
+    char *holder = NULL;
+    bool ready = true;
+    if (!del && !reg_value(kv, &holder, &ready)) {
+        rete_warn("store etcd: watch: a damaged registration %s/%s; ignored", ns, name);
+        return;
+    }
+    RETE_GROW(se->rq, se->rq_cap, se->rq_n + 1, 64);
+    se->rq[se->rq_n++] = (reg_item){rete_strdup(ns), rete_strdup(name), holder ? holder : rete_strdup(""), ready,
+                                    del, rev};
+}
+
+static void reg_items_free(reg_item *q, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(q[i].ns);
+        free(q[i].name);
+        free(q[i].holder);
+    }
+    free(q);
 }
 
 /* One watch answer; false ends the stream (canceled, compacted). */
@@ -1028,16 +1236,18 @@ static bool watch_message(store_etcd *se, const char *msg, size_t len)
         char *key = unb64(json_object_get(kv, "key"), &kl), *split = NULL;
         const char *kind, *ns, *name;
         uint64_t rev = jint(kv, "mod_revision");
+        const char *rns, *rname;
         if (key && split_key(se, key, &split, &kind, &ns, &name))
             queue_push(se, kind, ns, name, rev, del);
-        else
-            rete_warn("store etcd: watch: an event for a key that is no resource's");
+        else if (key && reg_split(se, key, &rns, &rname))
+            reg_push(se, kv, rns, rname, rev, del);
+        /* else tokens, the leader key...: nothing the loop follows */
         if (rev >= se->watch_from)
             se->watch_from = rev + 1;
         free(key);
         free(split);
     }
-    bool any = se->q_n || se->q_relist;
+    bool any = se->q_n || se->rq_n || se->q_relist;
     pthread_mutex_unlock(&se->mu);
     json_decref(j);
     if (any && se->notify)
@@ -1064,9 +1274,9 @@ static void *watch_main(void *arg)
     store_etcd *se = arg;
     reted_etcd_http h;
     reted_etcd_http_copy(&h, &se->http);
-    size_t n = strlen(se->prefix) + 16;
-    char *pre = rete_malloc(n);
-    snprintf(pre, n, "%sresources/", se->prefix);
+    /* the whole prefix: resources and registrations (tokens and the leader
+     * key come too and are skipped) */
+    char *pre = rete_strdup(se->prefix);
     int backoff = 100;
     while (!stopping(se)) {
         pthread_mutex_lock(&se->mu);
@@ -1133,6 +1343,11 @@ static void se_watch_drain(rete_store *s, rete_store_change_fn fn, void *arg, bo
     se->q = NULL;
     se->q_n = se->q_cap = 0;
     se->q_relist = false;
+    if (*relist) { /* the caller lists the registrations again too */
+        reg_items_free(se->rq, se->rq_n);
+        se->rq = NULL;
+        se->rq_n = se->rq_cap = 0;
+    }
     pthread_mutex_unlock(&se->mu);
     bool go = !*relist;
     for (size_t i = 0; i < n; i++) {
@@ -1145,6 +1360,23 @@ static void se_watch_drain(rete_store *s, rete_store_change_fn fn, void *arg, bo
         free(q[i].key);
     }
     free(q);
+}
+
+static void se_watch_drain_registrations(rete_store *s, rete_store_registration_fn fn, void *arg)
+{
+    store_etcd *se = to_se(s);
+    pthread_mutex_lock(&se->mu);
+    reg_item *q = se->rq;
+    size_t n = se->rq_n;
+    se->rq = NULL;
+    se->rq_n = se->rq_cap = 0;
+    pthread_mutex_unlock(&se->mu);
+    bool go = true;
+    for (size_t i = 0; i < n && go; i++) {
+        rete_store_registration g = {q[i].ns, q[i].name, q[i].holder, q[i].ready, q[i].revision, q[i].deleted};
+        go = fn(&g, arg);
+    }
+    reg_items_free(q, n);
 }
 
 static void se_watch_stop(rete_store *s)
@@ -1168,6 +1400,8 @@ static void se_close(rete_store *s)
     for (size_t i = 0; i < se->q_n; i++)
         free(se->q[i].key);
     free(se->q);
+    reg_items_free(se->rq, se->rq_n);
+    free(se->reg_out);
     pthread_mutex_destroy(&se->mu);
     reted_etcd_http_free(&se->http);
     free(se->prefix);
@@ -1191,9 +1425,15 @@ static const rete_store_ops etcd_ops = {
     .watch_start = se_watch_start,
     .watch_drain = se_watch_drain,
     .watch_stop = se_watch_stop,
+    .watch_drain_registrations = se_watch_drain_registrations,
     .lead = se_lead,
     .resign = se_resign,
     .health = se_health,
+    .reg_put = se_reg_put,
+    .reg_get = se_reg_get,
+    .reg_list = se_reg_list,
+    .reg_expire = se_reg_expire,
+    .reg_epoch = se_reg_epoch,
     .close = se_close,
 };
 
