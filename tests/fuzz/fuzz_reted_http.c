@@ -43,10 +43,13 @@ static reted r;
 static rete_http_server *srv[2];
 static uint16_t port[2];
 
+/* What reted answers without the token: health, metrics, version, and the
+ * dashboard's page and assets (no data: every data call needs the token). */
 static bool open_path(rete_view p)
 {
     return rete_view_eq(p, RETE_VIEW_LIT("/healthz")) || rete_view_eq(p, RETE_VIEW_LIT("/metrics")) ||
-           rete_view_eq(p, RETE_VIEW_LIT("/version"));
+           rete_view_eq(p, RETE_VIEW_LIT("/version")) || rete_view_eq(p, RETE_VIEW_LIT("/dashboard")) ||
+           rete_view_has_prefix(p, RETE_VIEW_LIT("/dashboard/"));
 }
 
 static bool has_token(const rete_http_req *req)
