@@ -82,7 +82,10 @@ MODES = ("loopback", "netns")
 NETNS_PREFIX = "rete-demo"
 NETNS_SUBNET, NETNS_SUBNET6 = "10.251.0", "fd00:251::"
 SERVICE_CIDR = "10.251.0.128/25"
-PROXY_GID = 1337  # the sidecars' group: init leaves their own connections alone
+# The sidecars' user and group in netns mode: unprivileged, with no login
+# (numeric, so nothing is added to the machine's users); init leaves their
+# own connections alone by both.
+PROXY_UID = PROXY_GID = 1337
 OUTSIDE = "outside"  # a host with no sidecar: the direct call from another namespace
 
 # name, service account, app (rete-echo --name), version, labels
@@ -622,10 +625,53 @@ class NetnsNet:
         return self.h[name].ns
 
     def sidecar(self, bins, name, common, proxy_dir):
-        """rete-proxy as group PROXY_GID with its own Proxy document: outbound
-        and DNS listeners on loopback, where init's redirect sends the app."""
+        """rete-proxy as the unprivileged PROXY_UID:PROXY_GID with its own
+        Proxy document: outbound and DNS listeners on loopback, where init's
+        redirect sends the app. What it reads and writes is handed to that
+        user: its data directory, its join token and a copy of the CA bundle
+        (reted's data directory stays root's)."""
         sa = next(w[1] for w in WORKLOADS if w[0] == name)
         data = proxy_dir / name
+        if not self.own_user(proxy_dir):
+            return self.sidecar_as_root(bins, name, common, proxy_dir, sa, data)
+        data.mkdir(mode=0o700, exist_ok=True)
+        os.chown(data, PROXY_UID, PROXY_GID)
+        proxy_dir.chmod(0o711)  # traversable, not listable
+        common = list(common)
+        token = Path(common[common.index("--token-file") + 1])
+        token.parent.chmod(0o711)
+        os.chown(token, PROXY_UID, PROXY_GID)
+        at = common.index("--ca-file") + 1
+        bundle = data / "initial-bundle.pem"
+        shutil.copyfile(common[at], bundle)
+        os.chown(bundle, PROXY_UID, PROXY_GID)
+        common[at] = str(bundle)
+        path = self.proxy_doc(proxy_dir, name, sa, data)
+        path.chmod(0o644)
+        return ["setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_GID}", "--clear-groups", "--pdeathsig=TERM",
+                bins["rete-proxy"], "--config", str(path), *common]
+
+    @staticmethod
+    def own_user(proxy_dir):
+        """Whether the sidecars can run as PROXY_UID: every directory above
+        proxy_dir lets others through (a checkout under /root does not; the
+        sidecars then run as root with group PROXY_GID, and the demo says so)."""
+        for d in proxy_dir.parents:
+            if not os.stat(d).st_mode & 0o001:
+                if not getattr(NetnsNet, "_said", False):
+                    say(f"demo: {d} is closed to other users: the sidecars run as root with group "
+                        f"{PROXY_GID} instead of the unprivileged uid {PROXY_UID}")
+                    NetnsNet._said = True
+                return False
+        return True
+
+    def sidecar_as_root(self, bins, name, common, proxy_dir, sa, data):
+        path = self.proxy_doc(proxy_dir, name, sa, data)
+        return ["setpriv", f"--regid={PROXY_GID}", "--clear-groups", "--pdeathsig=TERM", bins["rete-proxy"],
+                "--config", str(path), *common]
+
+    def proxy_doc(self, proxy_dir, name, sa, data):
+        """The sidecar's Proxy document: outbound and DNS listeners on loopback."""
         doc = {"apiVersion": "rete.dev/v1alpha1", "kind": "Proxy", "metadata": {"name": name, "namespace": NS},
                "spec": {"serviceAccount": sa, "address": self.hosts[name],
                         "inbound": [{"port": APP_PORT, "protocol": "HTTP"}],
@@ -635,12 +681,12 @@ class NetnsNet:
                         "dns": {"listen": f"127.0.0.1:{DNS_PORT}"}}}
         path = proxy_dir / f"{name}.proxy.json"
         path.write_text(json.dumps(doc, indent=1) + "\n")
-        return ["setpriv", f"--regid={PROXY_GID}", "--clear-groups", "--pdeathsig=TERM", bins["rete-proxy"], "--config", str(path),
-                *common]
+        return path
 
     def init(self, bins, name):
         h = self.h[name]
-        r = h.run([bins["rete-proxy"], "init", f"--proxy-gid={PROXY_GID}", f"--address={h.addr}",
+        r = h.run([bins["rete-proxy"], "init", f"--proxy-uid={PROXY_UID}", f"--proxy-gid={PROXY_GID}",
+                   f"--address={h.addr}",
                    f"--address={h.addr6}", f"--dns-port={DNS_PORT}"])
         if r.returncode != 0:
             fail(f"rete-proxy init in {h.ns} failed ({r.returncode}):\n{tail(r.stdout + r.stderr)}")
@@ -821,7 +867,8 @@ def main():
             tokens[name] = path
 
         if net.mode == "netns":
-            say(f"demo: rete-proxy init in each workload's namespace (sidecars run as group {PROXY_GID})")
+            say(f"demo: rete-proxy init in each workload's namespace (sidecars run as the unprivileged "
+                f"uid:gid {PROXY_UID}:{PROXY_GID})")
             for name, *_ in WORKLOADS:
                 net.init(bins, name)
         say("demo: starting the apps and their sidecars (rete-proxy --control-plane)")

@@ -14,9 +14,12 @@ import os
 import random
 import re
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -249,6 +252,10 @@ def test_demo_netns_mode_intercepts_and_tears_down(tmp_path):
     # what a killed demo leaves: a namespace of its prefix, a process in it
     nettopo.ip("netns", "add", f"{prefix}-stale")
     stale_proc = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-stale", "sleep", "60"])
+    # the sidecars run as an unprivileged uid when other users can reach the
+    # demo's files (pytest's own tmp dir is closed to them)
+    tmp_path = Path(tempfile.mkdtemp(prefix="rete-demo-test-", dir="/tmp"))
+    tmp_path.chmod(0o711)
     p, log, env = run_demo(tmp_path, duration=60, mode="netns", prefix=prefix)
     try:
         guide = wait_for(p, log, r"press Ctrl-C to stop", 120)
@@ -256,6 +263,10 @@ def test_demo_netns_mode_intercepts_and_tears_down(tmp_path):
         assert stale_proc.wait(timeout=10) != 0  # killed by the demo's cleanup
         pids = demo_children(p.pid)
         assert len(pids) == 10, pids
+        assert "closed to other users" not in guide, guide
+        uids = [int(line.split()[1]) for pid in pids for line in open(f"/proc/{pid}/status")
+                if line.startswith("Uid:") and "rete-proxy" in open(f"/proc/{pid}/cmdline").read()]
+        assert uids == [1337] * 4, uids  # the four sidecars, none root
 
         wl = json.loads((tmp_path / ".demo" / "workloads.json").read_text())
         assert wl["mode"] == "netns"
@@ -317,6 +328,7 @@ def test_demo_netns_mode_intercepts_and_tears_down(tmp_path):
             stale_proc.wait()
             nettopo.clean_stale(prefix)
     out = read(log)
+    shutil.rmtree(tmp_path, ignore_errors=True)
     assert "SIGTERM received" in out and f"network namespaces {prefix}-* deleted" in out, out
     assert "all 10 processes stopped;" in out, out
     assert _netns_with(prefix) == [], out
