@@ -292,9 +292,9 @@ def guide(hosts, reted_host, demo_dir, retectl, user_context):
         where += ", or from anywhere (~/.config/rete/context.json)"
     out += [
         "",
-        f"  rete-client sends steady traffic to http://backend/hello through the frontend sidecar;",
+        "  rete-client sends steady traffic to http://backend/hello through the frontend sidecar;",
         f"  the HTTPRoute backend-split sends {WEIGHTS['v1']}% to backend v1 and {WEIGHTS['v2']}% to v2.",
-        f"  ratings' AuthorizationPolicy ratings-allow-backend lets backend call anything and frontend",
+        "  ratings' AuthorizationPolicy ratings-allow-backend lets backend call anything and frontend",
         f"  only GET /public/* (identities: spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/<account>).",
         f"  Resources: {ex}/*.yaml. Sidecars got their certificates with single-use join tokens",
         f"  ({shown(demo_dir / 'tokens')}/) and registered their Workloads themselves, with the labels",
