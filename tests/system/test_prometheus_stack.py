@@ -12,7 +12,9 @@ through the mesh, then runs:
   rate, p50/p90/p99 from istio_request_duration_milliseconds_bucket),
 - every query of every panel of deploy/grafana/rete-mesh.json, with its
   variables given values: each must evaluate, and each panel fed by the
-  mix must return a series.
+  mix must return a series;
+and, against `make demo` itself, Istio's service and workload dashboards'
+queries for the demo's own traffic.
 Nothing is timed: every wait is a bounded poll."""
 import http.client
 import json
@@ -183,3 +185,68 @@ def test_prometheus_finds_the_mesh_and_istio_dashboard_queries_answer(stack):
     # the dashboard's variable queries (label_values) have their values
     st, body = prom.get("/api/v1/label/destination_service_namespace/values")
     assert st == 200 and NS in body["data"]
+
+
+def test_prometheus_scrapes_the_demo(tmp_path):
+    """`make demo` (loopback mode) scraped by the shipped configuration: the
+    four sidecars found through reted's service discovery, reted itself, and
+    the PromQL of Istio's standard service and workload dashboards answering
+    for the demo's traffic (frontend -> backend -> v1/v2)."""
+    import random
+    import signal
+
+    from helpers import fresh_host
+    from test_demo import read, run_demo
+    from test_demo import wait_for as wait_demo
+    base = random.randint(100, 240)
+    p, log, _ = run_demo(tmp_path, duration=90, base=base)
+    try:
+        wait_demo(p, log, r"press Ctrl-C to stop", 90)
+        api = f"127.0.0.{base + 4}:15014"
+        token = tmp_path / ".demo" / "reted" / "admin.token"
+        cfg = SCRAPE_CONFIG.read_text()
+        for old, new in (("127.0.0.1:15014", api), ("/var/lib/reted/admin.token", str(token)),
+                         ("scrape_interval: 15s", "scrape_interval: 1s"),
+                         ("evaluation_interval: 15s", "evaluation_interval: 1s"),
+                         ("refresh_interval: 30s", "refresh_interval: 1s")):
+            cfg = cfg.replace(old, new)
+        path = tmp_path / "prometheus.yml"
+        path.write_text(cfg)
+        host = fresh_host()
+        port = free_port(host)
+        start_process(["prometheus", f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                       f"--web.listen-address={host}:{port}"],
+                      r"Server is ready to receive web requests", timeout=60)
+        prom = Prom(f"{host}:{port}")
+
+        def up():
+            st, body = prom.get("/api/v1/targets")
+            active = body["data"]["activeTargets"] if st == 200 else []
+            return sorted(t["labels"].get("proxy", t["labels"]["job"]) for t in active if t["health"] == "up")
+        wait_for(lambda: up() == ["backend-v1-0", "backend-v2-0", "frontend-0", "ratings-0", "reted"], 60, 1,
+                 "Prometheus scraping reted and the demo's four sidecars")
+
+        svc = 'reporter="destination", destination_service_name="backend", destination_service_namespace="demo"'
+        # Istio's service dashboard: request rate, success rate, latency
+        wait_for(lambda: prom.query(f"sum(rate(istio_requests_total{{{svc}}}[1m])) > 0"), 60, 1,
+                 "a request rate for backend")
+        assert prom.value(f'sum(rate(istio_requests_total{{{svc}, response_code!~"5.*"}}[1m])) / '
+                          f"sum(rate(istio_requests_total{{{svc}}}[1m]))") == 1.0
+        for q in (0.5, 0.9, 0.99):
+            v = prom.value(f"histogram_quantile({q}, sum(rate(istio_request_duration_milliseconds_bucket"
+                           f"{{{svc}}}[1m])) by (le))")
+            assert v > 0, (q, v)
+        # Istio's workload dashboard: a destination workload and who calls it
+        wl = ('reporter="destination", destination_workload=~"backend-v1-0", '
+              'destination_workload_namespace=~"demo"')
+        wait_for(lambda: prom.query(f"sum(irate(istio_requests_total{{{wl}}}[1m])) > 0"), 60, 1,
+                 "a request rate for backend-v1-0")
+        callers = prom.query(f"sum by (source_workload) (rate(istio_requests_total{{{wl}}}[1m]))")
+        assert {c["metric"]["source_workload"] for c in callers} == {"frontend-0"}, callers
+        # reted's own series
+        assert prom.value('sum(rete_reted_proxies{state="synced"})') == 4
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+    assert "all 10 processes stopped;" in read(log), read(log)
