@@ -479,8 +479,45 @@ static bool now_within(X509 *x)
            X509_cmp_current_time(X509_get0_notAfter(x)) > 0;
 }
 
-/* An operator's CA: cert.pem + key.pem, and chain.pem up to the operator's
- * root unless cert.pem is itself a root. */
+/* rete_ca_set_key_file's: the operator CA's key outside the data directory. */
+static const char *key_file;
+
+void rete_ca_set_key_file(const char *path)
+{
+    key_file = path;
+}
+
+/* The operator CA's key: ca/key.pem, or the file rete_ca_set_key_file named
+ * (closed to other users, and never both). */
+static EVP_PKEY *read_operator_key(const char *dir, rete_error *err)
+{
+    if (!key_file)
+        return read_key(dir, "key.pem", err);
+    if (file_exists(dir, "key.pem")) {
+        rete_error_set(err, RETE_EINVAL, "%s/key.pem and --ca-key %s: give the CA key in one place", dir,
+                       key_file);
+        return NULL;
+    }
+    struct stat st;
+    if (stat(key_file, &st) != 0) {
+        rete_error_set(err, RETE_EIO, "--ca-key %s: %s", key_file, strerror(errno));
+        return NULL;
+    }
+    if (st.st_mode & 077) {
+        rete_error_set(err, RETE_EINVAL, "--ca-key %s: readable by others (mode %03o): chmod 600 it", key_file,
+                       (unsigned)(st.st_mode & 0777));
+        return NULL;
+    }
+    BIO *b = BIO_new_file(key_file, "r");
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (!k)
+        rete_error_set_ssl(err, RETE_EIO, "--ca-key %s: not a readable PEM private key", key_file);
+    return k;
+}
+
+/* An operator's CA: cert.pem + key.pem (or --ca-key), and chain.pem up to
+ * the operator's root unless cert.pem is itself a root. */
 static bool load_operator(rete_ca *ca, const char *dir, rete_error *err)
 {
     STACK_OF(X509) *chain = NULL, *inter = sk_X509_new_null();
@@ -493,8 +530,7 @@ static bool load_operator(rete_ca *ca, const char *dir, rete_error *err)
         rete_error_set_ssl(err, RETE_ENOMEM, "out of memory");
         goto out;
     }
-    if (!(ca->cert = read_cert(dir, "cert.pem", err)) ||
-        !(ca->key = read_key(dir, "key.pem", err)))
+    if (!(ca->cert = read_cert(dir, "cert.pem", err)) || !(ca->key = read_operator_key(dir, err)))
         goto out;
     if (!is_signing_ca(ca->cert)) {
         rete_error_set_ssl(err, RETE_EINVAL,

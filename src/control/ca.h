@@ -36,6 +36,12 @@ RETE_MUST_CHECK rete_rc rete_ca_init(const char *dir, const char *trust_domain, 
  * rewritten when it differs from what the CA files say. The returned CA is
  * not thread-safe. */
 rete_ca *rete_ca_load(const char *dir, const char *trust_domain, rete_error *err);
+
+/* An operator's CA whose private key lives outside the data directory
+ * (reted --ca-key FILE): every later rete_ca_load reads the key from `path`
+ * (a file only reted's user may read: mode 0600 or 0400) instead of
+ * ca/key.pem, which must then be absent. NULL: ca/key.pem, as before. */
+void rete_ca_set_key_file(const char *path);
 void rete_ca_free(rete_ca *ca);
 
 /* Sign: csr_pem's public key, for spiffe_id, valid ttl_seconds. Returns the

@@ -51,6 +51,8 @@ static void usage(FILE *out)
             "      --etcd-cert FILE, --etcd-key FILE   client certificate for etcd\n"
             "      --etcd-prefix P    key prefix in etcd (default /rete/)\n"
             "      --etcd-timeout DUR one call to etcd (default 5s)\n"
+            "      --ca-key FILE      an operator CA's private key, kept outside the data dir\n"
+            "                         (its certificate in DIR/ca/cert.pem; mode 0600)\n"
             "      --ca-kek FILE      share the CA through etcd, private keys sealed with this\n"
             "                         key-encryption key (32 bytes, or a passphrase of 16+\n"
             "                         characters); without it each replica uses its own ca/ files\n"
@@ -254,6 +256,7 @@ int main(int argc, char **argv)
         {"etcd-prefix", required_argument, NULL, 269},
         {"etcd-timeout", required_argument, NULL, 270},
         {"ca-kek", required_argument, NULL, 272},
+        {"ca-key", required_argument, NULL, 273},
         {NULL, 0, NULL, 0},
     };
     if (argc > 1 && (strcmp(argv[1], "migrate") == 0 || strcmp(argv[1], "backup") == 0 ||
@@ -361,6 +364,7 @@ int main(int argc, char **argv)
         case 268: etcd.key = optarg; break;
         case 269: etcd.prefix = optarg; break;
         case 272: kek_path = optarg; break;
+        case 273: rete_ca_set_key_file(optarg); break;
         case 270:
             if (parse_duration_ms(optarg, &etcd_timeout) < 0 || etcd_timeout > 600000) {
                 fprintf(stderr, "reted: bad --etcd-timeout %s (a duration: 500ms, 5s; at most 10m)\n", optarg);

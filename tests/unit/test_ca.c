@@ -495,6 +495,52 @@ static void write_operator(const char *dir, X509 *cert, EVP_PKEY *key, X509 *cha
         unlink(path_in(dir, "chain.pem"));
 }
 
+/* reted --ca-key: the operator CA's key outside the data directory. */
+static void test_operator_key_outside_the_data_dir(void **state)
+{
+    (void)state;
+    rete_error err = {0};
+    opca o = make_operator_pki(7200);
+    char dir[PATHLEN], keydir[PATHLEN], key[PATHLEN];
+    new_dir(dir);
+    new_dir(keydir);
+    write_operator(dir, o.inter.cert, o.inter.key, o.root.cert);
+    write_operator(keydir, o.inter.cert, o.inter.key, NULL);
+    snprintf(key, sizeof key, "%s", path_in(keydir, "key.pem"));
+    assert_int_equal(chmod(key, 0600), 0);
+
+    /* both ca/key.pem and --ca-key: refused, one place only */
+    rete_ca_set_key_file(key);
+    assert_null(rete_ca_load(dir, TD, &err));
+    assert_non_null(strstr(err.msg, "give the CA key in one place"));
+
+    /* the key only outside: loads, signs, chains to the operator's root */
+    assert_int_equal(unlink(path_in(dir, "key.pem")), 0);
+    rete_ca *ca = rete_ca_load(dir, TD, &err);
+    if (!ca)
+        fail_msg("load: %s", err.msg);
+    char *csr = new_csr(ID_A);
+    char *chain = sign(ca, csr, ID_A, 3600, NULL);
+    assert_int_equal(verify_chain(chain, rete_ca_bundle_pem(ca)), X509_V_OK);
+    free(chain);
+    free(csr);
+    rete_ca_free(ca);
+
+    /* readable by others: refused, naming the mode */
+    assert_int_equal(chmod(key, 0644), 0);
+    assert_null(rete_ca_load(dir, TD, &err));
+    assert_non_null(strstr(err.msg, "readable by others"));
+    /* missing: refused */
+    assert_int_equal(unlink(key), 0);
+    assert_null(rete_ca_load(dir, TD, &err));
+    assert_non_null(strstr(err.msg, "--ca-key"));
+    /* without the option, ca/cert.pem alone does not load */
+    rete_ca_set_key_file(NULL);
+    assert_null(rete_ca_load(dir, TD, &err));
+    testca_free(&o.root);
+    testca_free(&o.inter);
+}
+
 static void test_operator_intermediate(void **state)
 {
     (void)state;
@@ -999,6 +1045,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_validity),
         cmocka_unit_test(test_operator_intermediate),
+        cmocka_unit_test(test_operator_key_outside_the_data_dir),
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_rotation_crash_recovery),
         cmocka_unit_test(test_openssl_cli),
