@@ -632,7 +632,9 @@ class NetnsNet:
         (reted's data directory stays root's)."""
         sa = next(w[1] for w in WORKLOADS if w[0] == name)
         data = proxy_dir / name
-        if not self.own_user(proxy_dir):
+        if getattr(self, "unprivileged", None) is None:
+            self.unprivileged = self.own_user(proxy_dir)
+        if not self.unprivileged:
             return self.sidecar_as_root(bins, name, common, proxy_dir, sa, data)
         data.mkdir(mode=0o700, exist_ok=True)
         os.chown(data, PROXY_UID, PROXY_GID)
@@ -658,10 +660,8 @@ class NetnsNet:
         sidecars then run as root with group PROXY_GID, and the demo says so)."""
         for d in proxy_dir.parents:
             if not os.stat(d).st_mode & 0o001:
-                if not getattr(NetnsNet, "_said", False):
-                    say(f"demo: {d} is closed to other users: the sidecars run as root with group "
-                        f"{PROXY_GID} instead of the unprivileged uid {PROXY_UID}")
-                    NetnsNet._said = True
+                say(f"demo: {d} is closed to other users: the sidecars run as root with group "
+                    f"{PROXY_GID} instead of the unprivileged uid {PROXY_UID}")
                 return False
         return True
 
