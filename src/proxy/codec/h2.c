@@ -420,23 +420,6 @@ static ssize_t h2_read_body(nghttp2_session *session, int32_t stream_id, uint8_t
     return (ssize_t)total;
 }
 
-static bool is_connection_specific(rete_view name)
-{
-    /* RFC 9113 §8.2.2 */
-    return rete_view_eq(name, RETE_VIEW_LIT("connection")) ||
-           rete_view_eq(name, RETE_VIEW_LIT("keep-alive")) ||
-           rete_view_eq(name, RETE_VIEW_LIT("proxy-connection")) ||
-           rete_view_eq(name, RETE_VIEW_LIT("transfer-encoding")) ||
-           rete_view_eq(name, RETE_VIEW_LIT("upgrade"));
-}
-
-bool rete_h2_field_forwarded(rete_view name, rete_view value)
-{
-    if (is_connection_specific(name))
-        return false;
-    return !rete_view_eq(name, RETE_VIEW_LIT("te")) || rete_view_ieq(value, RETE_VIEW_LIT("trailers"));
-}
-
 #define NV(n, v)                                                                                   \
     ((nghttp2_nv){(uint8_t *)(n).p, (uint8_t *)(v).p, (n).len, (v).len, NGHTTP2_NV_FLAG_NONE})
 
