@@ -467,6 +467,19 @@ const reted_index *reted_index_current(reted *r)
     return &r->index;
 }
 
+const reted_index *reted_index_clean(reted *r, const char *kind, const char *ns, const char *name)
+{
+    if (!r->index.built || r->cache.dirty_all)
+        return NULL;
+    for (const char *k = reted_strs_first(&r->cache.dirty); k;) {
+        const char *kns = reted_strs_next(&r->cache.dirty, k), *kname = reted_strs_next(&r->cache.dirty, kns);
+        if (strcmp(k, kind) == 0 && (!ns || strcmp(kns, ns) == 0) && (!name || strcmp(kname, name) == 0))
+            return NULL;
+        k = reted_strs_next(&r->cache.dirty, kname);
+    }
+    return &r->index;
+}
+
 /* Drop cached snapshots no proxy holds any more (their scopes are gone). */
 void reted_snapshots_sweep(reted *r)
 {

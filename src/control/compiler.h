@@ -20,6 +20,14 @@ void reted_scopes_sync(struct reted *r);
  * last one), for validation to read; NULL when only a rebuild from the whole
  * store would make it current (not built yet, or changes not by key). */
 const reted_index *reted_index_current(struct reted *r);
+/* The index as it stands, without a sync, for a read of the keys of `kind`
+ * (in `ns` unless NULL; `name` unless NULL) that no change since the last
+ * sync touched; NULL when one did or the index is not built (read the
+ * store then). A proxy's hello reads its Workload and its grants here: a
+ * sync per hello would recompile the snapshots each registration touches
+ * once per hello instead of once per push, and on etcd every store read is
+ * a network round trip. */
+const reted_index *reted_index_clean(struct reted *r, const char *kind, const char *ns, const char *name);
 void reted_snapshots_sweep(struct reted *r);
 /* Record a Workload's readiness as its sidecar reports it. A not-ready
  * Workload stays in every snapshot that holds it (its own proxy's too),

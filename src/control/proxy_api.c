@@ -280,6 +280,46 @@ static const char *egress_outside(json_t *claimed, json_t *allowed, const char *
     return NULL;
 }
 
+/* A hello's reads: the index when no change since its last sync touched
+ * what is read (reted_index_clean), else the store. On etcd the index
+ * follows other replicas' writes through the watch (milliseconds behind):
+ * the Workload's write below is conditional on the version read, so a
+ * stale read of it costs a retry, never a lost write. */
+static void index_entry_resource(const reted_ires *e, rete_store_resource *out)
+{
+    *out = (rete_store_resource){e->kind, e->ns, e->name, e->json->data, e->version, 0, 0};
+}
+
+static rete_rc hello_list(reted *r, const char *kind, const char *ns, rete_store_each_fn fn, void *arg)
+{
+    const reted_index *ix = reted_index_clean(r, kind, ns, NULL);
+    if (!ix)
+        return r->store->ops->list(r->store, kind, ns, fn, arg);
+    size_t first, end;
+    reted_index_range(ix, kind, ns, &first, &end);
+    for (size_t i = first; i < end; i++) {
+        rete_store_resource res;
+        index_entry_resource(ix->v[i], &res);
+        if (!fn(&res, arg))
+            break;
+    }
+    return RETE_OK;
+}
+
+/* The stored Workload ns/name: RETE_OK (*out filled), RETE_ENOTFOUND, or
+ * the store's failure. */
+static rete_rc hello_get_workload(reted *r, const char *ns, const char *name, rete_store_resource *out)
+{
+    const reted_index *ix = reted_index_clean(r, "Workload", ns, name);
+    if (!ix)
+        return r->store->ops->get(r->store, "Workload", ns, name, out);
+    const reted_ires *e = reted_index_get(ix, "Workload", ns, name);
+    if (!e)
+        return RETE_ENOTFOUND;
+    index_entry_resource(e, out);
+    return RETE_OK;
+}
+
 typedef struct groups_ctx {
     const char *sa;
     json_t *groups;      /* the specs of the account's WorkloadGroups */
@@ -310,6 +350,8 @@ typedef struct hello_claim {
     json_t *labels;  /* the claimed labels (an empty object when none) */
     json_t *egress;  /* the claimed egress, or NULL */
     json_t *record;  /* the stored Workload, or NULL */
+    char *record_text;   /* its JSON text as stored (NULL when none) */
+    uint64_t record_version; /* its version as read (0 when none) */
     bool operator_record; /* stored and not created by a proxy */
     json_t *grant_egress; /* to write when the hello claims none: the group's */
 } hello_claim;
@@ -331,8 +373,8 @@ static reg_reason refuse_with(char *err, size_t errlen, reg_reason why, const ch
 static reg_reason check_grant(reted *r, hello_claim *h, char *err, size_t errlen)
 {
     groups_ctx g = {h->sa, json_array(), NULL};
-    if (r->store->ops->list(r->store, "WorkloadGroup", h->ns, collect_group, &g) < 0 ||
-        r->store->ops->list(r->store, "MeshConfig", NULL, collect_group, &g) < 0) {
+    if (hello_list(r, "WorkloadGroup", h->ns, collect_group, &g) < 0 ||
+        hello_list(r, "MeshConfig", NULL, collect_group, &g) < 0) {
         json_decref(g.groups);
         json_decref(g.mesh_egress);
         return refuse_with(err, errlen, RETED_REG_INVALID, "hello: store unavailable");
@@ -419,8 +461,14 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
                            "hello: Workload %s/%s is connected as another identity (%s)", h->ns,
                            h->name, live->spiffe_id);
     rete_store_resource res;
-    if (r->store->ops->get(r->store, "Workload", h->ns, h->name, &res) == RETE_OK)
+    rete_rc rc = hello_get_workload(r, h->ns, h->name, &res);
+    if (rc != RETE_OK && rc != RETE_ENOTFOUND)
+        return refuse_with(err, errlen, RETED_REG_INVALID, "hello: store unavailable");
+    if (rc == RETE_OK) {
         h->record = json_loads(res.json, 0, NULL);
+        h->record_text = rete_strdup(res.json);
+        h->record_version = res.resource_version;
+    }
     if (!h->record)
         return check_grant(r, h, err, errlen);
     h->operator_record = !reted_record_by_proxy(h->record);
@@ -460,7 +508,8 @@ static reg_reason check_hello(reted *r, rete_http_stream *st, hello_claim *h, ch
 }
 
 /* Write (or refresh) the Workload a proxy registers, from its checked claims. */
-static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *err, size_t errlen)
+static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *err, size_t errlen,
+                                    bool *conflict)
 {
     json_t *mesh_port = json_object_get(wl, "meshPort");
     json_t *doc = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s}},s:{s:s,s:s}}", "apiVersion",
@@ -493,11 +542,25 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
         return RETED_REG_INVALID;
     }
     char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    rete_store_write w = {"Workload", h->ns, h->name, text, 0};
+    json_decref(doc);
+    /* A proxy reconnecting registers what it registered before: the text
+     * as stored, nothing to write (on etcd, a reconnect storm's hellos
+     * then cost one registration put each, not a read and a transaction). */
+    if (h->record_text && strcmp(h->record_text, text) == 0) {
+        free(text);
+        return RETED_REG_N;
+    }
+    /* Written only over the version checked (or only if still absent):
+     * another writer in between is a conflict, and the caller checks again. */
+    rete_store_write w = {"Workload", h->ns, h->name, text, h->record ? h->record_version : UINT64_MAX};
     size_t failed;
     rete_rc rc = r->store->ops->apply(r->store, &w, 1, &failed);
     free(text);
-    json_decref(doc);
+    if (rc == RETE_ECONFLICT) {
+        *conflict = true;
+        return refuse_with(err, errlen, RETED_REG_INVALID,
+                           "hello: Workload %s/%s changed while it was being registered", h->ns, h->name);
+    }
     if (rc < 0)
         return refuse_with(err, errlen, RETED_REG_INVALID, "hello: store write failed");
     if (!w.unchanged)
@@ -583,22 +646,37 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
         hello_refuse(r, st, RETED_REG_IDENTITY, why);
         return;
     }
-    hello_claim h = {ns, sa, peer, name, address, labels ? json_incref(labels) : json_object(),
-                     egress, NULL, false, NULL};
     char err[1024];
-    reg_reason why = check_hello(r, st, &h, err, sizeof(err));
-    /* Replicated: this replica holds the stream from now on, recorded before
-     * the Workload is written (the leader's sweep expires a Workload only
-     * while nobody holds it, in one transaction with that check). */
-    if (why == RETED_REG_N &&
-        reted_registration_hold(r, ns, name, !json_is_false(json_object_get(msg, "ready"))) != RETE_OK)
-        why = refuse_with(err, sizeof(err), RETED_REG_INVALID, "hello: store write failed");
-    if (why == RETED_REG_N && !h.operator_record)
-        why = register_workload(r, wl, &h, err, sizeof(err));
-    bool operator_record = h.operator_record;
-    json_decref(h.labels);
-    json_decref(h.record);
-    json_decref(h.grant_egress);
+    reg_reason why;
+    bool operator_record, registered = false;
+    for (int attempt = 0;; attempt++) {
+        hello_claim h = {ns, sa, peer, name, address, labels ? json_incref(labels) : json_object(),
+                         egress, NULL, NULL, 0, false, NULL};
+        why = check_hello(r, st, &h, err, sizeof(err));
+        /* Replicated: this replica holds the stream from now on, recorded
+         * before the Workload is written (the leader's sweep expires a
+         * Workload only while nobody holds it, in one transaction with
+         * that check). */
+        if (why == RETED_REG_N && !registered) {
+            if (reted_registration_hold(r, ns, name, !json_is_false(json_object_get(msg, "ready"))) != RETE_OK)
+                why = refuse_with(err, sizeof(err), RETED_REG_INVALID, "hello: store write failed");
+            registered = true;
+        }
+        bool conflict = false;
+        if (why == RETED_REG_N && !h.operator_record)
+            why = register_workload(r, wl, &h, err, sizeof(err), &conflict);
+        operator_record = h.operator_record;
+        json_decref(h.labels);
+        json_decref(h.record);
+        free(h.record_text);
+        json_decref(h.grant_egress);
+        if (!conflict || attempt > 0)
+            break;
+        /* The Workload moved since it was read (another replica's write
+         * the watch has not brought yet): read it from the store and
+         * check the claims against it once more. */
+        reted_changed(r, "Workload", ns, name);
+    }
     if (why != RETED_REG_N) {
         hello_refuse(r, st, why, err);
         return;
