@@ -415,6 +415,28 @@ static void test_everything_recompiles(void **state)
     four_free(f, &x);
 }
 
+/* The index a hello reads without a sync: only for keys no pending change
+ * touched (a pending one means "read the store"), and never before it is
+ * built or after a change not given by key. */
+static void test_clean_index_for_a_read(void **state)
+{
+    fixture *f = *state;
+    small_mesh(f);
+    assert_null(reted_index_clean(&f->r, "Workload", "db", "pg-1")); /* not built */
+    reted_scopes_sync(&f->r); /* builds it */
+    assert_ptr_equal(reted_index_clean(&f->r, "Workload", "db", "pg-1"), &f->r.index);
+    reted_changed_key(&f->r, "Workload", "db", "pg-1");
+    assert_null(reted_index_clean(&f->r, "Workload", "db", "pg-1"));
+    assert_null(reted_index_clean(&f->r, "Workload", "db", NULL));   /* a list of db's Workloads */
+    assert_non_null(reted_index_clean(&f->r, "Workload", "db", "other-1"));
+    assert_non_null(reted_index_clean(&f->r, "Workload", "shop", NULL));
+    assert_non_null(reted_index_clean(&f->r, "WorkloadGroup", "db", NULL));
+    reted_scopes_sync(&f->r); /* the change applied: clean again */
+    assert_ptr_equal(reted_index_clean(&f->r, "Workload", "db", "pg-1"), &f->r.index);
+    reted_changed_key(&f->r, NULL, NULL, NULL);
+    assert_null(reted_index_clean(&f->r, "MeshConfig", NULL, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +448,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_workload_change_moves_its_proxy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_everything_recompiles, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_not_ready_workload_is_marked, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_clean_index_for_a_read, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
