@@ -204,8 +204,9 @@ class SimProxy(asyncio.Protocol):
     """One simulated proxy's config stream: counts pushes, ACKs each, records
     the arrival time of every version."""
 
-    def __init__(self, sim, n, resume=0):
+    def __init__(self, sim, n, resume=0, snapshot=None):
         self.sim, self.n, self.resume = sim, n, resume
+        self.snapshot = snapshot  # the hash of the snapshot held, sent in the hello as rete-proxy does
         self.transport = None
         self.chunks = []
         self.header_done = False
@@ -241,6 +242,8 @@ class SimProxy(asyncio.Protocol):
             if line.strip() == b"":
                 self.header_done = True
                 hello = {"type": "hello", "version": self.resume, "workload": self.sim.workload(self.n)}
+                if self.snapshot:
+                    hello["snapshot"] = self.snapshot
                 self.transport.write(json.dumps(hello).encode() + b"\n")
             return
         if not line.strip():
@@ -261,6 +264,9 @@ class SimProxy(asyncio.Protocol):
                 return
             nonce = line[i + 9:line.index(b'"', i + 9)]
             v = int(mv.group(1))
+            ms = re.search(rb'"snapshot":"([0-9a-f]+)"', line[:300])
+            if ms:
+                self.snapshot = ms.group(1).decode()
             self.versions.append((v, now, len(line) + 1))
             self.transport.write(b'{"type":"ack","nonce":"' + nonce + b'","version":' + str(v).encode() + b"}\n")
             self.sim.on_config(self, v, now, len(line) + 1)
@@ -410,7 +416,7 @@ class Replica:
         logf = open(self.log, "a")
         self.proc = subprocess.Popen(
             [reted_binary(), "--data-dir", self.data, "--api", f"127.0.0.1:{self.api_port}",
-             "--xds", f"127.0.0.1:{self.xds_port}", "--cert-ttl", "24h", "--log-level", "warn",
+             "--xds", f"127.0.0.1:{self.xds_port}", "--cert-ttl", "24h", "--log-level", os.environ.get("CPSIM_RETED_LOG_LEVEL", "warn"),
              # The certificate requests all come from 127.0.0.1: lift
              # the per-source cap (default 1024) above them.
              "--xds-max-connections-per-source", str(2 * self.a.proxies + self.a.ca_connections + 64),
@@ -455,6 +461,7 @@ class Storm:
         import random
         n = old.n
         resume = old.versions[-1][0] if old.versions else 0
+        snapshot = old.snapshot
         await self.open.wait()
         delay = 0.2
         for attempt in range(200):
@@ -462,7 +469,7 @@ class Storm:
             self.attempts += 1
             try:
                 tr, p = await asyncio.get_running_loop().create_connection(
-                    lambda: SimProxy(self.sim, n, resume), "127.0.0.1", port, ssl=self.ctxs[n],
+                    lambda: SimProxy(self.sim, n, resume, snapshot), "127.0.0.1", port, ssl=self.ctxs[n],
                     server_hostname="reted", local_addr=(self.sim.workload(n)["address"], 0))
                 tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
                 await asyncio.wait_for(asyncio.shield(p.connected), 30)
@@ -604,13 +611,17 @@ async def scenario(a, work, res):
         ctxs = {}
 
         async def connect(n):
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_verify_locations(bundle)
-            ctx.check_hostname = False
-            ctx.load_cert_chain(os.path.join(certdir, f"{n}.pem"), os.path.join(certdir, f"{n}.key"))
-            ctxs[n] = ctx
             xds_port = reps[n % len(reps)].xds_port
             async with sem:
+                # The context is made inside the semaphore: made for every
+                # proxy up front, 10,000 of them held the simulator's loop
+                # for seconds while the first handshakes waited, and reted
+                # closed those as stalled.
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.load_verify_locations(bundle)
+                ctx.check_hostname = False
+                ctx.load_cert_chain(os.path.join(certdir, f"{n}.pem"), os.path.join(certdir, f"{n}.key"))
+                ctxs[n] = ctx
                 # From the address it registers, as rete-proxy does (reted
                 # checks a hello's address against the connection's).
                 tr, p = await loop.create_connection(lambda: SimProxy(sim, n), "127.0.0.1", xds_port,
@@ -845,7 +856,8 @@ def main():
         run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work,
             args.connect_timeout, res, args.egress, args.replicas, args.store, args.restart)
     except Exception as e:
-        log(f"FAIL: {type(e).__name__}: {e}")
+        import traceback
+        log(f"FAIL: {type(e).__name__}: {e}\n{traceback.format_exc()}")
         res["failed"] = f"{type(e).__name__}: {e}"
         rc = 1
     finally:

@@ -64,6 +64,7 @@ struct rete_http_stream {
     rete_http_conn *conn;
     const rete_http_stream_cbs *cbs;
     void *owner;
+    void *tag;              /* the owner's, per stream (rete_http_stream_set_tag) */
     size_t max_line;
     hs_msg *head;           /* the outgoing queue, oldest first */
     hs_msg *tail;
@@ -522,6 +523,16 @@ void rete_http_stream_close(rete_http_stream *st)
 void *rete_http_stream_owner(const rete_http_stream *st)
 {
     return st->owner;
+}
+
+void rete_http_stream_set_tag(rete_http_stream *st, void *tag)
+{
+    st->tag = tag;
+}
+
+void *rete_http_stream_tag(const rete_http_stream *st)
+{
+    return st->tag;
 }
 
 const char *rete_http_stream_peer_id(const rete_http_stream *st)

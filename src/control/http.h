@@ -184,6 +184,10 @@ void rete_http_stream_send_ref(rete_http_stream *st, const char *head, size_t he
                                rete_http_release release, void *arg);
 void rete_http_stream_close(rete_http_stream *st);
 void *rete_http_stream_owner(const rete_http_stream *st);
+/* One pointer of the owner's per stream (NULL until set): what the stream
+ * belongs to, found without a search. */
+void rete_http_stream_set_tag(rete_http_stream *st, void *tag);
+void *rete_http_stream_tag(const rete_http_stream *st);
 const char *rete_http_stream_peer_id(const rete_http_stream *st);
 const char *rete_http_stream_peer_addr(const rete_http_stream *st);
 /* The client certificate the stream's connection was verified with in its

@@ -605,6 +605,16 @@ static void stream_refuse(rete_http_stream *st, const char *why)
 
 static reted_proxy *proxy_of(reted *r, rete_http_stream *st);
 
+/* The proxy's stream is its no more (closed, replaced): the stream's tag
+ * (proxy_of) is cleared with it, so a proxy freed later is never reached
+ * from a stream still closing. */
+static void stream_detach(reted_proxy *p)
+{
+    if (p->stream)
+        rete_http_stream_set_tag(p->stream, NULL);
+    p->stream = NULL;
+}
+
 static void hello_refuse(reted *r, rete_http_stream *st, reg_reason why, const char *msg)
 {
     reted_count(&r->stats, r->stats.registrations_refused[why]);
@@ -688,20 +698,20 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
          * restarted proxy; the new stream wins. */
         rete_info("xds: %s/%s reconnected as %s: closing its previous stream", ns, name, peer);
         rete_http_stream *old = p->stream;
-        p->stream = NULL;
+        stream_detach(p);
         rete_http_stream_close(old);
     }
     if (!p) {
         p = rete_calloc(1, sizeof(*p));
         snprintf(p->ns, sizeof(p->ns), "%s", ns);
         snprintf(p->name, sizeof(p->name), "%s", name);
-        p->next = r->registry.proxies;
-        r->registry.proxies = p;
+        reted_proxy_add(r, p);
     }
     snprintf(p->sa, sizeof(p->sa), "%s", sa);
     snprintf(p->spiffe_id, sizeof(p->spiffe_id), "%s", peer);
     snprintf(p->address, sizeof(p->address), "%s", address);
     p->stream = st;
+    rete_http_stream_set_tag(st, p);
     p->connected_unix = p->last_seen_unix = reted_now();
     p->disconnected_unix = 0;
     p->nacked = false;
@@ -739,10 +749,9 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
 
 static reted_proxy *proxy_of(reted *r, rete_http_stream *st)
 {
-    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
-        if (p->stream == st)
-            return p;
-    return NULL;
+    (void)r;
+    reted_proxy *p = rete_http_stream_tag(st);
+    return p && p->stream == st ? p : NULL;
 }
 
 static void on_line(rete_http_stream *st, const char *line, size_t len)
@@ -833,7 +842,7 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         p->last_seen_unix = reted_now();
     } else if (strcmp(type, "drain") == 0) {
         rete_info("xds: %s/%s is draining: deregistering", p->ns, p->name);
-        p->stream = NULL;
+        stream_detach(p);
         deregister(r, p);
         p->disconnected_unix = reted_now() - (int64_t)r->registry.grace_seconds; /* expire now */
         rete_http_stream_close(st);
@@ -848,7 +857,7 @@ static void on_stream_close(rete_http_stream *st)
     if (!p)
         return;
     rete_info("xds: %s/%s disconnected", p->ns, p->name);
-    p->stream = NULL;
+    stream_detach(p);
     p->disconnected_unix = reted_now();
 }
 
@@ -884,13 +893,13 @@ void reted_tick(reted *r)
                           (long long)p->cert.not_after);
                 reted_count(&r->stats, r->stats.closed_cert_expired);
                 rete_http_stream *st = p->stream;
-                p->stream = NULL;
+                stream_detach(p);
                 p->disconnected_unix = now;
                 rete_http_stream_close(st);
             } else if (p->stream && now - p->last_seen_unix > 45) {
                 rete_warn("xds: %s/%s silent for 45 s: closing its stream", p->ns, p->name);
                 rete_http_stream *st = p->stream;
-                p->stream = NULL;
+                stream_detach(p);
                 p->disconnected_unix = now;
                 rete_http_stream_close(st);
             }
@@ -898,7 +907,7 @@ void reted_tick(reted *r)
             rete_info("xds: %s/%s gone for %u s: removing it from the registry", p->ns, p->name,
                       r->registry.grace_seconds);
             deregister(r, p);
-            *pp = p->next;
+            reted_proxy_unlink(r, pp);
             reted_proxy_free(r, p);
             continue;
         }

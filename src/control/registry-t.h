@@ -16,6 +16,7 @@ struct reted_snapshot;
 /* One proxy reted knows about: connected now, or seen within the grace period. */
 typedef struct reted_proxy {
     struct reted_proxy *next;
+    struct reted_proxy *hnext;      /* its bucket's chain (registry.buckets) */
     char name[254];
     char ns[254];
     char sa[254];
@@ -57,6 +58,11 @@ typedef struct reted_orphan {
 /* The registry's state (struct reted embeds it as `registry`). */
 typedef struct reted_registry {
     reted_proxy *proxies;
+    /* The same proxies by ns/name (FNV-1a, chained; doubled when there are
+     * more proxies than buckets): a hello, an ACK, a registration another
+     * replica made each find their proxy without a walk of 10,000. */
+    reted_proxy **buckets;
+    size_t n_buckets, n_proxies;
     uint32_t grace_seconds;         /* how long a gone proxy stays */
     bool address_check_off;         /* --registration-address-check off: behind NAT */
     uint64_t reg_epoch;             /* the store's lease epoch the held registrations were put under */

@@ -4,6 +4,7 @@
 
 #include "alloc.h"
 #include "compiler.h"
+#include "hash.h"
 #include "log.h"
 #include "push.h"
 #include "reted.h"
@@ -13,12 +14,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+static size_t bucket_of(const reted_registry *g, const char *ns, const char *name)
+{
+    uint64_t h = rete_fnv1a_str(RETE_FNV1A_INIT, ns);
+    h = rete_fnv1a(h, "/", 1);
+    return (size_t)(rete_fmix64(rete_fnv1a_str(h, name)) & (g->n_buckets - 1));
+}
+
 reted_proxy *reted_proxy_find(reted *r, const char *ns, const char *name)
 {
-    for (reted_proxy *p = r->registry.proxies; p; p = p->next)
+    if (!r->registry.n_buckets)
+        return NULL;
+    for (reted_proxy *p = r->registry.buckets[bucket_of(&r->registry, ns, name)]; p; p = p->hnext)
         if (strcmp(p->ns, ns) == 0 && strcmp(p->name, name) == 0)
             return p;
     return NULL;
+}
+
+void reted_proxy_add(reted *r, reted_proxy *p)
+{
+    reted_registry *g = &r->registry;
+    if (g->n_proxies + 1 > g->n_buckets) {
+        free(g->buckets);
+        g->n_buckets = g->n_buckets ? g->n_buckets * 2 : 64;
+        g->buckets = rete_calloc(g->n_buckets, sizeof(*g->buckets));
+        for (reted_proxy *q = g->proxies; q; q = q->next) {
+            size_t b = bucket_of(g, q->ns, q->name);
+            q->hnext = g->buckets[b];
+            g->buckets[b] = q;
+        }
+    }
+    size_t b = bucket_of(g, p->ns, p->name);
+    p->hnext = g->buckets[b];
+    g->buckets[b] = p;
+    p->next = g->proxies;
+    g->proxies = p;
+    g->n_proxies++;
+}
+
+void reted_proxy_unlink(reted *r, reted_proxy **pp)
+{
+    reted_registry *g = &r->registry;
+    reted_proxy *p = *pp;
+    for (reted_proxy **hp = &g->buckets[bucket_of(g, p->ns, p->name)]; *hp; hp = &(*hp)->hnext)
+        if (*hp == p) {
+            *hp = p->hnext;
+            break;
+        }
+    *pp = p->next;
+    g->n_proxies--;
 }
 
 void reted_proxy_free(reted *r, reted_proxy *p)
@@ -46,6 +90,8 @@ void reted_registry_free(reted *r)
         reted_proxy_free(r, p);
     }
     r->registry.proxies = NULL;
+    rete_free(&r->registry.buckets);
+    r->registry.n_buckets = r->registry.n_proxies = 0;
     orphans_free(&r->registry);
 }
 
@@ -130,7 +176,7 @@ static void forget_moved(reted *r, const char *ns, const char *name, const char 
         if (p->stream)
             return; /* still streaming here (a stale stream, or two processes of one name) */
         rete_info("registry: %s/%s re-registered on replica %s: forgotten here", ns, name, holder);
-        *pp = p->next;
+        reted_proxy_unlink(r, pp);
         reted_proxy_free(r, p);
         return;
     }

@@ -41,6 +41,10 @@ void reted_registration_sweep(struct reted *r);
 
 /* The proxy named ns/name, or NULL. */
 reted_proxy *reted_proxy_find(struct reted *r, const char *ns, const char *name);
+/* Put a new proxy (ns and name set) into the registry; unlink *pp (a link
+ * of the registry's list) from it, before reted_proxy_free. */
+void reted_proxy_add(struct reted *r, reted_proxy *p);
+void reted_proxy_unlink(struct reted *r, reted_proxy **pp);
 /* Free one proxy already unlinked (its snapshot reference released). */
 void reted_proxy_free(struct reted *r, reted_proxy *p);
 /* Free every proxy (at exit, streams already closed). */
