@@ -273,6 +273,10 @@ class SimProxy(asyncio.Protocol):
             if not self.connected.done():
                 self.connected.set_result(True)
         elif b'"ping"' in head:
+            # rete-proxy pings every 15 s and reted closes a stream silent
+            # for 45 s: answering reted's own ping (every 15 s) keeps a
+            # simulated proxy that gets no push as alive as a real one.
+            self.transport.write(b'{"type":"ping"}\n')
             return
         else:
             try:
