@@ -954,6 +954,13 @@ void rete_http_server_stats_get(const rete_http_server *s, rete_http_server_stat
     out->idle_closed = s->idle_closed;
 }
 
+/* Connections the kernel may queue before reted accepts them (capped by
+ * net.core.somaxconn). Every proxy reconnects within a second after a
+ * replica restarts: with nginx's 511, 10,000 proxies overflowed the queue,
+ * the dropped SYNs were retried by the clients' kernels after 1, 3, 7, 15 s
+ * and the reconnect storm took minutes. */
+#define RETED_LISTEN_BACKLOG 4096
+
 rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t port,
                                    rete_tls_ctx *tls, size_t max_body, rete_http_handler handler,
                                    void *arg, rete_error *err)
@@ -978,7 +985,7 @@ rete_http_server *rete_http_listen(rete_io_loop *iol, const char *host, uint16_t
     sweep_start(s);
     int r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
     if (r == 0)
-        r = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
+        r = uv_listen((uv_stream_t *)&s->tcp, RETED_LISTEN_BACKLOG, on_connection);
     if (r != 0) {
         rete_error_set(err, RETE_EIO, "cannot listen on %s:%u: %s", host, port, uv_strerror(r));
         uv_close((uv_handle_t *)&s->sweep, server_closed);
