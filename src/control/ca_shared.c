@@ -361,23 +361,36 @@ static bool name_ok(const char *name)
            strlen(name) < 256;
 }
 
+/* The parsed record when it is of this format and ring holds its KEK; NULL
+ * with *err. */
+static json_t *record_open(const char *record, size_t len, const reted_keyring *ring, rete_error *err)
+{
+    json_t *rec = json_loadb(record, len, 0, NULL);
+    const char *kek = json_string_value(json_object_get(rec, "kekId"));
+    if (!json_is_object(json_object_get(rec, "files")) || !json_string_value(json_object_get(rec, "trustDomain")) ||
+        !kek || strlen(kek) != RETED_KEK_ID_LEN ||
+        json_integer_value(json_object_get(rec, "format")) != CA_RECORD_FORMAT) {
+        rete_error_set(err, RETE_EINVAL, "the CA record in the store is damaged or of another format");
+        json_decref(rec);
+        return NULL;
+    }
+    if (!reted_keyring_find(ring, kek)) {
+        (void)unknown_kek(ring, kek, err);
+        json_decref(rec);
+        return NULL;
+    }
+    return rec;
+}
+
 rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_dir, reted_keyring *ring,
                                rete_error *err)
 {
-    json_t *rec = json_loadb(record, len, 0, NULL);
+    json_t *rec = record_open(record, len, ring, err);
+    if (!rec)
+        return RETE_EINVAL;
     json_t *files = json_object_get(rec, "files");
     const char *td = json_string_value(json_object_get(rec, "trustDomain"));
     const char *rec_kek = json_string_value(json_object_get(rec, "kekId"));
-    if (!json_is_object(files) || !td || !rec_kek || strlen(rec_kek) != RETED_KEK_ID_LEN ||
-        json_integer_value(json_object_get(rec, "format")) != CA_RECORD_FORMAT) {
-        json_decref(rec);
-        return rete_error_set(err, RETE_EINVAL, "the CA record in the store is damaged or of another format");
-    }
-    if (!reted_keyring_find(ring, rec_kek)) {
-        rete_rc urc = unknown_kek(ring, rec_kek, err);
-        json_decref(rec);
-        return urc;
-    }
     /* Open everything first: a wrong KEK changes nothing on disk. */
     const char *name;
     json_t *v;
@@ -463,20 +476,11 @@ rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_
 char *reted_ca_record_reseal(const char *record, size_t len, const reted_keyring *ring,
                              char from[RETED_KEK_ID_LEN + 1], rete_error *err)
 {
-    json_t *rec = json_loadb(record, len, 0, NULL);
+    json_t *rec = record_open(record, len, ring, err);
+    if (!rec)
+        return NULL;
     json_t *files = json_object_get(rec, "files");
     const char *rec_kek = json_string_value(json_object_get(rec, "kekId"));
-    if (!json_is_object(files) || !rec_kek || strlen(rec_kek) != RETED_KEK_ID_LEN ||
-        json_integer_value(json_object_get(rec, "format")) != CA_RECORD_FORMAT) {
-        json_decref(rec);
-        rete_error_set(err, RETE_EINVAL, "the CA record in the store is damaged or of another format");
-        return NULL;
-    }
-    if (!reted_keyring_find(ring, rec_kek)) {
-        (void)unknown_kek(ring, rec_kek, err);
-        json_decref(rec);
-        return NULL;
-    }
     snprintf(from, RETED_KEK_ID_LEN + 1, "%s", rec_kek);
     bool ok = true;
     const char *name;
