@@ -287,7 +287,7 @@ int main(int argc, char **argv)
     const char *store = NULL;
     rete_store_etcd_opts etcd = {.timeout_ms = 5000};
     uint32_t etcd_timeout = 5000;
-    const char *kek_path = NULL, *kek_previous[RETED_KEK_PREVIOUS_MAX + 1];
+    const char *kek_path = NULL, *kek_previous[RETED_KEK_PREVIOUS_MAX];
     size_t n_kek_previous = 0;
     static reted_keyring kek;
     int c;
