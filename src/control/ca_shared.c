@@ -9,7 +9,10 @@
  * A file is sealed when it is the admin token, its name ends in "key.pem",
  * or it holds "PRIVATE KEY". Each seal takes a fresh random nonce; its
  * additional data is "rete-ca/1/" + the file's name, so a sealed value
- * cannot be moved to another name. */
+ * cannot be moved to another name. Every sealed value names its KEK and is
+ * opened with the ring's key of that id; the record's kekId is the one
+ * all its values are sealed with (a build or a re-seal seals all under one
+ * key, and the record is written whole). */
 #include "ca_shared.h"
 
 #include "alloc.h"
@@ -41,19 +44,19 @@
 
 /* ---- the KEK ---- */
 
-rete_rc reted_kek_load(const char *path, reted_kek *out, rete_error *err)
+static rete_rc kek_load_as(const char *flag, const char *path, reted_kek *out, rete_error *err)
 {
     struct stat sb;
     if (stat(path, &sb) != 0)
-        return rete_error_set(err, RETE_ENOTFOUND, "--ca-kek %s: %s", path, strerror(errno));
+        return rete_error_set(err, RETE_ENOTFOUND, "%s %s: %s", flag, path, strerror(errno));
     if (sb.st_mode & 077)
         return rete_error_set(err, RETE_EINVAL,
-                              "--ca-kek %s: readable by group or others (mode %03o): chmod 600 it",
-                              path, (unsigned)(sb.st_mode & 0777));
+                              "%s %s: readable by group or others (mode %03o): chmod 600 it",
+                              flag, path, (unsigned)(sb.st_mode & 0777));
     size_t n = 0;
     char *data = rete_file_read(path, KEK_FILE_MAX, &n);
     if (!data)
-        return rete_error_set(err, RETE_EIO, "--ca-kek %s: cannot read it (at most %d bytes)", path,
+        return rete_error_set(err, RETE_EIO, "%s %s: cannot read it (at most %d bytes)", flag, path,
                               KEK_FILE_MAX);
     rete_rc rc = RETE_OK;
     if (n == RETED_KEK_LEN) {
@@ -63,9 +66,9 @@ rete_rc reted_kek_load(const char *path, reted_kek *out, rete_error *err)
             n--;
         if (n < RETED_KEK_PASSPHRASE_MIN) {
             rc = rete_error_set(err, RETE_EINVAL,
-                                "--ca-kek %s: neither 32 bytes of key nor a passphrase of at least %d "
+                                "%s %s: neither 32 bytes of key nor a passphrase of at least %d "
                                 "characters",
-                                path, RETED_KEK_PASSPHRASE_MIN);
+                                flag, path, RETED_KEK_PASSPHRASE_MIN);
         } else {
             EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
             size_t len = RETED_KEK_LEN;
@@ -75,7 +78,7 @@ rete_rc reted_kek_load(const char *path, reted_kek *out, rete_error *err)
                 EVP_PKEY_CTX_set1_hkdf_key(kc, (const unsigned char *)data, (int)n) <= 0 ||
                 EVP_PKEY_CTX_add1_hkdf_info(kc, (const unsigned char *)info, sizeof info - 1) <= 0 ||
                 EVP_PKEY_derive(kc, out->key, &len) <= 0 || len != RETED_KEK_LEN)
-                rc = rete_error_set_ssl(err, RETE_EIO, "--ca-kek %s: HKDF", path);
+                rc = rete_error_set_ssl(err, RETE_EIO, "%s %s: HKDF", flag, path);
             EVP_PKEY_CTX_free(kc);
         }
     }
@@ -90,10 +93,53 @@ rete_rc reted_kek_load(const char *path, reted_kek *out, rete_error *err)
     int ok = EVP_Digest(in, sizeof in, h, &hl, EVP_sha256(), NULL);
     OPENSSL_cleanse(in, sizeof in);
     if (ok != 1)
-        return rete_error_set_ssl(err, RETE_EIO, "--ca-kek %s: SHA-256", path);
+        return rete_error_set_ssl(err, RETE_EIO, "%s %s: SHA-256", flag, path);
     for (int i = 0; i < 8; i++)
         snprintf(out->id + 2 * i, 3, "%02x", h[i]);
     return RETE_OK;
+}
+
+rete_rc reted_kek_load(const char *path, reted_kek *out, rete_error *err)
+{
+    return kek_load_as("--ca-kek", path, out, err);
+}
+
+rete_rc reted_keyring_add_previous(reted_keyring *ring, const char *path, rete_error *err)
+{
+    if (ring->n_previous == RETED_KEK_PREVIOUS_MAX)
+        return rete_error_set(err, RETE_ELIMIT, "--ca-kek-previous %s: at most %d previous keys", path,
+                              RETED_KEK_PREVIOUS_MAX);
+    reted_kek k;
+    rete_rc rc = kek_load_as("--ca-kek-previous", path, &k, err);
+    if (rc != RETE_OK)
+        return rc;
+    if (reted_keyring_find(ring, k.id)) {
+        rc = rete_error_set(err, RETE_EINVAL, "--ca-kek-previous %s: key %s is given already", path, k.id);
+        OPENSSL_cleanse(&k, sizeof k);
+        return rc;
+    }
+    ring->previous[ring->n_previous++] = k;
+    OPENSSL_cleanse(&k, sizeof k);
+    return RETE_OK;
+}
+
+const reted_kek *reted_keyring_find(const reted_keyring *ring, const char *id)
+{
+    if (!id)
+        return NULL;
+    if (strcmp(ring->current.id, id) == 0)
+        return &ring->current;
+    for (size_t i = 0; i < ring->n_previous; i++)
+        if (strcmp(ring->previous[i].id, id) == 0)
+            return &ring->previous[i];
+    return NULL;
+}
+
+void reted_keyring_describe(const reted_keyring *ring, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%s (--ca-kek)", ring->current.id);
+    for (size_t i = 0; i < ring->n_previous && n > 0 && (size_t)n < cap; i++)
+        n += snprintf(buf + n, cap - (size_t)n, ", %s (--ca-kek-previous)", ring->previous[i].id);
 }
 
 /* ---- base64 ---- */
@@ -157,8 +203,20 @@ static json_t *seal(const reted_kek *kek, const char *name, const uint8_t *pt, s
     return out;
 }
 
+/* The message for a record sealed under a KEK ring does not hold. */
+static rete_rc unknown_kek(const reted_keyring *ring, const char *id, rete_error *err)
+{
+    char held[RETED_KEK_PREVIOUS_MAX * 48 + 48];
+    reted_keyring_describe(ring, held, sizeof held);
+    return rete_error_set(err, RETE_EINVAL,
+                          "the CA in the store is sealed with the key-encryption key %s, and this replica "
+                          "holds only %s: start it with the KEK file of id %s (--ca-kek, or "
+                          "--ca-kek-previous while a KEK rotation is under way)",
+                          id ? id : "(none)", held, id ? id : "(none)");
+}
+
 /* The plaintext (malloc'ed, NUL-terminated) or NULL with *err. */
-static char *unseal(const reted_kek *kek, const char *name, json_t *s, size_t *n_out, rete_error *err)
+static char *unseal(const reted_keyring *ring, const char *name, json_t *s, size_t *n_out, rete_error *err)
 {
     const char *alg = json_string_value(json_object_get(s, "alg"));
     const char *id = json_string_value(json_object_get(s, "kekId"));
@@ -166,11 +224,9 @@ static char *unseal(const reted_kek *kek, const char *name, json_t *s, size_t *n
         rete_error_set(err, RETE_EINVAL, "%s: sealed with %s, not AES-256-GCM", name, alg ? alg : "(none)");
         return NULL;
     }
-    if (!id || strcmp(id, kek->id) != 0) {
-        rete_error_set(err, RETE_EINVAL,
-                       "the CA in the store was sealed with the key-encryption key %s, and --ca-kek is key "
-                       "%s: give every replica the same KEK file",
-                       id ? id : "(none)", kek->id);
+    const reted_kek *kek = reted_keyring_find(ring, id);
+    if (!kek) {
+        (void)unknown_kek(ring, id, err);
         return NULL;
     }
     size_t nl = 0, dl = 0;
@@ -194,8 +250,7 @@ static char *unseal(const reted_kek *kek, const char *name, json_t *s, size_t *n
     EVP_CIPHER_CTX_free(c);
     if (!ok) {
         rete_error_set(err, RETE_EINVAL,
-                       "%s: does not decrypt with --ca-kek (key %s): the wrong key-encryption key, or a "
-                       "tampered record",
+                       "%s: does not decrypt with the key-encryption key %s: a tampered record",
                        name, kek->id);
         OPENSSL_cleanse(pt, n);
         free(pt);
@@ -306,16 +361,36 @@ static bool name_ok(const char *name)
            strlen(name) < 256;
 }
 
-rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_dir, const reted_kek *kek,
-                               rete_error *err)
+/* The parsed record when it is of this format and ring holds its KEK; NULL
+ * with *err. */
+static json_t *record_open(const char *record, size_t len, const reted_keyring *ring, rete_error *err)
 {
     json_t *rec = json_loadb(record, len, 0, NULL);
+    const char *kek = json_string_value(json_object_get(rec, "kekId"));
+    if (!json_is_object(json_object_get(rec, "files")) || !json_string_value(json_object_get(rec, "trustDomain")) ||
+        !kek || strlen(kek) != RETED_KEK_ID_LEN ||
+        json_integer_value(json_object_get(rec, "format")) != CA_RECORD_FORMAT) {
+        rete_error_set(err, RETE_EINVAL, "the CA record in the store is damaged or of another format");
+        json_decref(rec);
+        return NULL;
+    }
+    if (!reted_keyring_find(ring, kek)) {
+        (void)unknown_kek(ring, kek, err);
+        json_decref(rec);
+        return NULL;
+    }
+    return rec;
+}
+
+rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_dir, reted_keyring *ring,
+                               rete_error *err)
+{
+    json_t *rec = record_open(record, len, ring, err);
+    if (!rec)
+        return RETE_EINVAL;
     json_t *files = json_object_get(rec, "files");
     const char *td = json_string_value(json_object_get(rec, "trustDomain"));
-    if (!json_is_object(files) || !td || json_integer_value(json_object_get(rec, "format")) != CA_RECORD_FORMAT) {
-        json_decref(rec);
-        return rete_error_set(err, RETE_EINVAL, "the CA record in the store is damaged or of another format");
-    }
+    const char *rec_kek = json_string_value(json_object_get(rec, "kekId"));
     /* Open everything first: a wrong KEK changes nothing on disk. */
     const char *name;
     json_t *v;
@@ -332,7 +407,7 @@ rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_
             rc = rete_error_set(err, RETE_EINVAL, "the CA record names a file %s", name);
         } else if (s) {
             sealed[i] = true;
-            data[i] = unseal(kek, name, s, &lens[i], err);
+            data[i] = unseal(ring, name, s, &lens[i], err);
             if (!data[i])
                 rc = RETE_EINVAL;
         } else if (json_string_value(json_object_get(v, "text"))) {
@@ -383,6 +458,8 @@ rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_
         rc = rete_file_write_atomic(tdpath, line, strlen(line), 0644, err);
         free(tdpath);
     }
+    if (rc == RETE_OK)
+        snprintf(ring->record_kek, sizeof ring->record_kek, "%s", rec_kek);
     for (i = 0; i < n; i++) {
         if (data[i])
             OPENSSL_cleanse(data[i], lens[i]);
@@ -396,6 +473,48 @@ rete_rc reted_ca_record_unpack(const char *record, size_t len, const char *data_
     return rc;
 }
 
+char *reted_ca_record_reseal(const char *record, size_t len, const reted_keyring *ring,
+                             char from[RETED_KEK_ID_LEN + 1], rete_error *err)
+{
+    json_t *rec = record_open(record, len, ring, err);
+    if (!rec)
+        return NULL;
+    json_t *files = json_object_get(rec, "files");
+    const char *rec_kek = json_string_value(json_object_get(rec, "kekId"));
+    snprintf(from, RETED_KEK_ID_LEN + 1, "%s", rec_kek);
+    bool ok = true;
+    const char *name;
+    json_t *v;
+    json_object_foreach(files, name, v) {
+        json_t *sealed = json_object_get(v, "sealed");
+        if (!sealed)
+            continue;
+        if (!name_ok(name)) {
+            rete_error_set(err, RETE_EINVAL, "the CA record names a file %s", name);
+            ok = false;
+            break;
+        }
+        size_t n = 0;
+        char *pt = unseal(ring, name, sealed, &n, err);
+        json_t *again = pt ? seal(&ring->current, name, (const uint8_t *)pt, n, err) : NULL;
+        if (pt)
+            OPENSSL_cleanse(pt, n);
+        free(pt);
+        if (!again) {
+            ok = false;
+            break;
+        }
+        json_object_set_new(v, "sealed", again); /* replaces a value: the iteration stays valid */
+    }
+    char *out = NULL;
+    if (ok) {
+        json_object_set_new(rec, "kekId", json_string(ring->current.id));
+        out = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    }
+    json_decref(rec);
+    return out;
+}
+
 /* ---- with the store ---- */
 
 static char *record_td(const char *record, size_t len)
@@ -407,7 +526,19 @@ static char *record_td(const char *record, size_t len)
     return out;
 }
 
-int reted_ca_shared_start(rete_store *st, const reted_kek *kek, const char *data_dir, const char *td, uint64_t *rev)
+/* The log line that says which KEK the record is under, and what to do
+ * when that is not this replica's --ca-kek. */
+static void log_record_kek(const reted_keyring *ring, const char *what)
+{
+    if (strcmp(ring->record_kek, ring->current.id) == 0)
+        rete_info("ca: %s; the record is sealed with KEK %s (--ca-kek)", what, ring->record_kek);
+    else
+        rete_info("ca: %s; the record is sealed with KEK %s (--ca-kek-previous), not %s (--ca-kek): run "
+                  "`reted rekey` once every replica holds %s",
+                  what, ring->record_kek, ring->current.id, ring->current.id);
+}
+
+int reted_ca_shared_start(rete_store *st, reted_keyring *ring, const char *data_dir, const char *td, uint64_t *rev)
 {
     rete_error err = {0};
     for (int round = 0; round < 2; round++) {
@@ -423,13 +554,13 @@ int reted_ca_shared_start(rete_store *st, const reted_kek *kek, const char *data
                 return -1;
             }
             free(rtd);
-            rc = reted_ca_record_unpack(rec, len, data_dir, kek, &err);
+            rc = reted_ca_record_unpack(rec, len, data_dir, ring, &err);
             free(rec);
             if (rc != RETE_OK) {
                 fprintf(stderr, "reted: CA: %s\n", err.msg);
                 return -1;
             }
-            rete_info("ca: loaded the shared CA from the store (KEK %s)", kek->id);
+            log_record_kek(ring, "loaded the shared CA from the store");
             return 0;
         }
         if (rc != RETE_ENOTFOUND) {
@@ -442,7 +573,7 @@ int reted_ca_shared_start(rete_store *st, const reted_kek *kek, const char *data
          * operator's) becomes everyone's. */
         if (reted_datadir_init(data_dir, td ? td : RETE_DEFAULT_TRUST_DOMAIN) < 0)
             return -1;
-        rec = reted_ca_record_build(data_dir, kek, &err);
+        rec = reted_ca_record_build(data_dir, &ring->current, &err);
         if (!rec) {
             fprintf(stderr, "reted: CA: %s\n", err.msg);
             return -1;
@@ -450,7 +581,8 @@ int reted_ca_shared_start(rete_store *st, const reted_kek *kek, const char *data
         rc = st->ops->meta_put(st, CA_RECORD, rec, strlen(rec), 0, rev);
         free(rec);
         if (rc == RETE_OK) {
-            rete_info("ca: published this replica's CA to the store, keys sealed with KEK %s", kek->id);
+            snprintf(ring->record_kek, sizeof ring->record_kek, "%s", ring->current.id);
+            log_record_kek(ring, "published this replica's CA to the store");
             return 0;
         }
         if (rc != RETE_ECONFLICT) {
@@ -463,25 +595,31 @@ int reted_ca_shared_start(rete_store *st, const reted_kek *kek, const char *data
     return -1;
 }
 
-rete_rc reted_ca_shared_publish(rete_store *st, const reted_kek *kek, const char *data_dir, uint64_t *rev,
+rete_rc reted_ca_shared_publish(rete_store *st, reted_keyring *ring, const char *data_dir, uint64_t *rev,
                                 rete_error *err)
 {
+    /* the record's KEK while this replica holds it: only `reted rekey`
+     * changes the KEK (ca_shared.h) */
+    const reted_kek *kek = reted_keyring_find(ring, ring->record_kek);
+    if (!kek)
+        kek = &ring->current;
     char *rec = reted_ca_record_build(data_dir, kek, err);
     if (!rec)
         return RETE_EIO;
     uint64_t nrev = 0;
     rete_rc rc = st->ops->meta_put(st, CA_RECORD, rec, strlen(rec), *rev, &nrev);
     free(rec);
-    if (rc == RETE_OK)
+    if (rc == RETE_OK) {
         *rev = nrev;
-    else if (rc == RETE_ECONFLICT)
+        snprintf(ring->record_kek, sizeof ring->record_kek, "%s", kek->id);
+    } else if (rc == RETE_ECONFLICT)
         rete_error_set(err, rc, "another replica changed the CA meanwhile");
     else
         rete_error_set(err, rc, "cannot publish the CA to the store");
     return rc;
 }
 
-int reted_ca_shared_refresh(rete_store *st, const reted_kek *kek, const char *data_dir, uint64_t *rev,
+int reted_ca_shared_refresh(rete_store *st, reted_keyring *ring, const char *data_dir, uint64_t *rev,
                             rete_error *err)
 {
     char *rec = NULL;
@@ -497,10 +635,43 @@ int reted_ca_shared_refresh(rete_store *st, const reted_kek *kek, const char *da
         free(rec);
         return 0;
     }
-    rc = reted_ca_record_unpack(rec, len, data_dir, kek, err);
+    char was[sizeof ring->record_kek];
+    memcpy(was, ring->record_kek, sizeof was);
+    rc = reted_ca_record_unpack(rec, len, data_dir, ring, err);
     free(rec);
     if (rc != RETE_OK)
         return -1;
     *rev = nrev;
+    if (strcmp(was, ring->record_kek) != 0)
+        log_record_kek(ring, "the shared CA record changed its KEK");
     return 1;
+}
+
+rete_rc reted_ca_shared_rekey(rete_store *st, const reted_keyring *ring, char from[RETED_KEK_ID_LEN + 1],
+                              uint64_t *rev, rete_error *err)
+{
+    char *rec = NULL;
+    size_t len = 0;
+    rete_rc rc = st->ops->meta_get(st, CA_RECORD, &rec, &len, rev);
+    if (rc != RETE_OK)
+        return rete_error_set(err, rc, rc == RETE_ENOTFOUND ? "the store holds no shared CA record"
+                                                            : "cannot read the shared CA record");
+    char *out = reted_ca_record_reseal(rec, len, ring, from, err);
+    free(rec);
+    if (!out)
+        return RETE_EINVAL;
+    if (strcmp(from, ring->current.id) == 0) {
+        free(out);
+        return RETE_OK; /* under the current KEK already: nothing written */
+    }
+    uint64_t nrev = 0;
+    rc = st->ops->meta_put(st, CA_RECORD, out, strlen(out), *rev, &nrev);
+    free(out);
+    if (rc == RETE_OK)
+        *rev = nrev;
+    else if (rc == RETE_ECONFLICT)
+        rete_error_set(err, rc, "the shared CA record changed meanwhile (a rotation step?): run it again");
+    else
+        rete_error_set(err, rc, "cannot write the shared CA record");
+    return rc;
 }

@@ -56,7 +56,9 @@ static void usage(FILE *out)
             "      --ca-kek FILE      share the CA through etcd, private keys sealed with this\n"
             "                         key-encryption key (32 bytes, or a passphrase of 16+\n"
             "                         characters); without it each replica uses its own ca/ files\n"
-            "  reted migrate|backup|restore ...: whole stores (reted migrate --help)\n"
+            "      --ca-kek-previous FILE   a former KEK, to open a record still sealed with it\n"
+            "                         (a KEK rotation; repeatable, at most 4)\n"
+            "  reted migrate|backup|restore|rekey ...: whole stores (reted migrate --help)\n"
             "      --api HOST:PORT    operator API, plain HTTP (default 127.0.0.1:" RETE_STR(RETE_PORT_OPERATOR_API) ")\n"
             "      --xds HOST:PORT    proxy API, TLS (default 127.0.0.1:" RETE_STR(RETE_PORT_PROXY_API) ")\n"
             "      --trust-domain TD  SPIFFE trust domain (default cluster.local; fixed at init)\n"
@@ -256,11 +258,12 @@ int main(int argc, char **argv)
         {"etcd-prefix", required_argument, NULL, 269},
         {"etcd-timeout", required_argument, NULL, 270},
         {"ca-kek", required_argument, NULL, 272},
+        {"ca-kek-previous", required_argument, NULL, 274},
         {"ca-key", required_argument, NULL, 273},
         {NULL, 0, NULL, 0},
     };
     if (argc > 1 && (strcmp(argv[1], "migrate") == 0 || strcmp(argv[1], "backup") == 0 ||
-                     strcmp(argv[1], "restore") == 0))
+                     strcmp(argv[1], "restore") == 0 || strcmp(argv[1], "rekey") == 0))
         return reted_store_tool(argc - 1, argv + 1);
     bool init_only = argc > 1 && strcmp(argv[1], "init") == 0;
     if (init_only) {
@@ -284,8 +287,9 @@ int main(int argc, char **argv)
     const char *store = NULL;
     rete_store_etcd_opts etcd = {.timeout_ms = 5000};
     uint32_t etcd_timeout = 5000;
-    const char *kek_path = NULL;
-    static reted_kek kek;
+    const char *kek_path = NULL, *kek_previous[RETED_KEK_PREVIOUS_MAX];
+    size_t n_kek_previous = 0;
+    static reted_keyring kek;
     int c;
     while ((c = getopt_long(argc, argv, "d:l:Vh", opts, NULL)) != -1) {
         switch (c) {
@@ -364,6 +368,13 @@ int main(int argc, char **argv)
         case 268: etcd.key = optarg; break;
         case 269: etcd.prefix = optarg; break;
         case 272: kek_path = optarg; break;
+        case 274:
+            if (n_kek_previous == RETED_KEK_PREVIOUS_MAX) {
+                fprintf(stderr, "reted: at most %d --ca-kek-previous\n", RETED_KEK_PREVIOUS_MAX);
+                return 2;
+            }
+            kek_previous[n_kek_previous++] = optarg;
+            break;
         case 273: rete_ca_set_key_file(optarg); break;
         case 270:
             if (parse_duration_ms(optarg, &etcd_timeout) < 0 || etcd_timeout > 600000) {
@@ -394,10 +405,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "reted: --ca-kek shares the CA through etcd: it needs --store etcd://...\n");
         return 2;
     }
+    if (n_kek_previous && !kek_path) {
+        fprintf(stderr, "reted: --ca-kek-previous needs --ca-kek (the current key)\n");
+        return 2;
+    }
     rete_error e = {0};
-    if (kek_path && reted_kek_load(kek_path, &kek, &e) != RETE_OK) {
+    if (kek_path && reted_kek_load(kek_path, &kek.current, &e) != RETE_OK) {
         fprintf(stderr, "reted: %s\n", e.msg);
         return 1;
+    }
+    for (size_t i = 0; i < n_kek_previous; i++) {
+        if (reted_keyring_add_previous(&kek, kek_previous[i], &e) != RETE_OK) {
+            fprintf(stderr, "reted: %s\n", e.msg);
+            return 1;
+        }
     }
     /* The trust domain is fixed when the data directory is made (with
      * --ca-kek: when the first replica publishes the CA). */

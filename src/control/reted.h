@@ -62,7 +62,7 @@ typedef struct reted {
     bool leading;                   /* this replica runs the jobs that run once */
     char replica_id[128];           /* in the leader key, /api/v1/check: HOSTNAME-PID */
     char leader[128];               /* the leading replica's id as last read, "" unknown */
-    struct reted_kek *ca_kek;       /* --ca-kek: the CA is shared through the store (ca_shared.h) */
+    struct reted_keyring *ca_kek;   /* --ca-kek (and --ca-kek-previous): the CA is shared through the store (ca_shared.h) */
     uint64_t ca_rev;                /* the shared CA record's revision this replica holds */
 } reted;
 

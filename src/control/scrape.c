@@ -2,6 +2,7 @@
 #include "scrape.h"
 
 #include "alloc.h"
+#include "ca_shared.h"
 #include "compiler.h"
 #include "log.h"
 #include "registry.h"
@@ -9,6 +10,7 @@
 #include "stats.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* What a probe reads. */
 enum {
@@ -28,6 +30,7 @@ enum {
     P_INDEX,
     P_HEAP,
     P_LEADER,
+    P_CA_KEK,          /* i: 0 the current KEK, 1.. the previous ones */
 };
 
 static rete_http_server *listener(const reted *r, unsigned i)
@@ -90,6 +93,11 @@ static uint64_t probe_value(void *arg)
     }
     case P_INDEX: return r->index.n;
     case P_HEAP: return rete_alloc_in_use();
+    case P_CA_KEK: {
+        const reted_keyring *ring = r->ca_kek;
+        const reted_kek *k = p->i == 0 ? &ring->current : &ring->previous[p->i - 1];
+        return strcmp(k->id, ring->record_kek) == 0;
+    }
     default: return 0;
     }
 }
@@ -119,9 +127,27 @@ static void bind_probe(reted *r, rete_metric m, bool counter, unsigned what, uns
     }
 }
 
+/* rete_reted_ca_kek: a series per key of the ring. */
+static void bind_kek(reted *r)
+{
+    const reted_keyring *ring = r->ca_kek;
+    for (unsigned i = 0; i <= ring->n_previous; i++) {
+        rete_view v[2] = {rete_view_cstr(i == 0 ? ring->current.id : ring->previous[i - 1].id),
+                          rete_view_cstr(i == 0 ? "write" : "read")};
+        rete_metric m;
+        if (rete_metrics_series(r->stats.reg, r->stats.ca_kek, v, 2, &m) != RETE_OK) {
+            rete_err("reted: metrics: cannot declare rete_reted_ca_kek");
+            abort();
+        }
+        bind_probe(r, m, false, P_CA_KEK, i, 0);
+    }
+}
+
 void reted_scrape_bind(reted *r)
 {
     reted_stats *s = &r->stats;
+    if (r->ca_kek)
+        bind_kek(r);
     for (unsigned i = 0; i < RETED_PROXY_STATES; i++)
         bind_probe(r, s->proxies[i], false, P_PROXIES, i, 0);
     bind_probe(r, s->store_revision, false, P_STORE_REVISION, 0, 0);

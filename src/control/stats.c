@@ -112,6 +112,10 @@ void reted_stats_init(reted_stats *s)
                "Loads of a CA another replica published to the store (--ca-kek: a rotation step elsewhere).",
                RETE_METRIC_COUNTER, NULL);
     s->ca_reloads = series(s, f, NULL, NULL);
+    family2(s, &s->ca_kek, "rete_reted_ca_kek",
+            "The key-encryption keys this replica holds (--ca-kek: use write, --ca-kek-previous: use read), "
+            "by id: 1 for the one the shared CA record is sealed with as last read, else 0.",
+            RETE_METRIC_GAUGE, "kek", "use");
     {
         /* What one apply costs the loop: the issue's target is <= 10 ms at
          * 12,000 resources stored (docs/control-plane.md). */

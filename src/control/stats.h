@@ -52,6 +52,7 @@ typedef struct reted_stats {
     /* rete_reted_store_watch_changes_total{origin}, rete_reted_store_relists_total */
     rete_metric store_changes_own, store_changes_remote, store_relists;
     rete_metric ca_reloads;         /* rete_reted_ca_reloads_total */
+    rete_metric_family ca_kek;      /* rete_reted_ca_kek{kek,use}: its series made at start (scrape.c) */
     rete_metric apply_cpu;         /* histogram: loop-thread CPU seconds per apply */
     rete_metric closed_cert_expired;
     rete_metric golden_reports;                /* rete_reted_stats_reports_total */

@@ -1,4 +1,4 @@
-/* reted migrate / backup / restore (store_tool.h).
+/* reted migrate / backup / restore / rekey (store_tool.h).
  *
  * A store's whole content goes through one logical form (a "dump"):
  *   {"format":"rete-store-dump/1",
@@ -34,7 +34,7 @@ typedef struct tool_opts {
     rete_store_etcd_opts etcd;
     const char *data_dir;      /* migrate: the SQLite side's data directory (its CA) */
     const char *kek_path;
-    reted_kek kek;
+    reted_keyring kek;         /* --ca-kek and the --ca-kek-previous keys */
 } tool_opts;
 
 static void usage(FILE *f)
@@ -43,12 +43,15 @@ static void usage(FILE *f)
             "usage: reted migrate --from STORE --to STORE [--data-dir DIR] [--ca-kek FILE] [etcd flags]\n"
             "       reted backup --store STORE --out FILE [etcd flags]\n"
             "       reted restore --store STORE --from FILE [etcd flags]\n"
+            "       reted rekey --store etcd://... --ca-kek NEW --ca-kek-previous OLD [etcd flags]\n"
             "  STORE: sqlite:PATH or etcd://HOST:PORT[,HOST:PORT...]\n"
             "  migrate copies every resource, join token and the CA into an empty store; between SQLite\n"
             "  and etcd the CA moves between DIR/ca (the SQLite side's data directory) and the store's\n"
             "  record sealed with --ca-kek FILE.\n"
             "  backup: SQLite with its online backup API (a database file); etcd as a logical dump of\n"
             "  the prefix (JSON, mode 0600). restore: into a store that is empty (SQLite: a new path).\n"
+            "  rekey: re-seal the shared CA record under --ca-kek (a KEK rotation, replicas running;\n"
+            "  --ca-kek-previous repeatable, at most 4; also taken by migrate to open a record).\n"
             "  etcd flags: --etcd-prefix P, --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE,\n"
             "  --etcd-timeout-ms N (as reted's)\n");
 }
@@ -296,6 +299,34 @@ static int load_dump(rete_store *s, const char *spec, json_t *d, tool_opts *o)
 
 /* ---- subcommands ---- */
 
+static int rekey(const char *spec, tool_opts *o)
+{
+    if (!is_etcd(spec) || !o->kek_path) {
+        fprintf(stderr, "reted: rekey re-seals the CA record on etcd: --store etcd://... --ca-kek NEW "
+                        "--ca-kek-previous OLD\n");
+        return 2;
+    }
+    rete_store *s = open_store(spec, o);
+    if (!s)
+        return 1;
+    char from[RETED_KEK_ID_LEN + 1] = "";
+    uint64_t rev = 0;
+    rete_error err = {0};
+    rete_rc rc = reted_ca_shared_rekey(s, &o->kek, from, &rev, &err);
+    s->ops->close(s);
+    if (rc != RETE_OK) {
+        fprintf(stderr, "reted: rekey: %s\n", err.msg);
+        return 1;
+    }
+    if (strcmp(from, o->kek.current.id) == 0)
+        printf("reted: the CA record is sealed with KEK %s already: nothing to do\n", from);
+    else
+        printf("reted: re-sealed the CA record from KEK %s to KEK %s (revision %llu); every replica loads "
+               "it within about 2 s\n",
+               from, o->kek.current.id, (unsigned long long)rev);
+    return 0;
+}
+
 static int migrate(const char *from, const char *to, tool_opts *o)
 {
     rete_store *src = open_store(from, o);
@@ -313,7 +344,7 @@ static int migrate(const char *from, const char *to, tool_opts *o)
             return 1;
         }
         rete_error err = {0};
-        char *rec = reted_ca_record_build(o->data_dir, &o->kek, &err);
+        char *rec = reted_ca_record_build(o->data_dir, &o->kek.current, &err);
         if (!rec) {
             fprintf(stderr, "reted: CA: %s\n", err.msg);
             json_decref(d);
@@ -401,6 +432,7 @@ int reted_store_tool(int argc, char **argv)
         {"from", required_argument, NULL, 'f'},        {"to", required_argument, NULL, 't'},
         {"store", required_argument, NULL, 's'},       {"out", required_argument, NULL, 'o'},
         {"data-dir", required_argument, NULL, 'd'},    {"ca-kek", required_argument, NULL, 'k'},
+        {"ca-kek-previous", required_argument, NULL, 'P'},
         {"etcd-prefix", required_argument, NULL, 'p'}, {"etcd-cacert", required_argument, NULL, 'C'},
         {"etcd-cert", required_argument, NULL, 'c'},   {"etcd-key", required_argument, NULL, 'K'},
         {"etcd-timeout-ms", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
@@ -408,6 +440,8 @@ int reted_store_tool(int argc, char **argv)
     };
     const char *cmd = argv[0], *from = NULL, *to = NULL, *store = NULL, *out = NULL;
     tool_opts o = {.etcd = {.timeout_ms = 5000}};
+    const char *previous[RETED_KEK_PREVIOUS_MAX];
+    size_t n_previous = 0;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -417,6 +451,13 @@ int reted_store_tool(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'd': o.data_dir = optarg; break;
         case 'k': o.kek_path = optarg; break;
+        case 'P':
+            if (n_previous == RETED_KEK_PREVIOUS_MAX) {
+                fprintf(stderr, "reted: at most %d --ca-kek-previous\n", RETED_KEK_PREVIOUS_MAX);
+                return 2;
+            }
+            previous[n_previous++] = optarg;
+            break;
         case 'p': o.etcd.prefix = optarg; break;
         case 'C': o.etcd.cacert = optarg; break;
         case 'c': o.etcd.cert = optarg; break;
@@ -439,9 +480,19 @@ int reted_store_tool(int argc, char **argv)
         return 2;
     }
     rete_error err = {0};
-    if (o.kek_path && reted_kek_load(o.kek_path, &o.kek, &err) != RETE_OK) {
+    if (n_previous && !o.kek_path) {
+        fprintf(stderr, "reted: --ca-kek-previous needs --ca-kek (the current key)\n");
+        return 2;
+    }
+    if (o.kek_path && reted_kek_load(o.kek_path, &o.kek.current, &err) != RETE_OK) {
         fprintf(stderr, "reted: %s\n", err.msg);
         return 1;
+    }
+    for (size_t i = 0; i < n_previous; i++) {
+        if (reted_keyring_add_previous(&o.kek, previous[i], &err) != RETE_OK) {
+            fprintf(stderr, "reted: %s\n", err.msg);
+            return 1;
+        }
     }
     if (strcmp(cmd, "migrate") == 0 && from && to && !store && !out)
         return migrate(from, to, &o);
@@ -449,6 +500,8 @@ int reted_store_tool(int argc, char **argv)
         return backup(store, out, &o);
     if (strcmp(cmd, "restore") == 0 && store && from && !to && !out)
         return restore(store, from, &o);
+    if (strcmp(cmd, "rekey") == 0 && store && !from && !to && !out)
+        return rekey(store, &o);
     usage(stderr);
     return 2;
 }

@@ -83,7 +83,7 @@ def test_replicas_share_the_ca_through_etcd_sealed_with_the_kek(cluster, tmp_pat
     # old root no longer verifies, one of the new root does
     assert not verifies(certs[0], rs[0].bundle)
     assert open(rs[0].bundle).read().split("-----END CERTIFICATE-----")[0] in new_bundle
-    no_secret_in_etcd(cluster, "/t-kek/", rs[0].admin_token)
+    rec = no_secret_in_etcd(cluster, "/t-kek/", rs[0].admin_token)
 
     # a replica with another KEK refuses to start, changing nothing
     other = kek_file(tmp_path, "other-kek", b"a passphrase that is long enough\n")
@@ -91,7 +91,7 @@ def test_replicas_share_the_ca_through_etcd_sealed_with_the_kek(cluster, tmp_pat
     r = Reted(d, "--store", f"etcd://{cluster.endpoints}", "--etcd-prefix", "/t-kek/", "--ca-kek", other)
     with pytest.raises(RuntimeError) as e:
         r.start()
-    assert "key-encryption key" in str(e.value) and "same KEK file" in str(e.value)
+    assert "key-encryption key" in str(e.value) and f"KEK file of id {rec['kekId']}" in str(e.value)
     assert not os.path.exists(os.path.join(d, "ca", "root-key.pem"))
 
 
