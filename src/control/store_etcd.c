@@ -190,6 +190,60 @@ static rete_rc call(store_etcd *se, const char *path, json_t *req, json_t **resp
     return RETE_OK;
 }
 
+/* Every key under a prefix; *resp as call(). */
+static rete_rc range_under(store_etcd *se, const char *prefix, json_t **resp)
+{
+    return call(se, "/v3/kv/range",
+                json_pack("{s:o,s:o}", "key", b64s(prefix), "range_end", prefix_end(prefix)), resp);
+}
+
+/* ---- guarded transactions ---- */
+
+/* The guard of one key (key stolen, base64): unchanged since it was read,
+ * its mod_revision still `mod`; or, when it was absent (!exists), absent
+ * still (create_revision 0). */
+static json_t *guard(json_t *key, bool exists, uint64_t mod)
+{
+    char rev[24];
+    snprintf(rev, sizeof rev, "%" PRIu64, exists ? mod : 0);
+    return json_pack("{s:o,s:s,s:s,s:s}", "key", key, "target", exists ? "MOD" : "CREATE", "result",
+                     "EQUAL", exists ? "mod_revision" : "create_revision", rev);
+}
+
+/* A transaction's operations; key and value stolen, base64. */
+static json_t *put_op(json_t *key, json_t *value)
+{
+    return json_pack("{s:{s:o,s:o}}", "request_put", "key", key, "value", value);
+}
+
+static json_t *delete_op(json_t *key)
+{
+    return json_pack("{s:{s:o}}", "request_delete_range", "key", key);
+}
+
+/* One transaction: the compares, the operations when they all hold and
+ * those when one does not (each stolen; failure NULL for none). RETE_OK
+ * when every compare held and the success operations were done,
+ * RETE_ECONFLICT when one failed, RETE_EIO as call(). *rev (may be NULL)
+ * the revision etcd answered at; *resp (may be NULL) the answer, the
+ * caller's to decref, set unless RETE_EIO. */
+static rete_rc txn(store_etcd *se, json_t *cmp, json_t *success, json_t *failure, uint64_t *rev,
+                   json_t **resp)
+{
+    json_t *req = json_pack("{s:o,s:o}", "compare", cmp, "success", success), *r;
+    if (failure)
+        json_object_set_new(req, "failure", failure);
+    RETE_GUARD(call(se, "/v3/kv/txn", req, &r));
+    bool held = json_is_true(json_object_get(r, "succeeded"));
+    if (rev)
+        *rev = jint(json_object_get(r, "header"), "revision");
+    if (resp)
+        *resp = r;
+    else
+        json_decref(r);
+    return held ? RETE_OK : RETE_ECONFLICT;
+}
+
 /* ---- keys and values ---- */
 
 static bool key_part_ok(const char *s, bool may_be_empty)
@@ -345,15 +399,6 @@ static rete_rc decide(rete_store_write *w, const found *f, bool *op)
     return RETE_OK;
 }
 
-/* The guard of one key: unchanged since it was read (absent: still absent). */
-static json_t *compare_for(const char *key, const found *f)
-{
-    char rev[24];
-    snprintf(rev, sizeof rev, "%" PRIu64, f->mod);
-    return json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(key), "target", f->exists ? "MOD" : "CREATE", "result",
-                     "EQUAL", f->exists ? "mod_revision" : "create_revision", f->exists ? rev : "0");
-}
-
 static rete_rc apply_round(store_etcd *se, rete_store_write *w, size_t n, char **keys, found *f, size_t *failed,
                            bool *lost)
 {
@@ -371,15 +416,14 @@ static rete_rc apply_round(store_etcd *se, rete_store_write *w, size_t n, char *
             json_decref(ops);
             return rc;
         }
-        json_array_append_new(cmp, compare_for(keys[i], &f[i]));
+        json_array_append_new(cmp, guard(b64s(keys[i]), f[i].exists, f[i].mod));
         if (!op)
             continue;
         if (!w[i].json) {
-            json_array_append_new(ops, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(keys[i])));
+            json_array_append_new(ops, delete_op(b64s(keys[i])));
         } else {
             char *v = envelope(f[i].exists ? f[i].created : now, w[i].json);
-            json_array_append_new(ops, json_pack("{s:{s:o,s:o}}", "request_put", "key", b64s(keys[i]), "value",
-                                                 b64s(v)));
+            json_array_append_new(ops, put_op(b64s(keys[i]), b64s(v)));
             free(v);
         }
     }
@@ -390,15 +434,13 @@ static rete_rc apply_round(store_etcd *se, rete_store_write *w, size_t n, char *
             w[i].unchanged = true;
         return RETE_OK;
     }
-    json_t *resp;
-    RETE_GUARD(call(se, "/v3/kv/txn", json_pack("{s:o,s:o}", "compare", cmp, "success", ops), &resp));
-    bool ok = json_is_true(json_object_get(resp, "succeeded"));
-    uint64_t rev = jint(json_object_get(resp, "header"), "revision");
-    json_decref(resp);
-    if (!ok) {
+    uint64_t rev;
+    rete_rc rc = txn(se, cmp, ops, NULL, &rev, NULL);
+    if (rc == RETE_ECONFLICT) {
         *lost = true;
         return RETE_OK;
     }
+    RETE_GUARD(rc);
     for (size_t i = 0; i < n; i++) {
         bool op;
         (void)decide(&w[i], &f[i], &op);
@@ -533,8 +575,7 @@ static rete_rc se_list(rete_store *s, const char *kind, const char *ns, rete_sto
     char *pre = rete_malloc(n);
     snprintf(pre, n, "%sresources/%s%s", se->prefix, kind ? kind : "", kind ? "/" : "");
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
-                      &resp);
+    rete_rc rc = range_under(se, pre, &resp);
     free(pre);
     RETE_GUARD(rc);
     json_t *kvs = json_object_get(resp, "kvs");
@@ -601,16 +642,11 @@ static rete_rc se_token_put(rete_store *s, const rete_store_token *t, const uint
         !memchr(t->ns, '\0', sizeof t->ns) || !memchr(t->sa, '\0', sizeof t->sa) || t->uses_left < -1)
         return RETE_EINVAL;
     char *key = tok_key(se, t->id), *v = tok_value(t, hash);
-    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o}}]}", "compare", "key", b64s(key), "target",
-                            "CREATE", "result", "EQUAL", "create_revision", "0", "success", "request_put", "key",
-                            b64s(key), "value", b64s(v));
+    json_t *cmp = json_pack("[o]", guard(b64s(key), false, 0));
+    json_t *ops = json_pack("[o]", put_op(b64s(key), b64s(v)));
     free(key);
     free(v);
-    json_t *resp;
-    RETE_GUARD(call(se, "/v3/kv/txn", req, &resp));
-    bool ok = json_is_true(json_object_get(resp, "succeeded"));
-    json_decref(resp);
-    return ok ? RETE_OK : RETE_ECONFLICT;
+    return txn(se, cmp, ops, NULL, NULL, NULL);
 }
 
 static bool hex32(const char *s, uint8_t out[32])
@@ -691,21 +727,16 @@ static rete_rc se_token_use(rete_store *s, const char *id, const uint8_t secret_
         snprintf(t.id, sizeof t.id, "%s", id);
         if (t.uses_left > 0) {
             t.uses_left--;
-            char *v = tok_value(&t, hash), rev[24];
-            snprintf(rev, sizeof rev, "%" PRIu64, mod);
-            json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o}}]}", "compare", "key", b64s(key),
-                                    "target", "MOD", "result", "EQUAL", "mod_revision", rev, "success",
-                                    "request_put", "key", b64s(key), "value", b64s(v));
+            char *v = tok_value(&t, hash);
+            rc = txn(se, json_pack("[o]", guard(b64s(key), true, mod)),
+                     json_pack("[o]", put_op(b64s(key), b64s(v))), NULL, NULL, NULL);
             free(v);
-            rc = call(se, "/v3/kv/txn", req, &resp);
-            if (rc != RETE_OK)
-                break;
-            bool ok = json_is_true(json_object_get(resp, "succeeded"));
-            json_decref(resp);
-            if (!ok) {
+            if (rc == RETE_ECONFLICT) {
                 rc = RETE_ELIMIT; /* if every round loses, the uses went elsewhere */
                 continue;
             }
+            if (rc != RETE_OK)
+                break;
         }
         if (out)
             *out = t;
@@ -723,12 +754,9 @@ static rete_rc se_token_prune(rete_store *s, int64_t expired_before, size_t *rem
         *removed = 0;
     if (se->in_list)
         return RETE_ESTATE;
-    size_t n = strlen(se->prefix) + 8;
-    char *pre = rete_malloc(n);
-    snprintf(pre, n, "%stokens/", se->prefix);
+    char *pre = tok_key(se, ""); /* <prefix>tokens/ */
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
-                      &resp);
+    rete_rc rc = range_under(se, pre, &resp);
     free(pre);
     RETE_GUARD(rc);
     json_t *kvs = json_object_get(resp, "kvs"), *kv;
@@ -739,20 +767,19 @@ static rete_rc se_token_prune(rete_store *s, int64_t expired_before, size_t *rem
         uint64_t mod = 0;
         if (!tok_parse(kv, &t, hash, &mod) || t.expires_unix > expired_before)
             continue;
-        char rev[24];
-        snprintf(rev, sizeof rev, "%" PRIu64, mod);
         /* one token per transaction, guarded: another replica pruning or a
          * use in between makes this one a no-op, never a wrong delete */
-        json_t *req = json_pack("{s:[{s:O,s:s,s:s,s:s}],s:[{s:{s:O}}]}", "compare", "key",
-                                json_object_get(kv, "key"), "target", "MOD", "result", "EQUAL", "mod_revision",
-                                rev, "success", "request_delete_range", "key", json_object_get(kv, "key"));
-        json_t *r2;
-        rc = call(se, "/v3/kv/txn", req, &r2);
+        json_t *key = json_object_get(kv, "key");
+        rc = txn(se, json_pack("[o]", guard(json_incref(key), true, mod)),
+                 json_pack("[o]", delete_op(json_incref(key))), NULL, NULL, NULL);
+        if (rc == RETE_ECONFLICT) {
+            rc = RETE_OK;
+            continue;
+        }
         if (rc != RETE_OK)
             break;
-        if (json_is_true(json_object_get(r2, "succeeded")) && removed)
+        if (removed)
             (*removed)++;
-        json_decref(r2);
     }
     json_decref(resp);
     return rc;
@@ -763,12 +790,9 @@ static rete_rc se_token_list(rete_store *s, rete_store_token_fn fn, void *arg)
     store_etcd *se = to_se(s);
     if (se->in_list)
         return RETE_ESTATE;
-    size_t n = strlen(se->prefix) + 8;
-    char *pre = rete_malloc(n);
-    snprintf(pre, n, "%stokens/", se->prefix);
+    char *pre = tok_key(se, ""); /* <prefix>tokens/ */
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
-                      &resp);
+    rete_rc rc = range_under(se, pre, &resp);
     if (rc != RETE_OK) {
         free(pre);
         return rc;
@@ -845,20 +869,15 @@ static rete_rc se_meta_put(rete_store *s, const char *name, const char *value, s
     store_etcd *se = to_se(s);
     if (se->in_list)
         return RETE_ESTATE;
-    char *key = meta_key(se, name), rev[24];
-    snprintf(rev, sizeof rev, "%" PRIu64, expected_rev);
-    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o}}]}", "compare", "key", b64s(key), "target",
-                            expected_rev ? "MOD" : "CREATE", "result", "EQUAL",
-                            expected_rev ? "mod_revision" : "create_revision", expected_rev ? rev : "0",
-                            "success", "request_put", "key", b64s(key), "value", b64(value, len));
+    char *key = meta_key(se, name);
+    json_t *cmp = json_pack("[o]", guard(b64s(key), expected_rev != 0, expected_rev));
+    json_t *ops = json_pack("[o]", put_op(b64s(key), b64(value, len)));
     free(key);
-    json_t *resp;
-    RETE_GUARD(call(se, "/v3/kv/txn", req, &resp));
-    bool ok = json_is_true(json_object_get(resp, "succeeded"));
-    if (new_rev)
-        *new_rev = ok ? jint(json_object_get(resp, "header"), "revision") : 0;
-    json_decref(resp);
-    return ok ? RETE_OK : RETE_ECONFLICT;
+    uint64_t rev;
+    rete_rc rc = txn(se, cmp, ops, NULL, &rev, NULL);
+    if (new_rev && rc != RETE_EIO)
+        *new_rev = rc == RETE_OK ? rev : 0;
+    return rc;
 }
 
 /* ---- leadership ---- */
@@ -924,17 +943,17 @@ static bool se_lead(rete_store *s, const char *id, char *leader, size_t cap)
     snprintf(key, n, "%sleader", se->prefix);
     /* Take the key when nobody holds it (create_revision 0), with our
      * lease: it goes when the lease does. Either way read who holds it. */
-    json_t *req = json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[{s:{s:o,s:o,s:s}}],s:[{s:{s:o}}]}", "compare", "key",
-                            b64s(key), "target", "CREATE", "result", "EQUAL", "create_revision", "0", "success",
-                            "request_put", "key", b64s(key), "value", b64s(id), "lease", se->lease, "failure",
-                            "request_range", "key", b64s(key));
-    free(key);
+    json_t *put = put_op(b64s(key), b64s(id));
+    json_object_set_new(json_object_get(put, "request_put"), "lease", json_string(se->lease));
     json_t *resp;
-    if (call(se, "/v3/kv/txn", req, &resp) != RETE_OK) {
+    rete_rc rc = txn(se, json_pack("[o]", guard(b64s(key), false, 0)), json_pack("[o]", put),
+                     json_pack("[{s:{s:o}}]", "request_range", "key", b64s(key)), NULL, &resp);
+    free(key);
+    if (rc == RETE_EIO) {
         se->leading = se->leading && mono_ms() + LEASE_MARGIN_MS < se->lead_until_ms;
         return se->leading;
     }
-    bool won = json_is_true(json_object_get(resp, "succeeded"));
+    bool won = rc == RETE_OK;
     char *holder = NULL;
     if (won) {
         holder = rete_strdup(id);
@@ -1090,8 +1109,7 @@ static rete_rc se_reg_list(rete_store *s, rete_store_registration_fn fn, void *a
     char *pre = rete_malloc(n);
     snprintf(pre, n, "%sregistrations/", se->prefix);
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:o}", "key", b64s(pre), "range_end", prefix_end(pre)),
-                      &resp);
+    rete_rc rc = range_under(se, pre, &resp);
     free(pre);
     RETE_GUARD(rc);
     json_t *kv;
@@ -1123,25 +1141,15 @@ static rete_rc se_reg_expire(rete_store *s, const char *ns, const char *name, ui
     if (!key_part_ok(ns, true) || !key_part_ok(name, false))
         return RETE_EINVAL;
     char *rk = reg_key(se, ns, name), *wk = res_key(se, "Workload", ns, name);
-    char rrev[24], wrev[24];
-    snprintf(rrev, sizeof rrev, "%" PRIu64, reg_revision);
-    snprintf(wrev, sizeof wrev, "%" PRIu64, wl_version);
-    json_t *cmp = json_pack("[{s:o,s:s,s:s,s:s}]", "key", b64s(rk), "target", reg_revision ? "MOD" : "CREATE",
-                            "result", "EQUAL", reg_revision ? "mod_revision" : "create_revision", rrev);
-    json_t *ops = json_pack("[{s:{s:o}}]", "request_delete_range", "key", b64s(rk));
+    json_t *cmp = json_pack("[o]", guard(b64s(rk), reg_revision != 0, reg_revision));
+    json_t *ops = json_pack("[o]", delete_op(b64s(rk)));
     if (wl_version) { /* 0: the registration alone */
-        json_array_append_new(cmp, json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(wk), "target", "MOD", "result",
-                                             "EQUAL", "mod_revision", wrev));
-        json_array_append_new(ops, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(wk)));
+        json_array_append_new(cmp, guard(b64s(wk), true, wl_version));
+        json_array_append_new(ops, delete_op(b64s(wk)));
     }
-    json_t *req = json_pack("{s:o,s:o}", "compare", cmp, "success", ops);
     free(rk);
     free(wk);
-    json_t *resp;
-    RETE_GUARD(call(se, "/v3/kv/txn", req, &resp));
-    bool ok = json_is_true(json_object_get(resp, "succeeded"));
-    json_decref(resp);
-    return ok ? RETE_OK : RETE_ECONFLICT;
+    return txn(se, cmp, ops, NULL, NULL, NULL);
 }
 
 static uint64_t se_reg_epoch(rete_store *s)

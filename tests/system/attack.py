@@ -26,7 +26,8 @@ import struct
 import threading
 import time
 
-from helpers import fresh_host, rss_kb, wait_for
+from helpers import fresh_host, rss_kb, start_echo, wait_for
+from mesh import Mesh, service, workload
 
 # Every canary request must complete within this many seconds. Generous on
 # purpose: two shared cores run an ASan build and the attacker.
@@ -208,6 +209,51 @@ def small_asan_quarantine():
             del os.environ["ASAN_OPTIONS"]
         else:
             os.environ["ASAN_OPTIONS"] = old
+
+
+# ---- the target ----
+
+def sidecar_pair(tmp, limits):
+    """What most attacks aim at: client-0's sidecar -> mesh -> echo-0's
+    sidecar -> a rete-echo, both sidecars with `limits`, persistent (for a
+    module fixture) and started under small_asan_quarantine; and an
+    attacker's client certificate of the mesh as an ssl context offering
+    ALPN h2 (for the mesh listener). A dict: mesh, client, server (the
+    sidecars' processes), client_host, echo_host, mesh_tls."""
+    m = Mesh(tmp)
+    client_host, echo_host = fresh_host(), fresh_host()
+    with small_asan_quarantine():
+        echo_proc, echo_addr = start_echo(name="echo", host=echo_host, persistent=True)
+        echo_port = int(echo_addr.rsplit(":", 1)[1])
+        m.add(service("echo", m.ns, [(80, "HTTP", echo_port)]),
+              workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
+              workload("client-0", m.ns, client_host, "client", {"app": "client"}))
+        server = m.start_proxy("echo-0", "echo", echo_host, inbound=[(echo_port, "HTTP")],
+                               extra_spec={"limits": limits}, persistent=True)
+        client = m.start_proxy("client-0", "client", client_host, extra_spec={"limits": limits}, persistent=True)
+    crt, key = m.cert("attacker")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.check_hostname = False
+    tls.load_verify_locations(m.ca[0])
+    tls.load_cert_chain(crt, key)
+    tls.set_alpn_protocols(["h2"])
+    return {"mesh": m, "client": client, "server": server, "client_host": client_host, "echo_host": echo_host,
+            "mesh_tls": tls}
+
+
+def read_to_close(s):
+    """What the peer sends on `s` until it closes, or until a read fails
+    (its timeout included): the bytes read."""
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    return out
 
 
 # ---- raw HTTP/2 frames (attackers must be able to misbehave) ----

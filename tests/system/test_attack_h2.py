@@ -14,7 +14,6 @@ and the per-stream timeouts are in test_security_h2.py; this module adds
 the bursts and the floods nghttp2 bounds itself, which were not counted
 before. Every attack is bounded in frames, connections and time."""
 import socket
-import ssl
 import struct
 import time
 
@@ -23,9 +22,9 @@ import pytest
 
 from attack import (ACK, CANCEL, CONTINUATION, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, PREFACE,
                     PRIORITY, RST_STREAM, SETTINGS, WINDOW_UPDATE, frame, hpack_request, probe_http,
-                    read_frames, scrape, settings, small_asan_quarantine, under_attack, value)
-from helpers import fresh_host, start_echo, wait_for
-from mesh import Mesh, service, stop_and_check_proxies, workload
+                    read_frames, scrape, settings, sidecar_pair, under_attack, value)
+from helpers import fresh_host, wait_for
+from mesh import stop_and_check_proxies
 
 MAX_STREAMS = 16
 LIMITS = {"drainTimeout": "2s", "maxStreams": MAX_STREAMS, "responseWriteTimeout": "1s",
@@ -38,31 +37,15 @@ TARGETS = ["outbound", "inbound", "mesh"]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("attack-h2")
-    m = Mesh(tmp)
-    client_host, echo_host = fresh_host(), fresh_host()
-    with small_asan_quarantine():
-        echo_proc, echo_addr = start_echo(name="echo", host=echo_host, persistent=True)
-        echo_port = int(echo_addr.rsplit(":", 1)[1])
-        m.add(service("echo", m.ns, [(80, "HTTP", echo_port)]),
-              workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
-              workload("client-0", m.ns, client_host, "client", {"app": "client"}))
-        server = m.start_proxy("echo-0", "echo", echo_host, inbound=[(echo_port, "HTTP")],
-                               extra_spec={"limits": LIMITS}, persistent=True)
-        client = m.start_proxy("client-0", "client", client_host, extra_spec={"limits": LIMITS}, persistent=True)
-    crt, key = m.cert("attacker")
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls.check_hostname = False
-    tls.load_verify_locations(m.ca[0])
-    tls.load_cert_chain(crt, key)
-    tls.set_alpn_protocols(["h2"])
-    e = {"mesh": m, "tls": tls, "client": client, "server": server,
+    t = sidecar_pair(tmp_path_factory.mktemp("attack-h2"), LIMITS)
+    client_host, echo_host = t["client_host"], t["echo_host"]
+    e = {"mesh": t["mesh"], "tls": t["mesh_tls"], "client": t["client"], "server": t["server"],
          "addr": {"outbound": (client_host, 15001), "inbound": (echo_host, 15006), "mesh": (echo_host, 15008)},
          "admin": {"outbound": f"{client_host}:15000", "inbound": f"{echo_host}:15000",
                    "mesh": f"{echo_host}:15000"},
          "canary": probe_http(f"{client_host}:15001", "echo")}
     yield e
-    stop_and_check_proxies(m)
+    stop_and_check_proxies(e["mesh"])
 
 
 def connect(env, target):

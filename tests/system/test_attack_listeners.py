@@ -14,10 +14,11 @@ import time
 
 import pytest
 
-from attack import (END_HEADERS, HEADERS, PREFACE, frame, hpack_request, http_get, probe_http, settings, scrape,                     small_asan_quarantine, under_attack, value)
+from attack import (END_HEADERS, HEADERS, PREFACE, frame, hpack_request, http_get, probe_http, scrape, settings,
+                    sidecar_pair, small_asan_quarantine, under_attack, value)
 from controlplane import Reted
-from helpers import fresh_host, start_echo, wait_for
-from mesh import Mesh, service, stop_and_check_proxies, workload
+from helpers import fresh_host, wait_for
+from mesh import stop_and_check_proxies
 
 CAP = 40
 LIMITS = {"drainTimeout": "2s", "maxConnections": CAP, "requestHeaderTimeout": "1s",
@@ -31,33 +32,19 @@ LISTENERS = ["outbound", "inbound", "mesh", "admin", "reted-api", "reted-xds"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("attack-listeners")
-    m = Mesh(tmp)
-    client_host, echo_host = fresh_host(), fresh_host()
+    t = sidecar_pair(tmp, LIMITS)
+    m, client, server, client_host, echo_host = t["mesh"], t["client"], t["server"], t["client_host"], t["echo_host"]
+    (tmp / "reted").mkdir()
     with small_asan_quarantine():
-        echo_proc, echo_addr = start_echo(name="echo", host=echo_host, persistent=True)
-        echo_port = int(echo_addr.rsplit(":", 1)[1])
-        m.add(service("echo", m.ns, [(80, "HTTP", echo_port)]),
-              workload("echo-0", m.ns, echo_host, "echo", {"app": "echo"}),
-              workload("client-0", m.ns, client_host, "client", {"app": "client"}))
-        server = m.start_proxy("echo-0", "echo", echo_host, inbound=[(echo_port, "HTTP")],
-                               extra_spec={"limits": LIMITS}, persistent=True)
-        client = m.start_proxy("client-0", "client", client_host, extra_spec={"limits": LIMITS}, persistent=True)
-        (tmp / "reted").mkdir()
         reted = Reted(tmp / "reted", "--header-timeout", "1s", "--body-timeout", "1s", "--idle-timeout", "2s",
                       "--api-max-connections", str(CAP), persistent=True).start()
-    crt, key = m.cert("attacker")
-    mesh_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    mesh_tls.check_hostname = False
-    mesh_tls.load_verify_locations(m.ca[0])
-    mesh_tls.load_cert_chain(crt, key)
-    mesh_tls.set_alpn_protocols(["h2"])
     reted_tls = ssl.create_default_context(cafile=reted.bundle)
     reted_tls.check_hostname = False
     outbound = f"{client_host}:15001"
     e = {"mesh": m, "client": client, "server": server, "reted": reted, "outbound": outbound,
          "addr": {"outbound": outbound, "inbound": f"{echo_host}:15006", "mesh": f"{echo_host}:15008",
                   "admin": f"{client_host}:15000", "reted-api": reted.api, "reted-xds": reted.xds},
-         "tls": {"mesh": mesh_tls, "reted-xds": reted_tls},
+         "tls": {"mesh": t["mesh_tls"], "reted-xds": reted_tls},
          "pid": {"outbound": client.pid, "admin": client.pid, "inbound": server.pid, "mesh": server.pid,
                  "reted-api": reted.proc.pid, "reted-xds": reted.proc.pid}}
     yield e

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from attack import probe_http, small_asan_quarantine, under_attack, value
+from attack import probe_http, read_to_close, small_asan_quarantine, under_attack, value
 from controlplane import ca_connection, start_reted
 
 
@@ -40,21 +40,13 @@ def test_100_mb_apply_is_refused_413_from_its_head(reted):
         s.sendall(b"POST /api/v1/apply HTTP/1.1\r\nhost: reted\r\ncontent-type: application/yaml\r\n"
                   b"authorization: Bearer " + reted.admin_token.encode()
                   + b"\r\ncontent-length: 104857600\r\n\r\n")
-        answer = b""
         try:
             for _ in range(1600):  # up to 100 MB, 64 KB a write, until reted stops taking it
                 s.sendall(b"#" * 65536)
         except OSError:
             pass
         s.settimeout(10)
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        except OSError:
-            pass
+        answer = read_to_close(s)
         s.close()
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert metric(reted, "rete_reted_http_refused_total", listener="api", reason="body_too_large") >= before + 1

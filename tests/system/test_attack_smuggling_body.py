@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from attack import probe_http, scrape, under_attack, value
+from attack import probe_http, read_to_close, scrape, under_attack, value
 from mesh import echo_mesh, stop_and_check_proxies
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: echo\r\n\r\n"
@@ -39,19 +39,10 @@ def env(tmp_path_factory):
 
 def exchange(addr, raw):
     host, port = addr.rsplit(":", 1)
-    out = b""
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(raw)
         s.settimeout(10)
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-        except OSError:
-            pass
-    return out
+        return read_to_close(s)
 
 
 @pytest.mark.parametrize("name", sorted(BAD_BODIES))

@@ -11,10 +11,7 @@ two bytes 08 01).
 No outlier detection is configured: only the checks can take an endpoint out,
 so a request reaching a failing endpoint after its checks failed would show.
 Waits are on conditions the admin listener's /clusters shows, bounded."""
-import collections
-import http.client
 import json
-import threading
 import time
 import urllib.request
 from concurrent import futures
@@ -23,97 +20,35 @@ import grpc
 import pytest
 
 from controlplane import proxy_metric
-from helpers import free_port, start_echo, stop_process, wait_for
-from mesh import Mesh, destination_rule, fresh_host, service, stop_and_check_proxies, workload
+from helpers import free_port, start_echo, wait_for
+from mesh import Mesh, destination_rule, fresh_host, meshes, service, stop_and_check_proxies, workload
+from web_net import APP_PORT, NS, WebNet
 
-APP_PORT = 18080
-NS = "test"
 FAST = {"interval": "200ms", "timeout": "150ms", "unhealthyThreshold": 2, "healthyThreshold": 2}
 
 
-class Net:
-    """Service `web` (port protocol `protocol`) on endpoints outside the
-    mesh, each an (address host, start function) pair; a client sidecar with
-    two workers."""
+class Net(WebNet):
+    """n endpoints, each echo started with `echo_args`; the DestinationRule's
+    healthCheck and loadBalancer (round robin unless `lb`)."""
 
     def __init__(self, tmp_path, n, health_check=None, lb=None, echo_args=()):
-        self.mesh = m = Mesh(tmp_path, ns=NS)
-        m.add(service("web", NS, [(80, "HTTP", APP_PORT)], {"app": "web"}))
-        self.hosts, self.echos = [], []
-        self.echo_args = echo_args
-        for i in range(n):
-            host = fresh_host()
-            self.hosts.append(host)
-            self.echos.append(self._start(host))
-            m.add(workload(f"web-{i}", NS, host, "web", {"app": "web"}, inMesh=False))
         policy = {"loadBalancer": lb or {"simple": "ROUND_ROBIN"}}
         if health_check:
             policy["healthCheck"] = health_check
-        m.add(destination_rule("web", NS, "web", **policy))
-        self.client = fresh_host()
-        m.add(workload("client-0", NS, self.client, "client", {"app": "client"}))
-        self.proc = m.start_proxy("client-0", "client", self.client, extra_spec={"concurrency": 2})
-
-    def _start(self, host):
-        return start_echo("--quiet", *self.echo_args, name="web", host=host, port=APP_PORT)[0]
-
-    def kill(self, i):
-        stop_process(self.echos[i])
-
-    def revive(self, i):
-        self.echos[i] = self._start(self.hosts[i])
+        super().__init__(tmp_path, [(echo_args, {})] * n, policy)
 
     def set_ready(self, i, ready):
         url = f"http://{self.hosts[i]}:{APP_PORT}/ready?set={1 if ready else 0}"
         with urllib.request.urlopen(url, timeout=10) as r:
             r.read()
 
-    def request(self):
-        c = http.client.HTTPConnection(self.client, 15001, timeout=20)
-        try:
-            c.request("GET", "/", headers={"Host": "web"})
-            r = c.getresponse()
-            body = r.read()
-        finally:
-            c.close()
-        return r.status, json.loads(body)["instance"].rsplit(":", 1)[0] if r.status == 200 else None
-
-    def instances(self, n):
-        return collections.Counter(self.request() for _ in range(n))
-
-    def clusters(self):
-        with urllib.request.urlopen(f"http://{self.client}:15000/clusters", timeout=10) as r:
-            doc = json.load(r)
-        web = [c for c in doc["clusters"] if c["name"].startswith("web.")][0]
-        return {e["address"]: e for e in web["endpoints"]}
-
     def failing(self, i):
-        return self.clusters()[self.hosts[i]]["healthCheckFailing"]
-
-    def metric(self, name):
-        return proxy_metric(self.client, name)
-
-    def metrics_text(self):
-        with urllib.request.urlopen(f"http://{self.client}:15000/metrics", timeout=10) as r:
-            return r.read().decode()
+        return self.endpoints()[self.hosts[i]]["healthCheckFailing"]
 
 
 @pytest.fixture
 def net(tmp_path):
-    nets = []
-
-    def make(*args, **kw):
-        d = tmp_path / str(len(nets))
-        d.mkdir()
-        n = Net(d, *args, **kw)
-        nets.append(n)
-        return n
-    yield make
-    for n in nets:
-        for p in n.echos:
-            if p.poll() is None:
-                stop_process(p)
-        stop_and_check_proxies(n.mesh)
+    yield from meshes(tmp_path, Net)
 
 
 def both(seen, hosts):
@@ -136,22 +71,22 @@ def test_http_check_takes_a_failing_endpoint_out_and_back(net):
     and passes healthyThreshold (2) checks it gets its share again. Without
     the checks every second request would still go to it (its / answers)."""
     n = net(2, {**FAST, "http": {"path": "/ready"}})
-    both(n.instances(20), n.hosts)
+    both(n.responses(20), n.hosts)
     wait_for(lambda: checks(n, "success") >= 4, 10, 0.1, "first checks")
     assert not n.failing(1)
     n.set_ready(1, False)
     wait_for(lambda: n.failing(1), 10, 0.05, "endpoint 1 out")
-    ep = n.clusters()[n.hosts[1]]
+    ep = n.endpoints()[n.hosts[1]]
     assert ep["healthCheckStreak"] <= -2, ep
     assert checks(n, "failure") >= 2
     assert n.metric("rete_proxy_health_check_endpoints_unhealthy") == 1
     # Both workers skip it (fresh connections land on either).
-    assert n.instances(40) == {(200, n.hosts[0]): 40}
+    assert n.responses(40) == {(200, n.hosts[0]): 40}
     n.set_ready(1, True)
     wait_for(lambda: not n.failing(1), 10, 0.05, "endpoint 1 back")
-    assert n.clusters()[n.hosts[1]]["healthCheckStreak"] >= 2
+    assert n.endpoints()[n.hosts[1]]["healthCheckStreak"] >= 2
     assert n.metric("rete_proxy_health_check_endpoints_unhealthy") == 0
-    seen = n.instances(40)
+    seen = n.responses(40)
     assert seen[(200, n.hosts[1])] >= 15, seen
 
 
@@ -160,11 +95,11 @@ def test_expected_statuses(net):
     check; both out means panic (every endpoint serves, as Envoy does)."""
     n = net(2, {**FAST, "http": {"path": "/ready", "expectedStatuses": [503]}})
     wait_for(lambda: n.failing(0) and n.failing(1), 10, 0.05, "both out")
-    seen = n.instances(20)
+    seen = n.responses(20)
     assert sum(seen.values()) == 20 and all(s == 200 for s, _ in seen), seen  # panic: all serve
     n.set_ready(0, False)
     wait_for(lambda: not n.failing(0), 10, 0.05, "endpoint 0 passes with 503")
-    assert n.instances(30) == {(200, n.hosts[0]): 30}
+    assert n.responses(30) == {(200, n.hosts[0]): 30}
 
 
 def test_tcp_check_against_a_closed_port(net):
@@ -176,10 +111,10 @@ def test_tcp_check_against_a_closed_port(net):
     n.kill(1)
     wait_for(lambda: n.failing(1), 10, 0.05, "dead endpoint out")
     assert checks(n, "error") >= 2
-    assert n.instances(40) == {(200, n.hosts[0]): 40}
+    assert n.responses(40) == {(200, n.hosts[0]): 40}
     n.revive(1)
     wait_for(lambda: not n.failing(1), 10, 0.05, "endpoint back")
-    assert n.instances(40)[(200, n.hosts[1])] >= 15
+    assert n.responses(40)[(200, n.hosts[1])] >= 15
 
 
 def test_check_timeout(net):
@@ -274,22 +209,22 @@ def test_slow_start_ramps_a_new_endpoint(net, tmp_path):
     before the third comes."""
     n = net(2, lb={"simple": "ROUND_ROBIN", "warmupDurationSecs": "4s"})
     # The first two joined at the proxy's start: their own ramp ends first.
-    n.instances(4)
-    wait_for(lambda: all(e["weightPercent"] == 100 for e in n.clusters().values()), 15, 0.1,
+    n.responses(4)
+    wait_for(lambda: all(e["weightPercent"] == 100 for e in n.endpoints().values()), 15, 0.1,
              "the first endpoints warmed up")
-    both(n.instances(20), n.hosts)
+    both(n.responses(20), n.hosts)
     new = fresh_host()
     n.echos.append(start_echo("--quiet", name="web", host=new, port=APP_PORT)[0])
     n.mesh.add(workload("web-2", NS, new, "web", {"app": "web"}, inMesh=False))
     n.mesh.write_config("client-0", "client", n.client, extra_spec={"concurrency": 2})
     import signal
     n.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: new in n.clusters(), 10, 0.05, "the new endpoint")
+    wait_for(lambda: new in n.endpoints(), 10, 0.05, "the new endpoint")
     shares, percents = [], []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        percents.append(n.clusters()[new]["weightPercent"])
-        seen = n.instances(60)
+        percents.append(n.endpoints()[new]["weightPercent"])
+        seen = n.responses(60)
         shares.append(seen[(200, new)] / 60)
         if percents[-1] == 100:
             break

@@ -12,96 +12,32 @@ would reach 2 for one endpoint. Ejection times are read from the admin
 listener's /clusters (ejectedForMs), not measured."""
 import collections
 import http.client
-import json
 import time
-import urllib.request
 
 import pytest
 
-from controlplane import proxy_metric
-from helpers import start_echo, stop_process, wait_for
-from mesh import Mesh, destination_rule, fresh_host, service, stop_and_check_proxies, workload
-
-APP_PORT = 18080
-NS = "test"
+from helpers import stop_process, wait_for
+from mesh import destination_rule, meshes
+from web_net import NS, WebNet
 
 
 def zone_labels(region, zone):
     return {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}
 
 
-class Net:
-    """Service `web` on len(endpoints) rete-echo instances outside the mesh,
-    each endpoint given as (echo args, extra labels); a client sidecar with
-    two workers, its Workload labelled `client_labels`."""
+class Net(WebNet):
+    """Endpoints given as (echo args, extra labels); the DestinationRule's
+    outlierDetection and loadBalancer (round robin unless `lb`)."""
 
     def __init__(self, tmp_path, endpoints, outlier, lb=None, client_labels=None):
-        self.mesh = m = Mesh(tmp_path, ns=NS)
-        m.add(service("web", NS, [(80, "HTTP", APP_PORT)], {"app": "web"}))
-        self.hosts, self.echos, self.args = [], [], []
-        for i, (args, labels) in enumerate(endpoints):
-            host = fresh_host()
-            self.hosts.append(host)
-            self.args.append(args)
-            self.echos.append(start_echo("--quiet", *args, name="web", host=host, port=APP_PORT)[0])
-            m.add(workload(f"web-{i}", NS, host, "web", {"app": "web", **labels}, inMesh=False))
-        m.add(destination_rule("web", NS, "web", outlierDetection=outlier,
-                               loadBalancer=lb or {"simple": "ROUND_ROBIN"}))
-        self.client = fresh_host()
-        m.add(workload("client-0", NS, self.client, "client", {"app": "client", **(client_labels or {})}))
-        self.proc = m.start_proxy("client-0", "client", self.client, extra_spec={"concurrency": 2})
-
-    def kill(self, i):
-        stop_process(self.echos[i])
-
-    def revive(self, i):
-        self.echos[i] = start_echo("--quiet", *self.args[i], name="web", host=self.hosts[i],
-                                   port=APP_PORT)[0]
-
-    def request(self):
-        """One GET on a fresh connection (so on either worker): (status, instance host or None)."""
-        c = http.client.HTTPConnection(self.client, 15001, timeout=20)
-        try:
-            c.request("GET", "/", headers={"Host": "web"})
-            r = c.getresponse()
-            body = r.read()
-        finally:
-            c.close()
-        inst = json.loads(body)["instance"].rsplit(":", 1)[0] if r.status == 200 else None
-        return r.status, inst
-
-    def statuses(self, n):
-        return collections.Counter(self.request()[0] for _ in range(n))
-
-    def instances(self, n):
-        return collections.Counter(self.request()[1] for _ in range(n))
-
-    def clusters(self):
-        with urllib.request.urlopen(f"http://{self.client}:15000/clusters", timeout=10) as r:
-            doc = json.load(r)
-        web = [c for c in doc["clusters"] if c["name"].startswith("web.")][0]
-        return {e["address"]: e for e in web["endpoints"]}, web
-
-    def metric(self, name):
-        return proxy_metric(self.client, name)
+        super().__init__(tmp_path, endpoints,
+                         {"outlierDetection": outlier, "loadBalancer": lb or {"simple": "ROUND_ROBIN"}},
+                         client_labels)
 
 
 @pytest.fixture
 def net(tmp_path):
-    nets = []
-
-    def make(*args, **kw):
-        d = tmp_path / str(len(nets))
-        d.mkdir()
-        n = Net(d, *args, **kw)
-        nets.append(n)
-        return n
-    yield make
-    for n in nets:
-        for p in n.echos:
-            if p.poll() is None:
-                stop_process(p)
-        stop_and_check_proxies(n.mesh)
+    yield from meshes(tmp_path, Net)
 
 
 def test_dead_endpoint_ejected_for_both_workers_then_readmitted_with_doubled_time(net):
@@ -127,7 +63,7 @@ def test_dead_endpoint_ejected_for_both_workers_then_readmitted_with_doubled_tim
     # Both workers skip it: 40 more requests on fresh connections, all served.
     assert n.instances(40).keys() <= {n.hosts[0], n.hosts[1]}
     # Readmitted after the ejection time: it is tried (and fails) again.
-    wait_for(lambda: not n.clusters()[0][dead]["ejected"], 10, 0.1, "readmission")
+    wait_for(lambda: not n.endpoints()[dead]["ejected"], 10, 0.1, "readmission")
     assert n.metric("rete_proxy_lb_endpoints_ejected") == 0
     seen = n.statuses(30)
     assert seen[503] == 3, seen
@@ -137,7 +73,7 @@ def test_dead_endpoint_ejected_for_both_workers_then_readmitted_with_doubled_tim
     assert n.metric("rete_proxy_lb_ejections_total") == 2
     # Back, it is readmitted and served.
     n.revive(2)
-    wait_for(lambda: not n.clusters()[0][dead]["ejected"], 10, 0.1, "second readmission")
+    wait_for(lambda: not n.endpoints()[dead]["ejected"], 10, 0.1, "second readmission")
     assert n.instances(30)[dead] >= 5
 
 
@@ -229,7 +165,7 @@ def test_zone_failover_and_back(net):
     assert n.instances(30).keys() == away
     n.revive(0)
     n.revive(1)
-    wait_for(lambda: not any(n.clusters()[0][h]["ejected"] for h in home), 10, 0.1, "readmission")
+    wait_for(lambda: not any(n.endpoints()[h]["ejected"] for h in home), 10, 0.1, "readmission")
     assert set(n.instances(30)) == home
 
 

@@ -80,42 +80,57 @@ static void test_endpoints(void **state)
     reted_etcd_http_free(&c);
 }
 
+/* What one POST to a canned server writing `answer` returned; the client
+ * keeps at most max_response bytes of an answer. */
+typedef struct posted {
+    rete_rc rc;
+    int status;
+    char *out; /* the caller's to free */
+    size_t len;
+    rete_error e;
+} posted;
+
+static posted post_once(const char *answer, size_t max_response)
+{
+    canned s;
+    char ep[64];
+    canned_start(&s, answer, ep);
+    reted_etcd_http c;
+    posted p = {0};
+    assert_int_equal(reted_etcd_http_init(&c, ep, NULL, 5000, max_response, &p.e), RETE_OK);
+    p.rc = reted_etcd_http_post(&c, "/v3/kv/range", "{}", 2, &p.status, &p.out, &p.len, &p.e);
+    canned_end(&s);
+    reted_etcd_http_free(&c);
+    return p;
+}
+
 static void test_chunked_answer(void **state)
 {
     (void)state;
-    canned s;
-    char ep[64];
-    canned_start(&s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3\r\n12}\r\n0\r\n\r\n", ep);
-    reted_etcd_http c;
-    rete_error e = {0};
-    assert_int_equal(reted_etcd_http_init(&c, ep, NULL, 5000, 1024, &e), RETE_OK);
-    int status = 0;
-    char *out = NULL;
-    size_t len = 0;
-    assert_int_equal(reted_etcd_http_post(&c, "/v3/kv/range", "{}", 2, &status, &out, &len, &e), RETE_OK);
-    assert_int_equal(status, 200);
-    assert_string_equal(out, "{\"a\":12}");
-    free(out);
-    canned_end(&s);
-    reted_etcd_http_free(&c);
+    posted p = post_once("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "5\r\n{\"a\":\r\n3\r\n12}\r\n0\r\n\r\n",
+                         1024);
+    assert_int_equal(p.rc, RETE_OK);
+    assert_int_equal(p.status, 200);
+    assert_string_equal(p.out, "{\"a\":12}");
+    free(p.out);
 }
 
 static void test_answer_over_the_bound(void **state)
 {
     (void)state;
-    canned s;
-    char ep[64];
-    canned_start(&s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", ep);
-    reted_etcd_http c;
-    rete_error e = {0};
-    assert_int_equal(reted_etcd_http_init(&c, ep, NULL, 5000, 10, &e), RETE_OK);
-    int status = 0;
-    char *out = NULL;
-    size_t len = 0;
-    assert_int_equal(reted_etcd_http_post(&c, "/x", "{}", 2, &status, &out, &len, &e), RETE_EIO);
-    assert_non_null(strstr(e.msg, "bound"));
-    canned_end(&s);
-    reted_etcd_http_free(&c);
+    posted p = post_once("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 10);
+    assert_int_equal(p.rc, RETE_EIO);
+    assert_non_null(strstr(p.e.msg, "bound"));
+}
+
+/* The stream's next message, waiting through RETE_EAGAIN. */
+static rete_rc next_message(reted_etcd_http *c, const char **msg, size_t *len, rete_error *e)
+{
+    rete_rc rc;
+    while ((rc = reted_etcd_http_stream_next(c, 1000, msg, len, e)) == RETE_EAGAIN)
+        ;
+    return rc;
 }
 
 static void test_watch_stream(void **state)
@@ -136,17 +151,11 @@ static void test_watch_stream(void **state)
     size_t len;
     const char *want[] = {"{\"a\":1}", "{\"b\":2}"};
     for (int i = 0; i < 2; i++) {
-        rete_rc rc;
-        while ((rc = reted_etcd_http_stream_next(&c, 1000, &msg, &len, &e)) == RETE_EAGAIN)
-            ;
-        assert_int_equal(rc, RETE_OK);
+        assert_int_equal(next_message(&c, &msg, &len, &e), RETE_OK);
         assert_int_equal(len, strlen(want[i]));
         assert_memory_equal(msg, want[i], len);
     }
-    rete_rc rc;
-    while ((rc = reted_etcd_http_stream_next(&c, 1000, &msg, &len, &e)) == RETE_EAGAIN)
-        ;
-    assert_int_equal(rc, RETE_EIO); /* the stream ended */
+    assert_int_equal(next_message(&c, &msg, &len, &e), RETE_EIO); /* the stream ended */
     canned_end(&s);
     reted_etcd_http_free(&c);
 }

@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "exchange.h"
 #include "h1_out.h"
+#include "h2_abuse.h"
 #include "io.h"
 #include "log.h"
 #include "upstream_wait.h"
@@ -64,21 +65,8 @@
 #define H2_CLIENT_MAX_OPEN 1024   /* streams open at once on one upstream connection,
                                      further bounded by the peer's MAX_CONCURRENT_STREAMS */
 #define H2_CLIENT_MAX_PENDING 4096 /* requests waiting for a slot; past it 503 (UO) */
-/* Server role, per connection (Envoy's premature-reset rule): a premature
- * reset is a RST_STREAM from the client on a stream whose response was not
- * complete. Once the connection has had H2_PREMATURE_STREAMS streams, it is
- * closed (GOAWAY ENHANCE_YOUR_CALM) when half of them or more were reset
- * prematurely; before that, when the premature resets alone reach half of
- * H2_PREMATURE_STREAMS. */
-#define H2_PREMATURE_STREAMS 500
-/* Per client (SPIFFE ID on the mesh listener, source IP elsewhere), per
- * worker: more than H2_CLIENT_RESETS premature resets within
- * H2_CLIENT_WINDOW_MS refuse the client's new HTTP/2 connections until that
- * window ends (GOAWAY ENHANCE_YOUR_CALM right after our SETTINGS). The
- * table of clients is fixed in size; the stalest entry makes room. */
-#define H2_CLIENT_RESETS 1000
-#define H2_CLIENT_WINDOW_MS 10000
-#define H2_CLIENT_SLOTS 64
+/* Server role: premature resets are counted per connection and per client,
+ * and judged by h2_abuse.c (its bounds are there). */
 /* nghttp2's own limits, set explicitly (they are nghttp2's defaults): an
  * incoming RST_STREAM token bucket (burst, per second), queued SETTINGS/PING
  * acknowledgements, SETTINGS entries per frame, CONTINUATION frames per
@@ -170,54 +158,6 @@ static uint64_t h2_now(const rete_h2_conn *h2)
 {
     uint64_t now = uv_now(&h2->worker->loop);
     return now ? now : 1; /* 0 means "not set" in the stream's timestamps */
-}
-
-/* ---- abuse accounting (server role) ---- */
-
-/* One client's premature resets in its current window. Per worker thread,
- * like the sessions it protects; H2_CLIENT_SLOTS * ~180 bytes. */
-typedef struct h2_client_slot {
-    char key[160];
-    uint64_t window_start;  /* uv_now ms; 0: free slot */
-    uint32_t resets;
-    bool logged;            /* the refusal was logged in this window */
-} h2_client_slot;
-
-static _Thread_local h2_client_slot h2_clients[H2_CLIENT_SLOTS];
-
-/* The client's slot, its window restarted if it has ended. A client not in
- * the table takes the slot whose window is oldest. */
-static h2_client_slot *h2_client_slot_get(const char *key, uint64_t now)
-{
-    h2_client_slot *victim = &h2_clients[0];
-    for (size_t i = 0; i < H2_CLIENT_SLOTS; i++) {
-        h2_client_slot *cs = &h2_clients[i];
-        if (cs->window_start && strcmp(cs->key, key) == 0) {
-            if (now - cs->window_start >= H2_CLIENT_WINDOW_MS) {
-                cs->window_start = now ? now : 1;
-                cs->resets = 0;
-                cs->logged = false;
-            }
-            return cs;
-        }
-        if (cs->window_start < victim->window_start)
-            victim = cs;
-    }
-    snprintf(victim->key, sizeof(victim->key), "%s", key);
-    victim->window_start = now ? now : 1;
-    victim->resets = 0;
-    victim->logged = false;
-    return victim;
-}
-
-static bool h2_client_over_limit(const char *key, uint64_t now)
-{
-    for (size_t i = 0; i < H2_CLIENT_SLOTS; i++) {
-        const h2_client_slot *cs = &h2_clients[i];
-        if (cs->window_start && strcmp(cs->key, key) == 0)
-            return now - cs->window_start < H2_CLIENT_WINDOW_MS && cs->resets > H2_CLIENT_RESETS;
-    }
-    return false;
 }
 
 /* ---- stream bookkeeping ---- */
@@ -976,22 +916,12 @@ static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *
 static void h2_premature_reset(rete_h2_conn *h2)
 {
     h2->n_premature++;
-    uint64_t now = uv_now(&h2->worker->loop);
-    h2_client_slot *cs = h2_client_slot_get(h2->client, now);
-    cs->resets++;
-    bool conn_abuse = h2->n_streams < H2_PREMATURE_STREAMS
-                          ? h2->n_premature * 2 >= H2_PREMATURE_STREAMS
-                          : h2->n_premature * 2 >= h2->n_streams;
-    if (conn_abuse) {
-        h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET, "too many streams reset by the client");
-    } else if (cs->resets > H2_CLIENT_RESETS) {
-        if (!cs->logged) {
-            cs->logged = true;
-            rete_warn("h2: %s reset more than %u streams in %u s: its HTTP/2 connections are refused "
-                      "until the window ends", h2->client, H2_CLIENT_RESETS, H2_CLIENT_WINDOW_MS / 1000);
-        }
-        h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET_CLIENT, "client over its stream reset budget");
-    }
+    int reason = rete_h2_abuse_premature_reset(h2->client, h2->n_streams, h2->n_premature,
+                                               uv_now(&h2->worker->loop));
+    if (reason == RETE_H2_ABUSE_RAPID_RESET)
+        h2_refuse(h2, reason, "too many streams reset by the client");
+    else if (reason == RETE_H2_ABUSE_RAPID_RESET_CLIENT)
+        h2_refuse(h2, reason, "client over its stream reset budget");
 }
 
 /* ---- deadlines (server role; see the top of the file) ---- */
@@ -1284,7 +1214,7 @@ void rete_h2_server_start(rete_conn *c, const char *data, size_t len)
         int n = colon ? (int)(colon - c->peer_addr) : (int)strlen(c->peer_addr);
         snprintf(h2->client, sizeof(h2->client), "%.*s", n, c->peer_addr);
     }
-    if (h2_client_over_limit(h2->client, uv_now(&h2->worker->loop)))
+    if (rete_h2_abuse_client_over_limit(h2->client, uv_now(&h2->worker->loop)))
         h2_refuse(h2, RETE_H2_ABUSE_RAPID_RESET_CLIENT, "client over its stream reset budget");
     rete_conn_idle_start(c, h2_idle);
     rete_io_read_start(&c->io);
