@@ -663,13 +663,13 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
         hello_claim h = {ns, sa, peer, name, address, labels ? json_incref(labels) : json_object(),
                          egress, NULL, NULL, 0, false, NULL};
         why = check_hello(r, st, &h, err, sizeof(err));
-        /* Replicated: this replica holds the stream from now on, recorded
-         * before the Workload is written (the leader's sweep expires a
-         * Workload only while nobody holds it, in one transaction with
-         * that check). */
+        /* Replicated: this replica holds the stream from now on, queued
+         * to be recorded with the other registrations of this loop turn
+         * (registry.c; the leader's sweep expires a Workload only after
+         * nobody has held it for the grace period, in one transaction
+         * with that check). */
         if (why == RETED_REG_N && !registered) {
-            if (reted_registration_hold(r, ns, name, !json_is_false(json_object_get(msg, "ready"))) != RETE_OK)
-                why = refuse_with(err, sizeof(err), RETED_REG_INVALID, "hello: store write failed");
+            reted_registration_hold(r, ns, name, !json_is_false(json_object_get(msg, "ready")));
             registered = true;
         }
         bool conflict = false;

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 struct reted;
 struct reted_snapshot;
@@ -55,6 +56,13 @@ typedef struct reted_orphan {
     int64_t since_unix;
 } reted_orphan;
 
+/* A registration waiting to be written (registry.c). */
+typedef struct reted_reg_pending {
+    char *ns, *name;
+    size_t seq;                     /* queue order: of one key, the latest is written */
+    bool ready;
+} reted_reg_pending;
+
 /* The registry's state (struct reted embeds it as `registry`). */
 typedef struct reted_registry {
     reted_proxy *proxies;
@@ -68,6 +76,13 @@ typedef struct reted_registry {
     uint64_t reg_epoch;             /* the store's lease epoch the held registrations were put under */
     reted_orphan *orphans;          /* the leader's sweep, sorted by key */
     size_t n_orphans;
+    /* Replicated stores: the registrations this replica holds that are not
+     * written yet, and the timer that writes them (registry.c). */
+    reted_reg_pending *pending;
+    size_t n_pending, cap_pending;
+    uv_timer_t flush_timer;
+    bool flush_ready;               /* flush_timer initialised */
+    bool flush_failing;             /* the last write failed (warned once) */
 } reted_registry;
 
 #endif

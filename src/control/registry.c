@@ -74,6 +74,8 @@ void reted_proxy_free(reted *r, reted_proxy *p)
     free(p);
 }
 
+static void pending_free(reted_registry *g);
+
 static void orphans_free(reted_registry *g)
 {
     for (size_t i = 0; i < g->n_orphans; i++)
@@ -91,6 +93,9 @@ void reted_registry_free(reted *r)
     }
     r->registry.proxies = NULL;
     rete_free(&r->registry.buckets);
+    pending_free(&r->registry);
+    rete_free(&r->registry.pending);
+    r->registry.cap_pending = 0;
     r->registry.n_buckets = r->registry.n_proxies = 0;
     orphans_free(&r->registry);
 }
@@ -115,14 +120,103 @@ bool reted_registry_apply_ready(reted *r, const char *ns, const char *name, bool
     return true;
 }
 
-rete_rc reted_registration_hold(reted *r, const char *ns, const char *name, bool ready)
+/* ---- registrations written in batches ----
+ *
+ * A hello (or a readiness change) queues its proxy's registration; a 0 ms
+ * timer writes every queued one at the start of the loop's next turn, so
+ * the hellos one turn read go to the store together (etcd: one transaction
+ * of up to 128 puts instead of one round trip each: a 10,000-proxy
+ * reconnect storm waited on 3,333 sequential puts per replica). What fails
+ * stays queued and is tried again every second. The Workload a hello
+ * writes may reach the store a few milliseconds before its registration:
+ * the leader's sweep expires a Workload only after nobody has held it for
+ * the grace period (60 s by default). */
+
+#define RETED_REG_RETRY_MS 1000
+
+static int pending_cmp(const void *a, const void *b)
+{
+    const reted_reg_pending *x = a, *y = b;
+    int c = strcmp(x->ns, y->ns);
+    if (!c)
+        c = strcmp(x->name, y->name);
+    return c ? c : (x->seq < y->seq ? -1 : x->seq > y->seq); /* one key's in queue order: the latest wins below */
+}
+
+static void pending_free(reted_registry *g)
+{
+    for (size_t i = 0; i < g->n_pending; i++) {
+        free(g->pending[i].ns);
+        free(g->pending[i].name);
+    }
+    g->n_pending = 0;
+}
+
+static void on_flush(uv_timer_t *t)
+{
+    reted *r = t->data;
+    reted_registry *g = &r->registry;
+    if (!g->n_pending)
+        return;
+    /* one write per key, its latest readiness (a key twice in one etcd
+     * transaction is refused) */
+    qsort(g->pending, g->n_pending, sizeof(*g->pending), pending_cmp);
+    rete_store_registration *regs = rete_calloc(g->n_pending, sizeof(*regs));
+    size_t n = 0;
+    for (size_t i = 0; i < g->n_pending; i++) {
+        const reted_reg_pending *e = &g->pending[i];
+        if (n && strcmp(regs[n - 1].ns, e->ns) == 0 && strcmp(regs[n - 1].name, e->name) == 0)
+            n--;
+        regs[n++] = (rete_store_registration){.ns = e->ns, .name = e->name, .holder = r->replica_id,
+                                              .ready = e->ready};
+    }
+    rete_rc rc = r->store->ops->reg_put(r->store, regs, n);
+    free(regs);
+    if (rc == RETE_OK) {
+        if (g->flush_failing)
+            rete_info("registry: registrations written again (%zu)", n);
+        g->flush_failing = false;
+        pending_free(g);
+        return;
+    }
+    if (!g->flush_failing)
+        rete_warn("registry: cannot record %zu proxies as held by this replica (the store answered %d): "
+                  "trying again every %d ms",
+                  n, rc, RETED_REG_RETRY_MS);
+    g->flush_failing = true;
+    uv_timer_start(&g->flush_timer, on_flush, RETED_REG_RETRY_MS, 0);
+}
+
+void reted_registration_hold(reted *r, const char *ns, const char *name, bool ready)
+{
+    reted_registry *g = &r->registry;
+    if (!replicated(r) || !g->flush_ready)
+        return;
+    RETE_GROW(g->pending, g->cap_pending, g->n_pending + 1, 64);
+    g->pending[g->n_pending] = (reted_reg_pending){rete_strdup(ns), rete_strdup(name), g->n_pending, ready};
+    g->n_pending++;
+    if (!g->flush_failing && !uv_is_active((uv_handle_t *)&g->flush_timer))
+        uv_timer_start(&g->flush_timer, on_flush, 0, 0);
+}
+
+void reted_registration_start(reted *r)
 {
     if (!replicated(r))
-        return RETE_OK;
-    rete_rc rc = r->store->ops->reg_put(r->store, ns, name, r->replica_id, ready);
-    if (rc != RETE_OK)
-        rete_warn("registry: cannot record %s/%s as held by this replica (the store answered %d)", ns, name, rc);
-    return rc;
+        return;
+    uv_timer_init(r->loop, &r->registry.flush_timer);
+    r->registry.flush_timer.data = r;
+    r->registry.flush_ready = true;
+}
+
+void reted_registration_stop(reted *r)
+{
+    reted_registry *g = &r->registry;
+    if (!g->flush_ready)
+        return;
+    uv_timer_stop(&g->flush_timer);
+    uv_close((uv_handle_t *)&g->flush_timer, NULL);
+    g->flush_ready = false;
+    pending_free(g); /* the lease goes with this replica: nothing to record */
 }
 
 void reted_registration_release(reted *r, const char *ns, const char *name, const char *sa)
@@ -226,10 +320,12 @@ void reted_registration_lease_check(reted *r)
         return;
     size_t n = 0;
     for (reted_proxy *p = r->registry.proxies; p; p = p->next)
-        if (p->stream && reted_registration_hold(r, p->ns, p->name, p->ready) == RETE_OK)
+        if (p->stream) {
+            reted_registration_hold(r, p->ns, p->name, p->ready);
             n++;
+        }
     if (r->registry.reg_epoch && n)
-        rete_info("registry: a new lease: %zu registrations put again", n);
+        rete_info("registry: a new lease: %zu registrations to put again", n);
     r->registry.reg_epoch = epoch;
 }
 

@@ -20,8 +20,13 @@ bool reted_record_by_proxy(json_t *rec);
  * Apply a proxy's readiness here (its Workload is marked, recompiled and
  * pushed when it changed): true when it changed. */
 bool reted_registry_apply_ready(struct reted *r, const char *ns, const char *name, bool ready);
-/* Record that this replica holds ns/name's stream, with its readiness. */
-rete_rc reted_registration_hold(struct reted *r, const char *ns, const char *name, bool ready);
+/* Record that this replica holds ns/name's stream, with its readiness:
+ * queued, and written with the others queued in the same loop turn
+ * (retried every second while the store fails). start/stop: the queue's
+ * timer, with the replica's watch (replica.c). */
+void reted_registration_hold(struct reted *r, const char *ns, const char *name, bool ready);
+void reted_registration_start(struct reted *r);
+void reted_registration_stop(struct reted *r);
 /* A proxy gone (drained, or past the grace period): delete its Workload
  * (only a record its own identity's stream created, sa) and its
  * registration, unless another replica holds it now. */

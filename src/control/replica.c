@@ -162,6 +162,7 @@ int reted_replica_start(reted *r)
         return -1;
     }
     r->store_watching = true;
+    reted_registration_start(r);
     reted_registration_relist(r); /* the readiness of other replicas' proxies */
     if (r->store->ops->lead) {
         uv_timer_init(r->loop, &r->lead_timer);
@@ -177,6 +178,7 @@ void reted_replica_close(reted *r)
         return;
     r->store->ops->watch_stop(r->store);
     uv_close((uv_handle_t *)&r->store_async, NULL);
+    reted_registration_stop(r);
     r->store_watching = false;
     if (r->store->ops->lead) {
         uv_timer_stop(&r->lead_timer);

@@ -160,9 +160,12 @@ typedef struct rete_store_ops {
     void (*resign)(rete_store *s);
     rete_rc (*health)(rete_store *s);
     /* Replicated backends only (NULL for SQLite: the one process holds every
-     * stream). Registrations (rete_store_registration): reg_put writes ns/name
-     * as held by `holder` under this replica's lease (taking a lease when it
-     * has none). reg_get fills *out (strings valid until the next call;
+     * stream). Registrations (rete_store_registration): reg_put writes n of
+     * them (ns/name held by holder, with ready) under this replica's lease
+     * (taking a lease when it has none, a new one when the store lost it),
+     * in as few transactions as the backend takes (etcd: 128 puts each);
+     * not RETE_OK: some may be written, and putting them all again is
+     * harmless. No key twice in one call. reg_get fills *out (strings valid until the next call;
      * revision 0 and RETE_ENOTFOUND when absent). reg_list calls fn for
      * every registration. reg_expire deletes the Workload ns/name and its
      * registration in one transaction, only if the registration is still at
@@ -171,7 +174,7 @@ typedef struct rete_store_ops {
      * RETE_ECONFLICT (nothing deleted) when either moved. reg_epoch counts
      * the leases this replica took: when it changes, the registrations put
      * under the old one are gone and must be put again. */
-    rete_rc (*reg_put)(rete_store *s, const char *ns, const char *name, const char *holder, bool ready);
+    rete_rc (*reg_put)(rete_store *s, const rete_store_registration *regs, size_t n);
     rete_rc (*reg_get)(rete_store *s, const char *ns, const char *name, rete_store_registration *out);
     rete_rc (*reg_list)(rete_store *s, rete_store_registration_fn fn, void *arg);
     rete_rc (*reg_expire)(rete_store *s, const char *ns, const char *name, uint64_t reg_revision,

@@ -90,6 +90,7 @@ typedef struct store_etcd {
     bool leading;
     uint64_t lead_retry_ms;     /* monotonic: after a failed renewal, no call to etcd before then */
     uint64_t lease_epoch;       /* leases taken (reg_epoch) */
+    bool lease_refused;         /* the last call's error: etcd has no such lease (it expired) */
     char *reg_out;              /* reg_get's strings */
 } store_etcd;
 
@@ -166,6 +167,7 @@ static rete_rc call(store_etcd *se, const char *path, json_t *req, json_t **resp
     char *out = NULL;
     size_t out_len = 0;
     rete_error err = {0};
+    se->lease_refused = false;
     rete_rc rc = reted_etcd_http_post(&se->http, path, body, strlen(body), &status, &out, &out_len, &err);
     free(body);
     if (rc != RETE_OK) {
@@ -178,6 +180,7 @@ static rete_rc call(store_etcd *se, const char *path, json_t *req, json_t **resp
         if (!msg)
             msg = json_string_value(json_object_get(j, "message"));
         rete_err("store etcd: %s answered %d: %s", path, status, msg ? msg : "(no JSON)");
+        se->lease_refused = msg && strstr(msg, "lease not found");
         json_decref(j);
         free(out);
         return RETE_EIO;
@@ -1046,29 +1049,51 @@ static bool reg_value(json_t *kv, char **holder, bool *ready)
     return *holder != NULL;
 }
 
-static rete_rc se_reg_put(rete_store *s, const char *ns, const char *name, const char *holder, bool ready)
+/* One transaction of at most ETCD_MAX_TXN_OPS registrations under the lease. */
+static rete_rc reg_put_txn(store_etcd *se, const rete_store_registration *regs, size_t n)
+{
+    json_t *ops = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char *key = reg_key(se, regs[i].ns, regs[i].name);
+        json_t *v = json_pack("{s:s,s:b}", "replica", regs[i].holder, "ready", regs[i].ready);
+        char *vs = json_dumps(v, JSON_COMPACT);
+        json_decref(v);
+        json_array_append_new(ops, json_pack("{s:{s:o,s:o,s:s}}", "request_put", "key", b64s(key), "value",
+                                             b64s(vs), "lease", se->lease));
+        free(key);
+        free(vs);
+    }
+    return txn(se, json_array(), ops, NULL, NULL, NULL);
+}
+
+static rete_rc se_reg_put(rete_store *s, const rete_store_registration *regs, size_t n)
 {
     store_etcd *se = to_se(s);
     if (se->in_list)
         return RETE_ESTATE;
-    if (!key_part_ok(ns, true) || !key_part_ok(name, false) || !holder)
-        return RETE_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!key_part_ok(regs[i].ns, true) || !key_part_ok(regs[i].name, false) || !regs[i].holder)
+            return RETE_EINVAL;
     /* no lease yet (a hello before the first campaign), or it was lost */
     if (!se->lease[0] && (mono_ms() < se->lead_retry_ms || !lease_renew(se)))
         return RETE_EIO;
-    char *key = reg_key(se, ns, name);
-    json_t *v = json_pack("{s:s,s:b}", "replica", holder, "ready", ready);
-    char *vs = json_dumps(v, JSON_COMPACT);
-    json_decref(v);
-    json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/put", json_pack("{s:o,s:o,s:s}", "key", b64s(key), "value", b64s(vs), "lease",
-                                                   se->lease),
-                      &resp);
-    free(key);
-    free(vs);
-    if (rc == RETE_OK)
-        json_decref(resp);
-    return rc;
+    for (size_t off = 0; off < n; off += ETCD_MAX_TXN_OPS) {
+        size_t k = n - off < ETCD_MAX_TXN_OPS ? n - off : ETCD_MAX_TXN_OPS;
+        rete_rc rc = reg_put_txn(se, regs + off, k);
+        if (rc != RETE_OK && se->lease_refused) {
+            /* The lease expired while the loop was busy (no renewal for
+             * its TTL): what it held is gone; a new one, and again. */
+            rete_warn("store etcd: lease %s is gone; taking a new one", se->lease);
+            se->lease[0] = '\0';
+            se->leading = false;
+            if (!lease_renew(se))
+                return RETE_EIO;
+            rc = reg_put_txn(se, regs + off, k);
+        }
+        if (rc != RETE_OK)
+            return rc;
+    }
+    return RETE_OK;
 }
 
 static rete_rc se_reg_get(rete_store *s, const char *ns, const char *name, rete_store_registration *out)
