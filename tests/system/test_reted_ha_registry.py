@@ -141,9 +141,8 @@ def test_a_proxys_readiness_reported_to_one_replica_reaches_proxies_on_the_other
     wait_for(lambda: set(instances(client, 10)) == {addrs[1]}, 15, 0.2, "client-0 stops sending to echo-0")
     seen = instances(client, 30)
     assert seen == [addrs[1]] * 30, seen
-    # B pushes echo-0 as not ready (it learnt it from A through etcd). The
-    # client can stop sending to echo-0 before that (echo-0's own sidecar
-    # refuses while its app is not ready), so this waits for B's push.
+    # B pushes echo-0 as not ready (it learnt it from A through etcd): waited
+    # for, since the traffic check above can pass before B's view is read.
     wait_for(lambda: pushed_workload(b, "client-0", "echo-0")["spec"].get("ready") is False, 15, 0.2,
              "B pushes echo-0 as not ready")
     assert b.proxy("echo-0", NS) is None  # B never held echo-0's stream
