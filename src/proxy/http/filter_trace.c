@@ -100,8 +100,12 @@ static rete_view cstr(const char *s)
 
 /* ---- the exporter ------------------------------------------------------- */
 
+/* The exporter runs (rete_trace_open .. rete_trace_close). Read by every
+ * request: apart from tx, whose first cache line (mu) the exporter and a
+ * queueing worker write. */
+static bool tx_on;
+
 static struct {
-    bool on;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     span_rec *ring;
@@ -557,20 +561,20 @@ rete_rc rete_trace_open(const rete_trace_opts *o, rete_error *err)
         tx.body = NULL;
         return rete_error_set(err, RETE_ENOMEM, "cannot start the trace exporter");
     }
-    tx.on = true;
+    tx_on = true;
     return RETE_OK;
 }
 
 void rete_trace_close(void)
 {
-    if (!tx.on)
+    if (!tx_on)
         return;
     pthread_mutex_lock(&tx.mu);
     tx.stop = true;
     pthread_cond_signal(&tx.cv);
     pthread_mutex_unlock(&tx.mu);
     pthread_join(tx.thread, NULL); /* exports what is queued first, best effort */
-    tx.on = false;
+    tx_on = false;
     pthread_cond_destroy(&tx.cv);
     free(tx.ring);
     free(tx.out);
@@ -714,7 +718,7 @@ static void propagate(rete_exchange *ex)
 static rete_filter_verdict trace_request(rete_exchange *ex)
 {
     const rete_config *cfg = ex->gen->cfg;
-    if (!cfg->trace_collector || !tx.on || ex->tunnel)
+    if (!cfg->trace_collector || !tx_on || ex->tunnel)
         return RETE_FILTER_NEXT;
     rete_trace_ctx c;
     uint8_t formats = read_ctx(ex, &c);
