@@ -917,7 +917,7 @@ def task_cpu_ns(pid):
 
 # The tracing code's functions in rete-proxy (filter_trace.c, trace_ctx.c;
 # the static helpers the compiler inlines are counted in their caller).
-TRACE_SYMBOLS = re.compile(r"^(trace_request|trace_finish|read_ctx|find_trace_hdrs|draw_ppm|rnd|rnd_bytes|"
+TRACE_SYMBOLS = re.compile(r"^(trace_request|trace_decide|start_span|trace_finish|read_ctx|find_trace_hdrs|draw_ppm|rnd|rnd_bytes|"
                            r"propagate|set_hex|proto_version|rete_trace_\w+)(\.\w+)*$")  # not spiffe_ns: telemetry.c has one
 
 

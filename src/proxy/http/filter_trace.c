@@ -626,9 +626,9 @@ static void rnd_bytes(uint8_t *b, size_t n)
  * names differ in length from all six, so a header costs a switch. */
 enum { H_TP, H_B3, H_TID, H_SID, H_SMP, H_FLG, H_N };
 
-static void find_trace_hdrs(const rete_msg *m, rete_view h[H_N])
+static unsigned find_trace_hdrs(const rete_msg *m, rete_view h[H_N])
 {
-    unsigned seen = 0;
+    unsigned seen = 0; /* bit k: h[k] is set */
     for (uint32_t i = 0; i < m->n_headers; i++) {
         rete_view n = m->headers[i].name;
         int k = -1;
@@ -657,13 +657,21 @@ static void find_trace_hdrs(const rete_msg *m, rete_view h[H_N])
             h[k] = m->headers[i].value;
         }
     }
+    return seen;
 }
 
 /* The request's trace context and the formats it came in. */
 static uint8_t read_ctx(const rete_exchange *ex, rete_trace_ctx *c)
 {
-    rete_view h[H_N] = {0};
-    find_trace_hdrs(&ex->req, h);
+    rete_view h[H_N]; /* not zeroed: most requests carry none of them */
+    unsigned seen = find_trace_hdrs(&ex->req, h);
+    if (!seen) {
+        *c = (rete_trace_ctx){.sampled = -1};
+        return 0;
+    }
+    for (int k = 0; k < H_N; k++)
+        if (!(seen & 1u << k))
+            h[k] = RETE_VIEW_NULL;
     uint8_t f = 0;
     bool got = false;
     if (h[H_TP].p) {
@@ -715,27 +723,17 @@ static void propagate(rete_exchange *ex)
     }
 }
 
-static rete_filter_verdict trace_request(rete_exchange *ex)
+/* A sampled request: its span's ids, and the request goes on with this
+ * proxy's span as the parent. Out of line: trace_request's unsampled path
+ * then needs no stack frame for it. */
+static __attribute__((noinline)) void start_span(rete_exchange *ex, const rete_trace_ctx *c,
+                                                  uint8_t formats)
 {
-    const rete_config *cfg = ex->gen->cfg;
-    if (!cfg->trace_collector || !tx_on || ex->tunnel)
-        return RETE_FILTER_NEXT;
-    rete_trace_ctx c;
-    uint8_t formats = read_ctx(ex, &c);
-    bool sampled;
-    if (c.sampled >= 0)
-        sampled = c.sampled == 1;
-    else if (ex->inbound && ex->peer_id[0])
-        sampled = false; /* the calling sidecar decided (see the top) */
-    else
-        sampled = draw_ppm(cfg->trace_sample_ppm);
-    if (!sampled)
-        return RETE_FILTER_NEXT;
     ex->trace.sampled = true;
     ex->trace.formats = formats;
-    if (c.has_ids) {
-        memcpy(ex->trace.trace_id, c.trace_id, 16);
-        memcpy(ex->trace.parent_id, c.span_id, 8);
+    if (c->has_ids) {
+        memcpy(ex->trace.trace_id, c->trace_id, 16);
+        memcpy(ex->trace.parent_id, c->span_id, 8);
     } else {
         do
             rnd_bytes(ex->trace.trace_id, 16);
@@ -745,6 +743,31 @@ static rete_filter_verdict trace_request(rete_exchange *ex)
         rnd_bytes(ex->trace.span_id, 8);
     while (ex->trace.span_id[0] == 0 && ex->trace.span_id[7] == 0);
     propagate(ex);
+}
+
+/* Whether this proxy traces the request (see the top); when it does,
+ * start_span. */
+static __attribute__((noinline)) void trace_decide(rete_exchange *ex, const rete_config *cfg)
+{
+    rete_trace_ctx c;
+    uint8_t formats = read_ctx(ex, &c);
+    bool sampled;
+    if (c.sampled >= 0)
+        sampled = c.sampled == 1;
+    else if (ex->inbound && ex->peer_id[0])
+        sampled = false; /* the calling sidecar decided (see the top) */
+    else
+        sampled = draw_ppm(cfg->trace_sample_ppm);
+    if (sampled)
+        start_span(ex, &c, formats);
+}
+
+/* Tracing off, or a tunnel: two loads and a test, no stack frame. */
+static rete_filter_verdict trace_request(rete_exchange *ex)
+{
+    const rete_config *cfg = ex->gen->cfg;
+    if (cfg->trace_collector && tx_on && !ex->tunnel)
+        trace_decide(ex, cfg);
     return RETE_FILTER_NEXT;
 }
 
