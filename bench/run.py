@@ -662,7 +662,12 @@ def only_scenario(name, cfg, work, outdir, keep):
         certs = os.path.join(work, "certs")
         os.makedirs(certs)
         make_certs(certs)
+        prev = results.get(key) or {}
         results[key] = run_it(cfg, work, certs, failures)
+        if key == "tracing" and "ratio" in results[key]:
+            # the spread between runs is part of the answer: the last runs' ratios are kept
+            earlier = [{k: prev[k] for k in ("when", "loadavg", "ratio") if k in prev}] if "ratio" in prev else []
+            results[key]["earlier"] = (earlier + prev.get("earlier", []))[:TRACING_RUNS_KEPT - 1]
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -862,19 +867,104 @@ def retry_cost(cfg, work, certs, failures, running=None):
 
 
 # ---------------------------------------------------------------- tracing
-# The "tracing" scenario (issue 12): what tracing costs the rete pair. Three
+# The "tracing" scenario (issue 12): what tracing costs the rete pair. Four
 # pairs side by side, alike but for the MeshConfig both proxies get: no
-# tracing (off: no collector), sampling 1% and 100%, all exporting OTLP/HTTP
-# JSON to one discard collector (a Python http.server in this process, whose
-# CPU is not the proxies'). Each pair has its own addresses (A 127.0.0.4x, B
-# at the echo workload's address 127.0.0.5x, where one rete-echo listens for
-# all three); the levels are loaded in interleaved slices at TRACING_RATE,
-# so outside load lands on each alike (each slice starting with the next
-# level), and CPU per 1000 requests of A + B
-# is read from /proc as in the main scenario.
-TRACING_LEVELS = [("off", None), ("1%", 1), ("100%", 100)]
-TRACING_NAMES = {"off": "off", "1%": "1pct", "100%": "100pct"}  # in file and process names
+# tracing (off: no collector) twice -- "off" and its A/A control "off2",
+# whose difference from "off" is the measurement's own noise --, sampling
+# 1% and 100%, all exporting OTLP/HTTP JSON to one discard collector (a
+# Python http.server in this process, whose CPU is not the proxies'). Each
+# pair has its own addresses (A 127.0.0.4x, B at the echo workload's
+# address 127.0.0.5x, where one rete-echo listens for all of them); the
+# levels are loaded at TRACING_RATE each, all at once, in slices: outside
+# load lands on every level alike (levels loaded one after the other, the
+# earlier design, met different outside load: its A/A pairs differed by up
+# to 40% in a slice on this shared machine).
+# CPU of A + B per 1000 requests: every thread's run time in nanoseconds
+# (/proc/PID/task/*/schedstat; /proc/PID/stat's utime + stime count 10 ms
+# ticks, +-2.5% of a 4-s slice's CPU); the exporter thread ("rete-trace")
+# is also read alone. A level's cost is its CPU against off's in the same
+# slice, a ratio per slice: the median and the range across slices are
+# reported next to the pooled ratio, and off2/off says what a ratio of two
+# identical pairs looks like on the machine at that moment.
+TRACING_LEVELS = [("off", None), ("off2", None), ("1%", 1), ("100%", 100)]
+TRACING_NAMES = {"off": "off", "off2": "off2", "1%": "1pct", "100%": "100pct"}  # in file and process names
 TRACING_RATE = 1000
+TRACING_ONLY_SLICES = 20  # --only tracing: 20 slices of 4 s, every level in each (about 2 minutes)
+TRACING_ONLY_SLICE_S = 4
+TRACING_RUNS_KEPT = 6  # --only tracing: this run's and the 5 before it in results.json and REPORT.md
+
+
+def task_cpu_ns(pid):
+    """(all threads, the trace exporter thread): on-CPU nanoseconds of a
+    process from /proc/PID/task/*/schedstat (the first field is the time
+    the thread has run). Threads that exit take their time with them: the
+    proxy's threads live as long as it does."""
+    total = exporter = 0
+    base = f"/proc/{pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"{base}/{tid}/comm") as f:
+                comm = f.read().strip()
+        except (OSError, ValueError, IndexError):
+            continue  # the thread has gone
+        total += ns
+        if comm == "rete-trace":
+            exporter += ns
+    return total, exporter
+
+
+# The tracing code's functions in rete-proxy (filter_trace.c, trace_ctx.c;
+# the static helpers the compiler inlines are counted in their caller).
+TRACE_SYMBOLS = re.compile(r"^(trace_request|trace_decide|start_span|trace_finish|read_ctx|find_trace_hdrs|draw_ppm|rnd|rnd_bytes|"
+                           r"propagate|set_hex|proto_version|rete_trace_\w+)(\.\w+)*$")  # not spiffe_ns: telemetry.c has one
+
+
+def tracing_profile(pids, seconds, work):
+    """Where the tracing pair's CPU goes, read directly rather than as a
+    difference of two noisy totals: `perf record` (cpu-clock) on its proxies
+    for `seconds` while they carry the load; the share of their samples in
+    the tracing code's own functions on the worker threads (self time: what
+    they call in libc, e.g. a sampled request's snprintf, is not counted),
+    and in the exporter thread (rete-trace, all of it). None without perf."""
+    if not shutil.which("perf"):
+        return None
+    data = os.path.join(work, "perf-tracing.data")
+    r = subprocess.run(["perf", "record", "-F", "2999", "-o", data, "-p", ",".join(map(str, pids)),
+                        "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=seconds + 30)
+    if r.returncode != 0:
+        return None
+    try:
+        out = run(["perf", "report", "--stdio", "--no-children", "--sort", "comm,symbol", "--percent-limit", "0",
+                   "-i", data], timeout=120)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return None
+    code, exporter, funcs = 0.0, 0.0, {}
+    m = re.search(r"# Samples: ([\d.]+)([KM]?)", out)
+    for line in out.splitlines():
+        mm = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(\S+)", line)
+        if not mm:
+            continue
+        pct, comm, sym = float(mm.group(1)), mm.group(2), mm.group(3)
+        if comm == "rete-trace":
+            exporter += pct
+        elif TRACE_SYMBOLS.match(sym):
+            code += pct
+            funcs[sym] = round(funcs.get(sym, 0) + pct, 3)
+    return {"seconds": seconds, "samples": int(float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6}[m.group(2)]) if m else None, "code_pct": round(code, 3),
+            "exporter_pct": round(exporter, 3), "functions": funcs}
+
+
+def ratio_stats(xs):
+    """{"median", "min", "max", "n"} of a list of ratios (None when empty)."""
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    return {"median": round(med, 4), "min": round(xs[0], 4), "max": round(xs[-1], 4), "n": n}
 
 
 class DiscardCollector:
@@ -919,8 +1009,10 @@ def proxy_metric(addr, name):
 
 
 def tracing(cfg, work, certs, failures):
-    """{"rate", "levels": {level: {latency result, "cpu": {"A","B","sum"},
-    "spans": {"exported","dropped","failed"}}}, "collector": {...}}."""
+    """{"rate", "slices", "slice_s", "levels": {level: {latency result, "cpu": {"A","B","sum",
+    "exporter"} (ms per 1000 requests), "spans": {"exported","dropped","failed"}}},
+    "per_slice": [{level: ms per 1000}], "ratio": {level: {"pooled", "median", "min",
+    "max", "n"}} (against off, per slice), "collector": {...}}."""
     procs = Procs(work)
     col = DiscardCollector("127.0.0.1")
     try:
@@ -952,34 +1044,86 @@ def tracing(cfg, work, certs, failures):
         time.sleep(0.5)  # the warm-up's spans leave the exporters (200 ms flush)
         before_spans = {lv: {k: proxy_metric(a, f"rete_proxy_spans_{k}_total") + proxy_metric(b, f"rete_proxy_spans_{k}_total")
                              for k in ("exported", "dropped", "failed")} for lv, (a, b) in pairs.items()}
+        slices = max(2, cfg.get("tracing_slices", cfg["slices"]))
+        slice_s = cfg.get("tracing_slice_s", cfg["duration"] / slices)
         runs = {lv: [] for lv in urls}
-        cpu = {lv: {"A": 0.0, "B": 0.0} for lv in urls}
-        slices = max(2, cfg["slices"])
+        cpu = {lv: {"A": 0, "B": 0, "exporter": 0} for lv in urls}  # ns
+        per_slice = []  # [{level: CPU ms of A + B per 1000 answered}]
         order = list(urls)
+        pids = {lv: {k: procs.pid(f"tracing-{TRACING_NAMES[lv]}-{k.lower()}") for k in ("A", "B")} for lv in urls}
         for j in range(slices):
-            # each slice starts with another level: none always goes first
-            for lv in order[j % len(order):] + order[:j % len(order)]:
-                url = urls[lv]
-                pids = {k: procs.pid(f"tracing-{TRACING_NAMES[lv]}-{k.lower()}") for k in ("A", "B")}
-                before = {k: cpu_seconds(p) for k, p in pids.items()}
-                runs[lv].append(loadgen(url, TRACING_RATE, cfg["duration"] / slices, cfg["connections"]))
-                for k, p in pids.items():
-                    cpu[lv][k] += cpu_seconds(p) - before[k]
+            # All levels at once (one rete-loadgen each, started in turn from
+            # another level every slice): whatever else runs on the machine
+            # during a slice runs during every level's share of it.
+            before = {lv: {k: task_cpu_ns(p) for k, p in pids[lv].items()} for lv in urls}
+            got, errs = {}, []
+
+            def load(lv):
+                try:
+                    got[lv] = loadgen(urls[lv], TRACING_RATE, slice_s, cfg["connections"])
+                except Exception as e:  # noqa: BLE001 (reported below, the slice is not counted)
+                    errs.append(f"{lv}: {e}")
+            threads = [threading.Thread(target=load, args=(lv,))
+                       for lv in order[j % len(order):] + order[:j % len(order)]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            after = {lv: {k: task_cpu_ns(p) for k, p in pids[lv].items()} for lv in urls}
+            if errs:
+                raise RuntimeError("tracing: rete-loadgen failed: " + "; ".join(errs))
+            this = {}
+            for lv in order:
+                runs[lv].append(got[lv])
+                ns = 0
+                for k in ("A", "B"):
+                    d = after[lv][k][0] - before[lv][k][0]
+                    cpu[lv][k] += d
+                    cpu[lv]["exporter"] += after[lv][k][1] - before[lv][k][1]
+                    ns += d
+                this[lv] = ns / 1e6 * 1000 / max(1, got[lv]["ok"] + got[lv]["non2xx"])
+            per_slice.append({lv: round(v, 3) for lv, v in this.items()})
+            log(f"tracing slice {j + 1}/{slices}: CPU ms/1000 req " +
+                ", ".join(f"{lv} {this[lv]:.1f}" for lv in order) +
+                f"; 1%/off {this['1%'] / (this['off'] or 1e-9):.3f}, off2/off {this['off2'] / (this['off'] or 1e-9):.3f}")
+        prof = None
+        if cfg.get("profile_seconds"):  # not in the smoke
+            ps = cfg["profile_seconds"]
+            loads = [subprocess.Popen(loadgen_argv(urls[lv], TRACING_RATE, ps + 1), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) for lv in order]
+            try:
+                time.sleep(0.5)
+                prof = tracing_profile(list(pids["1%"].values()), ps, work)
+            finally:
+                for p in loads:
+                    p.wait(ps + 30)
+            if prof:
+                log(f"tracing 1% pair profiled {ps} s ({prof['samples']} samples): tracing code on the workers "
+                    f"{prof['code_pct']:.2f}%, exporter thread {prof['exporter_pct']:.2f}% of its CPU; {prof['functions']}")
         time.sleep(0.5)  # the exporters' last batches (200 ms flush)
-        res = {"rate": TRACING_RATE, "loadavg": round(os.getloadavg()[0], 2), "levels": {}}
+        res = {"rate": TRACING_RATE, "slices": slices, "profile_1pct": prof, "when": time.strftime("%Y-%m-%d %H:%M"), "slice_s": slice_s,
+               "loadavg": round(os.getloadavg()[0], 2), "levels": {}, "per_slice": per_slice, "ratio": {}}
         for lv, (a, b) in pairs.items():
             m = merge_runs(runs[lv])
             m.pop("histogram", None)
             answered = max(1, m["ok"] + m["non2xx"])
-            m["cpu"] = {k: v * 1000 / answered for k, v in cpu[lv].items()}
+            m["cpu"] = {k: v / 1e6 * 1000 / answered for k, v in cpu[lv].items()}  # ms per 1000
             m["cpu"]["sum"] = m["cpu"]["A"] + m["cpu"]["B"]
             m["spans"] = {k: int(proxy_metric(a, f"rete_proxy_spans_{k}_total") + proxy_metric(b, f"rete_proxy_spans_{k}_total")
                                  - before_spans[lv][k]) for k in ("exported", "dropped", "failed")}
             res["levels"][lv] = m
             log(f"tracing {lv:5s} {TRACING_RATE} req/s: p50 {m['p50']} p99 {m['p99']} us, "
-                f"CPU/1000 req {m['cpu']['sum']:.3f} s, spans {m['spans']}, ok {m['ok']}, errors {m['errors']}")
+                f"CPU/1000 req {m['cpu']['sum']:.1f} ms (exporter thread {m['cpu']['exporter']:.2f}), "
+                f"spans {m['spans']}, ok {m['ok']}, errors {m['errors']}")
             if m["errors"] or m["non2xx"] or not m["ok"]:
                 failures.append(f"tracing {lv}: {m['ok']} ok, {m['errors']} errors, {m['non2xx']} non-2xx")
+        off = res["levels"]["off"]["cpu"]["sum"] or 1e-9
+        for lv in order[1:]:
+            st = ratio_stats([s[lv] / s["off"] for s in per_slice if s.get("off")]) or {}
+            st["pooled"] = round(res["levels"][lv]["cpu"]["sum"] / off, 4)
+            res["ratio"][lv] = st
+            log(f"tracing {lv}/off: pooled {st['pooled']:.3f}, per slice median {st.get('median', 0):.3f} "
+                f"(min {st.get('min', 0):.3f}, max {st.get('max', 0):.3f}, {st.get('n', 0)} slices)")
         if res["levels"]["100%"]["spans"]["exported"] == 0:
             failures.append("tracing 100%: no span exported")
         res["collector"] = {"posts": col.posts, "bytes": col.bytes}
@@ -1093,6 +1237,8 @@ def main():
 
     work = tempfile.mkdtemp(prefix="rete-bench-")
     outdir = args.out or (work if args.smoke else HERE)
+    if args.only == "tracing" and not args.short:
+        cfg.update(tracing_slices=TRACING_ONLY_SLICES, tracing_slice_s=TRACING_ONLY_SLICE_S, profile_seconds=20)
     if args.only:
         return only_scenario(args.only, cfg, work, outdir, args.keep)
     os.makedirs(outdir, exist_ok=True)

@@ -295,11 +295,17 @@ def test_b3_single_and_multi(tmp_path):
         h = doc["call"]["body"]["headers"]
         assert (h["x-b3-traceid"], h["x-b3-spanid"], h["x-b3-parentspanid"], h["x-b3-sampled"]) == (
             tid2, s2["id"], c2["id"], "1")
+        # x-b3-flags: 1 (debug) alone is a sampled decision, at 0% too.
+        tid3 = "5b8efff798038103d269b633813fc60c"
+        st, doc = get(hosts, call_b(hosts), headers={"x-b3-traceid": tid3, "x-b3-spanid": "eee19b7ec3c1b174",
+                                                      "x-b3-flags": "1"})
+        assert st == 200
+        check_chain(trace_of(col, tid3, 4), tid3, root_parent="eee19b7ec3c1b174")
         # A B3 "not sampled" decision is followed; a malformed context is ignored (0%: no trace).
         for hdrs in ({"b3": "0"}, {"x-b3-sampled": "0"}, {"traceparent": "00-zz-bad-01"}):
             st, doc = get(hosts, "/x", headers=hdrs)
             assert st == 200
-        assert {s["trace"] for s in col.otlp_spans()} == {tid, tid2}
+        assert {s["trace"] for s in col.otlp_spans()} == {tid, tid2, tid3}
         stop_and_check_proxies(m)
     finally:
         col.close()

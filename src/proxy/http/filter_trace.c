@@ -11,12 +11,14 @@
  *   - else head sampling at tracing.sampling percent (default 1%): this is
  *     where a trace starts (the outbound sidecar of the first service, or
  *     the inbound sidecar of a request from outside the mesh).
- * A request not sampled costs a few header lookups and one random draw:
- * nothing is allocated, no header is changed (an unsampled parent's
- * context passes through as sent). A sampled one gets a span id; the
- * request goes on with this proxy's span as the parent: traceparent is
- * set (always), and b3 / x-b3-* rewritten when the request came with
- * them; tracestate passes through untouched. The outbound chain makes
+ * A request not sampled costs one pass over its header names and, where
+ * this proxy decides, one draw of a per-thread xorshift generator (no
+ * syscall, lock, atomic, clock read or division): nothing is allocated,
+ * nothing formatted, no header is changed (an unsampled parent's context
+ * passes through as sent); its finish is one flag test. A sampled one
+ * gets a span id; the request goes on with this proxy's span as the
+ * parent: traceparent is set (always), and b3 / x-b3-* rewritten when the
+ * request came with them; tracestate passes through untouched. The outbound chain makes
  * CLIENT spans, the inbound chain SERVER spans: one of each per hop.
  *
  * At the exchange's end a sampled span is copied as a fixed-size record
@@ -98,8 +100,12 @@ static rete_view cstr(const char *s)
 
 /* ---- the exporter ------------------------------------------------------- */
 
+/* The exporter runs (rete_trace_open .. rete_trace_close). Read by every
+ * request: apart from tx, whose first cache line (mu) the exporter and a
+ * queueing worker write. */
+static bool tx_on;
+
 static struct {
-    bool on;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     span_rec *ring;
@@ -110,7 +116,7 @@ static struct {
     bool stop;
     pthread_t thread;
     _Atomic uint64_t exported, failed;
-} tx = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+} tx = {.mu = PTHREAD_MUTEX_INITIALIZER}; /* cv: rete_trace_open (CLOCK_MONOTONIC) */
 
 typedef struct jb {
     char *p;
@@ -462,11 +468,13 @@ static bool export_batch(const span_rec *r, size_t n)
 static void *exporter(void *arg)
 {
     (void)arg;
+    /* its CPU on its own in /proc/PID/task/TID, top -H, perf */
+    pthread_setname_np(pthread_self(), "rete-trace");
     pthread_mutex_lock(&tx.mu);
     for (;;) {
         if (tx.n < tx.batch && !tx.stop) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
+            struct timespec until; /* tx.cv's clock: a wall-clock step cannot stall export */
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += TRACE_FLUSH_MS * 1000000L;
             if (until.tv_nsec >= 1000000000L) {
                 until.tv_sec++;
@@ -528,6 +536,11 @@ rete_rc rete_trace_open(const rete_trace_opts *o, rete_error *err)
     tx.body_cap = tx.batch * 2048 > TRACE_SPAN_JSON_MAX * 4 ? tx.batch * 2048 : TRACE_SPAN_JSON_MAX * 4;
     tx.head = tx.n = 0;
     tx.stop = false;
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&tx.cv, &ca) != 0)
+        return rete_error_set(err, RETE_ENOMEM, "cannot start the trace exporter");
+    pthread_condattr_destroy(&ca);
     tx.ring = malloc(tx.cap * sizeof(span_rec));
     tx.out = malloc(tx.batch * sizeof(span_rec));
     tx.body = malloc(tx.body_cap);
@@ -548,20 +561,21 @@ rete_rc rete_trace_open(const rete_trace_opts *o, rete_error *err)
         tx.body = NULL;
         return rete_error_set(err, RETE_ENOMEM, "cannot start the trace exporter");
     }
-    tx.on = true;
+    tx_on = true;
     return RETE_OK;
 }
 
 void rete_trace_close(void)
 {
-    if (!tx.on)
+    if (!tx_on)
         return;
     pthread_mutex_lock(&tx.mu);
     tx.stop = true;
     pthread_cond_signal(&tx.cv);
     pthread_mutex_unlock(&tx.mu);
     pthread_join(tx.thread, NULL); /* exports what is queued first, best effort */
-    tx.on = false;
+    tx_on = false;
+    pthread_cond_destroy(&tx.cv);
     free(tx.ring);
     free(tx.out);
     free(tx.body);
@@ -584,6 +598,18 @@ static uint64_t rnd(void)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+/* Head sampling's draw: true with probability ppm / 1,000,000. The top 32
+ * bits of a draw scaled to [0, 1000000) by a multiply and a shift (no
+ * division); 0 and 100% draw nothing. */
+static bool draw_ppm(uint32_t ppm)
+{
+    if (ppm == 0)
+        return false;
+    if (ppm >= 1000000)
+        return true;
+    return (uint32_t)(((rnd() >> 32) * 1000000u) >> 32) < ppm;
+}
+
 static void rnd_bytes(uint8_t *b, size_t n)
 {
     while (n) {
@@ -595,29 +621,70 @@ static void rnd_bytes(uint8_t *b, size_t n)
     }
 }
 
+/* The trace headers of a request, found in one pass over its headers (the
+ * first of each name, as rete_msg_get; names are stored lower-case). Most
+ * names differ in length from all six, so a header costs a switch. */
+enum { H_TP, H_B3, H_TID, H_SID, H_SMP, H_FLG, H_N };
+
+static unsigned find_trace_hdrs(const rete_msg *m, rete_view h[H_N])
+{
+    unsigned seen = 0; /* bit k: h[k] is set */
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        rete_view n = m->headers[i].name;
+        int k = -1;
+        switch (n.len) {
+        case 2:
+            k = memcmp(n.p, "b3", 2) == 0 ? H_B3 : -1;
+            break;
+        case 10:
+            k = memcmp(n.p, "x-b3-flags", 10) == 0 ? H_FLG : -1;
+            break;
+        case 11:
+            k = memcmp(n.p, "traceparent", 11) == 0   ? H_TP
+                : memcmp(n.p, "x-b3-spanid", 11) == 0 ? H_SID
+                                                      : -1;
+            break;
+        case 12:
+            k = memcmp(n.p, "x-b3-traceid", 12) == 0   ? H_TID
+                : memcmp(n.p, "x-b3-sampled", 12) == 0 ? H_SMP
+                                                       : -1;
+            break;
+        default:
+            break;
+        }
+        if (k >= 0 && !(seen & 1u << k)) {
+            seen |= 1u << k;
+            h[k] = m->headers[i].value;
+        }
+    }
+    return seen;
+}
+
 /* The request's trace context and the formats it came in. */
 static uint8_t read_ctx(const rete_exchange *ex, rete_trace_ctx *c)
 {
-    const rete_msg *m = &ex->req;
+    rete_view h[H_N]; /* not zeroed: most requests carry none of them */
+    unsigned seen = find_trace_hdrs(&ex->req, h);
+    if (!seen) {
+        *c = (rete_trace_ctx){.sampled = -1};
+        return 0;
+    }
+    for (int k = 0; k < H_N; k++)
+        if (!(seen & 1u << k))
+            h[k] = RETE_VIEW_NULL;
     uint8_t f = 0;
-    rete_view tp = rete_msg_get(m, RETE_VIEW_LIT("traceparent"));
-    rete_view b3 = rete_msg_get(m, RETE_VIEW_LIT("b3"));
-    rete_view tid = rete_msg_get(m, RETE_VIEW_LIT("x-b3-traceid"));
-    rete_view sid = rete_msg_get(m, RETE_VIEW_LIT("x-b3-spanid"));
-    rete_view smp = rete_msg_get(m, RETE_VIEW_LIT("x-b3-sampled"));
-    rete_view flg = rete_msg_get(m, RETE_VIEW_LIT("x-b3-flags"));
     bool got = false;
-    if (tp.p) {
+    if (h[H_TP].p) {
         f |= RETE_TRACE_F_W3C;
-        got = rete_trace_parse_traceparent(tp, c);
+        got = rete_trace_parse_traceparent(h[H_TP], c);
     }
-    if (b3.p) {
+    if (h[H_B3].p) {
         f |= RETE_TRACE_F_B3;
-        got = got || rete_trace_parse_b3(b3, c);
+        got = got || rete_trace_parse_b3(h[H_B3], c);
     }
-    if (tid.p || sid.p || smp.p || flg.p) {
+    if (h[H_TID].p || h[H_SID].p || h[H_SMP].p || h[H_FLG].p) {
         f |= RETE_TRACE_F_B3_MULTI;
-        got = got || rete_trace_parse_b3_multi(tid, sid, smp, flg, c);
+        got = got || rete_trace_parse_b3_multi(h[H_TID], h[H_SID], h[H_SMP], h[H_FLG], c);
     }
     if (!got)
         *c = (rete_trace_ctx){.sampled = -1};
@@ -656,27 +723,17 @@ static void propagate(rete_exchange *ex)
     }
 }
 
-static rete_filter_verdict trace_request(rete_exchange *ex)
+/* A sampled request: its span's ids, and the request goes on with this
+ * proxy's span as the parent. Out of line: trace_request's unsampled path
+ * then needs no stack frame for it. */
+static __attribute__((noinline)) void start_span(rete_exchange *ex, const rete_trace_ctx *c,
+                                                  uint8_t formats)
 {
-    const rete_config *cfg = ex->gen->cfg;
-    if (!cfg->trace_collector || !tx.on || ex->tunnel)
-        return RETE_FILTER_NEXT;
-    rete_trace_ctx c;
-    uint8_t formats = read_ctx(ex, &c);
-    bool sampled;
-    if (c.sampled >= 0)
-        sampled = c.sampled == 1;
-    else if (ex->inbound && ex->peer_id[0])
-        sampled = false; /* the calling sidecar decided (see the top) */
-    else
-        sampled = cfg->trace_sample_ppm >= 1000000 || rnd() % 1000000 < cfg->trace_sample_ppm;
-    if (!sampled)
-        return RETE_FILTER_NEXT;
     ex->trace.sampled = true;
     ex->trace.formats = formats;
-    if (c.has_ids) {
-        memcpy(ex->trace.trace_id, c.trace_id, 16);
-        memcpy(ex->trace.parent_id, c.span_id, 8);
+    if (c->has_ids) {
+        memcpy(ex->trace.trace_id, c->trace_id, 16);
+        memcpy(ex->trace.parent_id, c->span_id, 8);
     } else {
         do
             rnd_bytes(ex->trace.trace_id, 16);
@@ -686,6 +743,31 @@ static rete_filter_verdict trace_request(rete_exchange *ex)
         rnd_bytes(ex->trace.span_id, 8);
     while (ex->trace.span_id[0] == 0 && ex->trace.span_id[7] == 0);
     propagate(ex);
+}
+
+/* Whether this proxy traces the request (see the top); when it does,
+ * start_span. */
+static __attribute__((noinline)) void trace_decide(rete_exchange *ex, const rete_config *cfg)
+{
+    rete_trace_ctx c;
+    uint8_t formats = read_ctx(ex, &c);
+    bool sampled;
+    if (c.sampled >= 0)
+        sampled = c.sampled == 1;
+    else if (ex->inbound && ex->peer_id[0])
+        sampled = false; /* the calling sidecar decided (see the top) */
+    else
+        sampled = draw_ppm(cfg->trace_sample_ppm);
+    if (sampled)
+        start_span(ex, &c, formats);
+}
+
+/* Tracing off, or a tunnel: two loads and a test, no stack frame. */
+static rete_filter_verdict trace_request(rete_exchange *ex)
+{
+    const rete_config *cfg = ex->gen->cfg;
+    if (cfg->trace_collector && tx_on && !ex->tunnel)
+        trace_decide(ex, cfg);
     return RETE_FILTER_NEXT;
 }
 
