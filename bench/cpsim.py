@@ -441,7 +441,7 @@ async def labelled(api, name):
     return out
 
 
-async def stats_phase(sim, api, cpu_all, a, res):
+async def stats_phase(sim, api, cpu_all, rss_kb_all, a, res):
     """reted's CPU over a steady window of --stats-window seconds with every
     proxy silent but for its ACKs (stats off), then over another with every
     proxy sending a `stats` summary of --stats-entries entries every
@@ -467,11 +467,13 @@ async def stats_phase(sim, api, cpu_all, a, res):
             raise RuntimeError(f"stats {label}: {len(sim.errors)} proxy errors: {sim.errors[:3]}")
         if sim.configs_received != pushes0:
             raise RuntimeError(f"stats {label}: {sim.configs_received - pushes0} config pushes during the window")
-        w = {"reted_cpu_s": cpu, "seconds": dt, "core_pct": 100 * cpu / dt,
+        w = {"reted_cpu_s": cpu, "seconds": dt, "core_pct": 100 * cpu / dt, "rss_kb": rss_kb_all(),
+             "heap_bytes": m1.get("rete_reted_heap_bytes"), "loadavg": os.getloadavg()[0],
              "reports": m1.get("rete_reted_stats_reports_total", 0) - m0.get("rete_reted_stats_reports_total", 0),
              "entries": {k: ent1.get(k, 0) - ent0.get(k, 0) for k in ("accepted", "refused", "dropped")}}
         log(f"stats {label}: reted CPU {cpu:.2f} s over {dt:.0f} s = {w['core_pct']:.2f}% of a core; "
-            f"{w['reports']:.0f} reports, entries {w['entries']}")
+            f"{w['reports']:.0f} reports, entries {w['entries']}; reted RSS {w['rss_kb']} kB, "
+            f"load average {w['loadavg']:.1f}")
         return w
 
     res["stats"]["off"] = await window("off")
@@ -904,7 +906,7 @@ async def scenario(a, work, res):
 
         # ---- golden-metrics summaries: reted's CPU with the proxies' stats off, then on
         if a.stats_window:
-            await stats_phase(sim, api, cpu_all, a, res)
+            await stats_phase(sim, api, cpu_all, rss_kb_all, a, res)
             if reted.poll() is not None:
                 raise RuntimeError(f"reted exited {reted.returncode}")
 
