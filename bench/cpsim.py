@@ -31,6 +31,18 @@ to its replica or, when refused, the next, backoff 0.2-2 s with jitter):
 the reconnect storm's time is from the restart (every replica listening)
 until every proxy has a config again.
 
+Every simulated proxy pings every 15 s from its first config on, as
+rete-proxy does (reted closes a stream silent for 45 s). After the change,
+the stats phase (--stats-window S, default 60; 0 skips it; bench/run.py
+skips it): reted's CPU (/proc) over S seconds with the proxies silent but
+for their pings, then over S seconds with every proxy also sending the
+golden-metrics `stats` summary rete-proxy's agent sends (src/proxy/agent/
+cp_golden.c) every --stats-interval seconds (default 10, the real period)
+from a random phase: --stats-entries entries (default 4: two edges it
+calls, two that call it, so both ends report every edge; 20-400 requests
+each, ~1% failing, a latency histogram on the real bounds). No
+configuration change happens in either window (checked).
+
 Prints one JSON object (and writes it to --json). Debian's python3 with
 python3-cryptography. Exit 1 on any error (a refused certificate, a refused
 or closed stream, a NACK, a proxy that never gets the change).
@@ -218,6 +230,48 @@ class SimProxy(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
 
+    # ---- pings (src/proxy/agent/cp_stream.c): reted closes a stream silent
+    # for 45 s, so a proxy pings every 15 s, from its first config on
+    PING_S = 15
+
+    def start_pings(self):
+        import random
+        self.ping_timer = asyncio.get_running_loop().call_later(random.Random(self.n).uniform(0, self.PING_S),
+                                                                self.ping_tick)
+
+    def ping_tick(self):
+        self.ping_timer = asyncio.get_running_loop().call_later(self.PING_S, self.ping_tick)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b'{"type":"ping"}\n')
+
+    # ---- the golden-metrics summary (src/proxy/agent/cp_golden.c)
+
+    def start_stats(self, period, entries, rng):
+        """Send a `stats` line every `period` seconds from a random phase
+        (each real proxy's timer starts with the proxy), as rete-proxy's
+        agent does; the first tick also sends the (empty) `endpoints`
+        message an agent sends once per stream."""
+        self.stats_period, self.stats_entries, self.rng = period, entries, rng
+        self.stats_sent = 0
+        self.endpoints_sent = False
+        self.stats_timer = asyncio.get_running_loop().call_later(rng.uniform(0, period), self.stats_tick)
+
+    def stop_stats(self):
+        if getattr(self, "stats_timer", None):
+            self.stats_timer.cancel()
+            self.stats_timer = None
+
+    def stats_tick(self):
+        self.stats_timer = asyncio.get_running_loop().call_later(self.stats_period, self.stats_tick)
+        if self.transport is None or self.transport.is_closing():
+            return
+        msg = self.sim.stats_message(self.n, self.stats_entries, self.stats_period, self.rng)
+        self.transport.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        self.stats_sent += 1
+        if not self.endpoints_sent:
+            self.endpoints_sent = True
+            self.transport.write(b'{"type":"endpoints","out":[],"dropped":0,"retryBudgetExhausted":{}}\n')
+
     def data_received(self, data):
         now = time.monotonic()
         start = 0
@@ -272,6 +326,7 @@ class SimProxy(asyncio.Protocol):
             self.sim.on_config(self, v, now, len(line) + 1)
             if not self.connected.done():
                 self.connected.set_result(True)
+                self.start_pings()
         elif b'"ping"' in head:
             # rete-proxy pings every 15 s and reted closes a stream silent
             # for 45 s: answering reted's own ping (every 15 s) keeps a
@@ -294,6 +349,10 @@ class SimProxy(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = time.monotonic()
+        self.stop_stats()
+        if getattr(self, "ping_timer", None):
+            self.ping_timer.cancel()
+            self.ping_timer = None
         if self.sim.storm is not None:
             if self.connected.done():
                 self.sim.storm.lost(self)
@@ -329,6 +388,45 @@ class Sim:
             wl["egress"] = [f"{namespace(i, self.a.namespaces)}/svc-{i}" for i in callees]
         return wl
 
+    # The golden-metrics labels (src/common/golden.h): reporter, route name,
+    # route namespace, destination service, source workload and namespace,
+    # destination workload and namespace.
+    STATS_CALLEES = (1, 7, 31, 101, 307, 1009)
+
+    def stats_entry(self, reporter, src, dst, rng):
+        dst_svc = dst % self.a.services
+        svc = f"svc-{dst_svc}.{namespace(dst_svc, self.a.namespaces)}.svc.cluster.local"
+        if reporter == "source":  # the caller matched a route (or a port's default rule)
+            route, route_ns = ("split", "sim0") if dst_svc == 0 else ("default", namespace(dst_svc, self.a.namespaces))
+        else:                     # the called side knows no route
+            route, route_ns = "unknown", "unknown"
+        # 10 s of a few requests per second: mostly fast, a tail, ~1% failing
+        req = rng.randint(20, 400)
+        fail = sum(1 for _ in range(req) if rng.random() < 0.01)
+        hist = [0] * 14  # rete_golden_bounds_ms: 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, +Inf
+        for _ in range(req):
+            r = rng.random()
+            hist[0 if r < 0.35 else 1 if r < 0.7 else 2 if r < 0.85 else 3 if r < 0.95 else
+                 4 if r < 0.99 else 5 if r < 0.998 else 7] += 1
+        return [reporter, route, route_ns, svc, f"sim-{src}", namespace(src, self.a.namespaces),
+                f"sim-{dst}", namespace(dst, self.a.namespaces), req, fail, hist]
+
+    def stats_message(self, n, entries, period, rng):
+        """What proxy sim-n's agent sends: `entries` entries, half as the
+        caller of sim-(n+d) (reporter source), half as the callee of
+        sim-(n-d) (destination), so both halves of every edge are reported
+        by its two ends; busiest first, as cp_golden.c orders them."""
+        N = self.a.proxies
+        out = []
+        for k in range(entries):
+            d = self.STATS_CALLEES[(k // 2) % len(self.STATS_CALLEES)] % max(1, N) or 1
+            if k % 2 == 0:
+                out.append(self.stats_entry("source", n, (n + d) % N, rng))
+            else:
+                out.append(self.stats_entry("destination", (n - d) % N, n, rng))
+        out.sort(key=lambda e: -e[8])
+        return {"type": "stats", "interval": period, "entries": out, "dropped": 0}
+
     def on_config(self, p, v, now, nbytes):
         self.last_config = now
         self.bytes_received += nbytes
@@ -342,6 +440,72 @@ async def quiet(sim, seconds, timeout):
         if time.monotonic() > deadline:
             raise RuntimeError(f"pushes still arriving after {timeout} s")
         await asyncio.sleep(0.1)
+
+
+async def labelled(api, name):
+    """{label value: sample} of one of reted's single-label families."""
+    st, text = await api.request("GET", "/metrics")
+    out = {}
+    for m in re.finditer(r"^" + name + r'\{[a-z_]+="([^"]*)"\} (\S+)$', text if isinstance(text, str) else "", re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+async def stats_phase(sim, api, cpu_all, rss_kb_all, a, res):
+    """reted's CPU over a steady window of --stats-window seconds with every
+    proxy silent but for its ACKs (stats off), then over another with every
+    proxy sending a `stats` summary of --stats-entries entries every
+    --stats-interval seconds (on; after one interval of warm-up, so every
+    combination exists). No configuration change happens in either window
+    (checked: no push arrives)."""
+    import random
+    rng = random.Random(12)
+    res["stats"] = {"proxies": len(sim.proxies), "entries_per_report": a.stats_entries,
+                    "interval_s": a.stats_interval, "window_s": a.stats_window}
+    await quiet(sim, 1.0, a.timeout)
+
+    async def window(label):
+        pushes0 = sim.configs_received
+        m0 = await api.metrics()
+        ent0 = await labelled(api, "rete_reted_stats_entries_total")
+        cpu0, t0 = cpu_all(), time.monotonic()
+        await asyncio.sleep(a.stats_window)
+        cpu, dt = cpu_all() - cpu0, time.monotonic() - t0
+        m1 = await api.metrics()
+        ent1 = await labelled(api, "rete_reted_stats_entries_total")
+        if sim.errors:
+            raise RuntimeError(f"stats {label}: {len(sim.errors)} proxy errors: {sim.errors[:3]}")
+        if sim.configs_received != pushes0:
+            raise RuntimeError(f"stats {label}: {sim.configs_received - pushes0} config pushes during the window")
+        w = {"reted_cpu_s": cpu, "seconds": dt, "core_pct": 100 * cpu / dt, "rss_kb": rss_kb_all(),
+             "heap_bytes": m1.get("rete_reted_heap_bytes"), "loadavg": os.getloadavg()[0],
+             "reports": m1.get("rete_reted_stats_reports_total", 0) - m0.get("rete_reted_stats_reports_total", 0),
+             "entries": {k: ent1.get(k, 0) - ent0.get(k, 0) for k in ("accepted", "refused", "dropped")}}
+        log(f"stats {label}: reted CPU {cpu:.2f} s over {dt:.0f} s = {w['core_pct']:.2f}% of a core; "
+            f"{w['reports']:.0f} reports, entries {w['entries']}; reted RSS {w['rss_kb']} kB, "
+            f"load average {w['loadavg']:.1f}")
+        return w
+
+    res["stats"]["off"] = await window("off")
+    for p in sim.proxies:
+        p.start_stats(a.stats_interval, a.stats_entries, rng)
+    await asyncio.sleep(a.stats_interval + 2)  # every proxy has reported once: the combinations exist
+    try:
+        res["stats"]["on"] = await window("on")
+        t = time.monotonic()
+        st, j = await api.request("GET", "/api/v1/stats?by=edge&window=1m")
+        res["stats"]["edge_query"] = {"seconds": time.monotonic() - t, "status": st,
+                                      "rows": len(j.get("items", [])) if isinstance(j, dict) else None}
+    finally:
+        for p in sim.proxies:
+            p.stop_stats()
+    on, off = res["stats"]["on"], res["stats"]["off"]
+    res["stats"]["delta_core_pct"] = on["core_pct"] - off["core_pct"]
+    log(f"stats summaries cost reted {res['stats']['delta_core_pct']:.2f}% of a core "
+        f"({on['core_pct']:.2f}% on, {off['core_pct']:.2f}% off); /api/v1/stats?by=edge: "
+        f"{res['stats']['edge_query']['rows']} rows in {1000 * res['stats']['edge_query']['seconds']:.0f} ms")
+    if on["entries"]["refused"] or not on["entries"]["accepted"]:
+        raise RuntimeError(f"stats entries not accepted: {on['entries']}")
 
 
 def perf_start(pid, out):
@@ -755,6 +919,12 @@ async def scenario(a, work, res):
         if incomplete:
             raise RuntimeError(incomplete)
 
+        # ---- golden-metrics summaries: reted's CPU with the proxies' stats off, then on
+        if a.stats_window:
+            await stats_phase(sim, api, cpu_all, rss_kb_all, a, res)
+            if reted.poll() is not None:
+                raise RuntimeError(f"reted exited {reted.returncode}")
+
         # ---- the reconnect storm: every replica restarts
         if a.restart:
             storm = Storm(sim, ctxs, [r.xds_port for r in reps])
@@ -813,13 +983,15 @@ async def scenario(a, work, res):
 
 
 def run(proxies=1000, services=1000, workloads=10000, namespaces=10, perf=False, timeout=240, work=None,
-        connect_timeout=None, res=None, egress=0, replicas=1, store="sqlite", restart=False):
+        connect_timeout=None, res=None, egress=0, replicas=1, store="sqlite", restart=False,
+        stats_window=0, stats_entries=4, stats_interval=10):
     """Run the scenario; returns the results dict (raises on any error; what
     was measured before the error is in `res` when the caller passes one)."""
     a = argparse.Namespace(proxies=proxies, services=services, workloads=workloads, namespaces=namespaces,
                            perf=perf, timeout=timeout, ca_connections=8, connect_concurrency=64, egress=egress,
                            connect_timeout=connect_timeout or timeout, replicas=replicas, store=store,
-                           restart=restart)
+                           restart=restart, stats_window=stats_window, stats_entries=stats_entries,
+                           stats_interval=stats_interval)
     if store == "sqlite" and replicas != 1:
         raise ValueError("several replicas need --store etcd")
     res = {} if res is None else res
@@ -850,6 +1022,13 @@ def main():
                     help="etcd: a local 3-member etcd cluster started here")
     ap.add_argument("--restart", action="store_true",
                     help="after the change, restart every replica and time the proxies' reconnection")
+    ap.add_argument("--stats-window", type=float, default=60,
+                    help="seconds of each window of the stats phase: reted's CPU with the proxies' golden-metrics "
+                         "summaries off, then on (0: no stats phase)")
+    ap.add_argument("--stats-entries", type=int, default=4, choices=range(1, 13), metavar="1..12",
+                    help="entries per summary: half outbound edges, half inbound (default 4)")
+    ap.add_argument("--stats-interval", type=int, default=10,
+                    help="seconds between a proxy's summaries (rete-proxy's --stats-interval, default 10)")
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -858,7 +1037,8 @@ def main():
     rc = 0
     try:
         run(args.proxies, args.services, args.workloads, args.namespaces, args.perf, args.timeout, work,
-            args.connect_timeout, res, args.egress, args.replicas, args.store, args.restart)
+            args.connect_timeout, res, args.egress, args.replicas, args.store, args.restart,
+            args.stats_window, args.stats_entries, args.stats_interval)
     except Exception as e:
         import traceback
         log(f"FAIL: {type(e).__name__}: {e}\n{traceback.format_exc()}")
