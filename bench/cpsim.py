@@ -328,10 +328,6 @@ class SimProxy(asyncio.Protocol):
                 self.connected.set_result(True)
                 self.start_pings()
         elif b'"ping"' in head:
-            # rete-proxy pings every 15 s and reted closes a stream silent
-            # for 45 s: answering reted's own ping (every 15 s) keeps a
-            # simulated proxy that gets no push as alive as a real one.
-            self.transport.write(b'{"type":"ping"}\n')
             return
         else:
             try:
