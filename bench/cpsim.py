@@ -609,8 +609,14 @@ class Storm:
     """The proxies reconnecting after every replica restarted: each lost
     stream retries its replica, then the next, with jittered backoff."""
 
-    def __init__(self, sim, ctxs, ports):
+    def __init__(self, sim, ctxs, ports, handshakes):
         self.sim, self.ctxs, self.ports = sim, ctxs, ports
+        # At most this many TLS handshakes in flight: 10,000 proxies are
+        # 10,000 machines, each doing its own; this one Python thread doing
+        # them all at once finished none for ~20 s (reted then closed many
+        # as stalled past its header timeout, and they retried). Queued
+        # here, each handshake runs at the simulator's own pace.
+        self.handshakes = asyncio.Semaphore(handshakes)
         self.open = asyncio.Event()   # set once the replicas listen again
         self.done = {}                # n -> monotonic time of its first config after the restart
         self.tasks = []
@@ -632,10 +638,11 @@ class Storm:
             port = self.ports[(n + attempt) % len(self.ports)]
             self.attempts += 1
             try:
-                tr, p = await asyncio.get_running_loop().create_connection(
-                    lambda: SimProxy(self.sim, n, resume, snapshot), "127.0.0.1", port, ssl=self.ctxs[n],
-                    server_hostname="reted", local_addr=(self.sim.workload(n)["address"], 0))
-                tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
+                async with self.handshakes:
+                    tr, p = await asyncio.get_running_loop().create_connection(
+                        lambda: SimProxy(self.sim, n, resume, snapshot), "127.0.0.1", port, ssl=self.ctxs[n],
+                        server_hostname="reted", local_addr=(self.sim.workload(n)["address"], 0))
+                    tr.write(b"GET /xds/v1/stream HTTP/1.1\r\nhost: reted\r\n\r\n")
                 await asyncio.wait_for(asyncio.shield(p.connected), 30)
                 self.done[n] = time.monotonic()
                 self.sim.proxies[self.sim.proxies.index(old)] = p
@@ -923,7 +930,7 @@ async def scenario(a, work, res):
 
         # ---- the reconnect storm: every replica restarts
         if a.restart:
-            storm = Storm(sim, ctxs, [r.xds_port for r in reps])
+            storm = Storm(sim, ctxs, [r.xds_port for r in reps], 4 * a.connect_concurrency)
             sim.storm = storm
             for r in reps:
                 stop_process(r.proc, 5)
