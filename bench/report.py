@@ -740,7 +740,7 @@ def write(res, outdir):
     notes = res.get("notes", {})
     pngs = plots(res, outdir)
     L = ["# rete benchmark report", "",
-         f"Written by `make bench` (bench/run.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+         f"Written by `make bench` (bench/run.py) on {res.get('when_utc') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
          f"the run took {res.get('elapsed_s', 0):.0f} s. Every figure below comes from that one run, "
          "side by side: same machine, certificates, backend and load. How to read each figure: "
          "bench/README.md.", ""]
@@ -821,11 +821,28 @@ def write(res, outdir):
     L += ["## The targets missed", ""] + misses_section(res)
     L += ["## What changed as a result", ""] + changes_section()
     L += ["## Control plane scale", ""] + control_plane_section(res)
+    L += hand_sections(outdir)
     L += soak_section(outdir)
     if not pngs:
         L += ["(No plots: python3-matplotlib is not installed.)", ""]
     with open(os.path.join(outdir, "REPORT.md"), "w") as f:
         f.write("\n".join(L))
+
+
+def hand_sections(outdir):
+    """The sections measured by hand, not by `make bench` (cpsim at scale,
+    on etcd, before/after comparisons): bench/report.d/*.md in name order,
+    kept across runs. The first may continue "Control plane scale" with a
+    ### subsection."""
+    d = os.path.join(outdir, "report.d")
+    if not os.path.isdir(d):
+        return []
+    L = []
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".md"):
+            with open(os.path.join(d, name)) as f:
+                L += f.read().rstrip("\n").split("\n") + [""]
+    return L
 
 
 def soak_section(outdir):

@@ -1245,6 +1245,7 @@ def main():
     procs = Procs(work)
     t_start = time.time()
     results = {"config": dict(cfg, threads=args.threads, host=HOST_HEADER), "notes": {},
+               "when_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "latency": {}, "cpu": {}, "wrk": {}, "h2load": {}, "memory": {}, "handshakes": {}, "loadavg": [], "h2latency": {}}
     failures = []
 
