@@ -134,7 +134,7 @@ static void test_disconnected_proxy_not_pushed(void **state)
     assert_non_null(p);
     snprintf(p->ns, sizeof p->ns, "default");
     snprintf(p->name, sizeof p->name, "web-1");
-    r->registry.proxies = p;
+    reted_proxy_add(r, p);
     reted_changed(r, "Service", "default", "web");
     until_pushed(f);
     assert_null(p->sent);
@@ -143,22 +143,27 @@ static void test_disconnected_proxy_not_pushed(void **state)
     assert_int_equal(rete_metrics_counter_value(r->stats.reg, r->stats.compiles), 0);
 }
 
+static reted_proxy *add_proxy(reted *r, const char *ns, const char *name)
+{
+    reted_proxy *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    snprintf(p->ns, sizeof p->ns, "%s", ns);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->nack_error = strdup("freed with its proxy");
+    reted_proxy_add(r, p);
+    return p;
+}
+
 /* The registry finds a proxy by namespace and name, both: the same name
- * in another namespace is another proxy. */
+ * in another namespace is another proxy; past its first 64 buckets (the
+ * table doubles) and after one is unlinked, every other one is still found. */
 static void test_registry_find(void **state)
 {
     fixture *f = *state;
     reted *r = &f->r;
     const char *keys[][2] = {{"default", "web-1"}, {"shop", "web-1"}, {"default", "db-1"}};
-    for (size_t i = 0; i < 3; i++) {
-        reted_proxy *p = calloc(1, sizeof *p);
-        assert_non_null(p);
-        snprintf(p->ns, sizeof p->ns, "%s", keys[i][0]);
-        snprintf(p->name, sizeof p->name, "%s", keys[i][1]);
-        p->nack_error = strdup("freed with its proxy");
-        p->next = r->registry.proxies;
-        r->registry.proxies = p;
-    }
+    for (size_t i = 0; i < 3; i++)
+        add_proxy(r, keys[i][0], keys[i][1]);
     for (size_t i = 0; i < 3; i++) {
         reted_proxy *p = reted_proxy_find(r, keys[i][0], keys[i][1]);
         assert_non_null(p);
@@ -167,8 +172,32 @@ static void test_registry_find(void **state)
     }
     assert_null(reted_proxy_find(r, "shop", "db-1"));
     assert_null(reted_proxy_find(r, "default", "web"));
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "sim-%d", i);
+        add_proxy(r, "bulk", name);
+    }
+    assert_int_equal(r->registry.n_proxies, 303);
+    assert_true(r->registry.n_buckets >= 303);
+    /* unlink one from the middle of the list */
+    reted_proxy **pp = &r->registry.proxies;
+    while (strcmp((*pp)->name, "sim-150") != 0)
+        pp = &(*pp)->next;
+    reted_proxy *gone = *pp;
+    reted_proxy_unlink(r, pp);
+    reted_proxy_free(r, gone);
+    assert_null(reted_proxy_find(r, "bulk", "sim-150"));
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "sim-%d", i);
+        if (i != 150)
+            assert_non_null(reted_proxy_find(r, "bulk", name));
+    }
+    for (size_t i = 0; i < 3; i++)
+        assert_non_null(reted_proxy_find(r, keys[i][0], keys[i][1]));
+    assert_int_equal(r->registry.n_proxies, 302);
     reted_registry_free(r); /* ASan: nothing of them leaks */
     assert_null(r->registry.proxies);
+    assert_null(reted_proxy_find(r, "bulk", "sim-1"));
 }
 
 int main(void)
