@@ -83,6 +83,7 @@ typedef struct reted_registry {
     uv_timer_t flush_timer;
     bool flush_ready;               /* flush_timer initialised */
     bool flush_failing;             /* the last write failed (warned once) */
+    uint32_t retry_ms;              /* the next try's delay while failing: 1 s doubling to 8 s */
 } reted_registry;
 
 #endif

@@ -127,12 +127,14 @@ bool reted_registry_apply_ready(reted *r, const char *ns, const char *name, bool
  * the hellos one turn read go to the store together (etcd: one transaction
  * of up to 128 puts instead of one round trip each: a 10,000-proxy
  * reconnect storm waited on 3,333 sequential puts per replica). What fails
- * stays queued and is tried again every second. The Workload a hello
+ * stays queued and is tried again after 1 s, then 2, 4 and at most 8 s
+ * (with etcd unreachable each try holds the loop for --etcd-timeout). The Workload a hello
  * writes may reach the store a few milliseconds before its registration:
  * the leader's sweep expires a Workload only after nobody has held it for
  * the grace period (60 s by default). */
 
 #define RETED_REG_RETRY_MS 1000
+#define RETED_REG_RETRY_MAX_MS 8000
 
 static int pending_cmp(const void *a, const void *b)
 {
@@ -176,15 +178,19 @@ static void on_flush(uv_timer_t *t)
         if (g->flush_failing)
             rete_info("registry: registrations written again (%zu)", n);
         g->flush_failing = false;
+        g->retry_ms = 0;
         pending_free(g);
         return;
     }
+    g->retry_ms = g->retry_ms ? g->retry_ms * 2 : RETED_REG_RETRY_MS;
+    if (g->retry_ms > RETED_REG_RETRY_MAX_MS)
+        g->retry_ms = RETED_REG_RETRY_MAX_MS;
     if (!g->flush_failing)
         rete_warn("registry: cannot record %zu proxies as held by this replica (the store answered %d): "
-                  "trying again every %d ms",
-                  n, rc, RETED_REG_RETRY_MS);
+                  "trying again after %u ms, then less often",
+                  n, rc, g->retry_ms);
     g->flush_failing = true;
-    uv_timer_start(&g->flush_timer, on_flush, RETED_REG_RETRY_MS, 0);
+    uv_timer_start(&g->flush_timer, on_flush, g->retry_ms, 0);
 }
 
 void reted_registration_hold(reted *r, const char *ns, const char *name, bool ready)

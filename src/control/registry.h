@@ -22,7 +22,7 @@ bool reted_record_by_proxy(json_t *rec);
 bool reted_registry_apply_ready(struct reted *r, const char *ns, const char *name, bool ready);
 /* Record that this replica holds ns/name's stream, with its readiness:
  * queued, and written with the others queued in the same loop turn
- * (retried every second while the store fails). start/stop: the queue's
+ * (retried after 1 s, doubling to 8 s, while the store fails). start/stop: the queue's
  * timer, with the replica's watch (replica.c). */
 void reted_registration_hold(struct reted *r, const char *ns, const char *name, bool ready);
 void reted_registration_start(struct reted *r);
