@@ -284,7 +284,9 @@ static const char *egress_outside(json_t *claimed, json_t *allowed, const char *
  * what is read (reted_index_clean), else the store. On etcd the index
  * follows other replicas' writes through the watch (milliseconds behind):
  * the Workload's write below is conditional on the version read, so a
- * stale read of it costs a retry, never a lost write. */
+ * stale read of it costs a retry, never a lost write; when the text read
+ * is the one the hello would write, nothing is written and a newer stored
+ * version, if any, stays (the watch brings it). */
 static void index_entry_resource(const reted_ires *e, rete_store_resource *out)
 {
     *out = (rete_store_resource){e->kind, e->ns, e->name, e->json->data, e->version, 0, 0};

@@ -127,11 +127,12 @@ bool reted_registry_apply_ready(reted *r, const char *ns, const char *name, bool
  * the hellos one turn read go to the store together (etcd: one transaction
  * of up to 128 puts instead of one round trip each: a 10,000-proxy
  * reconnect storm waited on 3,333 sequential puts per replica). What fails
- * stays queued and is tried again after 1 s, then 2, 4 and at most 8 s
- * (with etcd unreachable each try holds the loop for --etcd-timeout). The Workload a hello
- * writes may reach the store a few milliseconds before its registration:
- * the leader's sweep expires a Workload only after nobody has held it for
- * the grace period (60 s by default). */
+ * stays queued, one entry per proxy, and is tried again after 1 s, then 2,
+ * 4 and at most 8 s (with etcd unreachable each try holds the loop for
+ * --etcd-timeout). The Workload a hello writes may reach the store a few
+ * milliseconds before its registration: the leader's sweep expires a
+ * Workload only after nobody has held it for the grace period (60 s by
+ * default). */
 
 #define RETED_REG_RETRY_MS 1000
 #define RETED_REG_RETRY_MAX_MS 8000
@@ -163,15 +164,23 @@ static void on_flush(uv_timer_t *t)
     /* one write per key, its latest readiness (a key twice in one etcd
      * transaction is refused) */
     qsort(g->pending, g->n_pending, sizeof(*g->pending), pending_cmp);
-    rete_store_registration *regs = rete_calloc(g->n_pending, sizeof(*regs));
     size_t n = 0;
     for (size_t i = 0; i < g->n_pending; i++) {
-        const reted_reg_pending *e = &g->pending[i];
-        if (n && strcmp(regs[n - 1].ns, e->ns) == 0 && strcmp(regs[n - 1].name, e->name) == 0)
-            n--;
-        regs[n++] = (rete_store_registration){.ns = e->ns, .name = e->name, .holder = r->replica_id,
-                                              .ready = e->ready};
+        reted_reg_pending *e = &g->pending[i];
+        if (n && strcmp(g->pending[n - 1].ns, e->ns) == 0 && strcmp(g->pending[n - 1].name, e->name) == 0) {
+            n--; /* the earlier one of this key goes */
+            free(g->pending[n].ns);
+            free(g->pending[n].name);
+        }
+        g->pending[n] = *e;
+        g->pending[n].seq = n;
+        n++;
     }
+    g->n_pending = n;
+    rete_store_registration *regs = rete_calloc(n ? n : 1, sizeof(*regs));
+    for (size_t i = 0; i < n; i++)
+        regs[i] = (rete_store_registration){.ns = g->pending[i].ns, .name = g->pending[i].name,
+                                            .holder = r->replica_id, .ready = g->pending[i].ready};
     rete_rc rc = r->store->ops->reg_put(r->store, regs, n);
     free(regs);
     if (rc == RETE_OK) {
