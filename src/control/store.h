@@ -70,6 +70,37 @@ typedef bool (*rete_store_change_fn)(const rete_store_change *c, void *arg); /* 
 typedef bool (*rete_store_token_fn)(const rete_store_token *t, const uint8_t secret_hash[32],
                                     void *arg); /* false stops */
 
+/* A token's secret hash as text, where etcd and the logical dump
+ * (store_tool.c) keep it: 64 lowercase hex digits. from_hex: false unless
+ * exactly 64 hex digits. */
+static inline void rete_store_hash_hex(const uint8_t hash[32], char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[hash[i] >> 4];
+        out[2 * i + 1] = digits[hash[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+static inline bool rete_store_hash_from_hex(const char *s, uint8_t out[32])
+{
+    for (int i = 0; i < 64; i++) {
+        char c = s ? s[i] : '\0';
+        int v = -1;
+        if (c >= '0' && c <= '9')
+            v = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v = c - 'A' + 10;
+        if (v < 0)
+            return false;
+        out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] << 4) | v : v);
+    }
+    return s[64] == '\0';
+}
+
 /* A proxy's registration on a replicated store: which replica holds its
  * config stream and whether the proxy reports itself ready. Kept under the
  * holding replica's lease, so it goes when that replica does. */

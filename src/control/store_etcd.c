@@ -627,8 +627,7 @@ static char *tok_key(const store_etcd *se, const char *id)
 static char *tok_value(const rete_store_token *t, const uint8_t hash[32])
 {
     char hex[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+    rete_store_hash_hex(hash, hex);
     json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:i}", "hash", hex, "namespace", t->ns, "serviceAccount", t->sa,
                           "expiresUnix", (json_int_t)t->expires_unix, "usesLeft", t->uses_left);
     char *v = json_dumps(j, JSON_COMPACT);
@@ -652,19 +651,6 @@ static rete_rc se_token_put(rete_store *s, const rete_store_token *t, const uint
     return txn(se, cmp, ops, NULL, NULL, NULL);
 }
 
-static bool hex32(const char *s, uint8_t out[32])
-{
-    if (!s || strlen(s) != 64)
-        return false;
-    for (int i = 0; i < 32; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1)
-            return false;
-        out[i] = (uint8_t)v;
-    }
-    return true;
-}
-
 /* A token's stored fields; false when damaged. */
 static bool tok_parse(json_t *kv, rete_store_token *t, uint8_t hash[32], uint64_t *mod)
 {
@@ -676,7 +662,7 @@ static bool tok_parse(json_t *kv, rete_store_token *t, uint8_t hash[32], uint64_
     json_int_t exp = 0, uses = 0;
     bool ok = j && json_unpack(j, "{s:s,s:s,s:s,s:I,s:I}", "hash", &h, "namespace", &ns, "serviceAccount", &sa,
                                "expiresUnix", &exp, "usesLeft", &uses) == 0 &&
-              hex32(h, hash) && strlen(ns) < sizeof t->ns && strlen(sa) < sizeof t->sa && uses >= -1 &&
+              rete_store_hash_from_hex(h, hash) && strlen(ns) < sizeof t->ns && strlen(sa) < sizeof t->sa && uses >= -1 &&
               uses <= INT32_MAX;
     if (ok) {
         snprintf(t->ns, sizeof t->ns, "%s", ns);

@@ -95,8 +95,7 @@ static bool dump_resource(const rete_store_resource *r, void *arg)
 static bool dump_token(const rete_store_token *t, const uint8_t hash[32], void *arg)
 {
     char hex[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+    rete_store_hash_hex(hash, hex);
     json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:I,s:i,s:s}", "id", t->id, "namespace", t->ns,
                                          "serviceAccount", t->sa, "expiresUnix", (json_int_t)t->expires_unix,
                                          "usesLeft", t->uses_left, "hash", hex));
@@ -172,19 +171,6 @@ static bool store_empty(rete_store *s, const char *spec)
     return true;
 }
 
-static bool hex32(const char *s, uint8_t out[32])
-{
-    if (!s || strlen(s) != 64)
-        return false;
-    for (int i = 0; i < 32; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1)
-            return false;
-        out[i] = (uint8_t)v;
-    }
-    return true;
-}
-
 static int load_resources(rete_store *s, json_t *res)
 {
     size_t n = json_array_size(res);
@@ -228,7 +214,7 @@ static int load_tokens(rete_store *s, json_t *toks)
         int uses = 0;
         if (json_unpack(t, "{s:s,s:s,s:s,s:I,s:i,s:s}", "id", &id, "namespace", &ns, "serviceAccount", &sa,
                         "expiresUnix", &exp, "usesLeft", &uses, "hash", &hex) != 0 ||
-            !hex32(hex, hash) || strlen(id) >= sizeof tok.id || strlen(ns) >= sizeof tok.ns ||
+            !rete_store_hash_from_hex(hex, hash) || strlen(id) >= sizeof tok.id || strlen(ns) >= sizeof tok.ns ||
             strlen(sa) >= sizeof tok.sa) {
             fprintf(stderr, "reted: the dump's token %zu is damaged\n", i);
             return -1;

@@ -39,7 +39,7 @@ static void usage(FILE *out)
             "  -n, --concurrency N      worker threads (default: spec.concurrency, else 1)\n"
             "  -l, --log-level LEVEL    error|warn|info|debug|trace (default info)\n"
             "  -a, --access-log PATH    one JSON line per request; '-' for stdout\n"
-            "      --access-log-fields F,...  the fields, in order (default all; docs/proxy.md)\n"
+            "      --access-log-fields F,...  the fields, in order (default all; docs/observability.md)\n"
             "      --access-log-sample PCT    log PCT%% of successful requests (errors always; default 100)\n"
             "      --trace-queue-spans N      finished spans waiting for export at most (default 2048)\n"
             "      --trace-batch-spans N      spans per POST to the collector at most (default 256)\n"

@@ -844,9 +844,46 @@ static void test_ten_thousand_resources_listed_got_and_reopened(void **state)
            single * 1e3, single * 1e6 / 1000, batch * 1e3, list * 1e3, get * 1e3, open * 1e3);
 }
 
+/* A token hash's text form (etcd, the logical dump): every byte value
+ * round-trips, anything but exactly 64 hex digits is refused. */
+static void test_hash_hex(void **state)
+{
+    (void)state;
+    uint8_t h[32], back[32];
+    char hex[65];
+    for (int round = 0; round < 8; round++) {
+        for (int i = 0; i < 32; i++)
+            h[i] = (uint8_t)(round * 32 + i);
+        rete_store_hash_hex(h, hex);
+        assert_int_equal(strlen(hex), 64);
+        assert_true(rete_store_hash_from_hex(hex, back));
+        assert_memory_equal(h, back, 32);
+    }
+    assert_string_equal(hex, "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+    hex[10] = 'A'; /* upper case is read too */
+    assert_true(rete_store_hash_from_hex(hex, back));
+    assert_int_equal(back[5], 0xa5);
+    char bad[66];
+    memcpy(bad, hex, 65);
+    bad[63] = '\0'; /* 63 digits */
+    assert_false(rete_store_hash_from_hex(bad, back));
+    memcpy(bad, hex, 64);
+    bad[64] = '0';
+    bad[65] = '\0'; /* 65 */
+    assert_false(rete_store_hash_from_hex(bad, back));
+    memcpy(bad, hex, 65);
+    bad[7] = ' '; /* not a digit (sscanf's %2x took spaces) */
+    assert_false(rete_store_hash_from_hex(bad, back));
+    bad[7] = 'g';
+    assert_false(rete_store_hash_from_hex(bad, back));
+    assert_false(rete_store_hash_from_hex(NULL, back));
+    assert_false(rete_store_hash_from_hex("", back));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hash_hex),
         cmocka_unit_test_setup_teardown(test_create_update_unchanged_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicts_all_or_nothing, setup, teardown),
