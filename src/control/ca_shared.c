@@ -123,6 +123,15 @@ rete_rc reted_keyring_add_previous(reted_keyring *ring, const char *path, rete_e
     return RETE_OK;
 }
 
+rete_rc reted_keyring_load(reted_keyring *ring, const char *current, const char *const *previous, size_t n,
+                          rete_error *err)
+{
+    RETE_GUARD(reted_kek_load(current, &ring->current, err));
+    for (size_t i = 0; i < n; i++)
+        RETE_GUARD(reted_keyring_add_previous(ring, previous[i], err));
+    return RETE_OK;
+}
+
 const reted_kek *reted_keyring_find(const reted_keyring *ring, const char *id)
 {
     if (!id)

@@ -52,6 +52,10 @@ RETE_MUST_CHECK rete_rc reted_kek_load(const char *path, reted_kek *out, rete_er
 RETE_MUST_CHECK rete_rc reted_keyring_add_previous(reted_keyring *ring, const char *path, rete_error *err);
 
 /* The ring's key of that id, or NULL. */
+/* The whole keyring from its files: --ca-kek `current` and the n `previous`
+ * (reted and its store tool both take the two flags). */
+RETE_MUST_CHECK rete_rc reted_keyring_load(reted_keyring *ring, const char *current, const char *const *previous,
+                                           size_t n, rete_error *err);
 const reted_kek *reted_keyring_find(const reted_keyring *ring, const char *id);
 
 /* "ID (--ca-kek), ID (--ca-kek-previous), ...": what ring holds, for a

@@ -410,15 +410,9 @@ int main(int argc, char **argv)
         return 2;
     }
     rete_error e = {0};
-    if (kek_path && reted_kek_load(kek_path, &kek.current, &e) != RETE_OK) {
+    if (kek_path && reted_keyring_load(&kek, kek_path, kek_previous, n_kek_previous, &e) != RETE_OK) {
         fprintf(stderr, "reted: %s\n", e.msg);
         return 1;
-    }
-    for (size_t i = 0; i < n_kek_previous; i++) {
-        if (reted_keyring_add_previous(&kek, kek_previous[i], &e) != RETE_OK) {
-            fprintf(stderr, "reted: %s\n", e.msg);
-            return 1;
-        }
     }
     /* The trust domain is fixed when the data directory is made (with
      * --ca-kek: when the first replica publishes the CA). */

@@ -546,8 +546,8 @@ static reg_reason register_workload(reted *r, json_t *wl, hello_claim *h, char *
     char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(doc);
     /* A proxy reconnecting registers what it registered before: the text
-     * as stored, nothing to write (on etcd, a reconnect storm's hellos
-     * then cost one registration put each, not a read and a transaction). */
+     * as stored, nothing to write (on etcd a reconnect storm's hellos then
+     * cost only their registrations, written in batches: registry.c). */
     if (h->record_text && strcmp(h->record_text, text) == 0) {
         free(text);
         return RETED_REG_N;

@@ -470,15 +470,9 @@ int reted_store_tool(int argc, char **argv)
         fprintf(stderr, "reted: --ca-kek-previous needs --ca-kek (the current key)\n");
         return 2;
     }
-    if (o.kek_path && reted_kek_load(o.kek_path, &o.kek.current, &err) != RETE_OK) {
+    if (o.kek_path && reted_keyring_load(&o.kek, o.kek_path, previous, n_previous, &err) != RETE_OK) {
         fprintf(stderr, "reted: %s\n", err.msg);
         return 1;
-    }
-    for (size_t i = 0; i < n_previous; i++) {
-        if (reted_keyring_add_previous(&o.kek, previous[i], &err) != RETE_OK) {
-            fprintf(stderr, "reted: %s\n", err.msg);
-            return 1;
-        }
     }
     if (strcmp(cmd, "migrate") == 0 && from && to && !store && !out)
         return migrate(from, to, &o);
