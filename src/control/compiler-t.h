@@ -75,6 +75,8 @@ typedef struct reted_snapcache {
     reted_strs dirty;               /* kind, ns, name of every key changed since the last sync */
     bool dirty_all;                 /* too many, or not by key: rebuild everything */
     uint64_t snapshot_ids;          /* the last snapshot id given */
+    uint64_t bundle_hash;           /* of the CA bundle at generation bundle_gen - 1 (0: none yet) */
+    uint64_t bundle_gen;
     /* Workloads ("ns/name") whose sidecar last reported not ready: pushed
      * with spec.ready false (reted_workload_set_ready). */
     reted_svcset not_ready;

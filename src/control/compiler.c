@@ -610,6 +610,7 @@ static reted_text *unready_text(reted_ires *wl)
     u->refs = 1;
     u->version = t->version;
     u->len = len;
+    u->hash = rete_fnv1a(RETE_FNV1A_INIT, text, len);
     memcpy(u->data, text, len + 1);
     memcpy(u->data + len + 1, t->kind, lk);
     memcpy(u->data + len + 1 + lk, t->ns, ln);
@@ -630,6 +631,24 @@ static reted_text *pushed_text(reted *r, const reted_ires *res)
     return unready_text((reted_ires *)res);
 }
 
+/* The hash covers the documents (each text's own hash, in order), the trust
+ * bundle and the renewal request: a CA rotation changes them without
+ * changing any resource. Folding the texts' hashes, not their bytes, keeps
+ * it a few hundred nanoseconds for a snapshot of a hundred documents. */
+static uint64_t snapshot_hash(reted *r, const reted_snapshot *s)
+{
+    uint64_t h = RETE_FNV1A_INIT;
+    for (size_t i = 0; i < s->n_entries; i++)
+        h = rete_fnv1a(h, &s->entries[i].doc->hash, sizeof(s->entries[i].doc->hash));
+    if (r->cache.bundle_gen != r->ca_generation + 1) { /* the bundle changes with the generation */
+        const char *bundle = rete_ca_bundle_pem(r->ca);
+        r->cache.bundle_hash = rete_fnv1a(RETE_FNV1A_INIT, bundle, strlen(bundle));
+        r->cache.bundle_gen = r->ca_generation + 1;
+    }
+    h = rete_fnv1a(h, &r->cache.bundle_hash, sizeof(r->cache.bundle_hash));
+    return h ^ (uint64_t)r->renew_issued_before;
+}
+
 static void compile(reted *r, reted_snapshot *s)
 {
     scope_services(r, s);
@@ -640,21 +659,13 @@ static void compile(reted *r, reted_snapshot *s)
      * themselves are the index's, shared. */
     s->entries = rete_malloc((held.n ? held.n : 1) * sizeof(*s->entries));
     s->n_entries = held.n;
-    /* The hash covers the documents, the trust bundle and the renewal
-     * request: a CA rotation changes them without changing any resource. */
-    uint64_t h = RETE_FNV1A_INIT;
     for (size_t i = 0; i < held.n; i++) {
         reted_entry *e = &s->entries[i];
         e->doc = pushed_text(r, held.v[i]);
         e->doc->refs++;
-        h = rete_fnv1a(h, "\n", 1);
-        h = rete_fnv1a(h, e->doc->data, e->doc->len);
     }
     free(held.v);
-    const char *bundle = rete_ca_bundle_pem(r->ca);
-    h = rete_fnv1a(h, bundle, strlen(bundle));
-    h ^= (uint64_t)r->renew_issued_before;
-    s->hash = h;
+    s->hash = snapshot_hash(r, s);
     reted_count(&r->stats, r->stats.compiles);
 }
 

@@ -282,6 +282,7 @@ static reted_ires *ires_new(const rete_store_resource *res)
     e->json->refs = 1;
     e->json->version = res->resource_version;
     e->json->len = len;
+    e->json->hash = rete_fnv1a(RETE_FNV1A_INIT, res->json, len);
     memcpy(e->json->data, res->json, len + 1);
     memcpy(e->json->data + len + 1, e->key, lk + ln + lm);
     e->json->kind = e->json->data + len + 1;

@@ -26,6 +26,7 @@ typedef struct reted_strs {
 typedef struct reted_text {
     unsigned refs;
     uint64_t version;             /* the resource's, when this text was stored */
+    uint64_t hash;                /* FNV-1a of the document: a snapshot's hash folds these */
     const char *kind, *ns, *name; /* into data, after the document */
     size_t len;                   /* of the document */
     char data[];                  /* document \0 kind \0 ns \0 name \0 */
