@@ -36,7 +36,7 @@ DEB_PACKAGES := build-essential clang meson ninja-build pkg-config \
 	openssl curl nghttp2-client python3 python3-pytest python3-h2 python3-grpcio \
 	python3-websockets python3-pytest-xdist redis-server redis-tools prometheus haproxy nginx wrk \
 	iproute2 nftables iptables procps dnsutils tcpdump systemd python3-matplotlib python3-cryptography linux-perf \
-	valgrind etcd-server etcd-client nodejs npm chromium python3-protobuf protobuf-compiler
+	valgrind etcd-server etcd-client nodejs npm chromium python3-protobuf protobuf-compiler python3-uvloop
 
 # Sources listed by directory globbing in meson.build; re-run setup when the set changes.
 SRC_LIST := $(sort $(wildcard src/*/*.c src/*/*/*.c examples/*.c tests/unit/test_*.c tests/fuzz/fuzz_*.c))

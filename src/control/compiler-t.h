@@ -46,6 +46,7 @@ typedef struct reted_snapshot {
     char *scope_key;                /* namespace, egress, labels */
     uint64_t scope_hash;
     bool stale;                     /* a change touched it (sync) */
+    bool patch;                     /* it holds a resource that changed but kept its shape (sync) */
     bool cached;                    /* in the cache: current for its scope */
     char ns[254];
     reted_strs egress;              /* in force: the Workload's, else MeshConfig's, else all */
@@ -54,6 +55,7 @@ typedef struct reted_snapshot {
     reted_svcset services;          /* the Services in scope (unless all) */
     uint64_t ca_generation;
     uint64_t hash;                  /* resources + trust bundle + renewal request */
+    uint64_t bundle_hash;           /* of the trust bundle it was made with */
     struct reted_body *body;        /* the whole-snapshot message's tail, encoded on first
                                        use, dropped when pushes calm down */
     reted_entry *entries;           /* sorted as the store lists them */

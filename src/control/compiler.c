@@ -345,21 +345,6 @@ static void uncache(reted *r, reted_snapshot **pp)
     reted_snapshot_release(r, s);
 }
 
-static bool holds(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
-{
-    size_t lo = 0, hi = s->n_entries;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = key_cmp(kind, ns, name, &s->entries[mid]);
-        if (c == 0)
-            return true;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return false;
-}
 
 /* The Services (as "ns/name") of a Workload's namespace that select it. */
 static void selecting(const reted_index *ix, const reted_ires *wl, reted_strs *out)
@@ -410,8 +395,129 @@ void reted_changed_key(reted *r, const char *kind, const char *ns, const char *n
     }
 }
 
-/* Bring the index up to the store and drop the cached snapshots the
- * changes since the last call made stale. */
+/* What scopes depend on in a resource: its class, selector or labels,
+ * parents, backends, host or egress. A new version of the same shape falls
+ * in exactly the scopes the old one did (takes_in reads nothing else), so
+ * the snapshots that hold it only need its new text: a route's weights, a
+ * Workload's address or readiness, a policy's rules. */
+typedef struct shape {
+    bool there;                     /* in the index */
+    reted_ikind k;
+    size_t n_parents;
+    reted_strs kv, refs;            /* copies */
+} shape;
+
+static void shape_take(shape *sh, const reted_ires *e)
+{
+    *sh = (shape){.there = e != NULL};
+    if (!e)
+        return;
+    sh->k = e->k;
+    sh->n_parents = e->n_parents;
+    strs_copy(&sh->kv, &e->kv);
+    strs_copy(&sh->refs, &e->refs);
+}
+
+static bool strs_equal(const reted_strs *a, const reted_strs *b)
+{
+    return a->len == b->len && (!a->len || memcmp(a->p, b->p, a->len) == 0);
+}
+
+/* The changed resource `now`, of shape `was` before the change, can be
+ * patched into the snapshots holding it. A creation or a deletion changes
+ * what scopes hold; a Proxy document (RETE_KC_NONE) or a WorkloadGroup is
+ * never in a snapshot. */
+static bool keeps_shape(const shape *was, const reted_ires *now)
+{
+    return was->there && now && was->k == now->k && now->k != RETE_KC_NONE && now->k != RETE_KC_GROUP &&
+           was->n_parents == now->n_parents && strs_equal(&was->kv, &now->kv) &&
+           strs_equal(&was->refs, &now->refs);
+}
+
+/* The entry of `kind ns/name` in the snapshot, or SIZE_MAX. */
+static size_t entry_position(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+{
+    size_t lo = 0, hi = s->n_entries;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = key_cmp(kind, ns, name, &s->entries[mid]);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return SIZE_MAX;
+}
+
+static bool holds(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+{
+    return entry_position(s, kind, ns, name) != SIZE_MAX;
+}
+
+static uint64_t snapshot_hash(reted *r, reted_snapshot *s);
+static reted_text *pushed_text(reted *r, const reted_ires *res);
+
+/* Replace the cached snapshot *pp by a copy holding the new texts of the
+ * shape-keeping changes (`texts`, in dirty-key order, NULL for a key that
+ * is not one): same scope, same entries but those, a new id. The old one
+ * stays whole for the proxies that hold it (the base of their delta); its
+ * scope moves to the copy, since nothing reads an uncached snapshot's. */
+static void patch_snapshot(reted *r, reted_snapshot **pp, reted_text *const *texts)
+{
+    reted_snapshot *old = *pp, *s = rete_calloc(1, sizeof(*s));
+    s->entries = rete_malloc((old->n_entries ? old->n_entries : 1) * sizeof(*s->entries));
+    s->n_entries = old->n_entries;
+    memcpy(s->entries, old->entries, old->n_entries * sizeof(*s->entries));
+    size_t ki = 0;
+    for (const char *k = reted_strs_first(&r->cache.dirty); k; ki++) {
+        const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
+        size_t at = texts[ki] ? entry_position(s, k, ns, name) : SIZE_MAX;
+        if (at != SIZE_MAX)
+            s->entries[at].doc = texts[ki];
+        k = reted_strs_next(&r->cache.dirty, name);
+    }
+    for (size_t i = 0; i < s->n_entries; i++)
+        s->entries[i].doc->refs++;
+    s->scope_key = old->scope_key;
+    s->scope_hash = old->scope_hash;
+    memcpy(s->ns, old->ns, sizeof(s->ns));
+    s->egress = old->egress;
+    s->labels = old->labels;
+    s->all = old->all;
+    s->services = old->services;
+    old->scope_key = NULL;
+    old->egress = old->labels = (reted_strs){0};
+    old->services = (reted_svcset){0};
+    s->ca_generation = old->ca_generation;
+    s->id = ++r->cache.snapshot_ids;
+    s->hash = snapshot_hash(r, s);
+    s->cached = true;
+    s->refs = 1; /* the cache's */
+    s->next = old->next;
+    for (reted_snapshot **b = bucket_of(r, s->scope_hash); *b; b = &(*b)->bucket_next)
+        if (*b == old) {
+            *b = s;
+            s->bucket_next = old->bucket_next;
+            break;
+        }
+    *pp = s;
+    old->cached = false;
+    for (size_t i = 0; i < RETED_DELTA_CACHE; i++) {
+        rete_free(&old->deltas[i].body);
+        old->deltas[i].base_id = 0;
+    }
+    reted_snapshot_release(r, old);
+    reted_count(&r->stats, r->stats.patches);
+}
+
+/* Bring the index up to the store and bring the cached snapshots up to the
+ * changes since the last call: a snapshot that holds a changed resource
+ * whose scope could have moved (created, deleted, new parents, selector,
+ * labels, egress), or whose scope takes in a changed resource's new
+ * version, is dropped (compiled again when a proxy asks); one that only
+ * holds resources that changed in their text is patched. */
 void reted_scopes_sync(reted *r)
 {
     reted_snapshot **pp = &r->cache.snapshots;
@@ -421,32 +527,54 @@ void reted_scopes_sync(reted *r)
         while (*pp)
             uncache(r, pp);
     } else if (r->cache.dirty.n) {
-        for (const char *k = reted_strs_first(&r->cache.dirty); k;) {
+        size_t n_keys = r->cache.dirty.n / 3, ki = 0;
+        reted_text **texts = rete_calloc(n_keys, sizeof(*texts)); /* non-NULL: kept its shape */
+        bool any_patch = false;
+        for (const char *k = reted_strs_first(&r->cache.dirty); k; ki++) {
             const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
+            shape was;
+            shape_take(&was, reted_index_get(&r->index, k, ns, name));
             if (reted_index_refresh(&r->index, r->store, k, ns, name) != RETE_OK)
                 rete_err("compiler: cannot read %s %s/%s from the store", k, ns, name);
+            const reted_ires *now = reted_index_get(&r->index, k, ns, name);
+            if (keeps_shape(&was, now)) {
+                texts[ki] = pushed_text(r, now);
+                any_patch = true;
+            }
+            free(was.kv.p);
+            free(was.refs.p);
             k = reted_strs_next(&r->cache.dirty, name);
         }
-        /* Each changed key once against every cached snapshot: a snapshot
-         * that held it, or whose scope takes in its new version, is stale. */
+        /* Each changed key once against every cached snapshot. */
         reted_strs sel = {0};
-        for (const char *k = reted_strs_first(&r->cache.dirty); k;) {
+        ki = 0;
+        for (const char *k = reted_strs_first(&r->cache.dirty); k; ki++) {
             const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
             const reted_ires *now = reted_index_get(&r->index, k, ns, name);
-            sel.len = sel.n = 0;
-            if (now && now->k == RETE_KC_WORKLOAD)
-                selecting(&r->index, now, &sel);
-            for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
-                c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
+            if (texts[ki]) {
+                for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
+                    c->patch = c->patch || (!c->stale && holds(c, k, ns, name));
+            } else {
+                sel.len = sel.n = 0;
+                if (now && now->k == RETE_KC_WORKLOAD)
+                    selecting(&r->index, now, &sel);
+                for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
+                    c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
+            }
             k = reted_strs_next(&r->cache.dirty, name);
         }
         free(sel.p);
         while (*pp) {
-            if ((*pp)->stale)
+            if ((*pp)->stale) {
                 uncache(r, pp);
-            else
-                pp = &(*pp)->next;
+                continue;
+            }
+            if ((*pp)->patch && any_patch)
+                patch_snapshot(r, pp, texts);
+            (*pp)->patch = false;
+            pp = &(*pp)->next;
         }
+        free(texts);
     }
     for (pp = &r->cache.snapshots; *pp;) {
         if ((*pp)->ca_generation != r->ca_generation)
@@ -632,10 +760,10 @@ static reted_text *pushed_text(reted *r, const reted_ires *res)
 }
 
 /* The hash covers the documents (each text's own hash, in order), the trust
- * bundle and the renewal request: a CA rotation changes them without
+ * bundle (its hash kept in s->bundle_hash) and the renewal request: a CA rotation changes them without
  * changing any resource. Folding the texts' hashes, not their bytes, keeps
  * it a few hundred nanoseconds for a snapshot of a hundred documents. */
-static uint64_t snapshot_hash(reted *r, const reted_snapshot *s)
+static uint64_t snapshot_hash(reted *r, reted_snapshot *s)
 {
     uint64_t h = RETE_FNV1A_INIT;
     for (size_t i = 0; i < s->n_entries; i++)
@@ -645,7 +773,8 @@ static uint64_t snapshot_hash(reted *r, const reted_snapshot *s)
         r->cache.bundle_hash = rete_fnv1a(RETE_FNV1A_INIT, bundle, strlen(bundle));
         r->cache.bundle_gen = r->ca_generation + 1;
     }
-    h = rete_fnv1a(h, &r->cache.bundle_hash, sizeof(r->cache.bundle_hash));
+    s->bundle_hash = r->cache.bundle_hash;
+    h = rete_fnv1a(h, &s->bundle_hash, sizeof(s->bundle_hash));
     return h ^ (uint64_t)r->renew_issued_before;
 }
 
@@ -710,12 +839,15 @@ reted_snapshot *reted_snapshot_for(reted *r, reted_proxy *p)
 }
 /* What every config message says of trust: the CA's bundle and the
  * renewal request (after the head push.c writes). */
-static void put_trust(rete_buf *b, reted *r)
+static void put_trust(rete_buf *b, reted *r, bool bundle)
 {
     char head[64];
     rete_buf_append(b, head,
-                    (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld,\"trustBundle\":",
+                    (size_t)snprintf(head, sizeof(head), "\"renewIssuedBefore\":%lld",
                                      (long long)r->renew_issued_before));
+    if (!bundle)
+        return;
+    rete_buf_append_str(b, ",\"trustBundle\":");
     const char *pem = rete_ca_bundle_pem(r->ca);
     rete_json_append_utf8(b, pem, strlen(pem));
 }
@@ -743,6 +875,10 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
     rete_buf_append(&del, "[", 1);
     size_t i = 0, j = 0;
     while (i < base->n_entries || j < to->n_entries) {
+        if (i < base->n_entries && j < to->n_entries && base->entries[i].doc == to->entries[j].doc) {
+            i++, j++; /* the same text (a patched snapshot shares all but a few) */
+            continue;
+        }
         int c = i == base->n_entries ? 1
                 : j == to->n_entries ? -1
                                      : entry_cmp(&base->entries[i], &to->entries[j]);
@@ -764,7 +900,10 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
     rete_buf_append(&del, "]", 1);
     rete_buf body = {0};
     rete_buf_reserve(&body, up.len + del.len + 4096, 0);
-    put_trust(&body, r);
+    /* The bundle only when it differs from the base's: the proxy holds the
+     * base's (it writes a message's bundle before applying the rest), and a
+     * delta is otherwise half bundle (docs/control-plane.md). */
+    put_trust(&body, r, to->bundle_hash != base->bundle_hash);
     rete_buf_append_str(&body, ",\"upserts\":");
     rete_buf_append(&body, up.p, up.len);
     rete_buf_append_str(&body, ",\"deletes\":");
@@ -789,7 +928,7 @@ reted_body *reted_snapshot_body(reted *r, reted_snapshot *s)
         for (size_t i = 0; i < s->n_entries; i++)
             n += s->entries[i].doc->len + 128;
         rete_buf_reserve(&b, n, n);
-        put_trust(&b, r);
+        put_trust(&b, r, true);
         rete_buf_append_str(&b, ",\"resources\":");
         put_entries(&b, s);
         rete_buf_append(&b, "}\n", 2);

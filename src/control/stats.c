@@ -77,6 +77,11 @@ void reted_stats_init(reted_stats *s)
     f = family(s, "rete_reted_config_compiles_total",
                "Snapshots compiled (one per proxy scope a change touched).", RETE_METRIC_COUNTER, NULL);
     s->compiles = series(s, f, NULL, NULL);
+    f = family(s, "rete_reted_config_patches_total",
+               "Snapshots patched instead of compiled again: a change that kept its resource's scope "
+               "(a route's weights, a Workload's address) puts its new text in each snapshot holding it.",
+               RETE_METRIC_COUNTER, NULL);
+    s->patches = series(s, f, NULL, NULL);
     f = family(s, "rete_reted_config_responses_total", "Proxy answers to pushes, by result.",
                RETE_METRIC_COUNTER, "result");
     s->acks = series(s, f, "ack", NULL);

@@ -46,6 +46,7 @@ typedef struct reted_stats {
     rete_metric pushes;        /* rete_reted_config_pushes_total */
     rete_metric resumes;       /* rete_reted_config_resumes_total */
     rete_metric compiles;      /* rete_reted_config_compiles_total */
+    rete_metric patches;       /* rete_reted_config_patches_total */
     rete_metric acks, nacks;   /* rete_reted_config_responses_total{result} */
     rete_metric certs_issued, certs_refused;
     rete_metric applies_ok, applies_rejected;

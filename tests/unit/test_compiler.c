@@ -41,6 +41,11 @@ static uint64_t compiles(fixture *f)
     return rete_metrics_counter_value(f->r.stats.reg, f->r.stats.compiles);
 }
 
+static uint64_t patches(fixture *f)
+{
+    return rete_metrics_counter_value(f->r.stats.reg, f->r.stats.patches);
+}
+
 /* A small mesh: shop/web calls db/pg, whose route also sends to bank/pay;
  * unrelated/x is nobody's business. Policies in shop, bank and the root
  * namespace; a WorkloadGroup (reted's own, never a proxy's). */
@@ -324,6 +329,66 @@ static void test_recompile_set(void **state)
     four_free(f, &x);
 }
 
+static const reted_text *entry_of(const reted_snapshot *s, const char *kind, const char *ns, const char *name);
+
+/* A change that keeps its resource's shape (a route's weights, a
+ * Workload's address) is patched into the snapshots that hold it, not
+ * compiled: the patched snapshot is what a compile gives (same entries,
+ * same hash), its delta carries those documents alone, and a change of
+ * shape (a route's backends) is still compiled. */
+static void test_shape_keeping_change_is_patched(void **state)
+{
+    fixture *f = *state;
+    four x;
+    four_scopes(f, &x);
+    reted_snapshot *a0 = x.s[0];
+    a0->refs++; /* A's proxy still holds it: its delta's base */
+    uint64_t c0 = compiles(f), p0 = patches(f);
+    fx_put(f, "HTTPRoute", "db", "pg-split",
+           "{\"parentRefs\":[{\"name\":\"pg\"}],\"rules\":[{\"backendRefs\":[{\"name\":\"pg\",\"weight\":90},"
+           "{\"name\":\"pay\",\"namespace\":\"bank\",\"weight\":10}]}]}");
+    fx_put(f, "Workload", "db", "pg-1", "{\"labels\":{\"app\":\"pg\"},\"address\":\"10.0.0.9\"}");
+    assert_string_equal(recompiled(f, &x), "AC");
+    assert_int_equal(compiles(f), c0);
+    assert_int_equal(patches(f), p0 + 2);
+    assert_non_null(strstr(entry_of(x.s[0], "HTTPRoute", "db", "pg-split")->data, "\"weight\":90"));
+    assert_non_null(strstr(entry_of(x.s[2], "Workload", "db", "pg-1")->data, "10.0.0.9"));
+    assert_int_not_equal(x.s[0]->hash, a0->hash);
+    size_t len;
+    const char *delta = reted_snapshot_delta(&f->r, x.s[0], a0, &len);
+    assert_non_null(strstr(delta, "\"name\":\"pg-split\""));
+    assert_non_null(strstr(delta, "\"name\":\"pg-1\""));
+    assert_null(strstr(delta, "\"kind\":\"Service\""));
+    assert_non_null(strstr(delta, "\"deletes\":[]"));
+    assert_null(strstr(delta, "trustBundle")); /* the base's bundle: the proxy has it */
+    reted_snapshot *whole_base = x.s[0];
+    assert_non_null(strstr(reted_snapshot_body(&f->r, whole_base)->data, "\"trustBundle\":\"-----BEGIN"));
+
+    /* what compiling everything from the store gives */
+    uint64_t hash[4];
+    char held[4][4096];
+    for (size_t i = 0; i < 4; i++) {
+        hash[i] = x.s[i]->hash;
+        snprintf(held[i], sizeof held[i], "%s", keys(x.s[i]));
+    }
+    reted_changed_key(&f->r, NULL, NULL, NULL);
+    assert_string_equal(recompiled(f, &x), "ABCD");
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(x.s[i]->hash, hash[i]);
+        assert_string_equal(keys(x.s[i]), held[i]);
+    }
+
+    c0 = compiles(f);
+    p0 = patches(f);
+    fx_put(f, "HTTPRoute", "db", "pg-split", "{\"parentRefs\":[{\"name\":\"pg\"}],\"rules\":[{\"backendRefs\":[{\"name\":\"pg\"}]}]}");
+    assert_string_equal(recompiled(f, &x), "AC");
+    assert_int_equal(compiles(f), c0 + 2);
+    assert_int_equal(patches(f), p0);
+    assert_null(strstr(keys(x.s[0]), "Service bank/pay\n")); /* no longer a backend */
+    reted_snapshot_release(&f->r, a0);
+    four_free(f, &x);
+}
+
 /* A proxy's own Workload decides its scope: changing its egress or labels
  * moves it to another snapshot; the old scope is left to its other holders. */
 static void test_workload_change_moves_its_proxy(void **state)
@@ -445,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_scope_shares_a_snapshot, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_label_order_is_one_scope, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_recompile_set, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_shape_keeping_change_is_patched, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_workload_change_moves_its_proxy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_everything_recompiles, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_not_ready_workload_is_marked, fx_setup, fx_teardown),
