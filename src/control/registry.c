@@ -155,9 +155,10 @@ static void pending_free(reted_registry *g)
     g->n_pending = 0;
 }
 
-static void on_flush(uv_timer_t *t)
+static void on_flush(uv_timer_t *t);
+
+void reted_registration_flush(reted *r)
 {
-    reted *r = t->data;
     reted_registry *g = &r->registry;
     if (!g->n_pending)
         return;
@@ -200,6 +201,11 @@ static void on_flush(uv_timer_t *t)
                   n, rc, g->retry_ms);
     g->flush_failing = true;
     uv_timer_start(&g->flush_timer, on_flush, g->retry_ms, 0);
+}
+
+static void on_flush(uv_timer_t *t)
+{
+    reted_registration_flush(t->data);
 }
 
 void reted_registration_hold(reted *r, const char *ns, const char *name, bool ready)
