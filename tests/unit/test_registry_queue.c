@@ -56,8 +56,11 @@ typedef struct fake_store {
     /* registrations the store holds (reg_list) */
     char held[64][520];
     size_t n_held;
-    /* reg_expire */
+    /* reg_expire, reg_expire_many */
     size_t expire_calls;
+    size_t expire_many_calls;
+    size_t expire_many_items;    /* items of every reg_expire_many call */
+    bool fail_expire;            /* reg_expire_many answers RETE_EIO, nothing decided */
     char conflict[64][520];      /* expiring these answers RETE_ECONFLICT */
     size_t n_conflict;
 } fake_store;
@@ -157,6 +160,22 @@ static rete_rc fk_reg_expire(rete_store *s, const char *ns, const char *name, ui
     return f->inner->ops->apply(f->inner, &w, 1, &failed);
 }
 
+static rete_rc fk_reg_expire_many(rete_store *s, rete_store_expiry *items, size_t n)
+{
+    fake_store *f = to_fake(s);
+    f->expire_many_calls++;
+    f->expire_many_items += n;
+    for (size_t i = 0; i < n; i++)
+        items[i].rc = RETE_EIO;
+    if (f->fail_expire)
+        return RETE_EIO;
+    size_t calls = f->expire_calls;
+    for (size_t i = 0; i < n; i++)
+        items[i].rc = fk_reg_expire(s, items[i].ns, items[i].name, items[i].reg_revision, items[i].wl_version);
+    f->expire_calls = calls; /* fk_reg_expire counts the single op's calls only */
+    return RETE_OK;
+}
+
 static uint64_t fk_reg_epoch(rete_store *s)
 {
     (void)s;
@@ -183,6 +202,7 @@ static fake_store *fake_open(rete_store *inner)
                               .reg_put = fk_reg_put,
                               .reg_list = fk_reg_list,
                               .reg_expire = fk_reg_expire,
+                              .reg_expire_many = fk_reg_expire_many,
                               .reg_epoch = fk_reg_epoch,
                               .close = fk_close};
     f->base.ops = &f->ops;
@@ -375,6 +395,108 @@ static void test_a_failing_write_is_retried_after_1_2_4_8_seconds(void **state)
     reted_registration_flush(&f->r);
     assert_int_equal(writes_of(f->fake, "ns/e"), 1);
     assert_int_equal(f->r.registry.n_pending, 0);
+}
+
+/* ---- the leader's sweep ---- */
+
+static void put_workload(fixture *f, const char *name, bool by_proxy)
+{
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"kind\":\"Workload\",\"metadata\":{\"namespace\":\"ns\",\"name\":\"%s\"%s},"
+             "\"spec\":{\"serviceAccount\":\"default\",\"address\":\"10.0.0.1\"}}",
+             name, by_proxy ? ",\"annotations\":{\"rete.dev/registered-by\":\"proxy\"}" : "");
+    rete_store_write w = {.kind = "Workload", .ns = "ns", .name = name, .json = json};
+    size_t failed = 0;
+    assert_int_equal(f->r.store->ops->apply(f->r.store, &w, 1, &failed), RETE_OK);
+}
+
+static bool has_workload(fixture *f, const char *name)
+{
+    rete_store_resource res;
+    return f->r.store->ops->get(f->r.store, "Workload", "ns", name, &res) == RETE_OK;
+}
+
+/* Leading, grace 0: a sweep expires every orphan it sees. The index is
+ * built again from the store (what the watch does on a replica). */
+static void sweep(fixture *f)
+{
+    reted_index_free(&f->r.index);
+    assert_int_equal(reted_index_build(&f->r.index, f->r.store), RETE_OK);
+    f->r.leading = true;
+    reted_registration_sweep(&f->r);
+}
+
+static uint64_t expired_total(fixture *f)
+{
+    return rete_metrics_counter_value(f->r.stats.reg, f->r.stats.registrations_expired);
+}
+
+/* 300 orphans: one store call for all of them (the store cuts it in
+ * transactions: test_etcd_reg_expire_many_batches), each judged alone: the
+ * held ones and the operator's are never candidates, the ones whose guard
+ * fails (registered again meanwhile) stay, the others go, each counted. */
+static void test_the_sweep_expires_every_orphan_in_one_store_call(void **state)
+{
+    fixture *f = *state;
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "orphan-%03d", i);
+        put_workload(f, name, true);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "held-%02d", i);
+        put_workload(f, name, true);
+        snprintf(f->fake->held[f->fake->n_held++], sizeof f->fake->held[0], "ns/%s", name);
+        snprintf(name, sizeof name, "declared-%02d", i);
+        put_workload(f, name, false);
+    }
+    const char *moved[] = {"orphan-000", "orphan-150", "orphan-299"};
+    for (size_t i = 0; i < 3; i++)
+        snprintf(f->fake->conflict[f->fake->n_conflict++], sizeof f->fake->conflict[0], "ns/%s", moved[i]);
+    sweep(f);
+    assert_int_equal(f->fake->expire_many_calls, 1);
+    assert_int_equal(f->fake->expire_many_items, 300);
+    assert_int_equal(f->fake->expire_calls, 0);
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "orphan-%03d", i);
+        bool kept = i == 0 || i == 150 || i == 299;
+        assert_int_equal(has_workload(f, name), kept);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "held-%02d", i);
+        assert_true(has_workload(f, name));
+        snprintf(name, sizeof name, "declared-%02d", i);
+        assert_true(has_workload(f, name));
+    }
+    assert_int_equal(expired_total(f), 297);
+}
+
+/* The store fails: nothing is lost, the undecided stay due and the next
+ * sweep expires them (without waiting for another grace period). */
+static void test_the_sweep_tries_again_what_the_store_did_not_decide(void **state)
+{
+    fixture *f = *state;
+    f->r.registry.grace_seconds = 3600;
+    put_workload(f, "b", true);
+    put_workload(f, "a", true);
+    sweep(f); /* seen: orphans since now */
+    assert_int_equal(f->fake->expire_many_calls, 0);
+    assert_int_equal(f->r.registry.n_orphans, 2);
+    f->r.registry.orphans[0].since_unix -= 7200; /* their grace period is over */
+    f->r.registry.orphans[1].since_unix -= 7200;
+    f->fake->fail_expire = true;
+    sweep(f);
+    assert_int_equal(f->fake->expire_many_calls, 1);
+    assert_true(has_workload(f, "a") && has_workload(f, "b"));
+    assert_int_equal(f->r.registry.n_orphans, 2);
+    assert_string_equal(f->r.registry.orphans[0].key, "ns/a"); /* sorted: the sweep's bsearch */
+    f->fake->fail_expire = false;
+    sweep(f);
+    assert_int_equal(f->fake->expire_many_calls, 2);
+    assert_false(has_workload(f, "a") || has_workload(f, "b"));
+    assert_int_equal(expired_total(f), 2);
+    assert_int_equal(f->r.registry.n_orphans, 0);
 }
 
 /* ---- a fake etcd JSON gateway ---- */
@@ -691,14 +813,58 @@ static void test_etcd_reg_put_takes_a_new_lease_when_etcd_lost_it(void **state)
     gw_stop(g);
 }
 
+/* reg_expire_many on etcd: transactions of at most 64 expiries (two
+ * compares and two deletes each: etcd takes 128 of either), every guard
+ * sent; an item whose guard fails is cut out of its batch (halves) and the
+ * others of that batch are still deleted. */
+static void test_etcd_reg_expire_many_batches(void **state)
+{
+    (void)state;
+    gateway *g = gw_start();
+    rete_store *s = gw_store(g);
+    rete_store_registration *names = some_regs(300);
+    rete_store_expiry ex[300];
+    for (size_t i = 0; i < 300; i++)
+        ex[i] = (rete_store_expiry){"ns", names[i].name, 0, 40 + i, RETE_OK};
+    assert_int_equal(s->ops->reg_expire_many(s, ex, 300), RETE_OK);
+    assert_int_equal(g->n_txn, 5);
+    for (size_t t = 0; t < 5; t++)
+        assert_int_equal(g->txn_ops[t], t < 4 ? 128 : 88);
+    assert_int_equal(g->n_del, 600);
+    for (size_t i = 0; i < 300; i++)
+        assert_int_equal(ex[i].rc, RETE_OK);
+    /* two items moved: the rest still goes */
+    pthread_mutex_lock(&g->mu);
+    for (size_t i = 0; i < g->n_del; i++)
+        free(g->del_keys[i]);
+    g->n_del = g->n_txn = 0;
+    snprintf(g->conflict[g->n_conflict++], sizeof g->conflict[0], "/t/registrations/ns/%s", names[10].name);
+    snprintf(g->conflict[g->n_conflict++], sizeof g->conflict[0], "/t/resources/Workload/ns/%s", names[200].name);
+    pthread_mutex_unlock(&g->mu);
+    assert_int_equal(s->ops->reg_expire_many(s, ex, 300), RETE_OK);
+    assert_int_equal(g->n_del, 596);
+    for (size_t i = 0; i < 300; i++)
+        assert_int_equal(ex[i].rc, i == 10 || i == 200 ? RETE_ECONFLICT : RETE_OK);
+    assert_true(g->n_txn <= 5 + 2 * 2 * 6); /* each conflict: about 2*log2(64) more */
+    /* the single op: the same guards */
+    assert_int_equal(s->ops->reg_expire(s, "ns", names[10].name, 0, 7), RETE_ECONFLICT);
+    assert_int_equal(s->ops->reg_expire(s, "ns", names[11].name, 0, 7), RETE_OK);
+    s->ops->close(s);
+    regs_free(names, 300);
+    gw_stop(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_key_twice_in_a_turn_is_written_once_the_latest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_turns_registrations_are_written_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_failing_write_is_retried_after_1_2_4_8_seconds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_sweep_expires_every_orphan_in_one_store_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_sweep_tries_again_what_the_store_did_not_decide, setup, teardown),
         cmocka_unit_test(test_etcd_reg_put_batches),
         cmocka_unit_test(test_etcd_reg_put_takes_a_new_lease_when_etcd_lost_it),
+        cmocka_unit_test(test_etcd_reg_expire_many_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
