@@ -32,6 +32,7 @@
 #include "registry.h"
 #include "reted.h"
 #include "temp_store.h"
+#include "vec.h"
 
 /* ---- the fake store ---- */
 
@@ -515,11 +516,11 @@ typedef struct gateway {
     size_t n_req;
     size_t n_txn;
     size_t txn_ops[256];         /* operations of each transaction (the first 256) */
-    char **put_keys;             /* every key put by a transaction that succeeded */
-    unsigned *put_leases;
-    size_t n_put, cap_put;
-    char **del_keys;             /* every key deleted by a transaction that succeeded */
-    size_t n_del, cap_del;
+    RETE_VECTOR(struct gw_put {
+        char *key;
+        unsigned lease;
+    }) puts;                     /* every key put by a transaction that succeeded */
+    RETE_VECTOR(char *) dels;    /* every key deleted by a transaction that succeeded */
     char conflict[64][160];      /* a transaction comparing one of these keys fails */
     size_t n_conflict;
 } gateway;
@@ -534,16 +535,6 @@ static char *gw_unb64(const char *s)
     size_t pad = n >= 2 ? (s[n - 1] == '=') + (s[n - 2] == '=') : 0;
     out[(size_t)got - pad] = '\0';
     return out;
-}
-
-static void gw_push(char ***v, size_t *n, size_t *cap, char *s)
-{
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 64;
-        *v = realloc(*v, *cap * sizeof **v);
-        assert_non_null(*v);
-    }
-    (*v)[(*n)++] = s;
 }
 
 /* etcd's answer to one request: status and body (malloc'ed). */
@@ -593,14 +584,12 @@ static char *gw_answer(gateway *g, const char *path, const char *body, int *stat
                 json_t *put = json_object_get(o, "request_put");
                 json_t *del = json_object_get(o, "request_delete_range");
                 if (put) {
-                    gw_push(&g->put_keys, &g->n_put, &g->cap_put,
-                            gw_unb64(json_string_value(json_object_get(put, "key"))));
                     const char *lease = json_string_value(json_object_get(put, "lease"));
-                    g->put_leases = realloc(g->put_leases, g->cap_put * sizeof *g->put_leases);
-                    g->put_leases[g->n_put - 1] = lease ? (unsigned)strtoul(lease, NULL, 10) : 0;
+                    *rete_vector_push(&g->puts) = (struct gw_put){
+                        gw_unb64(json_string_value(json_object_get(put, "key"))),
+                        lease ? (unsigned)strtoul(lease, NULL, 10) : 0};
                 } else if (del) {
-                    gw_push(&g->del_keys, &g->n_del, &g->cap_del,
-                            gw_unb64(json_string_value(json_object_get(del, "key"))));
+                    *rete_vector_push(&g->dels) = gw_unb64(json_string_value(json_object_get(del, "key")));
                 }
             }
         out = strdup(held ? "{\"header\":{\"revision\":\"9\"},\"succeeded\":true}"
@@ -700,13 +689,12 @@ static void gw_stop(gateway *g)
     shutdown(g->lfd, SHUT_RDWR); /* accept returns */
     pthread_join(g->th, NULL);
     close(g->lfd);
-    for (size_t i = 0; i < g->n_put; i++)
-        free(g->put_keys[i]);
-    for (size_t i = 0; i < g->n_del; i++)
-        free(g->del_keys[i]);
-    free(g->put_keys);
-    free(g->put_leases);
-    free(g->del_keys);
+    for (size_t i = 0; i < g->puts.n; i++)
+        free(g->puts.v[i].key);
+    for (size_t i = 0; i < g->dels.n; i++)
+        free(g->dels.v[i]);
+    free(g->puts.v);
+    free(g->dels.v);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -724,10 +712,10 @@ static rete_store *gw_store(gateway *g)
 static size_t gw_puts_of(gateway *g, const char *key, unsigned *lease)
 {
     size_t n = 0;
-    for (size_t i = 0; i < g->n_put; i++)
-        if (strcmp(g->put_keys[i], key) == 0) {
+    for (size_t i = 0; i < g->puts.n; i++)
+        if (strcmp(g->puts.v[i].key, key) == 0) {
             n++;
-            *lease = g->put_leases[i];
+            *lease = g->puts.v[i].lease;
         }
     return n;
 }
@@ -767,7 +755,7 @@ static void test_etcd_reg_put_batches(void **state)
     assert_int_equal(g->txn_ops[0], 128);
     assert_int_equal(g->txn_ops[1], 128);
     assert_int_equal(g->txn_ops[2], 44);
-    assert_int_equal(g->n_put, 300);
+    assert_int_equal(g->puts.n, 300);
     for (size_t i = 0; i < 300; i++) {
         char key[64];
         unsigned lease = 0;
@@ -830,19 +818,19 @@ static void test_etcd_reg_expire_many_batches(void **state)
     assert_int_equal(g->n_txn, 5);
     for (size_t t = 0; t < 5; t++)
         assert_int_equal(g->txn_ops[t], t < 4 ? 128 : 88);
-    assert_int_equal(g->n_del, 600);
+    assert_int_equal(g->dels.n, 600);
     for (size_t i = 0; i < 300; i++)
         assert_int_equal(ex[i].rc, RETE_OK);
     /* two items moved: the rest still goes */
     pthread_mutex_lock(&g->mu);
-    for (size_t i = 0; i < g->n_del; i++)
-        free(g->del_keys[i]);
-    g->n_del = g->n_txn = 0;
+    for (size_t i = 0; i < g->dels.n; i++)
+        free(g->dels.v[i]);
+    g->dels.n = g->n_txn = 0;
     snprintf(g->conflict[g->n_conflict++], sizeof g->conflict[0], "/t/registrations/ns/%s", names[10].name);
     snprintf(g->conflict[g->n_conflict++], sizeof g->conflict[0], "/t/resources/Workload/ns/%s", names[200].name);
     pthread_mutex_unlock(&g->mu);
     assert_int_equal(s->ops->reg_expire_many(s, ex, 300), RETE_OK);
-    assert_int_equal(g->n_del, 596);
+    assert_int_equal(g->dels.n, 596);
     for (size_t i = 0; i < 300; i++)
         assert_int_equal(ex[i].rc, i == 10 || i == 200 ? RETE_ECONFLICT : RETE_OK);
     assert_true(g->n_txn <= 5 + 2 * 2 * 6); /* each conflict: about 2*log2(64) more */
