@@ -155,9 +155,10 @@ static void pending_free(reted_registry *g)
     g->n_pending = 0;
 }
 
-static void on_flush(uv_timer_t *t)
+static void on_flush(uv_timer_t *t);
+
+void reted_registration_flush(reted *r)
 {
-    reted *r = t->data;
     reted_registry *g = &r->registry;
     if (!g->n_pending)
         return;
@@ -200,6 +201,11 @@ static void on_flush(uv_timer_t *t)
                   n, rc, g->retry_ms);
     g->flush_failing = true;
     uv_timer_start(&g->flush_timer, on_flush, g->retry_ms, 0);
+}
+
+static void on_flush(uv_timer_t *t)
+{
+    reted_registration_flush(t->data);
 }
 
 void reted_registration_hold(reted *r, const char *ns, const char *name, bool ready)
@@ -371,6 +377,11 @@ static int orphan_cmp(const void *key, const void *o)
     return strcmp(key, ((const reted_orphan *)o)->key);
 }
 
+static int orphan_sort_cmp(const void *a, const void *b)
+{
+    return strcmp(((const reted_orphan *)a)->key, ((const reted_orphan *)b)->key);
+}
+
 void reted_registration_sweep(reted *r)
 {
     if (!replicated(r) || !r->leading)
@@ -394,6 +405,7 @@ void reted_registration_sweep(reted *r)
     typedef struct cand {
         char *ns, *name;
         uint64_t version;
+        int64_t since;
     } cand;
     cand *due = NULL;
     size_t n_due = 0, cap_due = 0;
@@ -423,21 +435,36 @@ void reted_registration_sweep(reted *r)
         int64_t since = o ? o->since_unix : now;
         if (now - since >= (int64_t)r->registry.grace_seconds) {
             RETE_GROW(due, cap_due, n_due + 1, 16);
-            due[n_due++] = (cand){rete_strdup(e->ns), rete_strdup(e->name), e->version};
+            due[n_due++] = (cand){rete_strdup(e->ns), rete_strdup(e->name), e->version, since};
             continue;
         }
         RETE_GROW(next, cap_next, n_next + 1, 16);
-        next[n_next++] = (reted_orphan){rete_strdup(key), since}; /* in index order: sorted */
+        next[n_next++] = (reted_orphan){rete_strdup(key), since};
     }
     for (size_t i = 0; i < held.n; i++)
         free(held.v[i]);
     free(held.v);
-    orphans_free(&r->registry);
-    r->registry.orphans = next;
-    r->registry.n_orphans = n_next;
+    /* All in as few store transactions as the store takes (etcd: 64
+     * expiries each; 10,000 orphans when every proxy's replica died were
+     * 10,000 sequential transactions), each with its own guard: the
+     * Workload still at the version the index has and no registration
+     * (one registered again meanwhile stays, the others go). */
+    rete_store_expiry *ex = rete_calloc(n_due ? n_due : 1, sizeof *ex);
+    for (size_t i = 0; i < n_due; i++)
+        ex[i] = (rete_store_expiry){due[i].ns, due[i].name, 0, due[i].version, RETE_EIO};
+    if (n_due && r->store->ops->reg_expire_many(r->store, ex, n_due) != RETE_OK)
+        rete_warn("registry: the store failed while removing the Workloads of %zu proxies held by no replica: "
+                  "the next sweep tries again",
+                  n_due);
     for (size_t i = 0; i < n_due; i++) {
-        rete_rc rc = r->store->ops->reg_expire(r->store, due[i].ns, due[i].name, 0, due[i].version);
-        if (rc == RETE_OK) {
+        if (ex[i].rc == RETE_EIO) { /* not decided: due again at the next sweep */
+            size_t len = strlen(due[i].ns) + strlen(due[i].name) + 2;
+            RETE_GROW(next, cap_next, n_next + 1, 16);
+            next[n_next].key = rete_malloc(len);
+            snprintf(next[n_next].key, len, "%s/%s", due[i].ns, due[i].name);
+            next[n_next++].since_unix = due[i].since;
+        }
+        if (ex[i].rc == RETE_OK) {
             rete_info("registry: %s/%s held by no replica for %u s (its replica is gone, it did not "
                       "re-register): removing its Workload",
                       due[i].ns, due[i].name, r->registry.grace_seconds);
@@ -447,5 +474,14 @@ void reted_registration_sweep(reted *r)
         free(due[i].ns);
         free(due[i].name);
     }
+    free(ex);
     free(due);
+    /* sorted by "ns/name" for bsearch (index order, by ns then name, is
+     * not that order when a namespace has a byte below '/'), the undecided
+     * among the others */
+    if (n_next > 1)
+        qsort(next, n_next, sizeof(*next), orphan_sort_cmp);
+    orphans_free(&r->registry);
+    r->registry.orphans = next;
+    r->registry.n_orphans = n_next;
 }

@@ -26,6 +26,10 @@ bool reted_registry_apply_ready(struct reted *r, const char *ns, const char *nam
  * timer, with the replica's watch (replica.c). */
 void reted_registration_hold(struct reted *r, const char *ns, const char *name, bool ready);
 void reted_registration_start(struct reted *r);
+/* The queue's timer callback: write what is queued now (on failure the
+ * timer is set for the next try). Exposed for tests/unit/test_registry_queue.c,
+ * which tries again without waiting for the timer. */
+void reted_registration_flush(struct reted *r);
 void reted_registration_stop(struct reted *r);
 /* A proxy gone (drained, or past the grace period): delete its Workload
  * (only a record its own identity's stream created, sa) and its

@@ -115,6 +115,19 @@ typedef struct rete_store_registration {
 
 typedef bool (*rete_store_registration_fn)(const rete_store_registration *g, void *arg); /* false stops */
 
+/* One expiry of reg_expire_many: the guards of reg_expire (the
+ * registration ns/name still at reg_revision, 0: still absent; the Workload
+ * at wl_version, 0: left alone). rc (out): RETE_OK (deleted), RETE_ECONFLICT
+ * (either moved: nothing of this one deleted), RETE_EINVAL (a bad name),
+ * RETE_EIO (the store failed before deciding it). */
+typedef struct rete_store_expiry {
+    const char *ns;
+    const char *name;
+    uint64_t reg_revision;
+    uint64_t wl_version;
+    rete_rc rc;
+} rete_store_expiry;
+
 typedef struct rete_store_ops {
     const char *name;
     /* Apply every write or none, in order (a later write sees an earlier
@@ -202,7 +215,12 @@ typedef struct rete_store_ops {
      * registration in one transaction, only if the registration is still at
      * reg_revision (0: still absent) and the Workload at wl_version (0:
      * the registration alone, the Workload untouched):
-     * RETE_ECONFLICT (nothing deleted) when either moved. reg_epoch counts
+     * RETE_ECONFLICT (nothing deleted) when either moved. reg_expire_many
+     * does n of them, each with its own guards and result (items[i].rc), in
+     * as few transactions as the backend takes (etcd: 64 expiries of two
+     * compares and two deletes each); one item that conflicts costs the
+     * others nothing (no ns/name twice in one call). RETE_OK when every item was decided, RETE_EIO when the
+     * store failed (the items not decided say RETE_EIO). reg_epoch counts
      * the leases this replica took: when it changes, the registrations put
      * under the old one are gone and must be put again. */
     rete_rc (*reg_put)(rete_store *s, const rete_store_registration *regs, size_t n);
@@ -210,6 +228,7 @@ typedef struct rete_store_ops {
     rete_rc (*reg_list)(rete_store *s, rete_store_registration_fn fn, void *arg);
     rete_rc (*reg_expire)(rete_store *s, const char *ns, const char *name, uint64_t reg_revision,
                           uint64_t wl_version);
+    rete_rc (*reg_expire_many)(rete_store *s, rete_store_expiry *items, size_t n);
     uint64_t (*reg_epoch)(rete_store *s);
     void (*close)(rete_store *s);
 } rete_store_ops;

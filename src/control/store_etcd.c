@@ -1143,24 +1143,80 @@ static rete_rc se_reg_list(rete_store *s, rete_store_registration_fn fn, void *a
     return RETE_OK;
 }
 
+/* Expiries per transaction: two compares and two deletes each, and etcd
+ * takes at most ETCD_MAX_TXN_OPS of either. */
+#define EXPIRE_PER_TXN (ETCD_MAX_TXN_OPS / 2)
+
+/* One transaction expiring items[0..n): every guard of every item holds and
+ * all are deleted, or (RETE_ECONFLICT) nothing is. */
+static rete_rc expire_txn(store_etcd *se, rete_store_expiry **items, size_t n)
+{
+    json_t *cmp = json_array(), *ops = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const rete_store_expiry *e = items[i];
+        char *rk = reg_key(se, e->ns, e->name);
+        json_array_append_new(cmp, guard(b64s(rk), e->reg_revision != 0, e->reg_revision));
+        json_array_append_new(ops, delete_op(b64s(rk)));
+        free(rk);
+        if (e->wl_version) { /* 0: the registration alone */
+            char *wk = res_key(se, "Workload", e->ns, e->name);
+            json_array_append_new(cmp, guard(b64s(wk), true, e->wl_version));
+            json_array_append_new(ops, delete_op(b64s(wk)));
+            free(wk);
+        }
+    }
+    return txn(se, cmp, ops, NULL, NULL, NULL);
+}
+
+/* items[0..n) (n <= EXPIRE_PER_TXN) in one transaction. etcd's transaction
+ * is all-or-nothing and does not say which compare failed: on a conflict
+ * the batch is cut in halves, each tried on its own, down to single items,
+ * so one item that moved (re-registered, its Workload changed) costs about
+ * 2*log2(n) more transactions and the others are still expired; k conflicts
+ * cost at most about 2*k*log2(n). RETE_EIO: the store failed (the items not
+ * decided keep RETE_EIO). */
+static rete_rc expire_batch(store_etcd *se, rete_store_expiry **items, size_t n)
+{
+    rete_rc rc = expire_txn(se, items, n);
+    if (rc == RETE_ECONFLICT && n > 1) {
+        RETE_GUARD(expire_batch(se, items, n / 2));
+        return expire_batch(se, items + n / 2, n - n / 2);
+    }
+    if (rc == RETE_EIO)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        items[i]->rc = rc;
+    return RETE_OK;
+}
+
+static rete_rc se_reg_expire_many(rete_store *s, rete_store_expiry *items, size_t n)
+{
+    store_etcd *se = to_se(s);
+    for (size_t i = 0; i < n; i++)
+        items[i].rc = RETE_EIO;
+    if (se->in_list)
+        return RETE_ESTATE;
+    rete_store_expiry **v = rete_calloc(n ? n : 1, sizeof *v);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!key_part_ok(items[i].ns, true) || !key_part_ok(items[i].name, false))
+            items[i].rc = RETE_EINVAL;
+        else
+            v[m++] = &items[i];
+    }
+    rete_rc rc = RETE_OK;
+    for (size_t off = 0; off < m && rc == RETE_OK; off += EXPIRE_PER_TXN)
+        rc = expire_batch(se, v + off, m - off < EXPIRE_PER_TXN ? m - off : EXPIRE_PER_TXN);
+    free(v);
+    return rc;
+}
+
 static rete_rc se_reg_expire(rete_store *s, const char *ns, const char *name, uint64_t reg_revision,
                              uint64_t wl_version)
 {
-    store_etcd *se = to_se(s);
-    if (se->in_list)
-        return RETE_ESTATE;
-    if (!key_part_ok(ns, true) || !key_part_ok(name, false))
-        return RETE_EINVAL;
-    char *rk = reg_key(se, ns, name), *wk = res_key(se, "Workload", ns, name);
-    json_t *cmp = json_pack("[o]", guard(b64s(rk), reg_revision != 0, reg_revision));
-    json_t *ops = json_pack("[o]", delete_op(b64s(rk)));
-    if (wl_version) { /* 0: the registration alone */
-        json_array_append_new(cmp, guard(b64s(wk), true, wl_version));
-        json_array_append_new(ops, delete_op(b64s(wk)));
-    }
-    free(rk);
-    free(wk);
-    return txn(se, cmp, ops, NULL, NULL, NULL);
+    rete_store_expiry e = {ns, name, reg_revision, wl_version, RETE_EIO};
+    rete_rc rc = se_reg_expire_many(s, &e, 1);
+    return rc == RETE_OK ? e.rc : rc;
 }
 
 static uint64_t se_reg_epoch(rete_store *s)
@@ -1452,6 +1508,7 @@ static const rete_store_ops etcd_ops = {
     .reg_get = se_reg_get,
     .reg_list = se_reg_list,
     .reg_expire = se_reg_expire,
+    .reg_expire_many = se_reg_expire_many,
     .reg_epoch = se_reg_epoch,
     .close = se_close,
 };

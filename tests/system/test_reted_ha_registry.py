@@ -150,3 +150,53 @@ def test_a_proxys_readiness_reported_to_one_replica_reaches_proxies_on_the_other
     # ready again: traffic comes back
     urllib.request.urlopen(f"http://{addrs[0]}/ready?set=1", timeout=5).read()
     wait_for(lambda: addrs[0] in instances(client, 20), 15, 0.2, "echo-0 takes traffic again")
+
+
+def workload_names(r):
+    """The names of the Workloads in namespace ha, through replica r."""
+    st, j = r.get("workload", NS)
+    assert st == 200, (st, j)
+    return {it["metadata"]["name"] for it in j["items"]}
+
+
+def test_the_leader_expires_hundreds_of_orphans_at_once_and_keeps_every_held_one(cluster, tmp_path):
+    """300 proxy-registered Workloads that no replica holds (as if their
+    replica died with their proxies) go at one sweep, in transactions of 64
+    expiries each; the Workloads of proxies live replicas hold, and the
+    operator's, stay."""
+    rs = replicas(tmp_path, cluster.endpoints, "/t-many/", args=GRACE)
+    host, port = echo_service(rs)
+    start_cp_proxy(rs[0], tmp_path, "echo-0", NS, "echo", host=host, inbound=[(port, "HTTP")], labels={"app": "echo"})
+    held = [start_cp_proxy(r, tmp_path, f"held-{i}", NS, "client", labels={"app": "client"})
+            for i, r in enumerate(rs)]
+    for p in held:
+        wait_for(lambda p=p: curl_status(p.outbound, "echo") == 200, 30, 0.3, f"echo through {p.name}")
+
+    def wl(name, by_proxy):
+        meta = {"name": name, "namespace": NS}
+        if by_proxy:
+            meta["annotations"] = {"rete.dev/registered-by": "proxy"}
+        return {"apiVersion": "networking.rete.dev/v1alpha1", "kind": "Workload", "metadata": meta,
+                "spec": {"address": "127.0.0.1", "serviceAccount": "client", "labels": {"app": "gone"}}}
+
+    orphans = {f"orphan-{i:03d}" for i in range(300)}
+    docs = [wl(n, True) for n in sorted(orphans)] + [wl(f"declared-{i}", False) for i in range(5)]
+    for i in range(0, len(docs), 100):  # etcd takes 128 writes per apply
+        rs[i // 100 % 3].apply_ok(docs[i:i + 100])
+    assert orphans <= workload_names(rs[0])
+    # the leader sees them held by nobody at a tick (15 s) and expires them
+    # at the next one past the grace period (2 s)
+    wait_for(lambda: not orphans & workload_names(rs[1]), 60, 0.5, "the leader expires the 300 orphans")
+    for r in rs:
+        wait_for(lambda r=r: not orphans & workload_names(r), 20, 0.3, f"{r.api} sees the orphans gone")
+        names = workload_names(r)
+        assert {"echo-0", *(f"held-{i}" for i in range(3))} <= names, (r.api, names)
+        assert {f"declared-{i}" for i in range(5)} <= names, (r.api, names)
+    expired = sum(reted_metric(r, "rete_reted_registrations_expired_total") for r in rs)
+    assert expired == 300, expired
+    for r in rs:
+        assert "too many operations" not in r.log(), r.api
+    # the held proxies still get config
+    rs[2].apply_ok([route_tag("tag", "after-sweep")])
+    for p in held:
+        wait_for(lambda p=p: tagged(p, "after-sweep"), 30, 0.3, f"{p.name} routes a change after the sweep")
