@@ -3,7 +3,7 @@
 serve it"). A Workload's egress (rete-proxy --egress, Istio Sidecar egress
 hosts) or MeshConfig defaultEgress limits what reted sends a sidecar: the
 Services it names, the ones it serves, and what their routes name. Real
-reted, real proxies, real echo backend; versions and the compile counter
+reted, real proxies, real echo backend; versions and the compile and patch counters
 come from reted's API and /metrics."""
 import json
 import re
@@ -27,9 +27,12 @@ def reted(tmp_path):
 
 
 def compiles(reted):
+    """Snapshots compiled and snapshots patched (a change that kept its
+    resource's scope puts the new text into each snapshot holding it)."""
     with urllib.request.urlopen(f"http://{reted.api}/metrics", timeout=10) as r:
         text = r.read().decode()
-    return int(re.search(r"^rete_reted_config_compiles_total (\d+)$", text, re.M).group(1))
+    return tuple(int(re.search(rf"^rete_reted_config_{k}_total (\d+)$", text, re.M).group(1))
+                 for k in ("compiles", "patches"))
 
 
 def held(reted, name, ns=NS):
@@ -136,22 +139,30 @@ def change(reted, docs, touched, names):
         wait_acked(reted, n, v, NS)
     settled(reted, names)
     after = {n: sent(reted, n) for n in names}
-    return {n for n in names if after[n] != before[n]}, compiles(reted) - c0
+    c1 = compiles(reted)
+    return {n for n in names if after[n] != before[n]}, (c1[0] - c0[0], c1[1] - c0[1])
 
 
 def test_a_change_recompiles_and_pushes_only_the_proxies_it_touches(reted, shop):
     names = shop["names"]
     settled(reted, names)
     # a change to Service c: served by c-0, routed to by to-c and to-all;
-    # three scopes (c-0's, to-c's, the whole mesh's), compiled once each
+    # three scopes (c-0's, to-c's, the whole mesh's), each patched once (a
+    # new port keeps the Service's selector: nothing moves between scopes)
     port_c = shop["port_c"]
-    moved, compiled = change(reted, [service("c", NS, [(80, "HTTP", port_c), (81, "HTTP", port_c)])],
-                             ("c-0", "to-c", "to-all"), names)
-    assert moved == {"c-0", "to-c", "to-all"} and compiled == 3, (moved, compiled)
-    # the route of b: b-0 (serves b), to-b and to-all; not c-0 nor to-c
+    moved, counts = change(reted, [service("c", NS, [(80, "HTTP", port_c), (81, "HTTP", port_c)])],
+                           ("c-0", "to-c", "to-all"), names)
+    assert moved == {"c-0", "to-c", "to-all"} and counts == (0, 3), (moved, counts)
+    # the route of b's weights: b-0 (serves b), to-b and to-all; not c-0
+    # nor to-c; patched (its parent and backends are the same)
     split = [{"backendRefs": [{"name": "b", "port": 80, "weight": 50}, {"name": "b2", "port": 80, "weight": 50}]}]
-    moved, compiled = change(reted, [http_route("b-split", NS, "b", split)], ("b-0", "to-b", "to-all"), names)
-    assert moved == {"b-0", "to-b", "to-all"} and compiled == 3, (moved, compiled)
+    moved, counts = change(reted, [http_route("b-split", NS, "b", split)], ("b-0", "to-b", "to-all"), names)
+    assert moved == {"b-0", "to-b", "to-all"} and counts == (0, 3), (moved, counts)
+    # its backends (b2 out, then in again): the same three, compiled
+    for backends in ([("b", 100)], [("b", 90), ("b2", 10)]):
+        split = [{"backendRefs": [{"name": n, "port": 80, "weight": w} for n, w in backends]}]
+        moved, counts = change(reted, [http_route("b-split", NS, "b", split)], ("b-0", "to-b", "to-all"), names)
+        assert moved == {"b-0", "to-b", "to-all"} and counts == (3, 0), (backends, moved, counts)
     # a new endpoint of b (a Workload applied by hand): the proxies that reach b
     moved, _ = change(reted, [workload("b-vm", NS, "127.0.0.8", "b", {"app": "b"}, inMesh=False)],
                       ("b-0", "to-b", "to-all"), names)
