@@ -462,8 +462,9 @@ static reted_text *pushed_text(reted *r, const reted_ires *res);
 /* Replace the cached snapshot *pp by a copy holding the new texts of the
  * shape-keeping changes (`texts`, in dirty-key order, NULL for a key that
  * is not one): same scope, same entries but those, a new id. The old one
- * stays whole for the proxies that hold it (the base of their delta); its
- * scope moves to the copy, since nothing reads an uncached snapshot's. */
+ * stays whole for the proxies that hold it (the base of their delta, and
+ * what proxy-status shows of their scope); its scope key and Service set
+ * move to the copy, since only the cache reads them. */
 static void patch_snapshot(reted *r, reted_snapshot **pp, reted_text *const *texts)
 {
     reted_snapshot *old = *pp, *s = rete_calloc(1, sizeof(*s));
@@ -483,12 +484,11 @@ static void patch_snapshot(reted *r, reted_snapshot **pp, reted_text *const *tex
     s->scope_key = old->scope_key;
     s->scope_hash = old->scope_hash;
     memcpy(s->ns, old->ns, sizeof(s->ns));
-    s->egress = old->egress;
-    s->labels = old->labels;
+    strs_copy(&s->egress, &old->egress); /* the old one's stays: proxy-status shows a held snapshot's */
+    strs_copy(&s->labels, &old->labels);
     s->all = old->all;
     s->services = old->services;
     old->scope_key = NULL;
-    old->egress = old->labels = (reted_strs){0};
     old->services = (reted_svcset){0};
     s->ca_generation = old->ca_generation;
     s->id = ++r->cache.snapshot_ids;
