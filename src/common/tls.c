@@ -878,6 +878,15 @@ bool rete_tls_session_shed_peer_key(rete_tls_session *s)
         ERR_clear_error();
         return false;
     }
+    /* The chain the peer sent holds certificates parsed from this session's
+     * handshake alone (a server's holds a second copy of the leaf), never
+     * the trust store's. */
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(s->ssl);
+    for (int i = 0; sent && i < sk_X509_num(sent); i++)
+        if (X509_set_pubkey(sk_X509_value(sent, i), placeholder_key) != 1) {
+            ERR_clear_error();
+            return false;
+        }
     return true;
 }
 

@@ -147,18 +147,20 @@ const char *rete_tls_alpn(const rete_tls_session *s);
  * by the session. */
 const char *rete_tls_session_error(const rete_tls_session *s);
 
-/* Give back the decoded public key of the peer's certificate once the
- * handshake is done and the owner has read what it keeps of the certificate
- * (rete_tls_peer_spiffe_id, rete_tls_peer_cert_facts: neither reads the key).
- * OpenSSL 3 keeps the peer's certificate for the session's life, and its
- * decoded P-256 key, with a curve group of its own, is about 3.3 KB of the
- * ~7.5 KB that certificate holds. The certificate keeps a shared placeholder
- * key instead (one per process): from then on its key is not the peer's, so
- * only an owner that never looks at it again may call this. TLS 1.3 needs
- * the key no more after the handshake (no renegotiation, no post-handshake
- * authentication on these contexts). reted's proxy streams call it: 10,000
- * of them held 33 MB of keys. false when there is nothing to shed (no
- * handshake yet, no peer certificate) or the placeholder cannot be made. */
+/* Give back the decoded public keys of the peer's certificates once the
+ * handshake is done and the owner has read what it keeps of them
+ * (rete_tls_peer_spiffe_id, rete_tls_peer_cert_facts: neither reads a key).
+ * OpenSSL 3 keeps the peer's certificate for the session's life, twice on a
+ * server (the leaf, and a copy in the chain the peer sent), each with its
+ * P-256 key decoded into a curve group of its own: 4.4 KB of a 24 KB idle
+ * server session (test_tls). The peer's certificates (the leaf and those it
+ * sent, never the trust store's) keep one shared placeholder key instead:
+ * from then on their keys are not the peer's, so only an owner that never
+ * looks at them again may call this. TLS 1.3 needs the key no more after the
+ * handshake (no renegotiation, no post-handshake authentication on these
+ * contexts). reted's proxy streams call it. false when there is nothing to
+ * shed (no handshake yet, no peer certificate) or the placeholder cannot be
+ * made. */
 bool rete_tls_session_shed_peer_key(rete_tls_session *s);
 
 /* ---- SPIFFE identity --------------------------------------------------- */

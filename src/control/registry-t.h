@@ -38,9 +38,9 @@ typedef struct reted_proxy {
     char nonce[24];
     char *nack_error;               /* NULL unless the last answer was a NACK */
     /* The endpoints its balancers hold out (outlier detection, health
-     * checks), as its last "endpoints" message said; NULL: none said. */
+     * checks), as its last "endpoints" message said; NULL: none said, or none out. */
     json_t *endpoints_out;
-    json_t *budget_exhausted;       /* cluster -> retries its budget refused, as it last said */
+    json_t *budget_exhausted;       /* cluster -> retries its budget refused, as it last said; NULL: none */
     bool nacked;
     bool ready;
     struct reted_snapshot *sent;           /* the snapshot last sent (a reference) */
