@@ -865,7 +865,7 @@ static void placeholder_make(void)
     placeholder_key = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
 }
 
-bool rete_tls_session_shed_peer_key(rete_tls_session *s)
+bool rete_tls_session_shed_peer_certs(rete_tls_session *s)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     if (!s->done || s->failed)
@@ -880,13 +880,11 @@ bool rete_tls_session_shed_peer_key(rete_tls_session *s)
     }
     /* The chain the peer sent holds certificates parsed from this session's
      * handshake alone (a server's holds a second copy of the leaf), never
-     * the trust store's. */
+     * the trust store's, and read by nothing once verified: emptied. The
+     * leaf above stays (the verified chain and the session share it). */
     STACK_OF(X509) *sent = SSL_get_peer_cert_chain(s->ssl);
-    for (int i = 0; sent && i < sk_X509_num(sent); i++)
-        if (X509_set_pubkey(sk_X509_value(sent, i), placeholder_key) != 1) {
-            ERR_clear_error();
-            return false;
-        }
+    while (sent && sk_X509_num(sent) > 0)
+        X509_free(sk_X509_pop(sent));
     return true;
 }
 

@@ -710,7 +710,7 @@ static void hc_on_ready(rete_io *io, int status, const char *why)
     c->has_peer_cert = c->peer_id && rete_tls_peer_cert_facts(io->tls, &c->peer_cert) == RETE_OK;
     /* Nothing reads the certificate again: its decoded key goes (tls.h). */
     if (c->peer_id)
-        (void)rete_tls_session_shed_peer_key(io->tls);
+        (void)rete_tls_session_shed_peer_certs(io->tls);
 }
 
 /* ---- per-source counts ---- */
