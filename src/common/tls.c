@@ -857,6 +857,37 @@ rete_rc rete_tls_peer_cert_facts(const rete_tls_session *s, rete_cert_facts *out
     return RETE_OK;
 }
 
+static EVP_PKEY *placeholder_key;
+
+static void placeholder_make(void)
+{
+    /* X25519: a small key (no curve group of its own); never used to sign or verify */
+    placeholder_key = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+}
+
+bool rete_tls_session_shed_peer_certs(rete_tls_session *s)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (!s->done || s->failed)
+        return false;
+    X509 *cert = SSL_get0_peer_certificate(s->ssl);
+    if (!cert)
+        return false;
+    pthread_once(&once, placeholder_make);
+    if (!placeholder_key || X509_set_pubkey(cert, placeholder_key) != 1) {
+        ERR_clear_error();
+        return false;
+    }
+    /* The chain the peer sent holds certificates parsed from this session's
+     * handshake alone (a server's holds a second copy of the leaf), never
+     * the trust store's, and read by nothing once verified: emptied. The
+     * leaf above stays (the verified chain and the session share it). */
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(s->ssl);
+    while (sent && sk_X509_num(sent) > 0)
+        X509_free(sk_X509_pop(sent));
+    return true;
+}
+
 bool rete_cert_same_serial(const rete_cert_facts *a, const rete_cert_facts *b)
 {
     return a->serial_len && a->serial_len == b->serial_len &&

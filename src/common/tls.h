@@ -147,6 +147,24 @@ const char *rete_tls_alpn(const rete_tls_session *s);
  * by the session. */
 const char *rete_tls_session_error(const rete_tls_session *s);
 
+/* Give back what the peer's certificates hold beyond what the owner reads,
+ * once the handshake is done and the owner has read what it keeps of them
+ * (rete_tls_peer_spiffe_id, rete_tls_peer_cert_facts: neither reads a key
+ * nor the chain the peer sent). OpenSSL 3 keeps the peer's certificate for
+ * the session's life, twice on a server (the leaf, and a copy in the chain
+ * the peer sent, SSL_get_peer_cert_chain), each with its P-256 key decoded
+ * into a curve group of its own. The leaf keeps one shared placeholder key
+ * instead of its own, so its key is not the peer's from then on, and the
+ * chain the peer sent is emptied (its certificates were parsed from this
+ * handshake alone, never the trust store's): 6.7 KB of a 24 KB idle server
+ * session (test_tls). Only an owner that never looks at them again may call
+ * this. TLS 1.3 needs none of it after the handshake (no renegotiation, no
+ * session tickets or cache, no post-handshake authentication on these
+ * contexts). reted's proxy streams call it. false when there is nothing to
+ * shed (no handshake yet, no peer certificate) or the placeholder cannot be
+ * made. */
+bool rete_tls_session_shed_peer_certs(rete_tls_session *s);
+
 /* ---- SPIFFE identity --------------------------------------------------- */
 
 /* The verified peer's SPIFFE ID, copied NUL-terminated into out. RETE_ESTATE

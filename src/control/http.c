@@ -93,7 +93,7 @@ struct rete_http_conn {
     hc_timer timer;
     bool admitted;          /* the current request's head passed admission */
     size_t max_body;        /* the current request's bound, once admitted */
-    char peer_id[256];
+    char *peer_id;          /* TLS: the client certificate's SPIFFE ID at its own length; NULL: none */
     char peer_addr[64];
     rete_cert_facts peer_cert; /* valid when has_peer_cert */
     bool has_peer_cert;
@@ -122,6 +122,11 @@ struct rete_http_server {
 };
 
 static void hc_process(rete_http_conn *c);
+
+static const char *peer_id_of(const rete_http_conn *c)
+{
+    return c->peer_id ? c->peer_id : "";
+}
 static void hs_drop_all(rete_http_stream *st);
 
 static void hc_arm(rete_http_conn *c, hc_timer t)
@@ -450,7 +455,7 @@ void rete_http_stream_send_ref(rete_http_stream *st, const char *head, size_t he
         /* The reader is too far behind: a proxy that reconnects gets one
          * whole snapshot, which costs less than queueing without end. */
         rete_warn("http: stream to %s (%s) is %zu messages, %zu bytes behind; closing it",
-                  c->peer_addr, c->peer_id, st->n_msgs, st->copied + st->shared);
+                  c->peer_addr, peer_id_of(c), st->n_msgs, st->copied + st->shared);
         c->srv->streams_behind++;
         if (release)
             release(st->owner, arg);
@@ -537,7 +542,7 @@ void *rete_http_stream_tag(const rete_http_stream *st)
 
 const char *rete_http_stream_peer_id(const rete_http_stream *st)
 {
-    return st->conn->peer_id;
+    return peer_id_of(st->conn);
 }
 
 const char *rete_http_stream_peer_addr(const rete_http_stream *st)
@@ -562,7 +567,7 @@ static void req_head(rete_http_req *q, rete_http_conn *c, const rete_h1_message 
     q->query = qm >= 0 ? rete_view_sub(m->target, (size_t)qm + 1, m->target.len) : RETE_VIEW_NULL;
     q->headers = c->fields;
     q->n_headers = m->n_headers;
-    q->peer_id = c->peer_id;
+    q->peer_id = peer_id_of(c);
     q->peer_addr = c->peer_addr;
     q->peer_cert = c->has_peer_cert ? &c->peer_cert : NULL;
     q->conn = c;
@@ -697,11 +702,15 @@ static void hc_on_ready(rete_io *io, int status, const char *why)
         return;
     }
     c->tls_ready = true;
-    if (rete_tls_peer_spiffe_id(io->tls, c->peer_id, sizeof(c->peer_id)) < 0)
-        c->peer_id[0] = '\0';
+    char id[256]; /* the bound it had as a fixed array: a longer ID counts as none */
+    if (rete_tls_peer_spiffe_id(io->tls, id, sizeof(id)) == RETE_OK && id[0])
+        c->peer_id = rete_strdup(id);
     /* What the certificate says, kept with the connection: a proxy's
      * claims about its certificate are not taken (docs/control-plane.md). */
-    c->has_peer_cert = c->peer_id[0] && rete_tls_peer_cert_facts(io->tls, &c->peer_cert) == RETE_OK;
+    c->has_peer_cert = c->peer_id && rete_tls_peer_cert_facts(io->tls, &c->peer_cert) == RETE_OK;
+    /* Nothing reads the certificate again: its decoded key goes (tls.h). */
+    if (c->peer_id)
+        (void)rete_tls_session_shed_peer_certs(io->tls);
 }
 
 /* ---- per-source counts ---- */
@@ -782,6 +791,7 @@ static void hc_on_close(rete_io *io)
     if (c->cap >= HTTP_BIG_BUF)
         srv->big_freed = true;
     free(c->buf);
+    free(c->peer_id);
     free(c->body);
     free(c->fields);
     free(c);

@@ -617,6 +617,32 @@ static void stream_detach(reted_proxy *p)
     p->stream = NULL;
 }
 
+/* A proxy's five names into one allocation of their own lengths (each
+ * bounded as registry-t.h says); the previous one, which the arguments may
+ * point into, is freed after the copy. */
+static void set_names(reted_proxy *p, const char *ns, const char *name, const char *sa, const char *spiffe_id,
+                      const char *address)
+{
+    const char *src[5] = {ns, name, sa, spiffe_id, address};
+    const size_t max[5] = {RETED_PROXY_NAME_MAX, RETED_PROXY_NAME_MAX, RETED_PROXY_NAME_MAX,
+                           RETED_PROXY_SPIFFE_ID_MAX, RETED_PROXY_ADDRESS_MAX};
+    size_t len[5], total = 0;
+    for (int i = 0; i < 5; i++) {
+        len[i] = strnlen(src[i], max[i]);
+        total += len[i] + 1;
+    }
+    char *names = rete_malloc(total), *w = names;
+    const char **dst[5] = {&p->ns, &p->name, &p->sa, &p->spiffe_id, &p->address};
+    for (int i = 0; i < 5; i++) {
+        memcpy(w, src[i], len[i]);
+        w[len[i]] = '\0';
+        *dst[i] = w;
+        w += len[i] + 1;
+    }
+    free(p->names);
+    p->names = names;
+}
+
 static void hello_refuse(reted *r, rete_http_stream *st, reg_reason why, const char *msg)
 {
     reted_count(&r->stats, r->stats.registrations_refused[why]);
@@ -705,13 +731,11 @@ static void on_hello(reted *r, rete_http_stream *st, json_t *msg)
     }
     if (!p) {
         p = rete_calloc(1, sizeof(*p));
-        snprintf(p->ns, sizeof(p->ns), "%s", ns);
-        snprintf(p->name, sizeof(p->name), "%s", name);
+        set_names(p, ns, name, sa, peer, address);
         reted_proxy_add(r, p);
+    } else {
+        set_names(p, p->ns, p->name, sa, peer, address); /* same ns/name: its bucket stays */
     }
-    snprintf(p->sa, sizeof(p->sa), "%s", sa);
-    snprintf(p->spiffe_id, sizeof(p->spiffe_id), "%s", peer);
-    snprintf(p->address, sizeof(p->address), "%s", address);
     p->stream = st;
     rete_http_stream_set_tag(st, p);
     p->connected_unix = p->last_seen_unix = reted_now();
@@ -825,17 +849,19 @@ static void on_line(rete_http_stream *st, const char *line, size_t len)
         }
     } else if (strcmp(type, "endpoints") == 0) {
         /* What this proxy holds out, shown as its own view (bounded by the
-         * stream's line size; only kept while it is well-formed). */
+         * stream's line size; only kept while it is well-formed). Empty,
+         * as almost always, it is kept as NULL, shown the same: an empty
+         * array and object cost ~300 bytes a proxy. */
         json_t *out = json_object_get(msg, "out");
         p->last_seen_unix = reted_now();
         if (json_is_array(out) && json_array_size(out) <= RETE_GOLDEN_MAX_OUT_ENDPOINTS) {
             json_decref(p->endpoints_out);
-            p->endpoints_out = json_incref(out);
+            p->endpoints_out = json_array_size(out) ? json_incref(out) : NULL;
         }
         json_t *budget = json_object_get(msg, "retryBudgetExhausted");
         if (json_is_object(budget) && json_object_size(budget) <= RETE_GOLDEN_MAX_OUT_ENDPOINTS) {
             json_decref(p->budget_exhausted);
-            p->budget_exhausted = json_incref(budget);
+            p->budget_exhausted = json_object_size(budget) ? json_incref(budget) : NULL;
         }
     } else if (strncmp(type, "tap-", 4) == 0) {
         p->last_seen_unix = reted_now();

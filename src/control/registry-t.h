@@ -15,23 +15,32 @@ struct reted;
 struct reted_snapshot;
 
 /* One proxy reted knows about: connected now, or seen within the grace period. */
+#define RETED_PROXY_NAME_MAX 253     /* name, ns, sa: a DNS subdomain name (RFC 1123) */
+#define RETED_PROXY_SPIFFE_ID_MAX 511
+#define RETED_PROXY_ADDRESS_MAX 63
 typedef struct reted_proxy {
     struct reted_proxy *next;
     struct reted_proxy *hnext;      /* its bucket's chain (registry.buckets) */
-    char name[254];
-    char ns[254];
-    char sa[254];
-    char spiffe_id[512];
-    char address[64];
+    /* Its names, each NUL-terminated at its own length in one allocation
+     * (names; proxy_api.c's set_names makes it): ns and name never change
+     * for a record; sa, spiffe_id and address are its latest hello's. Each
+     * is bounded as the fixed arrays that held them were (the RETED_PROXY_*_MAX
+     * below, the NUL excluded): about 100 bytes where the arrays took 1.3 KB. */
+    const char *name;
+    const char *ns;
+    const char *sa;
+    const char *spiffe_id;
+    const char *address;
+    char *names;
     rete_http_stream *stream;       /* NULL while disconnected */
     uint64_t sent_version;
     uint64_t acked_version;
     char nonce[24];
     char *nack_error;               /* NULL unless the last answer was a NACK */
     /* The endpoints its balancers hold out (outlier detection, health
-     * checks), as its last "endpoints" message said; NULL: none said. */
+     * checks), as its last "endpoints" message said; NULL: none said, or none out. */
     json_t *endpoints_out;
-    json_t *budget_exhausted;       /* cluster -> retries its budget refused, as it last said */
+    json_t *budget_exhausted;       /* cluster -> retries its budget refused, as it last said; NULL: none */
     bool nacked;
     bool ready;
     struct reted_snapshot *sent;           /* the snapshot last sent (a reference) */

@@ -67,6 +67,7 @@ void reted_proxy_unlink(reted *r, reted_proxy **pp)
 
 void reted_proxy_free(reted *r, reted_proxy *p)
 {
+    free(p->names);
     free(p->nack_error);
     json_decref(p->endpoints_out);
     json_decref(p->budget_exhausted);

@@ -132,8 +132,8 @@ static void test_disconnected_proxy_not_pushed(void **state)
     reted *r = &f->r;
     reted_proxy *p = calloc(1, sizeof *p);
     assert_non_null(p);
-    snprintf(p->ns, sizeof p->ns, "default");
-    snprintf(p->name, sizeof p->name, "web-1");
+    p->ns = "default"; /* constants: p->names stays NULL */
+    p->name = "web-1";
     reted_proxy_add(r, p);
     reted_changed(r, "Service", "default", "web");
     until_pushed(f);
@@ -147,8 +147,14 @@ static reted_proxy *add_proxy(reted *r, const char *ns, const char *name)
 {
     reted_proxy *p = calloc(1, sizeof *p);
     assert_non_null(p);
-    snprintf(p->ns, sizeof p->ns, "%s", ns);
-    snprintf(p->name, sizeof p->name, "%s", name);
+    /* as proxy_api.c holds them: "ns\0name\0" in one allocation, freed with p */
+    size_t nl = strlen(ns) + 1;
+    p->names = malloc(nl + strlen(name) + 1);
+    assert_non_null(p->names);
+    memcpy(p->names, ns, nl);
+    strcpy(p->names + nl, name);
+    p->ns = p->names;
+    p->name = p->names + nl;
     p->nack_error = strdup("freed with its proxy");
     reted_proxy_add(r, p);
     return p;

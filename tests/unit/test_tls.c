@@ -727,6 +727,58 @@ static void test_client_hello_detector(void **state)
     rete_tls_ctx_unref(cctx);
 }
 
+/* After the handshake reted's stream sessions (control-plane contexts)
+ * give back what the peer's certificates hold beyond what reted reads: its
+ * SPIFFE ID, its certificate's facts and the root it chains to are the same
+ * after, and the session goes on carrying data both ways. Nothing to shed
+ * before the handshake. */
+static void test_shed_peer_certs(void **state)
+{
+    (void)state;
+    rete_tls_session *c, *s;
+    rete_error err = {0};
+    rete_tls_ctx *sctx = rete_tls_cp_server_ctx(fx.server.crt, fx.server.key, fx.ca1.crt, &err);
+    rete_tls_ctx *cctx = rete_tls_cp_client_ctx(fx.client.crt, fx.client.key, fx.ca1.crt, &err);
+    assert_non_null(sctx);
+    assert_non_null(cctx);
+    rete_tls_session *fresh = rete_tls_session_new_server(sctx);
+    assert_false(rete_tls_session_shed_peer_certs(fresh));
+    rete_tls_session_free(fresh);
+    c = rete_tls_session_new_client(cctx, NULL, NULL);
+    s = rete_tls_session_new_server(sctx);
+    rete_tls_ctx_unref(cctx);
+    rete_tls_ctx_unref(sctx);
+    rete_rc crc, src;
+    handshake(c, s, &crc, &src);
+    assert_int_equal(crc, RETE_OK);
+    assert_int_equal(src, RETE_OK);
+    char id[256], id2[256];
+    rete_cert_facts f1, f2;
+    assert_int_equal(rete_tls_peer_spiffe_id(s, id, sizeof(id)), RETE_OK);
+    assert_int_equal(rete_tls_peer_cert_facts(s, &f1), RETE_OK);
+    assert_true(f1.has_root);
+    assert_true(rete_tls_session_shed_peer_certs(s));
+    assert_true(rete_tls_session_shed_peer_certs(s)); /* again: harmless */
+    assert_int_equal(rete_tls_peer_spiffe_id(s, id2, sizeof(id2)), RETE_OK);
+    assert_string_equal(id, id2);
+    assert_int_equal(rete_tls_peer_cert_facts(s, &f2), RETE_OK);
+    assert_memory_equal(&f1, &f2, sizeof(f1));
+    uint8_t buf[64];
+    size_t n = 0;
+    assert_int_equal(rete_tls_write(c, "ping\n", 5), RETE_OK);
+    xfer(c, s);
+    assert_int_equal(rete_tls_read(s, buf, sizeof(buf), &n), RETE_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(buf, "ping\n", 5);
+    assert_int_equal(rete_tls_write(s, "pong\n", 5), RETE_OK);
+    xfer(s, c);
+    assert_int_equal(rete_tls_read(c, buf, sizeof(buf), &n), RETE_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(buf, "pong\n", 5);
+    rete_tls_session_free(c);
+    rete_tls_session_free(s);
+}
+
 /* Not a pass/fail benchmark: measures the heap held by idle server sessions
  * after a handshake and keeps it under a generous ceiling. */
 static void test_idle_session_memory(void **state)
@@ -758,6 +810,14 @@ static void test_idle_session_memory(void **state)
                   delta / N, N);
     if (before.uordblks > 0) /* 0 under ASan, whose allocator mallinfo cannot see */
         assert_true(delta / N < 32 * 1024);
+    /* and with its peer's certificates shed, as reted's streams do */
+    for (int i = 0; i < N; i++)
+        assert_true(rete_tls_session_shed_peer_certs(ss[i]));
+    struct mallinfo2 shed = mallinfo2();
+    long delta_shed = (long)shed.uordblks - (long)before.uordblks;
+    print_message("the same with its peer's certificates shed: %ld bytes each\n", delta_shed / N);
+    if (before.uordblks > 0)
+        assert_true(delta_shed < delta);
     for (int i = 0; i < N; i++)
         rete_tls_session_free(ss[i]);
     free(ss);
@@ -774,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_ctx_errors),
         cmocka_unit_test(test_app_data_both_ways),
         cmocka_unit_test(test_close_notify),
+        cmocka_unit_test(test_shed_peer_certs),
         cmocka_unit_test(test_client_without_cert_refused),
         cmocka_unit_test(test_client_without_h2_refused),
         cmocka_unit_test(test_app_server_alpn),
