@@ -122,12 +122,12 @@ struct rete_http_server {
 };
 
 static void hc_process(rete_http_conn *c);
+static void hs_drop_all(rete_http_stream *st);
 
 static const char *peer_id_of(const rete_http_conn *c)
 {
     return c->peer_id ? c->peer_id : "";
 }
-static void hs_drop_all(rete_http_stream *st);
 
 static void hc_arm(rete_http_conn *c, hc_timer t)
 {
@@ -708,7 +708,8 @@ static void hc_on_ready(rete_io *io, int status, const char *why)
     /* What the certificate says, kept with the connection: a proxy's
      * claims about its certificate are not taken (docs/control-plane.md). */
     c->has_peer_cert = c->peer_id && rete_tls_peer_cert_facts(io->tls, &c->peer_cert) == RETE_OK;
-    /* Nothing reads the certificate again: its decoded key goes (tls.h). */
+    /* Nothing reads the peer's certificates again: what they hold beyond
+     * this goes (tls.h, rete_tls_session_shed_peer_certs). */
     if (c->peer_id)
         (void)rete_tls_session_shed_peer_certs(io->tls);
 }

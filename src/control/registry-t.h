@@ -14,18 +14,21 @@
 struct reted;
 struct reted_snapshot;
 
-/* One proxy reted knows about: connected now, or seen within the grace period. */
+/* What a proxy record keeps of its names at most (bytes, the NUL excluded;
+ * longer ones are cut, as the fixed arrays that held them did). */
 #define RETED_PROXY_NAME_MAX 253     /* name, ns, sa: a DNS subdomain name (RFC 1123) */
 #define RETED_PROXY_SPIFFE_ID_MAX 511
 #define RETED_PROXY_ADDRESS_MAX 63
+
+/* One proxy reted knows about: connected now, or seen within the grace period. */
 typedef struct reted_proxy {
     struct reted_proxy *next;
     struct reted_proxy *hnext;      /* its bucket's chain (registry.buckets) */
     /* Its names, each NUL-terminated at its own length in one allocation
      * (names; proxy_api.c's set_names makes it): ns and name never change
      * for a record; sa, spiffe_id and address are its latest hello's. Each
-     * is bounded as the fixed arrays that held them were (the RETED_PROXY_*_MAX
-     * below, the NUL excluded): about 100 bytes where the arrays took 1.3 KB. */
+     * is bounded by the RETED_PROXY_*_MAX above: about 100 bytes where
+     * fixed arrays took 1.3 KB. */
     const char *name;
     const char *ns;
     const char *sa;
