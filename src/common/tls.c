@@ -868,7 +868,8 @@ static void placeholder_make(void)
 bool rete_tls_session_shed_peer_certs(rete_tls_session *s)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    if (!s->done || s->failed)
+    /* TLS 1.3 only: an earlier version could renegotiate and read them */
+    if (!s->done || s->failed || SSL_version(s->ssl) != TLS1_3_VERSION)
         return false;
     X509 *cert = SSL_get0_peer_certificate(s->ssl);
     if (!cert)

@@ -916,7 +916,9 @@ const char *reted_snapshot_delta(reted *r, reted_snapshot *to, reted_snapshot *b
     size_t slot = to->next_delta++ % RETED_DELTA_CACHE;
     free(to->deltas[slot].body);
     *len = body.len;
-    to->deltas[slot] = (struct reted_delta){base->id, rete_buf_take(&body), *len};
+    /* at its length: kept until pushes calm down, and its reserve was ~4 KB
+     * over (the bundle's room) where the delta is often a few hundred bytes */
+    to->deltas[slot] = (struct reted_delta){base->id, rete_realloc(rete_buf_take(&body), *len + 1), *len};
     return to->deltas[slot].body;
 }
 
