@@ -345,7 +345,6 @@ static void uncache(reted *r, reted_snapshot **pp)
     reted_snapshot_release(r, s);
 }
 
-
 /* The Services (as "ns/name") of a Workload's namespace that select it. */
 static void selecting(const reted_index *ix, const reted_ires *wl, reted_strs *out)
 {
@@ -760,9 +759,10 @@ static reted_text *pushed_text(reted *r, const reted_ires *res)
 }
 
 /* The hash covers the documents (each text's own hash, in order), the trust
- * bundle (its hash kept in s->bundle_hash) and the renewal request: a CA rotation changes them without
- * changing any resource. Folding the texts' hashes, not their bytes, keeps
- * it a few hundred nanoseconds for a snapshot of a hundred documents. */
+ * bundle (its hash kept in s->bundle_hash) and the renewal request: a CA
+ * rotation changes them without changing any resource. Folding the texts'
+ * hashes (8 bytes each), not their bytes, keeps it to about a microsecond for a
+ * snapshot of a hundred documents. */
 static uint64_t snapshot_hash(reted *r, reted_snapshot *s)
 {
     uint64_t h = RETE_FNV1A_INIT;
