@@ -21,6 +21,10 @@ typedef struct reted_entry {
 #define RETED_DELTA_CACHE 4
 #define RETED_SCOPE_BUCKETS 4096
 #define RETED_MAX_DIRTY 8192       /* changed keys between two pushes; past it, recompile all */
+/* Workloads changed between two pushes followed as endpoints (patched in,
+ * out or over, compiler.c); past it each patched snapshot would search for
+ * every one of them, and compiling the touched ones again is cheaper. */
+#define RETED_MEMBER_PATCH_MAX 64
 
 /* A whole-snapshot message tail: shared by the snapshot and the streams
  * still sending it. */

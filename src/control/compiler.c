@@ -433,21 +433,32 @@ static bool keeps_shape(const shape *was, const reted_ires *now)
            strs_equal(&was->refs, &now->refs);
 }
 
-/* The entry of `kind ns/name` in the snapshot, or SIZE_MAX. */
-static size_t entry_position(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+/* Where `kind ns/name` is in the snapshot's entries (*found) or would go. */
+static size_t entry_place(const reted_snapshot *s, const char *kind, const char *ns, const char *name, bool *found)
 {
     size_t lo = 0, hi = s->n_entries;
+    *found = false;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int c = key_cmp(kind, ns, name, &s->entries[mid]);
-        if (c == 0)
+        if (c == 0) {
+            *found = true;
             return mid;
+        }
         if (c < 0)
             hi = mid;
         else
             lo = mid + 1;
     }
-    return SIZE_MAX;
+    return lo;
+}
+
+/* The entry of `kind ns/name` in the snapshot, or SIZE_MAX. */
+static size_t entry_position(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
+{
+    bool found;
+    size_t at = entry_place(s, kind, ns, name, &found);
+    return found ? at : SIZE_MAX;
 }
 
 static bool holds(const reted_snapshot *s, const char *kind, const char *ns, const char *name)
@@ -458,25 +469,67 @@ static bool holds(const reted_snapshot *s, const char *kind, const char *ns, con
 static uint64_t snapshot_hash(reted *r, reted_snapshot *s);
 static reted_text *pushed_text(reted *r, const reted_ires *res);
 
-/* Replace the cached snapshot *pp by a copy holding the new texts of the
- * shape-keeping changes (`texts`, in dirty-key order, NULL for a key that
- * is not one): same scope, same entries but those, a new id. The old one
+/* One changed key of a sync, and how the cached snapshots follow it. */
+typedef enum {
+    FOLLOW_STALE,   /* drop those that held it or whose scope takes it in: compiled again */
+    FOLLOW_REPLACE, /* it kept its shape: its new text in those that hold it */
+    FOLLOW_MEMBER,  /* a Workload: an endpoint, nothing else in other scopes */
+} follow;
+
+typedef struct key_change {
+    const char *kind, *ns, *name;
+    const reted_ires *now;          /* NULL: deleted */
+    reted_text *text;               /* REPLACE, MEMBER (unless deleted): what snapshots hold of it */
+    follow how;
+    reted_strs sel;                 /* MEMBER: the Services that select it */
+} key_change;
+
+/* A Workload is in a snapshot when a Service in its scope selects it (or
+ * the scope is the whole mesh and one does): its own proxy's scope reads its
+ * labels and egress too, but that scope is keyed by them (a change moves
+ * the proxy to another snapshot, scope_of). So a Workload created, deleted
+ * or relabelled only enters or leaves the snapshots of the Services that
+ * select it, before or after. True when `c` must change for it. */
+static bool member_moves(const reted_snapshot *c, const key_change *ch)
+{
+    size_t at = entry_position(c, ch->kind, ch->ns, ch->name);
+    bool want = ch->now && takes_in(c, ch->now, &ch->sel);
+    return want ? at == SIZE_MAX || c->entries[at].doc != ch->text : at != SIZE_MAX;
+}
+
+/* Replace the cached snapshot *pp by a copy that follows the changes
+ * (in order; n_members of them FOLLOW_MEMBER): the new texts of those that
+ * kept their shape, the Workloads that entered or left its Services' endpoints
+ * put in or taken out at their place; same scope, a new id. The old one
  * stays whole for the proxies that hold it (the base of their delta, and
  * what proxy-status shows of their scope); its scope key and Service set
  * move to the copy, since only the cache reads them. */
-static void patch_snapshot(reted *r, reted_snapshot **pp, reted_text *const *texts)
+static void patch_snapshot(reted *r, reted_snapshot **pp, const key_change *changes, size_t n_changes,
+                           size_t n_members)
 {
     reted_snapshot *old = *pp, *s = rete_calloc(1, sizeof(*s));
-    s->entries = rete_malloc((old->n_entries ? old->n_entries : 1) * sizeof(*s->entries));
+    size_t cap = old->n_entries + n_members;
+    s->entries = rete_malloc((cap ? cap : 1) * sizeof(*s->entries));
     s->n_entries = old->n_entries;
     memcpy(s->entries, old->entries, old->n_entries * sizeof(*s->entries));
-    size_t ki = 0;
-    for (const char *k = reted_strs_first(&r->cache.dirty); k; ki++) {
-        const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
-        size_t at = texts[ki] ? entry_position(s, k, ns, name) : SIZE_MAX;
-        if (at != SIZE_MAX)
-            s->entries[at].doc = texts[ki];
-        k = reted_strs_next(&r->cache.dirty, name);
+    for (size_t i = 0; i < n_changes; i++) {
+        const key_change *ch = &changes[i];
+        if (ch->how == FOLLOW_STALE)
+            continue;
+        bool found;
+        size_t at = entry_place(s, ch->kind, ch->ns, ch->name, &found);
+        /* in order: a key changed twice sees the first change done */
+        bool want = ch->how == FOLLOW_REPLACE ? found : ch->now && takes_in(old, ch->now, &ch->sel);
+        if (want && found) {
+            s->entries[at].doc = ch->text;
+        } else if (want) {
+            memmove(s->entries + at + 1, s->entries + at, (s->n_entries - at) * sizeof(*s->entries));
+            s->entries[at].doc = ch->text;
+            s->n_entries++;
+        } else if (found) {
+            memmove(s->entries + at, s->entries + at + 1, (s->n_entries - at - 1) * sizeof(*s->entries));
+            s->n_entries--;
+        }
     }
     for (size_t i = 0; i < s->n_entries; i++)
         s->entries[i].doc->refs++;
@@ -526,54 +579,69 @@ void reted_scopes_sync(reted *r)
         while (*pp)
             uncache(r, pp);
     } else if (r->cache.dirty.n) {
-        size_t n_keys = r->cache.dirty.n / 3, ki = 0;
-        reted_text **texts = rete_calloc(n_keys, sizeof(*texts)); /* non-NULL: kept its shape */
-        bool any_patch = false;
+        size_t n_keys = r->cache.dirty.n / 3, ki = 0, n_members = 0, n_workloads = 0;
+        key_change *changes = rete_calloc(n_keys, sizeof(*changes));
         for (const char *k = reted_strs_first(&r->cache.dirty); k; ki++) {
             const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
+            changes[ki] = (key_change){.kind = k, .ns = ns, .name = name};
+            n_workloads += strcmp(k, "Workload") == 0;
+            k = reted_strs_next(&r->cache.dirty, name);
+        }
+        bool members = n_workloads <= RETED_MEMBER_PATCH_MAX;
+        for (ki = 0; ki < n_keys; ki++) {
+            key_change *ch = &changes[ki];
             shape was;
-            shape_take(&was, reted_index_get(&r->index, k, ns, name));
-            if (reted_index_refresh(&r->index, r->store, k, ns, name) != RETE_OK)
-                rete_err("compiler: cannot read %s %s/%s from the store", k, ns, name);
-            const reted_ires *now = reted_index_get(&r->index, k, ns, name);
-            if (keeps_shape(&was, now)) {
-                texts[ki] = pushed_text(r, now);
-                any_patch = true;
+            shape_take(&was, reted_index_get(&r->index, ch->kind, ch->ns, ch->name));
+            if (reted_index_refresh(&r->index, r->store, ch->kind, ch->ns, ch->name) != RETE_OK)
+                rete_err("compiler: cannot read %s %s/%s from the store", ch->kind, ch->ns, ch->name);
+            ch->now = reted_index_get(&r->index, ch->kind, ch->ns, ch->name);
+            if (members && strcmp(ch->kind, "Workload") == 0) {
+                ch->how = FOLLOW_MEMBER;
+                n_members++;
+            } else {
+                ch->how = keeps_shape(&was, ch->now) ? FOLLOW_REPLACE : FOLLOW_STALE;
             }
+            if (ch->now && ch->how != FOLLOW_STALE)
+                ch->text = pushed_text(r, ch->now);
             free(was.kv.p);
             free(was.refs.p);
-            k = reted_strs_next(&r->cache.dirty, name);
         }
         /* Each changed key once against every cached snapshot. */
-        reted_strs sel = {0};
-        ki = 0;
-        for (const char *k = reted_strs_first(&r->cache.dirty); k; ki++) {
-            const char *ns = reted_strs_next(&r->cache.dirty, k), *name = reted_strs_next(&r->cache.dirty, ns);
-            const reted_ires *now = reted_index_get(&r->index, k, ns, name);
-            if (texts[ki]) {
-                for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
-                    c->patch = c->patch || (!c->stale && holds(c, k, ns, name));
-            } else {
-                sel.len = sel.n = 0;
-                if (now && now->k == RETE_KC_WORKLOAD)
-                    selecting(&r->index, now, &sel);
-                for (reted_snapshot *c = r->cache.snapshots; c; c = c->next)
-                    c->stale = c->stale || holds(c, k, ns, name) || (now && takes_in(c, now, &sel));
+        bool any_patch = false;
+        for (ki = 0; ki < n_keys; ki++) {
+            key_change *ch = &changes[ki];
+            if (ch->now && ch->now->k == RETE_KC_WORKLOAD && ch->how != FOLLOW_REPLACE)
+                selecting(&r->index, ch->now, &ch->sel);
+            for (reted_snapshot *c = r->cache.snapshots; c; c = c->next) {
+                if (c->stale)
+                    continue;
+                switch (ch->how) {
+                case FOLLOW_REPLACE:
+                    c->patch = c->patch || holds(c, ch->kind, ch->ns, ch->name);
+                    break;
+                case FOLLOW_MEMBER:
+                    c->patch = c->patch || member_moves(c, ch);
+                    break;
+                case FOLLOW_STALE:
+                    c->stale = holds(c, ch->kind, ch->ns, ch->name) || (ch->now && takes_in(c, ch->now, &ch->sel));
+                    break;
+                }
+                any_patch |= c->patch;
             }
-            k = reted_strs_next(&r->cache.dirty, name);
         }
-        free(sel.p);
         while (*pp) {
             if ((*pp)->stale) {
                 uncache(r, pp);
                 continue;
             }
             if ((*pp)->patch && any_patch)
-                patch_snapshot(r, pp, texts);
+                patch_snapshot(r, pp, changes, n_keys, n_members);
             (*pp)->patch = false;
             pp = &(*pp)->next;
         }
-        free(texts);
+        for (ki = 0; ki < n_keys; ki++)
+            free(changes[ki].sel.p);
+        free(changes);
     }
     for (pp = &r->cache.snapshots; *pp;) {
         if ((*pp)->ca_generation != r->ca_generation)

@@ -389,6 +389,69 @@ static void test_shape_keeping_change_is_patched(void **state)
     four_free(f, &x);
 }
 
+/* After each step, the four snapshots as patched equal the four compiled
+ * from the store (same entries, same hash); returns the compiles the step
+ * itself took. */
+static uint64_t same_as_compiled(fixture *f, four *x, const char *moved)
+{
+    uint64_t c0 = compiles(f);
+    assert_string_equal(recompiled(f, x), moved);
+    uint64_t step = compiles(f) - c0;
+    uint64_t hash[4];
+    char held[4][4096];
+    for (size_t i = 0; i < 4; i++) {
+        hash[i] = x->s[i]->hash;
+        snprintf(held[i], sizeof held[i], "%s", keys(x->s[i]));
+    }
+    reted_changed_key(&f->r, NULL, NULL, NULL);
+    assert_string_equal(recompiled(f, x), "ABCD");
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(keys(x->s[i]), held[i]);
+        assert_int_equal(x->s[i]->hash, hash[i]);
+    }
+    return step;
+}
+
+/* A Workload is an endpoint: created, relabelled, marked not ready or
+ * deleted, it is put in, moved, rewritten or taken out of the snapshots of
+ * the Services that select it, without compiling any, and the result is
+ * what a compile gives. Past RETED_MEMBER_PATCH_MAX Workloads in one sync
+ * they are compiled again. */
+static void test_endpoint_changes_are_patched(void **state)
+{
+    fixture *f = *state;
+    four x;
+    four_scopes(f, &x);
+    uint64_t p0 = patches(f);
+    fx_put(f, "Workload", "db", "pg-2", "{\"labels\":{\"app\":\"pg\"},\"address\":\"10.0.0.2\"}");
+    assert_int_equal(same_as_compiled(f, &x, "AC"), 0); /* A routes to db/pg; C is the whole mesh */
+    assert_non_null(strstr(keys(x.s[0]), "Workload db/pg-2\n"));
+    fx_put(f, "Workload", "db", "pg-2", "{\"labels\":{\"app\":\"other\"},\"address\":\"10.0.0.2\"}");
+    assert_int_equal(same_as_compiled(f, &x, "AC"), 0); /* out of A's (db/other is not in its scope), still C's */
+    assert_null(strstr(keys(x.s[0]), "Workload db/pg-2\n"));
+    assert_non_null(strstr(keys(x.s[2]), "Workload db/pg-2\n"));
+    fx_put(f, "Workload", "db", "pg-2", "{\"labels\":{\"app\":\"pg\"},\"address\":\"10.0.0.2\"}");
+    assert_true(reted_workload_set_ready(&f->r, "db", "pg-1", false));
+    reted_changed_key(&f->r, "Workload", "db", "pg-1");
+    fx_put(f, "Workload", "bank", "pay-2", "{\"labels\":{\"app\":\"pay\"}}"); /* B serves bank/pay */
+    assert_int_equal(same_as_compiled(f, &x, "ABC"), 0);
+    assert_non_null(strstr(entry_of(x.s[0], "Workload", "db", "pg-1")->data, "\"ready\":false"));
+    fx_del(f, "Workload", "db", "pg-2");
+    fx_del(f, "Workload", "bank", "pay-2");
+    assert_int_equal(same_as_compiled(f, &x, "ABC"), 0);
+    assert_null(strstr(keys(x.s[2]), "Workload db/pg-2\n"));
+    assert_true(patches(f) > p0);
+    /* a burst: compiled again, the same result */
+    for (int i = 0; i < RETED_MEMBER_PATCH_MAX + 1; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "burst-%d", i);
+        fx_put(f, "Workload", "db", name, "{\"labels\":{\"app\":\"pg\"}}");
+    }
+    assert_int_equal(same_as_compiled(f, &x, "AC"), 2);
+    reted_workload_ready_free(&f->r);
+    four_free(f, &x);
+}
+
 /* A proxy's own Workload decides its scope: changing its egress or labels
  * moves it to another snapshot; the old scope is left to its other holders. */
 static void test_workload_change_moves_its_proxy(void **state)
@@ -511,6 +574,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_label_order_is_one_scope, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_recompile_set, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_shape_keeping_change_is_patched, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_endpoint_changes_are_patched, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_workload_change_moves_its_proxy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_everything_recompiles, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_not_ready_workload_is_marked, fx_setup, fx_teardown),
