@@ -79,7 +79,8 @@ void reted_stats_init(reted_stats *s)
     s->compiles = series(s, f, NULL, NULL);
     f = family(s, "rete_reted_config_patches_total",
                "Snapshots patched instead of compiled again: a change that kept its resource's scope "
-               "(a route's weights, a Workload's address) puts its new text in each snapshot holding it.",
+               "(a route's weights) puts its new text in each snapshot holding it; a Workload created, "
+               "deleted or changed enters, leaves or is rewritten in the snapshots of its Services.",
                RETE_METRIC_COUNTER, NULL);
     s->patches = series(s, f, NULL, NULL);
     f = family(s, "rete_reted_config_responses_total", "Proxy answers to pushes, by result.",
