@@ -445,7 +445,8 @@ def control_plane_section(res):
         out += [f"**Problem:** {cp['failed']}.", ""]
     out += [f"reted (one process, its own temporary data dir, `--cert-ttl 24h`) with {c.get('services', 0):,} "
             f"Services and {c.get('workloads', 0):,} Workloads applied through the operator API, then "
-            f"{n:,} simulated proxies (bench/cpsim.py, one Python asyncio process speaking the real protocol "
+            f"{n:,} simulated proxies (bench/cpsim.py, one Python process on {first.get('sim_loop', 'asyncio')} "
+            "speaking the real protocol "
             "of docs/control-plane.md): each gets its own certificate from `POST /ca/v1/certificates` with a "
             "join token, opens an mTLS config stream, says hello with its own Workload (registered by "
             f"reted: {n:,} more Workloads) and ACKs every push. Then one HTTPRoute weight change (90/10 -> "
