@@ -18,10 +18,8 @@
  * --max-txn-ops operations (128 by default): an apply of more writes is
  * refused with RETE_ELIMIT before anything is sent.
  *
- * The watch (watch_start) is a thread holding a streaming /v3/watch request
- * on the resources' prefix from the revision the store was opened at; its
- * events queue under a mutex for the loop thread (watch_drain). */
-#include "store.h"
+ * The watch is a thread of its own (store_etcd_watch.c). */
+#include "store_etcd-t.h"
 
 #include "alloc.h"
 #include "etcd_http.h"
@@ -44,60 +42,10 @@
 #define ETCD_MAX_RESPONSE (256u << 20)   /* one answer's body (a whole-store range) */
 #define APPLY_ROUNDS 8                   /* reads + compare-and-write before giving up */
 #define TOKEN_ROUNDS 16                  /* token_use's compare-and-swap attempts */
-#define WATCH_QUEUE_MAX 100000           /* changes waiting for the loop; above: relist */
-#define WATCH_BACKOFF_MAX_MS 2000
 #define LEASE_TTL_S 10                   /* the leader's lease (etcd seconds) */
 #define LEASE_MARGIN_MS 1000             /* stop leading this long before the lease may expire */
 #define LEASE_RETRY_MS 5000              /* after a failed renewal, before the next attempt */
 
-typedef struct watch_item {
-    char *key;          /* kind \0 ns \0 name \0 */
-    uint64_t revision;
-    bool deleted;
-} watch_item;
-
-/* A registration's change from the watch (registrations/<ns>/<name>). */
-typedef struct reg_item {
-    char *ns, *name, *holder;   /* holder "" when deleted */
-    bool ready, deleted;
-    uint64_t revision;
-} reg_item;
-
-typedef struct store_etcd {
-    rete_store base; /* first */
-    reted_etcd_http http;
-    char *prefix;     /* ends with '/' */
-    uint64_t revision;
-    bool in_list;
-    char *out;        /* get()'s strings */
-    size_t out_cap;
-    /* watch */
-    pthread_t thread;
-    bool thread_running;
-    pthread_mutex_t mu;
-    bool stop;                  /* under mu */
-    watch_item *q;              /* under mu */
-    size_t q_n, q_cap;
-    bool q_relist;              /* under mu */
-    reg_item *rq;               /* under mu: registrations' changes */
-    size_t rq_n, rq_cap;
-    uint64_t watch_from;
-    void (*notify)(void *);
-    void *notify_arg;
-    /* leadership (loop thread) */
-    char lease[24];             /* the lease's ID, "" when none */
-    uint64_t lead_until_ms;     /* monotonic: the lease lasts at least until then */
-    bool leading;
-    uint64_t lead_retry_ms;     /* monotonic: after a failed renewal, no call to etcd before then */
-    uint64_t lease_epoch;       /* leases taken (reg_epoch) */
-    bool lease_refused;         /* the last call's error: etcd has no such lease (it expired) */
-    char *reg_out;              /* reg_get's strings */
-} store_etcd;
-
-static store_etcd *to_se(rete_store *s)
-{
-    return (store_etcd *)s;
-}
 
 /* ---- JSON and base64 ---- */
 
@@ -110,13 +58,13 @@ static json_t *b64(const char *p, size_t n)
     return j;
 }
 
-static json_t *b64s(const char *s)
+json_t *etcd_b64s(const char *s)
 {
     return b64(s, strlen(s));
 }
 
 /* Decode a base64 JSON string; malloc'ed, NUL-terminated; NULL when bad. */
-static char *unb64(json_t *j, size_t *len)
+char *etcd_unb64(json_t *j, size_t *len)
 {
     const char *s = json_string_value(j);
     if (!s)
@@ -137,7 +85,7 @@ static char *unb64(json_t *j, size_t *len)
 }
 
 /* etcd's int64 fields come as JSON strings ("12"); absent = 0. */
-static uint64_t jint(json_t *o, const char *key)
+uint64_t etcd_jint(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     if (json_is_integer(v))
@@ -147,7 +95,7 @@ static uint64_t jint(json_t *o, const char *key)
 }
 
 /* The end of a prefix range: the prefix with its last byte incremented. */
-static json_t *prefix_end(const char *prefix)
+json_t *etcd_prefix_end(const char *prefix)
 {
     size_t n = strlen(prefix);
     char *e = rete_strdup(prefix);
@@ -186,7 +134,7 @@ static rete_rc call(store_etcd *se, const char *path, json_t *req, json_t **resp
         return RETE_EIO;
     }
     free(out);
-    uint64_t rev = jint(json_object_get(j, "header"), "revision");
+    uint64_t rev = etcd_jint(json_object_get(j, "header"), "revision");
     if (rev > se->revision)
         se->revision = rev;
     *resp = j;
@@ -197,7 +145,7 @@ static rete_rc call(store_etcd *se, const char *path, json_t *req, json_t **resp
 static rete_rc range_under(store_etcd *se, const char *prefix, json_t **resp)
 {
     return call(se, "/v3/kv/range",
-                json_pack("{s:o,s:o}", "key", b64s(prefix), "range_end", prefix_end(prefix)), resp);
+                json_pack("{s:o,s:o}", "key", etcd_b64s(prefix), "range_end", etcd_prefix_end(prefix)), resp);
 }
 
 /* ---- guarded transactions ---- */
@@ -239,7 +187,7 @@ static rete_rc txn(store_etcd *se, json_t *cmp, json_t *success, json_t *failure
     RETE_GUARD(call(se, "/v3/kv/txn", req, &r));
     bool held = json_is_true(json_object_get(r, "succeeded"));
     if (rev)
-        *rev = jint(json_object_get(r, "header"), "revision");
+        *rev = etcd_jint(json_object_get(r, "header"), "revision");
     if (resp)
         *resp = r;
     else
@@ -282,7 +230,7 @@ static void res_kv_free(res_kv *r)
 }
 
 /* Cut "kind/ns/name" after the resources prefix. */
-static bool split_key(const store_etcd *se, const char *key, char **split, const char **kind, const char **ns,
+bool etcd_split_key(const store_etcd *se, const char *key, char **split, const char **kind, const char **ns,
                       const char **name)
 {
     size_t pl = strlen(se->prefix);
@@ -330,12 +278,12 @@ static bool parse_kv(const store_etcd *se, json_t *kv, res_kv *out)
 {
     memset(out, 0, sizeof *out);
     size_t kl, vl;
-    out->key = unb64(json_object_get(kv, "key"), &kl);
-    out->value = unb64(json_object_get(kv, "value"), &vl);
-    out->mod = jint(kv, "mod_revision");
-    out->create = jint(kv, "create_revision");
+    out->key = etcd_unb64(json_object_get(kv, "key"), &kl);
+    out->value = etcd_unb64(json_object_get(kv, "value"), &vl);
+    out->mod = etcd_jint(kv, "mod_revision");
+    out->create = etcd_jint(kv, "create_revision");
     if (!out->key || !out->value ||
-        !split_key(se, out->key, &out->split, &out->kind, &out->ns, &out->name) ||
+        !etcd_split_key(se, out->key, &out->split, &out->kind, &out->ns, &out->name) ||
         !unenvelope(out->value, vl, &out->created, &out->json)) {
         rete_err("store etcd: damaged resource %s", out->key ? out->key : "(bad key)");
         res_kv_free(out);
@@ -359,7 +307,7 @@ static rete_rc read_keys(store_etcd *se, rete_store_write *w, size_t n, char **k
 {
     json_t *ops = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(ops, json_pack("{s:{s:o}}", "request_range", "key", b64s(keys[i])));
+        json_array_append_new(ops, json_pack("{s:{s:o}}", "request_range", "key", etcd_b64s(keys[i])));
     json_t *resp;
     RETE_GUARD(call(se, "/v3/kv/txn", json_pack("{s:o}", "success", ops), &resp));
     json_t *rs = json_object_get(resp, "responses");
@@ -419,14 +367,14 @@ static rete_rc apply_round(store_etcd *se, rete_store_write *w, size_t n, char *
             json_decref(ops);
             return rc;
         }
-        json_array_append_new(cmp, guard(b64s(keys[i]), f[i].exists, f[i].mod));
+        json_array_append_new(cmp, guard(etcd_b64s(keys[i]), f[i].exists, f[i].mod));
         if (!op)
             continue;
         if (!w[i].json) {
-            json_array_append_new(ops, delete_op(b64s(keys[i])));
+            json_array_append_new(ops, delete_op(etcd_b64s(keys[i])));
         } else {
             char *v = envelope(f[i].exists ? f[i].created : now, w[i].json);
-            json_array_append_new(ops, put_op(b64s(keys[i]), b64s(v)));
+            json_array_append_new(ops, put_op(etcd_b64s(keys[i]), etcd_b64s(v)));
             free(v);
         }
     }
@@ -542,7 +490,7 @@ static rete_rc se_get(rete_store *s, const char *kind, const char *ns, const cha
         return kind && ns && name && out ? RETE_ENOTFOUND : RETE_EINVAL;
     char *key = res_key(se, kind, ns, name);
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", etcd_b64s(key)), &resp);
     free(key);
     RETE_GUARD(rc);
     json_t *kvs = json_object_get(resp, "kvs");
@@ -644,8 +592,8 @@ static rete_rc se_token_put(rete_store *s, const rete_store_token *t, const uint
         !memchr(t->ns, '\0', sizeof t->ns) || !memchr(t->sa, '\0', sizeof t->sa) || t->uses_left < -1)
         return RETE_EINVAL;
     char *key = tok_key(se, t->id), *v = tok_value(t, hash);
-    json_t *cmp = json_pack("[o]", guard(b64s(key), false, 0));
-    json_t *ops = json_pack("[o]", put_op(b64s(key), b64s(v)));
+    json_t *cmp = json_pack("[o]", guard(etcd_b64s(key), false, 0));
+    json_t *ops = json_pack("[o]", put_op(etcd_b64s(key), etcd_b64s(v)));
     free(key);
     free(v);
     return txn(se, cmp, ops, NULL, NULL, NULL);
@@ -655,7 +603,7 @@ static rete_rc se_token_put(rete_store *s, const rete_store_token *t, const uint
 static bool tok_parse(json_t *kv, rete_store_token *t, uint8_t hash[32], uint64_t *mod)
 {
     size_t vl;
-    char *v = unb64(json_object_get(kv, "value"), &vl);
+    char *v = etcd_unb64(json_object_get(kv, "value"), &vl);
     json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
     free(v);
     const char *h = NULL, *ns = NULL, *sa = NULL;
@@ -669,7 +617,7 @@ static bool tok_parse(json_t *kv, rete_store_token *t, uint8_t hash[32], uint64_
         snprintf(t->sa, sizeof t->sa, "%s", sa);
         t->expires_unix = exp;
         t->uses_left = (int32_t)uses;
-        *mod = jint(kv, "mod_revision");
+        *mod = etcd_jint(kv, "mod_revision");
     }
     json_decref(j);
     return ok;
@@ -691,7 +639,7 @@ static rete_rc se_token_use(rete_store *s, const char *id, const uint8_t secret_
     rete_rc rc = RETE_EIO;
     for (int round = 0; round < TOKEN_ROUNDS; round++) {
         json_t *resp;
-        rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+        rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", etcd_b64s(key)), &resp);
         if (rc != RETE_OK)
             break;
         json_t *kvs = json_object_get(resp, "kvs");
@@ -717,8 +665,8 @@ static rete_rc se_token_use(rete_store *s, const char *id, const uint8_t secret_
         if (t.uses_left > 0) {
             t.uses_left--;
             char *v = tok_value(&t, hash);
-            rc = txn(se, json_pack("[o]", guard(b64s(key), true, mod)),
-                     json_pack("[o]", put_op(b64s(key), b64s(v))), NULL, NULL, NULL);
+            rc = txn(se, json_pack("[o]", guard(etcd_b64s(key), true, mod)),
+                     json_pack("[o]", put_op(etcd_b64s(key), etcd_b64s(v))), NULL, NULL, NULL);
             free(v);
             if (rc == RETE_ECONFLICT) {
                 rc = RETE_ELIMIT; /* if every round loses, the uses went elsewhere */
@@ -794,7 +742,7 @@ static rete_rc se_token_list(rete_store *s, rete_store_token_fn fn, void *arg)
         uint8_t hash[32];
         uint64_t mod = 0;
         size_t kl;
-        char *key = unb64(json_object_get(kv, "key"), &kl);
+        char *key = etcd_unb64(json_object_get(kv, "key"), &kl);
         bool ok = key && kl > pl && kl - pl < sizeof t.id && tok_parse(kv, &t, hash, &mod);
         if (ok)
             snprintf(t.id, sizeof t.id, "%s", key + pl);
@@ -830,7 +778,7 @@ static rete_rc se_meta_get(rete_store *s, const char *name, char **value, size_t
         return RETE_ESTATE;
     char *key = meta_key(se, name);
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", etcd_b64s(key)), &resp);
     free(key);
     RETE_GUARD(rc);
     json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
@@ -839,7 +787,7 @@ static rete_rc se_meta_get(rete_store *s, const char *name, char **value, size_t
         return RETE_ENOTFOUND;
     }
     size_t vl = 0;
-    char *v = json_object_get(kv, "value") ? unb64(json_object_get(kv, "value"), &vl) : rete_strdup("");
+    char *v = json_object_get(kv, "value") ? etcd_unb64(json_object_get(kv, "value"), &vl) : rete_strdup("");
     if (!v) {
         json_decref(resp);
         rete_err("store etcd: %smeta/%s: not base64", se->prefix, name);
@@ -847,7 +795,7 @@ static rete_rc se_meta_get(rete_store *s, const char *name, char **value, size_t
     }
     *value = v;
     *len = vl;
-    *rev = jint(kv, "mod_revision");
+    *rev = etcd_jint(kv, "mod_revision");
     json_decref(resp);
     return RETE_OK;
 }
@@ -859,8 +807,8 @@ static rete_rc se_meta_put(rete_store *s, const char *name, const char *value, s
     if (se->in_list)
         return RETE_ESTATE;
     char *key = meta_key(se, name);
-    json_t *cmp = json_pack("[o]", guard(b64s(key), expected_rev != 0, expected_rev));
-    json_t *ops = json_pack("[o]", put_op(b64s(key), b64(value, len)));
+    json_t *cmp = json_pack("[o]", guard(etcd_b64s(key), expected_rev != 0, expected_rev));
+    json_t *ops = json_pack("[o]", put_op(etcd_b64s(key), b64(value, len)));
     free(key);
     uint64_t rev;
     rete_rc rc = txn(se, cmp, ops, NULL, &rev, NULL);
@@ -887,7 +835,7 @@ static bool lease_renew(store_etcd *se)
     if (se->lease[0]) {
         if (call(se, "/v3/lease/keepalive", json_pack("{s:s}", "ID", se->lease), &resp) != RETE_OK)
             return false;
-        uint64_t ttl = jint(json_object_get(resp, "result"), "TTL");
+        uint64_t ttl = etcd_jint(json_object_get(resp, "result"), "TTL");
         json_decref(resp);
         if (ttl) {
             se->lead_until_ms = t0 + ttl * 1000;
@@ -900,7 +848,7 @@ static bool lease_renew(store_etcd *se)
     if (call(se, "/v3/lease/grant", json_pack("{s:i}", "TTL", LEASE_TTL_S), &resp) != RETE_OK)
         return false;
     const char *id = json_string_value(json_object_get(resp, "ID"));
-    uint64_t ttl = jint(resp, "TTL");
+    uint64_t ttl = etcd_jint(resp, "TTL");
     if (id && ttl && strlen(id) < sizeof(se->lease)) {
         snprintf(se->lease, sizeof(se->lease), "%s", id);
         se->lead_until_ms = t0 + ttl * 1000;
@@ -932,11 +880,11 @@ static bool se_lead(rete_store *s, const char *id, char *leader, size_t cap)
     snprintf(key, n, "%sleader", se->prefix);
     /* Take the key when nobody holds it (create_revision 0), with our
      * lease: it goes when the lease does. Either way read who holds it. */
-    json_t *put = put_op(b64s(key), b64s(id));
+    json_t *put = put_op(etcd_b64s(key), etcd_b64s(id));
     json_object_set_new(json_object_get(put, "request_put"), "lease", json_string(se->lease));
     json_t *resp;
-    rete_rc rc = txn(se, json_pack("[o]", guard(b64s(key), false, 0)), json_pack("[o]", put),
-                     json_pack("[{s:{s:o}}]", "request_range", "key", b64s(key)), NULL, &resp);
+    rete_rc rc = txn(se, json_pack("[o]", guard(etcd_b64s(key), false, 0)), json_pack("[o]", put),
+                     json_pack("[{s:{s:o}}]", "request_range", "key", etcd_b64s(key)), NULL, &resp);
     free(key);
     if (rc == RETE_EIO) {
         se->leading = se->leading && mono_ms() + LEASE_MARGIN_MS < se->lead_until_ms;
@@ -952,7 +900,7 @@ static bool se_lead(rete_store *s, const char *id, char *leader, size_t cap)
                             "kvs"),
             0);
         size_t len = 0;
-        holder = kv ? unb64(json_object_get(kv, "value"), &len) : NULL;
+        holder = kv ? etcd_unb64(json_object_get(kv, "value"), &len) : NULL;
         /* ours only if it is held with this lease (a previous run of the
          * same id holds it with a lease of its own until that expires) */
         const char *lease = json_string_value(json_object_get(kv, "lease"));
@@ -985,7 +933,7 @@ static rete_rc se_health(rete_store *s)
     size_t n = strlen(se->prefix) + 8;
     char *key = rete_malloc(n);
     snprintf(key, n, "%sleader", se->prefix);
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:b}", "key", b64s(key), "count_only", 1), &resp);
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o,s:b}", "key", etcd_b64s(key), "count_only", 1), &resp);
     free(key);
     if (rc == RETE_OK)
         json_decref(resp);
@@ -1007,7 +955,7 @@ static char *reg_key(const store_etcd *se, const char *ns, const char *name)
 }
 
 /* "ns/name" after the registrations prefix, cut in place; false when not one. */
-static bool reg_split(const store_etcd *se, char *key, const char **ns, const char **name)
+bool etcd_reg_split(const store_etcd *se, char *key, const char **ns, const char **name)
 {
     size_t pl = strlen(se->prefix);
     if (strncmp(key, se->prefix, pl) != 0 || strncmp(key + pl, "registrations/", 14) != 0)
@@ -1022,10 +970,10 @@ static bool reg_split(const store_etcd *se, char *key, const char **ns, const ch
 }
 
 /* The value's holder (malloc'ed) and readiness; false when damaged. */
-static bool reg_value(json_t *kv, char **holder, bool *ready)
+bool etcd_reg_value(json_t *kv, char **holder, bool *ready)
 {
     size_t vl;
-    char *v = unb64(json_object_get(kv, "value"), &vl);
+    char *v = etcd_unb64(json_object_get(kv, "value"), &vl);
     json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
     free(v);
     const char *h = json_string_value(json_object_get(j, "replica"));
@@ -1044,8 +992,8 @@ static rete_rc reg_put_txn(store_etcd *se, const rete_store_registration *regs, 
         json_t *v = json_pack("{s:s,s:b}", "replica", regs[i].holder, "ready", regs[i].ready);
         char *vs = json_dumps(v, JSON_COMPACT);
         json_decref(v);
-        json_array_append_new(ops, json_pack("{s:{s:o,s:o,s:s}}", "request_put", "key", b64s(key), "value",
-                                             b64s(vs), "lease", se->lease));
+        json_array_append_new(ops, json_pack("{s:{s:o,s:o,s:s}}", "request_put", "key", etcd_b64s(key), "value",
+                                             etcd_b64s(vs), "lease", se->lease));
         free(key);
         free(vs);
     }
@@ -1090,13 +1038,13 @@ static rete_rc se_reg_get(rete_store *s, const char *ns, const char *name, rete_
         return RETE_EINVAL;
     char *key = reg_key(se, ns, name);
     json_t *resp;
-    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", b64s(key)), &resp);
+    rete_rc rc = call(se, "/v3/kv/range", json_pack("{s:o}", "key", etcd_b64s(key)), &resp);
     free(key);
     RETE_GUARD(rc);
     json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
     char *holder = NULL;
     bool ready = true;
-    if (!kv || !reg_value(kv, &holder, &ready)) {
+    if (!kv || !etcd_reg_value(kv, &holder, &ready)) {
         json_decref(resp);
         return RETE_ENOTFOUND;
     }
@@ -1107,7 +1055,7 @@ static rete_rc se_reg_get(rete_store *s, const char *ns, const char *name, rete_
     memcpy(se->reg_out + a, name, b);
     memcpy(se->reg_out + a + b, holder, c);
     *out = (rete_store_registration){se->reg_out, se->reg_out + a, se->reg_out + a + b, ready,
-                                     jint(kv, "mod_revision"), false};
+                                     etcd_jint(kv, "mod_revision"), false};
     free(holder);
     json_decref(resp);
     return RETE_OK;
@@ -1127,11 +1075,11 @@ static rete_rc se_reg_list(rete_store *s, rete_store_registration_fn fn, void *a
     size_t i;
     json_array_foreach(json_object_get(resp, "kvs"), i, kv) {
         size_t kl;
-        char *key = unb64(json_object_get(kv, "key"), &kl), *holder = NULL;
+        char *key = etcd_unb64(json_object_get(kv, "key"), &kl), *holder = NULL;
         const char *ns, *name;
         bool ready = true, go = true;
-        if (key && reg_split(se, key, &ns, &name) && reg_value(kv, &holder, &ready)) {
-            rete_store_registration g = {ns, name, holder, ready, jint(kv, "mod_revision"), false};
+        if (key && etcd_reg_split(se, key, &ns, &name) && etcd_reg_value(kv, &holder, &ready)) {
+            rete_store_registration g = {ns, name, holder, ready, etcd_jint(kv, "mod_revision"), false};
             go = fn(&g, arg);
         }
         free(key);
@@ -1155,13 +1103,13 @@ static rete_rc expire_txn(store_etcd *se, rete_store_expiry **items, size_t n)
     for (size_t i = 0; i < n; i++) {
         const rete_store_expiry *e = items[i];
         char *rk = reg_key(se, e->ns, e->name);
-        json_array_append_new(cmp, guard(b64s(rk), e->reg_revision != 0, e->reg_revision));
-        json_array_append_new(ops, delete_op(b64s(rk)));
+        json_array_append_new(cmp, guard(etcd_b64s(rk), e->reg_revision != 0, e->reg_revision));
+        json_array_append_new(ops, delete_op(etcd_b64s(rk)));
         free(rk);
         if (e->wl_version) { /* 0: the registration alone */
             char *wk = res_key(se, "Workload", e->ns, e->name);
-            json_array_append_new(cmp, guard(b64s(wk), true, e->wl_version));
-            json_array_append_new(ops, delete_op(b64s(wk)));
+            json_array_append_new(cmp, guard(etcd_b64s(wk), true, e->wl_version));
+            json_array_append_new(ops, delete_op(etcd_b64s(wk)));
             free(wk);
         }
     }
@@ -1224,258 +1172,16 @@ static uint64_t se_reg_epoch(rete_store *s)
     return to_se(s)->lease_epoch;
 }
 
-/* ---- watch ---- */
-
-static void queue_push(store_etcd *se, const char *kind, const char *ns, const char *name, uint64_t rev, bool del)
-{
-    if (se->q_relist)
-        return; /* everything is reloaded anyway */
-    if (se->q_n == WATCH_QUEUE_MAX) {
-        rete_warn("store etcd: %d changes waiting for the loop; reloading everything instead", WATCH_QUEUE_MAX);
-        for (size_t i = 0; i < se->q_n; i++)
-            free(se->q[i].key);
-        se->q_n = 0;
-        se->q_relist = true;
-        return;
-    }
-    RETE_GROW(se->q, se->q_cap, se->q_n + 1, 64);
-    size_t a = strlen(kind) + 1, b = strlen(ns) + 1, c = strlen(name) + 1;
-    char *k = rete_malloc(a + b + c);
-    memcpy(k, kind, a);
-    memcpy(k + a, ns, b);
-    memcpy(k + a + b, name, c);
-    se->q[se->q_n++] = (watch_item){k, rev, del};
-}
-
-static void reg_push(store_etcd *se, json_t *kv, const char *ns, const char *name, uint64_t rev, bool del)
-{
-    if (se->q_relist)
-        return;
-    if (se->rq_n == WATCH_QUEUE_MAX) {
-        rete_warn("store etcd: %d registration changes waiting for the loop; reloading everything instead",
-                  WATCH_QUEUE_MAX);
-        se->q_relist = true;
-        return;
-    }
-    char *holder = NULL;
-    bool ready = true;
-    if (!del && !reg_value(kv, &holder, &ready)) {
-        rete_warn("store etcd: watch: a damaged registration %s/%s; ignored", ns, name);
-        return;
-    }
-    RETE_GROW(se->rq, se->rq_cap, se->rq_n + 1, 64);
-    se->rq[se->rq_n++] = (reg_item){rete_strdup(ns), rete_strdup(name), holder ? holder : rete_strdup(""), ready,
-                                    del, rev};
-}
-
-static void reg_items_free(reg_item *q, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(q[i].ns);
-        free(q[i].name);
-        free(q[i].holder);
-    }
-    free(q);
-}
-
-/* One watch answer; false ends the stream (canceled, compacted). */
-static bool watch_message(store_etcd *se, const char *msg, size_t len)
-{
-    json_t *j = json_loadb(msg, len, 0, NULL);
-    json_t *res = json_object_get(j, "result");
-    if (!res) {
-        rete_warn("store etcd: watch: %.*s", (int)(len > 300 ? 300 : len), msg);
-        json_decref(j);
-        return false;
-    }
-    uint64_t compact = jint(res, "compact_revision");
-    bool keep = !json_is_true(json_object_get(res, "canceled"));
-    json_t *evs = json_object_get(res, "events"), *ev;
-    size_t i;
-    pthread_mutex_lock(&se->mu);
-    if (compact) {
-        /* the history we asked for is gone: reload, and follow from the
-         * oldest revision etcd still has (a change after the reload's read
-         * is in it; one before is in the reload) */
-        rete_warn("store etcd: watch from revision %" PRIu64 " is compacted (oldest %" PRIu64 "); relisting",
-                  se->watch_from, compact);
-        se->q_relist = true;
-        se->watch_from = compact;
-        keep = false;
-    }
-    json_array_foreach(evs, i, ev) {
-        json_t *kv = json_object_get(ev, "kv");
-        bool del = json_is_string(json_object_get(ev, "type")) &&
-                   strcmp(json_string_value(json_object_get(ev, "type")), "DELETE") == 0;
-        size_t kl;
-        char *key = unb64(json_object_get(kv, "key"), &kl), *split = NULL;
-        const char *kind, *ns, *name;
-        uint64_t rev = jint(kv, "mod_revision");
-        const char *rns, *rname;
-        if (key && split_key(se, key, &split, &kind, &ns, &name))
-            queue_push(se, kind, ns, name, rev, del);
-        else if (key && reg_split(se, key, &rns, &rname))
-            reg_push(se, kv, rns, rname, rev, del);
-        /* else tokens, the leader key...: nothing the loop follows */
-        if (rev >= se->watch_from)
-            se->watch_from = rev + 1;
-        free(key);
-        free(split);
-    }
-    bool any = se->q_n || se->rq_n || se->q_relist;
-    pthread_mutex_unlock(&se->mu);
-    json_decref(j);
-    if (any && se->notify)
-        se->notify(se->notify_arg);
-    return keep;
-}
-
-static bool stopping(store_etcd *se)
-{
-    pthread_mutex_lock(&se->mu);
-    bool s = se->stop;
-    pthread_mutex_unlock(&se->mu);
-    return s;
-}
-
-static void nap_ms(store_etcd *se, int ms)
-{
-    for (int slept = 0; slept < ms && !stopping(se); slept += 100)
-        nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
-}
-
-static void *watch_main(void *arg)
-{
-    store_etcd *se = arg;
-    reted_etcd_http h;
-    reted_etcd_http_copy(&h, &se->http);
-    /* the whole prefix: resources and registrations (tokens and the leader
-     * key come too and are skipped) */
-    char *pre = rete_strdup(se->prefix);
-    int backoff = 100;
-    while (!stopping(se)) {
-        pthread_mutex_lock(&se->mu);
-        char from[24];
-        snprintf(from, sizeof from, "%" PRIu64, se->watch_from);
-        pthread_mutex_unlock(&se->mu);
-        json_t *req = json_pack("{s:{s:o,s:o,s:s}}", "create_request", "key", b64s(pre), "range_end",
-                                prefix_end(pre), "start_revision", from);
-        char *body = json_dumps(req, JSON_COMPACT);
-        json_decref(req);
-        rete_error err = {0};
-        rete_rc rc = reted_etcd_http_stream_open(&h, "/v3/watch", body, strlen(body), &err);
-        free(body);
-        if (rc != RETE_OK) {
-            rete_warn("store etcd: watch: %s; again in %d ms", err.msg, backoff);
-            nap_ms(se, backoff);
-            backoff = backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS : backoff * 2;
-            continue;
-        }
-        rete_debug("store etcd: watching from revision %s", from);
-        backoff = 100;
-        while (!stopping(se)) {
-            const char *msg;
-            size_t len;
-            rc = reted_etcd_http_stream_next(&h, 250, &msg, &len, &err);
-            if (rc == RETE_EAGAIN)
-                continue;
-            if (rc != RETE_OK) {
-                rete_warn("store etcd: watch: %s; resuming", err.msg);
-                break;
-            }
-            if (len && !watch_message(se, msg, len))
-                break;
-        }
-        reted_etcd_http_close(&h);
-    }
-    free(pre);
-    reted_etcd_http_free(&h);
-    return NULL;
-}
-
-static rete_rc se_watch_start(rete_store *s, void (*notify)(void *), void *arg)
-{
-    store_etcd *se = to_se(s);
-    if (se->thread_running)
-        return RETE_ESTATE;
-    se->notify = notify;
-    se->notify_arg = arg;
-    se->watch_from = se->revision + 1;
-    se->stop = false;
-    if (pthread_create(&se->thread, NULL, watch_main, se) != 0)
-        return RETE_EIO;
-    se->thread_running = true;
-    return RETE_OK;
-}
-
-static void se_watch_drain(rete_store *s, rete_store_change_fn fn, void *arg, bool *relist)
-{
-    store_etcd *se = to_se(s);
-    pthread_mutex_lock(&se->mu);
-    watch_item *q = se->q;
-    size_t n = se->q_n;
-    *relist = se->q_relist;
-    se->q = NULL;
-    se->q_n = se->q_cap = 0;
-    se->q_relist = false;
-    if (*relist) { /* the caller lists the registrations again too */
-        reg_items_free(se->rq, se->rq_n);
-        se->rq = NULL;
-        se->rq_n = se->rq_cap = 0;
-    }
-    pthread_mutex_unlock(&se->mu);
-    bool go = !*relist;
-    for (size_t i = 0; i < n; i++) {
-        const char *kind = q[i].key, *ns = kind + strlen(kind) + 1, *name = ns + strlen(ns) + 1;
-        rete_store_change c = {kind, ns, name, q[i].revision, q[i].deleted};
-        if (c.revision > se->revision)
-            se->revision = c.revision;
-        if (go)
-            go = fn(&c, arg);
-        free(q[i].key);
-    }
-    free(q);
-}
-
-static void se_watch_drain_registrations(rete_store *s, rete_store_registration_fn fn, void *arg)
-{
-    store_etcd *se = to_se(s);
-    pthread_mutex_lock(&se->mu);
-    reg_item *q = se->rq;
-    size_t n = se->rq_n;
-    se->rq = NULL;
-    se->rq_n = se->rq_cap = 0;
-    pthread_mutex_unlock(&se->mu);
-    bool go = true;
-    for (size_t i = 0; i < n && go; i++) {
-        rete_store_registration g = {q[i].ns, q[i].name, q[i].holder, q[i].ready, q[i].revision, q[i].deleted};
-        go = fn(&g, arg);
-    }
-    reg_items_free(q, n);
-}
-
-static void se_watch_stop(rete_store *s)
-{
-    store_etcd *se = to_se(s);
-    if (!se->thread_running)
-        return;
-    pthread_mutex_lock(&se->mu);
-    se->stop = true;
-    pthread_mutex_unlock(&se->mu);
-    pthread_join(se->thread, NULL);
-    se->thread_running = false;
-}
-
 static void se_close(rete_store *s)
 {
     if (!s)
         return;
     store_etcd *se = to_se(s);
-    se_watch_stop(s);
+    etcd_watch_stop(s);
     for (size_t i = 0; i < se->q_n; i++)
         free(se->q[i].key);
     free(se->q);
-    reg_items_free(se->rq, se->rq_n);
+    etcd_reg_items_free(se->rq, se->rq_n);
     free(se->reg_out);
     pthread_mutex_destroy(&se->mu);
     reted_etcd_http_free(&se->http);
@@ -1497,10 +1203,10 @@ static const rete_store_ops etcd_ops = {
     .token_list = se_token_list,
     .meta_get = se_meta_get,
     .meta_put = se_meta_put,
-    .watch_start = se_watch_start,
-    .watch_drain = se_watch_drain,
-    .watch_stop = se_watch_stop,
-    .watch_drain_registrations = se_watch_drain_registrations,
+    .watch_start = etcd_watch_start,
+    .watch_drain = etcd_watch_drain,
+    .watch_stop = etcd_watch_stop,
+    .watch_drain_registrations = etcd_watch_drain_registrations,
     .lead = se_lead,
     .resign = se_resign,
     .health = se_health,
@@ -1532,7 +1238,7 @@ rete_store *rete_store_etcd_open(const rete_store_etcd_opts *o, rete_error *err)
     char *pre = rete_malloc(n);
     snprintf(pre, n, "%sresources/", se->prefix);
     rete_rc rc = call(se, "/v3/kv/range",
-                      json_pack("{s:o,s:o,s:b}", "key", b64s(pre), "range_end", prefix_end(pre), "count_only", 1),
+                      json_pack("{s:o,s:o,s:b}", "key", etcd_b64s(pre), "range_end", etcd_prefix_end(pre), "count_only", 1),
                       &resp);
     free(pre);
     if (rc != RETE_OK) {
