@@ -784,6 +784,18 @@ void reted_workload_ready_free(reted *r)
     set_free(&r->cache.not_ready);
 }
 
+void reted_cache_free(reted *r)
+{
+    while (r->cache.snapshots) {
+        reted_snapshot *s = r->cache.snapshots;
+        r->cache.snapshots = s->next;
+        reted_snapshot_release(r, s);
+    }
+    reted_index_free(&r->index);
+    rete_free(&r->cache.dirty.p);
+    r->cache.dirty.len = r->cache.dirty.n = 0;
+}
+
 /* A Workload's text with spec.ready false (kept on the index entry, so every
  * snapshot holding it shares one copy). Same version as the stored one:
  * deltas compare texts too (reted_snapshot_delta). */

@@ -38,6 +38,9 @@ void reted_snapshots_sweep(struct reted *r);
 bool reted_workload_set_ready(struct reted *r, const char *ns, const char *name, bool ready);
 /* Free the readiness records (at exit). */
 void reted_workload_ready_free(struct reted *r);
+/* Free the snapshot cache, the index and the changed keys (at exit; the
+ * proxies' references released first). */
+void reted_cache_free(struct reted *r);
 /* Workload certificate lifetime, seconds: MeshConfig workloadCertificateTTL,
  * else reted --cert-ttl. */
 uint32_t reted_cert_ttl(struct reted *r);

@@ -544,13 +544,7 @@ int main(int argc, char **argv)
     r.store->ops->close(r.store);
     rete_tls_ctx_unref(r.xds_tls);
     reted_registry_free(&r);
-    while (r.cache.snapshots) {
-        reted_snapshot *s = r.cache.snapshots;
-        r.cache.snapshots = s->next;
-        reted_snapshot_release(&r, s);
-    }
-    reted_index_free(&r.index);
-    free(r.cache.dirty.p);
+    reted_cache_free(&r);
     reted_workload_ready_free(&r);
     reted_stats_free(&r.stats);
     reted_golden_free(&r.golden);

@@ -42,13 +42,7 @@ static inline int fx_setup(void **state)
 static inline int fx_teardown(void **state)
 {
     fixture *f = *state;
-    while (f->r.cache.snapshots) {
-        reted_snapshot *s = f->r.cache.snapshots;
-        f->r.cache.snapshots = s->next;
-        reted_snapshot_release(&f->r, s);
-    }
-    reted_index_free(&f->r.index);
-    free(f->r.cache.dirty.p);
+    reted_cache_free(&f->r);
     reted_stats_free(&f->r.stats);
     rete_ca_free(f->r.ca);
     f->r.store->ops->close(f->r.store);

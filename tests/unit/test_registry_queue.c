@@ -245,13 +245,7 @@ static int teardown(void **state)
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     reted_registry_free(&f->r);
-    while (f->r.cache.snapshots) {
-        reted_snapshot *s = f->r.cache.snapshots;
-        f->r.cache.snapshots = s->next;
-        reted_snapshot_release(&f->r, s);
-    }
-    reted_index_free(&f->r.index);
-    free(f->r.cache.dirty.p);
+    reted_cache_free(&f->r);
     reted_stats_free(&f->r.stats);
     f->r.store->ops->close(f->r.store);
     char cmd[160];
